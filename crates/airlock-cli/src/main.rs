@@ -1,0 +1,374 @@
+//! The `airlock` binary: starts servers (`demo`, `serve`) and talks to one
+//! over HTTP for everything else. All logic lives in the library crates;
+//! this file parses arguments, prints results and maps errors to exit codes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use airlock_server::api::{AuditQuery, CreateRequest, DurationInput, RequestQuery, RequestView};
+use airlock_server::client::{Action, Client};
+use airlock_server::config::{new_token, token_hash, Settings};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+mod demo;
+mod output;
+
+#[derive(Parser)]
+#[command(name = "airlock", version, about = "Just-in-time privileged access broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Conn {
+    /// Server URL.
+    #[arg(long, env = "AIRLOCK_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    url: String,
+    /// API token.
+    #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a demo server on SQLite with demo users, entitlements and tokens.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value = "airlock-demo")]
+        data_dir: PathBuf,
+    },
+    /// Start a server from a config file.
+    Serve {
+        #[arg(long, env = "AIRLOCK_CONFIG")]
+        config: PathBuf,
+        /// Overrides `server.listen`.
+        #[arg(long, env = "AIRLOCK_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Validate a config file and exit.
+    CheckConfig { config: PathBuf },
+    /// Make a new API token and print it with the hash to put in the config.
+    Token,
+    /// Ask for an entitlement.
+    Request {
+        entitlement: String,
+        /// How long, e.g. `30m`, `2h` (default: the entitlement's default).
+        #[arg(long = "for")]
+        duration: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Start later: RFC 3339 time or Unix seconds.
+        #[arg(long)]
+        start_at: Option<String>,
+        /// Block until the request is decided and show the outcome.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long.
+        #[arg(long, default_value = "1h")]
+        wait_timeout: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Requests waiting for your approval.
+    Pending {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Withdraw your request before it starts.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// End your active grant early.
+    Release {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// End someone's grant (admins).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Requests you can see, newest first.
+    List {
+        /// Comma-separated states, e.g. `pending,active`.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only your own requests.
+        #[arg(long)]
+        mine: bool,
+        #[arg(long)]
+        entitlement: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Show {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Grants the target may hold now, with time left.
+    Grants {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Entitlements you may request.
+    Entitlements {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Whoami {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Audit events (admins and auditors); `audit verify` checks the chain.
+    Audit {
+        #[command(subcommand)]
+        verify: Option<AuditCmd>,
+        #[arg(long)]
+        request: Option<String>,
+        /// Events by or about this user.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        entitlement: Option<String>,
+        /// RFC 3339 time or Unix seconds.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain; exits non-zero naming the first bad event.
+    Verify,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let server = matches!(cli.command, Cmd::Demo { .. } | Cmd::Serve { .. });
+    init_logging(server);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn client(conn: &Conn) -> anyhow::Result<Client> {
+    let token = conn
+        .token
+        .as_deref()
+        .context("no API token: pass --token or set AIRLOCK_TOKEN")?;
+    Ok(Client::new(&conn.url, token)?)
+}
+
+async fn run(command: Cmd) -> anyhow::Result<()> {
+    match command {
+        Cmd::Demo { listen, data_dir } => {
+            let (config, tokens) = demo::prepare(&data_dir, &listen)?;
+            let mut settings = Settings::load(&config)?;
+            settings.listen = listen.parse().with_context(|| format!("--listen: `{listen}` is not an address"))?;
+            let server = airlock_server::server::start(settings).await?;
+            let url = format!("http://{}", server.addr());
+            println!("Airlock demo is running at {url}");
+            println!("Data dir: {} (tokens in tokens.json)", data_dir.display());
+            for user in demo::DEMO_USERS {
+                println!("  {user:<6} token: {}", tokens.get(user).map_or("", String::as_str));
+            }
+            println!("Try:");
+            println!("  export AIRLOCK_URL={url} AIRLOCK_TOKEN={}", tokens.get("alice").map_or("", String::as_str));
+            println!("  airlock request staging-shell --for 15m --reason \"deploy check\"");
+            serve_until_signal(server).await
+        }
+        Cmd::Serve { config, listen } => {
+            let mut settings = Settings::load(&config)?;
+            if let Some(l) = listen {
+                settings.listen = l.parse().with_context(|| format!("--listen: `{l}` is not an address"))?;
+            }
+            let server = airlock_server::server::start(settings).await?;
+            println!("Airlock is running at http://{}", server.addr());
+            serve_until_signal(server).await
+        }
+        Cmd::CheckConfig { config } => {
+            let settings = Settings::load(&config)?;
+            println!(
+                "{}: ok ({} users, {} entitlements, {} connectors)",
+                config.display(),
+                settings.catalog.users.len(),
+                settings.catalog.entitlements.len(),
+                settings.connectors.len()
+            );
+            Ok(())
+        }
+        Cmd::Token => {
+            let token = new_token();
+            println!("token:        {token}");
+            println!("token_sha256: {}", token_hash(&token));
+            Ok(())
+        }
+        Cmd::Request { entitlement, duration, reason, ticket, start_at, wait, wait_timeout, conn } => {
+            let client = client(&conn)?;
+            let body = CreateRequest {
+                entitlement,
+                duration: duration.map(DurationInput::Text),
+                reason,
+                ticket,
+                start_at,
+            };
+            let mut request = client.create_request(&body).await?;
+            if wait {
+                let limit = airlock_server::config::parse_duration(&wait_timeout)
+                    .map_err(|e| anyhow::anyhow!("--wait-timeout: {e}"))?;
+                request = wait_for_decision(&client, request, limit).await?;
+            }
+            output::request(&request, conn.json)
+        }
+        Cmd::Pending { conn } => {
+            let query = RequestQuery { awaiting_me: Some(true), ..RequestQuery::default() };
+            output::requests(&client(&conn)?.list_requests(&query).await?, conn.json)
+        }
+        Cmd::Approve { id, comment, conn } => act(&conn, &id, Action::Approve { comment }).await,
+        Cmd::Deny { id, reason, conn } => act(&conn, &id, Action::Deny { reason }).await,
+        Cmd::Cancel { id, conn } => act(&conn, &id, Action::Cancel).await,
+        Cmd::Release { id, conn } => act(&conn, &id, Action::Release).await,
+        Cmd::Revoke { id, reason, conn } => act(&conn, &id, Action::Revoke { reason }).await,
+        Cmd::List { state, mine, entitlement, limit, conn } => {
+            let query = RequestQuery {
+                state,
+                mine: mine.then_some(true),
+                entitlement,
+                limit,
+                ..RequestQuery::default()
+            };
+            output::requests(&client(&conn)?.list_requests(&query).await?, conn.json)
+        }
+        Cmd::Show { id, conn } => output::request(&client(&conn)?.get_request(&id).await?, conn.json),
+        Cmd::Grants { conn } => output::grants(&client(&conn)?.grants().await?, conn.json),
+        Cmd::Entitlements { conn } => output::entitlements(&client(&conn)?.entitlements().await?, conn.json),
+        Cmd::Whoami { conn } => output::json_or(&client(&conn)?.me().await?, conn.json, |me| {
+            println!("{} (groups: {}; roles: {})", me.user, me.groups.join(", "), me.roles.join(", "));
+        }),
+        Cmd::Audit { verify: Some(AuditCmd::Verify), conn, .. } => {
+            let report = client(&conn)?.verify_audit().await?;
+            output::json_or(&report, conn.json, |r| {
+                if r.ok {
+                    println!("audit chain ok: {} events, head {}", r.checked, r.head_hash);
+                }
+            })?;
+            if !report.ok {
+                bail!(
+                    "audit chain broken at event {}: {}",
+                    report.first_bad_seq.unwrap_or(0),
+                    report.problem.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Audit { verify: None, request, user, entitlement, since, until, limit, conn } => {
+            let query = AuditQuery { request, user, entitlement, since, until, limit };
+            output::audit(&client(&conn)?.audit(&query).await?, conn.json)
+        }
+    }
+}
+
+async fn act(conn: &Conn, id: &str, action: Action) -> anyhow::Result<()> {
+    output::request(&client(conn)?.act(id, &action).await?, conn.json)
+}
+
+/// Polls until the request is decided and, if it starts now, provisioned.
+async fn wait_for_decision(client: &Client, mut request: RequestView, limit: Duration) -> anyhow::Result<RequestView> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let settled = match request.state.as_str() {
+            "pending" => false,
+            "approved" => request.scheduled,
+            _ => true,
+        };
+        if settled {
+            return Ok(request);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("request `{}` is still {} after waiting {}s", request.id, request.state, limit.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        request = client.get_request(&request.id).await?;
+    }
+}
+
+async fn serve_until_signal(server: airlock_server::server::Server) -> anyhow::Result<()> {
+    let stop = server.shutdown_handle();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    server.wait().await;
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! How the CLI prints results: aligned tables for people, `--json` for scripts.
+
+use airlock_server::api::{AuditEventView, EntitlementView, RequestView};
+use serde::Serialize;
+
+pub fn json_or<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        human(value);
+    }
+    Ok(())
+}
+
+/// Prints rows with columns padded to the widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells.zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn state_label(r: &RequestView) -> String {
+    if r.scheduled {
+        "approved (scheduled)".to_owned()
+    } else if r.revocation_overdue {
+        format!("{} (revocation overdue)", r.state)
+    } else {
+        r.state.clone()
+    }
+}
+
+pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
+    json_or(r, json, |r| {
+        let mut lines = vec![
+            ("id", r.id.clone()),
+            ("state", state_label(r)),
+            ("requester", r.requester.clone()),
+            ("entitlement", r.entitlement.clone()),
+            ("duration", human_duration(r.duration_seconds)),
+            ("reason", r.reason.clone()),
+        ];
+        let mut opt = |k: &'static str, v: &Option<String>| {
+            if let Some(v) = v {
+                lines.push((k, v.clone()));
+            }
+        };
+        opt("ticket", &r.ticket);
+        opt("start at", &r.start_at);
+        lines.push(("created", r.created_at.clone()));
+        if r.required_approvals > 0 {
+            let who: Vec<&str> = r.approvals.iter().map(|a| a.approver.as_str()).collect();
+            lines.push((
+                "approvals",
+                format!(
+                    "{}/{} from [{}]{}",
+                    r.approvals.len(),
+                    r.required_approvals,
+                    r.approver_groups.join(","),
+                    if who.is_empty() { String::new() } else { format!(": {}", who.join(", ")) }
+                ),
+            ));
+        } else {
+            lines.push(("approvals", "auto-approved".to_owned()));
+        }
+        let mut opt = |k: &'static str, v: &Option<String>| {
+            if let Some(v) = v {
+                lines.push((k, v.clone()));
+            }
+        };
+        opt("times out", &r.pending_deadline);
+        opt("decided", &r.decided_at);
+        opt("granted", &r.granted_at);
+        opt("expires", &r.expires_at);
+        opt("ended", &r.ended_at);
+        opt("ended by", &r.ended_by);
+        opt("end reason", &r.end_reason);
+        opt("deprovisioned", &r.deprovisioned_at);
+        if let Some(left) = r.time_left_seconds {
+            lines.push(("time left", human_duration(left)));
+        }
+        if let Some(job) = &r.job {
+            lines.push((
+                "connector",
+                format!(
+                    "{} pending (attempts: {}{}){}",
+                    job.action,
+                    job.attempts,
+                    if job.in_flight { ", in flight" } else { "" },
+                    job.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default()
+                ),
+            ));
+        }
+        for (k, v) in lines {
+            println!("{:<14} {v}", format!("{k}:"));
+        }
+    })
+}
+
+pub fn requests(rs: &[RequestView], json: bool) -> anyhow::Result<()> {
+    json_or(&rs, json, |rs| {
+        let rows: Vec<Vec<String>> = rs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    state_label(r),
+                    r.requester.clone(),
+                    r.entitlement.clone(),
+                    human_duration(r.duration_seconds),
+                    r.created_at.clone(),
+                    r.reason.chars().take(40).collect(),
+                ]
+            })
+            .collect();
+        table(&["ID", "STATE", "REQUESTER", "ENTITLEMENT", "DURATION", "CREATED", "REASON"], &rows);
+    })
+}
+
+pub fn grants(rs: &[RequestView], json: bool) -> anyhow::Result<()> {
+    json_or(&rs, json, |rs| {
+        let rows: Vec<Vec<String>> = rs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    r.requester.clone(),
+                    r.entitlement.clone(),
+                    state_label(r),
+                    r.expires_at.clone().unwrap_or_default(),
+                    r.time_left_seconds.map(human_duration).unwrap_or_else(|| "-".to_owned()),
+                ]
+            })
+            .collect();
+        table(&["ID", "USER", "ENTITLEMENT", "STATE", "EXPIRES", "LEFT"], &rows);
+    })
+}
+
+pub fn entitlements(es: &[EntitlementView], json: bool) -> anyhow::Result<()> {
+    json_or(&es, json, |es| {
+        let rows: Vec<Vec<String>> = es
+            .iter()
+            .map(|e| {
+                vec![
+                    e.id.clone(),
+                    human_duration(e.max_duration_seconds),
+                    e.approval.clone(),
+                    if e.ticket_required { "yes".to_owned() } else { "no".to_owned() },
+                    e.description.clone(),
+                ]
+            })
+            .collect();
+        table(&["ENTITLEMENT", "MAX", "APPROVAL", "TICKET", "DESCRIPTION"], &rows);
+    })
+}
+
+pub fn audit(events: &[AuditEventView], json: bool) -> anyhow::Result<()> {
+    json_or(&events, json, |events| {
+        let rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                let details: Vec<String> = e.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                vec![
+                    e.seq.to_string(),
+                    e.at.clone(),
+                    e.actor.clone(),
+                    e.action.clone(),
+                    e.request.clone().unwrap_or_default(),
+                    e.subject.clone().unwrap_or_default(),
+                    e.entitlement.clone().unwrap_or_default(),
+                    details.join(" "),
+                ]
+            })
+            .collect();
+        table(&["SEQ", "AT", "ACTOR", "ACTION", "REQUEST", "USER", "ENTITLEMENT", "DETAILS"], &rows);
+    })
+}

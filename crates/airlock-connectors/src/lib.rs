@@ -1,0 +1,80 @@
+//! Connectors carry out grants in target systems. The engine decides *when* to
+//! grant or revoke; a connector only knows *how*, and must be idempotent so the
+//! engine may retry after a crash or a timeout without harm.
+
+use std::time::Duration;
+
+use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
+
+pub mod command;
+pub mod webhook;
+
+/// Everything a connector needs to grant or revoke one request's access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantSpec {
+    pub request_id: RequestId,
+    pub user: UserId,
+    pub entitlement: EntitlementId,
+    /// When access must end; connectors whose target can enforce it should.
+    pub expires_at: Timestamp,
+}
+
+/// Which way a connector call goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Grant,
+    Revoke,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Grant => "grant",
+            Action::Revoke => "revoke",
+        }
+    }
+}
+
+/// A failed connector call. The engine retries `Retryable` failures with
+/// backoff; a `Permanent` grant failure fails the request at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("retryable: {0}")]
+    Retryable(String),
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl ConnectorError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ConnectorError::Retryable(_))
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            ConnectorError::Retryable(m) | ConnectorError::Permanent(m) => m,
+        }
+    }
+}
+
+/// A target system Airlock can provision access in.
+///
+/// Rules every implementation follows (see `docs/connectors.md`):
+/// `grant` twice is the same as once; `revoke` of an absent grant succeeds;
+/// credentials never reach logs or error messages; every call finishes within
+/// [`Connector::call_timeout`].
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync {
+    async fn grant(&self, spec: &GrantSpec) -> Result<(), ConnectorError>;
+    async fn revoke(&self, spec: &GrantSpec) -> Result<(), ConnectorError>;
+    /// Exercises the real target without changing who has access.
+    async fn health(&self) -> Result<(), ConnectorError>;
+    /// Upper bound on one call; the engine's claim on the work outlives it.
+    fn call_timeout(&self) -> Duration;
+}
+
+/// Formats a timestamp as RFC 3339 UTC with seconds precision.
+pub fn rfc3339(ts: Timestamp) -> String {
+    let secs = u64::try_from(ts.unix_millis().max(0) / 1000).unwrap_or(0);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}

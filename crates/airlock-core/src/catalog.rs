@@ -1,0 +1,114 @@
+//! The catalog (what can be requested, by whom, approved how) and the directory
+//! (who is in which group). Both are loaded and validated by the shell and
+//! handed to the core as plain values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::ids::{EntitlementId, GroupName, UserId};
+
+/// Administrative capabilities beyond requesting and approving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// May revoke any grant and read everything.
+    Admin,
+    /// May read every request and the audit log.
+    Auditor,
+}
+
+impl Role {
+    pub fn parse(raw: &str) -> Option<Role> {
+        match raw {
+            "admin" => Some(Role::Admin),
+            "auditor" => Some(Role::Auditor),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub groups: BTreeSet<GroupName>,
+    pub roles: BTreeSet<Role>,
+}
+
+impl User {
+    pub fn in_any(&self, groups: &BTreeSet<GroupName>) -> bool {
+        self.groups.iter().any(|g| groups.contains(g))
+    }
+
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// Admins and auditors may see every request and the audit log.
+    pub fn sees_everything(&self) -> bool {
+        self.has_role(Role::Admin) || self.has_role(Role::Auditor)
+    }
+}
+
+/// How a request for an entitlement gets approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalRule {
+    /// Granted as soon as it is requested.
+    Auto,
+    /// `count` distinct members of `from` (never the requester) must approve.
+    Approvals {
+        count: u32,
+        from: BTreeSet<GroupName>,
+    },
+}
+
+/// Whether a ticket reference is required, and what it must look like.
+#[derive(Debug, Clone)]
+pub struct TicketRule {
+    pub required: bool,
+    pub pattern: Option<regex::Regex>,
+}
+
+/// Something a user can request for a limited time.
+#[derive(Debug, Clone)]
+pub struct Entitlement {
+    pub id: EntitlementId,
+    pub description: String,
+    pub requestable_by: BTreeSet<GroupName>,
+    pub max_duration: Duration,
+    pub default_duration: Duration,
+    pub reason_required: bool,
+    pub ticket: TicketRule,
+    pub approval: ApprovalRule,
+    /// Name of the connector (configured in the shell) that provisions it.
+    pub connector: String,
+}
+
+/// Everything the core needs to know about users and entitlements.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub users: BTreeMap<UserId, User>,
+    pub entitlements: BTreeMap<EntitlementId, Entitlement>,
+}
+
+impl Catalog {
+    pub fn user(&self, id: &UserId) -> Option<&User> {
+        self.users.get(id)
+    }
+
+    pub fn entitlement(&self, id: &EntitlementId) -> Option<&Entitlement> {
+        self.entitlements.get(id)
+    }
+
+    /// Entitlements `user` is eligible to request.
+    pub fn requestable_by<'a>(&'a self, user: &'a User) -> impl Iterator<Item = &'a Entitlement> {
+        self.entitlements
+            .values()
+            .filter(move |e| user.in_any(&e.requestable_by))
+    }
+}

@@ -1,0 +1,15 @@
+//! Airlock's pure domain: who may ask for what, how a request moves through its
+//! lifecycle, and how audit events chain together.
+//!
+//! Nothing in this crate performs IO, reads a clock, spawns a task or generates
+//! randomness: time (`now`), identifiers and facts (directory, catalog) are
+//! passed in, and decisions come back as values for the shell to carry out.
+
+pub mod audit;
+pub mod catalog;
+pub mod ids;
+pub mod request;
+pub mod time;
+
+pub use ids::{EntitlementId, GroupName, IdError, RequestId, UserId};
+pub use time::Timestamp;

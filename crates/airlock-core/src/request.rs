@@ -1,0 +1,902 @@
+//! The access request lifecycle as a pure state machine.
+//!
+//! ```text
+//! pending ──approve(N)──▶ approved ──grant ok──▶ active ──▶ expired | released | revoked
+//!    │                      │  (scheduled until start_at)
+//!    └─▶ denied | cancelled | timed_out     approved ──grant fails──▶ failed
+//! ```
+//!
+//! [`submit`] creates a request and [`apply`] moves one along; both take `now`
+//! and return a [`Transition`]: the next request value, the connector calls
+//! to make ([`Effect`]) and the audit events. The shell stores the request and
+//! the events in one transaction, then performs the effects and reports each
+//! result back as a command.
+//!
+//! Connector work is modelled as at most one outstanding [`ConnectorJob`] per
+//! request, claimed with a lease and a fencing token: a result whose token is
+//! not the current one comes from a superseded attempt and changes nothing,
+//! and a revoke never runs while a grant attempt may still be in flight.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::audit::{Actor, AuditAction, AuditEvent};
+use crate::catalog::{ApprovalRule, Entitlement, Role, User};
+use crate::ids::{EntitlementId, GroupName, RequestId, UserId};
+use crate::time::Timestamp;
+
+/// Where a request is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Pending,
+    /// Approved; provisioning is due at `activates_at` (later = scheduled).
+    Approved,
+    Active,
+    Expired,
+    Released,
+    Revoked,
+    Denied,
+    Cancelled,
+    TimedOut,
+    /// Provisioning failed permanently or ran out of attempts.
+    Failed,
+}
+
+impl State {
+    pub const ALL: [State; 10] = [
+        State::Pending,
+        State::Approved,
+        State::Active,
+        State::Expired,
+        State::Released,
+        State::Revoked,
+        State::Denied,
+        State::Cancelled,
+        State::TimedOut,
+        State::Failed,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, State::Pending | State::Approved | State::Active)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Approved => "approved",
+            State::Active => "active",
+            State::Expired => "expired",
+            State::Released => "released",
+            State::Revoked => "revoked",
+            State::Denied => "denied",
+            State::Cancelled => "cancelled",
+            State::TimedOut => "timed_out",
+            State::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+/// Which connector operation a job performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobAction {
+    Grant,
+    Revoke,
+}
+
+impl JobAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobAction::Grant => "grant",
+            JobAction::Revoke => "revoke",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<JobAction> {
+        match raw {
+            "grant" => Some(JobAction::Grant),
+            "revoke" => Some(JobAction::Revoke),
+            _ => None,
+        }
+    }
+}
+
+/// Outstanding connector work for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorJob {
+    pub action: JobAction,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// When the next attempt may start (ignored while claimed).
+    pub next_attempt_at: Timestamp,
+    /// Set while an attempt is in flight; the lease after which it is presumed
+    /// lost (the shell crashed) and may be attempted again.
+    pub claimed_until: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+impl ConnectorJob {
+    fn due_now(action: JobAction, now: Timestamp) -> Self {
+        Self {
+            action,
+            attempts: 0,
+            next_attempt_at: now,
+            claimed_until: None,
+            last_error: None,
+        }
+    }
+
+    fn due_at(&self) -> Timestamp {
+        self.claimed_until.unwrap_or(self.next_attempt_at)
+    }
+
+    fn in_flight(&self, now: Timestamp) -> bool {
+        self.claimed_until.is_some_and(|until| until > now)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub approver: UserId,
+    pub at: Timestamp,
+    pub comment: Option<String>,
+}
+
+/// One request for one entitlement, and everything that happened to it.
+///
+/// Fields are public so stores can rebuild the value; only [`submit`] and
+/// [`apply`] create or change one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequest {
+    pub id: RequestId,
+    pub requester: UserId,
+    pub entitlement: EntitlementId,
+    pub duration: Duration,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub start_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub state: State,
+    /// Approval rule captured at request time: 0 means auto-approved.
+    pub required_approvals: u32,
+    pub approver_groups: BTreeSet<GroupName>,
+    pub approvals: Vec<Approval>,
+    pub pending_deadline: Timestamp,
+    pub decided_at: Option<Timestamp>,
+    /// When provisioning is due; set on approval.
+    pub activates_at: Option<Timestamp>,
+    /// When access ends; fixed on approval so targets can enforce it.
+    pub expires_at: Option<Timestamp>,
+    pub granted_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    pub ended_by: Option<UserId>,
+    /// Why it ended: deny or revoke reason, failure message.
+    pub end_note: Option<String>,
+    pub job: Option<ConnectorJob>,
+    /// Fencing token: bumped on every claim; results carry the token they ran with.
+    pub claim_token: u64,
+    /// When the target confirmed the grant was removed.
+    pub deprovisioned_at: Option<Timestamp>,
+}
+
+impl AccessRequest {
+    /// When the scheduler must next look at this request, if ever.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        let job_due = self.job.as_ref().map(ConnectorJob::due_at);
+        match self.state {
+            State::Pending => Some(self.pending_deadline),
+            State::Approved => job_due,
+            State::Active => self.expires_at,
+            _ => job_due,
+        }
+    }
+
+    /// Approved but not yet due to start.
+    pub fn is_scheduled(&self, now: Timestamp) -> bool {
+        self.state == State::Approved && self.activates_at.is_some_and(|t| t > now)
+    }
+
+    /// The request ended but the target has not confirmed removal in time.
+    pub fn revocation_overdue(&self, now: Timestamp, grace: Duration) -> bool {
+        match (&self.job, self.ended_at) {
+            (Some(job), Some(ended)) if job.action == JobAction::Revoke => {
+                now > ended.plus(grace)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the target may currently hold (or soon receive) this grant.
+    pub fn may_hold_access(&self) -> bool {
+        self.state == State::Active
+            || self
+                .job
+                .as_ref()
+                .is_some_and(|j| j.action == JobAction::Revoke)
+    }
+}
+
+/// Timing knobs of the lifecycle; validated by the shell's config loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleSettings {
+    /// A pending request times out after this long.
+    pub pending_timeout: Duration,
+    /// How long a claimed connector attempt is presumed in flight. Must exceed
+    /// the connector's call timeout.
+    pub claim_lease: Duration,
+    /// Grant attempts before the request fails.
+    pub grant_max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// How far in the future `start_at` may be.
+    pub max_start_delay: Duration,
+    /// How far in the past `start_at` may be (clock skew between client and server).
+    pub start_skew: Duration,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        Self {
+            pending_timeout: Duration::from_secs(24 * 3600),
+            claim_lease: Duration::from_secs(60),
+            grant_max_attempts: 5,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(300),
+            max_start_delay: Duration::from_secs(30 * 24 * 3600),
+            start_skew: Duration::from_secs(60),
+        }
+    }
+}
+
+impl LifecycleSettings {
+    /// Exponential backoff after `attempts` failed attempts, capped.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));
+        self.retry_base
+            .checked_mul(factor)
+            .unwrap_or(self.retry_cap)
+            .min(self.retry_cap)
+    }
+}
+
+/// Why a command or a new request was refused. Nothing changes when one is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request is not in a state where this command applies.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> Rejection {
+    Rejection::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// A connector call the shell must make, fenced by `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effect {
+    pub action: JobAction,
+    pub token: u64,
+}
+
+/// The outcome of a successful submit or command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub request: AccessRequest,
+    pub effects: Vec<Effect>,
+    pub events: Vec<AuditEvent>,
+}
+
+/// What a requester asks for, parsed at the edge.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub id: RequestId,
+    pub duration: Option<Duration>,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub start_at: Option<Timestamp>,
+}
+
+pub const MAX_REASON_LEN: usize = 2000;
+pub const MAX_TICKET_LEN: usize = 200;
+
+/// Creates a request. `open_request` is the requester's existing unfinished
+/// request for the same entitlement, if any: two overlapping grants of one
+/// entitlement would let the first revocation cut the second short.
+pub fn submit(
+    new: NewRequest,
+    requester: &User,
+    entitlement: &Entitlement,
+    open_request: Option<&RequestId>,
+    settings: &LifecycleSettings,
+    now: Timestamp,
+) -> Result<Transition, Rejection> {
+    if !requester.in_any(&entitlement.requestable_by) {
+        return Err(Rejection::Forbidden(format!(
+            "`{}` may not request `{}`",
+            requester.id, entitlement.id
+        )));
+    }
+    if let Some(open) = open_request {
+        return Err(Rejection::Conflict(format!(
+            "`{}` already has an open request `{open}` for `{}`",
+            requester.id, entitlement.id
+        )));
+    }
+    let duration = new.duration.unwrap_or(entitlement.default_duration);
+    if duration < Duration::from_secs(1) {
+        return Err(invalid("duration", "must be at least 1s"));
+    }
+    if duration > entitlement.max_duration {
+        return Err(invalid(
+            "duration",
+            format!(
+                "must not exceed the maximum of {}s for `{}`",
+                entitlement.max_duration.as_secs(),
+                entitlement.id
+            ),
+        ));
+    }
+    let reason = new.reason.trim().to_owned();
+    if entitlement.reason_required && reason.is_empty() {
+        return Err(invalid("reason", "is required for this entitlement"));
+    }
+    if reason.chars().count() > MAX_REASON_LEN {
+        return Err(invalid(
+            "reason",
+            format!("must be at most {MAX_REASON_LEN} characters"),
+        ));
+    }
+    let ticket = new
+        .ticket
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    match &ticket {
+        None if entitlement.ticket.required => {
+            return Err(invalid("ticket", "is required for this entitlement"))
+        }
+        Some(t) if t.chars().count() > MAX_TICKET_LEN => {
+            return Err(invalid(
+                "ticket",
+                format!("must be at most {MAX_TICKET_LEN} characters"),
+            ))
+        }
+        Some(t) => {
+            if let Some(pattern) = &entitlement.ticket.pattern {
+                if !pattern.is_match(t) {
+                    return Err(invalid(
+                        "ticket",
+                        format!("`{t}` does not match the pattern `{}`", pattern.as_str()),
+                    ));
+                }
+            }
+        }
+        None => {}
+    }
+    if let Some(start) = new.start_at {
+        if start < now.minus(settings.start_skew) {
+            return Err(invalid("start_at", "is in the past"));
+        }
+        if start > now.plus(settings.max_start_delay) {
+            return Err(invalid(
+                "start_at",
+                format!(
+                    "must be within {}s from now",
+                    settings.max_start_delay.as_secs()
+                ),
+            ));
+        }
+    }
+    let (required_approvals, approver_groups) = match &entitlement.approval {
+        ApprovalRule::Auto => (0, BTreeSet::new()),
+        ApprovalRule::Approvals { count, from } => ((*count).max(1), from.clone()),
+    };
+    let mut request = AccessRequest {
+        id: new.id,
+        requester: requester.id.clone(),
+        entitlement: entitlement.id.clone(),
+        duration,
+        reason,
+        ticket,
+        start_at: new.start_at,
+        created_at: now,
+        state: State::Pending,
+        required_approvals,
+        approver_groups,
+        approvals: Vec::new(),
+        pending_deadline: now.plus(settings.pending_timeout),
+        decided_at: None,
+        activates_at: None,
+        expires_at: None,
+        granted_at: None,
+        ended_at: None,
+        ended_by: None,
+        end_note: None,
+        job: None,
+        claim_token: 0,
+        deprovisioned_at: None,
+    };
+    let mut out = Outcome::default();
+    let mut details = BTreeMap::from([
+        ("duration_seconds".to_owned(), duration.as_secs().to_string()),
+        ("reason".to_owned(), request.reason.clone()),
+    ]);
+    if let Some(t) = &request.ticket {
+        details.insert("ticket".to_owned(), t.clone());
+    }
+    if let Some(s) = request.start_at {
+        details.insert("start_at".to_owned(), s.to_rfc3339());
+    }
+    out.event(&request, now, Actor::User(requester.id.clone()), AuditAction::Requested, details);
+    if required_approvals == 0 {
+        request.approve(now, Actor::System, "auto".to_owned(), &mut out);
+    }
+    request.settle(now, settings, &mut out);
+    Ok(out.finish(request))
+}
+
+/// A change requested of an existing request.
+#[derive(Debug, Clone)]
+pub enum Command<'a> {
+    Approve {
+        approver: &'a User,
+        comment: Option<String>,
+    },
+    Deny {
+        approver: &'a User,
+        reason: String,
+    },
+    /// The requester withdraws a request that has not started.
+    Cancel { by: &'a User },
+    /// The requester ends their own access early.
+    Release { by: &'a User },
+    /// An admin ends someone's access.
+    Revoke { by: &'a User, reason: String },
+    /// The scheduler found the request due: time out, expire, start or retry.
+    Tick,
+    JobSucceeded { action: JobAction, token: u64 },
+    JobFailed {
+        action: JobAction,
+        token: u64,
+        error: String,
+        retryable: bool,
+    },
+}
+
+/// Applies `command` to `request` at `now`.
+pub fn apply(
+    mut request: AccessRequest,
+    command: Command<'_>,
+    settings: &LifecycleSettings,
+    now: Timestamp,
+) -> Result<Transition, Rejection> {
+    let mut out = Outcome::default();
+    // Deadlines that already passed take effect before anything else, so an
+    // approval that arrives after the pending timeout finds the request timed out.
+    // Due work is claimed only after the command: claiming first would send a
+    // grant out in the same transition that revokes, releases or cancels.
+    request.apply_deadlines(now, &mut out);
+    match command {
+        Command::Approve { approver, comment } => {
+            request.check_approver(approver, "approve")?;
+            if request.approvals.iter().any(|a| a.approver == approver.id) {
+                return Err(Rejection::Conflict(format!(
+                    "`{}` already approved `{}`",
+                    approver.id, request.id
+                )));
+            }
+            request.approvals.push(Approval {
+                approver: approver.id.clone(),
+                at: now,
+                comment: comment.clone(),
+            });
+            let have = u32::try_from(request.approvals.len()).unwrap_or(u32::MAX);
+            let actor = Actor::User(approver.id.clone());
+            if have >= request.required_approvals {
+                let rule = format!(
+                    "{} of [{}]",
+                    request.required_approvals,
+                    join(request.approver_groups.iter().map(GroupName::as_str))
+                );
+                request.approve(now, actor, rule, &mut out);
+            } else {
+                let mut details = BTreeMap::from([
+                    ("approvals".to_owned(), format!("{have}/{}", request.required_approvals)),
+                ]);
+                if let Some(c) = comment {
+                    details.insert("comment".to_owned(), c);
+                }
+                out.event(&request, now, actor, AuditAction::ApprovalRecorded, details);
+            }
+        }
+        Command::Deny { approver, reason } => {
+            request.check_approver(approver, "deny")?;
+            let reason = required_note(reason)?;
+            request.end(State::Denied, now, Some(approver), Some(reason), AuditAction::Denied, &mut out);
+        }
+        Command::Cancel { by } => {
+            request.check_requester(by, "cancel")?;
+            let not_started = request.state == State::Pending
+                || (request.state == State::Approved
+                    && request.job.as_ref().is_some_and(|j| j.attempts == 0));
+            if !not_started {
+                return Err(request.conflict("cancel", "only a request that has not started can be cancelled; release an active grant instead"));
+            }
+            request.end(State::Cancelled, now, Some(by), None, AuditAction::Cancelled, &mut out);
+        }
+        Command::Release { by } => {
+            request.check_requester(by, "release")?;
+            if !matches!(request.state, State::Approved | State::Active) {
+                return Err(request.conflict("release", "only an approved or active grant can be released"));
+            }
+            request.end(State::Released, now, Some(by), None, AuditAction::Released, &mut out);
+        }
+        Command::Revoke { by, reason } => {
+            if !by.has_role(Role::Admin) {
+                return Err(Rejection::Forbidden(format!(
+                    "`{}` is not an admin and may not revoke",
+                    by.id
+                )));
+            }
+            let reason = required_note(reason)?;
+            if !matches!(request.state, State::Approved | State::Active) {
+                return Err(request.conflict("revoke", "only an approved or active grant can be revoked"));
+            }
+            request.end(State::Revoked, now, Some(by), Some(reason), AuditAction::Revoked, &mut out);
+        }
+        Command::Tick => {}
+        Command::JobSucceeded { action, token } => {
+            request.job_succeeded(action, token, now, &mut out);
+        }
+        Command::JobFailed {
+            action,
+            token,
+            error,
+            retryable,
+        } => {
+            request.job_failed(action, token, error, retryable, now, settings, &mut out);
+        }
+    }
+    request.settle(now, settings, &mut out);
+    Ok(out.finish(request))
+}
+
+fn required_note(note: String) -> Result<String, Rejection> {
+    let note = note.trim().to_owned();
+    if note.is_empty() {
+        return Err(invalid("reason", "is required"));
+    }
+    if note.chars().count() > MAX_REASON_LEN {
+        return Err(invalid(
+            "reason",
+            format!("must be at most {MAX_REASON_LEN} characters"),
+        ));
+    }
+    Ok(note)
+}
+
+fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join(",")
+}
+
+#[derive(Default)]
+struct Outcome {
+    effects: Vec<Effect>,
+    events: Vec<AuditEvent>,
+}
+
+impl Outcome {
+    fn event(
+        &mut self,
+        request: &AccessRequest,
+        at: Timestamp,
+        actor: Actor,
+        action: AuditAction,
+        details: BTreeMap<String, String>,
+    ) {
+        self.events.push(AuditEvent {
+            at,
+            actor,
+            action,
+            request: Some(request.id.clone()),
+            entitlement: Some(request.entitlement.clone()),
+            subject: Some(request.requester.clone()),
+            details,
+        });
+    }
+
+    fn finish(self, request: AccessRequest) -> Transition {
+        Transition {
+            request,
+            effects: self.effects,
+            events: self.events,
+        }
+    }
+}
+
+impl AccessRequest {
+    fn conflict(&self, verb: &str, why: &str) -> Rejection {
+        Rejection::Conflict(format!(
+            "cannot {verb} `{}`: it is {} ({why})",
+            self.id,
+            self.state.as_str()
+        ))
+    }
+
+    fn check_approver(&self, approver: &User, verb: &str) -> Result<(), Rejection> {
+        if approver.id == self.requester {
+            return Err(Rejection::Forbidden(format!(
+                "`{}` may not {verb} their own request",
+                approver.id
+            )));
+        }
+        if !approver.in_any(&self.approver_groups) {
+            return Err(Rejection::Forbidden(format!(
+                "`{}` is not an approver for `{}` (approvers: [{}])",
+                approver.id,
+                self.entitlement,
+                join(self.approver_groups.iter().map(GroupName::as_str))
+            )));
+        }
+        if self.state != State::Pending {
+            return Err(self.conflict(verb, "only a pending request can be decided"));
+        }
+        Ok(())
+    }
+
+    fn check_requester(&self, by: &User, verb: &str) -> Result<(), Rejection> {
+        if by.id != self.requester {
+            return Err(Rejection::Forbidden(format!(
+                "only the requester `{}` may {verb} `{}`",
+                self.requester, self.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn approve(&mut self, now: Timestamp, actor: Actor, rule: String, out: &mut Outcome) {
+        let start = self.start_at.map_or(now, |s| s.max(now));
+        self.state = State::Approved;
+        self.decided_at = Some(now);
+        self.activates_at = Some(start);
+        self.expires_at = Some(start.plus(self.duration));
+        self.job = Some(ConnectorJob {
+            next_attempt_at: start,
+            ..ConnectorJob::due_now(JobAction::Grant, now)
+        });
+        let mut details = BTreeMap::from([
+            ("rule".to_owned(), rule),
+            ("starts_at".to_owned(), start.to_rfc3339()),
+            ("expires_at".to_owned(), start.plus(self.duration).to_rfc3339()),
+        ]);
+        if !self.approvals.is_empty() {
+            details.insert(
+                "approvers".to_owned(),
+                join(self.approvals.iter().map(|a| a.approver.as_str())),
+            );
+        }
+        out.event(self, now, actor, AuditAction::Approved, details);
+    }
+
+    /// Moves to a terminal state exactly once and arranges removal from the
+    /// target where it may hold (or be about to hold) the grant.
+    fn end(
+        &mut self,
+        state: State,
+        now: Timestamp,
+        by: Option<&User>,
+        note: Option<String>,
+        action: AuditAction,
+        out: &mut Outcome,
+    ) {
+        debug_assert!(state.is_terminal() && !self.state.is_terminal());
+        let revoke_job = match &self.job {
+            // A grant attempt may still land: revoke once its lease lapses or
+            // its result arrives, whichever comes first.
+            Some(job) if job.action == JobAction::Grant && job.in_flight(now) => Some(ConnectorJob {
+                next_attempt_at: job.claimed_until.unwrap_or(now),
+                ..ConnectorJob::due_now(JobAction::Revoke, now)
+            }),
+            // Earlier attempts may have partly succeeded.
+            Some(job) if job.action == JobAction::Grant && job.attempts > 0 => {
+                Some(ConnectorJob::due_now(JobAction::Revoke, now))
+            }
+            Some(job) if job.action == JobAction::Grant => None,
+            Some(job) => Some(job.clone()),
+            None if self.state == State::Active => Some(ConnectorJob::due_now(JobAction::Revoke, now)),
+            None => None,
+        };
+        self.job = revoke_job;
+        self.state = state;
+        self.ended_at = Some(now);
+        self.ended_by = by.map(|u| u.id.clone());
+        self.end_note.clone_from(&note);
+        let mut details = BTreeMap::new();
+        if let Some(n) = note {
+            details.insert("reason".to_owned(), n);
+        }
+        if self.job.is_some() {
+            details.insert("revocation".to_owned(), "scheduled".to_owned());
+        }
+        let actor = by.map_or(Actor::System, |u| Actor::User(u.id.clone()));
+        out.event(self, now, actor, action, details);
+    }
+
+    /// Applies every deadline that has passed, then claims connector work that is due.
+    fn settle(&mut self, now: Timestamp, settings: &LifecycleSettings, out: &mut Outcome) {
+        self.apply_deadlines(now, out);
+        self.claim_due_job(now, settings, out);
+    }
+
+    /// Ends the request if a deadline has passed.
+    fn apply_deadlines(&mut self, now: Timestamp, out: &mut Outcome) {
+        match self.state {
+            State::Pending if now >= self.pending_deadline => {
+                self.end(State::TimedOut, now, None, None, AuditAction::TimedOut, out);
+            }
+            State::Approved
+                if self.expires_at.is_some_and(|e| now >= e)
+                    && !self.job.as_ref().is_some_and(|j| j.in_flight(now)) =>
+            {
+                let note = "the grant window ended before provisioning succeeded".to_owned();
+                self.end(State::Failed, now, None, Some(note), AuditAction::Failed, out);
+            }
+            State::Active if self.expires_at.is_some_and(|e| now >= e) => {
+                self.end(State::Expired, now, None, None, AuditAction::Expired, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn claim_due_job(&mut self, now: Timestamp, settings: &LifecycleSettings, out: &mut Outcome) {
+        let Some(job) = self.job.as_mut() else { return };
+        if job.in_flight(now) || job.due_at() > now {
+            return;
+        }
+        let runnable = match job.action {
+            JobAction::Grant => self.state == State::Approved,
+            JobAction::Revoke => self.state.is_terminal(),
+        };
+        if !runnable {
+            return;
+        }
+        if job.action == JobAction::Grant && job.attempts >= settings.grant_max_attempts {
+            let note = format!(
+                "provisioning failed after {} attempts: {}",
+                job.attempts,
+                job.last_error.as_deref().unwrap_or("attempt timed out")
+            );
+            self.end(State::Failed, now, None, Some(note), AuditAction::Failed, out);
+            return self.claim_due_job(now, settings, out);
+        }
+        job.attempts = job.attempts.saturating_add(1);
+        job.claimed_until = Some(now.plus(settings.claim_lease));
+        self.claim_token = self.claim_token.saturating_add(1);
+        out.effects.push(Effect {
+            action: job.action,
+            token: self.claim_token,
+        });
+    }
+
+    /// Whether a result refers to the attempt currently in flight.
+    fn is_current(&self, action: JobAction, token: u64) -> bool {
+        token == self.claim_token
+            && self
+                .job
+                .as_ref()
+                .is_some_and(|j| j.action == action && j.claimed_until.is_some())
+    }
+
+    /// A grant attempt finished after the request ended: the revoke waiting
+    /// for it can run now; if removal was already confirmed, run it again.
+    fn grant_finished_after_end(&mut self, token: u64, now: Timestamp) {
+        if !self.state.is_terminal() {
+            return;
+        }
+        // Only the attempt the revoke waits for may release it early: a result
+        // from a superseded attempt says nothing about the one still in flight.
+        let awaited = token == self.claim_token;
+        match self.job.as_mut() {
+            Some(job) if job.action == JobAction::Revoke && job.claimed_until.is_none() => {
+                if awaited {
+                    job.next_attempt_at = job.next_attempt_at.min(now);
+                }
+            }
+            Some(_) => {}
+            None if self.deprovisioned_at.is_some() || self.granted_at.is_some() => {
+                self.job = Some(ConnectorJob::due_now(JobAction::Revoke, now));
+                self.deprovisioned_at = None;
+            }
+            None => {
+                self.job = Some(ConnectorJob::due_now(JobAction::Revoke, now));
+            }
+        }
+    }
+
+    fn job_succeeded(&mut self, action: JobAction, token: u64, now: Timestamp, out: &mut Outcome) {
+        if !self.is_current(action, token) {
+            if action == JobAction::Grant {
+                self.grant_finished_after_end(token, now);
+            }
+            return;
+        }
+        match action {
+            JobAction::Grant => {
+                self.job = None;
+                self.state = State::Active;
+                self.granted_at = Some(now);
+                let details = BTreeMap::from([(
+                    "expires_at".to_owned(),
+                    self.expires_at.map_or_else(String::new, Timestamp::to_rfc3339),
+                )]);
+                out.event(self, now, Actor::System, AuditAction::Granted, details);
+            }
+            JobAction::Revoke => {
+                let attempts = self.job.as_ref().map_or(0, |j| j.attempts);
+                self.job = None;
+                self.deprovisioned_at = Some(now);
+                let details = BTreeMap::from([("attempts".to_owned(), attempts.to_string())]);
+                out.event(self, now, Actor::System, AuditAction::Deprovisioned, details);
+            }
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one flat command's fields")]
+    fn job_failed(
+        &mut self,
+        action: JobAction,
+        token: u64,
+        error: String,
+        retryable: bool,
+        now: Timestamp,
+        settings: &LifecycleSettings,
+        out: &mut Outcome,
+    ) {
+        if !self.is_current(action, token) {
+            if action == JobAction::Grant {
+                self.grant_finished_after_end(token, now);
+            }
+            return;
+        }
+        let Some(job) = self.job.as_mut() else { return };
+        let attempts = job.attempts;
+        job.claimed_until = None;
+        job.last_error = Some(error.clone());
+        let mut details = BTreeMap::from([
+            ("attempt".to_owned(), attempts.to_string()),
+            ("error".to_owned(), error.clone()),
+            ("retryable".to_owned(), retryable.to_string()),
+        ]);
+        match action {
+            JobAction::Grant if !retryable || attempts >= settings.grant_max_attempts => {
+                let note = format!("provisioning failed after {attempts} attempt(s): {error}");
+                self.end(State::Failed, now, None, Some(note), AuditAction::Failed, out);
+            }
+            JobAction::Grant => {
+                let retry_at = now.plus(settings.backoff(attempts));
+                job.next_attempt_at = retry_at;
+                details.insert("retry_at".to_owned(), retry_at.to_rfc3339());
+                out.event(self, now, Actor::System, AuditAction::GrantAttemptFailed, details);
+            }
+            // Revocation is never abandoned.
+            JobAction::Revoke => {
+                let retry_at = now.plus(settings.backoff(attempts));
+                job.next_attempt_at = retry_at;
+                details.insert("retry_at".to_owned(), retry_at.to_rfc3339());
+                out.event(self, now, Actor::System, AuditAction::RevokeAttemptFailed, details);
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! A typed client for the HTTP API, used by the CLI, the tests and the
+//! benchmarks, so there is one way to talk to a server.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{
+    ApproveBody, AuditEventView, AuditQuery, CreateRequest, EmptyBody, EntitlementView, ErrorBody, ReasonBody,
+    RequestQuery, RequestView, VerifyView, WhoAmI,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach airlock at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    /// The server refused the call; `field` names the bad input, if any.
+    #[error("{message}{}", field.as_ref().map(|f| format!(" (field `{f}`)")).unwrap_or_default())]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("unexpected answer from airlock ({status}): {message}")]
+    Decode { status: u16, message: String },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Decode { status, .. } => Some(*status),
+            ClientError::Unreachable { .. } => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// The commands that act on one request, by their URL verb.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Approve { comment: Option<String> },
+    Deny { reason: String },
+    Cancel,
+    Release,
+    Revoke { reason: String },
+}
+
+impl Client {
+    pub fn new(base: &str, token: &str) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Unreachable {
+                url: base.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http,
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, builder: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let response = builder
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                message: e.without_url().to_string(),
+            })?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| ClientError::Decode {
+            status,
+            message: e.to_string(),
+        })?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+                status,
+                message: e.to_string(),
+            });
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api {
+                status,
+                code: body.error.code,
+                message: body.error.message,
+                field: body.error.field,
+            }),
+            Err(_) => Err(ClientError::Decode {
+                status,
+                message: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+            }),
+        }
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.base))
+    }
+
+    fn post<B: Serialize>(&self, path: &str, body: &B) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.base)).json(body)
+    }
+
+    pub async fn me(&self) -> Result<WhoAmI, ClientError> {
+        self.send(self.get("/v1/me")).await
+    }
+
+    pub async fn entitlements(&self) -> Result<Vec<EntitlementView>, ClientError> {
+        self.send(self.get("/v1/entitlements")).await
+    }
+
+    pub async fn create_request(&self, body: &CreateRequest) -> Result<RequestView, ClientError> {
+        self.send(self.post("/v1/requests", body)).await
+    }
+
+    pub async fn list_requests(&self, query: &RequestQuery) -> Result<Vec<RequestView>, ClientError> {
+        self.send(self.get("/v1/requests").query(query)).await
+    }
+
+    pub async fn get_request(&self, id: &str) -> Result<RequestView, ClientError> {
+        self.send(self.get(&format!("/v1/requests/{}", encode(id)))).await
+    }
+
+    pub async fn act(&self, id: &str, action: &Action) -> Result<RequestView, ClientError> {
+        let path = |verb: &str| format!("/v1/requests/{}/{verb}", encode(id));
+        let builder = match action {
+            Action::Approve { comment } => self.post(&path("approve"), &ApproveBody { comment: comment.clone() }),
+            Action::Deny { reason } => self.post(&path("deny"), &ReasonBody { reason: reason.clone() }),
+            Action::Cancel => self.post(&path("cancel"), &EmptyBody {}),
+            Action::Release => self.post(&path("release"), &EmptyBody {}),
+            Action::Revoke { reason } => self.post(&path("revoke"), &ReasonBody { reason: reason.clone() }),
+        };
+        self.send(builder).await
+    }
+
+    pub async fn grants(&self) -> Result<Vec<RequestView>, ClientError> {
+        self.send(self.get("/v1/grants")).await
+    }
+
+    pub async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEventView>, ClientError> {
+        self.send(self.get("/v1/audit").query(query)).await
+    }
+
+    pub async fn verify_audit(&self) -> Result<VerifyView, ClientError> {
+        self.send(self.get("/v1/audit/verify")).await
+    }
+}
+
+/// Request ids are plain, but user input reaches the path: keep it one segment.
+fn encode(segment: &str) -> String {
+    form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}

@@ -1,0 +1,482 @@
+//! Loads and validates the TOML config once at start into typed settings.
+//!
+//! Every error names the file, line, column and the field at fault, and a
+//! config that fails validation is never partly applied.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airlock_core::catalog::{ApprovalRule, Catalog, Entitlement, Role, TicketRule, User};
+use airlock_core::request::LifecycleSettings;
+use airlock_core::{EntitlementId, GroupName, UserId};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A secret that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How to reach one connector's target.
+#[derive(Debug, Clone)]
+pub enum ConnectorSettings {
+    Command {
+        program: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        timeout: Duration,
+    },
+    Webhook {
+        url: String,
+        secret: Secret,
+        timeout: Duration,
+    },
+}
+
+impl ConnectorSettings {
+    pub fn timeout(&self) -> Duration {
+        match self {
+            ConnectorSettings::Command { timeout, .. } | ConnectorSettings::Webhook { timeout, .. } => {
+                *timeout
+            }
+        }
+    }
+}
+
+/// Validated settings for one Airlock server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// SQLite database file.
+    pub database: PathBuf,
+    pub lifecycle: LifecycleSettings,
+    /// A grant whose revocation is unconfirmed this long after it ended is overdue.
+    pub revocation_overdue_after: Duration,
+    pub catalog: Catalog,
+    /// SHA-256 (hex) of each API token, to the user it authenticates.
+    pub token_hashes: HashMap<String, UserId>,
+    pub connectors: BTreeMap<String, ConnectorSettings>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    users: BTreeMap<String, Spanned<RawUser>>,
+    #[serde(default)]
+    connectors: BTreeMap<String, Spanned<RawConnector>>,
+    #[serde(default)]
+    entitlements: BTreeMap<String, Spanned<RawEntitlement>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Spanned<String>>,
+    data_dir: Option<String>,
+    database: Option<String>,
+    pending_timeout: Option<Spanned<String>>,
+    claim_lease: Option<Spanned<String>>,
+    grant_max_attempts: Option<Spanned<u32>>,
+    retry_base: Option<Spanned<String>>,
+    retry_cap: Option<Spanned<String>>,
+    revocation_overdue_after: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    roles: Vec<Spanned<String>>,
+    token_sha256: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+enum RawConnector {
+    Command {
+        program: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        timeout: Option<String>,
+    },
+    Webhook {
+        url: String,
+        secret: Option<String>,
+        secret_env: Option<String>,
+        timeout: Option<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntitlement {
+    #[serde(default)]
+    description: String,
+    requestable_by: Vec<Spanned<String>>,
+    max_duration: Spanned<String>,
+    default_duration: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    require_reason: bool,
+    #[serde(default)]
+    require_ticket: bool,
+    ticket_pattern: Option<Spanned<String>>,
+    #[serde(default)]
+    auto_approve: bool,
+    approvals_required: Option<Spanned<u32>>,
+    #[serde(default)]
+    approvers: Vec<Spanned<String>>,
+    connector: Spanned<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Collects the location of a config error and formats it.
+struct Source<'a> {
+    path: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
+        let before = self.text.get(..span.start.min(self.text.len())).unwrap_or("");
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, field: &str, raw: &Spanned<String>) -> Result<Duration, ConfigError> {
+        parse_duration(raw.get_ref())
+            .map_err(|e| self.error(raw.span(), format!("{field}: {e}")))
+    }
+
+    fn id<T>(
+        &self,
+        field: &str,
+        raw: &Spanned<String>,
+        parse: fn(&str) -> Result<T, airlock_core::IdError>,
+    ) -> Result<T, ConfigError> {
+        parse(raw.get_ref())
+            .map_err(|e| self.error(raw.span(), format!("{field}: `{}` {e}", raw.get_ref())))
+    }
+}
+
+/// Parses `"90s"`, `"2h"`, `"1h 30m"`, or a plain number of seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(raw).map_err(|e| format!("`{raw}` is not a duration ({e}); use e.g. `90s`, `30m`, `2h`"))
+}
+
+impl Settings {
+    /// Reads and validates a config file. Relative paths in it are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Settings::parse(&path.display().to_string(), &text, base)
+    }
+
+    /// Validates config text; `base` anchors relative paths.
+    pub fn parse(path: &str, text: &str, base: &Path) -> Result<Settings, ConfigError> {
+        let src = Source { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_owned();
+            src.error(e.span().unwrap_or(0..0), message)
+        })?;
+        let resolve = |p: &str| {
+            let p = PathBuf::from(p);
+            let joined = if p.is_absolute() { p } else { base.join(p) };
+            // Drop `.` components so logs show `dir/airlock.db`, not `dir/./airlock.db`.
+            joined
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect::<PathBuf>()
+        };
+
+        let server = &raw.server;
+        let listen = match &server.listen {
+            Some(l) => l
+                .get_ref()
+                .parse()
+                .map_err(|e| src.error(l.span(), format!("server.listen: `{}` {e}", l.get_ref())))?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let data_dir = resolve(server.data_dir.as_deref().unwrap_or("airlock-data"));
+        let database = server
+            .database
+            .as_deref()
+            .map_or_else(|| data_dir.join("airlock.db"), resolve);
+        let mut lifecycle = LifecycleSettings::default();
+        let opt_duration = |field: &str, raw: &Option<Spanned<String>>, default: Duration| {
+            raw.as_ref()
+                .map_or(Ok(default), |r| src.duration(&format!("server.{field}"), r))
+        };
+        lifecycle.pending_timeout = opt_duration("pending_timeout", &server.pending_timeout, lifecycle.pending_timeout)?;
+        lifecycle.claim_lease = opt_duration("claim_lease", &server.claim_lease, lifecycle.claim_lease)?;
+        lifecycle.retry_base = opt_duration("retry_base", &server.retry_base, lifecycle.retry_base)?;
+        lifecycle.retry_cap = opt_duration("retry_cap", &server.retry_cap, lifecycle.retry_cap)?;
+        if let Some(n) = &server.grant_max_attempts {
+            if *n.get_ref() == 0 {
+                return Err(src.error(n.span(), "server.grant_max_attempts: must be at least 1"));
+            }
+            lifecycle.grant_max_attempts = *n.get_ref();
+        }
+        let revocation_overdue_after = opt_duration(
+            "revocation_overdue_after",
+            &server.revocation_overdue_after,
+            Duration::from_secs(60),
+        )?;
+
+        let mut catalog = Catalog::default();
+        let mut token_hashes = HashMap::new();
+        for (name, user) in &raw.users {
+            let span = user.span();
+            let id = UserId::parse(name)
+                .map_err(|e| src.error(span.clone(), format!("users: `{name}` {e}")))?;
+            let user = user.get_ref();
+            let groups = user
+                .groups
+                .iter()
+                .map(|g| src.id(&format!("users.{name}.groups"), g, GroupName::parse))
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            let roles = user
+                .roles
+                .iter()
+                .map(|r| {
+                    Role::parse(r.get_ref()).ok_or_else(|| {
+                        src.error(
+                            r.span(),
+                            format!("users.{name}.roles: unknown role `{}` (known: admin, auditor)", r.get_ref()),
+                        )
+                    })
+                })
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            if let Some(t) = &user.token_sha256 {
+                let hash = t.get_ref().to_ascii_lowercase();
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(src.error(
+                        t.span(),
+                        format!("users.{name}.token_sha256: must be 64 hex characters (see `airlock token new`)"),
+                    ));
+                }
+                if token_hashes.insert(hash, id.clone()).is_some() {
+                    return Err(src.error(t.span(), format!("users.{name}.token_sha256: the same token is already used by another user")));
+                }
+            }
+            catalog.users.insert(id.clone(), User { id, groups, roles });
+        }
+
+        let mut connectors = BTreeMap::new();
+        for (name, conn) in &raw.connectors {
+            let span = conn.span();
+            let field = |f: &str| format!("connectors.{name}.{f}");
+            let timeout = |t: &Option<String>| {
+                t.as_deref()
+                    .map_or(Ok(Duration::from_secs(30)), parse_duration)
+                    .map_err(|e| src.error(span.clone(), format!("{}: {e}", field("timeout"))))
+            };
+            let settings = match conn.get_ref() {
+                RawConnector::Command { program, args, env, timeout: t } => ConnectorSettings::Command {
+                    program: resolve(program),
+                    args: args.clone(),
+                    env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    timeout: timeout(t)?,
+                },
+                RawConnector::Webhook { url, secret, secret_env, timeout: t } => {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(src.error(span, format!("{}: `{url}` must start with http:// or https://", field("url"))));
+                    }
+                    let secret = match (secret, secret_env) {
+                        (Some(s), None) => s.clone(),
+                        (None, Some(var)) => std::env::var(var).map_err(|_| {
+                            src.error(span.clone(), format!("{}: environment variable `{var}` is not set", field("secret_env")))
+                        })?,
+                        _ => {
+                            return Err(src.error(span, format!("{}: set exactly one of `secret` and `secret_env`", field("secret"))))
+                        }
+                    };
+                    if secret.len() < 16 {
+                        return Err(src.error(span, format!("{}: must be at least 16 characters", field("secret"))));
+                    }
+                    ConnectorSettings::Webhook {
+                        url: url.clone(),
+                        secret: Secret::new(secret.into_bytes()),
+                        timeout: timeout(t)?,
+                    }
+                }
+            };
+            if settings.timeout() >= lifecycle.claim_lease {
+                return Err(src.error(
+                    span,
+                    format!(
+                        "{}: must be shorter than server.claim_lease ({}s), or a slow call could overlap its retry",
+                        field("timeout"),
+                        lifecycle.claim_lease.as_secs()
+                    ),
+                ));
+            }
+            connectors.insert(name.clone(), settings);
+        }
+
+        for (name, ent) in &raw.entitlements {
+            let span = ent.span();
+            let field = |f: &str| format!("entitlements.{name}.{f}");
+            let id = EntitlementId::parse(name)
+                .map_err(|e| src.error(span.clone(), format!("entitlements: `{name}` {e}")))?;
+            let ent = ent.get_ref();
+            let group_set = |f: &str, raw: &[Spanned<String>]| -> Result<BTreeSet<GroupName>, ConfigError> {
+                raw.iter()
+                    .map(|g| {
+                        let group = src.id(&field(f), g, GroupName::parse)?;
+                        if !catalog.users.values().any(|u| u.groups.contains(&group)) {
+                            return Err(src.error(g.span(), format!("{}: group `{group}` has no members", field(f))));
+                        }
+                        Ok(group)
+                    })
+                    .collect()
+            };
+            let requestable_by = group_set("requestable_by", &ent.requestable_by)?;
+            if requestable_by.is_empty() {
+                return Err(src.error(span, format!("{}: name at least one group", field("requestable_by"))));
+            }
+            let max_duration = src.duration(&field("max_duration"), &ent.max_duration)?;
+            if max_duration < Duration::from_secs(1) {
+                return Err(src.error(ent.max_duration.span(), format!("{}: must be at least 1s", field("max_duration"))));
+            }
+            let default_duration = match &ent.default_duration {
+                Some(d) => {
+                    let v = src.duration(&field("default_duration"), d)?;
+                    if v > max_duration || v < Duration::from_secs(1) {
+                        return Err(src.error(d.span(), format!("{}: must be between 1s and max_duration", field("default_duration"))));
+                    }
+                    v
+                }
+                None => max_duration.min(Duration::from_secs(3600)),
+            };
+            let pattern = match &ent.ticket_pattern {
+                Some(p) => Some(regex::Regex::new(p.get_ref()).map_err(|e| {
+                    src.error(p.span(), format!("{}: invalid regular expression: {e}", field("ticket_pattern")))
+                })?),
+                None => None,
+            };
+            let approval = if ent.auto_approve {
+                if !ent.approvers.is_empty() || ent.approvals_required.is_some() {
+                    return Err(src.error(span, format!("{}: auto_approve = true takes no approvers", field("approvers"))));
+                }
+                ApprovalRule::Auto
+            } else {
+                let from = group_set("approvers", &ent.approvers)?;
+                if from.is_empty() {
+                    return Err(src.error(span, format!("{}: name at least one group, or set auto_approve = true", field("approvers"))));
+                }
+                let count = ent.approvals_required.as_ref().map_or(1, |c| *c.get_ref());
+                let eligible = catalog.users.values().filter(|u| u.in_any(&from)).count();
+                if count == 0 || usize::try_from(count).unwrap_or(usize::MAX) > eligible {
+                    let at = ent.approvals_required.as_ref().map_or(span.clone(), Spanned::span);
+                    return Err(src.error(
+                        at,
+                        format!("{}: must be between 1 and the {eligible} users in the approver groups", field("approvals_required")),
+                    ));
+                }
+                ApprovalRule::Approvals { count, from }
+            };
+            let connector = ent.connector.get_ref().clone();
+            if !connectors.contains_key(&connector) {
+                return Err(src.error(ent.connector.span(), format!("{}: no connector named `{connector}` is configured", field("connector"))));
+            }
+            catalog.entitlements.insert(
+                id.clone(),
+                Entitlement {
+                    id,
+                    description: ent.description.clone(),
+                    requestable_by,
+                    max_duration,
+                    default_duration,
+                    reason_required: ent.require_reason,
+                    ticket: TicketRule {
+                        required: ent.require_ticket,
+                        pattern,
+                    },
+                    approval,
+                    connector,
+                },
+            );
+        }
+
+        Ok(Settings {
+            listen,
+            data_dir,
+            database,
+            lifecycle,
+            revocation_overdue_after,
+            catalog,
+            token_hashes,
+            connectors,
+        })
+    }
+}
+
+/// SHA-256 of an API token, as stored in config.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh random API token (hand it to the user; store only its hash).
+pub fn new_token() -> String {
+    format!("al_{}", hex::encode(rand::random::<[u8; 24]>()))
+}

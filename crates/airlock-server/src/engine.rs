@@ -1,0 +1,338 @@
+//! The engine: the one place where core decisions meet the store and the
+//! connectors. Every change goes through [`Engine::submit`] or a command;
+//! the core decides, the store commits state and audit together, and only
+//! then are connector calls made, each reporting its result back as a command.
+//!
+//! The scheduler here has no authority of its own: deadlines are columns in
+//! the store, so a restarted server finds everything that fell due while it
+//! was down and handles it at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_connectors::{Connector, ConnectorError, GrantSpec};
+use airlock_core::audit::AuditRecord;
+use airlock_core::catalog::{Catalog, User};
+use airlock_core::request::{
+    self, AccessRequest, Command, Effect, JobAction, LifecycleSettings, NewRequest, Rejection, Transition,
+};
+use airlock_core::{EntitlementId, RequestId, Timestamp};
+use tokio::sync::{watch, Notify, Semaphore};
+use tracing::{debug, error, info, warn, Instrument};
+
+use crate::store::{AuditFilter, ChainReport, RequestFilter, Store, StoreError};
+
+/// The only source of the current time outside tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        Timestamp::from_unix_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("no request `{0}`")]
+    NotFound(RequestId),
+    #[error("no entitlement `{0}`")]
+    UnknownEntitlement(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Rejected(r) => EngineError::Rejected(r),
+            StoreError::NotFound(id) => EngineError::NotFound(id),
+            other => EngineError::Store(other),
+        }
+    }
+}
+
+/// What a requester asks for, already parsed from the wire.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub entitlement: EntitlementId,
+    pub duration: Option<Duration>,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub start_at: Option<Timestamp>,
+}
+
+/// Connector calls in flight at once; the rest wait their turn.
+const MAX_CONCURRENT_CALLS: usize = 256;
+/// Due requests handled per scheduler pass.
+const SCHEDULER_BATCH: u32 = 256;
+/// Upper bound on a scheduler sleep, as a backstop for a missed wake-up.
+const MAX_IDLE: Duration = Duration::from_secs(30);
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    lifecycle: LifecycleSettings,
+    overdue_after: Duration,
+    connectors: HashMap<String, Arc<dyn Connector>>,
+    clock: Arc<dyn Clock>,
+    wake: Notify,
+    calls: Arc<Semaphore>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        lifecycle: LifecycleSettings,
+        overdue_after: Duration,
+        connectors: HashMap<String, Arc<dyn Connector>>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Engine> {
+        Arc::new(Engine {
+            store,
+            catalog,
+            lifecycle,
+            overdue_after,
+            connectors,
+            clock,
+            wake: Notify::new(),
+            calls: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
+        })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn overdue_after(&self) -> Duration {
+        self.overdue_after
+    }
+
+    /// Creates a request; auto-approved ones start provisioning at once.
+    pub async fn submit(self: &Arc<Self>, requester: &User, ask: Ask) -> Result<AccessRequest, EngineError> {
+        let entitlement = self
+            .catalog
+            .entitlement(&ask.entitlement)
+            .ok_or_else(|| EngineError::UnknownEntitlement(ask.entitlement.to_string()))?;
+        let new = NewRequest {
+            id: new_request_id(),
+            duration: ask.duration,
+            reason: ask.reason,
+            ticket: ask.ticket,
+            start_at: ask.start_at,
+        };
+        let clock = Arc::clone(&self.clock);
+        let lifecycle = &self.lifecycle;
+        let transition = self
+            .store
+            .create_request(
+                &requester.id,
+                &ask.entitlement,
+                Box::new(move |open| request::submit(new, requester, entitlement, open, lifecycle, clock.now())),
+            )
+            .await?;
+        info!(request = %transition.request.id, user = %requester.id, entitlement = %ask.entitlement,
+              state = transition.request.state.as_str(), "request submitted");
+        self.after_commit(&transition);
+        Ok(transition.request)
+    }
+
+    /// Applies a user's command (approve, deny, cancel, release, revoke).
+    pub async fn act(self: &Arc<Self>, id: &RequestId, command: Command<'_>) -> Result<AccessRequest, EngineError> {
+        let transition = self.apply(id, command).await?;
+        self.after_commit(&transition);
+        Ok(transition.request)
+    }
+
+    async fn apply(&self, id: &RequestId, command: Command<'_>) -> Result<Transition, EngineError> {
+        let clock = Arc::clone(&self.clock);
+        let lifecycle = &self.lifecycle;
+        // `now` is read while the row is held, so committed changes carry
+        // non-decreasing times.
+        Ok(self
+            .store
+            .update_request(id, Box::new(move |current| request::apply(current, command, lifecycle, clock.now())))
+            .await?)
+    }
+
+    /// Starts the connector calls a committed transition asked for, and tells
+    /// the scheduler its deadlines may have moved.
+    fn after_commit(self: &Arc<Self>, transition: &Transition) {
+        for effect in &transition.effects {
+            let engine = Arc::clone(self);
+            let request = transition.request.clone();
+            let effect = effect.clone();
+            let span = tracing::info_span!("connector_call", request = %request.id, action = effect.action.as_str(), token = effect.token);
+            tokio::spawn(async move { engine.perform(request, effect).await }.instrument(span));
+        }
+        if transition.request.next_due().is_some() {
+            self.wake.notify_one();
+        }
+    }
+
+    async fn perform(self: Arc<Self>, request: AccessRequest, effect: Effect) {
+        let Ok(_permit) = Arc::clone(&self.calls).acquire_owned().await else {
+            return;
+        };
+        let result = self.call_connector(&request, effect.action).await;
+        let command = match &result {
+            Ok(()) => {
+                debug!("connector call succeeded");
+                Command::JobSucceeded {
+                    action: effect.action,
+                    token: effect.token,
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "connector call failed");
+                Command::JobFailed {
+                    action: effect.action,
+                    token: effect.token,
+                    error: e.message().to_owned(),
+                    retryable: e.is_retryable(),
+                }
+            }
+        };
+        match self.apply(&request.id, command).await {
+            Ok(transition) => self.after_commit(&transition),
+            // The claim's lease runs out and the scheduler retries the call.
+            Err(e) => error!(error = %e, "could not record the connector result"),
+        }
+    }
+
+    async fn call_connector(&self, request: &AccessRequest, action: JobAction) -> Result<(), ConnectorError> {
+        let connector = self
+            .catalog
+            .entitlement(&request.entitlement)
+            .and_then(|e| self.connectors.get(&e.connector))
+            .ok_or_else(|| {
+                ConnectorError::Retryable(format!(
+                    "entitlement `{}` has no configured connector",
+                    request.entitlement
+                ))
+            })?;
+        let spec = GrantSpec {
+            request_id: request.id.clone(),
+            user: request.requester.clone(),
+            entitlement: request.entitlement.clone(),
+            expires_at: request.expires_at.unwrap_or(request.created_at),
+        };
+        let limit = connector.call_timeout();
+        let call = async {
+            match action {
+                JobAction::Grant => connector.grant(&spec).await,
+                JobAction::Revoke => connector.revoke(&spec).await,
+            }
+        };
+        tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or_else(|_| Err(ConnectorError::Retryable(format!("timed out after {}s", limit.as_secs()))))
+    }
+
+    /// Runs deadlines as they fall due until `shutdown` turns true.
+    pub async fn run_scheduler(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let progressed = self.run_due().await;
+            let pause = match progressed {
+                Ok(n) if n == SCHEDULER_BATCH as usize => continue,
+                Ok(_) => match self.store.next_due_at().await {
+                    Ok(Some(due)) => self.clock.now().until(due).min(MAX_IDLE),
+                    Ok(None) => MAX_IDLE,
+                    Err(e) => {
+                        error!(error = %e, "scheduler cannot read deadlines");
+                        Duration::from_secs(1)
+                    }
+                },
+                Err(e) => {
+                    error!(error = %e, "scheduler pass failed");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.wake.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Handles every request that is due now; returns how many there were.
+    async fn run_due(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let due = self.store.due_requests(now, SCHEDULER_BATCH).await?;
+        let mut changed = 0;
+        for id in &due {
+            match self.apply(id, Command::Tick).await {
+                Ok(t) => {
+                    if !t.events.is_empty() || !t.effects.is_empty() {
+                        changed += 1;
+                    }
+                    self.after_commit(&t);
+                }
+                Err(e) => error!(request = %id, error = %e, "scheduled work failed"),
+            }
+        }
+        if changed == 0 && !due.is_empty() {
+            // Rows looked due but nothing was: never spin on them.
+            warn!(count = due.len(), "due requests needed no change");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Ok(0);
+        }
+        Ok(due.len())
+    }
+
+    pub async fn get(&self, id: &RequestId) -> Result<AccessRequest, EngineError> {
+        self.store
+            .get_request(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(id.clone()))
+    }
+
+    pub async fn list(&self, filter: &RequestFilter) -> Result<Vec<AccessRequest>, EngineError> {
+        Ok(self.store.list_requests(filter).await?)
+    }
+
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, EngineError> {
+        Ok(self.store.list_audit(filter).await?)
+    }
+
+    pub async fn verify_audit(&self) -> Result<ChainReport, EngineError> {
+        Ok(self.store.verify_audit().await?)
+    }
+
+    pub async fn ready(&self) -> Result<(), EngineError> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Runs every connector's health check, for the log at start.
+    pub async fn check_connectors(&self) {
+        for (name, connector) in &self.connectors {
+            match tokio::time::timeout(connector.call_timeout(), connector.health()).await {
+                Ok(Ok(())) => info!(connector = %name, "connector healthy"),
+                Ok(Err(e)) => warn!(connector = %name, error = %e, "connector unhealthy"),
+                Err(_) => warn!(connector = %name, "connector health check timed out"),
+            }
+        }
+    }
+}
+
+fn new_request_id() -> RequestId {
+    RequestId::from_entropy(rand::random())
+}

@@ -1,0 +1,479 @@
+//! The HTTP API: authentication, parsing of wire input into domain values,
+//! and the one error type that turns every failure into a JSON body with the
+//! right status. Handlers hold no logic beyond that; the engine decides.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_core::catalog::User;
+use airlock_core::request::{Command, Rejection, State};
+use airlock_core::{EntitlementId, RequestId, UserId};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    parse_time, ApproveBody, AuditEventView, AuditQuery, CreateRequest, DurationInput, EmptyBody, EntitlementView,
+    ErrorBody, ErrorDetail, ReasonBody, RequestQuery, RequestView, VerifyView, WhoAmI,
+};
+use crate::config::{parse_duration, token_hash};
+use crate::engine::{Ask, Engine, EngineError};
+use crate::store::{AuditFilter, RequestFilter};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    /// SHA-256 hex of each token to its user.
+    pub tokens: Arc<HashMap<String, UserId>>,
+}
+
+/// Every route of the API, so the OpenAPI test can check none is undocumented.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/openapi.json"),
+    ("get", "/v1/me"),
+    ("get", "/v1/entitlements"),
+    ("post", "/v1/requests"),
+    ("get", "/v1/requests"),
+    ("get", "/v1/requests/{id}"),
+    ("post", "/v1/requests/{id}/approve"),
+    ("post", "/v1/requests/{id}/deny"),
+    ("post", "/v1/requests/{id}/cancel"),
+    ("post", "/v1/requests/{id}/release"),
+    ("post", "/v1/requests/{id}/revoke"),
+    ("get", "/v1/grants"),
+    ("get", "/v1/audit"),
+    ("get", "/v1/audit/verify"),
+];
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route("/v1/me", get(me))
+        .route("/v1/entitlements", get(entitlements))
+        .route("/v1/requests", post(create_request).get(list_requests))
+        .route("/v1/requests/{id}", get(show_request))
+        .route("/v1/requests/{id}/approve", post(approve))
+        .route("/v1/requests/{id}/deny", post(deny))
+        .route("/v1/requests/{id}/cancel", post(cancel))
+        .route("/v1/requests/{id}/release", post(release))
+        .route("/v1/requests/{id}/revoke", post(revoke))
+        .route("/v1/grants", get(grants))
+        .route("/v1/audit", get(audit))
+        .route("/v1/audit/verify", get(verify_audit))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The API's one error: a status, a stable code, a safe message and, for bad
+/// input, the field at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            field: Some(field.to_owned()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+        }
+    }
+
+    fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    fn not_found(id: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no request `{id}`"))
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Rejected(Rejection::Invalid { field, message }) => ApiError::invalid(field, message),
+            EngineError::Rejected(Rejection::Forbidden(m)) => ApiError::forbidden(m),
+            EngineError::Rejected(Rejection::Conflict(m)) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            EngineError::NotFound(id) => ApiError::not_found(id.as_str()),
+            EngineError::UnknownEntitlement(name) => {
+                ApiError::invalid("entitlement", format!("no entitlement `{name}`"))
+            }
+            EngineError::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            if let Ok(v) = header::HeaderValue::from_str("Bearer") {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        response
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The authenticated user behind a bearer token.
+pub struct Caller(pub User);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>` header"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let user = state
+            .tokens
+            .get(&token_hash(token))
+            .and_then(|id| state.engine.catalog().user(id))
+            .ok_or_else(|| unauthorized("unknown token"))?;
+        Ok(Caller(user.clone()))
+    }
+}
+
+/// A JSON body whose parse errors name the field at fault. An empty body
+/// reads as `{}` so commands without arguments need none.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::invalid("body", e.body_text()))?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(&mut de).map(ApiJson).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "body".to_owned() } else { path };
+            ApiError::invalid(&field, e.inner().to_string())
+        })
+    }
+}
+
+/// A query string whose parse errors name the parameter at fault.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "query".to_owned() } else { path };
+            ApiError::invalid(&field, e.inner().to_string())
+        })
+    }
+}
+
+fn request_id(raw: &str) -> ApiResult<RequestId> {
+    RequestId::parse(raw).map_err(|_| ApiError::not_found(raw))
+}
+
+fn view(state: &AppState, r: &airlock_core::request::AccessRequest) -> RequestView {
+    RequestView::new(r, state.engine.now(), state.engine.overdue_after())
+}
+
+/// Who may see a request: its requester, its eligible approvers, admins and auditors.
+fn can_see(user: &User, r: &airlock_core::request::AccessRequest) -> bool {
+    user.id == r.requester || user.sees_everything() || user.in_any(&r.approver_groups)
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    state.engine.ready().await.map_err(|e| {
+        tracing::error!(error = %e, "not ready");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database unreachable")
+    })?;
+    Ok(Json(serde_json::json!({"status": "ready"})))
+}
+
+async fn me(Caller(user): Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        user: user.id.to_string(),
+        groups: user.groups.iter().map(ToString::to_string).collect(),
+        roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+    })
+}
+
+async fn entitlements(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+) -> Json<Vec<EntitlementView>> {
+    Json(state.engine.catalog().requestable_by(&user).map(EntitlementView::from).collect())
+}
+
+fn parse_duration_input(d: &DurationInput) -> ApiResult<Duration> {
+    match d {
+        DurationInput::Seconds(s) => Ok(Duration::from_secs(*s)),
+        DurationInput::Text(t) => parse_duration(t).map_err(|e| ApiError::invalid("duration", e)),
+    }
+}
+
+async fn create_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiJson(body): ApiJson<CreateRequest>,
+) -> ApiResult<(StatusCode, Json<RequestView>)> {
+    let entitlement = EntitlementId::parse(&body.entitlement)
+        .map_err(|e| ApiError::invalid("entitlement", format!("`{}` {e}", body.entitlement)))?;
+    let duration = body.duration.as_ref().map(parse_duration_input).transpose()?;
+    let start_at = body
+        .start_at
+        .as_deref()
+        .map(|s| parse_time(s).map_err(|e| ApiError::invalid("start_at", e)))
+        .transpose()?;
+    let ask = Ask {
+        entitlement,
+        duration,
+        reason: body.reason,
+        ticket: body.ticket,
+        start_at,
+    };
+    let request = state.engine.submit(&user, ask).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, &request))))
+}
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+fn limit(raw: Option<u32>) -> ApiResult<u32> {
+    match raw {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}"))),
+    }
+}
+
+async fn list_requests(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<RequestQuery>,
+) -> ApiResult<Json<Vec<RequestView>>> {
+    let wanted = limit(q.limit)?;
+    let mut filter = RequestFilter {
+        limit: MAX_LIMIT,
+        ..RequestFilter::default()
+    };
+    if let Some(states) = &q.state {
+        for s in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            filter.states.push(State::parse(s).ok_or_else(|| {
+                let known: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::invalid("state", format!("unknown state `{s}` (known: {})", known.join(", ")))
+            })?);
+        }
+    }
+    if let Some(e) = &q.entitlement {
+        filter.entitlement =
+            Some(EntitlementId::parse(e).map_err(|err| ApiError::invalid("entitlement", format!("`{e}` {err}")))?);
+    }
+    if let Some(r) = &q.requester {
+        filter.requester =
+            Some(UserId::parse(r).map_err(|err| ApiError::invalid("requester", format!("`{r}` {err}")))?);
+    }
+    let awaiting_me = q.awaiting_me.unwrap_or(false);
+    if q.mine.unwrap_or(false) {
+        filter.requester = Some(user.id.clone());
+    }
+    if awaiting_me {
+        filter.states = vec![State::Pending];
+    }
+    let requests = state.engine.list(&filter).await?;
+    let views = requests
+        .iter()
+        .filter(|r| can_see(&user, r))
+        .filter(|r| {
+            !awaiting_me
+                || (r.requester != user.id
+                    && user.in_any(&r.approver_groups)
+                    && !r.approvals.iter().any(|a| a.approver == user.id))
+        })
+        .take(usize::try_from(wanted).unwrap_or(usize::MAX))
+        .map(|r| view(&state, r))
+        .collect();
+    Ok(Json(views))
+}
+
+async fn show_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RequestView>> {
+    let id = request_id(&id)?;
+    let request = state.engine.get(&id).await?;
+    if !can_see(&user, &request) {
+        return Err(ApiError::not_found(id.as_str()));
+    }
+    Ok(Json(view(&state, &request)))
+}
+
+/// Runs a command on a request the caller can see (others get 404, so ids
+/// of other people's requests are not confirmed).
+async fn command(state: &AppState, user: &User, raw_id: &str, command: Command<'_>) -> ApiResult<Json<RequestView>> {
+    let id = request_id(raw_id)?;
+    let current = state.engine.get(&id).await?;
+    if !can_see(user, &current) {
+        return Err(ApiError::not_found(id.as_str()));
+    }
+    let request = state.engine.act(&id, command).await?;
+    Ok(Json(view(state, &request)))
+}
+
+async fn approve(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ApproveBody>,
+) -> ApiResult<Json<RequestView>> {
+    let comment = body.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
+    command(&state, &user, &id, Command::Approve { approver: &user, comment }).await
+}
+
+async fn deny(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> ApiResult<Json<RequestView>> {
+    command(&state, &user, &id, Command::Deny { approver: &user, reason: body.reason }).await
+}
+
+async fn cancel(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
+) -> ApiResult<Json<RequestView>> {
+    command(&state, &user, &id, Command::Cancel { by: &user }).await
+}
+
+async fn release(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
+) -> ApiResult<Json<RequestView>> {
+    command(&state, &user, &id, Command::Release { by: &user }).await
+}
+
+async fn revoke(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> ApiResult<Json<RequestView>> {
+    command(&state, &user, &id, Command::Revoke { by: &user, reason: body.reason }).await
+}
+
+async fn grants(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<Json<Vec<RequestView>>> {
+    let filter = RequestFilter {
+        holding_access: true,
+        requester: (!user.sees_everything()).then(|| user.id.clone()),
+        limit: MAX_LIMIT,
+        ..RequestFilter::default()
+    };
+    let grants = state.engine.list(&filter).await?;
+    Ok(Json(grants.iter().map(|r| view(&state, r)).collect()))
+}
+
+fn require_auditor(user: &User) -> ApiResult<()> {
+    if user.sees_everything() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("`{}` may not read the audit log (needs admin or auditor)", user.id)))
+    }
+}
+
+async fn audit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEventView>>> {
+    require_auditor(&user)?;
+    let time = |field: &str, raw: &Option<String>| {
+        raw.as_deref()
+            .map(|s| parse_time(s).map_err(|e| ApiError::invalid(field, e)))
+            .transpose()
+    };
+    let filter = AuditFilter {
+        request: q.request,
+        user: q.user,
+        entitlement: q.entitlement,
+        since: time("since", &q.since)?,
+        until: time("until", &q.until)?,
+        limit: limit(q.limit)?,
+    };
+    let records = state.engine.audit(&filter).await?;
+    Ok(Json(records.iter().map(AuditEventView::from).collect()))
+}
+
+async fn verify_audit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<Json<VerifyView>> {
+    require_auditor(&user)?;
+    let report = state.engine.verify_audit().await?;
+    Ok(Json(VerifyView {
+        ok: report.first_break.is_none(),
+        checked: report.checked,
+        head_hash: report.head_hash,
+        first_bad_seq: report.first_break.as_ref().map(|b| b.seq()),
+        problem: report.first_break.map(|b| b.to_string()),
+    }))
+}

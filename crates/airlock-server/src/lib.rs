@@ -1,0 +1,10 @@
+//! Airlock's edges around the pure core: configuration, the SQLite store,
+//! connectors wiring, the scheduler, the HTTP API and its typed client.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod server;
+pub mod store;

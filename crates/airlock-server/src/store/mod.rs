@@ -1,0 +1,105 @@
+//! The storage port: what the engine needs from a database, in domain terms.
+//!
+//! Every change to a request commits together with its audit events; the
+//! decision inside a change is made by the pure core while the row is held,
+//! so two concurrent changes to one request can never both apply.
+
+use airlock_core::audit::{AuditRecord, ChainBreak};
+use airlock_core::request::{AccessRequest, Rejection, State, Transition};
+use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
+
+pub mod sqlite;
+
+mod migrations;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The core refused the change; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("no request `{0}`")]
+    NotFound(RequestId),
+    /// The database holds a schema newer than this binary understands.
+    #[error("database schema version {found} is newer than this airlock understands ({known}); upgrade airlock")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// Decides a new request given the requester's open request for the same
+/// entitlement, if any.
+pub type CreateDecision<'a> =
+    Box<dyn FnOnce(Option<&RequestId>) -> Result<Transition, Rejection> + Send + 'a>;
+/// Decides a change to an existing request.
+pub type UpdateDecision<'a> =
+    Box<dyn FnOnce(AccessRequest) -> Result<Transition, Rejection> + Send + 'a>;
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    /// Empty means any state.
+    pub states: Vec<State>,
+    pub requester: Option<UserId>,
+    pub entitlement: Option<EntitlementId>,
+    /// Only requests whose grant the target may hold (active, or revocation outstanding).
+    pub holding_access: bool,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub request: Option<String>,
+    /// Matches the actor or the subject.
+    pub user: Option<String>,
+    pub entitlement: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub limit: u32,
+}
+
+/// Result of checking the whole audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    pub checked: u64,
+    pub head_hash: String,
+    pub first_break: Option<ChainBreak>,
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Creates a request, atomically with the check for an open one.
+    async fn create_request(
+        &self,
+        requester: &UserId,
+        entitlement: &EntitlementId,
+        decide: CreateDecision<'_>,
+    ) -> Result<Transition, StoreError>;
+
+    /// Applies a change decided on the current stored value.
+    async fn update_request(
+        &self,
+        id: &RequestId,
+        decide: UpdateDecision<'_>,
+    ) -> Result<Transition, StoreError>;
+
+    async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError>;
+
+    /// Newest first.
+    async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<AccessRequest>, StoreError>;
+
+    /// Requests whose next deadline is at or before `now`, earliest first.
+    async fn due_requests(&self, now: Timestamp, limit: u32) -> Result<Vec<RequestId>, StoreError>;
+
+    /// The earliest deadline of any request.
+    async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Matching events in sequence order (the newest `limit` of them).
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Walks the whole chain from the first event.
+    async fn verify_audit(&self) -> Result<ChainReport, StoreError>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

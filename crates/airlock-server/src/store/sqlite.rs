@@ -1,0 +1,517 @@
+//! The embedded default store: one SQLite file in WAL mode with full sync, so
+//! an acknowledged change survives a machine crash.
+//!
+//! All writes go through a single connection (SQLite has one writer anyway),
+//! which makes "read the row, let the core decide, write row and audit" a
+//! serialised critical section without lock upgrades; reads use a separate
+//! pool and never wait for writers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
+use airlock_core::request::{AccessRequest, Approval, ConnectorJob, JobAction, State, Transition};
+use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use super::migrations::{latest, MIGRATIONS};
+use super::{AuditFilter, ChainReport, CreateDecision, RequestFilter, Store, StoreError, UpdateDecision};
+
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and runs migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Database(format!("cannot create `{}`: {e}", dir.display())))?;
+            }
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(db_err)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db_err)?;
+        migrate(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(db_err)?;
+        Ok(SqliteStore { write, read })
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await.map_err(db_err)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let current = current.unwrap_or(0);
+    if current > latest() {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known: latest(),
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        // The write pool has one connection, and `conn` holds it.
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db_err)?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db_err)?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, strftime('%s','now') * 1000)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredApproval {
+    approver: String,
+    at: i64,
+    comment: Option<String>,
+}
+
+const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, reason, ticket, start_at, created_at, \
+    required_approvals, approver_groups, approvals, pending_deadline, decided_at, activates_at, expires_at, granted_at, \
+    ended_at, ended_by, end_note, job_action, job_attempts, job_next_attempt_at, job_claimed_until, job_last_error, \
+    claim_token, deprovisioned_at, due_at, updated_at";
+
+fn corrupt(id: &str, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("request `{id}`: {what}"))
+}
+
+fn ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp::from_unix_millis)
+}
+
+fn request_from_row(row: &SqliteRow) -> Result<AccessRequest, StoreError> {
+    let id: String = row.try_get("id").map_err(db_err)?;
+    let get_i64 = |c: &str| row.try_get::<i64, _>(c).map_err(db_err);
+    let get_opt = |c: &str| row.try_get::<Option<i64>, _>(c).map_err(db_err);
+    let get_str = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
+    let get_opt_str = |c: &str| row.try_get::<Option<String>, _>(c).map_err(db_err);
+    let state_raw = get_str("state")?;
+    let state = State::parse(&state_raw).ok_or_else(|| corrupt(&id, format!("unknown state `{state_raw}`")))?;
+    let groups: Vec<String> =
+        serde_json::from_str(&get_str("approver_groups")?).map_err(|e| corrupt(&id, e))?;
+    let approver_groups = groups
+        .iter()
+        .map(|g| GroupName::parse(g).map_err(|e| corrupt(&id, e)))
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    let stored: Vec<StoredApproval> =
+        serde_json::from_str(&get_str("approvals")?).map_err(|e| corrupt(&id, e))?;
+    let approvals = stored
+        .into_iter()
+        .map(|a| {
+            Ok(Approval {
+                approver: UserId::parse(&a.approver).map_err(|e| corrupt(&id, e))?,
+                at: Timestamp::from_unix_millis(a.at),
+                comment: a.comment,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let job = match get_opt_str("job_action")? {
+        None => None,
+        Some(action) => Some(ConnectorJob {
+            action: JobAction::parse(&action).ok_or_else(|| corrupt(&id, format!("unknown job `{action}`")))?,
+            attempts: u32::try_from(get_opt("job_attempts")?.unwrap_or(0)).unwrap_or(0),
+            next_attempt_at: Timestamp::from_unix_millis(get_opt("job_next_attempt_at")?.unwrap_or(0)),
+            claimed_until: ts(get_opt("job_claimed_until")?),
+            last_error: get_opt_str("job_last_error")?,
+        }),
+    };
+    let user = |c: &str| -> Result<Option<UserId>, StoreError> {
+        get_opt_str(c)?
+            .map(|u| UserId::parse(&u).map_err(|e| corrupt(&id, e)))
+            .transpose()
+    };
+    Ok(AccessRequest {
+        id: RequestId::parse(&id).map_err(|e| corrupt(&id, e))?,
+        requester: user("requester")?.ok_or_else(|| corrupt(&id, "no requester"))?,
+        entitlement: EntitlementId::parse(&get_str("entitlement")?).map_err(|e| corrupt(&id, e))?,
+        duration: Duration::from_millis(u64::try_from(get_i64("duration_ms")?).unwrap_or(0)),
+        reason: get_str("reason")?,
+        ticket: get_opt_str("ticket")?,
+        start_at: ts(get_opt("start_at")?),
+        created_at: Timestamp::from_unix_millis(get_i64("created_at")?),
+        state,
+        required_approvals: u32::try_from(get_i64("required_approvals")?).unwrap_or(0),
+        approver_groups,
+        approvals,
+        pending_deadline: Timestamp::from_unix_millis(get_i64("pending_deadline")?),
+        decided_at: ts(get_opt("decided_at")?),
+        activates_at: ts(get_opt("activates_at")?),
+        expires_at: ts(get_opt("expires_at")?),
+        granted_at: ts(get_opt("granted_at")?),
+        ended_at: ts(get_opt("ended_at")?),
+        ended_by: user("ended_by")?,
+        end_note: get_opt_str("end_note")?,
+        job,
+        claim_token: u64::try_from(get_i64("claim_token")?).unwrap_or(0),
+        deprovisioned_at: ts(get_opt("deprovisioned_at")?),
+    })
+}
+
+fn millis(t: Option<Timestamp>) -> Option<i64> {
+    t.map(Timestamp::unix_millis)
+}
+
+/// Inserts or replaces the request row.
+async fn write_request(
+    conn: &mut SqliteConnection,
+    r: &AccessRequest,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let groups: Vec<&str> = r.approver_groups.iter().map(GroupName::as_str).collect();
+    let approvals: Vec<StoredApproval> = r
+        .approvals
+        .iter()
+        .map(|a| StoredApproval {
+            approver: a.approver.as_str().to_owned(),
+            at: a.at.unix_millis(),
+            comment: a.comment.clone(),
+        })
+        .collect();
+    let json = |v: &dyn erased::Json| v.to_json();
+    let sql = format!(
+        "INSERT OR REPLACE INTO requests ({REQUEST_COLUMNS}) VALUES \
+         ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29)"
+    );
+    let job = r.job.as_ref();
+    sqlx::query(&sql)
+        .bind(r.id.as_str())
+        .bind(r.requester.as_str())
+        .bind(r.entitlement.as_str())
+        .bind(r.state.as_str())
+        .bind(i64::try_from(r.duration.as_millis()).unwrap_or(i64::MAX))
+        .bind(&r.reason)
+        .bind(&r.ticket)
+        .bind(millis(r.start_at))
+        .bind(r.created_at.unix_millis())
+        .bind(i64::from(r.required_approvals))
+        .bind(json(&groups)?)
+        .bind(json(&approvals)?)
+        .bind(r.pending_deadline.unix_millis())
+        .bind(millis(r.decided_at))
+        .bind(millis(r.activates_at))
+        .bind(millis(r.expires_at))
+        .bind(millis(r.granted_at))
+        .bind(millis(r.ended_at))
+        .bind(r.ended_by.as_ref().map(UserId::as_str))
+        .bind(&r.end_note)
+        .bind(job.map(|j| j.action.as_str()))
+        .bind(job.map(|j| i64::from(j.attempts)))
+        .bind(job.map(|j| j.next_attempt_at.unix_millis()))
+        .bind(job.and_then(|j| millis(j.claimed_until)))
+        .bind(job.and_then(|j| j.last_error.clone()))
+        .bind(i64::try_from(r.claim_token).unwrap_or(i64::MAX))
+        .bind(millis(r.deprovisioned_at))
+        .bind(millis(r.next_due()))
+        .bind(now.unix_millis())
+        .execute(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Serialising the JSON columns through one helper keeps their errors typed.
+mod erased {
+    use super::StoreError;
+
+    pub trait Json {
+        fn to_json(&self) -> Result<String, StoreError>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Result<String, StoreError> {
+            serde_json::to_string(self).map_err(|e| StoreError::Corrupt(e.to_string()))
+        }
+    }
+}
+
+async fn append_audit(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let head = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let (mut seq, mut hash) = match head {
+        Some(row) => (
+            row.try_get::<i64, _>("seq").map_err(db_err)?,
+            row.try_get::<String, _>("hash").map_err(db_err)?,
+        ),
+        None => (0, GENESIS_HASH.to_owned()),
+    };
+    for event in events {
+        let record = AuditRecord::chain(event, seq, &hash);
+        let details = serde_json::to_string(&record.details).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, prev_hash, hash) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+        )
+        .bind(record.seq)
+        .bind(record.at.unix_millis())
+        .bind(&record.actor)
+        .bind(&record.action)
+        .bind(&record.request)
+        .bind(&record.entitlement)
+        .bind(&record.subject)
+        .bind(details)
+        .bind(&record.prev_hash)
+        .bind(&record.hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        seq = record.seq;
+        hash = record.hash;
+    }
+    Ok(())
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    let details: String = row.try_get("details").map_err(db_err)?;
+    let seq: i64 = row.try_get("seq").map_err(db_err)?;
+    Ok(AuditRecord {
+        seq,
+        at: Timestamp::from_unix_millis(row.try_get("at").map_err(db_err)?),
+        actor: row.try_get("actor").map_err(db_err)?,
+        action: row.try_get("action").map_err(db_err)?,
+        request: row.try_get("request_id").map_err(db_err)?,
+        entitlement: row.try_get("entitlement").map_err(db_err)?,
+        subject: row.try_get("subject").map_err(db_err)?,
+        details: serde_json::from_str::<BTreeMap<String, String>>(&details)
+            .map_err(|e| StoreError::Corrupt(format!("audit event {seq}: {e}")))?,
+        prev_hash: row.try_get("prev_hash").map_err(db_err)?,
+        hash: row.try_get("hash").map_err(db_err)?,
+    })
+}
+
+/// The time a change is recorded at: that of its last audit event.
+fn change_time(t: &Transition) -> Timestamp {
+    t.events.last().map_or(t.request.created_at, |e| e.at)
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn create_request(
+        &self,
+        requester: &UserId,
+        entitlement: &EntitlementId,
+        decide: CreateDecision<'_>,
+    ) -> Result<Transition, StoreError> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let open: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM requests WHERE requester = $1 AND entitlement = $2 \
+             AND state IN ('pending','approved','active') LIMIT 1",
+        )
+        .bind(requester.as_str())
+        .bind(entitlement.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let open = open.map(|id| RequestId::parse(&id).map_err(|e| corrupt(&id, e))).transpose()?;
+        let transition = decide(open.as_ref())?;
+        write_request(&mut tx, &transition.request, change_time(&transition)).await?;
+        append_audit(&mut tx, &transition.events).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(transition)
+    }
+
+    async fn update_request(&self, id: &RequestId, decide: UpdateDecision<'_>) -> Result<Transition, StoreError> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let row = sqlx::query(&format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        let current = request_from_row(&row)?;
+        let transition = decide(current.clone())?;
+        if transition.request == current && transition.events.is_empty() {
+            // Nothing changed (e.g. a tick that found nothing due): skip the commit.
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(transition);
+        }
+        write_request(&mut tx, &transition.request, change_time(&transition)).await?;
+        append_audit(&mut tx, &transition.events).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(transition)
+    }
+
+    async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<AccessRequest>, StoreError> {
+        let mut sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE 1=1");
+        let mut binds: Vec<String> = Vec::new();
+        if !filter.states.is_empty() {
+            let placeholders: Vec<String> = filter
+                .states
+                .iter()
+                .map(|s| {
+                    binds.push(s.as_str().to_owned());
+                    format!("${}", binds.len())
+                })
+                .collect();
+            sql.push_str(&format!(" AND state IN ({})", placeholders.join(",")));
+        }
+        if let Some(r) = &filter.requester {
+            binds.push(r.as_str().to_owned());
+            sql.push_str(&format!(" AND requester = ${}", binds.len()));
+        }
+        if let Some(e) = &filter.entitlement {
+            binds.push(e.as_str().to_owned());
+            sql.push_str(&format!(" AND entitlement = ${}", binds.len()));
+        }
+        if filter.holding_access {
+            sql.push_str(" AND (state = 'active' OR job_action = 'revoke')");
+        }
+        sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT {}", filter.limit.max(1)));
+        let mut query = sqlx::query(&sql);
+        for b in &binds {
+            query = query.bind(b);
+        }
+        let rows = query.fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn due_requests(&self, now: Timestamp, limit: u32) -> Result<Vec<RequestId>, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM requests WHERE due_at <= $1 ORDER BY due_at LIMIT $2")
+                .bind(now.unix_millis())
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_err)?;
+        ids.iter()
+            .map(|id| RequestId::parse(id).map_err(|e| corrupt(id, e)))
+            .collect()
+    }
+
+    async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar("SELECT MIN(due_at) FROM requests WHERE due_at IS NOT NULL")
+            .fetch_one(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(ts(next))
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut sql = String::from("SELECT * FROM audit_events WHERE 1=1");
+        let mut str_binds: Vec<String> = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if let Some(r) = &filter.request {
+            str_binds.push(r.clone());
+            sql.push_str(&format!(" AND request_id = ${}", next()));
+        }
+        if let Some(u) = &filter.user {
+            str_binds.push(u.clone());
+            let i = next();
+            sql.push_str(&format!(" AND (actor = ${i} OR subject = ${i})"));
+        }
+        if let Some(e) = &filter.entitlement {
+            str_binds.push(e.clone());
+            sql.push_str(&format!(" AND entitlement = ${}", next()));
+        }
+        let mut int_binds: Vec<i64> = Vec::new();
+        if let Some(s) = filter.since {
+            int_binds.push(s.unix_millis());
+            sql.push_str(&format!(" AND at >= ${}", next()));
+        }
+        if let Some(u) = filter.until {
+            int_binds.push(u.unix_millis());
+            sql.push_str(&format!(" AND at < ${}", next()));
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", filter.limit.max(1)));
+        let mut query = sqlx::query(&sql);
+        for b in &str_binds {
+            query = query.bind(b);
+        }
+        for b in &int_binds {
+            query = query.bind(b);
+        }
+        let rows = query.fetch_all(&self.read).await.map_err(db_err)?;
+        let mut records = rows.iter().map(audit_from_row).collect::<Result<Vec<_>, _>>()?;
+        records.reverse();
+        Ok(records)
+    }
+
+    async fn verify_audit(&self) -> Result<ChainReport, StoreError> {
+        // One read transaction gives a consistent snapshot while pages are read.
+        let mut tx = self.read.begin().await.map_err(db_err)?;
+        let mut verifier = ChainVerifier::default();
+        let mut after = i64::MIN;
+        loop {
+            let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT 1000")
+                .bind(after)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let Some(last) = rows.last() else { break };
+            after = last.try_get("seq").map_err(db_err)?;
+            for row in &rows {
+                let record = audit_from_row(row)?;
+                if let Err(first_break) = verifier.check(&record) {
+                    return Ok(ChainReport {
+                        checked: verifier.checked(),
+                        head_hash: verifier.head_hash().to_owned(),
+                        first_break: Some(first_break),
+                    });
+                }
+            }
+        }
+        Ok(ChainReport {
+            checked: verifier.checked(),
+            head_hash: verifier.head_hash().to_owned(),
+            first_break: None,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_err)?;
+        Ok(())
+    }
+}
