@@ -98,12 +98,19 @@ pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<(PathBuf, BTreeMap<St
     if config.exists() && tokens_path.exists() {
         let text = std::fs::read_to_string(&tokens_path)
             .with_context(|| format!("cannot read `{}`", tokens_path.display()))?;
-        let tokens: BTreeMap<String, String> = serde_json::from_str(&text)
-            .with_context(|| format!("`{}` is not a JSON object of tokens", tokens_path.display()))?;
+        let tokens: BTreeMap<String, String> = serde_json::from_str(&text).with_context(|| {
+            format!("`{}` is not a JSON object of tokens", tokens_path.display())
+        })?;
         return Ok((config, tokens));
     }
-    let tokens: BTreeMap<String, String> = DEMO_USERS.iter().map(|u| ((*u).to_owned(), new_token())).collect();
-    let hashes = tokens.iter().map(|(u, t)| (u.clone(), token_hash(t))).collect();
+    let tokens: BTreeMap<String, String> = DEMO_USERS
+        .iter()
+        .map(|u| ((*u).to_owned(), new_token()))
+        .collect();
+    let hashes = tokens
+        .iter()
+        .map(|(u, t)| (u.clone(), token_hash(t)))
+        .collect();
     write_private(&tokens_path, &serde_json::to_string_pretty(&tokens)?, 0o600)?;
     write_private(&config, &config_text(listen, &script, &hashes), 0o600)?;
     Ok((config, tokens))

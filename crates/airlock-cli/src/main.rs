@@ -15,7 +15,11 @@ mod demo;
 mod output;
 
 #[derive(Parser)]
-#[command(name = "airlock", version, about = "Just-in-time privileged access broker")]
+#[command(
+    name = "airlock",
+    version,
+    about = "Just-in-time privileged access broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -24,7 +28,12 @@ struct Cli {
 #[derive(Args, Clone)]
 struct Conn {
     /// Server URL.
-    #[arg(long, env = "AIRLOCK_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "AIRLOCK_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     url: String,
     /// API token.
     #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
@@ -183,7 +192,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let server = matches!(cli.command, Cmd::Demo { .. } | Cmd::Serve { .. });
     init_logging(server);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -223,23 +235,33 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Demo { listen, data_dir } => {
             let (config, tokens) = demo::prepare(&data_dir, &listen)?;
             let mut settings = Settings::load(&config)?;
-            settings.listen = listen.parse().with_context(|| format!("--listen: `{listen}` is not an address"))?;
+            settings.listen = listen
+                .parse()
+                .with_context(|| format!("--listen: `{listen}` is not an address"))?;
             let server = airlock_server::server::start(settings).await?;
             let url = format!("http://{}", server.addr());
             println!("Airlock demo is running at {url}");
             println!("Data dir: {} (tokens in tokens.json)", data_dir.display());
             for user in demo::DEMO_USERS {
-                println!("  {user:<6} token: {}", tokens.get(user).map_or("", String::as_str));
+                println!(
+                    "  {user:<6} token: {}",
+                    tokens.get(user).map_or("", String::as_str)
+                );
             }
             println!("Try:");
-            println!("  export AIRLOCK_URL={url} AIRLOCK_TOKEN={}", tokens.get("alice").map_or("", String::as_str));
+            println!(
+                "  export AIRLOCK_URL={url} AIRLOCK_TOKEN={}",
+                tokens.get("alice").map_or("", String::as_str)
+            );
             println!("  airlock request staging-shell --for 15m --reason \"deploy check\"");
             serve_until_signal(server).await
         }
         Cmd::Serve { config, listen } => {
             let mut settings = Settings::load(&config)?;
             if let Some(l) = listen {
-                settings.listen = l.parse().with_context(|| format!("--listen: `{l}` is not an address"))?;
+                settings.listen = l
+                    .parse()
+                    .with_context(|| format!("--listen: `{l}` is not an address"))?;
             }
             let server = airlock_server::server::start(settings).await?;
             println!("Airlock is running at http://{}", server.addr());
@@ -262,7 +284,16 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             println!("token_sha256: {}", token_hash(&token));
             Ok(())
         }
-        Cmd::Request { entitlement, duration, reason, ticket, start_at, wait, wait_timeout, conn } => {
+        Cmd::Request {
+            entitlement,
+            duration,
+            reason,
+            ticket,
+            start_at,
+            wait,
+            wait_timeout,
+            conn,
+        } => {
             let client = client(&conn)?;
             let body = CreateRequest {
                 entitlement,
@@ -280,7 +311,10 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             output::request(&request, conn.json)
         }
         Cmd::Pending { conn } => {
-            let query = RequestQuery { awaiting_me: Some(true), ..RequestQuery::default() };
+            let query = RequestQuery {
+                awaiting_me: Some(true),
+                ..RequestQuery::default()
+            };
             output::requests(&client(&conn)?.list_requests(&query).await?, conn.json)
         }
         Cmd::Approve { id, comment, conn } => act(&conn, &id, Action::Approve { comment }).await,
@@ -288,7 +322,13 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Cancel { id, conn } => act(&conn, &id, Action::Cancel).await,
         Cmd::Release { id, conn } => act(&conn, &id, Action::Release).await,
         Cmd::Revoke { id, reason, conn } => act(&conn, &id, Action::Revoke { reason }).await,
-        Cmd::List { state, mine, entitlement, limit, conn } => {
+        Cmd::List {
+            state,
+            mine,
+            entitlement,
+            limit,
+            conn,
+        } => {
             let query = RequestQuery {
                 state,
                 mine: mine.then_some(true),
@@ -298,13 +338,26 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             };
             output::requests(&client(&conn)?.list_requests(&query).await?, conn.json)
         }
-        Cmd::Show { id, conn } => output::request(&client(&conn)?.get_request(&id).await?, conn.json),
+        Cmd::Show { id, conn } => {
+            output::request(&client(&conn)?.get_request(&id).await?, conn.json)
+        }
         Cmd::Grants { conn } => output::grants(&client(&conn)?.grants().await?, conn.json),
-        Cmd::Entitlements { conn } => output::entitlements(&client(&conn)?.entitlements().await?, conn.json),
+        Cmd::Entitlements { conn } => {
+            output::entitlements(&client(&conn)?.entitlements().await?, conn.json)
+        }
         Cmd::Whoami { conn } => output::json_or(&client(&conn)?.me().await?, conn.json, |me| {
-            println!("{} (groups: {}; roles: {})", me.user, me.groups.join(", "), me.roles.join(", "));
+            println!(
+                "{} (groups: {}; roles: {})",
+                me.user,
+                me.groups.join(", "),
+                me.roles.join(", ")
+            );
         }),
-        Cmd::Audit { verify: Some(AuditCmd::Verify), conn, .. } => {
+        Cmd::Audit {
+            verify: Some(AuditCmd::Verify),
+            conn,
+            ..
+        } => {
             let report = client(&conn)?.verify_audit().await?;
             output::json_or(&report, conn.json, |r| {
                 if r.ok {
@@ -320,8 +373,24 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Audit { verify: None, request, user, entitlement, since, until, limit, conn } => {
-            let query = AuditQuery { request, user, entitlement, since, until, limit };
+        Cmd::Audit {
+            verify: None,
+            request,
+            user,
+            entitlement,
+            since,
+            until,
+            limit,
+            conn,
+        } => {
+            let query = AuditQuery {
+                request,
+                user,
+                entitlement,
+                since,
+                until,
+                limit,
+            };
             output::audit(&client(&conn)?.audit(&query).await?, conn.json)
         }
     }
@@ -332,7 +401,11 @@ async fn act(conn: &Conn, id: &str, action: Action) -> anyhow::Result<()> {
 }
 
 /// Polls until the request is decided and, if it starts now, provisioned.
-async fn wait_for_decision(client: &Client, mut request: RequestView, limit: Duration) -> anyhow::Result<RequestView> {
+async fn wait_for_decision(
+    client: &Client,
+    mut request: RequestView,
+    limit: Duration,
+) -> anyhow::Result<RequestView> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let settled = match request.state.as_str() {
@@ -344,7 +417,12 @@ async fn wait_for_decision(client: &Client, mut request: RequestView, limit: Dur
             return Ok(request);
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!("request `{}` is still {} after waiting {}s", request.id, request.state, limit.as_secs());
+            bail!(
+                "request `{}` is still {} after waiting {}s",
+                request.id,
+                request.state,
+                limit.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         request = client.get_request(&request.id).await?;

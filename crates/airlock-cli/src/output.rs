@@ -21,7 +21,10 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: &mut dyn Iterator<Item = &str>| {
-        let padded: Vec<String> = cells.zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(&mut header.iter().copied());
@@ -75,7 +78,11 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
                     r.approvals.len(),
                     r.required_approvals,
                     r.approver_groups.join(","),
-                    if who.is_empty() { String::new() } else { format!(": {}", who.join(", ")) }
+                    if who.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", who.join(", "))
+                    }
                 ),
             ));
         } else {
@@ -105,7 +112,10 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
                     job.action,
                     job.attempts,
                     if job.in_flight { ", in flight" } else { "" },
-                    job.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default()
+                    job.last_error
+                        .as_ref()
+                        .map(|e| format!(", last error: {e}"))
+                        .unwrap_or_default()
                 ),
             ));
         }
@@ -131,7 +141,18 @@ pub fn requests(rs: &[RequestView], json: bool) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        table(&["ID", "STATE", "REQUESTER", "ENTITLEMENT", "DURATION", "CREATED", "REASON"], &rows);
+        table(
+            &[
+                "ID",
+                "STATE",
+                "REQUESTER",
+                "ENTITLEMENT",
+                "DURATION",
+                "CREATED",
+                "REASON",
+            ],
+            &rows,
+        );
     })
 }
 
@@ -146,11 +167,16 @@ pub fn grants(rs: &[RequestView], json: bool) -> anyhow::Result<()> {
                     r.entitlement.clone(),
                     state_label(r),
                     r.expires_at.clone().unwrap_or_default(),
-                    r.time_left_seconds.map(human_duration).unwrap_or_else(|| "-".to_owned()),
+                    r.time_left_seconds
+                        .map(human_duration)
+                        .unwrap_or_else(|| "-".to_owned()),
                 ]
             })
             .collect();
-        table(&["ID", "USER", "ENTITLEMENT", "STATE", "EXPIRES", "LEFT"], &rows);
+        table(
+            &["ID", "USER", "ENTITLEMENT", "STATE", "EXPIRES", "LEFT"],
+            &rows,
+        );
     })
 }
 
@@ -163,12 +189,19 @@ pub fn entitlements(es: &[EntitlementView], json: bool) -> anyhow::Result<()> {
                     e.id.clone(),
                     human_duration(e.max_duration_seconds),
                     e.approval.clone(),
-                    if e.ticket_required { "yes".to_owned() } else { "no".to_owned() },
+                    if e.ticket_required {
+                        "yes".to_owned()
+                    } else {
+                        "no".to_owned()
+                    },
                     e.description.clone(),
                 ]
             })
             .collect();
-        table(&["ENTITLEMENT", "MAX", "APPROVAL", "TICKET", "DESCRIPTION"], &rows);
+        table(
+            &["ENTITLEMENT", "MAX", "APPROVAL", "TICKET", "DESCRIPTION"],
+            &rows,
+        );
     })
 }
 
@@ -177,7 +210,8 @@ pub fn audit(events: &[AuditEventView], json: bool) -> anyhow::Result<()> {
         let rows: Vec<Vec<String>> = events
             .iter()
             .map(|e| {
-                let details: Vec<String> = e.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let details: Vec<String> =
+                    e.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 vec![
                     e.seq.to_string(),
                     e.at.clone(),
@@ -190,6 +224,18 @@ pub fn audit(events: &[AuditEventView], json: bool) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        table(&["SEQ", "AT", "ACTOR", "ACTION", "REQUEST", "USER", "ENTITLEMENT", "DETAILS"], &rows);
+        table(
+            &[
+                "SEQ",
+                "AT",
+                "ACTOR",
+                "ACTION",
+                "REQUEST",
+                "USER",
+                "ENTITLEMENT",
+                "DETAILS",
+            ],
+            &rows,
+        );
     })
 }

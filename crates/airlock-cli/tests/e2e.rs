@@ -2,6 +2,14 @@
 //! the CLI against it, expiry through the command connector, recovery after a
 //! crash, and tamper detection in the audit chain.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed step should fail the test"
+)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -43,12 +51,17 @@ impl Demo {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in `{first}`"))
             .to_owned();
-        Demo { child, url, dir: dir.to_owned() }
+        Demo {
+            child,
+            url,
+            dir: dir.to_owned(),
+        }
     }
 
     fn token(&self, user: &str) -> String {
         let tokens: Value =
-            serde_json::from_str(&std::fs::read_to_string(self.dir.join("tokens.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(self.dir.join("tokens.json")).unwrap())
+                .unwrap();
         tokens[user].as_str().unwrap().to_owned()
     }
 
@@ -99,7 +112,10 @@ fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<
         if let Some(v) = check() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -114,31 +130,65 @@ fn request_approve_active_expire_through_the_cli() {
     let demo = Demo::start(dir.path());
 
     // Bad input is refused with the field named.
-    let out = demo.cli("alice", &["request", "prod-db-admin", "--for", "3s", "--reason", "fix", "--ticket", "nope"]);
+    let out = demo.cli(
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--for",
+            "3s",
+            "--reason",
+            "fix",
+            "--ticket",
+            "nope",
+        ],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ticket"), "{err}");
 
     let created = demo.json(
         "alice",
-        &["request", "prod-db-admin", "--for", "3s", "--reason", "fix the index", "--ticket", "INC-7"],
+        &[
+            "request",
+            "prod-db-admin",
+            "--for",
+            "3s",
+            "--reason",
+            "fix the index",
+            "--ticket",
+            "INC-7",
+        ],
     );
     assert_eq!(created["state"], "pending");
     let id = created["id"].as_str().unwrap().to_owned();
 
     let pending = demo.json("bob", &["pending"]);
-    assert!(pending.as_array().unwrap().iter().any(|r| r["id"] == id.as_str()));
+    assert!(pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["id"] == id.as_str()));
     let own = demo.cli("alice", &["approve", &id]);
-    assert!(!own.status.success(), "a requester approved their own request");
+    assert!(
+        !own.status.success(),
+        "a requester approved their own request"
+    );
 
     demo.json("bob", &["approve", &id, "--comment", "go ahead"]);
     let active = eventually(Duration::from_secs(10), "grant", || {
         let r = state_of(&demo, &id);
         (r["state"] == "active").then_some(r)
     });
-    assert!(demo.connector_log().contains(&format!("grant user=alice entitlement=prod-db-admin request={id}")));
+    assert!(demo.connector_log().contains(&format!(
+        "grant user=alice entitlement=prod-db-admin request={id}"
+    )));
     let grants = demo.json("alice", &["grants"]);
-    assert!(grants.as_array().unwrap().iter().any(|g| g["id"] == id.as_str()));
+    assert!(grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["id"] == id.as_str()));
     assert!(active["time_left_seconds"].as_u64().unwrap() <= 3);
 
     let ended = eventually(Duration::from_secs(10), "expiry and revocation", || {
@@ -146,13 +196,33 @@ fn request_approve_active_expire_through_the_cli() {
         (r["state"] == "expired" && !r["deprovisioned_at"].is_null()).then_some(r)
     });
     assert!(ended["ended_at"].is_string());
-    assert!(demo.connector_log().contains(&format!("revoke user=alice entitlement=prod-db-admin request={id}")));
+    assert!(demo.connector_log().contains(&format!(
+        "revoke user=alice entitlement=prod-db-admin request={id}"
+    )));
 
     let events = demo.json("admin", &["audit", "--request", &id]);
-    let actions: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["requested", "approved", "granted", "expired", "deprovisioned"]);
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "requested",
+            "approved",
+            "granted",
+            "expired",
+            "deprovisioned"
+        ]
+    );
     let verify = demo.cli("admin", &["audit", "verify"]);
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }
 
 #[test]
@@ -160,28 +230,74 @@ fn release_cancel_and_revoke_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start(dir.path());
 
-    let r = demo.json("alice", &["request", "staging-shell", "--for", "10m", "--reason", "deploy", "--wait"]);
+    let r = demo.json(
+        "alice",
+        &[
+            "request",
+            "staging-shell",
+            "--for",
+            "10m",
+            "--reason",
+            "deploy",
+            "--wait",
+        ],
+    );
     assert_eq!(r["state"], "active", "--wait returns once provisioned: {r}");
     let id = r["id"].as_str().unwrap().to_owned();
     let released = demo.json("alice", &["release", &id]);
     assert_eq!(released["state"], "released");
     eventually(Duration::from_secs(10), "revoke after release", || {
-        demo.connector_log().contains(&format!("revoke user=alice entitlement=staging-shell request={id}")).then_some(())
+        demo.connector_log()
+            .contains(&format!(
+                "revoke user=alice entitlement=staging-shell request={id}"
+            ))
+            .then_some(())
     });
 
-    let p = demo.json("alice", &["request", "prod-db-admin", "--reason", "x", "--ticket", "CHG-1"]);
+    let p = demo.json(
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--reason",
+            "x",
+            "--ticket",
+            "CHG-1",
+        ],
+    );
     let pid = p["id"].as_str().unwrap().to_owned();
     assert_eq!(demo.json("alice", &["cancel", &pid])["state"], "cancelled");
-    assert!(!demo.cli("bob", &["approve", &pid]).status.success(), "approved a cancelled request");
+    assert!(
+        !demo.cli("bob", &["approve", &pid]).status.success(),
+        "approved a cancelled request"
+    );
 
-    let r = demo.json("bob", &["request", "staging-shell", "--for", "10m", "--reason", "debug", "--wait"]);
+    let r = demo.json(
+        "bob",
+        &[
+            "request",
+            "staging-shell",
+            "--for",
+            "10m",
+            "--reason",
+            "debug",
+            "--wait",
+        ],
+    );
     let rid = r["id"].as_str().unwrap().to_owned();
-    assert!(!demo.cli("alice", &["revoke", &rid, "--reason", "x"]).status.success());
+    assert!(!demo
+        .cli("alice", &["revoke", &rid, "--reason", "x"])
+        .status
+        .success());
     let revoked = demo.json("admin", &["revoke", &rid, "--reason", "incident over"]);
     assert_eq!(revoked["state"], "revoked");
     assert_eq!(revoked["end_reason"], "incident over");
     eventually(Duration::from_secs(10), "revoke after admin revoke", || {
-        demo.connector_log().contains(&format!("revoke user=bob entitlement=staging-shell request={rid}")).then_some(())
+        demo.connector_log()
+            .contains(&format!(
+                "revoke user=bob entitlement=staging-shell request={rid}"
+            ))
+            .then_some(())
     });
 }
 
@@ -189,11 +305,26 @@ fn release_cancel_and_revoke_through_the_cli() {
 fn grants_that_fell_due_while_the_server_was_down_are_revoked_on_restart() {
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start(dir.path());
-    let r = demo.json("alice", &["request", "staging-shell", "--for", "2s", "--reason", "short", "--wait"]);
+    let r = demo.json(
+        "alice",
+        &[
+            "request",
+            "staging-shell",
+            "--for",
+            "2s",
+            "--reason",
+            "short",
+            "--wait",
+        ],
+    );
     assert_eq!(r["state"], "active");
     let id = r["id"].as_str().unwrap().to_owned();
     demo.kill();
-    assert!(!std::fs::read_to_string(dir.path().join("demo-connector.log")).unwrap().contains("revoke"));
+    assert!(
+        !std::fs::read_to_string(dir.path().join("demo-connector.log"))
+            .unwrap()
+            .contains("revoke")
+    );
 
     std::thread::sleep(Duration::from_secs(3));
     let restarted_at = Instant::now();
@@ -204,7 +335,9 @@ fn grants_that_fell_due_while_the_server_was_down_are_revoked_on_restart() {
     });
     assert_eq!(r["state"], "expired");
     assert!(restarted_at.elapsed() < Duration::from_secs(5));
-    assert!(demo.connector_log().contains(&format!("revoke user=alice entitlement=staging-shell request={id}")));
+    assert!(demo.connector_log().contains(&format!(
+        "revoke user=alice entitlement=staging-shell request={id}"
+    )));
     assert!(demo.cli("admin", &["audit", "verify"]).status.success());
 }
 
@@ -212,12 +345,26 @@ fn grants_that_fell_due_while_the_server_was_down_are_revoked_on_restart() {
 fn audit_verify_names_the_first_tampered_event() {
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start(dir.path());
-    demo.json("alice", &["request", "staging-shell", "--for", "10m", "--reason", "deploy", "--wait"]);
+    demo.json(
+        "alice",
+        &[
+            "request",
+            "staging-shell",
+            "--for",
+            "10m",
+            "--reason",
+            "deploy",
+            "--wait",
+        ],
+    );
     demo.kill();
 
     // Edit event 2 behind Airlock's back (the append-only trigger must be dropped first).
     let db = dir.path().join("airlock.db");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         use sqlx::Connection;
         let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
@@ -246,7 +393,11 @@ fn config_errors_name_file_line_and_field() {
          [entitlements.db]\nrequestable_by = [\"eng\"]\nmax_duration = \"5 parsecs\"\nauto_approve = true\nconnector = \"c\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:10:"), "{err}");

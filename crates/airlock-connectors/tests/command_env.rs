@@ -4,12 +4,6 @@
 //! a freshly written file, which a concurrent fork elsewhere in the process
 //! could make fail with "text file busy".
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test fails by panicking, with the value in the message"
-)]
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 

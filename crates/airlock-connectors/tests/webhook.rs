@@ -7,7 +7,6 @@
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::indexing_slicing,
     reason = "a test fails by panicking, with the value in the message"
 )]
 

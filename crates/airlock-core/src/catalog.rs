@@ -71,7 +71,33 @@ pub enum ApprovalRule {
 #[derive(Debug, Clone)]
 pub struct TicketRule {
     pub required: bool,
-    pub pattern: Option<regex::Regex>,
+    pub pattern: Option<TicketPattern>,
+}
+
+/// A pattern the whole ticket reference must match (it is anchored at both
+/// ends, so `INC-[0-9]+` does not accept `xINC-1 junk`).
+#[derive(Debug, Clone)]
+pub struct TicketPattern {
+    source: String,
+    regex: regex::Regex,
+}
+
+impl TicketPattern {
+    pub fn new(source: &str) -> Result<TicketPattern, regex::Error> {
+        Ok(TicketPattern {
+            source: source.to_owned(),
+            regex: regex::Regex::new(&format!("^(?:{source})$"))?,
+        })
+    }
+
+    /// The pattern as the author wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_match(&self, ticket: &str) -> bool {
+        self.regex.is_match(ticket)
+    }
 }
 
 /// Something a user can request for a limited time.

@@ -188,7 +188,11 @@ impl AccessRequest {
         let job_due = self.job.as_ref().map(ConnectorJob::due_at);
         match self.state {
             State::Pending => Some(self.pending_deadline),
-            State::Approved => job_due,
+            // A retry scheduled past the grant window must not delay failing it.
+            State::Approved => match (job_due, self.expires_at) {
+                (Some(j), Some(e)) => Some(j.min(e)),
+                (j, e) => j.or(e),
+            },
             State::Active => self.expires_at,
             _ => job_due,
         }
@@ -202,9 +206,7 @@ impl AccessRequest {
     /// The request ended but the target has not confirmed removal in time.
     pub fn revocation_overdue(&self, now: Timestamp, grace: Duration) -> bool {
         match (&self.job, self.ended_at) {
-            (Some(job), Some(ended)) if job.action == JobAction::Revoke => {
-                now > ended.plus(grace)
-            }
+            (Some(job), Some(ended)) if job.action == JobAction::Revoke => now > ended.plus(grace),
             _ => false,
         }
     }
@@ -430,7 +432,10 @@ pub fn submit(
     };
     let mut out = Outcome::default();
     let mut details = BTreeMap::from([
-        ("duration_seconds".to_owned(), duration.as_secs().to_string()),
+        (
+            "duration_seconds".to_owned(),
+            duration.as_secs().to_string(),
+        ),
         ("reason".to_owned(), request.reason.clone()),
     ]);
     if let Some(t) = &request.ticket {
@@ -439,7 +444,13 @@ pub fn submit(
     if let Some(s) = request.start_at {
         details.insert("start_at".to_owned(), s.to_rfc3339());
     }
-    out.event(&request, now, Actor::User(requester.id.clone()), AuditAction::Requested, details);
+    out.event(
+        &request,
+        now,
+        Actor::User(requester.id.clone()),
+        AuditAction::Requested,
+        details,
+    );
     if required_approvals == 0 {
         request.approve(now, Actor::System, "auto".to_owned(), &mut out);
     }
@@ -448,25 +459,38 @@ pub fn submit(
 }
 
 /// A change requested of an existing request.
+///
+/// Commands own their facts (the acting user as the directory knows them at
+/// this moment) so the shell can hand a decision to its storage writer.
 #[derive(Debug, Clone)]
-pub enum Command<'a> {
+pub enum Command {
     Approve {
-        approver: &'a User,
+        approver: User,
         comment: Option<String>,
     },
     Deny {
-        approver: &'a User,
+        approver: User,
         reason: String,
     },
     /// The requester withdraws a request that has not started.
-    Cancel { by: &'a User },
+    Cancel {
+        by: User,
+    },
     /// The requester ends their own access early.
-    Release { by: &'a User },
+    Release {
+        by: User,
+    },
     /// An admin ends someone's access.
-    Revoke { by: &'a User, reason: String },
+    Revoke {
+        by: User,
+        reason: String,
+    },
     /// The scheduler found the request due: time out, expire, start or retry.
     Tick,
-    JobSucceeded { action: JobAction, token: u64 },
+    JobSucceeded {
+        action: JobAction,
+        token: u64,
+    },
     JobFailed {
         action: JobAction,
         token: u64,
@@ -478,7 +502,7 @@ pub enum Command<'a> {
 /// Applies `command` to `request` at `now`.
 pub fn apply(
     mut request: AccessRequest,
-    command: Command<'_>,
+    command: Command,
     settings: &LifecycleSettings,
     now: Timestamp,
 ) -> Result<Transition, Rejection> {
@@ -488,7 +512,7 @@ pub fn apply(
     // Due work is claimed only after the command: claiming first would send a
     // grant out in the same transition that revokes, releases or cancels.
     request.apply_deadlines(now, &mut out);
-    match command {
+    match &command {
         Command::Approve { approver, comment } => {
             request.check_approver(approver, "approve")?;
             if request.approvals.iter().any(|a| a.approver == approver.id) {
@@ -512,19 +536,27 @@ pub fn apply(
                 );
                 request.approve(now, actor, rule, &mut out);
             } else {
-                let mut details = BTreeMap::from([
-                    ("approvals".to_owned(), format!("{have}/{}", request.required_approvals)),
-                ]);
+                let mut details = BTreeMap::from([(
+                    "approvals".to_owned(),
+                    format!("{have}/{}", request.required_approvals),
+                )]);
                 if let Some(c) = comment {
-                    details.insert("comment".to_owned(), c);
+                    details.insert("comment".to_owned(), c.clone());
                 }
                 out.event(&request, now, actor, AuditAction::ApprovalRecorded, details);
             }
         }
         Command::Deny { approver, reason } => {
             request.check_approver(approver, "deny")?;
-            let reason = required_note(reason)?;
-            request.end(State::Denied, now, Some(approver), Some(reason), AuditAction::Denied, &mut out);
+            let reason = required_note(reason.clone())?;
+            request.end(
+                State::Denied,
+                now,
+                Some(approver),
+                Some(reason),
+                AuditAction::Denied,
+                &mut out,
+            );
         }
         Command::Cancel { by } => {
             request.check_requester(by, "cancel")?;
@@ -534,14 +566,31 @@ pub fn apply(
             if !not_started {
                 return Err(request.conflict("cancel", "only a request that has not started can be cancelled; release an active grant instead"));
             }
-            request.end(State::Cancelled, now, Some(by), None, AuditAction::Cancelled, &mut out);
+            request.end(
+                State::Cancelled,
+                now,
+                Some(by),
+                None,
+                AuditAction::Cancelled,
+                &mut out,
+            );
         }
         Command::Release { by } => {
             request.check_requester(by, "release")?;
             if !matches!(request.state, State::Approved | State::Active) {
-                return Err(request.conflict("release", "only an approved or active grant can be released"));
+                return Err(request.conflict(
+                    "release",
+                    "only an approved or active grant can be released",
+                ));
             }
-            request.end(State::Released, now, Some(by), None, AuditAction::Released, &mut out);
+            request.end(
+                State::Released,
+                now,
+                Some(by),
+                None,
+                AuditAction::Released,
+                &mut out,
+            );
         }
         Command::Revoke { by, reason } => {
             if !by.has_role(Role::Admin) {
@@ -550,15 +599,24 @@ pub fn apply(
                     by.id
                 )));
             }
-            let reason = required_note(reason)?;
+            let reason = required_note(reason.clone())?;
             if !matches!(request.state, State::Approved | State::Active) {
-                return Err(request.conflict("revoke", "only an approved or active grant can be revoked"));
+                return Err(
+                    request.conflict("revoke", "only an approved or active grant can be revoked")
+                );
             }
-            request.end(State::Revoked, now, Some(by), Some(reason), AuditAction::Revoked, &mut out);
+            request.end(
+                State::Revoked,
+                now,
+                Some(by),
+                Some(reason),
+                AuditAction::Revoked,
+                &mut out,
+            );
         }
         Command::Tick => {}
         Command::JobSucceeded { action, token } => {
-            request.job_succeeded(action, token, now, &mut out);
+            request.job_succeeded(*action, *token, now, &mut out);
         }
         Command::JobFailed {
             action,
@@ -566,7 +624,15 @@ pub fn apply(
             error,
             retryable,
         } => {
-            request.job_failed(action, token, error, retryable, now, settings, &mut out);
+            request.job_failed(
+                *action,
+                *token,
+                error.clone(),
+                *retryable,
+                now,
+                settings,
+                &mut out,
+            );
         }
     }
     request.settle(now, settings, &mut out);
@@ -679,7 +745,10 @@ impl AccessRequest {
         let mut details = BTreeMap::from([
             ("rule".to_owned(), rule),
             ("starts_at".to_owned(), start.to_rfc3339()),
-            ("expires_at".to_owned(), start.plus(self.duration).to_rfc3339()),
+            (
+                "expires_at".to_owned(),
+                start.plus(self.duration).to_rfc3339(),
+            ),
         ]);
         if !self.approvals.is_empty() {
             details.insert(
@@ -705,17 +774,21 @@ impl AccessRequest {
         let revoke_job = match &self.job {
             // A grant attempt may still land: revoke once its lease lapses or
             // its result arrives, whichever comes first.
-            Some(job) if job.action == JobAction::Grant && job.in_flight(now) => Some(ConnectorJob {
-                next_attempt_at: job.claimed_until.unwrap_or(now),
-                ..ConnectorJob::due_now(JobAction::Revoke, now)
-            }),
+            Some(job) if job.action == JobAction::Grant && job.in_flight(now) => {
+                Some(ConnectorJob {
+                    next_attempt_at: job.claimed_until.unwrap_or(now),
+                    ..ConnectorJob::due_now(JobAction::Revoke, now)
+                })
+            }
             // Earlier attempts may have partly succeeded.
             Some(job) if job.action == JobAction::Grant && job.attempts > 0 => {
                 Some(ConnectorJob::due_now(JobAction::Revoke, now))
             }
             Some(job) if job.action == JobAction::Grant => None,
             Some(job) => Some(job.clone()),
-            None if self.state == State::Active => Some(ConnectorJob::due_now(JobAction::Revoke, now)),
+            None if self.state == State::Active => {
+                Some(ConnectorJob::due_now(JobAction::Revoke, now))
+            }
             None => None,
         };
         self.job = revoke_job;
@@ -751,7 +824,14 @@ impl AccessRequest {
                     && !self.job.as_ref().is_some_and(|j| j.in_flight(now)) =>
             {
                 let note = "the grant window ended before provisioning succeeded".to_owned();
-                self.end(State::Failed, now, None, Some(note), AuditAction::Failed, out);
+                self.end(
+                    State::Failed,
+                    now,
+                    None,
+                    Some(note),
+                    AuditAction::Failed,
+                    out,
+                );
             }
             State::Active if self.expires_at.is_some_and(|e| now >= e) => {
                 self.end(State::Expired, now, None, None, AuditAction::Expired, out);
@@ -778,7 +858,14 @@ impl AccessRequest {
                 job.attempts,
                 job.last_error.as_deref().unwrap_or("attempt timed out")
             );
-            self.end(State::Failed, now, None, Some(note), AuditAction::Failed, out);
+            self.end(
+                State::Failed,
+                now,
+                None,
+                Some(note),
+                AuditAction::Failed,
+                out,
+            );
             return self.claim_due_job(now, settings, out);
         }
         job.attempts = job.attempts.saturating_add(1);
@@ -839,7 +926,8 @@ impl AccessRequest {
                 self.granted_at = Some(now);
                 let details = BTreeMap::from([(
                     "expires_at".to_owned(),
-                    self.expires_at.map_or_else(String::new, Timestamp::to_rfc3339),
+                    self.expires_at
+                        .map_or_else(String::new, Timestamp::to_rfc3339),
                 )]);
                 out.event(self, now, Actor::System, AuditAction::Granted, details);
             }
@@ -848,7 +936,13 @@ impl AccessRequest {
                 self.job = None;
                 self.deprovisioned_at = Some(now);
                 let details = BTreeMap::from([("attempts".to_owned(), attempts.to_string())]);
-                out.event(self, now, Actor::System, AuditAction::Deprovisioned, details);
+                out.event(
+                    self,
+                    now,
+                    Actor::System,
+                    AuditAction::Deprovisioned,
+                    details,
+                );
             }
         }
     }
@@ -882,20 +976,39 @@ impl AccessRequest {
         match action {
             JobAction::Grant if !retryable || attempts >= settings.grant_max_attempts => {
                 let note = format!("provisioning failed after {attempts} attempt(s): {error}");
-                self.end(State::Failed, now, None, Some(note), AuditAction::Failed, out);
+                self.end(
+                    State::Failed,
+                    now,
+                    None,
+                    Some(note),
+                    AuditAction::Failed,
+                    out,
+                );
             }
             JobAction::Grant => {
                 let retry_at = now.plus(settings.backoff(attempts));
                 job.next_attempt_at = retry_at;
                 details.insert("retry_at".to_owned(), retry_at.to_rfc3339());
-                out.event(self, now, Actor::System, AuditAction::GrantAttemptFailed, details);
+                out.event(
+                    self,
+                    now,
+                    Actor::System,
+                    AuditAction::GrantAttemptFailed,
+                    details,
+                );
             }
             // Revocation is never abandoned.
             JobAction::Revoke => {
                 let retry_at = now.plus(settings.backoff(attempts));
                 job.next_attempt_at = retry_at;
                 details.insert("retry_at".to_owned(), retry_at.to_rfc3339());
-                out.event(self, now, Actor::System, AuditAction::RevokeAttemptFailed, details);
+                out.event(
+                    self,
+                    now,
+                    Actor::System,
+                    AuditAction::RevokeAttemptFailed,
+                    details,
+                );
             }
         }
     }

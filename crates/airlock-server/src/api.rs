@@ -4,7 +4,6 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-
 use airlock_core::audit::AuditRecord;
 use airlock_core::catalog::{ApprovalRule, Entitlement};
 use airlock_core::request::AccessRequest;
@@ -28,7 +27,9 @@ pub fn parse_time(raw: &str) -> Result<Timestamp, String> {
         .duration_since(UNIX_EPOCH)
         .map_err(|_| format!("`{raw}` is before 1970"))?
         .as_millis();
-    Ok(Timestamp::from_unix_millis(i64::try_from(ms).unwrap_or(i64::MAX)))
+    Ok(Timestamp::from_unix_millis(
+        i64::try_from(ms).unwrap_or(i64::MAX),
+    ))
 }
 
 /// A duration given as `"2h"` / `"90m"` or as a number of seconds.
@@ -143,7 +144,8 @@ impl RequestView {
             duration_seconds: r.duration.as_secs(),
             start_at: opt(r.start_at),
             created_at: format_time(r.created_at),
-            pending_deadline: (r.state == airlock_core::request::State::Pending).then(|| format_time(r.pending_deadline)),
+            pending_deadline: (r.state == airlock_core::request::State::Pending)
+                .then(|| format_time(r.pending_deadline)),
             required_approvals: r.required_approvals,
             approver_groups: r.approver_groups.iter().map(ToString::to_string).collect(),
             approvals: r
@@ -205,7 +207,10 @@ impl From<&Entitlement> for EntitlementView {
                 ApprovalRule::Auto => "auto".to_owned(),
                 ApprovalRule::Approvals { count, from } => format!(
                     "{count} of [{}]",
-                    from.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+                    from.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
                 ),
             },
         }

@@ -5,8 +5,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    ApproveBody, AuditEventView, AuditQuery, CreateRequest, EmptyBody, EntitlementView, ErrorBody, ReasonBody,
-    RequestQuery, RequestView, VerifyView, WhoAmI,
+    ApproveBody, AuditEventView, AuditQuery, CreateRequest, EmptyBody, EntitlementView, ErrorBody,
+    ReasonBody, RequestQuery, RequestView, VerifyView, WhoAmI,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -67,15 +67,25 @@ impl Client {
         })
     }
 
-    async fn send<T: DeserializeOwned>(&self, builder: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        let response = builder
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable {
+    /// The same connection pool, authenticating as another token.
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            base: self.base.clone(),
+            token: token.to_owned(),
+            http: self.http.clone(),
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = builder.bearer_auth(&self.token).send().await.map_err(|e| {
+            ClientError::Unreachable {
                 url: self.base.clone(),
                 message: e.without_url().to_string(),
-            })?;
+            }
+        })?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| ClientError::Decode {
             status,
@@ -121,22 +131,41 @@ impl Client {
         self.send(self.post("/v1/requests", body)).await
     }
 
-    pub async fn list_requests(&self, query: &RequestQuery) -> Result<Vec<RequestView>, ClientError> {
+    pub async fn list_requests(
+        &self,
+        query: &RequestQuery,
+    ) -> Result<Vec<RequestView>, ClientError> {
         self.send(self.get("/v1/requests").query(query)).await
     }
 
     pub async fn get_request(&self, id: &str) -> Result<RequestView, ClientError> {
-        self.send(self.get(&format!("/v1/requests/{}", encode(id)))).await
+        self.send(self.get(&format!("/v1/requests/{}", encode(id))))
+            .await
     }
 
     pub async fn act(&self, id: &str, action: &Action) -> Result<RequestView, ClientError> {
         let path = |verb: &str| format!("/v1/requests/{}/{verb}", encode(id));
         let builder = match action {
-            Action::Approve { comment } => self.post(&path("approve"), &ApproveBody { comment: comment.clone() }),
-            Action::Deny { reason } => self.post(&path("deny"), &ReasonBody { reason: reason.clone() }),
+            Action::Approve { comment } => self.post(
+                &path("approve"),
+                &ApproveBody {
+                    comment: comment.clone(),
+                },
+            ),
+            Action::Deny { reason } => self.post(
+                &path("deny"),
+                &ReasonBody {
+                    reason: reason.clone(),
+                },
+            ),
             Action::Cancel => self.post(&path("cancel"), &EmptyBody {}),
             Action::Release => self.post(&path("release"), &EmptyBody {}),
-            Action::Revoke { reason } => self.post(&path("revoke"), &ReasonBody { reason: reason.clone() }),
+            Action::Revoke { reason } => self.post(
+                &path("revoke"),
+                &ReasonBody {
+                    reason: reason.clone(),
+                },
+            ),
         };
         self.send(builder).await
     }

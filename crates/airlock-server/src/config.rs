@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use airlock_core::catalog::{ApprovalRule, Catalog, Entitlement, Role, TicketRule, User};
+use airlock_core::catalog::{
+    ApprovalRule, Catalog, Entitlement, Role, TicketPattern, TicketRule, User,
+};
 use airlock_core::request::LifecycleSettings;
 use airlock_core::{EntitlementId, GroupName, UserId};
 use serde::Deserialize;
@@ -54,9 +56,8 @@ pub enum ConnectorSettings {
 impl ConnectorSettings {
     pub fn timeout(&self) -> Duration {
         match self {
-            ConnectorSettings::Command { timeout, .. } | ConnectorSettings::Webhook { timeout, .. } => {
-                *timeout
-            }
+            ConnectorSettings::Command { timeout, .. }
+            | ConnectorSettings::Webhook { timeout, .. } => *timeout,
         }
     }
 }
@@ -182,7 +183,10 @@ struct Source<'a> {
 
 impl Source<'_> {
     fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
-        let before = self.text.get(..span.start.min(self.text.len())).unwrap_or("");
+        let before = self
+            .text
+            .get(..span.start.min(self.text.len()))
+            .unwrap_or("");
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         ConfigError::Invalid {
@@ -194,8 +198,7 @@ impl Source<'_> {
     }
 
     fn duration(&self, field: &str, raw: &Spanned<String>) -> Result<Duration, ConfigError> {
-        parse_duration(raw.get_ref())
-            .map_err(|e| self.error(raw.span(), format!("{field}: {e}")))
+        parse_duration(raw.get_ref()).map_err(|e| self.error(raw.span(), format!("{field}: {e}")))
     }
 
     fn id<T>(
@@ -215,7 +218,8 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     if let Ok(secs) = raw.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(raw).map_err(|e| format!("`{raw}` is not a duration ({e}); use e.g. `90s`, `30m`, `2h`"))
+    humantime::parse_duration(raw)
+        .map_err(|e| format!("`{raw}` is not a duration ({e}); use e.g. `90s`, `30m`, `2h`"))
 }
 
 impl Settings {
@@ -249,10 +253,9 @@ impl Settings {
 
         let server = &raw.server;
         let listen = match &server.listen {
-            Some(l) => l
-                .get_ref()
-                .parse()
-                .map_err(|e| src.error(l.span(), format!("server.listen: `{}` {e}", l.get_ref())))?,
+            Some(l) => l.get_ref().parse().map_err(|e| {
+                src.error(l.span(), format!("server.listen: `{}` {e}", l.get_ref()))
+            })?,
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
         let data_dir = resolve(server.data_dir.as_deref().unwrap_or("airlock-data"));
@@ -265,9 +268,15 @@ impl Settings {
             raw.as_ref()
                 .map_or(Ok(default), |r| src.duration(&format!("server.{field}"), r))
         };
-        lifecycle.pending_timeout = opt_duration("pending_timeout", &server.pending_timeout, lifecycle.pending_timeout)?;
-        lifecycle.claim_lease = opt_duration("claim_lease", &server.claim_lease, lifecycle.claim_lease)?;
-        lifecycle.retry_base = opt_duration("retry_base", &server.retry_base, lifecycle.retry_base)?;
+        lifecycle.pending_timeout = opt_duration(
+            "pending_timeout",
+            &server.pending_timeout,
+            lifecycle.pending_timeout,
+        )?;
+        lifecycle.claim_lease =
+            opt_duration("claim_lease", &server.claim_lease, lifecycle.claim_lease)?;
+        lifecycle.retry_base =
+            opt_duration("retry_base", &server.retry_base, lifecycle.retry_base)?;
         lifecycle.retry_cap = opt_duration("retry_cap", &server.retry_cap, lifecycle.retry_cap)?;
         if let Some(n) = &server.grant_max_attempts {
             if *n.get_ref() == 0 {
@@ -300,7 +309,10 @@ impl Settings {
                     Role::parse(r.get_ref()).ok_or_else(|| {
                         src.error(
                             r.span(),
-                            format!("users.{name}.roles: unknown role `{}` (known: admin, auditor)", r.get_ref()),
+                            format!(
+                                "users.{name}.roles: unknown role `{}` (known: admin, auditor)",
+                                r.get_ref()
+                            ),
                         )
                     })
                 })
@@ -330,27 +342,58 @@ impl Settings {
                     .map_err(|e| src.error(span.clone(), format!("{}: {e}", field("timeout"))))
             };
             let settings = match conn.get_ref() {
-                RawConnector::Command { program, args, env, timeout: t } => ConnectorSettings::Command {
+                RawConnector::Command {
+                    program,
+                    args,
+                    env,
+                    timeout: t,
+                } => ConnectorSettings::Command {
                     program: resolve(program),
                     args: args.clone(),
                     env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     timeout: timeout(t)?,
                 },
-                RawConnector::Webhook { url, secret, secret_env, timeout: t } => {
+                RawConnector::Webhook {
+                    url,
+                    secret,
+                    secret_env,
+                    timeout: t,
+                } => {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err(src.error(span, format!("{}: `{url}` must start with http:// or https://", field("url"))));
+                        return Err(src.error(
+                            span,
+                            format!(
+                                "{}: `{url}` must start with http:// or https://",
+                                field("url")
+                            ),
+                        ));
                     }
                     let secret = match (secret, secret_env) {
                         (Some(s), None) => s.clone(),
                         (None, Some(var)) => std::env::var(var).map_err(|_| {
-                            src.error(span.clone(), format!("{}: environment variable `{var}` is not set", field("secret_env")))
+                            src.error(
+                                span.clone(),
+                                format!(
+                                    "{}: environment variable `{var}` is not set",
+                                    field("secret_env")
+                                ),
+                            )
                         })?,
                         _ => {
-                            return Err(src.error(span, format!("{}: set exactly one of `secret` and `secret_env`", field("secret"))))
+                            return Err(src.error(
+                                span,
+                                format!(
+                                    "{}: set exactly one of `secret` and `secret_env`",
+                                    field("secret")
+                                ),
+                            ))
                         }
                     };
                     if secret.len() < 16 {
-                        return Err(src.error(span, format!("{}: must be at least 16 characters", field("secret"))));
+                        return Err(src.error(
+                            span,
+                            format!("{}: must be at least 16 characters", field("secret")),
+                        ));
                     }
                     ConnectorSettings::Webhook {
                         url: url.clone(),
@@ -378,65 +421,111 @@ impl Settings {
             let id = EntitlementId::parse(name)
                 .map_err(|e| src.error(span.clone(), format!("entitlements: `{name}` {e}")))?;
             let ent = ent.get_ref();
-            let group_set = |f: &str, raw: &[Spanned<String>]| -> Result<BTreeSet<GroupName>, ConfigError> {
-                raw.iter()
-                    .map(|g| {
-                        let group = src.id(&field(f), g, GroupName::parse)?;
-                        if !catalog.users.values().any(|u| u.groups.contains(&group)) {
-                            return Err(src.error(g.span(), format!("{}: group `{group}` has no members", field(f))));
-                        }
-                        Ok(group)
-                    })
-                    .collect()
-            };
+            let group_set =
+                |f: &str, raw: &[Spanned<String>]| -> Result<BTreeSet<GroupName>, ConfigError> {
+                    raw.iter()
+                        .map(|g| {
+                            let group = src.id(&field(f), g, GroupName::parse)?;
+                            if !catalog.users.values().any(|u| u.groups.contains(&group)) {
+                                return Err(src.error(
+                                    g.span(),
+                                    format!("{}: group `{group}` has no members", field(f)),
+                                ));
+                            }
+                            Ok(group)
+                        })
+                        .collect()
+                };
             let requestable_by = group_set("requestable_by", &ent.requestable_by)?;
             if requestable_by.is_empty() {
-                return Err(src.error(span, format!("{}: name at least one group", field("requestable_by"))));
+                return Err(src.error(
+                    span,
+                    format!("{}: name at least one group", field("requestable_by")),
+                ));
             }
             let max_duration = src.duration(&field("max_duration"), &ent.max_duration)?;
             if max_duration < Duration::from_secs(1) {
-                return Err(src.error(ent.max_duration.span(), format!("{}: must be at least 1s", field("max_duration"))));
+                return Err(src.error(
+                    ent.max_duration.span(),
+                    format!("{}: must be at least 1s", field("max_duration")),
+                ));
             }
             let default_duration = match &ent.default_duration {
                 Some(d) => {
                     let v = src.duration(&field("default_duration"), d)?;
                     if v > max_duration || v < Duration::from_secs(1) {
-                        return Err(src.error(d.span(), format!("{}: must be between 1s and max_duration", field("default_duration"))));
+                        return Err(src.error(
+                            d.span(),
+                            format!(
+                                "{}: must be between 1s and max_duration",
+                                field("default_duration")
+                            ),
+                        ));
                     }
                     v
                 }
                 None => max_duration.min(Duration::from_secs(3600)),
             };
             let pattern = match &ent.ticket_pattern {
-                Some(p) => Some(regex::Regex::new(p.get_ref()).map_err(|e| {
-                    src.error(p.span(), format!("{}: invalid regular expression: {e}", field("ticket_pattern")))
+                Some(p) => Some(TicketPattern::new(p.get_ref()).map_err(|e| {
+                    src.error(
+                        p.span(),
+                        format!(
+                            "{}: invalid regular expression: {e}",
+                            field("ticket_pattern")
+                        ),
+                    )
                 })?),
                 None => None,
             };
             let approval = if ent.auto_approve {
                 if !ent.approvers.is_empty() || ent.approvals_required.is_some() {
-                    return Err(src.error(span, format!("{}: auto_approve = true takes no approvers", field("approvers"))));
+                    return Err(src.error(
+                        span,
+                        format!(
+                            "{}: auto_approve = true takes no approvers",
+                            field("approvers")
+                        ),
+                    ));
                 }
                 ApprovalRule::Auto
             } else {
                 let from = group_set("approvers", &ent.approvers)?;
                 if from.is_empty() {
-                    return Err(src.error(span, format!("{}: name at least one group, or set auto_approve = true", field("approvers"))));
+                    return Err(src.error(
+                        span,
+                        format!(
+                            "{}: name at least one group, or set auto_approve = true",
+                            field("approvers")
+                        ),
+                    ));
                 }
                 let count = ent.approvals_required.as_ref().map_or(1, |c| *c.get_ref());
                 let eligible = catalog.users.values().filter(|u| u.in_any(&from)).count();
                 if count == 0 || usize::try_from(count).unwrap_or(usize::MAX) > eligible {
-                    let at = ent.approvals_required.as_ref().map_or(span.clone(), Spanned::span);
+                    let at = ent
+                        .approvals_required
+                        .as_ref()
+                        .map_or(span.clone(), Spanned::span);
                     return Err(src.error(
                         at,
-                        format!("{}: must be between 1 and the {eligible} users in the approver groups", field("approvals_required")),
+                        format!(
+                            "{}: must be between 1 and the {eligible} users in the approver groups",
+                            field("approvals_required")
+                        ),
                     ));
                 }
                 ApprovalRule::Approvals { count, from }
             };
             let connector = ent.connector.get_ref().clone();
             if !connectors.contains_key(&connector) {
-                return Err(src.error(ent.connector.span(), format!("{}: no connector named `{connector}` is configured", field("connector"))));
+                return Err(src.error(
+                    ent.connector.span(),
+                    format!(
+                        "{}: no connector named `{connector}` is configured",
+                        field("connector")
+                    ),
+                ));
             }
             catalog.entitlements.insert(
                 id.clone(),

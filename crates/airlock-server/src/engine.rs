@@ -15,7 +15,8 @@ use airlock_connectors::{Connector, ConnectorError, GrantSpec};
 use airlock_core::audit::AuditRecord;
 use airlock_core::catalog::{Catalog, User};
 use airlock_core::request::{
-    self, AccessRequest, Command, Effect, JobAction, LifecycleSettings, NewRequest, Rejection, Transition,
+    self, AccessRequest, Command, Effect, JobAction, LifecycleSettings, NewRequest, Rejection,
+    Transition,
 };
 use airlock_core::{EntitlementId, RequestId, Timestamp};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -81,7 +82,7 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 pub struct Engine {
     store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
-    lifecycle: LifecycleSettings,
+    lifecycle: Arc<LifecycleSettings>,
     overdue_after: Duration,
     connectors: HashMap<String, Arc<dyn Connector>>,
     clock: Arc<dyn Clock>,
@@ -101,7 +102,7 @@ impl Engine {
         Arc::new(Engine {
             store,
             catalog,
-            lifecycle,
+            lifecycle: Arc::new(lifecycle),
             overdue_after,
             connectors,
             clock,
@@ -123,7 +124,11 @@ impl Engine {
     }
 
     /// Creates a request; auto-approved ones start provisioning at once.
-    pub async fn submit(self: &Arc<Self>, requester: &User, ask: Ask) -> Result<AccessRequest, EngineError> {
+    pub async fn submit(
+        self: &Arc<Self>,
+        requester: &User,
+        ask: Ask,
+    ) -> Result<AccessRequest, EngineError> {
         let entitlement = self
             .catalog
             .entitlement(&ask.entitlement)
@@ -136,13 +141,16 @@ impl Engine {
             start_at: ask.start_at,
         };
         let clock = Arc::clone(&self.clock);
-        let lifecycle = &self.lifecycle;
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let (user, entitlement) = (requester.clone(), entitlement.clone());
         let transition = self
             .store
             .create_request(
                 &requester.id,
                 &ask.entitlement,
-                Box::new(move |open| request::submit(new, requester, entitlement, open, lifecycle, clock.now())),
+                Box::new(move |open| {
+                    request::submit(new, &user, &entitlement, open, &lifecycle, clock.now())
+                }),
             )
             .await?;
         info!(request = %transition.request.id, user = %requester.id, entitlement = %ask.entitlement,
@@ -152,20 +160,27 @@ impl Engine {
     }
 
     /// Applies a user's command (approve, deny, cancel, release, revoke).
-    pub async fn act(self: &Arc<Self>, id: &RequestId, command: Command<'_>) -> Result<AccessRequest, EngineError> {
+    pub async fn act(
+        self: &Arc<Self>,
+        id: &RequestId,
+        command: Command,
+    ) -> Result<AccessRequest, EngineError> {
         let transition = self.apply(id, command).await?;
         self.after_commit(&transition);
         Ok(transition.request)
     }
 
-    async fn apply(&self, id: &RequestId, command: Command<'_>) -> Result<Transition, EngineError> {
+    async fn apply(&self, id: &RequestId, command: Command) -> Result<Transition, EngineError> {
         let clock = Arc::clone(&self.clock);
-        let lifecycle = &self.lifecycle;
+        let lifecycle = Arc::clone(&self.lifecycle);
         // `now` is read while the row is held, so committed changes carry
         // non-decreasing times.
         Ok(self
             .store
-            .update_request(id, Box::new(move |current| request::apply(current, command, lifecycle, clock.now())))
+            .update_request(
+                id,
+                Box::new(move |current| request::apply(current, command, &lifecycle, clock.now())),
+            )
             .await?)
     }
 
@@ -214,7 +229,11 @@ impl Engine {
         }
     }
 
-    async fn call_connector(&self, request: &AccessRequest, action: JobAction) -> Result<(), ConnectorError> {
+    async fn call_connector(
+        &self,
+        request: &AccessRequest,
+        action: JobAction,
+    ) -> Result<(), ConnectorError> {
         let connector = self
             .catalog
             .entitlement(&request.entitlement)
@@ -238,9 +257,12 @@ impl Engine {
                 JobAction::Revoke => connector.revoke(&spec).await,
             }
         };
-        tokio::time::timeout(limit, call)
-            .await
-            .unwrap_or_else(|_| Err(ConnectorError::Retryable(format!("timed out after {}s", limit.as_secs()))))
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(ConnectorError::Retryable(format!(
+                "timed out after {}s",
+                limit.as_secs()
+            )))
+        })
     }
 
     /// Runs deadlines as they fall due until `shutdown` turns true.
@@ -277,16 +299,27 @@ impl Engine {
     async fn run_due(self: &Arc<Self>) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let due = self.store.due_requests(now, SCHEDULER_BATCH).await?;
+        // All at once, so the store commits them together rather than one
+        // durable commit after another.
+        let mut ticks = tokio::task::JoinSet::new();
+        for id in due.iter().cloned() {
+            let engine = Arc::clone(self);
+            ticks.spawn(async move {
+                let result = engine.apply(&id, Command::Tick).await;
+                (id, result)
+            });
+        }
         let mut changed = 0;
-        for id in &due {
-            match self.apply(id, Command::Tick).await {
-                Ok(t) => {
+        while let Some(joined) = ticks.join_next().await {
+            match joined {
+                Ok((_, Ok(t))) => {
                     if !t.events.is_empty() || !t.effects.is_empty() {
                         changed += 1;
                     }
                     self.after_commit(&t);
                 }
-                Err(e) => error!(request = %id, error = %e, "scheduled work failed"),
+                Ok((id, Err(e))) => error!(request = %id, error = %e, "scheduled work failed"),
+                Err(e) => error!(error = %e, "scheduled work panicked"),
             }
         }
         if changed == 0 && !due.is_empty() {

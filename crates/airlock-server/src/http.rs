@@ -18,8 +18,9 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    parse_time, ApproveBody, AuditEventView, AuditQuery, CreateRequest, DurationInput, EmptyBody, EntitlementView,
-    ErrorBody, ErrorDetail, ReasonBody, RequestQuery, RequestView, VerifyView, WhoAmI,
+    parse_time, ApproveBody, AuditEventView, AuditQuery, CreateRequest, DurationInput, EmptyBody,
+    EntitlementView, ErrorBody, ErrorDetail, ReasonBody, RequestQuery, RequestView, VerifyView,
+    WhoAmI,
 };
 use crate::config::{parse_duration, token_hash};
 use crate::engine::{Ask, Engine, EngineError};
@@ -56,7 +57,10 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz))
         .route(
             "/openapi.json",
@@ -111,23 +115,35 @@ impl ApiError {
     }
 
     fn not_found(id: &str) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no request `{id}`"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no request `{id}`"),
+        )
     }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Rejected(Rejection::Invalid { field, message }) => ApiError::invalid(field, message),
+            EngineError::Rejected(Rejection::Invalid { field, message }) => {
+                ApiError::invalid(field, message)
+            }
             EngineError::Rejected(Rejection::Forbidden(m)) => ApiError::forbidden(m),
-            EngineError::Rejected(Rejection::Conflict(m)) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            EngineError::Rejected(Rejection::Conflict(m)) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", m)
+            }
             EngineError::NotFound(id) => ApiError::not_found(id.as_str()),
             EngineError::UnknownEntitlement(name) => {
                 ApiError::invalid("entitlement", format!("no entitlement `{name}`"))
             }
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
             }
         }
     }
@@ -160,7 +176,10 @@ pub struct Caller(pub User);
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
         let value = parts
             .headers
@@ -193,13 +212,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::invalid("body", e.body_text()))?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(&mut de).map(ApiJson).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { "body".to_owned() } else { path };
-            ApiError::invalid(&field, e.inner().to_string())
-        })
+        serde_path_to_error::deserialize(&mut de)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." { "body".to_owned() } else { path };
+                ApiError::invalid(&field, e.inner().to_string())
+            })
     }
 }
 
@@ -212,11 +237,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { "query".to_owned() } else { path };
-            ApiError::invalid(&field, e.inner().to_string())
-        })
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    "query".to_owned()
+                } else {
+                    path
+                };
+                ApiError::invalid(&field, e.inner().to_string())
+            })
     }
 }
 
@@ -233,10 +264,16 @@ fn can_see(user: &User, r: &airlock_core::request::AccessRequest) -> bool {
     user.id == r.requester || user.sees_everything() || user.in_any(&r.approver_groups)
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiResult<Json<serde_json::Value>> {
     state.engine.ready().await.map_err(|e| {
         tracing::error!(error = %e, "not ready");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database unreachable")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "database unreachable",
+        )
     })?;
     Ok(Json(serde_json::json!({"status": "ready"})))
 }
@@ -253,7 +290,14 @@ async fn entitlements(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> Json<Vec<EntitlementView>> {
-    Json(state.engine.catalog().requestable_by(&user).map(EntitlementView::from).collect())
+    Json(
+        state
+            .engine
+            .catalog()
+            .requestable_by(&user)
+            .map(EntitlementView::from)
+            .collect(),
+    )
 }
 
 fn parse_duration_input(d: &DurationInput) -> ApiResult<Duration> {
@@ -270,7 +314,11 @@ async fn create_request(
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
     let entitlement = EntitlementId::parse(&body.entitlement)
         .map_err(|e| ApiError::invalid("entitlement", format!("`{}` {e}", body.entitlement)))?;
-    let duration = body.duration.as_ref().map(parse_duration_input).transpose()?;
+    let duration = body
+        .duration
+        .as_ref()
+        .map(parse_duration_input)
+        .transpose()?;
     let start_at = body
         .start_at
         .as_deref()
@@ -294,7 +342,10 @@ fn limit(raw: Option<u32>) -> ApiResult<u32> {
     match raw {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}"))),
+        Some(_) => Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        )),
     }
 }
 
@@ -312,17 +363,24 @@ async fn list_requests(
         for s in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             filter.states.push(State::parse(s).ok_or_else(|| {
                 let known: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
-                ApiError::invalid("state", format!("unknown state `{s}` (known: {})", known.join(", ")))
+                ApiError::invalid(
+                    "state",
+                    format!("unknown state `{s}` (known: {})", known.join(", ")),
+                )
             })?);
         }
     }
     if let Some(e) = &q.entitlement {
-        filter.entitlement =
-            Some(EntitlementId::parse(e).map_err(|err| ApiError::invalid("entitlement", format!("`{e}` {err}")))?);
+        filter.entitlement = Some(
+            EntitlementId::parse(e)
+                .map_err(|err| ApiError::invalid("entitlement", format!("`{e}` {err}")))?,
+        );
     }
     if let Some(r) = &q.requester {
-        filter.requester =
-            Some(UserId::parse(r).map_err(|err| ApiError::invalid("requester", format!("`{r}` {err}")))?);
+        filter.requester = Some(
+            UserId::parse(r)
+                .map_err(|err| ApiError::invalid("requester", format!("`{r}` {err}")))?,
+        );
     }
     let awaiting_me = q.awaiting_me.unwrap_or(false);
     if q.mine.unwrap_or(false) {
@@ -362,7 +420,12 @@ async fn show_request(
 
 /// Runs a command on a request the caller can see (others get 404, so ids
 /// of other people's requests are not confirmed).
-async fn command(state: &AppState, user: &User, raw_id: &str, command: Command<'_>) -> ApiResult<Json<RequestView>> {
+async fn command(
+    state: &AppState,
+    user: &User,
+    raw_id: &str,
+    command: Command,
+) -> ApiResult<Json<RequestView>> {
     let id = request_id(raw_id)?;
     let current = state.engine.get(&id).await?;
     if !can_see(user, &current) {
@@ -378,8 +441,20 @@ async fn approve(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ApproveBody>,
 ) -> ApiResult<Json<RequestView>> {
-    let comment = body.comment.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());
-    command(&state, &user, &id, Command::Approve { approver: &user, comment }).await
+    let comment = body
+        .comment
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    command(
+        &state,
+        &user,
+        &id,
+        Command::Approve {
+            approver: user.clone(),
+            comment,
+        },
+    )
+    .await
 }
 
 async fn deny(
@@ -388,7 +463,16 @@ async fn deny(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReasonBody>,
 ) -> ApiResult<Json<RequestView>> {
-    command(&state, &user, &id, Command::Deny { approver: &user, reason: body.reason }).await
+    command(
+        &state,
+        &user,
+        &id,
+        Command::Deny {
+            approver: user.clone(),
+            reason: body.reason,
+        },
+    )
+    .await
 }
 
 async fn cancel(
@@ -397,7 +481,7 @@ async fn cancel(
     Path(id): Path<String>,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<Json<RequestView>> {
-    command(&state, &user, &id, Command::Cancel { by: &user }).await
+    command(&state, &user, &id, Command::Cancel { by: user.clone() }).await
 }
 
 async fn release(
@@ -406,7 +490,7 @@ async fn release(
     Path(id): Path<String>,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<Json<RequestView>> {
-    command(&state, &user, &id, Command::Release { by: &user }).await
+    command(&state, &user, &id, Command::Release { by: user.clone() }).await
 }
 
 async fn revoke(
@@ -415,7 +499,16 @@ async fn revoke(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReasonBody>,
 ) -> ApiResult<Json<RequestView>> {
-    command(&state, &user, &id, Command::Revoke { by: &user, reason: body.reason }).await
+    command(
+        &state,
+        &user,
+        &id,
+        Command::Revoke {
+            by: user.clone(),
+            reason: body.reason,
+        },
+    )
+    .await
 }
 
 async fn grants(
@@ -436,7 +529,10 @@ fn require_auditor(user: &User) -> ApiResult<()> {
     if user.sees_everything() {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!("`{}` may not read the audit log (needs admin or auditor)", user.id)))
+        Err(ApiError::forbidden(format!(
+            "`{}` may not read the audit log (needs admin or auditor)",
+            user.id
+        )))
     }
 }
 

@@ -24,7 +24,10 @@ pub enum StartError {
     #[error("connector `{name}`: {message}")]
     Connector { name: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -61,17 +64,28 @@ impl Server {
     }
 }
 
-pub fn build_connectors(settings: &Settings) -> Result<HashMap<String, Arc<dyn Connector>>, StartError> {
+pub fn build_connectors(
+    settings: &Settings,
+) -> Result<HashMap<String, Arc<dyn Connector>>, StartError> {
     let mut connectors: HashMap<String, Arc<dyn Connector>> = HashMap::new();
     for (name, c) in &settings.connectors {
         let connector: Arc<dyn Connector> = match c {
-            ConnectorSettings::Command { program, args, env, timeout } => Arc::new(CommandConnector::new(CommandSettings {
+            ConnectorSettings::Command {
+                program,
+                args,
+                env,
+                timeout,
+            } => Arc::new(CommandConnector::new(CommandSettings {
                 program: program.clone(),
                 args: args.clone(),
                 timeout: *timeout,
                 env: env.clone(),
             })),
-            ConnectorSettings::Webhook { url, secret, timeout } => Arc::new(
+            ConnectorSettings::Webhook {
+                url,
+                secret,
+                timeout,
+            } => Arc::new(
                 WebhookConnector::new(WebhookSettings {
                     url: url.clone(),
                     secret: secret.expose().to_vec(),
@@ -93,11 +107,16 @@ pub async fn start(settings: Settings) -> Result<Server, StartError> {
     start_with_clock(settings, Arc::new(SystemClock)).await
 }
 
-pub async fn start_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
-    let store = SqliteStore::open(&settings.database).await.map_err(|source| StartError::Store {
-        path: settings.database.display().to_string(),
-        source,
-    })?;
+pub async fn start_with_clock(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+) -> Result<Server, StartError> {
+    let store = SqliteStore::open(&settings.database)
+        .await
+        .map_err(|source| StartError::Store {
+            path: settings.database.display().to_string(),
+            source,
+        })?;
     let connectors = build_connectors(&settings)?;
     let engine = Engine::new(
         Arc::new(store),

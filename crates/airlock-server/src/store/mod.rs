@@ -30,11 +30,11 @@ pub enum StoreError {
 
 /// Decides a new request given the requester's open request for the same
 /// entitlement, if any.
-pub type CreateDecision<'a> =
-    Box<dyn FnOnce(Option<&RequestId>) -> Result<Transition, Rejection> + Send + 'a>;
+pub type CreateDecision =
+    Box<dyn FnOnce(Option<&RequestId>) -> Result<Transition, Rejection> + Send + 'static>;
 /// Decides a change to an existing request.
-pub type UpdateDecision<'a> =
-    Box<dyn FnOnce(AccessRequest) -> Result<Transition, Rejection> + Send + 'a>;
+pub type UpdateDecision =
+    Box<dyn FnOnce(AccessRequest) -> Result<Transition, Rejection> + Send + 'static>;
 
 #[derive(Debug, Clone, Default)]
 pub struct RequestFilter {
@@ -73,20 +73,21 @@ pub trait Store: Send + Sync {
         &self,
         requester: &UserId,
         entitlement: &EntitlementId,
-        decide: CreateDecision<'_>,
+        decide: CreateDecision,
     ) -> Result<Transition, StoreError>;
 
     /// Applies a change decided on the current stored value.
     async fn update_request(
         &self,
         id: &RequestId,
-        decide: UpdateDecision<'_>,
+        decide: UpdateDecision,
     ) -> Result<Transition, StoreError>;
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError>;
 
     /// Newest first.
-    async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<AccessRequest>, StoreError>;
+    async fn list_requests(&self, filter: &RequestFilter)
+        -> Result<Vec<AccessRequest>, StoreError>;
 
     /// Requests whose next deadline is at or before `now`, earliest first.
     async fn due_requests(&self, now: Timestamp, limit: u32) -> Result<Vec<RequestId>, StoreError>;

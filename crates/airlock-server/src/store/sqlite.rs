@@ -1,10 +1,13 @@
 //! The embedded default store: one SQLite file in WAL mode with full sync, so
 //! an acknowledged change survives a machine crash.
 //!
-//! All writes go through a single connection (SQLite has one writer anyway),
-//! which makes "read the row, let the core decide, write row and audit" a
-//! serialised critical section without lock upgrades; reads use a separate
-//! pool and never wait for writers.
+//! All writes go through one writer task that owns the only write connection
+//! (SQLite has one writer anyway), which makes "read the row, let the core
+//! decide, write row and audit" a serialised critical section without lock
+//! upgrades. The writer commits every change queued while the previous commit
+//! was syncing in one transaction (group commit), each change inside its own
+//! savepoint so a rejected one rolls back alone; callers hear back only after
+//! the commit is durable. Reads use a separate pool and never wait for writers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -15,16 +18,39 @@ use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
 use airlock_core::request::{AccessRequest, Approval, ConnectorJob, JobAction, State, Transition};
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 use super::migrations::{latest, MIGRATIONS};
-use super::{AuditFilter, ChainReport, CreateDecision, RequestFilter, Store, StoreError, UpdateDecision};
+use super::{
+    AuditFilter, ChainReport, CreateDecision, RequestFilter, Store, StoreError, UpdateDecision,
+};
 
 pub struct SqliteStore {
-    write: SqlitePool,
+    writer: mpsc::Sender<WriteJob>,
     read: SqlitePool,
 }
+
+/// One change waiting for the writer.
+enum WriteJob {
+    Create {
+        requester: UserId,
+        entitlement: EntitlementId,
+        decide: CreateDecision,
+        reply: oneshot::Sender<Result<Transition, StoreError>>,
+    },
+    Update {
+        id: RequestId,
+        decide: UpdateDecision,
+        reply: oneshot::Sender<Result<Transition, StoreError>>,
+    },
+}
+
+/// Changes committed together at most; bounds how long one commit holds others.
+const MAX_BATCH: usize = 512;
 
 fn db_err(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
@@ -35,8 +61,9 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Database(format!("cannot create `{}`: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Database(format!("cannot create `{}`: {e}", dir.display()))
+                })?;
             }
         }
         let options = SqliteConnectOptions::from_str("sqlite://")
@@ -58,8 +85,141 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(db_err)?;
-        Ok(SqliteStore { write, read })
+        let conn = write.acquire().await.map_err(db_err)?.detach();
+        let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run_writer(conn, jobs));
+        Ok(SqliteStore { writer, read })
     }
+
+    async fn submit_job(
+        &self,
+        job: WriteJob,
+        reply: oneshot::Receiver<Result<Transition, StoreError>>,
+    ) -> Result<Transition, StoreError> {
+        let gone = || StoreError::Database("the database writer has stopped".to_owned());
+        self.writer.send(job).await.map_err(|_| gone())?;
+        reply.await.map_err(|_| gone())?
+    }
+}
+
+/// Owns the write connection; runs until every `SqliteStore` handle is dropped.
+async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<WriteJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, batch).await;
+    }
+}
+
+/// Runs a batch of changes in one transaction and answers each caller once
+/// the outcome is durable (or failed as a whole).
+async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<WriteJob>) {
+    let mut replies = Vec::with_capacity(batch.len());
+    let outcome = async {
+        exec(conn, "BEGIN").await?;
+        let mut head = audit_head(conn).await?;
+        for job in batch {
+            exec(conn, "SAVEPOINT change").await?;
+            let (result, reply) = match job {
+                WriteJob::Create {
+                    requester,
+                    entitlement,
+                    decide,
+                    reply,
+                } => (
+                    create_in_tx(conn, &mut head, &requester, &entitlement, decide).await,
+                    reply,
+                ),
+                WriteJob::Update { id, decide, reply } => {
+                    (update_in_tx(conn, &mut head, &id, decide).await, reply)
+                }
+            };
+            if result.is_err() {
+                exec(conn, "ROLLBACK TO change").await?;
+            }
+            exec(conn, "RELEASE change").await?;
+            if result.is_err() {
+                // The rolled-back change's audit events are gone too.
+                head = audit_head(conn).await?;
+            }
+            replies.push((result, reply));
+        }
+        exec(conn, "COMMIT").await?;
+        Ok::<(), StoreError>(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "write batch failed; rolling back");
+        let _ = exec(conn, "ROLLBACK").await;
+        for (_, reply) in replies {
+            let _ = reply.send(Err(StoreError::Database(e.to_string())));
+        }
+        return;
+    }
+    for (result, reply) in replies {
+        let _ = reply.send(result);
+    }
+}
+
+/// Runs one statement without results on the write connection.
+async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), StoreError> {
+    sqlx::query(sql).execute(&mut *conn).await.map_err(db_err)?;
+    Ok(())
+}
+
+async fn create_in_tx(
+    conn: &mut SqliteConnection,
+    head: &mut AuditHead,
+    requester: &UserId,
+    entitlement: &EntitlementId,
+    decide: CreateDecision,
+) -> Result<Transition, StoreError> {
+    let open: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM requests WHERE requester = $1 AND entitlement = $2 \
+         AND state IN ('pending','approved','active') LIMIT 1",
+    )
+    .bind(requester.as_str())
+    .bind(entitlement.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let open = open
+        .map(|id| RequestId::parse(&id).map_err(|e| corrupt(&id, e)))
+        .transpose()?;
+    let transition = decide(open.as_ref())?;
+    write_request(conn, &transition.request, change_time(&transition)).await?;
+    append_audit(conn, head, &transition.events).await?;
+    Ok(transition)
+}
+
+async fn update_in_tx(
+    conn: &mut SqliteConnection,
+    head: &mut AuditHead,
+    id: &RequestId,
+    decide: UpdateDecision,
+) -> Result<Transition, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?
+    .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    let current = request_from_row(&row)?;
+    let transition = decide(current.clone())?;
+    if transition.request == current && transition.events.is_empty() {
+        // Nothing changed (e.g. a tick that found nothing due).
+        return Ok(transition);
+    }
+    write_request(conn, &transition.request, change_time(&transition)).await?;
+    append_audit(conn, head, &transition.events).await?;
+    Ok(transition)
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
@@ -122,7 +282,8 @@ fn request_from_row(row: &SqliteRow) -> Result<AccessRequest, StoreError> {
     let get_str = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
     let get_opt_str = |c: &str| row.try_get::<Option<String>, _>(c).map_err(db_err);
     let state_raw = get_str("state")?;
-    let state = State::parse(&state_raw).ok_or_else(|| corrupt(&id, format!("unknown state `{state_raw}`")))?;
+    let state = State::parse(&state_raw)
+        .ok_or_else(|| corrupt(&id, format!("unknown state `{state_raw}`")))?;
     let groups: Vec<String> =
         serde_json::from_str(&get_str("approver_groups")?).map_err(|e| corrupt(&id, e))?;
     let approver_groups = groups
@@ -144,9 +305,12 @@ fn request_from_row(row: &SqliteRow) -> Result<AccessRequest, StoreError> {
     let job = match get_opt_str("job_action")? {
         None => None,
         Some(action) => Some(ConnectorJob {
-            action: JobAction::parse(&action).ok_or_else(|| corrupt(&id, format!("unknown job `{action}`")))?,
+            action: JobAction::parse(&action)
+                .ok_or_else(|| corrupt(&id, format!("unknown job `{action}`")))?,
             attempts: u32::try_from(get_opt("job_attempts")?.unwrap_or(0)).unwrap_or(0),
-            next_attempt_at: Timestamp::from_unix_millis(get_opt("job_next_attempt_at")?.unwrap_or(0)),
+            next_attempt_at: Timestamp::from_unix_millis(
+                get_opt("job_next_attempt_at")?.unwrap_or(0),
+            ),
             claimed_until: ts(get_opt("job_claimed_until")?),
             last_error: get_opt_str("job_last_error")?,
         }),
@@ -204,9 +368,17 @@ async fn write_request(
         })
         .collect();
     let json = |v: &dyn erased::Json| v.to_json();
+    let updates: Vec<String> = REQUEST_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .filter(|c| *c != "id")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
     let sql = format!(
-        "INSERT OR REPLACE INTO requests ({REQUEST_COLUMNS}) VALUES \
-         ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29)"
+        "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES \
+         ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29) \
+         ON CONFLICT (id) DO UPDATE SET {}",
+        updates.join(", ")
     );
     let job = r.job.as_ref();
     sqlx::query(&sql)
@@ -260,24 +432,38 @@ mod erased {
     }
 }
 
-async fn append_audit(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let head = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+/// The newest audit event's sequence number and hash, which the next one chains to.
+struct AuditHead {
+    seq: i64,
+    hash: String,
+}
+
+async fn audit_head(conn: &mut SqliteConnection) -> Result<AuditHead, StoreError> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_err)?;
-    let (mut seq, mut hash) = match head {
-        Some(row) => (
-            row.try_get::<i64, _>("seq").map_err(db_err)?,
-            row.try_get::<String, _>("hash").map_err(db_err)?,
-        ),
-        None => (0, GENESIS_HASH.to_owned()),
-    };
+    Ok(match row {
+        Some(row) => AuditHead {
+            seq: row.try_get("seq").map_err(db_err)?,
+            hash: row.try_get("hash").map_err(db_err)?,
+        },
+        None => AuditHead {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        },
+    })
+}
+
+async fn append_audit(
+    conn: &mut SqliteConnection,
+    head: &mut AuditHead,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
     for event in events {
-        let record = AuditRecord::chain(event, seq, &hash);
-        let details = serde_json::to_string(&record.details).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let record = AuditRecord::chain(event, head.seq, &head.hash);
+        let details = serde_json::to_string(&record.details)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
             "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, prev_hash, hash) \
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
@@ -295,8 +481,8 @@ async fn append_audit(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Res
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
-        seq = record.seq;
-        hash = record.hash;
+        head.seq = record.seq;
+        head.hash = record.hash;
     }
     Ok(())
 }
@@ -330,57 +516,47 @@ impl Store for SqliteStore {
         &self,
         requester: &UserId,
         entitlement: &EntitlementId,
-        decide: CreateDecision<'_>,
+        decide: CreateDecision,
     ) -> Result<Transition, StoreError> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
-        let open: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM requests WHERE requester = $1 AND entitlement = $2 \
-             AND state IN ('pending','approved','active') LIMIT 1",
-        )
-        .bind(requester.as_str())
-        .bind(entitlement.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let open = open.map(|id| RequestId::parse(&id).map_err(|e| corrupt(&id, e))).transpose()?;
-        let transition = decide(open.as_ref())?;
-        write_request(&mut tx, &transition.request, change_time(&transition)).await?;
-        append_audit(&mut tx, &transition.events).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(transition)
+        let (reply, answer) = oneshot::channel();
+        let job = WriteJob::Create {
+            requester: requester.clone(),
+            entitlement: entitlement.clone(),
+            decide,
+            reply,
+        };
+        self.submit_job(job, answer).await
     }
 
-    async fn update_request(&self, id: &RequestId, decide: UpdateDecision<'_>) -> Result<Transition, StoreError> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
-        let row = sqlx::query(&format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-        let current = request_from_row(&row)?;
-        let transition = decide(current.clone())?;
-        if transition.request == current && transition.events.is_empty() {
-            // Nothing changed (e.g. a tick that found nothing due): skip the commit.
-            tx.rollback().await.map_err(db_err)?;
-            return Ok(transition);
-        }
-        write_request(&mut tx, &transition.request, change_time(&transition)).await?;
-        append_audit(&mut tx, &transition.events).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(transition)
+    async fn update_request(
+        &self,
+        id: &RequestId,
+        decide: UpdateDecision,
+    ) -> Result<Transition, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = WriteJob::Update {
+            id: id.clone(),
+            decide,
+            reply,
+        };
+        self.submit_job(job, answer).await
     }
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?;
+        let row = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
         row.as_ref().map(request_from_row).transpose()
     }
 
-    async fn list_requests(&self, filter: &RequestFilter) -> Result<Vec<AccessRequest>, StoreError> {
+    async fn list_requests(
+        &self,
+        filter: &RequestFilter,
+    ) -> Result<Vec<AccessRequest>, StoreError> {
         let mut sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE 1=1");
         let mut binds: Vec<String> = Vec::new();
         if !filter.states.is_empty() {
@@ -405,7 +581,10 @@ impl Store for SqliteStore {
         if filter.holding_access {
             sql.push_str(" AND (state = 'active' OR job_action = 'revoke')");
         }
-        sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT {}", filter.limit.max(1)));
+        sql.push_str(&format!(
+            " ORDER BY created_at DESC, id LIMIT {}",
+            filter.limit.max(1)
+        ));
         let mut query = sqlx::query(&sql);
         for b in &binds {
             query = query.bind(b);
@@ -415,23 +594,25 @@ impl Store for SqliteStore {
     }
 
     async fn due_requests(&self, now: Timestamp, limit: u32) -> Result<Vec<RequestId>, StoreError> {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM requests WHERE due_at <= $1 ORDER BY due_at LIMIT $2")
-                .bind(now.unix_millis())
-                .bind(i64::from(limit))
-                .fetch_all(&self.read)
-                .await
-                .map_err(db_err)?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM requests WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+        )
+        .bind(now.unix_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
         ids.iter()
             .map(|id| RequestId::parse(id).map_err(|e| corrupt(id, e)))
             .collect()
     }
 
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        let next: Option<i64> = sqlx::query_scalar("SELECT MIN(due_at) FROM requests WHERE due_at IS NOT NULL")
-            .fetch_one(&self.read)
-            .await
-            .map_err(db_err)?;
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(due_at) FROM requests WHERE due_at IS NOT NULL")
+                .fetch_one(&self.read)
+                .await
+                .map_err(db_err)?;
         Ok(ts(next))
     }
 
@@ -474,7 +655,10 @@ impl Store for SqliteStore {
             query = query.bind(b);
         }
         let rows = query.fetch_all(&self.read).await.map_err(db_err)?;
-        let mut records = rows.iter().map(audit_from_row).collect::<Result<Vec<_>, _>>()?;
+        let mut records = rows
+            .iter()
+            .map(audit_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         records.reverse();
         Ok(records)
     }
@@ -485,11 +669,12 @@ impl Store for SqliteStore {
         let mut verifier = ChainVerifier::default();
         let mut after = i64::MIN;
         loop {
-            let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT 1000")
-                .bind(after)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_err)?;
+            let rows =
+                sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT 1000")
+                    .bind(after)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
             let Some(last) = rows.last() else { break };
             after = last.try_get("seq").map_err(db_err)?;
             for row in &rows {
@@ -511,7 +696,10 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 }

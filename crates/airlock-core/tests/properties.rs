@@ -1,0 +1,775 @@
+//! Random command sequences against a small reference model of who may do
+//! what and of what the target system holds, checking the lifecycle's
+//! invariants after every step and once all outstanding work has drained.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use airlock_core::catalog::{ApprovalRule, Entitlement, Role, TicketRule, User};
+use airlock_core::request::{
+    apply, submit, AccessRequest, Command, JobAction, LifecycleSettings, NewRequest, Rejection,
+    State, Transition,
+};
+use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use proptest::prelude::*;
+
+// ---------------------------------------------------------------- world
+
+const T0_MS: i64 = 1_700_000_000_000;
+const MAX_DURATION_SECS: u64 = 2 * 3600;
+
+/// (id, groups, admin). The requester is `rita` or `ross` (an admin); both are
+/// in the approver group `sre`, so self-approval is always on the table.
+const USERS: [(&str, &[&str], bool); 7] = [
+    ("rita", &["eng", "sre"], false),
+    ("ross", &["eng", "sre"], true),
+    ("alice", &["sre"], false),
+    ("bob", &["sre"], false),
+    ("carol", &["sre"], true),
+    ("mallory", &["eng"], false),
+    ("root", &[], true),
+];
+
+struct World {
+    users: Vec<User>,
+    entitlement: Entitlement,
+    settings: LifecycleSettings,
+}
+
+fn group(name: &str) -> GroupName {
+    GroupName::parse(name).unwrap()
+}
+
+fn world(required: u32) -> World {
+    let users = USERS
+        .iter()
+        .map(|(id, groups, admin)| User {
+            id: UserId::parse(id).unwrap(),
+            groups: groups.iter().map(|g| group(g)).collect(),
+            roles: if *admin {
+                BTreeSet::from([Role::Admin])
+            } else {
+                BTreeSet::new()
+            },
+        })
+        .collect();
+    let approval = if required == 0 {
+        ApprovalRule::Auto
+    } else {
+        ApprovalRule::Approvals {
+            count: required,
+            from: BTreeSet::from([group("sre")]),
+        }
+    };
+    World {
+        users,
+        entitlement: Entitlement {
+            id: EntitlementId::parse("prod-db").unwrap(),
+            description: "production database".to_owned(),
+            requestable_by: BTreeSet::from([group("eng")]),
+            max_duration: Duration::from_secs(MAX_DURATION_SECS),
+            default_duration: Duration::from_secs(3600),
+            reason_required: true,
+            ticket: TicketRule {
+                required: false,
+                pattern: None,
+            },
+            approval,
+            connector: "postgres".to_owned(),
+        },
+        settings: LifecycleSettings {
+            pending_timeout: Duration::from_secs(1800),
+            claim_lease: Duration::from_secs(60),
+            grant_max_attempts: 3,
+            retry_base: Duration::from_secs(5),
+            retry_cap: Duration::from_secs(60),
+            max_start_delay: Duration::from_secs(24 * 3600),
+            start_skew: Duration::from_secs(60),
+        },
+    }
+}
+
+// ---------------------------------------------------------------- generated input
+
+#[derive(Debug, Clone)]
+enum Op {
+    Approve(usize),
+    Deny(usize),
+    Cancel(usize),
+    Release(usize),
+    Revoke(usize),
+    Tick,
+    /// The result of an effect in flight (a `Tick` when none is).
+    Report {
+        pick: usize,
+        success: bool,
+        retryable: bool,
+        /// A failed grant that nevertheless left access on the target.
+        partial: bool,
+    },
+    /// A late or duplicate delivery of a result already reported or lost.
+    Late {
+        pick: usize,
+        retryable: bool,
+    },
+    /// A result carrying a token that was never issued.
+    Bogus {
+        grant: bool,
+        success: bool,
+        ahead: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    advance_ms: u64,
+    /// Whether effects whose lease lapses during `advance_ms` ran on the target.
+    lost_ran: bool,
+    op: Op,
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    required: u32,
+    requester: usize,
+    start_in_secs: Option<i64>,
+    duration_secs: u64,
+    steps: Vec<Step>,
+}
+
+fn user_idx() -> impl Strategy<Value = usize> {
+    0..USERS.len()
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => user_idx().prop_map(Op::Approve),
+        1 => user_idx().prop_map(Op::Deny),
+        1 => user_idx().prop_map(Op::Cancel),
+        1 => user_idx().prop_map(Op::Release),
+        1 => user_idx().prop_map(Op::Revoke),
+        3 => Just(Op::Tick),
+        5 => (any::<usize>(), prop::bool::weighted(0.6), any::<bool>(), prop::bool::weighted(0.2))
+            .prop_map(|(pick, success, retryable, partial)| Op::Report { pick, success, retryable, partial }),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, retryable)| Op::Late { pick, retryable }),
+        1 => (any::<bool>(), any::<bool>(), 0..3u64)
+            .prop_map(|(grant, success, ahead)| Op::Bogus { grant, success, ahead }),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let advance = prop_oneof![
+        3 => Just(0u64),
+        3 => 0..5_000u64,
+        3 => 0..90_000u64,
+        1 => 0..4_000_000u64,
+    ];
+    (advance, any::<bool>(), op()).prop_map(|(advance_ms, lost_ran, op)| Step {
+        advance_ms,
+        lost_ran,
+        op,
+    })
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        0..=3u32,
+        0..2usize,
+        prop::option::of(-30..1200i64),
+        prop_oneof![1..=MAX_DURATION_SECS, 1..=MAX_DURATION_SECS + 600],
+        prop::collection::vec(step(), 0..48),
+    )
+        .prop_map(
+            |(required, requester, start_in_secs, duration_secs, steps)| Scenario {
+                required,
+                requester,
+                start_in_secs,
+                duration_secs,
+                steps,
+            },
+        )
+}
+
+// ---------------------------------------------------------------- reference model
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    action: JobAction,
+    token: u64,
+    until: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+struct Report {
+    action: JobAction,
+    token: u64,
+    success: bool,
+}
+
+/// What the model expects of a user command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Ok(State),
+    Forbidden,
+    Conflict,
+}
+
+#[derive(Debug)]
+struct Model {
+    now: Timestamp,
+    requester: UserId,
+    eligible: BTreeSet<UserId>,
+    admins: BTreeSet<UserId>,
+    required: u32,
+    state: State,
+    approvals: Vec<UserId>,
+    pending_deadline: Timestamp,
+    expires_at: Option<Timestamp>,
+    /// Effects handed to the shell whose result has not come back and whose
+    /// lease has not lapsed.
+    in_flight: Vec<InFlight>,
+    /// Results that may be delivered again, late.
+    reports: Vec<Report>,
+    /// Highest token ever handed out.
+    max_token: u64,
+    grant_attempts: u32,
+    /// Whether the target system holds the grant right now.
+    target_holds: bool,
+}
+
+impl Model {
+    /// The target runs an attempt (or part of it).
+    fn land(&mut self, action: JobAction) {
+        self.target_holds = action == JobAction::Grant;
+    }
+
+    fn grant_in_flight(&self) -> bool {
+        self.in_flight
+            .iter()
+            .any(|f| f.action == JobAction::Grant && f.until > self.now)
+    }
+
+    /// The state once deadlines that passed by `now` have taken effect.
+    fn state_after_deadlines(&self) -> State {
+        let expired = self.expires_at.is_some_and(|e| self.now >= e);
+        match self.state {
+            State::Pending if self.now >= self.pending_deadline => State::TimedOut,
+            State::Active if expired => State::Expired,
+            State::Approved if expired && !self.grant_in_flight() => State::Failed,
+            s => s,
+        }
+    }
+
+    fn expect_user_command(&self, op: &Op, who: &UserId) -> Expect {
+        let state = self.state_after_deadlines();
+        let is_requester = *who == self.requester;
+        let decide = |then: State| {
+            if is_requester || !self.eligible.contains(who) {
+                Expect::Forbidden
+            } else if state != State::Pending {
+                Expect::Conflict
+            } else {
+                Expect::Ok(then)
+            }
+        };
+        let live = matches!(state, State::Approved | State::Active);
+        match op {
+            Op::Approve(_) => match decide(State::Pending) {
+                Expect::Ok(_) if self.approvals.contains(who) => Expect::Conflict,
+                Expect::Ok(_) if self.approvals.len() + 1 >= self.required.max(1) as usize => {
+                    Expect::Ok(State::Approved)
+                }
+                other => other,
+            },
+            Op::Deny(_) => decide(State::Denied),
+            Op::Cancel(_) if !is_requester => Expect::Forbidden,
+            Op::Cancel(_) => {
+                let not_started = state == State::Pending
+                    || (state == State::Approved && self.grant_attempts == 0);
+                if not_started {
+                    Expect::Ok(State::Cancelled)
+                } else {
+                    Expect::Conflict
+                }
+            }
+            Op::Release(_) if !is_requester => Expect::Forbidden,
+            Op::Release(_) if live => Expect::Ok(State::Released),
+            Op::Revoke(_) if !self.admins.contains(who) => Expect::Forbidden,
+            Op::Revoke(_) if live => Expect::Ok(State::Revoked),
+            _ => Expect::Conflict,
+        }
+    }
+}
+
+fn audit_action(state: State) -> Option<&'static str> {
+    match state {
+        State::Pending => None,
+        State::Approved => Some("approved"),
+        State::Active => Some("granted"),
+        State::Expired => Some("expired"),
+        State::Released => Some("released"),
+        State::Revoked => Some("revoked"),
+        State::Denied => Some("denied"),
+        State::Cancelled => Some("cancelled"),
+        State::TimedOut => Some("timed_out"),
+        State::Failed => Some("failed"),
+    }
+}
+
+// ---------------------------------------------------------------- running
+
+fn run_scenario(sc: &Scenario) {
+    let w = world(sc.required);
+    let requester = &w.users[sc.requester];
+    let now = Timestamp::from_unix_millis(T0_MS);
+    let new = NewRequest {
+        id: RequestId::parse("req-1").unwrap(),
+        duration: Some(Duration::from_secs(sc.duration_secs)),
+        reason: "on call".to_owned(),
+        ticket: None,
+        start_at: sc
+            .start_in_secs
+            .map(|s| Timestamp::from_unix_millis(T0_MS + s * 1000)),
+    };
+    let t = match submit(new, requester, &w.entitlement, None, &w.settings, now) {
+        Ok(t) => t,
+        Err(Rejection::Invalid {
+            field: "duration", ..
+        }) if sc.duration_secs > MAX_DURATION_SECS => return,
+        Err(e) => panic!("valid submit rejected: {e:?}"),
+    };
+    assert!(
+        sc.duration_secs <= MAX_DURATION_SECS,
+        "over-long duration accepted"
+    );
+
+    let mut m = Model {
+        now,
+        requester: requester.id.clone(),
+        eligible: w
+            .users
+            .iter()
+            .filter(|u| sc.required > 0 && u.groups.contains(&group("sre")))
+            .map(|u| u.id.clone())
+            .collect(),
+        admins: w
+            .users
+            .iter()
+            .filter(|u| u.has_role(Role::Admin))
+            .map(|u| u.id.clone())
+            .collect(),
+        required: sc.required,
+        state: State::Pending,
+        approvals: Vec::new(),
+        pending_deadline: now.plus(w.settings.pending_timeout),
+        expires_at: None,
+        in_flight: Vec::new(),
+        reports: Vec::new(),
+        max_token: 0,
+        grant_attempts: 0,
+        target_holds: false,
+    };
+    let expected = if sc.required == 0 {
+        State::Approved
+    } else {
+        State::Pending
+    };
+    assert_eq!(t.request.state, expected, "state after submit");
+    let mut req = accept(&w, &mut m, None, t, "submit");
+
+    for (i, s) in sc.steps.iter().enumerate() {
+        req = run_step(&w, &mut m, req, s, &format!("step {i} {s:?}"));
+    }
+
+    // Drain: report every effect as successful and tick whenever something
+    // is due, until nothing is left to do. Everything must end, and the
+    // target must hold nothing.
+    for i in 0..64 {
+        let s = if !m.in_flight.is_empty() {
+            Step {
+                advance_ms: 0,
+                lost_ran: true,
+                op: Op::Report {
+                    pick: 0,
+                    success: true,
+                    retryable: true,
+                    partial: false,
+                },
+            }
+        } else if let Some(due) = req.next_due() {
+            Step {
+                advance_ms: u64::try_from(due.unix_millis() - m.now.unix_millis()).unwrap_or(0),
+                lost_ran: true,
+                op: Op::Tick,
+            }
+        } else {
+            break;
+        };
+        req = run_step(&w, &mut m, req, &s, &format!("drain {i} {s:?}"));
+    }
+    assert!(req.state.is_terminal(), "did not finish: {req:?}");
+    assert_eq!(req.job, None, "work left after draining: {req:?}");
+    assert!(
+        m.in_flight.is_empty(),
+        "effects left in flight: {:?}",
+        m.in_flight
+    );
+    assert!(
+        !m.target_holds,
+        "the target still holds access after {:?}",
+        req.state
+    );
+    assert!(!req.may_hold_access(), "may_hold_access after draining");
+}
+
+fn run_step(w: &World, m: &mut Model, req: AccessRequest, s: &Step, what: &str) -> AccessRequest {
+    m.now = m.now.plus(Duration::from_millis(s.advance_ms));
+    let now = m.now;
+
+    // Attempts whose lease lapsed are presumed lost: they either ran or not,
+    // and a late report of how they went may still turn up.
+    let (lapsed, live): (Vec<_>, Vec<_>) = m.in_flight.drain(..).partition(|f| f.until <= now);
+    m.in_flight = live;
+    for f in lapsed {
+        if s.lost_ran {
+            m.land(f.action);
+        }
+        m.reports.push(Report {
+            action: f.action,
+            token: f.token,
+            success: s.lost_ran,
+        });
+    }
+
+    let user = |i: usize| &w.users[i % w.users.len()];
+    let mut expect = None;
+    let command = match s.op {
+        Op::Approve(i) | Op::Deny(i) | Op::Cancel(i) | Op::Release(i) | Op::Revoke(i) => {
+            let by = user(i).clone();
+            expect = Some(m.expect_user_command(&s.op, &by.id));
+            match s.op {
+                Op::Approve(_) => Command::Approve {
+                    approver: by,
+                    comment: None,
+                },
+                Op::Deny(_) => Command::Deny {
+                    approver: by,
+                    reason: "no".to_owned(),
+                },
+                Op::Cancel(_) => Command::Cancel { by },
+                Op::Release(_) => Command::Release { by },
+                _ => Command::Revoke {
+                    by,
+                    reason: "incident".to_owned(),
+                },
+            }
+        }
+        Op::Tick => Command::Tick,
+        Op::Report {
+            pick,
+            success,
+            retryable,
+            partial,
+        } => {
+            if m.in_flight.is_empty() {
+                Command::Tick
+            } else {
+                let f = m.in_flight.remove(pick % m.in_flight.len());
+                if success || (partial && f.action == JobAction::Grant) {
+                    m.land(f.action);
+                }
+                m.reports.push(Report {
+                    action: f.action,
+                    token: f.token,
+                    success,
+                });
+                result(f.action, f.token, success, retryable)
+            }
+        }
+        Op::Late { pick, retryable } => match m.reports.get(pick % m.reports.len().max(1)) {
+            Some(r) => result(r.action, r.token, r.success, retryable),
+            None => Command::Tick,
+        },
+        Op::Bogus {
+            grant,
+            success,
+            ahead,
+        } => {
+            let action = if grant {
+                JobAction::Grant
+            } else {
+                JobAction::Revoke
+            };
+            result(action, m.max_token + 1 + ahead, success, false)
+        }
+    };
+
+    let before = req.clone();
+    let outcome = apply(req, command.clone(), &w.settings, now);
+    // Deterministic: the same command on the same request decides the same.
+    assert_eq!(
+        apply(before.clone(), command.clone(), &w.settings, now),
+        outcome,
+        "{what}: apply is not deterministic"
+    );
+
+    if let Op::Bogus { grant, .. } = s.op {
+        // A never-issued token is no news: the step must equal a plain tick,
+        // except that a grant result for an ended request may re-arm cleanup.
+        let tick = apply(before.clone(), Command::Tick, &w.settings, now).unwrap();
+        if !(grant && tick.request.state.is_terminal()) {
+            assert_eq!(
+                outcome.as_ref().ok(),
+                Some(&tick),
+                "{what}: bogus token had an effect"
+            );
+        }
+    }
+
+    match (expect, outcome) {
+        (Some(Expect::Forbidden), Err(Rejection::Forbidden(_)))
+        | (Some(Expect::Conflict), Err(Rejection::Conflict(_))) => before,
+        (_, Err(e)) => panic!("{what}: expected {expect:?}, got {e:?} for {before:?}"),
+        (Some(Expect::Ok(state)), Ok(t)) => {
+            assert_eq!(t.request.state, state, "{what}: model and core disagree");
+            if let Op::Approve(i) = s.op {
+                m.approvals.push(user(i).id.clone());
+            }
+            accept(w, m, Some(&before), t, what)
+        }
+        (Some(e), Ok(t)) => panic!("{what}: expected {e:?}, got {:?}", t.request.state),
+        (None, Ok(t)) => {
+            if let Op::Tick = s.op {
+                let deadline = m.state_after_deadlines();
+                let got = t.request.state;
+                assert!(
+                    got == deadline || (deadline == State::Approved && got == State::Failed),
+                    "{what}: tick moved {:?} to {got:?}, deadlines say {deadline:?}",
+                    m.state
+                );
+            }
+            accept(w, m, Some(&before), t, what)
+        }
+    }
+}
+
+fn result(action: JobAction, token: u64, success: bool, retryable: bool) -> Command {
+    if success {
+        Command::JobSucceeded { action, token }
+    } else {
+        Command::JobFailed {
+            action,
+            token,
+            error: "boom".to_owned(),
+            retryable,
+        }
+    }
+}
+
+/// Checks a successful transition from `prev` (`None`: a submit) and folds
+/// it into the model.
+fn accept(
+    w: &World,
+    m: &mut Model,
+    prev: Option<&AccessRequest>,
+    t: Transition,
+    what: &str,
+) -> AccessRequest {
+    let r = &t.request;
+    let now = m.now;
+    let submitted = prev.is_none();
+    let prev = prev.unwrap_or(r);
+
+    // Approvals: never the requester, distinct, eligible, append-only.
+    assert!(
+        !r.approvals.iter().any(|a| a.approver == r.requester),
+        "{what}: self-approval"
+    );
+    let distinct: BTreeSet<_> = r.approvals.iter().map(|a| &a.approver).collect();
+    assert_eq!(
+        distinct.len(),
+        r.approvals.len(),
+        "{what}: duplicate approver"
+    );
+    assert!(
+        r.approvals.iter().all(|a| m.eligible.contains(&a.approver)),
+        "{what}: ineligible approver"
+    );
+    assert!(
+        r.approvals.starts_with(&prev.approvals),
+        "{what}: approvals rewritten"
+    );
+    let approvals: Vec<&UserId> = r.approvals.iter().map(|a| &a.approver).collect();
+    assert_eq!(
+        approvals,
+        m.approvals.iter().collect::<Vec<_>>(),
+        "{what}: approvals differ from the model"
+    );
+
+    // One terminal state, for good.
+    assert_eq!(
+        r.ended_at.is_some(),
+        r.state.is_terminal(),
+        "{what}: ended_at iff terminal"
+    );
+    if prev.state.is_terminal() {
+        assert_eq!(r.state, prev.state, "{what}: left a terminal state");
+        assert_eq!(r.ended_at, prev.ended_at, "{what}: ended_at moved");
+        assert_eq!(r.ended_by, prev.ended_by, "{what}: ended_by moved");
+        assert_eq!(
+            r.approvals, prev.approvals,
+            "{what}: approvals after the end"
+        );
+    }
+    let legal = match prev.state {
+        State::Pending => r.state != State::Active,
+        State::Approved => !matches!(r.state, State::Pending | State::Denied | State::TimedOut),
+        State::Active => matches!(
+            r.state,
+            State::Active | State::Expired | State::Released | State::Revoked
+        ),
+        s => r.state == s,
+    };
+    assert!(
+        legal || submitted,
+        "{what}: illegal move {:?} -> {:?}",
+        prev.state,
+        r.state
+    );
+    if r.state == State::Active {
+        assert!(r.granted_at.is_some(), "{what}: active without granted_at");
+    }
+
+    // The grant window.
+    assert!(
+        r.duration <= w.entitlement.max_duration,
+        "{what}: duration above the maximum"
+    );
+    assert_eq!(
+        r.activates_at.is_some(),
+        r.expires_at.is_some(),
+        "{what}: half a window"
+    );
+    if let (Some(a), Some(e)) = (r.activates_at, r.expires_at) {
+        assert_eq!(
+            a.until(e),
+            r.duration,
+            "{what}: expires_at - activates_at != duration"
+        );
+        if prev.activates_at.is_some() {
+            assert_eq!(
+                (prev.activates_at, prev.expires_at),
+                (r.activates_at, r.expires_at),
+                "{what}: window moved"
+            );
+        }
+    }
+
+    // Effects: fresh tokens, one at a time, never a grant for an ended request.
+    assert!(
+        t.effects.len() <= 1,
+        "{what}: several effects at once: {:?}",
+        t.effects
+    );
+    for e in &t.effects {
+        assert_eq!(
+            e.token, r.claim_token,
+            "{what}: effect token is not the current one"
+        );
+        assert!(e.token > m.max_token, "{what}: token {} reused", e.token);
+        let live: Vec<_> = m.in_flight.iter().filter(|f| f.until > now).collect();
+        assert!(
+            live.is_empty(),
+            "{what}: {:?} sent while {live:?} may still be running",
+            e.action
+        );
+        match e.action {
+            JobAction::Grant => {
+                assert!(
+                    !prev.state.is_terminal() && r.state == State::Approved,
+                    "{what}: grant for a {:?} request",
+                    r.state
+                );
+                m.grant_attempts += 1;
+                assert!(
+                    m.grant_attempts <= w.settings.grant_max_attempts,
+                    "{what}: too many grant attempts"
+                );
+            }
+            JobAction::Revoke => assert!(
+                r.state.is_terminal(),
+                "{what}: revoke for a {:?} request",
+                r.state
+            ),
+        }
+        m.max_token = e.token;
+        m.in_flight.push(InFlight {
+            action: e.action,
+            token: e.token,
+            until: now.plus(w.settings.claim_lease),
+        });
+    }
+    assert!(
+        r.claim_token >= prev.claim_token,
+        "{what}: claim token went back"
+    );
+
+    // Audit: every state change and every confirmed removal is recorded.
+    let actions: Vec<&str> = t.events.iter().map(|e| e.action.as_str()).collect();
+    if r.state != prev.state || submitted {
+        if let Some(a) = audit_action(r.state) {
+            assert!(
+                actions.contains(&a),
+                "{what}: {:?} without `{a}` in {actions:?}",
+                r.state
+            );
+        }
+    }
+    let deprovisioned = r.deprovisioned_at.is_some() && r.deprovisioned_at != prev.deprovisioned_at;
+    assert_eq!(
+        deprovisioned,
+        actions.contains(&"deprovisioned"),
+        "{what}: deprovisioned event"
+    );
+    for e in &t.events {
+        assert_eq!(e.at, now, "{what}: event time");
+        assert_eq!(e.request.as_ref(), Some(&r.id), "{what}: event request");
+        assert_eq!(
+            e.subject.as_ref(),
+            Some(&r.requester),
+            "{what}: event subject"
+        );
+    }
+
+    // Nothing left to do for an ended request means nothing left on the target.
+    if r.state.is_terminal() && r.job.is_none() && m.in_flight.is_empty() {
+        assert!(
+            !m.target_holds,
+            "{what}: {:?} with no work left, but the target holds access",
+            r.state
+        );
+    }
+
+    m.state = r.state;
+    m.expires_at = r.expires_at;
+    t.request
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn lifecycle_invariants_hold_for_any_command_sequence(sc in scenario()) {
+        run_scenario(&sc);
+    }
+}
