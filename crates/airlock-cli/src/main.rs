@@ -91,6 +91,7 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Approve a request waiting for you.
     Approve {
         id: String,
         #[arg(long)]
@@ -98,6 +99,7 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Deny a request waiting for you.
     Deny {
         id: String,
         #[arg(long)]
@@ -140,6 +142,7 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// One request and everything that happened to it.
     Show {
         id: String,
         #[command(flatten)]
@@ -155,6 +158,7 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Who your token belongs to.
     Whoami {
         #[command(flatten)]
         conn: Conn,
