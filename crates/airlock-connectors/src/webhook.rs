@@ -308,6 +308,10 @@ fn redacted_origin(url: &str) -> String {
 // The signature timestamp is the wall clock at send time by definition (the
 // receiver compares it with its own clock), not a domain decision, so it is
 // read here rather than passed in.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the signature timestamp is wall-clock time by definition"
+)]
 fn unix_now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

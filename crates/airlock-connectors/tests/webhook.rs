@@ -9,6 +9,10 @@
     clippy::expect_used,
     reason = "a test fails by panicking, with the value in the message"
 )]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "checks the signature timestamp against the wall clock"
+)]
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -16,12 +16,13 @@ use airlock_core::audit::AuditRecord;
 use airlock_core::catalog::{Catalog, User};
 use airlock_core::request::{
     self, AccessRequest, Command, Effect, JobAction, LifecycleSettings, NewRequest, Rejection,
-    Transition,
+    State, Transition,
 };
 use airlock_core::{EntitlementId, RequestId, Timestamp};
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, error, info, warn, Instrument};
 
+use crate::metrics::{CallOutcome, Metrics};
 use crate::store::{AuditFilter, ChainReport, RequestFilter, Store, StoreError};
 
 /// The only source of the current time outside tests.
@@ -32,6 +33,7 @@ pub trait Clock: Send + Sync {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[expect(clippy::disallowed_methods, reason = "the one production clock")]
     fn now(&self) -> Timestamp {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -88,6 +90,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     wake: Notify,
     calls: Arc<Semaphore>,
+    metrics: Metrics,
 }
 
 impl Engine {
@@ -108,6 +111,7 @@ impl Engine {
             clock,
             wake: Notify::new(),
             calls: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
+            metrics: Metrics::default(),
         })
     }
 
@@ -117,6 +121,10 @@ impl Engine {
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn overdue_after(&self) -> Duration {
@@ -187,6 +195,9 @@ impl Engine {
     /// Starts the connector calls a committed transition asked for, and tells
     /// the scheduler its deadlines may have moved.
     fn after_commit(self: &Arc<Self>, transition: &Transition) {
+        for event in &transition.events {
+            self.metrics.event(event.action);
+        }
         for effect in &transition.effects {
             let engine = Arc::clone(self);
             let request = transition.request.clone();
@@ -204,6 +215,17 @@ impl Engine {
             return;
         };
         let result = self.call_connector(&request, effect.action).await;
+        let outcome = match &result {
+            Ok(()) => CallOutcome::Ok,
+            Err(e) if e.is_retryable() => CallOutcome::Retryable,
+            Err(_) => CallOutcome::Permanent,
+        };
+        self.metrics.call(effect.action, outcome);
+        if let (Ok(()), JobAction::Revoke, State::Expired, Some(expired)) =
+            (&result, effect.action, request.state, request.expires_at)
+        {
+            self.metrics.revocation_lag(expired.until(self.clock.now()));
+        }
         let command = match &result {
             Ok(()) => {
                 debug!("connector call succeeded");

@@ -38,6 +38,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/openapi.json"),
+    ("get", "/metrics"),
     ("get", "/v1/me"),
     ("get", "/v1/entitlements"),
     ("post", "/v1/requests"),
@@ -65,6 +66,17 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(state): axum::extract::State<AppState>| async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        state.engine.metrics().render(),
+                    )
+                },
+            ),
         )
         .route("/v1/me", get(me))
         .route("/v1/entitlements", get(entitlements))

@@ -6,5 +6,6 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod store;

@@ -1,0 +1,163 @@
+//! Prometheus metrics, kept as plain atomics and rendered in the text
+//! exposition format at `/metrics`: enough to alert on stuck revocations and
+//! failing connectors without pulling in a metrics framework.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use airlock_core::audit::AuditAction;
+use airlock_core::request::JobAction;
+
+const ACTIONS: [AuditAction; 14] = [
+    AuditAction::Requested,
+    AuditAction::ApprovalRecorded,
+    AuditAction::Approved,
+    AuditAction::Denied,
+    AuditAction::Cancelled,
+    AuditAction::TimedOut,
+    AuditAction::GrantAttemptFailed,
+    AuditAction::Granted,
+    AuditAction::Failed,
+    AuditAction::Expired,
+    AuditAction::Released,
+    AuditAction::Revoked,
+    AuditAction::RevokeAttemptFailed,
+    AuditAction::Deprovisioned,
+];
+
+/// Upper bounds (seconds) of the revocation lag histogram buckets.
+const LAG_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+
+/// Connector call outcomes, by action.
+#[derive(Debug, Clone, Copy)]
+pub enum CallOutcome {
+    Ok,
+    Retryable,
+    Permanent,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    events: [AtomicU64; ACTIONS.len()],
+    /// [grant, revoke] × [ok, retryable, permanent]
+    calls: [[AtomicU64; 3]; 2],
+    lag_buckets: [AtomicU64; LAG_BUCKETS.len()],
+    lag_count: AtomicU64,
+    lag_sum_ms: AtomicU64,
+}
+
+impl Metrics {
+    pub fn event(&self, action: AuditAction) {
+        if let Some(i) = ACTIONS.iter().position(|a| *a == action) {
+            if let Some(c) = self.events.get(i) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn call(&self, action: JobAction, outcome: CallOutcome) {
+        let row = match action {
+            JobAction::Grant => 0,
+            JobAction::Revoke => 1,
+        };
+        if let Some(c) = self.calls.get(row).and_then(|r| r.get(outcome as usize)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Time from a grant's expiry to the target confirming its removal.
+    pub fn revocation_lag(&self, lag: Duration) {
+        let secs = lag.as_secs_f64();
+        for (bound, bucket) in LAG_BUCKETS.iter().zip(&self.lag_buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.lag_count.fetch_add(1, Ordering::Relaxed);
+        self.lag_sum_ms.fetch_add(
+            u64::try_from(lag.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.push_str("# HELP airlock_events_total Audit events recorded, by action.\n");
+        out.push_str("# TYPE airlock_events_total counter\n");
+        for (action, count) in ACTIONS.iter().zip(&self.events) {
+            let _ = writeln!(
+                out,
+                "airlock_events_total{{action=\"{}\"}} {}",
+                action.as_str(),
+                get(count)
+            );
+        }
+        out.push_str(
+            "# HELP airlock_connector_calls_total Connector calls, by action and outcome.\n",
+        );
+        out.push_str("# TYPE airlock_connector_calls_total counter\n");
+        for (action, row) in ["grant", "revoke"].iter().zip(&self.calls) {
+            for (outcome, count) in ["ok", "retryable", "permanent"].iter().zip(row) {
+                let _ = writeln!(
+                    out,
+                    "airlock_connector_calls_total{{action=\"{action}\",outcome=\"{outcome}\"}} {}",
+                    get(count)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP airlock_revocation_lag_seconds Expiry to confirmed removal in the target.\n",
+        );
+        out.push_str("# TYPE airlock_revocation_lag_seconds histogram\n");
+        for (bound, bucket) in LAG_BUCKETS.iter().zip(&self.lag_buckets) {
+            let _ = writeln!(
+                out,
+                "airlock_revocation_lag_seconds_bucket{{le=\"{bound}\"}} {}",
+                get(bucket)
+            );
+        }
+        let count = get(&self.lag_count);
+        let _ = writeln!(
+            out,
+            "airlock_revocation_lag_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "airlock_revocation_lag_seconds_sum {}",
+            get(&self.lag_sum_ms) as f64 / 1000.0
+        );
+        let _ = writeln!(out, "airlock_revocation_lag_seconds_count {count}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.event(AuditAction::Granted);
+        m.event(AuditAction::Granted);
+        m.call(JobAction::Revoke, CallOutcome::Retryable);
+        m.revocation_lag(Duration::from_millis(80));
+        m.revocation_lag(Duration::from_secs(3));
+        let text = m.render();
+        assert!(
+            text.contains("airlock_events_total{action=\"granted\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "airlock_connector_calls_total{action=\"revoke\",outcome=\"retryable\"} 1\n"
+        ));
+        assert!(text.contains("airlock_revocation_lag_seconds_bucket{le=\"0.05\"} 0\n"));
+        assert!(text.contains("airlock_revocation_lag_seconds_bucket{le=\"0.1\"} 1\n"));
+        assert!(text.contains("airlock_revocation_lag_seconds_bucket{le=\"5\"} 2\n"));
+        assert!(text.contains("airlock_revocation_lag_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("airlock_revocation_lag_seconds_sum 3.08\n"));
+    }
+}
