@@ -212,6 +212,16 @@ impl Source<'_> {
     }
 }
 
+/// The dotted path of a field, without the segments toml's `Spanned`
+/// adds internally.
+fn toml_field(path: &serde_path_to_error::Path) -> String {
+    path.iter()
+        .map(ToString::to_string)
+        .filter(|s| !s.starts_with("$__") && s != "?")
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// Parses `"90s"`, `"2h"`, `"1h 30m"`, or a plain number of seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
@@ -237,10 +247,20 @@ impl Settings {
     /// Validates config text; `base` anchors relative paths.
     pub fn parse(path: &str, text: &str, base: &Path) -> Result<Settings, ConfigError> {
         let src = Source { path, text };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().to_owned();
-            src.error(e.span().unwrap_or(0..0), message)
-        })?;
+        // serde_path_to_error names the field of a type error, which toml's
+        // own message leaves out once it has a span.
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let field = toml_field(e.path());
+                let e = e.into_inner();
+                let message = e.message().trim();
+                let message = if field.is_empty() {
+                    message.to_owned()
+                } else {
+                    format!("{field}: {message}")
+                };
+                src.error(e.span().unwrap_or(0..0), message)
+            })?;
         let resolve = |p: &str| {
             let p = PathBuf::from(p);
             let joined = if p.is_absolute() { p } else { base.join(p) };

@@ -1,0 +1,1333 @@
+//! The HTTP API end to end: the real server on port 0, a real SQLite file in a
+//! temporary directory and `command` connectors that are small shell scripts
+//! logging every call, so each test sees what the target would have seen.
+//!
+//! Scripts run as `/bin/sh <script>` rather than being executed directly: with
+//! tests running in parallel, another thread's fork can briefly hold a freshly
+//! written script open for writing, and `exec` then fails with "text file busy".
+//!
+//! Every wait polls against a deadline, and grants a test waits out last one
+//! second.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers fail by panicking, with the value in the message"
+)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use airlock_server::api::{
+    parse_time, AuditQuery, CreateRequest, DurationInput, RequestQuery, RequestView,
+};
+use airlock_server::client::{Action, Client, ClientError};
+use airlock_server::config::{token_hash, Settings};
+use airlock_server::server::{start, Server};
+use serde_json::{json, Value};
+
+/// No test may run longer than this, whatever the server does.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// How long a state change driven by the scheduler or a connector may take.
+const SETTLE: Duration = Duration::from_secs(8);
+
+async fn bounded<F: Future>(test: F) -> F::Output {
+    tokio::time::timeout(BOUND, test)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+/// alice and bob may request; bob and carol approve (group `sre`); admin is
+/// an admin; dave is in an unrelated group.
+const USERS: &[(&str, &[&str], &[&str])] = &[
+    ("alice", &["eng"], &[]),
+    ("bob", &["eng", "sre"], &[]),
+    ("carol", &["sre"], &[]),
+    ("admin", &["ops"], &["admin"]),
+    ("dave", &["sales"], &[]),
+];
+
+/// The catalog most tests use. `log` always succeeds; `flaky` grants but its
+/// revoke exits 75 (retry).
+const CATALOG: &str = r#"
+[entitlements.logs-read]
+description = "read production logs"
+requestable_by = ["eng"]
+max_duration = "1h"
+auto_approve = true
+require_reason = false
+connector = "log"
+
+[entitlements.db-prod]
+requestable_by = ["eng"]
+max_duration = "2h"
+approvers = ["sre"]
+connector = "log"
+
+[entitlements.db-admin]
+requestable_by = ["eng"]
+max_duration = "1h"
+approvers = ["sre"]
+approvals_required = 2
+connector = "log"
+
+[entitlements.prod-ssh]
+requestable_by = ["eng"]
+max_duration = "1h"
+auto_approve = true
+require_ticket = true
+ticket_pattern = "^INC-[0-9]+$"
+connector = "log"
+
+[entitlements.crm]
+requestable_by = ["sales"]
+max_duration = "1h"
+auto_approve = true
+connector = "log"
+
+[entitlements.flaky]
+requestable_by = ["eng"]
+max_duration = "1h"
+auto_approve = true
+require_reason = false
+connector = "flaky"
+"#;
+
+fn token(user: &str) -> String {
+    format!("test-token-for-{user}")
+}
+
+struct Harness {
+    server: Server,
+    base: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Boots a server whose catalog is `entitlements` (TOML), with the users
+/// above and the `log` and `flaky` connectors.
+async fn boot(entitlements: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display().to_string();
+    let log = dir.path().join("connector.log");
+    let logged = |action: &str| format!("echo \"{action} $2 $3 $4\" >> '{}'", log.display());
+    let scripts = [
+        ("log.sh", format!("case \"$1\" in grant|revoke) {} ;; esac\nexit 0", logged("$1"))),
+        (
+            "flaky.sh",
+            format!(
+                "case \"$1\" in\n  grant) {} ;;\n  revoke) {}; echo 'target unavailable' >&2; exit 75 ;;\nesac\nexit 0",
+                logged("grant"),
+                logged("revoke-failed")
+            ),
+        ),
+    ];
+    for (name, body) in &scripts {
+        std::fs::write(dir.path().join(name), format!("#!/bin/sh\n{body}\n")).unwrap();
+    }
+
+    let mut toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = '{root}/data'
+claim_lease = "10s"
+retry_base = "100ms"
+retry_cap = "400ms"
+revocation_overdue_after = "1s"
+
+[connectors.log]
+type = "command"
+program = "/bin/sh"
+args = ['{root}/log.sh']
+timeout = "5s"
+
+[connectors.flaky]
+type = "command"
+program = "/bin/sh"
+args = ['{root}/flaky.sh']
+timeout = "5s"
+"#
+    );
+    for (name, groups, roles) in USERS {
+        toml.push_str(&format!(
+            "\n[users.{name}]\ngroups = {groups:?}\nroles = {roles:?}\ntoken_sha256 = \"{}\"\n",
+            token_hash(&token(name))
+        ));
+    }
+    toml.push_str(entitlements);
+
+    let settings = Settings::parse("test.toml", &toml, dir.path()).unwrap();
+    let server = start(settings).await.unwrap();
+    Harness {
+        base: format!("http://{}", server.addr()),
+        server,
+        log,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    fn client(&self, user: &str) -> Client {
+        Client::new(&self.base, &token(user)).unwrap()
+    }
+
+    /// A raw call, for status codes and bodies the typed client hides.
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        user: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let http = reqwest::Client::new();
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => http.get(url),
+            "POST" => http.post(url),
+            other => panic!("unsupported method {other}"),
+        };
+        if let Some(u) = user {
+            req = req.bearer_auth(token(u));
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        let response = req.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        (status, value)
+    }
+
+    /// Lines the connector scripts wrote: `ACTION USER ENTITLEMENT REQUEST_ID`.
+    fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn logged(&self, action: &str, r: &RequestView) -> usize {
+        let line = format!("{action} {} {} {}", r.requester, r.entitlement, r.id);
+        self.log_lines().iter().filter(|l| **l == line).count()
+    }
+
+    /// Polls the request (as admin) until `done` holds, or fails at the deadline.
+    async fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&RequestView) -> bool,
+    ) -> RequestView {
+        let admin = self.client("admin");
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let r = admin.get_request(id).await.unwrap();
+            if done(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last seen: {r:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn wait_state(&self, id: &str, state: &str) -> RequestView {
+        self.wait_for(id, state, |r| r.state == state).await
+    }
+
+    async fn stop(self) {
+        self.server.shutdown().await;
+    }
+}
+
+fn ask(entitlement: &str, reason: &str) -> CreateRequest {
+    CreateRequest {
+        entitlement: entitlement.to_owned(),
+        duration: None,
+        reason: reason.to_owned(),
+        ticket: None,
+        start_at: None,
+    }
+}
+
+fn for_secs(entitlement: &str, reason: &str, secs: u64) -> CreateRequest {
+    CreateRequest {
+        duration: Some(DurationInput::Seconds(secs)),
+        ..ask(entitlement, reason)
+    }
+}
+
+fn approve() -> Action {
+    Action::Approve { comment: None }
+}
+
+/// The status, code and field of an API error.
+fn refusal<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, String, Option<String>) {
+    match result {
+        Err(ClientError::Api {
+            status,
+            code,
+            field,
+            ..
+        }) => (status, code, field),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn status<T: std::fmt::Debug>(result: Result<T, ClientError>) -> u16 {
+    refusal(result).0
+}
+
+fn millis(rfc3339: &Option<String>) -> i64 {
+    parse_time(rfc3339.as_deref().expect("a time"))
+        .unwrap()
+        .unix_millis()
+}
+
+/// Checks a JSON value against a schema of the OpenAPI document: no
+/// undeclared property, every required one present.
+fn assert_fits(doc: &Value, schema: &str, value: &Value) {
+    let s = &doc["components"]["schemas"][schema];
+    let declared: BTreeSet<&str> = s["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no schema {schema}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let present: BTreeSet<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let undeclared: Vec<_> = present.difference(&declared).collect();
+    assert!(
+        undeclared.is_empty(),
+        "{schema}: undeclared {undeclared:?} in {value}"
+    );
+    for required in s["required"].as_array().unwrap() {
+        assert!(
+            present.contains(required.as_str().unwrap()),
+            "{schema}: missing {required} in {value}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_every_route_and_matches_the_wire() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let (code, doc) = h.raw("GET", "/openapi.json", None, None).await;
+        assert_eq!(code, 200);
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for (method, path) in airlock_server::http::ROUTES {
+            let op = &doc["paths"][path][method];
+            assert!(op.is_object(), "{method} {path} is not documented");
+            let public = ["/healthz", "/readyz", "/openapi.json", "/metrics"].contains(path);
+            assert_eq!(
+                op["security"] == json!([]),
+                public,
+                "security of {method} {path}"
+            );
+            if path.contains("{id}") {
+                let params = serde_json::to_string(&op["parameters"]).unwrap();
+                assert!(
+                    params.contains("RequestId"),
+                    "{method} {path} lacks the id parameter"
+                );
+            }
+        }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum();
+        assert_eq!(
+            documented,
+            airlock_server::http::ROUTES.len(),
+            "the document has routes the server lacks"
+        );
+
+        // The schemas agree with what the server actually sends.
+        let (_, me) = h.raw("GET", "/v1/me", Some("alice"), None).await;
+        assert_fits(&doc, "WhoAmI", &me);
+        let (_, ents) = h.raw("GET", "/v1/entitlements", Some("alice"), None).await;
+        assert!(!ents.as_array().unwrap().is_empty());
+        for e in ents.as_array().unwrap() {
+            assert_fits(&doc, "EntitlementView", e);
+        }
+        let (code, created) = h
+            .raw(
+                "POST",
+                "/v1/requests",
+                Some("bob"),
+                Some(r#"{"entitlement":"db-prod","reason":"x"}"#),
+            )
+            .await;
+        assert_eq!(code, 201);
+        assert_fits(&doc, "RequestView", &created);
+        let id = created["id"].as_str().unwrap().to_owned();
+        let approved = h
+            .client("carol")
+            .act(
+                &id,
+                &Action::Approve {
+                    comment: Some("ok".into()),
+                },
+            )
+            .await
+            .unwrap();
+        let (_, shown) = h
+            .raw("GET", &format!("/v1/requests/{id}"), Some("bob"), None)
+            .await;
+        assert_fits(&doc, "RequestView", &shown);
+        assert_fits(&doc, "ApprovalView", &shown["approvals"][0]);
+        if !shown["job"].is_null() {
+            assert_fits(&doc, "JobView", &shown["job"]);
+        }
+        assert_eq!(approved.approvals.len(), 1);
+        let (_, events) = h.raw("GET", "/v1/audit", Some("admin"), None).await;
+        for e in events.as_array().unwrap() {
+            assert_fits(&doc, "AuditEventView", e);
+        }
+        let (_, verify) = h.raw("GET", "/v1/audit/verify", Some("admin"), None).await;
+        assert_fits(&doc, "VerifyView", &verify);
+        let (code, error) = h
+            .raw(
+                "POST",
+                "/v1/requests",
+                Some("bob"),
+                Some(r#"{"entitlement":"nope"}"#),
+            )
+            .await;
+        assert_eq!(code, 400);
+        assert_fits(&doc, "ErrorBody", &error);
+        assert_fits(&doc, "ErrorDetail", &error["error"]);
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_is_required_except_for_health() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let http = reqwest::Client::new();
+        let me = format!("{}/v1/me", h.base);
+
+        let response = http.get(&me).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Authorization"));
+
+        for header in ["Bearer not-a-token", "Basic YWxpY2U6cHc=", "Bearer "] {
+            let response = http
+                .get(&me)
+                .header("authorization", header)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 401, "{header}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unauthorized", "{header}");
+        }
+        let (code, _) = h
+            .raw(
+                "POST",
+                "/v1/requests",
+                None,
+                Some(r#"{"entitlement":"logs-read"}"#),
+            )
+            .await;
+        assert_eq!(code, 401);
+
+        assert_eq!(
+            h.raw("GET", "/healthz", None, None).await,
+            (200, json!({"status": "ok"}))
+        );
+        assert_eq!(
+            h.raw("GET", "/readyz", None, None).await,
+            (200, json!({"status": "ready"}))
+        );
+        let metrics = http
+            .get(format!("{}/metrics", h.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(metrics.status().as_u16(), 200);
+        assert!(metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        assert!(metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("airlock_events_total"));
+
+        let who = h.client("admin").me().await.unwrap();
+        assert_eq!(
+            (who.user.as_str(), who.roles),
+            ("admin", vec!["admin".to_owned()])
+        );
+        let (code, body) = h.raw("GET", "/v1/nowhere", Some("alice"), None).await;
+        assert_eq!(
+            (code, body["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_request_input_names_the_field() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let cases: &[(&str, Option<&str>)] = &[
+            (
+                r#"{"entitlement":"no-such-thing","reason":"x"}"#,
+                Some("entitlement"),
+            ),
+            (
+                r#"{"entitlement":"bad name","reason":"x"}"#,
+                Some("entitlement"),
+            ),
+            (
+                r#"{"entitlement":"logs-read","duration":"3h"}"#,
+                Some("duration"),
+            ),
+            (
+                r#"{"entitlement":"logs-read","duration":7200}"#,
+                Some("duration"),
+            ),
+            (
+                r#"{"entitlement":"logs-read","duration":"abc"}"#,
+                Some("duration"),
+            ),
+            (
+                r#"{"entitlement":"logs-read","duration":"0s"}"#,
+                Some("duration"),
+            ),
+            (
+                r#"{"entitlement":"logs-read","duration":true}"#,
+                Some("duration"),
+            ),
+            (
+                r#"{"entitlement":"logs-read","duration":-5}"#,
+                Some("duration"),
+            ),
+            (r#"{"entitlement":"db-prod"}"#, Some("reason")),
+            (
+                r#"{"entitlement":"db-prod","reason":"   "}"#,
+                Some("reason"),
+            ),
+            (r#"{"entitlement":"prod-ssh","reason":"x"}"#, Some("ticket")),
+            (
+                r#"{"entitlement":"prod-ssh","reason":"x","ticket":"  "}"#,
+                Some("ticket"),
+            ),
+            (
+                r#"{"entitlement":"prod-ssh","reason":"x","ticket":"JIRA-1"}"#,
+                Some("ticket"),
+            ),
+            (
+                r#"{"entitlement":"prod-ssh","reason":"x","ticket":"INC-12 "}"#,
+                None,
+            ),
+            (
+                r#"{"entitlement":"logs-read","start_at":"tomorrow"}"#,
+                Some("start_at"),
+            ),
+            (
+                r#"{"entitlement":"logs-read","start_at":"2001-01-01T00:00:00Z"}"#,
+                Some("start_at"),
+            ),
+            (r#"{"entitlement":42}"#, Some("entitlement")),
+            (
+                r#"{"entitlement":"logs-read","reason":["x"]}"#,
+                Some("reason"),
+            ),
+            (r#"{"entitlement":"logs-read","bogus":1}"#, None),
+            (r#"{"reason":"x"}"#, None),
+            (r#"{"entitlement":"#, None),
+            ("[]", None),
+            ("not json", None),
+        ];
+        for (body, field) in cases {
+            let (code, value) = h
+                .raw("POST", "/v1/requests", Some("alice"), Some(body))
+                .await;
+            if body.contains("INC-12") {
+                // The control: a valid ticket (trimmed) is accepted.
+                assert_eq!(code, 201, "{body}: {value}");
+                assert_eq!(value["ticket"], "INC-12");
+                continue;
+            }
+            assert_eq!(code, 400, "{body}: {value}");
+            assert_eq!(value["error"]["code"], "invalid_input", "{body}: {value}");
+            assert!(
+                !value["error"]["message"].as_str().unwrap().is_empty(),
+                "{body}"
+            );
+            match field {
+                Some(f) => assert_eq!(value["error"]["field"], *f, "{body}: {value}"),
+                None => assert!(
+                    value["error"]["field"].is_string(),
+                    "{body}: no field in {value}"
+                ),
+            }
+        }
+        // An unknown field is named in the message.
+        let (_, value) = h
+            .raw(
+                "POST",
+                "/v1/requests",
+                Some("alice"),
+                Some(r#"{"entitlement":"logs-read","bogus":1}"#),
+            )
+            .await;
+        assert!(
+            value["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("bogus"),
+            "{value}"
+        );
+
+        // Not in a group that may request it.
+        let (code, kind, _) = refusal(h.client("alice").create_request(&ask("crm", "x")).await);
+        assert_eq!((code, kind.as_str()), (403, "forbidden"));
+        // Nothing above reached the connector except the one valid request.
+        assert!(
+            h.log_lines().iter().all(|l| l.contains("prod-ssh")),
+            "{:?}",
+            h.log_lines()
+        );
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_approved_grant_is_provisioned_then_expires_and_is_removed() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let alice = h.client("alice");
+        let created = alice
+            .create_request(&for_secs("logs-read", "", 1))
+            .await
+            .unwrap();
+        assert!(
+            matches!(created.state.as_str(), "approved" | "active"),
+            "{created:?}"
+        );
+        assert_eq!(
+            (created.required_approvals, created.duration_seconds),
+            (0, 1)
+        );
+
+        let active = h.wait_state(&created.id, "active").await;
+        assert_eq!(h.logged("grant", &active), 1);
+        assert!(active.granted_at.is_some() && active.expires_at.is_some());
+
+        let ended = h
+            .wait_for(&created.id, "deprovisioned", |r| {
+                r.deprovisioned_at.is_some()
+            })
+            .await;
+        assert_eq!(ended.state, "expired");
+        assert_eq!(h.logged("revoke", &ended), 1);
+        assert!(
+            ended.job.is_none() && !ended.revocation_overdue && ended.time_left_seconds.is_none()
+        );
+        let late = millis(&ended.deprovisioned_at) - millis(&ended.expires_at);
+        assert!((0..=1500).contains(&late), "removed {late} ms after expiry");
+        assert!(alice
+            .grants()
+            .await
+            .unwrap()
+            .iter()
+            .all(|g| g.id != created.id));
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_approval_by_an_eligible_approver_who_is_not_the_requester() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        // bob is both a requester and an approver: he may not approve himself.
+        let r = h
+            .client("bob")
+            .create_request(&ask("db-prod", "incident 7"))
+            .await
+            .unwrap();
+        assert_eq!((r.state.as_str(), r.required_approvals), ("pending", 1));
+        assert!(r.pending_deadline.is_some());
+
+        let (code, kind, _) = refusal(h.client("bob").act(&r.id, &approve()).await);
+        assert_eq!((code, kind.as_str()), (403, "forbidden"));
+        // admin sees everything but is no approver; alice can't see it at all.
+        assert_eq!(status(h.client("admin").act(&r.id, &approve()).await), 403);
+        assert_eq!(status(h.client("alice").act(&r.id, &approve()).await), 404);
+        assert!(h.log_lines().is_empty());
+
+        let approved = h
+            .client("carol")
+            .act(
+                &r.id,
+                &Action::Approve {
+                    comment: Some("  go ahead ".into()),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(approved.approvals.len(), 1);
+        assert_eq!(approved.approvals[0].approver, "carol");
+        assert_eq!(approved.approvals[0].comment.as_deref(), Some("go ahead"));
+        let active = h.wait_state(&r.id, "active").await;
+        assert_eq!(h.logged("grant", &active), 1);
+
+        let (code, kind, _) = refusal(h.client("carol").act(&r.id, &approve()).await);
+        assert_eq!((code, kind.as_str()), (409, "conflict"));
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_approvals_need_two_distinct_approvers() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let (bob, carol) = (h.client("bob"), h.client("carol"));
+        let r = h
+            .client("alice")
+            .create_request(&ask("db-admin", "migration"))
+            .await
+            .unwrap();
+        assert_eq!(r.required_approvals, 2);
+
+        let once = bob.act(&r.id, &approve()).await.unwrap();
+        assert_eq!((once.state.as_str(), once.approvals.len()), ("pending", 1));
+        assert_eq!(status(bob.act(&r.id, &approve()).await), 409);
+        let awaiting = RequestQuery {
+            awaiting_me: Some(true),
+            ..RequestQuery::default()
+        };
+        assert!(bob.list_requests(&awaiting).await.unwrap().is_empty());
+        let for_carol = carol.list_requests(&awaiting).await.unwrap();
+        assert_eq!(
+            for_carol.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            [r.id.as_str()]
+        );
+        assert!(h.log_lines().is_empty());
+
+        let twice = carol.act(&r.id, &approve()).await.unwrap();
+        assert_ne!(twice.state, "pending");
+        let approvers: Vec<_> = twice
+            .approvals
+            .iter()
+            .map(|a| a.approver.as_str())
+            .collect();
+        assert_eq!(approvers, ["bob", "carol"]);
+        let active = h.wait_state(&r.id, "active").await;
+        assert_eq!(h.logged("grant", &active), 1);
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_approvals_grant_exactly_once() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let (alice, bob, carol) = (h.client("alice"), h.client("bob"), h.client("carol"));
+        for round in 0..3 {
+            let r = alice
+                .create_request(&ask("db-prod", &format!("round {round}")))
+                .await
+                .unwrap();
+            let (by_bob, by_carol) = (approve(), approve());
+            let (b, c) = tokio::join!(bob.act(&r.id, &by_bob), carol.act(&r.id, &by_carol));
+            let code = |o: &Result<RequestView, ClientError>| {
+                o.as_ref().map_or_else(|e| e.status(), |_| Some(200))
+            };
+            let mut sorted = [code(&b), code(&c)];
+            sorted.sort_unstable();
+            assert_eq!(
+                sorted,
+                [Some(200), Some(409)],
+                "round {round}: {b:?} / {c:?}"
+            );
+
+            let active = h.wait_state(&r.id, "active").await;
+            assert_eq!(active.approvals.len(), 1);
+            alice.act(&r.id, &Action::Release).await.unwrap();
+            let done = h
+                .wait_for(&r.id, "deprovisioned", |r| r.deprovisioned_at.is_some())
+                .await;
+            assert_eq!(
+                h.logged("grant", &done),
+                1,
+                "round {round}: {:?}",
+                h.log_lines()
+            );
+            assert_eq!(
+                h.logged("revoke", &done),
+                1,
+                "round {round}: {:?}",
+                h.log_lines()
+            );
+        }
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_cancel_release_and_revoke() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let (alice, bob, carol, admin, dave) = (
+            h.client("alice"),
+            h.client("bob"),
+            h.client("carol"),
+            h.client("admin"),
+            h.client("dave"),
+        );
+
+        // Deny needs a reason.
+        let r = alice
+            .create_request(&ask("db-prod", "debugging"))
+            .await
+            .unwrap();
+        for reason in ["", "  "] {
+            let (code, _, field) = refusal(
+                bob.act(
+                    &r.id,
+                    &Action::Deny {
+                        reason: reason.into(),
+                    },
+                )
+                .await,
+            );
+            assert_eq!((code, field.as_deref()), (400, Some("reason")));
+        }
+        let (code, body) = h
+            .raw(
+                "POST",
+                &format!("/v1/requests/{}/deny", r.id),
+                Some("bob"),
+                Some("{}"),
+            )
+            .await;
+        assert_eq!((code, &body["error"]["field"]), (400, &json!("reason")));
+        let denied = bob
+            .act(
+                &r.id,
+                &Action::Deny {
+                    reason: "use the replica".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(denied.state, "denied");
+        assert_eq!(denied.end_reason.as_deref(), Some("use the replica"));
+        assert_eq!(denied.ended_by.as_deref(), Some("bob"));
+        assert_eq!(status(bob.act(&r.id, &approve()).await), 409);
+
+        // Only the requester cancels; a cancelled request stays cancelled.
+        let r = alice
+            .create_request(&ask("db-prod", "debugging again"))
+            .await
+            .unwrap();
+        assert_eq!(status(carol.act(&r.id, &Action::Cancel).await), 403);
+        assert_eq!(status(dave.act(&r.id, &Action::Cancel).await), 404);
+        assert_eq!(status(admin.act(&r.id, &Action::Cancel).await), 403);
+        let cancelled = alice.act(&r.id, &Action::Cancel).await.unwrap();
+        assert_eq!(cancelled.state, "cancelled");
+        let (code, kind, _) = refusal(alice.act(&r.id, &Action::Cancel).await);
+        assert_eq!((code, kind.as_str()), (409, "conflict"));
+        assert_eq!(status(bob.act(&r.id, &approve()).await), 409);
+        let (code, _) = h
+            .raw(
+                "POST",
+                &format!("/v1/requests/{}/cancel", r.id),
+                Some("alice"),
+                Some(r#"{"x":1}"#),
+            )
+            .await;
+        assert_eq!(code, 400);
+
+        // Release ends one's own active grant and removes it from the target.
+        let r = alice.create_request(&ask("logs-read", "")).await.unwrap();
+        h.wait_state(&r.id, "active").await;
+        assert_eq!(status(bob.act(&r.id, &Action::Release).await), 404);
+        assert_eq!(status(alice.act(&r.id, &Action::Cancel).await), 409);
+        let released = alice.act(&r.id, &Action::Release).await.unwrap();
+        assert_eq!(released.state, "released");
+        let done = h
+            .wait_for(&r.id, "deprovisioned", |r| r.deprovisioned_at.is_some())
+            .await;
+        assert_eq!(
+            (h.logged("grant", &done), h.logged("revoke", &done)),
+            (1, 1)
+        );
+        assert_eq!(status(alice.act(&r.id, &Action::Release).await), 409);
+
+        // Only admins revoke, with a reason.
+        let r = alice
+            .create_request(&ask("db-prod", "hotfix"))
+            .await
+            .unwrap();
+        bob.act(&r.id, &approve()).await.unwrap();
+        h.wait_state(&r.id, "active").await;
+        let (code, kind, _) = refusal(
+            carol
+                .act(
+                    &r.id,
+                    &Action::Revoke {
+                        reason: "no".into(),
+                    },
+                )
+                .await,
+        );
+        assert_eq!((code, kind.as_str()), (403, "forbidden"));
+        assert_eq!(
+            status(
+                alice
+                    .act(
+                        &r.id,
+                        &Action::Revoke {
+                            reason: "no".into()
+                        }
+                    )
+                    .await
+            ),
+            403
+        );
+        let (code, _, field) = refusal(
+            admin
+                .act(
+                    &r.id,
+                    &Action::Revoke {
+                        reason: String::new(),
+                    },
+                )
+                .await,
+        );
+        assert_eq!((code, field.as_deref()), (400, Some("reason")));
+        let revoked = admin
+            .act(
+                &r.id,
+                &Action::Revoke {
+                    reason: "policy".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (revoked.state.as_str(), revoked.ended_by.as_deref()),
+            ("revoked", Some("admin"))
+        );
+        let done = h
+            .wait_for(&r.id, "deprovisioned", |r| r.deprovisioned_at.is_some())
+            .await;
+        assert_eq!(
+            (h.logged("grant", &done), h.logged("revoke", &done)),
+            (1, 1)
+        );
+        assert_eq!(
+            status(
+                admin
+                    .act(
+                        &r.id,
+                        &Action::Revoke {
+                            reason: "again".into()
+                        }
+                    )
+                    .await
+            ),
+            409
+        );
+
+        // Unknown and malformed ids are simply not found.
+        for id in ["r_doesnotexist", "bad%20id"] {
+            let (code, body) = h
+                .raw("GET", &format!("/v1/requests/{id}"), Some("admin"), None)
+                .await;
+            assert_eq!(
+                (code, &body["error"]["code"]),
+                (404, &json!("not_found")),
+                "{id}"
+            );
+            let (code, _) = h
+                .raw(
+                    "POST",
+                    &format!("/v1/requests/{id}/cancel"),
+                    Some("admin"),
+                    None,
+                )
+                .await;
+            assert_eq!(code, 404, "{id}");
+        }
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_open_request_per_user_and_entitlement() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let alice = h.client("alice");
+        let first = alice.create_request(&ask("db-prod", "one")).await.unwrap();
+        let (code, kind, _) = refusal(alice.create_request(&ask("db-prod", "two")).await);
+        assert_eq!((code, kind.as_str()), (409, "conflict"));
+        // Another user, or another entitlement, is unaffected.
+        h.client("bob")
+            .create_request(&ask("db-prod", "mine"))
+            .await
+            .unwrap();
+        let other = alice.create_request(&ask("logs-read", "")).await.unwrap();
+        h.wait_state(&other.id, "active").await;
+        assert_eq!(
+            status(alice.create_request(&ask("logs-read", "")).await),
+            409
+        );
+        // Once the first has ended, a new one may be opened.
+        alice.act(&first.id, &Action::Cancel).await.unwrap();
+        alice
+            .create_request(&ask("db-prod", "three"))
+            .await
+            .unwrap();
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_sees_what() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let (alice, bob, dave, admin) = (
+            h.client("alice"),
+            h.client("bob"),
+            h.client("dave"),
+            h.client("admin"),
+        );
+        let pending = alice
+            .create_request(&ask("db-prod", "query"))
+            .await
+            .unwrap();
+
+        let (code, kind, _) = refusal(dave.get_request(&pending.id).await);
+        assert_eq!((code, kind.as_str()), (404, "not_found"));
+        assert!(dave
+            .list_requests(&RequestQuery::default())
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(bob.get_request(&pending.id).await.unwrap().id, pending.id);
+        assert_eq!(admin.get_request(&pending.id).await.unwrap().id, pending.id);
+
+        let awaiting = RequestQuery {
+            awaiting_me: Some(true),
+            ..RequestQuery::default()
+        };
+        let ids = |rs: Vec<RequestView>| rs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(bob.list_requests(&awaiting).await.unwrap()),
+            [pending.id.as_str()]
+        );
+        assert!(alice.list_requests(&awaiting).await.unwrap().is_empty());
+        assert!(admin.list_requests(&awaiting).await.unwrap().is_empty());
+
+        let active = alice
+            .create_request(&for_secs("logs-read", "", 60))
+            .await
+            .unwrap();
+        h.wait_state(&active.id, "active").await;
+        let mine = RequestQuery {
+            mine: Some(true),
+            ..RequestQuery::default()
+        };
+        assert_eq!(alice.list_requests(&mine).await.unwrap().len(), 2);
+        assert!(bob.list_requests(&mine).await.unwrap().is_empty());
+        let pending_only = RequestQuery {
+            state: Some("pending, approved".into()),
+            ..RequestQuery::default()
+        };
+        assert_eq!(
+            ids(admin.list_requests(&pending_only).await.unwrap()),
+            [pending.id.as_str()]
+        );
+        let limited = RequestQuery {
+            limit: Some(1),
+            ..RequestQuery::default()
+        };
+        assert_eq!(admin.list_requests(&limited).await.unwrap().len(), 1);
+
+        let grants = alice.grants().await.unwrap();
+        assert_eq!(ids(grants.clone()), [active.id.as_str()]);
+        let left = grants[0].time_left_seconds.expect("time left while active");
+        assert!((30..=60).contains(&left), "{left}");
+        assert!(!grants[0].revocation_overdue);
+        assert_eq!(ids(admin.grants().await.unwrap()), [active.id.as_str()]);
+        assert!(bob.grants().await.unwrap().is_empty());
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_query_parameters_name_the_parameter() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let cases = [
+            ("/v1/requests?state=bogus", "admin", Some("state")),
+            ("/v1/requests?state=pending,bogus", "admin", Some("state")),
+            ("/v1/requests?limit=0", "admin", Some("limit")),
+            ("/v1/requests?limit=1001", "admin", Some("limit")),
+            ("/v1/requests?limit=ten", "admin", Some("limit")),
+            ("/v1/requests?mine=perhaps", "admin", Some("mine")),
+            ("/v1/requests?requester=a%20b", "admin", Some("requester")),
+            ("/v1/requests?colour=red", "admin", None),
+            ("/v1/audit?limit=0", "admin", Some("limit")),
+            ("/v1/audit?since=yesterday", "admin", Some("since")),
+            ("/v1/audit?until=never", "admin", Some("until")),
+            ("/v1/audit?colour=red", "admin", None),
+        ];
+        for (path, user, field) in cases {
+            let (code, body) = h.raw("GET", path, Some(user), None).await;
+            assert_eq!(code, 400, "{path}: {body}");
+            assert_eq!(body["error"]["code"], "invalid_input", "{path}");
+            match field {
+                Some(f) => assert_eq!(body["error"]["field"], f, "{path}: {body}"),
+                None => assert!(body["error"]["field"].is_string(), "{path}: {body}"),
+            }
+        }
+        for path in [
+            "/v1/requests?state=pending,active&limit=1000&mine=true",
+            "/v1/audit?since=0&limit=5",
+        ] {
+            assert_eq!(
+                h.raw("GET", path, Some("admin"), None).await.0,
+                200,
+                "{path}"
+            );
+        }
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_revoke_is_retried_and_reported_overdue() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let alice = h.client("alice");
+        let r = alice
+            .create_request(&for_secs("flaky", "", 1))
+            .await
+            .unwrap();
+        let active = h.wait_state(&r.id, "active").await;
+        assert_eq!(h.logged("grant", &active), 1);
+
+        let deadline = Instant::now() + SETTLE;
+        let overdue = loop {
+            let grants = alice.grants().await.unwrap();
+            if let Some(g) = grants
+                .into_iter()
+                .find(|g| g.id == r.id && g.revocation_overdue)
+            {
+                break g;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never overdue: {:#?}",
+                alice.get_request(&r.id).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(overdue.state, "expired");
+        assert!(overdue.deprovisioned_at.is_none() && overdue.time_left_seconds.is_none());
+        let job = overdue.job.clone().expect("an outstanding revoke");
+        assert_eq!(job.action, "revoke");
+        assert!(job.attempts > 1, "{job:?}");
+        let error = job.last_error.expect("the last error");
+        assert!(
+            error.contains("75") && error.contains("target unavailable"),
+            "{error}"
+        );
+        assert!(h.logged("revoke-failed", &overdue) > 1);
+        assert_eq!(h.logged("revoke", &overdue), 0);
+        // Admins see it too; it is not someone else's business.
+        assert!(h
+            .client("admin")
+            .grants()
+            .await
+            .unwrap()
+            .iter()
+            .any(|g| g.id == r.id && g.revocation_overdue));
+        assert!(h.client("bob").grants().await.unwrap().is_empty());
+
+        let events = h
+            .client("admin")
+            .audit(&AuditQuery {
+                request: Some(r.id.clone()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(events.iter().any(|e| e.action == "revoke_attempt_failed"));
+        assert!(events.iter().all(|e| e.action != "deprovisioned"));
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_start_is_provisioned_only_when_due() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the test stands outside the server and uses the wall clock the server uses"
+        )]
+        let now = SystemTime::now();
+        let start_at = humantime::format_rfc3339_millis(now + Duration::from_secs(2)).to_string();
+        let ask = CreateRequest {
+            start_at: Some(start_at.clone()),
+            ..for_secs("logs-read", "", 1)
+        };
+        let r = h.client("alice").create_request(&ask).await.unwrap();
+        assert_eq!((r.state.as_str(), r.scheduled), ("approved", true), "{r:?}");
+        assert_eq!(millis(&r.activates_at), millis(&Some(start_at.clone())));
+        assert_eq!(
+            millis(&r.expires_at),
+            millis(&Some(start_at.clone())) + 1000
+        );
+
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let waiting = h.client("alice").get_request(&r.id).await.unwrap();
+        assert_eq!(
+            (waiting.state.as_str(), waiting.scheduled),
+            ("approved", true)
+        );
+        assert_eq!(h.logged("grant", &waiting), 0);
+
+        let active = h.wait_state(&r.id, "active").await;
+        assert!(!active.scheduled);
+        assert!(millis(&active.granted_at) >= millis(&Some(start_at)));
+        assert_eq!(h.logged("grant", &active), 1);
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_a_whole_lifecycle() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let admin = h.client("admin");
+        let r = h
+            .client("alice")
+            .create_request(&for_secs("db-prod", "incident 9", 1))
+            .await
+            .unwrap();
+        h.client("bob").act(&r.id, &approve()).await.unwrap();
+        h.wait_for(&r.id, "deprovisioned", |r| r.deprovisioned_at.is_some())
+            .await;
+        let other = h
+            .client("bob")
+            .create_request(&ask("logs-read", ""))
+            .await
+            .unwrap();
+
+        let (code, kind, _) = refusal(h.client("alice").audit(&AuditQuery::default()).await);
+        assert_eq!((code, kind.as_str()), (403, "forbidden"));
+        assert_eq!(status(h.client("bob").verify_audit().await), 403);
+
+        let events = admin
+            .audit(&AuditQuery {
+                request: Some(r.id.clone()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "requested",
+                "approved",
+                "granted",
+                "expired",
+                "deprovisioned"
+            ]
+        );
+        assert!(events
+            .iter()
+            .all(|e| e.request.as_deref() == Some(r.id.as_str())));
+        assert!(events
+            .windows(2)
+            .all(|w| w[0].seq < w[1].seq && w[1].prev_hash == w[0].hash));
+        let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
+        assert_eq!(actors, ["alice", "bob", "system", "system", "system"]);
+        assert_eq!(
+            events[0].details.get("reason").map(String::as_str),
+            Some("incident 9")
+        );
+
+        let by_bob = admin
+            .audit(&AuditQuery {
+                user: Some("bob".into()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(by_bob
+            .iter()
+            .any(|e| e.request.as_deref() == Some(other.id.as_str())));
+        assert!(by_bob
+            .iter()
+            .any(|e| e.request.as_deref() == Some(r.id.as_str()) && e.action == "approved"));
+        let last_two = admin
+            .audit(&AuditQuery {
+                limit: Some(2),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(last_two.len(), 2);
+
+        let verify = admin.verify_audit().await.unwrap();
+        assert!(verify.ok, "{verify:?}");
+        assert!(verify.checked >= 6, "{verify:?}");
+        assert!(verify.first_bad_seq.is_none() && verify.problem.is_none());
+        h.stop().await;
+    })
+    .await;
+}

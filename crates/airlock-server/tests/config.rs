@@ -1,0 +1,538 @@
+//! Config validation, data-driven: each bad config must fail with an error
+//! naming the file, the line of the offending value and the field, so an
+//! operator can go straight to it. One good config anchors the cases, and each
+//! case changes one thing in it.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers fail by panicking, with the value in the message"
+)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use airlock_server::config::{token_hash, ConfigError, ConnectorSettings, Settings};
+
+const LABEL: &str = "etc/airlock.toml";
+
+/// A valid config; every case below replaces one line of it.
+const GOOD: &str = r#"[server]
+listen = "127.0.0.1:9090"
+data_dir = "state"
+pending_timeout = "2h"
+claim_lease = "2m"
+grant_max_attempts = 3
+retry_base = "500ms"
+retry_cap = "1m"
+revocation_overdue_after = "5m"
+
+[users.alice]
+groups = ["eng"]
+token_sha256 = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+
+[users.bob]
+groups = ["sre"]
+roles = ["auditor"]
+
+[users.carol]
+groups = ["sre", "eng"]
+roles = ["admin"]
+
+[connectors.ldap]
+type = "command"
+program = "bin/ldap-group.sh"
+args = ["--dry-run"]
+env = { LDAP_URI = "ldaps://ldap.example" }
+timeout = "20s"
+
+[connectors.hook]
+type = "webhook"
+url = "https://hooks.example/airlock"
+secret = "0123456789abcdef0123"
+
+[entitlements.db-prod]
+description = "production database, read-write"
+requestable_by = ["eng"]
+max_duration = "4h"
+default_duration = "1h"
+require_ticket = true
+ticket_pattern = "^INC-[0-9]+$"
+approvers = ["sre"]
+approvals_required = 1
+connector = "ldap"
+
+[entitlements.logs]
+requestable_by = ["eng", "sre"]
+max_duration = "30m"
+auto_approve = true
+require_reason = false
+connector = "hook"
+"#;
+
+fn parse(text: &str) -> Result<Settings, ConfigError> {
+    Settings::parse(LABEL, text, Path::new("/srv/airlock"))
+}
+
+/// `GOOD` with the first line starting with `from` replaced by `to` (which
+/// may span several lines); returns the text and the 1-based line of `to`.
+fn edit(from: &str, to: &str) -> (String, usize) {
+    let mut lines: Vec<&str> = GOOD.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with(from))
+        .unwrap_or_else(|| panic!("no line starts with {from:?}"));
+    lines[at] = to;
+    (lines.join("\n"), at + 1)
+}
+
+/// One bad config: the edit, then what the error must name. `line_offset`
+/// moves the expected line from the edited one (for errors reported at the
+/// table header rather than the value).
+struct Case {
+    from: &'static str,
+    to: &'static str,
+    line_offset: isize,
+    field: &'static str,
+    message: &'static str,
+}
+
+const fn case(
+    from: &'static str,
+    to: &'static str,
+    field: &'static str,
+    message: &'static str,
+) -> Case {
+    Case {
+        from,
+        to,
+        line_offset: 0,
+        field,
+        message,
+    }
+}
+
+/// Why `c` does not fail as it should, if it doesn't.
+fn check(c: &Case) -> Result<(), String> {
+    let (text, line) = edit(c.from, c.to);
+    let line = line.checked_add_signed(c.line_offset).unwrap();
+    let err = match parse(&text) {
+        Ok(_) => return Err(format!("`{}` was accepted", c.to)),
+        Err(e) => e,
+    };
+    let shown = err.to_string();
+    let ConfigError::Invalid {
+        path, line: got, ..
+    } = &err
+    else {
+        return Err(format!("`{}`: unexpected error {shown}", c.to));
+    };
+    let problems = [
+        (path != LABEL, "the file"),
+        (
+            *got != line || !shown.starts_with(&format!("{LABEL}:{line}:")),
+            "the right line",
+        ),
+        (!shown.contains(c.field), "the field"),
+        (!shown.contains(c.message), "the problem"),
+    ];
+    let missing: Vec<&str> = problems
+        .iter()
+        .filter(|(bad, _)| *bad)
+        .map(|(_, what)| *what)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` (line {line}, field `{}`, saying `{}`): {shown} does not name {}",
+            c.to,
+            c.field,
+            c.message,
+            missing.join(", ")
+        ))
+    }
+}
+
+#[test]
+fn the_good_config_parses_into_typed_settings() {
+    let s = parse(GOOD).unwrap();
+    assert_eq!(s.listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(s.data_dir, Path::new("/srv/airlock/state"));
+    assert_eq!(s.database, Path::new("/srv/airlock/state/airlock.db"));
+    assert_eq!(s.lifecycle.pending_timeout, Duration::from_secs(7200));
+    assert_eq!(s.lifecycle.claim_lease, Duration::from_secs(120));
+    assert_eq!(s.lifecycle.grant_max_attempts, 3);
+    assert_eq!(s.lifecycle.retry_base, Duration::from_millis(500));
+    assert_eq!(s.lifecycle.retry_cap, Duration::from_secs(60));
+    assert_eq!(s.revocation_overdue_after, Duration::from_secs(300));
+
+    assert_eq!(s.catalog.users.len(), 3);
+    assert_eq!(s.token_hashes.len(), 1);
+    let alice = s.token_hashes.values().next().unwrap();
+    assert_eq!(alice.as_str(), "alice");
+    let hash = token_hash("hello");
+    assert_eq!(s.token_hashes.get(&hash).map(|u| u.as_str()), Some("alice"));
+
+    assert_eq!(s.catalog.entitlements.len(), 2);
+    let db = s
+        .catalog
+        .entitlements
+        .values()
+        .find(|e| e.id.as_str() == "db-prod")
+        .unwrap();
+    assert_eq!(db.max_duration, Duration::from_secs(4 * 3600));
+    assert_eq!(db.default_duration, Duration::from_secs(3600));
+    assert!(db.ticket.required && db.ticket.pattern.as_ref().unwrap().is_match("INC-1"));
+    assert_eq!(db.connector, "ldap");
+    let logs = s
+        .catalog
+        .entitlements
+        .values()
+        .find(|e| e.id.as_str() == "logs")
+        .unwrap();
+    assert_eq!(
+        logs.default_duration,
+        Duration::from_secs(30 * 60),
+        "defaults to min(max, 1h)"
+    );
+    assert!(!logs.reason_required);
+
+    match &s.connectors["ldap"] {
+        ConnectorSettings::Command {
+            program,
+            args,
+            env,
+            timeout,
+        } => {
+            assert_eq!(program, Path::new("/srv/airlock/bin/ldap-group.sh"));
+            assert_eq!(args, &["--dry-run"]);
+            assert_eq!(
+                env,
+                &[("LDAP_URI".to_owned(), "ldaps://ldap.example".to_owned())]
+            );
+            assert_eq!(*timeout, Duration::from_secs(20));
+        }
+        other => panic!("not a command connector: {other:?}"),
+    }
+    match &s.connectors["hook"] {
+        ConnectorSettings::Webhook {
+            url,
+            secret,
+            timeout,
+        } => {
+            assert_eq!(url, "https://hooks.example/airlock");
+            assert_eq!(secret.expose(), b"0123456789abcdef0123");
+            assert!(
+                !format!("{secret:?}").contains("0123"),
+                "the secret must not print"
+            );
+            assert_eq!(*timeout, Duration::from_secs(30));
+        }
+        other => panic!("not a webhook connector: {other:?}"),
+    }
+}
+
+#[test]
+fn an_empty_config_gets_defaults() {
+    let s = parse("").unwrap();
+    assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        s.database,
+        Path::new("/srv/airlock/airlock-data/airlock.db")
+    );
+    assert!(s.catalog.entitlements.is_empty() && s.connectors.is_empty());
+}
+
+#[test]
+fn bad_configs_name_file_line_and_field() {
+    let cases = [
+        // Entitlements.
+        case(
+            "connector = \"ldap\"",
+            "connector = \"nope\"",
+            "entitlements.db-prod.connector",
+            "no connector named `nope`",
+        ),
+        case(
+            "max_duration = \"4h\"",
+            "max_duration = \"5x\"",
+            "entitlements.db-prod.max_duration",
+            "`5x`",
+        ),
+        case(
+            "max_duration = \"4h\"",
+            "max_duration = \"0s\"",
+            "entitlements.db-prod.max_duration",
+            "at least 1s",
+        ),
+        case(
+            "default_duration",
+            "default_duration = \"5h\"",
+            "entitlements.db-prod.default_duration",
+            "between 1s and max_duration",
+        ),
+        case(
+            "approvals_required",
+            "approvals_required = 3",
+            "entitlements.db-prod.approvals_required",
+            "the 2 users",
+        ),
+        case(
+            "approvals_required",
+            "approvals_required = 0",
+            "entitlements.db-prod.approvals_required",
+            "between 1",
+        ),
+        case(
+            "requestable_by = [\"eng\"]",
+            "requestable_by = [\"ghosts\"]",
+            "entitlements.db-prod.requestable_by",
+            "group `ghosts` has no members",
+        ),
+        case(
+            "approvers = [\"sre\"]",
+            "approvers = [\"sre\", \"nobody\"]",
+            "entitlements.db-prod.approvers",
+            "group `nobody` has no members",
+        ),
+        case(
+            "approvers = [\"sre\"]",
+            "approvers = [\"s r e\"]",
+            "entitlements.db-prod.approvers",
+            "`s r e`",
+        ),
+        case(
+            "ticket_pattern",
+            "ticket_pattern = \"^INC-[0-9+$\"",
+            "entitlements.db-prod.ticket_pattern",
+            "invalid regular expression",
+        ),
+        case(
+            "require_ticket",
+            "require_ticket = \"yes\"",
+            "require_ticket",
+            "invalid type",
+        ),
+        case("description", "colour = \"red\"", "colour", "unknown field"),
+        Case {
+            line_offset: -1,
+            ..case(
+                "requestable_by = [\"eng\", \"sre\"]",
+                "requestable_by = []",
+                "entitlements.logs.requestable_by",
+                "at least one group",
+            )
+        },
+        // Users.
+        case(
+            "roles = [\"auditor\"]",
+            "roles = [\"root\"]",
+            "users.bob.roles",
+            "unknown role `root`",
+        ),
+        case(
+            "token_sha256",
+            "token_sha256 = \"abc123\"",
+            "users.alice.token_sha256",
+            "64 hex characters",
+        ),
+        case(
+            "token_sha256",
+            "token_sha256 = \"zcf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"",
+            "users.alice.token_sha256",
+            "64 hex characters",
+        ),
+        case(
+            "groups = [\"sre\"]",
+            "groups = [\"s/re\"]",
+            "users.bob.groups",
+            "`s/re`",
+        ),
+        case(
+            "groups = [\"sre\"]",
+            "group = [\"sre\"]",
+            "group",
+            "unknown field",
+        ),
+        // Server.
+        case(
+            "listen",
+            "listen = \"localhost\"",
+            "server.listen",
+            "`localhost`",
+        ),
+        case(
+            "pending_timeout",
+            "pending_timeout = \"soon\"",
+            "server.pending_timeout",
+            "`soon`",
+        ),
+        case(
+            "retry_base",
+            "retry_base = \"fast\"",
+            "server.retry_base",
+            "`fast`",
+        ),
+        case(
+            "retry_cap",
+            "retry_cap = \"1 fortnight\"",
+            "server.retry_cap",
+            "not a duration",
+        ),
+        case(
+            "grant_max_attempts",
+            "grant_max_attempts = 0",
+            "server.grant_max_attempts",
+            "at least 1",
+        ),
+        case(
+            "grant_max_attempts",
+            "grant_max_attempts = -1",
+            "grant_max_attempts",
+            "invalid value",
+        ),
+        case(
+            "revocation_overdue_after",
+            "revocation_overdue_after = \"1y2\"",
+            "server.revocation_overdue_after",
+            "`1y2`",
+        ),
+        case(
+            "listen",
+            "lisen = \"127.0.0.1:1\"",
+            "lisen",
+            "unknown field",
+        ),
+        // Syntax.
+        case(
+            "retry_base",
+            "retry_base = \"500ms",
+            "",
+            "invalid basic string",
+        ),
+    ];
+    let failures: Vec<String> = cases.iter().filter_map(|c| check(c).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Connector settings are checked after toml has built the connector, so
+/// their errors point at the connector's table header; hence the offsets.
+#[test]
+fn bad_connectors_name_file_line_and_field() {
+    let at_header = |offset: isize, c: Case| Case {
+        line_offset: offset,
+        ..c
+    };
+    let cases = [
+        at_header(
+            -5,
+            case(
+                "timeout = \"20s\"",
+                "timeout = \"2m\"",
+                "connectors.ldap.timeout",
+                "shorter than server.claim_lease",
+            ),
+        ),
+        at_header(
+            -5,
+            case(
+                "timeout = \"20s\"",
+                "timeout = \"eventually\"",
+                "connectors.ldap.timeout",
+                "`eventually`",
+            ),
+        ),
+        at_header(
+            -2,
+            case(
+                "url = ",
+                "url = \"ftp://hooks.example\"",
+                "connectors.hook.url",
+                "http://",
+            ),
+        ),
+        at_header(
+            -3,
+            case(
+                "secret = ",
+                "secret = \"short\"",
+                "connectors.hook.secret",
+                "at least 16 characters",
+            ),
+        ),
+        at_header(
+            -3,
+            case(
+                "secret = ",
+                "secret_env = \"AIRLOCK_TEST_UNSET_SECRET_VAR\"",
+                "connectors.hook.secret_env",
+                "not set",
+            ),
+        ),
+        at_header(
+            -3,
+            case(
+                "secret = ",
+                "# no secret",
+                "connectors.hook.secret",
+                "exactly one of",
+            ),
+        ),
+        case(
+            "type = \"command\"",
+            "type = \"carrier-pigeon\"",
+            "connectors.ldap.type",
+            "unknown variant",
+        ),
+        at_header(
+            -2,
+            case(
+                "program = ",
+                "program = 7",
+                "connectors.ldap",
+                "invalid type",
+            ),
+        ),
+    ];
+    let failures: Vec<String> = cases.iter().filter_map(|c| check(c).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn auto_approve_takes_no_approvers_and_tokens_are_unique() {
+    let text = GOOD.replace(
+        "auto_approve = true",
+        "auto_approve = true\napprovers = [\"sre\"]",
+    );
+    let shown = parse(&text).unwrap_err().to_string();
+    assert!(
+        shown.contains("entitlements.logs.approvers") && shown.contains("auto_approve"),
+        "{shown}"
+    );
+
+    // bob reuses alice's token: users are checked in name order, so bob's
+    // line (the second with the hash) is the one at fault.
+    let hash = token_hash("hello");
+    let text = GOOD.replace(
+        "roles = [\"auditor\"]",
+        &format!("roles = [\"auditor\"]\ntoken_sha256 = \"{hash}\""),
+    );
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(&hash))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let shown = parse(&text).unwrap_err().to_string();
+    assert!(
+        shown.starts_with(&format!("{LABEL}:{}:", lines[1])),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("users.bob.token_sha256") && shown.contains("already used by another user"),
+        "{shown}"
+    );
+}
