@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tracing::Instrument;
 
-use crate::{rfc3339, Action, Connector, ConnectorError, GrantSpec};
+use crate::{rfc3339, Action, Connector, ConnectorError, GrantSpec, Granted};
 
 /// How much of the program's stderr is kept for the error message: enough for
 /// a useful diagnostic, small enough for an audit record.
@@ -278,8 +278,9 @@ async fn drain<R: AsyncRead + Unpin>(pipe: Option<R>, mut keep: Option<&mut Capt
 
 #[async_trait::async_trait]
 impl Connector for CommandConnector {
-    async fn grant(&self, spec: &GrantSpec) -> Result<(), ConnectorError> {
-        self.call(Call::Change(Action::Grant, spec)).await
+    async fn grant(&self, spec: &GrantSpec) -> Result<Granted, ConnectorError> {
+        self.call(Call::Change(Action::Grant, spec)).await?;
+        Ok(Granted::default())
     }
 
     async fn revoke(&self, spec: &GrantSpec) -> Result<(), ConnectorError> {

@@ -63,14 +63,63 @@ impl ConnectorError {
 /// `grant` twice is the same as once; `revoke` of an absent grant succeeds;
 /// credentials never reach logs or error messages; every call finishes within
 /// [`Connector::call_timeout`].
+/// A credential a grant created for the requester (e.g. a short-lived
+/// database login). Handed to the requester once; never logged or stored in
+/// plain text, so `Debug` shows only the login.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub login: String,
+    secret: String,
+}
+
+impl Credential {
+    pub fn new(login: String, secret: String) -> Self {
+        Self { login, secret }
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("login", &self.login)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
+/// What a successful grant produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Granted {
+    /// Set when the target issued a credential for this grant alone.
+    pub credential: Option<Credential>,
+}
+
+/// Someone who holds a managed entitlement in the target, as the target sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Holding {
+    /// The identity in the target (a database role, a certificate key id...).
+    pub principal: String,
+    /// The Airlock request the target ties it to, when it records one.
+    pub request_id: Option<RequestId>,
+}
+
 #[async_trait::async_trait]
 pub trait Connector: Send + Sync {
-    async fn grant(&self, spec: &GrantSpec) -> Result<(), ConnectorError>;
+    async fn grant(&self, spec: &GrantSpec) -> Result<Granted, ConnectorError>;
     async fn revoke(&self, spec: &GrantSpec) -> Result<(), ConnectorError>;
     /// Exercises the real target without changing who has access.
     async fn health(&self) -> Result<(), ConnectorError>;
     /// Upper bound on one call; the engine's claim on the work outlives it.
     fn call_timeout(&self) -> Duration;
+    /// Who currently holds the access this connector manages, for
+    /// reconciliation; `None` when the target cannot be asked.
+    async fn holders(&self) -> Result<Option<Vec<Holding>>, ConnectorError> {
+        Ok(None)
+    }
 }
 
 /// Formats a timestamp as RFC 3339 UTC with seconds precision.

@@ -24,7 +24,7 @@ use serde::Serialize;
 use sha2::Sha256;
 use tracing::Instrument;
 
-use crate::{rfc3339, Action, Connector, ConnectorError, GrantSpec};
+use crate::{rfc3339, Action, Connector, ConnectorError, GrantSpec, Granted};
 
 /// Header carrying the Unix time (seconds) the request was signed at.
 pub const TIMESTAMP_HEADER: &str = "x-airlock-timestamp";
@@ -208,8 +208,9 @@ impl WebhookConnector {
 
 #[async_trait::async_trait]
 impl Connector for WebhookConnector {
-    async fn grant(&self, spec: &GrantSpec) -> Result<(), ConnectorError> {
-        self.call(Action::Grant.as_str(), Some(spec)).await
+    async fn grant(&self, spec: &GrantSpec) -> Result<Granted, ConnectorError> {
+        self.call(Action::Grant.as_str(), Some(spec)).await?;
+        Ok(Granted::default())
     }
 
     async fn revoke(&self, spec: &GrantSpec) -> Result<(), ConnectorError> {
