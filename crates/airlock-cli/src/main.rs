@@ -8,6 +8,7 @@ use std::time::Duration;
 use airlock_server::api::{AuditQuery, CreateRequest, DurationInput, RequestQuery, RequestView};
 use airlock_server::client::{Action, Client};
 use airlock_server::config::{new_token, token_hash, Settings};
+use airlock_server::store::sql::{Location, SqlStore};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
@@ -51,6 +52,9 @@ enum Cmd {
         listen: String,
         #[arg(long, default_value = "airlock-demo")]
         data_dir: PathBuf,
+        /// Use this database instead of `DATA_DIR/airlock.db` (a path or postgres:// URL).
+        #[arg(long, env = "AIRLOCK_DATABASE", hide_env_values = true)]
+        database: Option<String>,
     },
     /// Start a server from a config file.
     Serve {
@@ -59,6 +63,17 @@ enum Cmd {
         /// Overrides `server.listen`.
         #[arg(long, env = "AIRLOCK_LISTEN")]
         listen: Option<String>,
+        /// Overrides `server.database`: a SQLite path or a postgres:// URL.
+        #[arg(long, env = "AIRLOCK_DATABASE", hide_env_values = true)]
+        database: Option<String>,
+    },
+    /// Create or upgrade the database schema and exit.
+    Migrate {
+        #[arg(long, env = "AIRLOCK_CONFIG", required_unless_present = "database")]
+        config: Option<PathBuf>,
+        /// A SQLite path or a postgres:// URL (overrides the config's).
+        #[arg(long, env = "AIRLOCK_DATABASE", hide_env_values = true)]
+        database: Option<String>,
     },
     /// Validate a config file and exit.
     CheckConfig { config: PathBuf },
@@ -236,9 +251,16 @@ fn client(conn: &Conn) -> anyhow::Result<Client> {
 
 async fn run(command: Cmd) -> anyhow::Result<()> {
     match command {
-        Cmd::Demo { listen, data_dir } => {
+        Cmd::Demo {
+            listen,
+            data_dir,
+            database,
+        } => {
             let (config, tokens) = demo::prepare(&data_dir, &listen)?;
             let mut settings = Settings::load(&config)?;
+            if let Some(db) = database {
+                settings.database = Location::parse(&db);
+            }
             settings.listen = listen
                 .parse()
                 .with_context(|| format!("--listen: `{listen}` is not an address"))?;
@@ -260,8 +282,15 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             println!("  airlock request staging-shell --for 15m --reason \"deploy check\"");
             serve_until_signal(server).await
         }
-        Cmd::Serve { config, listen } => {
+        Cmd::Serve {
+            config,
+            listen,
+            database,
+        } => {
             let mut settings = Settings::load(&config)?;
+            if let Some(db) = database {
+                settings.database = Location::parse(&db);
+            }
             if let Some(l) = listen {
                 settings.listen = l
                     .parse()
@@ -270,6 +299,22 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             let server = airlock_server::server::start(settings).await?;
             println!("Airlock is running at http://{}", server.addr());
             serve_until_signal(server).await
+        }
+        Cmd::Migrate { config, database } => {
+            let location = match (database, config) {
+                (Some(db), _) => Location::parse(&db),
+                (None, Some(config)) => Settings::load(&config)?.database,
+                (None, None) => bail!("name the database with --database or --config"),
+            };
+            let store = SqlStore::open(&location)
+                .await
+                .with_context(|| format!("database `{}`", location.describe()))?;
+            println!(
+                "{}: schema version {}",
+                location.describe(),
+                store.schema_version().await?
+            );
+            Ok(())
         }
         Cmd::CheckConfig { config } => {
             let settings = Settings::load(&config)?;

@@ -28,9 +28,14 @@ struct Demo {
 
 impl Demo {
     fn start(dir: &Path) -> Demo {
+        Demo::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Demo {
         let mut child = Command::new(BIN)
             .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .args(extra)
             .env("AIRLOCK_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -402,4 +407,125 @@ fn config_errors_name_file_line_and_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:10:"), "{err}");
     assert!(err.contains("entitlements.db.max_duration"), "{err}");
+}
+
+/// A fresh PostgreSQL database for one test, dropped afterwards.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    fn create(admin_url: &str, rt: &tokio::runtime::Runtime) -> PgDatabase {
+        let nanos = std::time::SystemTime::UNIX_EPOCH
+            .elapsed()
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("airlock_e2e_{}_{nanos}", std::process::id());
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        });
+        let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+        PgDatabase {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    fn drop_with(self, rt: &tokio::runtime::Runtime) {
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
+        });
+    }
+}
+
+#[test]
+fn the_lifecycle_and_restart_recovery_work_on_postgres() {
+    let Some(admin_url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = PgDatabase::create(&admin_url, &rt);
+
+    let migrate = Command::new(BIN)
+        .args(["migrate", "--database", &db.url])
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 1"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start_with(dir.path(), &["--database", &db.url]);
+    let r = demo.json(
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--for",
+            "2s",
+            "--reason",
+            "pg",
+            "--ticket",
+            "INC-1",
+        ],
+    );
+    let id = r["id"].as_str().unwrap().to_owned();
+    demo.json("carol", &["approve", &id]);
+    eventually(Duration::from_secs(10), "grant on postgres", || {
+        (state_of(&demo, &id)["state"] == "active").then_some(())
+    });
+    demo.kill();
+    assert!(
+        !std::fs::read_to_string(dir.path().join("demo-connector.log"))
+            .unwrap()
+            .contains("revoke")
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    let demo = Demo::start_with(dir.path(), &["--database", &db.url]);
+    let r = eventually(
+        Duration::from_secs(10),
+        "revocation after restart on postgres",
+        || {
+            let r = state_of(&demo, &id);
+            (!r["deprovisioned_at"].is_null()).then_some(r)
+        },
+    );
+    assert_eq!(r["state"], "expired");
+    assert!(demo.connector_log().contains(&format!(
+        "revoke user=alice entitlement=prod-db-admin request={id}"
+    )));
+    let verify = demo.cli("admin", &["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(
+        !dir.path().join("airlock.db").exists(),
+        "the demo wrote SQLite despite --database"
+    );
+    demo.kill();
+    db.drop_with(&rt);
 }

@@ -17,6 +17,8 @@ use airlock_core::{EntitlementId, GroupName, UserId};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::store::sql::Location;
+
 /// A secret that never prints.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
@@ -67,8 +69,8 @@ impl ConnectorSettings {
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// SQLite database file.
-    pub database: PathBuf,
+    /// The SQLite file (default `data_dir/airlock.db`) or a PostgreSQL URL.
+    pub database: Location,
     pub lifecycle: LifecycleSettings,
     /// A grant whose revocation is unconfirmed this long after it ended is overdue.
     pub revocation_overdue_after: Duration,
@@ -279,10 +281,11 @@ impl Settings {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
         let data_dir = resolve(server.data_dir.as_deref().unwrap_or("airlock-data"));
-        let database = server
-            .database
-            .as_deref()
-            .map_or_else(|| data_dir.join("airlock.db"), resolve);
+        let database = match server.database.as_deref().map(Location::parse) {
+            None => Location::Sqlite(data_dir.join("airlock.db")),
+            Some(Location::Sqlite(path)) => Location::Sqlite(resolve(&path.to_string_lossy())),
+            Some(postgres) => postgres,
+        };
         let mut lifecycle = LifecycleSettings::default();
         let opt_duration = |field: &str, raw: &Option<Spanned<String>>, default: Duration| {
             raw.as_ref()

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::config::{ConnectorSettings, Settings};
 use crate::engine::{Clock, Engine, SystemClock};
 use crate::http::{router, AppState};
-use crate::store::sqlite::SqliteStore;
+use crate::store::sql::SqlStore;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -111,10 +111,10 @@ pub async fn start_with_clock(
     settings: Settings,
     clock: Arc<dyn Clock>,
 ) -> Result<Server, StartError> {
-    let store = SqliteStore::open(&settings.database)
+    let store = SqlStore::open(&settings.database)
         .await
         .map_err(|source| StartError::Store {
-            path: settings.database.display().to_string(),
+            path: settings.database.describe(),
             source,
         })?;
     let connectors = build_connectors(&settings)?;
@@ -153,7 +153,7 @@ pub async fn start_with_clock(
             tracing::error!(error = %e, "http server failed");
         }
     });
-    tracing::info!(%addr, database = %settings.database.display(), "airlock listening");
+    tracing::info!(%addr, database = %settings.database.describe(), "airlock listening");
     Ok(Server {
         addr,
         shutdown,

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use airlock_server::config::{token_hash, ConfigError, ConnectorSettings, Settings};
+use airlock_server::store::sql::Location;
 
 const LABEL: &str = "etc/airlock.toml";
 
@@ -160,7 +161,10 @@ fn the_good_config_parses_into_typed_settings() {
     let s = parse(GOOD).unwrap();
     assert_eq!(s.listen.to_string(), "127.0.0.1:9090");
     assert_eq!(s.data_dir, Path::new("/srv/airlock/state"));
-    assert_eq!(s.database, Path::new("/srv/airlock/state/airlock.db"));
+    assert_eq!(
+        s.database,
+        Location::Sqlite("/srv/airlock/state/airlock.db".into())
+    );
     assert_eq!(s.lifecycle.pending_timeout, Duration::from_secs(7200));
     assert_eq!(s.lifecycle.claim_lease, Duration::from_secs(120));
     assert_eq!(s.lifecycle.grant_max_attempts, 3);
@@ -240,7 +244,7 @@ fn an_empty_config_gets_defaults() {
     assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(
         s.database,
-        Path::new("/srv/airlock/airlock-data/airlock.db")
+        Location::Sqlite("/srv/airlock/airlock-data/airlock.db".into())
     );
     assert!(s.catalog.entitlements.is_empty() && s.connectors.is_empty());
 }

@@ -1,9 +1,24 @@
 //! Schema migrations, embedded so the single binary carries its schema.
 //! Applied in order at start; each runs once, recorded in `schema_migrations`.
+//! Both databases get the same versions: a shared part, plus the few
+//! statements whose syntax differs (triggers).
 
-/// `(version, sql)`, ascending. Never edit a released migration: add one.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+/// One schema version.
+pub struct Migration {
+    pub version: i64,
+    pub common: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+/// Ascending. Never edit a released migration: add one.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    common: include_str!("migrations/0001_init.sql"),
+    sqlite: include_str!("migrations/0001_init.sqlite.sql"),
+    postgres: include_str!("migrations/0001_init.postgres.sql"),
+}];
 
 pub fn latest() -> i64 {
-    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+    MIGRATIONS.last().map_or(0, |m| m.version)
 }

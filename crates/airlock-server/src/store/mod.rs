@@ -8,7 +8,7 @@ use airlock_core::audit::{AuditRecord, ChainBreak};
 use airlock_core::request::{AccessRequest, Rejection, State, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 
-pub mod sqlite;
+pub mod sql;
 
 mod migrations;
 
@@ -26,6 +26,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Database(String),
+    /// A write hit a unique index (translated into a conflict by the caller).
+    #[error("a unique constraint was violated")]
+    UniqueViolation,
 }
 
 /// Decides a new request given the requester's open request for the same

@@ -10,7 +10,7 @@ CREATE TABLE requests (
     ticket TEXT,
     start_at BIGINT,
     created_at BIGINT NOT NULL,
-    required_approvals INTEGER NOT NULL,
+    required_approvals BIGINT NOT NULL,
     approver_groups TEXT NOT NULL,
     approvals TEXT NOT NULL,
     pending_deadline BIGINT NOT NULL,
@@ -22,7 +22,7 @@ CREATE TABLE requests (
     ended_by TEXT,
     end_note TEXT,
     job_action TEXT,
-    job_attempts INTEGER,
+    job_attempts BIGINT,
     job_next_attempt_at BIGINT,
     job_claimed_until BIGINT,
     job_last_error TEXT,
@@ -56,11 +56,3 @@ CREATE TABLE audit_events (
 );
 CREATE INDEX audit_by_request ON audit_events (request_id);
 CREATE INDEX audit_by_at ON audit_events (at);
-CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
-BEGIN
-    SELECT RAISE(ABORT, 'audit events are append-only');
-END;
-CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
-BEGIN
-    SELECT RAISE(ABORT, 'audit events are append-only');
-END;

@@ -1,37 +1,122 @@
-//! The embedded default store: one SQLite file in WAL mode with full sync, so
-//! an acknowledged change survives a machine crash.
+//! The SQL store: one implementation for the embedded default (SQLite) and
+//! for PostgreSQL (several replicas), through sqlx's runtime-generic `Any`
+//! driver and runtime queries, so both run the same statements and the same
+//! conformance suite. The few differences are named in [`Backend`].
 //!
-//! All writes go through one writer task that owns the only write connection
-//! (SQLite has one writer anyway), which makes "read the row, let the core
-//! decide, write row and audit" a serialised critical section without lock
-//! upgrades. The writer commits every change queued while the previous commit
-//! was syncing in one transaction (group commit), each change inside its own
-//! savepoint so a rejected one rolls back alone; callers hear back only after
-//! the commit is durable. Reads use a separate pool and never wait for writers.
+//! SQLite runs in WAL mode with full sync, so an acknowledged change survives
+//! a machine crash.
+//!
+//! All writes of one process go through one writer task that owns the only
+//! write connection, which makes "read the row, let the core decide, write row
+//! and audit" a serialised critical section. The writer commits every change
+//! queued while the previous commit was syncing in one transaction (group
+//! commit), each change inside its own savepoint so a rejected one rolls back
+//! alone; callers hear back only after the commit is durable. On PostgreSQL
+//! each batch first takes a transaction-scoped advisory lock, so batches from
+//! all replicas commit one after another: the audit chain stays one total
+//! order with no forks or gaps, and a request row is never decided on by two
+//! replicas at once (it is also read `FOR UPDATE`). Reads use a separate pool
+//! and never wait for writers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
-use airlock_core::request::{AccessRequest, Approval, ConnectorJob, JobAction, State, Transition};
+use airlock_core::request::{
+    AccessRequest, Approval, ConnectorJob, JobAction, Rejection, State, Transition,
+};
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::migrations::{latest, MIGRATIONS};
+use super::migrations::{latest, Migration, MIGRATIONS};
 use super::{
     AuditFilter, ChainReport, CreateDecision, RequestFilter, Store, StoreError, UpdateDecision,
 };
 
-pub struct SqliteStore {
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file, created if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (`postgres://user@host:port/db`).
+    Postgres(String),
+}
+
+impl Location {
+    /// `postgres://…` / `postgresql://…` is PostgreSQL; anything else is a
+    /// SQLite path (an optional `sqlite://` prefix is dropped).
+    pub fn parse(raw: &str) -> Location {
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            Location::Postgres(raw.to_owned())
+        } else {
+            Location::Sqlite(PathBuf::from(raw.strip_prefix("sqlite://").unwrap_or(raw)))
+        }
+    }
+
+    /// For logs: the file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let creds = url.get(scheme + 3..at).unwrap_or("");
+                    let user = creds.split(':').next().unwrap_or("");
+                    format!(
+                        "{}{user}@{}",
+                        url.get(..scheme + 3).unwrap_or(""),
+                        url.get(at + 1..).unwrap_or("")
+                    )
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+}
+
+/// What differs between the two databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Locks the row being decided on (SQLite's single writer needs none).
+    fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    fn now_millis_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "CAST(strftime('%s','now') AS BIGINT) * 1000",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)",
+        }
+    }
+
+    fn migration_sql(self, m: &Migration) -> String {
+        match self {
+            Backend::Sqlite => format!("{}\n{}", m.common, m.sqlite),
+            Backend::Postgres => format!("{}\n{}", m.common, m.postgres),
+        }
+    }
+}
+
+/// Advisory lock keys (PostgreSQL): one for migrations, one for write batches.
+const MIGRATION_LOCK: i64 = 0x6169_726c_6f63_6b01;
+const WRITE_LOCK: i64 = 0x6169_726c_6f63_6b02;
+
+pub struct SqlStore {
+    backend: Backend,
     writer: mpsc::Sender<WriteJob>,
-    read: SqlitePool,
+    read: AnyPool,
 }
 
 /// One change waiting for the writer.
@@ -56,39 +141,54 @@ fn db_err(e: sqlx::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
-impl SqliteStore {
-    /// Opens (creating if missing) the database file and runs migrations.
-    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Database(format!("cannot create `{}`: {e}", dir.display()))
-                })?;
+impl SqlStore {
+    /// Opens the store (creating a SQLite file if missing) and runs migrations.
+    pub async fn open(location: &Location) -> Result<SqlStore, StoreError> {
+        install_default_drivers();
+        let (backend, write_url, read_url) = match location {
+            Location::Sqlite(path) => {
+                if let Some(dir) = path.parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            StoreError::Database(format!("cannot create `{}`: {e}", dir.display()))
+                        })?;
+                    }
+                }
+                let file = path.display();
+                (
+                    Backend::Sqlite,
+                    format!("sqlite://{file}?mode=rwc"),
+                    format!("sqlite://{file}?mode=ro"),
+                )
             }
-        }
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(db_err)?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(db_err)?;
-        migrate(&write).await?;
-        let read = SqlitePoolOptions::new()
+            Location::Postgres(url) => (Backend::Postgres, url.clone(), url.clone()),
+        };
+        let options = AnyConnectOptions::from_str(&write_url).map_err(db_err)?;
+        let mut conn = connect_writer(backend, &options).await?;
+        migrate(&mut conn, backend).await?;
+        let read = AnyPoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&read_url)
             .await
             .map_err(db_err)?;
-        let conn = write.acquire().await.map_err(db_err)?.detach();
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run_writer(conn, jobs));
-        Ok(SqliteStore { writer, read })
+        tokio::spawn(run_writer(conn, options, backend, jobs));
+        Ok(SqlStore {
+            backend,
+            writer,
+            read,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        schema_version(&mut conn).await
     }
 
     async fn submit_job(
@@ -102,8 +202,33 @@ impl SqliteStore {
     }
 }
 
-/// Owns the write connection; runs until every `SqliteStore` handle is dropped.
-async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<WriteJob>) {
+async fn connect_writer(
+    backend: Backend,
+    options: &AnyConnectOptions,
+) -> Result<AnyConnection, StoreError> {
+    let mut conn = AnyConnection::connect_with(options).await.map_err(db_err)?;
+    if backend == Backend::Sqlite {
+        for pragma in [
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = FULL",
+            "PRAGMA busy_timeout = 10000",
+            "PRAGMA foreign_keys = ON",
+        ] {
+            exec(&mut conn, pragma).await?;
+        }
+    }
+    Ok(conn)
+}
+
+/// Owns the write connection; runs until every `SqlStore` handle is dropped.
+/// A connection lost mid-batch (a database restart) is re-established; the
+/// callers of that batch were told it failed, and nothing of it committed.
+async fn run_writer(
+    mut conn: AnyConnection,
+    options: AnyConnectOptions,
+    backend: Backend,
+    mut jobs: mpsc::Receiver<WriteJob>,
+) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -112,16 +237,38 @@ async fn run_writer(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<WriteJo
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, batch).await;
+        if !commit_batch(&mut conn, backend, batch).await {
+            loop {
+                match connect_writer(backend, &options).await {
+                    Ok(fresh) => {
+                        conn = fresh;
+                        tracing::info!("database writer reconnected");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "database writer cannot reconnect; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
     }
 }
 
 /// Runs a batch of changes in one transaction and answers each caller once
-/// the outcome is durable (or failed as a whole).
-async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<WriteJob>) {
+/// the outcome is durable (or failed as a whole). Returns whether the
+/// connection is still usable.
+async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<WriteJob>) -> bool {
     let mut replies = Vec::with_capacity(batch.len());
     let outcome = async {
         exec(conn, "BEGIN").await?;
+        if backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(WRITE_LOCK)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+        }
         let mut head = audit_head(conn).await?;
         for job in batch {
             exec(conn, "SAVEPOINT change").await?;
@@ -135,9 +282,10 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<WriteJob>) {
                     create_in_tx(conn, &mut head, &requester, &entitlement, decide).await,
                     reply,
                 ),
-                WriteJob::Update { id, decide, reply } => {
-                    (update_in_tx(conn, &mut head, &id, decide).await, reply)
-                }
+                WriteJob::Update { id, decide, reply } => (
+                    update_in_tx(conn, backend, &mut head, &id, decide).await,
+                    reply,
+                ),
             };
             if result.is_err() {
                 exec(conn, "ROLLBACK TO change").await?;
@@ -155,25 +303,26 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<WriteJob>) {
     .await;
     if let Err(e) = outcome {
         tracing::error!(error = %e, "write batch failed; rolling back");
-        let _ = exec(conn, "ROLLBACK").await;
+        let usable = exec(conn, "ROLLBACK").await.is_ok();
         for (_, reply) in replies {
             let _ = reply.send(Err(StoreError::Database(e.to_string())));
         }
-        return;
+        return usable;
     }
     for (result, reply) in replies {
         let _ = reply.send(result);
     }
+    true
 }
 
 /// Runs one statement without results on the write connection.
-async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), StoreError> {
+async fn exec(conn: &mut AnyConnection, sql: &'static str) -> Result<(), StoreError> {
     sqlx::query(sql).execute(&mut *conn).await.map_err(db_err)?;
     Ok(())
 }
 
 async fn create_in_tx(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     head: &mut AuditHead,
     requester: &UserId,
     entitlement: &EntitlementId,
@@ -192,19 +341,30 @@ async fn create_in_tx(
         .map(|id| RequestId::parse(&id).map_err(|e| corrupt(&id, e)))
         .transpose()?;
     let transition = decide(open.as_ref())?;
-    write_request(conn, &transition.request, change_time(&transition)).await?;
+    write_request(conn, &transition.request, change_time(&transition))
+        .await
+        .map_err(|e| match e {
+            // Another replica created an open request for the same user and
+            // entitlement between our check and our insert.
+            StoreError::UniqueViolation => StoreError::Rejected(Rejection::Conflict(format!(
+                "`{requester}` already has an open request for `{entitlement}`"
+            ))),
+            other => other,
+        })?;
     append_audit(conn, head, &transition.events).await?;
     Ok(transition)
 }
 
 async fn update_in_tx(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
+    backend: Backend,
     head: &mut AuditHead,
     id: &RequestId,
     decide: UpdateDecision,
 ) -> Result<Transition, StoreError> {
     let row = sqlx::query(&format!(
-        "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1{}",
+        backend.for_update()
     ))
     .bind(id.as_str())
     .fetch_optional(&mut *conn)
@@ -222,37 +382,65 @@ async fn update_in_tx(
     Ok(transition)
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await.map_err(db_err)?;
+/// Applies the migrations this database lacks, refusing a newer schema.
+async fn migrate(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        // Replicas starting together migrate one at a time.
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    }
+    let result = migrate_locked(conn, backend).await;
+    if backend == Backend::Postgres {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await;
+    }
+    result
+}
+
+async fn migrate_locked(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )
     .execute(&mut *conn)
     .await
     .map_err(db_err)?;
-    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    let current = current.unwrap_or(0);
+    let current = schema_version(conn).await?;
     if current > latest() {
         return Err(StoreError::SchemaTooNew {
             found: current,
             known: latest(),
         });
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        // The write pool has one connection, and `conn` holds it.
-        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db_err)?;
-        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db_err)?;
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, strftime('%s','now') * 1000)")
-            .bind(version)
+    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let mut tx = conn.begin().await.map_err(db_err)?;
+        sqlx::raw_sql(&backend.migration_sql(migration))
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        sqlx::query(&format!(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, {})",
+            backend.now_millis_sql()
+        ))
+        .bind(migration.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
     }
     Ok(())
+}
+
+async fn schema_version(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(current.unwrap_or(0))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -275,7 +463,7 @@ fn ts(v: Option<i64>) -> Option<Timestamp> {
     v.map(Timestamp::from_unix_millis)
 }
 
-fn request_from_row(row: &SqliteRow) -> Result<AccessRequest, StoreError> {
+fn request_from_row(row: &AnyRow) -> Result<AccessRequest, StoreError> {
     let id: String = row.try_get("id").map_err(db_err)?;
     let get_i64 = |c: &str| row.try_get::<i64, _>(c).map_err(db_err);
     let get_opt = |c: &str| row.try_get::<Option<i64>, _>(c).map_err(db_err);
@@ -353,7 +541,7 @@ fn millis(t: Option<Timestamp>) -> Option<i64> {
 
 /// Inserts or replaces the request row.
 async fn write_request(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     r: &AccessRequest,
     now: Timestamp,
 ) -> Result<(), StoreError> {
@@ -413,7 +601,10 @@ async fn write_request(
         .bind(now.unix_millis())
         .execute(conn)
         .await
-        .map_err(db_err)?;
+        .map_err(|e| match e.as_database_error() {
+            Some(d) if d.is_unique_violation() => StoreError::UniqueViolation,
+            _ => db_err(e),
+        })?;
     Ok(())
 }
 
@@ -438,7 +629,7 @@ struct AuditHead {
     hash: String,
 }
 
-async fn audit_head(conn: &mut SqliteConnection) -> Result<AuditHead, StoreError> {
+async fn audit_head(conn: &mut AnyConnection) -> Result<AuditHead, StoreError> {
     let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await
@@ -456,7 +647,7 @@ async fn audit_head(conn: &mut SqliteConnection) -> Result<AuditHead, StoreError
 }
 
 async fn append_audit(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     head: &mut AuditHead,
     events: &[AuditEvent],
 ) -> Result<(), StoreError> {
@@ -487,7 +678,7 @@ async fn append_audit(
     Ok(())
 }
 
-fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
+fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
     let details: String = row.try_get("details").map_err(db_err)?;
     let seq: i64 = row.try_get("seq").map_err(db_err)?;
     Ok(AuditRecord {
@@ -511,7 +702,7 @@ fn change_time(t: &Transition) -> Timestamp {
 }
 
 #[async_trait::async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn create_request(
         &self,
         requester: &UserId,

@@ -1,0 +1,507 @@
+//! The store conformance suite: every test runs against SQLite (a fresh file)
+//! and against PostgreSQL (a fresh database on the server named by
+//! `AIRLOCK_TEST_POSTGRES_URL`), through the same `Store` trait.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test"
+)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_core::catalog::{ApprovalRule, Entitlement, Role, TicketRule, User};
+use airlock_core::request::{self, Command, LifecycleSettings, NewRequest, Rejection, State};
+use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use airlock_server::store::sql::{Location, SqlStore};
+use airlock_server::store::{AuditFilter, RequestFilter, Store, StoreError};
+use sqlx::Connection;
+
+/// A store under test and how to reach its database behind its back.
+struct Fixture {
+    name: &'static str,
+    store: Arc<SqlStore>,
+    raw_url: String,
+    _dir: Option<tempfile::TempDir>,
+    drop_db: Option<(String, String)>,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.db");
+    let store = SqlStore::open(&Location::Sqlite(path.clone()))
+        .await
+        .unwrap();
+    Fixture {
+        name: "sqlite",
+        store: Arc::new(store),
+        raw_url: format!("sqlite://{}", path.display()),
+        _dir: Some(dir),
+        drop_db: None,
+    }
+}
+
+/// A fresh database on the test server, so tests never see each other's rows.
+async fn postgres() -> Option<Fixture> {
+    let base = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL")?;
+    sqlx::any::install_default_drivers();
+    let name = format!("airlock_store_{}", hex_suffix());
+    let mut admin = sqlx::AnyConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => format!("{}/{name}", &base[..i]),
+        _ => panic!("AIRLOCK_TEST_POSTGRES_URL must name a database: {base}"),
+    };
+    let store = SqlStore::open(&Location::Postgres(url.clone()))
+        .await
+        .unwrap();
+    Some(Fixture {
+        name: "postgres",
+        store: Arc::new(store),
+        raw_url: url,
+        _dir: None,
+        drop_db: Some((base, name)),
+    })
+}
+
+fn hex_suffix() -> String {
+    let nanos = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .unwrap()
+        .subsec_nanos();
+    format!("{}_{nanos}", std::process::id())
+}
+
+impl Fixture {
+    async fn raw(&self) -> sqlx::AnyConnection {
+        sqlx::AnyConnection::connect(&self.raw_url).await.unwrap()
+    }
+
+    async fn cleanup(self) {
+        let Fixture { store, drop_db, .. } = self;
+        drop(store);
+        if let Some((base, name)) = drop_db {
+            let mut admin = sqlx::AnyConnection::connect(&base).await.unwrap();
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+}
+
+/// Runs `test` against every available backend, each within a time limit.
+async fn on_every_store<F, Fut>(test: F)
+where
+    F: Fn(Arc<SqlStore>, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut fixtures = vec![sqlite().await];
+    fixtures.extend(postgres().await);
+    for fixture in fixtures {
+        let name = fixture.name;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            test(Arc::clone(&fixture.store), fixture.raw_url.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}: timed out"));
+        fixture.cleanup().await;
+    }
+}
+
+fn user(name: &str, groups: &[&str], roles: &[Role]) -> User {
+    User {
+        id: UserId::parse(name).unwrap(),
+        groups: groups
+            .iter()
+            .map(|g| GroupName::parse(g).unwrap())
+            .collect(),
+        roles: roles.iter().copied().collect(),
+    }
+}
+
+fn entitlement(approvals: u32) -> Entitlement {
+    Entitlement {
+        id: EntitlementId::parse("db").unwrap(),
+        description: String::new(),
+        requestable_by: BTreeSet::from([GroupName::parse("eng").unwrap()]),
+        max_duration: Duration::from_secs(3600),
+        default_duration: Duration::from_secs(600),
+        reason_required: true,
+        ticket: TicketRule {
+            required: false,
+            pattern: None,
+        },
+        approval: if approvals == 0 {
+            ApprovalRule::Auto
+        } else {
+            ApprovalRule::Approvals {
+                count: approvals,
+                from: BTreeSet::from([GroupName::parse("approvers").unwrap()]),
+            }
+        },
+        connector: "c".into(),
+    }
+}
+
+const T0: i64 = 1_800_000_000_000;
+
+fn at(offset_ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(T0 + offset_ms)
+}
+
+async fn create(
+    store: &SqlStore,
+    requester: &User,
+    ent: &Entitlement,
+    id: &str,
+    now: Timestamp,
+) -> Result<request::AccessRequest, StoreError> {
+    let new = NewRequest {
+        id: RequestId::parse(id).unwrap(),
+        duration: Some(Duration::from_secs(60)),
+        reason: "conformance".into(),
+        ticket: None,
+        start_at: None,
+    };
+    let (u, e) = (requester.clone(), ent.clone());
+    store
+        .create_request(
+            &requester.id,
+            &ent.id,
+            Box::new(move |open| {
+                request::submit(new, &u, &e, open, &LifecycleSettings::default(), now)
+            }),
+        )
+        .await
+        .map(|t| t.request)
+}
+
+async fn apply(
+    store: &SqlStore,
+    id: &str,
+    command: Command,
+    now: Timestamp,
+) -> Result<request::AccessRequest, StoreError> {
+    store
+        .update_request(
+            &RequestId::parse(id).unwrap(),
+            Box::new(move |current| {
+                request::apply(current, command, &LifecycleSettings::default(), now)
+            }),
+        )
+        .await
+        .map(|t| t.request)
+}
+
+async fn audit_count(store: &SqlStore) -> usize {
+    store
+        .list_audit(&AuditFilter {
+            limit: 1000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_commits_with_its_audit_events_and_reads_back_equal() {
+    on_every_store(|store, _| async move {
+        let alice = user("alice", &["eng"], &[]);
+        let bob = user("bob", &["approvers"], &[]);
+        let created = create(&store, &alice, &entitlement(1), "r1", at(0))
+            .await
+            .unwrap();
+        assert_eq!(created.state, State::Pending);
+        assert_eq!(
+            store.get_request(&created.id).await.unwrap().as_ref(),
+            Some(&created)
+        );
+        let approved = apply(
+            &store,
+            "r1",
+            Command::Approve {
+                approver: bob,
+                comment: Some("ok".into()),
+            },
+            at(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(approved.state, State::Approved);
+        assert_eq!(
+            store.get_request(&approved.id).await.unwrap(),
+            Some(approved.clone())
+        );
+        let events = store
+            .list_audit(&AuditFilter {
+                request: Some("r1".into()),
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["requested", "approved"]);
+        assert_eq!(events[1].actor, "bob");
+        let report = store.verify_audit().await.unwrap();
+        assert_eq!((report.checked, report.first_break), (2, None));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_change_writes_nothing() {
+    on_every_store(|store, _| async move {
+        let alice = user("alice", &["eng", "approvers"], &[]);
+        create(&store, &alice, &entitlement(1), "r1", at(0))
+            .await
+            .unwrap();
+        let before = store
+            .get_request(&RequestId::parse("r1").unwrap())
+            .await
+            .unwrap();
+        let err = apply(
+            &store,
+            "r1",
+            Command::Approve {
+                approver: alice.clone(),
+                comment: None,
+            },
+            at(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Rejected(Rejection::Forbidden(_))),
+            "{err:?}"
+        );
+        assert_eq!(
+            store
+                .get_request(&RequestId::parse("r1").unwrap())
+                .await
+                .unwrap(),
+            before
+        );
+        assert_eq!(audit_count(&store).await, 1);
+        let missing = apply(&store, "nope", Command::Tick, at(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_open_request_per_user_and_entitlement() {
+    on_every_store(|store, _| async move {
+        let alice = user("alice", &["eng"], &[]);
+        create(&store, &alice, &entitlement(1), "r1", at(0))
+            .await
+            .unwrap();
+        let err = create(&store, &alice, &entitlement(1), "r2", at(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Rejected(Rejection::Conflict(_))),
+            "{err:?}"
+        );
+        apply(&store, "r1", Command::Cancel { by: alice.clone() }, at(2))
+            .await
+            .unwrap();
+        create(&store, &alice, &entitlement(1), "r3", at(3))
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_are_found_in_order_and_a_no_op_tick_writes_nothing() {
+    on_every_store(|store, _| async move {
+        let ent = entitlement(1);
+        for (i, name) in ["u1", "u2", "u3"].iter().enumerate() {
+            let u = user(name, &["eng"], &[]);
+            create(&store, &u, &ent, &format!("r{i}"), at(i as i64 * 1000))
+                .await
+                .unwrap();
+        }
+        let timeout = LifecycleSettings::default().pending_timeout.as_millis() as i64;
+        assert_eq!(store.next_due_at().await.unwrap(), Some(at(timeout)));
+        assert!(store
+            .due_requests(at(timeout - 1), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let due = store.due_requests(at(timeout + 1500), 10).await.unwrap();
+        let due: Vec<&str> = due.iter().map(RequestId::as_str).collect();
+        assert_eq!(due, ["r0", "r1"]);
+        let events = audit_count(&store).await;
+        apply(&store, "r2", Command::Tick, at(5)).await.unwrap();
+        assert_eq!(
+            audit_count(&store).await,
+            events,
+            "a tick with nothing due changed the log"
+        );
+        let timed_out = apply(&store, "r0", Command::Tick, at(timeout + 1500))
+            .await
+            .unwrap();
+        assert_eq!(timed_out.state, State::TimedOut);
+        assert_eq!(store.next_due_at().await.unwrap(), Some(at(timeout + 1000)));
+        let pending = store
+            .list_requests(&RequestFilter {
+                states: vec![State::Pending],
+                limit: 10,
+                ..RequestFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 2);
+        let mine = store
+            .list_requests(&RequestFilter {
+                requester: Some(UserId::parse("u1").unwrap()),
+                limit: 10,
+                ..RequestFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(mine.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_serialise_into_one_consistent_history() {
+    on_every_store(|store, _| async move {
+        let ent = entitlement(1);
+        let n = 40;
+        for i in 0..n {
+            let u = user(&format!("u{i}"), &["eng"], &[]);
+            create(&store, &u, &ent, &format!("r{i}"), at(0))
+                .await
+                .unwrap();
+        }
+        // Three approvers race for every request: exactly one approval wins each.
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            for approver in ["a1", "a2", "a3"] {
+                let store = Arc::clone(&store);
+                tasks.spawn(async move {
+                    let who = user(approver, &["approvers"], &[]);
+                    apply(
+                        &store,
+                        &format!("r{i}"),
+                        Command::Approve {
+                            approver: who,
+                            comment: None,
+                        },
+                        at(10),
+                    )
+                    .await
+                });
+            }
+        }
+        let (mut ok, mut conflicts) = (0, 0);
+        while let Some(r) = tasks.join_next().await {
+            match r.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::Rejected(Rejection::Conflict(_))) => conflicts += 1,
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!((ok, conflicts), (n, 2 * n));
+        let approved = store
+            .list_requests(&RequestFilter {
+                states: vec![State::Approved],
+                limit: 1000,
+                ..RequestFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(approved.len(), n);
+        assert!(approved.iter().all(|r| r.approvals.len() == 1));
+        let report = store.verify_audit().await.unwrap();
+        assert_eq!((report.checked, report.first_break), (2 * n as u64, None));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_refuses_edits_and_verify_finds_them() {
+    on_every_store(|store, raw_url| async move {
+        let alice = user("alice", &["eng"], &[]);
+        create(&store, &alice, &entitlement(0), "r1", at(0))
+            .await
+            .unwrap();
+        let mut raw = sqlx::AnyConnection::connect(&raw_url).await.unwrap();
+        let edit = "UPDATE audit_events SET actor = 'mallory' WHERE seq = 1";
+        assert!(
+            sqlx::query(edit).execute(&mut raw).await.is_err(),
+            "audit events must be append-only"
+        );
+        assert!(sqlx::query("DELETE FROM audit_events")
+            .execute(&mut raw)
+            .await
+            .is_err());
+        let drop_guard = if raw_url.starts_with("sqlite") {
+            "DROP TRIGGER audit_events_no_update"
+        } else {
+            "DROP TRIGGER audit_events_no_update_or_delete ON audit_events"
+        };
+        sqlx::query(drop_guard).execute(&mut raw).await.unwrap();
+        sqlx::query(edit).execute(&mut raw).await.unwrap();
+        let report = store.verify_audit().await.unwrap();
+        assert_eq!(report.first_break.map(|b| b.seq()), Some(1));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused() {
+    let sqlite = sqlite().await;
+    let mut fixtures = vec![sqlite];
+    fixtures.extend(postgres().await);
+    for fixture in fixtures {
+        let mut raw = fixture.raw().await;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)")
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        let location = if fixture.raw_url.starts_with("sqlite://") {
+            Location::Sqlite(fixture.raw_url.trim_start_matches("sqlite://").into())
+        } else {
+            Location::Postgres(fixture.raw_url.clone())
+        };
+        match SqlStore::open(&location).await {
+            Err(StoreError::SchemaTooNew { found: 999, .. }) => {}
+            Err(other) => panic!("{}: unexpected {other:?}", fixture.name),
+            Ok(_) => panic!("{}: opened a database with a newer schema", fixture.name),
+        }
+        fixture.cleanup().await;
+    }
+}
+
+#[test]
+fn locations_parse_and_hide_passwords() {
+    assert_eq!(
+        Location::parse("/var/lib/airlock.db"),
+        Location::Sqlite("/var/lib/airlock.db".into())
+    );
+    assert_eq!(
+        Location::parse("sqlite://x.db"),
+        Location::Sqlite("x.db".into())
+    );
+    let pg = Location::parse("postgres://airlock:s3cret@db:5432/airlock");
+    assert_eq!(
+        pg,
+        Location::Postgres("postgres://airlock:s3cret@db:5432/airlock".into())
+    );
+    assert_eq!(pg.describe(), "postgres://airlock@db:5432/airlock");
+}
