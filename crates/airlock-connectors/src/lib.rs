@@ -7,7 +7,12 @@ use std::time::Duration;
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 
 pub mod command;
+pub mod mariadb;
+pub mod postgres;
+mod sql;
 pub mod webhook;
+
+pub use sql::{Mode, TEMP_LOGIN_PREFIX, USER_PLACEHOLDER};
 
 /// Everything a connector needs to grant or revoke one request's access.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,12 +62,6 @@ impl ConnectorError {
     }
 }
 
-/// A target system Airlock can provision access in.
-///
-/// Rules every implementation follows (see `docs/connectors.md`):
-/// `grant` twice is the same as once; `revoke` of an absent grant succeeds;
-/// credentials never reach logs or error messages; every call finishes within
-/// [`Connector::call_timeout`].
 /// A credential a grant created for the requester (e.g. a short-lived
 /// database login). Handed to the requester once; never logged or stored in
 /// plain text, so `Debug` shows only the login.
@@ -107,6 +106,12 @@ pub struct Holding {
     pub request_id: Option<RequestId>,
 }
 
+/// A target system Airlock can provision access in.
+///
+/// Rules every implementation follows (see `docs/connectors.md`):
+/// `grant` twice is the same as once; `revoke` of an absent grant succeeds;
+/// credentials never reach logs or error messages; every call finishes within
+/// [`Connector::call_timeout`].
 #[async_trait::async_trait]
 pub trait Connector: Send + Sync {
     async fn grant(&self, spec: &GrantSpec) -> Result<Granted, ConnectorError>;
