@@ -9,6 +9,7 @@ use airlock_server::api::{AuditQuery, CreateRequest, DurationInput, RequestQuery
 use airlock_server::client::{Action, Client};
 use airlock_server::config::{new_token, token_hash, Settings};
 use airlock_server::store::sql::{Location, SqlStore};
+use airlock_server::store::transfer;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
@@ -44,6 +45,32 @@ struct Conn {
     json: bool,
 }
 
+/// Which database a maintenance command works on.
+#[derive(Args)]
+struct DatabaseArgs {
+    /// Take `server.database` from this config.
+    #[arg(long, env = "AIRLOCK_CONFIG", required_unless_present = "database")]
+    config: Option<PathBuf>,
+    /// A SQLite path or a postgres:// URL (overrides the config's).
+    #[arg(long, env = "AIRLOCK_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// Opens the store (running migrations), saying which database failed.
+    async fn open(&self) -> anyhow::Result<(Location, SqlStore)> {
+        let location = match (&self.database, &self.config) {
+            (Some(db), _) => Location::parse(db),
+            (None, Some(config)) => Settings::load(config)?.database,
+            (None, None) => bail!("name the database with --database or --config"),
+        };
+        let store = SqlStore::open(&location)
+            .await
+            .with_context(|| format!("database `{}`", location.describe()))?;
+        Ok((location, store))
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Start a demo server on SQLite with demo users, entitlements and tokens.
@@ -69,11 +96,24 @@ enum Cmd {
     },
     /// Create or upgrade the database schema and exit.
     Migrate {
-        #[arg(long, env = "AIRLOCK_CONFIG", required_unless_present = "database")]
-        config: Option<PathBuf>,
-        /// A SQLite path or a postgres:// URL (overrides the config's).
-        #[arg(long, env = "AIRLOCK_DATABASE", hide_env_values = true)]
-        database: Option<String>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Write all requests and the audit log as JSON Lines (to move databases).
+    Export {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Load an export into an empty database and verify its audit chain.
+    Import {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Read here instead of standard input.
+        #[arg(long)]
+        input: Option<PathBuf>,
     },
     /// Validate a config file and exit.
     CheckConfig { config: PathBuf },
@@ -300,19 +340,57 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             println!("Airlock is running at http://{}", server.addr());
             serve_until_signal(server).await
         }
-        Cmd::Migrate { config, database } => {
-            let location = match (database, config) {
-                (Some(db), _) => Location::parse(&db),
-                (None, Some(config)) => Settings::load(&config)?.database,
-                (None, None) => bail!("name the database with --database or --config"),
-            };
-            let store = SqlStore::open(&location)
-                .await
-                .with_context(|| format!("database `{}`", location.describe()))?;
+        Cmd::Migrate { db } => {
+            let (location, store) = db.open().await?;
             println!(
                 "{}: schema version {}",
                 location.describe(),
                 store.schema_version().await?
+            );
+            Ok(())
+        }
+        Cmd::Export { db, output } => {
+            let (location, store) = db.open().await?;
+            let schema = store.schema_version().await?;
+            let mut out: Box<dyn std::io::Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create `{}`", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let report = transfer::export(&store, schema, &mut out).await?;
+            eprintln!(
+                "exported {} requests and {} audit events from {}",
+                report.requests,
+                report.audit_events,
+                location.describe()
+            );
+            Ok(())
+        }
+        Cmd::Import { db, input } => {
+            let (location, store) = db.open().await?;
+            let schema = store.schema_version().await?;
+            let mut reader: Box<dyn std::io::BufRead> = match &input {
+                Some(path) => Box::new(std::io::BufReader::new(
+                    std::fs::File::open(path)
+                        .with_context(|| format!("cannot open `{}`", path.display()))?,
+                )),
+                None => Box::new(std::io::BufReader::new(std::io::stdin().lock())),
+            };
+            let source = input
+                .as_ref()
+                .map_or("standard input".to_owned(), |p| p.display().to_string());
+            let (imported, chain) = transfer::import(&store, schema, &mut reader)
+                .await
+                .with_context(|| format!("importing {source} into {}", location.describe()))?;
+            println!(
+                "imported {} requests and {} audit events into {}; audit chain ok ({} events, head {})",
+                imported.requests,
+                imported.audit_events,
+                location.describe(),
+                chain.checked,
+                chain.head_hash
             );
             Ok(())
         }

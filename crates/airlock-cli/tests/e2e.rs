@@ -529,3 +529,141 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
     demo.kill();
     db.drop_with(&rt);
 }
+
+/// Exports a SQLite demo's state and imports it into `target`, then checks
+/// the imported server tells the same story and its audit chain verifies.
+fn export_then_import(target: &str, extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let active = demo.json(
+        "alice",
+        &[
+            "request",
+            "staging-shell",
+            "--for",
+            "30m",
+            "--reason",
+            "moving",
+            "--wait",
+        ],
+    );
+    let pending = demo.json(
+        "bob",
+        &[
+            "request",
+            "prod-db-admin",
+            "--reason",
+            "later",
+            "--ticket",
+            "CHG-9",
+        ],
+    );
+    let released = demo.json(
+        "bob",
+        &["request", "staging-shell", "--reason", "x", "--wait"],
+    );
+    demo.json("bob", &["release", released["id"].as_str().unwrap()]);
+    // Refused requests leave nothing behind to move.
+    assert!(!demo
+        .cli("carol", &["request", "staging-shell", "--reason", "x"])
+        .status
+        .success());
+    std::thread::sleep(Duration::from_millis(500));
+    let before = demo.json("admin", &["list"]);
+    demo.kill();
+
+    let export = dir.path().join("export.jsonl");
+    let out = Command::new(BIN)
+        .args(["export", "--database"])
+        .arg(dir.path().join("airlock.db"))
+        .arg("--output")
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(BIN)
+        .args(["import", "--database", target, "--input"])
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain ok"));
+
+    // A second import into the now non-empty database is refused.
+    let again = Command::new(BIN)
+        .args(["import", "--database", target, "--input"])
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let mut args = vec!["--database", target];
+    args.extend_from_slice(extra);
+    let moved = Demo::start_with(dir.path(), &args);
+    // Everything but the time left, which moved on while we copied.
+    let timeless = |mut list: Value| {
+        for r in list.as_array_mut().unwrap() {
+            r.as_object_mut().unwrap().remove("time_left_seconds");
+        }
+        list
+    };
+    assert_eq!(timeless(moved.json("admin", &["list"])), timeless(before));
+    assert_eq!(
+        moved.json("alice", &["show", active["id"].as_str().unwrap()])["state"],
+        "active"
+    );
+    assert_eq!(
+        moved.json("bob", &["show", pending["id"].as_str().unwrap()])["state"],
+        "pending"
+    );
+    assert!(moved.cli("admin", &["audit", "verify"]).status.success());
+}
+
+#[test]
+fn export_and_import_move_all_state_between_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.db");
+    export_then_import(copy.to_str().unwrap(), &[]);
+
+    // A damaged export names the line at fault and writes nothing.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"header\":{\"format\":\"airlock-export\",\"version\":1,\"schema\":1}}\n{\"request\":{\"id\":1}}\n").unwrap();
+    let empty = dir.path().join("empty.db");
+    let out = Command::new(BIN)
+        .args(["import", "--database"])
+        .arg(&empty)
+        .arg("--input")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    if let Some(admin_url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = PgDatabase::create(&admin_url, &rt);
+        export_then_import(&db.url, &[]);
+        db.drop_with(&rt);
+    }
+}

@@ -214,6 +214,20 @@ impl Engine {
         let Ok(_permit) = Arc::clone(&self.calls).acquire_owned().await else {
             return;
         };
+        // A replica that stalled (a pause, a cut) after claiming may find its
+        // claim taken over by another: drop the stale work rather than act on
+        // it. (A result that still arrives late is fenced by the token.)
+        match self.store.get_request(&request.id).await {
+            Ok(Some(current)) if !claim_is_current(&current, &effect, self.clock.now()) => {
+                warn!("claim superseded before the call; dropping stale work");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot re-check the claim; the lease will retry");
+                return;
+            }
+        }
         let result = self.call_connector(&request, effect.action).await;
         let outcome = match &result {
             Ok(()) => CallOutcome::Ok,
@@ -388,6 +402,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether `effect` is still the request's live claim at `now`.
+fn claim_is_current(request: &AccessRequest, effect: &Effect, now: Timestamp) -> bool {
+    request.claim_token == effect.token
+        && request.job.as_ref().is_some_and(|j| {
+            j.action == effect.action && j.claimed_until.is_some_and(|until| until > now)
+        })
 }
 
 fn new_request_id() -> RequestId {

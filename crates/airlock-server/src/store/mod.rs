@@ -8,7 +8,11 @@ use airlock_core::audit::{AuditRecord, ChainBreak};
 use airlock_core::request::{AccessRequest, Rejection, State, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 
+use crate::store::record::RequestRecord;
+
+pub mod record;
 pub mod sql;
+pub mod transfer;
 
 mod migrations;
 
@@ -22,6 +26,8 @@ pub enum StoreError {
     /// The database holds a schema newer than this binary understands.
     #[error("database schema version {found} is newer than this airlock understands ({known}); upgrade airlock")]
     SchemaTooNew { found: i64, known: i64 },
+    #[error("the target database is not empty: it holds {0}")]
+    NotEmpty(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -59,6 +65,13 @@ pub struct AuditFilter {
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
     pub limit: u32,
+}
+
+/// What an import loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportReport {
+    pub requests: usize,
+    pub audit_events: usize,
 }
 
 /// Result of checking the whole audit chain.
@@ -106,4 +119,22 @@ pub trait Store: Send + Sync {
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Up to `limit` requests with ids after `after`, in id order (for export).
+    async fn export_requests(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RequestRecord>, StoreError>;
+
+    /// Up to `limit` audit events with `seq > after`, in order (for export).
+    async fn export_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Loads exported state into an empty database in one transaction;
+    /// refuses a database that already holds requests or audit events.
+    async fn import(
+        &self,
+        requests: Vec<RequestRecord>,
+        audit: Vec<AuditRecord>,
+    ) -> Result<ImportReport, StoreError>;
 }

@@ -18,24 +18,23 @@
 //! replicas at once (it is also read `FOR UPDATE`). Reads use a separate pool
 //! and never wait for writers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
-use airlock_core::request::{
-    AccessRequest, Approval, ConnectorJob, JobAction, Rejection, State, Transition,
-};
-use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
-use serde::{Deserialize, Serialize};
+use airlock_core::request::{AccessRequest, Rejection, Transition};
+use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::migrations::{latest, Migration, MIGRATIONS};
+use super::record::{JobRecord, RequestRecord};
 use super::{
-    AuditFilter, ChainReport, CreateDecision, RequestFilter, Store, StoreError, UpdateDecision,
+    AuditFilter, ChainReport, CreateDecision, ImportReport, RequestFilter, Store, StoreError,
+    UpdateDecision,
 };
 
 /// Where the store lives.
@@ -119,8 +118,19 @@ pub struct SqlStore {
     read: AnyPool,
 }
 
-/// One change waiting for the writer.
+/// Work for the writer task.
 enum WriteJob {
+    Change(Change),
+    /// Runs alone in its own transaction.
+    Import {
+        requests: Vec<RequestRecord>,
+        audit: Vec<AuditRecord>,
+        reply: oneshot::Sender<Result<ImportReport, StoreError>>,
+    },
+}
+
+/// One change to a request, committed in a batch with others.
+enum Change {
     Create {
         requester: UserId,
         entitlement: EntitlementId,
@@ -207,6 +217,12 @@ async fn connect_writer(
     options: &AnyConnectOptions,
 ) -> Result<AnyConnection, StoreError> {
     let mut conn = AnyConnection::connect_with(options).await.map_err(db_err)?;
+    if backend == Backend::Postgres {
+        // A replica frozen mid-batch (SIGSTOP, a VM pause) would otherwise hold
+        // the write lock and stall every replica: the server ends its session
+        // instead, rolling the batch back, and the replica reconnects later.
+        exec(&mut conn, "SET idle_in_transaction_session_timeout = '2s'").await?;
+    }
     if backend == Backend::Sqlite {
         for pragma in [
             "PRAGMA journal_mode = WAL",
@@ -229,11 +245,33 @@ async fn run_writer(
     backend: Backend,
     mut jobs: mpsc::Receiver<WriteJob>,
 ) {
-    while let Some(first) = jobs.recv().await {
+    let mut next = jobs.recv().await;
+    while let Some(job) = next.take() {
+        let first = match job {
+            WriteJob::Import {
+                requests,
+                audit,
+                reply,
+            } => {
+                let result = import_in_tx(&mut conn, requests, audit).await;
+                if result.is_err() {
+                    let _ = exec(&mut conn, "ROLLBACK").await;
+                }
+                let _ = reply.send(result);
+                next = jobs.recv().await;
+                continue;
+            }
+            WriteJob::Change(change) => change,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(WriteJob::Change(change)) => batch.push(change),
+                // An import never joins a batch: it runs right after this one.
+                Ok(import) => {
+                    next = Some(import);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -252,13 +290,16 @@ async fn run_writer(
                 }
             }
         }
+        if next.is_none() {
+            next = jobs.recv().await;
+        }
     }
 }
 
 /// Runs a batch of changes in one transaction and answers each caller once
 /// the outcome is durable (or failed as a whole). Returns whether the
 /// connection is still usable.
-async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<WriteJob>) -> bool {
+async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Change>) -> bool {
     let mut replies = Vec::with_capacity(batch.len());
     let outcome = async {
         exec(conn, "BEGIN").await?;
@@ -273,7 +314,7 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Wri
         for job in batch {
             exec(conn, "SAVEPOINT change").await?;
             let (result, reply) = match job {
-                WriteJob::Create {
+                Change::Create {
                     requester,
                     entitlement,
                     decide,
@@ -282,7 +323,7 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Wri
                     create_in_tx(conn, &mut head, &requester, &entitlement, decide).await,
                     reply,
                 ),
-                WriteJob::Update { id, decide, reply } => (
+                Change::Update { id, decide, reply } => (
                     update_in_tx(conn, backend, &mut head, &id, decide).await,
                     reply,
                 ),
@@ -319,6 +360,42 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Wri
 async fn exec(conn: &mut AnyConnection, sql: &'static str) -> Result<(), StoreError> {
     sqlx::query(sql).execute(&mut *conn).await.map_err(db_err)?;
     Ok(())
+}
+
+async fn import_in_tx(
+    conn: &mut AnyConnection,
+    requests: Vec<RequestRecord>,
+    audit: Vec<AuditRecord>,
+) -> Result<ImportReport, StoreError> {
+    exec(conn, "BEGIN").await?;
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+    let existing_requests = count("SELECT COUNT(*) FROM requests")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let existing_events = count("SELECT COUNT(*) FROM audit_events")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if existing_requests > 0 || existing_events > 0 {
+        return Err(StoreError::NotEmpty(format!(
+            "{existing_requests} requests and {existing_events} audit events"
+        )));
+    }
+    let report = ImportReport {
+        requests: requests.len(),
+        audit_events: audit.len(),
+    };
+    for record in requests {
+        let request = record.into_request()?;
+        let updated = request.ended_at.unwrap_or(request.created_at);
+        write_request(conn, &request, updated).await?;
+    }
+    for record in &audit {
+        insert_audit_record(conn, record).await?;
+    }
+    exec(conn, "COMMIT").await?;
+    Ok(report)
 }
 
 async fn create_in_tx(
@@ -443,13 +520,6 @@ async fn schema_version(conn: &mut AnyConnection) -> Result<i64, StoreError> {
     Ok(current.unwrap_or(0))
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredApproval {
-    approver: String,
-    at: i64,
-    comment: Option<String>,
-}
-
 const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, reason, ticket, start_at, created_at, \
     required_approvals, approver_groups, approvals, pending_deadline, decided_at, activates_at, expires_at, granted_at, \
     ended_at, ended_by, end_note, job_action, job_attempts, job_next_attempt_at, job_claimed_until, job_last_error, \
@@ -463,98 +533,61 @@ fn ts(v: Option<i64>) -> Option<Timestamp> {
     v.map(Timestamp::from_unix_millis)
 }
 
-fn request_from_row(row: &AnyRow) -> Result<AccessRequest, StoreError> {
+fn record_from_row(row: &AnyRow) -> Result<RequestRecord, StoreError> {
     let id: String = row.try_get("id").map_err(db_err)?;
-    let get_i64 = |c: &str| row.try_get::<i64, _>(c).map_err(db_err);
-    let get_opt = |c: &str| row.try_get::<Option<i64>, _>(c).map_err(db_err);
-    let get_str = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
-    let get_opt_str = |c: &str| row.try_get::<Option<String>, _>(c).map_err(db_err);
-    let state_raw = get_str("state")?;
-    let state = State::parse(&state_raw)
-        .ok_or_else(|| corrupt(&id, format!("unknown state `{state_raw}`")))?;
-    let groups: Vec<String> =
-        serde_json::from_str(&get_str("approver_groups")?).map_err(|e| corrupt(&id, e))?;
-    let approver_groups = groups
-        .iter()
-        .map(|g| GroupName::parse(g).map_err(|e| corrupt(&id, e)))
-        .collect::<Result<BTreeSet<_>, _>>()?;
-    let stored: Vec<StoredApproval> =
-        serde_json::from_str(&get_str("approvals")?).map_err(|e| corrupt(&id, e))?;
-    let approvals = stored
-        .into_iter()
-        .map(|a| {
-            Ok(Approval {
-                approver: UserId::parse(&a.approver).map_err(|e| corrupt(&id, e))?,
-                at: Timestamp::from_unix_millis(a.at),
-                comment: a.comment,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    let job = match get_opt_str("job_action")? {
+    let get = |c: &str| row.try_get::<i64, _>(c).map_err(db_err);
+    let opt = |c: &str| row.try_get::<Option<i64>, _>(c).map_err(db_err);
+    let text = |c: &str| row.try_get::<String, _>(c).map_err(db_err);
+    let opt_text = |c: &str| row.try_get::<Option<String>, _>(c).map_err(db_err);
+    let job = match opt_text("job_action")? {
         None => None,
-        Some(action) => Some(ConnectorJob {
-            action: JobAction::parse(&action)
-                .ok_or_else(|| corrupt(&id, format!("unknown job `{action}`")))?,
-            attempts: u32::try_from(get_opt("job_attempts")?.unwrap_or(0)).unwrap_or(0),
-            next_attempt_at: Timestamp::from_unix_millis(
-                get_opt("job_next_attempt_at")?.unwrap_or(0),
-            ),
-            claimed_until: ts(get_opt("job_claimed_until")?),
-            last_error: get_opt_str("job_last_error")?,
+        Some(action) => Some(JobRecord {
+            action,
+            attempts: opt("job_attempts")?.unwrap_or(0),
+            next_attempt_at: opt("job_next_attempt_at")?.unwrap_or(0),
+            claimed_until: opt("job_claimed_until")?,
+            last_error: opt_text("job_last_error")?,
         }),
     };
-    let user = |c: &str| -> Result<Option<UserId>, StoreError> {
-        get_opt_str(c)?
-            .map(|u| UserId::parse(&u).map_err(|e| corrupt(&id, e)))
-            .transpose()
-    };
-    Ok(AccessRequest {
-        id: RequestId::parse(&id).map_err(|e| corrupt(&id, e))?,
-        requester: user("requester")?.ok_or_else(|| corrupt(&id, "no requester"))?,
-        entitlement: EntitlementId::parse(&get_str("entitlement")?).map_err(|e| corrupt(&id, e))?,
-        duration: Duration::from_millis(u64::try_from(get_i64("duration_ms")?).unwrap_or(0)),
-        reason: get_str("reason")?,
-        ticket: get_opt_str("ticket")?,
-        start_at: ts(get_opt("start_at")?),
-        created_at: Timestamp::from_unix_millis(get_i64("created_at")?),
-        state,
-        required_approvals: u32::try_from(get_i64("required_approvals")?).unwrap_or(0),
-        approver_groups,
-        approvals,
-        pending_deadline: Timestamp::from_unix_millis(get_i64("pending_deadline")?),
-        decided_at: ts(get_opt("decided_at")?),
-        activates_at: ts(get_opt("activates_at")?),
-        expires_at: ts(get_opt("expires_at")?),
-        granted_at: ts(get_opt("granted_at")?),
-        ended_at: ts(get_opt("ended_at")?),
-        ended_by: user("ended_by")?,
-        end_note: get_opt_str("end_note")?,
+    Ok(RequestRecord {
+        requester: text("requester")?,
+        entitlement: text("entitlement")?,
+        state: text("state")?,
+        duration_ms: get("duration_ms")?,
+        reason: text("reason")?,
+        ticket: opt_text("ticket")?,
+        start_at: opt("start_at")?,
+        created_at: get("created_at")?,
+        required_approvals: get("required_approvals")?,
+        approver_groups: serde_json::from_str(&text("approver_groups")?)
+            .map_err(|e| corrupt(&id, e))?,
+        approvals: serde_json::from_str(&text("approvals")?).map_err(|e| corrupt(&id, e))?,
+        pending_deadline: get("pending_deadline")?,
+        decided_at: opt("decided_at")?,
+        activates_at: opt("activates_at")?,
+        expires_at: opt("expires_at")?,
+        granted_at: opt("granted_at")?,
+        ended_at: opt("ended_at")?,
+        ended_by: opt_text("ended_by")?,
+        end_note: opt_text("end_note")?,
         job,
-        claim_token: u64::try_from(get_i64("claim_token")?).unwrap_or(0),
-        deprovisioned_at: ts(get_opt("deprovisioned_at")?),
+        claim_token: get("claim_token")?,
+        deprovisioned_at: opt("deprovisioned_at")?,
+        id,
     })
 }
 
-fn millis(t: Option<Timestamp>) -> Option<i64> {
-    t.map(Timestamp::unix_millis)
+fn request_from_row(row: &AnyRow) -> Result<AccessRequest, StoreError> {
+    record_from_row(row)?.into_request()
 }
 
 /// Inserts or replaces the request row.
 async fn write_request(
     conn: &mut AnyConnection,
-    r: &AccessRequest,
+    request: &AccessRequest,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let groups: Vec<&str> = r.approver_groups.iter().map(GroupName::as_str).collect();
-    let approvals: Vec<StoredApproval> = r
-        .approvals
-        .iter()
-        .map(|a| StoredApproval {
-            approver: a.approver.as_str().to_owned(),
-            at: a.at.unix_millis(),
-            comment: a.comment.clone(),
-        })
-        .collect();
+    let r = RequestRecord::from_request(request);
     let json = |v: &dyn erased::Json| v.to_json();
     let updates: Vec<String> = REQUEST_COLUMNS
         .split(',')
@@ -570,34 +603,34 @@ async fn write_request(
     );
     let job = r.job.as_ref();
     sqlx::query(&sql)
-        .bind(r.id.as_str())
-        .bind(r.requester.as_str())
-        .bind(r.entitlement.as_str())
-        .bind(r.state.as_str())
-        .bind(i64::try_from(r.duration.as_millis()).unwrap_or(i64::MAX))
+        .bind(&r.id)
+        .bind(&r.requester)
+        .bind(&r.entitlement)
+        .bind(&r.state)
+        .bind(r.duration_ms)
         .bind(&r.reason)
         .bind(&r.ticket)
-        .bind(millis(r.start_at))
-        .bind(r.created_at.unix_millis())
-        .bind(i64::from(r.required_approvals))
-        .bind(json(&groups)?)
-        .bind(json(&approvals)?)
-        .bind(r.pending_deadline.unix_millis())
-        .bind(millis(r.decided_at))
-        .bind(millis(r.activates_at))
-        .bind(millis(r.expires_at))
-        .bind(millis(r.granted_at))
-        .bind(millis(r.ended_at))
-        .bind(r.ended_by.as_ref().map(UserId::as_str))
+        .bind(r.start_at)
+        .bind(r.created_at)
+        .bind(r.required_approvals)
+        .bind(json(&r.approver_groups)?)
+        .bind(json(&r.approvals)?)
+        .bind(r.pending_deadline)
+        .bind(r.decided_at)
+        .bind(r.activates_at)
+        .bind(r.expires_at)
+        .bind(r.granted_at)
+        .bind(r.ended_at)
+        .bind(&r.ended_by)
         .bind(&r.end_note)
-        .bind(job.map(|j| j.action.as_str()))
-        .bind(job.map(|j| i64::from(j.attempts)))
-        .bind(job.map(|j| j.next_attempt_at.unix_millis()))
-        .bind(job.and_then(|j| millis(j.claimed_until)))
+        .bind(job.map(|j| j.action.clone()))
+        .bind(job.map(|j| j.attempts))
+        .bind(job.map(|j| j.next_attempt_at))
+        .bind(job.and_then(|j| j.claimed_until))
         .bind(job.and_then(|j| j.last_error.clone()))
-        .bind(i64::try_from(r.claim_token).unwrap_or(i64::MAX))
-        .bind(millis(r.deprovisioned_at))
-        .bind(millis(r.next_due()))
+        .bind(r.claim_token)
+        .bind(r.deprovisioned_at)
+        .bind(request.next_due().map(Timestamp::unix_millis))
         .bind(now.unix_millis())
         .execute(conn)
         .await
@@ -653,9 +686,21 @@ async fn append_audit(
 ) -> Result<(), StoreError> {
     for event in events {
         let record = AuditRecord::chain(event, head.seq, &head.hash);
-        let details = serde_json::to_string(&record.details)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
+        insert_audit_record(conn, &record).await?;
+        head.seq = record.seq;
+        head.hash = record.hash;
+    }
+    Ok(())
+}
+
+/// Writes one chained record exactly as given.
+async fn insert_audit_record(
+    conn: &mut AnyConnection,
+    record: &AuditRecord,
+) -> Result<(), StoreError> {
+    let details =
+        serde_json::to_string(&record.details).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(
             "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, prev_hash, hash) \
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
         )
@@ -672,9 +717,6 @@ async fn append_audit(
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
-        head.seq = record.seq;
-        head.hash = record.hash;
-    }
     Ok(())
 }
 
@@ -710,12 +752,12 @@ impl Store for SqlStore {
         decide: CreateDecision,
     ) -> Result<Transition, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = WriteJob::Create {
+        let job = WriteJob::Change(Change::Create {
             requester: requester.clone(),
             entitlement: entitlement.clone(),
             decide,
             reply,
-        };
+        });
         self.submit_job(job, answer).await
     }
 
@@ -725,11 +767,11 @@ impl Store for SqlStore {
         decide: UpdateDecision,
     ) -> Result<Transition, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = WriteJob::Update {
+        let job = WriteJob::Change(Change::Update {
             id: id.clone(),
             decide,
             reply,
-        };
+        });
         self.submit_job(job, answer).await
     }
 
@@ -884,6 +926,50 @@ impl Store for SqlStore {
             head_hash: verifier.head_hash().to_owned(),
             first_break: None,
         })
+    }
+
+    async fn export_requests(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RequestRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn export_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn import(
+        &self,
+        requests: Vec<RequestRecord>,
+        audit: Vec<AuditRecord>,
+    ) -> Result<ImportReport, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || StoreError::Database("the database writer has stopped".to_owned());
+        self.writer
+            .send(WriteJob::Import {
+                requests,
+                audit,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

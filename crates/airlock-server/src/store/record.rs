@@ -1,0 +1,231 @@
+//! Requests as stored: plain values that map one-to-one onto the `requests`
+//! table's columns and serialise for `airlock export`. The conversion to and
+//! from the domain type lives here once, for reading rows, writing rows,
+//! exporting and importing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use airlock_core::audit::AuditRecord;
+use airlock_core::request::{AccessRequest, Approval, ConnectorJob, JobAction, State};
+use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub approver: String,
+    pub at: i64,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub action: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub claimed_until: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// One `requests` row (without the derived `due_at` and `updated_at`).
+/// Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestRecord {
+    pub id: String,
+    pub requester: String,
+    pub entitlement: String,
+    pub state: String,
+    pub duration_ms: i64,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub start_at: Option<i64>,
+    pub created_at: i64,
+    pub required_approvals: i64,
+    pub approver_groups: Vec<String>,
+    pub approvals: Vec<ApprovalRecord>,
+    pub pending_deadline: i64,
+    pub decided_at: Option<i64>,
+    pub activates_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub granted_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub ended_by: Option<String>,
+    pub end_note: Option<String>,
+    pub job: Option<JobRecord>,
+    pub claim_token: i64,
+    pub deprovisioned_at: Option<i64>,
+}
+
+fn millis(t: Option<Timestamp>) -> Option<i64> {
+    t.map(Timestamp::unix_millis)
+}
+
+fn ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp::from_unix_millis)
+}
+
+impl RequestRecord {
+    pub fn from_request(r: &AccessRequest) -> RequestRecord {
+        RequestRecord {
+            id: r.id.to_string(),
+            requester: r.requester.to_string(),
+            entitlement: r.entitlement.to_string(),
+            state: r.state.as_str().to_owned(),
+            duration_ms: i64::try_from(r.duration.as_millis()).unwrap_or(i64::MAX),
+            reason: r.reason.clone(),
+            ticket: r.ticket.clone(),
+            start_at: millis(r.start_at),
+            created_at: r.created_at.unix_millis(),
+            required_approvals: i64::from(r.required_approvals),
+            approver_groups: r.approver_groups.iter().map(ToString::to_string).collect(),
+            approvals: r
+                .approvals
+                .iter()
+                .map(|a| ApprovalRecord {
+                    approver: a.approver.to_string(),
+                    at: a.at.unix_millis(),
+                    comment: a.comment.clone(),
+                })
+                .collect(),
+            pending_deadline: r.pending_deadline.unix_millis(),
+            decided_at: millis(r.decided_at),
+            activates_at: millis(r.activates_at),
+            expires_at: millis(r.expires_at),
+            granted_at: millis(r.granted_at),
+            ended_at: millis(r.ended_at),
+            ended_by: r.ended_by.as_ref().map(ToString::to_string),
+            end_note: r.end_note.clone(),
+            job: r.job.as_ref().map(|j| JobRecord {
+                action: j.action.as_str().to_owned(),
+                attempts: i64::from(j.attempts),
+                next_attempt_at: j.next_attempt_at.unix_millis(),
+                claimed_until: millis(j.claimed_until),
+                last_error: j.last_error.clone(),
+            }),
+            claim_token: i64::try_from(r.claim_token).unwrap_or(i64::MAX),
+            deprovisioned_at: millis(r.deprovisioned_at),
+        }
+    }
+
+    /// Parses the stored values back, refusing anything the domain would not produce.
+    pub fn into_request(self) -> Result<AccessRequest, StoreError> {
+        let id = self.id;
+        let bad = |what: String| StoreError::Corrupt(format!("request `{id}`: {what}"));
+        let user = |raw: &str| UserId::parse(raw).map_err(|e| bad(format!("user `{raw}` {e}")));
+        let state = State::parse(&self.state)
+            .ok_or_else(|| bad(format!("unknown state `{}`", self.state)))?;
+        let approver_groups = self
+            .approver_groups
+            .iter()
+            .map(|g| GroupName::parse(g).map_err(|e| bad(format!("group `{g}` {e}"))))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        let approvals = self
+            .approvals
+            .into_iter()
+            .map(|a| {
+                Ok(Approval {
+                    approver: user(&a.approver)?,
+                    at: Timestamp::from_unix_millis(a.at),
+                    comment: a.comment,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let job = self
+            .job
+            .map(|j| {
+                Ok::<_, StoreError>(ConnectorJob {
+                    action: JobAction::parse(&j.action)
+                        .ok_or_else(|| bad(format!("unknown job `{}`", j.action)))?,
+                    attempts: u32::try_from(j.attempts)
+                        .map_err(|_| bad("negative job attempts".to_owned()))?,
+                    next_attempt_at: Timestamp::from_unix_millis(j.next_attempt_at),
+                    claimed_until: ts(j.claimed_until),
+                    last_error: j.last_error,
+                })
+            })
+            .transpose()?;
+        Ok(AccessRequest {
+            id: RequestId::parse(&id).map_err(|e| bad(format!("id {e}")))?,
+            requester: user(&self.requester)?,
+            entitlement: EntitlementId::parse(&self.entitlement)
+                .map_err(|e| bad(format!("entitlement `{}` {e}", self.entitlement)))?,
+            duration: Duration::from_millis(
+                u64::try_from(self.duration_ms).map_err(|_| bad("negative duration".to_owned()))?,
+            ),
+            reason: self.reason,
+            ticket: self.ticket,
+            start_at: ts(self.start_at),
+            created_at: Timestamp::from_unix_millis(self.created_at),
+            state,
+            required_approvals: u32::try_from(self.required_approvals)
+                .map_err(|_| bad("bad required_approvals".to_owned()))?,
+            approver_groups,
+            approvals,
+            pending_deadline: Timestamp::from_unix_millis(self.pending_deadline),
+            decided_at: ts(self.decided_at),
+            activates_at: ts(self.activates_at),
+            expires_at: ts(self.expires_at),
+            granted_at: ts(self.granted_at),
+            ended_at: ts(self.ended_at),
+            ended_by: self.ended_by.as_deref().map(user).transpose()?,
+            end_note: self.end_note,
+            job,
+            claim_token: u64::try_from(self.claim_token)
+                .map_err(|_| bad("negative claim token".to_owned()))?,
+            deprovisioned_at: ts(self.deprovisioned_at),
+        })
+    }
+}
+
+/// One `audit_events` row, as exported (times in Unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub request: Option<String>,
+    pub entitlement: Option<String>,
+    pub subject: Option<String>,
+    pub details: std::collections::BTreeMap<String, String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl From<&AuditRecord> for AuditRow {
+    fn from(r: &AuditRecord) -> Self {
+        AuditRow {
+            seq: r.seq,
+            at: r.at.unix_millis(),
+            actor: r.actor.clone(),
+            action: r.action.clone(),
+            request: r.request.clone(),
+            entitlement: r.entitlement.clone(),
+            subject: r.subject.clone(),
+            details: r.details.clone(),
+            prev_hash: r.prev_hash.clone(),
+            hash: r.hash.clone(),
+        }
+    }
+}
+
+impl From<AuditRow> for AuditRecord {
+    fn from(r: AuditRow) -> Self {
+        AuditRecord {
+            seq: r.seq,
+            at: Timestamp::from_unix_millis(r.at),
+            actor: r.actor,
+            action: r.action,
+            request: r.request,
+            entitlement: r.entitlement,
+            subject: r.subject,
+            details: r.details,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+        }
+    }
+}
