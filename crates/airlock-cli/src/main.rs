@@ -182,6 +182,12 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Collect the one-time credential your grant created (e.g. a database login).
+    Credential {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Requests you can see, newest first.
     List {
         /// Comma-separated states, e.g. `pending,active`.
@@ -464,6 +470,15 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 ..RequestQuery::default()
             };
             output::requests(&client(&conn)?.list_requests(&query).await?, conn.json)
+        }
+        Cmd::Credential { id, conn } => {
+            let c = client(&conn)?.collect_credential(&id).await?;
+            output::json_or(&c, conn.json, |c| {
+                println!("login:    {}", c.login);
+                println!("password: {}", c.secret);
+                println!("expires:  {}", c.expires_at.as_deref().unwrap_or("-"));
+                println!("(shown once: Airlock does not keep it)");
+            })
         }
         Cmd::Show { id, conn } => {
             output::request(&client(&conn)?.get_request(&id).await?, conn.json)

@@ -53,7 +53,7 @@ pub struct CommandSettings {
 /// each call (`program [args...] health` for a health check), with the same
 /// values in `AIRLOCK_ACTION`, `AIRLOCK_USER`, `AIRLOCK_ENTITLEMENT`,
 /// `AIRLOCK_REQUEST_ID`, `AIRLOCK_EXPIRES_AT` (RFC 3339) and
-/// `AIRLOCK_EXPIRES_AT_UNIX` (seconds).
+/// `AIRLOCK_EXPIRES_AT_UNIX` (seconds) and `AIRLOCK_CLAIM` (the fencing token).
 ///
 /// Only the direct child is killed on timeout: a script that starts
 /// long-running tools should `exec` them so the kill reaches them.
@@ -119,7 +119,8 @@ impl CommandConnector {
             .env("AIRLOCK_ENTITLEMENT", spec.entitlement.as_str())
             .env("AIRLOCK_REQUEST_ID", spec.request_id.as_str())
             .env("AIRLOCK_EXPIRES_AT", &expires_at)
-            .env("AIRLOCK_EXPIRES_AT_UNIX", expires_at_unix);
+            .env("AIRLOCK_EXPIRES_AT_UNIX", expires_at_unix)
+            .env("AIRLOCK_CLAIM", spec.claim.to_string());
         }
         cmd
     }

@@ -22,6 +22,10 @@ pub struct GrantSpec {
     pub entitlement: EntitlementId,
     /// When access must end; connectors whose target can enforce it should.
     pub expires_at: Timestamp,
+    /// Fencing token of this attempt: it grows with every claim of the
+    /// request's work, so a target that records the highest it has applied
+    /// can refuse a late call from a replica that stalled (see docs/connectors.md).
+    pub claim: u64,
 }
 
 /// Which way a connector call goes.

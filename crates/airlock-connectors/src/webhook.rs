@@ -4,7 +4,7 @@
 //! Airlock learning their API.
 //!
 //! Each call is one `POST` of
-//! `{"action", "request_id", "user", "entitlement", "expires_at", "expires_at_unix"}`
+//! `{"action", "request_id", "user", "entitlement", "expires_at", "expires_at_unix", "claim"}`
 //! (a health check sends only `{"action": "health"}`), signed with
 //! HMAC-SHA256 over `"<timestamp>.<body>"` so the receiver can tell Airlock
 //! from anyone else who can reach it. Receivers should use
@@ -241,6 +241,7 @@ struct GrantFields<'a> {
     entitlement: &'a str,
     expires_at: String,
     expires_at_unix: i64,
+    claim: u64,
 }
 
 impl<'a> Payload<'a> {
@@ -253,6 +254,7 @@ impl<'a> Payload<'a> {
                 entitlement: spec.entitlement.as_str(),
                 expires_at: rfc3339(spec.expires_at),
                 expires_at_unix: spec.expires_at.unix_millis().div_euclid(1000),
+                claim: spec.claim,
             }),
         }
     }
@@ -448,6 +450,7 @@ mod tests {
             user: airlock_core::UserId::parse("alice").unwrap(),
             entitlement: airlock_core::EntitlementId::parse("prod-db").unwrap(),
             expires_at: airlock_core::Timestamp::from_unix_millis(1_700_000_000_999),
+            claim: 1,
         };
         let grant: serde_json::Value =
             serde_json::to_value(Payload::new("grant", Some(&spec))).unwrap();
@@ -460,6 +463,7 @@ mod tests {
                 "entitlement": "prod-db",
                 "expires_at": "2023-11-14T22:13:20Z",
                 "expires_at_unix": 1_700_000_000,
+                "claim": 1,
             })
         );
         let health = serde_json::to_value(Payload::new("health", None)).unwrap();

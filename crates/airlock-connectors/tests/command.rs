@@ -37,6 +37,7 @@ fn spec() -> GrantSpec {
         user: UserId::parse("alice").unwrap(),
         entitlement: EntitlementId::parse("prod-db").unwrap(),
         expires_at: Timestamp::from_unix_millis(1_700_000_000_500),
+        claim: 1,
     }
 }
 
@@ -64,8 +65,8 @@ async fn arguments_and_environment_reach_the_program_for_grant_revoke_and_health
             dir.path(),
             "log.sh",
             r#"printf 'args=%s\n' "$*" >> "$LOG_FILE"
-printf 'env=%s|%s|%s|%s|%s|%s|%s\n' "$AIRLOCK_ACTION" "$AIRLOCK_USER" "$AIRLOCK_ENTITLEMENT" \
-  "$AIRLOCK_REQUEST_ID" "$AIRLOCK_EXPIRES_AT" "$AIRLOCK_EXPIRES_AT_UNIX" "$EXTRA" >> "$LOG_FILE""#,
+printf 'env=%s|%s|%s|%s|%s|%s|%s|%s\n' "$AIRLOCK_ACTION" "$AIRLOCK_USER" "$AIRLOCK_ENTITLEMENT" \
+  "$AIRLOCK_REQUEST_ID" "$AIRLOCK_EXPIRES_AT" "$AIRLOCK_EXPIRES_AT_UNIX" "$AIRLOCK_CLAIM" "$EXTRA" >> "$LOG_FILE""#,
         );
         let connector = via_sh(
             &script,
@@ -84,11 +85,11 @@ printf 'env=%s|%s|%s|%s|%s|%s|%s\n' "$AIRLOCK_ACTION" "$AIRLOCK_USER" "$AIRLOCK_
         assert_eq!(
             logged,
             "args=grant alice prod-db req-1 2023-11-14T22:13:20Z\n\
-             env=grant|alice|prod-db|req-1|2023-11-14T22:13:20Z|1700000000|extra value\n\
+             env=grant|alice|prod-db|req-1|2023-11-14T22:13:20Z|1700000000|1|extra value\n\
              args=revoke alice prod-db req-1 2023-11-14T22:13:20Z\n\
-             env=revoke|alice|prod-db|req-1|2023-11-14T22:13:20Z|1700000000|extra value\n\
+             env=revoke|alice|prod-db|req-1|2023-11-14T22:13:20Z|1700000000|1|extra value\n\
              args=health\n\
-             env=health||||||extra value\n"
+             env=health|||||||extra value\n"
         );
         assert_eq!(connector.call_timeout(), Duration::from_secs(10));
     })

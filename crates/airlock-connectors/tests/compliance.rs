@@ -106,6 +106,7 @@ fn grant_spec(user: &str, request_id: RequestId, expires_at: Timestamp) -> Grant
         user: UserId::parse(user).unwrap(),
         entitlement: EntitlementId::parse("db-role").unwrap(),
         expires_at,
+        claim: 1,
     }
 }
 

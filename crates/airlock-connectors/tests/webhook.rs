@@ -47,6 +47,7 @@ fn spec() -> GrantSpec {
         user: UserId::parse("alice").unwrap(),
         entitlement: EntitlementId::parse("prod-db").unwrap(),
         expires_at: Timestamp::from_unix_millis(1_700_000_000_500),
+        claim: 1,
     }
 }
 
@@ -186,6 +187,7 @@ async fn success_is_ok_signed_and_carries_the_idempotency_key() {
                 "entitlement": "prod-db",
                 "expires_at": "2023-11-14T22:13:20Z",
                 "expires_at_unix": 1_700_000_000,
+                "claim": 1,
             })
         );
         assert_eq!(revoke.json()["action"], "revoke");

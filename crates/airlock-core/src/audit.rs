@@ -46,6 +46,8 @@ pub enum AuditAction {
     Revoked,
     RevokeAttemptFailed,
     Deprovisioned,
+    /// A late grant result arrived after removal: the grant is removed again.
+    RevocationRepeated,
 }
 
 impl AuditAction {
@@ -65,6 +67,7 @@ impl AuditAction {
             AuditAction::Revoked => "revoked",
             AuditAction::RevokeAttemptFailed => "revoke_attempt_failed",
             AuditAction::Deprovisioned => "deprovisioned",
+            AuditAction::RevocationRepeated => "revocation_repeated",
         }
     }
 }

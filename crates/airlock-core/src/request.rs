@@ -887,8 +887,15 @@ impl AccessRequest {
     }
 
     /// A grant attempt finished after the request ended: the revoke waiting
-    /// for it can run now; if removal was already confirmed, run it again.
-    fn grant_finished_after_end(&mut self, token: u64, now: Timestamp) {
+    /// for it can run now. If removal was already confirmed but a (stale)
+    /// attempt reports it granted after all, remove again, and say why.
+    fn grant_finished_after_end(
+        &mut self,
+        token: u64,
+        succeeded: bool,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) {
         if !self.state.is_terminal() {
             return;
         }
@@ -896,26 +903,38 @@ impl AccessRequest {
         // from a superseded attempt says nothing about the one still in flight.
         let awaited = token == self.claim_token;
         match self.job.as_mut() {
-            Some(job) if job.action == JobAction::Revoke && job.claimed_until.is_none() => {
-                if awaited {
-                    job.next_attempt_at = job.next_attempt_at.min(now);
-                }
+            Some(job)
+                if job.action == JobAction::Revoke && job.claimed_until.is_none() && awaited =>
+            {
+                job.next_attempt_at = job.next_attempt_at.min(now);
             }
             Some(_) => {}
-            None if self.deprovisioned_at.is_some() || self.granted_at.is_some() => {
+            None if succeeded => {
                 self.job = Some(ConnectorJob::due_now(JobAction::Revoke, now));
                 self.deprovisioned_at = None;
+                let details = BTreeMap::from([
+                    ("claim".to_owned(), token.to_string()),
+                    (
+                        "why".to_owned(),
+                        "a grant attempt reported success after the grant ended".to_owned(),
+                    ),
+                ]);
+                out.event(
+                    self,
+                    now,
+                    Actor::System,
+                    AuditAction::RevocationRepeated,
+                    details,
+                );
             }
-            None => {
-                self.job = Some(ConnectorJob::due_now(JobAction::Revoke, now));
-            }
+            None => {}
         }
     }
 
     fn job_succeeded(&mut self, action: JobAction, token: u64, now: Timestamp, out: &mut Outcome) {
         if !self.is_current(action, token) {
             if action == JobAction::Grant {
-                self.grant_finished_after_end(token, now);
+                self.grant_finished_after_end(token, true, now, out);
             }
             return;
         }
@@ -960,7 +979,7 @@ impl AccessRequest {
     ) {
         if !self.is_current(action, token) {
             if action == JobAction::Grant {
-                self.grant_finished_after_end(token, now);
+                self.grant_finished_after_end(token, false, now, out);
             }
             return;
         }

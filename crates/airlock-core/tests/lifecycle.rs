@@ -1156,7 +1156,7 @@ fn a_late_grant_after_deprovisioning_is_revoked_again() {
             (
                 62,
                 Act::StaleOld(Grant),
-                ok(Revoked, &[Revoke], &[]).and(Check::MayHoldAccess(true)),
+                ok(Revoked, &[Revoke], &["revocation_repeated"]).and(Check::MayHoldAccess(true)),
             ),
         ],
         ..case(Rule::Auto)

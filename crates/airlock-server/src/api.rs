@@ -258,6 +258,26 @@ pub struct VerifyView {
     pub problem: Option<String>,
 }
 
+/// A one-time credential a grant created (e.g. a temporary database login).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CredentialView {
+    pub request_id: String,
+    pub login: String,
+    pub secret: String,
+    /// When the grant (and with it the credential) ends.
+    pub expires_at: Option<String>,
+}
+
+impl std::fmt::Debug for CredentialView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialView")
+            .field("request_id", &self.request_id)
+            .field("login", &self.login)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WhoAmI {
     pub user: String,

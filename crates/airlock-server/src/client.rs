@@ -5,8 +5,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    ApproveBody, AuditEventView, AuditQuery, CreateRequest, EmptyBody, EntitlementView, ErrorBody,
-    ReasonBody, RequestQuery, RequestView, VerifyView, WhoAmI,
+    ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView, EmptyBody,
+    EntitlementView, ErrorBody, ReasonBody, RequestQuery, RequestView, VerifyView, WhoAmI,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +168,15 @@ impl Client {
             ),
         };
         self.send(builder).await
+    }
+
+    /// Collects the one-time credential of the caller's grant.
+    pub async fn collect_credential(&self, id: &str) -> Result<CredentialView, ClientError> {
+        self.send(self.post(
+            &format!("/v1/requests/{}/credential", encode(id)),
+            &EmptyBody {},
+        ))
+        .await
     }
 
     pub async fn grants(&self) -> Result<Vec<RequestView>, ClientError> {

@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use airlock_connectors::mariadb::{MariaDbConnector, MariaDbSettings};
+use airlock_connectors::postgres::{PostgresConnector, PostgresSettings};
+use airlock_connectors::Mode;
 use airlock_core::catalog::{
     ApprovalRule, Catalog, Entitlement, Role, TicketPattern, TicketRule, User,
 };
@@ -53,6 +56,8 @@ pub enum ConnectorSettings {
         secret: Secret,
         timeout: Duration,
     },
+    Postgres(PostgresSettings),
+    MariaDb(MariaDbSettings),
 }
 
 impl ConnectorSettings {
@@ -60,6 +65,8 @@ impl ConnectorSettings {
         match self {
             ConnectorSettings::Command { timeout, .. }
             | ConnectorSettings::Webhook { timeout, .. } => *timeout,
+            ConnectorSettings::Postgres(s) => s.timeout,
+            ConnectorSettings::MariaDb(s) => s.timeout,
         }
     }
 }
@@ -150,6 +157,26 @@ enum RawConnector {
         secret_env: Option<String>,
         timeout: Option<String>,
     },
+    Postgres(RawDatabaseConnector),
+    Mariadb(RawDatabaseConnector),
+}
+
+/// Settings shared by the PostgreSQL and MariaDB connectors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabaseConnector {
+    url: Option<String>,
+    url_env: Option<String>,
+    roles: Vec<String>,
+    /// `grant` (default) or `temporary_login`.
+    mode: Option<String>,
+    login_template: Option<String>,
+    terminate_sessions: Option<bool>,
+    /// PostgreSQL only.
+    log_statements: Option<String>,
+    /// MariaDB only.
+    host: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -422,6 +449,88 @@ impl Settings {
                         url: url.clone(),
                         secret: Secret::new(secret.into_bytes()),
                         timeout: timeout(t)?,
+                    }
+                }
+                RawConnector::Postgres(raw) | RawConnector::Mariadb(raw) => {
+                    let postgres = matches!(conn.get_ref(), RawConnector::Postgres(_));
+                    let invalid =
+                        |f: &str, m: String| src.error(span.clone(), format!("{}: {m}", field(f)));
+                    let url = match (&raw.url, &raw.url_env) {
+                        (Some(u), None) => u.clone(),
+                        (None, Some(var)) => std::env::var(var).map_err(|_| {
+                            invalid(
+                                "url_env",
+                                format!("environment variable `{var}` is not set"),
+                            )
+                        })?,
+                        _ => {
+                            return Err(invalid(
+                                "url",
+                                "set exactly one of `url` and `url_env`".to_owned(),
+                            ))
+                        }
+                    };
+                    let mode = match raw.mode.as_deref() {
+                        None | Some("grant") => Mode::Grant,
+                        Some("temporary_login") => Mode::TemporaryLogin,
+                        Some(other) => {
+                            return Err(invalid(
+                                "mode",
+                                format!("unknown mode `{other}` (known: grant, temporary_login)"),
+                            ))
+                        }
+                    };
+                    if raw.roles.is_empty() {
+                        return Err(invalid("roles", "name at least one role".to_owned()));
+                    }
+                    let timeout = raw
+                        .timeout
+                        .as_deref()
+                        .map_or(Ok(Duration::from_secs(10)), parse_duration)
+                        .map_err(|e| invalid("timeout", e))?;
+                    // Constructing the connector checks every identifier, so an
+                    // unquotable role or login is refused here, at load.
+                    let refuse = |e: airlock_connectors::ConnectorError| {
+                        invalid("roles", e.message().to_owned())
+                    };
+                    if postgres {
+                        if raw.host.is_some() {
+                            return Err(invalid(
+                                "host",
+                                "is for MariaDB connectors only".to_owned(),
+                            ));
+                        }
+                        let mut settings = PostgresSettings::new(url, raw.roles.clone(), mode);
+                        settings.timeout = timeout;
+                        settings.log_statements.clone_from(&raw.log_statements);
+                        if let Some(t) = &raw.login_template {
+                            settings.login_template.clone_from(t);
+                        }
+                        if let Some(t) = raw.terminate_sessions {
+                            settings.terminate_sessions = t;
+                        }
+                        PostgresConnector::new(settings.clone()).map_err(refuse)?;
+                        ConnectorSettings::Postgres(settings)
+                    } else {
+                        if raw.log_statements.is_some() {
+                            return Err(invalid(
+                                "log_statements",
+                                "is for PostgreSQL connectors only".to_owned(),
+                            ));
+                        }
+                        let mut settings = MariaDbSettings::new(url, raw.roles.clone(), mode);
+                        settings.timeout = timeout;
+                        if let Some(t) = &raw.login_template {
+                            settings.login_template.clone_from(t);
+                        }
+                        if let Some(h) = &raw.host {
+                            settings.host.clone_from(h);
+                        }
+                        if let Some(t) = raw.terminate_sessions {
+                            settings.terminate_sessions = t;
+                        }
+                        MariaDbConnector::new(settings.clone()).map_err(refuse)?;
+                        ConnectorSettings::MariaDb(settings)
                     }
                 }
             };

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_connectors::{Connector, ConnectorError, GrantSpec};
-use airlock_core::audit::AuditRecord;
+use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
+use airlock_core::audit::{AuditAction, AuditRecord};
 use airlock_core::catalog::{Catalog, User};
 use airlock_core::request::{
     self, AccessRequest, Command, Effect, JobAction, LifecycleSettings, NewRequest, Rejection,
@@ -91,6 +91,8 @@ pub struct Engine {
     wake: Notify,
     calls: Arc<Semaphore>,
     metrics: Metrics,
+    /// One-time credentials from grants, until the requester collects them.
+    credentials: std::sync::Mutex<HashMap<RequestId, Credential>>,
 }
 
 impl Engine {
@@ -112,6 +114,47 @@ impl Engine {
             wake: Notify::new(),
             calls: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
             metrics: Metrics::default(),
+            credentials: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn hold_credential(&self, request: &AccessRequest, credential: Credential) {
+        if let Ok(mut held) = self.credentials.lock() {
+            held.insert(request.id.clone(), credential);
+        }
+    }
+
+    /// Hands the requester the credential their grant created, once. Only
+    /// the replica that performed the grant holds it, in memory: it is never
+    /// written to the database or a log, and a restart loses it.
+    pub async fn collect_credential(
+        &self,
+        id: &RequestId,
+        caller: &User,
+    ) -> Result<(AccessRequest, Credential), EngineError> {
+        let request = self.get(id).await?;
+        if request.requester != caller.id {
+            return Err(EngineError::Rejected(Rejection::Forbidden(format!(
+                "only the requester `{}` may collect the credential of `{id}`",
+                request.requester
+            ))));
+        }
+        if request.state != State::Active {
+            return Err(EngineError::Rejected(Rejection::Conflict(format!(
+                "`{id}` is {}: only an active grant has a credential",
+                request.state.as_str()
+            ))));
+        }
+        let credential = self
+            .credentials
+            .lock()
+            .ok()
+            .and_then(|mut held| held.remove(id));
+        credential.map(|c| (request, c)).ok_or_else(|| {
+            EngineError::Rejected(Rejection::Conflict(format!(
+                "no credential is waiting for `{id}`: it was already collected, the connector issues none, \
+                 or another replica (or a restart) holds it"
+            )))
         })
     }
 
@@ -195,6 +238,11 @@ impl Engine {
     /// Starts the connector calls a committed transition asked for, and tells
     /// the scheduler its deadlines may have moved.
     fn after_commit(self: &Arc<Self>, transition: &Transition) {
+        if transition.request.state.is_terminal() {
+            if let Ok(mut held) = self.credentials.lock() {
+                held.remove(&transition.request.id);
+            }
+        }
         for event in &transition.events {
             self.metrics.event(event.action);
         }
@@ -228,20 +276,20 @@ impl Engine {
                 return;
             }
         }
-        let result = self.call_connector(&request, effect.action).await;
+        let result = self.call_connector(&request, &effect).await;
         let outcome = match &result {
-            Ok(()) => CallOutcome::Ok,
+            Ok(_) => CallOutcome::Ok,
             Err(e) if e.is_retryable() => CallOutcome::Retryable,
             Err(_) => CallOutcome::Permanent,
         };
         self.metrics.call(effect.action, outcome);
-        if let (Ok(()), JobAction::Revoke, State::Expired, Some(expired)) =
+        if let (Ok(_), JobAction::Revoke, State::Expired, Some(expired)) =
             (&result, effect.action, request.state, request.expires_at)
         {
             self.metrics.revocation_lag(expired.until(self.clock.now()));
         }
         let command = match &result {
-            Ok(()) => {
+            Ok(_) => {
                 debug!("connector call succeeded");
                 Command::JobSucceeded {
                     action: effect.action,
@@ -259,7 +307,23 @@ impl Engine {
             }
         };
         match self.apply(&request.id, command).await {
-            Ok(transition) => self.after_commit(&transition),
+            Ok(transition) => {
+                // Hand out a credential only for the attempt that counted.
+                let accepted = transition
+                    .events
+                    .iter()
+                    .any(|e| e.action == AuditAction::Granted);
+                if let (
+                    true,
+                    Ok(Granted {
+                        credential: Some(credential),
+                    }),
+                ) = (accepted, result)
+                {
+                    self.hold_credential(&transition.request, credential);
+                }
+                self.after_commit(&transition);
+            }
             // The claim's lease runs out and the scheduler retries the call.
             Err(e) => error!(error = %e, "could not record the connector result"),
         }
@@ -268,8 +332,8 @@ impl Engine {
     async fn call_connector(
         &self,
         request: &AccessRequest,
-        action: JobAction,
-    ) -> Result<(), ConnectorError> {
+        effect: &Effect,
+    ) -> Result<Granted, ConnectorError> {
         let connector = self
             .catalog
             .entitlement(&request.entitlement)
@@ -285,14 +349,13 @@ impl Engine {
             user: request.requester.clone(),
             entitlement: request.entitlement.clone(),
             expires_at: request.expires_at.unwrap_or(request.created_at),
+            claim: effect.token,
         };
         let limit = connector.call_timeout();
         let call = async {
-            match action {
-                // Credentials are not yet handed out (see the issue notes): a
-                // connector that issues one is not usable until they are.
-                JobAction::Grant => connector.grant(&spec).await.map(|_granted| ()),
-                JobAction::Revoke => connector.revoke(&spec).await,
+            match effect.action {
+                JobAction::Grant => connector.grant(&spec).await,
+                JobAction::Revoke => connector.revoke(&spec).await.map(|()| Granted::default()),
             }
         };
         tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {

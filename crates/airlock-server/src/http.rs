@@ -18,9 +18,9 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    parse_time, ApproveBody, AuditEventView, AuditQuery, CreateRequest, DurationInput, EmptyBody,
-    EntitlementView, ErrorBody, ErrorDetail, ReasonBody, RequestQuery, RequestView, VerifyView,
-    WhoAmI,
+    parse_time, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
+    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ReasonBody, RequestQuery,
+    RequestView, VerifyView, WhoAmI,
 };
 use crate::config::{parse_duration, token_hash};
 use crate::engine::{Ask, Engine, EngineError};
@@ -49,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/requests/{id}/cancel"),
     ("post", "/v1/requests/{id}/release"),
     ("post", "/v1/requests/{id}/revoke"),
+    ("post", "/v1/requests/{id}/credential"),
     ("get", "/v1/grants"),
     ("get", "/v1/audit"),
     ("get", "/v1/audit/verify"),
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/requests/{id}/cancel", post(cancel))
         .route("/v1/requests/{id}/release", post(release))
         .route("/v1/requests/{id}/revoke", post(revoke))
+        .route("/v1/requests/{id}/credential", post(collect_credential))
         .route("/v1/grants", get(grants))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
@@ -521,6 +523,26 @@ async fn revoke(
         },
     )
     .await
+}
+
+/// Hands the requester their grant's one-time credential (POST: it is consumed).
+async fn collect_credential(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CredentialView>> {
+    let id = request_id(&id)?;
+    let current = state.engine.get(&id).await?;
+    if !can_see(&user, &current) {
+        return Err(ApiError::not_found(id.as_str()));
+    }
+    let (request, credential) = state.engine.collect_credential(&id, &user).await?;
+    Ok(Json(CredentialView {
+        request_id: request.id.to_string(),
+        login: credential.login.clone(),
+        secret: credential.secret().to_owned(),
+        expires_at: request.expires_at.map(crate::api::format_time),
+    }))
 }
 
 async fn grants(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use airlock_core::audit::AuditAction;
 use airlock_core::request::JobAction;
 
-const ACTIONS: [AuditAction; 14] = [
+const ACTIONS: [AuditAction; 15] = [
     AuditAction::Requested,
     AuditAction::ApprovalRecorded,
     AuditAction::Approved,
@@ -24,6 +24,7 @@ const ACTIONS: [AuditAction; 14] = [
     AuditAction::Revoked,
     AuditAction::RevokeAttemptFailed,
     AuditAction::Deprovisioned,
+    AuditAction::RevocationRepeated,
 ];
 
 /// Upper bounds (seconds) of the revocation lag histogram buckets.

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use airlock_connectors::command::{CommandConnector, CommandSettings};
+use airlock_connectors::mariadb::MariaDbConnector;
+use airlock_connectors::postgres::PostgresConnector;
 use airlock_connectors::webhook::{WebhookConnector, WebhookSettings};
 use airlock_connectors::Connector;
 use tokio::sync::watch;
@@ -96,6 +98,22 @@ pub fn build_connectors(
                     message: e.to_string(),
                 })?,
             ),
+            ConnectorSettings::Postgres(settings) => {
+                Arc::new(PostgresConnector::new(settings.clone()).map_err(|e| {
+                    StartError::Connector {
+                        name: name.clone(),
+                        message: e.to_string(),
+                    }
+                })?)
+            }
+            ConnectorSettings::MariaDb(settings) => {
+                Arc::new(MariaDbConnector::new(settings.clone()).map_err(|e| {
+                    StartError::Connector {
+                        name: name.clone(),
+                        message: e.to_string(),
+                    }
+                })?)
+            }
         };
         connectors.insert(name.clone(), connector);
     }

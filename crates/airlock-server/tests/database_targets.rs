@@ -1,0 +1,219 @@
+//! The whole path for database targets: a request through the real server
+//! with a PostgreSQL or MariaDB connector in temporary-login mode, the
+//! one-time credential handed to the requester, and the login gone after
+//! expiry. Needs the services named by `AIRLOCK_TEST_POSTGRES_URL` and
+//! `AIRLOCK_TEST_MARIADB_URL`.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code: a failed step should fail the test"
+)]
+
+use std::time::{Duration, Instant};
+
+use airlock_server::api::{CreateRequest, DurationInput};
+use airlock_server::client::Client;
+use airlock_server::config::{token_hash, Settings};
+use sqlx::Connection;
+
+/// A name unique to this run, usable as a role name.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
+
+async fn boot(connector: &str) -> (airlock_server::server::Server, Client, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[users.alice]\ngroups = [\"dba\"]\ntoken_sha256 = \"{}\"\n\n\
+         [connectors.db]\n{connector}\n\n\
+         [entitlements.db-admin]\nrequestable_by = [\"dba\"]\nmax_duration = \"1h\"\nauto_approve = true\nconnector = \"db\"\n",
+        dir.path().display(),
+        token_hash("alice-token")
+    );
+    let settings = Settings::parse("targets.toml", &toml, dir.path()).unwrap();
+    let server = airlock_server::server::start(settings).await.unwrap();
+    let client = Client::new(&format!("http://{}", server.addr()), "alice-token").unwrap();
+    (server, client, dir)
+}
+
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Requests a 3 s grant, collects its credential (once), and returns it with
+/// the request id; then waits for the grant to end.
+async fn request_and_collect(client: &Client) -> (String, airlock_server::api::CredentialView) {
+    let body = CreateRequest {
+        entitlement: "db-admin".into(),
+        duration: Some(DurationInput::Seconds(3)),
+        reason: "migration".into(),
+        ticket: None,
+        start_at: None,
+    };
+    let created = client.create_request(&body).await.unwrap();
+    until("the grant", || async {
+        let r = client.get_request(&created.id).await.unwrap();
+        (r.state == "active").then_some(())
+    })
+    .await;
+    let credential = client.collect_credential(&created.id).await.unwrap();
+    assert_eq!(credential.login, format!("airlock_{}", created.id));
+    assert!(credential.secret.len() >= 20);
+    let again = client.collect_credential(&created.id).await.unwrap_err();
+    assert_eq!(
+        again.status(),
+        Some(409),
+        "a credential is handed out once: {again}"
+    );
+    (created.id, credential)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_temporary_login_is_handed_out_once_and_dropped_at_expiry() {
+    let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let role = unique("airlock_t_role");
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(&format!("CREATE ROLE {role} NOLOGIN"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let (server, client, _dir) = boot(&format!(
+        "type = \"postgres\"\nurl = \"{url}\"\nroles = [\"{role}\"]\nmode = \"temporary_login\"\ntimeout = \"5s\""
+    ))
+    .await;
+    let (id, credential) = request_and_collect(&client).await;
+
+    // The login exists, belongs to the role, and expires when the grant does.
+    let (valid_until, member): (Option<String>, bool) = sqlx::query_as(
+        "SELECT to_char(rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS'), \
+         pg_has_role(rolname, $2, 'MEMBER') FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(&credential.login)
+    .bind(&role)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(member, "the temporary login is not a member of {role}");
+    let expires = credential.expires_at.clone().unwrap();
+    assert_eq!(
+        valid_until.as_deref(),
+        expires.get(..19),
+        "VALID UNTIL must be the grant's expiry"
+    );
+    let login_url = url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://{}:{}@", credential.login, credential.secret),
+        1,
+    );
+    let mut as_grantee = sqlx::PgConnection::connect(&login_url).await.unwrap();
+    sqlx::query("SELECT 1")
+        .execute(&mut as_grantee)
+        .await
+        .unwrap();
+
+    until("the login to be dropped after expiry", || async {
+        let r = client.get_request(&id).await.unwrap();
+        (r.deprovisioned_at.is_some()).then_some(())
+    })
+    .await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(&credential.login)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the temporary login outlived its grant");
+    assert!(
+        sqlx::query("SELECT 1")
+            .execute(&mut as_grantee)
+            .await
+            .is_err(),
+        "the grantee's session survived revocation"
+    );
+
+    server.shutdown().await;
+    sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_temporary_user_logs_in_during_the_grant_only() {
+    let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_MARIADB_URL") else {
+        return;
+    };
+    let role = unique("airlock_t_role");
+    let mut admin = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE ROLE {role}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let (server, client, _dir) = boot(&format!(
+        "type = \"mariadb\"\nurl = \"{url}\"\nroles = [\"{role}\"]\nmode = \"temporary_login\"\ntimeout = \"5s\""
+    ))
+    .await;
+    let (id, credential) = request_and_collect(&client).await;
+
+    // MariaDB checks the password: a real login with the handed-out one,
+    // holding the role by default. (No default database: MariaDB checks a
+    // database named at connect time before it applies default roles.)
+    let server_url = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base);
+    let as_login = |password: &str| {
+        server_url.replacen(
+            "mysql://root@",
+            &format!("mysql://{}:{password}@", credential.login),
+            1,
+        )
+    };
+    let login_url = as_login(&credential.secret);
+    let mut as_grantee = sqlx::MySqlConnection::connect(&login_url).await.unwrap();
+    let current: Option<String> = sqlx::query_scalar("SELECT CURRENT_ROLE()")
+        .fetch_one(&mut as_grantee)
+        .await
+        .unwrap();
+    assert_eq!(current.as_deref(), Some(role.as_str()));
+    assert!(sqlx::MySqlConnection::connect(&as_login("wrong-password"))
+        .await
+        .is_err());
+
+    until("the user to be dropped after expiry", || async {
+        let r = client.get_request(&id).await.unwrap();
+        (r.deprovisioned_at.is_some()).then_some(())
+    })
+    .await;
+    assert!(
+        sqlx::MySqlConnection::connect(&login_url).await.is_err(),
+        "the temporary user can still log in"
+    );
+    assert!(
+        sqlx::query("SELECT 1")
+            .execute(&mut as_grantee)
+            .await
+            .is_err(),
+        "the grantee's connection survived revocation"
+    );
+
+    server.shutdown().await;
+    sqlx::raw_sql(&format!("DROP ROLE IF EXISTS {role}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
