@@ -5,21 +5,19 @@
 //! lifecycles through the HTTP API (request → approve → grant → expiry →
 //! revoke) and prints throughput, API latency and revocation lag, where lag
 //! is the receiver's revoke arrival time minus the grant's expiry.
+//!
+//! `store` measures each database backend (SQLite and PostgreSQL) in a fresh
+//! database: its raw single-row commit rate, lifecycles per second through
+//! the same path as `lifecycle`, and expiries per second when many grants
+//! fall due at once, and sets them against the targets of the issue.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use airlock_connectors::webhook::{verify_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use airlock_server::api::{parse_time, CreateRequest, DurationInput};
-use airlock_server::client::{Action, Client};
-use airlock_server::config::{token_hash, Settings};
-use anyhow::{bail, Context};
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use airlock_server::store::sql::Location;
 use clap::{Parser, Subcommand};
+
+mod lifecycle;
+mod store;
 
 #[derive(Parser)]
 #[command(
@@ -45,75 +43,23 @@ enum Bench {
         #[arg(long, default_value_t = 1)]
         grant_seconds: u64,
     },
+    /// Raw commit rate, lifecycles/s and expiries/s per database backend.
+    Store(store::StoreArgs),
 }
 
-const SECRET: &str = "bench-webhook-secret-0123456789";
-
+/// The wall clock in Unix milliseconds.
 #[expect(
     clippy::disallowed_methods,
     reason = "the benchmark measures wall-clock lag against the server"
 )]
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// What the webhook receiver saw.
-#[derive(Default)]
-struct Received {
-    grants: usize,
-    /// Request id → arrival time (Unix ms) of its first revoke.
-    revokes: HashMap<String, i64>,
-    bad_signatures: usize,
-}
-
-async fn receive(
-    axum::extract::State(seen): axum::extract::State<Arc<Mutex<Received>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let arrived = now_ms();
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
-    let Ok(mut seen) = seen.lock() else {
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    };
-    if !verify_signature(
-        SECRET.as_bytes(),
-        header(TIMESTAMP_HEADER),
-        &body,
-        header(SIGNATURE_HEADER),
-    ) {
-        seen.bad_signatures += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return StatusCode::BAD_REQUEST;
-    };
-    let field = |k: &str| {
-        event
-            .get(k)
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("")
-            .to_owned()
-    };
-    let id = field("request_id");
-    match field("action").as_str() {
-        "grant" => seen.grants += 1,
-        "revoke" => {
-            seen.revokes.entry(id).or_insert(arrived);
-        }
-        _ => {}
-    }
-    StatusCode::OK
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p`th percentile of sorted values (nearest rank).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -124,155 +70,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn config(n: usize, hook: &str, data_dir: &std::path::Path) -> (String, Vec<String>) {
-    let mut text = String::new();
-    let _ = write!(
-        text,
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n\
-         [connectors.hook]\ntype = \"webhook\"\nurl = \"{hook}\"\nsecret = \"{SECRET}\"\ntimeout = \"10s\"\n\n\
-         [entitlements.bench-db]\nrequestable_by = [\"requesters\"]\nmax_duration = \"1h\"\nrequire_reason = true\n\
-         approvals_required = 1\napprovers = [\"approvers\"]\nconnector = \"hook\"\n\n\
-         [users.approver]\ngroups = [\"approvers\"]\ntoken_sha256 = \"{}\"\n",
-        data_dir.display(),
-        token_hash("approver-token")
-    );
-    let tokens: Vec<String> = (0..n).map(|i| format!("bench-token-{i}")).collect();
-    for (i, t) in tokens.iter().enumerate() {
-        let _ = write!(
-            text,
-            "\n[users.u{i}]\ngroups = [\"requesters\"]\ntoken_sha256 = \"{}\"\n",
-            token_hash(t)
-        );
+/// A TOML basic string holding `raw`.
+pub(crate) fn toml_string(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() + 2);
+    out.push('"');
+    for c in raw.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
     }
-    (text, tokens)
+    out.push('"');
+    out
 }
 
-async fn lifecycle(n: usize, concurrency: usize, grant_seconds: u64) -> anyhow::Result<()> {
-    let seen = Arc::new(Mutex::new(Received::default()));
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let hook = format!("http://{}/hook", receiver.local_addr()?);
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(receive))
-        .with_state(Arc::clone(&seen));
-    tokio::spawn(async move { axum::serve(receiver, app).await });
-
+async fn lifecycle_alone(n: usize, concurrency: usize, grant_seconds: u64) -> anyhow::Result<()> {
     let data_dir = std::env::temp_dir().join(format!("airlock-bench-{}", std::process::id()));
-    let (text, tokens) = config(n, &hook, &data_dir);
-    let settings = Settings::parse("bench.toml", &text, &data_dir).context("bench config")?;
-    let server = airlock_server::server::start(settings).await?;
-    let base = Client::new(&format!("http://{}", server.addr()), "approver-token")?;
-
-    println!("airlock-bench lifecycle: {n} lifecycles, {concurrency} concurrent clients, {grant_seconds}s grants");
-    println!(
-        "store: SQLite (WAL, synchronous=FULL) in {}",
-        data_dir.display()
-    );
-    let next = Arc::new(AtomicUsize::new(0));
-    let tokens = Arc::new(tokens);
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (next, tokens, base) = (Arc::clone(&next), Arc::clone(&tokens), base.clone());
-        workers.push(tokio::spawn(async move {
-            let mut latencies_ms = Vec::new();
-            let mut expiries = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(token) = tokens.get(i) else { break };
-                let requester = base.with_token(token);
-                let t = Instant::now();
-                let created = requester
-                    .create_request(&CreateRequest {
-                        entitlement: "bench-db".into(),
-                        duration: Some(DurationInput::Seconds(grant_seconds)),
-                        reason: "benchmark".into(),
-                        ticket: None,
-                        start_at: None,
-                    })
-                    .await?;
-                latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                let t = Instant::now();
-                let approved = base
-                    .act(&created.id, &Action::Approve { comment: None })
-                    .await?;
-                latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                let expires = approved
-                    .expires_at
-                    .as_deref()
-                    .context("approved without expiry")?;
-                let expires = parse_time(expires).map_err(anyhow::Error::msg)?;
-                expiries.push((approved.id, expires.unix_millis()));
-            }
-            anyhow::Ok((latencies_ms, expiries))
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut expiries = Vec::new();
-    for w in workers {
-        let (l, e) = w.await??;
-        latencies.extend(l);
-        expiries.extend(e);
-    }
-    let submitted = started.elapsed();
-
-    let deadline = Instant::now() + Duration::from_secs(grant_seconds + 120);
-    loop {
-        let done = seen.lock().map(|s| s.revokes.len()).unwrap_or(0);
-        if done >= n {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("only {done} of {n} grants were revoked within the deadline");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let total = started.elapsed();
-    server.shutdown().await;
+    std::fs::create_dir_all(&data_dir)?;
+    let database = Location::Sqlite(data_dir.join("airlock.db"));
+    let result = lifecycle::run(&database, &data_dir, n, concurrency, grant_seconds).await;
     let _ = std::fs::remove_dir_all(&data_dir);
-
-    let seen = seen
-        .lock()
-        .map_err(|_| anyhow::anyhow!("receiver state poisoned"))?;
-    let mut lags: Vec<f64> = expiries
-        .iter()
-        .filter_map(|(id, exp)| seen.revokes.get(id).map(|r| (r - exp) as f64))
-        .collect();
-    lags.sort_by(f64::total_cmp);
-    latencies.sort_by(f64::total_cmp);
-    let max_lag = lags.last().copied().unwrap_or(f64::NAN);
-    println!(
-        "grants received: {}, revokes received: {}, bad signatures: {}",
-        seen.grants,
-        seen.revokes.len(),
-        seen.bad_signatures
-    );
-    println!(
-        "throughput: {:.0} lifecycles/s end to end ({n} in {:.2}s, including the {grant_seconds}s grant time); \
-         {:.0} lifecycles/s submitted (request+approve, {:.2}s)",
-        n as f64 / total.as_secs_f64(),
-        total.as_secs_f64(),
-        n as f64 / submitted.as_secs_f64(),
-        submitted.as_secs_f64()
-    );
-    println!(
-        "api latency (request and approve calls): p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 99.0)
-    );
-    println!(
-        "revocation lag (receiver revoke time - expiry): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        percentile(&lags, 50.0),
-        percentile(&lags, 99.0),
-        max_lag
-    );
-    if seen.grants < n || lags.len() < n {
-        bail!(
-            "incomplete run: {} grants, {} lags for {n} lifecycles",
-            seen.grants,
-            lags.len()
-        );
-    }
-    Ok(())
+    result.map(|_| ())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -285,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             n,
             concurrency,
             grant_seconds,
-        } => runtime.block_on(lifecycle(n, concurrency, grant_seconds)),
+        } => runtime.block_on(lifecycle_alone(n, concurrency, grant_seconds)),
+        Bench::Store(args) => runtime.block_on(store::run(args)),
     }
 }
