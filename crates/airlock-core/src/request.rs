@@ -189,9 +189,11 @@ impl AccessRequest {
         match self.state {
             State::Pending => Some(self.pending_deadline),
             // A retry scheduled past the grant window must not delay failing it.
-            State::Approved => match (job_due, self.expires_at) {
-                (Some(j), Some(e)) => Some(j.min(e)),
-                (j, e) => j.or(e),
+            State::Approved => match (&self.job, self.expires_at) {
+                // In flight: nothing can happen before the attempt reports or its lease lapses.
+                (Some(job), _) if job.claimed_until.is_some() => job_due,
+                (_, Some(e)) => Some(job_due.map_or(e, |j| j.min(e))),
+                (_, None) => job_due,
             },
             State::Active => self.expires_at,
             _ => job_due,

@@ -425,7 +425,8 @@ impl Engine {
         }
         if changed == 0 && !due.is_empty() {
             // Rows looked due but nothing was: never spin on them.
-            warn!(count = due.len(), "due requests needed no change");
+            let first: Vec<&str> = due.iter().take(5).map(RequestId::as_str).collect();
+            warn!(count = due.len(), first = ?first, "due requests needed no change");
             tokio::time::sleep(Duration::from_millis(200)).await;
             return Ok(0);
         }

@@ -18,13 +18,13 @@
 //! replicas at once (it is also read `FOR UPDATE`). Reads use a separate pool
 //! and never wait for writers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
-use airlock_core::request::{AccessRequest, Rejection, Transition};
+use airlock_core::request::{AccessRequest, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
@@ -299,6 +299,13 @@ async fn run_writer(
 /// Runs a batch of changes in one transaction and answers each caller once
 /// the outcome is durable (or failed as a whole). Returns whether the
 /// connection is still usable.
+///
+/// A batch costs a fixed handful of statements whatever its size: one read of
+/// the rows it changes, one of the open requests it creates against, then the
+/// core decides every change in order (a later change to the same request sees
+/// the earlier one), and one multi-row upsert and one multi-row audit insert
+/// write the result. A change the core refuses writes nothing and does not
+/// affect the others; a database error fails the whole batch.
 async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Change>) -> bool {
     let mut replies = Vec::with_capacity(batch.len());
     let outcome = async {
@@ -310,34 +317,78 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
                 .await
                 .map_err(db_err)?;
         }
-        let mut head = audit_head(conn).await?;
-        for job in batch {
-            exec(conn, "SAVEPOINT change").await?;
-            let (result, reply) = match job {
+        let ids: BTreeSet<String> = batch
+            .iter()
+            .filter_map(|c| match c {
+                Change::Update { id, .. } => Some(id.to_string()),
+                Change::Create { .. } => None,
+            })
+            .collect();
+        let requesters: BTreeSet<String> = batch
+            .iter()
+            .filter_map(|c| match c {
+                Change::Create { requester, .. } => Some(requester.to_string()),
+                Change::Update { .. } => None,
+            })
+            .collect();
+        let mut rows = read_requests(conn, backend, &ids).await?;
+        let mut open = read_open_requests(conn, &requesters).await?;
+        let mut pending = PendingWrites::default();
+        for change in batch {
+            match change {
+                Change::Update { id, decide, reply } => {
+                    let result =
+                        match rows.get(id.as_str()).cloned() {
+                            None => Err(StoreError::NotFound(id.clone())),
+                            Some(current) => decide(current.clone())
+                                .map_err(StoreError::from)
+                                .inspect(|t| {
+                                    // Nothing changed (e.g. a tick that found nothing due): write nothing.
+                                    if !(t.request == current && t.events.is_empty()) {
+                                        pending.record(t, &mut rows, &mut open);
+                                    }
+                                }),
+                        };
+                    replies.push((result, reply));
+                }
                 Change::Create {
                     requester,
                     entitlement,
                     decide,
                     reply,
-                } => (
-                    create_in_tx(conn, &mut head, &requester, &entitlement, decide).await,
-                    reply,
-                ),
-                Change::Update { id, decide, reply } => (
-                    update_in_tx(conn, backend, &mut head, &id, decide).await,
-                    reply,
-                ),
-            };
-            if result.is_err() {
-                exec(conn, "ROLLBACK TO change").await?;
+                } => {
+                    let key = (requester.to_string(), entitlement.to_string());
+                    let result = decide(open.get(&key))
+                        .map_err(StoreError::from)
+                        .and_then(|t| {
+                            if rows.contains_key(t.request.id.as_str())
+                                || pending.dirty.contains_key(t.request.id.as_str())
+                            {
+                                return Err(StoreError::Corrupt(format!(
+                                    "request id `{}` is already taken",
+                                    t.request.id
+                                )));
+                            }
+                            pending.record(&t, &mut rows, &mut open);
+                            pending.created.push(t.request.id.to_string());
+                            Ok(t)
+                        });
+                    replies.push((result, reply));
+                }
             }
-            exec(conn, "RELEASE change").await?;
-            if result.is_err() {
-                // The rolled-back change's audit events are gone too.
-                head = audit_head(conn).await?;
-            }
-            replies.push((result, reply));
         }
+        // New ids are random and never expected to collide, but an upsert
+        // must not silently overwrite another request if one ever did.
+        let created: BTreeSet<String> = pending.created.iter().cloned().collect();
+        if !read_requests(conn, Backend::Sqlite, &created)
+            .await?
+            .is_empty()
+        {
+            return Err(StoreError::Corrupt(
+                "a new request id collided with a stored one".to_owned(),
+            ));
+        }
+        pending.write(conn, &rows).await?;
         exec(conn, "COMMIT").await?;
         Ok::<(), StoreError>(())
     }
@@ -354,6 +405,168 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
         let _ = reply.send(result);
     }
     true
+}
+
+/// Rows and events a batch will write, in the order they were decided.
+#[derive(Default)]
+struct PendingWrites {
+    /// Ids of changed requests, each once, with the time of its last change.
+    order: Vec<(String, Timestamp)>,
+    dirty: BTreeMap<String, usize>,
+    events: Vec<AuditEvent>,
+    /// Ids of the requests this batch creates.
+    created: Vec<String>,
+}
+
+impl PendingWrites {
+    fn record(
+        &mut self,
+        t: &Transition,
+        rows: &mut HashMap<String, AccessRequest>,
+        open: &mut HashMap<(String, String), RequestId>,
+    ) {
+        let id = t.request.id.to_string();
+        let at = change_time(t);
+        match self.dirty.get(&id) {
+            Some(&i) => {
+                if let Some(slot) = self.order.get_mut(i) {
+                    slot.1 = at;
+                }
+            }
+            None => {
+                self.dirty.insert(id.clone(), self.order.len());
+                self.order.push((id.clone(), at));
+            }
+        }
+        let key = (
+            t.request.requester.to_string(),
+            t.request.entitlement.to_string(),
+        );
+        if t.request.state.is_terminal() {
+            if open.get(&key) == Some(&t.request.id) {
+                open.remove(&key);
+            }
+        } else {
+            open.insert(key, t.request.id.clone());
+        }
+        rows.insert(id, t.request.clone());
+        self.events.extend(t.events.iter().cloned());
+    }
+
+    async fn write(
+        &self,
+        conn: &mut AnyConnection,
+        rows: &HashMap<String, AccessRequest>,
+    ) -> Result<(), StoreError> {
+        let changed: Vec<(&AccessRequest, Timestamp)> = self
+            .order
+            .iter()
+            .filter_map(|(id, at)| rows.get(id).map(|r| (r, *at)))
+            .collect();
+        for chunk in shaped_chunks(&changed, UPSERT_CHUNK) {
+            write_requests(conn, chunk).await?;
+        }
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        let head = audit_head(conn).await?;
+        let (mut seq, mut hash) = (head.seq, head.hash);
+        let mut records = Vec::with_capacity(self.events.len());
+        for event in &self.events {
+            let record = AuditRecord::chain(event, seq, &hash);
+            seq = record.seq;
+            hash.clone_from(&record.hash);
+            records.push(record);
+        }
+        for chunk in shaped_chunks(&records, AUDIT_CHUNK) {
+            insert_audit_records(conn, chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows per multi-row statement: well under both databases' parameter limits.
+const UPSERT_CHUNK: usize = 256;
+const AUDIT_CHUNK: usize = 512;
+const READ_CHUNK: usize = 512;
+
+/// Splits `items` into chunks whose sizes are powers of two (at most `max`),
+/// so a multi-row statement comes in a handful of shapes that stay in the
+/// connection's prepared-statement cache instead of one shape per batch size.
+fn shaped_chunks<T>(items: &[T], max: usize) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let mut rest = items;
+    while !rest.is_empty() {
+        let fit = rest.len().min(max);
+        let size = 1usize << (usize::BITS - 1 - fit.leading_zeros());
+        let (chunk, tail) = rest.split_at(size);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    chunks
+}
+
+/// `$first, $first+1, ...` for `n` parameters.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The rows with these ids, locked on PostgreSQL.
+async fn read_requests(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: &BTreeSet<String>,
+) -> Result<HashMap<String, AccessRequest>, StoreError> {
+    let mut rows = HashMap::with_capacity(ids.len());
+    let ids: Vec<&String> = ids.iter().collect();
+    for chunk in shaped_chunks(&ids, READ_CHUNK) {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE id IN ({}){}",
+            placeholders(1, chunk.len()),
+            backend.for_update()
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind((*id).clone());
+        }
+        for row in query.fetch_all(&mut *conn).await.map_err(db_err)? {
+            let request = request_from_row(&row)?;
+            rows.insert(request.id.to_string(), request);
+        }
+    }
+    Ok(rows)
+}
+
+/// The unfinished requests of these requesters, by (requester, entitlement).
+async fn read_open_requests(
+    conn: &mut AnyConnection,
+    requesters: &BTreeSet<String>,
+) -> Result<HashMap<(String, String), RequestId>, StoreError> {
+    let mut open = HashMap::new();
+    let requesters: Vec<&String> = requesters.iter().collect();
+    for chunk in shaped_chunks(&requesters, READ_CHUNK) {
+        let sql = format!(
+            "SELECT id, requester, entitlement FROM requests \
+             WHERE state IN ('pending','approved','active') AND requester IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for r in chunk {
+            query = query.bind((*r).clone());
+        }
+        for row in query.fetch_all(&mut *conn).await.map_err(db_err)? {
+            let id: String = row.try_get("id").map_err(db_err)?;
+            let key = (
+                row.try_get::<String, _>("requester").map_err(db_err)?,
+                row.try_get::<String, _>("entitlement").map_err(db_err)?,
+            );
+            open.insert(key, RequestId::parse(&id).map_err(|e| corrupt(&id, e))?);
+        }
+    }
+    Ok(open)
 }
 
 /// Runs one statement without results on the write connection.
@@ -386,80 +599,24 @@ async fn import_in_tx(
         requests: requests.len(),
         audit_events: audit.len(),
     };
-    for record in requests {
-        let request = record.into_request()?;
-        let updated = request.ended_at.unwrap_or(request.created_at);
-        write_request(conn, &request, updated).await?;
+    let requests = requests
+        .into_iter()
+        .map(RequestRecord::into_request)
+        .collect::<Result<Vec<_>, _>>()?;
+    let changed: Vec<(&AccessRequest, Timestamp)> = requests
+        .iter()
+        .map(|r| (r, r.ended_at.unwrap_or(r.created_at)))
+        .collect();
+    for chunk in shaped_chunks(&changed, UPSERT_CHUNK) {
+        write_requests(conn, chunk).await?;
     }
-    for record in &audit {
-        insert_audit_record(conn, record).await?;
+    for chunk in audit.chunks(AUDIT_CHUNK) {
+        insert_audit_records(conn, chunk).await?;
     }
     exec(conn, "COMMIT").await?;
     Ok(report)
 }
 
-async fn create_in_tx(
-    conn: &mut AnyConnection,
-    head: &mut AuditHead,
-    requester: &UserId,
-    entitlement: &EntitlementId,
-    decide: CreateDecision,
-) -> Result<Transition, StoreError> {
-    let open: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM requests WHERE requester = $1 AND entitlement = $2 \
-         AND state IN ('pending','approved','active') LIMIT 1",
-    )
-    .bind(requester.as_str())
-    .bind(entitlement.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    let open = open
-        .map(|id| RequestId::parse(&id).map_err(|e| corrupt(&id, e)))
-        .transpose()?;
-    let transition = decide(open.as_ref())?;
-    write_request(conn, &transition.request, change_time(&transition))
-        .await
-        .map_err(|e| match e {
-            // Another replica created an open request for the same user and
-            // entitlement between our check and our insert.
-            StoreError::UniqueViolation => StoreError::Rejected(Rejection::Conflict(format!(
-                "`{requester}` already has an open request for `{entitlement}`"
-            ))),
-            other => other,
-        })?;
-    append_audit(conn, head, &transition.events).await?;
-    Ok(transition)
-}
-
-async fn update_in_tx(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    head: &mut AuditHead,
-    id: &RequestId,
-    decide: UpdateDecision,
-) -> Result<Transition, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1{}",
-        backend.for_update()
-    ))
-    .bind(id.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?
-    .ok_or_else(|| StoreError::NotFound(id.clone()))?;
-    let current = request_from_row(&row)?;
-    let transition = decide(current.clone())?;
-    if transition.request == current && transition.events.is_empty() {
-        // Nothing changed (e.g. a tick that found nothing due).
-        return Ok(transition);
-    }
-    write_request(conn, &transition.request, change_time(&transition)).await?;
-    append_audit(conn, head, &transition.events).await?;
-    Ok(transition)
-}
-
-/// Applies the migrations this database lacks, refusing a newer schema.
 async fn migrate(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
     if backend == Backend::Postgres {
         // Replicas starting together migrate one at a time.
@@ -581,57 +738,67 @@ fn request_from_row(row: &AnyRow) -> Result<AccessRequest, StoreError> {
     record_from_row(row)?.into_request()
 }
 
-/// Inserts or replaces the request row.
-async fn write_request(
+/// Inserts or updates request rows (each id at most once), with the time of
+/// each one's last change, in one statement.
+async fn write_requests(
     conn: &mut AnyConnection,
-    request: &AccessRequest,
-    now: Timestamp,
+    changed: &[(&AccessRequest, Timestamp)],
 ) -> Result<(), StoreError> {
-    let r = RequestRecord::from_request(request);
-    let json = |v: &dyn erased::Json| v.to_json();
+    const COLUMNS: usize = 29;
+    if changed.is_empty() {
+        return Ok(());
+    }
     let updates: Vec<String> = REQUEST_COLUMNS
         .split(',')
         .map(str::trim)
         .filter(|c| *c != "id")
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
+    let values: Vec<String> = (0..changed.len())
+        .map(|row| format!("({})", placeholders(row * COLUMNS + 1, COLUMNS)))
+        .collect();
     let sql = format!(
-        "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES \
-         ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29) \
-         ON CONFLICT (id) DO UPDATE SET {}",
+        "INSERT INTO requests ({REQUEST_COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET {}",
+        values.join(","),
         updates.join(", ")
     );
-    let job = r.job.as_ref();
-    sqlx::query(&sql)
-        .bind(&r.id)
-        .bind(&r.requester)
-        .bind(&r.entitlement)
-        .bind(&r.state)
-        .bind(r.duration_ms)
-        .bind(&r.reason)
-        .bind(&r.ticket)
-        .bind(r.start_at)
-        .bind(r.created_at)
-        .bind(r.required_approvals)
-        .bind(json(&r.approver_groups)?)
-        .bind(json(&r.approvals)?)
-        .bind(r.pending_deadline)
-        .bind(r.decided_at)
-        .bind(r.activates_at)
-        .bind(r.expires_at)
-        .bind(r.granted_at)
-        .bind(r.ended_at)
-        .bind(&r.ended_by)
-        .bind(&r.end_note)
-        .bind(job.map(|j| j.action.clone()))
-        .bind(job.map(|j| j.attempts))
-        .bind(job.map(|j| j.next_attempt_at))
-        .bind(job.and_then(|j| j.claimed_until))
-        .bind(job.and_then(|j| j.last_error.clone()))
-        .bind(r.claim_token)
-        .bind(r.deprovisioned_at)
-        .bind(request.next_due().map(Timestamp::unix_millis))
-        .bind(now.unix_millis())
+    let json = |v: &dyn erased::Json| v.to_json();
+    let mut query = sqlx::query(&sql);
+    for (request, at) in changed {
+        let r = RequestRecord::from_request(request);
+        let job = r.job.as_ref();
+        query = query
+            .bind(r.id.clone())
+            .bind(r.requester.clone())
+            .bind(r.entitlement.clone())
+            .bind(r.state.clone())
+            .bind(r.duration_ms)
+            .bind(r.reason.clone())
+            .bind(r.ticket.clone())
+            .bind(r.start_at)
+            .bind(r.created_at)
+            .bind(r.required_approvals)
+            .bind(json(&r.approver_groups)?)
+            .bind(json(&r.approvals)?)
+            .bind(r.pending_deadline)
+            .bind(r.decided_at)
+            .bind(r.activates_at)
+            .bind(r.expires_at)
+            .bind(r.granted_at)
+            .bind(r.ended_at)
+            .bind(r.ended_by.clone())
+            .bind(r.end_note.clone())
+            .bind(job.map(|j| j.action.clone()))
+            .bind(job.map(|j| j.attempts))
+            .bind(job.map(|j| j.next_attempt_at))
+            .bind(job.and_then(|j| j.claimed_until))
+            .bind(job.and_then(|j| j.last_error.clone()))
+            .bind(r.claim_token)
+            .bind(r.deprovisioned_at)
+            .bind(request.next_due().map(Timestamp::unix_millis))
+            .bind(at.unix_millis());
+    }
+    query
         .execute(conn)
         .await
         .map_err(|e| match e.as_database_error() {
@@ -679,44 +846,40 @@ async fn audit_head(conn: &mut AnyConnection) -> Result<AuditHead, StoreError> {
     })
 }
 
-async fn append_audit(
+/// Writes chained records exactly as given, in one statement.
+async fn insert_audit_records(
     conn: &mut AnyConnection,
-    head: &mut AuditHead,
-    events: &[AuditEvent],
+    records: &[AuditRecord],
 ) -> Result<(), StoreError> {
-    for event in events {
-        let record = AuditRecord::chain(event, head.seq, &head.hash);
-        insert_audit_record(conn, &record).await?;
-        head.seq = record.seq;
-        head.hash = record.hash;
+    const COLUMNS: usize = 10;
+    if records.is_empty() {
+        return Ok(());
     }
-    Ok(())
-}
-
-/// Writes one chained record exactly as given.
-async fn insert_audit_record(
-    conn: &mut AnyConnection,
-    record: &AuditRecord,
-) -> Result<(), StoreError> {
-    let details =
-        serde_json::to_string(&record.details).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query(
-            "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, prev_hash, hash) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
-        )
-        .bind(record.seq)
-        .bind(record.at.unix_millis())
-        .bind(&record.actor)
-        .bind(&record.action)
-        .bind(&record.request)
-        .bind(&record.entitlement)
-        .bind(&record.subject)
-        .bind(details)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+    let values: Vec<String> = (0..records.len())
+        .map(|row| format!("({})", placeholders(row * COLUMNS + 1, COLUMNS)))
+        .collect();
+    let sql = format!(
+        "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, prev_hash, hash) \
+         VALUES {}",
+        values.join(",")
+    );
+    let mut query = sqlx::query(&sql);
+    for record in records {
+        let details = serde_json::to_string(&record.details)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        query = query
+            .bind(record.seq)
+            .bind(record.at.unix_millis())
+            .bind(record.actor.clone())
+            .bind(record.action.clone())
+            .bind(record.request.clone())
+            .bind(record.entitlement.clone())
+            .bind(record.subject.clone())
+            .bind(details)
+            .bind(record.prev_hash.clone())
+            .bind(record.hash.clone());
+    }
+    query.execute(conn).await.map_err(db_err)?;
     Ok(())
 }
 
@@ -978,5 +1141,20 @@ impl Store for SqlStore {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_come_in_power_of_two_sizes_and_cover_everything() {
+        let items: Vec<u32> = (0..700).collect();
+        let chunks = shaped_chunks(&items, 256);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [256, 256, 128, 32, 16, 8, 4]);
+        assert_eq!(chunks.concat(), items);
+        assert!(shaped_chunks::<u32>(&[], 8).is_empty());
     }
 }
