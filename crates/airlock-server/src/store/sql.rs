@@ -10,8 +10,9 @@
 //! write connection, which makes "read the row, let the core decide, write row
 //! and audit" a serialised critical section. The writer commits every change
 //! queued while the previous commit was syncing in one transaction (group
-//! commit), each change inside its own savepoint so a rejected one rolls back
-//! alone; callers hear back only after the commit is durable. On PostgreSQL
+//! commit) with a fixed number of statements (see [`commit_batch`]); a change
+//! the core refuses writes nothing, and callers hear back only after the
+//! commit is durable. On PostgreSQL
 //! each batch first takes a transaction-scoped advisory lock, so batches from
 //! all replicas commit one after another: the audit chain stays one total
 //! order with no forks or gaps, and a request row is never decided on by two
