@@ -10,7 +10,7 @@
 //! write connection, which makes "read the row, let the core decide, write row
 //! and audit" a serialised critical section. The writer commits every change
 //! queued while the previous commit was syncing in one transaction (group
-//! commit) with a fixed number of statements (see [`commit_batch`]); a change
+//! commit) with a fixed number of statements (see `commit_batch`); a change
 //! the core refuses writes nothing, and callers hear back only after the
 //! commit is durable. On PostgreSQL
 //! each batch first takes a transaction-scoped advisory lock, so batches from
