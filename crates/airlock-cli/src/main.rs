@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod demo;
 mod output;
+mod policy;
 
 #[derive(Parser)]
 #[command(
@@ -114,6 +115,11 @@ enum Cmd {
         /// Read here instead of standard input.
         #[arg(long)]
         input: Option<PathBuf>,
+    },
+    /// Validate Cedar policies and run their tests.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
     },
     /// Validate a config file and exit.
     CheckConfig { config: PathBuf },
@@ -244,6 +250,20 @@ enum Cmd {
         limit: Option<u32>,
         #[command(flatten)]
         conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Parse and validate every `*.cedar` file against the Airlock schema.
+    Validate {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Run the cases in `DIR/tests.toml` against the policies in `DIR`.
+    Test {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
     },
 }
 
@@ -400,6 +420,12 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Policy {
+            command: PolicyCmd::Validate { dir },
+        } => policy::validate(&dir),
+        Cmd::Policy {
+            command: PolicyCmd::Test { dir },
+        } => policy::test(&dir),
         Cmd::CheckConfig { config } => {
             let settings = Settings::load(&config)?;
             println!(

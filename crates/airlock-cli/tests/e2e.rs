@@ -667,3 +667,38 @@ fn export_and_import_move_all_state_between_databases() {
         db.drop_with(&rt);
     }
 }
+
+#[test]
+fn policy_validate_names_file_line_and_column_and_policy_test_runs_the_demo_cases() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/demo");
+    let ok = Command::new(BIN)
+        .args(["policy", "test"])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains(" passed, 0 failed"));
+
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&demo).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("zz-broken.cedar"),
+        "permit(principal, action == Airlock::Action::\"request\", resource)\nwhen { principal.nonexistent };\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["policy", "validate"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zz-broken.cedar:2:"), "{err}");
+}

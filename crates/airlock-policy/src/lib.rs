@@ -1,0 +1,43 @@
+//! Airlock's access rules as Cedar policies: who may request, approve and
+//! auto-approve which entitlement, and under which conditions.
+//!
+//! Pure: no IO, no clock. The shell reads the policy files and hands their
+//! text to [`PolicySet::load`]; it computes clock-derived facts (start
+//! hour and weekday, MFA age) and hands them in as [`RequestFacts`].
+//!
+//! # How a request is decided ([`PolicySet::decide`])
+//!
+//! 1. `Airlock::Action::"request"`: if no permit matches, or any forbid
+//!    does, the request is [`Decision::Denied`] (naming the forbids, or
+//!    "no policy permits").
+//! 2. `auto_approve`: if permitted, [`Decision::AutoApproved`].
+//! 3. `require_approval`: every matching permit adds one [`Tier`] from its
+//!    `@approvals("N")` and `@approvers("group-a,group-b")` annotations, and
+//!    the request needs all of them ([`Decision::NeedsApprovals`]). If none
+//!    matches, it is denied with "no approval route".
+//!
+//! Errors fail closed: an erroring policy never permits, an erroring forbid
+//! counts as forbidding, and an erroring `require_approval` permit denies.
+//!
+//! [`PolicySet::may_approve`] evaluates `approve` with the requester in
+//! `context.requester`; the requester can never approve their own request,
+//! whatever the policies say.
+//!
+//! The schema is [`SCHEMA`] (`src/airlock.cedarschema`); policy tests are
+//! described in [`testing`].
+
+mod analysis;
+mod decide;
+mod facts;
+mod policy_set;
+pub mod testing;
+
+pub use analysis::{
+    diff, Capability, Change, Direction, MayApprove, MayRequest, Route, WhoCan, ANY_REQUESTER,
+};
+pub use decide::{ApproveDecision, Decision, DenyReason, EvalError, Tier};
+pub use facts::{
+    Directory, EntitlementFacts, RequestContext, RequestFacts, StartTime, UserFacts, Weekday,
+};
+pub use policy_set::{Action, PolicyError, PolicySet, SCHEMA};
+pub use testing::{run_tests, CaseResult, TestReport};

@@ -1,0 +1,434 @@
+//! Decision semantics, case by case, through one `check` helper: each case
+//! is a policy file, a change to a standard request, and the decision
+//! expected, written as the decision's `Display` (plus the erroring policies).
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test"
+)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use airlock_core::{EntitlementId, GroupName, Timestamp, UserId};
+use airlock_policy::{
+    ApproveDecision, Decision, EntitlementFacts, PolicySet, RequestContext, RequestFacts,
+    StartTime, UserFacts,
+};
+
+fn user(id: &str, groups: &[&str]) -> UserFacts {
+    UserFacts {
+        id: UserId::parse(id).unwrap(),
+        groups: groups
+            .iter()
+            .map(|g| GroupName::parse(g).unwrap())
+            .collect(),
+        team: "payments".to_owned(),
+        employment: "employee".to_owned(),
+        on_call: false,
+    }
+}
+
+/// alice (an engineer) asks for prod-db-admin (sensitivity 3, owned by
+/// `approvers`) in the typical context.
+fn standard() -> RequestFacts {
+    RequestFacts {
+        requester: user("alice", &["engineers"]),
+        entitlement: EntitlementFacts {
+            id: EntitlementId::parse("prod-db-admin").unwrap(),
+            sensitivity: 3,
+            owner_group: Some(GroupName::parse("approvers").unwrap()),
+        },
+        context: RequestContext::typical(),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Ask {
+    Decide,
+    /// `may_approve` by this user (in group `approvers`), or by the
+    /// requester themself when `alice`.
+    ApproveBy(&'static str),
+}
+
+fn render(decision: &Decision) -> String {
+    let errors: Vec<&str> = decision
+        .errors()
+        .iter()
+        .map(|e| e.policy.as_str())
+        .collect();
+    if errors.is_empty() {
+        decision.to_string()
+    } else {
+        format!("{decision} [errors: {}]", errors.join(", "))
+    }
+}
+
+fn render_approve(answer: &ApproveDecision) -> String {
+    match answer {
+        ApproveDecision::Allowed { policies, .. } => {
+            format!("may approve: {}", policies.join(", "))
+        }
+        ApproveDecision::Denied { reasons, .. } => {
+            let reasons: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            format!("may not approve: {}", reasons.join("; "))
+        }
+    }
+}
+
+fn check(name: &str, policies: &str, adjust: fn(&mut RequestFacts), ask: Ask, expect: &str) {
+    let set = match PolicySet::load(&[("p.cedar".to_owned(), policies.to_owned())]) {
+        Ok(set) => set,
+        Err(errors) => panic!("case `{name}`: policies do not load: {errors:#?}"),
+    };
+    let mut facts = standard();
+    adjust(&mut facts);
+    let got = match ask {
+        Ask::Decide => render(&set.decide(&facts)),
+        Ask::ApproveBy(approver) => {
+            let approver = if approver == facts.requester.id.as_str() {
+                facts.requester.clone()
+            } else {
+                user(approver, &["approvers"])
+            };
+            render_approve(&set.may_approve(&approver, &facts))
+        }
+    };
+    assert_eq!(got, expect, "case `{name}`");
+}
+
+const REQUEST: &str = r#"permit(principal, action == Airlock::Action::"request", resource);"#;
+const AUTO: &str = r#"permit(principal, action == Airlock::Action::"auto_approve", resource);"#;
+const OWNERS: &str = r#"@approvals("1") @approvers("approvers")
+permit(principal, action == Airlock::Action::"require_approval", resource);"#;
+
+fn none(_: &mut RequestFacts) {}
+
+/// Name, policy file, change to the standard request, question, answer.
+type Case = (
+    &'static str,
+    String,
+    fn(&mut RequestFacts),
+    Ask,
+    &'static str,
+);
+
+#[test]
+fn decisions() {
+    use Ask::*;
+    let cases: &[Case] = &[
+        ("nothing permits", String::new(), none, Decide, "denied: no policy permits"),
+        (
+            "permitted without a route",
+            REQUEST.to_owned(),
+            none,
+            Decide,
+            "denied: no approval route",
+        ),
+        (
+            "auto-approval names the request and auto policies",
+            format!("{REQUEST}\n{AUTO}"),
+            none,
+            Decide,
+            "auto-approved by p.cedar#1, p.cedar#2",
+        ),
+        (
+            "one tier",
+            format!("{REQUEST}\n{OWNERS}"),
+            none,
+            Decide,
+            "needs approvals: 1 from [approvers] (p.cedar#2)",
+        ),
+        (
+            "every satisfied require_approval permit adds a tier",
+            format!(
+                "{REQUEST}\n{OWNERS}\n{}",
+                r#"@approvals("2") @approvers("security, dba")
+                permit(principal, action == Airlock::Action::"require_approval", resource)
+                when { context.duration_seconds > 3600 };"#
+            ),
+            |f| f.context.duration = Duration::from_secs(7200),
+            Decide,
+            "needs approvals: 1 from [approvers] (p.cedar#2) and 2 from [dba, security] (p.cedar#3)",
+        ),
+        (
+            "an unsatisfied tier is not added",
+            format!(
+                "{REQUEST}\n{OWNERS}\n{}",
+                r#"@approvals("2") @approvers("security")
+                permit(principal, action == Airlock::Action::"require_approval", resource)
+                when { context.duration_seconds > 3600 };"#
+            ),
+            none,
+            Decide,
+            "needs approvals: 1 from [approvers] (p.cedar#2)",
+        ),
+        (
+            "a forbid on request wins over every permit",
+            format!(
+                "{REQUEST}\n{AUTO}\n{}",
+                r#"forbid(principal, action == Airlock::Action::"request", resource);"#
+            ),
+            none,
+            Decide,
+            "denied: forbidden by `p.cedar#3`",
+        ),
+        (
+            "a forbid on auto_approve falls back to approvals",
+            format!(
+                "{REQUEST}\n{AUTO}\n{OWNERS}\n{}",
+                r#"forbid(principal, action == Airlock::Action::"auto_approve", resource) unless { principal.on_call };"#
+            ),
+            none,
+            Decide,
+            "needs approvals: 1 from [approvers] (p.cedar#3)",
+        ),
+        (
+            "a forbid on require_approval leaves no route",
+            format!(
+                "{REQUEST}\n{OWNERS}\n{}",
+                r#"forbid(principal, action == Airlock::Action::"require_approval", resource);"#
+            ),
+            none,
+            Decide,
+            "denied: forbidden by `p.cedar#3`; no approval route",
+        ),
+        (
+            "an open-action forbid blocks everything",
+            format!("{REQUEST}\n{AUTO}\n{}", r#"forbid(principal, action, resource);"#),
+            none,
+            Decide,
+            "denied: forbidden by `p.cedar#3`",
+        ),
+        (
+            "an erroring permit never permits",
+            r#"permit(principal, action == Airlock::Action::"request", resource)
+               when { context.duration_seconds * 2 > 0 };"#
+                .to_owned(),
+            |f| f.context.duration = Duration::MAX,
+            Decide,
+            "denied: no policy permits [errors: p.cedar#1]",
+        ),
+        (
+            "an erroring forbid counts as forbidding",
+            format!(
+                "{REQUEST}\n{AUTO}\n{}",
+                r#"forbid(principal, action == Airlock::Action::"request", resource)
+                   when { context.duration_seconds * 2 > 0 };"#
+            ),
+            |f| f.context.duration = Duration::MAX,
+            Decide,
+            "denied: forbid policy `p.cedar#3` failed to evaluate and counts as forbidding [errors: p.cedar#3]",
+        ),
+        (
+            "an erroring auto_approve permit falls back to approvals",
+            format!(
+                "{REQUEST}\n{OWNERS}\n{}",
+                r#"permit(principal, action == Airlock::Action::"auto_approve", resource)
+                   when { context.duration_seconds * 2 > 0 };"#
+            ),
+            |f| f.context.duration = Duration::MAX,
+            Decide,
+            "needs approvals: 1 from [approvers] (p.cedar#2) [errors: p.cedar#3]",
+        ),
+        (
+            "an erroring require_approval permit denies rather than drop its tier",
+            format!(
+                "{REQUEST}\n{OWNERS}\n{}",
+                r#"@approvals("1") @approvers("security")
+                   permit(principal, action == Airlock::Action::"require_approval", resource)
+                   when { context.duration_seconds * 2 > 0 };"#
+            ),
+            |f| f.context.duration = Duration::MAX,
+            Decide,
+            "denied: approval policy `p.cedar#3` failed to evaluate, so the approval route is unknown [errors: p.cedar#3]",
+        ),
+        (
+            "group membership scopes the principal",
+            format!(
+                "{}\n{AUTO}",
+                r#"permit(principal in Airlock::Group::"engineers", action == Airlock::Action::"request", resource);"#
+            ),
+            |f| f.requester.groups.clear(),
+            Decide,
+            "denied: no policy permits",
+        ),
+        (
+            "a policy for another entitlement does not apply",
+            format!(
+                "{}\n{AUTO}",
+                r#"permit(principal, action == Airlock::Action::"request", resource == Airlock::Entitlement::"staging-shell");"#
+            ),
+            none,
+            Decide,
+            "denied: no policy permits",
+        ),
+        (
+            "`resource in` an entitlement means that entitlement",
+            format!(
+                "{}\n{AUTO}",
+                r#"permit(principal, action == Airlock::Action::"request", resource in Airlock::Entitlement::"prod-db-admin");"#
+            ),
+            none,
+            Decide,
+            "auto-approved by p.cedar#1, p.cedar#2",
+        ),
+        (
+            "a forbid scoped to another entitlement does not apply",
+            format!(
+                "{REQUEST}\n{AUTO}\n{}",
+                r#"forbid(principal, action, resource == Airlock::Entitlement::"staging-shell");"#
+            ),
+            none,
+            Decide,
+            "auto-approved by p.cedar#1, p.cedar#2",
+        ),
+        (
+            "an entitlement no policy names gets the open-scope policies",
+            format!(
+                "{REQUEST}\n{}\n{}",
+                r#"permit(principal, action == Airlock::Action::"auto_approve", resource == Airlock::Entitlement::"prod-db-admin");"#,
+                r#"@approvals("1") @approvers("owners") permit(principal, action == Airlock::Action::"require_approval", resource);"#
+            ),
+            |f| f.entitlement.id = EntitlementId::parse("something-else").unwrap(),
+            Decide,
+            "needs approvals: 1 from [owners] (p.cedar#3)",
+        ),
+        (
+            "entitlement attributes: the owner group",
+            format!(
+                "{}\n{AUTO}",
+                r#"permit(principal, action == Airlock::Action::"request", resource)
+                   when { resource has owner_group && principal in resource.owner_group };"#
+            ),
+            |f| {
+                f.requester.groups.insert(GroupName::parse("approvers").unwrap());
+            },
+            Decide,
+            "auto-approved by p.cedar#1, p.cedar#2",
+        ),
+        (
+            "entitlement attributes: no owner group",
+            format!(
+                "{}\n{AUTO}",
+                r#"permit(principal, action == Airlock::Action::"request", resource)
+                   when { resource has owner_group && principal in resource.owner_group };"#
+            ),
+            |f| f.entitlement.owner_group = None,
+            Decide,
+            "denied: no policy permits",
+        ),
+        (
+            "user attributes: sensitivity and employment",
+            format!(
+                "{REQUEST}\n{AUTO}\n{}",
+                r#"@id("vendors-low-only") forbid(principal, action == Airlock::Action::"request", resource)
+                   when { resource.sensitivity >= 2 && principal.employment == "vendor" };"#
+            ),
+            |f| f.requester.employment = "vendor".to_owned(),
+            Decide,
+            "denied: forbidden by `vendors-low-only`",
+        ),
+        (
+            "a blank ticket is no ticket",
+            r#"permit(principal, action in [Airlock::Action::"request", Airlock::Action::"auto_approve"], resource)
+               when { context.has_ticket && context.ticket != "" };"#
+                .to_owned(),
+            |f| f.context.ticket = Some("  ".to_owned()),
+            Decide,
+            "denied: no policy permits",
+        ),
+        (
+            "ticket text is visible to policies",
+            r#"permit(principal, action in [Airlock::Action::"request", Airlock::Action::"auto_approve"], resource)
+               when { context.ticket like "INC-*" };"#
+                .to_owned(),
+            |f| f.context.ticket = Some("INC-42".to_owned()),
+            Decide,
+            "auto-approved by p.cedar#1",
+        ),
+        (
+            "no recent MFA is -1",
+            r#"permit(principal, action in [Airlock::Action::"request", Airlock::Action::"auto_approve"], resource)
+               when { context.mfa_age_seconds >= 0 && context.mfa_age_seconds < 600 };"#
+                .to_owned(),
+            |f| f.context.mfa_age = None,
+            Decide,
+            "denied: no policy permits",
+        ),
+        (
+            "start time comes from a timestamp (Saturday 03:00 UTC)",
+            r#"permit(principal, action in [Airlock::Action::"request", Airlock::Action::"auto_approve"], resource)
+               when { context.start_weekday == 5 && context.start_hour_utc == 3 };"#
+                .to_owned(),
+            // 2026-11-28T03:15:00Z
+            |f| f.context.start = StartTime::at(Timestamp::from_unix_millis(1_795_835_700_000)),
+            Decide,
+            "auto-approved by p.cedar#1",
+        ),
+        (
+            "reason length and break-glass are visible",
+            r#"permit(principal, action in [Airlock::Action::"request", Airlock::Action::"auto_approve"], resource)
+               when { context.break_glass && context.reason_length >= 20 };"#
+                .to_owned(),
+            |f| {
+                f.context.break_glass = true;
+                f.context.reason_length = 20;
+            },
+            Decide,
+            "auto-approved by p.cedar#1",
+        ),
+        (
+            "separation of duties through other active entitlements",
+            format!(
+                "{REQUEST}\n{AUTO}\n{}",
+                r#"forbid(principal, action == Airlock::Action::"request", resource)
+                   when { context.other_active_entitlements.contains(Airlock::Entitlement::"prod-deploy") };"#
+            ),
+            |f| {
+                f.context.other_active_entitlements =
+                    BTreeSet::from([EntitlementId::parse("prod-deploy").unwrap()]);
+            },
+            Decide,
+            "denied: forbidden by `p.cedar#3`",
+        ),
+        (
+            "approving needs a permit",
+            String::new(),
+            none,
+            ApproveBy("bob"),
+            "may not approve: no policy permits",
+        ),
+        (
+            "an approver sees the requester",
+            r#"permit(principal in Airlock::Group::"approvers", action == Airlock::Action::"approve", resource)
+               when { context.requester.team == "payments" && context.requester in Airlock::Group::"engineers" };"#
+                .to_owned(),
+            none,
+            ApproveBy("bob"),
+            "may approve: p.cedar#1",
+        ),
+        (
+            "the requester never approves, even when a policy says so",
+            r#"permit(principal, action == Airlock::Action::"approve", resource)
+               when { context.requester == principal };"#
+                .to_owned(),
+            none,
+            ApproveBy("alice"),
+            "may not approve: the requester can never approve their own request",
+        ),
+        (
+            "a forbid on approve wins",
+            r#"permit(principal, action == Airlock::Action::"approve", resource);
+               forbid(principal, action == Airlock::Action::"approve", resource) when { context.break_glass };"#
+                .to_owned(),
+            |f| f.context.break_glass = true,
+            ApproveBy("bob"),
+            "may not approve: forbidden by `p.cedar#2`",
+        ),
+    ];
+    for (name, policies, adjust, ask, expect) in cases {
+        check(name, policies, *adjust, *ask, expect);
+    }
+}
