@@ -409,50 +409,6 @@ fn config_errors_name_file_line_and_field() {
     assert!(err.contains("entitlements.db.max_duration"), "{err}");
 }
 
-/// A fresh PostgreSQL database for one test, dropped afterwards.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl PgDatabase {
-    fn create(admin_url: &str, rt: &tokio::runtime::Runtime) -> PgDatabase {
-        let nanos = std::time::SystemTime::UNIX_EPOCH
-            .elapsed()
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("airlock_e2e_{}_{nanos}", std::process::id());
-        rt.block_on(async {
-            use sqlx::Connection;
-            let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-        });
-        let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
-        PgDatabase {
-            admin_url: admin_url.to_owned(),
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-
-    fn drop_with(self, rt: &tokio::runtime::Runtime) {
-        rt.block_on(async {
-            use sqlx::Connection;
-            let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
-        });
-    }
-}
-
 #[test]
 fn the_lifecycle_and_restart_recovery_work_on_postgres() {
     let Some(admin_url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
@@ -462,7 +418,10 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
         .enable_all()
         .build()
         .unwrap();
-    let db = PgDatabase::create(&admin_url, &rt);
+    let db = rt.block_on(airlock_testkit::FreshDatabase::create(
+        &admin_url,
+        "airlock_e2e",
+    ));
 
     let migrate = Command::new(BIN)
         .args(["migrate", "--database", &db.url])
@@ -527,7 +486,7 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
         "the demo wrote SQLite despite --database"
     );
     demo.kill();
-    db.drop_with(&rt);
+    rt.block_on(db.drop_now());
 }
 
 /// Exports a SQLite demo's state and imports it into `target`, then checks
@@ -662,9 +621,12 @@ fn export_and_import_move_all_state_between_databases() {
             .enable_all()
             .build()
             .unwrap();
-        let db = PgDatabase::create(&admin_url, &rt);
+        let db = rt.block_on(airlock_testkit::FreshDatabase::create(
+            &admin_url,
+            "airlock_e2e",
+        ));
         export_then_import(&db.url, &[]);
-        db.drop_with(&rt);
+        rt.block_on(db.drop_now());
     }
 }
 

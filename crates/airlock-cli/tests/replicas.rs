@@ -144,24 +144,11 @@ fn replicas_under_kill_and_pause_revoke_every_grant_once() {
         .enable_all()
         .build()
         .unwrap();
-    let nanos = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .unwrap()
-        .subsec_nanos();
-    let db_name = format!("airlock_replicas_{}_{nanos}", std::process::id());
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(b, _)| b)
-        .to_owned();
-    let db_url = format!("{base}/{db_name}");
-    rt.block_on(async {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {db_name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-    });
+    let db = rt.block_on(airlock_testkit::FreshDatabase::create(
+        &admin_url,
+        "airlock_replicas",
+    ));
+    let db_url = db.url.clone();
 
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &db_url);
@@ -402,11 +389,5 @@ fn replicas_under_kill_and_pause_revoke_every_grant_once() {
 
     replicas.clear();
     drop(replicas);
-    rt.block_on(async {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
-    });
+    rt.block_on(db.drop_now());
 }

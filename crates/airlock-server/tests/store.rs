@@ -26,7 +26,7 @@ struct Fixture {
     store: Arc<SqlStore>,
     raw_url: String,
     _dir: Option<tempfile::TempDir>,
-    drop_db: Option<(String, String)>,
+    db: Option<airlock_testkit::FreshDatabase>,
 }
 
 async fn sqlite() -> Fixture {
@@ -40,42 +40,24 @@ async fn sqlite() -> Fixture {
         store: Arc::new(store),
         raw_url: format!("sqlite://{}", path.display()),
         _dir: Some(dir),
-        drop_db: None,
+        db: None,
     }
 }
 
 /// A fresh database on the test server, so tests never see each other's rows.
 async fn postgres() -> Option<Fixture> {
     let base = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL")?;
-    sqlx::any::install_default_drivers();
-    let name = format!("airlock_store_{}", hex_suffix());
-    let mut admin = sqlx::AnyConnection::connect(&base).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let url = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => format!("{}/{name}", &base[..i]),
-        _ => panic!("AIRLOCK_TEST_POSTGRES_URL must name a database: {base}"),
-    };
-    let store = SqlStore::open(&Location::Postgres(url.clone()))
+    let db = airlock_testkit::FreshDatabase::create(&base, "airlock_store").await;
+    let store = SqlStore::open(&Location::Postgres(db.url.clone()))
         .await
         .unwrap();
     Some(Fixture {
         name: "postgres",
         store: Arc::new(store),
-        raw_url: url,
+        raw_url: db.url.clone(),
         _dir: None,
-        drop_db: Some((base, name)),
+        db: Some(db),
     })
-}
-
-fn hex_suffix() -> String {
-    let nanos = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .unwrap()
-        .subsec_nanos();
-    format!("{}_{nanos}", std::process::id())
 }
 
 impl Fixture {
@@ -84,13 +66,10 @@ impl Fixture {
     }
 
     async fn cleanup(self) {
-        let Fixture { store, drop_db, .. } = self;
+        let Fixture { store, db, .. } = self;
         drop(store);
-        if let Some((base, name)) = drop_db {
-            let mut admin = sqlx::AnyConnection::connect(&base).await.unwrap();
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await;
+        if let Some(db) = db {
+            db.drop_now().await;
         }
     }
 }

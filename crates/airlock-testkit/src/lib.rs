@@ -1,6 +1,7 @@
 //! Helpers shared by test suites. Tests that need a real service (PostgreSQL,
 //! MariaDB) find it through an environment variable, say loudly when they
-//! skip, and refuse to skip where `AIRLOCK_REQUIRE_SERVICES=1` (CI).
+//! skip, and refuse to skip where `AIRLOCK_REQUIRE_SERVICES=1` (CI); each
+//! PostgreSQL test gets a database of its own.
 
 /// The URL in `var`, or `None` after printing why the caller skips.
 ///
@@ -19,6 +20,58 @@ pub fn service_url(var: &str) -> Option<String> {
                 "SKIPPED: {var} is not set, so this test does not run (see README: Development)"
             );
             None
+        }
+    }
+}
+
+/// A PostgreSQL database made for one test on the server at `admin_url`, so
+/// tests never see each other's rows; [`FreshDatabase::drop_now`] removes it.
+pub struct FreshDatabase {
+    admin_url: String,
+    name: String,
+    /// The URL of the new database.
+    pub url: String,
+}
+
+impl FreshDatabase {
+    /// Creates `PREFIX_<pid>_<nanos>` next to the database `admin_url` names.
+    ///
+    /// # Panics
+    /// When the server refuses: the test cannot run without it.
+    #[expect(clippy::panic, reason = "a test helper: failing the test is the point")]
+    pub async fn create(admin_url: &str, prefix: &str) -> FreshDatabase {
+        use sqlx::Connection;
+        let nanos = std::time::UNIX_EPOCH
+            .elapsed()
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("{prefix}_{}_{nanos}", std::process::id());
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {admin_url}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url, |(base, _)| base);
+        FreshDatabase {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    /// Drops the database, disconnecting anyone still connected.
+    pub async fn drop_now(self) {
+        use sqlx::Connection;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
         }
     }
 }
