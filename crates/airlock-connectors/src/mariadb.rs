@@ -40,7 +40,8 @@ use tracing::Instrument;
 
 pub use crate::sql::Mode;
 use crate::sql::{
-    new_password, parse_roles, request_id_of_login, temp_login, Ident, LoginTemplate,
+    new_password, parse_roles, request_id_of_login, temp_login, transport_error, Ident,
+    LoginTemplate,
 };
 use crate::{Action, Connector, ConnectorError, Credential, GrantSpec, Granted, Holding};
 
@@ -627,19 +628,7 @@ fn classify(target: &str, doing: &str, e: sqlx::Error, quiet: bool) -> Connector
                 ConnectorError::Permanent(message)
             }
         }
-        sqlx::Error::PoolTimedOut => ConnectorError::Retryable(format!(
-            "{doing}: no connection to mariadb `{target}` in time (it refused, did not answer, or all connections were busy)"
-        )),
-        sqlx::Error::Io(io) => ConnectorError::Retryable(format!(
-            "{doing}: could not talk to mariadb `{target}`: {io}"
-        )),
-        sqlx::Error::Tls(tls) => ConnectorError::Retryable(format!(
-            "{doing}: tls with mariadb `{target}` failed: {tls}"
-        )),
-        e @ (sqlx::Error::Protocol(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed) => {
-            ConnectorError::Retryable(format!("{doing} in mariadb `{target}`: {e}"))
-        }
-        other => ConnectorError::Permanent(format!("{doing} in mariadb `{target}`: {other}")),
+        other => transport_error("mariadb", target, doing, other),
     }
 }
 

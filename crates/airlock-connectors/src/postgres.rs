@@ -43,7 +43,7 @@ use tracing::Instrument;
 pub use crate::sql::Mode;
 use crate::sql::{
     new_password, parse_roles, plain_literal, request_id_of_login, temp_login, timestamp_literal,
-    Ident, LoginTemplate,
+    transport_error, Ident, LoginTemplate,
 };
 use crate::{Action, Connector, ConnectorError, Credential, GrantSpec, Granted, Holding};
 pub use scram::{scram_sha256_verifier, SCRAM_ITERATIONS};
@@ -679,7 +679,10 @@ fn classify(target: &str, doing: &str, e: sqlx::Error, quiet: bool) -> Connector
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let message = if quiet {
-                format!("{doing} failed in postgres `{target}` (sqlstate {code}{})", sqlstate_hint(&code))
+                format!(
+                    "{doing} failed in postgres `{target}` (sqlstate {code}{})",
+                    sqlstate_hint(&code)
+                )
             } else {
                 format!(
                     "{doing} failed in postgres `{target}`: {} (sqlstate {code})",
@@ -692,19 +695,7 @@ fn classify(target: &str, doing: &str, e: sqlx::Error, quiet: bool) -> Connector
                 ConnectorError::Permanent(message)
             }
         }
-        sqlx::Error::PoolTimedOut => ConnectorError::Retryable(format!(
-            "{doing}: no connection to postgres `{target}` in time (it refused, did not answer, or all connections were busy)"
-        )),
-        sqlx::Error::Io(io) => ConnectorError::Retryable(format!(
-            "{doing}: could not talk to postgres `{target}`: {io}"
-        )),
-        sqlx::Error::Tls(tls) => ConnectorError::Retryable(format!(
-            "{doing}: tls with postgres `{target}` failed: {tls}"
-        )),
-        e @ (sqlx::Error::Protocol(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed) => {
-            ConnectorError::Retryable(format!("{doing} in postgres `{target}`: {e}"))
-        }
-        other => ConnectorError::Permanent(format!("{doing} in postgres `{target}`: {other}")),
+        other => transport_error("postgres", target, doing, other),
     }
 }
 
