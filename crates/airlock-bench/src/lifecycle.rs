@@ -203,6 +203,8 @@ async fn drive(
                         reason: "benchmark".into(),
                         ticket: None,
                         start_at: None,
+                        break_glass: false,
+                        public_key: None,
                     })
                     .await?;
                 latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);

@@ -12,12 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_connectors::{Connector, ConnectorError, GrantSpec, Granted};
-use airlock_core::catalog::{ApprovalRule, Catalog, Entitlement, TicketRule, User};
+use airlock_core::approval::{Route, Verdict};
+use airlock_core::catalog::{Catalog, Entitlement, TicketRule, User};
 use airlock_core::request::{
     self, Command, JobAction, LifecycleSettings, NewRequest, State, Transition,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use airlock_policy::Directory;
 use airlock_server::engine::{Clock, Engine};
+use airlock_server::policy::{shorthand_policies, Policies, PolicySource};
 use airlock_server::store::sql::{Location, SqlStore};
 use airlock_server::store::{RequestFilter, Store};
 use anyhow::{bail, Context};
@@ -539,7 +542,6 @@ async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId>> {
             .store
             .create_request(
                 &requester,
-                &seed.entitlement.id,
                 Box::new(move |open| {
                     let now = Timestamp::from_unix_millis(now_ms());
                     let new = NewRequest {
@@ -548,8 +550,18 @@ async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId>> {
                         reason: "expiry benchmark".to_owned(),
                         ticket: None,
                         start_at: None,
+                        break_glass: false,
+                        public_key: None,
                     };
-                    request::submit(new, &user, &entitlement, open, &lifecycle, now)
+                    // Seeding measures the store, not policy evaluation.
+                    let verdict = Verdict {
+                        route: Route::AutoApproved,
+                        policy_version: "bench".to_owned(),
+                        policies: vec!["bench".to_owned()],
+                        errors: Vec::new(),
+                    };
+                    let same = open.get(&entitlement.id);
+                    request::submit(new, &user, &entitlement, same, verdict, &lifecycle, now)
                 }),
             )
             .await?;
@@ -570,6 +582,7 @@ async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId>> {
                         Command::JobSucceeded {
                             action: JobAction::Grant,
                             token,
+                            certificate: None,
                         },
                         &lifecycle,
                         Timestamp::from_unix_millis(now_ms()),
@@ -635,7 +648,6 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
     let entitlement = Arc::new(Entitlement {
         id: EntitlementId::parse("bench-expiry")?,
         description: "expiry benchmark".to_owned(),
-        requestable_by: BTreeSet::from([group.clone()]),
         max_duration: Duration::from_secs(24 * 3600),
         default_duration: Duration::from_secs(3600),
         reason_required: true,
@@ -643,7 +655,6 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
             required: false,
             pattern: None,
         },
-        approval: ApprovalRule::Auto,
         connector: "recorder".to_owned(),
     });
     let lifecycle = Arc::new(LifecycleSettings::default());
@@ -654,7 +665,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
     let seed = Arc::new(Seed {
         store: Arc::clone(&store),
         entitlement: Arc::clone(&entitlement),
-        group,
+        group: group.clone(),
         lifecycle: Arc::clone(&lifecycle),
         due: Timestamp::from_unix_millis(now_ms()).plus(SEED_HORIZON),
         next: AtomicUsize::new(0),
@@ -712,9 +723,27 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         users: BTreeMap::new(),
         entitlements: BTreeMap::from([(entitlement.id.clone(), (*entitlement).clone())]),
     };
+    let policies = Policies::load(
+        PolicySource {
+            dir: None,
+            generated: vec![(
+                "bench".to_owned(),
+                shorthand_policies(
+                    &entitlement.id,
+                    &BTreeSet::from([group.clone()]),
+                    true,
+                    None,
+                ),
+            )],
+        },
+        Directory::default(),
+        false,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = Engine::new(
         Arc::clone(&store) as Arc<dyn Store>,
         Arc::new(catalog),
+        Arc::new(policies),
         (*lifecycle).clone(),
         Duration::from_secs(60),
         connectors,

@@ -10,6 +10,26 @@ use anyhow::Context;
 
 pub const DEMO_USERS: [&str; 4] = ["alice", "bob", "carol", "admin"];
 
+/// The demo policies (the same files as `policies/demo`, whose tests CI runs).
+const DEMO_POLICIES: [(&str, &str); 4] = [
+    (
+        "approvers.cedar",
+        include_str!("../../../policies/demo/approvers.cedar"),
+    ),
+    (
+        "prod-db.cedar",
+        include_str!("../../../policies/demo/prod-db.cedar"),
+    ),
+    (
+        "separation-of-duties.cedar",
+        include_str!("../../../policies/demo/separation-of-duties.cedar"),
+    ),
+    (
+        "staging.cedar",
+        include_str!("../../../policies/demo/staging.cedar"),
+    ),
+];
+
 const CONNECTOR_SCRIPT: &str = r#"#!/bin/sh
 # Airlock demo connector: records each grant and revoke it is asked for.
 # A real script would change access in the target system here; Airlock calls
@@ -56,25 +76,29 @@ type = "command"
 program = "{script}"
 timeout = "10s"
 
+# Who may request, approve and auto-approve what: Cedar policies in
+# ./policies (try `airlock policy who-can prod-db-admin --config airlock.toml`).
+[policy]
+dir = "policies"
+
 [entitlements.staging-shell]
 description = "Shell on the staging fleet"
-requestable_by = ["engineers"]
 max_duration = "1h"
 default_duration = "30m"
 require_reason = true
-auto_approve = true
+sensitivity = 1
 connector = "demo-script"
 
 [entitlements.prod-db-admin]
 description = "Superuser on the production database"
-requestable_by = ["engineers"]
 max_duration = "4h"
 default_duration = "1h"
 require_reason = true
-require_ticket = true
+# Policies require a ticket unless the request is break-glass; when one is
+# given it must look like this.
 ticket_pattern = "^(INC|CHG)-[0-9]+$"
-approvals_required = 1
-approvers = ["approvers"]
+sensitivity = 3
+owner_group = "approvers"
 connector = "demo-script"
 "#,
         alice = hash("alice"),
@@ -95,6 +119,15 @@ pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<(PathBuf, BTreeMap<St
     let tokens_path = dir.join("tokens.json");
     let script = dir.join("demo-connector.sh");
     write_private(&script, CONNECTOR_SCRIPT, 0o755)?;
+    // Written once: a reloaded demo keeps the policies someone edited.
+    let policies = dir.join("policies");
+    if !policies.exists() {
+        std::fs::create_dir_all(&policies)
+            .with_context(|| format!("cannot create `{}`", policies.display()))?;
+        for (name, text) in DEMO_POLICIES {
+            write_private(&policies.join(name), text, 0o644)?;
+        }
+    }
     if config.exists() && tokens_path.exists() {
         let text = std::fs::read_to_string(&tokens_path)
             .with_context(|| format!("cannot read `{}`", tokens_path.display()))?;

@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 mod demo;
 mod output;
 mod policy;
+mod ssh;
 
 #[derive(Parser)]
 #[command(
@@ -138,10 +139,36 @@ enum Cmd {
         /// Start later: RFC 3339 time or Unix seconds.
         #[arg(long)]
         start_at: Option<String>,
+        /// Declare an emergency (break-glass): recorded, and routed as the
+        /// policies say.
+        #[arg(long)]
+        break_glass: bool,
         /// Block until the request is decided and show the outcome.
         #[arg(long)]
         wait: bool,
         /// Give up waiting after this long.
+        #[arg(long, default_value = "1h")]
+        wait_timeout: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Get an SSH certificate: requests ENTITLEMENT with your public key,
+    /// waits for the grant and writes the certificate beside the key
+    /// (`id_ed25519.pub` → `id_ed25519-cert.pub`), where ssh finds it.
+    Ssh {
+        entitlement: String,
+        /// Your key, the private key or its `.pub` (default: the first of
+        /// ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_rsa.pub).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// How long, e.g. `30m`, `2h` (default: the entitlement's default).
+        #[arg(long = "for")]
+        duration: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Give up waiting for the decision and the grant after this long.
         #[arg(long, default_value = "1h")]
         wait_timeout: String,
         #[command(flatten)]
@@ -241,6 +268,9 @@ enum Cmd {
         user: Option<String>,
         #[arg(long)]
         entitlement: Option<String>,
+        /// Only this kind of event (`requested`, `policy_activated`, ...).
+        #[arg(long)]
+        action: Option<String>,
         /// RFC 3339 time or Unix seconds.
         #[arg(long)]
         since: Option<String>,
@@ -264,6 +294,44 @@ enum PolicyCmd {
     Test {
         #[arg(default_value = "policies")]
         dir: PathBuf,
+    },
+    /// Which policies decided a request, and how the set in force would now.
+    Explain {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Who could request ENTITLEMENT (and how it would be decided), and who
+    /// could approve it, among the config's users, for an ordinary request.
+    WhoCan {
+        entitlement: String,
+        #[arg(long, env = "AIRLOCK_CONFIG")]
+        config: PathBuf,
+    },
+    /// Who gains or loses the ability to request, be auto-approved for or
+    /// approve which entitlement if the config's policy folder were NEW_DIR.
+    Diff {
+        new_dir: PathBuf,
+        #[arg(long, env = "AIRLOCK_CONFIG")]
+        config: PathBuf,
+    },
+    /// Make the server re-read its policy folder (admin). A set that fails
+    /// validation is refused and the one in force stays; under the
+    /// two-person rule a valid set is proposed, with what it changes.
+    Reload {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Policy sets waiting for a second admin, with what each changes.
+    Proposals {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Put a proposed policy set in force (an admin other than its proposer).
+    Approve {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
     },
 }
 
@@ -426,14 +494,73 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Policy {
             command: PolicyCmd::Test { dir },
         } => policy::test(&dir),
+        Cmd::Policy {
+            command:
+                PolicyCmd::WhoCan {
+                    entitlement,
+                    config,
+                },
+        } => policy::who_can(&config, &entitlement),
+        Cmd::Policy {
+            command: PolicyCmd::Diff { new_dir, config },
+        } => policy::diff(&config, &new_dir),
+        Cmd::Policy {
+            command: PolicyCmd::Explain { id, conn },
+        } => {
+            let explained = client(&conn)?.explain(&id).await?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&explained)?);
+            } else {
+                output::explain(&explained);
+            }
+            Ok(())
+        }
+        Cmd::Policy {
+            command: PolicyCmd::Reload { conn },
+        } => {
+            let r = client(&conn)?.reload_policy().await?;
+            output::json_or(&r, conn.json, output::policy_change)
+        }
+        Cmd::Policy {
+            command: PolicyCmd::Proposals { conn },
+        } => {
+            let proposals = client(&conn)?.policy_proposals().await?;
+            output::json_or(&proposals, conn.json, |all| {
+                if all.is_empty() {
+                    println!("no policy set is waiting for approval");
+                }
+                for p in all {
+                    println!(
+                        "{}  by {} at {}: {} -> {}",
+                        p.id, p.proposed_by, p.proposed_at, p.base_version, p.version
+                    );
+                    for c in &p.changes {
+                        println!("    {c}");
+                    }
+                }
+            })
+        }
+        Cmd::Policy {
+            command: PolicyCmd::Approve { id, conn },
+        } => {
+            let r = client(&conn)?.approve_policy_proposal(&id).await?;
+            output::json_or(&r, conn.json, output::policy_change)
+        }
         Cmd::CheckConfig { config } => {
             let settings = Settings::load(&config)?;
+            // The policies are part of what a server would refuse to start on.
+            let policies = settings
+                .policy_source
+                .load()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
-                "{}: ok ({} users, {} entitlements, {} connectors)",
+                "{}: ok ({} users, {} entitlements, {} connectors, {} policies, policy set {})",
                 config.display(),
                 settings.catalog.users.len(),
                 settings.catalog.entitlements.len(),
-                settings.connectors.len()
+                settings.connectors.len(),
+                policies.policy_ids().count(),
+                policies.version()
             );
             Ok(())
         }
@@ -449,6 +576,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             reason,
             ticket,
             start_at,
+            break_glass,
             wait,
             wait_timeout,
             conn,
@@ -460,6 +588,8 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 reason,
                 ticket,
                 start_at,
+                break_glass,
+                public_key: None,
             };
             let mut request = client.create_request(&body).await?;
             if wait {
@@ -468,6 +598,33 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 request = wait_for_decision(&client, request, limit).await?;
             }
             output::request(&request, conn.json)
+        }
+        Cmd::Ssh {
+            entitlement,
+            key,
+            duration,
+            reason,
+            ticket,
+            wait_timeout,
+            conn,
+        } => {
+            let key = ssh::UserKey::find(key.as_deref())?;
+            let limit = airlock_server::config::parse_duration(&wait_timeout)
+                .map_err(|e| anyhow::anyhow!("--wait-timeout: {e}"))?;
+            let client = client(&conn)?;
+            let body = CreateRequest {
+                entitlement,
+                duration: duration.map(DurationInput::Text),
+                reason,
+                ticket,
+                start_at: None,
+                break_glass: false,
+                public_key: Some(key.line().to_owned()),
+            };
+            let request = client.create_request(&body).await?;
+            let request = wait_for_decision(&client, request, limit).await?;
+            let path = key.write_certificate(ssh::certificate_of(&request)?)?;
+            key.report(&path, &request, conn.json)
         }
         Cmd::Pending { conn } => {
             let query = RequestQuery {
@@ -546,6 +703,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             request,
             user,
             entitlement,
+            action,
             since,
             until,
             limit,
@@ -555,6 +713,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 request,
                 user,
                 entitlement,
+                action,
                 since,
                 until,
                 limit,

@@ -1,6 +1,8 @@
 //! How the CLI prints results: aligned tables for people, `--json` for scripts.
 
-use airlock_server::api::{AuditEventView, EntitlementView, RequestView};
+use airlock_server::api::{
+    AuditEventView, EntitlementView, ExplainView, PolicyReloadView, RequestView,
+};
 use serde::Serialize;
 
 pub fn json_or<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) -> anyhow::Result<()> {
@@ -69,15 +71,22 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
         opt("ticket", &r.ticket);
         opt("start at", &r.start_at);
         lines.push(("created", r.created_at.clone()));
+        if r.break_glass {
+            lines.push(("break-glass", "yes".to_owned()));
+        }
         if r.required_approvals > 0 {
+            let tiers: Vec<String> = r
+                .approval_tiers
+                .iter()
+                .map(|t| format!("{} of [{}] ({})", t.count, t.groups.join(","), t.policy))
+                .collect();
             let who: Vec<&str> = r.approvals.iter().map(|a| a.approver.as_str()).collect();
             lines.push((
                 "approvals",
                 format!(
-                    "{}/{} from [{}]{}",
+                    "{} given, needs {}{}",
                     r.approvals.len(),
-                    r.required_approvals,
-                    r.approver_groups.join(","),
+                    tiers.join(" and "),
                     if who.is_empty() {
                         String::new()
                     } else {
@@ -85,8 +94,11 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
                     }
                 ),
             ));
-        } else {
+        } else if r.decided_at.is_some() && r.ended_by.is_none() && r.state != "denied" {
             lines.push(("approvals", "auto-approved".to_owned()));
+        }
+        if !r.policy_version.is_empty() {
+            lines.push(("policy set", r.policy_version.clone()));
         }
         let mut opt = |k: &'static str, v: &Option<String>| {
             if let Some(v) = v {
@@ -238,4 +250,65 @@ pub fn audit(events: &[AuditEventView], json: bool) -> anyhow::Result<()> {
             &rows,
         );
     })
+}
+
+/// `airlock policy explain`: the decision, the approvals, and the re-decision.
+pub fn explain(e: &ExplainView) {
+    println!("request      {} ({})", e.request, e.state);
+    println!("decided by   policy set {}", e.policy_version);
+    println!("decision     {}", e.decision);
+    println!("policies     {}", e.policies.join(", "));
+    for error in &e.policy_errors {
+        println!("error        {error}");
+    }
+    if let Some(why) = &e.denied_because {
+        println!("denied       {why}");
+    }
+    for a in &e.approvals {
+        let verb = if a.action == "denied" {
+            "denied"
+        } else {
+            "approved"
+        };
+        println!(
+            "{verb:<12} {} at {} under {} (set {})",
+            a.approver,
+            a.at,
+            a.policies.join(", "),
+            a.policy_version
+        );
+    }
+    let same = if e.now.same_version {
+        "same set"
+    } else {
+        "set in force now"
+    };
+    println!(
+        "now          {} [{}] ({same} {})",
+        e.now.decision,
+        e.now.policies.join(", "),
+        e.now.policy_version
+    );
+}
+
+/// `airlock policy reload|approve`: what is in force now, or what waits.
+pub fn policy_change(r: &PolicyReloadView) {
+    match r.proposal.as_deref() {
+        Some(id) => {
+            println!(
+                "proposed {id}: policy set {} ({} policies) waits for a second admin; {} stays in force",
+                r.version, r.policies, r.previous_version
+            );
+            if r.changes.is_empty() {
+                println!("    no user gains or loses anything in the circumstances compared");
+            }
+            for c in &r.changes {
+                println!("    {c}");
+            }
+        }
+        None => println!(
+            "policy set {} in force ({} policies; was {})",
+            r.version, r.policies, r.previous_version
+        ),
+    }
 }

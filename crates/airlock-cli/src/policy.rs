@@ -1,36 +1,18 @@
-//! `airlock policy validate|test DIR`: check a folder of Cedar policies
-//! before it takes effect, and run the test cases written next to them.
+//! `airlock policy validate|test|who-can|diff`: check a folder of Cedar
+//! policies before it takes effect, run the test cases written next to
+//! them, and ask what a set (or a change to it) lets whom do.
 
 use std::path::Path;
 
+use airlock_core::EntitlementId;
 use airlock_policy::{run_tests, Directory, PolicySet};
+use airlock_server::config::Settings;
+use airlock_server::policy::{describe_changes, everyone, read_policy_dir, PolicySource};
 use anyhow::{bail, Context};
-
-/// Reads every `*.cedar` file of `dir`, in name order, as (file name, text).
-fn read_sources(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the policy folder `{}`", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
-        .collect();
-    paths.sort();
-    if paths.is_empty() {
-        bail!("`{}` holds no *.cedar files", dir.display());
-    }
-    paths
-        .into_iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(&p)
-                .with_context(|| format!("cannot read `{}`", p.display()))?;
-            Ok((p.display().to_string(), text))
-        })
-        .collect()
-}
 
 /// Loads and validates against the schema, printing every error.
 pub fn load(dir: &Path) -> anyhow::Result<PolicySet> {
-    match PolicySet::load(&read_sources(dir)?) {
+    match PolicySet::load(&read_policy_dir(dir)?) {
         Ok(set) => {
             for warning in set.warnings() {
                 eprintln!("warning: {warning}");
@@ -83,6 +65,85 @@ pub fn test(dir: &Path) -> anyhow::Result<()> {
     println!("{} passed, {} failed", report.passed(), report.failed());
     if !report.all_passed() {
         bail!("policy tests in `{}` failed", cases_path.display());
+    }
+    Ok(())
+}
+
+/// Loads the policy set a config puts in force (its folder plus the
+/// entitlement shorthand), printing every error.
+fn load_configured(settings: &Settings, source: &PolicySource) -> anyhow::Result<PolicySet> {
+    source
+        .load()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| {
+            format!(
+                "loading the policies for {} entitlements",
+                settings.catalog.entitlements.len()
+            )
+        })
+}
+
+pub fn who_can(config: &Path, entitlement: &str) -> anyhow::Result<()> {
+    let settings = Settings::load(config)?;
+    let id = EntitlementId::parse(entitlement)
+        .map_err(|e| anyhow::anyhow!("entitlement `{entitlement}` {e}"))?;
+    let facts = settings
+        .directory
+        .entitlements
+        .get(&id)
+        .cloned()
+        .with_context(|| format!("`{}` has no entitlement `{id}`", config.display()))?;
+    let set = load_configured(&settings, &settings.policy_source)?;
+    let who = set.who_can(&facts, &everyone(&settings.directory));
+    println!("who can request `{id}` (policy set {}):", set.version());
+    if who.may_request.is_empty() {
+        println!("  nobody");
+    }
+    for m in &who.may_request {
+        println!("  {m}");
+    }
+    println!("who can approve a request for `{id}` (never their own):");
+    if who.approvers.is_empty() {
+        println!("  nobody");
+    }
+    for a in &who.approvers {
+        println!("  {} [{}]", a.user, a.policies.join(", "));
+    }
+    let c = &who.assumed;
+    println!(
+        "assuming an ordinary request: {}s, starting {} {:02}:00 UTC, ticket {}, reason of {} characters, \
+         MFA {}, not break-glass, holding nothing else",
+        c.duration.as_secs(),
+        c.start.weekday().as_str(),
+        c.start.hour_utc(),
+        c.ticket().unwrap_or("none"),
+        c.reason_length,
+        c.mfa_age.map_or("none".to_owned(), |a| format!("{}s ago", a.as_secs())),
+    );
+    if !who.conditions.is_empty() {
+        println!(
+            "other circumstances may change the answer: read {}",
+            who.conditions.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn diff(config: &Path, new_dir: &Path) -> anyhow::Result<()> {
+    let settings = Settings::load(config)?;
+    let old = load_configured(&settings, &settings.policy_source)?;
+    let proposed = PolicySource {
+        dir: Some(new_dir.to_path_buf()),
+        ..settings.policy_source.clone()
+    };
+    let new = load_configured(&settings, &proposed)?;
+    let changes = describe_changes(&old, &new, &settings.directory);
+    println!("policy set {} -> {}", old.version(), new.version());
+    if changes.is_empty() {
+        println!("no user gains or loses anything in the circumstances compared");
+    }
+    for change in &changes {
+        println!("{change}");
     }
     Ok(())
 }

@@ -32,15 +32,31 @@ impl Demo {
     }
 
     fn start_with(dir: &Path, extra: &[&str]) -> Demo {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
-            .args(extra)
+            .args(extra);
+        Demo::launch(dir, command)
+    }
+
+    /// `airlock serve --config CONFIG`; `dir` holds `tokens.json`.
+    fn serve(dir: &Path, config: &Path) -> Demo {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config);
+        Demo::launch(dir, command)
+    }
+
+    /// Starts a server and waits for the URL it prints first.
+    fn launch(dir: &Path, mut command: Command) -> Demo {
+        let mut child = command
             .env("AIRLOCK_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start airlock demo");
+            .expect("start airlock");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -216,6 +232,7 @@ fn request_approve_active_expire_through_the_cli() {
         actions,
         [
             "requested",
+            "approval_recorded",
             "approved",
             "granted",
             "expired",
@@ -432,7 +449,7 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
         "{}",
         String::from_utf8_lossy(&migrate.stderr)
     );
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 1"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 2"));
 
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start_with(dir.path(), &["--database", &db.url]);
@@ -663,4 +680,248 @@ fn policy_validate_names_file_line_and_column_and_policy_test_runs_the_demo_case
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("zz-broken.cedar:2:"), "{err}");
+}
+
+#[test]
+fn the_demo_decides_by_its_cedar_policies_explains_and_reloads_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let config = dir.path().join("airlock.toml");
+
+    // Break-glass without a ticket goes to security, not the owners.
+    let r = demo.json(
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--for",
+            "30m",
+            "--reason",
+            "database down",
+            "--break-glass",
+        ],
+    );
+    assert_eq!(r["state"], "pending");
+    assert_eq!(r["break_glass"], true);
+    let id = r["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r["approval_tiers"][0]["policy"],
+        "prod-db-break-glass-security"
+    );
+    // bob approves prod-db ordinarily, but not break-glass use.
+    let out = demo.cli("bob", &["approve", &id]);
+    assert!(!out.status.success());
+    let explain = demo.cli("alice", &["policy", "explain", &id]);
+    assert!(explain.status.success());
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(text.contains("prod-db-break-glass"), "{text}");
+    assert!(text.contains("same set"), "{text}");
+    // admin is in `security` (and an employee, the default): it counts.
+    let approved = demo.json("admin", &["approve", &id]);
+    assert_eq!(approved["state"], "approved");
+
+    // Without a ticket and not break-glass, no policy permits: refused,
+    // recorded, and the CLI says so.
+    let out = demo.cli(
+        "bob",
+        &["request", "prod-db-admin", "--reason", "just looking"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no policy permits"), "{err}");
+
+    // who-can and diff read the config and its policy folder offline.
+    let who = Command::new(BIN)
+        .args(["policy", "who-can", "prod-db-admin", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        who.status.success(),
+        "{}",
+        String::from_utf8_lossy(&who.stderr)
+    );
+    let who = String::from_utf8_lossy(&who.stdout);
+    assert!(who.contains("alice: needs 1 from [approvers]"), "{who}");
+    assert!(who.contains("carol [approvers-approve-prod-db]"), "{who}");
+
+    let proposed = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir.path().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, proposed.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::remove_file(proposed.path().join("staging.cedar")).unwrap();
+    let diff = Command::new(BIN)
+        .args(["policy", "diff", "--config"])
+        .arg(&config)
+        .arg(proposed.path())
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let diff = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        diff.contains("`alice` loses request on `staging-shell`"),
+        "{diff}"
+    );
+    assert!(!diff.contains("prod-db-admin"), "{diff}");
+
+    // SIGHUP: a broken folder is refused and the set in force stays...
+    let version = |demo: &Demo| demo.json("admin", &["show", &id])["policy_version"].clone();
+    let before = version(&demo);
+    let staging = dir.path().join("policies").join("staging.cedar");
+    std::fs::write(
+        &staging,
+        "permit (principal, action, resource) when { nonsense };\n",
+    )
+    .unwrap();
+    let hup = |demo: &Demo| {
+        let status = Command::new("kill")
+            .args(["-HUP", &demo.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    hup(&demo);
+    std::thread::sleep(Duration::from_millis(500));
+    let shell = demo.json("bob", &["request", "staging-shell", "--reason", "deploy"]);
+    assert_eq!(shell["state"], "approved");
+    assert_eq!(shell["policy_version"], before);
+    // ...and a valid one takes effect: staging shells now need no group.
+    std::fs::write(
+        &staging,
+        "@id(\"staging-for-carol\")\npermit (principal == Airlock::User::\"carol\", action in [Airlock::Action::\"request\", Airlock::Action::\"auto_approve\"], resource == Airlock::Entitlement::\"staging-shell\");\n",
+    )
+    .unwrap();
+    hup(&demo);
+    let carol = eventually(Duration::from_secs(10), "the reloaded policy", || {
+        let out = demo.cli(
+            "carol",
+            &["request", "staging-shell", "--reason", "x", "--json"],
+        );
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    });
+    assert_eq!(carol["state"], "approved");
+    assert_ne!(carol["policy_version"], before);
+}
+
+/// `airlock ssh` against a server with an `ssh_ca` connector: the key is
+/// found in `~/.ssh`, the certificate lands beside it as ssh names it, and a
+/// request that cannot give a certificate exits non-zero saying why.
+#[test]
+fn ssh_writes_the_certificate_beside_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(keygen) = airlock_testkit::service_program("ssh-keygen") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token = airlock_server::config::new_token();
+    std::fs::write(
+        dir.path().join("tokens.json"),
+        serde_json::json!({ "alice": token }).to_string(),
+    )
+    .unwrap();
+    let config = dir.path().join("airlock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \".\"\n\n\
+             [users.alice]\ngroups = [\"ops\"]\ntoken_sha256 = \"{}\"\n\n\
+             [connectors.ssh]\ntype = \"ssh_ca\"\nprincipals = [\"web-admin\"]\n\n\
+             [connectors.plain]\ntype = \"command\"\nprogram = \"/bin/true\"\n\n\
+             [entitlements.web-ssh]\nrequestable_by = [\"ops\"]\nmax_duration = \"1h\"\n\
+             auto_approve = true\nrequire_reason = false\nconnector = \"ssh\"\n\n\
+             [entitlements.shell]\nrequestable_by = [\"ops\"]\nmax_duration = \"1h\"\n\
+             auto_approve = true\nrequire_reason = false\nconnector = \"plain\"\n",
+            airlock_server::config::token_hash(&token)
+        ),
+    )
+    .unwrap();
+    let server = Demo::serve(dir.path(), &config);
+    let home = dir.path().join("home");
+    let ssh_dir = home.join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let status = Command::new(&keygen)
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(ssh_dir.join("id_ed25519"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ssh = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("ssh")
+            .args(args)
+            .env("HOME", &home)
+            .env("AIRLOCK_URL", &server.url)
+            .env("AIRLOCK_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+
+    // The default key, ~/.ssh/id_ed25519.pub.
+    let out = ssh(&["web-ssh", "--for", "10m", "--wait-timeout", "20s"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = ssh_dir.join("id_ed25519-cert.pub");
+    assert!(
+        stdout.contains(&cert.display().to_string()),
+        "the path is not shown: {stdout}"
+    );
+    let mode = std::fs::metadata(&cert).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "{mode:o}");
+    let shown = Command::new(&keygen)
+        .arg("-L")
+        .arg("-f")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("user certificate"), "{shown}");
+    assert!(shown.contains("web-admin"), "{shown}");
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("request:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no request id in {stdout}"));
+    assert!(shown.contains(&format!("\"{id}\"")), "key id: {shown}");
+    assert_eq!(
+        state_of(&server, id)["certificate"].as_str().map(str::trim),
+        Some(std::fs::read_to_string(&cert).unwrap().trim())
+    );
+
+    // `--key` may name the private key; `--json` says where the file went.
+    // (One open request per entitlement: release the first.)
+    server.json("alice", &["release", id]);
+    let private = ssh_dir.join("id_ed25519");
+    std::fs::remove_file(&cert).unwrap();
+    let out = ssh(&["web-ssh", "--key", private.to_str().unwrap(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["certificate_file"], cert.display().to_string());
+    assert_eq!(report["request"]["state"], "active");
+    assert!(cert.exists());
+
+    // No certificate to be had: non-zero, with the reason.
+    let out = ssh(&["shell"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not an SSH entitlement"), "{err}");
+    let out = ssh(&["web-ssh", "--key", "/nonexistent/id_ed25519"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--key"), "{err}");
+    server.kill();
 }

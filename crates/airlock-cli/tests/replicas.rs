@@ -214,6 +214,8 @@ fn replicas_under_kill_and_pause_revoke_every_grant_once() {
                         reason: "chaos".into(),
                         ticket: None,
                         start_at: None,
+                        break_glass: false,
+                        public_key: None,
                     };
                     // A replica may die or freeze under the call: try another.
                     // A conflict means an earlier attempt did create it.
@@ -385,7 +387,21 @@ fn replicas_under_kill_and_pause_revoke_every_grant_once() {
         };
         assert_eq!(*n, expected, "{id}: `{action}` recorded {n} times");
     }
-    assert_eq!(fetched as u64, verify.checked, "events outside any request");
+    // Besides the requests' events, each replica start records the policy
+    // set it started with (a replica killed early may not have).
+    let policy_events = rt
+        .block_on(auditor.audit(&AuditQuery {
+            action: Some("policy_activated".to_owned()),
+            limit: Some(1000),
+            ..AuditQuery::default()
+        }))
+        .unwrap();
+    assert!(policy_events.iter().all(|e| e.request.is_none()));
+    assert_eq!(
+        (fetched + policy_events.len()) as u64,
+        verify.checked,
+        "events outside any request"
+    );
 
     replicas.clear();
     drop(replicas);

@@ -10,6 +10,7 @@ pub mod command;
 pub mod mariadb;
 pub mod postgres;
 mod sql;
+pub mod ssh;
 pub mod webhook;
 
 pub use sql::{Mode, TEMP_LOGIN_PREFIX, USER_PLACEHOLDER};
@@ -26,6 +27,10 @@ pub struct GrantSpec {
     /// request's work, so a target that records the highest it has applied
     /// can refuse a late call from a replica that stalled (see docs/connectors.md).
     pub claim: u64,
+    /// The requester's SSH public key, one OpenSSH line (`ssh-ed25519 AAAA…`),
+    /// set when the entitlement's connector certifies a key (the SSH
+    /// certificate authority); `None` for every other connector.
+    pub public_key: Option<String>,
 }
 
 /// Which way a connector call goes.
@@ -98,7 +103,13 @@ impl std::fmt::Debug for Credential {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Granted {
     /// Set when the target issued a credential for this grant alone.
+    /// Secret: handed to the requester once, never stored or logged.
     pub credential: Option<Credential>,
+    /// A non-secret artifact the target issued for this grant (an OpenSSH
+    /// certificate line). Unlike `credential` it proves nothing without the
+    /// requester's private key, so Airlock may store it and show it to the
+    /// requester any number of times.
+    pub certificate: Option<String>,
 }
 
 /// Someone who holds a managed entitlement in the target, as the target sees it.

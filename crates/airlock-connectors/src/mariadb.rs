@@ -489,6 +489,7 @@ impl MariaDbConnector {
         tracing::info!(account = %account, reused = exists, "temporary user ready");
         Ok(Granted {
             credential: Some(Credential::new(user.as_str().to_owned(), password)),
+            certificate: None,
         })
     }
 

@@ -486,6 +486,7 @@ impl PostgresConnector {
         tracing::info!(login = %login, valid_until = %valid_until, reused = exists, "temporary login ready");
         Ok(Granted {
             credential: Some(Credential::new(login.as_str().to_owned(), password)),
+            certificate: None,
         })
     }
 

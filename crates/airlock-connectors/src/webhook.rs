@@ -451,6 +451,7 @@ mod tests {
             entitlement: airlock_core::EntitlementId::parse("prod-db").unwrap(),
             expires_at: airlock_core::Timestamp::from_unix_millis(1_700_000_000_999),
             claim: 1,
+            public_key: None,
         };
         let grant: serde_json::Value =
             serde_json::to_value(Payload::new("grant", Some(&spec))).unwrap();

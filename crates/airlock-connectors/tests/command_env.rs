@@ -41,6 +41,7 @@ fn a_script_runs_directly_without_the_servers_airlock_variables() {
         entitlement: EntitlementId::parse("billing-admin").unwrap(),
         expires_at: Timestamp::from_unix_millis(1_700_000_000_000),
         claim: 1,
+        public_key: None,
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -107,6 +107,7 @@ fn grant_spec(user: &str, request_id: RequestId, expires_at: Timestamp) -> Grant
         entitlement: EntitlementId::parse("db-role").unwrap(),
         expires_at,
         claim: 1,
+        public_key: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn spec() -> GrantSpec {
         entitlement: EntitlementId::parse("prod-db").unwrap(),
         expires_at: Timestamp::from_unix_millis(1_700_000_000_500),
         claim: 1,
+        public_key: None,
     }
 }
 

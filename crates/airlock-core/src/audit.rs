@@ -48,6 +48,12 @@ pub enum AuditAction {
     Deprovisioned,
     /// A late grant result arrived after removal: the grant is removed again.
     RevocationRepeated,
+    /// A policy set was put in force.
+    PolicyActivated,
+    /// A policy set failed to load or validate; the one in force stayed.
+    PolicyRefused,
+    /// A policy set awaits a second admin's approval.
+    PolicyProposed,
 }
 
 impl AuditAction {
@@ -68,6 +74,9 @@ impl AuditAction {
             AuditAction::RevokeAttemptFailed => "revoke_attempt_failed",
             AuditAction::Deprovisioned => "deprovisioned",
             AuditAction::RevocationRepeated => "revocation_repeated",
+            AuditAction::PolicyActivated => "policy_activated",
+            AuditAction::PolicyRefused => "policy_refused",
+            AuditAction::PolicyProposed => "policy_proposed",
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The catalog (what can be requested, by whom, approved how) and the directory
-//! (who is in which group). Both are loaded and validated by the shell and
-//! handed to the core as plain values.
+//! The catalog (what can be requested, for how long, provisioned by which
+//! connector) and the directory (who is in which group). Both are loaded and
+//! validated by the shell and handed to the core as plain values. Who may
+//! request or approve what is the policy set's business (see `approval`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -55,18 +56,6 @@ impl User {
     }
 }
 
-/// How a request for an entitlement gets approved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApprovalRule {
-    /// Granted as soon as it is requested.
-    Auto,
-    /// `count` distinct members of `from` (never the requester) must approve.
-    Approvals {
-        count: u32,
-        from: BTreeSet<GroupName>,
-    },
-}
-
 /// Whether a ticket reference is required, and what it must look like.
 #[derive(Debug, Clone)]
 pub struct TicketRule {
@@ -105,12 +94,10 @@ impl TicketPattern {
 pub struct Entitlement {
     pub id: EntitlementId,
     pub description: String,
-    pub requestable_by: BTreeSet<GroupName>,
     pub max_duration: Duration,
     pub default_duration: Duration,
     pub reason_required: bool,
     pub ticket: TicketRule,
-    pub approval: ApprovalRule,
     /// Name of the connector (configured in the shell) that provisions it.
     pub connector: String,
 }
@@ -129,12 +116,5 @@ impl Catalog {
 
     pub fn entitlement(&self, id: &EntitlementId) -> Option<&Entitlement> {
         self.entitlements.get(id)
-    }
-
-    /// Entitlements `user` is eligible to request.
-    pub fn requestable_by<'a>(&'a self, user: &'a User) -> impl Iterator<Item = &'a Entitlement> {
-        self.entitlements
-            .values()
-            .filter(move |e| user.in_any(&e.requestable_by))
     }
 }

@@ -5,9 +5,11 @@
 //! randomness: time (`now`), identifiers and facts (directory, catalog) are
 //! passed in, and decisions come back as values for the shell to carry out.
 
+pub mod approval;
 pub mod audit;
 pub mod catalog;
 pub mod ids;
+pub mod policy_change;
 pub mod request;
 pub mod time;
 

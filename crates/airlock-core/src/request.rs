@@ -20,8 +20,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::approval::{
+    qualifying_tiers, seats_filled, seats_needed, tiers_met, ApprovalTier, ApproverVerdict, Route,
+    Verdict,
+};
 use crate::audit::{Actor, AuditAction, AuditEvent};
-use crate::catalog::{ApprovalRule, Entitlement, Role, User};
+use crate::catalog::{Entitlement, Role, User};
 use crate::ids::{EntitlementId, GroupName, RequestId, UserId};
 use crate::time::Timestamp;
 
@@ -143,6 +147,9 @@ pub struct Approval {
     pub approver: UserId,
     pub at: Timestamp,
     pub comment: Option<String>,
+    /// Indexes of the tiers the approver's groups qualified for when they
+    /// approved (see [`crate::approval`]).
+    pub tiers: BTreeSet<u32>,
 }
 
 /// One request for one entitlement, and everything that happened to it.
@@ -160,10 +167,19 @@ pub struct AccessRequest {
     pub start_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub state: State,
-    /// Approval rule captured at request time: 0 means auto-approved.
-    pub required_approvals: u32,
-    pub approver_groups: BTreeSet<GroupName>,
+    /// Approval tiers the policy set required at request time; empty when
+    /// auto-approved or denied.
+    pub approval_tiers: Vec<ApprovalTier>,
     pub approvals: Vec<Approval>,
+    /// Version (content hash) of the policy set that decided the request.
+    pub policy_version: String,
+    /// Declared an emergency: policies may route it differently, and the
+    /// record says so.
+    pub break_glass: bool,
+    /// The requester's SSH public key, for connectors that issue certificates.
+    pub public_key: Option<String>,
+    /// A non-secret artifact the target issued for the grant (an SSH certificate).
+    pub certificate: Option<String>,
     pub pending_deadline: Timestamp,
     pub decided_at: Option<Timestamp>,
     /// When provisioning is due; set on approval.
@@ -198,6 +214,19 @@ impl AccessRequest {
             State::Active => self.expires_at,
             _ => job_due,
         }
+    }
+
+    /// Every group whose members may count toward some tier.
+    pub fn approver_groups(&self) -> BTreeSet<GroupName> {
+        self.approval_tiers
+            .iter()
+            .flat_map(|t| t.groups.iter().cloned())
+            .collect()
+    }
+
+    /// Approvals needed in all (one per seat of every tier).
+    pub fn approvals_needed(&self) -> u32 {
+        seats_needed(&self.approval_tiers)
     }
 
     /// Approved but not yet due to start.
@@ -311,35 +340,44 @@ pub struct NewRequest {
     pub reason: String,
     pub ticket: Option<String>,
     pub start_at: Option<Timestamp>,
+    pub break_glass: bool,
+    pub public_key: Option<String>,
+}
+
+impl NewRequest {
+    /// The duration asked for, or the entitlement's default.
+    pub fn effective_duration(&self, entitlement: &Entitlement) -> Duration {
+        self.duration.unwrap_or(entitlement.default_duration)
+    }
 }
 
 pub const MAX_REASON_LEN: usize = 2000;
 pub const MAX_TICKET_LEN: usize = 200;
+/// Generous for any OpenSSH public key line (RSA 16384 is about 2.8 kB).
+pub const MAX_PUBLIC_KEY_LEN: usize = 8192;
 
 /// Creates a request. `open_request` is the requester's existing unfinished
 /// request for the same entitlement, if any: two overlapping grants of one
 /// entitlement would let the first revocation cut the second short.
+/// `verdict` is the policy set's decision; a request it denies is still
+/// recorded (as denied, with the policies that denied it), while malformed
+/// input is rejected and nothing is recorded.
 pub fn submit(
     new: NewRequest,
     requester: &User,
     entitlement: &Entitlement,
     open_request: Option<&RequestId>,
+    verdict: Verdict,
     settings: &LifecycleSettings,
     now: Timestamp,
 ) -> Result<Transition, Rejection> {
-    if !requester.in_any(&entitlement.requestable_by) {
-        return Err(Rejection::Forbidden(format!(
-            "`{}` may not request `{}`",
-            requester.id, entitlement.id
-        )));
-    }
     if let Some(open) = open_request {
         return Err(Rejection::Conflict(format!(
             "`{}` already has an open request `{open}` for `{}`",
             requester.id, entitlement.id
         )));
     }
-    let duration = new.duration.unwrap_or(entitlement.default_duration);
+    let duration = new.effective_duration(entitlement);
     if duration < Duration::from_secs(1) {
         return Err(invalid("duration", "must be at least 1s"));
     }
@@ -403,9 +441,29 @@ pub fn submit(
             ));
         }
     }
-    let (required_approvals, approver_groups) = match &entitlement.approval {
-        ApprovalRule::Auto => (0, BTreeSet::new()),
-        ApprovalRule::Approvals { count, from } => ((*count).max(1), from.clone()),
+    let public_key = new
+        .public_key
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty());
+    if public_key
+        .as_ref()
+        .is_some_and(|k| k.len() > MAX_PUBLIC_KEY_LEN)
+    {
+        return Err(invalid(
+            "public_key",
+            format!("must be at most {MAX_PUBLIC_KEY_LEN} bytes"),
+        ));
+    }
+    let approval_tiers = match &verdict.route {
+        Route::NeedsApprovals(tiers) => {
+            if tiers.is_empty() || tiers.iter().any(|t| t.count == 0 || t.groups.is_empty()) {
+                return Err(Rejection::Forbidden(
+                    "the policy set routed the request to an empty approval tier".to_owned(),
+                ));
+            }
+            tiers.clone()
+        }
+        Route::AutoApproved | Route::Denied { .. } => Vec::new(),
     };
     let mut request = AccessRequest {
         id: new.id,
@@ -417,9 +475,12 @@ pub fn submit(
         start_at: new.start_at,
         created_at: now,
         state: State::Pending,
-        required_approvals,
-        approver_groups,
+        approval_tiers,
         approvals: Vec::new(),
+        policy_version: verdict.policy_version.clone(),
+        break_glass: new.break_glass,
+        public_key,
+        certificate: None,
         pending_deadline: now.plus(settings.pending_timeout),
         decided_at: None,
         activates_at: None,
@@ -446,6 +507,15 @@ pub fn submit(
     if let Some(s) = request.start_at {
         details.insert("start_at".to_owned(), s.to_rfc3339());
     }
+    if request.break_glass {
+        details.insert("break_glass".to_owned(), "true".to_owned());
+    }
+    details.insert("policy_version".to_owned(), verdict.policy_version.clone());
+    details.insert("policies".to_owned(), verdict.policies.join(","));
+    if !verdict.errors.is_empty() {
+        details.insert("policy_errors".to_owned(), verdict.errors.join("; "));
+    }
+    details.insert("decision".to_owned(), verdict.route.summary());
     out.event(
         &request,
         now,
@@ -453,8 +523,23 @@ pub fn submit(
         AuditAction::Requested,
         details,
     );
-    if required_approvals == 0 {
-        request.approve(now, Actor::System, "auto".to_owned(), &mut out);
+    match verdict.route {
+        Route::Denied { reasons } => {
+            let note = format!("denied by policy: {}", reasons.join("; "));
+            request.end(
+                State::Denied,
+                now,
+                None,
+                Some(note),
+                AuditAction::Denied,
+                &mut out,
+            );
+        }
+        Route::AutoApproved => {
+            let rule = format!("auto-approved by policy ({})", verdict.policies.join(","));
+            request.approve(now, Actor::System, rule, &mut out);
+        }
+        Route::NeedsApprovals(_) => {}
     }
     request.settle(now, settings, &mut out);
     Ok(out.finish(request))
@@ -466,32 +551,30 @@ pub fn submit(
 /// this moment) so the shell can hand a decision to its storage writer.
 #[derive(Debug, Clone)]
 pub enum Command {
+    /// `permission` is the policy set's answer for this approver and request.
     Approve {
         approver: User,
         comment: Option<String>,
+        permission: ApproverVerdict,
     },
     Deny {
         approver: User,
         reason: String,
+        permission: ApproverVerdict,
     },
     /// The requester withdraws a request that has not started.
-    Cancel {
-        by: User,
-    },
+    Cancel { by: User },
     /// The requester ends their own access early.
-    Release {
-        by: User,
-    },
+    Release { by: User },
     /// An admin ends someone's access.
-    Revoke {
-        by: User,
-        reason: String,
-    },
+    Revoke { by: User, reason: String },
     /// The scheduler found the request due: time out, expire, start or retry.
     Tick,
     JobSucceeded {
         action: JobAction,
         token: u64,
+        /// What a grant issued that may be shown again (an SSH certificate).
+        certificate: Option<String>,
     },
     JobFailed {
         action: JobAction,
@@ -515,41 +598,66 @@ pub fn apply(
     // grant out in the same transition that revokes, releases or cancels.
     request.apply_deadlines(now, &mut out);
     match &command {
-        Command::Approve { approver, comment } => {
-            request.check_approver(approver, "approve")?;
+        Command::Approve {
+            approver,
+            comment,
+            permission,
+        } => {
+            let tiers = request.check_approver(approver, permission, "approve")?;
             if request.approvals.iter().any(|a| a.approver == approver.id) {
                 return Err(Rejection::Conflict(format!(
                     "`{}` already approved `{}`",
                     approver.id, request.id
                 )));
             }
+            let before = seats_filled(&request.approval_tiers, &request.approvals);
             request.approvals.push(Approval {
                 approver: approver.id.clone(),
                 at: now,
                 comment: comment.clone(),
+                tiers,
             });
-            let have = u32::try_from(request.approvals.len()).unwrap_or(u32::MAX);
+            let filled = seats_filled(&request.approval_tiers, &request.approvals);
+            if filled == before {
+                return Err(Rejection::Conflict(format!(
+                    "the tiers `{}` may approve for are already met on `{}`; still needed: {}",
+                    approver.id,
+                    request.id,
+                    request.tier_summary()
+                )));
+            }
             let actor = Actor::User(approver.id.clone());
-            if have >= request.required_approvals {
-                let rule = format!(
-                    "{} of [{}]",
-                    request.required_approvals,
-                    join(request.approver_groups.iter().map(GroupName::as_str))
-                );
+            let mut details = approver_details(permission);
+            details.insert(
+                "approvals".to_owned(),
+                format!("{filled}/{}", seats_needed(&request.approval_tiers)),
+            );
+            if let Some(c) = comment {
+                details.insert("comment".to_owned(), c.clone());
+            }
+            out.event(
+                &request,
+                now,
+                actor.clone(),
+                AuditAction::ApprovalRecorded,
+                details,
+            );
+            if tiers_met(&request.approval_tiers, &request.approvals) {
+                let rule = request
+                    .approval_tiers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and ");
                 request.approve(now, actor, rule, &mut out);
-            } else {
-                let mut details = BTreeMap::from([(
-                    "approvals".to_owned(),
-                    format!("{have}/{}", request.required_approvals),
-                )]);
-                if let Some(c) = comment {
-                    details.insert("comment".to_owned(), c.clone());
-                }
-                out.event(&request, now, actor, AuditAction::ApprovalRecorded, details);
             }
         }
-        Command::Deny { approver, reason } => {
-            request.check_approver(approver, "deny")?;
+        Command::Deny {
+            approver,
+            reason,
+            permission,
+        } => {
+            request.check_approver(approver, permission, "deny")?;
             let reason = required_note(reason.clone())?;
             request.end(
                 State::Denied,
@@ -559,6 +667,9 @@ pub fn apply(
                 AuditAction::Denied,
                 &mut out,
             );
+            if let Some(event) = out.events.last_mut() {
+                event.details.extend(approver_details(permission));
+            }
         }
         Command::Cancel { by } => {
             request.check_requester(by, "cancel")?;
@@ -617,8 +728,12 @@ pub fn apply(
             );
         }
         Command::Tick => {}
-        Command::JobSucceeded { action, token } => {
-            request.job_succeeded(*action, *token, now, &mut out);
+        Command::JobSucceeded {
+            action,
+            token,
+            certificate,
+        } => {
+            request.job_succeeded(*action, *token, certificate.clone(), now, &mut out);
         }
         Command::JobFailed {
             action,
@@ -653,6 +768,18 @@ fn required_note(note: String) -> Result<String, Rejection> {
         ));
     }
     Ok(note)
+}
+
+/// What the audit record keeps of an approver's permission.
+fn approver_details(permission: &ApproverVerdict) -> BTreeMap<String, String> {
+    let mut details = BTreeMap::from([(
+        "policy_version".to_owned(),
+        permission.policy_version.clone(),
+    )]);
+    if let Ok(policies) = &permission.outcome {
+        details.insert("policies".to_owned(), policies.join(","));
+    }
+    details
 }
 
 fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
@@ -703,25 +830,50 @@ impl AccessRequest {
         ))
     }
 
-    fn check_approver(&self, approver: &User, verb: &str) -> Result<(), Rejection> {
+    /// Checks that `approver` may decide this request, and returns the tiers
+    /// their approval may count toward. The requester never may, whatever
+    /// the policies said; then the policy set must permit them, and their
+    /// groups must qualify them for at least one tier.
+    fn check_approver(
+        &self,
+        approver: &User,
+        permission: &ApproverVerdict,
+        verb: &str,
+    ) -> Result<BTreeSet<u32>, Rejection> {
         if approver.id == self.requester {
             return Err(Rejection::Forbidden(format!(
                 "`{}` may not {verb} their own request",
                 approver.id
             )));
         }
-        if !approver.in_any(&self.approver_groups) {
+        if let Err(why) = &permission.outcome {
             return Err(Rejection::Forbidden(format!(
-                "`{}` is not an approver for `{}` (approvers: [{}])",
+                "`{}` may not {verb} `{}`: {why}",
+                approver.id, self.id
+            )));
+        }
+        let tiers = qualifying_tiers(&self.approval_tiers, &approver.groups);
+        if tiers.is_empty() {
+            return Err(Rejection::Forbidden(format!(
+                "`{}` is in none of the groups `{}` needs approvals from: {}",
                 approver.id,
-                self.entitlement,
-                join(self.approver_groups.iter().map(GroupName::as_str))
+                self.id,
+                self.tier_summary()
             )));
         }
         if self.state != State::Pending {
             return Err(self.conflict(verb, "only a pending request can be decided"));
         }
-        Ok(())
+        Ok(tiers)
+    }
+
+    /// Every tier, for messages: `1 from [approvers] (policy) and ...`.
+    fn tier_summary(&self) -> String {
+        self.approval_tiers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" and ")
     }
 
     fn check_requester(&self, by: &User, verb: &str) -> Result<(), Rejection> {
@@ -933,7 +1085,14 @@ impl AccessRequest {
         }
     }
 
-    fn job_succeeded(&mut self, action: JobAction, token: u64, now: Timestamp, out: &mut Outcome) {
+    fn job_succeeded(
+        &mut self,
+        action: JobAction,
+        token: u64,
+        certificate: Option<String>,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) {
         if !self.is_current(action, token) {
             if action == JobAction::Grant {
                 self.grant_finished_after_end(token, true, now, out);
@@ -945,6 +1104,7 @@ impl AccessRequest {
                 self.job = None;
                 self.state = State::Active;
                 self.granted_at = Some(now);
+                self.certificate = certificate;
                 let details = BTreeMap::from([(
                     "expires_at".to_owned(),
                     self.expires_at

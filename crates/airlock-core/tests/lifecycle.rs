@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use airlock_core::catalog::{ApprovalRule, Catalog, Entitlement, Role, TicketRule, User};
+use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
+use airlock_core::catalog::{Catalog, Entitlement, Role, TicketRule, User};
 use airlock_core::request::{
     apply, submit, AccessRequest, Command, JobAction, LifecycleSettings, NewRequest, Rejection,
     State, Transition,
@@ -60,8 +61,9 @@ fn user(id: &str, groups: &[&str], admin: bool) -> User {
 
 /// `rita` requests (and is herself in the approver group `sre`); `alice` and
 /// `bob` approve; `mallory` may request but not approve; `root` is an admin
-/// in no group; `olga` may do nothing at all.
-fn catalog(rule: Rule) -> Catalog {
+/// in no group; `olga` may do nothing at all; `sam` is in `security`, and
+/// `dave` in both `sre` and `security`.
+fn catalog() -> Catalog {
     let users = [
         user("rita", &["eng", "sre"], false),
         user("alice", &["sre"], false),
@@ -69,18 +71,12 @@ fn catalog(rule: Rule) -> Catalog {
         user("mallory", &["eng"], false),
         user("root", &[], true),
         user("olga", &["sales"], false),
+        user("sam", &["security"], false),
+        user("dave", &["sre", "security"], false),
     ];
-    let approval = match rule {
-        Rule::Auto => ApprovalRule::Auto,
-        Rule::Approvals(count) => ApprovalRule::Approvals {
-            count,
-            from: BTreeSet::from([group("sre")]),
-        },
-    };
     let ent = Entitlement {
         id: EntitlementId::parse("prod-db").unwrap(),
         description: "production database admin".to_owned(),
-        requestable_by: BTreeSet::from([group("eng")]),
         max_duration: Duration::from_secs(4 * 3600),
         default_duration: Duration::from_secs(3600),
         reason_required: true,
@@ -88,7 +84,6 @@ fn catalog(rule: Rule) -> Catalog {
             required: true,
             pattern: Some(airlock_core::catalog::TicketPattern::new(r"INC-\d+").unwrap()),
         },
-        approval,
         connector: "postgres".to_owned(),
     };
     Catalog {
@@ -99,15 +94,65 @@ fn catalog(rule: Rule) -> Catalog {
 
 // ---------------------------------------------------------------- the table's vocabulary
 
+/// What the policy set decides for the case's request.
 #[derive(Debug, Clone, Copy)]
 enum Rule {
     Auto,
+    /// One tier: this many from `sre`.
     Approvals(u32),
+    /// Two tiers: one from `sre` and one from `security`.
+    OwnerAndSecurity,
+    Denied,
+}
+
+fn tier(count: u32, group_name: &str) -> ApprovalTier {
+    ApprovalTier {
+        count,
+        groups: BTreeSet::from([group(group_name)]),
+        policy: format!("route-{group_name}"),
+    }
+}
+
+fn verdict(rule: Rule) -> Verdict {
+    let (route, policies) = match rule {
+        Rule::Auto => (Route::AutoApproved, vec!["may-request", "auto"]),
+        Rule::Approvals(count) => (
+            Route::NeedsApprovals(vec![tier(count, "sre")]),
+            vec!["may-request", "route-sre"],
+        ),
+        Rule::OwnerAndSecurity => (
+            Route::NeedsApprovals(vec![tier(1, "sre"), tier(1, "security")]),
+            vec!["may-request", "route-sre", "route-security"],
+        ),
+        Rule::Denied => (
+            Route::Denied {
+                reasons: vec!["forbidden by `no-prod`".to_owned()],
+            },
+            vec!["no-prod"],
+        ),
+    };
+    Verdict {
+        route,
+        policy_version: "v1".to_owned(),
+        policies: policies.into_iter().map(str::to_owned).collect(),
+        errors: Vec::new(),
+    }
+}
+
+/// What the policy set says about an approver: everyone may, in these
+/// tables; whether their groups fit a tier is the lifecycle's check.
+fn permitted() -> ApproverVerdict {
+    ApproverVerdict {
+        outcome: Ok(vec!["approvers".to_owned()]),
+        policy_version: "v1".to_owned(),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Act {
     Approve(&'static str),
+    /// Approve, with the policy set refusing this approver.
+    ApproveUnpermitted(&'static str),
     Deny(&'static str),
     Cancel(&'static str),
     Release(&'static str),
@@ -216,7 +261,8 @@ struct Case {
 fn case(rule: Rule) -> Case {
     let submit = match rule {
         Rule::Auto => ok(Approved, &[Grant], &["requested", "approved"]),
-        Rule::Approvals(_) => ok(Pending, &[], &["requested"]),
+        Rule::Approvals(_) | Rule::OwnerAndSecurity => ok(Pending, &[], &["requested"]),
+        Rule::Denied => ok(Denied, &[], &["requested", "denied"]),
     };
     Case {
         rule,
@@ -234,7 +280,7 @@ fn case(rule: Rule) -> Case {
 // ---------------------------------------------------------------- the one helper
 
 fn check(case: Case) {
-    let catalog = catalog(case.rule);
+    let catalog = catalog();
     let settings = settings();
     let ent = catalog.entitlements.values().next().unwrap();
     let u = |name: &str| catalog.user(&UserId::parse(name).unwrap()).unwrap();
@@ -245,12 +291,15 @@ fn check(case: Case) {
         reason: case.reason.to_owned(),
         ticket: case.ticket.map(str::to_owned),
         start_at: case.start_at.map(at),
+        break_glass: false,
+        public_key: None,
     };
     let submitted = submit(
         new,
         u(case.requester),
         ent,
         case.open.then_some(&other),
+        verdict(case.rule),
         &settings,
         at(0),
     );
@@ -265,10 +314,20 @@ fn check(case: Case) {
             Act::Approve(who) => Command::Approve {
                 approver: u(who).clone(),
                 comment: Some("lgtm".to_owned()),
+                permission: permitted(),
+            },
+            Act::ApproveUnpermitted(who) => Command::Approve {
+                approver: u(who).clone(),
+                comment: None,
+                permission: ApproverVerdict {
+                    outcome: Err("no policy permits".to_owned()),
+                    policy_version: "v1".to_owned(),
+                },
             },
             Act::Deny(who) => Command::Deny {
                 approver: u(who).clone(),
                 reason: "not now".to_owned(),
+                permission: permitted(),
             },
             Act::Cancel(who) => Command::Cancel { by: u(who).clone() },
             Act::Release(who) => Command::Release { by: u(who).clone() },
@@ -281,7 +340,11 @@ fn check(case: Case) {
                 reason: "   ".to_owned(),
             },
             Act::Tick => Command::Tick,
-            Act::Succeeded(action) => Command::JobSucceeded { action, token },
+            Act::Succeeded(action) => Command::JobSucceeded {
+                action,
+                token,
+                certificate: None,
+            },
             Act::Failed(action, retry) => Command::JobFailed {
                 action,
                 token,
@@ -291,10 +354,12 @@ fn check(case: Case) {
             Act::StaleNew(action) => Command::JobSucceeded {
                 action,
                 token: token + 1,
+                certificate: None,
             },
             Act::StaleOld(action) => Command::JobSucceeded {
                 action,
                 token: token.saturating_sub(1),
+                certificate: None,
             },
         };
         let before = request.clone();
@@ -448,7 +513,11 @@ fn auto_approval_grants_at_once_for_the_default_duration() {
             .and(Check::Scheduled(false))
             .and(Check::Attempts(Grant, 1))
             .and(Check::NextDue(Some(60)))
-            .and(Check::Detail("approved", "rule", "auto"))
+            .and(Check::Detail(
+                "approved",
+                "rule",
+                "auto-approved by policy (may-request,auto)",
+            ))
             .and(Check::Detail("requested", "ticket", "INC-42")),
         ..case(Rule::Auto)
     });
@@ -556,11 +625,29 @@ fn an_existing_open_request_conflicts() {
 }
 
 #[test]
-fn a_user_outside_requestable_by_is_forbidden() {
+fn a_request_the_policy_set_denies_is_recorded_as_denied_with_its_policies() {
     check(Case {
-        requester: "olga",
-        submit: rejected(Rej::Forbidden),
-        ..case(Rule::Auto)
+        submit: ok(Denied, &[], &["requested", "denied"])
+            .and(Check::NoJob)
+            .and(Check::NextDue(None))
+            .and(Check::Detail("requested", "policy_version", "v1"))
+            .and(Check::Detail("requested", "policies", "no-prod"))
+            .and(Check::Detail("requested", "decision", "denied"))
+            .and(Check::Detail(
+                "denied",
+                "reason",
+                "denied by policy: forbidden by `no-prod`",
+            )),
+        ..case(Rule::Denied)
+    });
+}
+
+#[test]
+fn malformed_input_is_rejected_before_the_policy_decision_is_recorded() {
+    check(Case {
+        ticket: None,
+        submit: rejected(Rej::Invalid("ticket")),
+        ..case(Rule::Denied)
     });
 }
 
@@ -586,11 +673,15 @@ fn two_distinct_approvers_are_needed() {
             (
                 20,
                 Act::Approve("bob"),
-                ok(Approved, &[Grant], &["approved"])
+                ok(Approved, &[Grant], &["approval_recorded", "approved"])
                     .and(Check::ActivatesAt(20))
                     .and(Check::ExpiresAt(3620))
                     .and(Check::Detail("approved", "approvers", "alice,bob"))
-                    .and(Check::Detail("approved", "rule", "2 of [sre]")),
+                    .and(Check::Detail(
+                        "approved",
+                        "rule",
+                        "2 from [sre] (route-sre)",
+                    )),
             ),
             (21, Act::Approve("bob"), rejected(Rej::Conflict)),
             (22, Act::Deny("alice"), rejected(Rej::Conflict)),
@@ -608,7 +699,7 @@ fn the_requester_cannot_approve_even_as_a_member_of_the_approver_group() {
             (
                 12,
                 Act::Approve("alice"),
-                ok(Approved, &[Grant], &["approved"]),
+                ok(Approved, &[Grant], &["approval_recorded", "approved"]),
             ),
         ],
         ..case(Rule::Approvals(1))
@@ -616,14 +707,84 @@ fn the_requester_cannot_approve_even_as_a_member_of_the_approver_group() {
 }
 
 #[test]
-fn a_zero_count_rule_still_needs_one_approval() {
+fn a_route_with_an_empty_tier_is_refused() {
     check(Case {
-        steps: vec![(
-            5,
-            Act::Approve("bob"),
-            ok(Approved, &[Grant], &["approved"]),
-        )],
+        submit: rejected(Rej::Forbidden),
         ..case(Rule::Approvals(0))
+    });
+}
+
+#[test]
+fn every_tier_needs_its_own_person() {
+    check(Case {
+        steps: vec![
+            // dave qualifies for both tiers but fills one seat.
+            (
+                10,
+                Act::Approve("dave"),
+                ok(Pending, &[], &["approval_recorded"])
+                    .and(Check::Detail("approval_recorded", "approvals", "1/2"))
+                    .and(Check::Detail("approval_recorded", "policies", "approvers")),
+            ),
+            // alice qualifies for sre only: dave moves to the security seat.
+            (
+                20,
+                Act::Approve("alice"),
+                ok(Approved, &[Grant], &["approval_recorded", "approved"]).and(Check::Detail(
+                    "approved",
+                    "rule",
+                    "1 from [sre] (route-sre) and 1 from [security] (route-security)",
+                )),
+            ),
+        ],
+        ..case(Rule::OwnerAndSecurity)
+    });
+}
+
+#[test]
+fn an_approval_that_fills_no_new_seat_is_a_conflict() {
+    check(Case {
+        steps: vec![
+            (
+                10,
+                Act::Approve("alice"),
+                ok(Pending, &[], &["approval_recorded"]),
+            ),
+            // bob is only in sre, whose one seat alice holds.
+            (11, Act::Approve("bob"), rejected(Rej::Conflict)),
+            // mallory and root qualify for no tier.
+            (12, Act::Approve("mallory"), rejected(Rej::Forbidden)),
+            (13, Act::Approve("root"), rejected(Rej::Forbidden)),
+            (
+                14,
+                Act::Approve("sam"),
+                ok(Approved, &[Grant], &["approval_recorded", "approved"]).and(Check::Detail(
+                    "approved",
+                    "approvers",
+                    "alice,sam",
+                )),
+            ),
+        ],
+        ..case(Rule::OwnerAndSecurity)
+    });
+}
+
+#[test]
+fn an_approver_the_policy_set_refuses_cannot_approve_even_in_the_group() {
+    check(Case {
+        steps: vec![
+            (
+                10,
+                Act::ApproveUnpermitted("alice"),
+                rejected(Rej::Forbidden),
+            ),
+            (
+                11,
+                Act::Approve("alice"),
+                ok(Approved, &[Grant], &["approval_recorded", "approved"]),
+            ),
+        ],
+        ..case(Rule::Approvals(1))
     });
 }
 
@@ -792,7 +953,7 @@ fn an_approval_after_start_at_starts_now_for_the_full_duration() {
         steps: vec![(
             500,
             Act::Approve("alice"),
-            ok(Approved, &[Grant], &["approved"])
+            ok(Approved, &[Grant], &["approval_recorded", "approved"])
                 .and(Check::ActivatesAt(500))
                 .and(Check::ExpiresAt(4100)),
         )],

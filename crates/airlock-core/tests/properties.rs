@@ -11,7 +11,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use airlock_core::catalog::{ApprovalRule, Entitlement, Role, TicketRule, User};
+use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
+use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
 use airlock_core::request::{
     apply, submit, AccessRequest, Command, JobAction, LifecycleSettings, NewRequest, Rejection,
     State, Transition,
@@ -39,6 +40,7 @@ const USERS: [(&str, &[&str], bool); 7] = [
 struct World {
     users: Vec<User>,
     entitlement: Entitlement,
+    route: Route,
     settings: LifecycleSettings,
 }
 
@@ -59,20 +61,21 @@ fn world(required: u32) -> World {
             },
         })
         .collect();
-    let approval = if required == 0 {
-        ApprovalRule::Auto
+    let route = if required == 0 {
+        Route::AutoApproved
     } else {
-        ApprovalRule::Approvals {
+        Route::NeedsApprovals(vec![ApprovalTier {
             count: required,
-            from: BTreeSet::from([group("sre")]),
-        }
+            groups: BTreeSet::from([group("sre")]),
+            policy: "sre-approves".to_owned(),
+        }])
     };
     World {
+        route,
         users,
         entitlement: Entitlement {
             id: EntitlementId::parse("prod-db").unwrap(),
             description: "production database".to_owned(),
-            requestable_by: BTreeSet::from([group("eng")]),
             max_duration: Duration::from_secs(MAX_DURATION_SECS),
             default_duration: Duration::from_secs(3600),
             reason_required: true,
@@ -80,7 +83,6 @@ fn world(required: u32) -> World {
                 required: false,
                 pattern: None,
             },
-            approval,
             connector: "postgres".to_owned(),
         },
         settings: LifecycleSettings {
@@ -336,8 +338,24 @@ fn run_scenario(sc: &Scenario) {
         start_at: sc
             .start_in_secs
             .map(|s| Timestamp::from_unix_millis(T0_MS + s * 1000)),
+        break_glass: false,
+        public_key: None,
     };
-    let t = match submit(new, requester, &w.entitlement, None, &w.settings, now) {
+    let verdict = Verdict {
+        route: w.route.clone(),
+        policy_version: "v1".to_owned(),
+        policies: vec!["p".to_owned()],
+        errors: Vec::new(),
+    };
+    let t = match submit(
+        new,
+        requester,
+        &w.entitlement,
+        None,
+        verdict,
+        &w.settings,
+        now,
+    ) {
         Ok(t) => t,
         Err(Rejection::Invalid {
             field: "duration", ..
@@ -457,10 +475,12 @@ fn run_step(w: &World, m: &mut Model, req: AccessRequest, s: &Step, what: &str) 
                 Op::Approve(_) => Command::Approve {
                     approver: by,
                     comment: None,
+                    permission: permitted(),
                 },
                 Op::Deny(_) => Command::Deny {
                     approver: by,
                     reason: "no".to_owned(),
+                    permission: permitted(),
                 },
                 Op::Cancel(_) => Command::Cancel { by },
                 Op::Release(_) => Command::Release { by },
@@ -559,9 +579,22 @@ fn run_step(w: &World, m: &mut Model, req: AccessRequest, s: &Step, what: &str) 
     }
 }
 
+/// The policy set permits every approver here; the lifecycle's own checks
+/// (never the requester, groups, state) are what the model predicts.
+fn permitted() -> ApproverVerdict {
+    ApproverVerdict {
+        outcome: Ok(vec!["p".to_owned()]),
+        policy_version: "v1".to_owned(),
+    }
+}
+
 fn result(action: JobAction, token: u64, success: bool, retryable: bool) -> Command {
     if success {
-        Command::JobSucceeded { action, token }
+        Command::JobSucceeded {
+            action,
+            token,
+            certificate: None,
+        }
     } else {
         Command::JobFailed {
             action,

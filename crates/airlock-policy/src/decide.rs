@@ -8,7 +8,7 @@
 //! erroring `require_approval` permit denies the request, because its tier
 //! (perhaps the one that adds security) cannot be silently dropped.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use airlock_core::GroupName;
@@ -17,33 +17,11 @@ use cedar_policy as cedar;
 use crate::facts::{EntitlementFacts, RequestContext, RequestFacts, UserFacts};
 use crate::policy_set::{Action, PolicySet};
 
-/// One group of approvals a request needs. A request needs every tier.
-///
-/// Whether one person's approval may count toward two tiers (say, a member
-/// of both `approvers` and `security`) is for the request lifecycle to
-/// decide; tiers only say what is needed.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Tier {
-    /// Distinct approvers needed from `groups` (never the requester).
-    pub count: u32,
-    /// Any member of any of these groups counts.
-    pub groups: BTreeSet<GroupName>,
-    /// The `require_approval` policy that asked for this tier.
-    pub policy: String,
-}
-
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let groups: Vec<&str> = self.groups.iter().map(GroupName::as_str).collect();
-        write!(
-            f,
-            "{} from [{}] ({})",
-            self.count,
-            groups.join(", "),
-            self.policy
-        )
-    }
-}
+/// One group of approvals a request needs: the lifecycle's own type, so a
+/// decision's tiers reach the request as they are. Whether one person's
+/// approval may count toward two tiers is for the lifecycle to decide (it
+/// may not); tiers only say what is needed.
+pub use airlock_core::approval::ApprovalTier as Tier;
 
 /// A policy that failed to evaluate (e.g. arithmetic overflow).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use airlock_core::audit::AuditRecord;
-use airlock_core::catalog::{ApprovalRule, Entitlement};
+use airlock_core::catalog::Entitlement;
 use airlock_core::request::AccessRequest;
 use airlock_core::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,13 @@ pub struct CreateRequest {
     /// RFC 3339 or Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at: Option<String>,
+    /// Declares an emergency; policies decide what that changes, and the
+    /// audit record says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
+    /// OpenSSH public key line, for entitlements granted as SSH certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -109,9 +116,23 @@ pub struct RequestView {
     pub created_at: String,
     /// While pending: when it times out.
     pub pending_deadline: Option<String>,
+    /// Approvals needed in all (the seats of every tier).
     pub required_approvals: u32,
+    /// Every group of every tier.
     pub approver_groups: Vec<String>,
+    /// What the policy set required: every tier must be met, each by
+    /// different people.
+    #[serde(default)]
+    pub approval_tiers: Vec<TierView>,
     pub approvals: Vec<ApprovalView>,
+    /// Content hash of the policy set that decided the request.
+    #[serde(default)]
+    pub policy_version: String,
+    #[serde(default)]
+    pub break_glass: bool,
+    /// The SSH certificate (or other non-secret artifact) the grant issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
     pub decided_at: Option<String>,
     pub activates_at: Option<String>,
     pub expires_at: Option<String>,
@@ -146,8 +167,16 @@ impl RequestView {
             created_at: format_time(r.created_at),
             pending_deadline: (r.state == airlock_core::request::State::Pending)
                 .then(|| format_time(r.pending_deadline)),
-            required_approvals: r.required_approvals,
-            approver_groups: r.approver_groups.iter().map(ToString::to_string).collect(),
+            required_approvals: r.approvals_needed(),
+            approver_groups: r
+                .approver_groups()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            approval_tiers: r.approval_tiers.iter().map(TierView::from).collect(),
+            policy_version: r.policy_version.clone(),
+            break_glass: r.break_glass,
+            certificate: r.certificate.clone(),
             approvals: r
                 .approvals
                 .iter()
@@ -189,12 +218,13 @@ pub struct EntitlementView {
     pub reason_required: bool,
     pub ticket_required: bool,
     pub ticket_pattern: Option<String>,
-    /// `auto`, or `N of [groups]`.
+    /// How an ordinary request by the caller would be decided: `auto`, or
+    /// the tiers it needs (`1 from [approvers] (policy) and ...`).
     pub approval: String,
 }
 
-impl From<&Entitlement> for EntitlementView {
-    fn from(e: &Entitlement) -> Self {
+impl EntitlementView {
+    pub fn new(e: &Entitlement, approval: String) -> Self {
         EntitlementView {
             id: e.id.to_string(),
             description: e.description.clone(),
@@ -203,18 +233,128 @@ impl From<&Entitlement> for EntitlementView {
             reason_required: e.reason_required,
             ticket_required: e.ticket.required,
             ticket_pattern: e.ticket.pattern.as_ref().map(|p| p.as_str().to_owned()),
-            approval: match &e.approval {
-                ApprovalRule::Auto => "auto".to_owned(),
-                ApprovalRule::Approvals { count, from } => format!(
-                    "{count} of [{}]",
-                    from.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
-            },
+            approval,
         }
     }
+}
+
+/// One approval tier of a request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TierView {
+    pub count: u32,
+    pub groups: Vec<String>,
+    /// The policy that asked for it.
+    pub policy: String,
+}
+
+impl From<&airlock_core::approval::ApprovalTier> for TierView {
+    fn from(t: &airlock_core::approval::ApprovalTier) -> Self {
+        TierView {
+            count: t.count,
+            groups: t.groups.iter().map(ToString::to_string).collect(),
+            policy: t.policy.clone(),
+        }
+    }
+}
+
+/// Which policies decided a request, from its audit record, and how the
+/// policy set in force now would decide the same request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExplainView {
+    pub request: String,
+    pub state: String,
+    /// The policy set version that decided the request.
+    pub policy_version: String,
+    /// `denied`, `auto_approved`, or `needs ...` (the tiers).
+    pub decision: String,
+    /// The policies that permitted or routed it, or the forbids that denied it.
+    pub policies: Vec<String>,
+    /// Policies that failed to evaluate (and failed closed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_errors: Vec<String>,
+    /// Why it was denied, when a policy denied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied_because: Option<String>,
+    pub approvals: Vec<ApprovalExplained>,
+    /// The same request judged by the policy set in force now.
+    pub now: ReDecision,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApprovalExplained {
+    pub approver: String,
+    pub at: String,
+    /// `approval_recorded` or `denied`.
+    pub action: String,
+    /// The `approve` policies that let them decide.
+    pub policies: Vec<String>,
+    pub policy_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReDecision {
+    pub policy_version: String,
+    pub decision: String,
+    pub policies: Vec<String>,
+    /// Whether the version in force is the one that decided.
+    pub same_version: bool,
+}
+
+/// What a policy reload (or a proposal's approval) did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyReloadView {
+    /// `activated` (in force now) or `proposed` (waiting for a second admin).
+    pub outcome: String,
+    /// The version in force before (and, when proposed, still).
+    pub previous_version: String,
+    pub version: String,
+    pub policies: usize,
+    /// When proposed: its id, for `POST /v1/policy/proposals/{id}/approve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<String>,
+    /// When proposed: who gains or loses what.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+}
+
+/// A policy set waiting for a second admin.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProposalView {
+    pub id: String,
+    /// `system` when proposed by SIGHUP.
+    pub proposed_by: String,
+    pub proposed_at: String,
+    /// The set in force it was compared with.
+    pub base_version: String,
+    pub version: String,
+    /// Who gains or loses the ability to request, be auto-approved for or
+    /// approve which entitlement, and in which circumstances.
+    pub changes: Vec<String>,
+}
+
+impl From<&airlock_core::policy_change::Proposal> for ProposalView {
+    fn from(p: &airlock_core::policy_change::Proposal) -> Self {
+        ProposalView {
+            id: p.id.clone(),
+            proposed_by: p
+                .proposed_by
+                .as_ref()
+                .map_or_else(|| "system".to_owned(), |u| u.id.to_string()),
+            proposed_at: format_time(p.proposed_at),
+            base_version: p.base_version.clone(),
+            version: p.version.clone(),
+            changes: p.changes.clone(),
+        }
+    }
+}
+
+/// The policy set in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyView {
+    pub version: String,
+    pub policies: Vec<String>,
+    /// Whether changes need a second admin's approval.
+    pub two_person: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -330,6 +470,9 @@ pub struct AuditQuery {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entitlement: Option<String>,
+    /// Only events of this kind (`requested`, `policy_activated`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     /// RFC 3339 or Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,

@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::api::{
     ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView, EmptyBody,
-    EntitlementView, ErrorBody, ReasonBody, RequestQuery, RequestView, VerifyView, WhoAmI,
+    EntitlementView, ErrorBody, ExplainView, PolicyReloadView, PolicyView, ProposalView,
+    ReasonBody, RequestQuery, RequestView, VerifyView, WhoAmI,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +190,37 @@ impl Client {
 
     pub async fn verify_audit(&self) -> Result<VerifyView, ClientError> {
         self.send(self.get("/v1/audit/verify")).await
+    }
+
+    /// Which policies decided a request, and how the set in force would now.
+    pub async fn explain(&self, id: &str) -> Result<ExplainView, ClientError> {
+        self.send(self.get(&format!("/v1/requests/{}/explain", encode(id))))
+            .await
+    }
+
+    pub async fn policy(&self) -> Result<PolicyView, ClientError> {
+        self.send(self.get("/v1/policy")).await
+    }
+
+    /// Re-reads the server's policy folder; refused (with every error) if it
+    /// does not validate, and the set in force stays.
+    pub async fn reload_policy(&self) -> Result<PolicyReloadView, ClientError> {
+        self.send(self.post("/v1/policy/reload", &EmptyBody {}))
+            .await
+    }
+
+    /// Policy sets waiting for a second admin.
+    pub async fn policy_proposals(&self) -> Result<Vec<ProposalView>, ClientError> {
+        self.send(self.get("/v1/policy/proposals")).await
+    }
+
+    /// Puts a proposed policy set in force (not by its proposer).
+    pub async fn approve_policy_proposal(&self, id: &str) -> Result<PolicyReloadView, ClientError> {
+        self.send(self.post(
+            &format!("/v1/policy/proposals/{}/approve", encode(id)),
+            &EmptyBody {},
+        ))
+        .await
     }
 }
 

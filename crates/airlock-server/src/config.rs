@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use airlock_connectors::mariadb::{MariaDbConnector, MariaDbSettings};
 use airlock_connectors::postgres::{PostgresConnector, PostgresSettings};
+use airlock_connectors::ssh::SshCaSettings;
 use airlock_connectors::Mode;
-use airlock_core::catalog::{
-    ApprovalRule, Catalog, Entitlement, Role, TicketPattern, TicketRule, User,
-};
+use airlock_core::catalog::{Catalog, Entitlement, Role, TicketPattern, TicketRule, User};
 use airlock_core::request::LifecycleSettings;
 use airlock_core::{EntitlementId, GroupName, UserId};
+use airlock_policy::{Directory, EntitlementFacts, UserFacts};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::policy::{shorthand_policies, PolicySource};
 use crate::store::sql::Location;
 
 /// A secret that never prints.
@@ -58,6 +59,8 @@ pub enum ConnectorSettings {
     },
     Postgres(PostgresSettings),
     MariaDb(MariaDbSettings),
+    /// Checked at load; the CA key is loaded (or created) at server start.
+    SshCa(SshCaSettings),
 }
 
 impl ConnectorSettings {
@@ -67,6 +70,7 @@ impl ConnectorSettings {
             | ConnectorSettings::Webhook { timeout, .. } => *timeout,
             ConnectorSettings::Postgres(s) => s.timeout,
             ConnectorSettings::MariaDb(s) => s.timeout,
+            ConnectorSettings::SshCa(s) => s.call_timeout,
         }
     }
 }
@@ -85,6 +89,13 @@ pub struct Settings {
     /// SHA-256 (hex) of each API token, to the user it authenticates.
     pub token_hashes: HashMap<String, UserId>,
     pub connectors: BTreeMap<String, ConnectorSettings>,
+    /// Where the policy set is read from (on start and on every reload).
+    pub policy_source: PolicySource,
+    /// The user and entitlement attributes policies see.
+    pub directory: Directory,
+    /// A policy change proposed through the API takes effect only once a
+    /// second admin approves it (and reloading from disk is refused).
+    pub policy_two_person: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +125,16 @@ struct RawConfig {
     connectors: BTreeMap<String, Spanned<RawConnector>>,
     #[serde(default)]
     entitlements: BTreeMap<String, Spanned<RawEntitlement>>,
+    policy: Option<Spanned<RawPolicy>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    /// Folder of `*.cedar` files, relative to the config file.
+    dir: Option<String>,
+    #[serde(default)]
+    two_person: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -138,6 +159,12 @@ struct RawUser {
     #[serde(default)]
     roles: Vec<Spanned<String>>,
     token_sha256: Option<Spanned<String>>,
+    /// Attributes policies may look at.
+    #[serde(default)]
+    team: String,
+    employment: Option<Spanned<String>>,
+    #[serde(default)]
+    on_call: bool,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +186,20 @@ enum RawConnector {
     },
     Postgres(RawDatabaseConnector),
     Mariadb(RawDatabaseConnector),
+    #[serde(rename = "ssh_ca")]
+    SshCa {
+        /// Default `<data_dir>/ssh/ca_ed25519`.
+        ca_key: Option<String>,
+        principals: Vec<String>,
+        /// Default `<data_dir>/ssh/revoked.krl`.
+        krl: Option<String>,
+        /// Default `<data_dir>/ssh/state`.
+        state_dir: Option<String>,
+        /// Default: what `ssh-keygen -s` grants.
+        extensions: Option<Vec<String>>,
+        source_address: Option<Vec<String>>,
+        timeout: Option<String>,
+    },
 }
 
 /// Settings shared by the PostgreSQL and MariaDB connectors.
@@ -184,6 +225,7 @@ struct RawDatabaseConnector {
 struct RawEntitlement {
     #[serde(default)]
     description: String,
+    #[serde(default)]
     requestable_by: Vec<Spanned<String>>,
     max_duration: Spanned<String>,
     default_duration: Option<Spanned<String>>,
@@ -198,6 +240,9 @@ struct RawEntitlement {
     #[serde(default)]
     approvers: Vec<Spanned<String>>,
     connector: Spanned<String>,
+    /// 0 (harmless) to 3 (production data, admin rights); policies may look at it.
+    sensitivity: Option<Spanned<i64>>,
+    owner_group: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -342,11 +387,13 @@ impl Settings {
 
         let mut catalog = Catalog::default();
         let mut token_hashes = HashMap::new();
+        let mut directory = Directory::default();
         for (name, user) in &raw.users {
             let span = user.span();
             let id = UserId::parse(name)
                 .map_err(|e| src.error(span.clone(), format!("users: `{name}` {e}")))?;
             let user = user.get_ref();
+            let user_raw = user;
             let groups = user
                 .groups
                 .iter()
@@ -379,8 +426,31 @@ impl Settings {
                     return Err(src.error(t.span(), format!("users.{name}.token_sha256: the same token is already used by another user")));
                 }
             }
-            catalog.users.insert(id.clone(), User { id, groups, roles });
+            let employment = match &user.employment {
+                Some(e) if e.get_ref().trim().is_empty() => {
+                    return Err(src.error(
+                        e.span(),
+                        format!("users.{name}.employment: must not be empty"),
+                    ))
+                }
+                Some(e) => e.get_ref().clone(),
+                None => "employee".to_owned(),
+            };
+            let user = User { id, groups, roles };
+            directory.users.insert(
+                user.id.clone(),
+                UserFacts::from_user(&user, &user_team(user_raw), &employment, user_raw.on_call),
+            );
+            catalog.users.insert(user.id.clone(), user);
         }
+
+        let policy_dir = raw
+            .policy
+            .as_ref()
+            .and_then(|p| p.get_ref().dir.as_deref())
+            .map(resolve);
+        let policy_two_person = raw.policy.as_ref().is_some_and(|p| p.get_ref().two_person);
+        let mut generated = Vec::new();
 
         let mut connectors = BTreeMap::new();
         for (name, conn) in &raw.connectors {
@@ -533,6 +603,55 @@ impl Settings {
                         ConnectorSettings::MariaDb(settings)
                     }
                 }
+                RawConnector::SshCa {
+                    ca_key,
+                    principals,
+                    krl,
+                    state_dir,
+                    extensions,
+                    source_address,
+                    timeout: t,
+                } => {
+                    let invalid =
+                        |f: &str, m: String| src.error(span.clone(), format!("{}: {m}", field(f)));
+                    let path = |raw: &Option<String>, default: &str| {
+                        raw.as_deref()
+                            .map_or_else(|| data_dir.join("ssh").join(default), resolve)
+                    };
+                    let mut settings = SshCaSettings::new(
+                        path(ca_key, "ca_ed25519"),
+                        principals.clone(),
+                        path(krl, "revoked.krl"),
+                        path(state_dir, "state"),
+                    );
+                    if let Some(extensions) = extensions {
+                        settings.extensions.clone_from(extensions);
+                    }
+                    settings.source_address = match source_address.as_deref() {
+                        None => None,
+                        Some([]) => {
+                            return Err(invalid(
+                                "source_address",
+                                "name at least one address or CIDR block, or leave it out"
+                                    .to_owned(),
+                            ))
+                        }
+                        Some(list) => Some(list.join(",")),
+                    };
+                    if let Some(t) = t {
+                        settings.call_timeout =
+                            parse_duration(t).map_err(|e| invalid("timeout", e))?;
+                    }
+                    // Checks only; the key is made when the server starts.
+                    settings.validate().map_err(|e| {
+                        let f = match e.field {
+                            "call_timeout" => "timeout",
+                            other => other,
+                        };
+                        invalid(f, e.message)
+                    })?;
+                    ConnectorSettings::SshCa(settings)
+                }
             };
             if settings.timeout() >= lifecycle.claim_lease {
                 return Err(src.error(
@@ -569,10 +688,13 @@ impl Settings {
                         .collect()
                 };
             let requestable_by = group_set("requestable_by", &ent.requestable_by)?;
-            if requestable_by.is_empty() {
+            if requestable_by.is_empty() && policy_dir.is_none() {
                 return Err(src.error(
                     span,
-                    format!("{}: name at least one group", field("requestable_by")),
+                    format!(
+                        "{}: name at least one group (or write `request` policies in `policy.dir`)",
+                        field("requestable_by")
+                    ),
                 ));
             }
             let max_duration = src.duration(&field("max_duration"), &ent.max_duration)?;
@@ -610,7 +732,10 @@ impl Settings {
                 })?),
                 None => None,
             };
-            let approval = if ent.auto_approve {
+            // The shorthand compiles to Cedar (see `policy::shorthand_policies`);
+            // without it, the policy folder must route the entitlement.
+            let shorthand = !requestable_by.is_empty();
+            let approvals = if ent.auto_approve {
                 if !ent.approvers.is_empty() || ent.approvals_required.is_some() {
                     return Err(src.error(
                         span,
@@ -620,7 +745,9 @@ impl Settings {
                         ),
                     ));
                 }
-                ApprovalRule::Auto
+                None
+            } else if !shorthand && ent.approvers.is_empty() && ent.approvals_required.is_none() {
+                None
             } else {
                 let from = group_set("approvers", &ent.approvers)?;
                 if from.is_empty() {
@@ -647,8 +774,40 @@ impl Settings {
                         ),
                     ));
                 }
-                ApprovalRule::Approvals { count, from }
+                Some((count, from))
             };
+            let sensitivity = match &ent.sensitivity {
+                Some(s) if !(0..=3).contains(s.get_ref()) => {
+                    return Err(src.error(
+                        s.span(),
+                        format!("{}: must be between 0 and 3", field("sensitivity")),
+                    ))
+                }
+                Some(s) => *s.get_ref(),
+                None => 0,
+            };
+            let owner_group = ent
+                .owner_group
+                .as_ref()
+                .map(|g| src.id(&field("owner_group"), g, GroupName::parse))
+                .transpose()?;
+            directory.entitlements.insert(
+                id.clone(),
+                EntitlementFacts {
+                    id: id.clone(),
+                    sensitivity,
+                    owner_group,
+                },
+            );
+            let text = shorthand_policies(
+                &id,
+                &requestable_by,
+                ent.auto_approve && shorthand,
+                approvals.as_ref().map(|(n, g)| (*n, g)),
+            );
+            if !text.is_empty() {
+                generated.push((format!("{path} [entitlements.{name}]"), text));
+            }
             let connector = ent.connector.get_ref().clone();
             if !connectors.contains_key(&connector) {
                 return Err(src.error(
@@ -664,7 +823,6 @@ impl Settings {
                 Entitlement {
                     id,
                     description: ent.description.clone(),
-                    requestable_by,
                     max_duration,
                     default_duration,
                     reason_required: ent.require_reason,
@@ -672,7 +830,6 @@ impl Settings {
                         required: ent.require_ticket,
                         pattern,
                     },
-                    approval,
                     connector,
                 },
             );
@@ -687,8 +844,18 @@ impl Settings {
             catalog,
             token_hashes,
             connectors,
+            policy_source: PolicySource {
+                dir: policy_dir,
+                generated,
+            },
+            directory,
+            policy_two_person,
         })
     }
+}
+
+fn user_team(user: &RawUser) -> String {
+    user.team.trim().to_owned()
 }
 
 /// SHA-256 of an API token, as stored in config.

@@ -12,17 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
-use airlock_core::audit::{AuditAction, AuditRecord};
+use airlock_core::audit::{AuditAction, AuditEvent, AuditRecord};
 use airlock_core::catalog::{Catalog, User};
+use airlock_core::policy_change::{self, Proposal, Trigger};
 use airlock_core::request::{
     self, AccessRequest, Command, Effect, JobAction, LifecycleSettings, NewRequest, Rejection,
     State, Transition,
 };
-use airlock_core::{EntitlementId, RequestId, Timestamp};
+use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::metrics::{CallOutcome, Metrics};
+use crate::policy::{self, Policies, PolicyLoadError, Reloaded};
 use crate::store::{AuditFilter, ChainReport, RequestFilter, Store, StoreError};
 
 /// The only source of the current time outside tests.
@@ -50,6 +52,11 @@ pub enum EngineError {
     NotFound(RequestId),
     #[error("no entitlement `{0}`")]
     UnknownEntitlement(String),
+    /// The policy set failed to load or validate; the one in force stays.
+    #[error(transparent)]
+    Policy(#[from] PolicyLoadError),
+    #[error("no policy proposal `{0}`")]
+    UnknownProposal(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -72,6 +79,15 @@ pub struct Ask {
     pub reason: String,
     pub ticket: Option<String>,
     pub start_at: Option<Timestamp>,
+    pub break_glass: bool,
+    pub public_key: Option<String>,
+}
+
+/// A decision on a pending request by someone other than its requester.
+#[derive(Debug, Clone)]
+pub enum ApproverDecision {
+    Approve { comment: Option<String> },
+    Deny { reason: String },
 }
 
 /// Connector calls in flight at once; the rest wait their turn.
@@ -84,6 +100,7 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 pub struct Engine {
     store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
+    policies: Arc<Policies>,
     lifecycle: Arc<LifecycleSettings>,
     overdue_after: Duration,
     connectors: HashMap<String, Arc<dyn Connector>>,
@@ -93,12 +110,24 @@ pub struct Engine {
     metrics: Metrics,
     /// One-time credentials from grants, until the requester collects them.
     credentials: std::sync::Mutex<HashMap<RequestId, Credential>>,
+    /// One policy change at a time, so an approval is checked against the
+    /// set that is really in force when it lands.
+    policy_changes: tokio::sync::Mutex<()>,
+}
+
+/// What a request to change the policy set did.
+#[derive(Debug, Clone)]
+pub enum PolicyChange {
+    Activated(Reloaded),
+    /// The two-person rule holds it for a second admin.
+    Proposed(Proposal),
 }
 
 impl Engine {
     pub fn new(
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
+        policies: Arc<Policies>,
         lifecycle: LifecycleSettings,
         overdue_after: Duration,
         connectors: HashMap<String, Arc<dyn Connector>>,
@@ -107,6 +136,7 @@ impl Engine {
         Arc::new(Engine {
             store,
             catalog,
+            policies,
             lifecycle: Arc::new(lifecycle),
             overdue_after,
             connectors,
@@ -115,6 +145,7 @@ impl Engine {
             calls: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
             metrics: Metrics::default(),
             credentials: std::sync::Mutex::new(HashMap::new()),
+            policy_changes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -162,6 +193,20 @@ impl Engine {
         &self.catalog
     }
 
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// A user as the directory knows them now; one removed from the config
+    /// since keeps their id and no groups.
+    fn known_user(&self, id: &UserId) -> User {
+        self.catalog.user(id).cloned().unwrap_or_else(|| User {
+            id: id.clone(),
+            groups: Default::default(),
+            roles: Default::default(),
+        })
+    }
+
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
@@ -190,17 +235,30 @@ impl Engine {
             reason: ask.reason,
             ticket: ask.ticket,
             start_at: ask.start_at,
+            break_glass: ask.break_glass,
+            public_key: ask.public_key,
         };
         let clock = Arc::clone(&self.clock);
         let lifecycle = Arc::clone(&self.lifecycle);
+        let policies = Arc::clone(&self.policies);
         let (user, entitlement) = (requester.clone(), entitlement.clone());
+        // Decided inside the store's write, so the requester's other open
+        // requests (separation of duties) cannot change under the decision.
         let transition = self
             .store
             .create_request(
                 &requester.id,
-                &ask.entitlement,
                 Box::new(move |open| {
-                    request::submit(new, &user, &entitlement, open, &lifecycle, clock.now())
+                    let now = clock.now();
+                    let others = open
+                        .keys()
+                        .filter(|e| **e != entitlement.id)
+                        .cloned()
+                        .collect();
+                    let facts = policies.new_request_facts(&user, &entitlement, &new, others, now);
+                    let verdict = policy::verdict(&policies.current(), &facts);
+                    let same = open.get(&entitlement.id);
+                    request::submit(new, &user, &entitlement, same, verdict, &lifecycle, now)
                 }),
             )
             .await?;
@@ -217,6 +275,147 @@ impl Engine {
         command: Command,
     ) -> Result<AccessRequest, EngineError> {
         let transition = self.apply(id, command).await?;
+        self.after_commit(&transition);
+        Ok(transition.request)
+    }
+
+    /// Records which policy set this replica started with.
+    pub async fn record_policy_start(&self) -> Result<(), EngineError> {
+        let set = self.policies.current();
+        let event = policy_change::activated(
+            None,
+            set.version(),
+            set.policy_ids().count(),
+            Trigger::Start,
+            None,
+            self.clock.now(),
+        );
+        self.record(vec![event]).await
+    }
+
+    async fn record(&self, events: Vec<AuditEvent>) -> Result<(), EngineError> {
+        for event in &events {
+            self.metrics.event(event.action);
+        }
+        Ok(self.store.record(events).await?)
+    }
+
+    /// Re-reads the policy source. A set that fails to load or validate is
+    /// refused, audited, and the one in force stays. Under the two-person
+    /// rule a valid set is proposed (with what it changes for whom) rather
+    /// than put in force.
+    pub async fn change_policies(
+        &self,
+        by: Option<&User>,
+        trigger: Trigger,
+    ) -> Result<PolicyChange, EngineError> {
+        let _one_at_a_time = self.policy_changes.lock().await;
+        let set = match self.policies.source().load() {
+            Ok(set) => set,
+            Err(e) => {
+                let event = policy_change::refused(&e.to_string(), trigger, by, self.clock.now());
+                self.record(vec![event]).await?;
+                return Err(EngineError::Policy(e));
+            }
+        };
+        let current = self.policies.current();
+        if self.policies.two_person() {
+            let proposal = Proposal {
+                id: format!("p{:012x}", rand::random::<u64>() >> 16),
+                proposed_by: by.cloned(),
+                proposed_at: self.clock.now(),
+                base_version: current.version().to_owned(),
+                version: set.version().to_owned(),
+                changes: self.policies.changes(&set),
+            };
+            self.record(vec![policy_change::proposed(&proposal, trigger)])
+                .await?;
+            self.policies.propose(proposal.clone(), set);
+            return Ok(PolicyChange::Proposed(proposal));
+        }
+        let event = policy_change::activated(
+            Some(current.version()),
+            set.version(),
+            set.policy_ids().count(),
+            trigger,
+            by,
+            self.clock.now(),
+        );
+        // Recorded first: a set is never in force without its audit event.
+        self.record(vec![event]).await?;
+        Ok(PolicyChange::Activated(self.policies.activate(set)))
+    }
+
+    /// A second admin puts a proposed policy set in force.
+    pub async fn approve_policy_change(
+        &self,
+        id: &str,
+        approver: &User,
+    ) -> Result<Reloaded, EngineError> {
+        let _one_at_a_time = self.policy_changes.lock().await;
+        let pending = self
+            .policies
+            .proposal(id)
+            .ok_or_else(|| EngineError::UnknownProposal(id.to_owned()))?;
+        let in_force = self.policies.current();
+        let policies = pending.set.policy_ids().count();
+        let event = policy_change::approve(
+            &pending.proposal,
+            approver,
+            in_force.version(),
+            policies,
+            self.clock.now(),
+        )?;
+        self.record(vec![event]).await?;
+        let previous = self.policies.install_proposal(&pending);
+        Ok(Reloaded {
+            previous,
+            version: pending.proposal.version.clone(),
+            policies,
+        })
+    }
+
+    /// Approves or denies as `approver`, if the policy set in force lets them
+    /// decide this request (judged on the stored request, while it is held).
+    pub async fn decide(
+        self: &Arc<Self>,
+        id: &RequestId,
+        approver: &User,
+        decision: ApproverDecision,
+    ) -> Result<AccessRequest, EngineError> {
+        let clock = Arc::clone(&self.clock);
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let engine = Arc::clone(self);
+        let approver = approver.clone();
+        let transition = self
+            .store
+            .update_request(
+                id,
+                Box::new(move |current| {
+                    let policies = &engine.policies;
+                    let requester = engine.known_user(&current.requester);
+                    let facts = policies.stored_request_facts(&requester, &current);
+                    let permission = policy::approver_verdict(
+                        &policies.current(),
+                        &policies.user_facts(&approver),
+                        &facts,
+                    );
+                    let command = match decision {
+                        ApproverDecision::Approve { comment } => Command::Approve {
+                            approver,
+                            comment,
+                            permission,
+                        },
+                        ApproverDecision::Deny { reason } => Command::Deny {
+                            approver,
+                            reason,
+                            permission,
+                        },
+                    };
+                    request::apply(current, command, &lifecycle, clock.now())
+                }),
+            )
+            .await?;
         self.after_commit(&transition);
         Ok(transition.request)
     }
@@ -289,11 +488,12 @@ impl Engine {
             self.metrics.revocation_lag(expired.until(self.clock.now()));
         }
         let command = match &result {
-            Ok(_) => {
+            Ok(granted) => {
                 debug!("connector call succeeded");
                 Command::JobSucceeded {
                     action: effect.action,
                     token: effect.token,
+                    certificate: granted.certificate.clone(),
                 }
             }
             Err(e) => {
@@ -317,6 +517,7 @@ impl Engine {
                     true,
                     Ok(Granted {
                         credential: Some(credential),
+                        ..
                     }),
                 ) = (accepted, result)
                 {
@@ -350,6 +551,7 @@ impl Engine {
             entitlement: request.entitlement.clone(),
             expires_at: request.expires_at.unwrap_or(request.created_at),
             claim: effect.token,
+            public_key: request.public_key.clone(),
         };
         let limit = connector.call_timeout();
         let call = async {

@@ -6,9 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::catalog::User;
-use airlock_core::request::{Command, Rejection, State};
+use airlock_core::approval::Route;
+use airlock_core::catalog::{Role, User};
+use airlock_core::policy_change::Trigger;
+use airlock_core::request::{AccessRequest, Command, Rejection, State};
 use airlock_core::{EntitlementId, RequestId, UserId};
+use airlock_policy::{RequestContext, RequestFacts};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -18,12 +21,14 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    parse_time, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
-    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ReasonBody, RequestQuery,
-    RequestView, VerifyView, WhoAmI,
+    format_time, parse_time, ApprovalExplained, ApproveBody, AuditEventView, AuditQuery,
+    CreateRequest, CredentialView, DurationInput, EmptyBody, EntitlementView, ErrorBody,
+    ErrorDetail, ExplainView, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
+    RequestQuery, RequestView, VerifyView, WhoAmI,
 };
 use crate::config::{parse_duration, token_hash};
-use crate::engine::{Ask, Engine, EngineError};
+use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange};
+use crate::policy::{self, Reloaded};
 use crate::store::{AuditFilter, RequestFilter};
 
 #[derive(Clone)]
@@ -50,6 +55,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/requests/{id}/release"),
     ("post", "/v1/requests/{id}/revoke"),
     ("post", "/v1/requests/{id}/credential"),
+    ("get", "/v1/requests/{id}/explain"),
+    ("get", "/v1/policy"),
+    ("post", "/v1/policy/reload"),
+    ("get", "/v1/policy/proposals"),
+    ("post", "/v1/policy/proposals/{id}/approve"),
     ("get", "/v1/grants"),
     ("get", "/v1/audit"),
     ("get", "/v1/audit/verify"),
@@ -89,6 +99,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/requests/{id}/release", post(release))
         .route("/v1/requests/{id}/revoke", post(revoke))
         .route("/v1/requests/{id}/credential", post(collect_credential))
+        .route("/v1/requests/{id}/explain", get(explain))
+        .route("/v1/policy", get(show_policy))
+        .route("/v1/policy/reload", post(reload_policy))
+        .route("/v1/policy/proposals", get(policy_proposals))
+        .route(
+            "/v1/policy/proposals/{id}/approve",
+            post(approve_policy_proposal),
+        )
         .route("/v1/grants", get(grants))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
@@ -150,6 +168,14 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(id) => ApiError::not_found(id.as_str()),
             EngineError::UnknownEntitlement(name) => {
                 ApiError::invalid("entitlement", format!("no entitlement `{name}`"))
+            }
+            EngineError::Policy(e) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_policies",
+                format!("{e}\nthe policy set in force stays"),
+            ),
+            e @ EngineError::UnknownProposal(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
@@ -269,13 +295,13 @@ fn request_id(raw: &str) -> ApiResult<RequestId> {
     RequestId::parse(raw).map_err(|_| ApiError::not_found(raw))
 }
 
-fn view(state: &AppState, r: &airlock_core::request::AccessRequest) -> RequestView {
+fn view(state: &AppState, r: &AccessRequest) -> RequestView {
     RequestView::new(r, state.engine.now(), state.engine.overdue_after())
 }
 
 /// Who may see a request: its requester, its eligible approvers, admins and auditors.
-fn can_see(user: &User, r: &airlock_core::request::AccessRequest) -> bool {
-    user.id == r.requester || user.sees_everything() || user.in_any(&r.approver_groups)
+fn can_see(user: &User, r: &AccessRequest) -> bool {
+    user.id == r.requester || user.sees_everything() || user.in_any(&r.approver_groups())
 }
 
 async fn readyz(
@@ -300,18 +326,38 @@ async fn me(Caller(user): Caller) -> Json<WhoAmI> {
     })
 }
 
+/// The entitlements the caller could request in an ordinary request (see
+/// `RequestContext::typical`), with how it would be decided.
 async fn entitlements(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> Json<Vec<EntitlementView>> {
-    Json(
-        state
-            .engine
-            .catalog()
-            .requestable_by(&user)
-            .map(EntitlementView::from)
-            .collect(),
-    )
+    let policies = state.engine.policies();
+    let set = policies.current();
+    let views = state
+        .engine
+        .catalog()
+        .entitlements
+        .values()
+        .filter_map(|e| {
+            let facts = RequestFacts {
+                requester: policies.user_facts(&user),
+                entitlement: policies.entitlement_facts(&e.id),
+                context: RequestContext::typical(),
+            };
+            let approval = match policy::verdict(&set, &facts).route {
+                Route::Denied { .. } => return None,
+                Route::AutoApproved => "auto".to_owned(),
+                Route::NeedsApprovals(tiers) => tiers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+            };
+            Some(EntitlementView::new(e, approval))
+        })
+        .collect();
+    Json(views)
 }
 
 fn parse_duration_input(d: &DurationInput) -> ApiResult<Duration> {
@@ -344,8 +390,22 @@ async fn create_request(
         reason: body.reason,
         ticket: body.ticket,
         start_at,
+        break_glass: body.break_glass,
+        public_key: body.public_key,
     };
     let request = state.engine.submit(&user, ask).await?;
+    if request.state == State::Denied {
+        // Recorded (so `explain` and the audit log show it), but refused.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "denied_by_policy",
+            format!(
+                "request `{}` was denied: {}",
+                request.id,
+                request.end_note.as_deref().unwrap_or("denied by policy")
+            ),
+        ));
+    }
     Ok((StatusCode::CREATED, Json(view(&state, &request))))
 }
 
@@ -410,7 +470,7 @@ async fn list_requests(
         .filter(|r| {
             !awaiting_me
                 || (r.requester != user.id
-                    && user.in_any(&r.approver_groups)
+                    && user.in_any(&r.approver_groups())
                     && !r.approvals.iter().any(|a| a.approver == user.id))
         })
         .take(usize::try_from(wanted).unwrap_or(usize::MAX))
@@ -432,20 +492,38 @@ async fn show_request(
     Ok(Json(view(&state, &request)))
 }
 
-/// Runs a command on a request the caller can see (others get 404, so ids
-/// of other people's requests are not confirmed).
+/// A request the caller can see (others get 404, so ids of other people's
+/// requests are not confirmed).
+async fn visible(state: &AppState, user: &User, raw_id: &str) -> ApiResult<AccessRequest> {
+    let id = request_id(raw_id)?;
+    let current = state.engine.get(&id).await?;
+    if !can_see(user, &current) {
+        return Err(ApiError::not_found(id.as_str()));
+    }
+    Ok(current)
+}
+
+/// Runs a command on a request the caller can see.
 async fn command(
     state: &AppState,
     user: &User,
     raw_id: &str,
     command: Command,
 ) -> ApiResult<Json<RequestView>> {
-    let id = request_id(raw_id)?;
-    let current = state.engine.get(&id).await?;
-    if !can_see(user, &current) {
-        return Err(ApiError::not_found(id.as_str()));
-    }
-    let request = state.engine.act(&id, command).await?;
+    let current = visible(state, user, raw_id).await?;
+    let request = state.engine.act(&current.id, command).await?;
+    Ok(Json(view(state, &request)))
+}
+
+/// Approves or denies a request the caller can see.
+async fn decide(
+    state: &AppState,
+    user: &User,
+    raw_id: &str,
+    decision: ApproverDecision,
+) -> ApiResult<Json<RequestView>> {
+    let current = visible(state, user, raw_id).await?;
+    let request = state.engine.decide(&current.id, user, decision).await?;
     Ok(Json(view(state, &request)))
 }
 
@@ -459,16 +537,7 @@ async fn approve(
         .comment
         .map(|c| c.trim().to_owned())
         .filter(|c| !c.is_empty());
-    command(
-        &state,
-        &user,
-        &id,
-        Command::Approve {
-            approver: user.clone(),
-            comment,
-        },
-    )
-    .await
+    decide(&state, &user, &id, ApproverDecision::Approve { comment }).await
 }
 
 async fn deny(
@@ -477,12 +546,11 @@ async fn deny(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ReasonBody>,
 ) -> ApiResult<Json<RequestView>> {
-    command(
+    decide(
         &state,
         &user,
         &id,
-        Command::Deny {
-            approver: user.clone(),
+        ApproverDecision::Deny {
             reason: body.reason,
         },
     )
@@ -559,6 +627,177 @@ async fn grants(
     Ok(Json(grants.iter().map(|r| view(&state, r)).collect()))
 }
 
+/// Which policies decided a request and who approved under which policies,
+/// from its audit record; and how the set in force now would decide it.
+async fn explain(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ExplainView>> {
+    let request = visible(&state, &user, &id).await?;
+    let events = state
+        .engine
+        .audit(&AuditFilter {
+            request: Some(request.id.to_string()),
+            limit: MAX_LIMIT,
+            ..AuditFilter::default()
+        })
+        .await?;
+    let split = |raw: Option<&String>| -> Vec<String> {
+        raw.map(|p| {
+            p.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let requested = events.iter().find(|e| e.action == "requested");
+    let detail = |key: &str| requested.and_then(|e| e.details.get(key));
+    let approvals = events
+        .iter()
+        .filter(|e| {
+            e.action == "approval_recorded"
+                || (e.action == "denied" && e.details.contains_key("policy_version"))
+        })
+        .map(|e| ApprovalExplained {
+            approver: e.actor.clone(),
+            at: format_time(e.at),
+            action: e.action.clone(),
+            policies: split(e.details.get("policies")),
+            policy_version: e.details.get("policy_version").cloned().unwrap_or_default(),
+        })
+        .collect();
+    let denied_because = (request.ended_by.is_none() && request.state == State::Denied)
+        .then(|| request.end_note.clone())
+        .flatten();
+    let policies = state.engine.policies();
+    let set = policies.current();
+    let requester = state
+        .engine
+        .catalog()
+        .user(&request.requester)
+        .cloned()
+        .unwrap_or_else(|| User {
+            id: request.requester.clone(),
+            groups: Default::default(),
+            roles: Default::default(),
+        });
+    let now = policy::verdict(&set, &policies.stored_request_facts(&requester, &request));
+    Ok(Json(ExplainView {
+        request: request.id.to_string(),
+        state: request.state.as_str().to_owned(),
+        policy_version: request.policy_version.clone(),
+        decision: detail("decision").cloned().unwrap_or_default(),
+        policies: split(detail("policies")),
+        policy_errors: detail("policy_errors")
+            .map(|e| e.split("; ").map(str::to_owned).collect())
+            .unwrap_or_default(),
+        denied_because,
+        approvals,
+        now: ReDecision {
+            same_version: now.policy_version == request.policy_version,
+            decision: now.route.summary(),
+            policy_version: now.policy_version,
+            policies: now.policies,
+        },
+    }))
+}
+
+async fn show_policy(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<Json<PolicyView>> {
+    require_auditor(&user)?;
+    let set = state.engine.policies().current();
+    Ok(Json(PolicyView {
+        version: set.version().to_owned(),
+        policies: set.policy_ids().map(str::to_owned).collect(),
+        two_person: state.engine.policies().two_person(),
+    }))
+}
+
+/// Re-reads the policy folder; a set that fails validation is refused with
+/// every error and the one in force stays. Under the two-person rule the
+/// new set is proposed instead (202), with what it changes for whom.
+async fn reload_policy(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
+) -> ApiResult<(StatusCode, Json<PolicyReloadView>)> {
+    require_admin(&user, "change policies")?;
+    let change = state
+        .engine
+        .change_policies(Some(&user), Trigger::Api)
+        .await
+        .inspect_err(|e| tracing::error!(by = %user.id, error = %e, "policy reload refused"))?;
+    Ok(match change {
+        PolicyChange::Activated(r) => {
+            tracing::info!(by = %user.id, previous = %r.previous, version = %r.version, "policy set reloaded");
+            (StatusCode::OK, Json(activated(r)))
+        }
+        PolicyChange::Proposed(p) => {
+            let view = PolicyReloadView {
+                outcome: "proposed".to_owned(),
+                previous_version: p.base_version.clone(),
+                version: p.version.clone(),
+                policies: state
+                    .engine
+                    .policies()
+                    .proposal(&p.id)
+                    .map_or(0, |pending| pending.set.policy_ids().count()),
+                proposal: Some(p.id.clone()),
+                changes: p.changes.clone(),
+            };
+            (StatusCode::ACCEPTED, Json(view))
+        }
+    })
+}
+
+fn activated(r: Reloaded) -> PolicyReloadView {
+    PolicyReloadView {
+        outcome: "activated".to_owned(),
+        previous_version: r.previous,
+        version: r.version,
+        policies: r.policies,
+        proposal: None,
+        changes: Vec::new(),
+    }
+}
+
+async fn policy_proposals(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<Json<Vec<ProposalView>>> {
+    require_auditor(&user)?;
+    let proposals = state.engine.policies().proposals();
+    Ok(Json(proposals.iter().map(ProposalView::from).collect()))
+}
+
+/// A second admin puts a proposed set in force.
+async fn approve_policy_proposal(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
+) -> ApiResult<Json<PolicyReloadView>> {
+    require_admin(&user, "approve policy changes")?;
+    let r = state.engine.approve_policy_change(&id, &user).await?;
+    tracing::info!(by = %user.id, proposal = %id, version = %r.version, "proposed policy set approved");
+    Ok(Json(activated(r)))
+}
+
+fn require_admin(user: &User, what: &str) -> ApiResult<()> {
+    if user.has_role(Role::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "`{}` may not {what} (needs admin)",
+            user.id
+        )))
+    }
+}
+
 fn require_auditor(user: &User) -> ApiResult<()> {
     if user.sees_everything() {
         Ok(())
@@ -585,6 +824,7 @@ async fn audit(
         request: q.request,
         user: q.user,
         entitlement: q.entitlement,
+        action: q.action,
         since: time("since", &q.since)?,
         until: time("until", &q.until)?,
         limit: limit(q.limit)?,

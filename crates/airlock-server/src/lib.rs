@@ -7,5 +7,6 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod server;
 pub mod store;

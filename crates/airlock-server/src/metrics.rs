@@ -9,7 +9,7 @@ use std::time::Duration;
 use airlock_core::audit::AuditAction;
 use airlock_core::request::JobAction;
 
-const ACTIONS: [AuditAction; 15] = [
+const ACTIONS: [AuditAction; 18] = [
     AuditAction::Requested,
     AuditAction::ApprovalRecorded,
     AuditAction::Approved,
@@ -25,6 +25,9 @@ const ACTIONS: [AuditAction; 15] = [
     AuditAction::RevokeAttemptFailed,
     AuditAction::Deprovisioned,
     AuditAction::RevocationRepeated,
+    AuditAction::PolicyActivated,
+    AuditAction::PolicyRefused,
+    AuditAction::PolicyProposed,
 ];
 
 /// Upper bounds (seconds) of the revocation lag histogram buckets.

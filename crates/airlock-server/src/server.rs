@@ -8,14 +8,17 @@ use std::sync::Arc;
 use airlock_connectors::command::{CommandConnector, CommandSettings};
 use airlock_connectors::mariadb::MariaDbConnector;
 use airlock_connectors::postgres::PostgresConnector;
+use airlock_connectors::ssh::SshCertificateAuthority;
 use airlock_connectors::webhook::{WebhookConnector, WebhookSettings};
 use airlock_connectors::Connector;
+use airlock_core::policy_change::Trigger;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{ConnectorSettings, Settings};
-use crate::engine::{Clock, Engine, SystemClock};
+use crate::engine::{Clock, Engine, PolicyChange, SystemClock};
 use crate::http::{router, AppState};
+use crate::policy::{Policies, PolicyLoadError};
 use crate::store::sql::SqlStore;
 use crate::store::StoreError;
 
@@ -25,6 +28,8 @@ pub enum StartError {
     Store { path: String, source: StoreError },
     #[error("connector `{name}`: {message}")]
     Connector { name: String, message: String },
+    #[error("policies: {0}")]
+    Policy(#[from] PolicyLoadError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -114,10 +119,57 @@ pub fn build_connectors(
                     }
                 })?)
             }
+            // Loads the CA key, creating it (and the KRL sshd reads) on the
+            // first start.
+            ConnectorSettings::SshCa(settings) => Arc::new(
+                SshCertificateAuthority::load_or_generate(settings.clone()).map_err(|e| {
+                    StartError::Connector {
+                        name: name.clone(),
+                        message: e.to_string(),
+                    }
+                })?,
+            ),
         };
         connectors.insert(name.clone(), connector);
     }
     Ok(connectors)
+}
+
+/// Reloads the policy set on SIGHUP until shutdown (or proposes it, under
+/// the two-person rule). A set that fails to load is logged with every
+/// error and audited, and the one in force stays.
+async fn reload_on_hangup(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload policies through the API");
+            return;
+        }
+    };
+    loop {
+        let stopping = async {
+            // The guard `wait_for` returns is not `Send`: keep it inside.
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        let got = tokio::select! {
+            () = stopping => return,
+            got = hangups.recv() => got,
+        };
+        if got.is_none() {
+            return;
+        }
+        match engine.change_policies(None, Trigger::Signal).await {
+            Ok(PolicyChange::Activated(r)) => tracing::info!(previous = %r.previous,
+                version = %r.version, policies = r.policies, "policy set reloaded on SIGHUP"),
+            Ok(PolicyChange::Proposed(p)) => tracing::info!(proposal = %p.id,
+                version = %p.version, changes = p.changes.len(),
+                "policy set proposed on SIGHUP; a second admin must approve it"),
+            Err(e) => tracing::error!(error = %e,
+                version = %engine.policies().current().version(),
+                "policy reload refused; the set in force stays"),
+        }
+    }
 }
 
 /// Opens the store, starts the scheduler and serves the API on `settings.listen`.
@@ -129,6 +181,12 @@ pub async fn start_with_clock(
     settings: Settings,
     clock: Arc<dyn Clock>,
 ) -> Result<Server, StartError> {
+    let policies = Arc::new(Policies::load(
+        settings.policy_source.clone(),
+        settings.directory.clone(),
+        settings.policy_two_person,
+    )?);
+    tracing::info!(version = %policies.current().version(), "policy set loaded");
     let store = SqlStore::open(&settings.database)
         .await
         .map_err(|source| StartError::Store {
@@ -139,6 +197,7 @@ pub async fn start_with_clock(
     let engine = Engine::new(
         Arc::new(store),
         Arc::new(settings.catalog.clone()),
+        Arc::clone(&policies),
         settings.lifecycle.clone(),
         settings.revocation_overdue_after,
         connectors,
@@ -162,6 +221,10 @@ pub async fn start_with_clock(
     let health_engine = Arc::clone(&engine);
     tokio::spawn(async move { health_engine.check_connectors().await });
     let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher.clone()));
+    if let Err(e) = engine.record_policy_start().await {
+        tracing::error!(error = %e, "could not record the policy set in force");
+    }
+    let reloader = tokio::spawn(reload_on_hangup(Arc::clone(&engine), watcher.clone()));
     let mut http_watcher = watcher;
     let http = tokio::spawn(async move {
         let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
@@ -175,6 +238,6 @@ pub async fn start_with_clock(
     Ok(Server {
         addr,
         shutdown,
-        tasks: vec![scheduler, http],
+        tasks: vec![scheduler, http, reloader],
     })
 }

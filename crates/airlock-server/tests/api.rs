@@ -43,13 +43,16 @@ async fn bounded<F: Future>(test: F) -> F::Output {
 }
 
 /// alice and bob may request; bob and carol approve (group `sre`); admin is
-/// an admin; dave is in an unrelated group.
+/// an admin (and so is admin2); dave is in an unrelated group; sam is in
+/// `security`.
 const USERS: &[(&str, &[&str], &[&str])] = &[
     ("alice", &["eng"], &[]),
     ("bob", &["eng", "sre"], &[]),
     ("carol", &["sre"], &[]),
     ("admin", &["ops"], &["admin"]),
+    ("admin2", &["ops"], &["admin"]),
     ("dave", &["sales"], &[]),
+    ("sam", &["security"], &[]),
 ];
 
 /// The catalog most tests use. `log` always succeeds; `flaky` grants but its
@@ -112,6 +115,17 @@ struct Harness {
 /// Boots a server whose catalog is `entitlements` (TOML), with the users
 /// above and the `log` and `flaky` connectors.
 async fn boot(entitlements: &str) -> Harness {
+    boot_with_policies(entitlements, &[]).await
+}
+
+/// Like [`boot`], with a policy folder holding `policies` (file name, Cedar).
+async fn boot_with_policies(entitlements: &str, policies: &[(&str, &str)]) -> Harness {
+    boot_full(entitlements, policies, false).await
+}
+
+/// Like [`boot_with_policies`]; `two_person` turns on the two-person rule
+/// for policy changes.
+async fn boot_full(entitlements: &str, policies: &[(&str, &str)], two_person: bool) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().display().to_string();
     let log = dir.path().join("connector.log");
@@ -161,6 +175,16 @@ timeout = "5s"
         ));
     }
     toml.push_str(entitlements);
+    if !policies.is_empty() {
+        let folder = dir.path().join("policies");
+        std::fs::create_dir_all(&folder).unwrap();
+        for (name, text) in policies {
+            std::fs::write(folder.join(name), text).unwrap();
+        }
+        toml.push_str(&format!(
+            "\n[policy]\ndir = '{root}/policies'\ntwo_person = {two_person}\n"
+        ));
+    }
 
     let settings = Settings::parse("test.toml", &toml, dir.path()).unwrap();
     let server = start(settings).await.unwrap();
@@ -260,6 +284,8 @@ fn ask(entitlement: &str, reason: &str) -> CreateRequest {
         reason: reason.to_owned(),
         ticket: None,
         start_at: None,
+        break_glass: false,
+        public_key: None,
     }
 }
 
@@ -345,7 +371,7 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
             if path.contains("{id}") {
                 let params = serde_json::to_string(&op["parameters"]).unwrap();
                 assert!(
-                    params.contains("RequestId"),
+                    params.contains("RequestId") || params.contains("ProposalId"),
                     "{method} {path} lacks the id parameter"
                 );
             }
@@ -616,7 +642,7 @@ async fn bad_request_input_names_the_field() {
 
         // Not in a group that may request it.
         let (code, kind, _) = refusal(h.client("alice").create_request(&ask("crm", "x")).await);
-        assert_eq!((code, kind.as_str()), (403, "forbidden"));
+        assert_eq!((code, kind.as_str()), (403, "denied_by_policy"));
         // Nothing above reached the connector except the one valid request.
         assert!(
             h.log_lines().iter().all(|l| l.contains("prod-ssh")),
@@ -1282,6 +1308,7 @@ async fn the_audit_log_records_a_whole_lifecycle() {
             actions,
             [
                 "requested",
+                "approval_recorded",
                 "approved",
                 "granted",
                 "expired",
@@ -1295,10 +1322,25 @@ async fn the_audit_log_records_a_whole_lifecycle() {
             .windows(2)
             .all(|w| w[0].seq < w[1].seq && w[1].prev_hash == w[0].hash));
         let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
-        assert_eq!(actors, ["alice", "bob", "system", "system", "system"]);
+        assert_eq!(
+            actors,
+            ["alice", "bob", "bob", "system", "system", "system"]
+        );
         assert_eq!(
             events[0].details.get("reason").map(String::as_str),
             Some("incident 9")
+        );
+        // The decision and the approval name the policies and the set's version.
+        let version = &r.policy_version;
+        assert_eq!(version.len(), 64, "{r:?}");
+        assert_eq!(events[0].details.get("policy_version"), Some(version));
+        assert_eq!(
+            events[0].details.get("policies").map(String::as_str),
+            Some("config.db-prod.request,config.db-prod.approvals")
+        );
+        assert_eq!(
+            events[1].details.get("policies").map(String::as_str),
+            Some("config.db-prod.approve")
         );
 
         let by_bob = admin
@@ -1328,6 +1370,328 @@ async fn the_audit_log_records_a_whole_lifecycle() {
         assert!(verify.checked >= 6, "{verify:?}");
         assert!(verify.first_bad_seq.is_none() && verify.problem.is_none());
         h.stop().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- Cedar policies
+
+/// `db-x` is routed by Cedar alone: engineers with a ticket may ask; one
+/// `sre` approval always, plus one from `security` beyond an hour; carol
+/// may not approve (a forbid beats her group's permit); nobody asks
+/// outside hours... is not modelled here; dave (sales) is forbidden.
+const DB_X: &str = r#"
+[entitlements.db-x]
+max_duration = "4h"
+connector = "log"
+"#;
+
+const DB_X_POLICIES: &str = r#"
+@id("eng-with-ticket")
+permit (principal in Airlock::Group::"eng", action == Airlock::Action::"request",
+        resource == Airlock::Entitlement::"db-x")
+when { context.has_ticket };
+
+@id("owner-tier")
+@approvals("1") @approvers("sre")
+permit (principal, action == Airlock::Action::"require_approval",
+        resource == Airlock::Entitlement::"db-x");
+
+@id("security-tier-beyond-an-hour")
+@approvals("1") @approvers("security")
+permit (principal, action == Airlock::Action::"require_approval",
+        resource == Airlock::Entitlement::"db-x")
+when { context.duration_seconds > 3600 };
+
+@id("sre-and-security-approve")
+permit (principal, action == Airlock::Action::"approve",
+        resource == Airlock::Entitlement::"db-x")
+when { principal in Airlock::Group::"sre" || principal in Airlock::Group::"security" };
+
+@id("not-carol")
+forbid (principal == Airlock::User::"carol", action == Airlock::Action::"approve", resource);
+"#;
+
+/// The status, code and message of an API error.
+fn refused<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, String, String) {
+    match result {
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+            ..
+        }) => (status, code, message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn ticketed(entitlement: &str, secs: u64) -> CreateRequest {
+    CreateRequest {
+        ticket: Some("INC-1".into()),
+        ..for_secs(entitlement, "investigate", secs)
+    }
+}
+
+#[tokio::test]
+async fn cedar_tiers_need_different_people_and_explain_names_every_policy() {
+    bounded(async {
+        let h = boot_with_policies(DB_X, &[("db-x.cedar", DB_X_POLICIES)]).await;
+        let r = h
+            .client("alice")
+            .create_request(&ticketed("db-x", 2 * 3600))
+            .await
+            .unwrap();
+        assert_eq!(r.state, "pending");
+        let tiers: Vec<(&str, u32)> = r
+            .approval_tiers
+            .iter()
+            .map(|t| (t.policy.as_str(), t.count))
+            .collect();
+        assert_eq!(
+            tiers,
+            [("owner-tier", 1), ("security-tier-beyond-an-hour", 1)]
+        );
+        assert_eq!(r.required_approvals, 2);
+
+        // carol is in `sre`, but a forbid on `approve` wins over the permit.
+        let (code, kind, message) = refused(h.client("carol").act(&r.id, &approve()).await);
+        assert_eq!((code, kind.as_str()), (403, "forbidden"), "{message}");
+        assert!(message.contains("not-carol"), "{message}");
+        // The requester never approves, whatever the policies say.
+        assert_eq!(status(h.client("alice").act(&r.id, &approve()).await), 403);
+
+        let after_bob = h.client("bob").act(&r.id, &approve()).await.unwrap();
+        assert_eq!(after_bob.state, "pending");
+        let granted = h.client("sam").act(&r.id, &approve()).await.unwrap();
+        assert_eq!(granted.state, "approved");
+
+        let explained = h.client("alice").explain(&r.id).await.unwrap();
+        assert_eq!(explained.policy_version, r.policy_version);
+        assert_eq!(
+            explained.policies,
+            [
+                "eng-with-ticket",
+                "owner-tier",
+                "security-tier-beyond-an-hour"
+            ]
+        );
+        assert!(
+            explained.decision.starts_with("needs 1 from [sre]"),
+            "{explained:?}"
+        );
+        let approvers: Vec<(&str, Vec<String>)> = explained
+            .approvals
+            .iter()
+            .map(|a| (a.approver.as_str(), a.policies.clone()))
+            .collect();
+        assert_eq!(
+            approvers,
+            [
+                ("bob", vec!["sre-and-security-approve".to_owned()]),
+                ("sam", vec!["sre-and-security-approve".to_owned()])
+            ]
+        );
+        assert!(explained.now.same_version);
+
+        // An hour or less needs the owner tier only.
+        let short = h
+            .client("bob")
+            .create_request(&ticketed("db-x", 1800))
+            .await
+            .unwrap();
+        assert_eq!(short.required_approvals, 1, "{short:?}");
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_policy_denial_is_refused_yet_recorded_and_explained() {
+    bounded(async {
+        let h = boot_with_policies(DB_X, &[("db-x.cedar", DB_X_POLICIES)]).await;
+        // No ticket: no policy permits.
+        let (code, kind, message) = refused(
+            h.client("alice")
+                .create_request(&for_secs("db-x", "x", 60))
+                .await,
+        );
+        assert_eq!((code, kind.as_str()), (403, "denied_by_policy"));
+        assert!(message.contains("no policy permits"), "{message}");
+        let mine = h
+            .client("alice")
+            .list_requests(&RequestQuery {
+                mine: Some(true),
+                ..RequestQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].state, "denied");
+        assert!(message.contains(&mine[0].id), "{message}");
+        let explained = h.client("alice").explain(&mine[0].id).await.unwrap();
+        assert_eq!(explained.decision, "denied");
+        assert!(explained
+            .denied_because
+            .as_deref()
+            .is_some_and(|d| d.contains("no policy permits")));
+        // A denied request does not block the next one.
+        let ok = h
+            .client("alice")
+            .create_request(&ticketed("db-x", 60))
+            .await
+            .unwrap();
+        assert_eq!(ok.state, "pending");
+        // Entitlements list only what the caller could ask for.
+        let offered: Vec<String> = h
+            .client("dave")
+            .entitlements()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert!(!offered.contains(&"db-x".to_owned()), "{offered:?}");
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reload_that_fails_validation_keeps_the_set_in_force() {
+    bounded(async {
+        let h = boot_with_policies(DB_X, &[("db-x.cedar", DB_X_POLICIES)]).await;
+        let admin = h.client("admin");
+        let before = admin.policy().await.unwrap();
+        assert!(before.policies.contains(&"owner-tier".to_owned()));
+        assert_eq!(status(h.client("alice").reload_policy().await), 403);
+
+        let file = h._dir.path().join("policies").join("db-x.cedar");
+        // An attribute the schema does not know: refused, with file:line:col.
+        std::fs::write(
+            &file,
+            format!("{DB_X_POLICIES}\n@id(\"typo\")\npermit (principal, action == Airlock::Action::\"request\", resource) when {{ principal.tema == \"x\" }};\n"),
+        )
+        .unwrap();
+        let (code, kind, message) = refused(admin.reload_policy().await);
+        assert_eq!((code, kind.as_str()), (422, "invalid_policies"));
+        assert!(message.contains("db-x.cedar:"), "{message}");
+        assert!(message.contains("tema"), "{message}");
+        assert_eq!(admin.policy().await.unwrap().version, before.version);
+        // The old rules still decide.
+        let r = h
+            .client("alice")
+            .create_request(&ticketed("db-x", 60))
+            .await
+            .unwrap();
+        assert_eq!(r.policy_version, before.version);
+
+        // A valid change takes effect at once: no approval tier any more.
+        std::fs::write(
+            &file,
+            DB_X_POLICIES.replace("action == Airlock::Action::\"require_approval\"", "action == Airlock::Action::\"auto_approve\"")
+                .replace("@approvals(\"1\") @approvers(\"sre\")", "")
+                .replace("@approvals(\"1\") @approvers(\"security\")", ""),
+        )
+        .unwrap();
+        let reloaded = admin.reload_policy().await.unwrap();
+        assert_eq!(reloaded.outcome, "activated");
+        assert_eq!(reloaded.previous_version, before.version);
+        assert_ne!(reloaded.version, before.version);
+        let r = h
+            .client("bob")
+            .create_request(&ticketed("db-x", 60))
+            .await
+            .unwrap();
+        assert_eq!((r.state.as_str(), r.policy_version.as_str()), ("approved", reloaded.version.as_str()));
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn under_the_two_person_rule_a_second_admin_puts_a_change_in_force() {
+    bounded(async {
+        let h = boot_full(DB_X, &[("db-x.cedar", DB_X_POLICIES)], true).await;
+        // A second admin for this test.
+        let admin = h.client("admin");
+        let before = admin.policy().await.unwrap();
+        assert!(before.two_person);
+
+        // Drop the ticket requirement: alice and bob gain `request` without one.
+        let file = h._dir.path().join("policies").join("db-x.cedar");
+        std::fs::write(
+            &file,
+            DB_X_POLICIES.replace("when { context.has_ticket };", ";"),
+        )
+        .unwrap();
+        let proposed = admin.reload_policy().await.unwrap();
+        assert_eq!(proposed.outcome, "proposed");
+        let id = proposed.proposal.clone().unwrap();
+        assert!(
+            proposed
+                .changes
+                .iter()
+                .any(|c| c.contains("`alice` gains request on `db-x` (without a ticket)")),
+            "{:?}",
+            proposed.changes
+        );
+        // Not in force yet.
+        assert_eq!(admin.policy().await.unwrap().version, before.version);
+        assert_eq!(admin.policy_proposals().await.unwrap().len(), 1);
+        // The proposer cannot approve their own change; a non-admin cannot either.
+        let (code, _, message) = refused(admin.approve_policy_proposal(&id).await);
+        assert_eq!(code, 403, "{message}");
+        assert!(message.contains("second admin"), "{message}");
+        assert_eq!(
+            status(h.client("bob").approve_policy_proposal(&id).await),
+            403
+        );
+        // A second admin puts it in force; requests without a ticket now pass.
+        let approved = h
+            .client("admin2")
+            .approve_policy_proposal(&id)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                approved.outcome.as_str(),
+                approved.previous_version.as_str()
+            ),
+            ("activated", before.version.as_str())
+        );
+        assert_eq!(admin.policy().await.unwrap().version, proposed.version);
+        assert!(admin.policy_proposals().await.unwrap().is_empty());
+        let r = h
+            .client("alice")
+            .create_request(&for_secs("db-x", "x", 60))
+            .await
+            .unwrap();
+        assert_eq!(r.policy_version, proposed.version);
+        // A proposal can be approved once.
+        assert_eq!(
+            status(h.client("admin2").approve_policy_proposal(&id).await),
+            404
+        );
+        // The audit log has the proposal with its diff.
+        let events = admin.audit(&AuditQuery::default()).await.unwrap();
+        let proposal = events
+            .iter()
+            .find(|e| e.action == "policy_proposed")
+            .expect("a policy_proposed event");
+        assert_eq!(proposal.actor, "admin");
+        assert!(proposal.details["changes"].contains("alice"));
+        assert!(events
+            .iter()
+            .any(|e| e.action == "policy_activated" && e.details["via"] == "start"));
+        let activated = events
+            .iter()
+            .find(|e| e.action == "policy_activated" && e.details["via"] == "proposal")
+            .expect("the approval is audited");
+        assert_eq!(activated.actor, "admin2");
+        assert_eq!(activated.details["proposed_by"], "admin");
+        let verify = admin.verify_audit().await.unwrap();
+        assert!(verify.ok, "{verify:?}");
+        h.server.shutdown().await;
     })
     .await;
 }

@@ -13,6 +13,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use airlock_connectors::ssh::DEFAULT_EXTENSIONS;
 use airlock_server::config::{token_hash, ConfigError, ConnectorSettings, Settings};
 use airlock_server::store::sql::Location;
 
@@ -70,6 +71,15 @@ max_duration = "30m"
 auto_approve = true
 require_reason = false
 connector = "hook"
+
+[connectors.ssh]
+type = "ssh_ca"
+principals = ["web-admin", "deploy"]
+extensions = ["permit-pty", "login@example.com"]
+source_address = ["10.0.0.0/8", "192.168.1.7"]
+ca_key = "keys/airlock_ca"
+krl = "/etc/ssh/airlock.krl"
+timeout = "5s"
 "#;
 
 fn parse(text: &str) -> Result<Settings, ConfigError> {
@@ -236,6 +246,43 @@ fn the_good_config_parses_into_typed_settings() {
         }
         other => panic!("not a webhook connector: {other:?}"),
     }
+    match &s.connectors["ssh"] {
+        ConnectorSettings::SshCa(ssh) => {
+            assert_eq!(ssh.ca_key_path, Path::new("/srv/airlock/keys/airlock_ca"));
+            assert_eq!(ssh.krl_path, Path::new("/etc/ssh/airlock.krl"));
+            assert_eq!(ssh.state_dir, Path::new("/srv/airlock/state/ssh/state"));
+            assert_eq!(ssh.principals, ["web-admin", "deploy"]);
+            assert_eq!(ssh.extensions, ["permit-pty", "login@example.com"]);
+            assert_eq!(
+                ssh.source_address.as_deref(),
+                Some("10.0.0.0/8,192.168.1.7")
+            );
+            assert_eq!(ssh.call_timeout, Duration::from_secs(5));
+        }
+        other => panic!("not an ssh_ca connector: {other:?}"),
+    }
+}
+
+#[test]
+fn an_ssh_ca_connector_keeps_its_files_under_the_data_dir_by_default() {
+    let s = parse(
+        "[server]\ndata_dir = \"./var\"\n\n[connectors.ssh]\ntype = \"ssh_ca\"\nprincipals = [\"web-admin\"]\n",
+    )
+    .unwrap();
+    let ConnectorSettings::SshCa(ssh) = &s.connectors["ssh"] else {
+        panic!("not an ssh_ca connector: {:?}", s.connectors["ssh"]);
+    };
+    assert_eq!(
+        ssh.ca_key_path,
+        Path::new("/srv/airlock/var/ssh/ca_ed25519")
+    );
+    assert_eq!(ssh.krl_path, Path::new("/srv/airlock/var/ssh/revoked.krl"));
+    assert_eq!(ssh.state_dir, Path::new("/srv/airlock/var/ssh/state"));
+    assert_eq!(ssh.principals, ["web-admin"]);
+    assert_eq!(ssh.extensions, DEFAULT_EXTENSIONS);
+    assert_eq!(ssh.source_address, None);
+    assert_eq!(ssh.call_timeout, Duration::from_secs(10));
+    assert_eq!(s.connectors["ssh"].timeout(), Duration::from_secs(10));
 }
 
 #[test]
@@ -482,6 +529,78 @@ fn bad_connectors_name_file_line_and_field() {
                 "# no secret",
                 "connectors.hook.secret",
                 "exactly one of",
+            ),
+        ),
+        at_header(
+            -2,
+            case(
+                "principals = ",
+                "principals = [\"web-admin\", \"web admin\"]",
+                "connectors.ssh.principals",
+                "principal `web admin` must be",
+            ),
+        ),
+        at_header(
+            -2,
+            case(
+                "principals = ",
+                "principals = []",
+                "connectors.ssh.principals",
+                "at least one principal",
+            ),
+        ),
+        at_header(
+            -3,
+            case(
+                "extensions = ",
+                "extensions = [\"permit-everything\"]",
+                "connectors.ssh.extensions",
+                "`permit-everything`",
+            ),
+        ),
+        at_header(
+            -4,
+            case(
+                "source_address = ",
+                "source_address = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+                "connectors.ssh.source_address",
+                "`10.0.0.0/33`",
+            ),
+        ),
+        at_header(
+            -4,
+            case(
+                "source_address = ",
+                "source_address = []",
+                "connectors.ssh.source_address",
+                "at least one address",
+            ),
+        ),
+        at_header(
+            -7,
+            case(
+                "timeout = \"5s\"",
+                "timeout = \"0s\"",
+                "connectors.ssh.timeout",
+                "more than zero",
+            ),
+        ),
+        at_header(
+            -7,
+            case(
+                "timeout = \"5s\"",
+                "timeout = \"5m\"",
+                "connectors.ssh.timeout",
+                "shorter than server.claim_lease",
+            ),
+        ),
+        at_header(
+            -2,
+            case(
+                "principals = ",
+                "# no principals",
+                "connectors.ssh",
+                "missing field `principals`",
             ),
         ),
         case(

@@ -63,6 +63,8 @@ async fn request_and_collect(client: &Client) -> (String, airlock_server::api::C
         reason: "migration".into(),
         ticket: None,
         start_at: None,
+        break_glass: false,
+        public_key: None,
     };
     let created = client.create_request(&body).await.unwrap();
     until("the grant", || async {

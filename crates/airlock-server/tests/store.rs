@@ -13,7 +13,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::catalog::{ApprovalRule, Entitlement, Role, TicketRule, User};
+use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
+use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
 use airlock_core::request::{self, Command, LifecycleSettings, NewRequest, Rejection, State};
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use airlock_server::store::sql::{Location, SqlStore};
@@ -105,11 +106,45 @@ fn user(name: &str, groups: &[&str], roles: &[Role]) -> User {
     }
 }
 
-fn entitlement(approvals: u32) -> Entitlement {
-    Entitlement {
+/// An entitlement and how many `approvers` its requests need (0: auto).
+#[derive(Clone)]
+struct Ent {
+    entitlement: Entitlement,
+    approvals: u32,
+}
+
+impl Ent {
+    fn verdict(&self) -> Verdict {
+        let route = if self.approvals == 0 {
+            Route::AutoApproved
+        } else {
+            Route::NeedsApprovals(vec![ApprovalTier {
+                count: self.approvals,
+                groups: BTreeSet::from([GroupName::parse("approvers").unwrap()]),
+                policy: "approvers".to_owned(),
+            }])
+        };
+        Verdict {
+            route,
+            policy_version: "v1".to_owned(),
+            policies: vec!["p".to_owned()],
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// The policy set lets every approver decide; the store tests are about storage.
+fn permitted() -> ApproverVerdict {
+    ApproverVerdict {
+        outcome: Ok(vec!["approvers".to_owned()]),
+        policy_version: "v1".to_owned(),
+    }
+}
+
+fn entitlement(approvals: u32) -> Ent {
+    let entitlement = Entitlement {
         id: EntitlementId::parse("db").unwrap(),
         description: String::new(),
-        requestable_by: BTreeSet::from([GroupName::parse("eng").unwrap()]),
         max_duration: Duration::from_secs(3600),
         default_duration: Duration::from_secs(600),
         reason_required: true,
@@ -117,15 +152,11 @@ fn entitlement(approvals: u32) -> Entitlement {
             required: false,
             pattern: None,
         },
-        approval: if approvals == 0 {
-            ApprovalRule::Auto
-        } else {
-            ApprovalRule::Approvals {
-                count: approvals,
-                from: BTreeSet::from([GroupName::parse("approvers").unwrap()]),
-            }
-        },
         connector: "c".into(),
+    };
+    Ent {
+        entitlement,
+        approvals,
     }
 }
 
@@ -138,7 +169,7 @@ fn at(offset_ms: i64) -> Timestamp {
 async fn create(
     store: &SqlStore,
     requester: &User,
-    ent: &Entitlement,
+    ent: &Ent,
     id: &str,
     now: Timestamp,
 ) -> Result<request::AccessRequest, StoreError> {
@@ -148,14 +179,24 @@ async fn create(
         reason: "conformance".into(),
         ticket: None,
         start_at: None,
+        break_glass: false,
+        public_key: None,
     };
-    let (u, e) = (requester.clone(), ent.clone());
+    let (u, e, verdict) = (requester.clone(), ent.entitlement.clone(), ent.verdict());
     store
         .create_request(
             &requester.id,
-            &ent.id,
             Box::new(move |open| {
-                request::submit(new, &u, &e, open, &LifecycleSettings::default(), now)
+                let same = open.get(&e.id);
+                request::submit(
+                    new,
+                    &u,
+                    &e,
+                    same,
+                    verdict,
+                    &LifecycleSettings::default(),
+                    now,
+                )
             }),
         )
         .await
@@ -209,6 +250,7 @@ async fn a_change_commits_with_its_audit_events_and_reads_back_equal() {
             Command::Approve {
                 approver: bob,
                 comment: Some("ok".into()),
+                permission: permitted(),
             },
             at(10),
         )
@@ -228,10 +270,10 @@ async fn a_change_commits_with_its_audit_events_and_reads_back_equal() {
             .await
             .unwrap();
         let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-        assert_eq!(actions, ["requested", "approved"]);
-        assert_eq!(events[1].actor, "bob");
+        assert_eq!(actions, ["requested", "approval_recorded", "approved"]);
+        assert_eq!(events[2].actor, "bob");
         let report = store.verify_audit().await.unwrap();
-        assert_eq!((report.checked, report.first_break), (2, None));
+        assert_eq!((report.checked, report.first_break), (3, None));
     })
     .await;
 }
@@ -253,6 +295,7 @@ async fn a_rejected_change_writes_nothing() {
             Command::Approve {
                 approver: alice.clone(),
                 comment: None,
+                permission: permitted(),
             },
             at(5),
         )
@@ -380,6 +423,7 @@ async fn concurrent_changes_serialise_into_one_consistent_history() {
                         Command::Approve {
                             approver: who,
                             comment: None,
+                            permission: permitted(),
                         },
                         at(10),
                     )
@@ -407,7 +451,8 @@ async fn concurrent_changes_serialise_into_one_consistent_history() {
         assert_eq!(approved.len(), n);
         assert!(approved.iter().all(|r| r.approvals.len() == 1));
         let report = store.verify_audit().await.unwrap();
-        assert_eq!((report.checked, report.first_break), (2 * n as u64, None));
+        // requested, approval_recorded, approved
+        assert_eq!((report.checked, report.first_break), (3 * n as u64, None));
     })
     .await;
 }

@@ -1,7 +1,8 @@
 //! Helpers shared by test suites. Tests that need a real service (PostgreSQL,
 //! MariaDB) find it through an environment variable, say loudly when they
 //! skip, and refuse to skip where `AIRLOCK_REQUIRE_SERVICES=1` (CI); each
-//! PostgreSQL test gets a database of its own.
+//! PostgreSQL test gets a database of its own. Tests that need a program
+//! (sshd, ssh) find it the same way through [`service_program`].
 
 /// The URL in `var`, or `None` after printing why the caller skips.
 ///
@@ -18,6 +19,41 @@ pub fn service_url(var: &str) -> Option<String> {
         _ => {
             eprintln!(
                 "SKIPPED: {var} is not set, so this test does not run (see README: Development)"
+            );
+            None
+        }
+    }
+}
+
+/// The program a test needs (`/usr/sbin/sshd`, or a bare name such as `ssh`
+/// looked up on `PATH`), or `None` after printing why the caller skips.
+///
+/// # Panics
+/// When the program is missing and `AIRLOCK_REQUIRE_SERVICES=1`, as for
+/// [`service_url`].
+#[expect(clippy::panic, reason = "a test helper: failing the test is the point")]
+pub fn service_program(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_executable = |path: &std::path::Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if program.contains('/') {
+        Some(std::path::PathBuf::from(program)).filter(|p| is_executable(p))
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|p| is_executable(p))
+        })
+    };
+    match found {
+        Some(path) => Some(path),
+        None if std::env::var("AIRLOCK_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("`{program}` is not installed but AIRLOCK_REQUIRE_SERVICES=1: this test must not skip")
+        }
+        None => {
+            eprintln!(
+                "SKIPPED: `{program}` is not installed, so this test does not run (see README: Development)"
             );
             None
         }

@@ -12,12 +12,20 @@ pub struct Migration {
 }
 
 /// Ascending. Never edit a released migration: add one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    common: include_str!("migrations/0001_init.sql"),
-    sqlite: include_str!("migrations/0001_init.sqlite.sql"),
-    postgres: include_str!("migrations/0001_init.postgres.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        common: include_str!("migrations/0001_init.sql"),
+        sqlite: include_str!("migrations/0001_init.sqlite.sql"),
+        postgres: include_str!("migrations/0001_init.postgres.sql"),
+    },
+    Migration {
+        version: 2,
+        common: include_str!("migrations/0002_policy_decisions.sql"),
+        sqlite: "",
+        postgres: "",
+    },
+];
 
 pub fn latest() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)

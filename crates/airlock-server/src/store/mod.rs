@@ -4,7 +4,7 @@
 //! decision inside a change is made by the pure core while the row is held,
 //! so two concurrent changes to one request can never both apply.
 
-use airlock_core::audit::{AuditRecord, ChainBreak};
+use airlock_core::audit::{AuditEvent, AuditRecord, ChainBreak};
 use airlock_core::request::{AccessRequest, Rejection, State, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 
@@ -37,10 +37,13 @@ pub enum StoreError {
     UniqueViolation,
 }
 
-/// Decides a new request given the requester's open request for the same
-/// entitlement, if any.
+/// The requester's unfinished (pending, approved or active) requests, by entitlement.
+pub type OpenRequests = std::collections::BTreeMap<EntitlementId, RequestId>;
+
+/// Decides a new request given the requester's open requests (the one for
+/// the same entitlement conflicts; the others are facts for policies).
 pub type CreateDecision =
-    Box<dyn FnOnce(Option<&RequestId>) -> Result<Transition, Rejection> + Send + 'static>;
+    Box<dyn FnOnce(&OpenRequests) -> Result<Transition, Rejection> + Send + 'static>;
 /// Decides a change to an existing request.
 pub type UpdateDecision =
     Box<dyn FnOnce(AccessRequest) -> Result<Transition, Rejection> + Send + 'static>;
@@ -62,6 +65,7 @@ pub struct AuditFilter {
     /// Matches the actor or the subject.
     pub user: Option<String>,
     pub entitlement: Option<String>,
+    pub action: Option<String>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
     pub limit: u32,
@@ -84,13 +88,16 @@ pub struct ChainReport {
 
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
-    /// Creates a request, atomically with the check for an open one.
+    /// Creates a request, decided atomically with reading the requester's
+    /// open requests.
     async fn create_request(
         &self,
         requester: &UserId,
-        entitlement: &EntitlementId,
         decide: CreateDecision,
     ) -> Result<Transition, StoreError>;
+
+    /// Appends audit events that belong to no request (policy changes).
+    async fn record(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
 
     /// Applies a change decided on the current stored value.
     async fn update_request(

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use airlock_core::approval::ApprovalTier;
 use airlock_core::audit::AuditRecord;
 use airlock_core::request::{AccessRequest, Approval, ConnectorJob, JobAction, State};
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
@@ -18,6 +19,18 @@ pub struct ApprovalRecord {
     pub approver: String,
     pub at: i64,
     pub comment: Option<String>,
+    /// Indexes of the tiers the approver qualified for (absent before
+    /// schema version 2, when there was one tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierRecord {
+    pub count: u32,
+    pub groups: Vec<String>,
+    pub policy: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,9 +56,23 @@ pub struct RequestRecord {
     pub ticket: Option<String>,
     pub start_at: Option<i64>,
     pub created_at: i64,
+    /// Derived: seats across all tiers.
     pub required_approvals: i64,
+    /// Derived: every group of every tier.
     pub approver_groups: Vec<String>,
+    /// Empty in rows from before schema version 2: then one tier of
+    /// `required_approvals` from `approver_groups`.
+    #[serde(default)]
+    pub approval_tiers: Vec<TierRecord>,
     pub approvals: Vec<ApprovalRecord>,
+    #[serde(default)]
+    pub policy_version: String,
+    #[serde(default)]
+    pub break_glass: bool,
+    #[serde(default)]
+    pub public_key: Option<String>,
+    #[serde(default)]
+    pub certificate: Option<String>,
     pub pending_deadline: i64,
     pub decided_at: Option<i64>,
     pub activates_at: Option<i64>,
@@ -79,8 +106,21 @@ impl RequestRecord {
             ticket: r.ticket.clone(),
             start_at: millis(r.start_at),
             created_at: r.created_at.unix_millis(),
-            required_approvals: i64::from(r.required_approvals),
-            approver_groups: r.approver_groups.iter().map(ToString::to_string).collect(),
+            required_approvals: i64::from(r.approvals_needed()),
+            approver_groups: r
+                .approver_groups()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            approval_tiers: r
+                .approval_tiers
+                .iter()
+                .map(|t| TierRecord {
+                    count: t.count,
+                    groups: t.groups.iter().map(ToString::to_string).collect(),
+                    policy: t.policy.clone(),
+                })
+                .collect(),
             approvals: r
                 .approvals
                 .iter()
@@ -88,8 +128,13 @@ impl RequestRecord {
                     approver: a.approver.to_string(),
                     at: a.at.unix_millis(),
                     comment: a.comment.clone(),
+                    tiers: Some(a.tiers.iter().copied().collect()),
                 })
                 .collect(),
+            policy_version: r.policy_version.clone(),
+            break_glass: r.break_glass,
+            public_key: r.public_key.clone(),
+            certificate: r.certificate.clone(),
             pending_deadline: r.pending_deadline.unix_millis(),
             decided_at: millis(r.decided_at),
             activates_at: millis(r.activates_at),
@@ -117,11 +162,31 @@ impl RequestRecord {
         let user = |raw: &str| UserId::parse(raw).map_err(|e| bad(format!("user `{raw}` {e}")));
         let state = State::parse(&self.state)
             .ok_or_else(|| bad(format!("unknown state `{}`", self.state)))?;
-        let approver_groups = self
-            .approver_groups
-            .iter()
-            .map(|g| GroupName::parse(g).map_err(|e| bad(format!("group `{g}` {e}"))))
-            .collect::<Result<BTreeSet<_>, _>>()?;
+        let groups = |names: &[String]| {
+            names
+                .iter()
+                .map(|g| GroupName::parse(g).map_err(|e| bad(format!("group `{g}` {e}"))))
+                .collect::<Result<BTreeSet<_>, _>>()
+        };
+        let approval_tiers = if self.approval_tiers.is_empty() && self.required_approvals > 0 {
+            vec![ApprovalTier {
+                count: u32::try_from(self.required_approvals)
+                    .map_err(|_| bad("bad required_approvals".to_owned()))?,
+                groups: groups(&self.approver_groups)?,
+                policy: "config".to_owned(),
+            }]
+        } else {
+            self.approval_tiers
+                .iter()
+                .map(|t| {
+                    Ok(ApprovalTier {
+                        count: t.count,
+                        groups: groups(&t.groups)?,
+                        policy: t.policy.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?
+        };
         let approvals = self
             .approvals
             .into_iter()
@@ -130,6 +195,9 @@ impl RequestRecord {
                     approver: user(&a.approver)?,
                     at: Timestamp::from_unix_millis(a.at),
                     comment: a.comment,
+                    tiers: a
+                        .tiers
+                        .map_or_else(|| BTreeSet::from([0]), |t| t.into_iter().collect()),
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -160,10 +228,12 @@ impl RequestRecord {
             start_at: ts(self.start_at),
             created_at: Timestamp::from_unix_millis(self.created_at),
             state,
-            required_approvals: u32::try_from(self.required_approvals)
-                .map_err(|_| bad("bad required_approvals".to_owned()))?,
-            approver_groups,
+            approval_tiers,
             approvals,
+            policy_version: self.policy_version,
+            break_glass: self.break_glass,
+            public_key: self.public_key,
+            certificate: self.certificate,
             pending_deadline: Timestamp::from_unix_millis(self.pending_deadline),
             decided_at: ts(self.decided_at),
             activates_at: ts(self.activates_at),

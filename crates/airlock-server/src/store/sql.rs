@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::migrations::{latest, Migration, MIGRATIONS};
 use super::record::{JobRecord, RequestRecord};
 use super::{
-    AuditFilter, ChainReport, CreateDecision, ImportReport, RequestFilter, Store, StoreError,
-    UpdateDecision,
+    AuditFilter, ChainReport, CreateDecision, ImportReport, OpenRequests, RequestFilter, Store,
+    StoreError, UpdateDecision,
 };
 
 /// Where the store lives.
@@ -134,9 +134,13 @@ enum WriteJob {
 enum Change {
     Create {
         requester: UserId,
-        entitlement: EntitlementId,
         decide: CreateDecision,
         reply: oneshot::Sender<Result<Transition, StoreError>>,
+    },
+    /// Audit events about no request (policy changes), appended in order.
+    Record {
+        events: Vec<AuditEvent>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Update {
         id: RequestId,
@@ -202,11 +206,11 @@ impl SqlStore {
         schema_version(&mut conn).await
     }
 
-    async fn submit_job(
+    async fn submit_job<T>(
         &self,
         job: WriteJob,
-        reply: oneshot::Receiver<Result<Transition, StoreError>>,
-    ) -> Result<Transition, StoreError> {
+        reply: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let gone = || StoreError::Database("the database writer has stopped".to_owned());
         self.writer.send(job).await.map_err(|_| gone())?;
         reply.await.map_err(|_| gone())?
@@ -309,6 +313,7 @@ async fn run_writer(
 /// affect the others; a database error fails the whole batch.
 async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Change>) -> bool {
     let mut replies = Vec::with_capacity(batch.len());
+    let mut recorded = Vec::new();
     let outcome = async {
         exec(conn, "BEGIN").await?;
         if backend == Backend::Postgres {
@@ -322,14 +327,14 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
             .iter()
             .filter_map(|c| match c {
                 Change::Update { id, .. } => Some(id.to_string()),
-                Change::Create { .. } => None,
+                Change::Create { .. } | Change::Record { .. } => None,
             })
             .collect();
         let requesters: BTreeSet<String> = batch
             .iter()
             .filter_map(|c| match c {
                 Change::Create { requester, .. } => Some(requester.to_string()),
-                Change::Update { .. } => None,
+                Change::Update { .. } | Change::Record { .. } => None,
             })
             .collect();
         let mut rows = read_requests(conn, backend, &ids).await?;
@@ -337,6 +342,10 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
         let mut pending = PendingWrites::default();
         for change in batch {
             match change {
+                Change::Record { events, reply } => {
+                    pending.events.extend(events);
+                    recorded.push(reply);
+                }
                 Change::Update { id, decide, reply } => {
                     let result =
                         match rows.get(id.as_str()).cloned() {
@@ -354,26 +363,23 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
                 }
                 Change::Create {
                     requester,
-                    entitlement,
                     decide,
                     reply,
                 } => {
-                    let key = (requester.to_string(), entitlement.to_string());
-                    let result = decide(open.get(&key))
-                        .map_err(StoreError::from)
-                        .and_then(|t| {
-                            if rows.contains_key(t.request.id.as_str())
-                                || pending.dirty.contains_key(t.request.id.as_str())
-                            {
-                                return Err(StoreError::Corrupt(format!(
-                                    "request id `{}` is already taken",
-                                    t.request.id
-                                )));
-                            }
-                            pending.record(&t, &mut rows, &mut open);
-                            pending.created.push(t.request.id.to_string());
-                            Ok(t)
-                        });
+                    let mine = open_of(&open, requester.as_str());
+                    let result = decide(&mine).map_err(StoreError::from).and_then(|t| {
+                        if rows.contains_key(t.request.id.as_str())
+                            || pending.dirty.contains_key(t.request.id.as_str())
+                        {
+                            return Err(StoreError::Corrupt(format!(
+                                "request id `{}` is already taken",
+                                t.request.id
+                            )));
+                        }
+                        pending.record(&t, &mut rows, &mut open);
+                        pending.created.push(t.request.id.to_string());
+                        Ok(t)
+                    });
                     replies.push((result, reply));
                 }
             }
@@ -400,10 +406,16 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
         for (_, reply) in replies {
             let _ = reply.send(Err(StoreError::Database(e.to_string())));
         }
+        for reply in recorded {
+            let _ = reply.send(Err(StoreError::Database(e.to_string())));
+        }
         return usable;
     }
     for (result, reply) in replies {
         let _ = reply.send(result);
+    }
+    for reply in recorded {
+        let _ = reply.send(Ok(()));
     }
     true
 }
@@ -570,6 +582,14 @@ async fn read_open_requests(
     Ok(open)
 }
 
+/// One requester's entries of the batch's open-request map.
+fn open_of(open: &HashMap<(String, String), RequestId>, requester: &str) -> OpenRequests {
+    open.iter()
+        .filter(|((r, _), _)| r == requester)
+        .filter_map(|((_, e), id)| Some((EntitlementId::parse(e).ok()?, id.clone())))
+        .collect()
+}
+
 /// Runs one statement without results on the write connection.
 async fn exec(conn: &mut AnyConnection, sql: &'static str) -> Result<(), StoreError> {
     sqlx::query(sql).execute(&mut *conn).await.map_err(db_err)?;
@@ -681,7 +701,8 @@ async fn schema_version(conn: &mut AnyConnection) -> Result<i64, StoreError> {
 const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, reason, ticket, start_at, created_at, \
     required_approvals, approver_groups, approvals, pending_deadline, decided_at, activates_at, expires_at, granted_at, \
     ended_at, ended_by, end_note, job_action, job_attempts, job_next_attempt_at, job_claimed_until, job_last_error, \
-    claim_token, deprovisioned_at, due_at, updated_at";
+    claim_token, deprovisioned_at, approval_tiers, policy_version, break_glass, public_key, certificate, \
+    due_at, updated_at";
 
 fn corrupt(id: &str, what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("request `{id}`: {what}"))
@@ -731,6 +752,12 @@ fn record_from_row(row: &AnyRow) -> Result<RequestRecord, StoreError> {
         job,
         claim_token: get("claim_token")?,
         deprovisioned_at: opt("deprovisioned_at")?,
+        approval_tiers: serde_json::from_str(&text("approval_tiers")?)
+            .map_err(|e| corrupt(&id, e))?,
+        policy_version: text("policy_version")?,
+        break_glass: get("break_glass")? != 0,
+        public_key: opt_text("public_key")?,
+        certificate: opt_text("certificate")?,
         id,
     })
 }
@@ -745,7 +772,7 @@ async fn write_requests(
     conn: &mut AnyConnection,
     changed: &[(&AccessRequest, Timestamp)],
 ) -> Result<(), StoreError> {
-    const COLUMNS: usize = 29;
+    const COLUMNS: usize = 34;
     if changed.is_empty() {
         return Ok(());
     }
@@ -796,6 +823,11 @@ async fn write_requests(
             .bind(job.and_then(|j| j.last_error.clone()))
             .bind(r.claim_token)
             .bind(r.deprovisioned_at)
+            .bind(json(&r.approval_tiers)?)
+            .bind(r.policy_version.clone())
+            .bind(i64::from(r.break_glass))
+            .bind(r.public_key.clone())
+            .bind(r.certificate.clone())
             .bind(request.next_due().map(Timestamp::unix_millis))
             .bind(at.unix_millis());
     }
@@ -912,17 +944,21 @@ impl Store for SqlStore {
     async fn create_request(
         &self,
         requester: &UserId,
-        entitlement: &EntitlementId,
         decide: CreateDecision,
     ) -> Result<Transition, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = WriteJob::Change(Change::Create {
             requester: requester.clone(),
-            entitlement: entitlement.clone(),
             decide,
             reply,
         });
         self.submit_job(job, answer).await
+    }
+
+    async fn record(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(WriteJob::Change(Change::Record { events, reply }), answer)
+            .await
     }
 
     async fn update_request(
@@ -1033,6 +1069,10 @@ impl Store for SqlStore {
         if let Some(e) = &filter.entitlement {
             str_binds.push(e.clone());
             sql.push_str(&format!(" AND entitlement = ${}", next()));
+        }
+        if let Some(a) = &filter.action {
+            str_binds.push(a.clone());
+            sql.push_str(&format!(" AND action = ${}", next()));
         }
         let mut int_binds: Vec<i64> = Vec::new();
         if let Some(s) = filter.since {
