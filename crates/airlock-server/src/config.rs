@@ -85,6 +85,10 @@ pub struct Settings {
     pub lifecycle: LifecycleSettings,
     /// A grant whose revocation is unconfirmed this long after it ended is overdue.
     pub revocation_overdue_after: Duration,
+    /// A request header in which an authenticating proxy in front of Airlock
+    /// states when the user last completed MFA (Unix seconds or RFC 3339),
+    /// for policies' `context.mfa_age_seconds`. Unset: no MFA is known.
+    pub mfa_header: Option<String>,
     pub catalog: Catalog,
     /// SHA-256 (hex) of each API token, to the user it authenticates.
     pub token_hashes: HashMap<String, UserId>,
@@ -149,6 +153,7 @@ struct RawServer {
     retry_base: Option<Spanned<String>>,
     retry_cap: Option<Spanned<String>>,
     revocation_overdue_after: Option<Spanned<String>>,
+    mfa_header: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -384,6 +389,26 @@ impl Settings {
             &server.revocation_overdue_after,
             Duration::from_secs(60),
         )?;
+        let mfa_header = match &server.mfa_header {
+            Some(h) => {
+                let name = h.get_ref().trim().to_ascii_lowercase();
+                let valid = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !valid {
+                    return Err(src.error(
+                        h.span(),
+                        format!(
+                            "server.mfa_header: `{}` is not an HTTP header name",
+                            h.get_ref()
+                        ),
+                    ));
+                }
+                Some(name)
+            }
+            None => None,
+        };
 
         let mut catalog = Catalog::default();
         let mut token_hashes = HashMap::new();
@@ -841,6 +866,7 @@ impl Settings {
             database,
             lifecycle,
             revocation_overdue_after,
+            mfa_header,
             catalog,
             token_hashes,
             connectors,

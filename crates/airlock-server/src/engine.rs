@@ -81,6 +81,8 @@ pub struct Ask {
     pub start_at: Option<Timestamp>,
     pub break_glass: bool,
     pub public_key: Option<String>,
+    /// When the requester last completed MFA, if known.
+    pub mfa_at: Option<Timestamp>,
 }
 
 /// A decision on a pending request by someone other than its requester.
@@ -229,6 +231,7 @@ impl Engine {
             .catalog
             .entitlement(&ask.entitlement)
             .ok_or_else(|| EngineError::UnknownEntitlement(ask.entitlement.to_string()))?;
+        let mfa_at = ask.mfa_at;
         let new = NewRequest {
             id: new_request_id(),
             duration: ask.duration,
@@ -255,7 +258,8 @@ impl Engine {
                         .filter(|e| **e != entitlement.id)
                         .cloned()
                         .collect();
-                    let facts = policies.new_request_facts(&user, &entitlement, &new, others, now);
+                    let facts =
+                        policies.new_request_facts(&user, &entitlement, &new, others, mfa_at, now);
                     let verdict = policy::verdict(&policies.current(), &facts);
                     let same = open.get(&entitlement.id);
                     request::submit(new, &user, &entitlement, same, verdict, &lifecycle, now)

@@ -10,7 +10,7 @@ use airlock_core::approval::Route;
 use airlock_core::catalog::{Role, User};
 use airlock_core::policy_change::Trigger;
 use airlock_core::request::{AccessRequest, Command, Rejection, State};
-use airlock_core::{EntitlementId, RequestId, UserId};
+use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use airlock_policy::{RequestContext, RequestFacts};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
@@ -36,6 +36,35 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// SHA-256 hex of each token to its user.
     pub tokens: Arc<HashMap<String, UserId>>,
+    /// Where an authenticating proxy states the user's last MFA, if one does.
+    pub mfa_header: Option<String>,
+}
+
+/// When the caller last completed MFA, as the authenticating proxy in front
+/// of Airlock says (`server.mfa_header`); `None` when not configured or not
+/// sent.
+pub struct MfaAt(pub Option<Timestamp>);
+
+impl FromRequestParts<AppState> for MfaAt {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(name) = &state.mfa_header else {
+            return Ok(MfaAt(None));
+        };
+        let Some(value) = parts.headers.get(name.as_str()) else {
+            return Ok(MfaAt(None));
+        };
+        let raw = value
+            .to_str()
+            .map_err(|_| ApiError::invalid(name, "must be text"))?;
+        parse_time(raw)
+            .map(|t| MfaAt(Some(t)))
+            .map_err(|e| ApiError::invalid(name, e))
+    }
 }
 
 /// Every route of the API, so the OpenAPI test can check none is undocumented.
@@ -370,6 +399,7 @@ fn parse_duration_input(d: &DurationInput) -> ApiResult<Duration> {
 async fn create_request(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
+    MfaAt(mfa_at): MfaAt,
     ApiJson(body): ApiJson<CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
     let entitlement = EntitlementId::parse(&body.entitlement)
@@ -392,6 +422,7 @@ async fn create_request(
         start_at,
         break_glass: body.break_glass,
         public_key: body.public_key,
+        mfa_at,
     };
     let request = state.engine.submit(&user, ask).await?;
     if request.state == State::Denied {

@@ -314,13 +314,15 @@ impl Policies {
 
     /// The facts of a new request. `open` are the entitlements the
     /// requester holds or has asked for and not yet ended (for
-    /// separation-of-duties rules); `now` stands in for a missing start.
+    /// separation-of-duties rules); `mfa_at` is when they last completed
+    /// MFA, if known; `now` stands in for a missing start.
     pub fn new_request_facts(
         &self,
         requester: &User,
         entitlement: &Entitlement,
         new: &NewRequest,
         open: BTreeSet<EntitlementId>,
+        mfa_at: Option<Timestamp>,
         now: Timestamp,
     ) -> RequestFacts {
         RequestFacts {
@@ -331,9 +333,8 @@ impl Policies {
                 start: StartTime::at(new.start_at.unwrap_or(now)),
                 ticket: new.ticket.clone(),
                 reason_length: char_count(&new.reason),
-                // Bearer tokens carry no MFA claim: policies that require a
-                // recent MFA see none (see ARCHITECTURE.md, policy inputs).
-                mfa_age: None,
+                // A time in the future (clock skew) counts as just now.
+                mfa_age: mfa_at.map(|at| at.until(now)),
                 break_glass: new.break_glass,
                 other_active_entitlements: open,
             },

@@ -217,6 +217,7 @@ pub async fn start_with_clock(
     let state = AppState {
         engine: Arc::clone(&engine),
         tokens: Arc::new(settings.token_hashes.clone()),
+        mfa_header: settings.mfa_header.clone(),
     };
     let health_engine = Arc::clone(&engine);
     tokio::spawn(async move { health_engine.check_connectors().await });

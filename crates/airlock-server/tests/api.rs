@@ -120,12 +120,17 @@ async fn boot(entitlements: &str) -> Harness {
 
 /// Like [`boot`], with a policy folder holding `policies` (file name, Cedar).
 async fn boot_with_policies(entitlements: &str, policies: &[(&str, &str)]) -> Harness {
-    boot_full(entitlements, policies, false).await
+    boot_full(entitlements, policies, false, "").await
 }
 
 /// Like [`boot_with_policies`]; `two_person` turns on the two-person rule
-/// for policy changes.
-async fn boot_full(entitlements: &str, policies: &[(&str, &str)], two_person: bool) -> Harness {
+/// for policy changes; `server_extra` is added to the `[server]` table.
+async fn boot_full(
+    entitlements: &str,
+    policies: &[(&str, &str)],
+    two_person: bool,
+    server_extra: &str,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().display().to_string();
     let log = dir.path().join("connector.log");
@@ -154,6 +159,7 @@ claim_lease = "10s"
 retry_base = "100ms"
 retry_cap = "400ms"
 revocation_overdue_after = "1s"
+{server_extra}
 
 [connectors.log]
 type = "command"
@@ -1611,7 +1617,7 @@ async fn a_reload_that_fails_validation_keeps_the_set_in_force() {
 #[tokio::test]
 async fn under_the_two_person_rule_a_second_admin_puts_a_change_in_force() {
     bounded(async {
-        let h = boot_full(DB_X, &[("db-x.cedar", DB_X_POLICIES)], true).await;
+        let h = boot_full(DB_X, &[("db-x.cedar", DB_X_POLICIES)], true, "").await;
         // A second admin for this test.
         let admin = h.client("admin");
         let before = admin.policy().await.unwrap();
@@ -1691,6 +1697,70 @@ async fn under_the_two_person_rule_a_second_admin_puts_a_change_in_force() {
         assert_eq!(activated.details["proposed_by"], "admin");
         let verify = admin.verify_audit().await.unwrap();
         assert!(verify.ok, "{verify:?}");
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_policy_can_require_recent_mfa_stated_by_the_authenticating_proxy() {
+    bounded(async {
+        let policy = r#"
+@id("eng-with-recent-mfa")
+permit (principal in Airlock::Group::"eng", action == Airlock::Action::"request",
+        resource == Airlock::Entitlement::"db-x")
+when { context.mfa_age_seconds >= 0 && context.mfa_age_seconds <= 600 };
+
+@id("owner-tier")
+@approvals("1") @approvers("sre")
+permit (principal, action == Airlock::Action::"require_approval",
+        resource == Airlock::Entitlement::"db-x");
+"#;
+        let h = boot_full(
+            DB_X,
+            &[("db-x.cedar", policy)],
+            false,
+            "mfa_header = \"X-Auth-MFA-At\"",
+        )
+        .await;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the test plays the proxy, stating MFA times on the server's wall clock"
+        )]
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let body = r#"{"entitlement": "db-x", "reason": "x", "duration": 60}"#;
+        let ask = |mfa: Option<String>| {
+            let h = &h;
+            async move {
+                let mut req = reqwest::Client::new()
+                    .post(format!("{}/v1/requests", h.base))
+                    .bearer_auth(token("alice"))
+                    .header("content-type", "application/json")
+                    .body(body);
+                if let Some(m) = mfa {
+                    req = req.header("X-Auth-MFA-At", m);
+                }
+                let resp = req.send().await.unwrap();
+                let status = resp.status().as_u16();
+                (status, resp.json::<Value>().await.unwrap())
+            }
+        };
+        // No MFA stated, or too long ago: no policy permits.
+        assert_eq!(ask(None).await.0, 403);
+        assert_eq!(ask(Some((now - 3600).to_string())).await.0, 403);
+        // A bad value names the header.
+        let (code, bad) = ask(Some("yesterday".into())).await;
+        assert_eq!(
+            (code, bad["error"]["field"].as_str()),
+            (400, Some("x-auth-mfa-at"))
+        );
+        // Five minutes ago: permitted.
+        let (code, ok) = ask(Some((now - 300).to_string())).await;
+        assert_eq!(code, 201, "{ok}");
+        assert_eq!(ok["state"], "pending");
         h.server.shutdown().await;
     })
     .await;

@@ -659,3 +659,45 @@ fn auto_approve_takes_no_approvers_and_tokens_are_unique() {
         "{shown}"
     );
 }
+
+#[test]
+fn policy_inputs_are_read_and_checked() {
+    let s = parse(
+        "[server]\nmfa_header = \"X-Auth-MFA-At\"\n\n[policy]\ndir = \"rules\"\ntwo_person = true\n\n\
+         [users.ann]\ngroups = [\"eng\"]\nteam = \"payments\"\nemployment = \"contractor\"\non_call = true\n\n\
+         [connectors.c]\ntype = \"command\"\nprogram = \"/bin/true\"\n\n\
+         [entitlements.db]\nmax_duration = \"1h\"\nsensitivity = 3\nowner_group = \"eng\"\nconnector = \"c\"\n",
+    )
+    .unwrap();
+    assert_eq!(s.mfa_header.as_deref(), Some("x-auth-mfa-at"));
+    assert_eq!(
+        s.policy_source.dir.as_deref(),
+        Some(Path::new("/srv/airlock/rules"))
+    );
+    assert!(s.policy_two_person);
+    // No shorthand on `db`: only the folder's policies route it.
+    assert!(s.policy_source.generated.is_empty());
+    let ann = &s.directory.users[&airlock_core::UserId::parse("ann").unwrap()];
+    assert_eq!(
+        (ann.team.as_str(), ann.employment.as_str(), ann.on_call),
+        ("payments", "contractor", true)
+    );
+    let db = &s.directory.entitlements[&airlock_core::EntitlementId::parse("db").unwrap()];
+    assert_eq!(db.sensitivity, 3);
+
+    for (text, field) in [
+        ("[server]\nmfa_header = \"X MFA\"\n", "server.mfa_header"),
+        (
+            "[connectors.c]\ntype = \"command\"\nprogram = \"/bin/true\"\n\n[entitlements.db]\nrequestable_by = []\nmax_duration = \"1h\"\nsensitivity = 7\nconnector = \"c\"\n",
+            "entitlements.db.requestable_by",
+        ),
+        (
+            "[policy]\ndir = \"rules\"\n\n[connectors.c]\ntype = \"command\"\nprogram = \"/bin/true\"\n\n[entitlements.db]\nmax_duration = \"1h\"\nsensitivity = 7\nconnector = \"c\"\n",
+            "entitlements.db.sensitivity",
+        ),
+        ("[users.ann]\nemployment = \" \"\n", "users.ann.employment"),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
+}
