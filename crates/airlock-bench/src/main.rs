@@ -10,6 +10,10 @@
 //! database: its raw single-row commit rate, lifecycles per second through
 //! the same path as `lifecycle`, and expiries per second when many grants
 //! fall due at once, and sets them against the targets of the issue.
+//!
+//! `pg-expiry` grants a real PostgreSQL role N times (grant mode), all
+//! expiring within one minute, and measures how soon after each expiry the
+//! target confirmed the removal (sessions terminated too).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,6 +21,7 @@ use airlock_server::store::sql::Location;
 use clap::{Parser, Subcommand};
 
 mod lifecycle;
+mod pg_expiry;
 mod store;
 
 #[derive(Parser)]
@@ -45,6 +50,8 @@ enum Bench {
     },
     /// Raw commit rate, lifecycles/s and expiries/s per database backend.
     Store(store::StoreArgs),
+    /// N real PostgreSQL grants expiring within one minute: revocation lag.
+    PgExpiry(pg_expiry::PgExpiryArgs),
 }
 
 /// The wall clock in Unix milliseconds.
@@ -107,5 +114,6 @@ fn main() -> anyhow::Result<()> {
             grant_seconds,
         } => runtime.block_on(lifecycle_alone(n, concurrency, grant_seconds)),
         Bench::Store(args) => runtime.block_on(store::run(args)),
+        Bench::PgExpiry(args) => runtime.block_on(pg_expiry::run(args)),
     }
 }

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use airlock_connectors::{Connector, ConnectorError, GrantSpec, Granted};
 use airlock_core::approval::{Route, Verdict};
 use airlock_core::catalog::{Catalog, Entitlement, TicketRule, User};
+use airlock_core::drift::DriftPolicies;
 use airlock_core::request::{
     self, Command, JobAction, LifecycleSettings, NewRequest, State, Transition,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use airlock_policy::Directory;
-use airlock_server::engine::{Clock, Engine};
+use airlock_server::engine::{Clock, Engine, EngineParts};
 use airlock_server::policy::{shorthand_policies, Policies, PolicySource};
 use airlock_server::store::sql::{Location, SqlStore};
 use airlock_server::store::{RequestFilter, Store};
@@ -226,7 +227,7 @@ impl Scratch {
 }
 
 /// `url` with its database name replaced by `name` (query kept).
-fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+pub(crate) fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
@@ -740,15 +741,16 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         false,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = Engine::new(
-        Arc::clone(&store) as Arc<dyn Store>,
-        Arc::new(catalog),
-        Arc::new(policies),
-        (*lifecycle).clone(),
-        Duration::from_secs(60),
+    let engine = Engine::new(EngineParts {
+        store: Arc::clone(&store) as Arc<dyn Store>,
+        catalog: Arc::new(catalog),
+        policies: Arc::new(policies),
+        lifecycle: (*lifecycle).clone(),
+        overdue_after: Duration::from_secs(60),
         connectors,
-        Arc::clone(&clock) as Arc<dyn Clock>,
-    );
+        clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        drift: DriftPolicies::new(),
+    });
     let (shutdown, watcher) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher));
     let shutdown = StopScheduler(shutdown);

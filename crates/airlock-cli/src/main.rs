@@ -257,6 +257,21 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Compare who holds each connector's access in the target with
+    /// Airlock's grants (admins). Reports holders no grant explains
+    /// (standing privileges, out-of-band grants), access held for ended
+    /// requests and active grants the target lacks; every finding is
+    /// audited. Exits non-zero when any finding is left unfixed or a
+    /// connector could not be checked, so it can gate a cron job.
+    Reconcile {
+        /// Also fix: remove unexplained holders where the entitlement says
+        /// `drift = "revoke"`, revoke lingering access again, grant missing
+        /// grants again (each fix audited).
+        #[arg(long)]
+        fix: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Audit events (admins and auditors); `audit verify` checks the chain.
     Audit {
         #[command(subcommand)]
@@ -678,6 +693,19 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 me.roles.join(", ")
             );
         }),
+        Cmd::Reconcile { fix, conn } => {
+            let report = client(&conn)?.reconcile(fix).await?;
+            output::json_or(&report, conn.json, output::reconcile)?;
+            if !report.clean() {
+                bail!(
+                    "{} finding(s) left unfixed, {} connector(s) not checked{}",
+                    report.unfixed,
+                    report.errors,
+                    if fix { "" } else { " (run with --fix to fix)" }
+                );
+            }
+            Ok(())
+        }
         Cmd::Audit {
             verify: Some(AuditCmd::Verify),
             conn,

@@ -1,7 +1,7 @@
 //! How the CLI prints results: aligned tables for people, `--json` for scripts.
 
 use airlock_server::api::{
-    AuditEventView, EntitlementView, ExplainView, PolicyReloadView, RequestView,
+    AuditEventView, EntitlementView, ExplainView, PolicyReloadView, ReconcileView, RequestView,
 };
 use serde::Serialize;
 
@@ -310,5 +310,68 @@ pub fn policy_change(r: &PolicyReloadView) {
             "policy set {} in force ({} policies; was {})",
             r.version, r.policies, r.previous_version
         ),
+    }
+}
+
+/// `airlock reconcile`: one line per connector, then every finding.
+pub fn reconcile(r: &ReconcileView) {
+    for c in &r.connectors {
+        match (c.status.as_str(), &c.error, c.holders) {
+            ("error", Some(e), _) => println!("{}: not checked: {e}", c.connector),
+            ("skipped", _, _) => println!("{}: skipped (cannot list holders)", c.connector),
+            (_, _, holders) => println!(
+                "{}: {} holder(s), {} finding(s)",
+                c.connector,
+                holders.unwrap_or(0),
+                c.findings.len()
+            ),
+        }
+    }
+    let rows: Vec<Vec<String>> = r
+        .connectors
+        .iter()
+        .flat_map(|c| c.findings.iter().map(move |f| (c, f)))
+        .map(|(c, f)| {
+            let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+            vec![
+                c.connector.clone(),
+                f.kind.clone(),
+                dash(&f.principal),
+                dash(&f.request),
+                dash(&f.user),
+                f.fix.clone(),
+                f.outcome.clone(),
+                f.detail.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        println!();
+        table(
+            &[
+                "CONNECTOR",
+                "KIND",
+                "PRINCIPAL",
+                "REQUEST",
+                "USER",
+                "FIX",
+                "OUTCOME",
+                "DETAIL",
+            ],
+            &rows,
+        );
+    }
+    let checked = r.connectors.iter().any(|c| c.status == "checked");
+    if !checked {
+        println!("no connector can list its holders: nothing to compare");
+    } else if r.clean() {
+        println!(
+            "{}",
+            if rows.is_empty() {
+                "no drift"
+            } else {
+                "all drift fixed"
+            }
+        );
     }
 }

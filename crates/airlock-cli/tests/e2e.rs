@@ -925,3 +925,89 @@ fn ssh_writes_the_certificate_beside_the_key() {
     assert!(err.contains("--key"), "{err}");
     server.kill();
 }
+
+#[test]
+fn reconcile_exits_non_zero_while_drift_is_left_in_place() {
+    let Some(admin_url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let target = rt.block_on(airlock_testkit::FreshDatabase::create(
+        &admin_url,
+        "airlock_e2e_drift",
+    ));
+    // Roles are cluster-wide: a namespace of this run's own.
+    let nanos = std::time::UNIX_EPOCH.elapsed().unwrap().subsec_nanos();
+    let ns = format!("rce{}_{nanos}", std::process::id());
+    let sql = |statements: Vec<String>| {
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&target.url).await.unwrap();
+            for s in statements {
+                sqlx::raw_sql(&s).execute(&mut conn).await.unwrap();
+            }
+        });
+    };
+    // A standing privilege, granted outside Airlock.
+    sql(vec![
+        format!("CREATE ROLE {ns}_admin NOLOGIN"),
+        format!("CREATE ROLE {ns}_bob LOGIN"),
+        format!("GRANT {ns}_admin TO {ns}_bob"),
+    ]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = "al_reconcile_e2e_admin_token";
+    std::fs::write(
+        dir.path().join("tokens.json"),
+        serde_json::json!({ "admin": token }).to_string(),
+    )
+    .unwrap();
+    let config = dir.path().join("airlock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = '{}'\nreconcile_every = \"off\"\n\n\
+             [users.admin]\ngroups = [\"dba\"]\nroles = [\"admin\"]\ntoken_sha256 = \"{}\"\n\n\
+             [connectors.db]\ntype = \"postgres\"\nurl = \"{}\"\nroles = [\"{ns}_admin\"]\n\
+             login_template = \"{ns}_{{user}}\"\ntimeout = \"5s\"\n\n\
+             [entitlements.db-admin]\nrequestable_by = [\"dba\"]\nmax_duration = \"1h\"\n\
+             auto_approve = true\nconnector = \"db\"\ndrift = \"revoke\"\n",
+            dir.path().display(),
+            airlock_server::config::token_hash(token),
+            target.url,
+        ),
+    )
+    .unwrap();
+    let server = Demo::serve(dir.path(), &config);
+
+    let report = server.cli("admin", &["reconcile"]);
+    let stdout = String::from_utf8_lossy(&report.stdout);
+    let stderr = String::from_utf8_lossy(&report.stderr);
+    assert!(!report.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("unmanaged") && stdout.contains(&format!("{ns}_bob")),
+        "{stdout}"
+    );
+    assert!(stderr.contains("1 finding(s) left unfixed"), "{stderr}");
+
+    let fixed = server.json("admin", &["reconcile", "--fix"]);
+    assert_eq!(
+        (fixed["fix"].as_bool(), fixed["unfixed"].as_u64()),
+        (Some(true), Some(0))
+    );
+    assert_eq!(fixed["connectors"][0]["findings"][0]["outcome"], "fixed");
+
+    let clean = server.cli("admin", &["reconcile"]);
+    assert!(clean.status.success());
+    assert!(String::from_utf8_lossy(&clean.stdout).contains("no drift"));
+
+    server.kill();
+    sql(vec![
+        format!("DROP ROLE IF EXISTS {ns}_bob"),
+        format!("DROP ROLE IF EXISTS {ns}_admin"),
+    ]);
+    rt.block_on(target.drop_now());
+}

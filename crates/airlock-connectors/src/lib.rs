@@ -140,6 +140,27 @@ pub trait Connector: Send + Sync {
     async fn holders(&self) -> Result<Option<Vec<Holding>>, ConnectorError> {
         Ok(None)
     }
+    /// Takes the managed access away from `holding` (as [`Connector::holders`]
+    /// listed it), whoever granted it: reconciliation's fix for holders no
+    /// Airlock grant explains. Idempotent: a holder that is already gone is
+    /// success. Connectors that cannot do it refuse permanently.
+    async fn remove_holder(&self, holding: &Holding) -> Result<(), ConnectorError> {
+        Err(ConnectorError::Permanent(format!(
+            "this connector cannot remove holders; remove `{}` in the target by hand",
+            holding.principal
+        )))
+    }
+    /// The principal under which [`Connector::holders`] lists the grant of
+    /// `request_id` to `user`, when the connector can tell without asking
+    /// the target. With `request_id` `None`: the principal of any grant to
+    /// `user`, where it does not depend on the request (a user's own login).
+    /// Reconciliation uses it to recognise grants the target does not tag
+    /// with their request; `None` (the default) means only tagged holders
+    /// are recognised.
+    fn principal_for(&self, user: &UserId, request_id: Option<&RequestId>) -> Option<String> {
+        let _ = (user, request_id);
+        None
+    }
 }
 
 /// Formats a timestamp as RFC 3339 UTC with seconds precision.

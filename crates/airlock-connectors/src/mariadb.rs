@@ -32,7 +32,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::RequestId;
+use airlock_core::{RequestId, UserId};
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Executor, MySqlConnection};
 use tokio::sync::OnceCell;
@@ -117,6 +117,16 @@ impl fmt::Debug for MariaDbSettings {
             .field("terminate_sessions", &self.terminate_sessions)
             .field("timeout", &self.timeout)
             .finish()
+    }
+}
+
+/// `'user'@'host'`, or `` `role` `` for a role (an empty host). `host` must
+/// have passed [`check_host`].
+fn account_at(user: &Ident, host: &str) -> String {
+    if host.is_empty() {
+        user.backticked()
+    } else {
+        format!("{}@'{host}'", user.single_quoted())
     }
 }
 
@@ -228,9 +238,9 @@ impl MariaDbConnector {
             .map_err(self.fail("connecting"))
     }
 
-    /// `'user'@'host'`.
+    /// `'user'@'host'` with the configured host.
     fn account(&self, user: &Ident) -> String {
-        format!("{}@'{}'", user.single_quoted(), self.host)
+        account_at(user, &self.host)
     }
 
     /// `?, ?, ?`: one placeholder per managed role, each then bound.
@@ -280,18 +290,20 @@ impl MariaDbConnector {
         move |e| classify(&self.target, &doing, e, true)
     }
 
+    /// Whether the account `user`@`host` (a role, with an empty host) exists.
     async fn account_exists(
         &self,
         conn: &mut MySqlConnection,
         user: &Ident,
+        host: &str,
     ) -> Result<bool, ConnectorError> {
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = ?")
                 .bind(user.as_str())
-                .bind(&self.host)
+                .bind(host)
                 .fetch_one(conn)
                 .await
-                .map_err(self.fail(&format!("looking up `{}`", self.account(user))))?;
+                .map_err(self.fail(&format!("looking up `{}`", account_at(user, host))))?;
         Ok(count > 0)
     }
 
@@ -299,17 +311,18 @@ impl MariaDbConnector {
         &self,
         conn: &mut MySqlConnection,
         user: &Ident,
+        host: &str,
     ) -> Result<Option<String>, ConnectorError> {
         let role: Option<Option<String>> = sqlx::query_scalar(
             "SELECT CAST(default_role AS CHAR) FROM mysql.user WHERE User = ? AND Host = ?",
         )
         .bind(user.as_str())
-        .bind(&self.host)
+        .bind(host)
         .fetch_optional(conn)
         .await
         .map_err(self.fail(&format!(
             "reading the default role of `{}`",
-            self.account(user)
+            account_at(user, host)
         )))?;
         Ok(role.flatten().filter(|r| !r.is_empty()))
     }
@@ -334,9 +347,10 @@ impl MariaDbConnector {
         &self,
         conn: &mut MySqlConnection,
         user: &Ident,
+        host: &str,
         role: Option<&Ident>,
     ) -> Result<(), ConnectorError> {
-        let account = self.account(user);
+        let account = account_at(user, host);
         let target = role.map_or_else(|| "NONE".to_owned(), Ident::backticked);
         let sql = format!("SET DEFAULT ROLE {target} FOR {account}");
         exec(conn, &sql)
@@ -378,7 +392,7 @@ impl MariaDbConnector {
     async fn grant_membership(&self, spec: &GrantSpec) -> Result<Granted, ConnectorError> {
         let user = self.template.expand(&spec.user)?;
         let mut conn = self.connect().await?;
-        if !self.account_exists(&mut conn, &user).await? {
+        if !self.account_exists(&mut conn, &user, &self.host).await? {
             return Err(ConnectorError::Permanent(format!(
                 "account `{}` for user `{}` does not exist in mariadb `{}`",
                 self.account(&user),
@@ -388,8 +402,12 @@ impl MariaDbConnector {
         }
         self.grant_roles(&mut conn, &user).await?;
         // Leave an account's own choice of default role alone.
-        if self.default_role(&mut conn, &user).await?.is_none() {
-            self.set_default_role(&mut conn, &user, self.roles.first())
+        if self
+            .default_role(&mut conn, &user, &self.host)
+            .await?
+            .is_none()
+        {
+            self.set_default_role(&mut conn, &user, &self.host, self.roles.first())
                 .await?;
         }
         tracing::info!(account = %self.account(&user), "granted roles");
@@ -398,9 +416,22 @@ impl MariaDbConnector {
 
     async fn revoke_membership(&self, spec: &GrantSpec) -> Result<(), ConnectorError> {
         let user = self.template.expand(&spec.user)?;
-        let account = self.account(&user);
         let mut conn = self.connect().await?;
-        if !self.account_exists(&mut conn, &user).await? {
+        self.revoke_roles_from(&mut conn, &user, &self.host).await
+    }
+
+    /// Revokes every managed role `user`@`host` holds (a role, with an
+    /// empty host); an absent account or membership is success. Then, for
+    /// an account, clears a managed default role and kills the user's
+    /// connections if `terminate_sessions` is set.
+    async fn revoke_roles_from(
+        &self,
+        conn: &mut MySqlConnection,
+        user: &Ident,
+        host: &str,
+    ) -> Result<(), ConnectorError> {
+        let account = account_at(user, host);
+        if !self.account_exists(conn, user, host).await? {
             return Ok(());
         }
         let sql = format!(
@@ -410,7 +441,7 @@ impl MariaDbConnector {
         );
         let mut query = sqlx::query_scalar::<_, String>(&sql)
             .bind(user.as_str())
-            .bind(&self.host);
+            .bind(host);
         for role in &self.roles {
             query = query.bind(role.as_str());
         }
@@ -426,19 +457,24 @@ impl MariaDbConnector {
             // Unlike PostgreSQL, MariaDB refuses to revoke a role that is not
             // granted; a concurrent revoke may have got there first.
             let sql = format!("REVOKE {} FROM {account}", role.backticked());
-            match exec(&mut conn, &sql).await {
+            match exec(conn, &sql).await {
                 Ok(()) => {}
                 Err(e) if error_number(&e) == Some(ER_CANNOT_REVOKE_ROLE) => {}
                 Err(e) => return Err(self.fail(&format!("revoking `{role}` from `{account}`"))(e)),
             }
         }
-        if let Some(default) = self.default_role(&mut conn, &user).await? {
+        if host.is_empty() {
+            // A role: no default role, no connections of its own.
+            tracing::info!(role = %user, "revoked roles");
+            return Ok(());
+        }
+        if let Some(default) = self.default_role(conn, user, host).await? {
             if self.roles.iter().any(|r| r.as_str() == default) {
-                self.set_default_role(&mut conn, &user, None).await?;
+                self.set_default_role(conn, user, host, None).await?;
             }
         }
         let killed = if self.terminate_sessions {
-            self.kill_sessions(&mut conn, &user).await?
+            self.kill_sessions(conn, user).await?
         } else {
             0
         };
@@ -451,7 +487,7 @@ impl MariaDbConnector {
         let account = self.account(&user);
         let password = new_password();
         let mut conn = self.connect().await?;
-        let exists = self.account_exists(&mut conn, &user).await?;
+        let exists = self.account_exists(&mut conn, &user, &self.host).await?;
         // `password` is alphanumeric (see `new_password`), so quoting it
         // needs no escaping.
         let create = format!("CREATE USER {account} IDENTIFIED BY '{password}'");
@@ -474,7 +510,7 @@ impl MariaDbConnector {
         }
         let granted = async {
             self.grant_roles(&mut conn, &user).await?;
-            self.set_default_role(&mut conn, &user, self.roles.first())
+            self.set_default_role(&mut conn, &user, &self.host, self.roles.first())
                 .await
         }
         .await;
@@ -495,16 +531,66 @@ impl MariaDbConnector {
 
     async fn revoke_temporary(&self, spec: &GrantSpec) -> Result<(), ConnectorError> {
         let user = temp_login(&spec.request_id)?;
-        let account = self.account(&user);
         let mut conn = self.connect().await?;
+        self.drop_temporary(&mut conn, &user, &self.host).await
+    }
+
+    /// Drops a user Airlock made, then kills its connections.
+    async fn drop_temporary(
+        &self,
+        conn: &mut MySqlConnection,
+        user: &Ident,
+        host: &str,
+    ) -> Result<(), ConnectorError> {
+        let account = account_at(user, host);
         // Dropped first, so no new connection can start; the ones already
         // open survive a drop in MariaDB and are killed next.
-        exec(&mut conn, &format!("DROP USER IF EXISTS {account}"))
+        exec(conn, &format!("DROP USER IF EXISTS {account}"))
             .await
             .map_err(self.fail(&format!("dropping `{account}`")))?;
-        let killed = self.kill_sessions(&mut conn, &user).await?;
+        let killed = self.kill_sessions(conn, user).await?;
         tracing::info!(account = %account, connections_killed = killed, "temporary user dropped");
         Ok(())
+    }
+
+    /// Takes the managed access away from a holder as `holders()` names it
+    /// (`user@host`, or a role's bare name): a user Airlock made for a
+    /// request (`airlock_<request id>`) is dropped as its revoke would; any
+    /// other account or role has the managed roles revoked (and, for an
+    /// account, a managed default role cleared and, if `terminate_sessions`
+    /// is set, its user's connections killed). The connector's own account
+    /// is refused.
+    async fn remove(&self, holding: &Holding) -> Result<(), ConnectorError> {
+        let principal = &holding.principal;
+        let bad = |e: ConnectorError| {
+            ConnectorError::Permanent(format!(
+                "holder `{principal}` cannot be removed: {}",
+                e.message()
+            ))
+        };
+        let (user, host) = match principal.split_once('@') {
+            Some((user, host)) => (
+                Ident::parse("user", user).map_err(bad)?,
+                check_host(host).map_err(bad)?,
+            ),
+            None => (Ident::parse("role", principal).map_err(bad)?, String::new()),
+        };
+        let mut conn = self.connect().await?;
+        let me: String = sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(self.fail("asking for the connector's own account"))?;
+        if me == *principal {
+            return Err(ConnectorError::Permanent(format!(
+                "`{principal}` is the connector's own account in mariadb `{}`; refusing to remove it",
+                self.target
+            )));
+        }
+        if !host.is_empty() && request_id_of_login(user.as_str()).is_some() {
+            self.drop_temporary(&mut conn, &user, &host).await
+        } else {
+            self.revoke_roles_from(&mut conn, &user, &host).await
+        }
     }
 
     async fn list_holders(&self) -> Result<Vec<Holding>, ConnectorError> {
@@ -669,6 +755,23 @@ impl Connector for MariaDbConnector {
         self.bounded("holders", None, self.list_holders())
             .await
             .map(Some)
+    }
+
+    async fn remove_holder(&self, holding: &Holding) -> Result<(), ConnectorError> {
+        self.bounded(
+            "remove_holder",
+            holding.request_id.as_ref(),
+            self.remove(holding),
+        )
+        .await
+    }
+
+    fn principal_for(&self, user: &UserId, request_id: Option<&RequestId>) -> Option<String> {
+        let login = match self.mode {
+            Mode::Grant => self.template.expand(user).ok(),
+            Mode::TemporaryLogin => request_id.and_then(|id| temp_login(id).ok()),
+        };
+        login.map(|l| format!("{l}@{}", self.host))
     }
 }
 

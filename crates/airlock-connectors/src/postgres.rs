@@ -33,7 +33,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::RequestId;
+use airlock_core::{RequestId, UserId};
 use rand::Rng;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor, PgConnection};
@@ -373,14 +373,21 @@ impl PostgresConnector {
 
     async fn revoke_membership(&self, spec: &GrantSpec) -> Result<(), ConnectorError> {
         let login = self.template.expand(&spec.user)?;
+        self.revoke_roles_from(&login).await
+    }
+
+    /// Revokes every managed role from `login` (an absent login or
+    /// membership is success), checks that none is left, then ends the
+    /// login's sessions if `terminate_sessions` is set.
+    async fn revoke_roles_from(&self, login: &Ident) -> Result<(), ConnectorError> {
         let mut tx = self
             .pool()
             .await
             .begin()
             .await
             .map_err(self.fail("starting a transaction"))?;
-        self.lock(&mut tx, &login).await?;
-        let Some(oid) = self.login_oid(&mut tx, &login).await? else {
+        self.lock(&mut tx, login).await?;
+        let Some(oid) = self.login_oid(&mut tx, login).await? else {
             // No login, no membership: the revoke has nothing left to do.
             return Ok(());
         };
@@ -422,7 +429,7 @@ impl PostgresConnector {
                 .acquire()
                 .await
                 .map_err(self.fail("connecting"))?;
-            let ended = self.terminate(&mut conn, &login, oid).await?;
+            let ended = self.terminate(&mut conn, login, oid).await?;
             tracing::info!(login = %login, sessions_terminated = ended, "revoked roles");
         } else {
             tracing::info!(login = %login, "revoked roles");
@@ -498,16 +505,7 @@ impl PostgresConnector {
         conn: &mut PgConnection,
         login: &Ident,
     ) -> Result<(), ConnectorError> {
-        let comment: Option<String> = sqlx::query_scalar(
-            "SELECT pg_catalog.shobj_description(oid, 'pg_authid') \
-             FROM pg_catalog.pg_roles WHERE rolname = $1",
-        )
-        .bind(login.as_str())
-        .fetch_optional(conn)
-        .await
-        .map_err(self.fail(&format!("reading the comment of `{login}`")))?
-        .flatten();
-        if comment.is_some_and(|c| c.starts_with(COMMENT_PREFIX)) {
+        if self.is_ours(conn, login).await? {
             Ok(())
         } else {
             Err(ConnectorError::Permanent(format!(
@@ -517,19 +515,43 @@ impl PostgresConnector {
         }
     }
 
+    /// Whether `login` exists and carries the comment a temporary-login
+    /// grant writes.
+    async fn is_ours(
+        &self,
+        conn: &mut PgConnection,
+        login: &Ident,
+    ) -> Result<bool, ConnectorError> {
+        let comment: Option<String> = sqlx::query_scalar(
+            "SELECT pg_catalog.shobj_description(oid, 'pg_authid') \
+             FROM pg_catalog.pg_roles WHERE rolname = $1",
+        )
+        .bind(login.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(self.fail(&format!("reading the comment of `{login}`")))?
+        .flatten();
+        Ok(comment.is_some_and(|c| c.starts_with(COMMENT_PREFIX)))
+    }
+
     async fn revoke_temporary(&self, spec: &GrantSpec) -> Result<(), ConnectorError> {
         let login = temp_login(&spec.request_id)?;
+        self.drop_temporary(&login).await
+    }
+
+    /// Disables a login Airlock made, ends its sessions and drops it.
+    async fn drop_temporary(&self, login: &Ident) -> Result<(), ConnectorError> {
         let mut tx = self
             .pool()
             .await
             .begin()
             .await
             .map_err(self.fail("starting a transaction"))?;
-        self.lock(&mut tx, &login).await?;
-        let Some(oid) = self.login_oid(&mut tx, &login).await? else {
+        self.lock(&mut tx, login).await?;
+        let Some(oid) = self.login_oid(&mut tx, login).await? else {
             return Ok(());
         };
-        self.check_ours(&mut tx, &login).await?;
+        self.check_ours(&mut tx, login).await?;
         // Committed before the sessions are ended, so none can start between
         // the termination and the drop.
         let sql = format!("ALTER ROLE {} WITH NOLOGIN", login.pg());
@@ -546,7 +568,7 @@ impl PostgresConnector {
             .acquire()
             .await
             .map_err(self.fail("connecting"))?;
-        let ended = self.terminate(&mut conn, &login, oid).await?;
+        let ended = self.terminate(&mut conn, login, oid).await?;
         let drop_role = format!("DROP ROLE IF EXISTS {}", login.pg());
         match exec(&mut conn, &drop_role).await {
             Ok(_) => {}
@@ -569,9 +591,42 @@ impl PostgresConnector {
             Err(e) => return Err(self.fail(&format!("dropping `{login}`"))(e)),
         }
         // A session that authenticated just before NOLOGIN took effect.
-        let late = self.terminate(&mut conn, &login, oid).await?;
+        let late = self.terminate(&mut conn, login, oid).await?;
         tracing::info!(login = %login, sessions_terminated = ended + late, "temporary login dropped");
         Ok(())
+    }
+
+    /// Takes the managed access away from a holder: a login Airlock made
+    /// for a request (its name and comment say so) is dropped as its revoke
+    /// would; any other holder has the managed roles revoked (and its
+    /// sessions ended if `terminate_sessions` is set), whichever mode the
+    /// connector is in: a person's own login is never dropped.
+    async fn remove(&self, holding: &Holding) -> Result<(), ConnectorError> {
+        let login = Ident::parse("holder", &holding.principal)?;
+        let mut conn = self
+            .pool()
+            .await
+            .acquire()
+            .await
+            .map_err(self.fail("connecting"))?;
+        let me: String = sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(self.fail("asking for the connector's own role"))?;
+        if me == login.as_str() {
+            return Err(ConnectorError::Permanent(format!(
+                "`{login}` is the connector's own role in postgres `{}`; refusing to remove it",
+                self.target
+            )));
+        }
+        let airlock_made = request_id_of_login(login.as_str()).is_some()
+            && self.is_ours(&mut conn, &login).await?;
+        drop(conn);
+        if airlock_made {
+            self.drop_temporary(&login).await
+        } else {
+            self.revoke_roles_from(&login).await
+        }
     }
 
     async fn list_holders(&self) -> Result<Vec<Holding>, ConnectorError> {
@@ -736,6 +791,23 @@ impl Connector for PostgresConnector {
         self.bounded("holders", None, self.list_holders())
             .await
             .map(Some)
+    }
+
+    async fn remove_holder(&self, holding: &Holding) -> Result<(), ConnectorError> {
+        self.bounded(
+            "remove_holder",
+            holding.request_id.as_ref(),
+            self.remove(holding),
+        )
+        .await
+    }
+
+    fn principal_for(&self, user: &UserId, request_id: Option<&RequestId>) -> Option<String> {
+        let login = match self.mode {
+            Mode::Grant => self.template.expand(user).ok(),
+            Mode::TemporaryLogin => request_id.and_then(|id| temp_login(id).ok()),
+        };
+        login.map(|l| l.as_str().to_owned())
     }
 }
 

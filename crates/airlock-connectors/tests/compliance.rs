@@ -82,6 +82,8 @@ trait TargetUnderTest: Send + Sync {
     async fn revoke_out_of_band(&self, login: &str);
     /// Makes a new login of the namespace a member; returns its principal.
     async fn add_holder_out_of_band(&self) -> String;
+    /// How `holders()` would name the connector's own account.
+    async fn own_principal(&self) -> String;
     async fn connect_as(
         &self,
         login: &str,
@@ -314,6 +316,100 @@ async fn run_compliance(t: &dyn TargetUnderTest) {
     let h = holders(name, "final revoke", c).await;
     assert_eq!(count(&h, &principal), 0, "{name}: {h:?}");
     assert_eq!(count(&h, &extra), 1, "{name}: {h:?}");
+
+    run_reconciliation_hooks(t, &spec, &principal, &extra, &h).await;
+}
+
+/// What reconciliation needs beyond `holders()`: the principal a grant is
+/// listed under, and `remove_holder` taking access away from whoever holds
+/// it (out of band or through Airlock), idempotently, sessions included,
+/// never from the connector's own account.
+async fn run_reconciliation_hooks(
+    t: &dyn TargetUnderTest,
+    spec: &GrantSpec,
+    principal: &str,
+    extra: &str,
+    listed: &[Holding],
+) {
+    let name = t.name();
+    let name = name.as_str();
+    let c = t.connector();
+    let temporary = t.mode() == Mode::TemporaryLogin;
+    assert_eq!(
+        c.principal_for(&spec.user, Some(&spec.request_id))
+            .as_deref(),
+        Some(principal),
+        "{name}: principal_for a request"
+    );
+    assert_eq!(
+        c.principal_for(&spec.user, None).as_deref(),
+        (!temporary).then_some(principal),
+        "{name}: principal_for any grant to the user"
+    );
+
+    // An out-of-band holder is removed, and stays removed when asked again.
+    let holding = listed
+        .iter()
+        .find(|x| x.principal == extra)
+        .unwrap()
+        .clone();
+    c.remove_holder(&holding)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: remove_holder `{extra}`: {e}"));
+    let h = holders(name, "remove_holder", c).await;
+    assert_eq!(count(&h, extra), 0, "{name}: {h:?}");
+    c.remove_holder(&holding)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: second remove_holder `{extra}`: {e}"));
+
+    // A holder Airlock granted is removed as its revoke would: memberships,
+    // the live session, and a temporary login itself.
+    let spec = t.spec(FUTURE);
+    let login = t.login(&spec);
+    let granted = c
+        .grant(&spec)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: grant before remove_holder: {e}"));
+    let password = granted
+        .credential
+        .map_or_else(|| t.fixture_password(), |c| c.secret().to_owned());
+    let h = holders(name, "grant before remove_holder", c).await;
+    let holding = h
+        .iter()
+        .find(|x| x.principal == t.principal(&spec))
+        .unwrap_or_else(|| panic!("{name}: the grant is not listed: {h:?}"))
+        .clone();
+    let mut session = t
+        .connect_as(&login, &password, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: logging in as `{login}`: {e}"));
+    c.remove_holder(&holding)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: remove_holder `{}`: {e}", holding.principal));
+    assert_eq!(t.memberships(&login).await, 0, "{name}");
+    let h = holders(name, "remove_holder of a grant", c).await;
+    assert_eq!(count(&h, &holding.principal), 0, "{name}: {h:?}");
+    assert!(
+        session.ping().await.is_err(),
+        "{name}: the holder's session survived remove_holder"
+    );
+    if temporary {
+        assert!(
+            t.connect_as(&login, &password, &spec).await.is_err(),
+            "{name}: the temporary login still logs in after remove_holder"
+        );
+    }
+
+    // The connector's own account is never removed.
+    let own = Holding {
+        principal: t.own_principal().await,
+        request_id: None,
+    };
+    let err = c.remove_holder(&own).await.unwrap_err();
+    assert!(
+        !err.is_retryable() && err.message().contains(&own.principal),
+        "{name}: {err}"
+    );
 }
 
 /// Runs `body` within [`BOUND`], then cleans up whatever happened, then
@@ -532,6 +628,12 @@ impl TargetUnderTest for PgTarget {
             .await
             .unwrap();
         bob
+    }
+    async fn own_principal(&self) -> String {
+        sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(&self.admin)
+            .await
+            .unwrap()
     }
     async fn connect_as(
         &self,
@@ -919,6 +1021,12 @@ impl TargetUnderTest for MariaTarget {
             .unwrap();
         format!("{bob}@%")
     }
+    async fn own_principal(&self) -> String {
+        sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)")
+            .fetch_one(&self.admin)
+            .await
+            .unwrap()
+    }
     async fn connect_as(
         &self,
         login: &str,
@@ -1014,6 +1122,10 @@ async fn hostile_names_are_rejected_with_permanent_errors_naming_them() {
         )
     };
 
+    let pg_ok = PostgresConnector::new(pg(vec!["ok".to_owned()], "{user}")).unwrap();
+    let maria_ok = MariaDbConnector::new(maria(vec!["ok".to_owned()], "{user}")).unwrap();
+    let mut principals = hostile_names();
+    principals.push("alice@10.0.0.1' OR '1".to_owned());
     for bad in hostile_names() {
         assert_names(
             PostgresConnector::new(pg(vec!["ok".to_owned(), bad.clone()], "{user}")).unwrap_err(),
@@ -1023,6 +1135,16 @@ async fn hostile_names_are_rejected_with_permanent_errors_naming_them() {
             MariaDbConnector::new(maria(vec![bad.clone()], "{user}")).unwrap_err(),
             &bad,
         );
+    }
+    // A holder to remove is checked before any connection (the targets here
+    // are a closed port, which would be a retryable error).
+    for bad in principals {
+        let holding = Holding {
+            principal: bad.clone(),
+            request_id: None,
+        };
+        assert_names(pg_ok.remove_holder(&holding).await.unwrap_err(), &bad);
+        assert_names(maria_ok.remove_holder(&holding).await.unwrap_err(), &bad);
     }
     for template in ["x\"{user}", "{user}'; --", "{user} x", "no_placeholder"] {
         assert_names(

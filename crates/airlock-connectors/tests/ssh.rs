@@ -5,8 +5,9 @@
 //! parses and enforces (a KRL it cannot read makes it refuse every key), and
 //! expiry that holds without Airlock.
 //!
-//! Each test that needs sshd starts its own on a free port with its own CA,
-//! KRL and principals file, and kills it when done. Tests that need a program
+//! Each test that needs sshd starts its own (`airlock_testkit::sshd`) on a
+//! free port with its own CA, KRL and principals file, and kills it when
+//! done. Tests that need a program
 //! that is missing skip loudly, and fail in CI (`AIRLOCK_REQUIRE_SERVICES=1`).
 
 #![expect(
@@ -17,19 +18,16 @@
 )]
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::io::{BufRead, BufReader, Read};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use airlock_connectors::ssh::{serial_for, Krl, SshCaSettings, SshCertificateAuthority};
 use airlock_connectors::{Connector, GrantSpec, Holding};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
-use airlock_testkit::service_program;
+use airlock_testkit::sshd::{OpenSsh, Sshd, Trust, UserKey};
+use airlock_testkit::{bounded, service_program};
 use ssh_key::rand_core::OsRng;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
 
@@ -38,28 +36,6 @@ const BOUND: Duration = Duration::from_secs(25);
 /// The principal the test's `AuthorizedPrincipalsFile` maps to the current
 /// unix user.
 const MAPPED: &str = "web-admin";
-
-async fn bounded<F: Future>(test: F) -> F::Output {
-    tokio::time::timeout(BOUND, test)
-        .await
-        .expect("test exceeded its time bound")
-}
-
-/// The OpenSSH programs a test drives, or `None` (after saying why) when one
-/// is missing.
-struct Tools {
-    sshd: PathBuf,
-    ssh: PathBuf,
-    keygen: PathBuf,
-}
-
-fn tools() -> Option<Tools> {
-    Some(Tools {
-        sshd: service_program("/usr/sbin/sshd")?,
-        ssh: service_program("ssh")?,
-        keygen: service_program("ssh-keygen")?,
-    })
-}
 
 fn keygen() -> Option<PathBuf> {
     service_program("ssh-keygen")
@@ -109,12 +85,16 @@ fn spec(request_id: &RequestId, expires_at: Timestamp, public_key: &str, claim: 
     }
 }
 
-/// A requester's key pair on disk; `public` is the line they send.
-struct UserKey {
-    path: PathBuf,
-    public: String,
+/// The same grant under the next claim: what a later revoke of it carries.
+fn next_claim(granted: &GrantSpec) -> GrantSpec {
+    GrantSpec {
+        claim: granted.claim + 1,
+        ..granted.clone()
+    }
 }
 
+/// A requester's key pair on disk, made in process so that tests without
+/// OpenSSH installed have keys too.
 fn user_key(dir: &Path, name: &str) -> UserKey {
     let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
     let path = dir.join(name);
@@ -126,11 +106,38 @@ fn user_key(dir: &Path, name: &str) -> UserKey {
     }
 }
 
-/// Writes a certificate where ssh looks for it: `<key>-cert.pub`.
-fn write_cert(key: &UserKey, certificate: &str) -> PathBuf {
-    let path = PathBuf::from(format!("{}-cert.pub", key.path.display()));
-    std::fs::write(&path, format!("{certificate}\n")).unwrap();
-    path
+/// What most tests start from: a temporary folder with a CA for [`MAPPED`]
+/// (its KRL at `krl`) and alice's key.
+struct Fixture {
+    dir: tempfile::TempDir,
+    krl: PathBuf,
+    ca: SshCertificateAuthority,
+    key: UserKey,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        Fixture {
+            krl: dir.path().join("revoked.krl"),
+            ca: new_ca(dir.path(), &[MAPPED]),
+            key: user_key(dir.path(), "id_alice"),
+            dir,
+        }
+    }
+
+    /// A real sshd trusting this CA, mapping [`MAPPED`] to the current user
+    /// and reading this KRL on every login.
+    fn start_sshd(&self, tools: &OpenSsh) -> Sshd {
+        let ca_pub = self.dir.path().join("trusted_user_ca.pub");
+        std::fs::write(&ca_pub, format!("{}\n", self.ca.ca_public_key())).unwrap();
+        let trust = Trust {
+            ca_public_key: &ca_pub,
+            principal: MAPPED,
+            krl: &self.krl,
+        };
+        Sshd::start(tools, self.dir.path(), &trust)
+    }
 }
 
 async fn grant_cert(ca: &SshCertificateAuthority, spec: &GrantSpec) -> String {
@@ -142,6 +149,17 @@ async fn grant_cert(ca: &SshCertificateAuthority, spec: &GrantSpec) -> String {
     granted
         .certificate
         .expect("a grant returns the certificate")
+}
+
+/// Grants `request_id` to `key` (claim 1) until `expires_at` and writes the
+/// certificate where ssh looks for it.
+async fn certify(
+    ca: &SshCertificateAuthority,
+    key: &UserKey,
+    request_id: &RequestId,
+    expires_at: Timestamp,
+) -> PathBuf {
+    key.write_certificate(&grant_cert(ca, &spec(request_id, expires_at, &key.public, 1)).await)
 }
 
 /// `ssh-keygen -Q -f KRL CERT`: `REVOKED` or `ok` as the real tool says it.
@@ -164,197 +182,6 @@ fn krl_says(keygen: &Path, krl: &Path, cert: &Path) -> &'static str {
     }
 }
 
-fn current_unix_user() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// A real sshd on 127.0.0.1 trusting one CA, mapping [`MAPPED`] to the
-/// current user, and reading `krl` on every login. Killed on drop.
-struct Sshd {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<String>>,
-}
-
-impl Sshd {
-    fn start(tools: &Tools, dir: &Path, ca: &SshCertificateAuthority, krl: &Path) -> Sshd {
-        let dir = dir.join("sshd");
-        std::fs::create_dir_all(dir.join("principals")).unwrap();
-        let host_key = dir.join("host_ed25519");
-        PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
-            .unwrap()
-            .write_openssh_file(&host_key, LineEnding::LF)
-            .unwrap();
-        let ca_pub = dir.join("trusted_user_ca.pub");
-        std::fs::write(&ca_pub, format!("{}\n", ca.ca_public_key())).unwrap();
-        std::fs::write(
-            dir.join("principals").join(current_unix_user()),
-            format!("{MAPPED}\n"),
-        )
-        .unwrap();
-        let config = dir.join("sshd_config");
-        // `UsePAM no` makes sshd check the account itself: a password field
-        // starting with `!` (locked) would refuse the login; root's `*` is fine.
-        std::fs::write(
-            &config,
-            format!(
-                "ListenAddress 127.0.0.1\n\
-                 HostKey {host_key}\n\
-                 PidFile {pid}\n\
-                 TrustedUserCAKeys {ca_pub}\n\
-                 AuthorizedPrincipalsFile {principals}/%u\n\
-                 RevokedKeys {krl}\n\
-                 AuthorizedKeysFile none\n\
-                 PubkeyAuthentication yes\n\
-                 PasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\n\
-                 PermitRootLogin prohibit-password\n\
-                 StrictModes no\n\
-                 UsePAM no\n\
-                 UseDNS no\n\
-                 LogLevel INFO\n",
-                host_key = host_key.display(),
-                pid = dir.join("sshd.pid").display(),
-                ca_pub = ca_pub.display(),
-                principals = dir.join("principals").display(),
-                krl = krl.display(),
-            ),
-        )
-        .unwrap();
-        // sshd insists on its privilege separation directory when run as root.
-        let _ = std::fs::create_dir_all("/run/sshd");
-
-        let port = free_port();
-        let mut child = Command::new(&tools.sshd)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&config)
-            .arg("-p")
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut sshd = Sshd { child, port, log };
-        sshd.wait_until_listening();
-        sshd
-    }
-
-    fn wait_until_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("sshd exited with {status}:\n{}", self.log());
-            }
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(5)))
-                    .unwrap();
-                let mut banner = [0u8; 8];
-                if stream.read_exact(&mut banner).is_ok() && &banner == b"SSH-2.0-" {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen on port {}:\n{}",
-                self.port,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits briefly for `needle` in the log: sshd may write the line just
-    /// after the client has exited.
-    async fn log_contains(&self, needle: &str) -> bool {
-        for _ in 0..40 {
-            if self.log().contains(needle) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    }
-
-    /// Logs in as the current user with `key` and the certificate beside
-    /// it, and runs `true`; `Err` carries ssh's stderr.
-    async fn login(&self, tools: &Tools, key: &UserKey, cert: &Path) -> Result<(), String> {
-        let mut command = tokio::process::Command::new(&tools.ssh);
-        command
-            .arg("-F")
-            .arg("/dev/null")
-            .arg("-i")
-            .arg(&key.path)
-            .arg("-o")
-            .arg(format!("CertificateFile={}", cert.display()))
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "ConnectTimeout=5",
-                "-o",
-                "LogLevel=ERROR",
-                "-p",
-            ])
-            .arg(self.port.to_string())
-            .arg(format!("{}@127.0.0.1", current_unix_user()))
-            .arg("true")
-            .env_remove("SSH_AUTH_SOCK")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(10), command.output())
-            .await
-            .expect("ssh did not finish within 10 s")
-            .unwrap();
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn holders(ca: &SshCertificateAuthority) -> Vec<Holding> {
     ca.holders()
         .await
@@ -371,178 +198,127 @@ fn holding(request_id: &RequestId) -> Holding {
 
 #[tokio::test]
 async fn a_granted_certificate_logs_in_and_sshd_logs_the_request_id() {
-    let Some(tools) = tools() else { return };
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = new_ca(dir.path(), &[MAPPED]);
-        ca.health().await.unwrap();
-        let sshd = Sshd::start(&tools, dir.path(), &ca, &dir.path().join("revoked.krl"));
-        let key = user_key(dir.path(), "id_alice");
+    let Some(tools) = OpenSsh::find() else { return };
+    bounded(BOUND, async {
+        let fx = Fixture::new();
+        fx.ca.health().await.unwrap();
+        let sshd = fx.start_sshd(&tools);
         let id = fresh_request_id();
 
-        let certificate = grant_cert(&ca, &spec(&id, in_an_hour(), &key.public, 1)).await;
+        let certificate = grant_cert(&fx.ca, &spec(&id, in_an_hour(), &fx.key.public, 1)).await;
         assert!(
             certificate.starts_with("ssh-ed25519-cert-v01@openssh.com "),
             "{certificate}"
         );
-        let cert = write_cert(&key, &certificate);
-        sshd.login(&tools, &key, &cert)
-            .await
-            .unwrap_or_else(|e| panic!("login refused: {e}\nsshd:\n{}", sshd.log()));
-        let logged = format!("ID {id} (serial {})", serial_for(&id, 1));
-        assert!(
-            sshd.log_contains(&logged).await,
-            "sshd log lacks `{logged}`:\n{}",
-            sshd.log()
-        );
-        assert_eq!(holders(&ca).await, [holding(&id)]);
+        let cert = fx.key.write_certificate(&certificate);
+        sshd.assert_logs_in(&fx.key, &cert, "login refused");
+        sshd.assert_logged(&format!("ID {id} (serial {})", serial_for(&id, 1)));
+        assert_eq!(holders(&fx.ca).await, [holding(&id)]);
 
         // The key alone, without the certificate, is not enough.
-        let bare = dir.path().join("no-such-cert.pub");
-        assert!(sshd.login(&tools, &key, &bare).await.is_err());
+        let bare = fx.dir.path().join("no-such-cert.pub");
+        assert!(sshd.login(&fx.key, &bare).is_err());
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_certificate_for_an_unmapped_principal_is_refused() {
-    let Some(tools) = tools() else { return };
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let mapped = new_ca(dir.path(), &[MAPPED]);
+    let Some(tools) = OpenSsh::find() else { return };
+    bounded(BOUND, async {
+        let fx = Fixture::new();
         // Same CA key, another principal: sshd trusts the signature but the
         // principals file maps only `web-admin` to this account.
-        let mut other = settings(dir.path(), &["db-admin"]);
-        other.state_dir = dir.path().join("state-other");
-        other.krl_path = dir.path().join("other.krl");
+        let mut other = settings(fx.dir.path(), &["db-admin"]);
+        other.state_dir = fx.dir.path().join("state-other");
+        other.krl_path = fx.dir.path().join("other.krl");
         let unmapped = SshCertificateAuthority::load_or_generate(other).unwrap();
-        assert_eq!(mapped.ca_public_key(), unmapped.ca_public_key());
-        let sshd = Sshd::start(&tools, dir.path(), &mapped, &dir.path().join("revoked.krl"));
+        assert_eq!(fx.ca.ca_public_key(), unmapped.ca_public_key());
+        let sshd = fx.start_sshd(&tools);
 
-        let key = user_key(dir.path(), "id_bob");
-        let certificate = grant_cert(
-            &unmapped,
-            &spec(&fresh_request_id(), in_an_hour(), &key.public, 1),
-        )
-        .await;
-        let cert = write_cert(&key, &certificate);
-        let refused = sshd.login(&tools, &key, &cert).await;
-        assert!(refused.is_err(), "an unmapped principal logged in");
-        assert!(
-            sshd.log_contains("Certificate does not contain an authorized principal")
-                .await,
-            "sshd did not say why:\n{}",
-            sshd.log()
+        let cert = certify(&unmapped, &fx.key, &fresh_request_id(), in_an_hour()).await;
+        sshd.assert_refused(
+            &fx.key,
+            &cert,
+            "an unmapped principal",
+            "Certificate does not contain an authorized principal",
         );
 
         // The control: the same key certified for the mapped principal works.
-        let certificate = grant_cert(
-            &mapped,
-            &spec(&fresh_request_id(), in_an_hour(), &key.public, 1),
-        )
-        .await;
-        let cert = write_cert(&key, &certificate);
-        sshd.login(&tools, &key, &cert)
-            .await
-            .unwrap_or_else(|e| panic!("login refused: {e}\nsshd:\n{}", sshd.log()));
+        let cert = certify(&fx.ca, &fx.key, &fresh_request_id(), in_an_hour()).await;
+        sshd.assert_logs_in(&fx.key, &cert, "login refused");
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_revoked_certificate_is_refused_by_sshd_and_listed_in_the_krl() {
-    let Some(tools) = tools() else { return };
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let krl = dir.path().join("revoked.krl");
-        let ca = new_ca(dir.path(), &[MAPPED]);
-        let sshd = Sshd::start(&tools, dir.path(), &ca, &krl);
+    let Some(tools) = OpenSsh::find() else { return };
+    bounded(BOUND, async {
+        let fx = Fixture::new();
+        let sshd = fx.start_sshd(&tools);
+        let krl = &fx.krl;
 
-        let alice = user_key(dir.path(), "id_alice");
-        let alice_id = fresh_request_id();
-        let alice_spec = spec(&alice_id, in_an_hour(), &alice.public, 1);
-        let alice_cert = write_cert(&alice, &grant_cert(&ca, &alice_spec).await);
-        let carol = user_key(dir.path(), "id_carol");
+        let alice = &fx.key;
+        let alice_spec = spec(&fresh_request_id(), in_an_hour(), &alice.public, 1);
+        let alice_cert = alice.write_certificate(&grant_cert(&fx.ca, &alice_spec).await);
+        let carol = user_key(fx.dir.path(), "id_carol");
         let carol_id = fresh_request_id();
-        let carol_cert = write_cert(
-            &carol,
-            &grant_cert(&ca, &spec(&carol_id, in_an_hour(), &carol.public, 1)).await,
-        );
-        sshd.login(&tools, &alice, &alice_cert)
-            .await
-            .unwrap_or_else(|e| panic!("login refused before revoke: {e}\nsshd:\n{}", sshd.log()));
-        assert_eq!(krl_says(&tools.keygen, &krl, &alice_cert), "ok");
+        let carol_cert = certify(&fx.ca, &carol, &carol_id, in_an_hour()).await;
+        sshd.assert_logs_in(alice, &alice_cert, "login refused before revoke");
+        assert_eq!(krl_says(&tools.keygen, krl, &alice_cert), "ok");
 
-        let revoke = GrantSpec {
-            claim: 2,
-            ..alice_spec.clone()
-        };
-        ca.revoke(&revoke).await.unwrap();
-        assert_eq!(krl_says(&tools.keygen, &krl, &alice_cert), "REVOKED");
-        let refused = sshd.login(&tools, &alice, &alice_cert).await;
-        assert!(refused.is_err(), "a revoked certificate logged in");
-        assert!(
-            sshd.log_contains("revoked by file").await,
-            "sshd did not say the key is revoked:\n{}",
-            sshd.log()
+        let revoke = next_claim(&alice_spec);
+        fx.ca.revoke(&revoke).await.unwrap();
+        assert_eq!(krl_says(&tools.keygen, krl, &alice_cert), "REVOKED");
+        sshd.assert_refused(
+            alice,
+            &alice_cert,
+            "a revoked certificate",
+            "revoked by file",
         );
 
         // Only that certificate: sshd still parses the KRL and lets others in.
-        assert_eq!(krl_says(&tools.keygen, &krl, &carol_cert), "ok");
-        sshd.login(&tools, &carol, &carol_cert)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "an unrevoked certificate was refused: {e}\nsshd:\n{}",
-                    sshd.log()
-                )
-            });
-        assert_eq!(holders(&ca).await, [holding(&carol_id)]);
+        assert_eq!(krl_says(&tools.keygen, krl, &carol_cert), "ok");
+        sshd.assert_logs_in(&carol, &carol_cert, "an unrevoked certificate was refused");
+        assert_eq!(holders(&fx.ca).await, [holding(&carol_id)]);
 
         // Revoke is idempotent.
-        ca.revoke(&revoke).await.unwrap();
-        assert_eq!(krl_says(&tools.keygen, &krl, &alice_cert), "REVOKED");
-        assert_eq!(krl_says(&tools.keygen, &krl, &carol_cert), "ok");
+        fx.ca.revoke(&revoke).await.unwrap();
+        assert_eq!(krl_says(&tools.keygen, krl, &alice_cert), "REVOKED");
+        assert_eq!(krl_says(&tools.keygen, krl, &carol_cert), "ok");
     })
     .await;
 }
 
 #[tokio::test]
 async fn an_expired_certificate_is_refused_without_airlock() {
-    let Some(tools) = tools() else { return };
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = new_ca(dir.path(), &[MAPPED]);
-        let sshd = Sshd::start(&tools, dir.path(), &ca, &dir.path().join("revoked.krl"));
-        let key = user_key(dir.path(), "id_alice");
-        let id = fresh_request_id();
+    let Some(tools) = OpenSsh::find() else { return };
+    bounded(BOUND, async {
+        let fx = Fixture::new();
+        let sshd = fx.start_sshd(&tools);
 
         // `valid_before` is `expires_at` in whole seconds.
         let expires_at = now().plus(Duration::from_secs(4));
-        let cert = write_cert(
-            &key,
-            &grant_cert(&ca, &spec(&id, expires_at, &key.public, 1)).await,
-        );
-        sshd.login(&tools, &key, &cert)
-            .await
-            .unwrap_or_else(|e| panic!("login refused before expiry: {e}\nsshd:\n{}", sshd.log()));
+        let cert = certify(&fx.ca, &fx.key, &fresh_request_id(), expires_at).await;
+        sshd.assert_logs_in(&fx.key, &cert, "login refused before expiry");
 
         tokio::time::sleep(now().until(expires_at) + Duration::from_millis(1100)).await;
-        let refused = sshd.login(&tools, &key, &cert).await;
-        assert!(refused.is_err(), "an expired certificate logged in");
-        assert!(
-            sshd.log_contains("Certificate invalid: expired").await,
-            "sshd did not say the certificate expired:\n{}",
-            sshd.log()
+        sshd.assert_refused(
+            &fx.key,
+            &cert,
+            "an expired certificate",
+            "Certificate invalid: expired",
         );
-        assert_eq!(holders(&ca).await, []);
+        assert_eq!(holders(&fx.ca).await, []);
 
         // A grant whose end has passed issues nothing.
-        let err = ca
+        let err = fx
+            .ca
             .grant(&spec(
                 &fresh_request_id(),
                 now().minus(Duration::from_secs(1)),
-                &key.public,
+                &fx.key.public,
                 1,
             ))
             .await
@@ -556,11 +332,8 @@ async fn an_expired_certificate_is_refused_without_airlock() {
 #[tokio::test]
 async fn grant_is_idempotent_and_revoking_an_unknown_request_succeeds() {
     let Some(keygen) = keygen() else { return };
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let krl = dir.path().join("revoked.krl");
-        let ca = new_ca(dir.path(), &[MAPPED]);
-        let key = user_key(dir.path(), "id_alice");
+    bounded(BOUND, async {
+        let Fixture { dir, krl, ca, key } = Fixture::new();
         let id = fresh_request_id();
         let expires_at = in_an_hour();
 
@@ -582,14 +355,14 @@ async fn grant_is_idempotent_and_revoking_an_unknown_request_succeeds() {
         let retried = grant_cert(&ca, &spec(&id, expires_at, &key.public, 2)).await;
         assert_eq!(first, retried);
         assert_eq!(holders(&ca).await, [holding(&id)]);
-        let first_cert = write_cert(&key, &first);
+        let first_cert = key.write_certificate(&first);
         assert_eq!(krl_says(&keygen, &krl, &first_cert), "ok");
 
         // A newer claim with another key replaces the certificate: the old
         // one is revoked, so the request never has two live ones.
         let replaced = grant_cert(&ca, &spec(&id, expires_at, &other.public, 3)).await;
         assert_ne!(replaced, first);
-        let replaced_cert = write_cert(&other, &replaced);
+        let replaced_cert = other.write_certificate(&replaced);
         assert_eq!(krl_says(&keygen, &krl, &first_cert), "REVOKED");
         assert_eq!(krl_says(&keygen, &krl, &replaced_cert), "ok");
         assert_eq!(holders(&ca).await, [holding(&id)]);
@@ -622,18 +395,12 @@ async fn grant_is_idempotent_and_revoking_an_unknown_request_succeeds() {
 #[tokio::test]
 async fn a_late_grant_cannot_undo_a_revoke_but_a_newer_claim_gets_a_new_serial() {
     let Some(keygen) = keygen() else { return };
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let krl = dir.path().join("revoked.krl");
-        let ca = new_ca(dir.path(), &[MAPPED]);
-        let key = user_key(dir.path(), "id_alice");
+    bounded(BOUND, async {
+        let Fixture { dir, krl, ca, key } = Fixture::new();
         let id = fresh_request_id();
         let expires_at = in_an_hour();
 
-        let first = write_cert(
-            &key,
-            &grant_cert(&ca, &spec(&id, expires_at, &key.public, 1)).await,
-        );
+        let first = certify(&ca, &key, &id, expires_at).await;
         ca.revoke(&spec(&id, expires_at, &key.public, 2))
             .await
             .unwrap();
@@ -681,11 +448,12 @@ async fn a_late_grant_cannot_undo_a_revoke_but_a_newer_claim_gets_a_new_serial()
 
 #[tokio::test]
 async fn a_missing_or_bad_public_key_is_a_permanent_error_naming_the_field() {
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = new_ca(dir.path(), &[MAPPED]);
+    bounded(BOUND, async {
+        // `_dir` (not `_`) keeps the folder until the test ends.
+        let Fixture {
+            dir: _dir, ca, key, ..
+        } = Fixture::new();
         let id = fresh_request_id();
-        let key = user_key(dir.path(), "id_alice");
         let certificate = grant_cert(&ca, &spec(&id, in_an_hour(), &key.public, 1)).await;
 
         let mut missing = spec(&fresh_request_id(), in_an_hour(), "", 1);
@@ -758,7 +526,7 @@ async fn bad_settings_are_rejected_at_construction_naming_the_value() {
 #[tokio::test]
 async fn state_survives_a_restart_so_a_new_instance_can_revoke() {
     let Some(keygen) = keygen() else { return };
-    bounded(async {
+    bounded(BOUND, async {
         let dir = tempfile::tempdir().unwrap();
         let krl = dir.path().join("revoked.krl");
         let key = user_key(dir.path(), "id_alice");
@@ -766,19 +534,13 @@ async fn state_survives_a_restart_so_a_new_instance_can_revoke() {
         let granted = spec(&id, in_an_hour(), &key.public, 1);
         let cert = {
             let before = new_ca(dir.path(), &[MAPPED]);
-            write_cert(&key, &grant_cert(&before, &granted).await)
+            key.write_certificate(&grant_cert(&before, &granted).await)
         };
 
         let after = new_ca(dir.path(), &[MAPPED]);
         assert_eq!(holders(&after).await, [holding(&id)]);
         assert_eq!(krl_says(&keygen, &krl, &cert), "ok");
-        after
-            .revoke(&GrantSpec {
-                claim: 2,
-                ..granted
-            })
-            .await
-            .unwrap();
+        after.revoke(&next_claim(&granted)).await.unwrap();
         assert_eq!(krl_says(&keygen, &krl, &cert), "REVOKED");
         assert_eq!(holders(&after).await, []);
 
@@ -792,19 +554,13 @@ async fn state_survives_a_restart_so_a_new_instance_can_revoke() {
         // by its key id, which is the request id.
         let other_id = fresh_request_id();
         let other_spec = spec(&other_id, in_an_hour(), &key.public, 1);
-        let other_cert = write_cert(&key, &grant_cert(&again, &other_spec).await);
+        let other_cert = key.write_certificate(&grant_cert(&again, &other_spec).await);
         drop(again);
         let mut amnesiac = settings(dir.path(), &[MAPPED]);
         amnesiac.state_dir = dir.path().join("empty-state");
         let amnesiac = SshCertificateAuthority::load_or_generate(amnesiac).unwrap();
         assert_eq!(krl_says(&keygen, &krl, &other_cert), "ok");
-        amnesiac
-            .revoke(&GrantSpec {
-                claim: 2,
-                ..other_spec
-            })
-            .await
-            .unwrap();
+        amnesiac.revoke(&next_claim(&other_spec)).await.unwrap();
         assert_eq!(krl_says(&keygen, &krl, &other_cert), "REVOKED");
     })
     .await;
@@ -812,7 +568,7 @@ async fn state_survives_a_restart_so_a_new_instance_can_revoke() {
 
 #[tokio::test]
 async fn the_ca_key_is_created_0600_once_and_then_reused() {
-    bounded(async {
+    bounded(BOUND, async {
         let dir = tempfile::tempdir().unwrap();
         let key_path = dir.path().join("ca/ca_key");
         assert!(!key_path.exists());
@@ -849,7 +605,7 @@ async fn the_ca_key_is_created_0600_once_and_then_reused() {
 #[tokio::test]
 async fn a_ca_key_that_is_not_ed25519_or_is_encrypted_is_refused() {
     let Some(keygen) = keygen() else { return };
-    bounded(async {
+    bounded(BOUND, async {
         let dir = tempfile::tempdir().unwrap();
         for (name, args) in [
             ("ecdsa", &["-t", "ecdsa", "-N", ""][..]),
@@ -879,10 +635,13 @@ async fn a_ca_key_that_is_not_ed25519_or_is_encrypted_is_refused() {
 
 #[tokio::test]
 async fn health_fails_while_the_krl_is_missing_and_a_revoke_writes_it_back() {
-    bounded(async {
-        let dir = tempfile::tempdir().unwrap();
-        let krl = dir.path().join("revoked.krl");
-        let ca = new_ca(dir.path(), &[MAPPED]);
+    bounded(BOUND, async {
+        let Fixture {
+            dir: _dir,
+            krl,
+            ca,
+            key,
+        } = Fixture::new();
         ca.health().await.unwrap();
         std::fs::remove_file(&krl).unwrap();
         let err = ca.health().await.unwrap_err();
@@ -890,7 +649,6 @@ async fn health_fails_while_the_krl_is_missing_and_a_revoke_writes_it_back() {
             err.message().contains(&format!("`{}`", krl.display())),
             "{err}"
         );
-        let key = user_key(dir.path(), "id_alice");
         ca.revoke(&spec(&fresh_request_id(), in_an_hour(), &key.public, 1))
             .await
             .unwrap();

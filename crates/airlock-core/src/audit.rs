@@ -54,6 +54,12 @@ pub enum AuditAction {
     PolicyRefused,
     /// A policy set awaits a second admin's approval.
     PolicyProposed,
+    /// Reconciliation found the target and Airlock's grants disagree.
+    DriftFound,
+    /// Reconciliation fixed a finding in the target.
+    DriftFixed,
+    /// Reconciliation could not fix a finding; the next run finds it again.
+    DriftFixFailed,
 }
 
 impl AuditAction {
@@ -77,6 +83,9 @@ impl AuditAction {
             AuditAction::PolicyActivated => "policy_activated",
             AuditAction::PolicyRefused => "policy_refused",
             AuditAction::PolicyProposed => "policy_proposed",
+            AuditAction::DriftFound => "drift_found",
+            AuditAction::DriftFixed => "drift_fixed",
+            AuditAction::DriftFixFailed => "drift_fix_failed",
         }
     }
 }

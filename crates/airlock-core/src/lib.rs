@@ -8,6 +8,7 @@
 pub mod approval;
 pub mod audit;
 pub mod catalog;
+pub mod drift;
 pub mod ids;
 pub mod policy_change;
 pub mod request;

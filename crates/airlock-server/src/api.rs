@@ -10,6 +10,8 @@ use airlock_core::request::AccessRequest;
 use airlock_core::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{ConnectorOutcome, FindingReport, FixOutcome, ReconcileReport};
+
 /// RFC 3339 UTC with milliseconds.
 pub fn format_time(t: Timestamp) -> String {
     t.to_rfc3339()
@@ -415,6 +417,133 @@ impl std::fmt::Debug for CredentialView {
             .field("login", &self.login)
             .field("secret", &"***")
             .finish()
+    }
+}
+
+/// Body of `POST /v1/reconcile`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileBody {
+    /// Apply the fixes the rule decides; without it, findings are only
+    /// recorded and reported.
+    #[serde(default)]
+    pub fix: bool,
+}
+
+/// What a reconciliation found and did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReconcileView {
+    pub at: String,
+    /// Whether fixes were applied.
+    pub fix: bool,
+    /// Findings left in place: reported only, not attempted, failed or skipped.
+    pub unfixed: usize,
+    /// Connectors whose holders could not be checked.
+    pub errors: usize,
+    pub connectors: Vec<ConnectorReconcileView>,
+}
+
+impl ReconcileView {
+    /// Whether the target and Airlock agree (or were made to).
+    pub fn clean(&self) -> bool {
+        self.unfixed == 0 && self.errors == 0
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnectorReconcileView {
+    pub connector: String,
+    /// `checked`, `skipped` (it cannot list holders) or `error`.
+    pub status: String,
+    /// Holders the target listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holders: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub findings: Vec<FindingView>,
+}
+
+/// One difference between the target and Airlock's grants.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FindingView {
+    /// `unmanaged`, `lingering`, `unknown_request` or `missing`.
+    pub kind: String,
+    /// The identity in the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The requester, for a request the store knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlement: Option<String>,
+    /// What the rule decides: `none`, `remove_holder`, `revoke` or `grant`.
+    pub fix: String,
+    /// `not_attempted` (no `fix` asked), `none`, `fixed`, `failed` or `skipped`.
+    pub outcome: String,
+    /// Why nothing is done, what else a fix did, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl From<&FindingReport> for FindingView {
+    fn from(f: &FindingReport) -> Self {
+        let finding = &f.drift.finding;
+        let request = finding.request();
+        let detail = match (&f.outcome, f.drift.fix) {
+            (FixOutcome::Fixed { note }, _) => note.clone(),
+            (FixOutcome::Failed { error, .. }, _) => Some(error.clone()),
+            (FixOutcome::Skipped { why }, _) => Some(why.clone()),
+            (_, airlock_core::drift::Fix::None { why }) => Some(why.to_owned()),
+            _ => None,
+        };
+        FindingView {
+            kind: finding.kind().to_owned(),
+            principal: finding.principal().map(str::to_owned),
+            request: finding.request_id().map(ToString::to_string),
+            user: request.map(|r| r.requester.to_string()),
+            entitlement: request.map(|r| r.entitlement.to_string()),
+            fix: f.drift.fix.as_str().to_owned(),
+            outcome: f.outcome.as_str().to_owned(),
+            detail,
+        }
+    }
+}
+
+impl From<&ReconcileReport> for ReconcileView {
+    fn from(r: &ReconcileReport) -> Self {
+        let connectors = r
+            .connectors
+            .iter()
+            .map(|c| {
+                let (status, holders, error, findings) = match &c.outcome {
+                    ConnectorOutcome::Skipped => ("skipped", None, None, Vec::new()),
+                    ConnectorOutcome::Failed(e) => ("error", None, Some(e.clone()), Vec::new()),
+                    ConnectorOutcome::Checked { holders, findings } => (
+                        "checked",
+                        Some(*holders),
+                        None,
+                        findings.iter().map(FindingView::from).collect(),
+                    ),
+                };
+                ConnectorReconcileView {
+                    connector: c.connector.clone(),
+                    status: status.to_owned(),
+                    holders,
+                    error,
+                    findings,
+                }
+            })
+            .collect();
+        ReconcileView {
+            at: format_time(r.at),
+            fix: r.fix,
+            unfixed: r.unfixed(),
+            errors: r.errors(),
+            connectors,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::api::{
     ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView, EmptyBody,
     EntitlementView, ErrorBody, ExplainView, PolicyReloadView, PolicyView, ProposalView,
-    ReasonBody, RequestQuery, RequestView, VerifyView, WhoAmI,
+    ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WhoAmI,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +212,16 @@ impl Client {
     /// Policy sets waiting for a second admin.
     pub async fn policy_proposals(&self) -> Result<Vec<ProposalView>, ClientError> {
         self.send(self.get("/v1/policy/proposals")).await
+    }
+
+    /// Compares every connector's holders with Airlock's grants (admin);
+    /// with `fix`, applies the fixes. Every finding and fix is audited.
+    pub async fn reconcile(&self, fix: bool) -> Result<ReconcileView, ClientError> {
+        // Each connector call it makes may take that connector's timeout.
+        let builder = self
+            .post("/v1/reconcile", &ReconcileBody { fix })
+            .timeout(std::time::Duration::from_secs(600));
+        self.send(builder).await
     }
 
     /// Puts a proposed policy set in force (not by its proposer).

@@ -14,6 +14,7 @@ use airlock_connectors::postgres::{PostgresConnector, PostgresSettings};
 use airlock_connectors::ssh::SshCaSettings;
 use airlock_connectors::Mode;
 use airlock_core::catalog::{Catalog, Entitlement, Role, TicketPattern, TicketRule, User};
+use airlock_core::drift::{DriftPolicies, DriftPolicy};
 use airlock_core::request::LifecycleSettings;
 use airlock_core::{EntitlementId, GroupName, UserId};
 use airlock_policy::{Directory, EntitlementFacts, UserFacts};
@@ -100,7 +101,16 @@ pub struct Settings {
     /// A policy change proposed through the API takes effect only once a
     /// second admin approves it (and reloading from disk is refused).
     pub policy_two_person: bool,
+    /// What reconciliation does with holders no grant explains, per
+    /// entitlement (`drift`; absent means `report`). Kept beside the
+    /// catalog rather than in `Entitlement`, whose literal other crates build.
+    pub drift: DriftPolicies,
+    /// How often reconciliation runs in the background (`None`: never).
+    pub reconcile_every: Option<Duration>,
 }
+
+/// How often reconciliation runs unless `server.reconcile_every` says otherwise.
+pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -154,6 +164,8 @@ struct RawServer {
     retry_cap: Option<Spanned<String>>,
     revocation_overdue_after: Option<Spanned<String>>,
     mfa_header: Option<Spanned<String>>,
+    /// A duration, or `off` / `0s` for never.
+    reconcile_every: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +260,9 @@ struct RawEntitlement {
     /// 0 (harmless) to 3 (production data, admin rights); policies may look at it.
     sensitivity: Option<Spanned<i64>>,
     owner_group: Option<Spanned<String>>,
+    /// `report` (default) or `revoke`: what reconciliation does with holders
+    /// of the connector that no grant explains.
+    drift: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -389,6 +404,23 @@ impl Settings {
             &server.revocation_overdue_after,
             Duration::from_secs(60),
         )?;
+        let reconcile_every = match &server.reconcile_every {
+            None => Some(DEFAULT_RECONCILE_EVERY),
+            Some(raw) if raw.get_ref().trim() == "off" => None,
+            Some(raw) => {
+                let every = src.duration("server.reconcile_every", raw)?;
+                if every.is_zero() {
+                    None
+                } else if every < Duration::from_secs(1) {
+                    return Err(src.error(
+                        raw.span(),
+                        "server.reconcile_every: must be at least 1s (or `off`)",
+                    ));
+                } else {
+                    Some(every)
+                }
+            }
+        };
         let mfa_header = match &server.mfa_header {
             Some(h) => {
                 let name = h.get_ref().trim().to_ascii_lowercase();
@@ -411,6 +443,7 @@ impl Settings {
         };
 
         let mut catalog = Catalog::default();
+        let mut drift = DriftPolicies::new();
         let mut token_hashes = HashMap::new();
         let mut directory = Directory::default();
         for (name, user) in &raw.users {
@@ -833,6 +866,19 @@ impl Settings {
             if !text.is_empty() {
                 generated.push((format!("{path} [entitlements.{name}]"), text));
             }
+            if let Some(raw) = &ent.drift {
+                let policy = DriftPolicy::parse(raw.get_ref().trim()).ok_or_else(|| {
+                    src.error(
+                        raw.span(),
+                        format!(
+                            "{}: unknown setting `{}` (known: report, revoke)",
+                            field("drift"),
+                            raw.get_ref()
+                        ),
+                    )
+                })?;
+                drift.insert(id.clone(), policy);
+            }
             let connector = ent.connector.get_ref().clone();
             if !connectors.contains_key(&connector) {
                 return Err(src.error(
@@ -876,6 +922,8 @@ impl Settings {
             },
             directory,
             policy_two_person,
+            drift,
+            reconcile_every,
         })
     }
 }

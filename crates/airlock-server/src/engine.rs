@@ -11,9 +11,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod reconcile;
+
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
 use airlock_core::audit::{AuditAction, AuditEvent, AuditRecord};
 use airlock_core::catalog::{Catalog, User};
+use airlock_core::drift::DriftPolicies;
 use airlock_core::policy_change::{self, Proposal, Trigger};
 use airlock_core::request::{
     self, AccessRequest, Command, Effect, JobAction, LifecycleSettings, NewRequest, Rejection,
@@ -26,6 +29,10 @@ use tracing::{debug, error, info, warn, Instrument};
 use crate::metrics::{CallOutcome, Metrics};
 use crate::policy::{self, Policies, PolicyLoadError, Reloaded};
 use crate::store::{AuditFilter, ChainReport, RequestFilter, Store, StoreError};
+
+pub use reconcile::{
+    ConnectorOutcome, ConnectorReport, FindingReport, FixOutcome, ReconcileReport,
+};
 
 /// The only source of the current time outside tests.
 pub trait Clock: Send + Sync {
@@ -115,6 +122,24 @@ pub struct Engine {
     /// One policy change at a time, so an approval is checked against the
     /// set that is really in force when it lands.
     policy_changes: tokio::sync::Mutex<()>,
+    /// Per entitlement: what reconciliation does with unexplained holders.
+    drift: DriftPolicies,
+    /// One reconciliation at a time per replica, so a scheduled run and an
+    /// on-demand one never fix the same finding twice.
+    reconciling: tokio::sync::Mutex<()>,
+}
+
+/// What an engine is built from (see [`Engine::new`]).
+pub struct EngineParts {
+    pub store: Arc<dyn Store>,
+    pub catalog: Arc<Catalog>,
+    pub policies: Arc<Policies>,
+    pub lifecycle: LifecycleSettings,
+    pub overdue_after: Duration,
+    pub connectors: HashMap<String, Arc<dyn Connector>>,
+    pub clock: Arc<dyn Clock>,
+    /// Entitlements' `drift` settings (absent: `report`).
+    pub drift: DriftPolicies,
 }
 
 /// What a request to change the policy set did.
@@ -126,15 +151,17 @@ pub enum PolicyChange {
 }
 
 impl Engine {
-    pub fn new(
-        store: Arc<dyn Store>,
-        catalog: Arc<Catalog>,
-        policies: Arc<Policies>,
-        lifecycle: LifecycleSettings,
-        overdue_after: Duration,
-        connectors: HashMap<String, Arc<dyn Connector>>,
-        clock: Arc<dyn Clock>,
-    ) -> Arc<Engine> {
+    pub fn new(parts: EngineParts) -> Arc<Engine> {
+        let EngineParts {
+            store,
+            catalog,
+            policies,
+            lifecycle,
+            overdue_after,
+            connectors,
+            clock,
+            drift,
+        } = parts;
         Arc::new(Engine {
             store,
             catalog,
@@ -148,6 +175,8 @@ impl Engine {
             metrics: Metrics::default(),
             credentials: std::sync::Mutex::new(HashMap::new()),
             policy_changes: tokio::sync::Mutex::new(()),
+            drift,
+            reconciling: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -549,14 +578,7 @@ impl Engine {
                     request.entitlement
                 ))
             })?;
-        let spec = GrantSpec {
-            request_id: request.id.clone(),
-            user: request.requester.clone(),
-            entitlement: request.entitlement.clone(),
-            expires_at: request.expires_at.unwrap_or(request.created_at),
-            claim: effect.token,
-            public_key: request.public_key.clone(),
-        };
+        let spec = grant_spec(request, effect.token);
         let limit = connector.call_timeout();
         let call = async {
             match effect.action {
@@ -671,6 +693,18 @@ impl Engine {
                 Err(_) => warn!(connector = %name, "connector health check timed out"),
             }
         }
+    }
+}
+
+/// What a connector needs to grant or revoke `request`, fenced by `claim`.
+fn grant_spec(request: &AccessRequest, claim: u64) -> GrantSpec {
+    GrantSpec {
+        request_id: request.id.clone(),
+        user: request.requester.clone(),
+        entitlement: request.entitlement.clone(),
+        expires_at: request.expires_at.unwrap_or(request.created_at),
+        claim,
+        public_key: request.public_key.clone(),
     }
 }
 

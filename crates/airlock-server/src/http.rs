@@ -24,7 +24,7 @@ use crate::api::{
     format_time, parse_time, ApprovalExplained, ApproveBody, AuditEventView, AuditQuery,
     CreateRequest, CredentialView, DurationInput, EmptyBody, EntitlementView, ErrorBody,
     ErrorDetail, ExplainView, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
-    RequestQuery, RequestView, VerifyView, WhoAmI,
+    ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WhoAmI,
 };
 use crate::config::{parse_duration, token_hash};
 use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange};
@@ -92,6 +92,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/grants"),
     ("get", "/v1/audit"),
     ("get", "/v1/audit/verify"),
+    ("post", "/v1/reconcile"),
 ];
 
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -139,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/grants", get(grants))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/reconcile", post(reconcile))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -877,4 +879,19 @@ async fn verify_audit(
         first_bad_seq: report.first_break.as_ref().map(|b| b.seq()),
         problem: report.first_break.map(|b| b.to_string()),
     }))
+}
+
+/// Compares every connector's holders with Airlock's grants (admin). Every
+/// finding is audited; with `fix`, the fixes the rule decides are applied
+/// and audited too.
+async fn reconcile(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiJson(body): ApiJson<ReconcileBody>,
+) -> ApiResult<Json<ReconcileView>> {
+    require_admin(&user, "reconcile")?;
+    let report = state.engine.reconcile(body.fix, Some(&user)).await?;
+    let view = ReconcileView::from(&report);
+    tracing::info!(by = %user.id, fix = body.fix, unfixed = view.unfixed, errors = view.errors, "reconciled");
+    Ok(Json(view))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use airlock_core::audit::AuditAction;
 use airlock_core::request::JobAction;
 
-const ACTIONS: [AuditAction; 18] = [
+const ACTIONS: [AuditAction; 21] = [
     AuditAction::Requested,
     AuditAction::ApprovalRecorded,
     AuditAction::Approved,
@@ -28,6 +28,9 @@ const ACTIONS: [AuditAction; 18] = [
     AuditAction::PolicyActivated,
     AuditAction::PolicyRefused,
     AuditAction::PolicyProposed,
+    AuditAction::DriftFound,
+    AuditAction::DriftFixed,
+    AuditAction::DriftFixFailed,
 ];
 
 /// Upper bounds (seconds) of the revocation lag histogram buckets.

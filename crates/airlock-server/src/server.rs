@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{ConnectorSettings, Settings};
-use crate::engine::{Clock, Engine, PolicyChange, SystemClock};
+use crate::engine::{Clock, Engine, EngineParts, PolicyChange, SystemClock};
 use crate::http::{router, AppState};
 use crate::policy::{Policies, PolicyLoadError};
 use crate::store::sql::SqlStore;
@@ -194,15 +194,16 @@ pub async fn start_with_clock(
             source,
         })?;
     let connectors = build_connectors(&settings)?;
-    let engine = Engine::new(
-        Arc::new(store),
-        Arc::new(settings.catalog.clone()),
-        Arc::clone(&policies),
-        settings.lifecycle.clone(),
-        settings.revocation_overdue_after,
+    let engine = Engine::new(EngineParts {
+        store: Arc::new(store),
+        catalog: Arc::new(settings.catalog.clone()),
+        policies: Arc::clone(&policies),
+        lifecycle: settings.lifecycle.clone(),
+        overdue_after: settings.revocation_overdue_after,
         connectors,
         clock,
-    );
+        drift: settings.drift.clone(),
+    });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -226,6 +227,16 @@ pub async fn start_with_clock(
         tracing::error!(error = %e, "could not record the policy set in force");
     }
     let reloader = tokio::spawn(reload_on_hangup(Arc::clone(&engine), watcher.clone()));
+    let mut tasks = Vec::new();
+    match settings.reconcile_every {
+        Some(every) => {
+            tracing::info!(every = %humantime::format_duration(every), "reconciliation scheduled");
+            tasks.push(tokio::spawn(
+                Arc::clone(&engine).run_reconciler(every, watcher.clone()),
+            ));
+        }
+        None => tracing::info!("scheduled reconciliation is off (server.reconcile_every)"),
+    }
     let mut http_watcher = watcher;
     let http = tokio::spawn(async move {
         let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
@@ -236,9 +247,10 @@ pub async fn start_with_clock(
         }
     });
     tracing::info!(%addr, database = %settings.database.describe(), "airlock listening");
+    tasks.extend([scheduler, http, reloader]);
     Ok(Server {
         addr,
         shutdown,
-        tasks: vec![scheduler, http, reloader],
+        tasks,
     })
 }

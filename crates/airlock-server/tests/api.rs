@@ -438,6 +438,19 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
         }
         let (_, verify) = h.raw("GET", "/v1/audit/verify", Some("admin"), None).await;
         assert_fits(&doc, "VerifyView", &verify);
+        let (code, reconciled) = h
+            .raw(
+                "POST",
+                "/v1/reconcile",
+                Some("admin"),
+                Some(r#"{"fix":false}"#),
+            )
+            .await;
+        assert_eq!(code, 200, "{reconciled}");
+        assert_fits(&doc, "ReconcileView", &reconciled);
+        for c in reconciled["connectors"].as_array().unwrap() {
+            assert_fits(&doc, "ConnectorReconcileView", c);
+        }
         let (code, error) = h
             .raw(
                 "POST",
@@ -1762,6 +1775,46 @@ permit (principal, action == Airlock::Action::"require_approval",
         assert_eq!(code, 201, "{ok}");
         assert_eq!(ok["state"], "pending");
         h.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_is_for_admins_and_skips_connectors_that_cannot_list_holders() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        // Command connectors cannot say who holds access: skipped, no drift.
+        let report = h.client("admin").reconcile(true).await.unwrap();
+        assert!(report.fix && report.clean(), "{report:#?}");
+        let statuses: Vec<(&str, &str)> = report
+            .connectors
+            .iter()
+            .map(|c| (c.connector.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(statuses, [("flaky", "skipped"), ("log", "skipped")]);
+        assert_eq!(status(h.client("alice").reconcile(false).await), 403);
+        let (code, body) = h
+            .raw(
+                "POST",
+                "/v1/reconcile",
+                Some("admin"),
+                Some(r#"{"fix":"yes"}"#),
+            )
+            .await;
+        assert_eq!((code, body["error"]["field"].as_str()), (400, Some("fix")));
+        let (code, body) = h
+            .raw(
+                "POST",
+                "/v1/reconcile",
+                Some("admin"),
+                Some(r#"{"fx":true}"#),
+            )
+            .await;
+        assert_eq!(code, 400, "{body}");
+        // An empty body reports without fixing.
+        let (code, body) = h.raw("POST", "/v1/reconcile", Some("admin"), None).await;
+        assert_eq!((code, body["fix"].as_bool()), (200, Some(false)));
+        h.stop().await;
     })
     .await;
 }

@@ -14,7 +14,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use airlock_connectors::ssh::DEFAULT_EXTENSIONS;
-use airlock_server::config::{token_hash, ConfigError, ConnectorSettings, Settings};
+use airlock_core::drift::DriftPolicy;
+use airlock_server::config::{
+    token_hash, ConfigError, ConnectorSettings, Settings, DEFAULT_RECONCILE_EVERY,
+};
 use airlock_server::store::sql::Location;
 
 const LABEL: &str = "etc/airlock.toml";
@@ -29,6 +32,7 @@ grant_max_attempts = 3
 retry_base = "500ms"
 retry_cap = "1m"
 revocation_overdue_after = "5m"
+reconcile_every = "10m"
 
 [users.alice]
 groups = ["eng"]
@@ -64,6 +68,7 @@ ticket_pattern = "^INC-[0-9]+$"
 approvers = ["sre"]
 approvals_required = 1
 connector = "ldap"
+drift = "revoke"
 
 [entitlements.logs]
 requestable_by = ["eng", "sre"]
@@ -181,6 +186,13 @@ fn the_good_config_parses_into_typed_settings() {
     assert_eq!(s.lifecycle.retry_base, Duration::from_millis(500));
     assert_eq!(s.lifecycle.retry_cap, Duration::from_secs(60));
     assert_eq!(s.revocation_overdue_after, Duration::from_secs(300));
+    assert_eq!(s.reconcile_every, Some(Duration::from_secs(600)));
+    let drift: Vec<(&str, DriftPolicy)> = s.drift.iter().map(|(e, p)| (e.as_str(), *p)).collect();
+    assert_eq!(
+        drift,
+        [("db-prod", DriftPolicy::Revoke)],
+        "`logs` reports by default"
+    );
 
     assert_eq!(s.catalog.users.len(), 3);
     assert_eq!(s.token_hashes.len(), 1);
@@ -294,6 +306,21 @@ fn an_empty_config_gets_defaults() {
         Location::Sqlite("/srv/airlock/airlock-data/airlock.db".into())
     );
     assert!(s.catalog.entitlements.is_empty() && s.connectors.is_empty());
+    assert_eq!(s.reconcile_every, Some(DEFAULT_RECONCILE_EVERY));
+    assert!(s.drift.is_empty());
+}
+
+#[test]
+fn scheduled_reconciliation_can_be_switched_off() {
+    for off in ["off", "0s", "0"] {
+        let (text, _) = edit("reconcile_every", &format!("reconcile_every = \"{off}\""));
+        assert_eq!(parse(&text).unwrap().reconcile_every, None, "{off}");
+    }
+    let (text, _) = edit("reconcile_every", "reconcile_every = \"1h 30m\"");
+    assert_eq!(
+        parse(&text).unwrap().reconcile_every,
+        Some(Duration::from_secs(5400))
+    );
 }
 
 #[test]
@@ -367,6 +394,18 @@ fn bad_configs_name_file_line_and_field() {
             "invalid type",
         ),
         case("description", "colour = \"red\"", "colour", "unknown field"),
+        case(
+            "drift = \"revoke\"",
+            "drift = \"remove\"",
+            "entitlements.db-prod.drift",
+            "unknown setting `remove` (known: report, revoke)",
+        ),
+        case(
+            "drift = \"revoke\"",
+            "drift = true",
+            "drift",
+            "invalid type",
+        ),
         Case {
             line_offset: -1,
             ..case(
@@ -449,6 +488,18 @@ fn bad_configs_name_file_line_and_field() {
             "revocation_overdue_after = \"1y2\"",
             "server.revocation_overdue_after",
             "`1y2`",
+        ),
+        case(
+            "reconcile_every",
+            "reconcile_every = \"sometimes\"",
+            "server.reconcile_every",
+            "`sometimes`",
+        ),
+        case(
+            "reconcile_every",
+            "reconcile_every = \"500ms\"",
+            "server.reconcile_every",
+            "at least 1s",
         ),
         case(
             "listen",

@@ -2,7 +2,24 @@
 //! MariaDB) find it through an environment variable, say loudly when they
 //! skip, and refuse to skip where `AIRLOCK_REQUIRE_SERVICES=1` (CI); each
 //! PostgreSQL test gets a database of its own. Tests that need a program
-//! (sshd, ssh) find it the same way through [`service_program`].
+//! (sshd, ssh) find it the same way through [`service_program`], and those
+//! that log in to a real sshd start it through [`sshd`]. Async tests hold
+//! themselves to a time bound through [`bounded`].
+
+pub mod sshd;
+
+/// Runs `test` to its end, or fails it once `limit` has passed: a test that
+/// waits on a service or another process must fail, not hang, when that
+/// never answers.
+///
+/// # Panics
+/// When `limit` passes first.
+#[expect(clippy::panic, reason = "a test helper: failing the test is the point")]
+pub async fn bounded<F: std::future::Future>(limit: std::time::Duration, test: F) -> F::Output {
+    tokio::time::timeout(limit, test)
+        .await
+        .unwrap_or_else(|_| panic!("test exceeded its time bound of {limit:?}"))
+}
 
 /// The URL in `var`, or `None` after printing why the caller skips.
 ///

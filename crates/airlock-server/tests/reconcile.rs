@@ -1,0 +1,445 @@
+//! Reconciliation end to end: the real server with PostgreSQL connectors in
+//! grant mode on a fresh database, real logins and roles changed behind
+//! Airlock's back, and `POST /v1/reconcile` through the typed client.
+//! Covers a standing privilege (reported, and left alone under
+//! `drift = "report"` but removed under `drift = "revoke"`), an active grant
+//! removed out of band (granted again), an ended grant restored out of band
+//! (revoked again), a target that is down (reported; the others are still
+//! checked), and the scheduled run. Needs `AIRLOCK_TEST_POSTGRES_URL`.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test"
+)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use airlock_server::api::{
+    AuditQuery, CreateRequest, DurationInput, FindingView, ReconcileView, RequestView,
+};
+use airlock_server::client::Client;
+use airlock_server::config::{token_hash, Settings};
+use airlock_server::server::Server;
+use airlock_testkit::FreshDatabase;
+use sqlx::{Executor, PgPool};
+
+/// No test may run longer than this, whatever the server does.
+const BOUND: Duration = Duration::from_secs(40);
+
+async fn bounded<F: Future>(test: F) -> F::Output {
+    tokio::time::timeout(BOUND, test)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+/// A target: a fresh database and, since roles are cluster-wide, role and
+/// login names under a namespace of their own.
+struct Target {
+    db: FreshDatabase,
+    admin: PgPool,
+    ns: String,
+}
+
+impl Target {
+    async fn new(url: &str) -> Target {
+        let db = FreshDatabase::create(url, "airlock_reconcile").await;
+        let admin = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&db.url)
+            .await
+            .unwrap();
+        let ns = format!("rc{}", hex::encode(rand::random::<[u8; 4]>()));
+        Target { db, admin, ns }
+    }
+
+    fn name(&self, what: &str) -> String {
+        format!("{}_{what}", self.ns)
+    }
+
+    async fn sql(&self, sql: &str) {
+        self.admin
+            .execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn create(&self, roles: &[&str], logins: &[&str]) {
+        for role in roles {
+            self.sql(&format!("CREATE ROLE \"{}\" NOLOGIN", self.name(role)))
+                .await;
+        }
+        for login in logins {
+            self.sql(&format!("CREATE ROLE \"{}\" LOGIN", self.name(login)))
+                .await;
+        }
+    }
+
+    /// Behind Airlock's back.
+    async fn grant(&self, role: &str, login: &str) {
+        let (role, login) = (self.name(role), self.name(login));
+        self.sql(&format!("GRANT \"{role}\" TO \"{login}\"")).await;
+    }
+
+    async fn revoke(&self, role: &str, login: &str) {
+        let (role, login) = (self.name(role), self.name(login));
+        self.sql(&format!("REVOKE \"{role}\" FROM \"{login}\""))
+            .await;
+    }
+
+    async fn member(&self, role: &str, login: &str) -> bool {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_auth_members am \
+             JOIN pg_roles r ON r.oid = am.roleid JOIN pg_roles m ON m.oid = am.member \
+             WHERE r.rolname = $1 AND m.rolname = $2)",
+        )
+        .bind(self.name(role))
+        .bind(self.name(login))
+        .fetch_one(&self.admin)
+        .await
+        .unwrap()
+    }
+
+    async fn cleanup(self, names: &[&str]) {
+        for name in names {
+            let _ = self
+                .admin
+                .execute(format!("DROP ROLE IF EXISTS \"{}\"", self.name(name)).as_str())
+                .await;
+        }
+        self.admin.close().await;
+        self.db.drop_now().await;
+    }
+}
+
+fn token(user: &str) -> String {
+    format!("reconcile-token-{user}")
+}
+
+/// A server whose users are alice, carol and dave (group `dba`) and admin;
+/// `rest` adds `[server]` keys, connectors and entitlements.
+async fn boot(dir: &tempfile::TempDir, server_extra: &str, rest: &str) -> (Server, Client) {
+    let mut toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = '{}'\n{server_extra}\n",
+        dir.path().display()
+    );
+    for (user, extra) in [
+        ("alice", "groups = [\"dba\"]"),
+        ("carol", "groups = [\"dba\"]"),
+        ("dave", "groups = [\"dba\"]"),
+        ("admin", "groups = [\"ops\"]\nroles = [\"admin\"]"),
+    ] {
+        toml.push_str(&format!(
+            "\n[users.{user}]\n{extra}\ntoken_sha256 = \"{}\"\n",
+            token_hash(&token(user))
+        ));
+    }
+    toml.push_str(rest);
+    let settings = Settings::parse("reconcile.toml", &toml, dir.path()).unwrap();
+    let server = airlock_server::server::start(settings).await.unwrap();
+    let client = Client::new(&format!("http://{}", server.addr()), &token("admin")).unwrap();
+    (server, client)
+}
+
+fn postgres_connector(name: &str, url: &str, role: &str, ns: &str, timeout: &str) -> String {
+    format!(
+        "\n[connectors.{name}]\ntype = \"postgres\"\nurl = \"{url}\"\nroles = [\"{role}\"]\n\
+         mode = \"grant\"\nlogin_template = \"{ns}_{{user}}\"\ntimeout = \"{timeout}\"\n"
+    )
+}
+
+fn entitlement(name: &str, connector: &str, drift: &str) -> String {
+    format!(
+        "\n[entitlements.{name}]\nrequestable_by = [\"dba\"]\nmax_duration = \"1h\"\n\
+         auto_approve = true\nrequire_reason = false\nconnector = \"{connector}\"\ndrift = \"{drift}\"\n"
+    )
+}
+
+async fn until<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn request(client: &Client, entitlement: &str, secs: u64) -> RequestView {
+    let body = CreateRequest {
+        entitlement: entitlement.to_owned(),
+        duration: Some(DurationInput::Seconds(secs)),
+        reason: String::new(),
+        ticket: None,
+        start_at: None,
+        break_glass: false,
+        public_key: None,
+    };
+    let created = client.create_request(&body).await.unwrap();
+    until("the grant", || async {
+        let r = client.get_request(&created.id).await.unwrap();
+        (r.state == "active").then_some(r)
+    })
+    .await
+}
+
+/// The findings of one connector as `kind principal request fix outcome`.
+fn findings(report: &ReconcileView, connector: &str) -> Vec<String> {
+    let c = report
+        .connectors
+        .iter()
+        .find(|c| c.connector == connector)
+        .unwrap_or_else(|| panic!("no report for `{connector}`: {report:#?}"));
+    assert_eq!(c.status, "checked", "{connector}: {c:#?}");
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    let mut lines: Vec<String> = c
+        .findings
+        .iter()
+        .map(|f: &FindingView| {
+            format!(
+                "{} {} {} {} {}",
+                f.kind,
+                dash(&f.principal),
+                dash(&f.request),
+                f.fix,
+                f.outcome
+            )
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_reported_audited_and_fixed_as_each_entitlement_says() {
+    let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    bounded(async {
+        let t = Target::new(&url).await;
+        let names = ["read", "admin", "alice", "bob", "carol", "dave"];
+        t.create(&["read", "admin"], &["alice", "bob", "carol", "dave"])
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let ns = t.ns.clone();
+        let config = [
+            postgres_connector("db", &t.db.url, &t.name("read"), &ns, "5s"),
+            postgres_connector("dbx", &t.db.url, &t.name("admin"), &ns, "5s"),
+            // Nothing listens on port 1: this target is down.
+            postgres_connector(
+                "down",
+                "postgres://postgres@127.0.0.1:1/none",
+                &t.name("read"),
+                &ns,
+                "1s",
+            ),
+            entitlement("db-read", "db", "report"),
+            entitlement("db-admin", "dbx", "revoke"),
+            entitlement("elsewhere", "down", "revoke"),
+        ]
+        .concat();
+        let (server, admin) = boot(&dir, "reconcile_every = \"off\"", &config).await;
+        let as_user = |u: &str| admin.with_token(&token(u));
+
+        // (b) An active grant whose membership is removed out of band.
+        let alice = request(&as_user("alice"), "db-admin", 3600).await;
+        assert!(t.member("admin", "alice").await);
+        t.revoke("admin", "alice").await;
+        // (c) A grant that ended (removal confirmed) and came back out of band.
+        let carol = request(&as_user("carol"), "db-admin", 2).await;
+        until("carol's grant to be removed", || async {
+            let r = admin.get_request(&carol.id).await.unwrap();
+            r.deprovisioned_at.is_some().then_some(())
+        })
+        .await;
+        assert!(!t.member("admin", "carol").await);
+        t.grant("admin", "carol").await;
+        // A grant that is just as Airlock left it: no drift.
+        request(&as_user("dave"), "db-admin", 3600).await;
+        // (a) A standing privilege, granted out of band in both roles.
+        t.grant("read", "bob").await;
+        t.grant("admin", "bob").await;
+
+        // Without --fix: everything is reported and audited, nothing changes.
+        let report = admin.reconcile(false).await.unwrap();
+        assert!(!report.fix);
+        assert_eq!(
+            findings(&report, "db"),
+            [format!("unmanaged {ns}_bob - none not_attempted")]
+        );
+        assert_eq!(
+            findings(&report, "dbx"),
+            [
+                format!("lingering {ns}_carol {} revoke not_attempted", carol.id),
+                format!("missing {ns}_alice {} grant not_attempted", alice.id),
+                format!("unmanaged {ns}_bob - remove_holder not_attempted"),
+            ]
+        );
+        // (d) The target that is down is reported; the others were checked.
+        let down = report
+            .connectors
+            .iter()
+            .find(|c| c.connector == "down")
+            .unwrap();
+        assert_eq!(down.status, "error", "{down:#?}");
+        assert!(
+            down.error.as_deref().unwrap().contains("retryable"),
+            "{down:#?}"
+        );
+        assert_eq!((report.unfixed, report.errors), (4, 1));
+        assert!(t.member("read", "bob").await && t.member("admin", "bob").await);
+        assert!(t.member("admin", "carol").await && !t.member("admin", "alice").await);
+        let found = admin
+            .audit(&AuditQuery {
+                action: Some("drift_found".to_owned()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 4, "{found:#?}");
+        let standing = found
+            .iter()
+            .find(|e| e.details.get("connector").map(String::as_str) == Some("db"))
+            .unwrap();
+        assert_eq!(standing.actor, "admin");
+        assert_eq!(
+            standing.details.get("principal"),
+            Some(&format!("{ns}_bob"))
+        );
+        assert_eq!(
+            standing.details.get("kind").map(String::as_str),
+            Some("unmanaged")
+        );
+        assert_eq!(
+            standing.details.get("fixing").map(String::as_str),
+            Some("false")
+        );
+        let lingering = found
+            .iter()
+            .find(|e| e.details.get("kind").map(String::as_str) == Some("lingering"))
+            .unwrap();
+        assert_eq!(lingering.request.as_deref(), Some(carol.id.as_str()));
+        assert_eq!(lingering.subject.as_deref(), Some("carol"));
+
+        // With --fix: each finding is fixed as the rule says, and audited.
+        let report = admin.reconcile(true).await.unwrap();
+        assert_eq!(
+            findings(&report, "db"),
+            [format!("unmanaged {ns}_bob - none none")]
+        );
+        assert_eq!(
+            findings(&report, "dbx"),
+            [
+                format!("lingering {ns}_carol {} revoke fixed", carol.id),
+                format!("missing {ns}_alice {} grant fixed", alice.id),
+                format!("unmanaged {ns}_bob - remove_holder fixed"),
+            ]
+        );
+        assert_eq!((report.unfixed, report.errors), (1, 1));
+        assert!(
+            t.member("read", "bob").await,
+            "drift = report must leave the standing privilege alone"
+        );
+        assert!(
+            !t.member("admin", "bob").await,
+            "drift = revoke must remove the standing privilege"
+        );
+        assert!(
+            !t.member("admin", "carol").await,
+            "lingering access survived"
+        );
+        assert!(
+            t.member("admin", "alice").await,
+            "the missing grant is back"
+        );
+        assert!(
+            t.member("admin", "dave").await,
+            "an untouched grant was changed"
+        );
+        let fixed = admin
+            .audit(&AuditQuery {
+                action: Some("drift_fixed".to_owned()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(fixed.len(), 3, "{fixed:#?}");
+        assert!(fixed.iter().all(|e| e.actor == "admin"));
+        let regranted = fixed
+            .iter()
+            .find(|e| e.details.get("kind").map(String::as_str) == Some("missing"))
+            .unwrap();
+        assert_eq!(regranted.request.as_deref(), Some(alice.id.as_str()));
+        assert_eq!(
+            regranted.details.get("fix").map(String::as_str),
+            Some("grant")
+        );
+        // The requests themselves are untouched.
+        let r = admin.get_request(&alice.id).await.unwrap();
+        assert_eq!((r.state.as_str(), r.job), ("active", None));
+
+        // Fixed drift stays fixed; what the rule leaves is reported again.
+        let report = admin.reconcile(true).await.unwrap();
+        assert_eq!(findings(&report, "dbx"), Vec::<String>::new());
+        assert_eq!(
+            findings(&report, "db"),
+            [format!("unmanaged {ns}_bob - none none")]
+        );
+
+        // Only admins reconcile.
+        let refused = as_user("alice").reconcile(false).await.unwrap_err();
+        assert_eq!(refused.status(), Some(403), "{refused}");
+        let verify = admin.verify_audit().await.unwrap();
+        assert!(verify.ok, "{verify:?}");
+
+        server.shutdown().await;
+        t.cleanup(&names).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_run_fixes_without_being_asked() {
+    let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    bounded(async {
+        let t = Target::new(&url).await;
+        let names = ["admin", "bob"];
+        t.create(&["admin"], &["bob"]).await;
+        t.grant("admin", "bob").await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = [
+            postgres_connector("dbx", &t.db.url, &t.name("admin"), &t.ns, "5s"),
+            entitlement("db-admin", "dbx", "revoke"),
+        ]
+        .concat();
+        let (server, admin) = boot(&dir, "reconcile_every = \"1s\"", &config).await;
+
+        until(
+            "the scheduled run to remove the standing privilege",
+            || async { (!t.member("admin", "bob").await).then_some(()) },
+        )
+        .await;
+        let fixed = until("the fix to be audited", || async {
+            let events = admin
+                .audit(&AuditQuery {
+                    action: Some("drift_fixed".to_owned()),
+                    ..AuditQuery::default()
+                })
+                .await
+                .unwrap();
+            (!events.is_empty()).then_some(events)
+        })
+        .await;
+        assert_eq!(fixed[0].actor, "system");
+        assert_eq!(fixed[0].details.get("principal"), Some(&t.name("bob")));
+
+        server.shutdown().await;
+        t.cleanup(&names).await;
+    })
+    .await;
+}
