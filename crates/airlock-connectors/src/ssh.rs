@@ -315,7 +315,10 @@ impl Connector for SshCertificateAuthority {
     }
 
     async fn health(&self) -> Result<(), ConnectorError> {
-        self.bounded("health", None, Inner::health).await
+        // Under the state lock, like every grant and revoke: a health check
+        // that passed while the lock is stuck would hide the outage.
+        self.bounded("health", None, |inner| inner.locked(|| inner.health()))
+            .await
     }
 
     fn call_timeout(&self) -> Duration {

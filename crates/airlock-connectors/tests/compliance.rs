@@ -2,15 +2,23 @@
 //! `docs/connectors.md`). The rules it checks are the ones the engine relies
 //! on: grant and revoke are idempotent, revoking what is absent succeeds,
 //! access removed behind Airlock's back comes back on the next grant,
-//! `holders()` tells the truth for reconciliation, an unreachable target is a
-//! retryable failure, revoke ends live sessions, and a credential works while
-//! granted and not after.
+//! `holders()` tells the truth for reconciliation after every step, an
+//! unavailable target is a retryable failure and works again once it is
+//! back, and access works while granted and not after the revoke (nor after
+//! `expires_at`, where the target itself ends it).
 //!
-//! Each target supplies hooks ([`TargetUnderTest`]): it builds its fixtures in
-//! a namespace of its own (so runs can overlap and repeat), checks and
-//! changes membership out of band with its own admin connection, and logs in
-//! as the grantee. Tests that need a service skip loudly without one, and
-//! fail in CI (`AIRLOCK_REQUIRE_SERVICES=1`).
+//! [`run_compliance`] drives those rules the same way for every target
+//! through the few hooks of [`TargetUnderTest`]: how to try the grant's access
+//! through the target itself, how to take it away out of band, how to make
+//! the target unavailable. PostgreSQL and MariaDB (each in both modes) then
+//! run what only they promise ([`run_sql_rules`] over [`SqlTarget`]:
+//! passwords, live sessions, holders Airlock did not make, `remove_holder`);
+//! the SSH certificate authority's own promises are in `tests/ssh.rs`.
+//!
+//! Each target builds its fixtures in a namespace of its own (a role prefix,
+//! a temporary folder with its own sshd), so runs can overlap and repeat.
+//! Tests that need a service skip loudly without one, and fail in CI
+//! (`AIRLOCK_REQUIRE_SERVICES=1`).
 
 #![expect(
     clippy::unwrap_used,
@@ -19,6 +27,7 @@
     reason = "a test fails by panicking, with the value in the message"
 )]
 
+use std::fs::OpenOptions;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -26,8 +35,10 @@ use std::time::Duration;
 
 use airlock_connectors::mariadb::{MariaDbConnector, MariaDbSettings};
 use airlock_connectors::postgres::{scram_sha256_verifier, PostgresConnector, PostgresSettings};
-use airlock_connectors::{Connector, ConnectorError, GrantSpec, Holding, Mode};
+use airlock_connectors::ssh::{SshCaSettings, SshCertificateAuthority};
+use airlock_connectors::{Connector, ConnectorError, GrantSpec, Granted, Holding, Mode};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
+use airlock_testkit::sshd::{OpenSsh, Sshd, Trust, UserKey};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, MySqlConnection, PgConnection};
@@ -36,8 +47,8 @@ use sqlx::{Connection, Executor, MySqlConnection, PgConnection};
 const BOUND: Duration = Duration::from_secs(50);
 /// The connectors' own call timeout.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// The timeout of the connector pointed at a closed port: how long it keeps
-/// retrying the connection before it gives up.
+/// The timeout of the connector that meets an outage: how long it keeps
+/// trying (to connect, to take the lock) before it gives up.
 const UNREACHABLE_TIMEOUT: Duration = Duration::from_millis(1200);
 /// A port nothing listens on.
 const CLOSED_PORT: u16 = 1;
@@ -45,6 +56,310 @@ const CLOSED_PORT: u16 = 1;
 const FUTURE: Timestamp = Timestamp::from_unix_millis(4_102_444_800_000);
 /// 2000-01-01: a grant whose expiry has passed.
 const PAST: Timestamp = Timestamp::from_unix_millis(946_684_800_000);
+/// How long past a grant's `expires_at` the suite waits before it expects
+/// the target to refuse it: targets compare in whole seconds.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(1100);
+
+// ------------------------------------------------------------ shared rules
+
+/// How access was taken away, which decides what the target's refusal says.
+#[derive(Debug, Clone, Copy)]
+enum Removal {
+    Revoked,
+    OutOfBand,
+    Expired,
+}
+
+/// The target made unavailable: calls through `connector` meet the outage
+/// until this is dropped.
+struct Outage {
+    /// The connector under test's settings, meeting the outage (with a short
+    /// timeout where the outage makes calls wait).
+    connector: Box<dyn Connector>,
+    /// What keeps the target away, where something must end for it to come
+    /// back; dropped with the outage.
+    _cause: Option<Box<dyn Send + Sync>>,
+}
+
+/// What every target provides for the shared rules.
+#[async_trait::async_trait]
+trait TargetUnderTest: Send + Sync {
+    fn name(&self) -> String;
+    /// The connector under test.
+    fn connector(&self) -> &dyn Connector;
+    /// A grant for the fixture's Airlock user under a fresh request id, at
+    /// claim 1.
+    fn spec(&self, expires_at: Timestamp) -> GrantSpec;
+    /// A grant that was never made.
+    fn spec_never_granted(&self) -> GrantSpec;
+    /// How `holders()` lists the grant of `spec`.
+    fn holding(&self, spec: &GrantSpec) -> Holding;
+    /// Tries the access `granted` gave for `spec` through the target itself:
+    /// `Ok` while it is there, otherwise how the target refused it.
+    async fn access(&self, spec: &GrantSpec, granted: &Granted) -> Result<(), String>;
+    /// What [`TargetUnderTest::access`]'s refusal says after `removal`.
+    fn refusal(&self, removal: Removal) -> &'static str;
+    /// Takes the access of `spec` away behind the connector's back, as an
+    /// operator or an accident would; returns whether `holders()` can see
+    /// that.
+    async fn remove_access_out_of_band(&self, spec: &GrantSpec) -> bool;
+    /// Makes the target unavailable.
+    fn outage(&self) -> Outage;
+    /// How long a grant may last for the suite to wait out its end, where the
+    /// target ends access at `expires_at` by itself.
+    fn enforced_expiry(&self) -> Option<Duration>;
+    /// Drops everything the fixture made.
+    async fn cleanup(&self);
+}
+
+fn namespace() -> String {
+    format!("alt{}", hex::encode(rand::random::<[u8; 4]>()))
+}
+
+fn fresh_request_id() -> RequestId {
+    RequestId::from_entropy(rand::random())
+}
+
+fn grant_spec(user: &str, request_id: RequestId, expires_at: Timestamp) -> GrantSpec {
+    GrantSpec {
+        request_id,
+        user: UserId::parse(user).unwrap(),
+        entitlement: EntitlementId::parse("db-role").unwrap(),
+        expires_at,
+        claim: 1,
+        public_key: None,
+    }
+}
+
+/// The same grant under the next claim: what the request's next piece of
+/// work (a revoke, a grant after it) carries.
+fn next_claim(spec: &GrantSpec) -> GrantSpec {
+    GrantSpec {
+        claim: spec.claim + 1,
+        ..spec.clone()
+    }
+}
+
+/// Now, by the clock a target that ends access at `expires_at` reads.
+fn wall_clock() -> Timestamp {
+    Timestamp::from_unix_millis(airlock_testkit::wall_clock_unix_millis())
+}
+
+fn expect_retryable(name: &str, what: &str, result: Result<(), ConnectorError>) {
+    match result {
+        Err(e) if e.is_retryable() => {}
+        other => {
+            panic!("{name}: {what} during an outage: expected a retryable error, got {other:?}")
+        }
+    }
+}
+
+async fn holders(name: &str, step: &str, connector: &dyn Connector) -> Vec<Holding> {
+    connector
+        .holders()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: holders() after {step}: {e}"))
+        .unwrap_or_else(|| panic!("{name}: holders() after {step} returned None"))
+}
+
+fn count(holders: &[Holding], principal: &str) -> usize {
+    holders.iter().filter(|h| h.principal == principal).count()
+}
+
+/// One run of the shared rules: every call and check fails the test naming
+/// the target and the step.
+struct Steps<'a> {
+    t: &'a dyn TargetUnderTest,
+    name: String,
+}
+
+impl Steps<'_> {
+    async fn grant(&self, step: &str, spec: &GrantSpec) -> Granted {
+        let name = &self.name;
+        self.t
+            .connector()
+            .grant(spec)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {step}: {e}"))
+    }
+
+    async fn revoke(&self, step: &str, spec: &GrantSpec) {
+        let name = &self.name;
+        self.t
+            .connector()
+            .revoke(spec)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {step}: {e}"));
+    }
+
+    /// `holders()` lists exactly `expected`: the fixture's namespace holds
+    /// nothing else.
+    async fn holders(&self, step: &str, expected: &[&Holding]) {
+        let mut listed = holders(&self.name, step, self.t.connector()).await;
+        listed.sort();
+        let mut expected: Vec<Holding> = expected.iter().map(|h| (*h).clone()).collect();
+        expected.sort();
+        assert_eq!(listed, expected, "{}: holders() after {step}", self.name);
+    }
+
+    async fn access(&self, step: &str, spec: &GrantSpec, granted: &Granted) {
+        if let Err(refused) = self.t.access(spec, granted).await {
+            panic!("{}: no access after {step}: {refused}", self.name);
+        }
+    }
+
+    async fn refused(&self, step: &str, spec: &GrantSpec, granted: &Granted, removal: Removal) {
+        let name = &self.name;
+        let expected = self.t.refusal(removal);
+        match self.t.access(spec, granted).await {
+            Ok(()) => panic!("{name}: access survived {step}"),
+            Err(refused) => assert!(
+                refused.contains(expected),
+                "{name}: after {step}, refused without `{expected}`: {refused}"
+            ),
+        }
+    }
+}
+
+/// The shared rules. Every step lists the holders, as reconciliation would,
+/// and tries the access through the target. Claims grow as the engine's do:
+/// a repeated call carries the same claim, the request's next piece of work
+/// (the revoke, a grant after it) a newer one.
+async fn run_compliance(t: &dyn TargetUnderTest) {
+    let run = Steps { t, name: t.name() };
+    let name = run.name.as_str();
+    let c = t.connector();
+    assert_eq!(c.call_timeout(), CALL_TIMEOUT, "{name}");
+    c.health()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: health: {e}"));
+    run.holders("setup", &[]).await;
+
+    // Grant twice: access once, listed once.
+    let spec = t.spec(FUTURE);
+    let held = t.holding(&spec);
+    run.grant("grant", &spec).await;
+    let granted = run.grant("second grant", &spec).await;
+    run.access("grant twice", &spec, &granted).await;
+    run.holders("grant twice", &[&held]).await;
+
+    // Revoking a grant that was never made succeeds, twice, and leaves the
+    // live grant alone.
+    let never = t.spec_never_granted();
+    run.revoke("revoke of an absent grant", &never).await;
+    run.revoke("second revoke of an absent grant", &never).await;
+    run.access("revoke of an absent grant", &spec, &granted)
+        .await;
+    run.holders("revoke of an absent grant", &[&held]).await;
+
+    // Revoke twice: access ends, and stays ended.
+    let revoke = next_claim(&spec);
+    run.revoke("revoke", &revoke).await;
+    run.refused("revoke", &spec, &granted, Removal::Revoked)
+        .await;
+    run.holders("revoke", &[]).await;
+    run.revoke("second revoke", &revoke).await;
+    run.refused("revoke twice", &spec, &granted, Removal::Revoked)
+        .await;
+    run.holders("revoke twice", &[]).await;
+
+    // Granted again, then taken away out of band: the same grant, repeated,
+    // restores the access.
+    let spec = next_claim(&revoke);
+    let granted = run.grant("grant after the revoke", &spec).await;
+    run.access("grant after the revoke", &spec, &granted).await;
+    run.holders("grant after the revoke", &[&held]).await;
+    let visible = t.remove_access_out_of_band(&spec).await;
+    run.refused("out-of-band change", &spec, &granted, Removal::OutOfBand)
+        .await;
+    let still_listed: &[&Holding] = if visible { &[] } else { &[&held] };
+    run.holders("out-of-band change", still_listed).await;
+    let granted = run.grant("grant after the out-of-band change", &spec).await;
+    run.access("grant after the out-of-band change", &spec, &granted)
+        .await;
+    run.holders("grant after the out-of-band change", &[&held])
+        .await;
+
+    // An unavailable target: retryable failures, then the same calls succeed
+    // once it is back. A call that ran out of time may still land later (the
+    // SSH CA finishes it once the lock is free), so the calls tried are ones
+    // that change nothing whenever they land: a repeat of the live grant and
+    // a revoke of the grant that was never made.
+    let outage = t.outage();
+    let down = &outage.connector;
+    let (grant, revoke, listed, health) = tokio::join!(
+        down.grant(&spec),
+        down.revoke(&never),
+        down.holders(),
+        down.health(),
+    );
+    expect_retryable(name, "grant", grant.map(|_| ()));
+    expect_retryable(name, "revoke", revoke);
+    expect_retryable(name, "holders", listed.map(|_| ()));
+    expect_retryable(name, "health", health);
+    drop(outage);
+    let granted = run.grant("grant after the outage", &spec).await;
+    run.revoke("revoke after the outage", &never).await;
+    c.health()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: health after the outage: {e}"));
+    run.access("the outage", &spec, &granted).await;
+    run.holders("the outage", &[&held]).await;
+
+    run.revoke("final revoke", &next_claim(&spec)).await;
+    run.refused("final revoke", &spec, &granted, Removal::Revoked)
+        .await;
+    run.holders("final revoke", &[]).await;
+
+    // Where the target ends access at `expires_at` by itself, it does so
+    // without any call.
+    if let Some(lifetime) = t.enforced_expiry() {
+        let expires_at = wall_clock().plus(lifetime);
+        let spec = t.spec(expires_at);
+        let granted = run.grant("grant until soon", &spec).await;
+        run.access("grant until soon", &spec, &granted).await;
+        run.holders("grant until soon", &[&t.holding(&spec)]).await;
+        tokio::time::sleep(wall_clock().until(expires_at) + EXPIRY_MARGIN).await;
+        run.refused("expiry", &spec, &granted, Removal::Expired)
+            .await;
+        run.holders("expiry", &[]).await;
+    }
+}
+
+/// Runs `body` within [`BOUND`], then cleans up whatever happened, then
+/// reports the body's outcome.
+async fn guarded<T, F, Fut>(setup: impl Future<Output = T>, body: F)
+where
+    T: TargetUnderTest + 'static,
+    F: FnOnce(Arc<T>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let target = Arc::new(
+        tokio::time::timeout(Duration::from_secs(20), setup)
+            .await
+            .expect("fixture setup timed out"),
+    );
+    let task = tokio::spawn(body(Arc::clone(&target)));
+    let abort = task.abort_handle();
+    let outcome = tokio::time::timeout(BOUND, task).await;
+    abort.abort();
+    tokio::time::timeout(Duration::from_secs(20), target.cleanup())
+        .await
+        .expect("cleanup timed out");
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Ok(Err(e)) => panic!("{}: {e}", target.name()),
+        Err(_) => panic!("{}: exceeded {BOUND:?}", target.name()),
+    }
+}
+
+// -------------------------------------------------------------- SQL targets
+
+/// How many roles every SQL fixture manages (`{ns}_reader`, `{ns}_writer`).
+const MANAGED_ROLES: usize = 2;
+/// How a SQL target refuses access that was taken away.
+const NO_MEMBERSHIP: &str = "member of no managed role";
 
 /// A login as the grantee; its next statement fails once it is ended.
 #[async_trait::async_trait]
@@ -52,9 +367,10 @@ trait Session: Send {
     async fn ping(&mut self) -> Result<(), String>;
 }
 
-/// What a target provides for the shared suite.
+/// What a SQL target provides, for the shared rules (through [`Sql`]) and
+/// for its own ([`run_sql_rules`]).
 #[async_trait::async_trait]
-trait TargetUnderTest: Send + Sync {
+trait SqlTarget: Send + Sync {
     fn name(&self) -> String;
     fn mode(&self) -> Mode;
     /// The connector under test.
@@ -94,65 +410,81 @@ trait TargetUnderTest: Send + Sync {
     async fn cleanup(&self);
 }
 
-fn namespace() -> String {
-    format!("alt{}", hex::encode(rand::random::<[u8; 4]>()))
-}
+/// A SQL target under the shared rules, which every SQL target meets the
+/// same way: access is membership in every managed role (asked with the
+/// admin connection), the out-of-band change is an admin revoking those
+/// memberships (which `holders()` sees), and the outage is the same settings
+/// pointed at a closed port (which every call, health included, meets).
+/// Expiry is not enforced by MariaDB, nor by PostgreSQL in grant mode; a
+/// PostgreSQL temporary login's `VALID UNTIL` is checked by
+/// [`postgres_temporary_login_details`].
+struct Sql<T>(T);
 
-fn fresh_request_id() -> RequestId {
-    RequestId::from_entropy(rand::random())
-}
-
-fn grant_spec(user: &str, request_id: RequestId, expires_at: Timestamp) -> GrantSpec {
-    GrantSpec {
-        request_id,
-        user: UserId::parse(user).unwrap(),
-        entitlement: EntitlementId::parse("db-role").unwrap(),
-        expires_at,
-        claim: 1,
-        public_key: None,
+#[async_trait::async_trait]
+impl<T: SqlTarget> TargetUnderTest for Sql<T> {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn connector(&self) -> &dyn Connector {
+        self.0.connector()
+    }
+    fn spec(&self, expires_at: Timestamp) -> GrantSpec {
+        self.0.spec(expires_at)
+    }
+    fn spec_never_granted(&self) -> GrantSpec {
+        self.0.spec_without_login()
+    }
+    fn holding(&self, spec: &GrantSpec) -> Holding {
+        let temporary = self.0.mode() == Mode::TemporaryLogin;
+        Holding {
+            principal: self.0.principal(spec),
+            request_id: temporary.then(|| spec.request_id.clone()),
+        }
+    }
+    async fn access(&self, spec: &GrantSpec, _granted: &Granted) -> Result<(), String> {
+        match self.0.memberships(&self.0.login(spec)).await {
+            MANAGED_ROLES => Ok(()),
+            0 => Err(NO_MEMBERSHIP.to_owned()),
+            n => panic!(
+                "{}: member of {n} of {MANAGED_ROLES} managed roles",
+                self.name()
+            ),
+        }
+    }
+    fn refusal(&self, _removal: Removal) -> &'static str {
+        NO_MEMBERSHIP
+    }
+    async fn remove_access_out_of_band(&self, spec: &GrantSpec) -> bool {
+        self.0.revoke_out_of_band(&self.0.login(spec)).await;
+        true
+    }
+    fn outage(&self) -> Outage {
+        Outage {
+            connector: self.0.unreachable(),
+            _cause: None,
+        }
+    }
+    fn enforced_expiry(&self) -> Option<Duration> {
+        None
+    }
+    async fn cleanup(&self) {
+        self.0.cleanup().await;
     }
 }
 
-fn expect_retryable(name: &str, what: &str, result: Result<(), ConnectorError>) {
-    match result {
-        Err(e) if e.is_retryable() => {}
-        other => panic!("{name}: {what} against an unreachable target: expected a retryable error, got {other:?}"),
-    }
-}
-
-async fn holders(name: &str, step: &str, connector: &dyn Connector) -> Vec<Holding> {
-    connector
-        .holders()
-        .await
-        .unwrap_or_else(|e| panic!("{name}: holders() after {step}: {e}"))
-        .unwrap_or_else(|| panic!("{name}: holders() after {step} returned None"))
-}
-
-fn count(holders: &[Holding], principal: &str) -> usize {
-    holders.iter().filter(|h| h.principal == principal).count()
-}
-
-/// The shared suite. Every step lists the holders, as reconciliation would.
-async fn run_compliance(t: &dyn TargetUnderTest) {
+/// What the SQL targets promise beyond the shared rules: a second grant of a
+/// temporary login resets its password (never shown), the credential logs in
+/// during the grant and a revoke ends that session, holders Airlock did not
+/// make are listed (and left alone by a revoke), a missing role is named, and
+/// reconciliation's hooks work.
+async fn run_sql_rules(t: &dyn SqlTarget) {
     let name = t.name();
     let name = name.as_str();
     let c = t.connector();
-    let roles = 2;
-    assert_eq!(c.call_timeout(), CALL_TIMEOUT, "{name}");
-    c.health()
-        .await
-        .unwrap_or_else(|e| panic!("{name}: health: {e}"));
+    let temporary = t.mode() == Mode::TemporaryLogin;
 
     let spec = t.spec(FUTURE);
     let login = t.login(&spec);
-    let principal = t.principal(&spec);
-    let temporary = t.mode() == Mode::TemporaryLogin;
-    let expected_request = temporary.then(|| spec.request_id.clone());
-
-    let h = holders(name, "setup", c).await;
-    assert_eq!(count(&h, &principal), 0, "{name}: {h:?}");
-
-    // Grant twice: the same access once.
     let first = c
         .grant(&spec)
         .await
@@ -161,16 +493,6 @@ async fn run_compliance(t: &dyn TargetUnderTest) {
         .grant(&spec)
         .await
         .unwrap_or_else(|e| panic!("{name}: second grant: {e}"));
-    assert_eq!(
-        t.memberships(&login).await,
-        roles,
-        "{name}: memberships after grant"
-    );
-    let h = holders(name, "grant twice", c).await;
-    assert_eq!(count(&h, &principal), 1, "{name}: {h:?}");
-    let held = h.iter().find(|x| x.principal == principal).unwrap();
-    assert_eq!(held.request_id, expected_request, "{name}: {held:?}");
-
     let password = if temporary {
         let (first, second) = (first.credential.unwrap(), second.credential.unwrap());
         assert_eq!(first.login, login, "{name}");
@@ -221,18 +543,9 @@ async fn run_compliance(t: &dyn TargetUnderTest) {
         .ping()
         .await
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-
-    // Revoke twice.
     c.revoke(&spec)
         .await
         .unwrap_or_else(|e| panic!("{name}: revoke: {e}"));
-    assert_eq!(
-        t.memberships(&login).await,
-        0,
-        "{name}: memberships after revoke"
-    );
-    let h = holders(name, "revoke", c).await;
-    assert_eq!(count(&h, &principal), 0, "{name}: {h:?}");
     assert!(
         session.ping().await.is_err(),
         "{name}: the grantee's session survived the revoke"
@@ -243,56 +556,16 @@ async fn run_compliance(t: &dyn TargetUnderTest) {
             "{name}: the credential still logs in after the revoke"
         );
     }
-    c.revoke(&spec)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: second revoke: {e}"));
-    let h = holders(name, "revoke twice", c).await;
-    assert_eq!(count(&h, &principal), 0, "{name}: {h:?}");
-
-    // Revoke of something never granted (a login that does not exist).
-    c.revoke(&t.spec_without_login())
-        .await
-        .unwrap_or_else(|e| panic!("{name}: revoke of an absent grant: {e}"));
-    holders(name, "revoke of an absent grant", c).await;
-
-    // Grant again after an out-of-band revoke: the membership comes back.
-    c.grant(&spec)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: re-grant: {e}"));
-    t.revoke_out_of_band(&login).await;
-    assert_eq!(t.memberships(&login).await, 0, "{name}");
-    let h = holders(name, "out-of-band revoke", c).await;
-    assert_eq!(count(&h, &principal), 0, "{name}: {h:?}");
-    c.grant(&spec)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: grant after out-of-band revoke: {e}"));
-    assert_eq!(
-        t.memberships(&login).await,
-        roles,
-        "{name}: membership not restored"
-    );
-    let h = holders(name, "grant after out-of-band revoke", c).await;
-    assert_eq!(count(&h, &principal), 1, "{name}: {h:?}");
 
     // A holder Airlock did not create shows up for reconciliation.
+    let spec = t.spec(FUTURE);
+    let principal = t.principal(&spec);
+    c.grant(&spec)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: grant beside an out-of-band holder: {e}"));
     let extra = t.add_holder_out_of_band().await;
     let h = holders(name, "out-of-band holder", c).await;
     assert_eq!(count(&h, &extra), 1, "{name}: {h:?}");
-    assert_eq!(count(&h, &principal), 1, "{name}: {h:?}");
-
-    // Unreachable target: retryable, then the real one succeeds.
-    let down = t.unreachable();
-    expect_retryable(name, "grant", down.grant(&spec).await.map(|_| ()));
-    expect_retryable(name, "revoke", down.revoke(&spec).await);
-    expect_retryable(name, "health", down.health().await);
-    expect_retryable(name, "holders", down.holders().await.map(|_| ()));
-    c.grant(&spec)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: grant after outage: {e}"));
-    c.health()
-        .await
-        .unwrap_or_else(|e| panic!("{name}: health after outage: {e}"));
-    let h = holders(name, "outage", c).await;
     assert_eq!(count(&h, &principal), 1, "{name}: {h:?}");
 
     // A missing role: health names it, a grant fails permanently.
@@ -308,12 +581,12 @@ async fn run_compliance(t: &dyn TargetUnderTest) {
         "{name}: {err}"
     );
 
-    // Final revoke leaves the out-of-band holder alone.
+    // A revoke leaves the out-of-band holder alone.
     c.revoke(&spec)
         .await
-        .unwrap_or_else(|e| panic!("{name}: final revoke: {e}"));
-    assert_eq!(t.memberships(&login).await, 0, "{name}");
-    let h = holders(name, "final revoke", c).await;
+        .unwrap_or_else(|e| panic!("{name}: revoke beside an out-of-band holder: {e}"));
+    assert_eq!(t.memberships(&t.login(&spec)).await, 0, "{name}");
+    let h = holders(name, "revoke beside an out-of-band holder", c).await;
     assert_eq!(count(&h, &principal), 0, "{name}: {h:?}");
     assert_eq!(count(&h, &extra), 1, "{name}: {h:?}");
 
@@ -325,7 +598,7 @@ async fn run_compliance(t: &dyn TargetUnderTest) {
 /// it (out of band or through Airlock), idempotently, sessions included,
 /// never from the connector's own account.
 async fn run_reconciliation_hooks(
-    t: &dyn TargetUnderTest,
+    t: &dyn SqlTarget,
     spec: &GrantSpec,
     principal: &str,
     extra: &str,
@@ -410,34 +683,6 @@ async fn run_reconciliation_hooks(
         !err.is_retryable() && err.message().contains(&own.principal),
         "{name}: {err}"
     );
-}
-
-/// Runs `body` within [`BOUND`], then cleans up whatever happened, then
-/// reports the body's outcome.
-async fn guarded<T, F, Fut>(setup: impl Future<Output = T>, body: F)
-where
-    T: TargetUnderTest + 'static,
-    F: FnOnce(Arc<T>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let target = Arc::new(
-        tokio::time::timeout(Duration::from_secs(20), setup)
-            .await
-            .expect("fixture setup timed out"),
-    );
-    let task = tokio::spawn(body(Arc::clone(&target)));
-    let abort = task.abort_handle();
-    let outcome = tokio::time::timeout(BOUND, task).await;
-    abort.abort();
-    tokio::time::timeout(Duration::from_secs(20), target.cleanup())
-        .await
-        .expect("cleanup timed out");
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Ok(Err(e)) => panic!("{}: {e}", target.name()),
-        Err(_) => panic!("{}: exceeded {BOUND:?}", target.name()),
-    }
 }
 
 async fn bounded_connect<T>(
@@ -539,7 +784,7 @@ impl PgTarget {
 }
 
 #[async_trait::async_trait]
-impl TargetUnderTest for PgTarget {
+impl SqlTarget for PgTarget {
     fn name(&self) -> String {
         format!("postgres/{:?}/{}", self.mode, self.ns)
     }
@@ -679,21 +924,29 @@ fn postgres_url() -> Option<String> {
     airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL")
 }
 
-#[tokio::test]
-async fn postgres_grant_mode_complies() {
-    let Some(url) = postgres_url() else { return };
-    guarded(PgTarget::setup(url, Mode::Grant), |t| async move {
+/// The shared rules, then the SQL ones, on the target `setup` makes.
+async fn sql_complies<T: SqlTarget + 'static>(setup: impl Future<Output = T>) {
+    guarded(async { Sql(setup.await) }, |t| async move {
         run_compliance(&*t).await;
+        run_sql_rules(&t.0).await;
     })
     .await;
 }
 
 #[tokio::test]
+async fn postgres_grant_mode_complies() {
+    let Some(url) = postgres_url() else { return };
+    sql_complies(PgTarget::setup(url, Mode::Grant)).await;
+}
+
+#[tokio::test]
 async fn postgres_temporary_login_mode_complies() {
     let Some(url) = postgres_url() else { return };
-    guarded(PgTarget::setup(url, Mode::TemporaryLogin), |t| async move {
+    let setup = async { Sql(PgTarget::setup(url, Mode::TemporaryLogin).await) };
+    guarded(setup, |t| async move {
         run_compliance(&*t).await;
-        postgres_temporary_login_details(&t).await;
+        run_sql_rules(&t.0).await;
+        postgres_temporary_login_details(&t.0).await;
     })
     .await;
 }
@@ -930,7 +1183,7 @@ impl MariaTarget {
 }
 
 #[async_trait::async_trait]
-impl TargetUnderTest for MariaTarget {
+impl SqlTarget for MariaTarget {
     fn name(&self) -> String {
         format!("mariadb/{:?}/{}", self.mode, self.ns)
     }
@@ -1068,21 +1321,181 @@ fn mariadb_url() -> Option<String> {
 #[tokio::test]
 async fn mariadb_grant_mode_complies() {
     let Some(url) = mariadb_url() else { return };
-    guarded(MariaTarget::setup(url, Mode::Grant), |t| async move {
-        run_compliance(&*t).await;
-    })
-    .await;
+    sql_complies(MariaTarget::setup(url, Mode::Grant)).await;
 }
 
 #[tokio::test]
 async fn mariadb_temporary_login_mode_complies() {
     let Some(url) = mariadb_url() else { return };
-    guarded(
-        MariaTarget::setup(url, Mode::TemporaryLogin),
-        |t| async move {
-            run_compliance(&*t).await;
-        },
-    )
+    sql_complies(MariaTarget::setup(url, Mode::TemporaryLogin)).await;
+}
+
+// ------------------------------------------------------------------ SSH CA
+
+/// The principal the test sshd's `AuthorizedPrincipalsFile` maps to the
+/// current unix user.
+const SSH_PRINCIPAL: &str = "web-admin";
+/// How long the grant the suite waits out lasts: `valid_before` is
+/// `expires_at` in whole seconds, so this leaves three at least to log in.
+const SSH_LIFETIME: Duration = Duration::from_secs(4);
+/// How long sshd may take to log why it refused a login after the client
+/// has given up.
+const SSHD_LOG_WAIT: Duration = Duration::from_secs(2);
+
+/// The SSH certificate authority in a temporary folder, with a real sshd on
+/// loopback that trusts its CA (through the `.pub` the connector writes
+/// beside its key), maps [`SSH_PRINCIPAL`] to the current unix user and reads
+/// the connector's KRL at every login. Access is a login through that sshd
+/// with the issued certificate; a refusal is what sshd logged about it.
+struct SshTarget {
+    settings: SshCaSettings,
+    connector: SshCertificateAuthority,
+    key: UserKey,
+    sshd: Sshd,
+    /// Declared last, so sshd is killed before its folder is removed.
+    _dir: tempfile::TempDir,
+}
+
+impl SshTarget {
+    fn setup(tools: &OpenSsh) -> SshTarget {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SshCaSettings {
+            call_timeout: CALL_TIMEOUT,
+            ..SshCaSettings::new(
+                dir.path().join("ca/ca_key"),
+                vec![SSH_PRINCIPAL.to_owned()],
+                dir.path().join("revoked.krl"),
+                dir.path().join("state"),
+            )
+        };
+        let connector = SshCertificateAuthority::load_or_generate(settings.clone()).unwrap();
+        let trust = Trust {
+            ca_public_key: &dir.path().join("ca/ca_key.pub"),
+            principal: SSH_PRINCIPAL,
+            krl: &settings.krl_path,
+        };
+        let sshd = Sshd::start(tools, dir.path(), &trust);
+        SshTarget {
+            key: tools.new_key(&dir.path().join("id_alice")),
+            settings,
+            connector,
+            sshd,
+            _dir: dir,
+        }
+    }
+
+    /// What sshd has logged from byte `seen` on, once it has logged the end
+    /// of the refused connection (or after [`SSHD_LOG_WAIT`]).
+    fn sshd_log_since(&self, seen: usize) -> String {
+        let deadline = std::time::Instant::now() + SSHD_LOG_WAIT;
+        loop {
+            let log = self.sshd.log().get(seen..).unwrap_or_default().to_owned();
+            if log.contains("[preauth]") || std::time::Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl TargetUnderTest for SshTarget {
+    fn name(&self) -> String {
+        "ssh-ca".to_owned()
+    }
+    fn connector(&self) -> &dyn Connector {
+        &self.connector
+    }
+    fn spec(&self, expires_at: Timestamp) -> GrantSpec {
+        GrantSpec {
+            entitlement: EntitlementId::parse("web-ssh").unwrap(),
+            public_key: Some(self.key.public.clone()),
+            ..grant_spec("alice", fresh_request_id(), expires_at)
+        }
+    }
+    fn spec_never_granted(&self) -> GrantSpec {
+        self.spec(FUTURE)
+    }
+    fn holding(&self, spec: &GrantSpec) -> Holding {
+        Holding {
+            principal: spec.request_id.as_str().to_owned(),
+            request_id: Some(spec.request_id.clone()),
+        }
+    }
+    async fn access(&self, _spec: &GrantSpec, granted: &Granted) -> Result<(), String> {
+        let certificate = granted
+            .certificate
+            .as_deref()
+            .unwrap_or_else(|| panic!("ssh-ca: the grant returned no certificate: {granted:?}"));
+        let path = self.key.write_certificate(certificate);
+        let seen = self.sshd.log().len();
+        self.sshd.login(&self.key, &path).map_err(|said| {
+            format!(
+                "ssh said: {said}sshd logged:\n{}",
+                self.sshd_log_since(seen)
+            )
+        })
+    }
+    fn refusal(&self, removal: Removal) -> &'static str {
+        match removal {
+            // The serial (and the key id) is in the KRL.
+            Removal::Revoked => "revoked by file",
+            // sshd refuses every key while it cannot read the KRL.
+            Removal::OutOfBand => "in revoked keys file",
+            // By sshd's own clock, past `valid_before`.
+            Removal::Expired => "Certificate invalid: expired",
+        }
+    }
+    /// The KRL lost (a cleanup job, a restore, a copy gone wrong): sshd then
+    /// refuses every key, this certificate's too. The connector rebuilds the
+    /// KRL from its records on every grant and revoke (and its health check
+    /// says so), so the grant repeated restores the access. Its records, where
+    /// `holders()` comes from, are untouched: `holders()` cannot see the loss.
+    async fn remove_access_out_of_band(&self, _spec: &GrantSpec) -> bool {
+        std::fs::remove_file(&self.settings.krl_path).unwrap();
+        false
+    }
+    /// sshd is never called, so the only target the connector can be cut off
+    /// from is its shared state: every grant, revoke and holders call runs
+    /// under an exclusive `flock` on `state_dir/.lock`, which replicas sharing
+    /// the state take in turn. Another process holding it (a replica stalled
+    /// mid-call, a hung shared filesystem) makes those calls wait out their
+    /// `call_timeout`, which is `Retryable`; once it lets go they go through.
+    /// `health()` takes no lock (it signs a throwaway certificate and probes
+    /// the folders), so this outage does not reach it.
+    fn outage(&self) -> Outage {
+        // Made before the lock is taken: loading writes the KRL under it.
+        let connector = SshCertificateAuthority::load_or_generate(SshCaSettings {
+            call_timeout: UNREACHABLE_TIMEOUT,
+            ..self.settings.clone()
+        })
+        .unwrap();
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.settings.state_dir.join(".lock"))
+            .unwrap();
+        lock.lock().unwrap();
+        Outage {
+            connector: Box::new(connector),
+            _cause: Some(Box::new(lock)),
+        }
+    }
+    fn enforced_expiry(&self) -> Option<Duration> {
+        Some(SSH_LIFETIME)
+    }
+    async fn cleanup(&self) {
+        // The folder goes, and sshd with it, when the target is dropped.
+    }
+}
+
+#[tokio::test]
+async fn ssh_ca_complies() {
+    let Some(tools) = OpenSsh::find() else { return };
+    guarded(async move { SshTarget::setup(&tools) }, |t| async move {
+        run_compliance(&*t).await;
+    })
     .await;
 }
 

@@ -5,6 +5,12 @@
 //! parses and enforces (a KRL it cannot read makes it refuse every key), and
 //! expiry that holds without Airlock.
 //!
+//! The rules every connector follows (grant and revoke twice, revoke of an
+//! absent grant, access restored after the KRL is lost, retryable while the
+//! state is locked, refused after revoke and after expiry, holders after each
+//! step) run in the shared suite, `tests/compliance.rs` (`ssh_ca_complies`);
+//! this file keeps what only the SSH certificate authority promises.
+//!
 //! Each test that needs sshd starts its own (`airlock_testkit::sshd`) on a
 //! free port with its own CA, KRL and principals file, and kills it when
 //! done. Tests that need a program
@@ -21,7 +27,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use airlock_connectors::ssh::{serial_for, Krl, SshCaSettings, SshCertificateAuthority};
 use airlock_connectors::{Connector, GrantSpec, Holding};
@@ -41,16 +47,9 @@ fn keygen() -> Option<PathBuf> {
     service_program("ssh-keygen")
 }
 
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the test compares with the wall clock sshd uses"
-)]
+/// Now, by the wall clock sshd compares certificates with.
 fn now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    Timestamp::from_unix_millis(i64::try_from(ms).unwrap())
+    Timestamp::from_unix_millis(airlock_testkit::wall_clock_unix_millis())
 }
 
 fn in_an_hour() -> Timestamp {
@@ -291,40 +290,26 @@ async fn a_revoked_certificate_is_refused_by_sshd_and_listed_in_the_krl() {
     .await;
 }
 
+/// A certificate ending at `expires_at` without Airlock (sshd refuses it by
+/// its own clock) is one of the shared rules in `tests/compliance.rs`.
 #[tokio::test]
-async fn an_expired_certificate_is_refused_without_airlock() {
-    let Some(tools) = OpenSsh::find() else { return };
+async fn a_grant_whose_end_has_passed_issues_nothing() {
     bounded(BOUND, async {
-        let fx = Fixture::new();
-        let sshd = fx.start_sshd(&tools);
-
-        // `valid_before` is `expires_at` in whole seconds.
-        let expires_at = now().plus(Duration::from_secs(4));
-        let cert = certify(&fx.ca, &fx.key, &fresh_request_id(), expires_at).await;
-        sshd.assert_logs_in(&fx.key, &cert, "login refused before expiry");
-
-        tokio::time::sleep(now().until(expires_at) + Duration::from_millis(1100)).await;
-        sshd.assert_refused(
-            &fx.key,
-            &cert,
-            "an expired certificate",
-            "Certificate invalid: expired",
-        );
-        assert_eq!(holders(&fx.ca).await, []);
-
-        // A grant whose end has passed issues nothing.
-        let err = fx
-            .ca
+        let Fixture {
+            dir: _dir, ca, key, ..
+        } = Fixture::new();
+        let err = ca
             .grant(&spec(
                 &fresh_request_id(),
                 now().minus(Duration::from_secs(1)),
-                &fx.key.public,
+                &key.public,
                 1,
             ))
             .await
             .unwrap_err();
         assert!(!err.is_retryable(), "{err}");
         assert!(err.message().contains("expired"), "{err}");
+        assert_eq!(holders(&ca).await, []);
     })
     .await;
 }

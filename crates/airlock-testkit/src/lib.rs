@@ -4,7 +4,8 @@
 //! PostgreSQL test gets a database of its own. Tests that need a program
 //! (sshd, ssh) find it the same way through [`service_program`], and those
 //! that log in to a real sshd start it through [`sshd`]. Async tests hold
-//! themselves to a time bound through [`bounded`].
+//! themselves to a time bound through [`bounded`], and read the wall clock,
+//! where their target does, through [`wall_clock_unix_millis`].
 
 pub mod sshd;
 
@@ -19,6 +20,19 @@ pub async fn bounded<F: std::future::Future>(limit: std::time::Duration, test: F
     tokio::time::timeout(limit, test)
         .await
         .unwrap_or_else(|_| panic!("test exceeded its time bound of {limit:?}"))
+}
+
+/// Milliseconds since the Unix epoch by the wall clock, for tests of a
+/// target that compares with it (sshd checks a certificate's validity by its
+/// own clock), where injected time cannot reach.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the target under test reads the wall clock, so the test must too"
+)]
+pub fn wall_clock_unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The URL in `var`, or `None` after printing why the caller skips.
