@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 
-use crate::{now_ms, percentile, toml_string};
+use crate::{now_ms, percentile, requester_users, toml_string};
 
 const SECRET: &str = "bench-webhook-secret-0123456789";
 
@@ -103,14 +103,7 @@ fn config(n: usize, hook: &str, data_dir: &Path, database: &Location) -> (String
         toml_string(&database),
         token_hash("approver-token")
     );
-    let tokens: Vec<String> = (0..n).map(|i| format!("bench-token-{i}")).collect();
-    for (i, t) in tokens.iter().enumerate() {
-        let _ = write!(
-            text,
-            "\n[users.u{i}]\ngroups = [\"requesters\"]\ntoken_sha256 = \"{}\"\n",
-            token_hash(t)
-        );
-    }
+    let tokens = requester_users(&mut text, n, "bench-token-");
     (text, tokens)
 }
 

@@ -77,6 +77,21 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Appends `n` config users `u0..` in group `requesters`, each with its own
+/// token (`{token_prefix}{i}`); returns the tokens in order.
+pub(crate) fn requester_users(text: &mut String, n: usize, token_prefix: &str) -> Vec<String> {
+    use std::fmt::Write as _;
+    let tokens: Vec<String> = (0..n).map(|i| format!("{token_prefix}{i}")).collect();
+    for (i, t) in tokens.iter().enumerate() {
+        let _ = write!(
+            text,
+            "\n[users.u{i}]\ngroups = [\"requesters\"]\ntoken_sha256 = \"{}\"\n",
+            airlock_server::config::token_hash(t)
+        );
+    }
+    tokens
+}
+
 /// A TOML basic string holding `raw`.
 pub(crate) fn toml_string(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len() + 2);

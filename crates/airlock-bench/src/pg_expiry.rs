@@ -20,14 +20,14 @@ use airlock_core::request::State;
 use airlock_core::RequestId;
 use airlock_server::api::{CreateRequest, DurationInput};
 use airlock_server::client::Client;
-use airlock_server::config::{token_hash, Settings};
+use airlock_server::config::Settings;
 use airlock_server::store::sql::{Location, SqlStore};
 use airlock_server::store::{RequestFilter, Store};
 use anyhow::{bail, Context};
 use sqlx::{Connection, PgConnection, Row};
 
 use crate::store::with_database;
-use crate::{now_ms, percentile, toml_string};
+use crate::{now_ms, percentile, requester_users, toml_string};
 
 /// The target: p99 lag after expiry.
 const P99_TARGET_MS: f64 = 2000.0;
@@ -166,14 +166,7 @@ fn config(args: &PgExpiryArgs, target: &Target, data_dir: &Path) -> (String, Vec
         toml_string(&target.role),
         toml_string(&format!("{}{{user}}", target.login_prefix)),
     );
-    let tokens: Vec<String> = (0..args.n).map(|i| format!("pg-bench-token-{i}")).collect();
-    for (i, t) in tokens.iter().enumerate() {
-        let _ = write!(
-            text,
-            "\n[users.u{i}]\ngroups = [\"requesters\"]\ntoken_sha256 = \"{}\"\n",
-            token_hash(t)
-        );
-    }
+    let tokens = requester_users(&mut text, args.n, "pg-bench-token-");
     (text, tokens)
 }
 

@@ -141,6 +141,20 @@ fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<
     }
 }
 
+/// A fresh PostgreSQL database (named from `prefix`) and the runtime that
+/// drops it; `None` (after a loud skip) when no PostgreSQL is configured.
+fn fresh_postgres(
+    prefix: &str,
+) -> Option<(tokio::runtime::Runtime, airlock_testkit::FreshDatabase)> {
+    let admin_url = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt.block_on(airlock_testkit::FreshDatabase::create(&admin_url, prefix));
+    Some((rt, db))
+}
+
 fn state_of(demo: &Demo, id: &str) -> Value {
     demo.json("alice", &["show", id])
 }
@@ -428,17 +442,9 @@ fn config_errors_name_file_line_and_field() {
 
 #[test]
 fn the_lifecycle_and_restart_recovery_work_on_postgres() {
-    let Some(admin_url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+    let Some((rt, db)) = fresh_postgres("airlock_e2e") else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt.block_on(airlock_testkit::FreshDatabase::create(
-        &admin_url,
-        "airlock_e2e",
-    ));
 
     let migrate = Command::new(BIN)
         .args(["migrate", "--database", &db.url])
@@ -633,15 +639,7 @@ fn export_and_import_move_all_state_between_databases() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    if let Some(admin_url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let db = rt.block_on(airlock_testkit::FreshDatabase::create(
-            &admin_url,
-            "airlock_e2e",
-        ));
+    if let Some((rt, db)) = fresh_postgres("airlock_e2e") {
         export_then_import(&db.url, &[]);
         rt.block_on(db.drop_now());
     }
@@ -928,17 +926,9 @@ fn ssh_writes_the_certificate_beside_the_key() {
 
 #[test]
 fn reconcile_exits_non_zero_while_drift_is_left_in_place() {
-    let Some(admin_url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+    let Some((rt, target)) = fresh_postgres("airlock_e2e_drift") else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let target = rt.block_on(airlock_testkit::FreshDatabase::create(
-        &admin_url,
-        "airlock_e2e_drift",
-    ));
     // Roles are cluster-wide: a namespace of this run's own.
     let nanos = std::time::UNIX_EPOCH.elapsed().unwrap().subsec_nanos();
     let ns = format!("rce{}_{nanos}", std::process::id());

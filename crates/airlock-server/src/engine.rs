@@ -230,7 +230,7 @@ impl Engine {
 
     /// A user as the directory knows them now; one removed from the config
     /// since keeps their id and no groups.
-    fn known_user(&self, id: &UserId) -> User {
+    pub fn known_user(&self, id: &UserId) -> User {
         self.catalog.user(id).cloned().unwrap_or_else(|| User {
             id: id.clone(),
             groups: Default::default(),

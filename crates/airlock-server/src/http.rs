@@ -706,16 +706,7 @@ async fn explain(
         .flatten();
     let policies = state.engine.policies();
     let set = policies.current();
-    let requester = state
-        .engine
-        .catalog()
-        .user(&request.requester)
-        .cloned()
-        .unwrap_or_else(|| User {
-            id: request.requester.clone(),
-            groups: Default::default(),
-            roles: Default::default(),
-        });
+    let requester = state.engine.known_user(&request.requester);
     let now = policy::verdict(&set, &policies.stored_request_facts(&requester, &request));
     Ok(Json(ExplainView {
         request: request.id.to_string(),
