@@ -9,11 +9,12 @@
     reason = "test code: a failed step should fail the test"
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use airlock_server::api::{CreateRequest, DurationInput};
 use airlock_server::client::Client;
 use airlock_server::config::{token_hash, Settings};
+use airlock_testkit::until;
 use sqlx::Connection;
 
 /// A name unique to this run, usable as a role name.
@@ -40,20 +41,6 @@ async fn boot(connector: &str) -> (airlock_server::server::Server, Client, tempf
     (server, client, dir)
 }
 
-async fn until<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Requests a 3 s grant, collects its credential (once), and returns it with
 /// the request id; then waits for the grant to end.
 async fn request_and_collect(client: &Client) -> (String, airlock_server::api::CredentialView) {
@@ -67,7 +54,7 @@ async fn request_and_collect(client: &Client) -> (String, airlock_server::api::C
         public_key: None,
     };
     let created = client.create_request(&body).await.unwrap();
-    until("the grant", || async {
+    until(Duration::from_secs(20), "the grant", || async {
         let r = client.get_request(&created.id).await.unwrap();
         (r.state == "active").then_some(())
     })
@@ -130,10 +117,14 @@ async fn postgres_temporary_login_is_handed_out_once_and_dropped_at_expiry() {
         .await
         .unwrap();
 
-    until("the login to be dropped after expiry", || async {
-        let r = client.get_request(&id).await.unwrap();
-        (r.deprovisioned_at.is_some()).then_some(())
-    })
+    until(
+        Duration::from_secs(20),
+        "the login to be dropped after expiry",
+        || async {
+            let r = client.get_request(&id).await.unwrap();
+            (r.deprovisioned_at.is_some()).then_some(())
+        },
+    )
     .await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
         .bind(&credential.login)
@@ -196,10 +187,14 @@ async fn mariadb_temporary_user_logs_in_during_the_grant_only() {
         .await
         .is_err());
 
-    until("the user to be dropped after expiry", || async {
-        let r = client.get_request(&id).await.unwrap();
-        (r.deprovisioned_at.is_some()).then_some(())
-    })
+    until(
+        Duration::from_secs(20),
+        "the user to be dropped after expiry",
+        || async {
+            let r = client.get_request(&id).await.unwrap();
+            (r.deprovisioned_at.is_some()).then_some(())
+        },
+    )
     .await;
     assert!(
         sqlx::MySqlConnection::connect(&login_url).await.is_err(),

@@ -9,13 +9,11 @@
 
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
     reason = "test code: a failed step should fail the test"
 )]
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use airlock_server::api::{
     AuditQuery, CreateRequest, DurationInput, FindingView, ReconcileView, RequestView,
@@ -24,16 +22,11 @@ use airlock_server::client::Client;
 use airlock_server::config::{token_hash, Settings};
 use airlock_server::server::Server;
 use airlock_testkit::FreshDatabase;
+use airlock_testkit::{bounded, until};
 use sqlx::{Executor, PgPool};
 
 /// No test may run longer than this, whatever the server does.
 const BOUND: Duration = Duration::from_secs(40);
-
-async fn bounded<F: Future>(test: F) -> F::Output {
-    tokio::time::timeout(BOUND, test)
-        .await
-        .expect("test exceeded its time bound")
-}
 
 /// A target: a fresh database and, since roles are cluster-wide, role and
 /// login names under a namespace of their own.
@@ -157,17 +150,6 @@ fn entitlement(name: &str, connector: &str, drift: &str) -> String {
     )
 }
 
-async fn until<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn request(client: &Client, entitlement: &str, secs: u64) -> RequestView {
     let body = CreateRequest {
         entitlement: entitlement.to_owned(),
@@ -179,7 +161,7 @@ async fn request(client: &Client, entitlement: &str, secs: u64) -> RequestView {
         public_key: None,
     };
     let created = client.create_request(&body).await.unwrap();
-    until("the grant", || async {
+    until(Duration::from_secs(15), "the grant", || async {
         let r = client.get_request(&created.id).await.unwrap();
         (r.state == "active").then_some(r)
     })
@@ -218,7 +200,7 @@ async fn drift_is_reported_audited_and_fixed_as_each_entitlement_says() {
     let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
         return;
     };
-    bounded(async {
+    bounded(BOUND, async {
         let t = Target::new(&url).await;
         let names = ["read", "admin", "alice", "bob", "carol", "dave"];
         t.create(&["read", "admin"], &["alice", "bob", "carol", "dave"])
@@ -250,10 +232,14 @@ async fn drift_is_reported_audited_and_fixed_as_each_entitlement_says() {
         t.revoke("admin", "alice").await;
         // (c) A grant that ended (removal confirmed) and came back out of band.
         let carol = request(&as_user("carol"), "db-admin", 2).await;
-        until("carol's grant to be removed", || async {
-            let r = admin.get_request(&carol.id).await.unwrap();
-            r.deprovisioned_at.is_some().then_some(())
-        })
+        until(
+            Duration::from_secs(15),
+            "carol's grant to be removed",
+            || async {
+                let r = admin.get_request(&carol.id).await.unwrap();
+                r.deprovisioned_at.is_some().then_some(())
+            },
+        )
         .await;
         assert!(!t.member("admin", "carol").await);
         t.grant("admin", "carol").await;
@@ -406,7 +392,7 @@ async fn the_scheduled_run_fixes_without_being_asked() {
     let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
         return;
     };
-    bounded(async {
+    bounded(BOUND, async {
         let t = Target::new(&url).await;
         let names = ["admin", "bob"];
         t.create(&["admin"], &["bob"]).await;
@@ -420,11 +406,12 @@ async fn the_scheduled_run_fixes_without_being_asked() {
         let (server, admin) = boot(&dir, "reconcile_every = \"1s\"", &config).await;
 
         until(
+            Duration::from_secs(15),
             "the scheduled run to remove the standing privilege",
             || async { (!t.member("admin", "bob").await).then_some(()) },
         )
         .await;
-        let fixed = until("the fix to be audited", || async {
+        let fixed = until(Duration::from_secs(15), "the fix to be audited", || async {
             let events = admin
                 .audit(&AuditQuery {
                     action: Some("drift_fixed".to_owned()),

@@ -11,10 +11,9 @@
     reason = "test code: a failed step should fail the test"
 )]
 
-use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use airlock_server::api::{CreateRequest, DurationInput, RequestView};
 use airlock_server::client::{Action, Client};
@@ -22,6 +21,7 @@ use airlock_server::config::{token_hash, Settings};
 use airlock_server::server::{start, Server, StartError};
 use airlock_testkit::bounded;
 use airlock_testkit::sshd::{OpenSsh, Sshd, Trust};
+use airlock_testkit::until;
 
 /// No test may take longer than this, whatever sshd does.
 const BOUND: Duration = Duration::from_secs(30);
@@ -44,17 +44,6 @@ async fn boot(dir: &Path, connector: &str) -> Result<(Server, Client), StartErro
     let server = start(settings).await?;
     let client = Client::new(&format!("http://{}", server.addr()), "alice-token").unwrap();
     Ok((server, client))
-}
-
-async fn until<T, F: Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn request(client: &Client, public_key: Option<String>) -> RequestView {
@@ -98,16 +87,20 @@ async fn a_granted_certificate_logs_in_until_the_grant_is_released() {
         let key = tools.new_key(&dir.path().join("id_alice"));
         let created = request(&client, Some(key.public.clone())).await;
         let id = created.id.clone();
-        let active = until("the grant and its certificate", || async {
-            let r = client.get_request(&id).await.unwrap();
-            assert!(
-                !matches!(r.state.as_str(), "failed" | "denied"),
-                "{}: {:?}",
-                r.state,
-                r.end_reason
-            );
-            (r.state == "active" && r.certificate.is_some()).then_some(r)
-        })
+        let active = until(
+            Duration::from_secs(15),
+            "the grant and its certificate",
+            || async {
+                let r = client.get_request(&id).await.unwrap();
+                assert!(
+                    !matches!(r.state.as_str(), "failed" | "denied"),
+                    "{}: {:?}",
+                    r.state,
+                    r.end_reason
+                );
+                (r.state == "active" && r.certificate.is_some()).then_some(r)
+            },
+        )
         .await;
         let certificate = active.certificate.unwrap();
         assert!(
@@ -121,10 +114,14 @@ async fn a_granted_certificate_logs_in_until_the_grant_is_released() {
         sshd.assert_logged(&format!("ID {id} (serial"));
 
         client.act(&id, &Action::Release).await.unwrap();
-        let released = until("the release to reach the KRL", || async {
-            let r = client.get_request(&id).await.unwrap();
-            r.deprovisioned_at.is_some().then_some(r)
-        })
+        let released = until(
+            Duration::from_secs(15),
+            "the release to reach the KRL",
+            || async {
+                let r = client.get_request(&id).await.unwrap();
+                r.deprovisioned_at.is_some().then_some(r)
+            },
+        )
         .await;
         assert_eq!(released.state, "released");
 
@@ -141,7 +138,7 @@ async fn a_request_without_a_public_key_fails_naming_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let (server, client) = boot(dir.path(), "").await.unwrap();
         let created = request(&client, None).await;
-        let failed = until("the grant to fail", || async {
+        let failed = until(Duration::from_secs(15), "the grant to fail", || async {
             let r = client.get_request(&created.id).await.unwrap();
             assert_ne!(r.state, "active", "granted without a public key");
             (r.state == "failed").then_some(r)

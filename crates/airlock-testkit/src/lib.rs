@@ -22,6 +22,29 @@ pub async fn bounded<F: std::future::Future>(limit: std::time::Duration, test: F
         .unwrap_or_else(|_| panic!("test exceeded its time bound of {limit:?}"))
 }
 
+/// Polls `check` every 50 ms until it returns a value, for a state a server
+/// reaches in the background (a grant going active, a revoke landing).
+///
+/// # Panics
+/// When `limit` passes first, naming `what` was awaited.
+#[expect(clippy::panic, reason = "a test helper: failing the test is the point")]
+pub async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    limit: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Milliseconds since the Unix epoch by the wall clock, for tests of a
 /// target that compares with it (sshd checks a certificate's validity by its
 /// own clock), where injected time cannot reach.
