@@ -455,7 +455,7 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
         "{}",
         String::from_utf8_lossy(&migrate.stderr)
     );
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 2"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 3"));
 
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start_with(dir.path(), &["--database", &db.url]);

@@ -103,6 +103,10 @@ pub enum ApproverDecision {
 const MAX_CONCURRENT_CALLS: usize = 256;
 /// Due requests handled per scheduler pass.
 const SCHEDULER_BATCH: u32 = 256;
+/// How long a scheduler pass holds the due work it claimed before another
+/// replica may take it: ample for one pass's ticks to commit, short enough
+/// that a replica frozen right after claiming delays expiries only briefly.
+const DUE_CLAIM_LEASE: Duration = Duration::from_secs(5);
 /// Upper bound on a scheduler sleep, as a backstop for a missed wake-up.
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
@@ -627,7 +631,10 @@ impl Engine {
     /// Handles every request that is due now; returns how many there were.
     async fn run_due(self: &Arc<Self>) -> Result<usize, StoreError> {
         let now = self.clock.now();
-        let due = self.store.due_requests(now, SCHEDULER_BATCH).await?;
+        let due = self
+            .store
+            .claim_due(now, DUE_CLAIM_LEASE, SCHEDULER_BATCH)
+            .await?;
         // All at once, so the store commits them together rather than one
         // durable commit after another.
         let mut ticks = tokio::task::JoinSet::new();
@@ -652,10 +659,10 @@ impl Engine {
             }
         }
         if changed == 0 && !due.is_empty() {
-            // Rows looked due but nothing was: never spin on them.
+            // Rows looked due but nothing was. Their claims keep this pass
+            // from spinning on them until the lease ends.
             let first: Vec<&str> = due.iter().take(5).map(RequestId::as_str).collect();
             warn!(count = due.len(), first = ?first, "due requests needed no change");
-            tokio::time::sleep(Duration::from_millis(200)).await;
             return Ok(0);
         }
         Ok(due.len())

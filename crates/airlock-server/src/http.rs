@@ -29,7 +29,7 @@ use crate::api::{
 use crate::config::{parse_duration, token_hash};
 use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange};
 use crate::policy::{self, Reloaded};
-use crate::store::{AuditFilter, RequestFilter};
+use crate::store::{AuditFilter, RequestFilter, StoreError};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -340,11 +340,14 @@ async fn readyz(
 ) -> ApiResult<Json<serde_json::Value>> {
     state.engine.ready().await.map_err(|e| {
         tracing::error!(error = %e, "not ready");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "database unreachable",
-        )
+        // Schema versions are safe to show; a connection error may name hosts.
+        let message = match &e {
+            EngineError::Store(
+                schema @ (StoreError::SchemaTooNew { .. } | StoreError::SchemaBehind { .. }),
+            ) => schema.to_string(),
+            _ => "database unreachable".to_owned(),
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     })?;
     Ok(Json(serde_json::json!({"status": "ready"})))
 }

@@ -345,24 +345,33 @@ async fn one_open_request_per_user_and_entitlement() {
     .await;
 }
 
+/// Creates pending requests r0, r1, r2 at 0 s, 1 s, 2 s (by u1, u2, u3);
+/// returns the pending timeout in ms, so r0 falls due at `at(timeout)`.
+async fn three_pending_a_second_apart(store: &SqlStore) -> i64 {
+    let ent = entitlement(1);
+    for (i, name) in ["u1", "u2", "u3"].iter().enumerate() {
+        let u = user(name, &["eng"], &[]);
+        create(store, &u, &ent, &format!("r{i}"), at(i as i64 * 1000))
+            .await
+            .unwrap();
+    }
+    LifecycleSettings::default().pending_timeout.as_millis() as i64
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_are_found_in_order_and_a_no_op_tick_writes_nothing() {
     on_every_store(|store, _| async move {
-        let ent = entitlement(1);
-        for (i, name) in ["u1", "u2", "u3"].iter().enumerate() {
-            let u = user(name, &["eng"], &[]);
-            create(&store, &u, &ent, &format!("r{i}"), at(i as i64 * 1000))
-                .await
-                .unwrap();
-        }
-        let timeout = LifecycleSettings::default().pending_timeout.as_millis() as i64;
+        let timeout = three_pending_a_second_apart(&store).await;
         assert_eq!(store.next_due_at().await.unwrap(), Some(at(timeout)));
         assert!(store
-            .due_requests(at(timeout - 1), 10)
+            .claim_due(at(timeout - 1), LEASE, 10)
             .await
             .unwrap()
             .is_empty());
-        let due = store.due_requests(at(timeout + 1500), 10).await.unwrap();
+        let due = store
+            .claim_due(at(timeout + 1500), LEASE, 10)
+            .await
+            .unwrap();
         let due: Vec<&str> = due.iter().map(RequestId::as_str).collect();
         assert_eq!(due, ["r0", "r1"]);
         let events = audit_count(&store).await;
@@ -376,7 +385,8 @@ async fn deadlines_are_found_in_order_and_a_no_op_tick_writes_nothing() {
             .await
             .unwrap();
         assert_eq!(timed_out.state, State::TimedOut);
-        assert_eq!(store.next_due_at().await.unwrap(), Some(at(timeout + 1000)));
+        // r1 is claimed until its lease ends, after r2's deadline.
+        assert_eq!(store.next_due_at().await.unwrap(), Some(at(timeout + 2000)));
         let pending = store
             .list_requests(&RequestFilter {
                 states: vec![State::Pending],
@@ -395,6 +405,109 @@ async fn deadlines_are_found_in_order_and_a_no_op_tick_writes_nothing() {
             .await
             .unwrap();
         assert_eq!(mine.len(), 1);
+    })
+    .await;
+}
+
+/// The due-claim lease the tests use.
+const LEASE: Duration = Duration::from_secs(10);
+
+fn ids(claimed: &[RequestId]) -> Vec<&str> {
+    claimed.iter().map(RequestId::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_work_is_claimed_once_until_the_lease_ends_or_the_request_changes() {
+    on_every_store(|store, _| async move {
+        let bob = user("bob", &["approvers"], &[]);
+        let timeout = three_pending_a_second_apart(&store).await;
+        let lease = LEASE.as_millis() as i64;
+        let first = at(timeout + 1500);
+        let claimed = store.claim_due(first, LEASE, 10).await.unwrap();
+        assert_eq!(ids(&claimed), ["r0", "r1"]);
+        assert!(
+            store.claim_due(first, LEASE, 10).await.unwrap().is_empty(),
+            "claimed work was handed out twice"
+        );
+        // The unclaimed r2 is next; then the claims' ends.
+        assert_eq!(store.next_due_at().await.unwrap(), Some(at(timeout + 2000)));
+        let claimed = store
+            .claim_due(at(timeout + 2000), LEASE, 10)
+            .await
+            .unwrap();
+        assert_eq!(ids(&claimed), ["r2"]);
+        assert_eq!(
+            store.next_due_at().await.unwrap(),
+            Some(at(timeout + 1500 + lease))
+        );
+
+        // A change ends the claim: approving r2 moves its deadline to the
+        // grant call's lease, and that is claimable before r2's claim ends.
+        let approved = apply(
+            &store,
+            "r2",
+            Command::Approve {
+                approver: bob,
+                comment: None,
+                permission: permitted(),
+            },
+            at(timeout - 60_000),
+        )
+        .await
+        .unwrap();
+        let retry = approved.next_due().unwrap();
+        assert!(retry.unix_millis() < at(timeout + 2000 + lease).unix_millis());
+        // (Held past the checks below.)
+        let claimed = store.claim_due(retry, 3 * LEASE, 10).await.unwrap();
+        assert_eq!(ids(&claimed), ["r2"]);
+
+        // A lapsed claim is handed out again (a replica stalled).
+        assert!(store
+            .claim_due(at(timeout + 1500 + lease - 1), LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let claimed = store
+            .claim_due(at(timeout + 1500 + lease), LEASE, 10)
+            .await
+            .unwrap();
+        assert_eq!(ids(&claimed), ["r0", "r1"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claimers_share_the_due_work_without_overlap() {
+    on_every_store(|store, raw_url| async move {
+        // Another replica: a second store on the same database.
+        let other = Arc::new(SqlStore::open(&Location::parse(&raw_url)).await.unwrap());
+        let ent = entitlement(1);
+        const N: usize = 300;
+        for i in 0..N {
+            let u = user(&format!("u{i}"), &["eng"], &[]);
+            create(&store, &u, &ent, &format!("r{i:03}"), at(0))
+                .await
+                .unwrap();
+        }
+        let now = at(LifecycleSettings::default().pending_timeout.as_millis() as i64);
+        let claimer = |store: Arc<SqlStore>| async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_due(now, LEASE, 16).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch);
+            }
+        };
+        let (a, b) = tokio::join!(
+            tokio::spawn(claimer(Arc::clone(&store))),
+            tokio::spawn(claimer(Arc::clone(&other)))
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let all: BTreeSet<RequestId> = a.iter().chain(&b).cloned().collect();
+        assert_eq!(a.len() + b.len(), N, "a request was claimed twice");
+        assert_eq!(all.len(), N, "a due request was never claimed");
     })
     .await;
 }
@@ -493,6 +606,7 @@ async fn a_newer_schema_is_refused() {
     let mut fixtures = vec![sqlite];
     fixtures.extend(postgres().await);
     for fixture in fixtures {
+        fixture.store.ping().await.unwrap();
         let mut raw = fixture.raw().await;
         sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)")
             .execute(&mut raw)
@@ -507,6 +621,11 @@ async fn a_newer_schema_is_refused() {
             Err(StoreError::SchemaTooNew { found: 999, .. }) => {}
             Err(other) => panic!("{}: unexpected {other:?}", fixture.name),
             Ok(_) => panic!("{}: opened a database with a newer schema", fixture.name),
+        }
+        // A replica already running stops reporting ready.
+        match fixture.store.ping().await {
+            Err(StoreError::SchemaTooNew { found: 999, .. }) => {}
+            other => panic!("{}: ready with a newer schema: {other:?}", fixture.name),
         }
         fixture.cleanup().await;
     }

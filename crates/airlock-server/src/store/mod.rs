@@ -26,6 +26,10 @@ pub enum StoreError {
     /// The database holds a schema newer than this binary understands.
     #[error("database schema version {found} is newer than this airlock understands ({known}); upgrade airlock")]
     SchemaTooNew { found: i64, known: i64 },
+    /// The database lost migrations this process applied (restored from an
+    /// older backup while it ran, say).
+    #[error("database schema version {found} is older than this airlock needs ({known}); restart airlock to migrate it")]
+    SchemaBehind { found: i64, known: i64 },
     #[error("the target database is not empty: it holds {0}")]
     NotEmpty(String),
     #[error("stored data is corrupt: {0}")]
@@ -112,10 +116,20 @@ pub trait Store: Send + Sync {
     async fn list_requests(&self, filter: &RequestFilter)
         -> Result<Vec<AccessRequest>, StoreError>;
 
-    /// Requests whose next deadline is at or before `now`, earliest first.
-    async fn due_requests(&self, now: Timestamp, limit: u32) -> Result<Vec<RequestId>, StoreError>;
+    /// Claims up to `limit` requests whose next deadline is at or before
+    /// `now` and which no other scheduler holds, earliest first, each until
+    /// `now + lease` or the request's next change, whichever comes first.
+    /// Claims only spread due work across replicas: whoever runs a claimed
+    /// request's work re-decides it under the write lock, so a claim that
+    /// lapsed (a replica stalled) costs time, never a double effect.
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<RequestId>, StoreError>;
 
-    /// The earliest deadline of any request.
+    /// The earliest instant at which some request is due and unclaimed.
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError>;
 
     /// Matching events in sequence order (the newest `limit` of them).
@@ -124,7 +138,8 @@ pub trait Store: Send + Sync {
     /// Walks the whole chain from the first event.
     async fn verify_audit(&self) -> Result<ChainReport, StoreError>;
 
-    /// Whether the database answers.
+    /// Whether the database answers and holds exactly the schema this
+    /// binary runs on (another replica may have migrated it further).
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Up to `limit` requests with ids after `after`, in id order (for export).

@@ -28,7 +28,7 @@ use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
 use airlock_core::request::{AccessRequest, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyConnection, AnyPool, Connection, Row};
+use sqlx::{AnyConnection, AnyPool, Column, Connection, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::migrations::{latest, Migration, MIGRATIONS};
@@ -94,6 +94,15 @@ impl Backend {
         }
     }
 
+    /// Lets concurrent schedulers pass over rows another one is claiming
+    /// (SQLite's claims are serialised by its write lock instead).
+    fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     fn now_millis_sql(self) -> &'static str {
         match self {
             Backend::Sqlite => "CAST(strftime('%s','now') AS BIGINT) * 1000",
@@ -111,12 +120,35 @@ impl Backend {
 
 /// Advisory lock keys (PostgreSQL): one for migrations, one for write batches.
 const MIGRATION_LOCK: i64 = 0x6169_726c_6f63_6b01;
-const WRITE_LOCK: i64 = 0x6169_726c_6f63_6b02;
+
+/// The newest audit event, which the batch's first event chains to.
+macro_rules! audit_head_sql {
+    () => {
+        "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+    };
+}
+
+/// Starts a write batch (see [`begin_batch`]). The write lock's key is
+/// 0x6169_726c_6f63_6b02, next to [`MIGRATION_LOCK`], spelt in decimal (a
+/// test checks it) because a query string cannot take arguments here.
+/// `locked` tells the lock's row from the head's; the lock function itself
+/// returns `void`, which the runtime-generic rows cannot carry.
+const BEGIN_POSTGRES: &str = concat!(
+    "BEGIN; SELECT 1 AS locked FROM pg_advisory_xact_lock(7019267304284449538); ",
+    audit_head_sql!()
+);
+/// `IMMEDIATE` takes SQLite's write lock at once: a deferred transaction that
+/// read first could not upgrade after a due claim committed in between.
+const BEGIN_SQLITE: &str = concat!("BEGIN IMMEDIATE; ", audit_head_sql!());
 
 pub struct SqlStore {
     backend: Backend,
     writer: mpsc::Sender<WriteJob>,
     read: AnyPool,
+    /// Due claims run here, in short transactions of their own, never under
+    /// the write lock: PostgreSQL's read pool; on SQLite (whose read pool is
+    /// read-only) one writable connection.
+    claims: AnyPool,
 }
 
 /// Work for the writer task.
@@ -184,15 +216,43 @@ impl SqlStore {
         let read = AnyPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Postgres {
+                        sqlx::query(PLAN_EVERY_EXECUTION)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&read_url)
             .await
             .map_err(db_err)?;
+        let claims = match backend {
+            Backend::Postgres => read.clone(),
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&write_url)
+                .await
+                .map_err(db_err)?,
+        };
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(run_writer(conn, options, backend, jobs));
         Ok(SqlStore {
             backend,
             writer,
             read,
+            claims,
         })
     }
 
@@ -217,6 +277,13 @@ impl SqlStore {
     }
 }
 
+/// Statements are prepared once per connection, and a generic plan made
+/// while the table was small (a fresh database) scans it whole for
+/// `id IN (...)` or a claim's join; it stays cached until an ANALYZE happens
+/// to invalidate it. Planning each execution with its actual parameters
+/// keeps every lookup on its index. Set on every PostgreSQL connection.
+const PLAN_EVERY_EXECUTION: &str = "SET plan_cache_mode = force_custom_plan";
+
 async fn connect_writer(
     backend: Backend,
     options: &AnyConnectOptions,
@@ -227,6 +294,10 @@ async fn connect_writer(
         // the write lock and stall every replica: the server ends its session
         // instead, rolling the batch back, and the replica reconnects later.
         exec(&mut conn, "SET idle_in_transaction_session_timeout = '2s'").await?;
+        sqlx::query(PLAN_EVERY_EXECUTION)
+            .execute(&mut conn)
+            .await
+            .map_err(db_err)?;
     }
     if backend == Backend::Sqlite {
         for pragma in [
@@ -315,14 +386,7 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
     let mut replies = Vec::with_capacity(batch.len());
     let mut recorded = Vec::new();
     let outcome = async {
-        exec(conn, "BEGIN").await?;
-        if backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(WRITE_LOCK)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_err)?;
-        }
+        let head = begin_batch(conn, backend).await?;
         let ids: BTreeSet<String> = batch
             .iter()
             .filter_map(|c| match c {
@@ -395,7 +459,7 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
                 "a new request id collided with a stored one".to_owned(),
             ));
         }
-        pending.write(conn, &rows).await?;
+        pending.write(conn, &rows, head).await?;
         exec(conn, "COMMIT").await?;
         Ok::<(), StoreError>(())
     }
@@ -470,6 +534,7 @@ impl PendingWrites {
         &self,
         conn: &mut AnyConnection,
         rows: &HashMap<String, AccessRequest>,
+        head: AuditHead,
     ) -> Result<(), StoreError> {
         let changed: Vec<(&AccessRequest, Timestamp)> = self
             .order
@@ -482,7 +547,6 @@ impl PendingWrites {
         if self.events.is_empty() {
             return Ok(());
         }
-        let head = audit_head(conn).await?;
         let (mut seq, mut hash) = (head.seq, head.hash);
         let mut records = Vec::with_capacity(self.events.len());
         for event in &self.events {
@@ -781,6 +845,9 @@ async fn write_requests(
         .map(str::trim)
         .filter(|c| *c != "id")
         .map(|c| format!("{c} = excluded.{c}"))
+        // A change ends any scheduler's claim on the row's due work: the
+        // deadline it claimed has been decided on or has moved.
+        .chain(std::iter::once("due_claimed_until = NULL".to_owned()))
         .collect();
     let values: Vec<String> = (0..changed.len())
         .map(|row| format!("({})", placeholders(row * COLUMNS + 1, COLUMNS)))
@@ -862,11 +929,22 @@ struct AuditHead {
     hash: String,
 }
 
-async fn audit_head(conn: &mut AnyConnection) -> Result<AuditHead, StoreError> {
-    let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
+/// Opens a write batch's transaction, takes the write lock on PostgreSQL and
+/// reads the audit head, in one round trip: the batch holds the only write
+/// lock for its whole length, so its fixed costs are paid by every replica's
+/// waiting writes. Each statement of the string gets its own snapshot (read
+/// committed), so the head is read after the lock is held and is current.
+async fn begin_batch(conn: &mut AnyConnection, backend: Backend) -> Result<AuditHead, StoreError> {
+    let sql = match backend {
+        Backend::Sqlite => BEGIN_SQLITE,
+        Backend::Postgres => BEGIN_POSTGRES,
+    };
+    // A query string without arguments goes out as one simple-protocol
+    // message, however many statements it holds.
+    let rows = conn.fetch_all(sql).await.map_err(db_err)?;
+    let row = rows
+        .iter()
+        .find(|row| row.columns().iter().any(|c| c.name() == "hash"));
     Ok(match row {
         Some(row) => AuditHead {
             seq: row.try_get("seq").map_err(db_err)?,
@@ -1026,26 +1104,72 @@ impl Store for SqlStore {
         rows.iter().map(request_from_row).collect()
     }
 
-    async fn due_requests(&self, now: Timestamp, limit: u32) -> Result<Vec<RequestId>, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM requests WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
-        )
-        .bind(now.unix_millis())
-        .bind(i64::from(limit))
-        .fetch_all(&self.read)
-        .await
-        .map_err(db_err)?;
-        ids.iter()
-            .map(|id| RequestId::parse(id).map_err(|e| corrupt(id, e)))
-            .collect()
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<RequestId>, StoreError> {
+        let until = now
+            .unix_millis()
+            .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        // One statement: on PostgreSQL a short transaction of its own, whose
+        // row locks other replicas' claims skip rather than wait for.
+        let sql = format!(
+            "UPDATE requests SET due_claimed_until = $1 WHERE id IN (\
+               SELECT id FROM requests WHERE due_at <= $2 \
+               AND (due_claimed_until IS NULL OR due_claimed_until <= $2) \
+               ORDER BY due_at LIMIT $3{}) \
+             RETURNING id, due_at",
+            self.backend.skip_locked()
+        );
+        let mut conn = self.claims.acquire().await.map_err(db_err)?;
+        if self.backend == Backend::Sqlite {
+            exec(&mut conn, "BEGIN IMMEDIATE").await?;
+        }
+        let claimed = sqlx::query(&sql)
+            .bind(until)
+            .bind(now.unix_millis())
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err);
+        if self.backend == Backend::Sqlite {
+            let end = if claimed.is_ok() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            exec(&mut conn, end).await?;
+        }
+        let mut claimed = claimed?
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("id").map_err(db_err)?;
+                let due: i64 = row.try_get("due_at").map_err(db_err)?;
+                let id = RequestId::parse(&id).map_err(|e| corrupt(&id, e))?;
+                Ok((due, id))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING keeps no order.
+        claimed.sort();
+        Ok(claimed.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        let next: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(due_at) FROM requests WHERE due_at IS NOT NULL")
-                .fetch_one(&self.read)
-                .await
-                .map_err(db_err)?;
+        // A claimed row is next due when its claim lapses, if that comes
+        // after its deadline; each half of the union keeps to an index.
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(t) FROM (\
+               SELECT MIN(due_at) AS t FROM requests WHERE due_at IS NOT NULL \
+                 AND (due_claimed_until IS NULL OR due_claimed_until < due_at) \
+               UNION ALL \
+               SELECT MIN(due_claimed_until) AS t FROM requests WHERE due_claimed_until IS NOT NULL \
+                 AND due_at IS NOT NULL AND due_claimed_until >= due_at) AS next",
+        )
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_err)?;
         Ok(ts(next))
     }
 
@@ -1177,17 +1301,29 @@ impl Store for SqlStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.read)
-            .await
-            .map_err(db_err)?;
-        Ok(())
+        let found = self.schema_version().await?;
+        let known = latest();
+        match found.cmp(&known) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Greater => Err(StoreError::SchemaTooNew { found, known }),
+            std::cmp::Ordering::Less => Err(StoreError::SchemaBehind { found, known }),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_batch_takes_the_write_lock_by_its_key() {
+        let key = BEGIN_POSTGRES
+            .split("pg_advisory_xact_lock(")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|digits| digits.parse::<i64>().ok());
+        assert_eq!(key, Some(0x6169_726c_6f63_6b02));
+    }
 
     #[test]
     fn chunks_come_in_power_of_two_sizes_and_cover_everything() {

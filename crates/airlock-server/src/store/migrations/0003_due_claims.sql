@@ -1,0 +1,6 @@
+-- A replica's claim on a request's due work (expiry, scheduled start, retry,
+-- timeout): until this instant (Unix ms) other replicas' schedulers pass the
+-- row over. Claims only spread the work: what is claimed is re-decided under
+-- the write lock when it runs, and the request's next change ends the claim.
+ALTER TABLE requests ADD COLUMN due_claimed_until BIGINT;
+CREATE INDEX requests_due_claims ON requests (due_claimed_until) WHERE due_claimed_until IS NOT NULL;
