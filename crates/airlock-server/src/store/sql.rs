@@ -103,6 +103,19 @@ impl Backend {
         }
     }
 
+    /// Rows per multi-row statement whose rows take `params_per_row`
+    /// parameters each. SQLite finds each bound parameter by walking the
+    /// statement's list of names, so binding costs the square of the count:
+    /// its statements stay near a thousand parameters. PostgreSQL's take up
+    /// to 16,384 (its limit is 65,535). Both at most 512 rows.
+    fn rows_per_statement(self, params_per_row: usize) -> usize {
+        let budget = match self {
+            Backend::Sqlite => 1024,
+            Backend::Postgres => 16_384,
+        };
+        (budget / params_per_row.max(1)).clamp(1, 512)
+    }
+
     fn now_millis_sql(self) -> &'static str {
         match self {
             Backend::Sqlite => "CAST(strftime('%s','now') AS BIGINT) * 1000",
@@ -329,7 +342,7 @@ async fn run_writer(
                 audit,
                 reply,
             } => {
-                let result = import_in_tx(&mut conn, requests, audit).await;
+                let result = import_in_tx(&mut conn, backend, requests, audit).await;
                 if result.is_err() {
                     let _ = exec(&mut conn, "ROLLBACK").await;
                 }
@@ -401,8 +414,8 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
                 Change::Update { .. } | Change::Record { .. } => None,
             })
             .collect();
-        let mut rows = read_requests(conn, backend, &ids).await?;
-        let mut open = read_open_requests(conn, &requesters).await?;
+        let mut rows = read_requests(conn, backend, &ids, RowLocks::ForUpdate).await?;
+        let mut open = read_open_requests(conn, backend, &requesters).await?;
         let mut pending = PendingWrites::default();
         for change in batch {
             match change {
@@ -451,7 +464,7 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
         // New ids are random and never expected to collide, but an upsert
         // must not silently overwrite another request if one ever did.
         let created: BTreeSet<String> = pending.created.iter().cloned().collect();
-        if !read_requests(conn, Backend::Sqlite, &created)
+        if !read_requests(conn, backend, &created, RowLocks::None)
             .await?
             .is_empty()
         {
@@ -459,7 +472,7 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
                 "a new request id collided with a stored one".to_owned(),
             ));
         }
-        pending.write(conn, &rows, head).await?;
+        pending.write(conn, backend, &rows, head).await?;
         exec(conn, "COMMIT").await?;
         Ok::<(), StoreError>(())
     }
@@ -533,6 +546,7 @@ impl PendingWrites {
     async fn write(
         &self,
         conn: &mut AnyConnection,
+        backend: Backend,
         rows: &HashMap<String, AccessRequest>,
         head: AuditHead,
     ) -> Result<(), StoreError> {
@@ -541,7 +555,7 @@ impl PendingWrites {
             .iter()
             .filter_map(|(id, at)| rows.get(id).map(|r| (r, *at)))
             .collect();
-        for chunk in shaped_chunks(&changed, UPSERT_CHUNK) {
+        for chunk in shaped_chunks(&changed, backend.rows_per_statement(REQUEST_PARAMS)) {
             write_requests(conn, chunk).await?;
         }
         if self.events.is_empty() {
@@ -555,17 +569,16 @@ impl PendingWrites {
             hash.clone_from(&record.hash);
             records.push(record);
         }
-        for chunk in shaped_chunks(&records, AUDIT_CHUNK) {
+        for chunk in shaped_chunks(&records, backend.rows_per_statement(AUDIT_PARAMS)) {
             insert_audit_records(conn, chunk).await?;
         }
         Ok(())
     }
 }
 
-/// Rows per multi-row statement: well under both databases' parameter limits.
-const UPSERT_CHUNK: usize = 256;
-const AUDIT_CHUNK: usize = 512;
-const READ_CHUNK: usize = 512;
+/// Parameters per request row and per audit row in the multi-row writes.
+const REQUEST_PARAMS: usize = 34;
+const AUDIT_PARAMS: usize = 10;
 
 /// Splits `items` into chunks whose sizes are powers of two (at most `max`),
 /// so a multi-row statement comes in a handful of shapes that stay in the
@@ -591,19 +604,30 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(",")
 }
 
-/// The rows with these ids, locked on PostgreSQL.
+/// Whether a read locks the rows it finds (those about to be decided on).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowLocks {
+    None,
+    ForUpdate,
+}
+
+/// The rows with these ids, locked on PostgreSQL if asked.
 async fn read_requests(
     conn: &mut AnyConnection,
     backend: Backend,
     ids: &BTreeSet<String>,
+    locks: RowLocks,
 ) -> Result<HashMap<String, AccessRequest>, StoreError> {
     let mut rows = HashMap::with_capacity(ids.len());
     let ids: Vec<&String> = ids.iter().collect();
-    for chunk in shaped_chunks(&ids, READ_CHUNK) {
+    for chunk in shaped_chunks(&ids, backend.rows_per_statement(1)) {
         let sql = format!(
             "SELECT {REQUEST_COLUMNS} FROM requests WHERE id IN ({}){}",
             placeholders(1, chunk.len()),
-            backend.for_update()
+            match locks {
+                RowLocks::ForUpdate => backend.for_update(),
+                RowLocks::None => "",
+            }
         );
         let mut query = sqlx::query(&sql);
         for id in chunk {
@@ -620,11 +644,12 @@ async fn read_requests(
 /// The unfinished requests of these requesters, by (requester, entitlement).
 async fn read_open_requests(
     conn: &mut AnyConnection,
+    backend: Backend,
     requesters: &BTreeSet<String>,
 ) -> Result<HashMap<(String, String), RequestId>, StoreError> {
     let mut open = HashMap::new();
     let requesters: Vec<&String> = requesters.iter().collect();
-    for chunk in shaped_chunks(&requesters, READ_CHUNK) {
+    for chunk in shaped_chunks(&requesters, backend.rows_per_statement(1)) {
         let sql = format!(
             "SELECT id, requester, entitlement FROM requests \
              WHERE state IN ('pending','approved','active') AND requester IN ({})",
@@ -662,6 +687,7 @@ async fn exec(conn: &mut AnyConnection, sql: &'static str) -> Result<(), StoreEr
 
 async fn import_in_tx(
     conn: &mut AnyConnection,
+    backend: Backend,
     requests: Vec<RequestRecord>,
     audit: Vec<AuditRecord>,
 ) -> Result<ImportReport, StoreError> {
@@ -692,10 +718,10 @@ async fn import_in_tx(
         .iter()
         .map(|r| (r, r.ended_at.unwrap_or(r.created_at)))
         .collect();
-    for chunk in shaped_chunks(&changed, UPSERT_CHUNK) {
+    for chunk in shaped_chunks(&changed, backend.rows_per_statement(REQUEST_PARAMS)) {
         write_requests(conn, chunk).await?;
     }
-    for chunk in audit.chunks(AUDIT_CHUNK) {
+    for chunk in audit.chunks(backend.rows_per_statement(AUDIT_PARAMS)) {
         insert_audit_records(conn, chunk).await?;
     }
     exec(conn, "COMMIT").await?;
@@ -836,7 +862,7 @@ async fn write_requests(
     conn: &mut AnyConnection,
     changed: &[(&AccessRequest, Timestamp)],
 ) -> Result<(), StoreError> {
-    const COLUMNS: usize = 34;
+    const COLUMNS: usize = REQUEST_PARAMS;
     if changed.is_empty() {
         return Ok(());
     }
@@ -962,7 +988,7 @@ async fn insert_audit_records(
     conn: &mut AnyConnection,
     records: &[AuditRecord],
 ) -> Result<(), StoreError> {
-    const COLUMNS: usize = 10;
+    const COLUMNS: usize = AUDIT_PARAMS;
     if records.is_empty() {
         return Ok(());
     }
@@ -1323,6 +1349,20 @@ mod tests {
             .and_then(|rest| rest.split(')').next())
             .and_then(|digits| digits.parse::<i64>().ok());
         assert_eq!(key, Some(0x6169_726c_6f63_6b02));
+    }
+
+    #[test]
+    fn statements_stay_within_each_database_parameter_budget() {
+        for (backend, budget) in [(Backend::Sqlite, 1024), (Backend::Postgres, 16_384)] {
+            for params in [1, AUDIT_PARAMS, REQUEST_PARAMS] {
+                let rows = backend.rows_per_statement(params);
+                assert!((1..=512).contains(&rows) && rows * params <= budget);
+            }
+        }
+        // PostgreSQL keeps its large statements: 256 request rows each.
+        let items = [0u8; 1000];
+        let first = shaped_chunks(&items, Backend::Postgres.rows_per_statement(REQUEST_PARAMS));
+        assert_eq!(first.first().map(|c| c.len()), Some(256));
     }
 
     #[test]
