@@ -106,9 +106,8 @@ const SCHEDULER_BATCH: u32 = 256;
 /// How long a scheduler pass holds the due work it claimed before another
 /// replica may take it: ample for one pass's ticks to commit, short enough
 /// that a replica frozen right after claiming delays expiries only briefly.
+/// Also the longest a scheduler sleeps (a backstop for a missed wake-up).
 const DUE_CLAIM_LEASE: Duration = Duration::from_secs(5);
-/// Upper bound on a scheduler sleep, as a backstop for a missed wake-up.
-const MAX_IDLE: Duration = Duration::from_secs(30);
 
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -278,11 +277,13 @@ impl Engine {
         let lifecycle = Arc::clone(&self.lifecycle);
         let policies = Arc::clone(&self.policies);
         let (user, entitlement) = (requester.clone(), entitlement.clone());
+        let id = new.id.clone();
         // Decided inside the store's write, so the requester's other open
         // requests (separation of duties) cannot change under the decision.
         let transition = self
             .store
             .create_request(
+                &id,
                 &requester.id,
                 Box::new(move |open| {
                     let now = clock.now();
@@ -607,9 +608,11 @@ impl Engine {
             let progressed = self.run_due().await;
             let pause = match progressed {
                 Ok(n) if n == SCHEDULER_BATCH as usize => continue,
-                Ok(_) => match self.store.next_due_at().await {
-                    Ok(Some(due)) => self.clock.now().until(due).min(MAX_IDLE),
-                    Ok(None) => MAX_IDLE,
+                // Claims (this replica's or another's) run out within a
+                // lease: look again by then for work whose claim lapsed.
+                Ok(_) => match self.store.next_due_at(self.clock.now()).await {
+                    Ok(Some(due)) => self.clock.now().until(due).min(DUE_CLAIM_LEASE),
+                    Ok(None) => DUE_CLAIM_LEASE,
                     Err(e) => {
                         error!(error = %e, "scheduler cannot read deadlines");
                         Duration::from_secs(1)

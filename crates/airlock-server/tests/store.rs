@@ -185,6 +185,7 @@ async fn create(
     let (u, e, verdict) = (requester.clone(), ent.entitlement.clone(), ent.verdict());
     store
         .create_request(
+            &new.id.clone(),
             &requester.id,
             Box::new(move |open| {
                 let same = open.get(&e.id);
@@ -359,10 +360,45 @@ async fn three_pending_a_second_apart(store: &SqlStore) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_request_never_overwrites_one_with_the_same_id() {
+    on_every_store(|store, _| async move {
+        let alice = user("alice", &["eng"], &[]);
+        let bob = user("bob", &["eng"], &[]);
+        let ent = entitlement(1);
+        let first = create(&store, &alice, &ent, "r1", at(0)).await.unwrap();
+        let r1_events = || async {
+            let filter = AuditFilter {
+                request: Some("r1".to_owned()),
+                limit: 100,
+                ..AuditFilter::default()
+            };
+            store.list_audit(&filter).await.unwrap()
+        };
+        let events = r1_events().await;
+        // In the same batch as another create, and alone.
+        let (taken, other) = tokio::join!(
+            create(&store, &bob, &ent, "r1", at(1)),
+            create(&store, &bob, &ent, "r2", at(1)),
+        );
+        assert!(
+            matches!(&taken, Err(StoreError::Corrupt(m)) if m.contains("already taken")),
+            "{taken:?}"
+        );
+        other.unwrap();
+        let taken = create(&store, &alice, &ent, "r1", at(2)).await;
+        assert!(matches!(taken, Err(StoreError::Corrupt(_))), "{taken:?}");
+        let stored = store.get_request(&first.id).await.unwrap().unwrap();
+        assert_eq!(stored, first);
+        assert_eq!(r1_events().await, events);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_are_found_in_order_and_a_no_op_tick_writes_nothing() {
     on_every_store(|store, _| async move {
         let timeout = three_pending_a_second_apart(&store).await;
-        assert_eq!(store.next_due_at().await.unwrap(), Some(at(timeout)));
+        assert_eq!(store.next_due_at(at(0)).await.unwrap(), Some(at(timeout)));
         assert!(store
             .claim_due(at(timeout - 1), LEASE, 10)
             .await
@@ -385,8 +421,12 @@ async fn deadlines_are_found_in_order_and_a_no_op_tick_writes_nothing() {
             .await
             .unwrap();
         assert_eq!(timed_out.state, State::TimedOut);
-        // r1 is claimed until its lease ends, after r2's deadline.
-        assert_eq!(store.next_due_at().await.unwrap(), Some(at(timeout + 2000)));
+        // r1 is claimed (until its lease ends), so r2 is next.
+        let now = at(timeout + 1500);
+        assert_eq!(
+            store.next_due_at(now).await.unwrap(),
+            Some(at(timeout + 2000))
+        );
         let pending = store
             .list_requests(&RequestFilter {
                 states: vec![State::Pending],
@@ -429,16 +469,20 @@ async fn due_work_is_claimed_once_until_the_lease_ends_or_the_request_changes() 
             store.claim_due(first, LEASE, 10).await.unwrap().is_empty(),
             "claimed work was handed out twice"
         );
-        // The unclaimed r2 is next; then the claims' ends.
-        assert_eq!(store.next_due_at().await.unwrap(), Some(at(timeout + 2000)));
+        // The unclaimed r2 is next; once the claims lapse, r0 again.
+        assert_eq!(
+            store.next_due_at(first).await.unwrap(),
+            Some(at(timeout + 2000))
+        );
         let claimed = store
             .claim_due(at(timeout + 2000), LEASE, 10)
             .await
             .unwrap();
         assert_eq!(ids(&claimed), ["r2"]);
+        assert_eq!(store.next_due_at(at(timeout + 2000)).await.unwrap(), None);
         assert_eq!(
-            store.next_due_at().await.unwrap(),
-            Some(at(timeout + 1500 + lease))
+            store.next_due_at(at(timeout + 1500 + lease)).await.unwrap(),
+            Some(at(timeout))
         );
 
         // A change ends the claim: approving r2 moves its deadline to the

@@ -29,7 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         common: include_str!("migrations/0003_due_claims.sql"),
         sqlite: "",
-        postgres: "",
+        postgres: include_str!("migrations/0003_due_claims.postgres.sql"),
     },
 ];
 

@@ -92,10 +92,11 @@ pub struct ChainReport {
 
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
-    /// Creates a request, decided atomically with reading the requester's
-    /// open requests.
+    /// Creates request `id`, decided atomically with reading the requester's
+    /// open requests (the decision must keep that id).
     async fn create_request(
         &self,
+        id: &RequestId,
         requester: &UserId,
         decide: CreateDecision,
     ) -> Result<Transition, StoreError>;
@@ -129,8 +130,10 @@ pub trait Store: Send + Sync {
         limit: u32,
     ) -> Result<Vec<RequestId>, StoreError>;
 
-    /// The earliest instant at which some request is due and unclaimed.
-    async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// The earliest deadline of a request that no scheduler holds at `now`.
+    /// (A claim runs out within its lease, so a scheduler waiting on
+    /// another's claim wakes at least once per lease.)
+    async fn next_due_at(&self, now: Timestamp) -> Result<Option<Timestamp>, StoreError>;
 
     /// Matching events in sequence order (the newest `limit` of them).
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;

@@ -159,8 +159,8 @@ pub struct SqlStore {
     writer: mpsc::Sender<WriteJob>,
     read: AnyPool,
     /// Due claims run here, in short transactions of their own, never under
-    /// the write lock: PostgreSQL's read pool; on SQLite (whose read pool is
-    /// read-only) one writable connection.
+    /// the write lock, and without waiting for their commit to reach the
+    /// disk: a claim lost in a crash only means the work is unclaimed.
     claims: AnyPool,
 }
 
@@ -178,6 +178,7 @@ enum WriteJob {
 /// One change to a request, committed in a batch with others.
 enum Change {
     Create {
+        id: RequestId,
         requester: UserId,
         decide: CreateDecision,
         reply: oneshot::Sender<Result<Transition, StoreError>>,
@@ -242,23 +243,30 @@ impl SqlStore {
             .connect(&read_url)
             .await
             .map_err(db_err)?;
-        let claims = match backend {
-            Backend::Postgres => read.clone(),
-            Backend::Sqlite => AnyPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        sqlx::query("PRAGMA busy_timeout = 10000")
-                            .execute(&mut *conn)
-                            .await?;
-                        Ok(())
-                    })
+        let claims = AnyPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    let settings: &[&str] = match backend {
+                        Backend::Postgres => {
+                            &[PLAN_EVERY_EXECUTION, "SET synchronous_commit = off"]
+                        }
+                        // WAL with NORMAL: a commit is not synced; the
+                        // writer's next synced commit carries it to disk.
+                        Backend::Sqlite => {
+                            &["PRAGMA busy_timeout = 10000", "PRAGMA synchronous = NORMAL"]
+                        }
+                    };
+                    for setting in settings {
+                        sqlx::query(setting).execute(&mut *conn).await?;
+                    }
+                    Ok(())
                 })
-                .connect(&write_url)
-                .await
-                .map_err(db_err)?,
-        };
+            })
+            .connect(&write_url)
+            .await
+            .map_err(db_err)?;
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(run_writer(conn, options, backend, jobs));
         Ok(SqlStore {
@@ -389,22 +397,25 @@ async fn run_writer(
 /// the outcome is durable (or failed as a whole). Returns whether the
 /// connection is still usable.
 ///
-/// A batch costs a fixed handful of statements whatever its size: one read of
-/// the rows it changes, one of the open requests it creates against, then the
-/// core decides every change in order (a later change to the same request sees
-/// the earlier one), and one multi-row upsert and one multi-row audit insert
-/// write the result. A change the core refuses writes nothing and does not
+/// A batch costs a fixed handful of round trips whatever its size: one to
+/// begin (see [`begin_batch`]), one read of the rows it changes or creates,
+/// one of the open requests it creates against, then the core decides every change in
+/// order (a later change to the same request sees the earlier one), and one
+/// multi-row upsert and one multi-row audit insert write the result. A change the core refuses writes nothing and does not
 /// affect the others; a database error fails the whole batch.
 async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Change>) -> bool {
     let mut replies = Vec::with_capacity(batch.len());
     let mut recorded = Vec::new();
     let outcome = async {
         let head = begin_batch(conn, backend).await?;
+        // New ids are read too: they are random and never expected to
+        // collide, but an upsert must not silently overwrite another request
+        // if one ever did.
         let ids: BTreeSet<String> = batch
             .iter()
             .filter_map(|c| match c {
-                Change::Update { id, .. } => Some(id.to_string()),
-                Change::Create { .. } | Change::Record { .. } => None,
+                Change::Update { id, .. } | Change::Create { id, .. } => Some(id.to_string()),
+                Change::Record { .. } => None,
             })
             .collect();
         let requesters: BTreeSet<String> = batch
@@ -414,7 +425,7 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
                 Change::Update { .. } | Change::Record { .. } => None,
             })
             .collect();
-        let mut rows = read_requests(conn, backend, &ids, RowLocks::ForUpdate).await?;
+        let mut rows = read_requests(conn, backend, &ids).await?;
         let mut open = read_open_requests(conn, backend, &requesters).await?;
         let mut pending = PendingWrites::default();
         for change in batch {
@@ -439,38 +450,31 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
                     replies.push((result, reply));
                 }
                 Change::Create {
+                    id,
                     requester,
                     decide,
                     reply,
                 } => {
-                    let mine = open_of(&open, requester.as_str());
-                    let result = decide(&mine).map_err(StoreError::from).and_then(|t| {
-                        if rows.contains_key(t.request.id.as_str())
-                            || pending.dirty.contains_key(t.request.id.as_str())
-                        {
-                            return Err(StoreError::Corrupt(format!(
-                                "request id `{}` is already taken",
-                                t.request.id
-                            )));
-                        }
-                        pending.record(&t, &mut rows, &mut open);
-                        pending.created.push(t.request.id.to_string());
-                        Ok(t)
-                    });
+                    let result = if rows.contains_key(id.as_str()) {
+                        Err(StoreError::Corrupt(format!(
+                            "request id `{id}` is already taken"
+                        )))
+                    } else {
+                        let mine = open_of(&open, requester.as_str());
+                        decide(&mine).map_err(StoreError::from).and_then(|t| {
+                            if t.request.id != id {
+                                return Err(StoreError::Corrupt(format!(
+                                    "request `{id}` was decided as `{}`",
+                                    t.request.id
+                                )));
+                            }
+                            pending.record(&t, &mut rows, &mut open);
+                            Ok(t)
+                        })
+                    };
                     replies.push((result, reply));
                 }
             }
-        }
-        // New ids are random and never expected to collide, but an upsert
-        // must not silently overwrite another request if one ever did.
-        let created: BTreeSet<String> = pending.created.iter().cloned().collect();
-        if !read_requests(conn, backend, &created, RowLocks::None)
-            .await?
-            .is_empty()
-        {
-            return Err(StoreError::Corrupt(
-                "a new request id collided with a stored one".to_owned(),
-            ));
         }
         pending.write(conn, backend, &rows, head).await?;
         exec(conn, "COMMIT").await?;
@@ -504,8 +508,6 @@ struct PendingWrites {
     order: Vec<(String, Timestamp)>,
     dirty: BTreeMap<String, usize>,
     events: Vec<AuditEvent>,
-    /// Ids of the requests this batch creates.
-    created: Vec<String>,
 }
 
 impl PendingWrites {
@@ -604,19 +606,11 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(",")
 }
 
-/// Whether a read locks the rows it finds (those about to be decided on).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum RowLocks {
-    None,
-    ForUpdate,
-}
-
-/// The rows with these ids, locked on PostgreSQL if asked.
+/// The rows with these ids, locked on PostgreSQL.
 async fn read_requests(
     conn: &mut AnyConnection,
     backend: Backend,
     ids: &BTreeSet<String>,
-    locks: RowLocks,
 ) -> Result<HashMap<String, AccessRequest>, StoreError> {
     let mut rows = HashMap::with_capacity(ids.len());
     let ids: Vec<&String> = ids.iter().collect();
@@ -624,10 +618,7 @@ async fn read_requests(
         let sql = format!(
             "SELECT {REQUEST_COLUMNS} FROM requests WHERE id IN ({}){}",
             placeholders(1, chunk.len()),
-            match locks {
-                RowLocks::ForUpdate => backend.for_update(),
-                RowLocks::None => "",
-            }
+            backend.for_update()
         );
         let mut query = sqlx::query(&sql);
         for id in chunk {
@@ -1047,11 +1038,13 @@ fn change_time(t: &Transition) -> Timestamp {
 impl Store for SqlStore {
     async fn create_request(
         &self,
+        id: &RequestId,
         requester: &UserId,
         decide: CreateDecision,
     ) -> Result<Transition, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = WriteJob::Change(Change::Create {
+            id: id.clone(),
             requester: requester.clone(),
             decide,
             reply,
@@ -1182,17 +1175,14 @@ impl Store for SqlStore {
         Ok(claimed.into_iter().map(|(_, id)| id).collect())
     }
 
-    async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        // A claimed row is next due when its claim lapses, if that comes
-        // after its deadline; each half of the union keeps to an index.
+    async fn next_due_at(&self, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+        // Walks the deadline index from the earliest, passing over the few
+        // rows claimed now.
         let next: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(t) FROM (\
-               SELECT MIN(due_at) AS t FROM requests WHERE due_at IS NOT NULL \
-                 AND (due_claimed_until IS NULL OR due_claimed_until < due_at) \
-               UNION ALL \
-               SELECT MIN(due_claimed_until) AS t FROM requests WHERE due_claimed_until IS NOT NULL \
-                 AND due_at IS NOT NULL AND due_claimed_until >= due_at) AS next",
+            "SELECT MIN(due_at) FROM requests WHERE due_at IS NOT NULL \
+             AND (due_claimed_until IS NULL OR due_claimed_until <= $1)",
         )
+        .bind(now.unix_millis())
         .fetch_one(&self.read)
         .await
         .map_err(db_err)?;
