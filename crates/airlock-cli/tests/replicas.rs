@@ -24,7 +24,7 @@ use airlock_server::config::token_hash;
 
 const BIN: &str = env!("CARGO_BIN_EXE_airlock");
 const REPLICAS: usize = 3;
-const GRANTS: usize = 1500;
+const GRANTS: usize = 3000;
 
 struct Replica {
     child: Child,

@@ -95,7 +95,7 @@ impl Backend {
     }
 
     /// Lets concurrent schedulers pass over rows another one is claiming
-    /// (SQLite's claims are serialised by its write lock instead).
+    /// (SQLite's claims run in the single writer's batches instead).
     fn skip_locked(self) -> &'static str {
         match self {
             Backend::Sqlite => "",
@@ -151,17 +151,21 @@ const BEGIN_POSTGRES: &str = concat!(
     audit_head_sql!()
 );
 /// `IMMEDIATE` takes SQLite's write lock at once: a deferred transaction that
-/// read first could not upgrade after a due claim committed in between.
+/// read first could not upgrade if another process (`airlock import`, say)
+/// wrote the file in between; this one waits for it instead.
 const BEGIN_SQLITE: &str = concat!("BEGIN IMMEDIATE; ", audit_head_sql!());
 
 pub struct SqlStore {
     backend: Backend,
     writer: mpsc::Sender<WriteJob>,
     read: AnyPool,
-    /// Due claims run here, in short transactions of their own, never under
-    /// the write lock, and without waiting for their commit to reach the
-    /// disk: a claim lost in a crash only means the work is unclaimed.
-    claims: AnyPool,
+    /// PostgreSQL: due claims run here, in short transactions of their own,
+    /// never under the write lock, and without waiting for their commit to
+    /// reach the disk (a claim lost in a crash only means the work is
+    /// unclaimed). SQLite has one writer, so its claims join the write
+    /// batches: a connection of their own would starve waiting for the
+    /// file's write lock while batches follow each other.
+    claims: Option<AnyPool>,
 }
 
 /// Work for the writer task.
@@ -193,6 +197,19 @@ enum Change {
         decide: UpdateDecision,
         reply: oneshot::Sender<Result<Transition, StoreError>>,
     },
+    /// A due claim (SQLite only: see [`SqlStore::claims`]).
+    Claim {
+        claim: DueClaim,
+        reply: oneshot::Sender<Result<Vec<RequestId>, StoreError>>,
+    },
+}
+
+/// What a scheduler pass asks to claim.
+#[derive(Clone, Copy)]
+struct DueClaim {
+    now: i64,
+    until: i64,
+    limit: i64,
 }
 
 /// Changes committed together at most; bounds how long one commit holds others.
@@ -243,30 +260,25 @@ impl SqlStore {
             .connect(&read_url)
             .await
             .map_err(db_err)?;
-        let claims = AnyPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    let settings: &[&str] = match backend {
-                        Backend::Postgres => {
-                            &[PLAN_EVERY_EXECUTION, "SET synchronous_commit = off"]
-                        }
-                        // WAL with NORMAL: a commit is not synced; the
-                        // writer's next synced commit carries it to disk.
-                        Backend::Sqlite => {
-                            &["PRAGMA busy_timeout = 10000", "PRAGMA synchronous = NORMAL"]
-                        }
-                    };
-                    for setting in settings {
-                        sqlx::query(setting).execute(&mut *conn).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&write_url)
-            .await
-            .map_err(db_err)?;
+        let claims = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(
+                AnyPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            for setting in [PLAN_EVERY_EXECUTION, "SET synchronous_commit = off"] {
+                                sqlx::query(setting).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(&write_url)
+                    .await
+                    .map_err(db_err)?,
+            ),
+        };
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(run_writer(conn, options, backend, jobs));
         Ok(SqlStore {
@@ -406,6 +418,7 @@ async fn run_writer(
 async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Change>) -> bool {
     let mut replies = Vec::with_capacity(batch.len());
     let mut recorded = Vec::new();
+    let mut claimed = Vec::new();
     let outcome = async {
         let head = begin_batch(conn, backend).await?;
         // New ids are read too: they are random and never expected to
@@ -415,14 +428,14 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
             .iter()
             .filter_map(|c| match c {
                 Change::Update { id, .. } | Change::Create { id, .. } => Some(id.to_string()),
-                Change::Record { .. } => None,
+                Change::Record { .. } | Change::Claim { .. } => None,
             })
             .collect();
         let requesters: BTreeSet<String> = batch
             .iter()
             .filter_map(|c| match c {
                 Change::Create { requester, .. } => Some(requester.to_string()),
-                Change::Update { .. } | Change::Record { .. } => None,
+                Change::Update { .. } | Change::Record { .. } | Change::Claim { .. } => None,
             })
             .collect();
         let mut rows = read_requests(conn, backend, &ids).await?;
@@ -433,6 +446,9 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
                 Change::Record { events, reply } => {
                     pending.events.extend(events);
                     recorded.push(reply);
+                }
+                Change::Claim { claim, reply } => {
+                    claimed.push((claim_due_rows(conn, backend, claim).await?, reply));
                 }
                 Change::Update { id, decide, reply } => {
                     let result =
@@ -490,6 +506,9 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
         for reply in recorded {
             let _ = reply.send(Err(StoreError::Database(e.to_string())));
         }
+        for (_, reply) in claimed {
+            let _ = reply.send(Err(StoreError::Database(e.to_string())));
+        }
         return usable;
     }
     for (result, reply) in replies {
@@ -497,6 +516,9 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
     }
     for reply in recorded {
         let _ = reply.send(Ok(()));
+    }
+    for (ids, reply) in claimed {
+        let _ = reply.send(Ok(ids));
     }
     true
 }
@@ -1029,6 +1051,43 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
     })
 }
 
+/// Claims due rows for `claim.until` and returns them, earliest first. On
+/// PostgreSQL rows another replica's claim (or a write batch) holds locked
+/// are passed over, not waited for.
+async fn claim_due_rows(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    claim: DueClaim,
+) -> Result<Vec<RequestId>, StoreError> {
+    let sql = format!(
+        "UPDATE requests SET due_claimed_until = $1 WHERE id IN (\
+           SELECT id FROM requests WHERE due_at <= $2 \
+           AND (due_claimed_until IS NULL OR due_claimed_until <= $2) \
+           ORDER BY due_at LIMIT $3{}) \
+         RETURNING id, due_at",
+        backend.skip_locked()
+    );
+    let rows = sqlx::query(&sql)
+        .bind(claim.until)
+        .bind(claim.now)
+        .bind(claim.limit)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let mut claimed = rows
+        .iter()
+        .map(|row| {
+            let id: String = row.try_get("id").map_err(db_err)?;
+            let due: i64 = row.try_get("due_at").map_err(db_err)?;
+            let id = RequestId::parse(&id).map_err(|e| corrupt(&id, e))?;
+            Ok((due, id))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // RETURNING keeps no order.
+    claimed.sort();
+    Ok(claimed.into_iter().map(|(_, id)| id).collect())
+}
+
 /// The time a change is recorded at: that of its last audit event.
 fn change_time(t: &Transition) -> Timestamp {
     t.events.last().map_or(t.request.created_at, |e| e.at)
@@ -1129,50 +1188,25 @@ impl Store for SqlStore {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<RequestId>, StoreError> {
-        let until = now
-            .unix_millis()
-            .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
-        // One statement: on PostgreSQL a short transaction of its own, whose
-        // row locks other replicas' claims skip rather than wait for.
-        let sql = format!(
-            "UPDATE requests SET due_claimed_until = $1 WHERE id IN (\
-               SELECT id FROM requests WHERE due_at <= $2 \
-               AND (due_claimed_until IS NULL OR due_claimed_until <= $2) \
-               ORDER BY due_at LIMIT $3{}) \
-             RETURNING id, due_at",
-            self.backend.skip_locked()
-        );
-        let mut conn = self.claims.acquire().await.map_err(db_err)?;
-        if self.backend == Backend::Sqlite {
-            exec(&mut conn, "BEGIN IMMEDIATE").await?;
+        let claim = DueClaim {
+            now: now.unix_millis(),
+            until: now
+                .unix_millis()
+                .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+            limit: i64::from(limit),
+        };
+        match &self.claims {
+            // One statement, a short transaction of its own.
+            Some(pool) => {
+                let mut conn = pool.acquire().await.map_err(db_err)?;
+                claim_due_rows(&mut conn, self.backend, claim).await
+            }
+            None => {
+                let (reply, answer) = oneshot::channel();
+                let job = WriteJob::Change(Change::Claim { claim, reply });
+                self.submit_job(job, answer).await
+            }
         }
-        let claimed = sqlx::query(&sql)
-            .bind(until)
-            .bind(now.unix_millis())
-            .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_err);
-        if self.backend == Backend::Sqlite {
-            let end = if claimed.is_ok() {
-                "COMMIT"
-            } else {
-                "ROLLBACK"
-            };
-            exec(&mut conn, end).await?;
-        }
-        let mut claimed = claimed?
-            .iter()
-            .map(|row| {
-                let id: String = row.try_get("id").map_err(db_err)?;
-                let due: i64 = row.try_get("due_at").map_err(db_err)?;
-                let id = RequestId::parse(&id).map_err(|e| corrupt(&id, e))?;
-                Ok((due, id))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        // RETURNING keeps no order.
-        claimed.sort();
-        Ok(claimed.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn next_due_at(&self, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
