@@ -446,15 +446,7 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
         return;
     };
 
-    let migrate = Command::new(BIN)
-        .args(["migrate", "--database", &db.url])
-        .output()
-        .unwrap();
-    assert!(
-        migrate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrate.stderr)
-    );
+    let migrate = airlock_succeeds(&["migrate", "--database", &db.url]);
     assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 3"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -558,16 +550,8 @@ fn export_then_import(target: &str, extra: &[&str]) {
     let source = dir.path().join("airlock.db");
     export_to_file(source.to_str().unwrap(), &export);
 
-    let out = Command::new(BIN)
-        .args(["import", "--database", target, "--input"])
-        .arg(&export)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let export_path = export.to_str().unwrap();
+    let out = airlock_succeeds(&["import", "--database", target, "--input", export_path]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain ok"));
 
     // A second import into the now non-empty database is refused.
@@ -633,39 +617,36 @@ fn export_and_import_move_all_state_between_databases() {
         export_then_import(&db.url, &[]);
         // And back: PostgreSQL to SQLite loses nothing, so exporting the
         // copy gives the same file, line for line.
-        let from_postgres = export_to_file(&db.url, &dir.path().join("from-postgres.jsonl"));
+        let input = dir.path().join("from-postgres.jsonl");
+        let from_postgres = export_to_file(&db.url, &input);
         let back = dir.path().join("back.db");
-        let out = Command::new(BIN)
-            .args(["import", "--database"])
-            .arg(&back)
-            .arg("--input")
-            .arg(dir.path().join("from-postgres.jsonl"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("audit chain ok"),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let from_back = export_to_file(back.to_str().unwrap(), &dir.path().join("from-back.jsonl"));
+        let (back, input) = (back.to_str().unwrap(), input.to_str().unwrap());
+        let out = airlock_succeeds(&["import", "--database", back, "--input", input]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain ok"));
+        let from_back = export_to_file(back, &dir.path().join("from-back.jsonl"));
         assert!(from_postgres.lines().count() > 10, "{from_postgres}");
         assert_eq!(from_back, from_postgres);
         rt.block_on(db.drop_now());
     }
 }
 
-/// Runs `airlock export` on `database` into `file`; returns what it wrote.
-fn export_to_file(database: &str, file: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["export", "--database", database, "--output"])
-        .arg(file)
-        .output()
-        .unwrap();
+/// Runs `airlock` with `args` and fails the test with its stderr unless it
+/// succeeds.
+fn airlock_succeeds(args: &[&str]) -> Output {
+    let out = Command::new(BIN).args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "airlock {}: {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Runs `airlock export` on `database` into `file`; returns what it wrote.
+fn export_to_file(database: &str, file: &Path) -> String {
+    let file_path = file.to_str().unwrap();
+    airlock_succeeds(&["export", "--database", database, "--output", file_path]);
     std::fs::read_to_string(file).unwrap()
 }
 
