@@ -331,6 +331,24 @@ impl Connector for SshCertificateAuthority {
         })
         .await
     }
+
+    /// Revokes the live certificate of the request `holders()` listed (its
+    /// principal is the request id), as a revoke would: the reconciler's fix
+    /// for a certificate no Airlock request explains (state restored from a
+    /// backup, a request deleted from the database).
+    async fn remove_holder(&self, holding: &Holding) -> Result<(), ConnectorError> {
+        // The principal names a state file: only a well-formed request id.
+        let request_id = RequestId::parse(&holding.principal).map_err(|e| {
+            ConnectorError::Permanent(format!(
+                "`{}` is not a holder this CA lists: {e}",
+                holding.principal
+            ))
+        })?;
+        self.bounded("remove_holder", Some(&request_id.clone()), move |inner| {
+            inner.locked(|| inner.remove_holder(request_id.as_str(), unix_now()))
+        })
+        .await
+    }
 }
 
 impl Inner {
@@ -474,7 +492,7 @@ impl Inner {
     fn revoke(&self, spec: &GrantSpec, now: u64) -> Result<(), ConnectorError> {
         let request_id = spec.request_id.as_str();
         let expires_at = unix_secs(spec.expires_at);
-        let mut record = match self.load_record(request_id)? {
+        let record = match self.load_record(request_id)? {
             Some(record) => record,
             None if expires_at > now => {
                 // Nothing on file: never granted here, or the state was lost.
@@ -489,6 +507,18 @@ impl Inner {
                 return self.write_krl(now);
             }
         };
+        self.revoke_record(record, spec.claim, expires_at, now)
+    }
+
+    /// Revokes what the record holds at `claim`, the key id at least until
+    /// `key_id_until`, and publishes the KRL.
+    fn revoke_record(
+        &self,
+        mut record: Record,
+        claim: u64,
+        key_id_until: u64,
+        now: u64,
+    ) -> Result<(), ConnectorError> {
         if let Some(live) = record.live.take() {
             record.dead.push(DeadCertificate {
                 serial: live.serial,
@@ -499,23 +529,33 @@ impl Inner {
             .dead
             .iter()
             .map(|d| d.valid_before)
-            .chain([expires_at, record.key_id_revoked_until])
+            .chain([key_id_until, record.key_id_revoked_until])
             .max()
-            .unwrap_or(expires_at);
+            .unwrap_or(key_id_until);
         record.key_id_revoked_until = until;
-        record.revoked_at_claim = Some(
-            record
-                .revoked_at_claim
-                .map_or(spec.claim, |c| c.max(spec.claim)),
-        );
-        record.claim = record.claim.max(spec.claim);
+        record.revoked_at_claim = Some(record.revoked_at_claim.map_or(claim, |c| c.max(claim)));
+        record.claim = record.claim.max(claim);
         self.save_record(&record)?;
         self.write_krl(now)?;
         tracing::info!(
+            request = %record.request_id,
             serials = ?record.dead.iter().map(|d| d.serial).collect::<Vec<_>>(),
             "certificates revoked"
         );
         Ok(())
+    }
+
+    /// Revokes the request's certificates at its newest claim, so only a
+    /// grant from a newer claim (a new decision) issues again. A request with
+    /// nothing on file holds nothing here: success.
+    fn remove_holder(&self, request_id: &str, now: u64) -> Result<(), ConnectorError> {
+        match self.load_record(request_id)? {
+            Some(record) if record.live.is_some() => {
+                let claim = record.claim;
+                self.revoke_record(record, claim, 0, now)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Exercises signing (a throwaway certificate that expired in 1970, so it

@@ -30,7 +30,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use airlock_connectors::ssh::{serial_for, Krl, SshCaSettings, SshCertificateAuthority};
-use airlock_connectors::{Connector, GrantSpec, Holding};
+use airlock_connectors::{Connector, ConnectorError, GrantSpec, Holding};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use airlock_testkit::sshd::{OpenSsh, Sshd, Trust, UserKey};
 use airlock_testkit::{bounded, service_program};
@@ -286,6 +286,48 @@ async fn a_revoked_certificate_is_refused_by_sshd_and_listed_in_the_krl() {
         fx.ca.revoke(&revoke).await.unwrap();
         assert_eq!(krl_says(&tools.keygen, krl, &alice_cert), "REVOKED");
         assert_eq!(krl_says(&tools.keygen, krl, &carol_cert), "ok");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn remove_holder_revokes_a_certificate_no_request_explains() {
+    let Some(tools) = OpenSsh::find() else { return };
+    bounded(BOUND, async {
+        let fx = Fixture::new();
+        let sshd = fx.start_sshd(&tools);
+        let stray = fresh_request_id();
+        let cert = certify(&fx.ca, &fx.key, &stray, in_an_hour()).await;
+        sshd.assert_logs_in(&fx.key, &cert, "login refused before removal");
+        assert_eq!(holders(&fx.ca).await, [holding(&stray)]);
+
+        fx.ca.remove_holder(&holding(&stray)).await.unwrap();
+        assert!(holders(&fx.ca).await.is_empty());
+        assert_eq!(krl_says(&tools.keygen, &fx.krl, &cert), "REVOKED");
+        sshd.assert_refused(&fx.key, &cert, "a removed holder", "revoked by file");
+
+        // Idempotent, and a holder this CA never issued to is simply absent.
+        fx.ca.remove_holder(&holding(&stray)).await.unwrap();
+        fx.ca
+            .remove_holder(&holding(&fresh_request_id()))
+            .await
+            .unwrap();
+        // Only a grant from a newer claim issues again.
+        let late = spec(&stray, in_an_hour(), &fx.key.public, 1);
+        fx.ca.grant(&late).await.unwrap();
+        assert!(
+            holders(&fx.ca).await.is_empty(),
+            "a stale claim undid the removal"
+        );
+        // A principal that is not a request id names no state file.
+        let odd = Holding {
+            principal: "../records/x".to_owned(),
+            request_id: None,
+        };
+        assert!(matches!(
+            fx.ca.remove_holder(&odd).await,
+            Err(ConnectorError::Permanent(_))
+        ));
     })
     .await;
 }
