@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use airlock_connectors::{Connector, ConnectorError, GrantSpec, Granted};
 use airlock_core::approval::{Route, Verdict};
 use airlock_core::catalog::{Catalog, Entitlement, TicketRule, User};
-use airlock_core::drift::DriftPolicies;
+use airlock_core::drift::DriftPolicy;
 use airlock_core::request::{
     self, Command, JobAction, LifecycleSettings, NewRequest, State, Transition,
 };
@@ -659,6 +659,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
             pattern: None,
         },
         connector: "recorder".to_owned(),
+        drift: DriftPolicy::Report,
     });
     let lifecycle = Arc::new(LifecycleSettings::default());
 
@@ -751,7 +752,6 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         overdue_after: Duration::from_secs(60),
         connectors,
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
-        drift: DriftPolicies::new(),
     });
     let (shutdown, watcher) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher));

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::drift::DriftPolicy;
 use crate::ids::{EntitlementId, GroupName, UserId};
 
 /// Administrative capabilities beyond requesting and approving.
@@ -100,6 +101,9 @@ pub struct Entitlement {
     pub ticket: TicketRule,
     /// Name of the connector (configured in the shell) that provisions it.
     pub connector: String,
+    /// What reconciliation does about holders of its connector's access
+    /// that no grant explains.
+    pub drift: DriftPolicy,
 }
 
 /// Everything the core needs to know about users and entitlements.

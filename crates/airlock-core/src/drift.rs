@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 
 use crate::audit::{Actor, AuditAction, AuditEvent};
 use crate::catalog::{Catalog, User};
-use crate::ids::{EntitlementId, RequestId};
+use crate::ids::RequestId;
 use crate::request::{AccessRequest, JobAction, State};
 use crate::time::Timestamp;
 
@@ -68,18 +68,11 @@ impl DriftPolicy {
     }
 }
 
-/// The drift policy of each entitlement; one not listed reports.
-pub type DriftPolicies = BTreeMap<EntitlementId, DriftPolicy>;
-
 /// What to do with holders of `connector` that no grant explains. A holder
 /// of a connector's access holds every entitlement provisioned through it,
 /// so it is removed only when *every* such entitlement says `revoke` (and
 /// at least one uses the connector).
-pub fn unmanaged_policy(
-    catalog: &Catalog,
-    policies: &DriftPolicies,
-    connector: &str,
-) -> DriftPolicy {
+pub fn unmanaged_policy(catalog: &Catalog, connector: &str) -> DriftPolicy {
     let mut using = catalog
         .entitlements
         .values()
@@ -88,7 +81,7 @@ pub fn unmanaged_policy(
     if using.peek().is_none() {
         return DriftPolicy::Report;
     }
-    if using.all(|e| policies.get(&e.id).copied() == Some(DriftPolicy::Revoke)) {
+    if using.all(|e| e.drift == DriftPolicy::Revoke) {
         DriftPolicy::Revoke
     } else {
         DriftPolicy::Report

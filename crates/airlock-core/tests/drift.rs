@@ -17,8 +17,7 @@ use airlock_core::approval::{ApprovalTier, Route, Verdict};
 use airlock_core::audit::{Actor, AuditAction};
 use airlock_core::catalog::{Catalog, Entitlement, Role, TicketRule, User};
 use airlock_core::drift::{
-    self, assess, unmanaged_policy, Drift, DriftPolicies, DriftPolicy, Finding, Fix, Holder, Known,
-    Observation,
+    self, assess, unmanaged_policy, Drift, DriftPolicy, Finding, Fix, Holder, Known, Observation,
 };
 use airlock_core::request::{
     apply, submit, AccessRequest, Command, JobAction, LifecycleSettings, NewRequest, Transition,
@@ -58,6 +57,7 @@ fn entitlement(id: &str, connector: &str) -> Entitlement {
             pattern: None,
         },
         connector: connector.to_owned(),
+        drift: DriftPolicy::Report,
     }
 }
 
@@ -459,22 +459,24 @@ fn findings_and_fixes() {
 
 #[test]
 fn unexplained_holders_are_removed_only_when_every_entitlement_of_the_connector_says_revoke() {
-    let catalog = Catalog {
-        users: BTreeMap::new(),
-        entitlements: [
-            entitlement("db-read", "pg"),
-            entitlement("db-admin", "pg"),
-            entitlement("shell", "ssh"),
-        ]
-        .into_iter()
-        .map(|e| (e.id.clone(), e))
-        .collect(),
-    };
-    let policies = |pairs: &[(&str, DriftPolicy)]| -> DriftPolicies {
-        pairs
-            .iter()
-            .map(|(e, p)| (EntitlementId::parse(e).unwrap(), *p))
-            .collect()
+    // The catalog with these entitlements set to these policies (others: report).
+    let policies = |pairs: &[(&str, DriftPolicy)]| -> Catalog {
+        let mut catalog = Catalog {
+            users: BTreeMap::new(),
+            entitlements: [
+                entitlement("db-read", "pg"),
+                entitlement("db-admin", "pg"),
+                entitlement("shell", "ssh"),
+            ]
+            .into_iter()
+            .map(|e| (e.id.clone(), e))
+            .collect(),
+        };
+        for (id, policy) in pairs {
+            let id = EntitlementId::parse(id).unwrap();
+            catalog.entitlements.get_mut(&id).unwrap().drift = *policy;
+        }
+        catalog
     };
     use DriftPolicy::{Report, Revoke};
     let cases = [
@@ -493,11 +495,16 @@ fn unexplained_holders_are_removed_only_when_every_entitlement_of_the_connector_
         (policies(&[("shell", Revoke)]), "ssh", Revoke),
         (policies(&[("shell", Revoke)]), "unused", Report),
     ];
-    for (policies, connector, expected) in cases {
+    for (catalog, connector, expected) in cases {
+        let set: Vec<_> = catalog
+            .entitlements
+            .values()
+            .map(|e| (e.id.as_str(), e.drift))
+            .collect();
         assert_eq!(
-            unmanaged_policy(&catalog, &policies, connector),
+            unmanaged_policy(&catalog, connector),
             expected,
-            "{connector} under {policies:?}"
+            "{connector} under {set:?}"
         );
     }
     assert_eq!(DriftPolicy::parse("revoke"), Some(Revoke));

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
 use airlock_core::catalog::{Catalog, Entitlement, Role, TicketRule, User};
+use airlock_core::drift::DriftPolicy;
 use airlock_core::request::{
     apply, submit, AccessRequest, Command, JobAction, LifecycleSettings, NewRequest, Rejection,
     State, Transition,
@@ -85,6 +86,7 @@ fn catalog() -> Catalog {
             pattern: Some(airlock_core::catalog::TicketPattern::new(r"INC-\d+").unwrap()),
         },
         connector: "postgres".to_owned(),
+        drift: DriftPolicy::Report,
     };
     Catalog {
         users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
 use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
+use airlock_core::drift::DriftPolicy;
 use airlock_core::request::{
     apply, submit, AccessRequest, Command, JobAction, LifecycleSettings, NewRequest, Rejection,
     State, Transition,
@@ -84,6 +85,7 @@ fn world(required: u32) -> World {
                 pattern: None,
             },
             connector: "postgres".to_owned(),
+            drift: DriftPolicy::Report,
         },
         settings: LifecycleSettings {
             pending_timeout: Duration::from_secs(1800),

@@ -14,7 +14,7 @@ use airlock_connectors::postgres::{PostgresConnector, PostgresSettings};
 use airlock_connectors::ssh::SshCaSettings;
 use airlock_connectors::Mode;
 use airlock_core::catalog::{Catalog, Entitlement, Role, TicketPattern, TicketRule, User};
-use airlock_core::drift::{DriftPolicies, DriftPolicy};
+use airlock_core::drift::DriftPolicy;
 use airlock_core::request::LifecycleSettings;
 use airlock_core::{EntitlementId, GroupName, UserId};
 use airlock_policy::{Directory, EntitlementFacts, UserFacts};
@@ -101,10 +101,6 @@ pub struct Settings {
     /// A policy change proposed through the API takes effect only once a
     /// second admin approves it (and reloading from disk is refused).
     pub policy_two_person: bool,
-    /// What reconciliation does with holders no grant explains, per
-    /// entitlement (`drift`; absent means `report`). Kept beside the
-    /// catalog rather than in `Entitlement`, whose literal other crates build.
-    pub drift: DriftPolicies,
     /// How often reconciliation runs in the background (`None`: never).
     pub reconcile_every: Option<Duration>,
 }
@@ -443,7 +439,6 @@ impl Settings {
         };
 
         let mut catalog = Catalog::default();
-        let mut drift = DriftPolicies::new();
         let mut token_hashes = HashMap::new();
         let mut directory = Directory::default();
         for (name, user) in &raw.users {
@@ -866,8 +861,9 @@ impl Settings {
             if !text.is_empty() {
                 generated.push((format!("{path} [entitlements.{name}]"), text));
             }
-            if let Some(raw) = &ent.drift {
-                let policy = DriftPolicy::parse(raw.get_ref().trim()).ok_or_else(|| {
+            let drift = match &ent.drift {
+                None => DriftPolicy::default(),
+                Some(raw) => DriftPolicy::parse(raw.get_ref().trim()).ok_or_else(|| {
                     src.error(
                         raw.span(),
                         format!(
@@ -876,9 +872,8 @@ impl Settings {
                             raw.get_ref()
                         ),
                     )
-                })?;
-                drift.insert(id.clone(), policy);
-            }
+                })?,
+            };
             let connector = ent.connector.get_ref().clone();
             if !connectors.contains_key(&connector) {
                 return Err(src.error(
@@ -902,6 +897,7 @@ impl Settings {
                         pattern,
                     },
                     connector,
+                    drift,
                 },
             );
         }
@@ -922,7 +918,6 @@ impl Settings {
             },
             directory,
             policy_two_person,
-            drift,
             reconcile_every,
         })
     }

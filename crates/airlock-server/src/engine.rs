@@ -16,7 +16,6 @@ mod reconcile;
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
 use airlock_core::audit::{AuditAction, AuditEvent, AuditRecord};
 use airlock_core::catalog::{Catalog, User};
-use airlock_core::drift::DriftPolicies;
 use airlock_core::policy_change::{self, Proposal, Trigger};
 use airlock_core::request::{
     self, AccessRequest, Command, Effect, JobAction, LifecycleSettings, NewRequest, Rejection,
@@ -126,7 +125,6 @@ pub struct Engine {
     /// set that is really in force when it lands.
     policy_changes: tokio::sync::Mutex<()>,
     /// Per entitlement: what reconciliation does with unexplained holders.
-    drift: DriftPolicies,
     /// One reconciliation at a time per replica, so a scheduled run and an
     /// on-demand one never fix the same finding twice.
     reconciling: tokio::sync::Mutex<()>,
@@ -141,8 +139,6 @@ pub struct EngineParts {
     pub overdue_after: Duration,
     pub connectors: HashMap<String, Arc<dyn Connector>>,
     pub clock: Arc<dyn Clock>,
-    /// Entitlements' `drift` settings (absent: `report`).
-    pub drift: DriftPolicies,
 }
 
 /// What a request to change the policy set did.
@@ -163,7 +159,6 @@ impl Engine {
             overdue_after,
             connectors,
             clock,
-            drift,
         } = parts;
         Arc::new(Engine {
             store,
@@ -178,7 +173,6 @@ impl Engine {
             metrics: Metrics::default(),
             credentials: std::sync::Mutex::new(HashMap::new()),
             policy_changes: tokio::sync::Mutex::new(()),
-            drift,
             reconciling: tokio::sync::Mutex::new(()),
         })
     }

@@ -202,7 +202,6 @@ pub async fn start_with_clock(
         overdue_after: settings.revocation_overdue_after,
         connectors,
         clock,
-        drift: settings.drift.clone(),
     });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

@@ -187,10 +187,18 @@ fn the_good_config_parses_into_typed_settings() {
     assert_eq!(s.lifecycle.retry_cap, Duration::from_secs(60));
     assert_eq!(s.revocation_overdue_after, Duration::from_secs(300));
     assert_eq!(s.reconcile_every, Some(Duration::from_secs(600)));
-    let drift: Vec<(&str, DriftPolicy)> = s.drift.iter().map(|(e, p)| (e.as_str(), *p)).collect();
+    let drift: Vec<(&str, DriftPolicy)> = s
+        .catalog
+        .entitlements
+        .values()
+        .map(|e| (e.id.as_str(), e.drift))
+        .collect();
     assert_eq!(
         drift,
-        [("db-prod", DriftPolicy::Revoke)],
+        [
+            ("db-prod", DriftPolicy::Revoke),
+            ("logs", DriftPolicy::Report)
+        ],
         "`logs` reports by default"
     );
 
@@ -307,7 +315,6 @@ fn an_empty_config_gets_defaults() {
     );
     assert!(s.catalog.entitlements.is_empty() && s.connectors.is_empty());
     assert_eq!(s.reconcile_every, Some(DEFAULT_RECONCILE_EVERY));
-    assert!(s.drift.is_empty());
 }
 
 #[test]

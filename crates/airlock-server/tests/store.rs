@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
 use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
+use airlock_core::drift::DriftPolicy;
 use airlock_core::request::{self, Command, LifecycleSettings, NewRequest, Rejection, State};
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use airlock_server::store::sql::{Location, SqlStore};
@@ -153,6 +154,7 @@ fn entitlement(approvals: u32) -> Ent {
             pattern: None,
         },
         connector: "c".into(),
+        drift: DriftPolicy::Report,
     };
     Ent {
         entitlement,

@@ -244,7 +244,7 @@ impl Engine {
             listed_at,
             holders: &held,
             requests: &requests,
-            unmanaged: drift::unmanaged_policy(&self.catalog, &self.drift, name),
+            unmanaged: drift::unmanaged_policy(&self.catalog, name),
         };
         let drifts = drift::assess(&observation, self.clock.now());
         // Recorded before anything is fixed: no fix without its finding.
