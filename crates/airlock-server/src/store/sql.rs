@@ -134,26 +134,16 @@ impl Backend {
 /// Advisory lock keys (PostgreSQL): one for migrations, one for write batches.
 const MIGRATION_LOCK: i64 = 0x6169_726c_6f63_6b01;
 
-/// The newest audit event, which the batch's first event chains to.
-macro_rules! audit_head_sql {
-    () => {
-        "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
-    };
-}
-
-/// Starts a write batch (see [`begin_batch`]). The write lock's key is
-/// 0x6169_726c_6f63_6b02, next to [`MIGRATION_LOCK`], spelt in decimal (a
-/// test checks it) because a query string cannot take arguments here.
-/// `locked` tells the lock's row from the head's; the lock function itself
-/// returns `void`, which the runtime-generic rows cannot carry.
-const BEGIN_POSTGRES: &str = concat!(
-    "BEGIN; SELECT 1 AS locked FROM pg_advisory_xact_lock(7019267304284449538); ",
-    audit_head_sql!()
-);
-/// `IMMEDIATE` takes SQLite's write lock at once: a deferred transaction that
-/// read first could not upgrade if another process (`airlock import`, say)
-/// wrote the file in between; this one waits for it instead.
-const BEGIN_SQLITE: &str = concat!("BEGIN IMMEDIATE; ", audit_head_sql!());
+/// Starts a write batch on PostgreSQL (see [`begin_batch`]). The write
+/// lock's key is 0x6169_726c_6f63_6b02, next to [`MIGRATION_LOCK`], spelt in
+/// decimal (a test checks it) because the message carries no arguments.
+/// `locked` tells the lock's row from the others; the lock function itself
+/// returns `void`, which the runtime-generic rows cannot carry. (SQLite
+/// begins `IMMEDIATE`, taking the file's write lock at once: a deferred
+/// transaction that read first could not upgrade if another process, an
+/// `airlock import` say, wrote the file in between.)
+const BEGIN_POSTGRES: &str =
+    "BEGIN; SELECT 1 AS locked FROM pg_advisory_xact_lock(7019267304284449538); ";
 
 pub struct SqlStore {
     backend: Backend,
@@ -268,7 +258,7 @@ impl SqlStore {
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(|conn, _meta| {
                         Box::pin(async move {
-                            for setting in [PLAN_EVERY_EXECUTION, "SET synchronous_commit = off"] {
+                            for setting in [KEYED_ACCESS_ONLY, "SET synchronous_commit = off"] {
                                 sqlx::query(setting).execute(&mut *conn).await?;
                             }
                             Ok(())
@@ -313,9 +303,15 @@ impl SqlStore {
 /// Statements are prepared once per connection, and a generic plan made
 /// while the table was small (a fresh database) scans it whole for
 /// `id IN (...)` or a claim's join; it stays cached until an ANALYZE happens
-/// to invalidate it. Planning each execution with its actual parameters
-/// keeps every lookup on its index. Set on every PostgreSQL connection.
+/// to invalidate it. The read pool, whose filters vary, plans each execution
+/// with its actual parameters.
 const PLAN_EVERY_EXECUTION: &str = "SET plan_cache_mode = force_custom_plan";
+/// The writer and the due claims only ever find rows by key, by requester or
+/// by deadline, for which an index is always right: those connections never
+/// plan a whole-table scan, so their plans can stay cached (planning every
+/// execution of the writer's large statements cost it about a fifth of its
+/// throughput).
+const KEYED_ACCESS_ONLY: &str = "SET enable_seqscan = off";
 
 async fn connect_writer(
     backend: Backend,
@@ -327,10 +323,7 @@ async fn connect_writer(
         // the write lock and stall every replica: the server ends its session
         // instead, rolling the batch back, and the replica reconnects later.
         exec(&mut conn, "SET idle_in_transaction_session_timeout = '2s'").await?;
-        sqlx::query(PLAN_EVERY_EXECUTION)
-            .execute(&mut conn)
-            .await
-            .map_err(db_err)?;
+        exec(&mut conn, KEYED_ACCESS_ONLY).await?;
     }
     if backend == Backend::Sqlite {
         for pragma in [
@@ -420,26 +413,12 @@ async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Cha
     let mut recorded = Vec::new();
     let mut claimed = Vec::new();
     let outcome = async {
-        let head = begin_batch(conn, backend).await?;
-        // New ids are read too: they are random and never expected to
-        // collide, but an upsert must not silently overwrite another request
-        // if one ever did.
-        let ids: BTreeSet<String> = batch
-            .iter()
-            .filter_map(|c| match c {
-                Change::Update { id, .. } | Change::Create { id, .. } => Some(id.to_string()),
-                Change::Record { .. } | Change::Claim { .. } => None,
-            })
-            .collect();
-        let requesters: BTreeSet<String> = batch
-            .iter()
-            .filter_map(|c| match c {
-                Change::Create { requester, .. } => Some(requester.to_string()),
-                Change::Update { .. } | Change::Record { .. } | Change::Claim { .. } => None,
-            })
-            .collect();
-        let mut rows = read_requests(conn, backend, &ids).await?;
-        let mut open = read_open_requests(conn, backend, &requesters).await?;
+        let (ids, requesters) = batch_keys(&batch);
+        let BatchStart {
+            head,
+            mut rows,
+            mut open,
+        } = begin_batch(conn, backend, &ids, &requesters).await?;
         let mut pending = PendingWrites::default();
         for change in batch {
             match change {
@@ -626,62 +605,6 @@ fn placeholders(first: usize, n: usize) -> String {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// The rows with these ids, locked on PostgreSQL.
-async fn read_requests(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    ids: &BTreeSet<String>,
-) -> Result<HashMap<String, AccessRequest>, StoreError> {
-    let mut rows = HashMap::with_capacity(ids.len());
-    let ids: Vec<&String> = ids.iter().collect();
-    for chunk in shaped_chunks(&ids, backend.rows_per_statement(1)) {
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE id IN ({}){}",
-            placeholders(1, chunk.len()),
-            backend.for_update()
-        );
-        let mut query = sqlx::query(&sql);
-        for id in chunk {
-            query = query.bind((*id).clone());
-        }
-        for row in query.fetch_all(&mut *conn).await.map_err(db_err)? {
-            let request = request_from_row(&row)?;
-            rows.insert(request.id.to_string(), request);
-        }
-    }
-    Ok(rows)
-}
-
-/// The unfinished requests of these requesters, by (requester, entitlement).
-async fn read_open_requests(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    requesters: &BTreeSet<String>,
-) -> Result<HashMap<(String, String), RequestId>, StoreError> {
-    let mut open = HashMap::new();
-    let requesters: Vec<&String> = requesters.iter().collect();
-    for chunk in shaped_chunks(&requesters, backend.rows_per_statement(1)) {
-        let sql = format!(
-            "SELECT id, requester, entitlement FROM requests \
-             WHERE state IN ('pending','approved','active') AND requester IN ({})",
-            placeholders(1, chunk.len())
-        );
-        let mut query = sqlx::query(&sql);
-        for r in chunk {
-            query = query.bind((*r).clone());
-        }
-        for row in query.fetch_all(&mut *conn).await.map_err(db_err)? {
-            let id: String = row.try_get("id").map_err(db_err)?;
-            let key = (
-                row.try_get::<String, _>("requester").map_err(db_err)?,
-                row.try_get::<String, _>("entitlement").map_err(db_err)?,
-            );
-            open.insert(key, RequestId::parse(&id).map_err(|e| corrupt(&id, e))?);
-        }
-    }
-    Ok(open)
 }
 
 /// One requester's entries of the batch's open-request map.
@@ -968,32 +891,135 @@ struct AuditHead {
     hash: String,
 }
 
+/// The ids a batch changes or creates, and the requesters it creates for.
+/// New ids are read too: they are random and never expected to collide, but
+/// an upsert must not silently overwrite another request if one ever did.
+fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut ids = BTreeSet::new();
+    let mut requesters = BTreeSet::new();
+    for change in batch {
+        match change {
+            Change::Update { id, .. } => {
+                ids.insert(id.to_string());
+            }
+            Change::Create { id, requester, .. } => {
+                ids.insert(id.to_string());
+                requesters.insert(requester.to_string());
+            }
+            Change::Record { .. } | Change::Claim { .. } => {}
+        }
+    }
+    (ids, requesters)
+}
+
+/// What a write batch knows once it holds the lock.
+struct BatchStart {
+    /// The newest audit event, which the batch's first event chains to.
+    head: AuditHead,
+    /// The rows the batch changes (locked on PostgreSQL), by id.
+    rows: HashMap<String, AccessRequest>,
+    /// The requesters' unfinished requests, by (requester, entitlement).
+    open: HashMap<(String, String), RequestId>,
+}
+
 /// Opens a write batch's transaction, takes the write lock on PostgreSQL and
-/// reads the audit head, in one round trip: the batch holds the only write
-/// lock for its whole length, so its fixed costs are paid by every replica's
-/// waiting writes. Each statement of the string gets its own snapshot (read
-/// committed), so the head is read after the lock is held and is current.
-async fn begin_batch(conn: &mut AnyConnection, backend: Backend) -> Result<AuditHead, StoreError> {
-    let sql = match backend {
-        Backend::Sqlite => BEGIN_SQLITE,
-        Backend::Postgres => BEGIN_POSTGRES,
-    };
+/// reads everything the batch decides on, in one round trip: the batch holds
+/// the only write lock for its whole length, so its fixed costs are paid by
+/// every replica's waiting writes. Each statement of the message gets its own
+/// snapshot (read committed), so everything is read after the lock is held.
+/// The keys go in as literals: they are validated ids (letters, digits and
+/// `-_.@`), and a statement without parameters is planned for the values it
+/// carries, never from a plan cached while the table was nearly empty.
+async fn begin_batch(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: &BTreeSet<String>,
+    requesters: &BTreeSet<String>,
+) -> Result<BatchStart, StoreError> {
+    let sql = batch_start_sql(backend, ids, requesters)?;
     // A query string without arguments goes out as one simple-protocol
     // message, however many statements it holds.
-    let rows = conn.fetch_all(sql).await.map_err(db_err)?;
-    let row = rows
-        .iter()
-        .find(|row| row.columns().iter().any(|c| c.name() == "hash"));
-    Ok(match row {
-        Some(row) => AuditHead {
-            seq: row.try_get("seq").map_err(db_err)?,
-            hash: row.try_get("hash").map_err(db_err)?,
-        },
-        None => AuditHead {
+    let found = conn.fetch_all(sql.as_str()).await.map_err(db_err)?;
+    let mut start = BatchStart {
+        head: AuditHead {
             seq: 0,
             hash: GENESIS_HASH.to_owned(),
         },
-    })
+        rows: HashMap::with_capacity(ids.len()),
+        open: HashMap::new(),
+    };
+    for row in &found {
+        let has = |name: &str| row.columns().iter().any(|c| c.name() == name);
+        if has("hash") {
+            start.head = AuditHead {
+                seq: row.try_get("seq").map_err(db_err)?,
+                hash: row.try_get("hash").map_err(db_err)?,
+            };
+        } else if has("open_id") {
+            let id: String = row.try_get("open_id").map_err(db_err)?;
+            let key = (
+                row.try_get::<String, _>("open_requester").map_err(db_err)?,
+                row.try_get::<String, _>("open_entitlement")
+                    .map_err(db_err)?,
+            );
+            start
+                .open
+                .insert(key, RequestId::parse(&id).map_err(|e| corrupt(&id, e))?);
+        } else if has("state") {
+            let request = request_from_row(row)?;
+            start.rows.insert(request.id.to_string(), request);
+        }
+    }
+    Ok(start)
+}
+
+/// The statements [`begin_batch`] sends.
+fn batch_start_sql(
+    backend: Backend,
+    ids: &BTreeSet<String>,
+    requesters: &BTreeSet<String>,
+) -> Result<String, StoreError> {
+    let mut sql = String::from(match backend {
+        Backend::Sqlite => "BEGIN IMMEDIATE; ",
+        Backend::Postgres => BEGIN_POSTGRES,
+    });
+    sql.push_str("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1");
+    if !ids.is_empty() {
+        sql.push_str(&format!(
+            "; SELECT {REQUEST_COLUMNS} FROM requests WHERE id IN ({}){}",
+            literals(ids)?,
+            backend.for_update()
+        ));
+    }
+    if !requesters.is_empty() {
+        sql.push_str(&format!(
+            "; SELECT id AS open_id, requester AS open_requester, entitlement AS open_entitlement \
+             FROM requests WHERE state IN ('pending','approved','active') AND requester IN ({})",
+            literals(requesters)?
+        ));
+    }
+    Ok(sql)
+}
+
+/// `'a','b',…` for validated ids; anything else is refused rather than quoted.
+fn literals(keys: &BTreeSet<String>) -> Result<String, StoreError> {
+    let mut out = String::with_capacity(keys.len() * 40);
+    for key in keys {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+        {
+            return Err(StoreError::Corrupt(format!("`{key}` is not an id")));
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push('\'');
+        out.push_str(key);
+        out.push('\'');
+    }
+    Ok(out)
 }
 
 /// Writes chained records exactly as given, in one statement.
@@ -1366,13 +1392,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_batch_takes_the_write_lock_by_its_key() {
+    fn the_batch_takes_the_write_lock_by_its_key_and_refuses_keys_that_are_not_ids() {
         let key = BEGIN_POSTGRES
             .split("pg_advisory_xact_lock(")
             .nth(1)
             .and_then(|rest| rest.split(')').next())
             .and_then(|digits| digits.parse::<i64>().ok());
         assert_eq!(key, Some(0x6169_726c_6f63_6b02));
+        let keys = |k: &[&str]| k.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+        let sql = batch_start_sql(Backend::Postgres, &keys(&["r1", "r.2"]), &keys(&["a@b"]));
+        let sql = sql.unwrap();
+        assert!(sql.starts_with(BEGIN_POSTGRES), "{sql}");
+        assert!(sql.contains("id IN ('r.2','r1')") && sql.contains("requester IN ('a@b')"));
+        for bad in ["x' OR '1'='1", "", "a b", "a\\b"] {
+            assert!(batch_start_sql(Backend::Sqlite, &keys(&[bad]), &keys(&[])).is_err());
+        }
     }
 
     #[test]
