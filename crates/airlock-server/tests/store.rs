@@ -18,8 +18,8 @@ use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
 use airlock_core::drift::DriftPolicy;
 use airlock_core::request::{self, Command, LifecycleSettings, NewRequest, Rejection, State};
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
-use airlock_server::store::sql::{Location, SqlStore};
-use airlock_server::store::{AuditFilter, RequestFilter, Store, StoreError};
+use airlock_server::store::sql::{Backend, Location, SqlStore};
+use airlock_server::store::{AuditFilter, Exclusive, RequestFilter, Store, StoreError};
 use sqlx::Connection;
 
 /// A store under test and how to reach its database behind its back.
@@ -554,6 +554,38 @@ async fn concurrent_claimers_share_the_due_work_without_overlap() {
         let all: BTreeSet<RequestId> = a.iter().chain(&b).cloned().collect();
         assert_eq!(a.len() + b.len(), N, "a request was claimed twice");
         assert_eq!(all.len(), N, "a due request was never claimed");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_background_work_runs_on_one_replica_at_a_time() {
+    on_every_store(|store, raw_url| async move {
+        let other = Arc::new(SqlStore::open(&Location::parse(&raw_url)).await.unwrap());
+        let work = Exclusive::ScheduledReconciliation;
+        let first = store
+            .try_exclusive(work)
+            .await
+            .unwrap()
+            .expect("nobody holds it");
+        let second = other.try_exclusive(work).await.unwrap();
+        if store.backend() == Backend::Sqlite {
+            // One process per SQLite file: nothing to share.
+            assert!(second.is_some());
+            return;
+        }
+        assert!(second.is_none(), "two replicas held the same work");
+        first.release().await;
+        let taken = other.try_exclusive(work).await.unwrap().expect("released");
+        assert!(store.try_exclusive(work).await.unwrap().is_none());
+        // A holder that goes away without releasing (a crash) frees it too.
+        drop(taken);
+        let again = airlock_testkit::until(Duration::from_secs(10), "the lock to be freed", || {
+            let store = Arc::clone(&store);
+            async move { store.try_exclusive(work).await.unwrap() }
+        })
+        .await;
+        again.release().await;
     })
     .await;
 }

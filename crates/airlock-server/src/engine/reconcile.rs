@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::{grant_spec, Engine, EngineError};
-use crate::store::RequestFilter;
+use crate::store::{Exclusive, RequestFilter};
 
 /// Most grants of one entitlement read for one reconciliation. A connector
 /// with more is not reconciled at all: with a grant left unread, its holder
@@ -544,7 +544,26 @@ impl Engine {
                 return;
             }
             pause = every;
-            match self.reconcile(true, None).await {
+            // With several replicas on one PostgreSQL, one of them runs each
+            // round; the others skip it rather than audit every finding again.
+            let guard = match self
+                .store
+                .try_exclusive(Exclusive::ScheduledReconciliation)
+                .await
+            {
+                Ok(Some(guard)) => guard,
+                Ok(None) => {
+                    info!("another replica is reconciling; this round is theirs");
+                    continue;
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot tell whether another replica is reconciling; skipping this round");
+                    continue;
+                }
+            };
+            let result = self.reconcile(true, None).await;
+            guard.release().await;
+            match result {
                 Ok(report) => {
                     let (unfixed, errors) = (report.unfixed(), report.errors());
                     let found = report.findings().count();

@@ -41,6 +41,32 @@ pub enum StoreError {
     UniqueViolation,
 }
 
+/// Background work that runs on one replica at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exclusive {
+    ScheduledReconciliation,
+}
+
+/// Holds the right to an [`Exclusive`] job; see [`Store::try_exclusive`].
+/// On PostgreSQL: a session advisory lock on a connection of its own, which
+/// [`ExclusiveGuard::release`] unlocks and closes; dropped without release,
+/// the connection's socket closes and the server frees the lock.
+pub struct ExclusiveGuard {
+    pub(crate) holder: Option<(sqlx::AnyConnection, i64)>,
+}
+
+impl ExclusiveGuard {
+    pub async fn release(mut self) {
+        if let Some((mut conn, key)) = self.holder.take() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1) IS NOT NULL AS released")
+                .bind(key)
+                .fetch_one(&mut conn)
+                .await;
+            let _ = sqlx::Connection::close(conn).await;
+        }
+    }
+}
+
 /// The requester's unfinished (pending, approved or active) requests, by entitlement.
 pub type OpenRequests = std::collections::BTreeMap<EntitlementId, RequestId>;
 
@@ -140,6 +166,13 @@ pub trait Store: Send + Sync {
 
     /// Walks the whole chain from the first event.
     async fn verify_audit(&self) -> Result<ChainReport, StoreError>;
+
+    /// Background work that one replica at a time should do (scheduled
+    /// reconciliation): `Some` while this replica holds the right to it,
+    /// `None` while another does. The right ends when the guard is released
+    /// or dropped, or the process dies. With SQLite (one process) it is
+    /// always granted.
+    async fn try_exclusive(&self, work: Exclusive) -> Result<Option<ExclusiveGuard>, StoreError>;
 
     /// Whether the database answers and holds exactly the schema this
     /// binary runs on (another replica may have migrated it further).

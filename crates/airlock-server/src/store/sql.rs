@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::migrations::{latest, Migration, MIGRATIONS};
 use super::record::{JobRecord, RequestRecord};
 use super::{
-    AuditFilter, ChainReport, CreateDecision, ImportReport, OpenRequests, RequestFilter, Store,
-    StoreError, UpdateDecision,
+    AuditFilter, ChainReport, CreateDecision, Exclusive, ExclusiveGuard, ImportReport,
+    OpenRequests, RequestFilter, Store, StoreError, UpdateDecision,
 };
 
 /// Where the store lives.
@@ -132,8 +132,10 @@ impl Backend {
     }
 }
 
-/// Advisory lock keys (PostgreSQL): one for migrations, one for write batches.
+/// Advisory lock keys (PostgreSQL): one for migrations, one for write
+/// batches, and one per kind of exclusive background work.
 const MIGRATION_LOCK: i64 = 0x6169_726c_6f63_6b01;
+const RECONCILIATION_LOCK: i64 = 0x6169_726c_6f63_6b03;
 
 /// Starts a write batch on PostgreSQL (see [`begin_batch`]). The write
 /// lock's key is 0x6169_726c_6f63_6b02, next to [`MIGRATION_LOCK`], spelt in
@@ -157,6 +159,8 @@ pub struct SqlStore {
     /// batches: a connection of their own would starve waiting for the
     /// file's write lock while batches follow each other.
     claims: Option<AnyPool>,
+    /// How to open a connection of its own (exclusive background work).
+    options: AnyConnectOptions,
 }
 
 /// Work for the writer task.
@@ -271,12 +275,13 @@ impl SqlStore {
             ),
         };
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run_writer(conn, options, backend, jobs));
+        tokio::spawn(run_writer(conn, options.clone(), backend, jobs));
         Ok(SqlStore {
             backend,
             writer,
             read,
             claims,
+            options,
         })
     }
 
@@ -1375,6 +1380,33 @@ impl Store for SqlStore {
             .await
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
+    }
+
+    async fn try_exclusive(&self, work: Exclusive) -> Result<Option<ExclusiveGuard>, StoreError> {
+        if self.backend == Backend::Sqlite {
+            return Ok(Some(ExclusiveGuard { holder: None }));
+        }
+        let key = match work {
+            Exclusive::ScheduledReconciliation => RECONCILIATION_LOCK,
+        };
+        // A connection of its own: a session lock held on a pooled one would
+        // outlive the work when the connection went back to the pool.
+        let mut conn = AnyConnection::connect_with(&self.options)
+            .await
+            .map_err(db_err)?;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db_err)?;
+        if held {
+            Ok(Some(ExclusiveGuard {
+                holder: Some((conn, key)),
+            }))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
