@@ -16,7 +16,9 @@ pub enum IdError {
 
 const MAX_ID_LEN: usize = 64;
 
-fn check_id(raw: &str) -> Result<(), IdError> {
+/// The rule every id follows (letters, digits and `-_.@`, at most 64), for
+/// code that handles ids as plain strings and must know they are ids.
+pub fn check_id(raw: &str) -> Result<(), IdError> {
     if raw.is_empty() {
         return Err(IdError::Empty);
     }

@@ -9,6 +9,7 @@ use airlock_core::request::{AccessRequest, Rejection, State, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 
 use crate::store::record::RequestRecord;
+pub use crate::store::sql::ExclusiveGuard;
 
 pub mod record;
 pub mod sql;
@@ -45,26 +46,6 @@ pub enum StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exclusive {
     ScheduledReconciliation,
-}
-
-/// Holds the right to an [`Exclusive`] job; see [`Store::try_exclusive`].
-/// On PostgreSQL: a session advisory lock on a connection of its own, which
-/// [`ExclusiveGuard::release`] unlocks and closes; dropped without release,
-/// the connection's socket closes and the server frees the lock.
-pub struct ExclusiveGuard {
-    pub(crate) holder: Option<(sqlx::AnyConnection, i64)>,
-}
-
-impl ExclusiveGuard {
-    pub async fn release(mut self) {
-        if let Some((mut conn, key)) = self.holder.take() {
-            let _ = sqlx::query("SELECT pg_advisory_unlock($1) IS NOT NULL AS released")
-                .bind(key)
-                .fetch_one(&mut conn)
-                .await;
-            let _ = sqlx::Connection::close(conn).await;
-        }
-    }
 }
 
 /// The requester's unfinished (pending, approved or active) requests, by entitlement.

@@ -25,6 +25,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
+use airlock_core::ids::check_id;
 use airlock_core::request::{AccessRequest, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -34,8 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::migrations::{latest, Migration, MIGRATIONS};
 use super::record::{JobRecord, RequestRecord};
 use super::{
-    AuditFilter, ChainReport, CreateDecision, Exclusive, ExclusiveGuard, ImportReport,
-    OpenRequests, RequestFilter, Store, StoreError, UpdateDecision,
+    AuditFilter, ChainReport, CreateDecision, Exclusive, ImportReport, OpenRequests, RequestFilter,
+    Store, StoreError, UpdateDecision,
 };
 
 /// Where the store lives.
@@ -161,6 +162,26 @@ pub struct SqlStore {
     claims: Option<AnyPool>,
     /// How to open a connection of its own (exclusive background work).
     options: AnyConnectOptions,
+}
+
+/// Holds the right to an [`Exclusive`] job; see [`Store::try_exclusive`].
+/// On PostgreSQL: a session advisory lock on a connection of its own, which
+/// [`ExclusiveGuard::release`] unlocks and closes; dropped without release,
+/// the connection's socket closes and the server frees the lock.
+pub struct ExclusiveGuard {
+    holder: Option<(AnyConnection, i64)>,
+}
+
+impl ExclusiveGuard {
+    pub async fn release(mut self) {
+        if let Some((mut conn, key)) = self.holder.take() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(key)
+                .fetch_one(&mut conn)
+                .await;
+            let _ = conn.close().await;
+        }
+    }
 }
 
 /// Work for the writer task.
@@ -1011,13 +1032,7 @@ fn batch_start_sql(
 fn literals(keys: &BTreeSet<String>) -> Result<String, StoreError> {
     let mut out = String::with_capacity(keys.len() * 40);
     for key in keys {
-        if key.is_empty()
-            || !key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
-        {
-            return Err(StoreError::Corrupt(format!("`{key}` is not an id")));
-        }
+        check_id(key).map_err(|e| StoreError::Corrupt(format!("`{key}` is not an id: {e}")))?;
         if !out.is_empty() {
             out.push(',');
         }
