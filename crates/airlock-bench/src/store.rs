@@ -548,7 +548,7 @@ async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId>> {
                 Box::new(move |open| {
                     let now = Timestamp::from_unix_millis(now_ms());
                     let new = NewRequest {
-                        id,
+                        id: id.clone(),
                         duration: Some(now.until(due)),
                         reason: "expiry benchmark".to_owned(),
                         ticket: None,

@@ -2,6 +2,7 @@
 //! over HTTP for everything else. All logic lives in the library crates;
 //! this file parses arguments, prints results and maps errors to exit codes.
 
+use crate::terminal::{say, say_err};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ mod demo;
 mod output;
 mod policy;
 mod ssh;
+mod terminal;
 
 #[derive(Parser)]
 #[command(
@@ -366,14 +368,14 @@ fn main() -> std::process::ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            say_err!("error: cannot start the runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say_err!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -415,20 +417,20 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 .with_context(|| format!("--listen: `{listen}` is not an address"))?;
             let server = airlock_server::server::start(settings).await?;
             let url = format!("http://{}", server.addr());
-            println!("Airlock demo is running at {url}");
-            println!("Data dir: {} (tokens in tokens.json)", data_dir.display());
+            say!("Airlock demo is running at {url}");
+            say!("Data dir: {} (tokens in tokens.json)", data_dir.display());
             for user in demo::DEMO_USERS {
-                println!(
+                say!(
                     "  {user:<6} token: {}",
                     tokens.get(user).map_or("", String::as_str)
                 );
             }
-            println!("Try:");
-            println!(
+            say!("Try:");
+            say!(
                 "  export AIRLOCK_URL={url} AIRLOCK_TOKEN={}",
                 tokens.get("alice").map_or("", String::as_str)
             );
-            println!("  airlock request staging-shell --for 15m --reason \"deploy check\"");
+            say!("  airlock request staging-shell --for 15m --reason \"deploy check\"");
             serve_until_signal(server).await
         }
         Cmd::Serve {
@@ -446,12 +448,12 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                     .with_context(|| format!("--listen: `{l}` is not an address"))?;
             }
             let server = airlock_server::server::start(settings).await?;
-            println!("Airlock is running at http://{}", server.addr());
+            say!("Airlock is running at http://{}", server.addr());
             serve_until_signal(server).await
         }
         Cmd::Migrate { db } => {
             let (location, store) = db.open().await?;
-            println!(
+            say!(
                 "{}: schema version {}",
                 location.describe(),
                 store.schema_version().await?
@@ -469,7 +471,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
             let report = transfer::export(&store, schema, &mut out).await?;
-            eprintln!(
+            say_err!(
                 "exported {} requests and {} audit events from {}",
                 report.requests,
                 report.audit_events,
@@ -493,7 +495,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             let (imported, chain) = transfer::import(&store, schema, &mut reader)
                 .await
                 .with_context(|| format!("importing {source} into {}", location.describe()))?;
-            println!(
+            say!(
                 "imported {} requests and {} audit events into {}; audit chain ok ({} events, head {})",
                 imported.requests,
                 imported.audit_events,
@@ -524,7 +526,10 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         } => {
             let explained = client(&conn)?.explain(&id).await?;
             if conn.json {
-                println!("{}", serde_json::to_string_pretty(&explained)?);
+                println!(
+                    "{}",
+                    crate::terminal::json_safe(&serde_json::to_string_pretty(&explained)?)
+                );
             } else {
                 output::explain(&explained);
             }
@@ -542,15 +547,26 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             let proposals = client(&conn)?.policy_proposals().await?;
             output::json_or(&proposals, conn.json, |all| {
                 if all.is_empty() {
-                    println!("no policy set is waiting for approval");
+                    say!("no policy set is waiting for approval");
                 }
                 for p in all {
-                    println!(
-                        "{}  by {} at {}: {} -> {}",
-                        p.id, p.proposed_by, p.proposed_at, p.base_version, p.version
+                    say!(
+                        "{}  by {} at {}: {} -> {} (approved by {}/{}{})",
+                        p.id,
+                        p.proposed_by,
+                        p.proposed_at,
+                        p.base_version,
+                        p.version,
+                        p.approved_by.len(),
+                        p.approvals_needed,
+                        if p.approved_by.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", p.approved_by.join(", "))
+                        }
                     );
                     for c in &p.changes {
-                        println!("    {c}");
+                        say!("    {c}");
                     }
                 }
             })
@@ -568,7 +584,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 .policy_source
                 .load()
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
+            say!(
                 "{}: ok ({} users, {} entitlements, {} connectors, {} policies, policy set {})",
                 config.display(),
                 settings.catalog.users.len(),
@@ -581,8 +597,8 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Token => {
             let token = new_token();
-            println!("token:        {token}");
-            println!("token_sha256: {}", token_hash(&token));
+            say!("token:        {token}");
+            say!("token_sha256: {}", token_hash(&token));
             Ok(())
         }
         Cmd::Request {
@@ -672,10 +688,10 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Credential { id, conn } => {
             let c = client(&conn)?.collect_credential(&id).await?;
             output::json_or(&c, conn.json, |c| {
-                println!("login:    {}", c.login);
-                println!("password: {}", c.secret);
-                println!("expires:  {}", c.expires_at.as_deref().unwrap_or("-"));
-                println!("(shown once: Airlock does not keep it)");
+                say!("login:    {}", c.login);
+                say!("password: {}", c.secret);
+                say!("expires:  {}", c.expires_at.as_deref().unwrap_or("-"));
+                say!("(shown once: Airlock does not keep it)");
             })
         }
         Cmd::Show { id, conn } => {
@@ -686,7 +702,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             output::entitlements(&client(&conn)?.entitlements().await?, conn.json)
         }
         Cmd::Whoami { conn } => output::json_or(&client(&conn)?.me().await?, conn.json, |me| {
-            println!(
+            say!(
                 "{} (groups: {}; roles: {})",
                 me.user,
                 me.groups.join(", "),
@@ -714,7 +730,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             let report = client(&conn)?.verify_audit().await?;
             output::json_or(&report, conn.json, |r| {
                 if r.ok {
-                    println!("audit chain ok: {} events, head {}", r.checked, r.head_hash);
+                    say!("audit chain ok: {} events, head {}", r.checked, r.head_hash);
                 }
             })?;
             if !report.ok {

@@ -1,5 +1,6 @@
 //! How the CLI prints results: aligned tables for people, `--json` for scripts.
 
+use crate::terminal::{one_line, say};
 use airlock_server::api::{
     AuditEventView, EntitlementView, ExplainView, PolicyReloadView, ReconcileView, RequestView,
 };
@@ -7,7 +8,10 @@ use serde::Serialize;
 
 pub fn json_or<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        println!(
+            "{}",
+            crate::terminal::json_safe(&serde_json::to_string_pretty(value)?)
+        );
     } else {
         human(value);
     }
@@ -15,9 +19,14 @@ pub fn json_or<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) -> a
 }
 
 /// Prints rows with columns padded to the widest cell.
+/// Each cell is one line: a value that holds a line break shows it escaped.
 fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| one_line(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -27,10 +36,10 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        say!("{}", padded.join("  ").trim_end());
     };
     line(&mut header.iter().copied());
-    for row in rows {
+    for row in &rows {
         line(&mut row.iter().map(String::as_str));
     }
 }
@@ -132,7 +141,7 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
             ));
         }
         for (k, v) in lines {
-            println!("{:<14} {v}", format!("{k}:"));
+            say!("{:<14} {}", format!("{k}:"), one_line(&v));
         }
     })
 }
@@ -254,15 +263,15 @@ pub fn audit(events: &[AuditEventView], json: bool) -> anyhow::Result<()> {
 
 /// `airlock policy explain`: the decision, the approvals, and the re-decision.
 pub fn explain(e: &ExplainView) {
-    println!("request      {} ({})", e.request, e.state);
-    println!("decided by   policy set {}", e.policy_version);
-    println!("decision     {}", e.decision);
-    println!("policies     {}", e.policies.join(", "));
+    say!("request      {} ({})", e.request, e.state);
+    say!("decided by   policy set {}", e.policy_version);
+    say!("decision     {}", e.decision);
+    say!("policies     {}", e.policies.join(", "));
     for error in &e.policy_errors {
-        println!("error        {error}");
+        say!("error        {error}");
     }
     if let Some(why) = &e.denied_because {
-        println!("denied       {why}");
+        say!("denied       {why}");
     }
     for a in &e.approvals {
         let verb = if a.action == "denied" {
@@ -270,7 +279,7 @@ pub fn explain(e: &ExplainView) {
         } else {
             "approved"
         };
-        println!(
+        say!(
             "{verb:<12} {} at {} under {} (set {})",
             a.approver,
             a.at,
@@ -283,7 +292,7 @@ pub fn explain(e: &ExplainView) {
     } else {
         "set in force now"
     };
-    println!(
+    say!(
         "now          {} [{}] ({same} {})",
         e.now.decision,
         e.now.policies.join(", "),
@@ -294,21 +303,28 @@ pub fn explain(e: &ExplainView) {
 /// `airlock policy reload|approve`: what is in force now, or what waits.
 pub fn policy_change(r: &PolicyReloadView) {
     match r.proposal.as_deref() {
+        Some(id) if r.outcome == "approval_recorded" => say!(
+            "approval of {id} recorded: policy set {} waits for another admin; {} stays in force",
+            r.version,
+            r.previous_version
+        ),
         Some(id) => {
-            println!(
+            say!(
                 "proposed {id}: policy set {} ({} policies) waits for a second admin; {} stays in force",
                 r.version, r.policies, r.previous_version
             );
             if r.changes.is_empty() {
-                println!("    no user gains or loses anything in the circumstances compared");
+                say!("    no user gains or loses anything in the circumstances compared");
             }
             for c in &r.changes {
-                println!("    {c}");
+                say!("    {c}");
             }
         }
-        None => println!(
+        None => say!(
             "policy set {} in force ({} policies; was {})",
-            r.version, r.policies, r.previous_version
+            r.version,
+            r.policies,
+            r.previous_version
         ),
     }
 }
@@ -317,9 +333,9 @@ pub fn policy_change(r: &PolicyReloadView) {
 pub fn reconcile(r: &ReconcileView) {
     for c in &r.connectors {
         match (c.status.as_str(), &c.error, c.holders) {
-            ("error", Some(e), _) => println!("{}: not checked: {e}", c.connector),
-            ("skipped", _, _) => println!("{}: skipped (cannot list holders)", c.connector),
-            (_, _, holders) => println!(
+            ("error", Some(e), _) => say!("{}: not checked: {e}", c.connector),
+            ("skipped", _, _) => say!("{}: skipped (cannot list holders)", c.connector),
+            (_, _, holders) => say!(
                 "{}: {} holder(s), {} finding(s)",
                 c.connector,
                 holders.unwrap_or(0),
@@ -346,7 +362,7 @@ pub fn reconcile(r: &ReconcileView) {
         })
         .collect();
     if !rows.is_empty() {
-        println!();
+        say!();
         table(
             &[
                 "CONNECTOR",
@@ -363,9 +379,9 @@ pub fn reconcile(r: &ReconcileView) {
     }
     let checked = r.connectors.iter().any(|c| c.status == "checked");
     if !checked {
-        println!("no connector can list its holders: nothing to compare");
+        say!("no connector can list its holders: nothing to compare");
     } else if r.clean() {
-        println!(
+        say!(
             "{}",
             if rows.is_empty() {
                 "no drift"

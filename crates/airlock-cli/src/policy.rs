@@ -2,6 +2,7 @@
 //! policies before it takes effect, run the test cases written next to
 //! them, and ask what a set (or a change to it) lets whom do.
 
+use crate::terminal::{say, say_err};
 use std::path::Path;
 
 use airlock_core::EntitlementId;
@@ -15,13 +16,13 @@ pub fn load(dir: &Path) -> anyhow::Result<PolicySet> {
     match PolicySet::load(&read_policy_dir(dir)?) {
         Ok(set) => {
             for warning in set.warnings() {
-                eprintln!("warning: {warning}");
+                say_err!("warning: {warning}");
             }
             Ok(set)
         }
         Err(errors) => {
             for e in &errors {
-                eprintln!("{e}");
+                say_err!("{e}");
             }
             bail!(
                 "{} error(s) in the policies of `{}`",
@@ -34,7 +35,7 @@ pub fn load(dir: &Path) -> anyhow::Result<PolicySet> {
 
 pub fn validate(dir: &Path) -> anyhow::Result<()> {
     let set = load(dir)?;
-    println!(
+    say!(
         "{}: {} policies valid against the Airlock schema (version {})",
         dir.display(),
         set.policy_ids().count(),
@@ -50,19 +51,19 @@ pub fn test(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read `{}`", cases_path.display()))?;
     let report = run_tests(&set, &Directory::default(), &cases);
     for error in &report.errors {
-        eprintln!("{}: {error}", cases_path.display());
+        say_err!("{}: {error}", cases_path.display());
     }
     for case in &report.cases {
         if case.passed() {
-            println!("ok    {} (line {})", case.name, case.line);
+            say!("ok    {} (line {})", case.name, case.line);
         } else {
-            println!("FAIL  {} (line {})", case.name, case.line);
+            say!("FAIL  {} (line {})", case.name, case.line);
             for f in &case.failures {
-                println!("      {f}");
+                say!("      {f}");
             }
         }
     }
-    println!("{} passed, {} failed", report.passed(), report.failed());
+    say!("{} passed, {} failed", report.passed(), report.failed());
     if !report.all_passed() {
         bail!("policy tests in `{}` failed", cases_path.display());
     }
@@ -95,22 +96,22 @@ pub fn who_can(config: &Path, entitlement: &str) -> anyhow::Result<()> {
         .with_context(|| format!("`{}` has no entitlement `{id}`", config.display()))?;
     let set = load_configured(&settings, &settings.policy_source)?;
     let who = set.who_can(&facts, &everyone(&settings.directory));
-    println!("who can request `{id}` (policy set {}):", set.version());
+    say!("who can request `{id}` (policy set {}):", set.version());
     if who.may_request.is_empty() {
-        println!("  nobody");
+        say!("  nobody");
     }
     for m in &who.may_request {
-        println!("  {m}");
+        say!("  {m}");
     }
-    println!("who can approve a request for `{id}` (never their own):");
+    say!("who can approve a request for `{id}` (never their own):");
     if who.approvers.is_empty() {
-        println!("  nobody");
+        say!("  nobody");
     }
     for a in &who.approvers {
-        println!("  {} [{}]", a.user, a.policies.join(", "));
+        say!("  {} [{}]", a.user, a.policies.join(", "));
     }
     let c = &who.assumed;
-    println!(
+    say!(
         "assuming an ordinary request: {}s, starting {} {:02}:00 UTC, ticket {}, reason of {} characters, \
          MFA {}, not break-glass, holding nothing else",
         c.duration.as_secs(),
@@ -121,7 +122,7 @@ pub fn who_can(config: &Path, entitlement: &str) -> anyhow::Result<()> {
         c.mfa_age.map_or("none".to_owned(), |a| format!("{}s ago", a.as_secs())),
     );
     if !who.conditions.is_empty() {
-        println!(
+        say!(
             "other circumstances may change the answer: read {}",
             who.conditions.join(", ")
         );
@@ -138,12 +139,12 @@ pub fn diff(config: &Path, new_dir: &Path) -> anyhow::Result<()> {
     };
     let new = load_configured(&settings, &proposed)?;
     let changes = describe_changes(&old, &new, &settings.directory);
-    println!("policy set {} -> {}", old.version(), new.version());
+    say!("policy set {} -> {}", old.version(), new.version());
     if changes.is_empty() {
-        println!("no user gains or loses anything in the circumstances compared");
+        say!("no user gains or loses anything in the circumstances compared");
     }
     for change in &changes {
-        println!("{change}");
+        say!("{change}");
     }
     Ok(())
 }

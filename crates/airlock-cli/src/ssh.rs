@@ -3,6 +3,7 @@
 //! certificate where ssh looks for it (`id_ed25519-cert.pub` beside
 //! `id_ed25519`), so a plain `ssh` uses it with the key.
 
+use crate::terminal::say;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -133,16 +134,19 @@ impl UserKey {
                 "certificate_file": path,
                 "request": request,
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            println!(
+                "{}",
+                crate::terminal::json_safe(&serde_json::to_string_pretty(&out)?)
+            );
             return Ok(());
         }
-        println!("certificate: {}", path.display());
-        println!("request:     {}", request.id);
-        println!(
+        say!("certificate: {}", path.display());
+        say!("request:     {}", request.id);
+        say!(
             "expires:     {}",
             request.expires_at.as_deref().unwrap_or("-")
         );
-        println!(
+        say!(
             "connect:     ssh -i {} ACCOUNT@HOST   (ssh uses the certificate beside the key)",
             self.private.display()
         );

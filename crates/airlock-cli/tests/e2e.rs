@@ -377,6 +377,106 @@ fn grants_that_fell_due_while_the_server_was_down_are_revoked_on_restart() {
     assert!(demo.cli("admin", &["audit", "verify"]).status.success());
 }
 
+/// Killed while a grant script runs, the server cannot know whether the
+/// grant reached the target. On restart the record says so, and the revoke
+/// that waited for that attempt runs at once instead of after its lease
+/// (15 minutes here).
+#[test]
+fn a_grant_cut_short_by_a_crash_is_recorded_and_cleaned_up_at_once_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let started = root.join("grant-started");
+    let log = root.join("connector.log");
+    std::fs::write(
+        root.join("connector.sh"),
+        format!(
+            "#!/bin/sh\necho \"$1 $4\" >> '{log}'\nif [ \"$1\" = grant ] && [ ! -e '{started}' ]; then\n  echo $$ > '{started}'\n  exec sleep 120\nfi\nexit 0\n",
+            log = log.display(),
+            started = started.display(),
+        ),
+    )
+    .unwrap();
+    let token = "alice-token-for-the-crash-test";
+    let auditor = "auditor-token-for-the-crash-test";
+    std::fs::write(
+        root.join("tokens.json"),
+        serde_json::json!({ "alice": token, "auditor": auditor }).to_string(),
+    )
+    .unwrap();
+    let config = root.join("airlock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+data_dir = "{root}/data"
+claim_lease = "15m"
+
+[users.alice]
+groups = ["eng"]
+token_sha256 = "{hash}"
+
+[users.auditor]
+roles = ["auditor"]
+token_sha256 = "{auditor_hash}"
+
+[connectors.slow]
+type = "command"
+program = "/bin/sh"
+args = ["{root}/connector.sh"]
+timeout = "10m"
+
+[entitlements.slow-db]
+requestable_by = ["eng"]
+auto_approve = true
+max_duration = "1h"
+connector = "slow"
+"#,
+            root = root.display(),
+            hash = airlock_server::config::token_hash(token),
+            auditor_hash = airlock_server::config::token_hash(auditor),
+        ),
+    )
+    .unwrap();
+
+    let server = Demo::serve(root, &config);
+    let r = server.json("alice", &["request", "slow-db", "--reason", "x"]);
+    let id = r["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(10), "the grant script to start", || {
+        started.exists().then_some(())
+    });
+    // The requester lets go while the grant is in flight: the revoke waits
+    // for the attempt's result or its lease.
+    let released = server.json("alice", &["release", &id]);
+    assert_eq!(released["state"], "released");
+    server.kill();
+
+    let restarted = Demo::serve(root, &config);
+    let r = eventually(Duration::from_secs(20), "the cleanup revoke", || {
+        let r = restarted.json("alice", &["show", &id]);
+        (!r["deprovisioned_at"].is_null()).then_some(r)
+    });
+    assert_eq!(r["state"], "released");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains(&format!("revoke {id}")));
+    let events = restarted.json("auditor", &["audit", "--request", &id]);
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    let position = |a: &str| actions.iter().position(|x| *x == a);
+    let unknown = position("grant_outcome_unknown").unwrap_or_else(|| panic!("{actions:?}"));
+    assert!(
+        position("released").unwrap() < unknown && unknown < position("deprovisioned").unwrap(),
+        "{actions:?}"
+    );
+
+    let orphan = std::fs::read_to_string(&started).unwrap();
+    let _ = Command::new("kill").arg(orphan.trim()).status();
+}
+
 #[test]
 fn audit_verify_names_the_first_tampered_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -417,6 +517,75 @@ fn audit_verify_names_the_first_tampered_event() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("event 2"), "{err}");
+}
+
+/// Whatever the server returns, the CLI prints nothing a terminal acts on:
+/// a reason that reached the database with escape sequences in it (written
+/// here behind the server's back, since the API refuses them) shows escaped
+/// in `show`, `pending` and `--json`.
+#[test]
+fn the_cli_never_prints_control_characters_it_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let r = demo.json(
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--reason",
+            "placeholder",
+            "--ticket",
+            "INC-7",
+        ],
+    );
+    let id = r["id"].as_str().unwrap().to_owned();
+    let hostile =
+        "routine\u{1b}[2K\r\u{1b}[1Aapproved by security\u{9b}31m\u{202e}\u{7}\nstate: approved";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let db = dir.path().join("airlock.db");
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("UPDATE requests SET reason = ?1 WHERE id = ?2")
+            .bind(hostile)
+            .bind(&id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    let refused = |c: char| {
+        c.is_control() && c != '\n' || ('\u{202a}'..='\u{202e}').contains(&c) || c == '\u{9b}'
+    };
+    for args in [
+        vec!["show", id.as_str()],
+        vec!["pending"],
+        vec!["list"],
+        vec!["show", id.as_str(), "--json"],
+    ] {
+        let out = demo.cli("bob", &args);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !text.chars().any(refused),
+            "{args:?} printed a control character: {text:?}"
+        );
+        assert!(text.contains("routine"), "{args:?}: {text}");
+        if args.contains(&"--json") {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(value["reason"], hostile, "the JSON still means the same");
+        } else {
+            assert!(text.contains("\\u{1b}[2K"), "{args:?}: {text}");
+            assert!(
+                !text.lines().any(|l| l.starts_with("state: approved")),
+                "{args:?} let the reason start a line of its own: {text}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -789,7 +958,14 @@ fn the_demo_decides_by_its_cedar_policies_explains_and_reloads_on_sighup() {
         assert!(status.success());
     };
     hup(&demo);
-    std::thread::sleep(Duration::from_millis(500));
+    eventually(
+        Duration::from_secs(10),
+        "the refused reload's audit event",
+        || {
+            let refused = demo.json("admin", &["audit", "--action", "policy_refused"]);
+            (!refused.as_array().unwrap().is_empty()).then_some(())
+        },
+    );
     let shell = demo.json("bob", &["request", "staging-shell", "--reason", "deploy"]);
     assert_eq!(shell["state"], "approved");
     assert_eq!(shell["policy_version"], before);
@@ -811,6 +987,86 @@ fn the_demo_decides_by_its_cedar_policies_explains_and_reloads_on_sighup() {
     });
     assert_eq!(carol["state"], "approved");
     assert_ne!(carol["policy_version"], before);
+}
+
+/// Under the two-person rule a set reloaded by SIGHUP was proposed by no
+/// person, so one admin cannot put it in force alone: it takes two different
+/// admins, and nobody approves twice.
+#[test]
+fn a_policy_set_reloaded_by_sighup_needs_two_different_admins() {
+    let dir = tempfile::tempdir().unwrap();
+    Demo::start(dir.path()).kill();
+    let config = dir.path().join("airlock.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let second = "second-admin-token-0123456789";
+    let text = text.replace(
+        "[policy]\ndir = \"policies\"\n",
+        &format!(
+            "[policy]\ndir = \"policies\"\ntwo_person = true\n\n[users.admin2]\ngroups = [\"security\"]\nroles = [\"admin\"]\ntoken_sha256 = \"{}\"\n",
+            airlock_server::config::token_hash(second)
+        ),
+    );
+    assert!(text.contains("two_person = true"), "{text}");
+    std::fs::write(&config, text).unwrap();
+    let tokens_path = dir.path().join("tokens.json");
+    let mut tokens: Value =
+        serde_json::from_str(&std::fs::read_to_string(&tokens_path).unwrap()).unwrap();
+    tokens["admin2"] = Value::from(second);
+    std::fs::write(&tokens_path, tokens.to_string()).unwrap();
+    let server = Demo::serve(dir.path(), &config);
+
+    std::fs::write(
+        dir.path().join("policies").join("staging.cedar"),
+        "@id(\"staging-for-carol\")\npermit (principal == Airlock::User::\"carol\", action in [Airlock::Action::\"request\", Airlock::Action::\"auto_approve\"], resource == Airlock::Entitlement::\"staging-shell\");\n",
+    )
+    .unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let proposal = eventually(Duration::from_secs(10), "the SIGHUP proposal", || {
+        let all = server.json("admin", &["policy", "proposals"]);
+        all.as_array().unwrap().first().cloned()
+    });
+    assert_eq!(proposal["proposed_by"], "system");
+    assert_eq!(proposal["approvals_needed"], 2);
+    let id = proposal["id"].as_str().unwrap();
+    // Only the proposed set lets carol request a staging shell.
+    let carol_may_request = || {
+        server
+            .cli("carol", &["request", "staging-shell", "--reason", "x"])
+            .status
+            .success()
+    };
+    assert!(!carol_may_request());
+
+    let first = server.json("admin", &["policy", "approve", id]);
+    assert_eq!(first["outcome"], "approval_recorded");
+    assert!(
+        !carol_may_request(),
+        "one admin put a SIGHUP reload in force"
+    );
+    let again = server.cli("admin", &["policy", "approve", id]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already approved"), "{err}");
+    let waiting = server.json("admin", &["policy", "proposals"]);
+    assert_eq!(waiting[0]["approved_by"], serde_json::json!(["admin"]));
+
+    let second = server.json("admin2", &["policy", "approve", id]);
+    assert_eq!(second["outcome"], "activated");
+    assert!(carol_may_request());
+    let events = server.json("admin", &["audit", "--action", "policy_activated"]);
+    let activated = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["details"]["via"] == "proposal")
+        .expect("the activation is audited");
+    assert_eq!(activated["actor"], "admin2");
+    assert_eq!(activated["details"]["approved_by"], "admin,admin2");
+    assert_eq!(activated["details"]["proposed_by"], "system");
 }
 
 /// `airlock ssh` against a server with an `ssh_ca` connector: the key is

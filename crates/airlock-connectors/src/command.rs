@@ -9,9 +9,11 @@
 //! anything else is a permanent failure. The program must be idempotent like
 //! every connector: the engine may run the same grant twice after a crash.
 //!
-//! Inherited `AIRLOCK_*` variables are removed before the program starts: the
-//! server is configured through them and some carry secrets, which a script
-//! has no business seeing.
+//! The program inherits nothing of the server's environment: the server's
+//! configuration and secrets (a webhook's `secret_env`, database URLs) live
+//! there, and a script has no business seeing them. It gets the variables its
+//! configuration lists, `PATH` (the configured one, or [`DEFAULT_PATH`]) and
+//! the protocol's `AIRLOCK_*` variables.
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -32,6 +34,10 @@ const STDERR_LIMIT: usize = 2048;
 /// would turn a successful call into a timeout.
 const PIPE_GRACE: Duration = Duration::from_millis(250);
 
+/// The `PATH` a program gets unless its configuration sets one: the system
+/// directories, never the server's own `PATH`.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The exit status a program uses to ask for a retry (`EX_TEMPFAIL`).
 pub const EXIT_TEMPFAIL: i32 = 75;
 
@@ -45,7 +51,8 @@ pub struct CommandSettings {
     pub args: Vec<String>,
     /// Upper bound on one run; the program is killed when it is exceeded.
     pub timeout: Duration,
-    /// Extra environment for the program, on top of the inherited one.
+    /// The program's whole environment besides `PATH` and the protocol's
+    /// variables (nothing is inherited).
     pub env: Vec<(String, String)>,
 }
 
@@ -97,11 +104,7 @@ impl CommandConnector {
             // leave a half-finished provisioning run behind.
             .kill_on_drop(true);
 
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("AIRLOCK_") {
-                cmd.env_remove(key);
-            }
-        }
+        cmd.env_clear().env("PATH", DEFAULT_PATH);
         // Configured variables first, so they cannot shadow the protocol ones.
         cmd.envs(self.settings.env.iter().map(|(k, v)| (k, v)));
         cmd.arg(call.action()).env("AIRLOCK_ACTION", call.action());

@@ -39,6 +39,9 @@ pub enum AuditAction {
     Cancelled,
     TimedOut,
     GrantAttemptFailed,
+    /// A grant attempt ended without a result (its lease lapsed, or its
+    /// process restarted): the target may have granted it.
+    GrantOutcomeUnknown,
     Granted,
     Failed,
     Expired,
@@ -54,6 +57,8 @@ pub enum AuditAction {
     PolicyRefused,
     /// A policy set awaits a second admin's approval.
     PolicyProposed,
+    /// An admin approved a proposed set that needs another admin still.
+    PolicyApprovalRecorded,
     /// Reconciliation found the target and Airlock's grants disagree.
     DriftFound,
     /// Reconciliation fixed a finding in the target.
@@ -72,6 +77,7 @@ impl AuditAction {
             AuditAction::Cancelled => "cancelled",
             AuditAction::TimedOut => "timed_out",
             AuditAction::GrantAttemptFailed => "grant_attempt_failed",
+            AuditAction::GrantOutcomeUnknown => "grant_outcome_unknown",
             AuditAction::Granted => "granted",
             AuditAction::Failed => "failed",
             AuditAction::Expired => "expired",
@@ -83,6 +89,7 @@ impl AuditAction {
             AuditAction::PolicyActivated => "policy_activated",
             AuditAction::PolicyRefused => "policy_refused",
             AuditAction::PolicyProposed => "policy_proposed",
+            AuditAction::PolicyApprovalRecorded => "policy_approval_recorded",
             AuditAction::DriftFound => "drift_found",
             AuditAction::DriftFixed => "drift_fixed",
             AuditAction::DriftFixFailed => "drift_fix_failed",

@@ -12,6 +12,7 @@ pub mod drift;
 pub mod ids;
 pub mod policy_change;
 pub mod request;
+pub mod text;
 pub mod time;
 
 pub use ids::{EntitlementId, GroupName, IdError, RequestId, UserId};

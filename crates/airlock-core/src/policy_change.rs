@@ -1,7 +1,9 @@
 //! Changes to the policy set itself, as audited decisions: a set is put in
 //! force directly, or (under the two-person rule) proposed by one admin and
 //! put in force only when a second, different admin approves it while the
-//! set it was compared against is still the one in force.
+//! set it was compared against is still the one in force. A set no person
+//! proposed (reloaded by a signal) needs two different admins' approvals:
+//! two people, whoever starts the change.
 //!
 //! The shell loads, validates and diffs the sets; this module only decides
 //! whether a change may happen and what the audit record says.
@@ -10,6 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::audit::{Actor, AuditAction, AuditEvent};
 use crate::catalog::{Role, User};
+use crate::ids::UserId;
 use crate::request::Rejection;
 use crate::time::Timestamp;
 
@@ -46,6 +49,29 @@ pub struct Proposal {
     pub version: String,
     /// What changes for whom, one line each, as reviewed.
     pub changes: Vec<String>,
+    /// The admins who approved it so far, in order.
+    pub approvals: Vec<UserId>,
+}
+
+impl Proposal {
+    /// How many admins must approve it: one besides its proposer, or two
+    /// when no person proposed it.
+    pub fn approvals_needed(&self) -> usize {
+        if self.proposed_by.is_some() {
+            1
+        } else {
+            2
+        }
+    }
+}
+
+/// What an admin's approval of a proposal did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposalStep {
+    /// Recorded; the proposal waits for another admin.
+    Recorded(AuditEvent),
+    /// The proposal's set goes in force.
+    Activated(AuditEvent),
 }
 
 fn event(
@@ -116,17 +142,20 @@ pub fn proposed(proposal: &Proposal, trigger: Trigger) -> AuditEvent {
     )
 }
 
-/// Decides whether `approver` may put `proposal` in force now, and returns
-/// the audit event if so. The proposer never approves their own proposal; a
-/// proposal compared against a set that is no longer in force must be made
-/// again, because its reviewed diff no longer says what would change.
+/// Decides whether `approver` may approve `proposal` now, and whether that
+/// approval puts it in force; returns the audit event either way. The
+/// proposer never approves their own proposal, nobody approves one twice,
+/// and a proposal compared against a set that is no longer in force must be
+/// made again, because its reviewed diff no longer says what would change.
+/// The shell adds the approver to [`Proposal::approvals`] on
+/// [`ProposalStep::Recorded`].
 pub fn approve(
     proposal: &Proposal,
     approver: &User,
     in_force: &str,
     policies: usize,
     now: Timestamp,
-) -> Result<AuditEvent, Rejection> {
+) -> Result<ProposalStep, Rejection> {
     if !approver.has_role(Role::Admin) {
         return Err(Rejection::Forbidden(format!(
             "`{}` may not approve policy changes (needs admin)",
@@ -143,29 +172,57 @@ pub fn approve(
             approver.id, proposal.id
         )));
     }
+    if proposal.approvals.contains(&approver.id) {
+        return Err(Rejection::Conflict(format!(
+            "`{}` already approved `{}`: a different admin must",
+            approver.id, proposal.id
+        )));
+    }
     if proposal.base_version != in_force {
         return Err(Rejection::Conflict(format!(
             "proposal `{}` was compared with policy set {}, but {} is in force now: propose it again",
             proposal.id, proposal.base_version, in_force
         )));
     }
+    let approvals = proposal.approvals.len() + 1;
+    let approved_by = proposal
+        .approvals
+        .iter()
+        .chain([&approver.id])
+        .map(UserId::as_str)
+        .collect::<Vec<_>>()
+        .join(",");
     let mut details = BTreeMap::from([
         ("version".to_owned(), proposal.version.clone()),
-        ("previous_version".to_owned(), in_force.to_owned()),
         ("policies".to_owned(), policies.to_string()),
-        ("via".to_owned(), "proposal".to_owned()),
         ("proposal".to_owned(), proposal.id.clone()),
+        (
+            "proposed_by".to_owned(),
+            actor_of(proposal.proposed_by.as_ref()).as_str().to_owned(),
+        ),
+        ("approved_by".to_owned(), approved_by),
+        (
+            "approvals".to_owned(),
+            format!("{approvals}/{}", proposal.approvals_needed()),
+        ),
     ]);
-    details.insert(
-        "proposed_by".to_owned(),
-        actor_of(proposal.proposed_by.as_ref()).as_str().to_owned(),
-    );
-    Ok(event(
+    let actor = Actor::User(approver.id.clone());
+    if approvals < proposal.approvals_needed() {
+        return Ok(ProposalStep::Recorded(event(
+            now,
+            actor,
+            AuditAction::PolicyApprovalRecorded,
+            details,
+        )));
+    }
+    details.insert("previous_version".to_owned(), in_force.to_owned());
+    details.insert("via".to_owned(), "proposal".to_owned());
+    Ok(ProposalStep::Activated(event(
         now,
-        Actor::User(approver.id.clone()),
+        actor,
         AuditAction::PolicyActivated,
         details,
-    ))
+    )))
 }
 
 #[cfg(test)]
@@ -173,7 +230,6 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::ids::UserId;
 
     fn admin(id: &str) -> User {
         User {
@@ -191,6 +247,14 @@ mod tests {
             base_version: "old".to_owned(),
             version: "new".to_owned(),
             changes: vec!["`a` gains request on `db`".to_owned()],
+            approvals: Vec::new(),
+        }
+    }
+
+    fn activated(step: Result<ProposalStep, Rejection>) -> AuditEvent {
+        match step {
+            Ok(ProposalStep::Activated(e)) => e,
+            other => panic!("expected activation, got {other:?}"),
         }
     }
 
@@ -212,7 +276,7 @@ mod tests {
             approve(&p, &admin("bo"), "other", 3, now),
             Err(Rejection::Conflict(_))
         ));
-        let e = approve(&p, &admin("bo"), "old", 3, now).unwrap();
+        let e = activated(approve(&p, &admin("bo"), "old", 3, now));
         assert_eq!(e.action, AuditAction::PolicyActivated);
         assert_eq!(e.actor, Actor::User(UserId::parse("bo").unwrap()));
         assert_eq!(
@@ -223,8 +287,28 @@ mod tests {
     }
 
     #[test]
-    fn a_signal_proposal_needs_any_admin() {
-        let p = proposal(None);
-        assert!(approve(&p, &admin("ann"), "old", 1, Timestamp::from_unix_millis(0)).is_ok());
+    fn a_proposal_no_person_made_needs_two_different_admins() {
+        let now = Timestamp::from_unix_millis(0);
+        let mut p = proposal(None);
+        let first = approve(&p, &admin("ann"), "old", 1, now);
+        let Ok(ProposalStep::Recorded(e)) = first else {
+            panic!("one admin must not activate a signal's proposal: {first:?}");
+        };
+        assert_eq!(e.action, AuditAction::PolicyApprovalRecorded);
+        assert_eq!(e.details.get("approvals").map(String::as_str), Some("1/2"));
+        p.approvals.push(UserId::parse("ann").unwrap());
+        assert!(matches!(
+            approve(&p, &admin("ann"), "old", 1, now),
+            Err(Rejection::Conflict(_))
+        ));
+        let e = activated(approve(&p, &admin("bo"), "old", 1, now));
+        assert_eq!(
+            e.details.get("approved_by").map(String::as_str),
+            Some("ann,bo")
+        );
+        assert_eq!(
+            e.details.get("proposed_by").map(String::as_str),
+            Some("system")
+        );
     }
 }

@@ -27,6 +27,7 @@ use crate::approval::{
 use crate::audit::{Actor, AuditAction, AuditEvent};
 use crate::catalog::{Entitlement, Role, User};
 use crate::ids::{EntitlementId, GroupName, RequestId, UserId};
+use crate::text::{self, TextKind};
 use crate::time::Timestamp;
 
 /// Where a request is in its lifecycle.
@@ -353,6 +354,8 @@ impl NewRequest {
 
 pub const MAX_REASON_LEN: usize = 2000;
 pub const MAX_TICKET_LEN: usize = 200;
+/// An approver's comment: as long as a reason.
+pub const MAX_COMMENT_LEN: usize = MAX_REASON_LEN;
 /// Generous for any OpenSSH public key line (RSA 16384 is about 2.8 kB).
 pub const MAX_PUBLIC_KEY_LEN: usize = 8192;
 
@@ -371,12 +374,6 @@ pub fn submit(
     settings: &LifecycleSettings,
     now: Timestamp,
 ) -> Result<Transition, Rejection> {
-    if let Some(open) = open_request {
-        return Err(Rejection::Conflict(format!(
-            "`{}` already has an open request `{open}` for `{}`",
-            requester.id, entitlement.id
-        )));
-    }
     let duration = new.effective_duration(entitlement);
     if duration < Duration::from_secs(1) {
         return Err(invalid("duration", "must be at least 1s"));
@@ -391,29 +388,18 @@ pub fn submit(
             ),
         ));
     }
-    let reason = new.reason.trim().to_owned();
+    let reason = user_text("reason", &new.reason, TextKind::Note, MAX_REASON_LEN)?;
     if entitlement.reason_required && reason.is_empty() {
         return Err(invalid("reason", "is required for this entitlement"));
     }
-    if reason.chars().count() > MAX_REASON_LEN {
-        return Err(invalid(
-            "reason",
-            format!("must be at most {MAX_REASON_LEN} characters"),
-        ));
-    }
     let ticket = new
         .ticket
-        .map(|t| t.trim().to_owned())
+        .map(|t| user_text("ticket", &t, TextKind::Line, MAX_TICKET_LEN))
+        .transpose()?
         .filter(|t| !t.is_empty());
     match &ticket {
         None if entitlement.ticket.required => {
             return Err(invalid("ticket", "is required for this entitlement"))
-        }
-        Some(t) if t.chars().count() > MAX_TICKET_LEN => {
-            return Err(invalid(
-                "ticket",
-                format!("must be at most {MAX_TICKET_LEN} characters"),
-            ))
         }
         Some(t) => {
             if let Some(pattern) = &entitlement.ticket.pattern {
@@ -443,16 +429,15 @@ pub fn submit(
     }
     let public_key = new
         .public_key
-        .map(|k| k.trim().to_owned())
+        .map(|k| user_text("public_key", &k, TextKind::Line, MAX_PUBLIC_KEY_LEN))
+        .transpose()?
         .filter(|k| !k.is_empty());
-    if public_key
-        .as_ref()
-        .is_some_and(|k| k.len() > MAX_PUBLIC_KEY_LEN)
-    {
-        return Err(invalid(
-            "public_key",
-            format!("must be at most {MAX_PUBLIC_KEY_LEN} bytes"),
-        ));
+    // Malformed input is refused as such before any conflict is looked at.
+    if let Some(open) = open_request {
+        return Err(Rejection::Conflict(format!(
+            "`{}` already has an open request `{open}` for `{}`",
+            requester.id, entitlement.id
+        )));
     }
     let approval_tiers = match &verdict.route {
         Route::NeedsApprovals(tiers) => {
@@ -570,6 +555,11 @@ pub enum Command {
     Revoke { by: User, reason: String },
     /// The scheduler found the request due: time out, expire, start or retry.
     Tick,
+    /// The process that made this request's connector attempt in flight has
+    /// restarted, so the attempt will never report: its outcome is unknown
+    /// now, not only when its lease ends. A grant is retried or cleaned up
+    /// at once, and a revoke that waited for the attempt runs at once.
+    Restarted,
     JobSucceeded {
         action: JobAction,
         token: u64,
@@ -603,6 +593,11 @@ pub fn apply(
             comment,
             permission,
         } => {
+            let comment = comment
+                .as_deref()
+                .map(|c| user_text("comment", c, TextKind::Note, MAX_COMMENT_LEN))
+                .transpose()?
+                .filter(|c| !c.is_empty());
             let tiers = request.check_approver(approver, permission, "approve")?;
             if request.approvals.iter().any(|a| a.approver == approver.id) {
                 return Err(Rejection::Conflict(format!(
@@ -633,7 +628,7 @@ pub fn apply(
                 format!("{filled}/{}", seats_needed(&request.approval_tiers)),
             );
             if let Some(c) = comment {
-                details.insert("comment".to_owned(), c.clone());
+                details.insert("comment".to_owned(), c);
             }
             out.event(
                 &request,
@@ -658,7 +653,7 @@ pub fn apply(
             permission,
         } => {
             request.check_approver(approver, permission, "deny")?;
-            let reason = required_note(reason.clone())?;
+            let reason = required_note(reason)?;
             request.end(
                 State::Denied,
                 now,
@@ -712,7 +707,7 @@ pub fn apply(
                     by.id
                 )));
             }
-            let reason = required_note(reason.clone())?;
+            let reason = required_note(reason)?;
             if !matches!(request.state, State::Approved | State::Active) {
                 return Err(
                     request.conflict("revoke", "only an approved or active grant can be revoked")
@@ -728,6 +723,7 @@ pub fn apply(
             );
         }
         Command::Tick => {}
+        Command::Restarted => request.attempt_lost(now, &mut out),
         Command::JobSucceeded {
             action,
             token,
@@ -756,18 +752,26 @@ pub fn apply(
     Ok(out.finish(request))
 }
 
-fn required_note(note: String) -> Result<String, Rejection> {
-    let note = note.trim().to_owned();
+/// The reason an approver denies or an admin revokes with.
+fn required_note(note: &str) -> Result<String, Rejection> {
+    let note = user_text("reason", note, TextKind::Note, MAX_REASON_LEN)?;
     if note.is_empty() {
         return Err(invalid("reason", "is required"));
     }
-    if note.chars().count() > MAX_REASON_LEN {
-        return Err(invalid(
-            "reason",
-            format!("must be at most {MAX_REASON_LEN} characters"),
-        ));
-    }
     Ok(note)
+}
+
+/// Free text from a person, trimmed, checked by the one text rule
+/// ([`crate::text`]) and refused naming `field`.
+fn user_text(
+    field: &'static str,
+    raw: &str,
+    kind: TextKind,
+    max_chars: usize,
+) -> Result<String, Rejection> {
+    let trimmed = raw.trim();
+    text::check(trimmed, kind, max_chars).map_err(|e| invalid(field, e.to_string()))?;
+    Ok(trimmed.to_owned())
 }
 
 /// What the audit record keeps of an approver's permission.
@@ -925,6 +929,7 @@ impl AccessRequest {
         out: &mut Outcome,
     ) {
         debug_assert!(state.is_terminal() && !self.state.is_terminal());
+        self.note_lost_grant(now, out);
         let revoke_job = match &self.job {
             // A grant attempt may still land: revoke once its lease lapses or
             // its result arrives, whichever comes first.
@@ -954,8 +959,17 @@ impl AccessRequest {
         if let Some(n) = note {
             details.insert("reason".to_owned(), n);
         }
-        if self.job.is_some() {
+        if let Some(job) = &self.job {
             details.insert("revocation".to_owned(), "scheduled".to_owned());
+            if job.attempts == 0 && job.next_attempt_at > now {
+                details.insert(
+                    "grant_attempt".to_owned(),
+                    format!(
+                        "in flight; the revocation waits for its result or until {}",
+                        job.next_attempt_at.to_rfc3339()
+                    ),
+                );
+            }
         }
         let actor = by.map_or(Actor::System, |u| Actor::User(u.id.clone()));
         out.event(self, now, actor, action, details);
@@ -965,6 +979,77 @@ impl AccessRequest {
     fn settle(&mut self, now: Timestamp, settings: &LifecycleSettings, out: &mut Outcome) {
         self.apply_deadlines(now, out);
         self.claim_due_job(now, settings, out);
+    }
+
+    /// The attempt in flight will never report (its process restarted): its
+    /// lease ends now. A revoke that waits for a grant attempt of a process
+    /// that restarted runs now, and the record says the grant's outcome is
+    /// unknown.
+    fn attempt_lost(&mut self, now: Timestamp, out: &mut Outcome) {
+        let terminal = self.state.is_terminal();
+        let Some(job) = self.job.as_mut() else { return };
+        if job.in_flight(now) {
+            job.claimed_until = Some(now);
+        } else if terminal
+            && job.action == JobAction::Revoke
+            && job.attempts == 0
+            && job.claimed_until.is_none()
+            && job.next_attempt_at > now
+        {
+            // Created by `end` to wait for the lease of a grant attempt in
+            // flight: that attempt will not report now.
+            job.next_attempt_at = now;
+            self.grant_outcome_unknown(
+                now,
+                BTreeMap::new(),
+                "the server restarted while the attempt was in flight",
+                out,
+            );
+        }
+    }
+
+    /// Records that the grant attempt with the current claim token may or
+    /// may not have reached the target, and why nobody will hear back.
+    fn grant_outcome_unknown(
+        &self,
+        now: Timestamp,
+        mut details: BTreeMap<String, String>,
+        why: &str,
+        out: &mut Outcome,
+    ) {
+        details.insert("claim".to_owned(), self.claim_token.to_string());
+        details.insert(
+            "why".to_owned(),
+            format!("{why}; the target may hold the grant"),
+        );
+        out.event(
+            self,
+            now,
+            Actor::System,
+            AuditAction::GrantOutcomeUnknown,
+            details,
+        );
+    }
+
+    /// A grant attempt whose lease ended without a result may or may not
+    /// have reached the target. When it is given up on (tried again, or the
+    /// request ends and the grant is removed) the record says so, so it never
+    /// reads as if access never existed. (Until then a late result of it is
+    /// still taken as the current one.)
+    fn note_lost_grant(&self, now: Timestamp, out: &mut Outcome) {
+        let Some(job) = &self.job else { return };
+        let lapsed =
+            job.action == JobAction::Grant && job.claimed_until.is_some_and(|until| until <= now);
+        if !lapsed {
+            return;
+        }
+        let details = BTreeMap::from([("attempt".to_owned(), job.attempts.to_string())]);
+        self.grant_outcome_unknown(
+            now,
+            details,
+            "the attempt gave no result before its lease ended",
+            out,
+        );
     }
 
     /// Ends the request if a deadline has passed.
@@ -995,7 +1080,7 @@ impl AccessRequest {
     }
 
     fn claim_due_job(&mut self, now: Timestamp, settings: &LifecycleSettings, out: &mut Outcome) {
-        let Some(job) = self.job.as_mut() else { return };
+        let Some(job) = self.job.as_ref() else { return };
         if job.in_flight(now) || job.due_at() > now {
             return;
         }
@@ -1006,7 +1091,13 @@ impl AccessRequest {
         if !runnable {
             return;
         }
-        if job.action == JobAction::Grant && job.attempts >= settings.grant_max_attempts {
+        let out_of_attempts =
+            job.action == JobAction::Grant && job.attempts >= settings.grant_max_attempts;
+        if !out_of_attempts {
+            self.note_lost_grant(now, out);
+        }
+        let Some(job) = self.job.as_mut() else { return };
+        if out_of_attempts {
             let note = format!(
                 "provisioning failed after {} attempts: {}",
                 job.attempts,

@@ -162,6 +162,8 @@ enum Act {
     /// Revoke with a blank reason.
     RevokeNoReason(&'static str),
     Tick,
+    /// The server restarted: an attempt in flight will never report.
+    Restarted,
     /// The in-flight attempt's result, carrying the current claim token.
     Succeeded(JobAction),
     Failed(JobAction, Retry),
@@ -342,6 +344,7 @@ fn check(case: Case) {
                 reason: "   ".to_owned(),
             },
             Act::Tick => Command::Tick,
+            Act::Restarted => Command::Restarted,
             Act::Succeeded(action) => Command::JobSucceeded {
                 action,
                 token,
@@ -1070,14 +1073,20 @@ fn lost_grant_attempts_count_towards_the_maximum() {
             (
                 60,
                 Act::Tick,
-                ok(Approved, &[Grant], &[]).and(Check::Attempts(Grant, 2)),
+                ok(Approved, &[Grant], &["grant_outcome_unknown"])
+                    .and(Check::Attempts(Grant, 2))
+                    .and(Check::Detail("grant_outcome_unknown", "attempt", "1")),
             ),
             (
                 120,
                 Act::Tick,
-                ok(Approved, &[Grant], &[]).and(Check::Attempts(Grant, 3)),
+                ok(Approved, &[Grant], &["grant_outcome_unknown"]).and(Check::Attempts(Grant, 3)),
             ),
-            (180, Act::Tick, ok(Failed, &[Revoke], &["failed"])),
+            (
+                180,
+                Act::Tick,
+                ok(Failed, &[Revoke], &["grant_outcome_unknown", "failed"]),
+            ),
         ],
         ..case(Rule::Auto)
     });
@@ -1222,7 +1231,7 @@ fn a_result_from_a_superseded_attempt_is_ignored() {
             (
                 60,
                 Act::Tick,
-                ok(Approved, &[Grant], &[]).and(Check::Attempts(Grant, 2)),
+                ok(Approved, &[Grant], &["grant_outcome_unknown"]).and(Check::Attempts(Grant, 2)),
             ),
             (
                 61,
@@ -1230,6 +1239,79 @@ fn a_result_from_a_superseded_attempt_is_ignored() {
                 ok(Approved, &[], &[]).and(Check::Unchanged),
             ),
             (62, Act::Succeeded(Grant), ok(Active, &[], &["granted"])),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+// ---------------------------------------------------------------- restarts
+
+#[test]
+fn a_grant_in_flight_when_the_server_restarted_is_recorded_and_tried_again_at_once() {
+    check(Case {
+        steps: vec![(
+            10,
+            Act::Restarted,
+            ok(Approved, &[Grant], &["grant_outcome_unknown"])
+                .and(Check::Attempts(Grant, 2))
+                .and(Check::Detail("grant_outcome_unknown", "attempt", "1")),
+        )],
+        ..case(Rule::Auto)
+    });
+}
+
+#[test]
+fn a_grant_lost_in_a_restart_after_its_window_is_recorded_and_removed_at_once() {
+    check(Case {
+        duration: Some(30),
+        steps: vec![(
+            40,
+            Act::Restarted,
+            ok(Failed, &[Revoke], &["grant_outcome_unknown", "failed"])
+                .and(Check::MayHoldAccess(true))
+                .and(Check::Attempts(Revoke, 1)),
+        )],
+        ..case(Rule::Auto)
+    });
+}
+
+#[test]
+fn a_revoke_waiting_for_a_grant_lost_in_a_restart_runs_at_once() {
+    check(Case {
+        steps: vec![
+            (
+                10,
+                Act::Release("rita"),
+                ok(Released, &[], &["released"])
+                    .and(Check::NextDue(Some(60)))
+                    .and(Check::Detail(
+                        "released",
+                        "grant_attempt",
+                        "in flight; the revocation waits for its result or until 2023-11-14T22:14:20.000Z",
+                    )),
+            ),
+            (
+                11,
+                Act::Restarted,
+                ok(Released, &[Revoke], &["grant_outcome_unknown"])
+                    .and(Check::Attempts(Revoke, 1)),
+            ),
+            (12, Act::Succeeded(Revoke), ok(Released, &[], &["deprovisioned"])),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+#[test]
+fn a_restart_changes_nothing_where_no_attempt_was_in_flight() {
+    check(Case {
+        steps: vec![
+            (5, Act::Succeeded(Grant), ok(Active, &[], &["granted"])),
+            (
+                6,
+                Act::Restarted,
+                ok(Active, &[], &[]).and(Check::Unchanged),
+            ),
         ],
         ..case(Rule::Auto)
     });
@@ -1449,7 +1531,7 @@ fn a_superseded_grant_result_does_not_release_a_waiting_revoke() {
             (
                 60,
                 Act::Tick,
-                ok(Approved, &[Grant], &[]).and(Check::Attempts(Grant, 2)),
+                ok(Approved, &[Grant], &["grant_outcome_unknown"]).and(Check::Attempts(Grant, 2)),
             ),
             (
                 61,

@@ -109,6 +109,8 @@ enum Op {
     Release(usize),
     Revoke(usize),
     Tick,
+    /// The server restarted: every attempt in flight is lost (it ran or not).
+    Restarted,
     /// The result of an effect in flight (a `Tick` when none is).
     Report {
         pick: usize,
@@ -159,6 +161,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => user_idx().prop_map(Op::Release),
         1 => user_idx().prop_map(Op::Revoke),
         3 => Just(Op::Tick),
+        1 => Just(Op::Restarted),
         5 => (any::<usize>(), prop::bool::weighted(0.6), any::<bool>(), prop::bool::weighted(0.2))
             .prop_map(|(pick, success, retryable, partial)| Op::Report { pick, success, retryable, partial }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, retryable)| Op::Late { pick, retryable }),
@@ -454,7 +457,11 @@ fn run_step(w: &World, m: &mut Model, req: AccessRequest, s: &Step, what: &str) 
 
     // Attempts whose lease lapsed are presumed lost: they either ran or not,
     // and a late report of how they went may still turn up.
-    let (lapsed, live): (Vec<_>, Vec<_>) = m.in_flight.drain(..).partition(|f| f.until <= now);
+    let restarted = matches!(s.op, Op::Restarted);
+    let (lapsed, live): (Vec<_>, Vec<_>) = m
+        .in_flight
+        .drain(..)
+        .partition(|f| restarted || f.until <= now);
     m.in_flight = live;
     for f in lapsed {
         if s.lost_ran {
@@ -493,6 +500,7 @@ fn run_step(w: &World, m: &mut Model, req: AccessRequest, s: &Step, what: &str) 
             }
         }
         Op::Tick => Command::Tick,
+        Op::Restarted => Command::Restarted,
         Op::Report {
             pick,
             success,

@@ -305,7 +305,8 @@ pub struct ReDecision {
 /// What a policy reload (or a proposal's approval) did.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PolicyReloadView {
-    /// `activated` (in force now) or `proposed` (waiting for a second admin).
+    /// `activated` (in force now), `proposed` (waiting for a second admin)
+    /// or `approval_recorded` (approved, waiting for another admin).
     pub outcome: String,
     /// The version in force before (and, when proposed, still).
     pub previous_version: String,
@@ -332,6 +333,11 @@ pub struct ProposalView {
     /// Who gains or loses the ability to request, be auto-approved for or
     /// approve which entitlement, and in which circumstances.
     pub changes: Vec<String>,
+    /// The admins who approved it so far.
+    #[serde(default)]
+    pub approved_by: Vec<String>,
+    /// How many admins must approve it (two when no person proposed it).
+    pub approvals_needed: usize,
 }
 
 impl From<&airlock_core::policy_change::Proposal> for ProposalView {
@@ -346,6 +352,8 @@ impl From<&airlock_core::policy_change::Proposal> for ProposalView {
             base_version: p.base_version.clone(),
             version: p.version.clone(),
             changes: p.changes.clone(),
+            approved_by: p.approvals.iter().map(ToString::to_string).collect(),
+            approvals_needed: p.approvals_needed(),
         }
     }
 }

@@ -189,6 +189,10 @@ enum RawConnector {
         args: Vec<String>,
         #[serde(default)]
         env: BTreeMap<String, String>,
+        /// Variables of the server's own environment the program receives;
+        /// it gets nothing else of it.
+        #[serde(default)]
+        pass_env: Vec<String>,
         timeout: Option<String>,
     },
     Webhook {
@@ -519,13 +523,39 @@ impl Settings {
                     program,
                     args,
                     env,
+                    pass_env,
                     timeout: t,
-                } => ConnectorSettings::Command {
-                    program: resolve(program),
-                    args: args.clone(),
-                    env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                    timeout: timeout(t)?,
-                },
+                } => {
+                    let mut env: Vec<(String, String)> =
+                        env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    for var in pass_env {
+                        if env.iter().any(|(k, _)| k == var) {
+                            return Err(src.error(
+                                span.clone(),
+                                format!(
+                                    "{}: `{var}` is also set in `env`; name it in one of them",
+                                    field("pass_env")
+                                ),
+                            ));
+                        }
+                        let value = std::env::var(var).map_err(|_| {
+                            src.error(
+                                span.clone(),
+                                format!(
+                                    "{}: environment variable `{var}` is not set",
+                                    field("pass_env")
+                                ),
+                            )
+                        })?;
+                        env.push((var.clone(), value));
+                    }
+                    ConnectorSettings::Command {
+                        program: resolve(program),
+                        args: args.clone(),
+                        env,
+                        timeout: timeout(t)?,
+                    }
+                }
                 RawConnector::Webhook {
                     url,
                     secret,

@@ -16,7 +16,7 @@ mod reconcile;
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
 use airlock_core::audit::{AuditAction, AuditEvent, AuditRecord};
 use airlock_core::catalog::{Catalog, User};
-use airlock_core::policy_change::{self, Proposal, Trigger};
+use airlock_core::policy_change::{self, Proposal, ProposalStep, Trigger};
 use airlock_core::request::{
     self, AccessRequest, Command, Effect, JobAction, LifecycleSettings, NewRequest, Rejection,
     State, Transition,
@@ -72,6 +72,12 @@ impl From<StoreError> for EngineError {
         match e {
             StoreError::Rejected(r) => EngineError::Rejected(r),
             StoreError::NotFound(id) => EngineError::NotFound(id),
+            // The database's backstop for the rule the core checks first.
+            StoreError::UniqueViolation => EngineError::Rejected(Rejection::Conflict(
+                "another open request for the same user and entitlement was committed first; \
+                 try again once it has ended"
+                    .to_owned(),
+            )),
             other => EngineError::Store(other),
         }
     }
@@ -290,7 +296,15 @@ impl Engine {
                         policies.new_request_facts(&user, &entitlement, &new, others, mfa_at, now);
                     let verdict = policy::verdict(&policies.current(), &facts);
                     let same = open.get(&entitlement.id);
-                    request::submit(new, &user, &entitlement, same, verdict, &lifecycle, now)
+                    request::submit(
+                        new.clone(),
+                        &user,
+                        &entitlement,
+                        same,
+                        verdict,
+                        &lifecycle,
+                        now,
+                    )
                 }),
             )
             .await?;
@@ -309,6 +323,38 @@ impl Engine {
         let transition = self.apply(id, command).await?;
         self.after_commit(&transition);
         Ok(transition.request)
+    }
+
+    /// At start, where this process alone makes connector attempts
+    /// ([`Store::single_process`]), every attempt still marked in flight
+    /// belonged to a process that is gone and will never report: each is
+    /// settled now (recorded as of unknown outcome, then retried or cleaned
+    /// up at once) rather than when its lease ends. Replicas sharing a
+    /// database cannot tell their own lost attempts from another replica's
+    /// live ones, so there the lease decides. Returns how many were settled.
+    pub async fn recover_lost_attempts(self: &Arc<Self>) -> Result<usize, EngineError> {
+        if !self.store.single_process() {
+            return Ok(0);
+        }
+        // The core decides which of them had an attempt in flight.
+        let outstanding = self
+            .store
+            .list_requests(&RequestFilter {
+                connector_work: true,
+                limit: u32::MAX,
+                ..RequestFilter::default()
+            })
+            .await?;
+        let mut settled = 0;
+        for request in &outstanding {
+            let t = self.apply(&request.id, Command::Restarted).await?;
+            if !t.events.is_empty() || !t.effects.is_empty() {
+                warn!(request = %request.id, "a connector attempt was in flight when the server stopped; settled now");
+                settled += 1;
+            }
+            self.after_commit(&t);
+        }
+        Ok(settled)
     }
 
     /// Records which policy set this replica started with.
@@ -359,6 +405,7 @@ impl Engine {
                 base_version: current.version().to_owned(),
                 version: set.version().to_owned(),
                 changes: self.policies.changes(&set),
+                approvals: Vec::new(),
             };
             self.record(vec![policy_change::proposed(&proposal, trigger)])
                 .await?;
@@ -378,12 +425,14 @@ impl Engine {
         Ok(PolicyChange::Activated(self.policies.activate(set)))
     }
 
-    /// A second admin puts a proposed policy set in force.
+    /// An admin approves a proposed policy set: it goes in force once it has
+    /// every approval it needs ([`Proposal::approvals_needed`]); until then
+    /// the proposal, with this approval recorded, keeps waiting.
     pub async fn approve_policy_change(
         &self,
         id: &str,
         approver: &User,
-    ) -> Result<Reloaded, EngineError> {
+    ) -> Result<PolicyChange, EngineError> {
         let _one_at_a_time = self.policy_changes.lock().await;
         let pending = self
             .policies
@@ -391,20 +440,32 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownProposal(id.to_owned()))?;
         let in_force = self.policies.current();
         let policies = pending.set.policy_ids().count();
-        let event = policy_change::approve(
+        let step = policy_change::approve(
             &pending.proposal,
             approver,
             in_force.version(),
             policies,
             self.clock.now(),
         )?;
-        self.record(vec![event]).await?;
-        let previous = self.policies.install_proposal(&pending);
-        Ok(Reloaded {
-            previous,
-            version: pending.proposal.version.clone(),
-            policies,
-        })
+        match step {
+            ProposalStep::Recorded(event) => {
+                self.record(vec![event]).await?;
+                let proposal = self
+                    .policies
+                    .record_approval(id, &approver.id)
+                    .ok_or_else(|| EngineError::UnknownProposal(id.to_owned()))?;
+                Ok(PolicyChange::Proposed(proposal))
+            }
+            ProposalStep::Activated(event) => {
+                self.record(vec![event]).await?;
+                let previous = self.policies.install_proposal(&pending);
+                Ok(PolicyChange::Activated(Reloaded {
+                    previous,
+                    version: pending.proposal.version.clone(),
+                    policies,
+                }))
+            }
+        }
     }
 
     /// Approves or denies as `approver`, if the policy set in force lets them
@@ -432,7 +493,8 @@ impl Engine {
                         &policies.user_facts(&approver),
                         &facts,
                     );
-                    let command = match decision {
+                    let approver = approver.clone();
+                    let command = match decision.clone() {
                         ApproverDecision::Approve { comment } => Command::Approve {
                             approver,
                             comment,
@@ -461,7 +523,9 @@ impl Engine {
             .store
             .update_request(
                 id,
-                Box::new(move |current| request::apply(current, command, &lifecycle, clock.now())),
+                Box::new(move |current| {
+                    request::apply(current, command.clone(), &lifecycle, clock.now())
+                }),
             )
             .await?)
     }

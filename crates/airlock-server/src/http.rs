@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use airlock_core::approval::Route;
 use airlock_core::catalog::{Role, User};
-use airlock_core::policy_change::Trigger;
+use airlock_core::policy_change::{Proposal, Trigger};
 use airlock_core::request::{AccessRequest, Command, Rejection, State};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use airlock_policy::{RequestContext, RequestFacts};
@@ -142,6 +142,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/reconcile", post(reconcile))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method (see /openapi.json)",
+            )
+        })
+        .layer(axum::middleware::from_fn(refuse_long_uris))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -272,31 +281,88 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The largest request body the API reads: far above any valid request (a
+/// reason is at most 2,000 characters, a public key 8,192), far below what
+/// would let one client fill the server's memory.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The longest request target (path and query) the API reads.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// A JSON body whose parse errors name the field at fault. An empty body
-/// reads as `{}` so commands without arguments need none.
+/// reads as `{}` so commands without arguments need none; any other body
+/// must say it is JSON and be exactly one JSON value.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| is_json_media_type(v.as_bytes()));
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::invalid("body", e.body_text()))?;
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
+                    )
+                } else {
+                    ApiError::invalid("body", e.body_text())
+                }
+            })?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
+        } else if declared_json != Some(true) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a request body must be JSON, sent with `Content-Type: application/json`",
+            ));
         } else {
             &bytes
         };
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(&mut de)
-            .map(ApiJson)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let field = if path == "." { "body".to_owned() } else { path };
-                ApiError::invalid(&field, e.inner().to_string())
-            })
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "body".to_owned() } else { path };
+            ApiError::invalid(&field, e.inner().to_string())
+        })?;
+        de.end().map_err(|e| {
+            ApiError::invalid(
+                "body",
+                format!("unexpected data after the JSON value ({e})"),
+            )
+        })?;
+        Ok(ApiJson(value))
     }
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`).
+fn is_json_media_type(raw: &[u8]) -> bool {
+    let essence = raw.split(|b| *b == b';').next().unwrap_or_default();
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
+}
+
+/// Answers 414 in the API's error shape for a request target longer than
+/// [`MAX_URI_BYTES`], before any handler or extractor reads it.
+async fn refuse_long_uris(req: Request, next: axum::middleware::Next) -> Response {
+    let length = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if length > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request path and query must be at most {MAX_URI_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// A query string whose parse errors name the parameter at fault.
@@ -763,22 +829,24 @@ async fn reload_policy(
             tracing::info!(by = %user.id, previous = %r.previous, version = %r.version, "policy set reloaded");
             (StatusCode::OK, Json(activated(r)))
         }
-        PolicyChange::Proposed(p) => {
-            let view = PolicyReloadView {
-                outcome: "proposed".to_owned(),
-                previous_version: p.base_version.clone(),
-                version: p.version.clone(),
-                policies: state
-                    .engine
-                    .policies()
-                    .proposal(&p.id)
-                    .map_or(0, |pending| pending.set.policy_ids().count()),
-                proposal: Some(p.id.clone()),
-                changes: p.changes.clone(),
-            };
-            (StatusCode::ACCEPTED, Json(view))
-        }
+        PolicyChange::Proposed(p) => (StatusCode::ACCEPTED, Json(waiting(&state, &p, "proposed"))),
     })
+}
+
+/// A proposal that waits for (another) admin's approval.
+fn waiting(state: &AppState, p: &Proposal, outcome: &str) -> PolicyReloadView {
+    PolicyReloadView {
+        outcome: outcome.to_owned(),
+        previous_version: p.base_version.clone(),
+        version: p.version.clone(),
+        policies: state
+            .engine
+            .policies()
+            .proposal(&p.id)
+            .map_or(0, |pending| pending.set.policy_ids().count()),
+        proposal: Some(p.id.clone()),
+        changes: p.changes.clone(),
+    }
 }
 
 fn activated(r: Reloaded) -> PolicyReloadView {
@@ -801,17 +869,30 @@ async fn policy_proposals(
     Ok(Json(proposals.iter().map(ProposalView::from).collect()))
 }
 
-/// A second admin puts a proposed set in force.
+/// An admin approves a proposed set: in force once it has every approval
+/// it needs (202 while it waits for another admin).
 async fn approve_policy_proposal(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
-) -> ApiResult<Json<PolicyReloadView>> {
+) -> ApiResult<(StatusCode, Json<PolicyReloadView>)> {
     require_admin(&user, "approve policy changes")?;
-    let r = state.engine.approve_policy_change(&id, &user).await?;
-    tracing::info!(by = %user.id, proposal = %id, version = %r.version, "proposed policy set approved");
-    Ok(Json(activated(r)))
+    Ok(
+        match state.engine.approve_policy_change(&id, &user).await? {
+            PolicyChange::Activated(r) => {
+                tracing::info!(by = %user.id, proposal = %id, version = %r.version, "proposed policy set approved");
+                (StatusCode::OK, Json(activated(r)))
+            }
+            PolicyChange::Proposed(p) => {
+                tracing::info!(by = %user.id, proposal = %id, "approval recorded; the proposal needs another admin");
+                (
+                    StatusCode::ACCEPTED,
+                    Json(waiting(&state, &p, "approval_recorded")),
+                )
+            }
+        },
+    )
 }
 
 fn require_admin(user: &User, what: &str) -> ApiResult<()> {

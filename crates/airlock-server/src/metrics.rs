@@ -9,7 +9,7 @@ use std::time::Duration;
 use airlock_core::audit::AuditAction;
 use airlock_core::request::JobAction;
 
-const ACTIONS: [AuditAction; 21] = [
+const ACTIONS: [AuditAction; 23] = [
     AuditAction::Requested,
     AuditAction::ApprovalRecorded,
     AuditAction::Approved,
@@ -17,6 +17,7 @@ const ACTIONS: [AuditAction; 21] = [
     AuditAction::Cancelled,
     AuditAction::TimedOut,
     AuditAction::GrantAttemptFailed,
+    AuditAction::GrantOutcomeUnknown,
     AuditAction::Granted,
     AuditAction::Failed,
     AuditAction::Expired,
@@ -28,6 +29,7 @@ const ACTIONS: [AuditAction; 21] = [
     AuditAction::PolicyActivated,
     AuditAction::PolicyRefused,
     AuditAction::PolicyProposed,
+    AuditAction::PolicyApprovalRecorded,
     AuditAction::DriftFound,
     AuditAction::DriftFixed,
     AuditAction::DriftFixFailed,

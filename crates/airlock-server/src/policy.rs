@@ -21,7 +21,7 @@ use airlock_core::approval::{ApproverVerdict, Route, Verdict};
 use airlock_core::catalog::{Entitlement, User};
 use airlock_core::policy_change::Proposal;
 use airlock_core::request::{AccessRequest, NewRequest};
-use airlock_core::{EntitlementId, GroupName, Timestamp};
+use airlock_core::{EntitlementId, GroupName, Timestamp, UserId};
 use airlock_policy::{
     ApproveDecision, Decision, Direction, Directory, EntitlementFacts, PolicyError, PolicySet,
     RequestContext, RequestFacts, StartTime, UserFacts, Weekday,
@@ -225,6 +225,14 @@ impl Policies {
 
     pub fn proposal(&self, id: &str) -> Option<Pending> {
         self.proposals.lock().ok()?.get(id).cloned()
+    }
+
+    /// Adds an admin's approval to a waiting proposal; returns it as it is now.
+    pub fn record_approval(&self, id: &str, approver: &UserId) -> Option<Proposal> {
+        let mut waiting = self.proposals.lock().ok()?;
+        let pending = waiting.get_mut(id)?;
+        pending.proposal.approvals.push(approver.clone());
+        Some(pending.proposal.clone())
     }
 
     /// Puts an approved proposal in force and forgets every proposal: the

@@ -221,6 +221,16 @@ pub async fn start_with_clock(
     };
     let health_engine = Arc::clone(&engine);
     tokio::spawn(async move { health_engine.check_connectors().await });
+    match engine.recover_lost_attempts().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            count = n,
+            "settled connector attempts lost in the last stop"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "could not settle the connector attempts lost in the last stop; their leases will")
+        }
+    }
     let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher.clone()));
     if let Err(e) = engine.record_policy_start().await {
         tracing::error!(error = %e, "could not record the policy set in force");

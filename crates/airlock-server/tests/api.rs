@@ -612,6 +612,28 @@ async fn bad_request_input_names_the_field() {
                 r#"{"entitlement":"logs-read","reason":["x"]}"#,
                 Some("reason"),
             ),
+            // Free text refuses NUL, escape sequences and other control
+            // characters, naming the field (one rule, whatever the database).
+            (
+                r#"{"entitlement":"logs-read","reason":"fine\u0000"}"#,
+                Some("reason"),
+            ),
+            (
+                r#"{"entitlement":"logs-read","reason":"ok\u001b[2J\u001b[Happroved"}"#,
+                Some("reason"),
+            ),
+            (
+                r#"{"entitlement":"logs-read","reason":"ok\u202etxt.exe"}"#,
+                Some("reason"),
+            ),
+            (
+                r#"{"entitlement":"prod-ssh","reason":"x","ticket":"INC-1\u0007"}"#,
+                Some("ticket"),
+            ),
+            (
+                r#"{"entitlement":"logs-read","public_key":"ssh-ed25519 AAAA\u0000"}"#,
+                Some("public_key"),
+            ),
             (r#"{"entitlement":"logs-read","bogus":1}"#, None),
             (r#"{"reason":"x"}"#, None),
             (r#"{"entitlement":"#, None),
@@ -845,6 +867,164 @@ async fn concurrent_approvals_grant_exactly_once() {
                 h.log_lines()
             );
         }
+        h.stop().await;
+    })
+    .await;
+}
+
+/// Every refusal has the API's JSON error shape and the status that says
+/// what went wrong: too large (413), not JSON (415), not one JSON value
+/// (400), no such method (405), a request target too long (414); approval
+/// comments and deny reasons are free text under the same rule as reasons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_input_is_refused_in_the_error_shape() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let http = reqwest::Client::new();
+        let send = |method: reqwest::Method,
+                    path: String,
+                    content_type: Option<&'static str>,
+                    body: String| {
+            let mut req = http
+                .request(method, format!("{}{path}", h.base))
+                .bearer_auth(token("alice"));
+            if let Some(t) = content_type {
+                req = req.header("content-type", t);
+            }
+            async move {
+                let response = req.body(body).send().await.unwrap();
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap();
+                let value: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{status} is not JSON ({e}): {text}"));
+                (status, value)
+            }
+        };
+        let json = Some("application/json");
+        let valid = r#"{"entitlement":"logs-read","reason":"x"}"#;
+        // Method, path, content type, body; the status and error code.
+        type Case = (
+            reqwest::Method,
+            String,
+            Option<&'static str>,
+            String,
+            u16,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                reqwest::Method::POST,
+                "/v1/requests".into(),
+                json,
+                format!(
+                    r#"{{"entitlement":"logs-read","reason":"{}"}}"#,
+                    "x".repeat(70_000)
+                ),
+                413,
+                "payload_too_large",
+            ),
+            (
+                reqwest::Method::POST,
+                "/v1/requests".into(),
+                json,
+                format!("{valid} trailing"),
+                400,
+                "invalid_input",
+            ),
+            (
+                reqwest::Method::POST,
+                "/v1/requests".into(),
+                json,
+                format!("{valid}{valid}"),
+                400,
+                "invalid_input",
+            ),
+            (
+                reqwest::Method::POST,
+                "/v1/requests".into(),
+                Some("text/plain"),
+                valid.into(),
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                reqwest::Method::POST,
+                "/v1/requests".into(),
+                None,
+                valid.into(),
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                reqwest::Method::DELETE,
+                "/v1/requests".into(),
+                None,
+                String::new(),
+                405,
+                "method_not_allowed",
+            ),
+            (
+                reqwest::Method::GET,
+                format!("/v1/requests?requester={}", "a".repeat(10_000)),
+                None,
+                String::new(),
+                414,
+                "uri_too_long",
+            ),
+        ];
+        for (method, path, content_type, body, status, code) in cases {
+            let what = format!(
+                "{method} {} ({} bytes)",
+                &path[..path.len().min(40)],
+                body.len()
+            );
+            let (got, value) = send(method, path, content_type, body).await;
+            assert_eq!(got, status, "{what}: {value}");
+            assert_eq!(value["error"]["code"], code, "{what}: {value}");
+        }
+        // The control: a JSON body with a charset parameter is accepted.
+        let (got, _) = send(
+            reqwest::Method::POST,
+            "/v1/requests".into(),
+            Some("application/json; charset=utf-8"),
+            valid.into(),
+        )
+        .await;
+        assert_eq!(got, 201);
+
+        // Comments and deny reasons: bounded, and no control characters.
+        let r = h
+            .client("alice")
+            .create_request(&ask("db-prod", "debugging"))
+            .await
+            .unwrap();
+        let approve = format!("/v1/requests/{}/approve", r.id);
+        let deny = format!("/v1/requests/{}/deny", r.id);
+        for (path, body, field) in [
+            (&approve, json!({"comment": "x".repeat(2001)}), "comment"),
+            (
+                &approve,
+                json!({"comment": "ok\u{1b}[1Aapproved"}),
+                "comment",
+            ),
+            (&deny, json!({"reason": "no\u{0}"}), "reason"),
+        ] {
+            let (code, value) = h
+                .raw("POST", path, Some("bob"), Some(&body.to_string()))
+                .await;
+            assert_eq!(code, 400, "{path}: {value}");
+            assert_eq!(value["error"]["field"], field, "{path}: {value}");
+        }
+        let (code, value) = h
+            .raw(
+                "POST",
+                &approve,
+                Some("bob"),
+                Some(&json!({"comment": "line one\nline two"}).to_string()),
+            )
+            .await;
+        assert_eq!(code, 200, "{value}");
+        assert_eq!(value["approvals"][0]["comment"], "line one\nline two");
         h.stop().await;
     })
     .await;

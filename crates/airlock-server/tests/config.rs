@@ -581,6 +581,15 @@ fn bad_connectors_name_file_line_and_field() {
             ),
         ),
         at_header(
+            -4,
+            case(
+                "env = { LDAP_URI",
+                "pass_env = [\"AIRLOCK_TEST_UNSET_PASS_VAR\"]",
+                "connectors.ldap.pass_env",
+                "`AIRLOCK_TEST_UNSET_PASS_VAR` is not set",
+            ),
+        ),
+        at_header(
             -3,
             case(
                 "secret = ",

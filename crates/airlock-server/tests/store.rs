@@ -192,11 +192,11 @@ async fn create(
             Box::new(move |open| {
                 let same = open.get(&e.id);
                 request::submit(
-                    new,
+                    new.clone(),
                     &u,
                     &e,
                     same,
-                    verdict,
+                    verdict.clone(),
                     &LifecycleSettings::default(),
                     now,
                 )
@@ -216,7 +216,7 @@ async fn apply(
         .update_request(
             &RequestId::parse(id).unwrap(),
             Box::new(move |current| {
-                request::apply(current, command, &LifecycleSettings::default(), now)
+                request::apply(current, command.clone(), &LifecycleSettings::default(), now)
             }),
         )
         .await
@@ -725,4 +725,111 @@ fn locations_parse_and_hide_passwords() {
         Location::Postgres("postgres://airlock:s3cret@db:5432/airlock".into())
     );
     assert_eq!(pg.describe(), "postgres://airlock@db:5432/airlock");
+}
+
+/// A change the database refuses (here the one-open-request unique index,
+/// reached by a decision that ignores the open requests the store read) fails
+/// alone with its own error, even inside a busy batch: every other change
+/// queued with it commits, and the audit chain stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_database_refuses_fails_alone_inside_a_busy_batch() {
+    on_every_store(|store, raw_url| async move {
+        let ent = entitlement(1);
+        let holder = user("mallory", &["eng"], &[]);
+        create(&store, &holder, &ent, "r-first", at(0))
+            .await
+            .unwrap();
+        let before = audit_count(&store).await;
+
+        // Forty ordinary creates and the bad one, queued while another
+        // connection holds the write lock, so the writer takes them together.
+        let mut blocker = sqlx::AnyConnection::connect(&raw_url).await.unwrap();
+        let lock = if raw_url.starts_with("sqlite:") {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN; SELECT pg_advisory_xact_lock(7019267304284449538)"
+        };
+        sqlx::raw_sql(lock).execute(&mut blocker).await.unwrap();
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut changes = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let store = Arc::clone(&store);
+            let ent = ent.clone();
+            let started = Arc::clone(&started);
+            changes.spawn(async move {
+                started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let who = user(&format!("u{i}"), &["eng"], &[]);
+                let result = create(&store, &who, &ent, &format!("r-good-{i}"), at(1)).await;
+                (format!("r-good-{i}"), result)
+            });
+        }
+        {
+            let store = Arc::clone(&store);
+            let (holder, ent) = (holder.clone(), ent.clone());
+            let started = Arc::clone(&started);
+            changes.spawn(async move {
+                started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let new = NewRequest {
+                    id: RequestId::parse("r-second").unwrap(),
+                    duration: Some(Duration::from_secs(60)),
+                    reason: "second".into(),
+                    ticket: None,
+                    start_at: None,
+                    break_glass: false,
+                    public_key: None,
+                };
+                let holder_id = holder.id.clone();
+                let result = store
+                    .create_request(
+                        &new.id.clone(),
+                        &holder_id,
+                        Box::new(move |_ignored_open| {
+                            request::submit(
+                                new.clone(),
+                                &holder,
+                                &ent.entitlement,
+                                None,
+                                ent.verdict(),
+                                &LifecycleSettings::default(),
+                                at(1),
+                            )
+                        }),
+                    )
+                    .await
+                    .map(|t| t.request);
+                ("r-second".to_owned(), result)
+            });
+        }
+        while started.load(std::sync::atomic::Ordering::SeqCst) < 41 {
+            tokio::task::yield_now().await;
+        }
+        tokio::task::yield_now().await;
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+        let mut good = 0;
+        while let Some(joined) = changes.join_next().await {
+            let (id, result) = joined.unwrap();
+            match (id.as_str(), result) {
+                ("r-second", Err(StoreError::UniqueViolation)) => {}
+                ("r-second", other) => panic!("the duplicate open request gave {other:?}"),
+                (_, Ok(r)) => {
+                    assert_eq!(r.id.as_str(), id);
+                    good += 1;
+                }
+                (_, Err(e)) => panic!("`{id}` failed with the bad change: {e}"),
+            }
+        }
+        assert_eq!(good, 40);
+        assert!(store
+            .get_request(&RequestId::parse("r-second").unwrap())
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(audit_count(&store).await, before + 40);
+        let report = store.verify_audit().await.unwrap();
+        assert!(report.first_break.is_none(), "{report:?}");
+    })
+    .await;
 }

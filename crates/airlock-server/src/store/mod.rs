@@ -37,7 +37,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Database(String),
-    /// A write hit a unique index (translated into a conflict by the caller).
+    /// A write hit a unique index: the one-open-request backstop (the
+    /// engine answers it as a conflict).
     #[error("a unique constraint was violated")]
     UniqueViolation,
 }
@@ -53,11 +54,14 @@ pub type OpenRequests = std::collections::BTreeMap<EntitlementId, RequestId>;
 
 /// Decides a new request given the requester's open requests (the one for
 /// the same entitlement conflicts; the others are facts for policies).
+/// A decision may run more than once: a store that retries a write (see
+/// `sql::commit_batch`) decides again on what is committed then.
 pub type CreateDecision =
-    Box<dyn FnOnce(&OpenRequests) -> Result<Transition, Rejection> + Send + 'static>;
-/// Decides a change to an existing request.
+    Box<dyn Fn(&OpenRequests) -> Result<Transition, Rejection> + Send + Sync + 'static>;
+/// Decides a change to an existing request; like [`CreateDecision`], it may
+/// run more than once.
 pub type UpdateDecision =
-    Box<dyn FnOnce(AccessRequest) -> Result<Transition, Rejection> + Send + 'static>;
+    Box<dyn Fn(AccessRequest) -> Result<Transition, Rejection> + Send + Sync + 'static>;
 
 #[derive(Debug, Clone, Default)]
 pub struct RequestFilter {
@@ -67,6 +71,9 @@ pub struct RequestFilter {
     pub entitlement: Option<EntitlementId>,
     /// Only requests whose grant the target may hold (active, or revocation outstanding).
     pub holding_access: bool,
+    /// Only requests with connector work outstanding (a grant or revoke to
+    /// make, in flight or not).
+    pub connector_work: bool,
     pub limit: u32,
 }
 
@@ -154,6 +161,11 @@ pub trait Store: Send + Sync {
     /// or dropped, or the process dies. With SQLite (one process) it is
     /// always granted.
     async fn try_exclusive(&self, work: Exclusive) -> Result<Option<ExclusiveGuard>, StoreError>;
+
+    /// Whether this process is the only one that makes connector attempts
+    /// for this database (SQLite: one process owns the file), so that at
+    /// start every attempt still marked in flight is known to be lost.
+    fn single_process(&self) -> bool;
 
     /// Whether the database answers and holds exactly the schema this
     /// binary runs on (another replica may have migrated it further).

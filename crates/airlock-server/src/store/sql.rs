@@ -425,108 +425,176 @@ async fn run_writer(
     }
 }
 
-/// Runs a batch of changes in one transaction and answers each caller once
-/// the outcome is durable (or failed as a whole). Returns whether the
-/// connection is still usable.
+/// Commits a batch of changes and answers each caller once its outcome is
+/// durable. Returns whether the connection is still usable.
 ///
-/// A batch costs a fixed handful of round trips whatever its size: one to
-/// begin (see [`begin_batch`]), one read of the rows it changes or creates,
-/// one of the open requests it creates against, then the core decides every change in
-/// order (a later change to the same request sees the earlier one), and one
-/// multi-row upsert and one multi-row audit insert write the result. A change the core refuses writes nothing and does not
-/// affect the others; a database error fails the whole batch.
+/// A database error in a batch of several changes does not reach their
+/// callers: the batch is rolled back and its halves are tried again, each
+/// re-decided on what is committed, until the change the database refuses
+/// stands alone and fails alone with its own error. So one caller's bad
+/// change (a value the database refuses, a unique-index backstop) costs the
+/// others a few extra transactions, never their outcome. A lost connection
+/// fails every change not yet committed: nothing of them was written.
 async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Change>) -> bool {
-    let mut replies = Vec::with_capacity(batch.len());
-    let mut recorded = Vec::new();
-    let mut claimed = Vec::new();
-    let outcome = async {
-        let (ids, requesters) = batch_keys(&batch);
-        let BatchStart {
-            head,
-            mut rows,
-            mut open,
-        } = begin_batch(conn, backend, &ids, &requesters).await?;
-        let mut pending = PendingWrites::default();
-        for change in batch {
-            match change {
-                Change::Record { events, reply } => {
-                    pending.events.extend(events);
-                    recorded.push(reply);
-                }
-                Change::Claim { claim, reply } => {
-                    claimed.push((claim_due_rows(conn, backend, claim).await?, reply));
-                }
-                Change::Update { id, decide, reply } => {
-                    let result =
-                        match rows.get(id.as_str()).cloned() {
-                            None => Err(StoreError::NotFound(id.clone())),
-                            Some(current) => decide(current.clone())
-                                .map_err(StoreError::from)
-                                .inspect(|t| {
-                                    // Nothing changed (e.g. a tick that found nothing due): write nothing.
-                                    if !(t.request == current && t.events.is_empty()) {
-                                        pending.record(t, &mut rows, &mut open);
-                                    }
-                                }),
-                        };
-                    replies.push((result, reply));
-                }
-                Change::Create {
-                    id,
-                    requester,
-                    decide,
-                    reply,
-                } => {
-                    let result = if rows.contains_key(id.as_str()) {
-                        Err(StoreError::Corrupt(format!(
-                            "request id `{id}` is already taken"
-                        )))
-                    } else {
-                        let mine = open_of(&open, requester.as_str());
-                        decide(&mine).map_err(StoreError::from).and_then(|t| {
-                            if t.request.id != id {
-                                return Err(StoreError::Corrupt(format!(
-                                    "request `{id}` was decided as `{}`",
-                                    t.request.id
-                                )));
-                            }
-                            pending.record(&t, &mut rows, &mut open);
-                            Ok(t)
-                        })
-                    };
-                    replies.push((result, reply));
+    // Batches still to try, the next one last: halves keep the callers' order.
+    let mut work = vec![batch];
+    while let Some(batch) = work.pop() {
+        match try_batch(conn, backend, &batch).await {
+            Ok(outcomes) => {
+                for (change, outcome) in batch.into_iter().zip(outcomes) {
+                    change.answer(outcome);
                 }
             }
+            Err(e) => {
+                let usable = exec(conn, "ROLLBACK").await.is_ok();
+                if !usable || batch.len() == 1 {
+                    if batch.len() == 1 {
+                        tracing::warn!(error = %e, "a change failed on its own; rolled back");
+                    } else {
+                        tracing::error!(error = %e, "write batch failed and the connection is lost");
+                    }
+                    for change in batch {
+                        change.fail(&e);
+                    }
+                    if !usable {
+                        for change in work.into_iter().flatten() {
+                            change.fail(&e);
+                        }
+                        return false;
+                    }
+                    continue;
+                }
+                tracing::warn!(error = %e, changes = batch.len(),
+                    "write batch failed; retrying its halves to isolate the change at fault");
+                let mut first = batch;
+                let second = first.split_off(first.len() / 2);
+                work.push(second);
+                work.push(first);
+            }
         }
-        pending.write(conn, backend, &rows, head).await?;
-        exec(conn, "COMMIT").await?;
-        Ok::<(), StoreError>(())
-    }
-    .await;
-    if let Err(e) = outcome {
-        tracing::error!(error = %e, "write batch failed; rolling back");
-        let usable = exec(conn, "ROLLBACK").await.is_ok();
-        for (_, reply) in replies {
-            let _ = reply.send(Err(StoreError::Database(e.to_string())));
-        }
-        for reply in recorded {
-            let _ = reply.send(Err(StoreError::Database(e.to_string())));
-        }
-        for (_, reply) in claimed {
-            let _ = reply.send(Err(StoreError::Database(e.to_string())));
-        }
-        return usable;
-    }
-    for (result, reply) in replies {
-        let _ = reply.send(result);
-    }
-    for reply in recorded {
-        let _ = reply.send(Ok(()));
-    }
-    for (ids, reply) in claimed {
-        let _ = reply.send(Ok(ids));
     }
     true
+}
+
+/// What one change of a committed batch answers.
+enum Outcome {
+    Decided(Box<Result<Transition, StoreError>>),
+    Recorded,
+    Claimed(Vec<RequestId>),
+}
+
+impl Change {
+    fn answer(self, outcome: Outcome) {
+        match (self, outcome) {
+            (Change::Create { reply, .. } | Change::Update { reply, .. }, Outcome::Decided(r)) => {
+                let _ = reply.send(*r);
+            }
+            (Change::Record { reply, .. }, Outcome::Recorded) => {
+                let _ = reply.send(Ok(()));
+            }
+            (Change::Claim { reply, .. }, Outcome::Claimed(ids)) => {
+                let _ = reply.send(Ok(ids));
+            }
+            (change, _) => change.fail(&StoreError::Corrupt(
+                "a write batch answered a change with another kind's outcome".to_owned(),
+            )),
+        }
+    }
+
+    /// Tells the caller its change was not written.
+    fn fail(self, e: &StoreError) {
+        let failure = || match e {
+            StoreError::UniqueViolation => StoreError::UniqueViolation,
+            other => StoreError::Database(other.to_string()),
+        };
+        match self {
+            Change::Create { reply, .. } | Change::Update { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::Record { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::Claim { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+        }
+    }
+}
+
+/// Runs `batch` in one transaction and commits it; the outcome of each
+/// change, in order. A batch costs a fixed handful of round trips whatever
+/// its size: one to begin (see [`begin_batch`]: it locks and reads the rows
+/// the batch changes or creates and the open requests it creates against),
+/// then the core decides every change in order (a later change to the same
+/// request sees the earlier one), and one multi-row upsert and one multi-row
+/// audit insert write the result. A change the core refuses writes nothing
+/// and does not affect the others; a database error fails the transaction
+/// (the caller rolls it back).
+async fn try_batch(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch: &[Change],
+) -> Result<Vec<Outcome>, StoreError> {
+    let (ids, requesters) = batch_keys(batch);
+    let BatchStart {
+        head,
+        mut rows,
+        mut open,
+    } = begin_batch(conn, backend, &ids, &requesters).await?;
+    let mut pending = PendingWrites::default();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for change in batch {
+        let outcome = match change {
+            Change::Record { events, .. } => {
+                pending.events.extend(events.iter().cloned());
+                Outcome::Recorded
+            }
+            Change::Claim { claim, .. } => {
+                Outcome::Claimed(claim_due_rows(conn, backend, *claim).await?)
+            }
+            Change::Update { id, decide, .. } => {
+                Outcome::Decided(Box::new(match rows.get(id.as_str()).cloned() {
+                    None => Err(StoreError::NotFound(id.clone())),
+                    Some(current) => {
+                        decide(current.clone())
+                            .map_err(StoreError::from)
+                            .inspect(|t| {
+                                // Nothing changed (e.g. a tick that found nothing due): write nothing.
+                                if !(t.request == current && t.events.is_empty()) {
+                                    pending.record(t, &mut rows, &mut open);
+                                }
+                            })
+                    }
+                }))
+            }
+            Change::Create {
+                id,
+                requester,
+                decide,
+                ..
+            } => Outcome::Decided(Box::new(if rows.contains_key(id.as_str()) {
+                Err(StoreError::Corrupt(format!(
+                    "request id `{id}` is already taken"
+                )))
+            } else {
+                let mine = open_of(&open, requester.as_str());
+                decide(&mine).map_err(StoreError::from).and_then(|t| {
+                    if t.request.id != *id {
+                        return Err(StoreError::Corrupt(format!(
+                            "request `{id}` was decided as `{}`",
+                            t.request.id
+                        )));
+                    }
+                    pending.record(&t, &mut rows, &mut open);
+                    Ok(t)
+                })
+            })),
+        };
+        outcomes.push(outcome);
+    }
+    pending.write(conn, backend, &rows, head).await?;
+    exec(conn, "COMMIT").await?;
+    Ok(outcomes)
 }
 
 /// Rows and events a batch will write, in the order they were decided.
@@ -1217,6 +1285,9 @@ impl Store for SqlStore {
         if filter.holding_access {
             sql.push_str(" AND (state = 'active' OR job_action = 'revoke')");
         }
+        if filter.connector_work {
+            sql.push_str(" AND job_action IS NOT NULL");
+        }
         sql.push_str(&format!(
             " ORDER BY created_at DESC, id LIMIT {}",
             filter.limit.max(1)
@@ -1422,6 +1493,10 @@ impl Store for SqlStore {
             let _ = conn.close().await;
             Ok(None)
         }
+    }
+
+    fn single_process(&self) -> bool {
+        self.backend == Backend::Sqlite
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
