@@ -109,6 +109,8 @@ struct Harness {
     server: Server,
     base: String,
     log: PathBuf,
+    /// What it was started with, to start it again on the same files.
+    settings: Settings,
     _dir: tempfile::TempDir,
 }
 
@@ -193,13 +195,7 @@ timeout = "5s"
     }
 
     let settings = Settings::parse("test.toml", &toml, dir.path()).unwrap();
-    let server = start(settings).await.unwrap();
-    Harness {
-        base: format!("http://{}", server.addr()),
-        server,
-        log,
-        _dir: dir,
-    }
+    Harness::start(settings, log, dir).await
 }
 
 impl Harness {
@@ -281,6 +277,110 @@ impl Harness {
     async fn stop(self) {
         self.server.shutdown().await;
     }
+
+    /// Stops the server gracefully, lets `meanwhile` run, and starts it
+    /// again on the same database, checkpoint key and log.
+    async fn restart<F: Future<Output = ()>>(
+        self,
+        meanwhile: impl FnOnce(PathBuf) -> F,
+    ) -> Harness {
+        let Harness {
+            server,
+            log,
+            settings,
+            _dir,
+            ..
+        } = self;
+        server.shutdown().await;
+        meanwhile(settings.data_dir.join("airlock.db")).await;
+        Harness::start(settings, log, _dir).await
+    }
+
+    async fn start(settings: Settings, log: PathBuf, dir: tempfile::TempDir) -> Harness {
+        let server = start(settings.clone()).await.unwrap();
+        Harness {
+            base: format!("http://{}", server.addr()),
+            server,
+            log,
+            settings,
+            _dir: dir,
+        }
+    }
+}
+
+/// A server that finds its audit record altered at start is not ready and
+/// refuses what would grant access (requests, approvals, policy changes,
+/// reconciliation), while what takes access away goes on: a denial, an
+/// admin's revocation and the scheduler's expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_audit_record_stops_grants_but_not_revocations() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let alice = h.client("alice");
+        let expiring = alice.create_request(&for_secs("logs-read", "look", 4)).await.unwrap();
+        let revoked = h
+            .client("bob")
+            .create_request(&for_secs("logs-read", "look", 600))
+            .await
+            .unwrap();
+        let pending = alice.create_request(&ask("db-prod", "migration")).await.unwrap();
+        h.wait_state(&expiring.id, "active").await;
+        h.wait_state(&revoked.id, "active").await;
+        // The newest event, just signed at shutdown, edited behind Airlock's back.
+        let h = h
+            .restart(|db| async move {
+                use sqlx::Connection;
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                        .await
+                        .unwrap();
+                sqlx::raw_sql(
+                    "DROP TRIGGER audit_events_no_update; \
+                     UPDATE audit_events SET actor = 'mallory' WHERE seq = (SELECT MAX(seq) FROM audit_events)",
+                )
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            })
+            .await;
+        assert_eq!(
+            h.client("admin").get_request(&expiring.id).await.unwrap().state,
+            "active",
+            "the grant must still be running after the restart"
+        );
+
+        let (code, body) = h.raw("GET", "/readyz", None, None).await;
+        assert_eq!(code, 503, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("edited"), "{message}");
+        let untrusted = |r: Result<_, ClientError>| {
+            let (status, code, _) = refusal(r);
+            assert_eq!((status, code.as_str()), (503, "audit_untrusted"));
+        };
+        untrusted(h.client("bob").create_request(&ask("db-prod", "x")).await.map(|_| ()));
+        untrusted(h.client("carol").act(&pending.id, &approve()).await.map(|_| ()));
+        untrusted(h.client("admin").reload_policy().await.map(|_| ()));
+        untrusted(h.client("admin").reconcile(true).await.map(|_| ()));
+
+        let denied = h
+            .client("carol")
+            .act(&pending.id, &Action::Deny { reason: "not now".into() })
+            .await
+            .unwrap();
+        assert_eq!(denied.state, "denied");
+        h.client("admin")
+            .act(&revoked.id, &Action::Revoke { reason: "audit".into() })
+            .await
+            .unwrap();
+        let expired = h.wait_state(&expiring.id, "expired").await;
+        h.wait_for(&expired.id, "the expired grant removed", |r| r.deprovisioned_at.is_some())
+            .await;
+        h.wait_for(&revoked.id, "the revoked grant removed", |r| r.deprovisioned_at.is_some())
+            .await;
+        assert_eq!(h.logged("revoke", &expired), 1);
+        h.stop().await;
+    })
+    .await;
 }
 
 fn ask(entitlement: &str, reason: &str) -> CreateRequest {
@@ -368,7 +468,14 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
         for (method, path) in airlock_server::http::ROUTES {
             let op = &doc["paths"][path][method];
             assert!(op.is_object(), "{method} {path} is not documented");
-            let public = ["/healthz", "/readyz", "/openapi.json", "/metrics"].contains(path);
+            let public = [
+                "/healthz",
+                "/readyz",
+                "/openapi.json",
+                "/metrics",
+                "/v1/audit/checkpoint-key",
+            ]
+            .contains(path);
             assert_eq!(
                 op["security"] == json!([]),
                 public,
