@@ -383,6 +383,73 @@ async fn an_untrusted_audit_record_stops_grants_but_not_revocations() {
     .await;
 }
 
+/// While the server runs, the head is signed every `audit.checkpoint_every`
+/// once it moved; a chain altered meanwhile is never signed, and the server
+/// stops being ready and refuses grants from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_signed_while_running_and_an_altered_chain_never_is() {
+    use airlock_server::checkpoint::read_log;
+    bounded(async {
+        let h = boot_full(CATALOG, &[], false, "\n[audit]\ncheckpoint_every = \"1s\"\n").await;
+        let log = h.settings.audit.checkpoint_log.clone();
+        let signed = || {
+            let log = log.clone();
+            async move {
+                read_log(&log, None)
+                    .unwrap()
+                    .0
+                    .last()
+                    .map(|c| c.seq)
+            }
+        };
+        let r = h
+            .client("alice")
+            .create_request(&ask("logs-read", "look"))
+            .await
+            .unwrap();
+        h.wait_state(&r.id, "active").await;
+        let head = h.client("admin").verify_audit().await.unwrap().head_seq;
+        airlock_testkit::until(SETTLE, "the head signed", || async {
+            (signed().await == Some(head)).then_some(())
+        })
+        .await;
+
+        let db = h.settings.data_dir.join("airlock.db");
+        {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            sqlx::raw_sql(
+                "DROP TRIGGER audit_events_no_update; \
+                 UPDATE audit_events SET actor = 'mallory' WHERE seq = (SELECT MAX(seq) FROM audit_events)",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        // The head moves on, so the next round would sign it.
+        h.client("admin")
+            .act(&r.id, &Action::Revoke { reason: "done".into() })
+            .await
+            .unwrap();
+        airlock_testkit::until(SETTLE, "readiness to fail", || async {
+            let (code, body) = h.raw("GET", "/readyz", None, None).await;
+            (code == 503).then_some(body)
+        })
+        .await;
+        assert_eq!(signed().await, Some(head), "an altered chain was signed");
+        let (status, code, _) = refusal(
+            h.client("bob")
+                .create_request(&ask("logs-read", "look"))
+                .await,
+        );
+        assert_eq!((status, code.as_str()), (503, "audit_untrusted"));
+        h.stop().await;
+    })
+    .await;
+}
+
 fn ask(entitlement: &str, reason: &str) -> CreateRequest {
     CreateRequest {
         entitlement: entitlement.to_owned(),
