@@ -308,6 +308,22 @@ impl Harness {
     }
 }
 
+/// Edits the newest audit event of the SQLite file `db` behind Airlock's
+/// back (its append-only trigger dropped first, as the file's owner could).
+async fn edit_newest_event(db: &std::path::Path) {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "DROP TRIGGER audit_events_no_update; \
+         UPDATE audit_events SET actor = 'mallory' WHERE seq = (SELECT MAX(seq) FROM audit_events)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
 /// A server that finds its audit record altered at start is not ready and
 /// refuses what would grant access (requests, approvals, policy changes,
 /// reconciliation), while what takes access away goes on: a denial, an
@@ -317,34 +333,31 @@ async fn an_untrusted_audit_record_stops_grants_but_not_revocations() {
     bounded(async {
         let h = boot(CATALOG).await;
         let alice = h.client("alice");
-        let expiring = alice.create_request(&for_secs("logs-read", "look", 4)).await.unwrap();
+        let expiring = alice
+            .create_request(&for_secs("logs-read", "look", 4))
+            .await
+            .unwrap();
         let revoked = h
             .client("bob")
             .create_request(&for_secs("logs-read", "look", 600))
             .await
             .unwrap();
-        let pending = alice.create_request(&ask("db-prod", "migration")).await.unwrap();
+        let pending = alice
+            .create_request(&ask("db-prod", "migration"))
+            .await
+            .unwrap();
         h.wait_state(&expiring.id, "active").await;
         h.wait_state(&revoked.id, "active").await;
         // The newest event, just signed at shutdown, edited behind Airlock's back.
         let h = h
-            .restart(|db| async move {
-                use sqlx::Connection;
-                let mut conn =
-                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-                        .await
-                        .unwrap();
-                sqlx::raw_sql(
-                    "DROP TRIGGER audit_events_no_update; \
-                     UPDATE audit_events SET actor = 'mallory' WHERE seq = (SELECT MAX(seq) FROM audit_events)",
-                )
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            })
+            .restart(|db| async move { edit_newest_event(&db).await })
             .await;
         assert_eq!(
-            h.client("admin").get_request(&expiring.id).await.unwrap().state,
+            h.client("admin")
+                .get_request(&expiring.id)
+                .await
+                .unwrap()
+                .state,
             "active",
             "the grant must still be running after the restart"
         );
@@ -357,26 +370,50 @@ async fn an_untrusted_audit_record_stops_grants_but_not_revocations() {
             let (status, code, _) = refusal(r);
             assert_eq!((status, code.as_str()), (503, "audit_untrusted"));
         };
-        untrusted(h.client("bob").create_request(&ask("db-prod", "x")).await.map(|_| ()));
-        untrusted(h.client("carol").act(&pending.id, &approve()).await.map(|_| ()));
+        untrusted(
+            h.client("bob")
+                .create_request(&ask("db-prod", "x"))
+                .await
+                .map(|_| ()),
+        );
+        untrusted(
+            h.client("carol")
+                .act(&pending.id, &approve())
+                .await
+                .map(|_| ()),
+        );
         untrusted(h.client("admin").reload_policy().await.map(|_| ()));
         untrusted(h.client("admin").reconcile(true).await.map(|_| ()));
 
         let denied = h
             .client("carol")
-            .act(&pending.id, &Action::Deny { reason: "not now".into() })
+            .act(
+                &pending.id,
+                &Action::Deny {
+                    reason: "not now".into(),
+                },
+            )
             .await
             .unwrap();
         assert_eq!(denied.state, "denied");
         h.client("admin")
-            .act(&revoked.id, &Action::Revoke { reason: "audit".into() })
+            .act(
+                &revoked.id,
+                &Action::Revoke {
+                    reason: "audit".into(),
+                },
+            )
             .await
             .unwrap();
         let expired = h.wait_state(&expiring.id, "expired").await;
-        h.wait_for(&expired.id, "the expired grant removed", |r| r.deprovisioned_at.is_some())
-            .await;
-        h.wait_for(&revoked.id, "the revoked grant removed", |r| r.deprovisioned_at.is_some())
-            .await;
+        h.wait_for(&expired.id, "the expired grant removed", |r| {
+            r.deprovisioned_at.is_some()
+        })
+        .await;
+        h.wait_for(&revoked.id, "the revoked grant removed", |r| {
+            r.deprovisioned_at.is_some()
+        })
+        .await;
         assert_eq!(h.logged("revoke", &expired), 1);
         h.stop().await;
     })
@@ -390,17 +427,17 @@ async fn an_untrusted_audit_record_stops_grants_but_not_revocations() {
 async fn checkpoints_are_signed_while_running_and_an_altered_chain_never_is() {
     use airlock_server::checkpoint::read_log;
     bounded(async {
-        let h = boot_full(CATALOG, &[], false, "\n[audit]\ncheckpoint_every = \"1s\"\n").await;
+        let h = boot_full(
+            CATALOG,
+            &[],
+            false,
+            "\n[audit]\ncheckpoint_every = \"1s\"\n",
+        )
+        .await;
         let log = h.settings.audit.checkpoint_log.clone();
         let signed = || {
             let log = log.clone();
-            async move {
-                read_log(&log, None)
-                    .unwrap()
-                    .0
-                    .last()
-                    .map(|c| c.seq)
-            }
+            async move { read_log(&log, None).unwrap().0.last().map(|c| c.seq) }
         };
         let r = h
             .client("alice")
@@ -414,23 +451,15 @@ async fn checkpoints_are_signed_while_running_and_an_altered_chain_never_is() {
         })
         .await;
 
-        let db = h.settings.data_dir.join("airlock.db");
-        {
-            use sqlx::Connection;
-            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-                .await
-                .unwrap();
-            sqlx::raw_sql(
-                "DROP TRIGGER audit_events_no_update; \
-                 UPDATE audit_events SET actor = 'mallory' WHERE seq = (SELECT MAX(seq) FROM audit_events)",
-            )
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        }
+        edit_newest_event(&h.settings.data_dir.join("airlock.db")).await;
         // The head moves on, so the next round would sign it.
         h.client("admin")
-            .act(&r.id, &Action::Revoke { reason: "done".into() })
+            .act(
+                &r.id,
+                &Action::Revoke {
+                    reason: "done".into(),
+                },
+            )
             .await
             .unwrap();
         airlock_testkit::until(SETTLE, "readiness to fail", || async {
