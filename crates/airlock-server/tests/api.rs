@@ -308,6 +308,38 @@ impl Harness {
     }
 }
 
+/// The checkpoint key is created readable by its owner only, and a server
+/// refuses to start with one other users can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_key_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    bounded(async {
+        let Harness {
+            server,
+            settings,
+            _dir,
+            ..
+        } = boot(CATALOG).await;
+        server.shutdown().await;
+        let key = &settings.audit.checkpoint_key;
+        let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        match start(settings.clone()).await {
+            Err(e) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains(&format!("`{}`", key.display()))
+                        && message.contains("chmod 600"),
+                    "{message}"
+                );
+            }
+            Ok(_) => panic!("started with a key others can read"),
+        }
+    })
+    .await;
+}
+
 /// Edits the newest audit event of the SQLite file `db` behind Airlock's
 /// back (its append-only trigger dropped first, as the file's owner could).
 async fn edit_newest_event(db: &std::path::Path) {
