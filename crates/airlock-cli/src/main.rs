@@ -86,6 +86,14 @@ enum Cmd {
         /// Use this database instead of `DATA_DIR/airlock.db` (a path or postgres:// URL).
         #[arg(long, env = "AIRLOCK_DATABASE", hide_env_values = true)]
         database: Option<String>,
+        /// Serve even though the audit chain or checkpoint log was found
+        /// broken at start (after investigating): records an
+        /// `audit_break_accepted` event naming the break and signs the head
+        /// from there. Without it, such a server refuses new requests,
+        /// approvals, policy changes and reconciliation (revocations go on)
+        /// and reports not ready.
+        #[arg(long)]
+        accept_broken_audit_chain: bool,
     },
     /// Start a server from a config file.
     Serve {
@@ -97,6 +105,14 @@ enum Cmd {
         /// Overrides `server.database`: a SQLite path or a postgres:// URL.
         #[arg(long, env = "AIRLOCK_DATABASE", hide_env_values = true)]
         database: Option<String>,
+        /// Serve even though the audit chain or checkpoint log was found
+        /// broken at start (after investigating): records an
+        /// `audit_break_accepted` event naming the break and signs the head
+        /// from there. Without it, such a server refuses new requests,
+        /// approvals, policy changes and reconciliation (revocations go on)
+        /// and reports not ready.
+        #[arg(long)]
+        accept_broken_audit_chain: bool,
     },
     /// Create or upgrade the database schema and exit.
     Migrate {
@@ -355,7 +371,27 @@ enum PolicyCmd {
 #[derive(Subcommand)]
 enum AuditCmd {
     /// Check the hash chain; exits non-zero naming the first bad event.
-    Verify,
+    /// With `--checkpoints`, also check it against a signed checkpoint log,
+    /// reading the database directly (a copy will do) rather than trusting
+    /// a server: that catches an event edited with every later hash
+    /// recomputed, and the newest events removed down to a checkpoint.
+    Verify {
+        /// A checkpoint log (the server's `audit.checkpoint_log`).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// The key the checkpoints must be signed with (`ed25519:…`, as the
+        /// server prints and serves at `/v1/audit/checkpoint-key`). Without
+        /// it the key the log names is used, which shows only that the log
+        /// is consistent with itself.
+        #[arg(long, requires = "checkpoints")]
+        public_key: Option<String>,
+        /// With `--checkpoints`: take `server.database` from this config.
+        #[arg(long, requires = "checkpoints")]
+        config: Option<PathBuf>,
+        /// With `--checkpoints`: a SQLite path or a postgres:// URL.
+        #[arg(long, requires = "checkpoints")]
+        database: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -406,9 +442,11 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             listen,
             data_dir,
             database,
+            accept_broken_audit_chain,
         } => {
             let (config, tokens) = demo::prepare(&data_dir, &listen)?;
             let mut settings = Settings::load(&config)?;
+            settings.audit.accept_broken_chain = accept_broken_audit_chain;
             if let Some(db) = database {
                 settings.database = Location::parse(&db);
             }
@@ -418,6 +456,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             let server = airlock_server::server::start(settings).await?;
             let url = format!("http://{}", server.addr());
             say!("Airlock demo is running at {url}");
+            say!("Audit checkpoint key: {}", server.checkpoint_key());
             say!("Data dir: {} (tokens in tokens.json)", data_dir.display());
             for user in demo::DEMO_USERS {
                 say!(
@@ -437,8 +476,10 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             config,
             listen,
             database,
+            accept_broken_audit_chain,
         } => {
             let mut settings = Settings::load(&config)?;
+            settings.audit.accept_broken_chain = accept_broken_audit_chain;
             if let Some(db) = database {
                 settings.database = Location::parse(&db);
             }
@@ -449,6 +490,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             }
             let server = airlock_server::server::start(settings).await?;
             say!("Airlock is running at http://{}", server.addr());
+            say!("Audit checkpoint key: {}", server.checkpoint_key());
             serve_until_signal(server).await
         }
         Cmd::Migrate { db } => {
@@ -723,7 +765,26 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Audit {
-            verify: Some(AuditCmd::Verify),
+            verify:
+                Some(AuditCmd::Verify {
+                    checkpoints: Some(log),
+                    public_key,
+                    config,
+                    database,
+                }),
+            conn,
+            ..
+        } => {
+            verify_against_checkpoints(
+                &log,
+                public_key.as_deref(),
+                DatabaseArgs { config, database },
+                conn.json,
+            )
+            .await
+        }
+        Cmd::Audit {
+            verify: Some(AuditCmd::Verify { .. }),
             conn,
             ..
         } => {
@@ -733,14 +794,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                     say!("audit chain ok: {} events, head {}", r.checked, r.head_hash);
                 }
             })?;
-            if !report.ok {
-                bail!(
-                    "audit chain broken at event {}: {}",
-                    report.first_bad_seq.unwrap_or(0),
-                    report.problem.unwrap_or_default()
-                );
-            }
-            Ok(())
+            broken_chain_fails(report)
         }
         Cmd::Audit {
             verify: None,
@@ -765,6 +819,63 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             output::audit(&client(&conn)?.audit(&query).await?, conn.json)
         }
     }
+}
+
+/// `airlock audit verify --checkpoints`: the database's chain against a
+/// signed checkpoint log, without asking a server.
+async fn verify_against_checkpoints(
+    log: &std::path::Path,
+    public_key: Option<&str>,
+    db: DatabaseArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    use airlock_core::audit::ChainVerifier;
+    use airlock_server::checkpoint::{parse_public_key, public_key_text, read_log};
+    use airlock_server::store::Store;
+    if !log.exists() {
+        bail!("checkpoint log `{}` does not exist", log.display());
+    }
+    let pinned = public_key.map(parse_public_key).transpose()?;
+    let (checkpoints, key) = read_log(log, pinned.as_ref())?;
+    if let (None, Some(key)) = (&pinned, &key) {
+        say_err!(
+            "warning: checked with the key the log names ({}); pass --public-key to pin the key you trust",
+            public_key_text(key)
+        );
+    }
+    let count = checkpoints.len();
+    let verifier = ChainVerifier::with_checkpoints(checkpoints)
+        .with_context(|| format!("checkpoint log `{}`", log.display()))?;
+    let (_, store) = db.open().await?;
+    let report = store.verify_audit_with(verifier).await?;
+    let unsigned = report.unsigned;
+    let mut view = airlock_server::api::VerifyView::from(report);
+    view.unsigned = Some(unsigned);
+    output::json_or(&view, json, |r| {
+        if r.ok {
+            say!(
+                "audit chain ok: {} events, head {}; matches {count} signed checkpoint(s){}; {unsigned} event(s) after the last checkpoint are not signed yet",
+                r.checked,
+                r.head_hash,
+                r.last_checkpoint
+                    .map(|seq| format!(" up to event {seq}"))
+                    .unwrap_or_default(),
+            );
+        }
+    })?;
+    broken_chain_fails(view)
+}
+
+/// Exits non-zero naming the first bad event, if there is one.
+fn broken_chain_fails(view: airlock_server::api::VerifyView) -> anyhow::Result<()> {
+    if !view.ok {
+        bail!(
+            "audit chain broken at event {}: {}",
+            view.first_bad_seq.unwrap_or(0),
+            view.problem.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 async fn act(conn: &Conn, id: &str, action: Action) -> anyhow::Result<()> {

@@ -24,6 +24,8 @@ struct Demo {
     child: Child,
     url: String,
     dir: PathBuf,
+    /// What it printed after its URL.
+    printed: std::sync::mpsc::Receiver<String>,
 }
 
 impl Demo {
@@ -76,7 +78,71 @@ impl Demo {
             child,
             url,
             dir: dir.to_owned(),
+            printed: rx,
         }
+    }
+
+    /// alice asks for `staging-shell` (auto-approved) for ten minutes and
+    /// waits until it is provisioned.
+    fn staging_shell(&self, reason: &str) -> Value {
+        self.json(
+            "alice",
+            &[
+                "request",
+                "staging-shell",
+                "--for",
+                "10m",
+                "--reason",
+                reason,
+                "--wait",
+            ],
+        )
+    }
+
+    /// The audit checkpoint key the server printed at start.
+    fn checkpoint_key(&self) -> String {
+        const PREFIX: &str = "Audit checkpoint key: ";
+        loop {
+            let line = self
+                .printed
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the server printed its checkpoint key");
+            if let Some(key) = line.strip_prefix(PREFIX) {
+                return key.trim().to_owned();
+            }
+        }
+    }
+
+    /// `GET path` without a token: the status and the body.
+    fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let host = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, response)
+    }
+
+    /// Stops the server as an operator would (SIGTERM) and waits for it to exit.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        eventually(Duration::from_secs(30), "the server to exit", || {
+            self.child.try_wait().unwrap()
+        });
     }
 
     fn token(&self, user: &str) -> String {
@@ -266,18 +332,7 @@ fn release_cancel_and_revoke_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start(dir.path());
 
-    let r = demo.json(
-        "alice",
-        &[
-            "request",
-            "staging-shell",
-            "--for",
-            "10m",
-            "--reason",
-            "deploy",
-            "--wait",
-        ],
-    );
+    let r = demo.staging_shell("deploy");
     assert_eq!(r["state"], "active", "--wait returns once provisioned: {r}");
     let id = r["id"].as_str().unwrap().to_owned();
     let released = demo.json("alice", &["release", &id]);
@@ -481,18 +536,7 @@ connector = "slow"
 fn audit_verify_names_the_first_tampered_event() {
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start(dir.path());
-    demo.json(
-        "alice",
-        &[
-            "request",
-            "staging-shell",
-            "--for",
-            "10m",
-            "--reason",
-            "deploy",
-            "--wait",
-        ],
-    );
+    demo.staging_shell("deploy");
     demo.kill();
 
     // Edit event 2 behind Airlock's back (the append-only trigger must be dropped first).
@@ -517,6 +561,202 @@ fn audit_verify_names_the_first_tampered_event() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("event 2"), "{err}");
+}
+
+/// Runs `airlock` without a server and returns what it did.
+fn airlock(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run airlock")
+}
+
+/// Rewrites the audit log of the SQLite file `db` behind Airlock's back, as
+/// someone with write access to the file could: `change` edits the records,
+/// which are then renumbered and rechained so the chain is consistent again,
+/// and written back in place of the old ones.
+fn rewrite_audit(db: &Path, change: impl FnOnce(&mut Vec<airlock_core::audit::AuditRecord>)) {
+    use airlock_core::audit::GENESIS_HASH;
+    use airlock_server::store::sql::{Location, SqlStore};
+    use airlock_server::store::Store;
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = SqlStore::open(&Location::Sqlite(db.to_owned())).await.unwrap();
+        let mut records = store.export_audit(0, 100_000).await.unwrap();
+        drop(store);
+        change(&mut records);
+        let mut prev = (0, GENESIS_HASH.to_owned());
+        for r in &mut records {
+            r.seq = prev.0 + 1;
+            r.prev_hash = prev.1.clone();
+            r.hash = r.compute_hash();
+            prev = (r.seq, r.hash.clone());
+        }
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete; \
+             DROP TRIGGER audit_events_no_replace; DELETE FROM audit_events;",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for r in &records {
+            sqlx::query(
+                "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, prev_hash, hash) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(r.seq)
+            .bind(r.at.unix_millis())
+            .bind(&r.actor)
+            .bind(&r.action)
+            .bind(&r.request)
+            .bind(&r.entitlement)
+            .bind(&r.subject)
+            .bind(serde_json::to_string(&r.details).unwrap())
+            .bind(&r.prev_hash)
+            .bind(&r.hash)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    });
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn signed_checkpoints_catch_a_rewritten_chain_and_removed_newest_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let key = demo.checkpoint_key();
+    assert!(key.starts_with("ed25519:"), "{key}");
+    let (status, served) = demo.get("/v1/audit/checkpoint-key");
+    assert_eq!(status, 200);
+    assert!(served.contains(&key), "{served}");
+    let first = demo.staging_shell("deploy");
+    let head = demo.json("admin", &["audit", "verify"])["checked"]
+        .as_i64()
+        .unwrap();
+    // A graceful stop signs the head.
+    demo.stop();
+    let key_file = dir.path().join("audit/checkpoint.key");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&key_file).unwrap().permissions()
+        ) & 0o777,
+        0o600
+    );
+    let log = dir.path().join("audit/checkpoints.jsonl");
+    let log_arg = log.to_str().unwrap();
+    let db = dir.path().join("airlock.db");
+    let check = |db: &Path| {
+        airlock(&[
+            "audit",
+            "verify",
+            "--checkpoints",
+            log_arg,
+            "--public-key",
+            &key,
+            "--database",
+            db.to_str().unwrap(),
+        ])
+    };
+    let intact = check(&db);
+    assert!(intact.status.success(), "{}", stderr(&intact));
+    assert!(
+        String::from_utf8_lossy(&intact.stdout).contains("0 event(s) after the last checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&intact.stdout)
+    );
+
+    // The newest events removed (on a copy): the chain is still consistent,
+    // but it ends before the signed head.
+    let copy = dir.path().join("truncated.db");
+    std::fs::copy(&db, &copy).unwrap();
+    // What the server wrote last may still be in the write-ahead log.
+    let wal = dir.path().join("airlock.db-wal");
+    if wal.exists() {
+        std::fs::copy(&wal, dir.path().join("truncated.db-wal")).unwrap();
+    }
+    rewrite_audit(&copy, |records| records.truncate(records.len() - 2));
+    let truncated = check(&copy);
+    assert!(!truncated.status.success());
+    assert!(
+        stderr(&truncated).contains(&format!("event {head}: missing")),
+        "{}",
+        stderr(&truncated)
+    );
+
+    // Event 2 edited and every later hash recomputed: the plain check of the
+    // chain cannot tell, the signed checkpoint can.
+    rewrite_audit(&db, |records| records[1].actor = "mallory".to_owned());
+    let rewritten = check(&db);
+    assert!(!rewritten.status.success());
+    let err = stderr(&rewritten);
+    assert!(
+        err.contains(&format!("broken at event {head}")) && err.contains("checkpoint"),
+        "{err}"
+    );
+    // A log line altered to match is refused, naming the line.
+    let forged = dir.path().join("forged.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&forged, text.replacen("\"seq\":", "\"seq\":1", 1)).unwrap();
+    let out = airlock(&[
+        "audit",
+        "verify",
+        "--checkpoints",
+        forged.to_str().unwrap(),
+        "--public-key",
+        &key,
+        "--database",
+        db.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("line 1") && stderr(&out).contains("signature"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The server, restarted on the rewritten chain, checks it against its
+    // last checkpoint: not ready, and nothing that grants access is done.
+    let demo = Demo::start(dir.path());
+    let plain = demo.cli("admin", &["audit", "verify"]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let (status, body) = demo.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(&format!("event {head}")), "{body}");
+    let refused = demo.cli(
+        "alice",
+        &["request", "prod-db", "--for", "10m", "--reason", "fix"],
+    );
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("audit"), "{}", stderr(&refused));
+    demo.stop();
+
+    // Told to go on: it records that, serves, and signs from there on, so
+    // the next start is ready without being told again.
+    let demo = Demo::start_with(dir.path(), &["--accept-broken-audit-chain"]);
+    eventually(Duration::from_secs(10), "readiness", || {
+        (demo.get("/readyz").0 == 200).then_some(())
+    });
+    let accepted = demo.json("admin", &["audit", "--action", "audit_break_accepted"]);
+    assert_eq!(accepted.as_array().unwrap().len(), 1, "{accepted}");
+    assert_eq!(
+        accepted[0]["details"]["seq"].as_str(),
+        Some(head.to_string().as_str()),
+        "{accepted}"
+    );
+    demo.json("alice", &["release", first["id"].as_str().unwrap()]);
+    demo.staging_shell("again");
+    demo.stop();
+    let demo = Demo::start(dir.path());
+    assert_eq!(demo.get("/readyz").0, 200);
 }
 
 /// Whatever the server returns, the CLI prints nothing a terminal acts on:
@@ -616,7 +856,7 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
     };
 
     let migrate = airlock_succeeds(&["migrate", "--database", &db.url]);
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 3"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 4"));
 
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start_with(dir.path(), &["--database", &db.url]);

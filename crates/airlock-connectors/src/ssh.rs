@@ -13,9 +13,9 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,6 +31,7 @@ use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
+use crate::keyfile::{self, parent_dir, sibling, write_new_file};
 use crate::{Connector, ConnectorError, GrantSpec, Granted, Holding};
 
 /// The extensions `ssh-keygen -s` puts in a user certificate by default: what
@@ -948,73 +949,53 @@ fn parse_source_address(raw: &str) -> Result<String, ConnectorError> {
     Ok(parts.join(","))
 }
 
-/// Loads the CA key, or creates it when the file does not exist. The new
-/// key is written to a temporary file and hard-linked into place, which
-/// fails if another process got there first: then its key is loaded.
+/// Loads the CA key, or creates it when the file does not exist (another
+/// process that created it first wins, and its key is loaded).
 fn load_or_generate_key(path: &Path) -> Result<PrivateKey, ConnectorError> {
-    match fs::symlink_metadata(path) {
-        Ok(_) => load_key(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // Seeded by hand: `PrivateKey::random` panics if the system
-            // random source fails, where this reports it.
-            let mut seed = Zeroizing::new([0u8; 32]);
-            OsRng
-                .try_fill_bytes(seed.as_mut())
-                .map_err(|e| ConnectorError::Permanent(format!("cannot generate a CA key: {e}")))?;
-            let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-            let pem = key.to_openssh(LineEnding::LF).map_err(|e| {
-                ConnectorError::Permanent(format!("cannot encode the new CA key: {e}"))
-            })?;
-            let dir = parent_dir(path);
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| permanent_io("create the CA key's directory", dir, &e))?;
-            let tmp = sibling(path, ".tmp-new");
-            write_new_file(&tmp, pem.as_bytes(), 0o600)
-                .map_err(|e| permanent_io("write the new CA key", &tmp, &e))?;
-            let linked = fs::hard_link(&tmp, path);
-            let _ = fs::remove_file(&tmp);
-            match linked {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "generated a new ssh ca key");
-                    if let Ok(public) = key.public_key().to_openssh() {
-                        // A convenience for `TrustedUserCAKeys`; the key is
-                        // authoritative, so a failure here changes nothing.
-                        let _ = write_atomic(
-                            &sibling(path, ".pub"),
-                            format!("{public}\n").as_bytes(),
-                            0o644,
-                        );
-                    }
-                    Ok(key)
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => load_key(path),
-                Err(e) => Err(permanent_io("create CA key", path, &e)),
-            }
-        }
-        Err(e) => Err(permanent_io("inspect CA key", path, &e)),
+    if keyfile::exists(path).map_err(key_error)? {
+        return load_key(path);
     }
+    // Seeded by hand: `PrivateKey::random` panics if the system
+    // random source fails, where this reports it.
+    let mut seed = Zeroizing::new([0u8; 32]);
+    OsRng
+        .try_fill_bytes(seed.as_mut())
+        .map_err(|e| ConnectorError::Permanent(format!("cannot generate a CA key: {e}")))?;
+    let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    let pem = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| ConnectorError::Permanent(format!("cannot encode the new CA key: {e}")))?;
+    if !keyfile::create_private(path, pem.as_bytes()).map_err(key_error)? {
+        return load_key(path);
+    }
+    tracing::info!(path = %path.display(), "generated a new ssh ca key");
+    if let Ok(public) = key.public_key().to_openssh() {
+        // A convenience for `TrustedUserCAKeys`; the key is
+        // authoritative, so a failure here changes nothing.
+        let _ = write_atomic(
+            &sibling(path, ".pub"),
+            format!("{public}\n").as_bytes(),
+            0o644,
+        );
+    }
+    Ok(key)
+}
+
+fn key_error(e: keyfile::KeyFileError) -> ConnectorError {
+    ConnectorError::Permanent(match e {
+        keyfile::KeyFileError::Io {
+            action,
+            path,
+            source,
+        } => format!("cannot {action} CA key `{path}`: {source}"),
+        other => format!("CA key {other}"),
+    })
 }
 
 fn load_key(path: &Path) -> Result<PrivateKey, ConnectorError> {
     let shown = path.display();
-    let meta = fs::metadata(path).map_err(|e| permanent_io("read CA key", path, &e))?;
-    if !meta.is_file() {
-        return Err(ConnectorError::Permanent(format!(
-            "CA key `{shown}` is not a regular file"
-        )));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    // The rule ssh itself applies to private keys.
-    if mode & 0o077 != 0 {
-        return Err(ConnectorError::Permanent(format!(
-            "CA key `{shown}` is accessible to other users (mode {mode:o}): `chmod 600` it"
-        )));
-    }
-    let pem = fs::read_to_string(path).map_err(|e| permanent_io("read CA key", path, &e))?;
-    let key = PrivateKey::from_openssh(pem.as_bytes()).map_err(|e| {
+    let pem = keyfile::read_private(path).map_err(key_error)?;
+    let key = PrivateKey::from_openssh(&pem).map_err(|e| {
         ConnectorError::Permanent(format!(
             "CA key `{shown}` is not an OpenSSH private key: {e}"
         ))
@@ -1031,31 +1012,6 @@ fn load_key(path: &Path) -> Result<PrivateKey, ConnectorError> {
         )));
     }
     Ok(key)
-}
-
-/// `path` with `suffix` appended to its file name.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-/// The directory `path` is in (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."))
-}
-
-fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let _ = fs::remove_file(path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 /// Replaces `path` with `bytes` so a reader (sshd, another call) sees the

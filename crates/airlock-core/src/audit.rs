@@ -4,6 +4,13 @@
 //! hash, so editing, deleting or reordering any record breaks every hash after
 //! it. The encoding is length-prefixed so no two different records can encode
 //! to the same bytes.
+//!
+//! The chain alone cannot catch someone who edits an event and recomputes
+//! every later hash, or who removes the newest events: for those, signed
+//! checkpoints (a sequence number and the head hash at it, signed with a key
+//! kept outside the database) pin the chain at points in its past. This
+//! module defines what a checkpoint says (its signed bytes) and how a chain
+//! is checked against checkpoints; signing and files belong to the shell.
 
 use std::collections::BTreeMap;
 
@@ -65,6 +72,9 @@ pub enum AuditAction {
     DriftFixed,
     /// Reconciliation could not fix a finding; the next run finds it again.
     DriftFixFailed,
+    /// The server found the audit chain broken at start and the operator
+    /// told it to serve anyway.
+    AuditBreakAccepted,
 }
 
 impl AuditAction {
@@ -93,6 +103,7 @@ impl AuditAction {
             AuditAction::DriftFound => "drift_found",
             AuditAction::DriftFixed => "drift_fixed",
             AuditAction::DriftFixFailed => "drift_fix_failed",
+            AuditAction::AuditBreakAccepted => "audit_break_accepted",
         }
     }
 }
@@ -181,6 +192,33 @@ impl AuditRecord {
     }
 }
 
+/// A claim, signed by Airlock's checkpoint key, that the chain's event
+/// `seq` had hash `head_hash` at time `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub head_hash: String,
+    pub at: Timestamp,
+}
+
+impl Checkpoint {
+    /// The bytes the key signs: versioned and length-prefixed like the
+    /// chain's own encoding, so no two checkpoints sign the same bytes and
+    /// a signature over anything else never passes for one.
+    pub fn payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        let mut field = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            out.extend_from_slice(bytes);
+        };
+        field(b"airlock-checkpoint-v1");
+        field(&self.seq.to_be_bytes());
+        field(self.head_hash.as_bytes());
+        field(&self.at.unix_millis().to_be_bytes());
+        out
+    }
+}
+
 /// What is wrong with the first bad record of a chain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainBreak {
@@ -190,6 +228,14 @@ pub enum ChainBreak {
     BrokenLink { seq: i64 },
     #[error("event {seq}: expected sequence number {expected} (deleted or reordered)")]
     SequenceGap { seq: i64, expected: i64 },
+    /// The chain is consistent but is not the one that was signed: an event
+    /// after `after` and at or before `seq` was changed, removed or
+    /// reordered and the later hashes recomputed.
+    #[error("event {seq}: does not match the checkpoint signed for it (an event after {after} and at or before {seq} was changed, removed or reordered)")]
+    CheckpointMismatch { seq: i64, after: i64 },
+    /// The chain ends before a signed checkpoint.
+    #[error("event {seq}: missing, but a checkpoint was signed for it (the newest events were removed; the chain checked ends at event {head})")]
+    Truncated { seq: i64, head: i64 },
 }
 
 impl ChainBreak {
@@ -197,47 +243,162 @@ impl ChainBreak {
         match self {
             ChainBreak::HashMismatch { seq }
             | ChainBreak::BrokenLink { seq }
-            | ChainBreak::SequenceGap { seq, .. } => *seq,
+            | ChainBreak::SequenceGap { seq, .. }
+            | ChainBreak::CheckpointMismatch { seq, .. }
+            | ChainBreak::Truncated { seq, .. } => *seq,
         }
     }
 }
 
+/// The result of checking a chain, with or without checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Events checked (from the start, or from the checkpoint resumed at).
+    pub checked: u64,
+    /// The last event that checked out, and its hash.
+    pub head_seq: i64,
+    pub head_hash: String,
+    pub first_break: Option<ChainBreak>,
+    /// The newest checkpoint the chain was checked against and matched.
+    pub last_checkpoint: Option<i64>,
+    /// Events after that checkpoint (after the start when there is none),
+    /// which no signature covers yet.
+    pub unsigned: u64,
+}
+
 /// Incremental verifier, so a store can stream a long chain through it.
+/// With checkpoints, every event a checkpoint names must carry the signed
+/// hash, and the chain must reach the newest checkpoint.
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     last_seq: i64,
-    last_hash: String,
+    /// `None` right after resuming at a checkpoint: the first event's link
+    /// to its predecessor is vouched for by the signature instead.
+    last_hash: Option<String>,
     checked: u64,
+    /// Not yet reached, ascending.
+    checkpoints: std::collections::VecDeque<Checkpoint>,
+    last_checkpoint: Option<i64>,
+    first_break: Option<ChainBreak>,
 }
 
 impl Default for ChainVerifier {
     fn default() -> Self {
         Self {
             last_seq: 0,
-            last_hash: GENESIS_HASH.to_owned(),
+            last_hash: Some(GENESIS_HASH.to_owned()),
             checked: 0,
+            checkpoints: std::collections::VecDeque::new(),
+            last_checkpoint: None,
+            first_break: None,
         }
     }
 }
 
+/// Checkpoints that cannot be checked against any chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointOrderError {
+    #[error(
+        "checkpoint {index}: event {seq} is not after the previous checkpoint's event {previous}"
+    )]
+    NotAscending {
+        index: usize,
+        seq: i64,
+        previous: i64,
+    },
+    #[error("checkpoint {index}: event {seq} does not exist (events start at 1)")]
+    BeforeStart { index: usize, seq: i64 },
+}
+
 impl ChainVerifier {
-    /// Checks the next record in sequence order.
+    /// Checks the whole chain from the first event against `checkpoints`
+    /// (in the order they were written; index 1 is the first).
+    pub fn with_checkpoints(
+        checkpoints: Vec<Checkpoint>,
+    ) -> Result<ChainVerifier, CheckpointOrderError> {
+        let mut previous = 0;
+        for (i, c) in checkpoints.iter().enumerate() {
+            let index = i.saturating_add(1);
+            if c.seq < 1 {
+                return Err(CheckpointOrderError::BeforeStart { index, seq: c.seq });
+            }
+            if c.seq <= previous {
+                return Err(CheckpointOrderError::NotAscending {
+                    index,
+                    seq: c.seq,
+                    previous,
+                });
+            }
+            previous = c.seq;
+        }
+        Ok(ChainVerifier {
+            checkpoints: checkpoints.into(),
+            ..ChainVerifier::default()
+        })
+    }
+
+    /// Checks the chain from `checkpoint`'s event on: that event must carry
+    /// the signed hash, and every later one must link to it. Fast at start
+    /// (only what came since is read); `with_checkpoints` reads it all.
+    pub fn resume_at(checkpoint: Checkpoint) -> ChainVerifier {
+        ChainVerifier {
+            last_seq: checkpoint.seq.saturating_sub(1),
+            last_hash: None,
+            checkpoints: std::collections::VecDeque::from([checkpoint]),
+            ..ChainVerifier::default()
+        }
+    }
+
+    /// The sequence number of the next event to check.
+    pub fn next_seq(&self) -> i64 {
+        self.last_seq.saturating_add(1)
+    }
+
+    /// Checks the next record in sequence order. After a break the verifier
+    /// stays broken; feed it nothing more.
     pub fn check(&mut self, record: &AuditRecord) -> Result<(), ChainBreak> {
-        let expected = self.last_seq.saturating_add(1);
+        if let Some(b) = &self.first_break {
+            return Err(b.clone());
+        }
+        let result = self.check_one(record);
+        if let Err(b) = &result {
+            self.first_break = Some(b.clone());
+        }
+        result
+    }
+
+    fn check_one(&mut self, record: &AuditRecord) -> Result<(), ChainBreak> {
+        let expected = self.next_seq();
         if record.seq != expected {
             return Err(ChainBreak::SequenceGap {
                 seq: record.seq,
                 expected,
             });
         }
-        if record.prev_hash != self.last_hash {
+        if self
+            .last_hash
+            .as_ref()
+            .is_some_and(|last| record.prev_hash != *last)
+        {
             return Err(ChainBreak::BrokenLink { seq: record.seq });
         }
         if record.compute_hash() != record.hash {
             return Err(ChainBreak::HashMismatch { seq: record.seq });
         }
+        if let Some(c) = self.checkpoints.front() {
+            if c.seq == record.seq {
+                if c.head_hash != record.hash {
+                    return Err(ChainBreak::CheckpointMismatch {
+                        seq: record.seq,
+                        after: self.last_checkpoint.unwrap_or(0),
+                    });
+                }
+                self.last_checkpoint = Some(record.seq);
+                self.checkpoints.pop_front();
+            }
+        }
         self.last_seq = record.seq;
-        self.last_hash.clone_from(&record.hash);
+        self.last_hash = Some(record.hash.clone());
         self.checked += 1;
         Ok(())
     }
@@ -248,7 +409,30 @@ impl ChainVerifier {
 
     /// Hash of the last verified record (the chain head).
     pub fn head_hash(&self) -> &str {
-        &self.last_hash
+        self.last_hash.as_deref().unwrap_or(GENESIS_HASH)
+    }
+
+    /// The verdict once every record was fed (or the first break was hit):
+    /// a chain that ends before a checkpoint's event was cut short.
+    pub fn finish(self) -> ChainReport {
+        let first_break = self.first_break.or_else(|| {
+            self.checkpoints.front().map(|c| ChainBreak::Truncated {
+                seq: c.seq,
+                head: self.last_seq,
+            })
+        });
+        let unsigned = match self.last_checkpoint {
+            Some(at) => u64::try_from(self.last_seq.saturating_sub(at)).unwrap_or(0),
+            None => self.checked,
+        };
+        ChainReport {
+            checked: self.checked,
+            head_seq: self.last_seq,
+            head_hash: self.last_hash.unwrap_or_else(|| GENESIS_HASH.to_owned()),
+            first_break,
+            last_checkpoint: self.last_checkpoint,
+            unsigned,
+        }
     }
 }
 
@@ -312,6 +496,183 @@ mod tests {
         reordered[1].seq = b;
         reordered[2].seq = a;
         assert_eq!(verify(&reordered), Err(ChainBreak::BrokenLink { seq: 2 }));
+    }
+
+    fn checkpoint(records: &[AuditRecord], seq: i64) -> Checkpoint {
+        let r = records.iter().find(|r| r.seq == seq).unwrap();
+        Checkpoint {
+            seq,
+            head_hash: r.hash.clone(),
+            at: Timestamp::from_unix_millis(1000 + seq),
+        }
+    }
+
+    /// `records` renumbered and rechained from the first, as someone with
+    /// write access to the database could do after editing them.
+    fn rechain(records: &[AuditRecord]) -> Vec<AuditRecord> {
+        let mut out: Vec<AuditRecord> = Vec::new();
+        for r in records {
+            let (seq, hash) = out
+                .last()
+                .map(|p| (p.seq, p.hash.clone()))
+                .unwrap_or((0, GENESIS_HASH.to_owned()));
+            let mut next = r.clone();
+            next.seq = seq + 1;
+            next.prev_hash = hash;
+            next.hash = next.compute_hash();
+            out.push(next);
+        }
+        out
+    }
+
+    fn against(records: &[AuditRecord], checkpoints: Vec<Checkpoint>) -> ChainReport {
+        let mut v = ChainVerifier::with_checkpoints(checkpoints).unwrap();
+        for r in records {
+            if v.check(r).is_err() {
+                break;
+            }
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn an_intact_chain_matches_its_checkpoints_and_counts_what_came_after() {
+        let records = chain(10);
+        let cps = vec![checkpoint(&records, 3), checkpoint(&records, 7)];
+        let report = against(&records, cps);
+        assert_eq!(report.first_break, None);
+        assert_eq!(
+            (report.checked, report.last_checkpoint, report.unsigned),
+            (10, Some(7), 3)
+        );
+        let none = against(&records, Vec::new());
+        assert_eq!((none.last_checkpoint, none.unsigned), (None, 10));
+    }
+
+    #[test]
+    fn a_rewritten_chain_fails_at_the_first_checkpoint_after_the_edit() {
+        let records = chain(10);
+        let cps = vec![checkpoint(&records, 3), checkpoint(&records, 7)];
+        let mut edited = records.clone();
+        edited[4].actor = "mallory".into();
+        let edited = rechain(&edited);
+        // The chain itself is consistent again...
+        assert_eq!(verify(&edited), Ok(()));
+        // ...but not the one that was signed.
+        assert_eq!(
+            against(&edited, cps.clone()).first_break,
+            Some(ChainBreak::CheckpointMismatch { seq: 7, after: 3 })
+        );
+
+        let mut removed = records.clone();
+        removed.remove(1);
+        assert_eq!(
+            against(&rechain(&removed), cps.clone()).first_break,
+            Some(ChainBreak::CheckpointMismatch { seq: 3, after: 0 })
+        );
+
+        let mut reordered = records.clone();
+        reordered.swap(7, 8);
+        let reordered = rechain(&reordered);
+        // After the last checkpoint nothing is signed yet.
+        assert_eq!(against(&reordered, cps.clone()).first_break, None);
+        let mut reordered = records;
+        reordered.swap(5, 6);
+        assert_eq!(
+            against(&rechain(&reordered), cps).first_break,
+            Some(ChainBreak::CheckpointMismatch { seq: 7, after: 3 })
+        );
+    }
+
+    #[test]
+    fn removing_the_newest_events_is_caught_by_a_later_checkpoint() {
+        let records = chain(10);
+        let cps = vec![checkpoint(&records, 3), checkpoint(&records, 7)];
+        let report = against(&records[..6], cps.clone());
+        assert_eq!(
+            report.first_break,
+            Some(ChainBreak::Truncated { seq: 7, head: 6 })
+        );
+        // Down to the last checkpoint is not detectable: that is what the
+        // count of unsigned events is for.
+        let report = against(&records[..7], cps);
+        assert_eq!((report.first_break, report.unsigned), (None, 0));
+    }
+
+    #[test]
+    fn resuming_at_a_checkpoint_checks_its_hash_and_what_follows() {
+        let records = chain(10);
+        let cp = checkpoint(&records, 7);
+        let mut v = ChainVerifier::resume_at(cp.clone());
+        assert_eq!(v.next_seq(), 7);
+        for r in &records[6..] {
+            v.check(r).unwrap();
+        }
+        let report = v.finish();
+        assert_eq!(
+            (
+                report.first_break,
+                report.checked,
+                report.unsigned,
+                report.head_seq
+            ),
+            (None, 4, 3, 10)
+        );
+
+        let mut edited = records.clone();
+        edited[2].actor = "mallory".into();
+        let edited = rechain(&edited);
+        let mut v = ChainVerifier::resume_at(cp.clone());
+        assert_eq!(
+            v.check(&edited[6]),
+            Err(ChainBreak::CheckpointMismatch { seq: 7, after: 0 })
+        );
+
+        let mut v = ChainVerifier::resume_at(cp);
+        let mut tail = records[6..].to_vec();
+        tail[2].details.insert("k".into(), "forged".into());
+        let results: Vec<_> = tail.iter().map(|r| v.check(r)).collect();
+        assert_eq!(results[2], Err(ChainBreak::HashMismatch { seq: 9 }));
+        assert_eq!(
+            v.finish().first_break,
+            Some(ChainBreak::HashMismatch { seq: 9 })
+        );
+    }
+
+    #[test]
+    fn checkpoints_must_ascend() {
+        let records = chain(5);
+        let cps = vec![checkpoint(&records, 3), checkpoint(&records, 3)];
+        assert_eq!(
+            ChainVerifier::with_checkpoints(cps).err(),
+            Some(CheckpointOrderError::NotAscending {
+                index: 2,
+                seq: 3,
+                previous: 3
+            })
+        );
+    }
+
+    #[test]
+    fn checkpoint_payloads_differ_in_every_field() {
+        let base = Checkpoint {
+            seq: 1,
+            head_hash: "ab".into(),
+            at: Timestamp::from_unix_millis(5),
+        };
+        let mut other_seq = base.clone();
+        other_seq.seq = 2;
+        let mut other_hash = base.clone();
+        other_hash.head_hash = "ac".into();
+        let mut other_at = base.clone();
+        other_at.at = Timestamp::from_unix_millis(6);
+        let payloads = [&base, &other_seq, &other_hash, &other_at].map(Checkpoint::payload);
+        for (i, a) in payloads.iter().enumerate() {
+            for b in payloads.iter().skip(i + 1) {
+                assert_ne!(a, b);
+            }
+        }
+        assert!(base.payload().ends_with(&5i64.to_be_bytes()));
     }
 
     #[test]

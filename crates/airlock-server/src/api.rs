@@ -406,6 +406,32 @@ pub struct VerifyView {
     /// The first bad event's sequence number, and what is wrong with it.
     pub first_bad_seq: Option<i64>,
     pub problem: Option<String>,
+    /// The last event checked.
+    #[serde(default)]
+    pub head_seq: i64,
+    /// Checked against a checkpoint log: the newest checkpoint that matched.
+    #[serde(default)]
+    pub last_checkpoint: Option<i64>,
+    /// Checked against a checkpoint log: events after its newest
+    /// checkpoint, which no signature covers yet (removing them is not
+    /// detectable).
+    #[serde(default)]
+    pub unsigned: Option<u64>,
+}
+
+impl From<airlock_core::audit::ChainReport> for VerifyView {
+    fn from(report: airlock_core::audit::ChainReport) -> Self {
+        VerifyView {
+            ok: report.first_break.is_none(),
+            checked: report.checked,
+            head_hash: report.head_hash,
+            first_bad_seq: report.first_break.as_ref().map(|b| b.seq()),
+            problem: report.first_break.map(|b| b.to_string()),
+            head_seq: report.head_seq,
+            last_checkpoint: report.last_checkpoint,
+            unsigned: None,
+        }
+    }
 }
 
 /// A one-time credential a grant created (e.g. a temporary database login).

@@ -103,7 +103,28 @@ pub struct Settings {
     pub policy_two_person: bool,
     /// How often reconciliation runs in the background (`None`: never).
     pub reconcile_every: Option<Duration>,
+    pub audit: AuditSettings,
 }
+
+/// Signed checkpoints of the audit chain (the `[audit]` table).
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// The ed25519 signing key, outside the database (default
+    /// `<data_dir>/audit/checkpoint.key`, created on first start).
+    pub checkpoint_key: PathBuf,
+    /// The append-only checkpoint log, one JSON line per checkpoint
+    /// (default `<data_dir>/audit/checkpoints.jsonl`).
+    pub checkpoint_log: PathBuf,
+    /// How often the head is signed when it moved (default 5 minutes).
+    pub checkpoint_every: Duration,
+    /// Serve even though the chain is broken, recording that the operator
+    /// chose to. Never read from the config file: only the command line
+    /// (`--accept-broken-audit-chain`) sets it, for one start.
+    pub accept_broken_chain: bool,
+}
+
+/// How often the audit head is signed unless `audit.checkpoint_every` says otherwise.
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// How often reconciliation runs unless `server.reconcile_every` says otherwise.
 pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::from_secs(15 * 60);
@@ -136,6 +157,16 @@ struct RawConfig {
     #[serde(default)]
     entitlements: BTreeMap<String, Spanned<RawEntitlement>>,
     policy: Option<Spanned<RawPolicy>>,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    checkpoint_key: Option<String>,
+    checkpoint_log: Option<String>,
+    checkpoint_every: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -420,6 +451,31 @@ impl Settings {
                     Some(every)
                 }
             }
+        };
+        let audit = &raw.audit;
+        let checkpoint_every = match &audit.checkpoint_every {
+            None => DEFAULT_CHECKPOINT_EVERY,
+            Some(raw) => {
+                let every = src.duration("audit.checkpoint_every", raw)?;
+                if every < Duration::from_secs(1) {
+                    return Err(
+                        src.error(raw.span(), "audit.checkpoint_every: must be at least 1s")
+                    );
+                }
+                every
+            }
+        };
+        let audit = AuditSettings {
+            checkpoint_key: audit
+                .checkpoint_key
+                .as_deref()
+                .map_or_else(|| data_dir.join("audit/checkpoint.key"), resolve),
+            checkpoint_log: audit
+                .checkpoint_log
+                .as_deref()
+                .map_or_else(|| data_dir.join("audit/checkpoints.jsonl"), resolve),
+            checkpoint_every,
+            accept_broken_chain: false,
         };
         let mfa_header = match &server.mfa_header {
             Some(h) => {
@@ -949,6 +1005,7 @@ impl Settings {
             directory,
             policy_two_person,
             reconcile_every,
+            audit,
         })
     }
 }

@@ -63,6 +63,11 @@ pub enum EngineError {
     Policy(#[from] PolicyLoadError),
     #[error("no policy proposal `{0}`")]
     UnknownProposal(String),
+    /// The audit record cannot be trusted, so nothing that grants access or
+    /// changes the rules is done until an operator looks (see
+    /// [`Engine::refuse_writes`]).
+    #[error("writes are refused: {0}; revocations continue; restart with --accept-broken-audit-chain after investigating")]
+    AuditUntrusted(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -134,6 +139,8 @@ pub struct Engine {
     /// One reconciliation at a time per replica, so a scheduled run and an
     /// on-demand one never fix the same finding twice.
     reconciling: tokio::sync::Mutex<()>,
+    /// Why the audit record cannot be trusted, if it cannot.
+    untrusted: std::sync::RwLock<Option<String>>,
 }
 
 /// What an engine is built from (see [`Engine::new`]).
@@ -180,7 +187,27 @@ impl Engine {
             credentials: std::sync::Mutex::new(HashMap::new()),
             policy_changes: tokio::sync::Mutex::new(()),
             reconciling: tokio::sync::Mutex::new(()),
+            untrusted: std::sync::RwLock::new(None),
         })
+    }
+
+    /// From now on, refuses what would grant access or change the rules
+    /// (new requests, approvals, policy changes, reconciliation) because the
+    /// audit record cannot be trusted. What only takes access away (expiry,
+    /// revocation, release, cancel, deny) goes on: refusing it would leave
+    /// access in place because of a problem with the record of it.
+    pub fn refuse_writes(&self, why: String) {
+        if let Ok(mut untrusted) = self.untrusted.write() {
+            *untrusted = Some(why);
+        }
+    }
+
+    /// Fails while the audit record cannot be trusted.
+    pub fn check_trusted(&self) -> Result<(), EngineError> {
+        match self.untrusted.read().ok().and_then(|u| u.clone()) {
+            Some(why) => Err(EngineError::AuditUntrusted(why)),
+            None => Ok(()),
+        }
     }
 
     fn hold_credential(&self, request: &AccessRequest, credential: Credential) {
@@ -259,6 +286,7 @@ impl Engine {
         requester: &User,
         ask: Ask,
     ) -> Result<AccessRequest, EngineError> {
+        self.check_trusted()?;
         let entitlement = self
             .catalog
             .entitlement(&ask.entitlement)
@@ -387,6 +415,7 @@ impl Engine {
         by: Option<&User>,
         trigger: Trigger,
     ) -> Result<PolicyChange, EngineError> {
+        self.check_trusted()?;
         let _one_at_a_time = self.policy_changes.lock().await;
         let set = match self.policies.source().load() {
             Ok(set) => set,
@@ -433,6 +462,7 @@ impl Engine {
         id: &str,
         approver: &User,
     ) -> Result<PolicyChange, EngineError> {
+        self.check_trusted()?;
         let _one_at_a_time = self.policy_changes.lock().await;
         let pending = self
             .policies
@@ -476,6 +506,9 @@ impl Engine {
         approver: &User,
         decision: ApproverDecision,
     ) -> Result<AccessRequest, EngineError> {
+        if matches!(decision, ApproverDecision::Approve { .. }) {
+            self.check_trusted()?;
+        }
         let clock = Arc::clone(&self.clock);
         let lifecycle = Arc::clone(&self.lifecycle);
         let engine = Arc::clone(self);
@@ -748,8 +781,34 @@ impl Engine {
         Ok(self.store.verify_audit().await?)
     }
 
+    /// The database answers with the right schema and the audit record
+    /// can be trusted.
     pub async fn ready(&self) -> Result<(), EngineError> {
-        Ok(self.store.ping().await?)
+        self.store.ping().await?;
+        self.check_trusted()
+    }
+
+    /// Records that the operator chose to serve on a broken chain.
+    pub async fn record_accepted_break(
+        &self,
+        problem: &str,
+        seq: Option<i64>,
+    ) -> Result<(), EngineError> {
+        let mut details =
+            std::collections::BTreeMap::from([("problem".to_owned(), problem.to_owned())]);
+        if let Some(seq) = seq {
+            details.insert("seq".to_owned(), seq.to_string());
+        }
+        self.record(vec![AuditEvent {
+            at: self.clock.now(),
+            actor: airlock_core::audit::Actor::System,
+            action: AuditAction::AuditBreakAccepted,
+            request: None,
+            entitlement: None,
+            subject: None,
+            details,
+        }])
+        .await
     }
 
     /// Runs every connector's health check, for the log at start.

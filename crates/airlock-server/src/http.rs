@@ -38,6 +38,8 @@ pub struct AppState {
     pub tokens: Arc<HashMap<String, UserId>>,
     /// Where an authenticating proxy states the user's last MFA, if one does.
     pub mfa_header: Option<String>,
+    /// The public key audit checkpoints are signed with (`ed25519:` hex).
+    pub checkpoint_key: Option<String>,
 }
 
 /// When the caller last completed MFA, as the authenticating proxy in front
@@ -92,6 +94,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/grants"),
     ("get", "/v1/audit"),
     ("get", "/v1/audit/verify"),
+    ("get", "/v1/audit/checkpoint-key"),
     ("post", "/v1/reconcile"),
 ];
 
@@ -140,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/grants", get(grants))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/audit/checkpoint-key", get(checkpoint_key))
         .route("/v1/reconcile", post(reconcile))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -217,6 +221,11 @@ impl From<EngineError> for ApiError {
             e @ EngineError::UnknownProposal(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
+            e @ EngineError::AuditUntrusted(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_untrusted",
+                e.to_string(),
+            ),
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::new(
@@ -411,6 +420,8 @@ async fn readyz(
             EngineError::Store(
                 schema @ (StoreError::SchemaTooNew { .. } | StoreError::SchemaBehind { .. }),
             ) => schema.to_string(),
+            // Names the event and the problem; nothing secret.
+            untrusted @ EngineError::AuditUntrusted(_) => untrusted.to_string(),
             _ => "database unreachable".to_owned(),
         };
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
@@ -947,13 +958,22 @@ async fn verify_audit(
 ) -> ApiResult<Json<VerifyView>> {
     require_auditor(&user)?;
     let report = state.engine.verify_audit().await?;
-    Ok(Json(VerifyView {
-        ok: report.first_break.is_none(),
-        checked: report.checked,
-        head_hash: report.head_hash,
-        first_bad_seq: report.first_break.as_ref().map(|b| b.seq()),
-        problem: report.first_break.map(|b| b.to_string()),
-    }))
+    Ok(Json(VerifyView::from(report)))
+}
+
+/// The public key audit checkpoints are signed with. Public on purpose: a
+/// third party who pins it can check shipped checkpoint logs.
+async fn checkpoint_key(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let key = state.checkpoint_key.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server signs no audit checkpoints",
+        )
+    })?;
+    Ok(Json(serde_json::json!({"public_key": key})))
 }
 
 /// Compares every connector's holders with Airlock's grants (admin). Every

@@ -2,6 +2,7 @@
 //! connectors wiring, the scheduler, the HTTP API and its typed client.
 
 pub mod api;
+pub mod checkpoint;
 pub mod client;
 pub mod config;
 pub mod engine;

@@ -15,12 +15,13 @@ use airlock_core::policy_change::Trigger;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::checkpoint::{self, CheckpointError, Checkpointer};
 use crate::config::{ConnectorSettings, Settings};
 use crate::engine::{Clock, Engine, EngineParts, PolicyChange, SystemClock};
 use crate::http::{router, AppState};
 use crate::policy::{Policies, PolicyLoadError};
 use crate::store::sql::SqlStore;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -30,6 +31,10 @@ pub enum StartError {
     Connector { name: String, message: String },
     #[error("policies: {0}")]
     Policy(#[from] PolicyLoadError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("cannot record accepting the broken audit chain: {0}")]
+    AcceptBreak(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -42,6 +47,8 @@ pub struct Server {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    checkpointer: Arc<Checkpointer>,
+    engine: Arc<Engine>,
 }
 
 impl Server {
@@ -50,12 +57,19 @@ impl Server {
         self.addr
     }
 
-    /// Stops accepting requests and stops the scheduler; waits for both.
+    /// The public key audit checkpoints are signed with (`ed25519:` hex).
+    pub fn checkpoint_key(&self) -> String {
+        self.checkpointer.public_key()
+    }
+
+    /// Stops accepting requests and stops the scheduler; waits for both,
+    /// then signs the final audit head.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+        sign_or_refuse(&self.checkpointer, &self.engine).await;
     }
 
     /// Runs until the HTTP server or the scheduler stops.
@@ -172,6 +186,44 @@ async fn reload_on_hangup(engine: Arc<Engine>, mut shutdown: watch::Receiver<boo
     }
 }
 
+/// Signs the audit head if it moved and still chains from the last
+/// checkpoint; a chain that does not is never signed, and from then on the
+/// engine refuses writes. Nothing is signed while the record is untrusted.
+async fn sign_or_refuse(checkpointer: &Checkpointer, engine: &Engine) {
+    if engine.check_trusted().is_err() {
+        return;
+    }
+    match checkpointer.checkpoint().await {
+        Ok(Ok(Some(c))) => tracing::debug!(seq = c.seq, "audit checkpoint signed"),
+        Ok(Ok(None)) => {}
+        Ok(Err(broken)) => {
+            tracing::error!(problem = %broken, "the audit chain no longer matches the last checkpoint; refusing writes");
+            engine.refuse_writes(format!("audit chain broken: {broken}"));
+        }
+        Err(e) => tracing::error!(error = %e, "cannot write an audit checkpoint"),
+    }
+}
+
+/// Signs the audit head every `every` until shutdown (the final one is
+/// signed by [`Server::shutdown`] once everything else stopped).
+async fn run_checkpoints(
+    checkpointer: Arc<Checkpointer>,
+    engine: Arc<Engine>,
+    every: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            changed = shutdown.changed() => if changed.is_err() { return },
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        sign_or_refuse(&checkpointer, &engine).await;
+    }
+}
+
 /// Opens the store, starts the scheduler and serves the API on `settings.listen`.
 pub async fn start(settings: Settings) -> Result<Server, StartError> {
     start_with_clock(settings, Arc::new(SystemClock)).await
@@ -193,9 +245,20 @@ pub async fn start_with_clock(
             path: settings.database.describe(),
             source,
         })?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let key = checkpoint::load_or_generate_key(&settings.audit.checkpoint_key)?;
+    let checkpointer = Arc::new(Checkpointer::new(
+        Arc::clone(&store),
+        key,
+        settings.audit.checkpoint_log.clone(),
+        Arc::clone(&clock),
+    ));
+    tracing::info!(public_key = %checkpointer.public_key(),
+        log = %settings.audit.checkpoint_log.display(), "audit checkpoints are signed with this key");
+    let start_check = checkpointer.check_at_start().await?;
     let connectors = build_connectors(&settings)?;
     let engine = Engine::new(EngineParts {
-        store: Arc::new(store),
+        store,
         catalog: Arc::new(settings.catalog.clone()),
         policies: Arc::clone(&policies),
         lifecycle: settings.lifecycle.clone(),
@@ -203,6 +266,32 @@ pub async fn start_with_clock(
         connectors,
         clock,
     });
+    if let Some(problem) = &start_check.problem {
+        if settings.audit.accept_broken_chain {
+            tracing::warn!(%problem, "the audit record is broken; serving anyway as told (--accept-broken-audit-chain), and recording that");
+            engine
+                .record_accepted_break(problem, start_check.broken_at)
+                .await
+                .map_err(|e| StartError::AcceptBreak(e.to_string()))?;
+            if start_check.report.is_none() {
+                // The log itself was unreadable with this key.
+                let aside = checkpointer.set_log_aside()?;
+                tracing::warn!(kept = %aside.display(), "the checkpoint log was moved aside; a new one starts");
+            }
+            // Later checkpoints chain from here, so the next start does not
+            // stop at the same break again.
+            checkpointer.seal_accepted_head().await?;
+        } else {
+            tracing::error!(%problem, "the audit record cannot be trusted: new requests, approvals, policy changes and reconciliation are refused (revocations continue) until restarted with --accept-broken-audit-chain");
+            engine.refuse_writes(problem.clone());
+        }
+    } else if let Some(report) = &start_check.report {
+        tracing::info!(
+            checked = report.checked,
+            last_checkpoint = ?report.last_checkpoint,
+            "audit chain checked from its last checkpoint"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -218,6 +307,7 @@ pub async fn start_with_clock(
         engine: Arc::clone(&engine),
         tokens: Arc::new(settings.token_hashes.clone()),
         mfa_header: settings.mfa_header.clone(),
+        checkpoint_key: Some(checkpointer.public_key()),
     };
     let health_engine = Arc::clone(&engine);
     tokio::spawn(async move { health_engine.check_connectors().await });
@@ -246,6 +336,12 @@ pub async fn start_with_clock(
         }
         None => tracing::info!("scheduled reconciliation is off (server.reconcile_every)"),
     }
+    tasks.push(tokio::spawn(run_checkpoints(
+        Arc::clone(&checkpointer),
+        Arc::clone(&engine),
+        settings.audit.checkpoint_every,
+        watcher.clone(),
+    )));
     let mut http_watcher = watcher;
     let http = tokio::spawn(async move {
         let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
@@ -261,5 +357,7 @@ pub async fn start_with_clock(
         addr,
         shutdown,
         tasks,
+        checkpointer,
+        engine,
     })
 }

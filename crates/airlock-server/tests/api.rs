@@ -109,6 +109,8 @@ struct Harness {
     server: Server,
     base: String,
     log: PathBuf,
+    /// What it was started with, to start it again on the same files.
+    settings: Settings,
     _dir: tempfile::TempDir,
 }
 
@@ -193,13 +195,7 @@ timeout = "5s"
     }
 
     let settings = Settings::parse("test.toml", &toml, dir.path()).unwrap();
-    let server = start(settings).await.unwrap();
-    Harness {
-        base: format!("http://{}", server.addr()),
-        server,
-        log,
-        _dir: dir,
-    }
+    Harness::start(settings, log, dir).await
 }
 
 impl Harness {
@@ -281,6 +277,238 @@ impl Harness {
     async fn stop(self) {
         self.server.shutdown().await;
     }
+
+    /// Stops the server gracefully, lets `meanwhile` run, and starts it
+    /// again on the same database, checkpoint key and log.
+    async fn restart<F: Future<Output = ()>>(
+        self,
+        meanwhile: impl FnOnce(PathBuf) -> F,
+    ) -> Harness {
+        let Harness {
+            server,
+            log,
+            settings,
+            _dir,
+            ..
+        } = self;
+        server.shutdown().await;
+        meanwhile(settings.data_dir.join("airlock.db")).await;
+        Harness::start(settings, log, _dir).await
+    }
+
+    async fn start(settings: Settings, log: PathBuf, dir: tempfile::TempDir) -> Harness {
+        let server = start(settings.clone()).await.unwrap();
+        Harness {
+            base: format!("http://{}", server.addr()),
+            server,
+            log,
+            settings,
+            _dir: dir,
+        }
+    }
+}
+
+/// The checkpoint key is created readable by its owner only, and a server
+/// refuses to start with one other users can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_key_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    bounded(async {
+        let Harness {
+            server,
+            settings,
+            _dir,
+            ..
+        } = boot(CATALOG).await;
+        server.shutdown().await;
+        let key = &settings.audit.checkpoint_key;
+        let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        match start(settings.clone()).await {
+            Err(e) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains(&format!("`{}`", key.display()))
+                        && message.contains("chmod 600"),
+                    "{message}"
+                );
+            }
+            Ok(_) => panic!("started with a key others can read"),
+        }
+    })
+    .await;
+}
+
+/// Edits the newest audit event of the SQLite file `db` behind Airlock's
+/// back (its append-only trigger dropped first, as the file's owner could).
+async fn edit_newest_event(db: &std::path::Path) {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "DROP TRIGGER audit_events_no_update; \
+         UPDATE audit_events SET actor = 'mallory' WHERE seq = (SELECT MAX(seq) FROM audit_events)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+/// A server that finds its audit record altered at start is not ready and
+/// refuses what would grant access (requests, approvals, policy changes,
+/// reconciliation), while what takes access away goes on: a denial, an
+/// admin's revocation and the scheduler's expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_audit_record_stops_grants_but_not_revocations() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let alice = h.client("alice");
+        let expiring = alice
+            .create_request(&for_secs("logs-read", "look", 4))
+            .await
+            .unwrap();
+        let revoked = h
+            .client("bob")
+            .create_request(&for_secs("logs-read", "look", 600))
+            .await
+            .unwrap();
+        let pending = alice
+            .create_request(&ask("db-prod", "migration"))
+            .await
+            .unwrap();
+        h.wait_state(&expiring.id, "active").await;
+        h.wait_state(&revoked.id, "active").await;
+        // The newest event, just signed at shutdown, edited behind Airlock's back.
+        let h = h
+            .restart(|db| async move { edit_newest_event(&db).await })
+            .await;
+        assert_eq!(
+            h.client("admin")
+                .get_request(&expiring.id)
+                .await
+                .unwrap()
+                .state,
+            "active",
+            "the grant must still be running after the restart"
+        );
+
+        let (code, body) = h.raw("GET", "/readyz", None, None).await;
+        assert_eq!(code, 503, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("edited"), "{message}");
+        let untrusted = |r: Result<_, ClientError>| {
+            let (status, code, _) = refusal(r);
+            assert_eq!((status, code.as_str()), (503, "audit_untrusted"));
+        };
+        untrusted(
+            h.client("bob")
+                .create_request(&ask("db-prod", "x"))
+                .await
+                .map(|_| ()),
+        );
+        untrusted(
+            h.client("carol")
+                .act(&pending.id, &approve())
+                .await
+                .map(|_| ()),
+        );
+        untrusted(h.client("admin").reload_policy().await.map(|_| ()));
+        untrusted(h.client("admin").reconcile(true).await.map(|_| ()));
+
+        let denied = h
+            .client("carol")
+            .act(
+                &pending.id,
+                &Action::Deny {
+                    reason: "not now".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(denied.state, "denied");
+        h.client("admin")
+            .act(
+                &revoked.id,
+                &Action::Revoke {
+                    reason: "audit".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let expired = h.wait_state(&expiring.id, "expired").await;
+        h.wait_for(&expired.id, "the expired grant removed", |r| {
+            r.deprovisioned_at.is_some()
+        })
+        .await;
+        h.wait_for(&revoked.id, "the revoked grant removed", |r| {
+            r.deprovisioned_at.is_some()
+        })
+        .await;
+        assert_eq!(h.logged("revoke", &expired), 1);
+        h.stop().await;
+    })
+    .await;
+}
+
+/// While the server runs, the head is signed every `audit.checkpoint_every`
+/// once it moved; a chain altered meanwhile is never signed, and the server
+/// stops being ready and refuses grants from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_signed_while_running_and_an_altered_chain_never_is() {
+    use airlock_server::checkpoint::read_log;
+    bounded(async {
+        let h = boot_full(
+            CATALOG,
+            &[],
+            false,
+            "\n[audit]\ncheckpoint_every = \"1s\"\n",
+        )
+        .await;
+        let log = h.settings.audit.checkpoint_log.clone();
+        let signed = || {
+            let log = log.clone();
+            async move { read_log(&log, None).unwrap().0.last().map(|c| c.seq) }
+        };
+        let r = h
+            .client("alice")
+            .create_request(&ask("logs-read", "look"))
+            .await
+            .unwrap();
+        h.wait_state(&r.id, "active").await;
+        let head = h.client("admin").verify_audit().await.unwrap().head_seq;
+        airlock_testkit::until(SETTLE, "the head signed", || async {
+            (signed().await == Some(head)).then_some(())
+        })
+        .await;
+
+        edit_newest_event(&h.settings.data_dir.join("airlock.db")).await;
+        // The head moves on, so the next round would sign it.
+        h.client("admin")
+            .act(
+                &r.id,
+                &Action::Revoke {
+                    reason: "done".into(),
+                },
+            )
+            .await
+            .unwrap();
+        airlock_testkit::until(SETTLE, "readiness to fail", || async {
+            let (code, body) = h.raw("GET", "/readyz", None, None).await;
+            (code == 503).then_some(body)
+        })
+        .await;
+        assert_eq!(signed().await, Some(head), "an altered chain was signed");
+        let (status, code, _) = refusal(
+            h.client("bob")
+                .create_request(&ask("logs-read", "look"))
+                .await,
+        );
+        assert_eq!((status, code.as_str()), (503, "audit_untrusted"));
+        h.stop().await;
+    })
+    .await;
 }
 
 fn ask(entitlement: &str, reason: &str) -> CreateRequest {
@@ -368,7 +596,14 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
         for (method, path) in airlock_server::http::ROUTES {
             let op = &doc["paths"][path][method];
             assert!(op.is_object(), "{method} {path} is not documented");
-            let public = ["/healthz", "/readyz", "/openapi.json", "/metrics"].contains(path);
+            let public = [
+                "/healthz",
+                "/readyz",
+                "/openapi.json",
+                "/metrics",
+                "/v1/audit/checkpoint-key",
+            ]
+            .contains(path);
             assert_eq!(
                 op["security"] == json!([]),
                 public,

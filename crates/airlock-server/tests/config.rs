@@ -16,7 +16,8 @@ use std::time::Duration;
 use airlock_connectors::ssh::DEFAULT_EXTENSIONS;
 use airlock_core::drift::DriftPolicy;
 use airlock_server::config::{
-    token_hash, ConfigError, ConnectorSettings, Settings, DEFAULT_RECONCILE_EVERY,
+    token_hash, ConfigError, ConnectorSettings, Settings, DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_RECONCILE_EVERY,
 };
 use airlock_server::store::sql::Location;
 
@@ -33,6 +34,10 @@ retry_base = "500ms"
 retry_cap = "1m"
 revocation_overdue_after = "5m"
 reconcile_every = "10m"
+
+[audit]
+checkpoint_key = "/etc/airlock/checkpoint.key"
+checkpoint_every = "10m"
 
 [users.alice]
 groups = ["eng"]
@@ -187,6 +192,17 @@ fn the_good_config_parses_into_typed_settings() {
     assert_eq!(s.lifecycle.retry_cap, Duration::from_secs(60));
     assert_eq!(s.revocation_overdue_after, Duration::from_secs(300));
     assert_eq!(s.reconcile_every, Some(Duration::from_secs(600)));
+    assert_eq!(
+        s.audit.checkpoint_key,
+        Path::new("/etc/airlock/checkpoint.key")
+    );
+    assert_eq!(
+        s.audit.checkpoint_log,
+        Path::new("/srv/airlock/state/audit/checkpoints.jsonl")
+    );
+    assert_eq!(s.audit.checkpoint_every, Duration::from_secs(600));
+    // Only the command line accepts a broken chain, for one start.
+    assert!(!s.audit.accept_broken_chain);
     let drift: Vec<(&str, DriftPolicy)> = s
         .catalog
         .entitlements
@@ -315,6 +331,11 @@ fn an_empty_config_gets_defaults() {
     );
     assert!(s.catalog.entitlements.is_empty() && s.connectors.is_empty());
     assert_eq!(s.reconcile_every, Some(DEFAULT_RECONCILE_EVERY));
+    assert_eq!(
+        s.audit.checkpoint_key,
+        Path::new("/srv/airlock/airlock-data/audit/checkpoint.key")
+    );
+    assert_eq!(s.audit.checkpoint_every, DEFAULT_CHECKPOINT_EVERY);
 }
 
 #[test]
@@ -507,6 +528,24 @@ fn bad_configs_name_file_line_and_field() {
             "reconcile_every = \"500ms\"",
             "server.reconcile_every",
             "at least 1s",
+        ),
+        case(
+            "checkpoint_every",
+            "checkpoint_every = \"soon\"",
+            "audit.checkpoint_every",
+            "`soon`",
+        ),
+        case(
+            "checkpoint_every",
+            "checkpoint_every = \"500ms\"",
+            "audit.checkpoint_every",
+            "at least 1s",
+        ),
+        case(
+            "checkpoint_key",
+            "checkpoint_kye = \"k\"",
+            "checkpoint_kye",
+            "unknown field",
         ),
         case(
             "listen",

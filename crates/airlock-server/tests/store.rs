@@ -678,6 +678,71 @@ async fn the_audit_log_refuses_edits_and_verify_finds_them() {
     .await;
 }
 
+/// Every statement that could change or remove a stored event, as someone
+/// holding the database's credentials would try them: each is refused and
+/// the event stays as it was. (SQLite's REPLACE deletes the row in its way
+/// without firing DELETE triggers; PostgreSQL's upsert fires UPDATE triggers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_to_change_a_stored_event_is_refused() {
+    on_every_store(|store, raw_url| async move {
+        let alice = user("alice", &["eng"], &[]);
+        create(&store, &alice, &entitlement(0), "r1", at(0))
+            .await
+            .unwrap();
+        let before = store.export_audit(0, 100).await.unwrap();
+        assert!(!before.is_empty());
+        let columns = "seq, at, actor, action, request_id, entitlement, subject, details, prev_hash, hash";
+        let forged = "SELECT seq, at, 'mallory', action, request_id, entitlement, subject, details, prev_hash, hash \
+             FROM audit_events WHERE seq = 1";
+        let mut attempts = vec![
+            "UPDATE audit_events SET actor = 'mallory' WHERE seq = 1".to_owned(),
+            "DELETE FROM audit_events WHERE seq = 1".to_owned(),
+            format!(
+                "INSERT INTO audit_events ({columns}) {forged} \
+                 ON CONFLICT (seq) DO UPDATE SET actor = excluded.actor"
+            ),
+        ];
+        if raw_url.starts_with("sqlite") {
+            attempts.extend([
+                format!("INSERT OR REPLACE INTO audit_events ({columns}) {forged}"),
+                format!("REPLACE INTO audit_events ({columns}) {forged}"),
+                // A new seq on the rowid of event 1 would replace that row.
+                format!(
+                    "INSERT OR REPLACE INTO audit_events (rowid, {columns}) \
+                     SELECT rowid, 999, at, actor, action, request_id, entitlement, subject, details, prev_hash, hash \
+                     FROM audit_events WHERE seq = 1"
+                ),
+            ]);
+        } else {
+            attempts.extend([
+                "TRUNCATE audit_events".to_owned(),
+                "MERGE INTO audit_events a USING (SELECT 1 AS seq) s ON a.seq = s.seq \
+                 WHEN MATCHED THEN UPDATE SET actor = 'mallory'"
+                    .to_owned(),
+                "MERGE INTO audit_events a USING (SELECT 1 AS seq) s ON a.seq = s.seq \
+                 WHEN MATCHED THEN DELETE"
+                    .to_owned(),
+            ]);
+        }
+        let mut raw = sqlx::AnyConnection::connect(&raw_url).await.unwrap();
+        for attempt in &attempts {
+            let result = sqlx::raw_sql(attempt).execute(&mut raw).await;
+            let refused = result
+                .err()
+                .is_some_and(|e| e.to_string().contains("append-only"));
+            assert!(refused, "not refused: {attempt}");
+            assert_eq!(
+                store.export_audit(0, 100).await.unwrap(),
+                before,
+                "changed by: {attempt}"
+            );
+        }
+        let report = store.verify_audit().await.unwrap();
+        assert_eq!(report.first_break, None);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_is_refused() {
     let sqlite = sqlite().await;

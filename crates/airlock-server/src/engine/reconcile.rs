@@ -156,6 +156,8 @@ impl Engine {
         fix: bool,
         by: Option<&User>,
     ) -> Result<ReconcileReport, EngineError> {
+        // Its fixes can grant again, and it judges by the stored grants.
+        self.check_trusted()?;
         let _one_at_a_time = self.reconciling.lock().await;
         let at = self.clock.now();
         let mut runs = tokio::task::JoinSet::new();

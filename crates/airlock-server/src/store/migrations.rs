@@ -31,6 +31,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "",
         postgres: include_str!("migrations/0003_due_claims.postgres.sql"),
     },
+    Migration {
+        version: 4,
+        common: "",
+        sqlite: include_str!("migrations/0004_audit_no_replace.sqlite.sql"),
+        postgres: include_str!("migrations/0004_audit_no_replace.postgres.sql"),
+    },
 ];
 
 pub fn latest() -> i64 {

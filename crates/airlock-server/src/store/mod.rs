@@ -4,7 +4,8 @@
 //! decision inside a change is made by the pure core while the row is held,
 //! so two concurrent changes to one request can never both apply.
 
-use airlock_core::audit::{AuditEvent, AuditRecord, ChainBreak};
+pub use airlock_core::audit::ChainReport;
+use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier};
 use airlock_core::request::{AccessRequest, Rejection, State, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 
@@ -96,14 +97,6 @@ pub struct ImportReport {
     pub audit_events: usize,
 }
 
-/// Result of checking the whole audit chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainReport {
-    pub checked: u64,
-    pub head_hash: String,
-    pub first_break: Option<ChainBreak>,
-}
-
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Creates request `id`, decided atomically with reading the requester's
@@ -153,7 +146,16 @@ pub trait Store: Send + Sync {
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Walks the whole chain from the first event.
-    async fn verify_audit(&self) -> Result<ChainReport, StoreError>;
+    async fn verify_audit(&self) -> Result<ChainReport, StoreError> {
+        self.verify_audit_with(ChainVerifier::default()).await
+    }
+
+    /// The newest event's seq and hash (`None` while the log is empty).
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
+
+    /// Feeds every event from `verifier.next_seq()` on, in order and from
+    /// one snapshot, through `verifier` (stopping at the first break).
+    async fn verify_audit_with(&self, verifier: ChainVerifier) -> Result<ChainReport, StoreError>;
 
     /// Background work that one replica at a time should do (scheduled
     /// reconciliation): `Some` while this replica holds the right to it,

@@ -1392,11 +1392,31 @@ impl Store for SqlStore {
         Ok(records)
     }
 
-    async fn verify_audit(&self) -> Result<ChainReport, StoreError> {
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| {
+            Ok((
+                r.try_get("seq").map_err(db_err)?,
+                r.try_get("hash").map_err(db_err)?,
+            ))
+        })
+        .transpose()
+    }
+
+    async fn verify_audit_with(
+        &self,
+        mut verifier: ChainVerifier,
+    ) -> Result<ChainReport, StoreError> {
         // One read transaction gives a consistent snapshot while pages are read.
         let mut tx = self.read.begin().await.map_err(db_err)?;
-        let mut verifier = ChainVerifier::default();
-        let mut after = i64::MIN;
+        // From the first event: anything stored below seq 1 is a break too.
+        let mut after = match verifier.next_seq() {
+            1 => i64::MIN,
+            next => next.saturating_sub(1),
+        };
         loop {
             let rows =
                 sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT 1000")
@@ -1407,21 +1427,12 @@ impl Store for SqlStore {
             let Some(last) = rows.last() else { break };
             after = last.try_get("seq").map_err(db_err)?;
             for row in &rows {
-                let record = audit_from_row(row)?;
-                if let Err(first_break) = verifier.check(&record) {
-                    return Ok(ChainReport {
-                        checked: verifier.checked(),
-                        head_hash: verifier.head_hash().to_owned(),
-                        first_break: Some(first_break),
-                    });
+                if verifier.check(&audit_from_row(row)?).is_err() {
+                    return Ok(verifier.finish());
                 }
             }
         }
-        Ok(ChainReport {
-            checked: verifier.checked(),
-            head_hash: verifier.head_hash().to_owned(),
-            first_break: None,
-        })
+        Ok(verifier.finish())
     }
 
     async fn export_requests(
