@@ -38,6 +38,8 @@ pub struct AppState {
     pub tokens: Arc<HashMap<String, UserId>>,
     /// Where an authenticating proxy states the user's last MFA, if one does.
     pub mfa_header: Option<String>,
+    /// How long a request body may take to arrive (`server.body_timeout`).
+    pub body_timeout: Duration,
 }
 
 /// When the caller last completed MFA, as the authenticating proxy in front
@@ -108,17 +110,7 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(state): axum::extract::State<AppState>| async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        state.engine.metrics().render(),
-                    )
-                },
-            ),
-        )
+        .route("/metrics", get(metrics))
         .route("/v1/me", get(me))
         .route("/v1/entitlements", get(entitlements))
         .route("/v1/requests", post(create_request).get(list_requests))
@@ -273,15 +265,29 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// A JSON body whose parse errors name the field at fault. An empty body
-/// reads as `{}` so commands without arguments need none.
+/// reads as `{}` so commands without arguments need none. The whole body must
+/// arrive within `server.body_timeout`, so a client cannot hold a handler by
+/// sending it slowly.
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.body_timeout;
+        let bytes = tokio::time::timeout(limit, axum::body::Bytes::from_request(req, state))
             .await
+            .map_err(|_| ApiError {
+                field: Some("body".to_owned()),
+                ..ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "the request body did not arrive within {}",
+                        humantime::format_duration(limit)
+                    ),
+                )
+            })?
             .map_err(|e| ApiError::invalid("body", e.body_text()))?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
@@ -333,6 +339,18 @@ fn view(state: &AppState, r: &AccessRequest) -> RequestView {
 /// Who may see a request: its requester, its eligible approvers, admins and auditors.
 fn can_see(user: &User, r: &AccessRequest) -> bool {
     user.id == r.requester || user.sees_everything() || user.in_any(&r.approver_groups())
+}
+
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiResult<impl IntoResponse> {
+    // A store that cannot count the backlog fails the scrape: an alert on
+    // overdue revocations must not read a silent zero.
+    let backlog = state.engine.revocation_backlog().await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.engine.metrics().render(backlog),
+    ))
 }
 
 async fn readyz(

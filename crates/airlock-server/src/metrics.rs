@@ -9,6 +9,8 @@ use std::time::Duration;
 use airlock_core::audit::AuditAction;
 use airlock_core::request::JobAction;
 
+use crate::store::RevocationBacklog;
+
 const ACTIONS: [AuditAction; 21] = [
     AuditAction::Requested,
     AuditAction::ApprovalRecorded,
@@ -88,8 +90,10 @@ impl Metrics {
         );
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
+    /// The text exposition format, with the revocations the targets have
+    /// not confirmed yet (read from the store for each scrape, so every
+    /// replica reports the same backlog).
+    pub fn render(&self, backlog: RevocationBacklog) -> String {
         let mut out = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         out.push_str("# HELP airlock_events_total Audit events recorded, by action.\n");
@@ -137,6 +141,16 @@ impl Metrics {
             get(&self.lag_sum_ms) as f64 / 1000.0
         );
         let _ = writeln!(out, "airlock_revocation_lag_seconds_count {count}");
+        out.push_str("# HELP airlock_revocations_outstanding Grants whose removal the target has not confirmed.\n");
+        out.push_str("# TYPE airlock_revocations_outstanding gauge\n");
+        let _ = writeln!(
+            out,
+            "airlock_revocations_outstanding {}",
+            backlog.outstanding
+        );
+        out.push_str("# HELP airlock_revocations_overdue Of those, the ones past server.revocation_overdue_after.\n");
+        out.push_str("# TYPE airlock_revocations_overdue gauge\n");
+        let _ = writeln!(out, "airlock_revocations_overdue {}", backlog.overdue);
         out
     }
 }
@@ -153,7 +167,10 @@ mod tests {
         m.call(JobAction::Revoke, CallOutcome::Retryable);
         m.revocation_lag(Duration::from_millis(80));
         m.revocation_lag(Duration::from_secs(3));
-        let text = m.render();
+        let text = m.render(RevocationBacklog {
+            outstanding: 3,
+            overdue: 1,
+        });
         assert!(
             text.contains("airlock_events_total{action=\"granted\"} 2\n"),
             "{text}"
@@ -166,5 +183,7 @@ mod tests {
         assert!(text.contains("airlock_revocation_lag_seconds_bucket{le=\"5\"} 2\n"));
         assert!(text.contains("airlock_revocation_lag_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("airlock_revocation_lag_seconds_sum 3.08\n"));
+        assert!(text.contains("airlock_revocations_outstanding 3\n"));
+        assert!(text.contains("airlock_revocations_overdue 1\n"));
     }
 }

@@ -12,13 +12,13 @@ use airlock_connectors::ssh::SshCertificateAuthority;
 use airlock_connectors::webhook::{WebhookConnector, WebhookSettings};
 use airlock_connectors::Connector;
 use airlock_core::policy_change::Trigger;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{ConnectorSettings, Settings};
 use crate::engine::{Clock, Engine, EngineParts, PolicyChange, SystemClock};
 use crate::http::{router, AppState};
 use crate::policy::{Policies, PolicyLoadError};
+use crate::serve::{connection_cap, raise_descriptor_limit, serve};
 use crate::store::sql::SqlStore;
 use crate::store::StoreError;
 
@@ -35,13 +35,37 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// Reloading on SIGHUP is part of how an operator runs the server, so a
+    /// handler that cannot be installed stops the start rather than being
+    /// found missing later.
+    #[error("cannot listen for SIGHUP: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Why a running server stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the {task} stopped unexpectedly")]
+    Stopped { task: &'static str },
+    #[error("the {task} failed: {message}")]
+    Failed { task: &'static str, message: String },
+    #[error("the {task} panicked: {message}")]
+    Panicked { task: &'static str, message: String },
+}
+
+/// How one long-running task ended.
+struct Ended {
+    task: &'static str,
+    outcome: Result<(), String>,
+    panicked: Option<String>,
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
 pub struct Server {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    ended: mpsc::UnboundedReceiver<Ended>,
+    running: usize,
 }
 
 impl Server {
@@ -50,25 +74,86 @@ impl Server {
         self.addr
     }
 
-    /// Stops accepting requests and stops the scheduler; waits for both.
-    pub async fn shutdown(self) {
+    /// Stops accepting requests and stops the scheduler; waits for every
+    /// long-running task to end.
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        while self.running > 0 && self.ended.recv().await.is_some() {
+            self.running -= 1;
         }
     }
 
-    /// Runs until the HTTP server or the scheduler stops.
-    pub async fn wait(mut self) {
-        if let Some(first) = self.tasks.pop() {
-            let _ = first.await;
+    /// Runs until shutdown is asked for through [`Server::shutdown_handle`],
+    /// or until a long-running task (the scheduler, the HTTP server, the
+    /// SIGHUP reloader, the reconciler) ends on its own: then the others
+    /// are stopped too and the error names the task.
+    pub async fn wait(mut self) -> Result<(), ServeError> {
+        let first = self.ended.recv().await;
+        let stopping = *self.shutdown.borrow();
+        self.running = self.running.saturating_sub(1);
+        let result = match first {
+            _ if stopping => Ok(()),
+            None => Err(ServeError::Stopped { task: "server" }),
+            Some(ended) => Err(ended.into_error()),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "stopping the server");
         }
         self.shutdown().await;
+        result
     }
 
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
+}
+
+impl Ended {
+    fn into_error(self) -> ServeError {
+        let task = self.task;
+        match (self.panicked, self.outcome) {
+            (Some(message), _) => ServeError::Panicked { task, message },
+            (None, Err(message)) => ServeError::Failed { task, message },
+            (None, Ok(())) => ServeError::Stopped { task },
+        }
+    }
+}
+
+/// Runs `work` as a long-running task of the server and reports how it
+/// ended (returned, failed, panicked) on `ended`.
+fn supervise<F>(task: &'static str, ended: &mpsc::UnboundedSender<Ended>, work: F)
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let handle = tokio::spawn(work);
+    let ended = ended.clone();
+    tokio::spawn(async move {
+        let report = match handle.await {
+            Ok(outcome) => Ended {
+                task,
+                outcome,
+                panicked: None,
+            },
+            Err(e) => Ended {
+                task,
+                outcome: Ok(()),
+                panicked: Some(panic_message(e)),
+            },
+        };
+        let _ = ended.send(report);
+    });
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
 }
 
 pub fn build_connectors(
@@ -138,26 +223,22 @@ pub fn build_connectors(
 /// Reloads the policy set on SIGHUP until shutdown (or proposes it, under
 /// the two-person rule). A set that fails to load is logged with every
 /// error and audited, and the one in force stays.
-async fn reload_on_hangup(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload policies through the API");
-            return;
-        }
-    };
+async fn reload_on_hangup(
+    engine: Arc<Engine>,
+    mut hangups: tokio::signal::unix::Signal,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
     loop {
         let stopping = async {
             // The guard `wait_for` returns is not `Send`: keep it inside.
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
         let got = tokio::select! {
-            () = stopping => return,
+            () = stopping => return Ok(()),
             got = hangups.recv() => got,
         };
         if got.is_none() {
-            return;
+            return Err("the SIGHUP stream closed".to_owned());
         }
         match engine.change_policies(None, Trigger::Signal).await {
             Ok(PolicyChange::Activated(r)) => tracing::info!(previous = %r.previous,
@@ -169,6 +250,20 @@ async fn reload_on_hangup(engine: Arc<Engine>, mut shutdown: watch::Receiver<boo
                 version = %engine.policies().current().version(),
                 "policy reload refused; the set in force stays"),
         }
+    }
+}
+
+/// Ends with `Ok` once `shutdown` has turned true: a task that returns
+/// before then stopped on its own.
+async fn until_stopped<F: std::future::Future<Output = ()>>(
+    work: F,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    work.await;
+    if *shutdown.borrow() {
+        Ok(())
+    } else {
+        Err("it returned before shutdown".to_owned())
     }
 }
 
@@ -214,42 +309,74 @@ pub async fn start_with_clock(
         source,
     })?;
     let (shutdown, watcher) = watch::channel(false);
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(StartError::Signal)?;
+    let open_files = raise_descriptor_limit();
+    let cap = connection_cap(settings.http.max_connections, open_files);
     let state = AppState {
         engine: Arc::clone(&engine),
         tokens: Arc::new(settings.token_hashes.clone()),
         mfa_header: settings.mfa_header.clone(),
+        body_timeout: settings.http.body_timeout,
     };
     let health_engine = Arc::clone(&engine);
     tokio::spawn(async move { health_engine.check_connectors().await });
-    let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher.clone()));
+    let (ended, ended_rx) = mpsc::unbounded_channel();
+    let mut running = 0;
+    supervise(
+        "scheduler",
+        &ended,
+        until_stopped(
+            Arc::clone(&engine).run_scheduler(watcher.clone()),
+            watcher.clone(),
+        ),
+    );
+    running += 1;
     if let Err(e) = engine.record_policy_start().await {
         tracing::error!(error = %e, "could not record the policy set in force");
     }
-    let reloader = tokio::spawn(reload_on_hangup(Arc::clone(&engine), watcher.clone()));
-    let mut tasks = Vec::new();
+    supervise(
+        "SIGHUP reloader",
+        &ended,
+        reload_on_hangup(Arc::clone(&engine), hangups, watcher.clone()),
+    );
+    running += 1;
     match settings.reconcile_every {
         Some(every) => {
             tracing::info!(every = %humantime::format_duration(every), "reconciliation scheduled");
-            tasks.push(tokio::spawn(
-                Arc::clone(&engine).run_reconciler(every, watcher.clone()),
-            ));
+            supervise(
+                "reconciler",
+                &ended,
+                until_stopped(
+                    Arc::clone(&engine).run_reconciler(every, watcher.clone()),
+                    watcher.clone(),
+                ),
+            );
+            running += 1;
         }
         None => tracing::info!("scheduled reconciliation is off (server.reconcile_every)"),
     }
-    let mut http_watcher = watcher;
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-            let _ = http_watcher.wait_for(|stop| *stop).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "http server failed");
-        }
+    let limits = settings.http.clone();
+    tracing::info!(
+        header_timeout = %humantime::format_duration(limits.header_timeout),
+        body_timeout = %humantime::format_duration(limits.body_timeout),
+        idle_timeout = %humantime::format_duration(limits.idle_timeout),
+        max_connections = cap,
+        "http limits"
+    );
+    let http_watcher = watcher.clone();
+    supervise("HTTP server", &ended, async move {
+        serve(listener, router(state), limits, cap, http_watcher.clone())
+            .await
+            .map_err(|e| format!("the listener failed: {e}"))?;
+        until_stopped(async {}, http_watcher).await
     });
+    running += 1;
     tracing::info!(%addr, database = %settings.database.describe(), "airlock listening");
-    tasks.extend([scheduler, http, reloader]);
     Ok(Server {
         addr,
         shutdown,
-        tasks,
+        ended: ended_rx,
+        running,
     })
 }

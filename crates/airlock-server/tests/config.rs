@@ -16,7 +16,7 @@ use std::time::Duration;
 use airlock_connectors::ssh::DEFAULT_EXTENSIONS;
 use airlock_core::drift::DriftPolicy;
 use airlock_server::config::{
-    token_hash, ConfigError, ConnectorSettings, Settings, DEFAULT_RECONCILE_EVERY,
+    token_hash, ConfigError, ConnectorSettings, HttpLimits, Settings, DEFAULT_RECONCILE_EVERY,
 };
 use airlock_server::store::sql::Location;
 
@@ -33,6 +33,10 @@ retry_base = "500ms"
 retry_cap = "1m"
 revocation_overdue_after = "5m"
 reconcile_every = "10m"
+header_timeout = "5s"
+body_timeout = "20s"
+idle_timeout = "2m"
+max_connections = 500
 
 [users.alice]
 groups = ["eng"]
@@ -187,6 +191,15 @@ fn the_good_config_parses_into_typed_settings() {
     assert_eq!(s.lifecycle.retry_cap, Duration::from_secs(60));
     assert_eq!(s.revocation_overdue_after, Duration::from_secs(300));
     assert_eq!(s.reconcile_every, Some(Duration::from_secs(600)));
+    assert_eq!(
+        s.http,
+        HttpLimits {
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 500,
+        }
+    );
     let drift: Vec<(&str, DriftPolicy)> = s
         .catalog
         .entitlements
@@ -315,6 +328,8 @@ fn an_empty_config_gets_defaults() {
     );
     assert!(s.catalog.entitlements.is_empty() && s.connectors.is_empty());
     assert_eq!(s.reconcile_every, Some(DEFAULT_RECONCILE_EVERY));
+    assert_eq!(s.http, HttpLimits::default());
+    assert_eq!(s.http.header_timeout, Duration::from_secs(10));
 }
 
 #[test]
@@ -507,6 +522,42 @@ fn bad_configs_name_file_line_and_field() {
             "reconcile_every = \"500ms\"",
             "server.reconcile_every",
             "at least 1s",
+        ),
+        case(
+            "header_timeout",
+            "header_timeout = \"soon\"",
+            "server.header_timeout",
+            "`soon`",
+        ),
+        case(
+            "header_timeout",
+            "header_timeout = \"10ms\"",
+            "server.header_timeout",
+            "must be between 100ms and 1h",
+        ),
+        case(
+            "body_timeout",
+            "body_timeout = \"2h\"",
+            "server.body_timeout",
+            "must be between 100ms and 1h",
+        ),
+        case(
+            "idle_timeout",
+            "idle_timeout = \"0s\"",
+            "server.idle_timeout",
+            "`0s` must be between",
+        ),
+        case(
+            "max_connections",
+            "max_connections = 0",
+            "server.max_connections",
+            "`0` must be between 1 and 1000000",
+        ),
+        case(
+            "max_connections",
+            "max_connections = -5",
+            "server.max_connections",
+            "invalid value",
         ),
         case(
             "listen",
