@@ -380,3 +380,101 @@ pub async fn start_with_clock(
         running,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::time::Duration;
+
+    use super::*;
+
+    type Task = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+    /// A server made of `tasks` alone, supervised as `start` does.
+    fn server_of(shutdown: watch::Sender<bool>, tasks: Vec<(&'static str, Task)>) -> Server {
+        let (ended, ended_rx) = mpsc::unbounded_channel();
+        let running = tasks.len();
+        for (task, work) in tasks {
+            supervise(task, &ended, work);
+        }
+        Server {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shutdown,
+            ended: ended_rx,
+            running,
+        }
+    }
+
+    /// A task that runs until shutdown, as a healthy one does.
+    fn healthy(shutdown: &watch::Sender<bool>) -> Task {
+        let mut stop = shutdown.subscribe();
+        Box::pin(async move {
+            let _ = stop.wait_for(|s| *s).await.map(|_| ());
+            Ok(())
+        })
+    }
+
+    async fn outcome(server: Server) -> Result<(), String> {
+        tokio::time::timeout(Duration::from_secs(5), server.wait())
+            .await
+            .map_err(|_| "wait did not return".to_owned())?
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn any_task_ending_stops_the_server_with_an_error_naming_it() {
+        let (shutdown, _) = watch::channel(false);
+        let returned: Task = Box::pin(async { Ok(()) });
+        let server = server_of(
+            shutdown.clone(),
+            vec![("HTTP server", healthy(&shutdown)), ("scheduler", returned)],
+        );
+        assert_eq!(
+            outcome(server).await,
+            Err("the scheduler stopped unexpectedly".to_owned())
+        );
+
+        let (shutdown, _) = watch::channel(false);
+        let failed: Task = Box::pin(async { Err("the listener failed: boom".to_owned()) });
+        let server = server_of(
+            shutdown.clone(),
+            vec![("scheduler", healthy(&shutdown)), ("HTTP server", failed)],
+        );
+        assert_eq!(
+            outcome(server).await,
+            Err("the HTTP server failed: the listener failed: boom".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_named_with_its_message() {
+        let (shutdown, _) = watch::channel(false);
+        fn lose_the_plot() -> Result<(), String> {
+            panic!("lost the plot")
+        }
+        let panicked: Task = Box::pin(async { lose_the_plot() });
+        let server = server_of(
+            shutdown.clone(),
+            vec![("scheduler", healthy(&shutdown)), ("reconciler", panicked)],
+        );
+        assert_eq!(
+            outcome(server).await,
+            Err("the reconciler panicked: lost the plot".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn asking_for_shutdown_is_a_clean_stop() {
+        let (shutdown, _) = watch::channel(false);
+        let server = server_of(
+            shutdown.clone(),
+            vec![
+                ("scheduler", healthy(&shutdown)),
+                ("HTTP server", healthy(&shutdown)),
+            ],
+        );
+        let _ = server.shutdown_handle().send(true);
+        assert_eq!(outcome(server).await, Ok(()));
+    }
+}
