@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use airlock_server::api::parse_time;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_airlock");
@@ -153,6 +154,17 @@ fn fresh_postgres(
         .unwrap();
     let db = rt.block_on(airlock_testkit::FreshDatabase::create(&admin_url, prefix));
     Some((rt, db))
+}
+
+/// A new token for alice, written to `dir/tokens.json` where [`Demo`] finds it.
+fn alice_token(dir: &Path) -> String {
+    let token = airlock_server::config::new_token();
+    std::fs::write(
+        dir.join("tokens.json"),
+        serde_json::json!({ "alice": token }).to_string(),
+    )
+    .unwrap();
+    token
 }
 
 fn state_of(demo: &Demo, id: &str) -> Value {
@@ -375,6 +387,111 @@ fn grants_that_fell_due_while_the_server_was_down_are_revoked_on_restart() {
         "revoke user=alice entitlement=staging-shell request={id}"
     )));
     assert!(demo.cli("admin", &["audit", "verify"]).status.success());
+}
+
+/// The issue this guards against: ~20,000 connections that sent a request
+/// line and some headers used up the server's descriptors, and the revoke
+/// due meanwhile failed to start its connector ("Too many open files"). Here
+/// the server runs under a hard limit of 2,000 descriptors and 2,500 such
+/// connections arrive before a grant expires: the server serves the few it
+/// has room for, answers the rest 503 and closes them, and the connector
+/// process still starts on time. (Before the cap, accepts failed with
+/// EMFILE and so did the connector, for as long as the clients stayed.)
+#[test]
+fn a_flood_of_stalled_connections_past_the_descriptor_limit_does_not_stop_a_revocation() {
+    use std::io::{Read, Write};
+    const LIMIT: usize = 2000;
+    const STALLED: usize = 2500;
+    let dir = tempfile::tempdir().unwrap();
+    let token = alice_token(dir.path());
+    let log = dir.path().join("connector.log");
+    std::fs::write(
+        dir.path().join("log.sh"),
+        format!("#!/bin/sh\necho \"$1 $4\" >> '{}'\n", log.display()),
+    )
+    .unwrap();
+    let config = dir.path().join("airlock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \".\"\nheader_timeout = \"60s\"\nreconcile_every = \"off\"\n\n\
+             [users.alice]\ngroups = [\"ops\"]\ntoken_sha256 = \"{}\"\n\n\
+             [connectors.log]\ntype = \"command\"\nprogram = \"/bin/sh\"\nargs = [\"{}\"]\n\n\
+             [entitlements.shell]\nrequestable_by = [\"ops\"]\nmax_duration = \"1h\"\n\
+             auto_approve = true\nrequire_reason = false\nconnector = \"log\"\n",
+            airlock_server::config::token_hash(&token),
+            dir.path().join("log.sh").display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new("/bin/sh");
+    command
+        .args(["-c", &format!("ulimit -n {LIMIT} && exec \"$0\" \"$@\"")])
+        .args([BIN, "serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config);
+    let server = Demo::launch(dir.path(), command);
+    // Long enough for the flood to arrive first, even against a debug build.
+    let r = server.json("alice", &["request", "shell", "--for", "20s", "--wait"]);
+    assert_eq!(r["state"], "active");
+    let id = r["id"].as_str().unwrap().to_owned();
+    let expires_at = parse_time(r["expires_at"].as_str().unwrap()).unwrap();
+
+    let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        // A server out of descriptors stops accepting: connecting then
+        // times out, and the revocation below is what fails.
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+            break;
+        };
+        // One past the cap may already be closed: that is the point.
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nhost: airlock\r\nx-still-typing: ");
+        stalled.push(s);
+    }
+    assert!(
+        airlock_testkit::wall_clock_unix_millis() < expires_at.unix_millis(),
+        "the flood took too long to arrive before the expiry"
+    );
+    let revoke = format!("revoke {id}");
+    eventually(Duration::from_secs(30), "the revoke call", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == revoke)
+            .then_some(())
+    });
+
+    // Some were held, the rest refused at once: the cap left room.
+    let mut held = 0;
+    let mut refused = 0;
+    for s in &mut stalled {
+        s.set_nonblocking(true).unwrap();
+        let mut got = [0u8; 64];
+        match s.read(&mut got) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => held += 1,
+            Ok(n) if got[..n].starts_with(b"HTTP/1.1 503") || n == 0 => refused += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => refused += 1,
+            other => panic!("unexpected answer: {other:?}"),
+        }
+    }
+    eprintln!("{held} held, {refused} refused under a limit of {LIMIT}");
+    assert_eq!(held + refused, STALLED);
+    assert!(held > 0 && held < LIMIT / 2, "{held} held");
+
+    drop(stalled);
+    let r = eventually(Duration::from_secs(10), "the API again", || {
+        let out = server.cli("alice", &["show", &id, "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    });
+    assert_eq!(r["state"], "expired");
+    let removed = parse_time(r["deprovisioned_at"].as_str().unwrap()).unwrap();
+    let late = expires_at.until(removed);
+    assert!(
+        late < Duration::from_secs(1),
+        "revoked {late:?} after expiry"
+    );
 }
 
 #[test]
@@ -823,12 +940,7 @@ fn ssh_writes_the_certificate_beside_the_key() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let token = airlock_server::config::new_token();
-    std::fs::write(
-        dir.path().join("tokens.json"),
-        serde_json::json!({ "alice": token }).to_string(),
-    )
-    .unwrap();
+    let token = alice_token(dir.path());
     let config = dir.path().join("airlock.toml");
     std::fs::write(
         &config,

@@ -341,3 +341,33 @@ async fn a_body_that_does_not_arrive_in_time_is_refused_naming_the_body() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_answers_is_closed_after_the_idle_timeout() {
+    bounded(Duration::from_secs(30), async {
+        let h = boot(r#"idle_timeout = "1s""#).await;
+        let mut stream = TcpStream::connect(h.server.addr()).await.unwrap();
+        let began = Instant::now();
+        // Asks again and again and reads nothing: the answers fill both
+        // socket buffers, the server's writes stall, and then it stops
+        // reading too, until its watchdog closes the connection.
+        let ask = b"GET /openapi.json HTTP/1.1\r\nhost: airlock\r\n\r\n";
+        let error = loop {
+            if let Err(e) = stream.write_all(ask).await {
+                break e;
+            }
+        };
+        assert!(
+            matches!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{error}"
+        );
+        assert!(began.elapsed() >= Duration::from_secs(1));
+        eprintln!("closed {:?} after the first request", began.elapsed());
+        assert_eq!(h.client().me().await.unwrap().user, "alice");
+        h.server.shutdown().await;
+    })
+    .await;
+}
