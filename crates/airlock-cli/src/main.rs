@@ -929,6 +929,8 @@ async fn serve_until_signal(server: airlock_server::server::Server) -> anyhow::R
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
-    server.wait().await;
+    // A scheduler, listener or reloader that stopped on its own ends the
+    // process with an error naming it, rather than running on half-alive.
+    server.wait().await?;
     Ok(())
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use airlock_server::api::parse_time;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_airlock");
@@ -219,6 +220,17 @@ fn fresh_postgres(
         .unwrap();
     let db = rt.block_on(airlock_testkit::FreshDatabase::create(&admin_url, prefix));
     Some((rt, db))
+}
+
+/// A new token for alice, written to `dir/tokens.json` where [`Demo`] finds it.
+fn alice_token(dir: &Path) -> String {
+    let token = airlock_server::config::new_token();
+    std::fs::write(
+        dir.join("tokens.json"),
+        serde_json::json!({ "alice": token }).to_string(),
+    )
+    .unwrap();
+    token
 }
 
 fn state_of(demo: &Demo, id: &str) -> Value {
@@ -432,104 +444,109 @@ fn grants_that_fell_due_while_the_server_was_down_are_revoked_on_restart() {
     assert!(demo.cli("admin", &["audit", "verify"]).status.success());
 }
 
-/// Killed while a grant script runs, the server cannot know whether the
-/// grant reached the target. On restart the record says so, and the revoke
-/// that waited for that attempt runs at once instead of after its lease
-/// (15 minutes here).
+/// The issue this guards against: ~20,000 connections that sent a request
+/// line and some headers used up the server's descriptors, and the revoke
+/// due meanwhile failed to start its connector ("Too many open files"). Here
+/// the server runs under a hard limit of 2,000 descriptors and 2,500 such
+/// connections arrive before a grant expires: the server serves the few it
+/// has room for, answers the rest 503 and closes them, and the connector
+/// process still starts on time. (Before the cap, accepts failed with
+/// EMFILE and so did the connector, for as long as the clients stayed.)
 #[test]
-fn a_grant_cut_short_by_a_crash_is_recorded_and_cleaned_up_at_once_on_restart() {
+fn a_flood_of_stalled_connections_past_the_descriptor_limit_does_not_stop_a_revocation() {
+    use std::io::{Read, Write};
+    const LIMIT: usize = 2000;
+    const STALLED: usize = 2500;
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let started = root.join("grant-started");
-    let log = root.join("connector.log");
+    let token = alice_token(dir.path());
+    let log = dir.path().join("connector.log");
     std::fs::write(
-        root.join("connector.sh"),
-        format!(
-            "#!/bin/sh\necho \"$1 $4\" >> '{log}'\nif [ \"$1\" = grant ] && [ ! -e '{started}' ]; then\n  echo $$ > '{started}'\n  exec sleep 120\nfi\nexit 0\n",
-            log = log.display(),
-            started = started.display(),
-        ),
+        dir.path().join("log.sh"),
+        format!("#!/bin/sh\necho \"$1 $4\" >> '{}'\n", log.display()),
     )
     .unwrap();
-    let token = "alice-token-for-the-crash-test";
-    let auditor = "auditor-token-for-the-crash-test";
-    std::fs::write(
-        root.join("tokens.json"),
-        serde_json::json!({ "alice": token, "auditor": auditor }).to_string(),
-    )
-    .unwrap();
-    let config = root.join("airlock.toml");
+    let config = dir.path().join("airlock.toml");
     std::fs::write(
         &config,
         format!(
-            r#"[server]
-data_dir = "{root}/data"
-claim_lease = "15m"
-
-[users.alice]
-groups = ["eng"]
-token_sha256 = "{hash}"
-
-[users.auditor]
-roles = ["auditor"]
-token_sha256 = "{auditor_hash}"
-
-[connectors.slow]
-type = "command"
-program = "/bin/sh"
-args = ["{root}/connector.sh"]
-timeout = "10m"
-
-[entitlements.slow-db]
-requestable_by = ["eng"]
-auto_approve = true
-max_duration = "1h"
-connector = "slow"
-"#,
-            root = root.display(),
-            hash = airlock_server::config::token_hash(token),
-            auditor_hash = airlock_server::config::token_hash(auditor),
+            "[server]\ndata_dir = \".\"\nheader_timeout = \"60s\"\nreconcile_every = \"off\"\n\n\
+             [users.alice]\ngroups = [\"ops\"]\ntoken_sha256 = \"{}\"\n\n\
+             [connectors.log]\ntype = \"command\"\nprogram = \"/bin/sh\"\nargs = [\"{}\"]\n\n\
+             [entitlements.shell]\nrequestable_by = [\"ops\"]\nmax_duration = \"1h\"\n\
+             auto_approve = true\nrequire_reason = false\nconnector = \"log\"\n",
+            airlock_server::config::token_hash(&token),
+            dir.path().join("log.sh").display()
         ),
     )
     .unwrap();
-
-    let server = Demo::serve(root, &config);
-    let r = server.json("alice", &["request", "slow-db", "--reason", "x"]);
+    let mut command = Command::new("/bin/sh");
+    command
+        .args(["-c", &format!("ulimit -n {LIMIT} && exec \"$0\" \"$@\"")])
+        .args([BIN, "serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config);
+    let server = Demo::launch(dir.path(), command);
+    // Long enough for the flood to arrive first, even against a debug build.
+    let r = server.json("alice", &["request", "shell", "--for", "20s", "--wait"]);
+    assert_eq!(r["state"], "active");
     let id = r["id"].as_str().unwrap().to_owned();
-    eventually(Duration::from_secs(10), "the grant script to start", || {
-        started.exists().then_some(())
-    });
-    // The requester lets go while the grant is in flight: the revoke waits
-    // for the attempt's result or its lease.
-    let released = server.json("alice", &["release", &id]);
-    assert_eq!(released["state"], "released");
-    server.kill();
+    let expires_at = parse_time(r["expires_at"].as_str().unwrap()).unwrap();
 
-    let restarted = Demo::serve(root, &config);
-    let r = eventually(Duration::from_secs(20), "the cleanup revoke", || {
-        let r = restarted.json("alice", &["show", &id]);
-        (!r["deprovisioned_at"].is_null()).then_some(r)
-    });
-    assert_eq!(r["state"], "released");
-    assert!(std::fs::read_to_string(&log)
-        .unwrap()
-        .contains(&format!("revoke {id}")));
-    let events = restarted.json("auditor", &["audit", "--request", &id]);
-    let actions: Vec<&str> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
-    let position = |a: &str| actions.iter().position(|x| *x == a);
-    let unknown = position("grant_outcome_unknown").unwrap_or_else(|| panic!("{actions:?}"));
+    let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        // A server out of descriptors stops accepting: connecting then
+        // times out, and the revocation below is what fails.
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+            break;
+        };
+        // One past the cap may already be closed: that is the point.
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nhost: airlock\r\nx-still-typing: ");
+        stalled.push(s);
+    }
     assert!(
-        position("released").unwrap() < unknown && unknown < position("deprovisioned").unwrap(),
-        "{actions:?}"
+        airlock_testkit::wall_clock_unix_millis() < expires_at.unix_millis(),
+        "the flood took too long to arrive before the expiry"
     );
+    let revoke = format!("revoke {id}");
+    eventually(Duration::from_secs(30), "the revoke call", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == revoke)
+            .then_some(())
+    });
 
-    let orphan = std::fs::read_to_string(&started).unwrap();
-    let _ = Command::new("kill").arg(orphan.trim()).status();
+    // Some were held, the rest refused at once: the cap left room.
+    let mut held = 0;
+    let mut refused = 0;
+    for s in &mut stalled {
+        s.set_nonblocking(true).unwrap();
+        let mut got = [0u8; 64];
+        match s.read(&mut got) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => held += 1,
+            Ok(n) if got[..n].starts_with(b"HTTP/1.1 503") || n == 0 => refused += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => refused += 1,
+            other => panic!("unexpected answer: {other:?}"),
+        }
+    }
+    eprintln!("{held} held, {refused} refused under a limit of {LIMIT}");
+    assert_eq!(held + refused, STALLED);
+    assert!(held > 0 && held < LIMIT / 2, "{held} held");
+
+    drop(stalled);
+    let r = eventually(Duration::from_secs(10), "the API again", || {
+        let out = server.cli("alice", &["show", &id, "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    });
+    assert_eq!(r["state"], "expired");
+    let removed = parse_time(r["deprovisioned_at"].as_str().unwrap()).unwrap();
+    let late = expires_at.until(removed);
+    assert!(
+        late < Duration::from_secs(1),
+        "revoked {late:?} after expiry"
+    );
 }
 
 #[test]
@@ -1319,12 +1336,7 @@ fn ssh_writes_the_certificate_beside_the_key() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let token = airlock_server::config::new_token();
-    std::fs::write(
-        dir.path().join("tokens.json"),
-        serde_json::json!({ "alice": token }).to_string(),
-    )
-    .unwrap();
+    let token = alice_token(dir.path());
     let config = dir.path().join("airlock.toml");
     std::fs::write(
         &config,
@@ -1501,4 +1513,104 @@ fn reconcile_exits_non_zero_while_drift_is_left_in_place() {
         format!("DROP ROLE IF EXISTS {ns}_admin"),
     ]);
     rt.block_on(target.drop_now());
+}
+
+/// Killed while a grant script runs, the server cannot know whether the
+/// grant reached the target. On restart the record says so, and the revoke
+/// that waited for that attempt runs at once instead of after its lease
+/// (15 minutes here).
+#[test]
+fn a_grant_cut_short_by_a_crash_is_recorded_and_cleaned_up_at_once_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let started = root.join("grant-started");
+    let log = root.join("connector.log");
+    std::fs::write(
+        root.join("connector.sh"),
+        format!(
+            "#!/bin/sh\necho \"$1 $4\" >> '{log}'\nif [ \"$1\" = grant ] && [ ! -e '{started}' ]; then\n  echo $$ > '{started}'\n  exec sleep 120\nfi\nexit 0\n",
+            log = log.display(),
+            started = started.display(),
+        ),
+    )
+    .unwrap();
+    let token = "alice-token-for-the-crash-test";
+    let auditor = "auditor-token-for-the-crash-test";
+    std::fs::write(
+        root.join("tokens.json"),
+        serde_json::json!({ "alice": token, "auditor": auditor }).to_string(),
+    )
+    .unwrap();
+    let config = root.join("airlock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+data_dir = "{root}/data"
+claim_lease = "15m"
+
+[users.alice]
+groups = ["eng"]
+token_sha256 = "{hash}"
+
+[users.auditor]
+roles = ["auditor"]
+token_sha256 = "{auditor_hash}"
+
+[connectors.slow]
+type = "command"
+program = "/bin/sh"
+args = ["{root}/connector.sh"]
+timeout = "10m"
+
+[entitlements.slow-db]
+requestable_by = ["eng"]
+auto_approve = true
+max_duration = "1h"
+connector = "slow"
+"#,
+            root = root.display(),
+            hash = airlock_server::config::token_hash(token),
+            auditor_hash = airlock_server::config::token_hash(auditor),
+        ),
+    )
+    .unwrap();
+
+    let server = Demo::serve(root, &config);
+    let r = server.json("alice", &["request", "slow-db", "--reason", "x"]);
+    let id = r["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(10), "the grant script to start", || {
+        started.exists().then_some(())
+    });
+    // The requester lets go while the grant is in flight: the revoke waits
+    // for the attempt's result or its lease.
+    let released = server.json("alice", &["release", &id]);
+    assert_eq!(released["state"], "released");
+    server.kill();
+
+    let restarted = Demo::serve(root, &config);
+    let r = eventually(Duration::from_secs(20), "the cleanup revoke", || {
+        let r = restarted.json("alice", &["show", &id]);
+        (!r["deprovisioned_at"].is_null()).then_some(r)
+    });
+    assert_eq!(r["state"], "released");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains(&format!("revoke {id}")));
+    let events = restarted.json("auditor", &["audit", "--request", &id]);
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    let position = |a: &str| actions.iter().position(|x| *x == a);
+    let unknown = position("grant_outcome_unknown").unwrap_or_else(|| panic!("{actions:?}"));
+    assert!(
+        position("released").unwrap() < unknown && unknown < position("deprovisioned").unwrap(),
+        "{actions:?}"
+    );
+
+    let orphan = std::fs::read_to_string(&started).unwrap();
+    let _ = Command::new("kill").arg(orphan.trim()).status();
 }

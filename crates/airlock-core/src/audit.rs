@@ -36,76 +36,68 @@ impl Actor {
     }
 }
 
-/// What happened. Stored by name; names never change once released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditAction {
-    Requested,
-    ApprovalRecorded,
-    Approved,
-    Denied,
-    Cancelled,
-    TimedOut,
-    GrantAttemptFailed,
-    /// A grant attempt ended without a result (its lease lapsed, or its
-    /// process restarted): the target may have granted it.
-    GrantOutcomeUnknown,
-    Granted,
-    Failed,
-    Expired,
-    Released,
-    Revoked,
-    RevokeAttemptFailed,
-    Deprovisioned,
-    /// A late grant result arrived after removal: the grant is removed again.
-    RevocationRepeated,
-    /// A policy set was put in force.
-    PolicyActivated,
-    /// A policy set failed to load or validate; the one in force stayed.
-    PolicyRefused,
-    /// A policy set awaits a second admin's approval.
-    PolicyProposed,
-    /// An admin approved a proposed set that needs another admin still.
-    PolicyApprovalRecorded,
-    /// Reconciliation found the target and Airlock's grants disagree.
-    DriftFound,
-    /// Reconciliation fixed a finding in the target.
-    DriftFixed,
-    /// Reconciliation could not fix a finding; the next run finds it again.
-    DriftFixFailed,
-    /// The server found the audit chain broken at start and the operator
-    /// told it to serve anyway.
-    AuditBreakAccepted,
+/// Declares [`AuditAction`] with each action's stored name, and
+/// `AuditAction::ALL` from the same list, so nothing that counts or lists
+/// actions can miss one.
+macro_rules! audit_actions {
+    ($($(#[$doc:meta])* $name:ident => $text:literal,)*) => {
+        /// What happened. Stored by name; names never change once released.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum AuditAction {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl AuditAction {
+            /// Every action, once.
+            pub const ALL: [AuditAction; [$(AuditAction::$name),*].len()] =
+                [$(AuditAction::$name),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(AuditAction::$name => $text,)*
+                }
+            }
+        }
+    };
 }
 
-impl AuditAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditAction::Requested => "requested",
-            AuditAction::ApprovalRecorded => "approval_recorded",
-            AuditAction::Approved => "approved",
-            AuditAction::Denied => "denied",
-            AuditAction::Cancelled => "cancelled",
-            AuditAction::TimedOut => "timed_out",
-            AuditAction::GrantAttemptFailed => "grant_attempt_failed",
-            AuditAction::GrantOutcomeUnknown => "grant_outcome_unknown",
-            AuditAction::Granted => "granted",
-            AuditAction::Failed => "failed",
-            AuditAction::Expired => "expired",
-            AuditAction::Released => "released",
-            AuditAction::Revoked => "revoked",
-            AuditAction::RevokeAttemptFailed => "revoke_attempt_failed",
-            AuditAction::Deprovisioned => "deprovisioned",
-            AuditAction::RevocationRepeated => "revocation_repeated",
-            AuditAction::PolicyActivated => "policy_activated",
-            AuditAction::PolicyRefused => "policy_refused",
-            AuditAction::PolicyProposed => "policy_proposed",
-            AuditAction::PolicyApprovalRecorded => "policy_approval_recorded",
-            AuditAction::DriftFound => "drift_found",
-            AuditAction::DriftFixed => "drift_fixed",
-            AuditAction::DriftFixFailed => "drift_fix_failed",
-            AuditAction::AuditBreakAccepted => "audit_break_accepted",
-        }
-    }
+audit_actions! {
+    Requested => "requested",
+    ApprovalRecorded => "approval_recorded",
+    Approved => "approved",
+    Denied => "denied",
+    Cancelled => "cancelled",
+    TimedOut => "timed_out",
+    GrantAttemptFailed => "grant_attempt_failed",
+    /// A grant attempt ended without a result (its lease lapsed, or its
+    /// process restarted): the target may have granted it.
+    GrantOutcomeUnknown => "grant_outcome_unknown",
+    Granted => "granted",
+    Failed => "failed",
+    Expired => "expired",
+    Released => "released",
+    Revoked => "revoked",
+    RevokeAttemptFailed => "revoke_attempt_failed",
+    Deprovisioned => "deprovisioned",
+    /// A late grant result arrived after removal: the grant is removed again.
+    RevocationRepeated => "revocation_repeated",
+    /// A policy set was put in force.
+    PolicyActivated => "policy_activated",
+    /// A policy set failed to load or validate; the one in force stayed.
+    PolicyRefused => "policy_refused",
+    /// A policy set awaits a second admin's approval.
+    PolicyProposed => "policy_proposed",
+    /// An admin approved a proposed set that needs another admin still.
+    PolicyApprovalRecorded => "policy_approval_recorded",
+    /// Reconciliation found the target and Airlock's grants disagree.
+    DriftFound => "drift_found",
+    /// Reconciliation fixed a finding in the target.
+    DriftFixed => "drift_fixed",
+    /// Reconciliation could not fix a finding; the next run finds it again.
+    DriftFixFailed => "drift_fix_failed",
+    /// The server found the audit chain broken at start and the operator
+    /// told it to serve anyway.
+    AuditBreakAccepted => "audit_break_accepted",
 }
 
 /// One thing that happened, as decided by the core. The shell gives it a

@@ -103,7 +103,42 @@ pub struct Settings {
     pub policy_two_person: bool,
     /// How often reconciliation runs in the background (`None`: never).
     pub reconcile_every: Option<Duration>,
+    /// Signed checkpoints of the audit chain.
     pub audit: AuditSettings,
+    /// What the API allows a client before it closes the connection.
+    pub http: HttpLimits,
+}
+
+/// What the API allows one client, so that slow or silent connections cannot
+/// pile up (`[server]` `header_timeout`, `body_timeout`, `idle_timeout`,
+/// `max_connections`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's line and headers must arrive within this, counted from
+    /// when the connection is ready for a request: a connection kept alive
+    /// with nothing more to say is closed after it too.
+    pub header_timeout: Duration,
+    /// A request's whole body must arrive within this once its headers have.
+    pub body_timeout: Duration,
+    /// A connection with no request being handled on which no byte moves
+    /// either way this long is closed (a client that stops reading its
+    /// response).
+    pub idle_timeout: Duration,
+    /// Connections served at once; more are answered 503 and closed. The
+    /// server lowers it further when the descriptor limit is too low to keep
+    /// room for the store and connector calls.
+    pub max_connections: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
 }
 
 /// Signed checkpoints of the audit chain (the `[audit]` table).
@@ -193,6 +228,64 @@ struct RawServer {
     mfa_header: Option<Spanned<String>>,
     /// A duration, or `off` / `0s` for never.
     reconcile_every: Option<Spanned<String>>,
+    header_timeout: Option<Spanned<String>>,
+    body_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<u32>>,
+}
+
+/// The shortest and longest timeout the API accepts for a client.
+const HTTP_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(3600));
+/// The most connections the API can be told to serve at once.
+const MAX_CONNECTIONS_LIMIT: u32 = 1_000_000;
+
+/// The `[server]` keys that bound what a client may hold.
+fn http_limits(src: &Source<'_>, server: &RawServer) -> Result<HttpLimits, ConfigError> {
+    let defaults = HttpLimits::default();
+    let (shortest, longest) = HTTP_TIMEOUT_RANGE;
+    let timeout = |key: &str, raw: &Option<Spanned<String>>, default: Duration| {
+        let Some(raw) = raw else {
+            return Ok(default);
+        };
+        let field = format!("server.{key}");
+        let value = src.duration(&field, raw)?;
+        if value < shortest || value > longest {
+            return Err(src.error(
+                raw.span(),
+                format!(
+                    "{field}: `{}` must be between {} and {}",
+                    raw.get_ref(),
+                    humantime::format_duration(shortest),
+                    humantime::format_duration(longest)
+                ),
+            ));
+        }
+        Ok(value)
+    };
+    let max_connections = match &server.max_connections {
+        None => defaults.max_connections,
+        Some(n) if (1..=MAX_CONNECTIONS_LIMIT).contains(n.get_ref()) => *n.get_ref(),
+        Some(n) => {
+            return Err(src.error(
+                n.span(),
+                format!(
+                    "server.max_connections: `{}` must be between 1 and {MAX_CONNECTIONS_LIMIT}",
+                    n.get_ref()
+                ),
+            ))
+        }
+    };
+    Ok(HttpLimits {
+        header_timeout: timeout(
+            "header_timeout",
+            &server.header_timeout,
+            defaults.header_timeout,
+        )?,
+        body_timeout: timeout("body_timeout", &server.body_timeout, defaults.body_timeout)?,
+        idle_timeout: timeout("idle_timeout", &server.idle_timeout, defaults.idle_timeout)?,
+        max_connections,
+    })
 }
 
 #[derive(Deserialize)]
@@ -477,6 +570,7 @@ impl Settings {
             checkpoint_every,
             accept_broken_chain: false,
         };
+        let http = http_limits(&src, server)?;
         let mfa_header = match &server.mfa_header {
             Some(h) => {
                 let name = h.get_ref().trim().to_ascii_lowercase();
@@ -1006,6 +1100,7 @@ impl Settings {
             policy_two_person,
             reconcile_every,
             audit,
+            http,
         })
     }
 }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod clock;
 mod reconcile;
 
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
@@ -27,28 +28,12 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::metrics::{CallOutcome, Metrics};
 use crate::policy::{self, Policies, PolicyLoadError, Reloaded};
-use crate::store::{AuditFilter, ChainReport, RequestFilter, Store, StoreError};
+use crate::store::{AuditFilter, ChainReport, RequestFilter, RevocationBacklog, Store, StoreError};
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use reconcile::{
     ConnectorOutcome, ConnectorReport, FindingReport, FixOutcome, ReconcileReport,
 };
-
-/// The only source of the current time outside tests.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> Timestamp;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    #[expect(clippy::disallowed_methods, reason = "the one production clock")]
-    fn now(&self) -> Timestamp {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        Timestamp::from_unix_millis(i64::try_from(ms).unwrap_or(i64::MAX))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -110,7 +95,7 @@ pub enum ApproverDecision {
 }
 
 /// Connector calls in flight at once; the rest wait their turn.
-const MAX_CONCURRENT_CALLS: usize = 256;
+pub(crate) const MAX_CONCURRENT_CALLS: usize = 256;
 /// Due requests handled per scheduler pass.
 const SCHEDULER_BATCH: u32 = 256;
 /// How long a scheduler pass holds the due work it claimed before another
@@ -278,6 +263,12 @@ impl Engine {
 
     pub fn overdue_after(&self) -> Duration {
         self.overdue_after
+    }
+
+    /// Revocations outstanding now, and how many are overdue.
+    pub async fn revocation_backlog(&self) -> Result<RevocationBacklog, EngineError> {
+        let line = self.clock.now().minus(self.overdue_after);
+        Ok(self.store.revocation_backlog(line).await?)
     }
 
     /// Creates a request; auto-approved ones start provisioning at once.
@@ -714,8 +705,10 @@ impl Engine {
                     Duration::from_secs(1)
                 }
             };
+            // On the engine's clock, so a test's injected time wakes it.
+            let wake_at = self.clock.now().plus(pause);
             tokio::select! {
-                () = tokio::time::sleep(pause) => {}
+                () = self.clock.sleep_until(wake_at) => {}
                 () = self.wake.notified() => {}
                 _ = shutdown.changed() => {}
             }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub mfa_header: Option<String>,
     /// The public key audit checkpoints are signed with (`ed25519:` hex).
     pub checkpoint_key: Option<String>,
+    /// How long a request body may take to arrive (`server.body_timeout`).
+    pub body_timeout: Duration,
 }
 
 /// When the caller last completed MFA, as the authenticating proxy in front
@@ -111,17 +113,7 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(state): axum::extract::State<AppState>| async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        state.engine.metrics().render(),
-                    )
-                },
-            ),
-        )
+        .route("/metrics", get(metrics))
         .route("/v1/me", get(me))
         .route("/v1/entitlements", get(entitlements))
         .route("/v1/requests", post(create_request).get(list_requests))
@@ -301,18 +293,32 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// A JSON body whose parse errors name the field at fault. An empty body
 /// reads as `{}` so commands without arguments need none; any other body
 /// must say it is JSON and be exactly one JSON value.
+/// The whole body must arrive within `server.body_timeout`, so a client
+/// cannot hold a handler by sending it slowly.
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let declared_json = req
             .headers()
             .get(header::CONTENT_TYPE)
             .map(|v| is_json_media_type(v.as_bytes()));
-        let bytes = axum::body::Bytes::from_request(req, state)
+        let limit = state.body_timeout;
+        let bytes = tokio::time::timeout(limit, axum::body::Bytes::from_request(req, state))
             .await
+            .map_err(|_| ApiError {
+                field: Some("body".to_owned()),
+                ..ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "the request body did not arrive within {}",
+                        humantime::format_duration(limit)
+                    ),
+                )
+            })?
             .map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(
@@ -408,6 +414,18 @@ fn view(state: &AppState, r: &AccessRequest) -> RequestView {
 /// Who may see a request: its requester, its eligible approvers, admins and auditors.
 fn can_see(user: &User, r: &AccessRequest) -> bool {
     user.id == r.requester || user.sees_everything() || user.in_any(&r.approver_groups())
+}
+
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiResult<impl IntoResponse> {
+    // A store that cannot count the backlog fails the scrape: an alert on
+    // overdue revocations must not read a silent zero.
+    let backlog = state.engine.revocation_backlog().await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.engine.metrics().render(backlog),
+    ))
 }
 
 async fn readyz(

@@ -1,5 +1,6 @@
 //! Airlock's edges around the pure core: configuration, the SQLite store,
-//! connectors wiring, the scheduler, the HTTP API and its typed client.
+//! connectors wiring, the scheduler, the HTTP API (and the accept loop that
+//! bounds what a client may hold) and its typed client.
 
 pub mod api;
 pub mod checkpoint;
@@ -9,5 +10,6 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod policy;
+pub mod serve;
 pub mod server;
 pub mod store;

@@ -9,31 +9,10 @@ use std::time::Duration;
 use airlock_core::audit::AuditAction;
 use airlock_core::request::JobAction;
 
-const ACTIONS: [AuditAction; 23] = [
-    AuditAction::Requested,
-    AuditAction::ApprovalRecorded,
-    AuditAction::Approved,
-    AuditAction::Denied,
-    AuditAction::Cancelled,
-    AuditAction::TimedOut,
-    AuditAction::GrantAttemptFailed,
-    AuditAction::GrantOutcomeUnknown,
-    AuditAction::Granted,
-    AuditAction::Failed,
-    AuditAction::Expired,
-    AuditAction::Released,
-    AuditAction::Revoked,
-    AuditAction::RevokeAttemptFailed,
-    AuditAction::Deprovisioned,
-    AuditAction::RevocationRepeated,
-    AuditAction::PolicyActivated,
-    AuditAction::PolicyRefused,
-    AuditAction::PolicyProposed,
-    AuditAction::PolicyApprovalRecorded,
-    AuditAction::DriftFound,
-    AuditAction::DriftFixed,
-    AuditAction::DriftFixFailed,
-];
+use crate::store::RevocationBacklog;
+
+/// Every audit action, in the order their counters are kept.
+const ACTIONS: [AuditAction; AuditAction::ALL.len()] = AuditAction::ALL;
 
 /// Upper bounds (seconds) of the revocation lag histogram buckets.
 const LAG_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
@@ -90,8 +69,10 @@ impl Metrics {
         );
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
+    /// The text exposition format, with the revocations the targets have
+    /// not confirmed yet (read from the store for each scrape, so every
+    /// replica reports the same backlog).
+    pub fn render(&self, backlog: RevocationBacklog) -> String {
         let mut out = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         out.push_str("# HELP airlock_events_total Audit events recorded, by action.\n");
@@ -139,6 +120,16 @@ impl Metrics {
             get(&self.lag_sum_ms) as f64 / 1000.0
         );
         let _ = writeln!(out, "airlock_revocation_lag_seconds_count {count}");
+        out.push_str("# HELP airlock_revocations_outstanding Grants whose removal the target has not confirmed.\n");
+        out.push_str("# TYPE airlock_revocations_outstanding gauge\n");
+        let _ = writeln!(
+            out,
+            "airlock_revocations_outstanding {}",
+            backlog.outstanding
+        );
+        out.push_str("# HELP airlock_revocations_overdue Of those, the ones past server.revocation_overdue_after.\n");
+        out.push_str("# TYPE airlock_revocations_overdue gauge\n");
+        let _ = writeln!(out, "airlock_revocations_overdue {}", backlog.overdue);
         out
     }
 }
@@ -155,7 +146,10 @@ mod tests {
         m.call(JobAction::Revoke, CallOutcome::Retryable);
         m.revocation_lag(Duration::from_millis(80));
         m.revocation_lag(Duration::from_secs(3));
-        let text = m.render();
+        let text = m.render(RevocationBacklog {
+            outstanding: 3,
+            overdue: 1,
+        });
         assert!(
             text.contains("airlock_events_total{action=\"granted\"} 2\n"),
             "{text}"
@@ -168,5 +162,7 @@ mod tests {
         assert!(text.contains("airlock_revocation_lag_seconds_bucket{le=\"5\"} 2\n"));
         assert!(text.contains("airlock_revocation_lag_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("airlock_revocation_lag_seconds_sum 3.08\n"));
+        assert!(text.contains("airlock_revocations_outstanding 3\n"));
+        assert!(text.contains("airlock_revocations_overdue 1\n"));
     }
 }

@@ -12,14 +12,14 @@ use airlock_connectors::ssh::SshCertificateAuthority;
 use airlock_connectors::webhook::{WebhookConnector, WebhookSettings};
 use airlock_connectors::Connector;
 use airlock_core::policy_change::Trigger;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{self, CheckpointError, Checkpointer};
 use crate::config::{ConnectorSettings, Settings};
 use crate::engine::{Clock, Engine, EngineParts, PolicyChange, SystemClock};
 use crate::http::{router, AppState};
 use crate::policy::{Policies, PolicyLoadError};
+use crate::serve::{connection_cap, raise_descriptor_limit, serve};
 use crate::store::sql::SqlStore;
 use crate::store::{Store, StoreError};
 
@@ -31,24 +31,48 @@ pub enum StartError {
     Connector { name: String, message: String },
     #[error("policies: {0}")]
     Policy(#[from] PolicyLoadError),
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    #[error("cannot record accepting the broken audit chain: {0}")]
-    AcceptBreak(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// Reloading on SIGHUP is part of how an operator runs the server, so a
+    /// handler that cannot be installed stops the start rather than being
+    /// found missing later.
+    #[error("cannot listen for SIGHUP: {0}")]
+    Signal(std::io::Error),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("cannot record accepting the broken audit chain: {0}")]
+    AcceptBreak(String),
+}
+
+/// Why a running server stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the {task} stopped unexpectedly")]
+    Stopped { task: &'static str },
+    #[error("the {task} failed: {message}")]
+    Failed { task: &'static str, message: String },
+    #[error("the {task} panicked: {message}")]
+    Panicked { task: &'static str, message: String },
+}
+
+/// How one long-running task ended.
+struct Ended {
+    task: &'static str,
+    outcome: Result<(), String>,
+    panicked: Option<String>,
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
 pub struct Server {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    checkpointer: Arc<Checkpointer>,
-    engine: Arc<Engine>,
+    ended: mpsc::UnboundedReceiver<Ended>,
+    running: usize,
+    /// Signs the audit head once everything else has stopped.
+    audit: Option<(Arc<Checkpointer>, Arc<Engine>)>,
 }
 
 impl Server {
@@ -59,30 +83,95 @@ impl Server {
 
     /// The public key audit checkpoints are signed with (`ed25519:` hex).
     pub fn checkpoint_key(&self) -> String {
-        self.checkpointer.public_key()
+        self.audit
+            .as_ref()
+            .map(|(checkpointer, _)| checkpointer.public_key())
+            .unwrap_or_default()
     }
 
-    /// Stops accepting requests and stops the scheduler; waits for both,
-    /// then signs the final audit head.
-    pub async fn shutdown(self) {
+    /// Stops accepting requests and stops the scheduler; waits for every
+    /// long-running task to end, then signs the final audit head.
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        while self.running > 0 && self.ended.recv().await.is_some() {
+            self.running -= 1;
         }
-        sign_or_refuse(&self.checkpointer, &self.engine).await;
+        if let Some((checkpointer, engine)) = &self.audit {
+            sign_or_refuse(checkpointer, engine).await;
+        }
     }
 
-    /// Runs until the HTTP server or the scheduler stops.
-    pub async fn wait(mut self) {
-        if let Some(first) = self.tasks.pop() {
-            let _ = first.await;
+    /// Runs until shutdown is asked for through [`Server::shutdown_handle`],
+    /// or until a long-running task (the scheduler, the HTTP server, the
+    /// SIGHUP reloader, the reconciler) ends on its own: then the others
+    /// are stopped too and the error names the task.
+    pub async fn wait(mut self) -> Result<(), ServeError> {
+        let first = self.ended.recv().await;
+        let stopping = *self.shutdown.borrow();
+        self.running = self.running.saturating_sub(1);
+        let result = match first {
+            _ if stopping => Ok(()),
+            None => Err(ServeError::Stopped { task: "server" }),
+            Some(ended) => Err(ended.into_error()),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "stopping the server");
         }
         self.shutdown().await;
+        result
     }
 
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
+}
+
+impl Ended {
+    fn into_error(self) -> ServeError {
+        let task = self.task;
+        match (self.panicked, self.outcome) {
+            (Some(message), _) => ServeError::Panicked { task, message },
+            (None, Err(message)) => ServeError::Failed { task, message },
+            (None, Ok(())) => ServeError::Stopped { task },
+        }
+    }
+}
+
+/// Runs `work` as a long-running task of the server and reports how it
+/// ended (returned, failed, panicked) on `ended`.
+fn supervise<F>(task: &'static str, ended: &mpsc::UnboundedSender<Ended>, work: F)
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let handle = tokio::spawn(work);
+    let ended = ended.clone();
+    tokio::spawn(async move {
+        let report = match handle.await {
+            Ok(outcome) => Ended {
+                task,
+                outcome,
+                panicked: None,
+            },
+            Err(e) => Ended {
+                task,
+                outcome: Ok(()),
+                panicked: Some(panic_message(e)),
+            },
+        };
+        let _ = ended.send(report);
+    });
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
 }
 
 pub fn build_connectors(
@@ -152,26 +241,22 @@ pub fn build_connectors(
 /// Reloads the policy set on SIGHUP until shutdown (or proposes it, under
 /// the two-person rule). A set that fails to load is logged with every
 /// error and audited, and the one in force stays.
-async fn reload_on_hangup(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload policies through the API");
-            return;
-        }
-    };
+async fn reload_on_hangup(
+    engine: Arc<Engine>,
+    mut hangups: tokio::signal::unix::Signal,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
     loop {
         let stopping = async {
             // The guard `wait_for` returns is not `Send`: keep it inside.
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
         let got = tokio::select! {
-            () = stopping => return,
+            () = stopping => return Ok(()),
             got = hangups.recv() => got,
         };
         if got.is_none() {
-            return;
+            return Err("the SIGHUP stream closed".to_owned());
         }
         match engine.change_policies(None, Trigger::Signal).await {
             Ok(PolicyChange::Activated(r)) => tracing::info!(previous = %r.previous,
@@ -221,6 +306,20 @@ async fn run_checkpoints(
             return;
         }
         sign_or_refuse(&checkpointer, &engine).await;
+    }
+}
+
+/// Ends with `Ok` once `shutdown` has turned true: a task that returns
+/// before then stopped on its own.
+async fn until_stopped<F: std::future::Future<Output = ()>>(
+    work: F,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    work.await;
+    if *shutdown.borrow() {
+        Ok(())
+    } else {
+        Err("it returned before shutdown".to_owned())
     }
 }
 
@@ -303,10 +402,15 @@ pub async fn start_with_clock(
         source,
     })?;
     let (shutdown, watcher) = watch::channel(false);
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(StartError::Signal)?;
+    let open_files = raise_descriptor_limit();
+    let cap = connection_cap(settings.http.max_connections, open_files);
     let state = AppState {
         engine: Arc::clone(&engine),
         tokens: Arc::new(settings.token_hashes.clone()),
         mfa_header: settings.mfa_header.clone(),
+        body_timeout: settings.http.body_timeout,
         checkpoint_key: Some(checkpointer.public_key()),
     };
     let health_engine = Arc::clone(&engine);
@@ -321,43 +425,176 @@ pub async fn start_with_clock(
             tracing::error!(error = %e, "could not settle the connector attempts lost in the last stop; their leases will")
         }
     }
-    let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher.clone()));
+    let (ended, ended_rx) = mpsc::unbounded_channel();
+    let mut running = 0;
+    supervise(
+        "scheduler",
+        &ended,
+        until_stopped(
+            Arc::clone(&engine).run_scheduler(watcher.clone()),
+            watcher.clone(),
+        ),
+    );
+    running += 1;
     if let Err(e) = engine.record_policy_start().await {
         tracing::error!(error = %e, "could not record the policy set in force");
     }
-    let reloader = tokio::spawn(reload_on_hangup(Arc::clone(&engine), watcher.clone()));
-    let mut tasks = Vec::new();
+    supervise(
+        "SIGHUP reloader",
+        &ended,
+        reload_on_hangup(Arc::clone(&engine), hangups, watcher.clone()),
+    );
+    running += 1;
     match settings.reconcile_every {
         Some(every) => {
             tracing::info!(every = %humantime::format_duration(every), "reconciliation scheduled");
-            tasks.push(tokio::spawn(
-                Arc::clone(&engine).run_reconciler(every, watcher.clone()),
-            ));
+            supervise(
+                "reconciler",
+                &ended,
+                until_stopped(
+                    Arc::clone(&engine).run_reconciler(every, watcher.clone()),
+                    watcher.clone(),
+                ),
+            );
+            running += 1;
         }
         None => tracing::info!("scheduled reconciliation is off (server.reconcile_every)"),
     }
-    tasks.push(tokio::spawn(run_checkpoints(
-        Arc::clone(&checkpointer),
-        Arc::clone(&engine),
-        settings.audit.checkpoint_every,
-        watcher.clone(),
-    )));
-    let mut http_watcher = watcher;
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-            let _ = http_watcher.wait_for(|stop| *stop).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "http server failed");
-        }
+    supervise(
+        "audit checkpointer",
+        &ended,
+        until_stopped(
+            run_checkpoints(
+                Arc::clone(&checkpointer),
+                Arc::clone(&engine),
+                settings.audit.checkpoint_every,
+                watcher.clone(),
+            ),
+            watcher.clone(),
+        ),
+    );
+    running += 1;
+    let limits = settings.http.clone();
+    tracing::info!(
+        header_timeout = %humantime::format_duration(limits.header_timeout),
+        body_timeout = %humantime::format_duration(limits.body_timeout),
+        idle_timeout = %humantime::format_duration(limits.idle_timeout),
+        max_connections = cap,
+        "http limits"
+    );
+    let http_watcher = watcher.clone();
+    supervise("HTTP server", &ended, async move {
+        serve(listener, router(state), limits, cap, http_watcher.clone())
+            .await
+            .map_err(|e| format!("the listener failed: {e}"))?;
+        until_stopped(async {}, http_watcher).await
     });
+    running += 1;
     tracing::info!(%addr, database = %settings.database.describe(), "airlock listening");
-    tasks.extend([scheduler, http, reloader]);
     Ok(Server {
         addr,
         shutdown,
-        tasks,
-        checkpointer,
-        engine,
+        ended: ended_rx,
+        running,
+        audit: Some((checkpointer, engine)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::time::Duration;
+
+    use super::*;
+
+    type Task = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+    /// A server made of `tasks` alone, supervised as `start` does.
+    fn server_of(shutdown: watch::Sender<bool>, tasks: Vec<(&'static str, Task)>) -> Server {
+        let (ended, ended_rx) = mpsc::unbounded_channel();
+        let running = tasks.len();
+        for (task, work) in tasks {
+            supervise(task, &ended, work);
+        }
+        Server {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shutdown,
+            ended: ended_rx,
+            running,
+            audit: None,
+        }
+    }
+
+    /// A task that runs until shutdown, as a healthy one does.
+    fn healthy(shutdown: &watch::Sender<bool>) -> Task {
+        let mut stop = shutdown.subscribe();
+        Box::pin(async move {
+            let _ = stop.wait_for(|s| *s).await.map(|_| ());
+            Ok(())
+        })
+    }
+
+    async fn outcome(server: Server) -> Result<(), String> {
+        tokio::time::timeout(Duration::from_secs(5), server.wait())
+            .await
+            .map_err(|_| "wait did not return".to_owned())?
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn any_task_ending_stops_the_server_with_an_error_naming_it() {
+        let (shutdown, _) = watch::channel(false);
+        let returned: Task = Box::pin(async { Ok(()) });
+        let server = server_of(
+            shutdown.clone(),
+            vec![("HTTP server", healthy(&shutdown)), ("scheduler", returned)],
+        );
+        assert_eq!(
+            outcome(server).await,
+            Err("the scheduler stopped unexpectedly".to_owned())
+        );
+
+        let (shutdown, _) = watch::channel(false);
+        let failed: Task = Box::pin(async { Err("the listener failed: boom".to_owned()) });
+        let server = server_of(
+            shutdown.clone(),
+            vec![("scheduler", healthy(&shutdown)), ("HTTP server", failed)],
+        );
+        assert_eq!(
+            outcome(server).await,
+            Err("the HTTP server failed: the listener failed: boom".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_named_with_its_message() {
+        let (shutdown, _) = watch::channel(false);
+        fn lose_the_plot() -> Result<(), String> {
+            panic!("lost the plot")
+        }
+        let panicked: Task = Box::pin(async { lose_the_plot() });
+        let server = server_of(
+            shutdown.clone(),
+            vec![("scheduler", healthy(&shutdown)), ("reconciler", panicked)],
+        );
+        assert_eq!(
+            outcome(server).await,
+            Err("the reconciler panicked: lost the plot".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn asking_for_shutdown_is_a_clean_stop() {
+        let (shutdown, _) = watch::channel(false);
+        let server = server_of(
+            shutdown.clone(),
+            vec![
+                ("scheduler", healthy(&shutdown)),
+                ("HTTP server", healthy(&shutdown)),
+            ],
+        );
+        let _ = server.shutdown_handle().send(true);
+        assert_eq!(outcome(server).await, Ok(()));
+    }
 }

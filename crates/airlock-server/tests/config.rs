@@ -16,7 +16,7 @@ use std::time::Duration;
 use airlock_connectors::ssh::DEFAULT_EXTENSIONS;
 use airlock_core::drift::DriftPolicy;
 use airlock_server::config::{
-    token_hash, ConfigError, ConnectorSettings, Settings, DEFAULT_CHECKPOINT_EVERY,
+    token_hash, ConfigError, ConnectorSettings, HttpLimits, Settings, DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_RECONCILE_EVERY,
 };
 use airlock_server::store::sql::Location;
@@ -34,6 +34,10 @@ retry_base = "500ms"
 retry_cap = "1m"
 revocation_overdue_after = "5m"
 reconcile_every = "10m"
+header_timeout = "5s"
+body_timeout = "20s"
+idle_timeout = "2m"
+max_connections = 500
 
 [audit]
 checkpoint_key = "/etc/airlock/checkpoint.key"
@@ -203,6 +207,15 @@ fn the_good_config_parses_into_typed_settings() {
     assert_eq!(s.audit.checkpoint_every, Duration::from_secs(600));
     // Only the command line accepts a broken chain, for one start.
     assert!(!s.audit.accept_broken_chain);
+    assert_eq!(
+        s.http,
+        HttpLimits {
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 500,
+        }
+    );
     let drift: Vec<(&str, DriftPolicy)> = s
         .catalog
         .entitlements
@@ -336,6 +349,8 @@ fn an_empty_config_gets_defaults() {
         Path::new("/srv/airlock/airlock-data/audit/checkpoint.key")
     );
     assert_eq!(s.audit.checkpoint_every, DEFAULT_CHECKPOINT_EVERY);
+    assert_eq!(s.http, HttpLimits::default());
+    assert_eq!(s.http.header_timeout, Duration::from_secs(10));
 }
 
 #[test]
@@ -546,6 +561,42 @@ fn bad_configs_name_file_line_and_field() {
             "checkpoint_kye = \"k\"",
             "checkpoint_kye",
             "unknown field",
+        ),
+        case(
+            "header_timeout",
+            "header_timeout = \"soon\"",
+            "server.header_timeout",
+            "`soon`",
+        ),
+        case(
+            "header_timeout",
+            "header_timeout = \"10ms\"",
+            "server.header_timeout",
+            "must be between 100ms and 1h",
+        ),
+        case(
+            "body_timeout",
+            "body_timeout = \"2h\"",
+            "server.body_timeout",
+            "must be between 100ms and 1h",
+        ),
+        case(
+            "idle_timeout",
+            "idle_timeout = \"0s\"",
+            "server.idle_timeout",
+            "`0s` must be between",
+        ),
+        case(
+            "max_connections",
+            "max_connections = 0",
+            "server.max_connections",
+            "`0` must be between 1 and 1000000",
+        ),
+        case(
+            "max_connections",
+            "max_connections = -5",
+            "server.max_connections",
+            "invalid value",
         ),
         case(
             "listen",

@@ -16,10 +16,14 @@ use std::time::Duration;
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
 use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
 use airlock_core::drift::DriftPolicy;
-use airlock_core::request::{self, Command, LifecycleSettings, NewRequest, Rejection, State};
+use airlock_core::request::{
+    self, Command, JobAction, LifecycleSettings, NewRequest, Rejection, State,
+};
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use airlock_server::store::sql::{Backend, Location, SqlStore};
-use airlock_server::store::{AuditFilter, Exclusive, RequestFilter, Store, StoreError};
+use airlock_server::store::{
+    AuditFilter, Exclusive, RequestFilter, RevocationBacklog, Store, StoreError,
+};
 use sqlx::Connection;
 
 /// A store under test and how to reach its database behind its back.
@@ -790,6 +794,65 @@ fn locations_parse_and_hide_passwords() {
         Location::Postgres("postgres://airlock:s3cret@db:5432/airlock".into())
     );
     assert_eq!(pg.describe(), "postgres://airlock@db:5432/airlock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revocation_backlog_counts_outstanding_and_overdue_removals() {
+    on_every_store(|store, _| async move {
+        let ent = entitlement(0);
+        assert_eq!(
+            store.revocation_backlog(at(0)).await.unwrap(),
+            RevocationBacklog::default()
+        );
+        // b0 ends at 1 s, b1 at 2 s, b2 stays active.
+        for (i, name) in ["u1", "u2", "u3"].into_iter().enumerate() {
+            let u = user(name, &[], &[]);
+            let id = format!("b{i}");
+            let r = create(&store, &u, &ent, &id, at(0)).await.unwrap();
+            let granted = Command::JobSucceeded {
+                action: JobAction::Grant,
+                token: r.claim_token,
+                certificate: None,
+            };
+            let r = apply(&store, &id, granted, at(10)).await.unwrap();
+            assert_eq!(r.state, State::Active);
+            if i < 2 {
+                let ended = at(1000 * (i64::try_from(i).unwrap() + 1));
+                let r = apply(&store, &id, Command::Release { by: u }, ended)
+                    .await
+                    .unwrap();
+                assert_eq!(r.state, State::Released);
+            }
+        }
+        // The overdue line falls between the two ends.
+        assert_eq!(
+            store.revocation_backlog(at(1500)).await.unwrap(),
+            RevocationBacklog {
+                outstanding: 2,
+                overdue: 1
+            }
+        );
+        // A confirmed removal leaves the backlog.
+        let b0 = store
+            .get_request(&RequestId::parse("b0").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let removed = Command::JobSucceeded {
+            action: JobAction::Revoke,
+            token: b0.claim_token,
+            certificate: None,
+        };
+        apply(&store, "b0", removed, at(3000)).await.unwrap();
+        assert_eq!(
+            store.revocation_backlog(at(5000)).await.unwrap(),
+            RevocationBacklog {
+                outstanding: 1,
+                overdue: 1
+            }
+        );
+    })
+    .await;
 }
 
 /// A change the database refuses (here the one-open-request unique index,

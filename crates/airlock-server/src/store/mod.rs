@@ -78,6 +78,15 @@ pub struct RequestFilter {
     pub limit: u32,
 }
 
+/// Removals the targets have not confirmed yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RevocationBacklog {
+    /// Requests with a revoke outstanding.
+    pub outstanding: u64,
+    /// Those of them that ended before the overdue line.
+    pub overdue: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub request: Option<String>,
@@ -141,6 +150,15 @@ pub trait Store: Send + Sync {
     /// (A claim runs out within its lease, so a scheduler waiting on
     /// another's claim wakes at least once per lease.)
     async fn next_due_at(&self, now: Timestamp) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Requests whose removal from the target is outstanding, and how many
+    /// of them ended before `overdue_before`: the core's
+    /// `AccessRequest::revocation_overdue` with `overdue_before = now -
+    /// grace`, counted in the database.
+    async fn revocation_backlog(
+        &self,
+        overdue_before: Timestamp,
+    ) -> Result<RevocationBacklog, StoreError>;
 
     /// Matching events in sequence order (the newest `limit` of them).
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;

@@ -36,7 +36,7 @@ use super::migrations::{latest, Migration, MIGRATIONS};
 use super::record::{JobRecord, RequestRecord};
 use super::{
     AuditFilter, ChainReport, CreateDecision, Exclusive, ImportReport, OpenRequests, RequestFilter,
-    Store, StoreError, UpdateDecision,
+    RevocationBacklog, Store, StoreError, UpdateDecision,
 };
 
 /// Where the store lives.
@@ -1339,6 +1339,26 @@ impl Store for SqlStore {
         .await
         .map_err(db_err)?;
         Ok(ts(next))
+    }
+
+    async fn revocation_backlog(
+        &self,
+        overdue_before: Timestamp,
+    ) -> Result<RevocationBacklog, StoreError> {
+        // A request with a job always has a deadline, so the partial
+        // deadline index narrows this to open work, never the history.
+        let (outstanding, overdue): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN ended_at < $1 THEN 1 ELSE 0 END), 0) \
+             FROM requests WHERE due_at IS NOT NULL AND job_action = 'revoke'",
+        )
+        .bind(overdue_before.unix_millis())
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(RevocationBacklog {
+            outstanding: u64::try_from(outstanding).unwrap_or(0),
+            overdue: u64::try_from(overdue).unwrap_or(0),
+        })
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
