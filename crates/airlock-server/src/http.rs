@@ -292,7 +292,7 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 /// A JSON body whose parse errors name the field at fault. An empty body
 /// reads as `{}` so commands without arguments need none; any other body
-/// must say it is JSON and be exactly one JSON value.
+/// must say it is JSON and be exactly one JSON object.
 /// The whole body must arrive within `server.body_timeout`, so a client
 /// cannot hold a handler by sending it slowly.
 pub struct ApiJson<T>(pub T);
@@ -341,6 +341,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         } else {
             &bytes
         };
+        // serde reads a struct from a JSON array too (`[true]` as
+        // `{"fix": true}`); every body the API takes is an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
