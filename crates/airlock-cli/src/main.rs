@@ -392,6 +392,9 @@ enum AuditCmd {
         #[arg(long, requires = "checkpoints")]
         database: Option<String>,
     },
+    /// The public key the server signs audit checkpoints with (`ed25519:…`),
+    /// to pin for `verify --checkpoints`.
+    Key,
 }
 
 fn main() -> std::process::ExitCode {
@@ -411,10 +414,24 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            say_err!("error: {e:#}");
+            say_err!("error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: many errors already quote
+/// their cause in their own message.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_logging(server: bool) {
@@ -444,7 +461,11 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             database,
             accept_broken_audit_chain,
         } => {
-            let (config, tokens) = demo::prepare(&data_dir, &listen)?;
+            let demo::Prepared {
+                config,
+                tokens,
+                reused,
+            } = demo::prepare(&data_dir, &listen)?;
             let mut settings = Settings::load(&config)?;
             settings.audit.accept_broken_chain = accept_broken_audit_chain;
             if let Some(db) = database {
@@ -458,9 +479,12 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             say!("Airlock demo is running at {url}");
             say!("Audit checkpoint key: {}", server.checkpoint_key());
             say!("Data dir: {} (tokens in tokens.json)", data_dir.display());
-            for user in demo::DEMO_USERS {
+            if reused {
+                say!("  (the state of the demo already there: its requests, tokens and policies; delete the folder to start over)");
+            }
+            for (user, role) in demo::DEMO_USERS {
                 say!(
-                    "  {user:<6} token: {}",
+                    "  {user:<6} token: {}   ({role})",
                     tokens.get(user).map_or("", String::as_str)
                 );
             }
@@ -784,6 +808,15 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             .await
         }
         Cmd::Audit {
+            verify: Some(AuditCmd::Key),
+            conn,
+            ..
+        } => {
+            let key = client(&conn)?.checkpoint_key().await?;
+            say!("{key}");
+            Ok(())
+        }
+        Cmd::Audit {
             verify: Some(AuditCmd::Verify { .. }),
             conn,
             ..
@@ -900,10 +933,12 @@ async fn wait_for_decision(
         }
         if tokio::time::Instant::now() >= deadline {
             bail!(
-                "request `{}` is still {} after waiting {}s",
+                "request `{}` is still {} after waiting {}; it stays open (see `airlock show {}`, or `airlock cancel {}` to withdraw it)",
                 request.id,
                 request.state,
-                limit.as_secs()
+                airlock_core::time::human_duration(limit),
+                request.id,
+                request.id
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1614,3 +1614,216 @@ connector = "slow"
     let orphan = std::fs::read_to_string(&started).unwrap();
     let _ = Command::new("kill").arg(orphan.trim()).status();
 }
+
+/// The README, read as the test's input.
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+        .expect("read README.md")
+}
+
+/// The fenced blocks of `lang` in `text`, in order.
+fn fenced(text: &str, lang: &str) -> Vec<String> {
+    let open = format!("```{lang}\n");
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&open) {
+        let body = &rest[start + open.len()..];
+        let end = body
+            .find("```")
+            .expect("an unclosed code block in the README");
+        blocks.push(body[..end].to_owned());
+        rest = &body[end + 3..];
+    }
+    blocks
+}
+
+/// The README's walkthrough, as written: its shell blocks run in order, in
+/// one shell, against a fresh demo. Only starting the demo (the first block)
+/// and its address are the test's own.
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let text = readme();
+    let start = text.find("## Five-minute walkthrough").unwrap();
+    let end = text.find("## Running a real server").unwrap();
+    let blocks = fenced(&text[start..end], "sh");
+    assert!(
+        blocks
+            .first()
+            .is_some_and(|b| b.contains("cargo run --release -- demo")),
+        "the walkthrough starts with the demo: {blocks:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(&dir.path().join("airlock-demo"));
+    let script = blocks[1..]
+        .join("\n")
+        .replace("http://127.0.0.1:8080", &demo.url);
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-e", "-x", "-o", "pipefail", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env_remove("AIRLOCK_TOKEN")
+        .env_remove("AIRLOCK_URL")
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the walkthrough failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    // What the walkthrough says happened, happened.
+    assert!(
+        stdout.contains("approval from bob: ok, watch the replicas"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("audit chain ok"), "{stdout}");
+    assert!(dir.path().join("airlock-demo/alice_key-cert.pub").exists());
+    let log = demo.connector_log();
+    assert!(
+        log.contains("revoke user=alice entitlement=prod-db-admin"),
+        "{log}"
+    );
+}
+
+/// The README's config example passes `airlock check-config`, given what
+/// the README says it needs (two variables set, a `policies/` folder).
+#[test]
+fn the_readme_config_example_passes_check_config() {
+    let toml = fenced(&readme(), "toml")
+        .into_iter()
+        .find(|b| b.contains("[server]"))
+        .expect("a config example in the README");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("airlock.toml"), toml).unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/demo");
+    for entry in std::fs::read_dir(demo).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["check-config", "airlock.toml"])
+        .current_dir(dir.path())
+        .env("AIRLOCK_WEBHOOK_SECRET", "0123456789abcdef0123")
+        .env("PGPASSWORD", "example")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("airlock.toml: ok"));
+}
+
+/// A second server on the same SQLite database is refused, saying why.
+#[test]
+fn a_second_demo_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Demo::start(dir.path());
+    let second = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("AIRLOCK_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another airlock is already running"), "{err}");
+}
+
+/// What a newcomer gets wrong gets an answer that says what to do.
+#[test]
+fn mistakes_get_messages_that_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let fails = |out: Output| -> String {
+        assert!(
+            !out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let as_user = |user: &str, url: &str, args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("AIRLOCK_URL", url)
+            .env("AIRLOCK_TOKEN", demo.token(user))
+            .output()
+            .unwrap()
+    };
+
+    // An address without its scheme, and a server that is not there.
+    let err = fails(as_user("alice", "127.0.0.1:8080", &["whoami"]));
+    assert!(
+        err.contains("is not a server URL") && err.contains("http://127.0.0.1:8080"),
+        "{err}"
+    );
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let err = fails(as_user("alice", &closed, &["whoami"]));
+    assert!(
+        err.contains("connection refused: is the server running"),
+        "{err}"
+    );
+
+    // A duration without a unit, a misspelled entitlement.
+    let err = fails(demo.cli(
+        "alice",
+        &["request", "staging-shell", "--for", "2", "--reason", "x"],
+    ));
+    assert!(err.contains("has no unit"), "{err}");
+    let err = fails(demo.cli("alice", &["request", "stagin-shell", "--reason", "x"]));
+    assert!(err.contains("did you mean `staging-shell`?"), "{err}");
+    let err = fails(demo.cli(
+        "alice",
+        &["request", "staging-shell", "--for", "5h", "--reason", "x"],
+    ));
+    assert!(err.contains("maximum of 1h "), "{err}");
+
+    // Waiting runs out: the request stays open, and the message says so.
+    let err = fails(demo.cli(
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--reason",
+            "x",
+            "--ticket",
+            "INC-1",
+            "--wait",
+            "--wait-timeout",
+            "1s",
+        ],
+    ));
+    assert!(err.contains("it stays open"), "{err}");
+    let pending = demo.json("alice", &["list", "--mine", "--state", "pending"]);
+    let id = pending[0]["id"].as_str().unwrap().to_owned();
+
+    // Someone else's request, an admin releasing, denying what has ended.
+    let err = fails(demo.cli("carol", &["release", &id]));
+    assert!(
+        err.contains("that you can see") || err.contains("only the requester"),
+        "{err}"
+    );
+    let shell = demo.json(
+        "alice",
+        &["request", "staging-shell", "--reason", "x", "--wait"],
+    );
+    let shell_id = shell["id"].as_str().unwrap().to_owned();
+    let err = fails(demo.cli("admin", &["release", &shell_id]));
+    assert!(err.contains("`revoke`"), "{err}");
+    demo.json("admin", &["revoke", &shell_id, "--reason", "done"]);
+    let err = fails(demo.cli("admin", &["deny", &shell_id, "--reason", "late"]));
+    assert!(err.contains("it is revoked"), "{err}");
+}

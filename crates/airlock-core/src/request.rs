@@ -28,7 +28,7 @@ use crate::audit::{Actor, AuditAction, AuditEvent};
 use crate::catalog::{Entitlement, Role, User};
 use crate::ids::{EntitlementId, GroupName, RequestId, UserId};
 use crate::text::{self, TextKind};
-use crate::time::Timestamp;
+use crate::time::{human_duration, Timestamp};
 
 /// Where a request is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -382,8 +382,8 @@ pub fn submit(
         return Err(invalid(
             "duration",
             format!(
-                "must not exceed the maximum of {}s for `{}`",
-                entitlement.max_duration.as_secs(),
+                "must not exceed the maximum of {} for `{}`",
+                human_duration(entitlement.max_duration),
                 entitlement.id
             ),
         ));
@@ -421,8 +421,8 @@ pub fn submit(
             return Err(invalid(
                 "start_at",
                 format!(
-                    "must be within {}s from now",
-                    settings.max_start_delay.as_secs()
+                    "must be within {} from now",
+                    human_duration(settings.max_start_delay)
                 ),
             ));
         }
@@ -850,6 +850,11 @@ impl AccessRequest {
                 approver.id
             )));
         }
+        // The state first: a request that is no longer pending has nobody
+        // to decide it, whatever the caller's groups.
+        if self.state != State::Pending {
+            return Err(self.conflict(verb, "only a pending request can be decided"));
+        }
         if let Err(why) = &permission.outcome {
             return Err(Rejection::Forbidden(format!(
                 "`{}` may not {verb} `{}`: {why}",
@@ -865,9 +870,6 @@ impl AccessRequest {
                 self.tier_summary()
             )));
         }
-        if self.state != State::Pending {
-            return Err(self.conflict(verb, "only a pending request can be decided"));
-        }
         Ok(tiers)
     }
 
@@ -882,8 +884,13 @@ impl AccessRequest {
 
     fn check_requester(&self, by: &User, verb: &str) -> Result<(), Rejection> {
         if by.id != self.requester {
+            let hint = if by.has_role(Role::Admin) && verb == "release" {
+                "; an admin ends someone else's grant with `revoke` and a reason"
+            } else {
+                ""
+            };
             return Err(Rejection::Forbidden(format!(
-                "only the requester `{}` may {verb} `{}`",
+                "only the requester `{}` may {verb} `{}`{hint}",
                 self.requester, self.id
             )));
         }

@@ -35,11 +35,41 @@ pub fn parse_time(raw: &str) -> Result<Timestamp, String> {
 }
 
 /// A duration given as `"2h"` / `"90m"` or as a number of seconds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum DurationInput {
     Seconds(u64),
     Text(String),
+}
+
+/// By hand rather than `untagged`, whose error names the Rust type instead
+/// of saying what the field takes.
+impl<'de> Deserialize<'de> for DurationInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Expect;
+        impl serde::de::Visitor<'_> for Expect {
+            type Value = DurationInput;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as \"2h\" or \"90m\", or a whole number of seconds")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationInput, E> {
+                Ok(DurationInput::Seconds(v))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationInput, E> {
+                u64::try_from(v)
+                    .map(DurationInput::Seconds)
+                    .map_err(|_| E::custom(format!("`{v}` is negative: a duration is at least 1s")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationInput, E> {
+                Ok(DurationInput::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(Expect)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

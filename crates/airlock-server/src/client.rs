@@ -14,6 +14,8 @@ use crate::api::{
 pub enum ClientError {
     #[error("cannot reach airlock at {url}: {message}")]
     Unreachable { url: String, message: String },
+    #[error("`{url}` is not a server URL: {message}")]
+    BadUrl { url: String, message: String },
     /// The server refused the call; `field` names the bad input, if any.
     #[error("{message}{}", field.as_ref().map(|f| format!(" (field `{f}`)")).unwrap_or_default())]
     Api {
@@ -26,11 +28,35 @@ pub enum ClientError {
     Decode { status: u16, message: String },
 }
 
+/// What went wrong sending a request, in words that say what to check:
+/// reqwest's own text ("error sending request") names no cause.
+fn why_unreachable(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "no answer within 30s (is the server overloaded, or the address wrong?)".to_owned();
+    }
+    let mut cause = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            cause = Some(match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    "connection refused: is the server running, and is this its address? (--url or AIRLOCK_URL)".to_owned()
+                }
+                _ => io.to_string(),
+            });
+            break;
+        }
+        cause = Some(s.to_string());
+        source = s.source();
+    }
+    cause.unwrap_or_else(|| e.to_string())
+}
+
 impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } | ClientError::Decode { status, .. } => Some(*status),
-            ClientError::Unreachable { .. } => None,
+            ClientError::Unreachable { .. } | ClientError::BadUrl { .. } => None,
         }
     }
 }
@@ -54,6 +80,21 @@ pub enum Action {
 
 impl Client {
     pub fn new(base: &str, token: &str) -> Result<Client, ClientError> {
+        let unusable = |why: String| ClientError::BadUrl {
+            url: base.to_owned(),
+            message: why,
+        };
+        let parsed = reqwest::Url::parse(base).map_err(|e| {
+            unusable(format!(
+                "{e}; give the whole address with its scheme, e.g. `http://127.0.0.1:8080` (--url or AIRLOCK_URL)"
+            ))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(unusable(
+                "give an http:// or https:// address with a host, e.g. `http://127.0.0.1:8080` (--url or AIRLOCK_URL)"
+                    .to_owned(),
+            ));
+        }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
@@ -84,7 +125,7 @@ impl Client {
         let response = builder.bearer_auth(&self.token).send().await.map_err(|e| {
             ClientError::Unreachable {
                 url: self.base.clone(),
-                message: e.without_url().to_string(),
+                message: why_unreachable(&e),
             }
         })?;
         let status = response.status().as_u16();
@@ -190,6 +231,16 @@ impl Client {
 
     pub async fn verify_audit(&self) -> Result<VerifyView, ClientError> {
         self.send(self.get("/v1/audit/verify")).await
+    }
+
+    /// The public key the server signs audit checkpoints with (`ed25519:…`).
+    pub async fn checkpoint_key(&self) -> Result<String, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Key {
+            public_key: String,
+        }
+        let key: Key = self.send(self.get("/v1/audit/checkpoint-key")).await?;
+        Ok(key.public_key)
     }
 
     /// Which policies decided a request, and how the set in force would now.

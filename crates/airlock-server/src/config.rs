@@ -443,8 +443,15 @@ fn toml_field(path: &serde_path_to_error::Path) -> String {
 /// Parses `"90s"`, `"2h"`, `"1h 30m"`, or a plain number of seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
-    if let Ok(secs) = raw.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    if raw.bytes().all(|b| b == b'0') && !raw.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        // A bare number is too easy to mean minutes or hours by (zero is
+        // zero in any unit).
+        return Err(format!(
+            "`{raw}` has no unit; say which, e.g. `{raw}s`, `{raw}m` or `{raw}h`"
+        ));
     }
     humantime::parse_duration(raw)
         .map_err(|e| format!("`{raw}` is not a duration ({e}); use e.g. `90s`, `30m`, `2h`"))
@@ -626,7 +633,7 @@ impl Settings {
                 if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(src.error(
                         t.span(),
-                        format!("users.{name}.token_sha256: must be 64 hex characters (see `airlock token new`)"),
+                        format!("users.{name}.token_sha256: must be 64 hex characters (`airlock token` prints a token and its hash)"),
                     ));
                 }
                 if token_hashes.insert(hash, id.clone()).is_some() {

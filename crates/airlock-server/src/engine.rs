@@ -41,8 +41,11 @@ pub enum EngineError {
     Rejected(#[from] Rejection),
     #[error("no request `{0}`")]
     NotFound(RequestId),
-    #[error("no entitlement `{0}`")]
-    UnknownEntitlement(String),
+    #[error("no entitlement `{name}`{}", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    UnknownEntitlement {
+        name: String,
+        suggestion: Option<String>,
+    },
     /// The policy set failed to load or validate; the one in force stays.
     #[error(transparent)]
     Policy(#[from] PolicyLoadError),
@@ -278,10 +281,16 @@ impl Engine {
         ask: Ask,
     ) -> Result<AccessRequest, EngineError> {
         self.check_trusted()?;
-        let entitlement = self
-            .catalog
-            .entitlement(&ask.entitlement)
-            .ok_or_else(|| EngineError::UnknownEntitlement(ask.entitlement.to_string()))?;
+        let entitlement = self.catalog.entitlement(&ask.entitlement).ok_or_else(|| {
+            EngineError::UnknownEntitlement {
+                name: ask.entitlement.to_string(),
+                suggestion: airlock_core::text::did_you_mean(
+                    ask.entitlement.as_str(),
+                    self.catalog.entitlements.keys().map(EntitlementId::as_str),
+                )
+                .map(str::to_owned),
+            }
+        })?;
         let mfa_at = ask.mfa_at;
         let new = NewRequest {
             id: new_request_id(),

@@ -186,7 +186,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no request `{id}`"),
+            format!("no request `{id}` that you can see"),
         )
     }
 }
@@ -202,8 +202,8 @@ impl From<EngineError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", m)
             }
             EngineError::NotFound(id) => ApiError::not_found(id.as_str()),
-            EngineError::UnknownEntitlement(name) => {
-                ApiError::invalid("entitlement", format!("no entitlement `{name}`"))
+            e @ EngineError::UnknownEntitlement { .. } => {
+                ApiError::invalid("entitlement", e.to_string())
             }
             EngineError::Policy(e) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -344,7 +344,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "body".to_owned() } else { path };
+            // Broken JSON is the body's fault, wherever the parser stopped.
+            let syntax = matches!(
+                e.inner().classify(),
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+            );
+            let field = if path == "." || syntax {
+                "body".to_owned()
+            } else {
+                path
+            };
             ApiError::invalid(&field, e.inner().to_string())
         })?;
         de.end().map_err(|e| {
