@@ -233,6 +233,20 @@ fn alice_token(dir: &Path) -> String {
     token
 }
 
+/// Waits until the wall clock is past `rfc3339` (a grant's expiry, say),
+/// for tests of what happens to a deadline while no server runs.
+fn wait_until_past(rfc3339: &str) {
+    let deadline = humantime::parse_rfc3339(rfc3339)
+        .expect("an RFC 3339 time")
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    eventually(Duration::from_secs(30), "the deadline to pass", || {
+        (u128::try_from(airlock_testkit::wall_clock_unix_millis()).unwrap() > deadline)
+            .then_some(())
+    });
+}
+
 fn state_of(demo: &Demo, id: &str) -> Value {
     demo.json("alice", &["show", id])
 }
@@ -422,6 +436,7 @@ fn grants_that_fell_due_while_the_server_was_down_are_revoked_on_restart() {
     );
     assert_eq!(r["state"], "active");
     let id = r["id"].as_str().unwrap().to_owned();
+    let expires_at = r["expires_at"].as_str().unwrap().to_owned();
     demo.kill();
     assert!(
         !std::fs::read_to_string(dir.path().join("demo-connector.log"))
@@ -429,7 +444,7 @@ fn grants_that_fell_due_while_the_server_was_down_are_revoked_on_restart() {
             .contains("revoke")
     );
 
-    std::thread::sleep(Duration::from_secs(3));
+    wait_until_past(&expires_at);
     let restarted_at = Instant::now();
     let demo = Demo::start(dir.path());
     let r = eventually(Duration::from_secs(10), "revocation after restart", || {
@@ -892,8 +907,9 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
     );
     let id = r["id"].as_str().unwrap().to_owned();
     demo.json("carol", &["approve", &id]);
-    eventually(Duration::from_secs(10), "grant on postgres", || {
-        (state_of(&demo, &id)["state"] == "active").then_some(())
+    let active = eventually(Duration::from_secs(10), "grant on postgres", || {
+        let r = state_of(&demo, &id);
+        (r["state"] == "active").then_some(r)
     });
     demo.kill();
     assert!(
@@ -901,7 +917,7 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
             .unwrap()
             .contains("revoke")
     );
-    std::thread::sleep(Duration::from_secs(3));
+    wait_until_past(active["expires_at"].as_str().unwrap());
 
     let demo = Demo::start_with(dir.path(), &["--database", &db.url]);
     let r = eventually(
@@ -962,13 +978,22 @@ fn export_then_import(target: &str, extra: &[&str]) {
         "bob",
         &["request", "staging-shell", "--reason", "x", "--wait"],
     );
-    demo.json("bob", &["release", released["id"].as_str().unwrap()]);
+    let released_id = released["id"].as_str().unwrap().to_owned();
+    demo.json("bob", &["release", &released_id]);
     // Refused requests leave nothing behind to move.
     assert!(!demo
         .cli("carol", &["request", "staging-shell", "--reason", "x"])
         .status
         .success());
-    std::thread::sleep(Duration::from_millis(500));
+    // The snapshot once the release's removal is confirmed: nothing moves after it.
+    eventually(
+        Duration::from_secs(10),
+        "the released grant's removal",
+        || {
+            (!demo.json("admin", &["show", &released_id])["deprovisioned_at"].is_null())
+                .then_some(())
+        },
+    );
     let before = demo.json("admin", &["list"]);
     demo.kill();
 
