@@ -1852,3 +1852,52 @@ fn mistakes_get_messages_that_say_what_to_do() {
     let err = fails(demo.cli("admin", &["deny", &shell_id, "--reason", "late"]));
     assert!(err.contains("it is revoked"), "{err}");
 }
+
+/// The same policy files have the same version wherever they are read from:
+/// the server, `check-config` and `policy validate` (from another folder).
+#[test]
+fn a_policy_set_has_one_version_however_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let served = demo.json("alice", &["request", "staging-shell", "--reason", "x"])
+        ["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let last_word = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .trim_end_matches(')')
+            .to_owned()
+    };
+    let checked = last_word(
+        Command::new(BIN)
+            .arg("check-config")
+            .arg(dir.path().join("airlock.toml"))
+            .output()
+            .unwrap(),
+    );
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir.path().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let validated = last_word(
+        Command::new(BIN)
+            .args(["policy", "validate"])
+            .arg(copy.path())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        (checked.as_str(), validated.as_str()),
+        (served.as_str(), served.as_str())
+    );
+}

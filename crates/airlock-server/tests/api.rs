@@ -871,7 +871,9 @@ async fn bad_request_input_names_the_field() {
             ),
             (r#"{"entitlement":"logs-read","bogus":1}"#, None),
             (r#"{"reason":"x"}"#, None),
-            (r#"{"entitlement":"#, None),
+            // Broken JSON is the body's fault, wherever the parser stopped.
+            (r#"{"entitlement":"#, Some("body")),
+            (r#"{"entitlement":"logs-read","reason":"x"#, Some("body")),
             ("[]", None),
             ("not json", None),
         ];
