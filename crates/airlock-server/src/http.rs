@@ -21,15 +21,16 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    format_time, parse_time, ApprovalExplained, ApproveBody, AuditEventView, AuditQuery,
-    CreateRequest, CredentialView, DurationInput, EmptyBody, EntitlementView, ErrorBody,
-    ErrorDetail, ExplainView, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
-    ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WhoAmI,
+    decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApproveBody,
+    AuditEventView, AuditQuery, CreateRequest, CredentialView, DurationInput, EmptyBody,
+    EntitlementView, ErrorBody, ErrorDetail, ExplainView, PolicyReloadView, PolicyView,
+    ProposalView, ReDecision, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
+    VerifyView, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash};
 use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange};
 use crate::policy::{self, Reloaded};
-use crate::store::{AuditFilter, RequestFilter, StoreError};
+use crate::store::{AuditFilter, PageKey, RequestFilter, StoreError};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -411,11 +412,6 @@ fn view(state: &AppState, r: &AccessRequest) -> RequestView {
     RequestView::new(r, state.engine.now(), state.engine.overdue_after())
 }
 
-/// Who may see a request: its requester, its eligible approvers, admins and auditors.
-fn can_see(user: &User, r: &AccessRequest) -> bool {
-    user.id == r.requester || user.sees_everything() || user.in_any(&r.approver_groups())
-}
-
 async fn metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> ApiResult<impl IntoResponse> {
@@ -558,10 +554,11 @@ async fn list_requests(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<RequestQuery>,
-) -> ApiResult<Json<Vec<RequestView>>> {
+) -> ApiResult<Response> {
     let wanted = limit(q.limit)?;
     let mut filter = RequestFilter {
-        limit: MAX_LIMIT,
+        // One more than asked for tells whether a next page exists.
+        limit: wanted.saturating_add(1),
         ..RequestFilter::default()
     };
     if let Some(states) = &q.state {
@@ -587,27 +584,28 @@ async fn list_requests(
                 .map_err(|err| ApiError::invalid("requester", format!("`{r}` {err}")))?,
         );
     }
-    let awaiting_me = q.awaiting_me.unwrap_or(false);
+    if let Some(c) = &q.cursor {
+        filter.after = Some(decode_cursor(c).map_err(|e| ApiError::invalid("cursor", e))?);
+    }
     if q.mine.unwrap_or(false) {
         filter.requester = Some(user.id.clone());
     }
-    if awaiting_me {
-        filter.states = vec![State::Pending];
+    if q.awaiting_me.unwrap_or(false) {
+        filter.awaiting_approval_of = Some(user.clone());
     }
-    let requests = state.engine.list(&filter).await?;
-    let views = requests
-        .iter()
-        .filter(|r| can_see(&user, r))
-        .filter(|r| {
-            !awaiting_me
-                || (r.requester != user.id
-                    && user.in_any(&r.approver_groups())
-                    && !r.approvals.iter().any(|a| a.approver == user.id))
-        })
-        .take(usize::try_from(wanted).unwrap_or(usize::MAX))
-        .map(|r| view(&state, r))
-        .collect();
-    Ok(Json(views))
+    filter.visible_to = Some(user);
+    let mut requests = state.engine.list(&filter).await?;
+    let more = requests.len() > usize::try_from(wanted).unwrap_or(usize::MAX);
+    requests.truncate(usize::try_from(wanted).unwrap_or(usize::MAX));
+    let views: Vec<RequestView> = requests.iter().map(|r| view(&state, r)).collect();
+    let next = requests
+        .last()
+        .filter(|_| more)
+        .map(|r| encode_cursor(&PageKey::of(r)));
+    Ok(match next {
+        Some(cursor) => ([(NEXT_CURSOR_HEADER, cursor)], Json(views)).into_response(),
+        None => Json(views).into_response(),
+    })
 }
 
 async fn show_request(
@@ -617,7 +615,7 @@ async fn show_request(
 ) -> ApiResult<Json<RequestView>> {
     let id = request_id(&id)?;
     let request = state.engine.get(&id).await?;
-    if !can_see(&user, &request) {
+    if !request.visible_to(&user) {
         return Err(ApiError::not_found(id.as_str()));
     }
     Ok(Json(view(&state, &request)))
@@ -628,7 +626,7 @@ async fn show_request(
 async fn visible(state: &AppState, user: &User, raw_id: &str) -> ApiResult<AccessRequest> {
     let id = request_id(raw_id)?;
     let current = state.engine.get(&id).await?;
-    if !can_see(user, &current) {
+    if !current.visible_to(user) {
         return Err(ApiError::not_found(id.as_str()));
     }
     Ok(current)
@@ -732,7 +730,7 @@ async fn collect_credential(
 ) -> ApiResult<Json<CredentialView>> {
     let id = request_id(&id)?;
     let current = state.engine.get(&id).await?;
-    if !can_see(&user, &current) {
+    if !current.visible_to(&user) {
         return Err(ApiError::not_found(id.as_str()));
     }
     let (request, credential) = state.engine.collect_credential(&id, &user).await?;

@@ -173,14 +173,9 @@ fn at(offset_ms: i64) -> Timestamp {
     Timestamp::from_unix_millis(T0 + offset_ms)
 }
 
-async fn create(
-    store: &SqlStore,
-    requester: &User,
-    ent: &Ent,
-    id: &str,
-    now: Timestamp,
-) -> Result<request::AccessRequest, StoreError> {
-    let new = NewRequest {
+/// A one-minute request with a reason, starting now.
+fn new_request(id: &str) -> NewRequest {
+    NewRequest {
         id: RequestId::parse(id).unwrap(),
         duration: Some(Duration::from_secs(60)),
         reason: "conformance".into(),
@@ -188,7 +183,17 @@ async fn create(
         start_at: None,
         break_glass: false,
         public_key: None,
-    };
+    }
+}
+
+async fn create(
+    store: &SqlStore,
+    requester: &User,
+    ent: &Ent,
+    id: &str,
+    now: Timestamp,
+) -> Result<request::AccessRequest, StoreError> {
+    let new = new_request(id);
     let (u, e, verdict) = (requester.clone(), ent.entitlement.clone(), ent.verdict());
     store
         .create_request(
@@ -985,17 +990,8 @@ fn made(
                 .collect();
         }
     }
-    let new = NewRequest {
-        id: RequestId::parse(id).unwrap(),
-        duration: Some(Duration::from_secs(60)),
-        reason: "listing".into(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-    };
     request::submit(
-        new,
+        new_request(id),
         requester,
         &ent.entitlement,
         None,
