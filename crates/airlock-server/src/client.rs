@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::api::{
     ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView, EmptyBody,
-    EntitlementView, ErrorBody, ExplainView, PolicyReloadView, PolicyView, ProposalView,
+    EntitlementView, ErrorBody, ExplainView, PageQuery, PolicyReloadView, PolicyView, ProposalView,
     ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WhoAmI,
     NEXT_CURSOR_HEADER,
 };
@@ -166,9 +166,26 @@ impl Client {
         &self,
         query: &RequestQuery,
     ) -> Result<RequestPage, ClientError> {
-        let (requests, headers) = self
-            .send_with_headers(self.get("/v1/requests").query(query))
-            .await?;
+        self.page(self.get("/v1/requests").query(query)).await
+    }
+
+    /// Every matching request from `query.cursor` on, page by page.
+    pub async fn all_requests(
+        &self,
+        query: &RequestQuery,
+    ) -> Result<Vec<RequestView>, ClientError> {
+        self.every_page(query.cursor.clone(), |cursor| {
+            self.get("/v1/requests").query(&RequestQuery {
+                cursor,
+                ..query.clone()
+            })
+        })
+        .await
+    }
+
+    /// A page of a paged list (`X-Next-Cursor` names the next one).
+    async fn page(&self, builder: reqwest::RequestBuilder) -> Result<RequestPage, ClientError> {
+        let (requests, headers) = self.send_with_headers(builder).await?;
         let next_cursor = match headers.get(NEXT_CURSOR_HEADER) {
             None => None,
             Some(value) => Some(
@@ -187,25 +204,26 @@ impl Client {
         })
     }
 
-    /// Every matching request from `query.cursor` on, page by page.
-    pub async fn all_requests(
+    /// Follows a paged list from `cursor` to its last page; `call` makes
+    /// the call for a page.
+    async fn every_page(
         &self,
-        query: &RequestQuery,
+        mut cursor: Option<String>,
+        call: impl Fn(Option<String>) -> reqwest::RequestBuilder,
     ) -> Result<Vec<RequestView>, ClientError> {
-        let mut query = query.clone();
         let mut all = Vec::new();
         loop {
-            let page = self.list_requests_page(&query).await?;
+            let page = self.page(call(cursor.clone())).await?;
             all.extend(page.requests);
             match page.next_cursor {
                 // A server that hands back the cursor it was given would loop.
-                Some(next) if query.cursor.as_deref() == Some(next.as_str()) => {
+                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
                     return Err(ClientError::Decode {
                         status: 200,
                         message: format!("the server repeated cursor `{next}`"),
                     })
                 }
-                Some(next) => query.cursor = Some(next),
+                Some(next) => cursor = Some(next),
                 None => return Ok(all),
             }
         }
@@ -252,8 +270,20 @@ impl Client {
         .await
     }
 
+    /// One page of the grants the target may hold.
+    pub async fn grants_page(&self, query: &PageQuery) -> Result<RequestPage, ClientError> {
+        self.page(self.get("/v1/grants").query(query)).await
+    }
+
+    /// Every grant the target may hold, page by page.
     pub async fn grants(&self) -> Result<Vec<RequestView>, ClientError> {
-        self.send(self.get("/v1/grants")).await
+        self.every_page(None, |cursor| {
+            self.get("/v1/grants").query(&PageQuery {
+                limit: Some(1000),
+                cursor,
+            })
+        })
+        .await
     }
 
     pub async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEventView>, ClientError> {

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::api::{
     decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApproveBody,
     AuditEventView, AuditQuery, CreateRequest, CredentialView, DurationInput, EmptyBody,
-    EntitlementView, ErrorBody, ErrorDetail, ExplainView, PolicyReloadView, PolicyView,
+    EntitlementView, ErrorBody, ErrorDetail, ExplainView, PageQuery, PolicyReloadView, PolicyView,
     ProposalView, ReDecision, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
     VerifyView, WhoAmI, NEXT_CURSOR_HEADER,
 };
@@ -555,12 +555,7 @@ async fn list_requests(
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<RequestQuery>,
 ) -> ApiResult<Response> {
-    let wanted = limit(q.limit)?;
-    let mut filter = RequestFilter {
-        // One more than asked for tells whether a next page exists.
-        limit: wanted.saturating_add(1),
-        ..RequestFilter::default()
-    };
+    let mut filter = RequestFilter::default();
     if let Some(states) = &q.state {
         for s in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             filter.states.push(State::parse(s).ok_or_else(|| {
@@ -584,9 +579,6 @@ async fn list_requests(
                 .map_err(|err| ApiError::invalid("requester", format!("`{r}` {err}")))?,
         );
     }
-    if let Some(c) = &q.cursor {
-        filter.after = Some(decode_cursor(c).map_err(|e| ApiError::invalid("cursor", e))?);
-    }
     if q.mine.unwrap_or(false) {
         filter.requester = Some(user.id.clone());
     }
@@ -594,10 +586,28 @@ async fn list_requests(
         filter.awaiting_approval_of = Some(user.clone());
     }
     filter.visible_to = Some(user);
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
+}
+
+/// One page of the requests `filter` matches, `limit` (1 to 1,000, default
+/// 100) from `cursor` on, with the next page's cursor in a header when more
+/// follow.
+async fn page(
+    state: &AppState,
+    mut filter: RequestFilter,
+    limit_param: Option<u32>,
+    cursor: Option<&str>,
+) -> ApiResult<Response> {
+    let wanted = limit(limit_param)?;
+    if let Some(c) = cursor {
+        filter.after = Some(decode_cursor(c).map_err(|e| ApiError::invalid("cursor", e))?);
+    }
+    // One more than asked for tells whether a next page exists.
+    filter.limit = wanted.saturating_add(1);
     let mut requests = state.engine.list(&filter).await?;
     let more = requests.len() > usize::try_from(wanted).unwrap_or(usize::MAX);
     requests.truncate(usize::try_from(wanted).unwrap_or(usize::MAX));
-    let views: Vec<RequestView> = requests.iter().map(|r| view(&state, r)).collect();
+    let views: Vec<RequestView> = requests.iter().map(|r| view(state, r)).collect();
     let next = requests
         .last()
         .filter(|_| more)
@@ -745,15 +755,14 @@ async fn collect_credential(
 async fn grants(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
-) -> ApiResult<Json<Vec<RequestView>>> {
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
     let filter = RequestFilter {
         holding_access: true,
         requester: (!user.sees_everything()).then(|| user.id.clone()),
-        limit: MAX_LIMIT,
         ..RequestFilter::default()
     };
-    let grants = state.engine.list(&filter).await?;
-    Ok(Json(grants.iter().map(|r| view(&state, r)).collect()))
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
 }
 
 /// Which policies decided a request and who approved under which policies,

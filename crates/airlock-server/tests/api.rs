@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use airlock_server::api::{
-    parse_time, AuditQuery, CreateRequest, DurationInput, RequestQuery, RequestView,
+    parse_time, AuditQuery, CreateRequest, DurationInput, PageQuery, RequestQuery, RequestView,
 };
 use airlock_server::client::{Action, Client, ClientError};
 use airlock_server::config::{token_hash, Settings};
@@ -1556,6 +1556,29 @@ async fn who_sees_what() {
         assert!(!grants[0].revocation_overdue);
         assert_eq!(ids(admin.grants().await.unwrap()), [active.id.as_str()]);
         assert!(bob.grants().await.unwrap().is_empty());
+
+        // Grants page like requests.
+        let second = alice
+            .create_request(&for_secs("flaky", "", 60))
+            .await
+            .unwrap();
+        h.wait_state(&second.id, "active").await;
+        let one = PageQuery {
+            limit: Some(1),
+            cursor: None,
+        };
+        let first = admin.grants_page(&one).await.unwrap();
+        assert_eq!(ids(first.requests), [second.id.as_str()]);
+        let rest = admin
+            .grants_page(&PageQuery {
+                cursor: first.next_cursor,
+                ..one
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(rest.requests), [active.id.as_str()]);
+        assert_eq!(rest.next_cursor, None);
+        assert_eq!(alice.grants().await.unwrap().len(), 2);
         h.stop().await;
     })
     .await;
@@ -1577,6 +1600,9 @@ async fn bad_query_parameters_name_the_parameter() {
             // Hex of `12:a b`: well formed, but no request id.
             ("/v1/requests?cursor=31323a612062", "admin", Some("cursor")),
             ("/v1/requests?cursor=", "admin", Some("cursor")),
+            ("/v1/grants?cursor=zz", "admin", Some("cursor")),
+            ("/v1/grants?limit=0", "admin", Some("limit")),
+            ("/v1/grants?colour=red", "admin", None),
             ("/v1/requests?colour=red", "admin", None),
             ("/v1/audit?limit=0", "admin", Some("limit")),
             ("/v1/audit?since=yesterday", "admin", Some("since")),

@@ -923,11 +923,11 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
     }
     if let Some(after) = &filter.after {
         let at = param(&mut binds, Bind::Int(after.created_at.unix_millis()));
-        let at_again = param(&mut binds, Bind::Int(after.created_at.unix_millis()));
         let id = param(&mut binds, Bind::Text(after.id.as_str().to_owned()));
-        sql.push_str(&format!(
-            " AND (created_at < {at} OR (created_at = {at_again} AND id < {id}))"
-        ));
+        // A row value, which both databases match as a range of the
+        // `(created_at, id)` index (an `OR` of the two comparisons makes
+        // PostgreSQL filter every row newer than the cursor).
+        sql.push_str(&format!(" AND (created_at, id) < ({at}, {id})"));
     }
     sql.push_str(&format!(
         " ORDER BY created_at DESC, id DESC LIMIT {}",
