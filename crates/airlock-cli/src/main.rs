@@ -58,8 +58,8 @@ struct Page {
     /// Start where an earlier page ended (the cursor it printed).
     #[arg(long)]
     cursor: Option<String>,
-    /// Every page, not just one.
-    #[arg(long, conflicts_with = "cursor")]
+    /// Every page, not just one (from `--cursor` on, if given).
+    #[arg(long)]
     all: bool,
 }
 
