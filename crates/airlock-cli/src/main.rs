@@ -49,6 +49,20 @@ struct Conn {
     json: bool,
 }
 
+/// Which page of a request list to show.
+#[derive(Args, Clone)]
+struct Page {
+    /// At most this many per page (1 to 1000; the server's default is 100).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Start where an earlier page ended (the cursor it printed).
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Every page, not just one (from `--cursor` on, if given).
+    #[arg(long)]
+    all: bool,
+}
+
 /// Which database a maintenance command works on.
 #[derive(Args)]
 struct DatabaseArgs {
@@ -195,6 +209,8 @@ enum Cmd {
     /// Requests waiting for your approval.
     Pending {
         #[command(flatten)]
+        page: Page,
+        #[command(flatten)]
         conn: Conn,
     },
     /// Approve a request waiting for you.
@@ -249,8 +265,8 @@ enum Cmd {
         mine: bool,
         #[arg(long)]
         entitlement: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        page: Page,
         #[command(flatten)]
         conn: Conn,
     },
@@ -723,12 +739,12 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             let path = key.write_certificate(ssh::certificate_of(&request)?)?;
             key.report(&path, &request, conn.json)
         }
-        Cmd::Pending { conn } => {
+        Cmd::Pending { page, conn } => {
             let query = RequestQuery {
                 awaiting_me: Some(true),
                 ..RequestQuery::default()
             };
-            output::requests(&client(&conn)?.list_requests(&query).await?, conn.json)
+            list_pages(&conn, &page, query).await
         }
         Cmd::Approve { id, comment, conn } => act(&conn, &id, Action::Approve { comment }).await,
         Cmd::Deny { id, reason, conn } => act(&conn, &id, Action::Deny { reason }).await,
@@ -739,17 +755,16 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             state,
             mine,
             entitlement,
-            limit,
+            page,
             conn,
         } => {
             let query = RequestQuery {
                 state,
                 mine: mine.then_some(true),
                 entitlement,
-                limit,
                 ..RequestQuery::default()
             };
-            output::requests(&client(&conn)?.list_requests(&query).await?, conn.json)
+            list_pages(&conn, &page, query).await
         }
         Cmd::Credential { id, conn } => {
             let c = client(&conn)?.collect_credential(&id).await?;
@@ -907,6 +922,26 @@ fn broken_chain_fails(view: airlock_server::api::VerifyView) -> anyhow::Result<(
             view.first_bad_seq.unwrap_or(0),
             view.problem.unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+/// Prints one page of requests (and, on stderr, how to get the next) or,
+/// with `--all`, every page.
+async fn list_pages(conn: &Conn, page: &Page, query: RequestQuery) -> anyhow::Result<()> {
+    let query = RequestQuery {
+        limit: page.limit,
+        cursor: page.cursor.clone(),
+        ..query
+    };
+    let client = client(conn)?;
+    if page.all {
+        return output::requests(&client.all_requests(&query).await?, conn.json);
+    }
+    let found = client.list_requests_page(&query).await?;
+    output::requests(&found.requests, conn.json)?;
+    if let Some(next) = found.next_cursor {
+        say_err!("more: add --cursor {next} for the next page, or --all for every page");
     }
     Ok(())
 }

@@ -416,6 +416,45 @@ fn release_cancel_and_revoke_through_the_cli() {
             ))
             .then_some(())
     });
+
+    // Three requests, one page at a time: each page says where the next starts.
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let everything = ids(&demo.json("admin", &["list"]));
+    assert_eq!(everything, [rid.clone(), pid.clone(), id.clone()]);
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = vec!["list", "--limit", "1", "--json"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let out = demo.cli("admin", &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        paged.extend(ids(&serde_json::from_slice(&out.stdout).unwrap()));
+        let err = stderr(&out);
+        cursor = err
+            .split("--cursor ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(paged, everything);
+    assert_eq!(
+        ids(&demo.json("admin", &["list", "--limit", "1", "--all"])),
+        everything
+    );
+    let bad = demo.cli("admin", &["list", "--cursor", "not-a-cursor"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("cursor"), "{}", stderr(&bad));
 }
 
 #[test]
@@ -888,7 +927,7 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
     };
 
     let migrate = airlock_succeeds(&["migrate", "--database", &db.url]);
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 4"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 5"));
 
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start_with(dir.path(), &["--database", &db.url]);

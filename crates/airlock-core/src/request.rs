@@ -235,6 +235,24 @@ impl AccessRequest {
         self.state == State::Approved && self.activates_at.is_some_and(|t| t > now)
     }
 
+    /// Who may see this request: its requester, its eligible approvers (a
+    /// member of a group of any of its tiers), admins and auditors. The
+    /// store's request lists mirror this in SQL (`store::sql`), and a
+    /// conformance test checks the two agree.
+    pub fn visible_to(&self, user: &User) -> bool {
+        user.id == self.requester || user.sees_everything() || user.in_any(&self.approver_groups())
+    }
+
+    /// Whether this request waits for `user`'s approval: pending, not their
+    /// own, one of its approver groups is theirs, and they have not approved
+    /// it yet. (Mirrored in SQL like [`AccessRequest::visible_to`].)
+    pub fn awaits_approval_of(&self, user: &User) -> bool {
+        self.state == State::Pending
+            && user.id != self.requester
+            && user.in_any(&self.approver_groups())
+            && !self.approvals.iter().any(|a| a.approver == user.id)
+    }
+
     /// The request ended but the target has not confirmed removal in time.
     pub fn revocation_overdue(&self, now: Timestamp, grace: Duration) -> bool {
         match (&self.job, self.ended_at) {

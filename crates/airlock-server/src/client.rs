@@ -6,8 +6,9 @@ use serde::Serialize;
 
 use crate::api::{
     ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView, EmptyBody,
-    EntitlementView, ErrorBody, ExplainView, PolicyReloadView, PolicyView, ProposalView,
+    EntitlementView, ErrorBody, ExplainView, PageQuery, PolicyReloadView, PolicyView, ProposalView,
     ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WhoAmI,
+    NEXT_CURSOR_HEADER,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,14 @@ impl ClientError {
             ClientError::Unreachable { .. } | ClientError::BadUrl { .. } => None,
         }
     }
+}
+
+/// One page of `GET /v1/requests`.
+#[derive(Debug, Clone)]
+pub struct RequestPage {
+    pub requests: Vec<RequestView>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Clone)]
@@ -122,6 +131,14 @@ impl Client {
         &self,
         builder: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        Ok(self.send_with_headers(builder).await?.0)
+    }
+
+    /// Like `send`, with the response's headers.
+    async fn send_with_headers<T: DeserializeOwned>(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<(T, reqwest::header::HeaderMap), ClientError> {
         let response = builder.bearer_auth(&self.token).send().await.map_err(|e| {
             ClientError::Unreachable {
                 url: self.base.clone(),
@@ -129,15 +146,18 @@ impl Client {
             }
         })?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(|e| ClientError::Decode {
             status,
             message: e.to_string(),
         })?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-                status,
-                message: e.to_string(),
-            });
+            return serde_json::from_slice(&bytes)
+                .map(|body| (body, headers))
+                .map_err(|e| ClientError::Decode {
+                    status,
+                    message: e.to_string(),
+                });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Err(ClientError::Api {
@@ -173,11 +193,81 @@ impl Client {
         self.send(self.post("/v1/requests", body)).await
     }
 
+    /// The first page of matching requests (see [`Client::list_requests_page`]).
     pub async fn list_requests(
         &self,
         query: &RequestQuery,
     ) -> Result<Vec<RequestView>, ClientError> {
-        self.send(self.get("/v1/requests").query(query)).await
+        Ok(self.list_requests_page(query).await?.requests)
+    }
+
+    /// One page of matching requests, newest first, and the cursor of the
+    /// next page (pass it back as `query.cursor`), if there is one.
+    pub async fn list_requests_page(
+        &self,
+        query: &RequestQuery,
+    ) -> Result<RequestPage, ClientError> {
+        self.page(self.get("/v1/requests").query(query)).await
+    }
+
+    /// Every matching request from `query.cursor` on, page by page.
+    pub async fn all_requests(
+        &self,
+        query: &RequestQuery,
+    ) -> Result<Vec<RequestView>, ClientError> {
+        self.every_page(query.cursor.clone(), |cursor| {
+            self.get("/v1/requests").query(&RequestQuery {
+                cursor,
+                ..query.clone()
+            })
+        })
+        .await
+    }
+
+    /// A page of a paged list (`X-Next-Cursor` names the next one).
+    async fn page(&self, builder: reqwest::RequestBuilder) -> Result<RequestPage, ClientError> {
+        let (requests, headers) = self.send_with_headers(builder).await?;
+        let next_cursor = match headers.get(NEXT_CURSOR_HEADER) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|e| ClientError::Decode {
+                        status: 200,
+                        message: format!("bad `{NEXT_CURSOR_HEADER}` header: {e}"),
+                    })?
+                    .to_owned(),
+            ),
+        };
+        Ok(RequestPage {
+            requests,
+            next_cursor,
+        })
+    }
+
+    /// Follows a paged list from `cursor` to its last page; `call` makes
+    /// the call for a page.
+    async fn every_page(
+        &self,
+        mut cursor: Option<String>,
+        call: impl Fn(Option<String>) -> reqwest::RequestBuilder,
+    ) -> Result<Vec<RequestView>, ClientError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.page(call(cursor.clone())).await?;
+            all.extend(page.requests);
+            match page.next_cursor {
+                // A server that hands back the cursor it was given would loop.
+                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
+                    return Err(ClientError::Decode {
+                        status: 200,
+                        message: format!("the server repeated cursor `{next}`"),
+                    })
+                }
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn get_request(&self, id: &str) -> Result<RequestView, ClientError> {
@@ -221,8 +311,20 @@ impl Client {
         .await
     }
 
+    /// One page of the grants the target may hold.
+    pub async fn grants_page(&self, query: &PageQuery) -> Result<RequestPage, ClientError> {
+        self.page(self.get("/v1/grants").query(query)).await
+    }
+
+    /// Every grant the target may hold, page by page.
     pub async fn grants(&self) -> Result<Vec<RequestView>, ClientError> {
-        self.send(self.get("/v1/grants")).await
+        self.every_page(None, |cursor| {
+            self.get("/v1/grants").query(&PageQuery {
+                limit: Some(1000),
+                cursor,
+            })
+        })
+        .await
     }
 
     pub async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEventView>, ClientError> {

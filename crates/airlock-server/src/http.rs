@@ -21,15 +21,16 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    format_time, parse_time, ApprovalExplained, ApproveBody, AuditEventView, AuditQuery,
-    CreateRequest, CredentialView, DurationInput, EmptyBody, EntitlementView, ErrorBody,
-    ErrorDetail, ExplainView, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
-    ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WhoAmI,
+    decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApproveBody,
+    AuditEventView, AuditQuery, CreateRequest, CredentialView, DurationInput, EmptyBody,
+    EntitlementView, ErrorBody, ErrorDetail, ExplainView, PageQuery, PolicyReloadView, PolicyView,
+    ProposalView, ReDecision, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
+    VerifyView, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash};
 use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange};
 use crate::policy::{self, Reloaded};
-use crate::store::{AuditFilter, RequestFilter, StoreError};
+use crate::store::{AuditFilter, PageKey, RequestFilter, StoreError};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -420,11 +421,6 @@ fn view(state: &AppState, r: &AccessRequest) -> RequestView {
     RequestView::new(r, state.engine.now(), state.engine.overdue_after())
 }
 
-/// Who may see a request: its requester, its eligible approvers, admins and auditors.
-fn can_see(user: &User, r: &AccessRequest) -> bool {
-    user.id == r.requester || user.sees_everything() || user.in_any(&r.approver_groups())
-}
-
 async fn metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> ApiResult<impl IntoResponse> {
@@ -567,12 +563,8 @@ async fn list_requests(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<RequestQuery>,
-) -> ApiResult<Json<Vec<RequestView>>> {
-    let wanted = limit(q.limit)?;
-    let mut filter = RequestFilter {
-        limit: MAX_LIMIT,
-        ..RequestFilter::default()
-    };
+) -> ApiResult<Response> {
+    let mut filter = RequestFilter::default();
     if let Some(states) = &q.state {
         for s in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             filter.states.push(State::parse(s).ok_or_else(|| {
@@ -596,27 +588,43 @@ async fn list_requests(
                 .map_err(|err| ApiError::invalid("requester", format!("`{r}` {err}")))?,
         );
     }
-    let awaiting_me = q.awaiting_me.unwrap_or(false);
     if q.mine.unwrap_or(false) {
         filter.requester = Some(user.id.clone());
     }
-    if awaiting_me {
-        filter.states = vec![State::Pending];
+    if q.awaiting_me.unwrap_or(false) {
+        filter.awaiting_approval_of = Some(user.clone());
     }
-    let requests = state.engine.list(&filter).await?;
-    let views = requests
-        .iter()
-        .filter(|r| can_see(&user, r))
-        .filter(|r| {
-            !awaiting_me
-                || (r.requester != user.id
-                    && user.in_any(&r.approver_groups())
-                    && !r.approvals.iter().any(|a| a.approver == user.id))
-        })
-        .take(usize::try_from(wanted).unwrap_or(usize::MAX))
-        .map(|r| view(&state, r))
-        .collect();
-    Ok(Json(views))
+    filter.visible_to = Some(user);
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
+}
+
+/// One page of the requests `filter` matches, `limit` (1 to 1,000, default
+/// 100) from `cursor` on, with the next page's cursor in a header when more
+/// follow.
+async fn page(
+    state: &AppState,
+    mut filter: RequestFilter,
+    limit_param: Option<u32>,
+    cursor: Option<&str>,
+) -> ApiResult<Response> {
+    let wanted = limit(limit_param)?;
+    if let Some(c) = cursor {
+        filter.after = Some(decode_cursor(c).map_err(|e| ApiError::invalid("cursor", e))?);
+    }
+    // One more than asked for tells whether a next page exists.
+    filter.limit = wanted.saturating_add(1);
+    let mut requests = state.engine.list(&filter).await?;
+    let more = requests.len() > usize::try_from(wanted).unwrap_or(usize::MAX);
+    requests.truncate(usize::try_from(wanted).unwrap_or(usize::MAX));
+    let views: Vec<RequestView> = requests.iter().map(|r| view(state, r)).collect();
+    let next = requests
+        .last()
+        .filter(|_| more)
+        .map(|r| encode_cursor(&PageKey::of(r)));
+    Ok(match next {
+        Some(cursor) => ([(NEXT_CURSOR_HEADER, cursor)], Json(views)).into_response(),
+        None => Json(views).into_response(),
+    })
 }
 
 async fn show_request(
@@ -626,7 +634,7 @@ async fn show_request(
 ) -> ApiResult<Json<RequestView>> {
     let id = request_id(&id)?;
     let request = state.engine.get(&id).await?;
-    if !can_see(&user, &request) {
+    if !request.visible_to(&user) {
         return Err(ApiError::not_found(id.as_str()));
     }
     Ok(Json(view(&state, &request)))
@@ -637,7 +645,7 @@ async fn show_request(
 async fn visible(state: &AppState, user: &User, raw_id: &str) -> ApiResult<AccessRequest> {
     let id = request_id(raw_id)?;
     let current = state.engine.get(&id).await?;
-    if !can_see(user, &current) {
+    if !current.visible_to(user) {
         return Err(ApiError::not_found(id.as_str()));
     }
     Ok(current)
@@ -741,7 +749,7 @@ async fn collect_credential(
 ) -> ApiResult<Json<CredentialView>> {
     let id = request_id(&id)?;
     let current = state.engine.get(&id).await?;
-    if !can_see(&user, &current) {
+    if !current.visible_to(&user) {
         return Err(ApiError::not_found(id.as_str()));
     }
     let (request, credential) = state.engine.collect_credential(&id, &user).await?;
@@ -756,15 +764,14 @@ async fn collect_credential(
 async fn grants(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
-) -> ApiResult<Json<Vec<RequestView>>> {
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
     let filter = RequestFilter {
         holding_access: true,
         requester: (!user.sees_everything()).then(|| user.id.clone()),
-        limit: MAX_LIMIT,
         ..RequestFilter::default()
     };
-    let grants = state.engine.list(&filter).await?;
-    Ok(Json(grants.iter().map(|r| view(&state, r)).collect()))
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
 }
 
 /// Which policies decided a request and who approved under which policies,

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use airlock_server::api::{
-    parse_time, AuditQuery, CreateRequest, DurationInput, RequestQuery, RequestView,
+    parse_time, AuditQuery, CreateRequest, DurationInput, PageQuery, RequestQuery, RequestView,
 };
 use airlock_server::client::{Action, Client, ClientError};
 use airlock_server::config::{token_hash, Settings};
@@ -1558,6 +1558,29 @@ async fn who_sees_what() {
         assert!(!grants[0].revocation_overdue);
         assert_eq!(ids(admin.grants().await.unwrap()), [active.id.as_str()]);
         assert!(bob.grants().await.unwrap().is_empty());
+
+        // Grants page like requests.
+        let second = alice
+            .create_request(&for_secs("flaky", "", 60))
+            .await
+            .unwrap();
+        h.wait_state(&second.id, "active").await;
+        let one = PageQuery {
+            limit: Some(1),
+            cursor: None,
+        };
+        let first = admin.grants_page(&one).await.unwrap();
+        assert_eq!(ids(first.requests), [second.id.as_str()]);
+        let rest = admin
+            .grants_page(&PageQuery {
+                cursor: first.next_cursor,
+                ..one
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(rest.requests), [active.id.as_str()]);
+        assert_eq!(rest.next_cursor, None);
+        assert_eq!(alice.grants().await.unwrap().len(), 2);
         h.stop().await;
     })
     .await;
@@ -1575,6 +1598,13 @@ async fn bad_query_parameters_name_the_parameter() {
             ("/v1/requests?limit=ten", "admin", Some("limit")),
             ("/v1/requests?mine=perhaps", "admin", Some("mine")),
             ("/v1/requests?requester=a%20b", "admin", Some("requester")),
+            ("/v1/requests?cursor=zz", "admin", Some("cursor")),
+            // Hex of `12:a b`: well formed, but no request id.
+            ("/v1/requests?cursor=31323a612062", "admin", Some("cursor")),
+            ("/v1/requests?cursor=", "admin", Some("cursor")),
+            ("/v1/grants?cursor=zz", "admin", Some("cursor")),
+            ("/v1/grants?limit=0", "admin", Some("limit")),
+            ("/v1/grants?colour=red", "admin", None),
             ("/v1/requests?colour=red", "admin", None),
             ("/v1/audit?limit=0", "admin", Some("limit")),
             ("/v1/audit?since=yesterday", "admin", Some("since")),
@@ -2231,6 +2261,142 @@ async fn reconcile_is_for_admins_and_skips_connectors_that_cannot_list_holders()
         // An empty body reports without fixing.
         let (code, body) = h.raw("POST", "/v1/reconcile", Some("admin"), None).await;
         assert_eq!((code, body["fix"].as_bool()), (200, Some(false)));
+        h.stop().await;
+    })
+    .await;
+}
+
+/// Writes `count` pending requests by carol straight into the database,
+/// each needing an approval from `sre` (carol's group), newer than anything
+/// made before: she sees them all, and none waits for her.
+async fn fill_with_carols_requests(db: PathBuf, count: usize) {
+    use airlock_core::approval::{ApprovalTier, Route, Verdict};
+    use airlock_core::catalog::{Entitlement, TicketRule, User};
+    use airlock_core::request::{self, LifecycleSettings, NewRequest};
+    use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+    use airlock_server::store::sql::{Location, SqlStore};
+    use airlock_server::store::Store;
+
+    let store = std::sync::Arc::new(SqlStore::open(&Location::Sqlite(db)).await.unwrap());
+    let sre = GroupName::parse("sre").unwrap();
+    let carol = User {
+        id: UserId::parse("carol").unwrap(),
+        groups: BTreeSet::from([sre.clone()]),
+        roles: BTreeSet::new(),
+    };
+    let now = airlock_testkit::wall_clock_unix_millis();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let (store, carol, sre) = (store.clone(), carol.clone(), sre.clone());
+        tasks.spawn(async move {
+            let entitlement = Entitlement {
+                id: EntitlementId::parse(&format!("filler-{i}")).unwrap(),
+                description: String::new(),
+                max_duration: Duration::from_secs(3600),
+                default_duration: Duration::from_secs(600),
+                reason_required: false,
+                ticket: TicketRule {
+                    required: false,
+                    pattern: None,
+                },
+                connector: "log".into(),
+                drift: airlock_core::drift::DriftPolicy::Report,
+            };
+            let verdict = Verdict {
+                route: Route::NeedsApprovals(vec![ApprovalTier {
+                    count: 1,
+                    groups: BTreeSet::from([sre]),
+                    policy: "filler".to_owned(),
+                }]),
+                policy_version: "v1".to_owned(),
+                policies: vec!["filler".to_owned()],
+                errors: Vec::new(),
+            };
+            let id = RequestId::parse(&format!("filler{i:05}")).unwrap();
+            let new = NewRequest {
+                id: id.clone(),
+                duration: None,
+                reason: "filler".into(),
+                ticket: None,
+                start_at: None,
+                break_glass: false,
+                public_key: None,
+            };
+            let created = Timestamp::from_unix_millis(now + i as i64);
+            let requester = carol.id.clone();
+            store
+                .create_request(
+                    &id,
+                    &requester,
+                    Box::new(move |_| {
+                        request::submit(
+                            new.clone(),
+                            &carol,
+                            &entitlement,
+                            None,
+                            verdict.clone(),
+                            &LifecycleSettings::default(),
+                            created,
+                        )
+                    }),
+                )
+                .await
+                .unwrap();
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// Lists filter in the database and page with a cursor: an approver's
+/// inbox finds the request waiting for her behind 1,100 newer ones she
+/// sees but may not approve, and her whole list comes page by page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_reach_past_a_thousand_newer_requests_page_by_page() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let waiting = h
+            .client("alice")
+            .create_request(&ask("db-prod", "query"))
+            .await
+            .unwrap();
+        let h = h.restart(|db| fill_with_carols_requests(db, 1100)).await;
+        let (carol, bob, dave) = (h.client("carol"), h.client("bob"), h.client("dave"));
+        let awaiting = RequestQuery {
+            awaiting_me: Some(true),
+            ..RequestQuery::default()
+        };
+        let inbox = carol.list_requests_page(&awaiting).await.unwrap();
+        let ids = |rs: &[RequestView]| rs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&inbox.requests), [waiting.id.as_str()]);
+        assert_eq!(inbox.next_cursor, None);
+        // bob (also `sre`) awaits all of them, 100 to a page by default.
+        let first = bob.list_requests_page(&awaiting).await.unwrap();
+        assert_eq!(first.requests.len(), 100);
+        assert!(first.next_cursor.is_some());
+        let all = bob
+            .all_requests(&RequestQuery {
+                limit: Some(1000),
+                ..awaiting.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1101);
+        assert_eq!(all.last().map(|r| r.id.as_str()), Some(waiting.id.as_str()));
+        let unique: BTreeSet<&str> = all.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(unique.len(), all.len());
+        // The header carries the cursor; the body stays an array.
+        let (code, body) = h
+            .raw("GET", "/v1/requests?limit=2", Some("carol"), None)
+            .await;
+        assert_eq!(code, 200);
+        assert_eq!(body.as_array().map(Vec::len), Some(2));
+        let empty = dave
+            .list_requests_page(&RequestQuery::default())
+            .await
+            .unwrap();
+        assert!(empty.requests.is_empty() && empty.next_cursor.is_none());
         h.stop().await;
     })
     .await;
