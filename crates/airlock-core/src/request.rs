@@ -20,12 +20,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::access::{self, RequestAction};
 use crate::approval::{
     qualifying_tiers, seats_filled, seats_needed, tiers_met, ApprovalTier, ApproverVerdict, Route,
     Verdict,
 };
 use crate::audit::{Actor, AuditAction, AuditEvent};
-use crate::catalog::{Entitlement, Role, User};
+use crate::catalog::{Entitlement, User};
 use crate::ids::{EntitlementId, GroupName, RequestId, UserId};
 use crate::text::{self, TextKind};
 use crate::time::{human_duration, Timestamp};
@@ -240,7 +241,7 @@ impl AccessRequest {
     /// store's request lists mirror this in SQL (`store::sql`), and a
     /// conformance test checks the two agree.
     pub fn visible_to(&self, user: &User) -> bool {
-        user.id == self.requester || user.sees_everything() || user.in_any(&self.approver_groups())
+        access::may_see(user, self)
     }
 
     /// Whether this request waits for `user`'s approval: pending, not their
@@ -685,7 +686,7 @@ pub fn apply(
             }
         }
         Command::Cancel { by } => {
-            request.check_requester(by, "cancel")?;
+            access::may_act(by, &request, RequestAction::Withdraw)?;
             let not_started = request.state == State::Pending
                 || (request.state == State::Approved
                     && request.job.as_ref().is_some_and(|j| j.attempts == 0));
@@ -702,7 +703,7 @@ pub fn apply(
             );
         }
         Command::Release { by } => {
-            request.check_requester(by, "release")?;
+            access::may_act(by, &request, RequestAction::Withdraw)?;
             if !matches!(request.state, State::Approved | State::Active) {
                 return Err(request.conflict(
                     "release",
@@ -719,12 +720,7 @@ pub fn apply(
             );
         }
         Command::Revoke { by, reason } => {
-            if !by.has_role(Role::Admin) {
-                return Err(Rejection::Forbidden(format!(
-                    "`{}` is not an admin and may not revoke",
-                    by.id
-                )));
-            }
+            access::may_act(by, &request, RequestAction::Revoke)?;
             let reason = required_note(reason)?;
             if !matches!(request.state, State::Approved | State::Active) {
                 return Err(
@@ -862,12 +858,7 @@ impl AccessRequest {
         permission: &ApproverVerdict,
         verb: &str,
     ) -> Result<BTreeSet<u32>, Rejection> {
-        if approver.id == self.requester {
-            return Err(Rejection::Forbidden(format!(
-                "`{}` may not {verb} their own request",
-                approver.id
-            )));
-        }
+        access::may_act(approver, self, RequestAction::Decide)?;
         // The state first: a request that is no longer pending has nobody
         // to decide it, whatever the caller's groups.
         if self.state != State::Pending {
@@ -898,21 +889,6 @@ impl AccessRequest {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" and ")
-    }
-
-    fn check_requester(&self, by: &User, verb: &str) -> Result<(), Rejection> {
-        if by.id != self.requester {
-            let hint = if by.has_role(Role::Admin) && verb == "release" {
-                "; an admin ends someone else's grant with `revoke` and a reason"
-            } else {
-                ""
-            };
-            return Err(Rejection::Forbidden(format!(
-                "only the requester `{}` may {verb} `{}`{hint}",
-                self.requester, self.id
-            )));
-        }
-        Ok(())
     }
 
     fn approve(&mut self, now: Timestamp, actor: Actor, rule: String, out: &mut Outcome) {

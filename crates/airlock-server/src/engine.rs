@@ -15,6 +15,7 @@ mod clock;
 mod reconcile;
 
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
+use airlock_core::access::{self, RequestAction};
 use airlock_core::audit::{AuditAction, AuditEvent, AuditRecord};
 use airlock_core::catalog::{Catalog, User};
 use airlock_core::policy_change::{self, Proposal, ProposalStep, Trigger};
@@ -213,12 +214,7 @@ impl Engine {
         caller: &User,
     ) -> Result<(AccessRequest, Credential), EngineError> {
         let request = self.get(id).await?;
-        if request.requester != caller.id {
-            return Err(EngineError::Rejected(Rejection::Forbidden(format!(
-                "only the requester `{}` may collect the credential of `{id}`",
-                request.requester
-            ))));
-        }
+        access::may_act(caller, &request, RequestAction::CollectCredential)?;
         if request.state != State::Active {
             return Err(EngineError::Rejected(Rejection::Conflict(format!(
                 "`{id}` is {}: only an active grant has a credential",

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use airlock_core::access::{self, Capability};
 use airlock_core::approval::Route;
-use airlock_core::catalog::{Role, User};
+use airlock_core::catalog::User;
 use airlock_core::policy_change::{Proposal, Trigger};
 use airlock_core::request::{AccessRequest, Command, Rejection, State};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
@@ -768,7 +769,9 @@ async fn grants(
 ) -> ApiResult<Response> {
     let filter = RequestFilter {
         holding_access: true,
-        requester: (!user.sees_everything()).then(|| user.id.clone()),
+        requester: require(&user, Capability::ReadEverything)
+            .is_err()
+            .then(|| user.id.clone()),
         ..RequestFilter::default()
     };
     page(&state, filter, q.limit, q.cursor.as_deref()).await
@@ -846,7 +849,7 @@ async fn show_policy(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> ApiResult<Json<PolicyView>> {
-    require_auditor(&user)?;
+    require(&user, Capability::ReadEverything)?;
     let set = state.engine.policies().current();
     Ok(Json(PolicyView {
         version: set.version().to_owned(),
@@ -863,7 +866,7 @@ async fn reload_policy(
     Caller(user): Caller,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<(StatusCode, Json<PolicyReloadView>)> {
-    require_admin(&user, "change policies")?;
+    require(&user, Capability::ChangePolicies)?;
     let change = state
         .engine
         .change_policies(Some(&user), Trigger::Api)
@@ -909,7 +912,7 @@ async fn policy_proposals(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> ApiResult<Json<Vec<ProposalView>>> {
-    require_auditor(&user)?;
+    require(&user, Capability::ReadEverything)?;
     let proposals = state.engine.policies().proposals();
     Ok(Json(proposals.iter().map(ProposalView::from).collect()))
 }
@@ -922,7 +925,7 @@ async fn approve_policy_proposal(
     Path(id): Path<String>,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<(StatusCode, Json<PolicyReloadView>)> {
-    require_admin(&user, "approve policy changes")?;
+    require(&user, Capability::ApprovePolicyChanges)?;
     Ok(
         match state.engine.approve_policy_change(&id, &user).await? {
             PolicyChange::Activated(r) => {
@@ -940,26 +943,10 @@ async fn approve_policy_proposal(
     )
 }
 
-fn require_admin(user: &User, what: &str) -> ApiResult<()> {
-    if user.has_role(Role::Admin) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "`{}` may not {what} (needs admin)",
-            user.id
-        )))
-    }
-}
-
-fn require_auditor(user: &User) -> ApiResult<()> {
-    if user.sees_everything() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "`{}` may not read the audit log (needs admin or auditor)",
-            user.id
-        )))
-    }
+/// Refuses with 403 unless `user` holds `capability` (the rule is the
+/// core's: `access::may`).
+fn require(user: &User, capability: Capability) -> ApiResult<()> {
+    Ok(access::may(user, capability).map_err(EngineError::Rejected)?)
 }
 
 async fn audit(
@@ -967,7 +954,7 @@ async fn audit(
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEventView>>> {
-    require_auditor(&user)?;
+    require(&user, Capability::ReadEverything)?;
     let time = |field: &str, raw: &Option<String>| {
         raw.as_deref()
             .map(|s| parse_time(s).map_err(|e| ApiError::invalid(field, e)))
@@ -990,7 +977,7 @@ async fn verify_audit(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> ApiResult<Json<VerifyView>> {
-    require_auditor(&user)?;
+    require(&user, Capability::ReadEverything)?;
     let report = state.engine.verify_audit().await?;
     Ok(Json(VerifyView::from(report)))
 }
@@ -1018,7 +1005,7 @@ async fn reconcile(
     Caller(user): Caller,
     ApiJson(body): ApiJson<ReconcileBody>,
 ) -> ApiResult<Json<ReconcileView>> {
-    require_admin(&user, "reconcile")?;
+    require(&user, Capability::Reconcile)?;
     let report = state.engine.reconcile(body.fix, Some(&user)).await?;
     let view = ReconcileView::from(&report);
     tracing::info!(by = %user.id, fix = body.fix, unfixed = view.unfixed, errors = view.errors, "reconciled");

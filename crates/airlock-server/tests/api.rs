@@ -53,6 +53,7 @@ const USERS: &[(&str, &[&str], &[&str])] = &[
     ("admin2", &["ops"], &["admin"]),
     ("dave", &["sales"], &[]),
     ("sam", &["security"], &[]),
+    ("audrey", &[], &["auditor"]),
 ];
 
 /// The catalog most tests use. `log` always succeeds; `flaky` grants but its
@@ -2397,6 +2398,197 @@ async fn lists_reach_past_a_thousand_newer_requests_page_by_page() {
             .await
             .unwrap();
         assert!(empty.requests.is_empty() && empty.next_cursor.is_none());
+        h.stop().await;
+    })
+    .await;
+}
+
+/// Who may call each endpoint, as the API's authorization rules say
+/// (`airlock_core::access`); the test below checks every endpoint of the
+/// OpenAPI document against it, for every kind of caller, on someone else's
+/// request. A new endpoint without an entry here fails that test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// No token needed.
+    Anyone,
+    /// Any user with a token.
+    AnyUser,
+    /// Admins and auditors.
+    ReadEverything,
+    /// Admins.
+    Admin,
+    /// Whoever may see the request (requester, its approvers, admins, auditors).
+    SeesTheRequest,
+    /// Its requester only.
+    Requester,
+    /// Its approvers (never its requester): who may see it, whose groups
+    /// fill one of its tiers and whom the policy set lets approve.
+    Decider,
+}
+
+fn who_may(method: &str, path: &str) -> Option<Who> {
+    use Who::*;
+    Some(match (method, path) {
+        (
+            "get",
+            "/healthz" | "/readyz" | "/openapi.json" | "/metrics" | "/v1/audit/checkpoint-key",
+        ) => Anyone,
+        ("get", "/v1/me" | "/v1/entitlements" | "/v1/requests" | "/v1/grants")
+        | ("post", "/v1/requests") => AnyUser,
+        ("get", "/v1/requests/{id}" | "/v1/requests/{id}/explain") => SeesTheRequest,
+        ("post", "/v1/requests/{id}/approve" | "/v1/requests/{id}/deny") => Decider,
+        (
+            "post",
+            "/v1/requests/{id}/cancel"
+            | "/v1/requests/{id}/release"
+            | "/v1/requests/{id}/credential",
+        ) => Requester,
+        (
+            "post",
+            "/v1/requests/{id}/revoke"
+            | "/v1/policy/reload"
+            | "/v1/policy/proposals/{id}/approve"
+            | "/v1/reconcile",
+        ) => Admin,
+        ("get", "/v1/policy" | "/v1/policy/proposals" | "/v1/audit" | "/v1/audit/verify") => {
+            ReadEverything
+        }
+        _ => return None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let (_, doc) = h.raw("GET", "/openapi.json", None, None).await;
+        let http = reqwest::Client::new();
+        let mut missing = Vec::new();
+        // alice's request, pending for `sre` (bob, carol); dave and sam are
+        // strangers to it; admin and audrey see everything.
+        let callers: [Option<&str>; 8] = [
+            None,
+            Some("alice"),
+            Some("bob"),
+            Some("carol"),
+            Some("dave"),
+            Some("sam"),
+            Some("admin"),
+            Some("audrey"),
+        ];
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                let Some(rule) = who_may(method, path) else {
+                    missing.push(format!("{method} {path}"));
+                    continue;
+                };
+                for caller in callers {
+                    // A fresh request per call: an allowed call may end it.
+                    let r = h
+                        .client("alice")
+                        .create_request(&ask("db-prod", "authorization walk"))
+                        .await;
+                    let id = match r {
+                        Ok(r) => r.id,
+                        // alice's previous one is still open: end it first.
+                        Err(_) => {
+                            let open = h
+                                .client("alice")
+                                .list_requests(&RequestQuery {
+                                    mine: Some(true),
+                                    state: Some("pending,approved,active".into()),
+                                    ..RequestQuery::default()
+                                })
+                                .await
+                                .unwrap();
+                            for o in open {
+                                let _ = h.client("alice").act(&o.id, &Action::Cancel).await;
+                                let _ = h
+                                    .client("admin")
+                                    .act(
+                                        &o.id,
+                                        &Action::Revoke {
+                                            reason: "walk".into(),
+                                        },
+                                    )
+                                    .await;
+                            }
+                            h.client("alice")
+                                .create_request(&ask("db-prod", "authorization walk"))
+                                .await
+                                .unwrap()
+                                .id
+                        }
+                    };
+                    let target = path.replace("{id}", &id);
+                    let body = match path.as_str() {
+                        "/v1/requests" => Some(r#"{"entitlement":"logs-read","reason":"walk"}"#),
+                        p if p.ends_with("/deny") || p.ends_with("/revoke") => {
+                            Some(r#"{"reason":"walk"}"#)
+                        }
+                        _ => None,
+                    };
+                    let mut req = http.request(
+                        method.to_uppercase().parse().unwrap(),
+                        format!("{}{target}", h.base),
+                    );
+                    if let Some(u) = caller {
+                        req = req.bearer_auth(token(u));
+                    }
+                    if let Some(b) = body {
+                        req = req.header("content-type", "application/json").body(b);
+                    }
+                    let response = req.send().await.unwrap();
+                    let code = response.status().as_u16();
+                    let value = response.text().await.unwrap();
+                    let who = caller.unwrap_or("no token");
+                    let owner = caller == Some("alice");
+                    let sees =
+                        matches!(caller, Some("alice" | "bob" | "carol" | "admin" | "audrey"));
+                    let allowed = match rule {
+                        Who::Anyone => true,
+                        _ if caller.is_none() => false,
+                        Who::AnyUser => true,
+                        Who::ReadEverything => matches!(caller, Some("admin" | "audrey")),
+                        Who::Admin => caller == Some("admin"),
+                        Who::SeesTheRequest => sees,
+                        Who::Requester => owner,
+                        // Of those who see it, its approvers by group (the
+                        // policy set lets `sre` approve `db-prod`).
+                        Who::Decider => matches!(caller, Some("bob" | "carol")),
+                    };
+                    // A policy's denial (`denied_by_policy`) is the policy
+                    // set's answer to a caller the rules let through.
+                    let error_code = serde_json::from_str::<Value>(&value)
+                        .ok()
+                        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    let refused =
+                        code == 401 || code == 404 || (code == 403 && error_code == "forbidden");
+                    if allowed {
+                        // Allowed callers may still meet the request's state
+                        // (409) or a missing object (a proposal id), never an
+                        // authorization refusal.
+                        assert!(
+                            !refused || (code == 404 && path.contains("proposals")),
+                            "{method} {path} as {who}: allowed by {rule:?}, got {code} {value}"
+                        );
+                    } else {
+                        assert!(
+                            refused,
+                            "{method} {path} as {who}: refused by {rule:?}, got {code} {value}"
+                        );
+                        if caller.is_none() {
+                            assert_eq!(code, 401, "{method} {path} without a token");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "endpoints without an authorization rule in this test: {missing:?}"
+        );
         h.stop().await;
     })
     .await;

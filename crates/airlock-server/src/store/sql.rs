@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use airlock_core::access::{self, Capability};
 use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
 use airlock_core::catalog::User;
 use airlock_core::ids::check_id;
@@ -906,7 +907,11 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
         sql.push_str(" AND job_action IS NOT NULL");
     }
     // The mirror of `AccessRequest::visible_to`.
-    if let Some(user) = filter.visible_to.as_ref().filter(|u| !u.sees_everything()) {
+    if let Some(user) = filter
+        .visible_to
+        .as_ref()
+        .filter(|u| access::may(u, Capability::ReadEverything).is_err())
+    {
         let me = param(&mut binds, Bind::Text(user.id.as_str().to_owned()));
         let groups = in_approver_groups(backend, &mut binds, user);
         sql.push_str(&format!(" AND (requester = {me} OR {groups})"));
