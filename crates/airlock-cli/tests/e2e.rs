@@ -1841,6 +1841,15 @@ fn mistakes_get_messages_that_say_what_to_do() {
         "{err}"
     );
 
+    // An error whose message already quotes its cause says it once.
+    let err = fails(
+        Command::new(BIN)
+            .args(["check-config", "/nonexistent/airlock.toml"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+
     // A duration without a unit, a misspelled entitlement.
     let err = fails(demo.cli(
         "alice",
