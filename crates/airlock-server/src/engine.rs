@@ -91,6 +91,17 @@ pub struct Ask {
     pub mfa_at: Option<Timestamp>,
 }
 
+/// What a person may ask of a request, besides approving or denying it.
+#[derive(Debug, Clone)]
+pub enum UserCommand {
+    /// Withdraw a request that has not started.
+    Cancel,
+    /// End one's own grant early.
+    Release,
+    /// End someone's grant (admins).
+    Revoke { reason: String },
+}
+
 /// A decision on a pending request by someone other than its requester.
 #[derive(Debug, Clone)]
 pub enum ApproverDecision {
@@ -338,12 +349,22 @@ impl Engine {
         Ok(transition.request)
     }
 
-    /// Applies a user's command (approve, deny, cancel, release, revoke).
+    /// Applies what a person asks of a request besides deciding it. Only
+    /// these reach the state machine from outside: approvals and denials go
+    /// through [`Engine::decide`], which adds the policy set's verdict
+    /// itself, and connector results and ticks are the engine's own.
     pub async fn act(
         self: &Arc<Self>,
         id: &RequestId,
-        command: Command,
+        by: &User,
+        command: UserCommand,
     ) -> Result<AccessRequest, EngineError> {
+        let by = by.clone();
+        let command = match command {
+            UserCommand::Cancel => Command::Cancel { by },
+            UserCommand::Release => Command::Release { by },
+            UserCommand::Revoke { reason } => Command::Revoke { by, reason },
+        };
         let transition = self.apply(id, command).await?;
         self.after_commit(&transition);
         Ok(transition.request)

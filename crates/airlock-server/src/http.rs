@@ -10,7 +10,7 @@ use airlock_core::access::{self, Capability};
 use airlock_core::approval::Route;
 use airlock_core::catalog::User;
 use airlock_core::policy_change::{Proposal, Trigger};
-use airlock_core::request::{AccessRequest, Command, Rejection, State};
+use airlock_core::request::{AccessRequest, Rejection, State};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use airlock_policy::{RequestContext, RequestFacts};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -29,7 +29,7 @@ use crate::api::{
     VerifyView, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash};
-use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange};
+use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange, UserCommand};
 use crate::policy::{self, Reloaded};
 use crate::store::{AuditFilter, PageKey, RequestFilter, StoreError};
 
@@ -657,10 +657,10 @@ async fn command(
     state: &AppState,
     user: &User,
     raw_id: &str,
-    command: Command,
+    command: UserCommand,
 ) -> ApiResult<Json<RequestView>> {
     let current = visible(state, user, raw_id).await?;
-    let request = state.engine.act(&current.id, command).await?;
+    let request = state.engine.act(&current.id, user, command).await?;
     Ok(Json(view(state, &request)))
 }
 
@@ -712,7 +712,7 @@ async fn cancel(
     Path(id): Path<String>,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<Json<RequestView>> {
-    command(&state, &user, &id, Command::Cancel { by: user.clone() }).await
+    command(&state, &user, &id, UserCommand::Cancel).await
 }
 
 async fn release(
@@ -721,7 +721,7 @@ async fn release(
     Path(id): Path<String>,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<Json<RequestView>> {
-    command(&state, &user, &id, Command::Release { by: user.clone() }).await
+    command(&state, &user, &id, UserCommand::Release).await
 }
 
 async fn revoke(
@@ -734,8 +734,7 @@ async fn revoke(
         &state,
         &user,
         &id,
-        Command::Revoke {
-            by: user.clone(),
+        UserCommand::Revoke {
             reason: body.reason,
         },
     )
