@@ -21,6 +21,7 @@ use airlock_policy::{Directory, EntitlementFacts, UserFacts};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::oidc::OidcSettings;
 use crate::policy::{shorthand_policies, PolicySource};
 use crate::store::sql::Location;
 
@@ -107,6 +108,9 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// What the API allows a client before it closes the connection.
     pub http: HttpLimits,
+    /// Sign-in with the organisation's identity provider (`[server.oidc]`);
+    /// `None`: only the config's static tokens authenticate.
+    pub oidc: Option<OidcSettings>,
 }
 
 /// What the API allows one client, so that slow or silent connections cannot
@@ -232,6 +236,104 @@ struct RawServer {
     body_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<u32>>,
+    oidc: Option<RawOidc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: Spanned<String>,
+    audience: Spanned<String>,
+    client_id: Option<Spanned<String>>,
+    username_claim: Option<Spanned<String>>,
+    groups_claim: Option<Spanned<String>>,
+    #[serde(default)]
+    admin_groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    auditor_groups: Vec<Spanned<String>>,
+    clock_skew: Option<Spanned<String>>,
+    jwks_refetch_after: Option<Spanned<String>>,
+}
+
+/// How far token times may be off unless `server.oidc.clock_skew` says.
+pub const DEFAULT_OIDC_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// How often an unknown key id may fetch the provider's keys again unless
+/// `server.oidc.jwks_refetch_after` says.
+pub const DEFAULT_JWKS_REFETCH_AFTER: Duration = Duration::from_secs(60);
+
+/// The `[server.oidc]` table: which identity provider's tokens the API
+/// accepts, and how their claims become an Airlock user.
+fn oidc_settings(src: &Source<'_>, raw: &RawOidc) -> Result<OidcSettings, ConfigError> {
+    let issuer = raw.issuer.get_ref().trim();
+    crate::oidc::trusted_url(issuer)
+        .map_err(|e| src.error(raw.issuer.span(), format!("server.oidc.issuer: {e}")))?;
+    let text = |field: &str, value: &Spanned<String>| {
+        let v = value.get_ref().trim();
+        if v.is_empty() {
+            Err(src.error(
+                value.span(),
+                format!("server.oidc.{field}: must not be empty"),
+            ))
+        } else {
+            Ok(v.to_owned())
+        }
+    };
+    let mut audiences = vec![text("audience", &raw.audience)?];
+    if let Some(client_id) = &raw.client_id {
+        audiences.push(text("client_id", client_id)?);
+    }
+    let claim = |field: &str, value: &Option<Spanned<String>>, default: &str| {
+        value
+            .as_ref()
+            .map_or(Ok(default.to_owned()), |v| text(field, v))
+    };
+    let groups = |field: &str, list: &[Spanned<String>]| {
+        list.iter()
+            .map(|g| src.id(&format!("server.oidc.{field}"), g, GroupName::parse))
+            .collect::<Result<BTreeSet<_>, _>>()
+    };
+    let bounded = |field: &str,
+                   value: &Option<Spanned<String>>,
+                   default: Duration,
+                   range: (Duration, Duration)| {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let field = format!("server.oidc.{field}");
+        let d = src.duration(&field, value)?;
+        if d < range.0 || d > range.1 {
+            return Err(src.error(
+                value.span(),
+                format!(
+                    "{field}: `{}` must be between {} and {}",
+                    value.get_ref(),
+                    humantime::format_duration(range.0),
+                    humantime::format_duration(range.1)
+                ),
+            ));
+        }
+        Ok(d)
+    };
+    Ok(OidcSettings {
+        issuer: issuer.to_owned(),
+        audiences,
+        username_claim: claim("username_claim", &raw.username_claim, "preferred_username")?,
+        groups_claim: claim("groups_claim", &raw.groups_claim, "groups")?,
+        admin_groups: groups("admin_groups", &raw.admin_groups)?,
+        auditor_groups: groups("auditor_groups", &raw.auditor_groups)?,
+        clock_skew: bounded(
+            "clock_skew",
+            &raw.clock_skew,
+            DEFAULT_OIDC_CLOCK_SKEW,
+            (Duration::ZERO, Duration::from_secs(300)),
+        )?,
+        refetch_after: bounded(
+            "jwks_refetch_after",
+            &raw.jwks_refetch_after,
+            DEFAULT_JWKS_REFETCH_AFTER,
+            (Duration::from_secs(1), Duration::from_secs(3600)),
+        )?,
+    })
 }
 
 /// The shortest and longest timeout the API accepts for a client.
@@ -578,6 +680,11 @@ impl Settings {
             accept_broken_chain: false,
         };
         let http = http_limits(&src, server)?;
+        let oidc = server
+            .oidc
+            .as_ref()
+            .map(|o| oidc_settings(&src, o))
+            .transpose()?;
         let mfa_header = match &server.mfa_header {
             Some(h) => {
                 let name = h.get_ref().trim().to_ascii_lowercase();
@@ -1108,6 +1215,7 @@ impl Settings {
             reconcile_every,
             audit,
             http,
+            oidc,
         })
     }
 }

@@ -39,6 +39,16 @@ body_timeout = "20s"
 idle_timeout = "2m"
 max_connections = 500
 
+[server.oidc]
+issuer = "https://idp.example.com/oauth2/default"
+audience = "api://airlock"
+client_id = "0oa1airlock"
+username_claim = "email"
+admin_groups = ["airlock-admins"]
+auditor_groups = ["audit"]
+clock_skew = "30s"
+jwks_refetch_after = "2m"
+
 [audit]
 checkpoint_key = "/etc/airlock/checkpoint.key"
 checkpoint_every = "10m"
@@ -196,6 +206,16 @@ fn the_good_config_parses_into_typed_settings() {
     assert_eq!(s.lifecycle.retry_cap, Duration::from_secs(60));
     assert_eq!(s.revocation_overdue_after, Duration::from_secs(300));
     assert_eq!(s.reconcile_every, Some(Duration::from_secs(600)));
+    let oidc = s.oidc.as_ref().unwrap();
+    assert_eq!(oidc.issuer, "https://idp.example.com/oauth2/default");
+    assert_eq!(oidc.audiences, ["api://airlock", "0oa1airlock"]);
+    assert_eq!(
+        (oidc.username_claim.as_str(), oidc.groups_claim.as_str()),
+        ("email", "groups")
+    );
+    assert_eq!(oidc.admin_groups.len() + oidc.auditor_groups.len(), 2);
+    assert_eq!(oidc.clock_skew, Duration::from_secs(30));
+    assert_eq!(oidc.refetch_after, Duration::from_secs(120));
     assert_eq!(
         s.audit.checkpoint_key,
         Path::new("/etc/airlock/checkpoint.key")
@@ -351,6 +371,69 @@ fn an_empty_config_gets_defaults() {
     assert_eq!(s.audit.checkpoint_every, DEFAULT_CHECKPOINT_EVERY);
     assert_eq!(s.http, HttpLimits::default());
     assert_eq!(s.http.header_timeout, Duration::from_secs(10));
+    assert!(s.oidc.is_none(), "no identity provider unless configured");
+}
+
+#[test]
+fn bad_oidc_tables_name_file_line_and_field() {
+    let cases = [
+        case(
+            "issuer",
+            "issuer = \"http://idp.example.com\"",
+            "server.oidc.issuer",
+            "must be https",
+        ),
+        case(
+            "issuer",
+            "issuer = \"idp\"",
+            "server.oidc.issuer",
+            "`idp` is not a URL",
+        ),
+        case(
+            "audience",
+            "audience = \" \"",
+            "server.oidc.audience",
+            "must not be empty",
+        ),
+        case(
+            "username_claim",
+            "username_claim = \"\"",
+            "server.oidc.username_claim",
+            "must not be empty",
+        ),
+        case(
+            "admin_groups",
+            "admin_groups = [\"Domain Admins\"]",
+            "server.oidc.admin_groups",
+            "`Domain Admins`",
+        ),
+        case(
+            "clock_skew",
+            "clock_skew = \"1h\"",
+            "server.oidc.clock_skew",
+            "between 0s and 5m",
+        ),
+        case(
+            "jwks_refetch_after",
+            "jwks_refetch_after = \"100ms\"",
+            "server.oidc.jwks_refetch_after",
+            "between 1s and 1h",
+        ),
+        case(
+            "clock_skew",
+            "clok_skew = \"1s\"",
+            "server.oidc",
+            "unknown field `clok_skew`",
+        ),
+    ];
+    let failures: Vec<String> = cases.iter().filter_map(|c| check(c).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let (text, _) = edit("issuer", "");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("server.oidc") && err.contains("missing field `issuer`"),
+        "{err}"
+    );
 }
 
 #[test]
