@@ -296,23 +296,9 @@ fn oidc_settings(src: &Source<'_>, raw: &RawOidc) -> Result<OidcSettings, Config
                    value: &Option<Spanned<String>>,
                    default: Duration,
                    range: (Duration, Duration)| {
-        let Some(value) = value else {
-            return Ok(default);
-        };
-        let field = format!("server.oidc.{field}");
-        let d = src.duration(&field, value)?;
-        if d < range.0 || d > range.1 {
-            return Err(src.error(
-                value.span(),
-                format!(
-                    "{field}: `{}` must be between {} and {}",
-                    value.get_ref(),
-                    humantime::format_duration(range.0),
-                    humantime::format_duration(range.1)
-                ),
-            ));
-        }
-        Ok(d)
+        value.as_ref().map_or(Ok(default), |v| {
+            src.duration_between(&format!("server.oidc.{field}"), v, range)
+        })
     };
     Ok(OidcSettings {
         issuer: issuer.to_owned(),
@@ -350,20 +336,7 @@ fn http_limits(src: &Source<'_>, server: &RawServer) -> Result<HttpLimits, Confi
         let Some(raw) = raw else {
             return Ok(default);
         };
-        let field = format!("server.{key}");
-        let value = src.duration(&field, raw)?;
-        if value < shortest || value > longest {
-            return Err(src.error(
-                raw.span(),
-                format!(
-                    "{field}: `{}` must be between {} and {}",
-                    raw.get_ref(),
-                    humantime::format_duration(shortest),
-                    humantime::format_duration(longest)
-                ),
-            ));
-        }
-        Ok(value)
+        src.duration_between(&format!("server.{key}"), raw, (shortest, longest))
     };
     let max_connections = match &server.max_connections {
         None => defaults.max_connections,
@@ -519,6 +492,28 @@ impl Source<'_> {
 
     fn duration(&self, field: &str, raw: &Spanned<String>) -> Result<Duration, ConfigError> {
         parse_duration(raw.get_ref()).map_err(|e| self.error(raw.span(), format!("{field}: {e}")))
+    }
+
+    /// A duration that must lie within `range` (both ends included).
+    fn duration_between(
+        &self,
+        field: &str,
+        raw: &Spanned<String>,
+        (shortest, longest): (Duration, Duration),
+    ) -> Result<Duration, ConfigError> {
+        let value = self.duration(field, raw)?;
+        if value < shortest || value > longest {
+            return Err(self.error(
+                raw.span(),
+                format!(
+                    "{field}: `{}` must be between {} and {}",
+                    raw.get_ref(),
+                    humantime::format_duration(shortest),
+                    humantime::format_duration(longest)
+                ),
+            ));
+        }
+        Ok(value)
     }
 
     fn id<T>(

@@ -299,7 +299,8 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// A refused identity-provider token: 401 with RFC 6750's `invalid_token`
-/// challenge saying why (the message holds no quote or backslash), or 503
+/// challenge saying why (in a quoted string, so quotes, backslashes and
+/// backticks become `'`), or 503
 /// when the provider's keys cannot be had.
 fn token_refused(e: TokenError) -> Response {
     if e.is_unavailable() {
@@ -316,7 +317,7 @@ fn token_refused(e: TokenError) -> Response {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.clone()).into_response();
     let challenge = format!(
         "Bearer error=\"invalid_token\", error_description=\"{}\"",
-        message.replace(['"', '\\'], "'")
+        message.replace(['"', '\\', '`'], "'")
     );
     if let Ok(v) = header::HeaderValue::from_str(&challenge) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
