@@ -313,7 +313,9 @@ struct KeyCache {
 pub struct Verifier {
     settings: OidcSettings,
     source: Arc<dyn KeySource>,
-    cache: tokio::sync::Mutex<KeyCache>,
+    cache: std::sync::Mutex<KeyCache>,
+    /// Held while fetching, so concurrent unknown key ids fetch once.
+    fetch_turn: tokio::sync::Mutex<()>,
 }
 
 impl Verifier {
@@ -321,8 +323,17 @@ impl Verifier {
         Verifier {
             settings,
             source,
-            cache: tokio::sync::Mutex::new(KeyCache::default()),
+            cache: std::sync::Mutex::new(KeyCache::default()),
+            fetch_turn: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The key cache; never held across an await. Nothing panics while it
+    /// is held, but a poisoned lock would still hold consistent keys.
+    fn cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether a bearer token is shaped like a JWT (three dot-separated
@@ -402,31 +413,44 @@ impl Verifier {
         alg_raw: &str,
         now: Timestamp,
     ) -> Result<PublicKey, TokenError> {
-        let mut cache = self.cache.lock().await;
-        let known = |keys: &[Jwk]| match kid {
-            Some(kid) => keys.iter().any(|k| k.kid.as_deref() == Some(kid)),
-            None => !keys.is_empty(),
+        let known = |cache: &KeyCache| match kid {
+            Some(kid) => cache.keys.iter().any(|k| k.kid.as_deref() == Some(kid)),
+            None => !cache.keys.is_empty(),
         };
-        let may_fetch = cache
-            .tried_at
-            .is_none_or(|at| at.plus(self.settings.refetch_after) <= now);
-        if !known(&cache.keys) && may_fetch {
-            cache.tried_at = Some(now);
-            match self.source.fetch().await.and_then(|t| parse_jwks(&t)) {
-                Ok(keys) => {
-                    tracing::info!(keys = keys.len(), "fetched the identity provider's keys");
-                    cache.keys = keys;
+        let is_known = known(&self.cache());
+        if !is_known {
+            // One fetch at a time; tokens with known keys never wait for it.
+            let _turn = self.fetch_turn.lock().await;
+            let may_fetch = {
+                let mut cache = self.cache();
+                let due = cache
+                    .tried_at
+                    .is_none_or(|at| at.plus(self.settings.refetch_after) <= now);
+                // Another caller may have fetched it while this one waited.
+                let fetch = !known(&cache) && due;
+                if fetch {
+                    cache.tried_at = Some(now);
                 }
-                // The keys in hand stay: a provider outage must not sign
-                // everyone out.
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot fetch the identity provider's keys");
-                    if cache.keys.is_empty() {
-                        return Err(TokenError::KeysUnavailable(e.0));
+                fetch
+            };
+            if may_fetch {
+                match self.source.fetch().await.and_then(|t| parse_jwks(&t)) {
+                    Ok(keys) => {
+                        tracing::info!(keys = keys.len(), "fetched the identity provider's keys");
+                        self.cache().keys = keys;
+                    }
+                    // The keys in hand stay: a provider outage must not sign
+                    // everyone out.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot fetch the identity provider's keys");
+                        if self.cache().keys.is_empty() {
+                            return Err(TokenError::KeysUnavailable(e.0));
+                        }
                     }
                 }
             }
         }
+        let cache = self.cache();
         let candidates: Vec<&Jwk> = match kid {
             Some(kid) => cache
                 .keys

@@ -432,3 +432,52 @@ fn only_https_or_loopback_http_is_fetched() {
     assert!(trusted_url("http://idp.example.com").is_err());
     assert!(trusted_url("file:///etc/passwd").is_err());
 }
+
+/// Answers the first fetch, then holds every later one until released: a
+/// provider that hangs.
+struct Hanging {
+    first: String,
+    release: tokio::sync::Notify,
+    fetches: AtomicUsize,
+}
+
+#[async_trait]
+impl KeySource for Hanging {
+    async fn fetch(&self) -> Result<String, FetchError> {
+        if self.fetches.fetch_add(1, Ordering::SeqCst) > 0 {
+            self.release.notified().await;
+        }
+        Ok(self.first.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_fetch_does_not_hold_tokens_with_known_keys() {
+    let key = TestKey::ed25519();
+    let source = Arc::new(Hanging {
+        first: json!({ "keys": [key.jwk("k1")] }).to_string(),
+        release: tokio::sync::Notify::new(),
+        fetches: AtomicUsize::new(0),
+    });
+    let v = Arc::new(Verifier::new(settings(), source.clone()));
+    assert!(check(&v, &signed(&key, "k1", &claims())).await.is_ok());
+    let unknown = {
+        let (v, token) = (v.clone(), signed(&key, "k2", &claims()));
+        tokio::spawn(async move { check_at(&v, &token, 400).await })
+    };
+    airlock_testkit::until(Duration::from_secs(5), "the second fetch", || async {
+        (source.fetches.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    let known = airlock_testkit::bounded(
+        Duration::from_secs(5),
+        check_at(&v, &signed(&key, "k1", &claims()), 400),
+    )
+    .await;
+    assert!(known.is_ok(), "{known:?}");
+    source.release.notify_one();
+    assert_eq!(
+        unknown.await.unwrap().unwrap_err(),
+        TokenError::UnknownKey("k2".to_owned())
+    );
+}
