@@ -1019,7 +1019,11 @@ impl Settings {
                     raw.iter()
                         .map(|g| {
                             let group = src.id(&field(f), g, GroupName::parse)?;
-                            if !catalog.users.values().any(|u| u.groups.contains(&group)) {
+                            // With an identity provider, members come from its
+                            // tokens, so the config cannot know them.
+                            if oidc.is_none()
+                                && !catalog.users.values().any(|u| u.groups.contains(&group))
+                            {
                                 return Err(src.error(
                                     g.span(),
                                     format!("{}: group `{group}` has no members", field(f)),
@@ -1103,18 +1107,19 @@ impl Settings {
                 }
                 let count = ent.approvals_required.as_ref().map_or(1, |c| *c.get_ref());
                 let eligible = catalog.users.values().filter(|u| u.in_any(&from)).count();
-                if count == 0 || usize::try_from(count).unwrap_or(usize::MAX) > eligible {
+                let too_many =
+                    oidc.is_none() && usize::try_from(count).unwrap_or(usize::MAX) > eligible;
+                if count == 0 || too_many {
                     let at = ent
                         .approvals_required
                         .as_ref()
                         .map_or(span.clone(), Spanned::span);
-                    return Err(src.error(
-                        at,
-                        format!(
-                            "{}: must be between 1 and the {eligible} users in the approver groups",
-                            field("approvals_required")
-                        ),
-                    ));
+                    let bound = if oidc.is_some() {
+                        "must be at least 1".to_owned()
+                    } else {
+                        format!("must be between 1 and the {eligible} users in the approver groups")
+                    };
+                    return Err(src.error(at, format!("{}: {bound}", field("approvals_required"))));
                 }
                 Some((count, from))
             };
