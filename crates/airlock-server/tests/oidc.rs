@@ -134,7 +134,7 @@ struct Airlock {
     _dir: tempfile::TempDir,
 }
 
-async fn airlock(issuer: &str, clock_skew: &str) -> Airlock {
+async fn boot(issuer: &str, clock_skew: &str) -> Airlock {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().display().to_string();
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
@@ -247,7 +247,7 @@ async fn provider_tokens_sign_in_and_their_groups_reach_policies() {
         let Some(idp) = Provider::start().await else {
             return;
         };
-        let airlock = airlock(&idp.issuer, "60s").await;
+        let airlock = boot(&idp.issuer, "60s").await;
 
         let alice = idp.token("alice", AUDIENCE).await;
         let me = airlock.me(&alice).await;
@@ -283,6 +283,17 @@ async fn provider_tokens_sign_in_and_their_groups_reach_policies() {
         assert_eq!(unknown.status, 401);
         assert_eq!(unknown.body["error"]["message"], "unknown token");
         airlock.server.shutdown().await;
+
+        // A provider that cannot be reached: its tokens cannot be checked,
+        // which is the provider's fault, not the caller's.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let cut_off = boot(&dead, "60s").await;
+        let a = cut_off.me(&alice).await;
+        assert_eq!(a.status, 503, "{}", a.body);
+        assert_eq!(a.body["error"]["code"], "idp_unavailable");
+        cut_off.server.shutdown().await;
     })
     .await;
 }
@@ -296,7 +307,7 @@ async fn a_rotated_provider_key_is_fetched_and_forged_tokens_are_refused() {
         let Some(other) = Provider::start().await else {
             return;
         };
-        let airlock = airlock(&idp.issuer, "0s").await;
+        let airlock = boot(&idp.issuer, "0s").await;
         let alice = idp.token("alice", AUDIENCE).await;
         assert_eq!(airlock.me(&alice).await.status, 200);
 
