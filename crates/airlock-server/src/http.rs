@@ -30,6 +30,7 @@ use crate::api::{
 };
 use crate::config::{parse_duration, token_hash};
 use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange, UserCommand};
+use crate::oidc::{TokenError, Verifier};
 use crate::policy::{self, Reloaded};
 use crate::store::{AuditFilter, PageKey, RequestFilter, StoreError};
 
@@ -44,6 +45,8 @@ pub struct AppState {
     pub checkpoint_key: Option<String>,
     /// How long a request body may take to arrive (`server.body_timeout`).
     pub body_timeout: Duration,
+    /// Checks the identity provider's tokens (`server.oidc`), if configured.
+    pub oidc: Option<Arc<Verifier>>,
 }
 
 /// When the caller last completed MFA, as the authenticating proxy in front
@@ -253,17 +256,19 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The authenticated user behind a bearer token.
+/// The authenticated user behind a bearer token: one of the config's static
+/// tokens, or a JWT from the identity provider (`server.oidc`).
 pub struct Caller(pub User);
 
 impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let unauthorized =
+            |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m).into_response();
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -275,13 +280,50 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let user = state
+        let catalog = state.engine.catalog();
+        if let Some(user) = state
             .tokens
             .get(&token_hash(token))
-            .and_then(|id| state.engine.catalog().user(id))
-            .ok_or_else(|| unauthorized("unknown token"))?;
-        Ok(Caller(user.clone()))
+            .and_then(|id| catalog.user(id))
+        {
+            return Ok(Caller(user.clone()));
+        }
+        match &state.oidc {
+            Some(oidc) if Verifier::looks_like_jwt(token) => oidc
+                .authenticate(token, state.engine.now(), catalog)
+                .await
+                .map(Caller)
+                .map_err(token_refused),
+            _ => Err(unauthorized("unknown token")),
+        }
     }
+}
+
+/// A refused identity-provider token: 401 with RFC 6750's `invalid_token`
+/// challenge saying why (in a quoted string, so quotes, backslashes and
+/// backticks become `'`), or 503
+/// when the provider's keys cannot be had.
+fn token_refused(e: TokenError) -> Response {
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "refusing a token: no keys to check it with");
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "idp_unavailable",
+            e.to_string(),
+        )
+        .into_response();
+    }
+    let message = e.to_string();
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.clone()).into_response();
+    let challenge = format!(
+        "Bearer error=\"invalid_token\", error_description=\"{}\"",
+        message.replace(['"', '\\', '`'], "'")
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
 }
 
 /// The largest request body the API reads: far above any valid request (a

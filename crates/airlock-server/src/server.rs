@@ -18,6 +18,7 @@ use crate::checkpoint::{self, CheckpointError, Checkpointer};
 use crate::config::{ConnectorSettings, Settings};
 use crate::engine::{Clock, Engine, EngineParts, PolicyChange, SystemClock};
 use crate::http::{router, AppState};
+use crate::oidc::{HttpKeySource, Verifier};
 use crate::policy::{Policies, PolicyLoadError};
 use crate::serve::{connection_cap, raise_descriptor_limit, serve};
 use crate::store::sql::{Location, SqlStore};
@@ -49,6 +50,8 @@ pub enum StartError {
     Checkpoint(#[from] CheckpointError),
     #[error("cannot record accepting the broken audit chain: {0}")]
     AcceptBreak(String),
+    #[error("server.oidc: {0}")]
+    Oidc(#[from] crate::oidc::FetchError),
 }
 
 /// Why a running server stopped on its own.
@@ -455,6 +458,13 @@ pub async fn start_with_clock(
         mfa_header: settings.mfa_header.clone(),
         body_timeout: settings.http.body_timeout,
         checkpoint_key: Some(checkpointer.public_key()),
+        oidc: match &settings.oidc {
+            Some(oidc) => Some(Arc::new(Verifier::new(
+                oidc.clone(),
+                Arc::new(HttpKeySource::new(oidc.issuer.clone())?),
+            ))),
+            None => None,
+        },
     };
     let health_engine = Arc::clone(&engine);
     tokio::spawn(async move { health_engine.check_connectors().await });

@@ -122,6 +122,25 @@ pub fn service_program(program: &str) -> Option<std::path::PathBuf> {
     }
 }
 
+/// `path`, a file or folder a test needs that an install step provides
+/// (`install` says which), or `None` after printing why the caller skips.
+///
+/// # Panics
+/// When `path` is missing and `AIRLOCK_REQUIRE_SERVICES=1`, as for
+/// [`service_url`].
+#[expect(clippy::panic, reason = "a test helper: failing the test is the point")]
+pub fn service_path(path: &std::path::Path, install: &str) -> Option<std::path::PathBuf> {
+    if path.exists() {
+        return Some(path.to_path_buf());
+    }
+    let why = format!("`{}` is missing (run `{install}`)", path.display());
+    if std::env::var("AIRLOCK_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{why} but AIRLOCK_REQUIRE_SERVICES=1: this test must not skip");
+    }
+    announce_skip(&why);
+    None
+}
+
 /// A PostgreSQL database made for one test on the server at `admin_url`, so
 /// tests never see each other's rows; [`FreshDatabase::drop_now`] removes it.
 pub struct FreshDatabase {
