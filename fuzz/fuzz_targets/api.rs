@@ -134,6 +134,7 @@ async fn start(dir: &std::path::Path) -> Router {
         mfa_header: Some("x-auth-mfa-at".to_owned()),
         checkpoint_key: None,
         body_timeout: settings.http.body_timeout,
+        oidc: None,
     })
 }
 

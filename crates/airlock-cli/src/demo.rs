@@ -8,10 +8,25 @@ use std::path::{Path, PathBuf};
 use airlock_server::config::{new_token, token_hash};
 use anyhow::Context;
 
-pub const DEMO_USERS: [&str; 4] = ["alice", "bob", "carol", "admin"];
+/// The demo's users and what each is for.
+pub const DEMO_USERS: [(&str, &str); 4] = [
+    ("alice", "requester"),
+    ("bob", "approver, also an engineer"),
+    ("carol", "approver"),
+    ("admin", "admin and auditor"),
+];
 
-/// The demo policies (the same files as `policies/demo`, whose tests CI runs).
-const DEMO_POLICIES: [(&str, &str); 4] = [
+/// The demo policies and their tests (the files of `policies/demo`, whose
+/// tests CI runs).
+const DEMO_POLICIES: [(&str, &str); 6] = [
+    (
+        "tests.toml",
+        include_str!("../../../policies/demo/tests.toml"),
+    ),
+    (
+        "web-ssh.cedar",
+        include_str!("../../../policies/demo/web-ssh.cedar"),
+    ),
     (
         "approvers.cedar",
         include_str!("../../../policies/demo/approvers.cedar"),
@@ -76,6 +91,14 @@ type = "command"
 program = "{script}"
 timeout = "10s"
 
+# An SSH certificate authority: its key and state live in ./ssh. Servers that
+# trust ./ssh/ca_ed25519.pub (sshd's TrustedUserCAKeys) accept the
+# certificates `airlock ssh web-ssh` writes, until the grant ends.
+[connectors.demo-ssh]
+type = "ssh_ca"
+principals = ["web"]
+timeout = "10s"
+
 # Who may request, approve and auto-approve what: Cedar policies in
 # ./policies (try `airlock policy who-can prod-db-admin --config airlock.toml`).
 [policy]
@@ -88,6 +111,14 @@ default_duration = "30m"
 require_reason = true
 sensitivity = 1
 connector = "demo-script"
+
+[entitlements.web-ssh]
+description = "SSH to the web fleet (an SSH certificate)"
+max_duration = "1h"
+default_duration = "30m"
+require_reason = true
+sensitivity = 2
+connector = "demo-ssh"
 
 [entitlements.prod-db-admin]
 description = "Superuser on the production database"
@@ -109,8 +140,19 @@ connector = "demo-script"
     )
 }
 
-/// Prepares `dir` and returns the config path and each demo user's token.
-pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<(PathBuf, BTreeMap<String, String>)> {
+/// A demo folder ready to serve.
+pub struct Prepared {
+    pub config: PathBuf,
+    /// Each demo user's token.
+    pub tokens: BTreeMap<String, String>,
+    /// The folder held a demo from an earlier run, whose config, tokens,
+    /// policies and database are used as they are.
+    pub reused: bool,
+}
+
+/// Prepares `dir`: the config, tokens and policies of a new demo, or those
+/// of the demo already there.
+pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let dir = dir
         .canonicalize()
@@ -134,11 +176,15 @@ pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<(PathBuf, BTreeMap<St
         let tokens: BTreeMap<String, String> = serde_json::from_str(&text).with_context(|| {
             format!("`{}` is not a JSON object of tokens", tokens_path.display())
         })?;
-        return Ok((config, tokens));
+        return Ok(Prepared {
+            config,
+            tokens,
+            reused: true,
+        });
     }
     let tokens: BTreeMap<String, String> = DEMO_USERS
         .iter()
-        .map(|u| ((*u).to_owned(), new_token()))
+        .map(|(u, _)| ((*u).to_owned(), new_token()))
         .collect();
     let hashes = tokens
         .iter()
@@ -146,7 +192,11 @@ pub fn prepare(dir: &Path, listen: &str) -> anyhow::Result<(PathBuf, BTreeMap<St
         .collect();
     write_private(&tokens_path, &serde_json::to_string_pretty(&tokens)?, 0o600)?;
     write_private(&config, &config_text(listen, &script, &hashes), 0o600)?;
-    Ok((config, tokens))
+    Ok(Prepared {
+        config,
+        tokens,
+        reused: false,
+    })
 }
 
 fn write_private(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
@@ -158,4 +208,22 @@ fn write_private(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("cannot set permissions on `{}`", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_ships_every_file_of_policies_demo() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/demo");
+        let mut on_disk: Vec<String> = std::fs::read_dir(folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        let mut shipped: Vec<String> = DEMO_POLICIES.iter().map(|(n, _)| (*n).to_owned()).collect();
+        shipped.sort();
+        assert_eq!(shipped, on_disk);
+    }
 }

@@ -49,6 +49,20 @@ struct Conn {
     json: bool,
 }
 
+/// Which page of a request list to show.
+#[derive(Args, Clone)]
+struct Page {
+    /// At most this many per page (1 to 1000; the server's default is 100).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Start where an earlier page ended (the cursor it printed).
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Every page, not just one (from `--cursor` on, if given).
+    #[arg(long)]
+    all: bool,
+}
+
 /// Which database a maintenance command works on.
 #[derive(Args)]
 struct DatabaseArgs {
@@ -195,6 +209,8 @@ enum Cmd {
     /// Requests waiting for your approval.
     Pending {
         #[command(flatten)]
+        page: Page,
+        #[command(flatten)]
         conn: Conn,
     },
     /// Approve a request waiting for you.
@@ -249,8 +265,8 @@ enum Cmd {
         mine: bool,
         #[arg(long)]
         entitlement: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        page: Page,
         #[command(flatten)]
         conn: Conn,
     },
@@ -392,6 +408,9 @@ enum AuditCmd {
         #[arg(long, requires = "checkpoints")]
         database: Option<String>,
     },
+    /// The public key the server signs audit checkpoints with (`ed25519:…`),
+    /// to pin for `verify --checkpoints`.
+    Key,
 }
 
 fn main() -> std::process::ExitCode {
@@ -411,10 +430,24 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            say_err!("error: {e:#}");
+            say_err!("error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: many errors already quote
+/// their cause in their own message.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_logging(server: bool) {
@@ -444,7 +477,11 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             database,
             accept_broken_audit_chain,
         } => {
-            let (config, tokens) = demo::prepare(&data_dir, &listen)?;
+            let demo::Prepared {
+                config,
+                tokens,
+                reused,
+            } = demo::prepare(&data_dir, &listen)?;
             let mut settings = Settings::load(&config)?;
             settings.audit.accept_broken_chain = accept_broken_audit_chain;
             if let Some(db) = database {
@@ -458,9 +495,12 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             say!("Airlock demo is running at {url}");
             say!("Audit checkpoint key: {}", server.checkpoint_key());
             say!("Data dir: {} (tokens in tokens.json)", data_dir.display());
-            for user in demo::DEMO_USERS {
+            if reused {
+                say!("  (the state of the demo already there: its requests, tokens and policies; delete the folder to start over)");
+            }
+            for (user, role) in demo::DEMO_USERS {
                 say!(
-                    "  {user:<6} token: {}",
+                    "  {user:<6} token: {}   ({role})",
                     tokens.get(user).map_or("", String::as_str)
                 );
             }
@@ -699,12 +739,12 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             let path = key.write_certificate(ssh::certificate_of(&request)?)?;
             key.report(&path, &request, conn.json)
         }
-        Cmd::Pending { conn } => {
+        Cmd::Pending { page, conn } => {
             let query = RequestQuery {
                 awaiting_me: Some(true),
                 ..RequestQuery::default()
             };
-            output::requests(&client(&conn)?.list_requests(&query).await?, conn.json)
+            list_pages(&conn, &page, query).await
         }
         Cmd::Approve { id, comment, conn } => act(&conn, &id, Action::Approve { comment }).await,
         Cmd::Deny { id, reason, conn } => act(&conn, &id, Action::Deny { reason }).await,
@@ -715,17 +755,16 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             state,
             mine,
             entitlement,
-            limit,
+            page,
             conn,
         } => {
             let query = RequestQuery {
                 state,
                 mine: mine.then_some(true),
                 entitlement,
-                limit,
                 ..RequestQuery::default()
             };
-            output::requests(&client(&conn)?.list_requests(&query).await?, conn.json)
+            list_pages(&conn, &page, query).await
         }
         Cmd::Credential { id, conn } => {
             let c = client(&conn)?.collect_credential(&id).await?;
@@ -782,6 +821,15 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 conn.json,
             )
             .await
+        }
+        Cmd::Audit {
+            verify: Some(AuditCmd::Key),
+            conn,
+            ..
+        } => {
+            let key = client(&conn)?.checkpoint_key().await?;
+            say!("{key}");
+            Ok(())
         }
         Cmd::Audit {
             verify: Some(AuditCmd::Verify { .. }),
@@ -878,6 +926,26 @@ fn broken_chain_fails(view: airlock_server::api::VerifyView) -> anyhow::Result<(
     Ok(())
 }
 
+/// Prints one page of requests (and, on stderr, how to get the next) or,
+/// with `--all`, every page.
+async fn list_pages(conn: &Conn, page: &Page, query: RequestQuery) -> anyhow::Result<()> {
+    let query = RequestQuery {
+        limit: page.limit,
+        cursor: page.cursor.clone(),
+        ..query
+    };
+    let client = client(conn)?;
+    if page.all {
+        return output::requests(&client.all_requests(&query).await?, conn.json);
+    }
+    let found = client.list_requests_page(&query).await?;
+    output::requests(&found.requests, conn.json)?;
+    if let Some(next) = found.next_cursor {
+        say_err!("more: add --cursor {next} for the next page, or --all for every page");
+    }
+    Ok(())
+}
+
 async fn act(conn: &Conn, id: &str, action: Action) -> anyhow::Result<()> {
     output::request(&client(conn)?.act(id, &action).await?, conn.json)
 }
@@ -900,10 +968,12 @@ async fn wait_for_decision(
         }
         if tokio::time::Instant::now() >= deadline {
             bail!(
-                "request `{}` is still {} after waiting {}s",
+                "request `{}` is still {} after waiting {}; it stays open (see `airlock show {}`, or `airlock cancel {}` to withdraw it)",
                 request.id,
                 request.state,
-                limit.as_secs()
+                airlock_core::time::human_duration(limit),
+                request.id,
+                request.id
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

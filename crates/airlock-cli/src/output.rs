@@ -103,7 +103,7 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
                     }
                 ),
             ));
-        } else if r.decided_at.is_some() && r.ended_by.is_none() && r.state != "denied" {
+        } else if r.activates_at.is_some() {
             lines.push(("approvals", "auto-approved".to_owned()));
         }
         if !r.policy_version.is_empty() {
@@ -143,7 +143,71 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
         for (k, v) in lines {
             say!("{:<14} {}", format!("{k}:"), one_line(&v));
         }
+        say!("history:");
+        for (at, what) in history(r) {
+            say!("  {at}  {}", one_line(&what));
+        }
     })
+}
+
+/// What happened to a request, oldest first, as far as the request itself
+/// records it (the audit log has every event, for auditors).
+fn history(r: &RequestView) -> Vec<(String, String)> {
+    let mut events = vec![(
+        r.created_at.clone(),
+        format!(
+            "requested by {} for {}{}{}: {}",
+            r.requester,
+            human_duration(r.duration_seconds),
+            r.ticket
+                .as_ref()
+                .map(|t| format!(", ticket {t}"))
+                .unwrap_or_default(),
+            if r.break_glass { ", break-glass" } else { "" },
+            r.reason
+        ),
+    )];
+    for a in &r.approvals {
+        let comment = a
+            .comment
+            .as_ref()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        events.push((
+            a.at.clone(),
+            format!("approval from {}{comment}", a.approver),
+        ));
+    }
+    if let (Some(at), Some(starts)) = (&r.decided_at, &r.activates_at) {
+        let how = if r.required_approvals == 0 {
+            "auto-approved"
+        } else {
+            "approved"
+        };
+        events.push((at.clone(), format!("{how}; access from {starts}")));
+    }
+    if let Some(at) = &r.granted_at {
+        events.push((at.clone(), "granted in the target".to_owned()));
+    }
+    if let Some(at) = &r.ended_at {
+        let by = r
+            .ended_by
+            .as_ref()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default();
+        let why = r
+            .end_reason
+            .as_ref()
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default();
+        events.push((at.clone(), format!("{}{by}{why}", r.state)));
+    }
+    if let Some(at) = &r.deprovisioned_at {
+        events.push((at.clone(), "removal confirmed by the target".to_owned()));
+    }
+    // RFC 3339 in one format: text order is time order.
+    events.sort_by(|a, b| a.0.cmp(&b.0));
+    events
 }
 
 pub fn requests(rs: &[RequestView], json: bool) -> anyhow::Result<()> {

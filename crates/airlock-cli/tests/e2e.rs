@@ -233,6 +233,20 @@ fn alice_token(dir: &Path) -> String {
     token
 }
 
+/// Waits until the wall clock is past `rfc3339` (a grant's expiry, say),
+/// for tests of what happens to a deadline while no server runs.
+fn wait_until_past(rfc3339: &str) {
+    let deadline = humantime::parse_rfc3339(rfc3339)
+        .expect("an RFC 3339 time")
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    eventually(Duration::from_secs(30), "the deadline to pass", || {
+        (u128::try_from(airlock_testkit::wall_clock_unix_millis()).unwrap() > deadline)
+            .then_some(())
+    });
+}
+
 fn state_of(demo: &Demo, id: &str) -> Value {
     demo.json("alice", &["show", id])
 }
@@ -402,6 +416,45 @@ fn release_cancel_and_revoke_through_the_cli() {
             ))
             .then_some(())
     });
+
+    // Three requests, one page at a time: each page says where the next starts.
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let everything = ids(&demo.json("admin", &["list"]));
+    assert_eq!(everything, [rid.clone(), pid.clone(), id.clone()]);
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = vec!["list", "--limit", "1", "--json"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let out = demo.cli("admin", &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        paged.extend(ids(&serde_json::from_slice(&out.stdout).unwrap()));
+        let err = stderr(&out);
+        cursor = err
+            .split("--cursor ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(paged, everything);
+    assert_eq!(
+        ids(&demo.json("admin", &["list", "--limit", "1", "--all"])),
+        everything
+    );
+    let bad = demo.cli("admin", &["list", "--cursor", "not-a-cursor"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("cursor"), "{}", stderr(&bad));
 }
 
 #[test]
@@ -422,6 +475,7 @@ fn grants_that_fell_due_while_the_server_was_down_are_revoked_on_restart() {
     );
     assert_eq!(r["state"], "active");
     let id = r["id"].as_str().unwrap().to_owned();
+    let expires_at = r["expires_at"].as_str().unwrap().to_owned();
     demo.kill();
     assert!(
         !std::fs::read_to_string(dir.path().join("demo-connector.log"))
@@ -429,7 +483,7 @@ fn grants_that_fell_due_while_the_server_was_down_are_revoked_on_restart() {
             .contains("revoke")
     );
 
-    std::thread::sleep(Duration::from_secs(3));
+    wait_until_past(&expires_at);
     let restarted_at = Instant::now();
     let demo = Demo::start(dir.path());
     let r = eventually(Duration::from_secs(10), "revocation after restart", || {
@@ -873,7 +927,7 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
     };
 
     let migrate = airlock_succeeds(&["migrate", "--database", &db.url]);
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 4"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 5"));
 
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start_with(dir.path(), &["--database", &db.url]);
@@ -892,8 +946,9 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
     );
     let id = r["id"].as_str().unwrap().to_owned();
     demo.json("carol", &["approve", &id]);
-    eventually(Duration::from_secs(10), "grant on postgres", || {
-        (state_of(&demo, &id)["state"] == "active").then_some(())
+    let active = eventually(Duration::from_secs(10), "grant on postgres", || {
+        let r = state_of(&demo, &id);
+        (r["state"] == "active").then_some(r)
     });
     demo.kill();
     assert!(
@@ -901,7 +956,7 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
             .unwrap()
             .contains("revoke")
     );
-    std::thread::sleep(Duration::from_secs(3));
+    wait_until_past(active["expires_at"].as_str().unwrap());
 
     let demo = Demo::start_with(dir.path(), &["--database", &db.url]);
     let r = eventually(
@@ -962,13 +1017,22 @@ fn export_then_import(target: &str, extra: &[&str]) {
         "bob",
         &["request", "staging-shell", "--reason", "x", "--wait"],
     );
-    demo.json("bob", &["release", released["id"].as_str().unwrap()]);
+    let released_id = released["id"].as_str().unwrap().to_owned();
+    demo.json("bob", &["release", &released_id]);
     // Refused requests leave nothing behind to move.
     assert!(!demo
         .cli("carol", &["request", "staging-shell", "--reason", "x"])
         .status
         .success());
-    std::thread::sleep(Duration::from_millis(500));
+    // The snapshot once the release's removal is confirmed: nothing moves after it.
+    eventually(
+        Duration::from_secs(10),
+        "the released grant's removal",
+        || {
+            (!demo.json("admin", &["show", &released_id])["deprovisioned_at"].is_null())
+                .then_some(())
+        },
+    );
     let before = demo.json("admin", &["list"]);
     demo.kill();
 
@@ -1613,4 +1677,275 @@ connector = "slow"
 
     let orphan = std::fs::read_to_string(&started).unwrap();
     let _ = Command::new("kill").arg(orphan.trim()).status();
+}
+
+/// The README, read as the test's input.
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+        .expect("read README.md")
+}
+
+/// The fenced blocks of `lang` in `text`, in order.
+fn fenced(text: &str, lang: &str) -> Vec<String> {
+    let open = format!("```{lang}\n");
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&open) {
+        let body = &rest[start + open.len()..];
+        let end = body
+            .find("```")
+            .expect("an unclosed code block in the README");
+        blocks.push(body[..end].to_owned());
+        rest = &body[end + 3..];
+    }
+    blocks
+}
+
+/// The README's walkthrough, as written: its shell blocks run in order, in
+/// one shell, against a fresh demo. Only starting the demo (the first block)
+/// and its address are the test's own.
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let text = readme();
+    let start = text.find("## Five-minute walkthrough").unwrap();
+    let end = text.find("## Running a real server").unwrap();
+    let blocks = fenced(&text[start..end], "sh");
+    assert!(
+        blocks
+            .first()
+            .is_some_and(|b| b.contains("cargo run --release -- demo")),
+        "the walkthrough starts with the demo: {blocks:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(&dir.path().join("airlock-demo"));
+    let script = blocks[1..]
+        .join("\n")
+        .replace("http://127.0.0.1:8080", &demo.url);
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-e", "-x", "-o", "pipefail", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env_remove("AIRLOCK_TOKEN")
+        .env_remove("AIRLOCK_URL")
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the walkthrough failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    // What the walkthrough says happened, happened.
+    assert!(
+        stdout.contains("approval from bob: ok, watch the replicas"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("audit chain ok"), "{stdout}");
+    assert!(dir.path().join("airlock-demo/alice_key-cert.pub").exists());
+    let log = demo.connector_log();
+    assert!(
+        log.contains("revoke user=alice entitlement=prod-db-admin"),
+        "{log}"
+    );
+}
+
+/// The README's config example passes `airlock check-config`, given what
+/// the README says it needs (two variables set, a `policies/` folder).
+#[test]
+fn the_readme_config_example_passes_check_config() {
+    let toml = fenced(&readme(), "toml")
+        .into_iter()
+        .find(|b| b.contains("[server]"))
+        .expect("a config example in the README");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("airlock.toml"), toml).unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/demo");
+    for entry in std::fs::read_dir(demo).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+    }
+    let out = Command::new(BIN)
+        .args(["check-config", "airlock.toml"])
+        .current_dir(dir.path())
+        .env("AIRLOCK_WEBHOOK_SECRET", "0123456789abcdef0123")
+        .env("PGPASSWORD", "example")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("airlock.toml: ok"));
+}
+
+/// A second server on the same SQLite database is refused, saying why.
+#[test]
+fn a_second_demo_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Demo::start(dir.path());
+    let second = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("AIRLOCK_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another airlock is already running"), "{err}");
+}
+
+/// What a newcomer gets wrong gets an answer that says what to do.
+#[test]
+fn mistakes_get_messages_that_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let fails = |out: Output| -> String {
+        assert!(
+            !out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let as_user = |user: &str, url: &str, args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("AIRLOCK_URL", url)
+            .env("AIRLOCK_TOKEN", demo.token(user))
+            .output()
+            .unwrap()
+    };
+
+    // An address without its scheme, and a server that is not there.
+    let err = fails(as_user("alice", "127.0.0.1:8080", &["whoami"]));
+    assert!(
+        err.contains("is not a server URL") && err.contains("http://127.0.0.1:8080"),
+        "{err}"
+    );
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let err = fails(as_user("alice", &closed, &["whoami"]));
+    assert!(
+        err.contains("connection refused: is the server running"),
+        "{err}"
+    );
+
+    // An error whose message already quotes its cause says it once.
+    let err = fails(
+        Command::new(BIN)
+            .args(["check-config", "/nonexistent/airlock.toml"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+
+    // A duration without a unit, a misspelled entitlement.
+    let err = fails(demo.cli(
+        "alice",
+        &["request", "staging-shell", "--for", "2", "--reason", "x"],
+    ));
+    assert!(err.contains("has no unit"), "{err}");
+    let err = fails(demo.cli("alice", &["request", "stagin-shell", "--reason", "x"]));
+    assert!(err.contains("did you mean `staging-shell`?"), "{err}");
+    let err = fails(demo.cli(
+        "alice",
+        &["request", "staging-shell", "--for", "5h", "--reason", "x"],
+    ));
+    assert!(err.contains("maximum of 1h "), "{err}");
+
+    // Waiting runs out: the request stays open, and the message says so.
+    let err = fails(demo.cli(
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--reason",
+            "x",
+            "--ticket",
+            "INC-1",
+            "--wait",
+            "--wait-timeout",
+            "1s",
+        ],
+    ));
+    assert!(err.contains("it stays open"), "{err}");
+    let pending = demo.json("alice", &["list", "--mine", "--state", "pending"]);
+    let id = pending[0]["id"].as_str().unwrap().to_owned();
+
+    // Someone else's request, an admin releasing, denying what has ended.
+    let err = fails(demo.cli("carol", &["release", &id]));
+    assert!(
+        err.contains("that you can see") || err.contains("only the requester"),
+        "{err}"
+    );
+    let shell = demo.json(
+        "alice",
+        &["request", "staging-shell", "--reason", "x", "--wait"],
+    );
+    let shell_id = shell["id"].as_str().unwrap().to_owned();
+    let err = fails(demo.cli("admin", &["release", &shell_id]));
+    assert!(err.contains("`revoke`"), "{err}");
+    demo.json("admin", &["revoke", &shell_id, "--reason", "done"]);
+    let err = fails(demo.cli("admin", &["deny", &shell_id, "--reason", "late"]));
+    assert!(err.contains("it is revoked"), "{err}");
+}
+
+/// The same policy files have the same version wherever they are read from:
+/// the server, `check-config` and `policy validate` (from another folder).
+#[test]
+fn a_policy_set_has_one_version_however_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let served = demo.json("alice", &["request", "staging-shell", "--reason", "x"])
+        ["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let last_word = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .trim_end_matches(')')
+            .to_owned()
+    };
+    let checked = last_word(
+        Command::new(BIN)
+            .arg("check-config")
+            .arg(dir.path().join("airlock.toml"))
+            .output()
+            .unwrap(),
+    );
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir.path().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let validated = last_word(
+        Command::new(BIN)
+            .args(["policy", "validate"])
+            .arg(copy.path())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        (checked.as_str(), validated.as_str()),
+        (served.as_str(), served.as_str())
+    );
 }

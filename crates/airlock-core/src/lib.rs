@@ -5,6 +5,7 @@
 //! randomness: time (`now`), identifiers and facts (directory, catalog) are
 //! passed in, and decisions come back as values for the shell to carry out.
 
+pub mod access;
 pub mod approval;
 pub mod audit;
 pub mod catalog;

@@ -10,8 +10,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::access::{self, Capability};
 use crate::audit::{Actor, AuditAction, AuditEvent};
-use crate::catalog::{Role, User};
+use crate::catalog::User;
 use crate::ids::UserId;
 use crate::request::Rejection;
 use crate::time::Timestamp;
@@ -156,12 +157,7 @@ pub fn approve(
     policies: usize,
     now: Timestamp,
 ) -> Result<ProposalStep, Rejection> {
-    if !approver.has_role(Role::Admin) {
-        return Err(Rejection::Forbidden(format!(
-            "`{}` may not approve policy changes (needs admin)",
-            approver.id
-        )));
-    }
+    access::may(approver, Capability::ApprovePolicyChanges)?;
     if proposal
         .proposed_by
         .as_ref()
@@ -230,6 +226,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::catalog::Role;
 
     fn admin(id: &str) -> User {
         User {

@@ -20,15 +20,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::access::{self, RequestAction};
 use crate::approval::{
     qualifying_tiers, seats_filled, seats_needed, tiers_met, ApprovalTier, ApproverVerdict, Route,
     Verdict,
 };
 use crate::audit::{Actor, AuditAction, AuditEvent};
-use crate::catalog::{Entitlement, Role, User};
+use crate::catalog::{Entitlement, User};
 use crate::ids::{EntitlementId, GroupName, RequestId, UserId};
 use crate::text::{self, TextKind};
-use crate::time::Timestamp;
+use crate::time::{human_duration, Timestamp};
 
 /// Where a request is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -235,6 +236,24 @@ impl AccessRequest {
         self.state == State::Approved && self.activates_at.is_some_and(|t| t > now)
     }
 
+    /// Who may see this request: its requester, its eligible approvers (a
+    /// member of a group of any of its tiers), admins and auditors. The
+    /// store's request lists mirror this in SQL (`store::sql`), and a
+    /// conformance test checks the two agree.
+    pub fn visible_to(&self, user: &User) -> bool {
+        access::may_see(user, self)
+    }
+
+    /// Whether this request waits for `user`'s approval: pending, not their
+    /// own, one of its approver groups is theirs, and they have not approved
+    /// it yet. (Mirrored in SQL like [`AccessRequest::visible_to`].)
+    pub fn awaits_approval_of(&self, user: &User) -> bool {
+        self.state == State::Pending
+            && user.id != self.requester
+            && user.in_any(&self.approver_groups())
+            && !self.approvals.iter().any(|a| a.approver == user.id)
+    }
+
     /// The request ended but the target has not confirmed removal in time.
     pub fn revocation_overdue(&self, now: Timestamp, grace: Duration) -> bool {
         match (&self.job, self.ended_at) {
@@ -382,8 +401,8 @@ pub fn submit(
         return Err(invalid(
             "duration",
             format!(
-                "must not exceed the maximum of {}s for `{}`",
-                entitlement.max_duration.as_secs(),
+                "must not exceed the maximum of {} for `{}`",
+                human_duration(entitlement.max_duration),
                 entitlement.id
             ),
         ));
@@ -421,8 +440,8 @@ pub fn submit(
             return Err(invalid(
                 "start_at",
                 format!(
-                    "must be within {}s from now",
-                    settings.max_start_delay.as_secs()
+                    "must be within {} from now",
+                    human_duration(settings.max_start_delay)
                 ),
             ));
         }
@@ -667,7 +686,7 @@ pub fn apply(
             }
         }
         Command::Cancel { by } => {
-            request.check_requester(by, "cancel")?;
+            access::may_act(by, &request, RequestAction::Withdraw)?;
             let not_started = request.state == State::Pending
                 || (request.state == State::Approved
                     && request.job.as_ref().is_some_and(|j| j.attempts == 0));
@@ -684,7 +703,7 @@ pub fn apply(
             );
         }
         Command::Release { by } => {
-            request.check_requester(by, "release")?;
+            access::may_act(by, &request, RequestAction::Withdraw)?;
             if !matches!(request.state, State::Approved | State::Active) {
                 return Err(request.conflict(
                     "release",
@@ -701,12 +720,7 @@ pub fn apply(
             );
         }
         Command::Revoke { by, reason } => {
-            if !by.has_role(Role::Admin) {
-                return Err(Rejection::Forbidden(format!(
-                    "`{}` is not an admin and may not revoke",
-                    by.id
-                )));
-            }
+            access::may_act(by, &request, RequestAction::Revoke)?;
             let reason = required_note(reason)?;
             if !matches!(request.state, State::Approved | State::Active) {
                 return Err(
@@ -844,11 +858,11 @@ impl AccessRequest {
         permission: &ApproverVerdict,
         verb: &str,
     ) -> Result<BTreeSet<u32>, Rejection> {
-        if approver.id == self.requester {
-            return Err(Rejection::Forbidden(format!(
-                "`{}` may not {verb} their own request",
-                approver.id
-            )));
+        access::may_act(approver, self, RequestAction::Decide)?;
+        // The state first: a request that is no longer pending has nobody
+        // to decide it, whatever the caller's groups.
+        if self.state != State::Pending {
+            return Err(self.conflict(verb, "only a pending request can be decided"));
         }
         if let Err(why) = &permission.outcome {
             return Err(Rejection::Forbidden(format!(
@@ -865,9 +879,6 @@ impl AccessRequest {
                 self.tier_summary()
             )));
         }
-        if self.state != State::Pending {
-            return Err(self.conflict(verb, "only a pending request can be decided"));
-        }
         Ok(tiers)
     }
 
@@ -878,16 +889,6 @@ impl AccessRequest {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" and ")
-    }
-
-    fn check_requester(&self, by: &User, verb: &str) -> Result<(), Rejection> {
-        if by.id != self.requester {
-            return Err(Rejection::Forbidden(format!(
-                "only the requester `{}` may {verb} `{}`",
-                self.requester, self.id
-            )));
-        }
-        Ok(())
     }
 
     fn approve(&mut self, now: Timestamp, actor: Actor, rule: String, out: &mut Outcome) {

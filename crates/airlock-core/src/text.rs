@@ -98,9 +98,59 @@ pub fn escape_for_terminal(raw: &str) -> String {
     out
 }
 
+/// The candidate closest to `word` by edit distance, if it is close enough
+/// to be a likely typo (at most a third of the word's length, and at most 3).
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).clamp(1, 3);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, c)| (*d, *c))
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = i;
+        let mut left = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let up = row.get(j + 1).copied().unwrap_or(usize::MAX);
+            let best = (diagonal + usize::from(ca != *cb))
+                .min(up + 1)
+                .min(left + 1);
+            diagonal = up;
+            if let Some(slot) = row.get_mut(j + 1) {
+                *slot = best;
+            }
+            left = best;
+        }
+        if let Some(first) = row.first_mut() {
+            *first = i + 1;
+        }
+    }
+    row.last().copied().unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_likely_typo_gets_the_closest_name() {
+        let names = ["prod-db-admin", "staging-shell"];
+        assert_eq!(did_you_mean("prod-db-admn", names), Some("prod-db-admin"));
+        assert_eq!(did_you_mean("stagin-shell", names), Some("staging-shell"));
+        assert_eq!(did_you_mean("billing", names), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
 
     #[test]
     fn lines_refuse_every_control_character_and_notes_keep_line_breaks() {

@@ -64,9 +64,39 @@ impl Timestamp {
     }
 }
 
+/// A duration as people write it in the config: `1h`, `1h30m`, `90s`, `2d`
+/// (whole units, largest first; below a second, `0s`).
+pub fn human_duration(d: Duration) -> String {
+    let mut left = d.as_secs();
+    if left == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if left >= size {
+            out.push_str(&format!("{}{unit}", left / size));
+            left %= size;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_the_config_writes_them() {
+        for (secs, text) in [
+            (0, "0s"),
+            (59, "59s"),
+            (3600, "1h"),
+            (5400, "1h30m"),
+            (90_061, "1d1h1m1s"),
+        ] {
+            assert_eq!(human_duration(Duration::from_secs(secs)), text);
+        }
+    }
 
     #[test]
     fn rfc3339_matches_known_instants() {

@@ -276,11 +276,15 @@ impl Model {
     fn expect_user_command(&self, op: &Op, who: &UserId) -> Expect {
         let state = self.state_after_deadlines();
         let is_requester = *who == self.requester;
+        // The requester never decides; a request that is not pending has
+        // nothing to decide, whoever asks; then eligibility.
         let decide = |then: State| {
-            if is_requester || !self.eligible.contains(who) {
+            if is_requester {
                 Expect::Forbidden
             } else if state != State::Pending {
                 Expect::Conflict
+            } else if !self.eligible.contains(who) {
+                Expect::Forbidden
             } else {
                 Expect::Ok(then)
             }

@@ -741,10 +741,16 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Length-prefixed so that no two different source lists hash alike.
+/// Length-prefixed so that no two different source lists hash alike. Only
+/// each source's file name counts, not the folder it was read from: the
+/// server, `check-config` and `policy validate` name the same files by
+/// different paths, and must agree on the version of the same set.
 fn version_of(sources: &[(String, String)]) -> String {
-    let mut sorted: Vec<&(String, String)> = sources.iter().collect();
-    sorted.sort();
+    let mut sorted: Vec<(&str, &str)> = sources
+        .iter()
+        .map(|(label, text)| (file_name(label), text.as_str()))
+        .collect();
+    sorted.sort_unstable();
     let mut hasher = Sha256::new();
     for (file, text) in sorted {
         for part in [file, text] {
@@ -753,6 +759,11 @@ fn version_of(sources: &[(String, String)]) -> String {
         }
     }
     hex::encode(hasher.finalize())
+}
+
+/// The part of a source label after its last `/`.
+fn file_name(label: &str) -> &str {
+    label.rsplit('/').next().unwrap_or(label)
 }
 
 #[cfg(test)]
@@ -779,7 +790,15 @@ mod tests {
             version_of(&[b.clone(), a.clone()])
         );
         let shifted = [("a.cedarx".to_owned(), String::new()), b.clone()];
-        assert_ne!(version_of(&[a, b]), version_of(&shifted));
+        assert_ne!(version_of(&[a.clone(), b.clone()]), version_of(&shifted));
+        // The folder the files were read from does not count; their names do.
+        let elsewhere = [
+            ("/srv/airlock/policies/a.cedar".to_owned(), "x".to_owned()),
+            ("./policies/b.cedar".to_owned(), "y".to_owned()),
+        ];
+        assert_eq!(version_of(&[a.clone(), b.clone()]), version_of(&elsewhere));
+        let renamed = [("c.cedar".to_owned(), "x".to_owned()), b];
+        assert_ne!(version_of(&[a, renamed[1].clone()]), version_of(&renamed));
     }
 
     #[test]

@@ -7,10 +7,35 @@ use std::time::{Duration, UNIX_EPOCH};
 use airlock_core::audit::AuditRecord;
 use airlock_core::catalog::Entitlement;
 use airlock_core::request::AccessRequest;
-use airlock_core::Timestamp;
+use airlock_core::{RequestId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{ConnectorOutcome, FindingReport, FixOutcome, ReconcileReport};
+use crate::store::PageKey;
+
+/// The response header of `GET /v1/requests` that carries the cursor of
+/// the next page; absent on the last page. (A header keeps the body the
+/// JSON array it always was.)
+pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
+
+/// The opaque `cursor` of a page of requests: where the previous page
+/// ended, as hex of `created_at:id`. Opaque so that the order's key can
+/// change without clients noticing.
+pub fn encode_cursor(key: &PageKey) -> String {
+    hex::encode(format!("{}:{}", key.created_at.unix_millis(), key.id))
+}
+
+/// Reads a cursor made by [`encode_cursor`]; anything else is refused.
+pub fn decode_cursor(raw: &str) -> Result<PageKey, String> {
+    let bad = || format!("`{raw}` is not a cursor this server gave out");
+    let bytes = hex::decode(raw).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (millis, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok(PageKey {
+        created_at: Timestamp::from_unix_millis(millis.parse().map_err(|_| bad())?),
+        id: RequestId::parse(id).map_err(|_| bad())?,
+    })
+}
 
 /// RFC 3339 UTC with milliseconds.
 pub fn format_time(t: Timestamp) -> String {
@@ -35,11 +60,41 @@ pub fn parse_time(raw: &str) -> Result<Timestamp, String> {
 }
 
 /// A duration given as `"2h"` / `"90m"` or as a number of seconds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum DurationInput {
     Seconds(u64),
     Text(String),
+}
+
+/// By hand rather than `untagged`, whose error names the Rust type instead
+/// of saying what the field takes.
+impl<'de> Deserialize<'de> for DurationInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Expect;
+        impl serde::de::Visitor<'_> for Expect {
+            type Value = DurationInput;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as \"2h\" or \"90m\", or a whole number of seconds")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationInput, E> {
+                Ok(DurationInput::Seconds(v))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationInput, E> {
+                u64::try_from(v)
+                    .map(DurationInput::Seconds)
+                    .map_err(|_| E::custom(format!("`{v}` is negative: a duration is at least 1s")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationInput, E> {
+                Ok(DurationInput::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(Expect)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -619,8 +674,25 @@ pub struct RequestQuery {
     pub entitlement: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester: Option<String>,
+    /// At most this many (1 to 1000, 100 if absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// The page after the one whose response carried this cursor (in its
+    /// `X-Next-Cursor` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Query of `GET /v1/grants`: which page.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// At most this many (1 to 1000, 100 if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The page after the one whose response carried this cursor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// Query of `GET /v1/audit`.

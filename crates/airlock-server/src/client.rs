@@ -6,14 +6,17 @@ use serde::Serialize;
 
 use crate::api::{
     ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView, EmptyBody,
-    EntitlementView, ErrorBody, ExplainView, PolicyReloadView, PolicyView, ProposalView,
+    EntitlementView, ErrorBody, ExplainView, PageQuery, PolicyReloadView, PolicyView, ProposalView,
     ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WhoAmI,
+    NEXT_CURSOR_HEADER,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach airlock at {url}: {message}")]
     Unreachable { url: String, message: String },
+    #[error("`{url}` is not a server URL: {message}")]
+    BadUrl { url: String, message: String },
     /// The server refused the call; `field` names the bad input, if any.
     #[error("{message}{}", field.as_ref().map(|f| format!(" (field `{f}`)")).unwrap_or_default())]
     Api {
@@ -26,13 +29,45 @@ pub enum ClientError {
     Decode { status: u16, message: String },
 }
 
+/// What went wrong sending a request, in words that say what to check:
+/// reqwest's own text ("error sending request") names no cause.
+fn why_unreachable(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "no answer within 30s (is the server overloaded, or the address wrong?)".to_owned();
+    }
+    let mut cause = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            cause = Some(match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    "connection refused: is the server running, and is this its address? (--url or AIRLOCK_URL)".to_owned()
+                }
+                _ => io.to_string(),
+            });
+            break;
+        }
+        cause = Some(s.to_string());
+        source = s.source();
+    }
+    cause.unwrap_or_else(|| e.to_string())
+}
+
 impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } | ClientError::Decode { status, .. } => Some(*status),
-            ClientError::Unreachable { .. } => None,
+            ClientError::Unreachable { .. } | ClientError::BadUrl { .. } => None,
         }
     }
+}
+
+/// One page of `GET /v1/requests`.
+#[derive(Debug, Clone)]
+pub struct RequestPage {
+    pub requests: Vec<RequestView>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Clone)]
@@ -54,6 +89,21 @@ pub enum Action {
 
 impl Client {
     pub fn new(base: &str, token: &str) -> Result<Client, ClientError> {
+        let unusable = |why: String| ClientError::BadUrl {
+            url: base.to_owned(),
+            message: why,
+        };
+        let parsed = reqwest::Url::parse(base).map_err(|e| {
+            unusable(format!(
+                "{e}; give the whole address with its scheme, e.g. `http://127.0.0.1:8080` (--url or AIRLOCK_URL)"
+            ))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(unusable(
+                "give an http:// or https:// address with a host, e.g. `http://127.0.0.1:8080` (--url or AIRLOCK_URL)"
+                    .to_owned(),
+            ));
+        }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
@@ -81,22 +131,33 @@ impl Client {
         &self,
         builder: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
+        Ok(self.send_with_headers(builder).await?.0)
+    }
+
+    /// Like `send`, with the response's headers.
+    async fn send_with_headers<T: DeserializeOwned>(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<(T, reqwest::header::HeaderMap), ClientError> {
         let response = builder.bearer_auth(&self.token).send().await.map_err(|e| {
             ClientError::Unreachable {
                 url: self.base.clone(),
-                message: e.without_url().to_string(),
+                message: why_unreachable(&e),
             }
         })?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(|e| ClientError::Decode {
             status,
             message: e.to_string(),
         })?;
         if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-                status,
-                message: e.to_string(),
-            });
+            return serde_json::from_slice(&bytes)
+                .map(|body| (body, headers))
+                .map_err(|e| ClientError::Decode {
+                    status,
+                    message: e.to_string(),
+                });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Err(ClientError::Api {
@@ -132,11 +193,81 @@ impl Client {
         self.send(self.post("/v1/requests", body)).await
     }
 
+    /// The first page of matching requests (see [`Client::list_requests_page`]).
     pub async fn list_requests(
         &self,
         query: &RequestQuery,
     ) -> Result<Vec<RequestView>, ClientError> {
-        self.send(self.get("/v1/requests").query(query)).await
+        Ok(self.list_requests_page(query).await?.requests)
+    }
+
+    /// One page of matching requests, newest first, and the cursor of the
+    /// next page (pass it back as `query.cursor`), if there is one.
+    pub async fn list_requests_page(
+        &self,
+        query: &RequestQuery,
+    ) -> Result<RequestPage, ClientError> {
+        self.page(self.get("/v1/requests").query(query)).await
+    }
+
+    /// Every matching request from `query.cursor` on, page by page.
+    pub async fn all_requests(
+        &self,
+        query: &RequestQuery,
+    ) -> Result<Vec<RequestView>, ClientError> {
+        self.every_page(query.cursor.clone(), |cursor| {
+            self.get("/v1/requests").query(&RequestQuery {
+                cursor,
+                ..query.clone()
+            })
+        })
+        .await
+    }
+
+    /// A page of a paged list (`X-Next-Cursor` names the next one).
+    async fn page(&self, builder: reqwest::RequestBuilder) -> Result<RequestPage, ClientError> {
+        let (requests, headers) = self.send_with_headers(builder).await?;
+        let next_cursor = match headers.get(NEXT_CURSOR_HEADER) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|e| ClientError::Decode {
+                        status: 200,
+                        message: format!("bad `{NEXT_CURSOR_HEADER}` header: {e}"),
+                    })?
+                    .to_owned(),
+            ),
+        };
+        Ok(RequestPage {
+            requests,
+            next_cursor,
+        })
+    }
+
+    /// Follows a paged list from `cursor` to its last page; `call` makes
+    /// the call for a page.
+    async fn every_page(
+        &self,
+        mut cursor: Option<String>,
+        call: impl Fn(Option<String>) -> reqwest::RequestBuilder,
+    ) -> Result<Vec<RequestView>, ClientError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.page(call(cursor.clone())).await?;
+            all.extend(page.requests);
+            match page.next_cursor {
+                // A server that hands back the cursor it was given would loop.
+                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
+                    return Err(ClientError::Decode {
+                        status: 200,
+                        message: format!("the server repeated cursor `{next}`"),
+                    })
+                }
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn get_request(&self, id: &str) -> Result<RequestView, ClientError> {
@@ -180,8 +311,20 @@ impl Client {
         .await
     }
 
+    /// One page of the grants the target may hold.
+    pub async fn grants_page(&self, query: &PageQuery) -> Result<RequestPage, ClientError> {
+        self.page(self.get("/v1/grants").query(query)).await
+    }
+
+    /// Every grant the target may hold, page by page.
     pub async fn grants(&self) -> Result<Vec<RequestView>, ClientError> {
-        self.send(self.get("/v1/grants")).await
+        self.every_page(None, |cursor| {
+            self.get("/v1/grants").query(&PageQuery {
+                limit: Some(1000),
+                cursor,
+            })
+        })
+        .await
     }
 
     pub async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEventView>, ClientError> {
@@ -190,6 +333,16 @@ impl Client {
 
     pub async fn verify_audit(&self) -> Result<VerifyView, ClientError> {
         self.send(self.get("/v1/audit/verify")).await
+    }
+
+    /// The public key the server signs audit checkpoints with (`ed25519:…`).
+    pub async fn checkpoint_key(&self) -> Result<String, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Key {
+            public_key: String,
+        }
+        let key: Key = self.send(self.get("/v1/audit/checkpoint-key")).await?;
+        Ok(key.public_key)
     }
 
     /// Which policies decided a request, and how the set in force would now.

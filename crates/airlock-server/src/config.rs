@@ -21,6 +21,7 @@ use airlock_policy::{Directory, EntitlementFacts, UserFacts};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::oidc::OidcSettings;
 use crate::policy::{shorthand_policies, PolicySource};
 use crate::store::sql::Location;
 
@@ -107,6 +108,9 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// What the API allows a client before it closes the connection.
     pub http: HttpLimits,
+    /// Sign-in with the organisation's identity provider (`[server.oidc]`);
+    /// `None`: only the config's static tokens authenticate.
+    pub oidc: Option<OidcSettings>,
 }
 
 /// What the API allows one client, so that slow or silent connections cannot
@@ -232,6 +236,90 @@ struct RawServer {
     body_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<u32>>,
+    oidc: Option<RawOidc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: Spanned<String>,
+    audience: Spanned<String>,
+    client_id: Option<Spanned<String>>,
+    username_claim: Option<Spanned<String>>,
+    groups_claim: Option<Spanned<String>>,
+    #[serde(default)]
+    admin_groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    auditor_groups: Vec<Spanned<String>>,
+    clock_skew: Option<Spanned<String>>,
+    jwks_refetch_after: Option<Spanned<String>>,
+}
+
+/// How far token times may be off unless `server.oidc.clock_skew` says.
+pub const DEFAULT_OIDC_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// How often an unknown key id may fetch the provider's keys again unless
+/// `server.oidc.jwks_refetch_after` says.
+pub const DEFAULT_JWKS_REFETCH_AFTER: Duration = Duration::from_secs(60);
+
+/// The `[server.oidc]` table: which identity provider's tokens the API
+/// accepts, and how their claims become an Airlock user.
+fn oidc_settings(src: &Source<'_>, raw: &RawOidc) -> Result<OidcSettings, ConfigError> {
+    let issuer = raw.issuer.get_ref().trim();
+    crate::oidc::trusted_url(issuer)
+        .map_err(|e| src.error(raw.issuer.span(), format!("server.oidc.issuer: {e}")))?;
+    let text = |field: &str, value: &Spanned<String>| {
+        let v = value.get_ref().trim();
+        if v.is_empty() {
+            Err(src.error(
+                value.span(),
+                format!("server.oidc.{field}: must not be empty"),
+            ))
+        } else {
+            Ok(v.to_owned())
+        }
+    };
+    let mut audiences = vec![text("audience", &raw.audience)?];
+    if let Some(client_id) = &raw.client_id {
+        audiences.push(text("client_id", client_id)?);
+    }
+    let claim = |field: &str, value: &Option<Spanned<String>>, default: &str| {
+        value
+            .as_ref()
+            .map_or(Ok(default.to_owned()), |v| text(field, v))
+    };
+    let groups = |field: &str, list: &[Spanned<String>]| {
+        list.iter()
+            .map(|g| src.id(&format!("server.oidc.{field}"), g, GroupName::parse))
+            .collect::<Result<BTreeSet<_>, _>>()
+    };
+    let bounded = |field: &str,
+                   value: &Option<Spanned<String>>,
+                   default: Duration,
+                   range: (Duration, Duration)| {
+        value.as_ref().map_or(Ok(default), |v| {
+            src.duration_between(&format!("server.oidc.{field}"), v, range)
+        })
+    };
+    Ok(OidcSettings {
+        issuer: issuer.to_owned(),
+        audiences,
+        username_claim: claim("username_claim", &raw.username_claim, "preferred_username")?,
+        groups_claim: claim("groups_claim", &raw.groups_claim, "groups")?,
+        admin_groups: groups("admin_groups", &raw.admin_groups)?,
+        auditor_groups: groups("auditor_groups", &raw.auditor_groups)?,
+        clock_skew: bounded(
+            "clock_skew",
+            &raw.clock_skew,
+            DEFAULT_OIDC_CLOCK_SKEW,
+            (Duration::ZERO, Duration::from_secs(300)),
+        )?,
+        refetch_after: bounded(
+            "jwks_refetch_after",
+            &raw.jwks_refetch_after,
+            DEFAULT_JWKS_REFETCH_AFTER,
+            (Duration::from_secs(1), Duration::from_secs(3600)),
+        )?,
+    })
 }
 
 /// The shortest and longest timeout the API accepts for a client.
@@ -248,20 +336,7 @@ fn http_limits(src: &Source<'_>, server: &RawServer) -> Result<HttpLimits, Confi
         let Some(raw) = raw else {
             return Ok(default);
         };
-        let field = format!("server.{key}");
-        let value = src.duration(&field, raw)?;
-        if value < shortest || value > longest {
-            return Err(src.error(
-                raw.span(),
-                format!(
-                    "{field}: `{}` must be between {} and {}",
-                    raw.get_ref(),
-                    humantime::format_duration(shortest),
-                    humantime::format_duration(longest)
-                ),
-            ));
-        }
-        Ok(value)
+        src.duration_between(&format!("server.{key}"), raw, (shortest, longest))
     };
     let max_connections = match &server.max_connections {
         None => defaults.max_connections,
@@ -419,6 +494,28 @@ impl Source<'_> {
         parse_duration(raw.get_ref()).map_err(|e| self.error(raw.span(), format!("{field}: {e}")))
     }
 
+    /// A duration that must lie within `range` (both ends included).
+    fn duration_between(
+        &self,
+        field: &str,
+        raw: &Spanned<String>,
+        (shortest, longest): (Duration, Duration),
+    ) -> Result<Duration, ConfigError> {
+        let value = self.duration(field, raw)?;
+        if value < shortest || value > longest {
+            return Err(self.error(
+                raw.span(),
+                format!(
+                    "{field}: `{}` must be between {} and {}",
+                    raw.get_ref(),
+                    humantime::format_duration(shortest),
+                    humantime::format_duration(longest)
+                ),
+            ));
+        }
+        Ok(value)
+    }
+
     fn id<T>(
         &self,
         field: &str,
@@ -443,8 +540,15 @@ fn toml_field(path: &serde_path_to_error::Path) -> String {
 /// Parses `"90s"`, `"2h"`, `"1h 30m"`, or a plain number of seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
-    if let Ok(secs) = raw.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    if raw.bytes().all(|b| b == b'0') && !raw.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        // A bare number is too easy to mean minutes or hours by (zero is
+        // zero in any unit).
+        return Err(format!(
+            "`{raw}` has no unit; say which, e.g. `{raw}s`, `{raw}m` or `{raw}h`"
+        ));
     }
     humantime::parse_duration(raw)
         .map_err(|e| format!("`{raw}` is not a duration ({e}); use e.g. `90s`, `30m`, `2h`"))
@@ -571,6 +675,11 @@ impl Settings {
             accept_broken_chain: false,
         };
         let http = http_limits(&src, server)?;
+        let oidc = server
+            .oidc
+            .as_ref()
+            .map(|o| oidc_settings(&src, o))
+            .transpose()?;
         let mfa_header = match &server.mfa_header {
             Some(h) => {
                 let name = h.get_ref().trim().to_ascii_lowercase();
@@ -626,7 +735,7 @@ impl Settings {
                 if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(src.error(
                         t.span(),
-                        format!("users.{name}.token_sha256: must be 64 hex characters (see `airlock token new`)"),
+                        format!("users.{name}.token_sha256: must be 64 hex characters (`airlock token` prints a token and its hash)"),
                     ));
                 }
                 if token_hashes.insert(hash, id.clone()).is_some() {
@@ -910,7 +1019,11 @@ impl Settings {
                     raw.iter()
                         .map(|g| {
                             let group = src.id(&field(f), g, GroupName::parse)?;
-                            if !catalog.users.values().any(|u| u.groups.contains(&group)) {
+                            // With an identity provider, members come from its
+                            // tokens, so the config cannot know them.
+                            if oidc.is_none()
+                                && !catalog.users.values().any(|u| u.groups.contains(&group))
+                            {
                                 return Err(src.error(
                                     g.span(),
                                     format!("{}: group `{group}` has no members", field(f)),
@@ -994,18 +1107,19 @@ impl Settings {
                 }
                 let count = ent.approvals_required.as_ref().map_or(1, |c| *c.get_ref());
                 let eligible = catalog.users.values().filter(|u| u.in_any(&from)).count();
-                if count == 0 || usize::try_from(count).unwrap_or(usize::MAX) > eligible {
+                let too_many =
+                    oidc.is_none() && usize::try_from(count).unwrap_or(usize::MAX) > eligible;
+                if count == 0 || too_many {
                     let at = ent
                         .approvals_required
                         .as_ref()
                         .map_or(span.clone(), Spanned::span);
-                    return Err(src.error(
-                        at,
-                        format!(
-                            "{}: must be between 1 and the {eligible} users in the approver groups",
-                            field("approvals_required")
-                        ),
-                    ));
+                    let bound = if oidc.is_some() {
+                        "must be at least 1".to_owned()
+                    } else {
+                        format!("must be between 1 and the {eligible} users in the approver groups")
+                    };
+                    return Err(src.error(at, format!("{}: {bound}", field("approvals_required"))));
                 }
                 Some((count, from))
             };
@@ -1101,6 +1215,7 @@ impl Settings {
             reconcile_every,
             audit,
             http,
+            oidc,
         })
     }
 }

@@ -15,6 +15,7 @@ mod clock;
 mod reconcile;
 
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
+use airlock_core::access::{self, RequestAction};
 use airlock_core::audit::{AuditAction, AuditEvent, AuditRecord};
 use airlock_core::catalog::{Catalog, User};
 use airlock_core::policy_change::{self, Proposal, ProposalStep, Trigger};
@@ -41,8 +42,11 @@ pub enum EngineError {
     Rejected(#[from] Rejection),
     #[error("no request `{0}`")]
     NotFound(RequestId),
-    #[error("no entitlement `{0}`")]
-    UnknownEntitlement(String),
+    #[error("no entitlement `{name}`{}", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    UnknownEntitlement {
+        name: String,
+        suggestion: Option<String>,
+    },
     /// The policy set failed to load or validate; the one in force stays.
     #[error(transparent)]
     Policy(#[from] PolicyLoadError),
@@ -85,6 +89,17 @@ pub struct Ask {
     pub public_key: Option<String>,
     /// When the requester last completed MFA, if known.
     pub mfa_at: Option<Timestamp>,
+}
+
+/// What a person may ask of a request, besides approving or denying it.
+#[derive(Debug, Clone)]
+pub enum UserCommand {
+    /// Withdraw a request that has not started.
+    Cancel,
+    /// End one's own grant early.
+    Release,
+    /// End someone's grant (admins).
+    Revoke { reason: String },
 }
 
 /// A decision on a pending request by someone other than its requester.
@@ -210,12 +225,7 @@ impl Engine {
         caller: &User,
     ) -> Result<(AccessRequest, Credential), EngineError> {
         let request = self.get(id).await?;
-        if request.requester != caller.id {
-            return Err(EngineError::Rejected(Rejection::Forbidden(format!(
-                "only the requester `{}` may collect the credential of `{id}`",
-                request.requester
-            ))));
-        }
+        access::may_act(caller, &request, RequestAction::CollectCredential)?;
         if request.state != State::Active {
             return Err(EngineError::Rejected(Rejection::Conflict(format!(
                 "`{id}` is {}: only an active grant has a credential",
@@ -278,10 +288,16 @@ impl Engine {
         ask: Ask,
     ) -> Result<AccessRequest, EngineError> {
         self.check_trusted()?;
-        let entitlement = self
-            .catalog
-            .entitlement(&ask.entitlement)
-            .ok_or_else(|| EngineError::UnknownEntitlement(ask.entitlement.to_string()))?;
+        let entitlement = self.catalog.entitlement(&ask.entitlement).ok_or_else(|| {
+            EngineError::UnknownEntitlement {
+                name: ask.entitlement.to_string(),
+                suggestion: airlock_core::text::did_you_mean(
+                    ask.entitlement.as_str(),
+                    self.catalog.entitlements.keys().map(EntitlementId::as_str),
+                )
+                .map(str::to_owned),
+            }
+        })?;
         let mfa_at = ask.mfa_at;
         let new = NewRequest {
             id: new_request_id(),
@@ -333,12 +349,22 @@ impl Engine {
         Ok(transition.request)
     }
 
-    /// Applies a user's command (approve, deny, cancel, release, revoke).
+    /// Applies what a person asks of a request besides deciding it. Only
+    /// these reach the state machine from outside: approvals and denials go
+    /// through [`Engine::decide`], which adds the policy set's verdict
+    /// itself, and connector results and ticks are the engine's own.
     pub async fn act(
         self: &Arc<Self>,
         id: &RequestId,
-        command: Command,
+        by: &User,
+        command: UserCommand,
     ) -> Result<AccessRequest, EngineError> {
+        let by = by.clone();
+        let command = match command {
+            UserCommand::Cancel => Command::Cancel { by },
+            UserCommand::Release => Command::Release { by },
+            UserCommand::Revoke { reason } => Command::Revoke { by, reason },
+        };
         let transition = self.apply(id, command).await?;
         self.after_commit(&transition);
         Ok(transition.request)

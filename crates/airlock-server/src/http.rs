@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use airlock_core::access::{self, Capability};
 use airlock_core::approval::Route;
-use airlock_core::catalog::{Role, User};
+use airlock_core::catalog::User;
 use airlock_core::policy_change::{Proposal, Trigger};
-use airlock_core::request::{AccessRequest, Command, Rejection, State};
+use airlock_core::request::{AccessRequest, Rejection, State};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use airlock_policy::{RequestContext, RequestFacts};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -21,15 +22,17 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    format_time, parse_time, ApprovalExplained, ApproveBody, AuditEventView, AuditQuery,
-    CreateRequest, CredentialView, DurationInput, EmptyBody, EntitlementView, ErrorBody,
-    ErrorDetail, ExplainView, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
-    ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WhoAmI,
+    decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApproveBody,
+    AuditEventView, AuditQuery, CreateRequest, CredentialView, DurationInput, EmptyBody,
+    EntitlementView, ErrorBody, ErrorDetail, ExplainView, PageQuery, PolicyReloadView, PolicyView,
+    ProposalView, ReDecision, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
+    VerifyView, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash};
-use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange};
+use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange, UserCommand};
+use crate::oidc::{TokenError, Verifier};
 use crate::policy::{self, Reloaded};
-use crate::store::{AuditFilter, RequestFilter, StoreError};
+use crate::store::{AuditFilter, PageKey, RequestFilter, StoreError};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -42,6 +45,8 @@ pub struct AppState {
     pub checkpoint_key: Option<String>,
     /// How long a request body may take to arrive (`server.body_timeout`).
     pub body_timeout: Duration,
+    /// Checks the identity provider's tokens (`server.oidc`), if configured.
+    pub oidc: Option<Arc<Verifier>>,
 }
 
 /// When the caller last completed MFA, as the authenticating proxy in front
@@ -186,7 +191,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no request `{id}`"),
+            format!("no request `{id}` that you can see"),
         )
     }
 }
@@ -202,8 +207,8 @@ impl From<EngineError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", m)
             }
             EngineError::NotFound(id) => ApiError::not_found(id.as_str()),
-            EngineError::UnknownEntitlement(name) => {
-                ApiError::invalid("entitlement", format!("no entitlement `{name}`"))
+            e @ EngineError::UnknownEntitlement { .. } => {
+                ApiError::invalid("entitlement", e.to_string())
             }
             EngineError::Policy(e) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -251,17 +256,19 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The authenticated user behind a bearer token.
+/// The authenticated user behind a bearer token: one of the config's static
+/// tokens, or a JWT from the identity provider (`server.oidc`).
 pub struct Caller(pub User);
 
 impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let unauthorized =
+            |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m).into_response();
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -273,13 +280,50 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let user = state
+        let catalog = state.engine.catalog();
+        if let Some(user) = state
             .tokens
             .get(&token_hash(token))
-            .and_then(|id| state.engine.catalog().user(id))
-            .ok_or_else(|| unauthorized("unknown token"))?;
-        Ok(Caller(user.clone()))
+            .and_then(|id| catalog.user(id))
+        {
+            return Ok(Caller(user.clone()));
+        }
+        match &state.oidc {
+            Some(oidc) if Verifier::looks_like_jwt(token) => oidc
+                .authenticate(token, state.engine.now(), catalog)
+                .await
+                .map(Caller)
+                .map_err(token_refused),
+            _ => Err(unauthorized("unknown token")),
+        }
     }
+}
+
+/// A refused identity-provider token: 401 with RFC 6750's `invalid_token`
+/// challenge saying why (in a quoted string, so quotes, backslashes and
+/// backticks become `'`), or 503
+/// when the provider's keys cannot be had.
+fn token_refused(e: TokenError) -> Response {
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "refusing a token: no keys to check it with");
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "idp_unavailable",
+            e.to_string(),
+        )
+        .into_response();
+    }
+    let message = e.to_string();
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.clone()).into_response();
+    let challenge = format!(
+        "Bearer error=\"invalid_token\", error_description=\"{}\"",
+        message.replace(['"', '\\', '`'], "'")
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
 }
 
 /// The largest request body the API reads: far above any valid request (a
@@ -349,7 +393,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "body".to_owned() } else { path };
+            // Broken JSON is the body's fault, wherever the parser stopped.
+            let syntax = matches!(
+                e.inner().classify(),
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+            );
+            let field = if path == "." || syntax {
+                "body".to_owned()
+            } else {
+                path
+            };
             ApiError::invalid(&field, e.inner().to_string())
         })?;
         de.end().map_err(|e| {
@@ -420,11 +473,6 @@ fn request_id(raw: &str) -> ApiResult<RequestId> {
 
 fn view(state: &AppState, r: &AccessRequest) -> RequestView {
     RequestView::new(r, state.engine.now(), state.engine.overdue_after())
-}
-
-/// Who may see a request: its requester, its eligible approvers, admins and auditors.
-fn can_see(user: &User, r: &AccessRequest) -> bool {
-    user.id == r.requester || user.sees_everything() || user.in_any(&r.approver_groups())
 }
 
 async fn metrics(
@@ -569,12 +617,8 @@ async fn list_requests(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<RequestQuery>,
-) -> ApiResult<Json<Vec<RequestView>>> {
-    let wanted = limit(q.limit)?;
-    let mut filter = RequestFilter {
-        limit: MAX_LIMIT,
-        ..RequestFilter::default()
-    };
+) -> ApiResult<Response> {
+    let mut filter = RequestFilter::default();
     if let Some(states) = &q.state {
         for s in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             filter.states.push(State::parse(s).ok_or_else(|| {
@@ -598,27 +642,43 @@ async fn list_requests(
                 .map_err(|err| ApiError::invalid("requester", format!("`{r}` {err}")))?,
         );
     }
-    let awaiting_me = q.awaiting_me.unwrap_or(false);
     if q.mine.unwrap_or(false) {
         filter.requester = Some(user.id.clone());
     }
-    if awaiting_me {
-        filter.states = vec![State::Pending];
+    if q.awaiting_me.unwrap_or(false) {
+        filter.awaiting_approval_of = Some(user.clone());
     }
-    let requests = state.engine.list(&filter).await?;
-    let views = requests
-        .iter()
-        .filter(|r| can_see(&user, r))
-        .filter(|r| {
-            !awaiting_me
-                || (r.requester != user.id
-                    && user.in_any(&r.approver_groups())
-                    && !r.approvals.iter().any(|a| a.approver == user.id))
-        })
-        .take(usize::try_from(wanted).unwrap_or(usize::MAX))
-        .map(|r| view(&state, r))
-        .collect();
-    Ok(Json(views))
+    filter.visible_to = Some(user);
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
+}
+
+/// One page of the requests `filter` matches, `limit` (1 to 1,000, default
+/// 100) from `cursor` on, with the next page's cursor in a header when more
+/// follow.
+async fn page(
+    state: &AppState,
+    mut filter: RequestFilter,
+    limit_param: Option<u32>,
+    cursor: Option<&str>,
+) -> ApiResult<Response> {
+    let wanted = limit(limit_param)?;
+    if let Some(c) = cursor {
+        filter.after = Some(decode_cursor(c).map_err(|e| ApiError::invalid("cursor", e))?);
+    }
+    // One more than asked for tells whether a next page exists.
+    filter.limit = wanted.saturating_add(1);
+    let mut requests = state.engine.list(&filter).await?;
+    let more = requests.len() > usize::try_from(wanted).unwrap_or(usize::MAX);
+    requests.truncate(usize::try_from(wanted).unwrap_or(usize::MAX));
+    let views: Vec<RequestView> = requests.iter().map(|r| view(state, r)).collect();
+    let next = requests
+        .last()
+        .filter(|_| more)
+        .map(|r| encode_cursor(&PageKey::of(r)));
+    Ok(match next {
+        Some(cursor) => ([(NEXT_CURSOR_HEADER, cursor)], Json(views)).into_response(),
+        None => Json(views).into_response(),
+    })
 }
 
 async fn show_request(
@@ -628,7 +688,7 @@ async fn show_request(
 ) -> ApiResult<Json<RequestView>> {
     let id = request_id(&id)?;
     let request = state.engine.get(&id).await?;
-    if !can_see(&user, &request) {
+    if !request.visible_to(&user) {
         return Err(ApiError::not_found(id.as_str()));
     }
     Ok(Json(view(&state, &request)))
@@ -639,7 +699,7 @@ async fn show_request(
 async fn visible(state: &AppState, user: &User, raw_id: &str) -> ApiResult<AccessRequest> {
     let id = request_id(raw_id)?;
     let current = state.engine.get(&id).await?;
-    if !can_see(user, &current) {
+    if !current.visible_to(user) {
         return Err(ApiError::not_found(id.as_str()));
     }
     Ok(current)
@@ -650,10 +710,10 @@ async fn command(
     state: &AppState,
     user: &User,
     raw_id: &str,
-    command: Command,
+    command: UserCommand,
 ) -> ApiResult<Json<RequestView>> {
     let current = visible(state, user, raw_id).await?;
-    let request = state.engine.act(&current.id, command).await?;
+    let request = state.engine.act(&current.id, user, command).await?;
     Ok(Json(view(state, &request)))
 }
 
@@ -705,7 +765,7 @@ async fn cancel(
     Path(id): Path<String>,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<Json<RequestView>> {
-    command(&state, &user, &id, Command::Cancel { by: user.clone() }).await
+    command(&state, &user, &id, UserCommand::Cancel).await
 }
 
 async fn release(
@@ -714,7 +774,7 @@ async fn release(
     Path(id): Path<String>,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<Json<RequestView>> {
-    command(&state, &user, &id, Command::Release { by: user.clone() }).await
+    command(&state, &user, &id, UserCommand::Release).await
 }
 
 async fn revoke(
@@ -727,8 +787,7 @@ async fn revoke(
         &state,
         &user,
         &id,
-        Command::Revoke {
-            by: user.clone(),
+        UserCommand::Revoke {
             reason: body.reason,
         },
     )
@@ -743,7 +802,7 @@ async fn collect_credential(
 ) -> ApiResult<Json<CredentialView>> {
     let id = request_id(&id)?;
     let current = state.engine.get(&id).await?;
-    if !can_see(&user, &current) {
+    if !current.visible_to(&user) {
         return Err(ApiError::not_found(id.as_str()));
     }
     let (request, credential) = state.engine.collect_credential(&id, &user).await?;
@@ -758,15 +817,16 @@ async fn collect_credential(
 async fn grants(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
-) -> ApiResult<Json<Vec<RequestView>>> {
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
     let filter = RequestFilter {
         holding_access: true,
-        requester: (!user.sees_everything()).then(|| user.id.clone()),
-        limit: MAX_LIMIT,
+        requester: require(&user, Capability::ReadEverything)
+            .is_err()
+            .then(|| user.id.clone()),
         ..RequestFilter::default()
     };
-    let grants = state.engine.list(&filter).await?;
-    Ok(Json(grants.iter().map(|r| view(&state, r)).collect()))
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
 }
 
 /// Which policies decided a request and who approved under which policies,
@@ -841,7 +901,7 @@ async fn show_policy(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> ApiResult<Json<PolicyView>> {
-    require_auditor(&user)?;
+    require(&user, Capability::ReadEverything)?;
     let set = state.engine.policies().current();
     Ok(Json(PolicyView {
         version: set.version().to_owned(),
@@ -858,7 +918,7 @@ async fn reload_policy(
     Caller(user): Caller,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<(StatusCode, Json<PolicyReloadView>)> {
-    require_admin(&user, "change policies")?;
+    require(&user, Capability::ChangePolicies)?;
     let change = state
         .engine
         .change_policies(Some(&user), Trigger::Api)
@@ -904,7 +964,7 @@ async fn policy_proposals(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> ApiResult<Json<Vec<ProposalView>>> {
-    require_auditor(&user)?;
+    require(&user, Capability::ReadEverything)?;
     let proposals = state.engine.policies().proposals();
     Ok(Json(proposals.iter().map(ProposalView::from).collect()))
 }
@@ -917,7 +977,7 @@ async fn approve_policy_proposal(
     Path(id): Path<String>,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<(StatusCode, Json<PolicyReloadView>)> {
-    require_admin(&user, "approve policy changes")?;
+    require(&user, Capability::ApprovePolicyChanges)?;
     Ok(
         match state.engine.approve_policy_change(&id, &user).await? {
             PolicyChange::Activated(r) => {
@@ -935,26 +995,10 @@ async fn approve_policy_proposal(
     )
 }
 
-fn require_admin(user: &User, what: &str) -> ApiResult<()> {
-    if user.has_role(Role::Admin) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "`{}` may not {what} (needs admin)",
-            user.id
-        )))
-    }
-}
-
-fn require_auditor(user: &User) -> ApiResult<()> {
-    if user.sees_everything() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "`{}` may not read the audit log (needs admin or auditor)",
-            user.id
-        )))
-    }
+/// Refuses with 403 unless `user` holds `capability` (the rule is the
+/// core's: `access::may`).
+fn require(user: &User, capability: Capability) -> ApiResult<()> {
+    Ok(access::may(user, capability).map_err(EngineError::Rejected)?)
 }
 
 async fn audit(
@@ -962,7 +1006,7 @@ async fn audit(
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEventView>>> {
-    require_auditor(&user)?;
+    require(&user, Capability::ReadEverything)?;
     let time = |field: &str, raw: &Option<String>| {
         raw.as_deref()
             .map(|s| parse_time(s).map_err(|e| ApiError::invalid(field, e)))
@@ -985,7 +1029,7 @@ async fn verify_audit(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> ApiResult<Json<VerifyView>> {
-    require_auditor(&user)?;
+    require(&user, Capability::ReadEverything)?;
     let report = state.engine.verify_audit().await?;
     Ok(Json(VerifyView::from(report)))
 }
@@ -1013,7 +1057,7 @@ async fn reconcile(
     Caller(user): Caller,
     ApiJson(body): ApiJson<ReconcileBody>,
 ) -> ApiResult<Json<ReconcileView>> {
-    require_admin(&user, "reconcile")?;
+    require(&user, Capability::Reconcile)?;
     let report = state.engine.reconcile(body.fix, Some(&user)).await?;
     let view = ReconcileView::from(&report);
     tracing::info!(by = %user.id, fix = body.fix, unfixed = view.unfixed, errors = view.errors, "reconciled");

@@ -18,9 +18,10 @@ use crate::checkpoint::{self, CheckpointError, Checkpointer};
 use crate::config::{ConnectorSettings, Settings};
 use crate::engine::{Clock, Engine, EngineParts, PolicyChange, SystemClock};
 use crate::http::{router, AppState};
+use crate::oidc::{HttpKeySource, Verifier};
 use crate::policy::{Policies, PolicyLoadError};
 use crate::serve::{connection_cap, raise_descriptor_limit, serve};
-use crate::store::sql::SqlStore;
+use crate::store::sql::{Location, SqlStore};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +42,16 @@ pub enum StartError {
     /// found missing later.
     #[error("cannot listen for SIGHUP: {0}")]
     Signal(std::io::Error),
+    #[error("another airlock is already running on `{database}` (it holds the lock `{lock}`); stop it first, or give this one another --data-dir or database")]
+    Locked { database: String, lock: String },
+    #[error("cannot lock `{lock}`: {message}")]
+    Lock { lock: String, message: String },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("cannot record accepting the broken audit chain: {0}")]
     AcceptBreak(String),
+    #[error("server.oidc: {0}")]
+    Oidc(#[from] crate::oidc::FetchError),
 }
 
 /// Why a running server stopped on its own.
@@ -73,6 +80,8 @@ pub struct Server {
     running: usize,
     /// Signs the audit head once everything else has stopped.
     audit: Option<(Arc<Checkpointer>, Arc<Engine>)>,
+    /// Held while the server runs: no second server on the same SQLite file.
+    _database_lock: Option<std::fs::File>,
 }
 
 impl Server {
@@ -323,6 +332,42 @@ async fn until_stopped<F: std::future::Future<Output = ()>>(
     }
 }
 
+/// A SQLite database belongs to one server process: its scheduler settles
+/// every attempt still in flight at start as lost (see
+/// `Engine::recover_lost_attempts`), which is only true if no other process
+/// is making them. The lock is `<database>.lock` beside the file, held for
+/// the life of the process (the OS frees it when the process dies).
+/// PostgreSQL is shared by replicas on purpose: nothing to lock.
+fn lock_database(location: &Location) -> Result<Option<std::fs::File>, StartError> {
+    let Location::Sqlite(path) = location else {
+        return Ok(None);
+    };
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = std::path::PathBuf::from(name);
+    let failed = |message: String| StartError::Lock {
+        lock: lock.display().to_string(),
+        message,
+    };
+    if let Some(dir) = lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|e| failed(e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked {
+            database: path.display().to_string(),
+            lock: lock.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e.to_string())),
+    }
+}
+
 /// Opens the store, starts the scheduler and serves the API on `settings.listen`.
 pub async fn start(settings: Settings) -> Result<Server, StartError> {
     start_with_clock(settings, Arc::new(SystemClock)).await
@@ -338,6 +383,7 @@ pub async fn start_with_clock(
         settings.policy_two_person,
     )?);
     tracing::info!(version = %policies.current().version(), "policy set loaded");
+    let database_lock = lock_database(&settings.database)?;
     let store = SqlStore::open(&settings.database)
         .await
         .map_err(|source| StartError::Store {
@@ -412,6 +458,13 @@ pub async fn start_with_clock(
         mfa_header: settings.mfa_header.clone(),
         body_timeout: settings.http.body_timeout,
         checkpoint_key: Some(checkpointer.public_key()),
+        oidc: match &settings.oidc {
+            Some(oidc) => Some(Arc::new(Verifier::new(
+                oidc.clone(),
+                Arc::new(HttpKeySource::new(oidc.issuer.clone())?),
+            ))),
+            None => None,
+        },
     };
     let health_engine = Arc::clone(&engine);
     tokio::spawn(async move { health_engine.check_connectors().await });
@@ -439,6 +492,9 @@ pub async fn start_with_clock(
     if let Err(e) = engine.record_policy_start().await {
         tracing::error!(error = %e, "could not record the policy set in force");
     }
+    // A checkpoint at every start: the log exists (and covers the history so
+    // far) from the first minute, not only after the first interval.
+    sign_or_refuse(&checkpointer, &engine).await;
     supervise(
         "SIGHUP reloader",
         &ended,
@@ -497,6 +553,7 @@ pub async fn start_with_clock(
         ended: ended_rx,
         running,
         audit: Some((checkpointer, engine)),
+        _database_lock: database_lock,
     })
 }
 
@@ -523,6 +580,7 @@ mod tests {
             ended: ended_rx,
             running,
             audit: None,
+            _database_lock: None,
         }
     }
 

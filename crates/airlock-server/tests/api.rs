@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use airlock_server::api::{
-    parse_time, AuditQuery, CreateRequest, DurationInput, RequestQuery, RequestView,
+    parse_time, AuditQuery, CreateRequest, DurationInput, PageQuery, RequestQuery, RequestView,
 };
 use airlock_server::client::{Action, Client, ClientError};
 use airlock_server::config::{token_hash, Settings};
@@ -53,6 +53,7 @@ const USERS: &[(&str, &[&str], &[&str])] = &[
     ("admin2", &["ops"], &["admin"]),
     ("dave", &["sales"], &[]),
     ("sam", &["security"], &[]),
+    ("audrey", &[], &["auditor"]),
 ];
 
 /// The catalog most tests use. `log` always succeeds; `flaky` grants but its
@@ -929,7 +930,9 @@ async fn bad_request_input_names_the_field() {
             ),
             (r#"{"entitlement":"logs-read","bogus":1}"#, None),
             (r#"{"reason":"x"}"#, None),
-            (r#"{"entitlement":"#, None),
+            // Broken JSON is the body's fault, wherever the parser stopped.
+            (r#"{"entitlement":"#, Some("body")),
+            (r#"{"entitlement":"logs-read","reason":"x"#, Some("body")),
             ("[]", None),
             ("not json", None),
         ];
@@ -1635,6 +1638,29 @@ async fn who_sees_what() {
         assert!(!grants[0].revocation_overdue);
         assert_eq!(ids(admin.grants().await.unwrap()), [active.id.as_str()]);
         assert!(bob.grants().await.unwrap().is_empty());
+
+        // Grants page like requests.
+        let second = alice
+            .create_request(&for_secs("flaky", "", 60))
+            .await
+            .unwrap();
+        h.wait_state(&second.id, "active").await;
+        let one = PageQuery {
+            limit: Some(1),
+            cursor: None,
+        };
+        let first = admin.grants_page(&one).await.unwrap();
+        assert_eq!(ids(first.requests), [second.id.as_str()]);
+        let rest = admin
+            .grants_page(&PageQuery {
+                cursor: first.next_cursor,
+                ..one
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(rest.requests), [active.id.as_str()]);
+        assert_eq!(rest.next_cursor, None);
+        assert_eq!(alice.grants().await.unwrap().len(), 2);
         h.stop().await;
     })
     .await;
@@ -1652,6 +1678,13 @@ async fn bad_query_parameters_name_the_parameter() {
             ("/v1/requests?limit=ten", "admin", Some("limit")),
             ("/v1/requests?mine=perhaps", "admin", Some("mine")),
             ("/v1/requests?requester=a%20b", "admin", Some("requester")),
+            ("/v1/requests?cursor=zz", "admin", Some("cursor")),
+            // Hex of `12:a b`: well formed, but no request id.
+            ("/v1/requests?cursor=31323a612062", "admin", Some("cursor")),
+            ("/v1/requests?cursor=", "admin", Some("cursor")),
+            ("/v1/grants?cursor=zz", "admin", Some("cursor")),
+            ("/v1/grants?limit=0", "admin", Some("limit")),
+            ("/v1/grants?colour=red", "admin", None),
             ("/v1/requests?colour=red", "admin", None),
             ("/v1/audit?limit=0", "admin", Some("limit")),
             ("/v1/audit?since=yesterday", "admin", Some("since")),
@@ -2308,6 +2341,333 @@ async fn reconcile_is_for_admins_and_skips_connectors_that_cannot_list_holders()
         // An empty body reports without fixing.
         let (code, body) = h.raw("POST", "/v1/reconcile", Some("admin"), None).await;
         assert_eq!((code, body["fix"].as_bool()), (200, Some(false)));
+        h.stop().await;
+    })
+    .await;
+}
+
+/// Writes `count` pending requests by carol straight into the database,
+/// each needing an approval from `sre` (carol's group), newer than anything
+/// made before: she sees them all, and none waits for her.
+async fn fill_with_carols_requests(db: PathBuf, count: usize) {
+    use airlock_core::approval::{ApprovalTier, Route, Verdict};
+    use airlock_core::catalog::{Entitlement, TicketRule, User};
+    use airlock_core::request::{self, LifecycleSettings, NewRequest};
+    use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+    use airlock_server::store::sql::{Location, SqlStore};
+    use airlock_server::store::Store;
+
+    let store = std::sync::Arc::new(SqlStore::open(&Location::Sqlite(db)).await.unwrap());
+    let sre = GroupName::parse("sre").unwrap();
+    let carol = User {
+        id: UserId::parse("carol").unwrap(),
+        groups: BTreeSet::from([sre.clone()]),
+        roles: BTreeSet::new(),
+    };
+    let now = airlock_testkit::wall_clock_unix_millis();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let (store, carol, sre) = (store.clone(), carol.clone(), sre.clone());
+        tasks.spawn(async move {
+            let entitlement = Entitlement {
+                id: EntitlementId::parse(&format!("filler-{i}")).unwrap(),
+                description: String::new(),
+                max_duration: Duration::from_secs(3600),
+                default_duration: Duration::from_secs(600),
+                reason_required: false,
+                ticket: TicketRule {
+                    required: false,
+                    pattern: None,
+                },
+                connector: "log".into(),
+                drift: airlock_core::drift::DriftPolicy::Report,
+            };
+            let verdict = Verdict {
+                route: Route::NeedsApprovals(vec![ApprovalTier {
+                    count: 1,
+                    groups: BTreeSet::from([sre]),
+                    policy: "filler".to_owned(),
+                }]),
+                policy_version: "v1".to_owned(),
+                policies: vec!["filler".to_owned()],
+                errors: Vec::new(),
+            };
+            let id = RequestId::parse(&format!("filler{i:05}")).unwrap();
+            let new = NewRequest {
+                id: id.clone(),
+                duration: None,
+                reason: "filler".into(),
+                ticket: None,
+                start_at: None,
+                break_glass: false,
+                public_key: None,
+            };
+            let created = Timestamp::from_unix_millis(now + i as i64);
+            let requester = carol.id.clone();
+            store
+                .create_request(
+                    &id,
+                    &requester,
+                    Box::new(move |_| {
+                        request::submit(
+                            new.clone(),
+                            &carol,
+                            &entitlement,
+                            None,
+                            verdict.clone(),
+                            &LifecycleSettings::default(),
+                            created,
+                        )
+                    }),
+                )
+                .await
+                .unwrap();
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// Lists filter in the database and page with a cursor: an approver's
+/// inbox finds the request waiting for her behind 1,100 newer ones she
+/// sees but may not approve, and her whole list comes page by page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_reach_past_a_thousand_newer_requests_page_by_page() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let waiting = h
+            .client("alice")
+            .create_request(&ask("db-prod", "query"))
+            .await
+            .unwrap();
+        let h = h.restart(|db| fill_with_carols_requests(db, 1100)).await;
+        let (carol, bob, dave) = (h.client("carol"), h.client("bob"), h.client("dave"));
+        let awaiting = RequestQuery {
+            awaiting_me: Some(true),
+            ..RequestQuery::default()
+        };
+        let inbox = carol.list_requests_page(&awaiting).await.unwrap();
+        let ids = |rs: &[RequestView]| rs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&inbox.requests), [waiting.id.as_str()]);
+        assert_eq!(inbox.next_cursor, None);
+        // bob (also `sre`) awaits all of them, 100 to a page by default.
+        let first = bob.list_requests_page(&awaiting).await.unwrap();
+        assert_eq!(first.requests.len(), 100);
+        assert!(first.next_cursor.is_some());
+        let all = bob
+            .all_requests(&RequestQuery {
+                limit: Some(1000),
+                ..awaiting.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1101);
+        assert_eq!(all.last().map(|r| r.id.as_str()), Some(waiting.id.as_str()));
+        let unique: BTreeSet<&str> = all.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(unique.len(), all.len());
+        // The header carries the cursor; the body stays an array.
+        let (code, body) = h
+            .raw("GET", "/v1/requests?limit=2", Some("carol"), None)
+            .await;
+        assert_eq!(code, 200);
+        assert_eq!(body.as_array().map(Vec::len), Some(2));
+        let empty = dave
+            .list_requests_page(&RequestQuery::default())
+            .await
+            .unwrap();
+        assert!(empty.requests.is_empty() && empty.next_cursor.is_none());
+        h.stop().await;
+    })
+    .await;
+}
+
+/// Who may call each endpoint, as the API's authorization rules say
+/// (`airlock_core::access`); the test below checks every endpoint of the
+/// OpenAPI document against it, for every kind of caller, on someone else's
+/// request. A new endpoint without an entry here fails that test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// No token needed.
+    Anyone,
+    /// Any user with a token.
+    AnyUser,
+    /// Admins and auditors.
+    ReadEverything,
+    /// Admins.
+    Admin,
+    /// Whoever may see the request (requester, its approvers, admins, auditors).
+    SeesTheRequest,
+    /// Its requester only.
+    Requester,
+    /// Its approvers (never its requester): who may see it, whose groups
+    /// fill one of its tiers and whom the policy set lets approve.
+    Decider,
+}
+
+fn who_may(method: &str, path: &str) -> Option<Who> {
+    use Who::*;
+    Some(match (method, path) {
+        (
+            "get",
+            "/healthz" | "/readyz" | "/openapi.json" | "/metrics" | "/v1/audit/checkpoint-key",
+        ) => Anyone,
+        ("get", "/v1/me" | "/v1/entitlements" | "/v1/requests" | "/v1/grants")
+        | ("post", "/v1/requests") => AnyUser,
+        ("get", "/v1/requests/{id}" | "/v1/requests/{id}/explain") => SeesTheRequest,
+        ("post", "/v1/requests/{id}/approve" | "/v1/requests/{id}/deny") => Decider,
+        (
+            "post",
+            "/v1/requests/{id}/cancel"
+            | "/v1/requests/{id}/release"
+            | "/v1/requests/{id}/credential",
+        ) => Requester,
+        (
+            "post",
+            "/v1/requests/{id}/revoke"
+            | "/v1/policy/reload"
+            | "/v1/policy/proposals/{id}/approve"
+            | "/v1/reconcile",
+        ) => Admin,
+        ("get", "/v1/policy" | "/v1/policy/proposals" | "/v1/audit" | "/v1/audit/verify") => {
+            ReadEverything
+        }
+        _ => return None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let (_, doc) = h.raw("GET", "/openapi.json", None, None).await;
+        let http = reqwest::Client::new();
+        let mut missing = Vec::new();
+        // alice's request, pending for `sre` (bob, carol); dave and sam are
+        // strangers to it; admin and audrey see everything.
+        let callers: [Option<&str>; 8] = [
+            None,
+            Some("alice"),
+            Some("bob"),
+            Some("carol"),
+            Some("dave"),
+            Some("sam"),
+            Some("admin"),
+            Some("audrey"),
+        ];
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                let Some(rule) = who_may(method, path) else {
+                    missing.push(format!("{method} {path}"));
+                    continue;
+                };
+                for caller in callers {
+                    // A fresh request per call: an allowed call may end it.
+                    let r = h
+                        .client("alice")
+                        .create_request(&ask("db-prod", "authorization walk"))
+                        .await;
+                    let id = match r {
+                        Ok(r) => r.id,
+                        // alice's previous one is still open: end it first.
+                        Err(_) => {
+                            let open = h
+                                .client("alice")
+                                .list_requests(&RequestQuery {
+                                    mine: Some(true),
+                                    state: Some("pending,approved,active".into()),
+                                    ..RequestQuery::default()
+                                })
+                                .await
+                                .unwrap();
+                            for o in open {
+                                let _ = h.client("alice").act(&o.id, &Action::Cancel).await;
+                                let _ = h
+                                    .client("admin")
+                                    .act(
+                                        &o.id,
+                                        &Action::Revoke {
+                                            reason: "walk".into(),
+                                        },
+                                    )
+                                    .await;
+                            }
+                            h.client("alice")
+                                .create_request(&ask("db-prod", "authorization walk"))
+                                .await
+                                .unwrap()
+                                .id
+                        }
+                    };
+                    let target = path.replace("{id}", &id);
+                    let body = match path.as_str() {
+                        "/v1/requests" => Some(r#"{"entitlement":"logs-read","reason":"walk"}"#),
+                        p if p.ends_with("/deny") || p.ends_with("/revoke") => {
+                            Some(r#"{"reason":"walk"}"#)
+                        }
+                        _ => None,
+                    };
+                    let mut req = http.request(
+                        method.to_uppercase().parse().unwrap(),
+                        format!("{}{target}", h.base),
+                    );
+                    if let Some(u) = caller {
+                        req = req.bearer_auth(token(u));
+                    }
+                    if let Some(b) = body {
+                        req = req.header("content-type", "application/json").body(b);
+                    }
+                    let response = req.send().await.unwrap();
+                    let code = response.status().as_u16();
+                    let value = response.text().await.unwrap();
+                    let who = caller.unwrap_or("no token");
+                    let owner = caller == Some("alice");
+                    let sees =
+                        matches!(caller, Some("alice" | "bob" | "carol" | "admin" | "audrey"));
+                    let allowed = match rule {
+                        Who::Anyone => true,
+                        _ if caller.is_none() => false,
+                        Who::AnyUser => true,
+                        Who::ReadEverything => matches!(caller, Some("admin" | "audrey")),
+                        Who::Admin => caller == Some("admin"),
+                        Who::SeesTheRequest => sees,
+                        Who::Requester => owner,
+                        // Of those who see it, its approvers by group (the
+                        // policy set lets `sre` approve `db-prod`).
+                        Who::Decider => matches!(caller, Some("bob" | "carol")),
+                    };
+                    // A policy's denial (`denied_by_policy`) is the policy
+                    // set's answer to a caller the rules let through.
+                    let error_code = serde_json::from_str::<Value>(&value)
+                        .ok()
+                        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    let refused =
+                        code == 401 || code == 404 || (code == 403 && error_code == "forbidden");
+                    if allowed {
+                        // Allowed callers may still meet the request's state
+                        // (409) or a missing object (a proposal id), never an
+                        // authorization refusal.
+                        assert!(
+                            !refused || (code == 404 && path.contains("proposals")),
+                            "{method} {path} as {who}: allowed by {rule:?}, got {code} {value}"
+                        );
+                    } else {
+                        assert!(
+                            refused,
+                            "{method} {path} as {who}: refused by {rule:?}, got {code} {value}"
+                        );
+                        if caller.is_none() {
+                            assert_eq!(code, 401, "{method} {path} without a token");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "endpoints without an authorization rule in this test: {missing:?}"
+        );
         h.stop().await;
     })
     .await;

@@ -96,6 +96,19 @@ krl = "/etc/ssh/airlock.krl"
 timeout = "5s"
 "#;
 
+/// An identity provider, appended to `GOOD` by the cases that need one.
+const OIDC: &str = r#"
+[server.oidc]
+issuer = "https://idp.example.com/oauth2/default"
+audience = "api://airlock"
+client_id = "0oa1airlock"
+username_claim = "email"
+admin_groups = ["airlock-admins"]
+auditor_groups = ["audit"]
+clock_skew = "30s"
+jwks_refetch_after = "2m"
+"#;
+
 fn parse(text: &str) -> Result<Settings, ConfigError> {
     Settings::parse(LABEL, text, Path::new("/srv/airlock"))
 }
@@ -103,7 +116,12 @@ fn parse(text: &str) -> Result<Settings, ConfigError> {
 /// `GOOD` with the first line starting with `from` replaced by `to` (which
 /// may span several lines); returns the text and the 1-based line of `to`.
 fn edit(from: &str, to: &str) -> (String, usize) {
-    let mut lines: Vec<&str> = GOOD.lines().collect();
+    edit_in(GOOD, from, to)
+}
+
+/// Like [`edit`], in `base`.
+fn edit_in(base: &str, from: &str, to: &str) -> (String, usize) {
+    let mut lines: Vec<&str> = base.lines().collect();
     let at = lines
         .iter()
         .position(|l| l.starts_with(from))
@@ -140,7 +158,12 @@ const fn case(
 
 /// Why `c` does not fail as it should, if it doesn't.
 fn check(c: &Case) -> Result<(), String> {
-    let (text, line) = edit(c.from, c.to);
+    check_in(GOOD, c)
+}
+
+/// Like [`check`], with `base` as the good config.
+fn check_in(base: &str, c: &Case) -> Result<(), String> {
+    let (text, line) = edit_in(base, c.from, c.to);
     let line = line.checked_add_signed(c.line_offset).unwrap();
     let err = match parse(&text) {
         Ok(_) => return Err(format!("`{}` was accepted", c.to)),
@@ -196,6 +219,18 @@ fn the_good_config_parses_into_typed_settings() {
     assert_eq!(s.lifecycle.retry_cap, Duration::from_secs(60));
     assert_eq!(s.revocation_overdue_after, Duration::from_secs(300));
     assert_eq!(s.reconcile_every, Some(Duration::from_secs(600)));
+    assert!(s.oidc.is_none());
+    let s = parse(&format!("{GOOD}{OIDC}")).unwrap();
+    let oidc = s.oidc.as_ref().unwrap();
+    assert_eq!(oidc.issuer, "https://idp.example.com/oauth2/default");
+    assert_eq!(oidc.audiences, ["api://airlock", "0oa1airlock"]);
+    assert_eq!(
+        (oidc.username_claim.as_str(), oidc.groups_claim.as_str()),
+        ("email", "groups")
+    );
+    assert_eq!(oidc.admin_groups.len() + oidc.auditor_groups.len(), 2);
+    assert_eq!(oidc.clock_skew, Duration::from_secs(30));
+    assert_eq!(oidc.refetch_after, Duration::from_secs(120));
     assert_eq!(
         s.audit.checkpoint_key,
         Path::new("/etc/airlock/checkpoint.key")
@@ -351,6 +386,93 @@ fn an_empty_config_gets_defaults() {
     assert_eq!(s.audit.checkpoint_every, DEFAULT_CHECKPOINT_EVERY);
     assert_eq!(s.http, HttpLimits::default());
     assert_eq!(s.http.header_timeout, Duration::from_secs(10));
+    assert!(s.oidc.is_none(), "no identity provider unless configured");
+}
+
+#[test]
+fn bad_oidc_tables_name_file_line_and_field() {
+    let cases = [
+        case(
+            "issuer",
+            "issuer = \"http://idp.example.com\"",
+            "server.oidc.issuer",
+            "must be https",
+        ),
+        case(
+            "issuer",
+            "issuer = \"idp\"",
+            "server.oidc.issuer",
+            "`idp` is not a URL",
+        ),
+        case(
+            "audience",
+            "audience = \" \"",
+            "server.oidc.audience",
+            "must not be empty",
+        ),
+        case(
+            "username_claim",
+            "username_claim = \"\"",
+            "server.oidc.username_claim",
+            "must not be empty",
+        ),
+        case(
+            "admin_groups",
+            "admin_groups = [\"Domain Admins\"]",
+            "server.oidc.admin_groups",
+            "`Domain Admins`",
+        ),
+        case(
+            "clock_skew",
+            "clock_skew = \"1h\"",
+            "server.oidc.clock_skew",
+            "between 0s and 5m",
+        ),
+        case(
+            "jwks_refetch_after",
+            "jwks_refetch_after = \"100ms\"",
+            "server.oidc.jwks_refetch_after",
+            "between 1s and 1h",
+        ),
+        case(
+            "clock_skew",
+            "clok_skew = \"1s\"",
+            "server.oidc",
+            "unknown field `clok_skew`",
+        ),
+    ];
+    let base = format!("{GOOD}{OIDC}");
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| check_in(&base, c).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let (text, _) = edit_in(&base, "issuer", "");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("server.oidc") && err.contains("missing field `issuer`"),
+        "{err}"
+    );
+}
+
+/// With an identity provider, group members come from its tokens: shorthand
+/// rules may name groups no config user is in.
+#[test]
+fn with_an_identity_provider_groups_need_no_config_members() {
+    let (text, _) = edit(
+        "requestable_by = [\"eng\"]",
+        "requestable_by = [\"idp-only\"]",
+    );
+    assert!(parse(&text).is_err());
+    let text = text.replace("approvals_required = 1", "approvals_required = 5");
+    let s = parse(&format!("{text}{OIDC}")).unwrap();
+    assert!(s.oidc.is_some());
+    let zero = text.replace("approvals_required = 5", "approvals_required = 0");
+    let err = parse(&format!("{zero}{OIDC}")).unwrap_err().to_string();
+    assert!(
+        err.contains("approvals_required: must be at least 1"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -20,9 +20,10 @@ use airlock_core::request::{
     self, Command, JobAction, LifecycleSettings, NewRequest, Rejection, State,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use airlock_server::store::record::RequestRecord;
 use airlock_server::store::sql::{Backend, Location, SqlStore};
 use airlock_server::store::{
-    AuditFilter, Exclusive, RequestFilter, RevocationBacklog, Store, StoreError,
+    AuditFilter, Exclusive, PageKey, RequestFilter, RevocationBacklog, Store, StoreError,
 };
 use sqlx::Connection;
 
@@ -172,14 +173,9 @@ fn at(offset_ms: i64) -> Timestamp {
     Timestamp::from_unix_millis(T0 + offset_ms)
 }
 
-async fn create(
-    store: &SqlStore,
-    requester: &User,
-    ent: &Ent,
-    id: &str,
-    now: Timestamp,
-) -> Result<request::AccessRequest, StoreError> {
-    let new = NewRequest {
+/// A one-minute request with a reason, starting now.
+fn new_request(id: &str) -> NewRequest {
+    NewRequest {
         id: RequestId::parse(id).unwrap(),
         duration: Some(Duration::from_secs(60)),
         reason: "conformance".into(),
@@ -187,7 +183,17 @@ async fn create(
         start_at: None,
         break_glass: false,
         public_key: None,
-    };
+    }
+}
+
+async fn create(
+    store: &SqlStore,
+    requester: &User,
+    ent: &Ent,
+    id: &str,
+    now: Timestamp,
+) -> Result<request::AccessRequest, StoreError> {
+    let new = new_request(id);
     let (u, e, verdict) = (requester.clone(), ent.entitlement.clone(), ent.verdict());
     store
         .create_request(
@@ -958,6 +964,330 @@ async fn a_change_the_database_refuses_fails_alone_inside_a_busy_batch() {
         assert_eq!(audit_count(&store).await, before + 40);
         let report = store.verify_audit().await.unwrap();
         assert!(report.first_break.is_none(), "{report:?}");
+    })
+    .await;
+}
+
+/// A pending request by `requester` (`entitlement` must be unique among
+/// open ones) whose one tier needs `count` approvals from any of `groups`
+/// (none: auto-approved), made at `created_at`.
+fn made(
+    id: &str,
+    requester: &User,
+    entitlement: &str,
+    groups: &[&str],
+    count: u32,
+    created_at: Timestamp,
+) -> request::AccessRequest {
+    let mut ent = entitlement_named(entitlement);
+    ent.approvals = count;
+    let mut verdict = ent.verdict();
+    if let Route::NeedsApprovals(tiers) = &mut verdict.route {
+        for tier in tiers.iter_mut() {
+            tier.groups = groups
+                .iter()
+                .map(|g| GroupName::parse(g).unwrap())
+                .collect();
+        }
+    }
+    request::submit(
+        new_request(id),
+        requester,
+        &ent.entitlement,
+        None,
+        verdict,
+        &LifecycleSettings::default(),
+        created_at,
+    )
+    .unwrap()
+    .request
+}
+
+fn entitlement_named(id: &str) -> Ent {
+    let mut ent = entitlement(0);
+    ent.entitlement.id = EntitlementId::parse(id).unwrap();
+    ent
+}
+
+fn approved_by(mut r: request::AccessRequest, approver: &User) -> request::AccessRequest {
+    r.approvals.push(request::Approval {
+        approver: approver.id.clone(),
+        at: r.created_at,
+        comment: None,
+        tiers: BTreeSet::from([0]),
+    });
+    r
+}
+
+/// Loads requests in one transaction (the store must be empty).
+async fn load(store: &SqlStore, requests: &[request::AccessRequest]) {
+    let records = requests.iter().map(RequestRecord::from_request).collect();
+    store.import(records, Vec::new()).await.unwrap();
+}
+
+/// Every page of `filter`, `page` at a time, calling `between` after each
+/// page; fails on a page that is short while another follows.
+async fn every_page<F: Future<Output = ()>>(
+    store: &SqlStore,
+    filter: &RequestFilter,
+    page: u32,
+    mut between: impl FnMut(usize) -> F,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut filter = RequestFilter {
+        limit: page,
+        ..filter.clone()
+    };
+    for n in 0.. {
+        let found = store.list_requests(&filter).await.unwrap();
+        seen.extend(found.iter().map(|r| r.id.to_string()));
+        match found.last() {
+            Some(last) if found.len() == page as usize => {
+                filter.after = Some(PageKey::of(last));
+            }
+            _ => return seen,
+        }
+        between(n).await;
+    }
+    unreachable!()
+}
+
+fn expected(
+    requests: &[request::AccessRequest],
+    keep: impl Fn(&request::AccessRequest) -> bool,
+) -> Vec<String> {
+    let mut kept: Vec<&request::AccessRequest> = requests.iter().filter(|r| keep(r)).collect();
+    kept.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+    kept.iter().map(|r| r.id.to_string()).collect()
+}
+
+/// Past 1,000 requests, an approver's inbox and a requester's older
+/// requests are all reachable page by page, in order, with no duplicate or
+/// gap, while new requests are created between pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_through_thousands_of_requests_while_new_ones_arrive() {
+    on_every_store(|store, _| async move {
+        let ann = user("ann", &["approvers"], &[]);
+        let olga = user("olga", &["others"], &[]);
+        let auditor = user("audrey", &[], &[Role::Auditor]);
+        let requesters: Vec<User> = (0..40).map(|i| user(&format!("u{i}"), &[], &[])).collect();
+        let mut requests = Vec::new();
+        for i in 0..1500usize {
+            let requester = if i % 50 == 7 {
+                &ann
+            } else {
+                requesters.get(i % 40).unwrap()
+            };
+            // Three to a millisecond, so ties on created_at are broken by id.
+            let created = at((i / 3) as i64);
+            let (groups, count): (&[&str], u32) = match i % 3 {
+                0 => (&["approvers"], 2),
+                1 => (&["others", "more"], 1),
+                _ => (&[], 0),
+            };
+            let r = made(
+                &format!("r{i:05}"),
+                requester,
+                &format!("e{i}"),
+                groups,
+                count,
+                created,
+            );
+            requests.push(if i % 15 == 0 { approved_by(r, &ann) } else { r });
+        }
+        load(&store, &requests).await;
+
+        let inbox = RequestFilter {
+            awaiting_approval_of: Some(ann.clone()),
+            ..RequestFilter::default()
+        };
+        let newcomer = user("newcomer", &[], &[]);
+        let seen = every_page(&store, &inbox, 97, |n| {
+            let (store, newcomer) = (Arc::clone(&store), newcomer.clone());
+            async move {
+                // Newer than every page: it must not push an old one out of reach.
+                let mut ent = entitlement_named(&format!("late{n}"));
+                ent.approvals = 1;
+                create(
+                    &store,
+                    &newcomer,
+                    &ent,
+                    &format!("late{n}"),
+                    at(10_000 + n as i64),
+                )
+                .await
+                .unwrap();
+            }
+        })
+        .await;
+        let want = expected(&requests, |r| r.awaits_approval_of(&ann));
+        assert!(want.len() > 350, "{}", want.len());
+        assert_eq!(seen, want, "ann's inbox");
+
+        let u3 = requesters.get(3).unwrap();
+        let old = expected(&requests, |r| r.visible_to(u3));
+        assert!(
+            old.last().is_some_and(|id| id.as_str() < "r00100"),
+            "{old:?}"
+        );
+        let mine = RequestFilter {
+            visible_to: Some(u3.clone()),
+            ..RequestFilter::default()
+        };
+        assert_eq!(
+            every_page(&store, &mine, 7, |_| async {}).await,
+            old,
+            "u3's requests"
+        );
+
+        let others = RequestFilter {
+            visible_to: Some(olga.clone()),
+            states: vec![State::Pending],
+            ..RequestFilter::default()
+        };
+        let want = expected(&requests, |r| {
+            r.visible_to(&olga) && r.state == State::Pending
+        });
+        assert_eq!(every_page(&store, &others, 1000, |_| async {}).await, want);
+
+        let everything = RequestFilter {
+            visible_to: Some(auditor.clone()),
+            ..RequestFilter::default()
+        };
+        let all = every_page(&store, &everything, 1000, |_| async {}).await;
+        let late = all.iter().filter(|id| id.starts_with("late")).count();
+        assert!(late > 3, "{late}");
+        assert_eq!(
+            all.len(),
+            requests.len() + late,
+            "every request and the late ones"
+        );
+        let unique: BTreeSet<&String> = all.iter().collect();
+        assert_eq!(unique.len(), all.len(), "no request twice");
+    })
+    .await;
+}
+
+/// A small deterministic generator (xorshift), so a failing case repeats.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+
+    fn some<'a>(&mut self, from: &[&'a str]) -> Vec<&'a str> {
+        from.iter()
+            .copied()
+            .filter(|_| self.below(3) == 0)
+            .collect()
+    }
+}
+
+/// The SQL of request lists mirrors the core's `visible_to` and
+/// `awaits_approval_of` exactly, on generated requests (tiers from a few
+/// groups, some approvals, every state) and users (with and without
+/// groups, roles); and so do rows from before the lists were stored, once
+/// migration 5 has back-filled them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
+    on_every_store(|store, raw_url| async move {
+        const GROUPS: &[&str] = &["g1", "g2", "G1", "g1.x", "g_1"];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut users: Vec<User> = (0..12)
+            .map(|i| {
+                let groups: Vec<&str> = rng.some(GROUPS);
+                user(&format!("p{i}"), &groups, &[])
+            })
+            .collect();
+        users.push(user("boss", &["g2"], &[Role::Admin]));
+        users.push(user("reader", &[], &[Role::Auditor]));
+        users.push(user("loner", &[], &[]));
+        users.push(user("p1x", &["g1"], &[]));
+        let mut requests = Vec::new();
+        for i in 0..240usize {
+            let requester = users.get(rng.below(users.len())).unwrap();
+            let groups = rng.some(GROUPS);
+            let count = if groups.is_empty() {
+                0
+            } else {
+                1 + rng.below(2) as u32
+            };
+            let mut r = made(
+                &format!("q{i:04}"),
+                requester,
+                &format!("e{i}"),
+                &groups,
+                count,
+                at(rng.below(50) as i64),
+            );
+            for _ in 0..rng.below(3) {
+                r = approved_by(r, users.get(rng.below(users.len())).unwrap());
+            }
+            r.state = *State::ALL.get(rng.below(State::ALL.len())).unwrap();
+            requests.push(r);
+        }
+        load(&store, &requests).await;
+
+        let check = |label: &'static str| {
+            let (store, users, requests) = (Arc::clone(&store), users.clone(), requests.clone());
+            async move {
+                for u in &users {
+                    let visible = RequestFilter {
+                        visible_to: Some(u.clone()),
+                        limit: 1000,
+                        ..RequestFilter::default()
+                    };
+                    let awaiting = RequestFilter {
+                        awaiting_approval_of: Some(u.clone()),
+                        ..visible.clone()
+                    };
+                    for (filter, core) in [
+                        (
+                            visible,
+                            &(|r: &request::AccessRequest| r.visible_to(u)) as &dyn Fn(&_) -> bool,
+                        ),
+                        (awaiting, &|r: &request::AccessRequest| {
+                            r.awaits_approval_of(u)
+                        }),
+                    ] {
+                        let listed: Vec<String> = store
+                            .list_requests(&filter)
+                            .await
+                            .unwrap()
+                            .iter()
+                            .map(|r| r.id.to_string())
+                            .collect();
+                        assert_eq!(listed, expected(&requests, core), "{label}: {}", u.id);
+                    }
+                }
+            }
+        };
+        check("as written").await;
+        assert!(
+            requests
+                .iter()
+                .any(|r| users.iter().any(|u| r.awaits_approval_of(u))),
+            "the generated requests await someone"
+        );
+
+        // Rows as a version-4 database holds them: no lists yet.
+        let mut raw = sqlx::AnyConnection::connect(&raw_url).await.unwrap();
+        sqlx::raw_sql("UPDATE requests SET approver_group_list = '', approved_by_list = ''")
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        let backfill = if raw_url.starts_with("postgres") {
+            include_str!("../src/store/migrations/0005_request_lists.postgres.sql")
+        } else {
+            include_str!("../src/store/migrations/0005_request_lists.sqlite.sql")
+        };
+        sqlx::raw_sql(backfill).execute(&mut raw).await.unwrap();
+        raw.close().await.unwrap();
+        check("back-filled").await;
     })
     .await;
 }

@@ -58,6 +58,18 @@ pub fn wall_clock_unix_millis() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Says that the running test skips its work, and why, on the process's own
+/// stderr: libtest captures what `eprintln!` prints and shows it only for
+/// failing tests, so a skip said that way would pass unseen.
+fn announce_skip(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let line = format!(
+        "SKIPPED {test}: {why}, so it does not do its work (see README: Development; CI sets AIRLOCK_REQUIRE_SERVICES=1 and refuses skips)\n"
+    );
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 /// The URL in `var`, or `None` after printing why the caller skips.
 ///
 /// # Panics
@@ -71,9 +83,7 @@ pub fn service_url(var: &str) -> Option<String> {
             panic!("{var} is not set but AIRLOCK_REQUIRE_SERVICES=1: this test must not skip")
         }
         _ => {
-            eprintln!(
-                "SKIPPED: {var} is not set, so this test does not run (see README: Development)"
-            );
+            announce_skip(&format!("{var} is not set"));
             None
         }
     }
@@ -106,12 +116,29 @@ pub fn service_program(program: &str) -> Option<std::path::PathBuf> {
             panic!("`{program}` is not installed but AIRLOCK_REQUIRE_SERVICES=1: this test must not skip")
         }
         None => {
-            eprintln!(
-                "SKIPPED: `{program}` is not installed, so this test does not run (see README: Development)"
-            );
+            announce_skip(&format!("`{program}` is not installed"));
             None
         }
     }
+}
+
+/// `path`, a file or folder a test needs that an install step provides
+/// (`install` says which), or `None` after printing why the caller skips.
+///
+/// # Panics
+/// When `path` is missing and `AIRLOCK_REQUIRE_SERVICES=1`, as for
+/// [`service_url`].
+#[expect(clippy::panic, reason = "a test helper: failing the test is the point")]
+pub fn service_path(path: &std::path::Path, install: &str) -> Option<std::path::PathBuf> {
+    if path.exists() {
+        return Some(path.to_path_buf());
+    }
+    let why = format!("`{}` is missing (run `{install}`)", path.display());
+    if std::env::var("AIRLOCK_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{why} but AIRLOCK_REQUIRE_SERVICES=1: this test must not skip");
+    }
+    announce_skip(&why);
+    None
 }
 
 /// A PostgreSQL database made for one test on the server at `admin_url`, so

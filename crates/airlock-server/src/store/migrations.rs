@@ -37,6 +37,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/0004_audit_no_replace.sqlite.sql"),
         postgres: include_str!("migrations/0004_audit_no_replace.postgres.sql"),
     },
+    Migration {
+        version: 5,
+        common: include_str!("migrations/0005_request_lists.sql"),
+        sqlite: include_str!("migrations/0005_request_lists.sqlite.sql"),
+        postgres: include_str!("migrations/0005_request_lists.postgres.sql"),
+    },
 ];
 
 pub fn latest() -> i64 {

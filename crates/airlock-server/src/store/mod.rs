@@ -6,6 +6,7 @@
 
 pub use airlock_core::audit::ChainReport;
 use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier};
+use airlock_core::catalog::User;
 use airlock_core::request::{AccessRequest, Rejection, State, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 
@@ -75,7 +76,34 @@ pub struct RequestFilter {
     /// Only requests with connector work outstanding (a grant or revoke to
     /// make, in flight or not).
     pub connector_work: bool,
+    /// Only requests this user may see ([`AccessRequest::visible_to`]).
+    pub visible_to: Option<User>,
+    /// Only requests waiting for this user's approval
+    /// ([`AccessRequest::awaits_approval_of`]).
+    pub awaiting_approval_of: Option<User>,
+    /// Only requests after this one in the list order (the page before
+    /// ended there).
+    pub after: Option<PageKey>,
     pub limit: u32,
+}
+
+/// A request's place in the list order: newest first (`created_at`
+/// descending), ties broken by id, descending. Paging by it neither repeats
+/// nor skips a request while others are created: a new request sorts before
+/// the pages already read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageKey {
+    pub created_at: Timestamp,
+    pub id: RequestId,
+}
+
+impl PageKey {
+    pub fn of(r: &AccessRequest) -> PageKey {
+        PageKey {
+            created_at: r.created_at,
+            id: r.id.clone(),
+        }
+    }
 }
 
 /// Removals the targets have not confirmed yet.
@@ -129,7 +157,8 @@ pub trait Store: Send + Sync {
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError>;
 
-    /// Newest first.
+    /// Matching requests in the list order of [`PageKey`] (newest first),
+    /// at most `limit` of them.
     async fn list_requests(&self, filter: &RequestFilter)
         -> Result<Vec<AccessRequest>, StoreError>;
 

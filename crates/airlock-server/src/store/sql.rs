@@ -24,7 +24,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use airlock_core::access::{self, Capability};
 use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
+use airlock_core::catalog::User;
 use airlock_core::ids::check_id;
 use airlock_core::request::{AccessRequest, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
@@ -116,6 +118,15 @@ impl Backend {
             Backend::Postgres => 16_384,
         };
         (budget / params_per_row.max(1)).clamp(1, 512)
+    }
+
+    /// Whether the text `haystack` holds the text `needle` (both SQL
+    /// expressions), matched exactly: SQLite's `LIKE` ignores ASCII case.
+    fn contains(self, haystack: &str, needle: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("instr({haystack}, {needle}) > 0"),
+            Backend::Postgres => format!("strpos({haystack}, {needle}) > 0"),
+        }
     }
 
     fn now_millis_sql(self) -> &'static str {
@@ -675,7 +686,7 @@ impl PendingWrites {
 }
 
 /// Parameters per request row and per audit row in the multi-row writes.
-const REQUEST_PARAMS: usize = 34;
+const REQUEST_PARAMS: usize = 36;
 const AUDIT_PARAMS: usize = 10;
 
 /// Splits `items` into chunks whose sizes are powers of two (at most `max`),
@@ -823,7 +834,112 @@ const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, r
     required_approvals, approver_groups, approvals, pending_deadline, decided_at, activates_at, expires_at, granted_at, \
     ended_at, ended_by, end_note, job_action, job_attempts, job_next_attempt_at, job_claimed_until, job_last_error, \
     claim_token, deprovisioned_at, approval_tiers, policy_version, break_glass, public_key, certificate, \
-    due_at, updated_at";
+    due_at, updated_at, approver_group_list, approved_by_list";
+
+/// Ids as one `|a|b|` text (empty for none), so that "`x` is one of them"
+/// is an exact substring match on `|x|` in SQL (ids hold no `|`): the
+/// `approver_group_list` and `approved_by_list` columns.
+fn id_list<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    let mut list = String::new();
+    for id in ids {
+        if list.is_empty() {
+            list.push('|');
+        }
+        list.push_str(id);
+        list.push('|');
+    }
+    list
+}
+
+/// A parameter of a query built at run time.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// Adds a parameter; returns its placeholder.
+fn param(binds: &mut Vec<Bind>, b: Bind) -> String {
+    binds.push(b);
+    format!("${}", binds.len())
+}
+
+/// The condition "an approver group of the request is one of `user`'s".
+fn in_approver_groups(backend: Backend, binds: &mut Vec<Bind>, user: &User) -> String {
+    let any: Vec<String> = user
+        .groups
+        .iter()
+        .map(|g| {
+            let p = param(binds, Bind::Text(id_list([g.as_str()])));
+            backend.contains("approver_group_list", &p)
+        })
+        .collect();
+    if any.is_empty() {
+        "1=0".to_owned()
+    } else {
+        format!("({})", any.join(" OR "))
+    }
+}
+
+/// The query behind [`Store::list_requests`] and its parameters.
+fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<Bind>) {
+    let mut sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE 1=1");
+    let mut binds: Vec<Bind> = Vec::new();
+    if !filter.states.is_empty() {
+        let states: Vec<String> = filter
+            .states
+            .iter()
+            .map(|s| param(&mut binds, Bind::Text(s.as_str().to_owned())))
+            .collect();
+        sql.push_str(&format!(" AND state IN ({})", states.join(",")));
+    }
+    if let Some(r) = &filter.requester {
+        let p = param(&mut binds, Bind::Text(r.as_str().to_owned()));
+        sql.push_str(&format!(" AND requester = {p}"));
+    }
+    if let Some(e) = &filter.entitlement {
+        let p = param(&mut binds, Bind::Text(e.as_str().to_owned()));
+        sql.push_str(&format!(" AND entitlement = {p}"));
+    }
+    if filter.holding_access {
+        sql.push_str(" AND (state = 'active' OR job_action = 'revoke')");
+    }
+    if filter.connector_work {
+        sql.push_str(" AND job_action IS NOT NULL");
+    }
+    // The mirror of `AccessRequest::visible_to`.
+    if let Some(user) = filter
+        .visible_to
+        .as_ref()
+        .filter(|u| access::may(u, Capability::ReadEverything).is_err())
+    {
+        let me = param(&mut binds, Bind::Text(user.id.as_str().to_owned()));
+        let groups = in_approver_groups(backend, &mut binds, user);
+        sql.push_str(&format!(" AND (requester = {me} OR {groups})"));
+    }
+    // The mirror of `AccessRequest::awaits_approval_of`.
+    if let Some(user) = &filter.awaiting_approval_of {
+        let me = param(&mut binds, Bind::Text(user.id.as_str().to_owned()));
+        let groups = in_approver_groups(backend, &mut binds, user);
+        let me_listed = param(&mut binds, Bind::Text(id_list([user.id.as_str()])));
+        sql.push_str(&format!(
+            " AND state = 'pending' AND requester <> {me} AND {groups} AND NOT ({})",
+            backend.contains("approved_by_list", &me_listed)
+        ));
+    }
+    if let Some(after) = &filter.after {
+        let at = param(&mut binds, Bind::Int(after.created_at.unix_millis()));
+        let id = param(&mut binds, Bind::Text(after.id.as_str().to_owned()));
+        // A row value, which both databases match as a range of the
+        // `(created_at, id)` index (an `OR` of the two comparisons makes
+        // PostgreSQL filter every row newer than the cursor).
+        sql.push_str(&format!(" AND (created_at, id) < ({at}, {id})"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT {}",
+        filter.limit.max(1)
+    ));
+    (sql, binds)
+}
 
 fn corrupt(id: &str, what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("request `{id}`: {what}"))
@@ -953,7 +1069,9 @@ async fn write_requests(
             .bind(r.public_key.clone())
             .bind(r.certificate.clone())
             .bind(request.next_due().map(Timestamp::unix_millis))
-            .bind(at.unix_millis());
+            .bind(at.unix_millis())
+            .bind(id_list(r.approver_groups.iter().map(String::as_str)))
+            .bind(id_list(r.approvals.iter().map(|a| a.approver.as_str())));
     }
     query
         .execute(conn)
@@ -1261,40 +1379,13 @@ impl Store for SqlStore {
         &self,
         filter: &RequestFilter,
     ) -> Result<Vec<AccessRequest>, StoreError> {
-        let mut sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE 1=1");
-        let mut binds: Vec<String> = Vec::new();
-        if !filter.states.is_empty() {
-            let placeholders: Vec<String> = filter
-                .states
-                .iter()
-                .map(|s| {
-                    binds.push(s.as_str().to_owned());
-                    format!("${}", binds.len())
-                })
-                .collect();
-            sql.push_str(&format!(" AND state IN ({})", placeholders.join(",")));
-        }
-        if let Some(r) = &filter.requester {
-            binds.push(r.as_str().to_owned());
-            sql.push_str(&format!(" AND requester = ${}", binds.len()));
-        }
-        if let Some(e) = &filter.entitlement {
-            binds.push(e.as_str().to_owned());
-            sql.push_str(&format!(" AND entitlement = ${}", binds.len()));
-        }
-        if filter.holding_access {
-            sql.push_str(" AND (state = 'active' OR job_action = 'revoke')");
-        }
-        if filter.connector_work {
-            sql.push_str(" AND job_action IS NOT NULL");
-        }
-        sql.push_str(&format!(
-            " ORDER BY created_at DESC, id LIMIT {}",
-            filter.limit.max(1)
-        ));
+        let (sql, binds) = list_requests_sql(self.backend, filter);
         let mut query = sqlx::query(&sql);
-        for b in &binds {
-            query = query.bind(b);
+        for b in binds {
+            query = match b {
+                Bind::Text(t) => query.bind(t),
+                Bind::Int(i) => query.bind(i),
+            };
         }
         let rows = query.fetch_all(&self.read).await.map_err(db_err)?;
         rows.iter().map(request_from_row).collect()

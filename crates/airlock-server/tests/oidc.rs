@@ -1,0 +1,410 @@
+//! Sign-in with a real identity provider: `oidc-provider` (the certified
+//! node implementation, `tests/oidc/provider.mjs`) issues RS256 JWT access
+//! tokens, and the real server on port 0 checks them against the keys it
+//! discovers from the provider. Covers sign-in, groups reaching Cedar
+//! policies, key rotation at the provider, and the refusals: expired, wrong
+//! audience, unknown key, `alg: none`, HS256 keyed with the public key, a
+//! signature that does not match.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers fail by panicking, with the value in the message"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use airlock_server::config::{token_hash, Settings};
+use airlock_server::server::{start, Server};
+use airlock_testkit::{bounded, service_path, service_program, until};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BOUND: Duration = Duration::from_secs(60);
+const AUDIENCE: &str = "https://airlock.test";
+
+/// The provider script's folder, with its `node_modules` once `npm ci` ran.
+fn provider_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
+}
+
+/// A running `oidc-provider`; it exits when its stdin closes (on drop).
+struct Provider {
+    issuer: String,
+    _child: tokio::process::Child,
+}
+
+impl Provider {
+    /// Starts the provider, or `None` (said loudly) where node or the npm
+    /// packages are missing outside CI.
+    async fn start() -> Option<Provider> {
+        let node = service_program("node")?;
+        service_path(
+            &provider_dir().join("node_modules/oidc-provider"),
+            "npm ci --prefix crates/airlock-server/tests/oidc",
+        )?;
+        let mut child = tokio::process::Command::new(node)
+            .arg(provider_dir().join("provider.mjs"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node starts");
+        let stdout = child.stdout.take().unwrap();
+        // The provider prints its issuer once it listens: wait for that line.
+        let issuer = BufReader::new(stdout)
+            .lines()
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the provider prints its issuer URL");
+        Some(Provider {
+            issuer,
+            _child: child,
+        })
+    }
+
+    /// A token for `client` (each client is one person) for `resource`.
+    async fn token(&self, client: &str, resource: &str) -> String {
+        let body: Value = reqwest::Client::new()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(client, Some(format!("{client}-secret")))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "api"),
+                ("resource", resource),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access token: {body}"))
+            .to_owned()
+    }
+
+    /// Puts a new signing key first, as a provider's rotation does.
+    async fn rotate(&self) -> String {
+        reqwest::Client::new()
+            .post(format!("{}/test/rotate", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn jwks(&self) -> Value {
+        let get = |url: String| async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        };
+        let discovery = get(format!("{}/.well-known/openid-configuration", self.issuer)).await;
+        get(discovery["jwks_uri"].as_str().unwrap().to_owned()).await
+    }
+}
+
+/// Logs are read by the `dev` group through a Cedar policy, and granted at
+/// once; nobody else may ask. `ops` has a static config token.
+const POLICY: &str = r#"
+@id("dev-reads-logs")
+permit (principal in Airlock::Group::"dev", action == Airlock::Action::"request", resource == Airlock::Entitlement::"logs-read");
+@id("dev-logs-at-once")
+permit (principal in Airlock::Group::"dev", action == Airlock::Action::"auto_approve", resource == Airlock::Entitlement::"logs-read");
+"#;
+
+struct Airlock {
+    server: Server,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn boot(issuer: &str, clock_skew: &str) -> Airlock {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display().to_string();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/logs.cedar"), POLICY).unwrap();
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = '{root}/data'
+
+[server.oidc]
+issuer = "{issuer}"
+audience = "{AUDIENCE}"
+admin_groups = ["airlock-admins"]
+clock_skew = "{clock_skew}"
+jwks_refetch_after = "1s"
+
+[users.ops]
+groups = ["ops"]
+token_sha256 = "{}"
+
+[connectors.log]
+type = "command"
+program = "/bin/true"
+
+[entitlements.logs-read]
+max_duration = "1h"
+require_reason = false
+connector = "log"
+
+[policy]
+dir = '{root}/policies'
+"#,
+        token_hash("static-ops-token")
+    );
+    let settings = Settings::parse("oidc-test.toml", &toml, dir.path()).unwrap();
+    let server = start(settings).await.unwrap();
+    let base = format!("http://{}", server.addr());
+    Airlock {
+        server,
+        base,
+        _dir: dir,
+    }
+}
+
+/// What the API answered: status, body, and `WWW-Authenticate`.
+struct Answer {
+    status: u16,
+    body: Value,
+    challenge: String,
+}
+
+impl Airlock {
+    async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Answer {
+        let client = reqwest::Client::new();
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "POST" => client.post(url).json(&body.unwrap_or(json!({}))),
+            _ => client.get(url),
+        };
+        req = req.bearer_auth(token);
+        let response = req.send().await.unwrap();
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Answer {
+            status,
+            body,
+            challenge,
+        }
+    }
+
+    async fn me(&self, token: &str) -> Answer {
+        self.call("GET", "/v1/me", token, None).await
+    }
+
+    /// The API refuses `token` with a 401 whose message contains `why`.
+    async fn assert_refused(&self, token: &str, why: &str, case: &str) {
+        let a = self.me(token).await;
+        let message = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(a.status, 401, "{case}: {}", a.body);
+        assert_eq!(a.body["error"]["code"], "unauthorized", "{case}");
+        assert!(message.contains(why), "{case}: `{message}` lacks `{why}`");
+        assert!(
+            a.challenge
+                .starts_with("Bearer error=\"invalid_token\", error_description=\"")
+                && a.challenge.contains(&why.replace('`', "'")),
+            "{case}: WWW-Authenticate `{}`",
+            a.challenge
+        );
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn part(token: &str, i: usize) -> Value {
+    let raw = token.split('.').nth(i).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(raw).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn provider_tokens_sign_in_and_their_groups_reach_policies() {
+    bounded(BOUND, async {
+        let Some(idp) = Provider::start().await else {
+            return;
+        };
+        let airlock = boot(&idp.issuer, "60s").await;
+
+        let alice = idp.token("alice", AUDIENCE).await;
+        let me = airlock.me(&alice).await;
+        assert_eq!(me.status, 200, "{}", me.body);
+        // `Domain Users` is no Airlock group name: left out, not fatal.
+        assert_eq!(
+            me.body,
+            json!({"user": "alice", "groups": ["dev"], "roles": []})
+        );
+        let bob = idp.token("bob", AUDIENCE).await;
+        assert_eq!(
+            airlock.me(&bob).await.body,
+            json!({"user": "bob", "groups": ["airlock-admins", "dba"], "roles": ["admin"]})
+        );
+
+        // The Cedar policy sees the provider's groups.
+        let ask = json!({"entitlement": "logs-read", "duration": "10m"});
+        let granted = airlock
+            .call("POST", "/v1/requests", &alice, Some(ask.clone()))
+            .await;
+        assert_eq!(granted.status, 201, "{}", granted.body);
+        assert_eq!(granted.body["requester"], "alice");
+        let state = granted.body["state"].as_str().unwrap();
+        assert!(["approved", "active"].contains(&state), "{state}");
+        let refused = airlock.call("POST", "/v1/requests", &bob, Some(ask)).await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert_eq!(refused.body["error"]["code"], "denied_by_policy");
+
+        // The config's static tokens keep working beside the provider's.
+        let ops = airlock.me("static-ops-token").await;
+        assert_eq!(ops.body["user"], "ops", "{}", ops.body);
+        let unknown = airlock.me("al_not-a-token").await;
+        assert_eq!(unknown.status, 401);
+        assert_eq!(unknown.body["error"]["message"], "unknown token");
+        airlock.server.shutdown().await;
+
+        // A provider that cannot be reached: its tokens cannot be checked,
+        // which is the provider's fault, not the caller's.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let cut_off = boot(&dead, "60s").await;
+        let a = cut_off.me(&alice).await;
+        assert_eq!(a.status, 503, "{}", a.body);
+        assert_eq!(a.body["error"]["code"], "idp_unavailable");
+        cut_off.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rotated_provider_key_is_fetched_and_forged_tokens_are_refused() {
+    bounded(BOUND, async {
+        let Some(idp) = Provider::start().await else {
+            return;
+        };
+        let Some(other) = Provider::start().await else {
+            return;
+        };
+        let airlock = boot(&idp.issuer, "0s").await;
+        let alice = idp.token("alice", AUDIENCE).await;
+        assert_eq!(airlock.me(&alice).await.status, 200);
+
+        // Rotation: tokens signed with the new key are accepted once the
+        // re-fetch interval (1s) allows looking again; old ones still are.
+        let new_kid = idp.rotate().await;
+        let rotated = idp.token("alice", AUDIENCE).await;
+        assert_eq!(part(&rotated, 0)["kid"], new_kid.as_str());
+        until(
+            Duration::from_secs(10),
+            "the rotated key to be fetched",
+            || async { (airlock.me(&rotated).await.status == 200).then_some(()) },
+        )
+        .await;
+        assert_eq!(airlock.me(&alice).await.status, 200);
+
+        let wrong_audience = idp.token("alice", "https://other.test").await;
+        airlock
+            .assert_refused(
+                &wrong_audience,
+                "audience `https://other.test` not accepted",
+                "wrong audience",
+            )
+            .await;
+
+        // Another provider's token: its key is not the trusted provider's.
+        let foreign = other.token("alice", AUDIENCE).await;
+        let foreign_kid = part(&foreign, 0)["kid"].as_str().unwrap().to_owned();
+        airlock
+            .assert_refused(
+                &foreign,
+                &format!("unknown key id `{foreign_kid}`"),
+                "unknown key",
+            )
+            .await;
+
+        let [head, payload, signature] = {
+            let p: Vec<&str> = rotated.split('.').collect();
+            [p[0], p[1], p[2]]
+        };
+        let mut claims = part(&rotated, 1);
+        claims["preferred_username"] = json!("bob");
+        claims["groups"] = json!(["airlock-admins"]);
+        let forged_payload = b64(claims.to_string().as_bytes());
+        airlock
+            .assert_refused(
+                &format!("{head}.{forged_payload}.{signature}"),
+                "bad signature",
+                "payload changed under the provider's signature",
+            )
+            .await;
+        airlock
+            .assert_refused(
+                &format!("{}.{payload}.", b64(br#"{"alg":"none","typ":"JWT"}"#)),
+                "algorithm `none` refused",
+                "alg none",
+            )
+            .await;
+
+        // HS256 keyed with the provider's public key (its JWK modulus, and
+        // the whole JWK text): refused before any key is used.
+        let jwks = idp.jwks().await;
+        let jwk = &jwks["keys"][0];
+        let hs_head = b64(json!({"alg": "HS256", "kid": jwk["kid"]})
+            .to_string()
+            .as_bytes());
+        for secret in [
+            URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap(),
+            jwk.to_string().into_bytes(),
+        ] {
+            let signed = format!("{hs_head}.{payload}");
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+            let tag = ring::hmac::sign(&key, signed.as_bytes());
+            airlock
+                .assert_refused(
+                    &format!("{signed}.{}", b64(tag.as_ref())),
+                    "algorithm `HS256` refused",
+                    "HS256 with the public key",
+                )
+                .await;
+        }
+
+        // A token that lives 2s; with no skew allowed it is refused once
+        // the server's clock passes its `exp`.
+        let brief = idp.token("brief", AUDIENCE).await;
+        let exp = part(&brief, 1)["exp"].as_i64().unwrap();
+        until(
+            Duration::from_secs(10),
+            "the brief token to expire",
+            || async { (airlock.me(&brief).await.status == 401).then_some(()) },
+        )
+        .await;
+        let expired_at = airlock_core::Timestamp::from_unix_millis(exp * 1000).to_rfc3339();
+        airlock
+            .assert_refused(&brief, &format!("token expired at {expired_at}"), "expired")
+            .await;
+        airlock.server.shutdown().await;
+    })
+    .await;
+}
