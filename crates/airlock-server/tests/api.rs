@@ -559,7 +559,8 @@ fn millis(rfc3339: &Option<String>) -> i64 {
 }
 
 /// Checks a JSON value against a schema of the OpenAPI document: no
-/// undeclared property, every required one present.
+/// undeclared property, every required one present, and a property with an
+/// `enum` holding one of its values.
 fn assert_fits(doc: &Value, schema: &str, value: &Value) {
     let s = &doc["components"]["schemas"][schema];
     let declared: BTreeSet<&str> = s["properties"]
@@ -584,6 +585,14 @@ fn assert_fits(doc: &Value, schema: &str, value: &Value) {
             present.contains(required.as_str().unwrap()),
             "{schema}: missing {required} in {value}"
         );
+    }
+    for (name, v) in value.as_object().unwrap() {
+        if let Some(allowed) = s["properties"][name]["enum"].as_array() {
+            assert!(
+                allowed.contains(v),
+                "{schema}.{name}: {v} is not one of {allowed:?}"
+            );
+        }
     }
 }
 
@@ -649,16 +658,23 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
         assert_eq!(code, 201);
         assert_fits(&doc, "RequestView", &created);
         let id = created["id"].as_str().unwrap().to_owned();
-        let approved = h
-            .client("carol")
-            .act(
-                &id,
-                &Action::Approve {
-                    comment: Some("ok".into()),
-                },
+        // An optional field sent as `null` is accepted, and the document
+        // says so (schemathesis found the approval comment).
+        assert!(
+            doc["components"]["schemas"]["ApproveBody"]["properties"]["comment"]["type"]
+                .as_array()
+                .is_some_and(|t| t.contains(&json!("null")))
+        );
+        let (code, approved) = h
+            .raw(
+                "POST",
+                &format!("/v1/requests/{id}/approve"),
+                Some("carol"),
+                Some(r#"{"comment":null}"#),
             )
-            .await
-            .unwrap();
+            .await;
+        assert_eq!(code, 200, "{approved}");
+        assert_fits(&doc, "RequestView", &approved);
         let (_, shown) = h
             .raw("GET", &format!("/v1/requests/{id}"), Some("bob"), None)
             .await;
@@ -667,7 +683,7 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
         if !shown["job"].is_null() {
             assert_fits(&doc, "JobView", &shown["job"]);
         }
-        assert_eq!(approved.approvals.len(), 1);
+        assert_eq!(approved["approvals"].as_array().unwrap().len(), 1);
         let (_, events) = h.raw("GET", "/v1/audit", Some("admin"), None).await;
         for e in events.as_array().unwrap() {
             assert_fits(&doc, "AuditEventView", e);
@@ -697,6 +713,48 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
             .await;
         assert_eq!(code, 400);
         assert_fits(&doc, "ErrorBody", &error);
+        assert_fits(&doc, "ErrorDetail", &error["error"]);
+
+        // Every operation that reads a body documents the answers the body
+        // reader gives, whatever the handler: schemathesis found
+        // `/v1/policy/reload` answering an unknown field with an
+        // undocumented 400.
+        for (method, path) in airlock_server::http::ROUTES {
+            let op = &doc["paths"][path][method];
+            if op["requestBody"].is_null() {
+                continue;
+            }
+            for code in ["400", "408", "413", "415"] {
+                assert!(
+                    op["responses"][code].is_object(),
+                    "{method} {path} does not document {code}"
+                );
+            }
+            let target = path.replace("{id}", &id);
+            let (code, error) = h
+                .raw("POST", &target, Some("admin"), Some(r#"{"unknown":1}"#))
+                .await;
+            assert!(
+                op["responses"][code.to_string()].is_object(),
+                "{method} {path} answered an unknown field with an undocumented {code}: {error}"
+            );
+            assert_fits(&doc, "ErrorBody", &error);
+            assert_fits(&doc, "ErrorDetail", &error["error"]);
+        }
+        // Every error code is one the document lists (schemathesis found
+        // `denied_by_policy` missing).
+        let (code, error) = h
+            .raw(
+                "POST",
+                "/v1/requests",
+                Some("dave"),
+                Some(r#"{"entitlement":"logs-read"}"#),
+            )
+            .await;
+        assert_eq!(
+            (code, &error["error"]["code"]),
+            (403, &json!("denied_by_policy"))
+        );
         assert_fits(&doc, "ErrorDetail", &error["error"]);
         h.stop().await;
     })
@@ -1174,6 +1232,27 @@ async fn malformed_and_oversized_input_is_refused_in_the_error_shape() {
                 "/v1/requests".into(),
                 json,
                 format!("{valid}{valid}"),
+                400,
+                "invalid_input",
+            ),
+            // serde would read the struct from an array; schemathesis found
+            // `[false]` accepted as a reconcile body.
+            (
+                reqwest::Method::POST,
+                "/v1/requests".into(),
+                json,
+                r#"["logs-read", null, "x"]"#.into(),
+                400,
+                "invalid_input",
+            ),
+            // Only JSON's whitespace makes an empty body: a form feed is not
+            // `{}` (schemathesis found it read as one). Refused before the
+            // handler looks the request up.
+            (
+                reqwest::Method::POST,
+                "/v1/requests/nope/cancel".into(),
+                json,
+                "\u{c}".into(),
                 400,
                 "invalid_input",
             ),
