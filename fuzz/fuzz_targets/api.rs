@@ -127,6 +127,7 @@ async fn start(dir: &std::path::Path) -> Router {
         overdue_after: settings.revocation_overdue_after,
         connectors,
         clock: Arc::new(SystemClock),
+        routing: settings.notifications.routing.clone(),
     });
     router(AppState {
         engine,

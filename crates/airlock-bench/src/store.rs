@@ -752,6 +752,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         overdue_after: Duration::from_secs(60),
         connectors,
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        routing: Default::default(),
     });
     let (shutdown, watcher) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher));

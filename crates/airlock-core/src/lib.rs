@@ -11,6 +11,7 @@ pub mod audit;
 pub mod catalog;
 pub mod drift;
 pub mod ids;
+pub mod notify;
 pub mod policy_change;
 pub mod request;
 pub mod text;

@@ -7,6 +7,7 @@
 mod audit;
 mod connectors;
 mod entitlements;
+mod notifications;
 mod oidc;
 mod policy;
 mod server;
@@ -33,6 +34,7 @@ use crate::oidc::OidcSettings;
 use crate::policy::PolicySource;
 use crate::store::sql::Location;
 
+pub use notifications::{ChannelSettings, NotificationSettings, SmtpSettings, SmtpTls};
 pub use oidc::{DEFAULT_JWKS_REFETCH_AFTER, DEFAULT_OIDC_CLOCK_SKEW};
 pub use source::parse_duration;
 
@@ -122,6 +124,8 @@ pub struct Settings {
     /// Sign-in with the organisation's identity provider (`[server.oidc]`);
     /// `None`: only the config's static tokens authenticate.
     pub oidc: Option<OidcSettings>,
+    /// Channels, routing and retries of notifications (`[notifications]`).
+    pub notifications: NotificationSettings,
 }
 
 /// What the API allows one client, so that slow or silent connections cannot
@@ -210,6 +214,8 @@ struct RawConfig {
     policy: Option<Spanned<policy::RawPolicy>>,
     #[serde(default)]
     audit: audit::RawAudit,
+    #[serde(default)]
+    notifications: notifications::RawNotifications,
 }
 
 impl Settings {
@@ -234,6 +240,7 @@ impl Settings {
             mut catalog,
             token_hashes,
             mut directory,
+            emails,
         } = users::users_table(&src, &raw.users)?;
         let policy = policy::policy_table(&src, raw.policy.as_ref());
         let connectors = connectors::connectors_table(
@@ -253,6 +260,13 @@ impl Settings {
             },
         )?;
         catalog.entitlements = entitlements.catalog;
+        let notifications = notifications::notifications_table(
+            &src,
+            &raw.notifications,
+            &catalog.entitlements,
+            emails,
+            server.revocation_overdue_after,
+        )?;
         directory.entitlements = entitlements.facts;
         Ok(Settings {
             listen: server.listen,
@@ -274,6 +288,7 @@ impl Settings {
             audit,
             http: server.http,
             oidc: server.oidc,
+            notifications,
         })
     }
 }

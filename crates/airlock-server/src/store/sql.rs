@@ -35,11 +35,15 @@ use sqlx::{AnyConnection, AnyPool, Column, Connection, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::migrations::{latest, Migration, MIGRATIONS};
+use super::outbox::{
+    notification_key, Delivery, OutboxEntry, OutboxFilter, OutboxState, OutboxSummary,
+};
 use super::record::{JobRecord, RequestRecord};
 use super::{
     AuditFilter, ChainReport, CreateDecision, Exclusive, ImportReport, OpenRequests, RequestFilter,
     RevocationBacklog, Store, StoreError, UpdateDecision,
 };
+use airlock_core::notify::{Notification, Topic};
 
 /// Where the store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +233,28 @@ enum Change {
         claim: DueClaim,
         reply: oneshot::Sender<Result<Vec<RequestId>, StoreError>>,
     },
+    /// A claim or settlement of outbox rows (SQLite only, like `Claim`).
+    Outbox {
+        op: OutboxOp,
+        reply: oneshot::Sender<Result<OutboxAnswer, StoreError>>,
+    },
+}
+
+/// What a dispatcher asks of the outbox.
+#[derive(Clone)]
+enum OutboxOp {
+    Claim(DueClaim),
+    Settle {
+        key: String,
+        claimed_until: i64,
+        delivery: Delivery,
+        now: i64,
+    },
+}
+
+enum OutboxAnswer {
+    Claimed(Vec<OutboxEntry>),
+    Settled(bool),
 }
 
 /// What a scheduler pass asks to claim.
@@ -325,6 +351,23 @@ impl SqlStore {
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         let mut conn = self.read.acquire().await.map_err(db_err)?;
         schema_version(&mut conn).await
+    }
+
+    /// Outbox claims and settlements: on PostgreSQL a short transaction of
+    /// their own on the claims pool, never under the write lock; on SQLite
+    /// inside the writer's batches (see [`SqlStore::claims`]).
+    async fn outbox(&self, op: OutboxOp) -> Result<OutboxAnswer, StoreError> {
+        match &self.claims {
+            Some(pool) => {
+                let mut conn = pool.acquire().await.map_err(db_err)?;
+                outbox_op(&mut conn, self.backend, &op).await
+            }
+            None => {
+                let (reply, answer) = oneshot::channel();
+                self.submit_job(WriteJob::Change(Change::Outbox { op, reply }), answer)
+                    .await
+            }
+        }
     }
 
     async fn submit_job<T>(
@@ -492,6 +535,7 @@ enum Outcome {
     Decided(Box<Result<Transition, StoreError>>),
     Recorded,
     Claimed(Vec<RequestId>),
+    Outbox(OutboxAnswer),
 }
 
 impl Change {
@@ -505,6 +549,9 @@ impl Change {
             }
             (Change::Claim { reply, .. }, Outcome::Claimed(ids)) => {
                 let _ = reply.send(Ok(ids));
+            }
+            (Change::Outbox { reply, .. }, Outcome::Outbox(answer)) => {
+                let _ = reply.send(Ok(answer));
             }
             (change, _) => change.fail(&StoreError::Corrupt(
                 "a write batch answered a change with another kind's outcome".to_owned(),
@@ -526,6 +573,9 @@ impl Change {
                 let _ = reply.send(Err(failure()));
             }
             Change::Claim { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::Outbox { reply, .. } => {
                 let _ = reply.send(Err(failure()));
             }
         }
@@ -563,6 +613,7 @@ async fn try_batch(
             Change::Claim { claim, .. } => {
                 Outcome::Claimed(claim_due_rows(conn, backend, *claim).await?)
             }
+            Change::Outbox { op, .. } => Outcome::Outbox(outbox_op(conn, backend, op).await?),
             Change::Update { id, decide, .. } => {
                 Outcome::Decided(Box::new(match rows.get(id.as_str()).cloned() {
                     None => Err(StoreError::NotFound(id.clone())),
@@ -615,6 +666,8 @@ struct PendingWrites {
     order: Vec<(String, Timestamp)>,
     dirty: BTreeMap<String, usize>,
     events: Vec<AuditEvent>,
+    /// Notifications, each with the index of its causing event in `events`.
+    notifications: Vec<(usize, Notification)>,
 }
 
 impl PendingWrites {
@@ -649,6 +702,12 @@ impl PendingWrites {
             open.insert(key, t.request.id.clone());
         }
         rows.insert(id, t.request.clone());
+        let base = self.events.len();
+        self.notifications.extend(
+            t.notifications
+                .iter()
+                .map(|n| (base.saturating_add(n.cause), n.clone())),
+        );
         self.events.extend(t.events.iter().cloned());
     }
 
@@ -681,13 +740,180 @@ impl PendingWrites {
         for chunk in shaped_chunks(&records, backend.rows_per_statement(AUDIT_PARAMS)) {
             insert_audit_records(conn, chunk).await?;
         }
+        // Each notification is named after its causing event's place in
+        // the chain, known only now.
+        let outbox = self
+            .notifications
+            .iter()
+            .map(|(cause, n)| {
+                let event = records.get(*cause).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "a `{}` notification names no event of its change",
+                        n.topic.as_str()
+                    ))
+                })?;
+                Ok((event, n))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        for chunk in shaped_chunks(&outbox, backend.rows_per_statement(OUTBOX_PARAMS)) {
+            insert_outbox_rows(conn, chunk).await?;
+        }
         Ok(())
+    }
+}
+
+/// Writes new outbox rows, in one statement.
+async fn insert_outbox_rows(
+    conn: &mut AnyConnection,
+    rows: &[(&AuditRecord, &Notification)],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = (0..rows.len())
+        .map(|row| {
+            format!(
+                "({},'pending',0)",
+                placeholders(row * OUTBOX_PARAMS + 1, OUTBOX_PARAMS)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO notification_outbox (notification_key, seq, topic, channel, request_id, facts, \
+         created_at, first_due, next_attempt_at, updated_at, state, attempts) VALUES {}",
+        values.join(",")
+    );
+    let mut query = sqlx::query(&sql);
+    for (event, n) in rows {
+        let facts =
+            serde_json::to_string(&n.facts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        query = query
+            .bind(notification_key(event.seq, n.topic, &n.channel))
+            .bind(event.seq)
+            .bind(n.topic.as_str())
+            .bind(n.channel.clone())
+            .bind(event.request.clone())
+            .bind(facts)
+            .bind(event.at.unix_millis())
+            .bind(n.not_before.unix_millis())
+            .bind(n.not_before.unix_millis())
+            .bind(event.at.unix_millis());
+    }
+    query.execute(conn).await.map_err(db_err)?;
+    Ok(())
+}
+
+const OUTBOX_COLUMNS: &str =
+    "notification_key, seq, topic, channel, request_id, facts, created_at, \
+    first_due, state, attempts, next_attempt_at, claimed_until, last_error, settled_at, updated_at";
+
+fn outbox_from_row(row: &AnyRow) -> Result<OutboxEntry, StoreError> {
+    let key: String = row.try_get("notification_key").map_err(db_err)?;
+    let bad = |what: String| StoreError::Corrupt(format!("notification `{key}`: {what}"));
+    let topic: String = row.try_get("topic").map_err(db_err)?;
+    let state: String = row.try_get("state").map_err(db_err)?;
+    let facts: String = row.try_get("facts").map_err(db_err)?;
+    let request: Option<String> = row.try_get("request_id").map_err(db_err)?;
+    let attempts: i64 = row.try_get("attempts").map_err(db_err)?;
+    Ok(OutboxEntry {
+        seq: row.try_get("seq").map_err(db_err)?,
+        topic: Topic::parse(&topic).ok_or_else(|| bad(format!("unknown topic `{topic}`")))?,
+        channel: row.try_get("channel").map_err(db_err)?,
+        request: request
+            .map(|r| RequestId::parse(&r).map_err(|e| bad(e.to_string())))
+            .transpose()?,
+        facts: serde_json::from_str(&facts).map_err(|e| bad(e.to_string()))?,
+        created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(db_err)?),
+        first_due: Timestamp::from_unix_millis(row.try_get("first_due").map_err(db_err)?),
+        state: OutboxState::parse(&state).ok_or_else(|| bad(format!("unknown state `{state}`")))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        next_attempt_at: ts(row.try_get("next_attempt_at").map_err(db_err)?),
+        claimed_until: ts(row.try_get("claimed_until").map_err(db_err)?),
+        last_error: row.try_get("last_error").map_err(db_err)?,
+        settled_at: ts(row.try_get("settled_at").map_err(db_err)?),
+        updated_at: Timestamp::from_unix_millis(row.try_get("updated_at").map_err(db_err)?),
+        key,
+    })
+}
+
+/// Claims or settles outbox rows. Claims pass over rows another
+/// dispatcher's claim (or a write batch) holds locked on PostgreSQL.
+async fn outbox_op(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    op: &OutboxOp,
+) -> Result<OutboxAnswer, StoreError> {
+    match op {
+        OutboxOp::Claim(claim) => {
+            let sql = format!(
+                "UPDATE notification_outbox SET claimed_until = $1 WHERE notification_key IN (\
+                   SELECT notification_key FROM notification_outbox WHERE next_attempt_at <= $2 \
+                   AND (claimed_until IS NULL OR claimed_until <= $2) \
+                   ORDER BY next_attempt_at LIMIT $3{}) \
+                 RETURNING {OUTBOX_COLUMNS}",
+                backend.skip_locked()
+            );
+            let rows = sqlx::query(&sql)
+                .bind(claim.until)
+                .bind(claim.now)
+                .bind(claim.limit)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            let mut claimed = rows
+                .iter()
+                .map(outbox_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            // RETURNING keeps no order.
+            claimed.sort_by(|a, b| (a.next_attempt_at, &a.key).cmp(&(b.next_attempt_at, &b.key)));
+            Ok(OutboxAnswer::Claimed(claimed))
+        }
+        OutboxOp::Settle {
+            key,
+            claimed_until,
+            delivery,
+            now,
+        } => {
+            let (state, attempted, next, error, settled): (
+                &str,
+                i64,
+                Option<i64>,
+                Option<&str>,
+                Option<i64>,
+            ) = match delivery {
+                Delivery::Sent => ("sent", 1, None, None, Some(*now)),
+                Delivery::Retry { next_at, error } => {
+                    ("pending", 1, Some(next_at.unix_millis()), Some(error), None)
+                }
+                Delivery::Failed { error } => ("failed", 1, None, Some(error), Some(*now)),
+                Delivery::Dropped { why } => ("dropped", 0, None, Some(why), Some(*now)),
+            };
+            let done = sqlx::query(
+                "UPDATE notification_outbox SET state = $1, attempts = attempts + $2, \
+                 next_attempt_at = $3, claimed_until = NULL, \
+                 last_error = COALESCE($4, last_error), settled_at = $5, updated_at = $6 \
+                 WHERE notification_key = $7 AND state = 'pending' AND claimed_until = $8",
+            )
+            .bind(state)
+            .bind(attempted)
+            .bind(next)
+            .bind(error)
+            .bind(settled)
+            .bind(*now)
+            .bind(key.clone())
+            .bind(*claimed_until)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            Ok(OutboxAnswer::Settled(done.rows_affected() == 1))
+        }
     }
 }
 
 /// Parameters per request row and per audit row in the multi-row writes.
 const REQUEST_PARAMS: usize = 36;
 const AUDIT_PARAMS: usize = 10;
+const OUTBOX_PARAMS: usize = 10;
 
 /// Splits `items` into chunks whose sizes are powers of two (at most `max`),
 /// so a multi-row statement comes in a handful of shapes that stay in the
@@ -1119,7 +1345,7 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
                 ids.insert(id.to_string());
                 requesters.insert(requester.to_string());
             }
-            Change::Record { .. } | Change::Claim { .. } => {}
+            Change::Record { .. } | Change::Claim { .. } | Change::Outbox { .. } => {}
         }
     }
     (ids, requesters)
@@ -1450,6 +1676,134 @@ impl Store for SqlStore {
             outstanding: u64::try_from(outstanding).unwrap_or(0),
             overdue: u64::try_from(overdue).unwrap_or(0),
         })
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let claim = DueClaim {
+            now: now.unix_millis(),
+            until: now
+                .unix_millis()
+                .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+            limit: i64::from(limit),
+        };
+        match self.outbox(OutboxOp::Claim(claim)).await? {
+            OutboxAnswer::Claimed(rows) => Ok(rows),
+            OutboxAnswer::Settled(_) => Err(StoreError::Corrupt(
+                "an outbox claim was answered as a settlement".to_owned(),
+            )),
+        }
+    }
+
+    async fn settle_notification(
+        &self,
+        entry: &OutboxEntry,
+        delivery: Delivery,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let Some(claimed_until) = entry.claimed_until else {
+            return Ok(false);
+        };
+        let op = OutboxOp::Settle {
+            key: entry.key.clone(),
+            claimed_until: claimed_until.unix_millis(),
+            delivery,
+            now: now.unix_millis(),
+        };
+        match self.outbox(op).await? {
+            OutboxAnswer::Settled(done) => Ok(done),
+            OutboxAnswer::Claimed(_) => Err(StoreError::Corrupt(
+                "an outbox settlement was answered as a claim".to_owned(),
+            )),
+        }
+    }
+
+    async fn next_notification_due(&self, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM notification_outbox WHERE next_attempt_at IS NOT NULL \
+             AND (claimed_until IS NULL OR claimed_until <= $1)",
+        )
+        .bind(now.unix_millis())
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(ts(next))
+    }
+
+    async fn notification_summary(&self, now: Timestamp) -> Result<OutboxSummary, StoreError> {
+        let mut summary = OutboxSummary::default();
+        let counts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM notification_outbox GROUP BY state")
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_err)?;
+        for (state, n) in counts {
+            if let Some(state) = OutboxState::parse(&state) {
+                summary.counts.insert(state, u64::try_from(n).unwrap_or(0));
+            }
+        }
+        // Pending rows are exactly those in the due index.
+        let (backlog, scheduled, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN first_due <= $1 THEN 1 ELSE 0 END), 0), \
+                    COALESCE(SUM(CASE WHEN first_due > $1 THEN 1 ELSE 0 END), 0), \
+                    MIN(CASE WHEN first_due <= $1 THEN first_due END) \
+             FROM notification_outbox WHERE next_attempt_at IS NOT NULL",
+        )
+        .bind(now.unix_millis())
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_err)?;
+        summary.backlog = u64::try_from(backlog).unwrap_or(0);
+        summary.scheduled = u64::try_from(scheduled).unwrap_or(0);
+        summary.oldest_due = ts(oldest);
+        let last: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT notification_key, last_error, updated_at FROM notification_outbox \
+             WHERE state IN ('pending','failed') AND last_error IS NOT NULL \
+             ORDER BY updated_at DESC LIMIT 1",
+        )
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        summary.last_error =
+            last.map(|(key, error, at)| (key, error, Timestamp::from_unix_millis(at)));
+        Ok(summary)
+    }
+
+    async fn list_notifications(
+        &self,
+        filter: &OutboxFilter,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut sql = format!("SELECT {OUTBOX_COLUMNS} FROM notification_outbox WHERE 1=1");
+        let mut binds: Vec<Bind> = Vec::new();
+        if !filter.states.is_empty() {
+            let states: Vec<String> = filter
+                .states
+                .iter()
+                .map(|s| param(&mut binds, Bind::Text(s.as_str().to_owned())))
+                .collect();
+            sql.push_str(&format!(" AND state IN ({})", states.join(",")));
+        }
+        if let Some(r) = &filter.request {
+            let p = param(&mut binds, Bind::Text(r.as_str().to_owned()));
+            sql.push_str(&format!(" AND request_id = {p}"));
+        }
+        sql.push_str(&format!(
+            " ORDER BY updated_at DESC, notification_key LIMIT {}",
+            filter.limit.max(1)
+        ));
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = match b {
+                Bind::Text(t) => query.bind(t),
+                Bind::Int(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter().map(outbox_from_row).collect()
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {

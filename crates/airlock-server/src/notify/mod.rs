@@ -1,0 +1,165 @@
+//! Sending notifications. The core decides which a change causes
+//! (`airlock_core::notify`) and the store writes them to its outbox with
+//! the change; here are the [`Channel`] port and its adapters (SMTP, a
+//! Slack-compatible incoming webhook, a signed JSON webhook), the
+//! [`AddressBook`] port that says who the people are and where they are
+//! reached, what a message says, and the [`Dispatcher`] that drains the
+//! outbox.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use airlock_core::catalog::Catalog;
+use airlock_core::notify::{Audience, Topic};
+use airlock_core::request::AccessRequest;
+use airlock_core::UserId;
+
+mod channels;
+mod dispatch;
+
+pub use channels::{build_channels, HttpChannel, SmtpChannel};
+pub use dispatch::{Dispatcher, DispatcherParts};
+
+/// One message for one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Stable across every resend (`<audit seq>-<topic>:<channel>`).
+    pub idempotency_key: String,
+    pub topic: Topic,
+    pub audience: Audience,
+    /// One line.
+    pub subject: String,
+    /// Plain text: the facts, one per line, and what to do next.
+    pub text: String,
+    pub facts: BTreeMap<String, String>,
+    /// The people it is for (empty for the security route, whose channels
+    /// have their own addresses).
+    pub recipients: Vec<Recipient>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub user: UserId,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// Worth trying again later (the service is down, a timeout, a 5xx).
+    #[error("{0}")]
+    Retryable(String),
+    /// Trying again cannot help (refused as malformed, nobody to send to).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Where messages go out. One attempt per call: the dispatcher owns retries.
+#[async_trait::async_trait]
+pub trait Channel: Send + Sync {
+    async fn send(&self, message: &Message) -> Result<(), ChannelError>;
+}
+
+/// Who the people are and where they are reached. Today the config's users
+/// (`[users.NAME] email`); users provisioned from a directory (SCIM) plug
+/// in here with their own addresses.
+pub trait AddressBook: Send + Sync {
+    fn email(&self, user: &UserId) -> Option<String>;
+    /// Everyone whose approval `request` waits for now.
+    fn approvers(&self, request: &AccessRequest) -> Vec<UserId>;
+}
+
+/// The config's users and their addresses.
+pub struct ConfigAddressBook {
+    catalog: Arc<Catalog>,
+    emails: BTreeMap<UserId, String>,
+}
+
+impl ConfigAddressBook {
+    pub fn new(catalog: Arc<Catalog>, emails: BTreeMap<UserId, String>) -> Self {
+        ConfigAddressBook { catalog, emails }
+    }
+}
+
+impl AddressBook for ConfigAddressBook {
+    fn email(&self, user: &UserId) -> Option<String> {
+        self.emails.get(user).cloned()
+    }
+
+    fn approvers(&self, request: &AccessRequest) -> Vec<UserId> {
+        self.catalog
+            .users
+            .values()
+            .filter(|u| request.awaits_approval_of(u))
+            .map(|u| u.id.clone())
+            .collect()
+    }
+}
+
+/// The people a notification about `request` is for.
+pub fn recipients(
+    audience: Audience,
+    request: Option<&AccessRequest>,
+    book: &dyn AddressBook,
+) -> Vec<Recipient> {
+    let users = match (audience, request) {
+        (Audience::Requester, Some(r)) => vec![r.requester.clone()],
+        (Audience::Approvers, Some(r)) => book.approvers(r),
+        _ => Vec::new(),
+    };
+    users
+        .into_iter()
+        .map(|user| Recipient {
+            email: book.email(&user),
+            user,
+        })
+        .collect()
+}
+
+/// The subject line and text of a message about `topic` with `facts`.
+pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String) {
+    let fact = |k: &str| facts.get(k).map_or("?", String::as_str);
+    let (who, what, id) = (fact("requester"), fact("entitlement"), fact("request"));
+    let subject = match topic {
+        Topic::AwaitingApproval => format!(
+            "{who} asks for {what} for {} and waits for your approval",
+            fact("duration")
+        ),
+        Topic::Approved => format!("{what} for {who} is approved"),
+        Topic::Denied => format!("{what} for {who} is denied"),
+        Topic::Provisioned => format!("{what} for {who} is active until {}", fact("expires_at")),
+        Topic::ExpiresSoon => format!("{what} for {who} ends at {}", fact("expires_at")),
+        Topic::Ended => format!("{what} for {who} has ended ({})", fact("state")),
+        Topic::BreakGlass => format!("BREAK-GLASS: {who} asked for {what}"),
+        Topic::RevocationFailed => format!("removing {what} from {who} failed"),
+        Topic::RevocationOverdue => format!("removing {what} from {who} is overdue"),
+    };
+    let subject = format!("[airlock] {subject}");
+    let mut text = String::new();
+    for (key, value) in facts {
+        let _ = writeln!(text, "{key}: {value}");
+    }
+    let next = match topic {
+        Topic::AwaitingApproval => vec![
+            format!("approve: airlock approve {id}"),
+            format!("deny:    airlock deny {id} --reason \"...\""),
+        ],
+        Topic::ExpiresSoon | Topic::Provisioned => {
+            vec![format!("release early: airlock release {id}")]
+        }
+        Topic::BreakGlass => vec![format!("look:   airlock show {id}")],
+        Topic::RevocationFailed | Topic::RevocationOverdue => {
+            vec![
+                format!("look:   airlock show {id}"),
+                "check:  airlock grants".to_owned(),
+            ]
+        }
+        _ => vec![format!("details: airlock show {id}")],
+    };
+    text.push('\n');
+    for line in next {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    (subject, text)
+}
