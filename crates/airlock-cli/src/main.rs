@@ -10,6 +10,7 @@ use crate::terminal::say_err;
 mod args;
 mod database;
 mod demo;
+mod notifications;
 mod output;
 mod oversight;
 mod policy;
@@ -44,6 +45,9 @@ enum Cmd {
     Requests(requests::RequestCmd),
     #[command(flatten)]
     Oversight(oversight::OversightCmd),
+    /// The notification outbox (admins and auditors): backlog, failures,
+    /// the last error, and the messages.
+    Notifications(notifications::NotificationsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,5 +105,6 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Policy { command } => policy::run(command).await,
         Cmd::Requests(c) => requests::run(c).await,
         Cmd::Oversight(c) => oversight::run(c).await,
+        Cmd::Notifications(args) => notifications::run(args).await,
     }
 }

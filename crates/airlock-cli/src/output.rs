@@ -20,7 +20,7 @@ pub fn json_or<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) -> a
 
 /// Prints rows with columns padded to the widest cell.
 /// Each cell is one line: a value that holds a line break shows it escaped.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|row| row.iter().map(|cell| one_line(cell)).collect())

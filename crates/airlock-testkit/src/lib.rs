@@ -7,6 +7,7 @@
 //! themselves to a time bound through [`bounded`], and read the wall clock,
 //! where their target does, through [`wall_clock_unix_millis`].
 
+pub mod smtp;
 pub mod sshd;
 
 /// Runs `test` to its end, or fails it once `limit` has passed: a test that
@@ -61,7 +62,7 @@ pub fn wall_clock_unix_millis() -> i64 {
 /// Says that the running test skips its work, and why, on the process's own
 /// stderr: libtest captures what `eprintln!` prints and shows it only for
 /// failing tests, so a skip said that way would pass unseen.
-fn announce_skip(why: &str) {
+pub(crate) fn announce_skip(why: &str) {
     use std::io::Write;
     let test = std::thread::current().name().unwrap_or("a test").to_owned();
     let line = format!(

@@ -62,6 +62,16 @@ impl Dispatcher {
     /// Sends what falls due until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let p = &*self;
+        if p.store.single_process() {
+            match p.store.release_notification_claims().await {
+                Ok(0) => {}
+                Ok(n) => warn!(
+                    count = n,
+                    "notifications were being sent when the server stopped; sending them again with the same idempotency keys"
+                ),
+                Err(e) => error!(error = %e, "cannot release the notifications claimed before the stop; their leases will"),
+            }
+        }
         loop {
             if *shutdown.borrow() {
                 return;

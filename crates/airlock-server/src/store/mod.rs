@@ -212,6 +212,13 @@ pub trait Store: Send + Sync {
         now: Timestamp,
     ) -> Result<bool, StoreError>;
 
+    /// Ends every claim on outbox rows, for a process that knows every
+    /// dispatcher that could hold one is gone (SQLite: one process owns the
+    /// file, so at start each claim belonged to a process that died). Their
+    /// rows are sent again at once, with the same idempotency keys. Returns
+    /// how many there were.
+    async fn release_notification_claims(&self) -> Result<u64, StoreError>;
+
     /// The earliest next attempt of an outbox row no dispatcher holds at `now`.
     async fn next_notification_due(&self, now: Timestamp) -> Result<Option<Timestamp>, StoreError>;
 

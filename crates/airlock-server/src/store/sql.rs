@@ -250,11 +250,13 @@ enum OutboxOp {
         delivery: Delivery,
         now: i64,
     },
+    ReleaseClaims,
 }
 
 enum OutboxAnswer {
     Claimed(Vec<OutboxEntry>),
     Settled(bool),
+    Released(u64),
 }
 
 /// What a scheduler pass asks to claim.
@@ -836,6 +838,10 @@ fn outbox_from_row(row: &AnyRow) -> Result<OutboxEntry, StoreError> {
     })
 }
 
+fn mismatched(op: &str) -> StoreError {
+    StoreError::Corrupt(format!("an outbox {op} was answered as another operation"))
+}
+
 /// Claims or settles outbox rows. Claims pass over rows another
 /// dispatcher's claim (or a write batch) holds locked on PostgreSQL.
 async fn outbox_op(
@@ -906,6 +912,16 @@ async fn outbox_op(
             .await
             .map_err(db_err)?;
             Ok(OutboxAnswer::Settled(done.rows_affected() == 1))
+        }
+        OutboxOp::ReleaseClaims => {
+            let done = sqlx::query(
+                "UPDATE notification_outbox SET claimed_until = NULL \
+                 WHERE next_attempt_at IS NOT NULL AND claimed_until IS NOT NULL",
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            Ok(OutboxAnswer::Released(done.rows_affected()))
         }
     }
 }
@@ -1693,9 +1709,7 @@ impl Store for SqlStore {
         };
         match self.outbox(OutboxOp::Claim(claim)).await? {
             OutboxAnswer::Claimed(rows) => Ok(rows),
-            OutboxAnswer::Settled(_) => Err(StoreError::Corrupt(
-                "an outbox claim was answered as a settlement".to_owned(),
-            )),
+            _ => Err(mismatched("claim")),
         }
     }
 
@@ -1716,9 +1730,14 @@ impl Store for SqlStore {
         };
         match self.outbox(op).await? {
             OutboxAnswer::Settled(done) => Ok(done),
-            OutboxAnswer::Claimed(_) => Err(StoreError::Corrupt(
-                "an outbox settlement was answered as a claim".to_owned(),
-            )),
+            _ => Err(mismatched("settlement")),
+        }
+    }
+
+    async fn release_notification_claims(&self) -> Result<u64, StoreError> {
+        match self.outbox(OutboxOp::ReleaseClaims).await? {
+            OutboxAnswer::Released(n) => Ok(n),
+            _ => Err(mismatched("release")),
         }
     }
 
