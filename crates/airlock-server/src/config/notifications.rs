@@ -105,21 +105,21 @@ enum RawChannel {
         tls: Option<String>,
         username: Option<String>,
         password_env: Option<String>,
-        from: Spanned<String>,
+        from: String,
         #[serde(default)]
-        to: Vec<Spanned<String>>,
-        timeout: Option<Spanned<String>>,
+        to: Vec<String>,
+        timeout: Option<String>,
     },
     Slack {
         url: Option<String>,
         url_env: Option<String>,
-        timeout: Option<Spanned<String>>,
+        timeout: Option<String>,
     },
     Webhook {
         url: String,
         secret: Option<String>,
         secret_env: Option<String>,
-        timeout: Option<Spanned<String>>,
+        timeout: Option<String>,
     },
 }
 
@@ -132,13 +132,21 @@ pub(super) fn mailbox(
     field: &str,
     raw: &Spanned<String>,
 ) -> Result<String, ConfigError> {
-    raw.get_ref()
-        .parse::<lettre::message::Mailbox>()
+    mailbox_at(src, raw.span(), field, raw.get_ref())
+}
+
+fn mailbox_at(
+    src: &Source<'_>,
+    span: std::ops::Range<usize>,
+    field: &str,
+    raw: &str,
+) -> Result<String, ConfigError> {
+    raw.parse::<lettre::message::Mailbox>()
         .map(|m| m.to_string())
         .map_err(|e| {
             src.error(
-                raw.span(),
-                format!("{field}: `{}` is not an email address ({e})", raw.get_ref()),
+                span,
+                format!("{field}: `{raw}` is not an email address ({e})"),
             )
         })
 }
@@ -183,8 +191,12 @@ pub(super) fn notifications_table(
             ));
         }
         let fail = |m: String| src.error(span.clone(), format!("{prefix}.{m}"));
-        let timeout = |t: &Option<Spanned<String>>| match t {
-            Some(t) => src.duration_between(&format!("{prefix}.timeout"), t, TIMEOUTS),
+        let timeout = |t: &Option<String>| match t {
+            Some(t) => src.duration_between(
+                &format!("{prefix}.timeout"),
+                &Spanned::new(span.clone(), t.clone()),
+                TIMEOUTS,
+            ),
             None => Ok(DEFAULT_TIMEOUT),
         };
         let settings = match channel.get_ref() {
@@ -241,10 +253,10 @@ pub(super) fn notifications_table(
                     tls,
                     username: username.clone(),
                     password,
-                    from: mailbox(src, &format!("{prefix}.from"), from)?,
+                    from: mailbox_at(src, span.clone(), &format!("{prefix}.from"), from)?,
                     to: to
                         .iter()
-                        .map(|a| mailbox(src, &format!("{prefix}.to"), a))
+                        .map(|a| mailbox_at(src, span.clone(), &format!("{prefix}.to"), a))
                         .collect::<Result<_, _>>()?,
                     timeout: timeout(t)?,
                 })
