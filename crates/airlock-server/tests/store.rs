@@ -195,6 +195,21 @@ async fn create(
     id: &str,
     now: Timestamp,
 ) -> Result<request::AccessRequest, StoreError> {
+    create_routed(store, requester, ent, id, now, Routing::default())
+        .await
+        .map(|t| t.request)
+}
+
+/// Creates a request whose change carries the notifications the core plans
+/// under `routing` (none under the default).
+async fn create_routed(
+    store: &SqlStore,
+    requester: &User,
+    ent: &Ent,
+    id: &str,
+    now: Timestamp,
+    routing: Routing,
+) -> Result<Transition, StoreError> {
     let new = new_request(id);
     let (u, e, verdict) = (requester.clone(), ent.entitlement.clone(), ent.verdict());
     store
@@ -202,20 +217,22 @@ async fn create(
             &new.id.clone(),
             &requester.id,
             Box::new(move |open| {
-                let same = open.get(&e.id);
                 request::submit(
                     new.clone(),
                     &u,
                     &e,
-                    same,
+                    open.get(&e.id),
                     verdict.clone(),
                     &LifecycleSettings::default(),
                     now,
                 )
+                .map(|mut t| {
+                    t.notifications = notify::plan(&t, &routing);
+                    t
+                })
             }),
         )
         .await
-        .map(|t| t.request)
 }
 
 async fn apply(
@@ -1309,7 +1326,7 @@ fn routing() -> Routing {
     }
 }
 
-/// Creates a request whose change carries the notifications the core plans.
+/// Creates a request under [`routing`].
 async fn create_notifying(
     store: &SqlStore,
     requester: &User,
@@ -1317,29 +1334,7 @@ async fn create_notifying(
     id: &str,
     now: Timestamp,
 ) -> Result<Transition, StoreError> {
-    let new = new_request(id);
-    let (u, e, verdict) = (requester.clone(), ent.entitlement.clone(), ent.verdict());
-    store
-        .create_request(
-            &new.id.clone(),
-            &requester.id,
-            Box::new(move |open| {
-                request::submit(
-                    new.clone(),
-                    &u,
-                    &e,
-                    open.get(&e.id),
-                    verdict.clone(),
-                    &LifecycleSettings::default(),
-                    now,
-                )
-                .map(|mut t| {
-                    t.notifications = notify::plan(&t, &routing());
-                    t
-                })
-            }),
-        )
-        .await
+    create_routed(store, requester, ent, id, now, routing()).await
 }
 
 async fn outbox(store: &SqlStore) -> Vec<OutboxEntry> {

@@ -267,6 +267,19 @@ struct DueClaim {
     limit: i64,
 }
 
+impl DueClaim {
+    /// Up to `limit` rows due at `now`, held until `now + lease`.
+    fn new(now: Timestamp, lease: Duration, limit: u32) -> DueClaim {
+        DueClaim {
+            now: now.unix_millis(),
+            until: now
+                .unix_millis()
+                .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+            limit: i64::from(limit),
+        }
+    }
+}
+
 /// Changes committed together at most; bounds how long one commit holds others.
 const MAX_BATCH: usize = 512;
 
@@ -851,21 +864,19 @@ async fn outbox_op(
 ) -> Result<OutboxAnswer, StoreError> {
     match op {
         OutboxOp::Claim(claim) => {
-            let sql = format!(
-                "UPDATE notification_outbox SET claimed_until = $1 WHERE notification_key IN (\
-                   SELECT notification_key FROM notification_outbox WHERE next_attempt_at <= $2 \
-                   AND (claimed_until IS NULL OR claimed_until <= $2) \
-                   ORDER BY next_attempt_at LIMIT $3{}) \
-                 RETURNING {OUTBOX_COLUMNS}",
-                backend.skip_locked()
-            );
-            let rows = sqlx::query(&sql)
-                .bind(claim.until)
-                .bind(claim.now)
-                .bind(claim.limit)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db_err)?;
+            let rows = claim_rows(
+                conn,
+                backend,
+                *claim,
+                [
+                    "notification_outbox",
+                    "notification_key",
+                    "next_attempt_at",
+                    "claimed_until",
+                ],
+                OUTBOX_COLUMNS,
+            )
+            .await?;
             let mut claimed = rows
                 .iter()
                 .map(outbox_from_row)
@@ -1099,6 +1110,33 @@ enum Bind {
     Int(i64),
 }
 
+/// A query with its parameters bound in order.
+fn bound(
+    sql: &str,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    let mut query = sqlx::query(sql);
+    for b in binds {
+        query = match b {
+            Bind::Text(t) => query.bind(t),
+            Bind::Int(i) => query.bind(i),
+        };
+    }
+    query
+}
+
+/// ` AND state IN (…)` for `states` (nothing when there are none: any state).
+fn state_in<'a>(binds: &mut Vec<Bind>, states: impl Iterator<Item = &'a str>) -> String {
+    let placeholders: Vec<String> = states
+        .map(|s| param(binds, Bind::Text(s.to_owned())))
+        .collect();
+    if placeholders.is_empty() {
+        String::new()
+    } else {
+        format!(" AND state IN ({})", placeholders.join(","))
+    }
+}
+
 /// Adds a parameter; returns its placeholder.
 fn param(binds: &mut Vec<Bind>, b: Bind) -> String {
     binds.push(b);
@@ -1126,14 +1164,10 @@ fn in_approver_groups(backend: Backend, binds: &mut Vec<Bind>, user: &User) -> S
 fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<Bind>) {
     let mut sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE 1=1");
     let mut binds: Vec<Bind> = Vec::new();
-    if !filter.states.is_empty() {
-        let states: Vec<String> = filter
-            .states
-            .iter()
-            .map(|s| param(&mut binds, Bind::Text(s.as_str().to_owned())))
-            .collect();
-        sql.push_str(&format!(" AND state IN ({})", states.join(",")));
-    }
+    sql.push_str(&state_in(
+        &mut binds,
+        filter.states.iter().map(|s| s.as_str()),
+    ));
     if let Some(r) = &filter.requester {
         let p = param(&mut binds, Bind::Text(r.as_str().to_owned()));
         sql.push_str(&format!(" AND requester = {p}"));
@@ -1526,6 +1560,36 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
     })
 }
 
+/// The one way due work is claimed, for requests' deadlines and the
+/// outbox alike: rows of `table` (named by its `key`, `due` and `claimed`
+/// columns) due at `claim.now` that nobody holds are held until
+/// `claim.until`, at most `claim.limit`, earliest first; on PostgreSQL rows
+/// another claimer holds locked are passed over. Returns the `returning`
+/// columns of the rows claimed, in no order.
+async fn claim_rows(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    claim: DueClaim,
+    [table, key, due, claimed]: [&str; 4],
+    returning: &str,
+) -> Result<Vec<AnyRow>, StoreError> {
+    let sql = format!(
+        "UPDATE {table} SET {claimed} = $1 WHERE {key} IN (\
+           SELECT {key} FROM {table} WHERE {due} <= $2 \
+           AND ({claimed} IS NULL OR {claimed} <= $2) \
+           ORDER BY {due} LIMIT $3{}) \
+         RETURNING {returning}",
+        backend.skip_locked()
+    );
+    sqlx::query(&sql)
+        .bind(claim.until)
+        .bind(claim.now)
+        .bind(claim.limit)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)
+}
+
 /// Claims due rows for `claim.until` and returns them, earliest first. On
 /// PostgreSQL rows another replica's claim (or a write batch) holds locked
 /// are passed over, not waited for.
@@ -1534,21 +1598,14 @@ async fn claim_due_rows(
     backend: Backend,
     claim: DueClaim,
 ) -> Result<Vec<RequestId>, StoreError> {
-    let sql = format!(
-        "UPDATE requests SET due_claimed_until = $1 WHERE id IN (\
-           SELECT id FROM requests WHERE due_at <= $2 \
-           AND (due_claimed_until IS NULL OR due_claimed_until <= $2) \
-           ORDER BY due_at LIMIT $3{}) \
-         RETURNING id, due_at",
-        backend.skip_locked()
-    );
-    let rows = sqlx::query(&sql)
-        .bind(claim.until)
-        .bind(claim.now)
-        .bind(claim.limit)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
+    let rows = claim_rows(
+        conn,
+        backend,
+        claim,
+        ["requests", "id", "due_at", "due_claimed_until"],
+        "id, due_at",
+    )
+    .await?;
     let mut claimed = rows
         .iter()
         .map(|row| {
@@ -1622,14 +1679,10 @@ impl Store for SqlStore {
         filter: &RequestFilter,
     ) -> Result<Vec<AccessRequest>, StoreError> {
         let (sql, binds) = list_requests_sql(self.backend, filter);
-        let mut query = sqlx::query(&sql);
-        for b in binds {
-            query = match b {
-                Bind::Text(t) => query.bind(t),
-                Bind::Int(i) => query.bind(i),
-            };
-        }
-        let rows = query.fetch_all(&self.read).await.map_err(db_err)?;
+        let rows = bound(&sql, binds)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
         rows.iter().map(request_from_row).collect()
     }
 
@@ -1639,13 +1692,7 @@ impl Store for SqlStore {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<RequestId>, StoreError> {
-        let claim = DueClaim {
-            now: now.unix_millis(),
-            until: now
-                .unix_millis()
-                .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
-            limit: i64::from(limit),
-        };
+        let claim = DueClaim::new(now, lease, limit);
         match &self.claims {
             // One statement, a short transaction of its own.
             Some(pool) => {
@@ -1700,13 +1747,7 @@ impl Store for SqlStore {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let claim = DueClaim {
-            now: now.unix_millis(),
-            until: now
-                .unix_millis()
-                .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
-            limit: i64::from(limit),
-        };
+        let claim = DueClaim::new(now, lease, limit);
         match self.outbox(OutboxOp::Claim(claim)).await? {
             OutboxAnswer::Claimed(rows) => Ok(rows),
             _ => Err(mismatched("claim")),
@@ -1798,14 +1839,10 @@ impl Store for SqlStore {
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut sql = format!("SELECT {OUTBOX_COLUMNS} FROM notification_outbox WHERE 1=1");
         let mut binds: Vec<Bind> = Vec::new();
-        if !filter.states.is_empty() {
-            let states: Vec<String> = filter
-                .states
-                .iter()
-                .map(|s| param(&mut binds, Bind::Text(s.as_str().to_owned())))
-                .collect();
-            sql.push_str(&format!(" AND state IN ({})", states.join(",")));
-        }
+        sql.push_str(&state_in(
+            &mut binds,
+            filter.states.iter().map(|s| s.as_str()),
+        ));
         if let Some(r) = &filter.request {
             let p = param(&mut binds, Bind::Text(r.as_str().to_owned()));
             sql.push_str(&format!(" AND request_id = {p}"));
@@ -1814,14 +1851,10 @@ impl Store for SqlStore {
             " ORDER BY updated_at DESC, notification_key LIMIT {}",
             filter.limit.max(1)
         ));
-        let mut query = sqlx::query(&sql);
-        for b in binds {
-            query = match b {
-                Bind::Text(t) => query.bind(t),
-                Bind::Int(i) => query.bind(i),
-            };
-        }
-        let rows = query.fetch_all(&self.read).await.map_err(db_err)?;
+        let rows = bound(&sql, binds)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
         rows.iter().map(outbox_from_row).collect()
     }
 
