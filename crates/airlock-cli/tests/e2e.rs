@@ -1777,6 +1777,11 @@ fn the_readme_config_example_passes_check_config() {
         .current_dir(dir.path())
         .env("AIRLOCK_WEBHOOK_SECRET", "0123456789abcdef0123")
         .env("PGPASSWORD", "example")
+        .env("AIRLOCK_SMTP_PASSWORD", "example")
+        .env(
+            "AIRLOCK_SLACK_WEBHOOK_URL",
+            "https://hooks.slack.example/services/T0/B0/x",
+        )
         .output()
         .unwrap();
     assert!(
