@@ -510,7 +510,13 @@ async fn notifications(
     };
     let filter = crate::store::OutboxFilter {
         states,
-        request: q.request.as_deref().map(request_id).transpose()?,
+        request: q
+            .request
+            .as_deref()
+            .map(|raw| {
+                RequestId::parse(raw).map_err(|e| ApiError::invalid("request", e.to_string()))
+            })
+            .transpose()?,
         limit: limit(q.limit)?,
     };
     let summary = state.engine.notification_summary().await?;
