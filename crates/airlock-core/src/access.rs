@@ -111,10 +111,9 @@ pub fn may_act(
             "`{}` may not see `{}`",
             user.id, request.id
         ))),
-        RequestAction::Decide if decides_own_request(&user.id, &request.requester) => Err(Rejection::Forbidden(format!(
-            "`{}` may not decide their own request",
-            user.id
-        ))),
+        RequestAction::Decide if decides_own_request(&user.id, &request.requester) => Err(
+            Rejection::Forbidden(format!("`{}` may not decide their own request", user.id)),
+        ),
         RequestAction::Decide => Ok(()),
         RequestAction::Withdraw | RequestAction::CollectCredential if own => Ok(()),
         RequestAction::Withdraw | RequestAction::CollectCredential => {
