@@ -594,6 +594,10 @@ impl PolicySet {
                 cedar::RestrictedExpression::new_bool(c.break_glass),
             ),
             (
+                "escalated".to_owned(),
+                cedar::RestrictedExpression::new_bool(c.escalated),
+            ),
+            (
                 "other_active_entitlements".to_owned(),
                 cedar::RestrictedExpression::new_set(c.other_active_entitlements.iter().map(|e| {
                     cedar::RestrictedExpression::new_entity_uid(
@@ -876,6 +880,7 @@ mod tests {
                     context: RequestContext {
                         duration: std::time::Duration::from_secs(duration),
                         break_glass,
+                        escalated: false,
                         ..RequestContext::typical()
                     },
                 };

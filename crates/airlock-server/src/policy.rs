@@ -113,12 +113,14 @@ impl PolicySource {
 
 /// Compiles one entitlement's shorthand rules to Cedar. Names are validated
 /// identifiers (no quotes or backslashes), so they go into string literals
-/// as they are.
+/// as they are. `escalate_to` may approve once the request is escalated
+/// (`context.escalated`).
 pub fn shorthand_policies(
     entitlement: &EntitlementId,
     requestable_by: &BTreeSet<GroupName>,
     auto_approve: bool,
     approvals: Option<(u32, &BTreeSet<GroupName>)>,
+    escalate_to: &BTreeSet<GroupName>,
 ) -> String {
     let member_of = |groups: &BTreeSet<GroupName>| {
         groups
@@ -157,6 +159,13 @@ pub fn shorthand_policies(
             "@id(\"config.{entitlement}.approve\")\n{}\nwhen {{ {} }};\n\n",
             scope("approve"),
             member_of(groups)
+        ));
+    }
+    if !escalate_to.is_empty() {
+        text.push_str(&format!(
+            "@id(\"config.{entitlement}.approve_escalated\")\n{}\nwhen {{ context.escalated && ({}) }};\n\n",
+            scope("approve"),
+            member_of(escalate_to)
         ));
     }
     text
@@ -344,6 +353,7 @@ impl Policies {
                 // A time in the future (clock skew) counts as just now.
                 mfa_age: mfa_at.map(|at| at.until(now)),
                 break_glass: new.break_glass,
+                escalated: false,
                 other_active_entitlements: open,
             },
         }
@@ -361,6 +371,7 @@ impl Policies {
                 reason_length: char_count(&r.reason),
                 mfa_age: None,
                 break_glass: r.break_glass,
+                escalated: r.waiting.escalated_at.is_some(),
                 other_active_entitlements: BTreeSet::new(),
             },
         }
@@ -508,6 +519,7 @@ pub fn review_contexts() -> Vec<(&'static str, RequestContext)> {
         "break-glass",
         RequestContext {
             break_glass: true,
+            escalated: false,
             ..typical
         },
     ));

@@ -2404,6 +2404,7 @@ async fn fill_with_carols_requests(db: PathBuf, count: usize) {
                 },
                 connector: "log".into(),
                 drift: airlock_core::drift::DriftPolicy::Report,
+                waiting: Default::default(),
             };
             let verdict = Verdict {
                 route: Route::NeedsApprovals(vec![ApprovalTier {

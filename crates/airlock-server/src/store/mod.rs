@@ -10,6 +10,7 @@ use airlock_core::catalog::User;
 use airlock_core::request::{AccessRequest, Rejection, State, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 
+pub use crate::store::migrations::latest as latest_schema_version;
 use crate::store::record::RequestRecord;
 pub use crate::store::sql::ExclusiveGuard;
 
