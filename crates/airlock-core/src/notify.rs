@@ -50,6 +50,10 @@ macro_rules! topics {
 topics! {
     /// A request waits for its approvers.
     AwaitingApproval => "awaiting_approval", Approvers;
+    /// It still waits, past the entitlement's `remind_after`.
+    ApprovalReminder => "approval_reminder", Approvers;
+    /// It was escalated: the escalation group may approve it now.
+    Escalated => "escalated", Approvers;
     Approved => "approved", Requester;
     Denied => "denied", Requester;
     /// The target granted the access.
@@ -183,6 +187,8 @@ pub fn plan(t: &Transition, routing: &Routing) -> Vec<Notification> {
                     add(Topic::AwaitingApproval, i, event, event.at);
                 }
             }
+            AuditAction::ApprovalReminded => add(Topic::ApprovalReminder, i, event, event.at),
+            AuditAction::ApprovalEscalated => add(Topic::Escalated, i, event, event.at),
             AuditAction::Approved => add(Topic::Approved, i, event, event.at),
             AuditAction::Denied => add(Topic::Denied, i, event, event.at),
             AuditAction::Granted => {
@@ -237,7 +243,9 @@ fn removal_outstanding(r: &AccessRequest) -> bool {
 /// overdue. Everything else reports what happened and is always sent.
 pub fn still_relevant(topic: Topic, request: &AccessRequest, now: Timestamp) -> bool {
     match topic {
-        Topic::AwaitingApproval => request.state == State::Pending,
+        Topic::AwaitingApproval | Topic::ApprovalReminder | Topic::Escalated => {
+            request.state == State::Pending
+        }
         Topic::ExpiresSoon => {
             request.state == State::Active && request.expires_at.is_some_and(|e| e > now)
         }

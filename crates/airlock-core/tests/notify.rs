@@ -40,6 +40,10 @@ fn user(id: &str, groups: &[&str]) -> User {
 }
 
 fn entitlement() -> Entitlement {
+    entitlement_waiting(Default::default())
+}
+
+fn entitlement_waiting(waiting: airlock_core::catalog::WaitingTimes) -> Entitlement {
     Entitlement {
         id: EntitlementId::parse("db").unwrap(),
         description: String::new(),
@@ -52,6 +56,7 @@ fn entitlement() -> Entitlement {
         },
         connector: "pg".to_owned(),
         drift: DriftPolicy::Report,
+        waiting,
     }
 }
 
@@ -363,4 +368,42 @@ fn failed_sends_back_off_to_a_cap_and_are_given_up_past_the_horizon() {
         AfterFailure::GiveUp,
         "a permanent error is not retried"
     );
+}
+
+#[test]
+fn reminders_and_escalations_go_to_the_approvers_again() {
+    let waiting = airlock_core::catalog::WaitingTimes {
+        remind_after: Some(Duration::from_secs(600)),
+        escalate_after: Some(Duration::from_secs(1200)),
+        escalate_to: BTreeSet::from([GroupName::parse("leads").unwrap()]),
+        timeout: None,
+    };
+    let pending = submit(
+        NewRequest {
+            id: RequestId::parse("r1").unwrap(),
+            duration: Some(Duration::from_secs(3600)),
+            reason: "fix it".to_owned(),
+            ticket: None,
+            start_at: None,
+            break_glass: false,
+            public_key: None,
+        },
+        &user("alice", &["eng"]),
+        &entitlement_waiting(waiting),
+        None,
+        verdict(1),
+        &LifecycleSettings::default(),
+        at(0),
+    )
+    .unwrap();
+    let r = routing();
+    let reminded = step(&pending, Command::Tick, 600);
+    check(&reminded, &r, &[(Topic::ApprovalReminder, "chat", 600)]);
+    let escalated = step(&reminded, Command::Tick, 1200);
+    check(&escalated, &r, &[(Topic::Escalated, "chat", 1200)]);
+    assert!(still_relevant(
+        Topic::Escalated,
+        &escalated.request,
+        at(1201)
+    ));
 }

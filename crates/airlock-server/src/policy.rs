@@ -113,12 +113,14 @@ impl PolicySource {
 
 /// Compiles one entitlement's shorthand rules to Cedar. Names are validated
 /// identifiers (no quotes or backslashes), so they go into string literals
-/// as they are.
+/// as they are. `escalate_to` may approve once the request is escalated
+/// (`context.escalated`).
 pub fn shorthand_policies(
     entitlement: &EntitlementId,
     requestable_by: &BTreeSet<GroupName>,
     auto_approve: bool,
     approvals: Option<(u32, &BTreeSet<GroupName>)>,
+    escalate_to: &BTreeSet<GroupName>,
 ) -> String {
     let member_of = |groups: &BTreeSet<GroupName>| {
         groups
@@ -157,6 +159,13 @@ pub fn shorthand_policies(
             "@id(\"config.{entitlement}.approve\")\n{}\nwhen {{ {} }};\n\n",
             scope("approve"),
             member_of(groups)
+        ));
+    }
+    if !escalate_to.is_empty() {
+        text.push_str(&format!(
+            "@id(\"config.{entitlement}.approve_escalated\")\n{}\nwhen {{ context.escalated && ({}) }};\n\n",
+            scope("approve"),
+            member_of(escalate_to)
         ));
     }
     text
@@ -344,6 +353,7 @@ impl Policies {
                 // A time in the future (clock skew) counts as just now.
                 mfa_age: mfa_at.map(|at| at.until(now)),
                 break_glass: new.break_glass,
+                escalated: false,
                 other_active_entitlements: open,
             },
         }
@@ -361,6 +371,7 @@ impl Policies {
                 reason_length: char_count(&r.reason),
                 mfa_age: None,
                 break_glass: r.break_glass,
+                escalated: r.waiting.escalated_at.is_some(),
                 other_active_entitlements: BTreeSet::new(),
             },
         }
@@ -386,7 +397,10 @@ pub fn verdict(set: &PolicySet, facts: &RequestFacts) -> Verdict {
     let policies = decision.policies().into_iter().map(str::to_owned).collect();
     let route = match decision {
         Decision::Denied { reasons, .. } => Route::Denied {
-            reasons: reasons.iter().map(ToString::to_string).collect(),
+            reasons: reasons
+                .iter()
+                .map(|r| set.describe_denial(r, facts))
+                .collect(),
         },
         Decision::AutoApproved { .. } => Route::AutoApproved,
         Decision::NeedsApprovals { tiers, .. } => Route::NeedsApprovals(tiers),
@@ -419,16 +433,52 @@ pub fn approver_verdict(
     }
 }
 
-/// Whether a user with these facts could request the entitlement in an
-/// ordinary request ([`RequestContext::typical`]); for listing what a user
-/// may ask for, not for deciding.
-pub fn typically_requestable(set: &PolicySet, user: UserFacts, e: EntitlementFacts) -> bool {
-    let facts = RequestFacts {
+/// What an ordinary request ([`RequestContext::typical`]) by this person
+/// for this entitlement would meet, for listing what they may ask for (not
+/// for deciding): `None` when the policies would deny it.
+pub struct TypicalAsk {
+    /// How it would be decided.
+    pub route: Route,
+    /// What it needs besides a duration, each a short phrase: a ticket, a
+    /// reason, recent MFA. The entitlement's own rules say some; the rest
+    /// are found by asking the policies again without each.
+    pub needs: Vec<String>,
+}
+
+pub fn typical_ask(
+    set: &PolicySet,
+    user: UserFacts,
+    entitlement: &Entitlement,
+    facts: EntitlementFacts,
+) -> Option<TypicalAsk> {
+    let typical = RequestFacts {
         requester: user,
-        entitlement: e,
+        entitlement: facts,
         context: RequestContext::typical(),
     };
-    !matches!(set.decide(&facts), Decision::Denied { .. })
+    let route = verdict(set, &typical).route;
+    if matches!(route, Route::Denied { .. }) {
+        return None;
+    }
+    let denied_without = |change: fn(&mut RequestContext)| {
+        let mut facts = typical.clone();
+        change(&mut facts.context);
+        matches!(set.decide(&facts), Decision::Denied { .. })
+    };
+    let mut needs = Vec::new();
+    if entitlement.ticket.required || denied_without(|c| c.ticket = None) {
+        needs.push(match &entitlement.ticket.pattern {
+            Some(pattern) => format!("ticket matching `{}`", pattern.as_str()),
+            None => "ticket".to_owned(),
+        });
+    }
+    if entitlement.reason_required || denied_without(|c| c.reason_length = 0) {
+        needs.push("reason".to_owned());
+    }
+    if denied_without(|c| c.mfa_age = None) {
+        needs.push("recent MFA".to_owned());
+    }
+    Some(TypicalAsk { route, needs })
 }
 
 /// The user ids in the directory, for analyses over everyone.
@@ -469,6 +519,7 @@ pub fn review_contexts() -> Vec<(&'static str, RequestContext)> {
         "break-glass",
         RequestContext {
             break_glass: true,
+            escalated: false,
             ..typical
         },
     ));

@@ -78,6 +78,9 @@ approvers = ["sre"]
 approvals_required = 1
 connector = "ldap"
 drift = "revoke"
+remind_after = "15m"
+escalate_after = "30m"
+escalate_to = ["eng"]
 
 [entitlements.logs]
 requestable_by = ["eng", "sre"]
@@ -264,6 +267,19 @@ fn the_good_config_parses_into_typed_settings() {
             ("logs", DriftPolicy::Report)
         ],
         "`logs` reports by default"
+    );
+    let db_prod = s.catalog.entitlements.values().next().unwrap();
+    assert_eq!(
+        db_prod.waiting,
+        airlock_core::catalog::WaitingTimes {
+            remind_after: Some(Duration::from_secs(15 * 60)),
+            escalate_after: Some(Duration::from_secs(30 * 60)),
+            escalate_to: ["eng"]
+                .into_iter()
+                .map(|g| airlock_core::GroupName::parse(g).unwrap())
+                .collect(),
+            timeout: None,
+        }
     );
 
     assert_eq!(s.catalog.users.len(), 3);
@@ -491,6 +507,33 @@ fn scheduled_reconciliation_can_be_switched_off() {
 #[test]
 fn bad_configs_name_file_line_and_field() {
     let cases = [
+        // Waiting times.
+        case(
+            "remind_after",
+            "remind_after = \"3h\"",
+            "entitlements.db-prod.remind_after",
+            "less than the request's time-out (2h, pending_timeout)",
+        ),
+        case(
+            "escalate_after",
+            "escalate_after = \"2x\"",
+            "entitlements.db-prod.escalate_after",
+            "`2x`",
+        ),
+        case(
+            "escalate_to",
+            "escalate_to = [\"nobody\"]",
+            "entitlements.db-prod.escalate_to",
+            "group `nobody` has no members",
+        ),
+        // The entitlement's own time-out bounds the steps before it.
+        Case {
+            from: "remind_after",
+            to: "pending_timeout = \"10m\"",
+            line_offset: 1,
+            field: "entitlements.db-prod.escalate_after",
+            message: "less than the request's time-out (10m, pending_timeout)",
+        },
         // Entitlements.
         case(
             "connector = \"ldap\"",

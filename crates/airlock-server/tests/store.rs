@@ -162,6 +162,7 @@ fn entitlement(approvals: u32) -> Ent {
         },
         connector: "c".into(),
         drift: DriftPolicy::Report,
+        waiting: Default::default(),
     };
     Ent {
         entitlement,
@@ -803,6 +804,42 @@ async fn a_newer_schema_is_refused() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_landed_after_a_newer_one_is_still_applied() {
+    let mut fixtures = vec![sqlite().await];
+    fixtures.extend(postgres().await);
+    for fixture in fixtures {
+        // As if this database had been migrated by a build that had version
+        // 9 but not yet version 8 (the outbox).
+        let mut raw = fixture.raw().await;
+        for sql in [
+            "DROP TABLE notification_outbox",
+            "DELETE FROM schema_migrations WHERE version = 8",
+        ] {
+            sqlx::query(sql).execute(&mut raw).await.unwrap();
+        }
+        drop(raw);
+        let location = if fixture.raw_url.starts_with("sqlite://") {
+            Location::Sqlite(fixture.raw_url.trim_start_matches("sqlite://").into())
+        } else {
+            Location::Postgres(fixture.raw_url.clone())
+        };
+        let name = fixture.name;
+        let Fixture {
+            store, db, _dir, ..
+        } = fixture;
+        drop(store);
+        let reopened = SqlStore::open(&location).await.unwrap();
+        reopened.ping().await.unwrap();
+        let summary = reopened.notification_summary(at(0)).await;
+        assert!(summary.is_ok(), "{name}: the outbox is back: {summary:?}");
+        drop(reopened);
+        if let Some(db) = db {
+            db.drop_now().await;
+        }
+    }
+}
+
 #[test]
 fn locations_parse_and_hide_passwords() {
     assert_eq!(
@@ -1264,6 +1301,10 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                         awaiting_approval_of: Some(u.clone()),
                         ..visible.clone()
                     };
+                    let recent = RequestFilter {
+                        created_since: Some(at(25)),
+                        ..visible.clone()
+                    };
                     for (filter, core) in [
                         (
                             visible,
@@ -1271,6 +1312,9 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                         ),
                         (awaiting, &|r: &request::AccessRequest| {
                             r.awaits_approval_of(u)
+                        }),
+                        (recent, &|r: &request::AccessRequest| {
+                            r.visible_to(u) && r.created_at >= at(25)
                         }),
                     ] {
                         let listed: Vec<String> = store

@@ -125,6 +125,8 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
             "{who} asks for {what} for {} and waits for your approval",
             fact("duration")
         ),
+        Topic::ApprovalReminder => format!("reminder: {who} still waits for approval of {what}"),
+        Topic::Escalated => format!("escalated to you: {who} waits for approval of {what}"),
         Topic::Approved => format!("{what} for {who} is approved"),
         Topic::Denied => format!("{what} for {who} is denied"),
         Topic::Provisioned => format!("{what} for {who} is active until {}", fact("expires_at")),
@@ -140,7 +142,7 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
         let _ = writeln!(text, "{key}: {value}");
     }
     let next = match topic {
-        Topic::AwaitingApproval => vec![
+        Topic::AwaitingApproval | Topic::ApprovalReminder | Topic::Escalated => vec![
             format!("approve: airlock approve {id}"),
             format!("deny:    airlock deny {id} --reason \"...\""),
         ],

@@ -10,6 +10,7 @@ use airlock_core::catalog::User;
 use airlock_core::request::{AccessRequest, Rejection, State, Transition};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 
+pub use crate::store::migrations::latest as latest_schema_version;
 pub use crate::store::outbox::{Delivery, OutboxEntry, OutboxFilter, OutboxState, OutboxSummary};
 use crate::store::record::RequestRecord;
 pub use crate::store::sql::ExclusiveGuard;
@@ -83,6 +84,8 @@ pub struct RequestFilter {
     /// Only requests waiting for this user's approval
     /// ([`AccessRequest::awaits_approval_of`]).
     pub awaiting_approval_of: Option<User>,
+    /// Only requests created at or after this time.
+    pub created_since: Option<Timestamp>,
     /// Only requests after this one in the list order (the page before
     /// ended there).
     pub after: Option<PageKey>,
