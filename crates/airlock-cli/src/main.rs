@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 mod demo;
+mod login;
 mod output;
 mod policy;
 mod ssh;
@@ -41,7 +42,7 @@ struct Conn {
         global = true
     )]
     url: String,
-    /// API token.
+    /// API token (default: the one `airlock login` cached for this server).
     #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// Print JSON instead of a table.
@@ -286,7 +287,14 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Who your token belongs to.
+    /// Sign in with the server's identity provider (device code, or the
+    /// browser) and cache the token for this server; other commands use it
+    /// when no --token is given, and renew it when it expires.
+    Login(login::LoginArgs),
+    /// Forget the cached sign-in for this server (and revoke it at the
+    /// identity provider).
+    Logout(login::LogoutArgs),
+    /// Who your token (or `airlock login`) belongs to.
     Whoami {
         #[command(flatten)]
         conn: Conn,
@@ -462,11 +470,16 @@ fn init_logging(server: bool) {
 }
 
 fn client(conn: &Conn) -> anyhow::Result<Client> {
-    let token = conn
-        .token
-        .as_deref()
-        .context("no API token: pass --token or set AIRLOCK_TOKEN")?;
-    Ok(Client::new(&conn.url, token)?)
+    let token = match &conn.token {
+        Some(token) => token.clone(),
+        None => login::cached_token(&conn.url)?.with_context(|| {
+            format!(
+                "no API token: run `airlock login`, pass --token or set AIRLOCK_TOKEN (server {})",
+                conn.url
+            )
+        })?,
+    };
+    Ok(Client::new(&conn.url, &token)?)
 }
 
 async fn run(command: Cmd) -> anyhow::Result<()> {
@@ -704,7 +717,14 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 break_glass,
                 public_key: None,
             };
-            let mut request = client.create_request(&body).await?;
+            let (client, mut request) = match client.create_request(&body).await {
+                Ok(request) => (client, request),
+                Err(e) => {
+                    let renewed = login::step_up(&conn.url, conn.token.is_some(), e).await?;
+                    let request = renewed.create_request(&body).await?;
+                    (renewed, request)
+                }
+            };
             if wait {
                 let limit = airlock_server::config::parse_duration(&wait_timeout)
                     .map_err(|e| anyhow::anyhow!("--wait-timeout: {e}"))?;
@@ -782,6 +802,8 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Entitlements { conn } => {
             output::entitlements(&client(&conn)?.entitlements().await?, conn.json)
         }
+        Cmd::Login(args) => login::login(args).await,
+        Cmd::Logout(args) => login::logout(args).await,
         Cmd::Whoami { conn } => output::json_or(&client(&conn)?.me().await?, conn.json, |me| {
             say!(
                 "{} (groups: {}; roles: {})",

@@ -100,6 +100,10 @@ pub(crate) struct PolicyMeta {
     pub(crate) entitlement: Option<String>,
     pub(crate) principal: PrincipalScope,
     pub(crate) tier: Option<TierSpec>,
+    /// From `@mfa_max_age("N")` on a `forbid`: the policy refuses callers
+    /// whose last MFA is older than N seconds (or unknown), so its refusal
+    /// is answered with a step-up challenge rather than a denial.
+    pub(crate) mfa_max_age: Option<u64>,
 }
 
 /// Parsed names of the schema's types and actions, built once per set.
@@ -631,6 +635,13 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
             }
             None
         };
+        let mfa_max_age = match mfa_max_age(policy.annotation("mfa_max_age"), effect) {
+            Ok(age) => age,
+            Err(why) => {
+                errors.push(error_at("@mfa_max_age", format!("policy `{id}`: {why}")));
+                continue;
+            }
+        };
         out.push(Parsed {
             policy: policy.new_id(cedar::PolicyId::new(&id)),
             id,
@@ -642,10 +653,30 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
                 entitlement,
                 principal,
                 tier,
+                mfa_max_age,
             },
         });
     }
     out
+}
+
+/// Reads `@mfa_max_age("N")`: whole seconds, on a `forbid` only (it says
+/// why that forbid refuses, which is what a step-up challenge answers).
+fn mfa_max_age(raw: Option<&str>, effect: cedar::Effect) -> Result<Option<u64>, String> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    if effect != cedar::Effect::Forbid {
+        return Err(
+            "`@mfa_max_age` only applies to a `forbid` (the one that refuses stale MFA)".to_owned(),
+        );
+    }
+    match raw.trim().parse::<u64>() {
+        Ok(n) => Ok(Some(n)),
+        Err(_) => Err(format!(
+            "`@mfa_max_age` must be a whole number of seconds, not `{raw}`"
+        )),
+    }
 }
 
 /// Reads a tier from its annotations; on failure says which annotation is

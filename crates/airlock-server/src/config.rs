@@ -253,6 +253,10 @@ struct RawOidc {
     auditor_groups: Vec<Spanned<String>>,
     clock_skew: Option<Spanned<String>>,
     jwks_refetch_after: Option<Spanned<String>>,
+    /// What `airlock login` asks the provider for (`oidc::DEFAULT_SCOPES`).
+    scopes: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    mfa_acr_values: Vec<Spanned<String>>,
 }
 
 /// How far token times may be off unless `server.oidc.clock_skew` says.
@@ -319,6 +323,26 @@ fn oidc_settings(src: &Source<'_>, raw: &RawOidc) -> Result<OidcSettings, Config
             DEFAULT_JWKS_REFETCH_AFTER,
             (Duration::from_secs(1), Duration::from_secs(3600)),
         )?,
+        client_id: raw
+            .client_id
+            .as_ref()
+            .map(|c| text("client_id", c))
+            .transpose()?,
+        scopes: match &raw.scopes {
+            None => crate::oidc::DEFAULT_SCOPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            Some(list) => list
+                .iter()
+                .map(|s| text("scopes", s))
+                .collect::<Result<_, _>>()?,
+        },
+        mfa_acr_values: raw
+            .mfa_acr_values
+            .iter()
+            .map(|v| text("mfa_acr_values", v))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -462,6 +486,8 @@ struct RawEntitlement {
     /// `report` (default) or `revoke`: what reconciliation does with holders
     /// of the connector that no grant explains.
     drift: Option<Spanned<String>>,
+    /// Requests need MFA at most this long ago (`policy::mfa_policy`).
+    require_mfa_within: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -1146,12 +1172,20 @@ impl Settings {
                     owner_group,
                 },
             );
-            let text = shorthand_policies(
+            let mut text = shorthand_policies(
                 &id,
                 &requestable_by,
                 ent.auto_approve && shorthand,
                 approvals.as_ref().map(|(n, g)| (*n, g)),
             );
+            if let Some(within) = &ent.require_mfa_within {
+                let age = src.duration_between(
+                    &field("require_mfa_within"),
+                    within,
+                    (Duration::from_secs(1), Duration::from_secs(30 * 24 * 3600)),
+                )?;
+                text.push_str(&crate::policy::mfa_policy(&id, age.as_secs()));
+            }
             if !text.is_empty() {
                 generated.push((format!("{path} [entitlements.{name}]"), text));
             }
