@@ -333,10 +333,20 @@ fn oidc_settings(src: &Source<'_>, raw: &RawOidc) -> Result<OidcSettings, Config
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
-            Some(list) => list
-                .iter()
-                .map(|s| text("scopes", s))
-                .collect::<Result<_, _>>()?,
+            Some(list) => {
+                let scopes: Vec<String> = list
+                    .iter()
+                    .map(|s| text("scopes", s))
+                    .collect::<Result<_, _>>()?;
+                if !scopes.iter().any(|s| s == "openid") {
+                    let at = list.first().map_or(raw.issuer.span(), Spanned::span);
+                    return Err(src.error(
+                        at,
+                        "server.oidc.scopes: must include `openid` (`airlock login` sends the ID token)",
+                    ));
+                }
+                scopes
+            }
         },
         mfa_acr_values: raw
             .mfa_acr_values

@@ -107,6 +107,20 @@ struct TokenAnswer {
     refresh_token: Option<String>,
 }
 
+impl TokenAnswer {
+    /// The token the API takes (`kind`: `id_token` or `access_token`), and
+    /// when it expires.
+    fn bearer(&self, kind: &str) -> Result<(String, i64), SignInError> {
+        let (token, name) = match kind {
+            "access_token" => (&self.access_token, "access_token"),
+            _ => (&self.id_token, "id_token"),
+        };
+        let token = token.clone().ok_or(SignInError::Missing(name))?;
+        let expires_at = token_expiry(&token)?;
+        Ok((token, expires_at))
+    }
+}
+
 /// An OAuth error answer (RFC 6749 §5.2).
 #[derive(Debug, Clone, Deserialize)]
 struct OAuthError {
@@ -162,12 +176,10 @@ impl Provider {
         for url in [
             Some(&discovery.token_endpoint),
             discovery.revocation_endpoint.as_ref(),
-        ]
-        .into_iter()
-        .chain([
             discovery.authorization_endpoint.as_ref(),
             discovery.device_authorization_endpoint.as_ref(),
-        ])
+        ]
+        .into_iter()
         .flatten()
         {
             trusted_url(url).map_err(SignInError::Http)?;
@@ -220,7 +232,7 @@ impl Provider {
                 .post::<TokenAnswer>(&self.discovery.token_endpoint, &form)
                 .await?
             {
-                Ok(tokens) => return self.signed_in(tokens, None),
+                Ok(tokens) => return self.signed_in(tokens),
                 Err(e) => match e.error.as_str() {
                     "authorization_pending" => {}
                     "slow_down" => interval += Duration::from_secs(5),
@@ -291,29 +303,19 @@ impl Provider {
             .post::<TokenAnswer>(&self.discovery.token_endpoint, &form)
             .await?
             .map_err(refused)?;
-        self.signed_in(tokens, None)
+        self.signed_in(tokens)
     }
 
-    /// The cache entry for fresh tokens (`previous` refresh token kept when
-    /// the provider does not rotate it).
-    fn signed_in(
-        &self,
-        tokens: TokenAnswer,
-        previous: Option<&str>,
-    ) -> Result<SignedIn, SignInError> {
-        let token = match self.info.token.as_str() {
-            "access_token" => tokens.access_token,
-            _ => tokens.id_token,
-        }
-        .ok_or(SignInError::Missing("id_token"))?;
-        let expires_at = token_expiry(&token)?;
+    /// The session fresh tokens make.
+    fn signed_in(&self, tokens: TokenAnswer) -> Result<SignedIn, SignInError> {
+        let (token, expires_at) = tokens.bearer(&self.info.token)?;
         Ok(SignedIn {
             issuer: self.info.issuer.clone(),
             client_id: self.info.client_id.clone(),
             token_kind: self.info.token.clone(),
             token,
             expires_at,
-            refresh_token: tokens.refresh_token.or(previous.map(str::to_owned)),
+            refresh_token: tokens.refresh_token,
             token_endpoint: self.discovery.token_endpoint.clone(),
             revocation_endpoint: self.discovery.revocation_endpoint.clone(),
         })
@@ -521,14 +523,11 @@ impl SignedIn {
         let tokens: TokenAnswer = post_form(&http, &self.token_endpoint, &form)
             .await?
             .map_err(refused)?;
-        let token = match self.token_kind.as_str() {
-            "access_token" => tokens.access_token,
-            _ => tokens.id_token,
-        }
-        .ok_or(SignInError::Missing("id_token"))?;
+        let (token, expires_at) = tokens.bearer(&self.token_kind)?;
         Ok(SignedIn {
-            expires_at: token_expiry(&token)?,
+            expires_at,
             token,
+            // Kept when the provider does not rotate it.
             refresh_token: tokens.refresh_token.or(Some(refresh_token.to_owned())),
             ..self.clone()
         })
