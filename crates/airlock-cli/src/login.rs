@@ -8,9 +8,28 @@ use airlock_server::client::{Client, ClientError};
 use airlock_server::engine::{Clock, SystemClock};
 use airlock_server::signin::{self, Freshness, Provider, SignedIn};
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 
 use crate::terminal::{one_line, say, say_err};
+
+/// Signing in with the server's identity provider.
+#[derive(Subcommand)]
+pub enum SessionCmd {
+    /// Sign in with the server's identity provider (device code, or the
+    /// browser) and cache the token for this server; other commands use it
+    /// when no --token is given, and renew it when it expires.
+    Login(LoginArgs),
+    /// Forget the cached sign-in for this server (and revoke it at the
+    /// identity provider).
+    Logout(LogoutArgs),
+}
+
+pub async fn run(command: SessionCmd) -> anyhow::Result<()> {
+    match command {
+        SessionCmd::Login(args) => login(args).await,
+        SessionCmd::Logout(args) => logout(args).await,
+    }
+}
 
 /// How to sign in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -51,7 +70,7 @@ fn cache_path(url: &str) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// `airlock login`: signs in and caches the token for this server.
-pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
+async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let fresh = Freshness {
         max_age: args.max_age,
         acr_values: Vec::new(),
@@ -145,7 +164,7 @@ fn open_browser(url: &str) -> bool {
 
 /// `airlock logout`: revokes the refresh token at the provider (if it has
 /// a revocation endpoint) and forgets the cached sign-in.
-pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
+async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
     let path = cache_path(&args.url)?;
     // A cache that cannot be read (exposed, damaged) is still removed.
     let session = signin::load(&path, &args.url);
