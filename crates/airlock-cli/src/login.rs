@@ -4,12 +4,14 @@
 //! flows and the cache are `airlock_server::signin`'s; this prints and
 //! prompts.
 
+use airlock_server::api::{CreateRequest, RequestView};
 use airlock_server::client::{Client, ClientError};
 use airlock_server::engine::{Clock, SystemClock};
 use airlock_server::signin::{self, Freshness, Provider, SignedIn};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 
+use crate::args::{client, Conn};
 use crate::terminal::{one_line, say, say_err};
 
 /// Signing in with the server's identity provider.
@@ -204,14 +206,28 @@ pub fn cached_token(url: &str) -> anyhow::Result<Option<String>> {
     Ok(Some(refreshed.token))
 }
 
+/// Creates a request; on a step-up challenge (RFC 9470) signs in again
+/// with MFA as fresh as asked and retries once. Returns the client the
+/// request was made with, to follow it up.
+pub async fn create_request(
+    conn: &Conn,
+    body: &CreateRequest,
+) -> anyhow::Result<(Client, RequestView)> {
+    let client = client(conn)?;
+    match client.create_request(body).await {
+        Ok(request) => Ok((client, request)),
+        Err(e) => {
+            let renewed = step_up(&conn.url, conn.token.is_some(), e).await?;
+            let request = renewed.create_request(body).await?;
+            Ok((renewed, request))
+        }
+    }
+}
+
 /// On a step-up challenge for a signed-in user (no `--token`), signs in
 /// again with MFA as fresh as asked and returns a client with the new
 /// token, to retry with; any other error is returned as it is.
-pub async fn step_up(
-    url: &str,
-    explicit_token: bool,
-    error: ClientError,
-) -> anyhow::Result<Client> {
+async fn step_up(url: &str, explicit_token: bool, error: ClientError) -> anyhow::Result<Client> {
     let ClientError::StepUp {
         message,
         max_age,

@@ -164,7 +164,6 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
             wait_timeout,
             conn,
         } => {
-            let client = client(&conn)?;
             let body = CreateRequest {
                 entitlement,
                 duration: duration.map(DurationInput::Text),
@@ -174,15 +173,7 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
                 break_glass,
                 public_key: None,
             };
-            let (client, mut request) = match client.create_request(&body).await {
-                Ok(request) => (client, request),
-                // A step-up challenge: sign in again with fresh MFA, retry.
-                Err(e) => {
-                    let renewed = login::step_up(&conn.url, conn.token.is_some(), e).await?;
-                    let request = renewed.create_request(&body).await?;
-                    (renewed, request)
-                }
-            };
+            let (client, mut request) = login::create_request(&conn, &body).await?;
             if wait {
                 let limit = airlock_server::config::parse_duration(&wait_timeout)
                     .map_err(|e| anyhow::anyhow!("--wait-timeout: {e}"))?;
@@ -202,7 +193,6 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
             let key = ssh::UserKey::find(key.as_deref())?;
             let limit = airlock_server::config::parse_duration(&wait_timeout)
                 .map_err(|e| anyhow::anyhow!("--wait-timeout: {e}"))?;
-            let client = client(&conn)?;
             let body = CreateRequest {
                 entitlement,
                 duration: duration.map(DurationInput::Text),
@@ -212,7 +202,7 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
                 break_glass: false,
                 public_key: Some(key.line().to_owned()),
             };
-            let request = client.create_request(&body).await?;
+            let (client, request) = login::create_request(&conn, &body).await?;
             let request = wait_for_decision(&client, request, limit).await?;
             let path = key.write_certificate(ssh::certificate_of(&request)?)?;
             key.report(&path, &request, conn.json)

@@ -727,11 +727,13 @@ mod tests {
         assert!(s.stale(Timestamp::from_unix_millis(2_000_000)));
     }
 
-    /// A provider whose token endpoint answers device-code polls with
-    /// `script`, in order; each poll's time (since the start) is recorded.
-    async fn scripted(
-        script: Vec<serde_json::Value>,
-    ) -> (Provider, Arc<std::sync::Mutex<Vec<Duration>>>) {
+    /// What the scripted token endpoint was sent: when (since the start),
+    /// and the form.
+    type Calls = Arc<std::sync::Mutex<Vec<(Duration, String)>>>;
+
+    /// A provider whose token endpoint answers with `script`, in order,
+    /// recording each call.
+    async fn scripted(script: Vec<serde_json::Value>) -> (Provider, Calls) {
         use axum::routing::{get, post};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
@@ -742,6 +744,7 @@ mod tests {
             "issuer": issuer,
             "token_endpoint": format!("{issuer}/token"),
             "device_authorization_endpoint": format!("{issuer}/device/auth"),
+            "authorization_endpoint": format!("{issuer}/auth"),
         });
         let recorded = Arc::clone(&polls);
         let app = axum::Router::new()
@@ -761,8 +764,8 @@ mod tests {
             )
             .route(
                 "/token",
-                post(move || async move {
-                    recorded.lock().unwrap().push(started.elapsed());
+                post(move |form: String| async move {
+                    recorded.lock().unwrap().push((started.elapsed(), form));
                     let answer = answers.lock().unwrap().next().unwrap();
                     let status = if answer.get("error").is_some() {
                         axum::http::StatusCode::BAD_REQUEST
@@ -805,7 +808,7 @@ mod tests {
         let session = provider.finish_device(&code).await.unwrap();
         assert_eq!(session.expires_at, 2_000_000_000);
         assert_eq!(session.refresh_token.as_deref(), Some("r"));
-        let polls = polls.lock().unwrap().clone();
+        let polls: Vec<Duration> = polls.lock().unwrap().iter().map(|c| c.0).collect();
         let [first, second, third] = polls.as_slice() else {
             panic!("{polls:?}");
         };
@@ -824,6 +827,76 @@ mod tests {
             let err = provider.finish_device(&code).await.unwrap_err().to_string();
             assert!(err.contains(expected), "{answer}: {err}");
         }
+    }
+
+    /// What the loopback redirect answers a browser's GET of `target`.
+    async fn visit(redirect_uri: &str, target: &str) -> (u16, String) {
+        let base = redirect_uri.trim_end_matches("/callback");
+        let response = reqwest::get(format!("{base}{target}")).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_loopback_redirect_checks_state_and_the_code_goes_with_the_pkce_verifier() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"exp": 2000000000}"#);
+        let done =
+            serde_json::json!({"id_token": format!("h.{payload}.s"), "token_type": "Bearer"});
+        let (provider, calls) = scripted(vec![done]).await;
+        let param = |url: &str, name: &str| {
+            reqwest::Url::parse(url)
+                .unwrap()
+                .query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+                .unwrap()
+        };
+
+        // A redirect carrying another state is refused, whatever its code.
+        let loopback = provider.start_browser(&Freshness::default()).await.unwrap();
+        let redirect_uri = param(loopback.url(), "redirect_uri");
+        assert!(
+            redirect_uri.starts_with("http://127.0.0.1:"),
+            "{redirect_uri}"
+        );
+        let visitor = tokio::spawn({
+            let redirect_uri = redirect_uri.clone();
+            async move {
+                // Anything but the callback (a favicon) is not it.
+                assert_eq!(visit(&redirect_uri, "/favicon.ico").await.0, 404);
+                visit(&redirect_uri, "/callback?code=stolen&state=forged").await
+            }
+        });
+        let err = provider.finish_browser(loopback).await.unwrap_err();
+        assert!(
+            matches!(&err, SignInError::StateMismatch(s) if s == "forged"),
+            "{err}"
+        );
+        assert!(visitor.await.unwrap().1.contains("failed"));
+        assert!(calls.lock().unwrap().is_empty(), "no code was traded");
+
+        // The right state: the code is traded with the verifier whose S256
+        // hash is the challenge the authorization URL carried.
+        let loopback = provider.start_browser(&Freshness::default()).await.unwrap();
+        let (url, state) = (loopback.url().to_owned(), param(loopback.url(), "state"));
+        assert_eq!(param(&url, "code_challenge_method"), "S256");
+        let redirect_uri = param(&url, "redirect_uri");
+        let visitor = tokio::spawn(async move {
+            visit(&redirect_uri, &format!("/callback?code=c0de&state={state}")).await
+        });
+        let session = provider.finish_browser(loopback).await.unwrap();
+        assert_eq!(session.expires_at, 2_000_000_000);
+        assert!(visitor.await.unwrap().1.contains("Signed in"));
+        let form = calls.lock().unwrap()[0].1.clone();
+        let sent: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(form.as_bytes())
+                .into_owned()
+                .collect();
+        assert_eq!(sent["grant_type"], "authorization_code");
+        assert_eq!(sent["code"], "c0de");
+        assert_eq!(
+            URL_SAFE_NO_PAD.encode(Sha256::digest(sent["code_verifier"].as_bytes())),
+            param(&url, "code_challenge")
+        );
     }
 
     #[test]
