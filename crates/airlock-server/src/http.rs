@@ -180,7 +180,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -195,12 +195,17 @@ impl ApiError {
     /// `acr` values for MFA are configured, those.
     fn step_up(max_age: u64, acr_values: &[String]) -> Self {
         let message = EngineError::StepUp { max_age }.to_string();
+        // Quoted strings of the header: no quote or backslash inside.
+        let quoted = |text: &str| text.replace(['"', '\\', '`'], "'");
         let mut challenge = format!(
             "Bearer error=\"insufficient_user_authentication\", error_description=\"{}\"",
-            message.replace(['"', '\\', '`'], "'")
+            quoted(&message)
         );
         if !acr_values.is_empty() {
-            challenge.push_str(&format!(", acr_values=\"{}\"", acr_values.join(" ")));
+            challenge.push_str(&format!(
+                ", acr_values=\"{}\"",
+                quoted(&acr_values.join(" "))
+            ));
         }
         challenge.push_str(&format!(", max_age={max_age}"));
         ApiError {
