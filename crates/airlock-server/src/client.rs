@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use crate::api::{
     ApprovalWaitsReport, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
-    EmptyBody, EntitlementView, ErrorBody, ExplainView, OidcInfo, PageQuery, PolicyReloadView, PolicyView,
-    ProposalView, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView,
-    WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
+    EmptyBody, EntitlementView, ErrorBody, ExplainView, OidcInfo, PageQuery, PolicyReloadView,
+    PolicyView, ProposalView, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
+    VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -23,8 +23,8 @@ use serde::de::DeserializeOwned;
 use crate::api::{
     decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApprovalWaitsReport,
     ApprovalWaitsView, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
-    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ExplainView, OidcInfo, PageQuery,
-    PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
+    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ExplainView, OidcInfo,
+    PageQuery, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
     ReconcileView, RequestQuery, RequestView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash};

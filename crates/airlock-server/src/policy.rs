@@ -170,7 +170,7 @@ pub fn shorthand_policies(
 /// way.
 pub fn mfa_policy(entitlement: &EntitlementId, max_age: u64) -> String {
     format!(
-        "@id(\"config.{entitlement}.mfa\")\n@mfa_max_age(\"{max_age}\")\nforbid (\n  principal,\n  action == Airlock::Action::\"request\",\n  resource == Airlock::Entitlement::\"{entitlement}\"\n)\nunless {{ context.mfa_age_seconds >= 0 && context.mfa_age_seconds <= {max_age} }};\n\n"
+        "@id(\"config.{entitlement}.mfa\")\n@mfa_max_age(\"{max_age}\")\n@reason(\"multi-factor authentication within the last {max_age} seconds\")\nforbid (\n  principal,\n  action == Airlock::Action::\"request\",\n  resource == Airlock::Entitlement::\"{entitlement}\"\n)\nunless {{ context.mfa_age_seconds >= 0 && context.mfa_age_seconds <= {max_age} }};\n\n"
     )
 }
 

@@ -487,7 +487,9 @@ fn require_mfa_within_compiles_to_an_annotated_forbid() {
         .map(|(_, text)| text.as_str())
         .collect();
     assert!(
-        generated.contains("@id(\"config.logs.mfa\")\n@mfa_max_age(\"900\")\nforbid")
+        generated.contains(
+            "@id(\"config.logs.mfa\")\n@mfa_max_age(\"900\")\n@reason(\"multi-factor authentication within the last 900 seconds\")\nforbid"
+        )
             && generated.contains("context.mfa_age_seconds <= 900"),
         "{generated}"
     );
