@@ -10,6 +10,7 @@ use crate::terminal::say_err;
 mod args;
 mod database;
 mod demo;
+mod login;
 mod notifications;
 mod output;
 mod oversight;
@@ -45,6 +46,8 @@ enum Cmd {
     Requests(requests::RequestCmd),
     #[command(flatten)]
     Oversight(oversight::OversightCmd),
+    #[command(flatten)]
+    Session(login::SessionCmd),
     /// The notification outbox (admins and auditors): backlog, failures,
     /// the last error, and the messages.
     Notifications(notifications::NotificationsArgs),
@@ -105,6 +108,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Policy { command } => policy::run(command).await,
         Cmd::Requests(c) => requests::run(c).await,
         Cmd::Oversight(c) => oversight::run(c).await,
+        Cmd::Session(c) => login::run(c).await,
         Cmd::Notifications(args) => notifications::run(args).await,
     }
 }

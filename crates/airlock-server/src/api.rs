@@ -675,6 +675,21 @@ pub struct WhoAmI {
     pub roles: Vec<String>,
 }
 
+/// `GET /v1/auth/oidc`: how `airlock login` signs in to this server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OidcInfo {
+    /// The identity provider; its discovery document names the endpoints.
+    pub issuer: String,
+    /// The public client to sign in as.
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    /// Which of the provider's tokens to send as the bearer token
+    /// (`id_token`: its audience is the client id, which the server accepts).
+    pub token: String,
+    /// `acr` values that count as MFA here, to ask for on a step-up.
+    pub mfa_acr_values: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {
     pub error: ErrorDetail,

@@ -171,6 +171,18 @@ pub fn shorthand_policies(
     text
 }
 
+/// Compiles an entitlement's `require_mfa_within`: a `forbid` refusing a
+/// request unless the requester completed MFA at most `max_age` seconds
+/// ago. Its `@mfa_max_age` annotation is what makes such a refusal a
+/// step-up challenge (RFC 9470) rather than a denial
+/// (`PolicySet::mfa_step_up`); hand-written policies demand MFA the same
+/// way.
+pub fn mfa_policy(entitlement: &EntitlementId, max_age: u64) -> String {
+    format!(
+        "@id(\"config.{entitlement}.mfa\")\n@mfa_max_age(\"{max_age}\")\n@reason(\"multi-factor authentication within the last {max_age} seconds\")\nforbid (\n  principal,\n  action == Airlock::Action::\"request\",\n  resource == Airlock::Entitlement::\"{entitlement}\"\n)\nunless {{ context.mfa_age_seconds >= 0 && context.mfa_age_seconds <= {max_age} }};\n\n"
+    )
+}
+
 /// The policy set in force, the source it is reloaded from, the directory
 /// facts (user and entitlement attributes) policies see, and the changes
 /// waiting for a second admin.

@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::source::Source;
 use super::{ConfigError, ConnectorSettings};
-use crate::policy::shorthand_policies;
+use crate::policy::{mfa_policy, shorthand_policies};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +51,8 @@ pub(super) struct RawEntitlement {
     #[serde(default)]
     escalate_to: Vec<Spanned<String>>,
     pending_timeout: Option<Spanned<String>>,
+    /// Requests need MFA at most this long ago (`policy::mfa_policy`).
+    require_mfa_within: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -279,13 +281,21 @@ pub(super) fn entitlements_table(
             }
             _ => {}
         }
-        let text = shorthand_policies(
+        let mut text = shorthand_policies(
             &id,
             &requestable_by,
             ent.auto_approve && shorthand,
             approvals.as_ref().map(|(n, g)| (*n, g)),
             &waiting.escalate_to,
         );
+        if let Some(within) = &ent.require_mfa_within {
+            let age = src.duration_between(
+                &field("require_mfa_within"),
+                within,
+                (Duration::from_secs(1), Duration::from_secs(30 * 24 * 3600)),
+            )?;
+            text.push_str(&mfa_policy(&id, age.as_secs()));
+        }
         if !text.is_empty() {
             out.generated
                 .push((format!("{path} [entitlements.{name}]"), text));
