@@ -280,6 +280,7 @@ async fn bench_backend(backend: Backend, args: &StoreArgs) -> BackendFigures {
         args.lifecycles,
         args.concurrency,
         LIFECYCLE_GRANT_SECONDS,
+        false,
     )
     .await
     {
