@@ -572,6 +572,21 @@ pub enum Command {
     Release { by: User },
     /// An admin ends someone's access.
     Revoke { by: User, reason: String },
+    /// The identity provider withdrew the requester (deactivated, deleted
+    /// or renamed by SCIM; `cause` names the operation): whatever the
+    /// request's state, it ends now. One that has not started is
+    /// cancelled, a grant is revoked (through the usual connector job,
+    /// retried and never abandoned). A request already ended stays as it is.
+    /// Only the engine sends it.
+    Deprovision { cause: String },
+    /// A fact the request's decision stood on changed (the requester left a
+    /// group; `cause` says which): `verdict` is the policy set's answer for
+    /// it now. A pending request the policies now deny is denied and a
+    /// grant they no longer permit (approved or active) is revoked, both
+    /// with the cause and the policies' reasons; otherwise nothing changes
+    /// (approvals already given stand: see [`Command::Approve`]).
+    /// Only the engine sends it.
+    Redecide { verdict: Verdict, cause: String },
     /// The scheduler found the request due: time out, expire, start or retry.
     Tick,
     /// The process that made this request's connector attempt in flight has
@@ -735,6 +750,40 @@ pub fn apply(
                 AuditAction::Revoked,
                 &mut out,
             );
+        }
+        Command::Deprovision { cause } => {
+            if !request.state.is_terminal() {
+                let not_started = request.state == State::Pending
+                    || (request.state == State::Approved
+                        && request.job.as_ref().is_some_and(|j| j.attempts == 0));
+                let (state, action) = if not_started {
+                    (State::Cancelled, AuditAction::Cancelled)
+                } else {
+                    (State::Revoked, AuditAction::Revoked)
+                };
+                request.end_by_directory(state, action, cause.clone(), now, &mut out);
+            }
+        }
+        Command::Redecide { verdict, cause } => {
+            if let Route::Denied { reasons } = &verdict.route {
+                let ending = match request.state {
+                    State::Pending => Some((State::Denied, AuditAction::Denied)),
+                    State::Approved | State::Active => Some((State::Revoked, AuditAction::Revoked)),
+                    _ => None,
+                };
+                if let Some((state, action)) = ending {
+                    let note = format!("{cause}; the policies now deny it: {}", reasons.join("; "));
+                    request.end_by_directory(state, action, note, now, &mut out);
+                    if let Some(event) = out.events.last_mut() {
+                        event
+                            .details
+                            .insert("policy_version".to_owned(), verdict.policy_version.clone());
+                        event
+                            .details
+                            .insert("policies".to_owned(), verdict.policies.join(","));
+                    }
+                }
+            }
         }
         Command::Tick => {}
         Command::Restarted => request.attempt_lost(now, &mut out),
@@ -974,6 +1023,24 @@ impl AccessRequest {
         }
         let actor = by.map_or(Actor::System, |u| Actor::User(u.id.clone()));
         out.event(self, now, actor, action, details);
+    }
+
+    /// Ends the request on the identity provider's word: recorded as done
+    /// by the provisioning client, with `note` (the SCIM operation) as the
+    /// reason.
+    fn end_by_directory(
+        &mut self,
+        state: State,
+        action: AuditAction,
+        note: String,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) {
+        self.end(state, now, None, Some(note.clone()), action, out);
+        if let Some(event) = out.events.last_mut() {
+            event.actor = Actor::Provisioning;
+            event.details.insert("cause".to_owned(), note);
+        }
     }
 
     /// Applies every deadline that has passed, then claims connector work that is due.

@@ -22,8 +22,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::oidc::OidcSettings;
+
+mod scim;
 use crate::policy::{shorthand_policies, PolicySource};
 use crate::store::sql::Location;
+pub use scim::ScimSettings;
 
 /// A secret that never prints.
 #[derive(Clone, PartialEq, Eq)]
@@ -111,6 +114,8 @@ pub struct Settings {
     /// Sign-in with the organisation's identity provider (`[server.oidc]`);
     /// `None`: only the config's static tokens authenticate.
     pub oidc: Option<OidcSettings>,
+    /// SCIM provisioning (`[server.scim]`); `None`: no SCIM routes.
+    pub scim: Option<ScimSettings>,
 }
 
 /// What the API allows one client, so that slow or silent connections cannot
@@ -237,6 +242,7 @@ struct RawServer {
     idle_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<u32>>,
     oidc: Option<RawOidc>,
+    scim: Option<scim::RawScim>,
 }
 
 #[derive(Deserialize)]
@@ -1196,6 +1202,11 @@ impl Settings {
             );
         }
 
+        let scim = server
+            .scim
+            .as_ref()
+            .map(|raw| scim::settings(&src, raw, &token_hashes))
+            .transpose()?;
         Ok(Settings {
             listen,
             data_dir,
@@ -1216,6 +1227,7 @@ impl Settings {
             audit,
             http,
             oidc,
+            scim,
         })
     }
 }
