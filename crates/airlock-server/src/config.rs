@@ -686,6 +686,12 @@ impl Settings {
             .as_ref()
             .map(|o| oidc_settings(&src, o))
             .transpose()?;
+        // Where group members may come from besides the config: the
+        // provider's tokens or its SCIM pushes.
+        let members_elsewhere = oidc
+            .as_ref()
+            .map(|_| ())
+            .or(server.scim.as_ref().map(|_| ()));
         let mfa_header = match &server.mfa_header {
             Some(h) => {
                 let name = h.get_ref().trim().to_ascii_lowercase();
@@ -1026,8 +1032,9 @@ impl Settings {
                         .map(|g| {
                             let group = src.id(&field(f), g, GroupName::parse)?;
                             // With an identity provider, members come from its
-                            // tokens, so the config cannot know them.
-                            if oidc.is_none()
+                            // tokens or its SCIM pushes, so the config cannot
+                            // know them.
+                            if members_elsewhere.is_none()
                                 && !catalog.users.values().any(|u| u.groups.contains(&group))
                             {
                                 return Err(src.error(
@@ -1113,14 +1120,14 @@ impl Settings {
                 }
                 let count = ent.approvals_required.as_ref().map_or(1, |c| *c.get_ref());
                 let eligible = catalog.users.values().filter(|u| u.in_any(&from)).count();
-                let too_many =
-                    oidc.is_none() && usize::try_from(count).unwrap_or(usize::MAX) > eligible;
+                let too_many = members_elsewhere.is_none()
+                    && usize::try_from(count).unwrap_or(usize::MAX) > eligible;
                 if count == 0 || too_many {
                     let at = ent
                         .approvals_required
                         .as_ref()
                         .map_or(span.clone(), Spanned::span);
-                    let bound = if oidc.is_some() {
+                    let bound = if members_elsewhere.is_some() {
                         "must be at least 1".to_owned()
                     } else {
                         format!("must be between 1 and the {eligible} users in the approver groups")

@@ -22,7 +22,7 @@ use super::{ApiError, ApiJson, AppState};
 use crate::api::format_time;
 use crate::config::token_hash;
 use crate::engine::EngineError;
-use crate::store::directory::{Decided, DirectoryWrite, Filter, ListQuery};
+use crate::store::directory::{Committed, Decided, DirectoryWrite, Filter, ListQuery};
 use crate::store::StoreError;
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -678,6 +678,166 @@ async fn list_groups(
     Ok(list_response(total, query.start_index, resources))
 }
 
+// ---------------------------------------------------------------- writes
+
+/// What the writes below need of a directory resource.
+trait Resource: Clone + Send + Sync + Sized + 'static {
+    /// `user` or `group`, for messages.
+    const KIND: &'static str;
+    /// `/Users` or `/Groups`, for the audit record's operation.
+    const PATH: &'static str;
+    fn version(&self) -> u64;
+    fn write(id: String, operation: String, decide: Decision<Self>) -> DirectoryWrite;
+    fn stored(committed: Committed) -> Option<Self>;
+}
+
+type Decision<T> = Box<dyn Fn(Option<T>) -> Result<Decided<T>, Refusal> + Send + Sync + 'static>;
+
+impl Resource for DirectoryUser {
+    const KIND: &'static str = "user";
+    const PATH: &'static str = "/Users";
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn write(id: String, operation: String, decide: Decision<Self>) -> DirectoryWrite {
+        DirectoryWrite::User {
+            id,
+            operation,
+            decide,
+        }
+    }
+    fn stored(committed: Committed) -> Option<Self> {
+        committed.user
+    }
+}
+
+impl Resource for DirectoryGroup {
+    const KIND: &'static str = "group";
+    const PATH: &'static str = "/Groups";
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn write(id: String, operation: String, decide: Decision<Self>) -> DirectoryWrite {
+        DirectoryWrite::Group {
+            id,
+            operation,
+            decide,
+        }
+    }
+    fn stored(committed: Committed) -> Option<Self> {
+        committed.group
+    }
+}
+
+/// Creates a resource under a fresh id, made by `make` at the time of the write.
+async fn create<T: Resource>(
+    state: &AppState,
+    make: impl Fn(String, Timestamp) -> T + Send + Sync + 'static,
+) -> ScimResult<T> {
+    let id = new_id();
+    let clock = state.engine.clock();
+    let fresh = id.clone();
+    let committed = state
+        .engine
+        .write_directory(T::write(
+            id.clone(),
+            operation("POST", T::PATH),
+            Box::new(move |current| {
+                if current.is_some() {
+                    return Err(Refusal::Uniqueness(format!("id `{fresh}` is taken")));
+                }
+                let now = clock.now();
+                Ok(Decided {
+                    after: Some(make(fresh.clone(), now)),
+                    now,
+                })
+            }),
+        ))
+        .await?;
+    T::stored(committed).ok_or_else(|| ScimError::not_found(T::KIND, &id))
+}
+
+/// Replaces or patches resource `id`, decided on the stored value: refused
+/// when it is missing or `If-Match` names another version; `next` reads the
+/// caller's body against it and `build` makes the next value. A body error
+/// found inside the write is answered as itself (the store only carries
+/// refusals, so it is kept aside).
+async fn revise<T: Resource, I: 'static>(
+    state: &AppState,
+    id: &str,
+    method: &str,
+    headers: &HeaderMap,
+    build: fn(&T, I, Timestamp) -> T,
+    next: impl Fn(&T) -> ScimResult<I> + Send + Sync + 'static,
+) -> ScimResult<T> {
+    let clock = state.engine.clock();
+    let expected = if_match(headers);
+    let key = id.to_owned();
+    let problem = std::sync::Arc::new(std::sync::Mutex::new(None::<ScimError>));
+    let seen = std::sync::Arc::clone(&problem);
+    let result = state
+        .engine
+        .write_directory(T::write(
+            id.to_owned(),
+            operation(method, &format!("{}/{id}", T::PATH)),
+            Box::new(move |current| {
+                let current = current.ok_or_else(|| not_found(T::KIND, &key))?;
+                check_if_match(expected.as_deref(), current.version())?;
+                let input = next(&current).map_err(|e| {
+                    let refusal = Refusal::Invalid {
+                        field: "body".to_owned(),
+                        message: e.detail.clone(),
+                    };
+                    if let Ok(mut p) = seen.lock() {
+                        *p = Some(e);
+                    }
+                    refusal
+                })?;
+                let now = clock.now();
+                Ok(Decided {
+                    after: Some(build(&current, input, now)),
+                    now,
+                })
+            }),
+        ))
+        .await;
+    match result {
+        Ok(committed) => T::stored(committed).ok_or_else(|| ScimError::not_found(T::KIND, id)),
+        Err(e) => Err(problem
+            .lock()
+            .ok()
+            .and_then(|mut p| p.take())
+            .unwrap_or_else(|| e.into())),
+    }
+}
+
+/// Deletes resource `id` (unless `If-Match` names another version): 204.
+async fn remove<T: Resource>(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+) -> ScimResult<Response> {
+    let clock = state.engine.clock();
+    let expected = if_match(headers);
+    let key = id.to_owned();
+    state
+        .engine
+        .write_directory(T::write(
+            id.to_owned(),
+            operation("DELETE", &format!("{}/{id}", T::PATH)),
+            Box::new(move |current| {
+                let current = current.ok_or_else(|| not_found(T::KIND, &key))?;
+                check_if_match(expected.as_deref(), current.version())?;
+                Ok(Decided {
+                    after: None,
+                    now: clock.now(),
+                })
+            }),
+        ))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 // ---------------------------------------------------------------- users
 
 async fn user_view(state: &AppState, base: &str, u: &DirectoryUser) -> ScimResult<Value> {
@@ -708,39 +868,18 @@ async fn create_user(
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> ScimResult<Response> {
     let input = user_input(&body)?;
-    let id = new_id();
-    let clock = state.engine.clock();
-    let new_id = id.clone();
-    let committed = state
-        .engine
-        .write_directory(DirectoryWrite::User {
-            id: id.clone(),
-            operation: operation("POST", "/Users"),
-            decide: Box::new(move |current| {
-                if current.is_some() {
-                    return Err(Refusal::Uniqueness(format!("id `{new_id}` is taken")));
-                }
-                let now = clock.now();
-                Ok(Decided {
-                    after: Some(DirectoryUser {
-                        id: new_id.clone(),
-                        user_name: input.user_name.clone(),
-                        external_id: input.external_id.clone(),
-                        display_name: input.display_name.clone(),
-                        emails: input.emails.clone(),
-                        active: input.active.unwrap_or(true),
-                        created: now,
-                        modified: now,
-                        version: 1,
-                    }),
-                    now,
-                })
-            }),
-        })
-        .await?;
-    let user = committed
-        .user
-        .ok_or_else(|| ScimError::not_found("user", &id))?;
+    let user = create(&state, move |id, now| DirectoryUser {
+        id,
+        user_name: input.user_name.clone(),
+        external_id: input.external_id.clone(),
+        display_name: input.display_name.clone(),
+        emails: input.emails.clone(),
+        active: input.active.unwrap_or(true),
+        created: now,
+        modified: now,
+        version: 1,
+    })
+    .await?;
     Ok(resource(
         StatusCode::CREATED,
         &user_view(&state, &p.base, &user).await?,
@@ -748,77 +887,18 @@ async fn create_user(
 }
 
 /// Replaces a user with what `input` says, keeping what a replace keeps.
-fn replaced_user(current: &DirectoryUser, input: &UserInput, now: Timestamp) -> DirectoryUser {
+fn replaced_user(current: &DirectoryUser, input: UserInput, now: Timestamp) -> DirectoryUser {
     DirectoryUser {
         id: current.id.clone(),
-        user_name: input.user_name.clone(),
-        external_id: input.external_id.clone(),
-        display_name: input.display_name.clone(),
-        emails: input.emails.clone(),
+        user_name: input.user_name,
+        external_id: input.external_id,
+        display_name: input.display_name,
+        emails: input.emails,
         active: input.active.unwrap_or(current.active),
         created: current.created,
         modified: now,
         version: current.version.saturating_add(1),
     }
-}
-
-async fn write_user(
-    state: &AppState,
-    base: &str,
-    id: String,
-    method: &str,
-    headers: &HeaderMap,
-    next: impl Fn(&DirectoryUser) -> ScimResult<UserInput> + Send + Sync + 'static,
-) -> ScimResult<Response> {
-    let clock = state.engine.clock();
-    let expected = if_match(headers);
-    let key = id.clone();
-    // A body error is found on the stored user inside the write; it is
-    // kept here to answer with (the store only carries refusals).
-    let problem = std::sync::Arc::new(std::sync::Mutex::new(None::<ScimError>));
-    let seen = std::sync::Arc::clone(&problem);
-    let result = state
-        .engine
-        .write_directory(DirectoryWrite::User {
-            id: id.clone(),
-            operation: operation(method, &format!("/Users/{id}")),
-            decide: Box::new(move |current| {
-                let current = current.ok_or_else(|| not_found("user", &key))?;
-                check_if_match(expected.as_deref(), current.version)?;
-                let input = next(&current).map_err(|e| {
-                    let refusal = Refusal::Invalid {
-                        field: "body".to_owned(),
-                        message: e.detail.clone(),
-                    };
-                    if let Ok(mut p) = seen.lock() {
-                        *p = Some(e);
-                    }
-                    refusal
-                })?;
-                let now = clock.now();
-                Ok(Decided {
-                    after: Some(replaced_user(&current, &input, now)),
-                    now,
-                })
-            }),
-        })
-        .await;
-    let committed = match result {
-        Ok(c) => c,
-        Err(e) => {
-            if let Some(original) = problem.lock().ok().and_then(|mut p| p.take()) {
-                return Err(original);
-            }
-            return Err(e.into());
-        }
-    };
-    let user = committed
-        .user
-        .ok_or_else(|| ScimError::not_found("user", &id))?;
-    Ok(resource(
-        StatusCode::OK,
-        &user_view(state, base, &user).await?,
-    ))
 }
 
 async fn replace_user(
@@ -830,7 +910,7 @@ async fn replace_user(
 ) -> ScimResult<Response> {
     let input = user_input(&body)?;
     let input = std::sync::Arc::new(input);
-    write_user(&state, &p.base, id, "PUT", &headers, move |_| {
+    let committed = revise(&state, &id, "PUT", &headers, replaced_user, move |_| {
         Ok(UserInput {
             user_name: input.user_name.clone(),
             external_id: input.external_id.clone(),
@@ -839,7 +919,11 @@ async fn replace_user(
             active: input.active,
         })
     })
-    .await
+    .await?;
+    Ok(resource(
+        StatusCode::OK,
+        &user_view(&state, &p.base, &committed).await?,
+    ))
 }
 
 async fn patch_user(
@@ -851,22 +935,33 @@ async fn patch_user(
 ) -> ScimResult<Response> {
     let ops = patch_ops(&body)?;
     let base = p.base.clone();
-    write_user(&state, &p.base, id, "PATCH", &headers, move |current| {
-        let mut doc = match user_json(&base, current, &[]) {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        for op in &ops {
-            apply_op(&mut doc, op)?;
-        }
-        let mut input = user_input(&doc)?;
-        // An explicit `active` removal deactivates nobody by accident.
-        if input.active.is_none() {
-            input.active = Some(current.active);
-        }
-        Ok(input)
-    })
-    .await
+    let committed = revise(
+        &state,
+        &id,
+        "PATCH",
+        &headers,
+        replaced_user,
+        move |current| {
+            let mut doc = match user_json(&base, current, &[]) {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            for op in &ops {
+                apply_op(&mut doc, op)?;
+            }
+            let mut input = user_input(&doc)?;
+            // An explicit `active` removal deactivates nobody by accident.
+            if input.active.is_none() {
+                input.active = Some(current.active);
+            }
+            Ok(input)
+        },
+    )
+    .await?;
+    Ok(resource(
+        StatusCode::OK,
+        &user_view(&state, &p.base, &committed).await?,
+    ))
 }
 
 async fn delete_user(
@@ -875,25 +970,7 @@ async fn delete_user(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ScimResult<Response> {
-    let clock = state.engine.clock();
-    let expected = if_match(&headers);
-    let key = id.clone();
-    state
-        .engine
-        .write_directory(DirectoryWrite::User {
-            id: id.clone(),
-            operation: operation("DELETE", &format!("/Users/{id}")),
-            decide: Box::new(move |current| {
-                let current = current.ok_or_else(|| not_found("user", &key))?;
-                check_if_match(expected.as_deref(), current.version)?;
-                Ok(Decided {
-                    after: None,
-                    now: clock.now(),
-                })
-            }),
-        })
-        .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    remove::<DirectoryUser>(&state, &id, &headers).await
 }
 
 // ---------------------------------------------------------------- groups
@@ -918,100 +995,30 @@ async fn create_group(
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> ScimResult<Response> {
     let input = group_input(&body)?;
-    let id = new_id();
-    let clock = state.engine.clock();
-    let new_id = id.clone();
-    let committed = state
-        .engine
-        .write_directory(DirectoryWrite::Group {
-            id: id.clone(),
-            operation: operation("POST", "/Groups"),
-            decide: Box::new(move |current| {
-                if current.is_some() {
-                    return Err(Refusal::Uniqueness(format!("id `{new_id}` is taken")));
-                }
-                let now = clock.now();
-                Ok(Decided {
-                    after: Some(DirectoryGroup {
-                        id: new_id.clone(),
-                        display_name: input.display_name.clone(),
-                        external_id: input.external_id.clone(),
-                        members: input.members.clone(),
-                        created: now,
-                        modified: now,
-                        version: 1,
-                    }),
-                    now,
-                })
-            }),
-        })
-        .await?;
-    let group = committed
-        .group
-        .ok_or_else(|| ScimError::not_found("group", &id))?;
+    let group = create(&state, move |id, now| DirectoryGroup {
+        id,
+        display_name: input.display_name.clone(),
+        external_id: input.external_id.clone(),
+        members: input.members.clone(),
+        created: now,
+        modified: now,
+        version: 1,
+    })
+    .await?;
     Ok(resource(StatusCode::CREATED, &group_json(&p.base, &group)))
 }
 
-async fn write_group(
-    state: &AppState,
-    base: &str,
-    id: String,
-    method: &str,
-    headers: &HeaderMap,
-    next: impl Fn(&DirectoryGroup) -> ScimResult<GroupInput> + Send + Sync + 'static,
-) -> ScimResult<Response> {
-    let clock = state.engine.clock();
-    let expected = if_match(headers);
-    let key = id.clone();
-    let problem = std::sync::Arc::new(std::sync::Mutex::new(None::<ScimError>));
-    let seen = std::sync::Arc::clone(&problem);
-    let result = state
-        .engine
-        .write_directory(DirectoryWrite::Group {
-            id: id.clone(),
-            operation: operation(method, &format!("/Groups/{id}")),
-            decide: Box::new(move |current| {
-                let current = current.ok_or_else(|| not_found("group", &key))?;
-                check_if_match(expected.as_deref(), current.version)?;
-                let input = next(&current).map_err(|e| {
-                    let refusal = Refusal::Invalid {
-                        field: "body".to_owned(),
-                        message: e.detail.clone(),
-                    };
-                    if let Ok(mut p) = seen.lock() {
-                        *p = Some(e);
-                    }
-                    refusal
-                })?;
-                let now = clock.now();
-                Ok(Decided {
-                    after: Some(DirectoryGroup {
-                        id: current.id.clone(),
-                        display_name: input.display_name,
-                        external_id: input.external_id,
-                        members: input.members,
-                        created: current.created,
-                        modified: now,
-                        version: current.version.saturating_add(1),
-                    }),
-                    now,
-                })
-            }),
-        })
-        .await;
-    let committed = match result {
-        Ok(c) => c,
-        Err(e) => {
-            if let Some(original) = problem.lock().ok().and_then(|mut p| p.take()) {
-                return Err(original);
-            }
-            return Err(e.into());
-        }
-    };
-    let group = committed
-        .group
-        .ok_or_else(|| ScimError::not_found("group", &id))?;
-    Ok(resource(StatusCode::OK, &group_json(base, &group)))
+/// Replaces a group with what `input` says.
+fn replaced_group(current: &DirectoryGroup, input: GroupInput, now: Timestamp) -> DirectoryGroup {
+    DirectoryGroup {
+        id: current.id.clone(),
+        display_name: input.display_name,
+        external_id: input.external_id,
+        members: input.members,
+        created: current.created,
+        modified: now,
+        version: current.version.saturating_add(1),
+    }
 }
 
 async fn replace_group(
@@ -1023,14 +1030,15 @@ async fn replace_group(
 ) -> ScimResult<Response> {
     let input = group_input(&body)?;
     let input = std::sync::Arc::new(input);
-    write_group(&state, &p.base, id, "PUT", &headers, move |_| {
+    let committed = revise(&state, &id, "PUT", &headers, replaced_group, move |_| {
         Ok(GroupInput {
             display_name: input.display_name.clone(),
             external_id: input.external_id.clone(),
             members: input.members.clone(),
         })
     })
-    .await
+    .await?;
+    Ok(resource(StatusCode::OK, &group_json(&p.base, &committed)))
 }
 
 async fn patch_group(
@@ -1042,17 +1050,25 @@ async fn patch_group(
 ) -> ScimResult<Response> {
     let ops = patch_ops(&body)?;
     let base = p.base.clone();
-    write_group(&state, &p.base, id, "PATCH", &headers, move |current| {
-        let mut doc = match group_json(&base, current) {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        };
-        for op in &ops {
-            apply_op(&mut doc, op)?;
-        }
-        group_input(&doc)
-    })
-    .await
+    let committed = revise(
+        &state,
+        &id,
+        "PATCH",
+        &headers,
+        replaced_group,
+        move |current| {
+            let mut doc = match group_json(&base, current) {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            for op in &ops {
+                apply_op(&mut doc, op)?;
+            }
+            group_input(&doc)
+        },
+    )
+    .await?;
+    Ok(resource(StatusCode::OK, &group_json(&p.base, &committed)))
 }
 
 async fn delete_group(
@@ -1061,25 +1077,7 @@ async fn delete_group(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ScimResult<Response> {
-    let clock = state.engine.clock();
-    let expected = if_match(&headers);
-    let key = id.clone();
-    state
-        .engine
-        .write_directory(DirectoryWrite::Group {
-            id: id.clone(),
-            operation: operation("DELETE", &format!("/Groups/{id}")),
-            decide: Box::new(move |current| {
-                let current = current.ok_or_else(|| not_found("group", &key))?;
-                check_if_match(expected.as_deref(), current.version)?;
-                Ok(Decided {
-                    after: None,
-                    now: clock.now(),
-                })
-            }),
-        })
-        .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    remove::<DirectoryGroup>(&state, &id, &headers).await
 }
 
 // ---------------------------------------------------------------- PATCH
