@@ -4,7 +4,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Source};
+use super::source::Source;
+use super::ConfigError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
