@@ -14,7 +14,7 @@ use axum::extract::{FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
@@ -46,14 +46,17 @@ pub const SCIM_ROUTES: &[(&str, &str)] = &[
     ("get", "/scim/v2/ResourceTypes/{id}"),
     ("get", "/scim/v2/Schemas"),
     ("get", "/scim/v2/Schemas/{id}"),
+    ("post", "/scim/v2/.search"),
     ("get", "/scim/v2/Users"),
     ("post", "/scim/v2/Users"),
+    ("post", "/scim/v2/Users/.search"),
     ("get", "/scim/v2/Users/{id}"),
     ("put", "/scim/v2/Users/{id}"),
     ("patch", "/scim/v2/Users/{id}"),
     ("delete", "/scim/v2/Users/{id}"),
     ("get", "/scim/v2/Groups"),
     ("post", "/scim/v2/Groups"),
+    ("post", "/scim/v2/Groups/.search"),
     ("get", "/scim/v2/Groups/{id}"),
     ("put", "/scim/v2/Groups/{id}"),
     ("patch", "/scim/v2/Groups/{id}"),
@@ -62,32 +65,41 @@ pub const SCIM_ROUTES: &[(&str, &str)] = &[
 
 /// The SCIM routes, served only when `[server.scim]` is set.
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    let scim = Router::new()
+        .route("/ServiceProviderConfig", get(service_provider_config))
+        .route("/ResourceTypes", get(resource_types))
+        .route("/ResourceTypes/{id}", get(resource_type))
+        .route("/Schemas", get(schemas))
+        .route("/Schemas/{id}", get(schema))
+        .route("/.search", post(search_everything))
+        .route("/Users", get(list_users).post(create_user))
+        .route("/Users/.search", post(search_users))
         .route(
-            "/scim/v2/ServiceProviderConfig",
-            get(service_provider_config),
-        )
-        .route("/scim/v2/ResourceTypes", get(resource_types))
-        .route("/scim/v2/ResourceTypes/{id}", get(resource_type))
-        .route("/scim/v2/Schemas", get(schemas))
-        .route("/scim/v2/Schemas/{id}", get(schema))
-        .route("/scim/v2/Users", get(list_users).post(create_user))
-        .route(
-            "/scim/v2/Users/{id}",
+            "/Users/{id}",
             get(show_user)
                 .put(replace_user)
                 .patch(patch_user)
                 .delete(delete_user),
         )
-        .route("/scim/v2/Groups", get(list_groups).post(create_group))
+        .route("/Groups", get(list_groups).post(create_group))
+        .route("/Groups/.search", post(search_groups))
         .route(
-            "/scim/v2/Groups/{id}",
+            "/Groups/{id}",
             get(show_group)
                 .put(replace_group)
                 .patch(patch_group)
                 .delete(delete_group),
         )
-        .layer(axum::middleware::from_fn(scim_media_type))
+        .fallback(|| async { ScimError::new(StatusCode::NOT_FOUND, None, "no such SCIM endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ScimError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                None,
+                "this SCIM endpoint does not take that method",
+            )
+        })
+        .layer(axum::middleware::from_fn(scim_media_type));
+    Router::new().nest("/scim/v2", scim)
 }
 
 /// SCIM clients send `application/scim+json`: read as JSON by the API's one
@@ -562,14 +574,78 @@ fn not_found(kind: &'static str, id: &str) -> Refusal {
 
 // ---------------------------------------------------------------- lists
 
-/// `filter`, `startIndex`, `count` (others, `attributes` say, are ignored:
-/// every attribute is returned).
+/// `filter`, `startIndex`, `count`, and which attributes to return
+/// (`attributes`, `excludedAttributes`: comma-separated names).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListParams {
     filter: Option<String>,
     start_index: Option<String>,
     count: Option<String>,
+    #[serde(flatten)]
+    projection: ProjectionParams,
+}
+
+/// Which attributes a response carries (RFC 7644 §3.9).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionParams {
+    attributes: Option<String>,
+    excluded_attributes: Option<String>,
+}
+
+impl ProjectionParams {
+    /// From a `.search` body, where both are lists.
+    fn of_body(body: &Map<String, Value>) -> ScimResult<ProjectionParams> {
+        let list = |name: &str| -> ScimResult<Option<String>> {
+            match attr(body, name) {
+                None => Ok(None),
+                Some(Value::Array(items)) => Ok(Some(
+                    items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(ScimError::value(name, "must be a list of attribute names")),
+            }
+        };
+        Ok(ProjectionParams {
+            attributes: list("attributes")?,
+            excluded_attributes: list("excludedAttributes")?,
+        })
+    }
+
+    /// Keeps what was asked for: only `attributes` (with `id` and `schemas`,
+    /// always returned) when given, else all but `excludedAttributes`.
+    fn apply(&self, resource: Value) -> Value {
+        let names = |raw: &Option<String>| -> Vec<String> {
+            raw.iter()
+                .flat_map(|r| r.split(','))
+                .map(|n| {
+                    let n = canonical(n.trim());
+                    n.split('.').next().unwrap_or(n).to_ascii_lowercase()
+                })
+                .filter(|n| !n.is_empty())
+                .collect()
+        };
+        let (only, excluded) = (names(&self.attributes), names(&self.excluded_attributes));
+        let Value::Object(mut map) = resource else {
+            return resource;
+        };
+        let always = |k: &str| k == "id" || k == "schemas";
+        map.retain(|k, _| {
+            let k = k.to_ascii_lowercase();
+            always(&k)
+                || if only.is_empty() {
+                    !excluded.contains(&k)
+                } else {
+                    only.contains(&k)
+                }
+        });
+        Value::Object(map)
+    }
 }
 
 fn number(raw: Option<&str>, name: &str, default: u64) -> ScimResult<u64> {
@@ -656,15 +732,15 @@ async fn list_users(
     p: Provisioner,
     Query(params): Query<ListParams>,
 ) -> ScimResult<Response> {
-    let query = list_query(&params, true)?;
-    let store = state.engine.store();
-    let (total, users) = store.list_directory_users(&query).await?;
-    let mut resources = Vec::with_capacity(users.len());
-    for u in &users {
-        let groups = store.directory_groups_of(&u.id).await?;
-        resources.push(user_json(&p.base, u, &groups));
-    }
-    Ok(list_response(total, query.start_index, resources))
+    users_page(&state, &p, &params).await
+}
+
+async fn search_users(
+    axum::extract::State(state): State,
+    p: Provisioner,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> ScimResult<Response> {
+    users_page(&state, &p, &search_params(&body)?).await
 }
 
 async fn list_groups(
@@ -672,9 +748,111 @@ async fn list_groups(
     p: Provisioner,
     Query(params): Query<ListParams>,
 ) -> ScimResult<Response> {
-    let query = list_query(&params, false)?;
+    groups_page(&state, &p, &params).await
+}
+
+async fn search_groups(
+    axum::extract::State(state): State,
+    p: Provisioner,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> ScimResult<Response> {
+    groups_page(&state, &p, &search_params(&body)?).await
+}
+
+/// `POST /.search`: users, then groups, as one list (a filter on an
+/// attribute only one of them has finds only that kind).
+async fn search_everything(
+    axum::extract::State(state): State,
+    p: Provisioner,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> ScimResult<Response> {
+    let params = search_params(&body)?;
+    let users = list_query(&params, true);
+    let groups = list_query(&params, false);
+    let (users, groups) = match (users, groups) {
+        (Err(e), Err(_)) => return Err(e),
+        (u, g) => (u.ok(), g.ok()),
+    };
+    let store = state.engine.store();
+    let count_only = |q: &ListQuery| ListQuery {
+        count: 0,
+        ..q.clone()
+    };
+    let user_total = match &users {
+        Some(q) => store.list_directory_users(&count_only(q)).await?.0,
+        None => 0,
+    };
+    let group_total = match &groups {
+        Some(q) => store.list_directory_groups(&count_only(q)).await?.0,
+        None => 0,
+    };
+    let (start, count) = match users.as_ref().or(groups.as_ref()) {
+        Some(q) => (q.start_index, q.count),
+        None => (1, 0),
+    };
+    let mut resources = Vec::new();
+    if let Some(q) = users.filter(|_| start <= user_total) {
+        for u in store.list_directory_users(&q).await?.1 {
+            let member_of = store.directory_groups_of(&u.id).await?;
+            resources.push(params.projection.apply(user_json(&p.base, &u, &member_of)));
+        }
+    }
+    let left = count.saturating_sub(resources.len() as u64);
+    if let Some(q) = groups.filter(|_| left > 0) {
+        let q = ListQuery {
+            start_index: start.saturating_sub(user_total).max(1),
+            count: left,
+            ..q
+        };
+        for g in store.list_directory_groups(&q).await?.1 {
+            resources.push(params.projection.apply(group_json(&p.base, &g)));
+        }
+    }
+    Ok(list_response(user_total + group_total, start, resources))
+}
+
+/// A `.search` body (RFC 7644 §3.4.3) as the query parameters it stands for.
+fn search_params(body: &Map<String, Value>) -> ScimResult<ListParams> {
+    let text = |name: &str| match attr(body, name) {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    Ok(ListParams {
+        filter: text("filter"),
+        start_index: text("startIndex"),
+        count: text("count"),
+        projection: ProjectionParams::of_body(body)?,
+    })
+}
+
+async fn users_page(
+    state: &AppState,
+    p: &Provisioner,
+    params: &ListParams,
+) -> ScimResult<Response> {
+    let query = list_query(params, true)?;
+    let store = state.engine.store();
+    let (total, users) = store.list_directory_users(&query).await?;
+    let mut resources = Vec::with_capacity(users.len());
+    for u in &users {
+        let groups = store.directory_groups_of(&u.id).await?;
+        resources.push(params.projection.apply(user_json(&p.base, u, &groups)));
+    }
+    Ok(list_response(total, query.start_index, resources))
+}
+
+async fn groups_page(
+    state: &AppState,
+    p: &Provisioner,
+    params: &ListParams,
+) -> ScimResult<Response> {
+    let query = list_query(params, false)?;
     let (total, groups) = state.engine.store().list_directory_groups(&query).await?;
-    let resources = groups.iter().map(|g| group_json(&p.base, g)).collect();
+    let resources = groups
+        .iter()
+        .map(|g| params.projection.apply(group_json(&p.base, g)))
+        .collect();
     Ok(list_response(total, query.start_index, resources))
 }
 
@@ -849,6 +1027,7 @@ async fn show_user(
     axum::extract::State(state): State,
     p: Provisioner,
     Path(id): Path<String>,
+    Query(projection): Query<ProjectionParams>,
 ) -> ScimResult<Response> {
     let user = state
         .engine
@@ -858,7 +1037,7 @@ async fn show_user(
         .ok_or_else(|| ScimError::not_found("user", &id))?;
     Ok(resource(
         StatusCode::OK,
-        &user_view(&state, &p.base, &user).await?,
+        &projection.apply(user_view(&state, &p.base, &user).await?),
     ))
 }
 
@@ -979,6 +1158,7 @@ async fn show_group(
     axum::extract::State(state): State,
     p: Provisioner,
     Path(id): Path<String>,
+    Query(projection): Query<ProjectionParams>,
 ) -> ScimResult<Response> {
     let group = state
         .engine
@@ -986,7 +1166,10 @@ async fn show_group(
         .directory_group(&id)
         .await?
         .ok_or_else(|| ScimError::not_found("group", &id))?;
-    Ok(resource(StatusCode::OK, &group_json(&p.base, &group)))
+    Ok(resource(
+        StatusCode::OK,
+        &projection.apply(group_json(&p.base, &group)),
+    ))
 }
 
 async fn create_group(
@@ -1451,6 +1634,23 @@ fn attribute(name: &str, kind: &str, required: bool, mutability: &str, uniquenes
     })
 }
 
+/// An attribute whose usual values are `values`.
+fn canonical_values(mut attribute: Value, values: &[&str]) -> Value {
+    if let Some(m) = attribute.as_object_mut() {
+        m.insert("canonicalValues".to_owned(), json!(values));
+    }
+    attribute
+}
+
+/// A `$ref` to resources of `types`.
+fn reference(name: &str, mutability: &str, types: &[&str]) -> Value {
+    let mut a = attribute(name, "reference", false, mutability, "none");
+    if let Some(m) = a.as_object_mut() {
+        m.insert("referenceTypes".to_owned(), json!(types));
+    }
+    a
+}
+
 fn multi(name: &str, mutability: &str, subs: Vec<Value>) -> Value {
     json!({
         "name": name,
@@ -1472,7 +1672,9 @@ fn schema_json(id: &str) -> Option<Value> {
             vec![
                 attribute("userName", "string", true, "readWrite", "server"),
                 attribute("displayName", "string", false, "readWrite", "none"),
-                attribute("active", "boolean", false, "readWrite", "none"),
+                // Required here: Airlock always knows whether an account
+                // is active (a user created without it is).
+                attribute("active", "boolean", true, "readWrite", "none"),
                 multi(
                     "emails",
                     "readWrite",
@@ -1487,7 +1689,7 @@ fn schema_json(id: &str) -> Option<Value> {
                     "readOnly",
                     vec![
                         attribute("value", "string", false, "readOnly", "none"),
-                        attribute("$ref", "reference", false, "readOnly", "none"),
+                        reference("$ref", "readOnly", &["Group"]),
                         attribute("display", "string", false, "readOnly", "none"),
                         attribute("type", "string", false, "readOnly", "none"),
                     ],
@@ -1503,8 +1705,11 @@ fn schema_json(id: &str) -> Option<Value> {
                     "readWrite",
                     vec![
                         attribute("value", "string", false, "immutable", "none"),
-                        attribute("$ref", "reference", false, "immutable", "none"),
-                        attribute("type", "string", false, "immutable", "none"),
+                        reference("$ref", "immutable", &["User"]),
+                        canonical_values(
+                            attribute("type", "string", false, "immutable", "none"),
+                            &["User", "Group"],
+                        ),
                     ],
                 ),
             ],
