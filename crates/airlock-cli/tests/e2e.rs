@@ -927,7 +927,7 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
     };
 
     let migrate = airlock_succeeds(&["migrate", "--database", &db.url]);
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 5"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 6"));
 
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start_with(dir.path(), &["--database", &db.url]);
