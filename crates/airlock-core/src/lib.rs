@@ -16,6 +16,7 @@ pub mod policy_change;
 pub mod request;
 pub mod text;
 pub mod time;
+pub mod waits;
 
 pub use ids::{EntitlementId, GroupName, IdError, RequestId, UserId};
 pub use time::Timestamp;

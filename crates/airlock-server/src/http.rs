@@ -12,7 +12,6 @@ use airlock_core::catalog::User;
 use airlock_core::policy_change::{Proposal, Trigger};
 use airlock_core::request::{AccessRequest, Rejection, State};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
-use airlock_policy::{RequestContext, RequestFacts};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -22,11 +21,11 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApproveBody,
-    AuditEventView, AuditQuery, CreateRequest, CredentialView, DurationInput, EmptyBody,
-    EntitlementView, ErrorBody, ErrorDetail, ExplainView, PageQuery, PolicyReloadView, PolicyView,
-    ProposalView, ReDecision, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
-    VerifyView, WhoAmI, NEXT_CURSOR_HEADER,
+    decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApprovalWaitsReport,
+    ApprovalWaitsView, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
+    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ExplainView, PageQuery,
+    PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
+    ReconcileView, RequestQuery, RequestView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash, ScimSettings};
 use crate::engine::{
@@ -105,6 +104,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/grants"),
     ("get", "/v1/audit"),
     ("get", "/v1/audit/verify"),
+    ("get", "/v1/reports/approval-waits"),
     ("get", "/v1/audit/checkpoint-key"),
     ("post", "/v1/reconcile"),
 ];
@@ -151,6 +151,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/grants", get(grants))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/reports/approval-waits", get(approval_waits))
         .route("/v1/audit/checkpoint-key", get(checkpoint_key))
         .route("/v1/reconcile", post(reconcile))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -547,12 +548,13 @@ async fn entitlements(
         .entitlements
         .values()
         .filter_map(|e| {
-            let facts = RequestFacts {
-                requester: policies.user_facts(&user),
-                entitlement: policies.entitlement_facts(&e.id),
-                context: RequestContext::typical(),
-            };
-            let approval = match policy::verdict(&set, &facts).route {
+            let ask = policy::typical_ask(
+                &set,
+                policies.user_facts(&user),
+                e,
+                policies.entitlement_facts(&e.id),
+            )?;
+            let approval = match ask.route {
                 Route::Denied { .. } => return None,
                 Route::AutoApproved => "auto".to_owned(),
                 Route::NeedsApprovals(tiers) => tiers
@@ -561,7 +563,7 @@ async fn entitlements(
                     .collect::<Vec<_>>()
                     .join(" and "),
             };
-            Some(EntitlementView::new(e, approval))
+            Some(EntitlementView::new(e, approval, ask.needs))
         })
         .collect();
     Json(views)
@@ -1042,6 +1044,37 @@ async fn audit(
     };
     let records = state.engine.audit(&filter).await?;
     Ok(Json(records.iter().map(AuditEventView::from).collect()))
+}
+
+/// How far back the approval-wait report looks unless told.
+const DEFAULT_REPORT_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+
+async fn approval_waits(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<WaitsQuery>,
+) -> ApiResult<Json<ApprovalWaitsReport>> {
+    require(&user, Capability::ReadEverything)?;
+    let now = state.engine.now();
+    let since = match q.since.as_deref().map(str::trim) {
+        None => now.minus(DEFAULT_REPORT_PERIOD),
+        // A time, or else how long back from now.
+        Some(raw) => parse_time(raw).or_else(|time_error| {
+            parse_duration(raw)
+                .map(|back| now.minus(back))
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "since",
+                        format!("{time_error}, nor a duration such as `30d`"),
+                    )
+                })
+        })?,
+    };
+    let waits = state.engine.approval_waits(since).await?;
+    Ok(Json(ApprovalWaitsReport {
+        since: format_time(since),
+        entitlements: waits.iter().map(ApprovalWaitsView::from).collect(),
+    }))
 }
 
 async fn verify_audit(
