@@ -266,10 +266,11 @@ pub trait Store: Send + Sync {
     ) -> Result<(u64, Vec<DirectoryGroup>), StoreError>;
 
     /// Where `user_name` stands in the directory (matched regardless of
-    /// case), from one snapshot.
+    /// case); the groups as [`Store::directory_groups_of`] gives them.
     async fn directory_standing(&self, user_name: &str) -> Result<directory::Standing, StoreError>;
 
-    /// The groups a directory user is a member of.
+    /// The groups a directory user is a member of (their `members` left
+    /// empty: sign-in and the user's SCIM view need only the groups).
     async fn directory_groups_of(&self, user_id: &str) -> Result<Vec<DirectoryGroup>, StoreError>;
 
     /// Loads exported state into an empty database in one transaction;

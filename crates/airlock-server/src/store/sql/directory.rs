@@ -270,9 +270,8 @@ pub(super) async fn groups_of(
     .fetch_all(&mut *conn)
     .await
     .map_err(db_err)?;
-    let mut groups: Vec<DirectoryGroup> =
-        rows.iter().map(group_from_row).collect::<Result<_, _>>()?;
-    fill_members(conn, &mut groups).await?;
+    let groups: Vec<DirectoryGroup> = rows.iter().map(group_from_row).collect::<Result<_, _>>()?;
+    // Members are not read: nobody who asks needs them.
     Ok(groups)
 }
 
