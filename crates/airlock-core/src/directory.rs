@@ -100,9 +100,13 @@ pub enum Consequence {
     /// The user was deactivated or deleted: every unfinished request of
     /// theirs ends now (grants revoked, the rest cancelled).
     Deprovision { user: UserId, cause: String },
-    /// The user left a group: each unfinished request of theirs is decided
-    /// again by the policy set on their groups now.
-    Redecide { user: UserId, cause: String },
+    /// The user left `group`: each unfinished request of theirs is decided
+    /// again, with and without it, by the policy set.
+    Redecide {
+        user: UserId,
+        group: GroupName,
+        cause: String,
+    },
 }
 
 /// A directory change, decided: the events to store with it and what the
@@ -323,6 +327,8 @@ pub fn group_change(
         old_members.difference(new_members).collect()
     };
     let old_group = before.map_or(String::new(), |g| g.display_name.clone());
+    // A name policies cannot see (no valid group name) decided nothing.
+    let lost = before.and_then(|g| g.name().ok());
     for id in left {
         if let Some(user) = user_names.get(id) {
             if !renamed || !new_members.contains(id) {
@@ -333,10 +339,13 @@ pub fn group_change(
                     details([op(), ("group", old_group.clone())]),
                 ));
             }
-            change.consequences.push(Consequence::Redecide {
-                user: user.clone(),
-                cause: format!("`{user}` left group `{old_group}` ({operation})"),
-            });
+            if let Some(group) = &lost {
+                change.consequences.push(Consequence::Redecide {
+                    user: user.clone(),
+                    group: group.clone(),
+                    cause: format!("`{user}` left group `{old_group}` ({operation})"),
+                });
+            }
         }
     }
     change
@@ -426,7 +435,7 @@ mod tests {
         let c = group_change(Some(&before), Some(&after), &names, "PATCH /Groups/g1", now);
         assert_eq!(actions(&c), ["membership_added", "membership_removed"]);
         assert!(
-            matches!(&c.consequences[..], [Consequence::Redecide { user, cause }]
+            matches!(&c.consequences[..], [Consequence::Redecide { user, cause, .. }]
             if user.as_str() == "alice" && cause.contains("`sre`"))
         );
         let c = group_change(Some(&after), None, &names, "DELETE /Groups/g1", now);

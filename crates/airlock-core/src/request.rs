@@ -579,14 +579,21 @@ pub enum Command {
     /// retried and never abandoned). A request already ended stays as it is.
     /// Only the engine sends it.
     Deprovision { cause: String },
-    /// A fact the request's decision stood on changed (the requester left a
-    /// group; `cause` says which): `verdict` is the policy set's answer for
-    /// it now. A pending request the policies now deny is denied and a
-    /// grant they no longer permit (approved or active) is revoked, both
-    /// with the cause and the policies' reasons; otherwise nothing changes
-    /// (approvals already given stand: see [`Command::Approve`]).
+    /// A fact the request's decision may have stood on changed (the
+    /// requester left a group; `cause` says which): `before` is the policy
+    /// set's answer with the old fact, `after` with the new one. Only when
+    /// the change is what turns a permit into a denial does the request end
+    /// — a pending one denied, an approved or active grant revoked, with
+    /// the cause and the policies' reasons; a request the policies deny
+    /// either way for other reasons (facts a re-decision cannot know, such
+    /// as the groups in the requester's last token or their last MFA) is
+    /// not the change's doing and stays. Approvals already given stand.
     /// Only the engine sends it.
-    Redecide { verdict: Verdict, cause: String },
+    Redecide {
+        before: Verdict,
+        after: Verdict,
+        cause: String,
+    },
     /// The scheduler found the request due: time out, expire, start or retry.
     Tick,
     /// The process that made this request's connector attempt in flight has
@@ -764,8 +771,13 @@ pub fn apply(
                 request.end_by_directory(state, action, cause.clone(), now, &mut out);
             }
         }
-        Command::Redecide { verdict, cause } => {
-            if let Route::Denied { reasons } = &verdict.route {
+        Command::Redecide {
+            before,
+            after: verdict,
+            cause,
+        } => {
+            let flipped = !matches!(before.route, Route::Denied { .. });
+            if let (true, Route::Denied { reasons }) = (flipped, &verdict.route) {
                 let ending = match request.state {
                     State::Pending => Some((State::Denied, AuditAction::Denied)),
                     State::Approved | State::Active => Some((State::Revoked, AuditAction::Revoked)),

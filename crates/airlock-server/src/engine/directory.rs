@@ -75,11 +75,17 @@ impl Engine {
                 (Consequence::Deprovision { cause, .. }, _) => Command::Deprovision {
                     cause: cause.clone(),
                 },
-                (Consequence::Redecide { cause, .. }, Some(requester)) => {
+                (Consequence::Redecide { cause, group, .. }, Some(requester)) => {
                     let policies = self.policies();
-                    let facts = policies.stored_request_facts(requester, &request);
+                    let set = policies.current();
+                    let mut before = requester.clone();
+                    before.groups.insert(group.clone());
+                    let verdict = |user: &User| {
+                        policy::verdict(&set, &policies.stored_request_facts(user, &request))
+                    };
                     Command::Redecide {
-                        verdict: policy::verdict(&policies.current(), &facts),
+                        before: verdict(&before),
+                        after: verdict(requester),
                         cause: cause.clone(),
                     }
                 }
