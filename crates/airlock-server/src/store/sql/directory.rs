@@ -303,12 +303,61 @@ async fn user_names(
     Ok(names)
 }
 
-fn bool_int(b: bool) -> i64 {
-    i64::from(b)
+/// A value bound to a write.
+enum Arg {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+}
+
+/// Runs one write with `args` as `$1…`.
+async fn run(conn: &mut AnyConnection, sql: &str, args: Vec<Arg>) -> Result<(), StoreError> {
+    let mut query = sqlx::query(sql);
+    for arg in args {
+        query = match arg {
+            Arg::Text(t) => query.bind(t),
+            Arg::OptText(t) => query.bind(t),
+            Arg::Int(i) => query.bind(i),
+        };
+    }
+    query.execute(&mut *conn).await.map_err(db_err)?;
+    Ok(())
 }
 
 fn version_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A user's columns, in the order of [`USER_COLUMNS`] then `user_name_key`.
+fn user_args(u: &DirectoryUser) -> Vec<Arg> {
+    vec![
+        Arg::Text(u.id.clone()),
+        Arg::Text(u.user_name.to_string()),
+        Arg::OptText(u.external_id.clone()),
+        Arg::OptText(u.display_name.clone()),
+        Arg::Text(emails_json(&u.emails)),
+        Arg::Int(i64::from(u.active)),
+        Arg::Int(u.created.unix_millis()),
+        Arg::Int(u.modified.unix_millis()),
+        Arg::Int(version_int(u.version)),
+        Arg::Text(u.user_name.as_str().to_lowercase()),
+    ]
+}
+
+/// A group's columns, in the order of [`GROUP_COLUMNS`].
+fn group_args(g: &DirectoryGroup) -> Vec<Arg> {
+    vec![
+        Arg::Text(g.id.clone()),
+        Arg::Text(g.display_name.clone()),
+        Arg::OptText(g.external_id.clone()),
+        Arg::Int(g.created.unix_millis()),
+        Arg::Int(g.modified.unix_millis()),
+        Arg::Int(version_int(g.version)),
+    ]
+}
+
+fn id_arg(id: &str) -> Vec<Arg> {
+    vec![Arg::Text(id.to_owned())]
 }
 
 /// Decides and writes a user change inside the writer's transaction; its
@@ -344,86 +393,62 @@ pub(super) async fn write_user(
         operation,
         decided.now,
     );
-    // A deleted name stays refused at sign-in until provisioned again.
-    let removed_names = before
+    // A name deleted (or renamed away) stays refused at sign-in until a
+    // user of that name is provisioned again.
+    let key = |u: &DirectoryUser| u.user_name.as_str().to_lowercase();
+    let kept = decided.after.as_ref().map(key);
+    for old in before
         .iter()
-        .map(|u| u.user_name.as_str().to_lowercase())
-        .filter(|old| {
-            decided
-                .after
-                .as_ref()
-                .map(|u| u.user_name.as_str().to_lowercase())
-                .as_ref()
-                != Some(old)
-        });
-    for old in removed_names {
-        sqlx::query("DELETE FROM directory_removed WHERE user_name_key = $1")
-            .bind(old.clone())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
-        sqlx::query("INSERT INTO directory_removed (user_name_key, removed_at) VALUES ($1, $2)")
-            .bind(old)
-            .bind(decided.now.unix_millis())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
+        .map(key)
+        .filter(|old| kept.as_ref() != Some(old))
+    {
+        run(
+            conn,
+            "DELETE FROM directory_removed WHERE user_name_key = $1",
+            vec![Arg::Text(old.clone())],
+        )
+        .await?;
+        run(
+            conn,
+            "INSERT INTO directory_removed (user_name_key, removed_at) VALUES ($1, $2)",
+            vec![Arg::Text(old), Arg::Int(decided.now.unix_millis())],
+        )
+        .await?;
     }
-    if let Some(new) = &decided.after {
-        sqlx::query("DELETE FROM directory_removed WHERE user_name_key = $1")
-            .bind(new.user_name.as_str().to_lowercase())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
+    if let Some(new) = &kept {
+        run(
+            conn,
+            "DELETE FROM directory_removed WHERE user_name_key = $1",
+            vec![Arg::Text(new.clone())],
+        )
+        .await?;
     }
     match (&before, &decided.after) {
         (None, Some(u)) => {
-            sqlx::query(&format!(
+            let sql = format!(
                 "INSERT INTO directory_users ({USER_COLUMNS}, user_name_key) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
-            ))
-            .bind(u.id.clone())
-            .bind(u.user_name.to_string())
-            .bind(u.external_id.clone())
-            .bind(u.display_name.clone())
-            .bind(emails_json(&u.emails))
-            .bind(bool_int(u.active))
-            .bind(u.created.unix_millis())
-            .bind(u.modified.unix_millis())
-            .bind(version_int(u.version))
-            .bind(u.user_name.as_str().to_lowercase())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
+            );
+            run(conn, &sql, user_args(u)).await?;
         }
         (Some(_), Some(u)) => {
-            sqlx::query(
-                "UPDATE directory_users SET user_name = $2, external_id = $3, display_name = $4, emails = $5, \
-                 active = $6, updated_at = $7, version = $8, user_name_key = $9 WHERE id = $1",
-            )
-            .bind(u.id.clone())
-            .bind(u.user_name.to_string())
-            .bind(u.external_id.clone())
-            .bind(u.display_name.clone())
-            .bind(emails_json(&u.emails))
-            .bind(bool_int(u.active))
-            .bind(u.modified.unix_millis())
-            .bind(version_int(u.version))
-            .bind(u.user_name.as_str().to_lowercase())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
+            let sql = "UPDATE directory_users SET user_name = $2, external_id = $3, display_name = $4, \
+                 emails = $5, active = $6, created_at = $7, updated_at = $8, version = $9, user_name_key = $10 \
+                 WHERE id = $1";
+            run(conn, sql, user_args(u)).await?;
         }
         (Some(old), None) => {
-            for sql in [
+            run(
+                conn,
                 "DELETE FROM directory_members WHERE user_id = $1",
+                id_arg(&old.id),
+            )
+            .await?;
+            run(
+                conn,
                 "DELETE FROM directory_users WHERE id = $1",
-            ] {
-                sqlx::query(sql)
-                    .bind(old.id.clone())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_err)?;
-            }
+                id_arg(&old.id),
+            )
+            .await?;
         }
         (None, None) => {}
     }
@@ -474,46 +499,32 @@ pub(super) async fn write_group(
         decided.now,
     );
     if before.is_some() {
-        sqlx::query("DELETE FROM directory_members WHERE group_id = $1")
-            .bind(id.to_owned())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
+        run(
+            conn,
+            "DELETE FROM directory_members WHERE group_id = $1",
+            id_arg(id),
+        )
+        .await?;
     }
     match (&before, &decided.after) {
         (None, Some(g)) => {
-            sqlx::query(&format!(
+            let sql = format!(
                 "INSERT INTO directory_groups ({GROUP_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6)"
-            ))
-            .bind(g.id.clone())
-            .bind(g.display_name.clone())
-            .bind(g.external_id.clone())
-            .bind(g.created.unix_millis())
-            .bind(g.modified.unix_millis())
-            .bind(version_int(g.version))
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
+            );
+            run(conn, &sql, group_args(g)).await?;
         }
         (Some(_), Some(g)) => {
-            sqlx::query(
-                "UPDATE directory_groups SET display_name = $2, external_id = $3, updated_at = $4, version = $5 WHERE id = $1",
-            )
-            .bind(g.id.clone())
-            .bind(g.display_name.clone())
-            .bind(g.external_id.clone())
-            .bind(g.modified.unix_millis())
-            .bind(version_int(g.version))
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
+            let sql = "UPDATE directory_groups SET display_name = $2, external_id = $3, created_at = $4, \
+                 updated_at = $5, version = $6 WHERE id = $1";
+            run(conn, sql, group_args(g)).await?;
         }
         (Some(old), None) => {
-            sqlx::query("DELETE FROM directory_groups WHERE id = $1")
-                .bind(old.id.clone())
-                .execute(&mut *conn)
-                .await
-                .map_err(db_err)?;
+            run(
+                conn,
+                "DELETE FROM directory_groups WHERE id = $1",
+                id_arg(&old.id),
+            )
+            .await?;
         }
         (None, None) => {}
     }
@@ -523,15 +534,15 @@ pub(super) async fn write_group(
             let values: Vec<String> = (0..chunk.len())
                 .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
                 .collect();
-            let q_sql = format!(
+            let sql = format!(
                 "INSERT INTO directory_members (group_id, user_id) VALUES {}",
                 values.join(",")
             );
-            let mut q = sqlx::query(&q_sql);
-            for m in chunk {
-                q = q.bind(g.id.clone()).bind((*m).clone());
-            }
-            q.execute(&mut *conn).await.map_err(db_err)?;
+            let args = chunk
+                .iter()
+                .flat_map(|m| [Arg::Text(g.id.clone()), Arg::Text((*m).clone())])
+                .collect();
+            run(conn, &sql, args).await?;
         }
     }
     events.extend(change.events.iter().cloned());
