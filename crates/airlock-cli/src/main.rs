@@ -10,6 +10,7 @@ use crate::terminal::say_err;
 mod args;
 mod database;
 mod demo;
+mod login;
 mod output;
 mod oversight;
 mod policy;
@@ -44,6 +45,8 @@ enum Cmd {
     Requests(requests::RequestCmd),
     #[command(flatten)]
     Oversight(oversight::OversightCmd),
+    #[command(flatten)]
+    Session(login::SessionCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,5 +104,6 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Policy { command } => policy::run(command).await,
         Cmd::Requests(c) => requests::run(c).await,
         Cmd::Oversight(c) => oversight::run(c).await,
+        Cmd::Session(c) => login::run(c).await,
     }
 }

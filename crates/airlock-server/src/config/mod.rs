@@ -262,6 +262,7 @@ impl Settings {
                 members_from_provider: server.oidc.is_some() || scim.is_some(),
                 policy_folder: policy.dir.is_some(),
                 connectors: &connectors,
+                pending_timeout: server.lifecycle.pending_timeout,
             },
         )?;
         catalog.entitlements = entitlements.catalog;
