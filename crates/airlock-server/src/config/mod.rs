@@ -9,6 +9,7 @@ mod connectors;
 mod entitlements;
 mod oidc;
 mod policy;
+mod scim;
 mod server;
 mod source;
 mod users;
@@ -34,6 +35,7 @@ use crate::policy::PolicySource;
 use crate::store::sql::Location;
 
 pub use oidc::{DEFAULT_JWKS_REFETCH_AFTER, DEFAULT_OIDC_CLOCK_SKEW};
+pub use scim::ScimSettings;
 pub use source::parse_duration;
 
 /// A secret that never prints.
@@ -122,6 +124,8 @@ pub struct Settings {
     /// Sign-in with the organisation's identity provider (`[server.oidc]`);
     /// `None`: only the config's static tokens authenticate.
     pub oidc: Option<OidcSettings>,
+    /// SCIM provisioning (`[server.scim]`); `None`: no SCIM routes.
+    pub scim: Option<ScimSettings>,
 }
 
 /// What the API allows one client, so that slow or silent connections cannot
@@ -235,6 +239,12 @@ impl Settings {
             token_hashes,
             mut directory,
         } = users::users_table(&src, &raw.users)?;
+        let scim = raw
+            .server
+            .scim
+            .as_ref()
+            .map(|s| scim::settings(&src, s, &token_hashes))
+            .transpose()?;
         let policy = policy::policy_table(&src, raw.policy.as_ref());
         let connectors = connectors::connectors_table(
             &src,
@@ -247,7 +257,9 @@ impl Settings {
             &raw.entitlements,
             &entitlements::Known {
                 users: &catalog.users,
-                members_from_provider: server.oidc.is_some(),
+                // Its tokens or its SCIM pushes bring members the config
+                // cannot know.
+                members_from_provider: server.oidc.is_some() || scim.is_some(),
                 policy_folder: policy.dir.is_some(),
                 connectors: &connectors,
                 pending_timeout: server.lifecycle.pending_timeout,
@@ -275,6 +287,7 @@ impl Settings {
             audit,
             http: server.http,
             oidc: server.oidc,
+            scim,
         })
     }
 }
