@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod clock;
+mod directory;
 mod reconcile;
 
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
@@ -37,6 +38,7 @@ use crate::store::{
 };
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use directory::Refused;
 pub use reconcile::{
     ConnectorOutcome, ConnectorReport, FindingReport, FixOutcome, ReconcileReport,
 };
@@ -215,11 +217,8 @@ impl Engine {
         Arc::clone(&self.outbox_wake)
     }
 
-    pub fn clock(&self) -> Arc<dyn Clock> {
-        Arc::clone(&self.clock)
-    }
-
-    pub fn store(&self) -> Arc<dyn Store> {
+    /// The store, shared (the notification dispatcher holds it).
+    pub fn shared_store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
     }
 
@@ -277,6 +276,16 @@ impl Engine {
         })
     }
 
+    /// The store, for reads that need no decision (the SCIM API's).
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The engine's clock, for decisions made inside a store write.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
@@ -285,8 +294,9 @@ impl Engine {
         &self.policies
     }
 
-    /// A user as the directory knows them now; one removed from the config
-    /// since keeps their id and no groups.
+    /// A user as the config knows them now; one removed from the config
+    /// since keeps their id and no groups. (With provisioned groups:
+    /// [`Engine::known_user_now`].)
     pub fn known_user(&self, id: &UserId) -> User {
         self.catalog.user(id).cloned().unwrap_or_else(|| User {
             id: id.clone(),
@@ -612,13 +622,21 @@ impl Engine {
         let engine = Arc::clone(self);
         let routing = Arc::clone(&self.routing);
         let approver = approver.clone();
+        // The requester's groups now, provisioned ones included (read before
+        // the write: a membership change committed meanwhile re-decides the
+        // request after it).
+        let requester = self.known_user_now(&self.get(id).await?.requester).await?;
         let transition = self
             .store
             .update_request(
                 id,
                 Box::new(move |current| {
                     let policies = &engine.policies;
-                    let requester = engine.known_user(&current.requester);
+                    let requester = if requester.id == current.requester {
+                        requester.clone()
+                    } else {
+                        engine.known_user(&current.requester)
+                    };
                     let facts = policies.stored_request_facts(&requester, &current);
                     let permission = policy::approver_verdict(
                         &policies.current(),

@@ -30,7 +30,6 @@ pub enum CallOutcome {
     Permanent,
 }
 
-#[derive(Default)]
 pub struct Metrics {
     events: [AtomicU64; ACTIONS.len()],
     /// [grant, revoke] × [ok, retryable, permanent]
@@ -39,6 +38,20 @@ pub struct Metrics {
     lag_count: AtomicU64,
     lag_sum_ms: AtomicU64,
     notifications: [AtomicU64; NOTIFICATION_OUTCOMES.len()],
+}
+
+// By hand: arrays longer than 32 have no derived `Default`.
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            events: std::array::from_fn(|_| AtomicU64::new(0)),
+            calls: Default::default(),
+            lag_buckets: Default::default(),
+            lag_count: AtomicU64::new(0),
+            lag_sum_ms: AtomicU64::new(0),
+            notifications: Default::default(),
+        }
+    }
 }
 
 impl Metrics {

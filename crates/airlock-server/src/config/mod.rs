@@ -10,6 +10,7 @@ mod entitlements;
 mod notifications;
 mod oidc;
 mod policy;
+mod scim;
 mod server;
 mod source;
 mod users;
@@ -36,6 +37,7 @@ use crate::store::sql::Location;
 
 pub use notifications::{ChannelSettings, NotificationSettings, SmtpSettings, SmtpTls};
 pub use oidc::{DEFAULT_JWKS_REFETCH_AFTER, DEFAULT_OIDC_CLOCK_SKEW};
+pub use scim::ScimSettings;
 pub use source::parse_duration;
 
 /// A secret that never prints.
@@ -124,6 +126,8 @@ pub struct Settings {
     /// Sign-in with the organisation's identity provider (`[server.oidc]`);
     /// `None`: only the config's static tokens authenticate.
     pub oidc: Option<OidcSettings>,
+    /// SCIM provisioning (`[server.scim]`); `None`: no SCIM routes.
+    pub scim: Option<ScimSettings>,
     /// Channels, routing and retries of notifications (`[notifications]`).
     pub notifications: NotificationSettings,
 }
@@ -242,6 +246,12 @@ impl Settings {
             mut directory,
             emails,
         } = users::users_table(&src, &raw.users)?;
+        let scim = raw
+            .server
+            .scim
+            .as_ref()
+            .map(|s| scim::settings(&src, s, &token_hashes))
+            .transpose()?;
         let policy = policy::policy_table(&src, raw.policy.as_ref());
         let connectors = connectors::connectors_table(
             &src,
@@ -254,7 +264,9 @@ impl Settings {
             &raw.entitlements,
             &entitlements::Known {
                 users: &catalog.users,
-                members_from_provider: server.oidc.is_some(),
+                // Its tokens or its SCIM pushes bring members the config
+                // cannot know.
+                members_from_provider: server.oidc.is_some() || scim.is_some(),
                 policy_folder: policy.dir.is_some(),
                 connectors: &connectors,
                 pending_timeout: server.lifecycle.pending_timeout,
@@ -289,6 +301,7 @@ impl Settings {
             audit,
             http: server.http,
             oidc: server.oidc,
+            scim,
             notifications,
         })
     }

@@ -49,7 +49,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(parts: DispatcherParts) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
-            store: parts.engine.store(),
+            store: parts.engine.shared_store(),
             clock: parts.engine.clock(),
             wake: parts.engine.outbox_wake(),
             engine: parts.engine,
