@@ -502,6 +502,7 @@ pub async fn start_with_clock(
         book: Arc::new(notify::ConfigAddressBook::new(
             Arc::new(settings.catalog.clone()),
             settings.notifications.emails.clone(),
+            settings.scim.is_some().then(|| engine.shared_store()),
         )),
         retry: settings.notifications.retry,
     });

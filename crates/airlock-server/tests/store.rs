@@ -1814,3 +1814,39 @@ async fn concurrent_dispatchers_share_the_outbox_without_overlap() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_find_directory_users_addresses_when_the_config_has_none() {
+    use airlock_server::notify::{AddressBook, ConfigAddressBook};
+    on_every_store(|store, _| async move {
+        put_user(&store, directory_user("d1", "dora", true, 0))
+            .await
+            .unwrap();
+        put_user(&store, directory_user("d2", "gone", false, 0))
+            .await
+            .unwrap();
+        let alice = UserId::parse("alice").unwrap();
+        let book = ConfigAddressBook::new(
+            Arc::new(airlock_core::catalog::Catalog::default()),
+            [(alice.clone(), "Alice <alice@corp.example>".to_owned())].into(),
+            Some(Arc::clone(&store) as Arc<dyn Store>),
+        );
+        let email = |name: &str| {
+            let book = &book;
+            let id = UserId::parse(name).unwrap();
+            async move { book.email(&id).await }
+        };
+        assert_eq!(
+            email("alice").await.as_deref(),
+            Some("Alice <alice@corp.example>")
+        );
+        assert_eq!(email("dora").await.as_deref(), Some("dora@example.com"));
+        assert_eq!(
+            email("gone").await,
+            None,
+            "a deactivated user is not mailed"
+        );
+        assert_eq!(email("nobody").await, None);
+    })
+    .await;
+}

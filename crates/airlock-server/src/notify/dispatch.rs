@@ -167,7 +167,8 @@ impl Dispatcher {
                             entry.topic.audience(),
                             request.as_ref(),
                             p.book.as_ref(),
-                        ),
+                        )
+                        .await,
                     };
                     match channel.send(&message).await {
                         Ok(()) => Delivery::Sent,

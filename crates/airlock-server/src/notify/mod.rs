@@ -15,6 +15,8 @@ use airlock_core::notify::{Audience, Topic};
 use airlock_core::request::AccessRequest;
 use airlock_core::UserId;
 
+use crate::store::Store;
+
 mod channels;
 mod dispatch;
 
@@ -60,33 +62,59 @@ pub trait Channel: Send + Sync {
     async fn send(&self, message: &Message) -> Result<(), ChannelError>;
 }
 
-/// Who the people are and where they are reached. Today the config's users
-/// (`[users.NAME] email`); users provisioned from a directory (SCIM) plug
-/// in here with their own addresses.
+/// Who the people are and where they are reached: the config's users
+/// (`[users.NAME] email`), then the users a directory provisioned (SCIM).
+#[async_trait::async_trait]
 pub trait AddressBook: Send + Sync {
-    fn email(&self, user: &UserId) -> Option<String>;
+    async fn email(&self, user: &UserId) -> Option<String>;
     /// Everyone whose approval `request` waits for now.
-    fn approvers(&self, request: &AccessRequest) -> Vec<UserId>;
+    async fn approvers(&self, request: &AccessRequest) -> Vec<UserId>;
 }
 
-/// The config's users and their addresses.
+/// The config's users and their addresses; a user the config gives no
+/// address is looked up in the directory SCIM provisions (its primary
+/// email, while the user is active).
 pub struct ConfigAddressBook {
     catalog: Arc<Catalog>,
     emails: BTreeMap<UserId, String>,
+    directory: Option<Arc<dyn Store>>,
 }
 
 impl ConfigAddressBook {
-    pub fn new(catalog: Arc<Catalog>, emails: BTreeMap<UserId, String>) -> Self {
-        ConfigAddressBook { catalog, emails }
+    pub fn new(
+        catalog: Arc<Catalog>,
+        emails: BTreeMap<UserId, String>,
+        directory: Option<Arc<dyn Store>>,
+    ) -> Self {
+        ConfigAddressBook {
+            catalog,
+            emails,
+            directory,
+        }
     }
 }
 
+#[async_trait::async_trait]
 impl AddressBook for ConfigAddressBook {
-    fn email(&self, user: &UserId) -> Option<String> {
-        self.emails.get(user).cloned()
+    async fn email(&self, user: &UserId) -> Option<String> {
+        if let Some(email) = self.emails.get(user) {
+            return Some(email.clone());
+        }
+        let found = self
+            .directory
+            .as_ref()?
+            .directory_user_named(user.as_str())
+            .await
+            .ok()
+            .flatten()
+            .filter(|u| u.active)?;
+        let primary = found.emails.iter().find(|e| e.primary);
+        primary
+            .or_else(|| found.emails.first())
+            .map(|e| e.value.clone())
     }
 
-    fn approvers(&self, request: &AccessRequest) -> Vec<UserId> {
+    async fn approvers(&self, request: &AccessRequest) -> Vec<UserId> {
         self.catalog
             .users
             .values()
@@ -97,23 +125,24 @@ impl AddressBook for ConfigAddressBook {
 }
 
 /// The people a notification about `request` is for.
-pub fn recipients(
+pub async fn recipients(
     audience: Audience,
     request: Option<&AccessRequest>,
     book: &dyn AddressBook,
 ) -> Vec<Recipient> {
     let users = match (audience, request) {
         (Audience::Requester, Some(r)) => vec![r.requester.clone()],
-        (Audience::Approvers, Some(r)) => book.approvers(r),
+        (Audience::Approvers, Some(r)) => book.approvers(r).await,
         _ => Vec::new(),
     };
-    users
-        .into_iter()
-        .map(|user| Recipient {
-            email: book.email(&user),
+    let mut out = Vec::with_capacity(users.len());
+    for user in users {
+        out.push(Recipient {
+            email: book.email(&user).await,
             user,
-        })
-        .collect()
+        });
+    }
+    out
 }
 
 /// The subject line and text of a message about `topic` with `facts`.
