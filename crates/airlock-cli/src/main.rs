@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use airlock_server::api::{AuditQuery, CreateRequest, DurationInput, RequestQuery, RequestView};
 use airlock_server::client::{Action, Client};
-use airlock_server::config::{new_token, token_hash, Settings};
+use airlock_server::config::Settings;
 use airlock_server::store::sql::{Location, SqlStore};
 use airlock_server::store::transfer;
 use anyhow::{bail, Context};
@@ -19,6 +19,7 @@ mod output;
 mod policy;
 mod ssh;
 mod terminal;
+mod tokens;
 
 #[derive(Parser)]
 #[command(
@@ -156,8 +157,12 @@ enum Cmd {
     },
     /// Validate a config file and exit.
     CheckConfig { config: PathBuf },
-    /// Make a new API token and print it with the hash to put in the config.
-    Token,
+    /// API tokens: `create`, `list`, `revoke`. Alone: make a config token
+    /// and print it with the hash to put in the config.
+    Token {
+        #[command(subcommand)]
+        command: Option<tokens::TokenCmd>,
+    },
     /// Ask for an entitlement.
     Request {
         entitlement: String,
@@ -677,12 +682,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Token => {
-            let token = new_token();
-            say!("token:        {token}");
-            say!("token_sha256: {}", token_hash(&token));
-            Ok(())
-        }
+        Cmd::Token { command } => tokens::run(command).await,
         Cmd::Request {
             entitlement,
             duration,
@@ -776,7 +776,15 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             })
         }
         Cmd::Show { id, conn } => {
-            output::request(&client(&conn)?.get_request(&id).await?, conn.json)
+            let client = client(&conn)?;
+            let request = client.get_request(&id).await?;
+            output::request(&request, conn.json)?;
+            if !conn.json {
+                // Who acted with which API token is in the request's audit
+                // events, which whoever sees the request may read.
+                output::acted_with_tokens(&client.explain(&id).await?.history);
+            }
+            Ok(())
         }
         Cmd::Grants { conn } => output::grants(&client(&conn)?.grants().await?, conn.json),
         Cmd::Entitlements { conn } => {

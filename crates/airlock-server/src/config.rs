@@ -25,6 +25,8 @@ use crate::oidc::OidcSettings;
 use crate::policy::{shorthand_policies, PolicySource};
 use crate::store::sql::Location;
 
+mod tokens;
+
 /// A secret that never prints.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
@@ -111,6 +113,8 @@ pub struct Settings {
     /// Sign-in with the organisation's identity provider (`[server.oidc]`);
     /// `None`: only the config's static tokens authenticate.
     pub oidc: Option<OidcSettings>,
+    /// The longest an API token may live (`server.token_max_lifetime`).
+    pub token_max_lifetime: Duration,
 }
 
 /// What the API allows one client, so that slow or silent connections cannot
@@ -192,6 +196,8 @@ struct RawConfig {
     #[serde(default)]
     users: BTreeMap<String, Spanned<RawUser>>,
     #[serde(default)]
+    services: BTreeMap<String, Spanned<tokens::RawService>>,
+    #[serde(default)]
     connectors: BTreeMap<String, Spanned<RawConnector>>,
     #[serde(default)]
     entitlements: BTreeMap<String, Spanned<RawEntitlement>>,
@@ -237,6 +243,7 @@ struct RawServer {
     idle_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<u32>>,
     oidc: Option<RawOidc>,
+    token_max_lifetime: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -752,13 +759,16 @@ impl Settings {
                 Some(e) => e.get_ref().clone(),
                 None => "employee".to_owned(),
             };
-            let user = User { id, groups, roles };
+            let user = User::person(id, groups, roles);
             directory.users.insert(
                 user.id.clone(),
                 UserFacts::from_user(&user, &user_team(user_raw), &employment, user_raw.on_call),
             );
             catalog.users.insert(user.id.clone(), user);
         }
+        tokens::services(&src, &raw.services, &mut catalog, &mut directory)?;
+        let token_max_lifetime =
+            tokens::token_max_lifetime(&src, raw.server.token_max_lifetime.as_ref())?;
 
         let policy_dir = raw
             .policy
@@ -1216,6 +1226,7 @@ impl Settings {
             audit,
             http,
             oidc,
+            token_max_lifetime,
         })
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 mod clock;
 mod reconcile;
+pub mod tokens;
 
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
 use airlock_core::access::{self, RequestAction};
@@ -35,6 +36,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use reconcile::{
     ConnectorOutcome, ConnectorReport, FindingReport, FixOutcome, ReconcileReport,
 };
+pub use tokens::{CreatedToken, TokenAsk, TokenRefused};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -141,6 +143,9 @@ pub struct Engine {
     reconciling: tokio::sync::Mutex<()>,
     /// Why the audit record cannot be trusted, if it cannot.
     untrusted: std::sync::RwLock<Option<String>>,
+    /// API tokens: the longest lifetime, and the last use this replica
+    /// wrote of each (so it writes at most one a minute per token).
+    tokens: tokens::TokenState,
 }
 
 /// What an engine is built from (see [`Engine::new`]).
@@ -152,6 +157,8 @@ pub struct EngineParts {
     pub overdue_after: Duration,
     pub connectors: HashMap<String, Arc<dyn Connector>>,
     pub clock: Arc<dyn Clock>,
+    /// The longest an API token may live (`server.token_max_lifetime`).
+    pub token_max_lifetime: Duration,
 }
 
 /// What a request to change the policy set did.
@@ -172,6 +179,7 @@ impl Engine {
             overdue_after,
             connectors,
             clock,
+            token_max_lifetime,
         } = parts;
         Arc::new(Engine {
             store,
@@ -188,6 +196,7 @@ impl Engine {
             policy_changes: tokio::sync::Mutex::new(()),
             reconciling: tokio::sync::Mutex::new(()),
             untrusted: std::sync::RwLock::new(None),
+            tokens: tokens::TokenState::new(token_max_lifetime),
         })
     }
 
@@ -260,6 +269,8 @@ impl Engine {
             id: id.clone(),
             groups: Default::default(),
             roles: Default::default(),
+            kind: Default::default(),
+            token: None,
         })
     }
 

@@ -24,15 +24,17 @@ use serde::de::DeserializeOwned;
 use crate::api::{
     decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApproveBody,
     AuditEventView, AuditQuery, CreateRequest, CredentialView, DurationInput, EmptyBody,
-    EntitlementView, ErrorBody, ErrorDetail, ExplainView, PageQuery, PolicyReloadView, PolicyView,
-    ProposalView, ReDecision, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
-    VerifyView, WhoAmI, NEXT_CURSOR_HEADER,
+    EntitlementView, ErrorBody, ErrorDetail, ExplainView, HistoryEntry, PageQuery,
+    PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
+    ReconcileView, RequestQuery, RequestView, VerifyView, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash};
 use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange, UserCommand};
 use crate::oidc::{TokenError, Verifier};
 use crate::policy::{self, Reloaded};
 use crate::store::{AuditFilter, PageKey, RequestFilter, StoreError};
+
+mod tokens;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -103,6 +105,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/audit/verify"),
     ("get", "/v1/audit/checkpoint-key"),
     ("post", "/v1/reconcile"),
+    ("post", "/v1/tokens"),
+    ("get", "/v1/tokens"),
+    ("post", "/v1/tokens/{id}/revoke"),
 ];
 
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -142,6 +147,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/audit/checkpoint-key", get(checkpoint_key))
         .route("/v1/reconcile", post(reconcile))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}/revoke", post(tokens::revoke))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -280,6 +287,9 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        if token.starts_with(tokens::TOKEN_PREFIX) {
+            return tokens::authenticate(state, token).await;
+        }
         let catalog = state.engine.catalog();
         if let Some(user) = state
             .tokens
@@ -292,8 +302,16 @@ impl FromRequestParts<AppState> for Caller {
             Some(oidc) if Verifier::looks_like_jwt(token) => oidc
                 .authenticate(token, state.engine.now(), catalog)
                 .await
-                .map(Caller)
-                .map_err(token_refused),
+                .map_err(token_refused)
+                .and_then(|user| {
+                    // A service principal authenticates only with API tokens.
+                    if catalog.user(&user.id).is_some_and(User::is_service) {
+                        return Err(unauthorized(
+                            "a service principal signs in only with an API token",
+                        ));
+                    }
+                    Ok(Caller(user))
+                }),
             _ => Err(unauthorized("unknown token")),
         }
     }
@@ -511,6 +529,12 @@ async fn me(Caller(user): Caller) -> Json<WhoAmI> {
         user: user.id.to_string(),
         groups: user.groups.iter().map(ToString::to_string).collect(),
         roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        kind: user.kind.as_str().to_owned(),
+        token: user.token.as_ref().map(|t| t.id.to_string()),
+        scopes: user
+            .token
+            .as_ref()
+            .map(|t| t.scopes.iter().map(|s| s.as_str().to_owned()).collect()),
     })
 }
 
@@ -519,7 +543,8 @@ async fn me(Caller(user): Caller) -> Json<WhoAmI> {
 async fn entitlements(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
-) -> Json<Vec<EntitlementView>> {
+) -> ApiResult<Json<Vec<EntitlementView>>> {
+    require(&user, Capability::Read)?;
     let policies = state.engine.policies();
     let set = policies.current();
     let views = state
@@ -545,7 +570,7 @@ async fn entitlements(
             Some(EntitlementView::new(e, approval))
         })
         .collect();
-    Json(views)
+    Ok(Json(views))
 }
 
 fn parse_duration_input(d: &DurationInput) -> ApiResult<Duration> {
@@ -618,6 +643,7 @@ async fn list_requests(
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<RequestQuery>,
 ) -> ApiResult<Response> {
+    require(&user, Capability::Read)?;
     let mut filter = RequestFilter::default();
     if let Some(states) = &q.state {
         for s in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -686,6 +712,7 @@ async fn show_request(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RequestView>> {
+    require(&user, Capability::Read)?;
     let id = request_id(&id)?;
     let request = state.engine.get(&id).await?;
     if !request.visible_to(&user) {
@@ -819,6 +846,7 @@ async fn grants(
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
+    require(&user, Capability::Read)?;
     let filter = RequestFilter {
         holding_access: true,
         requester: require(&user, Capability::ReadEverything)
@@ -836,6 +864,7 @@ async fn explain(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ExplainView>> {
+    require(&user, Capability::Read)?;
     let request = visible(&state, &user, &id).await?;
     let events = state
         .engine
@@ -894,6 +923,16 @@ async fn explain(
             policy_version: now.policy_version,
             policies: now.policies,
         },
+        history: events
+            .iter()
+            .map(|e| HistoryEntry {
+                at: format_time(e.at),
+                action: e.action.clone(),
+                actor: e.actor.clone(),
+                token: e.token.clone(),
+                actor_kind: e.actor_kind.clone(),
+            })
+            .collect(),
     }))
 }
 

@@ -2363,6 +2363,8 @@ async fn fill_with_carols_requests(db: PathBuf, count: usize) {
         id: UserId::parse("carol").unwrap(),
         groups: BTreeSet::from([sre.clone()]),
         roles: BTreeSet::new(),
+        kind: Default::default(),
+        token: None,
     };
     let now = airlock_testkit::wall_clock_unix_millis();
     let mut tasks = tokio::task::JoinSet::new();

@@ -43,6 +43,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/0005_request_lists.sqlite.sql"),
         postgres: include_str!("migrations/0005_request_lists.postgres.sql"),
     },
+    Migration {
+        version: 7,
+        common: include_str!("migrations/0007_api_tokens.sql"),
+        sqlite: "",
+        postgres: "",
+    },
 ];
 
 pub fn latest() -> i64 {

@@ -8,13 +8,15 @@ pub use airlock_core::audit::ChainReport;
 use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier};
 use airlock_core::catalog::User;
 use airlock_core::request::{AccessRequest, Rejection, State, Transition};
-use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
+use airlock_core::token::ApiToken;
+use airlock_core::{EntitlementId, RequestId, Timestamp, TokenId, UserId};
 
 use crate::store::record::RequestRecord;
 pub use crate::store::sql::ExclusiveGuard;
 
 pub mod record;
 pub mod sql;
+pub mod tokens;
 pub mod transfer;
 
 mod migrations;
@@ -154,6 +156,24 @@ pub trait Store: Send + Sync {
         id: &RequestId,
         decide: UpdateDecision,
     ) -> Result<Transition, StoreError>;
+
+    /// Writes an API token (created, revoked, used) and, if that changed a
+    /// row, appends `events`, in one transaction. `Ok(false)`: nothing
+    /// changed (a revocation of a token revoked meanwhile, a use older than
+    /// the one recorded), and no event was appended.
+    async fn write_token(
+        &self,
+        write: tokens::TokenWrite,
+        events: Vec<AuditEvent>,
+    ) -> Result<bool, StoreError>;
+
+    /// The token whose secret has this SHA-256 (hex), revoked or not.
+    async fn token_by_secret(&self, secret_sha256: &str) -> Result<Option<ApiToken>, StoreError>;
+
+    async fn token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError>;
+
+    /// Tokens owned by one of `owners` (all of them when `None`), newest first.
+    async fn list_tokens(&self, owners: Option<&[UserId]>) -> Result<Vec<ApiToken>, StoreError>;
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError>;
 

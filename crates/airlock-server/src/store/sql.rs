@@ -29,7 +29,8 @@ use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
 use airlock_core::catalog::User;
 use airlock_core::ids::check_id;
 use airlock_core::request::{AccessRequest, Transition};
-use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
+use airlock_core::token::ApiToken;
+use airlock_core::{EntitlementId, RequestId, Timestamp, TokenId, UserId};
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Column, Connection, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -223,6 +224,13 @@ enum Change {
         id: RequestId,
         decide: UpdateDecision,
         reply: oneshot::Sender<Result<Transition, StoreError>>,
+    },
+    /// A write to an API token, with its audit events (appended only if it
+    /// changed a row).
+    Token {
+        write: super::tokens::TokenWrite,
+        events: Vec<AuditEvent>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// A due claim (SQLite only: see [`SqlStore::claims`]).
     Claim {
@@ -492,6 +500,7 @@ enum Outcome {
     Decided(Box<Result<Transition, StoreError>>),
     Recorded,
     Claimed(Vec<RequestId>),
+    TokenWritten(bool),
 }
 
 impl Change {
@@ -505,6 +514,9 @@ impl Change {
             }
             (Change::Claim { reply, .. }, Outcome::Claimed(ids)) => {
                 let _ = reply.send(Ok(ids));
+            }
+            (Change::Token { reply, .. }, Outcome::TokenWritten(changed)) => {
+                let _ = reply.send(Ok(changed));
             }
             (change, _) => change.fail(&StoreError::Corrupt(
                 "a write batch answered a change with another kind's outcome".to_owned(),
@@ -526,6 +538,9 @@ impl Change {
                 let _ = reply.send(Err(failure()));
             }
             Change::Claim { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::Token { reply, .. } => {
                 let _ = reply.send(Err(failure()));
             }
         }
@@ -562,6 +577,13 @@ async fn try_batch(
             }
             Change::Claim { claim, .. } => {
                 Outcome::Claimed(claim_due_rows(conn, backend, *claim).await?)
+            }
+            Change::Token { write, events, .. } => {
+                let changed = super::tokens::write(conn, write).await?;
+                if changed {
+                    pending.events.extend(events.iter().cloned());
+                }
+                Outcome::TokenWritten(changed)
             }
             Change::Update { id, decide, .. } => {
                 Outcome::Decided(Box::new(match rows.get(id.as_str()).cloned() {
@@ -687,7 +709,7 @@ impl PendingWrites {
 
 /// Parameters per request row and per audit row in the multi-row writes.
 const REQUEST_PARAMS: usize = 36;
-const AUDIT_PARAMS: usize = 10;
+const AUDIT_PARAMS: usize = 12;
 
 /// Splits `items` into chunks whose sizes are powers of two (at most `max`),
 /// so a multi-row statement comes in a handful of shapes that stay in the
@@ -1119,7 +1141,7 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
                 ids.insert(id.to_string());
                 requesters.insert(requester.to_string());
             }
-            Change::Record { .. } | Change::Claim { .. } => {}
+            Change::Record { .. } | Change::Claim { .. } | Change::Token { .. } => {}
         }
     }
     (ids, requesters)
@@ -1242,7 +1264,7 @@ async fn insert_audit_records(
         .map(|row| format!("({})", placeholders(row * COLUMNS + 1, COLUMNS)))
         .collect();
     let sql = format!(
-        "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, prev_hash, hash) \
+        "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, token_id, actor_kind, prev_hash, hash) \
          VALUES {}",
         values.join(",")
     );
@@ -1259,6 +1281,8 @@ async fn insert_audit_records(
             .bind(record.entitlement.clone())
             .bind(record.subject.clone())
             .bind(details)
+            .bind(record.token.clone())
+            .bind(record.actor_kind.clone())
             .bind(record.prev_hash.clone())
             .bind(record.hash.clone());
     }
@@ -1279,6 +1303,8 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
         subject: row.try_get("subject").map_err(db_err)?,
         details: serde_json::from_str::<BTreeMap<String, String>>(&details)
             .map_err(|e| StoreError::Corrupt(format!("audit event {seq}: {e}")))?,
+        token: row.try_get("token_id").map_err(db_err)?,
+        actor_kind: row.try_get("actor_kind").map_err(db_err)?,
         prev_hash: row.try_get("prev_hash").map_err(db_err)?,
         hash: row.try_get("hash").map_err(db_err)?,
     })
@@ -1362,6 +1388,35 @@ impl Store for SqlStore {
             reply,
         });
         self.submit_job(job, answer).await
+    }
+
+    async fn write_token(
+        &self,
+        write: super::tokens::TokenWrite,
+        events: Vec<AuditEvent>,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(
+            WriteJob::Change(Change::Token {
+                write,
+                events,
+                reply,
+            }),
+            answer,
+        )
+        .await
+    }
+
+    async fn token_by_secret(&self, secret_sha256: &str) -> Result<Option<ApiToken>, StoreError> {
+        super::tokens::by_secret(&self.read, secret_sha256).await
+    }
+
+    async fn token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+        super::tokens::by_id(&self.read, id).await
+    }
+
+    async fn list_tokens(&self, owners: Option<&[UserId]>) -> Result<Vec<ApiToken>, StoreError> {
+        super::tokens::list(&self.read, owners).await
     }
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError> {
