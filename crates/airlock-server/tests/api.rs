@@ -622,7 +622,9 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
             if path.contains("{id}") {
                 let params = serde_json::to_string(&op["parameters"]).unwrap();
                 assert!(
-                    params.contains("RequestId") || params.contains("ProposalId"),
+                    params.contains("RequestId")
+                        || params.contains("ProposalId")
+                        || params.contains("TokenId"),
                     "{method} {path} lacks the id parameter"
                 );
             }
@@ -690,6 +692,29 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
         }
         let (_, verify) = h.raw("GET", "/v1/audit/verify", Some("admin"), None).await;
         assert_fits(&doc, "VerifyView", &verify);
+        let (code, created) = h
+            .raw(
+                "POST",
+                "/v1/tokens",
+                Some("alice"),
+                Some(r#"{"name":"doc","scopes":["read"],"expires_in":"1d"}"#),
+            )
+            .await;
+        assert_eq!(code, 201, "{created}");
+        assert_fits(&doc, "CreatedTokenView", &created);
+        assert_fits(&doc, "TokenView", &created["token"]);
+        let (_, listed) = h.raw("GET", "/v1/tokens", Some("alice"), None).await;
+        assert_fits(&doc, "TokenView", &listed[0]);
+        let (_, explained) = h
+            .raw(
+                "GET",
+                &format!("/v1/requests/{id}/explain"),
+                Some("bob"),
+                None,
+            )
+            .await;
+        assert_fits(&doc, "ExplainView", &explained);
+        assert_fits(&doc, "HistoryEntry", &explained["history"][0]);
         let (code, reconciled) = h
             .raw(
                 "POST",
@@ -2505,7 +2530,29 @@ enum Who {
     /// Its approvers (never its requester): who may see it, whose groups
     /// fill one of its tiers and whom the policy set lets approve.
     Decider,
+    /// Any person managing their own API tokens (not a service principal).
+    TokenHolder,
+    /// The owner of the API token (alice's here) or an admin.
+    TokenOwner,
 }
+
+/// The API tokens of the authorization walk: a caller name that is not a
+/// config user is an API token created at its start.
+const WALK_TOKENS: [(&str, &str, &str, &str); 2] = [
+    // name, owner, scopes, what it stands for
+    (
+        "admin-read",
+        "admin",
+        "read",
+        "an admin's token with the `read` scope only",
+    ),
+    (
+        "deploy",
+        "deploy",
+        "read,request,approve,admin,tokens",
+        "a service principal's token with every scope",
+    ),
+];
 
 fn who_may(method: &str, path: &str) -> Option<Who> {
     use Who::*;
@@ -2534,6 +2581,8 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
         ("get", "/v1/policy" | "/v1/policy/proposals" | "/v1/audit" | "/v1/audit/verify") => {
             ReadEverything
         }
+        ("get" | "post", "/v1/tokens") => TokenHolder,
+        ("post", "/v1/tokens/{id}/revoke") => TokenOwner,
         _ => return None,
     })
 }
@@ -2541,13 +2590,39 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
     bounded(async {
-        let h = boot(CATALOG).await;
+        let h = boot(&format!(
+            "{CATALOG}\n[services.deploy]\ngroups = [\"eng\"]\nowners = [\"alice\"]\n"
+        ))
+        .await;
         let (_, doc) = h.raw("GET", "/openapi.json", None, None).await;
         let http = reqwest::Client::new();
         let mut missing = Vec::new();
+        let mut secrets = std::collections::HashMap::new();
+        for (name, owner, scopes, _) in WALK_TOKENS {
+            let creator = if owner == "deploy" { "alice" } else { owner };
+            let created = h
+                .client(creator)
+                .create_token(&airlock_server::api::CreateTokenBody {
+                    name: format!("walk-{name}"),
+                    expires_in: None,
+                    scopes: Some(scopes.split(',').map(str::to_owned).collect()),
+                    owner: Some(owner.to_owned()),
+                })
+                .await
+                .unwrap();
+            secrets.insert(name, created.secret);
+        }
+        let bearer = |caller: &str| {
+            secrets
+                .get(caller)
+                .cloned()
+                .unwrap_or_else(|| token(caller))
+        };
+        let mut walk_tokens = 0;
         // alice's request, pending for `sre` (bob, carol); dave and sam are
-        // strangers to it; admin and audrey see everything.
-        let callers: [Option<&str>; 8] = [
+        // strangers to it; admin and audrey see everything; `admin-read`
+        // and `deploy` are API tokens (`WALK_TOKENS`).
+        let callers: [Option<&str>; 10] = [
             None,
             Some("alice"),
             Some("bob"),
@@ -2556,6 +2631,8 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
             Some("sam"),
             Some("admin"),
             Some("audrey"),
+            Some("admin-read"),
+            Some("deploy"),
         ];
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for method in ops.as_object().unwrap().keys() {
@@ -2601,9 +2678,28 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                                 .id
                         }
                     };
+                    // Someone else's object: a fresh token of alice's.
+                    let id = if path.starts_with("/v1/tokens/") {
+                        walk_tokens += 1;
+                        h.client("alice")
+                            .create_token(&airlock_server::api::CreateTokenBody {
+                                name: format!("walk-{walk_tokens}"),
+                                ..airlock_server::api::CreateTokenBody::default()
+                            })
+                            .await
+                            .unwrap()
+                            .token
+                            .id
+                    } else {
+                        id
+                    };
                     let target = path.replace("{id}", &id);
+                    walk_tokens += 1;
+                    let new_token = format!(r#"{{"name":"walk-new-{walk_tokens}"}}"#);
                     let body = match path.as_str() {
                         "/v1/requests" => Some(r#"{"entitlement":"logs-read","reason":"walk"}"#),
+                        "/v1/tokens" if method == "post" => Some(new_token.as_str()),
+                        "/v1/tokens/{id}/revoke" => None,
                         p if p.ends_with("/deny") || p.ends_with("/revoke") => {
                             Some(r#"{"reason":"walk"}"#)
                         }
@@ -2614,10 +2710,12 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         format!("{}{target}", h.base),
                     );
                     if let Some(u) = caller {
-                        req = req.bearer_auth(token(u));
+                        req = req.bearer_auth(bearer(u));
                     }
                     if let Some(b) = body {
-                        req = req.header("content-type", "application/json").body(b);
+                        req = req
+                            .header("content-type", "application/json")
+                            .body(b.to_owned());
                     }
                     let response = req.send().await.unwrap();
                     let code = response.status().as_u16();
@@ -2626,9 +2724,19 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                     let owner = caller == Some("alice");
                     let sees =
                         matches!(caller, Some("alice" | "bob" | "carol" | "admin" | "audrey"));
+                    // A read-only token is allowed only what reads; the
+                    // service (in `eng`, not `sre`) what any user may,
+                    // but tokens and approvals never.
+                    let reads = method == "get" && !path.starts_with("/v1/tokens");
                     let allowed = match rule {
                         Who::Anyone => true,
                         _ if caller.is_none() => false,
+                        _ if caller == Some("admin-read") => {
+                            reads && !matches!(rule, Who::Decider | Who::Requester)
+                        }
+                        Who::TokenHolder | Who::TokenOwner if caller == Some("deploy") => false,
+                        Who::TokenHolder => true,
+                        Who::TokenOwner => matches!(caller, Some("alice" | "admin")),
                         Who::AnyUser => true,
                         Who::ReadEverything => matches!(caller, Some("admin" | "audrey")),
                         Who::Admin => caller == Some("admin"),

@@ -4,7 +4,6 @@
 //! clock and randomness.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::access::{self, Capability};
@@ -175,9 +174,9 @@ impl Engine {
     /// The principal an API token stands for now: its owner as the
     /// directory has them at this moment, narrowed by the token's scopes.
     /// Records the use at most once per `token::LAST_USE_PRECISION` per
-    /// token and replica, after answering (a lost write loses only a
-    /// last-use time).
-    pub async fn authenticate_token(self: &Arc<Self>, secret: &str) -> Result<User, TokenRefused> {
+    /// token and replica (that one call waits for the write; a failed write
+    /// loses only a last-use time and is logged).
+    pub async fn authenticate_token(&self, secret: &str) -> Result<User, TokenRefused> {
         let found = self
             .store
             .token_by_secret(&token_hash(secret))
@@ -193,38 +192,30 @@ impl Engine {
                     id: found.id.clone(),
                     owner: found.owner.clone(),
                 })?;
-        self.note_use(&found, now);
+        self.note_use(&found, now).await;
         Ok(owner.through(TokenUse {
             id: found.id,
             scopes: found.scopes,
         }))
     }
 
-    fn note_use(self: &Arc<Self>, found: &ApiToken, now: Timestamp) {
-        let Ok(mut written) = self.tokens.last_written.lock() else {
-            return;
-        };
-        let last = written.get(&found.id).copied().max(found.last_used_at);
-        if !token::record_use(last, now) {
-            return;
-        }
-        written.insert(found.id.clone(), now);
-        drop(written);
-        let store = Arc::clone(&self.store);
-        let id = found.id.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store
-                .write_token(
-                    TokenWrite::Used {
-                        id: id.clone(),
-                        at: now,
-                    },
-                    Vec::new(),
-                )
-                .await
-            {
-                tracing::warn!(token = %id, error = %e, "could not record an API token's last use");
+    async fn note_use(&self, found: &ApiToken, now: Timestamp) {
+        {
+            let Ok(mut written) = self.tokens.last_written.lock() else {
+                return;
+            };
+            let last = written.get(&found.id).copied().max(found.last_used_at);
+            if !token::record_use(last, now) {
+                return;
             }
-        });
+            written.insert(found.id.clone(), now);
+        }
+        let used = TokenWrite::Used {
+            id: found.id.clone(),
+            at: now,
+        };
+        if let Err(e) = self.store.write_token(used, Vec::new()).await {
+            tracing::warn!(token = %found.id, error = %e, "could not record an API token's last use");
+        }
     }
 }
