@@ -1,15 +1,131 @@
-//! `airlock policy validate|test|who-can|diff`: check a folder of Cedar
+//! `airlock policy validate|test|who-can|diff|explain|reload|proposals|approve`: check a folder of Cedar
 //! policies before it takes effect, run the test cases written next to
 //! them, and ask what a set (or a change to it) lets whom do.
 
 use crate::terminal::{say, say_err};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use airlock_core::EntitlementId;
 use airlock_policy::{run_tests, Directory, PolicySet};
 use airlock_server::config::Settings;
 use airlock_server::policy::{describe_changes, everyone, read_policy_dir, PolicySource};
 use anyhow::{bail, Context};
+use clap::Subcommand;
+
+use crate::args::{client, Conn};
+use crate::output;
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Parse and validate every `*.cedar` file against the Airlock schema.
+    Validate {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Run the cases in `DIR/tests.toml` against the policies in `DIR`.
+    Test {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Which policies decided a request, and how the set in force would now.
+    Explain {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Who could request ENTITLEMENT (and how it would be decided), and who
+    /// could approve it, among the config's users, for an ordinary request.
+    WhoCan {
+        entitlement: String,
+        #[arg(long, env = "AIRLOCK_CONFIG")]
+        config: PathBuf,
+    },
+    /// Who gains or loses the ability to request, be auto-approved for or
+    /// approve which entitlement if the config's policy folder were NEW_DIR.
+    Diff {
+        new_dir: PathBuf,
+        #[arg(long, env = "AIRLOCK_CONFIG")]
+        config: PathBuf,
+    },
+    /// Make the server re-read its policy folder (admin). A set that fails
+    /// validation is refused and the one in force stays; under the
+    /// two-person rule a valid set is proposed, with what it changes.
+    Reload {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Policy sets waiting for a second admin, with what each changes.
+    Proposals {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Put a proposed policy set in force (an admin other than its proposer).
+    Approve {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn run(command: PolicyCmd) -> anyhow::Result<()> {
+    match command {
+        PolicyCmd::Validate { dir } => validate(&dir),
+        PolicyCmd::Test { dir } => test(&dir),
+        PolicyCmd::WhoCan {
+            entitlement,
+            config,
+        } => who_can(&config, &entitlement),
+        PolicyCmd::Diff { new_dir, config } => diff(&config, &new_dir),
+        PolicyCmd::Explain { id, conn } => {
+            let explained = client(&conn)?.explain(&id).await?;
+            if conn.json {
+                println!(
+                    "{}",
+                    crate::terminal::json_safe(&serde_json::to_string_pretty(&explained)?)
+                );
+            } else {
+                output::explain(&explained);
+            }
+            Ok(())
+        }
+        PolicyCmd::Reload { conn } => {
+            let r = client(&conn)?.reload_policy().await?;
+            output::json_or(&r, conn.json, output::policy_change)
+        }
+        PolicyCmd::Proposals { conn } => {
+            let proposals = client(&conn)?.policy_proposals().await?;
+            output::json_or(&proposals, conn.json, |all| {
+                if all.is_empty() {
+                    say!("no policy set is waiting for approval");
+                }
+                for p in all {
+                    say!(
+                        "{}  by {} at {}: {} -> {} (approved by {}/{}{})",
+                        p.id,
+                        p.proposed_by,
+                        p.proposed_at,
+                        p.base_version,
+                        p.version,
+                        p.approved_by.len(),
+                        p.approvals_needed,
+                        if p.approved_by.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", p.approved_by.join(", "))
+                        }
+                    );
+                    for c in &p.changes {
+                        say!("    {c}");
+                    }
+                }
+            })
+        }
+        PolicyCmd::Approve { id, conn } => {
+            let r = client(&conn)?.approve_policy_proposal(&id).await?;
+            output::json_or(&r, conn.json, output::policy_change)
+        }
+    }
+}
 
 /// Loads and validates against the schema, printing every error.
 pub fn load(dir: &Path) -> anyhow::Result<PolicySet> {

@@ -6,9 +6,9 @@ use airlock_server::api::{CreateTokenBody, DurationInput, TokenView};
 use airlock_server::config::{new_token, token_hash};
 use clap::Subcommand;
 
+use crate::args::{client, Conn};
 use crate::output::{json_or, table};
 use crate::terminal::say;
-use crate::{client, Conn};
 
 #[derive(Subcommand)]
 pub enum TokenCmd {

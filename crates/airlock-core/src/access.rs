@@ -136,6 +136,13 @@ pub fn may_see(user: &User, request: &AccessRequest) -> bool {
         || user.in_any(&request.approver_groups())
 }
 
+/// The line between a person and their own request: nobody approves or
+/// denies a request they made, whatever the policies say. The policy set's
+/// own answers (`who-can`, policy tests) draw it with this too.
+pub fn decides_own_request(decider: &UserId, requester: &UserId) -> bool {
+    decider == requester
+}
+
 /// Whether `user` holds `capability` (and, through a token, its scope).
 pub fn may(user: &User, capability: Capability) -> Result<(), Rejection> {
     if matches!(
@@ -183,11 +190,9 @@ pub fn may_act(
             "`{}` may not see `{}`",
             user.id, request.id
         ))),
-        // Nobody decides their own request, whatever the policies say.
-        RequestAction::Decide if own => Err(Rejection::Forbidden(format!(
-            "`{}` may not decide their own request",
-            user.id
-        ))),
+        RequestAction::Decide if decides_own_request(&user.id, &request.requester) => Err(
+            Rejection::Forbidden(format!("`{}` may not decide their own request", user.id)),
+        ),
         RequestAction::Decide => Ok(()),
         RequestAction::Withdraw | RequestAction::CollectCredential if own => Ok(()),
         RequestAction::Withdraw | RequestAction::CollectCredential => {

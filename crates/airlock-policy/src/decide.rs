@@ -359,7 +359,7 @@ impl PolicySet {
         facts: &RequestFacts,
         selection: Selection,
     ) -> ApproveDecision {
-        if approver.id == facts.requester.id {
+        if airlock_core::access::decides_own_request(&approver.id, &facts.requester.id) {
             return ApproveDecision::Denied {
                 reasons: vec![DenyReason::SelfApproval],
                 errors: Vec::new(),

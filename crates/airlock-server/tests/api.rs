@@ -746,6 +746,16 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
         // undocumented 400.
         for (method, path) in airlock_server::http::ROUTES {
             let op = &doc["paths"][path][method];
+            // Every operation that takes a token says what a refused token
+            // and an unreachable identity provider are answered with.
+            if op["security"] != json!([]) {
+                for code in ["401", "503"] {
+                    assert!(
+                        op["responses"][code].is_object(),
+                        "{method} {path} takes a token but does not document {code}"
+                    );
+                }
+            }
             if op["requestBody"].is_null() {
                 continue;
             }

@@ -15,7 +15,8 @@ use airlock_policy::{Directory, UserFacts};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, Source};
+use super::source::Source;
+use super::ConfigError;
 
 /// The longest lifetime of an API token when the config says nothing.
 pub const DEFAULT_TOKEN_MAX_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);

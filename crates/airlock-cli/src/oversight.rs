@@ -1,0 +1,226 @@
+//! `airlock reconcile` and `airlock audit`: what admins and auditors use to
+//! check that the targets and the record agree with what Airlock decided.
+
+use std::path::PathBuf;
+
+use airlock_server::api::AuditQuery;
+use anyhow::{bail, Context};
+use clap::Subcommand;
+
+use crate::args::{client, Conn, DatabaseArgs};
+use crate::output;
+use crate::terminal::{say, say_err};
+
+#[derive(Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; the size does not matter"
+)]
+pub enum OversightCmd {
+    /// Compare who holds each connector's access in the target with
+    /// Airlock's grants (admins). Reports holders no grant explains
+    /// (standing privileges, out-of-band grants), access held for ended
+    /// requests and active grants the target lacks; every finding is
+    /// audited. Exits non-zero when any finding is left unfixed or a
+    /// connector could not be checked, so it can gate a cron job.
+    Reconcile {
+        /// Also fix: remove unexplained holders where the entitlement says
+        /// `drift = "revoke"`, revoke lingering access again, grant missing
+        /// grants again (each fix audited).
+        #[arg(long)]
+        fix: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Audit events (admins and auditors); `audit verify` checks the chain.
+    Audit {
+        #[command(subcommand)]
+        verify: Option<AuditCmd>,
+        #[arg(long)]
+        request: Option<String>,
+        /// Events by or about this user.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        entitlement: Option<String>,
+        /// Only this kind of event (`requested`, `policy_activated`, ...).
+        #[arg(long)]
+        action: Option<String>,
+        /// RFC 3339 time or Unix seconds.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Check the hash chain; exits non-zero naming the first bad event.
+    /// With `--checkpoints`, also check it against a signed checkpoint log,
+    /// reading the database directly (a copy will do) rather than trusting
+    /// a server: that catches an event edited with every later hash
+    /// recomputed, and the newest events removed down to a checkpoint.
+    Verify {
+        /// A checkpoint log (the server's `audit.checkpoint_log`).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// The key the checkpoints must be signed with (`ed25519:…`, as the
+        /// server prints and serves at `/v1/audit/checkpoint-key`). Without
+        /// it the key the log names is used, which shows only that the log
+        /// is consistent with itself.
+        #[arg(long, requires = "checkpoints")]
+        public_key: Option<String>,
+        /// With `--checkpoints`: take `server.database` from this config.
+        #[arg(long, requires = "checkpoints")]
+        config: Option<PathBuf>,
+        /// With `--checkpoints`: a SQLite path or a postgres:// URL.
+        #[arg(long, requires = "checkpoints")]
+        database: Option<String>,
+    },
+    /// The public key the server signs audit checkpoints with (`ed25519:…`),
+    /// to pin for `verify --checkpoints`.
+    Key,
+}
+
+pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
+    match command {
+        OversightCmd::Reconcile { fix, conn } => {
+            let report = client(&conn)?.reconcile(fix).await?;
+            output::json_or(&report, conn.json, output::reconcile)?;
+            if !report.clean() {
+                bail!(
+                    "{} finding(s) left unfixed, {} connector(s) not checked{}",
+                    report.unfixed,
+                    report.errors,
+                    if fix { "" } else { " (run with --fix to fix)" }
+                );
+            }
+            Ok(())
+        }
+        OversightCmd::Audit {
+            verify:
+                Some(AuditCmd::Verify {
+                    checkpoints: Some(log),
+                    public_key,
+                    config,
+                    database,
+                }),
+            conn,
+            ..
+        } => {
+            verify_against_checkpoints(
+                &log,
+                public_key.as_deref(),
+                DatabaseArgs { config, database },
+                conn.json,
+            )
+            .await
+        }
+        OversightCmd::Audit {
+            verify: Some(AuditCmd::Key),
+            conn,
+            ..
+        } => {
+            let key = client(&conn)?.checkpoint_key().await?;
+            say!("{key}");
+            Ok(())
+        }
+        OversightCmd::Audit {
+            verify: Some(AuditCmd::Verify { .. }),
+            conn,
+            ..
+        } => {
+            let report = client(&conn)?.verify_audit().await?;
+            output::json_or(&report, conn.json, |r| {
+                if r.ok {
+                    say!("audit chain ok: {} events, head {}", r.checked, r.head_hash);
+                }
+            })?;
+            broken_chain_fails(report)
+        }
+        OversightCmd::Audit {
+            verify: None,
+            request,
+            user,
+            entitlement,
+            action,
+            since,
+            until,
+            limit,
+            conn,
+        } => {
+            let query = AuditQuery {
+                request,
+                user,
+                entitlement,
+                action,
+                since,
+                until,
+                limit,
+            };
+            output::audit(&client(&conn)?.audit(&query).await?, conn.json)
+        }
+    }
+}
+
+/// `airlock audit verify --checkpoints`: the database's chain against a
+/// signed checkpoint log, without asking a server.
+async fn verify_against_checkpoints(
+    log: &std::path::Path,
+    public_key: Option<&str>,
+    db: DatabaseArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    use airlock_core::audit::ChainVerifier;
+    use airlock_server::checkpoint::{parse_public_key, public_key_text, read_log};
+    use airlock_server::store::Store;
+    if !log.exists() {
+        bail!("checkpoint log `{}` does not exist", log.display());
+    }
+    let pinned = public_key.map(parse_public_key).transpose()?;
+    let (checkpoints, key) = read_log(log, pinned.as_ref())?;
+    if let (None, Some(key)) = (&pinned, &key) {
+        say_err!(
+            "warning: checked with the key the log names ({}); pass --public-key to pin the key you trust",
+            public_key_text(key)
+        );
+    }
+    let count = checkpoints.len();
+    let verifier = ChainVerifier::with_checkpoints(checkpoints)
+        .with_context(|| format!("checkpoint log `{}`", log.display()))?;
+    let (_, store) = db.open().await?;
+    let report = store.verify_audit_with(verifier).await?;
+    let unsigned = report.unsigned;
+    let mut view = airlock_server::api::VerifyView::from(report);
+    view.unsigned = Some(unsigned);
+    output::json_or(&view, json, |r| {
+        if r.ok {
+            say!(
+                "audit chain ok: {} events, head {}; matches {count} signed checkpoint(s){}; {unsigned} event(s) after the last checkpoint are not signed yet",
+                r.checked,
+                r.head_hash,
+                r.last_checkpoint
+                    .map(|seq| format!(" up to event {seq}"))
+                    .unwrap_or_default(),
+            );
+        }
+    })?;
+    broken_chain_fails(view)
+}
+
+/// Exits non-zero naming the first bad event, if there is one.
+fn broken_chain_fails(view: airlock_server::api::VerifyView) -> anyhow::Result<()> {
+    if !view.ok {
+        bail!(
+            "audit chain broken at event {}: {}",
+            view.first_bad_seq.unwrap_or(0),
+            view.problem.unwrap_or_default()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! The `[entitlements.NAME]` tables: what people may ask for, for how long,
+//! with which ticket, through which connector, and the shorthand access
+//! rules that compile to Cedar policies.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use airlock_core::catalog::{Entitlement, TicketPattern, TicketRule, User};
+use airlock_core::drift::DriftPolicy;
+use airlock_core::{EntitlementId, GroupName, UserId};
+use airlock_policy::EntitlementFacts;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::source::Source;
+use super::{ConfigError, ConnectorSettings};
+use crate::policy::shorthand_policies;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEntitlement {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    requestable_by: Vec<Spanned<String>>,
+    max_duration: Spanned<String>,
+    default_duration: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    require_reason: bool,
+    #[serde(default)]
+    require_ticket: bool,
+    ticket_pattern: Option<Spanned<String>>,
+    #[serde(default)]
+    auto_approve: bool,
+    approvals_required: Option<Spanned<u32>>,
+    #[serde(default)]
+    approvers: Vec<Spanned<String>>,
+    connector: Spanned<String>,
+    /// 0 (harmless) to 3 (production data, admin rights); policies may look at it.
+    sensitivity: Option<Spanned<i64>>,
+    owner_group: Option<Spanned<String>>,
+    /// `report` (default) or `revoke`: what reconciliation does with holders
+    /// of the connector that no grant explains.
+    drift: Option<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the entitlements are checked against.
+pub(super) struct Known<'a> {
+    /// The config's users, to check that a named group has members and
+    /// that enough approvers exist.
+    pub(super) users: &'a BTreeMap<UserId, User>,
+    /// With an identity provider, members come from its tokens, so the
+    /// config cannot know them.
+    pub(super) members_from_provider: bool,
+    /// A policy folder may route entitlements the shorthand does not.
+    pub(super) policy_folder: bool,
+    pub(super) connectors: &'a BTreeMap<String, ConnectorSettings>,
+}
+
+/// The entitlements, the facts policies see of them, and the Cedar
+/// policies their shorthand compiles to (named by where they came from).
+#[derive(Default)]
+pub(super) struct Entitlements {
+    pub(super) catalog: BTreeMap<EntitlementId, Entitlement>,
+    pub(super) facts: BTreeMap<EntitlementId, EntitlementFacts>,
+    pub(super) generated: Vec<(String, String)>,
+}
+
+pub(super) fn entitlements_table(
+    src: &Source<'_>,
+    raw: &BTreeMap<String, Spanned<RawEntitlement>>,
+    known: &Known<'_>,
+) -> Result<Entitlements, ConfigError> {
+    let mut out = Entitlements::default();
+    let path = src.path;
+    for (name, ent) in raw {
+        let span = ent.span();
+        let field = |f: &str| format!("entitlements.{name}.{f}");
+        let id = EntitlementId::parse(name)
+            .map_err(|e| src.error(span.clone(), format!("entitlements: `{name}` {e}")))?;
+        let ent = ent.get_ref();
+        let group_set =
+            |f: &str, raw: &[Spanned<String>]| -> Result<BTreeSet<GroupName>, ConfigError> {
+                raw.iter()
+                    .map(|g| {
+                        let group = src.id(&field(f), g, GroupName::parse)?;
+                        // With an identity provider, members come from its
+                        // tokens, so the config cannot know them.
+                        if !known.members_from_provider
+                            && !known.users.values().any(|u| u.groups.contains(&group))
+                        {
+                            return Err(src.error(
+                                g.span(),
+                                format!("{}: group `{group}` has no members", field(f)),
+                            ));
+                        }
+                        Ok(group)
+                    })
+                    .collect()
+            };
+        let requestable_by = group_set("requestable_by", &ent.requestable_by)?;
+        if requestable_by.is_empty() && !known.policy_folder {
+            return Err(src.error(
+                span,
+                format!(
+                    "{}: name at least one group (or write `request` policies in `policy.dir`)",
+                    field("requestable_by")
+                ),
+            ));
+        }
+        let max_duration = src.duration(&field("max_duration"), &ent.max_duration)?;
+        if max_duration < Duration::from_secs(1) {
+            return Err(src.error(
+                ent.max_duration.span(),
+                format!("{}: must be at least 1s", field("max_duration")),
+            ));
+        }
+        let default_duration = match &ent.default_duration {
+            Some(d) => {
+                let v = src.duration(&field("default_duration"), d)?;
+                if v > max_duration || v < Duration::from_secs(1) {
+                    return Err(src.error(
+                        d.span(),
+                        format!(
+                            "{}: must be between 1s and max_duration",
+                            field("default_duration")
+                        ),
+                    ));
+                }
+                v
+            }
+            None => max_duration.min(Duration::from_secs(3600)),
+        };
+        let pattern = match &ent.ticket_pattern {
+            Some(p) => Some(TicketPattern::new(p.get_ref()).map_err(|e| {
+                src.error(
+                    p.span(),
+                    format!(
+                        "{}: invalid regular expression: {e}",
+                        field("ticket_pattern")
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        // The shorthand compiles to Cedar (see `policy::shorthand_policies`);
+        // without it, the policy folder must route the entitlement.
+        let shorthand = !requestable_by.is_empty();
+        let approvals = if ent.auto_approve {
+            if !ent.approvers.is_empty() || ent.approvals_required.is_some() {
+                return Err(src.error(
+                    span,
+                    format!(
+                        "{}: auto_approve = true takes no approvers",
+                        field("approvers")
+                    ),
+                ));
+            }
+            None
+        } else if !shorthand && ent.approvers.is_empty() && ent.approvals_required.is_none() {
+            None
+        } else {
+            let from = group_set("approvers", &ent.approvers)?;
+            if from.is_empty() {
+                return Err(src.error(
+                    span,
+                    format!(
+                        "{}: name at least one group, or set auto_approve = true",
+                        field("approvers")
+                    ),
+                ));
+            }
+            let count = ent.approvals_required.as_ref().map_or(1, |c| *c.get_ref());
+            let eligible = known.users.values().filter(|u| u.in_any(&from)).count();
+            let too_many = !known.members_from_provider
+                && usize::try_from(count).unwrap_or(usize::MAX) > eligible;
+            if count == 0 || too_many {
+                let at = ent
+                    .approvals_required
+                    .as_ref()
+                    .map_or(span.clone(), Spanned::span);
+                let bound = if known.members_from_provider {
+                    "must be at least 1".to_owned()
+                } else {
+                    format!("must be between 1 and the {eligible} users in the approver groups")
+                };
+                return Err(src.error(at, format!("{}: {bound}", field("approvals_required"))));
+            }
+            Some((count, from))
+        };
+        let sensitivity = match &ent.sensitivity {
+            Some(s) if !(0..=3).contains(s.get_ref()) => {
+                return Err(src.error(
+                    s.span(),
+                    format!("{}: must be between 0 and 3", field("sensitivity")),
+                ))
+            }
+            Some(s) => *s.get_ref(),
+            None => 0,
+        };
+        let owner_group = ent
+            .owner_group
+            .as_ref()
+            .map(|g| src.id(&field("owner_group"), g, GroupName::parse))
+            .transpose()?;
+        out.facts.insert(
+            id.clone(),
+            EntitlementFacts {
+                id: id.clone(),
+                sensitivity,
+                owner_group,
+            },
+        );
+        let text = shorthand_policies(
+            &id,
+            &requestable_by,
+            ent.auto_approve && shorthand,
+            approvals.as_ref().map(|(n, g)| (*n, g)),
+        );
+        if !text.is_empty() {
+            out.generated
+                .push((format!("{path} [entitlements.{name}]"), text));
+        }
+        let drift = match &ent.drift {
+            None => DriftPolicy::default(),
+            Some(raw) => DriftPolicy::parse(raw.get_ref().trim()).ok_or_else(|| {
+                src.error(
+                    raw.span(),
+                    format!(
+                        "{}: unknown setting `{}` (known: report, revoke)",
+                        field("drift"),
+                        raw.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let connector = ent.connector.get_ref().clone();
+        if !known.connectors.contains_key(&connector) {
+            return Err(src.error(
+                ent.connector.span(),
+                format!(
+                    "{}: no connector named `{connector}` is configured",
+                    field("connector")
+                ),
+            ));
+        }
+        out.catalog.insert(
+            id.clone(),
+            Entitlement {
+                id,
+                description: ent.description.clone(),
+                max_duration,
+                default_duration,
+                reason_required: ent.require_reason,
+                ticket: TicketRule {
+                    required: ent.require_ticket,
+                    pattern,
+                },
+                connector,
+                drift,
+            },
+        );
+    }
+
+    Ok(out)
+}
