@@ -265,10 +265,22 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
         RequestCmd::Whoami { conn } => {
             output::json_or(&client(&conn)?.me().await?, conn.json, |me| {
                 say!(
-                    "{} (groups: {}; roles: {})",
+                    "{}{} (groups: {}; roles: {}){}",
                     me.user,
+                    if me.kind == "service" {
+                        ", a service"
+                    } else {
+                        ""
+                    },
                     me.groups.join(", "),
-                    me.roles.join(", ")
+                    me.roles.join(", "),
+                    me.token
+                        .as_ref()
+                        .map(|t| format!(
+                            ", through API token {t} (scopes: {})",
+                            me.scopes.clone().unwrap_or_default().join(", ")
+                        ))
+                        .unwrap_or_default()
                 );
             })
         }
