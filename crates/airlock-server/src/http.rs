@@ -299,19 +299,19 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(Caller(user.clone()));
         }
         match &state.oidc {
-            Some(oidc) if Verifier::looks_like_jwt(token) => oidc
-                .authenticate(token, state.engine.now(), catalog)
-                .await
-                .map_err(token_refused)
-                .and_then(|user| {
-                    // A service principal authenticates only with API tokens.
-                    if catalog.user(&user.id).is_some_and(User::is_service) {
-                        return Err(unauthorized(
-                            "a service principal signs in only with an API token",
-                        ));
-                    }
-                    Ok(Caller(user))
-                }),
+            Some(oidc) if Verifier::looks_like_jwt(token) => {
+                let user = oidc
+                    .authenticate(token, state.engine.now(), catalog)
+                    .await
+                    .map_err(token_refused)?;
+                // A service principal authenticates only with API tokens.
+                if catalog.user(&user.id).is_some_and(User::is_service) {
+                    return Err(unauthorized(
+                        "a service principal signs in only with an API token",
+                    ));
+                }
+                Ok(Caller(user))
+            }
             _ => Err(unauthorized("unknown token")),
         }
     }

@@ -1351,7 +1351,10 @@ async fn an_api_token_commits_with_its_audit_events_and_reads_back_equal() {
             ["tok_c", "tok_a"]
         );
         assert_eq!(
-            ids(store.list_tokens(Some(&[alice.id.clone()])).await.unwrap()),
+            ids(store
+                .list_tokens(Some(std::slice::from_ref(&alice.id)))
+                .await
+                .unwrap()),
             ["tok_a"]
         );
         assert!(store.list_tokens(Some(&[])).await.unwrap().is_empty());
