@@ -28,10 +28,13 @@ use serde_json::Value;
 const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
 const DAY: Duration = Duration::from_secs(86_400);
 
-const USERS: &[(&str, &[&str], &[&str])] = &[
+type Users<'a> = &'a [(&'a str, &'a [&'a str], &'a [&'a str])];
+
+const USERS: Users<'static> = &[
     ("alice", &["eng"], &[]),
     ("bob", &["sre"], &[]),
     ("admin", &[], &["admin"]),
+    ("carol", &["eng"], &[]),
 ];
 
 fn token(user: &str) -> String {
@@ -49,6 +52,10 @@ struct Harness {
 impl Harness {
     /// A server on SQLite, or on a fresh PostgreSQL database.
     async fn start(postgres: bool) -> Option<Harness> {
+        Harness::start_with(postgres, USERS).await
+    }
+
+    async fn start_with(postgres: bool, users: Users<'_>) -> Option<Harness> {
         let db = if postgres {
             let base = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL")?;
             Some(airlock_testkit::FreshDatabase::create(&base, "airlock_tokens").await)
@@ -65,6 +72,45 @@ impl Harness {
              resource == Airlock::Entitlement::\"logs-read\")\nwhen { principal.kind == \"service\" };\n",
         )
         .unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let server = Harness::serve(dir.path(), db.as_ref(), users, &clock).await;
+        Some(Harness {
+            base: format!("http://{}", server.addr()),
+            server,
+            clock,
+            _dir: dir,
+            db,
+        })
+    }
+
+    /// Stops the server and starts it again on the same database and clock,
+    /// with `users` as the config's users now.
+    async fn restart(self, users: Users<'_>) -> Harness {
+        let Harness {
+            server,
+            clock,
+            _dir,
+            db,
+            ..
+        } = self;
+        server.shutdown().await;
+        let server = Harness::serve(_dir.path(), db.as_ref(), users, &clock).await;
+        Harness {
+            base: format!("http://{}", server.addr()),
+            server,
+            clock,
+            _dir,
+            db,
+        }
+    }
+
+    async fn serve(
+        dir: &std::path::Path,
+        db: Option<&airlock_testkit::FreshDatabase>,
+        users: Users<'_>,
+        clock: &Arc<ManualClock>,
+    ) -> Server {
+        let root = dir.display().to_string();
         let mut toml = format!(
             r#"
 [server]
@@ -103,27 +149,19 @@ owners = ["bob"]
 dir = '{root}/policies'
 "#
         );
-        for (name, groups, roles) in USERS {
+        for (name, groups, roles) in users {
             toml.push_str(&format!(
                 "\n[users.{name}]\ngroups = {groups:?}\nroles = {roles:?}\ntoken_sha256 = \"{}\"\n",
                 token_hash(&token(name))
             ));
         }
-        let mut settings = Settings::parse("tokens.toml", &toml, dir.path()).unwrap();
-        if let Some(db) = &db {
+        let mut settings = Settings::parse("tokens.toml", &toml, dir).unwrap();
+        if let Some(db) = db {
             settings.database = Location::Postgres(db.url.clone());
         }
-        let clock = Arc::new(ManualClock::new(T0));
-        let server = start_with_clock(settings, Arc::clone(&clock) as Arc<dyn Clock>)
+        start_with_clock(settings, Arc::clone(clock) as Arc<dyn Clock>)
             .await
-            .unwrap();
-        Some(Harness {
-            base: format!("http://{}", server.addr()),
-            server,
-            clock,
-            _dir: dir,
-            db,
-        })
+            .unwrap()
     }
 
     fn client(&self, user: &str) -> Client {
@@ -466,4 +504,39 @@ async fn a_service_requests_with_its_token_never_approves_and_shows_as_a_service
         h.stop().await;
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_has_its_owners_rights_as_they_are_when_it_is_used() {
+    for postgres in [false, true] {
+        let Some(h) = Harness::start(postgres).await else {
+            continue;
+        };
+        bounded(Duration::from_secs(120), async {
+            // admin's token with every scope may reconcile while admin is one.
+            let admin = h.client("admin");
+            let all = ["read", "request", "approve", "admin", "tokens"];
+            let created = create(&admin, &body("ops", &all, None)).await;
+            assert!(h.with(&created.secret).reconcile(false).await.is_ok());
+            let carols = create(&h.client("carol"), &body("c", &["read"], None)).await;
+            // The config takes admin's role away, and carol is gone.
+            let h = h
+                .restart(&[
+                    ("alice", &["eng"], &[]),
+                    ("bob", &["sre"], &[]),
+                    ("admin", &[], &[]),
+                ])
+                .await;
+            let ops = h.with(&created.secret);
+            let (status, _, _, message) = refusal(ops.reconcile(false).await);
+            assert_eq!(status, 403);
+            assert!(message.contains("needs admin"), "{message}");
+            assert!(ops.me().await.unwrap().roles.is_empty());
+            let (status, _, _, message) = refusal(h.with(&carols.secret).me().await);
+            assert_eq!(status, 401);
+            assert!(message.contains("no longer in the directory"), "{message}");
+            h.stop().await;
+        })
+        .await;
+    }
 }
