@@ -63,7 +63,6 @@ impl Harness {
             None
         };
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().display().to_string();
         std::fs::create_dir_all(dir.path().join("policies")).unwrap();
         // Policies see a service principal as `principal.kind == "service"`.
         std::fs::write(
