@@ -275,17 +275,17 @@ pub fn entitlements(es: &[EntitlementView], json: bool) -> anyhow::Result<()> {
                     e.id.clone(),
                     human_duration(e.max_duration_seconds),
                     e.approval.clone(),
-                    if e.ticket_required {
-                        "yes".to_owned()
+                    if e.needs.is_empty() {
+                        "-".to_owned()
                     } else {
-                        "no".to_owned()
+                        e.needs.join(", ")
                     },
                     e.description.clone(),
                 ]
             })
             .collect();
         table(
-            &["ENTITLEMENT", "MAX", "APPROVAL", "TICKET", "DESCRIPTION"],
+            &["ENTITLEMENT", "MAX", "APPROVAL", "NEEDS", "DESCRIPTION"],
             &rows,
         );
     })

@@ -927,7 +927,7 @@ fn the_lifecycle_and_restart_recovery_work_on_postgres() {
     };
 
     let migrate = airlock_succeeds(&["migrate", "--database", &db.url]);
-    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 5"));
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema version 7"));
 
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start_with(dir.path(), &["--database", &db.url]);
@@ -1222,6 +1222,12 @@ fn the_demo_decides_by_its_cedar_policies_explains_and_reloads_on_sighup() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no policy permits"), "{err}");
+    // The demo policies' reasons tell bob what would be accepted.
+    assert!(
+        err.contains("`prod-db-engineers-with-ticket` (members of `engineers`): engineers, citing a ticket"),
+        "{err}"
+    );
+    assert!(err.contains("`prod-db-break-glass`"), "{err}");
 
     // who-can and diff read the config and its policy folder offline.
     let who = Command::new(BIN)

@@ -15,7 +15,7 @@ use airlock_core::GroupName;
 use cedar_policy as cedar;
 
 use crate::facts::{EntitlementFacts, RequestContext, RequestFacts, UserFacts};
-use crate::policy_set::{Action, PolicySet};
+use crate::policy_set::{Action, PolicyMeta, PolicySet};
 
 /// One group of approvals a request needs: the lifecycle's own type, so a
 /// decision's tiers reach the request as they are. Whether one person's
@@ -229,7 +229,64 @@ struct Prepared<'a> {
     context: cedar::Context,
 }
 
+/// How many of the policies that could permit a request a denial names.
+const PERMITS_NAMED: usize = 4;
+
 impl PolicySet {
+    /// One reason of a denial in words a requester can act on: a `forbid`
+    /// with its `@reason` (or its conditions), and for "no policy permits"
+    /// the policies that permit requests for the entitlement, each with
+    /// whom it covers and what it demands, so the requester learns what
+    /// would be accepted.
+    pub fn describe_denial(&self, reason: &DenyReason, facts: &RequestFacts) -> String {
+        match reason {
+            DenyReason::Forbidden { policy } => match self.demands(policy) {
+                Some(demand) => format!("{reason}: {demand}"),
+                None => reason.to_string(),
+            },
+            DenyReason::NoPolicyPermits => {
+                let entitlement = facts.entitlement.id.as_str();
+                let mut permits: Vec<(&String, &PolicyMeta)> = self
+                    .meta
+                    .iter()
+                    .filter(|(_, m)| {
+                        m.permit
+                            && m.actions.contains(&Action::Request)
+                            && m.entitlement.as_deref().is_none_or(|e| e == entitlement)
+                    })
+                    .collect();
+                if permits.is_empty() {
+                    return format!("{reason}: no policy lets anyone request `{entitlement}`");
+                }
+                // Those that cover the requester first: their conditions
+                // are what is missing.
+                permits.sort_by_key(|(_, m)| !m.principal.covers(&facts.requester));
+                let mut named: Vec<String> = permits
+                    .iter()
+                    .take(PERMITS_NAMED)
+                    .map(|(id, m)| {
+                        let demand = self.demands(id).unwrap_or_else(|| "always".to_owned());
+                        format!("`{id}` ({}): {demand}", m.principal.describe())
+                    })
+                    .collect();
+                if permits.len() > PERMITS_NAMED {
+                    named.push(format!("and {} more", permits.len() - PERMITS_NAMED));
+                }
+                format!(
+                    "{reason}; requests for `{entitlement}` are permitted by {}",
+                    named.join("; ")
+                )
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// What a policy demands: its `@reason`, else its conditions as written.
+    fn demands(&self, policy: &str) -> Option<String> {
+        let meta = self.meta.get(policy)?;
+        meta.reason.clone().or_else(|| meta.conditions.clone())
+    }
+
     /// Decides a request: denied, auto-approved, or which approval tiers it
     /// needs. See the crate docs for the rules.
     pub fn decide(&self, facts: &RequestFacts) -> Decision {

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
+use airlock_core::text::TextKind;
 use airlock_core::GroupName;
 use cedar_policy as cedar;
 use miette::Diagnostic;
@@ -100,6 +101,13 @@ pub(crate) struct PolicyMeta {
     pub(crate) entitlement: Option<String>,
     pub(crate) principal: PrincipalScope,
     pub(crate) tier: Option<TierSpec>,
+    pub(crate) permit: bool,
+    /// The policy's `@reason("...")`: what it demands, in words a requester
+    /// can act on; quoted in denials.
+    pub(crate) reason: Option<String>,
+    /// The policy's `when`/`unless` clauses as written, on one line, for
+    /// denials when it has no `@reason`.
+    pub(crate) conditions: Option<String>,
 }
 
 /// Parsed names of the schema's types and actions, built once per set.
@@ -161,6 +169,26 @@ pub(crate) enum PrincipalScope {
     Group(String),
     /// `principal == User::"u"` (or `in User::"u"`, which is the same).
     User(String),
+}
+
+impl PrincipalScope {
+    /// Whether the scope admits this person (Cedar may still say no).
+    pub(crate) fn covers(&self, user: &crate::facts::UserFacts) -> bool {
+        match self {
+            PrincipalScope::Open => true,
+            PrincipalScope::Group(g) => user.groups.iter().any(|mine| mine.as_str() == g),
+            PrincipalScope::User(u) => user.id.as_str() == u,
+        }
+    }
+
+    /// Whom the scope admits, for messages.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            PrincipalScope::Open => "anyone".to_owned(),
+            PrincipalScope::Group(g) => format!("members of `{g}`"),
+            PrincipalScope::User(u) => format!("`{u}` only"),
+        }
+    }
 }
 
 /// The policies of one action and entitlement, split by principal scope.
@@ -631,6 +659,20 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
             }
             None
         };
+        let reason = match policy.annotation("reason").map(str::trim) {
+            None => None,
+            Some(reason) => match airlock_core::text::check(reason, TextKind::Line, MAX_REASON_CHARS) {
+                Ok(()) if !reason.is_empty() => Some(reason.to_owned()),
+                Ok(()) => {
+                    errors.push(error_at("@reason", format!("policy `{id}`: `@reason` must not be empty")));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(error_at("@reason", format!("policy `{id}`: `@reason`: {e}")));
+                    continue;
+                }
+            },
+        };
         out.push(Parsed {
             policy: policy.new_id(cedar::PolicyId::new(&id)),
             id,
@@ -642,10 +684,92 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
                 entitlement,
                 principal,
                 tier,
+                permit: effect == cedar::Effect::Permit,
+                reason,
+                conditions: conditions_of(&own_text),
             },
         });
     }
     out
+}
+
+/// The longest `@reason` a policy may carry, in characters.
+const MAX_REASON_CHARS: usize = 300;
+
+/// The `when`/`unless` clauses of a policy's text, comments dropped and
+/// whitespace collapsed to one line; `None` for a policy without any.
+fn conditions_of(policy_text: &str) -> Option<String> {
+    let code = without_comments(policy_text);
+    let clauses = code.get(scope_end(&code)?..)?.trim().trim_end_matches(';');
+    let one_line = clauses.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!one_line.is_empty()).then_some(one_line)
+}
+
+/// Cedar source with its `//` comments removed (string literals kept whole).
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                '\\' => out.extend(chars.next()),
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if c == '/' && chars.peek() == Some(&'/') {
+            for skipped in chars.by_ref() {
+                if skipped == '\n' {
+                    out.push('\n');
+                    break;
+                }
+            }
+        } else {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Where the scope of a comment-free policy ends: just past the `)` that
+/// closes the parentheses after `permit` or `forbid` (annotations before
+/// it have parentheses of their own; strings may hold any).
+fn scope_end(code: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut in_scope = false;
+    for (i, c) in code.char_indices() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '(' => {
+                if depth == 0 {
+                    let head = code.get(..i).unwrap_or("").trim_end();
+                    in_scope = head.ends_with("permit") || head.ends_with("forbid");
+                }
+                depth += 1;
+            }
+            ')' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 && in_scope {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Reads a tier from its annotations; on failure says which annotation is

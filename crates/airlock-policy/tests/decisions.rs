@@ -433,3 +433,88 @@ fn decisions() {
         check(name, policies, *adjust, *ask, expect);
     }
 }
+
+/// The standard request's denial, each reason as `describe_denial` words it.
+fn denial(policies: &str, facts: &RequestFacts) -> String {
+    let set = PolicySet::load(&[("p.cedar".to_owned(), policies.to_owned())]).unwrap();
+    match set.decide(facts) {
+        Decision::Denied { reasons, .. } => reasons
+            .iter()
+            .map(|r| set.describe_denial(r, facts))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        other => panic!("expected a denial, got {other}"),
+    }
+}
+
+#[test]
+fn a_denial_says_what_would_be_accepted() {
+    let permits = r#"
+        // An engineer may ask with a ticket (a comment with ) and " in it).
+        @id("with-ticket")
+        @reason("engineers, citing a ticket INC-… or CHG-…")
+        permit (principal in Airlock::Group::"engineers", action == Airlock::Action::"request",
+                resource == Airlock::Entitlement::"prod-db-admin")
+        when { context.has_ticket };
+
+        @id("dba-short")
+        permit (principal in Airlock::Group::"dba", action == Airlock::Action::"request",
+                resource == Airlock::Entitlement::"prod-db-admin")
+        when {
+          // at most an hour
+          context.duration_seconds <= 3600 && context.ticket != "x (y)"
+        };
+
+        @id("other-entitlement")
+        @reason("not about prod-db-admin")
+        permit (principal, action == Airlock::Action::"request",
+                resource == Airlock::Entitlement::"staging-shell");
+    "#;
+    let mut no_ticket = standard();
+    no_ticket.context.ticket = None;
+    let text = denial(permits, &no_ticket);
+    // The permit that covers alice comes first, with its @reason; the other
+    // with whom it covers and its conditions as written, comments dropped;
+    // a permit for another entitlement is not named.
+    assert_eq!(
+        text,
+        "no policy permits; requests for `prod-db-admin` are permitted by \
+         `with-ticket` (members of `engineers`): engineers, citing a ticket INC-… or CHG-…; \
+         `dba-short` (members of `dba`): when { context.duration_seconds <= 3600 && context.ticket != \"x (y)\" }"
+    );
+
+    // A forbid says its @reason, or else its conditions.
+    let mut facts = standard();
+    let forbids = r#"
+        @id("with-ticket") permit (principal, action == Airlock::Action::"request", resource);
+        @id("no-contractors")
+        @reason("contractors never hold admin rights on production data")
+        forbid (principal, action == Airlock::Action::"request", resource)
+        when { principal.employment == "contractor" };
+        @id("payments-not-on-prod")
+        forbid (principal, action, resource == Airlock::Entitlement::"prod-db-admin")
+        unless { principal.team != "payments" };
+    "#;
+    facts.requester.employment = "contractor".to_owned();
+    assert_eq!(
+        denial(forbids, &facts),
+        "forbidden by `no-contractors`: contractors never hold admin rights on production data | \
+         forbidden by `payments-not-on-prod`: unless { principal.team != \"payments\" }"
+    );
+
+    // Past four permits the rest are counted; with none, that is said.
+    let many: String = (1..=6)
+        .map(|n| {
+            format!(
+                "@id(\"p{n}\") permit (principal in Airlock::Group::\"g{n}\", \
+                 action == Airlock::Action::\"request\", resource);\n"
+            )
+        })
+        .collect();
+    let text = denial(&many, &standard());
+    assert!(text.ends_with("`p4` (members of `g4`): always; and 2 more"), "{text}");
+    assert_eq!(
+        denial("", &standard()),
+        "no policy permits: no policy lets anyone request `prod-db-admin`"
+    );
+}

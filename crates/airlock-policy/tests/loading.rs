@@ -123,3 +123,22 @@ fn impossible_policies_are_warnings_not_errors() {
     assert_eq!(set.warnings().len(), 1, "{:?}", set.warnings());
     assert!(set.warnings()[0].to_string().starts_with("w.cedar:1:"));
 }
+
+#[test]
+fn a_reason_annotation_must_be_one_line_of_text() {
+    let ok = r#"@id("p") @reason("engineers, with a ticket") permit(principal, action == Airlock::Action::"request", resource);"#;
+    assert!(errors(&[("ok.cedar", ok)]).is_empty());
+    let empty = r#"@id("p") @reason("  ") permit(principal, action == Airlock::Action::"request", resource);"#;
+    let got = errors(&[("empty.cedar", empty)]);
+    assert_eq!(
+        got,
+        vec!["empty.cedar:1:10: policy `p`: `@reason` must not be empty".to_owned()]
+    );
+    let two_lines = "@id(\"p\") @reason(\"one\ntwo\") permit(principal, action == Airlock::Action::\"request\", resource);";
+    let got = errors(&[("lines.cedar", two_lines)]);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("lines.cedar:1:10: policy `p`: `@reason`: "),
+        "{got:#?}"
+    );
+}

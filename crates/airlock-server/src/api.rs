@@ -278,10 +278,14 @@ pub struct EntitlementView {
     /// How an ordinary request by the caller would be decided: `auto`, or
     /// the tiers it needs (`1 from [approvers] (policy) and ...`).
     pub approval: String,
+    /// What an ordinary request needs besides a duration (`ticket`,
+    /// `ticket matching `…``, `reason`, `recent MFA`), from the
+    /// entitlement's rules and the policies.
+    pub needs: Vec<String>,
 }
 
 impl EntitlementView {
-    pub fn new(e: &Entitlement, approval: String) -> Self {
+    pub fn new(e: &Entitlement, approval: String, needs: Vec<String>) -> Self {
         EntitlementView {
             id: e.id.to_string(),
             description: e.description.clone(),
@@ -291,6 +295,7 @@ impl EntitlementView {
             ticket_required: e.ticket.required,
             ticket_pattern: e.ticket.pattern.as_ref().map(|p| p.as_str().to_owned()),
             approval,
+            needs,
         }
     }
 }

@@ -12,7 +12,6 @@ use airlock_core::catalog::User;
 use airlock_core::policy_change::{Proposal, Trigger};
 use airlock_core::request::{AccessRequest, Rejection, State};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
-use airlock_policy::{RequestContext, RequestFacts};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -553,12 +552,13 @@ async fn entitlements(
         .entitlements
         .values()
         .filter_map(|e| {
-            let facts = RequestFacts {
-                requester: policies.user_facts(&user),
-                entitlement: policies.entitlement_facts(&e.id),
-                context: RequestContext::typical(),
-            };
-            let approval = match policy::verdict(&set, &facts).route {
+            let ask = policy::typical_ask(
+                &set,
+                policies.user_facts(&user),
+                e,
+                policies.entitlement_facts(&e.id),
+            )?;
+            let approval = match ask.route {
                 Route::Denied { .. } => return None,
                 Route::AutoApproved => "auto".to_owned(),
                 Route::NeedsApprovals(tiers) => tiers
@@ -567,7 +567,7 @@ async fn entitlements(
                     .collect::<Vec<_>>()
                     .join(" and "),
             };
-            Some(EntitlementView::new(e, approval))
+            Some(EntitlementView::new(e, approval, ask.needs))
         })
         .collect();
     Ok(Json(views))

@@ -386,7 +386,10 @@ pub fn verdict(set: &PolicySet, facts: &RequestFacts) -> Verdict {
     let policies = decision.policies().into_iter().map(str::to_owned).collect();
     let route = match decision {
         Decision::Denied { reasons, .. } => Route::Denied {
-            reasons: reasons.iter().map(ToString::to_string).collect(),
+            reasons: reasons
+                .iter()
+                .map(|r| set.describe_denial(r, facts))
+                .collect(),
         },
         Decision::AutoApproved { .. } => Route::AutoApproved,
         Decision::NeedsApprovals { tiers, .. } => Route::NeedsApprovals(tiers),
@@ -419,16 +422,52 @@ pub fn approver_verdict(
     }
 }
 
-/// Whether a user with these facts could request the entitlement in an
-/// ordinary request ([`RequestContext::typical`]); for listing what a user
-/// may ask for, not for deciding.
-pub fn typically_requestable(set: &PolicySet, user: UserFacts, e: EntitlementFacts) -> bool {
-    let facts = RequestFacts {
+/// What an ordinary request ([`RequestContext::typical`]) by this person
+/// for this entitlement would meet, for listing what they may ask for (not
+/// for deciding): `None` when the policies would deny it.
+pub struct TypicalAsk {
+    /// How it would be decided.
+    pub route: Route,
+    /// What it needs besides a duration, each a short phrase: a ticket, a
+    /// reason, recent MFA. The entitlement's own rules say some; the rest
+    /// are found by asking the policies again without each.
+    pub needs: Vec<String>,
+}
+
+pub fn typical_ask(
+    set: &PolicySet,
+    user: UserFacts,
+    entitlement: &Entitlement,
+    facts: EntitlementFacts,
+) -> Option<TypicalAsk> {
+    let typical = RequestFacts {
         requester: user,
-        entitlement: e,
+        entitlement: facts,
         context: RequestContext::typical(),
     };
-    !matches!(set.decide(&facts), Decision::Denied { .. })
+    let route = verdict(set, &typical).route;
+    if matches!(route, Route::Denied { .. }) {
+        return None;
+    }
+    let denied_without = |change: fn(&mut RequestContext)| {
+        let mut facts = typical.clone();
+        change(&mut facts.context);
+        matches!(set.decide(&facts), Decision::Denied { .. })
+    };
+    let mut needs = Vec::new();
+    if entitlement.ticket.required || denied_without(|c| c.ticket = None) {
+        needs.push(match &entitlement.ticket.pattern {
+            Some(pattern) => format!("ticket matching `{}`", pattern.as_str()),
+            None => "ticket".to_owned(),
+        });
+    }
+    if entitlement.reason_required || denied_without(|c| c.reason_length = 0) {
+        needs.push("reason".to_owned());
+    }
+    if denied_without(|c| c.mfa_age = None) {
+        needs.push("recent MFA".to_owned());
+    }
+    Some(TypicalAsk { route, needs })
 }
 
 /// The user ids in the directory, for analyses over everyone.

@@ -2097,7 +2097,14 @@ async fn a_policy_denial_is_refused_yet_recorded_and_explained() {
                 .await,
         );
         assert_eq!((code, kind.as_str()), (403, "denied_by_policy"));
-        assert!(message.contains("no policy permits"), "{message}");
+        // ...and the message says what would be accepted.
+        assert!(
+            message.contains(
+                "no policy permits; requests for `db-x` are permitted by \
+                 `eng-with-ticket` (members of `eng`): when { context.has_ticket }"
+            ),
+            "{message}"
+        );
         let mine = h
             .client("alice")
             .list_requests(&RequestQuery {
@@ -2132,6 +2139,12 @@ async fn a_policy_denial_is_refused_yet_recorded_and_explained() {
             .map(|e| e.id)
             .collect();
         assert!(!offered.contains(&"db-x".to_owned()), "{offered:?}");
+        // ...and what a request needs: the reason from the entitlement's
+        // rules, the ticket from the policies.
+        let listed = h.client("alice").entitlements().await.unwrap();
+        let db_x = listed.iter().find(|e| e.id == "db-x").unwrap();
+        assert_eq!(db_x.needs, ["ticket", "reason"]);
+        assert!(!db_x.ticket_required, "the config does not demand one");
         h.server.shutdown().await;
     })
     .await;
