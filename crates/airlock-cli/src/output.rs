@@ -2,8 +2,8 @@
 
 use crate::terminal::{one_line, say};
 use airlock_server::api::{
-    AuditEventView, EntitlementView, ExplainView, HistoryEntry, PolicyReloadView, ReconcileView,
-    RequestView,
+    ApprovalWaitsReport, AuditEventView, EntitlementView, ExplainView, HistoryEntry,
+    PolicyReloadView, ReconcileView, RequestView,
 };
 use serde::Serialize;
 
@@ -484,4 +484,49 @@ pub fn reconcile(r: &ReconcileView) {
             }
         );
     }
+}
+
+pub fn approval_waits(report: &ApprovalWaitsReport) {
+    if report.entitlements.is_empty() {
+        say!("no request since {} needed an approver", report.since);
+        return;
+    }
+    let time = |secs: Option<u64>| secs.map_or("-".to_owned(), human_duration);
+    let rows: Vec<Vec<String>> = report
+        .entitlements
+        .iter()
+        .map(|w| {
+            vec![
+                w.entitlement.clone(),
+                w.needing_approval.to_string(),
+                w.decided.to_string(),
+                time(w.p50_seconds),
+                time(w.p95_seconds),
+                time(w.longest_seconds),
+                w.waiting.to_string(),
+                time(w.oldest_waiting_seconds),
+                w.timed_out.to_string(),
+                w.withdrawn.to_string(),
+            ]
+        })
+        .collect();
+    say!(
+        "requests created since {} that needed an approver:",
+        report.since
+    );
+    table(
+        &[
+            "ENTITLEMENT",
+            "NEEDED",
+            "DECIDED",
+            "P50",
+            "P95",
+            "LONGEST",
+            "WAITING",
+            "OLDEST",
+            "TIMED-OUT",
+            "WITHDRAWN",
+        ],
+        &rows,
+    );
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use airlock_server::api::AuditQuery;
+use airlock_server::api::{AuditQuery, WaitsQuery};
 use anyhow::{bail, Context};
 use clap::Subcommand;
 
@@ -17,6 +17,11 @@ use crate::terminal::{say, say_err};
     reason = "parsed once per process; the size does not matter"
 )]
 pub enum OversightCmd {
+    /// Reports for admins and auditors.
+    Report {
+        #[command(subcommand)]
+        report: ReportCmd,
+    },
     /// Compare who holds each connector's access in the target with
     /// Airlock's grants (admins). Reports holders no grant explains
     /// (standing privileges, out-of-band grants), access held for ended
@@ -87,8 +92,28 @@ pub enum AuditCmd {
     Key,
 }
 
+#[derive(Subcommand)]
+pub enum ReportCmd {
+    /// How long requests waited for an approver, per entitlement: p50 and
+    /// p95 of the decided ones, those still waiting, timed out or withdrawn.
+    Waits {
+        /// Requests created since: a duration back from now (`7d`), an
+        /// RFC 3339 time or Unix seconds (default: the last 30 days).
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
 pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
     match command {
+        OversightCmd::Report {
+            report: ReportCmd::Waits { since, conn },
+        } => {
+            let report = client(&conn)?.approval_waits(&WaitsQuery { since }).await?;
+            output::json_or(&report, conn.json, output::approval_waits)
+        }
         OversightCmd::Reconcile { fix, conn } => {
             let report = client(&conn)?.reconcile(fix).await?;
             output::json_or(&report, conn.json, output::reconcile)?;

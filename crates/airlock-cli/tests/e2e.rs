@@ -1224,7 +1224,9 @@ fn the_demo_decides_by_its_cedar_policies_explains_and_reloads_on_sighup() {
     assert!(err.contains("no policy permits"), "{err}");
     // The demo policies' reasons tell bob what would be accepted.
     assert!(
-        err.contains("`prod-db-engineers-with-ticket` (members of `engineers`): engineers, citing a ticket"),
+        err.contains(
+            "`prod-db-engineers-with-ticket` (members of `engineers`): engineers, citing a ticket"
+        ),
         "{err}"
     );
     assert!(err.contains("`prod-db-break-glass`"), "{err}");

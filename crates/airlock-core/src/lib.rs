@@ -16,6 +16,7 @@ pub mod request;
 pub mod text;
 pub mod time;
 pub mod token;
+pub mod waits;
 
 pub use ids::{EntitlementId, GroupName, IdError, RequestId, TokenId, UserId};
 pub use time::Timestamp;

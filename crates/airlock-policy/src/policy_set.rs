@@ -661,17 +661,25 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
         };
         let reason = match policy.annotation("reason").map(str::trim) {
             None => None,
-            Some(reason) => match airlock_core::text::check(reason, TextKind::Line, MAX_REASON_CHARS) {
-                Ok(()) if !reason.is_empty() => Some(reason.to_owned()),
-                Ok(()) => {
-                    errors.push(error_at("@reason", format!("policy `{id}`: `@reason` must not be empty")));
-                    continue;
+            Some(reason) => {
+                match airlock_core::text::check(reason, TextKind::Line, MAX_REASON_CHARS) {
+                    Ok(()) if !reason.is_empty() => Some(reason.to_owned()),
+                    Ok(()) => {
+                        errors.push(error_at(
+                            "@reason",
+                            format!("policy `{id}`: `@reason` must not be empty"),
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        errors.push(error_at(
+                            "@reason",
+                            format!("policy `{id}`: `@reason`: {e}"),
+                        ));
+                        continue;
+                    }
                 }
-                Err(e) => {
-                    errors.push(error_at("@reason", format!("policy `{id}`: `@reason`: {e}")));
-                    continue;
-                }
-            },
+            }
         };
         out.push(Parsed {
             policy: policy.new_id(cedar::PolicyId::new(&id)),

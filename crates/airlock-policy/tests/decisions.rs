@@ -512,7 +512,10 @@ fn a_denial_says_what_would_be_accepted() {
         })
         .collect();
     let text = denial(&many, &standard());
-    assert!(text.ends_with("`p4` (members of `g4`): always; and 2 more"), "{text}");
+    assert!(
+        text.ends_with("`p4` (members of `g4`): always; and 2 more"),
+        "{text}"
+    );
     assert_eq!(
         denial("", &standard()),
         "no policy permits: no policy lets anyone request `prod-db-admin`"

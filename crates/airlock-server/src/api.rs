@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use airlock_core::audit::AuditRecord;
 use airlock_core::catalog::Entitlement;
 use airlock_core::request::AccessRequest;
+use airlock_core::waits::ApprovalWaits;
 use airlock_core::{RequestId, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -821,4 +822,59 @@ pub struct CreatedTokenView {
 pub struct TokenQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all: Option<bool>,
+}
+
+/// Which requests `GET /v1/reports/approval-waits` counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitsQuery {
+    /// Requests created since: an RFC 3339 time, Unix seconds, or a
+    /// duration back from now (`30d`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// How long requests waited for an approver, per entitlement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalWaitsReport {
+    /// Requests created since this time (RFC 3339) were counted.
+    pub since: String,
+    pub entitlements: Vec<ApprovalWaitsView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalWaitsView {
+    pub entitlement: String,
+    /// Requests the policies routed to approvers.
+    pub needing_approval: usize,
+    /// Of them, approved or denied by a person.
+    pub decided: usize,
+    /// Waits of the decided ones, nearest-rank; `null` when none was decided.
+    pub p50_seconds: Option<u64>,
+    pub p95_seconds: Option<u64>,
+    pub longest_seconds: Option<u64>,
+    /// Still waiting, and the longest wait among them so far.
+    pub waiting: usize,
+    pub oldest_waiting_seconds: Option<u64>,
+    pub timed_out: usize,
+    /// Withdrawn (or ended by deprovisioning) before anyone decided.
+    pub withdrawn: usize,
+}
+
+impl From<&ApprovalWaits> for ApprovalWaitsView {
+    fn from(w: &ApprovalWaits) -> Self {
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs());
+        ApprovalWaitsView {
+            entitlement: w.entitlement.to_string(),
+            needing_approval: w.needing_approval,
+            decided: w.decided,
+            p50_seconds: secs(w.p50),
+            p95_seconds: secs(w.p95),
+            longest_seconds: secs(w.longest),
+            waiting: w.waiting,
+            oldest_waiting_seconds: secs(w.oldest_waiting),
+            timed_out: w.timed_out,
+            withdrawn: w.withdrawn,
+        }
+    }
 }

@@ -5,10 +5,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView, EmptyBody,
-    EntitlementView, ErrorBody, ExplainView, PageQuery, PolicyReloadView, PolicyView, ProposalView,
-    ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WhoAmI,
-    NEXT_CURSOR_HEADER,
+    ApprovalWaitsReport, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
+    EmptyBody, EntitlementView, ErrorBody, ExplainView, PageQuery, PolicyReloadView, PolicyView,
+    ProposalView, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView,
+    WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -329,6 +329,14 @@ impl Client {
 
     pub async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEventView>, ClientError> {
         self.send(self.get("/v1/audit").query(query)).await
+    }
+
+    pub async fn approval_waits(
+        &self,
+        query: &WaitsQuery,
+    ) -> Result<ApprovalWaitsReport, ClientError> {
+        self.send(self.get("/v1/reports/approval-waits").query(query))
+            .await
     }
 
     pub async fn verify_audit(&self) -> Result<VerifyView, ClientError> {

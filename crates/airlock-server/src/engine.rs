@@ -24,6 +24,7 @@ use airlock_core::request::{
     self, AccessRequest, Command, Effect, JobAction, LifecycleSettings, NewRequest, Rejection,
     State, Transition,
 };
+use airlock_core::waits::{self, ApprovalWaits};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::{debug, error, info, warn, Instrument};
@@ -290,6 +291,23 @@ impl Engine {
     pub async fn revocation_backlog(&self) -> Result<RevocationBacklog, EngineError> {
         let line = self.clock.now().minus(self.overdue_after);
         Ok(self.store.revocation_backlog(line).await?)
+    }
+
+    /// How long requests created since `since` waited for an approver,
+    /// per entitlement, as of now.
+    pub async fn approval_waits(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<ApprovalWaits>, EngineError> {
+        let requests = self
+            .store
+            .list_requests(&RequestFilter {
+                created_since: Some(since),
+                limit: u32::MAX,
+                ..RequestFilter::default()
+            })
+            .await?;
+        Ok(waits::approval_waits(&requests, self.clock.now()))
     }
 
     /// Creates a request; auto-approved ones start provisioning at once.

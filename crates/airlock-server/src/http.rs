@@ -21,11 +21,11 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApproveBody,
-    AuditEventView, AuditQuery, CreateRequest, CredentialView, DurationInput, EmptyBody,
-    EntitlementView, ErrorBody, ErrorDetail, ExplainView, HistoryEntry, PageQuery,
-    PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
-    ReconcileView, RequestQuery, RequestView, VerifyView, WhoAmI, NEXT_CURSOR_HEADER,
+    decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApprovalWaitsReport,
+    ApprovalWaitsView, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
+    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ExplainView, HistoryEntry,
+    PageQuery, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
+    ReconcileView, RequestQuery, RequestView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash};
 use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange, UserCommand};
@@ -102,6 +102,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/grants"),
     ("get", "/v1/audit"),
     ("get", "/v1/audit/verify"),
+    ("get", "/v1/reports/approval-waits"),
     ("get", "/v1/audit/checkpoint-key"),
     ("post", "/v1/reconcile"),
     ("post", "/v1/tokens"),
@@ -144,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/grants", get(grants))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/reports/approval-waits", get(approval_waits))
         .route("/v1/audit/checkpoint-key", get(checkpoint_key))
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
@@ -1062,6 +1064,37 @@ async fn audit(
     };
     let records = state.engine.audit(&filter).await?;
     Ok(Json(records.iter().map(AuditEventView::from).collect()))
+}
+
+/// How far back the approval-wait report looks unless told.
+const DEFAULT_REPORT_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+
+async fn approval_waits(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<WaitsQuery>,
+) -> ApiResult<Json<ApprovalWaitsReport>> {
+    require(&user, Capability::ReadEverything)?;
+    let now = state.engine.now();
+    let since = match q.since.as_deref().map(str::trim) {
+        None => now.minus(DEFAULT_REPORT_PERIOD),
+        // A time, or else how long back from now.
+        Some(raw) => parse_time(raw).or_else(|time_error| {
+            parse_duration(raw)
+                .map(|back| now.minus(back))
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "since",
+                        format!("{time_error}, nor a duration such as `30d`"),
+                    )
+                })
+        })?,
+    };
+    let waits = state.engine.approval_waits(since).await?;
+    Ok(Json(ApprovalWaitsReport {
+        since: format_time(since),
+        entitlements: waits.iter().map(ApprovalWaitsView::from).collect(),
+    }))
 }
 
 async fn verify_audit(

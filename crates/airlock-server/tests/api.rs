@@ -2601,9 +2601,14 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
             | "/v1/policy/proposals/{id}/approve"
             | "/v1/reconcile",
         ) => Admin,
-        ("get", "/v1/policy" | "/v1/policy/proposals" | "/v1/audit" | "/v1/audit/verify") => {
-            ReadEverything
-        }
+        (
+            "get",
+            "/v1/policy"
+            | "/v1/policy/proposals"
+            | "/v1/audit"
+            | "/v1/audit/verify"
+            | "/v1/reports/approval-waits",
+        ) => ReadEverything,
         ("get" | "post", "/v1/tokens") => TokenHolder,
         ("post", "/v1/tokens/{id}/revoke") => TokenOwner,
         _ => return None,

@@ -1247,6 +1247,10 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                         awaiting_approval_of: Some(u.clone()),
                         ..visible.clone()
                     };
+                    let recent = RequestFilter {
+                        created_since: Some(at(25)),
+                        ..visible.clone()
+                    };
                     for (filter, core) in [
                         (
                             visible,
@@ -1254,6 +1258,9 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                         ),
                         (awaiting, &|r: &request::AccessRequest| {
                             r.awaits_approval_of(u)
+                        }),
+                        (recent, &|r: &request::AccessRequest| {
+                            r.visible_to(u) && r.created_at >= at(25)
                         }),
                     ] {
                         let listed: Vec<String> = store

@@ -83,6 +83,8 @@ pub struct RequestFilter {
     /// Only requests waiting for this user's approval
     /// ([`AccessRequest::awaits_approval_of`]).
     pub awaiting_approval_of: Option<User>,
+    /// Only requests created at or after this time.
+    pub created_since: Option<Timestamp>,
     /// Only requests after this one in the list order (the page before
     /// ended there).
     pub after: Option<PageKey>,

@@ -948,6 +948,10 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
             backend.contains("approved_by_list", &me_listed)
         ));
     }
+    if let Some(since) = filter.created_since {
+        let at = param(&mut binds, Bind::Int(since.unix_millis()));
+        sql.push_str(&format!(" AND created_at >= {at}"));
+    }
     if let Some(after) = &filter.after {
         let at = param(&mut binds, Bind::Int(after.created_at.unix_millis()));
         let id = param(&mut binds, Bind::Text(after.id.as_str().to_owned()));

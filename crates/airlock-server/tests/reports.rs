@@ -1,0 +1,214 @@
+//! Reports over the real API, on a server whose clock the test moves, so the
+//! figures are exact: how long requests waited for an approver.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail by panicking, with the value in the message"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_core::Timestamp;
+use airlock_server::api::{format_time, CreateRequest, DurationInput, WaitsQuery};
+use airlock_server::client::{Action, Client, ClientError};
+use airlock_server::config::{token_hash, Settings};
+use airlock_server::engine::{Clock, ManualClock};
+use airlock_server::server::start_with_clock;
+use airlock_testkit::{bounded, until};
+
+/// Any fixed time will do: none is read from the wall.
+const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Requesters (engineers), an approver and an auditor.
+const PEOPLE: [(&str, &str); 8] = [
+    ("alice", r#"groups = ["eng"]"#),
+    ("carol", r#"groups = ["eng"]"#),
+    ("dave", r#"groups = ["eng"]"#),
+    ("erin", r#"groups = ["eng"]"#),
+    ("frank", r#"groups = ["eng"]"#),
+    ("george", r#"groups = ["eng"]"#),
+    ("bob", r#"groups = ["sre"]"#),
+    ("ann", r#"roles = ["auditor"]"#),
+];
+
+fn token(name: &str) -> String {
+    format!("reports-test-token-{name}")
+}
+
+fn settings(dir: &std::path::Path) -> Settings {
+    let root = dir.display().to_string();
+    let mut toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = '{root}/data'
+reconcile_every = "off"
+pending_timeout = "1h"
+
+[connectors.noop]
+type = "command"
+program = "/bin/true"
+timeout = "5s"
+
+[entitlements.db]
+requestable_by = ["eng"]
+approvers = ["sre"]
+max_duration = "2h"
+require_reason = false
+connector = "noop"
+
+[entitlements.logs]
+requestable_by = ["eng"]
+auto_approve = true
+max_duration = "1h"
+require_reason = false
+connector = "noop"
+"#
+    );
+    for (name, what) in PEOPLE {
+        toml.push_str(&format!(
+            "\n[users.{name}]\n{what}\ntoken_sha256 = \"{}\"\n",
+            token_hash(&token(name))
+        ));
+    }
+    Settings::parse("reports.toml", &toml, dir).unwrap()
+}
+
+fn ask(entitlement: &str) -> CreateRequest {
+    CreateRequest {
+        entitlement: entitlement.to_owned(),
+        duration: Some(DurationInput::Seconds(3600)),
+        reason: String::new(),
+        ticket: None,
+        start_at: None,
+        break_glass: false,
+        public_key: None,
+    }
+}
+
+#[tokio::test]
+async fn approval_waits_count_only_what_waited_for_a_person() {
+    bounded(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let server = start_with_clock(settings(dir.path()), Arc::clone(&clock) as Arc<dyn Clock>)
+            .await
+            .unwrap();
+        let base = format!("http://{}", server.addr());
+        let client = |name: &str| Client::new(&base, &token(name)).unwrap();
+        let request = |name: &'static str| {
+            let c = client(name);
+            async move { c.create_request(&ask("db")).await.unwrap().id }
+        };
+
+        let approved_soon = request("alice").await;
+        let denied = request("carol").await;
+        let withdrawn = request("dave").await;
+        let approved_late = request("erin").await;
+        let timed_out = request("frank").await;
+        // Auto-approved: never waited, never counted.
+        client("alice").create_request(&ask("logs")).await.unwrap();
+
+        let bob = client("bob");
+        clock.advance(10 * MINUTE);
+        bob.act(&approved_soon, &Action::Approve { comment: None })
+            .await
+            .unwrap();
+        clock.advance(20 * MINUTE);
+        bob.act(
+            &denied,
+            &Action::Deny {
+                reason: "no".to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+        clock.advance(10 * MINUTE);
+        client("dave")
+            .act(&withdrawn, &Action::Cancel)
+            .await
+            .unwrap();
+        clock.advance(10 * MINUTE);
+        bob.act(&approved_late, &Action::Approve { comment: None })
+            .await
+            .unwrap();
+        clock.advance(5 * MINUTE);
+        let still_waiting = request("george").await;
+        // Past frank's pending deadline (an hour), six minutes after george asked.
+        clock.advance(6 * MINUTE);
+        until(Duration::from_secs(20), "the time-out", || async {
+            let r = client("frank").get_request(&timed_out).await.unwrap();
+            (r.state == "timed_out").then_some(())
+        })
+        .await;
+
+        let ann = client("ann");
+        let report = ann.approval_waits(&WaitsQuery::default()).await.unwrap();
+        assert_eq!(report.entitlements.len(), 1, "{report:?}");
+        let db = &report.entitlements[0];
+        assert_eq!(db.entitlement, "db");
+        assert_eq!(
+            (
+                db.needing_approval,
+                db.decided,
+                db.waiting,
+                db.timed_out,
+                db.withdrawn
+            ),
+            (6, 3, 1, 1, 1)
+        );
+        // Decided after 10, 30 and 50 minutes: nearest-rank p50 and p95.
+        assert_eq!(
+            (db.p50_seconds, db.p95_seconds, db.longest_seconds),
+            (Some(1800), Some(3000), Some(3000))
+        );
+        assert_eq!(db.oldest_waiting_seconds, Some(360));
+
+        // Only requests created since a time (george's), or a duration back.
+        let since = format_time(T0.plus(55 * MINUTE));
+        let recent = ann
+            .approval_waits(&WaitsQuery { since: Some(since) })
+            .await
+            .unwrap();
+        assert_eq!(recent.entitlements[0].needing_approval, 1);
+        assert_eq!(recent.entitlements[0].decided, 0);
+        assert_eq!(recent.entitlements[0].p50_seconds, None);
+        let last_ten_minutes = ann
+            .approval_waits(&WaitsQuery {
+                since: Some("10m".to_owned()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(last_ten_minutes.entitlements[0].waiting, 1);
+        assert_eq!(last_ten_minutes.since, format_time(T0.plus(51 * MINUTE)));
+
+        // A bad `since` is named; only admins and auditors read reports.
+        match ann
+            .approval_waits(&WaitsQuery {
+                since: Some("last tuesday".to_owned()),
+            })
+            .await
+        {
+            Err(ClientError::Api {
+                status,
+                field,
+                message,
+                ..
+            }) => {
+                assert_eq!((status, field.as_deref()), (400, Some("since")));
+                assert!(message.contains("`last tuesday`"), "{message}");
+            }
+            other => panic!("expected a 400, got {other:?}"),
+        }
+        assert!(matches!(
+            client("bob").approval_waits(&WaitsQuery::default()).await,
+            Err(ClientError::Api { status: 403, .. })
+        ));
+        let george = client("george").get_request(&still_waiting).await.unwrap();
+        assert_eq!(george.state, "pending");
+        server.shutdown().await;
+    })
+    .await;
+}
