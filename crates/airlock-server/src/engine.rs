@@ -55,6 +55,9 @@ pub enum EngineError {
     Policy(#[from] PolicyLoadError),
     #[error("no policy proposal `{0}`")]
     UnknownProposal(String),
+    /// No such API token, or none the caller may manage.
+    #[error("no API token `{0}` that you may manage")]
+    UnknownToken(String),
     /// The audit record cannot be trusted, so nothing that grants access or
     /// changes the rules is done until an operator looks (see
     /// [`Engine::refuse_writes`]).

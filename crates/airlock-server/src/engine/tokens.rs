@@ -149,13 +149,11 @@ impl Engine {
 
     /// Revokes a token the caller may manage, and audits it.
     pub async fn revoke_token(&self, by: &User, id: &TokenId) -> Result<ApiToken, EngineError> {
-        let not_found = || {
-            EngineError::Rejected(Rejection::Invalid {
-                field: "id",
-                message: format!("no API token `{id}` that you may manage"),
-            })
-        };
-        let current = self.store.token(id).await?.ok_or_else(not_found)?;
+        let current = self
+            .store
+            .token(id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownToken(id.to_string()))?;
         access::may_manage_tokens_of(by, &current.owner, &self.catalog.owners_of(&current.owner))?;
         let (revoked, event) = token::revoke(&current, by, self.now())?;
         if self

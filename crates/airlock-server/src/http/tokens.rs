@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use airlock_core::request::Rejection;
 use airlock_core::token::Scopes;
 use airlock_core::{TokenId, UserId};
 use axum::extract::{Path, State};
@@ -98,22 +97,8 @@ pub(super) async fn revoke(
     Path(id): Path<String>,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<Json<TokenView>> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no API token `{id}` that you may manage"),
-        )
-    };
-    let token_id = TokenId::parse(&id).map_err(|_| not_found())?;
-    let revoked = state
-        .engine
-        .revoke_token(&user, &token_id)
-        .await
-        .map_err(|e| match e {
-            EngineError::Rejected(Rejection::Invalid { field: "id", .. }) => not_found(),
-            other => ApiError::from(other),
-        })?;
+    let token_id = TokenId::parse(&id).map_err(|_| EngineError::UnknownToken(id.clone()))?;
+    let revoked = state.engine.revoke_token(&user, &token_id).await?;
     tracing::info!(by = %user.id, token = %revoked.id, "API token revoked");
     Ok(Json(TokenView::new(&revoked, state.engine.now())))
 }
