@@ -2041,6 +2041,9 @@ fn api_tokens_are_created_used_shown_and_revoked_through_the_cli() {
             .any(|l| l.contains("requested") && l.contains(&id)),
         "{table}"
     );
+    let by_token = demo.json("admin", &["audit", "--by-token", &id]);
+    assert_eq!(by_token.as_array().map(Vec::len), Some(1), "{by_token}");
+    assert_eq!(by_token[0]["action"], "requested");
     let shown = demo.cli("alice", &["show", &rid]);
     let shown = String::from_utf8_lossy(&shown.stdout).to_string();
     assert!(

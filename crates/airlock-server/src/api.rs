@@ -746,6 +746,9 @@ pub struct AuditQuery {
     /// Only events of this kind (`requested`, `policy_activated`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// Only events done with this API token (`tok_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// RFC 3339 or Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,

@@ -1058,6 +1058,7 @@ async fn audit(
         user: q.user,
         entitlement: q.entitlement,
         action: q.action,
+        token: q.token,
         since: time("since", &q.since)?,
         until: time("until", &q.until)?,
         limit: limit(q.limit)?,

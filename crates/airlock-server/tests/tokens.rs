@@ -321,6 +321,18 @@ async fn a_token_is_shown_once_scoped_expiring_revocable_and_audited() {
                 ("approved", "bob", Some(bob_approve.token.id.as_str())),
             ]
         );
+        // What one token did, and nothing else.
+        let by_token: Vec<String> = admin
+            .audit(&AuditQuery {
+                token: Some(bob_approve.token.id.clone()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(by_token, ["approval_recorded", "approved"]);
         let explained = alice.explain(&pending.id).await.unwrap();
         assert_eq!(explained.history[0].token.as_deref(), Some(t.id.as_str()));
 

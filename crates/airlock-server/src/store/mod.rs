@@ -126,6 +126,8 @@ pub struct AuditFilter {
     pub user: Option<String>,
     pub entitlement: Option<String>,
     pub action: Option<String>,
+    /// Done with this API token.
+    pub token: Option<String>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
     pub limit: u32,

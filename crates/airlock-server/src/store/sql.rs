@@ -1536,6 +1536,10 @@ impl Store for SqlStore {
             str_binds.push(a.clone());
             sql.push_str(&format!(" AND action = ${}", next()));
         }
+        if let Some(t) = &filter.token {
+            str_binds.push(t.clone());
+            sql.push_str(&format!(" AND token_id = ${}", next()));
+        }
         let mut int_binds: Vec<i64> = Vec::new();
         if let Some(s) = filter.since {
             int_binds.push(s.unix_millis());
