@@ -662,6 +662,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         },
         connector: "recorder".to_owned(),
         drift: DriftPolicy::Report,
+        waiting: Default::default(),
     });
     let lifecycle = Arc::new(LifecycleSettings::default());
 
@@ -740,6 +741,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
                     &BTreeSet::from([group.clone()]),
                     true,
                     None,
+                    &BTreeSet::new(),
                 ),
             )],
         },

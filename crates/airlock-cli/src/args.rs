@@ -19,7 +19,7 @@ pub struct Conn {
         global = true
     )]
     pub url: String,
-    /// API token.
+    /// API token (default: the one `airlock login` cached for this server).
     #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// Print JSON instead of a table.
@@ -67,11 +67,17 @@ impl DatabaseArgs {
     }
 }
 
-/// The API client for `--url` and `--token`.
+/// The API client for `--url` and `--token`, or else the sign-in
+/// `airlock login` cached for that server.
 pub fn client(conn: &Conn) -> anyhow::Result<Client> {
-    let token = conn
-        .token
-        .as_deref()
-        .context("no API token: pass --token or set AIRLOCK_TOKEN")?;
-    Ok(Client::new(&conn.url, token)?)
+    let token = match &conn.token {
+        Some(token) => token.clone(),
+        None => crate::login::cached_token(&conn.url)?.with_context(|| {
+            format!(
+                "no API token: run `airlock login`, pass --token or set AIRLOCK_TOKEN (server {})",
+                conn.url
+            )
+        })?,
+    };
+    Ok(Client::new(&conn.url, &token)?)
 }

@@ -10,6 +10,7 @@ use crate::terminal::say_err;
 mod args;
 mod database;
 mod demo;
+mod login;
 mod output;
 mod oversight;
 mod policy;
@@ -45,6 +46,8 @@ enum Cmd {
     Requests(requests::RequestCmd),
     #[command(flatten)]
     Oversight(oversight::OversightCmd),
+    #[command(flatten)]
+    Session(login::SessionCmd),
     /// API tokens: `create`, `list`, `revoke`. Alone: make a config token
     /// and print it with the hash to put in the config.
     Token {
@@ -108,6 +111,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Policy { command } => policy::run(command).await,
         Cmd::Requests(c) => requests::run(c).await,
         Cmd::Oversight(c) => oversight::run(c).await,
+        Cmd::Session(c) => login::run(c).await,
         Cmd::Token { command } => tokens::run(command).await,
     }
 }

@@ -179,6 +179,32 @@ fn history(r: &RequestView) -> Vec<(String, String)> {
             format!("approval from {}{comment}", a.approver),
         ));
     }
+    if let Some(at) = &r.waiting.reminded_at {
+        events.push((
+            at.clone(),
+            format!("approvers reminded ({})", r.approver_groups.join(", ")),
+        ));
+    }
+    if let Some(at) = &r.waiting.escalated_at {
+        events.push((
+            at.clone(),
+            format!(
+                "escalated: {} may approve too",
+                r.waiting.escalate_to.join(", ")
+            ),
+        ));
+    }
+    if let Some(at) = &r
+        .waiting
+        .escalate_at
+        .as_ref()
+        .filter(|_| r.state == "pending" && r.waiting.escalated_at.is_none())
+    {
+        events.push((
+            (*at).clone(),
+            format!("(due) escalation to {}", r.waiting.escalate_to.join(", ")),
+        ));
+    }
     if let (Some(at), Some(starts)) = (&r.decided_at, &r.activates_at) {
         let how = if r.required_approvals == 0 {
             "auto-approved"

@@ -12,7 +12,7 @@ use clap::Subcommand;
 
 use crate::args::{client, Conn, Page};
 use crate::terminal::{say, say_err};
-use crate::{output, ssh};
+use crate::{login, output, ssh};
 
 #[derive(Subcommand)]
 pub enum RequestCmd {
@@ -144,7 +144,7 @@ pub enum RequestCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Who your token belongs to.
+    /// Who your token (or `airlock login`) belongs to.
     Whoami {
         #[command(flatten)]
         conn: Conn,
@@ -164,7 +164,6 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
             wait_timeout,
             conn,
         } => {
-            let client = client(&conn)?;
             let body = CreateRequest {
                 entitlement,
                 duration: duration.map(DurationInput::Text),
@@ -174,7 +173,7 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
                 break_glass,
                 public_key: None,
             };
-            let mut request = client.create_request(&body).await?;
+            let (client, mut request) = login::create_request(&conn, &body).await?;
             if wait {
                 let limit = airlock_server::config::parse_duration(&wait_timeout)
                     .map_err(|e| anyhow::anyhow!("--wait-timeout: {e}"))?;
@@ -194,7 +193,6 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
             let key = ssh::UserKey::find(key.as_deref())?;
             let limit = airlock_server::config::parse_duration(&wait_timeout)
                 .map_err(|e| anyhow::anyhow!("--wait-timeout: {e}"))?;
-            let client = client(&conn)?;
             let body = CreateRequest {
                 entitlement,
                 duration: duration.map(DurationInput::Text),
@@ -204,7 +202,7 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
                 break_glass: false,
                 public_key: Some(key.line().to_owned()),
             };
-            let request = client.create_request(&body).await?;
+            let (client, request) = login::create_request(&conn, &body).await?;
             let request = wait_for_decision(&client, request, limit).await?;
             let path = key.write_certificate(ssh::certificate_of(&request)?)?;
             key.report(&path, &request, conn.json)

@@ -109,6 +109,12 @@ audit_actions! {
     Denied => "denied",
     Cancelled => "cancelled",
     TimedOut => "timed_out",
+    /// A request still waiting for approvers after its entitlement's
+    /// `remind_after`: the approvers are reminded.
+    ApprovalReminded => "approval_reminded",
+    /// A request still waiting after `escalate_after`: the `escalate_to`
+    /// groups may approve it too.
+    ApprovalEscalated => "approval_escalated",
     GrantAttemptFailed => "grant_attempt_failed",
     /// A grant attempt ended without a result (its lease lapsed, or its
     /// process restarted): the target may have granted it.

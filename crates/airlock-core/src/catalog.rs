@@ -147,6 +147,21 @@ pub struct Entitlement {
     /// What reconciliation does about holders of its connector's access
     /// that no grant explains.
     pub drift: DriftPolicy,
+    /// How long a request may wait for its approvers before they are
+    /// reminded, others are asked too, or it times out.
+    pub waiting: WaitingTimes,
+}
+
+/// Acceptable waiting times for a request routed to approvers, counted from
+/// when it was made. Unset: no reminder, no escalation, the server's
+/// `pending_timeout`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaitingTimes {
+    pub remind_after: Option<Duration>,
+    /// After this, the members of `escalate_to` may approve too.
+    pub escalate_after: Option<Duration>,
+    pub escalate_to: BTreeSet<GroupName>,
+    pub timeout: Option<Duration>,
 }
 
 /// Everything the core needs to know about users and entitlements.

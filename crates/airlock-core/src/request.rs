@@ -26,7 +26,7 @@ use crate::approval::{
     Verdict,
 };
 use crate::audit::{Actor, AuditAction, AuditEvent};
-use crate::catalog::{Entitlement, User};
+use crate::catalog::{Entitlement, User, WaitingTimes};
 use crate::ids::{EntitlementId, GroupName, RequestId, UserId};
 use crate::text::{self, TextKind};
 use crate::time::{human_duration, Timestamp};
@@ -198,6 +198,52 @@ pub struct AccessRequest {
     pub claim_token: u64,
     /// When the target confirmed the grant was removed.
     pub deprovisioned_at: Option<Timestamp>,
+    /// Reminders and escalation while it waits for approvers.
+    pub waiting: WaitingPlan,
+}
+
+/// What happens while a request waits for its approvers, fixed when it is
+/// made from its entitlement's [`WaitingTimes`] (so a config change never
+/// moves a deadline of a request already waiting), and what has happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaitingPlan {
+    /// When the approvers are reminded, and whether they were.
+    pub remind_at: Option<Timestamp>,
+    pub reminded_at: Option<Timestamp>,
+    /// When the members of `escalate_to` may approve too, and whether they
+    /// were asked.
+    pub escalate_at: Option<Timestamp>,
+    pub escalate_to: BTreeSet<GroupName>,
+    pub escalated_at: Option<Timestamp>,
+}
+
+impl WaitingPlan {
+    /// Deadlines for a request made `now` that waits for approvers until
+    /// `deadline`; a step due only at or after the deadline never happens.
+    fn for_request(times: &WaitingTimes, now: Timestamp, deadline: Timestamp) -> WaitingPlan {
+        let before_deadline =
+            |after: Option<Duration>| after.map(|d| now.plus(d)).filter(|at| *at < deadline);
+        let escalate_at =
+            before_deadline(times.escalate_after).filter(|_| !times.escalate_to.is_empty());
+        WaitingPlan {
+            remind_at: before_deadline(times.remind_after),
+            reminded_at: None,
+            escalate_to: if escalate_at.is_some() {
+                times.escalate_to.clone()
+            } else {
+                BTreeSet::new()
+            },
+            escalate_at,
+            escalated_at: None,
+        }
+    }
+
+    /// The next step still to take, if any.
+    fn next_due(&self) -> Option<Timestamp> {
+        let remind = self.remind_at.filter(|_| self.reminded_at.is_none());
+        let escalate = self.escalate_at.filter(|_| self.escalated_at.is_none());
+        remind.into_iter().chain(escalate).min()
+    }
 }
 
 impl AccessRequest {
@@ -205,7 +251,11 @@ impl AccessRequest {
     pub fn next_due(&self) -> Option<Timestamp> {
         let job_due = self.job.as_ref().map(ConnectorJob::due_at);
         match self.state {
-            State::Pending => Some(self.pending_deadline),
+            State::Pending => Some(
+                self.waiting
+                    .next_due()
+                    .map_or(self.pending_deadline, |w| w.min(self.pending_deadline)),
+            ),
             // A retry scheduled past the grant window must not delay failing it.
             State::Approved => match (&self.job, self.expires_at) {
                 // In flight: nothing can happen before the attempt reports or its lease lapses.
@@ -470,6 +520,17 @@ pub fn submit(
         }
         Route::AutoApproved | Route::Denied { .. } => Vec::new(),
     };
+    let pending_deadline = now.plus(
+        entitlement
+            .waiting
+            .timeout
+            .unwrap_or(settings.pending_timeout),
+    );
+    let waiting = if approval_tiers.is_empty() {
+        WaitingPlan::default()
+    } else {
+        WaitingPlan::for_request(&entitlement.waiting, now, pending_deadline)
+    };
     let mut request = AccessRequest {
         id: new.id,
         requester: requester.id.clone(),
@@ -486,7 +547,7 @@ pub fn submit(
         break_glass: new.break_glass,
         public_key,
         certificate: None,
-        pending_deadline: now.plus(settings.pending_timeout),
+        pending_deadline,
         decided_at: None,
         activates_at: None,
         expires_at: None,
@@ -497,6 +558,7 @@ pub fn submit(
         job: None,
         claim_token: 0,
         deprovisioned_at: None,
+        waiting,
     };
     let mut out = Outcome::default();
     let mut details = BTreeMap::from([
@@ -765,6 +827,15 @@ pub fn apply(
     }
     request.settle(now, settings, &mut out);
     Ok(out.finish(request))
+}
+
+/// Group names for an audit detail: `a,b`.
+fn join_groups(groups: &BTreeSet<GroupName>) -> String {
+    groups
+        .iter()
+        .map(GroupName::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The reason an approver denies or an admin revokes with.
@@ -1060,6 +1131,7 @@ impl AccessRequest {
             State::Pending if now >= self.pending_deadline => {
                 self.end(State::TimedOut, now, None, None, AuditAction::TimedOut, out);
             }
+            State::Pending => self.wait_steps(now, out),
             State::Approved
                 if self.expires_at.is_some_and(|e| now >= e)
                     && !self.job.as_ref().is_some_and(|j| j.in_flight(now)) =>
@@ -1079,6 +1151,68 @@ impl AccessRequest {
             }
             _ => {}
         }
+    }
+
+    /// The reminder and the escalation of a request waiting for approvers,
+    /// each once, when due, in the order they fell due (a reminder after an
+    /// escalation reaches the escalation groups too).
+    fn wait_steps(&mut self, now: Timestamp, out: &mut Outcome) {
+        let plan = &self.waiting;
+        let remind = plan
+            .remind_at
+            .filter(|at| plan.reminded_at.is_none() && now >= *at);
+        let escalate = plan
+            .escalate_at
+            .filter(|at| plan.escalated_at.is_none() && now >= *at);
+        let escalate_first = matches!((remind, escalate), (Some(r), Some(e)) if e < r);
+        if escalate_first {
+            self.escalate(now, out);
+        }
+        if remind.is_some() {
+            self.waiting.reminded_at = Some(now);
+            let details = BTreeMap::from([
+                ("waited_seconds".to_owned(), self.waited(now)),
+                (
+                    "approver_groups".to_owned(),
+                    join_groups(&self.approver_groups()),
+                ),
+            ]);
+            out.event(
+                self,
+                now,
+                Actor::System,
+                AuditAction::ApprovalReminded,
+                details,
+            );
+        }
+        if escalate.is_some() && !escalate_first {
+            self.escalate(now, out);
+        }
+    }
+
+    /// The escalation groups may fill every tier's seats from now on.
+    fn escalate(&mut self, now: Timestamp, out: &mut Outcome) {
+        let to = self.waiting.escalate_to.clone();
+        for tier in &mut self.approval_tiers {
+            tier.groups.extend(to.iter().cloned());
+        }
+        self.waiting.escalated_at = Some(now);
+        let details = BTreeMap::from([
+            ("waited_seconds".to_owned(), self.waited(now)),
+            ("escalated_to".to_owned(), join_groups(&to)),
+        ]);
+        out.event(
+            self,
+            now,
+            Actor::System,
+            AuditAction::ApprovalEscalated,
+            details,
+        );
+    }
+
+    /// Seconds since the request was made, for audit details.
+    fn waited(&self, now: Timestamp) -> String {
+        self.created_at.until(now).as_secs().to_string()
     }
 
     fn claim_due_job(&mut self, now: Timestamp, settings: &LifecycleSettings, out: &mut Outcome) {

@@ -44,6 +44,7 @@ fn ritas_request() -> AccessRequest {
         },
         connector: "c".to_owned(),
         drift: DriftPolicy::Report,
+        waiting: Default::default(),
     };
     let verdict = Verdict {
         route: Route::NeedsApprovals(vec![ApprovalTier {

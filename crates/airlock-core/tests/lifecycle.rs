@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
-use airlock_core::catalog::{Catalog, Entitlement, Role, TicketRule, User};
+use airlock_core::catalog::{Catalog, Entitlement, Role, TicketRule, User, WaitingTimes};
 use airlock_core::drift::DriftPolicy;
 use airlock_core::request::{
     apply, submit, AccessRequest, Command, JobAction, LifecycleSettings, NewRequest, Rejection,
@@ -89,6 +89,7 @@ fn catalog() -> Catalog {
         },
         connector: "postgres".to_owned(),
         drift: DriftPolicy::Report,
+        waiting: Default::default(),
     };
     Catalog {
         users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
@@ -260,6 +261,8 @@ struct Case {
     start_at: Option<i64>,
     /// Whether the requester already has an open request for the entitlement.
     open: bool,
+    /// The entitlement's acceptable waiting times (default: none).
+    waiting: WaitingTimes,
     submit: Expect,
     steps: Vec<(i64, Act, Expect)>,
 }
@@ -279,6 +282,7 @@ fn case(rule: Rule) -> Case {
         ticket: Some("INC-42"),
         start_at: None,
         open: false,
+        waiting: WaitingTimes::default(),
         submit,
         steps: Vec::new(),
     }
@@ -289,7 +293,10 @@ fn case(rule: Rule) -> Case {
 fn check(case: Case) {
     let catalog = catalog();
     let settings = settings();
-    let ent = catalog.entitlements.values().next().unwrap();
+    let ent = &Entitlement {
+        waiting: case.waiting.clone(),
+        ..catalog.entitlements.values().next().unwrap().clone()
+    };
     let u = |name: &str| catalog.user(&UserId::parse(name).unwrap()).unwrap();
     let other = RequestId::parse("req-0").unwrap();
     let new = NewRequest {
@@ -695,6 +702,80 @@ fn two_distinct_approvers_are_needed() {
             (22, Act::Deny("alice"), rejected(Rej::Conflict)),
         ],
         ..case(Rule::Approvals(2))
+    });
+}
+
+#[test]
+fn a_waiting_request_reminds_its_approvers_then_escalates_then_times_out() {
+    let waiting = WaitingTimes {
+        remind_after: Some(Duration::from_secs(600)),
+        escalate_after: Some(Duration::from_secs(1800)),
+        escalate_to: BTreeSet::from([group("security")]),
+        timeout: Some(Duration::from_secs(2400)),
+    };
+    check(Case {
+        waiting: waiting.clone(),
+        submit: ok(Pending, &[], &["requested"]).and(Check::NextDue(Some(600))),
+        steps: vec![
+            (300, Act::Tick, ok(Pending, &[], &[]).and(Check::Unchanged)),
+            (
+                600,
+                Act::Tick,
+                ok(Pending, &[], &["approval_reminded"])
+                    .and(Check::Detail("approval_reminded", "approver_groups", "sre"))
+                    .and(Check::Detail("approval_reminded", "waited_seconds", "600"))
+                    .and(Check::NextDue(Some(1800))),
+            ),
+            (900, Act::Tick, ok(Pending, &[], &[]).and(Check::Unchanged)),
+            // Not yet: security is not an approver group until escalation.
+            (1000, Act::Approve("sam"), rejected(Rej::Forbidden)),
+            (
+                1800,
+                Act::Tick,
+                ok(Pending, &[], &["approval_escalated"])
+                    .and(Check::Detail(
+                        "approval_escalated",
+                        "escalated_to",
+                        "security",
+                    ))
+                    .and(Check::NextDue(Some(2400))),
+            ),
+            (2000, Act::Tick, ok(Pending, &[], &[]).and(Check::Unchanged)),
+            (
+                2400,
+                Act::Tick,
+                ok(TimedOut, &[], &["timed_out"]).and(Check::NextDue(None)),
+            ),
+        ],
+        ..case(Rule::Approvals(1))
+    });
+    // Once escalated, the escalation group fills the seat.
+    check(Case {
+        waiting,
+        steps: vec![
+            (
+                1800,
+                Act::Tick,
+                ok(Pending, &[], &["approval_reminded", "approval_escalated"]),
+            ),
+            (
+                1900,
+                Act::Approve("sam"),
+                ok(Approved, &[Grant], &["approval_recorded", "approved"]),
+            ),
+        ],
+        ..case(Rule::Approvals(1))
+    });
+    // Steps at or after the time-out never happen; auto-approved requests
+    // never wait.
+    check(Case {
+        waiting: WaitingTimes {
+            remind_after: Some(Duration::from_secs(3600)),
+            ..WaitingTimes::default()
+        },
+        submit: ok(Pending, &[], &["requested"]).and(Check::NextDue(Some(3600))),
+        steps: vec![(3600, Act::Tick, ok(TimedOut, &[], &["timed_out"]))],
+        ..case(Rule::Approvals(1))
     });
 }
 

@@ -88,6 +88,7 @@ fn world(required: u32) -> World {
             },
             connector: "postgres".to_owned(),
             drift: DriftPolicy::Report,
+            waiting: Default::default(),
         },
         settings: LifecycleSettings {
             pending_timeout: Duration::from_secs(1800),

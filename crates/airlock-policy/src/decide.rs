@@ -398,6 +398,37 @@ impl PolicySet {
         }
     }
 
+    /// The step-up an ask needs, if that is all it lacks: `Some(N)` when
+    /// it is denied only by `forbid`s annotated `@mfa_max_age`, and the same
+    /// ask with MFA just completed would not be denied. `N` is the
+    /// strictest (smallest) of their ages, in seconds: what RFC 9470's
+    /// `max_age` asks the identity provider for.
+    pub fn mfa_step_up(&self, facts: &RequestFacts) -> Option<u64> {
+        let Decision::Denied { reasons, .. } = self.decide(facts) else {
+            return None;
+        };
+        let mut strictest: Option<u64> = None;
+        for reason in &reasons {
+            let DenyReason::Forbidden { policy } = reason else {
+                return None;
+            };
+            let age = self.meta.get(policy).and_then(|m| m.mfa_max_age)?;
+            strictest = Some(strictest.map_or(age, |s| s.min(age)));
+        }
+        let mut fresh = facts.clone();
+        fresh.context.mfa_age = Some(std::time::Duration::ZERO);
+        match self.decide(&fresh) {
+            Decision::Denied { .. } => None,
+            _ => strictest,
+        }
+    }
+
+    /// Whether any policy demands fresh MFA (`@mfa_max_age`), so callers
+    /// can skip asking [`PolicySet::mfa_step_up`] otherwise.
+    pub fn demands_mfa(&self) -> bool {
+        self.meta.values().any(|m| m.mfa_max_age.is_some())
+    }
+
     /// Whether `approver` may approve the request described by `facts`
     /// (policies see the requester as `context.requester`). The requester
     /// can never approve their own request: that is checked here, before
@@ -596,6 +627,10 @@ impl PolicySet {
             (
                 "break_glass".to_owned(),
                 cedar::RestrictedExpression::new_bool(c.break_glass),
+            ),
+            (
+                "escalated".to_owned(),
+                cedar::RestrictedExpression::new_bool(c.escalated),
             ),
             (
                 "other_active_entitlements".to_owned(),
@@ -882,6 +917,7 @@ mod tests {
                     context: RequestContext {
                         duration: std::time::Duration::from_secs(duration),
                         break_glass,
+                        escalated: false,
                         ..RequestContext::typical()
                     },
                 };

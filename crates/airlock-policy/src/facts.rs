@@ -172,6 +172,9 @@ pub struct RequestContext {
     /// from its clock; `None` if not recently.
     pub mfa_age: Option<Duration>,
     pub break_glass: bool,
+    /// The request waited past its entitlement's `escalate_after`, so its
+    /// escalation groups were asked too (always false for a new request).
+    pub escalated: bool,
     /// Entitlements the requester holds now (or has approved and pending
     /// start), for separation-of-duties rules.
     pub other_active_entitlements: BTreeSet<EntitlementId>,
@@ -194,6 +197,7 @@ impl RequestContext {
             reason_length: 40,
             mfa_age: Some(Duration::from_secs(300)),
             break_glass: false,
+            escalated: false,
             other_active_entitlements: BTreeSet::new(),
         }
     }

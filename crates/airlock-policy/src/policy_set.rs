@@ -101,6 +101,10 @@ pub(crate) struct PolicyMeta {
     pub(crate) entitlement: Option<String>,
     pub(crate) principal: PrincipalScope,
     pub(crate) tier: Option<TierSpec>,
+    /// From `@mfa_max_age("N")` on a `forbid`: the policy refuses callers
+    /// whose last MFA is older than N seconds (or unknown), so its refusal
+    /// is answered with a step-up challenge rather than a denial.
+    pub(crate) mfa_max_age: Option<u64>,
     pub(crate) permit: bool,
     /// The policy's `@reason("...")`: what it demands, in words a requester
     /// can act on; quoted in denials.
@@ -659,6 +663,13 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
             }
             None
         };
+        let mfa_max_age = match mfa_max_age(policy.annotation("mfa_max_age"), effect) {
+            Ok(age) => age,
+            Err(why) => {
+                errors.push(error_at("@mfa_max_age", format!("policy `{id}`: {why}")));
+                continue;
+            }
+        };
         let reason = match policy.annotation("reason").map(str::trim) {
             None => None,
             Some(reason) => {
@@ -692,6 +703,7 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
                 entitlement,
                 principal,
                 tier,
+                mfa_max_age,
                 permit: effect == cedar::Effect::Permit,
                 reason,
                 conditions: conditions_of(&own_text),
@@ -699,6 +711,25 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
         });
     }
     out
+}
+
+/// Reads `@mfa_max_age("N")`: whole seconds, on a `forbid` only (it says
+/// why that forbid refuses, which is what a step-up challenge answers).
+fn mfa_max_age(raw: Option<&str>, effect: cedar::Effect) -> Result<Option<u64>, String> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    if effect != cedar::Effect::Forbid {
+        return Err(
+            "`@mfa_max_age` only applies to a `forbid` (the one that refuses stale MFA)".to_owned(),
+        );
+    }
+    match raw.trim().parse::<u64>() {
+        Ok(n) => Ok(Some(n)),
+        Err(_) => Err(format!(
+            "`@mfa_max_age` must be a whole number of seconds, not `{raw}`"
+        )),
+    }
 }
 
 /// The longest `@reason` a policy may carry, in characters.

@@ -434,6 +434,59 @@ fn decisions() {
     }
 }
 
+/// A request refused only by `@mfa_max_age` forbids needs a step-up to the
+/// strictest age; one refused for anything else (too), or that fresh MFA
+/// would not let through, does not.
+#[test]
+fn a_step_up_is_what_only_stale_mfa_stands_in_the_way_of() {
+    const MFA: &str = r#"
+permit (principal in Airlock::Group::"engineers", action == Airlock::Action::"request", resource);
+permit (principal, action == Airlock::Action::"auto_approve", resource);
+@id("mfa-15m") @mfa_max_age("900")
+forbid (principal, action == Airlock::Action::"request", resource)
+unless { context.mfa_age_seconds >= 0 && context.mfa_age_seconds <= 900 };
+@id("mfa-5m") @mfa_max_age("300")
+forbid (principal, action == Airlock::Action::"request", resource)
+unless { context.mfa_age_seconds >= 0 && context.mfa_age_seconds <= 300 };
+"#;
+    const NO_NIGHTS: &str = r#"
+@id("no-break-glass")
+forbid (principal, action == Airlock::Action::"request", resource) when { context.break_glass };
+"#;
+    let load = |text: &str| PolicySet::load(&[("p.cedar".to_owned(), text.to_owned())]).unwrap();
+    let with_mfa = |age: Option<u64>| {
+        let mut facts = standard();
+        facts.context.mfa_age = age.map(Duration::from_secs);
+        facts
+    };
+    let set = load(MFA);
+    assert!(set.demands_mfa());
+    assert_eq!(set.mfa_step_up(&with_mfa(None)), Some(300), "no MFA known");
+    assert_eq!(
+        set.mfa_step_up(&with_mfa(Some(600))),
+        Some(300),
+        "too old for one"
+    );
+    assert_eq!(
+        set.mfa_step_up(&with_mfa(Some(60))),
+        None,
+        "fresh enough: allowed"
+    );
+    let mut outsider = with_mfa(None);
+    outsider.requester = user("mallory", &["contractors"]);
+    assert_eq!(set.mfa_step_up(&outsider), None, "MFA would not help");
+
+    let both = load(&format!("{MFA}{NO_NIGHTS}"));
+    let mut glass = with_mfa(None);
+    glass.context.break_glass = true;
+    assert_eq!(
+        both.mfa_step_up(&glass),
+        None,
+        "also refused for another reason"
+    );
+    assert!(!load(NO_NIGHTS).demands_mfa());
+}
+
 /// The standard request's denial, each reason as `describe_denial` words it.
 fn denial(policies: &str, facts: &RequestFacts) -> String {
     let set = PolicySet::load(&[("p.cedar".to_owned(), policies.to_owned())]).unwrap();

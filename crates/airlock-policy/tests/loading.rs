@@ -125,6 +125,28 @@ fn impossible_policies_are_warnings_not_errors() {
 }
 
 #[test]
+fn mfa_max_age_is_whole_seconds_on_a_forbid() {
+    let forbid = |age: &str| {
+        format!(
+            "{REQUEST_ALL}\n@id(\"mfa\") @mfa_max_age(\"{age}\")\nforbid(principal, action == Airlock::Action::\"request\", resource) unless {{ context.mfa_age_seconds >= 0 && context.mfa_age_seconds <= 60 }};\n"
+        )
+    };
+    assert!(errors(&[("p.cedar", &forbid("60"))]).is_empty());
+    let bad = errors(&[("p.cedar", &forbid("1m"))]);
+    assert!(
+        bad.len() == 1
+            && bad[0].contains("`@mfa_max_age` must be a whole number of seconds, not `1m`"),
+        "{bad:?}"
+    );
+    let on_permit = format!("@id(\"p\") @mfa_max_age(\"60\")\n{REQUEST_ALL}\n");
+    let bad = errors(&[("p.cedar", &on_permit)]);
+    assert!(
+        bad.len() == 1 && bad[0].contains("`@mfa_max_age` only applies to a `forbid`"),
+        "{bad:?}"
+    );
+}
+
+#[test]
 fn a_reason_annotation_must_be_one_line_of_text() {
     let ok = r#"@id("p") @reason("engineers, with a ticket") permit(principal, action == Airlock::Action::"request", resource);"#;
     assert!(errors(&[("ok.cedar", ok)]).is_empty());

@@ -142,6 +142,7 @@ fn arb_context() -> impl Strategy<Value = RequestContext> {
             reason_length: 30,
             mfa_age: None,
             break_glass,
+            escalated: false,
             other_active_entitlements: BTreeSet::new(),
         })
 }

@@ -207,6 +207,20 @@ pub struct RequestView {
     pub revocation_overdue: bool,
     /// While active: seconds until expiry.
     pub time_left_seconds: Option<u64>,
+    /// Reminders and escalation while it waited for approvers: when each is
+    /// (or was) due, and when it happened.
+    pub waiting: WaitingView,
+}
+
+/// A request's reminder and escalation (`request::WaitingPlan`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingView {
+    pub remind_at: Option<String>,
+    pub reminded_at: Option<String>,
+    pub escalate_at: Option<String>,
+    /// Groups whose members may approve too once escalated.
+    pub escalate_to: Vec<String>,
+    pub escalated_at: Option<String>,
 }
 
 impl RequestView {
@@ -260,6 +274,18 @@ impl RequestView {
             }),
             deprovisioned_at: opt(r.deprovisioned_at),
             revocation_overdue: r.revocation_overdue(now, overdue_after),
+            waiting: WaitingView {
+                remind_at: opt(r.waiting.remind_at),
+                reminded_at: opt(r.waiting.reminded_at),
+                escalate_at: opt(r.waiting.escalate_at),
+                escalate_to: r
+                    .waiting
+                    .escalate_to
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                escalated_at: opt(r.waiting.escalated_at),
+            },
             time_left_seconds: (r.state == airlock_core::request::State::Active)
                 .then(|| r.expires_at.map(|e| now.until(e).as_secs()))
                 .flatten(),
@@ -679,6 +705,21 @@ pub struct WhoAmI {
     pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+}
+
+/// `GET /v1/auth/oidc`: how `airlock login` signs in to this server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OidcInfo {
+    /// The identity provider; its discovery document names the endpoints.
+    pub issuer: String,
+    /// The public client to sign in as.
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    /// Which of the provider's tokens to send as the bearer token
+    /// (`id_token`: its audience is the client id, which the server accepts).
+    pub token: String,
+    /// `acr` values that count as MFA here, to ask for on a step-up.
+    pub mfa_acr_values: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use crate::api::{
     ApprovalWaitsReport, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
-    EmptyBody, EntitlementView, ErrorBody, ExplainView, PageQuery, PolicyReloadView, PolicyView,
-    ProposalView, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView,
-    WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
+    EmptyBody, EntitlementView, ErrorBody, ExplainView, OidcInfo, PageQuery, PolicyReloadView,
+    PolicyView, ProposalView, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
+    VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,32 @@ pub enum ClientError {
     },
     #[error("unexpected answer from airlock ({status}): {message}")]
     Decode { status: u16, message: String },
+    /// RFC 9470's step-up challenge (401 `insufficient_user_authentication`):
+    /// sign in again with MFA at most `max_age` seconds old and retry.
+    #[error("{message}")]
+    StepUp {
+        message: String,
+        max_age: Option<u64>,
+        acr_values: Vec<String>,
+    },
+}
+
+/// Reads `max_age` and `acr_values` from a step-up challenge
+/// (`Bearer error="insufficient_user_authentication", ..., max_age=N`).
+pub fn parse_step_up(challenge: &str) -> (Option<u64>, Vec<String>) {
+    let param = |name: &str| -> Option<String> {
+        let start = challenge.find(&format!("{name}="))? + name.len() + 1;
+        let rest = challenge.get(start..)?;
+        Some(match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split('"').next()?.to_owned(),
+            None => rest.split([',', ' ']).next()?.to_owned(),
+        })
+    };
+    let max_age = param("max_age").and_then(|v| v.parse().ok());
+    let acr_values = param("acr_values")
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    (max_age, acr_values)
 }
 
 /// What went wrong sending a request, in words that say what to check:
@@ -57,6 +83,7 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } | ClientError::Decode { status, .. } => Some(*status),
+            ClientError::StepUp { .. } => Some(401),
             ClientError::Unreachable { .. } | ClientError::BadUrl { .. } => None,
         }
     }
@@ -160,6 +187,18 @@ impl Client {
                 });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) if status == 401 && body.error.code == "insufficient_user_authentication" => {
+                let challenge = headers
+                    .get(reqwest::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let (max_age, acr_values) = parse_step_up(challenge);
+                Err(ClientError::StepUp {
+                    message: body.error.message,
+                    max_age,
+                    acr_values,
+                })
+            }
             Ok(body) => Err(ClientError::Api {
                 status,
                 code: body.error.code,
@@ -179,6 +218,11 @@ impl Client {
 
     fn post<B: Serialize>(&self, path: &str, body: &B) -> reqwest::RequestBuilder {
         self.http.post(format!("{}{path}", self.base)).json(body)
+    }
+
+    /// How `airlock login` signs in to this server (no token needed).
+    pub async fn oidc_info(&self) -> Result<OidcInfo, ClientError> {
+        self.send(self.get("/v1/auth/oidc")).await
     }
 
     pub async fn me(&self) -> Result<WhoAmI, ClientError> {
@@ -419,4 +463,23 @@ impl Client {
 /// Request ids are plain, but user input reaches the path: keep it one segment.
 fn encode(segment: &str) -> String {
     form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_step_up;
+
+    #[test]
+    fn a_step_up_challenge_names_max_age_and_acr_values() {
+        let challenge = r#"Bearer error="insufficient_user_authentication", error_description="needs MFA, within 300s", acr_values="urn:a urn:b", max_age=300"#;
+        assert_eq!(
+            parse_step_up(challenge),
+            (Some(300), vec!["urn:a".to_owned(), "urn:b".to_owned()])
+        );
+        assert_eq!(
+            parse_step_up(r#"Bearer error="insufficient_user_authentication", max_age=60"#),
+            (Some(60), Vec::new())
+        );
+        assert_eq!(parse_step_up("Bearer"), (None, Vec::new()));
+    }
 }

@@ -63,6 +63,11 @@ pub enum EngineError {
     /// [`Engine::refuse_writes`]).
     #[error("writes are refused: {0}; revocations continue; restart with --accept-broken-audit-chain after investigating")]
     AuditUntrusted(String),
+    /// The policies demand MFA fresher than the caller's (an
+    /// `@mfa_max_age` forbid is all that refuses): nothing is recorded; the
+    /// caller signs in again and retries (RFC 9470 step-up).
+    #[error("this request needs multi-factor authentication within the last {max_age} seconds; sign in again (airlock login --max-age {max_age}) and retry")]
+    StepUp { max_age: u64 },
     #[error(transparent)]
     Store(StoreError),
 }
@@ -340,6 +345,7 @@ impl Engine {
             break_glass: ask.break_glass,
             public_key: ask.public_key,
         };
+        self.check_mfa(requester, entitlement, &new, mfa_at)?;
         let clock = Arc::clone(&self.clock);
         let lifecycle = Arc::clone(&self.lifecycle);
         let policies = Arc::clone(&self.policies);
@@ -379,6 +385,35 @@ impl Engine {
               state = transition.request.state.as_str(), "request submitted");
         self.after_commit(&transition);
         Ok(transition.request)
+    }
+
+    /// Refuses, before anything is recorded, an ask that only stale or
+    /// missing MFA stands in the way of (see [`EngineError::StepUp`]). The
+    /// requester's other open requests are not read here: a
+    /// separation-of-duties denial is the write's to decide and record.
+    fn check_mfa(
+        &self,
+        requester: &User,
+        entitlement: &airlock_core::catalog::Entitlement,
+        new: &NewRequest,
+        mfa_at: Option<Timestamp>,
+    ) -> Result<(), EngineError> {
+        let set = self.policies.current();
+        if !set.demands_mfa() {
+            return Ok(());
+        }
+        let facts = self.policies.new_request_facts(
+            requester,
+            entitlement,
+            new,
+            std::collections::BTreeSet::new(),
+            mfa_at,
+            self.clock.now(),
+        );
+        match set.mfa_step_up(&facts) {
+            Some(max_age) => Err(EngineError::StepUp { max_age }),
+            None => Ok(()),
+        }
     }
 
     /// Applies what a person asks of a request besides deciding it. Only

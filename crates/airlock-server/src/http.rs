@@ -24,8 +24,9 @@ use crate::api::{
     decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApprovalWaitsReport,
     ApprovalWaitsView, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
     DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ExplainView, HistoryEntry,
-    PageQuery, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
-    ReconcileView, RequestQuery, RequestView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
+    OidcInfo, PageQuery, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
+    ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WaitsQuery, WhoAmI,
+    NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash};
 use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange, UserCommand};
@@ -50,10 +51,16 @@ pub struct AppState {
     pub oidc: Option<Arc<Verifier>>,
 }
 
-/// When the caller last completed MFA, as the authenticating proxy in front
-/// of Airlock says (`server.mfa_header`); `None` when not configured or not
-/// sent.
+/// When the caller last completed MFA: as their identity provider's token
+/// says (`auth_time` with `amr`/`acr`, see `oidc::Identity`), or else as
+/// the authenticating proxy in front of Airlock says
+/// (`server.mfa_header`); `None` when neither says. Extract it after
+/// [`Caller`], which leaves the token's facts in the request.
 pub struct MfaAt(pub Option<Timestamp>);
+
+/// The MFA facts of the caller's identity-provider token, left by [`Caller`].
+#[derive(Clone, Copy)]
+struct TokenMfa(Timestamp);
 
 impl FromRequestParts<AppState> for MfaAt {
     type Rejection = ApiError;
@@ -62,6 +69,9 @@ impl FromRequestParts<AppState> for MfaAt {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(TokenMfa(at)) = parts.extensions.get::<TokenMfa>() {
+            return Ok(MfaAt(Some(*at)));
+        }
         let Some(name) = &state.mfa_header else {
             return Ok(MfaAt(None));
         };
@@ -84,6 +94,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
     ("get", "/metrics"),
     ("get", "/v1/me"),
+    ("get", "/v1/auth/oidc"),
     ("get", "/v1/entitlements"),
     ("post", "/v1/requests"),
     ("get", "/v1/requests"),
@@ -125,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/metrics", get(metrics))
         .route("/v1/me", get(me))
+        .route("/v1/auth/oidc", get(oidc_info))
         .route("/v1/entitlements", get(entitlements))
         .route("/v1/requests", post(create_request).get(list_requests))
         .route("/v1/requests/{id}", get(show_request))
@@ -172,6 +184,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// `WWW-Authenticate` of a 401 (plain `Bearer` when `None`).
+    challenge: Option<String>,
 }
 
 impl ApiError {
@@ -181,6 +195,35 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            challenge: None,
+        }
+    }
+
+    /// RFC 9470's step-up challenge: 401 `insufficient_user_authentication`
+    /// with the MFA age the policies demand and, when the provider's
+    /// `acr` values for MFA are configured, those.
+    fn step_up(max_age: u64, acr_values: &[String]) -> Self {
+        let message = EngineError::StepUp { max_age }.to_string();
+        // Quoted strings of the header: no quote or backslash inside.
+        let quoted = |text: &str| text.replace(['"', '\\', '`'], "'");
+        let mut challenge = format!(
+            "Bearer error=\"insufficient_user_authentication\", error_description=\"{}\"",
+            quoted(&message)
+        );
+        if !acr_values.is_empty() {
+            challenge.push_str(&format!(
+                ", acr_values=\"{}\"",
+                quoted(&acr_values.join(" "))
+            ));
+        }
+        challenge.push_str(&format!(", max_age={max_age}"));
+        ApiError {
+            challenge: Some(challenge),
+            ..ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "insufficient_user_authentication",
+                message,
+            )
         }
     }
 
@@ -231,6 +274,7 @@ impl From<EngineError> for ApiError {
                 "audit_untrusted",
                 e.to_string(),
             ),
+            EngineError::StepUp { max_age } => ApiError::step_up(max_age, &[]),
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::new(
@@ -254,7 +298,8 @@ impl IntoResponse for ApiError {
         };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            if let Ok(v) = header::HeaderValue::from_str("Bearer") {
+            let challenge = self.challenge.as_deref().unwrap_or("Bearer");
+            if let Ok(v) = header::HeaderValue::from_str(challenge) {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
         }
@@ -301,17 +346,20 @@ impl FromRequestParts<AppState> for Caller {
         }
         match &state.oidc {
             Some(oidc) if Verifier::looks_like_jwt(token) => {
-                let user = oidc
-                    .authenticate(token, state.engine.now(), catalog)
+                let who = oidc
+                    .sign_in(token, state.engine.now(), catalog)
                     .await
                     .map_err(token_refused)?;
                 // A service principal authenticates only with API tokens.
-                if catalog.user(&user.id).is_some_and(User::is_service) {
+                if catalog.user(&who.user.id).is_some_and(User::is_service) {
                     return Err(unauthorized(
                         "a service principal signs in only with an API token",
                     ));
                 }
-                Ok(Caller(user))
+                if let Some(at) = who.mfa_at {
+                    parts.extensions.insert(TokenMfa(at));
+                }
+                Ok(Caller(who.user))
             }
             _ => Err(unauthorized("unknown token")),
         }
@@ -539,6 +587,28 @@ async fn me(Caller(user): Caller) -> Json<WhoAmI> {
     })
 }
 
+/// How `airlock login` signs in: unauthenticated, since it comes before
+/// any token.
+async fn oidc_info(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiResult<Json<OidcInfo>> {
+    let missing = |why: &str| ApiError::new(StatusCode::NOT_FOUND, "not_found", why);
+    let oidc = state.oidc.as_ref().ok_or_else(|| {
+        missing("this server has no sign-in with an identity provider (`server.oidc`): use an API token (--token or AIRLOCK_TOKEN)")
+    })?;
+    let settings = oidc.settings();
+    let client_id = settings.client_id.clone().ok_or_else(|| {
+        missing("this server names no client for `airlock login` (`server.oidc.client_id`): use an API token (--token or AIRLOCK_TOKEN)")
+    })?;
+    Ok(Json(OidcInfo {
+        issuer: settings.issuer.clone(),
+        client_id,
+        scopes: settings.scopes.clone(),
+        token: "id_token".to_owned(),
+        mfa_acr_values: settings.mfa_acr_values.clone(),
+    }))
+}
+
 /// The entitlements the caller could request in an ordinary request (see
 /// `RequestContext::typical`), with how it would be decided.
 async fn entitlements(
@@ -610,7 +680,16 @@ async fn create_request(
         public_key: body.public_key,
         mfa_at,
     };
-    let request = state.engine.submit(&user, ask).await?;
+    let request = state.engine.submit(&user, ask).await.map_err(|e| match e {
+        EngineError::StepUp { max_age } => {
+            let acr = state
+                .oidc
+                .as_ref()
+                .map(|o| o.settings().mfa_acr_values.as_slice());
+            ApiError::step_up(max_age, acr.unwrap_or_default())
+        }
+        other => other.into(),
+    })?;
     if request.state == State::Denied {
         // Recorded (so `explain` and the audit log show it), but refused.
         return Err(ApiError::new(

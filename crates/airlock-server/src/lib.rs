@@ -13,4 +13,5 @@ pub mod oidc;
 pub mod policy;
 pub mod serve;
 pub mod server;
+pub mod signin;
 pub mod store;

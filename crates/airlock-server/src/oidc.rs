@@ -43,6 +43,30 @@ pub struct OidcSettings {
     /// An unknown key id fetches the provider's keys again at most this
     /// often, so forged key ids cannot make Airlock hammer the provider.
     pub refetch_after: Duration,
+    /// The client `airlock login` signs in as (a public client: device
+    /// flow, or authorization code with PKCE and a loopback redirect).
+    pub client_id: Option<String>,
+    /// The scopes `airlock login` asks for.
+    pub scopes: Vec<String>,
+    /// `acr` values that count as multi-factor authentication, besides an
+    /// `amr` naming one of [`MFA_METHODS`].
+    pub mfa_acr_values: Vec<String>,
+}
+
+/// What `airlock login` asks for unless `server.oidc.scopes` says:
+/// the ID token with the user's name (and groups, at most providers),
+/// and a refresh token.
+pub const DEFAULT_SCOPES: &[&str] = &["openid", "profile", "offline_access"];
+
+/// `amr` values (RFC 8176) that show a second factor was used.
+pub const MFA_METHODS: &[&str] = &["mfa", "otp", "hwk", "sc", "fido"];
+
+/// Who a verified token stands for, and when they last completed MFA
+/// (`auth_time`, when `amr` or `acr` shows it was multi-factor).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: User,
+    pub mfa_at: Option<Timestamp>,
 }
 
 /// The longest token looked at; a real one is a few kilobytes.
@@ -350,12 +374,49 @@ impl Verifier {
         now: Timestamp,
         catalog: &Catalog,
     ) -> Result<User, TokenError> {
+        self.sign_in(token, now, catalog).await.map(|i| i.user)
+    }
+
+    /// [`Verifier::authenticate`], with the MFA facts the token carries.
+    pub async fn sign_in(
+        &self,
+        token: &str,
+        now: Timestamp,
+        catalog: &Catalog,
+    ) -> Result<Identity, TokenError> {
         let claims = self.verify(token, now).await?;
         let mut user = self.user_of(&claims)?;
         if let Some(known) = catalog.user(&user.id) {
             user.roles.extend(known.roles.iter().copied());
         }
-        Ok(user)
+        let mfa_at = self.mfa_at(&claims)?;
+        Ok(Identity { user, mfa_at })
+    }
+
+    /// The settings this verifier checks tokens with.
+    pub fn settings(&self) -> &OidcSettings {
+        &self.settings
+    }
+
+    /// When the caller last completed MFA: the token's `auth_time`, if its
+    /// `amr` names a second factor or its `acr` is one of
+    /// `server.oidc.mfa_acr_values`; `None` otherwise.
+    fn mfa_at(&self, claims: &Map<String, Value>) -> Result<Option<Timestamp>, TokenError> {
+        let amr_mfa = match claims.get("amr") {
+            Some(Value::Array(methods)) => methods
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|m| MFA_METHODS.contains(&m)),
+            _ => false,
+        };
+        let acr_mfa = claims
+            .get("acr")
+            .and_then(Value::as_str)
+            .is_some_and(|acr| self.settings.mfa_acr_values.iter().any(|v| v == acr));
+        if !(amr_mfa || acr_mfa) {
+            return Ok(None);
+        }
+        time_claim(claims, "auth_time")
     }
 
     /// Checks the signature, issuer, audience and validity times; returns

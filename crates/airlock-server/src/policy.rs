@@ -113,12 +113,14 @@ impl PolicySource {
 
 /// Compiles one entitlement's shorthand rules to Cedar. Names are validated
 /// identifiers (no quotes or backslashes), so they go into string literals
-/// as they are.
+/// as they are. `escalate_to` may approve once the request is escalated
+/// (`context.escalated`).
 pub fn shorthand_policies(
     entitlement: &EntitlementId,
     requestable_by: &BTreeSet<GroupName>,
     auto_approve: bool,
     approvals: Option<(u32, &BTreeSet<GroupName>)>,
+    escalate_to: &BTreeSet<GroupName>,
 ) -> String {
     let member_of = |groups: &BTreeSet<GroupName>| {
         groups
@@ -159,7 +161,26 @@ pub fn shorthand_policies(
             member_of(groups)
         ));
     }
+    if !escalate_to.is_empty() {
+        text.push_str(&format!(
+            "@id(\"config.{entitlement}.approve_escalated\")\n{}\nwhen {{ context.escalated && ({}) }};\n\n",
+            scope("approve"),
+            member_of(escalate_to)
+        ));
+    }
     text
+}
+
+/// Compiles an entitlement's `require_mfa_within`: a `forbid` refusing a
+/// request unless the requester completed MFA at most `max_age` seconds
+/// ago. Its `@mfa_max_age` annotation is what makes such a refusal a
+/// step-up challenge (RFC 9470) rather than a denial
+/// (`PolicySet::mfa_step_up`); hand-written policies demand MFA the same
+/// way.
+pub fn mfa_policy(entitlement: &EntitlementId, max_age: u64) -> String {
+    format!(
+        "@id(\"config.{entitlement}.mfa\")\n@mfa_max_age(\"{max_age}\")\n@reason(\"multi-factor authentication within the last {max_age} seconds\")\nforbid (\n  principal,\n  action == Airlock::Action::\"request\",\n  resource == Airlock::Entitlement::\"{entitlement}\"\n)\nunless {{ context.mfa_age_seconds >= 0 && context.mfa_age_seconds <= {max_age} }};\n\n"
+    )
 }
 
 /// The policy set in force, the source it is reloaded from, the directory
@@ -344,6 +365,7 @@ impl Policies {
                 // A time in the future (clock skew) counts as just now.
                 mfa_age: mfa_at.map(|at| at.until(now)),
                 break_glass: new.break_glass,
+                escalated: false,
                 other_active_entitlements: open,
             },
         }
@@ -361,6 +383,7 @@ impl Policies {
                 reason_length: char_count(&r.reason),
                 mfa_age: None,
                 break_glass: r.break_glass,
+                escalated: r.waiting.escalated_at.is_some(),
                 other_active_entitlements: BTreeSet::new(),
             },
         }
@@ -508,6 +531,7 @@ pub fn review_contexts() -> Vec<(&'static str, RequestContext)> {
         "break-glass",
         RequestContext {
             break_glass: true,
+            escalated: false,
             ..typical
         },
     ));

@@ -78,6 +78,9 @@ approvers = ["sre"]
 approvals_required = 1
 connector = "ldap"
 drift = "revoke"
+remind_after = "15m"
+escalate_after = "30m"
+escalate_to = ["eng"]
 
 [entitlements.logs]
 requestable_by = ["eng", "sre"]
@@ -107,6 +110,7 @@ admin_groups = ["airlock-admins"]
 auditor_groups = ["audit"]
 clock_skew = "30s"
 jwks_refetch_after = "2m"
+mfa_acr_values = ["urn:mfa"]
 "#;
 
 fn parse(text: &str) -> Result<Settings, ConfigError> {
@@ -231,6 +235,9 @@ fn the_good_config_parses_into_typed_settings() {
     assert_eq!(oidc.admin_groups.len() + oidc.auditor_groups.len(), 2);
     assert_eq!(oidc.clock_skew, Duration::from_secs(30));
     assert_eq!(oidc.refetch_after, Duration::from_secs(120));
+    assert_eq!(oidc.client_id.as_deref(), Some("0oa1airlock"));
+    assert_eq!(oidc.scopes, ["openid", "profile", "offline_access"]);
+    assert_eq!(oidc.mfa_acr_values, ["urn:mfa"]);
     assert_eq!(
         s.audit.checkpoint_key,
         Path::new("/etc/airlock/checkpoint.key")
@@ -264,6 +271,19 @@ fn the_good_config_parses_into_typed_settings() {
             ("logs", DriftPolicy::Report)
         ],
         "`logs` reports by default"
+    );
+    let db_prod = s.catalog.entitlements.values().next().unwrap();
+    assert_eq!(
+        db_prod.waiting,
+        airlock_core::catalog::WaitingTimes {
+            remind_after: Some(Duration::from_secs(15 * 60)),
+            escalate_after: Some(Duration::from_secs(30 * 60)),
+            escalate_to: ["eng"]
+                .into_iter()
+                .map(|g| airlock_core::GroupName::parse(g).unwrap())
+                .collect(),
+            timeout: None,
+        }
     );
 
     assert_eq!(s.catalog.users.len(), 3);
@@ -440,6 +460,18 @@ fn bad_oidc_tables_name_file_line_and_field() {
             "server.oidc",
             "unknown field `clok_skew`",
         ),
+        case(
+            "mfa_acr_values",
+            "mfa_acr_values = [\"\"]",
+            "server.oidc.mfa_acr_values",
+            "must not be empty",
+        ),
+        case(
+            "mfa_acr_values",
+            "scopes = [\"profile\"]",
+            "server.oidc.scopes",
+            "must include `openid`",
+        ),
     ];
     let base = format!("{GOOD}{OIDC}");
     let failures: Vec<String> = cases
@@ -453,6 +485,38 @@ fn bad_oidc_tables_name_file_line_and_field() {
         err.contains("server.oidc") && err.contains("missing field `issuer`"),
         "{err}"
     );
+}
+
+/// `require_mfa_within` compiles to a forbid the step-up reads
+/// (`@mfa_max_age`, in seconds); its bounds are checked like any duration.
+#[test]
+fn require_mfa_within_compiles_to_an_annotated_forbid() {
+    let (text, _) = edit(
+        "auto_approve = true",
+        "auto_approve = true\nrequire_mfa_within = \"15m\"",
+    );
+    let s = parse(&text).unwrap();
+    let generated: String = s
+        .policy_source
+        .generated
+        .iter()
+        .map(|(_, text)| text.as_str())
+        .collect();
+    assert!(
+        generated.contains(
+            "@id(\"config.logs.mfa\")\n@mfa_max_age(\"900\")\n@reason(\"multi-factor authentication within the last 900 seconds\")\nforbid"
+        )
+            && generated.contains("context.mfa_age_seconds <= 900"),
+        "{generated}"
+    );
+    assert!(s.policy_source.load().unwrap().demands_mfa());
+    let bad = case(
+        "require_mfa_within",
+        "require_mfa_within = \"0s\"",
+        "entitlements.logs.require_mfa_within",
+        "between 1s and 30days",
+    );
+    check_in(&text, &bad).unwrap();
 }
 
 /// With an identity provider, group members come from its tokens: shorthand
@@ -491,6 +555,33 @@ fn scheduled_reconciliation_can_be_switched_off() {
 #[test]
 fn bad_configs_name_file_line_and_field() {
     let cases = [
+        // Waiting times.
+        case(
+            "remind_after",
+            "remind_after = \"3h\"",
+            "entitlements.db-prod.remind_after",
+            "less than the request's time-out (2h, pending_timeout)",
+        ),
+        case(
+            "escalate_after",
+            "escalate_after = \"2x\"",
+            "entitlements.db-prod.escalate_after",
+            "`2x`",
+        ),
+        case(
+            "escalate_to",
+            "escalate_to = [\"nobody\"]",
+            "entitlements.db-prod.escalate_to",
+            "group `nobody` has no members",
+        ),
+        // The entitlement's own time-out bounds the steps before it.
+        Case {
+            from: "remind_after",
+            to: "pending_timeout = \"10m\"",
+            line_offset: 1,
+            field: "entitlements.db-prod.escalate_after",
+            message: "less than the request's time-out (10m, pending_timeout)",
+        },
         // Entitlements.
         case(
             "connector = \"ldap\"",

@@ -4,120 +4,28 @@
 //! discovers from the provider. Covers sign-in, groups reaching Cedar
 //! policies, key rotation at the provider, and the refusals: expired, wrong
 //! audience, unknown key, `alg: none`, HS256 keyed with the public key, a
-//! signature that does not match.
+//! signature that does not match; and MFA step-up with ID tokens from the
+//! device flow, logged in with and without a second factor.
 
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
     reason = "test helpers fail by panicking, with the value in the message"
 )]
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use airlock_server::config::{token_hash, Settings};
 use airlock_server::server::{start, Server};
-use airlock_testkit::{bounded, service_path, service_program, until};
+use airlock_testkit::oidc::{Browser, Provider, ACR_MFA, CLI_CLIENT};
+use airlock_testkit::{bounded, until};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BOUND: Duration = Duration::from_secs(60);
 const AUDIENCE: &str = "https://airlock.test";
-
-/// The provider script's folder, with its `node_modules` once `npm ci` ran.
-fn provider_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
-}
-
-/// A running `oidc-provider`; it exits when its stdin closes (on drop).
-struct Provider {
-    issuer: String,
-    _child: tokio::process::Child,
-}
-
-impl Provider {
-    /// Starts the provider, or `None` (said loudly) where node or the npm
-    /// packages are missing outside CI.
-    async fn start() -> Option<Provider> {
-        let node = service_program("node")?;
-        service_path(
-            &provider_dir().join("node_modules/oidc-provider"),
-            "npm ci --prefix crates/airlock-server/tests/oidc",
-        )?;
-        let mut child = tokio::process::Command::new(node)
-            .arg(provider_dir().join("provider.mjs"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node starts");
-        let stdout = child.stdout.take().unwrap();
-        // The provider prints its issuer once it listens: wait for that line.
-        let issuer = BufReader::new(stdout)
-            .lines()
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the provider prints its issuer URL");
-        Some(Provider {
-            issuer,
-            _child: child,
-        })
-    }
-
-    /// A token for `client` (each client is one person) for `resource`.
-    async fn token(&self, client: &str, resource: &str) -> String {
-        let body: Value = reqwest::Client::new()
-            .post(format!("{}/token", self.issuer))
-            .basic_auth(client, Some(format!("{client}-secret")))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("scope", "api"),
-                ("resource", resource),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no access token: {body}"))
-            .to_owned()
-    }
-
-    /// Puts a new signing key first, as a provider's rotation does.
-    async fn rotate(&self) -> String {
-        reqwest::Client::new()
-            .post(format!("{}/test/rotate", self.issuer))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn jwks(&self) -> Value {
-        let get = |url: String| async move {
-            reqwest::get(url)
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        };
-        let discovery = get(format!("{}/.well-known/openid-configuration", self.issuer)).await;
-        get(discovery["jwks_uri"].as_str().unwrap().to_owned()).await
-    }
-}
 
 /// Logs are read by the `dev` group through a Cedar policy, and granted at
 /// once; nobody else may ask. `ops` has a static config token.
@@ -151,6 +59,8 @@ audience = "{AUDIENCE}"
 admin_groups = ["airlock-admins"]
 clock_skew = "{clock_skew}"
 jwks_refetch_after = "1s"
+client_id = "{CLI_CLIENT}"
+mfa_acr_values = ["{ACR_MFA}"]
 
 [users.ops]
 groups = ["ops"]
@@ -164,6 +74,22 @@ program = "/bin/true"
 max_duration = "1h"
 require_reason = false
 connector = "log"
+
+[entitlements.prod-db]
+max_duration = "1h"
+require_reason = false
+connector = "log"
+requestable_by = ["dev"]
+auto_approve = true
+require_mfa_within = "5m"
+
+[entitlements.vault-root]
+max_duration = "1h"
+require_reason = false
+connector = "log"
+requestable_by = ["dev"]
+auto_approve = true
+require_mfa_within = "1s"
 
 [policy]
 dir = '{root}/policies'
@@ -404,6 +330,109 @@ async fn a_rotated_provider_key_is_fetched_and_forged_tokens_are_refused() {
         airlock
             .assert_refused(&brief, &format!("token expired at {expired_at}"), "expired")
             .await;
+        airlock.server.shutdown().await;
+    })
+    .await;
+}
+
+/// Signs `who` in through the device flow, as a person at a browser would,
+/// with a second factor or not; the ID token `airlock login` would send.
+async fn device_login(idp: &Provider, who: &str, mfa: bool) -> String {
+    let code = idp.device_code(&[]).await;
+    let link = code["verification_uri_complete"].as_str().unwrap();
+    let page = Browser::new(idp).approve_device(link, who, mfa).await;
+    assert!(page.contains("Sign-in Success"), "{page}");
+    let tokens = idp
+        .device_tokens(code["device_code"].as_str().unwrap())
+        .await;
+    tokens["id_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ID token: {tokens}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_request_needing_fresher_mfa_gets_a_step_up_challenge_and_nothing_is_recorded() {
+    bounded(BOUND, async {
+        let Some(idp) = Provider::start().await else {
+            return;
+        };
+        let airlock = boot(&idp.issuer, "60s").await;
+
+        // How `airlock login` finds out how to sign in: no token needed.
+        let info = airlock.call("GET", "/v1/auth/oidc", "", None).await;
+        assert_eq!(info.status, 200, "{}", info.body);
+        assert_eq!(
+            info.body,
+            json!({
+                "issuer": idp.issuer,
+                "client_id": CLI_CLIENT,
+                "scopes": ["openid", "profile", "offline_access"],
+                "token": "id_token",
+                "mfa_acr_values": [ACR_MFA],
+            })
+        );
+
+        let password_only = device_login(&idp, "alice", false).await;
+        assert_eq!(airlock.me(&password_only).await.body["user"], "alice");
+        let ask = |e: &str| json!({"entitlement": e, "duration": "10m"});
+        let refused = airlock
+            .call("POST", "/v1/requests", &password_only, Some(ask("prod-db")))
+            .await;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        assert_eq!(
+            refused.body["error"]["code"], "insufficient_user_authentication",
+            "{}",
+            refused.body
+        );
+        assert!(
+            refused.challenge.starts_with(
+                "Bearer error=\"insufficient_user_authentication\", error_description=\""
+            ) && refused
+                .challenge
+                .ends_with(&format!(", acr_values=\"{ACR_MFA}\", max_age=300")),
+            "{}",
+            refused.challenge
+        );
+        // A step-up is no denial: nothing is recorded.
+        let mine = airlock
+            .call("GET", "/v1/requests?mine=true", &password_only, None)
+            .await;
+        assert_eq!(mine.body, json!([]), "{}", mine.body);
+        // What demands no MFA is granted on the same token.
+        let logs = airlock
+            .call(
+                "POST",
+                "/v1/requests",
+                &password_only,
+                Some(ask("logs-read")),
+            )
+            .await;
+        assert_eq!(logs.status, 201, "{}", logs.body);
+
+        // Signed in again with a second factor: the provider's `auth_time`
+        // is the MFA's age policies see, within the 5 minutes demanded.
+        let with_mfa = device_login(&idp, "alice", true).await;
+        let granted = airlock
+            .call("POST", "/v1/requests", &with_mfa, Some(ask("prod-db")))
+            .await;
+        assert_eq!(granted.status, 201, "{}", granted.body);
+
+        // Where a second must not have passed, that MFA is soon too old.
+        let auth_time = part(&with_mfa, 1)["auth_time"].as_i64().unwrap();
+        until(Duration::from_secs(10), "a second past the MFA", || async {
+            (airlock_testkit::wall_clock_unix_millis() > (auth_time + 2) * 1000).then_some(())
+        })
+        .await;
+        let stale = airlock
+            .call("POST", "/v1/requests", &with_mfa, Some(ask("vault-root")))
+            .await;
+        assert_eq!(stale.status, 401, "{}", stale.body);
+        assert!(
+            stale.challenge.ends_with("max_age=1"),
+            "{}",
+            stale.challenge
+        );
         airlock.server.shutdown().await;
     })
     .await;

@@ -1,5 +1,6 @@
-//! Reports over the real API, on a server whose clock the test moves, so the
-//! figures are exact: how long requests waited for an approver.
+//! Waiting for approvers, over the real API on a server whose clock the test
+//! moves, so times are exact: reminders and escalation driven by the
+//! scheduler, and the report of how long requests waited.
 
 #![expect(
     clippy::unwrap_used,
@@ -10,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::Timestamp;
-use airlock_server::api::{format_time, CreateRequest, DurationInput, WaitsQuery};
+use airlock_server::api::{
+    format_time, AuditQuery, CreateRequest, DurationInput, RequestQuery, WaitsQuery,
+};
 use airlock_server::client::{Action, Client, ClientError};
 use airlock_server::config::{token_hash, Settings};
 use airlock_server::engine::{Clock, ManualClock};
@@ -22,7 +25,7 @@ const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// Requesters (engineers), an approver and an auditor.
-const PEOPLE: [(&str, &str); 8] = [
+const PEOPLE: [(&str, &str); 9] = [
     ("alice", r#"groups = ["eng"]"#),
     ("carol", r#"groups = ["eng"]"#),
     ("dave", r#"groups = ["eng"]"#),
@@ -30,6 +33,7 @@ const PEOPLE: [(&str, &str); 8] = [
     ("frank", r#"groups = ["eng"]"#),
     ("george", r#"groups = ["eng"]"#),
     ("bob", r#"groups = ["sre"]"#),
+    ("sam", r#"groups = ["security"]"#),
     ("ann", r#"roles = ["auditor"]"#),
 ];
 
@@ -58,6 +62,17 @@ approvers = ["sre"]
 max_duration = "2h"
 require_reason = false
 connector = "noop"
+
+[entitlements.db-escalating]
+requestable_by = ["eng"]
+approvers = ["sre"]
+max_duration = "2h"
+require_reason = false
+connector = "noop"
+remind_after = "10m"
+escalate_after = "20m"
+escalate_to = ["security"]
+pending_timeout = "1h"
 
 [entitlements.logs]
 requestable_by = ["eng"]
@@ -208,6 +223,97 @@ async fn approval_waits_count_only_what_waited_for_a_person() {
         ));
         let george = client("george").get_request(&still_waiting).await.unwrap();
         assert_eq!(george.state, "pending");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_waiting_request_reminds_then_escalates_and_the_escalation_group_approves() {
+    bounded(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let server = start_with_clock(settings(dir.path()), Arc::clone(&clock) as Arc<dyn Clock>)
+            .await
+            .unwrap();
+        let base = format!("http://{}", server.addr());
+        let client = |name: &str| Client::new(&base, &token(name)).unwrap();
+        let alice = client("alice");
+        let sam = client("sam");
+        let r = alice.create_request(&ask("db-escalating")).await.unwrap();
+        assert_eq!(r.waiting.remind_at, Some(format_time(T0.plus(10 * MINUTE))));
+        assert_eq!(
+            r.waiting.escalate_at,
+            Some(format_time(T0.plus(20 * MINUTE)))
+        );
+        assert_eq!(r.waiting.escalate_to, ["security"]);
+        assert_eq!(r.pending_deadline, Some(format_time(T0.plus(60 * MINUTE))));
+        // Before the escalation, security may not see or approve it.
+        assert!(matches!(
+            sam.act(&r.id, &Action::Approve { comment: None }).await,
+            Err(ClientError::Api { status: 404, .. })
+        ));
+
+        clock.advance(10 * MINUTE);
+        let reminded = until(Duration::from_secs(20), "the reminder", || async {
+            let r = alice.get_request(&r.id).await.unwrap();
+            r.waiting.reminded_at.is_some().then_some(r)
+        })
+        .await;
+        assert_eq!(
+            reminded.waiting.reminded_at,
+            Some(format_time(T0.plus(10 * MINUTE)))
+        );
+        assert_eq!(reminded.waiting.escalated_at, None);
+
+        clock.advance(10 * MINUTE);
+        let escalated = until(Duration::from_secs(20), "the escalation", || async {
+            let r = alice.get_request(&r.id).await.unwrap();
+            r.waiting.escalated_at.is_some().then_some(r)
+        })
+        .await;
+        assert_eq!(escalated.state, "pending");
+        assert_eq!(escalated.approver_groups, ["security", "sre"]);
+        // Now security sees it waiting for them, and may approve.
+        let pending = sam
+            .list_requests(&RequestQuery {
+                awaiting_me: Some(true),
+                ..RequestQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 1);
+        let approved = sam
+            .act(&r.id, &Action::Approve { comment: None })
+            .await
+            .unwrap();
+        assert_eq!(approved.state, "approved");
+
+        // The record says when and to whom.
+        let events = client("ann")
+            .audit(&AuditQuery {
+                request: Some(r.id.clone()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "requested",
+                "approval_reminded",
+                "approval_escalated",
+                "approval_recorded",
+                "approved"
+            ]
+        );
+        let escalation = events
+            .iter()
+            .find(|e| e.action == "approval_escalated")
+            .unwrap();
+        assert_eq!(escalation.details["escalated_to"], "security");
+        assert_eq!(escalation.details["waited_seconds"], "1200");
         server.shutdown().await;
     })
     .await;

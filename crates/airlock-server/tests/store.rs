@@ -162,6 +162,7 @@ fn entitlement(approvals: u32) -> Ent {
         },
         connector: "c".into(),
         drift: DriftPolicy::Report,
+        waiting: Default::default(),
     };
     Ent {
         entitlement,

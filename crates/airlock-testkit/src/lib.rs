@@ -5,8 +5,10 @@
 //! (sshd, ssh) find it the same way through [`service_program`], and those
 //! that log in to a real sshd start it through [`sshd`]. Async tests hold
 //! themselves to a time bound through [`bounded`], and read the wall clock,
-//! where their target does, through [`wall_clock_unix_millis`].
+//! where their target does, through [`wall_clock_unix_millis`]. Tests that
+//! sign in with an identity provider start a real one through [`oidc`].
 
+pub mod oidc;
 pub mod sshd;
 
 /// Runs `test` to its end, or fails it once `limit` has passed: a test that

@@ -202,6 +202,7 @@ fn random_context(rng: &mut Rng, entitlements: &[EntitlementFacts]) -> RequestCo
             .chance(80)
             .then(|| Duration::from_secs(rng.next() % 3600)),
         break_glass: rng.chance(2),
+        escalated: false,
         other_active_entitlements: others,
     }
 }

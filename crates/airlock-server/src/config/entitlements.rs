@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use airlock_core::catalog::{Entitlement, TicketPattern, TicketRule, User};
+use airlock_core::catalog::{Entitlement, TicketPattern, TicketRule, User, WaitingTimes};
 use airlock_core::drift::DriftPolicy;
+use airlock_core::time::human_duration;
 use airlock_core::{EntitlementId, GroupName, UserId};
 use airlock_policy::EntitlementFacts;
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use toml::Spanned;
 
 use super::source::Source;
 use super::{ConfigError, ConnectorSettings};
-use crate::policy::shorthand_policies;
+use crate::policy::{mfa_policy, shorthand_policies};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +43,16 @@ pub(super) struct RawEntitlement {
     /// `report` (default) or `revoke`: what reconciliation does with holders
     /// of the connector that no grant explains.
     drift: Option<Spanned<String>>,
+    /// Acceptable waiting times, counted from the request: remind the
+    /// approvers, let `escalate_to` approve too, and time out (default:
+    /// `server.pending_timeout`).
+    remind_after: Option<Spanned<String>>,
+    escalate_after: Option<Spanned<String>>,
+    #[serde(default)]
+    escalate_to: Vec<Spanned<String>>,
+    pending_timeout: Option<Spanned<String>>,
+    /// Requests need MFA at most this long ago (`policy::mfa_policy`).
+    require_mfa_within: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -59,6 +70,8 @@ pub(super) struct Known<'a> {
     /// A policy folder may route entitlements the shorthand does not.
     pub(super) policy_folder: bool,
     pub(super) connectors: &'a BTreeMap<String, ConnectorSettings>,
+    /// `server.pending_timeout`, unless an entitlement sets its own.
+    pub(super) pending_timeout: Duration,
 }
 
 /// The entitlements, the facts policies see of them, and the Cedar
@@ -215,12 +228,74 @@ pub(super) fn entitlements_table(
                 owner_group,
             },
         );
-        let text = shorthand_policies(
+        let waiting = WaitingTimes {
+            remind_after: None,
+            escalate_after: None,
+            escalate_to: group_set("escalate_to", &ent.escalate_to)?,
+            timeout: ent
+                .pending_timeout
+                .as_ref()
+                .map(|t| {
+                    src.duration_between(
+                        &field("pending_timeout"),
+                        t,
+                        (Duration::from_secs(1), Duration::from_secs(365 * 24 * 3600)),
+                    )
+                })
+                .transpose()?,
+        };
+        let timeout = waiting.timeout.unwrap_or(known.pending_timeout);
+        // A step due at or after the time-out would never happen.
+        let before_timeout = |key: &str, raw: &Option<Spanned<String>>| {
+            let Some(raw) = raw else { return Ok(None) };
+            let after = src.duration(&field(key), raw)?;
+            if after.is_zero() || after >= timeout {
+                return Err(src.error(
+                    raw.span(),
+                    format!(
+                        "{}: must be more than 0s and less than the request's time-out ({}, pending_timeout)",
+                        field(key),
+                        human_duration(timeout)
+                    ),
+                ));
+            }
+            Ok(Some(after))
+        };
+        let waiting = WaitingTimes {
+            remind_after: before_timeout("remind_after", &ent.remind_after)?,
+            escalate_after: before_timeout("escalate_after", &ent.escalate_after)?,
+            ..waiting
+        };
+        match (&waiting.escalate_after, waiting.escalate_to.is_empty()) {
+            (Some(_), true) => {
+                return Err(src.error(
+                    span,
+                    format!("{}: name the groups to escalate to", field("escalate_to")),
+                ))
+            }
+            (None, false) => {
+                return Err(src.error(
+                    span,
+                    format!("{}: say when to escalate", field("escalate_after")),
+                ))
+            }
+            _ => {}
+        }
+        let mut text = shorthand_policies(
             &id,
             &requestable_by,
             ent.auto_approve && shorthand,
             approvals.as_ref().map(|(n, g)| (*n, g)),
+            &waiting.escalate_to,
         );
+        if let Some(within) = &ent.require_mfa_within {
+            let age = src.duration_between(
+                &field("require_mfa_within"),
+                within,
+                (Duration::from_secs(1), Duration::from_secs(30 * 24 * 3600)),
+            )?;
+            text.push_str(&mfa_policy(&id, age.as_secs()));
+        }
         if !text.is_empty() {
             out.generated
                 .push((format!("{path} [entitlements.{name}]"), text));
@@ -262,6 +337,7 @@ pub(super) fn entitlements_table(
                 },
                 connector,
                 drift,
+                waiting,
             },
         );
     }

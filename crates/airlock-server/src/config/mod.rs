@@ -258,6 +258,7 @@ impl Settings {
                 members_from_provider: server.oidc.is_some(),
                 policy_folder: policy.dir.is_some(),
                 connectors: &connectors,
+                pending_timeout: server.lifecycle.pending_timeout,
             },
         )?;
         catalog.entitlements = entitlements.catalog;

@@ -26,6 +26,10 @@ pub(super) struct RawOidc {
     auditor_groups: Vec<Spanned<String>>,
     clock_skew: Option<Spanned<String>>,
     jwks_refetch_after: Option<Spanned<String>>,
+    /// What `airlock login` asks the provider for (`oidc::DEFAULT_SCOPES`).
+    scopes: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    mfa_acr_values: Vec<Spanned<String>>,
 }
 
 /// How far token times may be off unless `server.oidc.clock_skew` says.
@@ -92,5 +96,35 @@ pub(super) fn oidc_settings(src: &Source<'_>, raw: &RawOidc) -> Result<OidcSetti
             DEFAULT_JWKS_REFETCH_AFTER,
             (Duration::from_secs(1), Duration::from_secs(3600)),
         )?,
+        client_id: raw
+            .client_id
+            .as_ref()
+            .map(|c| text("client_id", c))
+            .transpose()?,
+        scopes: match &raw.scopes {
+            None => crate::oidc::DEFAULT_SCOPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            Some(list) => {
+                let scopes: Vec<String> = list
+                    .iter()
+                    .map(|s| text("scopes", s))
+                    .collect::<Result<_, _>>()?;
+                if !scopes.iter().any(|s| s == "openid") {
+                    let at = list.first().map_or(raw.issuer.span(), Spanned::span);
+                    return Err(src.error(
+                        at,
+                        "server.oidc.scopes: must include `openid` (`airlock login` sends the ID token)",
+                    ));
+                }
+                scopes
+            }
+        },
+        mfa_acr_values: raw
+            .mfa_acr_values
+            .iter()
+            .map(|v| text("mfa_acr_values", v))
+            .collect::<Result<_, _>>()?,
     })
 }

@@ -29,6 +29,9 @@ fn settings() -> OidcSettings {
         auditor_groups: [GroupName::parse("audit").unwrap()].into(),
         clock_skew: Duration::from_secs(60),
         refetch_after: Duration::from_secs(300),
+        client_id: Some("airlock-cli".to_owned()),
+        scopes: Vec::new(),
+        mfa_acr_values: vec!["urn:test:mfa".to_owned()],
     }
 }
 
@@ -205,6 +208,40 @@ async fn accepts_an_audience_list_and_the_skew() {
     c["exp"] = json!(NOW - 30);
     c["nbf"] = json!(NOW + 30);
     assert!(check(&v, &signed(&key, "k1", &c)).await.is_ok());
+}
+
+#[tokio::test]
+async fn mfa_is_the_auth_time_of_a_token_whose_amr_or_acr_shows_a_second_factor() {
+    let key = TestKey::ed25519();
+    let v = verifier(FixedKeys::new(vec![key.jwk("k1")]));
+    let auth_time = NOW - 120;
+    let at = Timestamp::from_unix_millis(auth_time * 1000);
+    let cases = [
+        (json!({"amr": ["pwd", "otp"]}), Some(at)),
+        (json!({"amr": ["mfa"]}), Some(at)),
+        (json!({"acr": "urn:test:mfa"}), Some(at)),
+        (json!({"amr": ["pwd"]}), None),
+        (json!({"acr": "urn:test:pwd"}), None),
+        (json!({}), None),
+        // MFA without a time says nothing about how recent it is.
+        (json!({"amr": ["mfa"], "auth_time": null}), None),
+    ];
+    for (extra, expected) in cases {
+        let mut c = claims();
+        c["auth_time"] = json!(auth_time);
+        for (k, val) in extra.as_object().unwrap() {
+            if val.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = val.clone();
+            }
+        }
+        let who = v
+            .sign_in(&signed(&key, "k1", &c), now(), &Catalog::default())
+            .await
+            .unwrap();
+        assert_eq!(who.mfa_at, expected, "{extra}");
+    }
 }
 
 #[tokio::test]

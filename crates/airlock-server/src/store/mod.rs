@@ -11,6 +11,7 @@ use airlock_core::request::{AccessRequest, Rejection, State, Transition};
 use airlock_core::token::ApiToken;
 use airlock_core::{EntitlementId, RequestId, Timestamp, TokenId, UserId};
 
+pub use crate::store::migrations::latest as latest_schema_version;
 use crate::store::record::RequestRecord;
 pub use crate::store::sql::ExclusiveGuard;
 

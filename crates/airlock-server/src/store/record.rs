@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use airlock_core::approval::ApprovalTier;
 use airlock_core::audit::AuditRecord;
-use airlock_core::request::{AccessRequest, Approval, ConnectorJob, JobAction, State};
+use airlock_core::request::{AccessRequest, Approval, ConnectorJob, JobAction, State, WaitingPlan};
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +84,20 @@ pub struct RequestRecord {
     pub job: Option<JobRecord>,
     pub claim_token: i64,
     pub deprovisioned_at: Option<i64>,
+    /// Absent (and NULL) when the request has no reminder or escalation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitingRecord>,
+}
+
+/// A request's reminders and escalation (`request::WaitingPlan`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitingRecord {
+    pub remind_at: Option<i64>,
+    pub reminded_at: Option<i64>,
+    pub escalate_at: Option<i64>,
+    pub escalate_to: Vec<String>,
+    pub escalated_at: Option<i64>,
 }
 
 fn millis(t: Option<Timestamp>) -> Option<i64> {
@@ -152,6 +166,18 @@ impl RequestRecord {
             }),
             claim_token: i64::try_from(r.claim_token).unwrap_or(i64::MAX),
             deprovisioned_at: millis(r.deprovisioned_at),
+            waiting: (r.waiting != WaitingPlan::default()).then(|| WaitingRecord {
+                remind_at: millis(r.waiting.remind_at),
+                reminded_at: millis(r.waiting.reminded_at),
+                escalate_at: millis(r.waiting.escalate_at),
+                escalate_to: r
+                    .waiting
+                    .escalate_to
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                escalated_at: millis(r.waiting.escalated_at),
+            }),
         }
     }
 
@@ -215,6 +241,16 @@ impl RequestRecord {
                 })
             })
             .transpose()?;
+        let waiting = match &self.waiting {
+            None => WaitingPlan::default(),
+            Some(w) => WaitingPlan {
+                remind_at: ts(w.remind_at),
+                reminded_at: ts(w.reminded_at),
+                escalate_at: ts(w.escalate_at),
+                escalate_to: groups(&w.escalate_to)?,
+                escalated_at: ts(w.escalated_at),
+            },
+        };
         Ok(AccessRequest {
             id: RequestId::parse(&id).map_err(|e| bad(format!("id {e}")))?,
             requester: user(&self.requester)?,
@@ -246,6 +282,7 @@ impl RequestRecord {
             claim_token: u64::try_from(self.claim_token)
                 .map_err(|_| bad("negative claim token".to_owned()))?,
             deprovisioned_at: ts(self.deprovisioned_at),
+            waiting,
         })
     }
 }

@@ -708,7 +708,7 @@ impl PendingWrites {
 }
 
 /// Parameters per request row and per audit row in the multi-row writes.
-const REQUEST_PARAMS: usize = 36;
+const REQUEST_PARAMS: usize = 37;
 const AUDIT_PARAMS: usize = 12;
 
 /// Splits `items` into chunks whose sizes are powers of two (at most `max`),
@@ -825,7 +825,16 @@ async fn migrate_locked(conn: &mut AnyConnection, backend: Backend) -> Result<()
             known: latest(),
         });
     }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+    // Every version not recorded yet, in order: not only those above the
+    // newest, since migrations written side by side can land with a lower
+    // number after a higher one was applied (each stands on its own).
+    let applied: BTreeSet<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .collect();
+    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         let mut tx = conn.begin().await.map_err(db_err)?;
         sqlx::raw_sql(&backend.migration_sql(migration))
             .execute(&mut *tx)
@@ -856,7 +865,7 @@ const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, r
     required_approvals, approver_groups, approvals, pending_deadline, decided_at, activates_at, expires_at, granted_at, \
     ended_at, ended_by, end_note, job_action, job_attempts, job_next_attempt_at, job_claimed_until, job_last_error, \
     claim_token, deprovisioned_at, approval_tiers, policy_version, break_glass, public_key, certificate, \
-    due_at, updated_at, approver_group_list, approved_by_list";
+    due_at, updated_at, approver_group_list, approved_by_list, waiting";
 
 /// Ids as one `|a|b|` text (empty for none), so that "`x` is one of them"
 /// is an exact substring match on `|x|` in SQL (ids hold no `|`): the
@@ -1021,6 +1030,10 @@ fn record_from_row(row: &AnyRow) -> Result<RequestRecord, StoreError> {
         break_glass: get("break_glass")? != 0,
         public_key: opt_text("public_key")?,
         certificate: opt_text("certificate")?,
+        waiting: opt_text("waiting")?
+            .map(|w| serde_json::from_str(&w))
+            .transpose()
+            .map_err(|e| corrupt(&id, e))?,
         id,
     })
 }
@@ -1097,7 +1110,8 @@ async fn write_requests(
             .bind(request.next_due().map(Timestamp::unix_millis))
             .bind(at.unix_millis())
             .bind(id_list(r.approver_groups.iter().map(String::as_str)))
-            .bind(id_list(r.approvals.iter().map(|a| a.approver.as_str())));
+            .bind(id_list(r.approvals.iter().map(|a| a.approver.as_str())))
+            .bind(r.waiting.as_ref().map(|w| json(w)).transpose()?);
     }
     query
         .execute(conn)
