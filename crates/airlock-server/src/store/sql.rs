@@ -35,7 +35,7 @@ use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyR
 use sqlx::{AnyConnection, AnyPool, Column, Connection, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::migrations::{latest, Migration, MIGRATIONS};
+use super::migrations::{latest, pending, Migration};
 use super::record::{JobRecord, RequestRecord};
 use super::{
     AuditFilter, ChainReport, CreateDecision, Exclusive, ImportReport, OpenRequests, RequestFilter,
@@ -825,16 +825,13 @@ async fn migrate_locked(conn: &mut AnyConnection, backend: Backend) -> Result<()
             known: latest(),
         });
     }
-    // Every version not recorded yet, in order: not only those above the
-    // newest, since migrations written side by side can land with a lower
-    // number after a higher one was applied (each stands on its own).
     let applied: BTreeSet<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?
         .into_iter()
         .collect();
-    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+    for migration in pending(&applied) {
         let mut tx = conn.begin().await.map_err(db_err)?;
         sqlx::raw_sql(&backend.migration_sql(migration))
             .execute(&mut *tx)
