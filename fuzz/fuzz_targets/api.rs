@@ -136,6 +136,7 @@ async fn start(dir: &std::path::Path) -> Router {
         checkpoint_key: None,
         body_timeout: settings.http.body_timeout,
         oidc: None,
+        scim: None,
     })
 }
 

@@ -131,6 +131,12 @@ ticket_pattern = "^(INC|CHG)-[0-9]+$"
 sensitivity = 3
 owner_group = "approvers"
 connector = "demo-script"
+# Acceptable waiting times: the approvers are reminded after 15 minutes,
+# security may approve too after an hour, and after 8 hours it times out.
+remind_after = "15m"
+escalate_after = "1h"
+escalate_to = ["security"]
+pending_timeout = "8h"
 "#,
         alice = hash("alice"),
         bob = hash("bob"),

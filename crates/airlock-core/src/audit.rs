@@ -34,6 +34,10 @@ pub enum Actor {
     },
     /// The scheduler or a connector result, acting on rules already decided.
     System,
+    /// The identity provider's provisioning client (SCIM), with the
+    /// provisioning token. Stored as `scim:provisioning`: no user id holds a
+    /// `:`, so it can never be mistaken for a person.
+    Provisioning,
 }
 
 impl Actor {
@@ -53,6 +57,7 @@ impl Actor {
         match self {
             Actor::User(u) | Actor::Token { user: u, .. } => u.as_str(),
             Actor::System => "system",
+            Actor::Provisioning => "scim:provisioning",
         }
     }
 
@@ -60,7 +65,7 @@ impl Actor {
     fn token(&self) -> Option<String> {
         match self {
             Actor::Token { token, .. } => Some(token.to_string()),
-            Actor::User(_) | Actor::System => None,
+            Actor::User(_) | Actor::System | Actor::Provisioning => None,
         }
     }
 
@@ -149,6 +154,26 @@ audit_actions! {
     TokenCreated => "token_created",
     /// An API token was revoked.
     TokenRevoked => "token_revoked",
+    /// The identity provider created a directory user (SCIM).
+    UserProvisioned => "user_provisioned",
+    /// The identity provider changed a directory user's attributes.
+    UserUpdated => "user_updated",
+    /// The identity provider deactivated a directory user (`active: false`).
+    UserDeactivated => "user_deactivated",
+    /// The identity provider reactivated a directory user.
+    UserReactivated => "user_reactivated",
+    /// The identity provider deleted a directory user.
+    UserDeleted => "user_deleted",
+    /// The identity provider created a group.
+    GroupProvisioned => "group_provisioned",
+    /// The identity provider renamed or otherwise changed a group.
+    GroupUpdated => "group_updated",
+    /// The identity provider deleted a group.
+    GroupDeleted => "group_deleted",
+    /// A user joined a provisioned group.
+    MembershipAdded => "membership_added",
+    /// A user left a provisioned group (removed, or the group replaced or deleted).
+    MembershipRemoved => "membership_removed",
 }
 
 /// One thing that happened, as decided by the core. The shell gives it a

@@ -9,6 +9,7 @@ pub mod access;
 pub mod approval;
 pub mod audit;
 pub mod catalog;
+pub mod directory;
 pub mod drift;
 pub mod ids;
 pub mod policy_change;

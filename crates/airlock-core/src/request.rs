@@ -635,6 +635,28 @@ pub enum Command {
     Release { by: User },
     /// An admin ends someone's access.
     Revoke { by: User, reason: String },
+    /// The identity provider withdrew the requester (deactivated, deleted
+    /// or renamed by SCIM; `cause` names the operation): whatever the
+    /// request's state, it ends now. One that has not started is
+    /// cancelled, a grant is revoked (through the usual connector job,
+    /// retried and never abandoned). A request already ended stays as it is.
+    /// Only the engine sends it.
+    Deprovision { cause: String },
+    /// A fact the request's decision may have stood on changed (the
+    /// requester left a group; `cause` says which): `before` is the policy
+    /// set's answer with the old fact, `after` with the new one. Only when
+    /// the change is what turns a permit into a denial does the request end
+    /// — a pending one denied, an approved or active grant revoked, with
+    /// the cause and the policies' reasons; a request the policies deny
+    /// either way for other reasons (facts a re-decision cannot know, such
+    /// as the groups in the requester's last token or their last MFA) is
+    /// not the change's doing and stays. Approvals already given stand.
+    /// Only the engine sends it.
+    Redecide {
+        before: Verdict,
+        after: Verdict,
+        cause: String,
+    },
     /// The scheduler found the request due: time out, expire, start or retry.
     Tick,
     /// The process that made this request's connector attempt in flight has
@@ -798,6 +820,45 @@ pub fn apply(
                 AuditAction::Revoked,
                 &mut out,
             );
+        }
+        Command::Deprovision { cause } => {
+            if !request.state.is_terminal() {
+                let not_started = request.state == State::Pending
+                    || (request.state == State::Approved
+                        && request.job.as_ref().is_some_and(|j| j.attempts == 0));
+                let (state, action) = if not_started {
+                    (State::Cancelled, AuditAction::Cancelled)
+                } else {
+                    (State::Revoked, AuditAction::Revoked)
+                };
+                request.end_by_directory(state, action, cause.clone(), now, &mut out);
+            }
+        }
+        Command::Redecide {
+            before,
+            after: verdict,
+            cause,
+        } => {
+            let flipped = !matches!(before.route, Route::Denied { .. });
+            if let (true, Route::Denied { reasons }) = (flipped, &verdict.route) {
+                let ending = match request.state {
+                    State::Pending => Some((State::Denied, AuditAction::Denied)),
+                    State::Approved | State::Active => Some((State::Revoked, AuditAction::Revoked)),
+                    _ => None,
+                };
+                if let Some((state, action)) = ending {
+                    let note = format!("{cause}; the policies now deny it: {}", reasons.join("; "));
+                    request.end_by_directory(state, action, note, now, &mut out);
+                    if let Some(event) = out.events.last_mut() {
+                        event
+                            .details
+                            .insert("policy_version".to_owned(), verdict.policy_version.clone());
+                        event
+                            .details
+                            .insert("policies".to_owned(), verdict.policies.join(","));
+                    }
+                }
+            }
         }
         Command::Tick => {}
         Command::Restarted => request.attempt_lost(now, &mut out),
@@ -1046,6 +1107,24 @@ impl AccessRequest {
         }
         let actor = by.map_or(Actor::System, Actor::of);
         out.event(self, now, actor, action, details);
+    }
+
+    /// Ends the request on the identity provider's word: recorded as done
+    /// by the provisioning client, with `note` (the SCIM operation) as the
+    /// reason.
+    fn end_by_directory(
+        &mut self,
+        state: State,
+        action: AuditAction,
+        note: String,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) {
+        self.end(state, now, None, Some(note.clone()), action, out);
+        if let Some(event) = out.events.last_mut() {
+            event.actor = Actor::Provisioning;
+            event.details.insert("cause".to_owned(), note);
+        }
     }
 
     /// Applies every deadline that has passed, then claims connector work that is due.

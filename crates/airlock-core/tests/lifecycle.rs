@@ -166,6 +166,11 @@ enum Act {
     /// Revoke with a blank reason.
     RevokeNoReason(&'static str),
     Tick,
+    /// The identity provider deactivated or deleted the requester.
+    Deprovision,
+    /// The requester left a group: the policy set's answer with it, then
+    /// without it.
+    Redecide(Rule, Rule),
     /// The server restarted: an attempt in flight will never report.
     Restarted,
     /// The in-flight attempt's result, carrying the current claim token.
@@ -354,6 +359,15 @@ fn check(case: Case) {
                 reason: "   ".to_owned(),
             },
             Act::Tick => Command::Tick,
+            Act::Deprovision => Command::Deprovision {
+                cause: "user `rita` deactivated by the identity provider (SCIM PATCH /Users/u1)"
+                    .to_owned(),
+            },
+            Act::Redecide(before, after) => Command::Redecide {
+                before: verdict(before),
+                after: verdict(after),
+                cause: "`rita` left group `eng` (SCIM PATCH /Groups/g1)".to_owned(),
+            },
             Act::Restarted => Command::Restarted,
             Act::Succeeded(action) => Command::JobSucceeded {
                 action,
@@ -1646,6 +1660,89 @@ fn a_superseded_grant_result_does_not_release_a_waiting_revoke() {
                 65,
                 Act::Succeeded(Revoke),
                 ok(Released, &[], &["deprovisioned"]),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+// ---------------------------------------------------------------- the identity provider
+
+#[test]
+fn deprovisioning_cancels_what_has_not_started_and_revokes_what_has() {
+    check(Case {
+        steps: vec![(
+            5,
+            Act::Deprovision,
+            ok(Cancelled, &[], &["cancelled"]).and(Check::Detail(
+                "cancelled",
+                "cause",
+                "user `rita` deactivated by the identity provider (SCIM PATCH /Users/u1)",
+            )),
+        )],
+        ..case(Rule::Approvals(1))
+    });
+    check(Case {
+        steps: vec![
+            (5, Act::Succeeded(Grant), ok(Active, &[], &["granted"])),
+            (
+                6,
+                Act::Deprovision,
+                ok(Revoked, &[Revoke], &["revoked"]).and(Check::MayHoldAccess(true)),
+            ),
+            // Once ended, a second deprovisioning changes nothing.
+            (
+                7,
+                Act::Deprovision,
+                ok(Revoked, &[], &[]).and(Check::Unchanged),
+            ),
+            (
+                8,
+                Act::Succeeded(Revoke),
+                ok(Revoked, &[], &["deprovisioned"]),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+#[test]
+fn leaving_a_group_ends_only_what_the_membership_permitted() {
+    // The membership turned a permit into a denial: the pending request is
+    // denied, the grant revoked.
+    check(Case {
+        steps: vec![(
+            5,
+            Act::Redecide(Rule::Approvals(1), Rule::Denied),
+            ok(Denied, &[], &["denied"]).and(Check::Detail("denied", "policies", "no-prod")),
+        )],
+        ..case(Rule::Approvals(1))
+    });
+    check(Case {
+        steps: vec![
+            (5, Act::Succeeded(Grant), ok(Active, &[], &["granted"])),
+            (
+                6,
+                Act::Redecide(Rule::Auto, Rule::Denied),
+                ok(Revoked, &[Revoke], &["revoked"]),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+    // Denied with and without the group (a fact the re-decision lacks), or
+    // permitted without it: not the membership's doing, nothing changes.
+    check(Case {
+        steps: vec![
+            (5, Act::Succeeded(Grant), ok(Active, &[], &["granted"])),
+            (
+                6,
+                Act::Redecide(Rule::Denied, Rule::Denied),
+                ok(Active, &[], &[]).and(Check::Unchanged),
+            ),
+            (
+                7,
+                Act::Redecide(Rule::Auto, Rule::Approvals(1)),
+                ok(Active, &[], &[]).and(Check::Unchanged),
             ),
         ],
         ..case(Rule::Auto)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod clock;
+mod directory;
 mod reconcile;
 pub mod tokens;
 
@@ -34,6 +35,7 @@ use crate::policy::{self, Policies, PolicyLoadError, Reloaded};
 use crate::store::{AuditFilter, ChainReport, RequestFilter, RevocationBacklog, Store, StoreError};
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use directory::Refused;
 pub use reconcile::{
     ConnectorOutcome, ConnectorReport, FindingReport, FixOutcome, ReconcileReport,
 };
@@ -263,6 +265,16 @@ impl Engine {
         })
     }
 
+    /// The store, for reads that need no decision (the SCIM API's).
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The engine's clock, for decisions made inside a store write.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
@@ -271,8 +283,9 @@ impl Engine {
         &self.policies
     }
 
-    /// A user as the directory knows them now; one removed from the config
-    /// since keeps their id and no groups.
+    /// A user as the config knows them now; one removed from the config
+    /// since keeps their id and no groups. (With provisioned groups:
+    /// [`Engine::known_user_now`].)
     pub fn known_user(&self, id: &UserId) -> User {
         self.catalog.user(id).cloned().unwrap_or_else(|| User {
             id: id.clone(),
@@ -597,13 +610,21 @@ impl Engine {
         let lifecycle = Arc::clone(&self.lifecycle);
         let engine = Arc::clone(self);
         let approver = approver.clone();
+        // The requester's groups now, provisioned ones included (read before
+        // the write: a membership change committed meanwhile re-decides the
+        // request after it).
+        let requester = self.known_user_now(&self.get(id).await?.requester).await?;
         let transition = self
             .store
             .update_request(
                 id,
                 Box::new(move |current| {
                     let policies = &engine.policies;
-                    let requester = engine.known_user(&current.requester);
+                    let requester = if requester.id == current.requester {
+                        requester.clone()
+                    } else {
+                        engine.known_user(&current.requester)
+                    };
                     let facts = policies.stored_request_facts(&requester, &current);
                     let permission = policy::approver_verdict(
                         &policies.current(),

@@ -28,8 +28,10 @@ use crate::api::{
     ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WaitsQuery, WhoAmI,
     NEXT_CURSOR_HEADER,
 };
-use crate::config::{parse_duration, token_hash};
-use crate::engine::{ApproverDecision, Ask, Engine, EngineError, PolicyChange, UserCommand};
+use crate::config::{parse_duration, token_hash, ScimSettings};
+use crate::engine::{
+    ApproverDecision, Ask, Engine, EngineError, PolicyChange, Refused, UserCommand,
+};
 use crate::oidc::{TokenError, Verifier};
 use crate::policy::{self, Reloaded};
 use crate::store::{AuditFilter, PageKey, RequestFilter, StoreError};
@@ -49,6 +51,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Checks the identity provider's tokens (`server.oidc`), if configured.
     pub oidc: Option<Arc<Verifier>>,
+    /// SCIM provisioning (`server.scim`); `None`: no `/scim/v2` routes.
+    pub scim: Option<Arc<ScimSettings>>,
 }
 
 /// When the caller last completed MFA: as their identity provider's token
@@ -123,8 +127,15 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+pub mod scim;
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = if state.scim.is_some() {
+        scim::routes()
+    } else {
+        Router::new()
+    };
+    routes
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -333,35 +344,43 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        if token.starts_with(tokens::TOKEN_PREFIX) {
-            return tokens::authenticate(state, token).await;
-        }
         let catalog = state.engine.catalog();
-        if let Some(user) = state
+        let user = if token.starts_with(tokens::TOKEN_PREFIX) {
+            tokens::authenticate(state, token).await?
+        } else if let Some(user) = state
             .tokens
             .get(&token_hash(token))
             .and_then(|id| catalog.user(id))
         {
-            return Ok(Caller(user.clone()));
-        }
-        match &state.oidc {
-            Some(oidc) if Verifier::looks_like_jwt(token) => {
-                let who = oidc
-                    .sign_in(token, state.engine.now(), catalog)
-                    .await
-                    .map_err(token_refused)?;
-                // A service principal authenticates only with API tokens.
-                if catalog.user(&who.user.id).is_some_and(User::is_service) {
-                    return Err(unauthorized(
-                        "a service principal signs in only with an API token",
-                    ));
+            user.clone()
+        } else {
+            match &state.oidc {
+                Some(oidc) if Verifier::looks_like_jwt(token) => {
+                    let who = oidc
+                        .sign_in(token, state.engine.now(), catalog)
+                        .await
+                        .map_err(token_refused)?;
+                    // A service principal authenticates only with API tokens.
+                    if catalog.user(&who.user.id).is_some_and(User::is_service) {
+                        return Err(unauthorized(
+                            "a service principal signs in only with an API token",
+                        ));
+                    }
+                    if let Some(at) = who.mfa_at {
+                        parts.extensions.insert(TokenMfa(at));
+                    }
+                    who.user
                 }
-                if let Some(at) = who.mfa_at {
-                    parts.extensions.insert(TokenMfa(at));
-                }
-                Ok(Caller(who.user))
+                _ => return Err(unauthorized("unknown token")),
             }
-            _ => Err(unauthorized("unknown token")),
+        };
+        // The identity provider's directory has the last word: its groups
+        // join the caller's, and a deactivated or deleted person is refused
+        // whatever token they hold.
+        match state.engine.signed_in(user).await {
+            Ok(user) => Ok(Caller(user)),
+            Err(Refused::Engine(e)) => Err(ApiError::from(e).into_response()),
+            Err(refused) => Err(unauthorized(&refused.to_string())),
         }
     }
 }
@@ -985,7 +1004,7 @@ async fn explain(
         .flatten();
     let policies = state.engine.policies();
     let set = policies.current();
-    let requester = state.engine.known_user(&request.requester);
+    let requester = state.engine.known_user_now(&request.requester).await?;
     let now = policy::verdict(&set, &policies.stored_request_facts(&requester, &request));
     Ok(Json(ExplainView {
         request: request.id.to_string(),

@@ -25,7 +25,6 @@ pub enum CallOutcome {
     Permanent,
 }
 
-#[derive(Default)]
 pub struct Metrics {
     events: [AtomicU64; ACTIONS.len()],
     /// [grant, revoke] × [ok, retryable, permanent]
@@ -33,6 +32,19 @@ pub struct Metrics {
     lag_buckets: [AtomicU64; LAG_BUCKETS.len()],
     lag_count: AtomicU64,
     lag_sum_ms: AtomicU64,
+}
+
+// By hand: arrays longer than 32 have no derived `Default`.
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            events: std::array::from_fn(|_| AtomicU64::new(0)),
+            calls: Default::default(),
+            lag_buckets: Default::default(),
+            lag_count: AtomicU64::new(0),
+            lag_sum_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Metrics {

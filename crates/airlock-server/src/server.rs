@@ -466,6 +466,7 @@ pub async fn start_with_clock(
             ))),
             None => None,
         },
+        scim: settings.scim.clone().map(Arc::new),
     };
     let health_engine = Arc::clone(&engine);
     tokio::spawn(async move { health_engine.check_connectors().await });

@@ -2625,9 +2625,14 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
     bounded(async {
-        let h = boot(&format!(
-            "{CATALOG}\n[services.deploy]\ngroups = [\"eng\"]\nowners = [\"alice\"]\n"
-        ))
+        // With SCIM on, so that the provisioning token is one of the callers,
+        // and a service principal whose API token is another.
+        let h = boot_full(
+            &format!("{CATALOG}\n[services.deploy]\ngroups = [\"eng\"]\nowners = [\"alice\"]\n"),
+            &[],
+            false,
+            &scim_server(""),
+        )
         .await;
         let (_, doc) = h.raw("GET", "/openapi.json", None, None).await;
         let http = reqwest::Client::new();
@@ -2655,10 +2660,12 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
         };
         let mut walk_tokens = 0;
         // alice's request, pending for `sre` (bob, carol); dave and sam are
-        // strangers to it; admin and audrey see everything; `admin-read`
-        // and `deploy` are API tokens (`WALK_TOKENS`).
-        let callers: [Option<&str>; 10] = [
+        // strangers to it; admin and audrey see everything.
+        // `scim` is the provisioning token: it may call nothing here;
+        // `admin-read` and `deploy` are API tokens (`WALK_TOKENS`).
+        let callers: [Option<&str>; 11] = [
             None,
+            Some("scim"),
             Some("alice"),
             Some("bob"),
             Some("carol"),
@@ -2765,7 +2772,7 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                     let reads = method == "get" && !path.starts_with("/v1/tokens");
                     let allowed = match rule {
                         Who::Anyone => true,
-                        _ if caller.is_none() => false,
+                        _ if caller.is_none() || caller == Some("scim") => false,
                         _ if caller == Some("admin-read") => {
                             reads && !matches!(rule, Who::Decider | Who::Requester)
                         }
@@ -2804,8 +2811,8 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                             refused,
                             "{method} {path} as {who}: refused by {rule:?}, got {code} {value}"
                         );
-                        if caller.is_none() {
-                            assert_eq!(code, 401, "{method} {path} without a token");
+                        if caller.is_none() || caller == Some("scim") {
+                            assert_eq!(code, 401, "{method} {path} as {who}");
                         }
                     }
                 }
@@ -2814,6 +2821,642 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
         assert!(
             missing.is_empty(),
             "endpoints without an authorization rule in this test: {missing:?}"
+        );
+        h.stop().await;
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- SCIM
+
+/// The provisioning token the SCIM tests configure (`[server.scim]`).
+fn scim_token() -> String {
+    token("scim")
+}
+
+/// `[server]` lines turning SCIM on, on `database` (SQLite when empty).
+fn scim_server(database: &str) -> String {
+    let db = if database.is_empty() {
+        String::new()
+    } else {
+        format!("database = '{database}'\n")
+    };
+    format!(
+        "{db}scim = {{ token_sha256 = \"{}\" }}\n",
+        token_hash(&scim_token())
+    )
+}
+
+impl Harness {
+    /// A SCIM call with `bearer` (the provisioning token unless told):
+    /// status, body (`Null` when empty) and headers.
+    async fn scim_as(
+        &self,
+        bearer: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let http = reqwest::Client::new();
+        let mut req = http.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/scim+json")
+                .body(b.to_string());
+        }
+        let response = req.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        };
+        (status, value, headers)
+    }
+
+    async fn scim(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, value, _) = self.scim_as(Some(&scim_token()), method, path, body).await;
+        (status, value)
+    }
+
+    /// Provisions group `name` with `members` (SCIM ids); its SCIM id.
+    async fn provision_group(&self, name: &str, members: &[&str]) -> String {
+        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+        let (code, body) = self
+            .scim(
+                "POST",
+                "/scim/v2/Groups",
+                Some(json!({"schemas": [GROUP_SCHEMA], "displayName": name, "members": members})),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Provisions `user_name`; its SCIM id.
+    async fn provision(&self, user_name: &str) -> String {
+        let (code, body) = self
+            .scim(
+                "POST",
+                "/scim/v2/Users",
+                Some(json!({"schemas": [USER_SCHEMA], "userName": user_name, "active": true})),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+}
+
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// RFC 7643/7644 as an identity provider drives it, on SQLite and on
+/// PostgreSQL: create, read, replace, patch (Entra's and Okta's shapes),
+/// filter, page, delete; errors in SCIM's shape; uniqueness as 409.
+async fn scim_protocol_on(database: &str) {
+    let h = boot_full(CATALOG, &[], false, &scim_server(database)).await;
+    let (code, spc) = h.scim("GET", "/scim/v2/ServiceProviderConfig", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(spc["patch"]["supported"], json!(true));
+    let (_, types) = h.scim("GET", "/scim/v2/ResourceTypes", None).await;
+    assert_eq!(types["totalResults"], json!(2));
+    let (code, schema) = h
+        .scim("GET", &format!("/scim/v2/Schemas/{USER_SCHEMA}"), None)
+        .await;
+    assert_eq!((code, schema["id"].as_str()), (200, Some(USER_SCHEMA)));
+
+    // Create: 201, the SCIM media type, Location, ETag and meta.
+    let (code, alice, headers) = h
+        .scim_as(
+            Some(&scim_token()),
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({
+                "schemas": [USER_SCHEMA], "userName": "alice", "externalId": "okta-1",
+                "displayName": "Alice A.", "name": {"givenName": "Alice"},
+                "emails": [{"value": "alice@example.com", "type": "work", "primary": true}],
+            })),
+        )
+        .await;
+    assert_eq!(code, 201, "{alice}");
+    assert_eq!(headers["content-type"], "application/scim+json");
+    let id = alice["id"].as_str().unwrap().to_owned();
+    let location = alice["meta"]["location"].as_str().unwrap();
+    assert!(
+        location.ends_with(&format!("/scim/v2/Users/{id}")),
+        "{location}"
+    );
+    assert_eq!(headers["location"], location);
+    assert_eq!(headers["etag"], "W/\"1\"");
+    assert_eq!(alice["meta"]["resourceType"], json!("User"));
+    assert_eq!(alice["active"], json!(true));
+    assert_eq!(alice["emails"][0]["value"], json!("alice@example.com"));
+    // The same user name, in other letters: 409 uniqueness.
+    let (code, err) = h
+        .scim(
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER_SCHEMA], "userName": "ALICE"})),
+        )
+        .await;
+    assert_eq!(code, 409);
+    assert_eq!(err["scimType"], json!("uniqueness"));
+    assert_eq!(err["status"], json!("409"));
+    assert_eq!(
+        err["schemas"],
+        json!(["urn:ietf:params:scim:api:messages:2.0:Error"])
+    );
+    // A user name Airlock cannot use names the field.
+    let (code, err) = h
+        .scim(
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER_SCHEMA], "userName": "two words"})),
+        )
+        .await;
+    assert_eq!(
+        (code, err["scimType"].as_str()),
+        (400, Some("invalidValue"))
+    );
+    assert!(
+        err["detail"].as_str().unwrap().contains("userName"),
+        "{err}"
+    );
+
+    // Filters and pages.
+    for name in ["bob", "carol", "dave"] {
+        h.provision(name).await;
+    }
+    let (code, found) = h
+        .scim(
+            "GET",
+            "/scim/v2/Users?filter=userName%20eq%20%22Alice%22",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        found["schemas"],
+        json!(["urn:ietf:params:scim:api:messages:2.0:ListResponse"])
+    );
+    assert_eq!(found["totalResults"], json!(1));
+    assert_eq!(found["Resources"][0]["id"], json!(id));
+    let (_, found) = h
+        .scim(
+            "GET",
+            "/scim/v2/Users?filter=externalId+eq+%22okta-1%22",
+            None,
+        )
+        .await;
+    assert_eq!(found["totalResults"], json!(1));
+    let (_, none) = h
+        .scim(
+            "GET",
+            "/scim/v2/Users?filter=userName%20eq%20%22zed%22",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (none["totalResults"].clone(), none["Resources"].clone()),
+        (json!(0), json!([]))
+    );
+    let (_, page) = h
+        .scim("GET", "/scim/v2/Users?startIndex=2&count=2", None)
+        .await;
+    assert_eq!(page["totalResults"], json!(4));
+    assert_eq!(page["startIndex"], json!(2));
+    assert_eq!(page["itemsPerPage"], json!(2));
+    let (code, err) = h
+        .scim("GET", "/scim/v2/Users?filter=userName%20co%20%22a%22", None)
+        .await;
+    assert_eq!(
+        (code, err["scimType"].as_str()),
+        (400, Some("invalidFilter"))
+    );
+
+    // Replace and patch (Okta's path, Entra's pathless `Replace` with a
+    // string boolean, a filtered e-mail).
+    let path = format!("/scim/v2/Users/{id}");
+    let (code, replaced) = h
+        .scim(
+            "PUT",
+            &path,
+            Some(json!({"schemas": [USER_SCHEMA], "userName": "alice", "displayName": "Alice B."})),
+        )
+        .await;
+    assert_eq!(code, 200, "{replaced}");
+    assert_eq!(replaced["displayName"], json!("Alice B."));
+    assert_eq!(replaced["meta"]["version"], json!("W/\"2\""));
+    assert!(
+        replaced.get("emails").is_none(),
+        "a replace drops what it omits"
+    );
+    let (code, patched) = h
+        .scim(
+            "PATCH",
+            &path,
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "add", "path": "emails[type eq \"work\"].value", "value": "a@example.com"},
+                {"op": "replace", "path": "displayName", "value": "Alice C."},
+            ]})),
+        )
+        .await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["emails"][0]["value"], json!("a@example.com"));
+    assert_eq!(patched["displayName"], json!("Alice C."));
+    // A stale If-Match is refused.
+    let (code, _, _) = h.scim_as(Some(&scim_token()), "GET", &path, None).await;
+    assert_eq!(code, 200);
+    let http = reqwest::Client::new();
+    let stale = http
+        .put(format!("{}{path}", h.base))
+        .bearer_auth(scim_token())
+        .header("if-match", "W/\"1\"")
+        .header("content-type", "application/scim+json")
+        .body(json!({"schemas": [USER_SCHEMA], "userName": "alice"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status().as_u16(), 412);
+
+    // Groups: members added and removed in the usual shapes.
+    let bob = h
+        .scim(
+            "GET",
+            "/scim/v2/Users?filter=userName%20eq%20%22bob%22",
+            None,
+        )
+        .await
+        .1["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gid = h.provision_group("Platform Engineers", &[&id]).await;
+    let gpath = format!("/scim/v2/Groups/{gid}");
+    let (code, group) = h
+        .scim(
+            "PATCH",
+            &gpath,
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": bob}]},
+                {"op": "remove", "path": format!("members[value eq \"{id}\"]")},
+            ]})),
+        )
+        .await;
+    assert_eq!(code, 200, "{group}");
+    assert_eq!(group["members"].as_array().unwrap().len(), 1);
+    assert_eq!(group["members"][0]["value"], json!(bob));
+    let (code, err) = h
+        .scim(
+            "PATCH",
+            &gpath,
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": "no-such-user"}]},
+            ]})),
+        )
+        .await;
+    assert_eq!(
+        (code, err["scimType"].as_str()),
+        (400, Some("invalidValue")),
+        "{err}"
+    );
+    let (_, found) = h
+        .scim(
+            "GET",
+            "/scim/v2/Groups?filter=displayName%20eq%20%22platform%20engineers%22",
+            None,
+        )
+        .await;
+    assert_eq!(found["totalResults"], json!(1));
+    let (_, bob_view) = h.scim("GET", &format!("/scim/v2/Users/{bob}"), None).await;
+    assert_eq!(bob_view["groups"][0]["value"], json!(gid));
+    // bob's provisioned group is one of his groups now.
+    let (_, me) = h.raw("GET", "/v1/me", Some("bob"), None).await;
+    assert!(
+        me["groups"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("Platform-Engineers")),
+        "{me}"
+    );
+
+    // Delete: 204, then 404 in SCIM's shape.
+    let (code, _) = h.scim("DELETE", &gpath, None).await;
+    assert_eq!(code, 204);
+    let (code, _) = h.scim("DELETE", &path, None).await;
+    assert_eq!(code, 204);
+    let (code, err) = h.scim("GET", &path, None).await;
+    assert_eq!((code, err["status"].as_str()), (404, Some("404")));
+    let events = h
+        .client("admin")
+        .audit(&AuditQuery {
+            user: Some("alice".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    for expected in [
+        "user_provisioned",
+        "user_updated",
+        "membership_added",
+        "membership_removed",
+        "user_deleted",
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_protocol_on_sqlite() {
+    bounded(scim_protocol_on("")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_protocol_on_postgres() {
+    let Some(base) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let db = airlock_testkit::FreshDatabase::create(&base, "airlock_scim").await;
+    bounded(scim_protocol_on(&db.url)).await;
+    db.drop_now().await;
+}
+
+/// Only the provisioning token opens the SCIM API, and it opens nothing
+/// else; without `[server.scim]` there is no SCIM API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_provisioning_token_reaches_scim_and_it_reaches_nothing_else() {
+    bounded(async {
+        let off = boot(CATALOG).await;
+        let (code, _, _) = off
+            .scim_as(Some(&scim_token()), "GET", "/scim/v2/Users", None)
+            .await;
+        assert_eq!(code, 404);
+        off.stop().await;
+
+        let h = boot_full(CATALOG, &[], false, &scim_server("")).await;
+        let uid = h.provision("zed").await;
+        let user_tokens: Vec<String> = USERS.iter().map(|(u, _, _)| token(u)).collect();
+        for (method, route) in airlock_server::http::scim::SCIM_ROUTES {
+            let path = route.replace("{id}", &uid);
+            let path = if route.starts_with("/scim/v2/Schemas/") {
+                format!("/scim/v2/Schemas/{USER_SCHEMA}")
+            } else if route.starts_with("/scim/v2/ResourceTypes/") {
+                "/scim/v2/ResourceTypes/User".to_owned()
+            } else {
+                path
+            };
+            let body = (*method != "get" && *method != "delete").then(|| json!({}));
+            let mut callers: Vec<Option<&str>> = vec![None];
+            callers.extend(user_tokens.iter().map(|t| Some(t.as_str())));
+            for bearer in callers {
+                let (code, err, _) = h
+                    .scim_as(bearer, &method.to_uppercase(), &path, body.clone())
+                    .await;
+                assert_eq!(code, 401, "{method} {path} with {bearer:?}: {err}");
+                assert_eq!(err["status"], json!("401"));
+            }
+            // The provisioning token gets past authentication (a `{}` body
+            // is then refused as input, never as a caller).
+            if *method != "delete" {
+                let (code, err, _) = h
+                    .scim_as(Some(&scim_token()), &method.to_uppercase(), &path, body)
+                    .await;
+                assert!(code != 401 && code != 403, "{method} {path}: {code} {err}");
+            }
+        }
+        let (code, _) = h.raw("GET", "/v1/me", None, None).await;
+        assert_eq!(code, 401);
+        let refused = reqwest::Client::new()
+            .get(format!("{}/v1/me", h.base))
+            .bearer_auth(scim_token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 401);
+        h.stop().await;
+    })
+    .await;
+}
+
+/// Deactivating a user over SCIM revokes their grant (the connector is
+/// called) and cancels their pending request at once, recorded as the
+/// provisioning client's doing with the operation as the reason; their
+/// token is refused from then on, and deletion does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deprovisioning_revokes_grants_and_cancels_requests() {
+    bounded(async {
+        let h = boot_full(CATALOG, &[], false, &scim_server("")).await;
+        let alice_id = h.provision("alice").await;
+        let alice = h.client("alice");
+        let grant = alice
+            .create_request(&ask("logs-read", "deploy"))
+            .await
+            .unwrap();
+        let grant = h.wait_state(&grant.id, "active").await;
+        assert_eq!(h.logged("grant", &grant), 1);
+        let pending = alice
+            .create_request(&ask("db-prod", "migration"))
+            .await
+            .unwrap();
+        assert_eq!(pending.state, "pending");
+
+        // Entra's shape: a pathless Replace with a string boolean.
+        let (code, body) = h
+            .scim(
+                "PATCH",
+                &format!("/scim/v2/Users/{alice_id}"),
+                Some(json!({"schemas": [PATCH_OP], "Operations": [
+                    {"op": "Replace", "value": {"active": "False"}}]})),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["active"], json!(false));
+        // Decided before the answer; the target's removal follows.
+        let revoked = h.client("admin").get_request(&grant.id).await.unwrap();
+        assert_eq!(revoked.state, "revoked");
+        let reason = revoked.end_reason.clone().unwrap();
+        assert!(
+            reason.contains("deactivated") && reason.contains(&format!("PATCH /Users/{alice_id}")),
+            "{reason}"
+        );
+        let cancelled = h.client("admin").get_request(&pending.id).await.unwrap();
+        assert_eq!(cancelled.state, "cancelled");
+        h.wait_for(&grant.id, "the revocation", |r| r.job.is_none())
+            .await;
+        assert_eq!(h.logged("revoke", &grant), 1);
+        let events = h
+            .client("admin")
+            .audit(&AuditQuery {
+                user: Some("alice".into()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        let by_scim: Vec<&str> = events
+            .iter()
+            .filter(|e| e.actor == "scim:provisioning")
+            .map(|e| e.action.as_str())
+            .collect();
+        assert_eq!(
+            by_scim,
+            [
+                "user_provisioned",
+                "user_deactivated",
+                "cancelled",
+                "revoked"
+            ]
+        );
+        // Her token no longer authenticates, saying why.
+        let (code, err) = h.raw("GET", "/v1/me", Some("alice"), None).await;
+        assert_eq!(code, 401);
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("deactivated"),
+            "{err}"
+        );
+
+        // Deletion: bob's grant goes the same way, and he is refused.
+        let bob_id = h.provision("bob").await;
+        let bobs = h
+            .client("bob")
+            .create_request(&ask("logs-read", "look"))
+            .await
+            .unwrap();
+        h.wait_state(&bobs.id, "active").await;
+        let (code, _) = h
+            .scim("DELETE", &format!("/scim/v2/Users/{bob_id}"), None)
+            .await;
+        assert_eq!(code, 204);
+        let gone = h
+            .wait_for(&bobs.id, "the revocation", |r| {
+                r.state == "revoked" && r.job.is_none()
+            })
+            .await;
+        assert_eq!(h.logged("revoke", &gone), 1);
+        let (code, err) = h.raw("GET", "/v1/me", Some("bob"), None).await;
+        assert_eq!(code, 401);
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("deleted"),
+            "{err}"
+        );
+        let report = h.client("admin").verify_audit().await.unwrap();
+        assert!(report.ok, "{report:?}");
+        h.stop().await;
+    })
+    .await;
+}
+
+/// Policies see provisioned groups; leaving one re-decides the member's
+/// unfinished requests: a grant it no longer permits is revoked, a pending
+/// request it no longer permits is denied, each naming the membership that
+/// changed, and a request another group still permits stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_a_provisioned_group_redecides_open_requests() {
+    bounded(async {
+        let catalog = format!(
+            "{CATALOG}
+[entitlements.vendor-portal]
+requestable_by = [\"contractors\"]
+max_duration = \"1h\"
+auto_approve = true
+require_reason = false
+connector = \"log\"
+
+[entitlements.vendor-db]
+requestable_by = [\"contractors\"]
+max_duration = \"1h\"
+approvers = [\"sre\"]
+connector = \"log\"
+"
+        );
+        let h = boot_full(&catalog, &[], false, &scim_server("")).await;
+        let dave = h.provision("dave").await;
+        let dave_client = h.client("dave");
+        // Not yet in the group: the policies deny him.
+        let refused = dave_client
+            .create_request(&ask("vendor-portal", "x"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, ClientError::Api { code, .. } if code == "denied_by_policy"),
+            "{refused:?}"
+        );
+        let gid = h.provision_group("contractors", &[&dave]).await;
+        let grant = dave_client
+            .create_request(&ask("vendor-portal", "x"))
+            .await
+            .unwrap();
+        let grant = h.wait_state(&grant.id, "active").await;
+        let pending = dave_client
+            .create_request(&ask("vendor-db", "y"))
+            .await
+            .unwrap();
+        assert_eq!(pending.state, "pending");
+        // The approver's view (explain) sees the stored group too.
+        let (code, explained) = h
+            .raw(
+                "GET",
+                &format!("/v1/requests/{}/explain", pending.id),
+                Some("admin"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200);
+        assert!(
+            explained["now"]["decision"]
+                .as_str()
+                .unwrap()
+                .contains("needs"),
+            "{explained}"
+        );
+
+        let (code, body) = h
+            .scim(
+                "PATCH",
+                &format!("/scim/v2/Groups/{gid}"),
+                Some(json!({"schemas": [PATCH_OP], "Operations": [
+                    {"op": "remove", "path": format!("members[value eq \"{dave}\"]")}]})),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        let revoked = h.client("admin").get_request(&grant.id).await.unwrap();
+        assert_eq!(revoked.state, "revoked");
+        let reason = revoked.end_reason.unwrap();
+        assert!(reason.contains("left group `contractors`"), "{reason}");
+        let denied = h.client("admin").get_request(&pending.id).await.unwrap();
+        assert_eq!(denied.state, "denied");
+        assert!(denied
+            .end_reason
+            .unwrap()
+            .contains("left group `contractors`"));
+        let done = h
+            .wait_for(&grant.id, "the revocation", |r| r.job.is_none())
+            .await;
+        assert_eq!(h.logged("revoke", &done), 1);
+        // His own requests in other entitlements are untouched.
+        let (_, me) = h.raw("GET", "/v1/me", Some("dave"), None).await;
+        assert!(
+            !me["groups"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("contractors")),
+            "{me}"
         );
         h.stop().await;
     })

@@ -5,7 +5,8 @@
 //! `drift = "report"` but removed under `drift = "revoke"`), an active grant
 //! removed out of band (granted again), an ended grant restored out of band
 //! (revoked again), a target that is down (reported; the others are still
-//! checked), and the scheduled run. Needs `AIRLOCK_TEST_POSTGRES_URL`.
+//! checked), and the scheduled run. Also a SCIM deactivation taking a real
+//! role away through the same connector. Needs `AIRLOCK_TEST_POSTGRES_URL`.
 
 #![expect(
     clippy::unwrap_used,
@@ -425,6 +426,83 @@ async fn the_scheduled_run_fixes_without_being_asked() {
         assert_eq!(fixed[0].actor, "system");
         assert_eq!(fixed[0].details.get("principal"), Some(&t.name("bob")));
 
+        server.shutdown().await;
+        t.cleanup(&names).await;
+    })
+    .await;
+}
+
+/// Deprovisioning over SCIM takes a real PostgreSQL role away: alice holds
+/// `admin` through a grant; the identity provider deactivates her; the
+/// connector's revocation removes the membership, and her token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scim_deactivation_revokes_a_real_role_grant() {
+    let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    bounded(BOUND, async {
+        let t = Target::new(&url).await;
+        let names = ["admin", "alice"];
+        t.create(&["admin"], &["alice"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ns = t.ns.clone();
+        let config = [
+            postgres_connector("dbx", &t.db.url, &t.name("admin"), &ns, "5s"),
+            entitlement("db-admin", "dbx", "report"),
+        ]
+        .concat();
+        let scim_token = token("scim");
+        let server_extra = format!(
+            "reconcile_every = \"off\"\nscim = {{ token_sha256 = \"{}\" }}",
+            token_hash(&scim_token)
+        );
+        let (server, admin) = boot(&dir, &server_extra, &config).await;
+        let base = format!("http://{}/scim/v2", server.addr());
+        let http = reqwest::Client::new();
+        let created: serde_json::Value = http
+            .post(format!("{base}/Users"))
+            .bearer_auth(&scim_token)
+            .header("content-type", "application/scim+json")
+            .body(
+                r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice"}"#,
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+        let alice = admin.with_token(&token("alice"));
+        let grant = request(&alice, "db-admin", 3600).await;
+        assert!(t.member("admin", "alice").await);
+
+        let deactivated = http
+            .patch(format!("{base}/Users/{id}"))
+            .bearer_auth(&scim_token)
+            .header("content-type", "application/scim+json")
+            .body(
+                r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations":[{"op":"replace","path":"active","value":false}]}"#,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deactivated.status().as_u16(), 200);
+        let ended = until(
+            Duration::from_secs(15),
+            "the role to be revoked",
+            || async {
+                let r = admin.get_request(&grant.id).await.unwrap();
+                r.deprovisioned_at.is_some().then_some(r)
+            },
+        )
+        .await;
+        assert_eq!(ended.state, "revoked");
+        assert_eq!(ended.ended_by, None);
+        assert!(ended.end_reason.unwrap().contains("deactivated"));
+        assert!(!t.member("admin", "alice").await);
+        assert!(alice.me().await.is_err(), "a deactivated user is refused");
         server.shutdown().await;
         t.cleanup(&names).await;
     })

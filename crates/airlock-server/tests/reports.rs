@@ -297,7 +297,8 @@ async fn a_waiting_request_reminds_then_escalates_and_the_escalation_group_appro
             })
             .await
             .unwrap();
-        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        // (The grant that follows the approval may be recorded by now too.)
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).take(5).collect();
         assert_eq!(
             actions,
             [

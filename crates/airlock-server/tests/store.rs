@@ -15,11 +15,15 @@ use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
 use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
+use airlock_core::directory::{Consequence, DirectoryGroup, DirectoryUser, Email, Refusal};
 use airlock_core::drift::DriftPolicy;
 use airlock_core::request::{
     self, Command, JobAction, LifecycleSettings, NewRequest, Rejection, State,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use airlock_server::store::directory::{
+    Committed, Decided, DirectoryWrite, Filter, ListQuery, Standing,
+};
 use airlock_server::store::record::RequestRecord;
 use airlock_server::store::sql::{Backend, Location, SqlStore};
 use airlock_server::store::{
@@ -1298,6 +1302,199 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
         sqlx::raw_sql(backfill).execute(&mut raw).await.unwrap();
         raw.close().await.unwrap();
         check("back-filled").await;
+    })
+    .await;
+}
+
+fn directory_user(id: &str, name: &str, active: bool, at_ms: i64) -> DirectoryUser {
+    DirectoryUser {
+        id: id.to_owned(),
+        user_name: UserId::parse(name).unwrap(),
+        external_id: Some(format!("ext-{id}")),
+        display_name: Some(format!("{name} (display)")),
+        emails: vec![Email {
+            value: format!("{name}@example.com"),
+            kind: Some("work".to_owned()),
+            primary: true,
+        }],
+        active,
+        created: at(at_ms),
+        modified: at(at_ms),
+        version: 1,
+    }
+}
+
+async fn put_user(store: &SqlStore, user: DirectoryUser) -> Result<Committed, StoreError> {
+    let id = user.id.clone();
+    store
+        .write_directory(DirectoryWrite::User {
+            id,
+            operation: "test".to_owned(),
+            decide: Box::new(move |_| {
+                Ok(Decided {
+                    now: user.modified,
+                    after: Some(user.clone()),
+                })
+            }),
+        })
+        .await
+}
+
+async fn put_group(
+    store: &SqlStore,
+    id: &str,
+    name: &str,
+    members: &[&str],
+) -> Result<Committed, StoreError> {
+    let group = DirectoryGroup {
+        id: id.to_owned(),
+        display_name: name.to_owned(),
+        external_id: None,
+        members: members.iter().map(|m| (*m).to_owned()).collect(),
+        created: at(0),
+        modified: at(0),
+        version: 1,
+    };
+    store
+        .write_directory(DirectoryWrite::Group {
+            id: id.to_owned(),
+            operation: "test".to_owned(),
+            decide: Box::new(move |_| {
+                Ok(Decided {
+                    now: at(0),
+                    after: Some(group.clone()),
+                })
+            }),
+        })
+        .await
+}
+
+async fn delete_user(store: &SqlStore, id: &str) -> Result<Committed, StoreError> {
+    store
+        .write_directory(DirectoryWrite::User {
+            id: id.to_owned(),
+            operation: "test".to_owned(),
+            decide: Box::new(|_| {
+                Ok(Decided {
+                    now: at(5),
+                    after: None,
+                })
+            }),
+        })
+        .await
+}
+
+/// Directory users and groups (SCIM) commit with their audit events, read
+/// back equal, keep user names unique regardless of case, refuse members
+/// that are no users, and remember deleted names for sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_writes_commit_with_their_events_and_keep_names_unique() {
+    on_every_store(|store, _| async move {
+        let alice = directory_user("u1", "alice", true, 1);
+        put_user(&store, alice.clone()).await.unwrap();
+        assert_eq!(store.directory_user("u1").await.unwrap(), Some(alice.clone()));
+        assert_eq!(
+            store.directory_user_named("ALICE").await.unwrap(),
+            Some(alice.clone())
+        );
+        // The same name in other letters is taken; nothing is written.
+        let before = audit_count(&store).await;
+        let clash = put_user(&store, directory_user("u2", "Alice", true, 2)).await;
+        assert!(
+            matches!(clash, Err(StoreError::Directory(Refusal::Uniqueness(_)))),
+            "{clash:?}"
+        );
+        assert_eq!(store.directory_user("u2").await.unwrap(), None);
+        assert_eq!(audit_count(&store).await, before);
+        put_user(&store, directory_user("u2", "bob", true, 2)).await.unwrap();
+        for i in 3..8 {
+            put_user(&store, directory_user(&format!("u{i}"), &format!("user{i}"), true, i))
+                .await
+                .unwrap();
+        }
+        // Members must be users.
+        let stranger = put_group(&store, "g1", "Platform Engineers", &["u1", "nobody"]).await;
+        assert!(
+            matches!(&stranger, Err(StoreError::Directory(Refusal::Invalid { field, .. })) if field == "members"),
+            "{stranger:?}"
+        );
+        let committed = put_group(&store, "g1", "Platform Engineers", &["u1", "u2"])
+            .await
+            .unwrap();
+        let actions: Vec<&str> = committed.change.events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["group_provisioned", "membership_added", "membership_added"]);
+        let group = store.directory_group("g1").await.unwrap().unwrap();
+        assert_eq!(group.members, BTreeSet::from(["u1".to_owned(), "u2".to_owned()]));
+        match store.directory_standing("alice").await.unwrap() {
+            Standing::Active(u, groups) => {
+                assert_eq!(u.id, "u1");
+                assert_eq!(groups.len(), 1);
+                assert_eq!(groups[0].name().unwrap().as_str(), "Platform-Engineers");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Lists: a filter, pages by startIndex and count.
+        let page = |filter, start_index, count| ListQuery {
+            filter,
+            start_index,
+            count,
+        };
+        let (total, users) = store
+            .list_directory_users(&page(Some(Filter::UserName("BOB".into())), 1, 10))
+            .await
+            .unwrap();
+        assert_eq!((total, users.len()), (1, 1));
+        assert_eq!(users[0].id, "u2");
+        let (total, users) = store
+            .list_directory_users(&page(None, 3, 2))
+            .await
+            .unwrap();
+        assert_eq!(total, 7);
+        assert_eq!(
+            users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+            ["u3", "u4"]
+        );
+        let (total, _) = store
+            .list_directory_users(&page(Some(Filter::ExternalId("ext-u5".into())), 1, 10))
+            .await
+            .unwrap();
+        assert_eq!(total, 1);
+        let (total, groups) = store
+            .list_directory_groups(&page(Some(Filter::DisplayName("platform engineers".into())), 1, 10))
+            .await
+            .unwrap();
+        assert_eq!((total, groups[0].members.len()), (1, 2));
+        // Deleting a user takes them out of their groups and marks the name.
+        let deleted = delete_user(&store, "u1").await.unwrap();
+        assert!(matches!(&deleted.change.consequences[..], [Consequence::Deprovision { user, .. }] if user.as_str() == "alice"));
+        assert_eq!(store.directory_standing("alice").await.unwrap(), Standing::Deleted);
+        assert_eq!(
+            store.directory_group("g1").await.unwrap().unwrap().members,
+            BTreeSet::from(["u2".to_owned()])
+        );
+        assert_eq!(store.directory_standing("carol").await.unwrap(), Standing::Unknown);
+        // Provisioned again, the name stands again.
+        put_user(&store, directory_user("u9", "alice", false, 9)).await.unwrap();
+        assert!(matches!(
+            store.directory_standing("alice").await.unwrap(),
+            Standing::Deactivated(_)
+        ));
+        let events = store
+            .list_audit(&AuditFilter {
+                user: Some("alice".into()),
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["user_provisioned", "membership_added", "user_deleted", "user_provisioned"]
+        );
+        assert!(events.iter().all(|e| e.actor == "scim:provisioning"));
+        let report = store.verify_audit().await.unwrap();
+        assert_eq!(report.first_break, None);
     })
     .await;
 }

@@ -89,6 +89,7 @@ pub(super) fn entitlements_table(
     known: &Known<'_>,
 ) -> Result<Entitlements, ConfigError> {
     let mut out = Entitlements::default();
+    let no_groups = BTreeSet::new();
     let path = src.path;
     for (name, ent) in raw {
         let span = ent.span();
@@ -286,7 +287,13 @@ pub(super) fn entitlements_table(
             &requestable_by,
             ent.auto_approve && shorthand,
             approvals.as_ref().map(|(n, g)| (*n, g)),
-            &waiting.escalate_to,
+            // A policy folder that routes the entitlement says itself who
+            // approves once escalated.
+            if shorthand {
+                &waiting.escalate_to
+            } else {
+                &no_groups
+            },
         );
         if let Some(within) = &ent.require_mfa_within {
             let age = src.duration_between(

@@ -9,6 +9,7 @@ mod connectors;
 mod entitlements;
 mod oidc;
 mod policy;
+mod scim;
 mod server;
 mod source;
 mod tokens;
@@ -35,6 +36,7 @@ use crate::policy::PolicySource;
 use crate::store::sql::Location;
 
 pub use oidc::{DEFAULT_JWKS_REFETCH_AFTER, DEFAULT_OIDC_CLOCK_SKEW};
+pub use scim::ScimSettings;
 pub use source::parse_duration;
 
 /// A secret that never prints.
@@ -125,6 +127,8 @@ pub struct Settings {
     pub oidc: Option<OidcSettings>,
     /// The longest an API token may live (`server.token_max_lifetime`).
     pub token_max_lifetime: Duration,
+    /// SCIM provisioning (`[server.scim]`); `None`: no SCIM routes.
+    pub scim: Option<ScimSettings>,
 }
 
 /// What the API allows one client, so that slow or silent connections cannot
@@ -243,6 +247,12 @@ impl Settings {
         tokens::services(&src, &raw.services, &mut catalog, &mut directory)?;
         let token_max_lifetime =
             tokens::token_max_lifetime(&src, raw.server.token_max_lifetime.as_ref())?;
+        let scim = raw
+            .server
+            .scim
+            .as_ref()
+            .map(|s| scim::settings(&src, s, &token_hashes))
+            .transpose()?;
         let policy = policy::policy_table(&src, raw.policy.as_ref());
         let connectors = connectors::connectors_table(
             &src,
@@ -255,7 +265,9 @@ impl Settings {
             &raw.entitlements,
             &entitlements::Known {
                 users: &catalog.users,
-                members_from_provider: server.oidc.is_some(),
+                // Its tokens or its SCIM pushes bring members the config
+                // cannot know.
+                members_from_provider: server.oidc.is_some() || scim.is_some(),
                 policy_folder: policy.dir.is_some(),
                 connectors: &connectors,
                 pending_timeout: server.lifecycle.pending_timeout,
@@ -284,6 +296,7 @@ impl Settings {
             http: server.http,
             oidc: server.oidc,
             token_max_lifetime,
+            scim,
         })
     }
 }

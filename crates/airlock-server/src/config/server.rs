@@ -37,6 +37,8 @@ pub(super) struct RawServer {
     oidc: Option<RawOidc>,
     /// Read by `tokens`.
     pub(super) token_max_lifetime: Option<Spanned<String>>,
+    /// Read with the users (its token may not be one of theirs).
+    pub(super) scim: Option<super::scim::RawScim>,
 }
 
 /// What `[server]` says, validated.

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use airlock_core::catalog::User;
 use airlock_core::token::Scopes;
 use airlock_core::{TokenId, UserId};
 use axum::extract::{Path, State};
@@ -23,9 +24,11 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Authenticates an `alk_` bearer token: 401 saying whether it is unknown,
 /// expired or revoked.
-pub(super) async fn authenticate(state: &AppState, secret: &str) -> Result<Caller, Response> {
+/// (The directory's word on its owner, deactivated say, is the caller's
+/// next check, as for every token.)
+pub(super) async fn authenticate(state: &AppState, secret: &str) -> Result<User, Response> {
     match state.engine.authenticate_token(secret).await {
-        Ok(user) => Ok(Caller(user)),
+        Ok(user) => Ok(user),
         Err(TokenRefused::Store(e)) => Err(ApiError::from(EngineError::from(e)).into_response()),
         Err(e) => Err(
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()).into_response(),

@@ -44,6 +44,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("migrations/0005_request_lists.postgres.sql"),
     },
     Migration {
+        version: 6,
+        common: include_str!("migrations/0006_directory.sql"),
+        sqlite: "",
+        postgres: "",
+    },
+    Migration {
         version: 7,
         common: include_str!("migrations/0007_api_tokens.sql"),
         sqlite: "",

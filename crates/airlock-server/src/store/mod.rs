@@ -7,6 +7,7 @@
 pub use airlock_core::audit::ChainReport;
 use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier};
 use airlock_core::catalog::User;
+use airlock_core::directory::{DirectoryGroup, DirectoryUser};
 use airlock_core::request::{AccessRequest, Rejection, State, Transition};
 use airlock_core::token::ApiToken;
 use airlock_core::{EntitlementId, RequestId, Timestamp, TokenId, UserId};
@@ -15,6 +16,7 @@ pub use crate::store::migrations::latest as latest_schema_version;
 use crate::store::record::RequestRecord;
 pub use crate::store::sql::ExclusiveGuard;
 
+pub mod directory;
 pub mod record;
 pub mod sql;
 pub mod tokens;
@@ -46,6 +48,9 @@ pub enum StoreError {
     /// engine answers it as a conflict).
     #[error("a unique constraint was violated")]
     UniqueViolation,
+    /// A directory write (SCIM) was refused; nothing was written.
+    #[error(transparent)]
+    Directory(#[from] airlock_core::directory::Refusal),
 }
 
 /// Background work that runs on one replica at a time.
@@ -254,6 +259,42 @@ pub trait Store: Send + Sync {
 
     /// Up to `limit` audit events with `seq > after`, in order (for export).
     async fn export_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Applies a directory write (SCIM) decided on the stored value, with
+    /// its audit events, in one transaction.
+    async fn write_directory(
+        &self,
+        write: directory::DirectoryWrite,
+    ) -> Result<directory::Committed, StoreError>;
+
+    async fn directory_user(&self, id: &str) -> Result<Option<DirectoryUser>, StoreError>;
+
+    /// The directory user with this user name (matched regardless of case).
+    async fn directory_user_named(
+        &self,
+        user_name: &str,
+    ) -> Result<Option<DirectoryUser>, StoreError>;
+
+    /// Matching users by creation, and how many match in all.
+    async fn list_directory_users(
+        &self,
+        query: &directory::ListQuery,
+    ) -> Result<(u64, Vec<DirectoryUser>), StoreError>;
+
+    async fn directory_group(&self, id: &str) -> Result<Option<DirectoryGroup>, StoreError>;
+
+    async fn list_directory_groups(
+        &self,
+        query: &directory::ListQuery,
+    ) -> Result<(u64, Vec<DirectoryGroup>), StoreError>;
+
+    /// Where `user_name` stands in the directory (matched regardless of
+    /// case); the groups as [`Store::directory_groups_of`] gives them.
+    async fn directory_standing(&self, user_name: &str) -> Result<directory::Standing, StoreError>;
+
+    /// The groups a directory user is a member of (their `members` left
+    /// empty: sign-in and the user's SCIM view need only the groups).
+    async fn directory_groups_of(&self, user_id: &str) -> Result<Vec<DirectoryGroup>, StoreError>;
 
     /// Loads exported state into an empty database in one transaction;
     /// refuses a database that already holds requests or audit events.

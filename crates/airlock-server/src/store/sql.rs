@@ -27,6 +27,7 @@ use std::time::Duration;
 use airlock_core::access::{self, Capability};
 use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
 use airlock_core::catalog::User;
+use airlock_core::directory::{DirectoryGroup, DirectoryUser};
 use airlock_core::ids::check_id;
 use airlock_core::request::{AccessRequest, Transition};
 use airlock_core::token::ApiToken;
@@ -35,6 +36,9 @@ use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyR
 use sqlx::{AnyConnection, AnyPool, Column, Connection, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
+mod directory;
+
+use super::directory::{Committed, DirectoryWrite, ListQuery};
 use super::migrations::{latest, pending, Migration};
 use super::record::{JobRecord, RequestRecord};
 use super::{
@@ -231,6 +235,11 @@ enum Change {
         write: super::tokens::TokenWrite,
         events: Vec<AuditEvent>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// A directory write (SCIM), with its audit events.
+    Directory {
+        write: DirectoryWrite,
+        reply: oneshot::Sender<Result<Committed, StoreError>>,
     },
     /// A due claim (SQLite only: see [`SqlStore::claims`]).
     Claim {
@@ -501,6 +510,7 @@ enum Outcome {
     Recorded,
     Claimed(Vec<RequestId>),
     TokenWritten(bool),
+    Directory(Box<Result<Committed, StoreError>>),
 }
 
 impl Change {
@@ -517,6 +527,9 @@ impl Change {
             }
             (Change::Token { reply, .. }, Outcome::TokenWritten(changed)) => {
                 let _ = reply.send(Ok(changed));
+            }
+            (Change::Directory { reply, .. }, Outcome::Directory(r)) => {
+                let _ = reply.send(*r);
             }
             (change, _) => change.fail(&StoreError::Corrupt(
                 "a write batch answered a change with another kind's outcome".to_owned(),
@@ -541,6 +554,9 @@ impl Change {
                 let _ = reply.send(Err(failure()));
             }
             Change::Token { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::Directory { reply, .. } => {
                 let _ = reply.send(Err(failure()));
             }
         }
@@ -585,6 +601,31 @@ async fn try_batch(
                 }
                 Outcome::TokenWritten(changed)
             }
+            Change::Directory { write, .. } => Outcome::Directory(Box::new(match write {
+                DirectoryWrite::User {
+                    id,
+                    operation,
+                    decide,
+                } => {
+                    directory::write_user(conn, backend, id, operation, decide, &mut pending.events)
+                        .await?
+                }
+                DirectoryWrite::Group {
+                    id,
+                    operation,
+                    decide,
+                } => {
+                    directory::write_group(
+                        conn,
+                        backend,
+                        id,
+                        operation,
+                        decide,
+                        &mut pending.events,
+                    )
+                    .await?
+                }
+            })),
             Change::Update { id, decide, .. } => {
                 Outcome::Decided(Box::new(match rows.get(id.as_str()).cloned() {
                     None => Err(StoreError::NotFound(id.clone())),
@@ -1156,7 +1197,10 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
                 ids.insert(id.to_string());
                 requesters.insert(requester.to_string());
             }
-            Change::Record { .. } | Change::Claim { .. } | Change::Token { .. } => {}
+            Change::Record { .. }
+            | Change::Claim { .. }
+            | Change::Token { .. }
+            | Change::Directory { .. } => {}
         }
     }
     (ids, requesters)
@@ -1662,6 +1706,59 @@ impl Store for SqlStore {
             .await
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
+    }
+
+    async fn write_directory(&self, write: DirectoryWrite) -> Result<Committed, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(WriteJob::Change(Change::Directory { write, reply }), answer)
+            .await
+    }
+
+    async fn directory_user(&self, id: &str) -> Result<Option<DirectoryUser>, StoreError> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        directory::user(&mut conn, id).await
+    }
+
+    async fn directory_user_named(
+        &self,
+        user_name: &str,
+    ) -> Result<Option<DirectoryUser>, StoreError> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        directory::user_named(&mut conn, user_name).await
+    }
+
+    async fn list_directory_users(
+        &self,
+        query: &ListQuery,
+    ) -> Result<(u64, Vec<DirectoryUser>), StoreError> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        directory::list_users(&mut conn, query).await
+    }
+
+    async fn directory_group(&self, id: &str) -> Result<Option<DirectoryGroup>, StoreError> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        directory::group(&mut conn, id).await
+    }
+
+    async fn list_directory_groups(
+        &self,
+        query: &ListQuery,
+    ) -> Result<(u64, Vec<DirectoryGroup>), StoreError> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        directory::list_groups(&mut conn, query).await
+    }
+
+    async fn directory_standing(
+        &self,
+        user_name: &str,
+    ) -> Result<super::directory::Standing, StoreError> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        directory::standing(&mut conn, user_name).await
+    }
+
+    async fn directory_groups_of(&self, user_id: &str) -> Result<Vec<DirectoryGroup>, StoreError> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        directory::groups_of(&mut conn, user_id).await
     }
 
     async fn try_exclusive(&self, work: Exclusive) -> Result<Option<ExclusiveGuard>, StoreError> {
