@@ -3259,6 +3259,14 @@ async fn deprovisioning_revokes_grants_and_cancels_requests() {
         let h = boot_full(CATALOG, &[], false, &scim_server("")).await;
         let alice_id = h.provision("alice").await;
         let alice = h.client("alice");
+        let api_token = alice
+            .create_token(&airlock_server::api::CreateTokenBody {
+                name: "ci".into(),
+                ..airlock_server::api::CreateTokenBody::default()
+            })
+            .await
+            .unwrap()
+            .secret;
         let grant = alice
             .create_request(&ask("logs-read", "deploy"))
             .await
@@ -3327,6 +3335,10 @@ async fn deprovisioning_revokes_grants_and_cancels_requests() {
                 .contains("deactivated"),
             "{err}"
         );
+        // Nor does an API token of hers.
+        let refused = alice.with_token(&api_token).me().await.unwrap_err();
+        assert_eq!(refused.status(), Some(401));
+        assert!(refused.to_string().contains("deactivated"), "{refused}");
 
         // Deletion: bob's grant goes the same way, and he is refused.
         let bob_id = h.provision("bob").await;
