@@ -532,6 +532,8 @@ async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId>> {
             id: UserId::parse(&format!("u{i}"))?,
             groups: BTreeSet::from([seed.group.clone()]),
             roles: BTreeSet::new(),
+            kind: Default::default(),
+            token: None,
         };
         let requester = user.id.clone();
         let id = RequestId::from_entropy(rand::random());
@@ -727,6 +729,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
     let catalog = Catalog {
         users: BTreeMap::new(),
         entitlements: BTreeMap::from([(entitlement.id.clone(), (*entitlement).clone())]),
+        service_owners: BTreeMap::new(),
     };
     let policies = Policies::load(
         PolicySource {
@@ -754,6 +757,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         overdue_after: Duration::from_secs(60),
         connectors,
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        token_max_lifetime: Duration::from_secs(90 * 24 * 3600),
     });
     let (shutdown, watcher) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher));

@@ -18,6 +18,7 @@ mod requests;
 mod serving;
 mod ssh;
 mod terminal;
+mod tokens;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,12 @@ enum Cmd {
     Oversight(oversight::OversightCmd),
     #[command(flatten)]
     Session(login::SessionCmd),
+    /// API tokens: `create`, `list`, `revoke`. Alone: make a config token
+    /// and print it with the hash to put in the config.
+    Token {
+        #[command(subcommand)]
+        command: Option<tokens::TokenCmd>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -105,5 +112,6 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Requests(c) => requests::run(c).await,
         Cmd::Oversight(c) => oversight::run(c).await,
         Cmd::Session(c) => login::run(c).await,
+        Cmd::Token { command } => tokens::run(command).await,
     }
 }

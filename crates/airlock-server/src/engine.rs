@@ -14,6 +14,7 @@ use std::time::Duration;
 mod clock;
 mod directory;
 mod reconcile;
+pub mod tokens;
 
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
 use airlock_core::access::{self, RequestAction};
@@ -38,6 +39,7 @@ pub use directory::Refused;
 pub use reconcile::{
     ConnectorOutcome, ConnectorReport, FindingReport, FixOutcome, ReconcileReport,
 };
+pub use tokens::{CreatedToken, TokenAsk, TokenRefused};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -55,6 +57,9 @@ pub enum EngineError {
     Policy(#[from] PolicyLoadError),
     #[error("no policy proposal `{0}`")]
     UnknownProposal(String),
+    /// No such API token, or none the caller may manage.
+    #[error("no API token `{0}` that you may manage")]
+    UnknownToken(String),
     /// The audit record cannot be trusted, so nothing that grants access or
     /// changes the rules is done until an operator looks (see
     /// [`Engine::refuse_writes`]).
@@ -149,6 +154,9 @@ pub struct Engine {
     reconciling: tokio::sync::Mutex<()>,
     /// Why the audit record cannot be trusted, if it cannot.
     untrusted: std::sync::RwLock<Option<String>>,
+    /// API tokens: the longest lifetime, and the last use this replica
+    /// wrote of each (so it writes at most one a minute per token).
+    tokens: tokens::TokenState,
 }
 
 /// What an engine is built from (see [`Engine::new`]).
@@ -160,6 +168,8 @@ pub struct EngineParts {
     pub overdue_after: Duration,
     pub connectors: HashMap<String, Arc<dyn Connector>>,
     pub clock: Arc<dyn Clock>,
+    /// The longest an API token may live (`server.token_max_lifetime`).
+    pub token_max_lifetime: Duration,
 }
 
 /// What a request to change the policy set did.
@@ -180,6 +190,7 @@ impl Engine {
             overdue_after,
             connectors,
             clock,
+            token_max_lifetime,
         } = parts;
         Arc::new(Engine {
             store,
@@ -196,6 +207,7 @@ impl Engine {
             policy_changes: tokio::sync::Mutex::new(()),
             reconciling: tokio::sync::Mutex::new(()),
             untrusted: std::sync::RwLock::new(None),
+            tokens: tokens::TokenState::new(token_max_lifetime),
         })
     }
 
@@ -279,6 +291,8 @@ impl Engine {
             id: id.clone(),
             groups: Default::default(),
             roles: Default::default(),
+            kind: Default::default(),
+            token: None,
         })
     }
 

@@ -410,6 +410,7 @@ pub async fn start_with_clock(
         overdue_after: settings.revocation_overdue_after,
         connectors,
         clock,
+        token_max_lifetime: settings.token_max_lifetime,
     });
     if let Some(problem) = &start_check.problem {
         if settings.audit.accept_broken_chain {

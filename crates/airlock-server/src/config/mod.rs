@@ -12,6 +12,7 @@ mod policy;
 mod scim;
 mod server;
 mod source;
+mod tokens;
 mod users;
 
 use std::collections::{BTreeMap, HashMap};
@@ -124,6 +125,8 @@ pub struct Settings {
     /// Sign-in with the organisation's identity provider (`[server.oidc]`);
     /// `None`: only the config's static tokens authenticate.
     pub oidc: Option<OidcSettings>,
+    /// The longest an API token may live (`server.token_max_lifetime`).
+    pub token_max_lifetime: Duration,
     /// SCIM provisioning (`[server.scim]`); `None`: no SCIM routes.
     pub scim: Option<ScimSettings>,
 }
@@ -208,6 +211,8 @@ struct RawConfig {
     #[serde(default)]
     users: BTreeMap<String, Spanned<users::RawUser>>,
     #[serde(default)]
+    services: BTreeMap<String, Spanned<tokens::RawService>>,
+    #[serde(default)]
     connectors: BTreeMap<String, Spanned<connectors::RawConnector>>,
     #[serde(default)]
     entitlements: BTreeMap<String, Spanned<entitlements::RawEntitlement>>,
@@ -239,6 +244,9 @@ impl Settings {
             token_hashes,
             mut directory,
         } = users::users_table(&src, &raw.users)?;
+        tokens::services(&src, &raw.services, &mut catalog, &mut directory)?;
+        let token_max_lifetime =
+            tokens::token_max_lifetime(&src, raw.server.token_max_lifetime.as_ref())?;
         let scim = raw
             .server
             .scim
@@ -287,6 +295,7 @@ impl Settings {
             audit,
             http: server.http,
             oidc: server.oidc,
+            token_max_lifetime,
             scim,
         })
     }

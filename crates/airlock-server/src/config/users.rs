@@ -97,7 +97,7 @@ pub(super) fn users_table(
             Some(e) => e.get_ref().clone(),
             None => "employee".to_owned(),
         };
-        let user = User { id, groups, roles };
+        let user = User::person(id, groups, roles);
         directory.users.insert(
             user.id.clone(),
             UserFacts::from_user(&user, &user_team(user_raw), &employment, user_raw.on_call),

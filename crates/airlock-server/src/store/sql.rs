@@ -30,7 +30,8 @@ use airlock_core::catalog::User;
 use airlock_core::directory::{DirectoryGroup, DirectoryUser};
 use airlock_core::ids::check_id;
 use airlock_core::request::{AccessRequest, Transition};
-use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
+use airlock_core::token::ApiToken;
+use airlock_core::{EntitlementId, RequestId, Timestamp, TokenId, UserId};
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Column, Connection, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -38,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 mod directory;
 
 use super::directory::{Committed, DirectoryWrite, ListQuery};
-use super::migrations::{latest, Migration, MIGRATIONS};
+use super::migrations::{latest, pending, Migration};
 use super::record::{JobRecord, RequestRecord};
 use super::{
     AuditFilter, ChainReport, CreateDecision, Exclusive, ImportReport, OpenRequests, RequestFilter,
@@ -227,6 +228,13 @@ enum Change {
         id: RequestId,
         decide: UpdateDecision,
         reply: oneshot::Sender<Result<Transition, StoreError>>,
+    },
+    /// A write to an API token, with its audit events (appended only if it
+    /// changed a row).
+    Token {
+        write: super::tokens::TokenWrite,
+        events: Vec<AuditEvent>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// A directory write (SCIM), with its audit events.
     Directory {
@@ -501,6 +509,7 @@ enum Outcome {
     Decided(Box<Result<Transition, StoreError>>),
     Recorded,
     Claimed(Vec<RequestId>),
+    TokenWritten(bool),
     Directory(Box<Result<Committed, StoreError>>),
 }
 
@@ -515,6 +524,9 @@ impl Change {
             }
             (Change::Claim { reply, .. }, Outcome::Claimed(ids)) => {
                 let _ = reply.send(Ok(ids));
+            }
+            (Change::Token { reply, .. }, Outcome::TokenWritten(changed)) => {
+                let _ = reply.send(Ok(changed));
             }
             (Change::Directory { reply, .. }, Outcome::Directory(r)) => {
                 let _ = reply.send(*r);
@@ -539,6 +551,9 @@ impl Change {
                 let _ = reply.send(Err(failure()));
             }
             Change::Claim { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::Token { reply, .. } => {
                 let _ = reply.send(Err(failure()));
             }
             Change::Directory { reply, .. } => {
@@ -578,6 +593,13 @@ async fn try_batch(
             }
             Change::Claim { claim, .. } => {
                 Outcome::Claimed(claim_due_rows(conn, backend, *claim).await?)
+            }
+            Change::Token { write, events, .. } => {
+                let changed = super::tokens::write(conn, write).await?;
+                if changed {
+                    pending.events.extend(events.iter().cloned());
+                }
+                Outcome::TokenWritten(changed)
             }
             Change::Directory { write, .. } => Outcome::Directory(Box::new(match write {
                 DirectoryWrite::User {
@@ -728,7 +750,7 @@ impl PendingWrites {
 
 /// Parameters per request row and per audit row in the multi-row writes.
 const REQUEST_PARAMS: usize = 37;
-const AUDIT_PARAMS: usize = 10;
+const AUDIT_PARAMS: usize = 12;
 
 /// Splits `items` into chunks whose sizes are powers of two (at most `max`),
 /// so a multi-row statement comes in a handful of shapes that stay in the
@@ -844,7 +866,13 @@ async fn migrate_locked(conn: &mut AnyConnection, backend: Backend) -> Result<()
             known: latest(),
         });
     }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+    let applied: BTreeSet<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .collect();
+    for migration in pending(&applied) {
         let mut tx = conn.begin().await.map_err(db_err)?;
         sqlx::raw_sql(&backend.migration_sql(migration))
             .execute(&mut *tx)
@@ -1169,7 +1197,10 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
                 ids.insert(id.to_string());
                 requesters.insert(requester.to_string());
             }
-            Change::Record { .. } | Change::Claim { .. } | Change::Directory { .. } => {}
+            Change::Record { .. }
+            | Change::Claim { .. }
+            | Change::Token { .. }
+            | Change::Directory { .. } => {}
         }
     }
     (ids, requesters)
@@ -1292,7 +1323,7 @@ async fn insert_audit_records(
         .map(|row| format!("({})", placeholders(row * COLUMNS + 1, COLUMNS)))
         .collect();
     let sql = format!(
-        "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, prev_hash, hash) \
+        "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, token_id, actor_kind, prev_hash, hash) \
          VALUES {}",
         values.join(",")
     );
@@ -1309,6 +1340,8 @@ async fn insert_audit_records(
             .bind(record.entitlement.clone())
             .bind(record.subject.clone())
             .bind(details)
+            .bind(record.token.clone())
+            .bind(record.actor_kind.clone())
             .bind(record.prev_hash.clone())
             .bind(record.hash.clone());
     }
@@ -1329,6 +1362,8 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
         subject: row.try_get("subject").map_err(db_err)?,
         details: serde_json::from_str::<BTreeMap<String, String>>(&details)
             .map_err(|e| StoreError::Corrupt(format!("audit event {seq}: {e}")))?,
+        token: row.try_get("token_id").map_err(db_err)?,
+        actor_kind: row.try_get("actor_kind").map_err(db_err)?,
         prev_hash: row.try_get("prev_hash").map_err(db_err)?,
         hash: row.try_get("hash").map_err(db_err)?,
     })
@@ -1412,6 +1447,35 @@ impl Store for SqlStore {
             reply,
         });
         self.submit_job(job, answer).await
+    }
+
+    async fn write_token(
+        &self,
+        write: super::tokens::TokenWrite,
+        events: Vec<AuditEvent>,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(
+            WriteJob::Change(Change::Token {
+                write,
+                events,
+                reply,
+            }),
+            answer,
+        )
+        .await
+    }
+
+    async fn token_by_secret(&self, secret_sha256: &str) -> Result<Option<ApiToken>, StoreError> {
+        super::tokens::by_secret(&self.read, secret_sha256).await
+    }
+
+    async fn token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+        super::tokens::by_id(&self.read, id).await
+    }
+
+    async fn list_tokens(&self, owners: Option<&[UserId]>) -> Result<Vec<ApiToken>, StoreError> {
+        super::tokens::list(&self.read, owners).await
     }
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError> {
@@ -1526,6 +1590,10 @@ impl Store for SqlStore {
         if let Some(a) = &filter.action {
             str_binds.push(a.clone());
             sql.push_str(&format!(" AND action = ${}", next()));
+        }
+        if let Some(t) = &filter.token {
+            str_binds.push(t.clone());
+            sql.push_str(&format!(" AND token_id = ${}", next()));
         }
         let mut int_binds: Vec<i64> = Vec::new();
         if let Some(s) = filter.since {
