@@ -533,6 +533,8 @@ async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId>> {
             id: UserId::parse(&format!("u{i}"))?,
             groups: BTreeSet::from([seed.group.clone()]),
             roles: BTreeSet::new(),
+            kind: Default::default(),
+            token: None,
         };
         let requester = user.id.clone();
         let id = RequestId::from_entropy(rand::random());
@@ -728,6 +730,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
     let catalog = Catalog {
         users: BTreeMap::new(),
         entitlements: BTreeMap::from([(entitlement.id.clone(), (*entitlement).clone())]),
+        service_owners: BTreeMap::new(),
     };
     let policies = Policies::load(
         PolicySource {
@@ -756,6 +759,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         connectors,
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
         routing: Default::default(),
+        token_max_lifetime: Duration::from_secs(90 * 24 * 3600),
     });
     let (shutdown, watcher) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher));

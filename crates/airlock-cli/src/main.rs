@@ -19,6 +19,7 @@ mod requests;
 mod serving;
 mod ssh;
 mod terminal;
+mod tokens;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +52,12 @@ enum Cmd {
     /// The notification outbox (admins and auditors): backlog, failures,
     /// the last error, and the messages.
     Notifications(notifications::NotificationsArgs),
+    /// API tokens: `create`, `list`, `revoke`. Alone: make a config token
+    /// and print it with the hash to put in the config.
+    Token {
+        #[command(subcommand)]
+        command: Option<tokens::TokenCmd>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -110,5 +117,6 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Oversight(c) => oversight::run(c).await,
         Cmd::Session(c) => login::run(c).await,
         Cmd::Notifications(args) => notifications::run(args).await,
+        Cmd::Token { command } => tokens::run(command).await,
     }
 }

@@ -2,8 +2,8 @@
 
 use crate::terminal::{one_line, say};
 use airlock_server::api::{
-    ApprovalWaitsReport, AuditEventView, EntitlementView, ExplainView, PolicyReloadView,
-    ReconcileView, RequestView,
+    ApprovalWaitsReport, AuditEventView, EntitlementView, ExplainView, HistoryEntry,
+    PolicyReloadView, ReconcileView, RequestView,
 };
 use serde::Serialize;
 
@@ -327,7 +327,8 @@ pub fn audit(events: &[AuditEventView], json: bool) -> anyhow::Result<()> {
                 vec![
                     e.seq.to_string(),
                     e.at.clone(),
-                    e.actor.clone(),
+                    actor(&e.actor, e.actor_kind.as_deref()),
+                    e.token.clone().unwrap_or_default(),
                     e.action.clone(),
                     e.request.clone().unwrap_or_default(),
                     e.subject.clone().unwrap_or_default(),
@@ -341,6 +342,7 @@ pub fn audit(events: &[AuditEventView], json: bool) -> anyhow::Result<()> {
                 "SEQ",
                 "AT",
                 "ACTOR",
+                "TOKEN",
                 "ACTION",
                 "REQUEST",
                 "USER",
@@ -350,6 +352,33 @@ pub fn audit(events: &[AuditEventView], json: bool) -> anyhow::Result<()> {
             &rows,
         );
     })
+}
+
+/// An actor as printed: a service principal is marked as one.
+fn actor(id: &str, kind: Option<&str>) -> String {
+    match kind {
+        Some(kind) => format!("{id} ({kind})"),
+        None => id.to_owned(),
+    }
+}
+
+/// `airlock show`: the steps of a request taken with an API token, and by
+/// whom (a service principal is marked as one).
+pub fn acted_with_tokens(history: &[HistoryEntry]) {
+    let with_token: Vec<&HistoryEntry> = history.iter().filter(|h| h.token.is_some()).collect();
+    if with_token.is_empty() {
+        return;
+    }
+    say!("with API tokens:");
+    for h in with_token {
+        say!(
+            "  {}  {} by {} with token {}",
+            one_line(&h.at),
+            one_line(&h.action),
+            one_line(&actor(&h.actor, h.actor_kind.as_deref())),
+            one_line(h.token.as_deref().unwrap_or_default())
+        );
+    }
 }
 
 /// `airlock policy explain`: the decision, the approvals, and the re-decision.

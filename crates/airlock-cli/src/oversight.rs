@@ -51,6 +51,9 @@ pub enum OversightCmd {
         /// Only this kind of event (`requested`, `policy_activated`, ...).
         #[arg(long)]
         action: Option<String>,
+        /// Only what this API token (`tok_…`) did (`--token` is the caller's own).
+        #[arg(long = "by-token")]
+        by_token: Option<String>,
         /// RFC 3339 time or Unix seconds.
         #[arg(long)]
         since: Option<String>,
@@ -174,6 +177,7 @@ pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
             user,
             entitlement,
             action,
+            by_token,
             since,
             until,
             limit,
@@ -184,6 +188,7 @@ pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
                 user,
                 entitlement,
                 action,
+                token: by_token,
                 since,
                 until,
                 limit,

@@ -246,7 +246,15 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
             })
         }
         RequestCmd::Show { id, conn } => {
-            output::request(&client(&conn)?.get_request(&id).await?, conn.json)
+            let client = client(&conn)?;
+            let request = client.get_request(&id).await?;
+            output::request(&request, conn.json)?;
+            if !conn.json {
+                // Who acted with which API token is in the request's audit
+                // events, which whoever sees the request may read.
+                output::acted_with_tokens(&client.explain(&id).await?.history);
+            }
+            Ok(())
         }
         RequestCmd::Grants { conn } => output::grants(&client(&conn)?.grants().await?, conn.json),
         RequestCmd::Entitlements { conn } => {
@@ -255,10 +263,22 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
         RequestCmd::Whoami { conn } => {
             output::json_or(&client(&conn)?.me().await?, conn.json, |me| {
                 say!(
-                    "{} (groups: {}; roles: {})",
+                    "{}{} (groups: {}; roles: {}){}",
                     me.user,
+                    if me.kind == "service" {
+                        ", a service"
+                    } else {
+                        ""
+                    },
                     me.groups.join(", "),
-                    me.roles.join(", ")
+                    me.roles.join(", "),
+                    me.token
+                        .as_ref()
+                        .map(|t| format!(
+                            ", through API token {t} (scopes: {})",
+                            me.scopes.clone().unwrap_or_default().join(", ")
+                        ))
+                        .unwrap_or_default()
                 );
             })
         }

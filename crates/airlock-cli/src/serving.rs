@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use airlock_server::config::{new_token, token_hash, Settings};
+use airlock_server::config::Settings;
 use airlock_server::store::sql::Location;
 use anyhow::Context;
 use clap::Subcommand;
@@ -52,8 +52,6 @@ pub enum ServerCmd {
     },
     /// Validate a config file and exit.
     CheckConfig { config: PathBuf },
-    /// Make a new API token and print it with the hash to put in the config.
-    Token,
 }
 
 impl ServerCmd {
@@ -143,12 +141,6 @@ pub async fn run(command: ServerCmd) -> anyhow::Result<()> {
                 policies.policy_ids().count(),
                 policies.version()
             );
-            Ok(())
-        }
-        ServerCmd::Token => {
-            let token = new_token();
-            say!("token:        {token}");
-            say!("token_sha256: {}", token_hash(&token));
             Ok(())
         }
     }

@@ -2136,3 +2136,114 @@ timeout = "60s"
     );
     assert!(first.ends_with("-awaiting_approval:hook"), "{first}");
 }
+
+/// `airlock token create/list/revoke` with the real binary: the secret is
+/// printed once, works as `AIRLOCK_TOKEN`, its actions carry its id in
+/// `airlock audit` and `airlock show`, and it stops working once revoked.
+#[test]
+fn api_tokens_are_created_used_shown_and_revoked_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let created = demo.json(
+        "alice",
+        &[
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--expires",
+            "30d",
+            "--scope",
+            "read,request",
+        ],
+    );
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let id = created["token"]["id"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("alk_"), "{created}");
+    assert_eq!(
+        created["token"]["scopes"],
+        serde_json::json!(["read", "request"])
+    );
+
+    // Too long a life: refused, naming the field and the limit.
+    let out = demo.cli(
+        "alice",
+        &["token", "create", "--name", "long", "--expires", "91d"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("expires_in") && err.contains("90d"), "{err}");
+
+    // The token acts as alice, within its scopes.
+    let with_token = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("AIRLOCK_URL", &demo.url)
+            .env("AIRLOCK_TOKEN", &secret)
+            .output()
+            .expect("run airlock")
+    };
+    let out = with_token(&["whoami"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("alice") && said.contains(&id), "{said}");
+    let out = with_token(&[
+        "request",
+        "staging-shell",
+        "--for",
+        "10m",
+        "--reason",
+        "ci smoke test",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let request: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rid = request["id"].as_str().unwrap().to_owned();
+    let out = with_token(&["pending"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = with_token(&["token", "list"]);
+    assert!(
+        !out.status.success(),
+        "a token without the `tokens` scope listed tokens"
+    );
+    assert!(stderr(&out).contains("`tokens` scope"), "{}", stderr(&out));
+
+    // `airlock audit` and `airlock show` say which token acted.
+    let audit = demo.cli("admin", &["audit", "--request", &rid]);
+    let table = String::from_utf8_lossy(&audit.stdout).to_string();
+    assert!(
+        table.lines().next().unwrap_or_default().contains("TOKEN"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("requested") && l.contains(&id)),
+        "{table}"
+    );
+    let by_token = demo.json("admin", &["audit", "--by-token", &id]);
+    assert_eq!(by_token.as_array().map(Vec::len), Some(1), "{by_token}");
+    assert_eq!(by_token[0]["action"], "requested");
+    let shown = demo.cli("alice", &["show", &rid]);
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(
+        shown.contains(&format!("requested by alice with token {id}")),
+        "{shown}"
+    );
+
+    // Listed with its last use; revoked; refused afterwards, saying why.
+    let listed = demo.cli("alice", &["token", "list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let row = listed.lines().find(|l| l.contains(&id)).unwrap_or_default();
+    assert!(
+        row.contains("ci") && row.contains("active") && !row.contains("never"),
+        "{listed}"
+    );
+    let revoked = demo.json("alice", &["token", "revoke", &id]);
+    assert_eq!(revoked["state"], "revoked");
+    let out = with_token(&["whoami"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+    let events = demo.json("admin", &["audit", "--action", "token_revoked"]);
+    assert_eq!(events[0]["details"]["token_id"], id.as_str());
+    assert_eq!(events[0]["actor"], "alice");
+}

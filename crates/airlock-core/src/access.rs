@@ -6,12 +6,15 @@
 //! What the policy set decides (who may request an entitlement, who may
 //! approve it, under which circumstances) is not here: that is Cedar's, and
 //! reaches the core as verdicts (`approval`). These are the fixed rules
-//! around it: roles, ownership, and the line between a person and their own
-//! request.
+//! around it: roles, ownership, the line between a person and their own
+//! request, the scopes of the API token a caller uses (a token only ever
+//! takes rights away from its owner, whose roles and groups are read at
+//! use), and what a service principal may never do (approve).
 
 use crate::catalog::{Role, User};
+use crate::ids::UserId;
 use crate::request::{AccessRequest, Rejection};
-use crate::UserId;
+use crate::token::Scope;
 
 /// What someone may do that concerns no single request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +29,13 @@ pub enum Capability {
     ApprovePolicyChanges,
     /// Compare targets with the grants and fix them (admins).
     Reconcile,
+    /// Read the requests one may see, grants and entitlements (anyone).
+    Read,
+    /// Ask for an entitlement (anyone; the policy set decides the rest).
+    Request,
+    /// Create, list and revoke API tokens (people; a service's tokens are
+    /// managed by its owners: [`may_manage_tokens_of`]).
+    ManageTokens,
 }
 
 impl Capability {
@@ -35,17 +45,71 @@ impl Capability {
             Capability::ChangePolicies => "change policies",
             Capability::ApprovePolicyChanges => "approve policy changes",
             Capability::Reconcile => "reconcile",
+            Capability::Read => "read",
+            Capability::Request => "request access",
+            Capability::ManageTokens => "manage API tokens",
         }
     }
 
+    /// The roles that hold it; empty: everyone.
     fn roles(self) -> &'static [Role] {
         match self {
             Capability::ReadEverything => &[Role::Admin, Role::Auditor],
             Capability::ChangePolicies
             | Capability::ApprovePolicyChanges
             | Capability::Reconcile => &[Role::Admin],
+            Capability::Read | Capability::Request | Capability::ManageTokens => &[],
         }
     }
+
+    /// The scope an API token needs for it.
+    fn scope(self) -> Scope {
+        match self {
+            Capability::ReadEverything | Capability::Read => Scope::Read,
+            Capability::ChangePolicies
+            | Capability::ApprovePolicyChanges
+            | Capability::Reconcile => Scope::Admin,
+            Capability::Request => Scope::Request,
+            Capability::ManageTokens => Scope::Tokens,
+        }
+    }
+}
+
+impl RequestAction {
+    /// The scope an API token needs for it.
+    fn scope(self) -> Scope {
+        match self {
+            RequestAction::See => Scope::Read,
+            RequestAction::Decide => Scope::Approve,
+            RequestAction::Withdraw | RequestAction::CollectCredential => Scope::Request,
+            RequestAction::Revoke => Scope::Admin,
+        }
+    }
+}
+
+/// Refuses when `user` acts through an API token without `scope`. Without
+/// a token (a config token, the identity provider's) nothing is narrowed.
+fn scoped(user: &User, scope: Scope, what: &str) -> Result<(), Rejection> {
+    match &user.token {
+        Some(t) if !t.scopes.allows(scope) => Err(Rejection::Forbidden(format!(
+            "the API token `{}` lacks the `{}` scope needed to {what} (it has {})",
+            t.id,
+            scope.as_str(),
+            t.scopes
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Service principals are automation: they request, they never approve.
+fn not_a_service(user: &User, what: &str) -> Result<(), Rejection> {
+    if user.is_service() {
+        return Err(Rejection::Forbidden(format!(
+            "`{}` is a service principal and may not {what}",
+            user.id
+        )));
+    }
+    Ok(())
 }
 
 /// What someone may do to one request.
@@ -79,10 +143,17 @@ pub fn decides_own_request(decider: &UserId, requester: &UserId) -> bool {
     decider == requester
 }
 
-/// Whether `user` holds `capability`.
+/// Whether `user` holds `capability` (and, through a token, its scope).
 pub fn may(user: &User, capability: Capability) -> Result<(), Rejection> {
+    if matches!(
+        capability,
+        Capability::ApprovePolicyChanges | Capability::ManageTokens
+    ) {
+        not_a_service(user, capability.describe())?;
+    }
+    scoped(user, capability.scope(), capability.describe())?;
     let roles = capability.roles();
-    if roles.iter().any(|r| user.has_role(*r)) {
+    if roles.is_empty() || roles.iter().any(|r| user.has_role(*r)) {
         return Ok(());
     }
     let needs = roles
@@ -105,6 +176,14 @@ pub fn may_act(
     action: RequestAction,
 ) -> Result<(), Rejection> {
     let own = user.id == request.requester;
+    if action == RequestAction::Decide {
+        not_a_service(user, "approve or deny requests")?;
+    }
+    scoped(
+        user,
+        action.scope(),
+        &format!("{} `{}`", action.describe(), request.id),
+    )?;
     match action {
         RequestAction::See if may_see(user, request) => Ok(()),
         RequestAction::See => Err(Rejection::Forbidden(format!(
@@ -139,4 +218,56 @@ pub fn may_act(
             user.id
         ))),
     }
+}
+
+impl RequestAction {
+    fn describe(self) -> &'static str {
+        match self {
+            RequestAction::See => "see",
+            RequestAction::Decide => "approve or deny",
+            RequestAction::Withdraw => "withdraw or release",
+            RequestAction::CollectCredential => "collect the credential of",
+            RequestAction::Revoke => "revoke",
+        }
+    }
+}
+
+/// Whether `user` may see or revoke the API tokens of `owner`: their own,
+/// a service's they are one of the owners of (`service_owners`; empty when
+/// `owner` is a person), or anyone's as an admin (through a token, one with
+/// the `admin` scope too). Through a token, only with the `tokens` scope.
+pub fn may_manage_tokens_of(
+    user: &User,
+    owner: &UserId,
+    service_owners: &[UserId],
+) -> Result<(), Rejection> {
+    may(user, Capability::ManageTokens)?;
+    if &user.id == owner || service_owners.contains(&user.id) {
+        return Ok(());
+    }
+    if user.has_role(Role::Admin) {
+        return scoped(user, Scope::Admin, "manage someone else's API tokens");
+    }
+    Err(Rejection::Forbidden(format!(
+        "`{}` may not manage the API tokens of `{owner}` (only they, the owners of a service, or an admin)",
+        user.id
+    )))
+}
+
+/// Whether `user` may create an API token acting as `owner`: for themselves,
+/// or for a service principal they own or (as an admin) any service. Nobody
+/// creates a token that acts as another person, admins included.
+pub fn may_create_token_for(
+    user: &User,
+    owner: &User,
+    service_owners: &[UserId],
+) -> Result<(), Rejection> {
+    if owner.id != user.id && !owner.is_service() {
+        may(user, Capability::ManageTokens)?;
+        return Err(Rejection::Forbidden(format!(
+            "`{}` may not create a token acting as `{}`: nobody creates tokens for another person",
+            user.id, owner.id
+        )));
+    }
+    may_manage_tokens_of(user, &owner.id, service_owners)
 }

@@ -16,13 +16,22 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::ids::{EntitlementId, RequestId, UserId};
+use crate::catalog::{PrincipalKind, User};
+use crate::ids::{EntitlementId, RequestId, TokenId, UserId};
 use crate::time::Timestamp;
 
 /// Who caused an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
+    /// A person signed in without an API token (a config token or the
+    /// identity provider's).
     User(UserId),
+    /// A person or a service principal acting with an API token.
+    Token {
+        user: UserId,
+        kind: PrincipalKind,
+        token: TokenId,
+    },
     /// The scheduler or a connector result, acting on rules already decided.
     System,
     /// The identity provider's provisioning client (SCIM), with the
@@ -32,11 +41,43 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// Whoever `user` is, and the token they act with, if any.
+    pub fn of(user: &User) -> Actor {
+        match &user.token {
+            Some(t) => Actor::Token {
+                user: user.id.clone(),
+                kind: user.kind,
+                token: t.id.clone(),
+            },
+            None => Actor::User(user.id.clone()),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
-            Actor::User(u) => u.as_str(),
+            Actor::User(u) | Actor::Token { user: u, .. } => u.as_str(),
             Actor::System => "system",
             Actor::Provisioning => "scim:provisioning",
+        }
+    }
+
+    /// The API token that acted, as stored.
+    fn token(&self) -> Option<String> {
+        match self {
+            Actor::Token { token, .. } => Some(token.to_string()),
+            Actor::User(_) | Actor::System | Actor::Provisioning => None,
+        }
+    }
+
+    /// `service` for a service principal; `None` for people and the system
+    /// (as events were stored before service principals existed).
+    fn kind(&self) -> Option<String> {
+        match self {
+            Actor::Token {
+                kind: PrincipalKind::Service,
+                ..
+            } => Some(PrincipalKind::Service.as_str().to_owned()),
+            _ => None,
         }
     }
 }
@@ -109,6 +150,10 @@ audit_actions! {
     /// The server found the audit chain broken at start and the operator
     /// told it to serve anyway.
     AuditBreakAccepted => "audit_break_accepted",
+    /// An API token was created (never its secret).
+    TokenCreated => "token_created",
+    /// An API token was revoked.
+    TokenRevoked => "token_revoked",
     /// The identity provider created a directory user (SCIM).
     UserProvisioned => "user_provisioned",
     /// The identity provider changed a directory user's attributes.
@@ -158,6 +203,11 @@ pub struct AuditRecord {
     pub entitlement: Option<String>,
     pub subject: Option<String>,
     pub details: BTreeMap<String, String>,
+    /// The API token the actor used, if any.
+    pub token: Option<String>,
+    /// `service` when the actor is a service principal; `None` for people
+    /// and the system.
+    pub actor_kind: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -177,6 +227,8 @@ impl AuditRecord {
             entitlement: event.entitlement.as_ref().map(|e| e.as_str().to_owned()),
             subject: event.subject.as_ref().map(|s| s.as_str().to_owned()),
             details: event.details.clone(),
+            token: event.actor.token(),
+            actor_kind: event.actor.kind(),
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
         };
@@ -209,6 +261,19 @@ impl AuditRecord {
         for (k, v) in &self.details {
             field(k.as_bytes());
             field(v.as_bytes());
+        }
+        // Added with API tokens: each present only when set, after a label,
+        // so events stored before them (where neither is set) hash exactly
+        // as they did. The encoding stays unambiguous: a label is never 64
+        // bytes long, which the previous hash always is.
+        for (label, value) in [
+            (&b"token"[..], &self.token),
+            (&b"actor_kind"[..], &self.actor_kind),
+        ] {
+            if let Some(v) = value {
+                field(label);
+                field(v.as_bytes());
+            }
         }
         field(self.prev_hash.as_bytes());
         hex::encode(h.finalize())
@@ -490,6 +555,80 @@ mod tests {
     fn verify(records: &[AuditRecord]) -> Result<(), ChainBreak> {
         let mut v = ChainVerifier::default();
         records.iter().try_for_each(|r| v.check(r))
+    }
+
+    /// The hash of an event stored before API tokens existed, computed
+    /// independently from the v1 encoding: the fields added since (`token`,
+    /// `actor_kind`) change nothing for events that lack them.
+    #[test]
+    fn events_without_a_token_hash_as_they_always_did() {
+        let record = AuditRecord::chain(&event(1), 0, GENESIS_HASH);
+        assert_eq!(record.token, None);
+        assert_eq!(record.actor_kind, None);
+        assert_eq!(
+            record.hash,
+            "3f0d08c024d02045c4d643cbb4ab346fc5acca008ce93a1e693f562e82c6e9cf"
+        );
+    }
+
+    #[test]
+    fn the_token_and_the_service_mark_are_covered_by_the_hash() {
+        let service = User {
+            kind: PrincipalKind::Service,
+            ..User::person(
+                UserId::parse("deploy").unwrap(),
+                Default::default(),
+                Default::default(),
+            )
+        }
+        .through(crate::token::TokenUse {
+            id: TokenId::parse("tok_abc").unwrap(),
+            scopes: crate::token::Scopes::parse("request").unwrap(),
+        });
+        let acted = AuditEvent {
+            actor: Actor::of(&service),
+            ..event(1)
+        };
+        let record = AuditRecord::chain(&acted, 0, GENESIS_HASH);
+        assert_eq!(record.actor, "deploy");
+        assert_eq!(record.token.as_deref(), Some("tok_abc"));
+        assert_eq!(record.actor_kind.as_deref(), Some("service"));
+        assert_eq!(record.compute_hash(), record.hash);
+        let mut verifier = ChainVerifier::default();
+        assert!(verifier.check(&record).is_ok());
+        for edit in [
+            |r: &mut AuditRecord| r.token = Some("tok_other".to_owned()),
+            |r: &mut AuditRecord| r.token = None,
+            |r: &mut AuditRecord| r.actor_kind = None,
+        ] {
+            let mut edited = record.clone();
+            edit(&mut edited);
+            assert_ne!(edited.compute_hash(), record.hash);
+            let mut verifier = ChainVerifier::default();
+            assert!(verifier.check(&edited).is_err());
+        }
+        // A person with a token: the token, no service mark.
+        let person = User::person(
+            UserId::parse("alice").unwrap(),
+            Default::default(),
+            Default::default(),
+        )
+        .through(crate::token::TokenUse {
+            id: TokenId::parse("tok_abc").unwrap(),
+            scopes: crate::token::Scopes::parse("read").unwrap(),
+        });
+        let record = AuditRecord::chain(
+            &AuditEvent {
+                actor: Actor::of(&person),
+                ..event(1)
+            },
+            0,
+            GENESIS_HASH,
+        );
+        assert_eq!(
+            (record.token.as_deref(), record.actor_kind.as_deref()),
+            (Some("tok_abc"), None)
+        );
     }
 
     #[test]

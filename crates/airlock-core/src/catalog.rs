@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::drift::DriftPolicy;
 use crate::ids::{EntitlementId, GroupName, UserId};
+use crate::token::TokenUse;
 
 /// Administrative capabilities beyond requesting and approving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,14 +36,61 @@ impl Role {
     }
 }
 
+/// Whether a principal is a person or automation (a service principal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum PrincipalKind {
+    #[default]
+    Person,
+    /// Automation (a deploy job, say): authenticates only with API tokens,
+    /// requests under the same policies, never approves anything.
+    Service,
+}
+
+impl PrincipalKind {
+    /// The name policies see (`principal.kind`) and the audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Person => "person",
+            PrincipalKind::Service => "service",
+        }
+    }
+}
+
+/// A principal: a person or a service, with their groups and roles as the
+/// directory says now, and, when they authenticated with an API token, the
+/// token (whose scopes narrow what they may do: `access`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: UserId,
     pub groups: BTreeSet<GroupName>,
     pub roles: BTreeSet<Role>,
+    pub kind: PrincipalKind,
+    /// The API token this caller authenticated with, if any.
+    pub token: Option<TokenUse>,
 }
 
 impl User {
+    /// A person as the directory knows them, not acting through a token.
+    pub fn person(id: UserId, groups: BTreeSet<GroupName>, roles: BTreeSet<Role>) -> User {
+        User {
+            id,
+            groups,
+            roles,
+            kind: PrincipalKind::Person,
+            token: None,
+        }
+    }
+
+    /// This principal acting through `token`.
+    pub fn through(mut self, token: TokenUse) -> User {
+        self.token = Some(token);
+        self
+    }
+
+    pub fn is_service(&self) -> bool {
+        self.kind == PrincipalKind::Service
+    }
+
     pub fn in_any(&self, groups: &BTreeSet<GroupName>) -> bool {
         self.groups.iter().any(|g| groups.contains(g))
     }
@@ -119,13 +167,25 @@ pub struct WaitingTimes {
 /// Everything the core needs to know about users and entitlements.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
+    /// People and service principals.
     pub users: BTreeMap<UserId, User>,
     pub entitlements: BTreeMap<EntitlementId, Entitlement>,
+    /// Each service principal's owners: the people who may manage its API
+    /// tokens (besides admins).
+    pub service_owners: BTreeMap<UserId, BTreeSet<UserId>>,
 }
 
 impl Catalog {
     pub fn user(&self, id: &UserId) -> Option<&User> {
         self.users.get(id)
+    }
+
+    /// The owners of service `id` (empty for a person or an unknown id).
+    pub fn owners_of(&self, id: &UserId) -> Vec<UserId> {
+        self.service_owners
+            .get(id)
+            .map(|o| o.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn entitlement(&self, id: &EntitlementId) -> Option<&Entitlement> {

@@ -362,7 +362,7 @@ pub fn assess(observation: &Observation<'_>, now: Timestamp) -> Vec<Drift> {
 }
 
 fn actor_of(by: Option<&User>) -> Actor {
-    by.map_or(Actor::System, |u| Actor::User(u.id.clone()))
+    by.map_or(Actor::System, Actor::of)
 }
 
 /// The event every finding starts with; `details` adds to the common ones

@@ -17,7 +17,8 @@ pub mod policy_change;
 pub mod request;
 pub mod text;
 pub mod time;
+pub mod token;
 pub mod waits;
 
-pub use ids::{EntitlementId, GroupName, IdError, RequestId, UserId};
+pub use ids::{EntitlementId, GroupName, IdError, RequestId, TokenId, UserId};
 pub use time::Timestamp;

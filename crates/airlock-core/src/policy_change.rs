@@ -93,7 +93,7 @@ fn event(
 }
 
 fn actor_of(user: Option<&User>) -> Actor {
-    user.map_or(Actor::System, |u| Actor::User(u.id.clone()))
+    user.map_or(Actor::System, Actor::of)
 }
 
 /// Records a set put in force without a second person (at start, or with
@@ -202,7 +202,7 @@ pub fn approve(
             format!("{approvals}/{}", proposal.approvals_needed()),
         ),
     ]);
-    let actor = Actor::User(approver.id.clone());
+    let actor = Actor::of(approver);
     if approvals < proposal.approvals_needed() {
         return Ok(ProposalStep::Recorded(event(
             now,
@@ -233,6 +233,8 @@ mod tests {
             id: UserId::parse(id).unwrap(),
             groups: BTreeSet::new(),
             roles: BTreeSet::from([Role::Admin]),
+            kind: Default::default(),
+            token: None,
         }
     }
 

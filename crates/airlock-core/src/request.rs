@@ -443,6 +443,7 @@ pub fn submit(
     settings: &LifecycleSettings,
     now: Timestamp,
 ) -> Result<Transition, Rejection> {
+    access::may(requester, access::Capability::Request)?;
     let duration = new.effective_duration(entitlement);
     if duration < Duration::from_secs(1) {
         return Err(invalid("duration", "must be at least 1s"));
@@ -585,7 +586,7 @@ pub fn submit(
     out.event(
         &request,
         now,
-        Actor::User(requester.id.clone()),
+        Actor::of(requester),
         AuditAction::Requested,
         details,
     );
@@ -724,7 +725,7 @@ pub fn apply(
                     request.tier_summary()
                 )));
             }
-            let actor = Actor::User(approver.id.clone());
+            let actor = Actor::of(approver);
             let mut details = approver_details(permission);
             details.insert(
                 "approvals".to_owned(),
@@ -1105,7 +1106,7 @@ impl AccessRequest {
                 );
             }
         }
-        let actor = by.map_or(Actor::System, |u| Actor::User(u.id.clone()));
+        let actor = by.map_or(Actor::System, Actor::of);
         out.event(self, now, actor, action, details);
     }
 

@@ -7,12 +7,15 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use airlock_core::access::{may, may_act, may_see, Capability, RequestAction};
+use airlock_core::access::{
+    may, may_act, may_create_token_for, may_manage_tokens_of, may_see, Capability, RequestAction,
+};
 use airlock_core::approval::{ApprovalTier, Route, Verdict};
-use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
+use airlock_core::catalog::{Entitlement, PrincipalKind, Role, TicketRule, User};
 use airlock_core::drift::DriftPolicy;
 use airlock_core::request::{self, AccessRequest, LifecycleSettings, NewRequest};
-use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use airlock_core::token::{Scopes, TokenUse};
+use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, TokenId, UserId};
 
 fn person(id: &str, groups: &[&str], roles: &[Role]) -> User {
     User {
@@ -22,6 +25,8 @@ fn person(id: &str, groups: &[&str], roles: &[Role]) -> User {
             .map(|g| GroupName::parse(g).unwrap())
             .collect(),
         roles: roles.iter().copied().collect(),
+        kind: Default::default(),
+        token: None,
     }
 }
 
@@ -74,9 +79,29 @@ fn ritas_request() -> AccessRequest {
     .request
 }
 
+/// Checks `may_act` for each row: who, then whether they may see, decide,
+/// withdraw, collect a credential, revoke.
+fn check_actions(r: &AccessRequest, table: &[(User, [bool; 5])]) {
+    use RequestAction::{CollectCredential, Decide, Revoke, See, Withdraw};
+    for (who, expected) in table {
+        for (action, allowed) in [See, Decide, Withdraw, CollectCredential, Revoke]
+            .into_iter()
+            .zip(expected)
+        {
+            assert_eq!(
+                may_act(who, r, action).is_ok(),
+                *allowed,
+                "{} {:?} {action:?}",
+                who.id,
+                who.token
+            );
+        }
+    }
+}
+
 #[test]
 fn each_person_may_do_exactly_what_the_rules_say() {
-    use RequestAction::{CollectCredential, Decide, Revoke, See, Withdraw};
+    use RequestAction::Withdraw;
     let r = ritas_request();
     // Who, then: see, decide, withdraw, collect a credential, revoke.
     let table: [(User, [bool; 5]); 6] = [
@@ -105,18 +130,8 @@ fn each_person_may_do_exactly_what_the_rules_say() {
             [false, true, false, false, false],
         ),
     ];
+    check_actions(&r, &table);
     for (who, expected) in &table {
-        for (action, allowed) in [See, Decide, Withdraw, CollectCredential, Revoke]
-            .into_iter()
-            .zip(expected)
-        {
-            assert_eq!(
-                may_act(who, &r, action).is_ok(),
-                *allowed,
-                "{} {action:?}",
-                who.id
-            );
-        }
         assert_eq!(may_see(who, &r), expected[0], "{}", who.id);
         assert_eq!(r.visible_to(who), expected[0], "{}", who.id);
     }
@@ -160,5 +175,165 @@ fn capabilities_follow_roles() {
                 assert!(e.to_string().contains("needs admin"), "{e}");
             }
         }
+    }
+}
+
+/// `who` acting through an API token with `scopes` (comma-separated).
+fn via(who: User, scopes: &str) -> User {
+    who.through(TokenUse {
+        id: TokenId::parse("tok_test").unwrap(),
+        scopes: Scopes::parse(scopes).unwrap(),
+    })
+}
+
+/// `deploy`, a service principal in `sre` (so it sees `sre`'s requests).
+fn deploy() -> User {
+    User {
+        kind: PrincipalKind::Service,
+        ..person("deploy", &["sre"], &[])
+    }
+}
+
+#[test]
+fn a_token_narrows_its_owner_to_its_scopes_and_a_service_never_decides() {
+    use RequestAction::{Decide, Withdraw};
+    let r = ritas_request();
+    let rita = || person("rita", &["eng", "sre"], &[]);
+    let root = || person("root", &[], &[Role::Admin]);
+    let alice = || person("alice", &["sre"], &[]);
+    let all = "read,request,approve,admin,tokens";
+    // Who, then: see, decide, withdraw, collect a credential, revoke.
+    let table: Vec<(User, [bool; 5])> = vec![
+        (via(rita(), "read"), [true, false, false, false, false]),
+        (via(rita(), "request"), [false, false, true, true, false]),
+        (via(rita(), all), [true, false, true, true, false]),
+        (
+            via(root(), "read,approve"),
+            [true, true, false, false, false],
+        ),
+        (via(root(), "admin"), [false, false, false, false, true]),
+        // Every scope gives no more than the owner has.
+        (via(alice(), all), [true, true, false, false, false]),
+        (deploy(), [true, false, false, false, false]),
+        (via(deploy(), all), [true, false, false, false, false]),
+    ];
+    check_actions(&r, &table);
+    let refusal = may_act(&via(rita(), "read"), &r, Withdraw)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("`request` scope") && refusal.contains("tok_test"),
+        "{refusal}"
+    );
+    let refusal = may_act(&via(deploy(), all), &r, Decide)
+        .unwrap_err()
+        .to_string();
+    assert!(refusal.contains("service principal"), "{refusal}");
+}
+
+#[test]
+fn capabilities_through_a_token_need_its_scope_and_the_owners_role() {
+    use Capability::{
+        ApprovePolicyChanges, ChangePolicies, ManageTokens, Read, ReadEverything, Reconcile,
+        Request,
+    };
+    let root = || person("root", &[], &[Role::Admin]);
+    let audrey = || person("audrey", &[], &[Role::Auditor]);
+    let alice = || person("alice", &["sre"], &[]);
+    // ReadEverything, ChangePolicies, ApprovePolicyChanges, Reconcile, Read, Request, ManageTokens.
+    let table: Vec<(User, [bool; 7])> = vec![
+        (root(), [true, true, true, true, true, true, true]),
+        (
+            via(root(), "read"),
+            [true, false, false, false, true, false, false],
+        ),
+        (
+            via(root(), "admin"),
+            [false, true, true, true, false, false, false],
+        ),
+        (
+            via(audrey(), "admin,read"),
+            [true, false, false, false, true, false, false],
+        ),
+        (
+            via(alice(), "request"),
+            [false, false, false, false, false, true, false],
+        ),
+        (
+            via(alice(), "tokens"),
+            [false, false, false, false, false, false, true],
+        ),
+        (alice(), [false, false, false, false, true, true, true]),
+        // A service requests and reads; it manages no tokens itself.
+        (deploy(), [false, false, false, false, true, true, false]),
+        (
+            via(deploy(), "read,request,tokens"),
+            [false, false, false, false, true, true, false],
+        ),
+    ];
+    for (who, expected) in &table {
+        for (capability, allowed) in [
+            ReadEverything,
+            ChangePolicies,
+            ApprovePolicyChanges,
+            Reconcile,
+            Read,
+            Request,
+            ManageTokens,
+        ]
+        .into_iter()
+        .zip(expected)
+        {
+            assert_eq!(
+                may(who, capability).is_ok(),
+                *allowed,
+                "{} {:?} {capability:?}",
+                who.id,
+                who.token
+            );
+        }
+    }
+}
+
+#[test]
+fn tokens_are_managed_by_their_owner_a_services_owners_and_admins() {
+    let root = || person("root", &[], &[Role::Admin]);
+    let alice = || person("alice", &["sre"], &[]);
+    let bob = || person("bob", &["sre"], &[]);
+    let id = |s: &str| UserId::parse(s).unwrap();
+    let deploy_owners = [id("alice")];
+    let none: [UserId; 0] = [];
+    // Who, whose tokens (and that owner's owners), may manage, may create.
+    let table: Vec<(User, User, &[UserId], bool, bool)> = vec![
+        (alice(), alice(), &none, true, true),
+        (via(alice(), "tokens"), alice(), &none, true, true),
+        (via(alice(), "read,request"), alice(), &none, false, false),
+        (alice(), bob(), &none, false, false),
+        // Admins see and revoke anyone's, but act as no other person.
+        (root(), bob(), &none, true, false),
+        (via(root(), "tokens"), bob(), &none, false, false),
+        (via(root(), "tokens,admin"), bob(), &none, true, false),
+        (alice(), deploy(), &deploy_owners, true, true),
+        (bob(), deploy(), &deploy_owners, false, false),
+        (root(), deploy(), &deploy_owners, true, true),
+        (deploy(), deploy(), &deploy_owners, false, false),
+    ];
+    for (who, owner, owners, manage, create) in table {
+        assert_eq!(
+            may_manage_tokens_of(&who, &owner.id, owners).is_ok(),
+            manage,
+            "{} manages {}'s ({:?})",
+            who.id,
+            owner.id,
+            who.token
+        );
+        assert_eq!(
+            may_create_token_for(&who, &owner, owners).is_ok(),
+            create,
+            "{} creates for {} ({:?})",
+            who.id,
+            owner.id,
+            who.token
+        );
     }
 }

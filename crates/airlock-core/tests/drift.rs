@@ -42,6 +42,8 @@ fn user(id: &str) -> User {
         id: UserId::parse(id).unwrap(),
         groups: BTreeSet::new(),
         roles: BTreeSet::new(),
+        kind: Default::default(),
+        token: None,
     }
 }
 
@@ -472,6 +474,7 @@ fn unexplained_holders_are_removed_only_when_every_entitlement_of_the_connector_
             .into_iter()
             .map(|e| (e.id.clone(), e))
             .collect(),
+            service_owners: BTreeMap::new(),
         };
         for (id, policy) in pairs {
             let id = EntitlementId::parse(id).unwrap();

@@ -57,6 +57,8 @@ fn user(id: &str, groups: &[&str], admin: bool) -> User {
         } else {
             BTreeSet::new()
         },
+        kind: Default::default(),
+        token: None,
     }
 }
 
@@ -92,6 +94,7 @@ fn catalog() -> Catalog {
     Catalog {
         users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
         entitlements: BTreeMap::from([(ent.id.clone(), ent)]),
+        service_owners: BTreeMap::new(),
     }
 }
 

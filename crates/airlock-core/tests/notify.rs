@@ -36,6 +36,8 @@ fn user(id: &str, groups: &[&str]) -> User {
             .map(|g| GroupName::parse(g).unwrap())
             .collect(),
         roles: BTreeSet::new(),
+        kind: Default::default(),
+        token: None,
     }
 }
 

@@ -60,6 +60,8 @@ fn world(required: u32) -> World {
             } else {
                 BTreeSet::new()
             },
+            kind: Default::default(),
+            token: None,
         })
         .collect();
     let route = if required == 0 {

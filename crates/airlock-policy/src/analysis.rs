@@ -288,5 +288,6 @@ fn stand_in_requester() -> Option<UserFacts> {
         team: String::new(),
         employment: "employee".to_owned(),
         on_call: false,
+        kind: Default::default(),
     })
 }

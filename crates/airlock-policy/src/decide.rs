@@ -559,6 +559,10 @@ impl PolicySet {
                 "on_call".to_owned(),
                 cedar::RestrictedExpression::new_bool(user.on_call),
             ),
+            (
+                "kind".to_owned(),
+                cedar::RestrictedExpression::new_string(user.kind.as_str().to_owned()),
+            ),
         ]);
         let parents = user
             .groups
@@ -796,6 +800,7 @@ mod tests {
             team: "t".to_owned(),
             employment: "employee".to_owned(),
             on_call: true,
+            kind: Default::default(),
         }
     }
 
@@ -882,6 +887,7 @@ mod tests {
                     team: String::new(),
                     employment: "employee".to_owned(),
                     on_call,
+                    kind: Default::default(),
                 })
         }
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use airlock_core::catalog::User;
+use airlock_core::catalog::{PrincipalKind, User};
 use airlock_core::{EntitlementId, GroupName, Timestamp, UserId};
 
 /// A person as policies see them (`Airlock::User`).
@@ -18,6 +18,9 @@ pub struct UserFacts {
     /// `employee`, `contractor`, `vendor`, ... as the directory says.
     pub employment: String,
     pub on_call: bool,
+    /// A person or a service principal (`principal.kind`: "person" or
+    /// "service").
+    pub kind: PrincipalKind,
 }
 
 impl UserFacts {
@@ -30,6 +33,7 @@ impl UserFacts {
             team: team.to_owned(),
             employment: employment.to_owned(),
             on_call,
+            kind: user.kind,
         }
     }
 }

@@ -40,6 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
+use airlock_core::catalog::PrincipalKind;
 use airlock_core::{EntitlementId, GroupName, UserId};
 use serde::Deserialize;
 
@@ -71,6 +72,9 @@ struct UserSpec {
     employment: String,
     #[serde(default)]
     on_call: bool,
+    /// "person" (the default) or "service".
+    #[serde(default)]
+    kind: Option<String>,
 }
 
 fn employee() -> String {
@@ -229,12 +233,22 @@ fn merge_directory(base: &Directory, file: &TestFile, errors: &mut Vec<String>) 
                             .map_err(|e| format!("[users.{name}]: invalid group `{g}`: {e}"))
                     })
                     .collect::<Result<BTreeSet<_>, _>>()?;
+                let kind = match spec.kind.as_deref() {
+                    None | Some("person") => PrincipalKind::Person,
+                    Some("service") => PrincipalKind::Service,
+                    Some(other) => {
+                        return Err(format!(
+                            "[users.{name}]: unknown kind `{other}` (known: person, service)"
+                        ))
+                    }
+                };
                 Ok(UserFacts {
                     id,
                     groups,
                     team: spec.team.clone(),
                     employment: spec.employment.clone(),
                     on_call: spec.on_call,
+                    kind,
                 })
             });
         match user {

@@ -27,6 +27,7 @@ fn user(id: &str, groups: &[&str]) -> UserFacts {
         team: "payments".to_owned(),
         employment: "employee".to_owned(),
         on_call: false,
+        kind: Default::default(),
     }
 }
 

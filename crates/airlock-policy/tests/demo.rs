@@ -70,6 +70,7 @@ fn person(id: &str, groups: &[&str], employment: &str, on_call: bool) -> UserFac
         team: String::new(),
         employment: employment.to_owned(),
         on_call,
+        kind: Default::default(),
     }
 }
 

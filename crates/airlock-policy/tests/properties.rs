@@ -123,6 +123,7 @@ fn arb_user(id: impl Strategy<Value = String>) -> impl Strategy<Value = UserFact
             team: "t".to_owned(),
             employment: if contractor { "contractor" } else { "employee" }.to_owned(),
             on_call,
+            kind: Default::default(),
         })
 }
 

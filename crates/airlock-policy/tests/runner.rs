@@ -137,3 +137,51 @@ fn malformed_files_are_reported_with_their_line() {
     // A file without cases passes nothing.
     assert!(!run(HEADER).all_passed());
 }
+
+/// Policy tests may describe service principals (`kind = "service"`), which
+/// policies see as `principal.kind`.
+#[test]
+fn cases_may_run_as_a_service_principal() {
+    let policies = r#"
+@id("engineers-ask")
+permit(principal in Airlock::Group::"engineers", action == Airlock::Action::"request", resource);
+@id("auto")
+permit(principal, action == Airlock::Action::"auto_approve", resource);
+@id("no-services-on-db")
+forbid(principal, action == Airlock::Action::"request", resource == Airlock::Entitlement::"db")
+when { principal.kind == "service" };
+"#;
+    let set = PolicySet::load(&[("p.cedar".to_owned(), policies.to_owned())]).unwrap();
+    let report = run_tests(
+        &set,
+        &Directory::default(),
+        r#"[users.alice]
+groups = ["engineers"]
+
+[users.deploy]
+groups = ["engineers"]
+kind = "service"
+
+[entitlements.db]
+
+[[case]]
+name = "a person may ask"
+principal = "alice"
+entitlement = "db"
+expect = "auto_approved"
+
+[[case]]
+name = "a service may not"
+principal = "deploy"
+entitlement = "db"
+expect = "denied"
+"#,
+    );
+    assert!(report.all_passed(), "{report}");
+    let bad = run_tests(
+        &set,
+        &Directory::default(),
+        "[users.x]\nkind = \"robot\"\n\n[entitlements.db]\n",
+    );
+    assert!(bad.to_string().contains("unknown kind `robot`"), "{bad}");
+}

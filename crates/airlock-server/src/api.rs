@@ -367,6 +367,22 @@ pub struct ExplainView {
     pub approvals: Vec<ApprovalExplained>,
     /// The same request judged by the policy set in force now.
     pub now: ReDecision,
+    /// Every recorded step of the request and who took it: with which API
+    /// token, and whether a service principal.
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One audit event of a request, as far as who acted goes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub at: String,
+    pub action: String,
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -464,6 +480,12 @@ pub struct AuditEventView {
     pub entitlement: Option<String>,
     pub subject: Option<String>,
     pub details: std::collections::BTreeMap<String, String>,
+    /// The API token the actor used, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// `service` when the actor is a service principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_kind: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -479,6 +501,8 @@ impl From<&AuditRecord> for AuditEventView {
             entitlement: r.entitlement.clone(),
             subject: r.subject.clone(),
             details: r.details.clone(),
+            token: r.token.clone(),
+            actor_kind: r.actor_kind.clone(),
             prev_hash: r.prev_hash.clone(),
             hash: r.hash.clone(),
         }
@@ -673,6 +697,14 @@ pub struct WhoAmI {
     pub user: String,
     pub groups: Vec<String>,
     pub roles: Vec<String>,
+    /// `person` or `service`.
+    #[serde(default)]
+    pub kind: String,
+    /// The API token the caller authenticated with, if any, and its scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
 }
 
 /// `GET /v1/auth/oidc`: how `airlock login` signs in to this server.
@@ -755,6 +787,9 @@ pub struct AuditQuery {
     /// Only events of this kind (`requested`, `policy_activated`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// Only events done with this API token (`tok_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// RFC 3339 or Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
@@ -859,6 +894,75 @@ impl NotificationsView {
                 .collect(),
         }
     }
+}
+
+/// `POST /v1/tokens`: a new API token for the caller, or for a service
+/// principal they own (`owner`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenBody {
+    pub name: String,
+    /// How long it lives (`30d`, or seconds); default 30 days, at most
+    /// `server.token_max_lifetime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<DurationInput>,
+    /// `read`, `request`, `approve`, `admin`, `tokens`; default `read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// A service principal the caller owns; default the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// An API token as listed (never its secret).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub scopes: Vec<String>,
+    /// `active`, `expired` or `revoked`.
+    pub state: String,
+    pub created_at: String,
+    pub created_by: String,
+    pub expires_at: String,
+    /// To the minute: uses are recorded at most once a minute.
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub revoked_by: Option<String>,
+}
+
+impl TokenView {
+    pub fn new(t: &airlock_core::token::ApiToken, now: Timestamp) -> TokenView {
+        TokenView {
+            id: t.id.to_string(),
+            name: t.name.clone(),
+            owner: t.owner.to_string(),
+            scopes: t.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            state: t.state(now).to_owned(),
+            created_at: format_time(t.created_at),
+            created_by: t.created_by.to_string(),
+            expires_at: format_time(t.expires_at),
+            last_used_at: t.last_used_at.map(format_time),
+            revoked_at: t.revoked_at.map(format_time),
+            revoked_by: t.revoked_by.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+/// A token just created: the secret is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CreatedTokenView {
+    pub secret: String,
+    pub token: TokenView,
+}
+
+/// `GET /v1/tokens`: `all=true` lists every token (admins and auditors).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
 }
 
 /// Which requests `GET /v1/reports/approval-waits` counts.

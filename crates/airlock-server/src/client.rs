@@ -445,6 +445,27 @@ impl Client {
         ))
         .await
     }
+
+    /// Creates an API token; the answer holds its secret, this once.
+    pub async fn create_token(
+        &self,
+        body: &crate::api::CreateTokenBody,
+    ) -> Result<crate::api::CreatedTokenView, ClientError> {
+        self.send(self.post("/v1/tokens", body)).await
+    }
+
+    /// The caller's tokens and their services'; with `all`, every token.
+    pub async fn list_tokens(&self, all: bool) -> Result<Vec<crate::api::TokenView>, ClientError> {
+        let query = crate::api::TokenQuery {
+            all: all.then_some(true),
+        };
+        self.send(self.get("/v1/tokens").query(&query)).await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<crate::api::TokenView, ClientError> {
+        self.send(self.post(&format!("/v1/tokens/{}/revoke", encode(id)), &EmptyBody {}))
+            .await
+    }
 }
 
 /// Request ids are plain, but user input reaches the path: keep it one segment.

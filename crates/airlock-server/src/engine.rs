@@ -14,6 +14,7 @@ use std::time::Duration;
 mod clock;
 mod directory;
 mod reconcile;
+pub mod tokens;
 
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
 use airlock_core::access::{self, RequestAction};
@@ -42,6 +43,7 @@ pub use directory::Refused;
 pub use reconcile::{
     ConnectorOutcome, ConnectorReport, FindingReport, FixOutcome, ReconcileReport,
 };
+pub use tokens::{CreatedToken, TokenAsk, TokenRefused};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -59,6 +61,9 @@ pub enum EngineError {
     Policy(#[from] PolicyLoadError),
     #[error("no policy proposal `{0}`")]
     UnknownProposal(String),
+    /// No such API token, or none the caller may manage.
+    #[error("no API token `{0}` that you may manage")]
+    UnknownToken(String),
     /// The audit record cannot be trusted, so nothing that grants access or
     /// changes the rules is done until an operator looks (see
     /// [`Engine::refuse_writes`]).
@@ -157,6 +162,9 @@ pub struct Engine {
     routing: Arc<Routing>,
     /// Woken when a commit wrote outbox rows (the notification dispatcher).
     outbox_wake: Arc<Notify>,
+    /// API tokens: the longest lifetime, and the last use this replica
+    /// wrote of each (so it writes at most one a minute per token).
+    tokens: tokens::TokenState,
 }
 
 /// What an engine is built from (see [`Engine::new`]).
@@ -170,6 +178,8 @@ pub struct EngineParts {
     pub clock: Arc<dyn Clock>,
     /// Who hears what (`Routing::default()`: nobody, nothing is written).
     pub routing: Routing,
+    /// The longest an API token may live (`server.token_max_lifetime`).
+    pub token_max_lifetime: Duration,
 }
 
 /// What a request to change the policy set did.
@@ -191,6 +201,7 @@ impl Engine {
             connectors,
             clock,
             routing,
+            token_max_lifetime,
         } = parts;
         Arc::new(Engine {
             store,
@@ -209,6 +220,7 @@ impl Engine {
             untrusted: std::sync::RwLock::new(None),
             routing: Arc::new(routing),
             outbox_wake: Arc::new(Notify::new()),
+            tokens: tokens::TokenState::new(token_max_lifetime),
         })
     }
 
@@ -302,6 +314,8 @@ impl Engine {
             id: id.clone(),
             groups: Default::default(),
             roles: Default::default(),
+            kind: Default::default(),
+            token: None,
         })
     }
 

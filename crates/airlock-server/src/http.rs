@@ -23,9 +23,10 @@ use serde::de::DeserializeOwned;
 use crate::api::{
     decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApprovalWaitsReport,
     ApprovalWaitsView, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
-    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ExplainView, OidcInfo,
-    PageQuery, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
-    ReconcileView, RequestQuery, RequestView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
+    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ExplainView, HistoryEntry,
+    OidcInfo, PageQuery, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
+    ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WaitsQuery, WhoAmI,
+    NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash, ScimSettings};
 use crate::engine::{
@@ -34,6 +35,8 @@ use crate::engine::{
 use crate::oidc::{TokenError, Verifier};
 use crate::policy::{self, Reloaded};
 use crate::store::{AuditFilter, PageKey, RequestFilter, StoreError};
+
+mod tokens;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -118,6 +121,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/audit/checkpoint-key"),
     ("post", "/v1/reconcile"),
     ("get", "/v1/notifications"),
+    ("post", "/v1/tokens"),
+    ("get", "/v1/tokens"),
+    ("post", "/v1/tokens/{id}/revoke"),
 ];
 
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -167,6 +173,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/approval-waits", get(approval_waits))
         .route("/v1/audit/checkpoint-key", get(checkpoint_key))
         .route("/v1/reconcile", post(reconcile))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}/revoke", post(tokens::revoke))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -271,7 +279,7 @@ impl From<EngineError> for ApiError {
                 "invalid_policies",
                 format!("{e}\nthe policy set in force stays"),
             ),
-            e @ EngineError::UnknownProposal(_) => {
+            e @ (EngineError::UnknownProposal(_) | EngineError::UnknownToken(_)) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
             e @ EngineError::AuditUntrusted(_) => ApiError::new(
@@ -339,7 +347,9 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
         let catalog = state.engine.catalog();
-        let user = if let Some(user) = state
+        let user = if token.starts_with(tokens::TOKEN_PREFIX) {
+            tokens::authenticate(state, token).await?
+        } else if let Some(user) = state
             .tokens
             .get(&token_hash(token))
             .and_then(|id| catalog.user(id))
@@ -352,6 +362,12 @@ impl FromRequestParts<AppState> for Caller {
                         .sign_in(token, state.engine.now(), catalog)
                         .await
                         .map_err(token_refused)?;
+                    // A service principal authenticates only with API tokens.
+                    if catalog.user(&who.user.id).is_some_and(User::is_service) {
+                        return Err(unauthorized(
+                            "a service principal signs in only with an API token",
+                        ));
+                    }
                     if let Some(at) = who.mfa_at {
                         parts.extensions.insert(TokenMfa(at));
                     }
@@ -618,6 +634,12 @@ async fn me(Caller(user): Caller) -> Json<WhoAmI> {
         user: user.id.to_string(),
         groups: user.groups.iter().map(ToString::to_string).collect(),
         roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        kind: user.kind.as_str().to_owned(),
+        token: user.token.as_ref().map(|t| t.id.to_string()),
+        scopes: user
+            .token
+            .as_ref()
+            .map(|t| t.scopes.iter().map(|s| s.as_str().to_owned()).collect()),
     })
 }
 
@@ -648,7 +670,8 @@ async fn oidc_info(
 async fn entitlements(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
-) -> Json<Vec<EntitlementView>> {
+) -> ApiResult<Json<Vec<EntitlementView>>> {
+    require(&user, Capability::Read)?;
     let policies = state.engine.policies();
     let set = policies.current();
     let views = state
@@ -675,7 +698,7 @@ async fn entitlements(
             Some(EntitlementView::new(e, approval, ask.needs))
         })
         .collect();
-    Json(views)
+    Ok(Json(views))
 }
 
 fn parse_duration_input(d: &DurationInput) -> ApiResult<Duration> {
@@ -757,6 +780,7 @@ async fn list_requests(
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<RequestQuery>,
 ) -> ApiResult<Response> {
+    require(&user, Capability::Read)?;
     let mut filter = RequestFilter::default();
     if let Some(states) = &q.state {
         for s in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -825,6 +849,7 @@ async fn show_request(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RequestView>> {
+    require(&user, Capability::Read)?;
     let id = request_id(&id)?;
     let request = state.engine.get(&id).await?;
     if !request.visible_to(&user) {
@@ -958,6 +983,7 @@ async fn grants(
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
+    require(&user, Capability::Read)?;
     let filter = RequestFilter {
         holding_access: true,
         requester: require(&user, Capability::ReadEverything)
@@ -975,6 +1001,7 @@ async fn explain(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ExplainView>> {
+    require(&user, Capability::Read)?;
     let request = visible(&state, &user, &id).await?;
     let events = state
         .engine
@@ -1033,6 +1060,16 @@ async fn explain(
             policy_version: now.policy_version,
             policies: now.policies,
         },
+        history: events
+            .iter()
+            .map(|e| HistoryEntry {
+                at: format_time(e.at),
+                action: e.action.clone(),
+                actor: e.actor.clone(),
+                token: e.token.clone(),
+                actor_kind: e.actor_kind.clone(),
+            })
+            .collect(),
     }))
 }
 
@@ -1156,6 +1193,7 @@ async fn audit(
         user: q.user,
         entitlement: q.entitlement,
         action: q.action,
+        token: q.token,
         since: time("since", &q.since)?,
         until: time("until", &q.until)?,
         limit: limit(q.limit)?,

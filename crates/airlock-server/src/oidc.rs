@@ -634,7 +634,7 @@ impl Verifier {
         {
             roles.insert(Role::Auditor);
         }
-        Ok(User { id, groups, roles })
+        Ok(User::person(id, groups, roles))
     }
 }
 

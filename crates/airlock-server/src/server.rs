@@ -416,6 +416,7 @@ pub async fn start_with_clock(
         connectors,
         clock,
         routing: settings.notifications.routing.clone(),
+        token_max_lifetime: settings.token_max_lifetime,
     });
     if let Some(problem) = &start_check.problem {
         if settings.audit.accept_broken_chain {

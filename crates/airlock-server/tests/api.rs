@@ -623,7 +623,9 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
             if path.contains("{id}") {
                 let params = serde_json::to_string(&op["parameters"]).unwrap();
                 assert!(
-                    params.contains("RequestId") || params.contains("ProposalId"),
+                    params.contains("RequestId")
+                        || params.contains("ProposalId")
+                        || params.contains("TokenId"),
                     "{method} {path} lacks the id parameter"
                 );
             }
@@ -691,6 +693,29 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
         }
         let (_, verify) = h.raw("GET", "/v1/audit/verify", Some("admin"), None).await;
         assert_fits(&doc, "VerifyView", &verify);
+        let (code, created) = h
+            .raw(
+                "POST",
+                "/v1/tokens",
+                Some("alice"),
+                Some(r#"{"name":"doc","scopes":["read"],"expires_in":"1d"}"#),
+            )
+            .await;
+        assert_eq!(code, 201, "{created}");
+        assert_fits(&doc, "CreatedTokenView", &created);
+        assert_fits(&doc, "TokenView", &created["token"]);
+        let (_, listed) = h.raw("GET", "/v1/tokens", Some("alice"), None).await;
+        assert_fits(&doc, "TokenView", &listed[0]);
+        let (_, explained) = h
+            .raw(
+                "GET",
+                &format!("/v1/requests/{id}/explain"),
+                Some("bob"),
+                None,
+            )
+            .await;
+        assert_fits(&doc, "ExplainView", &explained);
+        assert_fits(&doc, "HistoryEntry", &explained["history"][0]);
         let (code, reconciled) = h
             .raw(
                 "POST",
@@ -2387,6 +2412,8 @@ async fn fill_with_carols_requests(db: PathBuf, count: usize) {
         id: UserId::parse("carol").unwrap(),
         groups: BTreeSet::from([sre.clone()]),
         roles: BTreeSet::new(),
+        kind: Default::default(),
+        token: None,
     };
     let now = airlock_testkit::wall_clock_unix_millis();
     let mut tasks = tokio::task::JoinSet::new();
@@ -2528,7 +2555,29 @@ enum Who {
     /// Its approvers (never its requester): who may see it, whose groups
     /// fill one of its tiers and whom the policy set lets approve.
     Decider,
+    /// Any person managing their own API tokens (not a service principal).
+    TokenHolder,
+    /// The owner of the API token (alice's here) or an admin.
+    TokenOwner,
 }
+
+/// The API tokens of the authorization walk: a caller name that is not a
+/// config user is an API token created at its start.
+const WALK_TOKENS: [(&str, &str, &str, &str); 2] = [
+    // name, owner, scopes, what it stands for
+    (
+        "admin-read",
+        "admin",
+        "read",
+        "an admin's token with the `read` scope only",
+    ),
+    (
+        "deploy",
+        "deploy",
+        "read,request,approve,admin,tokens",
+        "a service principal's token with every scope",
+    ),
+];
 
 fn who_may(method: &str, path: &str) -> Option<Who> {
     use Who::*;
@@ -2568,6 +2617,8 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
             | "/v1/notifications"
             | "/v1/reports/approval-waits",
         ) => ReadEverything,
+        ("get" | "post", "/v1/tokens") => TokenHolder,
+        ("post", "/v1/tokens/{id}/revoke") => TokenOwner,
         _ => return None,
     })
 }
@@ -2575,15 +2626,45 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
     bounded(async {
-        // With SCIM on, so that the provisioning token is one of the callers.
-        let h = boot_full(CATALOG, &[], false, &scim_server("")).await;
+        // With SCIM on, so that the provisioning token is one of the callers,
+        // and a service principal whose API token is another.
+        let h = boot_full(
+            &format!("{CATALOG}\n[services.deploy]\ngroups = [\"eng\"]\nowners = [\"alice\"]\n"),
+            &[],
+            false,
+            &scim_server(""),
+        )
+        .await;
         let (_, doc) = h.raw("GET", "/openapi.json", None, None).await;
         let http = reqwest::Client::new();
         let mut missing = Vec::new();
+        let mut secrets = std::collections::HashMap::new();
+        for (name, owner, scopes, _) in WALK_TOKENS {
+            let creator = if owner == "deploy" { "alice" } else { owner };
+            let created = h
+                .client(creator)
+                .create_token(&airlock_server::api::CreateTokenBody {
+                    name: format!("walk-{name}"),
+                    expires_in: None,
+                    scopes: Some(scopes.split(',').map(str::to_owned).collect()),
+                    owner: Some(owner.to_owned()),
+                })
+                .await
+                .unwrap();
+            secrets.insert(name, created.secret);
+        }
+        let bearer = |caller: &str| {
+            secrets
+                .get(caller)
+                .cloned()
+                .unwrap_or_else(|| token(caller))
+        };
+        let mut walk_tokens = 0;
         // alice's request, pending for `sre` (bob, carol); dave and sam are
         // strangers to it; admin and audrey see everything.
-        // `scim` is the provisioning token: it may call nothing here.
-        let callers: [Option<&str>; 9] = [
+        // `scim` is the provisioning token: it may call nothing here;
+        // `admin-read` and `deploy` are API tokens (`WALK_TOKENS`).
+        let callers: [Option<&str>; 11] = [
             None,
             Some("scim"),
             Some("alice"),
@@ -2593,6 +2674,8 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
             Some("sam"),
             Some("admin"),
             Some("audrey"),
+            Some("admin-read"),
+            Some("deploy"),
         ];
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for method in ops.as_object().unwrap().keys() {
@@ -2638,9 +2721,28 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                                 .id
                         }
                     };
+                    // Someone else's object: a fresh token of alice's.
+                    let id = if path.starts_with("/v1/tokens/") {
+                        walk_tokens += 1;
+                        h.client("alice")
+                            .create_token(&airlock_server::api::CreateTokenBody {
+                                name: format!("walk-{walk_tokens}"),
+                                ..airlock_server::api::CreateTokenBody::default()
+                            })
+                            .await
+                            .unwrap()
+                            .token
+                            .id
+                    } else {
+                        id
+                    };
                     let target = path.replace("{id}", &id);
+                    walk_tokens += 1;
+                    let new_token = format!(r#"{{"name":"walk-new-{walk_tokens}"}}"#);
                     let body = match path.as_str() {
                         "/v1/requests" => Some(r#"{"entitlement":"logs-read","reason":"walk"}"#),
+                        "/v1/tokens" if method == "post" => Some(new_token.as_str()),
+                        "/v1/tokens/{id}/revoke" => None,
                         p if p.ends_with("/deny") || p.ends_with("/revoke") => {
                             Some(r#"{"reason":"walk"}"#)
                         }
@@ -2651,10 +2753,12 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         format!("{}{target}", h.base),
                     );
                     if let Some(u) = caller {
-                        req = req.bearer_auth(token(u));
+                        req = req.bearer_auth(bearer(u));
                     }
                     if let Some(b) = body {
-                        req = req.header("content-type", "application/json").body(b);
+                        req = req
+                            .header("content-type", "application/json")
+                            .body(b.to_owned());
                     }
                     let response = req.send().await.unwrap();
                     let code = response.status().as_u16();
@@ -2663,9 +2767,19 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                     let owner = caller == Some("alice");
                     let sees =
                         matches!(caller, Some("alice" | "bob" | "carol" | "admin" | "audrey"));
+                    // A read-only token is allowed only what reads; the
+                    // service (in `eng`, not `sre`) what any user may,
+                    // but tokens and approvals never.
+                    let reads = method == "get" && !path.starts_with("/v1/tokens");
                     let allowed = match rule {
                         Who::Anyone => true,
                         _ if caller.is_none() || caller == Some("scim") => false,
+                        _ if caller == Some("admin-read") => {
+                            reads && !matches!(rule, Who::Decider | Who::Requester)
+                        }
+                        Who::TokenHolder | Who::TokenOwner if caller == Some("deploy") => false,
+                        Who::TokenHolder => true,
+                        Who::TokenOwner => matches!(caller, Some("alice" | "admin")),
                         Who::AnyUser => true,
                         Who::ReadEverything => matches!(caller, Some("admin" | "audrey")),
                         Who::Admin => caller == Some("admin"),
@@ -3146,6 +3260,14 @@ async fn deprovisioning_revokes_grants_and_cancels_requests() {
         let h = boot_full(CATALOG, &[], false, &scim_server("")).await;
         let alice_id = h.provision("alice").await;
         let alice = h.client("alice");
+        let api_token = alice
+            .create_token(&airlock_server::api::CreateTokenBody {
+                name: "ci".into(),
+                ..airlock_server::api::CreateTokenBody::default()
+            })
+            .await
+            .unwrap()
+            .secret;
         let grant = alice
             .create_request(&ask("logs-read", "deploy"))
             .await
@@ -3214,6 +3336,10 @@ async fn deprovisioning_revokes_grants_and_cancels_requests() {
                 .contains("deactivated"),
             "{err}"
         );
+        // Nor does an API token of hers.
+        let refused = alice.with_token(&api_token).me().await.unwrap_err();
+        assert_eq!(refused.status(), Some(401));
+        assert!(refused.to_string().contains("deactivated"), "{refused}");
 
         // Deletion: bob's grant goes the same way, and he is refused.
         let bob_id = h.provision("bob").await;

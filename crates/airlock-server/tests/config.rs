@@ -1260,3 +1260,76 @@ fn bad_notification_tables_name_file_line_and_field() {
         "{err}"
     );
 }
+
+/// A service principal, appended to `GOOD` by the cases about services.
+const SERVICE: &str = r#"
+[services.deploy]
+groups = ["eng"]
+owners = ["alice"]
+team = "platform"
+"#;
+
+#[test]
+fn services_and_the_token_lifetime_are_read_and_checked() {
+    use airlock_core::catalog::PrincipalKind;
+    let with_service = format!("{GOOD}{SERVICE}");
+    let settings = parse(&with_service).unwrap();
+    let deploy = airlock_core::UserId::parse("deploy").unwrap();
+    let service = settings.catalog.user(&deploy).unwrap();
+    assert_eq!(service.kind, PrincipalKind::Service);
+    assert!(service.roles.is_empty());
+    assert_eq!(
+        settings.catalog.owners_of(&deploy),
+        [airlock_core::UserId::parse("alice").unwrap()]
+    );
+    assert_eq!(
+        settings.directory.users[&deploy].kind,
+        PrincipalKind::Service
+    );
+    assert!(!settings.token_hashes.values().any(|u| *u == deploy));
+    assert_eq!(
+        settings.token_max_lifetime,
+        Duration::from_secs(90 * 86_400)
+    );
+    let (text, _) = edit(
+        "max_connections",
+        "max_connections = 500\ntoken_max_lifetime = \"30d\"",
+    );
+    assert_eq!(
+        parse(&text).unwrap().token_max_lifetime,
+        Duration::from_secs(30 * 86_400)
+    );
+
+    let cases = [
+        case(
+            "owners = [\"alice\"]",
+            "owners = [\"nobody\"]",
+            "services.deploy.owners",
+            "`nobody` is not a user of this config",
+        ),
+        case(
+            "[services.deploy]",
+            "[services.alice]",
+            "services.alice",
+            "already a user",
+        ),
+        case(
+            "team = \"platform\"",
+            "token_sha256 = \"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"",
+            "token_sha256",
+            "unknown field",
+        ),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| check_in(&with_service, c).err())
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    let lifetime = check(&case(
+        "max_connections",
+        "token_max_lifetime = \"400d\"",
+        "server.token_max_lifetime",
+        "must be between 1m and",
+    ));
+    assert_eq!(lifetime, Ok(()));
+}

@@ -181,12 +181,12 @@ async fn provider_tokens_sign_in_and_their_groups_reach_policies() {
         // `Domain Users` is no Airlock group name: left out, not fatal.
         assert_eq!(
             me.body,
-            json!({"user": "alice", "groups": ["dev"], "roles": []})
+            json!({"user": "alice", "groups": ["dev"], "roles": [], "kind": "person"})
         );
         let bob = idp.token("bob", AUDIENCE).await;
         assert_eq!(
             airlock.me(&bob).await.body,
-            json!({"user": "bob", "groups": ["airlock-admins", "dba"], "roles": ["admin"]})
+            json!({"user": "bob", "groups": ["airlock-admins", "dba"], "roles": ["admin"], "kind": "person"})
         );
 
         // The Cedar policy sees the provider's groups.

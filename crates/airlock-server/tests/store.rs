@@ -115,6 +115,8 @@ fn user(name: &str, groups: &[&str], roles: &[Role]) -> User {
             .map(|g| GroupName::parse(g).unwrap())
             .collect(),
         roles: roles.iter().copied().collect(),
+        kind: Default::default(),
+        token: None,
     }
 }
 
@@ -1548,6 +1550,185 @@ async fn directory_writes_commit_with_their_events_and_keep_names_unique() {
         assert!(events.iter().all(|e| e.actor == "scim:provisioning"));
         let report = store.verify_audit().await.unwrap();
         assert_eq!(report.first_break, None);
+    })
+    .await;
+}
+
+fn new_token(id: &str, owner: &str, name: &str) -> airlock_core::token::NewToken {
+    airlock_core::token::NewToken {
+        id: airlock_core::TokenId::parse(id).unwrap(),
+        name: name.to_owned(),
+        owner: UserId::parse(owner).unwrap(),
+        scopes: airlock_core::token::Scopes::parse("read,request").unwrap(),
+        lifetime: Duration::from_secs(86_400),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_token_commits_with_its_audit_events_and_reads_back_equal() {
+    use airlock_core::token;
+    use airlock_server::store::tokens::TokenWrite;
+    on_every_store(|store, _| async move {
+        let alice = user("alice", &["eng"], &[]);
+        let max = Duration::from_secs(90 * 86_400);
+        let (ci, event) =
+            token::create(new_token("tok_a", "alice", "ci"), &alice, None, max, at(0)).unwrap();
+        let create = |t: &token::ApiToken, secret: &str| TokenWrite::Create {
+            token: t.clone(),
+            secret_sha256: secret.to_owned(),
+        };
+        assert!(store
+            .write_token(create(&ci, "hash-a"), vec![event])
+            .await
+            .unwrap());
+        assert_eq!(
+            store.token_by_secret("hash-a").await.unwrap(),
+            Some(ci.clone())
+        );
+        assert_eq!(store.token_by_secret("hash-b").await.unwrap(), None);
+        assert_eq!(store.token(&ci.id).await.unwrap(), Some(ci.clone()));
+        // The same name for the same owner, while the first is not revoked:
+        // the index refuses it, and no event is written.
+        let (again, event) =
+            token::create(new_token("tok_b", "alice", "ci"), &alice, None, max, at(1)).unwrap();
+        assert!(matches!(
+            store
+                .write_token(create(&again, "hash-b"), vec![event])
+                .await,
+            Err(StoreError::UniqueViolation)
+        ));
+        let bob = user("bob", &[], &[]);
+        let (bobs, event) =
+            token::create(new_token("tok_c", "bob", "ci"), &bob, None, max, at(2)).unwrap();
+        assert!(store
+            .write_token(create(&bobs, "hash-c"), vec![event])
+            .await
+            .unwrap());
+        let ids =
+            |ts: Vec<token::ApiToken>| ts.into_iter().map(|t| t.id.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.list_tokens(None).await.unwrap()),
+            ["tok_c", "tok_a"]
+        );
+        assert_eq!(
+            ids(store
+                .list_tokens(Some(std::slice::from_ref(&alice.id)))
+                .await
+                .unwrap()),
+            ["tok_a"]
+        );
+        assert!(store.list_tokens(Some(&[])).await.unwrap().is_empty());
+        // A use moves forward only.
+        let used = |t: i64| TokenWrite::Used {
+            id: ci.id.clone(),
+            at: at(t),
+        };
+        assert!(store.write_token(used(5_000), Vec::new()).await.unwrap());
+        assert!(!store.write_token(used(4_000), Vec::new()).await.unwrap());
+        assert_eq!(
+            store.token(&ci.id).await.unwrap().unwrap().last_used_at,
+            Some(at(5_000))
+        );
+        // Revoked once: a second revocation (decided on a stale read) changes
+        // nothing and records nothing.
+        let (revoked, event) = token::revoke(&ci, &alice, at(6_000)).unwrap();
+        assert!(store
+            .write_token(TokenWrite::Revoke(revoked.clone()), vec![event.clone()])
+            .await
+            .unwrap());
+        assert!(!store
+            .write_token(TokenWrite::Revoke(revoked.clone()), vec![event])
+            .await
+            .unwrap());
+        let stored = store.token(&ci.id).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.revoked_at, stored.revoked_by),
+            (Some(at(6_000)), Some(alice.id.clone()))
+        );
+        // Its name is free again.
+        let (again, event) = token::create(
+            new_token("tok_d", "alice", "ci"),
+            &alice,
+            None,
+            max,
+            at(7_000),
+        )
+        .unwrap();
+        assert!(store
+            .write_token(create(&again, "hash-d"), vec![event])
+            .await
+            .unwrap());
+        let events = store
+            .list_audit(&AuditFilter {
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "token_created",
+                "token_created",
+                "token_revoked",
+                "token_created"
+            ]
+        );
+        let report = store.verify_audit().await.unwrap();
+        assert_eq!((report.checked, report.first_break), (4, None));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_done_with_a_token_stores_the_token_and_the_service_mark() {
+    on_every_store(|store, _| async move {
+        let through = |u: User| {
+            u.through(airlock_core::token::TokenUse {
+                id: airlock_core::TokenId::parse("tok_svc").unwrap(),
+                scopes: airlock_core::token::Scopes::parse("request").unwrap(),
+            })
+        };
+        let deploy = through(User {
+            kind: airlock_core::catalog::PrincipalKind::Service,
+            ..user("deploy", &["eng"], &[])
+        });
+        let alice = user("alice", &["eng"], &[]);
+        create(&store, &alice, &entitlement(0), "r0", at(0))
+            .await
+            .unwrap();
+        create(&store, &deploy, &entitlement(0), "r1", at(1))
+            .await
+            .unwrap();
+        let events = store
+            .list_audit(&AuditFilter {
+                limit: 100,
+                action: Some("requested".into()),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let who: Vec<(&str, Option<&str>, Option<&str>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.actor.as_str(),
+                    e.token.as_deref(),
+                    e.actor_kind.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            who,
+            [
+                ("alice", None, None),
+                ("deploy", Some("tok_svc"), Some("service"))
+            ]
+        );
+        let report = store.verify_audit().await.unwrap();
+        assert_eq!(report.first_break, None);
+        assert!(report.checked >= 2);
     })
     .await;
 }

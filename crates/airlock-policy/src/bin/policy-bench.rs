@@ -86,6 +86,7 @@ fn generate(rng: &mut Rng) -> Result<World, String> {
             team: format!("team{}", rng.below(40)),
             employment: employment.to_owned(),
             on_call: rng.chance(20),
+            kind: Default::default(),
         });
     }
     let mut entitlements = Vec::with_capacity(ENTITLEMENTS);
@@ -288,6 +289,7 @@ fn naive(world: &World, requests: &[RequestFacts]) -> Result<Stats, String> {
                 ("team".to_owned(), s(u.team.clone())),
                 ("employment".to_owned(), s(u.employment.clone())),
                 ("on_call".to_owned(), b(u.on_call)),
+                ("kind".to_owned(), s(u.kind.as_str().to_owned())),
             ]),
             u.groups
                 .iter()

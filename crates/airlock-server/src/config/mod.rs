@@ -13,6 +13,7 @@ mod policy;
 mod scim;
 mod server;
 mod source;
+mod tokens;
 mod users;
 
 use std::collections::{BTreeMap, HashMap};
@@ -126,6 +127,8 @@ pub struct Settings {
     /// Sign-in with the organisation's identity provider (`[server.oidc]`);
     /// `None`: only the config's static tokens authenticate.
     pub oidc: Option<OidcSettings>,
+    /// The longest an API token may live (`server.token_max_lifetime`).
+    pub token_max_lifetime: Duration,
     /// SCIM provisioning (`[server.scim]`); `None`: no SCIM routes.
     pub scim: Option<ScimSettings>,
     /// Channels, routing and retries of notifications (`[notifications]`).
@@ -212,6 +215,8 @@ struct RawConfig {
     #[serde(default)]
     users: BTreeMap<String, Spanned<users::RawUser>>,
     #[serde(default)]
+    services: BTreeMap<String, Spanned<tokens::RawService>>,
+    #[serde(default)]
     connectors: BTreeMap<String, Spanned<connectors::RawConnector>>,
     #[serde(default)]
     entitlements: BTreeMap<String, Spanned<entitlements::RawEntitlement>>,
@@ -246,6 +251,9 @@ impl Settings {
             mut directory,
             emails,
         } = users::users_table(&src, &raw.users)?;
+        tokens::services(&src, &raw.services, &mut catalog, &mut directory)?;
+        let token_max_lifetime =
+            tokens::token_max_lifetime(&src, raw.server.token_max_lifetime.as_ref())?;
         let scim = raw
             .server
             .scim
@@ -301,6 +309,7 @@ impl Settings {
             audit,
             http: server.http,
             oidc: server.oidc,
+            token_max_lifetime,
             scim,
             notifications,
         })

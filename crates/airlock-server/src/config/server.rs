@@ -35,6 +35,8 @@ pub(super) struct RawServer {
     idle_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<u32>>,
     oidc: Option<RawOidc>,
+    /// Read by `tokens`.
+    pub(super) token_max_lifetime: Option<Spanned<String>>,
     /// Read with the users (its token may not be one of theirs).
     pub(super) scim: Option<super::scim::RawScim>,
 }

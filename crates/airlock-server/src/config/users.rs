@@ -107,7 +107,7 @@ pub(super) fn users_table(
                 super::notifications::mailbox(src, &format!("users.{name}.email"), email)?;
             emails.insert(id.clone(), address);
         }
-        let user = User { id, groups, roles };
+        let user = User::person(id, groups, roles);
         directory.users.insert(
             user.id.clone(),
             UserFacts::from_user(&user, &user_team(user_raw), &employment, user_raw.on_call),

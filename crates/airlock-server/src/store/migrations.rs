@@ -50,6 +50,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "",
     },
     Migration {
+        version: 7,
+        common: include_str!("migrations/0007_api_tokens.sql"),
+        sqlite: "",
+        postgres: "",
+    },
+    Migration {
         version: 8,
         common: include_str!("migrations/0008_notification_outbox.sql"),
         sqlite: "",
@@ -65,4 +71,32 @@ pub const MIGRATIONS: &[Migration] = &[
 
 pub fn latest() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// The migrations a database that recorded `applied` still needs, in order:
+/// every version it lacks, not only those above its newest (migrations
+/// written side by side may land with a lower number after a higher one).
+pub fn pending(
+    applied: &std::collections::BTreeSet<i64>,
+) -> impl Iterator<Item = &'static Migration> + '_ {
+    MIGRATIONS.iter().filter(|m| !applied.contains(&m.version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_missing_below_the_newest_still_runs() {
+        let versions = |applied: &[i64]| -> Vec<i64> {
+            pending(&applied.iter().copied().collect())
+                .map(|m| m.version)
+                .collect()
+        };
+        let all: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions(&[]), all);
+        assert!(versions(&all).is_empty());
+        let without_tokens: Vec<i64> = all.iter().copied().filter(|v| *v != 7).collect();
+        assert_eq!(versions(&without_tokens), [7]);
+    }
 }

@@ -9,7 +9,8 @@ use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier};
 use airlock_core::catalog::User;
 use airlock_core::directory::{DirectoryGroup, DirectoryUser};
 use airlock_core::request::{AccessRequest, Rejection, State, Transition};
-use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
+use airlock_core::token::ApiToken;
+use airlock_core::{EntitlementId, RequestId, Timestamp, TokenId, UserId};
 
 pub use crate::store::migrations::latest as latest_schema_version;
 pub use crate::store::outbox::{Delivery, OutboxEntry, OutboxFilter, OutboxState, OutboxSummary};
@@ -20,6 +21,7 @@ pub mod directory;
 pub mod outbox;
 pub mod record;
 pub mod sql;
+pub mod tokens;
 pub mod transfer;
 
 mod migrations;
@@ -132,6 +134,8 @@ pub struct AuditFilter {
     pub user: Option<String>,
     pub entitlement: Option<String>,
     pub action: Option<String>,
+    /// Done with this API token.
+    pub token: Option<String>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
     pub limit: u32,
@@ -164,6 +168,24 @@ pub trait Store: Send + Sync {
         id: &RequestId,
         decide: UpdateDecision,
     ) -> Result<Transition, StoreError>;
+
+    /// Writes an API token (created, revoked, used) and, if that changed a
+    /// row, appends `events`, in one transaction. `Ok(false)`: nothing
+    /// changed (a revocation of a token revoked meanwhile, a use older than
+    /// the one recorded), and no event was appended.
+    async fn write_token(
+        &self,
+        write: tokens::TokenWrite,
+        events: Vec<AuditEvent>,
+    ) -> Result<bool, StoreError>;
+
+    /// The token whose secret has this SHA-256 (hex), revoked or not.
+    async fn token_by_secret(&self, secret_sha256: &str) -> Result<Option<ApiToken>, StoreError>;
+
+    async fn token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError>;
+
+    /// Tokens owned by one of `owners` (all of them when `None`), newest first.
+    async fn list_tokens(&self, owners: Option<&[UserId]>) -> Result<Vec<ApiToken>, StoreError>;
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError>;
 

@@ -299,6 +299,12 @@ pub struct AuditRow {
     pub entitlement: Option<String>,
     pub subject: Option<String>,
     pub details: std::collections::BTreeMap<String, String>,
+    /// The API token the actor used (absent in exports made before tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// `service` for a service principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_kind: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -314,6 +320,8 @@ impl From<&AuditRecord> for AuditRow {
             entitlement: r.entitlement.clone(),
             subject: r.subject.clone(),
             details: r.details.clone(),
+            token: r.token.clone(),
+            actor_kind: r.actor_kind.clone(),
             prev_hash: r.prev_hash.clone(),
             hash: r.hash.clone(),
         }
@@ -331,6 +339,8 @@ impl From<AuditRow> for AuditRecord {
             entitlement: r.entitlement,
             subject: r.subject,
             details: r.details,
+            token: r.token,
+            actor_kind: r.actor_kind,
             prev_hash: r.prev_hash,
             hash: r.hash,
         }

@@ -30,7 +30,8 @@ use airlock_core::catalog::User;
 use airlock_core::directory::{DirectoryGroup, DirectoryUser};
 use airlock_core::ids::check_id;
 use airlock_core::request::{AccessRequest, Transition};
-use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
+use airlock_core::token::ApiToken;
+use airlock_core::{EntitlementId, RequestId, Timestamp, TokenId, UserId};
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Column, Connection, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -38,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 mod directory;
 
 use super::directory::{Committed, DirectoryWrite, ListQuery};
-use super::migrations::{latest, Migration, MIGRATIONS};
+use super::migrations::{latest, pending, Migration};
 use super::outbox::{
     notification_key, Delivery, OutboxEntry, OutboxFilter, OutboxState, OutboxSummary,
 };
@@ -231,6 +232,13 @@ enum Change {
         id: RequestId,
         decide: UpdateDecision,
         reply: oneshot::Sender<Result<Transition, StoreError>>,
+    },
+    /// A write to an API token, with its audit events (appended only if it
+    /// changed a row).
+    Token {
+        write: super::tokens::TokenWrite,
+        events: Vec<AuditEvent>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// A directory write (SCIM), with its audit events.
     Directory {
@@ -560,6 +568,7 @@ enum Outcome {
     Recorded,
     Claimed(Vec<RequestId>),
     Outbox(OutboxAnswer),
+    TokenWritten(bool),
     Directory(Box<Result<Committed, StoreError>>),
 }
 
@@ -577,6 +586,9 @@ impl Change {
             }
             (Change::Outbox { reply, .. }, Outcome::Outbox(answer)) => {
                 let _ = reply.send(Ok(answer));
+            }
+            (Change::Token { reply, .. }, Outcome::TokenWritten(changed)) => {
+                let _ = reply.send(Ok(changed));
             }
             (Change::Directory { reply, .. }, Outcome::Directory(r)) => {
                 let _ = reply.send(*r);
@@ -604,6 +616,9 @@ impl Change {
                 let _ = reply.send(Err(failure()));
             }
             Change::Outbox { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::Token { reply, .. } => {
                 let _ = reply.send(Err(failure()));
             }
             Change::Directory { reply, .. } => {
@@ -645,6 +660,13 @@ async fn try_batch(
                 Outcome::Claimed(claim_due_rows(conn, backend, *claim).await?)
             }
             Change::Outbox { op, .. } => Outcome::Outbox(outbox_op(conn, backend, op).await?),
+            Change::Token { write, events, .. } => {
+                let changed = super::tokens::write(conn, write).await?;
+                if changed {
+                    pending.events.extend(events.iter().cloned());
+                }
+                Outcome::TokenWritten(changed)
+            }
             Change::Directory { write, .. } => Outcome::Directory(Box::new(match write {
                 DirectoryWrite::User {
                     id,
@@ -980,7 +1002,7 @@ async fn outbox_op(
 
 /// Parameters per request row and per audit row in the multi-row writes.
 const REQUEST_PARAMS: usize = 37;
-const AUDIT_PARAMS: usize = 10;
+const AUDIT_PARAMS: usize = 12;
 const OUTBOX_PARAMS: usize = 10;
 
 /// Splits `items` into chunks whose sizes are powers of two (at most `max`),
@@ -1097,16 +1119,13 @@ async fn migrate_locked(conn: &mut AnyConnection, backend: Backend) -> Result<()
             known: latest(),
         });
     }
-    // Every version not applied yet, not only those above the newest: versions
-    // are numbered when work starts and may land out of order (a database
-    // that took version 9 before version 8 existed still gets 8).
     let applied: BTreeSet<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?
         .into_iter()
         .collect();
-    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+    for migration in pending(&applied) {
         let mut tx = conn.begin().await.map_err(db_err)?;
         sqlx::raw_sql(&backend.migration_sql(migration))
             .execute(&mut *tx)
@@ -1457,6 +1476,7 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
             Change::Record { .. }
             | Change::Claim { .. }
             | Change::Outbox { .. }
+            | Change::Token { .. }
             | Change::Directory { .. } => {}
         }
     }
@@ -1580,7 +1600,7 @@ async fn insert_audit_records(
         .map(|row| format!("({})", placeholders(row * COLUMNS + 1, COLUMNS)))
         .collect();
     let sql = format!(
-        "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, prev_hash, hash) \
+        "INSERT INTO audit_events (seq, at, actor, action, request_id, entitlement, subject, details, token_id, actor_kind, prev_hash, hash) \
          VALUES {}",
         values.join(",")
     );
@@ -1597,6 +1617,8 @@ async fn insert_audit_records(
             .bind(record.entitlement.clone())
             .bind(record.subject.clone())
             .bind(details)
+            .bind(record.token.clone())
+            .bind(record.actor_kind.clone())
             .bind(record.prev_hash.clone())
             .bind(record.hash.clone());
     }
@@ -1617,6 +1639,8 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
         subject: row.try_get("subject").map_err(db_err)?,
         details: serde_json::from_str::<BTreeMap<String, String>>(&details)
             .map_err(|e| StoreError::Corrupt(format!("audit event {seq}: {e}")))?,
+        token: row.try_get("token_id").map_err(db_err)?,
+        actor_kind: row.try_get("actor_kind").map_err(db_err)?,
         prev_hash: row.try_get("prev_hash").map_err(db_err)?,
         hash: row.try_get("hash").map_err(db_err)?,
     })
@@ -1723,6 +1747,35 @@ impl Store for SqlStore {
             reply,
         });
         self.submit_job(job, answer).await
+    }
+
+    async fn write_token(
+        &self,
+        write: super::tokens::TokenWrite,
+        events: Vec<AuditEvent>,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(
+            WriteJob::Change(Change::Token {
+                write,
+                events,
+                reply,
+            }),
+            answer,
+        )
+        .await
+    }
+
+    async fn token_by_secret(&self, secret_sha256: &str) -> Result<Option<ApiToken>, StoreError> {
+        super::tokens::by_secret(&self.read, secret_sha256).await
+    }
+
+    async fn token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+        super::tokens::by_id(&self.read, id).await
+    }
+
+    async fn list_tokens(&self, owners: Option<&[UserId]>) -> Result<Vec<ApiToken>, StoreError> {
+        super::tokens::list(&self.read, owners).await
     }
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError> {
@@ -1944,6 +1997,10 @@ impl Store for SqlStore {
         if let Some(a) = &filter.action {
             str_binds.push(a.clone());
             sql.push_str(&format!(" AND action = ${}", next()));
+        }
+        if let Some(t) = &filter.token {
+            str_binds.push(t.clone());
+            sql.push_str(&format!(" AND token_id = ${}", next()));
         }
         let mut int_binds: Vec<i64> = Vec::new();
         if let Some(s) = filter.since {

@@ -27,7 +27,7 @@ enum Line {
         schema: i64,
     },
     Request(Box<RequestRecord>),
-    Audit(AuditRow),
+    Audit(Box<AuditRow>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ pub async fn export(
         after_seq = last.seq;
         report.audit_events += page.len();
         for record in &page {
-            write_line(out, &Line::Audit(AuditRow::from(record)))?;
+            write_line(out, &Line::Audit(Box::new(AuditRow::from(record))))?;
         }
     }
     out.flush()?;
@@ -145,7 +145,7 @@ pub async fn import(
                     .map_err(|e| bad(e.to_string()))?;
                 requests.push(*record);
             }
-            Line::Audit(row) => audit.push(AuditRecord::from(row)),
+            Line::Audit(row) => audit.push(AuditRecord::from(*row)),
         }
     }
     if !saw_header {
