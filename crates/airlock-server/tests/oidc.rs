@@ -62,6 +62,9 @@ jwks_refetch_after = "1s"
 client_id = "{CLI_CLIENT}"
 mfa_acr_values = ["{ACR_MFA}"]
 
+[server.scim]
+token_sha256 = "{scim}"
+
 [users.ops]
 groups = ["ops"]
 token_sha256 = "{}"
@@ -94,7 +97,8 @@ require_mfa_within = "1s"
 [policy]
 dir = '{root}/policies'
 "#,
-        token_hash("static-ops-token")
+        token_hash("static-ops-token"),
+        scim = token_hash(SCIM_TOKEN),
     );
     let settings = Settings::parse("oidc-test.toml", &toml, dir.path()).unwrap();
     let server = start(settings).await.unwrap();
@@ -105,6 +109,9 @@ dir = '{root}/policies'
         _dir: dir,
     }
 }
+
+/// The identity provider's provisioning token (`[server.scim]`).
+const SCIM_TOKEN: &str = "scim-provisioning-token";
 
 /// What the API answered: status, body, and `WWW-Authenticate`.
 struct Answer {
@@ -119,6 +126,7 @@ impl Airlock {
         let url = format!("{}{path}", self.base);
         let mut req = match method {
             "POST" => client.post(url).json(&body.unwrap_or(json!({}))),
+            "PATCH" => client.patch(url).json(&body.unwrap_or(json!({}))),
             _ => client.get(url),
         };
         req = req.bearer_auth(token);
@@ -433,6 +441,77 @@ async fn a_request_needing_fresher_mfa_gets_a_step_up_challenge_and_nothing_is_r
             "{}",
             stale.challenge
         );
+        airlock.server.shutdown().await;
+    })
+    .await;
+}
+
+/// A person known only to the identity provider (signed in with its token,
+/// provisioned over SCIM, in no `[users]` table) owns API tokens like
+/// anyone else: the token stands for them as the directory has them at each
+/// use, and stops when the provider deactivates them.
+#[tokio::test]
+async fn a_provisioned_person_owns_api_tokens_that_follow_the_directory() {
+    bounded(BOUND, async {
+        let Some(idp) = Provider::start().await else {
+            return;
+        };
+        let airlock = boot(&idp.issuer, "60s").await;
+        let user = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "alice",
+            "active": true
+        });
+        let created = airlock
+            .call("POST", "/scim/v2/Users", SCIM_TOKEN, Some(user))
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let id = created.body["id"].as_str().unwrap().to_owned();
+        let group = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "sre",
+            "members": [{"value": id}]
+        });
+        let g = airlock
+            .call("POST", "/scim/v2/Groups", SCIM_TOKEN, Some(group))
+            .await;
+        assert_eq!(g.status, 201, "{}", g.body);
+
+        let alice = idp.token("alice", AUDIENCE).await;
+        let ask = json!({"name": "laptop", "expires_in": "1d", "scopes": ["read", "request"]});
+        let made = airlock.call("POST", "/v1/tokens", &alice, Some(ask)).await;
+        assert_eq!(made.status, 201, "{}", made.body);
+        let secret = made.body["secret"].as_str().unwrap().to_owned();
+        // Her provisioned group, not the provider token's (no token now).
+        let me = airlock.me(&secret).await;
+        assert_eq!(me.status, 200, "{}", me.body);
+        assert_eq!(me.body["user"], "alice");
+        assert_eq!(me.body["groups"], json!(["sre"]));
+
+        // Someone the provider signed in but never provisioned cannot.
+        let carol = idp.token("bob", AUDIENCE).await;
+        let refused = airlock
+            .call("POST", "/v1/tokens", &carol, Some(json!({"name": "x"})))
+            .await;
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert_eq!(refused.body["error"]["field"], "owner");
+
+        // Deactivated by the provider: her API token is refused at once.
+        let off = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "value": {"active": false}}]
+        });
+        let patched = airlock
+            .call(
+                "PATCH",
+                &format!("/scim/v2/Users/{id}"),
+                SCIM_TOKEN,
+                Some(off),
+            )
+            .await;
+        assert_eq!(patched.status, 200, "{}", patched.body);
+        let after = airlock.me(&secret).await;
+        assert_eq!(after.status, 401, "{}", after.body);
         airlock.server.shutdown().await;
     })
     .await;

@@ -20,7 +20,7 @@ use tracing::{error, info};
 use super::{Engine, EngineError};
 use crate::policy;
 use crate::store::directory::{Committed, DirectoryWrite, Standing};
-use crate::store::RequestFilter;
+use crate::store::{RequestFilter, StoreError};
 
 /// Why a person may not be authenticated although their token is valid.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +119,21 @@ impl Engine {
             user.groups.extend(provisioned_names(&groups));
         }
         Ok(user)
+    }
+
+    /// A person the identity provider provisioned and who is active, as the
+    /// directory has them now: their provisioned groups, no roles (roles
+    /// come from the config or a provider token's groups, neither of which
+    /// is at hand without a sign-in). `None` for anyone else.
+    pub async fn provisioned_person(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        Ok(match self.store.directory_standing(id.as_str()).await? {
+            Standing::Active(_, groups) => Some(User::person(
+                id.clone(),
+                provisioned_names(&groups),
+                BTreeSet::new(),
+            )),
+            _ => None,
+        })
     }
 
     /// Completes an authenticated person with their provisioned groups, or

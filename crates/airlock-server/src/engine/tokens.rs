@@ -78,14 +78,14 @@ impl Engine {
         ask: TokenAsk,
     ) -> Result<CreatedToken, EngineError> {
         let owner_id = ask.owner.clone().unwrap_or_else(|| by.id.clone());
-        let owner = self
-            .catalog
-            .user(&owner_id)
-            .ok_or_else(|| Rejection::Invalid {
-                field: "owner",
-                message: format!("no user or service `{owner_id}` in the directory"),
-            })?;
-        access::may_create_token_for(by, owner, &self.catalog.owners_of(&owner_id))?;
+        let owner = self.token_owner(&owner_id).await?.ok_or_else(|| Rejection::Invalid {
+            field: "owner",
+            message: format!(
+                "no user or service `{owner_id}` in the config or the provisioned (SCIM) directory: \
+                 a token's owner must be one of them, so that their rights can be read at each use"
+            ),
+        })?;
+        access::may_create_token_for(by, &owner, &self.catalog.owners_of(&owner_id))?;
         let creating = match &by.token {
             Some(t) => self.store.token(&t.id).await?,
             None => None,
@@ -183,9 +183,8 @@ impl Engine {
         let now = self.now();
         found.usable(now)?;
         let owner =
-            self.catalog
-                .user(&found.owner)
-                .cloned()
+            self.token_owner(&found.owner)
+                .await?
                 .ok_or_else(|| TokenRefused::OwnerGone {
                     id: found.id.clone(),
                     owner: found.owner.clone(),
@@ -195,6 +194,16 @@ impl Engine {
             id: found.id,
             scopes: found.scopes,
         }))
+    }
+
+    /// Whom a token may stand for, as they are now: a user or service of
+    /// the config, or else a person the identity provider provisioned and
+    /// has not deactivated (with their provisioned groups).
+    async fn token_owner(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        match self.catalog.user(id) {
+            Some(user) => Ok(Some(user.clone())),
+            None => self.provisioned_person(id).await,
+        }
     }
 
     async fn note_use(&self, found: &ApiToken, now: Timestamp) {
