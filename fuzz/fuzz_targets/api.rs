@@ -127,6 +127,7 @@ async fn start(dir: &std::path::Path) -> Router {
         overdue_after: settings.revocation_overdue_after,
         connectors,
         clock: Arc::new(SystemClock),
+        routing: settings.notifications.routing.clone(),
         token_max_lifetime: std::time::Duration::from_secs(90 * 24 * 3600),
     });
     router(AppState {

@@ -39,6 +39,10 @@ struct Received {
     /// Request id → arrival time (Unix ms) of its first revoke.
     revokes: HashMap<String, i64>,
     bad_signatures: usize,
+    /// Notification idempotency key → how often it arrived.
+    notifications: HashMap<String, usize>,
+    /// When the newest notification arrived (Unix ms).
+    last_notification: i64,
 }
 
 async fn receive(
@@ -75,6 +79,14 @@ async fn receive(
             .unwrap_or("")
             .to_owned()
     };
+    if let Some(key) = event
+        .get("idempotency_key")
+        .and_then(serde_json::Value::as_str)
+    {
+        *seen.notifications.entry(key.to_owned()).or_default() += 1;
+        seen.last_notification = arrived;
+        return StatusCode::OK;
+    }
     let id = field("request_id");
     match field("action").as_str() {
         "grant" => seen.grants += 1,
@@ -86,7 +98,22 @@ async fn receive(
     StatusCode::OK
 }
 
-fn config(n: usize, hook: &str, data_dir: &Path, database: &Location) -> (String, Vec<String>) {
+/// Notifications each lifecycle causes for its requester when they are on
+/// (approved, provisioned, ended). The approvers' message is dropped
+/// instead of sent when the bench approved the request before it was due.
+pub const NOTIFICATIONS_PER_LIFECYCLE: usize = 3;
+
+fn for_approvers(key: &str) -> bool {
+    key.contains("-awaiting_approval:")
+}
+
+fn config(
+    n: usize,
+    hook: &str,
+    data_dir: &Path,
+    database: &Location,
+    notify: bool,
+) -> (String, Vec<String>) {
     let database = match database {
         Location::Sqlite(path) => path.display().to_string(),
         Location::Postgres(url) => url.clone(),
@@ -103,6 +130,15 @@ fn config(n: usize, hook: &str, data_dir: &Path, database: &Location) -> (String
         toml_string(&database),
         token_hash("approver-token")
     );
+    if notify {
+        // Signed webhooks to the same receiver: every message of the
+        // lifecycle goes through the outbox and the dispatcher.
+        let _ = write!(
+            text,
+            "\n[notifications]\napprovers = [\"hook\"]\nrequester = [\"hook\"]\nsecurity = [\"hook\"]\n\n\
+             [notifications.channels.hook]\ntype = \"webhook\"\nurl = \"{hook}\"\nsecret = \"{SECRET}\"\n"
+        );
+    }
     let tokens = requester_users(&mut text, n, "bench-token-");
     (text, tokens)
 }
@@ -115,6 +151,7 @@ pub async fn run(
     n: usize,
     concurrency: usize,
     grant_seconds: u64,
+    notify: bool,
 ) -> anyhow::Result<LifecycleFigures> {
     let seen = Arc::new(Mutex::new(Received::default()));
     let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -124,19 +161,29 @@ pub async fn run(
         .with_state(Arc::clone(&seen));
     tokio::spawn(async move { axum::serve(receiver, app).await });
 
-    let (text, tokens) = config(n, &hook, data_dir, database);
+    let (text, tokens) = config(n, &hook, data_dir, database, notify);
     let settings = Settings::parse("bench.toml", &text, data_dir).context("bench config")?;
     let server = airlock_server::server::start(settings).await?;
+    match database {
+        Location::Sqlite(path) => println!(
+            "store: SQLite (WAL, synchronous=FULL) in {}",
+            path.parent().unwrap_or(data_dir).display()
+        ),
+        Location::Postgres(_) => println!("store: PostgreSQL at {}", database.describe()),
+    }
     // The server is stopped on every path out, so a failed run leaves no
     // scheduler working on the database.
     let driven = drive(
         &format!("http://{}", server.addr()),
         &seen,
         tokens,
-        database,
-        data_dir,
         concurrency,
         grant_seconds,
+        if notify {
+            n * NOTIFICATIONS_PER_LIFECYCLE
+        } else {
+            0
+        },
     )
     .await;
     server.shutdown().await;
@@ -160,21 +207,14 @@ async fn drive(
     url: &str,
     seen: &Mutex<Received>,
     tokens: Vec<String>,
-    database: &Location,
-    data_dir: &Path,
     concurrency: usize,
     grant_seconds: u64,
+    notifications: usize,
 ) -> anyhow::Result<Driven> {
     let n = tokens.len();
     let base = Client::new(url, "approver-token")?;
-    println!("airlock-bench lifecycle: {n} lifecycles, {concurrency} concurrent clients, {grant_seconds}s grants");
-    match database {
-        Location::Sqlite(path) => println!(
-            "store: SQLite (WAL, synchronous=FULL) in {}",
-            path.parent().unwrap_or(data_dir).display()
-        ),
-        Location::Postgres(_) => println!("store: PostgreSQL at {}", database.describe()),
-    }
+    println!("airlock-bench lifecycle: {n} lifecycles, {concurrency} concurrent clients, {grant_seconds}s grants{}",
+        if notifications > 0 { ", notifications on" } else { "" });
     let next = Arc::new(AtomicUsize::new(0));
     let tokens = Arc::new(tokens);
     let started = Instant::now();
@@ -228,11 +268,15 @@ async fn drive(
     let deadline = Instant::now() + Duration::from_secs(grant_seconds + 120);
     loop {
         let done = seen.lock().map(|s| s.revokes.len()).unwrap_or(0);
-        if done >= n {
+        let told = seen
+            .lock()
+            .map(|s| s.notifications.keys().filter(|k| !for_approvers(k)).count())
+            .unwrap_or(0);
+        if done >= n && told >= notifications {
             break;
         }
         if Instant::now() > deadline {
-            bail!("only {done} of {n} grants were revoked within the deadline");
+            bail!("within the deadline only {done} of {n} grants were revoked and {told} of {notifications} notifications arrived");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -287,6 +331,21 @@ fn report(
         percentile(&lags, 99.0),
         max_lag
     );
+    if !seen.notifications.is_empty() {
+        let twice = seen.notifications.values().filter(|c| **c > 1).count();
+        let last_revoke = seen.revokes.values().copied().max().unwrap_or(0);
+        let approvers = seen
+            .notifications
+            .keys()
+            .filter(|k| for_approvers(k))
+            .count();
+        println!(
+            "notifications: {} received through the outbox ({} for requesters, {approvers} for approvers: the others were approved before their message was sent and were dropped), {twice} more than once; the last one {} ms after the last revoke",
+            seen.notifications.len(),
+            seen.notifications.len() - approvers,
+            seen.last_notification - last_revoke
+        );
+    }
     if seen.grants < n || lags.len() < n {
         bail!(
             "incomplete run: {} grants, {} lags for {n} lifecycles",

@@ -47,6 +47,10 @@ enum Bench {
         /// Grant duration in seconds.
         #[arg(long, default_value_t = 1)]
         grant_seconds: u64,
+        /// Also route every notification of each lifecycle (four) through
+        /// the outbox to a signed webhook on the same receiver.
+        #[arg(long)]
+        notify: bool,
     },
     /// Raw commit rate, lifecycles/s and expiries/s per database backend.
     Store(store::StoreArgs),
@@ -108,11 +112,16 @@ pub(crate) fn toml_string(raw: &str) -> String {
     out
 }
 
-async fn lifecycle_alone(n: usize, concurrency: usize, grant_seconds: u64) -> anyhow::Result<()> {
+async fn lifecycle_alone(
+    n: usize,
+    concurrency: usize,
+    grant_seconds: u64,
+    notify: bool,
+) -> anyhow::Result<()> {
     let data_dir = std::env::temp_dir().join(format!("airlock-bench-{}", std::process::id()));
     std::fs::create_dir_all(&data_dir)?;
     let database = Location::Sqlite(data_dir.join("airlock.db"));
-    let result = lifecycle::run(&database, &data_dir, n, concurrency, grant_seconds).await;
+    let result = lifecycle::run(&database, &data_dir, n, concurrency, grant_seconds, notify).await;
     let _ = std::fs::remove_dir_all(&data_dir);
     result.map(|_| ())
 }
@@ -127,7 +136,8 @@ fn main() -> anyhow::Result<()> {
             n,
             concurrency,
             grant_seconds,
-        } => runtime.block_on(lifecycle_alone(n, concurrency, grant_seconds)),
+            notify,
+        } => runtime.block_on(lifecycle_alone(n, concurrency, grant_seconds, notify)),
         Bench::Store(args) => runtime.block_on(store::run(args)),
         Bench::PgExpiry(args) => runtime.block_on(pg_expiry::run(args)),
     }

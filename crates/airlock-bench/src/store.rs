@@ -280,6 +280,7 @@ async fn bench_backend(backend: Backend, args: &StoreArgs) -> BackendFigures {
         args.lifecycles,
         args.concurrency,
         LIFECYCLE_GRANT_SECONDS,
+        false,
     )
     .await
     {
@@ -757,6 +758,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         overdue_after: Duration::from_secs(60),
         connectors,
         clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        routing: Default::default(),
         token_max_lifetime: Duration::from_secs(90 * 24 * 3600),
     });
     let (shutdown, watcher) = tokio::sync::watch::channel(false);

@@ -11,6 +11,7 @@ mod args;
 mod database;
 mod demo;
 mod login;
+mod notifications;
 mod output;
 mod oversight;
 mod policy;
@@ -48,6 +49,9 @@ enum Cmd {
     Oversight(oversight::OversightCmd),
     #[command(flatten)]
     Session(login::SessionCmd),
+    /// The notification outbox (admins and auditors): backlog, failures,
+    /// the last error, and the messages.
+    Notifications(notifications::NotificationsArgs),
     /// API tokens: `create`, `list`, `revoke`. Alone: make a config token
     /// and print it with the hash to put in the config.
     Token {
@@ -112,6 +116,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Requests(c) => requests::run(c).await,
         Cmd::Oversight(c) => oversight::run(c).await,
         Cmd::Session(c) => login::run(c).await,
+        Cmd::Notifications(args) => notifications::run(args).await,
         Cmd::Token { command } => tokens::run(command).await,
     }
 }

@@ -1789,6 +1789,11 @@ fn the_readme_config_example_passes_check_config() {
         .current_dir(dir.path())
         .env("AIRLOCK_WEBHOOK_SECRET", "0123456789abcdef0123")
         .env("PGPASSWORD", "example")
+        .env("AIRLOCK_SMTP_PASSWORD", "example")
+        .env(
+            "AIRLOCK_SLACK_WEBHOOK_URL",
+            "https://hooks.slack.example/services/T0/B0/x",
+        )
         .output()
         .unwrap();
     assert!(
@@ -1960,6 +1965,176 @@ fn a_policy_set_has_one_version_however_it_is_read() {
         (checked.as_str(), validated.as_str()),
         (served.as_str(), served.as_str())
     );
+}
+
+/// A signed-webhook receiver on loopback that records the idempotency key
+/// of every post it reads, and while `hold` is set answers none of them
+/// (the post stays in flight).
+struct HookReceiver {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HookReceiver {
+    fn start() -> HookReceiver {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (seen, held) = (keys.clone(), hold.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (seen, held) = (seen.clone(), held.clone());
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                            .map(|v| v.trim().to_owned())
+                    };
+                    let length: usize = header("content-length").unwrap().parse().unwrap();
+                    let mut body = vec![0u8; length];
+                    stream.read_exact(&mut body).unwrap();
+                    seen.lock()
+                        .unwrap()
+                        .push(header("idempotency-key").unwrap());
+                    while held.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                });
+            }
+        });
+        HookReceiver { url, keys, hold }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.keys.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn a_notification_in_flight_at_a_kill_is_sent_again_with_its_key_and_nothing_else_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let hook = HookReceiver::start();
+    let (alice, bob, admin) = (
+        "alice-notify-token",
+        "bob-notify-token",
+        "admin-notify-token",
+    );
+    std::fs::write(
+        root.join("tokens.json"),
+        serde_json::json!({ "alice": alice, "bob": bob, "admin": admin }).to_string(),
+    )
+    .unwrap();
+    let config = root.join("airlock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+data_dir = "{root}/data"
+
+[users.alice]
+groups = ["eng"]
+token_sha256 = "{alice}"
+
+[users.bob]
+groups = ["sre"]
+token_sha256 = "{bob}"
+
+[users.admin]
+roles = ["admin"]
+token_sha256 = "{admin}"
+
+[connectors.shell]
+type = "command"
+program = "/bin/true"
+timeout = "10s"
+
+[entitlements.db]
+requestable_by = ["eng"]
+approvals_required = 1
+approvers = ["sre"]
+max_duration = "1h"
+require_reason = false
+connector = "shell"
+
+[notifications]
+approvers = ["hook"]
+requester = ["hook"]
+
+[notifications.channels.hook]
+type = "webhook"
+url = "{url}"
+secret = "a-secret-of-sixteen-chars"
+timeout = "60s"
+"#,
+            root = root.display(),
+            alice = airlock_server::config::token_hash(alice),
+            bob = airlock_server::config::token_hash(bob),
+            admin = airlock_server::config::token_hash(admin),
+            url = hook.url,
+        ),
+    )
+    .unwrap();
+
+    // The approvers' message is in flight (read, not answered) at the kill.
+    let server = Demo::serve(root, &config);
+    let r = server.json("alice", &["request", "db", "--for", "30m"]);
+    let id = r["id"].as_str().unwrap().to_owned();
+    let first = eventually(Duration::from_secs(10), "the message to arrive", || {
+        hook.keys().first().cloned()
+    });
+    server.kill();
+    hook.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // After the restart it goes out again under the same key; what follows
+    // goes out once.
+    let server = Demo::serve(root, &config);
+    eventually(Duration::from_secs(10), "the resend", || {
+        (hook.keys().len() == 2).then_some(())
+    });
+    server.json("bob", &["approve", &id]);
+    let outbox = eventually(Duration::from_secs(20), "everything sent", || {
+        let o = server.json("admin", &["notifications"]);
+        (o["counts"]["sent"] == 3 && o["backlog"] == 0).then_some(o)
+    });
+    assert_eq!(outbox["counts"]["failed"], 0);
+    server.stop();
+    // A clean restart resends nothing: the next message is the next key.
+    let server = Demo::serve(root, &config);
+    let o = server.json("admin", &["notifications", "--state", "sent"]);
+    assert_eq!(o["notifications"].as_array().unwrap().len(), 3);
+    server.json("alice", &["release", &id]);
+    let keys = eventually(Duration::from_secs(20), "the release's message", || {
+        let keys = hook.keys();
+        keys.iter().any(|k| k.contains("-ended:")).then_some(keys)
+    });
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert_eq!(keys[0], first);
+    assert_eq!(keys[1], first, "the resend carries the same key");
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        4,
+        "nothing but the message in flight twice: {keys:?}"
+    );
+    assert!(first.ends_with("-awaiting_approval:hook"), "{first}");
 }
 
 /// `airlock token create/list/revoke` with the real binary: the secret is

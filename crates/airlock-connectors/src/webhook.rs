@@ -149,15 +149,13 @@ impl WebhookConnector {
         let body = serde_json::to_vec(&Payload::new(action, spec)).map_err(|e| {
             ConnectorError::Permanent(format!("could not encode the webhook body: {e}"))
         })?;
-        let timestamp = unix_now_secs().to_string();
-        let signature = sign(&self.secret, &timestamp, &body);
-
         let mut request = self
             .client
             .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(TIMESTAMP_HEADER, &timestamp)
-            .header(SIGNATURE_HEADER, signature);
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in signature_headers(&self.secret, &body) {
+            request = request.header(name, value);
+        }
         if let Some(spec) = spec {
             request = request.header(
                 IDEMPOTENCY_KEY_HEADER,
@@ -291,7 +289,7 @@ async fn body_head(mut response: reqwest::Response) -> String {
 
 /// An error and its causes on one line; reqwest's own message alone ("error
 /// sending request") hides the useful part ("connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
@@ -329,6 +327,15 @@ fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Option<HmacSha256> {
     mac.update(b".");
     mac.update(body);
     Some(mac)
+}
+
+/// The headers that sign `body` now: the timestamp and the signature over
+/// it and the body. Everything Airlock posts signed (this connector, signed
+/// notification webhooks) is signed by this one function.
+pub fn signature_headers(secret: &[u8], body: &[u8]) -> [(&'static str, String); 2] {
+    let timestamp = unix_now_secs().to_string();
+    let signature = sign(secret, &timestamp, body);
+    [(TIMESTAMP_HEADER, timestamp), (SIGNATURE_HEADER, signature)]
 }
 
 /// The `x-airlock-signature` value for a request: `sha256=` and the lowercase

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod directory;
 pub mod drift;
 pub mod ids;
+pub mod notify;
 pub mod policy_change;
 pub mod request;
 pub mod text;

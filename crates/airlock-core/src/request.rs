@@ -357,11 +357,7 @@ impl Default for LifecycleSettings {
 impl LifecycleSettings {
     /// Exponential backoff after `attempts` failed attempts, capped.
     pub fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));
-        self.retry_base
-            .checked_mul(factor)
-            .unwrap_or(self.retry_cap)
-            .min(self.retry_cap)
+        crate::time::capped_backoff(self.retry_base, self.retry_cap, attempts)
     }
 }
 
@@ -400,6 +396,10 @@ pub struct Transition {
     pub request: AccessRequest,
     pub effects: Vec<Effect>,
     pub events: Vec<AuditEvent>,
+    /// Messages to send because of this change, written with it
+    /// ([`crate::notify::plan`] fills them in; the state machine leaves them
+    /// empty, since routing is not its concern).
+    pub notifications: Vec<crate::notify::Notification>,
 }
 
 /// What a requester asks for, parsed at the edge.
@@ -968,6 +968,7 @@ impl Outcome {
             request,
             effects: self.effects,
             events: self.events,
+            notifications: Vec::new(),
         }
     }
 }

@@ -66,6 +66,13 @@ impl Timestamp {
 
 /// A duration as people write it in the config: `1h`, `1h30m`, `90s`, `2d`
 /// (whole units, largest first; below a second, `0s`).
+/// Exponential backoff after `attempts` failed attempts: `base`, doubling
+/// with each further attempt, never more than `cap`.
+pub fn capped_backoff(base: Duration, cap: Duration, attempts: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));
+    base.checked_mul(factor).unwrap_or(cap).min(cap)
+}
+
 pub fn human_duration(d: Duration) -> String {
     let mut left = d.as_secs();
     if left == 0 {

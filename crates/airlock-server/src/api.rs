@@ -799,6 +799,103 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
+/// Query of `GET /v1/notifications`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsQuery {
+    /// Only rows in this state: `pending`, `sent`, `failed` or `dropped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Only notifications about this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// The notification outbox: how far behind it is, what failed, and its rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationsView {
+    /// Due and not sent yet (being sent or waiting for a retry).
+    pub backlog: u64,
+    /// Not due yet (expiry warnings, overdue checks).
+    pub scheduled: u64,
+    /// When the oldest of the backlog fell due.
+    pub oldest_due: Option<String>,
+    /// Rows by state (`pending`, `sent`, `failed`, `dropped`).
+    pub counts: std::collections::BTreeMap<String, u64>,
+    pub last_error: Option<NotificationErrorView>,
+    /// The matching rows, most recently changed first.
+    pub notifications: Vec<NotificationView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationErrorView {
+    pub key: String,
+    pub error: String,
+    pub at: String,
+}
+
+/// One message on one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationView {
+    /// `<audit seq>-<topic>:<channel>`; also the idempotency key it is sent with.
+    pub key: String,
+    pub topic: String,
+    pub channel: String,
+    pub request: Option<String>,
+    pub state: String,
+    pub attempts: u32,
+    pub created_at: String,
+    pub first_due: String,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+    pub settled_at: Option<String>,
+}
+
+impl NotificationsView {
+    pub fn new(summary: &crate::store::OutboxSummary, rows: &[crate::store::OutboxEntry]) -> Self {
+        NotificationsView {
+            backlog: summary.backlog,
+            scheduled: summary.scheduled,
+            oldest_due: summary.oldest_due.map(format_time),
+            counts: crate::store::OutboxState::ALL
+                .iter()
+                .map(|s| {
+                    (
+                        s.as_str().to_owned(),
+                        summary.counts.get(s).copied().unwrap_or(0),
+                    )
+                })
+                .collect(),
+            last_error: summary
+                .last_error
+                .as_ref()
+                .map(|(key, error, at)| NotificationErrorView {
+                    key: key.clone(),
+                    error: error.clone(),
+                    at: format_time(*at),
+                }),
+            notifications: rows
+                .iter()
+                .map(|n| NotificationView {
+                    key: n.key.clone(),
+                    topic: n.topic.as_str().to_owned(),
+                    channel: n.channel.clone(),
+                    request: n.request.as_ref().map(|r| r.to_string()),
+                    state: n.state.as_str().to_owned(),
+                    attempts: n.attempts,
+                    created_at: format_time(n.created_at),
+                    first_due: format_time(n.first_due),
+                    next_attempt_at: n.next_attempt_at.map(format_time),
+                    last_error: n.last_error.clone(),
+                    settled_at: n.settled_at.map(format_time),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// `POST /v1/tokens`: a new API token for the caller, or for a service
 /// principal they own (`owner`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -375,6 +375,14 @@ impl Client {
         self.send(self.get("/v1/audit").query(query)).await
     }
 
+    /// The notification outbox: backlog, failures, the last error and rows.
+    pub async fn notifications(
+        &self,
+        query: &crate::api::NotificationsQuery,
+    ) -> Result<crate::api::NotificationsView, ClientError> {
+        self.send(self.get("/v1/notifications").query(query)).await
+    }
+
     pub async fn approval_waits(
         &self,
         query: &WaitsQuery,

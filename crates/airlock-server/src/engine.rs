@@ -20,6 +20,7 @@ use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Grant
 use airlock_core::access::{self, RequestAction};
 use airlock_core::audit::{AuditAction, AuditEvent, AuditRecord};
 use airlock_core::catalog::{Catalog, User};
+use airlock_core::notify::{self, Routing};
 use airlock_core::policy_change::{self, Proposal, ProposalStep, Trigger};
 use airlock_core::request::{
     self, AccessRequest, Command, Effect, JobAction, LifecycleSettings, NewRequest, Rejection,
@@ -32,7 +33,10 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::metrics::{CallOutcome, Metrics};
 use crate::policy::{self, Policies, PolicyLoadError, Reloaded};
-use crate::store::{AuditFilter, ChainReport, RequestFilter, RevocationBacklog, Store, StoreError};
+use crate::store::{
+    AuditFilter, ChainReport, OutboxEntry, OutboxFilter, OutboxSummary, RequestFilter,
+    RevocationBacklog, Store, StoreError,
+};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::Refused;
@@ -154,6 +158,10 @@ pub struct Engine {
     reconciling: tokio::sync::Mutex<()>,
     /// Why the audit record cannot be trusted, if it cannot.
     untrusted: std::sync::RwLock<Option<String>>,
+    /// Who hears what; each change's notifications are decided with it.
+    routing: Arc<Routing>,
+    /// Woken when a commit wrote outbox rows (the notification dispatcher).
+    outbox_wake: Arc<Notify>,
     /// API tokens: the longest lifetime, and the last use this replica
     /// wrote of each (so it writes at most one a minute per token).
     tokens: tokens::TokenState,
@@ -168,6 +176,8 @@ pub struct EngineParts {
     pub overdue_after: Duration,
     pub connectors: HashMap<String, Arc<dyn Connector>>,
     pub clock: Arc<dyn Clock>,
+    /// Who hears what (`Routing::default()`: nobody, nothing is written).
+    pub routing: Routing,
     /// The longest an API token may live (`server.token_max_lifetime`).
     pub token_max_lifetime: Duration,
 }
@@ -190,6 +200,7 @@ impl Engine {
             overdue_after,
             connectors,
             clock,
+            routing,
             token_max_lifetime,
         } = parts;
         Arc::new(Engine {
@@ -207,8 +218,20 @@ impl Engine {
             policy_changes: tokio::sync::Mutex::new(()),
             reconciling: tokio::sync::Mutex::new(()),
             untrusted: std::sync::RwLock::new(None),
+            routing: Arc::new(routing),
+            outbox_wake: Arc::new(Notify::new()),
             tokens: tokens::TokenState::new(token_max_lifetime),
         })
+    }
+
+    /// What the notification dispatcher waits on between passes.
+    pub fn outbox_wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.outbox_wake)
+    }
+
+    /// The store, shared (the notification dispatcher holds it).
+    pub fn shared_store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
     }
 
     /// From now on, refuses what would grant access or change the rules
@@ -362,6 +385,7 @@ impl Engine {
         let clock = Arc::clone(&self.clock);
         let lifecycle = Arc::clone(&self.lifecycle);
         let policies = Arc::clone(&self.policies);
+        let routing = Arc::clone(&self.routing);
         let (user, entitlement) = (requester.clone(), entitlement.clone());
         let id = new.id.clone();
         // Decided inside the store's write, so the requester's other open
@@ -391,6 +415,7 @@ impl Engine {
                         &lifecycle,
                         now,
                     )
+                    .map(|t| with_notifications(t, &routing))
                 }),
             )
             .await?;
@@ -609,6 +634,7 @@ impl Engine {
         let clock = Arc::clone(&self.clock);
         let lifecycle = Arc::clone(&self.lifecycle);
         let engine = Arc::clone(self);
+        let routing = Arc::clone(&self.routing);
         let approver = approver.clone();
         // The requester's groups now, provisioned ones included (read before
         // the write: a membership change committed meanwhile re-decides the
@@ -645,6 +671,7 @@ impl Engine {
                         },
                     };
                     request::apply(current, command, &lifecycle, clock.now())
+                        .map(|t| with_notifications(t, &routing))
                 }),
             )
             .await?;
@@ -655,6 +682,7 @@ impl Engine {
     async fn apply(&self, id: &RequestId, command: Command) -> Result<Transition, EngineError> {
         let clock = Arc::clone(&self.clock);
         let lifecycle = Arc::clone(&self.lifecycle);
+        let routing = Arc::clone(&self.routing);
         // `now` is read while the row is held, so committed changes carry
         // non-decreasing times.
         Ok(self
@@ -663,6 +691,7 @@ impl Engine {
                 id,
                 Box::new(move |current| {
                     request::apply(current, command.clone(), &lifecycle, clock.now())
+                        .map(|t| with_notifications(t, &routing))
                 }),
             )
             .await?)
@@ -688,6 +717,9 @@ impl Engine {
         }
         if transition.request.next_due().is_some() {
             self.wake.notify_one();
+        }
+        if !transition.notifications.is_empty() {
+            self.outbox_wake.notify_one();
         }
     }
 
@@ -880,6 +912,18 @@ impl Engine {
         Ok(self.store.list_requests(filter).await?)
     }
 
+    /// The notification outbox at a glance, now.
+    pub async fn notification_summary(&self) -> Result<OutboxSummary, EngineError> {
+        Ok(self.store.notification_summary(self.clock.now()).await?)
+    }
+
+    pub async fn notifications(
+        &self,
+        filter: &OutboxFilter,
+    ) -> Result<Vec<OutboxEntry>, EngineError> {
+        Ok(self.store.list_notifications(filter).await?)
+    }
+
     pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, EngineError> {
         Ok(self.store.list_audit(filter).await?)
     }
@@ -928,6 +972,13 @@ impl Engine {
             }
         }
     }
+}
+
+/// A transition with the notifications it causes, decided by the core from
+/// the transition and the routing (written by the store with the change).
+fn with_notifications(mut t: Transition, routing: &Routing) -> Transition {
+    t.notifications = notify::plan(&t, routing);
+    t
 }
 
 /// What a connector needs to grant or revoke `request`, fenced by `claim`.

@@ -120,6 +120,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/reports/approval-waits"),
     ("get", "/v1/audit/checkpoint-key"),
     ("post", "/v1/reconcile"),
+    ("get", "/v1/notifications"),
     ("post", "/v1/tokens"),
     ("get", "/v1/tokens"),
     ("post", "/v1/tokens/{id}/revoke"),
@@ -146,6 +147,7 @@ pub fn router(state: AppState) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .route("/metrics", get(metrics))
+        .route("/v1/notifications", get(notifications))
         .route("/v1/me", get(me))
         .route("/v1/auth/oidc", get(oidc_info))
         .route("/v1/entitlements", get(entitlements))
@@ -567,10 +569,45 @@ async fn metrics(
     // A store that cannot count the backlog fails the scrape: an alert on
     // overdue revocations must not read a silent zero.
     let backlog = state.engine.revocation_backlog().await?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.engine.metrics().render(backlog),
-    ))
+    let outbox = state.engine.notification_summary().await?;
+    let mut text = state.engine.metrics().render(backlog);
+    text.push_str(
+        &state
+            .engine
+            .metrics()
+            .render_notifications(&outbox, state.engine.now()),
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+}
+
+/// The notification outbox: backlog, failures, the last error, and rows
+/// (admins and auditors).
+async fn notifications(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<crate::api::NotificationsQuery>,
+) -> ApiResult<Json<crate::api::NotificationsView>> {
+    require(&user, Capability::ReadEverything)?;
+    let states = match q.state.as_deref() {
+        None => Vec::new(),
+        Some(raw) => vec![crate::store::OutboxState::parse(raw).ok_or_else(|| {
+            ApiError::invalid("state", "must be one of pending, sent, failed, dropped")
+        })?],
+    };
+    let filter = crate::store::OutboxFilter {
+        states,
+        request: q
+            .request
+            .as_deref()
+            .map(|raw| {
+                RequestId::parse(raw).map_err(|e| ApiError::invalid("request", e.to_string()))
+            })
+            .transpose()?,
+        limit: limit(q.limit)?,
+    };
+    let summary = state.engine.notification_summary().await?;
+    let rows = state.engine.notifications(&filter).await?;
+    Ok(Json(crate::api::NotificationsView::new(&summary, &rows)))
 }
 
 async fn readyz(

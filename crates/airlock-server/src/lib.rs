@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod oidc;
 pub mod policy;
 pub mod serve;

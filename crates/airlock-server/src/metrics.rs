@@ -9,7 +9,12 @@ use std::time::Duration;
 use airlock_core::audit::AuditAction;
 use airlock_core::request::JobAction;
 
-use crate::store::RevocationBacklog;
+use airlock_core::Timestamp;
+
+use crate::store::{OutboxState, OutboxSummary, RevocationBacklog};
+
+/// How a notification attempt was settled, in the order they are counted.
+const NOTIFICATION_OUTCOMES: [&str; 4] = ["sent", "retry", "failed", "dropped"];
 
 /// Every audit action, in the order their counters are kept.
 const ACTIONS: [AuditAction; AuditAction::ALL.len()] = AuditAction::ALL;
@@ -32,6 +37,7 @@ pub struct Metrics {
     lag_buckets: [AtomicU64; LAG_BUCKETS.len()],
     lag_count: AtomicU64,
     lag_sum_ms: AtomicU64,
+    notifications: [AtomicU64; NOTIFICATION_OUTCOMES.len()],
 }
 
 // By hand: arrays longer than 32 have no derived `Default`.
@@ -43,6 +49,7 @@ impl Default for Metrics {
             lag_buckets: Default::default(),
             lag_count: AtomicU64::new(0),
             lag_sum_ms: AtomicU64::new(0),
+            notifications: Default::default(),
         }
     }
 }
@@ -64,6 +71,53 @@ impl Metrics {
         if let Some(c) = self.calls.get(row).and_then(|r| r.get(outcome as usize)) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A notification attempt settled as `outcome` (`sent`, `retry`,
+    /// `failed`, `dropped`).
+    pub fn notification(&self, outcome: &str) {
+        if let Some(c) = NOTIFICATION_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .and_then(|i| self.notifications.get(i))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The outbox's gauges (from the store, the same on every replica) and
+    /// this replica's attempt counters.
+    pub fn render_notifications(&self, summary: &OutboxSummary, now: Timestamp) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP airlock_notifications_backlog Notifications due and not sent yet.\n");
+        out.push_str("# TYPE airlock_notifications_backlog gauge\n");
+        let _ = writeln!(out, "airlock_notifications_backlog {}", summary.backlog);
+        out.push_str("# HELP airlock_notifications_oldest_age_seconds How long the oldest unsent notification has been due.\n");
+        out.push_str("# TYPE airlock_notifications_oldest_age_seconds gauge\n");
+        let age = summary
+            .oldest_due
+            .map_or(0.0, |d| d.until(now).as_secs_f64());
+        let _ = writeln!(out, "airlock_notifications_oldest_age_seconds {age}");
+        out.push_str("# HELP airlock_notifications Notifications in the outbox, by state.\n");
+        out.push_str("# TYPE airlock_notifications gauge\n");
+        for state in OutboxState::ALL {
+            let _ = writeln!(
+                out,
+                "airlock_notifications{{state=\"{}\"}} {}",
+                state.as_str(),
+                summary.counts.get(&state).copied().unwrap_or(0)
+            );
+        }
+        out.push_str("# HELP airlock_notification_attempts_total Notification attempts settled by this replica, by outcome.\n");
+        out.push_str("# TYPE airlock_notification_attempts_total counter\n");
+        for (outcome, count) in NOTIFICATION_OUTCOMES.iter().zip(&self.notifications) {
+            let _ = writeln!(
+                out,
+                "airlock_notification_attempts_total{{outcome=\"{outcome}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        out
     }
 
     /// Time from a grant's expiry to the target confirming its removal.

@@ -18,6 +18,7 @@ use crate::checkpoint::{self, CheckpointError, Checkpointer};
 use crate::config::{ConnectorSettings, Settings};
 use crate::engine::{Clock, Engine, EngineParts, PolicyChange, SystemClock};
 use crate::http::{router, AppState};
+use crate::notify;
 use crate::oidc::{HttpKeySource, Verifier};
 use crate::policy::{Policies, PolicyLoadError};
 use crate::serve::{connection_cap, raise_descriptor_limit, serve};
@@ -52,6 +53,8 @@ pub enum StartError {
     AcceptBreak(String),
     #[error("server.oidc: {0}")]
     Oidc(#[from] crate::oidc::FetchError),
+    #[error("{0}")]
+    Notifications(String),
 }
 
 /// Why a running server stopped on its own.
@@ -402,6 +405,8 @@ pub async fn start_with_clock(
         log = %settings.audit.checkpoint_log.display(), "audit checkpoints are signed with this key");
     let start_check = checkpointer.check_at_start().await?;
     let connectors = build_connectors(&settings)?;
+    let channels = notify::build_channels(&settings.notifications.channels)
+        .map_err(StartError::Notifications)?;
     let engine = Engine::new(EngineParts {
         store,
         catalog: Arc::new(settings.catalog.clone()),
@@ -410,6 +415,7 @@ pub async fn start_with_clock(
         overdue_after: settings.revocation_overdue_after,
         connectors,
         clock,
+        routing: settings.notifications.routing.clone(),
         token_max_lifetime: settings.token_max_lifetime,
     });
     if let Some(problem) = &start_check.problem {
@@ -489,6 +495,22 @@ pub async fn start_with_clock(
             Arc::clone(&engine).run_scheduler(watcher.clone()),
             watcher.clone(),
         ),
+    );
+    running += 1;
+    let dispatcher = notify::Dispatcher::new(notify::DispatcherParts {
+        engine: Arc::clone(&engine),
+        channels,
+        book: Arc::new(notify::ConfigAddressBook::new(
+            Arc::new(settings.catalog.clone()),
+            settings.notifications.emails.clone(),
+            settings.scim.is_some().then(|| engine.shared_store()),
+        )),
+        retry: settings.notifications.retry,
+    });
+    supervise(
+        "notification dispatcher",
+        &ended,
+        until_stopped(dispatcher.run(watcher.clone()), watcher.clone()),
     );
     running += 1;
     if let Err(e) = engine.record_policy_start().await {

@@ -2614,6 +2614,7 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
             | "/v1/policy/proposals"
             | "/v1/audit"
             | "/v1/audit/verify"
+            | "/v1/notifications"
             | "/v1/reports/approval-waits",
         ) => ReadEverything,
         ("get" | "post", "/v1/tokens") => TokenHolder,

@@ -1072,6 +1072,195 @@ fn policy_inputs_are_read_and_checked() {
     }
 }
 
+/// Notifications, appended to `GOOD` by the cases that need them.
+const NOTIFY: &str = r#"
+[notifications]
+approvers = ["mail", "chat"]
+requester = ["mail"]
+security = ["siem"]
+expiry_warning = "10m"
+retry_base = "2s"
+retry_cap = "5m"
+give_up_after = "12h"
+
+[notifications.entitlements.db-prod]
+approvers = ["chat"]
+requester = []
+
+[notifications.channels.mail]
+type = "smtp"
+host = "smtp.example.com"
+tls = "starttls"
+from = "Airlock <airlock@example.com>"
+to = ["security@example.com"]
+timeout = "5s"
+
+[notifications.channels.chat]
+type = "slack"
+url = "https://hooks.slack.example/services/T0/B0/xyz"
+
+[notifications.channels.siem]
+type = "webhook"
+url = "https://siem.example/airlock"
+secret = "fedcba9876543210fedc"
+"#;
+
+#[test]
+fn notifications_parse_into_routing_channels_and_retries() {
+    use airlock_core::notify::Audience;
+    use airlock_server::config::{ChannelSettings, SmtpTls};
+    let base = format!(
+        "{}{NOTIFY}",
+        GOOD.replace(
+            "[users.bob]\n",
+            "[users.bob]\nemail = \"Bob <bob@example.com>\"\n"
+        )
+    );
+    let s = parse(&base).unwrap();
+    let n = &s.notifications;
+    let db = airlock_core::EntitlementId::parse("db-prod").unwrap();
+    let logs = airlock_core::EntitlementId::parse("logs").unwrap();
+    assert_eq!(
+        n.routing.channels(&logs, Audience::Approvers),
+        ["mail", "chat"]
+    );
+    assert_eq!(n.routing.channels(&db, Audience::Approvers), ["chat"]);
+    assert!(n.routing.channels(&db, Audience::Requester).is_empty());
+    assert_eq!(n.routing.channels(&db, Audience::Security), ["siem"]);
+    assert_eq!(n.routing.expiry_warning, Some(Duration::from_secs(600)));
+    assert_eq!(n.routing.overdue_after, Duration::from_secs(300));
+    assert_eq!(n.retry.base, Duration::from_secs(2));
+    assert_eq!(n.retry.give_up_after, Duration::from_secs(12 * 3600));
+    let Some(ChannelSettings::Smtp(mail)) = n.channels.get("mail") else {
+        panic!("{:?}", n.channels)
+    };
+    assert_eq!((mail.tls, mail.port), (SmtpTls::Starttls, 587));
+    assert_eq!(mail.to, ["security@example.com"]);
+    let bob = airlock_core::UserId::parse("bob").unwrap();
+    assert_eq!(
+        n.emails.get(&bob).map(String::as_str),
+        Some("Bob <bob@example.com>")
+    );
+    // The Slack URL is a secret: it never prints.
+    assert!(!format!("{:?}", n.channels).contains("xyz"));
+    // No table: nothing is routed or sent.
+    assert!(parse(GOOD).unwrap().notifications.channels.is_empty());
+}
+
+#[test]
+fn bad_notification_tables_name_file_line_and_field() {
+    // Errors about a channel's fields point at its table's header, `back`
+    // lines above the edited one.
+    let at_table = |c: Case, back: isize| Case {
+        line_offset: back,
+        ..c
+    };
+    let cases = [
+        case(
+            "approvers = [\"mail\", \"chat\"]",
+            "approvers = [\"mail\", \"pager\"]",
+            "notifications.approvers",
+            "no channel `pager`",
+        ),
+        case(
+            "requester = []",
+            "requester = [\"nope\"]",
+            "notifications.entitlements.db-prod.requester",
+            "no channel `nope`",
+        ),
+        case(
+            "[notifications.entitlements.db-prod]",
+            "[notifications.entitlements.db-test]",
+            "notifications.entitlements",
+            "no entitlement `db-test`",
+        ),
+        case(
+            "retry_cap = \"5m\"",
+            "retry_cap = \"1s\"",
+            "notifications.retry_cap",
+            "at least retry_base",
+        ),
+        case(
+            "expiry_warning",
+            "expiry_warning = \"soon\"",
+            "notifications.expiry_warning",
+            "`soon` is not a duration",
+        ),
+        at_table(
+            case(
+                "tls = \"starttls\"",
+                "tls = \"none\"",
+                "notifications.channels.mail.tls",
+                "allowed only to a relay on this machine",
+            ),
+            -3,
+        ),
+        at_table(
+            case(
+                "tls = \"starttls\"",
+                "tls = \"ssl\"",
+                "notifications.channels.mail.tls",
+                "not one of `starttls`, `tls`, `none`",
+            ),
+            -3,
+        ),
+        at_table(
+            case(
+                "from = ",
+                "from = \"not an address\"",
+                "notifications.channels.mail.from",
+                "is not an email address",
+            ),
+            -4,
+        ),
+        at_table(
+            case(
+                "to = ",
+                "username = \"airlock\"",
+                "notifications.channels.mail.username",
+                "both `username` and `password_env`",
+            ),
+            -5,
+        ),
+        at_table(
+            case(
+                "url = \"https://hooks.slack",
+                "url_env = \"AIRLOCK_TEST_UNSET_SLACK_URL\"",
+                "notifications.channels.chat.url_env",
+                "`AIRLOCK_TEST_UNSET_SLACK_URL` is not set",
+            ),
+            -2,
+        ),
+        at_table(
+            case(
+                "secret = \"fedcba98",
+                "secret = \"short\"",
+                "notifications.channels.siem.secret",
+                "at least 16 characters",
+            ),
+            -3,
+        ),
+        case(
+            "[notifications.channels.chat]",
+            "[notifications.channels.Chat]",
+            "notifications.channels.Chat",
+            "only a-z, 0-9",
+        ),
+    ];
+    let base = format!("{GOOD}{NOTIFY}");
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| check_in(&base, c).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let (text, _) = edit_in(&base, "[users.bob]", "[users.bob]\nemail = \"bob\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("users.bob.email") && err.contains("`bob` is not an email address"),
+        "{err}"
+    );
+}
+
 /// A service principal, appended to `GOOD` by the cases about services.
 const SERVICE: &str = r#"
 [services.deploy]

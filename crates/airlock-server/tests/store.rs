@@ -17,8 +17,9 @@ use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
 use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
 use airlock_core::directory::{Consequence, DirectoryGroup, DirectoryUser, Email, Refusal};
 use airlock_core::drift::DriftPolicy;
+use airlock_core::notify::{self, Routes, Routing, Topic};
 use airlock_core::request::{
-    self, Command, JobAction, LifecycleSettings, NewRequest, Rejection, State,
+    self, Command, JobAction, LifecycleSettings, NewRequest, Rejection, State, Transition,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use airlock_server::store::directory::{
@@ -27,7 +28,8 @@ use airlock_server::store::directory::{
 use airlock_server::store::record::RequestRecord;
 use airlock_server::store::sql::{Backend, Location, SqlStore};
 use airlock_server::store::{
-    AuditFilter, Exclusive, PageKey, RequestFilter, RevocationBacklog, Store, StoreError,
+    AuditFilter, Delivery, Exclusive, OutboxEntry, OutboxFilter, OutboxState, PageKey,
+    RequestFilter, RevocationBacklog, Store, StoreError,
 };
 use sqlx::Connection;
 
@@ -200,6 +202,21 @@ async fn create(
     id: &str,
     now: Timestamp,
 ) -> Result<request::AccessRequest, StoreError> {
+    create_routed(store, requester, ent, id, now, Routing::default())
+        .await
+        .map(|t| t.request)
+}
+
+/// Creates a request whose change carries the notifications the core plans
+/// under `routing` (none under the default).
+async fn create_routed(
+    store: &SqlStore,
+    requester: &User,
+    ent: &Ent,
+    id: &str,
+    now: Timestamp,
+    routing: Routing,
+) -> Result<Transition, StoreError> {
     let new = new_request(id);
     let (u, e, verdict) = (requester.clone(), ent.entitlement.clone(), ent.verdict());
     store
@@ -207,20 +224,22 @@ async fn create(
             &new.id.clone(),
             &requester.id,
             Box::new(move |open| {
-                let same = open.get(&e.id);
                 request::submit(
                     new.clone(),
                     &u,
                     &e,
-                    same,
+                    open.get(&e.id),
                     verdict.clone(),
                     &LifecycleSettings::default(),
                     now,
                 )
+                .map(|mut t| {
+                    t.notifications = notify::plan(&t, &routing);
+                    t
+                })
             }),
         )
         .await
-        .map(|t| t.request)
 }
 
 async fn apply(
@@ -788,6 +807,42 @@ async fn a_newer_schema_is_refused() {
             other => panic!("{}: ready with a newer schema: {other:?}", fixture.name),
         }
         fixture.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_landed_after_a_newer_one_is_still_applied() {
+    let mut fixtures = vec![sqlite().await];
+    fixtures.extend(postgres().await);
+    for fixture in fixtures {
+        // As if this database had been migrated by a build that had version
+        // 9 but not yet version 8 (the outbox).
+        let mut raw = fixture.raw().await;
+        for sql in [
+            "DROP TABLE notification_outbox",
+            "DELETE FROM schema_migrations WHERE version = 8",
+        ] {
+            sqlx::query(sql).execute(&mut raw).await.unwrap();
+        }
+        drop(raw);
+        let location = if fixture.raw_url.starts_with("sqlite://") {
+            Location::Sqlite(fixture.raw_url.trim_start_matches("sqlite://").into())
+        } else {
+            Location::Postgres(fixture.raw_url.clone())
+        };
+        let name = fixture.name;
+        let Fixture {
+            store, db, _dir, ..
+        } = fixture;
+        drop(store);
+        let reopened = SqlStore::open(&location).await.unwrap();
+        reopened.ping().await.unwrap();
+        let summary = reopened.notification_summary(at(0)).await;
+        assert!(summary.is_ok(), "{name}: the outbox is back: {summary:?}");
+        drop(reopened);
+        if let Some(db) = db {
+            db.drop_now().await;
+        }
     }
 }
 
@@ -1674,6 +1729,305 @@ async fn an_event_done_with_a_token_stores_the_token_and_the_service_mark() {
         let report = store.verify_audit().await.unwrap();
         assert_eq!(report.first_break, None);
         assert!(report.checked >= 2);
+    })
+    .await;
+}
+
+/// Approvers and requesters hear on `mail`, the security route on `pager`.
+fn routing() -> Routing {
+    let one = |c: &str| Some(vec![c.to_owned()]);
+    Routing {
+        defaults: Routes {
+            approvers: one("mail"),
+            requester: one("mail"),
+            security: one("pager"),
+        },
+        expiry_warning: Some(Duration::from_secs(20)),
+        overdue_after: Duration::from_secs(300),
+        ..Routing::default()
+    }
+}
+
+/// Creates a request under [`routing`].
+async fn create_notifying(
+    store: &SqlStore,
+    requester: &User,
+    ent: &Ent,
+    id: &str,
+    now: Timestamp,
+) -> Result<Transition, StoreError> {
+    create_routed(store, requester, ent, id, now, routing()).await
+}
+
+async fn outbox(store: &SqlStore) -> Vec<OutboxEntry> {
+    store
+        .list_notifications(&OutboxFilter {
+            limit: 1000,
+            ..OutboxFilter::default()
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_written_with_their_change_and_named_after_its_event() {
+    on_every_store(|store, _| async move {
+        let alice = user("alice", &["eng"], &[]);
+        let t = create_notifying(&store, &alice, &entitlement(1), "r1", at(0))
+            .await
+            .unwrap();
+        assert_eq!(t.notifications.len(), 1);
+        let events = store
+            .list_audit(&AuditFilter {
+                request: Some("r1".into()),
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let requested = events.iter().find(|e| e.action == "requested").unwrap();
+        let rows = outbox(&store).await;
+        assert_eq!(rows.len(), 1);
+        let row = rows.first().unwrap();
+        assert_eq!(row.key, format!("{}-awaiting_approval:mail", requested.seq));
+        assert_eq!(row.seq, requested.seq);
+        assert_eq!(row.topic, Topic::AwaitingApproval);
+        assert_eq!(row.state, OutboxState::Pending);
+        assert_eq!(row.request.as_ref().map(RequestId::as_str), Some("r1"));
+        assert_eq!(
+            row.facts.get("requester").map(String::as_str),
+            Some("alice")
+        );
+        assert_eq!((row.first_due, row.next_attempt_at), (at(0), Some(at(0))));
+
+        // A refused change writes no notification either.
+        let again = create_notifying(&store, &alice, &entitlement(1), "r2", at(5)).await;
+        assert!(matches!(
+            again,
+            Err(StoreError::Rejected(Rejection::Conflict(_)))
+        ));
+        assert_eq!(outbox(&store).await.len(), 1);
+
+        // Auto-approved: approved (now) and, once granted, provisioned now
+        // and an expiry warning 20 s before the end.
+        let carol = user("carol", &["eng"], &[]);
+        create_notifying(&store, &carol, &entitlement(0), "r3", at(10))
+            .await
+            .unwrap();
+        let topics: BTreeSet<(String, Topic)> = outbox(&store)
+            .await
+            .into_iter()
+            .map(|n| (n.channel, n.topic))
+            .collect();
+        assert!(
+            topics.contains(&("mail".to_owned(), Topic::Approved)),
+            "{topics:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_rows_are_claimed_once_and_settled_only_under_their_claim() {
+    on_every_store(|store, _| async move {
+        let alice = user("alice", &["eng"], &[]);
+        create_notifying(&store, &alice, &entitlement(1), "r1", at(0))
+            .await
+            .unwrap();
+        let lease = Duration::from_secs(30);
+        let claimed = store.claim_notifications(at(0), lease, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        let first = claimed.into_iter().next().unwrap();
+        assert_eq!(first.claimed_until, Some(at(30_000)));
+        assert!(store
+            .claim_notifications(at(1), lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.next_notification_due(at(1)).await.unwrap(), None);
+
+        // A failure to retry at +10 s.
+        let retry = Delivery::Retry {
+            next_at: at(10_000),
+            error: "smtp down".into(),
+        };
+        assert!(store
+            .settle_notification(&first, retry.clone(), at(2))
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .settle_notification(&first, retry, at(3))
+                .await
+                .unwrap(),
+            "settled twice under one claim"
+        );
+        assert_eq!(
+            store.next_notification_due(at(3)).await.unwrap(),
+            Some(at(10_000))
+        );
+        let summary = store.notification_summary(at(3)).await.unwrap();
+        assert_eq!((summary.backlog, summary.oldest_due), (1, Some(at(0))));
+        assert_eq!(
+            summary
+                .last_error
+                .as_ref()
+                .map(|(k, e, _)| (k.as_str(), e.as_str())),
+            Some((first.key.as_str(), "smtp down"))
+        );
+        assert!(store
+            .claim_notifications(at(9_999), lease, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let second = store
+            .claim_notifications(at(10_000), lease, 10)
+            .await
+            .unwrap();
+        let second = second.into_iter().next().unwrap();
+        assert_eq!(
+            (second.key.as_str(), second.attempts),
+            (first.key.as_str(), 1)
+        );
+
+        // The dispatcher stalls past its lease: another claims the row and
+        // sends it; the stalled one's settlement is refused.
+        let third = store
+            .claim_notifications(at(40_000), lease, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap();
+        assert!(store
+            .settle_notification(&third, Delivery::Sent, at(40_001))
+            .await
+            .unwrap());
+        assert!(!store
+            .settle_notification(&second, Delivery::Sent, at(40_002))
+            .await
+            .unwrap());
+        let rows = outbox(&store).await;
+        let row = rows.first().unwrap();
+        assert_eq!(
+            (row.state, row.attempts, row.next_attempt_at),
+            (OutboxState::Sent, 2, None)
+        );
+        assert_eq!(row.settled_at, Some(at(40_001)));
+        let summary = store.notification_summary(at(40_003)).await.unwrap();
+        assert_eq!(summary.backlog, 0);
+        assert_eq!(summary.counts.get(&OutboxState::Sent), Some(&1));
+        assert!(
+            summary.last_error.is_none(),
+            "a sent row's old error is not news"
+        );
+
+        // Given up: failed, counted, listed by state.
+        let bob = user("bob", &["eng"], &[]);
+        create_notifying(&store, &bob, &entitlement(1), "r2", at(50_000))
+            .await
+            .unwrap();
+        let row = store
+            .claim_notifications(at(50_000), lease, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap();
+        let failed = Delivery::Failed {
+            error: "no email address for bob".into(),
+        };
+        assert!(store
+            .settle_notification(&row, failed, at(50_001))
+            .await
+            .unwrap());
+        let failed = store
+            .list_notifications(&OutboxFilter {
+                states: vec![OutboxState::Failed],
+                limit: 10,
+                ..OutboxFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), 1);
+        let summary = store.notification_summary(at(50_002)).await.unwrap();
+        assert_eq!(summary.counts.get(&OutboxState::Failed), Some(&1));
+        assert_eq!(
+            summary.last_error.map(|(_, e, _)| e),
+            Some("no email address for bob".to_owned())
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_dispatchers_share_the_outbox_without_overlap() {
+    on_every_store(|store, raw_url| async move {
+        let other = Arc::new(SqlStore::open(&Location::parse(&raw_url)).await.unwrap());
+        const N: usize = 60;
+        for i in 0..N {
+            let u = user(&format!("u{i}"), &["eng"], &[]);
+            create_notifying(&store, &u, &entitlement(1), &format!("r{i:03}"), at(0))
+                .await
+                .unwrap();
+        }
+        let claimer = |store: Arc<SqlStore>| async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim_notifications(at(1), Duration::from_secs(60), 4)
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|n| n.key));
+            }
+        };
+        let (a, b) = tokio::join!(
+            tokio::spawn(claimer(Arc::clone(&store))),
+            tokio::spawn(claimer(Arc::clone(&other)))
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let all: BTreeSet<String> = a.iter().chain(&b).cloned().collect();
+        assert_eq!(a.len() + b.len(), N, "a notification was claimed twice");
+        assert_eq!(all.len(), N, "a due notification was never claimed");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_find_directory_users_addresses_when_the_config_has_none() {
+    use airlock_server::notify::{AddressBook, ConfigAddressBook};
+    on_every_store(|store, _| async move {
+        put_user(&store, directory_user("d1", "dora", true, 0))
+            .await
+            .unwrap();
+        put_user(&store, directory_user("d2", "gone", false, 0))
+            .await
+            .unwrap();
+        let alice = UserId::parse("alice").unwrap();
+        let book = ConfigAddressBook::new(
+            Arc::new(airlock_core::catalog::Catalog::default()),
+            [(alice.clone(), "Alice <alice@corp.example>".to_owned())].into(),
+            Some(Arc::clone(&store) as Arc<dyn Store>),
+        );
+        let email = |name: &str| {
+            let book = &book;
+            let id = UserId::parse(name).unwrap();
+            async move { book.email(&id).await }
+        };
+        assert_eq!(
+            email("alice").await.as_deref(),
+            Some("Alice <alice@corp.example>")
+        );
+        assert_eq!(email("dora").await.as_deref(), Some("dora@example.com"));
+        assert_eq!(
+            email("gone").await,
+            None,
+            "a deactivated user is not mailed"
+        );
+        assert_eq!(email("nobody").await, None);
     })
     .await;
 }

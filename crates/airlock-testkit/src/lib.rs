@@ -9,6 +9,7 @@
 //! sign in with an identity provider start a real one through [`oidc`].
 
 pub mod oidc;
+pub mod smtp;
 pub mod sshd;
 
 /// Runs `test` to its end, or fails it once `limit` has passed: a test that
@@ -63,7 +64,7 @@ pub fn wall_clock_unix_millis() -> i64 {
 /// Says that the running test skips its work, and why, on the process's own
 /// stderr: libtest captures what `eprintln!` prints and shows it only for
 /// failing tests, so a skip said that way would pass unseen.
-fn announce_skip(why: &str) {
+pub(crate) fn announce_skip(why: &str) {
     use std::io::Write;
     let test = std::thread::current().name().unwrap_or("a test").to_owned();
     let line = format!(

@@ -7,6 +7,7 @@
 mod audit;
 mod connectors;
 mod entitlements;
+mod notifications;
 mod oidc;
 mod policy;
 mod scim;
@@ -35,6 +36,7 @@ use crate::oidc::OidcSettings;
 use crate::policy::PolicySource;
 use crate::store::sql::Location;
 
+pub use notifications::{ChannelSettings, NotificationSettings, SmtpSettings, SmtpTls};
 pub use oidc::{DEFAULT_JWKS_REFETCH_AFTER, DEFAULT_OIDC_CLOCK_SKEW};
 pub use scim::ScimSettings;
 pub use source::parse_duration;
@@ -129,6 +131,8 @@ pub struct Settings {
     pub token_max_lifetime: Duration,
     /// SCIM provisioning (`[server.scim]`); `None`: no SCIM routes.
     pub scim: Option<ScimSettings>,
+    /// Channels, routing and retries of notifications (`[notifications]`).
+    pub notifications: NotificationSettings,
 }
 
 /// What the API allows one client, so that slow or silent connections cannot
@@ -219,6 +223,8 @@ struct RawConfig {
     policy: Option<Spanned<policy::RawPolicy>>,
     #[serde(default)]
     audit: audit::RawAudit,
+    #[serde(default)]
+    notifications: notifications::RawNotifications,
 }
 
 impl Settings {
@@ -243,6 +249,7 @@ impl Settings {
             mut catalog,
             token_hashes,
             mut directory,
+            emails,
         } = users::users_table(&src, &raw.users)?;
         tokens::services(&src, &raw.services, &mut catalog, &mut directory)?;
         let token_max_lifetime =
@@ -274,6 +281,13 @@ impl Settings {
             },
         )?;
         catalog.entitlements = entitlements.catalog;
+        let notifications = notifications::notifications_table(
+            &src,
+            &raw.notifications,
+            &catalog.entitlements,
+            emails,
+            server.revocation_overdue_after,
+        )?;
         directory.entitlements = entitlements.facts;
         Ok(Settings {
             listen: server.listen,
@@ -297,6 +311,7 @@ impl Settings {
             oidc: server.oidc,
             token_max_lifetime,
             scim,
+            notifications,
         })
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct RawUser {
     employment: Option<Spanned<String>>,
     #[serde(default)]
     on_call: bool,
+    /// Where notifications for this person are mailed.
+    email: Option<Spanned<String>>,
 }
 
 /// The config's users: a catalog and a directory holding only them (the
@@ -35,6 +37,8 @@ pub(super) struct People {
     pub(super) catalog: Catalog,
     pub(super) token_hashes: HashMap<String, UserId>,
     pub(super) directory: Directory,
+    /// Each user's email address, for notifications.
+    pub(super) emails: BTreeMap<UserId, String>,
 }
 
 pub(super) fn users_table(
@@ -44,6 +48,7 @@ pub(super) fn users_table(
     let mut catalog = Catalog::default();
     let mut token_hashes = HashMap::new();
     let mut directory = Directory::default();
+    let mut emails = BTreeMap::new();
     for (name, user) in users {
         let span = user.span();
         let id = UserId::parse(name)
@@ -97,6 +102,11 @@ pub(super) fn users_table(
             Some(e) => e.get_ref().clone(),
             None => "employee".to_owned(),
         };
+        if let Some(email) = &user.email {
+            let address =
+                super::notifications::mailbox(src, &format!("users.{name}.email"), email)?;
+            emails.insert(id.clone(), address);
+        }
         let user = User::person(id, groups, roles);
         directory.users.insert(
             user.id.clone(),
@@ -109,6 +119,7 @@ pub(super) fn users_table(
         catalog,
         token_hashes,
         directory,
+        emails,
     })
 }
 

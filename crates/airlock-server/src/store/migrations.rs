@@ -56,6 +56,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "",
     },
     Migration {
+        version: 8,
+        common: include_str!("migrations/0008_notification_outbox.sql"),
+        sqlite: "",
+        postgres: "",
+    },
+    Migration {
         version: 9,
         common: include_str!("migrations/0009_waiting.sql"),
         sqlite: "",

@@ -13,10 +13,12 @@ use airlock_core::token::ApiToken;
 use airlock_core::{EntitlementId, RequestId, Timestamp, TokenId, UserId};
 
 pub use crate::store::migrations::latest as latest_schema_version;
+pub use crate::store::outbox::{Delivery, OutboxEntry, OutboxFilter, OutboxState, OutboxSummary};
 use crate::store::record::RequestRecord;
 pub use crate::store::sql::ExclusiveGuard;
 
 pub mod directory;
+pub mod outbox;
 pub mod record;
 pub mod sql;
 pub mod tokens;
@@ -218,6 +220,46 @@ pub trait Store: Send + Sync {
         &self,
         overdue_before: Timestamp,
     ) -> Result<RevocationBacklog, StoreError>;
+
+    /// Claims up to `limit` outbox rows due at `now` that no dispatcher
+    /// holds, earliest first, each until `now + lease` (the way
+    /// [`Store::claim_due`] claims requests). A claim is only a hint: a
+    /// lapsed one lets another dispatcher send the message again, with the
+    /// same idempotency key.
+    async fn claim_notifications(
+        &self,
+        now: Timestamp,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Records what became of a claimed row's attempt, if the row is still
+    /// pending under that claim (`entry.claimed_until`); returns whether it was.
+    async fn settle_notification(
+        &self,
+        entry: &OutboxEntry,
+        delivery: Delivery,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends every claim on outbox rows, for a process that knows every
+    /// dispatcher that could hold one is gone (SQLite: one process owns the
+    /// file, so at start each claim belonged to a process that died). Their
+    /// rows are sent again at once, with the same idempotency keys. Returns
+    /// how many there were.
+    async fn release_notification_claims(&self) -> Result<u64, StoreError>;
+
+    /// The earliest next attempt of an outbox row no dispatcher holds at `now`.
+    async fn next_notification_due(&self, now: Timestamp) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Counts by state, the backlog at `now` and the newest error.
+    async fn notification_summary(&self, now: Timestamp) -> Result<OutboxSummary, StoreError>;
+
+    /// Matching outbox rows, most recently changed first.
+    async fn list_notifications(
+        &self,
+        filter: &OutboxFilter,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
 
     /// Matching events in sequence order (the newest `limit` of them).
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;

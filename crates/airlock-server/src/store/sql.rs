@@ -40,11 +40,15 @@ mod directory;
 
 use super::directory::{Committed, DirectoryWrite, ListQuery};
 use super::migrations::{latest, pending, Migration};
+use super::outbox::{
+    notification_key, Delivery, OutboxEntry, OutboxFilter, OutboxState, OutboxSummary,
+};
 use super::record::{JobRecord, RequestRecord};
 use super::{
     AuditFilter, ChainReport, CreateDecision, Exclusive, ImportReport, OpenRequests, RequestFilter,
     RevocationBacklog, Store, StoreError, UpdateDecision,
 };
+use airlock_core::notify::{Notification, Topic};
 
 /// Where the store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +250,30 @@ enum Change {
         claim: DueClaim,
         reply: oneshot::Sender<Result<Vec<RequestId>, StoreError>>,
     },
+    /// A claim or settlement of outbox rows (SQLite only, like `Claim`).
+    Outbox {
+        op: OutboxOp,
+        reply: oneshot::Sender<Result<OutboxAnswer, StoreError>>,
+    },
+}
+
+/// What a dispatcher asks of the outbox.
+#[derive(Clone)]
+enum OutboxOp {
+    Claim(DueClaim),
+    Settle {
+        key: String,
+        claimed_until: i64,
+        delivery: Delivery,
+        now: i64,
+    },
+    ReleaseClaims,
+}
+
+enum OutboxAnswer {
+    Claimed(Vec<OutboxEntry>),
+    Settled(bool),
+    Released(u64),
 }
 
 /// What a scheduler pass asks to claim.
@@ -254,6 +282,19 @@ struct DueClaim {
     now: i64,
     until: i64,
     limit: i64,
+}
+
+impl DueClaim {
+    /// Up to `limit` rows due at `now`, held until `now + lease`.
+    fn new(now: Timestamp, lease: Duration, limit: u32) -> DueClaim {
+        DueClaim {
+            now: now.unix_millis(),
+            until: now
+                .unix_millis()
+                .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+            limit: i64::from(limit),
+        }
+    }
 }
 
 /// Changes committed together at most; bounds how long one commit holds others.
@@ -342,6 +383,23 @@ impl SqlStore {
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         let mut conn = self.read.acquire().await.map_err(db_err)?;
         schema_version(&mut conn).await
+    }
+
+    /// Outbox claims and settlements: on PostgreSQL a short transaction of
+    /// their own on the claims pool, never under the write lock; on SQLite
+    /// inside the writer's batches (see [`SqlStore::claims`]).
+    async fn outbox(&self, op: OutboxOp) -> Result<OutboxAnswer, StoreError> {
+        match &self.claims {
+            Some(pool) => {
+                let mut conn = pool.acquire().await.map_err(db_err)?;
+                outbox_op(&mut conn, self.backend, &op).await
+            }
+            None => {
+                let (reply, answer) = oneshot::channel();
+                self.submit_job(WriteJob::Change(Change::Outbox { op, reply }), answer)
+                    .await
+            }
+        }
     }
 
     async fn submit_job<T>(
@@ -509,6 +567,7 @@ enum Outcome {
     Decided(Box<Result<Transition, StoreError>>),
     Recorded,
     Claimed(Vec<RequestId>),
+    Outbox(OutboxAnswer),
     TokenWritten(bool),
     Directory(Box<Result<Committed, StoreError>>),
 }
@@ -524,6 +583,9 @@ impl Change {
             }
             (Change::Claim { reply, .. }, Outcome::Claimed(ids)) => {
                 let _ = reply.send(Ok(ids));
+            }
+            (Change::Outbox { reply, .. }, Outcome::Outbox(answer)) => {
+                let _ = reply.send(Ok(answer));
             }
             (Change::Token { reply, .. }, Outcome::TokenWritten(changed)) => {
                 let _ = reply.send(Ok(changed));
@@ -551,6 +613,9 @@ impl Change {
                 let _ = reply.send(Err(failure()));
             }
             Change::Claim { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::Outbox { reply, .. } => {
                 let _ = reply.send(Err(failure()));
             }
             Change::Token { reply, .. } => {
@@ -594,6 +659,7 @@ async fn try_batch(
             Change::Claim { claim, .. } => {
                 Outcome::Claimed(claim_due_rows(conn, backend, *claim).await?)
             }
+            Change::Outbox { op, .. } => Outcome::Outbox(outbox_op(conn, backend, op).await?),
             Change::Token { write, events, .. } => {
                 let changed = super::tokens::write(conn, write).await?;
                 if changed {
@@ -678,6 +744,8 @@ struct PendingWrites {
     order: Vec<(String, Timestamp)>,
     dirty: BTreeMap<String, usize>,
     events: Vec<AuditEvent>,
+    /// Notifications, each with the index of its causing event in `events`.
+    notifications: Vec<(usize, Notification)>,
 }
 
 impl PendingWrites {
@@ -712,6 +780,12 @@ impl PendingWrites {
             open.insert(key, t.request.id.clone());
         }
         rows.insert(id, t.request.clone());
+        let base = self.events.len();
+        self.notifications.extend(
+            t.notifications
+                .iter()
+                .map(|n| (base.saturating_add(n.cause), n.clone())),
+        );
         self.events.extend(t.events.iter().cloned());
     }
 
@@ -744,13 +818,192 @@ impl PendingWrites {
         for chunk in shaped_chunks(&records, backend.rows_per_statement(AUDIT_PARAMS)) {
             insert_audit_records(conn, chunk).await?;
         }
+        // Each notification is named after its causing event's place in
+        // the chain, known only now.
+        let outbox = self
+            .notifications
+            .iter()
+            .map(|(cause, n)| {
+                let event = records.get(*cause).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "a `{}` notification names no event of its change",
+                        n.topic.as_str()
+                    ))
+                })?;
+                Ok((event, n))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        for chunk in shaped_chunks(&outbox, backend.rows_per_statement(OUTBOX_PARAMS)) {
+            insert_outbox_rows(conn, chunk).await?;
+        }
         Ok(())
+    }
+}
+
+/// Writes new outbox rows, in one statement.
+async fn insert_outbox_rows(
+    conn: &mut AnyConnection,
+    rows: &[(&AuditRecord, &Notification)],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = (0..rows.len())
+        .map(|row| {
+            format!(
+                "({},'pending',0)",
+                placeholders(row * OUTBOX_PARAMS + 1, OUTBOX_PARAMS)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO notification_outbox (notification_key, seq, topic, channel, request_id, facts, \
+         created_at, first_due, next_attempt_at, updated_at, state, attempts) VALUES {}",
+        values.join(",")
+    );
+    let mut query = sqlx::query(&sql);
+    for (event, n) in rows {
+        let facts =
+            serde_json::to_string(&n.facts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        query = query
+            .bind(notification_key(event.seq, n.topic, &n.channel))
+            .bind(event.seq)
+            .bind(n.topic.as_str())
+            .bind(n.channel.clone())
+            .bind(event.request.clone())
+            .bind(facts)
+            .bind(event.at.unix_millis())
+            .bind(n.not_before.unix_millis())
+            .bind(n.not_before.unix_millis())
+            .bind(event.at.unix_millis());
+    }
+    query.execute(conn).await.map_err(db_err)?;
+    Ok(())
+}
+
+const OUTBOX_COLUMNS: &str =
+    "notification_key, seq, topic, channel, request_id, facts, created_at, \
+    first_due, state, attempts, next_attempt_at, claimed_until, last_error, settled_at, updated_at";
+
+fn outbox_from_row(row: &AnyRow) -> Result<OutboxEntry, StoreError> {
+    let key: String = row.try_get("notification_key").map_err(db_err)?;
+    let bad = |what: String| StoreError::Corrupt(format!("notification `{key}`: {what}"));
+    let topic: String = row.try_get("topic").map_err(db_err)?;
+    let state: String = row.try_get("state").map_err(db_err)?;
+    let facts: String = row.try_get("facts").map_err(db_err)?;
+    let request: Option<String> = row.try_get("request_id").map_err(db_err)?;
+    let attempts: i64 = row.try_get("attempts").map_err(db_err)?;
+    Ok(OutboxEntry {
+        seq: row.try_get("seq").map_err(db_err)?,
+        topic: Topic::parse(&topic).ok_or_else(|| bad(format!("unknown topic `{topic}`")))?,
+        channel: row.try_get("channel").map_err(db_err)?,
+        request: request
+            .map(|r| RequestId::parse(&r).map_err(|e| bad(e.to_string())))
+            .transpose()?,
+        facts: serde_json::from_str(&facts).map_err(|e| bad(e.to_string()))?,
+        created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(db_err)?),
+        first_due: Timestamp::from_unix_millis(row.try_get("first_due").map_err(db_err)?),
+        state: OutboxState::parse(&state).ok_or_else(|| bad(format!("unknown state `{state}`")))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        next_attempt_at: ts(row.try_get("next_attempt_at").map_err(db_err)?),
+        claimed_until: ts(row.try_get("claimed_until").map_err(db_err)?),
+        last_error: row.try_get("last_error").map_err(db_err)?,
+        settled_at: ts(row.try_get("settled_at").map_err(db_err)?),
+        updated_at: Timestamp::from_unix_millis(row.try_get("updated_at").map_err(db_err)?),
+        key,
+    })
+}
+
+fn mismatched(op: &str) -> StoreError {
+    StoreError::Corrupt(format!("an outbox {op} was answered as another operation"))
+}
+
+/// Claims or settles outbox rows. Claims pass over rows another
+/// dispatcher's claim (or a write batch) holds locked on PostgreSQL.
+async fn outbox_op(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    op: &OutboxOp,
+) -> Result<OutboxAnswer, StoreError> {
+    match op {
+        OutboxOp::Claim(claim) => {
+            let rows = claim_rows(
+                conn,
+                backend,
+                *claim,
+                [
+                    "notification_outbox",
+                    "notification_key",
+                    "next_attempt_at",
+                    "claimed_until",
+                ],
+                OUTBOX_COLUMNS,
+            )
+            .await?;
+            let mut claimed = rows
+                .iter()
+                .map(outbox_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            // RETURNING keeps no order.
+            claimed.sort_by(|a, b| (a.next_attempt_at, &a.key).cmp(&(b.next_attempt_at, &b.key)));
+            Ok(OutboxAnswer::Claimed(claimed))
+        }
+        OutboxOp::Settle {
+            key,
+            claimed_until,
+            delivery,
+            now,
+        } => {
+            let (state, attempted, next, error, settled): (
+                &str,
+                i64,
+                Option<i64>,
+                Option<&str>,
+                Option<i64>,
+            ) = match delivery {
+                Delivery::Sent => ("sent", 1, None, None, Some(*now)),
+                Delivery::Retry { next_at, error } => {
+                    ("pending", 1, Some(next_at.unix_millis()), Some(error), None)
+                }
+                Delivery::Failed { error } => ("failed", 1, None, Some(error), Some(*now)),
+                Delivery::Dropped { why } => ("dropped", 0, None, Some(why), Some(*now)),
+            };
+            let done = sqlx::query(
+                "UPDATE notification_outbox SET state = $1, attempts = attempts + $2, \
+                 next_attempt_at = $3, claimed_until = NULL, \
+                 last_error = COALESCE($4, last_error), settled_at = $5, updated_at = $6 \
+                 WHERE notification_key = $7 AND state = 'pending' AND claimed_until = $8",
+            )
+            .bind(state)
+            .bind(attempted)
+            .bind(next)
+            .bind(error)
+            .bind(settled)
+            .bind(*now)
+            .bind(key.clone())
+            .bind(*claimed_until)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            Ok(OutboxAnswer::Settled(done.rows_affected() == 1))
+        }
+        OutboxOp::ReleaseClaims => {
+            let done = sqlx::query(
+                "UPDATE notification_outbox SET claimed_until = NULL \
+                 WHERE next_attempt_at IS NOT NULL AND claimed_until IS NOT NULL",
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            Ok(OutboxAnswer::Released(done.rows_affected()))
+        }
     }
 }
 
 /// Parameters per request row and per audit row in the multi-row writes.
 const REQUEST_PARAMS: usize = 37;
 const AUDIT_PARAMS: usize = 12;
+const OUTBOX_PARAMS: usize = 10;
 
 /// Splits `items` into chunks whose sizes are powers of two (at most `max`),
 /// so a multi-row statement comes in a handful of shapes that stay in the
@@ -926,6 +1179,33 @@ enum Bind {
     Int(i64),
 }
 
+/// A query with its parameters bound in order.
+fn bound(
+    sql: &str,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    let mut query = sqlx::query(sql);
+    for b in binds {
+        query = match b {
+            Bind::Text(t) => query.bind(t),
+            Bind::Int(i) => query.bind(i),
+        };
+    }
+    query
+}
+
+/// ` AND state IN (…)` for `states` (nothing when there are none: any state).
+fn state_in<'a>(binds: &mut Vec<Bind>, states: impl Iterator<Item = &'a str>) -> String {
+    let placeholders: Vec<String> = states
+        .map(|s| param(binds, Bind::Text(s.to_owned())))
+        .collect();
+    if placeholders.is_empty() {
+        String::new()
+    } else {
+        format!(" AND state IN ({})", placeholders.join(","))
+    }
+}
+
 /// Adds a parameter; returns its placeholder.
 fn param(binds: &mut Vec<Bind>, b: Bind) -> String {
     binds.push(b);
@@ -953,14 +1233,10 @@ fn in_approver_groups(backend: Backend, binds: &mut Vec<Bind>, user: &User) -> S
 fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<Bind>) {
     let mut sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE 1=1");
     let mut binds: Vec<Bind> = Vec::new();
-    if !filter.states.is_empty() {
-        let states: Vec<String> = filter
-            .states
-            .iter()
-            .map(|s| param(&mut binds, Bind::Text(s.as_str().to_owned())))
-            .collect();
-        sql.push_str(&format!(" AND state IN ({})", states.join(",")));
-    }
+    sql.push_str(&state_in(
+        &mut binds,
+        filter.states.iter().map(|s| s.as_str()),
+    ));
     if let Some(r) = &filter.requester {
         let p = param(&mut binds, Bind::Text(r.as_str().to_owned()));
         sql.push_str(&format!(" AND requester = {p}"));
@@ -1199,6 +1475,7 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
             }
             Change::Record { .. }
             | Change::Claim { .. }
+            | Change::Outbox { .. }
             | Change::Token { .. }
             | Change::Directory { .. } => {}
         }
@@ -1369,6 +1646,36 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
     })
 }
 
+/// The one way due work is claimed, for requests' deadlines and the
+/// outbox alike: rows of `table` (named by its `key`, `due` and `claimed`
+/// columns) due at `claim.now` that nobody holds are held until
+/// `claim.until`, at most `claim.limit`, earliest first; on PostgreSQL rows
+/// another claimer holds locked are passed over. Returns the `returning`
+/// columns of the rows claimed, in no order.
+async fn claim_rows(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    claim: DueClaim,
+    [table, key, due, claimed]: [&str; 4],
+    returning: &str,
+) -> Result<Vec<AnyRow>, StoreError> {
+    let sql = format!(
+        "UPDATE {table} SET {claimed} = $1 WHERE {key} IN (\
+           SELECT {key} FROM {table} WHERE {due} <= $2 \
+           AND ({claimed} IS NULL OR {claimed} <= $2) \
+           ORDER BY {due} LIMIT $3{}) \
+         RETURNING {returning}",
+        backend.skip_locked()
+    );
+    sqlx::query(&sql)
+        .bind(claim.until)
+        .bind(claim.now)
+        .bind(claim.limit)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)
+}
+
 /// Claims due rows for `claim.until` and returns them, earliest first. On
 /// PostgreSQL rows another replica's claim (or a write batch) holds locked
 /// are passed over, not waited for.
@@ -1377,21 +1684,14 @@ async fn claim_due_rows(
     backend: Backend,
     claim: DueClaim,
 ) -> Result<Vec<RequestId>, StoreError> {
-    let sql = format!(
-        "UPDATE requests SET due_claimed_until = $1 WHERE id IN (\
-           SELECT id FROM requests WHERE due_at <= $2 \
-           AND (due_claimed_until IS NULL OR due_claimed_until <= $2) \
-           ORDER BY due_at LIMIT $3{}) \
-         RETURNING id, due_at",
-        backend.skip_locked()
-    );
-    let rows = sqlx::query(&sql)
-        .bind(claim.until)
-        .bind(claim.now)
-        .bind(claim.limit)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
+    let rows = claim_rows(
+        conn,
+        backend,
+        claim,
+        ["requests", "id", "due_at", "due_claimed_until"],
+        "id, due_at",
+    )
+    .await?;
     let mut claimed = rows
         .iter()
         .map(|row| {
@@ -1494,14 +1794,10 @@ impl Store for SqlStore {
         filter: &RequestFilter,
     ) -> Result<Vec<AccessRequest>, StoreError> {
         let (sql, binds) = list_requests_sql(self.backend, filter);
-        let mut query = sqlx::query(&sql);
-        for b in binds {
-            query = match b {
-                Bind::Text(t) => query.bind(t),
-                Bind::Int(i) => query.bind(i),
-            };
-        }
-        let rows = query.fetch_all(&self.read).await.map_err(db_err)?;
+        let rows = bound(&sql, binds)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
         rows.iter().map(request_from_row).collect()
     }
 
@@ -1511,13 +1807,7 @@ impl Store for SqlStore {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<RequestId>, StoreError> {
-        let claim = DueClaim {
-            now: now.unix_millis(),
-            until: now
-                .unix_millis()
-                .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
-            limit: i64::from(limit),
-        };
+        let claim = DueClaim::new(now, lease, limit);
         match &self.claims {
             // One statement, a short transaction of its own.
             Some(pool) => {
@@ -1564,6 +1854,123 @@ impl Store for SqlStore {
             outstanding: u64::try_from(outstanding).unwrap_or(0),
             overdue: u64::try_from(overdue).unwrap_or(0),
         })
+    }
+
+    async fn claim_notifications(
+        &self,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let claim = DueClaim::new(now, lease, limit);
+        match self.outbox(OutboxOp::Claim(claim)).await? {
+            OutboxAnswer::Claimed(rows) => Ok(rows),
+            _ => Err(mismatched("claim")),
+        }
+    }
+
+    async fn settle_notification(
+        &self,
+        entry: &OutboxEntry,
+        delivery: Delivery,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let Some(claimed_until) = entry.claimed_until else {
+            return Ok(false);
+        };
+        let op = OutboxOp::Settle {
+            key: entry.key.clone(),
+            claimed_until: claimed_until.unix_millis(),
+            delivery,
+            now: now.unix_millis(),
+        };
+        match self.outbox(op).await? {
+            OutboxAnswer::Settled(done) => Ok(done),
+            _ => Err(mismatched("settlement")),
+        }
+    }
+
+    async fn release_notification_claims(&self) -> Result<u64, StoreError> {
+        match self.outbox(OutboxOp::ReleaseClaims).await? {
+            OutboxAnswer::Released(n) => Ok(n),
+            _ => Err(mismatched("release")),
+        }
+    }
+
+    async fn next_notification_due(&self, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM notification_outbox WHERE next_attempt_at IS NOT NULL \
+             AND (claimed_until IS NULL OR claimed_until <= $1)",
+        )
+        .bind(now.unix_millis())
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(ts(next))
+    }
+
+    async fn notification_summary(&self, now: Timestamp) -> Result<OutboxSummary, StoreError> {
+        let mut summary = OutboxSummary::default();
+        let counts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM notification_outbox GROUP BY state")
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_err)?;
+        for (state, n) in counts {
+            if let Some(state) = OutboxState::parse(&state) {
+                summary.counts.insert(state, u64::try_from(n).unwrap_or(0));
+            }
+        }
+        // Pending rows are exactly those in the due index.
+        let (backlog, scheduled, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN first_due <= $1 THEN 1 ELSE 0 END), 0), \
+                    COALESCE(SUM(CASE WHEN first_due > $1 THEN 1 ELSE 0 END), 0), \
+                    MIN(CASE WHEN first_due <= $1 THEN first_due END) \
+             FROM notification_outbox WHERE next_attempt_at IS NOT NULL",
+        )
+        .bind(now.unix_millis())
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_err)?;
+        summary.backlog = u64::try_from(backlog).unwrap_or(0);
+        summary.scheduled = u64::try_from(scheduled).unwrap_or(0);
+        summary.oldest_due = ts(oldest);
+        let last: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT notification_key, last_error, updated_at FROM notification_outbox \
+             WHERE state IN ('pending','failed') AND last_error IS NOT NULL \
+             ORDER BY updated_at DESC LIMIT 1",
+        )
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        summary.last_error =
+            last.map(|(key, error, at)| (key, error, Timestamp::from_unix_millis(at)));
+        Ok(summary)
+    }
+
+    async fn list_notifications(
+        &self,
+        filter: &OutboxFilter,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut sql = format!("SELECT {OUTBOX_COLUMNS} FROM notification_outbox WHERE 1=1");
+        let mut binds: Vec<Bind> = Vec::new();
+        sql.push_str(&state_in(
+            &mut binds,
+            filter.states.iter().map(|s| s.as_str()),
+        ));
+        if let Some(r) = &filter.request {
+            let p = param(&mut binds, Bind::Text(r.as_str().to_owned()));
+            sql.push_str(&format!(" AND request_id = {p}"));
+        }
+        sql.push_str(&format!(
+            " ORDER BY updated_at DESC, notification_key LIMIT {}",
+            filter.limit.max(1)
+        ));
+        let rows = bound(&sql, binds)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(outbox_from_row).collect()
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {

@@ -1,0 +1,411 @@
+//! Who hears what, data-driven: each case walks a request through the real
+//! lifecycle and names the notifications the last change must cause (topic,
+//! channel, when due), all through the one [`check`] helper.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
+use airlock_core::catalog::{Entitlement, TicketRule, User};
+use airlock_core::drift::DriftPolicy;
+use airlock_core::notify::{
+    plan, still_relevant, AfterFailure, RetryPolicy, Routes, Routing, Topic,
+};
+use airlock_core::request::{
+    apply, submit, Command, JobAction, LifecycleSettings, NewRequest, State, Transition,
+};
+use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+
+const T0_MS: i64 = 1_700_000_000_000;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_unix_millis(T0_MS + secs * 1000)
+}
+
+fn user(id: &str, groups: &[&str]) -> User {
+    User {
+        id: UserId::parse(id).unwrap(),
+        groups: groups
+            .iter()
+            .map(|g| GroupName::parse(g).unwrap())
+            .collect(),
+        roles: BTreeSet::new(),
+        kind: Default::default(),
+        token: None,
+    }
+}
+
+fn entitlement() -> Entitlement {
+    entitlement_waiting(Default::default())
+}
+
+fn entitlement_waiting(waiting: airlock_core::catalog::WaitingTimes) -> Entitlement {
+    Entitlement {
+        id: EntitlementId::parse("db").unwrap(),
+        description: String::new(),
+        max_duration: Duration::from_secs(24 * 3600),
+        default_duration: Duration::from_secs(3600),
+        reason_required: false,
+        ticket: TicketRule {
+            required: false,
+            pattern: None,
+        },
+        connector: "pg".to_owned(),
+        drift: DriftPolicy::Report,
+        waiting,
+    }
+}
+
+fn verdict(approvals: u32) -> Verdict {
+    Verdict {
+        route: if approvals == 0 {
+            Route::AutoApproved
+        } else {
+            Route::NeedsApprovals(vec![ApprovalTier {
+                count: approvals,
+                groups: BTreeSet::from([GroupName::parse("sre").unwrap()]),
+                policy: "p".to_owned(),
+            }])
+        },
+        policy_version: "v1".to_owned(),
+        policies: vec!["p".to_owned()],
+        errors: Vec::new(),
+    }
+}
+
+fn permitted() -> ApproverVerdict {
+    ApproverVerdict {
+        outcome: Ok(vec!["p".to_owned()]),
+        policy_version: "v1".to_owned(),
+    }
+}
+
+/// A request for one hour (or `secs`), approvals needed, break-glass or not.
+fn submitted(approvals: u32, secs: u64, break_glass: bool) -> Transition {
+    submit(
+        NewRequest {
+            id: RequestId::parse("r1").unwrap(),
+            duration: Some(Duration::from_secs(secs)),
+            reason: "fix it".to_owned(),
+            ticket: None,
+            start_at: None,
+            break_glass,
+            public_key: None,
+        },
+        &user("alice", &["eng"]),
+        &entitlement(),
+        None,
+        verdict(approvals),
+        &LifecycleSettings::default(),
+        at(0),
+    )
+    .unwrap()
+}
+
+fn step(t: &Transition, command: Command, secs: i64) -> Transition {
+    apply(
+        t.request.clone(),
+        command,
+        &LifecycleSettings::default(),
+        at(secs),
+    )
+    .unwrap()
+}
+
+fn token(t: &Transition) -> u64 {
+    t.effects.last().expect("a connector call").token
+}
+
+fn granted(secs: u64) -> Transition {
+    let t = submitted(0, secs, false);
+    let tok = token(&t);
+    step(
+        &t,
+        Command::JobSucceeded {
+            action: JobAction::Grant,
+            token: tok,
+            certificate: None,
+        },
+        1,
+    )
+}
+
+fn ended_by_expiry() -> Transition {
+    let t = granted(3600);
+    step(&t, Command::Tick, 3601)
+}
+
+fn revoke_failed(t: &Transition, secs: i64) -> Transition {
+    let tok = token(t);
+    step(
+        t,
+        Command::JobFailed {
+            action: JobAction::Revoke,
+            token: tok,
+            error: "target down".to_owned(),
+            retryable: true,
+        },
+        secs,
+    )
+}
+
+/// Approvers on `chat`, requesters on `mail`, security on `pager`; a
+/// 15-minute expiry warning; removals overdue after 5 minutes.
+fn routing() -> Routing {
+    let one = |c: &str| Some(vec![c.to_owned()]);
+    Routing {
+        defaults: Routes {
+            approvers: one("chat"),
+            requester: one("mail"),
+            security: one("pager"),
+        },
+        entitlements: BTreeMap::new(),
+        expiry_warning: Some(Duration::from_secs(15 * 60)),
+        overdue_after: Duration::from_secs(300),
+    }
+}
+
+/// The notifications `t` must cause under `routing`: (topic, channel, due
+/// in seconds after T0), in any order.
+fn check(t: &Transition, routing: &Routing, expect: &[(Topic, &str, i64)]) {
+    let got: BTreeSet<(Topic, String, Timestamp)> = plan(t, routing)
+        .into_iter()
+        .map(|n| {
+            assert!(
+                n.cause < t.events.len(),
+                "{n:?} names no event of its change"
+            );
+            assert_eq!(n.facts.get("request").map(String::as_str), Some("r1"));
+            (n.topic, n.channel, n.not_before)
+        })
+        .collect();
+    let want: BTreeSet<(Topic, String, Timestamp)> = expect
+        .iter()
+        .map(|(topic, channel, secs)| (*topic, (*channel).to_owned(), at(*secs)))
+        .collect();
+    assert_eq!(got, want, "events: {:?}", t.events);
+}
+
+#[test]
+fn each_change_tells_the_people_it_concerns() {
+    let r = routing();
+    let pending = submitted(1, 3600, false);
+    check(&pending, &r, &[(Topic::AwaitingApproval, "chat", 0)]);
+    check(
+        &submitted(1, 3600, true),
+        &r,
+        &[
+            (Topic::AwaitingApproval, "chat", 0),
+            (Topic::BreakGlass, "pager", 0),
+        ],
+    );
+    // Auto-approved: no approver is asked.
+    check(
+        &submitted(0, 3600, false),
+        &r,
+        &[(Topic::Approved, "mail", 0)],
+    );
+    let approve = Command::Approve {
+        approver: user("bob", &["sre"]),
+        comment: None,
+        permission: permitted(),
+    };
+    check(
+        &step(&pending, approve, 5),
+        &r,
+        &[(Topic::Approved, "mail", 5)],
+    );
+    let deny = Command::Deny {
+        approver: user("bob", &["sre"]),
+        reason: "not now".to_owned(),
+        permission: permitted(),
+    };
+    check(&step(&pending, deny, 5), &r, &[(Topic::Denied, "mail", 5)]);
+    // Granted at 1 for an hour: told now, and warned 15 minutes before the end.
+    check(
+        &granted(3600),
+        &r,
+        &[
+            (Topic::Provisioned, "mail", 1),
+            (Topic::ExpiresSoon, "mail", 3600 - 900),
+        ],
+    );
+    // A grant shorter than the lead time gets no warning.
+    check(&granted(600), &r, &[(Topic::Provisioned, "mail", 1)]);
+    // Expired at 3601: the requester hears, and the security route will if
+    // the removal is still unconfirmed five minutes on.
+    let ended = ended_by_expiry();
+    check(
+        &ended,
+        &r,
+        &[
+            (Topic::Ended, "mail", 3601),
+            (Topic::RevocationOverdue, "pager", 3901),
+        ],
+    );
+    // The first failed removal is news; the retries after it are not.
+    let failed_once = revoke_failed(&ended, 3602);
+    check(
+        &failed_once,
+        &r,
+        &[(Topic::RevocationFailed, "pager", 3602)],
+    );
+    let retry_at = (failed_once.request.next_due().unwrap().unix_millis() - T0_MS) / 1000;
+    let claimed = step(&failed_once, Command::Tick, retry_at);
+    check(&revoke_failed(&claimed, retry_at + 1), &r, &[]);
+}
+
+#[test]
+fn an_entitlement_can_route_an_audience_elsewhere_or_silence_it() {
+    let mut r = routing();
+    r.entitlements.insert(
+        EntitlementId::parse("db").unwrap(),
+        Routes {
+            approvers: Some(vec!["pager".to_owned(), "chat".to_owned()]),
+            requester: Some(Vec::new()),
+            security: None,
+        },
+    );
+    check(
+        &submitted(1, 3600, true),
+        &r,
+        &[
+            (Topic::AwaitingApproval, "pager", 0),
+            (Topic::AwaitingApproval, "chat", 0),
+            (Topic::BreakGlass, "pager", 0),
+        ],
+    );
+    check(&submitted(0, 3600, false), &r, &[]);
+    // No routing at all: nothing is planned, nothing written.
+    check(&submitted(1, 3600, true), &Routing::default(), &[]);
+}
+
+#[test]
+fn a_due_notification_is_sent_only_while_it_still_says_something_true() {
+    let pending = submitted(1, 3600, false);
+    assert!(still_relevant(
+        Topic::AwaitingApproval,
+        &pending.request,
+        at(1)
+    ));
+    let cancelled = step(
+        &pending,
+        Command::Cancel {
+            by: user("alice", &["eng"]),
+        },
+        2,
+    );
+    assert_eq!(cancelled.request.state, State::Cancelled);
+    assert!(!still_relevant(
+        Topic::AwaitingApproval,
+        &cancelled.request,
+        at(3)
+    ));
+    // What happened is always worth telling.
+    assert!(still_relevant(Topic::Approved, &cancelled.request, at(3)));
+
+    let active = granted(3600);
+    assert!(still_relevant(
+        Topic::ExpiresSoon,
+        &active.request,
+        at(2700)
+    ));
+    let released = step(
+        &active,
+        Command::Release {
+            by: user("alice", &["eng"]),
+        },
+        100,
+    );
+    assert!(!still_relevant(
+        Topic::ExpiresSoon,
+        &released.request,
+        at(2700)
+    ));
+    assert!(still_relevant(
+        Topic::RevocationOverdue,
+        &released.request,
+        at(400)
+    ));
+    let tok = token(&released);
+    let removed = step(
+        &released,
+        Command::JobSucceeded {
+            action: JobAction::Revoke,
+            token: tok,
+            certificate: None,
+        },
+        101,
+    );
+    assert!(!still_relevant(
+        Topic::RevocationOverdue,
+        &removed.request,
+        at(400)
+    ));
+}
+
+#[test]
+fn failed_sends_back_off_to_a_cap_and_are_given_up_past_the_horizon() {
+    let policy = RetryPolicy {
+        base: Duration::from_secs(5),
+        cap: Duration::from_secs(60),
+        give_up_after: Duration::from_secs(3600),
+    };
+    let first = at(0);
+    let next = |attempts, now: i64| policy.after_failure(attempts, first, at(now), false);
+    assert_eq!(next(1, 0), AfterFailure::RetryAt(at(5)));
+    assert_eq!(next(2, 5), AfterFailure::RetryAt(at(15)));
+    assert_eq!(next(3, 15), AfterFailure::RetryAt(at(35)));
+    assert_eq!(next(10, 100), AfterFailure::RetryAt(at(160)), "capped");
+    assert_eq!(next(60, 3540), AfterFailure::RetryAt(at(3600)));
+    assert_eq!(next(61, 3541), AfterFailure::GiveUp, "past the horizon");
+    assert_eq!(
+        policy.after_failure(1, first, at(0), true),
+        AfterFailure::GiveUp,
+        "a permanent error is not retried"
+    );
+}
+
+#[test]
+fn reminders_and_escalations_go_to_the_approvers_again() {
+    let waiting = airlock_core::catalog::WaitingTimes {
+        remind_after: Some(Duration::from_secs(600)),
+        escalate_after: Some(Duration::from_secs(1200)),
+        escalate_to: BTreeSet::from([GroupName::parse("leads").unwrap()]),
+        timeout: None,
+    };
+    let pending = submit(
+        NewRequest {
+            id: RequestId::parse("r1").unwrap(),
+            duration: Some(Duration::from_secs(3600)),
+            reason: "fix it".to_owned(),
+            ticket: None,
+            start_at: None,
+            break_glass: false,
+            public_key: None,
+        },
+        &user("alice", &["eng"]),
+        &entitlement_waiting(waiting),
+        None,
+        verdict(1),
+        &LifecycleSettings::default(),
+        at(0),
+    )
+    .unwrap();
+    let r = routing();
+    let reminded = step(&pending, Command::Tick, 600);
+    check(&reminded, &r, &[(Topic::ApprovalReminder, "chat", 600)]);
+    let escalated = step(&reminded, Command::Tick, 1200);
+    check(&escalated, &r, &[(Topic::Escalated, "chat", 1200)]);
+    assert!(still_relevant(
+        Topic::Escalated,
+        &escalated.request,
+        at(1201)
+    ));
+}

@@ -1,0 +1,553 @@
+//! Notifications end to end through the real server on a `ManualClock`: a
+//! real SMTP server on loopback (aiosmtpd, started by the test) and a local
+//! HTTP receiver playing a Slack incoming webhook, a signed-webhook
+//! consumer and the connector's target. What must hold: each message
+//! reaches the people it concerns with the request's facts, signed where
+//! the channel signs, once per idempotency key; a channel that is down for
+//! a while loses and duplicates nothing; one that refuses for good, or stays
+//! down past the horizon, is given up on, visibly.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test helpers fail by panicking, with the value in the message"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use airlock_connectors::webhook::{verify_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use airlock_core::Timestamp;
+use airlock_server::api::{
+    parse_time, CreateRequest, DurationInput, NotificationsQuery, NotificationsView,
+};
+use airlock_server::client::{Action, Client};
+use airlock_server::config::{token_hash, Settings};
+use airlock_server::engine::{Clock, ManualClock};
+use airlock_server::server::{start_with_clock, Server};
+use airlock_testkit::smtp::SmtpSink;
+use airlock_testkit::{bounded, until};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+
+const SECRET: &str = "notify-test-connector-secret";
+const HOOK_SECRET: &str = "notify-test-webhook-secret";
+/// 2027-01-15T08:00:00Z; no time is read from the wall.
+const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+const WAIT: Duration = Duration::from_secs(15);
+
+/// One post a receiver accepted.
+#[derive(Debug, Clone)]
+struct Post {
+    headers: HeaderMap,
+    body: serde_json::Value,
+    raw: Bytes,
+}
+
+/// The local HTTP receiver: `/connector` grants and revokes, `/slack` and
+/// `/hook` record what they accept. Each path answers `up` or a status.
+#[derive(Clone, Default)]
+struct Receiver {
+    posts: Arc<Mutex<BTreeMap<String, Vec<Post>>>>,
+    /// Path to the status it answers instead of 200 (absent: up).
+    down: Arc<Mutex<BTreeMap<String, u16>>>,
+}
+
+impl Receiver {
+    async fn start() -> (Receiver, String) {
+        let receiver = Receiver::default();
+        let app = axum::Router::new()
+            .route("/{path}", post(receive))
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, base)
+    }
+
+    fn set(&self, path: &str, status: Option<u16>) {
+        let mut down = self.down.lock().unwrap();
+        match status {
+            Some(s) => down.insert(path.to_owned(), s),
+            None => down.remove(path),
+        };
+    }
+
+    fn posts(&self, path: &str) -> Vec<Post> {
+        self.posts
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+async fn receive(
+    State(r): State<Receiver>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> StatusCode {
+    if let Some(status) = r.down.lock().unwrap().get(&path) {
+        return StatusCode::from_u16(*status).unwrap();
+    }
+    let body = serde_json::from_slice(&raw).unwrap();
+    r.posts
+        .lock()
+        .unwrap()
+        .entry(path)
+        .or_default()
+        .push(Post { headers, body, raw });
+    StatusCode::OK
+}
+
+fn settings(dir: &std::path::Path, smtp_port: u16, base: &str) -> Settings {
+    let root = dir.display().to_string();
+    let mut toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = '{root}/data'
+reconcile_every = "off"
+
+[connectors.target]
+type = "webhook"
+url = "{base}/connector"
+secret = "{SECRET}"
+timeout = "2s"
+
+[entitlements.db]
+requestable_by = ["eng"]
+max_duration = "2h"
+approvals_required = 1
+approvers = ["sre"]
+require_reason = false
+connector = "target"
+
+[notifications]
+approvers = ["mail", "chat"]
+requester = ["mail"]
+security = ["siem"]
+expiry_warning = "15m"
+retry_base = "10s"
+retry_cap = "1m"
+give_up_after = "10m"
+
+[notifications.channels.mail]
+type = "smtp"
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+from = "Airlock <airlock@example.com>"
+timeout = "2s"
+
+[notifications.channels.chat]
+type = "slack"
+url = "{base}/slack"
+timeout = "2s"
+
+[notifications.channels.siem]
+type = "webhook"
+url = "{base}/hook"
+secret = "{HOOK_SECRET}"
+timeout = "2s"
+
+[users.bob]
+groups = ["sre"]
+email = "Bob Builder <bob@example.com>"
+token_sha256 = "{}"
+
+[users.carol]
+groups = ["sre"]
+
+[users.admin]
+roles = ["admin"]
+token_sha256 = "{}"
+"#,
+        token_hash("bob-token"),
+        token_hash("admin-token"),
+    );
+    for name in ["alice", "dave", "erin", "fred"] {
+        toml.push_str(&format!(
+            "\n[users.{name}]\ngroups = [\"eng\"]\nemail = \"{name}@example.com\"\ntoken_sha256 = \"{}\"\n",
+            token_hash(&format!("{name}-token"))
+        ));
+    }
+    Settings::parse("notify.toml", &toml, dir).unwrap()
+}
+
+struct Harness {
+    server: Server,
+    clock: Arc<ManualClock>,
+    base: String,
+    receiver: Receiver,
+    smtp: SmtpSink,
+    _dir: tempfile::TempDir,
+}
+
+async fn boot() -> Option<Harness> {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpSink::start(dir.path())?;
+    let (receiver, target) = Receiver::start().await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let server = start_with_clock(
+        settings(dir.path(), smtp.port, &target),
+        Arc::clone(&clock) as Arc<dyn Clock>,
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.addr());
+    Some(Harness {
+        server,
+        clock,
+        base,
+        receiver,
+        smtp,
+        _dir: dir,
+    })
+}
+
+impl Harness {
+    fn client(&self, who: &str) -> Client {
+        Client::new(&self.base, &format!("{who}-token")).unwrap()
+    }
+
+    async fn request(&self, who: &str, break_glass: bool) -> String {
+        self.client(who)
+            .create_request(&CreateRequest {
+                entitlement: "db".to_owned(),
+                duration: Some(DurationInput::Seconds(3600)),
+                reason: format!("{who} fixes the database"),
+                ticket: None,
+                start_at: None,
+                break_glass,
+                public_key: None,
+            })
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn outbox(&self) -> NotificationsView {
+        self.client("admin")
+            .notifications(&NotificationsQuery {
+                limit: Some(1000),
+                ..NotificationsQuery::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Mails received, as (recipients, headers and body text).
+    fn mails(&self) -> Vec<(Vec<String>, String)> {
+        self.smtp
+            .messages()
+            .iter()
+            .map(|line| {
+                let m: serde_json::Value = serde_json::from_str(line).unwrap();
+                let to = m["rcpt_tos"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_owned())
+                    .collect();
+                (to, m["data"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    }
+
+    /// Waits until the outbox has nothing due and `sent` rows are sent.
+    async fn settled(&self, sent: u64) -> NotificationsView {
+        until(WAIT, &format!("{sent} notifications sent"), || async {
+            let o = self.outbox().await;
+            (o.backlog == 0 && o.counts["sent"] == sent).then_some(o)
+        })
+        .await
+    }
+
+    async fn metric(&self, line_start: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .unwrap_or_else(|| panic!("no `{line_start}` in {text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// The header `name` of a mail.
+fn header<'a>(mail: &'a str, name: &str) -> &'a str {
+    mail.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in {mail}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_change_reaches_the_people_it_concerns_on_every_channel() {
+    bounded(Duration::from_secs(90), async {
+        let Some(h) = boot().await else { return };
+        let id = h.request("alice", true).await;
+
+        // Approvers: mail to bob (carol has no address), the chat room, and
+        // the break-glass alert on the signed webhook.
+        h.settled(3).await;
+        let mails = h.mails();
+        assert_eq!(mails.len(), 1, "{mails:?}");
+        let (to, mail) = &mails[0];
+        assert_eq!(to, &["bob@example.com"]);
+        assert!(header(mail, "To").contains("bob@example.com"), "{mail}");
+        assert!(
+            header(mail, "Subject").contains("alice asks for db"),
+            "{mail}"
+        );
+        assert!(mail.contains(&format!("airlock approve {id}")), "{mail}");
+        assert!(mail.contains("reason: alice fixes the database"), "{mail}");
+
+        let chat = h.receiver.posts("slack");
+        assert_eq!(chat.len(), 1);
+        let blocks = serde_json::to_string(&chat[0].body["blocks"]).unwrap();
+        assert!(chat[0].body["text"]
+            .as_str()
+            .unwrap()
+            .contains("alice asks for db"));
+        assert!(blocks.contains("requester: alice") && blocks.contains("break_glass: true"));
+        assert!(
+            blocks.contains(&format!("airlock approve {id}")),
+            "{blocks}"
+        );
+        assert!(!blocks.contains("mrkdwn"), "people's text is never markup");
+
+        let hooks = h.receiver.posts("hook");
+        assert_eq!(hooks.len(), 1);
+        let hook = &hooks[0];
+        assert_eq!(hook.body["topic"], "break_glass");
+        assert_eq!(hook.body["audience"], "security");
+        assert_eq!(hook.body["facts"]["request"], id.as_str());
+        let stamp = hook.headers[TIMESTAMP_HEADER].to_str().unwrap();
+        let signature = hook.headers[SIGNATURE_HEADER].to_str().unwrap();
+        assert!(verify_signature(
+            HOOK_SECRET.as_bytes(),
+            stamp,
+            &hook.raw,
+            signature
+        ));
+        assert!(!verify_signature(
+            SECRET.as_bytes(),
+            stamp,
+            &hook.raw,
+            signature
+        ));
+        assert_eq!(
+            hook.headers["idempotency-key"].to_str().unwrap(),
+            hook.body["idempotency_key"].as_str().unwrap()
+        );
+
+        // Approved and provisioned: the requester hears both by mail.
+        h.client("bob")
+            .act(&id, &Action::Approve { comment: None })
+            .await
+            .unwrap();
+        let o = h.settled(5).await;
+        assert_eq!(o.scheduled, 1, "the expiry warning waits for its time");
+        let alice: Vec<String> = h
+            .mails()
+            .into_iter()
+            .filter(|(to, _)| to == &["alice@example.com"])
+            .map(|(_, m)| header(&m, "Subject").to_owned())
+            .collect();
+        assert_eq!(alice.len(), 2, "{alice:?}");
+        assert!(alice.iter().any(|s| s.contains("db for alice is approved")));
+        assert!(alice
+            .iter()
+            .any(|s| s.contains("db for alice is active until")));
+
+        // Fifteen minutes before the end, and at the end.
+        h.clock
+            .advance_to(T0.plus(Duration::from_secs(45 * 60 + 1)));
+        h.settled(6).await;
+        h.clock.advance_to(T0.plus(Duration::from_secs(3600 + 1)));
+        until(WAIT, "the grant to be removed", || async {
+            let r = h.client("alice").get_request(&id).await.unwrap();
+            r.deprovisioned_at.is_some().then_some(())
+        })
+        .await;
+        h.settled(7).await;
+        let subjects: Vec<String> = h
+            .mails()
+            .iter()
+            .map(|(_, m)| header(m, "Subject").to_owned())
+            .collect();
+        assert!(
+            subjects.iter().any(|s| s.contains("db for alice ends at")),
+            "{subjects:?}"
+        );
+        assert!(subjects
+            .iter()
+            .any(|s| s.contains("db for alice has ended (expired)")));
+
+        // The overdue check falls due after the removal was confirmed: dropped.
+        h.clock
+            .advance_to(T0.plus(Duration::from_secs(3600 + 6 * 60)));
+        let o = until(WAIT, "the overdue check to be dropped", || async {
+            let o = h.outbox().await;
+            (o.counts["dropped"] == 1).then_some(o)
+        })
+        .await;
+        assert_eq!((o.backlog, o.scheduled, o.counts["failed"]), (0, 0, 0));
+
+        // Every mail carries its idempotency key as its Message-ID, once.
+        let keys: Vec<String> = o
+            .notifications
+            .iter()
+            .filter(|n| n.channel == "mail" && n.state == "sent")
+            .map(|n| format!("<{}@airlock>", n.key.replace(':', ".")))
+            .collect();
+        let ids: Vec<String> = h
+            .mails()
+            .iter()
+            .map(|(_, m)| header(m, "Message-ID").to_owned())
+            .collect();
+        assert_eq!(
+            keys.iter().collect::<BTreeSet<_>>(),
+            ids.iter().collect::<BTreeSet<_>>()
+        );
+        assert_eq!(ids.len(), keys.len(), "a mail was sent twice");
+        assert_eq!(h.metric("airlock_notifications_backlog ").await, 0.0);
+        assert_eq!(
+            h.metric("airlock_notifications{state=\"sent\"} ").await,
+            7.0
+        );
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_down_for_a_while_loses_and_duplicates_nothing() {
+    bounded(Duration::from_secs(120), async {
+        let Some(mut h) = boot().await else { return };
+        h.smtp.stop();
+        h.receiver.set("slack", Some(503));
+        let mut ids = Vec::new();
+        for who in ["alice", "dave", "erin"] {
+            ids.push(h.request(who, false).await);
+        }
+        // Each tried once and waiting for its retry, with the error in view.
+        let o = until(WAIT, "a first failed attempt of each", || async {
+            let o = h.outbox().await;
+            let tried = o
+                .notifications
+                .iter()
+                .filter(|n| n.state == "pending" && n.attempts == 1)
+                .count();
+            (tried == 6).then_some(o)
+        })
+        .await;
+        assert_eq!(o.backlog, 6);
+        assert!(o.last_error.is_some());
+        let errors: BTreeSet<&str> = o
+            .notifications
+            .iter()
+            .map(|n| n.last_error.as_deref().unwrap())
+            .collect();
+        assert!(errors.iter().any(|e| e.contains("503")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("mail")), "{errors:?}");
+        assert_eq!(h.metric("airlock_notifications_backlog ").await, 6.0);
+
+        // Still down through two more retries (10 s, then 20 s later).
+        for secs in [10, 30] {
+            h.clock.advance_to(T0.plus(Duration::from_secs(secs)));
+            until(WAIT, "the retries to fail", || async {
+                let o = h.outbox().await;
+                o.notifications
+                    .iter()
+                    .all(|n| {
+                        n.next_attempt_at.as_deref().map(|t| parse_time(t).unwrap())
+                            > Some(T0.plus(Duration::from_secs(secs)))
+                    })
+                    .then_some(())
+            })
+            .await;
+        }
+        assert!(h.mails().is_empty() && h.receiver.posts("slack").is_empty());
+        assert!(h.metric("airlock_notifications_oldest_age_seconds ").await >= 30.0);
+
+        // Back: everything arrives at the next retry, once.
+        h.smtp.resume();
+        h.receiver.set("slack", None);
+        h.clock.advance_to(T0.plus(Duration::from_secs(30 + 40)));
+        let o = h.settled(6).await;
+        assert!(o.notifications.iter().all(|n| n.attempts >= 3));
+        let chat: Vec<String> = h
+            .receiver
+            .posts("slack")
+            .iter()
+            .map(|p| p.headers["idempotency-key"].to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(chat.len(), 3);
+        assert_eq!(chat.iter().collect::<BTreeSet<_>>().len(), 3);
+        let mails = h.mails();
+        assert_eq!(mails.len(), 3);
+        for id in &ids {
+            assert_eq!(
+                mails
+                    .iter()
+                    .filter(|(_, m)| m.contains(&format!("request: {id}")))
+                    .count(),
+                1
+            );
+        }
+
+        // A receiver that refuses for good is given up on at once; a room
+        // that stays down is given up on past the ten-minute horizon.
+        h.receiver.set("hook", Some(400));
+        h.receiver.set("slack", Some(503));
+        h.request("fred", true).await;
+        let o = until(WAIT, "the refused alert to fail", || async {
+            let o = h.outbox().await;
+            (o.counts["failed"] == 1).then_some(o)
+        })
+        .await;
+        let failed = o
+            .notifications
+            .iter()
+            .find(|n| n.state == "failed")
+            .unwrap();
+        assert_eq!((failed.channel.as_str(), failed.attempts), ("siem", 1));
+        assert!(failed.last_error.as_deref().unwrap().contains("400"));
+        let mut now = T0.plus(Duration::from_secs(70));
+        while now < T0.plus(Duration::from_secs(70 + 11 * 60)) {
+            now = now.plus(Duration::from_secs(60));
+            h.clock.advance_to(now);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let o = until(WAIT, "the chat message to be given up on", || async {
+            let o = h.outbox().await;
+            (o.counts["failed"] == 2 && o.backlog == 0).then_some(o)
+        })
+        .await;
+        assert_eq!(o.counts["sent"], 7, "fred's mail to bob still went");
+        assert_eq!(
+            h.metric("airlock_notifications{state=\"failed\"} ").await,
+            2.0
+        );
+        assert_eq!(
+            h.metric("airlock_notification_attempts_total{outcome=\"failed\"} ")
+                .await,
+            2.0
+        );
+        h.server.shutdown().await;
+    })
+    .await;
+}
