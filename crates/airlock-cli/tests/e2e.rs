@@ -1973,17 +1973,18 @@ fn a_policy_set_has_one_version_however_it_is_read() {
 struct HookReceiver {
     url: String,
     keys: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Held (`true`) until [`HookReceiver::release`]; answering threads
+    /// wait on the condition variable, not a timer.
+    hold: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl HookReceiver {
     fn start() -> HookReceiver {
         use std::io::{Read, Write};
-        use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let hold = std::sync::Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
         let (seen, held) = (keys.clone(), hold.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -2010,9 +2011,12 @@ impl HookReceiver {
                     seen.lock()
                         .unwrap()
                         .push(header("idempotency-key").unwrap());
-                    while held.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                    let (lock, released) = &*held;
+                    drop(
+                        released
+                            .wait_while(lock.lock().unwrap(), |holding| *holding)
+                            .unwrap(),
+                    );
                     let _ = stream.write_all(
                         b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
                     );
@@ -2020,6 +2024,13 @@ impl HookReceiver {
             }
         });
         HookReceiver { url, keys, hold }
+    }
+
+    /// Answers every post held so far and every one after.
+    fn release(&self) {
+        let (lock, released) = &*self.hold;
+        *lock.lock().unwrap() = false;
+        released.notify_all();
     }
 
     fn keys(&self) -> Vec<String> {
@@ -2101,7 +2112,7 @@ timeout = "60s"
         hook.keys().first().cloned()
     });
     server.kill();
-    hook.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    hook.release();
 
     // After the restart it goes out again under the same key; what follows
     // goes out once.

@@ -261,6 +261,24 @@ impl Harness {
             .collect()
     }
 
+    /// Waits until the dispatcher has tried everything due at `now`: every
+    /// row still pending waits for an attempt after it.
+    async fn tried_up_to(&self, now: Timestamp) {
+        until(WAIT, "the attempts due by now", || async {
+            let o = self.outbox().await;
+            o.notifications
+                .iter()
+                .filter(|n| n.state == "pending")
+                .all(|n| {
+                    n.next_attempt_at
+                        .as_deref()
+                        .is_some_and(|t| parse_time(t).unwrap() > now)
+                })
+                .then_some(())
+        })
+        .await;
+    }
+
     /// Waits until the outbox has nothing due and `sent` rows are sent.
     async fn settled(&self, sent: u64) -> NotificationsView {
         until(WAIT, &format!("{sent} notifications sent"), || async {
@@ -468,17 +486,7 @@ async fn a_channel_down_for_a_while_loses_and_duplicates_nothing() {
         // Still down through two more retries (10 s, then 20 s later).
         for secs in [10, 30] {
             h.clock.advance_to(T0.plus(Duration::from_secs(secs)));
-            until(WAIT, "the retries to fail", || async {
-                let o = h.outbox().await;
-                o.notifications
-                    .iter()
-                    .all(|n| {
-                        n.next_attempt_at.as_deref().map(|t| parse_time(t).unwrap())
-                            > Some(T0.plus(Duration::from_secs(secs)))
-                    })
-                    .then_some(())
-            })
-            .await;
+            h.tried_up_to(T0.plus(Duration::from_secs(secs))).await;
         }
         assert!(h.mails().is_empty() && h.receiver.posts("slack").is_empty());
         assert!(h.metric("airlock_notifications_oldest_age_seconds ").await >= 30.0);
@@ -530,7 +538,7 @@ async fn a_channel_down_for_a_while_loses_and_duplicates_nothing() {
         while now < T0.plus(Duration::from_secs(70 + 11 * 60)) {
             now = now.plus(Duration::from_secs(60));
             h.clock.advance_to(now);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            h.tried_up_to(now).await;
         }
         let o = until(WAIT, "the chat message to be given up on", || async {
             let o = h.outbox().await;
