@@ -9,6 +9,8 @@
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")/.."
+# shellcheck source=.ci/lib.sh
+. .ci/lib.sh
 
 AIRLOCK=${1:-target/debug/airlock}
 if [ ! -x "$AIRLOCK" ]; then
@@ -41,18 +43,7 @@ trap cleanup EXIT
 
 "$AIRLOCK" demo --listen 127.0.0.1:0 --data-dir "$work/demo" >"$work/server.log" 2>&1 &
 server=$!
-url=""
-for _ in $(seq 1 100); do
-    url=$(sed -n 's/^Airlock demo is running at \(http:[^ ]*\)$/\1/p' "$work/server.log")
-    [ -n "$url" ] && break
-    kill -0 "$server" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$url" ]; then
-    echo "the demo server did not start:" >&2
-    cat "$work/server.log" >&2
-    exit 1
-fi
+url=$(airlock_url "$server" "$work/server.log" "Airlock demo is running at")
 echo "demo server at $url"
 
 token() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/demo/tokens.json" "$1"; }

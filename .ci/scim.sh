@@ -11,6 +11,8 @@
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")/.."
+# shellcheck source=.ci/lib.sh
+. .ci/lib.sh
 
 AIRLOCK=${1:-target/debug/airlock}
 if [ ! -x "$AIRLOCK" ]; then
@@ -52,18 +54,7 @@ TOML
 
 "$AIRLOCK" serve --config "$work/airlock.toml" >"$work/server.log" 2>&1 &
 server=$!
-url=""
-for _ in $(seq 1 100); do
-    url=$(sed -n 's/^Airlock is running at \(http:[^ ]*\)$/\1/p' "$work/server.log")
-    [ -n "$url" ] && break
-    kill -0 "$server" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$url" ]; then
-    echo "the server did not start:" >&2
-    cat "$work/server.log" >&2
-    exit 1
-fi
+url=$(airlock_url "$server" "$work/server.log" "Airlock is running at")
 echo "airlock serving SCIM at $url/scim/v2"
 
 status=0
