@@ -137,6 +137,16 @@ remind_after = "15m"
 escalate_after = "1h"
 escalate_to = ["security"]
 pending_timeout = "8h"
+
+# Emergency access (`airlock request prod-db-admin --break-glass`): granted at
+# once for at most an hour, security hears of it at once and reviews each
+# use within a day (`airlock reviews`); unreviewed by then, the database
+# approvers may review it too.
+[entitlements.prod-db-admin.break_glass]
+max_duration = "1h"
+review_by = ["security"]
+review_within = "24h"
+escalate_to = ["approvers"]
 "#,
         alice = hash("alice"),
         bob = hash("bob"),

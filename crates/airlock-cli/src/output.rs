@@ -3,7 +3,7 @@
 use crate::terminal::{one_line, say};
 use airlock_server::api::{
     ApprovalWaitsReport, AuditEventView, EntitlementView, ExplainView, HistoryEntry,
-    PolicyReloadView, ReconcileView, RequestView,
+    PolicyReloadView, ReconcileView, RequestView, ReviewView,
 };
 use serde::Serialize;
 
@@ -84,6 +84,9 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
         if r.break_glass {
             lines.push(("break-glass", "yes".to_owned()));
         }
+        if let Some(review) = &r.review {
+            lines.push(("review", review_label(review)));
+        }
         if r.required_approvals > 0 {
             let tiers: Vec<String> = r
                 .approval_tiers
@@ -104,6 +107,8 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
                     }
                 ),
             ));
+        } else if r.review.is_some() {
+            lines.push(("approvals", "none (break-glass)".to_owned()));
         } else if r.activates_at.is_some() {
             lines.push(("approvals", "auto-approved".to_owned()));
         }
@@ -206,7 +211,9 @@ fn history(r: &RequestView) -> Vec<(String, String)> {
         ));
     }
     if let (Some(at), Some(starts)) = (&r.decided_at, &r.activates_at) {
-        let how = if r.required_approvals == 0 {
+        let how = if r.review.is_some() {
+            "granted at once (break-glass)"
+        } else if r.required_approvals == 0 {
             "auto-approved"
         } else {
             "approved"
@@ -231,6 +238,32 @@ fn history(r: &RequestView) -> Vec<(String, String)> {
     }
     if let Some(at) = &r.deprovisioned_at {
         events.push((at.clone(), "removal confirmed by the target".to_owned()));
+    }
+    if let Some(review) = &r.review {
+        if let Some(at) = &review.escalated_at {
+            events.push((
+                at.clone(),
+                format!(
+                    "review overdue: {} may review too",
+                    review.escalate_to.join(", ")
+                ),
+            ));
+        }
+        if let Some(v) = &review.verdict {
+            events.push((
+                v.at.clone(),
+                format!(
+                    "reviewed by {}: {}: {}",
+                    v.reviewer,
+                    if v.acceptable {
+                        "acceptable"
+                    } else {
+                        "unacceptable"
+                    },
+                    v.comment
+                ),
+            ));
+        }
     }
     // RFC 3339 in one format: text order is time order.
     events.sort_by(|a, b| a.0.cmp(&b.0));
@@ -292,6 +325,60 @@ pub fn grants(rs: &[RequestView], json: bool) -> anyhow::Result<()> {
     })
 }
 
+/// Where a break-glass use's review stands, in a few words.
+fn review_label(review: &ReviewView) -> String {
+    match &review.verdict {
+        Some(v) => format!(
+            "{} (by {} at {})",
+            if v.acceptable {
+                "acceptable"
+            } else {
+                "UNACCEPTABLE"
+            },
+            v.reviewer,
+            v.at
+        ),
+        None => format!(
+            "{} by [{}], due {}",
+            if review.overdue { "OVERDUE" } else { "awaited" },
+            review.review_by.join(","),
+            review.due_at
+        ),
+    }
+}
+
+/// Break-glass uses and where each one's review stands.
+pub fn reviews(rs: &[RequestView], json: bool) -> anyhow::Result<()> {
+    json_or(&rs, json, |rs| {
+        let rows: Vec<Vec<String>> = rs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    r.requester.clone(),
+                    r.entitlement.clone(),
+                    state_label(r),
+                    r.created_at.clone(),
+                    r.review.as_ref().map(review_label).unwrap_or_default(),
+                    r.reason.chars().take(40).collect(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "ID",
+                "USER",
+                "ENTITLEMENT",
+                "STATE",
+                "USED",
+                "REVIEW",
+                "REASON",
+            ],
+            &rows,
+        );
+    })
+}
+
 pub fn entitlements(es: &[EntitlementView], json: bool) -> anyhow::Result<()> {
     json_or(&es, json, |es| {
         let rows: Vec<Vec<String>> = es
@@ -306,12 +393,29 @@ pub fn entitlements(es: &[EntitlementView], json: bool) -> anyhow::Result<()> {
                     } else {
                         e.needs.join(", ")
                     },
+                    e.break_glass.as_ref().map_or_else(
+                        || "-".to_owned(),
+                        |b| {
+                            format!(
+                                "{}, reviewed by {}",
+                                human_duration(b.max_duration_seconds),
+                                b.review_by.join(",")
+                            )
+                        },
+                    ),
                     e.description.clone(),
                 ]
             })
             .collect();
         table(
-            &["ENTITLEMENT", "MAX", "APPROVAL", "NEEDS", "DESCRIPTION"],
+            &[
+                "ENTITLEMENT",
+                "MAX",
+                "APPROVAL",
+                "NEEDS",
+                "BREAK-GLASS",
+                "DESCRIPTION",
+            ],
             &rows,
         );
     })

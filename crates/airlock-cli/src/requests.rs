@@ -1,6 +1,7 @@
 //! The commands of people asking for and deciding on access: `request`,
 //! `ssh`, `pending`, `approve`, `deny`, `cancel`, `release`, `revoke`,
-//! `credential`, `list`, `show`, `grants`, `entitlements`, `whoami`.
+//! `credential`, `list`, `show`, `grants`, `reviews`, `review`, `entitlements`,
+//! `whoami`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,8 +30,9 @@ pub enum RequestCmd {
         /// Start later: RFC 3339 time or Unix seconds.
         #[arg(long)]
         start_at: Option<String>,
-        /// Declare an emergency (break-glass): recorded, and routed as the
-        /// policies say.
+        /// Declare an emergency (break-glass): granted at once if the
+        /// entitlement allows it and the policies let you ask, for at most
+        /// its break-glass maximum, and reviewed afterwards.
         #[arg(long)]
         break_glass: bool,
         /// Block until the request is decided and show the outcome.
@@ -136,6 +138,34 @@ pub enum RequestCmd {
     },
     /// Grants the target may hold now, with time left.
     Grants {
+        /// Only break-glass grants.
+        #[arg(long)]
+        break_glass: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Break-glass uses awaiting review (that you may see).
+    Reviews {
+        /// Reviewed ones too.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Judge a break-glass use: was the emergency access acceptable?
+    Review {
+        id: String,
+        #[arg(
+            long,
+            conflicts_with = "unacceptable",
+            required_unless_present = "unacceptable"
+        )]
+        acceptable: bool,
+        #[arg(long)]
+        unacceptable: bool,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -256,7 +286,29 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        RequestCmd::Grants { conn } => output::grants(&client(&conn)?.grants().await?, conn.json),
+        RequestCmd::Grants { break_glass, conn } => {
+            output::grants(&client(&conn)?.grants_where(break_glass).await?, conn.json)
+        }
+        RequestCmd::Reviews { all, conn } => {
+            output::reviews(&client(&conn)?.reviews(all).await?, conn.json)
+        }
+        RequestCmd::Review {
+            id,
+            acceptable,
+            unacceptable: _,
+            comment,
+            conn,
+        } => {
+            act(
+                &conn,
+                &id,
+                Action::Review {
+                    acceptable,
+                    comment,
+                },
+            )
+            .await
+        }
         RequestCmd::Entitlements { conn } => {
             output::entitlements(&client(&conn)?.entitlements().await?, conn.json)
         }

@@ -1185,7 +1185,7 @@ fn the_demo_decides_by_its_cedar_policies_explains_and_reloads_on_sighup() {
     let demo = Demo::start(dir.path());
     let config = dir.path().join("airlock.toml");
 
-    // Break-glass without a ticket goes to security, not the owners.
+    // Break-glass without a ticket is granted at once, and reviewed afterwards.
     let r = demo.json(
         "alice",
         &[
@@ -1198,24 +1198,66 @@ fn the_demo_decides_by_its_cedar_policies_explains_and_reloads_on_sighup() {
             "--break-glass",
         ],
     );
-    assert_eq!(r["state"], "pending");
+    assert_ne!(r["state"], "pending", "{r}");
     assert_eq!(r["break_glass"], true);
+    assert_eq!(r["approval_tiers"], serde_json::json!([]));
+    assert_eq!(r["review"]["review_by"], serde_json::json!(["security"]));
+    assert_eq!(r["review"]["verdict"], serde_json::Value::Null);
     let id = r["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        r["approval_tiers"][0]["policy"],
-        "prod-db-break-glass-security"
+    // Longer than the break-glass maximum is refused, naming the field.
+    let out = demo.cli(
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--for",
+            "2h",
+            "--reason",
+            "database down",
+            "--break-glass",
+        ],
     );
-    // bob approves prod-db ordinarily, but not break-glass use.
-    let out = demo.cli("bob", &["approve", &id]);
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("duration") && err.contains("at most 1h"),
+        "{err}"
+    );
+    // Nothing to approve; bob is no reviewer, alice may not judge her own use.
+    assert!(!demo.cli("bob", &["approve", &id]).status.success());
+    let out = demo.cli("bob", &["review", &id, "--acceptable", "--comment", "fine"]);
+    assert!(!out.status.success());
+    let out = demo.cli(
+        "alice",
+        &["review", &id, "--acceptable", "--comment", "fine"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("own"));
     let explain = demo.cli("alice", &["policy", "explain", &id]);
     assert!(explain.status.success());
     let text = String::from_utf8_lossy(&explain.stdout);
     assert!(text.contains("prod-db-break-glass"), "{text}");
     assert!(text.contains("same set"), "{text}");
-    // admin is in `security` (and an employee, the default): it counts.
-    let approved = demo.json("admin", &["approve", &id]);
-    assert_eq!(approved["state"], "approved");
+    // admin is in `security`: it sees the use awaiting review and judges it.
+    let waiting = demo.json("admin", &["reviews"]);
+    assert_eq!(waiting[0]["id"], id.as_str(), "{waiting}");
+    let reviewed = demo.json(
+        "admin",
+        &[
+            "review",
+            &id,
+            "--acceptable",
+            "--comment",
+            "confirmed outage",
+        ],
+    );
+    assert_eq!(reviewed["review"]["verdict"]["acceptable"], true);
+    assert_eq!(reviewed["review"]["verdict"]["reviewer"], "admin");
+    assert_eq!(demo.json("admin", &["reviews"]), serde_json::json!([]));
+    assert_eq!(
+        demo.json("admin", &["reviews", "--all"])[0]["id"],
+        id.as_str()
+    );
 
     // Without a ticket and not break-glass, no policy permits: refused,
     // recorded, and the CLI says so.

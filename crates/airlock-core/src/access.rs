@@ -80,7 +80,7 @@ impl RequestAction {
     fn scope(self) -> Scope {
         match self {
             RequestAction::See => Scope::Read,
-            RequestAction::Decide => Scope::Approve,
+            RequestAction::Decide | RequestAction::Review => Scope::Approve,
             RequestAction::Withdraw | RequestAction::CollectCredential => Scope::Request,
             RequestAction::Revoke => Scope::Admin,
         }
@@ -126,14 +126,22 @@ pub enum RequestAction {
     CollectCredential,
     /// End someone's grant.
     Revoke,
+    /// Judge a break-glass use afterwards (the review's groups decide the
+    /// rest, in `request`).
+    Review,
 }
 
 /// Whether `user` may see `request`: its requester, the members of any of
-/// its approver groups, admins and auditors.
+/// its approver groups or (for a break-glass use) review groups, admins and
+/// auditors.
 pub fn may_see(user: &User, request: &AccessRequest) -> bool {
     user.id == request.requester
         || may(user, Capability::ReadEverything).is_ok()
         || user.in_any(&request.approver_groups())
+        || request
+            .review
+            .as_ref()
+            .is_some_and(|r| user.in_any(&r.groups()))
 }
 
 /// The line between a person and their own request: nobody approves or
@@ -179,6 +187,9 @@ pub fn may_act(
     if action == RequestAction::Decide {
         not_a_service(user, "approve or deny requests")?;
     }
+    if action == RequestAction::Review {
+        not_a_service(user, "review break-glass uses")?;
+    }
     scoped(
         user,
         action.scope(),
@@ -194,6 +205,13 @@ pub fn may_act(
             Rejection::Forbidden(format!("`{}` may not decide their own request", user.id)),
         ),
         RequestAction::Decide => Ok(()),
+        RequestAction::Review if decides_own_request(&user.id, &request.requester) => {
+            Err(Rejection::Forbidden(format!(
+                "`{}` may not review their own break-glass use",
+                user.id
+            )))
+        }
+        RequestAction::Review => Ok(()),
         RequestAction::Withdraw | RequestAction::CollectCredential if own => Ok(()),
         RequestAction::Withdraw | RequestAction::CollectCredential => {
             let hint = if user.has_role(Role::Admin) && action == RequestAction::Withdraw {
@@ -228,6 +246,7 @@ impl RequestAction {
             RequestAction::Withdraw => "withdraw or release",
             RequestAction::CollectCredential => "collect the credential of",
             RequestAction::Revoke => "revoke",
+            RequestAction::Review => "review",
         }
     }
 }

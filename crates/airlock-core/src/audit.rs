@@ -120,6 +120,11 @@ audit_actions! {
     /// A request still waiting after `escalate_after`: the `escalate_to`
     /// groups may approve it too.
     ApprovalEscalated => "approval_escalated",
+    /// A break-glass use still unreviewed at its due time: the escalation
+    /// groups may review it too.
+    ReviewOverdue => "review_overdue",
+    /// A reviewer judged a break-glass use.
+    Reviewed => "reviewed",
     GrantAttemptFailed => "grant_attempt_failed",
     /// A grant attempt ended without a result (its lease lapsed, or its
     /// process restarted): the target may have granted it.

@@ -150,6 +150,24 @@ pub struct Entitlement {
     /// How long a request may wait for its approvers before they are
     /// reminded, others are asked too, or it times out.
     pub waiting: WaitingTimes,
+    /// Emergency access, when the entitlement allows it at all.
+    pub break_glass: Option<BreakGlassRules>,
+}
+
+/// Break-glass: in an emergency the access is granted at once, without
+/// waiting for approvers (policies still decide who may ask, and may forbid
+/// it), for a short time, with a reason, and every use is reviewed
+/// afterwards by someone in `review_by`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassRules {
+    /// Shorter than the entitlement's own maximum, as a rule.
+    pub max_duration: Duration,
+    /// Whose members judge each use (never the person who used it).
+    pub review_by: BTreeSet<GroupName>,
+    /// Counted from the request: a use still unreviewed then is overdue,
+    /// the security channel hears of it, and `escalate_to` may review too.
+    pub review_within: Duration,
+    pub escalate_to: BTreeSet<GroupName>,
 }
 
 /// Acceptable waiting times for a request routed to approvers, counted from

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::audit::{AuditAction, AuditEvent};
 use crate::ids::EntitlementId;
-use crate::request::{AccessRequest, JobAction, State, Transition};
+use crate::request::{join_groups, AccessRequest, JobAction, State, Transition};
 use crate::time::{human_duration, Timestamp};
 
 /// Declares [`Topic`] with each topic's stored name and the audience it is
@@ -64,6 +64,15 @@ topics! {
     Ended => "ended", Requester;
     /// An emergency request was made.
     BreakGlass => "break_glass", Security;
+    /// A break-glass use awaits its reviewers' verdict.
+    ReviewRequested => "review_requested", Reviewers;
+    /// A break-glass use is still unreviewed past its due time: the
+    /// reviewers, and now the escalation groups, are asked again.
+    ReviewEscalated => "review_escalated", Reviewers;
+    /// ...and the security channel hears of it.
+    ReviewOverdue => "review_overdue", Security;
+    /// A reviewer judged a break-glass use unacceptable.
+    UseUnacceptable => "use_unacceptable", Security;
     /// A target refused or failed to remove a grant (first failure).
     RevocationFailed => "revocation_failed", Security;
     /// A removal is still unconfirmed past `server.revocation_overdue_after`.
@@ -85,16 +94,24 @@ pub enum Audience {
     Requester,
     /// The security team.
     Security,
+    /// Whoever may judge a break-glass use now (the review's groups).
+    Reviewers,
 }
 
 impl Audience {
-    pub const ALL: [Audience; 3] = [Audience::Approvers, Audience::Requester, Audience::Security];
+    pub const ALL: [Audience; 4] = [
+        Audience::Approvers,
+        Audience::Requester,
+        Audience::Security,
+        Audience::Reviewers,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Audience::Approvers => "approvers",
             Audience::Requester => "requester",
             Audience::Security => "security",
+            Audience::Reviewers => "reviewers",
         }
     }
 }
@@ -106,6 +123,7 @@ pub struct Routes {
     pub approvers: Option<Vec<String>>,
     pub requester: Option<Vec<String>>,
     pub security: Option<Vec<String>>,
+    pub reviewers: Option<Vec<String>>,
 }
 
 impl Routes {
@@ -114,6 +132,7 @@ impl Routes {
             Audience::Approvers => self.approvers.as_ref(),
             Audience::Requester => self.requester.as_ref(),
             Audience::Security => self.security.as_ref(),
+            Audience::Reviewers => self.reviewers.as_ref(),
         }
     }
 }
@@ -133,12 +152,22 @@ pub struct Routing {
 }
 
 impl Routing {
-    /// The channels `audience` hears about `entitlement` on.
+    /// The channels `audience` hears about `entitlement` on. Reviewers
+    /// nobody routed hear on the approvers' channels: both are people asked
+    /// to judge someone's access.
     pub fn channels(&self, entitlement: &EntitlementId, audience: Audience) -> &[String] {
-        self.entitlements
-            .get(entitlement)
-            .and_then(|r| r.get(audience))
-            .or_else(|| self.defaults.get(audience))
+        let routed = |audience: Audience| {
+            self.entitlements
+                .get(entitlement)
+                .and_then(|r| r.get(audience))
+                .or_else(|| self.defaults.get(audience))
+        };
+        routed(audience)
+            .or_else(|| {
+                (audience == Audience::Reviewers)
+                    .then(|| routed(Audience::Approvers))
+                    .flatten()
+            })
             .map_or(&[], Vec::as_slice)
     }
 }
@@ -181,6 +210,9 @@ pub fn plan(t: &Transition, routing: &Routing) -> Vec<Notification> {
                 if r.break_glass {
                     add(Topic::BreakGlass, i, event, event.at);
                 }
+                if r.review.is_some() {
+                    add(Topic::ReviewRequested, i, event, event.at);
+                }
                 // Still pending once the whole transition is done (not
                 // auto-approved or denied at once).
                 if r.state == State::Pending {
@@ -189,6 +221,18 @@ pub fn plan(t: &Transition, routing: &Routing) -> Vec<Notification> {
             }
             AuditAction::ApprovalReminded => add(Topic::ApprovalReminder, i, event, event.at),
             AuditAction::ApprovalEscalated => add(Topic::Escalated, i, event, event.at),
+            AuditAction::ReviewOverdue => {
+                add(Topic::ReviewEscalated, i, event, event.at);
+                add(Topic::ReviewOverdue, i, event, event.at);
+            }
+            AuditAction::Reviewed
+                if r.review
+                    .as_ref()
+                    .and_then(|v| v.verdict.as_ref())
+                    .is_some_and(|v| !v.acceptable) =>
+            {
+                add(Topic::UseUnacceptable, i, event, event.at);
+            }
             AuditAction::Approved => add(Topic::Approved, i, event, event.at),
             AuditAction::Denied => add(Topic::Denied, i, event, event.at),
             AuditAction::Granted => {
@@ -250,6 +294,9 @@ pub fn still_relevant(topic: Topic, request: &AccessRequest, now: Timestamp) -> 
             request.state == State::Active && request.expires_at.is_some_and(|e| e > now)
         }
         Topic::RevocationOverdue => removal_outstanding(request),
+        Topic::ReviewRequested | Topic::ReviewEscalated => {
+            request.review.as_ref().is_some_and(|r| r.is_open())
+        }
         _ => true,
     }
 }
@@ -279,6 +326,25 @@ fn facts(r: &AccessRequest, event: &AuditEvent) -> BTreeMap<String, String> {
     for (key, value) in optional {
         if let Some(v) = value {
             f.insert(key.to_owned(), v);
+        }
+    }
+    if let Some(review) = &r.review {
+        f.insert("review_by".to_owned(), join_groups(&review.groups()));
+        f.insert("review_due".to_owned(), review.due_at.to_rfc3339());
+        if let Some(v) = &review.verdict {
+            f.insert(
+                "review".to_owned(),
+                format!(
+                    "{} by {}: {}",
+                    if v.acceptable {
+                        "acceptable"
+                    } else {
+                        "unacceptable"
+                    },
+                    v.reviewer,
+                    v.comment
+                ),
+            );
         }
     }
     if r.state == State::Pending {

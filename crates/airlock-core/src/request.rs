@@ -26,7 +26,7 @@ use crate::approval::{
     Verdict,
 };
 use crate::audit::{Actor, AuditAction, AuditEvent};
-use crate::catalog::{Entitlement, User, WaitingTimes};
+use crate::catalog::{BreakGlassRules, Entitlement, User, WaitingTimes};
 use crate::ids::{EntitlementId, GroupName, RequestId, UserId};
 use crate::text::{self, TextKind};
 use crate::time::{human_duration, Timestamp};
@@ -200,6 +200,69 @@ pub struct AccessRequest {
     pub deprovisioned_at: Option<Timestamp>,
     /// Reminders and escalation while it waits for approvers.
     pub waiting: WaitingPlan,
+    /// The review every break-glass use gets afterwards; `None` for any
+    /// other request (and for a break-glass request the policies denied).
+    pub review: Option<Review>,
+}
+
+/// The after-the-fact review of a break-glass use, fixed when the access
+/// was granted from the entitlement's [`BreakGlassRules`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    /// Whose members may judge the use.
+    pub reviewers: BTreeSet<GroupName>,
+    /// Unreviewed by then, the review is overdue: it escalates.
+    pub due_at: Timestamp,
+    /// Who may judge it too once it is overdue.
+    pub escalate_to: BTreeSet<GroupName>,
+    pub escalated_at: Option<Timestamp>,
+    pub verdict: Option<ReviewVerdict>,
+}
+
+/// A reviewer's judgement of one break-glass use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewVerdict {
+    pub reviewer: UserId,
+    pub at: Timestamp,
+    pub acceptable: bool,
+    pub comment: String,
+}
+
+impl Review {
+    fn for_use(rules: &BreakGlassRules, now: Timestamp) -> Review {
+        Review {
+            reviewers: rules.review_by.clone(),
+            due_at: now.plus(rules.review_within),
+            escalate_to: rules.escalate_to.clone(),
+            escalated_at: None,
+            verdict: None,
+        }
+    }
+
+    /// Still waiting for a reviewer's verdict.
+    pub fn is_open(&self) -> bool {
+        self.verdict.is_none()
+    }
+
+    /// Open past its due time.
+    pub fn is_overdue(&self, now: Timestamp) -> bool {
+        self.is_open() && now >= self.due_at
+    }
+
+    /// The groups whose members may judge the use now: the reviewers, and
+    /// the escalation groups once it escalated.
+    pub fn groups(&self) -> BTreeSet<GroupName> {
+        let mut groups = self.reviewers.clone();
+        if self.escalated_at.is_some() {
+            groups.extend(self.escalate_to.iter().cloned());
+        }
+        groups
+    }
+
+    /// When the scheduler must escalate it, if it still must.
+    fn next_due(&self) -> Option<Timestamp> {
+        (self.is_open() && self.escalated_at.is_none()).then_some(self.due_at)
+    }
 }
 
 /// What happens while a request waits for its approvers, fixed when it is
@@ -249,6 +312,16 @@ impl WaitingPlan {
 impl AccessRequest {
     /// When the scheduler must next look at this request, if ever.
     pub fn next_due(&self) -> Option<Timestamp> {
+        let review_due = self.review.as_ref().and_then(Review::next_due);
+        let lifecycle_due = self.lifecycle_due();
+        match (lifecycle_due, review_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next deadline or connector work of the lifecycle itself.
+    fn lifecycle_due(&self) -> Option<Timestamp> {
         let job_due = self.job.as_ref().map(ConnectorJob::due_at);
         match self.state {
             State::Pending => Some(
@@ -415,9 +488,18 @@ pub struct NewRequest {
 }
 
 impl NewRequest {
-    /// The duration asked for, or the entitlement's default.
+    /// The duration asked for, or the entitlement's default (for
+    /// break-glass, no longer than its break-glass maximum).
     pub fn effective_duration(&self, entitlement: &Entitlement) -> Duration {
-        self.duration.unwrap_or(entitlement.default_duration)
+        let emergency = entitlement
+            .break_glass
+            .as_ref()
+            .filter(|_| self.break_glass);
+        match (self.duration, emergency) {
+            (Some(asked), _) => asked,
+            (None, Some(rules)) => entitlement.default_duration.min(rules.max_duration),
+            (None, None) => entitlement.default_duration,
+        }
     }
 }
 
@@ -458,7 +540,34 @@ pub fn submit(
             ),
         ));
     }
+    let emergency = if new.break_glass {
+        let rules = entitlement.break_glass.as_ref().ok_or_else(|| {
+            invalid(
+                "break_glass",
+                format!(
+                    "`{}` does not allow break-glass access; ask for it without break-glass",
+                    entitlement.id
+                ),
+            )
+        })?;
+        if duration > rules.max_duration {
+            return Err(invalid(
+                "duration",
+                format!(
+                    "break-glass access to `{}` lasts at most {}",
+                    entitlement.id,
+                    human_duration(rules.max_duration)
+                ),
+            ));
+        }
+        Some(rules)
+    } else {
+        None
+    };
     let reason = user_text("reason", &new.reason, TextKind::Note, MAX_REASON_LEN)?;
+    if emergency.is_some() && reason.is_empty() {
+        return Err(invalid("reason", "is required for break-glass access"));
+    }
     if entitlement.reason_required && reason.is_empty() {
         return Err(invalid("reason", "is required for this entitlement"));
     }
@@ -509,7 +618,10 @@ pub fn submit(
             requester.id, entitlement.id
         )));
     }
+    // Break-glass waits for nobody: the policies decide only whether the
+    // person may ask, and the review afterwards replaces the approvals.
     let approval_tiers = match &verdict.route {
+        Route::NeedsApprovals(_) if emergency.is_some() => Vec::new(),
         Route::NeedsApprovals(tiers) => {
             if tiers.is_empty() || tiers.iter().any(|t| t.count == 0 || t.groups.is_empty()) {
                 return Err(Rejection::Forbidden(
@@ -559,6 +671,7 @@ pub fn submit(
         claim_token: 0,
         deprovisioned_at: None,
         waiting,
+        review: None,
     };
     let mut out = Outcome::default();
     let mut details = BTreeMap::from([
@@ -582,7 +695,11 @@ pub fn submit(
     if !verdict.errors.is_empty() {
         details.insert("policy_errors".to_owned(), verdict.errors.join("; "));
     }
-    details.insert("decision".to_owned(), verdict.route.summary());
+    let decision = match (&verdict.route, emergency) {
+        (Route::Denied { .. }, _) | (_, None) => verdict.route.summary(),
+        (_, Some(_)) => "break_glass".to_owned(),
+    };
+    details.insert("decision".to_owned(), decision);
     out.event(
         &request,
         now,
@@ -590,8 +707,8 @@ pub fn submit(
         AuditAction::Requested,
         details,
     );
-    match verdict.route {
-        Route::Denied { reasons } => {
+    match (verdict.route, emergency) {
+        (Route::Denied { reasons }, _) => {
             let note = format!("denied by policy: {}", reasons.join("; "));
             request.end(
                 State::Denied,
@@ -602,11 +719,21 @@ pub fn submit(
                 &mut out,
             );
         }
-        Route::AutoApproved => {
+        (_, Some(rules)) => {
+            let review = Review::for_use(rules, now);
+            let rule = format!(
+                "break-glass: granted at once, to be reviewed by {} before {}",
+                join_groups(&review.reviewers),
+                review.due_at.to_rfc3339()
+            );
+            request.review = Some(review);
+            request.approve(now, Actor::System, rule, &mut out);
+        }
+        (Route::AutoApproved, None) => {
             let rule = format!("auto-approved by policy ({})", verdict.policies.join(","));
             request.approve(now, Actor::System, rule, &mut out);
         }
-        Route::NeedsApprovals(_) => {}
+        (Route::NeedsApprovals(_), None) => {}
     }
     request.settle(now, settings, &mut out);
     Ok(out.finish(request))
@@ -656,6 +783,12 @@ pub enum Command {
         before: Verdict,
         after: Verdict,
         cause: String,
+    },
+    /// A reviewer judges a break-glass use: acceptable or not, and why.
+    Review {
+        reviewer: User,
+        acceptable: bool,
+        comment: String,
     },
     /// The scheduler found the request due: time out, expire, start or retry.
     Tick,
@@ -860,6 +993,11 @@ pub fn apply(
                 }
             }
         }
+        Command::Review {
+            reviewer,
+            acceptable,
+            comment,
+        } => request.review_use(reviewer, *acceptable, comment, now, &mut out)?,
         Command::Tick => {}
         Command::Restarted => request.attempt_lost(now, &mut out),
         Command::JobSucceeded {
@@ -891,7 +1029,7 @@ pub fn apply(
 }
 
 /// Group names for an audit detail: `a,b`.
-fn join_groups(groups: &BTreeSet<GroupName>) -> String {
+pub(crate) fn join_groups(groups: &BTreeSet<GroupName>) -> String {
     groups
         .iter()
         .map(GroupName::as_str)
@@ -1205,8 +1343,10 @@ impl AccessRequest {
         );
     }
 
-    /// Ends the request if a deadline has passed.
+    /// Ends the request if a deadline has passed, and escalates a review
+    /// that is overdue.
     fn apply_deadlines(&mut self, now: Timestamp, out: &mut Outcome) {
+        self.review_deadline(now, out);
         match self.state {
             State::Pending if now >= self.pending_deadline => {
                 self.end(State::TimedOut, now, None, None, AuditAction::TimedOut, out);
@@ -1268,6 +1408,95 @@ impl AccessRequest {
         if escalate.is_some() && !escalate_first {
             self.escalate(now, out);
         }
+    }
+
+    /// A break-glass use still unreviewed at its due time escalates, once:
+    /// the escalation groups may judge it too, and the security channel
+    /// hears of it (`notify`).
+    fn review_deadline(&mut self, now: Timestamp, out: &mut Outcome) {
+        let Some(review) = self.review.as_mut() else {
+            return;
+        };
+        if review.escalated_at.is_some() || !review.is_overdue(now) {
+            return;
+        }
+        review.escalated_at = Some(now);
+        let mut details = BTreeMap::from([
+            ("due_at".to_owned(), review.due_at.to_rfc3339()),
+            ("reviewers".to_owned(), join_groups(&review.reviewers)),
+        ]);
+        if !review.escalate_to.is_empty() {
+            details.insert("escalated_to".to_owned(), join_groups(&review.escalate_to));
+        }
+        out.event(
+            self,
+            now,
+            Actor::System,
+            AuditAction::ReviewOverdue,
+            details,
+        );
+    }
+
+    /// Records a reviewer's verdict on a break-glass use. Anyone in the
+    /// review's groups (see [`Review::groups`]) may judge it, once, in any
+    /// state after it was granted, except the person who used it.
+    fn review_use(
+        &mut self,
+        reviewer: &User,
+        acceptable: bool,
+        comment: &str,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) -> Result<(), Rejection> {
+        access::may_act(reviewer, self, RequestAction::Review)?;
+        let Some(review) = self.review.as_mut() else {
+            return Err(Rejection::Conflict(format!(
+                "`{}` was not a break-glass use; only those are reviewed",
+                self.id
+            )));
+        };
+        if let Some(done) = &review.verdict {
+            return Err(Rejection::Conflict(format!(
+                "`{}` was already reviewed by `{}` at {}",
+                self.id,
+                done.reviewer,
+                done.at.to_rfc3339()
+            )));
+        }
+        let groups = review.groups();
+        if !reviewer.in_any(&groups) {
+            return Err(Rejection::Forbidden(format!(
+                "`{}` is in none of the groups that review `{}`: {}",
+                reviewer.id,
+                self.id,
+                join_groups(&groups)
+            )));
+        }
+        let comment = user_text("comment", comment, TextKind::Note, MAX_COMMENT_LEN)?;
+        if comment.is_empty() {
+            return Err(invalid(
+                "comment",
+                "is required: say why the use was or was not acceptable",
+            ));
+        }
+        review.verdict = Some(ReviewVerdict {
+            reviewer: reviewer.id.clone(),
+            at: now,
+            acceptable,
+            comment: comment.clone(),
+        });
+        let details = BTreeMap::from([
+            ("acceptable".to_owned(), acceptable.to_string()),
+            ("comment".to_owned(), comment),
+        ]);
+        out.event(
+            self,
+            now,
+            Actor::of(reviewer),
+            AuditAction::Reviewed,
+            details,
+        );
+        Ok(())
     }
 
     /// The escalation groups may fill every tier's seats from now on.

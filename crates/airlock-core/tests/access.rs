@@ -45,6 +45,7 @@ fn ritas_request() -> AccessRequest {
         connector: "c".to_owned(),
         drift: DriftPolicy::Report,
         waiting: Default::default(),
+        break_glass: None,
     };
     let verdict = Verdict {
         route: Route::NeedsApprovals(vec![ApprovalTier {

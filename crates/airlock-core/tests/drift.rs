@@ -61,6 +61,7 @@ fn entitlement(id: &str, connector: &str) -> Entitlement {
         connector: connector.to_owned(),
         drift: DriftPolicy::Report,
         waiting: Default::default(),
+        break_glass: None,
     }
 }
 

@@ -90,6 +90,7 @@ fn catalog() -> Catalog {
         connector: "postgres".to_owned(),
         drift: DriftPolicy::Report,
         waiting: Default::default(),
+        break_glass: None,
     };
     Catalog {
         users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),

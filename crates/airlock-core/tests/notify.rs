@@ -59,6 +59,12 @@ fn entitlement_waiting(waiting: airlock_core::catalog::WaitingTimes) -> Entitlem
         connector: "pg".to_owned(),
         drift: DriftPolicy::Report,
         waiting,
+        break_glass: Some(airlock_core::catalog::BreakGlassRules {
+            max_duration: Duration::from_secs(3600),
+            review_by: [GroupName::parse("security").unwrap()].into(),
+            review_within: Duration::from_secs(24 * 3600),
+            escalate_to: [GroupName::parse("leads").unwrap()].into(),
+        }),
     }
 }
 
@@ -164,6 +170,7 @@ fn routing() -> Routing {
             approvers: one("chat"),
             requester: one("mail"),
             security: one("pager"),
+            reviewers: None,
         },
         entitlements: BTreeMap::new(),
         expiry_warning: Some(Duration::from_secs(15 * 60)),
@@ -197,12 +204,15 @@ fn each_change_tells_the_people_it_concerns() {
     let r = routing();
     let pending = submitted(1, 3600, false);
     check(&pending, &r, &[(Topic::AwaitingApproval, "chat", 0)]);
+    // Break-glass waits for nobody: security hears, and the reviewers are
+    // asked (on the approvers' channels, as no reviewers route is set).
     check(
         &submitted(1, 3600, true),
         &r,
         &[
-            (Topic::AwaitingApproval, "chat", 0),
+            (Topic::Approved, "mail", 0),
             (Topic::BreakGlass, "pager", 0),
+            (Topic::ReviewRequested, "chat", 0),
         ],
     );
     // Auto-approved: no approver is asked.
@@ -270,20 +280,94 @@ fn an_entitlement_can_route_an_audience_elsewhere_or_silence_it() {
             approvers: Some(vec!["pager".to_owned(), "chat".to_owned()]),
             requester: Some(Vec::new()),
             security: None,
+            reviewers: None,
         },
     );
     check(
         &submitted(1, 3600, true),
         &r,
         &[
-            (Topic::AwaitingApproval, "pager", 0),
-            (Topic::AwaitingApproval, "chat", 0),
             (Topic::BreakGlass, "pager", 0),
+            (Topic::ReviewRequested, "pager", 0),
+            (Topic::ReviewRequested, "chat", 0),
         ],
     );
     check(&submitted(0, 3600, false), &r, &[]);
     // No routing at all: nothing is planned, nothing written.
     check(&submitted(1, 3600, true), &Routing::default(), &[]);
+}
+
+#[test]
+fn a_break_glass_use_is_chased_until_reviewed_and_a_bad_one_reported() {
+    let mut r = routing();
+    r.defaults.reviewers = Some(vec!["mail".to_owned()]);
+    let glass = submitted(0, 1800, true);
+    let tok = token(&glass);
+    let active = step(
+        &glass,
+        Command::JobSucceeded {
+            action: JobAction::Grant,
+            token: tok,
+            certificate: None,
+        },
+        1,
+    );
+    let released = step(
+        &active,
+        Command::Release {
+            by: user("alice", &["eng"]),
+        },
+        60,
+    );
+    let tok = token(&released);
+    let removed = step(
+        &released,
+        Command::JobSucceeded {
+            action: JobAction::Revoke,
+            token: tok,
+            certificate: None,
+        },
+        61,
+    );
+    assert_eq!(
+        removed.request.next_due(),
+        Some(at(24 * 3600)),
+        "the review's due time keeps the ended request on the schedule"
+    );
+    // Unreviewed a day on: the reviewers (with the escalation group now)
+    // are asked again, and the security route hears of it. Once.
+    let overdue = step(&removed, Command::Tick, 24 * 3600);
+    check(
+        &overdue,
+        &r,
+        &[
+            (Topic::ReviewEscalated, "mail", 24 * 3600),
+            (Topic::ReviewOverdue, "pager", 24 * 3600),
+        ],
+    );
+    assert_eq!(overdue.request.next_due(), None);
+    check(&step(&overdue, Command::Tick, 24 * 3600 + 5), &r, &[]);
+    let judge = |acceptable: bool| Command::Review {
+        reviewer: user("lee", &["leads"]),
+        acceptable,
+        comment: "looked at the incident".to_owned(),
+    };
+    check(
+        &step(&overdue, judge(false), 24 * 3600 + 10),
+        &r,
+        &[(Topic::UseUnacceptable, "pager", 24 * 3600 + 10)],
+    );
+    check(&step(&overdue, judge(true), 24 * 3600 + 10), &r, &[]);
+    assert!(!still_relevant(
+        Topic::ReviewEscalated,
+        &step(&overdue, judge(true), 24 * 3600 + 10).request,
+        at(24 * 3600 + 20)
+    ));
+    assert!(still_relevant(
+        Topic::ReviewRequested,
+        &overdue.request,
+        at(24 * 3600 + 20)
+    ));
 }
 
 #[test]

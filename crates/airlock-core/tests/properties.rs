@@ -89,6 +89,7 @@ fn world(required: u32) -> World {
             connector: "postgres".to_owned(),
             drift: DriftPolicy::Report,
             waiting: Default::default(),
+            break_glass: None,
         },
         settings: LifecycleSettings {
             pending_timeout: Duration::from_secs(1800),

@@ -153,7 +153,8 @@ impl PolicySet {
             let policies: Vec<String> =
                 decision.policies().into_iter().map(str::to_owned).collect();
             match decision {
-                Decision::Denied { .. } => {}
+                // The typical ask is no emergency, so never break-glass.
+                Decision::Denied { .. } | Decision::BreakGlass { .. } => {}
                 Decision::AutoApproved { .. } => {
                     auto_approved_for.push(user.id.clone());
                     may_request.push(MayRequest {

@@ -102,6 +102,14 @@ pub enum Decision {
         policies: Vec<String>,
         errors: Vec<EvalError>,
     },
+    /// An emergency ask the policies let the person make: it waits for
+    /// nobody (approval routes do not apply; the entitlement's break-glass
+    /// review afterwards takes their place). `policies`: the `request`
+    /// permits.
+    BreakGlass {
+        policies: Vec<String>,
+        errors: Vec<EvalError>,
+    },
 }
 
 impl Decision {
@@ -109,7 +117,8 @@ impl Decision {
         match self {
             Decision::Denied { errors, .. }
             | Decision::AutoApproved { errors, .. }
-            | Decision::NeedsApprovals { errors, .. } => errors,
+            | Decision::NeedsApprovals { errors, .. }
+            | Decision::BreakGlass { errors, .. } => errors,
         }
     }
 
@@ -126,18 +135,21 @@ impl Decision {
                     _ => None,
                 })
                 .collect(),
-            Decision::AutoApproved { policies, .. } | Decision::NeedsApprovals { policies, .. } => {
+            Decision::AutoApproved { policies, .. }
+            | Decision::NeedsApprovals { policies, .. }
+            | Decision::BreakGlass { policies, .. } => {
                 policies.iter().map(String::as_str).collect()
             }
         }
     }
 
-    /// `denied`, `auto_approved` or `needs_approvals`.
+    /// `denied`, `auto_approved`, `needs_approvals` or `break_glass`.
     pub fn kind(&self) -> &'static str {
         match self {
             Decision::Denied { .. } => "denied",
             Decision::AutoApproved { .. } => "auto_approved",
             Decision::NeedsApprovals { .. } => "needs_approvals",
+            Decision::BreakGlass { .. } => "break_glass",
         }
     }
 }
@@ -155,6 +167,9 @@ impl fmt::Display for Decision {
             Decision::NeedsApprovals { tiers, .. } => {
                 let tiers: Vec<String> = tiers.iter().map(ToString::to_string).collect();
                 write!(f, "needs approvals: {}", tiers.join(" and "))
+            }
+            Decision::BreakGlass { policies, .. } => {
+                write!(f, "break-glass, permitted by {}", policies.join(", "))
             }
         }
     }
@@ -323,6 +338,12 @@ impl PolicySet {
         if !request.allowed {
             return Decision::Denied {
                 reasons: request.deny_reasons(DenyReason::NoPolicyPermits),
+                errors,
+            };
+        }
+        if facts.context.break_glass {
+            return Decision::BreakGlass {
+                policies: request.satisfied,
                 errors,
             };
         }

@@ -10,8 +10,12 @@
 //! 1. `Airlock::Action::"request"`: if no permit matches, or any forbid
 //!    does, the request is [`Decision::Denied`] (naming the forbids, or
 //!    "no policy permits").
-//! 2. `auto_approve`: if permitted, [`Decision::AutoApproved`].
-//! 3. `require_approval`: every matching permit adds one [`Tier`] from its
+//! 2. A break-glass ask (`context.break_glass`) that got this far is
+//!    [`Decision::BreakGlass`]: it waits for nobody, and the steps below do
+//!    not apply (the entitlement's review afterwards takes their place).
+//!    Forbids on `request` are how policies keep break-glass from someone.
+//! 3. `auto_approve`: if permitted, [`Decision::AutoApproved`].
+//! 4. `require_approval`: every matching permit adds one [`Tier`] from its
 //!    `@approvals("N")` and `@approvers("group-a,group-b")` annotations, and
 //!    the request needs all of them ([`Decision::NeedsApprovals`]). If none
 //!    matches, it is denied with "no approval route".

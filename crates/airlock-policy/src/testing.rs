@@ -27,7 +27,7 @@
 //! mfa_age = "5m"             # 5m; "none" for no recent MFA
 //! break_glass = false        # false
 //! other_active = []          # []
-//! expect = "auto_approved"   # or "denied", "needs_approvals"
+//! expect = "auto_approved"   # or "denied", "needs_approvals", "break_glass"
 //! # Optional checks:
 //! tiers = [{ count = 1, groups = ["approvers"] }]   # exactly these tiers
 //! policies = ["..."]         # exactly these deciding policies
@@ -325,10 +325,10 @@ fn run_case(
     let mut failures = Vec::new();
     if !matches!(
         case.expect.as_str(),
-        "denied" | "auto_approved" | "needs_approvals"
+        "denied" | "auto_approved" | "needs_approvals" | "break_glass"
     ) {
         return Err(format!(
-            "`expect` must be `denied`, `auto_approved` or `needs_approvals`, not `{}`",
+            "`expect` must be `denied`, `auto_approved`, `needs_approvals` or `break_glass`, not `{}`",
             case.expect
         ));
     }

@@ -370,7 +370,7 @@ fn decisions() {
         ),
         (
             "reason length and break-glass are visible",
-            r#"permit(principal, action in [Airlock::Action::"request", Airlock::Action::"auto_approve"], resource)
+            r#"permit(principal, action == Airlock::Action::"request", resource)
                when { context.break_glass && context.reason_length >= 20 };"#
                 .to_owned(),
             |f| {
@@ -378,7 +378,19 @@ fn decisions() {
                 f.context.reason_length = 20;
             },
             Decide,
-            "auto-approved by p.cedar#1",
+            "break-glass, permitted by p.cedar#1",
+        ),
+        (
+            "a break-glass ask the request permits do not cover is denied",
+            r#"permit(principal, action == Airlock::Action::"request", resource)
+               when { context.break_glass && context.reason_length >= 20 };"#
+                .to_owned(),
+            |f| {
+                f.context.break_glass = true;
+                f.context.reason_length = 5;
+            },
+            Decide,
+            "denied: no policy permits",
         ),
         (
             "separation of duties through other active entitlements",

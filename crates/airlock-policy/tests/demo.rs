@@ -47,7 +47,7 @@ fn load_demo() -> PolicySet {
 fn demo_policies_load_without_warnings() {
     let set = load_demo();
     assert!(set.warnings().is_empty(), "{:?}", set.warnings());
-    assert_eq!(set.policy_ids().count(), 14);
+    assert_eq!(set.policy_ids().count(), 13);
     assert_eq!(set.version().len(), 64);
 }
 
@@ -127,7 +127,6 @@ fn who_can_get_prod_db_admin() {
         [
             "approvers-approve-prod-db",
             "prod-db-break-glass",
-            "prod-db-break-glass-security",
             "prod-db-engineers-with-ticket",
             "prod-db-long-needs-security",
             "prod-db-no-contractors",

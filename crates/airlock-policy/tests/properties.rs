@@ -239,6 +239,9 @@ proptest! {
                 matches!(&decision, Decision::Denied { reasons, .. } if reasons.contains(&forbidden_policy)),
                 "{:?}", decision
             );
+        } else if context.break_glass {
+            // An emergency the policies let through waits for nobody.
+            prop_assert!(matches!(decision, Decision::BreakGlass { .. }), "{:?}", decision);
         } else if cond.holds(&requester, &context) && forbids(1) {
             prop_assert!(!matches!(decision, Decision::AutoApproved { .. }), "{:?}", decision);
             if forbids(2) {

@@ -210,6 +210,69 @@ pub struct RequestView {
     /// Reminders and escalation while it waited for approvers: when each is
     /// (or was) due, and when it happened.
     pub waiting: WaitingView,
+    /// The review of a break-glass use; absent for any other request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewView>,
+}
+
+/// The review of a break-glass use (`request::Review`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewView {
+    /// Groups whose members may judge the use now (the escalation groups
+    /// too once it is overdue).
+    pub review_by: Vec<String>,
+    pub due_at: String,
+    /// Unreviewed past `due_at`.
+    pub overdue: bool,
+    pub escalate_to: Vec<String>,
+    pub escalated_at: Option<String>,
+    /// Absent until a reviewer judged it.
+    pub verdict: Option<ReviewVerdictView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewVerdictView {
+    pub reviewer: String,
+    pub at: String,
+    pub acceptable: bool,
+    pub comment: String,
+}
+
+/// Body of `POST /v1/requests/{id}/review`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    /// Was the emergency use acceptable?
+    pub acceptable: bool,
+    /// Why (required).
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// Query of `GET /v1/reviews`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewsQuery {
+    /// Reviewed uses too, not only those awaiting a verdict.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Query of `GET /v1/grants`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsQuery {
+    /// Only break-glass grants.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// A request's reminder and escalation (`request::WaitingPlan`).
@@ -286,6 +349,19 @@ impl RequestView {
                     .collect(),
                 escalated_at: opt(r.waiting.escalated_at),
             },
+            review: r.review.as_ref().map(|v| ReviewView {
+                review_by: v.groups().iter().map(ToString::to_string).collect(),
+                due_at: format_time(v.due_at),
+                overdue: v.is_overdue(now),
+                escalate_to: v.escalate_to.iter().map(ToString::to_string).collect(),
+                escalated_at: opt(v.escalated_at),
+                verdict: v.verdict.as_ref().map(|d| ReviewVerdictView {
+                    reviewer: d.reviewer.to_string(),
+                    at: format_time(d.at),
+                    acceptable: d.acceptable,
+                    comment: d.comment.clone(),
+                }),
+            }),
             time_left_seconds: (r.state == airlock_core::request::State::Active)
                 .then(|| r.expires_at.map(|e| now.until(e).as_secs()))
                 .flatten(),
@@ -309,6 +385,18 @@ pub struct EntitlementView {
     /// `ticket matching `…``, `reason`, `recent MFA`), from the
     /// entitlement's rules and the policies.
     pub needs: Vec<String>,
+    /// Emergency access, when the entitlement allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlassView>,
+}
+
+/// An entitlement's break-glass rules (`catalog::BreakGlassRules`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BreakGlassView {
+    pub max_duration_seconds: u64,
+    pub review_by: Vec<String>,
+    pub review_within_seconds: u64,
+    pub escalate_to: Vec<String>,
 }
 
 impl EntitlementView {
@@ -323,6 +411,12 @@ impl EntitlementView {
             ticket_pattern: e.ticket.pattern.as_ref().map(|p| p.as_str().to_owned()),
             approval,
             needs,
+            break_glass: e.break_glass.as_ref().map(|b| BreakGlassView {
+                max_duration_seconds: b.max_duration.as_secs(),
+                review_by: b.review_by.iter().map(ToString::to_string).collect(),
+                review_within_seconds: b.review_within.as_secs(),
+                escalate_to: b.escalate_to.iter().map(ToString::to_string).collect(),
+            }),
         }
     }
 }
@@ -758,18 +852,6 @@ pub struct RequestQuery {
     pub limit: Option<u32>,
     /// The page after the one whose response carried this cursor (in its
     /// `X-Next-Cursor` header).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-}
-
-/// Query of `GET /v1/grants`: which page.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    /// At most this many (1 to 1000, 100 if absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-    /// The page after the one whose response carried this cursor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
 }

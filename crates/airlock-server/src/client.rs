@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use crate::api::{
     ApprovalWaitsReport, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
-    EmptyBody, EntitlementView, ErrorBody, ExplainView, OidcInfo, PageQuery, PolicyReloadView,
+    EmptyBody, EntitlementView, ErrorBody, ExplainView, GrantsQuery, OidcInfo, PolicyReloadView,
     PolicyView, ProposalView, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
-    VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
+    ReviewBody, ReviewsQuery, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +112,7 @@ pub enum Action {
     Cancel,
     Release,
     Revoke { reason: String },
+    Review { acceptable: bool, comment: String },
 }
 
 impl Client {
@@ -342,6 +343,16 @@ impl Client {
                     reason: reason.clone(),
                 },
             ),
+            Action::Review {
+                acceptable,
+                comment,
+            } => self.post(
+                &path("review"),
+                &ReviewBody {
+                    acceptable: *acceptable,
+                    comment: comment.clone(),
+                },
+            ),
         };
         self.send(builder).await
     }
@@ -356,14 +367,34 @@ impl Client {
     }
 
     /// One page of the grants the target may hold.
-    pub async fn grants_page(&self, query: &PageQuery) -> Result<RequestPage, ClientError> {
+    pub async fn grants_page(&self, query: &GrantsQuery) -> Result<RequestPage, ClientError> {
         self.page(self.get("/v1/grants").query(query)).await
     }
 
     /// Every grant the target may hold, page by page.
     pub async fn grants(&self) -> Result<Vec<RequestView>, ClientError> {
+        self.grants_where(false).await
+    }
+
+    /// Every grant the target may hold (only break-glass ones, if asked),
+    /// page by page.
+    pub async fn grants_where(&self, break_glass: bool) -> Result<Vec<RequestView>, ClientError> {
         self.every_page(None, |cursor| {
-            self.get("/v1/grants").query(&PageQuery {
+            self.get("/v1/grants").query(&GrantsQuery {
+                break_glass,
+                limit: Some(1000),
+                cursor,
+            })
+        })
+        .await
+    }
+
+    /// Break-glass uses awaiting review (with `all`, every one the caller
+    /// may see), page by page.
+    pub async fn reviews(&self, all: bool) -> Result<Vec<RequestView>, ClientError> {
+        self.every_page(None, |cursor| {
+            self.get("/v1/reviews").query(&ReviewsQuery {
+                all,
                 limit: Some(1000),
                 cursor,
             })

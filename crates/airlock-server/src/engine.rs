@@ -35,7 +35,7 @@ use crate::metrics::{CallOutcome, Metrics};
 use crate::policy::{self, Policies, PolicyLoadError, Reloaded};
 use crate::store::{
     AuditFilter, ChainReport, OutboxEntry, OutboxFilter, OutboxSummary, RequestFilter,
-    RevocationBacklog, Store, StoreError,
+    ReviewBacklog, RevocationBacklog, Store, StoreError,
 };
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -117,6 +117,8 @@ pub enum UserCommand {
     Release,
     /// End someone's grant (admins).
     Revoke { reason: String },
+    /// Judge a break-glass use (its reviewers).
+    Review { acceptable: bool, comment: String },
 }
 
 /// A decision on a pending request by someone other than its requester.
@@ -337,6 +339,11 @@ impl Engine {
         Ok(self.store.revocation_backlog(line).await?)
     }
 
+    /// Break-glass uses awaiting review now, and how many are overdue.
+    pub async fn review_backlog(&self) -> Result<ReviewBacklog, EngineError> {
+        Ok(self.store.review_backlog(self.clock.now()).await?)
+    }
+
     /// How long requests created since `since` waited for an approver,
     /// per entitlement, as of now.
     pub async fn approval_waits(
@@ -469,6 +476,14 @@ impl Engine {
             UserCommand::Cancel => Command::Cancel { by },
             UserCommand::Release => Command::Release { by },
             UserCommand::Revoke { reason } => Command::Revoke { by, reason },
+            UserCommand::Review {
+                acceptable,
+                comment,
+            } => Command::Review {
+                reviewer: by,
+                acceptable,
+                comment,
+            },
         };
         let transition = self.apply(id, command).await?;
         self.after_commit(&transition);

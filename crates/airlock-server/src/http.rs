@@ -23,10 +23,10 @@ use serde::de::DeserializeOwned;
 use crate::api::{
     decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApprovalWaitsReport,
     ApprovalWaitsView, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
-    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ExplainView, HistoryEntry,
-    OidcInfo, PageQuery, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
-    ReconcileBody, ReconcileView, RequestQuery, RequestView, VerifyView, WaitsQuery, WhoAmI,
-    NEXT_CURSOR_HEADER,
+    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ExplainView, GrantsQuery,
+    HistoryEntry, OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
+    ReconcileBody, ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery, VerifyView,
+    WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash, ScimSettings};
 use crate::engine::{
@@ -109,12 +109,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/requests/{id}/release"),
     ("post", "/v1/requests/{id}/revoke"),
     ("post", "/v1/requests/{id}/credential"),
+    ("post", "/v1/requests/{id}/review"),
     ("get", "/v1/requests/{id}/explain"),
     ("get", "/v1/policy"),
     ("post", "/v1/policy/reload"),
     ("get", "/v1/policy/proposals"),
     ("post", "/v1/policy/proposals/{id}/approve"),
     ("get", "/v1/grants"),
+    ("get", "/v1/reviews"),
     ("get", "/v1/audit"),
     ("get", "/v1/audit/verify"),
     ("get", "/v1/reports/approval-waits"),
@@ -167,7 +169,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/policy/proposals/{id}/approve",
             post(approve_policy_proposal),
         )
+        .route("/v1/requests/{id}/review", post(review))
         .route("/v1/grants", get(grants))
+        .route("/v1/reviews", get(reviews))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/reports/approval-waits", get(approval_waits))
@@ -570,7 +574,9 @@ async fn metrics(
     // overdue revocations must not read a silent zero.
     let backlog = state.engine.revocation_backlog().await?;
     let outbox = state.engine.notification_summary().await?;
+    let reviews = state.engine.review_backlog().await?;
     let mut text = state.engine.metrics().render(backlog);
+    text.push_str(&state.engine.metrics().render_reviews(reviews));
     text.push_str(
         &state
             .engine
@@ -981,17 +987,53 @@ async fn collect_credential(
 async fn grants(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<GrantsQuery>,
 ) -> ApiResult<Response> {
     require(&user, Capability::Read)?;
     let filter = RequestFilter {
         holding_access: true,
+        break_glass: q.break_glass,
         requester: require(&user, Capability::ReadEverything)
             .is_err()
             .then(|| user.id.clone()),
         ..RequestFilter::default()
     };
     page(&state, filter, q.limit, q.cursor.as_deref()).await
+}
+
+/// Break-glass uses the caller may see, newest first: those awaiting a
+/// reviewer's verdict, or (`all`) every one.
+async fn reviews(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<ReviewsQuery>,
+) -> ApiResult<Response> {
+    require(&user, Capability::Read)?;
+    let filter = RequestFilter {
+        break_glass: true,
+        review_open: !q.all,
+        visible_to: Some(user.clone()),
+        ..RequestFilter::default()
+    };
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
+}
+
+async fn review(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReviewBody>,
+) -> ApiResult<Json<RequestView>> {
+    command(
+        &state,
+        &user,
+        &id,
+        UserCommand::Review {
+            acceptable: body.acceptable,
+            comment: body.comment,
+        },
+    )
+    .await
 }
 
 /// Which policies decided a request and who approved under which policies,

@@ -11,7 +11,7 @@ use airlock_core::request::JobAction;
 
 use airlock_core::Timestamp;
 
-use crate::store::{OutboxState, OutboxSummary, RevocationBacklog};
+use crate::store::{OutboxState, OutboxSummary, ReviewBacklog, RevocationBacklog};
 
 /// How a notification attempt was settled, in the order they are counted.
 const NOTIFICATION_OUTCOMES: [&str; 4] = ["sent", "retry", "failed", "dropped"];
@@ -83,6 +83,25 @@ impl Metrics {
         {
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The break-glass uses awaiting review (from the store, the same on
+    /// every replica).
+    pub fn render_reviews(&self, backlog: ReviewBacklog) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP airlock_break_glass_unreviewed Break-glass uses no reviewer has judged yet.\n",
+        );
+        out.push_str("# TYPE airlock_break_glass_unreviewed gauge\n");
+        let _ = writeln!(out, "airlock_break_glass_unreviewed {}", backlog.open);
+        out.push_str("# HELP airlock_break_glass_reviews_overdue Of those, the ones past their review time.\n");
+        out.push_str("# TYPE airlock_break_glass_reviews_overdue gauge\n");
+        let _ = writeln!(
+            out,
+            "airlock_break_glass_reviews_overdue {}",
+            backlog.overdue
+        );
+        out
     }
 
     /// The outbox's gauges (from the store, the same on every replica) and

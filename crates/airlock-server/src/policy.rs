@@ -414,7 +414,9 @@ pub fn verdict(set: &PolicySet, facts: &RequestFacts) -> Verdict {
                 .map(|r| set.describe_denial(r, facts))
                 .collect(),
         },
-        Decision::AutoApproved { .. } => Route::AutoApproved,
+        // The core grants a break-glass ask at once when the entitlement
+        // allows break-glass (and refuses it otherwise).
+        Decision::AutoApproved { .. } | Decision::BreakGlass { .. } => Route::AutoApproved,
         Decision::NeedsApprovals { tiers, .. } => Route::NeedsApprovals(tiers),
     };
     Verdict {

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use airlock_server::api::{
-    parse_time, AuditQuery, CreateRequest, DurationInput, PageQuery, RequestQuery, RequestView,
+    parse_time, AuditQuery, CreateRequest, DurationInput, GrantsQuery, RequestQuery, RequestView,
 };
 use airlock_server::client::{Action, Client, ClientError};
 use airlock_server::config::{token_hash, Settings};
@@ -1681,14 +1681,14 @@ async fn who_sees_what() {
             .await
             .unwrap();
         h.wait_state(&second.id, "active").await;
-        let one = PageQuery {
+        let one = GrantsQuery {
             limit: Some(1),
-            cursor: None,
+            ..GrantsQuery::default()
         };
         let first = admin.grants_page(&one).await.unwrap();
         assert_eq!(ids(first.requests), [second.id.as_str()]);
         let rest = admin
-            .grants_page(&PageQuery {
+            .grants_page(&GrantsQuery {
                 cursor: first.next_cursor,
                 ..one
             })
@@ -2433,6 +2433,7 @@ async fn fill_with_carols_requests(db: PathBuf, count: usize) {
                 connector: "log".into(),
                 drift: airlock_core::drift::DriftPolicy::Report,
                 waiting: Default::default(),
+                break_glass: None,
             };
             let verdict = Verdict {
                 route: Route::NeedsApprovals(vec![ApprovalTier {
@@ -2555,6 +2556,10 @@ enum Who {
     /// Its approvers (never its requester): who may see it, whose groups
     /// fill one of its tiers and whom the policy set lets approve.
     Decider,
+    /// Whoever sees the request except its requester (on a break-glass
+    /// use the review's groups decide the rest; the walk's request is an
+    /// ordinary one, which such a caller is told has nothing to review).
+    Reviewer,
     /// Any person managing their own API tokens (not a service principal).
     TokenHolder,
     /// The owner of the API token (alice's here) or an admin.
@@ -2591,8 +2596,9 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
             | "/v1/audit/checkpoint-key"
             | "/v1/auth/oidc",
         ) => Anyone,
-        ("get", "/v1/me" | "/v1/entitlements" | "/v1/requests" | "/v1/grants")
+        ("get", "/v1/me" | "/v1/entitlements" | "/v1/requests" | "/v1/grants" | "/v1/reviews")
         | ("post", "/v1/requests") => AnyUser,
+        ("post", "/v1/requests/{id}/review") => Reviewer,
         ("get", "/v1/requests/{id}" | "/v1/requests/{id}/explain") => SeesTheRequest,
         ("post", "/v1/requests/{id}/approve" | "/v1/requests/{id}/deny") => Decider,
         (
@@ -2746,6 +2752,9 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         p if p.ends_with("/deny") || p.ends_with("/revoke") => {
                             Some(r#"{"reason":"walk"}"#)
                         }
+                        p if p.ends_with("/review") => {
+                            Some(r#"{"acceptable":true,"comment":"walk"}"#)
+                        }
                         _ => None,
                     };
                     let mut req = http.request(
@@ -2775,7 +2784,7 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         Who::Anyone => true,
                         _ if caller.is_none() || caller == Some("scim") => false,
                         _ if caller == Some("admin-read") => {
-                            reads && !matches!(rule, Who::Decider | Who::Requester)
+                            reads && !matches!(rule, Who::Decider | Who::Requester | Who::Reviewer)
                         }
                         Who::TokenHolder | Who::TokenOwner if caller == Some("deploy") => false,
                         Who::TokenHolder => true,
@@ -2785,6 +2794,7 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         Who::Admin => caller == Some("admin"),
                         Who::SeesTheRequest => sees,
                         Who::Requester => owner,
+                        Who::Reviewer => sees && !owner,
                         // Of those who see it, its approvers by group (the
                         // policy set lets `sre` approve `db-prod`).
                         Who::Decider => matches!(caller, Some("bob" | "carol")),

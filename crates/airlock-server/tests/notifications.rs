@@ -36,6 +36,7 @@ use axum::routing::post;
 
 const SECRET: &str = "notify-test-connector-secret";
 const HOOK_SECRET: &str = "notify-test-webhook-secret";
+const SCIM_TOKEN: &str = "notify-test-provisioning-token";
 /// 2027-01-15T08:00:00Z; no time is read from the wall.
 const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
 const WAIT: Duration = Duration::from_secs(15);
@@ -114,6 +115,7 @@ fn settings(dir: &std::path::Path, smtp_port: u16, base: &str) -> Settings {
 listen = "127.0.0.1:0"
 data_dir = '{root}/data'
 reconcile_every = "off"
+scim = {{ token_sha256 = "{scim}" }}
 
 [connectors.target]
 type = "webhook"
@@ -129,6 +131,18 @@ approvers = ["sre"]
 require_reason = false
 connector = "target"
 
+[entitlements.db-glass]
+requestable_by = ["eng"]
+max_duration = "2h"
+approvals_required = 1
+approvers = ["sre"]
+require_reason = false
+connector = "target"
+
+[entitlements.db-glass.break_glass]
+max_duration = "1h"
+review_by = ["sre"]
+
 [notifications]
 approvers = ["mail", "chat"]
 requester = ["mail"]
@@ -137,6 +151,36 @@ expiry_warning = "15m"
 retry_base = "10s"
 retry_cap = "1m"
 give_up_after = "10m"
+
+# Break-glass there is for the security route alone.
+[notifications.entitlements.db-glass]
+requester = []
+reviewers = []
+
+# Break-glass reviewed by `security` (some provisioned by SCIM) within the
+# hour, then by `leads` too; the reviewers hear on their own hook.
+[entitlements.ops]
+requestable_by = ["eng"]
+max_duration = "2h"
+auto_approve = true
+require_reason = false
+connector = "target"
+
+[entitlements.ops.break_glass]
+max_duration = "1h"
+review_by = ["security"]
+review_within = "1h"
+escalate_to = ["leads"]
+
+[notifications.entitlements.ops]
+requester = []
+reviewers = ["reviews"]
+
+[notifications.channels.reviews]
+type = "webhook"
+url = "{base}/reviews"
+secret = "{HOOK_SECRET}"
+timeout = "2s"
 
 [notifications.channels.mail]
 type = "smtp"
@@ -171,7 +215,14 @@ token_sha256 = "{}"
 "#,
         token_hash("bob-token"),
         token_hash("admin-token"),
+        scim = token_hash(SCIM_TOKEN),
     );
+    for (name, group) in [("sam", "security"), ("lee", "leads")] {
+        toml.push_str(&format!(
+            "\n[users.{name}]\ngroups = [\"{group}\"]\ntoken_sha256 = \"{}\"\n",
+            token_hash(&format!("{name}-token"))
+        ));
+    }
     for name in ["alice", "dave", "erin", "fred"] {
         toml.push_str(&format!(
             "\n[users.{name}]\ngroups = [\"eng\"]\nemail = \"{name}@example.com\"\ntoken_sha256 = \"{}\"\n",
@@ -186,8 +237,10 @@ struct Harness {
     clock: Arc<ManualClock>,
     base: String,
     receiver: Receiver,
+    /// The receiver's address.
+    target: String,
     smtp: SmtpSink,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn boot() -> Option<Harness> {
@@ -207,20 +260,70 @@ async fn boot() -> Option<Harness> {
         clock,
         base,
         receiver,
+        target,
         smtp,
-        _dir: dir,
+        dir,
     })
 }
 
 impl Harness {
+    /// Stops the server, lets `run` move the clock while it is down, and
+    /// starts it again on the same database.
+    async fn restart_after(mut self, run: impl FnOnce(&ManualClock)) -> Harness {
+        self.server.shutdown().await;
+        run(&self.clock);
+        self.server = start_with_clock(
+            settings(self.dir.path(), self.smtp.port, &self.target),
+            Arc::clone(&self.clock) as Arc<dyn Clock>,
+        )
+        .await
+        .unwrap();
+        self.base = format!("http://{}", self.server.addr());
+        self
+    }
+
+    /// A SCIM `POST` to `path` with the provisioning token; the new id.
+    async fn provision(&self, path: &str, body: serde_json::Value) -> String {
+        let response = reqwest::Client::new()
+            .post(format!("{}/scim/v2/{path}", self.base))
+            .bearer_auth(SCIM_TOKEN)
+            .header("content-type", "application/scim+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        let created: serde_json::Value = response.json().await.unwrap();
+        created["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Posts to `path` about `topic`, once each is there.
+    async fn posts_about(&self, path: &str, topic: &str, count: usize) -> Vec<Post> {
+        until(
+            WAIT,
+            &format!("{count} `{topic}` posts to /{path}"),
+            || async {
+                let posts: Vec<Post> = self
+                    .receiver
+                    .posts(path)
+                    .into_iter()
+                    .filter(|p| p.body["topic"] == topic)
+                    .collect();
+                (posts.len() == count).then_some(posts)
+            },
+        )
+        .await
+    }
+
     fn client(&self, who: &str) -> Client {
         Client::new(&self.base, &format!("{who}-token")).unwrap()
     }
 
+    /// An ordinary request for `db`, or a break-glass one for `db-glass`.
     async fn request(&self, who: &str, break_glass: bool) -> String {
         self.client(who)
             .create_request(&CreateRequest {
-                entitlement: "db".to_owned(),
+                entitlement: if break_glass { "db-glass" } else { "db" }.to_owned(),
                 duration: Some(DurationInput::Seconds(3600)),
                 reason: format!("{who} fixes the database"),
                 ticket: None,
@@ -315,9 +418,11 @@ fn header<'a>(mail: &'a str, name: &str) -> &'a str {
 async fn each_change_reaches_the_people_it_concerns_on_every_channel() {
     bounded(Duration::from_secs(90), async {
         let Some(h) = boot().await else { return };
-        let id = h.request("alice", true).await;
+        let id = h.request("alice", false).await;
+        // fred breaks glass elsewhere: the security route alone hears.
+        let glass = h.request("fred", true).await;
 
-        // Approvers: mail to bob (carol has no address), the chat room, and
+        // Approvers: mail to bob (carol has no address), the chat room; and
         // the break-glass alert on the signed webhook.
         h.settled(3).await;
         let mails = h.mails();
@@ -339,7 +444,7 @@ async fn each_change_reaches_the_people_it_concerns_on_every_channel() {
             .as_str()
             .unwrap()
             .contains("alice asks for db"));
-        assert!(blocks.contains("requester: alice") && blocks.contains("break_glass: true"));
+        assert!(blocks.contains("requester: alice"));
         assert!(
             blocks.contains(&format!("airlock approve {id}")),
             "{blocks}"
@@ -351,7 +456,8 @@ async fn each_change_reaches_the_people_it_concerns_on_every_channel() {
         let hook = &hooks[0];
         assert_eq!(hook.body["topic"], "break_glass");
         assert_eq!(hook.body["audience"], "security");
-        assert_eq!(hook.body["facts"]["request"], id.as_str());
+        assert_eq!(hook.body["facts"]["request"], glass.as_str());
+        assert_eq!(hook.body["facts"]["break_glass"], "true");
         let stamp = hook.headers[TIMESTAMP_HEADER].to_str().unwrap();
         let signature = hook.headers[SIGNATURE_HEADER].to_str().unwrap();
         assert!(verify_signature(
@@ -414,12 +520,13 @@ async fn each_change_reaches_the_people_it_concerns_on_every_channel() {
             .iter()
             .any(|s| s.contains("db for alice has ended (expired)")));
 
-        // The overdue check falls due after the removal was confirmed: dropped.
+        // The overdue checks (alice's, and fred's, whose hour ended too) fall
+        // due after the removals were confirmed: dropped.
         h.clock
             .advance_to(T0.plus(Duration::from_secs(3600 + 6 * 60)));
-        let o = until(WAIT, "the overdue check to be dropped", || async {
+        let o = until(WAIT, "the overdue checks to be dropped", || async {
             let o = h.outbox().await;
-            (o.counts["dropped"] == 1).then_some(o)
+            (o.counts["dropped"] == 2).then_some(o)
         })
         .await;
         assert_eq!((o.backlog, o.scheduled, o.counts["failed"]), (0, 0, 0));
@@ -521,6 +628,7 @@ async fn a_channel_down_for_a_while_loses_and_duplicates_nothing() {
         // that stays down is given up on past the ten-minute horizon.
         h.receiver.set("hook", Some(400));
         h.receiver.set("slack", Some(503));
+        h.request("fred", false).await;
         h.request("fred", true).await;
         let o = until(WAIT, "the refused alert to fail", || async {
             let o = h.outbox().await;
@@ -555,6 +663,155 @@ async fn a_channel_down_for_a_while_loses_and_duplicates_nothing() {
                 .await,
             2.0
         );
+        h.server.shutdown().await;
+    })
+    .await;
+}
+
+/// The users a message was for, by name.
+fn recipients(post: &Post) -> BTreeSet<String> {
+    post.body["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_glass_use_is_announced_reviewed_and_chased_across_a_restart() {
+    bounded(Duration::from_secs(90), async {
+        let Some(h) = boot().await else { return };
+        // sid is in `security` only through the identity provider.
+        let sid = h
+            .provision(
+                "Users",
+                serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                   "userName": "sid", "active": true}),
+            )
+            .await;
+        h.provision(
+            "Groups",
+            serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                               "displayName": "security", "members": [{"value": sid}]}),
+        )
+        .await;
+
+        let id = h
+            .client("erin")
+            .create_request(&CreateRequest {
+                entitlement: "ops".to_owned(),
+                duration: Some(DurationInput::Seconds(20 * 60)),
+                reason: "the queue is wedged".to_owned(),
+                ticket: None,
+                start_at: None,
+                break_glass: true,
+                public_key: None,
+            })
+            .await
+            .unwrap()
+            .id;
+        until(WAIT, "the break-glass grant", || async {
+            let r = h.client("erin").get_request(&id).await.unwrap();
+            (r.state == "active").then_some(())
+        })
+        .await;
+        // Security hears at once; the reviewers (config and provisioned,
+        // never erin herself) are asked to review.
+        let alert = h.posts_about("hook", "break_glass", 1).await;
+        assert_eq!(alert[0].body["facts"]["request"], id.as_str());
+        let asked = h.posts_about("reviews", "review_requested", 1).await;
+        assert_eq!(
+            recipients(&asked[0]),
+            ["sam", "sid"].map(String::from).into()
+        );
+        assert_eq!(asked[0].body["facts"]["review_by"], "security");
+
+        // Reviewers and admins see it waiting; others do not see it at all.
+        let waiting = h.client("sam").reviews(false).await.unwrap();
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].id, id);
+        assert!(h.client("bob").reviews(false).await.unwrap().is_empty());
+        assert!(h.client("bob").get_request(&id).await.is_err());
+        let glass = h.client("admin").grants_where(true).await.unwrap();
+        assert_eq!(
+            glass.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            [id.as_str()]
+        );
+        assert_eq!(h.metric("airlock_break_glass_unreviewed ").await, 1.0);
+        assert_eq!(h.metric("airlock_break_glass_reviews_overdue ").await, 0.0);
+        // leads may not review before it is overdue.
+        let early = h
+            .client("lee")
+            .act(
+                &id,
+                &Action::Review {
+                    acceptable: true,
+                    comment: "fine".to_owned(),
+                },
+            )
+            .await;
+        assert!(early.is_err(), "{early:?}");
+
+        // Down while the review falls due: the restarted server escalates it.
+        let h = h
+            .restart_after(|clock| clock.advance(Duration::from_secs(3600 + 1)))
+            .await;
+        let chased = h.posts_about("reviews", "review_escalated", 1).await;
+        assert_eq!(
+            recipients(&chased[0]),
+            ["lee", "sam", "sid"].map(String::from).into()
+        );
+        h.posts_about("hook", "review_overdue", 1).await;
+        let r = h.client("admin").get_request(&id).await.unwrap();
+        let review = r.review.unwrap();
+        assert!(review.overdue && review.escalated_at.is_some());
+        assert_eq!(review.review_by, ["leads", "security"]);
+        assert_eq!(h.metric("airlock_break_glass_reviews_overdue ").await, 1.0);
+
+        // erin may not judge her own use; lee may now, once.
+        let own = h
+            .client("erin")
+            .act(
+                &id,
+                &Action::Review {
+                    acceptable: true,
+                    comment: "it was needed".to_owned(),
+                },
+            )
+            .await;
+        assert!(own.is_err(), "{own:?}");
+        let judged = h
+            .client("lee")
+            .act(
+                &id,
+                &Action::Review {
+                    acceptable: false,
+                    comment: "no incident on record".to_owned(),
+                },
+            )
+            .await
+            .unwrap();
+        let verdict = judged.review.unwrap().verdict.unwrap();
+        assert_eq!(
+            (verdict.reviewer.as_str(), verdict.acceptable),
+            ("lee", false)
+        );
+        h.posts_about("hook", "use_unacceptable", 1).await;
+        assert!(h.client("sam").reviews(false).await.unwrap().is_empty());
+        assert_eq!(h.client("sam").reviews(true).await.unwrap().len(), 1);
+        assert_eq!(h.metric("airlock_break_glass_unreviewed ").await, 0.0);
+        let events = h
+            .client("admin")
+            .audit(&airlock_server::api::AuditQuery {
+                request: Some(id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        assert!(actions.contains(&"review_overdue"), "{actions:?}");
+        assert!(actions.contains(&"reviewed"), "{actions:?}");
         h.server.shutdown().await;
     })
     .await;

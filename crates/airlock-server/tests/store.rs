@@ -169,6 +169,7 @@ fn entitlement(approvals: u32) -> Ent {
         connector: "c".into(),
         drift: DriftPolicy::Report,
         waiting: Default::default(),
+        break_glass: None,
     };
     Ent {
         entitlement,
@@ -1290,6 +1291,25 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                 r = approved_by(r, users.get(rng.below(users.len())).unwrap());
             }
             r.state = *State::ALL.get(rng.below(State::ALL.len())).unwrap();
+            // A third are break-glass uses: reviewed or not, escalated or not.
+            if rng.below(3) == 0 {
+                let group_set = |names: Vec<&str>| -> BTreeSet<GroupName> {
+                    names.iter().map(|g| GroupName::parse(g).unwrap()).collect()
+                };
+                r.break_glass = true;
+                r.review = Some(request::Review {
+                    reviewers: group_set(rng.some(GROUPS)),
+                    due_at: at(60),
+                    escalate_to: group_set(rng.some(GROUPS)),
+                    escalated_at: (rng.below(2) == 0).then(|| at(61)),
+                    verdict: (rng.below(2) == 0).then(|| request::ReviewVerdict {
+                        reviewer: requester.id.clone(),
+                        at: at(62),
+                        acceptable: true,
+                        comment: "ok".to_owned(),
+                    }),
+                });
+            }
             requests.push(r);
         }
         load(&store, &requests).await;
@@ -1311,6 +1331,11 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                         created_since: Some(at(25)),
                         ..visible.clone()
                     };
+                    let reviews = RequestFilter {
+                        break_glass: true,
+                        review_open: true,
+                        ..visible.clone()
+                    };
                     for (filter, core) in [
                         (
                             visible,
@@ -1321,6 +1346,9 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                         }),
                         (recent, &|r: &request::AccessRequest| {
                             r.visible_to(u) && r.created_at >= at(25)
+                        }),
+                        (reviews, &|r: &request::AccessRequest| {
+                            r.visible_to(u) && r.review.as_ref().is_some_and(|v| v.is_open())
                         }),
                     ] {
                         let listed: Vec<String> = store
@@ -1341,6 +1369,15 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                 .iter()
                 .any(|r| users.iter().any(|u| r.awaits_approval_of(u))),
             "the generated requests await someone"
+        );
+        assert!(
+            requests.iter().any(|r| r.review.as_ref().is_some_and(|v| {
+                v.is_open()
+                    && users
+                        .iter()
+                        .any(|u| u.id != r.requester && u.in_any(&v.groups()))
+            })),
+            "some generated reviews are visible to their reviewers alone"
         );
 
         // Rows as a version-4 database holds them: no lists yet.
@@ -1741,6 +1778,7 @@ fn routing() -> Routing {
             approvers: one("mail"),
             requester: one("mail"),
             security: one("pager"),
+            reviewers: None,
         },
         expiry_warning: Some(Duration::from_secs(20)),
         overdue_after: Duration::from_secs(300),

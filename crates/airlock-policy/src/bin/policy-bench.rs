@@ -404,7 +404,7 @@ fn main() -> Result<(), String> {
             samples.push(t.elapsed());
             match decision {
                 Decision::Denied { .. } => denied += 1,
-                Decision::AutoApproved { .. } => auto += 1,
+                Decision::AutoApproved { .. } | Decision::BreakGlass { .. } => auto += 1,
                 Decision::NeedsApprovals { .. } => approvals += 1,
             }
         }

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use airlock_core::catalog::{Entitlement, TicketPattern, TicketRule, User, WaitingTimes};
+use airlock_core::catalog::{
+    BreakGlassRules, Entitlement, TicketPattern, TicketRule, User, WaitingTimes,
+};
 use airlock_core::drift::DriftPolicy;
 use airlock_core::time::human_duration;
 use airlock_core::{EntitlementId, GroupName, UserId};
@@ -53,7 +55,24 @@ pub(super) struct RawEntitlement {
     pending_timeout: Option<Spanned<String>>,
     /// Requests need MFA at most this long ago (`policy::mfa_policy`).
     require_mfa_within: Option<Spanned<String>>,
+    /// Emergency access (`[entitlements.NAME.break_glass]`); without it,
+    /// break-glass requests for the entitlement are refused.
+    break_glass: Option<Spanned<RawBreakGlass>>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreakGlass {
+    max_duration: Spanned<String>,
+    #[serde(default)]
+    review_by: Vec<Spanned<String>>,
+    review_within: Option<Spanned<String>>,
+    #[serde(default)]
+    escalate_to: Vec<Spanned<String>>,
+}
+
+/// A break-glass use is reviewed within a day unless the config says otherwise.
+const DEFAULT_REVIEW_WITHIN: Duration = Duration::from_secs(24 * 3600);
 
 fn yes() -> bool {
     true
@@ -320,6 +339,46 @@ pub(super) fn entitlements_table(
                 )
             })?,
         };
+        let break_glass = ent
+            .break_glass
+            .as_ref()
+            .map(|raw| {
+                let bg = raw.get_ref();
+                let max = src.duration_between(
+                    &field("break_glass.max_duration"),
+                    &bg.max_duration,
+                    (Duration::from_secs(1), max_duration),
+                )?;
+                let review_by = group_set("break_glass.review_by", &bg.review_by)?;
+                if review_by.is_empty() {
+                    return Err(src.error(
+                        raw.span(),
+                        format!(
+                            "{}: name the groups that review each break-glass use",
+                            field("break_glass.review_by")
+                        ),
+                    ));
+                }
+                let review_within = bg
+                    .review_within
+                    .as_ref()
+                    .map(|w| {
+                        src.duration_between(
+                            &field("break_glass.review_within"),
+                            w,
+                            (Duration::from_secs(60), Duration::from_secs(90 * 24 * 3600)),
+                        )
+                    })
+                    .transpose()?
+                    .unwrap_or(DEFAULT_REVIEW_WITHIN);
+                Ok(BreakGlassRules {
+                    max_duration: max,
+                    review_by,
+                    review_within,
+                    escalate_to: group_set("break_glass.escalate_to", &bg.escalate_to)?,
+                })
+            })
+            .transpose()?;
         let connector = ent.connector.get_ref().clone();
         if !known.connectors.contains_key(&connector) {
             return Err(src.error(
@@ -345,6 +404,7 @@ pub(super) fn entitlements_table(
                 connector,
                 drift,
                 waiting,
+                break_glass,
             },
         );
     }

@@ -78,6 +78,8 @@ pub(super) struct RawNotifications {
     approvers: Option<Vec<Spanned<String>>>,
     requester: Option<Vec<Spanned<String>>>,
     security: Option<Vec<Spanned<String>>>,
+    /// Unset: the approvers' channels.
+    reviewers: Option<Vec<Spanned<String>>>,
     /// Per entitlement: audiences routed differently.
     #[serde(default)]
     entitlements: BTreeMap<String, Spanned<RawRoutes>>,
@@ -93,6 +95,7 @@ struct RawRoutes {
     approvers: Option<Vec<Spanned<String>>>,
     requester: Option<Vec<Spanned<String>>>,
     security: Option<Vec<Spanned<String>>>,
+    reviewers: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +327,7 @@ pub(super) fn notifications_table(
             approvers: one(Audience::Approvers, &raw.approvers)?,
             requester: one(Audience::Requester, &raw.requester)?,
             security: one(Audience::Security, &raw.security)?,
+            reviewers: one(Audience::Reviewers, &raw.reviewers)?,
         })
     };
     let defaults = routes(
@@ -332,6 +336,7 @@ pub(super) fn notifications_table(
             approvers: raw.approvers.clone(),
             requester: raw.requester.clone(),
             security: raw.security.clone(),
+            reviewers: raw.reviewers.clone(),
         },
     )?;
     let mut per_entitlement = BTreeMap::new();

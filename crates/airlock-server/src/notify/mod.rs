@@ -6,15 +6,17 @@
 //! reached, what a message says, and the [`Dispatcher`] that drains the
 //! outbox.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use airlock_core::catalog::Catalog;
+use airlock_core::access::{self, RequestAction};
+use airlock_core::catalog::{Catalog, User};
 use airlock_core::notify::{Audience, Topic};
 use airlock_core::request::AccessRequest;
-use airlock_core::UserId;
+use airlock_core::{GroupName, UserId};
 
+use crate::store::directory::ListQuery;
 use crate::store::Store;
 
 mod channels;
@@ -67,8 +69,8 @@ pub trait Channel: Send + Sync {
 #[async_trait::async_trait]
 pub trait AddressBook: Send + Sync {
     async fn email(&self, user: &UserId) -> Option<String>;
-    /// Everyone whose approval `request` waits for now.
-    async fn approvers(&self, request: &AccessRequest) -> Vec<UserId>;
+    /// Everyone in any of `groups`, each with every group they are in.
+    async fn members(&self, groups: &BTreeSet<GroupName>) -> Vec<User>;
 }
 
 /// The config's users and their addresses; a user the config gives no
@@ -114,14 +116,88 @@ impl AddressBook for ConfigAddressBook {
             .map(|e| e.value.clone())
     }
 
-    async fn approvers(&self, request: &AccessRequest) -> Vec<UserId> {
-        self.catalog
+    /// The config's users in `groups`, and the active people the directory
+    /// provisioned into them; a config user's provisioned groups count too,
+    /// as they do at sign-in. A directory that cannot be read leaves its
+    /// people out (logged): the config's still hear.
+    async fn members(&self, groups: &BTreeSet<GroupName>) -> Vec<User> {
+        let mut people: BTreeMap<UserId, User> = self
+            .catalog
             .users
             .values()
-            .filter(|u| request.awaits_approval_of(u))
-            .map(|u| u.id.clone())
-            .collect()
+            .filter(|u| u.in_any(groups))
+            .map(|u| (u.id.clone(), u.clone()))
+            .collect();
+        let Some(store) = &self.directory else {
+            return people.into_values().collect();
+        };
+        match provisioned_members(store.as_ref(), groups).await {
+            Ok(found) => {
+                for (id, provisioned) in found {
+                    people
+                        .entry(id.clone())
+                        .or_insert_with(|| {
+                            self.catalog.users.get(&id).cloned().unwrap_or_else(|| {
+                                User::person(id, BTreeSet::new(), BTreeSet::new())
+                            })
+                        })
+                        .groups
+                        .extend(provisioned);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the directory's group members; notifying the config's users only");
+            }
+        }
+        people.into_values().collect()
     }
+}
+
+/// Active directory users who are members of any of `groups`, with all
+/// their provisioned groups.
+async fn provisioned_members(
+    store: &dyn Store,
+    groups: &BTreeSet<GroupName>,
+) -> Result<Vec<(UserId, BTreeSet<GroupName>)>, crate::store::StoreError> {
+    const PAGE: u64 = 500;
+    let mut member_ids = BTreeSet::new();
+    let mut start_index = 1;
+    loop {
+        let (total, page) = store
+            .list_directory_groups(&ListQuery {
+                filter: None,
+                start_index,
+                count: PAGE,
+            })
+            .await?;
+        for group in &page {
+            if group.name().is_ok_and(|n| groups.contains(&n)) {
+                member_ids.extend(group.members.iter().cloned());
+            }
+        }
+        start_index += PAGE;
+        if page.is_empty() || start_index > total {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    for member in member_ids {
+        let Some(user) = store.directory_user(&member).await? else {
+            continue;
+        };
+        if !user.active {
+            continue;
+        }
+        let id = user.user_name.clone();
+        let provisioned = store
+            .directory_groups_of(&member)
+            .await?
+            .iter()
+            .filter_map(|g| g.name().ok())
+            .collect();
+        out.push((id, provisioned));
+    }
+    Ok(out)
 }
 
 /// The people a notification about `request` is for.
@@ -130,9 +206,25 @@ pub async fn recipients(
     request: Option<&AccessRequest>,
     book: &dyn AddressBook,
 ) -> Vec<Recipient> {
-    let users = match (audience, request) {
+    let users: Vec<UserId> = match (audience, request) {
         (Audience::Requester, Some(r)) => vec![r.requester.clone()],
-        (Audience::Approvers, Some(r)) => book.approvers(r).await,
+        (Audience::Approvers, Some(r)) => book
+            .members(&r.approver_groups())
+            .await
+            .into_iter()
+            .filter(|u| r.awaits_approval_of(u))
+            .map(|u| u.id)
+            .collect(),
+        (Audience::Reviewers, Some(r)) => match &r.review {
+            Some(review) => book
+                .members(&review.groups())
+                .await
+                .into_iter()
+                .filter(|u| access::may_act(u, r, RequestAction::Review).is_ok())
+                .map(|u| u.id)
+                .collect(),
+            None => Vec::new(),
+        },
         _ => Vec::new(),
     };
     let mut out = Vec::with_capacity(users.len());
@@ -164,6 +256,19 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
         Topic::BreakGlass => format!("BREAK-GLASS: {who} asked for {what}"),
         Topic::RevocationFailed => format!("removing {what} from {who} failed"),
         Topic::RevocationOverdue => format!("removing {what} from {who} is overdue"),
+        Topic::ReviewRequested => format!(
+            "review the break-glass use of {what} by {who} before {}",
+            fact("review_due")
+        ),
+        Topic::ReviewEscalated => {
+            format!("overdue: the break-glass use of {what} by {who} awaits your review")
+        }
+        Topic::ReviewOverdue => {
+            format!("the break-glass use of {what} by {who} is still unreviewed")
+        }
+        Topic::UseUnacceptable => {
+            format!("the break-glass use of {what} by {who} was judged unacceptable")
+        }
     };
     let subject = format!("[airlock] {subject}");
     let mut text = String::new();
@@ -179,6 +284,14 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
             vec![format!("release early: airlock release {id}")]
         }
         Topic::BreakGlass => vec![format!("look:   airlock show {id}")],
+        Topic::ReviewRequested | Topic::ReviewEscalated | Topic::ReviewOverdue => vec![
+            format!("look:   airlock show {id}"),
+            format!("judge:  airlock review {id} --acceptable|--unacceptable --comment \"...\""),
+        ],
+        Topic::UseUnacceptable => vec![
+            format!("look:   airlock show {id}"),
+            "active: airlock grants --break-glass".to_owned(),
+        ],
         Topic::RevocationFailed | Topic::RevocationOverdue => {
             vec![
                 format!("look:   airlock show {id}"),

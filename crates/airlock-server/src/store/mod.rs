@@ -86,6 +86,10 @@ pub struct RequestFilter {
     /// Only requests with connector work outstanding (a grant or revoke to
     /// make, in flight or not).
     pub connector_work: bool,
+    /// Only break-glass requests.
+    pub break_glass: bool,
+    /// Only break-glass uses still awaiting their review's verdict.
+    pub review_open: bool,
     /// Only requests this user may see ([`AccessRequest::visible_to`]).
     pub visible_to: Option<User>,
     /// Only requests waiting for this user's approval
@@ -116,6 +120,14 @@ impl PageKey {
             id: r.id.clone(),
         }
     }
+}
+
+/// Break-glass uses nobody has judged yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReviewBacklog {
+    pub open: u64,
+    /// Those of them past their due time.
+    pub overdue: u64,
 }
 
 /// Removals the targets have not confirmed yet.
@@ -220,6 +232,10 @@ pub trait Store: Send + Sync {
         &self,
         overdue_before: Timestamp,
     ) -> Result<RevocationBacklog, StoreError>;
+
+    /// Break-glass uses awaiting their review, and how many of those are
+    /// past due at `now`.
+    async fn review_backlog(&self, now: Timestamp) -> Result<ReviewBacklog, StoreError>;
 
     /// Claims up to `limit` outbox rows due at `now` that no dispatcher
     /// holds, earliest first, each until `now + lease` (the way

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use airlock_core::approval::ApprovalTier;
 use airlock_core::audit::AuditRecord;
-use airlock_core::request::{AccessRequest, Approval, ConnectorJob, JobAction, State, WaitingPlan};
+use airlock_core::request::{
+    AccessRequest, Approval, ConnectorJob, JobAction, Review, ReviewVerdict, State, WaitingPlan,
+};
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +89,29 @@ pub struct RequestRecord {
     /// Absent (and NULL) when the request has no reminder or escalation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<WaitingRecord>,
+    /// Absent (and NULL) unless the request was a break-glass use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewRecord>,
+}
+
+/// The review of a break-glass use (`request::Review`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRecord {
+    pub reviewers: Vec<String>,
+    pub due_at: i64,
+    pub escalate_to: Vec<String>,
+    pub escalated_at: Option<i64>,
+    pub verdict: Option<ReviewVerdictRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewVerdictRecord {
+    pub reviewer: String,
+    pub at: i64,
+    pub acceptable: bool,
+    pub comment: String,
 }
 
 /// A request's reminders and escalation (`request::WaitingPlan`).
@@ -178,6 +203,18 @@ impl RequestRecord {
                     .collect(),
                 escalated_at: millis(r.waiting.escalated_at),
             }),
+            review: r.review.as_ref().map(|v| ReviewRecord {
+                reviewers: v.reviewers.iter().map(ToString::to_string).collect(),
+                due_at: v.due_at.unix_millis(),
+                escalate_to: v.escalate_to.iter().map(ToString::to_string).collect(),
+                escalated_at: millis(v.escalated_at),
+                verdict: v.verdict.as_ref().map(|d| ReviewVerdictRecord {
+                    reviewer: d.reviewer.to_string(),
+                    at: d.at.unix_millis(),
+                    acceptable: d.acceptable,
+                    comment: d.comment.clone(),
+                }),
+            }),
         }
     }
 
@@ -251,6 +288,30 @@ impl RequestRecord {
                 escalated_at: ts(w.escalated_at),
             },
         };
+        let review = self
+            .review
+            .as_ref()
+            .map(|v| {
+                Ok::<_, StoreError>(Review {
+                    reviewers: groups(&v.reviewers)?,
+                    due_at: Timestamp::from_unix_millis(v.due_at),
+                    escalate_to: groups(&v.escalate_to)?,
+                    escalated_at: ts(v.escalated_at),
+                    verdict: v
+                        .verdict
+                        .as_ref()
+                        .map(|d| {
+                            Ok::<_, StoreError>(ReviewVerdict {
+                                reviewer: user(&d.reviewer)?,
+                                at: Timestamp::from_unix_millis(d.at),
+                                acceptable: d.acceptable,
+                                comment: d.comment.clone(),
+                            })
+                        })
+                        .transpose()?,
+                })
+            })
+            .transpose()?;
         Ok(AccessRequest {
             id: RequestId::parse(&id).map_err(|e| bad(format!("id {e}")))?,
             requester: user(&self.requester)?,
@@ -283,6 +344,7 @@ impl RequestRecord {
                 .map_err(|_| bad("negative claim token".to_owned()))?,
             deprovisioned_at: ts(self.deprovisioned_at),
             waiting,
+            review,
         })
     }
 }

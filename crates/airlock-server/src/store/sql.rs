@@ -29,9 +29,9 @@ use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
 use airlock_core::catalog::User;
 use airlock_core::directory::{DirectoryGroup, DirectoryUser};
 use airlock_core::ids::check_id;
-use airlock_core::request::{AccessRequest, Transition};
+use airlock_core::request::{AccessRequest, Review, Transition};
 use airlock_core::token::ApiToken;
-use airlock_core::{EntitlementId, RequestId, Timestamp, TokenId, UserId};
+use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, TokenId, UserId};
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Column, Connection, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -46,7 +46,7 @@ use super::outbox::{
 use super::record::{JobRecord, RequestRecord};
 use super::{
     AuditFilter, ChainReport, CreateDecision, Exclusive, ImportReport, OpenRequests, RequestFilter,
-    RevocationBacklog, Store, StoreError, UpdateDecision,
+    ReviewBacklog, RevocationBacklog, Store, StoreError, UpdateDecision,
 };
 use airlock_core::notify::{Notification, Topic};
 
@@ -1001,7 +1001,7 @@ async fn outbox_op(
 }
 
 /// Parameters per request row and per audit row in the multi-row writes.
-const REQUEST_PARAMS: usize = 37;
+const REQUEST_PARAMS: usize = 41;
 const AUDIT_PARAMS: usize = 12;
 const OUTBOX_PARAMS: usize = 10;
 
@@ -1156,7 +1156,7 @@ const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, r
     required_approvals, approver_groups, approvals, pending_deadline, decided_at, activates_at, expires_at, granted_at, \
     ended_at, ended_by, end_note, job_action, job_attempts, job_next_attempt_at, job_claimed_until, job_last_error, \
     claim_token, deprovisioned_at, approval_tiers, policy_version, break_glass, public_key, certificate, \
-    due_at, updated_at, approver_group_list, approved_by_list, waiting";
+    due_at, updated_at, approver_group_list, approved_by_list, waiting, review, review_group_list, review_open, review_due_at";
 
 /// Ids as one `|a|b|` text (empty for none), so that "`x` is one of them"
 /// is an exact substring match on `|x|` in SQL (ids hold no `|`): the
@@ -1214,12 +1214,18 @@ fn param(binds: &mut Vec<Bind>, b: Bind) -> String {
 
 /// The condition "an approver group of the request is one of `user`'s".
 fn in_approver_groups(backend: Backend, binds: &mut Vec<Bind>, user: &User) -> String {
+    in_group_list(backend, binds, user, "approver_group_list")
+}
+
+/// The condition "one of the groups in the `|a|b|` list `column` is one
+/// of `user`'s".
+fn in_group_list(backend: Backend, binds: &mut Vec<Bind>, user: &User, column: &str) -> String {
     let any: Vec<String> = user
         .groups
         .iter()
         .map(|g| {
             let p = param(binds, Bind::Text(id_list([g.as_str()])));
-            backend.contains("approver_group_list", &p)
+            backend.contains(column, &p)
         })
         .collect();
     if any.is_empty() {
@@ -1251,6 +1257,12 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
     if filter.connector_work {
         sql.push_str(" AND job_action IS NOT NULL");
     }
+    if filter.break_glass {
+        sql.push_str(" AND break_glass = 1");
+    }
+    if filter.review_open {
+        sql.push_str(" AND review_open = 1");
+    }
     // The mirror of `AccessRequest::visible_to`.
     if let Some(user) = filter
         .visible_to
@@ -1259,7 +1271,8 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
     {
         let me = param(&mut binds, Bind::Text(user.id.as_str().to_owned()));
         let groups = in_approver_groups(backend, &mut binds, user);
-        sql.push_str(&format!(" AND (requester = {me} OR {groups})"));
+        let reviews = in_group_list(backend, &mut binds, user, "review_group_list");
+        sql.push_str(&format!(" AND (requester = {me} OR {groups} OR {reviews})"));
     }
     // The mirror of `AccessRequest::awaits_approval_of`.
     if let Some(user) = &filter.awaiting_approval_of {
@@ -1348,6 +1361,10 @@ fn record_from_row(row: &AnyRow) -> Result<RequestRecord, StoreError> {
             .map(|w| serde_json::from_str(&w))
             .transpose()
             .map_err(|e| corrupt(&id, e))?,
+        review: opt_text("review")?
+            .map(|v| serde_json::from_str(&v))
+            .transpose()
+            .map_err(|e| corrupt(&id, e))?,
         id,
     })
 }
@@ -1388,6 +1405,11 @@ async fn write_requests(
     for (request, at) in changed {
         let r = RequestRecord::from_request(request);
         let job = r.job.as_ref();
+        let review_groups = request
+            .review
+            .as_ref()
+            .map(Review::groups)
+            .unwrap_or_default();
         query = query
             .bind(r.id.clone())
             .bind(r.requester.clone())
@@ -1425,7 +1447,13 @@ async fn write_requests(
             .bind(at.unix_millis())
             .bind(id_list(r.approver_groups.iter().map(String::as_str)))
             .bind(id_list(r.approvals.iter().map(|a| a.approver.as_str())))
-            .bind(r.waiting.as_ref().map(|w| json(w)).transpose()?);
+            .bind(r.waiting.as_ref().map(|w| json(w)).transpose()?)
+            .bind(r.review.as_ref().map(|v| json(v)).transpose()?)
+            .bind(id_list(review_groups.iter().map(GroupName::as_str)))
+            .bind(i64::from(
+                request.review.as_ref().is_some_and(|v| v.is_open()),
+            ))
+            .bind(request.review.as_ref().map(|v| v.due_at.unix_millis()));
     }
     query
         .execute(conn)
@@ -1852,6 +1880,21 @@ impl Store for SqlStore {
         .map_err(db_err)?;
         Ok(RevocationBacklog {
             outstanding: u64::try_from(outstanding).unwrap_or(0),
+            overdue: u64::try_from(overdue).unwrap_or(0),
+        })
+    }
+
+    async fn review_backlog(&self, now: Timestamp) -> Result<ReviewBacklog, StoreError> {
+        let (open, overdue): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN review_due_at <= $1 THEN 1 ELSE 0 END), 0) \
+             FROM requests WHERE review_open = 1",
+        )
+        .bind(now.unix_millis())
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(ReviewBacklog {
+            open: u64::try_from(open).unwrap_or(0),
             overdue: u64::try_from(overdue).unwrap_or(0),
         })
     }
