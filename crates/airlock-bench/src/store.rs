@@ -565,6 +565,7 @@ async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId>> {
                         policy_version: "bench".to_owned(),
                         policies: vec!["bench".to_owned()],
                         errors: Vec::new(),
+                        waiting: Default::default(),
                     };
                     let same = open.get(&entitlement.id);
                     request::submit(new, &user, &entitlement, same, verdict, &lifecycle, now)

@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::catalog::WaitingTimes;
 use crate::ids::GroupName;
 use crate::request::Approval;
 
@@ -83,6 +84,9 @@ pub struct Verdict {
     pub policies: Vec<String>,
     /// Policies that failed to evaluate (they failed closed).
     pub errors: Vec<String>,
+    /// Acceptable waiting times the routing policies set themselves
+    /// (`@remind_after`, ...); what they leave unset is the entitlement's.
+    pub waiting: WaitingTimes,
 }
 
 /// The policy set's answer to "may this person approve (or deny) this

@@ -182,6 +182,40 @@ pub struct WaitingTimes {
     pub timeout: Option<Duration>,
 }
 
+impl WaitingTimes {
+    /// These times with every one `policy` sets taken from it instead (an
+    /// escalation together with its groups).
+    pub fn overridden_by(&self, policy: &WaitingTimes) -> WaitingTimes {
+        let (escalate_after, escalate_to) = match policy.escalate_after {
+            Some(after) => (Some(after), policy.escalate_to.clone()),
+            None => (self.escalate_after, self.escalate_to.clone()),
+        };
+        WaitingTimes {
+            remind_after: policy.remind_after.or(self.remind_after),
+            escalate_after,
+            escalate_to,
+            timeout: policy.timeout.or(self.timeout),
+        }
+    }
+
+    /// The times of several routing policies together: the soonest of each
+    /// step, escalating to every group any of the soonest escalations names.
+    pub fn soonest(all: &[WaitingTimes]) -> WaitingTimes {
+        let min = |f: fn(&WaitingTimes) -> Option<Duration>| all.iter().filter_map(f).min();
+        let escalate_after = min(|w| w.escalate_after);
+        WaitingTimes {
+            remind_after: min(|w| w.remind_after),
+            escalate_after,
+            escalate_to: all
+                .iter()
+                .filter(|w| w.escalate_after.is_some() && w.escalate_after == escalate_after)
+                .flat_map(|w| w.escalate_to.iter().cloned())
+                .collect(),
+            timeout: min(|w| w.timeout),
+        }
+    }
+}
+
 /// Everything the core needs to know about users and entitlements.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {

@@ -632,16 +632,12 @@ pub fn submit(
         }
         Route::AutoApproved | Route::Denied { .. } => Vec::new(),
     };
-    let pending_deadline = now.plus(
-        entitlement
-            .waiting
-            .timeout
-            .unwrap_or(settings.pending_timeout),
-    );
+    let times = entitlement.waiting.overridden_by(&verdict.waiting);
+    let pending_deadline = now.plus(times.timeout.unwrap_or(settings.pending_timeout));
     let waiting = if approval_tiers.is_empty() {
         WaitingPlan::default()
     } else {
-        WaitingPlan::for_request(&entitlement.waiting, now, pending_deadline)
+        WaitingPlan::for_request(&times, now, pending_deadline)
     };
     let mut request = AccessRequest {
         id: new.id,

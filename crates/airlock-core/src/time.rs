@@ -88,6 +88,23 @@ pub fn human_duration(d: Duration) -> String {
     out
 }
 
+/// Parses a duration as people write one in config files and policy
+/// annotations: `"90s"`, `"30m"`, `"2h"`, `"1h 30m"`. A bare number other
+/// than zero is refused: it is too easy to mean minutes or hours by.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    if raw.bytes().all(|b| b == b'0') && !raw.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "`{raw}` has no unit; say which, e.g. `{raw}s`, `{raw}m` or `{raw}h`"
+        ));
+    }
+    humantime::parse_duration(raw)
+        .map_err(|e| format!("`{raw}` is not a duration ({e}); use e.g. `90s`, `30m`, `2h`"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,3 +149,4 @@ mod tests {
         );
     }
 }
+

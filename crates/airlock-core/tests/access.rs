@@ -56,6 +56,7 @@ fn ritas_request() -> AccessRequest {
         policy_version: "v".to_owned(),
         policies: vec!["p".to_owned()],
         errors: Vec::new(),
+        waiting: Default::default(),
     };
     let new = NewRequest {
         id: RequestId::parse("r1").unwrap(),

@@ -76,6 +76,7 @@ fn needs_an_approver() -> Verdict {
         policy_version: "v1".to_owned(),
         policies: vec!["glass".to_owned()],
         errors: Vec::new(),
+        waiting: Default::default(),
     }
 }
 

@@ -71,6 +71,7 @@ fn verdict(route: Route) -> Verdict {
         policy_version: "v1".to_owned(),
         policies: vec!["p".to_owned()],
         errors: Vec::new(),
+        waiting: Default::default(),
     }
 }
 

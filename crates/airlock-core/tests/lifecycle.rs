@@ -143,6 +143,7 @@ fn verdict(rule: Rule) -> Verdict {
         policy_version: "v1".to_owned(),
         policies: policies.into_iter().map(str::to_owned).collect(),
         errors: Vec::new(),
+        waiting: Default::default(),
     }
 }
 
@@ -269,6 +270,8 @@ struct Case {
     open: bool,
     /// The entitlement's acceptable waiting times (default: none).
     waiting: WaitingTimes,
+    /// Waiting times the routing policies set (their annotations).
+    policy_waiting: WaitingTimes,
     submit: Expect,
     steps: Vec<(i64, Act, Expect)>,
 }
@@ -289,6 +292,7 @@ fn case(rule: Rule) -> Case {
         start_at: None,
         open: false,
         waiting: WaitingTimes::default(),
+        policy_waiting: WaitingTimes::default(),
         submit,
         steps: Vec::new(),
     }
@@ -319,7 +323,10 @@ fn check(case: Case) {
         u(case.requester),
         ent,
         case.open.then_some(&other),
-        verdict(case.rule),
+        Verdict {
+            waiting: case.policy_waiting.clone(),
+            ..verdict(case.rule)
+        },
         &settings,
         at(0),
     );
@@ -790,6 +797,35 @@ fn a_waiting_request_reminds_its_approvers_then_escalates_then_times_out() {
         },
         submit: ok(Pending, &[], &["requested"]).and(Check::NextDue(Some(3600))),
         steps: vec![(3600, Act::Tick, ok(TimedOut, &[], &["timed_out"]))],
+        ..case(Rule::Approvals(1))
+    });
+}
+
+#[test]
+fn the_routing_policies_waiting_times_replace_the_entitlements() {
+    check(Case {
+        waiting: WaitingTimes {
+            remind_after: Some(Duration::from_secs(1200)),
+            escalate_after: Some(Duration::from_secs(1500)),
+            escalate_to: BTreeSet::from([group("security")]),
+            timeout: None,
+        },
+        // The policy reminds sooner and times out at 900 s, before the
+        // entitlement's escalation would happen.
+        policy_waiting: WaitingTimes {
+            remind_after: Some(Duration::from_secs(600)),
+            timeout: Some(Duration::from_secs(900)),
+            ..WaitingTimes::default()
+        },
+        submit: ok(Pending, &[], &["requested"]).and(Check::NextDue(Some(600))),
+        steps: vec![
+            (
+                600,
+                Act::Tick,
+                ok(Pending, &[], &["approval_reminded"]).and(Check::NextDue(Some(900))),
+            ),
+            (900, Act::Tick, ok(TimedOut, &[], &["timed_out"])),
+        ],
         ..case(Rule::Approvals(1))
     });
 }

@@ -82,6 +82,7 @@ fn verdict(approvals: u32) -> Verdict {
         policy_version: "v1".to_owned(),
         policies: vec!["p".to_owned()],
         errors: Vec::new(),
+        waiting: Default::default(),
     }
 }
 

@@ -359,6 +359,7 @@ fn run_scenario(sc: &Scenario) {
         policy_version: "v1".to_owned(),
         policies: vec!["p".to_owned()],
         errors: Vec::new(),
+        waiting: Default::default(),
     };
     let t = match submit(
         new,

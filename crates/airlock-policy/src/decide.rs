@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use airlock_core::catalog::WaitingTimes;
 use airlock_core::GroupName;
 use cedar_policy as cedar;
 
@@ -99,6 +100,10 @@ pub enum Decision {
     /// then the `require_approval` permits that matched (one per tier).
     NeedsApprovals {
         tiers: Vec<Tier>,
+        /// The acceptable waiting times the matched permits set with
+        /// `@remind_after`, `@escalate_after`/`@escalate_to` and
+        /// `@pending_timeout` (the soonest of each); unset: the entitlement's.
+        waiting: WaitingTimes,
         policies: Vec<String>,
         errors: Vec<EvalError>,
     },
@@ -393,13 +398,17 @@ impl PolicySet {
             return Decision::Denied { reasons, errors };
         }
         let mut tiers = Vec::new();
+        let mut waits = Vec::new();
         for policy in &route.satisfied {
             match self.meta.get(policy).and_then(|m| m.tier.as_ref()) {
-                Some(spec) => tiers.push(Tier {
-                    count: spec.count,
-                    groups: spec.groups.clone(),
-                    policy: policy.clone(),
-                }),
+                Some(spec) => {
+                    tiers.push(Tier {
+                        count: spec.count,
+                        groups: spec.groups.clone(),
+                        policy: policy.clone(),
+                    });
+                    waits.push(spec.waiting.clone());
+                }
                 // The loader rejects such a permit; should one slip through,
                 // its tier is unknown and dropping it could weaken the route.
                 None => {
@@ -414,6 +423,7 @@ impl PolicySet {
         }
         Decision::NeedsApprovals {
             tiers,
+            waiting: WaitingTimes::soonest(&waits),
             policies: concat(request.satisfied, route.satisfied),
             errors,
         }

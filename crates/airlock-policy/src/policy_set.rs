@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
+use airlock_core::catalog::WaitingTimes;
 use airlock_core::text::TextKind;
+use airlock_core::time::parse_duration;
 use airlock_core::GroupName;
 use cedar_policy as cedar;
 use miette::Diagnostic;
@@ -87,7 +89,19 @@ impl fmt::Display for Action {
 pub(crate) struct TierSpec {
     pub(crate) count: u32,
     pub(crate) groups: BTreeSet<GroupName>,
+    /// From `@remind_after`, `@escalate_after` with `@escalate_to`, and
+    /// `@pending_timeout`: how long a request this permit routes may wait.
+    pub(crate) waiting: WaitingTimes,
 }
+
+/// The annotations of a `require_approval` permit that set acceptable
+/// waiting times, overriding the entitlement's.
+const WAITING_ANNOTATIONS: [&str; 4] = [
+    "remind_after",
+    "escalate_after",
+    "escalate_to",
+    "pending_timeout",
+];
 
 /// What the loader learnt about one policy.
 #[derive(Debug, Clone)]
@@ -327,8 +341,11 @@ impl PolicySet {
     /// `<file>#<n>` for the n-th policy of the file (counting from 1). Ids must
     /// be unique across all files. Every `permit` that can apply to
     /// `require_approval` must carry `@approvals("N")` (N ≥ 1) and
-    /// `@approvers("group-a,group-b")`; no other policy may. Returns every
-    /// error found, in file order.
+    /// `@approvers("group-a,group-b")`, and may carry waiting times
+    /// (`@remind_after("15m")`, `@escalate_after("1h")` with
+    /// `@escalate_to("group,...")`, `@pending_timeout("8h")`); no other
+    /// policy may carry any of them. Returns every error found, in file
+    /// order.
     pub fn load(sources: &[(String, String)]) -> Result<PolicySet, Vec<PolicyError>> {
         let names = Names::new().map_err(|m| vec![at_start(SCHEMA_FILE, m)])?;
         let schema = parse_schema()?;
@@ -641,14 +658,26 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
         let approvals = policy.annotation("approvals");
         let approvers = policy.annotation("approvers");
         let tier = if needs_tier {
-            match tier_spec(approvals, approvers) {
-                Ok(tier) => Some(tier),
+            match tier_spec(approvals, approvers)
+                .and_then(|tier| Ok((tier, waiting_spec(|a| policy.annotation(a))?)))
+            {
+                Ok((tier, waiting)) => Some(TierSpec { waiting, ..tier }),
                 Err((needle, why)) => {
                     errors.push(error_at(needle, format!("policy `{id}`: {why}")));
                     continue;
                 }
             }
         } else {
+            if let Some(name) = WAITING_ANNOTATIONS
+                .into_iter()
+                .find(|a| policy.annotation(a).is_some())
+            {
+                errors.push(error_at(
+                    &format!("@{name}"),
+                    format!("policy `{id}`: `@{name}` only applies to a `permit` for `Airlock::Action::\"require_approval\"`"),
+                ));
+                continue;
+            }
             if approvals.is_some() || approvers.is_some() {
                 let needle = if approvals.is_some() {
                     "@approvals"
@@ -854,7 +883,64 @@ fn tier_spec(
             }
         }
     }
-    Ok(TierSpec { count, groups })
+    Ok(TierSpec {
+        count,
+        groups,
+        waiting: WaitingTimes::default(),
+    })
+}
+
+/// Reads a routing permit's waiting-time annotations; on failure says
+/// which is at fault and why.
+fn waiting_spec<'a>(
+    annotation: impl Fn(&str) -> Option<&'a str>,
+) -> Result<WaitingTimes, (&'static str, String)> {
+    let duration = |name: &'static str, needle: &'static str| {
+        annotation(name)
+            .map(|raw| match parse_duration(raw) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err((needle, format!("`@{name}` must be more than 0s"))),
+                Err(e) => Err((needle, format!("`@{name}`: {e}"))),
+            })
+            .transpose()
+    };
+    let escalate_after = duration("escalate_after", "@escalate_after")?;
+    let mut escalate_to = BTreeSet::new();
+    for raw in annotation("escalate_to")
+        .into_iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+    {
+        let group = GroupName::parse(raw).map_err(|e| {
+            (
+                "@escalate_to",
+                format!("`@escalate_to` lists group `{raw}`, which is not a valid group name: {e}"),
+            )
+        })?;
+        escalate_to.insert(group);
+    }
+    match (escalate_after.is_some(), escalate_to.is_empty()) {
+        (true, true) => {
+            return Err((
+                "@escalate_after",
+                "`@escalate_after` needs `@escalate_to(\"group,...\")`: whom to escalate to"
+                    .to_owned(),
+            ))
+        }
+        (false, false) => {
+            return Err((
+                "@escalate_to",
+                "`@escalate_to` needs `@escalate_after(\"1h\")`: when to escalate".to_owned(),
+            ))
+        }
+        _ => {}
+    }
+    Ok(WaitingTimes {
+        remind_after: duration("remind_after", "@remind_after")?,
+        escalate_after,
+        escalate_to,
+        timeout: duration("pending_timeout", "@pending_timeout")?,
+    })
 }
 
 /// The error's message, with its label and help when they add something.

@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use airlock_core::catalog::WaitingTimes;
 use airlock_core::{EntitlementId, GroupName, Timestamp, UserId};
 use airlock_policy::{
     ApproveDecision, Decision, EntitlementFacts, PolicySet, RequestContext, RequestFacts,
@@ -497,6 +498,47 @@ forbid (principal, action == Airlock::Action::"request", resource) when { contex
         "also refused for another reason"
     );
     assert!(!load(NO_NIGHTS).demands_mfa());
+}
+
+#[test]
+fn routing_permits_set_the_waiting_times_the_soonest_of_each_winning() {
+    const ROUTES: &str = r#"
+permit (principal, action == Airlock::Action::"request", resource);
+@approvals("1") @approvers("sre") @remind_after("30m") @escalate_after("2h") @escalate_to("leads") @pending_timeout("8h")
+permit (principal, action == Airlock::Action::"require_approval", resource);
+@approvals("1") @approvers("security") @remind_after("10m") @escalate_after("2h") @escalate_to("security-leads")
+permit (principal, action == Airlock::Action::"require_approval", resource)
+when { context.duration_seconds > 3600 };
+@approvals("1") @approvers("dba")
+permit (principal, action == Airlock::Action::"require_approval", resource)
+when { context.duration_seconds > 7200 };
+"#;
+    let set = PolicySet::load(&[("p.cedar".to_owned(), ROUTES.to_owned())]).unwrap();
+    let waiting = |secs: u64| {
+        let mut facts = standard();
+        facts.context.duration = Duration::from_secs(secs);
+        match set.decide(&facts) {
+            Decision::NeedsApprovals { waiting, .. } => waiting,
+            other => panic!("expected approvals, got {other}"),
+        }
+    };
+    let one = waiting(1800);
+    assert_eq!(one.remind_after, Some(Duration::from_secs(30 * 60)));
+    assert_eq!(one.escalate_after, Some(Duration::from_secs(2 * 3600)));
+    assert_eq!(one.timeout, Some(Duration::from_secs(8 * 3600)));
+    let names = |w: &WaitingTimes| {
+        w.escalate_to
+            .iter()
+            .map(|g| g.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&one), ["leads"]);
+    // Two routes: the sooner reminder; escalation to both groups at 2h.
+    let two = waiting(5400);
+    assert_eq!(two.remind_after, Some(Duration::from_secs(10 * 60)));
+    assert_eq!(names(&two), ["leads", "security-leads"]);
+    // A third route setting nothing changes nothing.
+    assert_eq!(waiting(9000), two);
 }
 
 /// The standard request's denial, each reason as `describe_denial` words it.

@@ -84,6 +84,39 @@ fn every_problem_is_reported_at_once_in_file_order() {
 }
 
 #[test]
+fn waiting_time_annotations_are_checked_where_they_stand() {
+    let route = |annotations: &str| {
+        format!(
+            "@approvals(\"1\") @approvers(\"sre\") {annotations}\npermit(principal, action == Airlock::Action::\"require_approval\", resource);\n"
+        )
+    };
+    let text = [
+        route("@remind_after(\"15\")"),
+        route("@pending_timeout(\"0s\")"),
+        route("@escalate_after(\"1h\")"),
+        route("@escalate_to(\"security\")"),
+        route("@escalate_after(\"1h\") @escalate_to(\"security, not a group\")"),
+        "@remind_after(\"10m\")\npermit(principal, action == Airlock::Action::\"request\", resource);\n"
+            .to_owned(),
+        route("@remind_after(\"10m\") @escalate_after(\"1h\") @escalate_to(\"security,leads\") @pending_timeout(\"8h\")"),
+    ]
+    .concat();
+    let got = errors(&[("w.cedar", &text)]);
+    let expected = [
+        "w.cedar:1:35: policy `w.cedar#1`: `@remind_after`: `15` has no unit",
+        "w.cedar:3:35: policy `w.cedar#2`: `@pending_timeout` must be more than 0s",
+        "w.cedar:5:35: policy `w.cedar#3`: `@escalate_after` needs `@escalate_to",
+        "w.cedar:7:35: policy `w.cedar#4`: `@escalate_to` needs `@escalate_after",
+        "w.cedar:9:57: policy `w.cedar#5`: `@escalate_to` lists group `not a group`",
+        "w.cedar:11:1: policy `w.cedar#6`: `@remind_after` only applies to a `permit` for `Airlock::Action::\"require_approval\"`",
+    ];
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for (got, want) in got.iter().zip(expected) {
+        assert!(got.starts_with(want), "got {got}\nwant {want}…");
+    }
+}
+
+#[test]
 fn ids_come_from_annotations_or_file_position() {
     let text = format!("{REQUEST_ALL}\n@id(\"named\")\n{REQUEST_ALL}\n// third\n{REQUEST_ALL}\n");
     let set = load(&[("p.cedar", &text)]).unwrap();

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use airlock_core::approval::{ApproverVerdict, Route, Verdict};
-use airlock_core::catalog::{Entitlement, User};
+use airlock_core::catalog::{Entitlement, User, WaitingTimes};
 use airlock_core::policy_change::Proposal;
 use airlock_core::request::{AccessRequest, NewRequest};
 use airlock_core::{EntitlementId, GroupName, Timestamp, UserId};
@@ -407,6 +407,7 @@ pub fn verdict(set: &PolicySet, facts: &RequestFacts) -> Verdict {
     let decision = set.decide(facts);
     let errors = decision.errors().iter().map(ToString::to_string).collect();
     let policies = decision.policies().into_iter().map(str::to_owned).collect();
+    let mut waiting = WaitingTimes::default();
     let route = match decision {
         Decision::Denied { reasons, .. } => Route::Denied {
             reasons: reasons
@@ -417,13 +418,19 @@ pub fn verdict(set: &PolicySet, facts: &RequestFacts) -> Verdict {
         // The core grants a break-glass ask at once when the entitlement
         // allows break-glass (and refuses it otherwise).
         Decision::AutoApproved { .. } | Decision::BreakGlass { .. } => Route::AutoApproved,
-        Decision::NeedsApprovals { tiers, .. } => Route::NeedsApprovals(tiers),
+        Decision::NeedsApprovals {
+            tiers, waiting: w, ..
+        } => {
+            waiting = w;
+            Route::NeedsApprovals(tiers)
+        }
     };
     Verdict {
         route,
         policy_version: set.version().to_owned(),
         policies,
         errors,
+        waiting,
     }
 }
 

@@ -2444,6 +2444,7 @@ async fn fill_with_carols_requests(db: PathBuf, count: usize) {
                 policy_version: "v1".to_owned(),
                 policies: vec!["filler".to_owned()],
                 errors: Vec::new(),
+                waiting: Default::default(),
             };
             let id = RequestId::parse(&format!("filler{i:05}")).unwrap();
             let new = NewRequest {

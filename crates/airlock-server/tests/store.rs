@@ -143,6 +143,7 @@ impl Ent {
             policy_version: "v1".to_owned(),
             policies: vec!["p".to_owned()],
             errors: Vec::new(),
+            waiting: Default::default(),
         }
     }
 }

@@ -126,19 +126,5 @@ fn toml_field(path: &serde_path_to_error::Path) -> String {
         .join(".")
 }
 
-/// Parses `"90s"`, `"2h"`, `"1h 30m"`, or a plain number of seconds.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    if raw.bytes().all(|b| b == b'0') && !raw.is_empty() {
-        return Ok(Duration::ZERO);
-    }
-    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
-        // A bare number is too easy to mean minutes or hours by (zero is
-        // zero in any unit).
-        return Err(format!(
-            "`{raw}` has no unit; say which, e.g. `{raw}s`, `{raw}m` or `{raw}h`"
-        ));
-    }
-    humantime::parse_duration(raw)
-        .map_err(|e| format!("`{raw}` is not a duration ({e}); use e.g. `90s`, `30m`, `2h`"))
-}
+/// The one duration syntax of config files and policy annotations.
+pub use airlock_core::time::parse_duration;
