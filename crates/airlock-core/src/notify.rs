@@ -64,6 +64,14 @@ topics! {
     Ended => "ended", Requester;
     /// An emergency request was made.
     BreakGlass => "break_glass", Security;
+    /// An extension of an active grant waits for its approvers.
+    ExtensionAwaitingApproval => "extension_awaiting_approval", Approvers;
+    /// The target took an extension's new expiry.
+    Extended => "extended", Requester;
+    /// An extension was denied (by policy or an approver).
+    ExtensionDenied => "extension_denied", Requester;
+    /// The target did not take an extension's new expiry; the old one stands.
+    ExtensionFailed => "extension_failed", Requester;
     /// A target refused or failed to remove a grant (first failure).
     RevocationFailed => "revocation_failed", Security;
     /// A removal is still unconfirmed past `server.revocation_overdue_after`.
@@ -191,8 +199,13 @@ pub fn plan(t: &Transition, routing: &Routing) -> Vec<Notification> {
             AuditAction::ApprovalEscalated => add(Topic::Escalated, i, event, event.at),
             AuditAction::Approved => add(Topic::Approved, i, event, event.at),
             AuditAction::Denied => add(Topic::Denied, i, event, event.at),
-            AuditAction::Granted => {
-                add(Topic::Provisioned, i, event, event.at);
+            AuditAction::Granted | AuditAction::Extended => {
+                let topic = if event.action == AuditAction::Granted {
+                    Topic::Provisioned
+                } else {
+                    Topic::Extended
+                };
+                add(topic, i, event, event.at);
                 if let (Some(lead), Some(expires)) = (routing.expiry_warning, r.expires_at) {
                     let at = expires.minus(lead);
                     if at > event.at {
@@ -200,6 +213,13 @@ pub fn plan(t: &Transition, routing: &Routing) -> Vec<Notification> {
                     }
                 }
             }
+            // Still waiting once the whole transition is done (not granted
+            // or denied at once).
+            AuditAction::ExtensionRequested if r.extension_awaiting_approval().is_some() => {
+                add(Topic::ExtensionAwaitingApproval, i, event, event.at);
+            }
+            AuditAction::ExtensionDenied => add(Topic::ExtensionDenied, i, event, event.at),
+            AuditAction::ExtensionFailed => add(Topic::ExtensionFailed, i, event, event.at),
             AuditAction::Expired
             | AuditAction::Released
             | AuditAction::Revoked
@@ -246,6 +266,7 @@ pub fn still_relevant(topic: Topic, request: &AccessRequest, now: Timestamp) -> 
         Topic::AwaitingApproval | Topic::ApprovalReminder | Topic::Escalated => {
             request.state == State::Pending
         }
+        Topic::ExtensionAwaitingApproval => request.extension_awaiting_approval().is_some(),
         Topic::ExpiresSoon => {
             request.state == State::Active && request.expires_at.is_some_and(|e| e > now)
         }
@@ -279,6 +300,21 @@ fn facts(r: &AccessRequest, event: &AuditEvent) -> BTreeMap<String, String> {
     for (key, value) in optional {
         if let Some(v) = value {
             f.insert(key.to_owned(), v);
+        }
+    }
+    if let Some(e) = &r.extension {
+        f.insert("extension".to_owned(), human_duration(e.by));
+        f.insert("extension_reason".to_owned(), e.reason.clone());
+        f.insert("extension_state".to_owned(), e.state.as_str().to_owned());
+        f.insert("new_expires_at".to_owned(), e.expires_at.to_rfc3339());
+        if let Some(note) = &e.note {
+            f.insert("extension_note".to_owned(), note.clone());
+        }
+        if r.extension_awaiting_approval().is_some() {
+            f.insert(
+                "approvals".to_owned(),
+                format!("{} of {}", e.approvals.len(), e.approvals_needed()),
+            );
         }
     }
     if r.state == State::Pending {

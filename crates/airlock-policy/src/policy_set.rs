@@ -34,7 +34,7 @@ pub struct PolicyError {
     pub message: String,
 }
 
-/// The four things policies decide, one Cedar action each.
+/// The five things policies decide, one Cedar action each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
     /// May the principal ask for the entitlement at all?
@@ -45,14 +45,19 @@ pub enum Action {
     RequireApproval,
     /// May the principal approve someone else's request?
     Approve,
+    /// May the principal extend their active grant, at once (a permit
+    /// without annotations) or with approvals (one tier per satisfied
+    /// permit annotated like a `require_approval` one)?
+    Extend,
 }
 
 impl Action {
-    pub const ALL: [Action; 4] = [
+    pub const ALL: [Action; 5] = [
         Action::Request,
         Action::AutoApprove,
         Action::RequireApproval,
         Action::Approve,
+        Action::Extend,
     ];
 
     /// The action's id in the schema (`Airlock::Action::"<this>"`).
@@ -62,6 +67,7 @@ impl Action {
             Action::AutoApprove => "auto_approve",
             Action::RequireApproval => "require_approval",
             Action::Approve => "approve",
+            Action::Extend => "extend",
         }
     }
 
@@ -71,6 +77,7 @@ impl Action {
             Action::AutoApprove => 1,
             Action::RequireApproval => 2,
             Action::Approve => 3,
+            Action::Extend => 4,
         }
     }
 }
@@ -124,6 +131,7 @@ pub(crate) struct Names {
     auto_approve: cedar::EntityUid,
     require_approval: cedar::EntityUid,
     approve: cedar::EntityUid,
+    extend: cedar::EntityUid,
 }
 
 impl Names {
@@ -143,6 +151,7 @@ impl Names {
             auto_approve: action(Action::AutoApprove)?,
             require_approval: action(Action::RequireApproval)?,
             approve: action(Action::Approve)?,
+            extend: action(Action::Extend)?,
         })
     }
 
@@ -152,6 +161,7 @@ impl Names {
             Action::AutoApprove => &self.auto_approve,
             Action::RequireApproval => &self.require_approval,
             Action::Approve => &self.approve,
+            Action::Extend => &self.extend,
         }
     }
 
@@ -499,7 +509,7 @@ impl PolicySet {
             Some(slice) => slice
                 .for_entitlement(entitlement)
                 .for_principal(user, groups),
-            // `Action::index` is below 4 by construction; should that ever
+            // `Action::index` is below 5 by construction; should that ever
             // break, evaluating everything is slow but still right.
             None => vec![&self.all],
         }
@@ -640,7 +650,12 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
             effect == cedar::Effect::Permit && actions.contains(&Action::RequireApproval);
         let approvals = policy.annotation("approvals");
         let approvers = policy.annotation("approvers");
-        let tier = if needs_tier {
+        // An `extend` permit may carry a tier (the extension needs
+        // approvals) or not (it is granted at once).
+        let may_tier = effect == cedar::Effect::Permit
+            && actions.contains(&Action::Extend)
+            && (approvals.is_some() || approvers.is_some());
+        let tier = if needs_tier || may_tier {
             match tier_spec(approvals, approvers) {
                 Ok(tier) => Some(tier),
                 Err((needle, why)) => {
@@ -657,7 +672,7 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
                 };
                 errors.push(error_at(
                     needle,
-                    format!("policy `{id}`: `@approvals` and `@approvers` only apply to a `permit` for `Airlock::Action::\"require_approval\"`"),
+                    format!("policy `{id}`: `@approvals` and `@approvers` only apply to a `permit` for `Airlock::Action::\"require_approval\"` or `Airlock::Action::\"extend\"`"),
                 ));
                 continue;
             }

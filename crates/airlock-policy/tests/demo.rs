@@ -47,7 +47,7 @@ fn load_demo() -> PolicySet {
 fn demo_policies_load_without_warnings() {
     let set = load_demo();
     assert!(set.warnings().is_empty(), "{:?}", set.warnings());
-    assert_eq!(set.policy_ids().count(), 14);
+    assert_eq!(set.policy_ids().count(), 18);
     assert_eq!(set.version().len(), 64);
 }
 
@@ -129,6 +129,8 @@ fn who_can_get_prod_db_admin() {
             "prod-db-break-glass",
             "prod-db-break-glass-security",
             "prod-db-engineers-with-ticket",
+            "prod-db-extend-briefly",
+            "prod-db-extend-with-approval",
             "prod-db-long-needs-security",
             "prod-db-no-contractors",
             "prod-db-on-call-business-hours",

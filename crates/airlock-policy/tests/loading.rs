@@ -69,7 +69,7 @@ fn every_problem_is_reported_at_once_in_file_order() {
     );
     let got = errors(&[("a.cedar", a), ("b.cedar", b)]);
     let expected = [
-        "a.cedar:2:1: policy `a.cedar#2`: `@approvals` and `@approvers` only apply to a `permit` for `Airlock::Action::\"require_approval\"`",
+        "a.cedar:2:1: policy `a.cedar#2`: `@approvals` and `@approvers` only apply to a `permit` for `Airlock::Action::\"require_approval\"` or `Airlock::Action::\"extend\"`",
         "b.cedar:1:1: policy id `same` is already used at a.cedar:1:1",
         "b.cedar:2:1: policy `b.cedar#2`: `@approvals` must be at least 1",
         "b.cedar:4:17: policy `b.cedar#3`: `@approvers` lists group `not a group`",
