@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use crate::api::{
     ApprovalWaitsReport, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
-    EmptyBody, EntitlementView, ErrorBody, ExplainView, OidcInfo, PageQuery, PolicyReloadView,
-    PolicyView, ProposalView, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
-    VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
+    DurationInput, EmptyBody, EntitlementView, ErrorBody, ExplainView, ExtendBody, OidcInfo,
+    PageQuery, PolicyReloadView, PolicyView, ProposalView, ReasonBody, ReconcileBody,
+    ReconcileView, RequestQuery, RequestView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -107,11 +107,22 @@ pub struct Client {
 /// The commands that act on one request, by their URL verb.
 #[derive(Debug, Clone)]
 pub enum Action {
-    Approve { comment: Option<String> },
-    Deny { reason: String },
+    Approve {
+        comment: Option<String>,
+    },
+    Deny {
+        reason: String,
+    },
     Cancel,
     Release,
-    Revoke { reason: String },
+    Revoke {
+        reason: String,
+    },
+    /// More time on one's active grant.
+    Extend {
+        by: DurationInput,
+        reason: String,
+    },
 }
 
 impl Client {
@@ -339,6 +350,13 @@ impl Client {
             Action::Revoke { reason } => self.post(
                 &path("revoke"),
                 &ReasonBody {
+                    reason: reason.clone(),
+                },
+            ),
+            Action::Extend { by, reason } => self.post(
+                &path("extend"),
+                &ExtendBody {
+                    by: by.clone(),
                     reason: reason.clone(),
                 },
             ),
