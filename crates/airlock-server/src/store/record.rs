@@ -222,9 +222,9 @@ impl RequestRecord {
                 policy: "config".to_owned(),
             }]
         } else {
-            tiers_of(&self.approval_tiers, &groups)?
+            tiers_of(&self.approval_tiers, groups)?
         };
-        let approvals = approvals_of(self.approvals, &user)?;
+        let approvals = approvals_of(self.approvals, user)?;
         let job = self
             .job
             .map(|j| {
@@ -260,8 +260,8 @@ impl RequestRecord {
                     requested_at: Timestamp::from_unix_millis(e.requested_at),
                     state: ExtensionState::parse(&e.state)
                         .ok_or_else(|| bad(format!("unknown extension state `{}`", e.state)))?,
-                    approval_tiers: tiers_of(&e.approval_tiers, &groups)?,
-                    approvals: approvals_of(e.approvals, &user)?,
+                    approval_tiers: tiers_of(&e.approval_tiers, groups)?,
+                    approvals: approvals_of(e.approvals, user)?,
                     policy_version: e.policy_version,
                     previous_expires_at: Timestamp::from_unix_millis(e.previous_expires_at),
                     expires_at: Timestamp::from_unix_millis(e.expires_at),
