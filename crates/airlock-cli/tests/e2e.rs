@@ -1759,6 +1759,10 @@ fn the_readme_walkthrough_runs_as_written() {
         "{stdout}"
     );
     assert!(stdout.contains("audit chain ok"), "{stdout}");
+    assert!(
+        stdout.contains(": waiting for approval from 1 of [approvers]"),
+        "{stdout}"
+    );
     assert!(dir.path().join("airlock-demo/alice_key-cert.pub").exists());
     let log = demo.connector_log();
     assert!(
