@@ -864,28 +864,16 @@ pub fn apply(
                 .transpose()?
                 .filter(|c| !c.is_empty());
             let tiers = request.check_approver(approver, permission, "approve")?;
-            if request.approvals.iter().any(|a| a.approver == approver.id) {
-                return Err(Rejection::Conflict(format!(
-                    "`{}` already approved `{}`",
-                    approver.id, request.id
-                )));
-            }
-            let before = seats_filled(&request.approval_tiers, &request.approvals);
-            request.approvals.push(Approval {
-                approver: approver.id.clone(),
-                at: now,
-                comment: comment.clone(),
+            let what = format!("`{}`", request.id);
+            let filled = add_approval(
+                &request.approval_tiers,
+                &mut request.approvals,
+                approver,
+                &comment,
                 tiers,
-            });
-            let filled = seats_filled(&request.approval_tiers, &request.approvals);
-            if filled == before {
-                return Err(Rejection::Conflict(format!(
-                    "the tiers `{}` may approve for are already met on `{}`; still needed: {}",
-                    approver.id,
-                    request.id,
-                    request.tier_summary()
-                )));
-            }
+                now,
+                &what,
+            )?;
             let actor = Actor::of(approver);
             let mut details = approver_details(permission);
             details.insert(
@@ -1089,6 +1077,43 @@ fn verdict_details(verdict: &Verdict, details: &mut BTreeMap<String, String>) {
         details.insert("policy_errors".to_owned(), verdict.errors.join("; "));
     }
     details.insert("decision".to_owned(), verdict.route.summary());
+}
+
+/// Adds `approver`'s approval (counting toward `qualified`, indexes of
+/// `tiers`) to `approvals`, refusing a second one by the same person and
+/// one that fills no seat; returns the seats filled now. `what` names what
+/// is approved, for messages.
+fn add_approval(
+    tiers: &[ApprovalTier],
+    approvals: &mut Vec<Approval>,
+    approver: &User,
+    comment: &Option<String>,
+    qualified: BTreeSet<u32>,
+    now: Timestamp,
+    what: &str,
+) -> Result<u32, Rejection> {
+    if approvals.iter().any(|a| a.approver == approver.id) {
+        return Err(Rejection::Conflict(format!(
+            "`{}` already approved {what}",
+            approver.id
+        )));
+    }
+    let before = seats_filled(tiers, approvals);
+    approvals.push(Approval {
+        approver: approver.id.clone(),
+        at: now,
+        comment: comment.clone(),
+        tiers: qualified,
+    });
+    let filled = seats_filled(tiers, approvals);
+    if filled == before {
+        return Err(Rejection::Conflict(format!(
+            "the tiers `{}` may approve for are already met on {what}; still needed: {}",
+            approver.id,
+            tier_summary(tiers)
+        )));
+    }
+    Ok(filled)
 }
 
 /// Every tier, for messages: `1 from [approvers] (policy) and ...`.
@@ -1853,31 +1878,19 @@ impl AccessRequest {
         out: &mut Outcome,
     ) -> Result<(), Rejection> {
         let tiers = self.check_extension_approver(approver, permission, "approve")?;
+        let what = format!("the extension of `{}`", self.id);
         let Some(ext) = self.extension.as_mut() else {
             return Ok(());
         };
-        if ext.approvals.iter().any(|a| a.approver == approver.id) {
-            return Err(Rejection::Conflict(format!(
-                "`{}` already approved the extension of `{}`",
-                approver.id, self.id
-            )));
-        }
-        let before = seats_filled(&ext.approval_tiers, &ext.approvals);
-        ext.approvals.push(Approval {
-            approver: approver.id.clone(),
-            at: now,
-            comment: comment.clone(),
+        let filled = add_approval(
+            &ext.approval_tiers,
+            &mut ext.approvals,
+            approver,
+            &comment,
             tiers,
-        });
-        let filled = seats_filled(&ext.approval_tiers, &ext.approvals);
-        if filled == before {
-            return Err(Rejection::Conflict(format!(
-                "the tiers `{}` may approve for are already met on the extension of `{}`; still needed: {}",
-                approver.id,
-                self.id,
-                tier_summary(&ext.approval_tiers)
-            )));
-        }
+            now,
+            &what,
+        )?;
         let met = tiers_met(&ext.approval_tiers, &ext.approvals);
         let rule = tier_summary(&ext.approval_tiers);
         let mut details = approver_details(permission);

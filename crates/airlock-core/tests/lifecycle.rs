@@ -1779,6 +1779,19 @@ fn active() -> (i64, Act, Expect) {
     (1, Act::Succeeded(Grant), ok(Active, &[], &["granted"]))
 }
 
+/// Asks at `secs` for 30 minutes more, granted at once: the re-grant starts.
+fn extended_at_once(secs: i64) -> (i64, Act, Expect) {
+    (
+        secs,
+        Act::Extend("rita", 1800, Rule::Auto),
+        ok(
+            Active,
+            &[Grant],
+            &["extension_requested", "extension_approved"],
+        ),
+    )
+}
+
 #[test]
 fn an_extension_granted_at_once_moves_the_expiry_only_when_the_target_confirms() {
     check(Case {
@@ -2018,15 +2031,7 @@ fn a_failed_extension_keeps_the_old_expiry() {
     check(Case {
         steps: vec![
             active(),
-            (
-                10,
-                Act::Extend("rita", 1800, Rule::Auto),
-                ok(
-                    Active,
-                    &[Grant],
-                    &["extension_requested", "extension_approved"],
-                ),
-            ),
+            extended_at_once(10),
             (
                 20,
                 Act::Failed(Grant, Retry::Permanent),
@@ -2044,15 +2049,7 @@ fn a_failed_extension_keeps_the_old_expiry() {
     check(Case {
         steps: vec![
             active(),
-            (
-                10,
-                Act::Extend("rita", 1800, Rule::Auto),
-                ok(
-                    Active,
-                    &[Grant],
-                    &["extension_requested", "extension_approved"],
-                ),
-            ),
+            extended_at_once(10),
             (
                 20,
                 Act::Failed(Grant, Retry::Retryable),
@@ -2149,15 +2146,7 @@ fn revoke_and_release_during_a_re_grant_still_remove_access() {
     check(Case {
         steps: vec![
             active(),
-            (
-                10,
-                Act::Extend("rita", 1800, Rule::Auto),
-                ok(
-                    Active,
-                    &[Grant],
-                    &["extension_requested", "extension_approved"],
-                ),
-            ),
+            extended_at_once(10),
             (
                 20,
                 Act::Revoke("root"),
@@ -2178,15 +2167,7 @@ fn revoke_and_release_during_a_re_grant_still_remove_access() {
     check(Case {
         steps: vec![
             active(),
-            (
-                10,
-                Act::Extend("rita", 1800, Rule::Auto),
-                ok(
-                    Active,
-                    &[Grant],
-                    &["extension_requested", "extension_approved"],
-                ),
-            ),
+            extended_at_once(10),
             (
                 20,
                 Act::Failed(Grant, Retry::Retryable),
