@@ -275,6 +275,22 @@ pub fn still_relevant(topic: Topic, request: &AccessRequest, now: Timestamp) -> 
     }
 }
 
+/// [`still_relevant`], judged also on what the message says (`facts`, as
+/// planned): a warning that a grant expires soon is stale once an
+/// extension moved the expiry it names (the extension planned its own).
+pub fn still_relevant_as_planned(
+    topic: Topic,
+    request: &AccessRequest,
+    facts: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> bool {
+    let names_current_expiry = || {
+        facts.get("expires_at").map(String::as_str)
+            == request.expires_at.map(Timestamp::to_rfc3339).as_deref()
+    };
+    still_relevant(topic, request, now) && (topic != Topic::ExpiresSoon || names_current_expiry())
+}
+
 /// The facts a message shows about `r`, as of `event`.
 fn facts(r: &AccessRequest, event: &AuditEvent) -> BTreeMap<String, String> {
     let mut f = BTreeMap::from([
