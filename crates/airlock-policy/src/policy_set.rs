@@ -656,7 +656,12 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
             && actions.contains(&Action::Extend)
             && (approvals.is_some() || approvers.is_some());
         let tier = if needs_tier || may_tier {
-            match tier_spec(approvals, approvers) {
+            let what = if needs_tier {
+                "a `require_approval` permit"
+            } else {
+                "an `extend` permit that needs approvals"
+            };
+            match tier_spec(approvals, approvers, what) {
                 Ok(tier) => Some(tier),
                 Err((needle, why)) => {
                     errors.push(error_at(needle, format!("policy `{id}`: {why}")));
@@ -831,11 +836,13 @@ fn scope_end(code: &str) -> Option<usize> {
 fn tier_spec(
     approvals: Option<&str>,
     approvers: Option<&str>,
+    what: &str,
 ) -> Result<TierSpec, (&'static str, String)> {
-    const REQUIRED: &str =
-        "a `require_approval` permit needs `@approvals(\"N\")` and `@approvers(\"group,...\")`";
     let (Some(approvals), Some(approvers)) = (approvals, approvers) else {
-        return Err(("permit", REQUIRED.to_owned()));
+        return Err((
+            "permit",
+            format!("{what} needs `@approvals(\"N\")` and `@approvers(\"group,...\")`"),
+        ));
     };
     let count = match approvals.trim().parse::<u32>() {
         Ok(0) => {

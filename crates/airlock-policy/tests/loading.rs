@@ -164,3 +164,27 @@ fn a_reason_annotation_must_be_one_line_of_text() {
         "{got:#?}"
     );
 }
+
+#[test]
+fn an_extend_permit_may_carry_a_tier_but_not_half_of_one() {
+    let ok = concat!(
+        "permit(principal, action == Airlock::Action::\"extend\", resource);\n",
+        "@approvals(\"1\") @approvers(\"dba\")\n",
+        "permit(principal, action == Airlock::Action::\"extend\", resource)\n",
+        "when { context.total_seconds > 7200 && context.extension_seconds > 0 };\n",
+    );
+    assert_eq!(errors(&[("ok.cedar", ok)]), Vec::<String>::new());
+    let half = concat!(
+        "@approvals(\"1\")\n",
+        "permit(principal, action == Airlock::Action::\"extend\", resource);\n",
+    );
+    let got = errors(&[("half.cedar", half)]);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("half.cedar:2:1: policy `half.cedar#1`: an `extend` permit that needs approvals needs `@approvals(\"N\")` and `@approvers("),
+        "{got:#?}"
+    );
+    // The extension's context is not the request's.
+    let wrong = "permit(principal, action == Airlock::Action::\"request\", resource) when { context.total_seconds > 0 };\n";
+    assert_eq!(errors(&[("wrong.cedar", wrong)]).len(), 1);
+}
