@@ -2599,6 +2599,7 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
             "post",
             "/v1/requests/{id}/cancel"
             | "/v1/requests/{id}/release"
+            | "/v1/requests/{id}/extend"
             | "/v1/requests/{id}/credential",
         ) => Requester,
         (
@@ -2746,6 +2747,7 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         p if p.ends_with("/deny") || p.ends_with("/revoke") => {
                             Some(r#"{"reason":"walk"}"#)
                         }
+                        p if p.ends_with("/extend") => Some(r#"{"by":"1m","reason":"walk"}"#),
                         _ => None,
                     };
                     let mut req = http.request(
