@@ -58,6 +58,13 @@ fn state_label(r: &RequestView) -> String {
         "approved (scheduled)".to_owned()
     } else if r.revocation_overdue {
         format!("{} (revocation overdue)", r.state)
+    } else if let Some(e) = r.extension.as_ref().filter(|e| e.state == "pending") {
+        // What `airlock pending` lists an active grant for.
+        format!(
+            "{} (extension by {} awaits approval)",
+            r.state,
+            human_duration(e.by_seconds)
+        )
     } else {
         r.state.clone()
     }
