@@ -2,7 +2,7 @@
 
 use crate::terminal::{one_line, say};
 use airlock_server::api::{
-    ApprovalWaitsReport, AuditEventView, EntitlementView, ExplainView, HistoryEntry,
+    ApprovalWaitsReport, AuditEventView, EntitlementView, ExplainView, ExtensionView, HistoryEntry,
     PolicyReloadView, ReconcileView, RequestView, ReviewView,
 };
 use serde::Serialize;
@@ -58,6 +58,13 @@ fn state_label(r: &RequestView) -> String {
         "approved (scheduled)".to_owned()
     } else if r.revocation_overdue {
         format!("{} (revocation overdue)", r.state)
+    } else if let Some(e) = r.extension.as_ref().filter(|e| e.state == "pending") {
+        // What `airlock pending` lists an active grant for.
+        format!(
+            "{} (extension by {} awaits approval)",
+            r.state,
+            human_duration(e.by_seconds)
+        )
     } else {
         r.state.clone()
     }
@@ -130,6 +137,9 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
         opt("deprovisioned", &r.deprovisioned_at);
         if let Some(left) = r.time_left_seconds {
             lines.push(("time left", human_duration(left)));
+        }
+        if let Some(e) = &r.extension {
+            lines.push(("extension", extension_summary(e)));
         }
         if let Some(job) = &r.job {
             lines.push((
@@ -265,9 +275,115 @@ fn history(r: &RequestView) -> Vec<(String, String)> {
             ));
         }
     }
+    if let Some(e) = &r.extension {
+        events.push((
+            e.requested_at.clone(),
+            format!(
+                "extension by {} asked for (to {}): {}",
+                human_duration(e.by_seconds),
+                e.expires_at,
+                e.reason
+            ),
+        ));
+        for a in &e.approvals {
+            events.push((
+                a.at.clone(),
+                format!("extension approval from {}", a.approver),
+            ));
+        }
+        if let Some(at) = &e.decided_at {
+            let what = if e.state == "denied" {
+                "extension denied"
+            } else {
+                "extension granted; the target is told the new expiry"
+            };
+            events.push((at.clone(), what.to_owned()));
+        }
+        if let (Some(at), false) = (&e.ended_at, e.state == "denied") {
+            let note = e
+                .note
+                .as_ref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default();
+            events.push((at.clone(), format!("extension {}{note}", e.state)));
+        }
+    }
     // RFC 3339 in one format: text order is time order.
     events.sort_by(|a, b| a.0.cmp(&b.0));
     events
+}
+
+/// One line about an extension: how much, to when, and where it stands.
+fn extension_summary(e: &ExtensionView) -> String {
+    let approvals = if e.state == "pending" {
+        let tiers: Vec<String> = e
+            .approval_tiers
+            .iter()
+            .map(|t| format!("{} of [{}]", t.count, t.groups.join(",")))
+            .collect();
+        format!(
+            ", {} of {} approvals, needs {}",
+            e.approvals.len(),
+            e.required_approvals,
+            tiers.join(" and ")
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "by {} to {} ({}{approvals}){}",
+        human_duration(e.by_seconds),
+        e.expires_at,
+        e.state,
+        e.note
+            .as_ref()
+            .map(|n| format!(": {n}"))
+            .unwrap_or_default()
+    )
+}
+
+/// What `airlock extend` did: extended to when, waiting for whom, or why not.
+pub fn extension_outcome(r: &RequestView, json: bool) -> anyhow::Result<()> {
+    json_or(r, json, |r| {
+        let Some(e) = &r.extension else {
+            say!("{}: no extension", r.id);
+            return;
+        };
+        let line = match e.state.as_str() {
+            "extended" => format!(
+                "extended to {} (by {})",
+                clock_time(&e.expires_at),
+                human_duration(e.by_seconds)
+            ),
+            "pending" => {
+                let groups: Vec<String> = e
+                    .approval_tiers
+                    .iter()
+                    .map(|t| format!("{} of [{}]", t.count, t.groups.join(",")))
+                    .collect();
+                format!("waiting for approval from {}", groups.join(" and "))
+            }
+            "provisioning" => format!(
+                "granted; the target has not confirmed the new expiry {} yet (see `airlock show {}`)",
+                clock_time(&e.expires_at),
+                r.id
+            ),
+            state => format!(
+                "{state}: {}",
+                e.note.as_deref().unwrap_or("the old expiry stands")
+            ),
+        };
+        say!("{}: {}", r.id, one_line(&line));
+    })
+}
+
+/// `HH:MM` (UTC) of an RFC 3339 time, or the time as it is when it has
+/// none.
+fn clock_time(rfc3339: &str) -> String {
+    rfc3339
+        .split_once('T')
+        .and_then(|(date, rest)| rest.get(..5).map(|hm| format!("{hm} UTC on {date}")))
+        .unwrap_or_else(|| rfc3339.to_owned())
 }
 
 pub fn requests(rs: &[RequestView], json: bool) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
 //! The commands of people asking for and deciding on access: `request`,
-//! `ssh`, `pending`, `approve`, `deny`, `cancel`, `release`, `revoke`,
+//! `ssh`, `pending`, `approve`, `deny`, `cancel`, `release`, `extend`, `revoke`,
 //! `credential`, `list`, `show`, `grants`, `reviews`, `review`, `entitlements`,
 //! `whoami`.
 
@@ -98,6 +98,21 @@ pub enum RequestCmd {
     /// End your active grant early.
     Release {
         id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Ask for more time on your active grant: granted at once or after
+    /// approval, as the policies say, never past the entitlement's maximum.
+    Extend {
+        id: String,
+        /// How much longer, e.g. `30m`.
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+        /// Give up waiting for the target to take the new expiry after this long.
+        #[arg(long, default_value = "1m")]
+        wait_timeout: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -251,6 +266,24 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
         RequestCmd::Cancel { id, conn } => act(&conn, &id, Action::Cancel).await,
         RequestCmd::Release { id, conn } => act(&conn, &id, Action::Release).await,
         RequestCmd::Revoke { id, reason, conn } => act(&conn, &id, Action::Revoke { reason }).await,
+        RequestCmd::Extend {
+            id,
+            by,
+            reason,
+            wait_timeout,
+            conn,
+        } => {
+            let limit = airlock_server::config::parse_duration(&wait_timeout)
+                .map_err(|e| anyhow::anyhow!("--wait-timeout: {e}"))?;
+            let client = client(&conn)?;
+            let action = Action::Extend {
+                by: DurationInput::Text(by),
+                reason,
+            };
+            let request = client.act(&id, &action).await?;
+            let request = wait_for_extension(&client, request, limit).await?;
+            output::extension_outcome(&request, conn.json)
+        }
         RequestCmd::List {
             state,
             mine,
@@ -359,6 +392,26 @@ async fn list_pages(conn: &Conn, page: &Page, query: RequestQuery) -> anyhow::Re
 
 async fn act(conn: &Conn, id: &str, action: Action) -> anyhow::Result<()> {
     output::request(&client(conn)?.act(id, &action).await?, conn.json)
+}
+
+/// Polls while an extension granted at once is carried out in the target,
+/// so the outcome printed is the new expiry (or why there is none).
+async fn wait_for_extension(
+    client: &Client,
+    mut request: RequestView,
+    limit: Duration,
+) -> anyhow::Result<RequestView> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while request
+        .extension
+        .as_ref()
+        .is_some_and(|e| e.state == "provisioning")
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        request = client.get_request(&request.id).await?;
+    }
+    Ok(request)
 }
 
 /// Polls until the request is decided and, if it starts now, provisioned.

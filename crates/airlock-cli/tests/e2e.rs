@@ -1801,6 +1801,15 @@ fn the_readme_walkthrough_runs_as_written() {
         "{stdout}"
     );
     assert!(stdout.contains("audit chain ok"), "{stdout}");
+    assert!(
+        stdout.contains(": waiting for approval from 1 of [approvers]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("active (extension by 30m00s awaits approval)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("extension by 30m00s asked for"), "{stdout}");
     assert!(dir.path().join("airlock-demo/alice_key-cert.pub").exists());
     let log = demo.connector_log();
     assert!(

@@ -81,7 +81,9 @@ impl RequestAction {
         match self {
             RequestAction::See => Scope::Read,
             RequestAction::Decide | RequestAction::Review => Scope::Approve,
-            RequestAction::Withdraw | RequestAction::CollectCredential => Scope::Request,
+            RequestAction::Withdraw | RequestAction::CollectCredential | RequestAction::Extend => {
+                Scope::Request
+            }
             RequestAction::Revoke => Scope::Admin,
         }
     }
@@ -124,6 +126,9 @@ pub enum RequestAction {
     Withdraw,
     /// Collect the one-time credential a grant created.
     CollectCredential,
+    /// Ask for more time on one's own active grant (the policy set decides
+    /// whether it is granted at once or needs approval, in `request`).
+    Extend,
     /// End someone's grant.
     Revoke,
     /// Judge a break-glass use afterwards (the review's groups decide the
@@ -212,8 +217,12 @@ pub fn may_act(
             )))
         }
         RequestAction::Review => Ok(()),
-        RequestAction::Withdraw | RequestAction::CollectCredential if own => Ok(()),
-        RequestAction::Withdraw | RequestAction::CollectCredential => {
+        RequestAction::Withdraw | RequestAction::CollectCredential | RequestAction::Extend
+            if own =>
+        {
+            Ok(())
+        }
+        RequestAction::Withdraw | RequestAction::CollectCredential | RequestAction::Extend => {
             let hint = if user.has_role(Role::Admin) && action == RequestAction::Withdraw {
                 "; an admin ends someone else's grant with `revoke` and a reason"
             } else {
@@ -222,11 +231,7 @@ pub fn may_act(
             Err(Rejection::Forbidden(format!(
                 "only the requester `{}` may {} `{}`{hint}",
                 request.requester,
-                if action == RequestAction::Withdraw {
-                    "withdraw or release"
-                } else {
-                    "collect the credential of"
-                },
+                action.describe(),
                 request.id
             )))
         }
@@ -245,6 +250,7 @@ impl RequestAction {
             RequestAction::Decide => "approve or deny",
             RequestAction::Withdraw => "withdraw or release",
             RequestAction::CollectCredential => "collect the credential of",
+            RequestAction::Extend => "extend",
             RequestAction::Revoke => "revoke",
             RequestAction::Review => "review",
         }

@@ -135,6 +135,22 @@ audit_actions! {
     Released => "released",
     Revoked => "revoked",
     RevokeAttemptFailed => "revoke_attempt_failed",
+    /// The requester asked for more time on an active grant.
+    ExtensionRequested => "extension_requested",
+    /// An approver approved an extension that needs others still.
+    ExtensionApprovalRecorded => "extension_approval_recorded",
+    /// An extension was granted (at once or by its approvers); the target
+    /// is told the new expiry.
+    ExtensionApproved => "extension_approved",
+    /// The target took the new expiry: the grant lasts longer.
+    Extended => "extended",
+    /// An extension was denied, by policy or by an approver; the grant
+    /// stays as it was.
+    ExtensionDenied => "extension_denied",
+    /// The target did not take the new expiry; the old one stands.
+    ExtensionFailed => "extension_failed",
+    /// The grant ended before an extension took effect.
+    ExtensionLapsed => "extension_lapsed",
     Deprovisioned => "deprovisioned",
     /// A late grant result arrived after removal: the grant is removed again.
     RevocationRepeated => "revocation_repeated",

@@ -154,6 +154,17 @@ pub struct Entitlement {
     pub break_glass: Option<BreakGlassRules>,
 }
 
+impl Entitlement {
+    /// The longest a grant of it may last in all: its break-glass maximum
+    /// for a break-glass use (extensions included), else its maximum.
+    pub fn max_duration_for(&self, break_glass: bool) -> Duration {
+        match (&self.break_glass, break_glass) {
+            (Some(rules), true) => rules.max_duration,
+            _ => self.max_duration,
+        }
+    }
+}
+
 /// Break-glass: in an emergency the access is granted at once, without
 /// waiting for approvers (policies still decide who may ask, and may forbid
 /// it), for a short time, with a reason, and every use is reviewed

@@ -73,6 +73,14 @@ topics! {
     ReviewOverdue => "review_overdue", Security;
     /// A reviewer judged a break-glass use unacceptable.
     UseUnacceptable => "use_unacceptable", Security;
+    /// An extension of an active grant waits for its approvers.
+    ExtensionAwaitingApproval => "extension_awaiting_approval", Approvers;
+    /// The target took an extension's new expiry.
+    Extended => "extended", Requester;
+    /// An extension was denied (by policy or an approver).
+    ExtensionDenied => "extension_denied", Requester;
+    /// The target did not take an extension's new expiry; the old one stands.
+    ExtensionFailed => "extension_failed", Requester;
     /// A target refused or failed to remove a grant (first failure).
     RevocationFailed => "revocation_failed", Security;
     /// A removal is still unconfirmed past `server.revocation_overdue_after`.
@@ -235,8 +243,13 @@ pub fn plan(t: &Transition, routing: &Routing) -> Vec<Notification> {
             }
             AuditAction::Approved => add(Topic::Approved, i, event, event.at),
             AuditAction::Denied => add(Topic::Denied, i, event, event.at),
-            AuditAction::Granted => {
-                add(Topic::Provisioned, i, event, event.at);
+            AuditAction::Granted | AuditAction::Extended => {
+                let topic = if event.action == AuditAction::Granted {
+                    Topic::Provisioned
+                } else {
+                    Topic::Extended
+                };
+                add(topic, i, event, event.at);
                 if let (Some(lead), Some(expires)) = (routing.expiry_warning, r.expires_at) {
                     let at = expires.minus(lead);
                     if at > event.at {
@@ -244,6 +257,13 @@ pub fn plan(t: &Transition, routing: &Routing) -> Vec<Notification> {
                     }
                 }
             }
+            // Still waiting once the whole transition is done (not granted
+            // or denied at once).
+            AuditAction::ExtensionRequested if r.extension_awaiting_approval().is_some() => {
+                add(Topic::ExtensionAwaitingApproval, i, event, event.at);
+            }
+            AuditAction::ExtensionDenied => add(Topic::ExtensionDenied, i, event, event.at),
+            AuditAction::ExtensionFailed => add(Topic::ExtensionFailed, i, event, event.at),
             AuditAction::Expired
             | AuditAction::Released
             | AuditAction::Revoked
@@ -290,6 +310,7 @@ pub fn still_relevant(topic: Topic, request: &AccessRequest, now: Timestamp) -> 
         Topic::AwaitingApproval | Topic::ApprovalReminder | Topic::Escalated => {
             request.state == State::Pending
         }
+        Topic::ExtensionAwaitingApproval => request.extension_awaiting_approval().is_some(),
         Topic::ExpiresSoon => {
             request.state == State::Active && request.expires_at.is_some_and(|e| e > now)
         }
@@ -299,6 +320,22 @@ pub fn still_relevant(topic: Topic, request: &AccessRequest, now: Timestamp) -> 
         }
         _ => true,
     }
+}
+
+/// [`still_relevant`], judged also on what the message says (`facts`, as
+/// planned): a warning that a grant expires soon is stale once an
+/// extension moved the expiry it names (the extension planned its own).
+pub fn still_relevant_as_planned(
+    topic: Topic,
+    request: &AccessRequest,
+    facts: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> bool {
+    let names_current_expiry = || {
+        facts.get("expires_at").map(String::as_str)
+            == request.expires_at.map(Timestamp::to_rfc3339).as_deref()
+    };
+    still_relevant(topic, request, now) && (topic != Topic::ExpiresSoon || names_current_expiry())
 }
 
 /// The facts a message shows about `r`, as of `event`.
@@ -344,6 +381,21 @@ fn facts(r: &AccessRequest, event: &AuditEvent) -> BTreeMap<String, String> {
                     v.reviewer,
                     v.comment
                 ),
+            );
+        }
+    }
+    if let Some(e) = &r.extension {
+        f.insert("extension".to_owned(), human_duration(e.by));
+        f.insert("extension_reason".to_owned(), e.reason.clone());
+        f.insert("extension_state".to_owned(), e.state.as_str().to_owned());
+        f.insert("new_expires_at".to_owned(), e.expires_at.to_rfc3339());
+        if let Some(note) = &e.note {
+            f.insert("extension_note".to_owned(), note.clone());
+        }
+        if r.extension_awaiting_approval().is_some() {
+            f.insert(
+                "approvals".to_owned(),
+                format!("{} of {}", e.approvals.len(), e.approvals_needed()),
             );
         }
     }

@@ -16,6 +16,13 @@
 //! request, claimed with a lease and a fencing token: a result whose token is
 //! not the current one comes from a superseded attempt and changes nothing,
 //! and a revoke never runs while a grant attempt may still be in flight.
+//!
+//! An active grant may be extended ([`Command::Extend`], an [`Extension`]):
+//! granted at once or after its own approval tiers, it becomes a grant job
+//! on the active request that re-provisions with the new expiry, and the
+//! request's expiry moves only when the target confirmed it. The old expiry
+//! keeps counting until then: should it come first, the grant expires as
+//! usual and the extension lapses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -203,6 +210,9 @@ pub struct AccessRequest {
     /// The review every break-glass use gets afterwards; `None` for any
     /// other request (and for a break-glass request the policies denied).
     pub review: Option<Review>,
+    /// The latest extension asked for, whatever became of it (earlier ones
+    /// are in the audit record).
+    pub extension: Option<Extension>,
 }
 
 /// The after-the-fact review of a break-glass use, fixed when the access
@@ -263,6 +273,96 @@ impl Review {
     fn next_due(&self) -> Option<Timestamp> {
         (self.is_open() && self.escalated_at.is_none()).then_some(self.due_at)
     }
+}
+
+/// Where an extension stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExtensionState {
+    /// Waiting for its approval tiers.
+    Pending,
+    /// Granted; the target is being told the new expiry (the request's
+    /// grant job).
+    Provisioning,
+    /// The target confirmed: the request's expiry moved.
+    Extended,
+    Denied,
+    /// The target refused the new expiry, or attempts ran out: the old one stands.
+    Failed,
+    /// The grant ended before the extension took effect.
+    Lapsed,
+}
+
+impl ExtensionState {
+    pub const ALL: [ExtensionState; 6] = [
+        ExtensionState::Pending,
+        ExtensionState::Provisioning,
+        ExtensionState::Extended,
+        ExtensionState::Denied,
+        ExtensionState::Failed,
+        ExtensionState::Lapsed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtensionState::Pending => "pending",
+            ExtensionState::Provisioning => "provisioning",
+            ExtensionState::Extended => "extended",
+            ExtensionState::Denied => "denied",
+            ExtensionState::Failed => "failed",
+            ExtensionState::Lapsed => "lapsed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<ExtensionState> {
+        ExtensionState::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// Still to be decided or carried out: another extension must wait.
+    pub fn is_outstanding(self) -> bool {
+        matches!(self, ExtensionState::Pending | ExtensionState::Provisioning)
+    }
+}
+
+/// More time asked for on an active grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    /// How much longer.
+    pub by: Duration,
+    pub reason: String,
+    pub requested_at: Timestamp,
+    pub state: ExtensionState,
+    /// Tiers the policy set required; empty when granted at once or denied.
+    pub approval_tiers: Vec<ApprovalTier>,
+    pub approvals: Vec<Approval>,
+    /// Version of the policy set that decided it.
+    pub policy_version: String,
+    /// The expiry when it was asked for, and the one it asks for.
+    pub previous_expires_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// When it was granted, denied, or lapsed, or the target confirmed or refused it.
+    pub decided_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    /// Why it was denied or failed.
+    pub note: Option<String>,
+}
+
+impl Extension {
+    /// Every group whose members may count toward one of its tiers.
+    pub fn approver_groups(&self) -> BTreeSet<GroupName> {
+        tier_groups(&self.approval_tiers)
+    }
+
+    pub fn approvals_needed(&self) -> u32 {
+        seats_needed(&self.approval_tiers)
+    }
+}
+
+/// Every group of every tier.
+fn tier_groups(tiers: &[ApprovalTier]) -> BTreeSet<GroupName> {
+    tiers
+        .iter()
+        .flat_map(|t| t.groups.iter().cloned())
+        .collect()
 }
 
 /// What happens while a request waits for its approvers, fixed when it is
@@ -336,17 +436,55 @@ impl AccessRequest {
                 (_, Some(e)) => Some(job_due.map_or(e, |j| j.min(e))),
                 (_, None) => job_due,
             },
-            State::Active => self.expires_at,
+            // A re-grant for an extension never delays the expiry in force.
+            State::Active => match (job_due, self.expires_at) {
+                (Some(j), Some(e)) => Some(j.min(e)),
+                (j, e) => e.or(j),
+            },
             _ => job_due,
         }
     }
 
-    /// Every group whose members may count toward some tier.
+    /// Every group whose members may count toward some tier: the
+    /// request's and its extension's (so an extension's approvers may see
+    /// the request they decide).
     pub fn approver_groups(&self) -> BTreeSet<GroupName> {
-        self.approval_tiers
-            .iter()
-            .flat_map(|t| t.groups.iter().cloned())
-            .collect()
+        let mut groups = tier_groups(&self.approval_tiers);
+        if let Some(e) = &self.extension {
+            groups.extend(e.approver_groups());
+        }
+        groups
+    }
+
+    /// The extension waiting for approvers, if any.
+    pub fn extension_awaiting_approval(&self) -> Option<&Extension> {
+        self.extension
+            .as_ref()
+            .filter(|e| self.state == State::Active && e.state == ExtensionState::Pending)
+    }
+
+    /// The expiry a connector call is made with: for a grant, the
+    /// extension's while one is being carried out, else the request's; for
+    /// a revoke, the latest any attempt may have provisioned (an extension
+    /// that lapsed or failed may have reached the target), so removal
+    /// covers it.
+    pub fn provisioned_expiry(&self) -> Option<Timestamp> {
+        let extended = self.extension.as_ref().filter(|e| {
+            matches!(
+                e.state,
+                ExtensionState::Provisioning | ExtensionState::Lapsed | ExtensionState::Failed
+            )
+        });
+        match extended {
+            Some(e) if self.state == State::Active && e.state == ExtensionState::Provisioning => {
+                Some(e.expires_at)
+            }
+            Some(e) if self.state.is_terminal() => Some(
+                self.expires_at
+                    .map_or(e.expires_at, |x| x.max(e.expires_at)),
+            ),
+            _ => self.expires_at,
+        }
     }
 
     /// Approvals needed in all (one per seat of every tier).
@@ -367,14 +505,19 @@ impl AccessRequest {
         access::may_see(user, self)
     }
 
-    /// Whether this request waits for `user`'s approval: pending, not their
-    /// own, one of its approver groups is theirs, and they have not approved
+    /// Whether this request waits for `user`'s approval: pending (or active
+    /// with an extension waiting for approvers), not their own, one of the
+    /// approver groups of what waits is theirs, and they have not approved
     /// it yet. (Mirrored in SQL like [`AccessRequest::visible_to`].)
     pub fn awaits_approval_of(&self, user: &User) -> bool {
-        self.state == State::Pending
-            && user.id != self.requester
-            && user.in_any(&self.approver_groups())
-            && !self.approvals.iter().any(|a| a.approver == user.id)
+        let (groups, approvals) = match self.extension_awaiting_approval() {
+            Some(e) => (e.approver_groups(), &e.approvals),
+            None if self.state == State::Pending => (self.approver_groups(), &self.approvals),
+            None => return false,
+        };
+        user.id != self.requester
+            && user.in_any(&groups)
+            && !approvals.iter().any(|a| a.approver == user.id)
     }
 
     /// The request ended but the target has not confirmed removal in time.
@@ -622,15 +765,7 @@ pub fn submit(
     // person may ask, and the review afterwards replaces the approvals.
     let approval_tiers = match &verdict.route {
         Route::NeedsApprovals(_) if emergency.is_some() => Vec::new(),
-        Route::NeedsApprovals(tiers) => {
-            if tiers.is_empty() || tiers.iter().any(|t| t.count == 0 || t.groups.is_empty()) {
-                return Err(Rejection::Forbidden(
-                    "the policy set routed the request to an empty approval tier".to_owned(),
-                ));
-            }
-            tiers.clone()
-        }
-        Route::AutoApproved | Route::Denied { .. } => Vec::new(),
+        route => routed_tiers(route, "request")?,
     };
     let times = entitlement.waiting.overridden_by(&verdict.waiting);
     let pending_deadline = now.plus(times.timeout.unwrap_or(settings.pending_timeout));
@@ -668,6 +803,7 @@ pub fn submit(
         deprovisioned_at: None,
         waiting,
         review: None,
+        extension: None,
     };
     let mut out = Outcome::default();
     let mut details = BTreeMap::from([
@@ -686,16 +822,10 @@ pub fn submit(
     if request.break_glass {
         details.insert("break_glass".to_owned(), "true".to_owned());
     }
-    details.insert("policy_version".to_owned(), verdict.policy_version.clone());
-    details.insert("policies".to_owned(), verdict.policies.join(","));
-    if !verdict.errors.is_empty() {
-        details.insert("policy_errors".to_owned(), verdict.errors.join("; "));
+    verdict_details(&verdict, &mut details);
+    if emergency.is_some() && !matches!(verdict.route, Route::Denied { .. }) {
+        details.insert("decision".to_owned(), "break_glass".to_owned());
     }
-    let decision = match (&verdict.route, emergency) {
-        (Route::Denied { .. }, _) | (_, None) => verdict.route.summary(),
-        (_, Some(_)) => "break_glass".to_owned(),
-    };
-    details.insert("decision".to_owned(), decision);
     out.event(
         &request,
         now,
@@ -758,6 +888,18 @@ pub enum Command {
     Release { by: User },
     /// An admin ends someone's access.
     Revoke { by: User, reason: String },
+    /// The requester asks for `extension` more on their active grant.
+    /// `verdict` is the policy set's answer for the extension (its own
+    /// action, with the extension and the total as context);
+    /// `max_duration` is the entitlement's maximum, which the total never
+    /// exceeds.
+    Extend {
+        by: User,
+        extension: Duration,
+        reason: String,
+        verdict: Verdict,
+        max_duration: Duration,
+    },
     /// The identity provider withdrew the requester (deactivated, deleted
     /// or renamed by SCIM; `cause` names the operation): whatever the
     /// request's state, it ends now. One that has not started is
@@ -825,6 +967,26 @@ pub fn apply(
             approver,
             comment,
             permission,
+        } if request.extension_awaiting_approval().is_some() => {
+            let comment = comment
+                .as_deref()
+                .map(|c| user_text("comment", c, TextKind::Note, MAX_COMMENT_LEN))
+                .transpose()?
+                .filter(|c| !c.is_empty());
+            request.approve_extension(approver, comment, permission, now, &mut out)?;
+        }
+        Command::Deny {
+            approver,
+            reason,
+            permission,
+        } if request.extension_awaiting_approval().is_some() => {
+            let reason = required_note(reason)?;
+            request.deny_extension(approver, reason, permission, now, &mut out)?;
+        }
+        Command::Approve {
+            approver,
+            comment,
+            permission,
         } => {
             let comment = comment
                 .as_deref()
@@ -832,28 +994,16 @@ pub fn apply(
                 .transpose()?
                 .filter(|c| !c.is_empty());
             let tiers = request.check_approver(approver, permission, "approve")?;
-            if request.approvals.iter().any(|a| a.approver == approver.id) {
-                return Err(Rejection::Conflict(format!(
-                    "`{}` already approved `{}`",
-                    approver.id, request.id
-                )));
-            }
-            let before = seats_filled(&request.approval_tiers, &request.approvals);
-            request.approvals.push(Approval {
-                approver: approver.id.clone(),
-                at: now,
-                comment: comment.clone(),
+            let what = format!("`{}`", request.id);
+            let filled = add_approval(
+                &request.approval_tiers,
+                &mut request.approvals,
+                approver,
+                &comment,
                 tiers,
-            });
-            let filled = seats_filled(&request.approval_tiers, &request.approvals);
-            if filled == before {
-                return Err(Rejection::Conflict(format!(
-                    "the tiers `{}` may approve for are already met on `{}`; still needed: {}",
-                    approver.id,
-                    request.id,
-                    request.tier_summary()
-                )));
-            }
+                now,
+                &what,
+            )?;
             let actor = Actor::of(approver);
             let mut details = approver_details(permission);
             details.insert(
@@ -871,12 +1021,7 @@ pub fn apply(
                 details,
             );
             if tiers_met(&request.approval_tiers, &request.approvals) {
-                let rule = request
-                    .approval_tiers
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" and ");
+                let rule = request.tier_summary();
                 request.approve(now, actor, rule, &mut out);
             }
         }
@@ -950,6 +1095,23 @@ pub fn apply(
                 &mut out,
             );
         }
+        Command::Extend {
+            by,
+            extension,
+            reason,
+            verdict,
+            max_duration,
+        } => {
+            request.extend(
+                by,
+                *extension,
+                reason,
+                verdict,
+                *max_duration,
+                now,
+                &mut out,
+            )?;
+        }
         Command::Deprovision { cause } => {
             if !request.state.is_terminal() {
                 let not_started = request.state == State::Pending
@@ -1022,6 +1184,80 @@ pub fn apply(
     }
     request.settle(now, settings, &mut out);
     Ok(out.finish(request))
+}
+
+/// The tiers a verdict routes `what` to (none when granted at once or
+/// denied); a route to an empty tier is refused rather than taken as
+/// needing nobody.
+fn routed_tiers(route: &Route, what: &str) -> Result<Vec<ApprovalTier>, Rejection> {
+    match route {
+        Route::NeedsApprovals(tiers) => {
+            if tiers.is_empty() || tiers.iter().any(|t| t.count == 0 || t.groups.is_empty()) {
+                return Err(Rejection::Forbidden(format!(
+                    "the policy set routed the {what} to an empty approval tier"
+                )));
+            }
+            Ok(tiers.clone())
+        }
+        Route::AutoApproved | Route::Denied { .. } => Ok(Vec::new()),
+    }
+}
+
+/// What the audit record keeps of a verdict: the set, the policies that
+/// decided, those that failed, and the decision.
+fn verdict_details(verdict: &Verdict, details: &mut BTreeMap<String, String>) {
+    details.insert("policy_version".to_owned(), verdict.policy_version.clone());
+    details.insert("policies".to_owned(), verdict.policies.join(","));
+    if !verdict.errors.is_empty() {
+        details.insert("policy_errors".to_owned(), verdict.errors.join("; "));
+    }
+    details.insert("decision".to_owned(), verdict.route.summary());
+}
+
+/// Adds `approver`'s approval (counting toward `qualified`, indexes of
+/// `tiers`) to `approvals`, refusing a second one by the same person and
+/// one that fills no seat; returns the seats filled now. `what` names what
+/// is approved, for messages.
+fn add_approval(
+    tiers: &[ApprovalTier],
+    approvals: &mut Vec<Approval>,
+    approver: &User,
+    comment: &Option<String>,
+    qualified: BTreeSet<u32>,
+    now: Timestamp,
+    what: &str,
+) -> Result<u32, Rejection> {
+    if approvals.iter().any(|a| a.approver == approver.id) {
+        return Err(Rejection::Conflict(format!(
+            "`{}` already approved {what}",
+            approver.id
+        )));
+    }
+    let before = seats_filled(tiers, approvals);
+    approvals.push(Approval {
+        approver: approver.id.clone(),
+        at: now,
+        comment: comment.clone(),
+        tiers: qualified,
+    });
+    let filled = seats_filled(tiers, approvals);
+    if filled == before {
+        return Err(Rejection::Conflict(format!(
+            "the tiers `{}` may approve for are already met on {what}; still needed: {}",
+            approver.id,
+            tier_summary(tiers)
+        )));
+    }
+    Ok(filled)
+}
+
+/// Every tier, for messages: `1 from [approvers] (policy) and ...`.
+fn tier_summary(tiers: &[ApprovalTier]) -> String {
+    tiers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Group names for an audit detail: `a,b`.
@@ -1132,31 +1368,41 @@ impl AccessRequest {
         if self.state != State::Pending {
             return Err(self.conflict(verb, "only a pending request can be decided"));
         }
+        self.qualify(approver, permission, verb, &self.approval_tiers, "")
+    }
+
+    /// The tiers of `tiers` (the request's, or its extension's: `what`
+    /// says which in messages) `approver`'s approval may count toward, once
+    /// the policy set permits them to decide at all.
+    fn qualify(
+        &self,
+        approver: &User,
+        permission: &ApproverVerdict,
+        verb: &str,
+        tiers: &[ApprovalTier],
+        what: &str,
+    ) -> Result<BTreeSet<u32>, Rejection> {
         if let Err(why) = &permission.outcome {
             return Err(Rejection::Forbidden(format!(
-                "`{}` may not {verb} `{}`: {why}",
+                "`{}` may not {verb} `{}`{what}: {why}",
                 approver.id, self.id
             )));
         }
-        let tiers = qualifying_tiers(&self.approval_tiers, &approver.groups);
-        if tiers.is_empty() {
+        let qualified = qualifying_tiers(tiers, &approver.groups);
+        if qualified.is_empty() {
             return Err(Rejection::Forbidden(format!(
-                "`{}` is in none of the groups `{}` needs approvals from: {}",
+                "`{}` is in none of the groups `{}`{what} needs approvals from: {}",
                 approver.id,
                 self.id,
-                self.tier_summary()
+                tier_summary(tiers)
             )));
         }
-        Ok(tiers)
+        Ok(qualified)
     }
 
-    /// Every tier, for messages: `1 from [approvers] (policy) and ...`.
+    /// Every tier of the request, for messages.
     fn tier_summary(&self) -> String {
-        self.approval_tiers
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" and ")
+        tier_summary(&self.approval_tiers)
     }
 
     fn approve(&mut self, now: Timestamp, actor: Actor, rule: String, out: &mut Outcome) {
@@ -1198,6 +1444,7 @@ impl AccessRequest {
         out: &mut Outcome,
     ) {
         debug_assert!(state.is_terminal() && !self.state.is_terminal());
+        self.lapse_extension(state, now, out);
         self.note_lost_grant(now, out);
         let revoke_job = match &self.job {
             // A grant attempt may still land: revoke once its lease lapses or
@@ -1208,8 +1455,12 @@ impl AccessRequest {
                     ..ConnectorJob::due_now(JobAction::Revoke, now)
                 })
             }
-            // Earlier attempts may have partly succeeded.
-            Some(job) if job.action == JobAction::Grant && job.attempts > 0 => {
+            // Earlier attempts may have partly succeeded; and an active
+            // grant (whose job re-grants for an extension) is held anyway.
+            Some(job)
+                if job.action == JobAction::Grant
+                    && (job.attempts > 0 || self.state == State::Active) =>
+            {
                 Some(ConnectorJob::due_now(JobAction::Revoke, now))
             }
             Some(job) if job.action == JobAction::Grant => None,
@@ -1525,8 +1776,10 @@ impl AccessRequest {
         if job.in_flight(now) || job.due_at() > now {
             return;
         }
+        // An active request holds a grant job only to re-grant with an
+        // extension's expiry.
         let runnable = match job.action {
-            JobAction::Grant => self.state == State::Approved,
+            JobAction::Grant => matches!(self.state, State::Approved | State::Active),
             JobAction::Revoke => self.state.is_terminal(),
         };
         if !runnable {
@@ -1538,6 +1791,14 @@ impl AccessRequest {
             self.note_lost_grant(now, out);
         }
         let Some(job) = self.job.as_mut() else { return };
+        if out_of_attempts && self.state == State::Active {
+            let note = format!(
+                "the target did not take the new expiry after {} attempts: {}",
+                job.attempts,
+                job.last_error.as_deref().unwrap_or("attempt timed out")
+            );
+            return self.extension_failed(note, now, out);
+        }
         if out_of_attempts {
             let note = format!(
                 "provisioning failed after {} attempts: {}",
@@ -1632,6 +1893,9 @@ impl AccessRequest {
             return;
         }
         match action {
+            JobAction::Grant if self.state == State::Active => {
+                self.extension_confirmed(certificate, now, out);
+            }
             JobAction::Grant => {
                 self.job = None;
                 self.state = State::Active;
@@ -1687,6 +1951,15 @@ impl AccessRequest {
             ("retryable".to_owned(), retryable.to_string()),
         ]);
         match action {
+            JobAction::Grant
+                if self.state == State::Active
+                    && (!retryable || attempts >= settings.grant_max_attempts) =>
+            {
+                let note = format!(
+                    "the target did not take the new expiry after {attempts} attempt(s): {error}"
+                );
+                self.extension_failed(note, now, out);
+            }
             JobAction::Grant if !retryable || attempts >= settings.grant_max_attempts => {
                 let note = format!("provisioning failed after {attempts} attempt(s): {error}");
                 self.end(
@@ -1724,5 +1997,315 @@ impl AccessRequest {
                 );
             }
         }
+    }
+}
+
+/// Extensions: more time on an active grant.
+impl AccessRequest {
+    #[expect(clippy::too_many_arguments, reason = "one flat command's fields")]
+    fn extend(
+        &mut self,
+        by: &User,
+        extension: Duration,
+        reason: &str,
+        verdict: &Verdict,
+        max_duration: Duration,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) -> Result<(), Rejection> {
+        access::may_act(by, self, RequestAction::Extend)?;
+        let reason = required_note(reason)?;
+        if extension < Duration::from_secs(1) {
+            return Err(invalid("by", "must be at least 1s"));
+        }
+        let (State::Active, Some(previous)) = (self.state, self.expires_at) else {
+            return Err(self.conflict("extend", "only an active grant can be extended"));
+        };
+        if let Some(e) = self.extension.as_ref().filter(|e| e.state.is_outstanding()) {
+            return Err(Rejection::Conflict(format!(
+                "`{}` already has an extension by {} that is {}; ask again once it is done",
+                self.id,
+                human_duration(e.by),
+                e.state.as_str()
+            )));
+        }
+        let allowance = max_duration.saturating_sub(self.duration);
+        if extension > allowance {
+            let message = if allowance < Duration::from_secs(1) {
+                format!(
+                    "cannot be extended: it already lasts the maximum of {} for `{}`",
+                    human_duration(max_duration),
+                    self.entitlement
+                )
+            } else {
+                format!(
+                    "may extend by at most {} (the maximum for `{}` is {})",
+                    human_duration(allowance),
+                    self.entitlement,
+                    human_duration(max_duration)
+                )
+            };
+            return Err(invalid("by", message));
+        }
+        let approval_tiers = routed_tiers(&verdict.route, "extension")?;
+        let new_expiry = previous.plus(extension);
+        self.extension = Some(Extension {
+            by: extension,
+            reason: reason.clone(),
+            requested_at: now,
+            state: ExtensionState::Pending,
+            approval_tiers,
+            approvals: Vec::new(),
+            policy_version: verdict.policy_version.clone(),
+            previous_expires_at: previous,
+            expires_at: new_expiry,
+            decided_at: None,
+            ended_at: None,
+            note: None,
+        });
+        let mut details = BTreeMap::from([
+            ("reason".to_owned(), reason),
+            (
+                "total_seconds".to_owned(),
+                self.duration
+                    .saturating_add(extension)
+                    .as_secs()
+                    .to_string(),
+            ),
+        ]);
+        verdict_details(verdict, &mut details);
+        self.extension_event(
+            now,
+            Actor::of(by),
+            AuditAction::ExtensionRequested,
+            details,
+            out,
+        );
+        match &verdict.route {
+            Route::Denied { reasons } => {
+                let note = format!("denied by policy: {}", reasons.join("; "));
+                self.extension_denied(note, now, Actor::System, BTreeMap::new(), out);
+            }
+            Route::AutoApproved => {
+                let rule = format!("granted at once by policy ({})", verdict.policies.join(","));
+                self.extension_approved(rule, now, Actor::System, out);
+            }
+            Route::NeedsApprovals(_) => {}
+        }
+        Ok(())
+    }
+
+    fn approve_extension(
+        &mut self,
+        approver: &User,
+        comment: Option<String>,
+        permission: &ApproverVerdict,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) -> Result<(), Rejection> {
+        let tiers = self.check_extension_approver(approver, permission, "approve")?;
+        let what = format!("the extension of `{}`", self.id);
+        let Some(ext) = self.extension.as_mut() else {
+            return Ok(());
+        };
+        let filled = add_approval(
+            &ext.approval_tiers,
+            &mut ext.approvals,
+            approver,
+            &comment,
+            tiers,
+            now,
+            &what,
+        )?;
+        let met = tiers_met(&ext.approval_tiers, &ext.approvals);
+        let rule = tier_summary(&ext.approval_tiers);
+        let mut details = approver_details(permission);
+        details.insert(
+            "approvals".to_owned(),
+            format!("{filled}/{}", seats_needed(&ext.approval_tiers)),
+        );
+        if let Some(c) = comment {
+            details.insert("comment".to_owned(), c);
+        }
+        let actor = Actor::of(approver);
+        self.extension_event(
+            now,
+            actor.clone(),
+            AuditAction::ExtensionApprovalRecorded,
+            details,
+            out,
+        );
+        if met {
+            self.extension_approved(rule, now, actor, out);
+        }
+        Ok(())
+    }
+
+    fn deny_extension(
+        &mut self,
+        approver: &User,
+        reason: String,
+        permission: &ApproverVerdict,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) -> Result<(), Rejection> {
+        self.check_extension_approver(approver, permission, "deny")?;
+        let details = approver_details(permission);
+        self.extension_denied(reason, now, Actor::of(approver), details, out);
+        Ok(())
+    }
+
+    /// Like [`AccessRequest::check_approver`], for the extension waiting
+    /// for approvers (the caller checked there is one).
+    fn check_extension_approver(
+        &self,
+        approver: &User,
+        permission: &ApproverVerdict,
+        verb: &str,
+    ) -> Result<BTreeSet<u32>, Rejection> {
+        access::may_act(approver, self, RequestAction::Decide)?;
+        let tiers = self
+            .extension_awaiting_approval()
+            .map(|e| e.approval_tiers.as_slice())
+            .unwrap_or_default();
+        self.qualify(approver, permission, verb, tiers, "'s extension")
+    }
+
+    /// Granted: the target is told the new expiry by a grant job on the
+    /// active request; the expiry moves once it confirms.
+    fn extension_approved(
+        &mut self,
+        rule: String,
+        now: Timestamp,
+        actor: Actor,
+        out: &mut Outcome,
+    ) {
+        let Some(ext) = self.extension.as_mut() else {
+            return;
+        };
+        ext.state = ExtensionState::Provisioning;
+        ext.decided_at = Some(now);
+        let mut details = BTreeMap::from([("rule".to_owned(), rule)]);
+        if !ext.approvals.is_empty() {
+            details.insert(
+                "approvers".to_owned(),
+                join(ext.approvals.iter().map(|a| a.approver.as_str())),
+            );
+        }
+        self.job = Some(ConnectorJob::due_now(JobAction::Grant, now));
+        self.extension_event(now, actor, AuditAction::ExtensionApproved, details, out);
+    }
+
+    fn extension_denied(
+        &mut self,
+        note: String,
+        now: Timestamp,
+        actor: Actor,
+        mut details: BTreeMap<String, String>,
+        out: &mut Outcome,
+    ) {
+        let Some(ext) = self.extension.as_mut() else {
+            return;
+        };
+        ext.state = ExtensionState::Denied;
+        ext.decided_at = Some(now);
+        ext.ended_at = Some(now);
+        ext.note = Some(note.clone());
+        details.insert("reason".to_owned(), note);
+        self.extension_event(now, actor, AuditAction::ExtensionDenied, details, out);
+    }
+
+    /// The target took the new expiry: it is the request's now, and the
+    /// old one stops counting.
+    fn extension_confirmed(
+        &mut self,
+        certificate: Option<String>,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) {
+        let Some(ext) = self.extension.as_mut() else {
+            return;
+        };
+        let attempts = self.job.as_ref().map_or(0, |j| j.attempts);
+        self.job = None;
+        ext.state = ExtensionState::Extended;
+        ext.ended_at = Some(now);
+        self.expires_at = Some(ext.expires_at);
+        self.duration = self.duration.saturating_add(ext.by);
+        if certificate.is_some() {
+            self.certificate = certificate;
+        }
+        let details = BTreeMap::from([
+            ("attempts".to_owned(), attempts.to_string()),
+            (
+                "duration_seconds".to_owned(),
+                self.duration.as_secs().to_string(),
+            ),
+        ]);
+        self.extension_event(now, Actor::System, AuditAction::Extended, details, out);
+    }
+
+    /// The target refused the new expiry, or attempts ran out: the old
+    /// expiry stands.
+    fn extension_failed(&mut self, note: String, now: Timestamp, out: &mut Outcome) {
+        let Some(ext) = self.extension.as_mut() else {
+            return;
+        };
+        self.job = None;
+        ext.state = ExtensionState::Failed;
+        ext.ended_at = Some(now);
+        ext.note = Some(note.clone());
+        let details = BTreeMap::from([("error".to_owned(), note)]);
+        self.extension_event(
+            now,
+            Actor::System,
+            AuditAction::ExtensionFailed,
+            details,
+            out,
+        );
+    }
+
+    /// The grant ends (as `state`) before an outstanding extension took
+    /// effect: the extension lapses with it.
+    fn lapse_extension(&mut self, state: State, now: Timestamp, out: &mut Outcome) {
+        let Some(ext) = self.extension.as_mut().filter(|e| e.state.is_outstanding()) else {
+            return;
+        };
+        let note = format!(
+            "the grant ended ({}) before the extension took effect",
+            state.as_str()
+        );
+        ext.state = ExtensionState::Lapsed;
+        ext.ended_at = Some(now);
+        ext.note = Some(note.clone());
+        let details = BTreeMap::from([("why".to_owned(), note)]);
+        self.extension_event(
+            now,
+            Actor::System,
+            AuditAction::ExtensionLapsed,
+            details,
+            out,
+        );
+    }
+
+    /// An audit event about the extension: with how much longer, and the
+    /// expiry before and after.
+    fn extension_event(
+        &self,
+        now: Timestamp,
+        actor: Actor,
+        action: AuditAction,
+        mut details: BTreeMap<String, String>,
+        out: &mut Outcome,
+    ) {
+        if let Some(ext) = &self.extension {
+            details.insert("extension_seconds".to_owned(), ext.by.as_secs().to_string());
+            details.insert(
+                "previous_expires_at".to_owned(),
+                ext.previous_expires_at.to_rfc3339(),
+            );
+            details.insert("new_expires_at".to_owned(), ext.expires_at.to_rfc3339());
+        }
+        out.event(self, now, actor, action, details);
     }
 }

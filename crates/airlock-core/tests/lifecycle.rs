@@ -15,8 +15,8 @@ use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
 use airlock_core::catalog::{Catalog, Entitlement, Role, TicketRule, User, WaitingTimes};
 use airlock_core::drift::DriftPolicy;
 use airlock_core::request::{
-    apply, submit, AccessRequest, Command, JobAction, LifecycleSettings, NewRequest, Rejection,
-    State, Transition,
+    apply, submit, AccessRequest, Command, ExtensionState, JobAction, LifecycleSettings,
+    NewRequest, Rejection, State, Transition,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 
@@ -175,6 +175,8 @@ enum Act {
     Redecide(Rule, Rule),
     /// The server restarted: an attempt in flight will never report.
     Restarted,
+    /// `who` asks for this many seconds more, decided by the rule.
+    Extend(&'static str, u64, Rule),
     /// The in-flight attempt's result, carrying the current claim token.
     Succeeded(JobAction),
     Failed(JobAction, Retry),
@@ -217,6 +219,10 @@ enum Check {
     MayHoldAccess(bool),
     /// The event with this action carries `key = value` in its details.
     Detail(&'static str, &'static str, &'static str),
+    /// Where the latest extension stands (`None`: none asked for).
+    Extension(Option<ExtensionState>),
+    /// The request's duration, in seconds.
+    Lasts(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -377,6 +383,13 @@ fn check(case: Case) {
                 cause: "`rita` left group `eng` (SCIM PATCH /Groups/g1)".to_owned(),
             },
             Act::Restarted => Command::Restarted,
+            Act::Extend(who, secs, rule) => Command::Extend {
+                by: u(who).clone(),
+                extension: Duration::from_secs(secs),
+                reason: "the migration runs long".to_owned(),
+                verdict: verdict(rule),
+                max_duration: ent.max_duration,
+            },
             Act::Succeeded(action) => Command::JobSucceeded {
                 action,
                 token,
@@ -533,6 +546,14 @@ fn verify(
                     Some(value),
                     "{what}: `{action}` detail `{key}`"
                 );
+            }
+            Check::Extension(state) => assert_eq!(
+                r.extension.as_ref().map(|e| e.state),
+                state,
+                "{what}: extension"
+            ),
+            Check::Lasts(secs) => {
+                assert_eq!(r.duration, Duration::from_secs(secs), "{what}: duration")
             }
         }
     }
@@ -1781,6 +1802,422 @@ fn leaving_a_group_ends_only_what_the_membership_permitted() {
                 Act::Redecide(Rule::Auto, Rule::Approvals(1)),
                 ok(Active, &[], &[]).and(Check::Unchanged),
             ),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+// ---------------------------------------------------------------- extensions
+//
+// `case(Rule::Auto)` is granted at 1s: active until 3600 (1h), max 4h.
+
+/// Granted at 0, confirmed at 1: active until 3600.
+fn active() -> (i64, Act, Expect) {
+    (1, Act::Succeeded(Grant), ok(Active, &[], &["granted"]))
+}
+
+/// Asks at `secs` for 30 minutes more, granted at once: the re-grant starts.
+fn extended_at_once(secs: i64) -> (i64, Act, Expect) {
+    (
+        secs,
+        Act::Extend("rita", 1800, Rule::Auto),
+        ok(
+            Active,
+            &[Grant],
+            &["extension_requested", "extension_approved"],
+        ),
+    )
+}
+
+#[test]
+fn an_extension_granted_at_once_moves_the_expiry_only_when_the_target_confirms() {
+    check(Case {
+        steps: vec![
+            active(),
+            (
+                10,
+                Act::Extend("rita", 1800, Rule::Auto),
+                ok(
+                    Active,
+                    &[Grant],
+                    &["extension_requested", "extension_approved"],
+                )
+                .and(Check::ExpiresAt(3600))
+                .and(Check::Lasts(3600))
+                .and(Check::Extension(Some(ExtensionState::Provisioning)))
+                // The re-grant's lease, then the expiry in force.
+                .and(Check::NextDue(Some(70)))
+                .and(Check::Detail(
+                    "extension_requested",
+                    "total_seconds",
+                    "5400",
+                ))
+                .and(Check::Detail(
+                    "extension_requested",
+                    "extension_seconds",
+                    "1800",
+                ))
+                .and(Check::Detail(
+                    "extension_approved",
+                    "new_expires_at",
+                    "2023-11-14T23:43:20.000Z",
+                )),
+            ),
+            (
+                20,
+                Act::Succeeded(Grant),
+                ok(Active, &[], &["extended"])
+                    .and(Check::ExpiresAt(5400))
+                    .and(Check::Lasts(5400))
+                    .and(Check::NoJob)
+                    .and(Check::Extension(Some(ExtensionState::Extended)))
+                    .and(Check::NextDue(Some(5400))),
+            ),
+            // The old expiry stopped counting.
+            (3600, Act::Tick, ok(Active, &[], &[]).and(Check::Unchanged)),
+            (5400, Act::Tick, ok(Expired, &[Revoke], &["expired"])),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+#[test]
+fn the_total_never_exceeds_the_entitlements_maximum() {
+    check(Case {
+        steps: vec![
+            active(),
+            // 1h held, 4h the maximum: 3h at most.
+            (
+                10,
+                Act::Extend("rita", 3 * 3600 + 1, Rule::Auto),
+                rejected(Rej::Invalid("by")),
+            ),
+            (
+                10,
+                Act::Extend("rita", 0, Rule::Auto),
+                rejected(Rej::Invalid("by")),
+            ),
+            (
+                10,
+                Act::Extend("rita", 3 * 3600, Rule::Auto),
+                ok(
+                    Active,
+                    &[Grant],
+                    &["extension_requested", "extension_approved"],
+                ),
+            ),
+            (
+                11,
+                Act::Succeeded(Grant),
+                ok(Active, &[], &["extended"]).and(Check::Lasts(4 * 3600)),
+            ),
+            // At the maximum: nothing more to give.
+            (
+                12,
+                Act::Extend("rita", 1, Rule::Auto),
+                rejected(Rej::Invalid("by")),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+#[test]
+fn only_the_requester_extends_only_an_active_grant_one_extension_at_a_time() {
+    check(Case {
+        steps: vec![
+            // Approved, not yet provisioned.
+            (
+                0,
+                Act::Extend("rita", 60, Rule::Auto),
+                rejected(Rej::Conflict),
+            ),
+            active(),
+            (
+                2,
+                Act::Extend("alice", 60, Rule::Auto),
+                rejected(Rej::Forbidden),
+            ),
+            (
+                2,
+                Act::Extend("root", 60, Rule::Auto),
+                rejected(Rej::Forbidden),
+            ),
+            (
+                3,
+                Act::Extend("rita", 60, Rule::Approvals(1)),
+                ok(Active, &[], &["extension_requested"])
+                    .and(Check::Extension(Some(ExtensionState::Pending))),
+            ),
+            (
+                4,
+                Act::Extend("rita", 60, Rule::Auto),
+                rejected(Rej::Conflict),
+            ),
+            (
+                5,
+                Act::Release("rita"),
+                ok(Released, &[Revoke], &["extension_lapsed", "released"]),
+            ),
+            (
+                6,
+                Act::Extend("rita", 60, Rule::Auto),
+                rejected(Rej::Conflict),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+    check(Case {
+        steps: vec![(
+            1,
+            Act::Extend("rita", 60, Rule::Auto),
+            rejected(Rej::Conflict),
+        )],
+        ..case(Rule::Approvals(1))
+    });
+}
+
+#[test]
+fn an_extension_needing_approval_waits_for_its_own_approvers() {
+    check(Case {
+        steps: vec![
+            active(),
+            (
+                10,
+                Act::Extend("rita", 1800, Rule::Approvals(1)),
+                ok(Active, &[], &["extension_requested"])
+                    .and(Check::Extension(Some(ExtensionState::Pending)))
+                    .and(Check::NextDue(Some(3600))),
+            ),
+            // Never one's own, even in the approver group.
+            (20, Act::Approve("rita"), rejected(Rej::Forbidden)),
+            (20, Act::Approve("sam"), rejected(Rej::Forbidden)),
+            (
+                20,
+                Act::Approve("alice"),
+                ok(
+                    Active,
+                    &[Grant],
+                    &["extension_approval_recorded", "extension_approved"],
+                )
+                .and(Check::Detail("extension_approved", "approvers", "alice")),
+            ),
+            (21, Act::Approve("bob"), rejected(Rej::Conflict)),
+            (
+                22,
+                Act::Succeeded(Grant),
+                ok(Active, &[], &["extended"]).and(Check::ExpiresAt(5400)),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+#[test]
+fn a_denied_extension_leaves_the_grant_as_it_was() {
+    // By an approver.
+    check(Case {
+        steps: vec![
+            active(),
+            (
+                10,
+                Act::Extend("rita", 1800, Rule::Approvals(1)),
+                ok(Active, &[], &["extension_requested"]),
+            ),
+            (
+                20,
+                Act::Deny("alice"),
+                ok(Active, &[], &["extension_denied"])
+                    .and(Check::Extension(Some(ExtensionState::Denied)))
+                    .and(Check::ExpiresAt(3600))
+                    .and(Check::Detail("extension_denied", "reason", "not now")),
+            ),
+            (21, Act::Approve("bob"), rejected(Rej::Conflict)),
+            // Another may be asked for.
+            (
+                30,
+                Act::Extend("rita", 600, Rule::Auto),
+                ok(
+                    Active,
+                    &[Grant],
+                    &["extension_requested", "extension_approved"],
+                ),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+    // By policy, at once.
+    check(Case {
+        steps: vec![
+            active(),
+            (
+                10,
+                Act::Extend("rita", 1800, Rule::Denied),
+                ok(Active, &[], &["extension_requested", "extension_denied"])
+                    .and(Check::Extension(Some(ExtensionState::Denied)))
+                    .and(Check::NoJob)
+                    .and(Check::ExpiresAt(3600)),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+#[test]
+fn a_failed_extension_keeps_the_old_expiry() {
+    check(Case {
+        steps: vec![
+            active(),
+            extended_at_once(10),
+            (
+                20,
+                Act::Failed(Grant, Retry::Permanent),
+                ok(Active, &[], &["extension_failed"])
+                    .and(Check::Extension(Some(ExtensionState::Failed)))
+                    .and(Check::ExpiresAt(3600))
+                    .and(Check::NoJob)
+                    .and(Check::NextDue(Some(3600))),
+            ),
+            (3600, Act::Tick, ok(Expired, &[Revoke], &["expired"])),
+        ],
+        ..case(Rule::Auto)
+    });
+    // Retries run out (3 attempts).
+    check(Case {
+        steps: vec![
+            active(),
+            extended_at_once(10),
+            (
+                20,
+                Act::Failed(Grant, Retry::Retryable),
+                ok(Active, &[], &["grant_attempt_failed"]).and(Check::NextDue(Some(30))),
+            ),
+            (
+                30,
+                Act::Tick,
+                ok(Active, &[Grant], &[]).and(Check::Attempts(Grant, 2)),
+            ),
+            (
+                31,
+                Act::Failed(Grant, Retry::Retryable),
+                ok(Active, &[], &["grant_attempt_failed"]),
+            ),
+            (
+                51,
+                Act::Tick,
+                ok(Active, &[Grant], &[]).and(Check::Attempts(Grant, 3)),
+            ),
+            (
+                52,
+                Act::Failed(Grant, Retry::Retryable),
+                ok(Active, &[], &["extension_failed"]).and(Check::ExpiresAt(3600)),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+#[test]
+fn the_old_expiry_wins_over_a_re_grant_in_flight_and_the_extension_lapses() {
+    check(Case {
+        steps: vec![
+            active(),
+            (
+                3590,
+                Act::Extend("rita", 1800, Rule::Auto),
+                ok(
+                    Active,
+                    &[Grant],
+                    &["extension_requested", "extension_approved"],
+                )
+                // The lease ends at 3650; the expiry in force comes first.
+                .and(Check::NextDue(Some(3600))),
+            ),
+            (
+                3600,
+                Act::Tick,
+                ok(Expired, &[], &["extension_lapsed", "expired"])
+                    .and(Check::Extension(Some(ExtensionState::Lapsed)))
+                    .and(Check::Attempts(Revoke, 0))
+                    .and(Check::MayHoldAccess(true))
+                    .and(Check::NextDue(Some(3650))),
+            ),
+            // The re-grant lands after all: removal runs at once.
+            (
+                3601,
+                Act::Succeeded(Grant),
+                ok(Expired, &[Revoke], &[]).and(Check::ExpiresAt(3600)),
+            ),
+            (
+                3602,
+                Act::Succeeded(Revoke),
+                ok(Expired, &[], &["deprovisioned"]).and(Check::MayHoldAccess(false)),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+    // Waiting for approvers: it lapses at the expiry.
+    check(Case {
+        steps: vec![
+            active(),
+            (
+                10,
+                Act::Extend("rita", 1800, Rule::Approvals(1)),
+                ok(Active, &[], &["extension_requested"]),
+            ),
+            (
+                3600,
+                Act::Tick,
+                ok(Expired, &[Revoke], &["extension_lapsed", "expired"])
+                    .and(Check::Extension(Some(ExtensionState::Lapsed))),
+            ),
+            (3601, Act::Approve("alice"), rejected(Rej::Conflict)),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+#[test]
+fn revoke_and_release_during_a_re_grant_still_remove_access() {
+    // In flight: the revoke waits for its result or its lease.
+    check(Case {
+        steps: vec![
+            active(),
+            extended_at_once(10),
+            (
+                20,
+                Act::Revoke("root"),
+                ok(Revoked, &[], &["extension_lapsed", "revoked"])
+                    .and(Check::Attempts(Revoke, 0))
+                    .and(Check::NextDue(Some(70))),
+            ),
+            (70, Act::Tick, ok(Revoked, &[Revoke], &[])),
+            (
+                71,
+                Act::Succeeded(Revoke),
+                ok(Revoked, &[], &["deprovisioned"]),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+    // Between attempts: removal at once.
+    check(Case {
+        steps: vec![
+            active(),
+            extended_at_once(10),
+            (
+                20,
+                Act::Failed(Grant, Retry::Retryable),
+                ok(Active, &[], &["grant_attempt_failed"]),
+            ),
+            (
+                21,
+                Act::Release("rita"),
+                ok(Released, &[Revoke], &["extension_lapsed", "released"])
+                    .and(Check::MayHoldAccess(true)),
+            ),
+            // A late result of the failed attempt changes nothing.
+            (22, Act::StaleOld(Grant), ok(Released, &[], &[])),
         ],
         ..case(Rule::Auto)
     });

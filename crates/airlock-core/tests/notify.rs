@@ -15,7 +15,8 @@ use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
 use airlock_core::catalog::{Entitlement, TicketRule, User};
 use airlock_core::drift::DriftPolicy;
 use airlock_core::notify::{
-    plan, still_relevant, AfterFailure, RetryPolicy, Routes, Routing, Topic,
+    plan, still_relevant, still_relevant_as_planned, AfterFailure, RetryPolicy, Routes, Routing,
+    Topic,
 };
 use airlock_core::request::{
     apply, submit, Command, JobAction, LifecycleSettings, NewRequest, State, Transition,
@@ -493,4 +494,116 @@ fn reminders_and_escalations_go_to_the_approvers_again() {
         &escalated.request,
         at(1201)
     ));
+}
+
+/// alice asks at `secs` for `by` more on `t`'s grant, routed by `approvals`.
+fn extended(t: &Transition, by: u64, approvals: u32, secs: i64) -> Transition {
+    step(
+        t,
+        Command::Extend {
+            by: user("alice", &["eng"]),
+            extension: Duration::from_secs(by),
+            reason: "longer".to_owned(),
+            verdict: verdict(approvals),
+            max_duration: Duration::from_secs(24 * 3600),
+        },
+        secs,
+    )
+}
+
+#[test]
+fn extensions_tell_their_approvers_and_the_requester() {
+    let r = routing();
+    let active = granted(3600);
+    // Granted at once: nothing to say until the target took it.
+    let at_once = extended(&active, 1800, 0, 10);
+    check(&at_once, &r, &[]);
+    let tok = token(&at_once);
+    let done = step(
+        &at_once,
+        Command::JobSucceeded {
+            action: JobAction::Grant,
+            token: tok,
+            certificate: None,
+        },
+        11,
+    );
+    // Told, and warned again before the new expiry (5400 - 15m).
+    check(
+        &done,
+        &r,
+        &[
+            (Topic::Extended, "mail", 11),
+            (Topic::ExpiresSoon, "mail", 4500),
+        ],
+    );
+    // The warning planned for the old expiry is stale now; the new one is not.
+    let old_warning = plan(&active, &r)
+        .into_iter()
+        .find(|n| n.topic == Topic::ExpiresSoon)
+        .unwrap();
+    assert!(still_relevant_as_planned(
+        Topic::ExpiresSoon,
+        &active.request,
+        &old_warning.facts,
+        at(2700)
+    ));
+    assert!(!still_relevant_as_planned(
+        Topic::ExpiresSoon,
+        &done.request,
+        &old_warning.facts,
+        at(2700)
+    ));
+    let new_warning = plan(&done, &r)
+        .into_iter()
+        .find(|n| n.topic == Topic::ExpiresSoon)
+        .unwrap();
+    assert!(still_relevant_as_planned(
+        Topic::ExpiresSoon,
+        &done.request,
+        &new_warning.facts,
+        at(4500)
+    ));
+
+    // Waiting for approvers: they are asked, while it waits.
+    let waiting = extended(&active, 1800, 1, 10);
+    check(
+        &waiting,
+        &r,
+        &[(Topic::ExtensionAwaitingApproval, "chat", 10)],
+    );
+    assert!(still_relevant(
+        Topic::ExtensionAwaitingApproval,
+        &waiting.request,
+        at(11)
+    ));
+    let denied = step(
+        &waiting,
+        Command::Deny {
+            approver: user("bob", &["sre"]),
+            reason: "no".to_owned(),
+            permission: permitted(),
+        },
+        20,
+    );
+    check(&denied, &r, &[(Topic::ExtensionDenied, "mail", 20)]);
+    assert!(!still_relevant(
+        Topic::ExtensionAwaitingApproval,
+        &denied.request,
+        at(21)
+    ));
+
+    // The target refused the new expiry.
+    let tok = token(&at_once);
+    let failed = step(
+        &at_once,
+        Command::JobFailed {
+            action: JobAction::Grant,
+            token: tok,
+            error: "target said no".to_owned(),
+            retryable: false,
+        },
+        12,
+    );
+    check(&failed, &r, &[(Topic::ExtensionFailed, "mail", 12)]);
 }

@@ -825,3 +825,242 @@ proptest! {
         run_scenario(&sc);
     }
 }
+
+// ---------------------------------------------------------------- extensions
+
+/// Something that happens to an active grant being extended.
+#[derive(Debug, Clone)]
+enum ExtOp {
+    /// The requester asks for this many seconds more; granted at once,
+    /// needing one `sre` approval, or denied by policy.
+    Extend(u64, u8),
+    /// An approver (not the requester) approves or denies.
+    Approve,
+    Deny,
+    /// The connector call in flight reports.
+    Report {
+        success: bool,
+        retryable: bool,
+    },
+    /// Time passes and the scheduler looks.
+    Tick(u64),
+    Release,
+    Revoke,
+    Restarted,
+}
+
+fn ext_op() -> impl Strategy<Value = ExtOp> {
+    prop_oneof![
+        4 => (0u64..3 * 3600, 0u8..3).prop_map(|(s, r)| ExtOp::Extend(s, r)),
+        2 => Just(ExtOp::Approve),
+        1 => Just(ExtOp::Deny),
+        4 => (any::<bool>(), any::<bool>())
+            .prop_map(|(success, retryable)| ExtOp::Report { success, retryable }),
+        3 => (1u64..2400).prop_map(ExtOp::Tick),
+        1 => Just(ExtOp::Release),
+        1 => Just(ExtOp::Revoke),
+        1 => Just(ExtOp::Restarted),
+    ]
+}
+
+/// An auto-approved grant of `secs`, provisioned at once: `(request, now)`.
+fn active_grant(w: &World, secs: u64) -> (AccessRequest, i64) {
+    let new = NewRequest {
+        id: RequestId::parse("req-1").unwrap(),
+        duration: Some(Duration::from_secs(secs)),
+        reason: "on call".to_owned(),
+        ticket: None,
+        start_at: None,
+        break_glass: false,
+        public_key: None,
+    };
+    let rita = &w.users[0];
+    let verdict = |route| Verdict {
+        route,
+        policy_version: "v1".to_owned(),
+        policies: vec!["p".to_owned()],
+        errors: Vec::new(),
+        waiting: Default::default(),
+    };
+    let t = submit(
+        new,
+        rita,
+        &w.entitlement,
+        None,
+        verdict(Route::AutoApproved),
+        &w.settings,
+        Timestamp::from_unix_millis(T0_MS),
+    )
+    .unwrap();
+    let token = t.request.claim_token;
+    let t = apply(
+        t.request,
+        Command::JobSucceeded {
+            action: JobAction::Grant,
+            token,
+            certificate: None,
+        },
+        &w.settings,
+        Timestamp::from_unix_millis(T0_MS + 1000),
+    )
+    .unwrap();
+    assert_eq!(t.request.state, State::Active);
+    (t.request, 1)
+}
+
+/// Any sequence of extensions, approvals, connector results, time, releases
+/// and revocations on an active grant: the total never exceeds the
+/// entitlement's maximum; the expiry moves only when the target confirmed
+/// an extension, and by exactly that extension; an active grant is never
+/// past its expiry; an extension outstanding when the grant ends lapses
+/// with it; and once the remaining work drains, an ended grant was removed.
+fn run_extensions(grant_secs: u64, ops: &[ExtOp]) {
+    let w = world(0);
+    let max = w.entitlement.max_duration;
+    let (mut r, mut now) = active_grant(&w, grant_secs);
+    let (rita, alice) = (&w.users[0], &w.users[2]);
+    let sre_route = || {
+        Route::NeedsApprovals(vec![ApprovalTier {
+            count: 1,
+            groups: BTreeSet::from([group("sre")]),
+            policy: "sre-extends".to_owned(),
+        }])
+    };
+    let permitted = ApproverVerdict {
+        outcome: Ok(vec!["p".to_owned()]),
+        policy_version: "v1".to_owned(),
+    };
+    for op in ops {
+        if let ExtOp::Tick(secs) = op {
+            now += i64::try_from(*secs).unwrap();
+        }
+        let command = match op {
+            ExtOp::Extend(secs, rule) => Command::Extend {
+                by: rita.clone(),
+                extension: Duration::from_secs(*secs),
+                reason: "longer".to_owned(),
+                verdict: Verdict {
+                    route: match rule {
+                        0 => Route::AutoApproved,
+                        1 => sre_route(),
+                        _ => Route::Denied {
+                            reasons: vec!["no".to_owned()],
+                        },
+                    },
+                    policy_version: "v1".to_owned(),
+                    policies: vec!["p".to_owned()],
+                    errors: Vec::new(),
+                    waiting: Default::default(),
+                },
+                max_duration: max,
+            },
+            ExtOp::Approve => Command::Approve {
+                approver: alice.clone(),
+                comment: None,
+                permission: permitted.clone(),
+            },
+            ExtOp::Deny => Command::Deny {
+                approver: alice.clone(),
+                reason: "no".to_owned(),
+                permission: permitted.clone(),
+            },
+            ExtOp::Report { success, retryable } => {
+                let Some(job) = r.job.as_ref().filter(|j| j.claimed_until.is_some()) else {
+                    continue;
+                };
+                if *success {
+                    Command::JobSucceeded {
+                        action: job.action,
+                        token: r.claim_token,
+                        certificate: None,
+                    }
+                } else {
+                    Command::JobFailed {
+                        action: job.action,
+                        token: r.claim_token,
+                        error: "no".to_owned(),
+                        retryable: *retryable,
+                    }
+                }
+            }
+            ExtOp::Tick(_) => Command::Tick,
+            ExtOp::Release => Command::Release { by: rita.clone() },
+            ExtOp::Revoke => Command::Revoke {
+                by: w.users[6].clone(),
+                reason: "done".to_owned(),
+            },
+            ExtOp::Restarted => Command::Restarted,
+        };
+        let at = Timestamp::from_unix_millis(T0_MS + now * 1000);
+        let Ok(t) = apply(r.clone(), command, &w.settings, at) else {
+            continue;
+        };
+        let extended = t.events.iter().any(|e| e.action.as_str() == "extended");
+        let next = &t.request;
+        assert!(
+            next.duration <= max,
+            "{op:?}: {:?} past {max:?}",
+            next.duration
+        );
+        if extended {
+            let by = next.extension.as_ref().unwrap().by;
+            assert_eq!(next.expires_at, r.expires_at.map(|e| e.plus(by)), "{op:?}");
+            assert_eq!(next.duration, r.duration + by, "{op:?}");
+        } else {
+            assert_eq!(next.expires_at, r.expires_at, "{op:?}: moved unconfirmed");
+            assert_eq!(next.duration, r.duration, "{op:?}");
+        }
+        if next.state == State::Active {
+            assert!(
+                next.expires_at.is_some_and(|e| e > at),
+                "{op:?}: active past expiry"
+            );
+        }
+        if next.state.is_terminal() {
+            assert!(
+                !next
+                    .extension
+                    .as_ref()
+                    .is_some_and(|e| e.state.is_outstanding()),
+                "{op:?}: an extension outlived its grant"
+            );
+        }
+        r = t.request;
+    }
+    // Drain: every connector call succeeds, time runs past everything.
+    for _ in 0..20 {
+        now += 4 * 3600;
+        let at = Timestamp::from_unix_millis(T0_MS + now * 1000);
+        r = apply(r, Command::Tick, &w.settings, at).unwrap().request;
+        if let Some(job) = r.job.clone().filter(|j| j.claimed_until.is_some()) {
+            let done = Command::JobSucceeded {
+                action: job.action,
+                token: r.claim_token,
+                certificate: None,
+            };
+            r = apply(r, done, &w.settings, at).unwrap().request;
+        }
+    }
+    assert!(r.state.is_terminal(), "{:?}", r.state);
+    assert_eq!(r.job, None, "work left after draining");
+    assert!(
+        r.deprovisioned_at.is_some(),
+        "an ended grant was never removed"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn extensions_never_exceed_the_maximum_and_move_the_expiry_only_when_confirmed(
+        grant_secs in 60u64..MAX_DURATION_SECS,
+        ops in proptest::collection::vec(ext_op(), 0..40),
+    ) {
+        run_extensions(grant_secs, &ops);
+    }
+}

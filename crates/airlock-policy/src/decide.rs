@@ -1,6 +1,6 @@
-//! Decisions: may this person ask for this entitlement, is it granted at
-//! once, and whose approval does it need otherwise; and may this person
-//! approve that request.
+//! Decisions: may this person ask for this entitlement (or extend their
+//! grant of it), is it granted at once, and whose approval does it need
+//! otherwise; and may this person approve that request.
 //!
 //! Every decision carries the ids of the policies that made it and any
 //! evaluation errors, for the audit record. Errors fail closed: an erroring
@@ -15,7 +15,7 @@ use airlock_core::catalog::WaitingTimes;
 use airlock_core::GroupName;
 use cedar_policy as cedar;
 
-use crate::facts::{EntitlementFacts, RequestContext, RequestFacts, UserFacts};
+use crate::facts::{EntitlementFacts, ExtensionFacts, RequestContext, RequestFacts, UserFacts};
 use crate::policy_set::{Action, PolicyMeta, PolicySet};
 
 /// One group of approvals a request needs: the lifecycle's own type, so a
@@ -239,6 +239,13 @@ impl Outcome {
     }
 }
 
+/// What a decision is about: a new request, or more time on a grant.
+#[derive(Debug, Clone, Copy)]
+enum Ask<'a> {
+    Request,
+    Extend(&'a ExtensionFacts),
+}
+
 /// Entities and context for one request, built once and shared by the
 /// actions evaluated for it.
 struct Prepared<'a> {
@@ -259,6 +266,22 @@ impl PolicySet {
     /// whom it covers and what it demands, so the requester learns what
     /// would be accepted.
     pub fn describe_denial(&self, reason: &DenyReason, facts: &RequestFacts) -> String {
+        self.describe_denial_of(Action::Request, reason, facts)
+    }
+
+    /// [`PolicySet::describe_denial`] for a decision on `action` (`request`
+    /// or `extend`): "no policy permits" names the permits of that action.
+    pub fn describe_denial_of(
+        &self,
+        action: Action,
+        reason: &DenyReason,
+        facts: &RequestFacts,
+    ) -> String {
+        let asks = if action == Action::Extend {
+            "extensions of"
+        } else {
+            "requests for"
+        };
         match reason {
             DenyReason::Forbidden { policy } => match self.demands(policy) {
                 Some(demand) => format!("{reason}: {demand}"),
@@ -271,12 +294,17 @@ impl PolicySet {
                     .iter()
                     .filter(|(_, m)| {
                         m.permit
-                            && m.actions.contains(&Action::Request)
+                            && m.actions.contains(&action)
                             && m.entitlement.as_deref().is_none_or(|e| e == entitlement)
                     })
                     .collect();
                 if permits.is_empty() {
-                    return format!("{reason}: no policy lets anyone request `{entitlement}`");
+                    let verb = if action == Action::Extend {
+                        "extend"
+                    } else {
+                        "request"
+                    };
+                    return format!("{reason}: no policy lets anyone {verb} `{entitlement}`");
                 }
                 // Those that cover the requester first: their conditions
                 // are what is missing.
@@ -293,7 +321,7 @@ impl PolicySet {
                     named.push(format!("and {} more", permits.len() - PERMITS_NAMED));
                 }
                 format!(
-                    "{reason}; requests for `{entitlement}` are permitted by {}",
+                    "{reason}; {asks} `{entitlement}` are permitted by {}",
                     named.join("; ")
                 )
             }
@@ -310,33 +338,46 @@ impl PolicySet {
     /// Decides a request: denied, auto-approved, or which approval tiers it
     /// needs. See the crate docs for the rules.
     pub fn decide(&self, facts: &RequestFacts) -> Decision {
-        self.decide_with(facts, Selection::Sliced)
+        self.decide_with(facts, Ask::Request, Selection::Sliced)
     }
 
-    fn decide_with(&self, facts: &RequestFacts, selection: Selection) -> Decision {
+    /// Decides an extension of the grant `facts` describe (action
+    /// `extend`): denied when no permit is satisfied (or a forbid is);
+    /// granted at once (`AutoApproved`) when a satisfied permit carries no
+    /// approval annotations, as `auto_approve` wins over
+    /// `require_approval`; else the tiers of the satisfied annotated
+    /// permits. An annotated permit that fails to evaluate denies, as for
+    /// `require_approval`.
+    pub fn decide_extension(&self, facts: &RequestFacts, extension: &ExtensionFacts) -> Decision {
+        self.decide_with(facts, Ask::Extend(extension), Selection::Sliced)
+    }
+
+    fn decide_with(&self, facts: &RequestFacts, ask: Ask, selection: Selection) -> Decision {
+        let first = match ask {
+            Ask::Request => Action::Request,
+            Ask::Extend(_) => Action::Extend,
+        };
         // Most people can ask for few entitlements: when no policy's scope
         // even admits this request, that is the answer, and building Cedar
         // values (most of the cost of a decision) is skipped.
-        if self.out_of_scope(Action::Request, &facts.requester, facts, selection) {
+        if self.out_of_scope(first, &facts.requester, facts, selection) {
             return Decision::Denied {
                 reasons: vec![DenyReason::NoPolicyPermits],
                 errors: Vec::new(),
             };
         }
         let mut errors = Vec::new();
-        let prepared = match self.prepare(&facts.requester, None, facts) {
+        let extension = match ask {
+            Ask::Request => None,
+            Ask::Extend(e) => Some(e),
+        };
+        let prepared = match self.prepare(&facts.requester, None, extension, facts) {
             Ok(p) => p,
             Err(message) => return invalid(message),
         };
         let entitlement = facts.entitlement.id.as_str();
 
-        let request = match self.evaluate(
-            Action::Request,
-            entitlement,
-            &prepared,
-            selection,
-            &mut errors,
-        ) {
+        let request = match self.evaluate(first, entitlement, &prepared, selection, &mut errors) {
             Ok(o) => o,
             Err(message) => return invalid(message),
         };
@@ -345,6 +386,9 @@ impl PolicySet {
                 reasons: request.deny_reasons(DenyReason::NoPolicyPermits),
                 errors,
             };
+        }
+        if matches!(ask, Ask::Extend(_)) {
+            return self.extension_route(request, errors);
         }
         if facts.context.break_glass {
             return Decision::BreakGlass {
@@ -397,35 +441,79 @@ impl PolicySet {
             }
             return Decision::Denied { reasons, errors };
         }
-        let mut tiers = Vec::new();
-        let mut waits = Vec::new();
-        for policy in &route.satisfied {
-            match self.meta.get(policy).and_then(|m| m.tier.as_ref()) {
-                Some(spec) => {
-                    tiers.push(Tier {
-                        count: spec.count,
-                        groups: spec.groups.clone(),
-                        policy: policy.clone(),
-                    });
-                    waits.push(spec.waiting.clone());
-                }
-                // The loader rejects such a permit; should one slip through,
-                // its tier is unknown and dropping it could weaken the route.
-                None => {
-                    return Decision::Denied {
-                        reasons: vec![DenyReason::ApprovalRouteErrored {
-                            policy: policy.clone(),
-                        }],
-                        errors,
-                    }
-                }
-            }
-        }
+        let tiers = match self.tiers_of(&route.satisfied) {
+            Ok(tiers) => tiers,
+            Err(reasons) => return Decision::Denied { reasons, errors },
+        };
+        let waits: Vec<WaitingTimes> = route
+            .satisfied
+            .iter()
+            .filter_map(|p| self.meta.get(p).and_then(|m| m.tier.as_ref()))
+            .map(|t| t.waiting.clone())
+            .collect();
         Decision::NeedsApprovals {
             tiers,
             waiting: WaitingTimes::soonest(&waits),
             policies: concat(request.satisfied, route.satisfied),
             errors,
+        }
+    }
+
+    /// The tier each of `permits` asks for.
+    fn tiers_of(&self, permits: &[String]) -> Result<Vec<Tier>, Vec<DenyReason>> {
+        permits
+            .iter()
+            .map(
+                |policy| match self.meta.get(policy).and_then(|m| m.tier.as_ref()) {
+                    Some(spec) => Ok(Tier {
+                        count: spec.count,
+                        groups: spec.groups.clone(),
+                        policy: policy.clone(),
+                    }),
+                    // The loader rejects such a permit; should one slip through,
+                    // its tier is unknown and dropping it could weaken the route.
+                    None => Err(vec![DenyReason::ApprovalRouteErrored {
+                        policy: policy.clone(),
+                    }]),
+                },
+            )
+            .collect()
+    }
+
+    /// How a permitted extension goes: at once when a satisfied permit
+    /// has no tier, else the tiers of the satisfied permits. An erroring
+    /// permit with a tier denies it (its tier cannot be silently dropped).
+    fn extension_route(&self, extend: Outcome, errors: Vec<EvalError>) -> Decision {
+        let has_tier = |p: &String| self.meta.get(p).is_some_and(|m| m.tier.is_some());
+        let errored: Vec<DenyReason> = extend
+            .errored_permits
+            .iter()
+            .filter(|p| has_tier(p))
+            .map(|p| DenyReason::ApprovalRouteErrored { policy: p.clone() })
+            .collect();
+        if !errored.is_empty() {
+            return Decision::Denied {
+                reasons: errored,
+                errors,
+            };
+        }
+        let (tiered, at_once): (Vec<String>, Vec<String>) =
+            extend.satisfied.into_iter().partition(|p| has_tier(p));
+        if !at_once.is_empty() {
+            return Decision::AutoApproved {
+                policies: at_once,
+                errors,
+            };
+        }
+        match self.tiers_of(&tiered) {
+            // An extension waits until the grant's expiry at most.
+            Ok(tiers) => Decision::NeedsApprovals {
+                tiers,
+                waiting: WaitingTimes::default(),
+                policies: tiered,
+                errors,
+            },
+            Err(reasons) => Decision::Denied { reasons, errors },
         }
     }
 
@@ -492,7 +580,7 @@ impl PolicySet {
         }
         let mut errors = Vec::new();
         let outcome = self
-            .prepare(approver, Some(&facts.requester), facts)
+            .prepare(approver, Some(&facts.requester), None, facts)
             .and_then(|prepared| {
                 self.evaluate(
                     Action::Approve,
@@ -546,6 +634,7 @@ impl PolicySet {
         &self,
         principal: &'a UserFacts,
         requester: Option<&UserFacts>,
+        extension: Option<&ExtensionFacts>,
         facts: &RequestFacts,
     ) -> Result<Prepared<'a>, String> {
         let names = &self.names;
@@ -565,7 +654,7 @@ impl PolicySet {
             .add_entities(entities, None)
             .map_err(|e| e.to_string())?;
 
-        let context = self.context(&facts.context, requester)?;
+        let context = self.context(&facts.context, requester, extension)?;
         Ok(Prepared {
             principal: principal_uid,
             principal_facts: principal,
@@ -630,6 +719,7 @@ impl PolicySet {
         &self,
         c: &RequestContext,
         requester: Option<&UserFacts>,
+        extension: Option<&ExtensionFacts>,
     ) -> Result<cedar::Context, String> {
         let names = &self.names;
         let long = cedar::RestrictedExpression::new_long;
@@ -672,6 +762,10 @@ impl PolicySet {
                 })),
             ),
         ];
+        if let Some(e) = extension {
+            pairs.push(("extension_seconds".to_owned(), long(secs(e.extension))));
+            pairs.push(("total_seconds".to_owned(), long(secs(e.total))));
+        }
         if let Some(requester) = requester {
             pairs.push((
                 "requester".to_owned(),
@@ -775,11 +869,16 @@ impl PolicySet {
         approver: &UserFacts,
     ) -> Result<(), String> {
         let schema = crate::policy_set::parse_schema().map_err(|e| format!("{e:?}"))?;
-        for (principal, requester, action) in [
-            (&facts.requester, None, Action::Request),
-            (approver, Some(&facts.requester), Action::Approve),
+        let extension = ExtensionFacts {
+            extension: std::time::Duration::from_secs(1800),
+            total: facts.context.duration + std::time::Duration::from_secs(1800),
+        };
+        for (principal, requester, extension, action) in [
+            (&facts.requester, None, None, Action::Request),
+            (approver, Some(&facts.requester), None, Action::Approve),
+            (&facts.requester, None, Some(&extension), Action::Extend),
         ] {
-            let p = self.prepare(principal, requester, facts)?;
+            let p = self.prepare(principal, requester, extension, facts)?;
             cedar::Request::new(
                 p.principal,
                 self.names.action(action).clone(),
@@ -953,8 +1052,8 @@ mod tests {
                     },
                 };
                 prop_assert_eq!(
-                    set.decide_with(&facts, Selection::Sliced),
-                    set.decide_with(&facts, Selection::Everything)
+                    set.decide_with(&facts, Ask::Request, Selection::Sliced),
+                    set.decide_with(&facts, Ask::Request, Selection::Everything)
                 );
                 prop_assert_eq!(
                     set.may_approve_with(&approver, &facts, Selection::Sliced),

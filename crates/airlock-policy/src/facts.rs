@@ -208,6 +208,16 @@ impl RequestContext {
     }
 }
 
+/// An extension of an active grant, as policies see it (`extend`'s
+/// context adds these to the request's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtensionFacts {
+    /// How much longer (`context.extension_seconds`).
+    pub extension: Duration,
+    /// How long the grant lasts in all once extended (`context.total_seconds`).
+    pub total: Duration,
+}
+
 /// One request to decide: who asks, for what, and under which circumstances.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestFacts {

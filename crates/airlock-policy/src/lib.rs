@@ -23,6 +23,13 @@
 //! Errors fail closed: an erroring policy never permits, an erroring forbid
 //! counts as forbidding, and an erroring `require_approval` permit denies.
 //!
+//! # How an extension is decided ([`PolicySet::decide_extension`])
+//!
+//! `Airlock::Action::"extend"`, with the request's context plus
+//! `extension_seconds` and `total_seconds`: no permit (or a forbid) denies;
+//! a satisfied permit without annotations grants it at once; otherwise each
+//! satisfied permit annotated like a `require_approval` one adds a tier.
+//!
 //! [`PolicySet::may_approve`] evaluates `approve` with the requester in
 //! `context.requester`; the requester can never approve their own request,
 //! whatever the policies say.
@@ -41,7 +48,8 @@ pub use analysis::{
 };
 pub use decide::{ApproveDecision, Decision, DenyReason, EvalError, Tier};
 pub use facts::{
-    Directory, EntitlementFacts, RequestContext, RequestFacts, StartTime, UserFacts, Weekday,
+    Directory, EntitlementFacts, ExtensionFacts, RequestContext, RequestFacts, StartTime,
+    UserFacts, Weekday,
 };
 pub use policy_set::{Action, PolicyError, PolicySet, SCHEMA};
 pub use testing::{run_tests, CaseResult, TestReport};

@@ -36,7 +36,7 @@ pub struct PolicyError {
     pub message: String,
 }
 
-/// The four things policies decide, one Cedar action each.
+/// The five things policies decide, one Cedar action each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
     /// May the principal ask for the entitlement at all?
@@ -47,14 +47,19 @@ pub enum Action {
     RequireApproval,
     /// May the principal approve someone else's request?
     Approve,
+    /// May the principal extend their active grant, at once (a permit
+    /// without annotations) or with approvals (one tier per satisfied
+    /// permit annotated like a `require_approval` one)?
+    Extend,
 }
 
 impl Action {
-    pub const ALL: [Action; 4] = [
+    pub const ALL: [Action; 5] = [
         Action::Request,
         Action::AutoApprove,
         Action::RequireApproval,
         Action::Approve,
+        Action::Extend,
     ];
 
     /// The action's id in the schema (`Airlock::Action::"<this>"`).
@@ -64,6 +69,7 @@ impl Action {
             Action::AutoApprove => "auto_approve",
             Action::RequireApproval => "require_approval",
             Action::Approve => "approve",
+            Action::Extend => "extend",
         }
     }
 
@@ -73,6 +79,7 @@ impl Action {
             Action::AutoApprove => 1,
             Action::RequireApproval => 2,
             Action::Approve => 3,
+            Action::Extend => 4,
         }
     }
 }
@@ -138,6 +145,7 @@ pub(crate) struct Names {
     auto_approve: cedar::EntityUid,
     require_approval: cedar::EntityUid,
     approve: cedar::EntityUid,
+    extend: cedar::EntityUid,
 }
 
 impl Names {
@@ -157,6 +165,7 @@ impl Names {
             auto_approve: action(Action::AutoApprove)?,
             require_approval: action(Action::RequireApproval)?,
             approve: action(Action::Approve)?,
+            extend: action(Action::Extend)?,
         })
     }
 
@@ -166,6 +175,7 @@ impl Names {
             Action::AutoApprove => &self.auto_approve,
             Action::RequireApproval => &self.require_approval,
             Action::Approve => &self.approve,
+            Action::Extend => &self.extend,
         }
     }
 
@@ -516,7 +526,7 @@ impl PolicySet {
             Some(slice) => slice
                 .for_entitlement(entitlement)
                 .for_principal(user, groups),
-            // `Action::index` is below 4 by construction; should that ever
+            // `Action::index` is below 5 by construction; should that ever
             // break, evaluating everything is slow but still right.
             None => vec![&self.all],
         }
@@ -657,17 +667,8 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
             effect == cedar::Effect::Permit && actions.contains(&Action::RequireApproval);
         let approvals = policy.annotation("approvals");
         let approvers = policy.annotation("approvers");
-        let tier = if needs_tier {
-            match tier_spec(approvals, approvers)
-                .and_then(|tier| Ok((tier, waiting_spec(|a| policy.annotation(a))?)))
-            {
-                Ok((tier, waiting)) => Some(TierSpec { waiting, ..tier }),
-                Err((needle, why)) => {
-                    errors.push(error_at(needle, format!("policy `{id}`: {why}")));
-                    continue;
-                }
-            }
-        } else {
+        // Waiting times belong to the routes of requests.
+        if !needs_tier {
             if let Some(name) = WAITING_ANNOTATIONS
                 .into_iter()
                 .find(|a| policy.annotation(a).is_some())
@@ -678,6 +679,34 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
                 ));
                 continue;
             }
+        }
+        // An `extend` permit may carry a tier (the extension needs
+        // approvals) or not (it is granted at once).
+        let may_tier = effect == cedar::Effect::Permit
+            && actions.contains(&Action::Extend)
+            && (approvals.is_some() || approvers.is_some());
+        let tier = if needs_tier || may_tier {
+            let what = if needs_tier {
+                "a `require_approval` permit"
+            } else {
+                "an `extend` permit that needs approvals"
+            };
+            let spec = tier_spec(approvals, approvers, what).and_then(|tier| {
+                let waiting = if needs_tier {
+                    waiting_spec(|a| policy.annotation(a))?
+                } else {
+                    WaitingTimes::default()
+                };
+                Ok(TierSpec { waiting, ..tier })
+            });
+            match spec {
+                Ok(tier) => Some(tier),
+                Err((needle, why)) => {
+                    errors.push(error_at(needle, format!("policy `{id}`: {why}")));
+                    continue;
+                }
+            }
+        } else {
             if approvals.is_some() || approvers.is_some() {
                 let needle = if approvals.is_some() {
                     "@approvals"
@@ -686,7 +715,7 @@ fn parse_file(file: &str, text: &str, names: &Names, errors: &mut Vec<PolicyErro
                 };
                 errors.push(error_at(
                     needle,
-                    format!("policy `{id}`: `@approvals` and `@approvers` only apply to a `permit` for `Airlock::Action::\"require_approval\"`"),
+                    format!("policy `{id}`: `@approvals` and `@approvers` only apply to a `permit` for `Airlock::Action::\"require_approval\"` or `Airlock::Action::\"extend\"`"),
                 ));
                 continue;
             }
@@ -845,11 +874,13 @@ fn scope_end(code: &str) -> Option<usize> {
 fn tier_spec(
     approvals: Option<&str>,
     approvers: Option<&str>,
+    what: &str,
 ) -> Result<TierSpec, (&'static str, String)> {
-    const REQUIRED: &str =
-        "a `require_approval` permit needs `@approvals(\"N\")` and `@approvers(\"group,...\")`";
     let (Some(approvals), Some(approvers)) = (approvals, approvers) else {
-        return Err(("permit", REQUIRED.to_owned()));
+        return Err((
+            "permit",
+            format!("{what} needs `@approvals(\"N\")` and `@approvers(\"group,...\")`"),
+        ));
     };
     let count = match approvals.trim().parse::<u32>() {
         Ok(0) => {

@@ -27,6 +27,8 @@
 //! mfa_age = "5m"             # 5m; "none" for no recent MFA
 //! break_glass = false        # false
 //! other_active = []          # []
+//! extend = "30m"             # decide extending a grant of `duration` by
+//!                            # this much (action `extend`), not a request
 //! expect = "auto_approved"   # or "denied", "needs_approvals", "break_glass"
 //! # Optional checks:
 //! tiers = [{ count = 1, groups = ["approvers"] }]   # exactly these tiers
@@ -46,7 +48,8 @@ use serde::Deserialize;
 
 use crate::decide::Decision;
 use crate::facts::{
-    Directory, EntitlementFacts, RequestContext, RequestFacts, StartTime, UserFacts, Weekday,
+    Directory, EntitlementFacts, ExtensionFacts, RequestContext, RequestFacts, StartTime,
+    UserFacts, Weekday,
 };
 use crate::policy_set::{line_column, PolicySet};
 
@@ -103,6 +106,7 @@ struct CaseSpec {
     mfa_age: Option<String>,
     break_glass: Option<bool>,
     other_active: Option<Vec<String>>,
+    extend: Option<String>,
     expect: String,
     tiers: Option<Vec<TierSpec>>,
     policies: Option<Vec<String>>,
@@ -321,7 +325,15 @@ fn run_case(
         context: context_of(case)?,
     };
 
-    let decision = policies.decide(&facts);
+    let decision = match &case.extend {
+        None => policies.decide(&facts),
+        Some(raw) => {
+            let extension = parse_duration(raw)
+                .ok_or_else(|| format!("`extend`: cannot read `{raw}` (try \"30m\")"))?;
+            let total = facts.context.duration.saturating_add(extension);
+            policies.decide_extension(&facts, &ExtensionFacts { extension, total })
+        }
+    };
     let mut failures = Vec::new();
     if !matches!(
         case.expect.as_str(),

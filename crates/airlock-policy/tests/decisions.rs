@@ -14,8 +14,8 @@ use std::time::Duration;
 use airlock_core::catalog::WaitingTimes;
 use airlock_core::{EntitlementId, GroupName, Timestamp, UserId};
 use airlock_policy::{
-    ApproveDecision, Decision, EntitlementFacts, PolicySet, RequestContext, RequestFacts,
-    StartTime, UserFacts,
+    Action, ApproveDecision, Decision, EntitlementFacts, ExtensionFacts, PolicySet, RequestContext,
+    RequestFacts, StartTime, UserFacts,
 };
 
 fn user(id: &str, groups: &[&str]) -> UserFacts {
@@ -52,6 +52,9 @@ enum Ask {
     /// `may_approve` by this user (in group `approvers`), or by the
     /// requester themself when `alice`.
     ApproveBy(&'static str),
+    /// `decide_extension` of the (typical, one-hour) grant by this many
+    /// seconds.
+    Extend(u64),
 }
 
 fn render(decision: &Decision) -> String {
@@ -95,6 +98,24 @@ fn check(name: &str, policies: &str, adjust: fn(&mut RequestFacts), ask: Ask, ex
                 user(approver, &["approvers"])
             };
             render_approve(&set.may_approve(&approver, &facts))
+        }
+        Ask::Extend(secs) => {
+            let extension = Duration::from_secs(secs);
+            let ext = ExtensionFacts {
+                extension,
+                total: facts.context.duration + extension,
+            };
+            let decision = set.decide_extension(&facts, &ext);
+            if let Decision::Denied { reasons, .. } = &decision {
+                // What a requester reads: the extend permits, not the request ones.
+                let said: Vec<String> = reasons
+                    .iter()
+                    .map(|r| set.describe_denial_of(Action::Extend, r, &facts))
+                    .collect();
+                format!("{} | {}", render(&decision), said.join("; "))
+            } else {
+                render(&decision)
+            }
         }
     };
     assert_eq!(got, expect, "case `{name}`");
@@ -627,4 +648,86 @@ fn a_denial_says_what_would_be_accepted() {
         denial("", &standard()),
         "no policy permits: no policy lets anyone request `prod-db-admin`"
     );
+}
+
+const EXTEND_BRIEFLY: &str = r#"@id("briefly")
+permit(principal, action == Airlock::Action::"extend", resource)
+when { context.extension_seconds <= 1800 && context.total_seconds <= 7200 };"#;
+const EXTEND_WITH_OWNERS: &str = r#"@id("owners-extend") @approvals("1") @approvers("approvers")
+permit(principal, action == Airlock::Action::"extend", resource);"#;
+
+#[test]
+fn extension_decisions() {
+    use Ask::*;
+    let cases: &[Case] = &[
+        (
+            "nothing permits extending, and the denial names no request permit",
+            format!("{REQUEST}\n{AUTO}"),
+            none,
+            Extend(600),
+            "denied: no policy permits | no policy permits: no policy lets anyone extend `prod-db-admin`",
+        ),
+        (
+            "a permit without annotations extends at once",
+            EXTEND_BRIEFLY.to_owned(),
+            none,
+            Extend(1800),
+            "auto-approved by briefly",
+        ),
+        (
+            "past its conditions, and nothing else permits: the denial says what would",
+            EXTEND_BRIEFLY.to_owned(),
+            none,
+            Extend(3600),
+            "denied: no policy permits | no policy permits; extensions of `prod-db-admin` are permitted by `briefly` (anyone): when { context.extension_seconds <= 1800 && context.total_seconds <= 7200 }",
+        ),
+        (
+            "at once wins over approvers when both permit, as auto_approve does",
+            format!("{EXTEND_BRIEFLY}\n{EXTEND_WITH_OWNERS}"),
+            none,
+            Extend(600),
+            "auto-approved by briefly",
+        ),
+        (
+            "annotated permits are tiers",
+            format!("{EXTEND_BRIEFLY}\n{EXTEND_WITH_OWNERS}"),
+            none,
+            Extend(3600),
+            "needs approvals: 1 from [approvers] (owners-extend)",
+        ),
+        (
+            "a forbid wins",
+            format!(
+                "{EXTEND_BRIEFLY}\n{}",
+                r#"@id("no-nights") forbid(principal, action == Airlock::Action::"extend", resource)
+                when { context.total_seconds > 3600 };"#
+            ),
+            none,
+            Extend(600),
+            "denied: forbidden by `no-nights` | forbidden by `no-nights`: when { context.total_seconds > 3600 }",
+        ),
+        (
+            "an annotated permit that fails denies, even beside one that extends at once",
+            format!(
+                "{EXTEND_BRIEFLY}\n{}",
+                r#"@id("overflow") @approvals("1") @approvers("security")
+                permit(principal, action == Airlock::Action::"extend", resource)
+                when { context.total_seconds * 9223372036854775807 > 0 };"#
+            ),
+            none,
+            // `briefly` alone would extend at once.
+            Extend(600),
+            "denied: approval policy `overflow` failed to evaluate, so the approval route is unknown [errors: overflow] | approval policy `overflow` failed to evaluate, so the approval route is unknown",
+        ),
+        (
+            "a request permit does not extend",
+            format!("{REQUEST}\n{OWNERS}"),
+            none,
+            Extend(60),
+            "denied: no policy permits | no policy permits: no policy lets anyone extend `prod-db-admin`",
+        ),
+    ];
+    for (name, policies, adjust, ask, expect) in cases {
+        check(name, policies, *adjust, *ask, expect);
+    }
 }

@@ -47,7 +47,7 @@ fn load_demo() -> PolicySet {
 fn demo_policies_load_without_warnings() {
     let set = load_demo();
     assert!(set.warnings().is_empty(), "{:?}", set.warnings());
-    assert_eq!(set.policy_ids().count(), 13);
+    assert_eq!(set.policy_ids().count(), 17);
     assert_eq!(set.version().len(), 64);
 }
 
@@ -128,6 +128,8 @@ fn who_can_get_prod_db_admin() {
             "approvers-approve-prod-db",
             "prod-db-break-glass",
             "prod-db-engineers-with-ticket",
+            "prod-db-extend-briefly",
+            "prod-db-extend-with-approval",
             "prod-db-long-needs-security",
             "prod-db-no-contractors",
             "prod-db-on-call-business-hours",

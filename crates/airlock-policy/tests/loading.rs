@@ -69,7 +69,7 @@ fn every_problem_is_reported_at_once_in_file_order() {
     );
     let got = errors(&[("a.cedar", a), ("b.cedar", b)]);
     let expected = [
-        "a.cedar:2:1: policy `a.cedar#2`: `@approvals` and `@approvers` only apply to a `permit` for `Airlock::Action::\"require_approval\"`",
+        "a.cedar:2:1: policy `a.cedar#2`: `@approvals` and `@approvers` only apply to a `permit` for `Airlock::Action::\"require_approval\"` or `Airlock::Action::\"extend\"`",
         "b.cedar:1:1: policy id `same` is already used at a.cedar:1:1",
         "b.cedar:2:1: policy `b.cedar#2`: `@approvals` must be at least 1",
         "b.cedar:4:17: policy `b.cedar#3`: `@approvers` lists group `not a group`",
@@ -196,4 +196,28 @@ fn a_reason_annotation_must_be_one_line_of_text() {
         got[0].starts_with("lines.cedar:1:10: policy `p`: `@reason`: "),
         "{got:#?}"
     );
+}
+
+#[test]
+fn an_extend_permit_may_carry_a_tier_but_not_half_of_one() {
+    let ok = concat!(
+        "permit(principal, action == Airlock::Action::\"extend\", resource);\n",
+        "@approvals(\"1\") @approvers(\"dba\")\n",
+        "permit(principal, action == Airlock::Action::\"extend\", resource)\n",
+        "when { context.total_seconds > 7200 && context.extension_seconds > 0 };\n",
+    );
+    assert_eq!(errors(&[("ok.cedar", ok)]), Vec::<String>::new());
+    let half = concat!(
+        "@approvals(\"1\")\n",
+        "permit(principal, action == Airlock::Action::\"extend\", resource);\n",
+    );
+    let got = errors(&[("half.cedar", half)]);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("half.cedar:2:1: policy `half.cedar#1`: an `extend` permit that needs approvals needs `@approvals(\"N\")` and `@approvers("),
+        "{got:#?}"
+    );
+    // The extension's context is not the request's.
+    let wrong = "permit(principal, action == Airlock::Action::\"request\", resource) when { context.total_seconds > 0 };\n";
+    assert_eq!(errors(&[("wrong.cedar", wrong)]).len(), 1);
 }

@@ -135,6 +135,15 @@ pub struct ReasonBody {
     pub reason: String,
 }
 
+/// Body of extend: how much longer (`"30m"` or seconds) and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    pub by: DurationInput,
+    #[serde(default)]
+    pub reason: String,
+}
+
 /// Body of cancel and release (nothing to say).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,6 +222,9 @@ pub struct RequestView {
     /// The review of a break-glass use; absent for any other request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<ReviewView>,
+    /// The latest extension asked for, whatever became of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<ExtensionView>,
 }
 
 /// The review of a break-glass use (`request::Review`).
@@ -275,6 +287,56 @@ pub struct GrantsQuery {
     pub cursor: Option<String>,
 }
 
+/// An extension of an active grant (`request::Extension`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionView {
+    pub by_seconds: u64,
+    pub reason: String,
+    pub requested_at: String,
+    /// `pending`, `provisioning`, `extended`, `denied`, `failed` or `lapsed`.
+    pub state: String,
+    pub required_approvals: u32,
+    pub approval_tiers: Vec<TierView>,
+    pub approvals: Vec<ApprovalView>,
+    /// The expiry when it was asked for, and the one it asks for.
+    pub previous_expires_at: String,
+    pub expires_at: String,
+    pub decided_at: Option<String>,
+    pub ended_at: Option<String>,
+    /// Why it was denied, failed or lapsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl From<&airlock_core::request::Extension> for ExtensionView {
+    fn from(e: &airlock_core::request::Extension) -> Self {
+        ExtensionView {
+            by_seconds: e.by.as_secs(),
+            reason: e.reason.clone(),
+            requested_at: format_time(e.requested_at),
+            state: e.state.as_str().to_owned(),
+            required_approvals: e.approvals_needed(),
+            approval_tiers: e.approval_tiers.iter().map(TierView::from).collect(),
+            approvals: e.approvals.iter().map(ApprovalView::from).collect(),
+            previous_expires_at: format_time(e.previous_expires_at),
+            expires_at: format_time(e.expires_at),
+            decided_at: e.decided_at.map(format_time),
+            ended_at: e.ended_at.map(format_time),
+            note: e.note.clone(),
+        }
+    }
+}
+
+impl From<&airlock_core::request::Approval> for ApprovalView {
+    fn from(a: &airlock_core::request::Approval) -> Self {
+        ApprovalView {
+            approver: a.approver.to_string(),
+            at: format_time(a.at),
+            comment: a.comment.clone(),
+        }
+    }
+}
+
 /// A request's reminder and escalation (`request::WaitingPlan`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaitingView {
@@ -312,15 +374,8 @@ impl RequestView {
             policy_version: r.policy_version.clone(),
             break_glass: r.break_glass,
             certificate: r.certificate.clone(),
-            approvals: r
-                .approvals
-                .iter()
-                .map(|a| ApprovalView {
-                    approver: a.approver.to_string(),
-                    at: format_time(a.at),
-                    comment: a.comment.clone(),
-                })
-                .collect(),
+            approvals: r.approvals.iter().map(ApprovalView::from).collect(),
+            extension: r.extension.as_ref().map(ExtensionView::from),
             decided_at: opt(r.decided_at),
             activates_at: opt(r.activates_at),
             expires_at: opt(r.expires_at),

@@ -6,9 +6,10 @@ use serde::Serialize;
 
 use crate::api::{
     ApprovalWaitsReport, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
-    EmptyBody, EntitlementView, ErrorBody, ExplainView, GrantsQuery, OidcInfo, PolicyReloadView,
-    PolicyView, ProposalView, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
-    ReviewBody, ReviewsQuery, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
+    DurationInput, EmptyBody, EntitlementView, ErrorBody, ExplainView, ExtendBody, GrantsQuery,
+    OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReasonBody, ReconcileBody, ReconcileView,
+    RequestQuery, RequestView, ReviewBody, ReviewsQuery, VerifyView, WaitsQuery, WhoAmI,
+    NEXT_CURSOR_HEADER,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -107,12 +108,27 @@ pub struct Client {
 /// The commands that act on one request, by their URL verb.
 #[derive(Debug, Clone)]
 pub enum Action {
-    Approve { comment: Option<String> },
-    Deny { reason: String },
+    Approve {
+        comment: Option<String>,
+    },
+    Deny {
+        reason: String,
+    },
     Cancel,
     Release,
-    Revoke { reason: String },
-    Review { acceptable: bool, comment: String },
+    Revoke {
+        reason: String,
+    },
+    /// Judge a break-glass use.
+    Review {
+        acceptable: bool,
+        comment: String,
+    },
+    /// More time on one's active grant.
+    Extend {
+        by: DurationInput,
+        reason: String,
+    },
 }
 
 impl Client {
@@ -351,6 +367,13 @@ impl Client {
                 &ReviewBody {
                     acceptable: *acceptable,
                     comment: comment.clone(),
+                },
+            ),
+            Action::Extend { by, reason } => self.post(
+                &path("extend"),
+                &ExtendBody {
+                    by: by.clone(),
+                    reason: reason.clone(),
                 },
             ),
         };

@@ -490,6 +490,56 @@ impl Engine {
         Ok(transition.request)
     }
 
+    /// Asks for `extension` more on `by`'s active grant. The policy set
+    /// decides it (its `extend` action, with the extension and the total)
+    /// inside the write, like a new request; the core refuses anyone but
+    /// the requester, a grant that is not active, a second outstanding
+    /// extension and a total past the entitlement's maximum.
+    pub async fn extend(
+        self: &Arc<Self>,
+        id: &RequestId,
+        by: &User,
+        extension: Duration,
+        reason: String,
+    ) -> Result<AccessRequest, EngineError> {
+        self.check_trusted()?;
+        let clock = Arc::clone(&self.clock);
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let routing = Arc::clone(&self.routing);
+        let engine = Arc::clone(self);
+        let by = by.clone();
+        let transition = self
+            .store
+            .update_request(
+                id,
+                Box::new(move |current| {
+                    let policies = &engine.policies;
+                    let facts = policies.stored_request_facts(&by, &current);
+                    let verdict = policy::extension_verdict(&policies.current(), &facts, extension);
+                    // An entitlement gone from the config has no time to give.
+                    let max_duration = engine
+                        .catalog
+                        .entitlement(&current.entitlement)
+                        .map_or(Duration::ZERO, |e| e.max_duration_for(current.break_glass));
+                    let command = Command::Extend {
+                        by: by.clone(),
+                        extension,
+                        reason: reason.clone(),
+                        verdict,
+                        max_duration,
+                    };
+                    request::apply(current, command, &lifecycle, clock.now())
+                        .map(|t| with_notifications(t, &routing))
+                }),
+            )
+            .await?;
+        info!(request = %id, extension_seconds = extension.as_secs(),
+              state = transition.request.extension.as_ref().map_or("", |e| e.state.as_str()),
+              "extension asked for");
+        self.after_commit(&transition);
+        Ok(transition.request)
+    }
+
     /// At start, where this process alone makes connector attempts
     /// ([`Store::single_process`]), every attempt still marked in flight
     /// belonged to a process that is gone and will never report: each is
@@ -789,11 +839,13 @@ impl Engine {
         };
         match self.apply(&request.id, command).await {
             Ok(transition) => {
-                // Hand out a credential only for the attempt that counted.
+                // Hand out a credential only for the attempt that counted
+                // (an extension's re-grant may issue a new one: a temporary
+                // login's password is set again with its expiry).
                 let accepted = transition
                     .events
                     .iter()
-                    .any(|e| e.action == AuditAction::Granted);
+                    .any(|e| matches!(e.action, AuditAction::Granted | AuditAction::Extended));
                 if let (
                     true,
                     Ok(Granted {
@@ -1002,7 +1054,7 @@ fn grant_spec(request: &AccessRequest, claim: u64) -> GrantSpec {
         request_id: request.id.clone(),
         user: request.requester.clone(),
         entitlement: request.entitlement.clone(),
-        expires_at: request.expires_at.unwrap_or(request.created_at),
+        expires_at: request.provisioned_expiry().unwrap_or(request.created_at),
         claim,
         public_key: request.public_key.clone(),
     }

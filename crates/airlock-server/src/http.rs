@@ -10,7 +10,7 @@ use airlock_core::access::{self, Capability};
 use airlock_core::approval::Route;
 use airlock_core::catalog::User;
 use airlock_core::policy_change::{Proposal, Trigger};
-use airlock_core::request::{AccessRequest, Rejection, State};
+use airlock_core::request::{AccessRequest, ExtensionState, Rejection, State};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
@@ -23,10 +23,10 @@ use serde::de::DeserializeOwned;
 use crate::api::{
     decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApprovalWaitsReport,
     ApprovalWaitsView, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
-    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ExplainView, GrantsQuery,
-    HistoryEntry, OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
-    ReconcileBody, ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery, VerifyView,
-    WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
+    DurationInput, EmptyBody, EntitlementView, ErrorBody, ErrorDetail, ExplainView, ExtendBody,
+    GrantsQuery, HistoryEntry, OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision,
+    ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery,
+    VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::{parse_duration, token_hash, ScimSettings};
 use crate::engine::{
@@ -108,6 +108,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/requests/{id}/cancel"),
     ("post", "/v1/requests/{id}/release"),
     ("post", "/v1/requests/{id}/revoke"),
+    ("post", "/v1/requests/{id}/extend"),
     ("post", "/v1/requests/{id}/credential"),
     ("post", "/v1/requests/{id}/review"),
     ("get", "/v1/requests/{id}/explain"),
@@ -160,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/requests/{id}/cancel", post(cancel))
         .route("/v1/requests/{id}/release", post(release))
         .route("/v1/requests/{id}/revoke", post(revoke))
+        .route("/v1/requests/{id}/extend", post(extend))
         .route("/v1/requests/{id}/credential", post(collect_credential))
         .route("/v1/requests/{id}/explain", get(explain))
         .route("/v1/policy", get(show_policy))
@@ -707,10 +709,10 @@ async fn entitlements(
     Ok(Json(views))
 }
 
-fn parse_duration_input(d: &DurationInput) -> ApiResult<Duration> {
+fn parse_duration_input(d: &DurationInput, field: &'static str) -> ApiResult<Duration> {
     match d {
         DurationInput::Seconds(s) => Ok(Duration::from_secs(*s)),
-        DurationInput::Text(t) => parse_duration(t).map_err(|e| ApiError::invalid("duration", e)),
+        DurationInput::Text(t) => parse_duration(t).map_err(|e| ApiError::invalid(field, e)),
     }
 }
 
@@ -725,7 +727,7 @@ async fn create_request(
     let duration = body
         .duration
         .as_ref()
-        .map(parse_duration_input)
+        .map(|d| parse_duration_input(d, "duration"))
         .transpose()?;
     let start_at = body
         .start_at
@@ -962,6 +964,35 @@ async fn revoke(
         },
     )
     .await
+}
+
+/// The requester asks for more time on their active grant. An extension
+/// the policy set denies at once is recorded (the audit log shows it) but
+/// answered 403, like a denied request.
+async fn extend(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ExtendBody>,
+) -> ApiResult<Json<RequestView>> {
+    let by = parse_duration_input(&body.by, "by")?;
+    let current = visible(&state, &user, &id).await?;
+    let request = state
+        .engine
+        .extend(&current.id, &user, by, body.reason)
+        .await?;
+    if let Some(note) = request.extension.as_ref().and_then(|e| {
+        // Denied with no tiers: the policy set's word, not an approver's.
+        (e.state == ExtensionState::Denied && e.approval_tiers.is_empty())
+            .then(|| e.note.clone().unwrap_or_default())
+    }) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "denied_by_policy",
+            format!("the extension of `{}` was {note}", request.id),
+        ));
+    }
+    Ok(Json(view(&state, &request)))
 }
 
 /// Hands the requester their grant's one-time credential (POST: it is consumed).

@@ -4,7 +4,8 @@
 //! Policies come from two places: the Cedar files of the config's policy
 //! folder, and the shorthand rules written on entitlements in the config
 //! (`requestable_by`, `auto_approve`, `approvals_required`/`approvers`), which
-//! the config loader compiles to Cedar ([`shorthand_policies`]). One set,
+//! the config loader compiles to Cedar ([`shorthand_policies`]; an
+//! extension goes the way the request does). One set,
 //! one evaluator: a `forbid` in the folder overrides a shorthand permit.
 //!
 //! The set is swapped as a whole on reload; a set that fails to load or
@@ -16,6 +17,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use airlock_core::approval::{ApproverVerdict, Route, Verdict};
 use airlock_core::catalog::{Entitlement, User, WaitingTimes};
@@ -23,8 +25,8 @@ use airlock_core::policy_change::Proposal;
 use airlock_core::request::{AccessRequest, NewRequest};
 use airlock_core::{EntitlementId, GroupName, Timestamp, UserId};
 use airlock_policy::{
-    ApproveDecision, Decision, Direction, Directory, EntitlementFacts, PolicyError, PolicySet,
-    RequestContext, RequestFacts, StartTime, UserFacts, Weekday,
+    Action, ApproveDecision, Decision, Direction, Directory, EntitlementFacts, ExtensionFacts,
+    PolicyError, PolicySet, RequestContext, RequestFacts, StartTime, UserFacts, Weekday,
 };
 
 /// Where the policy text comes from; read again on every reload.
@@ -148,13 +150,35 @@ pub fn shorthand_policies(
             scope("auto_approve")
         ));
     }
+    // Whoever may request may extend: at once when requests are
+    // auto-approved, else with the same approvers as the request.
+    let extend_when = if requestable_by.is_empty() {
+        String::new()
+    } else {
+        format!("\nwhen {{ {} }}", member_of(requestable_by))
+    };
+    if auto_approve {
+        text.push_str(&format!(
+            "@id(\"config.{entitlement}.extend\")\n{}{extend_when};\n\n",
+            scope("extend")
+        ));
+    }
     if let Some((count, groups)) = approvals {
         let names: Vec<&str> = groups.iter().map(GroupName::as_str).collect();
+        let annotations = format!(
+            "@approvals(\"{count}\")\n@approvers(\"{}\")",
+            names.join(",")
+        );
         text.push_str(&format!(
-            "@id(\"config.{entitlement}.approvals\")\n@approvals(\"{count}\")\n@approvers(\"{}\")\n{};\n\n",
-            names.join(","),
+            "@id(\"config.{entitlement}.approvals\")\n{annotations}\n{};\n\n",
             scope("require_approval")
         ));
+        if !auto_approve {
+            text.push_str(&format!(
+                "@id(\"config.{entitlement}.extend\")\n{annotations}\n{}{extend_when};\n\n",
+                scope("extend")
+            ));
+        }
         text.push_str(&format!(
             "@id(\"config.{entitlement}.approve\")\n{}\nwhen {{ {} }};\n\n",
             scope("approve"),
@@ -404,7 +428,30 @@ fn char_count(text: &str) -> u32 {
 
 /// The core's view of a decision.
 pub fn verdict(set: &PolicySet, facts: &RequestFacts) -> Verdict {
-    let decision = set.decide(facts);
+    verdict_of(set, facts, Action::Request, set.decide(facts))
+}
+
+/// The core's view of the decision on extending the grant `facts`
+/// describe by `extension`.
+pub fn extension_verdict(set: &PolicySet, facts: &RequestFacts, extension: Duration) -> Verdict {
+    let ext = ExtensionFacts {
+        extension,
+        total: facts.context.duration.saturating_add(extension),
+    };
+    verdict_of(
+        set,
+        facts,
+        Action::Extend,
+        set.decide_extension(facts, &ext),
+    )
+}
+
+fn verdict_of(
+    set: &PolicySet,
+    facts: &RequestFacts,
+    action: Action,
+    decision: Decision,
+) -> Verdict {
     let errors = decision.errors().iter().map(ToString::to_string).collect();
     let policies = decision.policies().into_iter().map(str::to_owned).collect();
     let mut waiting = WaitingTimes::default();
@@ -412,7 +459,7 @@ pub fn verdict(set: &PolicySet, facts: &RequestFacts) -> Verdict {
         Decision::Denied { reasons, .. } => Route::Denied {
             reasons: reasons
                 .iter()
-                .map(|r| set.describe_denial(r, facts))
+                .map(|r| set.describe_denial_of(action, r, facts))
                 .collect(),
         },
         // The core grants a break-glass ask at once when the entitlement

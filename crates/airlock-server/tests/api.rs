@@ -2606,6 +2606,7 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
             "post",
             "/v1/requests/{id}/cancel"
             | "/v1/requests/{id}/release"
+            | "/v1/requests/{id}/extend"
             | "/v1/requests/{id}/credential",
         ) => Requester,
         (
@@ -2756,6 +2757,7 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         p if p.ends_with("/review") => {
                             Some(r#"{"acceptable":true,"comment":"walk"}"#)
                         }
+                        p if p.ends_with("/extend") => Some(r#"{"by":"1m","reason":"walk"}"#),
                         _ => None,
                     };
                     let mut req = http.request(

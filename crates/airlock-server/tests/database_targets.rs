@@ -9,11 +9,13 @@
     reason = "test code: a failed step should fail the test"
 )]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_server::api::{CreateRequest, DurationInput};
-use airlock_server::client::Client;
+use airlock_server::client::{Action, Client};
 use airlock_server::config::{token_hash, Settings};
+use airlock_server::engine::{Clock, ManualClock};
 use airlock_testkit::until;
 use sqlx::Connection;
 
@@ -27,16 +29,32 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn boot(connector: &str) -> (airlock_server::server::Server, Client, tempfile::TempDir) {
+    boot_with(connector, "1h", None).await
+}
+
+/// [`boot`] with `db-admin` lasting up to `max`, on `clock` (the system
+/// clock when `None`).
+async fn boot_with(
+    connector: &str,
+    max: &str,
+    clock: Option<Arc<ManualClock>>,
+) -> (airlock_server::server::Server, Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[users.alice]\ngroups = [\"dba\"]\ntoken_sha256 = \"{}\"\n\n\
          [connectors.db]\n{connector}\n\n\
-         [entitlements.db-admin]\nrequestable_by = [\"dba\"]\nmax_duration = \"1h\"\nauto_approve = true\nconnector = \"db\"\n",
+         [entitlements.db-admin]\nrequestable_by = [\"dba\"]\nmax_duration = \"{max}\"\nauto_approve = true\nconnector = \"db\"\n",
         dir.path().display(),
         token_hash("alice-token")
     );
     let settings = Settings::parse("targets.toml", &toml, dir.path()).unwrap();
-    let server = airlock_server::server::start(settings).await.unwrap();
+    let server = match clock {
+        Some(clock) => {
+            airlock_server::server::start_with_clock(settings, clock as Arc<dyn Clock>).await
+        }
+        None => airlock_server::server::start(settings).await,
+    }
+    .unwrap();
     let client = Client::new(&format!("http://{}", server.addr()), "alice-token").unwrap();
     (server, client, dir)
 }
@@ -71,17 +89,23 @@ async fn request_and_collect(client: &Client) -> (String, airlock_server::api::C
     (created.id, credential)
 }
 
+/// A new role for grants, and the admin connection that made it.
+async fn postgres_role(url: &str) -> (String, sqlx::PgConnection) {
+    let role = unique("airlock_t_role");
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query(&format!("CREATE ROLE {role} NOLOGIN"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    (role, admin)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_temporary_login_is_handed_out_once_and_dropped_at_expiry() {
     let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
         return;
     };
-    let role = unique("airlock_t_role");
-    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::query(&format!("CREATE ROLE {role} NOLOGIN"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let (role, mut admin) = postgres_role(&url).await;
 
     let (server, client, _dir) = boot(&format!(
         "type = \"postgres\"\nurl = \"{url}\"\nroles = [\"{role}\"]\nmode = \"temporary_login\"\ntimeout = \"5s\""
@@ -210,6 +234,114 @@ async fn mariadb_temporary_user_logs_in_during_the_grant_only() {
 
     server.shutdown().await;
     sqlx::raw_sql(&format!("DROP ROLE IF EXISTS {role}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// An extension reaches PostgreSQL: the temporary login's `VALID UNTIL`
+/// moves to the new expiry (read from `pg_roles`), and the credential the
+/// re-grant set is handed out again and logs in. On a clock the test
+/// holds, so the times are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_extension_moves_valid_until() {
+    let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (role, mut admin) = postgres_role(&url).await;
+    // A fixed time a year or so ahead: the login stays valid for the test.
+    let t0 = airlock_core::Timestamp::from_unix_millis(1_830_000_000_000);
+    let (server, client, _dir) = boot_with(
+        &format!(
+            "type = \"postgres\"\nurl = \"{url}\"\nroles = [\"{role}\"]\nmode = \"temporary_login\"\ntimeout = \"5s\""
+        ),
+        "2h",
+        Some(Arc::new(ManualClock::new(t0))),
+    )
+    .await;
+    let body = CreateRequest {
+        entitlement: "db-admin".into(),
+        duration: Some(DurationInput::Seconds(3600)),
+        reason: "migration".into(),
+        ticket: None,
+        start_at: None,
+        break_glass: false,
+        public_key: None,
+    };
+    let id = client.create_request(&body).await.unwrap().id;
+    until(Duration::from_secs(20), "the grant", || async {
+        (client.get_request(&id).await.unwrap().state == "active").then_some(())
+    })
+    .await;
+    let first = client.collect_credential(&id).await.unwrap();
+    let valid_until = |login: String| {
+        let url = url.clone();
+        async move {
+            let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+            let at: Option<String> = sqlx::query_scalar(
+                "SELECT to_char(rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') \
+                 FROM pg_roles WHERE rolname = $1",
+            )
+            .bind(login)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            at.unwrap()
+        }
+    };
+    let hour = airlock_server::api::format_time(t0.plus(Duration::from_secs(3600)));
+    assert_eq!(valid_until(first.login.clone()).await, hour[..19]);
+
+    client
+        .act(
+            &id,
+            &Action::Extend {
+                by: DurationInput::Text("30m".into()),
+                reason: "the migration runs long".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let extended = until(Duration::from_secs(20), "the extension", || async {
+        let r = client.get_request(&id).await.unwrap();
+        r.extension
+            .as_ref()
+            .is_some_and(|e| e.state == "extended")
+            .then_some(r)
+    })
+    .await;
+    let later = airlock_server::api::format_time(t0.plus(Duration::from_secs(5400)));
+    assert_eq!(extended.expires_at.as_deref(), Some(later.as_str()));
+    assert_eq!(valid_until(first.login.clone()).await, later[..19]);
+
+    // The re-grant set the password again: the new one is handed out once.
+    let second = client.collect_credential(&id).await.unwrap();
+    assert_eq!(second.login, first.login);
+    assert_eq!(second.expires_at.as_deref(), Some(later.as_str()));
+    let login_url = url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://{}:{}@", second.login, second.secret),
+        1,
+    );
+    let mut as_grantee = sqlx::PgConnection::connect(&login_url).await.unwrap();
+    sqlx::query("SELECT 1")
+        .execute(&mut as_grantee)
+        .await
+        .unwrap();
+    as_grantee.close().await.unwrap();
+
+    client.act(&id, &Action::Release).await.unwrap();
+    until(
+        Duration::from_secs(20),
+        "the login to be dropped",
+        || async {
+            let r = client.get_request(&id).await.unwrap();
+            r.deprovisioned_at.is_some().then_some(())
+        },
+    )
+    .await;
+    server.shutdown().await;
+    sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
         .execute(&mut admin)
         .await
         .unwrap();

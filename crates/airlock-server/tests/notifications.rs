@@ -740,6 +740,19 @@ async fn a_break_glass_use_is_announced_reviewed_and_chased_across_a_restart() {
         );
         assert_eq!(h.metric("airlock_break_glass_unreviewed ").await, 1.0);
         assert_eq!(h.metric("airlock_break_glass_reviews_overdue ").await, 0.0);
+        // Extended, a break-glass grant still ends within its own maximum.
+        let longer = h
+            .client("erin")
+            .act(
+                &id,
+                &Action::Extend {
+                    by: DurationInput::Text("50m".to_owned()),
+                    reason: "still wedged".to_owned(),
+                },
+            )
+            .await;
+        let refusal = format!("{longer:?}");
+        assert!(refusal.contains("at most 40m"), "{refusal}");
         // leads may not review before it is overdue.
         let early = h
             .client("lee")

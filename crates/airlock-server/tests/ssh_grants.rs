@@ -2,7 +2,8 @@
 //! `ssh_ca` connector and the requester's public key, the certificate it
 //! issues logging in to a real sshd that trusts the CA, and the same
 //! certificate refused once the grant is released (through the KRL the
-//! connector rewrites). Needs OpenSSH (`/usr/sbin/sshd`, `ssh`,
+//! connector rewrites); an extension's new certificate valid until the new
+//! expiry. Needs OpenSSH (`/usr/sbin/sshd`, `ssh`,
 //! `ssh-keygen`): skips loudly without it, and fails instead in CI
 //! (`AIRLOCK_REQUIRE_SERVICES=1`).
 
@@ -127,6 +128,92 @@ async fn a_granted_certificate_logs_in_until_the_grant_is_released() {
 
         // Refused through the KRL.
         sshd.assert_refused(&key, &cert, "a released certificate", "revoked by file");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+/// The validity window `ssh-keygen -L` reads from a certificate file, as
+/// `(from, to)` in UTC (`2026-12-06T10:00:00`).
+fn validity(tools: &OpenSsh, certificate: &Path) -> (String, String) {
+    let out = std::process::Command::new(&tools.keygen)
+        .arg("-L")
+        .arg("-f")
+        .arg(certificate)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Valid: from "))
+        .unwrap();
+    let (from, to) = line.split_once(" to ").unwrap();
+    (from.to_owned(), to.to_owned())
+}
+
+/// An extension issues a new certificate valid until the new expiry, which
+/// logs in; the one it replaces is refused (the connector lists a
+/// superseded certificate in the KRL), and `show` hands out the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_issues_a_certificate_valid_until_the_new_expiry() {
+    let Some(tools) = OpenSsh::find() else { return };
+    bounded(BOUND, async {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, client) = boot(dir.path(), "").await.unwrap();
+        let ssh_dir = dir.path().join("ssh");
+        let (ca_pub, krl) = (ssh_dir.join("ca_ed25519.pub"), ssh_dir.join("revoked.krl"));
+        let trust = Trust {
+            ca_public_key: &ca_pub,
+            principal: PRINCIPAL,
+            krl: &krl,
+        };
+        let sshd = Sshd::start(&tools, dir.path(), &trust);
+        let key = tools.new_key(&dir.path().join("id_alice"));
+        let id = request(&client, Some(key.public.clone())).await.id;
+        let active = until(Duration::from_secs(15), "the grant", || async {
+            let r = client.get_request(&id).await.unwrap();
+            (r.state == "active" && r.certificate.is_some()).then_some(r)
+        })
+        .await;
+        let old_cert = dir.path().join("old-cert.pub");
+        std::fs::write(
+            &old_cert,
+            format!("{}\n", active.certificate.clone().unwrap()),
+        )
+        .unwrap();
+        let (_, old_to) = validity(&tools, &old_cert);
+        assert_eq!(old_to, active.expires_at.clone().unwrap()[..19]);
+
+        client
+            .act(
+                &id,
+                &Action::Extend {
+                    by: DurationInput::Text("20m".into()),
+                    reason: "the deploy runs long".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let extended = until(Duration::from_secs(15), "the extension", || async {
+            let r = client.get_request(&id).await.unwrap();
+            r.extension
+                .as_ref()
+                .is_some_and(|e| e.state == "extended")
+                .then_some(r)
+        })
+        .await;
+        assert_eq!(extended.duration_seconds, 30 * 60);
+        let new_certificate = extended.certificate.clone().unwrap();
+        assert_ne!(Some(&new_certificate), active.certificate.as_ref());
+        let cert = key.write_certificate(&new_certificate);
+        let (_, new_to) = validity(&tools, &cert);
+        assert_eq!(new_to, extended.expires_at.clone().unwrap()[..19]);
+        assert!(new_to > old_to, "{new_to} is not after {old_to}");
+        sshd.assert_logs_in(&key, &cert, "the extended certificate refused");
+        // The old certificate no longer counts.
+        std::fs::copy(&old_cert, &cert).unwrap();
+        sshd.assert_refused(&key, &cert, "the superseded certificate", "revoked by file");
         server.shutdown().await;
     })
     .await;

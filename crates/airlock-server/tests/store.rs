@@ -19,7 +19,8 @@ use airlock_core::directory::{Consequence, DirectoryGroup, DirectoryUser, Email,
 use airlock_core::drift::DriftPolicy;
 use airlock_core::notify::{self, Routes, Routing, Topic};
 use airlock_core::request::{
-    self, Command, JobAction, LifecycleSettings, NewRequest, Rejection, State, Transition,
+    self, Command, ExtensionState, JobAction, LifecycleSettings, NewRequest, Rejection, State,
+    Transition,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use airlock_server::store::directory::{
@@ -1073,6 +1074,42 @@ fn entitlement_named(id: &str) -> Ent {
     ent
 }
 
+/// An extension by 30 minutes in `state`, with one tier from `groups`
+/// (none when empty) and `approvals`.
+fn extension_waiting_for(
+    groups: &[&str],
+    approvals: Vec<request::Approval>,
+    state: ExtensionState,
+    at: Timestamp,
+) -> request::Extension {
+    let approval_tiers = if groups.is_empty() {
+        Vec::new()
+    } else {
+        vec![ApprovalTier {
+            count: 1,
+            groups: groups
+                .iter()
+                .map(|g| GroupName::parse(g).unwrap())
+                .collect(),
+            policy: "extend".to_owned(),
+        }]
+    };
+    request::Extension {
+        by: Duration::from_secs(1800),
+        reason: "longer".to_owned(),
+        requested_at: at,
+        state,
+        approval_tiers,
+        approvals,
+        policy_version: "v1".to_owned(),
+        previous_expires_at: at,
+        expires_at: at.plus(Duration::from_secs(1800)),
+        decided_at: None,
+        ended_at: None,
+        note: None,
+    }
+}
+
 fn approved_by(mut r: request::AccessRequest, approver: &User) -> request::AccessRequest {
     r.approvals.push(request::Approval {
         approver: approver.id.clone(),
@@ -1311,6 +1348,29 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                     }),
                 });
             }
+            // An extension in any state (one waiting for approvers on an
+            // active grant is what `airlock pending` must also list), with
+            // tiers of its own and some approvals.
+            if rng.below(2) == 0 {
+                let groups = rng.some(GROUPS);
+                let approvals = (0..rng.below(3))
+                    .map(|_| request::Approval {
+                        approver: users.get(rng.below(users.len())).unwrap().id.clone(),
+                        at: r.created_at,
+                        comment: None,
+                        tiers: BTreeSet::from([0]),
+                    })
+                    .collect();
+                let state = ExtensionState::ALL
+                    .get(rng.below(ExtensionState::ALL.len()))
+                    .unwrap();
+                r.extension = Some(extension_waiting_for(
+                    &groups,
+                    approvals,
+                    *state,
+                    r.created_at,
+                ));
+            }
             requests.push(r);
         }
         load(&store, &requests).await;
@@ -1379,6 +1439,13 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                         .any(|u| u.id != r.requester && u.in_any(&v.groups()))
             })),
             "some generated reviews are visible to their reviewers alone"
+        );
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.extension_awaiting_approval().is_some()
+                    && users.iter().any(|u| r.awaits_approval_of(u))),
+            "some generated extension awaits someone"
         );
 
         // Rows as a version-4 database holds them: no lists yet.

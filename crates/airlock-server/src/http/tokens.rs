@@ -42,7 +42,7 @@ pub(super) async fn create(
     ApiJson(body): ApiJson<CreateTokenBody>,
 ) -> ApiResult<(StatusCode, Json<CreatedTokenView>)> {
     let lifetime = match &body.expires_in {
-        Some(d) => parse_duration_input(d).map_err(|_| {
+        Some(d) => parse_duration_input(d, "expires_in").map_err(|_| {
             ApiError::invalid(
                 "expires_in",
                 "must be a duration such as `30d` or a number of seconds",

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::notify::{still_relevant, AfterFailure, RetryPolicy};
+use airlock_core::notify::{still_relevant_as_planned, AfterFailure, RetryPolicy};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, error, warn};
 
@@ -137,7 +137,7 @@ impl Dispatcher {
         let now = p.clock.now();
         let delivery = if request
             .as_ref()
-            .is_some_and(|r| !still_relevant(entry.topic, r, now))
+            .is_some_and(|r| !still_relevant_as_planned(entry.topic, r, &entry.facts, now))
         {
             Delivery::Dropped {
                 why: format!(

@@ -253,6 +253,16 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
         Topic::Provisioned => format!("{what} for {who} is active until {}", fact("expires_at")),
         Topic::ExpiresSoon => format!("{what} for {who} ends at {}", fact("expires_at")),
         Topic::Ended => format!("{what} for {who} has ended ({})", fact("state")),
+        Topic::ExtensionAwaitingApproval => format!(
+            "{who} asks to extend {what} by {} and waits for your approval",
+            fact("extension")
+        ),
+        Topic::Extended => format!("{what} for {who} is extended until {}", fact("expires_at")),
+        Topic::ExtensionDenied => format!("extending {what} for {who} is denied"),
+        Topic::ExtensionFailed => format!(
+            "extending {what} for {who} failed; it still ends at {}",
+            fact("expires_at")
+        ),
         Topic::BreakGlass => format!("BREAK-GLASS: {who} asked for {what}"),
         Topic::RevocationFailed => format!("removing {what} from {who} failed"),
         Topic::RevocationOverdue => format!("removing {what} from {who} is overdue"),
@@ -276,11 +286,14 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
         let _ = writeln!(text, "{key}: {value}");
     }
     let next = match topic {
-        Topic::AwaitingApproval | Topic::ApprovalReminder | Topic::Escalated => vec![
+        Topic::AwaitingApproval
+        | Topic::ApprovalReminder
+        | Topic::Escalated
+        | Topic::ExtensionAwaitingApproval => vec![
             format!("approve: airlock approve {id}"),
             format!("deny:    airlock deny {id} --reason \"...\""),
         ],
-        Topic::ExpiresSoon | Topic::Provisioned => {
+        Topic::ExpiresSoon | Topic::Provisioned | Topic::Extended => {
             vec![format!("release early: airlock release {id}")]
         }
         Topic::BreakGlass => vec![format!("look:   airlock show {id}")],

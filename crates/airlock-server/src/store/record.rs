@@ -9,7 +9,8 @@ use std::time::Duration;
 use airlock_core::approval::ApprovalTier;
 use airlock_core::audit::AuditRecord;
 use airlock_core::request::{
-    AccessRequest, Approval, ConnectorJob, JobAction, Review, ReviewVerdict, State, WaitingPlan,
+    AccessRequest, Approval, ConnectorJob, Extension, ExtensionState, JobAction, Review,
+    ReviewVerdict, State, WaitingPlan,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,9 @@ pub struct RequestRecord {
     /// Absent (and NULL) unless the request was a break-glass use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<ReviewRecord>,
+    /// Absent (and NULL) when no extension was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<ExtensionRecord>,
 }
 
 /// The review of a break-glass use (`request::Review`).
@@ -112,6 +116,24 @@ pub struct ReviewVerdictRecord {
     pub at: i64,
     pub acceptable: bool,
     pub comment: String,
+}
+
+/// An active grant's latest extension (`request::Extension`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionRecord {
+    pub by_ms: i64,
+    pub reason: String,
+    pub requested_at: i64,
+    pub state: String,
+    pub approval_tiers: Vec<TierRecord>,
+    pub approvals: Vec<ApprovalRecord>,
+    pub policy_version: String,
+    pub previous_expires_at: i64,
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub note: Option<String>,
 }
 
 /// A request's reminders and escalation (`request::WaitingPlan`).
@@ -151,25 +173,8 @@ impl RequestRecord {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
-            approval_tiers: r
-                .approval_tiers
-                .iter()
-                .map(|t| TierRecord {
-                    count: t.count,
-                    groups: t.groups.iter().map(ToString::to_string).collect(),
-                    policy: t.policy.clone(),
-                })
-                .collect(),
-            approvals: r
-                .approvals
-                .iter()
-                .map(|a| ApprovalRecord {
-                    approver: a.approver.to_string(),
-                    at: a.at.unix_millis(),
-                    comment: a.comment.clone(),
-                    tiers: Some(a.tiers.iter().copied().collect()),
-                })
-                .collect(),
+            approval_tiers: tier_records(&r.approval_tiers),
+            approvals: approval_records(&r.approvals),
             policy_version: r.policy_version.clone(),
             break_glass: r.break_glass,
             public_key: r.public_key.clone(),
@@ -215,6 +220,20 @@ impl RequestRecord {
                     comment: d.comment.clone(),
                 }),
             }),
+            extension: r.extension.as_ref().map(|e| ExtensionRecord {
+                by_ms: i64::try_from(e.by.as_millis()).unwrap_or(i64::MAX),
+                reason: e.reason.clone(),
+                requested_at: e.requested_at.unix_millis(),
+                state: e.state.as_str().to_owned(),
+                approval_tiers: tier_records(&e.approval_tiers),
+                approvals: approval_records(&e.approvals),
+                policy_version: e.policy_version.clone(),
+                previous_expires_at: e.previous_expires_at.unix_millis(),
+                expires_at: e.expires_at.unix_millis(),
+                decided_at: millis(e.decided_at),
+                ended_at: millis(e.ended_at),
+                note: e.note.clone(),
+            }),
         }
     }
 
@@ -239,31 +258,9 @@ impl RequestRecord {
                 policy: "config".to_owned(),
             }]
         } else {
-            self.approval_tiers
-                .iter()
-                .map(|t| {
-                    Ok(ApprovalTier {
-                        count: t.count,
-                        groups: groups(&t.groups)?,
-                        policy: t.policy.clone(),
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?
+            tiers_of(&self.approval_tiers, groups)?
         };
-        let approvals = self
-            .approvals
-            .into_iter()
-            .map(|a| {
-                Ok(Approval {
-                    approver: user(&a.approver)?,
-                    at: Timestamp::from_unix_millis(a.at),
-                    comment: a.comment,
-                    tiers: a
-                        .tiers
-                        .map_or_else(|| BTreeSet::from([0]), |t| t.into_iter().collect()),
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let approvals = approvals_of(self.approvals, user)?;
         let job = self
             .job
             .map(|j| {
@@ -312,7 +309,30 @@ impl RequestRecord {
                 })
             })
             .transpose()?;
+        let extension = self
+            .extension
+            .map(|e| {
+                Ok::<_, StoreError>(Extension {
+                    by: Duration::from_millis(
+                        u64::try_from(e.by_ms).map_err(|_| bad("negative extension".to_owned()))?,
+                    ),
+                    reason: e.reason,
+                    requested_at: Timestamp::from_unix_millis(e.requested_at),
+                    state: ExtensionState::parse(&e.state)
+                        .ok_or_else(|| bad(format!("unknown extension state `{}`", e.state)))?,
+                    approval_tiers: tiers_of(&e.approval_tiers, groups)?,
+                    approvals: approvals_of(e.approvals, user)?,
+                    policy_version: e.policy_version,
+                    previous_expires_at: Timestamp::from_unix_millis(e.previous_expires_at),
+                    expires_at: Timestamp::from_unix_millis(e.expires_at),
+                    decided_at: ts(e.decided_at),
+                    ended_at: ts(e.ended_at),
+                    note: e.note,
+                })
+            })
+            .transpose()?;
         Ok(AccessRequest {
+            extension,
             id: RequestId::parse(&id).map_err(|e| bad(format!("id {e}")))?,
             requester: user(&self.requester)?,
             entitlement: EntitlementId::parse(&self.entitlement)
@@ -347,6 +367,65 @@ impl RequestRecord {
             review,
         })
     }
+}
+
+fn tier_records(tiers: &[ApprovalTier]) -> Vec<TierRecord> {
+    tiers
+        .iter()
+        .map(|t| TierRecord {
+            count: t.count,
+            groups: t.groups.iter().map(ToString::to_string).collect(),
+            policy: t.policy.clone(),
+        })
+        .collect()
+}
+
+fn approval_records(approvals: &[Approval]) -> Vec<ApprovalRecord> {
+    approvals
+        .iter()
+        .map(|a| ApprovalRecord {
+            approver: a.approver.to_string(),
+            at: a.at.unix_millis(),
+            comment: a.comment.clone(),
+            tiers: Some(a.tiers.iter().copied().collect()),
+        })
+        .collect()
+}
+
+fn tiers_of(
+    tiers: &[TierRecord],
+    groups: impl Fn(&[String]) -> Result<BTreeSet<GroupName>, StoreError>,
+) -> Result<Vec<ApprovalTier>, StoreError> {
+    tiers
+        .iter()
+        .map(|t| {
+            Ok(ApprovalTier {
+                count: t.count,
+                groups: groups(&t.groups)?,
+                policy: t.policy.clone(),
+            })
+        })
+        .collect()
+}
+
+fn approvals_of(
+    approvals: Vec<ApprovalRecord>,
+    user: impl Fn(&str) -> Result<UserId, StoreError>,
+) -> Result<Vec<Approval>, StoreError> {
+    approvals
+        .into_iter()
+        .map(|a| {
+            Ok(Approval {
+                approver: user(&a.approver)?,
+                at: Timestamp::from_unix_millis(a.at),
+                comment: a.comment,
+                // Absent before schema version 2, when there was one tier.
+                tiers: a
+                    .tiers
+                    .map_or_else(|| BTreeSet::from([0]), |t| t.into_iter().collect()),
+            })
+        })
+        .collect()
 }
 
 /// One `audit_events` row, as exported (times in Unix milliseconds).

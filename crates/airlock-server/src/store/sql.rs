@@ -1001,7 +1001,7 @@ async fn outbox_op(
 }
 
 /// Parameters per request row and per audit row in the multi-row writes.
-const REQUEST_PARAMS: usize = 41;
+const REQUEST_PARAMS: usize = 44;
 const AUDIT_PARAMS: usize = 12;
 const OUTBOX_PARAMS: usize = 10;
 
@@ -1156,7 +1156,8 @@ const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, r
     required_approvals, approver_groups, approvals, pending_deadline, decided_at, activates_at, expires_at, granted_at, \
     ended_at, ended_by, end_note, job_action, job_attempts, job_next_attempt_at, job_claimed_until, job_last_error, \
     claim_token, deprovisioned_at, approval_tiers, policy_version, break_glass, public_key, certificate, \
-    due_at, updated_at, approver_group_list, approved_by_list, waiting, review, review_group_list, review_open, review_due_at";
+    due_at, updated_at, approver_group_list, approved_by_list, waiting, review, review_group_list, \
+    review_open, review_due_at, extension, extension_approver_list, extension_approved_by_list";
 
 /// Ids as one `|a|b|` text (empty for none), so that "`x` is one of them"
 /// is an exact substring match on `|x|` in SQL (ids hold no `|`): the
@@ -1212,13 +1213,8 @@ fn param(binds: &mut Vec<Bind>, b: Bind) -> String {
     format!("${}", binds.len())
 }
 
-/// The condition "an approver group of the request is one of `user`'s".
-fn in_approver_groups(backend: Backend, binds: &mut Vec<Bind>, user: &User) -> String {
-    in_group_list(backend, binds, user, "approver_group_list")
-}
-
-/// The condition "one of the groups in the `|a|b|` list `column` is one
-/// of `user`'s".
+/// The condition "one of the groups in the `|a|b|` list `column` (the
+/// approver groups, a review's or an extension's) is one of `user`'s".
 fn in_group_list(backend: Backend, binds: &mut Vec<Bind>, user: &User, column: &str) -> String {
     let any: Vec<String> = user
         .groups
@@ -1270,18 +1266,22 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
         .filter(|u| access::may(u, Capability::ReadEverything).is_err())
     {
         let me = param(&mut binds, Bind::Text(user.id.as_str().to_owned()));
-        let groups = in_approver_groups(backend, &mut binds, user);
+        let groups = in_group_list(backend, &mut binds, user, "approver_group_list");
         let reviews = in_group_list(backend, &mut binds, user, "review_group_list");
         sql.push_str(&format!(" AND (requester = {me} OR {groups} OR {reviews})"));
     }
     // The mirror of `AccessRequest::awaits_approval_of`.
     if let Some(user) = &filter.awaiting_approval_of {
         let me = param(&mut binds, Bind::Text(user.id.as_str().to_owned()));
-        let groups = in_approver_groups(backend, &mut binds, user);
+        let groups = in_group_list(backend, &mut binds, user, "approver_group_list");
         let me_listed = param(&mut binds, Bind::Text(id_list([user.id.as_str()])));
+        // An extension's list is empty unless it waits for approvers.
+        let extension_groups = in_group_list(backend, &mut binds, user, "extension_approver_list");
         sql.push_str(&format!(
-            " AND state = 'pending' AND requester <> {me} AND {groups} AND NOT ({})",
-            backend.contains("approved_by_list", &me_listed)
+            " AND requester <> {me} AND ((state = 'pending' AND {groups} AND NOT ({})) \
+             OR (state = 'active' AND {extension_groups} AND NOT ({})))",
+            backend.contains("approved_by_list", &me_listed),
+            backend.contains("extension_approved_by_list", &me_listed)
         ));
     }
     if let Some(since) = filter.created_since {
@@ -1363,6 +1363,10 @@ fn record_from_row(row: &AnyRow) -> Result<RequestRecord, StoreError> {
             .map_err(|e| corrupt(&id, e))?,
         review: opt_text("review")?
             .map(|v| serde_json::from_str(&v))
+            .transpose()
+            .map_err(|e| corrupt(&id, e))?,
+        extension: opt_text("extension")?
+            .map(|w| serde_json::from_str(&w))
             .transpose()
             .map_err(|e| corrupt(&id, e))?,
         id,
@@ -1453,7 +1457,25 @@ async fn write_requests(
             .bind(i64::from(
                 request.review.as_ref().is_some_and(|v| v.is_open()),
             ))
-            .bind(request.review.as_ref().map(|v| v.due_at.unix_millis()));
+            .bind(request.review.as_ref().map(|v| v.due_at.unix_millis()))
+            .bind(r.extension.as_ref().map(|e| json(e)).transpose()?);
+        // The mirror of `AccessRequest::awaits_approval_of` for extensions
+        // reads these: empty unless an extension waits for approvers.
+        let awaiting = request.extension_awaiting_approval();
+        query = query
+            .bind(id_list(
+                awaiting
+                    .map(|e| e.approver_groups())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(GroupName::as_str),
+            ))
+            .bind(id_list(
+                awaiting
+                    .iter()
+                    .flat_map(|e| e.approvals.iter())
+                    .map(|a| a.approver.as_str()),
+            ));
     }
     query
         .execute(conn)
