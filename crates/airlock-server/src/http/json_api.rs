@@ -1,0 +1,862 @@
+//! The JSON API under `/v1` (and the health, readiness, metrics and
+//! OpenAPI documents): parsing of wire input into domain values and views
+//! of the results. Handlers hold no logic beyond that; the engine decides.
+
+use std::time::Duration;
+
+use airlock_core::access::Capability;
+use airlock_core::approval::Route;
+use airlock_core::catalog::User;
+use airlock_core::policy_change::{Proposal, Trigger};
+use airlock_core::request::{AccessRequest, ExtensionState, State};
+use airlock_core::{EntitlementId, RequestId, UserId};
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::api::{
+    decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApprovalWaitsReport,
+    ApprovalWaitsView, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
+    DurationInput, EmptyBody, EntitlementView, ExplainView, ExtendBody, GrantsQuery, HistoryEntry,
+    OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
+    ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery, VerifyView, WaitsQuery,
+    WhoAmI, NEXT_CURSOR_HEADER,
+};
+use crate::config::parse_duration;
+use crate::engine::{ApproverDecision, Ask, EngineError, PolicyChange, UserCommand};
+use crate::policy::{self, Reloaded};
+use crate::store::{AuditFilter, PageKey, RequestFilter, StoreError};
+
+use super::{
+    require, tokens, ApiError, ApiJson, ApiQuery, ApiResult, AppState, Caller, MfaAt, OPENAPI,
+};
+
+/// The JSON API's routes (`ROUTES` lists them for the OpenAPI test).
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route("/metrics", get(metrics))
+        .route("/v1/notifications", get(notifications))
+        .route("/v1/me", get(me))
+        .route("/v1/auth/oidc", get(oidc_info))
+        .route("/v1/entitlements", get(entitlements))
+        .route("/v1/requests", post(create_request).get(list_requests))
+        .route("/v1/requests/{id}", get(show_request))
+        .route("/v1/requests/{id}/approve", post(approve))
+        .route("/v1/requests/{id}/deny", post(deny))
+        .route("/v1/requests/{id}/cancel", post(cancel))
+        .route("/v1/requests/{id}/release", post(release))
+        .route("/v1/requests/{id}/revoke", post(revoke))
+        .route("/v1/requests/{id}/extend", post(extend))
+        .route("/v1/requests/{id}/credential", post(collect_credential))
+        .route("/v1/requests/{id}/explain", get(explain))
+        .route("/v1/policy", get(show_policy))
+        .route("/v1/policy/reload", post(reload_policy))
+        .route("/v1/policy/proposals", get(policy_proposals))
+        .route(
+            "/v1/policy/proposals/{id}/approve",
+            post(approve_policy_proposal),
+        )
+        .route("/v1/requests/{id}/review", post(review))
+        .route("/v1/grants", get(grants))
+        .route("/v1/reviews", get(reviews))
+        .route("/v1/audit", get(audit))
+        .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/reports/approval-waits", get(approval_waits))
+        .route("/v1/audit/checkpoint-key", get(checkpoint_key))
+        .route("/v1/reconcile", post(reconcile))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}/revoke", post(tokens::revoke))
+}
+
+fn request_id(raw: &str) -> ApiResult<RequestId> {
+    RequestId::parse(raw).map_err(|_| ApiError::not_found(raw))
+}
+
+fn view(state: &AppState, r: &AccessRequest) -> RequestView {
+    RequestView::new(r, state.engine.now(), state.engine.overdue_after())
+}
+
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiResult<impl IntoResponse> {
+    // A store that cannot count the backlog fails the scrape: an alert on
+    // overdue revocations must not read a silent zero.
+    let backlog = state.engine.revocation_backlog().await?;
+    let outbox = state.engine.notification_summary().await?;
+    let reviews = state.engine.review_backlog().await?;
+    let mut text = state.engine.metrics().render(backlog);
+    text.push_str(&state.engine.metrics().render_reviews(reviews));
+    text.push_str(
+        &state
+            .engine
+            .metrics()
+            .render_notifications(&outbox, state.engine.now()),
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
+}
+
+/// The notification outbox: backlog, failures, the last error, and rows
+/// (admins and auditors).
+async fn notifications(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<crate::api::NotificationsQuery>,
+) -> ApiResult<Json<crate::api::NotificationsView>> {
+    require(&user, Capability::ReadEverything)?;
+    let states = match q.state.as_deref() {
+        None => Vec::new(),
+        Some(raw) => vec![crate::store::OutboxState::parse(raw).ok_or_else(|| {
+            ApiError::invalid("state", "must be one of pending, sent, failed, dropped")
+        })?],
+    };
+    let filter = crate::store::OutboxFilter {
+        states,
+        request: q
+            .request
+            .as_deref()
+            .map(|raw| {
+                RequestId::parse(raw).map_err(|e| ApiError::invalid("request", e.to_string()))
+            })
+            .transpose()?,
+        limit: limit(q.limit)?,
+    };
+    let summary = state.engine.notification_summary().await?;
+    let rows = state.engine.notifications(&filter).await?;
+    Ok(Json(crate::api::NotificationsView::new(&summary, &rows)))
+}
+
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiResult<Json<serde_json::Value>> {
+    state.engine.ready().await.map_err(|e| {
+        tracing::error!(error = %e, "not ready");
+        // Schema versions are safe to show; a connection error may name hosts.
+        let message = match &e {
+            EngineError::Store(
+                schema @ (StoreError::SchemaTooNew { .. } | StoreError::SchemaBehind { .. }),
+            ) => schema.to_string(),
+            // Names the event and the problem; nothing secret.
+            untrusted @ EngineError::AuditUntrusted(_) => untrusted.to_string(),
+            _ => "database unreachable".to_owned(),
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    })?;
+    Ok(Json(serde_json::json!({"status": "ready"})))
+}
+
+async fn me(Caller(user): Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        user: user.id.to_string(),
+        groups: user.groups.iter().map(ToString::to_string).collect(),
+        roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        kind: user.kind.as_str().to_owned(),
+        token: user.token.as_ref().map(|t| t.id.to_string()),
+        scopes: user
+            .token
+            .as_ref()
+            .map(|t| t.scopes.iter().map(|s| s.as_str().to_owned()).collect()),
+    })
+}
+
+/// How `airlock login` signs in: unauthenticated, since it comes before
+/// any token.
+async fn oidc_info(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiResult<Json<OidcInfo>> {
+    let missing = |why: &str| ApiError::new(StatusCode::NOT_FOUND, "not_found", why);
+    let oidc = state.oidc.as_ref().ok_or_else(|| {
+        missing("this server has no sign-in with an identity provider (`server.oidc`): use an API token (--token or AIRLOCK_TOKEN)")
+    })?;
+    let settings = oidc.settings();
+    let client_id = settings.client_id.clone().ok_or_else(|| {
+        missing("this server names no client for `airlock login` (`server.oidc.client_id`): use an API token (--token or AIRLOCK_TOKEN)")
+    })?;
+    Ok(Json(OidcInfo {
+        issuer: settings.issuer.clone(),
+        client_id,
+        scopes: settings.scopes.clone(),
+        token: "id_token".to_owned(),
+        mfa_acr_values: settings.mfa_acr_values.clone(),
+    }))
+}
+
+/// The entitlements the caller could request in an ordinary request (see
+/// `RequestContext::typical`), with how it would be decided.
+async fn entitlements(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<Json<Vec<EntitlementView>>> {
+    require(&user, Capability::Read)?;
+    let policies = state.engine.policies();
+    let set = policies.current();
+    let views = state
+        .engine
+        .catalog()
+        .entitlements
+        .values()
+        .filter_map(|e| {
+            let ask = policy::typical_ask(
+                &set,
+                policies.user_facts(&user),
+                e,
+                policies.entitlement_facts(&e.id),
+            )?;
+            let approval = match ask.route {
+                Route::Denied { .. } => return None,
+                Route::AutoApproved => "auto".to_owned(),
+                Route::NeedsApprovals(tiers) => tiers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+            };
+            Some(EntitlementView::new(e, approval, ask.needs))
+        })
+        .collect();
+    Ok(Json(views))
+}
+
+pub(crate) fn parse_duration_input(d: &DurationInput, field: &'static str) -> ApiResult<Duration> {
+    match d {
+        DurationInput::Seconds(s) => Ok(Duration::from_secs(*s)),
+        DurationInput::Text(t) => parse_duration(t).map_err(|e| ApiError::invalid(field, e)),
+    }
+}
+
+async fn create_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    MfaAt(mfa_at): MfaAt,
+    ApiJson(body): ApiJson<CreateRequest>,
+) -> ApiResult<(StatusCode, Json<RequestView>)> {
+    let entitlement = EntitlementId::parse(&body.entitlement)
+        .map_err(|e| ApiError::invalid("entitlement", format!("`{}` {e}", body.entitlement)))?;
+    let duration = body
+        .duration
+        .as_ref()
+        .map(|d| parse_duration_input(d, "duration"))
+        .transpose()?;
+    let start_at = body
+        .start_at
+        .as_deref()
+        .map(|s| parse_time(s).map_err(|e| ApiError::invalid("start_at", e)))
+        .transpose()?;
+    let ask = Ask {
+        entitlement,
+        duration,
+        reason: body.reason,
+        ticket: body.ticket,
+        start_at,
+        break_glass: body.break_glass,
+        public_key: body.public_key,
+        mfa_at,
+    };
+    let request = state.engine.submit(&user, ask).await.map_err(|e| match e {
+        EngineError::StepUp { max_age } => {
+            let acr = state
+                .oidc
+                .as_ref()
+                .map(|o| o.settings().mfa_acr_values.as_slice());
+            ApiError::step_up(max_age, acr.unwrap_or_default())
+        }
+        other => other.into(),
+    })?;
+    if request.state == State::Denied {
+        // Recorded (so `explain` and the audit log show it), but refused.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "denied_by_policy",
+            format!(
+                "request `{}` was denied: {}",
+                request.id,
+                request.end_note.as_deref().unwrap_or("denied by policy")
+            ),
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(view(&state, &request))))
+}
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+fn limit(raw: Option<u32>) -> ApiResult<u32> {
+    match raw {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        )),
+    }
+}
+
+async fn list_requests(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<RequestQuery>,
+) -> ApiResult<Response> {
+    require(&user, Capability::Read)?;
+    let mut filter = RequestFilter::default();
+    if let Some(states) = &q.state {
+        for s in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            filter.states.push(State::parse(s).ok_or_else(|| {
+                let known: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::invalid(
+                    "state",
+                    format!("unknown state `{s}` (known: {})", known.join(", ")),
+                )
+            })?);
+        }
+    }
+    if let Some(e) = &q.entitlement {
+        filter.entitlement = Some(
+            EntitlementId::parse(e)
+                .map_err(|err| ApiError::invalid("entitlement", format!("`{e}` {err}")))?,
+        );
+    }
+    if let Some(r) = &q.requester {
+        filter.requester = Some(
+            UserId::parse(r)
+                .map_err(|err| ApiError::invalid("requester", format!("`{r}` {err}")))?,
+        );
+    }
+    if q.mine.unwrap_or(false) {
+        filter.requester = Some(user.id.clone());
+    }
+    if q.awaiting_me.unwrap_or(false) {
+        filter.awaiting_approval_of = Some(user.clone());
+    }
+    filter.visible_to = Some(user);
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
+}
+
+/// One page of the requests `filter` matches, `limit` (1 to 1,000, default
+/// 100) from `cursor` on, with the next page's cursor in a header when more
+/// follow.
+async fn page(
+    state: &AppState,
+    mut filter: RequestFilter,
+    limit_param: Option<u32>,
+    cursor: Option<&str>,
+) -> ApiResult<Response> {
+    let wanted = limit(limit_param)?;
+    if let Some(c) = cursor {
+        filter.after = Some(decode_cursor(c).map_err(|e| ApiError::invalid("cursor", e))?);
+    }
+    // One more than asked for tells whether a next page exists.
+    filter.limit = wanted.saturating_add(1);
+    let mut requests = state.engine.list(&filter).await?;
+    let more = requests.len() > usize::try_from(wanted).unwrap_or(usize::MAX);
+    requests.truncate(usize::try_from(wanted).unwrap_or(usize::MAX));
+    let views: Vec<RequestView> = requests.iter().map(|r| view(state, r)).collect();
+    let next = requests
+        .last()
+        .filter(|_| more)
+        .map(|r| encode_cursor(&PageKey::of(r)));
+    Ok(match next {
+        Some(cursor) => ([(NEXT_CURSOR_HEADER, cursor)], Json(views)).into_response(),
+        None => Json(views).into_response(),
+    })
+}
+
+async fn show_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RequestView>> {
+    require(&user, Capability::Read)?;
+    let id = request_id(&id)?;
+    let request = state.engine.get(&id).await?;
+    if !request.visible_to(&user) {
+        return Err(ApiError::not_found(id.as_str()));
+    }
+    Ok(Json(view(&state, &request)))
+}
+
+/// A request the caller can see (others get 404, so ids of other people's
+/// requests are not confirmed).
+async fn visible(
+    state: &AppState,
+    user: &User,
+    raw_id: &str,
+) -> ApiResult<AccessRequest> {
+    let id = request_id(raw_id)?;
+    let current = state.engine.get(&id).await?;
+    if !current.visible_to(user) {
+        return Err(ApiError::not_found(id.as_str()));
+    }
+    Ok(current)
+}
+
+/// Runs a command on a request the caller can see.
+async fn command(
+    state: &AppState,
+    user: &User,
+    raw_id: &str,
+    command: UserCommand,
+) -> ApiResult<Json<RequestView>> {
+    let current = visible(state, user, raw_id).await?;
+    let request = state.engine.act(&current.id, user, command).await?;
+    Ok(Json(view(state, &request)))
+}
+
+/// Approves or denies a request the caller can see.
+async fn decide(
+    state: &AppState,
+    user: &User,
+    raw_id: &str,
+    decision: ApproverDecision,
+) -> ApiResult<Json<RequestView>> {
+    let current = visible(state, user, raw_id).await?;
+    let request = state.engine.decide(&current.id, user, decision).await?;
+    Ok(Json(view(state, &request)))
+}
+
+async fn approve(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ApproveBody>,
+) -> ApiResult<Json<RequestView>> {
+    let comment = body
+        .comment
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    decide(&state, &user, &id, ApproverDecision::Approve { comment }).await
+}
+
+async fn deny(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> ApiResult<Json<RequestView>> {
+    decide(
+        &state,
+        &user,
+        &id,
+        ApproverDecision::Deny {
+            reason: body.reason,
+        },
+    )
+    .await
+}
+
+async fn cancel(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
+) -> ApiResult<Json<RequestView>> {
+    command(&state, &user, &id, UserCommand::Cancel).await
+}
+
+async fn release(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
+) -> ApiResult<Json<RequestView>> {
+    command(&state, &user, &id, UserCommand::Release).await
+}
+
+async fn revoke(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> ApiResult<Json<RequestView>> {
+    command(
+        &state,
+        &user,
+        &id,
+        UserCommand::Revoke {
+            reason: body.reason,
+        },
+    )
+    .await
+}
+
+/// The requester asks for more time on their active grant. An extension
+/// the policy set denies at once is recorded (the audit log shows it) but
+/// answered 403, like a denied request.
+async fn extend(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ExtendBody>,
+) -> ApiResult<Json<RequestView>> {
+    let by = parse_duration_input(&body.by, "by")?;
+    let current = visible(&state, &user, &id).await?;
+    let request = state
+        .engine
+        .extend(&current.id, &user, by, body.reason)
+        .await?;
+    if let Some(note) = request.extension.as_ref().and_then(|e| {
+        // Denied with no tiers: the policy set's word, not an approver's.
+        (e.state == ExtensionState::Denied && e.approval_tiers.is_empty())
+            .then(|| e.note.clone().unwrap_or_default())
+    }) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "denied_by_policy",
+            format!("the extension of `{}` was {note}", request.id),
+        ));
+    }
+    Ok(Json(view(&state, &request)))
+}
+
+/// Hands the requester their grant's one-time credential (POST: it is consumed).
+async fn collect_credential(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CredentialView>> {
+    let id = request_id(&id)?;
+    let current = state.engine.get(&id).await?;
+    if !current.visible_to(&user) {
+        return Err(ApiError::not_found(id.as_str()));
+    }
+    let (request, credential) = state.engine.collect_credential(&id, &user).await?;
+    Ok(Json(CredentialView {
+        request_id: request.id.to_string(),
+        login: credential.login.clone(),
+        secret: credential.secret().to_owned(),
+        expires_at: request.expires_at.map(crate::api::format_time),
+    }))
+}
+
+async fn grants(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<GrantsQuery>,
+) -> ApiResult<Response> {
+    require(&user, Capability::Read)?;
+    let filter = RequestFilter {
+        holding_access: true,
+        break_glass: q.break_glass,
+        requester: require(&user, Capability::ReadEverything)
+            .is_err()
+            .then(|| user.id.clone()),
+        ..RequestFilter::default()
+    };
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
+}
+
+/// Break-glass uses the caller may see, newest first: those awaiting a
+/// reviewer's verdict, or (`all`) every one.
+async fn reviews(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<ReviewsQuery>,
+) -> ApiResult<Response> {
+    require(&user, Capability::Read)?;
+    let filter = RequestFilter {
+        break_glass: true,
+        review_open: !q.all,
+        visible_to: Some(user.clone()),
+        ..RequestFilter::default()
+    };
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
+}
+
+async fn review(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReviewBody>,
+) -> ApiResult<Json<RequestView>> {
+    command(
+        &state,
+        &user,
+        &id,
+        UserCommand::Review {
+            acceptable: body.acceptable,
+            comment: body.comment,
+        },
+    )
+    .await
+}
+
+/// Which policies decided a request and who approved under which policies,
+/// from its audit record; and how the set in force now would decide it.
+async fn explain(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ExplainView>> {
+    require(&user, Capability::Read)?;
+    let request = visible(&state, &user, &id).await?;
+    let events = state
+        .engine
+        .audit(&AuditFilter {
+            request: Some(request.id.to_string()),
+            limit: MAX_LIMIT,
+            ..AuditFilter::default()
+        })
+        .await?;
+    let split = |raw: Option<&String>| -> Vec<String> {
+        raw.map(|p| {
+            p.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let requested = events.iter().find(|e| e.action == "requested");
+    let detail = |key: &str| requested.and_then(|e| e.details.get(key));
+    let approvals = events
+        .iter()
+        .filter(|e| {
+            e.action == "approval_recorded"
+                || (e.action == "denied" && e.details.contains_key("policy_version"))
+        })
+        .map(|e| ApprovalExplained {
+            approver: e.actor.clone(),
+            at: format_time(e.at),
+            action: e.action.clone(),
+            policies: split(e.details.get("policies")),
+            policy_version: e.details.get("policy_version").cloned().unwrap_or_default(),
+        })
+        .collect();
+    let denied_because = (request.ended_by.is_none() && request.state == State::Denied)
+        .then(|| request.end_note.clone())
+        .flatten();
+    let policies = state.engine.policies();
+    let set = policies.current();
+    let requester = state.engine.known_user_now(&request.requester).await?;
+    let now = policy::verdict(&set, &policies.stored_request_facts(&requester, &request));
+    Ok(Json(ExplainView {
+        request: request.id.to_string(),
+        state: request.state.as_str().to_owned(),
+        policy_version: request.policy_version.clone(),
+        decision: detail("decision").cloned().unwrap_or_default(),
+        policies: split(detail("policies")),
+        policy_errors: detail("policy_errors")
+            .map(|e| e.split("; ").map(str::to_owned).collect())
+            .unwrap_or_default(),
+        denied_because,
+        approvals,
+        now: ReDecision {
+            same_version: now.policy_version == request.policy_version,
+            decision: now.route.summary(),
+            policy_version: now.policy_version,
+            policies: now.policies,
+        },
+        history: events
+            .iter()
+            .map(|e| HistoryEntry {
+                at: format_time(e.at),
+                action: e.action.clone(),
+                actor: e.actor.clone(),
+                token: e.token.clone(),
+                actor_kind: e.actor_kind.clone(),
+            })
+            .collect(),
+    }))
+}
+
+async fn show_policy(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<Json<PolicyView>> {
+    require(&user, Capability::ReadEverything)?;
+    let set = state.engine.policies().current();
+    Ok(Json(PolicyView {
+        version: set.version().to_owned(),
+        policies: set.policy_ids().map(str::to_owned).collect(),
+        two_person: state.engine.policies().two_person(),
+    }))
+}
+
+/// Re-reads the policy folder; a set that fails validation is refused with
+/// every error and the one in force stays. Under the two-person rule the
+/// new set is proposed instead (202), with what it changes for whom.
+async fn reload_policy(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
+) -> ApiResult<(StatusCode, Json<PolicyReloadView>)> {
+    require(&user, Capability::ChangePolicies)?;
+    let change = state
+        .engine
+        .change_policies(Some(&user), Trigger::Api)
+        .await
+        .inspect_err(|e| tracing::error!(by = %user.id, error = %e, "policy reload refused"))?;
+    Ok(match change {
+        PolicyChange::Activated(r) => {
+            tracing::info!(by = %user.id, previous = %r.previous, version = %r.version, "policy set reloaded");
+            (StatusCode::OK, Json(activated(r)))
+        }
+        PolicyChange::Proposed(p) => (StatusCode::ACCEPTED, Json(waiting(&state, &p, "proposed"))),
+    })
+}
+
+/// A proposal that waits for (another) admin's approval.
+fn waiting(state: &AppState, p: &Proposal, outcome: &str) -> PolicyReloadView {
+    PolicyReloadView {
+        outcome: outcome.to_owned(),
+        previous_version: p.base_version.clone(),
+        version: p.version.clone(),
+        policies: state
+            .engine
+            .policies()
+            .proposal(&p.id)
+            .map_or(0, |pending| pending.set.policy_ids().count()),
+        proposal: Some(p.id.clone()),
+        changes: p.changes.clone(),
+    }
+}
+
+fn activated(r: Reloaded) -> PolicyReloadView {
+    PolicyReloadView {
+        outcome: "activated".to_owned(),
+        previous_version: r.previous,
+        version: r.version,
+        policies: r.policies,
+        proposal: None,
+        changes: Vec::new(),
+    }
+}
+
+async fn policy_proposals(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<Json<Vec<ProposalView>>> {
+    require(&user, Capability::ReadEverything)?;
+    let proposals = state.engine.policies().proposals();
+    Ok(Json(proposals.iter().map(ProposalView::from).collect()))
+}
+
+/// An admin approves a proposed set: in force once it has every approval
+/// it needs (202 while it waits for another admin).
+async fn approve_policy_proposal(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
+) -> ApiResult<(StatusCode, Json<PolicyReloadView>)> {
+    require(&user, Capability::ApprovePolicyChanges)?;
+    Ok(
+        match state.engine.approve_policy_change(&id, &user).await? {
+            PolicyChange::Activated(r) => {
+                tracing::info!(by = %user.id, proposal = %id, version = %r.version, "proposed policy set approved");
+                (StatusCode::OK, Json(activated(r)))
+            }
+            PolicyChange::Proposed(p) => {
+                tracing::info!(by = %user.id, proposal = %id, "approval recorded; the proposal needs another admin");
+                (
+                    StatusCode::ACCEPTED,
+                    Json(waiting(&state, &p, "approval_recorded")),
+                )
+            }
+        },
+    )
+}
+
+async fn audit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEventView>>> {
+    require(&user, Capability::ReadEverything)?;
+    let time = |field: &str, raw: &Option<String>| {
+        raw.as_deref()
+            .map(|s| parse_time(s).map_err(|e| ApiError::invalid(field, e)))
+            .transpose()
+    };
+    let filter = AuditFilter {
+        request: q.request,
+        user: q.user,
+        entitlement: q.entitlement,
+        action: q.action,
+        token: q.token,
+        since: time("since", &q.since)?,
+        until: time("until", &q.until)?,
+        limit: limit(q.limit)?,
+    };
+    let records = state.engine.audit(&filter).await?;
+    Ok(Json(records.iter().map(AuditEventView::from).collect()))
+}
+
+/// How far back the approval-wait report looks unless told.
+const DEFAULT_REPORT_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+
+async fn approval_waits(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<WaitsQuery>,
+) -> ApiResult<Json<ApprovalWaitsReport>> {
+    require(&user, Capability::ReadEverything)?;
+    let now = state.engine.now();
+    let since = match q.since.as_deref().map(str::trim) {
+        None => now.minus(DEFAULT_REPORT_PERIOD),
+        // A time, or else how long back from now.
+        Some(raw) => parse_time(raw).or_else(|time_error| {
+            parse_duration(raw)
+                .map(|back| now.minus(back))
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "since",
+                        format!("{time_error}, nor a duration such as `30d`"),
+                    )
+                })
+        })?,
+    };
+    let waits = state.engine.approval_waits(since).await?;
+    Ok(Json(ApprovalWaitsReport {
+        since: format_time(since),
+        entitlements: waits.iter().map(ApprovalWaitsView::from).collect(),
+    }))
+}
+
+async fn verify_audit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+) -> ApiResult<Json<VerifyView>> {
+    require(&user, Capability::ReadEverything)?;
+    let report = state.engine.verify_audit().await?;
+    Ok(Json(VerifyView::from(report)))
+}
+
+/// The public key audit checkpoints are signed with. Public on purpose: a
+/// third party who pins it can check shipped checkpoint logs.
+async fn checkpoint_key(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let key = state.checkpoint_key.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server signs no audit checkpoints",
+        )
+    })?;
+    Ok(Json(serde_json::json!({"public_key": key})))
+}
+
+/// Compares every connector's holders with Airlock's grants (admin). Every
+/// finding is audited; with `fix`, the fixes the rule decides are applied
+/// and audited too.
+async fn reconcile(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiJson(body): ApiJson<ReconcileBody>,
+) -> ApiResult<Json<ReconcileView>> {
+    require(&user, Capability::Reconcile)?;
+    let report = state.engine.reconcile(body.fix, Some(&user)).await?;
+    let view = ReconcileView::from(&report);
+    tracing::info!(by = %user.id, fix = body.fix, unfixed = view.unfixed, errors = view.errors, "reconciled");
+    Ok(Json(view))
+}
