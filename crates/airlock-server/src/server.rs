@@ -506,6 +506,7 @@ pub async fn start_with_clock(
             settings.scim.is_some().then(|| engine.shared_store()),
         )),
         retry: settings.notifications.retry,
+        keep_settled: settings.notifications.keep_settled,
     });
     supervise(
         "notification dispatcher",

@@ -829,3 +829,38 @@ async fn a_break_glass_use_is_announced_reviewed_and_chased_across_a_restart() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_notifications_leave_the_outbox_after_their_keep() {
+    bounded(Duration::from_secs(60), async {
+        let Some(h) = boot().await else { return };
+        h.request("alice", false).await;
+        let first: BTreeSet<String> = h
+            .settled(2)
+            .await
+            .notifications
+            .into_iter()
+            .map(|n| n.key)
+            .collect();
+        // A day on, they stay (kept 30 days by default)...
+        h.clock.advance(Duration::from_secs(24 * 3600 + 60));
+        h.tried_up_to(h.clock.now()).await;
+        let keys = |o: NotificationsView| -> BTreeSet<String> {
+            o.notifications.into_iter().map(|n| n.key).collect()
+        };
+        assert!(keys(h.outbox().await).is_superset(&first));
+        // ...a month on, they are gone; what the month brought stays. (Time
+        // goes on while the test looks: a dispatcher that was mid-pass when
+        // the month passed looks again at its next wake-up.)
+        h.clock.advance(Duration::from_secs(30 * 24 * 3600));
+        let left = until(WAIT, "the month-old notifications to go", || async {
+            h.clock.advance(Duration::from_secs(60));
+            let left = keys(h.outbox().await);
+            left.is_disjoint(&first).then_some(left)
+        })
+        .await;
+        assert!(!left.is_empty(), "the time-out's notification stays");
+        h.server.shutdown().await;
+    })
+    .await;
+}

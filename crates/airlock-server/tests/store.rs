@@ -2062,6 +2062,23 @@ async fn outbox_rows_are_claimed_once_and_settled_only_under_their_claim() {
             summary.last_error.map(|(_, e, _)| e),
             Some("no email address for bob".to_owned())
         );
+
+        // Pruning takes settled rows settled before the line, a batch at a
+        // time, and never a pending one.
+        let carol = user("carol", &["eng"], &[]);
+        create_notifying(&store, &carol, &entitlement(1), "r3", at(60_000))
+            .await
+            .unwrap();
+        assert_eq!(store.prune_notifications(at(50_001), 10).await.unwrap(), 1);
+        let states = |rows: Vec<OutboxEntry>| -> Vec<OutboxState> {
+            rows.into_iter().map(|r| r.state).collect()
+        };
+        let mut left = states(outbox(&store).await);
+        left.sort_by_key(|s| s.as_str());
+        assert_eq!(left, [OutboxState::Failed, OutboxState::Pending]);
+        assert_eq!(store.prune_notifications(at(90_000), 10).await.unwrap(), 1);
+        assert_eq!(states(outbox(&store).await), [OutboxState::Pending]);
+        assert_eq!(store.prune_notifications(at(90_000), 10).await.unwrap(), 0);
     })
     .await;
 }

@@ -67,7 +67,14 @@ pub struct NotificationSettings {
     pub retry: RetryPolicy,
     /// Each config user's email address.
     pub emails: BTreeMap<UserId, String>,
+    /// Sent, dropped and failed rows older than this leave the outbox
+    /// (`notifications.keep_settled`); `None` without a `[notifications]`
+    /// table, which writes none.
+    pub keep_settled: Option<Duration>,
 }
+
+/// Settled outbox rows are kept a month unless the config says otherwise.
+const DEFAULT_KEEP_SETTLED: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +94,7 @@ pub(super) struct RawNotifications {
     retry_base: Option<Spanned<String>>,
     retry_cap: Option<Spanned<String>>,
     give_up_after: Option<Spanned<String>>,
+    keep_settled: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -390,6 +398,17 @@ pub(super) fn notifications_table(
         },
         retry,
         emails,
+        keep_settled: Some(match &raw.keep_settled {
+            Some(raw) => src.duration_between(
+                "notifications.keep_settled",
+                raw,
+                (
+                    Duration::from_secs(3600),
+                    Duration::from_secs(10 * 365 * 24 * 3600),
+                ),
+            )?,
+            None => DEFAULT_KEEP_SETTLED,
+        }),
     })
 }
 

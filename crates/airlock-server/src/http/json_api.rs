@@ -386,11 +386,7 @@ async fn show_request(
 
 /// A request the caller can see (others get 404, so ids of other people's
 /// requests are not confirmed).
-async fn visible(
-    state: &AppState,
-    user: &User,
-    raw_id: &str,
-) -> ApiResult<AccessRequest> {
+async fn visible(state: &AppState, user: &User, raw_id: &str) -> ApiResult<AccessRequest> {
     let id = request_id(raw_id)?;
     let current = state.engine.get(&id).await?;
     if !current.visible_to(user) {

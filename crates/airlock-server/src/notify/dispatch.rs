@@ -5,7 +5,8 @@
 //! given up after the configured horizon (failed, counted), or dropped when
 //! it no longer says anything true. A crash between sending and settling
 //! leaves the row claimed; once the lease lapses it is sent again with the
-//! same idempotency key.
+//! same idempotency key. Settled rows leave the outbox once older than
+//! `notifications.keep_settled`, a batch at a time, at most hourly.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,11 @@ pub const LEASE: Duration = Duration::from_secs(150);
 /// The longest a dispatcher sleeps without looking (a backstop for a missed
 /// wake-up, and how it finds claims that lapsed).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// How often settled rows past their keep are looked for, and how many go
+/// at once (the rest at the next pass: a big backlog never holds the
+/// store's writer for long).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const PRUNE_BATCH: u32 = 10_000;
 
 pub struct DispatcherParts {
     /// Its store, clock, metrics, and the wake-up its commits send.
@@ -34,6 +40,8 @@ pub struct DispatcherParts {
     pub channels: HashMap<String, Arc<dyn Channel>>,
     pub book: Arc<dyn AddressBook>,
     pub retry: RetryPolicy,
+    /// How long settled rows stay (`None`: for ever).
+    pub keep_settled: Option<Duration>,
 }
 
 pub struct Dispatcher {
@@ -44,6 +52,9 @@ pub struct Dispatcher {
     book: Arc<dyn AddressBook>,
     retry: RetryPolicy,
     wake: Arc<Notify>,
+    keep_settled: Option<Duration>,
+    /// When settled rows were last pruned.
+    pruned_at: std::sync::Mutex<Option<airlock_core::Timestamp>>,
 }
 
 impl Dispatcher {
@@ -56,7 +67,44 @@ impl Dispatcher {
             channels: parts.channels,
             book: parts.book,
             retry: parts.retry,
+            keep_settled: parts.keep_settled,
+            pruned_at: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Removes settled rows past their keep, when an hour has passed since
+    /// it last did (a failure is logged and tried again next time).
+    async fn prune(&self) {
+        let Some(keep) = self.keep_settled else {
+            return;
+        };
+        let now = self.clock.now();
+        let due = {
+            let last = self.pruned_at.lock().unwrap_or_else(|e| e.into_inner());
+            last.is_none_or(|at| at.plus(PRUNE_EVERY) <= now)
+        };
+        if !due {
+            return;
+        }
+        match self
+            .store
+            .prune_notifications(now.minus(keep), PRUNE_BATCH)
+            .await
+        {
+            Ok(n) => {
+                if n > 0 {
+                    debug!(count = n, "settled notifications past their keep removed");
+                }
+                // A full batch leaves more: look again at the next pass.
+                let next = if n == u64::from(PRUNE_BATCH) {
+                    None
+                } else {
+                    Some(now)
+                };
+                *self.pruned_at.lock().unwrap_or_else(|e| e.into_inner()) = next;
+            }
+            Err(e) => warn!(error = %e, "cannot remove settled notifications past their keep"),
+        }
     }
 
     /// Sends what falls due until `shutdown` turns true.
@@ -76,6 +124,7 @@ impl Dispatcher {
             if *shutdown.borrow() {
                 return;
             }
+            self.prune().await;
             let pause = match self.run_once().await {
                 Ok(n) if n == BATCH as usize => continue,
                 Ok(_) => match p.store.next_notification_due(p.clock.now()).await {

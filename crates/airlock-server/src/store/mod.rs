@@ -265,6 +265,10 @@ pub trait Store: Send + Sync {
     /// how many there were.
     async fn release_notification_claims(&self) -> Result<u64, StoreError>;
 
+    /// Deletes up to `limit` settled rows (sent, dropped, failed) settled
+    /// before `before`; returns how many.
+    async fn prune_notifications(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError>;
+
     /// The earliest next attempt of an outbox row no dispatcher holds at `now`.
     async fn next_notification_due(&self, now: Timestamp) -> Result<Option<Timestamp>, StoreError>;
 

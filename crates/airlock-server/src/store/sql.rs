@@ -268,12 +268,17 @@ enum OutboxOp {
         now: i64,
     },
     ReleaseClaims,
+    Prune {
+        before: i64,
+        limit: i64,
+    },
 }
 
 enum OutboxAnswer {
     Claimed(Vec<OutboxEntry>),
     Settled(bool),
     Released(u64),
+    Pruned(u64),
 }
 
 /// What a scheduler pass asks to claim.
@@ -996,6 +1001,21 @@ async fn outbox_op(
             .await
             .map_err(db_err)?;
             Ok(OutboxAnswer::Released(done.rows_affected()))
+        }
+        OutboxOp::Prune { before, limit } => {
+            // Through the (state, updated_at) index; a settled row's
+            // `updated_at` is when it was settled, and nothing changes it after.
+            let done = sqlx::query(
+                "DELETE FROM notification_outbox WHERE notification_key IN \
+                 (SELECT notification_key FROM notification_outbox \
+                  WHERE state IN ('sent', 'dropped', 'failed') AND updated_at < $1 LIMIT $2)",
+            )
+            .bind(before)
+            .bind(limit)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            Ok(OutboxAnswer::Pruned(done.rows_affected()))
         }
     }
 }
@@ -1959,6 +1979,17 @@ impl Store for SqlStore {
         match self.outbox(OutboxOp::ReleaseClaims).await? {
             OutboxAnswer::Released(n) => Ok(n),
             _ => Err(mismatched("release")),
+        }
+    }
+
+    async fn prune_notifications(&self, before: Timestamp, limit: u32) -> Result<u64, StoreError> {
+        let op = OutboxOp::Prune {
+            before: before.unix_millis(),
+            limit: i64::from(limit),
+        };
+        match self.outbox(op).await? {
+            OutboxAnswer::Pruned(n) => Ok(n),
+            _ => Err(mismatched("prune")),
         }
     }
 
