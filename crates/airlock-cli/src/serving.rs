@@ -96,6 +96,15 @@ pub async fn run(command: ServerCmd) -> anyhow::Result<()> {
                     tokens.get(user).map_or("", String::as_str)
                 );
             }
+            // The token rides in the fragment, which browsers never send
+            // (nor log): the UI's script puts it in the sign-in form.
+            say!("Web UI: {url}/ui/ (sign in as a demo user with their link)");
+            for (user, _) in demo::DEMO_USERS {
+                say!(
+                    "  {user:<6} {url}/ui/login#token={}",
+                    tokens.get(user).map_or("", String::as_str)
+                );
+            }
             say!("Try:");
             say!(
                 "  export AIRLOCK_URL={url} AIRLOCK_TOKEN={}",

@@ -1,7 +1,8 @@
 //! Everything Airlock serves over HTTP, one module each: `extract` (who
 //! the caller is, bodies and queries within their limits), `error` (the
-//! one error type), `json_api` (the `/v1` API), `tokens` (`/v1/tokens`)
-//! and `scim` (`/scim/v2`). This root holds the shared state and puts the
+//! one error type), `json_api` (the `/v1` API), `tokens` (`/v1/tokens`),
+//! `scim` (`/scim/v2`) and `ui` (the web UI under `/ui`, not part of the
+//! JSON API). This root holds the shared state and puts the
 //! routes together behind the same limits.
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ mod error;
 mod extract;
 mod json_api;
 mod tokens;
+mod ui;
 
 pub use error::ApiError;
 pub(crate) use error::{require, ApiResult};
@@ -94,6 +96,7 @@ pub fn router(state: AppState) -> Router {
     };
     routes
         .merge(json_api::routes())
+        .merge(ui::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

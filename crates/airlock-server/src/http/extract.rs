@@ -77,45 +77,60 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let catalog = state.engine.catalog();
-        let user = if token.starts_with(tokens::TOKEN_PREFIX) {
-            tokens::authenticate(state, token).await?
-        } else if let Some(user) = state
-            .tokens
-            .get(&token_hash(token))
-            .and_then(|id| catalog.user(id))
-        {
-            user.clone()
-        } else {
-            match &state.oidc {
-                Some(oidc) if Verifier::looks_like_jwt(token) => {
-                    let who = oidc
-                        .sign_in(token, state.engine.now(), catalog)
-                        .await
-                        .map_err(token_refused)?;
-                    // A service principal authenticates only with API tokens.
-                    if catalog.user(&who.user.id).is_some_and(User::is_service) {
-                        return Err(unauthorized(
-                            "a service principal signs in only with an API token",
-                        ));
-                    }
-                    if let Some(at) = who.mfa_at {
-                        parts.extensions.insert(TokenMfa(at));
-                    }
-                    who.user
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?
+            .to_owned();
+        authenticate(parts, state, &token).await.map(Caller)
+    }
+}
+
+/// Who `token` stands for: a config token, an API token or the identity
+/// provider's token, with the directory's last word. The one path every
+/// caller takes, the API's bearer tokens and the web UI's session cookie
+/// and sign-in form alike, so the UI adds no authentication of its own.
+pub(super) async fn authenticate(
+    parts: &mut Parts,
+    state: &AppState,
+    token: &str,
+) -> Result<User, Response> {
+    let unauthorized =
+        |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m).into_response();
+    let catalog = state.engine.catalog();
+    let user = if token.starts_with(tokens::TOKEN_PREFIX) {
+        tokens::authenticate(state, token).await?
+    } else if let Some(user) = state
+        .tokens
+        .get(&token_hash(token))
+        .and_then(|id| catalog.user(id))
+    {
+        user.clone()
+    } else {
+        match &state.oidc {
+            Some(oidc) if Verifier::looks_like_jwt(token) => {
+                let who = oidc
+                    .sign_in(token, state.engine.now(), catalog)
+                    .await
+                    .map_err(token_refused)?;
+                // A service principal authenticates only with API tokens.
+                if catalog.user(&who.user.id).is_some_and(User::is_service) {
+                    return Err(unauthorized(
+                        "a service principal signs in only with an API token",
+                    ));
                 }
-                _ => return Err(unauthorized("unknown token")),
+                if let Some(at) = who.mfa_at {
+                    parts.extensions.insert(TokenMfa(at));
+                }
+                who.user
             }
-        };
-        // The identity provider's directory has the last word: its groups
-        // join the caller's, and a deactivated or deleted person is refused
-        // whatever token they hold.
-        match state.engine.signed_in(user).await {
-            Ok(user) => Ok(Caller(user)),
-            Err(Refused::Engine(e)) => Err(ApiError::from(e).into_response()),
-            Err(refused) => Err(unauthorized(&refused.to_string())),
+            _ => return Err(unauthorized("unknown token")),
         }
+    };
+    // The identity provider's directory has the last word: its groups
+    // join the caller's, and a deactivated or deleted person is refused
+    // whatever token they hold.
+    match state.engine.signed_in(user).await {
+        Ok(user) => Ok(user),
+        Err(Refused::Engine(e)) => Err(ApiError::from(e).into_response()),
+        Err(refused) => Err(unauthorized(&refused.to_string())),
     }
 }
 

@@ -83,7 +83,7 @@ fn request_id(raw: &str) -> ApiResult<RequestId> {
     RequestId::parse(raw).map_err(|_| ApiError::not_found(raw))
 }
 
-fn view(state: &AppState, r: &AccessRequest) -> RequestView {
+pub(super) fn view(state: &AppState, r: &AccessRequest) -> RequestView {
     RequestView::new(r, state.engine.now(), state.engine.overdue_after())
 }
 
@@ -197,7 +197,12 @@ async fn entitlements(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> ApiResult<Json<Vec<EntitlementView>>> {
-    require(&user, Capability::Read)?;
+    entitlement_views(&state, &user).map(Json)
+}
+
+/// What `GET /v1/entitlements` lists (the web UI's request page shows the same).
+pub(super) fn entitlement_views(state: &AppState, user: &User) -> ApiResult<Vec<EntitlementView>> {
+    require(user, Capability::Read)?;
     let policies = state.engine.policies();
     let set = policies.current();
     let views = state
@@ -208,7 +213,7 @@ async fn entitlements(
         .filter_map(|e| {
             let ask = policy::typical_ask(
                 &set,
-                policies.user_facts(&user),
+                policies.user_facts(user),
                 e,
                 policies.entitlement_facts(&e.id),
             )?;
@@ -224,7 +229,7 @@ async fn entitlements(
             Some(EntitlementView::new(e, approval, ask.needs))
         })
         .collect();
-    Ok(Json(views))
+    Ok(views)
 }
 
 pub(crate) fn parse_duration_input(d: &DurationInput, field: &'static str) -> ApiResult<Duration> {
@@ -240,6 +245,18 @@ async fn create_request(
     MfaAt(mfa_at): MfaAt,
     ApiJson(body): ApiJson<CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
+    let request = submit(&state, &user, mfa_at, body).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, &request))))
+}
+
+/// Parses and submits a new request; one the policy set denies is
+/// recorded but answered 403 with its reasons.
+pub(super) async fn submit(
+    state: &AppState,
+    user: &User,
+    mfa_at: Option<airlock_core::Timestamp>,
+    body: CreateRequest,
+) -> ApiResult<AccessRequest> {
     let entitlement = EntitlementId::parse(&body.entitlement)
         .map_err(|e| ApiError::invalid("entitlement", format!("`{}` {e}", body.entitlement)))?;
     let duration = body
@@ -262,7 +279,7 @@ async fn create_request(
         public_key: body.public_key,
         mfa_at,
     };
-    let request = state.engine.submit(&user, ask).await.map_err(|e| match e {
+    let request = state.engine.submit(user, ask).await.map_err(|e| match e {
         EngineError::StepUp { max_age } => {
             let acr = state
                 .oidc
@@ -284,7 +301,7 @@ async fn create_request(
             ),
         ));
     }
-    Ok((StatusCode::CREATED, Json(view(&state, &request))))
+    Ok(request)
 }
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -386,7 +403,11 @@ async fn show_request(
 
 /// A request the caller can see (others get 404, so ids of other people's
 /// requests are not confirmed).
-async fn visible(state: &AppState, user: &User, raw_id: &str) -> ApiResult<AccessRequest> {
+pub(super) async fn visible(
+    state: &AppState,
+    user: &User,
+    raw_id: &str,
+) -> ApiResult<AccessRequest> {
     let id = request_id(raw_id)?;
     let current = state.engine.get(&id).await?;
     if !current.visible_to(user) {
@@ -402,9 +423,19 @@ async fn command(
     raw_id: &str,
     command: UserCommand,
 ) -> ApiResult<Json<RequestView>> {
-    let current = visible(state, user, raw_id).await?;
-    let request = state.engine.act(&current.id, user, command).await?;
+    let request = act(state, user, raw_id, command).await?;
     Ok(Json(view(state, &request)))
+}
+
+/// Runs a command on a request the caller can see (the web UI's forms too).
+pub(super) async fn act(
+    state: &AppState,
+    user: &User,
+    raw_id: &str,
+    command: UserCommand,
+) -> ApiResult<AccessRequest> {
+    let current = visible(state, user, raw_id).await?;
+    Ok(state.engine.act(&current.id, user, command).await?)
 }
 
 /// Approves or denies a request the caller can see.
@@ -414,9 +445,19 @@ async fn decide(
     raw_id: &str,
     decision: ApproverDecision,
 ) -> ApiResult<Json<RequestView>> {
-    let current = visible(state, user, raw_id).await?;
-    let request = state.engine.decide(&current.id, user, decision).await?;
+    let request = decide_request(state, user, raw_id, decision).await?;
     Ok(Json(view(state, &request)))
+}
+
+/// Approves or denies a request the caller can see (the web UI's inbox too).
+pub(super) async fn decide_request(
+    state: &AppState,
+    user: &User,
+    raw_id: &str,
+    decision: ApproverDecision,
+) -> ApiResult<AccessRequest> {
+    let current = visible(state, user, raw_id).await?;
+    Ok(state.engine.decide(&current.id, user, decision).await?)
 }
 
 async fn approve(
@@ -493,11 +534,23 @@ async fn extend(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ExtendBody>,
 ) -> ApiResult<Json<RequestView>> {
+    let request = extend_grant(&state, &user, &id, body).await?;
+    Ok(Json(view(&state, &request)))
+}
+
+/// Asks for more time on a grant the caller can see; an extension the
+/// policy set denies at once is recorded but answered 403.
+pub(super) async fn extend_grant(
+    state: &AppState,
+    user: &User,
+    raw_id: &str,
+    body: ExtendBody,
+) -> ApiResult<AccessRequest> {
     let by = parse_duration_input(&body.by, "by")?;
-    let current = visible(&state, &user, &id).await?;
+    let current = visible(state, user, raw_id).await?;
     let request = state
         .engine
-        .extend(&current.id, &user, by, body.reason)
+        .extend(&current.id, user, by, body.reason)
         .await?;
     if let Some(note) = request.extension.as_ref().and_then(|e| {
         // Denied with no tiers: the policy set's word, not an approver's.
@@ -510,7 +563,7 @@ async fn extend(
             format!("the extension of `{}` was {note}", request.id),
         ));
     }
-    Ok(Json(view(&state, &request)))
+    Ok(request)
 }
 
 /// Hands the requester their grant's one-time credential (POST: it is consumed).
@@ -592,8 +645,17 @@ async fn explain(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ExplainView>> {
-    require(&user, Capability::Read)?;
-    let request = visible(&state, &user, &id).await?;
+    explain_view(&state, &user, &id).await.map(Json)
+}
+
+/// `GET /v1/requests/{id}/explain`'s facts (the web UI's request page shows them).
+pub(super) async fn explain_view(
+    state: &AppState,
+    user: &User,
+    raw_id: &str,
+) -> ApiResult<ExplainView> {
+    require(user, Capability::Read)?;
+    let request = visible(state, user, raw_id).await?;
     let events = state
         .engine
         .audit(&AuditFilter {
@@ -634,7 +696,7 @@ async fn explain(
     let set = policies.current();
     let requester = state.engine.known_user_now(&request.requester).await?;
     let now = policy::verdict(&set, &policies.stored_request_facts(&requester, &request));
-    Ok(Json(ExplainView {
+    Ok(ExplainView {
         request: request.id.to_string(),
         state: request.state.as_str().to_owned(),
         policy_version: request.policy_version.clone(),
@@ -661,7 +723,7 @@ async fn explain(
                 actor_kind: e.actor_kind.clone(),
             })
             .collect(),
-    }))
+    })
 }
 
 async fn show_policy(

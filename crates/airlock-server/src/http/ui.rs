@@ -1,0 +1,563 @@
+//! The web UI under `/ui`: server-rendered HTML pages (askama templates,
+//! escaped by default) over the same engine calls as the JSON API, with
+//! plain forms and links that work without JavaScript; one small script of
+//! our own only adds the live countdown, "select all" and filling the
+//! sign-in form from a link. Assets are embedded; every response carries a
+//! strict Content-Security-Policy. Sessions and CSRF are `session`'s.
+
+use airlock_core::request::{AccessRequest, ExtensionState, State};
+use airlock_core::time::human_duration;
+use askama::Template;
+use axum::extract::{FromRequest, Path, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::json_api::{
+    act, decide_request, entitlement_views, explain_view, extend_grant, submit, view,
+};
+use super::{ApiError, AppState, MfaAt};
+use crate::api::{
+    CreateRequest, DurationInput, EntitlementView, ExplainView, ExtendBody, RequestView,
+};
+use crate::engine::{ApproverDecision, UserCommand};
+use crate::store::RequestFilter;
+
+mod session;
+
+use session::{same_origin, Fields, Posted, Session};
+
+/// The UI's routes; not part of the JSON API (`ROUTES`, the OpenAPI document).
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui/", get(request_page))
+        .route("/ui/request", get(request_page).post(submit_request))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/mine", get(mine))
+        .route("/ui/inbox", get(inbox).post(decide_many))
+        .route("/ui/requests/{id}", get(show))
+        .route("/ui/requests/{id}/{action}", post(act_on))
+        .route("/ui/assets/ui.css", get(|| asset("text/css", CSS)))
+        .route("/ui/assets/ui.js", get(|| asset("text/javascript", JS)))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+const CSS: &str = include_str!("ui/assets/ui.css");
+const JS: &str = include_str!("ui/assets/ui.js");
+
+/// No inline script or style anywhere, nothing from elsewhere, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    // Pages show who holds what now: no copy kept by the browser or a proxy.
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn render<T: Template>(status: StatusCode, page: &T) -> Response {
+    match page.render() {
+        Ok(html) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a web UI template failed to render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+/// What every signed-in page's header shows: who, where, and the sign-out
+/// form (with its CSRF token).
+struct Chrome {
+    user: String,
+    csrf: String,
+    current: &'static str,
+}
+
+impl Chrome {
+    fn new(session: &Session, current: &'static str) -> Chrome {
+        Chrome {
+            user: session.user.id.to_string(),
+            csrf: session.csrf.clone(),
+            current,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ui/error.html")]
+struct ErrorPage {
+    status: u16,
+    title: String,
+    message: String,
+}
+
+/// A page that says what went wrong, with the status to match.
+pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
+    let page = ErrorPage {
+        status: status.as_u16(),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        message: message.to_owned(),
+    };
+    render(status, &page)
+}
+
+fn api_error_page(e: &ApiError) -> Response {
+    error_response(e.status, &e.message)
+}
+
+/// An error from the engine, shown beside the form it came from.
+struct FormError {
+    field: Option<String>,
+    message: String,
+}
+
+impl From<ApiError> for FormError {
+    fn from(e: ApiError) -> Self {
+        FormError {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ui/login.html")]
+struct LoginPage {
+    error: Option<String>,
+}
+
+async fn login_page() -> Response {
+    render(StatusCode::OK, &LoginPage { error: None })
+}
+
+/// Signs in with a pasted token (no session yet, so no CSRF token: the
+/// origin check and the SameSite cookie stand in).
+async fn login(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+) -> Response {
+    if !same_origin(req.headers()) {
+        return session::foreign_post();
+    }
+    let (mut parts, body) = req.into_parts();
+    let fields = match Fields::read(Request::from_parts(parts.clone(), body), &state).await {
+        Ok(f) => f,
+        Err(refused) => return refused,
+    };
+    let Some(token) = fields.get("token") else {
+        let error = Some("paste your token to sign in".to_owned());
+        return render(StatusCode::BAD_REQUEST, &LoginPage { error });
+    };
+    match session::sign_in(&mut parts, &state, token).await {
+        Ok(signed_in) => signed_in,
+        Err(message) => render(
+            StatusCode::UNAUTHORIZED,
+            &LoginPage {
+                error: Some(message),
+            },
+        ),
+    }
+}
+
+async fn logout(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    posted: Posted,
+) -> Response {
+    session::sign_out(&state, &posted.session).await
+}
+
+/// One entitlement as the request page shows it.
+struct EntitlementRow {
+    view: EntitlementView,
+    max: String,
+    break_glass_max: Option<String>,
+}
+
+/// What the request form was filled with, shown again beside an error.
+#[derive(Default)]
+struct RequestForm {
+    entitlement: String,
+    duration: String,
+    reason: String,
+    ticket: String,
+    start_at: String,
+    break_glass: bool,
+}
+
+#[derive(Template)]
+#[template(path = "ui/request.html")]
+struct RequestPage {
+    chrome: Chrome,
+    entitlements: Vec<EntitlementRow>,
+    form: RequestForm,
+    error: Option<FormError>,
+    any_break_glass: bool,
+}
+
+fn secs(s: u64) -> String {
+    human_duration(std::time::Duration::from_secs(s))
+}
+
+fn request_form_page(
+    state: &AppState,
+    session: &Session,
+    form: RequestForm,
+    error: Option<FormError>,
+    status: StatusCode,
+) -> Response {
+    let views = match entitlement_views(state, &session.user) {
+        Ok(v) => v,
+        Err(e) => return api_error_page(&e),
+    };
+    let entitlements: Vec<EntitlementRow> = views
+        .into_iter()
+        .map(|view| EntitlementRow {
+            max: secs(view.max_duration_seconds),
+            break_glass_max: view
+                .break_glass
+                .as_ref()
+                .map(|b| secs(b.max_duration_seconds)),
+            view,
+        })
+        .collect();
+    let page = RequestPage {
+        chrome: Chrome::new(session, "request"),
+        any_break_glass: entitlements.iter().any(|e| e.break_glass_max.is_some()),
+        entitlements,
+        form,
+        error,
+    };
+    render(status, &page)
+}
+
+async fn request_page(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    session: Session,
+) -> Response {
+    request_form_page(
+        &state,
+        &session,
+        RequestForm::default(),
+        None,
+        StatusCode::OK,
+    )
+}
+
+async fn submit_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    MfaAt(mfa_at): MfaAt,
+    Posted { session, fields }: Posted,
+) -> Response {
+    let text = |name: &str| fields.get(name).unwrap_or_default().to_owned();
+    let form = RequestForm {
+        entitlement: text("entitlement"),
+        duration: text("duration"),
+        reason: text("reason"),
+        ticket: text("ticket"),
+        start_at: text("start_at"),
+        break_glass: fields.get("break_glass").is_some(),
+    };
+    let optional = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+    let body = CreateRequest {
+        entitlement: form.entitlement.clone(),
+        duration: optional(&form.duration).map(DurationInput::Text),
+        reason: form.reason.clone(),
+        ticket: optional(&form.ticket),
+        start_at: optional(&form.start_at),
+        break_glass: form.break_glass,
+        public_key: None,
+    };
+    match submit(&state, &session.user, mfa_at, body).await {
+        Ok(request) => Redirect::to(&format!("/ui/requests/{}", request.id)).into_response(),
+        Err(e) => {
+            let status = e.status;
+            request_form_page(&state, &session, form, Some(e.into()), status)
+        }
+    }
+}
+
+/// One request in a list, with what the view leaves to the reader to work out.
+struct Row {
+    v: RequestView,
+    duration: String,
+    waited: String,
+    time_left: Option<String>,
+    tiers: String,
+    /// An extension that waits for approval: by how much.
+    extension: Option<String>,
+}
+
+impl Row {
+    fn new(state: &AppState, r: &AccessRequest) -> Row {
+        let now = state.engine.now();
+        let v = view(state, r);
+        Row {
+            duration: human_duration(r.duration),
+            waited: human_duration(r.created_at.until(now)),
+            time_left: v.time_left_seconds.map(secs),
+            tiers: v
+                .approval_tiers
+                .iter()
+                .map(|t| format!("{} of {} ({})", t.count, t.groups.join(" or "), t.policy))
+                .collect::<Vec<_>>()
+                .join("; then "),
+            extension: r
+                .extension
+                .as_ref()
+                .filter(|e| e.state == ExtensionState::Pending)
+                .map(|e| human_duration(e.by)),
+            v,
+        }
+    }
+}
+
+async fn rows(state: &AppState, filter: RequestFilter) -> Result<Vec<Row>, Response> {
+    let requests = state
+        .engine
+        .list(&filter)
+        .await
+        .map_err(|e| api_error_page(&ApiError::from(e)))?;
+    Ok(requests.iter().map(|r| Row::new(state, r)).collect())
+}
+
+/// The most a list on a page shows (the CLI and API page through more).
+const PAGE_ROWS: u32 = 200;
+
+#[derive(Template)]
+#[template(path = "ui/mine.html")]
+struct MinePage {
+    chrome: Chrome,
+    pending: Vec<Row>,
+    active: Vec<Row>,
+    history: Vec<Row>,
+}
+
+async fn mine(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    session: Session,
+) -> Response {
+    let filter = RequestFilter {
+        requester: Some(session.user.id.clone()),
+        visible_to: Some(session.user.clone()),
+        limit: PAGE_ROWS,
+        ..RequestFilter::default()
+    };
+    let all = match rows(&state, filter).await {
+        Ok(rows) => rows,
+        Err(page) => return page,
+    };
+    let (mut pending, mut active, mut history) = (Vec::new(), Vec::new(), Vec::new());
+    for row in all {
+        match State::parse(&row.v.state) {
+            Some(State::Pending | State::Approved) => pending.push(row),
+            Some(State::Active) => active.push(row),
+            _ => history.push(row),
+        }
+    }
+    let page = MinePage {
+        chrome: Chrome::new(&session, "mine"),
+        pending,
+        active,
+        history,
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Template)]
+#[template(path = "ui/inbox.html")]
+struct InboxPage {
+    chrome: Chrome,
+    rows: Vec<Row>,
+    done: Vec<String>,
+    failed: Vec<String>,
+}
+
+async fn inbox_page(
+    state: &AppState,
+    session: &Session,
+    done: Vec<String>,
+    failed: Vec<String>,
+) -> Response {
+    // The same filter as `airlock pending` (`awaiting_me`).
+    let filter = RequestFilter {
+        awaiting_approval_of: Some(session.user.clone()),
+        visible_to: Some(session.user.clone()),
+        limit: PAGE_ROWS,
+        ..RequestFilter::default()
+    };
+    let rows = match rows(state, filter).await {
+        Ok(rows) => rows,
+        Err(page) => return page,
+    };
+    let status = if failed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let page = InboxPage {
+        chrome: Chrome::new(session, "inbox"),
+        rows,
+        done,
+        failed,
+    };
+    render(status, &page)
+}
+
+async fn inbox(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    session: Session,
+) -> Response {
+    inbox_page(&state, &session, Vec::new(), Vec::new()).await
+}
+
+fn decision(verb: &str, comment: Option<&str>) -> Option<ApproverDecision> {
+    match verb {
+        "approve" => Some(ApproverDecision::Approve {
+            comment: comment.map(str::to_owned),
+        }),
+        "deny" => Some(ApproverDecision::Deny {
+            reason: comment.unwrap_or_default().to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+/// Approves or denies every checked request with one comment.
+async fn decide_many(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Posted { session, fields }: Posted,
+) -> Response {
+    let verb = fields.get("action").unwrap_or_default();
+    let ids = fields.all("id");
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    if ids.is_empty() {
+        failed.push("select at least one request".to_owned());
+    }
+    for id in ids {
+        let Some(decision) = decision(verb, fields.get("comment")) else {
+            failed.push(format!("`{verb}` is neither approve nor deny"));
+            break;
+        };
+        match decide_request(&state, &session.user, id, decision).await {
+            Ok(r) => done.push(format!("{}: {}", r.id, r.state.as_str())),
+            Err(e) => failed.push(format!("{id}: {}", e.message)),
+        }
+    }
+    inbox_page(&state, &session, done, failed).await
+}
+
+#[derive(Template)]
+#[template(path = "ui/show.html")]
+struct ShowPage {
+    chrome: Chrome,
+    row: Row,
+    explain: Option<ExplainView>,
+    mine: bool,
+    awaits_me: bool,
+    error: Option<FormError>,
+}
+
+async fn show_page(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+    error: Option<FormError>,
+    status: StatusCode,
+) -> Response {
+    let request = match super::json_api::visible(state, &session.user, id).await {
+        Ok(r) => r,
+        Err(e) => return api_error_page(&e),
+    };
+    // `explain` needs the read scope and the audit log; the page stands without it.
+    let explain = explain_view(state, &session.user, id).await.ok();
+    let page = ShowPage {
+        chrome: Chrome::new(session, ""),
+        mine: request.requester == session.user.id,
+        awaits_me: request.awaits_approval_of(&session.user),
+        row: Row::new(state, &request),
+        explain,
+        error,
+    };
+    render(status, &page)
+}
+
+async fn show(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
+    show_page(&state, &session, &id, None, StatusCode::OK).await
+}
+
+/// The buttons of the request and My access pages: release, cancel,
+/// extend, approve, deny. Success goes back where it came from
+/// (`back`); an error shows on the request's page.
+async fn act_on(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let Posted { session, fields } = match Posted::from_request(req, &state).await {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let comment = fields.get("comment");
+    let result = match action.as_str() {
+        "release" => act(&state, &session.user, &id, UserCommand::Release).await,
+        "cancel" => act(&state, &session.user, &id, UserCommand::Cancel).await,
+        "extend" => {
+            let body = ExtendBody {
+                by: DurationInput::Text(fields.get("by").unwrap_or_default().to_owned()),
+                reason: fields.get("reason").unwrap_or_default().to_owned(),
+            };
+            extend_grant(&state, &session.user, &id, body).await
+        }
+        verb => match decision(verb, comment) {
+            Some(d) => decide_request(&state, &session.user, &id, d).await,
+            None => return error_response(StatusCode::NOT_FOUND, "no such action"),
+        },
+    };
+    match result {
+        Ok(r) => {
+            let back = match fields.get("back") {
+                Some("mine") => "/ui/mine".to_owned(),
+                Some("inbox") => "/ui/inbox".to_owned(),
+                _ => format!("/ui/requests/{}", r.id),
+            };
+            Redirect::to(&back).into_response()
+        }
+        Err(e) => {
+            let status = e.status;
+            show_page(&state, &session, &id, Some(e.into()), status).await
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The web UI in a real browser: the real server on port 0 (SQLite), and
+//! `tests/ui/browser.mjs` driving Debian's headless Chromium through
+//! Playwright's `playwright-core`, with axe-core on every page. A requester
+//! signs in and asks, an approver approves from the inbox, the requester
+//! sees the countdown and releases; a denial shows its reason; forged posts
+//! (no CSRF token, a foreign Origin) get 403; a `<script>` in a reason is
+//! text. Here, after the browser: the sessions were API tokens, and the
+//! one signed out is revoked. Skips loudly without node, chromium or the npm
+//! packages, and refuses to where `AIRLOCK_REQUIRE_SERVICES=1`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use airlock_server::client::Client;
+use airlock_server::config::{token_hash, Settings};
+use airlock_server::server::start;
+use airlock_testkit::{bounded, service_path, service_program};
+
+const BOUND: Duration = Duration::from_secs(240);
+
+fn token(user: &str) -> String {
+    format!("test-token-for-{user}")
+}
+
+fn ui_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_goes_from_ask_to_release_in_a_real_browser() {
+    let Some(node) = service_program("node") else {
+        return;
+    };
+    let Some(chromium) = service_program("/usr/bin/chromium") else {
+        return;
+    };
+    let install = "npm ci --prefix crates/airlock-server/tests/ui";
+    if service_path(&ui_dir().join("node_modules/playwright-core"), install).is_none()
+        || service_path(&ui_dir().join("node_modules/axe-core"), install).is_none()
+    {
+        return;
+    }
+    bounded(BOUND, async {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        let mut toml = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = '{root}/data'
+
+[connectors.log]
+type = "command"
+program = "/bin/true"
+timeout = "5s"
+
+[entitlements.db-prod]
+description = "Read and write the production database"
+requestable_by = ["eng"]
+max_duration = "2h"
+approvers = ["sre"]
+connector = "log"
+"#
+        );
+        for (name, group) in [("alice", "eng"), ("bob", "sre")] {
+            toml.push_str(&format!(
+                "\n[users.{name}]\ngroups = [\"{group}\"]\ntoken_sha256 = \"{}\"\n",
+                token_hash(&token(name))
+            ));
+        }
+        let settings = Settings::parse("ui.toml", &toml, dir.path()).unwrap();
+        let server = start(settings).await.unwrap();
+        let base = format!("http://{}", server.addr());
+
+        let out = tokio::process::Command::new(node)
+            .arg(ui_dir().join("browser.mjs"))
+            .current_dir(ui_dir())
+            .env("AIRLOCK_UI_URL", &base)
+            .env("AIRLOCK_UI_REQUESTER_TOKEN", token("alice"))
+            .env("AIRLOCK_UI_APPROVER_TOKEN", token("bob"))
+            .env("AIRLOCK_UI_CHROMIUM", &chromium)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "the browser run failed:\n{said}");
+        assert!(said.contains("every step passed"), "{said}");
+
+        // Each sign-in made an API token; alice's was revoked at sign-out.
+        let tokens = Client::new(&base, &token("alice"))
+            .unwrap()
+            .list_tokens(false)
+            .await
+            .unwrap();
+        let sessions: Vec<_> = tokens
+            .iter()
+            .filter(|t| t.name.starts_with("web session"))
+            .collect();
+        assert_eq!(sessions.len(), 1, "{tokens:?}");
+        assert_eq!(sessions[0].state, "revoked", "{tokens:?}");
+        server.shutdown().await;
+    })
+    .await;
+}
