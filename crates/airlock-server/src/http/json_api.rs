@@ -591,16 +591,22 @@ async fn grants(
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<GrantsQuery>,
 ) -> ApiResult<Response> {
-    require(&user, Capability::Read)?;
-    let filter = RequestFilter {
+    let filter = grants_filter(&user, q.break_glass)?;
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
+}
+
+/// Who holds access now (`GET /v1/grants`, the web UI's grants page): every
+/// grant for admins and auditors, one's own for anyone else.
+pub(super) fn grants_filter(user: &User, break_glass: bool) -> ApiResult<RequestFilter> {
+    require(user, Capability::Read)?;
+    Ok(RequestFilter {
         holding_access: true,
-        break_glass: q.break_glass,
-        requester: require(&user, Capability::ReadEverything)
+        break_glass,
+        requester: require(user, Capability::ReadEverything)
             .is_err()
             .then(|| user.id.clone()),
         ..RequestFilter::default()
-    };
-    page(&state, filter, q.limit, q.cursor.as_deref()).await
+    })
 }
 
 /// Break-glass uses the caller may see, newest first: those awaiting a
@@ -610,14 +616,20 @@ async fn reviews(
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<ReviewsQuery>,
 ) -> ApiResult<Response> {
-    require(&user, Capability::Read)?;
-    let filter = RequestFilter {
+    let filter = reviews_filter(&user, q.all)?;
+    page(&state, filter, q.limit, q.cursor.as_deref()).await
+}
+
+/// Break-glass uses `user` may see (`GET /v1/reviews`, the web UI's reviews
+/// page): those awaiting a verdict, or (`all`) every one.
+pub(super) fn reviews_filter(user: &User, all: bool) -> ApiResult<RequestFilter> {
+    require(user, Capability::Read)?;
+    Ok(RequestFilter {
         break_glass: true,
-        review_open: !q.all,
+        review_open: !all,
         visible_to: Some(user.clone()),
         ..RequestFilter::default()
-    };
-    page(&state, filter, q.limit, q.cursor.as_deref()).await
+    })
 }
 
 async fn review(
@@ -730,13 +742,18 @@ async fn show_policy(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> ApiResult<Json<PolicyView>> {
-    require(&user, Capability::ReadEverything)?;
+    policy_view(&state, &user).map(Json)
+}
+
+/// The policy set in force (`GET /v1/policy`, the web UI's policies page).
+pub(super) fn policy_view(state: &AppState, user: &User) -> ApiResult<PolicyView> {
+    require(user, Capability::ReadEverything)?;
     let set = state.engine.policies().current();
-    Ok(Json(PolicyView {
+    Ok(PolicyView {
         version: set.version().to_owned(),
         policies: set.policy_ids().map(str::to_owned).collect(),
         two_person: state.engine.policies().two_person(),
-    }))
+    })
 }
 
 /// Re-reads the policy folder; a set that fails validation is refused with
@@ -793,9 +810,15 @@ async fn policy_proposals(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> ApiResult<Json<Vec<ProposalView>>> {
-    require(&user, Capability::ReadEverything)?;
+    proposal_views(&state, &user).map(Json)
+}
+
+/// The proposed sets that wait for approval (`GET /v1/policy/proposals`,
+/// the web UI's policies page).
+pub(super) fn proposal_views(state: &AppState, user: &User) -> ApiResult<Vec<ProposalView>> {
+    require(user, Capability::ReadEverything)?;
     let proposals = state.engine.policies().proposals();
-    Ok(Json(proposals.iter().map(ProposalView::from).collect()))
+    Ok(proposals.iter().map(ProposalView::from).collect())
 }
 
 /// An admin approves a proposed set: in force once it has every approval
@@ -806,22 +829,32 @@ async fn approve_policy_proposal(
     Path(id): Path<String>,
     ApiJson(EmptyBody {}): ApiJson<EmptyBody>,
 ) -> ApiResult<(StatusCode, Json<PolicyReloadView>)> {
-    require(&user, Capability::ApprovePolicyChanges)?;
-    Ok(
-        match state.engine.approve_policy_change(&id, &user).await? {
-            PolicyChange::Activated(r) => {
-                tracing::info!(by = %user.id, proposal = %id, version = %r.version, "proposed policy set approved");
-                (StatusCode::OK, Json(activated(r)))
-            }
-            PolicyChange::Proposed(p) => {
-                tracing::info!(by = %user.id, proposal = %id, "approval recorded; the proposal needs another admin");
-                (
-                    StatusCode::ACCEPTED,
-                    Json(waiting(&state, &p, "approval_recorded")),
-                )
-            }
-        },
-    )
+    let (status, view) = approve_proposal(&state, &user, &id).await?;
+    Ok((status, Json(view)))
+}
+
+/// An admin's approval of a proposed set (`POST
+/// /v1/policy/proposals/{id}/approve`, the web UI's policies page): 200
+/// when it is in force, 202 while it waits for another admin.
+pub(super) async fn approve_proposal(
+    state: &AppState,
+    user: &User,
+    id: &str,
+) -> ApiResult<(StatusCode, PolicyReloadView)> {
+    require(user, Capability::ApprovePolicyChanges)?;
+    Ok(match state.engine.approve_policy_change(id, user).await? {
+        PolicyChange::Activated(r) => {
+            tracing::info!(by = %user.id, proposal = %id, version = %r.version, "proposed policy set approved");
+            (StatusCode::OK, activated(r))
+        }
+        PolicyChange::Proposed(p) => {
+            tracing::info!(by = %user.id, proposal = %id, "approval recorded; the proposal needs another admin");
+            (
+                StatusCode::ACCEPTED,
+                waiting(state, &p, "approval_recorded"),
+            )
+        }
+    })
 }
 
 async fn audit(
@@ -829,7 +862,17 @@ async fn audit(
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEventView>>> {
-    require(&user, Capability::ReadEverything)?;
+    audit_events(&state, &user, q).await.map(Json)
+}
+
+/// The audit events `q` selects (`GET /v1/audit`, the web
+/// UI's audit page).
+pub(super) async fn audit_events(
+    state: &AppState,
+    user: &User,
+    q: AuditQuery,
+) -> ApiResult<Vec<AuditEventView>> {
+    require(user, Capability::ReadEverything)?;
     let time = |field: &str, raw: &Option<String>| {
         raw.as_deref()
             .map(|s| parse_time(s).map_err(|e| ApiError::invalid(field, e)))
@@ -846,7 +889,7 @@ async fn audit(
         limit: limit(q.limit)?,
     };
     let records = state.engine.audit(&filter).await?;
-    Ok(Json(records.iter().map(AuditEventView::from).collect()))
+    Ok(records.iter().map(AuditEventView::from).collect())
 }
 
 /// How far back the approval-wait report looks unless told.
@@ -884,9 +927,15 @@ async fn verify_audit(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
 ) -> ApiResult<Json<VerifyView>> {
-    require(&user, Capability::ReadEverything)?;
+    verify_view(&state, &user).await.map(Json)
+}
+
+/// Whether the audit chain holds (`GET /v1/audit/verify`, the head of the
+/// web UI's audit page).
+pub(super) async fn verify_view(state: &AppState, user: &User) -> ApiResult<VerifyView> {
+    require(user, Capability::ReadEverything)?;
     let report = state.engine.verify_audit().await?;
-    Ok(Json(VerifyView::from(report)))
+    Ok(VerifyView::from(report))
 }
 
 /// The public key audit checkpoints are signed with. Public on purpose: a
