@@ -15,15 +15,18 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::json_api::{
-    act, decide_request, entitlement_views, explain_view, extend_grant, submit, view,
+    act, decide_request, entitlement_views, explain_view, extend_grant, reviews_filter, submit,
+    view,
 };
-use super::{ApiError, AppState, MfaAt};
+use super::{require, ApiError, AppState, MfaAt};
 use crate::api::{
     CreateRequest, DurationInput, EntitlementView, ExplainView, ExtendBody, RequestView,
 };
 use crate::engine::{ApproverDecision, UserCommand};
 use crate::store::RequestFilter;
+use airlock_core::access::{may_act, Capability, RequestAction};
 
+mod oversight;
 mod session;
 
 use session::{same_origin, Fields, Posted, Session};
@@ -40,6 +43,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/inbox", get(inbox).post(decide_many))
         .route("/ui/requests/{id}", get(show))
         .route("/ui/requests/{id}/{action}", post(act_on))
+        .route("/ui/grants", get(oversight::grants))
+        .route("/ui/reviews", get(oversight::reviews))
+        .route("/ui/audit", get(oversight::audit))
+        .route("/ui/policies", get(oversight::policies))
+        .route(
+            "/ui/policies/proposals/{id}/approve",
+            post(oversight::approve_proposal),
+        )
         .route("/ui/assets/ui.css", get(|| asset("text/css", CSS)))
         .route("/ui/assets/ui.js", get(|| asset("text/javascript", JS)))
         .layer(axum::middleware::map_response(security_headers))
@@ -94,20 +105,38 @@ fn render<T: Template>(status: StatusCode, page: &T) -> Response {
     }
 }
 
-/// What every signed-in page's header shows: who, where, and the sign-out
-/// form (with its CSRF token).
+/// What every signed-in page's header shows: who, where, the pages the
+/// rules let them see, how many break-glass uses await a review they could
+/// give, and
+/// the sign-out form (with its CSRF token).
 struct Chrome {
     user: String,
     csrf: String,
     current: &'static str,
+    /// Admins and auditors: the grants, audit and policies pages.
+    oversees: bool,
+    /// Break-glass uses awaiting a verdict that this user may see and judge.
+    reviews: usize,
 }
 
 impl Chrome {
-    fn new(session: &Session, current: &'static str) -> Chrome {
+    async fn new(state: &AppState, session: &Session, current: &'static str) -> Chrome {
+        let user = &session.user;
+        let reviews = match reviews_filter(user, false) {
+            // Those they could judge: not their own.
+            Ok(filter) => requests(state, filter).await.map_or(0, |open| {
+                open.iter()
+                    .filter(|r| may_act(user, r, RequestAction::Review).is_ok())
+                    .count()
+            }),
+            Err(_) => 0,
+        };
         Chrome {
-            user: session.user.id.to_string(),
+            user: user.id.to_string(),
             csrf: session.csrf.clone(),
             current,
+            oversees: require(user, Capability::ReadEverything).is_ok(),
+            reviews,
         }
     }
 }
@@ -227,7 +256,7 @@ fn secs(s: u64) -> String {
     human_duration(std::time::Duration::from_secs(s))
 }
 
-fn request_form_page(
+async fn request_form_page(
     state: &AppState,
     session: &Session,
     form: RequestForm,
@@ -250,7 +279,7 @@ fn request_form_page(
         })
         .collect();
     let page = RequestPage {
-        chrome: Chrome::new(session, "request"),
+        chrome: Chrome::new(state, session, "request").await,
         any_break_glass: entitlements.iter().any(|e| e.break_glass_max.is_some()),
         entitlements,
         form,
@@ -270,6 +299,7 @@ async fn request_page(
         None,
         StatusCode::OK,
     )
+    .await
 }
 
 async fn submit_request(
@@ -300,7 +330,7 @@ async fn submit_request(
         Ok(request) => Redirect::to(&format!("/ui/requests/{}", request.id)).into_response(),
         Err(e) => {
             let status = e.status;
-            request_form_page(&state, &session, form, Some(e.into()), status)
+            request_form_page(&state, &session, form, Some(e.into()), status).await
         }
     }
 }
@@ -340,12 +370,21 @@ impl Row {
     }
 }
 
-async fn rows(state: &AppState, filter: RequestFilter) -> Result<Vec<Row>, Response> {
-    let requests = state
+/// The requests `filter` matches, at most a page's worth; an error is a page.
+async fn requests(state: &AppState, filter: RequestFilter) -> Result<Vec<AccessRequest>, Response> {
+    let filter = RequestFilter {
+        limit: PAGE_ROWS,
+        ..filter
+    };
+    state
         .engine
         .list(&filter)
         .await
-        .map_err(|e| api_error_page(&ApiError::from(e)))?;
+        .map_err(|e| api_error_page(&ApiError::from(e)))
+}
+
+async fn rows(state: &AppState, filter: RequestFilter) -> Result<Vec<Row>, Response> {
+    let requests = requests(state, filter).await?;
     Ok(requests.iter().map(|r| Row::new(state, r)).collect())
 }
 
@@ -368,7 +407,6 @@ async fn mine(
     let filter = RequestFilter {
         requester: Some(session.user.id.clone()),
         visible_to: Some(session.user.clone()),
-        limit: PAGE_ROWS,
         ..RequestFilter::default()
     };
     let all = match rows(&state, filter).await {
@@ -384,7 +422,7 @@ async fn mine(
         }
     }
     let page = MinePage {
-        chrome: Chrome::new(&session, "mine"),
+        chrome: Chrome::new(&state, &session, "mine").await,
         pending,
         active,
         history,
@@ -411,7 +449,6 @@ async fn inbox_page(
     let filter = RequestFilter {
         awaiting_approval_of: Some(session.user.clone()),
         visible_to: Some(session.user.clone()),
-        limit: PAGE_ROWS,
         ..RequestFilter::default()
     };
     let rows = match rows(state, filter).await {
@@ -424,7 +461,7 @@ async fn inbox_page(
         StatusCode::BAD_REQUEST
     };
     let page = InboxPage {
-        chrome: Chrome::new(session, "inbox"),
+        chrome: Chrome::new(state, session, "inbox").await,
         rows,
         done,
         failed,
@@ -500,7 +537,7 @@ async fn show_page(
     // `explain` needs the read scope and the audit log; the page stands without it.
     let explain = explain_view(state, &session.user, id).await.ok();
     let page = ShowPage {
-        chrome: Chrome::new(session, ""),
+        chrome: Chrome::new(state, session, "").await,
         mine: request.requester == session.user.id,
         awaits_me: request.awaits_approval_of(&session.user),
         row: Row::new(state, &request),
@@ -518,8 +555,8 @@ async fn show(
     show_page(&state, &session, &id, None, StatusCode::OK).await
 }
 
-/// The buttons of the request and My access pages: release, cancel,
-/// extend, approve, deny. Success goes back where it came from
+/// The buttons of the request, My access, grants and reviews pages:
+/// release, cancel, extend, approve, deny, revoke, review. Success goes back where it came from
 /// (`back`); an error shows on the request's page.
 async fn act_on(
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -534,6 +571,27 @@ async fn act_on(
     let result = match action.as_str() {
         "release" => act(&state, &session.user, &id, UserCommand::Release).await,
         "cancel" => act(&state, &session.user, &id, UserCommand::Cancel).await,
+        "revoke" => {
+            let reason = fields.get("reason").unwrap_or_default().to_owned();
+            act(&state, &session.user, &id, UserCommand::Revoke { reason }).await
+        }
+        "review" => {
+            let acceptable = match fields.get("verdict") {
+                Some("acceptable") => true,
+                Some("unacceptable") => false,
+                _ => {
+                    let e = ApiError::invalid("verdict", "choose acceptable or unacceptable");
+                    let status = e.status;
+                    return show_page(&state, &session, &id, Some(e.into()), status).await;
+                }
+            };
+            let comment = comment.unwrap_or_default().to_owned();
+            let review = UserCommand::Review {
+                acceptable,
+                comment,
+            };
+            act(&state, &session.user, &id, review).await
+        }
         "extend" => {
             let body = ExtendBody {
                 by: DurationInput::Text(fields.get("by").unwrap_or_default().to_owned()),
@@ -551,6 +609,8 @@ async fn act_on(
             let back = match fields.get("back") {
                 Some("mine") => "/ui/mine".to_owned(),
                 Some("inbox") => "/ui/inbox".to_owned(),
+                Some("grants") => "/ui/grants".to_owned(),
+                Some("reviews") => "/ui/reviews".to_owned(),
                 _ => format!("/ui/requests/{}", r.id),
             };
             Redirect::to(&back).into_response()

@@ -119,6 +119,15 @@ impl Fields {
         ))
     }
 
+    /// The fields of a page's query string (a filter form sent by GET).
+    pub(crate) fn query(raw: Option<&str>) -> Fields {
+        Fields(
+            form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
     /// The first value of `name`, trimmed; `None` when absent or blank.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
