@@ -4,8 +4,13 @@
 //! signs in and asks, an approver approves from the inbox, the requester
 //! sees the countdown and releases; a denial shows its reason; forged posts
 //! (no CSRF token, a foreign Origin) get 403; a `<script>` in a reason is
-//! text. Here, after the browser: the sessions were API tokens, and the
-//! one signed out is revoked. Skips loudly without node, chromium or the npm
+//! text; an admin revokes a break-glass grant from the grants page, judges
+//! the use on the reviews page and finds both in the audit log under the
+//! chain's status; the policies page; a non-admin gets 403 on the admin
+//! pages. Here, after the browser: the sessions were API tokens, and the
+//! one signed out is revoked. With `AIRLOCK_UI_SCREENSHOTS=DIR` the browser
+//! also saves a screenshot of each page there (the README's come from
+//! `docs/ui`). Skips loudly without node, chromium or the npm
 //! packages, and refuses to where `AIRLOCK_REQUIRE_SERVICES=1`.
 
 use std::path::PathBuf;
@@ -60,11 +65,19 @@ requestable_by = ["eng"]
 max_duration = "2h"
 approvers = ["sre"]
 connector = "log"
+
+[entitlements.db-prod.break_glass]
+max_duration = "1h"
+review_by = ["security"]
 "#
         );
-        for (name, group) in [("alice", "eng"), ("bob", "sre")] {
+        for (name, group, roles) in [
+            ("alice", "eng", ""),
+            ("bob", "sre", ""),
+            ("carol", "security", r#""admin", "auditor""#),
+        ] {
             toml.push_str(&format!(
-                "\n[users.{name}]\ngroups = [\"{group}\"]\ntoken_sha256 = \"{}\"\n",
+                "\n[users.{name}]\ngroups = [\"{group}\"]\nroles = [{roles}]\ntoken_sha256 = \"{}\"\n",
                 token_hash(&token(name))
             ));
         }
@@ -78,7 +91,9 @@ connector = "log"
             .env("AIRLOCK_UI_URL", &base)
             .env("AIRLOCK_UI_REQUESTER_TOKEN", token("alice"))
             .env("AIRLOCK_UI_APPROVER_TOKEN", token("bob"))
+            .env("AIRLOCK_UI_ADMIN_TOKEN", token("carol"))
             .env("AIRLOCK_UI_CHROMIUM", &chromium)
+            .envs(std::env::var_os("AIRLOCK_UI_SCREENSHOTS").map(|dir| ("AIRLOCK_UI_SCREENSHOTS", dir)))
             .kill_on_drop(true)
             .output()
             .await

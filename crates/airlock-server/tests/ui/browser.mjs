@@ -15,6 +15,9 @@ const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 const base = process.env.AIRLOCK_UI_URL;
 const requesterToken = process.env.AIRLOCK_UI_REQUESTER_TOKEN;
 const approverToken = process.env.AIRLOCK_UI_APPROVER_TOKEN;
+const adminToken = process.env.AIRLOCK_UI_ADMIN_TOKEN;
+// Where to save a screenshot of each page (the README's), if anywhere.
+const screenshots = process.env.AIRLOCK_UI_SCREENSHOTS;
 const executablePath = process.env.AIRLOCK_UI_CHROMIUM || "/usr/bin/chromium";
 
 let step = "starting";
@@ -51,8 +54,13 @@ function secured(response, what) {
   check(h["referrer-policy"] === "no-referrer", `${what} has no-referrer`);
 }
 
+// A screenshot of the page as it is, for the README (only when asked).
+async function shot(page, name) {
+  if (screenshots) await page.screenshot({ path: `${screenshots}/${name}.png` });
+}
+
 async function newPage(browser) {
-  const context = await browser.newContext();
+  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
   const page = await context.newPage();
   pages.push(page);
   page.setDefaultTimeout(15000);
@@ -70,12 +78,31 @@ async function newPage(browser) {
   return page;
 }
 
-async function submitRequest(page, reason) {
+async function signIn(browser, token) {
+  const page = await newPage(browser);
+  await page.goto(`${base}/ui/login`);
+  await page.fill("#token", token);
+  await Promise.all([page.waitForURL(`${base}/ui/`), page.click("button[type=submit]")]);
+  return page;
+}
+
+// Reloads `url` until `ready` holds in the page (work the server finishes
+// in the background: a grant provisioned, a revocation confirmed).
+async function reloadUntil(page, url, ready) {
+  for (let i = 0; i < 100; i++) {
+    await page.goto(url);
+    if (await ready()) return true;
+  }
+  return false;
+}
+
+async function submitRequest(page, reason, { breakGlass = false } = {}) {
   const response = await page.goto(`${base}/ui/`);
   secured(response, "the request page");
   await page.selectOption("#entitlement", "db-prod");
-  await page.fill("#duration", "1h");
+  await page.fill("#duration", breakGlass ? "30m" : "1h");
   await page.fill("#reason", reason);
+  if (breakGlass) await page.check("#break_glass");
   await Promise.all([page.waitForURL(/\/ui\/requests\/[a-z0-9]+$/), page.click("form.stack button[type=submit]")]);
   return page.url().split("/ui/requests/")[1];
 }
@@ -94,6 +121,7 @@ try {
   await accessible(alice, "the sign-in page");
   await Promise.all([alice.waitForURL(`${base}/ui/`), alice.click("button[type=submit]")]);
   await accessible(alice, "the request page");
+  await shot(alice, "ask");
 
   step = "the requester submits a request whose reason holds a script";
   const hostile = "<script>window.pwned = 1</script> deploy <b>now</b>";
@@ -124,16 +152,14 @@ try {
   check((await foreign.text()).includes("another site"), "the page says the post came from another site");
 
   step = "the approver signs in by pasting their token";
-  const bob = await newPage(browser);
-  await bob.goto(`${base}/ui/login`);
-  await bob.fill("#token", approverToken);
-  await Promise.all([bob.waitForURL(`${base}/ui/`), bob.click("button[type=submit]")]);
+  const bob = await signIn(browser, approverToken);
 
   step = "the approver sees the request in the inbox and approves it with a comment";
   secured(await bob.goto(`${base}/ui/inbox`), "the inbox");
   await bob.locator(`input[name=id][value="${first}"]`).waitFor();
   check((await bob.locator("td.reason").first().textContent()) === hostile, "the inbox shows the reason as text");
   await accessible(bob, "the inbox");
+  await shot(bob, "inbox");
   // "Select all" is the script's; the one request is all there is.
   await bob.check("#select-all");
   check(await bob.isChecked(`input[name=id][value="${first}"]`), "select all checks the request");
@@ -143,11 +169,11 @@ try {
   await accessible(bob, "the inbox after approving");
 
   step = "the requester sees the grant active with its countdown";
-  let active = false;
-  for (let i = 0; i < 100 && !active; i++) {
-    await alice.goto(`${base}/ui/mine`);
-    active = (await alice.locator("time[data-countdown]").count()) > 0;
-  }
+  const active = await reloadUntil(
+    alice,
+    `${base}/ui/mine`,
+    async () => (await alice.locator("time[data-countdown]").count()) > 0,
+  );
   check(active, "the grant became active");
   const clock = alice.locator("time[data-countdown]").first();
   const before = await clock.textContent();
@@ -156,6 +182,7 @@ try {
     before,
   );
   await accessible(alice, "My access with an active grant");
+  await shot(alice, "mine");
 
   step = "the requester releases the grant";
   await Promise.all([alice.waitForURL(`${base}/ui/mine`), alice.click("text=Release db-prod")]);
@@ -171,12 +198,95 @@ try {
   check((await alice.textContent("#state")).includes("denied"), "the request is denied");
   check((await alice.textContent("main")).includes("not during the freeze"), "the denial's reason shows");
   await accessible(alice, "the request page of a denied request");
+  await shot(alice, "request");
+
+  step = "an admin signs in; the requester breaks the glass";
+  const carol = await signIn(browser, adminToken);
+  const glass = await submitRequest(alice, "the primary is down", { breakGlass: true });
+
+  step = "the admin sees the break-glass grant on the grants page";
+  const held = await reloadUntil(
+    carol,
+    `${base}/ui/grants?break_glass=1`,
+    async () => (await carol.locator(`#grant-${glass} time[data-countdown]`).count()) > 0,
+  );
+  check(held, "the break-glass grant shows with its time left");
+  secured(await carol.goto(`${base}/ui/grants`), "the grants page");
+  check((await carol.textContent(`#grant-${glass}`)).includes("break glass"), "the grant is marked break glass");
+  await accessible(carol, "the grants page");
+  await shot(carol, "grants");
+
+  step = "the reviewer sees the use awaiting review and judges it";
+  secured(await carol.goto(`${base}/ui/reviews`), "the reviews page");
+  check((await carol.textContent("#reviews-count")).includes("1"), "the nav counts one use awaiting review");
+  await accessible(carol, "the reviews page");
+  await shot(carol, "reviews");
+  const use = carol.locator(`#use-${glass}`);
+  await use.locator("input[value=unacceptable]").check();
+  await use.locator("textarea[name=comment]").fill("no incident on record");
+  await use.locator("button[type=submit]").click();
+  await carol.locator(`#use-${glass}`).waitFor({ state: "detached" });
+  check((await carol.locator("#reviews-count").count()) === 0, "nothing awaits review any more");
+  await carol.goto(`${base}/ui/reviews?all=1`);
+  check(
+    (await carol.textContent(`#use-${glass} .verdict-text`)).includes("unacceptable"),
+    "the reviewed use shows its verdict",
+  );
+  await accessible(carol, "the reviews page with reviewed uses");
+
+  step = "a forged revoke without the CSRF token is refused";
+  const forgedRevoke = await carol.request.post(`${base}/ui/requests/${glass}/revoke`, {
+    form: { reason: "forged" },
+    maxRedirects: 0,
+  });
+  check(forgedRevoke.status() === 403, `403 for a revoke without a CSRF token (got ${forgedRevoke.status()})`);
+
+  step = "the admin revokes the grant with a reason";
+  await carol.goto(`${base}/ui/grants`);
+  await carol.fill(`#revoke-${glass}`, "the incident is over");
+  await Promise.all([carol.waitForURL(`${base}/ui/grants`), carol.click(`#grant-${glass} button.danger`)]);
+  const gone = await reloadUntil(
+    carol,
+    `${base}/ui/grants`,
+    async () => (await carol.locator(`#grant-${glass}`).count()) === 0,
+  );
+  check(gone, "the revoked grant leaves the grants page");
+  await alice.goto(`${base}/ui/requests/${glass}`);
+  check((await alice.textContent("#state")).includes("revoked"), "the requester sees the grant revoked");
+  check((await alice.textContent("main")).includes("the incident is over"), "and the admin's reason");
+
+  step = "the audit log filters by request, under the chain's status";
+  secured(await carol.goto(`${base}/ui/audit`), "the audit page");
+  check((await carol.textContent("#chain")).includes("The chain holds"), "the chain's status shows it holds");
+  await carol.fill("#f-request", glass);
+  await Promise.all([carol.waitForURL(/\/ui\/audit\?/), carol.click("form.filters button")]);
+  const actions = (await carol.locator("td.action").allTextContents()).map((a) => a.trim());
+  check(actions.includes("reviewed") && actions.includes("revoked"), `the request's events (got ${actions})`);
+  const others = await carol.locator(`tbody tr:not(:has(a[href="/ui/requests/${glass}"]))`).count();
+  check(others === 0, `only the request's events show (${others} others)`);
+  check((await carol.textContent("main")).includes("no incident on record"), "an event's details show");
+  await accessible(carol, "the audit page");
+  await shot(carol, "audit");
+
+  step = "the policies page shows the set in force";
+  secured(await carol.goto(`${base}/ui/policies`), "the policies page");
+  check((await carol.textContent("#policy-version")).trim() !== "", "the version in force shows");
+  await accessible(carol, "the policies page");
+  await shot(carol, "policies");
+
+  step = "a non-admin gets 403 on the admin pages";
+  check((await bob.locator('nav a[href="/ui/grants"]').count()) === 0, "no admin links for a non-admin");
+  for (const path of ["grants", "audit", "policies"]) {
+    const refused = await bob.goto(`${base}/ui/${path}`);
+    check(refused.status() === 403, `403 on /ui/${path} (got ${refused.status()})`);
+  }
+  await accessible(bob, "a refusal");
 
   step = "the requester signs out";
   await Promise.all([alice.waitForURL(`${base}/ui/login`), alice.click("text=Sign out")]);
   await alice.goto(`${base}/ui/mine`);
   check(alice.url() === `${base}/ui/login`, "signed out, the pages ask to sign in");
-  console.log(`web UI: every step passed (requests ${first}, ${second})`);
+  console.log(`web UI: every step passed (requests ${first}, ${second}, ${glass})`);
 } catch (e) {
   console.error(`${step}: ${e instanceof Error ? e.message : e}`);
   for (const page of pages) {
