@@ -7,7 +7,8 @@
 //! text; an admin revokes a break-glass grant from the grants page, judges
 //! the use on the reviews page and finds both in the audit log under the
 //! chain's status; the policies page; a non-admin gets 403 on the admin
-//! pages. Here, after the browser: the sessions were API tokens, and the
+//! pages; a second admin approves a proposed policy set (two-person rule).
+//! Here, after the browser: the sessions were API tokens, and the
 //! one signed out is revoked. With `AIRLOCK_UI_SCREENSHOTS=DIR` the browser
 //! also saves a screenshot of each page there (the README's come from
 //! `docs/ui`). Skips loudly without node, chromium or the npm
@@ -26,6 +27,12 @@ const BOUND: Duration = Duration::from_secs(240);
 fn token(user: &str) -> String {
     format!("test-token-for-{user}")
 }
+
+const SRE_MAY_ASK: &str = r#"
+@id("sre-may-ask")
+permit (principal in Airlock::Group::"sre", action == Airlock::Action::"request",
+        resource == Airlock::Entitlement::"db-prod");
+"#;
 
 fn ui_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
@@ -54,6 +61,10 @@ async fn a_request_goes_from_ask_to_release_in_a_real_browser() {
 listen = "127.0.0.1:0"
 data_dir = '{root}/data'
 
+[policy]
+dir = '{root}/policies'
+two_person = true
+
 [connectors.log]
 type = "command"
 program = "/bin/true"
@@ -75,15 +86,29 @@ review_by = ["security"]
             ("alice", "eng", ""),
             ("bob", "sre", ""),
             ("carol", "security", r#""admin", "auditor""#),
+            ("dave", "security", r#""admin""#),
         ] {
             toml.push_str(&format!(
                 "\n[users.{name}]\ngroups = [\"{group}\"]\nroles = [{roles}]\ntoken_sha256 = \"{}\"\n",
                 token_hash(&token(name))
             ));
         }
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        std::fs::write(policies.join("extra.cedar"), "").unwrap();
         let settings = Settings::parse("ui.toml", &toml, dir.path()).unwrap();
         let server = start(settings).await.unwrap();
         let base = format!("http://{}", server.addr());
+
+        // Under the two-person rule, dave proposes that sre may ask for
+        // db-prod too; carol approves it in the browser.
+        std::fs::write(policies.join("extra.cedar"), SRE_MAY_ASK).unwrap();
+        let proposed = Client::new(&base, &token("dave"))
+            .unwrap()
+            .reload_policy()
+            .await
+            .unwrap();
+        assert_eq!(proposed.outcome, "proposed", "{proposed:?}");
 
         let out = tokio::process::Command::new(node)
             .arg(ui_dir().join("browser.mjs"))

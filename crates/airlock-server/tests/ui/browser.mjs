@@ -268,11 +268,19 @@ try {
   await accessible(carol, "the audit page");
   await shot(carol, "audit");
 
-  step = "the policies page shows the set in force";
+  step = "the policies page shows the set in force and a proposal, which a second admin approves";
   secured(await carol.goto(`${base}/ui/policies`), "the policies page");
-  check((await carol.textContent("#policy-version")).trim() !== "", "the version in force shows");
+  const inForce = (await carol.textContent("#policy-version")).trim();
+  check(inForce !== "", "the version in force shows");
+  const proposal = carol.locator(".proposal").first();
+  check((await proposal.textContent()).includes("`bob` gains request on `db-prod`"), "the proposal says what it changes");
   await accessible(carol, "the policies page");
   await shot(carol, "policies");
+  await proposal.locator("button[type=submit]").click();
+  await carol.locator("[role=status]", { hasText: "is in force" }).waitFor();
+  check((await carol.textContent("#policy-version")).trim() !== inForce, "the approved set is in force");
+  check((await carol.locator(".proposal").count()) === 0, "no proposal waits any more");
+  await accessible(carol, "the policies page after approving");
 
   step = "a non-admin gets 403 on the admin pages";
   check((await bob.locator('nav a[href="/ui/grants"]').count()) === 0, "no admin links for a non-admin");
