@@ -96,7 +96,7 @@ pub fn router(state: AppState) -> Router {
     };
     routes
         .merge(json_api::routes())
-        .merge(ui::routes())
+        .merge(ui::routes(state.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -53,6 +53,21 @@ pub struct OidcSettings {
     pub mfa_acr_values: Vec<String>,
 }
 
+impl OidcSettings {
+    /// How people sign in interactively (`airlock login`, the web UI): the
+    /// configured public client; `None` without `client_id`.
+    pub fn sign_in_info(&self) -> Option<crate::api::OidcInfo> {
+        Some(crate::api::OidcInfo {
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone()?,
+            scopes: self.scopes.clone(),
+            // Its audience is the client id, which the API accepts.
+            token: "id_token".to_owned(),
+            mfa_acr_values: self.mfa_acr_values.clone(),
+        })
+    }
+}
+
 /// What `airlock login` asks for unless `server.oidc.scopes` says:
 /// the ID token with the user's name (and groups, at most providers),
 /// and a refresh token.

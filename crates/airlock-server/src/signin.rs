@@ -26,7 +26,7 @@ use crate::oidc::trusted_url;
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// How much sooner than its `exp` a cached token is refreshed, so it does
 /// not expire on the way to the server.
-const REFRESH_MARGIN: Duration = Duration::from_secs(10);
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(10);
 /// The longest request head the loopback redirect reads.
 const MAX_REDIRECT_BYTES: usize = 16 * 1024;
 /// The most of a provider's answer read.
@@ -48,6 +48,8 @@ pub enum SignInError {
     Denied,
     #[error("the redirect carried state `{0}`, not the one this sign-in sent: refusing it (another page or program may be trying to sign you in as someone else)")]
     StateMismatch(String),
+    #[error("the ID token does not carry this sign-in's nonce: refusing it (it was issued for another sign-in)")]
+    NonceMismatch,
     #[error("the identity provider's answer has no `{0}`")]
     Missing(&'static str),
     #[error("token cache: {0}")]
@@ -247,11 +249,6 @@ impl Provider {
     /// Starts an authorization-code sign-in with PKCE: listens on a random
     /// loopback port for the one redirect (RFC 8252 §7.3).
     pub async fn start_browser(&self, fresh: &Freshness) -> Result<Loopback, SignInError> {
-        let endpoint = self
-            .discovery
-            .authorization_endpoint
-            .as_deref()
-            .ok_or(SignInError::Missing("authorization_endpoint"))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| SignInError::Http(format!("cannot listen on 127.0.0.1: {e}")))?;
@@ -260,8 +257,38 @@ impl Provider {
             .map_err(|e| SignInError::Http(format!("cannot listen on 127.0.0.1: {e}")))?
             .port();
         let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+        let authorization = self.authorize(&redirect_uri, fresh)?;
+        Ok(Loopback {
+            listener,
+            redirect_uri,
+            authorization,
+        })
+    }
+
+    /// Waits for the browser's redirect, checks its `state`, answers it,
+    /// and trades the code (with the PKCE verifier) for tokens.
+    pub async fn finish_browser(&self, loopback: Loopback) -> Result<SignedIn, SignInError> {
+        let code = loopback.receive().await?;
+        self.redeem(&code, &loopback.redirect_uri, &loopback.authorization)
+            .await
+    }
+
+    /// Where to send the browser for an authorization-code sign-in with
+    /// PKCE (RFC 7636, S256) that comes back to `redirect_uri`, with a
+    /// fresh `state` and `nonce` to check on the way back.
+    pub fn authorize(
+        &self,
+        redirect_uri: &str,
+        fresh: &Freshness,
+    ) -> Result<Authorization, SignInError> {
+        let endpoint = self
+            .discovery
+            .authorization_endpoint
+            .as_deref()
+            .ok_or(SignInError::Missing("authorization_endpoint"))?;
         let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         let state = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
+        let nonce = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         let mut url = reqwest::Url::parse(endpoint)
             .map_err(|e| SignInError::Http(format!("`{endpoint}` is not a URL: {e}")))?;
@@ -270,40 +297,75 @@ impl Provider {
             query
                 .append_pair("response_type", "code")
                 .append_pair("client_id", &self.info.client_id)
-                .append_pair("redirect_uri", &redirect_uri)
+                .append_pair("redirect_uri", redirect_uri)
                 .append_pair("scope", &self.info.scopes.join(" "))
                 .append_pair("state", &state)
+                .append_pair("nonce", &nonce)
                 .append_pair("code_challenge", &challenge)
                 .append_pair("code_challenge_method", "S256");
             for (k, v) in fresh.params() {
                 query.append_pair(k, &v);
             }
         }
-        Ok(Loopback {
-            listener,
-            redirect_uri,
-            verifier,
-            state,
+        Ok(Authorization {
             url: url.to_string(),
+            state,
+            verifier,
+            nonce,
         })
     }
 
-    /// Waits for the browser's redirect, checks its `state`, answers it,
-    /// and trades the code (with the PKCE verifier) for tokens.
-    pub async fn finish_browser(&self, loopback: Loopback) -> Result<SignedIn, SignInError> {
-        let code = loopback.receive().await?;
+    /// Trades the code the redirect brought (with the PKCE verifier) for
+    /// tokens, and checks the ID token answers this sign-in's `nonce`
+    /// (the signature is the API's to check, as for every token).
+    pub async fn redeem(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        authorization: &Authorization,
+    ) -> Result<SignedIn, SignInError> {
         let form = [
             ("grant_type", "authorization_code".to_owned()),
-            ("code", code),
-            ("redirect_uri", loopback.redirect_uri.clone()),
+            ("code", code.to_owned()),
+            ("redirect_uri", redirect_uri.to_owned()),
             ("client_id", self.info.client_id.clone()),
-            ("code_verifier", loopback.verifier.clone()),
+            ("code_verifier", authorization.verifier.clone()),
         ];
         let tokens = self
             .post::<TokenAnswer>(&self.discovery.token_endpoint, &form)
             .await?
             .map_err(refused)?;
+        let id_token = tokens
+            .id_token
+            .as_deref()
+            .ok_or(SignInError::Missing("id_token"))?;
+        let nonce = token_claims(id_token)?
+            .get("nonce")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        if nonce.as_deref() != Some(authorization.nonce.as_str()) {
+            return Err(SignInError::NonceMismatch);
+        }
         self.signed_in(tokens)
+    }
+
+    /// A session resumed from the tokens it holds (the web UI keeps them in
+    /// its cookies), to refresh or revoke.
+    pub fn resume(
+        &self,
+        token: String,
+        refresh_token: Option<String>,
+    ) -> Result<SignedIn, SignInError> {
+        Ok(SignedIn {
+            issuer: self.info.issuer.clone(),
+            client_id: self.info.client_id.clone(),
+            token_kind: self.info.token.clone(),
+            expires_at: token_expiry(&token)?,
+            token,
+            refresh_token,
+            token_endpoint: self.discovery.token_endpoint.clone(),
+            revocation_endpoint: self.discovery.revocation_endpoint.clone(),
+        })
     }
 
     /// The session fresh tokens make.
@@ -376,37 +438,54 @@ fn refused(e: OAuthError) -> SignInError {
     }
 }
 
-/// When a JWT expires, from its `exp` (the signature is the server's to
-/// check; this only decides when to refresh).
-fn token_expiry(token: &str) -> Result<i64, SignInError> {
+/// A JWT's claims, unverified: only for deciding when to refresh and for
+/// matching the nonce; the signature is the API's to check.
+pub(crate) fn token_claims(
+    token: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, SignInError> {
     let payload = token
         .split('.')
         .nth(1)
         .ok_or_else(|| SignInError::Http("the token is not a JWT".to_owned()))?;
-    let claims: serde_json::Value = URL_SAFE_NO_PAD
+    URL_SAFE_NO_PAD
         .decode(payload)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| SignInError::Http("the token's payload is not JSON".to_owned()))?;
-    claims
+        .ok_or_else(|| SignInError::Http("the token's payload is not a JSON object".to_owned()))
+}
+
+/// When a JWT expires (Unix seconds), from its `exp`.
+pub(crate) fn token_expiry(token: &str) -> Result<i64, SignInError> {
+    token_claims(token)?
         .get("exp")
         .and_then(serde_json::Value::as_i64)
         .ok_or(SignInError::Missing("exp"))
+}
+
+/// One authorization-code sign-in in progress: the URL to send the browser
+/// to, and what must come back (kept by whoever waits for the redirect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    pub url: String,
+    /// The redirect must carry it back unchanged.
+    pub state: String,
+    /// The PKCE verifier, sent with the code.
+    pub verifier: String,
+    /// The ID token must carry it back unchanged.
+    pub nonce: String,
 }
 
 /// The loopback redirect of one authorization-code sign-in.
 pub struct Loopback {
     listener: tokio::net::TcpListener,
     redirect_uri: String,
-    verifier: String,
-    state: String,
-    url: String,
+    authorization: Authorization,
 }
 
 impl Loopback {
     /// The URL to open in the browser.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.authorization.url
     }
 
     /// Serves the one redirect to `/callback` (anything else, such as a
@@ -433,7 +512,7 @@ impl Loopback {
                 form_urlencoded::parse(query.as_bytes())
                     .into_owned()
                     .collect();
-            let outcome = if params.get("state") != Some(&self.state) {
+            let outcome = if params.get("state") != Some(&self.authorization.state) {
                 Err(SignInError::StateMismatch(
                     params.get("state").cloned().unwrap_or_default(),
                 ))

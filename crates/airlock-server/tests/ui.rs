@@ -11,8 +11,15 @@
 //! Here, after the browser: the sessions were API tokens, and the
 //! one signed out is revoked. With `AIRLOCK_UI_SCREENSHOTS=DIR` the browser
 //! also saves a screenshot of each page there (the README's come from
-//! `docs/ui`). Skips loudly without node, chromium or the npm
-//! packages, and refuses to where `AIRLOCK_REQUIRE_SERVICES=1`.
+//! `docs/ui`). Signing in with the identity provider runs in a browser of
+//! its own (`a_person_signs_in_with_the_identity_provider_in_a_real_browser`).
+//! Skips loudly without node, chromium or the npm packages, and refuses to
+//! where `AIRLOCK_REQUIRE_SERVICES=1`.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail by panicking, with the value in the message"
+)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,20 +45,54 @@ fn ui_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
 }
 
+/// Node and Chromium, once the npm packages are there; `None` (said
+/// loudly) where they are missing outside CI.
+fn browser_tools() -> Option<(PathBuf, PathBuf)> {
+    let node = service_program("node")?;
+    let chromium = service_program("/usr/bin/chromium")?;
+    let install = "npm ci --prefix crates/airlock-server/tests/ui";
+    service_path(&ui_dir().join("node_modules/playwright-core"), install)?;
+    service_path(&ui_dir().join("node_modules/axe-core"), install)?;
+    Some((node, chromium))
+}
+
+/// Runs `tests/ui/{script}` against the server at `base`; its output when
+/// it says every step passed, else the test fails with it.
+async fn run_browser(
+    (node, chromium): &(PathBuf, PathBuf),
+    script: &str,
+    base: &str,
+    env: &[(&str, String)],
+) -> String {
+    let out = tokio::process::Command::new(node)
+        .arg(ui_dir().join(script))
+        .current_dir(ui_dir())
+        .env("AIRLOCK_UI_URL", base)
+        .env("AIRLOCK_UI_CHROMIUM", chromium)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(std::env::var_os("AIRLOCK_UI_SCREENSHOTS").map(|dir| ("AIRLOCK_UI_SCREENSHOTS", dir)))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the browser run of {script} failed:\n{said}"
+    );
+    assert!(said.contains("every step passed"), "{said}");
+    said
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_goes_from_ask_to_release_in_a_real_browser() {
-    let Some(node) = service_program("node") else {
+    let Some(tools) = browser_tools() else {
         return;
     };
-    let Some(chromium) = service_program("/usr/bin/chromium") else {
-        return;
-    };
-    let install = "npm ci --prefix crates/airlock-server/tests/ui";
-    if service_path(&ui_dir().join("node_modules/playwright-core"), install).is_none()
-        || service_path(&ui_dir().join("node_modules/axe-core"), install).is_none()
-    {
-        return;
-    }
     bounded(BOUND, async {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().display().to_string();
@@ -110,26 +151,17 @@ review_by = ["security"]
             .unwrap();
         assert_eq!(proposed.outcome, "proposed", "{proposed:?}");
 
-        let out = tokio::process::Command::new(node)
-            .arg(ui_dir().join("browser.mjs"))
-            .current_dir(ui_dir())
-            .env("AIRLOCK_UI_URL", &base)
-            .env("AIRLOCK_UI_REQUESTER_TOKEN", token("alice"))
-            .env("AIRLOCK_UI_APPROVER_TOKEN", token("bob"))
-            .env("AIRLOCK_UI_ADMIN_TOKEN", token("carol"))
-            .env("AIRLOCK_UI_CHROMIUM", &chromium)
-            .envs(std::env::var_os("AIRLOCK_UI_SCREENSHOTS").map(|dir| ("AIRLOCK_UI_SCREENSHOTS", dir)))
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "the browser run failed:\n{said}");
-        assert!(said.contains("every step passed"), "{said}");
+        run_browser(
+            &tools,
+            "browser.mjs",
+            &base,
+            &[
+                ("AIRLOCK_UI_REQUESTER_TOKEN", token("alice")),
+                ("AIRLOCK_UI_APPROVER_TOKEN", token("bob")),
+                ("AIRLOCK_UI_ADMIN_TOKEN", token("carol")),
+            ],
+        )
+        .await;
 
         // Each sign-in made an API token; alice's was revoked at sign-out.
         let tokens = Client::new(&base, &token("alice"))
@@ -143,6 +175,57 @@ review_by = ["security"]
             .collect();
         assert_eq!(sessions.len(), 1, "{tokens:?}");
         assert_eq!(sessions[0].state, "revoked", "{tokens:?}");
+        server.shutdown().await;
+    })
+    .await;
+}
+
+/// Signing in with the identity provider (the real `oidc-provider`): see
+/// `tests/ui/idp.mjs` for the steps. Bob is known only to the provider (his
+/// groups come from its ID token), and db-prod needs MFA within the hour,
+/// which his sign-in with a second factor gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_with_the_identity_provider_in_a_real_browser() {
+    let Some(tools) = browser_tools() else {
+        return;
+    };
+    let Some(provider) = airlock_testkit::oidc::Provider::start().await else {
+        return;
+    };
+    bounded(BOUND, async {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        let toml = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = '{root}/data'
+
+[server.oidc]
+issuer = "{issuer}"
+audience = "https://airlock.test"
+client_id = "{client}"
+
+[connectors.log]
+type = "command"
+program = "/bin/true"
+timeout = "5s"
+
+[entitlements.db-prod]
+description = "Read and write the production database"
+requestable_by = ["dba"]
+max_duration = "2h"
+approvers = ["sre"]
+require_mfa_within = "1h"
+connector = "log"
+"#,
+            issuer = provider.issuer,
+            client = airlock_testkit::oidc::CLI_CLIENT,
+        );
+        let settings = Settings::parse("ui.toml", &toml, dir.path()).unwrap();
+        let server = start(settings).await.unwrap();
+        let base = format!("http://{}", server.addr());
+        run_browser(&tools, "idp.mjs", &base, &[]).await;
         server.shutdown().await;
     })
     .await;

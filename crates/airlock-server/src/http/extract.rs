@@ -29,6 +29,12 @@ pub struct MfaAt(pub Option<Timestamp>);
 #[derive(Clone, Copy)]
 struct TokenMfa(Timestamp);
 
+/// When the caller last completed MFA, as the identity-provider token that
+/// [`authenticate`] just checked says.
+pub(super) fn token_mfa(parts: &Parts) -> Option<Timestamp> {
+    parts.extensions.get::<TokenMfa>().map(|TokenMfa(at)| *at)
+}
+
 impl FromRequestParts<AppState> for MfaAt {
     type Rejection = ApiError;
 
@@ -36,8 +42,8 @@ impl FromRequestParts<AppState> for MfaAt {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(TokenMfa(at)) = parts.extensions.get::<TokenMfa>() {
-            return Ok(MfaAt(Some(*at)));
+        if let Some(at) = token_mfa(parts) {
+            return Ok(MfaAt(Some(at)));
         }
         let Some(name) = &state.mfa_header else {
             return Ok(MfaAt(None));

@@ -178,17 +178,10 @@ async fn oidc_info(
     let oidc = state.oidc.as_ref().ok_or_else(|| {
         missing("this server has no sign-in with an identity provider (`server.oidc`): use an API token (--token or AIRLOCK_TOKEN)")
     })?;
-    let settings = oidc.settings();
-    let client_id = settings.client_id.clone().ok_or_else(|| {
+    let info = oidc.settings().sign_in_info().ok_or_else(|| {
         missing("this server names no client for `airlock login` (`server.oidc.client_id`): use an API token (--token or AIRLOCK_TOKEN)")
     })?;
-    Ok(Json(OidcInfo {
-        issuer: settings.issuer.clone(),
-        client_id,
-        scopes: settings.scopes.clone(),
-        token: "id_token".to_owned(),
-        mfa_acr_values: settings.mfa_acr_values.clone(),
-    }))
+    Ok(Json(info))
 }
 
 /// The entitlements the caller could request in an ordinary request (see

@@ -26,18 +26,20 @@ use crate::engine::{ApproverDecision, UserCommand};
 use crate::store::RequestFilter;
 use airlock_core::access::{may_act, Capability, RequestAction};
 
+mod idp;
 mod oversight;
 mod session;
 
 use session::{same_origin, Fields, Posted, Session};
 
 /// The UI's routes; not part of the JSON API (`ROUTES`, the OpenAPI document).
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
+pub(crate) fn routes(state: AppState) -> Router<AppState> {
+    // The pages renew an identity provider's session on the way in; the
+    // sign-in pages and the assets have none to renew.
+    let pages = Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(request_page))
         .route("/ui/request", get(request_page).post(submit_request))
-        .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/mine", get(mine))
         .route("/ui/inbox", get(inbox).post(decide_many))
@@ -51,6 +53,12 @@ pub(crate) fn routes() -> Router<AppState> {
             "/ui/policies/proposals/{id}/approve",
             post(oversight::approve_proposal),
         )
+        .layer(axum::middleware::from_fn_with_state(state, idp::renew));
+    Router::new()
+        .merge(pages)
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/oidc/start", get(idp::start))
+        .route(idp::CALLBACK_PATH, get(idp::callback))
         .route("/ui/assets/ui.css", get(|| asset("text/css", CSS)))
         .route("/ui/assets/ui.js", get(|| asset("text/javascript", JS)))
         .layer(axum::middleware::map_response(security_headers))
@@ -182,10 +190,44 @@ impl From<ApiError> for FormError {
 #[template(path = "ui/login.html")]
 struct LoginPage {
     error: Option<String>,
+    /// The page to return to once signed in.
+    next: String,
+    /// Where signing in with the identity provider starts, where offered.
+    idp_start: Option<String>,
 }
 
-async fn login_page() -> Response {
-    render(StatusCode::OK, &LoginPage { error: None })
+/// Sent on from the identity provider: the next step, taken from our page.
+#[derive(Template)]
+#[template(path = "ui/signed_in.html")]
+struct SignedInPage {
+    next: String,
+}
+
+async fn login_page(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let next = session::safe_next(Fields::query(query.as_deref()).get("next"));
+    render(
+        StatusCode::OK,
+        &LoginPage {
+            error: None,
+            idp_start: idp::start_link(&state, &next),
+            next,
+        },
+    )
+}
+
+/// The sign-in page again, saying why signing in did not work.
+fn login_error(state: &AppState, status: StatusCode, message: String, next: &str) -> Response {
+    render(
+        status,
+        &LoginPage {
+            error: Some(message),
+            idp_start: idp::start_link(state, next),
+            next: session::safe_next(Some(next)),
+        },
+    )
 }
 
 /// Signs in with a pasted token (no session yet, so no CSRF token: the
@@ -202,26 +244,23 @@ async fn login(
         Ok(f) => f,
         Err(refused) => return refused,
     };
+    let next = session::safe_next(fields.get("next"));
     let Some(token) = fields.get("token") else {
-        let error = Some("paste your token to sign in".to_owned());
-        return render(StatusCode::BAD_REQUEST, &LoginPage { error });
+        let error = "paste your token to sign in".to_owned();
+        return login_error(&state, StatusCode::BAD_REQUEST, error, &next);
     };
-    match session::sign_in(&mut parts, &state, token).await {
+    match session::sign_in(&mut parts, &state, token, &next).await {
         Ok(signed_in) => signed_in,
-        Err(message) => render(
-            StatusCode::UNAUTHORIZED,
-            &LoginPage {
-                error: Some(message),
-            },
-        ),
+        Err(message) => login_error(&state, StatusCode::UNAUTHORIZED, message, &next),
     }
 }
 
 async fn logout(
     axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
     posted: Posted,
 ) -> Response {
-    session::sign_out(&state, &posted.session).await
+    session::sign_out(&state, &headers, &posted.session).await
 }
 
 /// One entitlement as the request page shows it.
@@ -326,6 +365,7 @@ async fn submit_request(
         break_glass: form.break_glass,
         public_key: None,
     };
+    let mfa_at = session.mfa_at.or(mfa_at);
     match submit(&state, &session.user, mfa_at, body).await {
         Ok(request) => Redirect::to(&format!("/ui/requests/{}", request.id)).into_response(),
         Err(e) => {

@@ -57,8 +57,9 @@ function provider() {
         application_type: 'native',
         grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'authorization_code', 'refresh_token'],
         response_types: ['code'],
-        // Any port: RFC 8252 §7.3, which the provider follows for native clients.
-        redirect_uris: ['http://127.0.0.1/callback'],
+        // Any port: RFC 8252 §7.3, which the provider follows for native
+        // clients. The second is the web UI's, on the server under test.
+        redirect_uris: ['http://127.0.0.1/callback', 'http://127.0.0.1/ui/oidc/callback'],
         require_auth_time: true,
       },
     ],

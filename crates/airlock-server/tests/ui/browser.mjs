@@ -5,78 +5,12 @@
 // Every wait is for an event (Playwright's auto-waiting, a condition in the
 // page), bounded by Playwright's timeouts.
 
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import { chromium } from "playwright-core";
-
-const require = createRequire(import.meta.url);
-const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+import { accessible, check, inBrowser, newPage, progress, secured, shot } from "./common.mjs";
 
 const base = process.env.AIRLOCK_UI_URL;
 const requesterToken = process.env.AIRLOCK_UI_REQUESTER_TOKEN;
 const approverToken = process.env.AIRLOCK_UI_APPROVER_TOKEN;
 const adminToken = process.env.AIRLOCK_UI_ADMIN_TOKEN;
-// Where to save a screenshot of each page (the README's), if anywhere.
-const screenshots = process.env.AIRLOCK_UI_SCREENSHOTS;
-const executablePath = process.env.AIRLOCK_UI_CHROMIUM || "/usr/bin/chromium";
-
-let step = "starting";
-// Every page opened, so that a failure can show what each one said.
-const pages = [];
-function check(condition, what) {
-  if (!condition) throw new Error(`${step}: ${what}`);
-}
-
-const CSP =
-  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
-  "form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-// axe-core in the page (evaluated over the DevTools protocol, which the
-// page's CSP does not govern): no serious or critical violation.
-async function accessible(page, what) {
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(() =>
-    // eslint-disable-next-line no-undef
-    axe.run(document, { resultTypes: ["violations"] }),
-  );
-  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
-  check(
-    bad.length === 0,
-    `axe on ${what}: ${bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target).join(", ")}`).join("; ")}`,
-  );
-}
-
-// Every UI response has the strict headers.
-function secured(response, what) {
-  const h = response.headers();
-  check(h["content-security-policy"] === CSP, `${what} has the CSP (got ${h["content-security-policy"]})`);
-  check(h["x-content-type-options"] === "nosniff", `${what} has nosniff`);
-  check(h["referrer-policy"] === "no-referrer", `${what} has no-referrer`);
-}
-
-// A screenshot of the page as it is, for the README (only when asked).
-async function shot(page, name) {
-  if (screenshots) await page.screenshot({ path: `${screenshots}/${name}.png` });
-}
-
-async function newPage(browser) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
-  const page = await context.newPage();
-  pages.push(page);
-  page.setDefaultTimeout(15000);
-  // A CSP violation (an inline script or style) is a bug.
-  page.on("console", (m) => {
-    if (/Content Security Policy/i.test(m.text())) {
-      console.error(`CSP violation on ${page.url()}: ${m.text()}`);
-      process.exitCode = 1;
-    }
-  });
-  page.on("pageerror", (e) => {
-    console.error(`script error on ${page.url()}: ${e}`);
-    process.exitCode = 1;
-  });
-  return page;
-}
 
 async function signIn(browser, token) {
   const page = await newPage(browser);
@@ -107,12 +41,8 @@ async function submitRequest(page, reason, { breakGlass = false } = {}) {
   return page.url().split("/ui/requests/")[1];
 }
 
-const browser = await chromium.launch({
-  executablePath,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-});
-try {
-  step = "the requester signs in with a link";
+await inBrowser(async (browser) => {
+  progress.step = "the requester signs in with a link";
   const alice = await newPage(browser);
   const login = await alice.goto(`${base}/ui/login#token=${encodeURIComponent(requesterToken)}`);
   secured(login, "the sign-in page");
@@ -123,7 +53,7 @@ try {
   await accessible(alice, "the request page");
   await shot(alice, "ask");
 
-  step = "the requester submits a request whose reason holds a script";
+  progress.step = "the requester submits a request whose reason holds a script";
   const hostile = "<script>window.pwned = 1</script> deploy <b>now</b>";
   const first = await submitRequest(alice, hostile);
   check((await alice.textContent("#state")).includes("pending"), "the new request is pending");
@@ -132,7 +62,7 @@ try {
   check((await alice.locator("main script, main b").count()) === 0, "the reason made no elements");
   await accessible(alice, "the request page of a pending request");
 
-  step = "a forged post without the CSRF token is refused";
+  progress.step = "a forged post without the CSRF token is refused";
   const forged = await alice.request.post(`${base}/ui/request`, {
     form: { entitlement: "db-prod", reason: "forged" },
     maxRedirects: 0,
@@ -141,7 +71,7 @@ try {
   check((await forged.text()).includes("CSRF token"), "the page says the CSRF token is missing");
   secured(forged, "the refusal");
 
-  step = "a post from another origin is refused";
+  progress.step = "a post from another origin is refused";
   const csrf = await alice.getAttribute("input[name=csrf]", "value");
   const foreign = await alice.request.post(`${base}/ui/request`, {
     form: { csrf, entitlement: "db-prod", reason: "from elsewhere" },
@@ -151,10 +81,10 @@ try {
   check(foreign.status() === 403, `403 for a foreign Origin (got ${foreign.status()})`);
   check((await foreign.text()).includes("another site"), "the page says the post came from another site");
 
-  step = "the approver signs in by pasting their token";
+  progress.step = "the approver signs in by pasting their token";
   const bob = await signIn(browser, approverToken);
 
-  step = "the approver sees the request in the inbox and approves it with a comment";
+  progress.step = "the approver sees the request in the inbox and approves it with a comment";
   secured(await bob.goto(`${base}/ui/inbox`), "the inbox");
   await bob.locator(`input[name=id][value="${first}"]`).waitFor();
   check((await bob.locator("td.reason").first().textContent()) === hostile, "the inbox shows the reason as text");
@@ -168,7 +98,7 @@ try {
   await bob.locator("[role=status]", { hasText: first }).waitFor();
   await accessible(bob, "the inbox after approving");
 
-  step = "the requester sees the grant active with its countdown";
+  progress.step = "the requester sees the grant active with its countdown";
   const active = await reloadUntil(
     alice,
     `${base}/ui/mine`,
@@ -184,11 +114,11 @@ try {
   await accessible(alice, "My access with an active grant");
   await shot(alice, "mine");
 
-  step = "the requester releases the grant";
+  progress.step = "the requester releases the grant";
   await Promise.all([alice.waitForURL(`${base}/ui/mine`), alice.click("text=Release db-prod")]);
   await alice.locator("table tr", { hasText: "released" }).waitFor();
 
-  step = "a denial shows its reason";
+  progress.step = "a denial shows its reason";
   const second = await submitRequest(alice, "another look at the database");
   await bob.goto(`${base}/ui/requests/${second}`);
   await accessible(bob, "the request page for its approver");
@@ -200,11 +130,11 @@ try {
   await accessible(alice, "the request page of a denied request");
   await shot(alice, "request");
 
-  step = "an admin signs in; the requester breaks the glass";
+  progress.step = "an admin signs in; the requester breaks the glass";
   const carol = await signIn(browser, adminToken);
   const glass = await submitRequest(alice, "the primary is down", { breakGlass: true });
 
-  step = "the admin sees the break-glass grant on the grants page";
+  progress.step = "the admin sees the break-glass grant on the grants page";
   const held = await reloadUntil(
     carol,
     `${base}/ui/grants?break_glass=1`,
@@ -216,7 +146,7 @@ try {
   await accessible(carol, "the grants page");
   await shot(carol, "grants");
 
-  step = "the reviewer sees the use awaiting review and judges it";
+  progress.step = "the reviewer sees the use awaiting review and judges it";
   secured(await carol.goto(`${base}/ui/reviews`), "the reviews page");
   check((await carol.textContent("#reviews-count")).includes("1"), "the nav counts one use awaiting review");
   await accessible(carol, "the reviews page");
@@ -234,14 +164,14 @@ try {
   );
   await accessible(carol, "the reviews page with reviewed uses");
 
-  step = "a forged revoke without the CSRF token is refused";
+  progress.step = "a forged revoke without the CSRF token is refused";
   const forgedRevoke = await carol.request.post(`${base}/ui/requests/${glass}/revoke`, {
     form: { reason: "forged" },
     maxRedirects: 0,
   });
   check(forgedRevoke.status() === 403, `403 for a revoke without a CSRF token (got ${forgedRevoke.status()})`);
 
-  step = "the admin revokes the grant with a reason";
+  progress.step = "the admin revokes the grant with a reason";
   await carol.goto(`${base}/ui/grants`);
   await carol.fill(`#revoke-${glass}`, "the incident is over");
   await Promise.all([carol.waitForURL(`${base}/ui/grants`), carol.click(`#grant-${glass} button.danger`)]);
@@ -255,7 +185,7 @@ try {
   check((await alice.textContent("#state")).includes("revoked"), "the requester sees the grant revoked");
   check((await alice.textContent("main")).includes("the incident is over"), "and the admin's reason");
 
-  step = "the audit log filters by request, under the chain's status";
+  progress.step = "the audit log filters by request, under the chain's status";
   secured(await carol.goto(`${base}/ui/audit`), "the audit page");
   check((await carol.textContent("#chain")).includes("The chain holds"), "the chain's status shows it holds");
   await carol.fill("#f-request", glass);
@@ -268,7 +198,7 @@ try {
   await accessible(carol, "the audit page");
   await shot(carol, "audit");
 
-  step = "the policies page shows the set in force and a proposal, which a second admin approves";
+  progress.step = "the policies page shows the set in force and a proposal, which a second admin approves";
   secured(await carol.goto(`${base}/ui/policies`), "the policies page");
   const inForce = (await carol.textContent("#policy-version")).trim();
   check(inForce !== "", "the version in force shows");
@@ -282,7 +212,7 @@ try {
   check((await carol.locator(".proposal").count()) === 0, "no proposal waits any more");
   await accessible(carol, "the policies page after approving");
 
-  step = "a non-admin gets 403 on the admin pages";
+  progress.step = "a non-admin gets 403 on the admin pages";
   check((await bob.locator('nav a[href="/ui/grants"]').count()) === 0, "no admin links for a non-admin");
   for (const path of ["grants", "audit", "policies"]) {
     const refused = await bob.goto(`${base}/ui/${path}`);
@@ -290,18 +220,12 @@ try {
   }
   await accessible(bob, "a refusal");
 
-  step = "the requester signs out";
+  progress.step = "the requester signs out";
   await Promise.all([alice.waitForURL(`${base}/ui/login`), alice.click("text=Sign out")]);
   await alice.goto(`${base}/ui/mine`);
-  check(alice.url() === `${base}/ui/login`, "signed out, the pages ask to sign in");
+  check(
+    alice.url() === `${base}/ui/login?next=%2Fui%2Fmine`,
+    `signed out, the pages ask to sign in and come back afterwards (at ${alice.url()})`,
+  );
   console.log(`web UI: every step passed (requests ${first}, ${second}, ${glass})`);
-} catch (e) {
-  console.error(`${step}: ${e instanceof Error ? e.message : e}`);
-  for (const page of pages) {
-    const text = await page.textContent("body").catch(() => "(no page)");
-    console.error(`--- ${page.url()}\n${text.replace(/\s+/g, " ").trim()}`);
-  }
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-}
+});

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use airlock_core::catalog::User;
 use airlock_core::token::{Scope, Scopes};
+use airlock_core::Timestamp;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::super::extract::authenticate;
+use super::super::extract::{authenticate, token_mfa};
 use super::super::{tokens::TOKEN_PREFIX, ApiError, AppState, MAX_BODY_BYTES};
 use super::error_response;
 use crate::engine::{EngineError, TokenAsk};
@@ -25,7 +26,7 @@ const COOKIE: &str = "airlock_session";
 
 /// How long a web session lasts at most (never past the server's
 /// `token_max_lifetime`, nor past the API token signed in with).
-const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+pub(super) const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 /// What the CSRF token is an HMAC of, keyed by the session's secret: no
 /// server-side storage, and one session's token is no use in another.
@@ -36,6 +37,9 @@ const CSRF_LABEL: &[u8] = b"airlock web ui csrf v1";
 pub(crate) struct Session {
     pub user: User,
     pub csrf: String,
+    /// When they last completed MFA, as an identity provider's session
+    /// token says (`None` for a session signed in with an API token).
+    pub mfa_at: Option<Timestamp>,
     /// The session token's secret, the CSRF token's key.
     secret: String,
 }
@@ -48,16 +52,17 @@ impl FromRequestParts<AppState> for Session {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Some(secret) = session_secret(&parts.headers) else {
-            return Err(to_login());
+            return Err(to_login(parts));
         };
         match authenticate(parts, state, &secret).await {
             Ok(user) => Ok(Session {
                 user,
                 csrf: csrf_token(&secret),
+                mfa_at: token_mfa(parts),
                 secret,
             }),
             // Expired, revoked, or its owner gone: sign in again.
-            Err(_) => Err(signed_out(to_login())),
+            Err(_) => Err(signed_out(&parts.headers, to_login(parts))),
         }
     }
 }
@@ -180,7 +185,7 @@ pub(crate) fn foreign_post() -> Response {
 /// post says, or the proxy in front says with `X-Forwarded-Proto`): only
 /// then is the cookie marked `Secure`, or a browser on plain http (the demo,
 /// the tests on loopback) would drop it.
-fn over_https(headers: &HeaderMap) -> bool {
+pub(super) fn over_https(headers: &HeaderMap) -> bool {
     let says = |name: &str, prefix: &str| {
         headers
             .get(name)
@@ -190,18 +195,92 @@ fn over_https(headers: &HeaderMap) -> bool {
     says("origin", "https://") || says("x-forwarded-proto", "https")
 }
 
-/// The session cookie's secret, if the request has one that can be an API
-/// token (a config token is never put in a cookie, so none is taken from one).
-fn session_secret(headers: &HeaderMap) -> Option<String> {
+/// The session cookie's secret, if the request has one that can be a
+/// session: an API token, or an identity provider's ID token (a config
+/// token is never put in a cookie, so none is taken from one).
+pub(super) fn session_secret(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+        .filter(|v| v.starts_with(TOKEN_PREFIX) || crate::oidc::Verifier::looks_like_jwt(v))
+}
+
+/// The value of the request's cookie `name`.
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    cookie_pairs(headers)
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.trim().to_owned())
-        .filter(|v| v.starts_with(TOKEN_PREFIX))
+}
+
+/// Puts `secret` in the request's session cookie in place of the one it
+/// came with (a session renewed on the way in).
+pub(super) fn replace_session(headers: &mut HeaderMap, secret: &str) {
+    let mut pairs: Vec<String> = cookie_pairs(headers)
+        .filter(|(n, _)| *n != COOKIE)
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    pairs.push(format!("{COOKIE}={secret}"));
+    if let Ok(v) = HeaderValue::from_str(&pairs.join("; ")) {
+        headers.remove(header::COOKIE);
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Adds a `Set-Cookie`: HttpOnly always, `Secure` when the browser came
+/// over https; `max_age` 0 deletes the cookie.
+pub(super) fn set_cookie(
+    response: &mut Response,
+    headers: &HeaderMap,
+    name: &str,
+    value: &str,
+    path: &str,
+    same_site: &str,
+    max_age: u64,
+) {
+    let mut cookie =
+        format!("{name}={value}; HttpOnly; SameSite={same_site}; Path={path}; Max-Age={max_age}");
+    if over_https(headers) {
+        cookie.push_str("; Secure");
+    }
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// Sets the session cookie (SameSite=Strict: no other site's page can make
+/// the browser send it).
+pub(super) fn set_session(
+    response: &mut Response,
+    headers: &HeaderMap,
+    secret: &str,
+    max_age: u64,
+) {
+    set_cookie(response, headers, COOKIE, secret, "/", "Strict", max_age);
+}
+
+/// Where to go after signing in: a page of the UI, else the start page
+/// (never another site, nor a path a browser would read as one).
+pub(super) fn safe_next(raw: Option<&str>) -> String {
+    match raw {
+        Some(next)
+            if next.starts_with("/ui/")
+                && next.len() <= 1024
+                && !next.contains("//")
+                && !next.contains('\\')
+                && !next.chars().any(char::is_control) =>
+        {
+            next.to_owned()
+        }
+        _ => "/ui/".to_owned(),
+    }
 }
 
 /// The session's CSRF token: HMAC-SHA256 of a fixed label keyed by the
@@ -222,6 +301,7 @@ pub(crate) async fn sign_in(
     parts: &mut Parts,
     state: &AppState,
     token: &str,
+    next: &str,
 ) -> Result<Response, String> {
     let user = authenticate(parts, state, token)
         .await
@@ -252,41 +332,63 @@ pub(crate) async fn sign_in(
         .await
         .map_err(|e: EngineError| ApiError::from(e).message)?;
     tracing::info!(user = %user.id, token = %created.token.id, "web session started");
-    let mut cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        created.secret,
-        lifetime.as_secs()
+    let mut response = Redirect::to(&safe_next(Some(next))).into_response();
+    set_session(
+        &mut response,
+        &parts.headers,
+        &created.secret,
+        lifetime.as_secs(),
     );
-    if over_https(&parts.headers) {
-        cookie.push_str("; Secure");
-    }
-    let mut response = Redirect::to("/ui/").into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
     Ok(response)
 }
 
-/// Ends the session: its API token is revoked, the cookie cleared.
-pub(crate) async fn sign_out(state: &AppState, session: &Session) -> Response {
+/// Ends the session: an API token session's token is revoked, an identity
+/// provider session's refresh token revoked at the provider, the cookies
+/// cleared.
+pub(crate) async fn sign_out(state: &AppState, headers: &HeaderMap, session: &Session) -> Response {
     if let Some(t) = &session.user.token {
         if let Err(e) = state.engine.revoke_token(&session.user, &t.id).await {
             tracing::warn!(user = %session.user.id, error = %e, "could not revoke a web session's token");
         }
     }
-    signed_out(Redirect::to("/ui/login").into_response())
+    let mut response = Redirect::to("/ui/login").into_response();
+    super::idp::sign_out(state, headers, &mut response).await;
+    signed_out(headers, response)
 }
 
-fn signed_out(mut response: Response) -> Response {
-    let clear = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
-    if let Ok(v) = HeaderValue::from_str(&clear) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
-    }
+fn signed_out(headers: &HeaderMap, mut response: Response) -> Response {
+    set_session(&mut response, headers, "", 0);
+    set_cookie(
+        &mut response,
+        headers,
+        super::idp::REFRESH_COOKIE,
+        "",
+        "/ui",
+        "Strict",
+        0,
+    );
     response
 }
 
-fn to_login() -> Response {
-    Redirect::to("/ui/login").into_response()
+/// To the sign-in page, and back to this page afterwards when it was one
+/// to come back to (a page, not a form's post).
+fn to_login(parts: &Parts) -> Response {
+    let here = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|_| parts.method == axum::http::Method::GET)
+        .map(|p| safe_next(Some(p)))
+        .filter(|p| p != "/ui/");
+    match here {
+        Some(next) => {
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("next", &next)
+                .finish();
+            Redirect::to(&format!("/ui/login?{query}")).into_response()
+        }
+        None => Redirect::to("/ui/login").into_response(),
+    }
 }
 
 pub(crate) fn forbidden(message: &str) -> Response {
