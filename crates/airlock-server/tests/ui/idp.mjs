@@ -12,7 +12,8 @@ import { accessible, check, inBrowser, newPage, progress, secured } from "./comm
 const base = process.env.AIRLOCK_UI_URL;
 
 async function sessionCookies(page) {
-  const cookies = await page.context().cookies(base);
+  // The refresh cookie is the UI's alone (Path=/ui).
+  const cookies = await page.context().cookies(`${base}/ui/`);
   const value = (name) => cookies.find((c) => c.name === name)?.value;
   return { session: value("airlock_session"), refresh: value("airlock_refresh"), all: cookies };
 }
