@@ -664,6 +664,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         },
         connector: "recorder".to_owned(),
         drift: DriftPolicy::Report,
+        sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
     });

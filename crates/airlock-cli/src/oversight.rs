@@ -97,6 +97,18 @@ pub enum AuditCmd {
 
 #[derive(Subcommand)]
 pub enum ReportCmd {
+    /// Who holds each target's access (every connector that can list its
+    /// holders): access Airlock granted (request, until when) and standing
+    /// privileges no grant explains, with who the holder is, how they would
+    /// get it through Airlock, and a risk rating; highest risk first.
+    /// Changes nothing (`airlock reconcile` audits and fixes drift).
+    Standing {
+        /// CSV (RFC 4180) with a header line, for a spreadsheet or an auditor.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// How long requests waited for an approver, per entitlement: p50 and
     /// p95 of the decided ones, those still waiting, timed out or withdrawn.
     Waits {
@@ -116,6 +128,16 @@ pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
         } => {
             let report = client(&conn)?.approval_waits(&WaitsQuery { since }).await?;
             output::json_or(&report, conn.json, output::approval_waits)
+        }
+        OversightCmd::Report {
+            report: ReportCmd::Standing { csv, conn },
+        } => {
+            let report = client(&conn)?.standing_report().await?;
+            if csv {
+                output::standing_csv(&report);
+                return Ok(());
+            }
+            output::json_or(&report, conn.json, output::standing)
         }
         OversightCmd::Reconcile { fix, conn } => {
             let report = client(&conn)?.reconcile(fix).await?;

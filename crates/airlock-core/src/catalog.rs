@@ -152,6 +152,9 @@ pub struct Entitlement {
     pub waiting: WaitingTimes,
     /// Emergency access, when the entitlement allows it at all.
     pub break_glass: Option<BreakGlassRules>,
+    /// How much harm its access can do in the wrong hands: the base of the
+    /// standing-privilege report's risk rating.
+    pub sensitivity: crate::standing::Sensitivity,
 }
 
 impl Entitlement {

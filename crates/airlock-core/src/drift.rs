@@ -239,14 +239,78 @@ fn settled_before(r: &AccessRequest, listed_at: Timestamp) -> Option<Timestamp> 
     (settled < listed_at).then_some(settled)
 }
 
-/// The requests whose grant the target lists as `principal`.
-fn with_principal<'a>(
-    requests: &'a [Known],
-    principal: &'a str,
-) -> impl Iterator<Item = &'a Known> {
-    requests
-        .iter()
-        .filter(move |k| k.principal.as_deref() == Some(principal))
+/// Why a listed holder holds the access, as far as Airlock's requests tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Explanation<'a> {
+    /// A request the lifecycle still owns: active, being granted, being
+    /// revoked, or removed only after the listing (which may predate it).
+    Open(&'a Known),
+    /// Held for a request that ended and whose removal the target had
+    /// confirmed before the listing: access came back since.
+    Lingering(&'a Known),
+    /// Tagged with a request id the store does not know.
+    UnknownRequest(&'a RequestId),
+    /// No request explains it: a standing privilege or an out-of-band grant.
+    Unmanaged,
+}
+
+/// Explains holders against the requests read after listing them, indexed
+/// once (by id and by principal) so a large target costs no more than its
+/// holders and requests.
+pub struct Explainer<'a> {
+    listed_at: Timestamp,
+    by_id: BTreeMap<&'a RequestId, &'a Known>,
+    by_principal: BTreeMap<&'a str, Vec<&'a Known>>,
+}
+
+impl<'a> Explainer<'a> {
+    pub fn new(requests: &'a [Known], listed_at: Timestamp) -> Explainer<'a> {
+        let mut by_principal: BTreeMap<&str, Vec<&Known>> = BTreeMap::new();
+        for known in requests {
+            if let Some(p) = known.principal.as_deref() {
+                by_principal.entry(p).or_default().push(known);
+            }
+        }
+        Explainer {
+            listed_at,
+            by_id: requests.iter().map(|k| (&k.request.id, k)).collect(),
+            by_principal,
+        }
+    }
+
+    pub fn explain(&self, holder: &'a Holder) -> Explanation<'a> {
+        let listed_at = self.listed_at;
+        if let Some(id) = &holder.request_id {
+            return match self.by_id.get(id) {
+                None => Explanation::UnknownRequest(id),
+                // Pending, scheduled, being granted or being revoked: the
+                // lifecycle owns it. Ended after the listing: the listing
+                // may predate the removal.
+                Some(known) if settled_before(&known.request, listed_at).is_none() => {
+                    Explanation::Open(known)
+                }
+                Some(known) => Explanation::Lingering(known),
+            };
+        }
+        let same = self
+            .by_principal
+            .get(holder.principal.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        // Granted or being granted, being revoked, or removed only after
+        // the listing (which may predate the removal).
+        if let Some(open) = same.iter().find(|k| {
+            may_hold(&k.request) || k.request.deprovisioned_at.is_some_and(|d| d >= listed_at)
+        }) {
+            return Explanation::Open(open);
+        }
+        // The newest grant of this principal whose removal was confirmed
+        // before the listing: access came back since.
+        same.iter()
+            .filter(|k| k.request.deprovisioned_at.is_some())
+            .filter_map(|k| settled_before(&k.request, listed_at).map(|t| (t, *k)))
+            .max_by_key(|(t, _)| *t)
+            .map_or(Explanation::Unmanaged, |(_, k)| Explanation::Lingering(k))
+    }
 }
 
 /// Compares one connector's holders with Airlock's requests (see the module
@@ -260,7 +324,6 @@ pub fn assess(observation: &Observation<'_>, now: Timestamp) -> Vec<Drift> {
         requests,
         unmanaged,
     } = *observation;
-    let by_id: BTreeMap<&RequestId, &Known> = requests.iter().map(|k| (&k.request.id, k)).collect();
     let unmanaged_fix = match unmanaged {
         DriftPolicy::Revoke => Fix::RemoveHolder,
         DriftPolicy::Report => Fix::None {
@@ -273,56 +336,28 @@ pub fn assess(observation: &Observation<'_>, now: Timestamp) -> Vec<Drift> {
         fix,
     };
 
+    let explainer = Explainer::new(requests, listed_at);
     let mut out = Vec::new();
     for holder in holders {
         let principal = holder.principal.clone();
-        match &holder.request_id {
-            Some(id) => match by_id.get(id) {
-                None => out.push(drift(
-                    Finding::UnknownRequest {
-                        principal,
-                        request_id: id.clone(),
-                    },
-                    unmanaged_fix,
-                )),
-                // Pending, scheduled, being granted or being revoked: the
-                // lifecycle owns it. Ended after the listing: the listing
-                // may predate the removal.
-                Some(known) if settled_before(&known.request, listed_at).is_none() => {}
-                Some(known) => out.push(drift(
-                    Finding::Lingering {
-                        request: known.request.clone(),
-                        principal,
-                    },
-                    Fix::Revoke,
-                )),
-            },
-            None => {
-                // Granted or being granted, being revoked, or removed only
-                // after the listing (which may predate the removal).
-                let explained = with_principal(requests, &principal).any(|k| {
-                    may_hold(&k.request)
-                        || k.request.deprovisioned_at.is_some_and(|d| d >= listed_at)
-                });
-                if explained {
-                    continue;
-                }
-                // The newest grant of this principal whose removal was
-                // confirmed before the listing: access came back since.
-                let lingering = with_principal(requests, &principal)
-                    .filter(|k| k.request.deprovisioned_at.is_some())
-                    .filter_map(|k| settled_before(&k.request, listed_at).map(|t| (t, k)))
-                    .max_by_key(|(t, _)| *t);
-                match lingering {
-                    Some((_, known)) => out.push(drift(
-                        Finding::Lingering {
-                            request: known.request.clone(),
-                            principal,
-                        },
-                        Fix::Revoke,
-                    )),
-                    None => out.push(drift(Finding::Unmanaged { principal }, unmanaged_fix)),
-                }
+        match explainer.explain(holder) {
+            Explanation::Open(_) => {}
+            Explanation::UnknownRequest(id) => out.push(drift(
+                Finding::UnknownRequest {
+                    principal,
+                    request_id: id.clone(),
+                },
+                unmanaged_fix,
+            )),
+            Explanation::Lingering(known) => out.push(drift(
+                Finding::Lingering {
+                    request: known.request.clone(),
+                    principal,
+                },
+                Fix::Revoke,
+            )),
+            Explanation::Unmanaged => {
+                out.push(drift(Finding::Unmanaged { principal }, unmanaged_fix))
             }
         }
     }

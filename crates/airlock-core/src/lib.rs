@@ -15,6 +15,7 @@ pub mod ids;
 pub mod notify;
 pub mod policy_change;
 pub mod request;
+pub mod standing;
 pub mod text;
 pub mod time;
 pub mod token;

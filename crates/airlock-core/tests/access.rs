@@ -44,6 +44,7 @@ fn ritas_request() -> AccessRequest {
         },
         connector: "c".to_owned(),
         drift: DriftPolicy::Report,
+        sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
     };

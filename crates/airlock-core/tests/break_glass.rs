@@ -56,6 +56,7 @@ fn entitlement(break_glass: bool) -> Entitlement {
         },
         connector: "pg".to_owned(),
         drift: DriftPolicy::Report,
+        sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: break_glass.then(|| BreakGlassRules {
             max_duration: Duration::from_secs(3600),

@@ -60,6 +60,7 @@ fn entitlement(id: &str, connector: &str) -> Entitlement {
         },
         connector: connector.to_owned(),
         drift: DriftPolicy::Report,
+        sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
     }
@@ -612,4 +613,133 @@ fn every_finding_and_fix_is_an_audit_event_naming_connector_principal_kind_and_r
     );
     assert_eq!(e.details.get("fixing").map(String::as_str), Some("false"));
     assert!(!e.details.contains_key("request"));
+}
+
+// ------------------------------------------------- the standing-privilege report
+
+/// The standing report explains holders by the same rule and rates each:
+/// the sensitivity, one lower for Airlock's grant, one higher for a
+/// principal no Airlock user answers for, within low..critical.
+#[test]
+fn the_standing_report_explains_each_holder_and_rates_its_risk() {
+    use airlock_core::catalog::PrincipalKind;
+    use airlock_core::standing::{assess as assess_standing, HolderKind, Listing, Sensitivity};
+
+    let mut catalog = Catalog::default();
+    let mut db = entitlement("db", "pg");
+    db.sensitivity = Sensitivity::High;
+    let mut ro = entitlement("db-ro", "pg");
+    ro.sensitivity = Sensitivity::Low;
+    catalog.entitlements.insert(db.id.clone(), db);
+    catalog.entitlements.insert(ro.id.clone(), ro);
+    let mut deploy = user("deploy");
+    deploy.kind = PrincipalKind::Service;
+    for u in [user("alice"), user("bob"), deploy] {
+        catalog.users.insert(u.id.clone(), u);
+    }
+    let holders: Vec<Holder> = [
+        ("alice", None),
+        ("bob", None),
+        ("deploy", None),
+        ("old_dba", None),
+        ("bob_again", Some("req-gone")),
+        ("carol", None),
+    ]
+    .into_iter()
+    .map(|(p, id)| Holder {
+        principal: p.to_owned(),
+        request_id: id.map(|i| RequestId::parse(i).unwrap()),
+    })
+    .collect();
+    let requests = vec![
+        Known {
+            request: active("req-a", "alice", 1, 3600),
+            principal: Some("alice".to_owned()),
+        },
+        Known {
+            request: ended("req-c", "carol", 50),
+            principal: Some("carol".to_owned()),
+        },
+    ];
+    let principals = vec![
+        ("bob".to_owned(), UserId::parse("bob").unwrap()),
+        ("deploy".to_owned(), UserId::parse("deploy").unwrap()),
+    ];
+    let listing = Listing {
+        connector: "pg",
+        listed_at: at(LISTED),
+        holders: &holders,
+        requests: &requests,
+        principals: &principals,
+    };
+    let got: Vec<String> = assess_standing(&listing, &catalog)
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {} {} {} [{}] {} {}",
+                h.principal,
+                h.status.as_str(),
+                h.user.map_or("-", UserId::as_str),
+                h.kind.as_str(),
+                h.entitlements
+                    .iter()
+                    .map(|e| e.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                h.sensitivity.as_str(),
+                h.risk.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            // Airlock's grant: the request's entitlement, one lower.
+            "alice granted alice person [db] high medium",
+            // A user's own login with no grant: every entitlement of the
+            // connector, at the highest sensitivity among them.
+            "bob standing bob person [db db-ro] high high",
+            "deploy standing deploy service [db db-ro] high high",
+            // Nobody answers for it: one higher.
+            "old_dba standing - unknown [db db-ro] high critical",
+            "bob_again unknown_request - unknown [db db-ro] high critical",
+            // Back after its removal was confirmed: held, not granted (carol
+            // is the identity provider's, not the config's, but her request
+            // says who answers for it).
+            "carol lingering carol person [db] high high",
+        ]
+    );
+    assert_eq!(HolderKind::Unknown.as_str(), "unknown");
+}
+
+#[test]
+fn risk_stays_within_low_and_critical() {
+    use airlock_core::standing::{risk, HolderKind, Sensitivity, Status};
+    let granted_request = active("req-a", "alice", 1, 3600);
+    let granted = Status::Granted(&granted_request);
+    assert_eq!(
+        risk(Sensitivity::Low, HolderKind::Person, &granted),
+        Sensitivity::Low
+    );
+    assert_eq!(
+        risk(
+            Sensitivity::Critical,
+            HolderKind::Unknown,
+            &Status::Standing
+        ),
+        Sensitivity::Critical
+    );
+    assert_eq!(
+        risk(Sensitivity::Low, HolderKind::Unknown, &Status::Standing),
+        Sensitivity::Medium
+    );
+    assert_eq!(
+        risk(Sensitivity::Critical, HolderKind::Service, &granted),
+        Sensitivity::High
+    );
+    for level in 0..4 {
+        assert_eq!(Sensitivity::from_level(level).unwrap().level(), level);
+    }
+    assert_eq!(Sensitivity::from_level(4), None);
+    assert_eq!(Sensitivity::from_level(-1), None);
 }

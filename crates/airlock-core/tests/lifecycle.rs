@@ -89,6 +89,7 @@ fn catalog() -> Catalog {
         },
         connector: "postgres".to_owned(),
         drift: DriftPolicy::Report,
+        sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
     };

@@ -59,6 +59,7 @@ fn entitlement_waiting(waiting: airlock_core::catalog::WaitingTimes) -> Entitlem
         },
         connector: "pg".to_owned(),
         drift: DriftPolicy::Report,
+        sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting,
         break_glass: Some(airlock_core::catalog::BreakGlassRules {
             max_duration: Duration::from_secs(3600),

@@ -88,6 +88,7 @@ fn world(required: u32) -> World {
             },
             connector: "postgres".to_owned(),
             drift: DriftPolicy::Report,
+            sensitivity: airlock_core::standing::Sensitivity::default(),
             waiting: Default::default(),
             break_glass: None,
         },

@@ -2,6 +2,7 @@
 //! benchmarks so that both ends always agree. Domain types never derive serde;
 //! conversions live here.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use airlock_core::audit::AuditRecord;
@@ -11,7 +12,9 @@ use airlock_core::waits::ApprovalWaits;
 use airlock_core::{RequestId, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{ConnectorOutcome, FindingReport, FixOutcome, ReconcileReport};
+use crate::engine::{
+    ConnectorOutcome, FindingReport, FixOutcome, ListingOutcome, ReconcileReport, StandingReport,
+};
 use crate::store::PageKey;
 
 /// The response header of `GET /v1/requests` that carries the cursor of
@@ -1110,6 +1113,138 @@ pub struct WaitsQuery {
     /// duration back from now (`30d`, the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+}
+
+/// `GET /v1/reports/standing` takes no parameters (unknown ones are refused).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandingQuery {}
+
+/// Who holds each connector's access, granted by Airlock or standing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StandingReportView {
+    /// When the targets were asked (RFC 3339).
+    pub at: String,
+    pub connectors: Vec<StandingConnectorView>,
+    /// Highest risk first, then by connector and principal.
+    pub holders: Vec<StandingHolderView>,
+    /// How many holders have each status (`granted`, `standing`,
+    /// `lingering`, `unknown_request`); every status appears.
+    pub by_status: BTreeMap<String, usize>,
+    /// How many holders have each risk (`low` … `critical`); every level appears.
+    pub by_risk: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StandingConnectorView {
+    pub connector: String,
+    /// `listed`, `skipped` (it cannot list holders) or `failed`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub holders: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StandingHolderView {
+    pub connector: String,
+    /// The identity in the target (a database role, a certificate key id).
+    pub principal: String,
+    /// `granted` (an Airlock request explains it), `standing` (none does),
+    /// `lingering` (held for an ended request), `unknown_request`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The Airlock user behind it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `person`, `service` or `unknown` (no Airlock user answers for it).
+    pub kind: String,
+    /// What it gives: the request's entitlement, or for access no grant
+    /// explains, every entitlement provisioned through the connector.
+    pub entitlements: Vec<String>,
+    /// Held since (RFC 3339), where known: when Airlock's grant was confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Held until (RFC 3339): an Airlock grant's expiry; standing access has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Per entitlement, how this holder would get it through Airlock under
+    /// the policies in force.
+    pub approval: BTreeMap<String, String>,
+    /// The highest sensitivity among `entitlements`.
+    pub sensitivity: String,
+    pub risk: String,
+}
+
+impl From<&StandingReport> for StandingReportView {
+    fn from(report: &StandingReport) -> Self {
+        let mut holders = Vec::new();
+        let mut connectors = Vec::new();
+        for c in &report.connectors {
+            let (outcome, error, rows) = match &c.outcome {
+                ListingOutcome::Skipped => ("skipped", None, &[][..]),
+                ListingOutcome::Failed(e) => ("failed", Some(e.clone()), &[][..]),
+                ListingOutcome::Listed(rows) => ("listed", None, rows.as_slice()),
+            };
+            connectors.push(StandingConnectorView {
+                connector: c.connector.clone(),
+                outcome: outcome.to_owned(),
+                error,
+                holders: rows.len(),
+            });
+            holders.extend(rows.iter().map(|h| {
+                (
+                    h.risk,
+                    StandingHolderView {
+                        connector: c.connector.clone(),
+                        principal: h.principal.clone(),
+                        status: h.status.to_owned(),
+                        request: h.request.as_ref().map(ToString::to_string),
+                        user: h.user.as_ref().map(ToString::to_string),
+                        kind: h.kind.as_str().to_owned(),
+                        entitlements: h.entitlements.iter().map(ToString::to_string).collect(),
+                        since: h.since.map(format_time),
+                        until: h.until.map(format_time),
+                        approval: h
+                            .approval
+                            .iter()
+                            .map(|(e, how)| (e.to_string(), how.clone()))
+                            .collect(),
+                        sensitivity: h.sensitivity.as_str().to_owned(),
+                        risk: h.risk.as_str().to_owned(),
+                    },
+                )
+            }));
+        }
+        holders.sort_by(|(ra, a), (rb, b)| {
+            rb.cmp(ra)
+                .then_with(|| a.connector.cmp(&b.connector))
+                .then_with(|| a.principal.cmp(&b.principal))
+        });
+        let holders: Vec<StandingHolderView> = holders.into_iter().map(|(_, h)| h).collect();
+        let count = |keys: &[&str], of: &dyn Fn(&StandingHolderView) -> &str| {
+            keys.iter()
+                .map(|k| {
+                    let n = holders.iter().filter(|h| of(h) == *k).count();
+                    ((*k).to_owned(), n)
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        StandingReportView {
+            at: format_time(report.at),
+            by_status: count(
+                &["granted", "standing", "lingering", "unknown_request"],
+                &|h| h.status.as_str(),
+            ),
+            by_risk: count(
+                &airlock_core::standing::Sensitivity::ALL.map(|s| s.as_str()),
+                &|h| h.risk.as_str(),
+            ),
+            connectors,
+            holders,
+        }
+    }
 }
 
 /// How long requests waited for an approver, per entitlement.

@@ -445,6 +445,10 @@ impl Client {
             .await
     }
 
+    pub async fn standing_report(&self) -> Result<crate::api::StandingReportView, ClientError> {
+        self.send(self.get("/v1/reports/standing")).await
+    }
+
     pub async fn verify_audit(&self) -> Result<VerifyView, ClientError> {
         self.send(self.get("/v1/audit/verify")).await
     }

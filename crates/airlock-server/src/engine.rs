@@ -14,6 +14,7 @@ use std::time::Duration;
 mod clock;
 mod directory;
 mod reconcile;
+mod standing;
 pub mod tokens;
 
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
@@ -43,6 +44,7 @@ pub use directory::Refused;
 pub use reconcile::{
     ConnectorOutcome, ConnectorReport, FindingReport, FixOutcome, ReconcileReport,
 };
+pub use standing::{ConnectorListing, HolderRow, ListingOutcome, StandingReport};
 pub use tokens::{CreatedToken, TokenAsk, TokenRefused};
 
 #[derive(Debug, thiserror::Error)]

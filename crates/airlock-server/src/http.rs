@@ -76,6 +76,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/audit"),
     ("get", "/v1/audit/verify"),
     ("get", "/v1/reports/approval-waits"),
+    ("get", "/v1/reports/standing"),
     ("get", "/v1/audit/checkpoint-key"),
     ("post", "/v1/reconcile"),
     ("get", "/v1/notifications"),

@@ -513,6 +513,22 @@ pub struct TypicalAsk {
     pub needs: Vec<String>,
 }
 
+impl TypicalAsk {
+    /// How it would be approved, as `airlock entitlements` says it: `auto`,
+    /// or each tier (`1 from [approvers] (policy-id)`) joined by `and`.
+    pub fn approval(&self) -> String {
+        match &self.route {
+            Route::AutoApproved => "auto".to_owned(),
+            Route::NeedsApprovals(tiers) => tiers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" and "),
+            Route::Denied { .. } => "denied".to_owned(),
+        }
+    }
+}
+
 pub fn typical_ask(
     set: &PolicySet,
     user: UserFacts,

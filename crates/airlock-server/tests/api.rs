@@ -2432,6 +2432,7 @@ async fn fill_with_carols_requests(db: PathBuf, count: usize) {
                 },
                 connector: "log".into(),
                 drift: airlock_core::drift::DriftPolicy::Report,
+                sensitivity: airlock_core::standing::Sensitivity::default(),
                 waiting: Default::default(),
                 break_glass: None,
             };
@@ -2623,7 +2624,8 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
             | "/v1/audit"
             | "/v1/audit/verify"
             | "/v1/notifications"
-            | "/v1/reports/approval-waits",
+            | "/v1/reports/approval-waits"
+            | "/v1/reports/standing",
         ) => ReadEverything,
         ("get" | "post", "/v1/tokens") => TokenHolder,
         ("post", "/v1/tokens/{id}/revoke") => TokenOwner,

@@ -5,7 +5,8 @@
 //! `drift = "report"` but removed under `drift = "revoke"`), an active grant
 //! removed out of band (granted again), an ended grant restored out of band
 //! (revoked again), a target that is down (reported; the others are still
-//! checked), and the scheduled run. Also a SCIM deactivation taking a real
+//! checked), and the scheduled run; the standing-privilege report over the
+//! same holders. Also a SCIM deactivation taking a real
 //! role away through the same connector. Needs `AIRLOCK_TEST_POSTGRES_URL`.
 
 #![expect(
@@ -221,6 +222,7 @@ async fn drift_is_reported_audited_and_fixed_as_each_entitlement_says() {
             ),
             entitlement("db-read", "db", "report"),
             entitlement("db-admin", "dbx", "revoke"),
+            "sensitivity = 3\n".to_owned(),
             entitlement("elsewhere", "down", "revoke"),
         ]
         .concat();
@@ -245,7 +247,7 @@ async fn drift_is_reported_audited_and_fixed_as_each_entitlement_says() {
         assert!(!t.member("admin", "carol").await);
         t.grant("admin", "carol").await;
         // A grant that is just as Airlock left it: no drift.
-        request(&as_user("dave"), "db-admin", 3600).await;
+        let dave = request(&as_user("dave"), "db-admin", 3600).await;
         // (a) A standing privilege, granted out of band in both roles.
         t.grant("read", "bob").await;
         t.grant("admin", "bob").await;
@@ -278,6 +280,72 @@ async fn drift_is_reported_audited_and_fixed_as_each_entitlement_says() {
         );
         assert_eq!((report.unfixed, report.errors), (4, 1));
         assert!(t.member("read", "bob").await && t.member("admin", "bob").await);
+
+        // The standing report sees the same holders, explains each and
+        // rates it: db-admin is sensitivity 3 (critical), db-read 0; bob is
+        // no Airlock user (one higher), dave's grant is Airlock's (one lower).
+        let standing = admin.standing_report().await.unwrap();
+        let rows: Vec<String> = standing
+            .holders
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} {} {} {} {} {} {} {}",
+                    h.risk,
+                    h.connector,
+                    h.principal,
+                    h.status,
+                    h.user.as_deref().unwrap_or("-"),
+                    h.kind,
+                    h.entitlements.join(" "),
+                    h.request.as_deref().unwrap_or("-"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                format!("critical dbx {ns}_bob standing - unknown db-admin -"),
+                format!(
+                    "critical dbx {ns}_carol lingering carol person db-admin {}",
+                    carol.id
+                ),
+                format!(
+                    "high dbx {ns}_dave granted dave person db-admin {}",
+                    dave.id
+                ),
+                format!("medium db {ns}_bob standing - unknown db-read -"),
+            ],
+            "{standing:#?}"
+        );
+        let granted = &standing.holders[2];
+        assert!(
+            granted.since.is_some() && granted.until.is_some(),
+            "{granted:#?}"
+        );
+        assert_eq!(
+            granted.approval.get("db-admin").map(String::as_str),
+            Some("auto")
+        );
+        assert_eq!(
+            standing.holders[0]
+                .approval
+                .get("db-admin")
+                .map(String::as_str),
+            Some("none: no Airlock user holds this principal")
+        );
+        let outcomes: Vec<(String, String)> = standing
+            .connectors
+            .iter()
+            .map(|c| (c.connector.clone(), c.outcome.clone()))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [("db", "listed"), ("dbx", "listed"), ("down", "failed")]
+                .map(|(c, o)| (c.to_owned(), o.to_owned()))
+        );
+        assert_eq!(standing.by_status.get("standing"), Some(&2));
+        assert_eq!(standing.by_risk.get("critical"), Some(&2));
         assert!(t.member("admin", "carol").await && !t.member("admin", "alice").await);
         let found = admin
             .audit(&AuditQuery {

@@ -170,6 +170,7 @@ fn entitlement(approvals: u32) -> Ent {
         },
         connector: "c".into(),
         drift: DriftPolicy::Report,
+        sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
     };

@@ -9,6 +9,7 @@ use airlock_core::catalog::{
     BreakGlassRules, Entitlement, TicketPattern, TicketRule, User, WaitingTimes,
 };
 use airlock_core::drift::DriftPolicy;
+use airlock_core::standing::Sensitivity;
 use airlock_core::time::human_duration;
 use airlock_core::{EntitlementId, GroupName, UserId};
 use airlock_policy::EntitlementFacts;
@@ -39,7 +40,8 @@ pub(super) struct RawEntitlement {
     #[serde(default)]
     approvers: Vec<Spanned<String>>,
     connector: Spanned<String>,
-    /// 0 (harmless) to 3 (production data, admin rights); policies may look at it.
+    /// 0 (harmless) to 3 (production data, admin rights); policies may look
+    /// at it, and it is the base of the standing report's risk rating.
     sensitivity: Option<Spanned<i64>>,
     owner_group: Option<Spanned<String>>,
     /// `report` (default) or `revoke`: what reconciliation does with holders
@@ -226,14 +228,13 @@ pub(super) fn entitlements_table(
             Some((count, from))
         };
         let sensitivity = match &ent.sensitivity {
-            Some(s) if !(0..=3).contains(s.get_ref()) => {
-                return Err(src.error(
+            Some(s) => Sensitivity::from_level(*s.get_ref()).ok_or_else(|| {
+                src.error(
                     s.span(),
                     format!("{}: must be between 0 and 3", field("sensitivity")),
-                ))
-            }
-            Some(s) => *s.get_ref(),
-            None => 0,
+                )
+            })?,
+            None => Sensitivity::default(),
         };
         let owner_group = ent
             .owner_group
@@ -244,7 +245,7 @@ pub(super) fn entitlements_table(
             id.clone(),
             EntitlementFacts {
                 id: id.clone(),
-                sensitivity,
+                sensitivity: sensitivity.level(),
                 owner_group,
             },
         );
@@ -405,6 +406,7 @@ pub(super) fn entitlements_table(
                 drift,
                 waiting,
                 break_glass,
+                sensitivity,
             },
         );
     }

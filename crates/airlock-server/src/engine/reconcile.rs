@@ -130,7 +130,7 @@ impl FixOutcome {
 }
 
 /// A connector call bounded by the connector's own timeout.
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     connector: &dyn Connector,
     what: &str,
     call: impl std::future::Future<Output = Result<T, ConnectorError>>,
@@ -142,6 +142,17 @@ async fn bounded<T>(
             humantime::format_duration(limit)
         )))
     })
+}
+
+/// The holders a connector listed, as the core sees them.
+pub(super) fn as_held(holders: &[Holding]) -> Vec<Holder> {
+    holders
+        .iter()
+        .map(|h| Holder {
+            principal: h.principal.clone(),
+            request_id: h.request_id.clone(),
+        })
+        .collect()
 }
 
 impl Engine {
@@ -234,13 +245,7 @@ impl Engine {
                 return Ok(ConnectorOutcome::Failed(why));
             }
         };
-        let held: Vec<Holder> = holders
-            .iter()
-            .map(|h| Holder {
-                principal: h.principal.clone(),
-                request_id: h.request_id.clone(),
-            })
-            .collect();
+        let held = as_held(&holders);
         let observation = Observation {
             connector: name,
             listed_at,
@@ -312,7 +317,7 @@ impl Engine {
     /// The requests that may explain `holders` (see [`Observation::requests`]),
     /// each with the principal the connector lists its grant under. The
     /// inner error says why the connector cannot be reconciled safely.
-    async fn explaining_requests(
+    pub(super) async fn explaining_requests(
         &self,
         name: &str,
         connector: &dyn Connector,

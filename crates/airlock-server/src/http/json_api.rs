@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use airlock_core::access::Capability;
-use airlock_core::approval::Route;
 use airlock_core::catalog::User;
 use airlock_core::policy_change::{Proposal, Trigger};
 use airlock_core::request::{AccessRequest, ExtensionState, State};
@@ -21,8 +20,8 @@ use crate::api::{
     ApprovalWaitsView, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
     DurationInput, EmptyBody, EntitlementView, ExplainView, ExtendBody, GrantsQuery, HistoryEntry,
     OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
-    ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery, VerifyView, WaitsQuery,
-    WhoAmI, NEXT_CURSOR_HEADER,
+    ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery, StandingQuery,
+    StandingReportView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::parse_duration;
 use crate::engine::{ApproverDecision, Ask, EngineError, PolicyChange, UserCommand};
@@ -73,6 +72,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/reports/approval-waits", get(approval_waits))
+        .route("/v1/reports/standing", get(standing_report))
         .route("/v1/audit/checkpoint-key", get(checkpoint_key))
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
@@ -210,16 +210,7 @@ pub(super) fn entitlement_views(state: &AppState, user: &User) -> ApiResult<Vec<
                 e,
                 policies.entitlement_facts(&e.id),
             )?;
-            let approval = match ask.route {
-                Route::Denied { .. } => return None,
-                Route::AutoApproved => "auto".to_owned(),
-                Route::NeedsApprovals(tiers) => tiers
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" and "),
-            };
-            Some(EntitlementView::new(e, approval, ask.needs))
+            Some(EntitlementView::new(e, ask.approval(), ask.needs))
         })
         .collect();
     Ok(views)
@@ -914,6 +905,18 @@ async fn approval_waits(
         since: format_time(since),
         entitlements: waits.iter().map(ApprovalWaitsView::from).collect(),
     }))
+}
+
+/// Who holds each connector's access: Airlock's grants and standing
+/// privileges, with their risk (admins and auditors).
+async fn standing_report(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(_): ApiQuery<StandingQuery>,
+) -> ApiResult<Json<StandingReportView>> {
+    require(&user, Capability::ReadEverything)?;
+    let report = state.engine.standing_report().await?;
+    Ok(Json(StandingReportView::from(&report)))
 }
 
 async fn verify_audit(
