@@ -214,6 +214,7 @@ pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
                 since,
                 until,
                 limit,
+                cursor: None,
             };
             output::audit(&client(&conn)?.audit(&query).await?, conn.json)
         }

@@ -29,6 +29,23 @@ pub fn encode_cursor(key: &PageKey) -> String {
     hex::encode(format!("{}:{}", key.created_at.unix_millis(), key.id))
 }
 
+/// The opaque `cursor` of a page of audit events: the `seq` of the oldest
+/// event of the previous page (the next one holds older events), as hex.
+pub fn encode_audit_cursor(seq: i64) -> String {
+    hex::encode(seq.to_string())
+}
+
+/// Reads a cursor made by [`encode_audit_cursor`]; anything else is refused.
+pub fn decode_audit_cursor(raw: &str) -> Result<i64, String> {
+    let bad = || format!("`{raw}` is not an audit cursor this server gave out");
+    let bytes = hex::decode(raw).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    text.parse::<i64>()
+        .ok()
+        .filter(|seq| *seq > 0)
+        .ok_or_else(bad)
+}
+
 /// Reads a cursor made by [`encode_cursor`]; anything else is refused.
 pub fn decode_cursor(raw: &str) -> Result<PageKey, String> {
     let bad = || format!("`{raw}` is not a cursor this server gave out");
@@ -436,6 +453,8 @@ pub struct EntitlementView {
     pub reason_required: bool,
     pub ticket_required: bool,
     pub ticket_pattern: Option<String>,
+    /// The connector that provisions it: the target system.
+    pub connector: String,
     /// How an ordinary request by the caller would be decided: `auto`, or
     /// the tiers it needs (`1 from [approvers] (policy) and ...`).
     pub approval: String,
@@ -467,6 +486,7 @@ impl EntitlementView {
             reason_required: e.reason_required,
             ticket_required: e.ticket.required,
             ticket_pattern: e.ticket.pattern.as_ref().map(|p| p.as_str().to_owned()),
+            connector: e.connector.clone(),
             approval,
             needs,
             break_glass: e.break_glass.as_ref().map(|b| BreakGlassView {
@@ -937,6 +957,10 @@ pub struct AuditQuery {
     pub until: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// The page of older events after the one whose response carried this
+    /// cursor (in its `X-Next-Cursor` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// Query of `GET /v1/notifications`.

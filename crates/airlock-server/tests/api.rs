@@ -1726,6 +1726,13 @@ async fn bad_query_parameters_name_the_parameter() {
             ("/v1/audit?since=yesterday", "admin", Some("since")),
             ("/v1/audit?until=never", "admin", Some("until")),
             ("/v1/audit?colour=red", "admin", None),
+            ("/v1/audit?action=bogus", "admin", Some("action")),
+            ("/v1/audit?token=a%20b", "admin", Some("token")),
+            ("/v1/audit?cursor=zz", "admin", Some("cursor")),
+            // Hex of `0`: no event has seq 0.
+            ("/v1/audit?cursor=30", "admin", Some("cursor")),
+            // A cursor of the request lists is not one of the audit log's.
+            ("/v1/audit?cursor=31323a6162", "admin", Some("cursor")),
         ];
         for (path, user, field) in cases {
             let (code, body) = h.raw("GET", path, Some(user), None).await;
@@ -1739,6 +1746,7 @@ async fn bad_query_parameters_name_the_parameter() {
         for path in [
             "/v1/requests?state=pending,active&limit=1000&mine=true",
             "/v1/audit?since=0&limit=5",
+            "/v1/audit?action=requested&token=tok_abc",
         ] {
             assert_eq!(
                 h.raw("GET", path, Some("admin"), None).await.0,
@@ -1746,6 +1754,67 @@ async fn bad_query_parameters_name_the_parameter() {
                 "{path}"
             );
         }
+        h.stop().await;
+    })
+    .await;
+}
+
+/// `GET /v1/audit` pages from the newest events to the oldest with its
+/// own cursor in `X-Next-Cursor`, the filters holding on every page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_pages_back_with_its_cursor() {
+    bounded(async {
+        let h = boot(CATALOG).await;
+        let admin = h.client("admin");
+        for n in 0..5 {
+            admin
+                .create_token(&airlock_server::api::CreateTokenBody {
+                    name: format!("paged-{n}"),
+                    expires_in: None,
+                    scopes: None,
+                    owner: None,
+                })
+                .await
+                .unwrap();
+        }
+        let http = reqwest::Client::new();
+        let (mut pages, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let mut url = format!("{}/v1/audit?action=token_created&limit=2", h.base);
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let response = http
+                .get(url)
+                .bearer_auth(token("admin"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            cursor = response
+                .headers()
+                .get("x-next-cursor")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let events: Vec<Value> = response.json().await.unwrap();
+            assert!(
+                events.iter().all(|e| e["action"] == "token_created"),
+                "{events:?}"
+            );
+            pages.push(
+                events
+                    .iter()
+                    .map(|e| e["seq"].as_i64().unwrap())
+                    .collect::<Vec<_>>(),
+            );
+            if cursor.is_none() {
+                break;
+            }
+        }
+        // Each page in sequence order, each older than the one before.
+        assert_eq!(pages.len(), 3, "{pages:?}");
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+        let seqs: Vec<i64> = pages.iter().rev().flatten().copied().collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{pages:?}");
         h.stop().await;
     })
     .await;

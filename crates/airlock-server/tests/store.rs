@@ -1832,6 +1832,19 @@ async fn an_event_done_with_a_token_stores_the_token_and_the_service_mark() {
                 ("deploy", Some("tok_svc"), Some("service"))
             ]
         );
+        // The page before the newest `requested` event: only the older one.
+        let newest = events.last().unwrap().seq;
+        let older = store
+            .list_audit(&AuditFilter {
+                limit: 100,
+                action: Some("requested".into()),
+                before_seq: Some(newest),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = older.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [events.first().unwrap().seq]);
         let report = store.verify_audit().await.unwrap();
         assert_eq!(report.first_break, None);
         assert!(report.checked >= 2);

@@ -7,7 +7,10 @@
 //! text; an admin revokes a break-glass grant from the grants page, judges
 //! the use on the reviews page and finds both in the audit log under the
 //! chain's status; the policies page; a non-admin gets 403 on the admin
-//! pages; a second admin approves a proposed policy set (two-person rule).
+//! pages; a second admin approves a proposed policy set (two-person rule);
+//! the entitlement search; paging the grants and the audit log (more
+//! events than a page holds, made through the API here) with the filters
+//! kept; the audit log by action and by API token; the 404 page.
 //! Here, after the browser: the sessions were API tokens, and the
 //! one signed out is revoked. With `AIRLOCK_UI_SCREENSHOTS=DIR` the browser
 //! also saves a screenshot of each page there (the README's come from
@@ -24,6 +27,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use airlock_server::api::{CreateRequest, CreateTokenBody, DurationInput};
 use airlock_server::client::Client;
 use airlock_server::config::{token_hash, Settings};
 use airlock_server::server::start;
@@ -40,6 +44,22 @@ const SRE_MAY_ASK: &str = r#"
 permit (principal in Airlock::Group::"sre", action == Airlock::Action::"request",
         resource == Airlock::Entitlement::"db-prod");
 "#;
+
+/// How many API tokens the setup creates: more `token_created` events than
+/// the audit page shows at once.
+const BULK_TOKENS: usize = 205;
+
+fn ask(entitlement: &str) -> CreateRequest {
+    CreateRequest {
+        entitlement: entitlement.to_owned(),
+        duration: Some(DurationInput::Text("1h".to_owned())),
+        reason: "setting up the browser test".to_owned(),
+        ticket: None,
+        start_at: None,
+        break_glass: false,
+        public_key: None,
+    }
+}
 
 fn ui_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
@@ -111,6 +131,11 @@ type = "command"
 program = "/bin/true"
 timeout = "5s"
 
+[connectors.ldap-groups]
+type = "command"
+program = "/bin/true"
+timeout = "5s"
+
 [entitlements.db-prod]
 description = "Read and write the production database"
 requestable_by = ["eng"]
@@ -121,6 +146,20 @@ connector = "log"
 [entitlements.db-prod.break_glass]
 max_duration = "1h"
 review_by = ["security"]
+
+[entitlements.staff-portal]
+description = "Publish on the staff portal"
+requestable_by = ["eng", "ops"]
+max_duration = "8h"
+auto_approve = true
+connector = "ldap-groups"
+
+[entitlements.wiki-edit]
+description = "Edit the team wiki"
+requestable_by = ["eng"]
+max_duration = "8h"
+auto_approve = true
+connector = "log"
 "#
         );
         for (name, group, roles) in [
@@ -128,6 +167,9 @@ review_by = ["security"]
             ("bob", "sre", ""),
             ("carol", "security", r#""admin", "auditor""#),
             ("dave", "security", r#""admin""#),
+            ("erin", "ops", ""),
+            ("frank", "ops", ""),
+            ("grace", "ops", ""),
         ] {
             toml.push_str(&format!(
                 "\n[users.{name}]\ngroups = [\"{group}\"]\nroles = [{roles}]\ntoken_sha256 = \"{}\"\n",
@@ -151,6 +193,43 @@ review_by = ["security"]
             .unwrap();
         assert_eq!(proposed.outcome, "proposed", "{proposed:?}");
 
+        // Three grants held besides the browser's (the grants page pages
+        // through them), one asked for with an API token (the audit log
+        // finds it by that token), and more tokens made than the audit
+        // page shows at once.
+        let erin = Client::new(&base, &token("erin")).unwrap();
+        let bot = erin
+            .create_token(&CreateTokenBody {
+                name: "deploy-bot".to_owned(),
+                expires_in: None,
+                scopes: Some(vec!["read".to_owned(), "request".to_owned()]),
+                owner: None,
+            })
+            .await
+            .unwrap();
+        Client::new(&base, &bot.secret)
+            .unwrap()
+            .create_request(&ask("staff-portal"))
+            .await
+            .unwrap();
+        for user in ["frank", "grace"] {
+            Client::new(&base, &token(user))
+                .unwrap()
+                .create_request(&ask("staff-portal"))
+                .await
+                .unwrap();
+        }
+        for n in 0..BULK_TOKENS {
+            erin.create_token(&CreateTokenBody {
+                name: format!("bulk-{n}"),
+                expires_in: None,
+                scopes: None,
+                owner: None,
+            })
+            .await
+            .unwrap();
+        }
+
         run_browser(
             &tools,
             "browser.mjs",
@@ -159,6 +238,7 @@ review_by = ["security"]
                 ("AIRLOCK_UI_REQUESTER_TOKEN", token("alice")),
                 ("AIRLOCK_UI_APPROVER_TOKEN", token("bob")),
                 ("AIRLOCK_UI_ADMIN_TOKEN", token("carol")),
+                ("AIRLOCK_UI_BOT_TOKEN_ID", bot.token.id.clone()),
             ],
         )
         .await;

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use airlock_core::access::Capability;
+use airlock_core::audit::AuditAction;
 use airlock_core::catalog::User;
 use airlock_core::policy_change::{Proposal, Trigger};
 use airlock_core::request::{AccessRequest, ExtensionState, State};
-use airlock_core::{EntitlementId, RequestId, UserId};
+use airlock_core::{EntitlementId, RequestId, TokenId, UserId};
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,10 +17,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::api::{
-    decode_cursor, encode_cursor, format_time, parse_time, ApprovalExplained, ApprovalWaitsReport,
-    ApprovalWaitsView, ApproveBody, AuditEventView, AuditQuery, CreateRequest, CredentialView,
-    DurationInput, EmptyBody, EntitlementView, ExplainView, ExtendBody, GrantsQuery, HistoryEntry,
-    OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
+    decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor, format_time,
+    parse_time, ApprovalExplained, ApprovalWaitsReport, ApprovalWaitsView, ApproveBody,
+    AuditEventView, AuditQuery, CreateRequest, CredentialView, DurationInput, EmptyBody,
+    EntitlementView, ExplainView, ExtendBody, GrantsQuery, HistoryEntry, OidcInfo,
+    PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
     ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery, StandingQuery,
     StandingReportView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
@@ -292,8 +294,14 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
 fn limit(raw: Option<u32>) -> ApiResult<u32> {
+    page_limit(raw, DEFAULT_LIMIT)
+}
+
+/// A page's `limit`: 1 to 1,000, `default` if absent (the web UI's pages
+/// show more by default than the API sends).
+pub(super) fn page_limit(raw: Option<u32>, default: u32) -> ApiResult<u32> {
     match raw {
-        None => Ok(DEFAULT_LIMIT),
+        None => Ok(default),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
         Some(_) => Err(ApiError::invalid(
             "limit",
@@ -347,11 +355,32 @@ async fn list_requests(
 /// follow.
 async fn page(
     state: &AppState,
-    mut filter: RequestFilter,
+    filter: RequestFilter,
     limit_param: Option<u32>,
     cursor: Option<&str>,
 ) -> ApiResult<Response> {
-    let wanted = limit(limit_param)?;
+    let (requests, next) = page_of(state, filter, limit(limit_param)?, cursor).await?;
+    let views: Vec<RequestView> = requests.iter().map(|r| view(state, r)).collect();
+    Ok(with_next_cursor(next, views))
+}
+
+/// A page of a list as JSON, with the next page's cursor in its header
+/// when more follow.
+fn with_next_cursor<T: serde::Serialize>(next: Option<String>, page: Vec<T>) -> Response {
+    match next {
+        Some(cursor) => ([(NEXT_CURSOR_HEADER, cursor)], Json(page)).into_response(),
+        None => Json(page).into_response(),
+    }
+}
+
+/// The `wanted` requests `filter` matches from `cursor` on, and the next
+/// page's cursor when more follow (the `/v1` lists and the web UI's).
+pub(super) async fn page_of(
+    state: &AppState,
+    mut filter: RequestFilter,
+    wanted: u32,
+    cursor: Option<&str>,
+) -> ApiResult<(Vec<AccessRequest>, Option<String>)> {
     if let Some(c) = cursor {
         filter.after = Some(decode_cursor(c).map_err(|e| ApiError::invalid("cursor", e))?);
     }
@@ -360,15 +389,11 @@ async fn page(
     let mut requests = state.engine.list(&filter).await?;
     let more = requests.len() > usize::try_from(wanted).unwrap_or(usize::MAX);
     requests.truncate(usize::try_from(wanted).unwrap_or(usize::MAX));
-    let views: Vec<RequestView> = requests.iter().map(|r| view(state, r)).collect();
     let next = requests
         .last()
         .filter(|_| more)
         .map(|r| encode_cursor(&PageKey::of(r)));
-    Ok(match next {
-        Some(cursor) => ([(NEXT_CURSOR_HEADER, cursor)], Json(views)).into_response(),
-        None => Json(views).into_response(),
-    })
+    Ok((requests, next))
 }
 
 async fn show_request(
@@ -845,18 +870,36 @@ async fn audit(
     axum::extract::State(state): axum::extract::State<AppState>,
     Caller(user): Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> ApiResult<Json<Vec<AuditEventView>>> {
-    audit_events(&state, &user, q).await.map(Json)
+) -> ApiResult<Response> {
+    let (events, next) = audit_events(&state, &user, q).await?;
+    Ok(with_next_cursor(next, events))
 }
 
-/// The audit events `q` selects (`GET /v1/audit`, the web
-/// UI's audit page).
+/// The audit events `q` selects, in sequence order, and the cursor of the
+/// page of older ones when more match (`GET /v1/audit`, the web UI's audit
+/// page).
 pub(super) async fn audit_events(
     state: &AppState,
     user: &User,
     q: AuditQuery,
-) -> ApiResult<Vec<AuditEventView>> {
+) -> ApiResult<(Vec<AuditEventView>, Option<String>)> {
     require(user, Capability::ReadEverything)?;
+    if let Some(a) = &q.action {
+        if !AuditAction::ALL.iter().any(|known| known.as_str() == a) {
+            return Err(ApiError::invalid(
+                "action",
+                format!("`{a}` is not an audit action, such as `requested` or `revoked`"),
+            ));
+        }
+    }
+    if let Some(t) = &q.token {
+        TokenId::parse(t).map_err(|err| ApiError::invalid("token", format!("`{t}` {err}")))?;
+    }
+    let before_seq = q
+        .cursor
+        .as_deref()
+        .map(|c| decode_audit_cursor(c).map_err(|e| ApiError::invalid("cursor", e)))
+        .transpose()?;
     let time = |field: &str, raw: &Option<String>| {
         raw.as_deref()
             .map(|s| parse_time(s).map_err(|e| ApiError::invalid(field, e)))
@@ -870,10 +913,26 @@ pub(super) async fn audit_events(
         token: q.token,
         since: time("since", &q.since)?,
         until: time("until", &q.until)?,
+        before_seq,
         limit: limit(q.limit)?,
     };
-    let records = state.engine.audit(&filter).await?;
-    Ok(records.iter().map(AuditEventView::from).collect())
+    // One more than asked for tells whether older events match; the store
+    // gives the newest `limit`, oldest first, so the extra one leads.
+    let wanted = usize::try_from(filter.limit).unwrap_or(usize::MAX);
+    let filter = AuditFilter {
+        limit: filter.limit.saturating_add(1),
+        ..filter
+    };
+    let mut records = state.engine.audit(&filter).await?;
+    let more = records.len() > wanted;
+    if more {
+        records.remove(0);
+    }
+    let next = records
+        .first()
+        .filter(|_| more)
+        .map(|r| encode_audit_cursor(r.seq));
+    Ok((records.iter().map(AuditEventView::from).collect(), next))
 }
 
 /// How far back the approval-wait report looks unless told.

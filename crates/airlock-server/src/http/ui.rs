@@ -3,7 +3,8 @@
 //! plain forms and links that work without JavaScript; one small script of
 //! our own only adds the live countdown, "select all" and filling the
 //! sign-in form from a link. Assets are embedded; every response carries a
-//! strict Content-Security-Policy. Sessions and CSRF are `session`'s.
+//! strict Content-Security-Policy. Sessions and CSRF are `session`'s. Lists
+//! page with the API's own cursors; an unknown page is a 404 page.
 
 use airlock_core::request::{AccessRequest, ExtensionState, State};
 use airlock_core::time::human_duration;
@@ -11,12 +12,12 @@ use askama::Template;
 use axum::extract::{FromRequest, Path, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 use super::json_api::{
-    act, decide_request, entitlement_views, explain_view, extend_grant, reviews_filter, submit,
-    view,
+    act, decide_request, entitlement_views, explain_view, extend_grant, page_limit, page_of,
+    reviews_filter, submit, view,
 };
 use super::{require, ApiError, AppState, MfaAt};
 use crate::api::{
@@ -53,6 +54,7 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
             "/ui/policies/proposals/{id}/approve",
             post(oversight::approve_proposal),
         )
+        .route("/ui/{*unknown}", any(not_found))
         .layer(axum::middleware::from_fn_with_state(state, idp::renew));
     Router::new()
         .merge(pages)
@@ -171,6 +173,44 @@ fn api_error_page(e: &ApiError) -> Response {
     error_response(e.status, &e.message)
 }
 
+/// An error page inside the signed-in layout: the menu stays.
+#[derive(Template)]
+#[template(path = "ui/problem.html")]
+struct ProblemPage {
+    chrome: Chrome,
+    status: u16,
+    title: String,
+    message: String,
+}
+
+/// What went wrong, for a signed-in person, with the status to match.
+async fn problem_page(state: &AppState, session: &Session, e: &ApiError) -> Response {
+    let page = ProblemPage {
+        chrome: Chrome::new(state, session, "").await,
+        status: e.status.as_u16(),
+        title: e.status.canonical_reason().unwrap_or("Error").to_owned(),
+        message: e.message.clone(),
+    };
+    render(e.status, &page)
+}
+
+/// Any other address under `/ui/`: a 404 page (with the menu for a
+/// signed-in person), where `/v1` answers with its JSON error.
+async fn not_found(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    uri: axum::http::Uri,
+    session: Result<Session, Response>,
+) -> Response {
+    let message = format!("there is no page `{}` here", uri.path());
+    match session {
+        Ok(session) => {
+            let e = ApiError::new(StatusCode::NOT_FOUND, "not_found", message);
+            problem_page(&state, &session, &e).await
+        }
+        Err(_) => error_response(StatusCode::NOT_FOUND, &message),
+    }
+}
+
 /// An error from the engine, shown beside the form it came from.
 struct FormError {
     field: Option<String>,
@@ -285,10 +325,24 @@ struct RequestForm {
 #[template(path = "ui/request.html")]
 struct RequestPage {
     chrome: Chrome,
+    /// Those that match the search, else all.
     entitlements: Vec<EntitlementRow>,
+    /// How many this user may request in all.
+    total: usize,
+    /// The search, as typed (`?q=`).
+    q: String,
     form: RequestForm,
     error: Option<FormError>,
     any_break_glass: bool,
+}
+
+/// Whether `e` matches the search `q`: in its name, description or target
+/// (the connector that provisions it), ignoring case.
+fn matches_search(e: &EntitlementView, q: &str) -> bool {
+    let q = q.to_lowercase();
+    [&e.id, &e.description, &e.connector]
+        .iter()
+        .any(|field| field.to_lowercase().contains(&q))
 }
 
 fn secs(s: u64) -> String {
@@ -298,7 +352,7 @@ fn secs(s: u64) -> String {
 async fn request_form_page(
     state: &AppState,
     session: &Session,
-    form: RequestForm,
+    (form, q): (RequestForm, String),
     error: Option<FormError>,
     status: StatusCode,
 ) -> Response {
@@ -306,8 +360,10 @@ async fn request_form_page(
         Ok(v) => v,
         Err(e) => return api_error_page(&e),
     };
+    let total = views.len();
     let entitlements: Vec<EntitlementRow> = views
         .into_iter()
+        .filter(|view| matches_search(view, &q))
         .map(|view| EntitlementRow {
             max: secs(view.max_duration_seconds),
             break_glass_max: view
@@ -321,24 +377,26 @@ async fn request_form_page(
         chrome: Chrome::new(state, session, "request").await,
         any_break_glass: entitlements.iter().any(|e| e.break_glass_max.is_some()),
         entitlements,
+        total,
+        q,
         form,
         error,
     };
     render(status, &page)
 }
 
+/// The request page, its list narrowed by the search `?q=`.
 async fn request_page(
     axum::extract::State(state): axum::extract::State<AppState>,
     session: Session,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    request_form_page(
-        &state,
-        &session,
-        RequestForm::default(),
-        None,
-        StatusCode::OK,
-    )
-    .await
+    let q = Fields::query(query.as_deref())
+        .get("q")
+        .unwrap_or_default()
+        .to_owned();
+    let form = (RequestForm::default(), q);
+    request_form_page(&state, &session, form, None, StatusCode::OK).await
 }
 
 async fn submit_request(
@@ -370,6 +428,7 @@ async fn submit_request(
         Ok(request) => Redirect::to(&format!("/ui/requests/{}", request.id)).into_response(),
         Err(e) => {
             let status = e.status;
+            let form = (form, String::new());
             request_form_page(&state, &session, form, Some(e.into()), status).await
         }
     }
@@ -410,26 +469,122 @@ impl Row {
     }
 }
 
-/// The requests `filter` matches, at most a page's worth; an error is a page.
-async fn requests(state: &AppState, filter: RequestFilter) -> Result<Vec<AccessRequest>, Response> {
-    let filter = RequestFilter {
-        limit: PAGE_ROWS,
-        ..filter
-    };
-    state
-        .engine
-        .list(&filter)
+/// The requests `filter` matches on the page `paging` asks for, and the
+/// cursor of the next page when more follow; an error is a page.
+async fn requests_page(
+    state: &AppState,
+    filter: RequestFilter,
+    paging: &Paging,
+) -> Result<(Vec<AccessRequest>, Option<String>), Response> {
+    page_of(state, filter, paging.limit, paging.cursor.as_deref())
         .await
-        .map_err(|e| api_error_page(&ApiError::from(e)))
+        .map_err(|e| api_error_page(&e))
 }
 
-async fn rows(state: &AppState, filter: RequestFilter) -> Result<Vec<Row>, Response> {
-    let requests = requests(state, filter).await?;
-    Ok(requests.iter().map(|r| Row::new(state, r)).collect())
+/// The first page of what `filter` matches.
+async fn requests(state: &AppState, filter: RequestFilter) -> Result<Vec<AccessRequest>, Response> {
+    let (found, _) = requests_page(state, filter, &Paging::default()).await?;
+    Ok(found)
 }
 
-/// The most a list on a page shows (the CLI and API page through more).
+async fn rows(
+    state: &AppState,
+    filter: RequestFilter,
+    paging: &Paging,
+) -> Result<(Vec<Row>, Option<String>), Response> {
+    let (requests, next) = requests_page(state, filter, paging).await?;
+    Ok((requests.iter().map(|r| Row::new(state, r)).collect(), next))
+}
+
+/// How many rows a list on a page shows unless `?limit=` says (1 to 1,000,
+/// as the API's); the rest are on the next pages.
 const PAGE_ROWS: u32 = 200;
+
+/// Which page of a list to show: `?limit=` and the API's own `?cursor=`.
+struct Paging {
+    limit: u32,
+    /// The limit the address asked for, kept in the links to other pages.
+    asked_limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+impl Default for Paging {
+    fn default() -> Self {
+        Paging {
+            limit: PAGE_ROWS,
+            asked_limit: None,
+            cursor: None,
+        }
+    }
+}
+
+impl Paging {
+    fn read(fields: &Fields) -> Result<Paging, ApiError> {
+        let asked_limit = fields
+            .get("limit")
+            .map(|raw| {
+                raw.parse::<u32>()
+                    .map_err(|_| ApiError::invalid("limit", format!("`{raw}` is not a number")))
+            })
+            .transpose()?;
+        Ok(Paging {
+            limit: page_limit(asked_limit, PAGE_ROWS)?,
+            asked_limit,
+            cursor: fields.get("cursor").map(str::to_owned),
+        })
+    }
+
+    /// The page of `filters` and this limit from `cursor` on; the first
+    /// page without one.
+    fn link(&self, path: &str, filters: &[(&str, &str)], cursor: Option<&str>) -> String {
+        let limit = self.asked_limit.map(|l| l.to_string());
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in filters.iter().filter(|(_, v)| !v.is_empty()) {
+            query.append_pair(name, value);
+        }
+        if let Some(limit) = &limit {
+            query.append_pair("limit", limit);
+        }
+        if let Some(cursor) = cursor {
+            query.append_pair("cursor", cursor);
+        }
+        match query.finish() {
+            q if q.is_empty() => path.to_owned(),
+            q => format!("{path}?{q}"),
+        }
+    }
+}
+
+/// What a list says under it when it was cut: how many it shows, the link
+/// to the next page (older rows, the active filters kept) and, on a later
+/// page, back to the newest.
+struct Pager {
+    shown: usize,
+    /// What the list holds (`grants`, `events`, …).
+    what: &'static str,
+    next: Option<String>,
+    newest: Option<String>,
+}
+
+impl Pager {
+    fn new(
+        paging: &Paging,
+        (path, filters): (&str, &[(&str, &str)]),
+        what: &'static str,
+        shown: usize,
+        next_cursor: Option<&str>,
+    ) -> Pager {
+        Pager {
+            shown,
+            what,
+            next: next_cursor.map(|c| paging.link(path, filters, Some(c))),
+            newest: paging
+                .cursor
+                .as_ref()
+                .map(|_| paging.link(path, filters, None)),
+        }
+    }
+}
 
 #[derive(Template)]
 #[template(path = "ui/mine.html")]
@@ -438,21 +593,34 @@ struct MinePage {
     pending: Vec<Row>,
     active: Vec<Row>,
     history: Vec<Row>,
+    pager: Pager,
 }
 
 async fn mine(
     axum::extract::State(state): axum::extract::State<AppState>,
     session: Session,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
+    let paging = match Paging::read(&Fields::query(query.as_deref())) {
+        Ok(p) => p,
+        Err(e) => return problem_page(&state, &session, &e).await,
+    };
     let filter = RequestFilter {
         requester: Some(session.user.id.clone()),
         visible_to: Some(session.user.clone()),
         ..RequestFilter::default()
     };
-    let all = match rows(&state, filter).await {
-        Ok(rows) => rows,
+    let (all, next) = match rows(&state, filter, &paging).await {
+        Ok(found) => found,
         Err(page) => return page,
     };
+    let pager = Pager::new(
+        &paging,
+        ("/ui/mine", &[]),
+        "requests",
+        all.len(),
+        next.as_deref(),
+    );
     let (mut pending, mut active, mut history) = (Vec::new(), Vec::new(), Vec::new());
     for row in all {
         match State::parse(&row.v.state) {
@@ -466,6 +634,7 @@ async fn mine(
         pending,
         active,
         history,
+        pager,
     };
     render(StatusCode::OK, &page)
 }
@@ -477,13 +646,14 @@ struct InboxPage {
     rows: Vec<Row>,
     done: Vec<String>,
     failed: Vec<String>,
+    pager: Pager,
 }
 
 async fn inbox_page(
     state: &AppState,
     session: &Session,
-    done: Vec<String>,
-    failed: Vec<String>,
+    (done, failed): (Vec<String>, Vec<String>),
+    paging: &Paging,
 ) -> Response {
     // The same filter as `airlock pending` (`awaiting_me`).
     let filter = RequestFilter {
@@ -491,10 +661,17 @@ async fn inbox_page(
         visible_to: Some(session.user.clone()),
         ..RequestFilter::default()
     };
-    let rows = match rows(state, filter).await {
-        Ok(rows) => rows,
+    let (rows, next) = match rows(state, filter, paging).await {
+        Ok(found) => found,
         Err(page) => return page,
     };
+    let pager = Pager::new(
+        paging,
+        ("/ui/inbox", &[]),
+        "requests",
+        rows.len(),
+        next.as_deref(),
+    );
     let status = if failed.is_empty() {
         StatusCode::OK
     } else {
@@ -505,6 +682,7 @@ async fn inbox_page(
         rows,
         done,
         failed,
+        pager,
     };
     render(status, &page)
 }
@@ -512,8 +690,12 @@ async fn inbox_page(
 async fn inbox(
     axum::extract::State(state): axum::extract::State<AppState>,
     session: Session,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    inbox_page(&state, &session, Vec::new(), Vec::new()).await
+    match Paging::read(&Fields::query(query.as_deref())) {
+        Ok(paging) => inbox_page(&state, &session, (Vec::new(), Vec::new()), &paging).await,
+        Err(e) => problem_page(&state, &session, &e).await,
+    }
 }
 
 fn decision(verb: &str, comment: Option<&str>) -> Option<ApproverDecision> {
@@ -549,7 +731,7 @@ async fn decide_many(
             Err(e) => failed.push(format!("{id}: {}", e.message)),
         }
     }
-    inbox_page(&state, &session, done, failed).await
+    inbox_page(&state, &session, (done, failed), &Paging::default()).await
 }
 
 #[derive(Template)]
@@ -572,7 +754,7 @@ async fn show_page(
 ) -> Response {
     let request = match super::json_api::visible(state, &session.user, id).await {
         Ok(r) => r,
-        Err(e) => return api_error_page(&e),
+        Err(e) => return problem_page(state, session, &e).await,
     };
     // `explain` needs the read scope and the audit log; the page stands without it.
     let explain = explain_view(state, &session.user, id).await.ok();

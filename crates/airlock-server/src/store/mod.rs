@@ -150,6 +150,8 @@ pub struct AuditFilter {
     pub token: Option<String>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
+    /// Only events older than this `seq` (the next page of a listing).
+    pub before_seq: Option<i64>,
     pub limit: u32,
 }
 

@@ -2107,6 +2107,10 @@ impl Store for SqlStore {
             int_binds.push(u.unix_millis());
             sql.push_str(&format!(" AND at < ${}", next()));
         }
+        if let Some(seq) = filter.before_seq {
+            int_binds.push(seq);
+            sql.push_str(&format!(" AND seq < ${}", next()));
+        }
         sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", filter.limit.max(1)));
         let mut query = sqlx::query(&sql);
         for b in &str_binds {

@@ -11,6 +11,8 @@ const base = process.env.AIRLOCK_UI_URL;
 const requesterToken = process.env.AIRLOCK_UI_REQUESTER_TOKEN;
 const approverToken = process.env.AIRLOCK_UI_APPROVER_TOKEN;
 const adminToken = process.env.AIRLOCK_UI_ADMIN_TOKEN;
+// An API token that asked for staff-portal: the audit log finds it by token.
+const botTokenId = process.env.AIRLOCK_UI_BOT_TOKEN_ID;
 
 async function signIn(browser, token) {
   const page = await newPage(browser);
@@ -29,6 +31,13 @@ async function reloadUntil(page, url, ready) {
   }
   return false;
 }
+
+// The ids of a page's table rows (`grant-…`) or the numbers in its first
+// column (the audit log's seqs).
+const rowIds = (page) => page.locator("tbody tr").evaluateAll((rows) => rows.map((r) => r.id));
+const firstCells = async (page) =>
+  (await page.locator("tbody tr td:first-child").allTextContents()).map((t) => Number(t.trim()));
+const actionCells = async (page) => (await page.locator("td.action").allTextContents()).map((a) => a.trim());
 
 async function submitRequest(page, reason, { breakGlass = false } = {}) {
   const response = await page.goto(`${base}/ui/`);
@@ -52,6 +61,55 @@ await inBrowser(async (browser) => {
   await Promise.all([alice.waitForURL(`${base}/ui/`), alice.click("button[type=submit]")]);
   await accessible(alice, "the request page");
   await shot(alice, "ask");
+
+  progress.step = "the requester searches what they may request";
+  const search = async (q) => {
+    await alice.fill("#q", q);
+    await Promise.all([alice.waitForURL(`${base}/ui/?q=${encodeURIComponent(q)}`), alice.click("form.search button")]);
+    return (await alice.locator(".cards h3").allTextContents()).map((t) => t.trim()).join();
+  };
+  let found = await search("LDAP");
+  check(found === "staff-portal", `the target matches, in any case (got ${found})`);
+  check((await alice.textContent("#matches")).includes("1 of 3 entitlements match"), "the page says how many match");
+  const offered = (await alice.locator("#entitlement option").allTextContents()).map((o) => o.trim()).join();
+  check(offered === "staff-portal", `the form offers the match (got ${offered})`);
+  await accessible(alice, "the request page with a search");
+  found = await search("wiki");
+  check(found === "wiki-edit", `the name and description match (got ${found})`);
+  found = await search("PRODUCTION");
+  check(found === "db-prod", `the description matches, in any case (got ${found})`);
+  found = await search("mainframe");
+  check(found === "", `nothing matches (got ${found})`);
+  check(
+    (await alice.textContent("#matches")).includes("No entitlement matches mainframe"),
+    "the page says no entitlement matches",
+  );
+  check((await alice.locator("#entitlement").count()) === 0, "no form without a match");
+  await accessible(alice, "the request page when nothing matches");
+
+  progress.step = "an unknown page is a 404 page, with the menu when signed in";
+  const missing = await alice.goto(`${base}/ui/no/such/page`);
+  check(missing.status() === 404, `404 for an unknown page (got ${missing.status()})`);
+  secured(missing, "the 404 page");
+  check((await alice.textContent("h1")).includes("404"), "the page says 404");
+  check((await alice.textContent("main")).includes("/ui/no/such/page"), "the page names the address");
+  check((await alice.locator('nav a[href="/ui/mine"]').count()) === 1, "the signed-in menu shows");
+  await accessible(alice, "the 404 page");
+  const noRequest = await alice.goto(`${base}/ui/requests/nosuchrequest`);
+  check(noRequest.status() === 404, `404 for an unknown request (got ${noRequest.status()})`);
+  check((await alice.textContent("main")).includes("no request `nosuchrequest`"), "the page says which request");
+  check((await alice.locator('nav a[href="/ui/mine"]').count()) === 1, "the menu shows for an unknown request");
+  await accessible(alice, "the 404 page of an unknown request");
+  const stranger = await newPage(browser);
+  const signedOut = await stranger.goto(`${base}/ui/nowhere`);
+  check(signedOut.status() === 404, `404 for an unknown page, signed out (got ${signedOut.status()})`);
+  secured(signedOut, "the 404 page signed out");
+  check((await stranger.locator("nav").count()) === 0, "no menu without a session");
+  await accessible(stranger, "the 404 page signed out");
+  const api = await stranger.request.get(`${base}/v1/nowhere`);
+  check(api.status() === 404, `/v1 answers 404 (got ${api.status()})`);
+  check(api.headers()["content-type"].startsWith("application/json"), "/v1's 404 is JSON");
+  check((await api.json()).error.code === "not_found", "/v1's 404 is its JSON error");
 
   progress.step = "the requester submits a request whose reason holds a script";
   const hostile = "<script>window.pwned = 1</script> deploy <b>now</b>";
@@ -146,6 +204,22 @@ await inBrowser(async (browser) => {
   await accessible(carol, "the grants page");
   await shot(carol, "grants");
 
+  progress.step = "the grants page pages with the API's cursor, its limit kept";
+  secured(await carol.goto(`${base}/ui/grants?limit=2`), "a page of grants");
+  const seen = await rowIds(carol);
+  check(seen.length === 2, `two grants on a page of two (got ${seen})`);
+  check((await carol.textContent("#cut")).includes("cut after 2 grants"), "the page says the list was cut");
+  await accessible(carol, "a page of grants cut short");
+  while ((await carol.locator("#next-page").count()) > 0) {
+    await Promise.all([carol.waitForURL(/cursor=/), carol.click("#next-page")]);
+    check(new URL(carol.url()).searchParams.get("limit") === "2", "the next page keeps the limit");
+    check((await carol.locator("#newest-page").count()) === 1, "a later page links back to the newest");
+    seen.push(...(await rowIds(carol)));
+  }
+  check(seen.length >= 4 && new Set(seen).size === seen.length, `every grant once (got ${seen})`);
+  check(seen.includes(`grant-${glass}`), "the break-glass grant is on one of the pages");
+  await accessible(carol, "the last page of grants");
+
   progress.step = "the reviewer sees the use awaiting review and judges it";
   secured(await carol.goto(`${base}/ui/reviews`), "the reviews page");
   check((await carol.textContent("#reviews-count")).includes("1"), "the nav counts one use awaiting review");
@@ -197,6 +271,39 @@ await inBrowser(async (browser) => {
   check((await carol.textContent("main")).includes("no incident on record"), "an event's details show");
   await accessible(carol, "the audit page");
   await shot(carol, "audit");
+
+  progress.step = "the audit log filters by action and pages past 200 events, the filter kept";
+  await carol.goto(`${base}/ui/audit`);
+  await carol.selectOption("#f-action", "token_created");
+  await Promise.all([carol.waitForURL(/action=token_created/), carol.click("form.filters button")]);
+  let shown = await actionCells(carol);
+  check(shown.length === 200 && shown.every((a) => a === "token_created"), `200 token_created events (got ${shown.length})`);
+  check((await carol.textContent("#cut")).includes("cut after 200 events"), "the page says the log was cut");
+  const newer = await firstCells(carol);
+  await accessible(carol, "the audit page filtered by action, cut");
+  await Promise.all([carol.waitForURL(/cursor=/), carol.click("#next-page")]);
+  check(new URL(carol.url()).searchParams.get("action") === "token_created", "the next page keeps the action");
+  check((await carol.inputValue("#f-action")) === "token_created", "the filter form shows the action");
+  shown = await actionCells(carol);
+  check(shown.length > 0 && shown.every((a) => a === "token_created"), `older token_created events (got ${shown})`);
+  const older = await firstCells(carol);
+  check(Math.max(...older) < Math.min(...newer), "the next page holds older events");
+  check(newer.length + older.length > 205, `every token's creation on the two pages (${newer.length + older.length})`);
+  check((await carol.locator("#next-page").count()) === 0, "the last page has no next page");
+  await accessible(carol, "the second page of the audit log");
+
+  progress.step = "the audit log filters by API token";
+  await carol.goto(`${base}/ui/audit`);
+  await carol.fill("#f-token", botTokenId);
+  await Promise.all([carol.waitForURL(/token=/), carol.click("form.filters button")]);
+  const byToken = await actionCells(carol);
+  check(byToken.includes("requested"), `the token's request (got ${byToken})`);
+  const actors = await carol.locator("tbody tr td:nth-child(3)").allTextContents();
+  check(actors.every((a) => a.includes(botTokenId)), `only what the token did (got ${actors})`);
+  await accessible(carol, "the audit page filtered by token");
+  const bogus = await carol.goto(`${base}/ui/audit?action=bogus`);
+  check(bogus.status() === 400, `400 for an unknown action (got ${bogus.status()})`);
+  check((await carol.textContent("main")).includes("not an audit action"), "the page says the action is unknown");
 
   progress.step = "the policies page shows the set in force and a proposal, which a second admin approves";
   secured(await carol.goto(`${base}/ui/policies`), "the policies page");

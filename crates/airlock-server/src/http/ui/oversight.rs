@@ -1,10 +1,11 @@
 //! The web UI's pages for overseeing access: active grants (revoke),
 //! break-glass reviews (judge), the audit log (filter, chain status) and the
 //! policy set (approve a proposal). Each asks the same `json_api` function
-//! as its `/v1` counterpart; who may see or do what stays the core's and
-//! the engine's to decide.
+//! as its `/v1` counterpart, and pages with its cursor; who may see or do
+//! what stays the core's and the engine's to decide.
 
 use airlock_core::access::{may_act, Capability, RequestAction};
+use airlock_core::audit::AuditAction;
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -15,7 +16,9 @@ use super::super::json_api::{
 };
 use super::super::{require, ApiResult, AppState};
 use super::session::{Fields, Posted, Session};
-use super::{api_error_page, render, requests, Chrome, FormError, Row};
+use super::{
+    api_error_page, problem_page, render, requests_page, Chrome, FormError, Pager, Paging, Row,
+};
 use crate::api::{AuditEventView, AuditQuery, PolicyView, ProposalView, VerifyView};
 use crate::store::RequestFilter;
 
@@ -27,23 +30,25 @@ struct Item {
     may_act: bool,
 }
 
-/// The requests `filter` matches as items, `action` deciding each one's
-/// form; a filter the caller may not have is the error's page.
+/// The page of requests `filter` matches as items, `action` deciding each
+/// one's form, and the next page's cursor; a filter the caller may not
+/// have is the error's page.
 async fn items(
     state: &AppState,
     session: &Session,
     filter: ApiResult<RequestFilter>,
-    action: RequestAction,
-) -> Result<Vec<Item>, Response> {
+    (action, paging): (RequestAction, &Paging),
+) -> Result<(Vec<Item>, Option<String>), Response> {
     let filter = filter.map_err(|e| api_error_page(&e))?;
-    let found = requests(state, filter).await?;
-    Ok(found
+    let (found, next) = requests_page(state, filter, paging).await?;
+    let items = found
         .iter()
         .map(|r| Item {
             row: Row::new(state, r),
             may_act: may_act(&session.user, r, action).is_ok(),
         })
-        .collect())
+        .collect();
+    Ok((items, next))
 }
 
 /// Whether a query's flag (`?break_glass=1`, `?all=1`) is on.
@@ -57,6 +62,7 @@ struct GrantsPage {
     chrome: Chrome,
     items: Vec<Item>,
     break_glass: bool,
+    pager: Pager,
 }
 
 /// Who holds what now (admins and auditors: every grant, as `GET
@@ -66,17 +72,32 @@ pub(super) async fn grants(
     session: Session,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let break_glass = flag(&Fields::query(query.as_deref()), "break_glass");
+    let fields = Fields::query(query.as_deref());
+    let break_glass = flag(&fields, "break_glass");
+    let paging = match Paging::read(&fields) {
+        Ok(p) => p,
+        Err(e) => return problem_page(&state, &session, &e).await,
+    };
     let filter = require(&session.user, Capability::ReadEverything)
         .and_then(|()| grants_filter(&session.user, break_glass));
-    let items = match items(&state, &session, filter, RequestAction::Revoke).await {
-        Ok(items) => items,
+    let action = (RequestAction::Revoke, &paging);
+    let (items, next) = match items(&state, &session, filter, action).await {
+        Ok(found) => found,
         Err(page) => return page,
     };
+    let filters = [("break_glass", if break_glass { "1" } else { "" })];
+    let pager = Pager::new(
+        &paging,
+        ("/ui/grants", &filters),
+        "grants",
+        items.len(),
+        next.as_deref(),
+    );
     let page = GrantsPage {
         chrome: Chrome::new(&state, &session, "grants").await,
         items,
         break_glass,
+        pager,
     };
     render(StatusCode::OK, &page)
 }
@@ -87,6 +108,7 @@ struct ReviewsPage {
     chrome: Chrome,
     items: Vec<Item>,
     all: bool,
+    pager: Pager,
 }
 
 /// Break-glass uses this user may see: those awaiting a verdict, or
@@ -96,16 +118,31 @@ pub(super) async fn reviews(
     session: Session,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let all = flag(&Fields::query(query.as_deref()), "all");
+    let fields = Fields::query(query.as_deref());
+    let all = flag(&fields, "all");
+    let paging = match Paging::read(&fields) {
+        Ok(p) => p,
+        Err(e) => return problem_page(&state, &session, &e).await,
+    };
     let filter = reviews_filter(&session.user, all);
-    let items = match items(&state, &session, filter, RequestAction::Review).await {
-        Ok(items) => items,
+    let action = (RequestAction::Review, &paging);
+    let (items, next) = match items(&state, &session, filter, action).await {
+        Ok(found) => found,
         Err(page) => return page,
     };
+    let filters = [("all", if all { "1" } else { "" })];
+    let pager = Pager::new(
+        &paging,
+        ("/ui/reviews", &filters),
+        "uses",
+        items.len(),
+        next.as_deref(),
+    );
     let page = ReviewsPage {
         chrome: Chrome::new(&state, &session, "reviews").await,
         items,
         all,
+        pager,
     };
     render(StatusCode::OK, &page)
 }
@@ -116,8 +153,25 @@ struct AuditForm {
     request: String,
     user: String,
     entitlement: String,
+    action: String,
+    token: String,
     since: String,
     until: String,
+}
+
+impl AuditForm {
+    /// The filters by their query names, as the links to other pages keep them.
+    fn filters(&self) -> [(&'static str, &str); 7] {
+        [
+            ("request", &self.request),
+            ("user", &self.user),
+            ("entitlement", &self.entitlement),
+            ("action", &self.action),
+            ("token", &self.token),
+            ("since", &self.since),
+            ("until", &self.until),
+        ]
+    }
 }
 
 #[derive(Template)]
@@ -125,16 +179,17 @@ struct AuditForm {
 struct AuditPage {
     chrome: Chrome,
     form: AuditForm,
+    /// Every audit action (the core's list), and whether it is the filter's.
+    actions: Vec<(&'static str, bool)>,
     verify: Option<VerifyView>,
     events: Vec<AuditEventView>,
+    pager: Pager,
     error: Option<FormError>,
 }
 
-/// How many events the audit page shows (the newest that match).
-const AUDIT_ROWS: u32 = 200;
-
-/// The audit log filtered by user, entitlement, request and time, newest
-/// first, under the chain's verification status (admins and auditors).
+/// The audit log filtered by user, entitlement, request, action, API token
+/// and time, newest first, a page at a time, under the chain's
+/// verification status (admins and auditors).
 pub(super) async fn audit(
     State(state): State<AppState>,
     session: Session,
@@ -146,9 +201,15 @@ pub(super) async fn audit(
         request: text("request"),
         user: text("user"),
         entitlement: text("entitlement"),
+        action: text("action"),
+        token: text("token"),
         since: text("since"),
         until: text("until"),
     };
+    let actions = AuditAction::ALL
+        .iter()
+        .map(|a| (a.as_str(), a.as_str() == form.action))
+        .collect();
     let verify = match verify_view(&state, &session.user).await {
         Ok(v) => Some(v),
         // Not theirs to see: the page says so, as the API would.
@@ -156,31 +217,49 @@ pub(super) async fn audit(
         Err(_) => None,
     };
     let optional = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
-    let q = AuditQuery {
-        request: optional(&form.request),
-        user: optional(&form.user),
-        entitlement: optional(&form.entitlement),
-        since: optional(&form.since),
-        until: optional(&form.until),
-        limit: Some(AUDIT_ROWS),
-        ..AuditQuery::default()
+    let (paging, found) = match Paging::read(&fields) {
+        Ok(paging) => {
+            let q = AuditQuery {
+                request: optional(&form.request),
+                user: optional(&form.user),
+                entitlement: optional(&form.entitlement),
+                action: optional(&form.action),
+                token: optional(&form.token),
+                since: optional(&form.since),
+                until: optional(&form.until),
+                limit: Some(paging.limit),
+                cursor: paging.cursor.clone(),
+            };
+            let found = audit_events(&state, &session.user, q).await;
+            (paging, found)
+        }
+        Err(e) => (Paging::default(), Err(e)),
     };
-    let (events, error, status) = match audit_events(&state, &session.user, q).await {
-        Ok(mut events) => {
+    let (events, next, error, status) = match found {
+        Ok((mut events, next)) => {
             events.reverse();
-            (events, None, StatusCode::OK)
+            (events, next, None, StatusCode::OK)
         }
         Err(e) => {
             let status = e.status;
-            (Vec::new(), Some(FormError::from(e)), status)
+            (Vec::new(), None, Some(FormError::from(e)), status)
         }
     };
+    let pager = Pager::new(
+        &paging,
+        ("/ui/audit", &form.filters()),
+        "events",
+        events.len(),
+        next.as_deref(),
+    );
     let page = AuditPage {
         chrome: Chrome::new(&state, &session, "audit").await,
-        form,
+        actions,
         verify,
         events,
+        pager,
         error,
+        form,
     };
     render(status, &page)
 }
