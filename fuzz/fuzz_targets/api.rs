@@ -11,6 +11,7 @@
 use std::sync::{Arc, OnceLock};
 
 use airlock_server::config::{token_hash, Settings};
+use airlock_server::elevation::ElevationSigner;
 use airlock_server::engine::{Engine, EngineParts, SystemClock};
 use airlock_server::http::{router, AppState};
 use airlock_server::policy::Policies;
@@ -138,6 +139,10 @@ async fn start(dir: &std::path::Path) -> Router {
         body_timeout: settings.http.body_timeout,
         oidc: None,
         scim: None,
+        elevation: Arc::new(ElevationSigner::new(
+            airlock_server::elevation::SigningKey::from_bytes(&[7; 32]),
+            settings.elevation.clone(),
+        )),
     })
 }
 

@@ -130,6 +130,18 @@ pub enum RequestCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// A signed proof that you hold an active grant (an elevation claim):
+    /// a short-lived JWT that applications verify against the server's
+    /// `/.well-known/jwks.json`. Prints the token alone (for `$(…)`);
+    /// `--json` adds its id, issuer, key id and expiry.
+    Elevation {
+        id: String,
+        /// The application it is for (the token's `aud`).
+        #[arg(long)]
+        audience: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Requests you can see, newest first.
     List {
         /// Comma-separated states, e.g. `pending,active`.
@@ -307,6 +319,10 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
                 say!("expires:  {}", c.expires_at.as_deref().unwrap_or("-"));
                 say!("(shown once: Airlock does not keep it)");
             })
+        }
+        RequestCmd::Elevation { id, audience, conn } => {
+            let claim = client(&conn)?.elevation(&id, audience).await?;
+            output::json_or(&claim, conn.json, |c| println!("{}", c.token))
         }
         RequestCmd::Show { id, conn } => {
             let client = client(&conn)?;

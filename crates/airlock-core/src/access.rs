@@ -81,9 +81,10 @@ impl RequestAction {
         match self {
             RequestAction::See => Scope::Read,
             RequestAction::Decide | RequestAction::Review => Scope::Approve,
-            RequestAction::Withdraw | RequestAction::CollectCredential | RequestAction::Extend => {
-                Scope::Request
-            }
+            RequestAction::Withdraw
+            | RequestAction::CollectCredential
+            | RequestAction::Extend
+            | RequestAction::ProveElevation => Scope::Request,
             RequestAction::Revoke => Scope::Admin,
         }
     }
@@ -134,6 +135,8 @@ pub enum RequestAction {
     /// Judge a break-glass use afterwards (the review's groups decide the
     /// rest, in `request`).
     Review,
+    /// Obtain a signed proof that one holds the grant (an elevation claim).
+    ProveElevation,
 }
 
 /// Whether `user` may see `request`: its requester, the members of any of
@@ -217,12 +220,18 @@ pub fn may_act(
             )))
         }
         RequestAction::Review => Ok(()),
-        RequestAction::Withdraw | RequestAction::CollectCredential | RequestAction::Extend
+        RequestAction::Withdraw
+        | RequestAction::CollectCredential
+        | RequestAction::Extend
+        | RequestAction::ProveElevation
             if own =>
         {
             Ok(())
         }
-        RequestAction::Withdraw | RequestAction::CollectCredential | RequestAction::Extend => {
+        RequestAction::Withdraw
+        | RequestAction::CollectCredential
+        | RequestAction::Extend
+        | RequestAction::ProveElevation => {
             let hint = if user.has_role(Role::Admin) && action == RequestAction::Withdraw {
                 "; an admin ends someone else's grant with `revoke` and a reason"
             } else {
@@ -253,6 +262,7 @@ impl RequestAction {
             RequestAction::Extend => "extend",
             RequestAction::Revoke => "revoke",
             RequestAction::Review => "review",
+            RequestAction::ProveElevation => "obtain a proof of the grant of",
         }
     }
 }

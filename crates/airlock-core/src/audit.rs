@@ -152,6 +152,9 @@ audit_actions! {
     /// The grant ended before an extension took effect.
     ExtensionLapsed => "extension_lapsed",
     Deprovisioned => "deprovisioned",
+    /// The holder of an active grant obtained a signed proof of it (an
+    /// elevation claim), for an application to check.
+    ElevationClaimed => "elevation_claimed",
     /// A late grant result arrived after removal: the grant is removed again.
     RevocationRepeated => "revocation_repeated",
     /// A policy set was put in force.

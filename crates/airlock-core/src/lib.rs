@@ -11,6 +11,7 @@ pub mod audit;
 pub mod catalog;
 pub mod directory;
 pub mod drift;
+pub mod elevation;
 pub mod ids;
 pub mod notify;
 pub mod policy_change;

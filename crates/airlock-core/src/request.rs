@@ -528,6 +528,14 @@ impl AccessRequest {
         }
     }
 
+    /// Whether Airlock vouches, at `now`, that the requester holds the
+    /// access: the grant is active and its expiry has not passed (a grant
+    /// past its expiry is being revoked even if the scheduler has not got
+    /// to it yet).
+    pub fn grants_access_at(&self, now: Timestamp) -> bool {
+        self.state == State::Active && self.expires_at.is_some_and(|e| e > now)
+    }
+
     /// Whether the target may currently hold (or soon receive) this grant.
     pub fn may_hold_access(&self) -> bool {
         self.state == State::Active

@@ -1139,6 +1139,29 @@ pub struct WaitsQuery {
     pub since: Option<String>,
 }
 
+/// What `POST /v1/requests/{id}/elevation` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElevationBody {
+    /// The application the claim is for (its `aud`), if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+/// A signed elevation claim: a JWT (EdDSA) an application verifies against
+/// `/.well-known/jwks.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ElevationView {
+    pub token: String,
+    /// The claim's `jti`, as audited.
+    pub id: String,
+    pub issuer: String,
+    /// The key that signed it (`kid`).
+    pub key_id: String,
+    /// RFC 3339: the sooner of the claim's lifetime and the grant's expiry.
+    pub expires_at: String,
+}
+
 /// `GET /v1/reports/standing` takes no parameters (unknown ones are refused).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -26,11 +26,12 @@ const PUBLIC_KEY_PREFIX: &str = "ed25519:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("checkpoint key {0}")]
+    #[error("signing key {0}")]
     KeyFile(#[from] KeyFileError),
-    #[error("checkpoint key `{path}`: {message}")]
+    /// `path` names the kind of key too.
+    #[error("{path}: {message}")]
     BadKey { path: String, message: String },
-    #[error("cannot generate a checkpoint key: {0}")]
+    #[error("cannot generate a signing key: {0}")]
     Random(String),
     #[error("checkpoint log `{path}`: {message}")]
     Log { path: String, message: String },
@@ -62,29 +63,56 @@ pub fn parse_public_key(raw: &str) -> Result<VerifyingKey, CheckpointError> {
     VerifyingKey::from_bytes(&bytes).map_err(|_| bad())
 }
 
-/// Loads the signing key, creating it (owner-only) on the first start.
+/// Which ed25519 key a file holds: each kind has a file tag of its own (a
+/// file of one kind is refused as another) and its name in messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Signs the audit checkpoints.
+    Checkpoint,
+    /// Signs elevation claims (`crate::elevation`).
+    Elevation,
+}
+
+impl KeyKind {
+    fn tag(self) -> &'static str {
+        match self {
+            KeyKind::Checkpoint => KEY_FILE_TAG,
+            KeyKind::Elevation => "airlock-elevation-key-v1",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            KeyKind::Checkpoint => "audit checkpoint key",
+            KeyKind::Elevation => "elevation claim key",
+        }
+    }
+}
+
+/// Loads a signing key, creating it (owner-only) on the first start.
 /// Refused when other users can read it.
-pub fn load_or_generate_key(path: &Path) -> Result<SigningKey, CheckpointError> {
+pub fn load_or_generate_key(path: &Path, kind: KeyKind) -> Result<SigningKey, CheckpointError> {
+    let tag = kind.tag();
+    let bad = |message: &str| CheckpointError::BadKey {
+        path: format!("{} `{}`", kind.name(), path.display()),
+        message: message.to_owned(),
+    };
     if !keyfile::exists(path)? {
         let mut seed = [0u8; 32];
         rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut seed)
             .map_err(|e| CheckpointError::Random(e.to_string()))?;
-        let text = format!("{KEY_FILE_TAG} {}\n", hex::encode(seed));
+        let text = format!("{tag} {}\n", hex::encode(seed));
         if keyfile::create_private(path, text.as_bytes())? {
-            tracing::info!(path = %path.display(), "generated a new audit checkpoint key");
+            tracing::info!(path = %path.display(), "generated a new {}", kind.name());
         }
     }
-    let bad = |message: &str| CheckpointError::BadKey {
-        path: path.display().to_string(),
-        message: message.to_owned(),
-    };
     let text = String::from_utf8(keyfile::read_private(path)?).map_err(|_| bad("not text"))?;
     let seed: [u8; 32] = text
         .trim()
-        .strip_prefix(KEY_FILE_TAG)
+        .strip_prefix(tag)
         .and_then(|rest| hex::decode(rest.trim()).ok())
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad(&format!("expected `{KEY_FILE_TAG}` and 64 hex characters")))?;
+        .ok_or_else(|| bad(&format!("expected `{tag}` and 64 hex characters")))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 

@@ -381,6 +381,18 @@ impl Client {
     }
 
     /// Collects the one-time credential of the caller's grant.
+    pub async fn elevation(
+        &self,
+        id: &str,
+        audience: Option<String>,
+    ) -> Result<crate::api::ElevationView, ClientError> {
+        self.send(self.post(
+            &format!("/v1/requests/{}/elevation", encode(id)),
+            &crate::api::ElevationBody { audience },
+        ))
+        .await
+    }
+
     pub async fn collect_credential(&self, id: &str) -> Result<CredentialView, ClientError> {
         self.send(self.post(
             &format!("/v1/requests/{}/credential", encode(id)),

@@ -292,6 +292,30 @@ impl Engine {
         })
     }
 
+    /// A signed proof that `caller` holds the grant `id` now (an elevation
+    /// claim), lasting at most `lifetime`, recorded in the audit log before
+    /// it is handed out; the caller signs it.
+    pub async fn elevation_claim(
+        &self,
+        id: &RequestId,
+        caller: &User,
+        audience: Option<&str>,
+        lifetime: Duration,
+    ) -> Result<airlock_core::elevation::Claim, EngineError> {
+        let request = self.get(id).await?;
+        let claim_id = hex::encode(rand::random::<[u8; 16]>());
+        let (claim, event) = airlock_core::elevation::claim(
+            &request,
+            caller,
+            audience,
+            claim_id,
+            lifetime,
+            self.clock.now(),
+        )?;
+        self.record(vec![event]).await?;
+        Ok(claim)
+    }
+
     /// The store, for reads that need no decision (the SCIM API's).
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()

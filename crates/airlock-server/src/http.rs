@@ -44,6 +44,8 @@ pub struct AppState {
     pub oidc: Option<Arc<Verifier>>,
     /// SCIM provisioning (`server.scim`); `None`: no `/scim/v2` routes.
     pub scim: Option<Arc<ScimSettings>>,
+    /// Signs elevation claims and publishes their key.
+    pub elevation: Arc<crate::elevation::ElevationSigner>,
 }
 
 /// Every route of the API, so the OpenAPI test can check none is undocumented.
@@ -51,6 +53,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/openapi.json"),
+    ("get", "/.well-known/jwks.json"),
     ("get", "/metrics"),
     ("get", "/v1/me"),
     ("get", "/v1/auth/oidc"),
@@ -66,6 +69,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/requests/{id}/extend"),
     ("post", "/v1/requests/{id}/credential"),
     ("post", "/v1/requests/{id}/review"),
+    ("post", "/v1/requests/{id}/elevation"),
     ("get", "/v1/requests/{id}/explain"),
     ("get", "/v1/policy"),
     ("post", "/v1/policy/reload"),

@@ -6,6 +6,7 @@ pub mod api;
 pub mod checkpoint;
 pub mod client;
 pub mod config;
+pub mod elevation;
 pub mod engine;
 pub mod http;
 pub mod metrics;

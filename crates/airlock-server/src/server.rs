@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{self, CheckpointError, Checkpointer};
 use crate::config::{ConnectorSettings, Settings};
+use crate::elevation::ElevationSigner;
 use crate::engine::{Clock, Engine, EngineParts, PolicyChange, SystemClock};
 use crate::http::{router, AppState};
 use crate::notify;
@@ -394,7 +395,10 @@ pub async fn start_with_clock(
             source,
         })?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let key = checkpoint::load_or_generate_key(&settings.audit.checkpoint_key)?;
+    let key = checkpoint::load_or_generate_key(
+        &settings.audit.checkpoint_key,
+        checkpoint::KeyKind::Checkpoint,
+    )?;
     let checkpointer = Arc::new(Checkpointer::new(
         Arc::clone(&store),
         key,
@@ -473,6 +477,13 @@ pub async fn start_with_clock(
             None => None,
         },
         scim: settings.scim.clone().map(Arc::new),
+        elevation: Arc::new(ElevationSigner::new(
+            checkpoint::load_or_generate_key(
+                &settings.elevation.key,
+                checkpoint::KeyKind::Elevation,
+            )?,
+            settings.elevation.clone(),
+        )),
     };
     let health_engine = Arc::clone(&engine);
     tokio::spawn(async move { health_engine.check_connectors().await });

@@ -613,6 +613,7 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
                 "/metrics",
                 "/v1/audit/checkpoint-key",
                 "/v1/auth/oidc",
+                "/.well-known/jwks.json",
             ]
             .contains(path);
             assert_eq!(
@@ -2665,7 +2666,8 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
             | "/openapi.json"
             | "/metrics"
             | "/v1/audit/checkpoint-key"
-            | "/v1/auth/oidc",
+            | "/v1/auth/oidc"
+            | "/.well-known/jwks.json",
         ) => Anyone,
         ("get", "/v1/me" | "/v1/entitlements" | "/v1/requests" | "/v1/grants" | "/v1/reviews")
         | ("post", "/v1/requests") => AnyUser,
@@ -2677,7 +2679,8 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
             "/v1/requests/{id}/cancel"
             | "/v1/requests/{id}/release"
             | "/v1/requests/{id}/extend"
-            | "/v1/requests/{id}/credential",
+            | "/v1/requests/{id}/credential"
+            | "/v1/requests/{id}/elevation",
         ) => Requester,
         (
             "post",

@@ -6,6 +6,7 @@
 
 mod audit;
 mod connectors;
+mod elevation;
 mod entitlements;
 mod notifications;
 mod oidc;
@@ -36,6 +37,7 @@ use crate::oidc::OidcSettings;
 use crate::policy::PolicySource;
 use crate::store::sql::Location;
 
+pub use elevation::{ElevationSettings, DEFAULT_ELEVATION_ISSUER, DEFAULT_ELEVATION_LIFETIME};
 pub use notifications::{ChannelSettings, NotificationSettings, SmtpSettings, SmtpTls};
 pub use oidc::{DEFAULT_JWKS_REFETCH_AFTER, DEFAULT_OIDC_CLOCK_SKEW};
 pub use scim::ScimSettings;
@@ -131,6 +133,8 @@ pub struct Settings {
     pub token_max_lifetime: Duration,
     /// SCIM provisioning (`[server.scim]`); `None`: no SCIM routes.
     pub scim: Option<ScimSettings>,
+    /// How elevation claims are signed (`[server.elevation]`).
+    pub elevation: ElevationSettings,
     /// Channels, routing and retries of notifications (`[notifications]`).
     pub notifications: NotificationSettings,
 }
@@ -245,6 +249,8 @@ impl Settings {
         let raw: RawConfig = src.deserialize()?;
         let server = server::server_table(&src, &raw.server)?;
         let audit = audit::audit_table(&src, &raw.audit, &server.data_dir)?;
+        let elevation =
+            elevation::elevation_table(&src, raw.server.elevation.as_ref(), &server.data_dir)?;
         let users::People {
             mut catalog,
             token_hashes,
@@ -311,6 +317,7 @@ impl Settings {
             oidc: server.oidc,
             token_max_lifetime,
             scim,
+            elevation,
             notifications,
         })
     }

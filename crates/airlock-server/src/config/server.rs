@@ -39,6 +39,8 @@ pub(super) struct RawServer {
     pub(super) token_max_lifetime: Option<Spanned<String>>,
     /// Read with the users (its token may not be one of theirs).
     pub(super) scim: Option<super::scim::RawScim>,
+    /// Read once the data directory is known.
+    pub(super) elevation: Option<super::elevation::RawElevation>,
 }
 
 /// What `[server]` says, validated.

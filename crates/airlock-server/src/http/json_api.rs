@@ -19,9 +19,9 @@ use axum::{Json, Router};
 use crate::api::{
     decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor, format_time,
     parse_time, ApprovalExplained, ApprovalWaitsReport, ApprovalWaitsView, ApproveBody,
-    AuditEventView, AuditQuery, CreateRequest, CredentialView, DurationInput, EmptyBody,
-    EntitlementView, ExplainView, ExtendBody, GrantsQuery, HistoryEntry, OidcInfo,
-    PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
+    AuditEventView, AuditQuery, CreateRequest, CredentialView, DurationInput, ElevationBody,
+    ElevationView, EmptyBody, EntitlementView, ExplainView, ExtendBody, GrantsQuery, HistoryEntry,
+    OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
     ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery, StandingQuery,
     StandingReportView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
@@ -60,6 +60,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/requests/{id}/revoke", post(revoke))
         .route("/v1/requests/{id}/extend", post(extend))
         .route("/v1/requests/{id}/credential", post(collect_credential))
+        .route("/v1/requests/{id}/elevation", post(elevation_claim))
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/requests/{id}/explain", get(explain))
         .route("/v1/policy", get(show_policy))
         .route("/v1/policy/reload", post(reload_policy))
@@ -573,6 +575,46 @@ pub(super) async fn extend_grant(
         ));
     }
     Ok(request)
+}
+
+/// A signed proof of the caller's active grant (an elevation claim).
+async fn elevation_claim(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ElevationBody>,
+) -> ApiResult<Json<ElevationView>> {
+    let id = request_id(&id)?;
+    if !state.engine.get(&id).await?.visible_to(&user) {
+        return Err(ApiError::not_found(id.as_str()));
+    }
+    let signer = &state.elevation;
+    let claim = state
+        .engine
+        .elevation_claim(
+            &id,
+            &user,
+            body.audience.as_deref(),
+            signer.settings().lifetime,
+        )
+        .await?;
+    Ok(Json(ElevationView {
+        token: signer.sign(&claim),
+        id: claim.id,
+        issuer: signer.settings().issuer.clone(),
+        key_id: signer.kid().to_owned(),
+        expires_at: format_time(claim.expires_at),
+    }))
+}
+
+/// The key set elevation claims are verified with (unauthenticated: it is
+/// public, and applications fetch it before they have any token).
+async fn jwks(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(state.elevation.jwks()),
+    )
+        .into_response()
 }
 
 /// Hands the requester their grant's one-time credential (POST: it is consumed).
