@@ -7,6 +7,7 @@ use std::time::Duration;
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 
 pub mod command;
+pub mod database;
 pub mod keyfile;
 pub mod mariadb;
 pub mod postgres;
