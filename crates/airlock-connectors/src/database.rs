@@ -32,7 +32,9 @@ use tokio::sync::OnceCell;
 use tracing::Instrument;
 
 use crate::sql::{new_password, parse_roles, temp_login, Ident, LoginTemplate, Mode};
-use crate::{Action, Connector, ConnectorError, Credential, GrantSpec, Granted, Holding};
+use crate::{
+    Action, Connector, ConnectorError, Credential, GrantSpec, Granted, Holding, LiveSession,
+};
 
 /// Most connections the connector keeps to one target: calls are short and
 /// the engine runs few at once, so more would only take slots from the
@@ -195,6 +197,12 @@ pub(crate) trait Dialect: fmt::Debug + Send + Sync + Sized + 'static {
         let _ = (c, conn);
         Ok(())
     }
+    /// The live sessions of `account`'s login, except the connector's own.
+    async fn sessions(
+        c: &DatabaseConnector<Self>,
+        conn: &mut Conn<Self>,
+        account: &Self::Account,
+    ) -> Result<Vec<LiveSession>, ConnectorError>;
     /// The managed roles that exist.
     async fn existing_roles(
         c: &DatabaseConnector<Self>,
@@ -588,6 +596,16 @@ impl<D: Dialect> DatabaseConnector<D> {
         Ok(holders.into_values().collect())
     }
 
+    async fn list_sessions(
+        &self,
+        user: &UserId,
+        request_id: &RequestId,
+    ) -> Result<Vec<LiveSession>, ConnectorError> {
+        let account = self.dialect.account(self.login(user, request_id)?);
+        let mut conn = self.connect().await?;
+        D::sessions(self, &mut conn, &account).await
+    }
+
     async fn check_health(&self) -> Result<(), ConnectorError> {
         let mut conn = self.connect().await?;
         D::check_admin(self, &mut conn).await?;
@@ -659,6 +677,20 @@ impl<D: Dialect> Connector for DatabaseConnector<D> {
             Mode::TemporaryLogin => request_id.and_then(|id| temp_login(id).ok()),
         };
         login.map(|l| self.dialect.principal(&self.dialect.account(l)))
+    }
+
+    async fn sessions(
+        &self,
+        user: &UserId,
+        request_id: &RequestId,
+    ) -> Result<Option<Vec<LiveSession>>, ConnectorError> {
+        self.bounded(
+            "sessions",
+            Some(request_id),
+            self.list_sessions(user, request_id),
+        )
+        .await
+        .map(Some)
     }
 }
 

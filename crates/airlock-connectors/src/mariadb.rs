@@ -41,7 +41,8 @@ use sqlx::{Executor, MySqlConnection};
 use crate::database::{describe_url, Common, DatabaseConnector, Dialect, ErrorCode};
 pub use crate::sql::Mode;
 use crate::sql::{request_id_of_login, Ident};
-use crate::{ConnectorError, GrantSpec, Holding};
+use crate::{ConnectorError, GrantSpec, Holding, LiveSession};
+use airlock_core::Timestamp;
 
 /// The account host used unless configured: any client address.
 pub const DEFAULT_HOST: &str = "%";
@@ -520,6 +521,40 @@ impl Dialect for MariaDb {
             .collect())
     }
 
+    /// From `information_schema.PROCESSLIST`, by user name as
+    /// [`MariaDb::kill_sessions`] ends them: `INFO` is the running statement
+    /// (none while the connection sleeps); `since` is now less `TIME_MS`,
+    /// the time in the current state, both by the server's clock. MariaDB
+    /// does not record when a connection began.
+    async fn sessions(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+        account: &Account,
+    ) -> Result<Vec<LiveSession>, ConnectorError> {
+        let rows: Vec<(i64, String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT CAST(ID AS SIGNED), CAST(USER AS CHAR), CAST(HOST AS CHAR), \
+                    CAST(INFO AS CHAR), \
+                    CAST(ROUND(UNIX_TIMESTAMP(NOW(6)) * 1000 - TIME_MS) AS SIGNED) \
+             FROM information_schema.PROCESSLIST \
+             WHERE USER = ? AND ID <> CONNECTION_ID() ORDER BY ID",
+        )
+        .bind(account.user.as_str())
+        .fetch_all(conn)
+        .await
+        .map_err(c.fail(&format!("listing the connections of `{}`", account.user)))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, login, host, statement, since)| LiveSession {
+                id: u64::try_from(id).unwrap_or(0),
+                login,
+                client: client_address(&host),
+                statement,
+                since: Timestamp::from_unix_millis(since),
+                connected_at: None,
+            })
+            .collect())
+    }
+
     async fn existing_roles(
         c: &MariaDbConnector,
         conn: &mut MySqlConnection,
@@ -557,6 +592,16 @@ impl Dialect for MariaDb {
 /// requires.)
 async fn exec(conn: &mut MySqlConnection, sql: &str) -> Result<(), sqlx::Error> {
     conn.execute(sqlx::raw_sql(sql)).await.map(|_| ())
+}
+
+/// The address in a `PROCESSLIST` host, `address:port` for a client over
+/// TCP (a host name instead of the address where the server resolves
+/// names, without `skip_name_resolve`); a bare `localhost` is a local
+/// socket.
+fn client_address(host: &str) -> Option<String> {
+    let (address, port) = host.rsplit_once(':')?;
+    (!address.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| address.to_owned())
 }
 
 fn error_number(e: &sqlx::Error) -> Option<u16> {
@@ -618,6 +663,22 @@ mod tests {
             let err = check_host(bad).unwrap_err();
             assert!(!err.is_retryable());
             assert!(err.message().contains(&format!("`{bad}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn client_addresses_lose_their_port_and_sockets_have_none() {
+        assert_eq!(
+            client_address("10.1.2.3:54321").as_deref(),
+            Some("10.1.2.3")
+        );
+        assert_eq!(client_address("::1:54321").as_deref(), Some("::1"));
+        assert_eq!(
+            client_address("app-7.example:3306").as_deref(),
+            Some("app-7.example")
+        );
+        for socket_or_odd in ["localhost", "", ":1", "host:"] {
+            assert_eq!(client_address(socket_or_odd), None, "{socket_or_odd}");
         }
     }
 

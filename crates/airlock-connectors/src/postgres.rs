@@ -42,8 +42,8 @@ use sqlx::{Executor, PgConnection};
 use crate::database::{describe_url, Common, DatabaseConnector, Dialect, ErrorCode};
 pub use crate::sql::Mode;
 use crate::sql::{plain_literal, request_id_of_login, timestamp_literal, Ident};
-use crate::{ConnectorError, GrantSpec, Holding};
-use airlock_core::RequestId;
+use crate::{ConnectorError, GrantSpec, Holding, LiveSession};
+use airlock_core::{RequestId, Timestamp};
 pub use scram::{scram_sha256_verifier, SCRAM_ITERATIONS};
 
 /// Values PostgreSQL accepts for `log_statement`.
@@ -466,6 +466,70 @@ impl Dialect for Postgres {
                 principal,
             })
             .collect())
+    }
+
+    /// From `pg_stat_activity`: a statement only while the session is
+    /// `active` (otherwise `query` is the last one, finished); `since` is
+    /// `state_change`. PostgreSQL hides all but the pid and the login of
+    /// other logins' sessions (their state, statement, address and even
+    /// kind: hence `backend_type IS NULL`) from an account without
+    /// `pg_read_all_stats` (or superuser): that is an error rather than
+    /// sessions that look idle.
+    async fn sessions(
+        c: &PostgresConnector,
+        conn: &mut PgConnection,
+        login: &Ident,
+    ) -> Result<Vec<LiveSession>, ConnectorError> {
+        type Row = (
+            i64,
+            String,
+            bool,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT pid::int8, usename::text, state IS NULL, pg_catalog.host(client_addr), \
+                    CASE WHEN state = 'active' THEN query END, \
+                    (extract(epoch FROM COALESCE(state_change, backend_start)) * 1000)::int8, \
+                    (extract(epoch FROM backend_start) * 1000)::int8 \
+             FROM pg_catalog.pg_stat_activity \
+             WHERE usename::text = $1 \
+               AND (backend_type = 'client backend' OR backend_type IS NULL) \
+               AND pid <> pg_catalog.pg_backend_pid() \
+             ORDER BY backend_start, pid",
+        )
+        .bind(login.as_str())
+        .fetch_all(conn)
+        .await
+        .map_err(c.fail(&format!("listing the sessions of `{login}`")))?;
+        let hidden = || {
+            ConnectorError::Permanent(format!(
+                "the connector's role may not see the sessions of `{login}` in postgres `{}`: \
+                 grant it pg_read_all_stats",
+                c.target()
+            ))
+        };
+        rows.into_iter()
+            .map(
+                |(pid, login, hidden_state, client, statement, since, connected_at)| match (
+                    hidden_state,
+                    since,
+                    connected_at,
+                ) {
+                    (false, Some(since), Some(connected_at)) => Ok(LiveSession {
+                        id: u64::try_from(pid).unwrap_or(0),
+                        login,
+                        client,
+                        statement,
+                        since: Timestamp::from_unix_millis(since),
+                        connected_at: Some(Timestamp::from_unix_millis(connected_at)),
+                    }),
+                    _ => Err(hidden()),
+                },
+            )
+            .collect()
     }
 
     async fn check_admin(
