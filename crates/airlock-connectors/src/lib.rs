@@ -7,6 +7,7 @@ use std::time::Duration;
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 
 pub mod command;
+pub mod database;
 pub mod keyfile;
 pub mod mariadb;
 pub mod postgres;
@@ -122,6 +123,32 @@ pub struct Holding {
     pub request_id: Option<RequestId>,
 }
 
+/// A live session of a grantee in the target, as the target reported it
+/// when asked: what [`Connector::sessions`] lists, so a grant's timeline can
+/// show what was done while it was active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    /// The target's id of the session (a PostgreSQL backend pid, a MariaDB
+    /// connection id): the same session sampled twice has the same id.
+    pub id: u64,
+    /// The database login it runs as.
+    pub login: String,
+    /// The client's address, without the port; `None` for a client on a
+    /// local socket.
+    pub client: Option<String>,
+    /// The statement running now, as the target shows it (PostgreSQL cuts
+    /// it at `track_activity_query_size`); `None` while the session is
+    /// idle. It may hold anything the grantee typed, a password included:
+    /// whoever stores it decides what to keep.
+    pub statement: Option<String>,
+    /// Since when the session has been doing what it does now (running the
+    /// statement, or idle), by the target's clock.
+    pub since: Timestamp,
+    /// When the session connected, by the target's clock, where the target
+    /// records it (PostgreSQL does; MariaDB does not).
+    pub connected_at: Option<Timestamp>,
+}
+
 /// A target system Airlock can provision access in.
 ///
 /// Rules every implementation follows (see `docs/connectors.md`):
@@ -161,6 +188,19 @@ pub trait Connector: Send + Sync {
     fn principal_for(&self, user: &UserId, request_id: Option<&RequestId>) -> Option<String> {
         let _ = (user, request_id);
         None
+    }
+    /// The live sessions of the login a grant of `request_id` to `user`
+    /// gives access to (the user's own login, or the request's temporary
+    /// one), other than the connector's own: for sampling what a grantee
+    /// does while a grant is active. Changes nothing. `None` (the default)
+    /// means the target cannot be asked.
+    async fn sessions(
+        &self,
+        user: &UserId,
+        request_id: &RequestId,
+    ) -> Result<Option<Vec<LiveSession>>, ConnectorError> {
+        let _ = (user, request_id);
+        Ok(None)
     }
 }
 

@@ -1,6 +1,8 @@
-//! A connector that grants MariaDB roles, the MariaDB counterpart of
-//! [`crate::postgres`]: the same two modes, the same naming rules, the same
-//! guarantees, with one difference that matters when Airlock is down.
+//! The MariaDB dialect of the database connector: grants MariaDB roles, the
+//! MariaDB counterpart of [`crate::postgres`], with the same two modes, the
+//! same naming rules and the same guarantees (both are
+//! [`crate::database`]), and one difference that matters when Airlock is
+//! down.
 //!
 //! - **Grant**: `GRANT role TO 'login'@'host'` for the user's existing
 //!   account; if the account has no default role, the first managed role
@@ -20,41 +22,33 @@
 //! grant: Airlock's revoke does**. If Airlock is down past the expiry, the
 //! access stays until it is back.
 //!
+//! Account statements commit implicitly in MariaDB, so there is no
+//! transaction (nor lock) around a call's steps: each is written to be
+//! right whatever a concurrent call did before it.
+//!
 //! The temporary password is part of the `CREATE USER` text: MariaDB has no
 //! way to bind it. It is never logged by Airlock (sqlx's statement logging is
 //! off for this pool, and errors from that statement leave out the server's
 //! message); on the target, keep the general query log off.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::{RequestId, UserId};
-use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
-use sqlx::{ConnectOptions, Executor, MySqlConnection};
-use tokio::sync::OnceCell;
-use tracing::Instrument;
+use sqlx::error::DatabaseError;
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError};
+use sqlx::{Executor, MySqlConnection};
 
+use crate::database::{describe_url, Common, DatabaseConnector, Dialect, ErrorCode};
 pub use crate::sql::Mode;
-use crate::sql::{
-    new_password, parse_roles, request_id_of_login, temp_login, transport_error, Ident,
-    LoginTemplate,
-};
-use crate::{Action, Connector, ConnectorError, Credential, GrantSpec, Granted, Holding};
+use crate::sql::{request_id_of_login, Ident};
+use crate::{ConnectorError, GrantSpec, Holding, LiveSession};
+use airlock_core::Timestamp;
 
 /// The account host used unless configured: any client address.
 pub const DEFAULT_HOST: &str = "%";
 
 /// MariaDB's limit on the host part of an account name.
 const MAX_HOST_LEN: usize = 255;
-
-const MAX_CONNECTIONS: u32 = 4;
-
-/// How long an unused connection is kept open.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 // MariaDB error numbers this connector treats specially.
 const ER_NO_SUCH_THREAD: u16 = 1094;
@@ -105,9 +99,7 @@ impl MariaDbSettings {
 // By hand: the URL may carry the admin password.
 impl fmt::Debug for MariaDbSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = MySqlConnectOptions::from_str(&self.url)
-            .map(|o| describe(&o))
-            .unwrap_or_else(|_| "[invalid url]".to_owned());
+        let target = describe_url::<MariaDb>(&self.url);
         f.debug_struct("MariaDbSettings")
             .field("url", &target)
             .field("roles", &self.roles)
@@ -120,48 +112,515 @@ impl fmt::Debug for MariaDbSettings {
     }
 }
 
-/// `'user'@'host'`, or `` `role` `` for a role (an empty host). `host` must
-/// have passed [`check_host`].
-fn account_at(user: &Ident, host: &str) -> String {
-    if host.is_empty() {
-        user.backticked()
-    } else {
-        format!("{}@'{host}'", user.single_quoted())
-    }
-}
-
-fn describe(options: &MySqlConnectOptions) -> String {
-    format!("{}:{}", options.get_host(), options.get_port())
-}
-
 /// Grants MariaDB roles, to existing accounts or to per-request users.
-#[derive(Clone)]
-pub struct MariaDbConnector {
-    /// Created on first use: sqlx pools start background tasks, which need
-    /// the Tokio runtime that `new` may be called outside of.
-    pool: Arc<OnceCell<MySqlPool>>,
-    options: MySqlConnectOptions,
-    /// `host:port`, for messages: never the URL, which may hold a password.
-    target: String,
-    roles: Vec<Ident>,
-    mode: Mode,
-    template: LoginTemplate,
-    /// Checked by [`check_host`], lowercase (MariaDB stores it so).
+pub type MariaDbConnector = DatabaseConnector<MariaDb>;
+
+/// What MariaDB does its own way (see [`crate::database`]).
+#[derive(Debug, Clone)]
+pub struct MariaDb {
+    /// The host part of the accounts this connector grants to or creates:
+    /// checked by [`check_host`], lowercase (MariaDB stores it so).
     host: String,
-    terminate_sessions: bool,
-    timeout: Duration,
 }
 
-impl fmt::Debug for MariaDbConnector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MariaDbConnector")
-            .field("target", &self.target)
-            .field("roles", &self.roles)
-            .field("mode", &self.mode)
-            .field("host", &self.host)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
+/// A MariaDB account: `'user'@'host'`, or a role (an empty host).
+pub struct Account {
+    user: Ident,
+    /// Checked by [`check_host`]; empty for a role.
+    host: String,
+}
+
+impl Account {
+    fn is_role(&self) -> bool {
+        self.host.is_empty()
     }
+}
+
+/// `'user'@'host'`, or `` `role` `` for a role, as statements name it.
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_role() {
+            f.write_str(&self.user.backticked())
+        } else {
+            write!(f, "{}@'{}'", self.user.single_quoted(), self.host)
+        }
+    }
+}
+
+impl MariaDbConnector {
+    /// Checks every name and setting; nothing connects until the first call.
+    /// All failures are `Permanent`: they are configuration mistakes.
+    pub fn new(settings: MariaDbSettings) -> Result<Self, ConnectorError> {
+        let common = Common {
+            url: &settings.url,
+            roles: &settings.roles,
+            mode: settings.mode,
+            login_template: &settings.login_template,
+            terminate_sessions: settings.terminate_sessions,
+            timeout: settings.timeout,
+        };
+        Self::build(common, || {
+            Ok(MariaDb {
+                host: check_host(&settings.host)?,
+            })
+        })
+    }
+}
+
+impl MariaDb {
+    /// `?, ?, ?`: one placeholder per managed role, each then bound.
+    fn role_placeholders(c: &MariaDbConnector) -> String {
+        vec!["?"; c.roles().len()].join(", ")
+    }
+
+    async fn default_role(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+        account: &Account,
+    ) -> Result<Option<String>, ConnectorError> {
+        let role: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT CAST(default_role AS CHAR) FROM mysql.user WHERE User = ? AND Host = ?",
+        )
+        .bind(account.user.as_str())
+        .bind(&account.host)
+        .fetch_optional(conn)
+        .await
+        .map_err(c.fail(&format!("reading the default role of `{account}`")))?;
+        Ok(role.flatten().filter(|r| !r.is_empty()))
+    }
+
+    async fn set_default_role(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+        account: &Account,
+        role: Option<&Ident>,
+    ) -> Result<(), ConnectorError> {
+        let target = role.map_or_else(|| "NONE".to_owned(), Ident::backticked);
+        let sql = format!("SET DEFAULT ROLE {target} FOR {account}");
+        exec(conn, &sql)
+            .await
+            .map_err(c.fail(&format!("setting the default role of `{account}`")))
+    }
+
+    /// Kills every connection of `user` except the connector's own; returns
+    /// how many. A connection that ended meanwhile is not an error.
+    async fn kill_sessions(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+        user: &Ident,
+    ) -> Result<u64, ConnectorError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
+             WHERE USER = ? AND ID <> CONNECTION_ID()",
+        )
+        .bind(user.as_str())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(c.fail(&format!("listing the connections of `{user}`")))?;
+        let mut killed = 0;
+        for id in ids {
+            // `id` is an integer from the server; nothing else is formatted.
+            match exec(&mut *conn, &format!("KILL CONNECTION {id}")).await {
+                Ok(()) => killed += 1,
+                Err(e) if error_number(&e) == Some(ER_NO_SUCH_THREAD) => {}
+                Err(e) => return Err(c.fail(&format!("killing connection {id} of `{user}`"))(e)),
+            }
+        }
+        Ok(killed)
+    }
+
+    /// Sets the account's password; `verb` is `CREATE` or `ALTER`.
+    async fn identify(
+        conn: &mut MySqlConnection,
+        verb: &str,
+        account: &Account,
+        password: &str,
+    ) -> Result<(), sqlx::Error> {
+        // `password` is alphanumeric (see `new_password`), so quoting it
+        // needs no escaping.
+        exec(
+            conn,
+            &format!("{verb} USER {account} IDENTIFIED BY '{password}'"),
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Dialect for MariaDb {
+    type Db = sqlx::MySql;
+    type Account = Account;
+    type Found = ();
+    /// The password itself: MariaDB cannot take a hash in `CREATE USER`
+    /// without knowing the authentication plugin.
+    type Secret = String;
+
+    const ENGINE: &'static str = "mariadb";
+    const CONNECTOR: &'static str = "MariaDbConnector";
+    const ACCOUNT: &'static str = "account";
+    const TRANSACTIONAL: bool = false;
+
+    fn describe(options: &MySqlConnectOptions) -> String {
+        format!("{}:{}", options.get_host(), options.get_port())
+    }
+
+    fn error_code(error: &dyn DatabaseError) -> ErrorCode {
+        let number = error
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map_or(0, MySqlDatabaseError::number);
+        ErrorCode {
+            label: format!("error {number}"),
+            hint: "",
+            retryable: is_retryable_number(number),
+        }
+    }
+
+    fn account(&self, login: Ident) -> Account {
+        Account {
+            user: login,
+            host: self.host.clone(),
+        }
+    }
+
+    fn principal(&self, account: &Account) -> String {
+        if account.is_role() {
+            account.user.as_str().to_owned()
+        } else {
+            format!("{}@{}", account.user, account.host)
+        }
+    }
+
+    /// `user@host`, or a role's bare name.
+    fn parse_holder(&self, principal: &str) -> Result<Account, ConnectorError> {
+        let bad = |e: ConnectorError| {
+            ConnectorError::Permanent(format!(
+                "holder `{principal}` cannot be removed: {}",
+                e.message()
+            ))
+        };
+        Ok(match principal.split_once('@') {
+            Some((user, host)) => Account {
+                user: Ident::parse("user", user).map_err(bad)?,
+                host: check_host(host).map_err(bad)?,
+            },
+            None => Account {
+                user: Ident::parse("role", principal).map_err(bad)?,
+                host: String::new(),
+            },
+        })
+    }
+
+    fn grant_role_sql(role: &Ident, account: &Account) -> String {
+        // Granting a role the account has is a no-op in MariaDB.
+        format!("GRANT {} TO {account}", role.backticked())
+    }
+
+    fn secret(&self, password: &str) -> String {
+        password.to_owned()
+    }
+
+    async fn exec(conn: &mut MySqlConnection, sql: &str) -> Result<(), sqlx::Error> {
+        exec(conn, sql).await
+    }
+
+    async fn find(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+        account: &Account,
+    ) -> Result<Option<()>, ConnectorError> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = ?")
+                .bind(account.user.as_str())
+                .bind(&account.host)
+                .fetch_one(conn)
+                .await
+                .map_err(c.fail(&format!("looking up `{account}`")))?;
+        Ok((count > 0).then_some(()))
+    }
+
+    /// A user (not a role) whose name has Airlock's pattern: MariaDB has
+    /// nowhere to put a mark.
+    async fn airlock_made(
+        _c: &MariaDbConnector,
+        _conn: &mut MySqlConnection,
+        account: &Account,
+    ) -> Result<bool, ConnectorError> {
+        Ok(!account.is_role() && request_id_of_login(account.user.as_str()).is_some())
+    }
+
+    async fn after_grant(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+        account: &Account,
+    ) -> Result<(), ConnectorError> {
+        // Leave an account's own choice of default role alone.
+        if Self::default_role(c, conn, account).await?.is_none() {
+            Self::set_default_role(c, conn, account, c.roles().first()).await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes the managed roles `account` holds; for an account (not a
+    /// role), then clears a managed default role.
+    async fn revoke_roles(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+        account: &Account,
+        _found: (),
+    ) -> Result<(), ConnectorError> {
+        let sql = format!(
+            "SELECT CAST(Role AS CHAR) FROM mysql.roles_mapping \
+             WHERE User = ? AND Host = ? AND Role IN ({})",
+            Self::role_placeholders(c)
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql)
+            .bind(account.user.as_str())
+            .bind(&account.host);
+        for role in c.roles() {
+            query = query.bind(role.as_str());
+        }
+        let held = query
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(c.fail(&format!("listing the roles of `{account}`")))?;
+        for role in c
+            .roles()
+            .iter()
+            .filter(|r| held.iter().any(|h| h == r.as_str()))
+        {
+            // Unlike PostgreSQL, MariaDB refuses to revoke a role that is not
+            // granted; a concurrent revoke may have got there first.
+            let sql = format!("REVOKE {} FROM {account}", role.backticked());
+            match exec(&mut *conn, &sql).await {
+                Ok(()) => {}
+                Err(e) if error_number(&e) == Some(ER_CANNOT_REVOKE_ROLE) => {}
+                Err(e) => return Err(c.fail(&format!("revoking `{role}` from `{account}`"))(e)),
+            }
+        }
+        if account.is_role() {
+            // A role has no default role.
+            return Ok(());
+        }
+        if let Some(default) = Self::default_role(c, conn, account).await? {
+            if c.roles().iter().any(|r| r.as_str() == default) {
+                Self::set_default_role(c, conn, account, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn end_sessions(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+        account: &Account,
+        _found: (),
+    ) -> Result<u64, ConnectorError> {
+        if account.is_role() {
+            // A role has no connections of its own.
+            return Ok(0);
+        }
+        Self::kill_sessions(c, conn, &account.user).await
+    }
+
+    async fn set_temporary_login(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+        account: &Account,
+        exists: bool,
+        password: &String,
+        _spec: &GrantSpec,
+    ) -> Result<(), ConnectorError> {
+        let reset = || c.fail_quietly(&format!("resetting the password of `{account}`"));
+        if exists {
+            return Self::identify(conn, "ALTER", account, password)
+                .await
+                .map_err(reset());
+        }
+        match Self::identify(conn, "CREATE", account, password).await {
+            Ok(()) => Ok(()),
+            // Created by a concurrent grant of the same request.
+            Err(e) if error_number(&e) == Some(ER_CANNOT_USER) => {
+                Self::identify(conn, "ALTER", account, password)
+                    .await
+                    .map_err(reset())
+            }
+            Err(e) => Err(c.fail_quietly(&format!("creating `{account}`"))(e)),
+        }
+    }
+
+    async fn after_temporary_grant(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+        account: &Account,
+        _spec: &GrantSpec,
+    ) -> Result<(), ConnectorError> {
+        Self::set_default_role(c, conn, account, c.roles().first()).await
+    }
+
+    /// Best effort: don't leave behind a user made by a grant that failed.
+    /// A revoke would drop it too.
+    async fn forget_temporary_login(conn: &mut MySqlConnection, account: &Account) {
+        let _ = exec(conn, &format!("DROP USER IF EXISTS {account}")).await;
+    }
+
+    /// Dropped first, so no new connection can start; the ones already open
+    /// survive a drop in MariaDB and are killed next (also when the user was
+    /// already gone: an earlier revoke may have stopped in between).
+    async fn drop_temporary(c: &MariaDbConnector, account: &Account) -> Result<(), ConnectorError> {
+        let mut conn = c.connect().await?;
+        exec(&mut conn, &format!("DROP USER IF EXISTS {account}"))
+            .await
+            .map_err(c.fail(&format!("dropping `{account}`")))?;
+        let killed = Self::kill_sessions(c, &mut conn, &account.user).await?;
+        tracing::info!(account = %account, connections_killed = killed, "temporary user dropped");
+        Ok(())
+    }
+
+    async fn own_principal(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+    ) -> Result<String, ConnectorError> {
+        sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)")
+            .fetch_one(conn)
+            .await
+            .map_err(c.fail("asking for the connector's own account"))
+    }
+
+    async fn members(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+    ) -> Result<Vec<Holding>, ConnectorError> {
+        let me = Self::own_principal(c, conn).await?;
+        let sql = format!(
+            "SELECT CAST(User AS CHAR), CAST(Host AS CHAR) FROM mysql.roles_mapping \
+             WHERE Role IN ({})",
+            Self::role_placeholders(c)
+        );
+        let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+        for role in c.roles() {
+            query = query.bind(role.as_str());
+        }
+        let rows = query
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(c.fail("listing role members"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, host)| Holding {
+                request_id: request_id_of_login(&user),
+                // A role granted to a role has an empty host.
+                principal: if host.is_empty() {
+                    user
+                } else {
+                    format!("{user}@{host}")
+                },
+            })
+            // MariaDB makes whoever creates a role its member (with ADMIN
+            // OPTION); the connector's own account is not a grant to report.
+            .filter(|h| h.principal != me)
+            .collect())
+    }
+
+    /// From `information_schema.PROCESSLIST`, by user name as
+    /// [`MariaDb::kill_sessions`] ends them: `INFO` is the running statement
+    /// (none while the connection sleeps); `since` is now less `TIME_MS`,
+    /// the time in the current state, both by the server's clock. MariaDB
+    /// does not record when a connection began.
+    async fn sessions(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+        account: &Account,
+    ) -> Result<Vec<LiveSession>, ConnectorError> {
+        let rows: Vec<(i64, String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT CAST(ID AS SIGNED), CAST(USER AS CHAR), CAST(HOST AS CHAR), \
+                    CAST(INFO AS CHAR), \
+                    CAST(ROUND(UNIX_TIMESTAMP(NOW(6)) * 1000 - TIME_MS) AS SIGNED) \
+             FROM information_schema.PROCESSLIST \
+             WHERE USER = ? AND ID <> CONNECTION_ID() ORDER BY ID",
+        )
+        .bind(account.user.as_str())
+        .fetch_all(conn)
+        .await
+        .map_err(c.fail(&format!("listing the connections of `{}`", account.user)))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, login, host, statement, since)| LiveSession {
+                id: u64::try_from(id).unwrap_or(0),
+                login,
+                client: client_address(&host),
+                statement,
+                since: Timestamp::from_unix_millis(since),
+                connected_at: None,
+            })
+            .collect())
+    }
+
+    async fn existing_roles(
+        c: &MariaDbConnector,
+        conn: &mut MySqlConnection,
+    ) -> Result<Vec<Ident>, ConnectorError> {
+        // `is_role` is compared here rather than in SQL: in the `mysql.user`
+        // view it is a computed string whose collation clashes with the
+        // connection's.
+        let sql = format!(
+            "SELECT CAST(User AS CHAR), CAST(is_role AS CHAR) FROM mysql.user WHERE User IN ({})",
+            Self::role_placeholders(c)
+        );
+        let mut query = sqlx::query_as::<_, (String, String)>(&sql);
+        for role in c.roles() {
+            query = query.bind(role.as_str());
+        }
+        let found = query
+            .fetch_all(conn)
+            .await
+            .map_err(c.fail("looking up the managed roles"))?;
+        Ok(c.roles()
+            .iter()
+            .filter(|r| {
+                found
+                    .iter()
+                    .any(|(user, is_role)| user == r.as_str() && is_role == "Y")
+            })
+            .cloned()
+            .collect())
+    }
+}
+
+/// Runs one statement with the simple query protocol (see
+/// [`Dialect::exec`]). (`Executor::execute` rather than `RawSql::execute`,
+/// whose future is not `Send` for every lifetime, which `async_trait`
+/// requires.)
+async fn exec(conn: &mut MySqlConnection, sql: &str) -> Result<(), sqlx::Error> {
+    conn.execute(sqlx::raw_sql(sql)).await.map(|_| ())
+}
+
+/// The address in a `PROCESSLIST` host, `address:port` for a client over
+/// TCP (a host name instead of the address where the server resolves
+/// names, without `skip_name_resolve`); a bare `localhost` is a local
+/// socket.
+fn client_address(host: &str) -> Option<String> {
+    let (address, port) = host.rsplit_once(':')?;
+    (!address.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| address.to_owned())
+}
+
+fn error_number(e: &sqlx::Error) -> Option<u16> {
+    match e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(MySqlDatabaseError::number),
+        _ => None,
+    }
+}
+
+/// MariaDB errors that say "not now": too many connections, shutdown, lock
+/// wait timeout, deadlock, network trouble, an interrupted or timed-out
+/// statement, a killed or idle-closed connection.
+fn is_retryable_number(number: u16) -> bool {
+    matches!(
+        number,
+        1040 | 1053 | 1152 | 1158..=1161 | 1205 | 1213 | 1317 | 1927 | 1969 | 4031
+    )
 }
 
 /// Checks the host part of an account name: letters, digits and `.-_%:/`
@@ -188,593 +647,6 @@ fn check_host(host: &str) -> Result<String, ConnectorError> {
     Ok(host.to_ascii_lowercase())
 }
 
-impl MariaDbConnector {
-    /// Checks every name and setting; nothing connects until the first call.
-    /// All failures are `Permanent`: they are configuration mistakes.
-    pub fn new(settings: MariaDbSettings) -> Result<Self, ConnectorError> {
-        let roles = parse_roles(&settings.roles)?;
-        let template = LoginTemplate::parse(&settings.login_template)?;
-        let host = check_host(&settings.host)?;
-        if settings.timeout.is_zero() {
-            return Err(ConnectorError::Permanent(
-                "mariadb timeout must be greater than zero".to_owned(),
-            ));
-        }
-        let options = MySqlConnectOptions::from_str(&settings.url)
-            .map_err(|e| ConnectorError::Permanent(format!("mariadb url is not valid: {e}")))?
-            // sqlx logs statement texts; `CREATE USER` carries a password.
-            .disable_statement_logging();
-        Ok(Self {
-            pool: Arc::new(OnceCell::new()),
-            target: describe(&options),
-            options,
-            roles,
-            mode: settings.mode,
-            template,
-            host,
-            terminate_sessions: settings.terminate_sessions,
-            timeout: settings.timeout,
-        })
-    }
-
-    async fn pool(&self) -> &MySqlPool {
-        self.pool
-            .get_or_init(|| async {
-                MySqlPoolOptions::new()
-                    .max_connections(MAX_CONNECTIONS)
-                    .min_connections(0)
-                    .acquire_timeout(self.timeout)
-                    .idle_timeout(IDLE_TIMEOUT)
-                    .connect_lazy_with(self.options.clone())
-            })
-            .await
-    }
-
-    async fn connect(&self) -> Result<sqlx::pool::PoolConnection<sqlx::MySql>, ConnectorError> {
-        self.pool()
-            .await
-            .acquire()
-            .await
-            .map_err(self.fail("connecting"))
-    }
-
-    /// `'user'@'host'` with the configured host.
-    fn account(&self, user: &Ident) -> String {
-        account_at(user, &self.host)
-    }
-
-    /// `?, ?, ?`: one placeholder per managed role, each then bound.
-    fn role_placeholders(&self) -> String {
-        vec!["?"; self.roles.len()].join(", ")
-    }
-
-    async fn bounded<T>(
-        &self,
-        action: &'static str,
-        request_id: Option<&RequestId>,
-        call: impl Future<Output = Result<T, ConnectorError>>,
-    ) -> Result<T, ConnectorError> {
-        let span = tracing::info_span!(
-            "mariadb_connector",
-            action,
-            request_id = request_id.map(RequestId::as_str),
-            target = %self.target,
-        );
-        let outcome = tokio::time::timeout(self.timeout, call)
-            .instrument(span.clone())
-            .await;
-        let result = outcome.unwrap_or_else(|_elapsed| {
-            Err(ConnectorError::Retryable(format!(
-                "mariadb `{}` did not finish {action} within {}",
-                self.target,
-                humantime::format_duration(self.timeout)
-            )))
-        });
-        if let Err(e) = &result {
-            span.in_scope(
-                || tracing::warn!(error = %e, retryable = e.is_retryable(), "call failed"),
-            );
-        }
-        result
-    }
-
-    fn fail(&self, doing: &str) -> impl Fn(sqlx::Error) -> ConnectorError + '_ {
-        let doing = doing.to_owned();
-        move |e| classify(&self.target, &doing, e, false)
-    }
-
-    /// For a statement that carries a password: MariaDB's syntax errors
-    /// quote the statement, so its message is left out.
-    fn fail_quietly(&self, doing: &str) -> impl Fn(sqlx::Error) -> ConnectorError + '_ {
-        let doing = doing.to_owned();
-        move |e| classify(&self.target, &doing, e, true)
-    }
-
-    /// Whether the account `user`@`host` (a role, with an empty host) exists.
-    async fn account_exists(
-        &self,
-        conn: &mut MySqlConnection,
-        user: &Ident,
-        host: &str,
-    ) -> Result<bool, ConnectorError> {
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Host = ?")
-                .bind(user.as_str())
-                .bind(host)
-                .fetch_one(conn)
-                .await
-                .map_err(self.fail(&format!("looking up `{}`", account_at(user, host))))?;
-        Ok(count > 0)
-    }
-
-    async fn default_role(
-        &self,
-        conn: &mut MySqlConnection,
-        user: &Ident,
-        host: &str,
-    ) -> Result<Option<String>, ConnectorError> {
-        let role: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT CAST(default_role AS CHAR) FROM mysql.user WHERE User = ? AND Host = ?",
-        )
-        .bind(user.as_str())
-        .bind(host)
-        .fetch_optional(conn)
-        .await
-        .map_err(self.fail(&format!(
-            "reading the default role of `{}`",
-            account_at(user, host)
-        )))?;
-        Ok(role.flatten().filter(|r| !r.is_empty()))
-    }
-
-    async fn grant_roles(
-        &self,
-        conn: &mut MySqlConnection,
-        user: &Ident,
-    ) -> Result<(), ConnectorError> {
-        let account = self.account(user);
-        for role in &self.roles {
-            // Granting a role the account has is a no-op in MariaDB.
-            let sql = format!("GRANT {} TO {account}", role.backticked());
-            exec(conn, &sql)
-                .await
-                .map_err(self.fail(&format!("granting `{role}` to `{account}`")))?;
-        }
-        Ok(())
-    }
-
-    async fn set_default_role(
-        &self,
-        conn: &mut MySqlConnection,
-        user: &Ident,
-        host: &str,
-        role: Option<&Ident>,
-    ) -> Result<(), ConnectorError> {
-        let account = account_at(user, host);
-        let target = role.map_or_else(|| "NONE".to_owned(), Ident::backticked);
-        let sql = format!("SET DEFAULT ROLE {target} FOR {account}");
-        exec(conn, &sql)
-            .await
-            .map_err(self.fail(&format!("setting the default role of `{account}`")))
-    }
-
-    /// Kills every connection of `user` except the connector's own; returns
-    /// how many. A connection that ended meanwhile is not an error.
-    async fn kill_sessions(
-        &self,
-        conn: &mut MySqlConnection,
-        user: &Ident,
-    ) -> Result<u64, ConnectorError> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
-             WHERE USER = ? AND ID <> CONNECTION_ID()",
-        )
-        .bind(user.as_str())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(self.fail(&format!("listing the connections of `{user}`")))?;
-        let mut killed = 0;
-        for id in ids {
-            // `id` is an integer from the server; nothing else is formatted.
-            match exec(conn, &format!("KILL CONNECTION {id}")).await {
-                Ok(()) => killed += 1,
-                Err(e) if error_number(&e) == Some(ER_NO_SUCH_THREAD) => {}
-                Err(e) => {
-                    return Err(self.fail(&format!("killing connection {id} of `{user}`"))(
-                        e,
-                    ))
-                }
-            }
-        }
-        Ok(killed)
-    }
-
-    async fn grant_membership(&self, spec: &GrantSpec) -> Result<Granted, ConnectorError> {
-        let user = self.template.expand(&spec.user)?;
-        let mut conn = self.connect().await?;
-        if !self.account_exists(&mut conn, &user, &self.host).await? {
-            return Err(ConnectorError::Permanent(format!(
-                "account `{}` for user `{}` does not exist in mariadb `{}`",
-                self.account(&user),
-                spec.user,
-                self.target
-            )));
-        }
-        self.grant_roles(&mut conn, &user).await?;
-        // Leave an account's own choice of default role alone.
-        if self
-            .default_role(&mut conn, &user, &self.host)
-            .await?
-            .is_none()
-        {
-            self.set_default_role(&mut conn, &user, &self.host, self.roles.first())
-                .await?;
-        }
-        tracing::info!(account = %self.account(&user), "granted roles");
-        Ok(Granted::default())
-    }
-
-    async fn revoke_membership(&self, spec: &GrantSpec) -> Result<(), ConnectorError> {
-        let user = self.template.expand(&spec.user)?;
-        let mut conn = self.connect().await?;
-        self.revoke_roles_from(&mut conn, &user, &self.host).await
-    }
-
-    /// Revokes every managed role `user`@`host` holds (a role, with an
-    /// empty host); an absent account or membership is success. Then, for
-    /// an account, clears a managed default role and kills the user's
-    /// connections if `terminate_sessions` is set.
-    async fn revoke_roles_from(
-        &self,
-        conn: &mut MySqlConnection,
-        user: &Ident,
-        host: &str,
-    ) -> Result<(), ConnectorError> {
-        let account = account_at(user, host);
-        if !self.account_exists(conn, user, host).await? {
-            return Ok(());
-        }
-        let sql = format!(
-            "SELECT CAST(Role AS CHAR) FROM mysql.roles_mapping \
-             WHERE User = ? AND Host = ? AND Role IN ({})",
-            self.role_placeholders()
-        );
-        let mut query = sqlx::query_scalar::<_, String>(&sql)
-            .bind(user.as_str())
-            .bind(host);
-        for role in &self.roles {
-            query = query.bind(role.as_str());
-        }
-        let held = query
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(self.fail(&format!("listing the roles of `{account}`")))?;
-        for role in self
-            .roles
-            .iter()
-            .filter(|r| held.iter().any(|h| h == r.as_str()))
-        {
-            // Unlike PostgreSQL, MariaDB refuses to revoke a role that is not
-            // granted; a concurrent revoke may have got there first.
-            let sql = format!("REVOKE {} FROM {account}", role.backticked());
-            match exec(conn, &sql).await {
-                Ok(()) => {}
-                Err(e) if error_number(&e) == Some(ER_CANNOT_REVOKE_ROLE) => {}
-                Err(e) => return Err(self.fail(&format!("revoking `{role}` from `{account}`"))(e)),
-            }
-        }
-        if host.is_empty() {
-            // A role: no default role, no connections of its own.
-            tracing::info!(role = %user, "revoked roles");
-            return Ok(());
-        }
-        if let Some(default) = self.default_role(conn, user, host).await? {
-            if self.roles.iter().any(|r| r.as_str() == default) {
-                self.set_default_role(conn, user, host, None).await?;
-            }
-        }
-        let killed = if self.terminate_sessions {
-            self.kill_sessions(conn, user).await?
-        } else {
-            0
-        };
-        tracing::info!(account = %account, connections_killed = killed, "revoked roles");
-        Ok(())
-    }
-
-    async fn grant_temporary(&self, spec: &GrantSpec) -> Result<Granted, ConnectorError> {
-        let user = temp_login(&spec.request_id)?;
-        let account = self.account(&user);
-        let password = new_password();
-        let mut conn = self.connect().await?;
-        let exists = self.account_exists(&mut conn, &user, &self.host).await?;
-        // `password` is alphanumeric (see `new_password`), so quoting it
-        // needs no escaping.
-        let create = format!("CREATE USER {account} IDENTIFIED BY '{password}'");
-        let alter = format!("ALTER USER {account} IDENTIFIED BY '{password}'");
-        if exists {
-            exec(&mut conn, &alter)
-                .await
-                .map_err(self.fail_quietly(&format!("resetting the password of `{account}`")))?;
-        } else {
-            match exec(&mut conn, &create).await {
-                Ok(()) => {}
-                // Created by a concurrent grant of the same request.
-                Err(e) if error_number(&e) == Some(ER_CANNOT_USER) => {
-                    exec(&mut conn, &alter).await.map_err(
-                        self.fail_quietly(&format!("resetting the password of `{account}`")),
-                    )?;
-                }
-                Err(e) => return Err(self.fail_quietly(&format!("creating `{account}`"))(e)),
-            }
-        }
-        let granted = async {
-            self.grant_roles(&mut conn, &user).await?;
-            self.set_default_role(&mut conn, &user, &self.host, self.roles.first())
-                .await
-        }
-        .await;
-        if let Err(e) = granted {
-            if !exists {
-                // Best effort: don't leave behind a user made by a grant that
-                // failed. A revoke would drop it too.
-                let _ = exec(&mut conn, &format!("DROP USER IF EXISTS {account}")).await;
-            }
-            return Err(e);
-        }
-        tracing::info!(account = %account, reused = exists, "temporary user ready");
-        Ok(Granted {
-            credential: Some(Credential::new(user.as_str().to_owned(), password)),
-            certificate: None,
-        })
-    }
-
-    async fn revoke_temporary(&self, spec: &GrantSpec) -> Result<(), ConnectorError> {
-        let user = temp_login(&spec.request_id)?;
-        let mut conn = self.connect().await?;
-        self.drop_temporary(&mut conn, &user, &self.host).await
-    }
-
-    /// Drops a user Airlock made, then kills its connections.
-    async fn drop_temporary(
-        &self,
-        conn: &mut MySqlConnection,
-        user: &Ident,
-        host: &str,
-    ) -> Result<(), ConnectorError> {
-        let account = account_at(user, host);
-        // Dropped first, so no new connection can start; the ones already
-        // open survive a drop in MariaDB and are killed next.
-        exec(conn, &format!("DROP USER IF EXISTS {account}"))
-            .await
-            .map_err(self.fail(&format!("dropping `{account}`")))?;
-        let killed = self.kill_sessions(conn, user).await?;
-        tracing::info!(account = %account, connections_killed = killed, "temporary user dropped");
-        Ok(())
-    }
-
-    /// Takes the managed access away from a holder as `holders()` names it
-    /// (`user@host`, or a role's bare name): a user Airlock made for a
-    /// request (`airlock_<request id>`) is dropped as its revoke would; any
-    /// other account or role has the managed roles revoked (and, for an
-    /// account, a managed default role cleared and, if `terminate_sessions`
-    /// is set, its user's connections killed). The connector's own account
-    /// is refused.
-    async fn remove(&self, holding: &Holding) -> Result<(), ConnectorError> {
-        let principal = &holding.principal;
-        let bad = |e: ConnectorError| {
-            ConnectorError::Permanent(format!(
-                "holder `{principal}` cannot be removed: {}",
-                e.message()
-            ))
-        };
-        let (user, host) = match principal.split_once('@') {
-            Some((user, host)) => (
-                Ident::parse("user", user).map_err(bad)?,
-                check_host(host).map_err(bad)?,
-            ),
-            None => (Ident::parse("role", principal).map_err(bad)?, String::new()),
-        };
-        let mut conn = self.connect().await?;
-        let me: String = sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(self.fail("asking for the connector's own account"))?;
-        if me == *principal {
-            return Err(ConnectorError::Permanent(format!(
-                "`{principal}` is the connector's own account in mariadb `{}`; refusing to remove it",
-                self.target
-            )));
-        }
-        if !host.is_empty() && request_id_of_login(user.as_str()).is_some() {
-            self.drop_temporary(&mut conn, &user, &host).await
-        } else {
-            self.revoke_roles_from(&mut conn, &user, &host).await
-        }
-    }
-
-    async fn list_holders(&self) -> Result<Vec<Holding>, ConnectorError> {
-        let mut conn = self.connect().await?;
-        let me: String = sqlx::query_scalar("SELECT CAST(CURRENT_USER() AS CHAR)")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(self.fail("asking for the connector's own account"))?;
-        let sql = format!(
-            "SELECT CAST(User AS CHAR), CAST(Host AS CHAR) FROM mysql.roles_mapping \
-             WHERE Role IN ({})",
-            self.role_placeholders()
-        );
-        let mut query = sqlx::query_as::<_, (String, String)>(&sql);
-        for role in &self.roles {
-            query = query.bind(role.as_str());
-        }
-        let rows = query
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(self.fail("listing role members"))?;
-        let mut holders = BTreeMap::new();
-        for (user, host) in rows {
-            // A role granted to a role has an empty host.
-            let principal = if host.is_empty() {
-                user.clone()
-            } else {
-                format!("{user}@{host}")
-            };
-            // MariaDB makes whoever creates a role its member (with ADMIN
-            // OPTION); the connector's own account is not a grant to report.
-            if principal == me {
-                continue;
-            }
-            let request_id = request_id_of_login(&user);
-            holders.insert(
-                principal.clone(),
-                Holding {
-                    principal,
-                    request_id,
-                },
-            );
-        }
-        Ok(holders.into_values().collect())
-    }
-
-    async fn check_health(&self) -> Result<(), ConnectorError> {
-        let mut conn = self.connect().await?;
-        // `is_role` is compared here rather than in SQL: in the `mysql.user`
-        // view it is a computed string whose collation clashes with the
-        // connection's.
-        let sql = format!(
-            "SELECT CAST(User AS CHAR), CAST(is_role AS CHAR) FROM mysql.user WHERE User IN ({})",
-            self.role_placeholders()
-        );
-        let mut query = sqlx::query_as::<_, (String, String)>(&sql);
-        for role in &self.roles {
-            query = query.bind(role.as_str());
-        }
-        let found = query
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(self.fail("looking up the managed roles"))?;
-        let is_role = |r: &Ident| {
-            found
-                .iter()
-                .any(|(user, is_role)| user == r.as_str() && is_role == "Y")
-        };
-        if let Some(missing) = self.roles.iter().find(|r| !is_role(r)) {
-            return Err(ConnectorError::Permanent(format!(
-                "role `{missing}` does not exist in mariadb `{}`",
-                self.target
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Runs one statement as plain text: `GRANT`, `KILL` and friends are not all
-/// preparable, and a statement carrying a password must not be cached.
-/// (`Executor::execute` rather than `RawSql::execute`, whose future is not
-/// `Send` for every lifetime, which `async_trait` requires.)
-async fn exec(conn: &mut MySqlConnection, sql: &str) -> Result<(), sqlx::Error> {
-    conn.execute(sqlx::raw_sql(sql)).await.map(|_| ())
-}
-
-fn error_number(e: &sqlx::Error) -> Option<u16> {
-    match e {
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<MySqlDatabaseError>()
-            .map(MySqlDatabaseError::number),
-        _ => None,
-    }
-}
-
-/// MariaDB errors that say "not now": too many connections, shutdown, lock
-/// wait timeout, deadlock, network trouble, an interrupted or timed-out
-/// statement, a killed or idle-closed connection.
-fn is_retryable_number(number: u16) -> bool {
-    matches!(
-        number,
-        1040 | 1053 | 1152 | 1158..=1161 | 1205 | 1213 | 1317 | 1927 | 1969 | 4031
-    )
-}
-
-fn classify(target: &str, doing: &str, e: sqlx::Error, quiet: bool) -> ConnectorError {
-    let number = error_number(&e);
-    match e {
-        sqlx::Error::Database(db) => {
-            let number = number.unwrap_or(0);
-            let message = if quiet {
-                format!("{doing} failed in mariadb `{target}` (error {number})")
-            } else {
-                format!(
-                    "{doing} failed in mariadb `{target}`: {} (error {number})",
-                    db.message()
-                )
-            };
-            if is_retryable_number(number) {
-                ConnectorError::Retryable(message)
-            } else {
-                ConnectorError::Permanent(message)
-            }
-        }
-        other => transport_error("mariadb", target, doing, other),
-    }
-}
-
-#[async_trait::async_trait]
-impl Connector for MariaDbConnector {
-    async fn grant(&self, spec: &GrantSpec) -> Result<Granted, ConnectorError> {
-        let call = async {
-            match self.mode {
-                Mode::Grant => self.grant_membership(spec).await,
-                Mode::TemporaryLogin => self.grant_temporary(spec).await,
-            }
-        };
-        self.bounded(Action::Grant.as_str(), Some(&spec.request_id), call)
-            .await
-    }
-
-    async fn revoke(&self, spec: &GrantSpec) -> Result<(), ConnectorError> {
-        let call = async {
-            match self.mode {
-                Mode::Grant => self.revoke_membership(spec).await,
-                Mode::TemporaryLogin => self.revoke_temporary(spec).await,
-            }
-        };
-        self.bounded(Action::Revoke.as_str(), Some(&spec.request_id), call)
-            .await
-    }
-
-    async fn health(&self) -> Result<(), ConnectorError> {
-        self.bounded("health", None, self.check_health()).await
-    }
-
-    fn call_timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    async fn holders(&self) -> Result<Option<Vec<Holding>>, ConnectorError> {
-        self.bounded("holders", None, self.list_holders())
-            .await
-            .map(Some)
-    }
-
-    async fn remove_holder(&self, holding: &Holding) -> Result<(), ConnectorError> {
-        self.bounded(
-            "remove_holder",
-            holding.request_id.as_ref(),
-            self.remove(holding),
-        )
-        .await
-    }
-
-    fn principal_for(&self, user: &UserId, request_id: Option<&RequestId>) -> Option<String> {
-        let login = match self.mode {
-            Mode::Grant => self.template.expand(user).ok(),
-            Mode::TemporaryLogin => request_id.and_then(|id| temp_login(id).ok()),
-        };
-        login.map(|l| format!("{l}@{}", self.host))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -791,6 +663,22 @@ mod tests {
             let err = check_host(bad).unwrap_err();
             assert!(!err.is_retryable());
             assert!(err.message().contains(&format!("`{bad}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn client_addresses_lose_their_port_and_sockets_have_none() {
+        assert_eq!(
+            client_address("10.1.2.3:54321").as_deref(),
+            Some("10.1.2.3")
+        );
+        assert_eq!(client_address("::1:54321").as_deref(), Some("::1"));
+        assert_eq!(
+            client_address("app-7.example:3306").as_deref(),
+            Some("app-7.example")
+        );
+        for socket_or_odd in ["localhost", "", ":1", "host:"] {
+            assert_eq!(client_address(socket_or_odd), None, "{socket_or_odd}");
         }
     }
 

@@ -226,30 +226,6 @@ pub(crate) fn plain_literal(text: &str) -> Result<String, ConnectorError> {
     Ok(format!("'{text}'"))
 }
 
-/// Classifies the sqlx errors that are not the database's own answer (the
-/// pool, the network, TLS, the protocol): the same for every SQL target.
-/// A database error reaching here (the caller handles those) is permanent.
-pub(crate) fn transport_error(
-    engine: &str,
-    target: &str,
-    doing: &str,
-    e: sqlx::Error,
-) -> ConnectorError {
-    match e {
-        sqlx::Error::PoolTimedOut => ConnectorError::Retryable(format!(
-            "{doing}: no connection to {engine} `{target}` in time (it refused, did not answer, or all connections were busy)"
-        )),
-        sqlx::Error::Io(io) => {
-            ConnectorError::Retryable(format!("{doing}: could not talk to {engine} `{target}`: {io}"))
-        }
-        sqlx::Error::Tls(tls) => ConnectorError::Retryable(format!("{doing}: tls with {engine} `{target}` failed: {tls}")),
-        e @ (sqlx::Error::Protocol(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed) => {
-            ConnectorError::Retryable(format!("{doing} in {engine} `{target}`: {e}"))
-        }
-        other => ConnectorError::Permanent(format!("{doing} in {engine} `{target}`: {other}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,8 @@
 //! through the target itself, how to take it away out of band, how to make
 //! the target unavailable. PostgreSQL and MariaDB (each in both modes) then
 //! run what only they promise ([`run_sql_rules`] over [`SqlTarget`]:
-//! passwords, live sessions, holders Airlock did not make, `remove_holder`);
+//! passwords, live sessions, holders Airlock did not make, `remove_holder`,
+//! `sessions()`);
 //! the SSH certificate authority's own promises are in `tests/ssh.rs`.
 //!
 //! Each target builds its fixtures in a namespace of its own (a role prefix,
@@ -36,7 +37,9 @@ use std::time::Duration;
 use airlock_connectors::mariadb::{MariaDbConnector, MariaDbSettings};
 use airlock_connectors::postgres::{scram_sha256_verifier, PostgresConnector, PostgresSettings};
 use airlock_connectors::ssh::{SshCaSettings, SshCertificateAuthority};
-use airlock_connectors::{Connector, ConnectorError, GrantSpec, Granted, Holding, Mode};
+use airlock_connectors::{
+    Connector, ConnectorError, GrantSpec, Granted, Holding, LiveSession, Mode,
+};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use airlock_testkit::sshd::{OpenSsh, Sshd, Trust, UserKey};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
@@ -364,7 +367,14 @@ const NO_MEMBERSHIP: &str = "member of no managed role";
 /// A login as the grantee; its next statement fails once it is ended.
 #[async_trait::async_trait]
 trait Session: Send {
-    async fn ping(&mut self) -> Result<(), String>;
+    /// Runs `sql` to its end, however long it takes.
+    async fn run(&mut self, sql: &str) -> Result<(), String>;
+    async fn ping(&mut self) -> Result<(), String> {
+        match tokio::time::timeout(Duration::from_secs(5), self.run("SELECT 1")).await {
+            Ok(result) => result,
+            Err(_) => Err("ping timed out".to_owned()),
+        }
+    }
 }
 
 /// What a SQL target provides, for the shared rules (through [`Sql`]) and
@@ -406,6 +416,12 @@ trait SqlTarget: Send + Sync {
         password: &str,
         spec: &GrantSpec,
     ) -> Result<Box<dyn Session>, String>;
+    /// The host [`SqlTarget::connect_as`] connects to.
+    fn host(&self) -> String;
+    /// A statement that runs for `seconds` and shows `marker` in its text.
+    fn long_statement(&self, seconds: u32, marker: &str) -> String;
+    /// Whether the target records when a session connected.
+    fn records_connection_time(&self) -> bool;
     /// Drops everything the fixture made.
     async fn cleanup(&self);
 }
@@ -591,6 +607,7 @@ async fn run_sql_rules(t: &dyn SqlTarget) {
     assert_eq!(count(&h, &extra), 1, "{name}: {h:?}");
 
     run_reconciliation_hooks(t, &spec, &principal, &extra, &h).await;
+    run_session_listing(t).await;
 }
 
 /// What reconciliation needs beyond `holders()`: the principal a grant is
@@ -639,13 +656,7 @@ async fn run_reconciliation_hooks(
     // the live session, and a temporary login itself.
     let spec = t.spec(FUTURE);
     let login = t.login(&spec);
-    let granted = c
-        .grant(&spec)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: grant before remove_holder: {e}"));
-    let password = granted
-        .credential
-        .map_or_else(|| t.fixture_password(), |c| c.secret().to_owned());
+    let password = grant_for_login(t, "grant before remove_holder", &spec).await;
     let h = holders(name, "grant before remove_holder", c).await;
     let holding = h
         .iter()
@@ -685,6 +696,166 @@ async fn run_reconciliation_hooks(
     );
 }
 
+/// Grants `spec` and returns the password that logs in as the grantee: the
+/// temporary login's, or the fixture login's.
+async fn grant_for_login(t: &dyn SqlTarget, step: &str, spec: &GrantSpec) -> String {
+    let granted = t
+        .connector()
+        .grant(spec)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {step}: {e}", t.name()));
+    granted
+        .credential
+        .map_or_else(|| t.fixture_password(), |c| c.secret().to_owned())
+}
+
+/// The grantee's live sessions, as a grant's timeline will sample them.
+async fn sessions(name: &str, c: &dyn Connector, spec: &GrantSpec) -> Vec<LiveSession> {
+    c.sessions(&spec.user, &spec.request_id)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: sessions: {e}"))
+        .unwrap_or_else(|| panic!("{name}: sessions returned None"))
+}
+
+/// Lists the grantee's sessions until `done` holds for the list, for at
+/// most [`SESSION_WAIT`]; returns that list.
+async fn sessions_until(
+    name: &str,
+    c: &dyn Connector,
+    spec: &GrantSpec,
+    what: &str,
+    done: impl Fn(&[LiveSession]) -> bool,
+) -> Vec<LiveSession> {
+    let deadline = tokio::time::Instant::now() + SESSION_WAIT;
+    loop {
+        let listed = sessions(name, c, spec).await;
+        if done(&listed) {
+            return listed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: {what} after {SESSION_WAIT:?}: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long the target may take to show a statement that started, or to
+/// forget a session that was ended.
+const SESSION_WAIT: Duration = Duration::from_secs(10);
+
+/// What a grant's timeline samples: `sessions()` lists the grantee's live
+/// sessions — each with its login, its client's address, the statement it
+/// runs (none while idle) and since when, by the target's clock — and
+/// neither the connector's own nor anyone else's; none once the revoke has
+/// ended them, none for a grant never made.
+async fn run_session_listing(t: &dyn SqlTarget) {
+    let name = t.name();
+    let name = name.as_str();
+    let c = t.connector();
+    let spec = t.spec(FUTURE);
+    let login = t.login(&spec);
+    let password = grant_for_login(t, "grant before sessions", &spec).await;
+    // Sessions an earlier step ended may take a moment to go.
+    sessions_until(
+        name,
+        c,
+        &spec,
+        "sessions of earlier steps are still listed",
+        <[_]>::is_empty,
+    )
+    .await;
+
+    // Target clocks count in whole seconds or less; a second either way.
+    let before = wall_clock().unix_millis() - 1000;
+    let idle = t
+        .connect_as(&login, &password, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: logging in as `{login}`: {e}"));
+    let mut busy = t
+        .connect_as(&login, &password, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: logging in as `{login}` again: {e}"));
+    let marker = format!("{}_running", namespace());
+    let statement = t.long_statement(60, &marker);
+    let running = tokio::spawn(async move { busy.run(&statement).await });
+    let runs = |s: &LiveSession| s.statement.as_deref().is_some_and(|q| q.contains(&marker));
+    let listed = sessions_until(name, c, &spec, "the running statement is not listed", |l| {
+        l.iter().any(runs)
+    })
+    .await;
+    let after = wall_clock().unix_millis() + 1000;
+
+    let (busy, idle_listed): (Vec<&LiveSession>, Vec<&LiveSession>) =
+        listed.iter().partition(|s| runs(s));
+    let ([busy], [idle_listed]) = (busy.as_slice(), idle_listed.as_slice()) else {
+        panic!("{name}: expected one running and one idle session: {listed:?}");
+    };
+    assert_eq!(idle_listed.statement, None, "{name}: the idle session");
+    assert_ne!(busy.id, idle_listed.id, "{name}: {listed:?}");
+    let host = t.host();
+    for s in &listed {
+        assert_eq!(s.login, login, "{name}: {s:?}");
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => assert_eq!(s.client, Some(ip.to_string()), "{name}: {s:?}"),
+            Err(_) => assert!(s.client.is_some(), "{name}: {s:?}"),
+        }
+        let since = s.since.unix_millis();
+        assert!(before <= since && since <= after, "{name}: since: {s:?}");
+        assert_eq!(
+            s.connected_at.is_some(),
+            t.records_connection_time(),
+            "{name}: {s:?}"
+        );
+        if let Some(at) = s.connected_at {
+            let at = at.unix_millis();
+            assert!(before <= at && at <= since, "{name}: connected_at: {s:?}");
+        }
+    }
+
+    // The revoke ends both sessions, the running statement with its own.
+    c.revoke(&next_claim(&spec))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: revoke after sessions: {e}"));
+    let ended = tokio::time::timeout(SESSION_WAIT, running)
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the running statement outlived the revoke"))
+        .unwrap();
+    assert!(ended.is_err(), "{name}: the running statement finished");
+    drop(idle);
+    sessions_until(
+        name,
+        c,
+        &spec,
+        "sessions outlived the revoke",
+        <[_]>::is_empty,
+    )
+    .await;
+    let never = t.spec_without_login();
+    let none = sessions(name, c, &never).await;
+    assert!(
+        none.is_empty(),
+        "{name}: sessions of a grant never made: {none:?}"
+    );
+}
+
+/// A login as the grantee, on either database.
+struct DbSession<C>(C);
+
+#[async_trait::async_trait]
+impl<C: Send> Session for DbSession<C>
+where
+    for<'c> &'c mut C: Executor<'c>,
+{
+    async fn run(&mut self, sql: &str) -> Result<(), String> {
+        self.0
+            .execute(sql)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 async fn bounded_connect<T>(
     connect: impl Future<Output = Result<T, sqlx::Error>>,
 ) -> Result<T, String> {
@@ -705,20 +876,6 @@ struct PgTarget {
     connector: PostgresConnector,
     /// Every request id handed out, so cleanup finds temporary logins.
     requests: Mutex<Vec<RequestId>>,
-}
-
-struct PgSession(PgConnection);
-
-#[async_trait::async_trait]
-impl Session for PgSession {
-    async fn ping(&mut self) -> Result<(), String> {
-        let ping = self.0.execute("SELECT 1");
-        match tokio::time::timeout(Duration::from_secs(5), ping).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("ping timed out".to_owned()),
-        }
-    }
 }
 
 impl PgTarget {
@@ -893,10 +1050,26 @@ impl SqlTarget for PgTarget {
             .password(password)
             .application_name(&format!("airlock:{}", spec.request_id));
         let conn = bounded_connect(PgConnection::connect_with(&options)).await?;
-        Ok(Box::new(PgSession(conn)))
+        Ok(Box::new(DbSession(conn)))
+    }
+    fn host(&self) -> String {
+        PgConnectOptions::from_str(&self.url)
+            .unwrap()
+            .get_host()
+            .to_owned()
+    }
+    fn long_statement(&self, seconds: u32, marker: &str) -> String {
+        format!("SELECT pg_sleep({seconds}), '{marker}'")
+    }
+    fn records_connection_time(&self) -> bool {
+        true
     }
     async fn cleanup(&self) {
-        let mut names = vec![format!("{}_alice", self.ns), format!("{}_bob", self.ns)];
+        let mut names = vec![
+            format!("{}_alice", self.ns),
+            format!("{}_bob", self.ns),
+            format!("{}_lowly", self.ns),
+        ];
         let requests = self.requests.lock().unwrap().clone();
         names.extend(requests.iter().map(|id| format!("airlock_{id}")));
         for name in &names {
@@ -1046,6 +1219,42 @@ async fn postgres_temporary_login_details(t: &PgTarget) {
         .await
         .unwrap();
     assert_eq!(owner, Some(admin), "{name}: schema owner after revoke");
+
+    // An account that may not see other logins' sessions is told so, rather
+    // than shown sessions that look idle and come from nowhere.
+    let lowly = format!("{}_lowly", t.ns);
+    t.admin
+        .execute(format!("CREATE ROLE \"{lowly}\" LOGIN CREATEROLE PASSWORD 'lowly-pw'").as_str())
+        .await
+        .unwrap();
+    let options = PgConnectOptions::from_str(&t.url).unwrap();
+    let as_lowly = PostgresConnector::new(PostgresSettings {
+        url: format!(
+            "postgres://{lowly}:lowly-pw@{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("postgres")
+        ),
+        ..t.settings.clone()
+    })
+    .unwrap();
+    let spec = t.spec(FUTURE);
+    let login = t.login(&spec);
+    let credential = t.connector.grant(&spec).await.unwrap().credential.unwrap();
+    let session = t
+        .connect_as(&login, credential.secret(), &spec)
+        .await
+        .unwrap();
+    let err = as_lowly
+        .sessions(&spec.user, &spec.request_id)
+        .await
+        .unwrap_err();
+    assert!(
+        !err.is_retryable() && err.message().contains("pg_read_all_stats"),
+        "{name}: {err}"
+    );
+    drop(session);
+    t.connector.revoke(&next_claim(&spec)).await.unwrap();
 }
 
 #[tokio::test]
@@ -1117,20 +1326,6 @@ struct MariaTarget {
     settings: MariaDbSettings,
     connector: MariaDbConnector,
     requests: Mutex<Vec<RequestId>>,
-}
-
-struct MariaSession(MySqlConnection);
-
-#[async_trait::async_trait]
-impl Session for MariaSession {
-    async fn ping(&mut self) -> Result<(), String> {
-        let ping = self.0.execute("SELECT 1");
-        match tokio::time::timeout(Duration::from_secs(5), ping).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("ping timed out".to_owned()),
-        }
-    }
 }
 
 impl MariaTarget {
@@ -1293,7 +1488,16 @@ impl SqlTarget for MariaTarget {
             .username(login)
             .password(password);
         let conn = bounded_connect(MySqlConnection::connect_with(&options)).await?;
-        Ok(Box::new(MariaSession(conn)))
+        Ok(Box::new(DbSession(conn)))
+    }
+    fn host(&self) -> String {
+        self.options.get_host().to_owned()
+    }
+    fn long_statement(&self, seconds: u32, marker: &str) -> String {
+        format!("SELECT SLEEP({seconds}), '{marker}'")
+    }
+    fn records_connection_time(&self) -> bool {
+        false
     }
     async fn cleanup(&self) {
         let mut users = vec![format!("{}_alice", self.ns), format!("{}_bob", self.ns)];
