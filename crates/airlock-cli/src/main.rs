@@ -17,6 +17,7 @@ mod oversight;
 mod policy;
 mod requests;
 mod serving;
+mod siem;
 mod ssh;
 mod terminal;
 mod tokens;

@@ -93,6 +93,31 @@ pub enum AuditCmd {
     /// The public key the server signs audit checkpoints with (`ed25519:…`),
     /// to pin for `verify --checkpoints`.
     Key,
+    /// Ship the audit chain to a SIEM, oldest first, from where the last
+    /// run stopped: JSON lines (stdout, or appended to `--output`), or
+    /// syslog messages (RFC 5424) over UDP or TCP. At least once: each
+    /// event carries its `seq` and `hash` to deduplicate on.
+    Export {
+        /// Remembers the last event shipped (a sequence number), read at
+        /// start and moved after each batch is out.
+        #[arg(long)]
+        cursor: Option<PathBuf>,
+        /// Start after this sequence number instead (0: from the start).
+        #[arg(long)]
+        after: Option<i64>,
+        /// Append JSON lines to this file instead of stdout.
+        #[arg(long, conflicts_with = "syslog")]
+        output: Option<PathBuf>,
+        /// `udp://HOST:PORT` or `tcp://HOST:PORT`.
+        #[arg(long)]
+        syslog: Option<String>,
+        /// Keep shipping new events as they come, until stopped.
+        #[arg(long)]
+        follow: bool,
+        /// With `--follow`, how often to ask for new events.
+        #[arg(long, default_value = "2s", value_parser = airlock_server::config::parse_duration)]
+        interval: std::time::Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -170,6 +195,29 @@ pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
                 conn.json,
             )
             .await
+        }
+        OversightCmd::Audit {
+            verify:
+                Some(AuditCmd::Export {
+                    cursor,
+                    after,
+                    output,
+                    syslog,
+                    follow,
+                    interval,
+                }),
+            conn,
+            ..
+        } => {
+            let options = crate::siem::Export {
+                after,
+                cursor,
+                output,
+                syslog,
+                follow,
+                interval,
+            };
+            crate::siem::export(&client(&conn)?, options).await
         }
         OversightCmd::Audit {
             verify: Some(AuditCmd::Key),

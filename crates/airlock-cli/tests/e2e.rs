@@ -2309,3 +2309,279 @@ fn api_tokens_are_created_used_shown_and_revoked_through_the_cli() {
     assert_eq!(events[0]["details"]["token_id"], id.as_str());
     assert_eq!(events[0]["actor"], "alice");
 }
+
+/// The audit events of a JSON-lines export, parsed.
+fn exported(file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+/// A real syslog server (rsyslogd, in the foreground) taking RFC 5424 over
+/// UDP and TCP on loopback and writing each message as
+/// `INPUT FACILITY SEVERITY APP MSGID SD MSG` to a file; stopped on drop.
+struct Rsyslog {
+    child: Child,
+    out: PathBuf,
+    udp: u16,
+    tcp: u16,
+}
+
+impl Rsyslog {
+    fn start(dir: &Path) -> Option<Rsyslog> {
+        let program = airlock_testkit::service_program("/usr/sbin/rsyslogd")?;
+        let (udp, tcp) = (free_port(true), free_port(false));
+        let out = dir.join("syslog.out");
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{dir}")
+module(load="imudp")
+module(load="imtcp")
+input(type="imudp" address="127.0.0.1" port="{udp}")
+input(type="imtcp" address="127.0.0.1" port="{tcp}")
+template(name="fields" type="list") {{
+  property(name="inputname") constant(value=" ")
+  property(name="syslogfacility") constant(value=" ")
+  property(name="syslogseverity") constant(value=" ")
+  property(name="app-name") constant(value=" ")
+  property(name="msgid") constant(value=" ")
+  property(name="structured-data") constant(value=" ")
+  property(name="msg" droplastlf="on") constant(value="\n")
+}}
+action(type="omfile" file="{out}" template="fields")
+"#,
+                dir = dir.display(),
+                out = out.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(program)
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let server = Rsyslog {
+            child,
+            out,
+            udp,
+            tcp,
+        };
+        // Up once a probe over each transport comes out in the file.
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        eventually(Duration::from_secs(20), "rsyslogd to take UDP", || {
+            let _ = probe.send_to(b"<13>1 - - probe - udp-ready - -", ("127.0.0.1", udp));
+            server
+                .lines()
+                .iter()
+                .any(|l| l.contains("udp-ready"))
+                .then_some(())
+        });
+        eventually(Duration::from_secs(20), "rsyslogd to take TCP", || {
+            use std::io::Write as _;
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", tcp)).ok()?;
+            let message = "<13>1 - - probe - tcp-ready - -";
+            stream
+                .write_all(format!("{} {message}", message.len()).as_bytes())
+                .ok()?;
+            drop(stream);
+            eventually(Duration::from_secs(5), "the TCP probe", || {
+                server
+                    .lines()
+                    .iter()
+                    .any(|l| l.contains("tcp-ready"))
+                    .then_some(())
+            });
+            Some(())
+        });
+        Some(server)
+    }
+
+    /// Waits until `count` audit events came in through `input`, saying
+    /// what did come on failure.
+    fn wait_for(&self, input: &str, count: usize) -> Vec<(String, String, String, String, Value)> {
+        let start = Instant::now();
+        loop {
+            let got = self.received(input);
+            if got.len() == count {
+                return got;
+            }
+            assert!(
+                got.len() < count && start.elapsed() < Duration::from_secs(20),
+                "expected {count} events through {input}, rsyslogd wrote:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The audit events received through `input` (`imudp`, `imtcp`), by seq:
+    /// (facility, severity, app, msgid, the event's JSON).
+    fn received(&self, input: &str) -> Vec<(String, String, String, String, Value)> {
+        self.lines()
+            .iter()
+            .filter_map(|l| {
+                let mut f = l.splitn(6, ' ');
+                let (inp, fac, sev, app, msgid) =
+                    (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+                let rest = f.next()?;
+                (inp == input && app == "airlock").then_some(())?;
+                let json = &rest[rest.find("] ")? + 2..];
+                Some((
+                    fac.to_owned(),
+                    sev.to_owned(),
+                    app.to_owned(),
+                    msgid.to_owned(),
+                    serde_json::from_str(json).unwrap(),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_audit_chain_ships_to_a_siem_from_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let grant = demo.staging_shell("ship it");
+    let (file, cursor) = (
+        dir.path().join("siem.jsonl"),
+        dir.path().join("siem.cursor"),
+    );
+    let export = |extra: &[&str]| {
+        let mut args = vec!["audit", "export", "--cursor"];
+        args.push(cursor.to_str().unwrap());
+        args.extend(extra);
+        let out = demo.cli("admin", &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let to_file = ["--output", file.to_str().unwrap()];
+
+    // Everything so far, oldest first, each with its chain position.
+    export(&to_file);
+    let first = exported(&file);
+    assert!(first.len() >= 3, "{first:#?}");
+    for (i, e) in first.iter().enumerate() {
+        assert_eq!(e["seq"], i64::try_from(i).unwrap() + 1, "{e}");
+        if i > 0 {
+            assert_eq!(e["prev_hash"], first[i - 1]["hash"]);
+        }
+    }
+    let last = first.last().unwrap()["seq"].as_i64().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&cursor).unwrap().trim(),
+        last.to_string()
+    );
+    // The same as the API's listing says.
+    let newest = demo.json("admin", &["audit", "--limit", "1"]);
+    assert_eq!(newest[0]["hash"], first.last().unwrap()["hash"]);
+
+    // Again: nothing new, nothing sent twice.
+    assert!(export(&to_file).contains("shipped 0"));
+    assert_eq!(exported(&file).len(), first.len());
+
+    // New events: only they are added.
+    let id = grant["id"].as_str().unwrap();
+    let released = demo.cli("alice", &["release", id]);
+    assert!(released.status.success(), "{}", stderr(&released));
+    // Nothing more is coming for it once the target confirmed the removal.
+    eventually(Duration::from_secs(20), "the removal", || {
+        state_of(&demo, id)["deprovisioned_at"]
+            .is_string()
+            .then_some(())
+    });
+    export(&to_file);
+    let all = exported(&file);
+    assert!(all.len() > first.len());
+    let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=i64::try_from(all.len()).unwrap()).collect::<Vec<_>>()
+    );
+    assert!(all[first.len()..].iter().any(|e| e["action"] == "released"));
+
+    // A real syslog server takes the same events as RFC 5424 messages, over
+    // TCP (octet-counted) and over UDP.
+    let Some(syslog) = Rsyslog::start(dir.path()) else {
+        return;
+    };
+    let out = demo.cli(
+        "admin",
+        &[
+            "audit",
+            "export",
+            "--after",
+            "0",
+            "--syslog",
+            &format!("tcp://127.0.0.1:{}", syslog.tcp),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let over_tcp = syslog.wait_for("imtcp", all.len());
+    for ((facility, severity, _, msgid, event), shipped) in over_tcp.iter().zip(&all) {
+        // Facility 13 (log audit), severity 5 (notice), the action as MSGID.
+        assert_eq!((facility.as_str(), severity.as_str()), ("13", "5"));
+        assert_eq!(msgid, shipped["action"].as_str().unwrap());
+        assert_eq!(event, shipped);
+    }
+    let tail = (all.len() - 2).to_string();
+    let out = demo.cli(
+        "admin",
+        &[
+            "audit",
+            "export",
+            "--after",
+            &tail,
+            "--syslog",
+            &format!("udp://127.0.0.1:{}", syslog.udp),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let over_udp = syslog.wait_for("imudp", 2);
+    assert_eq!(over_udp[1].4, all[all.len() - 1]);
+
+    // A bad destination is named.
+    let out = demo.cli("admin", &["audit", "export", "--syslog", "smtp://x:25"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("udp or tcp"), "{}", stderr(&out));
+}

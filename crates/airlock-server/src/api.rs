@@ -1139,6 +1139,19 @@ pub struct WaitsQuery {
     pub since: Option<String>,
 }
 
+/// Which audit events `GET /v1/audit/export` returns: the next ones of the
+/// chain after `after`, oldest first, for shipping to a SIEM.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditExportQuery {
+    /// The `seq` of the last event already shipped (0: from the start).
+    #[serde(default)]
+    pub after: i64,
+    /// 1 to 1,000 (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
 /// What `POST /v1/requests/{id}/elevation` takes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -461,6 +461,14 @@ impl Client {
         self.send(self.get("/v1/reports/standing")).await
     }
 
+    /// The chain's next events after `after`, oldest first.
+    pub async fn audit_export(
+        &self,
+        query: &crate::api::AuditExportQuery,
+    ) -> Result<Vec<AuditEventView>, ClientError> {
+        self.send(self.get("/v1/audit/export").query(query)).await
+    }
+
     pub async fn verify_audit(&self) -> Result<VerifyView, ClientError> {
         self.send(self.get("/v1/audit/verify")).await
     }

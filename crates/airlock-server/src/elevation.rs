@@ -9,8 +9,8 @@
 use airlock_core::elevation::Claim;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-pub use ed25519_dalek::SigningKey;
 use ed25519_dalek::Signer;
+pub use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 

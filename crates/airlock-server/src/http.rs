@@ -79,6 +79,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/reviews"),
     ("get", "/v1/audit"),
     ("get", "/v1/audit/verify"),
+    ("get", "/v1/audit/export"),
     ("get", "/v1/reports/approval-waits"),
     ("get", "/v1/reports/standing"),
     ("get", "/v1/audit/checkpoint-key"),

@@ -813,12 +813,22 @@ mod tests {
     /// A provider whose token endpoint answers with `script`, in order,
     /// recording each call.
     async fn scripted(script: Vec<serde_json::Value>) -> (Provider, Calls) {
+        let (provider, calls, _) = scripted_queue(script).await;
+        (provider, calls)
+    }
+
+    /// The token endpoint's answers still to give, for a test that writes
+    /// one only once it knows what it must say (the nonce of a sign-in).
+    type Answers = Arc<std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>>;
+
+    async fn scripted_queue(script: Vec<serde_json::Value>) -> (Provider, Calls, Answers) {
         use axum::routing::{get, post};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let polls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let started = tokio::time::Instant::now();
-        let answers = Arc::new(std::sync::Mutex::new(script.into_iter()));
+        let answers: Answers = Arc::new(std::sync::Mutex::new(script.into()));
+        let queue = Arc::clone(&answers);
         let discovery = serde_json::json!({
             "issuer": issuer,
             "token_endpoint": format!("{issuer}/token"),
@@ -845,7 +855,7 @@ mod tests {
                 "/token",
                 post(move |form: String| async move {
                     recorded.lock().unwrap().push((started.elapsed(), form));
-                    let answer = answers.lock().unwrap().next().unwrap();
+                    let answer = answers.lock().unwrap().pop_front().unwrap();
                     let status = if answer.get("error").is_some() {
                         axum::http::StatusCode::BAD_REQUEST
                     } else {
@@ -862,7 +872,7 @@ mod tests {
             token: "id_token".to_owned(),
             mfa_acr_values: Vec::new(),
         };
-        (Provider::discover(info).await.unwrap(), polls)
+        (Provider::discover(info).await.unwrap(), polls, queue)
     }
 
     fn error(code: &str) -> serde_json::Value {
@@ -917,10 +927,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_loopback_redirect_checks_state_and_the_code_goes_with_the_pkce_verifier() {
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"exp": 2000000000}"#);
-        let done =
-            serde_json::json!({"id_token": format!("h.{payload}.s"), "token_type": "Bearer"});
-        let (provider, calls) = scripted(vec![done]).await;
+        let (provider, calls, answers) = scripted_queue(Vec::new()).await;
+        // The token endpoint answers with an ID token carrying `nonce`.
+        let answer = |nonce: &str| {
+            let claims = serde_json::json!({"exp": 2_000_000_000, "nonce": nonce});
+            let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+            serde_json::json!({"id_token": format!("h.{payload}.s"), "token_type": "Bearer"})
+        };
         let param = |url: &str, name: &str| {
             reqwest::Url::parse(url)
                 .unwrap()
@@ -958,6 +971,10 @@ mod tests {
         let loopback = provider.start_browser(&Freshness::default()).await.unwrap();
         let (url, state) = (loopback.url().to_owned(), param(loopback.url(), "state"));
         assert_eq!(param(&url, "code_challenge_method"), "S256");
+        answers
+            .lock()
+            .unwrap()
+            .push_back(answer(&param(&url, "nonce")));
         let redirect_uri = param(&url, "redirect_uri");
         let visitor = tokio::spawn(async move {
             visit(&redirect_uri, &format!("/callback?code=c0de&state={state}")).await
@@ -976,6 +993,18 @@ mod tests {
             URL_SAFE_NO_PAD.encode(Sha256::digest(sent["code_verifier"].as_bytes())),
             param(&url, "code_challenge")
         );
+
+        // An ID token minted for another sign-in (another nonce) is refused.
+        let loopback = provider.start_browser(&Freshness::default()).await.unwrap();
+        let (url, state) = (loopback.url().to_owned(), param(loopback.url(), "state"));
+        answers.lock().unwrap().push_back(answer("someone-elses"));
+        let redirect_uri = param(&url, "redirect_uri");
+        let visitor = tokio::spawn(async move {
+            visit(&redirect_uri, &format!("/callback?code=c0de&state={state}")).await
+        });
+        let err = provider.finish_browser(loopback).await.unwrap_err();
+        assert!(matches!(err, SignInError::NonceMismatch), "{err}");
+        visitor.await.unwrap();
     }
 
     #[test]

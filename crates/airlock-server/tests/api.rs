@@ -2695,6 +2695,7 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
             | "/v1/policy/proposals"
             | "/v1/audit"
             | "/v1/audit/verify"
+            | "/v1/audit/export"
             | "/v1/notifications"
             | "/v1/reports/approval-waits"
             | "/v1/reports/standing",

@@ -19,11 +19,11 @@ use axum::{Json, Router};
 use crate::api::{
     decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor, format_time,
     parse_time, ApprovalExplained, ApprovalWaitsReport, ApprovalWaitsView, ApproveBody,
-    AuditEventView, AuditQuery, CreateRequest, CredentialView, DurationInput, ElevationBody,
-    ElevationView, EmptyBody, EntitlementView, ExplainView, ExtendBody, GrantsQuery, HistoryEntry,
-    OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
-    ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery, StandingQuery,
-    StandingReportView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
+    AuditEventView, AuditExportQuery, AuditQuery, CreateRequest, CredentialView, DurationInput,
+    ElevationBody, ElevationView, EmptyBody, EntitlementView, ExplainView, ExtendBody, GrantsQuery,
+    HistoryEntry, OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
+    ReconcileBody, ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery,
+    StandingQuery, StandingReportView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::parse_duration;
 use crate::engine::{ApproverDecision, Ask, EngineError, PolicyChange, UserCommand};
@@ -74,6 +74,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/grants", get(grants))
         .route("/v1/reviews", get(reviews))
         .route("/v1/audit", get(audit))
+        .route("/v1/audit/export", get(audit_export))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/reports/approval-waits", get(approval_waits))
         .route("/v1/reports/standing", get(standing_report))
@@ -915,6 +916,32 @@ async fn audit(
 ) -> ApiResult<Response> {
     let (events, next) = audit_events(&state, &user, q).await?;
     Ok(with_next_cursor(next, events))
+}
+
+/// The chain's next events after `after`, oldest first (admins and
+/// auditors): what a SIEM shipper reads, resuming from the last `seq` it
+/// shipped.
+async fn audit_export(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<AuditExportQuery>,
+) -> ApiResult<Json<Vec<AuditEventView>>> {
+    require(&user, Capability::ReadEverything)?;
+    if q.after < 0 {
+        return Err(ApiError::invalid("after", "must be 0 or more"));
+    }
+    let limit = match q.limit {
+        None => 500,
+        Some(n @ 1..=1000) => n,
+        Some(_) => return Err(ApiError::invalid("limit", "must be between 1 and 1000")),
+    };
+    let events = state
+        .engine
+        .store()
+        .export_audit(q.after, limit)
+        .await
+        .map_err(crate::engine::EngineError::from)?;
+    Ok(Json(events.iter().map(AuditEventView::from).collect()))
 }
 
 /// The audit events `q` selects, in sequence order, and the cursor of the
