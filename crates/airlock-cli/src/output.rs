@@ -583,6 +583,55 @@ fn actor(id: &str, kind: Option<&str>) -> String {
     }
 }
 
+/// `airlock show`: the grant's timeline of activity — sessions the
+/// connector saw the grantee hold, and the elevation claims they obtained.
+pub fn activity(history: &[HistoryEntry]) {
+    let detail = |h: &HistoryEntry, k: &str| h.details.get(k).cloned().unwrap_or_default();
+    let lines: Vec<(String, String)> = history
+        .iter()
+        .filter_map(|h| {
+            let what = match h.action.as_str() {
+                "session_seen" => format!(
+                    "session {} as {} from {}{}",
+                    detail(h, "session"),
+                    detail(h, "login"),
+                    detail(h, "client"),
+                    h.details
+                        .get("statement")
+                        .map(|s| format!(": {s}"))
+                        .unwrap_or_default()
+                ),
+                "session_gone" => format!(
+                    "session {} gone{}",
+                    detail(h, "session"),
+                    h.details
+                        .get("why")
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default()
+                ),
+                "elevation_claimed" => format!(
+                    "elevation claim {}{}, until {}",
+                    detail(h, "claim"),
+                    h.details
+                        .get("audience")
+                        .map(|a| format!(" for {a}"))
+                        .unwrap_or_default(),
+                    detail(h, "expires_at")
+                ),
+                _ => return None,
+            };
+            Some((h.at.clone(), what))
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    say!("activity:");
+    for (at, what) in lines {
+        say!("  {at}  {}", one_line(&what));
+    }
+}
+
 /// `airlock show`: the steps of a request taken with an API token, and by
 /// whom (a service principal is marked as one).
 pub fn acted_with_tokens(history: &[HistoryEntry]) {

@@ -329,9 +329,12 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
             let request = client.get_request(&id).await?;
             output::request(&request, conn.json)?;
             if !conn.json {
-                // Who acted with which API token is in the request's audit
-                // events, which whoever sees the request may read.
-                output::acted_with_tokens(&client.explain(&id).await?.history);
+                // Who acted with which API token, and what was done during
+                // the grant, are in the request's audit events, which
+                // whoever sees the request may read.
+                let history = client.explain(&id).await?.history;
+                output::acted_with_tokens(&history);
+                output::activity(&history);
             }
             Ok(())
         }

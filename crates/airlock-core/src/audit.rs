@@ -155,6 +155,11 @@ audit_actions! {
     /// The holder of an active grant obtained a signed proof of it (an
     /// elevation claim), for an application to check.
     ElevationClaimed => "elevation_claimed",
+    /// While a grant was active, its connector saw the grantee hold a
+    /// session it had not seen before (client, statement).
+    SessionSeen => "session_seen",
+    /// A session seen on a grant is gone (closed, or ended with the grant).
+    SessionGone => "session_gone",
     /// A late grant result arrived after removal: the grant is removed again.
     RevocationRepeated => "revocation_repeated",
     /// A policy set was put in force.

@@ -6,6 +6,7 @@
 //! passed in, and decisions come back as values for the shell to carry out.
 
 pub mod access;
+pub mod activity;
 pub mod approval;
 pub mod audit;
 pub mod catalog;

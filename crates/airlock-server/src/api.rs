@@ -555,6 +555,10 @@ pub struct HistoryEntry {
     pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_kind: Option<String>,
+    /// What the event records (for activity: the session, its client and
+    /// statement; for an elevation claim: its id and audience).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

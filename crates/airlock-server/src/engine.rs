@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod activity;
 mod clock;
 mod directory;
 mod reconcile;
@@ -169,6 +170,8 @@ pub struct Engine {
     /// API tokens: the longest lifetime, and the last use this replica
     /// wrote of each (so it writes at most one a minute per token).
     tokens: tokens::TokenState,
+    /// The sessions this replica last saw on each active grant it samples.
+    seen_sessions: activity::SeenSessions,
 }
 
 /// What an engine is built from (see [`Engine::new`]).
@@ -225,6 +228,7 @@ impl Engine {
             routing: Arc::new(routing),
             outbox_wake: Arc::new(Notify::new()),
             tokens: tokens::TokenState::new(token_max_lifetime),
+            seen_sessions: activity::SeenSessions::default(),
         })
     }
 

@@ -552,6 +552,22 @@ pub async fn start_with_clock(
         }
         None => tracing::info!("scheduled reconciliation is off (server.reconcile_every)"),
     }
+    match settings.activity_sample_every {
+        Some(every) => {
+            supervise(
+                "activity sampler",
+                &ended,
+                until_stopped(
+                    Arc::clone(&engine).run_activity_sampler(every, watcher.clone()),
+                    watcher.clone(),
+                ),
+            );
+            running += 1;
+        }
+        None => tracing::info!(
+            "sampling the sessions of active grants is off (server.activity_sample_every)"
+        ),
+    }
     supervise(
         "audit checkpointer",
         &ended,

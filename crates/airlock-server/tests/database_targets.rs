@@ -39,9 +39,19 @@ async fn boot_with(
     max: &str,
     clock: Option<Arc<ManualClock>>,
 ) -> (airlock_server::server::Server, Client, tempfile::TempDir) {
+    boot_with_server(connector, max, clock, "").await
+}
+
+/// [`boot_with`], with `server` added to the `[server]` table.
+async fn boot_with_server(
+    connector: &str,
+    max: &str,
+    clock: Option<Arc<ManualClock>>,
+    server: &str,
+) -> (airlock_server::server::Server, Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[users.alice]\ngroups = [\"dba\"]\ntoken_sha256 = \"{}\"\n\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{server}\n\n[users.alice]\ngroups = [\"dba\"]\ntoken_sha256 = \"{}\"\n\n\
          [connectors.db]\n{connector}\n\n\
          [entitlements.db-admin]\nrequestable_by = [\"dba\"]\nmax_duration = \"{max}\"\nauto_approve = true\nconnector = \"db\"\n",
         dir.path().display(),
@@ -340,6 +350,122 @@ async fn postgres_extension_moves_valid_until() {
         },
     )
     .await;
+    server.shutdown().await;
+    sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// While a grant is active, what the grantee does in PostgreSQL lands on the
+/// request's timeline: the session is seen with its client address and
+/// the statement it runs, and is gone, with the reason, once the grant
+/// ends and the connector ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sessions_during_a_grant_are_on_its_timeline() {
+    let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let (role, mut admin) = postgres_role(&url).await;
+    let (server, client, _dir) = boot_with_server(
+        &format!(
+            "type = \"postgres\"\nurl = \"{url}\"\nroles = [\"{role}\"]\nmode = \"temporary_login\"\ntimeout = \"5s\""
+        ),
+        "1h",
+        None,
+        "activity_sample_every = \"1s\"",
+    )
+    .await;
+    let created = client
+        .create_request(&CreateRequest {
+            entitlement: "db-admin".into(),
+            duration: Some(DurationInput::Seconds(600)),
+            reason: "look around".into(),
+            ticket: None,
+            start_at: None,
+            break_glass: false,
+            public_key: None,
+        })
+        .await
+        .unwrap();
+    let id = created.id;
+    until(Duration::from_secs(20), "the grant", || async {
+        let r = client.get_request(&id).await.unwrap();
+        (r.state == "active").then_some(())
+    })
+    .await;
+    let credential = client.collect_credential(&id).await.unwrap();
+    let login_url = url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://{}:{}@", credential.login, credential.secret),
+        1,
+    );
+    let mut as_grantee = sqlx::PgConnection::connect(&login_url).await.unwrap();
+    let running = tokio::spawn(async move {
+        sqlx::query("SELECT pg_sleep(120) AS airlock_activity_probe")
+            .execute(&mut as_grantee)
+            .await
+    });
+
+    let timeline = |action: &'static str| {
+        let client = client.clone();
+        let id = id.clone();
+        async move {
+            client
+                .explain(&id)
+                .await
+                .unwrap()
+                .history
+                .into_iter()
+                .filter(|h| h.action == action)
+                .collect::<Vec<_>>()
+        }
+    };
+    let seen = until(
+        Duration::from_secs(20),
+        "the session on the timeline",
+        || async {
+            timeline("session_seen").await.into_iter().find(|h| {
+                h.details
+                    .get("statement")
+                    .is_some_and(|s| s.contains("airlock_activity_probe"))
+            })
+        },
+    )
+    .await;
+    assert_eq!(seen.details["login"], credential.login, "{seen:?}");
+    assert_eq!(seen.details["client"], "127.0.0.1", "{seen:?}");
+    assert_eq!(seen.details["connector"], "db", "{seen:?}");
+    assert!(seen.details.contains_key("connected_at"), "{seen:?}");
+    let session = seen.details["session"].clone();
+
+    client.act(&id, &Action::Release).await.unwrap();
+    let gone = until(
+        Duration::from_secs(20),
+        "the session to be gone",
+        || async {
+            timeline("session_gone")
+                .await
+                .into_iter()
+                .find(|h| h.details.get("session") == Some(&session))
+        },
+    )
+    .await;
+    assert_eq!(gone.details["why"], "the grant ended", "{gone:?}");
+    assert!(
+        running.await.unwrap().is_err(),
+        "the grantee's statement outlived the grant"
+    );
+    // Seen once, whatever the number of samples in between.
+    assert_eq!(
+        timeline("session_seen")
+            .await
+            .iter()
+            .filter(|h| h.details.get("session") == Some(&session))
+            .count(),
+        1
+    );
+
     server.shutdown().await;
     sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
         .execute(&mut admin)

@@ -122,6 +122,9 @@ pub struct Settings {
     pub policy_two_person: bool,
     /// How often reconciliation runs in the background (`None`: never).
     pub reconcile_every: Option<Duration>,
+    /// How often the sessions of active grants are sampled
+    /// (`server.activity_sample_every`); `None`: never.
+    pub activity_sample_every: Option<Duration>,
     /// Signed checkpoints of the audit chain.
     pub audit: AuditSettings,
     /// What the API allows a client before it closes the connection.
@@ -191,6 +194,9 @@ pub struct AuditSettings {
 /// How often the audit head is signed unless `audit.checkpoint_every` says otherwise.
 pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(5 * 60);
 
+/// How often active grants' sessions are sampled unless
+/// `server.activity_sample_every` says otherwise.
+pub const DEFAULT_ACTIVITY_SAMPLE_EVERY: Duration = Duration::from_secs(15);
 /// How often reconciliation runs unless `server.reconcile_every` says otherwise.
 pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::from_secs(15 * 60);
 
@@ -312,6 +318,7 @@ impl Settings {
             directory,
             policy_two_person: policy.two_person,
             reconcile_every: server.reconcile_every,
+            activity_sample_every: server.activity_sample_every,
             audit,
             http: server.http,
             oidc: server.oidc,

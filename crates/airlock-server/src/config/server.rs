@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::oidc::{oidc_settings, RawOidc};
 use super::source::Source;
-use super::{ConfigError, HttpLimits, DEFAULT_RECONCILE_EVERY};
+use super::{ConfigError, HttpLimits, DEFAULT_ACTIVITY_SAMPLE_EVERY, DEFAULT_RECONCILE_EVERY};
 use crate::oidc::OidcSettings;
 use crate::store::sql::Location;
 
@@ -30,6 +30,8 @@ pub(super) struct RawServer {
     mfa_header: Option<Spanned<String>>,
     /// A duration, or `off` / `0s` for never.
     reconcile_every: Option<Spanned<String>>,
+    /// A duration, or `off` / `0s` for never.
+    activity_sample_every: Option<Spanned<String>>,
     header_timeout: Option<Spanned<String>>,
     body_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
@@ -51,6 +53,7 @@ pub(super) struct ServerTable {
     pub(super) lifecycle: LifecycleSettings,
     pub(super) revocation_overdue_after: Duration,
     pub(super) reconcile_every: Option<Duration>,
+    pub(super) activity_sample_every: Option<Duration>,
     pub(super) http: HttpLimits,
     pub(super) oidc: Option<OidcSettings>,
     pub(super) mfa_header: Option<String>,
@@ -98,23 +101,34 @@ pub(super) fn server_table(
         &server.revocation_overdue_after,
         Duration::from_secs(60),
     )?;
-    let reconcile_every = match &server.reconcile_every {
-        None => Some(DEFAULT_RECONCILE_EVERY),
-        Some(raw) if raw.get_ref().trim() == "off" => None,
+    // A period of some background work: at least a second, or off.
+    let every = |field: &str, raw: &Option<Spanned<String>>, default: Duration| match raw {
+        None => Ok(Some(default)),
+        Some(raw) if raw.get_ref().trim() == "off" => Ok(None),
         Some(raw) => {
-            let every = src.duration("server.reconcile_every", raw)?;
+            let every = src.duration(field, raw)?;
             if every.is_zero() {
-                None
+                Ok(None)
             } else if every < Duration::from_secs(1) {
-                return Err(src.error(
+                Err(src.error(
                     raw.span(),
-                    "server.reconcile_every: must be at least 1s (or `off`)",
-                ));
+                    format!("{field}: must be at least 1s (or `off`)"),
+                ))
             } else {
-                Some(every)
+                Ok(Some(every))
             }
         }
     };
+    let reconcile_every = every(
+        "server.reconcile_every",
+        &server.reconcile_every,
+        DEFAULT_RECONCILE_EVERY,
+    )?;
+    let activity_sample_every = every(
+        "server.activity_sample_every",
+        &server.activity_sample_every,
+        DEFAULT_ACTIVITY_SAMPLE_EVERY,
+    )?;
     let oidc = server
         .oidc
         .as_ref()
@@ -148,6 +162,7 @@ pub(super) fn server_table(
         lifecycle,
         revocation_overdue_after,
         reconcile_every,
+        activity_sample_every,
         http: http_limits(src, server)?,
         oidc,
         mfa_header,

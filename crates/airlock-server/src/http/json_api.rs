@@ -785,6 +785,7 @@ pub(super) async fn explain_view(
                 actor: e.actor.clone(),
                 token: e.token.clone(),
                 actor_kind: e.actor_kind.clone(),
+                details: e.details.clone(),
             })
             .collect(),
     })

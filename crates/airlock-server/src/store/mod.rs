@@ -59,6 +59,8 @@ pub enum StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exclusive {
     ScheduledReconciliation,
+    /// A round of sampling active grants' sessions.
+    ActivitySampling,
 }
 
 /// The requester's unfinished (pending, approved or active) requests, by entitlement.

@@ -157,6 +157,7 @@ impl Backend {
 /// batches, and one per kind of exclusive background work.
 const MIGRATION_LOCK: i64 = 0x6169_726c_6f63_6b01;
 const RECONCILIATION_LOCK: i64 = 0x6169_726c_6f63_6b03;
+const ACTIVITY_SAMPLING_LOCK: i64 = 0x6169_726c_6f63_6b04;
 
 /// Starts a write batch on PostgreSQL (see [`begin_batch`]). The write
 /// lock's key is 0x6169_726c_6f63_6b02, next to [`MIGRATION_LOCK`], spelt in
@@ -2274,6 +2275,7 @@ impl Store for SqlStore {
         }
         let key = match work {
             Exclusive::ScheduledReconciliation => RECONCILIATION_LOCK,
+            Exclusive::ActivitySampling => ACTIVITY_SAMPLING_LOCK,
         };
         // A connection of its own: a session lock held on a pooled one would
         // outlive the work when the connection went back to the pool.
