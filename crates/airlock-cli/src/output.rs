@@ -4,7 +4,7 @@ use crate::terminal::{one_line, say};
 use airlock_server::api::{
     ApprovalWaitsReport, AuditEventView, EntitlementView, ExplainView, ExtensionView, HistoryEntry,
     PolicyReloadView, ReconcileView, RequestView, ReviewView, StandingHolderView,
-    StandingReportView,
+    StandingReportView, UsageReportView,
 };
 use serde::Serialize;
 
@@ -825,6 +825,78 @@ pub fn approval_waits(report: &ApprovalWaitsReport) {
         ],
         &rows,
     );
+}
+
+/// The usage report for people: entitlements, approvers, unused eligibilities.
+pub fn usage(report: &UsageReportView) {
+    say!("requests created since {}:", report.since);
+    let time = |secs: Option<u64>| secs.map_or("-".to_owned(), human_duration);
+    let rows: Vec<Vec<String>> = report
+        .entitlements
+        .iter()
+        .map(|e| {
+            vec![
+                e.entitlement.clone(),
+                e.requests.to_string(),
+                e.auto_approved.to_string(),
+                e.auto_approval_rate
+                    .map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0)),
+                e.needing_approval.to_string(),
+                time(e.wait_p50_seconds),
+                time(e.wait_p95_seconds),
+                e.break_glass.to_string(),
+                e.denied_by_policy.to_string(),
+                e.denied_by_approver.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ENTITLEMENT",
+            "REQUESTS",
+            "AUTO",
+            "AUTO-RATE",
+            "TO-APPROVERS",
+            "WAIT-P50",
+            "WAIT-P95",
+            "BREAK-GLASS",
+            "POLICY-DENIED",
+            "APPROVER-DENIED",
+        ],
+        &rows,
+    );
+    if !report.approvers.is_empty() {
+        say!("approvers:");
+        let rows: Vec<Vec<String>> = report
+            .approvers
+            .iter()
+            .map(|a| {
+                vec![
+                    a.approver.clone(),
+                    a.approvals.to_string(),
+                    a.denials.to_string(),
+                    a.quick_approvals.to_string(),
+                    if a.signals.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        a.signals.join("; ")
+                    },
+                ]
+            })
+            .collect();
+        table(
+            &["APPROVER", "APPROVED", "DENIED", "WITHIN-30S", "SIGNALS"],
+            &rows,
+        );
+    }
+    if report.unused.is_empty() {
+        say!("every eligibility was used");
+    } else {
+        say!("eligible but unused (candidates for removal):");
+        for u in &report.unused {
+            say!("  {}  {}", u.user, u.entitlement);
+        }
+    }
 }
 
 /// The standing-privilege report for people: each connector's outcome, then

@@ -122,6 +122,19 @@ pub enum AuditCmd {
 
 #[derive(Subcommand)]
 pub enum ReportCmd {
+    /// How access was used: per entitlement (requests, auto-approved,
+    /// routed to approvers, break-glass, denials, approval waits), per
+    /// approver with what stands out (approving nearly everything, within
+    /// seconds, most requests of one entitlement), and eligibilities nobody
+    /// used (candidates for removal).
+    Usage {
+        /// Requests created since: a duration back from now (`90d`), an
+        /// RFC 3339 time or Unix seconds (default: the last 30 days).
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Who holds each target's access (every connector that can list its
     /// holders): access Airlock granted (request, until when) and standing
     /// privileges no grant explains, with who the holder is, how they would
@@ -153,6 +166,12 @@ pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
         } => {
             let report = client(&conn)?.approval_waits(&WaitsQuery { since }).await?;
             output::json_or(&report, conn.json, output::approval_waits)
+        }
+        OversightCmd::Report {
+            report: ReportCmd::Usage { since, conn },
+        } => {
+            let report = client(&conn)?.usage_report(&WaitsQuery { since }).await?;
+            output::json_or(&report, conn.json, output::usage)
         }
         OversightCmd::Report {
             report: ReportCmd::Standing { csv, conn },

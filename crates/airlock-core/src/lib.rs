@@ -21,6 +21,7 @@ pub mod standing;
 pub mod text;
 pub mod time;
 pub mod token;
+pub mod usage;
 pub mod waits;
 
 pub use ids::{EntitlementId, GroupName, IdError, RequestId, TokenId, UserId};

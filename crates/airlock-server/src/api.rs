@@ -1133,7 +1133,8 @@ pub struct TokenQuery {
     pub all: Option<bool>,
 }
 
-/// Which requests `GET /v1/reports/approval-waits` counts.
+/// Which requests `GET /v1/reports/approval-waits` and
+/// `GET /v1/reports/usage` count.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaitsQuery {
@@ -1154,6 +1155,56 @@ pub struct AuditExportQuery {
     /// 1 to 1,000 (default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+/// How access was used in a period (`GET /v1/reports/usage`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageReportView {
+    /// Requests created since this time (RFC 3339) were counted.
+    pub since: String,
+    pub entitlements: Vec<EntitlementUsageView>,
+    /// Everyone who approved or denied in the period, with what stands out.
+    pub approvers: Vec<ApproverView>,
+    /// Who may request what but did not in the period: candidates for removal.
+    pub unused: Vec<UnusedEligibility>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntitlementUsageView {
+    pub entitlement: String,
+    pub requests: usize,
+    pub auto_approved: usize,
+    pub needing_approval: usize,
+    pub break_glass: usize,
+    pub denied_by_policy: usize,
+    pub denied_by_approver: usize,
+    /// Of the requests the policies let through, the share granted at once
+    /// (0 to 1); `None` without any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_approval_rate: Option<f64>,
+    /// Approval waits of those decided by a person (nearest rank).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_p50_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_p95_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApproverView {
+    pub approver: String,
+    pub approvals: usize,
+    pub denials: usize,
+    /// Approvals given within 30 seconds of the request.
+    pub quick_approvals: usize,
+    /// What stands out: approving nearly everything, within seconds, most
+    /// requests of one entitlement.
+    pub signals: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnusedEligibility {
+    pub user: String,
+    pub entitlement: String,
 }
 
 /// What `POST /v1/requests/{id}/elevation` takes.

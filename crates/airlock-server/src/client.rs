@@ -457,6 +457,13 @@ impl Client {
             .await
     }
 
+    pub async fn usage_report(
+        &self,
+        query: &WaitsQuery,
+    ) -> Result<crate::api::UsageReportView, ClientError> {
+        self.send(self.get("/v1/reports/usage").query(query)).await
+    }
+
     pub async fn standing_report(&self) -> Result<crate::api::StandingReportView, ClientError> {
         self.send(self.get("/v1/reports/standing")).await
     }

@@ -376,6 +376,44 @@ impl Engine {
 
     /// How long requests created since `since` waited for an approver,
     /// per entitlement, as of now.
+    /// How access was used since `since` (`airlock_core::usage`), with the
+    /// approval waits of the same requests; eligibility is every config
+    /// user's (people and services) under the policies in force.
+    pub async fn usage_report(
+        &self,
+        since: Timestamp,
+    ) -> Result<(airlock_core::usage::Usage, Vec<ApprovalWaits>), EngineError> {
+        let requests = self
+            .store
+            .list_requests(&RequestFilter {
+                created_since: Some(since),
+                limit: u32::MAX,
+                ..RequestFilter::default()
+            })
+            .await?;
+        let set = self.policies.current();
+        let eligible: Vec<(UserId, EntitlementId)> = self
+            .catalog
+            .users
+            .values()
+            .flat_map(|user| {
+                self.catalog.entitlements.values().filter_map(|e| {
+                    policy::typical_ask(
+                        &set,
+                        self.policies.user_facts(user),
+                        e,
+                        self.policies.entitlement_facts(&e.id),
+                    )
+                    .map(|_| (user.id.clone(), e.id.clone()))
+                })
+            })
+            .collect();
+        Ok((
+            airlock_core::usage::usage(&requests, &eligible),
+            waits::approval_waits(&requests, self.clock.now()),
+        ))
+    }
+
     pub async fn approval_waits(
         &self,
         since: Timestamp,

@@ -82,6 +82,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/audit/export"),
     ("get", "/v1/reports/approval-waits"),
     ("get", "/v1/reports/standing"),
+    ("get", "/v1/reports/usage"),
     ("get", "/v1/audit/checkpoint-key"),
     ("post", "/v1/reconcile"),
     ("get", "/v1/notifications"),

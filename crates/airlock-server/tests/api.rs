@@ -2698,7 +2698,8 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
             | "/v1/audit/export"
             | "/v1/notifications"
             | "/v1/reports/approval-waits"
-            | "/v1/reports/standing",
+            | "/v1/reports/standing"
+            | "/v1/reports/usage",
         ) => ReadEverything,
         ("get" | "post", "/v1/tokens") => TokenHolder,
         ("post", "/v1/tokens/{id}/revoke") => TokenOwner,

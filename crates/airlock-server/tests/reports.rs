@@ -1,6 +1,7 @@
 //! Waiting for approvers, over the real API on a server whose clock the test
 //! moves, so times are exact: reminders and escalation driven by the
-//! scheduler, and the report of how long requests waited.
+//! scheduler, and the reports of how long requests waited and of how
+//! access was used (approval-quality signals included).
 
 #![expect(
     clippy::unwrap_used,
@@ -223,6 +224,82 @@ async fn approval_waits_count_only_what_waited_for_a_person() {
         ));
         let george = client("george").get_request(&still_waiting).await.unwrap();
         assert_eq!(george.state, "pending");
+
+        // The usage report over the same requests: per entitlement, per
+        // approver, and who could ask but did not.
+        let usage = ann.usage_report(&WaitsQuery::default()).await.unwrap();
+        let by = |name: &str| {
+            usage
+                .entitlements
+                .iter()
+                .find(|e| e.entitlement == name)
+                .unwrap()
+                .clone()
+        };
+        let db = by("db");
+        assert_eq!(
+            (
+                db.requests,
+                db.needing_approval,
+                db.auto_approved,
+                db.denied_by_approver
+            ),
+            (6, 6, 0, 1)
+        );
+        assert_eq!(
+            (db.wait_p50_seconds, db.wait_p95_seconds),
+            (Some(1800), Some(3000))
+        );
+        assert_eq!(db.auto_approval_rate, Some(0.0));
+        let logs = by("logs");
+        assert_eq!((logs.requests, logs.auto_approved), (1, 1));
+        assert_eq!(logs.auto_approval_rate, Some(1.0));
+        assert_eq!(usage.approvers.len(), 1);
+        let b = &usage.approvers[0];
+        assert_eq!(
+            (
+                b.approver.as_str(),
+                b.approvals,
+                b.denials,
+                b.quick_approvals
+            ),
+            ("bob", 2, 1, 0)
+        );
+        assert!(b.signals.is_empty(), "{b:?}");
+        // Six engineers may ask for three entitlements: six asked for db,
+        // alice for logs, nobody for db-escalating.
+        assert_eq!(usage.unused.len(), 11, "{:?}", usage.unused);
+        assert!(usage
+            .unused
+            .iter()
+            .any(|u| u.user == "carol" && u.entitlement == "logs"));
+
+        // Bob approves five requests the moment they arrive: within seconds,
+        // and every decision on db-escalating is his.
+        for name in ["alice", "carol", "dave", "erin", "frank"] {
+            let id = client(name)
+                .create_request(&ask("db-escalating"))
+                .await
+                .unwrap()
+                .id;
+            bob.act(&id, &Action::Approve { comment: None })
+                .await
+                .unwrap();
+        }
+        let usage = ann.usage_report(&WaitsQuery::default()).await.unwrap();
+        let b = &usage.approvers[0];
+        assert_eq!((b.approvals, b.quick_approvals), (7, 5));
+        assert_eq!(
+            b.signals,
+            [
+                "approves within seconds (5 of 7 approvals within 30s of the request)",
+                "decides most requests for db-escalating (5 of 5)"
+            ]
+        );
+        assert!(matches!(
+            client("bob").usage_report(&WaitsQuery::default()).await,
+            Err(ClientError::Api { status: 403, .. })
+        ));
         server.shutdown().await;
     })
     .await;

@@ -9,7 +9,7 @@ use airlock_core::audit::AuditAction;
 use airlock_core::catalog::User;
 use airlock_core::policy_change::{Proposal, Trigger};
 use airlock_core::request::{AccessRequest, ExtensionState, State};
-use airlock_core::{EntitlementId, RequestId, TokenId, UserId};
+use airlock_core::{EntitlementId, RequestId, Timestamp, TokenId, UserId};
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,11 +19,12 @@ use axum::{Json, Router};
 use crate::api::{
     decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor, format_time,
     parse_time, ApprovalExplained, ApprovalWaitsReport, ApprovalWaitsView, ApproveBody,
-    AuditEventView, AuditExportQuery, AuditQuery, CreateRequest, CredentialView, DurationInput,
-    ElevationBody, ElevationView, EmptyBody, EntitlementView, ExplainView, ExtendBody, GrantsQuery,
-    HistoryEntry, OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody,
-    ReconcileBody, ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery,
-    StandingQuery, StandingReportView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
+    ApproverView, AuditEventView, AuditExportQuery, AuditQuery, CreateRequest, CredentialView,
+    DurationInput, ElevationBody, ElevationView, EmptyBody, EntitlementUsageView, EntitlementView,
+    ExplainView, ExtendBody, GrantsQuery, HistoryEntry, OidcInfo, PolicyReloadView, PolicyView,
+    ProposalView, ReDecision, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
+    ReviewBody, ReviewsQuery, StandingQuery, StandingReportView, UnusedEligibility,
+    UsageReportView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::parse_duration;
 use crate::engine::{ApproverDecision, Ask, EngineError, PolicyChange, UserCommand};
@@ -78,6 +79,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/reports/approval-waits", get(approval_waits))
         .route("/v1/reports/standing", get(standing_report))
+        .route("/v1/reports/usage", get(usage_report))
         .route("/v1/audit/checkpoint-key", get(checkpoint_key))
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
@@ -1014,10 +1016,20 @@ async fn approval_waits(
     ApiQuery(q): ApiQuery<WaitsQuery>,
 ) -> ApiResult<Json<ApprovalWaitsReport>> {
     require(&user, Capability::ReadEverything)?;
+    let since = report_since(&state, q.since.as_deref())?;
+    let waits = state.engine.approval_waits(since).await?;
+    Ok(Json(ApprovalWaitsReport {
+        since: format_time(since),
+        entitlements: waits.iter().map(ApprovalWaitsView::from).collect(),
+    }))
+}
+
+/// Where a report's period starts: `since` as a time, or as a duration
+/// back from now (default the last [`DEFAULT_REPORT_PERIOD`]).
+fn report_since(state: &AppState, since: Option<&str>) -> ApiResult<Timestamp> {
     let now = state.engine.now();
-    let since = match q.since.as_deref().map(str::trim) {
-        None => now.minus(DEFAULT_REPORT_PERIOD),
-        // A time, or else how long back from now.
+    match since.map(str::trim) {
+        None => Ok(now.minus(DEFAULT_REPORT_PERIOD)),
         Some(raw) => parse_time(raw).or_else(|time_error| {
             parse_duration(raw)
                 .map(|back| now.minus(back))
@@ -1027,12 +1039,64 @@ async fn approval_waits(
                         format!("{time_error}, nor a duration such as `30d`"),
                     )
                 })
-        })?,
-    };
-    let waits = state.engine.approval_waits(since).await?;
-    Ok(Json(ApprovalWaitsReport {
+        }),
+    }
+}
+
+/// How access was used: per entitlement, per approver (with what stands
+/// out), and eligibilities nobody used (admins and auditors).
+async fn usage_report(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<WaitsQuery>,
+) -> ApiResult<Json<UsageReportView>> {
+    require(&user, Capability::ReadEverything)?;
+    let since = report_since(&state, q.since.as_deref())?;
+    let (usage, waits) = state.engine.usage_report(since).await?;
+    let seconds = |d: Option<Duration>| d.map(|d| d.as_secs());
+    Ok(Json(UsageReportView {
         since: format_time(since),
-        entitlements: waits.iter().map(ApprovalWaitsView::from).collect(),
+        entitlements: usage
+            .entitlements
+            .iter()
+            .map(|(id, u)| {
+                let wait = waits.iter().find(|w| &w.entitlement == id);
+                let let_through = u.requests - u.denied_by_policy;
+                #[expect(clippy::cast_precision_loss, reason = "counts of requests")]
+                let rate = (let_through > 0).then(|| u.auto_approved as f64 / let_through as f64);
+                EntitlementUsageView {
+                    entitlement: id.to_string(),
+                    requests: u.requests,
+                    auto_approved: u.auto_approved,
+                    needing_approval: u.needing_approval,
+                    break_glass: u.break_glass,
+                    denied_by_policy: u.denied_by_policy,
+                    denied_by_approver: u.denied_by_approver,
+                    auto_approval_rate: rate,
+                    wait_p50_seconds: seconds(wait.and_then(|w| w.p50)),
+                    wait_p95_seconds: seconds(wait.and_then(|w| w.p95)),
+                }
+            })
+            .collect(),
+        approvers: usage
+            .approvers
+            .iter()
+            .map(|(who, r)| ApproverView {
+                approver: who.to_string(),
+                approvals: r.approvals,
+                denials: r.denials,
+                quick_approvals: r.quick_approvals,
+                signals: r.signals.clone(),
+            })
+            .collect(),
+        unused: usage
+            .unused
+            .iter()
+            .map(|(u, e)| UnusedEligibility {
+                user: u.to_string(),
+                entitlement: e.to_string(),
+            })
+            .collect(),
     }))
 }
 
