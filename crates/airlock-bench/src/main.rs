@@ -11,6 +11,11 @@
 //! the same path as `lifecycle`, and expiries per second when many grants
 //! fall due at once, and sets them against the targets of the issue.
 //!
+//! `check` seeds N active grants, starts the real server as a child process
+//! and drives `GET /v1/check` at a fixed rate (open loop) over keep-alive
+//! connections: rate achieved, latency, errors, the server's memory and
+//! both processes' CPU time.
+//!
 //! `pg-expiry` grants a real PostgreSQL role N times (grant mode), all
 //! expiring within one minute, and measures how soon after each expiry the
 //! target confirmed the removal (sessions terminated too).
@@ -20,6 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use airlock_server::store::sql::Location;
 use clap::{Parser, Subcommand};
 
+mod check;
 mod lifecycle;
 mod pg_expiry;
 mod store;
@@ -56,6 +62,11 @@ enum Bench {
     Store(store::StoreArgs),
     /// N real PostgreSQL grants expiring within one minute: revocation lag.
     PgExpiry(pg_expiry::PgExpiryArgs),
+    /// `GET /v1/check` at a fixed rate with N active grants.
+    Check(check::CheckArgs),
+    /// The server the `check` bench measures, in a process of its own.
+    #[command(hide = true)]
+    ServeConfig { config: std::path::PathBuf },
 }
 
 /// The wall clock in Unix milliseconds.
@@ -140,5 +151,7 @@ fn main() -> anyhow::Result<()> {
         } => runtime.block_on(lifecycle_alone(n, concurrency, grant_seconds, notify)),
         Bench::Store(args) => runtime.block_on(store::run(args)),
         Bench::PgExpiry(args) => runtime.block_on(pg_expiry::run(args)),
+        Bench::Check(args) => runtime.block_on(check::run(args)),
+        Bench::ServeConfig { config } => runtime.block_on(check::serve_config(config)),
     }
 }

@@ -86,13 +86,13 @@ enum Which {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
 
 impl Backend {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Backend::Sqlite => "SQLite",
             Backend::Postgres => "PostgreSQL",
@@ -162,16 +162,16 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
 }
 
 /// A database created for this run and removed after it.
-struct Scratch {
-    location: Location,
+pub(crate) struct Scratch {
+    pub(crate) location: Location,
     /// Holds the SQLite file, and the server's data dir for either backend.
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// PostgreSQL: the server URL and the scratch database's name.
     postgres: Option<(String, String)>,
 }
 
 impl Scratch {
-    async fn create(backend: Backend, args: &StoreArgs) -> anyhow::Result<Scratch> {
+    pub(crate) async fn create(backend: Backend, postgres_url: &str) -> anyhow::Result<Scratch> {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!(
             "airlock-bench-store-{pid}-{}",
@@ -187,12 +187,12 @@ impl Scratch {
             }),
             Backend::Postgres => {
                 let name = format!("airlock_bench_{pid}");
-                let mut admin = AnyConnection::connect(&args.postgres_url)
+                let mut admin = AnyConnection::connect(postgres_url)
                     .await
                     .with_context(|| {
                         format!(
                             "connecting to {}",
-                            Location::Postgres(args.postgres_url.clone()).describe()
+                            Location::Postgres(postgres_url.to_owned()).describe()
                         )
                     })?;
                 sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -203,17 +203,17 @@ impl Scratch {
                     .await
                     .with_context(|| format!("creating database {name}"))?;
                 let _ = admin.close().await;
-                let url = with_database(&args.postgres_url, &name)?;
+                let url = with_database(postgres_url, &name)?;
                 Ok(Scratch {
                     location: Location::Postgres(url),
                     dir,
-                    postgres: Some((args.postgres_url.clone(), name)),
+                    postgres: Some((postgres_url.to_owned(), name)),
                 })
             }
         }
     }
 
-    async fn remove(self) -> anyhow::Result<()> {
+    pub(crate) async fn remove(self) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&self.dir);
         if let Some((url, name)) = self.postgres {
             let mut admin = AnyConnection::connect(&url).await?;
@@ -255,7 +255,7 @@ async fn bench_backend(backend: Backend, args: &StoreArgs) -> BackendFigures {
         expiry: None,
         errors: Vec::new(),
     };
-    let scratch = match Scratch::create(backend, args).await {
+    let scratch = match Scratch::create(backend, &args.postgres_url).await {
         Ok(s) => s,
         Err(e) => {
             println!("error: cannot create a scratch database: {e:#}");
@@ -509,20 +509,21 @@ impl Connector for Recorder {
 }
 
 /// What every seeding task shares.
-struct Seed {
-    store: Arc<SqlStore>,
-    entitlement: Arc<Entitlement>,
-    group: GroupName,
-    lifecycle: Arc<LifecycleSettings>,
-    due: Timestamp,
-    next: AtomicUsize,
-    done: Arc<AtomicUsize>,
-    n: usize,
+pub(crate) struct Seed {
+    pub(crate) store: Arc<SqlStore>,
+    pub(crate) entitlement: Arc<Entitlement>,
+    pub(crate) group: GroupName,
+    pub(crate) lifecycle: Arc<LifecycleSettings>,
+    pub(crate) due: Timestamp,
+    pub(crate) next: AtomicUsize,
+    pub(crate) done: Arc<AtomicUsize>,
+    pub(crate) n: usize,
 }
 
-/// Creates auto-approved requests and reports their grants done, so each ends
-/// `active` and expiring exactly at `due`; returns the ids.
-async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId>> {
+/// Creates auto-approved requests (by users `u0`, `u1`, …) and reports
+/// their grants done, so each ends `active` and expiring exactly at `due`;
+/// returns the ids.
+pub(crate) async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId>> {
     let mut ids = Vec::new();
     loop {
         let i = seed.next.fetch_add(1, Ordering::Relaxed);
@@ -611,7 +612,7 @@ async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId>> {
 }
 
 /// Stops a background task when dropped, on every path out of a phase.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -631,7 +632,7 @@ impl Drop for StopScheduler {
 
 /// Prints progress every few seconds until the returned guard is dropped.
 #[must_use]
-fn progress(
+pub(crate) fn progress(
     label: &'static str,
     count: impl Fn() -> usize + Send + 'static,
     total: usize,

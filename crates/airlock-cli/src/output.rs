@@ -139,6 +139,14 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
         if let Some(left) = r.time_left_seconds {
             lines.push(("time left", human_duration(left)));
         }
+        if r.check_count > 0 {
+            let last = r
+                .last_checked_at
+                .as_deref()
+                .map(|at| format!(", last at {at}"))
+                .unwrap_or_default();
+            lines.push(("checks", format!("{}{last}", r.check_count)));
+        }
         if let Some(e) = &r.extension {
             lines.push(("extension", extension_summary(e)));
         }

@@ -36,6 +36,9 @@ pub enum Capability {
     /// Create, list and revoke API tokens (people; a service's tokens are
     /// managed by its owners: [`may_manage_tokens_of`]).
     ManageTokens,
+    /// Ask whether someone else holds an entitlement now (admins, auditors
+    /// and checkers; anyone may ask about themselves: [`may_check`]).
+    CheckOthers,
 }
 
 impl Capability {
@@ -48,6 +51,7 @@ impl Capability {
             Capability::Read => "read",
             Capability::Request => "request access",
             Capability::ManageTokens => "manage API tokens",
+            Capability::CheckOthers => "check whether others hold an entitlement",
         }
     }
 
@@ -55,6 +59,7 @@ impl Capability {
     fn roles(self) -> &'static [Role] {
         match self {
             Capability::ReadEverything => &[Role::Admin, Role::Auditor],
+            Capability::CheckOthers => &[Role::Admin, Role::Auditor, Role::Checker],
             Capability::ChangePolicies
             | Capability::ApprovePolicyChanges
             | Capability::Reconcile => &[Role::Admin],
@@ -65,7 +70,7 @@ impl Capability {
     /// The scope an API token needs for it.
     fn scope(self) -> Scope {
         match self {
-            Capability::ReadEverything | Capability::Read => Scope::Read,
+            Capability::ReadEverything | Capability::Read | Capability::CheckOthers => Scope::Read,
             Capability::ChangePolicies
             | Capability::ApprovePolicyChanges
             | Capability::Reconcile => Scope::Admin,
@@ -182,6 +187,16 @@ pub fn may(user: &User, capability: Capability) -> Result<(), Rejection> {
         user.id,
         capability.describe()
     )))
+}
+
+/// Whether `user` may ask whether `principal` holds an entitlement now:
+/// anyone about themselves, admins, auditors and checkers about anyone
+/// (through a token, one with the `read` scope).
+pub fn may_check(user: &User, principal: &UserId) -> Result<(), Rejection> {
+    if &user.id == principal {
+        return may(user, Capability::Read);
+    }
+    may(user, Capability::CheckOthers)
 }
 
 /// Whether `user` may do `action` to `request`, as far as who they are goes

@@ -17,6 +17,9 @@ pub enum Role {
     Admin,
     /// May read every request and the audit log.
     Auditor,
+    /// May ask whether anyone holds an entitlement now (`GET /v1/check`):
+    /// for applications that gate privileged actions on Airlock's grants.
+    Checker,
 }
 
 impl Role {
@@ -24,6 +27,7 @@ impl Role {
         match raw {
             "admin" => Some(Role::Admin),
             "auditor" => Some(Role::Auditor),
+            "checker" => Some(Role::Checker),
             _ => None,
         }
     }
@@ -32,6 +36,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Auditor => "auditor",
+            Role::Checker => "checker",
         }
     }
 }

@@ -47,7 +47,7 @@ pub fn claim(
     now: Timestamp,
 ) -> Result<(Claim, AuditEvent), Rejection> {
     may_act(holder, request, RequestAction::ProveElevation)?;
-    let expires = request.expires_at.filter(|_| request.grants_access_at(now));
+    let expires = request.expires_at.filter(|_| request.holds_access(now));
     let Some(grant_expires) = expires else {
         return Err(Rejection::Conflict(format!(
             "`{}` is not an active grant (it is {}): there is nothing to prove",

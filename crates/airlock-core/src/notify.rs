@@ -311,9 +311,7 @@ pub fn still_relevant(topic: Topic, request: &AccessRequest, now: Timestamp) -> 
             request.state == State::Pending
         }
         Topic::ExtensionAwaitingApproval => request.extension_awaiting_approval().is_some(),
-        Topic::ExpiresSoon => {
-            request.state == State::Active && request.expires_at.is_some_and(|e| e > now)
-        }
+        Topic::ExpiresSoon => request.holds_access(now),
         Topic::RevocationOverdue => removal_outstanding(request),
         Topic::ReviewRequested | Topic::ReviewEscalated => {
             request.review.as_ref().is_some_and(|r| r.is_open())

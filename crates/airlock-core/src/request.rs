@@ -213,6 +213,37 @@ pub struct AccessRequest {
     /// The latest extension asked for, whatever became of it (earlier ones
     /// are in the audit record).
     pub extension: Option<Extension>,
+    /// How often the grant was checked and when last. The shell records
+    /// it; no transition reads or changes it.
+    pub checks: CheckActivity,
+}
+
+/// How often a grant was checked (`GET /v1/check`: does this principal
+/// hold it now?) and when last. Checks are counted in memory and added to
+/// the stored request in batches, not audited one by one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckActivity {
+    pub count: u64,
+    pub last_at: Option<Timestamp>,
+}
+
+impl CheckActivity {
+    /// `self` and `more` checks counted together (the later last check).
+    pub fn and(self, more: CheckActivity) -> CheckActivity {
+        CheckActivity {
+            count: self.count.saturating_add(more.count),
+            last_at: self.last_at.max(more.last_at),
+        }
+    }
+}
+
+/// Whether a request in `state` with `expires_at` holds its access at
+/// `now`: active and not yet at its expiry (at the expiry the scheduler
+/// ends it, whether or not it has run yet). The one rule for "does this
+/// person hold it right now", on a request value or on the few columns the
+/// check endpoint reads.
+pub fn holds_access(state: State, expires_at: Option<Timestamp>, now: Timestamp) -> bool {
+    state == State::Active && expires_at.is_some_and(|e| now < e)
 }
 
 /// The after-the-fact review of a break-glass use, fixed when the access
@@ -528,12 +559,9 @@ impl AccessRequest {
         }
     }
 
-    /// Whether Airlock vouches, at `now`, that the requester holds the
-    /// access: the grant is active and its expiry has not passed (a grant
-    /// past its expiry is being revoked even if the scheduler has not got
-    /// to it yet).
-    pub fn grants_access_at(&self, now: Timestamp) -> bool {
-        self.state == State::Active && self.expires_at.is_some_and(|e| e > now)
+    /// Whether the requester holds the access at `now` ([`holds_access`]).
+    pub fn holds_access(&self, now: Timestamp) -> bool {
+        holds_access(self.state, self.expires_at, now)
     }
 
     /// Whether the target may currently hold (or soon receive) this grant.
@@ -812,6 +840,7 @@ pub fn submit(
         waiting,
         review: None,
         extension: None,
+        checks: CheckActivity::default(),
     };
     let mut out = Outcome::default();
     let mut details = BTreeMap::from([

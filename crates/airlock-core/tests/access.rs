@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use airlock_core::access::{
-    may, may_act, may_create_token_for, may_manage_tokens_of, may_see, Capability, RequestAction,
+    may, may_act, may_check, may_create_token_for, may_manage_tokens_of, may_see, Capability,
+    RequestAction,
 };
 use airlock_core::approval::{ApprovalTier, Route, Verdict};
 use airlock_core::catalog::{Entitlement, PrincipalKind, Role, TicketRule, User};
@@ -177,6 +178,56 @@ fn capabilities_follow_roles() {
             if let Err(e) = got {
                 assert!(e.to_string().contains("needs admin"), "{e}");
             }
+        }
+    }
+}
+
+#[test]
+fn anyone_checks_themselves_and_admins_auditors_and_checkers_anyone() {
+    let rita = UserId::parse("rita").unwrap();
+    let checker_service = User {
+        kind: PrincipalKind::Service,
+        ..person("gate", &[], &[Role::Checker])
+    };
+    // (who, about rita, about themselves)
+    let table = [
+        (person("rita", &["eng"], &[]), true, true),
+        (person("alice", &["sre"], &[]), false, true),
+        (person("root", &[], &[Role::Admin]), true, true),
+        (person("audrey", &[], &[Role::Auditor]), true, true),
+        (person("chuck", &[], &[Role::Checker]), true, true),
+        (checker_service.clone(), true, true),
+        (deploy(), false, true),
+        // Through a token: the `read` scope, whoever is asked about.
+        (
+            via(person("chuck", &[], &[Role::Checker]), "read"),
+            true,
+            true,
+        ),
+        (
+            via(person("chuck", &[], &[Role::Checker]), "request"),
+            false,
+            false,
+        ),
+        (via(person("rita", &[], &[]), "request"), false, false),
+        (via(checker_service, "read"), true, true),
+    ];
+    for (who, others, themselves) in &table {
+        let got = may_check(who, &rita);
+        let expected = if who.id == rita { *themselves } else { *others };
+        assert_eq!(got.is_ok(), expected, "{} about rita: {got:?}", who.id);
+        assert_eq!(
+            may_check(who, &who.id).is_ok(),
+            *themselves,
+            "{} about themselves",
+            who.id
+        );
+        if let Err(e) = may_check(who, &rita) {
+            let e = e.to_string();
+            assert!(
+                e.contains("needs admin or auditor or checker") || e.contains("`read` scope"),
+                "{e}"
+            );
         }
     }
 }

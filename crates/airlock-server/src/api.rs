@@ -245,6 +245,13 @@ pub struct RequestView {
     /// The latest extension asked for, whatever became of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension: Option<ExtensionView>,
+    /// How often the grant was checked (`GET /v1/check`), as stored: each
+    /// replica adds its checks about once a second.
+    #[serde(default)]
+    pub check_count: u64,
+    /// When it was last checked (as stored).
+    #[serde(default)]
+    pub last_checked_at: Option<String>,
 }
 
 /// The review of a break-glass use (`request::Review`).
@@ -437,6 +444,8 @@ impl RequestView {
                     comment: d.comment.clone(),
                 }),
             }),
+            check_count: r.checks.count,
+            last_checked_at: opt(r.checks.last_at),
             time_left_seconds: (r.state == airlock_core::request::State::Active)
                 .then(|| r.expires_at.map(|e| now.until(e).as_secs()))
                 .flatten(),
@@ -1228,6 +1237,30 @@ pub struct ElevationView {
     pub key_id: String,
     /// RFC 3339: the sooner of the claim's lifetime and the grant's expiry.
     pub expires_at: String,
+}
+
+/// `GET /v1/check`: both are required (optional here so that a missing one
+/// is refused naming it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlement: Option<String>,
+}
+
+/// Whether a principal holds an entitlement right now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckView {
+    pub principal: String,
+    pub entitlement: String,
+    /// An active grant whose expiry has not passed.
+    pub holds: bool,
+    /// The request that grants it, while it holds.
+    pub request_id: Option<String>,
+    /// When that grant ends.
+    pub expires_at: Option<String>,
 }
 
 /// `GET /v1/reports/standing` takes no parameters (unknown ones are refused).

@@ -464,6 +464,19 @@ impl Client {
         self.send(self.get("/v1/reports/usage").query(query)).await
     }
 
+    /// Whether `principal` holds `entitlement` right now (`GET /v1/check`).
+    pub async fn check(
+        &self,
+        principal: &str,
+        entitlement: &str,
+    ) -> Result<crate::api::CheckView, ClientError> {
+        let query = crate::api::CheckQuery {
+            principal: Some(principal.to_owned()),
+            entitlement: Some(entitlement.to_owned()),
+        };
+        self.send(self.get("/v1/check").query(&query)).await
+    }
+
     pub async fn standing_report(&self) -> Result<crate::api::StandingReportView, ClientError> {
         self.send(self.get("/v1/reports/standing")).await
     }

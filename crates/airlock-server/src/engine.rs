@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod activity;
+mod checks;
 mod clock;
 mod directory;
 mod reconcile;
@@ -40,6 +41,7 @@ use crate::store::{
     ReviewBacklog, RevocationBacklog, Store, StoreError,
 };
 
+pub use checks::{CheckAnswer, CHECKS_FLUSH_EVERY};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::Refused;
 pub use reconcile::{
@@ -172,6 +174,9 @@ pub struct Engine {
     tokens: tokens::TokenState,
     /// The sessions this replica last saw on each active grant it samples.
     seen_sessions: activity::SeenSessions,
+    /// Checks of grants counted since this replica last added them to the
+    /// store.
+    checks: checks::CheckLedger,
 }
 
 /// What an engine is built from (see [`Engine::new`]).
@@ -229,6 +234,7 @@ impl Engine {
             outbox_wake: Arc::new(Notify::new()),
             tokens: tokens::TokenState::new(token_max_lifetime),
             seen_sessions: activity::SeenSessions::default(),
+            checks: checks::CheckLedger::default(),
         })
     }
 
@@ -429,6 +435,24 @@ impl Engine {
         Ok(waits::approval_waits(&requests, self.clock.now()))
     }
 
+    /// The catalog's entitlement `id`, or the error naming it (with the
+    /// nearest name there is).
+    fn entitlement(
+        &self,
+        id: &EntitlementId,
+    ) -> Result<&airlock_core::catalog::Entitlement, EngineError> {
+        self.catalog
+            .entitlement(id)
+            .ok_or_else(|| EngineError::UnknownEntitlement {
+                name: id.to_string(),
+                suggestion: airlock_core::text::did_you_mean(
+                    id.as_str(),
+                    self.catalog.entitlements.keys().map(EntitlementId::as_str),
+                )
+                .map(str::to_owned),
+            })
+    }
+
     /// Creates a request; auto-approved ones start provisioning at once.
     pub async fn submit(
         self: &Arc<Self>,
@@ -436,16 +460,7 @@ impl Engine {
         ask: Ask,
     ) -> Result<AccessRequest, EngineError> {
         self.check_trusted()?;
-        let entitlement = self.catalog.entitlement(&ask.entitlement).ok_or_else(|| {
-            EngineError::UnknownEntitlement {
-                name: ask.entitlement.to_string(),
-                suggestion: airlock_core::text::did_you_mean(
-                    ask.entitlement.as_str(),
-                    self.catalog.entitlements.keys().map(EntitlementId::as_str),
-                )
-                .map(str::to_owned),
-            }
-        })?;
+        let entitlement = self.entitlement(&ask.entitlement)?;
         let mfa_at = ask.mfa_at;
         let new = NewRequest {
             id: new_request_id(),

@@ -110,6 +110,10 @@ impl Server {
             self.running -= 1;
         }
         if let Some((checkpointer, engine)) = &self.audit {
+            // Checks answered until the HTTP server stopped.
+            if let Err(e) = engine.flush_checks().await {
+                tracing::warn!(error = %e, "could not record the last grant checks");
+            }
             sign_or_refuse(checkpointer, engine).await;
         }
     }
@@ -504,6 +508,15 @@ pub async fn start_with_clock(
         &ended,
         until_stopped(
             Arc::clone(&engine).run_scheduler(watcher.clone()),
+            watcher.clone(),
+        ),
+    );
+    running += 1;
+    supervise(
+        "check recorder",
+        &ended,
+        until_stopped(
+            Arc::clone(&engine).run_check_recorder(watcher.clone()),
             watcher.clone(),
         ),
     );

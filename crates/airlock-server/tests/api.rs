@@ -44,7 +44,7 @@ async fn bounded<F: Future>(test: F) -> F::Output {
 
 /// alice and bob may request; bob and carol approve (group `sre`); admin is
 /// an admin (and so is admin2); dave is in an unrelated group; sam is in
-/// `security`.
+/// `security`; audrey is an auditor and chuck a checker.
 const USERS: &[(&str, &[&str], &[&str])] = &[
     ("alice", &["eng"], &[]),
     ("bob", &["eng", "sre"], &[]),
@@ -54,6 +54,7 @@ const USERS: &[(&str, &[&str], &[&str])] = &[
     ("dave", &["sales"], &[]),
     ("sam", &["security"], &[]),
     ("audrey", &[], &["auditor"]),
+    ("chuck", &[], &["checker"]),
 ];
 
 /// The catalog most tests use. `log` always succeeds; `flaky` grants but its
@@ -2636,6 +2637,9 @@ enum Who {
     TokenHolder,
     /// The owner of the API token (alice's here) or an admin.
     TokenOwner,
+    /// Whether someone (alice, the walk's requester) holds an entitlement:
+    /// they themselves, admins, auditors and checkers.
+    Checker,
 }
 
 /// The API tokens of the authorization walk: a caller name that is not a
@@ -2703,6 +2707,7 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
         ) => ReadEverything,
         ("get" | "post", "/v1/tokens") => TokenHolder,
         ("post", "/v1/tokens/{id}/revoke") => TokenOwner,
+        ("get", "/v1/check") => Checker,
         _ => return None,
     })
 }
@@ -2748,7 +2753,7 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
         // strangers to it; admin and audrey see everything.
         // `scim` is the provisioning token: it may call nothing here;
         // `admin-read` and `deploy` are API tokens (`WALK_TOKENS`).
-        let callers: [Option<&str>; 11] = [
+        let callers: [Option<&str>; 12] = [
             None,
             Some("scim"),
             Some("alice"),
@@ -2758,6 +2763,7 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
             Some("sam"),
             Some("admin"),
             Some("audrey"),
+            Some("chuck"),
             Some("admin-read"),
             Some("deploy"),
         ];
@@ -2820,7 +2826,10 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                     } else {
                         id
                     };
-                    let target = path.replace("{id}", &id);
+                    let target = match path.as_str() {
+                        "/v1/check" => "/v1/check?principal=alice&entitlement=db-prod".to_owned(),
+                        _ => path.replace("{id}", &id),
+                    };
                     walk_tokens += 1;
                     let new_token = format!(r#"{{"name":"walk-new-{walk_tokens}"}}"#);
                     let body = match path.as_str() {
@@ -2877,6 +2886,9 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         // Of those who see it, its approvers by group (the
                         // policy set lets `sre` approve `db-prod`).
                         Who::Decider => matches!(caller, Some("bob" | "carol")),
+                        Who::Checker => {
+                            matches!(caller, Some("alice" | "admin" | "audrey" | "chuck"))
+                        }
                     };
                     // A policy's denial (`denied_by_policy`) is the policy
                     // set's answer to a caller the rules let through.

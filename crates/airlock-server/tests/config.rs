@@ -676,7 +676,7 @@ fn bad_configs_name_file_line_and_field() {
             "roles = [\"auditor\"]",
             "roles = [\"root\"]",
             "users.bob.roles",
-            "unknown role `root`",
+            "unknown role `root` (known: admin, auditor, checker)",
         ),
         case(
             "token_sha256",
@@ -1299,8 +1299,24 @@ fn services_and_the_token_lifetime_are_read_and_checked() {
         parse(&text).unwrap().token_max_lifetime,
         Duration::from_secs(30 * 86_400)
     );
+    // An application that gates privileged actions checks others' grants.
+    let checker = with_service.replace(
+        "team = \"platform\"",
+        "team = \"platform\"\nroles = [\"checker\"]",
+    );
+    let settings = parse(&checker).unwrap();
+    assert_eq!(
+        settings.catalog.user(&deploy).unwrap().roles,
+        [airlock_core::catalog::Role::Checker].into()
+    );
 
     let cases = [
+        case(
+            "team = \"platform\"",
+            "roles = [\"admin\"]",
+            "services.deploy.roles",
+            "`admin` is not a role a service may have (only `checker`)",
+        ),
         case(
             "owners = [\"alice\"]",
             "owners = [\"nobody\"]",

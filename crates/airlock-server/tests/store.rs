@@ -388,6 +388,74 @@ async fn one_open_request_per_user_and_entitlement() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_find_the_open_request_by_index_and_add_up_on_it() {
+    use airlock_core::request::CheckActivity;
+    on_every_store(|store, _| async move {
+        let alice = user("alice", &["eng"], &[]);
+        let (alice_id, db) = (alice.id.clone(), EntitlementId::parse("db").unwrap());
+        assert_eq!(store.open_request(&alice_id, &db).await.unwrap(), None);
+        let r1 = create(&store, &alice, &entitlement(1), "r1", at(0))
+            .await
+            .unwrap();
+        let open = store.open_request(&alice_id, &db).await.unwrap().unwrap();
+        assert_eq!((open.id, open.state), (r1.id.clone(), r1.state));
+        let other = EntitlementId::parse("logs").unwrap();
+        assert_eq!(store.open_request(&alice_id, &other).await.unwrap(), None);
+
+        // Counts add up, the last check only moves forward, and a request
+        // that does not exist is skipped.
+        let checked = |count, last| CheckActivity {
+            count,
+            last_at: Some(at(last)),
+        };
+        let gone = RequestId::parse("gone").unwrap();
+        store
+            .add_checks(vec![
+                (r1.id.clone(), checked(3, 500)),
+                (gone, checked(1, 1)),
+            ])
+            .await
+            .unwrap();
+        store
+            .add_checks(vec![(r1.id.clone(), checked(2, 400))])
+            .await
+            .unwrap();
+        let stored = store.get_request(&r1.id).await.unwrap().unwrap();
+        assert_eq!(stored.checks, checked(5, 500));
+        // A change of the request keeps them: its upsert never writes them.
+        let ended = apply(&store, "r1", Command::Cancel { by: alice.clone() }, at(600))
+            .await
+            .unwrap();
+        let stored = store.get_request(&r1.id).await.unwrap().unwrap();
+        assert_eq!(stored.state, ended.state);
+        assert_eq!(stored.checks, checked(5, 500));
+        assert_eq!(store.open_request(&alice_id, &db).await.unwrap(), None);
+
+        // Many at once (past one statement's rows).
+        let mut many = Vec::new();
+        for i in 0..200 {
+            let u = user(&format!("u{i}"), &["eng"], &[]);
+            let r = create(&store, &u, &entitlement(0), &format!("m{i}"), at(0))
+                .await
+                .unwrap();
+            many.push((r.id, checked(i + 1, 7)));
+        }
+        store.add_checks(many.clone()).await.unwrap();
+        for (id, checks) in [&many[0], &many[199]] {
+            assert_eq!(
+                store.get_request(id).await.unwrap().unwrap().checks,
+                *checks
+            );
+        }
+
+        // The lookup is answered from the one-open-request index.
+        let plan = store.check_lookup_plan().await.unwrap();
+        assert!(plan.contains("requests_one_open"), "{plan}");
+    })
+    .await;
+}
+
 /// Creates pending requests r0, r1, r2 at 0 s, 1 s, 2 s (by u1, u2, u3);
 /// returns the pending timeout in ms, so r0 falls due at `at(timeout)`.
 async fn three_pending_a_second_apart(store: &SqlStore) -> i64 {

@@ -2,14 +2,15 @@
 //!
 //! A service principal is automation (a deploy job): it has groups like a
 //! person, so it requests entitlements under the same policies (which see
-//! `principal.kind == "service"`), but it has no config token and no roles,
-//! authenticates only with API tokens its owners (or an admin) create, and
-//! never approves anything (`airlock_core::access`).
+//! `principal.kind == "service"`), but it has no config token and no role
+//! but `checker` (an application that gates privileged actions on
+//! `GET /v1/check`), authenticates only with API tokens its owners (or an
+//! admin) create, and never approves anything (`airlock_core::access`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use airlock_core::catalog::{Catalog, PrincipalKind, User};
+use airlock_core::catalog::{Catalog, PrincipalKind, Role, User};
 use airlock_core::{GroupName, UserId};
 use airlock_policy::{Directory, UserFacts};
 use serde::Deserialize;
@@ -34,6 +35,9 @@ pub(super) struct RawService {
     #[serde(default)]
     team: String,
     description: Option<String>,
+    /// Only `checker`: automation never administers or audits.
+    #[serde(default)]
+    roles: Vec<Spanned<String>>,
 }
 
 /// `server.token_max_lifetime` (default 90 days, at most 366).
@@ -92,9 +96,26 @@ pub(super) fn services(
             }
             owners.insert(owner_id);
         }
+        let mut roles = BTreeSet::new();
+        for role in &service.roles {
+            match Role::parse(role.get_ref()) {
+                Some(Role::Checker) => {
+                    roles.insert(Role::Checker);
+                }
+                _ => {
+                    return Err(src.error(
+                        role.span(),
+                        format!(
+                            "services.{name}.roles: `{}` is not a role a service may have (only `checker`)",
+                            role.get_ref()
+                        ),
+                    ))
+                }
+            }
+        }
         let user = User {
             kind: PrincipalKind::Service,
-            ..User::person(id, groups, BTreeSet::new())
+            ..User::person(id, groups, roles)
         };
         directory.users.insert(
             user.id.clone(),

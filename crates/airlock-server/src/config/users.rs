@@ -68,7 +68,7 @@ pub(super) fn users_table(
                     src.error(
                         r.span(),
                         format!(
-                            "users.{name}.roles: unknown role `{}` (known: admin, auditor)",
+                            "users.{name}.roles: unknown role `{}` (known: admin, auditor, checker)",
                             r.get_ref()
                         ),
                     )

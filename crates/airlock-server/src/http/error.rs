@@ -69,6 +69,14 @@ impl ApiError {
         }
     }
 
+    /// 404 for something named in the query that does not exist.
+    pub(crate) fn unknown(field: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            field: Some(field.to_owned()),
+            ..ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+        }
+    }
+
     pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }

@@ -19,12 +19,13 @@ use axum::{Json, Router};
 use crate::api::{
     decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor, format_time,
     parse_time, ApprovalExplained, ApprovalWaitsReport, ApprovalWaitsView, ApproveBody,
-    ApproverView, AuditEventView, AuditExportQuery, AuditQuery, CreateRequest, CredentialView,
-    DurationInput, ElevationBody, ElevationView, EmptyBody, EntitlementUsageView, EntitlementView,
-    ExplainView, ExtendBody, GrantsQuery, HistoryEntry, OidcInfo, PolicyReloadView, PolicyView,
-    ProposalView, ReDecision, ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView,
-    ReviewBody, ReviewsQuery, StandingQuery, StandingReportView, UnusedEligibility,
-    UsageReportView, VerifyView, WaitsQuery, WhoAmI, NEXT_CURSOR_HEADER,
+    ApproverView, AuditEventView, AuditExportQuery, AuditQuery, CheckQuery, CheckView,
+    CreateRequest, CredentialView, DurationInput, ElevationBody, ElevationView, EmptyBody,
+    EntitlementUsageView, EntitlementView, ExplainView, ExtendBody, GrantsQuery, HistoryEntry,
+    OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
+    ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery, StandingQuery,
+    StandingReportView, UnusedEligibility, UsageReportView, VerifyView, WaitsQuery, WhoAmI,
+    NEXT_CURSOR_HEADER,
 };
 use crate::config::parse_duration;
 use crate::engine::{ApproverDecision, Ask, EngineError, PolicyChange, UserCommand};
@@ -73,6 +74,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/v1/requests/{id}/review", post(review))
         .route("/v1/grants", get(grants))
+        .route("/v1/check", get(check))
         .route("/v1/reviews", get(reviews))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/export", get(audit_export))
@@ -1009,6 +1011,45 @@ pub(super) async fn audit_events(
 
 /// How far back the approval-wait report looks unless told.
 const DEFAULT_REPORT_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Does a principal hold an entitlement right now? For applications and
+/// scripts that gate privileged actions; each check that finds a grant is
+/// counted on it (not audited: see `engine::checks`).
+async fn check(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    ApiQuery(q): ApiQuery<CheckQuery>,
+) -> ApiResult<Json<CheckView>> {
+    let principal = q
+        .principal
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid("principal", "required: the user or service to check"))
+        .and_then(|raw| {
+            UserId::parse(raw).map_err(|e| ApiError::invalid("principal", e.to_string()))
+        })?;
+    let entitlement = q
+        .entitlement
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid("entitlement", "required: the entitlement to check"))
+        .and_then(|raw| {
+            EntitlementId::parse(raw).map_err(|e| ApiError::invalid("entitlement", e.to_string()))
+        })?;
+    let answer = match state.engine.check(&user, &principal, &entitlement).await {
+        Ok(answer) => answer,
+        // What is asked about does not exist: 404, not a malformed query.
+        Err(e @ EngineError::UnknownEntitlement { .. }) => {
+            return Err(ApiError::unknown("entitlement", e.to_string()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(CheckView {
+        principal: answer.principal.to_string(),
+        entitlement: answer.entitlement.to_string(),
+        holds: answer.held.is_some(),
+        request_id: answer.held.as_ref().map(|(id, _)| id.to_string()),
+        expires_at: answer.held.as_ref().map(|(_, at)| format_time(*at)),
+    }))
+}
 
 async fn approval_waits(
     axum::extract::State(state): axum::extract::State<AppState>,

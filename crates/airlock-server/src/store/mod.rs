@@ -17,6 +17,7 @@ pub use crate::store::outbox::{Delivery, OutboxEntry, OutboxFilter, OutboxState,
 use crate::store::record::RequestRecord;
 pub use crate::store::sql::ExclusiveGuard;
 
+pub mod checks;
 pub mod directory;
 pub mod outbox;
 pub mod record;
@@ -204,6 +205,22 @@ pub trait Store: Send + Sync {
     async fn list_tokens(&self, owners: Option<&[UserId]>) -> Result<Vec<ApiToken>, StoreError>;
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError>;
+
+    /// The unfinished (pending, approved or active) request of `requester`
+    /// for `entitlement`: there is at most one.
+    async fn open_request(
+        &self,
+        requester: &UserId,
+        entitlement: &EntitlementId,
+    ) -> Result<Option<checks::OpenRequest>, StoreError>;
+
+    /// Adds checks counted in memory to the requests' stored check
+    /// activity (the count added, the last check moved forward only), in
+    /// one transaction; requests that no longer exist are skipped.
+    async fn add_checks(
+        &self,
+        tallies: Vec<(RequestId, airlock_core::request::CheckActivity)>,
+    ) -> Result<(), StoreError>;
 
     /// Matching requests in the list order of [`PageKey`] (newest first),
     /// at most `limit` of them.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use airlock_core::approval::ApprovalTier;
 use airlock_core::audit::AuditRecord;
 use airlock_core::request::{
-    AccessRequest, Approval, ConnectorJob, Extension, ExtensionState, JobAction, Review,
-    ReviewVerdict, State, WaitingPlan,
+    AccessRequest, Approval, CheckActivity, ConnectorJob, Extension, ExtensionState, JobAction,
+    Review, ReviewVerdict, State, WaitingPlan,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
@@ -96,6 +96,17 @@ pub struct RequestRecord {
     /// Absent (and NULL) when no extension was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension: Option<ExtensionRecord>,
+    /// How often the grant was checked (`check_count`, schema version
+    /// 12); written only by [`crate::store::Store::add_checks`], never by
+    /// a request's change.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub check_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked_at: Option<i64>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The review of a break-glass use (`request::Review`).
@@ -234,6 +245,8 @@ impl RequestRecord {
                 ended_at: millis(e.ended_at),
                 note: e.note.clone(),
             }),
+            check_count: i64::try_from(r.checks.count).unwrap_or(i64::MAX),
+            last_checked_at: millis(r.checks.last_at),
         }
     }
 
@@ -365,6 +378,11 @@ impl RequestRecord {
             deprovisioned_at: ts(self.deprovisioned_at),
             waiting,
             review,
+            checks: CheckActivity {
+                count: u64::try_from(self.check_count)
+                    .map_err(|_| bad("negative check count".to_owned()))?,
+                last_at: ts(self.last_checked_at),
+            },
         })
     }
 }

@@ -29,7 +29,7 @@ use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
 use airlock_core::catalog::User;
 use airlock_core::directory::{DirectoryGroup, DirectoryUser};
 use airlock_core::ids::check_id;
-use airlock_core::request::{AccessRequest, Review, Transition};
+use airlock_core::request::{AccessRequest, CheckActivity, Review, Transition};
 use airlock_core::token::ApiToken;
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, TokenId, UserId};
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -241,6 +241,11 @@ enum Change {
         events: Vec<AuditEvent>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// Checks counted in memory, added to the requests' check activity.
+    Checks {
+        tallies: Vec<(RequestId, CheckActivity)>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// A directory write (SCIM), with its audit events.
     Directory {
         write: DirectoryWrite,
@@ -406,6 +411,18 @@ impl SqlStore {
                     .await
             }
         }
+    }
+
+    /// The plan the database chooses for a check's lookup of the open
+    /// request (`Store::open_request`), as text: which index it uses.
+    pub async fn check_lookup_plan(&self) -> Result<String, StoreError> {
+        let mut conn = AnyConnection::connect_with(&self.options)
+            .await
+            .map_err(db_err)?;
+        let plan =
+            super::checks::open_request_plan(&mut conn, self.backend == Backend::Postgres).await;
+        let _ = conn.close().await;
+        plan
     }
 
     async fn submit_job<T>(
@@ -575,6 +592,7 @@ enum Outcome {
     Claimed(Vec<RequestId>),
     Outbox(OutboxAnswer),
     TokenWritten(bool),
+    ChecksAdded,
     Directory(Box<Result<Committed, StoreError>>),
 }
 
@@ -595,6 +613,9 @@ impl Change {
             }
             (Change::Token { reply, .. }, Outcome::TokenWritten(changed)) => {
                 let _ = reply.send(Ok(changed));
+            }
+            (Change::Checks { reply, .. }, Outcome::ChecksAdded) => {
+                let _ = reply.send(Ok(()));
             }
             (Change::Directory { reply, .. }, Outcome::Directory(r)) => {
                 let _ = reply.send(*r);
@@ -625,6 +646,9 @@ impl Change {
                 let _ = reply.send(Err(failure()));
             }
             Change::Token { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::Checks { reply, .. } => {
                 let _ = reply.send(Err(failure()));
             }
             Change::Directory { reply, .. } => {
@@ -672,6 +696,10 @@ async fn try_batch(
                     pending.events.extend(events.iter().cloned());
                 }
                 Outcome::TokenWritten(changed)
+            }
+            Change::Checks { tallies, .. } => {
+                super::checks::add(conn, tallies, backend.rows_per_statement(3)).await?;
+                Outcome::ChecksAdded
             }
             Change::Directory { write, .. } => Outcome::Directory(Box::new(match write {
                 DirectoryWrite::User {
@@ -1180,6 +1208,11 @@ const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, r
     due_at, updated_at, approver_group_list, approved_by_list, waiting, review, review_group_list, \
     review_open, review_due_at, extension, extension_approver_list, extension_approved_by_list";
 
+/// Read with a request but never written by its upsert: check activity
+/// (schema version 12) is added by [`Store::add_checks`] alone, so a
+/// request's change never overwrites counts added meanwhile.
+const CHECK_COLUMNS: &str = "check_count, last_checked_at";
+
 /// Ids as one `|a|b|` text (empty for none), so that "`x` is one of them"
 /// is an exact substring match on `|x|` in SQL (ids hold no `|`): the
 /// `approver_group_list` and `approved_by_list` columns.
@@ -1254,7 +1287,7 @@ fn in_group_list(backend: Backend, binds: &mut Vec<Bind>, user: &User, column: &
 
 /// The query behind [`Store::list_requests`] and its parameters.
 fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<Bind>) {
-    let mut sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE 1=1");
+    let mut sql = format!("SELECT {REQUEST_COLUMNS}, {CHECK_COLUMNS} FROM requests WHERE 1=1");
     let mut binds: Vec<Bind> = Vec::new();
     sql.push_str(&state_in(
         &mut binds,
@@ -1390,6 +1423,8 @@ fn record_from_row(row: &AnyRow) -> Result<RequestRecord, StoreError> {
             .map(|w| serde_json::from_str(&w))
             .transpose()
             .map_err(|e| corrupt(&id, e))?,
+        check_count: get("check_count")?,
+        last_checked_at: opt("last_checked_at")?,
         id,
     })
 }
@@ -1548,6 +1583,7 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
             | Change::Claim { .. }
             | Change::Outbox { .. }
             | Change::Token { .. }
+            | Change::Checks { .. }
             | Change::Directory { .. } => {}
         }
     }
@@ -1628,7 +1664,7 @@ fn batch_start_sql(
     sql.push_str("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1");
     if !ids.is_empty() {
         sql.push_str(&format!(
-            "; SELECT {REQUEST_COLUMNS} FROM requests WHERE id IN ({}){}",
+            "; SELECT {REQUEST_COLUMNS}, {CHECK_COLUMNS} FROM requests WHERE id IN ({}){}",
             literals(ids)?,
             backend.for_update()
         ));
@@ -1837,6 +1873,23 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn open_request(
+        &self,
+        requester: &UserId,
+        entitlement: &EntitlementId,
+    ) -> Result<Option<super::checks::OpenRequest>, StoreError> {
+        super::checks::open_request(&self.read, requester, entitlement).await
+    }
+
+    async fn add_checks(&self, tallies: Vec<(RequestId, CheckActivity)>) -> Result<(), StoreError> {
+        if tallies.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(WriteJob::Change(Change::Checks { tallies, reply }), answer)
+            .await
+    }
+
     async fn token_by_secret(&self, secret_sha256: &str) -> Result<Option<ApiToken>, StoreError> {
         super::tokens::by_secret(&self.read, secret_sha256).await
     }
@@ -1851,7 +1904,7 @@ impl Store for SqlStore {
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<AccessRequest>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1"
+            "SELECT {REQUEST_COLUMNS}, {CHECK_COLUMNS} FROM requests WHERE id = $1"
         ))
         .bind(id.as_str())
         .fetch_optional(&self.read)
@@ -2178,7 +2231,7 @@ impl Store for SqlStore {
         limit: u32,
     ) -> Result<Vec<RequestRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE id > $1 ORDER BY id LIMIT $2"
+            "SELECT {REQUEST_COLUMNS}, {CHECK_COLUMNS} FROM requests WHERE id > $1 ORDER BY id LIMIT $2"
         ))
         .bind(after.unwrap_or(""))
         .bind(i64::from(limit))

@@ -1,0 +1,484 @@
+//! The `check` bench: `GET /v1/check` at a fixed rate against the real
+//! server on loopback with N active grants.
+//!
+//! It seeds N active grants through the store (users `u0`…, one
+//! entitlement, the `store` bench's seeding), starts the real server as a
+//! child process (this binary again, `serve-config`, so that its memory and
+//! CPU time are its own), and drives checks of random holders open-loop:
+//! request i is due at start + i/rate whatever came back before, spread
+//! over many keep-alive connections, each a plain HTTP/1.1 exchange written
+//! by hand so the load generator costs little. Latency is measured from
+//! sending to the whole answer; a request sent more than a millisecond after
+//! it was due (its connection still busy, or the generator behind) is
+//! counted as late. It prints the rate achieved, p50/p99/max latency,
+//! errors, the server's resident memory, and the CPU time of both
+//! processes over the run.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_core::catalog::{Entitlement, TicketRule};
+use airlock_core::drift::DriftPolicy;
+use airlock_core::request::LifecycleSettings;
+use airlock_core::{EntitlementId, GroupName, Timestamp};
+use airlock_server::store::sql::{Location, SqlStore};
+use anyhow::{bail, Context};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::store::{progress, seed_worker, Backend, Scratch, Seed};
+use crate::{now_ms, percentile, toml_string};
+
+/// The entitlement every seeded grant is for.
+const ENTITLEMENT: &str = "bench-check";
+/// The seeded grants last this long: the run never sees one expire.
+const GRANT_LIFETIME: Duration = Duration::from_secs(20 * 3600);
+/// The checker's config token.
+const CHECKER_TOKEN: &str = "bench-check-token";
+/// Target of issue 15 on this machine.
+const TARGET_P99_MS: f64 = 1.0;
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// Active grants seeded before the run (one per user).
+    #[arg(long, default_value_t = 1_000_000)]
+    grants: usize,
+    /// Checks per second asked for (open loop).
+    #[arg(long, default_value_t = 10_000)]
+    rate: u32,
+    /// Seconds of checks.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Keep-alive connections the checks are spread over.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Run against PostgreSQL (a scratch database created on this server)
+    /// instead of SQLite.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Concurrent tasks seeding the grants through the store.
+    #[arg(long, default_value_t = 1024)]
+    seed_concurrency: usize,
+}
+
+pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
+    sqlx::any::install_default_drivers();
+    if args.rate == 0 || args.seconds == 0 || args.connections == 0 || args.grants == 0 {
+        bail!("--grants, --rate, --seconds and --connections must be at least 1");
+    }
+    let backend = match args.postgres {
+        Some(_) => Backend::Postgres,
+        None => Backend::Sqlite,
+    };
+    let scratch = Scratch::create(backend, args.postgres.as_deref().unwrap_or_default()).await?;
+    let result = bench(&args, backend, &scratch).await;
+    scratch.remove().await?;
+    result
+}
+
+async fn bench(args: &CheckArgs, backend: Backend, scratch: &Scratch) -> anyhow::Result<()> {
+    println!(
+        "airlock-bench check: {} active grants on {}, {} checks/s for {}s over {} connections, on {} cores",
+        args.grants,
+        backend.label(),
+        args.rate,
+        args.seconds,
+        args.connections,
+        std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
+    );
+    let data_dir = scratch.dir.join("data");
+    std::fs::create_dir_all(&data_dir)?;
+    let location = match &scratch.location {
+        Location::Sqlite(_) => Location::Sqlite(data_dir.join("airlock.db")),
+        other => other.clone(),
+    };
+    seed(&location, args).await?;
+
+    let config = scratch.dir.join("airlock.toml");
+    std::fs::write(&config, server_config(&data_dir, &location))?;
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("serve-config")
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the server")?;
+    let pid = server.id().context("the server exited at once")?;
+    let mut lines = BufReader::new(server.stdout.take().context("no server stdout")?).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+            .await
+            .context("the server did not start within 120 s")??
+            .context("the server exited before listening")?;
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr.to_owned();
+        }
+    };
+    println!("server (pid {pid}) listening on {addr}");
+
+    let figures = drive(args, &addr, pid).await;
+    // Closing its stdin stops the server (which flushes the check counts).
+    drop(server.stdin.take());
+    let stopped = tokio::time::timeout(Duration::from_secs(30), server.wait()).await;
+    if stopped.is_err() {
+        let _ = server.kill().await;
+    }
+    let f = figures?;
+    print_figures(args, &f);
+    Ok(())
+}
+
+async fn seed(location: &Location, args: &CheckArgs) -> anyhow::Result<()> {
+    let entitlement = Arc::new(Entitlement {
+        id: EntitlementId::parse(ENTITLEMENT)?,
+        description: "check benchmark".to_owned(),
+        max_duration: Duration::from_secs(24 * 3600),
+        default_duration: Duration::from_secs(3600),
+        reason_required: true,
+        ticket: TicketRule {
+            required: false,
+            pattern: None,
+        },
+        connector: "noop".to_owned(),
+        drift: DriftPolicy::Report,
+        sensitivity: airlock_core::standing::Sensitivity::default(),
+        waiting: Default::default(),
+        break_glass: None,
+    });
+    let store = Arc::new(SqlStore::open(location).await?);
+    let seed = Arc::new(Seed {
+        store: Arc::clone(&store),
+        entitlement,
+        group: GroupName::parse("check-holders")?,
+        lifecycle: Arc::new(LifecycleSettings::default()),
+        due: Timestamp::from_unix_millis(now_ms()).plus(GRANT_LIFETIME),
+        next: AtomicUsize::new(0),
+        done: Arc::new(AtomicUsize::new(0)),
+        n: args.grants,
+    });
+    let counter = Arc::clone(&seed.done);
+    let seeding_progress = progress(
+        "seeded",
+        move || counter.load(Ordering::Relaxed),
+        args.grants,
+    );
+    let began = Instant::now();
+    let mut workers = JoinSet::new();
+    for _ in 0..args.seed_concurrency.clamp(1, args.grants) {
+        workers.spawn(seed_worker(Arc::clone(&seed)));
+    }
+    while let Some(joined) = workers.join_next().await {
+        joined??;
+    }
+    drop(seeding_progress);
+    let took = began.elapsed().as_secs_f64();
+    println!(
+        "seeded {} active grants through the store in {took:.1}s ({:.0} grants/s)",
+        args.grants,
+        args.grants as f64 / took
+    );
+    Ok(())
+}
+
+/// The server's config: loopback, the store seeded, the entitlement, and
+/// a checker whose token the load generator uses.
+fn server_config(data_dir: &Path, location: &Location) -> String {
+    let database = match location {
+        Location::Postgres(url) => format!("database = {}\n", toml_string(url)),
+        Location::Sqlite(_) => String::new(),
+    };
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+data_dir = {data_dir}
+{database}reconcile_every = "off"
+
+[connectors.noop]
+type = "command"
+program = "/bin/true"
+timeout = "5s"
+
+[entitlements.{ENTITLEMENT}]
+requestable_by = ["check-holders"]
+max_duration = "24h"
+auto_approve = true
+connector = "noop"
+
+[users.checker]
+roles = ["checker"]
+token_sha256 = "{hash}"
+"#,
+        data_dir = toml_string(&data_dir.display().to_string()),
+        hash = airlock_server::config::token_hash(CHECKER_TOKEN),
+    )
+}
+
+/// `serve-config PATH`: the server the bench measures, in a process of its
+/// own. Prints `listening on ADDR`, then serves until its stdin closes.
+pub async fn serve_config(path: PathBuf) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let settings =
+        airlock_server::config::Settings::parse(&path.display().to_string(), &text, base)?;
+    let server = airlock_server::server::start(settings).await?;
+    println!("listening on {}", server.addr());
+    tokio::task::spawn_blocking(|| {
+        use std::io::Read as _;
+        let mut sink = [0u8; 64];
+        while std::io::stdin().read(&mut sink).is_ok_and(|n| n > 0) {}
+    })
+    .await?;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// What the run measured.
+struct Figures {
+    sent: usize,
+    ok: usize,
+    errors: usize,
+    /// Answers that did not say the holder holds the grant.
+    wrong: usize,
+    late: usize,
+    elapsed: Duration,
+    latencies_ms: Vec<f64>,
+    first_error: Option<String>,
+    server_rss_kib: u64,
+    server_cpu: Duration,
+    client_cpu: Duration,
+}
+
+/// What one connection measured.
+#[derive(Default)]
+struct Leg {
+    latencies_ms: Vec<f64>,
+    errors: usize,
+    wrong: usize,
+    late: usize,
+    first_error: Option<String>,
+}
+
+async fn drive(args: &CheckArgs, addr: &str, server_pid: u32) -> anyhow::Result<Figures> {
+    let total = usize::try_from(u64::from(args.rate) * args.seconds)?;
+    let interval = Duration::from_secs(1).as_secs_f64() / f64::from(args.rate);
+    let mut conns = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = Conn::new(stream);
+        // Warm-up: the connection accepted, the token and the plan cached.
+        let (status, body) = conn.check(0).await?;
+        if status != 200 {
+            bail!("warm-up check answered {status}: {body}");
+        }
+        conns.push(conn);
+    }
+    let (server_cpu_before, client_cpu_before) =
+        (cpu_time(server_pid)?, cpu_time(std::process::id())?);
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let grants = args.grants;
+    let stride = args.connections;
+    let mut legs = JoinSet::new();
+    for (k, mut conn) in conns.into_iter().enumerate() {
+        legs.spawn(async move {
+            let mut leg = Leg::default();
+            let mut rng = k as u64 * 0x9E37_79B9_7F4A_7C15 + 1;
+            let mut i = k;
+            while i < total {
+                let due = start + Duration::from_secs_f64(i as f64 * interval);
+                tokio::time::sleep_until(due).await;
+                let sent = tokio::time::Instant::now();
+                if sent.duration_since(due) > Duration::from_millis(1) {
+                    leg.late += 1;
+                }
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let who = usize::try_from(rng % grants as u64).unwrap_or(0);
+                match conn.check(who).await {
+                    Ok((200, body)) if body.contains("\"holds\":true") => {
+                        leg.latencies_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Ok((200, body)) => {
+                        leg.wrong += 1;
+                        leg.first_error
+                            .get_or_insert(format!("u{who} does not hold: {body}"));
+                    }
+                    Ok((status, body)) => {
+                        leg.errors += 1;
+                        leg.first_error.get_or_insert(format!("{status}: {body}"));
+                    }
+                    Err(e) => {
+                        leg.errors += 1;
+                        leg.first_error.get_or_insert(e.to_string());
+                        // The connection is gone: the rest of this leg fails.
+                        leg.errors += (total - i) / stride;
+                        break;
+                    }
+                }
+                i += stride;
+            }
+            leg
+        });
+    }
+    let mut figures = Figures {
+        sent: total,
+        ok: 0,
+        errors: 0,
+        wrong: 0,
+        late: 0,
+        elapsed: Duration::ZERO,
+        latencies_ms: Vec::with_capacity(total),
+        first_error: None,
+        server_rss_kib: 0,
+        server_cpu: Duration::ZERO,
+        client_cpu: Duration::ZERO,
+    };
+    while let Some(leg) = legs.join_next().await {
+        let leg = leg?;
+        figures.ok += leg.latencies_ms.len();
+        figures.latencies_ms.extend(leg.latencies_ms);
+        figures.errors += leg.errors;
+        figures.wrong += leg.wrong;
+        figures.late += leg.late;
+        if figures.first_error.is_none() {
+            figures.first_error = leg.first_error;
+        }
+    }
+    figures.elapsed = tokio::time::Instant::now().duration_since(start);
+    figures.server_cpu = cpu_time(server_pid)?.saturating_sub(server_cpu_before);
+    figures.client_cpu = cpu_time(std::process::id())?.saturating_sub(client_cpu_before);
+    figures.server_rss_kib = resident_kib(server_pid)?;
+    figures
+        .latencies_ms
+        .sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    Ok(figures)
+}
+
+fn print_figures(args: &CheckArgs, f: &Figures) {
+    let secs = f.elapsed.as_secs_f64();
+    let p = |q| percentile(&f.latencies_ms, q);
+    let max = f.latencies_ms.last().copied().unwrap_or(f64::NAN);
+    println!(
+        "checks: {} sent, {} answered holds, {} errors, {} wrong answers; {} sent over 1 ms late",
+        f.sent, f.ok, f.errors, f.wrong, f.late
+    );
+    if let Some(e) = &f.first_error {
+        println!("first error: {e}");
+    }
+    println!(
+        "rate: {:.0} checks/s achieved ({} asked) over {secs:.2}s",
+        f.ok as f64 / secs,
+        args.rate
+    );
+    println!(
+        "latency (sent → whole answer): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        p(50.0),
+        p(99.0),
+        max
+    );
+    println!(
+        "server: {:.1} MiB resident, {:.2}s CPU ({:.0}% of one core); load generator: {:.2}s CPU ({:.0}%)",
+        f.server_rss_kib as f64 / 1024.0,
+        f.server_cpu.as_secs_f64(),
+        100.0 * f.server_cpu.as_secs_f64() / secs,
+        f.client_cpu.as_secs_f64(),
+        100.0 * f.client_cpu.as_secs_f64() / secs
+    );
+    let pass = p(99.0) <= TARGET_P99_MS && f.errors == 0 && f.wrong == 0;
+    println!(
+        "target: p99 <= {TARGET_P99_MS} ms at {} checks/s with {} active grants, no errors: {}",
+        args.rate,
+        args.grants,
+        if pass { "PASS" } else { "FAIL" }
+    );
+}
+
+/// One keep-alive connection speaking just enough HTTP/1.1.
+struct Conn {
+    stream: BufReader<TcpStream>,
+    line: String,
+    body: Vec<u8>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream: BufReader::new(stream),
+            line: String::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Checks whether `u{who}` holds the entitlement; the status and body.
+    async fn check(&mut self, who: usize) -> anyhow::Result<(u16, String)> {
+        let request = format!(
+            "GET /v1/check?principal=u{who}&entitlement={ENTITLEMENT} HTTP/1.1\r\n\
+             Host: bench\r\nAuthorization: Bearer {CHECKER_TOKEN}\r\n\r\n"
+        );
+        self.stream.get_mut().write_all(request.as_bytes()).await?;
+        self.line.clear();
+        if self.stream.read_line(&mut self.line).await? == 0 {
+            bail!("the server closed the connection");
+        }
+        let status: u16 = self
+            .line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("not an HTTP status line: {:?}", self.line))?;
+        let mut length = None;
+        loop {
+            self.line.clear();
+            if self.stream.read_line(&mut self.line).await? == 0 {
+                bail!("the server closed the connection mid-answer");
+            }
+            let header = self.line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let length = length.context("an answer without Content-Length")?;
+        self.body.resize(length, 0);
+        self.stream.read_exact(&mut self.body).await?;
+        Ok((status, String::from_utf8_lossy(&self.body).into_owned()))
+    }
+}
+
+/// User plus system CPU time of a process so far (`/proc/PID/stat`, in
+/// clock ticks of 1/100 s: Linux's `USER_HZ` on every common platform).
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("unreadable /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse::<u64>()?)
+    };
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
+    let ticks = tick(11)? + tick(12)?;
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// The resident set of a process, in KiB (`VmRSS`).
+fn resident_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc status")
+}

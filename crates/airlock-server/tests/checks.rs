@@ -1,0 +1,305 @@
+//! `GET /v1/check` over the real API, on SQLite and on PostgreSQL, with a
+//! clock the test moves: a holder checks themselves, checkers (a person and
+//! a service's token) check others, an ordinary user may not, a token
+//! without the `read` scope may not; released and expired grants do not
+//! hold; checks are counted on the grant once the replica adds them (a
+//! second of its clock later, or when it stops).
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail by panicking, with the value in the message"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_core::Timestamp;
+use airlock_server::api::{format_time, CheckView, CreateRequest, CreateTokenBody, DurationInput};
+use airlock_server::client::{Action, Client, ClientError};
+use airlock_server::config::{token_hash, Settings};
+use airlock_server::engine::{Clock, ManualClock, CHECKS_FLUSH_EVERY};
+use airlock_server::server::{start_with_clock, Server};
+use airlock_server::store::sql::Location;
+use airlock_testkit::{bounded, until};
+
+const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// alice and bob hold things; dave is an ordinary user; chuck is a checker;
+/// ann audits; the `gate` service (owned by alice) is a checker too.
+const PEOPLE: [(&str, &str); 5] = [
+    ("alice", r#"groups = ["eng"]"#),
+    ("bob", r#"groups = ["eng"]"#),
+    ("dave", r#"groups = ["sales"]"#),
+    ("chuck", r#"roles = ["checker"]"#),
+    ("ann", r#"roles = ["auditor"]"#),
+];
+
+fn token(name: &str) -> String {
+    format!("checks-test-token-{name}")
+}
+
+fn settings(dir: &std::path::Path) -> Settings {
+    let root = dir.display().to_string();
+    let mut toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = '{root}/data'
+reconcile_every = "off"
+
+[connectors.noop]
+type = "command"
+program = "/bin/true"
+timeout = "5s"
+
+[entitlements.logs]
+requestable_by = ["eng"]
+auto_approve = true
+max_duration = "2h"
+require_reason = false
+connector = "noop"
+
+[services.gate]
+owners = ["alice"]
+roles = ["checker"]
+"#
+    );
+    for (name, what) in PEOPLE {
+        toml.push_str(&format!(
+            "\n[users.{name}]\n{what}\ntoken_sha256 = \"{}\"\n",
+            token_hash(&token(name))
+        ));
+    }
+    Settings::parse("checks.toml", &toml, dir).unwrap()
+}
+
+fn ask() -> CreateRequest {
+    CreateRequest {
+        entitlement: "logs".to_owned(),
+        duration: Some(DurationInput::Seconds(3600)),
+        reason: String::new(),
+        ticket: None,
+        start_at: None,
+        break_glass: false,
+        public_key: None,
+    }
+}
+
+async fn active(client: &Client, id: &str) {
+    until(Duration::from_secs(20), "the grant", || async {
+        (client.get_request(id).await.unwrap().state == "active").then_some(())
+    })
+    .await;
+}
+
+fn refused(result: Result<CheckView, ClientError>) -> (u16, Option<String>, String) {
+    match result {
+        Err(ClientError::Api {
+            status,
+            field,
+            message,
+            ..
+        }) => (status, field, message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn holds(view: &CheckView, id: &str, until: Timestamp) {
+    assert!(view.holds, "{view:?}");
+    assert_eq!(view.request_id.as_deref(), Some(id), "{view:?}");
+    assert_eq!(view.expires_at, Some(format_time(until)), "{view:?}");
+}
+
+fn holds_nothing(view: &CheckView) {
+    assert!(!view.holds, "{view:?}");
+    assert_eq!(
+        (view.request_id.as_deref(), view.expires_at.as_deref()),
+        (None, None)
+    );
+}
+
+async fn boot(settings: Settings, clock: &Arc<ManualClock>) -> (Server, String) {
+    let server = start_with_clock(settings, Arc::clone(clock) as Arc<dyn Clock>)
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.addr());
+    (server, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_over_http_on_sqlite_and_postgres() {
+    for postgres in [false, true] {
+        let db = if postgres {
+            let Some(base) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+                continue;
+            };
+            Some(airlock_testkit::FreshDatabase::create(&base, "airlock_checks").await)
+        } else {
+            None
+        };
+        bounded(
+            Duration::from_secs(120),
+            the_whole_flow(db.as_ref().map(|d| d.url.clone())),
+        )
+        .await;
+        if let Some(db) = db {
+            db.drop_now().await;
+        }
+    }
+}
+
+async fn the_whole_flow(postgres: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(dir.path());
+    if let Some(url) = postgres {
+        settings.database = Location::Postgres(url);
+    }
+    let clock = Arc::new(ManualClock::new(T0));
+    let (server, base) = boot(settings.clone(), &clock).await;
+    let client = |name: &str| Client::new(&base, &token(name)).unwrap();
+    let (alice, bob, dave, chuck, ann) = (
+        client("alice"),
+        client("bob"),
+        client("dave"),
+        client("chuck"),
+        client("ann"),
+    );
+    let token_of = |owner: &str, scopes: &[&str]| CreateTokenBody {
+        name: format!("checks-{owner}-{}", scopes.join("-")),
+        expires_in: None,
+        scopes: Some(scopes.iter().map(|s| (*s).to_owned()).collect()),
+        owner: Some(owner.to_owned()),
+    };
+    let gate = alice
+        .create_token(&token_of("gate", &["read"]))
+        .await
+        .unwrap();
+    let gate = Client::new(&base, &gate.secret).unwrap();
+    let chuck_without_read = chuck
+        .create_token(&token_of("chuck", &["request"]))
+        .await
+        .unwrap();
+    let chuck_without_read = Client::new(&base, &chuck_without_read.secret).unwrap();
+
+    let logs = alice.create_request(&ask()).await.unwrap().id;
+    active(&alice, &logs).await;
+    let until_t = T0.plus(HOUR);
+
+    // The holder asks about themselves; checkers, an auditor and the
+    // checker service's read token ask about them.
+    holds(&alice.check("alice", "logs").await.unwrap(), &logs, until_t);
+    holds(&chuck.check("alice", "logs").await.unwrap(), &logs, until_t);
+    holds(&gate.check("alice", "logs").await.unwrap(), &logs, until_t);
+    holds(&ann.check("alice", "logs").await.unwrap(), &logs, until_t);
+    // Someone holding nothing; anyone may ask about themselves.
+    holds_nothing(&chuck.check("bob", "logs").await.unwrap());
+    holds_nothing(&dave.check("dave", "logs").await.unwrap());
+
+    // An ordinary user may not ask about others, nor a token without `read`.
+    let (status, _, message) = refused(dave.check("alice", "logs").await);
+    assert_eq!(status, 403, "{message}");
+    assert!(
+        message.contains("needs admin or auditor or checker"),
+        "{message}"
+    );
+    let (status, _, message) = refused(chuck_without_read.check("alice", "logs").await);
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("`read` scope"), "{message}");
+    // Bad input names what is wrong.
+    let (status, _, message) = refused(chuck.check("alice", "lgos").await);
+    assert_eq!(status, 404, "{message}");
+    assert!(message.contains("no entitlement `lgos`"), "{message}");
+    let (status, field, _) = refused(chuck.check("", "logs").await);
+    assert_eq!((status, field.as_deref()), (400, Some("principal")));
+    let http = reqwest::Client::new();
+    for (query, field) in [
+        ("principal=alice", "entitlement"),
+        ("entitlement=logs", "principal"),
+        ("principal=alice&entitlement=logs&user=bob", "user"),
+    ] {
+        let response = http
+            .get(format!("{base}/v1/check?{query}"))
+            .bearer_auth(token("chuck"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{query}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        let said = body
+            .get("error")
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(said.contains(field), "{query}: {said}");
+    }
+
+    // Four checks found the grant; the replica adds them a second later.
+    assert_eq!(alice.get_request(&logs).await.unwrap().check_count, 0);
+    clock.advance(CHECKS_FLUSH_EVERY);
+    let counted = until(
+        Duration::from_secs(20),
+        "the checks to be stored",
+        || async {
+            let r = alice.get_request(&logs).await.unwrap();
+            (r.check_count > 0).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(
+        (counted.check_count, counted.last_checked_at.as_deref()),
+        (4, Some(format_time(T0).as_str()))
+    );
+
+    // Checks answered before a stop are stored when it stops.
+    let bobs = bob.create_request(&ask()).await.unwrap().id;
+    active(&bob, &bobs).await;
+    let at = clock.now();
+    for _ in 0..3 {
+        holds(
+            &chuck.check("bob", "logs").await.unwrap(),
+            &bobs,
+            at.plus(HOUR),
+        );
+    }
+    server.shutdown().await;
+    let settings_again = settings.clone();
+    let (server, base) = boot(settings, &clock).await;
+    let client = |name: &str| Client::new(&base, &token(name)).unwrap();
+    let (alice, bob, chuck) = (client("alice"), client("bob"), client("chuck"));
+    let r = bob.get_request(&bobs).await.unwrap();
+    assert_eq!(
+        (r.check_count, r.last_checked_at.as_deref()),
+        (3, Some(format_time(at).as_str()))
+    );
+
+    // A released grant does not hold.
+    bob.act(&bobs, &Action::Release).await.unwrap();
+    holds_nothing(&chuck.check("bob", "logs").await.unwrap());
+
+    // Nor one at its expiry, whether or not the scheduler has ended it yet;
+    // a check that finds nothing counts on nothing.
+    clock.advance_to(until_t);
+    holds_nothing(&alice.check("alice", "logs").await.unwrap());
+    clock.advance(CHECKS_FLUSH_EVERY);
+    until(Duration::from_secs(20), "the grant to expire", || async {
+        (alice.get_request(&logs).await.unwrap().state == "expired").then_some(())
+    })
+    .await;
+    holds_nothing(&chuck.check("alice", "logs").await.unwrap());
+    server.shutdown().await;
+    let r = {
+        let (server, base) = boot(settings_again, &clock).await;
+        let r = Client::new(&base, &token("alice"))
+            .unwrap()
+            .get_request(&logs)
+            .await
+            .unwrap();
+        server.shutdown().await;
+        r
+    };
+    assert_eq!(
+        r.check_count, 4,
+        "checks that found no grant counted on one"
+    );
+}
