@@ -449,9 +449,25 @@ async fn checks_find_the_open_request_by_index_and_add_up_on_it() {
             );
         }
 
-        // The lookup is answered from the one-open-request index.
-        let plan = store.check_lookup_plan().await.unwrap();
-        assert!(plan.contains("requests_one_open"), "{plan}");
+        // Lookups are answered from the one-open-request index, alone or
+        // grouped, and a group answers each lookup with its own request.
+        for n in [1, 2, 256] {
+            let plan = store.check_lookup_plan(n).await.unwrap();
+            assert!(plan.contains("requests_one_open"), "{n} pairs: {plan}");
+        }
+        let u = |i: usize| UserId::parse(&format!("u{i}")).unwrap();
+        let mut lookups = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let (store, db, who) = (Arc::clone(&store), db.clone(), u(i));
+            lookups.spawn(async move {
+                let open = store.open_request(&who, &db).await.unwrap();
+                (i, open.map(|o| o.id))
+            });
+        }
+        while let Some(found) = lookups.join_next().await {
+            let (i, id) = found.unwrap();
+            assert_eq!(id.as_ref(), Some(&many[i].0), "u{i}");
+        }
     })
     .await;
 }

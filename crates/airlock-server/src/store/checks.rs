@@ -2,12 +2,13 @@
 //! one open request of a principal and entitlement, and adding the checks a
 //! replica counted to the requests' `check_count` and `last_checked_at`
 //! (schema version 12). The additions run inside the writer's batches
-//! (`sql::Change::Checks`), like an API token's last use; the lookup uses
-//! the read pool.
+//! (`sql::Change::Checks`), like an API token's last use; lookups are
+//! grouped into queries on the read pool ([`answer_lookups`]).
 
 use airlock_core::request::{CheckActivity, State};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use sqlx::{AnyConnection, AnyPool, Row};
+use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 
@@ -30,56 +31,167 @@ fn db_err(e: sqlx::Error) -> StoreError {
 /// databases answer it from that index: SQLite uses a partial index only
 /// when the query's WHERE contains the index's condition as written.
 /// `tests/store.rs` checks the plan on both.
-const OPEN_REQUEST: &str = "SELECT id, state, expires_at FROM requests \
-     WHERE requester = $1 AND entitlement = $2 AND state IN ('pending', 'approved', 'active')";
+const OPEN: &str = "state IN ('pending', 'approved', 'active')";
 
-pub(super) async fn open_request(
-    pool: &AnyPool,
-    requester: &UserId,
-    entitlement: &EntitlementId,
-) -> Result<Option<OpenRequest>, StoreError> {
-    let row = sqlx::query(OPEN_REQUEST)
-        .bind(requester.as_str())
-        .bind(entitlement.as_str())
-        .fetch_optional(pool)
-        .await
-        .map_err(db_err)?;
-    let Some(row) = row else {
-        return Ok(None);
+/// Most lookups answered by one query.
+const MAX_LOOKUPS: usize = 256;
+
+/// The query for `n` (requester, entitlement) pairs, bound in order. A
+/// group drives the index from its pairs (`CROSS JOIN` fixes that order on
+/// SQLite, which otherwise takes the `state` index for a row-value `IN`).
+/// The rows come back as one JSON array in one row: sqlx hands each row of
+/// a SQLite result from the connection's thread to the caller's
+/// separately, a thread wake-up each.
+fn open_requests_sql(postgres: bool, n: usize) -> String {
+    let found = if postgres {
+        "SELECT COALESCE(json_agg(json_build_array(r.id, r.requester, r.entitlement, r.state, \
+         r.expires_at))::text, '[]') AS found"
+    } else {
+        "SELECT json_group_array(json_array(r.id, r.requester, r.entitlement, r.state, \
+         r.expires_at)) AS found"
     };
-    let id: String = row.try_get("id").map_err(db_err)?;
-    let state: String = row.try_get("state").map_err(db_err)?;
-    let expires_at: Option<i64> = row.try_get("expires_at").map_err(db_err)?;
-    let corrupt = |what: String| StoreError::Corrupt(format!("request `{id}`: {what}"));
-    Ok(Some(OpenRequest {
-        id: RequestId::parse(&id).map_err(|e| corrupt(format!("id {e}")))?,
-        state: State::parse(&state).ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
-        expires_at: expires_at.map(Timestamp::from_unix_millis),
-    }))
+    if n == 1 {
+        return format!(
+            "{found} FROM requests AS r WHERE r.requester = $1 AND r.entitlement = $2 AND r.{OPEN}"
+        );
+    }
+    let pairs: Vec<String> = (0..n)
+        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        .collect();
+    // VALUES names its columns column1, column2 on both databases.
+    format!(
+        "{found} FROM (VALUES {}) AS k CROSS JOIN requests AS r \
+         WHERE r.requester = k.column1 AND r.entitlement = k.column2 AND r.{OPEN}",
+        pairs.join(", ")
+    )
 }
 
-/// The plan the database chooses for the lookup, as text. On PostgreSQL
-/// with sequential scans off, as the planner sees a large table (on a
-/// small one a scan is cheaper and it rightly takes that).
+/// One check's lookup, waiting for the next query.
+pub(super) struct Lookup {
+    requester: UserId,
+    entitlement: EntitlementId,
+    reply: oneshot::Sender<Result<Option<OpenRequest>, StoreError>>,
+}
+
+impl Lookup {
+    pub(super) fn new(
+        requester: &UserId,
+        entitlement: &EntitlementId,
+    ) -> (
+        Lookup,
+        oneshot::Receiver<Result<Option<OpenRequest>, StoreError>>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        let lookup = Lookup {
+            requester: requester.clone(),
+            entitlement: entitlement.clone(),
+            reply,
+        };
+        (lookup, answer)
+    }
+}
+
+/// Answers lookups in groups: those that arrived while a query ran go
+/// together in the next (up to [`MAX_LOOKUPS`]). A query on SQLite costs
+/// a round trip to the connection's worker thread, and at thousands of
+/// checks a second those thread switches, not the index lookups, were
+/// where the time went; grouping pays one per group (the writer's group
+/// commit, for reads).
+pub(super) async fn answer_lookups(
+    pool: AnyPool,
+    postgres: bool,
+    mut lookups: mpsc::Receiver<Lookup>,
+) {
+    let mut batch = Vec::with_capacity(MAX_LOOKUPS);
+    while let Some(first) = lookups.recv().await {
+        batch.push(first);
+        // Let the checks already under way ask too: a yield costs
+        // microseconds, a query's round trip far more.
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_LOOKUPS {
+            match lookups.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        match open_requests(&pool, postgres, &batch).await {
+            Ok(found) => {
+                for l in batch.drain(..) {
+                    let open = found
+                        .iter()
+                        .find(|(r, e, _)| {
+                            *r == l.requester.as_str() && *e == l.entitlement.as_str()
+                        })
+                        .map(|(_, _, open)| open.clone());
+                    let _ = l.reply.send(Ok(open));
+                }
+            }
+            Err(e) => {
+                for l in batch.drain(..) {
+                    let _ = l.reply.send(Err(StoreError::Database(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// One open request as the query's JSON has it: id, requester,
+/// entitlement, state, expiry.
+type FoundRow = (String, String, String, String, Option<i64>);
+
+/// The open requests of the lookups' pairs, with their pairs.
+async fn open_requests(
+    pool: &AnyPool,
+    postgres: bool,
+    lookups: &[Lookup],
+) -> Result<Vec<(String, String, OpenRequest)>, StoreError> {
+    let sql = open_requests_sql(postgres, lookups.len());
+    let mut query = sqlx::query_scalar::<_, String>(&sql);
+    for l in lookups {
+        query = query
+            .bind(l.requester.as_str())
+            .bind(l.entitlement.as_str());
+    }
+    let found = query.fetch_one(pool).await.map_err(db_err)?;
+    let rows: Vec<FoundRow> = serde_json::from_str(&found)
+        .map_err(|e| StoreError::Corrupt(format!("open requests of a check: {e}")))?;
+    rows.into_iter()
+        .map(|(id, requester, entitlement, state, expires_at)| {
+            let corrupt = |what: String| StoreError::Corrupt(format!("request `{id}`: {what}"));
+            let open = OpenRequest {
+                id: RequestId::parse(&id).map_err(|e| corrupt(format!("id {e}")))?,
+                state: State::parse(&state)
+                    .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
+                expires_at: expires_at.map(Timestamp::from_unix_millis),
+            };
+            Ok((requester, entitlement, open))
+        })
+        .collect()
+}
+
+/// The plan the database chooses for a lookup of `n` pairs, as text. On
+/// PostgreSQL with sequential scans off, as the planner sees a large table
+/// (on a small one a scan is cheaper and it rightly takes that).
 pub(super) async fn open_request_plan(
     conn: &mut AnyConnection,
     postgres: bool,
+    n: usize,
 ) -> Result<String, StoreError> {
+    let sql = open_requests_sql(postgres, n.max(1));
     let explain = if postgres {
         sqlx::query("SET enable_seqscan = off")
             .execute(&mut *conn)
             .await
             .map_err(db_err)?;
-        format!("EXPLAIN {OPEN_REQUEST}")
+        format!("EXPLAIN {sql}")
     } else {
-        format!("EXPLAIN QUERY PLAN {OPEN_REQUEST}")
+        format!("EXPLAIN QUERY PLAN {sql}")
     };
-    let rows = sqlx::query(&explain)
-        .bind("someone")
-        .bind("something")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
+    let mut query = sqlx::query(&explain);
+    for i in 0..n.max(1) {
+        query = query.bind(format!("someone{i}")).bind("something");
+    }
+    let rows = query.fetch_all(&mut *conn).await.map_err(db_err)?;
     let column = if postgres { "QUERY PLAN" } else { "detail" };
     let lines = rows
         .iter()

@@ -183,6 +183,9 @@ pub struct SqlStore {
     claims: Option<AnyPool>,
     /// How to open a connection of its own (exclusive background work).
     options: AnyConnectOptions,
+    /// Checks' lookups of open requests, answered in groups on the read
+    /// pool (`checks::answer_lookups`).
+    lookups: mpsc::Sender<super::checks::Lookup>,
 }
 
 /// Holds the right to an [`Exclusive`] job; see [`Store::try_exclusive`].
@@ -377,12 +380,19 @@ impl SqlStore {
         };
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(run_writer(conn, options.clone(), backend, jobs));
+        let (lookups, asked) = mpsc::channel(4096);
+        tokio::spawn(super::checks::answer_lookups(
+            read.clone(),
+            backend == Backend::Postgres,
+            asked,
+        ));
         Ok(SqlStore {
             backend,
             writer,
             read,
             claims,
             options,
+            lookups,
         })
     }
 
@@ -413,14 +423,15 @@ impl SqlStore {
         }
     }
 
-    /// The plan the database chooses for a check's lookup of the open
-    /// request (`Store::open_request`), as text: which index it uses.
-    pub async fn check_lookup_plan(&self) -> Result<String, StoreError> {
+    /// The plan the database chooses for checks' lookup of the open
+    /// requests of `n` (requester, entitlement) pairs in one query
+    /// (`Store::open_request`), as text: which index it uses.
+    pub async fn check_lookup_plan(&self, n: usize) -> Result<String, StoreError> {
         let mut conn = AnyConnection::connect_with(&self.options)
             .await
             .map_err(db_err)?;
         let plan =
-            super::checks::open_request_plan(&mut conn, self.backend == Backend::Postgres).await;
+            super::checks::open_request_plan(&mut conn, self.backend == Backend::Postgres, n).await;
         let _ = conn.close().await;
         plan
     }
@@ -1878,7 +1889,10 @@ impl Store for SqlStore {
         requester: &UserId,
         entitlement: &EntitlementId,
     ) -> Result<Option<super::checks::OpenRequest>, StoreError> {
-        super::checks::open_request(&self.read, requester, entitlement).await
+        let (lookup, answer) = super::checks::Lookup::new(requester, entitlement);
+        let gone = || StoreError::Database("the lookup of open requests has stopped".to_owned());
+        self.lookups.send(lookup).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     async fn add_checks(&self, tallies: Vec<(RequestId, CheckActivity)>) -> Result<(), StoreError> {
