@@ -130,6 +130,7 @@ async fn start(dir: &std::path::Path) -> Router {
         clock: Arc::new(SystemClock),
         routing: settings.notifications.routing.clone(),
         token_max_lifetime: std::time::Duration::from_secs(90 * 24 * 3600),
+        access_reviews: Default::default(),
     });
     router(AppState {
         engine,

@@ -12,7 +12,9 @@
 //! use), and what a service principal may never do (approve).
 
 use crate::catalog::{Role, User};
-use crate::ids::UserId;
+use std::collections::BTreeSet;
+
+use crate::ids::{GroupName, UserId};
 use crate::request::{AccessRequest, Rejection};
 use crate::token::Scope;
 
@@ -39,6 +41,9 @@ pub enum Capability {
     /// Ask whether someone else holds an entitlement now (admins, auditors
     /// and checkers; anyone may ask about themselves: [`may_check`]).
     CheckOthers,
+    /// Start an access-review campaign on demand (admins; reviewers decide
+    /// its items: [`may_review_item`]).
+    StartAccessReviews,
 }
 
 impl Capability {
@@ -52,6 +57,7 @@ impl Capability {
             Capability::Request => "request access",
             Capability::ManageTokens => "manage API tokens",
             Capability::CheckOthers => "check whether others hold an entitlement",
+            Capability::StartAccessReviews => "start access reviews",
         }
     }
 
@@ -62,7 +68,8 @@ impl Capability {
             Capability::CheckOthers => &[Role::Admin, Role::Auditor, Role::Checker],
             Capability::ChangePolicies
             | Capability::ApprovePolicyChanges
-            | Capability::Reconcile => &[Role::Admin],
+            | Capability::Reconcile
+            | Capability::StartAccessReviews => &[Role::Admin],
             Capability::Read | Capability::Request | Capability::ManageTokens => &[],
         }
     }
@@ -73,7 +80,8 @@ impl Capability {
             Capability::ReadEverything | Capability::Read | Capability::CheckOthers => Scope::Read,
             Capability::ChangePolicies
             | Capability::ApprovePolicyChanges
-            | Capability::Reconcile => Scope::Admin,
+            | Capability::Reconcile
+            | Capability::StartAccessReviews => Scope::Admin,
             Capability::Request => Scope::Request,
             Capability::ManageTokens => Scope::Tokens,
         }
@@ -320,4 +328,56 @@ pub fn may_create_token_for(
         )));
     }
     may_manage_tokens_of(user, &owner.id, service_owners)
+}
+
+/// Where a would-be reviewer stands towards one item of an access review.
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewerStanding<'a> {
+    /// The groups whose members may decide the campaign's items now.
+    pub groups: &'a BTreeSet<GroupName>,
+    /// The Airlock user whose access the item is about, when known.
+    pub about: Option<&'a UserId>,
+}
+
+/// Whether `user` may confirm or remove an item of an access review: a
+/// person in the campaign's reviewer groups (through a token, one with the
+/// `approve` scope), never about their own access, whatever their roles.
+pub fn may_review_item(user: &User, standing: &ReviewerStanding<'_>) -> Result<(), Rejection> {
+    not_a_service(user, "review access")?;
+    scoped(user, Scope::Approve, "review access")?;
+    if standing.about == Some(&user.id) {
+        return Err(Rejection::Forbidden(format!(
+            "`{}` may not review their own access",
+            user.id
+        )));
+    }
+    if !user.in_any(standing.groups) {
+        return Err(Rejection::Forbidden(format!(
+            "`{}` is not in the campaign's reviewer groups ({})",
+            user.id,
+            standing
+                .groups
+                .iter()
+                .map(GroupName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `user` may see an access-review campaign and its items: admins
+/// and auditors, and members of its reviewer groups `groups`.
+pub fn may_see_campaign(user: &User, groups: &BTreeSet<GroupName>) -> Result<(), Rejection> {
+    if may(user, Capability::ReadEverything).is_ok() {
+        return Ok(());
+    }
+    scoped(user, Scope::Read, "read access reviews")?;
+    if user.in_any(groups) {
+        return Ok(());
+    }
+    Err(Rejection::Forbidden(format!(
+        "`{}` may not see this access review (admins, auditors and its reviewers may)",
+        user.id
+    )))
 }

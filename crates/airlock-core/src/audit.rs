@@ -179,6 +179,20 @@ audit_actions! {
     /// The server found the audit chain broken at start and the operator
     /// told it to serve anyway.
     AuditBreakAccepted => "audit_break_accepted",
+    /// An access-review campaign started (on demand or on its schedule).
+    AccessReviewStarted => "access_review_started",
+    /// A reviewer confirmed or removed one item of a campaign.
+    AccessReviewDecided => "access_review_decided",
+    /// A campaign's reviewers were reminded of its unanswered items.
+    AccessReviewReminded => "access_review_reminded",
+    /// A campaign's unanswered items went to its escalation groups as well.
+    AccessReviewEscalated => "access_review_escalated",
+    /// Every item of a campaign was decided.
+    AccessReviewCompleted => "access_review_completed",
+    /// A holder a reviewer removed was taken out of its target.
+    AccessReviewRemoved => "access_review_removed",
+    /// Taking a removed holder out of its target failed; it is tried again.
+    AccessReviewRemovalFailed => "access_review_removal_failed",
     /// An API token was created (never its secret).
     TokenCreated => "token_created",
     /// An API token was revoked.

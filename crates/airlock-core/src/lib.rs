@@ -6,6 +6,7 @@
 //! passed in, and decisions come back as values for the shell to carry out.
 
 pub mod access;
+pub mod access_review;
 pub mod activity;
 pub mod approval;
 pub mod audit;
@@ -24,5 +25,5 @@ pub mod token;
 pub mod usage;
 pub mod waits;
 
-pub use ids::{EntitlementId, GroupName, IdError, RequestId, TokenId, UserId};
+pub use ids::{CampaignId, EntitlementId, GroupName, IdError, RequestId, TokenId, UserId};
 pub use time::Timestamp;

@@ -85,6 +85,12 @@ topics! {
     RevocationFailed => "revocation_failed", Security;
     /// A removal is still unconfirmed past `server.revocation_overdue_after`.
     RevocationOverdue => "revocation_overdue", Security;
+    /// An access-review campaign started and waits for its reviewers.
+    AccessReviewRequested => "access_review_requested", Reviewers;
+    /// A campaign's items are still unanswered past its `remind_after`.
+    AccessReviewReminder => "access_review_reminder", Reviewers;
+    /// A campaign escalated: its escalation groups may decide it now.
+    AccessReviewEscalated => "access_review_escalated", Reviewers;
 }
 
 impl Topic {
@@ -174,6 +180,22 @@ impl Routing {
             .or_else(|| {
                 (audience == Audience::Reviewers)
                     .then(|| routed(Audience::Approvers))
+                    .flatten()
+            })
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+impl Routing {
+    /// The channels `audience` hears about what concerns no entitlement
+    /// (an access review): the defaults, reviewers nobody routed falling
+    /// back on the approvers' channels as in [`Routing::channels`].
+    pub fn default_channels(&self, audience: Audience) -> &[String] {
+        self.defaults
+            .get(audience)
+            .or_else(|| {
+                (audience == Audience::Reviewers)
+                    .then(|| self.defaults.get(Audience::Approvers))
                     .flatten()
             })
             .map_or(&[], Vec::as_slice)

@@ -1317,7 +1317,7 @@ fn required_note(note: &str) -> Result<String, Rejection> {
 
 /// Free text from a person, trimmed, checked by the one text rule
 /// ([`crate::text`]) and refused naming `field`.
-fn user_text(
+pub(crate) fn user_text(
     field: &'static str,
     raw: &str,
     kind: TextKind,

@@ -1439,3 +1439,252 @@ impl From<&ApprovalWaits> for ApprovalWaitsView {
         }
     }
 }
+
+/// Body of `POST /v1/access-reviews`: start a campaign now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartAccessReviewBody {
+    /// The name of its `[access_reviews.NAME]` table.
+    pub template: String,
+}
+
+/// Query of `GET /v1/access-reviews`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessReviewQuery {
+    /// Only campaigns with items still open.
+    #[serde(default)]
+    pub open: bool,
+}
+
+/// The campaigns one may see, and the kinds of campaign the config defines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessReviewList {
+    pub campaigns: Vec<AccessReviewView>,
+    pub templates: Vec<AccessReviewTemplateView>,
+}
+
+/// A kind of campaign (`[access_reviews.NAME]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessReviewTemplateView {
+    pub name: String,
+    /// How often one starts by itself (`90d`); absent: on demand only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    pub reviewers: Vec<String>,
+    pub due_within: String,
+    /// `eligibilities`, `standing`.
+    pub include: Vec<String>,
+}
+
+/// One campaign.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessReviewView {
+    pub id: String,
+    pub template: String,
+    pub started_by: String,
+    /// RFC 3339, as every time below.
+    pub started_at: String,
+    pub due_at: String,
+    /// The groups whose members may decide its items now (with the
+    /// escalation groups once it escalated).
+    pub reviewers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminded_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    pub items: u32,
+    pub open_items: u32,
+    /// Items still open past the due time.
+    pub overdue: bool,
+}
+
+/// A campaign with its items: what `GET /v1/access-reviews/{id}` answers,
+/// and the evidence `airlock access-review evidence` writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessReviewDetail {
+    pub campaign: AccessReviewView,
+    pub items: Vec<AccessReviewItemView>,
+}
+
+/// One item of a campaign.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessReviewItemView {
+    pub item: u32,
+    /// `eligibility` (the user may ask for the entitlement) or `holder`
+    /// (the target lists the principal and no open grant explains it).
+    pub kind: String,
+    /// The Airlock user it is about, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// An eligibility's entitlement; a holder's are in `entitlements`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlement: Option<String>,
+    /// An eligibility's approval route (`auto`, the tiers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// A holder's status: `standing`, `lingering` or `unknown_request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entitlements: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<String>,
+    /// `confirm` or `remove`; absent while open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The decision's place in the audit chain: its event's seq and hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// For a removed holder: `pending`, `failed` (tried again) or `done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal_error: Option<String>,
+}
+
+/// Body of `POST /v1/access-reviews/{id}/items/{item}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideItemBody {
+    /// `confirm` or `remove`.
+    pub decision: String,
+    /// Why (required to remove).
+    #[serde(default)]
+    pub comment: String,
+}
+
+impl AccessReviewView {
+    pub fn of(c: &airlock_core::access_review::Campaign, now: Timestamp) -> Self {
+        AccessReviewView {
+            id: c.id.to_string(),
+            template: c.template.clone(),
+            started_by: c.started_by.clone(),
+            started_at: c.started_at.to_rfc3339(),
+            due_at: c.due_at.to_rfc3339(),
+            reviewers: c
+                .reviewer_groups()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            reminded_at: c.reminded_at.map(Timestamp::to_rfc3339),
+            escalated_at: c.escalated_at.map(Timestamp::to_rfc3339),
+            completed_at: c.completed_at.map(Timestamp::to_rfc3339),
+            items: c.items,
+            open_items: c.open_items,
+            overdue: c.is_overdue(now),
+        }
+    }
+}
+
+impl AccessReviewItemView {
+    /// `item` with its decision's chain hash from `hashes` (seq to hash).
+    pub fn of(item: &airlock_core::access_review::Item, hashes: &BTreeMap<i64, String>) -> Self {
+        use airlock_core::access_review::Subject;
+        let mut view = AccessReviewItemView {
+            item: item.number,
+            kind: item.subject.kind().to_owned(),
+            user: item.subject.user().map(ToString::to_string),
+            entitlement: None,
+            route: None,
+            connector: None,
+            principal: None,
+            status: None,
+            request: None,
+            entitlements: Vec::new(),
+            risk: None,
+            decision: None,
+            decided_by: None,
+            decided_at: None,
+            comment: None,
+            seq: None,
+            hash: None,
+            removal: None,
+            removed_at: None,
+            removal_error: None,
+        };
+        match &item.subject {
+            Subject::Eligibility {
+                entitlement, route, ..
+            } => {
+                view.entitlement = Some(entitlement.to_string());
+                view.route = Some(route.clone());
+            }
+            Subject::Holder {
+                connector,
+                principal,
+                status,
+                request,
+                entitlements,
+                risk,
+                ..
+            } => {
+                view.connector = Some(connector.clone());
+                view.principal = Some(principal.clone());
+                view.status = Some(status.clone());
+                view.request = request.as_ref().map(ToString::to_string);
+                view.entitlements = entitlements.iter().map(ToString::to_string).collect();
+                view.risk = Some(risk.as_str().to_owned());
+            }
+        }
+        if let Some(d) = &item.decided {
+            view.decision = Some(d.decision.as_str().to_owned());
+            view.decided_by = Some(d.by.to_string());
+            view.decided_at = Some(d.at.to_rfc3339());
+            view.comment = Some(d.comment.clone());
+            view.seq = d.seq;
+            view.hash = d.seq.and_then(|s| hashes.get(&s).cloned());
+        }
+        let removal = item.removal.clone().unwrap_or_default();
+        if item.removal_outstanding() || removal.done_at.is_some() {
+            view.removal = Some(
+                match (removal.done_at, &removal.last_error) {
+                    (Some(_), _) => "done",
+                    (None, Some(_)) => "failed",
+                    (None, None) => "pending",
+                }
+                .to_owned(),
+            );
+            view.removed_at = removal.done_at.map(Timestamp::to_rfc3339);
+            view.removal_error = removal.last_error.filter(|_| removal.done_at.is_none());
+        }
+        view
+    }
+}
+
+impl AccessReviewTemplateView {
+    pub fn of(t: &airlock_core::access_review::Template) -> Self {
+        let mut include = Vec::new();
+        if t.eligibilities {
+            include.push("eligibilities".to_owned());
+        }
+        if t.standing {
+            include.push("standing".to_owned());
+        }
+        AccessReviewTemplateView {
+            name: t.name.clone(),
+            every: t.every.map(airlock_core::time::human_duration),
+            reviewers: t.reviewers.iter().map(ToString::to_string).collect(),
+            due_within: airlock_core::time::human_duration(t.due_within),
+            include,
+        }
+    }
+}

@@ -545,6 +545,50 @@ impl Client {
     }
 
     /// Creates an API token; the answer holds its secret, this once.
+    /// The access-review campaigns the caller may see, and the templates.
+    pub async fn access_reviews(
+        &self,
+        open_only: bool,
+    ) -> Result<crate::api::AccessReviewList, ClientError> {
+        let query = crate::api::AccessReviewQuery { open: open_only };
+        self.send(self.get("/v1/access-reviews").query(&query))
+            .await
+    }
+
+    /// Starts a campaign of `template` now.
+    pub async fn start_access_review(
+        &self,
+        template: &str,
+    ) -> Result<crate::api::AccessReviewView, ClientError> {
+        let body = crate::api::StartAccessReviewBody {
+            template: template.to_owned(),
+        };
+        self.send(self.post("/v1/access-reviews", &body)).await
+    }
+
+    /// A campaign with its items (and each decision's place in the chain).
+    pub async fn access_review(
+        &self,
+        id: &str,
+    ) -> Result<crate::api::AccessReviewDetail, ClientError> {
+        self.send(self.get(&format!("/v1/access-reviews/{}", encode(id))))
+            .await
+    }
+
+    /// Confirms or removes item `item` of campaign `id`.
+    pub async fn decide_access_review_item(
+        &self,
+        id: &str,
+        item: u32,
+        body: &crate::api::DecideItemBody,
+    ) -> Result<crate::api::AccessReviewItemView, ClientError> {
+        self.send(self.post(
+            &format!("/v1/access-reviews/{}/items/{item}", encode(id)),
+            body,
+        ))
+        .await
+    }
+
     pub async fn create_token(
         &self,
         body: &crate::api::CreateTokenBody,

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod access_reviews;
 mod activity;
 mod checks;
 mod clock;
@@ -41,6 +42,7 @@ use crate::store::{
     ReviewBacklog, RevocationBacklog, Store, StoreError,
 };
 
+pub use access_reviews::{RoundReport, ACCESS_REVIEW_ROUND};
 pub use checks::{CheckAnswer, CHECKS_FLUSH_EVERY};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::Refused;
@@ -67,6 +69,8 @@ pub enum EngineError {
     #[error("no policy proposal `{0}`")]
     UnknownProposal(String),
     /// No such API token, or none the caller may manage.
+    #[error("no access review `{0}` that you may see")]
+    UnknownAccessReview(String),
     #[error("no API token `{0}` that you may manage")]
     UnknownToken(String),
     /// The audit record cannot be trusted, so nothing that grants access or
@@ -177,6 +181,8 @@ pub struct Engine {
     /// Checks of grants counted since this replica last added them to the
     /// store.
     checks: checks::CheckLedger,
+    review_templates: std::collections::BTreeMap<String, airlock_core::access_review::Template>,
+    access_review_wake: Notify,
 }
 
 /// What an engine is built from (see [`Engine::new`]).
@@ -192,6 +198,8 @@ pub struct EngineParts {
     pub routing: Routing,
     /// The longest an API token may live (`server.token_max_lifetime`).
     pub token_max_lifetime: Duration,
+    /// The kinds of access-review campaign (`[access_reviews.NAME]`).
+    pub access_reviews: std::collections::BTreeMap<String, airlock_core::access_review::Template>,
 }
 
 /// What a request to change the policy set did.
@@ -214,6 +222,7 @@ impl Engine {
             clock,
             routing,
             token_max_lifetime,
+            access_reviews,
         } = parts;
         Arc::new(Engine {
             store,
@@ -235,6 +244,8 @@ impl Engine {
             tokens: tokens::TokenState::new(token_max_lifetime),
             seen_sessions: activity::SeenSessions::default(),
             checks: checks::CheckLedger::default(),
+            review_templates: access_reviews,
+            access_review_wake: Notify::new(),
         })
     }
 
@@ -397,22 +408,10 @@ impl Engine {
                 ..RequestFilter::default()
             })
             .await?;
-        let set = self.policies.current();
         let eligible: Vec<(UserId, EntitlementId)> = self
-            .catalog
-            .users
-            .values()
-            .flat_map(|user| {
-                self.catalog.entitlements.values().filter_map(|e| {
-                    policy::typical_ask(
-                        &set,
-                        self.policies.user_facts(user),
-                        e,
-                        self.policies.entitlement_facts(&e.id),
-                    )
-                    .map(|_| (user.id.clone(), e.id.clone()))
-                })
-            })
+            .eligibilities()
+            .into_iter()
+            .map(|(user, entitlement, _)| (user, entitlement))
             .collect();
         Ok((
             airlock_core::usage::usage(&requests, &eligible),
@@ -472,6 +471,11 @@ impl Engine {
             public_key: ask.public_key,
         };
         self.check_mfa(requester, entitlement, &new, mfa_at)?;
+        // An access review that removed this eligibility refuses the ask;
+        // a later one that confirms it lifts that.
+        let reviewed = self
+            .eligibility_decision(&requester.id, &ask.entitlement)
+            .await?;
         let clock = Arc::clone(&self.clock);
         let lifecycle = Arc::clone(&self.lifecycle);
         let policies = Arc::clone(&self.policies);
@@ -494,7 +498,10 @@ impl Engine {
                         .collect();
                     let facts =
                         policies.new_request_facts(&user, &entitlement, &new, others, mfa_at, now);
-                    let verdict = policy::verdict(&policies.current(), &facts);
+                    let verdict = airlock_core::access_review::overrule(
+                        policy::verdict(&policies.current(), &facts),
+                        reviewed.as_ref(),
+                    );
                     let same = open.get(&entitlement.id);
                     request::submit(
                         new.clone(),

@@ -17,6 +17,7 @@ use crate::config::ScimSettings;
 use crate::engine::Engine;
 use crate::oidc::Verifier;
 
+mod access_reviews;
 mod error;
 mod extract;
 mod json_api;
@@ -86,6 +87,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/reports/usage"),
     ("get", "/v1/audit/checkpoint-key"),
     ("post", "/v1/reconcile"),
+    ("get", "/v1/access-reviews"),
+    ("post", "/v1/access-reviews"),
+    ("get", "/v1/access-reviews/{id}"),
+    ("post", "/v1/access-reviews/{id}/items/{item}"),
     ("get", "/v1/notifications"),
     ("post", "/v1/tokens"),
     ("get", "/v1/tokens"),

@@ -106,6 +106,19 @@ impl Metrics {
 
     /// The outbox's gauges (from the store, the same on every replica) and
     /// this replica's attempt counters.
+    /// The access-review backlog: open items across open campaigns, and
+    /// campaigns past their due time.
+    pub fn render_access_reviews(&self, open_items: u64, overdue_campaigns: u64) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP airlock_access_review_items_open Access-review items no reviewer has decided yet.\n");
+        out.push_str("# TYPE airlock_access_review_items_open gauge\n");
+        let _ = writeln!(out, "airlock_access_review_items_open {open_items}");
+        out.push_str("# HELP airlock_access_reviews_overdue Access-review campaigns with open items past their due time.\n");
+        out.push_str("# TYPE airlock_access_reviews_overdue gauge\n");
+        let _ = writeln!(out, "airlock_access_reviews_overdue {overdue_campaigns}");
+        out
+    }
+
     pub fn render_notifications(&self, summary: &OutboxSummary, now: Timestamp) -> String {
         let mut out = String::new();
         out.push_str("# HELP airlock_notifications_backlog Notifications due and not sent yet.\n");

@@ -425,6 +425,7 @@ pub async fn start_with_clock(
         clock,
         routing: settings.notifications.routing.clone(),
         token_max_lifetime: settings.token_max_lifetime,
+        access_reviews: settings.access_reviews.clone(),
     });
     if let Some(problem) = &start_check.problem {
         if settings.audit.accept_broken_chain {
@@ -581,6 +582,17 @@ pub async fn start_with_clock(
             "sampling the sessions of active grants is off (server.activity_sample_every)"
         ),
     }
+    // Runs even without templates: removals decided in earlier campaigns
+    // are carried out, and open campaigns still remind and escalate.
+    supervise(
+        "access reviews",
+        &ended,
+        until_stopped(
+            Arc::clone(&engine).run_access_reviews(watcher.clone()),
+            watcher.clone(),
+        ),
+    );
+    running += 1;
     supervise(
         "audit checkpointer",
         &ended,

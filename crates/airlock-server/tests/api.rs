@@ -627,7 +627,8 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
                 assert!(
                     params.contains("RequestId")
                         || params.contains("ProposalId")
-                        || params.contains("TokenId"),
+                        || params.contains("TokenId")
+                        || params.contains("CampaignId"),
                     "{method} {path} lacks the id parameter"
                 );
             }
@@ -2640,6 +2641,12 @@ enum Who {
     /// Whether someone (alice, the walk's requester) holds an entitlement:
     /// they themselves, admins, auditors and checkers.
     Checker,
+    /// An access-review campaign: admins, auditors and its reviewers
+    /// (`sre`: bob, carol).
+    CampaignViewer,
+    /// An item of a campaign about alice: its reviewers (bob, carol),
+    /// people only, with the `approve` scope.
+    CampaignReviewer,
 }
 
 /// The API tokens of the authorization walk: a caller name that is not a
@@ -2708,6 +2715,10 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
         ("get" | "post", "/v1/tokens") => TokenHolder,
         ("post", "/v1/tokens/{id}/revoke") => TokenOwner,
         ("get", "/v1/check") => Checker,
+        ("get", "/v1/access-reviews") => AnyUser,
+        ("post", "/v1/access-reviews") => Admin,
+        ("get", "/v1/access-reviews/{id}") => CampaignViewer,
+        ("post", "/v1/access-reviews/{id}/items/{item}") => CampaignReviewer,
         _ => return None,
     })
 }
@@ -2718,7 +2729,10 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
         // With SCIM on, so that the provisioning token is one of the callers,
         // and a service principal whose API token is another.
         let h = boot_full(
-            &format!("{CATALOG}\n[services.deploy]\ngroups = [\"eng\"]\nowners = [\"alice\"]\n"),
+            &format!(
+                "{CATALOG}\n[services.deploy]\ngroups = [\"eng\"]\nowners = [\"alice\"]\n\
+                 [access_reviews.walk]\nreviewers = [\"sre\"]\ninclude = [\"eligibilities\"]\n"
+            ),
             &[],
             false,
             &scim_server(""),
@@ -2826,8 +2840,28 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                     } else {
                         id
                     };
+                    // A fresh campaign, and its first item about alice.
+                    let id = if path.starts_with("/v1/access-reviews/") {
+                        let campaign = h.client("admin").start_access_review("walk").await.unwrap();
+                        let detail = h.client("admin").access_review(&campaign.id).await.unwrap();
+                        let item = detail
+                            .items
+                            .iter()
+                            .find(|i| i.user.as_deref() == Some("alice"))
+                            .unwrap()
+                            .item;
+                        format!("{}/items/{item}", campaign.id)
+                    } else {
+                        id
+                    };
                     let target = match path.as_str() {
                         "/v1/check" => "/v1/check?principal=alice&entitlement=db-prod".to_owned(),
+                        "/v1/access-reviews/{id}/items/{item}" => {
+                            format!("/v1/access-reviews/{id}")
+                        }
+                        "/v1/access-reviews/{id}" => {
+                            format!("/v1/access-reviews/{}", id.split('/').next().unwrap())
+                        }
                         _ => path.replace("{id}", &id),
                     };
                     walk_tokens += 1;
@@ -2836,6 +2870,10 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         "/v1/requests" => Some(r#"{"entitlement":"logs-read","reason":"walk"}"#),
                         "/v1/tokens" if method == "post" => Some(new_token.as_str()),
                         "/v1/tokens/{id}/revoke" => None,
+                        "/v1/access-reviews" if method == "post" => Some(r#"{"template":"walk"}"#),
+                        "/v1/access-reviews/{id}/items/{item}" => {
+                            Some(r#"{"decision":"confirm","comment":"walk"}"#)
+                        }
                         p if p.ends_with("/deny") || p.ends_with("/revoke") => {
                             Some(r#"{"reason":"walk"}"#)
                         }
@@ -2889,6 +2927,10 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         Who::Checker => {
                             matches!(caller, Some("alice" | "admin" | "audrey" | "chuck"))
                         }
+                        Who::CampaignViewer => {
+                            matches!(caller, Some("bob" | "carol" | "admin" | "audrey"))
+                        }
+                        Who::CampaignReviewer => matches!(caller, Some("bob" | "carol")),
                     };
                     // A policy's denial (`denied_by_policy`) is the policy
                     // set's answer to a caller the rules let through.

@@ -4,6 +4,7 @@
 //! config that fails validation is never partly applied. One module per
 //! table; this one holds the settings' types and puts the tables together.
 
+mod access_reviews;
 mod audit;
 mod connectors;
 mod elevation;
@@ -37,6 +38,7 @@ use crate::oidc::OidcSettings;
 use crate::policy::PolicySource;
 use crate::store::sql::Location;
 
+pub use access_reviews::DEFAULT_REVIEW_DUE_WITHIN;
 pub use elevation::{ElevationSettings, DEFAULT_ELEVATION_ISSUER, DEFAULT_ELEVATION_LIFETIME};
 pub use notifications::{ChannelSettings, NotificationSettings, SmtpSettings, SmtpTls};
 pub use oidc::{DEFAULT_JWKS_REFETCH_AFTER, DEFAULT_OIDC_CLOCK_SKEW};
@@ -138,6 +140,8 @@ pub struct Settings {
     pub scim: Option<ScimSettings>,
     /// How elevation claims are signed (`[server.elevation]`).
     pub elevation: ElevationSettings,
+    /// The kinds of access-review campaign, by name (`[access_reviews.NAME]`).
+    pub access_reviews: BTreeMap<String, airlock_core::access_review::Template>,
     /// Channels, routing and retries of notifications (`[notifications]`).
     pub notifications: NotificationSettings,
 }
@@ -235,6 +239,8 @@ struct RawConfig {
     audit: audit::RawAudit,
     #[serde(default)]
     notifications: notifications::RawNotifications,
+    #[serde(default)]
+    access_reviews: BTreeMap<String, Spanned<access_reviews::RawTemplate>>,
 }
 
 impl Settings {
@@ -301,6 +307,7 @@ impl Settings {
             server.revocation_overdue_after,
         )?;
         directory.entitlements = entitlements.facts;
+        let access_reviews = access_reviews::access_reviews_table(&src, &raw.access_reviews)?;
         Ok(Settings {
             listen: server.listen,
             data_dir: server.data_dir,
@@ -326,6 +333,7 @@ impl Settings {
             scim,
             elevation,
             notifications,
+            access_reviews,
         })
     }
 }

@@ -109,7 +109,9 @@ impl From<EngineError> for ApiError {
                 "invalid_policies",
                 format!("{e}\nthe policy set in force stays"),
             ),
-            e @ (EngineError::UnknownProposal(_) | EngineError::UnknownToken(_)) => {
+            e @ (EngineError::UnknownProposal(_)
+            | EngineError::UnknownToken(_)
+            | EngineError::UnknownAccessReview(_)) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
             e @ EngineError::AuditUntrusted(_) => ApiError::new(

@@ -84,6 +84,15 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/reports/usage", get(usage_report))
         .route("/v1/audit/checkpoint-key", get(checkpoint_key))
         .route("/v1/reconcile", post(reconcile))
+        .route(
+            "/v1/access-reviews",
+            post(super::access_reviews::start).get(super::access_reviews::list),
+        )
+        .route("/v1/access-reviews/{id}", get(super::access_reviews::show))
+        .route(
+            "/v1/access-reviews/{id}/items/{item}",
+            post(super::access_reviews::decide),
+        )
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke))
 }
@@ -104,8 +113,15 @@ async fn metrics(
     let backlog = state.engine.revocation_backlog().await?;
     let outbox = state.engine.notification_summary().await?;
     let reviews = state.engine.review_backlog().await?;
+    let (open_items, overdue_campaigns) = state.engine.access_review_backlog().await?;
     let mut text = state.engine.metrics().render(backlog);
     text.push_str(&state.engine.metrics().render_reviews(reviews));
+    text.push_str(
+        &state
+            .engine
+            .metrics()
+            .render_access_reviews(open_items, overdue_campaigns),
+    );
     text.push_str(
         &state
             .engine

@@ -215,6 +215,7 @@ impl Dispatcher {
                         recipients: recipients(
                             entry.topic.audience(),
                             request.as_ref(),
+                            &entry.facts,
                             p.book.as_ref(),
                         )
                         .await,

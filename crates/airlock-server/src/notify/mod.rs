@@ -200,10 +200,13 @@ async fn provisioned_members(
     Ok(out)
 }
 
-/// The people a notification about `request` is for.
+/// The people a notification about `request` is for; one about no
+/// request (an access review) goes to the members of the groups its facts
+/// name (`review_by`).
 pub async fn recipients(
     audience: Audience,
     request: Option<&AccessRequest>,
+    facts: &BTreeMap<String, String>,
     book: &dyn AddressBook,
 ) -> Vec<Recipient> {
     let users: Vec<UserId> = match (audience, request) {
@@ -225,6 +228,22 @@ pub async fn recipients(
                 .collect(),
             None => Vec::new(),
         },
+        (Audience::Reviewers, None) => {
+            let groups: BTreeSet<GroupName> = facts
+                .get("review_by")
+                .map(|g| {
+                    g.split(',')
+                        .filter_map(|g| GroupName::parse(g).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            book.members(&groups)
+                .await
+                .into_iter()
+                .filter(|u| !u.is_service())
+                .map(|u| u.id)
+                .collect()
+        }
         _ => Vec::new(),
     };
     let mut out = Vec::with_capacity(users.len());
@@ -279,6 +298,23 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
         Topic::UseUnacceptable => {
             format!("the break-glass use of {what} by {who} was judged unacceptable")
         }
+        Topic::AccessReviewRequested => format!(
+            "access review {}: {} items to confirm or remove before {}",
+            fact("template"),
+            fact("items"),
+            fact("review_due")
+        ),
+        Topic::AccessReviewReminder => format!(
+            "reminder: access review {} has {} unanswered items (due {})",
+            fact("template"),
+            fact("open_items"),
+            fact("review_due")
+        ),
+        Topic::AccessReviewEscalated => format!(
+            "escalated to you: access review {} has {} unanswered items",
+            fact("template"),
+            fact("open_items")
+        ),
     };
     let subject = format!("[airlock] {subject}");
     let mut text = String::new();
@@ -305,6 +341,17 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
             format!("look:   airlock show {id}"),
             "active: airlock grants --break-glass".to_owned(),
         ],
+        Topic::AccessReviewRequested
+        | Topic::AccessReviewReminder
+        | Topic::AccessReviewEscalated => {
+            let campaign = fact("campaign");
+            vec![
+                format!("look:    airlock access-review show {campaign}"),
+                format!(
+                    "decide:  airlock access-review decide {campaign} ITEM --confirm|--remove --comment \"...\""
+                ),
+            ]
+        }
         Topic::RevocationFailed | Topic::RevocationOverdue => {
             vec![
                 format!("look:   airlock show {id}"),

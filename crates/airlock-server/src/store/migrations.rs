@@ -85,6 +85,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 13,
+        common: include_str!("migrations/0013_access_reviews.sql"),
+        sqlite: "",
+        postgres: "",
+    },
 ];
 
 pub fn latest() -> i64 {

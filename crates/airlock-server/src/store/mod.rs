@@ -17,6 +17,7 @@ pub use crate::store::outbox::{Delivery, OutboxEntry, OutboxFilter, OutboxState,
 use crate::store::record::RequestRecord;
 pub use crate::store::sql::ExclusiveGuard;
 
+pub mod access_reviews;
 pub mod checks;
 pub mod directory;
 pub mod outbox;
@@ -62,6 +63,8 @@ pub enum Exclusive {
     ScheduledReconciliation,
     /// A round of sampling active grants' sessions.
     ActivitySampling,
+    /// A round of access reviews: scheduled starts, steps, removals.
+    AccessReviews,
 }
 
 /// The requester's unfinished (pending, approved or active) requests, by entitlement.
@@ -342,6 +345,57 @@ pub trait Store: Send + Sync {
 
     /// Up to `limit` audit events with `seq > after`, in order (for export).
     async fn export_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Applies a write to an access-review campaign with its audit events
+    /// and notifications, in one transaction; whether it changed a row
+    /// (a decision of an item already decided, or a step already taken,
+    /// changes nothing and records nothing).
+    async fn write_access_review(
+        &self,
+        write: access_reviews::ReviewWrite,
+    ) -> Result<bool, StoreError>;
+
+    /// Access-review campaigns, newest first (only open ones with
+    /// `open_only`), at most `limit`.
+    async fn access_reviews(
+        &self,
+        open_only: bool,
+        limit: u32,
+    ) -> Result<Vec<airlock_core::access_review::Campaign>, StoreError>;
+
+    async fn access_review(
+        &self,
+        id: &airlock_core::CampaignId,
+    ) -> Result<Option<airlock_core::access_review::Campaign>, StoreError>;
+
+    /// A campaign's items, in order.
+    async fn access_review_items(
+        &self,
+        id: &airlock_core::CampaignId,
+    ) -> Result<Vec<airlock_core::access_review::Item>, StoreError>;
+
+    /// When the newest campaign of `template` started.
+    async fn access_review_last_started(
+        &self,
+        template: &str,
+    ) -> Result<Option<Timestamp>, StoreError>;
+
+    /// The newest decision of any campaign about `user` asking for
+    /// `entitlement`.
+    async fn eligibility_decision(
+        &self,
+        user: &UserId,
+        entitlement: &EntitlementId,
+    ) -> Result<Option<airlock_core::access_review::EligibilityDecision>, StoreError>;
+
+    /// Removed holders not yet taken out of their targets, at most `limit`.
+    async fn access_review_removals(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(airlock_core::CampaignId, airlock_core::access_review::Item)>, StoreError>;
+
+    /// The audit chain's hash at each of `seqs` it holds.
+    async fn chain_hashes(&self, seqs: &[i64]) -> Result<Vec<(i64, String)>, StoreError>;
 
     /// Applies a directory write (SCIM) decided on the stored value, with
     /// its audit events, in one transaction.

@@ -158,6 +158,9 @@ impl Backend {
 const MIGRATION_LOCK: i64 = 0x6169_726c_6f63_6b01;
 const RECONCILIATION_LOCK: i64 = 0x6169_726c_6f63_6b03;
 const ACTIVITY_SAMPLING_LOCK: i64 = 0x6169_726c_6f63_6b04;
+/// Held for an access-review round, so replicas neither start a scheduled
+/// campaign twice nor try the same removal at once.
+const ACCESS_REVIEWS_LOCK: i64 = 0x6169_726c_6f63_6b05;
 
 /// Starts a write batch on PostgreSQL (see [`begin_batch`]). The write
 /// lock's key is 0x6169_726c_6f63_6b02, next to [`MIGRATION_LOCK`], spelt in
@@ -248,6 +251,12 @@ enum Change {
     Checks {
         tallies: Vec<(RequestId, CheckActivity)>,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A write to an access-review campaign, with its audit events and
+    /// notifications (appended only if it changed a row).
+    AccessReview {
+        write: super::access_reviews::ReviewWrite,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// A directory write (SCIM), with its audit events.
     Directory {
@@ -604,6 +613,7 @@ enum Outcome {
     Outbox(OutboxAnswer),
     TokenWritten(bool),
     ChecksAdded,
+    AccessReview(bool),
     Directory(Box<Result<Committed, StoreError>>),
 }
 
@@ -627,6 +637,9 @@ impl Change {
             }
             (Change::Checks { reply, .. }, Outcome::ChecksAdded) => {
                 let _ = reply.send(Ok(()));
+            }
+            (Change::AccessReview { reply, .. }, Outcome::AccessReview(changed)) => {
+                let _ = reply.send(Ok(changed));
             }
             (Change::Directory { reply, .. }, Outcome::Directory(r)) => {
                 let _ = reply.send(*r);
@@ -660,6 +673,9 @@ impl Change {
                 let _ = reply.send(Err(failure()));
             }
             Change::Checks { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::AccessReview { reply, .. } => {
                 let _ = reply.send(Err(failure()));
             }
             Change::Directory { reply, .. } => {
@@ -711,6 +727,22 @@ async fn try_batch(
             Change::Checks { tallies, .. } => {
                 super::checks::add(conn, tallies, backend.rows_per_statement(3)).await?;
                 Outcome::ChecksAdded
+            }
+            Change::AccessReview { write, .. } => {
+                let mut appended = super::access_reviews::Appended {
+                    events: &mut pending.events,
+                    notifications: &mut pending.notifications,
+                    next_seq: head.seq.saturating_add(1),
+                };
+                Outcome::AccessReview(
+                    super::access_reviews::write(
+                        conn,
+                        backend.rows_per_statement(6),
+                        write,
+                        &mut appended,
+                    )
+                    .await?,
+                )
             }
             Change::Directory { write, .. } => Outcome::Directory(Box::new(match write {
                 DirectoryWrite::User {
@@ -1595,6 +1627,7 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
             | Change::Outbox { .. }
             | Change::Token { .. }
             | Change::Checks { .. }
+            | Change::AccessReview { .. }
             | Change::Directory { .. } => {}
         }
     }
@@ -2255,6 +2288,67 @@ impl Store for SqlStore {
         rows.iter().map(record_from_row).collect()
     }
 
+    async fn write_access_review(
+        &self,
+        write: super::access_reviews::ReviewWrite,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(
+            WriteJob::Change(Change::AccessReview { write, reply }),
+            answer,
+        )
+        .await
+    }
+
+    async fn access_reviews(
+        &self,
+        open_only: bool,
+        limit: u32,
+    ) -> Result<Vec<airlock_core::access_review::Campaign>, StoreError> {
+        super::access_reviews::campaigns(&self.read, open_only, limit).await
+    }
+
+    async fn access_review(
+        &self,
+        id: &airlock_core::CampaignId,
+    ) -> Result<Option<airlock_core::access_review::Campaign>, StoreError> {
+        super::access_reviews::campaign(&self.read, id).await
+    }
+
+    async fn access_review_items(
+        &self,
+        id: &airlock_core::CampaignId,
+    ) -> Result<Vec<airlock_core::access_review::Item>, StoreError> {
+        super::access_reviews::items(&self.read, id).await
+    }
+
+    async fn access_review_last_started(
+        &self,
+        template: &str,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        super::access_reviews::last_started(&self.read, template).await
+    }
+
+    async fn eligibility_decision(
+        &self,
+        user: &UserId,
+        entitlement: &EntitlementId,
+    ) -> Result<Option<airlock_core::access_review::EligibilityDecision>, StoreError> {
+        super::access_reviews::latest_eligibility_decision(&self.read, user, entitlement).await
+    }
+
+    async fn access_review_removals(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(airlock_core::CampaignId, airlock_core::access_review::Item)>, StoreError>
+    {
+        super::access_reviews::outstanding_removals(&self.read, limit).await
+    }
+
+    async fn chain_hashes(&self, seqs: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+        super::access_reviews::chain_hashes(&self.read, seqs).await
+    }
+
     async fn export_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
@@ -2343,6 +2437,7 @@ impl Store for SqlStore {
         let key = match work {
             Exclusive::ScheduledReconciliation => RECONCILIATION_LOCK,
             Exclusive::ActivitySampling => ACTIVITY_SAMPLING_LOCK,
+            Exclusive::AccessReviews => ACCESS_REVIEWS_LOCK,
         };
         // A connection of its own: a session lock held on a pooled one would
         // outlive the work when the connection went back to the pool.
