@@ -147,6 +147,18 @@ max_duration = "1h"
 review_by = ["security"]
 review_within = "24h"
 escalate_to = ["approvers"]
+
+# Access reviews (`airlock access-review`): every quarter, starting with the
+# first start, the approvers confirm or remove each eligibility (who the
+# policies let ask for what) and each standing holder the targets list;
+# reminded after a week, and security may decide too after ten days.
+[access_reviews.quarterly]
+every = "90d"
+reviewers = ["approvers"]
+due_within = "14d"
+remind_after = "7d"
+escalate_after = "10d"
+escalate_to = ["security"]
 "#,
         alice = hash("alice"),
         bob = hash("bob"),

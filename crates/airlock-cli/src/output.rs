@@ -1002,6 +1002,145 @@ pub fn standing_csv(report: &StandingReportView) {
     }
 }
 
+/// Access-review campaigns and the kinds the config defines.
+pub fn access_reviews(list: &airlock_server::api::AccessReviewList) {
+    if list.campaigns.is_empty() {
+        say!("no access-review campaigns you may see");
+    } else {
+        let rows: Vec<Vec<String>> = list
+            .campaigns
+            .iter()
+            .map(|c| {
+                vec![
+                    c.id.clone(),
+                    c.template.clone(),
+                    c.started_at.clone(),
+                    c.due_at.clone(),
+                    format!("{} of {}", c.open_items, c.items),
+                    match (&c.completed_at, c.overdue) {
+                        (Some(_), _) => "complete".to_owned(),
+                        (None, true) => "OVERDUE".to_owned(),
+                        (None, false) => "open".to_owned(),
+                    },
+                    c.reviewers.join(" "),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "ID",
+                "TEMPLATE",
+                "STARTED",
+                "DUE",
+                "OPEN",
+                "STATE",
+                "REVIEWERS",
+            ],
+            &rows,
+        );
+    }
+    for t in &list.templates {
+        say!(
+            "template {}: {}, by {}, due within {}, reviews {}",
+            t.name,
+            t.every
+                .as_deref()
+                .map_or_else(|| "on demand".to_owned(), |e| format!("every {e}")),
+            t.reviewers.join(", "),
+            t.due_within,
+            t.include.join(" and ")
+        );
+    }
+}
+
+const ACCESS_REVIEW_COLUMNS: &[&str] = &[
+    "ITEM", "KIND", "USER", "ACCESS", "DETAIL", "DECISION", "BY", "AT", "COMMENT", "SEQ", "HASH",
+    "REMOVAL",
+];
+
+fn access_review_cells(i: &airlock_server::api::AccessReviewItemView, none: &str) -> Vec<String> {
+    let or = |v: &Option<String>| v.clone().unwrap_or_else(|| none.to_owned());
+    let (access, detail) = match i.kind.as_str() {
+        "eligibility" => (or(&i.entitlement), or(&i.route)),
+        _ => (
+            format!("{}:{}", or(&i.connector), or(&i.principal)),
+            format!(
+                "{} {} risk, gives {}",
+                or(&i.status),
+                or(&i.risk),
+                i.entitlements.join(" ")
+            ),
+        ),
+    };
+    vec![
+        i.item.to_string(),
+        i.kind.clone(),
+        or(&i.user),
+        access,
+        detail,
+        or(&i.decision),
+        or(&i.decided_by),
+        or(&i.decided_at),
+        or(&i.comment),
+        i.seq.map_or_else(|| none.to_owned(), |s| s.to_string()),
+        or(&i.hash),
+        match (&i.removal, &i.removal_error) {
+            (Some(state), Some(e)) => format!("{state}: {e}"),
+            (Some(state), None) => state.clone(),
+            (None, _) => none.to_owned(),
+        },
+    ]
+}
+
+/// A campaign and its items.
+pub fn access_review(detail: &airlock_server::api::AccessReviewDetail) {
+    let c = &detail.campaign;
+    say!(
+        "{} ({}), started {} by {}, due {}{}: {} of {} item(s) open; reviewers {}",
+        c.id,
+        c.template,
+        c.started_at,
+        c.started_by,
+        c.due_at,
+        if c.overdue { " (OVERDUE)" } else { "" },
+        c.open_items,
+        c.items,
+        c.reviewers.join(", ")
+    );
+    if let Some(done) = &c.completed_at {
+        say!("complete at {done}");
+    }
+    let rows: Vec<Vec<String>> = detail
+        .items
+        .iter()
+        .map(|i| {
+            let mut cells = access_review_cells(i, "-");
+            // The hash is for evidence; the table shows where to find it.
+            cells.remove(10);
+            cells
+        })
+        .collect();
+    let header: Vec<&str> = ACCESS_REVIEW_COLUMNS
+        .iter()
+        .copied()
+        .filter(|h| *h != "HASH")
+        .collect();
+    table(&header, &rows);
+}
+
+/// A campaign's evidence as CSV (RFC 4180), one item per line under a
+/// header, each decision with its audit event's seq and hash.
+pub fn access_review_csv(detail: &airlock_server::api::AccessReviewDetail) {
+    let mut header: Vec<String> = vec!["campaign".to_owned(), "template".to_owned()];
+    header.extend(ACCESS_REVIEW_COLUMNS.iter().map(|c| c.to_lowercase()));
+    println!("{}", csv_line(header));
+    for i in &detail.items {
+        let mut cells = vec![detail.campaign.id.clone(), detail.campaign.template.clone()];
+        cells.extend(access_review_cells(i, ""));
+        println!("{}", csv_line(cells));
+    }
+}
+
 /// One CSV line: fields with a comma, quote or line break quoted (quotes
 /// doubled); a field a spreadsheet would run as a formula (`=`, `+`, `-`,
 /// `@`, tab, carriage return first) is prefixed with `'`, since principals

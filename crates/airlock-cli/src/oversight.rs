@@ -17,6 +17,12 @@ use crate::terminal::{say, say_err};
     reason = "parsed once per process; the size does not matter"
 )]
 pub enum OversightCmd {
+    /// Access-review campaigns: reviewers confirm or remove who may ask for
+    /// what and who holds standing access; every decision is audited.
+    AccessReview {
+        #[command(subcommand)]
+        command: AccessReviewCmd,
+    },
     /// Reports for admins and auditors.
     Report {
         #[command(subcommand)]
@@ -121,6 +127,65 @@ pub enum AuditCmd {
 }
 
 #[derive(Subcommand)]
+pub enum AccessReviewCmd {
+    /// The campaigns you may see (admins and auditors: all; reviewers:
+    /// theirs), newest first, and the kinds the config defines.
+    List {
+        /// Only campaigns with items still open.
+        #[arg(long)]
+        open: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Start a campaign of a kind the config defines (`[access_reviews.NAME]`)
+    /// now (admins); its reviewers are notified.
+    Start {
+        template: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// A campaign and its items: what each is about and how it was decided.
+    Show {
+        id: String,
+        /// Only the items still open.
+        #[arg(long)]
+        open: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Confirm or remove items of a campaign (its reviewers; never your own
+    /// access). A removed eligibility refuses the user's next requests for
+    /// the entitlement until a later campaign confirms it; a removed holder
+    /// is taken out of its target.
+    Decide {
+        id: String,
+        /// Item numbers, as `show` lists them.
+        #[arg(required = true)]
+        items: Vec<u32>,
+        #[arg(long, conflicts_with = "remove", required_unless_present = "remove")]
+        confirm: bool,
+        #[arg(long)]
+        remove: bool,
+        /// Why (required to remove).
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The campaign's evidence: every item with its decision, who made it
+    /// and when, and the decision's place in the audit chain (seq and
+    /// hash, to check with `airlock audit verify`). JSON, or CSV with `--csv`.
+    Evidence {
+        id: String,
+        /// CSV (RFC 4180) with a header line.
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ReportCmd {
     /// How access was used: per entitlement (requests, auto-approved,
     /// routed to approvers, break-glass, denials, approval waits), per
@@ -161,6 +226,7 @@ pub enum ReportCmd {
 
 pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
     match command {
+        OversightCmd::AccessReview { command } => access_review(command).await,
         OversightCmd::Report {
             report: ReportCmd::Waits { since, conn },
         } => {
@@ -343,4 +409,75 @@ fn broken_chain_fails(view: airlock_server::api::VerifyView) -> anyhow::Result<(
         );
     }
     Ok(())
+}
+
+async fn access_review(command: AccessReviewCmd) -> anyhow::Result<()> {
+    match command {
+        AccessReviewCmd::List { open, conn } => {
+            let list = client(&conn)?.access_reviews(open).await?;
+            output::json_or(&list, conn.json, output::access_reviews)
+        }
+        AccessReviewCmd::Start { template, conn } => {
+            let started = client(&conn)?.start_access_review(&template).await?;
+            output::json_or(&started, conn.json, |c| {
+                say!(
+                    "started {} ({}): {} item(s) for {} to decide by {}",
+                    c.id,
+                    c.template,
+                    c.items,
+                    c.reviewers.join(", "),
+                    c.due_at
+                );
+            })
+        }
+        AccessReviewCmd::Show { id, open, conn } => {
+            let mut detail = client(&conn)?.access_review(&id).await?;
+            if open {
+                detail.items.retain(|i| i.decision.is_none());
+            }
+            output::json_or(&detail, conn.json, output::access_review)
+        }
+        AccessReviewCmd::Decide {
+            id,
+            items,
+            remove,
+            comment,
+            conn,
+            ..
+        } => {
+            let client = client(&conn)?;
+            let body = airlock_server::api::DecideItemBody {
+                decision: if remove { "remove" } else { "confirm" }.to_owned(),
+                comment,
+            };
+            let mut failed = 0;
+            for item in items {
+                match client.decide_access_review_item(&id, item, &body).await {
+                    Ok(decided) => say!(
+                        "item {item}: {} (audit event {})",
+                        decided.decision.as_deref().unwrap_or("?"),
+                        decided
+                            .seq
+                            .map_or_else(|| "?".to_owned(), |s| s.to_string())
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        say_err!("item {item}: {e}");
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} item(s) not decided");
+            }
+            Ok(())
+        }
+        AccessReviewCmd::Evidence { id, csv, conn } => {
+            let detail = client(&conn)?.access_review(&id).await?;
+            if csv {
+                output::access_review_csv(&detail);
+                return Ok(());
+            }
+            output::json_or(&detail, true, |_| {})
+        }
+    }
 }

@@ -1810,6 +1810,16 @@ fn the_readme_walkthrough_runs_as_written() {
         "{stdout}"
     );
     assert!(stdout.contains("extension by 30m00s asked for"), "{stdout}");
+    // The access review: decisions recorded, the removal obeyed, evidence.
+    assert!(stdout.contains(": remove (audit event "), "{stdout}");
+    assert!(
+        stderr.contains("the access review `ar_") && stdout.contains("refused, as reviewed"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("campaign,template,item,kind,user,access"),
+        "{stdout}"
+    );
     assert!(dir.path().join("airlock-demo/alice_key-cert.pub").exists());
     let log = demo.connector_log();
     assert!(

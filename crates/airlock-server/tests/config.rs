@@ -1349,3 +1349,95 @@ fn services_and_the_token_lifetime_are_read_and_checked() {
     ));
     assert_eq!(lifetime, Ok(()));
 }
+
+/// `GOOD` with an access-review campaign.
+const REVIEWS: &str = r#"
+[access_reviews.quarterly]
+every = "90d"
+reviewers = ["sre"]
+due_within = "14d"
+remind_after = "7d"
+escalate_after = "10d"
+escalate_to = ["leads"]
+include = ["standing"]
+"#;
+
+#[test]
+fn access_review_tables_are_read_and_checked() {
+    let base = format!("{GOOD}{REVIEWS}");
+    let settings = parse(&base).unwrap();
+    let t = &settings.access_reviews["quarterly"];
+    assert_eq!(t.every, Some(Duration::from_secs(90 * 86_400)));
+    assert_eq!(t.due_within, Duration::from_secs(14 * 86_400));
+    assert_eq!(t.remind_after, Some(Duration::from_secs(7 * 86_400)));
+    assert_eq!((t.eligibilities, t.standing), (false, true));
+    assert_eq!(
+        t.reviewers.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        ["sre"]
+    );
+    // Defaults: on demand only, two weeks, both kinds of item.
+    let minimal = parse(&format!(
+        "{GOOD}\n[access_reviews.adhoc]\nreviewers = [\"sre\"]\n"
+    ))
+    .unwrap();
+    let t = &minimal.access_reviews["adhoc"];
+    assert_eq!(
+        (t.every, t.remind_after, t.escalate_after),
+        (None, None, None)
+    );
+    assert_eq!(t.due_within, Duration::from_secs(14 * 86_400));
+    assert!(t.eligibilities && t.standing);
+
+    let cases = [
+        case(
+            "every",
+            "every = \"1h\"",
+            "access_reviews.quarterly.every",
+            "at least a day",
+        ),
+        case(
+            "reviewers",
+            "reviewers = []",
+            "access_reviews.quarterly.reviewers",
+            "at least one group",
+        ),
+        case(
+            "reviewers",
+            "reviewers = [\"a b\"]",
+            "access_reviews.quarterly.reviewers",
+            "`a b`",
+        ),
+        case(
+            "due_within",
+            "due_within = \"soon\"",
+            "access_reviews.quarterly.due_within",
+            "`soon`",
+        ),
+        // Named at the escalation time, the line before.
+        Case {
+            from: "escalate_to = [\"leads\"]",
+            to: "escalate_to = []",
+            line_offset: -1,
+            field: "access_reviews.quarterly.escalate_after",
+            message: "set escalate_to too",
+        },
+        case(
+            "include",
+            "include = [\"holders\"]",
+            "access_reviews.quarterly.include",
+            "`holders` is neither `eligibilities` nor `standing`",
+        ),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| check_in(&base, c).err())
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    // escalate_to without escalate_after is named at the table.
+    let (text, _) = edit_in(&base, "escalate_after = \"10d\"", "");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("access_reviews.quarterly.escalate_to: set escalate_after too"),
+        "{err}"
+    );
+}

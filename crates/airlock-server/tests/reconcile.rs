@@ -7,7 +7,8 @@
 //! (revoked again), a target that is down (reported; the others are still
 //! checked), and the scheduled run; the standing-privilege report over the
 //! same holders. Also a SCIM deactivation taking a real
-//! role away through the same connector. Needs `AIRLOCK_TEST_POSTGRES_URL`.
+//! role away through the same connector, and an access review whose
+//! reviewer removed a standing holder doing the same. Needs `AIRLOCK_TEST_POSTGRES_URL`.
 
 #![expect(
     clippy::unwrap_used,
@@ -571,6 +572,110 @@ async fn a_scim_deactivation_revokes_a_real_role_grant() {
         assert!(ended.end_reason.unwrap().contains("deactivated"));
         assert!(!t.member("admin", "alice").await);
         assert!(alice.me().await.is_err(), "a deactivated user is refused");
+        server.shutdown().await;
+        t.cleanup(&names).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_review_takes_a_removed_standing_holder_out_of_its_target() {
+    let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    bounded(BOUND, async {
+        let t = Target::new(&url).await;
+        let names = ["read", "alice", "bob", "mallory"];
+        t.create(&["read"], &["alice", "bob", "mallory"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ns = t.ns.clone();
+        let config = [
+            postgres_connector("db", &t.db.url, &t.name("read"), &ns, "5s"),
+            entitlement("db-read", "db", "report"),
+            // Nothing listens on port 1: its holders cannot be reviewed.
+            postgres_connector(
+                "down",
+                "postgres://postgres@127.0.0.1:1/none",
+                &t.name("read"),
+                &ns,
+                "1s",
+            ),
+            entitlement("elsewhere", "down", "report"),
+            "\n[access_reviews.standing]\nreviewers = [\"ops\"]\ninclude = [\"standing\"]\n"
+                .to_owned(),
+        ]
+        .concat();
+        let (server, admin) = boot(&dir, "reconcile_every = \"off\"", &config).await;
+        // alice's access is Airlock's grant: nothing to review. bob and
+        // mallory hold the role out of band.
+        request(&admin.with_token(&token("alice")), "db-read", 3600).await;
+        t.grant("read", "bob").await;
+        t.grant("read", "mallory").await;
+
+        let campaign = admin.start_access_review("standing").await.unwrap();
+        let detail = admin.access_review(&campaign.id).await.unwrap();
+        let holders: Vec<(String, String)> = detail
+            .items
+            .iter()
+            .map(|i| (i.principal.clone().unwrap(), i.status.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            holders,
+            [
+                (format!("{ns}_bob"), "standing".to_owned()),
+                (format!("{ns}_mallory"), "standing".to_owned()),
+            ],
+            "{detail:#?}"
+        );
+        let started = admin
+            .audit(&AuditQuery {
+                action: Some("access_review_started".to_owned()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            started[0].details["unlisted"].starts_with("down: "),
+            "{started:#?}"
+        );
+
+        let body = |decision: &str, comment: &str| airlock_server::api::DecideItemBody {
+            decision: decision.to_owned(),
+            comment: comment.to_owned(),
+        };
+        let removed = admin
+            .decide_access_review_item(&campaign.id, 1, &body("remove", "nobody knows bob"))
+            .await
+            .unwrap();
+        assert_eq!(removed.removal.as_deref(), Some("pending"));
+        admin
+            .decide_access_review_item(&campaign.id, 2, &body("confirm", "the backup job"))
+            .await
+            .unwrap();
+        // The runner takes bob out of the role at once, and only bob.
+        until(Duration::from_secs(15), "bob's removal", || async {
+            let item = admin
+                .access_review(&campaign.id)
+                .await
+                .unwrap()
+                .items
+                .remove(0);
+            (item.removal.as_deref() == Some("done")).then_some(())
+        })
+        .await;
+        assert!(!t.member("read", "bob").await);
+        assert!(t.member("read", "mallory").await && t.member("read", "alice").await);
+        let done = admin
+            .audit(&AuditQuery {
+                action: Some("access_review_removed".to_owned()),
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(done.len(), 1, "{done:#?}");
+        assert_eq!(done[0].details["principal"], format!("{ns}_bob"));
+        let finished = admin.access_review(&campaign.id).await.unwrap().campaign;
+        assert!(finished.completed_at.is_some(), "{finished:#?}");
         server.shutdown().await;
         t.cleanup(&names).await;
     })

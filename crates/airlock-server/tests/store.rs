@@ -2252,3 +2252,235 @@ async fn notifications_find_directory_users_addresses_when_the_config_has_none()
     })
     .await;
 }
+
+// ------------------------------------------------------------ access reviews
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_review_writes_happen_once_and_name_their_place_in_the_chain() {
+    use airlock_core::access_review::{self, Decision, Step, Subject, Template};
+    use airlock_core::audit::Actor;
+    use airlock_server::store::access_reviews::{ReviewWrite, StepWrite};
+
+    on_every_store(|store, _| async move {
+        let groups = |g: &str| BTreeSet::from([GroupName::parse(g).unwrap()]);
+        let template = Template {
+            name: "quarterly".to_owned(),
+            every: None,
+            reviewers: groups("sre"),
+            due_within: Duration::from_secs(7 * 86_400),
+            remind_after: Some(Duration::from_secs(86_400)),
+            escalate_after: None,
+            escalate_to: BTreeSet::new(),
+            eligibilities: true,
+            standing: true,
+        };
+        let eligibility = |u: &str| Subject::Eligibility {
+            user: UserId::parse(u).unwrap(),
+            entitlement: EntitlementId::parse("db").unwrap(),
+            route: "auto".to_owned(),
+        };
+        let holder = Subject::Holder {
+            connector: "pg".to_owned(),
+            principal: "app_owner".to_owned(),
+            status: "standing".to_owned(),
+            user: None,
+            request: None,
+            entitlements: vec![EntitlementId::parse("db").unwrap()],
+            risk: airlock_core::standing::Sensitivity::High,
+        };
+        let id = airlock_core::CampaignId::parse("ar_conformance").unwrap();
+        let started = access_review::start(
+            id.clone(),
+            &template,
+            vec![eligibility("alice"), eligibility("erin"), holder],
+            &[],
+            Actor::System,
+            &Routing::default(),
+            at(0),
+        );
+        let campaign = started.campaign.clone();
+        assert!(store
+            .write_access_review(ReviewWrite::Start(Box::new(started)))
+            .await
+            .unwrap());
+        let stored = store.access_review(&id).await.unwrap().unwrap();
+        assert_eq!(stored, campaign);
+        let items = store.access_review_items(&id).await.unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[2].subject.kind(), "holder");
+
+        // Two reviewers decide item 1 at once: one decision lands.
+        let carol = user("carol", &["sre"], &[]);
+        let bob = user("bob", &["sre"], &[]);
+        let ruling = |who: &User, decision: Decision, comment: &str, ms: i64| {
+            access_review::decide(&campaign, &items[0], who, decision, comment, at(ms)).unwrap()
+        };
+        let (first, second) = tokio::join!(
+            store.write_access_review(ReviewWrite::Decide {
+                campaign: id.clone(),
+                item: 1,
+                ruling: Box::new(ruling(&carol, Decision::Remove, "gone", 10)),
+            }),
+            store.write_access_review(ReviewWrite::Decide {
+                campaign: id.clone(),
+                item: 1,
+                ruling: Box::new(ruling(&bob, Decision::Confirm, "", 10)),
+            }),
+        );
+        assert!(
+            first.unwrap() ^ second.unwrap(),
+            "exactly one decision lands"
+        );
+        let decided = store.access_review_items(&id).await.unwrap()[0]
+            .decided
+            .clone()
+            .unwrap();
+        let seq = decided.seq.unwrap();
+        let event = store.export_audit(seq - 1, 1).await.unwrap().remove(0);
+        assert_eq!(
+            (event.seq, event.action.as_str()),
+            (seq, "access_review_decided")
+        );
+        assert_eq!(event.actor, decided.by.to_string());
+        let hashes = store.chain_hashes(&[seq, 999_999]).await.unwrap();
+        assert_eq!(hashes, vec![(seq, event.hash.clone())]);
+        assert_eq!(
+            store.access_review(&id).await.unwrap().unwrap().open_items,
+            2
+        );
+        let latest = store
+            .eligibility_decision(
+                &UserId::parse("alice").unwrap(),
+                &EntitlementId::parse("db").unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((latest.campaign.clone(), latest.item), (id.clone(), 1));
+        assert!(store
+            .eligibility_decision(
+                &UserId::parse("erin").unwrap(),
+                &EntitlementId::parse("db").unwrap()
+            )
+            .await
+            .unwrap()
+            .is_none());
+
+        // A reminder is taken once, however many replicas try.
+        let step = || {
+            let (_, event, notifications) = access_review::take_step(
+                &campaign,
+                Step::Remind,
+                &Routing::default(),
+                at(86_400_000),
+            );
+            ReviewWrite::Step(Box::new(StepWrite {
+                campaign: id.clone(),
+                step: Step::Remind,
+                at: at(86_400_000),
+                event,
+                notifications,
+            }))
+        };
+        assert!(store.write_access_review(step()).await.unwrap());
+        assert!(!store.write_access_review(step()).await.unwrap());
+
+        // The removed holder waits for its removal until one is confirmed.
+        let items = store.access_review_items(&id).await.unwrap();
+        store
+            .write_access_review(ReviewWrite::Decide {
+                campaign: id.clone(),
+                item: 3,
+                ruling: Box::new(
+                    access_review::decide(
+                        &campaign,
+                        &items[2],
+                        &carol,
+                        Decision::Remove,
+                        "unknown owner",
+                        at(20),
+                    )
+                    .unwrap(),
+                ),
+            })
+            .await
+            .unwrap();
+        let outstanding = store.access_review_removals(10).await.unwrap();
+        assert_eq!(outstanding.len(), 1);
+        assert_eq!(outstanding[0].1.number, 3);
+        let removal = |outcome: Result<Timestamp, String>| ReviewWrite::Removal {
+            campaign: id.clone(),
+            item: 3,
+            outcome,
+            event: None,
+        };
+        assert!(store
+            .write_access_review(removal(Err("down".into())))
+            .await
+            .unwrap());
+        assert!(store
+            .write_access_review(removal(Ok(at(30))))
+            .await
+            .unwrap());
+        assert!(!store
+            .write_access_review(removal(Ok(at(40))))
+            .await
+            .unwrap());
+        assert!(store.access_review_removals(10).await.unwrap().is_empty());
+        let holder = store.access_review_items(&id).await.unwrap().remove(2);
+        let r = holder.removal.unwrap();
+        assert_eq!(
+            (r.done_at, r.attempts, r.last_error),
+            (Some(at(30)), 2, None)
+        );
+
+        // The last decision completes the campaign, recorded once.
+        let items = store.access_review_items(&id).await.unwrap();
+        store
+            .write_access_review(ReviewWrite::Decide {
+                campaign: id.clone(),
+                item: 2,
+                ruling: Box::new(
+                    access_review::decide(
+                        &campaign,
+                        &items[1],
+                        &carol,
+                        Decision::Confirm,
+                        "",
+                        at(50),
+                    )
+                    .unwrap(),
+                ),
+            })
+            .await
+            .unwrap();
+        let done = store.access_review(&id).await.unwrap().unwrap();
+        assert_eq!((done.open_items, done.completed_at), (0, Some(at(50))));
+        let actions: Vec<String> = store
+            .export_audit(0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "access_review_started",
+                "access_review_decided",
+                "access_review_reminded",
+                "access_review_decided",
+                "access_review_decided",
+                "access_review_completed",
+            ]
+        );
+        assert!(store.verify_audit().await.unwrap().first_break.is_none());
+        assert_eq!(store.access_reviews(true, 10).await.unwrap().len(), 0);
+        assert_eq!(store.access_reviews(false, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.access_review_last_started("quarterly").await.unwrap(),
+            Some(at(0))
+        );
+    })
+    .await;
+}
