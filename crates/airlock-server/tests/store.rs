@@ -2484,3 +2484,48 @@ async fn access_review_writes_happen_once_and_name_their_place_in_the_chain() {
     })
     .await;
 }
+
+/// SQLite answers checks from memory: what a reopened store finds is what
+/// the file holds, an import included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_sqlite_store_finds_the_open_requests_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.db");
+    let alice = user("alice", &["eng"], &[]);
+    let db = EntitlementId::parse("db").unwrap();
+    async fn open_of(store: &SqlStore, who: &UserId, db: &EntitlementId) -> Option<String> {
+        store
+            .open_request(who, db)
+            .await
+            .unwrap()
+            .map(|o| o.id.to_string())
+    }
+    let exported = {
+        let store = SqlStore::open(&Location::Sqlite(path.clone()))
+            .await
+            .unwrap();
+        create(&store, &alice, &entitlement(1), "r1", at(0))
+            .await
+            .unwrap();
+        assert_eq!(open_of(&store, &alice.id, &db).await.as_deref(), Some("r1"));
+        let requests = store.export_requests(None, 100).await.unwrap();
+        let audit = store.export_audit(0, 100).await.unwrap();
+        (requests, audit)
+    };
+    let store = SqlStore::open(&Location::Sqlite(path.clone()))
+        .await
+        .unwrap();
+    assert_eq!(open_of(&store, &alice.id, &db).await.as_deref(), Some("r1"));
+    apply(&store, "r1", Command::Cancel { by: alice.clone() }, at(1))
+        .await
+        .unwrap();
+    assert_eq!(open_of(&store, &alice.id, &db).await, None);
+    drop(store);
+
+    // Into a fresh file: the imported open request is found at once.
+    let fresh = SqlStore::open(&Location::Sqlite(dir.path().join("fresh.db")))
+        .await
+        .unwrap();
+    fresh.import(exported.0, exported.1).await.unwrap();
+    assert_eq!(open_of(&fresh, &alice.id, &db).await.as_deref(), Some("r1"));
+}

@@ -5,7 +5,7 @@
 //! (`sql::Change::Checks`), like an API token's last use; lookups are
 //! grouped into queries on the read pool ([`answer_lookups`]).
 
-use airlock_core::request::{CheckActivity, State};
+use airlock_core::request::{AccessRequest, CheckActivity, State};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -231,4 +231,102 @@ pub(super) async fn add(
         query.execute(&mut *conn).await.map_err(db_err)?;
     }
     Ok(())
+}
+
+/// With SQLite, every open request by requester and entitlement, in
+/// memory: a check is then answered without a query. One process owns a
+/// SQLite file and every change to a request goes through its one writer,
+/// which applies each committed batch here before answering its callers
+/// (and reloads it after an import), so the index never lags what a
+/// caller was told. At thousands of checks a second, sqlx's hand-off of
+/// each query to the SQLite connection's thread was most of a check's
+/// time; a map lookup is not (`airlock-bench check`). PostgreSQL, shared by
+/// replicas whose writes this process does not see, keeps the query.
+#[derive(Default)]
+pub(super) struct OpenIndex {
+    /// `requester \0 entitlement` (neither holds a NUL: validated ids).
+    open: std::sync::RwLock<std::collections::HashMap<String, OpenRequest>>,
+}
+
+fn index_key(requester: &str, entitlement: &str) -> String {
+    let mut key = String::with_capacity(requester.len() + entitlement.len() + 1);
+    key.push_str(requester);
+    key.push('\0');
+    key.push_str(entitlement);
+    key
+}
+
+impl OpenIndex {
+    /// Reads every open request from the database, replacing what it held.
+    pub(super) async fn reload(&self, conn: &mut AnyConnection) -> Result<usize, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, requester, entitlement, state, expires_at FROM requests WHERE {OPEN}"
+        ))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        let mut open = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id").map_err(db_err)?;
+            let corrupt = |what: String| StoreError::Corrupt(format!("request `{id}`: {what}"));
+            let state: String = row.try_get("state").map_err(db_err)?;
+            let requester: String = row.try_get("requester").map_err(db_err)?;
+            let entitlement: String = row.try_get("entitlement").map_err(db_err)?;
+            let expires_at: Option<i64> = row.try_get("expires_at").map_err(db_err)?;
+            open.insert(
+                index_key(&requester, &entitlement),
+                OpenRequest {
+                    id: RequestId::parse(&id).map_err(|e| corrupt(format!("id {e}")))?,
+                    state: State::parse(&state)
+                        .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
+                    expires_at: expires_at.map(Timestamp::from_unix_millis),
+                },
+            );
+        }
+        let count = open.len();
+        *self
+            .open
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = open;
+        Ok(count)
+    }
+
+    /// The open request of `requester` for `entitlement`, if any.
+    pub(super) fn get(
+        &self,
+        requester: &UserId,
+        entitlement: &EntitlementId,
+    ) -> Option<OpenRequest> {
+        self.open
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&index_key(requester.as_str(), entitlement.as_str()))
+            .cloned()
+    }
+
+    /// Takes in requests as a committed batch left them: an open one is
+    /// its pair's, an ended one leaves (if it still is its pair's).
+    pub(super) fn apply<'a>(&self, changed: impl IntoIterator<Item = &'a AccessRequest>) {
+        let mut open = self
+            .open
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in changed {
+            let key = index_key(r.requester.as_str(), r.entitlement.as_str());
+            if r.state.is_terminal() {
+                if open.get(&key).is_some_and(|o| o.id == r.id) {
+                    open.remove(&key);
+                }
+            } else {
+                open.insert(
+                    key,
+                    OpenRequest {
+                        id: r.id.clone(),
+                        state: r.state,
+                        expires_at: r.expires_at,
+                    },
+                );
+            }
+        }
+    }
 }

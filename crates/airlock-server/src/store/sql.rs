@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::access::{self, Capability};
@@ -189,6 +190,8 @@ pub struct SqlStore {
     /// Checks' lookups of open requests, answered in groups on the read
     /// pool (`checks::answer_lookups`).
     lookups: mpsc::Sender<super::checks::Lookup>,
+    /// SQLite: every open request in memory, for checks.
+    index: Option<Arc<super::checks::OpenIndex>>,
 }
 
 /// Holds the right to an [`Exclusive`] job; see [`Store::try_exclusive`].
@@ -387,8 +390,24 @@ impl SqlStore {
                     .map_err(db_err)?,
             ),
         };
+        // SQLite: checks answered from memory (see `checks::OpenIndex`).
+        let index = match backend {
+            Backend::Sqlite => {
+                let index = Arc::new(super::checks::OpenIndex::default());
+                let count = index.reload(&mut conn).await?;
+                tracing::debug!(open = count, "open requests indexed for checks");
+                Some(index)
+            }
+            Backend::Postgres => None,
+        };
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run_writer(conn, options.clone(), backend, jobs));
+        tokio::spawn(run_writer(
+            conn,
+            options.clone(),
+            backend,
+            jobs,
+            index.clone(),
+        ));
         let (lookups, asked) = mpsc::channel(4096);
         tokio::spawn(super::checks::answer_lookups(
             read.clone(),
@@ -402,6 +421,7 @@ impl SqlStore {
             claims,
             options,
             lookups,
+            index,
         })
     }
 
@@ -502,6 +522,7 @@ async fn run_writer(
     options: AnyConnectOptions,
     backend: Backend,
     mut jobs: mpsc::Receiver<WriteJob>,
+    index: Option<Arc<super::checks::OpenIndex>>,
 ) {
     let mut next = jobs.recv().await;
     while let Some(job) = next.take() {
@@ -511,9 +532,13 @@ async fn run_writer(
                 audit,
                 reply,
             } => {
-                let result = import_in_tx(&mut conn, backend, requests, audit).await;
+                let mut result = import_in_tx(&mut conn, backend, requests, audit).await;
                 if result.is_err() {
                     let _ = exec(&mut conn, "ROLLBACK").await;
+                } else if let Some(index) = &index {
+                    if let Err(e) = index.reload(&mut conn).await {
+                        result = Err(e);
+                    }
                 }
                 let _ = reply.send(result);
                 next = jobs.recv().await;
@@ -533,7 +558,7 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        if !commit_batch(&mut conn, backend, batch).await {
+        if !commit_batch(&mut conn, backend, batch, index.as_deref()).await {
             loop {
                 match connect_writer(backend, &options).await {
                     Ok(fresh) => {
@@ -564,12 +589,21 @@ async fn run_writer(
 /// change (a value the database refuses, a unique-index backstop) costs the
 /// others a few extra transactions, never their outcome. A lost connection
 /// fails every change not yet committed: nothing of them was written.
-async fn commit_batch(conn: &mut AnyConnection, backend: Backend, batch: Vec<Change>) -> bool {
+async fn commit_batch(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch: Vec<Change>,
+    index: Option<&super::checks::OpenIndex>,
+) -> bool {
     // Batches still to try, the next one last: halves keep the callers' order.
     let mut work = vec![batch];
     while let Some(batch) = work.pop() {
         match try_batch(conn, backend, &batch).await {
-            Ok(outcomes) => {
+            Ok((outcomes, changed)) => {
+                // Before anyone hears of the change, as checks will see it.
+                if let Some(index) = index {
+                    index.apply(&changed);
+                }
                 for (change, outcome) in batch.into_iter().zip(outcomes) {
                     change.answer(outcome);
                 }
@@ -698,7 +732,7 @@ async fn try_batch(
     conn: &mut AnyConnection,
     backend: Backend,
     batch: &[Change],
-) -> Result<Vec<Outcome>, StoreError> {
+) -> Result<(Vec<Outcome>, Vec<AccessRequest>), StoreError> {
     let (ids, requesters) = batch_keys(batch);
     let BatchStart {
         head,
@@ -811,7 +845,12 @@ async fn try_batch(
     }
     pending.write(conn, backend, &rows, head).await?;
     exec(conn, "COMMIT").await?;
-    Ok(outcomes)
+    let changed = pending
+        .order
+        .iter()
+        .filter_map(|(id, _)| rows.remove(id))
+        .collect();
+    Ok((outcomes, changed))
 }
 
 /// Rows and events a batch will write, in the order they were decided.
@@ -1922,6 +1961,9 @@ impl Store for SqlStore {
         requester: &UserId,
         entitlement: &EntitlementId,
     ) -> Result<Option<super::checks::OpenRequest>, StoreError> {
+        if let Some(index) = &self.index {
+            return Ok(index.get(requester, entitlement));
+        }
         let (lookup, answer) = super::checks::Lookup::new(requester, entitlement);
         let gone = || StoreError::Database("the lookup of open requests has stopped".to_owned());
         self.lookups.send(lookup).await.map_err(|_| gone())?;
