@@ -572,16 +572,22 @@ pub async fn latest_eligibility_decision(
     let Some(row) = row else {
         return Ok(None);
     };
-    let campaign: String = row.try_get("campaign").map_err(db_err)?;
+    let campaign = campaign_of(&row)?;
     let item = item_from_row(&row)?;
     let decided = item
         .decided
         .ok_or_else(|| corrupt("an eligibility decision without a decision"))?;
     Ok(Some(EligibilityDecision {
-        campaign: CampaignId::parse(&campaign).map_err(|e| corrupt(e.to_string()))?,
+        campaign,
         item: item.number,
         decided,
     }))
+}
+
+/// The campaign an item row belongs to.
+fn campaign_of(row: &AnyRow) -> Result<CampaignId, StoreError> {
+    let campaign: String = row.try_get("campaign").map_err(db_err)?;
+    CampaignId::parse(&campaign).map_err(|e| corrupt(e.to_string()))
 }
 
 /// How many undecided items of each open campaign are about `user` (only
@@ -602,10 +608,9 @@ pub async fn open_items_about(
     .map_err(db_err)?;
     rows.iter()
         .map(|row| {
-            let campaign: String = row.try_get("campaign").map_err(db_err)?;
             let n: i64 = row.try_get("n").map_err(db_err)?;
             Ok((
-                CampaignId::parse(&campaign).map_err(|e| corrupt(e.to_string()))?,
+                campaign_of(row)?,
                 u32::try_from(n).map_err(|_| corrupt(format!("{n} open items")))?,
             ))
         })
@@ -628,13 +633,7 @@ pub async fn outstanding_removals(
     .await
     .map_err(db_err)?;
     rows.iter()
-        .map(|row| {
-            let campaign: String = row.try_get("campaign").map_err(db_err)?;
-            Ok((
-                CampaignId::parse(&campaign).map_err(|e| corrupt(e.to_string()))?,
-                item_from_row(row)?,
-            ))
-        })
+        .map(|row| Ok((campaign_of(row)?, item_from_row(row)?)))
         .collect()
 }
 
