@@ -2529,3 +2529,120 @@ async fn a_reopened_sqlite_store_finds_the_open_requests_it_had() {
     fresh.import(exported.0, exported.1).await.unwrap();
     assert_eq!(open_of(&fresh, &alice.id, &db).await.as_deref(), Some("r1"));
 }
+
+/// The open items about one person, per open campaign (what the web UI's
+/// menu takes from each campaign's open items: nobody decides their own):
+/// a holder counts for the user it stands for, and decided items and
+/// completed campaigns drop out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_access_review_items_are_counted_per_person_and_campaign() {
+    use airlock_core::access_review::{self, Decision, Subject, Template};
+    use airlock_core::audit::Actor;
+    use airlock_core::standing::Risk;
+    use airlock_core::CampaignId;
+    use airlock_server::store::access_reviews::ReviewWrite;
+
+    on_every_store(|store, _| async move {
+        let template = Template {
+            name: "quarterly".to_owned(),
+            every: None,
+            reviewers: BTreeSet::from([GroupName::parse("sre").unwrap()]),
+            due_within: Duration::from_secs(7 * 24 * 3600),
+            remind_after: None,
+            escalate_after: None,
+            escalate_to: BTreeSet::new(),
+            eligibilities: true,
+            standing: true,
+        };
+        let may_ask = |who: &str, what: &str| Subject::Eligibility {
+            user: UserId::parse(who).unwrap(),
+            entitlement: EntitlementId::parse(what).unwrap(),
+            route: "auto".to_owned(),
+        };
+        let holds = |who: Option<&str>| Subject::Holder {
+            connector: "pg".to_owned(),
+            principal: "p".to_owned(),
+            status: "standing".to_owned(),
+            user: who.map(|w| UserId::parse(w).unwrap()),
+            request: None,
+            entitlements: Vec::new(),
+            risk: Risk::Low,
+        };
+        let reviewer = user("rita", &["sre"], &[]);
+        let start = |n: u8, subjects: Vec<Subject>| {
+            let started = access_review::start(
+                CampaignId::from_entropy([n; 12]),
+                &template,
+                subjects,
+                &[],
+                Actor::System,
+                &Routing::default(),
+                at(0),
+            );
+            (started.campaign.clone(), started)
+        };
+        let decide = |campaign: access_review::Campaign, number: u32| {
+            let store = Arc::clone(&store);
+            let reviewer = reviewer.clone();
+            async move {
+                let items = store.access_review_items(&campaign.id).await.unwrap();
+                let item = items.iter().find(|i| i.number == number).unwrap();
+                let ruling = access_review::decide(
+                    &campaign,
+                    item,
+                    &reviewer,
+                    Decision::Confirm,
+                    "",
+                    at(10),
+                )
+                .unwrap();
+                let write = ReviewWrite::Decide {
+                    campaign: campaign.id.clone(),
+                    item: number,
+                    ruling: Box::new(ruling),
+                };
+                assert!(store.write_access_review(write).await.unwrap());
+            }
+        };
+        let (first, started) = start(
+            1,
+            vec![
+                may_ask("alice", "db"),
+                may_ask("alice", "logs"),
+                may_ask("bob", "db"),
+                holds(Some("alice")),
+                holds(None),
+            ],
+        );
+        store
+            .write_access_review(ReviewWrite::Start(Box::new(started)))
+            .await
+            .unwrap();
+        let (second, started) = start(2, vec![may_ask("alice", "db")]);
+        store
+            .write_access_review(ReviewWrite::Start(Box::new(started)))
+            .await
+            .unwrap();
+        let about = |who: &str| {
+            let store = Arc::clone(&store);
+            let who = UserId::parse(who).unwrap();
+            async move {
+                let mut found = store.access_review_open_items_about(&who).await.unwrap();
+                found.sort();
+                found
+            }
+        };
+        let mut both = vec![(first.id.clone(), 3), (second.id.clone(), 1)];
+        both.sort();
+        assert_eq!(about("alice").await, both);
+        assert_eq!(about("bob").await, vec![(first.id.clone(), 1)]);
+        assert_eq!(about("carol").await, vec![]);
+
+        // Alice's db item decided in the first; the second completes.
+        decide(first.clone(), 1).await;
+        decide(second.clone(), 1).await;
+        assert_eq!(about("alice").await, vec![(first.id.clone(), 2)]);
+        assert_eq!(about("bob").await, vec![(first.id.clone(), 1)]);
+    })
+    .await;
+}

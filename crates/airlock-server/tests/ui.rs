@@ -160,6 +160,11 @@ requestable_by = ["eng"]
 max_duration = "8h"
 auto_approve = true
 connector = "log"
+
+[access_reviews.quarterly]
+reviewers = ["sre"]
+due_within = "7d"
+include = ["eligibilities"]
 "#
         );
         for (name, group, roles) in [

@@ -6,7 +6,7 @@
 //! (`airlock_core::access_review`); this module gathers facts and carries
 //! out the results.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use airlock_core::access_review::{self, Campaign, Decision, Item, Subject, Templ
 use airlock_core::audit::{Actor, AuditAction, AuditEvent};
 use airlock_core::catalog::User;
 use airlock_core::request::Rejection;
-use airlock_core::{CampaignId, EntitlementId, UserId};
+use airlock_core::{CampaignId, EntitlementId, GroupName, UserId};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -188,6 +188,59 @@ impl Engine {
         let campaign = self.visible_campaign(viewer, id).await?;
         let items = self.store.access_review_items(id).await?;
         Ok((campaign, items))
+    }
+
+    /// What the web UI's menu says about access reviews to `user`: `None`
+    /// when there is nothing for them to look at, else how many open items
+    /// they may decide now. They have something when they may see a
+    /// campaign of a configured template or an open campaign (admins,
+    /// auditors, reviewers; escalation groups once a campaign escalated).
+    /// The count is cheap: the open campaigns, then (for a reviewer) one
+    /// indexed count of the open items about themselves, which they may
+    /// never decide ([`access::may_review_item`]).
+    pub async fn access_review_workload(&self, user: &User) -> Result<Option<u64>, EngineError> {
+        let open = self
+            .store
+            .access_reviews(true, MAX_LISTED_CAMPAIGNS)
+            .await?;
+        let theirs: Vec<&Campaign> = open
+            .iter()
+            .filter(|c| {
+                let groups = c.reviewer_groups();
+                let standing = access::ReviewerStanding {
+                    groups: &groups,
+                    about: None,
+                };
+                access::may_review_item(user, &standing).is_ok()
+            })
+            .collect();
+        let mut to_decide = 0;
+        if !theirs.is_empty() {
+            let own: BTreeMap<CampaignId, u32> = self
+                .store
+                .access_review_open_items_about(&user.id)
+                .await?
+                .into_iter()
+                .collect();
+            to_decide = theirs
+                .iter()
+                .map(|c| {
+                    let about_them = own.get(&c.id).copied().unwrap_or(0);
+                    u64::from(c.open_items.saturating_sub(about_them))
+                })
+                .sum();
+        }
+        let configured: BTreeSet<GroupName> = self
+            .review_templates
+            .values()
+            .flat_map(|t| t.reviewers.iter().cloned())
+            .collect();
+        let sees = to_decide > 0
+            || access::may_see_campaign(user, &configured).is_ok()
+            || open
+                .iter()
+                .any(|c| access::may_see_campaign(user, &c.reviewer_groups()).is_ok());
+        Ok(sees.then_some(to_decide))
     }
 
     async fn visible_campaign(

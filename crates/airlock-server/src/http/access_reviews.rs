@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use airlock_core::access_review::Decision;
+use airlock_core::access_review::{Campaign, Decision, Item};
+use airlock_core::catalog::User;
 use airlock_core::CampaignId;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,9 +28,19 @@ pub(super) async fn list(
     Caller(user): Caller,
     ApiQuery(query): ApiQuery<AccessReviewQuery>,
 ) -> ApiResult<Json<AccessReviewList>> {
+    list_of(&state, &user, query.open).await.map(Json)
+}
+
+/// The campaigns `viewer` may see (only open ones with `open_only`),
+/// newest first, and the kinds the config defines.
+pub(super) async fn list_of(
+    state: &AppState,
+    viewer: &User,
+    open_only: bool,
+) -> ApiResult<AccessReviewList> {
     let now = state.engine.now();
-    let campaigns = state.engine.access_reviews(&user, query.open).await?;
-    Ok(Json(AccessReviewList {
+    let campaigns = state.engine.access_reviews(viewer, open_only).await?;
+    Ok(AccessReviewList {
         campaigns: campaigns
             .iter()
             .map(|c| AccessReviewView::of(c, now))
@@ -40,7 +51,7 @@ pub(super) async fn list(
             .values()
             .map(AccessReviewTemplateView::of)
             .collect(),
-    }))
+    })
 }
 
 pub(super) async fn start(
@@ -48,31 +59,38 @@ pub(super) async fn start(
     Caller(user): Caller,
     ApiJson(body): ApiJson<StartAccessReviewBody>,
 ) -> ApiResult<(StatusCode, Json<AccessReviewView>)> {
-    let campaign = state
-        .engine
-        .start_access_review(&body.template, &user)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(AccessReviewView::of(&campaign, state.engine.now())),
-    ))
+    let started = start_of(&state, &user, &body.template).await?;
+    Ok((StatusCode::CREATED, Json(started)))
 }
 
-/// One campaign with its items, as `viewer` may see it.
+/// `by` starts a campaign of `template` now.
+pub(super) async fn start_of(
+    state: &AppState,
+    by: &User,
+    template: &str,
+) -> ApiResult<AccessReviewView> {
+    let campaign = state.engine.start_access_review(template, by).await?;
+    Ok(AccessReviewView::of(&campaign, state.engine.now()))
+}
+
+/// One campaign with its items as `viewer` may see it: the view, and the
+/// core's campaign and items it shows (for what the viewer may do).
 pub(super) async fn detail_of(
     state: &AppState,
-    viewer: &airlock_core::catalog::User,
-    id: &CampaignId,
-) -> ApiResult<AccessReviewDetail> {
-    let (campaign, items) = state.engine.access_review(viewer, id).await?;
+    viewer: &User,
+    id: &str,
+) -> ApiResult<(AccessReviewDetail, Campaign, Vec<Item>)> {
+    let id = campaign_id(id)?;
+    let (campaign, items) = state.engine.access_review(viewer, &id).await?;
     let hashes: BTreeMap<i64, String> = state.engine.decision_hashes(&items).await?;
-    Ok(AccessReviewDetail {
+    let detail = AccessReviewDetail {
         campaign: AccessReviewView::of(&campaign, state.engine.now()),
         items: items
             .iter()
             .map(|i| AccessReviewItemView::of(i, &hashes))
             .collect(),
-    })
+    };
+    Ok((detail, campaign, items))
 }
 
 pub(super) async fn show(
@@ -80,8 +98,8 @@ pub(super) async fn show(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AccessReviewDetail>> {
-    let id = campaign_id(&id)?;
-    detail_of(&state, &user, &id).await.map(Json)
+    let (detail, ..) = detail_of(&state, &user, &id).await?;
+    Ok(Json(detail))
 }
 
 pub(super) async fn decide(
@@ -90,7 +108,19 @@ pub(super) async fn decide(
     Path((id, item)): Path<(String, String)>,
     ApiJson(body): ApiJson<DecideItemBody>,
 ) -> ApiResult<Json<AccessReviewItemView>> {
-    let id = campaign_id(&id)?;
+    decide_of(&state, &user, (&id, &item), &body)
+        .await
+        .map(Json)
+}
+
+/// `by` confirms or removes item `item` of campaign `id`, as `body` says.
+pub(super) async fn decide_of(
+    state: &AppState,
+    by: &User,
+    (id, item): (&str, &str),
+    body: &DecideItemBody,
+) -> ApiResult<AccessReviewItemView> {
+    let id = campaign_id(id)?;
     let number: u32 = item
         .parse()
         .ok()
@@ -104,11 +134,11 @@ pub(super) async fn decide(
     })?;
     let decided = state
         .engine
-        .decide_access_review_item(&user, &id, number, decision, &body.comment)
+        .decide_access_review_item(by, &id, number, decision, &body.comment)
         .await?;
     let hashes = state
         .engine
         .decision_hashes(std::slice::from_ref(&decided))
         .await?;
-    Ok(Json(AccessReviewItemView::of(&decided, &hashes)))
+    Ok(AccessReviewItemView::of(&decided, &hashes))
 }

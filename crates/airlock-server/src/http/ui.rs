@@ -27,6 +27,7 @@ use crate::engine::{ApproverDecision, UserCommand};
 use crate::store::RequestFilter;
 use airlock_core::access::{may_act, Capability, RequestAction};
 
+mod access_reviews;
 mod idp;
 mod oversight;
 mod session;
@@ -53,6 +54,15 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         .route(
             "/ui/policies/proposals/{id}/approve",
             post(oversight::approve_proposal),
+        )
+        .route(
+            "/ui/access-reviews",
+            get(access_reviews::campaigns).post(access_reviews::start),
+        )
+        .route("/ui/access-reviews/{id}", get(access_reviews::campaign))
+        .route(
+            "/ui/access-reviews/{id}/items/{item}",
+            post(access_reviews::decide),
         )
         .route("/ui/{*unknown}", any(not_found))
         .layer(axum::middleware::from_fn_with_state(state, idp::renew));
@@ -117,8 +127,8 @@ fn render<T: Template>(status: StatusCode, page: &T) -> Response {
 
 /// What every signed-in page's header shows: who, where, the pages the
 /// rules let them see, how many break-glass uses await a review they could
-/// give, and
-/// the sign-out form (with its CSRF token).
+/// give and how many access-review items they could decide, and the
+/// sign-out form (with its CSRF token).
 struct Chrome {
     user: String,
     csrf: String,
@@ -127,6 +137,10 @@ struct Chrome {
     oversees: bool,
     /// Break-glass uses awaiting a verdict that this user may see and judge.
     reviews: usize,
+    /// Access reviews: whether the menu offers them (something to see).
+    access_reviews: bool,
+    /// The open access-review items this user may decide.
+    to_decide: u64,
 }
 
 impl Chrome {
@@ -141,12 +155,22 @@ impl Chrome {
             }),
             Err(_) => 0,
         };
+        let workload = state
+            .engine
+            .access_review_workload(user)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot count the access-review items for the menu");
+                None
+            });
         Chrome {
             user: user.id.to_string(),
             csrf: session.csrf.clone(),
             current,
             oversees: require(user, Capability::ReadEverything).is_ok(),
             reviews,
+            access_reviews: workload.is_some(),
+            to_decide: workload.unwrap_or(0),
         }
     }
 }

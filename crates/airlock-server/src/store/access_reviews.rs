@@ -572,16 +572,49 @@ pub async fn latest_eligibility_decision(
     let Some(row) = row else {
         return Ok(None);
     };
-    let campaign: String = row.try_get("campaign").map_err(db_err)?;
+    let campaign = campaign_of(&row)?;
     let item = item_from_row(&row)?;
     let decided = item
         .decided
         .ok_or_else(|| corrupt("an eligibility decision without a decision"))?;
     Ok(Some(EligibilityDecision {
-        campaign: CampaignId::parse(&campaign).map_err(|e| corrupt(e.to_string()))?,
+        campaign,
         item: item.number,
         decided,
     }))
+}
+
+/// The campaign an item row belongs to.
+fn campaign_of(row: &AnyRow) -> Result<CampaignId, StoreError> {
+    let campaign: String = row.try_get("campaign").map_err(db_err)?;
+    CampaignId::parse(&campaign).map_err(|e| corrupt(e.to_string()))
+}
+
+/// How many undecided items of each open campaign are about `user` (only
+/// campaigns that have some).
+pub async fn open_items_about(
+    pool: &AnyPool,
+    user: &UserId,
+) -> Result<Vec<(CampaignId, u32)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT i.campaign, COUNT(*) AS n FROM access_review_items i \
+         JOIN access_reviews c ON c.id = i.campaign \
+         WHERE i.principal = $1 AND i.decision IS NULL AND c.completed_at IS NULL \
+         GROUP BY i.campaign",
+    )
+    .bind(user.to_string())
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    rows.iter()
+        .map(|row| {
+            let n: i64 = row.try_get("n").map_err(db_err)?;
+            Ok((
+                campaign_of(row)?,
+                u32::try_from(n).map_err(|_| corrupt(format!("{n} open items")))?,
+            ))
+        })
+        .collect()
 }
 
 /// Removed holders not yet taken out of their targets, oldest campaign
@@ -600,13 +633,7 @@ pub async fn outstanding_removals(
     .await
     .map_err(db_err)?;
     rows.iter()
-        .map(|row| {
-            let campaign: String = row.try_get("campaign").map_err(db_err)?;
-            Ok((
-                CampaignId::parse(&campaign).map_err(|e| corrupt(e.to_string()))?,
-                item_from_row(row)?,
-            ))
-        })
+        .map(|row| Ok((campaign_of(row)?, item_from_row(row)?)))
         .collect()
 }
 

@@ -91,6 +91,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 14,
+        common: include_str!("migrations/0014_access_review_open_items.sql"),
+        sqlite: "",
+        postgres: "",
+    },
 ];
 
 pub fn latest() -> i64 {

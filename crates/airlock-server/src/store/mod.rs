@@ -374,6 +374,13 @@ pub trait Store: Send + Sync {
         id: &airlock_core::CampaignId,
     ) -> Result<Vec<airlock_core::access_review::Item>, StoreError>;
 
+    /// How many undecided items of each open campaign are about `user`
+    /// (campaigns with none left out).
+    async fn access_review_open_items_about(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<(airlock_core::CampaignId, u32)>, StoreError>;
+
     /// When the newest campaign of `template` started.
     async fn access_review_last_started(
         &self,

@@ -2364,6 +2364,13 @@ impl Store for SqlStore {
         super::access_reviews::items(&self.read, id).await
     }
 
+    async fn access_review_open_items_about(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<(airlock_core::CampaignId, u32)>, StoreError> {
+        super::access_reviews::open_items_about(&self.read, user).await
+    }
+
     async fn access_review_last_started(
         &self,
         template: &str,

@@ -327,6 +327,100 @@ await inBrowser(async (browser) => {
   }
   await accessible(bob, "a refusal");
 
+  progress.step = "an admin starts an access review from the access reviews page";
+  secured(await carol.goto(`${base}/ui/access-reviews`), "the access reviews page");
+  check((await carol.locator('nav a[href="/ui/access-reviews"]').count()) === 1, "the menu offers access reviews to an admin");
+  check((await carol.textContent("#open + p")).includes("No open campaign"), "no campaign yet");
+  await accessible(carol, "the access reviews page before any campaign");
+  await Promise.all([
+    carol.waitForURL(/\/ui\/access-reviews\/ar_[^/?]+$/),
+    carol.click("#template-quarterly button[type=submit]"),
+  ]);
+  const campaign = carol.url().split("/ui/access-reviews/")[1];
+  check((await carol.textContent("#campaign")).includes("by carol"), "the new campaign names who started it");
+  check((await carol.locator("form.decide").count()) === 0, "an admin outside the reviewer groups decides nothing");
+  await carol.goto(`${base}/ui/access-reviews`);
+  check(/\d+ of \d+/.test(await carol.textContent(`#campaign-${campaign}`)), "the list shows its open and total items");
+  await accessible(carol, "the access reviews page with an open campaign");
+  await shot(carol, "access-reviews");
+
+  progress.step = "the reviewer follows the menu, which counts the items they may decide, to the campaign";
+  await bob.goto(`${base}/ui/`);
+  const toDecide = Number((await bob.textContent("#access-reviews-count")).match(/\d+/)[0]);
+  await Promise.all([bob.waitForURL(`${base}/ui/access-reviews`), bob.click('nav a[href="/ui/access-reviews"]')]);
+  check((await bob.locator("#template-quarterly").count()) === 0, "only admins get the forms that start a campaign");
+  await accessible(bob, "the access reviews page for a reviewer");
+  await Promise.all([bob.waitForURL(`${base}/ui/access-reviews/${campaign}`), bob.click(`#campaign-${campaign} a`)]);
+  const forms = await bob.locator("form.decide").count();
+  check(forms >= 2 && forms === toDecide, `the menu counts the items the reviewer may decide (${toDecide}; ${forms} forms)`);
+  const rowOf = (user, entitlement) =>
+    bob
+      .locator("tbody tr", { hasText: entitlement })
+      .filter({ has: bob.locator("td.who", { hasText: new RegExp(`^${user}$`) }) });
+  const own = rowOf("bob", "db-prod");
+  check((await own.count()) === 1, "the campaign reviews the reviewer's own eligibility");
+  check((await own.locator("form").count()) === 0, "but offers them no form for it");
+  await accessible(bob, "the campaign page");
+  await shot(bob, "access-review");
+
+  progress.step = "the reviewer removes an item among the open ones: without a comment the error shows beside its form";
+  await Promise.all([bob.waitForURL(`${base}/ui/access-reviews/${campaign}?open=1`), bob.click("#open-only")]);
+  const removedId = await rowOf("grace", "staff-portal").getAttribute("id");
+  const [refused] = await Promise.all([
+    bob.waitForResponse((r) => r.request().method() === "POST" && r.url().includes("/items/")),
+    bob.click(`#${removedId} button[value=remove]`),
+  ]);
+  check(refused.status() === 400, `400 for a removal without a comment (got ${refused.status()})`);
+  const complaint = await bob.textContent(`#${removedId} [role=alert]`);
+  check(complaint.includes("comment") && complaint.includes("needs a comment"), `the error names the field (got ${complaint})`);
+  check((await bob.locator("#every-item").count()) === 1, "the page keeps the open-items filter");
+  await accessible(bob, "the campaign page with an error beside a form");
+  await bob.fill(`#${removedId} textarea`, "grace moved to the data team");
+  await Promise.all([
+    bob.waitForURL(`${base}/ui/access-reviews/${campaign}?open=1`),
+    bob.click(`#${removedId} button[value=remove]`),
+  ]);
+  check((await bob.locator(`#${removedId}`).count()) === 0, "the removed item leaves the open items");
+
+  progress.step = "the reviewer confirms another item";
+  const confirmedId = await rowOf("erin", "staff-portal").getAttribute("id");
+  await bob.fill(`#${confirmedId} textarea`, "still runs the portal");
+  await Promise.all([
+    bob.waitForURL(`${base}/ui/access-reviews/${campaign}?open=1`),
+    bob.click(`#${confirmedId} button[value=confirm]`),
+  ]);
+  check((await bob.locator(`#${confirmedId}`).count()) === 0, "the confirmed item leaves the open items");
+  const left = Number((await bob.textContent("#access-reviews-count")).match(/\d+/)[0]);
+  check(left === toDecide - 2, `the menu counts two fewer (${toDecide} then ${left})`);
+  await accessible(bob, "the campaign page, open items only");
+
+  progress.step = "every item shows the decisions with their reviewer, comment and place in the chain";
+  await bob.goto(`${base}/ui/access-reviews/${campaign}`);
+  const removed = await bob.textContent(`#${removedId} td.decision`);
+  check(/remove by bob at .*grace moved to the data team/.test(removed), `the removal shows (got ${removed})`);
+  const confirmed = await bob.textContent(`#${confirmedId} td.decision`);
+  check(/confirm by bob at .*still runs the portal/.test(confirmed), `the confirmation shows (got ${confirmed})`);
+  for (const id of [removedId, confirmedId]) {
+    check(/seq \d+/.test(await bob.textContent(`#${id} td.seq`)), `${id} shows its place in the audit chain`);
+  }
+  await accessible(bob, "the campaign page with decided items");
+
+  progress.step = "a forged decision without the CSRF token is refused";
+  const forgedDecision = await bob.request.post(`${base}/ui/access-reviews/${campaign}/items/1`, {
+    form: { decision: "confirm" },
+    maxRedirects: 0,
+  });
+  check(forgedDecision.status() === 403, `403 for a decision without a CSRF token (got ${forgedDecision.status()})`);
+
+  progress.step = "someone outside the campaign gets the 404 page for it";
+  await alice.goto(`${base}/ui/`);
+  check((await alice.locator('nav a[href="/ui/access-reviews"]').count()) === 0, "the menu offers no access reviews to a non-reviewer");
+  const hidden = await alice.goto(`${base}/ui/access-reviews/${campaign}`);
+  check(hidden.status() === 404, `404 for a campaign one may not see (got ${hidden.status()})`);
+  check((await alice.textContent("main")).includes(`no access review \`${campaign}\``), "the page names the campaign");
+  check((await alice.locator('nav a[href="/ui/mine"]').count()) === 1, "the menu shows on the 404 page");
+  await accessible(alice, "the 404 page of a campaign one may not see");
+
   progress.step = "the requester signs out";
   await Promise.all([alice.waitForURL(`${base}/ui/login`), alice.click("text=Sign out")]);
   await alice.goto(`${base}/ui/mine`);
@@ -334,5 +428,5 @@ await inBrowser(async (browser) => {
     alice.url() === `${base}/ui/login?next=%2Fui%2Fmine`,
     `signed out, the pages ask to sign in and come back afterwards (at ${alice.url()})`,
   );
-  console.log(`web UI: every step passed (requests ${first}, ${second}, ${glass})`);
+  console.log(`web UI: every step passed (requests ${first}, ${second}, ${glass}; access review ${campaign})`);
 });

@@ -52,7 +52,7 @@ async fn items(
 }
 
 /// Whether a query's flag (`?break_glass=1`, `?all=1`) is on.
-fn flag(fields: &Fields, name: &str) -> bool {
+pub(super) fn flag(fields: &Fields, name: &str) -> bool {
     matches!(fields.get(name), Some("1" | "true" | "on"))
 }
 
