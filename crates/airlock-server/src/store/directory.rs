@@ -85,3 +85,57 @@ pub enum Standing {
     /// Deleted by the identity provider (and not provisioned again).
     Deleted,
 }
+
+/// With SQLite, where each user name stands, remembered after its first
+/// read: every API call asks it (`Engine::signed_in`), and on SQLite each
+/// read is a round trip to the connection's thread. One process owns a
+/// SQLite file and every directory change passes its one writer, which
+/// forgets everything here when it commits one, before answering; a read
+/// that raced such a commit is not remembered (the generation moved).
+/// PostgreSQL, whose replicas' writes this process does not see, reads
+/// every time.
+#[derive(Default)]
+pub struct StandingCache {
+    inner: std::sync::Mutex<(u64, std::collections::HashMap<String, Standing>)>,
+}
+
+/// More names than this and the cache starts over: names are those of
+/// people who signed in, but nothing else bounds them.
+const MAX_REMEMBERED: usize = 100_000;
+
+impl StandingCache {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (u64, std::collections::HashMap<String, Standing>)> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What is remembered of `user_name`, and the generation to remember a
+    /// fresh read under.
+    pub fn get(&self, user_name: &str) -> (u64, Option<Standing>) {
+        let inner = self.lock();
+        (inner.0, inner.1.get(user_name).cloned())
+    }
+
+    /// Remembers a read made under `generation`, unless a directory change
+    /// committed since.
+    pub fn put(&self, generation: u64, user_name: &str, standing: &Standing) {
+        let mut inner = self.lock();
+        if inner.0 != generation {
+            return;
+        }
+        if inner.1.len() >= MAX_REMEMBERED {
+            inner.1.clear();
+        }
+        inner.1.insert(user_name.to_owned(), standing.clone());
+    }
+
+    /// Forgets everything: a directory change committed.
+    pub fn forget(&self) {
+        let mut inner = self.lock();
+        inner.0 = inner.0.wrapping_add(1);
+        inner.1.clear();
+    }
+}

@@ -192,6 +192,8 @@ pub struct SqlStore {
     lookups: mpsc::Sender<super::checks::Lookup>,
     /// SQLite: every open request in memory, for checks.
     index: Option<Arc<super::checks::OpenIndex>>,
+    /// SQLite: where each user name stands in the directory, remembered.
+    standing: Option<Arc<super::directory::StandingCache>>,
 }
 
 /// Holds the right to an [`Exclusive`] job; see [`Store::try_exclusive`].
@@ -400,6 +402,8 @@ impl SqlStore {
             }
             Backend::Postgres => None,
         };
+        let standing = (backend == Backend::Sqlite)
+            .then(|| Arc::new(super::directory::StandingCache::default()));
         let (writer, jobs) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(run_writer(
             conn,
@@ -407,6 +411,7 @@ impl SqlStore {
             backend,
             jobs,
             index.clone(),
+            standing.clone(),
         ));
         let (lookups, asked) = mpsc::channel(4096);
         tokio::spawn(super::checks::answer_lookups(
@@ -422,6 +427,7 @@ impl SqlStore {
             options,
             lookups,
             index,
+            standing,
         })
     }
 
@@ -523,6 +529,7 @@ async fn run_writer(
     backend: Backend,
     mut jobs: mpsc::Receiver<WriteJob>,
     index: Option<Arc<super::checks::OpenIndex>>,
+    standing: Option<Arc<super::directory::StandingCache>>,
 ) {
     let mut next = jobs.recv().await;
     while let Some(job) = next.take() {
@@ -558,7 +565,15 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        if !commit_batch(&mut conn, backend, batch, index.as_deref()).await {
+        if !commit_batch(
+            &mut conn,
+            backend,
+            batch,
+            index.as_deref(),
+            standing.as_deref(),
+        )
+        .await
+        {
             loop {
                 match connect_writer(backend, &options).await {
                     Ok(fresh) => {
@@ -594,6 +609,7 @@ async fn commit_batch(
     backend: Backend,
     batch: Vec<Change>,
     index: Option<&super::checks::OpenIndex>,
+    standing: Option<&super::directory::StandingCache>,
 ) -> bool {
     // Batches still to try, the next one last: halves keep the callers' order.
     let mut work = vec![batch];
@@ -603,6 +619,11 @@ async fn commit_batch(
                 // Before anyone hears of the change, as checks will see it.
                 if let Some(index) = index {
                     index.apply(&changed);
+                }
+                if let Some(cache) = standing {
+                    if batch.iter().any(|c| matches!(c, Change::Directory { .. })) {
+                        cache.forget();
+                    }
                 }
                 for (change, outcome) in batch.into_iter().zip(outcomes) {
                     change.answer(outcome);
@@ -2470,8 +2491,16 @@ impl Store for SqlStore {
         &self,
         user_name: &str,
     ) -> Result<super::directory::Standing, StoreError> {
+        let remembered = self.standing.as_ref().map(|c| c.get(user_name));
+        if let Some((_, Some(standing))) = remembered {
+            return Ok(standing);
+        }
         let mut conn = self.read.acquire().await.map_err(db_err)?;
-        directory::standing(&mut conn, user_name).await
+        let standing = directory::standing(&mut conn, user_name).await?;
+        if let (Some(cache), Some((generation, None))) = (&self.standing, remembered) {
+            cache.put(generation, user_name, &standing);
+        }
+        Ok(standing)
     }
 
     async fn directory_groups_of(&self, user_id: &str) -> Result<Vec<DirectoryGroup>, StoreError> {
