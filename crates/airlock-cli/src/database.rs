@@ -58,9 +58,10 @@ pub async fn run(command: DatabaseCmd) -> anyhow::Result<()> {
             };
             let report = transfer::export(&store, schema, &mut out).await?;
             say_err!(
-                "exported {} requests and {} audit events from {}",
+                "exported {} requests, {} audit events and {} access reviews from {}",
                 report.requests,
                 report.audit_events,
+                report.access_reviews,
                 location.describe()
             );
             Ok(())
@@ -82,9 +83,10 @@ pub async fn run(command: DatabaseCmd) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("importing {source} into {}", location.describe()))?;
             say!(
-                "imported {} requests and {} audit events into {}; audit chain ok ({} events, head {})",
+                "imported {} requests, {} audit events and {} access reviews into {}; audit chain ok ({} events, head {})",
                 imported.requests,
                 imported.audit_events,
+                imported.access_reviews,
                 location.describe(),
                 chain.checked,
                 chain.head_hash

@@ -1028,6 +1028,34 @@ fn export_then_import(target: &str, extra: &[&str]) {
         .cli("carol", &["request", "staging-shell", "--reason", "x"])
         .status
         .success());
+    // The demo's quarterly access review, with a decision in it: carol
+    // removes alice's eligibility for prod-db-admin.
+    let campaigns = demo.json("admin", &["access-review", "list"]);
+    let review = campaigns["campaigns"][0]["id"].as_str().unwrap().to_owned();
+    let items = demo.json("carol", &["access-review", "show", &review]);
+    let item = items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["user"] == "alice" && i["entitlement"] == "prod-db-admin")
+        .unwrap()["item"]
+        .to_string();
+    assert!(demo
+        .cli(
+            "carol",
+            &[
+                "access-review",
+                "decide",
+                &review,
+                &item,
+                "--remove",
+                "--comment",
+                "moved teams"
+            ],
+        )
+        .status
+        .success());
+    let reviewed = demo.json("admin", &["access-review", "show", &review]);
     // The snapshot once the release's removal is confirmed: nothing moves after it.
     eventually(
         Duration::from_secs(10),
@@ -1081,6 +1109,35 @@ fn export_then_import(target: &str, extra: &[&str]) {
         "pending"
     );
     assert!(moved.cli("admin", &["audit", "verify"]).status.success());
+    // The campaign moved with its decision, which still holds, and the
+    // schedule starts no second one.
+    assert_eq!(
+        moved.json("admin", &["access-review", "show", &review]),
+        reviewed
+    );
+    assert_eq!(
+        moved.json("admin", &["access-review", "list"])["campaigns"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let refused = moved.cli(
+        "alice",
+        &[
+            "request",
+            "prod-db-admin",
+            "--reason",
+            "x",
+            "--ticket",
+            "CHG-1",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("moved teams"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
 
 #[test]

@@ -1208,7 +1208,7 @@ fn approved_by(mut r: request::AccessRequest, approver: &User) -> request::Acces
 /// Loads requests in one transaction (the store must be empty).
 async fn load(store: &SqlStore, requests: &[request::AccessRequest]) {
     let records = requests.iter().map(RequestRecord::from_request).collect();
-    store.import(records, Vec::new()).await.unwrap();
+    store.import(records, Vec::new(), Vec::new()).await.unwrap();
 }
 
 /// Every page of `filter`, `page` at a time, calling `between` after each
@@ -2526,7 +2526,10 @@ async fn a_reopened_sqlite_store_finds_the_open_requests_it_had() {
     let fresh = SqlStore::open(&Location::Sqlite(dir.path().join("fresh.db")))
         .await
         .unwrap();
-    fresh.import(exported.0, exported.1).await.unwrap();
+    fresh
+        .import(exported.0, exported.1, Vec::new())
+        .await
+        .unwrap();
     assert_eq!(open_of(&fresh, &alice.id, &db).await.as_deref(), Some("r1"));
 }
 

@@ -660,3 +660,176 @@ pub async fn chain_hashes(pool: &AnyPool, seqs: &[i64]) -> Result<Vec<(i64, Stri
     }
     Ok(out)
 }
+
+/// A campaign with its items as `airlock export` writes it and `airlock
+/// import` reads it back: every column, so decisions (and the eligibility
+/// removals new requests obey) and removals in progress move with the
+/// audit chain that records them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignRecord {
+    pub id: String,
+    pub template: String,
+    pub started_by: String,
+    pub started_at: i64,
+    pub due_at: i64,
+    pub reviewers: String,
+    pub escalate_to: String,
+    pub remind_at: Option<i64>,
+    pub escalate_at: Option<i64>,
+    pub reminded_at: Option<i64>,
+    pub escalated_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub items: Vec<ItemRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemRecord {
+    pub item: u32,
+    /// The subject as stored (JSON).
+    pub subject: String,
+    pub decision: Option<String>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+    pub comment: Option<String>,
+    pub decision_seq: Option<i64>,
+    pub removal_attempts: u32,
+    pub removal_error: Option<String>,
+    pub removed_at: Option<i64>,
+}
+
+impl CampaignRecord {
+    pub fn of(c: &Campaign, items: &[Item]) -> Result<CampaignRecord, StoreError> {
+        Ok(CampaignRecord {
+            id: c.id.to_string(),
+            template: c.template.clone(),
+            started_by: c.started_by.clone(),
+            started_at: c.started_at.unix_millis(),
+            due_at: c.due_at.unix_millis(),
+            reviewers: groups_text(&c.reviewers),
+            escalate_to: groups_text(&c.escalate_to),
+            remind_at: ms(c.remind_at),
+            escalate_at: ms(c.escalate_at),
+            reminded_at: ms(c.reminded_at),
+            escalated_at: ms(c.escalated_at),
+            completed_at: ms(c.completed_at),
+            items: items
+                .iter()
+                .map(|i| {
+                    let removal = i.removal.clone().unwrap_or_default();
+                    Ok(ItemRecord {
+                        item: i.number,
+                        subject: serde_json::to_string(&subject_row(&i.subject))
+                            .map_err(|e| corrupt(e.to_string()))?,
+                        decision: i.decided.as_ref().map(|d| d.decision.as_str().to_owned()),
+                        decided_by: i.decided.as_ref().map(|d| d.by.to_string()),
+                        decided_at: i.decided.as_ref().map(|d| d.at.unix_millis()),
+                        comment: i.decided.as_ref().map(|d| d.comment.clone()),
+                        decision_seq: i.decided.as_ref().and_then(|d| d.seq),
+                        removal_attempts: removal.attempts,
+                        removal_error: removal.last_error,
+                        removed_at: ms(removal.done_at),
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+        })
+    }
+
+    /// The campaign and items it holds, checked as the store reads them.
+    pub fn parse(&self) -> Result<(Campaign, Vec<Item>), StoreError> {
+        let bad = |what: String| corrupt(format!("`{}`: {what}", self.id));
+        let decided = self.items.iter().filter(|i| i.decision.is_none()).count();
+        let items = self
+            .items
+            .iter()
+            .map(|i| {
+                let subject = subject_from_row(
+                    serde_json::from_str(&i.subject)
+                        .map_err(|e| bad(format!("item {}: {e}", i.item)))?,
+                )?;
+                let decided = match (&i.decision, &i.decided_by, i.decided_at) {
+                    (None, _, _) => None,
+                    (Some(d), Some(by), Some(at)) => Some(Decided {
+                        decision: Decision::parse(d)
+                            .ok_or_else(|| bad(format!("item {}: decision `{d}`", i.item)))?,
+                        by: UserId::parse(by).map_err(|e| bad(format!("item {}: {e}", i.item)))?,
+                        at: Timestamp::from_unix_millis(at),
+                        comment: i.comment.clone().unwrap_or_default(),
+                        seq: i.decision_seq,
+                    }),
+                    _ => {
+                        return Err(bad(format!(
+                            "item {}: a decision without who or when",
+                            i.item
+                        )))
+                    }
+                };
+                Ok(Item {
+                    number: i.item,
+                    subject,
+                    decided,
+                    removal: (i.removal_attempts > 0 || i.removed_at.is_some()).then(|| Removal {
+                        done_at: i.removed_at.map(Timestamp::from_unix_millis),
+                        attempts: i.removal_attempts,
+                        last_error: i.removal_error.clone(),
+                    }),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let count = |n: usize| u32::try_from(n).map_err(|_| bad("too many items".to_owned()));
+        let campaign = Campaign {
+            id: CampaignId::parse(&self.id).map_err(|e| bad(e.to_string()))?,
+            template: self.template.clone(),
+            started_by: self.started_by.clone(),
+            started_at: Timestamp::from_unix_millis(self.started_at),
+            due_at: Timestamp::from_unix_millis(self.due_at),
+            reviewers: groups_from(&self.reviewers)?,
+            escalate_to: groups_from(&self.escalate_to)?,
+            remind_at: self.remind_at.map(Timestamp::from_unix_millis),
+            escalate_at: self.escalate_at.map(Timestamp::from_unix_millis),
+            reminded_at: self.reminded_at.map(Timestamp::from_unix_millis),
+            escalated_at: self.escalated_at.map(Timestamp::from_unix_millis),
+            completed_at: self.completed_at.map(Timestamp::from_unix_millis),
+            items: count(items.len())?,
+            open_items: count(decided)?,
+        };
+        Ok((campaign, items))
+    }
+}
+
+/// Writes imported campaigns whole (inside the import's transaction).
+pub(super) async fn import(
+    conn: &mut AnyConnection,
+    rows_per_statement: usize,
+    records: &[CampaignRecord],
+) -> Result<(), StoreError> {
+    for record in records {
+        let (campaign, items) = record.parse()?;
+        start(conn, rows_per_statement, &campaign, &items).await?;
+        for (item, raw) in items.iter().zip(&record.items) {
+            if item.decided.is_none() && item.removal.is_none() {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE access_review_items SET decision = $1, decided_by = $2, decided_at = $3, \
+                 comment = $4, decision_seq = $5, removal_attempts = $6, removal_error = $7, \
+                 removed_at = $8 WHERE campaign = $9 AND item = $10",
+            )
+            .bind(raw.decision.clone())
+            .bind(raw.decided_by.clone())
+            .bind(raw.decided_at)
+            .bind(raw.comment.clone())
+            .bind(raw.decision_seq)
+            .bind(i64::from(raw.removal_attempts))
+            .bind(raw.removal_error.clone())
+            .bind(raw.removed_at)
+            .bind(record.id.clone())
+            .bind(i64::from(item.number))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        }
+    }
+    Ok(())
+}

@@ -166,6 +166,7 @@ pub struct AuditFilter {
 pub struct ImportReport {
     pub requests: usize,
     pub audit_events: usize,
+    pub access_reviews: usize,
 }
 
 #[async_trait::async_trait]
@@ -446,5 +447,6 @@ pub trait Store: Send + Sync {
         &self,
         requests: Vec<RequestRecord>,
         audit: Vec<AuditRecord>,
+        access_reviews: Vec<access_reviews::CampaignRecord>,
     ) -> Result<ImportReport, StoreError>;
 }

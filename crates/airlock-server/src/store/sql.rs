@@ -223,6 +223,7 @@ enum WriteJob {
     Import {
         requests: Vec<RequestRecord>,
         audit: Vec<AuditRecord>,
+        access_reviews: Vec<super::access_reviews::CampaignRecord>,
         reply: oneshot::Sender<Result<ImportReport, StoreError>>,
     },
 }
@@ -537,9 +538,11 @@ async fn run_writer(
             WriteJob::Import {
                 requests,
                 audit,
+                access_reviews,
                 reply,
             } => {
-                let mut result = import_in_tx(&mut conn, backend, requests, audit).await;
+                let mut result =
+                    import_in_tx(&mut conn, backend, requests, audit, access_reviews).await;
                 if result.is_err() {
                     let _ = exec(&mut conn, "ROLLBACK").await;
                 } else if let Some(index) = &index {
@@ -1200,6 +1203,7 @@ async fn import_in_tx(
     backend: Backend,
     requests: Vec<RequestRecord>,
     audit: Vec<AuditRecord>,
+    access_reviews: Vec<super::access_reviews::CampaignRecord>,
 ) -> Result<ImportReport, StoreError> {
     exec(conn, "BEGIN").await?;
     let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
@@ -1211,14 +1215,20 @@ async fn import_in_tx(
         .fetch_one(&mut *conn)
         .await
         .map_err(db_err)?;
-    if existing_requests > 0 || existing_events > 0 {
+    let existing_reviews = count("SELECT COUNT(*) FROM access_reviews")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if existing_requests > 0 || existing_events > 0 || existing_reviews > 0 {
         return Err(StoreError::NotEmpty(format!(
-            "{existing_requests} requests and {existing_events} audit events"
+            "{existing_requests} requests, {existing_events} audit events and \
+             {existing_reviews} access reviews"
         )));
     }
     let report = ImportReport {
         requests: requests.len(),
         audit_events: audit.len(),
+        access_reviews: access_reviews.len(),
     };
     let requests = requests
         .into_iter()
@@ -1234,6 +1244,7 @@ async fn import_in_tx(
     for chunk in audit.chunks(backend.rows_per_statement(AUDIT_PARAMS)) {
         insert_audit_records(conn, chunk).await?;
     }
+    super::access_reviews::import(conn, backend.rows_per_statement(6), &access_reviews).await?;
     exec(conn, "COMMIT").await?;
     Ok(report)
 }
@@ -2433,6 +2444,7 @@ impl Store for SqlStore {
         &self,
         requests: Vec<RequestRecord>,
         audit: Vec<AuditRecord>,
+        access_reviews: Vec<super::access_reviews::CampaignRecord>,
     ) -> Result<ImportReport, StoreError> {
         let (reply, answer) = oneshot::channel();
         let gone = || StoreError::Database("the database writer has stopped".to_owned());
@@ -2440,6 +2452,7 @@ impl Store for SqlStore {
             .send(WriteJob::Import {
                 requests,
                 audit,
+                access_reviews,
                 reply,
             })
             .await

@@ -2,15 +2,17 @@
 //! the SQLite demo to PostgreSQL (or back) with the audit chain intact. The
 //! chain is copied verbatim, hashes included, and verified after import.
 //!
-//! Format: a header line, then one line per request and per audit event:
+//! Format: a header line, then one line per request, per audit event and
+//! per access-review campaign (with its items):
 //! `{"header":{"format":"airlock-export","version":1,"schema":N}}`,
-//! `{"request":{…}}`, `{"audit":{…}}`.
+//! `{"request":{…}}`, `{"audit":{…}}`, `{"access_review":{…}}`.
 
 use std::io::{BufRead, Write};
 
 use airlock_core::audit::AuditRecord;
 use serde::{Deserialize, Serialize};
 
+use super::access_reviews::CampaignRecord;
 use super::record::{AuditRow, RequestRecord};
 use super::{ChainReport, ImportReport, Store, StoreError};
 
@@ -28,6 +30,8 @@ enum Line {
     },
     Request(Box<RequestRecord>),
     Audit(Box<AuditRow>),
+    /// An access-review campaign with its items (schema 13 on).
+    AccessReview(Box<CampaignRecord>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,7 @@ pub enum TransferError {
 pub struct ExportReport {
     pub requests: usize,
     pub audit_events: usize,
+    pub access_reviews: usize,
 }
 
 fn write_line(out: &mut dyn Write, line: &Line) -> Result<(), TransferError> {
@@ -72,6 +77,7 @@ pub async fn export(
     let mut report = ExportReport {
         requests: 0,
         audit_events: 0,
+        access_reviews: 0,
     };
     let mut after: Option<String> = None;
     loop {
@@ -93,6 +99,14 @@ pub async fn export(
             write_line(out, &Line::Audit(Box::new(AuditRow::from(record))))?;
         }
     }
+    for campaign in store.access_reviews(false, u32::MAX).await? {
+        let items = store.access_review_items(&campaign.id).await?;
+        report.access_reviews += 1;
+        write_line(
+            out,
+            &Line::AccessReview(Box::new(CampaignRecord::of(&campaign, &items)?)),
+        )?;
+    }
     out.flush()?;
     Ok(report)
 }
@@ -105,6 +119,7 @@ pub async fn import(
 ) -> Result<(ImportReport, ChainReport), TransferError> {
     let mut requests = Vec::new();
     let mut audit: Vec<AuditRecord> = Vec::new();
+    let mut access_reviews = Vec::new();
     let mut saw_header = false;
     for (n, line) in input.lines().enumerate() {
         let line_no = n + 1;
@@ -146,6 +161,10 @@ pub async fn import(
                 requests.push(*record);
             }
             Line::Audit(row) => audit.push(AuditRecord::from(*row)),
+            Line::AccessReview(record) => {
+                record.parse().map_err(|e| bad(e.to_string()))?;
+                access_reviews.push(*record);
+            }
         }
     }
     if !saw_header {
@@ -154,7 +173,7 @@ pub async fn import(
             message: format!("empty input: no `{FORMAT}` header"),
         });
     }
-    let imported = store.import(requests, audit).await?;
+    let imported = store.import(requests, audit, access_reviews).await?;
     let chain = store.verify_audit().await?;
     if let Some(b) = &chain.first_break {
         return Err(TransferError::Chain(b.to_string()));
