@@ -591,8 +591,27 @@ fn actor(id: &str, kind: Option<&str>) -> String {
     }
 }
 
+/// `airlock activity`: what a post of log lines recorded.
+pub fn activity_reported(a: &airlock_server::api::ActivityView) {
+    say!(
+        "{}: {} recorded, {} already recorded, {} ignored",
+        a.request_id,
+        a.recorded,
+        a.duplicates,
+        a.ignored
+    );
+    if a.over_limit > 0 {
+        say!(
+            "{} not recorded: the grant has its {} activity events",
+            a.over_limit,
+            a.limit
+        );
+    }
+}
+
 /// `airlock show`: the grant's timeline of activity — sessions the
-/// connector saw the grantee hold, and the elevation claims they obtained.
+/// connector saw the grantee hold, SSH logins and logouts sshd logged, and
+/// the elevation claims they obtained.
 pub fn activity(history: &[HistoryEntry]) {
     let detail = |h: &HistoryEntry, k: &str| h.details.get(k).cloned().unwrap_or_default();
     let lines: Vec<(String, String)> = history
@@ -616,6 +635,22 @@ pub fn activity(history: &[HistoryEntry]) {
                         .get("why")
                         .map(|w| format!(" ({w})"))
                         .unwrap_or_default()
+                ),
+                "ssh_login" => format!(
+                    "ssh login as {} from {} port {} on {} (certificate serial {})",
+                    detail(h, "user"),
+                    detail(h, "client"),
+                    detail(h, "port"),
+                    detail(h, "source"),
+                    detail(h, "serial")
+                ),
+                "ssh_logout" => format!(
+                    "ssh logout of {} from {} port {} on {} ({})",
+                    detail(h, "user"),
+                    detail(h, "client"),
+                    detail(h, "port"),
+                    detail(h, "source"),
+                    detail(h, "how")
                 ),
                 "elevation_claimed" => format!(
                     "elevation claim {}{}, until {}",

@@ -1,5 +1,7 @@
 //! `airlock reconcile` and `airlock audit`: what admins and auditors use to
-//! check that the targets and the record agree with what Airlock decided.
+//! check that the targets and the record agree with what Airlock decided;
+//! and `airlock activity`, how a target's log lines reach a grant's
+//! timeline.
 
 use std::path::PathBuf;
 
@@ -34,6 +36,23 @@ pub enum OversightCmd {
         /// grants again (each fix audited).
         #[arg(long)]
         fix: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Post sshd's log lines about grant ID to its timeline (admins and
+    /// reporters; an API token needs the `report` scope): its logins with
+    /// the grant's certificate and their logouts are recorded once each,
+    /// every other line is counted as ignored. Reads the lines from FILE,
+    /// or from standard input (`journalctl -u ssh -o short-iso | airlock
+    /// activity ID --source web1`).
+    Activity {
+        id: String,
+        /// Where the lines come from (the SSH host's name).
+        #[arg(long)]
+        source: String,
+        /// The log lines (default: standard input).
+        #[arg(long)]
+        file: Option<PathBuf>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -161,6 +180,26 @@ pub enum ReportCmd {
 
 pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
     match command {
+        OversightCmd::Activity {
+            id,
+            source,
+            file,
+            conn,
+        } => {
+            let text = match &file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read `{}`", path.display()))?,
+                None => std::io::read_to_string(std::io::stdin())
+                    .context("cannot read the log lines from standard input")?,
+            };
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect();
+            let answer = client(&conn)?.report_activity(&id, &source, lines).await?;
+            output::json_or(&answer, conn.json, output::activity_reported)
+        }
         OversightCmd::Report {
             report: ReportCmd::Waits { since, conn },
         } => {

@@ -39,6 +39,9 @@ pub enum Capability {
     /// Ask whether someone else holds an entitlement now (admins, auditors
     /// and checkers; anyone may ask about themselves: [`may_check`]).
     CheckOthers,
+    /// Post activity seen on a target (sshd's log lines) to a grant's
+    /// timeline (admins and reporters).
+    ReportActivity,
 }
 
 impl Capability {
@@ -52,6 +55,7 @@ impl Capability {
             Capability::Request => "request access",
             Capability::ManageTokens => "manage API tokens",
             Capability::CheckOthers => "check whether others hold an entitlement",
+            Capability::ReportActivity => "report activity on grants",
         }
     }
 
@@ -60,6 +64,7 @@ impl Capability {
         match self {
             Capability::ReadEverything => &[Role::Admin, Role::Auditor],
             Capability::CheckOthers => &[Role::Admin, Role::Auditor, Role::Checker],
+            Capability::ReportActivity => &[Role::Admin, Role::Reporter],
             Capability::ChangePolicies
             | Capability::ApprovePolicyChanges
             | Capability::Reconcile => &[Role::Admin],
@@ -76,6 +81,7 @@ impl Capability {
             | Capability::Reconcile => Scope::Admin,
             Capability::Request => Scope::Request,
             Capability::ManageTokens => Scope::Tokens,
+            Capability::ReportActivity => Scope::Report,
         }
     }
 }

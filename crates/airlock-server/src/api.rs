@@ -1263,6 +1263,33 @@ pub struct CheckView {
     pub expires_at: Option<String>,
 }
 
+/// `POST /v1/grants/{id}/activity`: log lines from a target about the
+/// grant (sshd's, from a log shipper on the SSH host).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityBody {
+    /// Where the lines come from (the SSH host): part of a session's
+    /// identity, recorded with each event.
+    pub source: String,
+    pub lines: Vec<String>,
+}
+
+/// What a post of log lines recorded on a grant's timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActivityView {
+    pub request_id: String,
+    /// Logins and logouts added to the timeline (`ssh_login`, `ssh_logout`).
+    pub recorded: usize,
+    /// Lines that are no login or logout of this grant.
+    pub ignored: usize,
+    /// Logins and logouts already on the timeline (a retried post).
+    pub duplicates: usize,
+    /// Logins and logouts past the grant's bound, not recorded.
+    pub over_limit: usize,
+    /// The most activity events one grant gets.
+    pub limit: usize,
+}
+
 /// `GET /v1/reports/standing` takes no parameters (unknown ones are refused).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -18,14 +18,14 @@ use axum::{Json, Router};
 
 use crate::api::{
     decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor, format_time,
-    parse_time, ApprovalExplained, ApprovalWaitsReport, ApprovalWaitsView, ApproveBody,
-    ApproverView, AuditEventView, AuditExportQuery, AuditQuery, CheckQuery, CheckView,
-    CreateRequest, CredentialView, DurationInput, ElevationBody, ElevationView, EmptyBody,
-    EntitlementUsageView, EntitlementView, ExplainView, ExtendBody, GrantsQuery, HistoryEntry,
-    OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
-    ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery, StandingQuery,
-    StandingReportView, UnusedEligibility, UsageReportView, VerifyView, WaitsQuery, WhoAmI,
-    NEXT_CURSOR_HEADER,
+    parse_time, ActivityBody, ActivityView, ApprovalExplained, ApprovalWaitsReport,
+    ApprovalWaitsView, ApproveBody, ApproverView, AuditEventView, AuditExportQuery, AuditQuery,
+    CheckQuery, CheckView, CreateRequest, CredentialView, DurationInput, ElevationBody,
+    ElevationView, EmptyBody, EntitlementUsageView, EntitlementView, ExplainView, ExtendBody,
+    GrantsQuery, HistoryEntry, OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision,
+    ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery,
+    StandingQuery, StandingReportView, UnusedEligibility, UsageReportView, VerifyView, WaitsQuery,
+    WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::parse_duration;
 use crate::engine::{ApproverDecision, Ask, EngineError, PolicyChange, UserCommand};
@@ -74,6 +74,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/v1/requests/{id}/review", post(review))
         .route("/v1/grants", get(grants))
+        .route("/v1/grants/{id}/activity", post(report_activity))
         .route("/v1/check", get(check))
         .route("/v1/reviews", get(reviews))
         .route("/v1/audit", get(audit))
@@ -649,6 +650,31 @@ async fn grants(
 ) -> ApiResult<Response> {
     let filter = grants_filter(&user, q.break_glass)?;
     page(&state, filter, q.limit, q.cursor.as_deref()).await
+}
+
+/// Log lines from a target about a grant (sshd's, posted by a log shipper
+/// on the SSH host): its logins and logouts go on the grant's timeline
+/// (admins and reporters).
+async fn report_activity(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ActivityBody>,
+) -> ApiResult<Json<ActivityView>> {
+    require(&user, Capability::ReportActivity)?;
+    let id = request_id(&id)?;
+    let reported = state
+        .engine
+        .report_activity(&user, &id, &body.source, &body.lines)
+        .await?;
+    Ok(Json(ActivityView {
+        request_id: id.to_string(),
+        recorded: reported.events.len(),
+        ignored: reported.ignored,
+        duplicates: reported.duplicates,
+        over_limit: reported.over_limit,
+        limit: airlock_core::ssh_activity::MAX_EVENTS_PER_GRANT,
+    }))
 }
 
 /// Who holds access now (`GET /v1/grants`, the web UI's grants page): every
