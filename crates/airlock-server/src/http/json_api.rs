@@ -1174,9 +1174,15 @@ async fn standing_report(
     Caller(user): Caller,
     ApiQuery(_): ApiQuery<StandingQuery>,
 ) -> ApiResult<Json<StandingReportView>> {
-    require(&user, Capability::ReadEverything)?;
+    standing_view(&state, &user).await.map(Json)
+}
+
+/// `GET /v1/reports/standing`'s report (the web UI's standing page and its
+/// CSV show it): admins and auditors.
+pub(super) async fn standing_view(state: &AppState, user: &User) -> ApiResult<StandingReportView> {
+    require(user, Capability::ReadEverything)?;
     let report = state.engine.standing_report().await?;
-    Ok(Json(StandingReportView::from(&report)))
+    Ok(StandingReportView::from(&report))
 }
 
 async fn verify_audit(
