@@ -10,10 +10,13 @@
 //!
 //! A line is read only in the shapes sshd writes (bare, as `sshd -e` and
 //! `journalctl -o cat` give it, or after a syslog header ending in
-//! `sshd[PID]: ` or `sshd-session[PID]: `), and its message must *start*
-//! with the phrase: a client chooses the user name it offers, and sshd logs
-//! an unknown one inside its own lines (`Invalid user …`), so a phrase found
-//! further in could be a forgery.
+//! `sshd[PID]: ` or `sshd-session[PID]: `), its message must *start* with
+//! the phrase, and a login must *end* as sshd ends one (the CA's key type
+//! and fingerprint): a client chooses the user name it offers, and sshd
+//! logs an unknown one inside its own lines (`Invalid user NAME from ADDR
+//! port N`), so a phrase found further in, or one followed by more, could
+//! be a forgery. User names hold no space (sshd's accounts never do; a
+//! forged one would).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -152,6 +155,7 @@ fn split_header(line: &str) -> (Option<String>, &str) {
     };
     let program = head
         .rsplit_once('[')
+        .filter(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
         .map(|(before, _pid)| before)
         .and_then(|before| before.rsplit(' ').next());
     match program {
@@ -172,7 +176,7 @@ fn parse_remote(rest: &str) -> Option<Endpoint> {
 }
 
 fn endpoint(user: &str, client: &str, port: &str) -> Option<Endpoint> {
-    if user.is_empty() || client.is_empty() || client.contains(' ') {
+    if user.is_empty() || client.is_empty() || user.contains(' ') || client.contains(' ') {
         return None;
     }
     Some(Endpoint {
@@ -201,8 +205,20 @@ fn parse_login(rest: &str) -> Option<Login> {
         });
     };
     let (key_id, after) = cert.rsplit_once(" (serial ")?;
-    let (serial, ca) = after.split_once(')')?;
-    let ca = ca.trim().strip_prefix("CA ").map(str::to_owned);
+    let (serial, tail) = after.split_once(')')?;
+    // Nothing after the CA's key type and fingerprint, as sshd ends it.
+    let ca = match tail {
+        "" => None,
+        tail => {
+            let ca = tail.strip_prefix(" CA ")?;
+            let mut words = ca.split(' ');
+            let (_type, _fingerprint) = (words.next()?, words.next()?);
+            if words.next().is_some() {
+                return None;
+            }
+            Some(ca.to_owned())
+        }
+    };
     Some(Login {
         session,
         key,

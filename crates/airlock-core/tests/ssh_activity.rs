@@ -187,6 +187,24 @@ fn each_line_shape_reads_as_sshd_means_it() {
             format!("Dec  6 16:25:34 web1 sshd[1234]: Invalid user x {ACCEPTED}"),
             "other",
         ),
+        // A user name that looks like a syslog header, in a bare log: the
+        // forged phrase is followed by what sshd adds after a user name.
+        (
+            format!("Invalid user sshd[1]: {ACCEPTED} from 10.0.0.9 port 4"),
+            "other",
+        ),
+        (
+            format!("Invalid user sshd[1]: {DISCONNECTED} from 10.0.0.9 port 4"),
+            "other",
+        ),
+        (
+            format!("Connection closed by invalid user sshd[1]: {ACCEPTED} 10.0.0.9 port 4 [preauth]"),
+            "other",
+        ),
+        (
+            "Dec  6 16:25:34 web1 sshd[x]: Disconnected from user root 10.0.0.7 port 1".to_owned(),
+            "other",
+        ),
     ];
     for (line, expected) in cases {
         assert_eq!(read(&line), expected, "{line}");
