@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 SECONDS_PER_TARGET=${1:-${FUZZ_SECONDS:-30}}
 CARGO_FUZZ_VERSION=0.13.2
-TARGETS=(config policy api)
+TARGETS=(config policy api sshd_log)
 
 if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $2}')" != "$CARGO_FUZZ_VERSION" ]; then
     cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"

@@ -3,8 +3,7 @@
 use crate::terminal::{one_line, say};
 use airlock_server::api::{
     ApprovalWaitsReport, AuditEventView, EntitlementView, ExplainView, ExtensionView, HistoryEntry,
-    PolicyReloadView, ReconcileView, RequestView, ReviewView, StandingHolderView,
-    StandingReportView, UsageReportView,
+    PolicyReloadView, ReconcileView, RequestView, ReviewView, StandingReportView, UsageReportView,
 };
 use serde::Serialize;
 
@@ -591,8 +590,27 @@ fn actor(id: &str, kind: Option<&str>) -> String {
     }
 }
 
+/// `airlock activity`: what a post of log lines recorded.
+pub fn activity_reported(a: &airlock_server::api::ActivityView) {
+    say!(
+        "{}: {} recorded, {} already recorded, {} ignored",
+        a.request_id,
+        a.recorded,
+        a.duplicates,
+        a.ignored
+    );
+    if a.over_limit > 0 {
+        say!(
+            "{} not recorded: the grant has its {} activity events",
+            a.over_limit,
+            a.limit
+        );
+    }
+}
+
 /// `airlock show`: the grant's timeline of activity — sessions the
-/// connector saw the grantee hold, and the elevation claims they obtained.
+/// connector saw the grantee hold, SSH logins and logouts sshd logged, and
+/// the elevation claims they obtained.
 pub fn activity(history: &[HistoryEntry]) {
     let detail = |h: &HistoryEntry, k: &str| h.details.get(k).cloned().unwrap_or_default();
     let lines: Vec<(String, String)> = history
@@ -616,6 +634,22 @@ pub fn activity(history: &[HistoryEntry]) {
                         .get("why")
                         .map(|w| format!(" ({w})"))
                         .unwrap_or_default()
+                ),
+                "ssh_login" => format!(
+                    "ssh login as {} from {} port {} on {} (certificate serial {})",
+                    detail(h, "user"),
+                    detail(h, "client"),
+                    detail(h, "port"),
+                    detail(h, "source"),
+                    detail(h, "serial")
+                ),
+                "ssh_logout" => format!(
+                    "ssh logout of {} from {} port {} on {} ({})",
+                    detail(h, "user"),
+                    detail(h, "client"),
+                    detail(h, "port"),
+                    detail(h, "source"),
+                    detail(h, "how")
                 ),
                 "elevation_claimed" => format!(
                     "elevation claim {}{}, until {}",
@@ -932,12 +966,8 @@ pub fn standing(report: &StandingReportView) {
         say!("no holders found");
         return;
     }
-    let rows: Vec<Vec<String>> = report
-        .holders
-        .iter()
-        .map(|h| standing_cells(h, "-"))
-        .collect();
-    table(STANDING_COLUMNS, &rows);
+    let rows: Vec<Vec<String>> = report.holders.iter().map(|h| h.cells("-")).collect();
+    table(airlock_server::api::STANDING_COLUMNS, &rows);
     let counts = |m: &std::collections::BTreeMap<String, usize>| {
         m.iter()
             .filter(|(_, n)| **n > 0)
@@ -953,53 +983,11 @@ pub fn standing(report: &StandingReportView) {
     );
 }
 
-const STANDING_COLUMNS: &[&str] = &[
-    "RISK",
-    "STATUS",
-    "CONNECTOR",
-    "PRINCIPAL",
-    "USER",
-    "KIND",
-    "ENTITLEMENTS",
-    "SENSITIVITY",
-    "REQUEST",
-    "SINCE",
-    "UNTIL",
-    "APPROVAL",
-];
-
-fn standing_cells(h: &StandingHolderView, none: &str) -> Vec<String> {
-    let or = |v: &Option<String>| v.clone().unwrap_or_else(|| none.to_owned());
-    vec![
-        h.risk.clone(),
-        h.status.clone(),
-        h.connector.clone(),
-        h.principal.clone(),
-        or(&h.user),
-        h.kind.clone(),
-        h.entitlements.join(" "),
-        h.sensitivity.clone(),
-        or(&h.request),
-        or(&h.since),
-        or(&h.until),
-        h.approval
-            .iter()
-            .map(|(e, how)| format!("{e}: {how}"))
-            .collect::<Vec<_>>()
-            .join("; "),
-    ]
-}
-
 /// The standing-privilege report as CSV (RFC 4180), one holder per line
-/// under a header, for a spreadsheet or an auditor.
+/// under a header, for a spreadsheet or an auditor (the server's rules,
+/// which the web UI's download uses too).
 pub fn standing_csv(report: &StandingReportView) {
-    println!(
-        "{}",
-        csv_line(STANDING_COLUMNS.iter().map(|c| c.to_lowercase()))
-    );
-    for h in &report.holders {
-        println!("{}", csv_line(standing_cells(h, "")));
-    }
+    print!("{}", airlock_server::api::standing_csv(&report.holders));
 }
 
 /// Access-review campaigns and the kinds the config defines.
@@ -1133,56 +1121,10 @@ pub fn access_review(detail: &airlock_server::api::AccessReviewDetail) {
 pub fn access_review_csv(detail: &airlock_server::api::AccessReviewDetail) {
     let mut header: Vec<String> = vec!["campaign".to_owned(), "template".to_owned()];
     header.extend(ACCESS_REVIEW_COLUMNS.iter().map(|c| c.to_lowercase()));
-    println!("{}", csv_line(header));
+    println!("{}", airlock_server::api::csv_line(header));
     for i in &detail.items {
         let mut cells = vec![detail.campaign.id.clone(), detail.campaign.template.clone()];
         cells.extend(access_review_cells(i, ""));
-        println!("{}", csv_line(cells));
-    }
-}
-
-/// One CSV line: fields with a comma, quote or line break quoted (quotes
-/// doubled); a field a spreadsheet would run as a formula (`=`, `+`, `-`,
-/// `@`, tab, carriage return first) is prefixed with `'`, since principals
-/// come from the targets and anyone with access there can name one.
-pub fn csv_line(fields: impl IntoIterator<Item = String>) -> String {
-    fields
-        .into_iter()
-        .map(|f| {
-            let f = if f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-                format!("'{f}")
-            } else {
-                f
-            };
-            if f.contains([',', '"', '\n', '\r']) {
-                format!("\"{}\"", f.replace('"', "\"\""))
-            } else {
-                f
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_line;
-
-    fn line(fields: &[&str]) -> String {
-        csv_line(fields.iter().map(|f| (*f).to_owned()))
-    }
-
-    #[test]
-    fn csv_quotes_what_needs_it_and_defuses_formulas() {
-        assert_eq!(line(&["a", "b c", ""]), "a,b c,");
-        assert_eq!(
-            line(&["x,y", "say \"hi\"", "two\nlines"]),
-            "\"x,y\",\"say \"\"hi\"\"\",\"two\nlines\""
-        );
-        assert_eq!(
-            line(&["=HYPERLINK(\"x\")", "+1", "-2", "@cmd"]),
-            "\"'=HYPERLINK(\"\"x\"\")\",'+1,'-2,'@cmd"
-        );
-        assert_eq!(line(&["2026-12-06T13:00:00Z"]), "2026-12-06T13:00:00Z");
+        println!("{}", airlock_server::api::csv_line(cells));
     }
 }

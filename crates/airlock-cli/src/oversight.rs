@@ -1,9 +1,11 @@
 //! `airlock reconcile` and `airlock audit`: what admins and auditors use to
-//! check that the targets and the record agree with what Airlock decided.
+//! check that the targets and the record agree with what Airlock decided;
+//! and `airlock activity`, how a target's log lines reach a grant's
+//! timeline.
 
 use std::path::PathBuf;
 
-use airlock_server::api::{AuditQuery, WaitsQuery};
+use airlock_server::api::{ActivityView, AuditQuery, WaitsQuery};
 use anyhow::{bail, Context};
 use clap::Subcommand;
 
@@ -40,6 +42,23 @@ pub enum OversightCmd {
         /// grants again (each fix audited).
         #[arg(long)]
         fix: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Post sshd's log lines about grant ID to its timeline (admins and
+    /// reporters; an API token needs the `report` scope): its logins with
+    /// the grant's certificate and their logouts are recorded once each,
+    /// every other line is counted as ignored. Reads the lines from FILE,
+    /// or from standard input (`journalctl -u ssh -o short-iso | airlock
+    /// activity ID --source web1`).
+    Activity {
+        id: String,
+        /// Where the lines come from (the SSH host's name).
+        #[arg(long)]
+        source: String,
+        /// The log lines (default: standard input).
+        #[arg(long)]
+        file: Option<PathBuf>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -227,6 +246,43 @@ pub enum ReportCmd {
 pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
     match command {
         OversightCmd::AccessReview { command } => access_review(command).await,
+        OversightCmd::Activity {
+            id,
+            source,
+            file,
+            conn,
+        } => {
+            let text = match &file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read `{}`", path.display()))?,
+                None => std::io::read_to_string(std::io::stdin())
+                    .context("cannot read the log lines from standard input")?,
+            };
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect();
+            let client = client(&conn)?;
+            let mut total: Option<ActivityView> = None;
+            for batch in activity_batches(lines) {
+                let answer = client.report_activity(&id, &source, batch).await?;
+                total = Some(match total {
+                    None => answer,
+                    Some(t) => ActivityView {
+                        recorded: t.recorded + answer.recorded,
+                        ignored: t.ignored + answer.ignored,
+                        duplicates: t.duplicates + answer.duplicates,
+                        over_limit: t.over_limit + answer.over_limit,
+                        ..answer
+                    },
+                });
+            }
+            match total {
+                Some(total) => output::json_or(&total, conn.json, output::activity_reported),
+                None => bail!("no lines to post"),
+            }
+        }
         OversightCmd::Report {
             report: ReportCmd::Waits { since, conn },
         } => {
@@ -479,5 +535,60 @@ async fn access_review(command: AccessReviewCmd) -> anyhow::Result<()> {
             }
             output::json_or(&detail, true, |_| {})
         }
+    }
+}
+
+/// Most of a post's body the lines take (the server takes 64 KiB bodies).
+const ACTIVITY_BATCH_BYTES: usize = 48 * 1024;
+
+/// `lines` cut into posts the server takes: at most
+/// `ssh_activity::MAX_LINES` lines and [`ACTIVITY_BATCH_BYTES`] of JSON
+/// each, in order (a logout after its login, whichever post each is in);
+/// always at least one, so an empty input gets the server's answer.
+fn activity_batches(lines: Vec<String>) -> Vec<Vec<String>> {
+    let mut batches = vec![Vec::new()];
+    let mut bytes = 0;
+    for line in lines {
+        // As JSON: quoted, escaped, and a comma.
+        let size = serde_json::to_string(&line).map_or(line.len(), |s| s.len()) + 1;
+        let full = batches.last().is_some_and(|b: &Vec<String>| {
+            !b.is_empty()
+                && (b.len() >= airlock_core::ssh_activity::MAX_LINES
+                    || bytes + size > ACTIVITY_BATCH_BYTES)
+        });
+        if full {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(batch) = batches.last_mut() {
+            batch.push(line);
+        }
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{activity_batches, ACTIVITY_BATCH_BYTES};
+
+    #[test]
+    fn activity_is_posted_in_batches_the_server_takes_in_order() {
+        assert_eq!(activity_batches(Vec::new()), vec![Vec::<String>::new()]);
+        let short: Vec<String> = (0..1_200).map(|i| format!("line {i}")).collect();
+        let batches = activity_batches(short.clone());
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [500, 500, 200]
+        );
+        assert_eq!(batches.concat(), short);
+        let long: Vec<String> = (0..100).map(|i| format!("{i:0>1000}")).collect();
+        let batches = activity_batches(long.clone());
+        assert!(batches.len() > 1, "{}", batches.len());
+        for b in &batches {
+            let body = serde_json::to_string(b).unwrap();
+            assert!(body.len() <= ACTIVITY_BATCH_BYTES + 2, "{}", body.len());
+        }
+        assert_eq!(batches.concat(), long);
     }
 }

@@ -1504,8 +1504,14 @@ fn a_policy_set_reloaded_by_sighup_needs_two_different_admins() {
 /// `airlock ssh` against a server with an `ssh_ca` connector: the key is
 /// found in `~/.ssh`, the certificate lands beside it as ssh names it, and a
 /// request that cannot give a certificate exits non-zero saying why.
+/// The token of `shipper`, an SSH host's log shipper (a reporter).
+const SHIPPER_TOKEN: &str = "e2e-token-of-the-ssh-log-shipper";
+
+/// `airlock ssh` writes the certificate; sshd's lines about its logins,
+/// piped to `airlock activity`, show in `airlock show`.
 #[test]
 fn ssh_writes_the_certificate_beside_the_key() {
+    use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt;
     let Some(keygen) = airlock_testkit::service_program("ssh-keygen") else {
         return;
@@ -1518,13 +1524,15 @@ fn ssh_writes_the_certificate_beside_the_key() {
         format!(
             "[server]\ndata_dir = \".\"\n\n\
              [users.alice]\ngroups = [\"ops\"]\ntoken_sha256 = \"{}\"\n\n\
+             [users.shipper]\nroles = [\"reporter\"]\ntoken_sha256 = \"{}\"\n\n\
              [connectors.ssh]\ntype = \"ssh_ca\"\nprincipals = [\"web-admin\"]\n\n\
              [connectors.plain]\ntype = \"command\"\nprogram = \"/bin/true\"\n\n\
              [entitlements.web-ssh]\nrequestable_by = [\"ops\"]\nmax_duration = \"1h\"\n\
              auto_approve = true\nrequire_reason = false\nconnector = \"ssh\"\n\n\
              [entitlements.shell]\nrequestable_by = [\"ops\"]\nmax_duration = \"1h\"\n\
              auto_approve = true\nrequire_reason = false\nconnector = \"plain\"\n",
-            airlock_server::config::token_hash(&token)
+            airlock_server::config::token_hash(&token),
+            airlock_server::config::token_hash(SHIPPER_TOKEN)
         ),
     )
     .unwrap();
@@ -1582,6 +1590,64 @@ fn ssh_writes_the_certificate_beside_the_key() {
     assert_eq!(
         state_of(&server, id)["certificate"].as_str().map(str::trim),
         Some(std::fs::read_to_string(&cert).unwrap().trim())
+    );
+
+    // The SSH host's log shipper pipes sshd's lines to `airlock activity`;
+    // `airlock show` prints the login and the logout under `activity:`.
+    let log = format!(
+        "Dec  6 14:02:11 web1 sshd[811]: Accepted publickey for web-admin from 10.0.4.17 port 51334 ssh2: ED25519-CERT SHA256:Fr0t ID {id} (serial 7) CA ED25519 SHA256:W3BE\n\
+         Dec  6 14:02:12 web1 sshd[811]: Received disconnect from 10.0.4.17 port 51334:11: disconnected by user\n\
+         Dec  6 14:31:40 web1 sshd[811]: Disconnected from user web-admin 10.0.4.17 port 51334\n"
+    );
+    let mut shipper = Command::new(BIN)
+        .args(["activity", id, "--source", "web1"])
+        .env("AIRLOCK_URL", &server.url)
+        .env("AIRLOCK_TOKEN", SHIPPER_TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    shipper
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(log.as_bytes())
+        .unwrap();
+    let out = shipper.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(
+        said.contains(&format!("{id}: 2 recorded, 0 already recorded, 1 ignored")),
+        "{said}"
+    );
+    let shown = server.cli("alice", &["show", id]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let activity = shown
+        .split_once("activity:")
+        .map(|(_, a)| a)
+        .unwrap_or_else(|| panic!("no activity in {shown}"));
+    assert!(
+        activity.contains(
+            "ssh login as web-admin from 10.0.4.17 port 51334 on web1 (certificate serial 7)"
+        ),
+        "{shown}"
+    );
+    assert!(
+        activity
+            .contains("ssh logout of web-admin from 10.0.4.17 port 51334 on web1 (disconnected)"),
+        "{shown}"
+    );
+    // alice is no reporter: refused, saying who may.
+    let out = server.cli(
+        "alice",
+        &["activity", id, "--source", "web1", "--file", "/dev/null"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("needs admin or reporter"),
+        "{}",
+        stderr(&out)
     );
 
     // `--key` may name the private key; `--json` says where the file went.

@@ -44,6 +44,9 @@ pub enum Capability {
     /// Start an access-review campaign on demand (admins; reviewers decide
     /// its items: [`may_review_item`]).
     StartAccessReviews,
+    /// Post activity seen on a target (sshd's log lines) to a grant's
+    /// timeline (admins and reporters).
+    ReportActivity,
 }
 
 impl Capability {
@@ -58,6 +61,7 @@ impl Capability {
             Capability::ManageTokens => "manage API tokens",
             Capability::CheckOthers => "check whether others hold an entitlement",
             Capability::StartAccessReviews => "start access reviews",
+            Capability::ReportActivity => "report activity on grants",
         }
     }
 
@@ -66,6 +70,7 @@ impl Capability {
         match self {
             Capability::ReadEverything => &[Role::Admin, Role::Auditor],
             Capability::CheckOthers => &[Role::Admin, Role::Auditor, Role::Checker],
+            Capability::ReportActivity => &[Role::Admin, Role::Reporter],
             Capability::ChangePolicies
             | Capability::ApprovePolicyChanges
             | Capability::Reconcile
@@ -84,6 +89,7 @@ impl Capability {
             | Capability::StartAccessReviews => Scope::Admin,
             Capability::Request => Scope::Request,
             Capability::ManageTokens => Scope::Tokens,
+            Capability::ReportActivity => Scope::Report,
         }
     }
 }

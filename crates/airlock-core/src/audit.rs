@@ -160,6 +160,12 @@ audit_actions! {
     SessionSeen => "session_seen",
     /// A session seen on a grant is gone (closed, or ended with the grant).
     SessionGone => "session_gone",
+    /// sshd logged a login with the grant's certificate (a log shipper
+    /// posted the line): user, client address and port, serial.
+    SshLogin => "ssh_login",
+    /// sshd logged the end of a session whose login is on the grant's
+    /// timeline.
+    SshLogout => "ssh_logout",
     /// A late grant result arrived after removal: the grant is removed again.
     RevocationRepeated => "revocation_repeated",
     /// A policy set was put in force.

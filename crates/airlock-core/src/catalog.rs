@@ -20,6 +20,9 @@ pub enum Role {
     /// May ask whether anyone holds an entitlement now (`GET /v1/check`):
     /// for applications that gate privileged actions on Airlock's grants.
     Checker,
+    /// May post activity seen on a target to a grant's timeline (`POST
+    /// /v1/grants/{id}/activity`): for the log shipper of an SSH host.
+    Reporter,
 }
 
 impl Role {
@@ -28,6 +31,7 @@ impl Role {
             "admin" => Some(Role::Admin),
             "auditor" => Some(Role::Auditor),
             "checker" => Some(Role::Checker),
+            "reporter" => Some(Role::Reporter),
             _ => None,
         }
     }
@@ -37,6 +41,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Auditor => "auditor",
             Role::Checker => "checker",
+            Role::Reporter => "reporter",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod notify;
 pub mod policy_change;
 pub mod request;
+pub mod ssh_activity;
 pub mod standing;
 pub mod text;
 pub mod time;

@@ -32,15 +32,19 @@ pub enum Scope {
     /// Create, list and revoke API tokens (a token without it cannot make
     /// another).
     Tokens,
+    /// Post what was seen on a target to a grant's timeline (a log
+    /// shipper's sshd lines), with the owner's `reporter` or `admin` role.
+    Report,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::Read,
         Scope::Request,
         Scope::Approve,
         Scope::Admin,
         Scope::Tokens,
+        Scope::Report,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +54,7 @@ impl Scope {
             Scope::Approve => "approve",
             Scope::Admin => "admin",
             Scope::Tokens => "tokens",
+            Scope::Report => "report",
         }
     }
 

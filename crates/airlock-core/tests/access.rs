@@ -391,3 +391,39 @@ fn tokens_are_managed_by_their_owner_a_services_owners_and_admins() {
         );
     }
 }
+
+#[test]
+fn admins_and_reporters_post_activity_through_the_report_scope() {
+    let reporter_service = User {
+        kind: PrincipalKind::Service,
+        ..person("shipper", &[], &[Role::Reporter])
+    };
+    let table = [
+        (person("root", &[], &[Role::Admin]), true),
+        (person("rhea", &[], &[Role::Reporter]), true),
+        (reporter_service.clone(), true),
+        (person("audrey", &[], &[Role::Auditor]), false),
+        (person("chuck", &[], &[Role::Checker]), false),
+        (person("rita", &["eng", "sre"], &[]), false),
+        (deploy(), false),
+        (via(reporter_service.clone(), "report"), true),
+        (via(person("root", &[], &[Role::Admin]), "report"), true),
+        // Every other scope together is not `report`.
+        (
+            via(reporter_service, "read,request,approve,admin,tokens"),
+            false,
+        ),
+        (via(deploy(), "report"), false),
+    ];
+    for (who, allowed) in &table {
+        let got = may(who, Capability::ReportActivity);
+        assert_eq!(got.is_ok(), *allowed, "{} {:?}: {got:?}", who.id, who.token);
+        if let Err(e) = got {
+            let e = e.to_string();
+            assert!(
+                e.contains("needs admin or reporter") || e.contains("lacks the `report` scope"),
+                "{e}"
+            );
+        }
+    }
+}

@@ -1263,6 +1263,33 @@ pub struct CheckView {
     pub expires_at: Option<String>,
 }
 
+/// `POST /v1/grants/{id}/activity`: log lines from a target about the
+/// grant (sshd's, from a log shipper on the SSH host).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityBody {
+    /// Where the lines come from (the SSH host): part of a session's
+    /// identity, recorded with each event.
+    pub source: String,
+    pub lines: Vec<String>,
+}
+
+/// What a post of log lines recorded on a grant's timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActivityView {
+    pub request_id: String,
+    /// Logins and logouts added to the timeline (`ssh_login`, `ssh_logout`).
+    pub recorded: usize,
+    /// Lines that are no login or logout of this grant.
+    pub ignored: usize,
+    /// Logins and logouts already on the timeline (a retried post).
+    pub duplicates: usize,
+    /// Logins and logouts past the grant's bound, not recorded.
+    pub over_limit: usize,
+    /// The most activity events one grant gets.
+    pub limit: usize,
+}
+
 /// `GET /v1/reports/standing` takes no parameters (unknown ones are refused).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1381,10 +1408,7 @@ impl From<&StandingReport> for StandingReportView {
         };
         StandingReportView {
             at: format_time(report.at),
-            by_status: count(
-                &["granted", "standing", "lingering", "unknown_request"],
-                &|h| h.status.as_str(),
-            ),
+            by_status: count(&STANDING_STATUSES, &|h| h.status.as_str()),
             by_risk: count(
                 &airlock_core::standing::Sensitivity::ALL.map(|s| s.as_str()),
                 &|h| h.risk.as_str(),
@@ -1392,6 +1416,119 @@ impl From<&StandingReport> for StandingReportView {
             connectors,
             holders,
         }
+    }
+}
+
+/// The standing-privilege report's columns, as the CLI's table and every
+/// CSV of it (`airlock report standing --csv`, the web UI's download) head
+/// them.
+pub const STANDING_COLUMNS: &[&str] = &[
+    "RISK",
+    "STATUS",
+    "CONNECTOR",
+    "PRINCIPAL",
+    "USER",
+    "KIND",
+    "ENTITLEMENTS",
+    "SENSITIVITY",
+    "REQUEST",
+    "SINCE",
+    "UNTIL",
+    "APPROVAL",
+];
+
+/// The statuses a standing report's holder has, in the order they are
+/// shown (and counted in `by_status`).
+pub const STANDING_STATUSES: [&str; 4] = ["granted", "standing", "lingering", "unknown_request"];
+
+impl StandingHolderView {
+    /// Its cells under [`STANDING_COLUMNS`]; `none` stands for what it
+    /// lacks.
+    pub fn cells(&self, none: &str) -> Vec<String> {
+        let or = |v: &Option<String>| v.clone().unwrap_or_else(|| none.to_owned());
+        vec![
+            self.risk.clone(),
+            self.status.clone(),
+            self.connector.clone(),
+            self.principal.clone(),
+            or(&self.user),
+            self.kind.clone(),
+            self.entitlements.join(" "),
+            self.sensitivity.clone(),
+            or(&self.request),
+            or(&self.since),
+            or(&self.until),
+            self.approval_route(),
+        ]
+    }
+
+    /// How it would get each entitlement through Airlock, in one line
+    /// (`entitlement: route; …`).
+    pub fn approval_route(&self) -> String {
+        self.approval
+            .iter()
+            .map(|(e, how)| format!("{e}: {how}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Holders of the standing-privilege report as CSV (RFC 4180): a header of
+/// [`STANDING_COLUMNS`] in lower case, then one line per holder, each line
+/// ending in a line feed.
+pub fn standing_csv<'a>(holders: impl IntoIterator<Item = &'a StandingHolderView>) -> String {
+    let mut out = csv_line(STANDING_COLUMNS.iter().map(|c| c.to_lowercase()));
+    out.push('\n');
+    for h in holders {
+        out.push_str(&csv_line(h.cells("")));
+        out.push('\n');
+    }
+    out
+}
+
+/// One CSV line: fields with a comma, quote or line break quoted (quotes
+/// doubled); a field a spreadsheet would run as a formula (`=`, `+`, `-`,
+/// `@`, tab, carriage return first) is prefixed with `'`, since principals
+/// come from the targets and anyone with access there can name one.
+pub fn csv_line(fields: impl IntoIterator<Item = String>) -> String {
+    fields
+        .into_iter()
+        .map(|f| {
+            let f = if f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                format!("'{f}")
+            } else {
+                f
+            };
+            if f.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", f.replace('"', "\"\""))
+            } else {
+                f
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::csv_line;
+
+    fn line(fields: &[&str]) -> String {
+        csv_line(fields.iter().map(|f| (*f).to_owned()))
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it_and_defuses_formulas() {
+        assert_eq!(line(&["a", "b c", ""]), "a,b c,");
+        assert_eq!(
+            line(&["x,y", "say \"hi\"", "two\nlines"]),
+            "\"x,y\",\"say \"\"hi\"\"\",\"two\nlines\""
+        );
+        assert_eq!(
+            line(&["=HYPERLINK(\"x\")", "+1", "-2", "@cmd"]),
+            "\"'=HYPERLINK(\"\"x\"\")\",'+1,'-2,'@cmd"
+        );
+        assert_eq!(line(&["2026-12-06T13:00:00Z"]), "2026-12-06T13:00:00Z");
     }
 }
 

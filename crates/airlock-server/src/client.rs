@@ -393,6 +393,24 @@ impl Client {
         .await
     }
 
+    /// Posts a target's log lines (sshd's, from `source`) to grant `id`'s
+    /// timeline.
+    pub async fn report_activity(
+        &self,
+        id: &str,
+        source: &str,
+        lines: Vec<String>,
+    ) -> Result<crate::api::ActivityView, ClientError> {
+        self.send(self.post(
+            &format!("/v1/grants/{}/activity", encode(id)),
+            &crate::api::ActivityBody {
+                source: source.to_owned(),
+                lines,
+            },
+        ))
+        .await
+    }
+
     pub async fn collect_credential(&self, id: &str) -> Result<CredentialView, ClientError> {
         self.send(self.post(
             &format!("/v1/requests/{}/credential", encode(id)),

@@ -83,6 +83,9 @@ pub enum EngineError {
     /// caller signs in again and retries (RFC 9470 step-up).
     #[error("this request needs multi-factor authentication within the last {max_age} seconds; sign in again (airlock login --max-age {max_age}) and retry")]
     StepUp { max_age: u64 },
+    /// Log lines posted to a grant were refused, naming the line.
+    #[error(transparent)]
+    Lines(#[from] airlock_core::ssh_activity::LineRefusal),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -178,6 +181,8 @@ pub struct Engine {
     tokens: tokens::TokenState,
     /// The sessions this replica last saw on each active grant it samples.
     seen_sessions: activity::SeenSessions,
+    /// Posts of log lines, one at a time (see `engine::activity`).
+    reporting: tokio::sync::Mutex<()>,
     /// Checks of grants counted since this replica last added them to the
     /// store.
     checks: checks::CheckLedger,
@@ -243,6 +248,7 @@ impl Engine {
             outbox_wake: Arc::new(Notify::new()),
             tokens: tokens::TokenState::new(token_max_lifetime),
             seen_sessions: activity::SeenSessions::default(),
+            reporting: tokio::sync::Mutex::new(()),
             checks: checks::CheckLedger::default(),
             review_templates: access_reviews,
             access_review_wake: Notify::new(),

@@ -77,6 +77,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/policy/proposals"),
     ("post", "/v1/policy/proposals/{id}/approve"),
     ("get", "/v1/grants"),
+    ("post", "/v1/grants/{id}/activity"),
     ("get", "/v1/check"),
     ("get", "/v1/reviews"),
     ("get", "/v1/audit"),

@@ -19,6 +19,9 @@ const NOTIFICATION_OUTCOMES: [&str; 4] = ["sent", "retry", "failed", "dropped"];
 /// Every audit action, in the order their counters are kept.
 const ACTIONS: [AuditAction; AuditAction::ALL.len()] = AuditAction::ALL;
 
+/// What a check answered (`GET /v1/check`), in the order they are counted.
+const CHECK_ANSWERS: [&str; 2] = ["holds", "does_not_hold"];
+
 /// Upper bounds (seconds) of the revocation lag histogram buckets.
 const LAG_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
@@ -38,6 +41,7 @@ pub struct Metrics {
     lag_count: AtomicU64,
     lag_sum_ms: AtomicU64,
     notifications: [AtomicU64; NOTIFICATION_OUTCOMES.len()],
+    checks: [AtomicU64; CHECK_ANSWERS.len()],
 }
 
 // By hand: arrays longer than 32 have no derived `Default`.
@@ -50,6 +54,7 @@ impl Default for Metrics {
             lag_count: AtomicU64::new(0),
             lag_sum_ms: AtomicU64::new(0),
             notifications: Default::default(),
+            checks: Default::default(),
         }
     }
 }
@@ -69,6 +74,16 @@ impl Metrics {
             JobAction::Revoke => 1,
         };
         if let Some(c) = self.calls.get(row).and_then(|r| r.get(outcome as usize)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A check answered (`holds`: the principal holds the entitlement now);
+    /// checks refused or asking about an unknown entitlement are not
+    /// answers.
+    pub fn check(&self, holds: bool) {
+        let i = usize::from(!holds);
+        if let Some(c) = self.checks.get(i) {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -183,6 +198,15 @@ impl Metrics {
                 get(count)
             );
         }
+        out.push_str("# HELP airlock_checks_total Checks answered by this replica (GET /v1/check), by answer.\n");
+        out.push_str("# TYPE airlock_checks_total counter\n");
+        for (answer, count) in CHECK_ANSWERS.iter().zip(&self.checks) {
+            let _ = writeln!(
+                out,
+                "airlock_checks_total{{answer=\"{answer}\"}} {}",
+                get(count)
+            );
+        }
         out.push_str(
             "# HELP airlock_connector_calls_total Connector calls, by action and outcome.\n",
         );
@@ -244,6 +268,9 @@ mod tests {
         m.call(JobAction::Revoke, CallOutcome::Retryable);
         m.revocation_lag(Duration::from_millis(80));
         m.revocation_lag(Duration::from_secs(3));
+        m.check(true);
+        m.check(false);
+        m.check(false);
         let text = m.render(RevocationBacklog {
             outstanding: 3,
             overdue: 1,
@@ -262,5 +289,13 @@ mod tests {
         assert!(text.contains("airlock_revocation_lag_seconds_sum 3.08\n"));
         assert!(text.contains("airlock_revocations_outstanding 3\n"));
         assert!(text.contains("airlock_revocations_overdue 1\n"));
+        assert!(
+            text.contains("airlock_checks_total{answer=\"holds\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("airlock_checks_total{answer=\"does_not_hold\"} 2\n"),
+            "{text}"
+        );
     }
 }

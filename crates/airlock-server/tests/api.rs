@@ -44,7 +44,7 @@ async fn bounded<F: Future>(test: F) -> F::Output {
 
 /// alice and bob may request; bob and carol approve (group `sre`); admin is
 /// an admin (and so is admin2); dave is in an unrelated group; sam is in
-/// `security`; audrey is an auditor and chuck a checker.
+/// `security`; audrey is an auditor, chuck a checker and rhea a reporter.
 const USERS: &[(&str, &[&str], &[&str])] = &[
     ("alice", &["eng"], &[]),
     ("bob", &["eng", "sre"], &[]),
@@ -55,6 +55,7 @@ const USERS: &[(&str, &[&str], &[&str])] = &[
     ("sam", &["security"], &[]),
     ("audrey", &[], &["auditor"]),
     ("chuck", &[], &["checker"]),
+    ("rhea", &[], &["reporter"]),
 ];
 
 /// The catalog most tests use. `log` always succeeds; `flaky` grants but its
@@ -2647,6 +2648,9 @@ enum Who {
     /// An item of a campaign about alice: its reviewers (bob, carol),
     /// people only, with the `approve` scope.
     CampaignReviewer,
+    /// Post a target's log lines to a grant's timeline: admins and
+    /// reporters.
+    Reporter,
 }
 
 /// The API tokens of the authorization walk: a caller name that is not a
@@ -2719,6 +2723,7 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
         ("post", "/v1/access-reviews") => Admin,
         ("get", "/v1/access-reviews/{id}") => CampaignViewer,
         ("post", "/v1/access-reviews/{id}/items/{item}") => CampaignReviewer,
+        ("post", "/v1/grants/{id}/activity") => Reporter,
         _ => return None,
     })
 }
@@ -2767,7 +2772,7 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
         // strangers to it; admin and audrey see everything.
         // `scim` is the provisioning token: it may call nothing here;
         // `admin-read` and `deploy` are API tokens (`WALK_TOKENS`).
-        let callers: [Option<&str>; 12] = [
+        let callers: [Option<&str>; 13] = [
             None,
             Some("scim"),
             Some("alice"),
@@ -2778,6 +2783,7 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
             Some("admin"),
             Some("audrey"),
             Some("chuck"),
+            Some("rhea"),
             Some("admin-read"),
             Some("deploy"),
         ];
@@ -2881,6 +2887,9 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                             Some(r#"{"acceptable":true,"comment":"walk"}"#)
                         }
                         p if p.ends_with("/extend") => Some(r#"{"by":"1m","reason":"walk"}"#),
+                        p if p.ends_with("/activity") => {
+                            Some(r#"{"source":"walk","lines":["not an sshd line"]}"#)
+                        }
                         _ => None,
                     };
                     let mut req = http.request(
@@ -2931,6 +2940,7 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                             matches!(caller, Some("bob" | "carol" | "admin" | "audrey"))
                         }
                         Who::CampaignReviewer => matches!(caller, Some("bob" | "carol")),
+                        Who::Reporter => matches!(caller, Some("admin" | "rhea")),
                     };
                     // A policy's denial (`denied_by_policy`) is the policy
                     // set's answer to a caller the rules let through.

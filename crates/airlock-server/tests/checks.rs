@@ -3,7 +3,8 @@
 //! a service's token) check others, an ordinary user may not, a token
 //! without the `read` scope may not; released and expired grants do not
 //! hold; checks are counted on the grant once the replica adds them (a
-//! second of its clock later, or when it stops).
+//! second of its clock later, or when it stops), and at `/metrics` by
+//! answer.
 
 #![expect(
     clippy::unwrap_used,
@@ -232,6 +233,23 @@ async fn the_whole_flow(postgres: Option<String>) {
             .map(ToString::to_string)
             .unwrap_or_default();
         assert!(said.contains(field), "{query}: {said}");
+    }
+
+    // Answered checks are counted at `/metrics` by answer; the refused and
+    // the malformed are no answers.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "airlock_checks_total{answer=\"holds\"} 4\n",
+        "airlock_checks_total{answer=\"does_not_hold\"} 2\n",
+    ] {
+        assert!(metrics.contains(line), "{line}not in:\n{metrics}");
     }
 
     // Four checks found the grant; the replica adds them a second later.

@@ -676,7 +676,7 @@ fn bad_configs_name_file_line_and_field() {
             "roles = [\"auditor\"]",
             "roles = [\"root\"]",
             "users.bob.roles",
-            "unknown role `root` (known: admin, auditor, checker)",
+            "unknown role `root` (known: admin, auditor, checker, reporter)",
         ),
         case(
             "token_sha256",
@@ -1309,13 +1309,31 @@ fn services_and_the_token_lifetime_are_read_and_checked() {
         settings.catalog.user(&deploy).unwrap().roles,
         [airlock_core::catalog::Role::Checker].into()
     );
+    // An SSH host's log shipper posts sshd's lines to grants.
+    let reporter = with_service.replace(
+        "team = \"platform\"",
+        "team = \"platform\"\nroles = [\"reporter\", \"checker\"]",
+    );
+    assert_eq!(
+        parse(&reporter)
+            .unwrap()
+            .catalog
+            .user(&deploy)
+            .unwrap()
+            .roles,
+        [
+            airlock_core::catalog::Role::Checker,
+            airlock_core::catalog::Role::Reporter
+        ]
+        .into()
+    );
 
     let cases = [
         case(
             "team = \"platform\"",
             "roles = [\"admin\"]",
             "services.deploy.roles",
-            "`admin` is not a role a service may have (only `checker`)",
+            "`admin` is not a role a service may have (only `checker` and `reporter`)",
         ),
         case(
             "owners = [\"alice\"]",

@@ -3,7 +3,8 @@
 //! issues logging in to a real sshd that trusts the CA, and the same
 //! certificate refused once the grant is released (through the KRL the
 //! connector rewrites); an extension's new certificate valid until the new
-//! expiry. Needs OpenSSH (`/usr/sbin/sshd`, `ssh`,
+//! expiry; sshd's log lines of a login with the certificate, posted by a
+//! reporter, on the request's timeline. Needs OpenSSH (`/usr/sbin/sshd`, `ssh`,
 //! `ssh-keygen`): skips loudly without it, and fails instead in CI
 //! (`AIRLOCK_REQUIRE_SERVICES=1`).
 
@@ -17,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use airlock_server::api::{CreateRequest, DurationInput, RequestView};
-use airlock_server::client::{Action, Client};
+use airlock_server::client::{Action, Client, ClientError};
 use airlock_server::config::{token_hash, Settings};
 use airlock_server::server::{start, Server, StartError};
 use airlock_testkit::bounded;
@@ -30,16 +31,19 @@ const BOUND: Duration = Duration::from_secs(30);
 const PRINCIPAL: &str = "web-admin";
 
 /// A server whose data dir is `dir`, with alice allowed `web-ssh`
-/// (auto-approved, through the `ssh_ca` connector `ssh`).
+/// (auto-approved, through the `ssh_ca` connector `ssh`) and `shipper`, a
+/// reporter (the SSH host's log shipper).
 async fn boot(dir: &Path, connector: &str) -> Result<(Server, Client), StartError> {
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n\
          [users.alice]\ngroups = [\"ops\"]\ntoken_sha256 = \"{}\"\n\n\
+         [users.shipper]\nroles = [\"reporter\"]\ntoken_sha256 = \"{}\"\n\n\
          [connectors.ssh]\ntype = \"ssh_ca\"\nprincipals = [\"{PRINCIPAL}\"]\ntimeout = \"5s\"\n{connector}\n\n\
          [entitlements.web-ssh]\nrequestable_by = [\"ops\"]\nmax_duration = \"1h\"\n\
          auto_approve = true\nrequire_reason = false\nconnector = \"ssh\"\n",
         dir.display(),
-        token_hash("alice-token")
+        token_hash("alice-token"),
+        token_hash("shipper-token")
     );
     let settings = Settings::parse("ssh.toml", &toml, dir).unwrap();
     let server = start(settings).await?;
@@ -58,6 +62,28 @@ async fn request(client: &Client, public_key: Option<String>) -> RequestView {
         public_key,
     };
     client.create_request(&body).await.unwrap()
+}
+
+/// A real sshd trusting the CA the server under `dir` made at start, for
+/// [`PRINCIPAL`], with the connector's KRL.
+fn sshd_trusting_the_ca(tools: &OpenSsh, dir: &Path) -> Sshd {
+    let ssh_dir = dir.join("ssh");
+    let (ca_pub, krl) = (ssh_dir.join("ca_ed25519.pub"), ssh_dir.join("revoked.krl"));
+    let trust = Trust {
+        ca_public_key: &ca_pub,
+        principal: PRINCIPAL,
+        krl: &krl,
+    };
+    Sshd::start(tools, dir, &trust)
+}
+
+/// Request `id` once it is active with its certificate.
+async fn active_with_certificate(client: &Client, id: &str) -> RequestView {
+    until(Duration::from_secs(15), "the grant", || async {
+        let r = client.get_request(id).await.unwrap();
+        (r.state == "active" && r.certificate.is_some()).then_some(r)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,6 +159,127 @@ async fn a_granted_certificate_logs_in_until_the_grant_is_released() {
     .await;
 }
 
+/// A login with the grant's certificate, as the real sshd logs it, posted
+/// by the host's log shipper: the login and its logout on the request's
+/// timeline with user, client, port and serial, each once however often the
+/// lines come; the rest of the log ignored and counted; a line of another
+/// request's login refusing the post, naming the line; only a reporter (or
+/// an admin) posting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sshd_log_lines_of_a_login_appear_on_the_grants_timeline() {
+    let Some(tools) = OpenSsh::find() else { return };
+    bounded(BOUND, async {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, client) = boot(dir.path(), "").await.unwrap();
+        let shipper = Client::new(&format!("http://{}", server.addr()), "shipper-token").unwrap();
+        let sshd = sshd_trusting_the_ca(&tools, dir.path());
+        let key = tools.new_key(&dir.path().join("id_alice"));
+        let id = request(&client, Some(key.public.clone())).await.id;
+        let active = active_with_certificate(&client, &id).await;
+        let cert = key.write_certificate(&active.certificate.unwrap());
+        sshd.assert_logs_in(&key, &cert, "login refused");
+        sshd.assert_logged("Disconnected from user ");
+
+        // Everything sshd logged, as a shipper would send it.
+        let log = sshd.log();
+        let lines: Vec<String> = log.lines().map(str::to_owned).collect();
+        let accepted = lines
+            .iter()
+            .find(|l| l.starts_with("Accepted publickey for "))
+            .unwrap()
+            .clone();
+        let answer = shipper
+            .report_activity(&id, "web1", lines.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            (answer.recorded, answer.duplicates, answer.over_limit),
+            (2, 0, 0),
+            "{answer:?}\n{log}"
+        );
+        assert_eq!(answer.ignored, lines.len() - 2, "{answer:?}\n{log}");
+
+        // On the timeline, as `airlock show` and the explanation read it.
+        let history = client.explain(&id).await.unwrap().history;
+        let of = |action: &str| {
+            history
+                .iter()
+                .filter(|h| h.action == action)
+                .collect::<Vec<_>>()
+        };
+        let (logins, logouts) = (of("ssh_login"), of("ssh_logout"));
+        assert_eq!((logins.len(), logouts.len()), (1, 1), "{history:?}");
+        let (login, logout) = (logins[0], logouts[0]);
+        assert_eq!(login.actor, "shipper");
+        let user = accepted
+            .strip_prefix("Accepted publickey for ")
+            .and_then(|r| r.split(' ').next())
+            .unwrap();
+        assert_eq!(login.details["user"], user);
+        assert_eq!(login.details["client"], "127.0.0.1");
+        assert_eq!(login.details["source"], "web1");
+        assert!(
+            accepted.contains(&format!("port {} ssh2", login.details["port"])),
+            "{accepted}"
+        );
+        assert!(
+            accepted.contains(&format!("ID {id} (serial {})", login.details["serial"])),
+            "{accepted}"
+        );
+        assert!(login.details["key"].starts_with("ED25519-CERT SHA256:"));
+        assert_eq!(logout.details["port"], login.details["port"]);
+        assert_eq!(logout.details["how"], "disconnected");
+
+        // A retry records nothing twice.
+        let again = shipper
+            .report_activity(&id, "web1", lines.clone())
+            .await
+            .unwrap();
+        assert_eq!((again.recorded, again.duplicates), (0, 2), "{again:?}");
+
+        // Another request's login refuses the whole post, naming the line.
+        let mut forged = vec![
+            "noise".to_owned(),
+            accepted.replace(&id, "req_someone_else"),
+        ];
+        forged.extend(lines.clone());
+        match shipper.report_activity(&id, "web2", forged).await {
+            Err(ClientError::Api {
+                status: 400,
+                field,
+                message,
+                ..
+            }) => {
+                assert_eq!(field.as_deref(), Some("lines[1]"), "{message}");
+                assert!(message.contains("`req_someone_else`"), "{message}");
+            }
+            other => panic!("a forged login was not refused: {other:?}"),
+        }
+        let ssh_events = client.explain(&id).await.unwrap().history;
+        assert_eq!(
+            ssh_events
+                .iter()
+                .filter(|h| h.action.starts_with("ssh_"))
+                .count(),
+            2
+        );
+
+        // Only reporters and admins post.
+        match client.report_activity(&id, "web1", lines).await {
+            Err(ClientError::Api {
+                status: 403,
+                message,
+                ..
+            }) => {
+                assert!(message.contains("needs admin or reporter"), "{message}");
+            }
+            other => panic!("alice posted activity: {other:?}"),
+        }
+        server.shutdown().await;
+    })
+    .await;
+}
+
 /// The validity window `ssh-keygen -L` reads from a certificate file, as
 /// `(from, to)` in UTC (`2026-12-06T10:00:00`).
 fn validity(tools: &OpenSsh, certificate: &Path) -> (String, String) {
@@ -161,21 +308,10 @@ async fn an_extension_issues_a_certificate_valid_until_the_new_expiry() {
     bounded(BOUND, async {
         let dir = tempfile::tempdir().unwrap();
         let (server, client) = boot(dir.path(), "").await.unwrap();
-        let ssh_dir = dir.path().join("ssh");
-        let (ca_pub, krl) = (ssh_dir.join("ca_ed25519.pub"), ssh_dir.join("revoked.krl"));
-        let trust = Trust {
-            ca_public_key: &ca_pub,
-            principal: PRINCIPAL,
-            krl: &krl,
-        };
-        let sshd = Sshd::start(&tools, dir.path(), &trust);
+        let sshd = sshd_trusting_the_ca(&tools, dir.path());
         let key = tools.new_key(&dir.path().join("id_alice"));
         let id = request(&client, Some(key.public.clone())).await.id;
-        let active = until(Duration::from_secs(15), "the grant", || async {
-            let r = client.get_request(&id).await.unwrap();
-            (r.state == "active" && r.certificate.is_some()).then_some(r)
-        })
-        .await;
+        let active = active_with_certificate(&client, &id).await;
         let old_cert = dir.path().join("old-cert.pub");
         std::fs::write(
             &old_cert,

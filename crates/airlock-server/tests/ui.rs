@@ -10,7 +10,9 @@
 //! pages; a second admin approves a proposed policy set (two-person rule);
 //! the entitlement search; paging the grants and the audit log (more
 //! events than a page holds, made through the API here) with the filters
-//! kept; the audit log by action and by API token; the 404 page.
+//! kept; the audit log by action and by API token; the standing-privilege
+//! page (an SSH certificate the CA lists, filtered by status, as CSV); the
+//! 404 page.
 //! Here, after the browser: the sessions were API tokens, and the
 //! one signed out is revoked. With `AIRLOCK_UI_SCREENSHOTS=DIR` the browser
 //! also saves a screenshot of each page there (the README's come from
@@ -44,6 +46,10 @@ const SRE_MAY_ASK: &str = r#"
 permit (principal in Airlock::Group::"sre", action == Airlock::Action::"request",
         resource == Airlock::Entitlement::"db-prod");
 "#;
+
+/// erin's SSH public key (the private half is not needed: nobody logs in).
+const ERINS_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEJ5b5NhMI1C6spfP5dq0rImv7cCVyw+AaXe4pYipsAY erin";
 
 /// How many API tokens the setup creates: more `token_created` events than
 /// the audit page shows at once.
@@ -165,6 +171,19 @@ connector = "log"
 reviewers = ["sre"]
 due_within = "7d"
 include = ["eligibilities"]
+
+[connectors.ssh]
+type = "ssh_ca"
+principals = ["web-admin"]
+timeout = "5s"
+
+[entitlements.web-ssh]
+description = "SSH to the web fleet"
+requestable_by = ["ops"]
+max_duration = "8h"
+auto_approve = true
+sensitivity = 2
+connector = "ssh"
 "#
         );
         for (name, group, roles) in [
@@ -224,6 +243,22 @@ include = ["eligibilities"]
                 .await
                 .unwrap();
         }
+        // A certificate the SSH CA lists as held: the standing report's
+        // one holder (the command connectors cannot list theirs).
+        let ssh_grant = erin
+            .create_request(&CreateRequest {
+                public_key: Some(ERINS_KEY.to_owned()),
+                ..ask("web-ssh")
+            })
+            .await
+            .unwrap()
+            .id;
+        airlock_testkit::until(Duration::from_secs(20), "erin's certificate", || async {
+            let r = erin.get_request(&ssh_grant).await.unwrap();
+            assert_ne!(r.state, "failed", "{r:?}");
+            (r.state == "active" && r.certificate.is_some()).then_some(())
+        })
+        .await;
         for n in 0..BULK_TOKENS {
             erin.create_token(&CreateTokenBody {
                 name: format!("bulk-{n}"),
@@ -244,6 +279,7 @@ include = ["eligibilities"]
                 ("AIRLOCK_UI_APPROVER_TOKEN", token("bob")),
                 ("AIRLOCK_UI_ADMIN_TOKEN", token("carol")),
                 ("AIRLOCK_UI_BOT_TOKEN_ID", bot.token.id.clone()),
+                ("AIRLOCK_UI_SSH_GRANT", ssh_grant.clone()),
             ],
         )
         .await;

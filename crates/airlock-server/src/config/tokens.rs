@@ -99,14 +99,14 @@ pub(super) fn services(
         let mut roles = BTreeSet::new();
         for role in &service.roles {
             match Role::parse(role.get_ref()) {
-                Some(Role::Checker) => {
-                    roles.insert(Role::Checker);
+                Some(role @ (Role::Checker | Role::Reporter)) => {
+                    roles.insert(role);
                 }
                 _ => {
                     return Err(src.error(
                         role.span(),
                         format!(
-                            "services.{name}.roles: `{}` is not a role a service may have (only `checker`)",
+                            "services.{name}.roles: `{}` is not a role a service may have (only `checker` and `reporter`)",
                             role.get_ref()
                         ),
                     ))

@@ -68,7 +68,7 @@ pub(super) fn users_table(
                     src.error(
                         r.span(),
                         format!(
-                            "users.{name}.roles: unknown role `{}` (known: admin, auditor, checker)",
+                            "users.{name}.roles: unknown role `{}` (known: admin, auditor, checker, reporter)",
                             r.get_ref()
                         ),
                     )

@@ -10,20 +10,32 @@
 //! replica takes the next round, sessions still open are recorded as seen
 //! again. A grant that ends takes its sessions with it (the connectors end
 //! them at revocation), recorded as gone with that reason.
+//!
+//! Targets that cannot be asked report instead: a log shipper on an SSH
+//! host posts sshd's lines (`POST /v1/grants/{id}/activity`), which the
+//! core reads into logins and logouts of the grant
+//! (`airlock_core::ssh_activity`). What the grant's timeline holds already
+//! is read from its audit events; posts are taken one at a time per
+//! replica, so a grant's bound of events holds against concurrent posts to
+//! one replica and is overshot by at most one post per other replica.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use airlock_core::access::{self, Capability};
 use airlock_core::activity::{self, Sampled, Session};
+use airlock_core::audit::AuditAction;
+use airlock_core::catalog::User;
 use airlock_core::request::State;
+use airlock_core::ssh_activity::{self, Recorded, Reported};
 use airlock_core::RequestId;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::reconcile::bounded;
 use super::{Engine, EngineError};
-use crate::store::{Exclusive, RequestFilter};
+use crate::store::{AuditFilter, Exclusive, RequestFilter};
 
 /// Most active grants sampled in one round; more are left for later
 /// rounds' sake of the targets (and said in the log).
@@ -157,5 +169,48 @@ impl Engine {
             self.record(events).await?;
         }
         Ok(count)
+    }
+}
+
+impl Engine {
+    /// Records what `lines` (sshd's, from `source`) say about grant `id`:
+    /// its logins and their logouts, each once, within the grant's bound.
+    /// Only admins and reporters post; lines are taken while the grant is
+    /// active and for a while after it ended (`ssh_activity::takes_lines`).
+    pub async fn report_activity(
+        &self,
+        by: &User,
+        id: &RequestId,
+        source: &str,
+        lines: &[String],
+    ) -> Result<Reported, EngineError> {
+        access::may(by, Capability::ReportActivity)?;
+        let request = self.get(id).await?;
+        let _one_at_a_time = self.reporting.lock().await;
+        let mut stored = Vec::new();
+        for action in [AuditAction::SshLogin, AuditAction::SshLogout] {
+            stored.extend(
+                self.audit(&AuditFilter {
+                    request: Some(id.to_string()),
+                    action: Some(action.as_str().to_owned()),
+                    limit: u32::try_from(ssh_activity::MAX_EVENTS_PER_GRANT + 1)
+                        .unwrap_or(u32::MAX),
+                    ..AuditFilter::default()
+                })
+                .await?,
+            );
+        }
+        let before = Recorded::from_events(stored.iter().map(|e| (e.action.as_str(), &e.details)));
+        let now = self.clock.now();
+        // Malformed lines are refused before the grant's state is looked at.
+        let reported = ssh_activity::report(&request, by, source, lines, &before, now)?;
+        ssh_activity::takes_lines(&request, now)?;
+        if !reported.events.is_empty() {
+            self.record(reported.events.clone()).await?;
+        }
+        if reported.over_limit > 0 {
+            warn!(request = %id, over_limit = reported.over_limit, "a grant's activity is past its bound; lines not recorded");
+        }
+        Ok(reported)
     }
 }

@@ -102,6 +102,7 @@ impl Engine {
         if let Some((id, _)) = &held {
             self.checks.note(id, now);
         }
+        self.metrics.check(held.is_some());
         Ok(CheckAnswer {
             principal: principal.clone(),
             entitlement: entitlement.clone(),

@@ -120,6 +120,7 @@ impl From<EngineError> for ApiError {
                 e.to_string(),
             ),
             EngineError::StepUp { max_age } => ApiError::step_up(max_age, &[]),
+            EngineError::Lines(e) => ApiError::invalid(&e.field, e.message),
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::new(

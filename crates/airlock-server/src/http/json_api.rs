@@ -18,14 +18,14 @@ use axum::{Json, Router};
 
 use crate::api::{
     decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor, format_time,
-    parse_time, ApprovalExplained, ApprovalWaitsReport, ApprovalWaitsView, ApproveBody,
-    ApproverView, AuditEventView, AuditExportQuery, AuditQuery, CheckQuery, CheckView,
-    CreateRequest, CredentialView, DurationInput, ElevationBody, ElevationView, EmptyBody,
-    EntitlementUsageView, EntitlementView, ExplainView, ExtendBody, GrantsQuery, HistoryEntry,
-    OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision, ReasonBody, ReconcileBody,
-    ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery, StandingQuery,
-    StandingReportView, UnusedEligibility, UsageReportView, VerifyView, WaitsQuery, WhoAmI,
-    NEXT_CURSOR_HEADER,
+    parse_time, ActivityBody, ActivityView, ApprovalExplained, ApprovalWaitsReport,
+    ApprovalWaitsView, ApproveBody, ApproverView, AuditEventView, AuditExportQuery, AuditQuery,
+    CheckQuery, CheckView, CreateRequest, CredentialView, DurationInput, ElevationBody,
+    ElevationView, EmptyBody, EntitlementUsageView, EntitlementView, ExplainView, ExtendBody,
+    GrantsQuery, HistoryEntry, OidcInfo, PolicyReloadView, PolicyView, ProposalView, ReDecision,
+    ReasonBody, ReconcileBody, ReconcileView, RequestQuery, RequestView, ReviewBody, ReviewsQuery,
+    StandingQuery, StandingReportView, UnusedEligibility, UsageReportView, VerifyView, WaitsQuery,
+    WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::parse_duration;
 use crate::engine::{ApproverDecision, Ask, EngineError, PolicyChange, UserCommand};
@@ -74,6 +74,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/v1/requests/{id}/review", post(review))
         .route("/v1/grants", get(grants))
+        .route("/v1/grants/{id}/activity", post(report_activity))
         .route("/v1/check", get(check))
         .route("/v1/reviews", get(reviews))
         .route("/v1/audit", get(audit))
@@ -667,6 +668,31 @@ async fn grants(
     page(&state, filter, q.limit, q.cursor.as_deref()).await
 }
 
+/// Log lines from a target about a grant (sshd's, posted by a log shipper
+/// on the SSH host): its logins and logouts go on the grant's timeline
+/// (admins and reporters).
+async fn report_activity(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ActivityBody>,
+) -> ApiResult<Json<ActivityView>> {
+    require(&user, Capability::ReportActivity)?;
+    let id = request_id(&id)?;
+    let reported = state
+        .engine
+        .report_activity(&user, &id, &body.source, &body.lines)
+        .await?;
+    Ok(Json(ActivityView {
+        request_id: id.to_string(),
+        recorded: reported.events.len(),
+        ignored: reported.ignored,
+        duplicates: reported.duplicates,
+        over_limit: reported.over_limit,
+        limit: airlock_core::ssh_activity::MAX_EVENTS_PER_GRANT,
+    }))
+}
+
 /// Who holds access now (`GET /v1/grants`, the web UI's grants page): every
 /// grant for admins and auditors, one's own for anyone else.
 pub(super) fn grants_filter(user: &User, break_glass: bool) -> ApiResult<RequestFilter> {
@@ -1164,9 +1190,15 @@ async fn standing_report(
     Caller(user): Caller,
     ApiQuery(_): ApiQuery<StandingQuery>,
 ) -> ApiResult<Json<StandingReportView>> {
-    require(&user, Capability::ReadEverything)?;
+    standing_view(&state, &user).await.map(Json)
+}
+
+/// `GET /v1/reports/standing`'s report (the web UI's standing page and its
+/// CSV show it): admins and auditors.
+pub(super) async fn standing_view(state: &AppState, user: &User) -> ApiResult<StandingReportView> {
+    require(user, Capability::ReadEverything)?;
     let report = state.engine.standing_report().await?;
-    Ok(Json(StandingReportView::from(&report)))
+    Ok(StandingReportView::from(&report))
 }
 
 async fn verify_audit(

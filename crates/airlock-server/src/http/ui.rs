@@ -51,6 +51,8 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         .route("/ui/reviews", get(oversight::reviews))
         .route("/ui/audit", get(oversight::audit))
         .route("/ui/policies", get(oversight::policies))
+        .route("/ui/standing", get(oversight::standing))
+        .route("/ui/standing.csv", get(oversight::standing_download))
         .route(
             "/ui/policies/proposals/{id}/approve",
             post(oversight::approve_proposal),

@@ -13,6 +13,8 @@ const approverToken = process.env.AIRLOCK_UI_APPROVER_TOKEN;
 const adminToken = process.env.AIRLOCK_UI_ADMIN_TOKEN;
 // An API token that asked for staff-portal: the audit log finds it by token.
 const botTokenId = process.env.AIRLOCK_UI_BOT_TOKEN_ID;
+// erin's SSH certificate grant: the one holder a connector lists.
+const sshGrant = process.env.AIRLOCK_UI_SSH_GRANT;
 
 async function signIn(browser, token) {
   const page = await newPage(browser);
@@ -319,9 +321,51 @@ await inBrowser(async (browser) => {
   check((await carol.locator(".proposal").count()) === 0, "no proposal waits any more");
   await accessible(carol, "the policies page after approving");
 
+  progress.step = "the standing page lists who holds each target's access, by status, and as CSV";
+  await carol.goto(`${base}/ui/audit`);
+  await Promise.all([carol.waitForURL(`${base}/ui/standing`), carol.click('nav a[href="/ui/standing"]')]);
+  secured(await carol.goto(`${base}/ui/standing`), "the standing page");
+  const connectors = await carol.textContent("#connectors");
+  check(connectors.includes("ssh: 1 holder(s)"), `the SSH CA lists one holder (got ${connectors})`);
+  check(connectors.includes("log: skipped"), `a connector that cannot list holders is said to be skipped (got ${connectors})`);
+  const holder = carol.locator(`#standing tbody tr:has(a[href="/ui/requests/${sshGrant}"])`);
+  check((await holder.count()) === 1, "erin's certificate is a holder, linked to its request");
+  const cells = (await holder.locator("td").allTextContents()).map((c) => c.replace(/\s+/g, " ").trim());
+  check(cells[0].includes("erin (person)"), `the holder is erin, a person (got ${cells[0]})`);
+  check(cells[1] === "ssh" && cells[2].startsWith("web-ssh"), `the system and entitlement (got ${cells})`);
+  check(cells[3] === "granted" && cells[4].includes("until"), `granted, until its expiry (got ${cells})`);
+  check(cells[5] === "medium" && cells[6] === "web-ssh: auto", `the risk and approval route (got ${cells})`);
+  await accessible(carol, "the standing page");
+  await shot(carol, "standing");
+  await carol.selectOption("#f-status", "standing");
+  await Promise.all([carol.waitForURL(/status=standing/), carol.click("form.filters button")]);
+  check((await carol.locator("#standing").count()) === 0, "no standing holder");
+  check((await carol.textContent("main")).includes("No holder is standing"), "the page says none is standing");
+  check((await carol.getAttribute("#standing-csv", "href")) === "/ui/standing.csv?status=standing", "the CSV keeps the filter");
+  await accessible(carol, "the standing page filtered by status");
+  const csv = await carol.request.get(`${base}/ui/standing.csv`);
+  check(csv.status() === 200, `the CSV downloads (got ${csv.status()})`);
+  check(csv.headers()["content-type"] === "text/csv; charset=utf-8", `as CSV (got ${csv.headers()["content-type"]})`);
+  check(/^attachment; filename="airlock-standing\.csv"$/.test(csv.headers()["content-disposition"]), "as a download");
+  const csvLines = (await csv.text()).trim().split("\n");
+  check(
+    csvLines[0] === "risk,status,connector,principal,user,kind,entitlements,sensitivity,request,since,until,approval",
+    `the CLI's columns (got ${csvLines[0]})`,
+  );
+  check(
+    csvLines.length === 2 && csvLines[1].startsWith(`medium,granted,ssh,${sshGrant},erin,person,web-ssh,high,${sshGrant},`),
+    `one holder (got ${csvLines})`,
+  );
+  const none = (await (await carol.request.get(`${base}/ui/standing.csv?status=lingering`)).text()).trim().split("\n");
+  check(none.length === 1, `the filter applies to the CSV (got ${none})`);
+  const badStatus = await carol.goto(`${base}/ui/standing?status=bogus`);
+  check(badStatus.status() === 400, `400 for an unknown status (got ${badStatus.status()})`);
+  check((await carol.textContent("main")).includes("must be one of granted"), "the page says which statuses there are");
+
   progress.step = "a non-admin gets 403 on the admin pages";
   check((await bob.locator('nav a[href="/ui/grants"]').count()) === 0, "no admin links for a non-admin");
-  for (const path of ["grants", "audit", "policies"]) {
+  check((await bob.locator('nav a[href="/ui/standing"]').count()) === 0, "no standing link for a non-admin");
+  for (const path of ["grants", "audit", "policies", "standing", "standing.csv"]) {
     const refused = await bob.goto(`${base}/ui/${path}`);
     check(refused.status() === 403, `403 on /ui/${path} (got ${refused.status()})`);
   }

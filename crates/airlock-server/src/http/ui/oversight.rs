@@ -1,6 +1,7 @@
 //! The web UI's pages for overseeing access: active grants (revoke),
-//! break-glass reviews (judge), the audit log (filter, chain status) and the
-//! policy set (approve a proposal). Each asks the same `json_api` function
+//! break-glass reviews (judge), the audit log (filter, chain status), the
+//! policy set (approve a proposal) and the standing-privilege report
+//! (filter by status, download as CSV). Each asks the same `json_api` function
 //! as its `/v1` counterpart, and pages with its cursor; who may see or do
 //! what stays the core's and the engine's to decide.
 
@@ -8,18 +9,22 @@ use airlock_core::access::{may_act, Capability, RequestAction};
 use airlock_core::audit::AuditAction;
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 use super::super::json_api::{
-    audit_events, grants_filter, policy_view, proposal_views, reviews_filter, verify_view,
+    audit_events, grants_filter, policy_view, proposal_views, reviews_filter, standing_view,
+    verify_view,
 };
-use super::super::{require, ApiResult, AppState};
+use super::super::{require, ApiError, ApiResult, AppState};
 use super::session::{Fields, Posted, Session};
 use super::{
     api_error_page, problem_page, render, requests_page, Chrome, FormError, Pager, Paging, Row,
 };
-use crate::api::{AuditEventView, AuditQuery, PolicyView, ProposalView, VerifyView};
+use crate::api::{
+    standing_csv, AuditEventView, AuditQuery, PolicyView, ProposalView, StandingConnectorView,
+    StandingHolderView, VerifyView, STANDING_STATUSES,
+};
 use crate::store::RequestFilter;
 
 /// A request in an oversight list, with whether this user may act on it
@@ -325,4 +330,114 @@ pub(super) async fn approve_proposal(
             policies_page(&state, &session, None, Some(e.into()), status).await
         }
     }
+}
+
+#[derive(Template)]
+#[template(path = "ui/standing.html")]
+struct StandingPage {
+    chrome: Chrome,
+    at: String,
+    connectors: Vec<StandingConnectorView>,
+    holders: Vec<StandingHolderView>,
+    /// Every status with how many holders have it, and whether it is the
+    /// filter's.
+    statuses: Vec<(&'static str, usize, bool)>,
+    /// The filter (empty: every status).
+    status: String,
+    /// Holders in the report, whatever the filter.
+    total: usize,
+}
+
+/// The status filter of the standing page and its CSV (`?status=`, empty:
+/// every status); anything else is refused naming the field.
+fn standing_status(fields: &Fields) -> ApiResult<Option<&'static str>> {
+    match fields.get("status").unwrap_or_default() {
+        "" => Ok(None),
+        raw => STANDING_STATUSES
+            .into_iter()
+            .find(|s| *s == raw)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    format!("must be one of {}", STANDING_STATUSES.join(", ")),
+                )
+            }),
+    }
+}
+
+/// Who holds each target's access, granted by Airlock or standing, with
+/// the risk and the approval route each holder would meet (admins and
+/// auditors, as `GET /v1/reports/standing`), filtered by status.
+pub(super) async fn standing(
+    State(state): State<AppState>,
+    session: Session,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let fields = Fields::query(query.as_deref());
+    let report = match standing_view(&state, &session.user).await {
+        Ok(report) => report,
+        Err(e) => return api_error_page(&e),
+    };
+    let status = match standing_status(&fields) {
+        Ok(status) => status,
+        Err(e) => return problem_page(&state, &session, &e).await,
+    };
+    let statuses = STANDING_STATUSES
+        .into_iter()
+        .map(|s| {
+            let count = report.by_status.get(s).copied().unwrap_or(0);
+            (s, count, Some(s) == status)
+        })
+        .collect();
+    let total = report.holders.len();
+    let page = StandingPage {
+        chrome: Chrome::new(&state, &session, "standing").await,
+        at: report.at,
+        connectors: report.connectors,
+        holders: report
+            .holders
+            .into_iter()
+            .filter(|h| status.is_none_or(|s| h.status == s))
+            .collect(),
+        statuses,
+        status: status.unwrap_or_default().to_owned(),
+        total,
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// The standing page's holders as CSV, with the same filter and the CLI's
+/// columns and rules (`api::standing_csv`).
+pub(super) async fn standing_download(
+    State(state): State<AppState>,
+    session: Session,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let fields = Fields::query(query.as_deref());
+    let (report, status) = match standing_view(&state, &session.user).await.and_then(|r| {
+        let status = standing_status(&fields)?;
+        Ok((r, status))
+    }) {
+        Ok(found) => found,
+        Err(e) => return api_error_page(&e),
+    };
+    let csv = standing_csv(
+        report
+            .holders
+            .iter()
+            .filter(|h| status.is_none_or(|s| h.status == s)),
+    );
+    let name = format!(
+        "attachment; filename=\"airlock-standing{}.csv\"",
+        status.map(|s| format!("-{s}")).unwrap_or_default()
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, name),
+        ],
+        csv,
+    )
+        .into_response()
 }
