@@ -17,7 +17,8 @@ pub enum DatabaseCmd {
         #[command(flatten)]
         db: DatabaseArgs,
     },
-    /// Write all requests and the audit log as JSON Lines (to move databases).
+    /// Write all requests, the audit log and the access-review campaigns as
+    /// JSON Lines (to move databases).
     Export {
         #[command(flatten)]
         db: DatabaseArgs,

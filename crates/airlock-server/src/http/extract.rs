@@ -215,7 +215,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                     ApiError::invalid("body", e.body_text())
                 }
             })?;
-        let bytes: &[u8] = if bytes.iter().all(is_json_whitespace) {
+        // No body at all stands for `{}`; anything else must be a JSON
+        // object (whitespace alone is not JSON).
+        let bytes: &[u8] = if bytes.is_empty() {
             b"{}"
         } else if declared_json != Some(true) {
             return Err(ApiError::new(

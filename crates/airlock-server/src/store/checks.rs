@@ -202,36 +202,54 @@ pub(super) async fn open_request_plan(
 
 /// Adds each request's counted checks to its row: the count added, the
 /// last check moved forward only (replicas flush independently). Rows are
-/// matched by primary key; a request gone meanwhile is skipped. One
-/// statement per `rows_per_statement` requests.
+/// matched by primary key; a request gone meanwhile is skipped. The
+/// tallies go in as one JSON array per statement (up to
+/// [`TALLIES_PER_STATEMENT`]), unpacked by the database: bound one by one,
+/// thousands of parameters a second cost SQLite a linear search of the
+/// statement's parameter names each, and that burst once a second was the
+/// tail of every check's latency.
 pub(super) async fn add(
     conn: &mut AnyConnection,
     tallies: &[(RequestId, CheckActivity)],
-    rows_per_statement: usize,
+    postgres: bool,
 ) -> Result<(), StoreError> {
-    for chunk in tallies.chunks(rows_per_statement.max(1)) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+    let rows = if postgres {
+        "SELECT t->>0 AS id, (t->>1)::bigint AS n, (t->>2)::bigint AS last \
+         FROM json_array_elements($1::json) AS t"
+    } else {
+        "SELECT value->>0 AS id, value->>1 AS n, value->>2 AS last FROM json_each($1)"
+    };
+    let sql = format!(
+        "UPDATE requests SET check_count = check_count + c.n, \
+         last_checked_at = CASE WHEN last_checked_at IS NULL OR last_checked_at < c.last \
+         THEN c.last ELSE last_checked_at END \
+         FROM ({rows}) AS c WHERE requests.id = c.id"
+    );
+    for chunk in tallies.chunks(TALLIES_PER_STATEMENT) {
+        let array: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|(id, checks)| {
+                serde_json::json!([
+                    id.as_str(),
+                    i64::try_from(checks.count).unwrap_or(i64::MAX),
+                    checks.last_at.map(Timestamp::unix_millis)
+                ])
+            })
             .collect();
-        // VALUES names its columns column1.. on both databases.
-        let sql = format!(
-            "UPDATE requests SET check_count = check_count + c.column2, \
-             last_checked_at = CASE WHEN last_checked_at IS NULL OR last_checked_at < c.column3 \
-             THEN c.column3 ELSE last_checked_at END \
-             FROM (VALUES {}) AS c WHERE requests.id = c.column1",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for (id, checks) in chunk {
-            query = query
-                .bind(id.as_str())
-                .bind(i64::try_from(checks.count).unwrap_or(i64::MAX))
-                .bind(checks.last_at.map(Timestamp::unix_millis));
-        }
-        query.execute(&mut *conn).await.map_err(db_err)?;
+        sqlx::query(&sql)
+            .bind(serde_json::Value::Array(array).to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
     }
     Ok(())
 }
+
+/// Open requests read per query when the index is loaded.
+const RELOAD_PAGE: usize = 10_000;
+
+/// Most tallies one statement adds.
+const TALLIES_PER_STATEMENT: usize = 5_000;
 
 /// With SQLite, every open request by requester and entitlement, in
 /// memory: a check is then answered without a query. One process owns a
@@ -259,29 +277,25 @@ fn index_key(requester: &str, entitlement: &str) -> String {
 impl OpenIndex {
     /// Reads every open request from the database, replacing what it held.
     pub(super) async fn reload(&self, conn: &mut AnyConnection) -> Result<usize, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT id, requester, entitlement, state, expires_at FROM requests WHERE {OPEN}"
-        ))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
-        let mut open = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get("id").map_err(db_err)?;
-            let corrupt = |what: String| StoreError::Corrupt(format!("request `{id}`: {what}"));
-            let state: String = row.try_get("state").map_err(db_err)?;
-            let requester: String = row.try_get("requester").map_err(db_err)?;
-            let entitlement: String = row.try_get("entitlement").map_err(db_err)?;
-            let expires_at: Option<i64> = row.try_get("expires_at").map_err(db_err)?;
-            open.insert(
-                index_key(&requester, &entitlement),
-                OpenRequest {
-                    id: RequestId::parse(&id).map_err(|e| corrupt(format!("id {e}")))?,
-                    state: State::parse(&state)
-                        .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
-                    expires_at: expires_at.map(Timestamp::from_unix_millis),
-                },
-            );
+        // A page at a time: a million open requests read at once would
+        // hold every row until the last arrived.
+        let sql = format!(
+            "SELECT id, requester, entitlement, state, expires_at FROM requests \
+             WHERE {OPEN} AND id > $1 ORDER BY id LIMIT {RELOAD_PAGE}"
+        );
+        let mut open = std::collections::HashMap::new();
+        let mut after = String::new();
+        loop {
+            let page = sqlx::query(&sql)
+                .bind(after.clone())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            let Some(last) = page.last() else { break };
+            after = last.try_get("id").map_err(db_err)?;
+            for row in &page {
+                Self::insert_row(&mut open, row)?;
+            }
         }
         let count = open.len();
         *self
@@ -289,6 +303,28 @@ impl OpenIndex {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = open;
         Ok(count)
+    }
+
+    fn insert_row(
+        open: &mut std::collections::HashMap<String, OpenRequest>,
+        row: &sqlx::any::AnyRow,
+    ) -> Result<(), StoreError> {
+        let id: String = row.try_get("id").map_err(db_err)?;
+        let corrupt = |what: String| StoreError::Corrupt(format!("request `{id}`: {what}"));
+        let state: String = row.try_get("state").map_err(db_err)?;
+        let requester: String = row.try_get("requester").map_err(db_err)?;
+        let entitlement: String = row.try_get("entitlement").map_err(db_err)?;
+        let expires_at: Option<i64> = row.try_get("expires_at").map_err(db_err)?;
+        open.insert(
+            index_key(&requester, &entitlement),
+            OpenRequest {
+                id: RequestId::parse(&id).map_err(|e| corrupt(format!("id {e}")))?,
+                state: State::parse(&state)
+                    .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
+                expires_at: expires_at.map(Timestamp::from_unix_millis),
+            },
+        );
+        Ok(())
     }
 
     /// The open request of `requester` for `entitlement`, if any.

@@ -783,7 +783,7 @@ async fn try_batch(
                 Outcome::TokenWritten(changed)
             }
             Change::Checks { tallies, .. } => {
-                super::checks::add(conn, tallies, backend.rows_per_statement(3)).await?;
+                super::checks::add(conn, tallies, backend == Backend::Postgres).await?;
                 Outcome::ChecksAdded
             }
             Change::AccessReview { write, .. } => {
