@@ -646,6 +646,21 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
             "the document has routes the server lacks"
         );
 
+        // Every audit action the core knows is one the document lists, and
+        // no other: a client validating against it must accept each event.
+        let listed: Vec<&str> = doc["components"]["schemas"]["AuditEventView"]["properties"]
+            ["action"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let known: Vec<&str> = airlock_core::audit::AuditAction::ALL
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
+        assert_eq!(listed, known, "AuditEventView.action's enum");
+
         // The schemas agree with what the server actually sends.
         let (_, me) = h.raw("GET", "/v1/me", Some("alice"), None).await;
         assert_fits(&doc, "WhoAmI", &me);
