@@ -381,6 +381,24 @@ pub fn report(
         parsed.push(read);
     }
 
+    // A logout belongs to this grant when its session's login was recorded
+    // before or comes in the same post, wherever in it: shippers need not
+    // keep lines in order, and a post sent again then records nothing new.
+    let posted_logins: BTreeSet<SessionKey> = parsed
+        .iter()
+        .filter_map(|read| match read {
+            SshdLine::Login {
+                login:
+                    Login {
+                        session,
+                        certificate: Some(_),
+                        ..
+                    },
+                ..
+            } => Some((source.to_owned(), session.clone())),
+            _ => None,
+        })
+        .collect();
     let mut logins = before.logins.clone();
     let mut logouts = before.logouts.clone();
     let mut room = MAX_EVENTS_PER_GRANT.saturating_sub(before.events);
@@ -432,7 +450,7 @@ pub fn report(
                 header,
             } => {
                 let key = (source.to_owned(), session);
-                if !logins.contains(&key) {
+                if !logins.contains(&key) && !posted_logins.contains(&key) {
                     // Not a session of this grant (or its login never came).
                     out.ignored += 1;
                     continue;

@@ -308,6 +308,26 @@ fn a_post_records_this_grants_logins_and_their_logouts_once() {
         &[ACCEPTED, DISCONNECTED],
         Expect::Recorded(&[], 0, 2, 0),
     );
+    // Out of order within a post (found by the fuzzer): the logout still
+    // belongs to the login after it, and a resend records nothing.
+    check(
+        &[],
+        &[DISCONNECTED, ACCEPTED],
+        Expect::Recorded(
+            &[
+                "ssh_logout root 127.0.0.1 45468 disconnected",
+                "ssh_login root 127.0.0.1 45468",
+            ],
+            0,
+            0,
+            0,
+        ),
+    );
+    check(
+        &recorded(&[DISCONNECTED, ACCEPTED]),
+        &[DISCONNECTED, ACCEPTED],
+        Expect::Recorded(&[], 0, 2, 0),
+    );
     // A logout whose login came in an earlier post.
     check(
         &recorded(&[ACCEPTED]),
