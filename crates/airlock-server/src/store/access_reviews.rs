@@ -454,46 +454,20 @@ const ITEM_COLUMNS: &str = "campaign, item, subject, decision, decided_by, decid
 
 fn item_from_row(row: &AnyRow) -> Result<Item, StoreError> {
     let number: i64 = row.try_get("item").map_err(db_err)?;
-    let number = u32::try_from(number).map_err(|_| corrupt(format!("item number {number}")))?;
-    let raw: String = row.try_get("subject").map_err(db_err)?;
-    let subject = subject_from_row(
-        serde_json::from_str(&raw).map_err(|e| corrupt(format!("item {number}: {e}")))?,
-    )?;
-    let decision: Option<String> = row.try_get("decision").map_err(db_err)?;
-    let decided = match decision {
-        None => None,
-        Some(raw) => {
-            let by: String = row.try_get("decided_by").map_err(db_err)?;
-            let at: Option<i64> = row.try_get("decided_at").map_err(db_err)?;
-            Some(Decided {
-                decision: Decision::parse(&raw)
-                    .ok_or_else(|| corrupt(format!("item {number}: decision `{raw}`")))?,
-                by: UserId::parse(&by).map_err(|e| corrupt(format!("decided by `{by}`: {e}")))?,
-                at: Timestamp::from_unix_millis(
-                    at.ok_or_else(|| corrupt(format!("item {number} has no decided_at")))?,
-                ),
-                comment: row
-                    .try_get::<Option<String>, _>("comment")
-                    .map_err(db_err)?
-                    .unwrap_or_default(),
-                seq: row.try_get("decision_seq").map_err(db_err)?,
-            })
-        }
-    };
     let attempts: i64 = row.try_get("removal_attempts").map_err(db_err)?;
-    let done_at: Option<i64> = row.try_get("removed_at").map_err(db_err)?;
-    let last_error: Option<String> = row.try_get("removal_error").map_err(db_err)?;
-    let removal = (attempts > 0 || done_at.is_some()).then(|| Removal {
-        done_at: done_at.map(Timestamp::from_unix_millis),
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        last_error,
-    });
-    Ok(Item {
-        number,
-        subject,
-        decided,
-        removal,
-    })
+    ItemRecord {
+        item: u32::try_from(number).map_err(|_| corrupt(format!("item number {number}")))?,
+        subject: row.try_get("subject").map_err(db_err)?,
+        decision: row.try_get("decision").map_err(db_err)?,
+        decided_by: row.try_get("decided_by").map_err(db_err)?,
+        decided_at: row.try_get("decided_at").map_err(db_err)?,
+        comment: row.try_get("comment").map_err(db_err)?,
+        decision_seq: row.try_get("decision_seq").map_err(db_err)?,
+        removal_attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        removal_error: row.try_get("removal_error").map_err(db_err)?,
+        removed_at: row.try_get("removed_at").map_err(db_err)?,
+    }
+    .parse()
 }
 
 /// Campaigns newest first, at most `limit`; only open ones with `open_only`.
@@ -743,40 +717,9 @@ impl CampaignRecord {
         let items = self
             .items
             .iter()
-            .map(|i| {
-                let subject = subject_from_row(
-                    serde_json::from_str(&i.subject)
-                        .map_err(|e| bad(format!("item {}: {e}", i.item)))?,
-                )?;
-                let decided = match (&i.decision, &i.decided_by, i.decided_at) {
-                    (None, _, _) => None,
-                    (Some(d), Some(by), Some(at)) => Some(Decided {
-                        decision: Decision::parse(d)
-                            .ok_or_else(|| bad(format!("item {}: decision `{d}`", i.item)))?,
-                        by: UserId::parse(by).map_err(|e| bad(format!("item {}: {e}", i.item)))?,
-                        at: Timestamp::from_unix_millis(at),
-                        comment: i.comment.clone().unwrap_or_default(),
-                        seq: i.decision_seq,
-                    }),
-                    _ => {
-                        return Err(bad(format!(
-                            "item {}: a decision without who or when",
-                            i.item
-                        )))
-                    }
-                };
-                Ok(Item {
-                    number: i.item,
-                    subject,
-                    decided,
-                    removal: (i.removal_attempts > 0 || i.removed_at.is_some()).then(|| Removal {
-                        done_at: i.removed_at.map(Timestamp::from_unix_millis),
-                        attempts: i.removal_attempts,
-                        last_error: i.removal_error.clone(),
-                    }),
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .map(ItemRecord::parse)
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map_err(|e| bad(e.to_string()))?;
         let count = |n: usize| u32::try_from(n).map_err(|_| bad("too many items".to_owned()));
         let campaign = Campaign {
             id: CampaignId::parse(&self.id).map_err(|e| bad(e.to_string()))?,
@@ -795,6 +738,36 @@ impl CampaignRecord {
             open_items: count(decided)?,
         };
         Ok((campaign, items))
+    }
+}
+
+impl ItemRecord {
+    /// The item it holds, checked as the store reads it.
+    fn parse(&self) -> Result<Item, StoreError> {
+        let bad = |what: String| corrupt(format!("item {}: {what}", self.item));
+        let subject =
+            subject_from_row(serde_json::from_str(&self.subject).map_err(|e| bad(e.to_string()))?)?;
+        let decided = match (&self.decision, &self.decided_by, self.decided_at) {
+            (None, _, _) => None,
+            (Some(d), Some(by), Some(at)) => Some(Decided {
+                decision: Decision::parse(d).ok_or_else(|| bad(format!("decision `{d}`")))?,
+                by: UserId::parse(by).map_err(|e| bad(format!("decided by `{by}`: {e}")))?,
+                at: Timestamp::from_unix_millis(at),
+                comment: self.comment.clone().unwrap_or_default(),
+                seq: self.decision_seq,
+            }),
+            _ => return Err(bad("a decision without who or when".to_owned())),
+        };
+        Ok(Item {
+            number: self.item,
+            subject,
+            decided,
+            removal: (self.removal_attempts > 0 || self.removed_at.is_some()).then(|| Removal {
+                done_at: self.removed_at.map(Timestamp::from_unix_millis),
+                attempts: self.removal_attempts,
+                last_error: self.removal_error.clone(),
+            }),
+        })
     }
 }
 
