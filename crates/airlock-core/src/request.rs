@@ -38,6 +38,9 @@ use crate::ids::{EntitlementId, GroupName, RequestId, UserId};
 use crate::text::{self, TextKind};
 use crate::time::{human_duration, Timestamp};
 
+mod bundle;
+pub use bundle::{apply_bundle, submit_bundle, BundlePart, BundleRef};
+
 /// Where a request is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -216,6 +219,9 @@ pub struct AccessRequest {
     /// How often the grant was checked and when last. The shell records
     /// it; no transition reads or changes it.
     pub checks: CheckActivity,
+    /// The bundle this request is a part of, if any: its parts are decided,
+    /// provisioned and ended together ([`bundle`]).
+    pub bundle: Option<BundleRef>,
 }
 
 /// How often a grant was checked (`GET /v1/check`: does this principal
@@ -705,6 +711,46 @@ pub fn submit(
     now: Timestamp,
 ) -> Result<Transition, Rejection> {
     access::may(requester, access::Capability::Request)?;
+    let checked = check_new(new, entitlement, settings, now)?;
+    // Malformed input is refused as such before any conflict is looked at.
+    if let Some(open) = open_request {
+        return Err(Rejection::Conflict(format!(
+            "`{}` already has an open request `{open}` for `{}`",
+            requester.id, entitlement.id
+        )));
+    }
+    create(
+        checked,
+        requester,
+        entitlement,
+        verdict,
+        None,
+        settings,
+        now,
+    )
+}
+
+/// A new request's input, checked against its entitlement's rules.
+struct Checked<'a> {
+    id: RequestId,
+    duration: Duration,
+    emergency: Option<&'a BreakGlassRules>,
+    break_glass: bool,
+    reason: String,
+    ticket: Option<String>,
+    start_at: Option<Timestamp>,
+    public_key: Option<String>,
+}
+
+/// Checks what a requester asks of `entitlement`: the duration within its
+/// maximum (and its break-glass maximum), its reason and ticket rules, the
+/// start time and the free text.
+fn check_new<'a>(
+    new: NewRequest,
+    entitlement: &'a Entitlement,
+    settings: &LifecycleSettings,
+    now: Timestamp,
+) -> Result<Checked<'a>, Rejection> {
     let duration = new.effective_duration(entitlement);
     if duration < Duration::from_secs(1) {
         return Err(invalid("duration", "must be at least 1s"));
@@ -790,13 +836,38 @@ pub fn submit(
         .map(|k| user_text("public_key", &k, TextKind::Line, MAX_PUBLIC_KEY_LEN))
         .transpose()?
         .filter(|k| !k.is_empty());
-    // Malformed input is refused as such before any conflict is looked at.
-    if let Some(open) = open_request {
-        return Err(Rejection::Conflict(format!(
-            "`{}` already has an open request `{open}` for `{}`",
-            requester.id, entitlement.id
-        )));
-    }
+    Ok(Checked {
+        id: new.id,
+        duration,
+        emergency,
+        break_glass: new.break_glass,
+        reason,
+        ticket,
+        start_at: new.start_at,
+        public_key,
+    })
+}
+
+/// Records a checked request as `verdict` routes it.
+fn create(
+    checked: Checked<'_>,
+    requester: &User,
+    entitlement: &Entitlement,
+    verdict: Verdict,
+    bundle: Option<BundleRef>,
+    settings: &LifecycleSettings,
+    now: Timestamp,
+) -> Result<Transition, Rejection> {
+    let Checked {
+        id,
+        duration,
+        emergency,
+        break_glass,
+        reason,
+        ticket,
+        start_at,
+        public_key,
+    } = checked;
     // Break-glass waits for nobody: the policies decide only whether the
     // person may ask, and the review afterwards replaces the approvals.
     let approval_tiers = match &verdict.route {
@@ -811,19 +882,19 @@ pub fn submit(
         WaitingPlan::for_request(&times, now, pending_deadline)
     };
     let mut request = AccessRequest {
-        id: new.id,
+        id,
         requester: requester.id.clone(),
         entitlement: entitlement.id.clone(),
         duration,
         reason,
         ticket,
-        start_at: new.start_at,
+        start_at,
         created_at: now,
         state: State::Pending,
         approval_tiers,
         approvals: Vec::new(),
         policy_version: verdict.policy_version.clone(),
-        break_glass: new.break_glass,
+        break_glass,
         public_key,
         certificate: None,
         pending_deadline,
@@ -841,6 +912,7 @@ pub fn submit(
         review: None,
         extension: None,
         checks: CheckActivity::default(),
+        bundle,
     };
     let mut out = Outcome::default();
     let mut details = BTreeMap::from([
@@ -858,6 +930,9 @@ pub fn submit(
     }
     if request.break_glass {
         details.insert("break_glass".to_owned(), "true".to_owned());
+    }
+    if let Some(b) = &request.bundle {
+        bundle::details(b, &mut details);
     }
     verdict_details(&verdict, &mut details);
     if emergency.is_some() && !matches!(verdict.route, Route::Denied { .. }) {
@@ -994,12 +1069,24 @@ pub fn apply(
     now: Timestamp,
 ) -> Result<Transition, Rejection> {
     let mut out = Outcome::default();
+    step(&mut request, &command, settings, now, &mut out)?;
+    Ok(out.finish(request))
+}
+
+/// [`apply`], adding what happens to `out`.
+fn step(
+    request: &mut AccessRequest,
+    command: &Command,
+    settings: &LifecycleSettings,
+    now: Timestamp,
+    out: &mut Outcome,
+) -> Result<(), Rejection> {
     // Deadlines that already passed take effect before anything else, so an
     // approval that arrives after the pending timeout finds the request timed out.
     // Due work is claimed only after the command: claiming first would send a
     // grant out in the same transition that revokes, releases or cancels.
-    request.apply_deadlines(now, &mut out);
-    match &command {
+    request.apply_deadlines(now, out);
+    match command {
         Command::Approve {
             approver,
             comment,
@@ -1010,7 +1097,7 @@ pub fn apply(
                 .map(|c| user_text("comment", c, TextKind::Note, MAX_COMMENT_LEN))
                 .transpose()?
                 .filter(|c| !c.is_empty());
-            request.approve_extension(approver, comment, permission, now, &mut out)?;
+            request.approve_extension(approver, comment, permission, now, out)?;
         }
         Command::Deny {
             approver,
@@ -1018,7 +1105,7 @@ pub fn apply(
             permission,
         } if request.extension_awaiting_approval().is_some() => {
             let reason = required_note(reason)?;
-            request.deny_extension(approver, reason, permission, now, &mut out)?;
+            request.deny_extension(approver, reason, permission, now, out)?;
         }
         Command::Approve {
             approver,
@@ -1051,7 +1138,7 @@ pub fn apply(
                 details.insert("comment".to_owned(), c);
             }
             out.event(
-                &request,
+                request,
                 now,
                 actor.clone(),
                 AuditAction::ApprovalRecorded,
@@ -1059,7 +1146,7 @@ pub fn apply(
             );
             if tiers_met(&request.approval_tiers, &request.approvals) {
                 let rule = request.tier_summary();
-                request.approve(now, actor, rule, &mut out);
+                request.approve(now, actor, rule, out);
             }
         }
         Command::Deny {
@@ -1075,14 +1162,14 @@ pub fn apply(
                 Some(approver),
                 Some(reason),
                 AuditAction::Denied,
-                &mut out,
+                out,
             );
             if let Some(event) = out.events.last_mut() {
                 event.details.extend(approver_details(permission));
             }
         }
         Command::Cancel { by } => {
-            access::may_act(by, &request, RequestAction::Withdraw)?;
+            access::may_act(by, request, RequestAction::Withdraw)?;
             let not_started = request.state == State::Pending
                 || (request.state == State::Approved
                     && request.job.as_ref().is_some_and(|j| j.attempts == 0));
@@ -1095,11 +1182,11 @@ pub fn apply(
                 Some(by),
                 None,
                 AuditAction::Cancelled,
-                &mut out,
+                out,
             );
         }
         Command::Release { by } => {
-            access::may_act(by, &request, RequestAction::Withdraw)?;
+            access::may_act(by, request, RequestAction::Withdraw)?;
             if !matches!(request.state, State::Approved | State::Active) {
                 return Err(request.conflict(
                     "release",
@@ -1112,11 +1199,11 @@ pub fn apply(
                 Some(by),
                 None,
                 AuditAction::Released,
-                &mut out,
+                out,
             );
         }
         Command::Revoke { by, reason } => {
-            access::may_act(by, &request, RequestAction::Revoke)?;
+            access::may_act(by, request, RequestAction::Revoke)?;
             let reason = required_note(reason)?;
             if !matches!(request.state, State::Approved | State::Active) {
                 return Err(
@@ -1129,7 +1216,7 @@ pub fn apply(
                 Some(by),
                 Some(reason),
                 AuditAction::Revoked,
-                &mut out,
+                out,
             );
         }
         Command::Extend {
@@ -1139,15 +1226,7 @@ pub fn apply(
             verdict,
             max_duration,
         } => {
-            request.extend(
-                by,
-                *extension,
-                reason,
-                verdict,
-                *max_duration,
-                now,
-                &mut out,
-            )?;
+            request.extend(by, *extension, reason, verdict, *max_duration, now, out)?;
         }
         Command::Deprovision { cause } => {
             if !request.state.is_terminal() {
@@ -1159,7 +1238,7 @@ pub fn apply(
                 } else {
                     (State::Revoked, AuditAction::Revoked)
                 };
-                request.end_by_directory(state, action, cause.clone(), now, &mut out);
+                request.end_by_directory(state, action, cause.clone(), now, out);
             }
         }
         Command::Redecide {
@@ -1176,7 +1255,7 @@ pub fn apply(
                 };
                 if let Some((state, action)) = ending {
                     let note = format!("{cause}; the policies now deny it: {}", reasons.join("; "));
-                    request.end_by_directory(state, action, note, now, &mut out);
+                    request.end_by_directory(state, action, note, now, out);
                     if let Some(event) = out.events.last_mut() {
                         event
                             .details
@@ -1192,15 +1271,15 @@ pub fn apply(
             reviewer,
             acceptable,
             comment,
-        } => request.review_use(reviewer, *acceptable, comment, now, &mut out)?,
+        } => request.review_use(reviewer, *acceptable, comment, now, out)?,
         Command::Tick => {}
-        Command::Restarted => request.attempt_lost(now, &mut out),
+        Command::Restarted => request.attempt_lost(now, out),
         Command::JobSucceeded {
             action,
             token,
             certificate,
         } => {
-            request.job_succeeded(*action, *token, certificate.clone(), now, &mut out);
+            request.job_succeeded(*action, *token, certificate.clone(), now, out);
         }
         Command::JobFailed {
             action,
@@ -1215,12 +1294,12 @@ pub fn apply(
                 *retryable,
                 now,
                 settings,
-                &mut out,
+                out,
             );
         }
     }
-    request.settle(now, settings, &mut out);
-    Ok(out.finish(request))
+    request.settle(now, settings, out);
+    Ok(())
 }
 
 /// The tiers a verdict routes `what` to (none when granted at once or

@@ -80,6 +80,17 @@ pub type CreateDecision =
 /// run more than once.
 pub type UpdateDecision =
     Box<dyn Fn(AccessRequest) -> Result<Transition, Rejection> + Send + Sync + 'static>;
+/// Decides several new requests at once (a bundle's parts), given the
+/// requester's open requests; all are written or none. Like
+/// [`CreateDecision`], it may run more than once.
+pub type CreateManyDecision =
+    Box<dyn Fn(&OpenRequests) -> Result<Vec<Transition>, Rejection> + Send + Sync + 'static>;
+/// Decides a change to a request and the other parts of its bundle, given
+/// every part as stored (in the bundle's order; the request alone when it
+/// is no part of one); every changed part is written or none. It may run
+/// more than once.
+pub type BundleDecision =
+    Box<dyn Fn(Vec<AccessRequest>) -> Result<Vec<Transition>, Rejection> + Send + Sync + 'static>;
 
 #[derive(Debug, Clone, Default)]
 pub struct RequestFilter {
@@ -179,6 +190,25 @@ pub trait Store: Send + Sync {
         requester: &UserId,
         decide: CreateDecision,
     ) -> Result<Transition, StoreError>;
+
+    /// Creates the requests `ids` (a bundle's parts) in one transaction,
+    /// decided atomically with reading the requester's open requests (the
+    /// decision must keep the ids, in order); a refusal writes none.
+    async fn create_requests(
+        &self,
+        ids: &[RequestId],
+        requester: &UserId,
+        decide: CreateManyDecision,
+    ) -> Result<Vec<Transition>, StoreError>;
+
+    /// Applies a change decided on the stored request `id` and, when it is
+    /// a part of a bundle, on every part of it, all read and written in one
+    /// transaction.
+    async fn update_bundle(
+        &self,
+        id: &RequestId,
+        decide: BundleDecision,
+    ) -> Result<Vec<Transition>, StoreError>;
 
     /// Appends audit events that belong to no request (policy changes).
     async fn record(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;

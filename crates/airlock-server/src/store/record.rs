@@ -9,8 +9,8 @@ use std::time::Duration;
 use airlock_core::approval::ApprovalTier;
 use airlock_core::audit::AuditRecord;
 use airlock_core::request::{
-    AccessRequest, Approval, CheckActivity, ConnectorJob, Extension, ExtensionState, JobAction,
-    Review, ReviewVerdict, State, WaitingPlan,
+    AccessRequest, Approval, BundleRef, CheckActivity, ConnectorJob, Extension, ExtensionState,
+    JobAction, Review, ReviewVerdict, State, WaitingPlan,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,19 @@ pub struct RequestRecord {
     pub check_count: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_at: Option<i64>,
+    /// Absent (and NULL) unless the request is a part of a bundle (schema
+    /// version 17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRecord>,
+}
+
+/// The bundle a request is a part of (`request::BundleRef`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub parts: Vec<String>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -247,6 +260,10 @@ impl RequestRecord {
             }),
             check_count: i64::try_from(r.checks.count).unwrap_or(i64::MAX),
             last_checked_at: millis(r.checks.last_at),
+            bundle: r.bundle.as_ref().map(|b| BundleRecord {
+                name: b.name.clone(),
+                parts: b.parts.iter().map(ToString::to_string).collect(),
+            }),
         }
     }
 
@@ -344,7 +361,25 @@ impl RequestRecord {
                 })
             })
             .transpose()?;
+        let bundle = self
+            .bundle
+            .map(|b| {
+                let parts = b
+                    .parts
+                    .iter()
+                    .map(|p| RequestId::parse(p).map_err(|e| bad(format!("bundle part `{p}` {e}"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !parts.iter().any(|p| p.as_str() == id) {
+                    return Err(bad("its bundle does not list it".to_owned()));
+                }
+                Ok(BundleRef {
+                    name: b.name,
+                    parts,
+                })
+            })
+            .transpose()?;
         Ok(AccessRequest {
+            bundle,
             extension,
             id: RequestId::parse(&id).map_err(|e| bad(format!("id {e}")))?,
             requester: user(&self.requester)?,

@@ -46,8 +46,9 @@ use super::outbox::{
 };
 use super::record::{JobRecord, RequestRecord};
 use super::{
-    AuditFilter, ChainReport, CreateDecision, Exclusive, ImportReport, OpenRequests, RequestFilter,
-    ReviewBacklog, RevocationBacklog, Store, StoreError, UpdateDecision,
+    AuditFilter, BundleDecision, ChainReport, CreateDecision, CreateManyDecision, Exclusive,
+    ImportReport, OpenRequests, RequestFilter, ReviewBacklog, RevocationBacklog, Store, StoreError,
+    UpdateDecision,
 };
 use airlock_core::notify::{Notification, Topic};
 
@@ -230,21 +231,24 @@ enum WriteJob {
 
 /// One change to a request, committed in a batch with others.
 enum Change {
+    /// New requests (one, or a bundle's parts), all written or none.
     Create {
-        id: RequestId,
+        ids: Vec<RequestId>,
         requester: UserId,
-        decide: CreateDecision,
-        reply: oneshot::Sender<Result<Transition, StoreError>>,
+        decide: CreateManyDecision,
+        reply: oneshot::Sender<Result<Vec<Transition>, StoreError>>,
     },
     /// Audit events about no request (policy changes), appended in order.
     Record {
         events: Vec<AuditEvent>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// A change to a request, decided with every part of its bundle (read
+    /// in the same transaction); every changed part is written or none.
     Update {
         id: RequestId,
-        decide: UpdateDecision,
-        reply: oneshot::Sender<Result<Transition, StoreError>>,
+        decide: BundleDecision,
+        reply: oneshot::Sender<Result<Vec<Transition>, StoreError>>,
     },
     /// A write to an API token, with its audit events (appended only if it
     /// changed a row).
@@ -665,7 +669,7 @@ async fn commit_batch(
 
 /// What one change of a committed batch answers.
 enum Outcome {
-    Decided(Box<Result<Transition, StoreError>>),
+    Decided(Box<Result<Vec<Transition>, StoreError>>),
     Recorded,
     Claimed(Vec<RequestId>),
     Outbox(OutboxAnswer),
@@ -763,6 +767,7 @@ async fn try_batch(
         mut rows,
         mut open,
     } = begin_batch(conn, backend, &ids, &requesters).await?;
+    read_bundle_parts(conn, backend, batch, &mut rows).await?;
     let mut pending = PendingWrites::default();
     let mut outcomes = Vec::with_capacity(batch.len());
     for change in batch {
@@ -828,42 +833,51 @@ async fn try_batch(
                 }
             })),
             Change::Update { id, decide, .. } => {
-                Outcome::Decided(Box::new(match rows.get(id.as_str()).cloned() {
-                    None => Err(StoreError::NotFound(id.clone())),
-                    Some(current) => {
-                        decide(current.clone())
-                            .map_err(StoreError::from)
-                            .inspect(|t| {
-                                // Nothing changed (e.g. a tick that found nothing due): write nothing.
-                                if !(t.request == current && t.events.is_empty()) {
-                                    pending.record(t, &mut rows, &mut open);
-                                }
-                            })
+                Outcome::Decided(Box::new(bundle_of(id, &rows).and_then(|parts| {
+                    let transitions = decide(parts.clone()).map_err(StoreError::from)?;
+                    for t in &transitions {
+                        let Some(current) = parts.iter().find(|p| p.id == t.request.id) else {
+                            return Err(StoreError::Corrupt(format!(
+                                "a change of `{id}` decided `{}`, which is no part of it",
+                                t.request.id
+                            )));
+                        };
+                        // Nothing changed (e.g. a tick that found nothing due): write nothing.
+                        if !(t.request == *current && t.events.is_empty()) {
+                            pending.record(t, &mut rows, &mut open);
+                        }
                     }
-                }))
+                    Ok(transitions)
+                })))
             }
             Change::Create {
-                id,
+                ids,
                 requester,
                 decide,
                 ..
-            } => Outcome::Decided(Box::new(if rows.contains_key(id.as_str()) {
-                Err(StoreError::Corrupt(format!(
-                    "request id `{id}` is already taken"
-                )))
-            } else {
-                let mine = open_of(&open, requester.as_str());
-                decide(&mine).map_err(StoreError::from).and_then(|t| {
-                    if t.request.id != *id {
-                        return Err(StoreError::Corrupt(format!(
-                            "request `{id}` was decided as `{}`",
-                            t.request.id
-                        )));
+            } => Outcome::Decided(Box::new(
+                match ids.iter().find(|id| rows.contains_key(id.as_str())) {
+                    Some(id) => Err(StoreError::Corrupt(format!(
+                        "request id `{id}` is already taken"
+                    ))),
+                    None => {
+                        let mine = open_of(&open, requester.as_str());
+                        decide(&mine).map_err(StoreError::from).and_then(|ts| {
+                            let decided: Vec<&RequestId> =
+                                ts.iter().map(|t| &t.request.id).collect();
+                            if decided != ids.iter().collect::<Vec<_>>() {
+                                return Err(StoreError::Corrupt(format!(
+                                    "requests {ids:?} were decided as {decided:?}"
+                                )));
+                            }
+                            for t in &ts {
+                                pending.record(t, &mut rows, &mut open);
+                            }
+                            Ok(ts)
+                        })
                     }
-                    pending.record(&t, &mut rows, &mut open);
-                    Ok(t)
-                })
-            })),
+                },
+            )),
         };
         outcomes.push(outcome);
     }
@@ -1156,7 +1170,7 @@ async fn outbox_op(
 }
 
 /// Parameters per request row and per audit row in the multi-row writes.
-const REQUEST_PARAMS: usize = 44;
+const REQUEST_PARAMS: usize = 45;
 const AUDIT_PARAMS: usize = 12;
 const OUTBOX_PARAMS: usize = 10;
 
@@ -1320,7 +1334,7 @@ const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, r
     ended_at, ended_by, end_note, job_action, job_attempts, job_next_attempt_at, job_claimed_until, job_last_error, \
     claim_token, deprovisioned_at, approval_tiers, policy_version, break_glass, public_key, certificate, \
     due_at, updated_at, approver_group_list, approved_by_list, waiting, review, review_group_list, \
-    review_open, review_due_at, extension, extension_approver_list, extension_approved_by_list";
+    review_open, review_due_at, extension, extension_approver_list, extension_approved_by_list, bundle";
 
 /// Read with a request but never written by its upsert: check activity
 /// (schema version 12) is added by [`Store::add_checks`] alone, so a
@@ -1539,6 +1553,10 @@ fn record_from_row(row: &AnyRow) -> Result<RequestRecord, StoreError> {
             .map_err(|e| corrupt(&id, e))?,
         check_count: get("check_count")?,
         last_checked_at: opt("last_checked_at")?,
+        bundle: opt_text("bundle")?
+            .map(|b| serde_json::from_str(&b))
+            .transpose()
+            .map_err(|e| corrupt(&id, e))?,
         id,
     })
 }
@@ -1645,7 +1663,8 @@ async fn write_requests(
                     .iter()
                     .flat_map(|e| e.approvals.iter())
                     .map(|a| a.approver.as_str()),
-            ));
+            ))
+            .bind(r.bundle.as_ref().map(|b| json(b)).transpose()?);
     }
     query
         .execute(conn)
@@ -1689,8 +1708,12 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
             Change::Update { id, .. } => {
                 ids.insert(id.to_string());
             }
-            Change::Create { id, requester, .. } => {
-                ids.insert(id.to_string());
+            Change::Create {
+                ids: new,
+                requester,
+                ..
+            } => {
+                ids.extend(new.iter().map(ToString::to_string));
                 requesters.insert(requester.to_string());
             }
             Change::Record { .. }
@@ -1703,6 +1726,64 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
         }
     }
     (ids, requesters)
+}
+
+/// Reads (and on PostgreSQL locks) the other parts of the bundles the
+/// batch's updates change, which [`begin_batch`] could not know of: one
+/// more round trip, only when a bundle is changed.
+async fn read_bundle_parts(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch: &[Change],
+    rows: &mut HashMap<String, AccessRequest>,
+) -> Result<(), StoreError> {
+    let missing: BTreeSet<String> = batch
+        .iter()
+        .filter_map(|c| match c {
+            Change::Update { id, .. } => rows.get(id.as_str()),
+            _ => None,
+        })
+        .filter_map(|r| r.bundle.as_ref())
+        .flat_map(|b| b.parts.iter())
+        .filter(|p| !rows.contains_key(p.as_str()))
+        .map(ToString::to_string)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT {REQUEST_COLUMNS}, {CHECK_COLUMNS} FROM requests WHERE id IN ({}){}",
+        literals(&missing)?,
+        backend.for_update()
+    );
+    for row in conn.fetch_all(sql.as_str()).await.map_err(db_err)? {
+        let request = request_from_row(&row)?;
+        rows.insert(request.id.to_string(), request);
+    }
+    Ok(())
+}
+
+/// Request `id` and the other parts of its bundle, in the bundle's order
+/// (the request alone when it is no part of one).
+fn bundle_of(
+    id: &RequestId,
+    rows: &HashMap<String, AccessRequest>,
+) -> Result<Vec<AccessRequest>, StoreError> {
+    let current = rows
+        .get(id.as_str())
+        .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    let Some(bundle) = &current.bundle else {
+        return Ok(vec![current.clone()]);
+    };
+    bundle
+        .parts
+        .iter()
+        .map(|p| {
+            rows.get(p.as_str()).cloned().ok_or_else(|| {
+                StoreError::Corrupt(format!("`{id}`'s bundle part `{p}` is missing"))
+            })
+        })
+        .collect()
 }
 
 /// What a write batch knows once it holds the lock.
@@ -1928,6 +2009,14 @@ async fn claim_due_rows(
     Ok(claimed.into_iter().map(|(_, id)| id).collect())
 }
 
+/// The one transition of request `id` a write decided.
+fn only(transitions: Vec<Transition>, id: &RequestId) -> Result<Transition, StoreError> {
+    transitions
+        .into_iter()
+        .find(|t| t.request.id == *id)
+        .ok_or_else(|| StoreError::Corrupt(format!("a change of `{id}` decided nothing for it")))
+}
+
 /// The time a change is recorded at: that of its last audit event.
 fn change_time(t: &Transition) -> Timestamp {
     t.events.last().map_or(t.request.created_at, |e| e.at)
@@ -1941,9 +2030,22 @@ impl Store for SqlStore {
         requester: &UserId,
         decide: CreateDecision,
     ) -> Result<Transition, StoreError> {
+        let decide: CreateManyDecision = Box::new(move |open| decide(open).map(|t| vec![t]));
+        let created = self
+            .create_requests(std::slice::from_ref(id), requester, decide)
+            .await?;
+        only(created, id)
+    }
+
+    async fn create_requests(
+        &self,
+        ids: &[RequestId],
+        requester: &UserId,
+        decide: CreateManyDecision,
+    ) -> Result<Vec<Transition>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = WriteJob::Change(Change::Create {
-            id: id.clone(),
+            ids: ids.to_vec(),
             requester: requester.clone(),
             decide,
             reply,
@@ -1962,6 +2064,23 @@ impl Store for SqlStore {
         id: &RequestId,
         decide: UpdateDecision,
     ) -> Result<Transition, StoreError> {
+        let addressed = id.clone();
+        let decide: BundleDecision =
+            Box::new(
+                move |parts| match parts.into_iter().find(|p| p.id == addressed) {
+                    Some(current) => decide(current).map(|t| vec![t]),
+                    None => Ok(Vec::new()),
+                },
+            );
+        let changed = self.update_bundle(id, decide).await?;
+        only(changed, id)
+    }
+
+    async fn update_bundle(
+        &self,
+        id: &RequestId,
+        decide: BundleDecision,
+    ) -> Result<Vec<Transition>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job = WriteJob::Change(Change::Update {
             id: id.clone(),
