@@ -238,6 +238,8 @@ async fn drive(
                         start_at: None,
                         break_glass: false,
                         public_key: None,
+                        bundle: None,
+                        entitlements: Vec::new(),
                     })
                     .await?;
                 latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);

@@ -276,6 +276,8 @@ async fn submit(
                         start_at: None,
                         break_glass: false,
                         public_key: None,
+                        bundle: None,
+                        entitlements: Vec::new(),
                     })
                     .await?;
             }

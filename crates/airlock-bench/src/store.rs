@@ -735,6 +735,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         users: BTreeMap::new(),
         entitlements: BTreeMap::from([(entitlement.id.clone(), (*entitlement).clone())]),
         service_owners: BTreeMap::new(),
+        bundles: BTreeMap::new(),
     };
     let policies = Policies::load(
         PolicySource {

@@ -229,6 +229,8 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
                 start_at,
                 break_glass,
                 public_key: None,
+                bundle: None,
+                entitlements: Vec::new(),
             };
             let (client, mut request) = login::create_request(&conn, &body).await?;
             if wait {
@@ -258,6 +260,8 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
                 start_at: None,
                 break_glass: false,
                 public_key: Some(key.line().to_owned()),
+                bundle: None,
+                entitlements: Vec::new(),
             };
             let (client, request) = login::create_request(&conn, &body).await?;
             let request = wait_for_decision(&client, request, limit).await?;

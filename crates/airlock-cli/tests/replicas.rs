@@ -216,6 +216,8 @@ fn replicas_under_kill_and_pause_revoke_every_grant_once() {
                         start_at: None,
                         break_glass: false,
                         public_key: None,
+                        bundle: None,
+                        entitlements: Vec::new(),
                     };
                     // A replica may die or freeze under the call: try another.
                     // A conflict means an earlier attempt did create it.

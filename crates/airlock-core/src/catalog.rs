@@ -249,6 +249,18 @@ pub struct Catalog {
     /// Each service principal's owners: the people who may manage its API
     /// tokens (besides admins).
     pub service_owners: BTreeMap<UserId, BTreeSet<UserId>>,
+    /// Entitlements asked for together by name (`[bundles.NAME]`).
+    pub bundles: BTreeMap<String, Bundle>,
+}
+
+/// Entitlements an operator put together under one name, asked for
+/// together (see `request::submit_bundle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    pub name: String,
+    pub description: String,
+    /// At least two, each once, in the order the parts are made.
+    pub entitlements: Vec<EntitlementId>,
 }
 
 impl Catalog {

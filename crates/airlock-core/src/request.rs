@@ -38,7 +38,7 @@ use crate::ids::{EntitlementId, GroupName, RequestId, UserId};
 use crate::text::{self, TextKind};
 use crate::time::{human_duration, Timestamp};
 
-mod bundle;
+pub mod bundle;
 pub use bundle::{apply_bundle, submit_bundle, BundlePart, BundleRef};
 
 /// Where a request is in its lifecycle.

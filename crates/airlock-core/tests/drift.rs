@@ -478,6 +478,7 @@ fn unexplained_holders_are_removed_only_when_every_entitlement_of_the_connector_
             .map(|e| (e.id.clone(), e))
             .collect(),
             service_owners: BTreeMap::new(),
+            bundles: BTreeMap::new(),
         };
         for (id, policy) in pairs {
             let id = EntitlementId::parse(id).unwrap();

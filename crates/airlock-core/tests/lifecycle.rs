@@ -97,6 +97,7 @@ fn catalog() -> Catalog {
         users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
         entitlements: BTreeMap::from([(ent.id.clone(), ent)]),
         service_owners: BTreeMap::new(),
+        bundles: BTreeMap::new(),
     }
 }
 

@@ -63,6 +63,11 @@ pub enum EngineError {
         name: String,
         suggestion: Option<String>,
     },
+    #[error("no bundle `{name}`{}", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    UnknownBundle {
+        name: String,
+        suggestion: Option<String>,
+    },
     /// The policy set failed to load or validate; the one in force stays.
     #[error(transparent)]
     Policy(#[from] PolicyLoadError),
@@ -109,7 +114,8 @@ impl From<StoreError> for EngineError {
 /// What a requester asks for, already parsed from the wire.
 #[derive(Debug, Clone)]
 pub struct Ask {
-    pub entitlement: EntitlementId,
+    /// One entitlement, or several together.
+    pub what: Asked,
     pub duration: Option<Duration>,
     pub reason: String,
     pub ticket: Option<String>,
@@ -118,6 +124,15 @@ pub struct Ask {
     pub public_key: Option<String>,
     /// When the requester last completed MFA, if known.
     pub mfa_at: Option<Timestamp>,
+}
+
+/// What is asked for: one entitlement, a bundle the config names, or
+/// entitlements listed together (an ad-hoc bundle).
+#[derive(Debug, Clone)]
+pub enum Asked {
+    Entitlement(EntitlementId),
+    Bundle(String),
+    Entitlements(Vec<EntitlementId>),
 }
 
 /// What a person may ask of a request, besides approving or denying it.
@@ -458,14 +473,155 @@ impl Engine {
             })
     }
 
-    /// Creates a request; auto-approved ones start provisioning at once.
+    /// Creates a request (for a bundle, its parts, answering the first);
+    /// auto-approved ones start provisioning at once.
     pub async fn submit(
         self: &Arc<Self>,
         requester: &User,
         ask: Ask,
     ) -> Result<AccessRequest, EngineError> {
         self.check_trusted()?;
-        let entitlement = self.entitlement(&ask.entitlement)?;
+        match ask.what.clone() {
+            Asked::Entitlement(entitlement) => self.submit_one(requester, entitlement, ask).await,
+            Asked::Bundle(name) => {
+                let bundle =
+                    self.catalog
+                        .bundles
+                        .get(&name)
+                        .ok_or_else(|| EngineError::UnknownBundle {
+                            suggestion: airlock_core::text::did_you_mean(
+                                &name,
+                                self.catalog.bundles.keys().map(String::as_str),
+                            )
+                            .map(str::to_owned),
+                            name: name.clone(),
+                        })?;
+                let entitlements = bundle.entitlements.clone();
+                self.submit_bundle(requester, Some(name), entitlements, ask)
+                    .await
+            }
+            Asked::Entitlements(entitlements) => {
+                self.submit_bundle(requester, None, entitlements, ask).await
+            }
+        }
+    }
+
+    /// Creates the parts of a bundle in one write: each part decided by the
+    /// policy set on its own (its siblings among the requester's other
+    /// requests, for separation of duties), then together by the core
+    /// (`request::submit_bundle`).
+    async fn submit_bundle(
+        self: &Arc<Self>,
+        requester: &User,
+        name: Option<String>,
+        entitlements: Vec<EntitlementId>,
+        ask: Ask,
+    ) -> Result<AccessRequest, EngineError> {
+        let entitlements = entitlements
+            .iter()
+            .map(|e| self.entitlement(e).cloned())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mfa_at = ask.mfa_at;
+        let refs: Vec<&airlock_core::catalog::Entitlement> = entitlements.iter().collect();
+        let new = NewRequest {
+            id: new_request_id(),
+            duration: ask.duration,
+            reason: ask.reason,
+            ticket: ask.ticket,
+            start_at: ask.start_at,
+            break_glass: ask.break_glass,
+            public_key: ask.public_key,
+        };
+        let new = NewRequest {
+            duration: request::bundle::shared_duration(&new, &refs),
+            ..new
+        };
+        let mut reviewed = Vec::with_capacity(entitlements.len());
+        for entitlement in &entitlements {
+            self.check_mfa(requester, entitlement, &new, mfa_at)?;
+            reviewed.push(
+                self.eligibility_decision(&requester.id, &entitlement.id)
+                    .await?,
+            );
+        }
+        let ids: Vec<RequestId> = entitlements.iter().map(|_| new_request_id()).collect();
+        let clock = Arc::clone(&self.clock);
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let policies = Arc::clone(&self.policies);
+        let routing = Arc::clone(&self.routing);
+        let user = requester.clone();
+        let part_ids = ids.clone();
+        let transitions = self
+            .store
+            .create_requests(
+                &ids,
+                &requester.id,
+                Box::new(move |open| {
+                    let now = clock.now();
+                    let set = policies.current();
+                    let parts = entitlements
+                        .iter()
+                        .zip(&part_ids)
+                        .zip(&reviewed)
+                        .map(|((entitlement, id), reviewed)| {
+                            let others = open
+                                .keys()
+                                .chain(entitlements.iter().map(|e| &e.id))
+                                .filter(|e| **e != entitlement.id)
+                                .cloned()
+                                .collect();
+                            let facts = policies.new_request_facts(
+                                &user,
+                                entitlement,
+                                &new,
+                                others,
+                                mfa_at,
+                                now,
+                            );
+                            request::BundlePart {
+                                id: id.clone(),
+                                entitlement,
+                                open_request: open.get(&entitlement.id),
+                                verdict: airlock_core::access_review::overrule(
+                                    policy::verdict(&set, &facts),
+                                    reviewed.as_ref(),
+                                ),
+                            }
+                        })
+                        .collect();
+                    request::submit_bundle(new.clone(), name.clone(), parts, &user, &lifecycle, now)
+                        .map(|ts| {
+                            ts.into_iter()
+                                .map(|t| with_notifications(t, &routing))
+                                .collect()
+                        })
+                }),
+            )
+            .await?;
+        for t in &transitions {
+            info!(request = %t.request.id, user = %requester.id, entitlement = %t.request.entitlement,
+                  state = t.request.state.as_str(), "bundle part submitted");
+            self.after_commit(t);
+        }
+        transitions
+            .into_iter()
+            .next()
+            .map(|t| t.request)
+            .ok_or_else(|| {
+                EngineError::Store(StoreError::Corrupt(
+                    "a bundle was made of no part".to_owned(),
+                ))
+            })
+    }
+
+    /// Creates a request for one entitlement.
+    async fn submit_one(
+        self: &Arc<Self>,
+        requester: &User,
+        entitlement_id: EntitlementId,
+        ask: Ask,
+    ) -> Result<AccessRequest, EngineError> {
+        let entitlement = self.entitlement(&entitlement_id)?;
         let mfa_at = ask.mfa_at;
         let new = NewRequest {
             id: new_request_id(),
@@ -480,7 +636,7 @@ impl Engine {
         // An access review that removed this eligibility refuses the ask;
         // a later one that confirms it lifts that.
         let reviewed = self
-            .eligibility_decision(&requester.id, &ask.entitlement)
+            .eligibility_decision(&requester.id, &entitlement_id)
             .await?;
         let clock = Arc::clone(&self.clock);
         let lifecycle = Arc::clone(&self.lifecycle);
@@ -522,7 +678,7 @@ impl Engine {
                 }),
             )
             .await?;
-        info!(request = %transition.request.id, user = %requester.id, entitlement = %ask.entitlement,
+        info!(request = %transition.request.id, user = %requester.id, entitlement = %entitlement_id,
               state = transition.request.state.as_str(), "request submitted");
         self.after_commit(&transition);
         Ok(transition.request)
@@ -581,9 +737,9 @@ impl Engine {
                 comment,
             },
         };
-        let transition = self.apply(id, command).await?;
-        self.after_commit(&transition);
-        Ok(transition.request)
+        let applied = self.apply(id, command).await?;
+        self.after_commit_all(&applied);
+        Ok(applied.main.request)
     }
 
     /// Asks for `extension` more on `by`'s active grant. The policy set
@@ -599,41 +755,37 @@ impl Engine {
         reason: String,
     ) -> Result<AccessRequest, EngineError> {
         self.check_trusted()?;
-        let clock = Arc::clone(&self.clock);
-        let lifecycle = Arc::clone(&self.lifecycle);
-        let routing = Arc::clone(&self.routing);
         let engine = Arc::clone(self);
         let by = by.clone();
-        let transition = self
-            .store
-            .update_request(
+        // Each part's extension is the policy set's to decide for that part.
+        let applied = self
+            .apply_each(
                 id,
                 Box::new(move |current| {
                     let policies = &engine.policies;
-                    let facts = policies.stored_request_facts(&by, &current);
+                    let facts = policies.stored_request_facts(&by, current);
                     let verdict = policy::extension_verdict(&policies.current(), &facts, extension);
                     // An entitlement gone from the config has no time to give.
                     let max_duration = engine
                         .catalog
                         .entitlement(&current.entitlement)
                         .map_or(Duration::ZERO, |e| e.max_duration_for(current.break_glass));
-                    let command = Command::Extend {
+                    Command::Extend {
                         by: by.clone(),
                         extension,
                         reason: reason.clone(),
                         verdict,
                         max_duration,
-                    };
-                    request::apply(current, command, &lifecycle, clock.now())
-                        .map(|t| with_notifications(t, &routing))
+                    }
                 }),
             )
             .await?;
+        let transition = &applied.main;
         info!(request = %id, extension_seconds = extension.as_secs(),
               state = transition.request.extension.as_ref().map_or("", |e| e.state.as_str()),
               "extension asked for");
-        self.after_commit(&transition);
-        Ok(transition.request)
+        self.after_commit_all(&applied);
+        Ok(applied.main.request)
     }
 
     /// At start, where this process alone makes connector attempts
@@ -658,12 +810,13 @@ impl Engine {
             .await?;
         let mut settled = 0;
         for request in &outstanding {
-            let t = self.apply(&request.id, Command::Restarted).await?;
+            let applied = self.apply(&request.id, Command::Restarted).await?;
+            let t = &applied.main;
             if !t.events.is_empty() || !t.effects.is_empty() {
                 warn!(request = %request.id, "a connector attempt was in flight when the server stopped; settled now");
                 settled += 1;
             }
-            self.after_commit(&t);
+            self.after_commit_all(&applied);
         }
         Ok(settled)
     }
@@ -792,18 +945,16 @@ impl Engine {
         if matches!(decision, ApproverDecision::Approve { .. }) {
             self.check_trusted()?;
         }
-        let clock = Arc::clone(&self.clock);
-        let lifecycle = Arc::clone(&self.lifecycle);
-        let engine = Arc::clone(self);
-        let routing = Arc::clone(&self.routing);
         let approver = approver.clone();
         // The requester's groups now, provisioned ones included (read before
         // the write: a membership change committed meanwhile re-decides the
         // request after it).
         let requester = self.known_user_now(&self.get(id).await?.requester).await?;
-        let transition = self
-            .store
-            .update_request(
+        let engine = Arc::clone(self);
+        // Each part's decision is the policy set's for that part: an
+        // approver must be permitted on every part of a bundle.
+        let applied = self
+            .apply_each(
                 id,
                 Box::new(move |current| {
                     let policies = &engine.policies;
@@ -812,14 +963,14 @@ impl Engine {
                     } else {
                         engine.known_user(&current.requester)
                     };
-                    let facts = policies.stored_request_facts(&requester, &current);
+                    let facts = policies.stored_request_facts(&requester, current);
                     let permission = policy::approver_verdict(
                         &policies.current(),
                         &policies.user_facts(&approver),
                         &facts,
                     );
                     let approver = approver.clone();
-                    let command = match decision.clone() {
+                    match decision.clone() {
                         ApproverDecision::Approve { comment } => Command::Approve {
                             approver,
                             comment,
@@ -830,32 +981,61 @@ impl Engine {
                             reason,
                             permission,
                         },
-                    };
-                    request::apply(current, command, &lifecycle, clock.now())
-                        .map(|t| with_notifications(t, &routing))
+                    }
                 }),
             )
             .await?;
-        self.after_commit(&transition);
-        Ok(transition.request)
+        self.after_commit_all(&applied);
+        Ok(applied.main.request)
     }
 
-    async fn apply(&self, id: &RequestId, command: Command) -> Result<Transition, EngineError> {
+    /// Applies `command` to request `id`, and to the other parts of its
+    /// bundle as `request::apply_bundle` decides, in one write.
+    async fn apply(&self, id: &RequestId, command: Command) -> Result<Applied, EngineError> {
+        self.apply_each(id, Box::new(move |_| command.clone()))
+            .await
+    }
+
+    /// Like [`Engine::apply`], with the command built for each part it
+    /// applies to (its decision read while the part is held).
+    async fn apply_each(
+        &self,
+        id: &RequestId,
+        command: Box<dyn Fn(&AccessRequest) -> Command + Send + Sync>,
+    ) -> Result<Applied, EngineError> {
         let clock = Arc::clone(&self.clock);
         let lifecycle = Arc::clone(&self.lifecycle);
         let routing = Arc::clone(&self.routing);
-        // `now` is read while the row is held, so committed changes carry
+        let addressed = id.clone();
+        // `now` is read while the rows are held, so committed changes carry
         // non-decreasing times.
-        Ok(self
+        let transitions = self
             .store
-            .update_request(
+            .update_bundle(
                 id,
-                Box::new(move |current| {
-                    request::apply(current, command.clone(), &lifecycle, clock.now())
-                        .map(|t| with_notifications(t, &routing))
+                Box::new(move |parts| {
+                    request::apply_bundle(parts, &addressed, &*command, &lifecycle, clock.now())
+                        .map(|ts| {
+                            ts.into_iter()
+                                .map(|t| with_notifications(t, &routing))
+                                .collect()
+                        })
                 }),
             )
-            .await?)
+            .await?;
+        Applied::of(transitions, id)
+    }
+
+    /// [`Engine::after_commit`] for every part a command changed.
+    fn after_commit_all(self: &Arc<Self>, applied: &Applied) {
+        self.after_commit(&applied.main);
+        for t in &applied.others {
+            if t.request.state.is_terminal() && !t.events.is_empty() {
+                info!(request = %t.request.id, state = t.request.state.as_str(),
+                      "a bundle's part ended with another");
+            }
+            self.after_commit(t);
+        }
     }
 
     /// Starts the connector calls a committed transition asked for, and tells
@@ -934,7 +1114,8 @@ impl Engine {
             }
         };
         match self.apply(&request.id, command).await {
-            Ok(transition) => {
+            Ok(applied) => {
+                let transition = &applied.main;
                 // Hand out a credential only for the attempt that counted
                 // (an extension's re-grant may issue a new one: a temporary
                 // login's password is set again with its expiry).
@@ -952,7 +1133,7 @@ impl Engine {
                 {
                     self.hold_credential(&transition.request, credential);
                 }
-                self.after_commit(&transition);
+                self.after_commit_all(&applied);
             }
             // The claim's lease runs out and the scheduler retries the call.
             Err(e) => error!(error = %e, "could not record the connector result"),
@@ -1044,11 +1225,12 @@ impl Engine {
         let mut changed = 0;
         while let Some(joined) = ticks.join_next().await {
             match joined {
-                Ok((_, Ok(t))) => {
+                Ok((_, Ok(applied))) => {
+                    let t = &applied.main;
                     if !t.events.is_empty() || !t.effects.is_empty() {
                         changed += 1;
                     }
-                    self.after_commit(&t);
+                    self.after_commit_all(&applied);
                 }
                 Ok((id, Err(e))) => error!(request = %id, error = %e, "scheduled work failed"),
                 Err(e) => error!(error = %e, "scheduled work panicked"),
@@ -1069,6 +1251,26 @@ impl Engine {
             .get_request(id)
             .await?
             .ok_or_else(|| EngineError::NotFound(id.clone()))
+    }
+
+    /// Every part of `request`'s bundle as stored, in the bundle's order
+    /// (`request` alone when it is no part of one).
+    pub async fn bundle_parts(
+        &self,
+        request: &AccessRequest,
+    ) -> Result<Vec<AccessRequest>, EngineError> {
+        let Some(bundle) = &request.bundle else {
+            return Ok(vec![request.clone()]);
+        };
+        let mut parts = Vec::with_capacity(bundle.parts.len());
+        for id in &bundle.parts {
+            if *id == request.id {
+                parts.push(request.clone());
+            } else if let Some(part) = self.store.get_request(id).await? {
+                parts.push(part);
+            }
+        }
+        Ok(parts)
     }
 
     pub async fn list(&self, filter: &RequestFilter) -> Result<Vec<AccessRequest>, EngineError> {
@@ -1134,6 +1336,26 @@ impl Engine {
                 Err(_) => warn!(connector = %name, "connector health check timed out"),
             }
         }
+    }
+}
+
+/// What a command committed: the transition of the request it was given
+/// to, and those of the other parts of its bundle.
+struct Applied {
+    main: Transition,
+    others: Vec<Transition>,
+}
+
+impl Applied {
+    fn of(transitions: Vec<Transition>, id: &RequestId) -> Result<Applied, EngineError> {
+        let (main, others): (Vec<Transition>, Vec<Transition>) =
+            transitions.into_iter().partition(|t| t.request.id == *id);
+        let main = main.into_iter().next().ok_or_else(|| {
+            EngineError::Store(StoreError::Corrupt(format!(
+                "a change of `{id}` decided nothing for it"
+            )))
+        })?;
+        Ok(Applied { main, others })
     }
 }
 

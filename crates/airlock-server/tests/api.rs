@@ -523,6 +523,8 @@ fn ask(entitlement: &str, reason: &str) -> CreateRequest {
         start_at: None,
         break_glass: false,
         public_key: None,
+        bundle: None,
+        entitlements: Vec::new(),
     }
 }
 

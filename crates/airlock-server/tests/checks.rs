@@ -85,6 +85,8 @@ fn ask() -> CreateRequest {
         start_at: None,
         break_glass: false,
         public_key: None,
+        bundle: None,
+        entitlements: Vec::new(),
     }
 }
 

@@ -1459,3 +1459,69 @@ fn access_review_tables_are_read_and_checked() {
         "{err}"
     );
 }
+
+/// `GOOD` with a bundle of two entitlements.
+const BUNDLES: &str = r#"
+[bundles.incident-kit]
+description = "what an incident needs"
+entitlements = ["db-prod", "logs"]
+"#;
+
+#[test]
+fn bundle_tables_are_read_and_checked() {
+    let base = format!("{GOOD}{BUNDLES}");
+    let settings = parse(&base).unwrap();
+    let b = &settings.catalog.bundles["incident-kit"];
+    assert_eq!(b.description, "what an incident needs");
+    assert_eq!(
+        b.entitlements
+            .iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>(),
+        ["db-prod", "logs"]
+    );
+    let cases = [
+        case(
+            "entitlements",
+            "entitlements = [\"db-prod\", \"log\"]",
+            "bundles.incident-kit.entitlements",
+            "no entitlement `log`; did you mean `logs`?",
+        ),
+        case(
+            "entitlements",
+            "entitlements = [\"db-prod\", \"db-prod\"]",
+            "bundles.incident-kit.entitlements",
+            "`db-prod` is listed twice",
+        ),
+        case(
+            "entitlements",
+            "entitlements = [\"db-prod\"]",
+            "bundles.incident-kit.entitlements",
+            "at least two entitlements",
+        ),
+        case(
+            "entitlements",
+            "entitlements = [\"db prod\", \"logs\"]",
+            "bundles.incident-kit.entitlements",
+            "`db prod`",
+        ),
+        case(
+            "description",
+            "descripton = \"typo\"",
+            "descripton",
+            "unknown field",
+        ),
+        Case {
+            from: "[bundles.incident-kit]",
+            to: "[bundles.logs]",
+            line_offset: 0,
+            field: "bundles.logs",
+            message: "an entitlement has this name too",
+        },
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| check_in(&base, c).err())
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+}

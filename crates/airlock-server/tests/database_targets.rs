@@ -80,6 +80,8 @@ async fn request_and_collect(client: &Client) -> (String, airlock_server::api::C
         start_at: None,
         break_glass: false,
         public_key: None,
+        bundle: None,
+        entitlements: Vec::new(),
     };
     let created = client.create_request(&body).await.unwrap();
     until(Duration::from_secs(20), "the grant", || async {
@@ -277,6 +279,8 @@ async fn postgres_extension_moves_valid_until() {
         start_at: None,
         break_glass: false,
         public_key: None,
+        bundle: None,
+        entitlements: Vec::new(),
     };
     let id = client.create_request(&body).await.unwrap().id;
     until(Duration::from_secs(20), "the grant", || async {
@@ -385,6 +389,8 @@ async fn postgres_sessions_during_a_grant_are_on_its_timeline() {
             start_at: None,
             break_glass: false,
             public_key: None,
+            bundle: None,
+            entitlements: Vec::new(),
         })
         .await
         .unwrap();

@@ -122,6 +122,8 @@ async fn granted(client: &Client, entitlement: &str, minutes: u64) -> RequestVie
             start_at: None,
             break_glass: false,
             public_key: None,
+            bundle: None,
+            entitlements: Vec::new(),
         })
         .await
         .unwrap();

@@ -97,6 +97,8 @@ fn ask(entitlement: &str) -> CreateRequest {
         start_at: None,
         break_glass: false,
         public_key: None,
+        bundle: None,
+        entitlements: Vec::new(),
     }
 }
 

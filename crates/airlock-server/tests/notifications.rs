@@ -330,6 +330,8 @@ impl Harness {
                 start_at: None,
                 break_glass,
                 public_key: None,
+                bundle: None,
+                entitlements: Vec::new(),
             })
             .await
             .unwrap()
@@ -707,6 +709,8 @@ async fn a_break_glass_use_is_announced_reviewed_and_chased_across_a_restart() {
                 start_at: None,
                 break_glass: true,
                 public_key: None,
+                bundle: None,
+                entitlements: Vec::new(),
             })
             .await
             .unwrap()

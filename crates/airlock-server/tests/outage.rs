@@ -282,6 +282,8 @@ async fn revocations_outlast_a_ten_hour_outage_and_land_within_a_backoff_cap_of_
                     start_at: None,
                     break_glass: false,
                     public_key: None,
+                    bundle: None,
+                    entitlements: Vec::new(),
                 })
                 .await
                 .unwrap();

@@ -162,6 +162,8 @@ async fn request(client: &Client, entitlement: &str, secs: u64) -> RequestView {
         start_at: None,
         break_glass: false,
         public_key: None,
+        bundle: None,
+        entitlements: Vec::new(),
     };
     let created = client.create_request(&body).await.unwrap();
     until(Duration::from_secs(15), "the grant", || async {

@@ -138,6 +138,8 @@ fn for_secs(secs: u64) -> CreateRequest {
         start_at: None,
         break_glass: false,
         public_key: None,
+        bundle: None,
+        entitlements: Vec::new(),
     }
 }
 

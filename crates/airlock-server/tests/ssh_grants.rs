@@ -60,6 +60,8 @@ async fn request(client: &Client, public_key: Option<String>) -> RequestView {
         start_at: None,
         break_glass: false,
         public_key,
+        bundle: None,
+        entitlements: Vec::new(),
     };
     client.create_request(&body).await.unwrap()
 }

@@ -2649,3 +2649,156 @@ async fn open_access_review_items_are_counted_per_person_and_campaign() {
     })
     .await;
 }
+
+/// Creates a bundle of `db` and `logs` for `requester` (`ids` for its parts).
+async fn create_bundle(
+    store: &SqlStore,
+    requester: &User,
+    ids: [&str; 2],
+    now: Timestamp,
+) -> Result<Vec<Transition>, StoreError> {
+    let db = entitlement(1);
+    let logs = Ent {
+        entitlement: entitlement_named("logs").entitlement,
+        approvals: 0,
+    };
+    let ids: Vec<RequestId> = ids.iter().map(|i| RequestId::parse(i).unwrap()).collect();
+    let (u, part_ids) = (requester.clone(), ids.clone());
+    store
+        .create_requests(
+            &ids,
+            &requester.id,
+            Box::new(move |open| {
+                let parts = [&db, &logs]
+                    .into_iter()
+                    .zip(&part_ids)
+                    .map(|(ent, id)| request::BundlePart {
+                        id: id.clone(),
+                        entitlement: &ent.entitlement,
+                        open_request: open.get(&ent.entitlement.id),
+                        verdict: ent.verdict(),
+                    })
+                    .collect();
+                request::submit_bundle(
+                    new_request("ignored"),
+                    Some("kit".to_owned()),
+                    parts,
+                    &u,
+                    &LifecycleSettings::default(),
+                    now,
+                )
+            }),
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_is_created_and_changed_whole_or_not_at_all() {
+    on_every_store(|store, _| async move {
+        let alice = user("alice", &["eng"], &[]);
+        let bob = user("bob", &["approvers"], &[]);
+        // An open request for one part's entitlement refuses the bundle, writing nothing.
+        create(&store, &alice, &entitlement_named("logs"), "older", at(0))
+            .await
+            .unwrap();
+        let events = audit_count(&store).await;
+        let refused = create_bundle(&store, &alice, ["b1", "b2"], at(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::Rejected(Rejection::Conflict(m)) if m.contains("`older`")),
+            "{refused:?}"
+        );
+        for id in ["b1", "b2"] {
+            assert_eq!(
+                store.get_request(&RequestId::parse(id).unwrap()).await.unwrap(),
+                None
+            );
+        }
+        assert_eq!(audit_count(&store).await, events);
+        apply(&store, "older", Command::Release { by: alice.clone() }, at(2))
+            .await
+            .unwrap();
+        // Created together: both parts, each naming the bundle, and the
+        // open request of each found by a check.
+        let made = create_bundle(&store, &alice, ["b1", "b2"], at(3))
+            .await
+            .unwrap();
+        assert_eq!(made.len(), 2);
+        for t in &made {
+            let stored = store.get_request(&t.request.id).await.unwrap().unwrap();
+            assert_eq!(stored, t.request);
+            let bundle = stored.bundle.unwrap();
+            assert_eq!(bundle.name.as_deref(), Some("kit"));
+            assert_eq!(
+                bundle.parts.iter().map(RequestId::as_str).collect::<Vec<_>>(),
+                ["b1", "b2"]
+            );
+            let open = store
+                .open_request(&alice.id, &t.request.entitlement)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(open.id, t.request.id);
+        }
+        // A change through one part reads, decides and writes every part.
+        let changed = store
+            .update_bundle(
+                &RequestId::parse("b2").unwrap(),
+                Box::new(move |parts| {
+                    assert_eq!(parts.len(), 2);
+                    request::apply_bundle(
+                        parts,
+                        &RequestId::parse("b2").unwrap(),
+                        &|_| Command::Approve {
+                            approver: bob.clone(),
+                            comment: None,
+                            permission: permitted(),
+                        },
+                        &LifecycleSettings::default(),
+                        at(4),
+                    )
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed.len(), 2);
+        for t in &changed {
+            let stored = store.get_request(&t.request.id).await.unwrap().unwrap();
+            assert_eq!(stored.state, State::Approved);
+            assert_eq!(stored, t.request);
+        }
+        // A refusal by one part writes nothing for either.
+        let before = audit_count(&store).await;
+        let err = store
+            .update_bundle(
+                &RequestId::parse("b1").unwrap(),
+                Box::new(|parts| {
+                    request::apply_bundle(
+                        parts,
+                        &RequestId::parse("b1").unwrap(),
+                        &|p| Command::Release {
+                            by: if p.id.as_str() == "b2" {
+                                user("mallory", &[], &[])
+                            } else {
+                                user("alice", &["eng"], &[])
+                            },
+                        },
+                        &LifecycleSettings::default(),
+                        at(5),
+                    )
+                }),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Rejected(Rejection::Forbidden(_))), "{err:?}");
+        assert_eq!(audit_count(&store).await, before);
+        for t in &changed {
+            let stored = store.get_request(&t.request.id).await.unwrap().unwrap();
+            assert_eq!(stored.state, State::Approved);
+        }
+        let report = store.verify_audit().await.unwrap();
+        assert_eq!(report.first_break, None);
+    })
+    .await;
+}

@@ -22,6 +22,7 @@
 //!   and why.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use super::{
     check_new, create, invalid, step, AccessRequest, Command, JobAction, LifecycleSettings,
@@ -98,12 +99,8 @@ pub fn submit_bundle(
             ));
         }
     }
-    let duration = new.duration.or_else(|| {
-        parts
-            .iter()
-            .map(|p| new.effective_duration(p.entitlement))
-            .min()
-    });
+    let entitlements: Vec<&Entitlement> = parts.iter().map(|p| p.entitlement).collect();
+    let duration = shared_duration(&new, &entitlements);
     let mut checked = Vec::with_capacity(parts.len());
     for part in &parts {
         let ask = NewRequest {
@@ -150,6 +147,13 @@ pub fn submit_bundle(
         );
     }
     Ok(transitions)
+}
+
+/// How long every part of a bundle lasts: what was asked for, else the
+/// shortest of the parts' defaults, so that they start and end together.
+pub fn shared_duration(new: &NewRequest, entitlements: &[&Entitlement]) -> Option<Duration> {
+    new.duration
+        .or_else(|| entitlements.iter().map(|e| new.effective_duration(e)).min())
 }
 
 /// The verdict each part is decided by, from the policy set's verdict on

@@ -6,6 +6,7 @@
 
 mod access_reviews;
 mod audit;
+mod bundles;
 mod connectors;
 mod elevation;
 mod entitlements;
@@ -241,6 +242,8 @@ struct RawConfig {
     notifications: notifications::RawNotifications,
     #[serde(default)]
     access_reviews: BTreeMap<String, Spanned<access_reviews::RawTemplate>>,
+    #[serde(default)]
+    bundles: BTreeMap<String, Spanned<bundles::RawBundle>>,
 }
 
 impl Settings {
@@ -299,6 +302,7 @@ impl Settings {
             },
         )?;
         catalog.entitlements = entitlements.catalog;
+        catalog.bundles = bundles::bundles_table(&src, &raw.bundles, &catalog.entitlements)?;
         let notifications = notifications::notifications_table(
             &src,
             &raw.notifications,

@@ -92,12 +92,13 @@ impl Engine {
                 (Consequence::Redecide { .. }, None) => continue,
             };
             match self.apply(&request.id, command).await {
-                Ok(t) => {
+                Ok(applied) => {
+                    let t = &applied.main;
                     if t.request.state.is_terminal() {
                         info!(request = %t.request.id, user = %user, state = t.request.state.as_str(),
                               "directory change ended a request");
                     }
-                    self.after_commit(&t);
+                    self.after_commit_all(&applied);
                 }
                 Err(e) => {
                     error!(request = %request.id, user = %user, error = %e,

@@ -104,6 +104,7 @@ impl From<EngineError> for ApiError {
             e @ EngineError::UnknownEntitlement { .. } => {
                 ApiError::invalid("entitlement", e.to_string())
             }
+            e @ EngineError::UnknownBundle { .. } => ApiError::invalid("bundle", e.to_string()),
             EngineError::Policy(e) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_policies",

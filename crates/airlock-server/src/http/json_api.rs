@@ -28,7 +28,7 @@ use crate::api::{
     WhoAmI, NEXT_CURSOR_HEADER,
 };
 use crate::config::parse_duration;
-use crate::engine::{ApproverDecision, Ask, EngineError, PolicyChange, UserCommand};
+use crate::engine::{ApproverDecision, Ask, Asked, EngineError, PolicyChange, UserCommand};
 use crate::policy::{self, Reloaded};
 use crate::store::{AuditFilter, PageKey, RequestFilter, StoreError};
 
@@ -104,6 +104,16 @@ fn request_id(raw: &str) -> ApiResult<RequestId> {
 
 pub(super) fn view(state: &AppState, r: &AccessRequest) -> RequestView {
     RequestView::new(r, state.engine.now(), state.engine.overdue_after())
+}
+
+/// The view of one request, with its bundle's parts when it is a part of one.
+pub(super) async fn full_view(state: &AppState, r: &AccessRequest) -> ApiResult<RequestView> {
+    let v = view(state, r);
+    if r.bundle.is_none() {
+        return Ok(v);
+    }
+    let parts = state.engine.bundle_parts(r).await?;
+    Ok(v.with_bundle(r, &parts))
 }
 
 async fn metrics(
@@ -256,7 +266,10 @@ async fn create_request(
     ApiJson(body): ApiJson<CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
     let request = submit(&state, &user, mfa_at, body).await?;
-    Ok((StatusCode::CREATED, Json(view(&state, &request))))
+    Ok((
+        StatusCode::CREATED,
+        Json(full_view(&state, &request).await?),
+    ))
 }
 
 /// Parses and submits a new request; one the policy set denies is
@@ -267,8 +280,35 @@ pub(super) async fn submit(
     mfa_at: Option<airlock_core::Timestamp>,
     body: CreateRequest,
 ) -> ApiResult<AccessRequest> {
-    let entitlement = EntitlementId::parse(&body.entitlement)
-        .map_err(|e| ApiError::invalid("entitlement", format!("`{}` {e}", body.entitlement)))?;
+    let parse = |raw: &str, field: &'static str| {
+        EntitlementId::parse(raw).map_err(|e| ApiError::invalid(field, format!("`{raw}` {e}")))
+    };
+    let what = match (
+        body.entitlement.as_str(),
+        body.bundle,
+        body.entitlements.is_empty(),
+    ) {
+        (raw, None, true) if !raw.is_empty() => Asked::Entitlement(parse(raw, "entitlement")?),
+        ("", Some(name), true) => Asked::Bundle(name),
+        ("", None, false) => Asked::Entitlements(
+            body.entitlements
+                .iter()
+                .map(|raw| parse(raw, "entitlements"))
+                .collect::<ApiResult<Vec<_>>>()?,
+        ),
+        ("", None, true) => {
+            return Err(ApiError::invalid(
+                "entitlement",
+                "is required: give `entitlement`, `bundle` or `entitlements`",
+            ))
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "bundle",
+                "give only one of `entitlement`, `bundle` and `entitlements`",
+            ))
+        }
+    };
     let duration = body
         .duration
         .as_ref()
@@ -280,7 +320,7 @@ pub(super) async fn submit(
         .map(|s| parse_time(s).map_err(|e| ApiError::invalid("start_at", e)))
         .transpose()?;
     let ask = Ask {
-        entitlement,
+        what,
         duration,
         reason: body.reason,
         ticket: body.ticket,
@@ -431,7 +471,7 @@ async fn show_request(
     if !request.visible_to(&user) {
         return Err(ApiError::not_found(id.as_str()));
     }
-    Ok(Json(view(&state, &request)))
+    Ok(Json(full_view(&state, &request).await?))
 }
 
 /// A request the caller can see (others get 404, so ids of other people's
@@ -457,7 +497,7 @@ async fn command(
     command: UserCommand,
 ) -> ApiResult<Json<RequestView>> {
     let request = act(state, user, raw_id, command).await?;
-    Ok(Json(view(state, &request)))
+    Ok(Json(full_view(state, &request).await?))
 }
 
 /// Runs a command on a request the caller can see (the web UI's forms too).
@@ -479,7 +519,7 @@ async fn decide(
     decision: ApproverDecision,
 ) -> ApiResult<Json<RequestView>> {
     let request = decide_request(state, user, raw_id, decision).await?;
-    Ok(Json(view(state, &request)))
+    Ok(Json(full_view(state, &request).await?))
 }
 
 /// Approves or denies a request the caller can see (the web UI's inbox too).
@@ -568,7 +608,7 @@ async fn extend(
     ApiJson(body): ApiJson<ExtendBody>,
 ) -> ApiResult<Json<RequestView>> {
     let request = extend_grant(&state, &user, &id, body).await?;
-    Ok(Json(view(&state, &request)))
+    Ok(Json(full_view(&state, &request).await?))
 }
 
 /// Asks for more time on a grant the caller can see; an extension the

@@ -448,6 +448,8 @@ async fn submit_request(
         start_at: optional(&form.start_at),
         break_glass: form.break_glass,
         public_key: None,
+        bundle: None,
+        entitlements: Vec::new(),
     };
     let mfa_at = session.mfa_at.or(mfa_at);
     match submit(&state, &session.user, mfa_at, body).await {
