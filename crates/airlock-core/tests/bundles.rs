@@ -250,34 +250,72 @@ fn every_part_needs_the_union_of_the_tiers_each_seat_a_different_person() {
     }
 }
 
+/// The policy set's answer for `who` deciding a part: permitted on the
+/// entitlements `on` only.
+fn permitted_on(on: &'static [&'static str]) -> impl Fn(&AccessRequest) -> ApproverVerdict {
+    move |p| ApproverVerdict {
+        outcome: if on.contains(&p.entitlement.as_str()) {
+            Ok(vec!["approvers".to_owned()])
+        } else {
+            Err(format!("forbidden on `{}`", p.entitlement))
+        },
+        policy_version: "v1".to_owned(),
+    }
+}
+
 #[test]
-fn an_approver_refused_by_the_policies_on_one_part_is_refused_naming_it() {
+fn an_approver_decides_the_bundle_when_the_policies_let_them_decide_a_part() {
     let (db, ssh) = (entitlement("db", 4, 60), entitlement("ssh", 4, 60));
-    let parts =
-        requests(&submit(ask(None), &[&db, &ssh], vec![needs("dba"), auto()], None).unwrap());
+    let parts = requests(
+        &submit(
+            ask(None),
+            &[&db, &ssh],
+            vec![needs("dba"), needs("security")],
+            None,
+        )
+        .unwrap(),
+    );
+    // Permitted on no part: refused, naming the part.
+    let nowhere = permitted_on(&[]);
     let refused = act(&parts, 0, 5, &|p: &AccessRequest| Command::Approve {
         approver: user("alice", &["dba"]),
         comment: None,
-        permission: ApproverVerdict {
-            outcome: if p.entitlement.as_str() == "ssh" {
-                Err("forbidden by `not-ssh`".to_owned())
-            } else {
-                Ok(vec!["approvers".to_owned()])
-            },
-            policy_version: "v1".to_owned(),
-        },
+        permission: nowhere(p),
     })
     .unwrap_err();
     let Rejection::Forbidden(message) = refused else {
         panic!("{refused:?}")
     };
     assert!(
-        message.contains("part-1") && message.contains("(ssh)"),
+        message.contains("part-0") && message.contains("(db)"),
         "{message}"
     );
-    // A denial of one denies the bundle.
-    let denied = act(&parts, 1, 6, &|_| Command::Deny {
+    // Permitted on `db` only (its policies name the dba approvers): the
+    // approval counts on both parts, for the tier the groups fit.
+    let on_db = permitted_on(&["db"]);
+    let once = act(&parts, 1, 6, &|p: &AccessRequest| Command::Approve {
         approver: user("alice", &["dba"]),
+        comment: None,
+        permission: on_db(p),
+    })
+    .unwrap();
+    assert_eq!(states(&once), vec![State::Pending, State::Pending]);
+    let parts = requests(&once);
+    assert!(parts.iter().all(|p| p.approvals.len() == 1));
+    // Someone whose groups fit no remaining tier fills no seat.
+    let dba_again = act(&parts, 0, 7, &|p: &AccessRequest| Command::Approve {
+        approver: user("bob", &["dba"]),
+        comment: None,
+        permission: on_db(p),
+    })
+    .unwrap_err();
+    assert!(
+        matches!(dba_again, Rejection::Conflict(ref m) if m.contains("already met")),
+        "{dba_again:?}"
+    );
+    // A denial of one denies the bundle.
+    let denied = act(&parts, 1, 8, &|_| Command::Deny {
+        approver: user("sam", &["security"]),
         reason: "not now".to_owned(),
         permission: permitted(),
     })

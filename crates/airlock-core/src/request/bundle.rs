@@ -16,7 +16,9 @@
 //! - [`apply_bundle`] applies a command to a part and its siblings in one
 //!   decision: what a person decides or asks (approve, deny, cancel,
 //!   release, revoke, extend) applies to every part still open, refused
-//!   whole when one part refuses it; a tick applies every part's
+//!   whole when one part refuses it (an approver may decide the bundle
+//!   when the policies let them decide one of its parts: the seats they
+//!   fill are their groups' to decide); a tick applies every part's
 //!   deadlines; and once one part has ended (failed, timed out, expired,
 //!   denied again), every part still open ends with it, naming the part
 //!   and why.
@@ -288,29 +290,29 @@ pub fn apply_bundle(
     let together = !alone && !first.state.is_terminal() && for_every_part(&first_command);
     let tick = !alone && matches!(first_command, Command::Tick);
     let several = parts.len() > 1;
-    for (i, (part, out)) in parts.iter_mut().enumerate() {
-        let applies = if i == target {
-            true
-        } else if tick {
-            true
-        } else if together {
-            let deciding = matches!(
-                first_command,
-                Command::Approve { .. } | Command::Deny { .. }
-            );
-            !part.state.is_terminal()
-                && (!deciding || part.extension_awaiting_approval().is_some() == extension)
-        } else {
-            false
-        };
-        if !applies {
-            continue;
-        }
-        let cmd = if i == target {
-            first_command.clone()
-        } else {
-            command(part)
-        };
+    let deciding = matches!(
+        first_command,
+        Command::Approve { .. } | Command::Deny { .. }
+    );
+    // The command for each part it applies to, in order.
+    let mut commands: Vec<Option<Command>> = Vec::with_capacity(parts.len());
+    for (i, (part, _)) in parts.iter().enumerate() {
+        let applies = i == target
+            || tick
+            || (together
+                && !part.state.is_terminal()
+                && (!deciding || part.extension_awaiting_approval().is_some() == extension));
+        commands.push(match (applies, i == target) {
+            (false, _) => None,
+            (true, true) => Some(first_command.clone()),
+            (true, false) => Some(command(part)),
+        });
+    }
+    if together && deciding {
+        share_permission(&mut commands);
+    }
+    for ((part, out), cmd) in parts.iter_mut().zip(commands) {
+        let Some(cmd) = cmd else { continue };
         step(part, &cmd, settings, now, out).map_err(|e| {
             if several && together {
                 part_refused(e, part)
@@ -326,6 +328,33 @@ pub fn apply_bundle(
         .into_iter()
         .map(|(request, out)| out.finish(request))
         .collect())
+}
+
+/// An approver decides a bundle when the policy set lets them decide one
+/// of its parts: each part needs the union of the parts' tiers, and the
+/// policies of one part commonly name only its own approvers (the
+/// entitlement shorthand's `approvers`), so requiring a permit on every
+/// part would leave a bundle of entitlements with different approvers to
+/// nobody. Which seats an approval fills is still decided by the
+/// approver's groups, tier by tier. The parts whose policies did not
+/// permit them record the permit of the first part that did.
+fn share_permission(commands: &mut [Option<Command>]) {
+    let permit = commands.iter().flatten().find_map(|c| match c {
+        Command::Approve { permission, .. } | Command::Deny { permission, .. }
+            if permission.outcome.is_ok() =>
+        {
+            Some(permission.clone())
+        }
+        _ => None,
+    });
+    let Some(permit) = permit else { return };
+    for c in commands.iter_mut().flatten() {
+        if let Command::Approve { permission, .. } | Command::Deny { permission, .. } = c {
+            if permission.outcome.is_err() {
+                *permission = permit.clone();
+            }
+        }
+    }
 }
 
 /// A part's refusal of a command for the bundle, naming the part.
