@@ -682,6 +682,21 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
         assert_eq!(code, 201);
         assert_fits(&doc, "RequestView", &created);
         let id = created["id"].as_str().unwrap().to_owned();
+        // A bundle's answer lists its parts as the document says.
+        let (code, bundle) = h
+            .raw(
+                "POST",
+                "/v1/requests",
+                Some("bob"),
+                Some(r#"{"entitlements":["logs-read","db-admin"],"bundle":null,"reason":"x"}"#),
+            )
+            .await;
+        assert_eq!(code, 201, "{bundle}");
+        assert_fits(&doc, "RequestView", &bundle);
+        assert_fits(&doc, "BundleView", &bundle["bundle"]);
+        for part in bundle["bundle"]["parts"].as_array().unwrap() {
+            assert_fits(&doc, "BundlePartView", part);
+        }
         // An optional field sent as `null` is accepted, and the document
         // says so (schemathesis found the approval comment).
         assert!(
