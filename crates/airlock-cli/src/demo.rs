@@ -148,6 +148,13 @@ review_by = ["security"]
 review_within = "24h"
 escalate_to = ["approvers"]
 
+# What an incident needs, asked for together (`airlock request incident-kit
+# --for 1h --reason … --ticket INC-…`): decided together (every part needs
+# the approvals any part needs), granted all or nothing, and ended together.
+[bundles.incident-kit]
+description = "The production database and the staging fleet, for an incident"
+entitlements = ["prod-db-admin", "staging-shell"]
+
 # Access reviews (`airlock access-review`): every quarter, starting with the
 # first start, the approvers confirm or remove each eligibility (who the
 # policies let ask for what) and each standing holder the targets list;

@@ -167,6 +167,24 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
         for (k, v) in lines {
             say!("{:<14} {}", format!("{k}:"), one_line(&v));
         }
+        if let Some(b) = &r.bundle {
+            let name = b.name.as_deref().unwrap_or("ad hoc");
+            say!("bundle:        {} ({})", one_line(name), one_line(&b.id));
+            for p in &b.parts {
+                let why = p
+                    .end_reason
+                    .as_deref()
+                    .map(|w| format!(": {w}"))
+                    .unwrap_or_default();
+                say!(
+                    "  {}  {}  {}{}",
+                    one_line(&p.id),
+                    one_line(&p.entitlement),
+                    p.state,
+                    one_line(&why)
+                );
+            }
+        }
         say!("history:");
         for (at, what) in history(r) {
             say!("  {at}  {}", one_line(&what));

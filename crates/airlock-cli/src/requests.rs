@@ -17,9 +17,16 @@ use crate::{login, output, ssh};
 
 #[derive(Subcommand)]
 pub enum RequestCmd {
-    /// Ask for an entitlement.
+    /// Ask for an entitlement, or a bundle the config names (its
+    /// entitlements together).
     Request {
-        entitlement: String,
+        /// The entitlement or bundle.
+        #[arg(required_unless_present = "entitlements")]
+        entitlement: Option<String>,
+        /// Entitlements asked for together instead (`db-prod,web-ssh`):
+        /// decided, granted and ended together.
+        #[arg(long, value_delimiter = ',', conflicts_with = "entitlement")]
+        entitlements: Vec<String>,
         /// How long, e.g. `30m`, `2h` (default: the entitlement's default).
         #[arg(long = "for")]
         duration: Option<String>,
@@ -212,6 +219,7 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
     match command {
         RequestCmd::Request {
             entitlement,
+            entitlements,
             duration,
             reason,
             ticket,
@@ -221,8 +229,10 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
             wait_timeout,
             conn,
         } => {
+            // A bundle's name is sent as the entitlement: the server knows
+            // which it names (a bundle may not share an entitlement's name).
             let body = CreateRequest {
-                entitlement,
+                entitlement: entitlement.unwrap_or_default(),
                 duration: duration.map(DurationInput::Text),
                 reason,
                 ticket,
@@ -230,7 +240,7 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
                 break_glass,
                 public_key: None,
                 bundle: None,
-                entitlements: Vec::new(),
+                entitlements,
             };
             let (client, mut request) = login::create_request(&conn, &body).await?;
             if wait {

@@ -354,6 +354,84 @@ fn request_approve_active_expire_through_the_cli() {
 }
 
 #[test]
+fn a_bundle_is_requested_approved_shown_and_released_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path());
+    let created = demo.json(
+        "alice",
+        &[
+            "request",
+            "incident-kit",
+            "--for",
+            "1h",
+            "--reason",
+            "the database is down",
+            "--ticket",
+            "INC-42",
+        ],
+    );
+    assert_eq!(created["bundle"]["name"], "incident-kit");
+    let parts = |r: &Value| -> Vec<String> {
+        r["bundle"]["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {}",
+                    p["entitlement"].as_str().unwrap(),
+                    p["state"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        parts(&created),
+        ["prod-db-admin pending", "staging-shell pending"]
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let second = created["bundle"]["parts"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // One approval (through either part) approves both.
+    demo.json("bob", &["approve", &second, "--comment", "go"]);
+    eventually(Duration::from_secs(10), "both grants", || {
+        let r = state_of(&demo, &id);
+        (parts(&r) == ["prod-db-admin active", "staging-shell active"]).then_some(())
+    });
+    let shown = demo.cli("alice", &["show", &second]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains(&format!("bundle:        incident-kit ({id})")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  {id}  prod-db-admin  active")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  {second}  staging-shell  active")),
+        "{text}"
+    );
+    // A release of one part ends both, and both grants are removed.
+    demo.json("alice", &["release", &id]);
+    eventually(Duration::from_secs(10), "both removed", || {
+        let log = demo.connector_log();
+        (log.contains(&format!(
+            "revoke user=alice entitlement=prod-db-admin request={id}"
+        )) && log.contains(&format!(
+            "revoke user=alice entitlement=staging-shell request={second}"
+        )))
+        .then_some(())
+    });
+    assert_eq!(
+        parts(&state_of(&demo, &second)),
+        ["prod-db-admin released", "staging-shell released"]
+    );
+}
+
+#[test]
 fn release_cancel_and_revoke_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start(dir.path());

@@ -288,6 +288,11 @@ pub(super) async fn submit(
         body.bundle,
         body.entitlements.is_empty(),
     ) {
+        // A bundle's name may come as the entitlement (`airlock request
+        // incident-kit`): no entitlement shares a bundle's name.
+        (raw, None, true) if state.engine.catalog().bundles.contains_key(raw) => {
+            Asked::Bundle(raw.to_owned())
+        }
         (raw, None, true) if !raw.is_empty() => Asked::Entitlement(parse(raw, "entitlement")?),
         ("", Some(name), true) => Asked::Bundle(name),
         ("", None, false) => Asked::Entitlements(
