@@ -182,6 +182,32 @@ async fn a_bundle_with_a_failing_target_rolls_back_the_postgresql_grant() {
     // The failed part's own view shows the same bundle.
     let other = alice.get_request(&deploy.id).await.unwrap();
     assert_eq!(parts(&other), ["db-role revoked", "deploy failed"]);
+    // The web UI's request page lists the parts and why each ended.
+    let session = alice
+        .create_token(&airlock_server::api::CreateTokenBody {
+            name: "ui".to_owned(),
+            expires_in: None,
+            scopes: Some(vec!["read".to_owned()]),
+            owner: None,
+        })
+        .await
+        .unwrap()
+        .secret;
+    let page = reqwest::Client::new()
+        .get(format!(
+            "http://{}/ui/requests/{}",
+            server.addr(),
+            deploy.id
+        ))
+        .header("cookie", format!("airlock_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Bundle incident-kit"), "{html}");
+    assert_eq!(html.matches("class=\"bundle-part\"").count(), 2, "{html}");
+    assert!(html.contains("deploy host unreachable"), "{html}");
     // In PostgreSQL the login no longer has the role.
     let member: bool = sqlx::query_scalar("SELECT pg_has_role($1, $2, 'MEMBER')")
         .bind(&login)

@@ -786,11 +786,17 @@ async fn show_page(
     };
     // `explain` needs the read scope and the audit log; the page stands without it.
     let explain = explain_view(state, &session.user, id).await.ok();
+    // A bundle's parts, each with where it stands.
+    let mut row = Row::new(state, &request);
+    match super::json_api::full_view(state, &request).await {
+        Ok(v) => row.v = v,
+        Err(e) => return problem_page(state, session, &e).await,
+    }
     let page = ShowPage {
         chrome: Chrome::new(state, session, "").await,
         mine: request.requester == session.user.id,
         awaits_me: request.awaits_approval_of(&session.user),
-        row: Row::new(state, &request),
+        row,
         explain,
         error,
     };
