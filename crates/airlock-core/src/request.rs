@@ -634,6 +634,21 @@ pub enum Rejection {
     Conflict(String),
 }
 
+impl Rejection {
+    /// The same refusal, its message rewritten by `f` (to say where it
+    /// came from).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Rejection {
+        match self {
+            Rejection::Invalid { field, message } => Rejection::Invalid {
+                field,
+                message: f(message),
+            },
+            Rejection::Forbidden(m) => Rejection::Forbidden(f(m)),
+            Rejection::Conflict(m) => Rejection::Conflict(f(m)),
+        }
+    }
+}
+
 fn invalid(field: &'static str, message: impl Into<String>) -> Rejection {
     Rejection::Invalid {
         field,

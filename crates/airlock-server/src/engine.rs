@@ -126,6 +126,21 @@ pub struct Ask {
     pub mfa_at: Option<Timestamp>,
 }
 
+impl Ask {
+    /// The core's input for a new request (a bundle's part brings its own id).
+    fn new_request(self) -> NewRequest {
+        NewRequest {
+            id: new_request_id(),
+            duration: self.duration,
+            reason: self.reason,
+            ticket: self.ticket,
+            start_at: self.start_at,
+            break_glass: self.break_glass,
+            public_key: self.public_key,
+        }
+    }
+}
+
 /// What is asked for: one entitlement, a bundle the config names, or
 /// entitlements listed together (an ad-hoc bundle).
 #[derive(Debug, Clone)]
@@ -523,15 +538,7 @@ impl Engine {
             .collect::<Result<Vec<_>, _>>()?;
         let mfa_at = ask.mfa_at;
         let refs: Vec<&airlock_core::catalog::Entitlement> = entitlements.iter().collect();
-        let new = NewRequest {
-            id: new_request_id(),
-            duration: ask.duration,
-            reason: ask.reason,
-            ticket: ask.ticket,
-            start_at: ask.start_at,
-            break_glass: ask.break_glass,
-            public_key: ask.public_key,
-        };
+        let new = ask.new_request();
         let new = NewRequest {
             duration: request::bundle::shared_duration(&new, &refs),
             ..new
@@ -623,15 +630,7 @@ impl Engine {
     ) -> Result<AccessRequest, EngineError> {
         let entitlement = self.entitlement(&entitlement_id)?;
         let mfa_at = ask.mfa_at;
-        let new = NewRequest {
-            id: new_request_id(),
-            duration: ask.duration,
-            reason: ask.reason,
-            ticket: ask.ticket,
-            start_at: ask.start_at,
-            break_glass: ask.break_glass,
-            public_key: ask.public_key,
-        };
+        let new = ask.new_request();
         self.check_mfa(requester, entitlement, &new, mfa_at)?;
         // An access review that removed this eligibility refuses the ask;
         // a later one that confirms it lifts that.

@@ -207,15 +207,7 @@ pub fn combine(parts: Vec<(&str, &Verdict)>) -> Vec<Verdict> {
 
 /// A part's refusal, saying which part refused.
 fn in_part(e: Rejection, entitlement: &Entitlement) -> Rejection {
-    let part = |m: String| format!("{m} (the bundle's part `{}`)", entitlement.id);
-    match e {
-        Rejection::Invalid { field, message } => Rejection::Invalid {
-            field,
-            message: part(message),
-        },
-        Rejection::Forbidden(m) => Rejection::Forbidden(part(m)),
-        Rejection::Conflict(m) => Rejection::Conflict(part(m)),
-    }
+    e.map_message(|m| format!("{m} (the bundle's part `{}`)", entitlement.id))
 }
 
 /// What the audit record keeps of a part's bundle.
@@ -359,20 +351,12 @@ fn share_permission(commands: &mut [Option<Command>]) {
 
 /// A part's refusal of a command for the bundle, naming the part.
 fn part_refused(e: Rejection, part: &AccessRequest) -> Rejection {
-    let named = |m: String| {
+    e.map_message(|m| {
         format!(
             "the bundle's part `{}` ({}): {m}",
             part.id, part.entitlement
         )
-    };
-    match e {
-        Rejection::Invalid { field, message } => Rejection::Invalid {
-            field,
-            message: named(message),
-        },
-        Rejection::Forbidden(m) => Rejection::Forbidden(named(m)),
-        Rejection::Conflict(m) => Rejection::Conflict(named(m)),
-    }
+    })
 }
 
 /// Once a part has ended, the parts still open end with it.
