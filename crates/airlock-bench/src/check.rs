@@ -149,6 +149,7 @@ async fn seed(location: &Location, args: &CheckArgs) -> anyhow::Result<()> {
         sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     });
     let store = Arc::new(SqlStore::open(location).await?);
     let seed = Arc::new(Seed {

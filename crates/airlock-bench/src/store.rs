@@ -536,6 +536,7 @@ pub(crate) async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId
             roles: BTreeSet::new(),
             kind: Default::default(),
             token: None,
+            external: None,
         };
         let requester = user.id.clone();
         let id = RequestId::from_entropy(rand::random());
@@ -668,6 +669,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     });
     let lifecycle = Arc::new(LifecycleSettings::default());
 

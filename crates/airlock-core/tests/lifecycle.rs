@@ -59,6 +59,7 @@ fn user(id: &str, groups: &[&str], admin: bool) -> User {
         },
         kind: Default::default(),
         token: None,
+        external: None,
     }
 }
 
@@ -92,6 +93,7 @@ fn catalog() -> Catalog {
         sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     };
     Catalog {
         users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),

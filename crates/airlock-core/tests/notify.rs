@@ -39,6 +39,7 @@ fn user(id: &str, groups: &[&str]) -> User {
         roles: BTreeSet::new(),
         kind: Default::default(),
         token: None,
+        external: None,
     }
 }
 
@@ -67,6 +68,7 @@ fn entitlement_waiting(waiting: airlock_core::catalog::WaitingTimes) -> Entitlem
             review_within: Duration::from_secs(24 * 3600),
             escalate_to: [GroupName::parse("leads").unwrap()].into(),
         }),
+        open_to_externals: false,
     }
 }
 
@@ -174,6 +176,7 @@ fn routing() -> Routing {
             requester: one("mail"),
             security: one("pager"),
             reviewers: None,
+            sponsor: None,
         },
         entitlements: BTreeMap::new(),
         expiry_warning: Some(Duration::from_secs(15 * 60)),
@@ -284,6 +287,7 @@ fn an_entitlement_can_route_an_audience_elsewhere_or_silence_it() {
             requester: Some(Vec::new()),
             security: None,
             reviewers: None,
+            sponsor: None,
         },
     );
     check(

@@ -71,6 +71,7 @@ fn person(id: &str, groups: &[&str], employment: &str, on_call: bool) -> UserFac
         employment: employment.to_owned(),
         on_call,
         kind: Default::default(),
+        sponsor: None,
     }
 }
 

@@ -203,7 +203,8 @@ pub struct RequestView {
     pub created_at: String,
     /// While pending: when it times out.
     pub pending_deadline: Option<String>,
-    /// Approvals needed in all (the seats of every tier).
+    /// Approvals needed in all (the seats of every tier, and for an
+    /// external requester their sponsor's).
     pub required_approvals: u32,
     /// Every group of every tier.
     pub approver_groups: Vec<String>,
@@ -245,6 +246,13 @@ pub struct RequestView {
     /// The latest extension asked for, whatever became of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension: Option<ExtensionView>,
+    /// For an external principal's request: their sponsor, whose approval
+    /// it needs besides the tiers', and their account's end when they
+    /// asked (no grant of theirs outlasts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_expires: Option<String>,
     /// How often the grant was checked (`GET /v1/check`), as stored: each
     /// replica adds its checks about once a second.
     #[serde(default)]
@@ -335,14 +343,16 @@ pub struct ExtensionView {
     pub note: Option<String>,
 }
 
-impl From<&airlock_core::request::Extension> for ExtensionView {
-    fn from(e: &airlock_core::request::Extension) -> Self {
+impl ExtensionView {
+    /// The extension of `r` (whose sponsor's seat, for an external
+    /// principal's, counts among the approvals it needs).
+    fn of(r: &AccessRequest, e: &airlock_core::request::Extension) -> Self {
         ExtensionView {
             by_seconds: e.by.as_secs(),
             reason: e.reason.clone(),
             requested_at: format_time(e.requested_at),
             state: e.state.as_str().to_owned(),
-            required_approvals: e.approvals_needed(),
+            required_approvals: r.extension_seats().map_or(0, |s| s.needed()),
             approval_tiers: e.approval_tiers.iter().map(TierView::from).collect(),
             approvals: e.approvals.iter().map(ApprovalView::from).collect(),
             previous_expires_at: format_time(e.previous_expires_at),
@@ -402,7 +412,9 @@ impl RequestView {
             break_glass: r.break_glass,
             certificate: r.certificate.clone(),
             approvals: r.approvals.iter().map(ApprovalView::from).collect(),
-            extension: r.extension.as_ref().map(ExtensionView::from),
+            extension: r.extension.as_ref().map(|e| ExtensionView::of(r, e)),
+            sponsor: r.sponsor().map(ToString::to_string),
+            account_expires: r.external.as_ref().map(|e| format_time(e.account_expires)),
             decided_at: opt(r.decided_at),
             activates_at: opt(r.activates_at),
             expires_at: opt(r.expires_at),
@@ -890,6 +902,12 @@ pub struct WhoAmI {
     pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+    /// For an external principal (a vendor): their sponsor and when their
+    /// account ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_expires: Option<String>,
 }
 
 /// `GET /v1/auth/oidc`: how `airlock login` signs in to this server.

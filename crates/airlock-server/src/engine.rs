@@ -371,6 +371,7 @@ impl Engine {
             roles: Default::default(),
             kind: Default::default(),
             token: None,
+            external: None,
         })
     }
 
@@ -611,7 +612,9 @@ impl Engine {
                 Box::new(move |current| {
                     let policies = &engine.policies;
                     let facts = policies.stored_request_facts(&by, &current);
-                    let verdict = policy::extension_verdict(&policies.current(), &facts, extension);
+                    // What an external principal's account leaves of it.
+                    let within = current.extension_within_account(extension);
+                    let verdict = policy::extension_verdict(&policies.current(), &facts, within);
                     // An entitlement gone from the config has no time to give.
                     let max_duration = engine
                         .catalog

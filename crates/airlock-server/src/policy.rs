@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use airlock_core::approval::{ApproverVerdict, Route, Verdict};
+use airlock_core::approval::{ApproverVerdict, Route, Seats, Verdict};
 use airlock_core::catalog::{Entitlement, User, WaitingTimes};
 use airlock_core::policy_change::Proposal;
 use airlock_core::request::{AccessRequest, NewRequest};
@@ -342,13 +342,13 @@ impl Policies {
     }
 
     /// The policy view of a user, from the directory (a user the config
-    /// gives no attributes is an employee of no team, not on call).
+    /// gives no attributes is an employee of no team, not on call; an
+    /// external principal is a `vendor` with their sponsor).
     pub fn user_facts(&self, user: &User) -> UserFacts {
         match self.directory.users.get(&user.id) {
-            Some(known) => UserFacts {
-                groups: user.groups.clone(),
-                ..known.clone()
-            },
+            Some(known) => {
+                UserFacts::from_user(user, &known.team, &known.employment, known.on_call)
+            }
             None => UserFacts::from_user(user, "", "employee", false),
         }
     }
@@ -382,7 +382,7 @@ impl Policies {
             requester: self.user_facts(requester),
             entitlement: self.entitlement_facts(&entitlement.id),
             context: RequestContext {
-                duration: new.effective_duration(entitlement),
+                duration: new.duration_for(entitlement, requester, now),
                 start: StartTime::at(new.start_at.unwrap_or(now)),
                 ticket: new.ticket.clone(),
                 reason_length: char_count(&new.reason),
@@ -517,14 +517,19 @@ impl TypicalAsk {
     /// How it would be approved, as `airlock entitlements` says it: `auto`,
     /// or each tier (`1 from [approvers] (policy-id)`) joined by `and`.
     pub fn approval(&self) -> String {
-        match &self.route {
-            Route::AutoApproved => "auto".to_owned(),
-            Route::NeedsApprovals(tiers) => tiers
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(" and "),
-            Route::Denied { .. } => "denied".to_owned(),
+        self.approval_for(None)
+    }
+
+    /// [`TypicalAsk::approval`] for a requester whose sponsor approves too
+    /// (an external principal's): their seat is added, and nothing is
+    /// `auto`.
+    pub fn approval_for(&self, sponsor: Option<&UserId>) -> String {
+        let seats = |tiers| Seats { tiers, sponsor }.summary();
+        match (&self.route, sponsor) {
+            (Route::AutoApproved, None) => "auto".to_owned(),
+            (Route::AutoApproved, Some(_)) => seats(&[]),
+            (Route::NeedsApprovals(tiers), _) => seats(tiers),
+            (Route::Denied { .. }, _) => "denied".to_owned(),
         }
     }
 }

@@ -502,6 +502,16 @@ pub async fn start_with_clock(
             tracing::error!(error = %e, "could not settle the connector attempts lost in the last stop; their leases will")
         }
     }
+    match engine.settle_external_terms().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            count = n,
+            "ended requests of external principals whose terms changed in the configuration"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "could not check the requests of external principals against the configuration")
+        }
+    }
     let (ended, ended_rx) = mpsc::unbounded_channel();
     let mut running = 0;
     supervise(

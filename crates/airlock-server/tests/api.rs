@@ -2502,6 +2502,7 @@ async fn fill_with_carols_requests(db: PathBuf, count: usize) {
         roles: BTreeSet::new(),
         kind: Default::default(),
         token: None,
+        external: None,
     };
     let now = airlock_testkit::wall_clock_unix_millis();
     let mut tasks = tokio::task::JoinSet::new();
@@ -2523,6 +2524,7 @@ async fn fill_with_carols_requests(db: PathBuf, count: usize) {
                 sensitivity: airlock_core::standing::Sensitivity::default(),
                 waiting: Default::default(),
                 break_glass: None,
+                open_to_externals: false,
             };
             let verdict = Verdict {
                 route: Route::NeedsApprovals(vec![ApprovalTier {

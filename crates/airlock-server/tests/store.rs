@@ -118,6 +118,7 @@ fn user(name: &str, groups: &[&str], roles: &[Role]) -> User {
         roles: roles.iter().copied().collect(),
         kind: Default::default(),
         token: None,
+        external: None,
     }
 }
 
@@ -173,6 +174,7 @@ fn entitlement(approvals: u32) -> Ent {
         sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     };
     Ent {
         entitlement,
@@ -1563,6 +1565,9 @@ fn directory_user(id: &str, name: &str, active: bool, at_ms: i64) -> DirectoryUs
             primary: true,
         }],
         active,
+        employment: None,
+        sponsor: None,
+        account_expires: None,
         created: at(at_ms),
         modified: at(at_ms),
         version: 1,
@@ -1945,6 +1950,7 @@ fn routing() -> Routing {
             requester: one("mail"),
             security: one("pager"),
             reviewers: None,
+            sponsor: None,
         },
         expiry_warning: Some(Duration::from_secs(20)),
         overdue_after: Duration::from_secs(300),

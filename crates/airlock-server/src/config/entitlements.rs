@@ -60,6 +60,9 @@ pub(super) struct RawEntitlement {
     /// Emergency access (`[entitlements.NAME.break_glass]`); without it,
     /// break-glass requests for the entitlement are refused.
     break_glass: Option<Spanned<RawBreakGlass>>,
+    /// Whether external principals (vendors) may ask for it at all.
+    #[serde(default)]
+    open_to_externals: bool,
 }
 
 #[derive(Deserialize)]
@@ -407,6 +410,7 @@ pub(super) fn entitlements_table(
                 waiting,
                 break_glass,
                 sensitivity,
+                open_to_externals: ent.open_to_externals,
             },
         );
     }

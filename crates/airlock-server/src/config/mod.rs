@@ -268,7 +268,11 @@ impl Settings {
             token_hashes,
             mut directory,
             emails,
-        } = users::users_table(&src, &raw.users)?;
+        } = users::users_table(
+            &src,
+            &raw.users,
+            server.oidc.is_some() || raw.server.scim.is_some(),
+        )?;
         tokens::services(&src, &raw.services, &mut catalog, &mut directory)?;
         let token_max_lifetime =
             tokens::token_max_lifetime(&src, raw.server.token_max_lifetime.as_ref())?;

@@ -192,6 +192,11 @@ async fn me(Caller(user): Caller) -> Json<WhoAmI> {
             .token
             .as_ref()
             .map(|t| t.scopes.iter().map(|s| s.as_str().to_owned()).collect()),
+        sponsor: user.external.as_ref().map(|e| e.sponsor.to_string()),
+        account_expires: user
+            .external
+            .as_ref()
+            .map(|e| crate::api::format_time(e.account_expires)),
     })
 }
 
@@ -229,6 +234,8 @@ pub(super) fn entitlement_views(state: &AppState, user: &User) -> ApiResult<Vec<
         .catalog()
         .entitlements
         .values()
+        // An external principal sees only what is open to externals.
+        .filter(|e| e.open_to(user))
         .filter_map(|e| {
             let ask = policy::typical_ask(
                 &set,
@@ -236,7 +243,12 @@ pub(super) fn entitlement_views(state: &AppState, user: &User) -> ApiResult<Vec<
                 e,
                 policies.entitlement_facts(&e.id),
             )?;
-            Some(EntitlementView::new(e, ask.approval(), ask.needs))
+            let sponsor = user.external.as_ref().map(|t| &t.sponsor);
+            Some(EntitlementView::new(
+                e,
+                ask.approval_for(sponsor),
+                ask.needs,
+            ))
         })
         .collect();
     Ok(views)

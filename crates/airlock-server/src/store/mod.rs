@@ -441,6 +441,10 @@ pub trait Store: Send + Sync {
     /// empty: sign-in and the user's SCIM view need only the groups).
     async fn directory_groups_of(&self, user_id: &str) -> Result<Vec<DirectoryGroup>, StoreError>;
 
+    /// The provisioned vendors whose sponsor is `sponsor` (a user name,
+    /// matched regardless of case), whatever their standing.
+    async fn directory_sponsored_by(&self, sponsor: &str) -> Result<Vec<UserId>, StoreError>;
+
     /// Loads exported state into an empty database in one transaction;
     /// refuses a database that already holds requests or audit events.
     async fn import(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use airlock_core::approval::ApprovalTier;
 use airlock_core::audit::AuditRecord;
+use airlock_core::catalog::External;
 use airlock_core::request::{
     AccessRequest, Approval, CheckActivity, ConnectorJob, Extension, ExtensionState, JobAction,
     Review, ReviewVerdict, State, WaitingPlan,
@@ -76,6 +77,12 @@ pub struct RequestRecord {
     pub public_key: Option<String>,
     #[serde(default)]
     pub certificate: Option<String>,
+    /// An external principal's sponsor and account end when they asked
+    /// (schema version 16); absent for anyone else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_expires: Option<i64>,
     pub pending_deadline: i64,
     pub decided_at: Option<i64>,
     pub activates_at: Option<i64>,
@@ -190,6 +197,8 @@ impl RequestRecord {
             break_glass: r.break_glass,
             public_key: r.public_key.clone(),
             certificate: r.certificate.clone(),
+            sponsor: r.external.as_ref().map(|e| e.sponsor.to_string()),
+            account_expires: r.external.as_ref().map(|e| e.account_expires.unix_millis()),
             pending_deadline: r.pending_deadline.unix_millis(),
             decided_at: millis(r.decided_at),
             activates_at: millis(r.activates_at),
@@ -274,6 +283,18 @@ impl RequestRecord {
             tiers_of(&self.approval_tiers, groups)?
         };
         let approvals = approvals_of(self.approvals, user)?;
+        let external = match (&self.sponsor, self.account_expires) {
+            (None, None) => None,
+            (Some(sponsor), Some(end)) => Some(External {
+                sponsor: user(sponsor)?,
+                account_expires: Timestamp::from_unix_millis(end),
+            }),
+            _ => {
+                return Err(bad(
+                    "a sponsor without an account end, or the other way round".to_owned(),
+                ))
+            }
+        };
         let job = self
             .job
             .map(|j| {
@@ -363,6 +384,7 @@ impl RequestRecord {
             policy_version: self.policy_version,
             break_glass: self.break_glass,
             public_key: self.public_key,
+            external,
             certificate: self.certificate,
             pending_deadline: Timestamp::from_unix_millis(self.pending_deadline),
             decided_at: ts(self.decided_at),

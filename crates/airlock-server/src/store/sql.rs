@@ -1156,7 +1156,7 @@ async fn outbox_op(
 }
 
 /// Parameters per request row and per audit row in the multi-row writes.
-const REQUEST_PARAMS: usize = 44;
+const REQUEST_PARAMS: usize = 47;
 const AUDIT_PARAMS: usize = 12;
 const OUTBOX_PARAMS: usize = 10;
 
@@ -1320,7 +1320,8 @@ const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, r
     ended_at, ended_by, end_note, job_action, job_attempts, job_next_attempt_at, job_claimed_until, job_last_error, \
     claim_token, deprovisioned_at, approval_tiers, policy_version, break_glass, public_key, certificate, \
     due_at, updated_at, approver_group_list, approved_by_list, waiting, review, review_group_list, \
-    review_open, review_due_at, extension, extension_approver_list, extension_approved_by_list";
+    review_open, review_due_at, extension, extension_approver_list, extension_approved_by_list, \
+    sponsor, account_expires, sponsor_awaited";
 
 /// Read with a request but never written by its upsert: check activity
 /// (schema version 12) is added by [`Store::add_checks`] alone, so a
@@ -1436,7 +1437,9 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
         let me = param(&mut binds, Bind::Text(user.id.as_str().to_owned()));
         let groups = in_group_list(backend, &mut binds, user, "approver_group_list");
         let reviews = in_group_list(backend, &mut binds, user, "review_group_list");
-        sql.push_str(&format!(" AND (requester = {me} OR {groups} OR {reviews})"));
+        sql.push_str(&format!(
+            " AND (requester = {me} OR {groups} OR {reviews} OR sponsor = {me})"
+        ));
     }
     // The mirror of `AccessRequest::awaits_approval_of`.
     if let Some(user) = &filter.awaiting_approval_of {
@@ -1447,7 +1450,7 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
         let extension_groups = in_group_list(backend, &mut binds, user, "extension_approver_list");
         sql.push_str(&format!(
             " AND requester <> {me} AND ((state = 'pending' AND {groups} AND NOT ({})) \
-             OR (state = 'active' AND {extension_groups} AND NOT ({})))",
+             OR (state = 'active' AND {extension_groups} AND NOT ({})) OR sponsor_awaited = {me})",
             backend.contains("approved_by_list", &me_listed),
             backend.contains("extension_approved_by_list", &me_listed)
         ));
@@ -1525,6 +1528,8 @@ fn record_from_row(row: &AnyRow) -> Result<RequestRecord, StoreError> {
         break_glass: get("break_glass")? != 0,
         public_key: opt_text("public_key")?,
         certificate: opt_text("certificate")?,
+        sponsor: opt_text("sponsor")?,
+        account_expires: opt("account_expires")?,
         waiting: opt_text("waiting")?
             .map(|w| serde_json::from_str(&w))
             .transpose()
@@ -1645,7 +1650,11 @@ async fn write_requests(
                     .iter()
                     .flat_map(|e| e.approvals.iter())
                     .map(|a| a.approver.as_str()),
-            ));
+            ))
+            .bind(r.sponsor.clone())
+            .bind(r.account_expires)
+            // And this one for a sponsor's seat.
+            .bind(request.awaits_sponsor().map(|s| s.as_str().to_owned()));
     }
     query
         .execute(conn)
@@ -2519,6 +2528,11 @@ impl Store for SqlStore {
     async fn directory_groups_of(&self, user_id: &str) -> Result<Vec<DirectoryGroup>, StoreError> {
         let mut conn = self.read.acquire().await.map_err(db_err)?;
         directory::groups_of(&mut conn, user_id).await
+    }
+
+    async fn directory_sponsored_by(&self, sponsor: &str) -> Result<Vec<UserId>, StoreError> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        directory::sponsored_by(&mut conn, sponsor).await
     }
 
     async fn try_exclusive(&self, work: Exclusive) -> Result<Option<ExclusiveGuard>, StoreError> {
