@@ -60,7 +60,7 @@ pub struct RequestRecord {
     pub ticket: Option<String>,
     pub start_at: Option<i64>,
     pub created_at: i64,
-    /// Derived: seats across all tiers.
+    /// Derived: seats across all tiers, and the sponsor's.
     pub required_approvals: i64,
     /// Derived: every group of every tier.
     pub approver_groups: Vec<String>,
@@ -272,7 +272,10 @@ impl RequestRecord {
                 .map(|g| GroupName::parse(g).map_err(|e| bad(format!("group `{g}` {e}"))))
                 .collect::<Result<BTreeSet<_>, _>>()
         };
-        let approval_tiers = if self.approval_tiers.is_empty() && self.required_approvals > 0 {
+        // A sponsor's seat, alone, is no tier: only rows from before
+        // schema version 2 (which had no sponsors) need one made up.
+        let legacy = self.approval_tiers.is_empty() && self.sponsor.is_none();
+        let approval_tiers = if legacy && self.required_approvals > 0 {
             vec![ApprovalTier {
                 count: u32::try_from(self.required_approvals)
                     .map_err(|_| bad("bad required_approvals".to_owned()))?,
