@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
-use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
+use airlock_core::catalog::{Entitlement, External, Role, TicketRule, User};
 use airlock_core::directory::{Consequence, DirectoryGroup, DirectoryUser, Email, Refusal};
 use airlock_core::drift::DriftPolicy;
 use airlock_core::notify::{self, Routes, Routing, Topic};
@@ -1412,6 +1412,23 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                 count,
                 at(rng.below(50) as i64),
             );
+            // A quarter are an external principal's, with a sponsor whose
+            // seat waits until they approve.
+            if rng.below(4) == 0 {
+                let sponsor = users.get(rng.below(users.len())).unwrap();
+                r.external = Some(External {
+                    sponsor: sponsor.id.clone(),
+                    account_expires: at(100),
+                });
+                if rng.below(3) == 0 {
+                    r.approvals.push(request::Approval {
+                        approver: sponsor.id.clone(),
+                        at: r.created_at,
+                        comment: None,
+                        tiers: BTreeSet::new(),
+                    });
+                }
+            }
             for _ in 0..rng.below(3) {
                 r = approved_by(r, users.get(rng.below(users.len())).unwrap());
             }
@@ -1533,6 +1550,24 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                 .any(|r| r.extension_awaiting_approval().is_some()
                     && users.iter().any(|u| r.awaits_approval_of(u))),
             "some generated extension awaits someone"
+        );
+        assert!(
+            requests.iter().any(|r| r.awaits_sponsor().is_some_and(|s| {
+                users.iter().any(|u| {
+                    &u.id == s && r.awaits_approval_of(u) && !u.in_any(&r.approver_groups())
+                })
+            })),
+            "some generated request awaits a sponsor who is no approver"
+        );
+        assert!(
+            requests.iter().any(
+                |r| r.sponsor().is_some_and(|s| users.iter().any(|u| &u.id == s
+                    && r.visible_to(u)
+                    && !u.in_any(&r.approver_groups())
+                    && u.id != r.requester
+                    && u.roles.is_empty()))
+            ),
+            "some generated request is visible to its sponsor alone"
         );
 
         // Rows as a version-4 database holds them: no lists yet.
@@ -2652,6 +2687,86 @@ async fn open_access_review_items_are_counted_per_person_and_campaign() {
         decide(second.clone(), 1).await;
         assert_eq!(about("alice").await, vec![(first.id.clone(), 2)]);
         assert_eq!(about("bob").await, vec![(first.id.clone(), 1)]);
+    })
+    .await;
+}
+
+/// An external principal's request keeps its sponsor and account end
+/// through the store and an export; a provisioned vendor's terms read back
+/// equal, and the directory finds the vendors a sponsor answers for,
+/// whatever the case of the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_principals_terms_round_trip() {
+    on_every_store(|store, _| async move {
+        let vic = user("vic", &["eng"], &[]).sponsored(External {
+            sponsor: UserId::parse("sara").unwrap(),
+            account_expires: at(1800),
+        });
+        let ent = entitlement_named("staging");
+        let t = request::submit(
+            new_request("v1"),
+            &vic,
+            &Entitlement {
+                open_to_externals: true,
+                ..ent.entitlement.clone()
+            },
+            None,
+            Verdict {
+                route: Route::AutoApproved,
+                ..ent.verdict()
+            },
+            &LifecycleSettings::default(),
+            at(0),
+        )
+        .unwrap();
+        assert_eq!(t.request.state, request::State::Pending);
+        let id = t.request.id.clone();
+        let written = store
+            .create_request(&id, &vic.id, Box::new(move |_| Ok(t.clone())))
+            .await
+            .unwrap();
+        let read = store.get_request(&id).await.unwrap().unwrap();
+        assert_eq!(read, written.request);
+        assert_eq!(read.sponsor().map(UserId::as_str), Some("sara"));
+        assert_eq!(read.approvals_needed(), 1);
+        assert_eq!(
+            RequestRecord::from_request(&read).into_request().unwrap(),
+            read,
+            "an export reads back the same"
+        );
+        let sara = user("sara", &[], &[]);
+        let waiting = store
+            .list_requests(&RequestFilter {
+                awaiting_approval_of: Some(sara.clone()),
+                limit: 10,
+                ..RequestFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(waiting.len(), 1);
+
+        let vera = DirectoryUser {
+            employment: Some("vendor".to_owned()),
+            sponsor: Some(UserId::parse("Tom").unwrap()),
+            account_expires: Some(at(3600)),
+            ..directory_user("u9", "vera", true, 1)
+        };
+        put_user(&store, vera.clone()).await.unwrap();
+        put_user(&store, directory_user("u8", "tom", true, 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.directory_user("u9").await.unwrap(),
+            Some(vera.clone())
+        );
+        assert_eq!(vera.external().map(|t| t.account_expires), Some(at(3600)));
+        let sponsored = store.directory_sponsored_by("tom").await.unwrap();
+        assert_eq!(sponsored, [UserId::parse("vera").unwrap()]);
+        assert!(store
+            .directory_sponsored_by("vera")
+            .await
+            .unwrap()
+            .is_empty());
     })
     .await;
 }
