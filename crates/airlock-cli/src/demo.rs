@@ -18,7 +18,7 @@ pub const DEMO_USERS: [(&str, &str); 4] = [
 
 /// The demo policies and their tests (the files of `policies/demo`, whose
 /// tests CI runs).
-const DEMO_POLICIES: [(&str, &str); 6] = [
+const DEMO_POLICIES: [(&str, &str); 7] = [
     (
         "tests.toml",
         include_str!("../../../policies/demo/tests.toml"),
@@ -42,6 +42,10 @@ const DEMO_POLICIES: [(&str, &str); 6] = [
     (
         "staging.cedar",
         include_str!("../../../policies/demo/staging.cedar"),
+    ),
+    (
+        "vendors.cedar",
+        include_str!("../../../policies/demo/vendors.cedar"),
     ),
 ];
 

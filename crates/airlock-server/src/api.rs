@@ -63,21 +63,45 @@ pub fn format_time(t: Timestamp) -> String {
     t.to_rfc3339()
 }
 
-/// Accepts RFC 3339 (`2026-11-23T10:00:00Z`) or Unix seconds.
+/// Accepts RFC 3339 (`2026-11-23T10:00:00Z`, or with any UTC offset:
+/// `2026-11-23T12:00:00+02:00`, as identity providers send it) or Unix
+/// seconds.
 pub fn parse_time(raw: &str) -> Result<Timestamp, String> {
     let raw = raw.trim();
     if let Ok(secs) = raw.parse::<i64>() {
         return Ok(Timestamp::from_unix_millis(secs.saturating_mul(1000)));
     }
-    let t = humantime::parse_rfc3339_weak(raw)
+    // humantime reads `Z` alone: the local time is read as UTC, then moved
+    // back by the offset.
+    let (local, offset) = match utc_offset(raw) {
+        Some((local, offset)) => (format!("{local}Z"), offset),
+        None => (raw.to_owned(), 0),
+    };
+    let t = humantime::parse_rfc3339_weak(&local)
         .map_err(|e| format!("`{raw}` is not an RFC 3339 time or Unix seconds ({e})"))?;
     let ms = t
         .duration_since(UNIX_EPOCH)
         .map_err(|_| format!("`{raw}` is before 1970"))?
         .as_millis();
-    Ok(Timestamp::from_unix_millis(
-        i64::try_from(ms).unwrap_or(i64::MAX),
-    ))
+    let ms = i64::try_from(ms)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(offset.saturating_mul(1000));
+    Ok(Timestamp::from_unix_millis(ms))
+}
+
+/// A date-time's numeric UTC offset (`+02:00`, `-05:30`): the time before
+/// it, and the offset in seconds. `None` without one.
+fn utc_offset(raw: &str) -> Option<(&str, i64)> {
+    let (local, offset) = raw.split_at_checked(raw.len().checked_sub(6)?)?;
+    let sign = match offset.get(..1)? {
+        "+" => 1,
+        "-" => -1,
+        _ => return None,
+    };
+    let (hours, minutes) = offset.get(1..)?.split_once(':')?;
+    let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
+    (local.contains(['T', 't', ' ']) && hours < 24 && minutes < 60)
+        .then_some((local, sign * (hours * 3600 + minutes * 60)))
 }
 
 /// A duration given as `"2h"` / `"90m"` or as a number of seconds.
@@ -1840,6 +1864,33 @@ impl AccessReviewTemplateView {
             reviewers: t.reviewers.iter().map(ToString::to_string).collect(),
             due_within: airlock_core::time::human_duration(t.due_within),
             include,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_with_any_utc_offset() {
+        let utc = parse_time("2027-06-30T10:00:00Z").unwrap();
+        for same in [
+            "2027-06-30T12:00:00+02:00",
+            "2027-06-30T04:30:00-05:30",
+            "2027-06-30T10:00:00+00:00",
+            "2027-06-30T10:00:00.000Z",
+        ] {
+            assert_eq!(parse_time(same), Ok(utc), "{same}");
+        }
+        assert_eq!(parse_time("1814349600"), Ok(utc));
+        for bad in [
+            "2027-06-30",
+            "2027-06-30T10:00:00+25:00",
+            "soon",
+            "2027-06-30T10:00:00+2:0",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
         }
     }
 }

@@ -1459,3 +1459,145 @@ fn access_review_tables_are_read_and_checked() {
         "{err}"
     );
 }
+
+/// `GOOD` with two vendors: `vic` (sponsored by alice) and `val`
+/// (sponsored by carol), and `logs` open to externals.
+fn with_vendors() -> String {
+    let (text, _) = edit(
+        "auto_approve = true",
+        "auto_approve = true\nopen_to_externals = true",
+    );
+    format!(
+        "{text}\n\n[users.vic]\ngroups = [\"eng\"]\nemployment = \"vendor\"\nsponsor = \"alice\"\n\
+         account_expires = \"2027-03-31T00:00:00Z\"\n\n[users.val]\nemployment = \"vendor\"\n\
+         sponsor = \"carol\"\naccount_expires = 2027-06-30T12:00:00+02:00\n"
+    )
+}
+
+#[test]
+fn a_vendor_has_an_internal_sponsor_and_an_account_end() {
+    let base = with_vendors();
+    let s = parse(&base).unwrap();
+    let terms = |name: &str| {
+        s.catalog
+            .users
+            .values()
+            .find(|u| u.id.as_str() == name)
+            .and_then(|u| u.external.clone())
+    };
+    let vic = terms("vic").unwrap();
+    assert_eq!(vic.sponsor.as_str(), "alice");
+    assert_eq!(vic.account_expires.to_rfc3339(), "2027-03-31T00:00:00.000Z");
+    // A TOML date-time with an offset is taken as well.
+    assert_eq!(
+        terms("val").unwrap().account_expires.to_rfc3339(),
+        "2027-06-30T10:00:00.000Z"
+    );
+    assert_eq!(terms("alice"), None);
+    let open = |name: &str| {
+        s.catalog
+            .entitlements
+            .values()
+            .find(|e| e.id.as_str() == name)
+            .unwrap()
+            .open_to_externals
+    };
+    assert!(open("logs") && !open("db-prod"), "closed unless said");
+    // Policies see a vendor as one, with the sponsor.
+    let facts = s
+        .directory
+        .users
+        .values()
+        .find(|u| u.id.as_str() == "vic")
+        .unwrap();
+    assert_eq!(
+        (
+            facts.employment.as_str(),
+            facts.sponsor.as_ref().map(|s| s.as_str())
+        ),
+        ("vendor", Some("alice"))
+    );
+
+    let cases = [
+        case(
+            "sponsor = \"alice\"",
+            "sponsor = \"vic\"",
+            "users.vic.sponsor",
+            "`vic` cannot sponsor themselves",
+        ),
+        case(
+            "sponsor = \"alice\"",
+            "sponsor = \"zed\"",
+            "users.vic.sponsor",
+            "no user `zed` in [users]",
+        ),
+        case(
+            "sponsor = \"alice\"",
+            "sponsor = \"val\"",
+            "users.vic.sponsor",
+            "`val` is a vendor too",
+        ),
+        case(
+            "sponsor = \"alice\"",
+            "sponsor = \"a b\"",
+            "users.vic.sponsor",
+            "`a b`",
+        ),
+        case(
+            "account_expires = \"2027-03-31T00:00:00Z\"",
+            "account_expires = \"end of march\"",
+            "users.vic.account_expires",
+            "`end of march` is not an RFC 3339 time",
+        ),
+        case(
+            "account_expires = \"2027-03-31T00:00:00Z\"",
+            "account_expires = 2027-03-31",
+            "users.vic.account_expires",
+            "needs a date, a time and a UTC offset",
+        ),
+        case(
+            "account_expires = \"2027-03-31T00:00:00Z\"",
+            "account_expires = 20270331",
+            "users.vic.account_expires",
+            "must be an RFC 3339 time, not a integer",
+        ),
+        // A vendor without a sponsor is named where the account end is.
+        Case {
+            from: "sponsor = \"alice\"",
+            to: "",
+            line_offset: 1,
+            field: "users.vic.sponsor",
+            message: "a vendor needs a sponsor",
+        },
+        Case {
+            from: "account_expires = \"2027-03-31T00:00:00Z\"",
+            to: "",
+            line_offset: -1,
+            field: "users.vic.account_expires",
+            message: "a vendor needs an account end",
+        },
+        // Only a vendor has either.
+        Case {
+            from: "employment = \"vendor\"",
+            to: "employment = \"contractor\"",
+            line_offset: 1,
+            field: "users.vic.sponsor",
+            message: "only a vendor (employment = \"vendor\") has a sponsor",
+        },
+        case(
+            "open_to_externals = true",
+            "open_to_externals = \"yes\"",
+            "open_to_externals",
+            "invalid type",
+        ),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| check_in(&base, c).err())
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    // With an identity provider the sponsor may be someone only it knows
+    // (checked at each sign-in).
+    let (text, _) = edit_in(&base, "sponsor = \"alice\"", "sponsor = \"zed\"");
+    parse(&format!("{text}{OIDC}")).unwrap();
+}
