@@ -144,6 +144,21 @@ fn permission(who: &User) -> ApproverVerdict {
     }
 }
 
+/// The target confirms the grant job in flight.
+fn confirmed(t: &Transition, secs: i64) -> Transition {
+    let token = t.request.claim_token;
+    step(
+        t,
+        Command::JobSucceeded {
+            action: JobAction::Grant,
+            token,
+            certificate: None,
+        },
+        secs,
+    )
+    .unwrap()
+}
+
 fn approve(who: &User) -> Command {
     Command::Approve {
         approver: who.clone(),
@@ -292,16 +307,7 @@ fn the_sponsor_may_deny_and_revoke_and_sees_the_request() {
     assert_eq!(denied.request.state, State::Denied);
 
     let granted = step(&t, approve(&sara), 5).unwrap();
-    let granted = step(
-        &granted,
-        Command::JobSucceeded {
-            action: JobAction::Grant,
-            token: granted.request.claim_token,
-            certificate: None,
-        },
-        6,
-    )
-    .unwrap();
+    let granted = confirmed(&granted, 6);
     assert_eq!(granted.request.state, State::Active);
     let revoke = |by: &User| Command::Revoke {
         by: by.clone(),
@@ -373,16 +379,7 @@ fn extensions_end_with_the_account_and_need_the_sponsor_too() {
     )
     .unwrap();
     let t = step(&t, approve(&sara), 0).unwrap();
-    let t = step(
-        &t,
-        Command::JobSucceeded {
-            action: JobAction::Grant,
-            token: t.request.claim_token,
-            certificate: None,
-        },
-        1,
-    )
-    .unwrap();
+    let t = confirmed(&t, 1);
     assert_eq!(t.request.expires_at, Some(at(HOUR)));
     let extend = |secs: u64| Command::Extend {
         by: vic(2 * HOUR),
@@ -406,16 +403,7 @@ fn extensions_end_with_the_account_and_need_the_sponsor_too() {
         e.request.extension.as_ref().map(|x| x.state),
         Some(ExtensionState::Provisioning)
     );
-    let e = step(
-        &e,
-        Command::JobSucceeded {
-            action: JobAction::Grant,
-            token: e.request.claim_token,
-            certificate: None,
-        },
-        80,
-    )
-    .unwrap();
+    let e = confirmed(&e, 80);
     assert_eq!(e.request.expires_at, Some(at(2 * HOUR)));
     // Nothing is left to extend by.
     let none = step(&e, extend(60), 90).unwrap_err();
@@ -451,16 +439,7 @@ fn the_sponsor_hears_of_every_grant() {
     )
     .unwrap();
     let t = step(&t, approve(&sara), 1).unwrap();
-    let t = step(
-        &t,
-        Command::JobSucceeded {
-            action: JobAction::Grant,
-            token: t.request.claim_token,
-            certificate: None,
-        },
-        2,
-    )
-    .unwrap();
+    let t = confirmed(&t, 2);
     let planned = plan(&t, &routing);
     let sponsored: Vec<_> = planned
         .iter()
@@ -478,16 +457,7 @@ fn the_sponsor_hears_of_every_grant() {
         0,
     )
     .unwrap();
-    let e = step(
-        &e,
-        Command::JobSucceeded {
-            action: JobAction::Grant,
-            token: e.request.claim_token,
-            certificate: None,
-        },
-        1,
-    )
-    .unwrap();
+    let e = confirmed(&e, 1);
     assert!(!plan(&e, &routing)
         .iter()
         .any(|n| n.topic == Topic::SponsoredGrant));
@@ -616,16 +586,7 @@ fn the_directory_ends_a_vendors_requests_when_their_terms_change_or_their_sponso
     )
     .unwrap();
     let t = step(&t, approve(&person("sara", &[])), 1).unwrap();
-    let t = step(
-        &t,
-        Command::JobSucceeded {
-            action: JobAction::Grant,
-            token: t.request.claim_token,
-            certificate: None,
-        },
-        2,
-    )
-    .unwrap();
+    let t = confirmed(&t, 2);
     let Consequence::Deprovision { cause, .. } = &theirs[0] else {
         panic!()
     };

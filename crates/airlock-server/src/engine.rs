@@ -212,7 +212,7 @@ pub struct EngineParts {
 pub enum PolicyChange {
     Activated(Reloaded),
     /// The two-person rule holds it for a second admin.
-    Proposed(Proposal),
+    Proposed(Box<Proposal>),
 }
 
 impl Engine {
@@ -725,7 +725,7 @@ impl Engine {
             self.record(vec![policy_change::proposed(&proposal, trigger)])
                 .await?;
             self.policies.propose(proposal.clone(), set);
-            return Ok(PolicyChange::Proposed(proposal));
+            return Ok(PolicyChange::Proposed(Box::new(proposal)));
         }
         let event = policy_change::activated(
             Some(current.version()),
@@ -770,7 +770,7 @@ impl Engine {
                     .policies
                     .record_approval(id, &approver.id)
                     .ok_or_else(|| EngineError::UnknownProposal(id.to_owned()))?;
-                Ok(PolicyChange::Proposed(proposal))
+                Ok(PolicyChange::Proposed(Box::new(proposal)))
             }
             ProposalStep::Activated(event) => {
                 self.record(vec![event]).await?;

@@ -236,35 +236,12 @@ impl Harness {
             .any(|l| l == line)
     }
 
-    /// Subjects of the mails `to` received (folded header lines joined).
-    fn subjects(&self, to: &str) -> Vec<String> {
-        self.smtp
-            .messages()
-            .iter()
-            .filter_map(|line| {
-                let m: Value = serde_json::from_str(line).unwrap();
-                let rcpt = m["rcpt_tos"].as_array().unwrap();
-                if !rcpt.iter().any(|a| a.as_str() == Some(to)) {
-                    return None;
-                }
-                let data = m["data"].as_str().unwrap();
-                let mut lines = data
-                    .split("\r\n")
-                    .skip_while(|l| !l.starts_with("Subject: "));
-                let mut subject = lines.next()?.strip_prefix("Subject: ")?.to_owned();
-                for more in lines.take_while(|l| l.starts_with([' ', '\t'])) {
-                    subject.push_str(more);
-                }
-                Some(subject)
-            })
-            .collect()
-    }
-
     async fn mailed(&self, to: &str, containing: &str) -> String {
         let found = tokio::time::timeout(
             WAIT,
             until(WAIT + Duration::from_secs(1), "a mail", || async {
-                self.subjects(to)
+                self.smtp
+                    .subjects(to)
                     .into_iter()
                     .find(|s| s.contains(containing))
             }),
