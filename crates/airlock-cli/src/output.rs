@@ -87,6 +87,13 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
         };
         opt("ticket", &r.ticket);
         opt("start at", &r.start_at);
+        if let Some(sponsor) = &r.sponsor {
+            let ends = r.account_expires.as_deref().unwrap_or("?");
+            lines.push((
+                "sponsor",
+                format!("{sponsor} (an external principal; the account ends {ends})"),
+            ));
+        }
         lines.push(("created", r.created_at.clone()));
         if r.break_glass {
             lines.push(("break-glass", "yes".to_owned()));
@@ -99,6 +106,7 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
                 .approval_tiers
                 .iter()
                 .map(|t| format!("{} of [{}] ({})", t.count, t.groups.join(","), t.policy))
+                .chain(r.sponsor.iter().map(|s| format!("the sponsor {s}")))
                 .collect();
             let who: Vec<&str> = r.approvals.iter().map(|a| a.approver.as_str()).collect();
             lines.push((
