@@ -8,7 +8,6 @@
 #![expect(
     clippy::unwrap_used,
     clippy::panic,
-    clippy::indexing_slicing,
     reason = "test code: a failed step should fail the test"
 )]
 
