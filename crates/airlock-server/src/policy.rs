@@ -353,6 +353,31 @@ impl Policies {
         }
     }
 
+    /// What an ordinary request by `user` for `entitlement` would meet
+    /// under `set` ([`typical_ask`]): `None` when the policies would deny
+    /// it, or when `user` is an external principal and it is not open to
+    /// externals. Where Airlock lists what someone may ask for.
+    pub fn typical_ask(
+        &self,
+        set: &PolicySet,
+        user: &User,
+        entitlement: &Entitlement,
+    ) -> Option<TypicalAsk> {
+        if !entitlement.open_to(user) {
+            return None;
+        }
+        let ask = typical_ask(
+            set,
+            self.user_facts(user),
+            entitlement,
+            self.entitlement_facts(&entitlement.id),
+        )?;
+        Some(TypicalAsk {
+            sponsor: user.external.as_ref().map(|t| t.sponsor.clone()),
+            ..ask
+        })
+    }
+
     pub fn entitlement_facts(&self, id: &EntitlementId) -> EntitlementFacts {
         self.directory
             .entitlements
@@ -511,19 +536,17 @@ pub struct TypicalAsk {
     /// reason, recent MFA. The entitlement's own rules say some; the rest
     /// are found by asking the policies again without each.
     pub needs: Vec<String>,
+    /// For an external principal, their sponsor, who approves too.
+    pub sponsor: Option<UserId>,
 }
 
 impl TypicalAsk {
     /// How it would be approved, as `airlock entitlements` says it: `auto`,
     /// or each tier (`1 from [approvers] (policy-id)`) joined by `and`.
+    /// For an external principal, the sponsor's seat is added, and nothing
+    /// is `auto`.
     pub fn approval(&self) -> String {
-        self.approval_for(None)
-    }
-
-    /// [`TypicalAsk::approval`] for a requester whose sponsor approves too
-    /// (an external principal's): their seat is added, and nothing is
-    /// `auto`.
-    pub fn approval_for(&self, sponsor: Option<&UserId>) -> String {
+        let sponsor = self.sponsor.as_ref();
         let seats = |tiers| Seats { tiers, sponsor }.summary();
         match (&self.route, sponsor) {
             (Route::AutoApproved, None) => "auto".to_owned(),
@@ -567,7 +590,11 @@ pub fn typical_ask(
     if denied_without(|c| c.mfa_age = None) {
         needs.push("recent MFA".to_owned());
     }
-    Some(TypicalAsk { route, needs })
+    Some(TypicalAsk {
+        route,
+        needs,
+        sponsor: None,
+    })
 }
 
 /// The user ids in the directory, for analyses over everyone.

@@ -234,21 +234,9 @@ pub(super) fn entitlement_views(state: &AppState, user: &User) -> ApiResult<Vec<
         .catalog()
         .entitlements
         .values()
-        // An external principal sees only what is open to externals.
-        .filter(|e| e.open_to(user))
         .filter_map(|e| {
-            let ask = policy::typical_ask(
-                &set,
-                policies.user_facts(user),
-                e,
-                policies.entitlement_facts(&e.id),
-            )?;
-            let sponsor = user.external.as_ref().map(|t| &t.sponsor);
-            Some(EntitlementView::new(
-                e,
-                ask.approval_for(sponsor),
-                ask.needs,
-            ))
+            let ask = policies.typical_ask(&set, user, e)?;
+            Some(EntitlementView::new(e, ask.approval(), ask.needs))
         })
         .collect();
     Ok(views)
