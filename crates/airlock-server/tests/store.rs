@@ -2744,6 +2744,22 @@ async fn external_principals_terms_round_trip() {
             .await
             .unwrap();
         assert_eq!(waiting.len(), 1);
+        // Found among external principals' requests, and an employee's not.
+        create(&store, &user("emma", &["eng"], &[]), &ent, "e1", at(1))
+            .await
+            .unwrap();
+        let sponsored: Vec<String> = store
+            .list_requests(&RequestFilter {
+                sponsored: true,
+                limit: 10,
+                ..RequestFilter::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(sponsored, ["v1"]);
 
         let vera = DirectoryUser {
             employment: Some("vendor".to_owned()),

@@ -53,6 +53,17 @@ fn after(d: Duration) -> Timestamp {
 /// (auto-approved) are open to externals, `prod-db` is not. A Cedar
 /// policy keeps vendors to two hours at a time.
 fn config(dir: &Path, smtp_port: u16, vic_sponsor: &str, vic_ends: Duration) -> Settings {
+    config_with(dir, smtp_port, vic_sponsor, vic_ends, |t| t)
+}
+
+/// Like [`config`], its text changed by `edit` first.
+fn config_with(
+    dir: &Path,
+    smtp_port: u16,
+    vic_sponsor: &str,
+    vic_ends: Duration,
+    edit: impl FnOnce(String) -> String,
+) -> Settings {
     let root = dir.display().to_string();
     let log = dir.join("connector.log");
     std::fs::write(
@@ -166,7 +177,7 @@ token_sha256 = "{vic_token}"
             token_hash(&token(name))
         ));
     }
-    Settings::parse("vendors.toml", &toml, dir).unwrap()
+    Settings::parse("vendors.toml", &edit(toml), dir).unwrap()
 }
 
 struct Harness {
@@ -635,6 +646,16 @@ async fn a_sponsor_changed_in_the_config_ends_the_vendors_grants_at_restart() {
             return;
         };
         let grant = h.granted("vic", "sara", "logs").await;
+        // vera holds a grant as an employee (no SCIM here).
+        let veras = h
+            .client("vera")
+            .create_request(&ask("logs", 1800))
+            .await
+            .unwrap();
+        assert_eq!(veras.sponsor, None);
+        let veras = h
+            .wait_for(&veras.id, "vera's grant", |r| r.state == "active")
+            .await;
         let Harness {
             server,
             clock,
@@ -643,9 +664,19 @@ async fn a_sponsor_changed_in_the_config_ends_the_vendors_grants_at_restart() {
             ..
         } = h;
         server.shutdown().await;
-        // The config read again: vic is sam's vendor now.
+        // The config read again: vic is sam's vendor now, and vera a
+        // vendor sara sponsors.
+        let vera_ends = format_time(after(10 * HOUR));
         let server = start_with_clock(
-            config(dir.path(), smtp.port, "sam", 10 * HOUR),
+            config_with(dir.path(), smtp.port, "sam", 10 * HOUR, |t| {
+                t.replace(
+                    "[users.vera]\n",
+                    &format!(
+                        "[users.vera]\nemployment = \"vendor\"\nsponsor = \"sara\"\n\
+                         account_expires = \"{vera_ends}\"\n"
+                    ),
+                )
+            }),
             Arc::clone(&clock) as Arc<dyn Clock>,
         )
         .await
@@ -667,6 +698,15 @@ async fn a_sponsor_changed_in_the_config_ends_the_vendors_grants_at_restart() {
         );
         h.wait_for(&grant.id, "the removal", |r| r.deprovisioned_at.is_some())
             .await;
+        let vera_ended = h
+            .wait_for(&veras.id, "vera's revocation", |r| r.state == "revoked")
+            .await;
+        let reason = vera_ended.end_reason.unwrap();
+        assert!(
+            reason
+                .contains("became an external principal, sponsored by `sara` in the configuration"),
+            "{reason}"
+        );
         // Under the new terms, the new sponsor approves.
         let again = h.granted("vic", "sam", "logs").await;
         assert_eq!(again.sponsor.as_deref(), Some("sam"));

@@ -86,18 +86,41 @@ impl Engine {
     /// sponsor or an earlier account end, made someone a vendor or no
     /// longer one, or lost the person) ends, recorded with that cause like a
     /// deprovisioning. The directory's changes do this as they happen; the
-    /// config's users change only with a restart. Returns how many ended.
+    /// config's users change only with a restart. Only external
+    /// principals' requests and the config's vendors' are read, not every
+    /// open request. Returns how many ended.
     pub async fn settle_external_terms(self: &Arc<Self>) -> Result<usize, EngineError> {
-        let open = self
+        let open = vec![State::Pending, State::Approved, State::Active];
+        let mut candidates = self
             .store
             .list_requests(&RequestFilter {
-                states: vec![State::Pending, State::Approved, State::Active],
+                states: open.clone(),
+                sponsored: true,
                 limit: u32::MAX,
                 ..RequestFilter::default()
             })
             .await?;
+        let vendors: Vec<UserId> = self
+            .catalog
+            .users
+            .values()
+            .filter(|u| u.external.is_some())
+            .map(|u| u.id.clone())
+            .collect();
+        for vendor in vendors {
+            let theirs = self
+                .store
+                .list_requests(&RequestFilter {
+                    states: open.clone(),
+                    requester: Some(vendor),
+                    limit: u32::MAX,
+                    ..RequestFilter::default()
+                })
+                .await?;
+            candidates.extend(theirs.into_iter().filter(|r| r.external.is_none()));
+        }
         let mut ended = 0;
-        for request in open {
+        for request in candidates {
             let now = self.known_user_now(&request.requester).await?;
             let Some(why) = terms_change(request.external.as_ref(), now.external.as_ref()) else {
                 continue;

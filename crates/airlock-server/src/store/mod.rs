@@ -96,6 +96,8 @@ pub struct RequestFilter {
     pub break_glass: bool,
     /// Only break-glass uses still awaiting their review's verdict.
     pub review_open: bool,
+    /// Only external principals' requests (those that record a sponsor).
+    pub sponsored: bool,
     /// Only requests this user may see ([`AccessRequest::visible_to`]).
     pub visible_to: Option<User>,
     /// Only requests waiting for this user's approval

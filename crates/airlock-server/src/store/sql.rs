@@ -1428,6 +1428,9 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
     if filter.review_open {
         sql.push_str(" AND review_open = 1");
     }
+    if filter.sponsored {
+        sql.push_str(" AND sponsor IS NOT NULL");
+    }
     // The mirror of `AccessRequest::visible_to`.
     if let Some(user) = filter
         .visible_to
