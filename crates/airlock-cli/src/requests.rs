@@ -116,7 +116,7 @@ pub enum RequestCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// End someone's grant (admins).
+    /// End someone's grant (admins, and the sponsor of an external principal).
     Revoke {
         id: String,
         #[arg(long)]
