@@ -1290,6 +1290,37 @@ pub struct ActivityView {
     pub limit: usize,
 }
 
+/// `POST /v1/tickets/{ref}/closed`: the ticket system says a ticket is
+/// closed. Signed (`x-airlock-timestamp`, `x-airlock-signature`), so the
+/// body names the ticket too: the signature covers the body, not the path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TicketClosedBody {
+    pub ticket: String,
+}
+
+/// What closing a ticket ended (both lists empty when nothing was left to
+/// end: a ticket closed again, or one no request was asked for under).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TicketClosedView {
+    pub ticket: String,
+    /// Grants revoked; their removal from the targets follows.
+    pub revoked: Vec<String>,
+    /// Requests cancelled before they started.
+    pub cancelled: Vec<String>,
+}
+
+impl TicketClosedView {
+    pub fn new(closed: &crate::engine::TicketClosed) -> TicketClosedView {
+        let ids = |ids: &[RequestId]| ids.iter().map(ToString::to_string).collect();
+        TicketClosedView {
+            ticket: closed.ticket.clone(),
+            revoked: ids(&closed.revoked),
+            cancelled: ids(&closed.cancelled),
+        }
+    }
+}
+
 /// `GET /v1/reports/standing` takes no parameters (unknown ones are refused).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

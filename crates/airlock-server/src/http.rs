@@ -21,6 +21,7 @@ mod access_reviews;
 mod error;
 mod extract;
 mod json_api;
+mod tickets;
 mod tokens;
 mod ui;
 
@@ -96,6 +97,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/tokens"),
     ("get", "/v1/tokens"),
     ("post", "/v1/tokens/{id}/revoke"),
+    ("post", "/v1/tickets/{ref}/closed"),
 ];
 
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -96,6 +96,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/v1/tickets/{ref}/closed", post(super::tickets::closed))
 }
 
 fn request_id(raw: &str) -> ApiResult<RequestId> {
