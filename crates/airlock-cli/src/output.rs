@@ -590,6 +590,19 @@ fn actor(id: &str, kind: Option<&str>) -> String {
     }
 }
 
+/// `airlock ticket-closed`: what closing the ticket ended.
+pub fn ticket_closed(c: &airlock_server::api::TicketClosedView) {
+    if c.revoked.is_empty() && c.cancelled.is_empty() {
+        say!("ticket {}: nothing left to end", c.ticket);
+        return;
+    }
+    for (verb, ids) in [("revoked", &c.revoked), ("cancelled", &c.cancelled)] {
+        for id in ids {
+            say!("ticket {}: {verb} {id}", c.ticket);
+        }
+    }
+}
+
 /// `airlock activity`: what a post of log lines recorded.
 pub fn activity_reported(a: &airlock_server::api::ActivityView) {
     say!(
@@ -609,8 +622,8 @@ pub fn activity_reported(a: &airlock_server::api::ActivityView) {
 }
 
 /// `airlock show`: the grant's timeline of activity — sessions the
-/// connector saw the grantee hold, SSH logins and logouts sshd logged, and
-/// the elevation claims they obtained.
+/// connector saw the grantee hold, SSH logins and logouts sshd logged, the
+/// elevation claims they obtained, and warnings that it was unused.
 pub fn activity(history: &[HistoryEntry]) {
     let detail = |h: &HistoryEntry, k: &str| h.details.get(k).cloned().unwrap_or_default();
     let lines: Vec<(String, String)> = history
@@ -650,6 +663,12 @@ pub fn activity(history: &[HistoryEntry]) {
                     detail(h, "port"),
                     detail(h, "source"),
                     detail(h, "how")
+                ),
+                "idle_warned" => format!(
+                    "unused since {}: warned that it is released at {} unless used (idle limit {})",
+                    detail(h, "idle_since"),
+                    detail(h, "release_at"),
+                    detail(h, "idle_limit")
                 ),
                 "elevation_claimed" => format!(
                     "elevation claim {}{}, until {}",

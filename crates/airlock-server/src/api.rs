@@ -474,6 +474,9 @@ pub struct EntitlementView {
     /// Emergency access, when the entitlement allows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<BreakGlassView>,
+    /// A grant unused this long is released early (`idle_limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_limit_seconds: Option<u64>,
 }
 
 /// An entitlement's break-glass rules (`catalog::BreakGlassRules`).
@@ -504,6 +507,7 @@ impl EntitlementView {
                 review_within_seconds: b.review_within.as_secs(),
                 escalate_to: b.escalate_to.iter().map(ToString::to_string).collect(),
             }),
+            idle_limit_seconds: None,
         }
     }
 }

@@ -2649,3 +2649,130 @@ async fn open_access_review_items_are_counted_per_person_and_campaign() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_is_taken_once_until_forgotten_or_past_its_time() {
+    on_every_store(|store, _| async move {
+        let minutes = |m: i64| at(m * 60_000);
+        assert!(store.take_delivery("k1", at(0), minutes(5)).await.unwrap());
+        assert!(!store.take_delivery("k1", at(1), minutes(5)).await.unwrap());
+        assert!(store.take_delivery("k2", at(2), minutes(5)).await.unwrap());
+        // Forgotten (its work failed): taken again.
+        store.forget_delivery("k1").await.unwrap();
+        assert!(store.take_delivery("k1", at(3), minutes(5)).await.unwrap());
+        assert!(!store.take_delivery("k1", at(4), minutes(5)).await.unwrap());
+        // Past its time it is forgotten on the way (its timestamp refuses
+        // it by then anyway); one not yet past is kept.
+        assert!(store
+            .take_delivery("k3", minutes(5), minutes(10))
+            .await
+            .unwrap());
+        assert!(store
+            .take_delivery("k1", minutes(5), minutes(10))
+            .await
+            .unwrap());
+        assert!(!store
+            .take_delivery("k3", minutes(6), minutes(10))
+            .await
+            .unwrap());
+        // Of many takes of one delivery at once, exactly one is new.
+        let takes = (0..16).map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.take_delivery("k4", at(7), minutes(5)).await })
+        });
+        let mut new = 0;
+        for take in takes {
+            if take.await.unwrap().unwrap() {
+                new += 1;
+            }
+        }
+        assert_eq!(new, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_found_by_their_ticket_exactly() {
+    on_every_store(|store, _| async move {
+        let ent = entitlement(1);
+        let mut made = Vec::new();
+        for (id, who, ticket) in [
+            ("r1", "alice", Some("INC-1")),
+            ("r2", "bob", Some("INC-1")),
+            ("r3", "carol", Some("inc-1")),
+            ("r4", "dave", Some("INC-10")),
+            ("r5", "erin", None),
+        ] {
+            let new = NewRequest {
+                ticket: ticket.map(str::to_owned),
+                ..new_request(id)
+            };
+            let (u, e, verdict) = (
+                user(who, &["eng"], &[]),
+                ent.entitlement.clone(),
+                ent.verdict(),
+            );
+            let t = store
+                .create_request(
+                    &new.id.clone(),
+                    &u.id.clone(),
+                    Box::new(move |open| {
+                        request::submit(
+                            new.clone(),
+                            &u,
+                            &e,
+                            open.get(&e.id),
+                            verdict.clone(),
+                            &LifecycleSettings::default(),
+                            at(0),
+                        )
+                    }),
+                )
+                .await
+                .unwrap();
+            made.push(t.request);
+        }
+        apply(
+            &store,
+            "r2",
+            Command::Cancel {
+                by: user("bob", &["eng"], &[]),
+            },
+            at(1),
+        )
+        .await
+        .unwrap();
+        let found = |states: Vec<State>| {
+            let store = Arc::clone(&store);
+            async move {
+                let mut ids: Vec<String> = store
+                    .list_requests(&RequestFilter {
+                        states,
+                        ticket: Some("INC-1".to_owned()),
+                        limit: 100,
+                        ..RequestFilter::default()
+                    })
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.id.to_string())
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        // The SQL agrees with the core's rule.
+        let carrying: Vec<String> = made
+            .iter()
+            .filter(|r| airlock_core::ticket::carries(r, "INC-1"))
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(carrying, ["r1", "r2"]);
+        assert_eq!(found(Vec::new()).await, carrying);
+        assert_eq!(
+            found(vec![State::Pending, State::Approved, State::Active]).await,
+            ["r1"]
+        );
+    })
+    .await;
+}

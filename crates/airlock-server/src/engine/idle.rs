@@ -6,7 +6,8 @@
 //! What a grant's use is: its checks, stored on the request (each replica
 //! adds its counts about once a second, `engine::checks`), and the logins,
 //! logouts and sessions on its timeline (audit events). This replica adds
-//! its own counts first; other replicas' may be up to a flush late, which
+//! its own counts first (and counts the checks it answers during the round
+//! from memory); other replicas' may be up to a flush late, which
 //! [`ACTIVITY_LAG`] allows for. The timeline is read only for grants that
 //! look idle by their stored checks alone (use only ever moves the idle
 //! clock forward, so one that does not is not idle). The decision itself is
@@ -17,8 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::audit::AuditAction;
-use airlock_core::idle::{self, Reported, Step};
+use airlock_core::idle::{self, IdleLimit, Reported, Step};
 use airlock_core::request::{AccessRequest, Command, State};
+use airlock_core::EntitlementId;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -45,6 +47,11 @@ pub struct IdleReport {
 }
 
 impl Engine {
+    /// The idle limit of `entitlement`, if it sets one.
+    pub fn idle_limit(&self, entitlement: &EntitlementId) -> Option<IdleLimit> {
+        self.idle_limits.get(entitlement).copied()
+    }
+
     /// Rounds every [`IDLE_ROUND`] on the engine's clock until shutdown.
     pub async fn run_idle_limits(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
@@ -94,10 +101,12 @@ impl Engine {
                 .await?;
             for request in active {
                 // Checks alone say it is in use: the timeline cannot say less.
+                let unstored = Reported {
+                    last_at: self.checks.unstored(&request.id),
+                    ..Reported::default()
+                };
                 let now = self.clock.now();
-                if idle::step(limit, &request, &Reported::default(), ACTIVITY_LAG, now)
-                    == Step::Nothing
-                {
+                if idle::step(limit, &request, &unstored, ACTIVITY_LAG, now) == Step::Nothing {
                     continue;
                 }
                 let reported = self.reported_use(&request).await?;
@@ -126,8 +135,9 @@ impl Engine {
         Ok(report)
     }
 
-    /// The use of `request` its timeline holds: logins, logouts, sessions
-    /// and the idle warnings it was given.
+    /// The use of `request` its timeline holds (logins, logouts, sessions
+    /// and the idle warnings it was given), with the checks this replica
+    /// counted since its round began and has not stored yet.
     async fn reported_use(&self, request: &AccessRequest) -> Result<Reported, EngineError> {
         let mut events = Vec::new();
         for action in [
@@ -147,8 +157,9 @@ impl Engine {
                 .await?,
             );
         }
-        Ok(Reported::from_events(
-            events.iter().map(|e| (e.action.as_str(), e.at, &e.details)),
-        ))
+        let mut reported =
+            Reported::from_events(events.iter().map(|e| (e.action.as_str(), e.at, &e.details)));
+        reported.last_at = reported.last_at.max(self.checks.unstored(&request.id));
+        Ok(reported)
     }
 }

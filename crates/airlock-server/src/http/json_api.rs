@@ -237,7 +237,10 @@ pub(super) fn entitlement_views(state: &AppState, user: &User) -> ApiResult<Vec<
                 e,
                 policies.entitlement_facts(&e.id),
             )?;
-            Some(EntitlementView::new(e, ask.approval(), ask.needs))
+            Some(EntitlementView {
+                idle_limit_seconds: state.engine.idle_limit(&e.id).map(|l| l.limit().as_secs()),
+                ..EntitlementView::new(e, ask.approval(), ask.needs)
+            })
         })
         .collect();
     Ok(views)
