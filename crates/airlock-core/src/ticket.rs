@@ -61,18 +61,18 @@ pub fn check_signed_at(
     Ok(forget_after)
 }
 
-/// A ticket reference as the ticket system names it, checked like the
-/// ticket a requester gives: one line of text, at most
-/// [`MAX_TICKET_LEN`] characters, not blank; trimmed.
+/// A ticket reference (or a delivery's id) as the ticket system names
+/// it, checked like the ticket a requester gives: one line of text, at
+/// most [`MAX_TICKET_LEN`] characters, not blank; trimmed.
 pub fn parse_ref(field: &'static str, raw: &str) -> Result<String, Rejection> {
-    let ticket = user_text(field, raw, TextKind::Line, MAX_TICKET_LEN)?;
-    if ticket.is_empty() {
+    let name = user_text(field, raw, TextKind::Line, MAX_TICKET_LEN)?;
+    if name.is_empty() {
         return Err(Rejection::Invalid {
             field,
-            message: "must name a ticket".to_owned(),
+            message: "must not be blank".to_owned(),
         });
     }
-    Ok(ticket)
+    Ok(name)
 }
 
 /// Whether `request` was asked for under `ticket`: the same reference,

@@ -1301,6 +1301,11 @@ pub struct ActivityView {
 #[serde(deny_unknown_fields)]
 pub struct TicketClosedBody {
     pub ticket: String,
+    /// The ticket system's id of this delivery (its event id), recorded
+    /// with what it ended; two closings signed in the same second are two
+    /// deliveries only if their bodies differ, which it ensures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
 }
 
 /// What closing a ticket ended (both lists empty when nothing was left to

@@ -394,15 +394,16 @@ impl Client {
     }
 
     /// Says ticket `reference` is closed, as the ticket system's webhook
-    /// does: `{"ticket": reference}` signed now with `secret` (the
-    /// `[tickets]` secret) like the webhook connector's calls. The server
-    /// reads the signature, not this client's token.
+    /// does: `{"ticket": reference, "delivery": <a new id>}` signed now
+    /// with `secret` (the `[tickets]` secret) like the webhook connector's
+    /// calls. The server reads the signature, not this client's token.
     pub async fn close_ticket(
         &self,
         reference: &str,
         secret: &[u8],
     ) -> Result<crate::api::TicketClosedView, ClientError> {
-        let body = serde_json::json!({ "ticket": reference }).to_string();
+        let delivery = format!("airlock-cli-{}", hex::encode(rand::random::<[u8; 8]>()));
+        let body = serde_json::json!({ "ticket": reference, "delivery": delivery }).to_string();
         let mut post = self
             .http
             .post(format!(

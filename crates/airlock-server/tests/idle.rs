@@ -24,7 +24,7 @@ use airlock_server::config::{token_hash, Settings};
 use airlock_server::engine::{Clock, ManualClock, ACTIVITY_LAG, CHECKS_FLUSH_EVERY, IDLE_ROUND};
 use airlock_server::server::{start_with_clock, Server};
 use airlock_server::store::sql::Location;
-use airlock_testkit::{bounded, until};
+use airlock_testkit::until;
 
 const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -148,24 +148,12 @@ async fn boot(settings: Settings, clock: &Arc<ManualClock>) -> (Server, String) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unused_grants_are_warned_then_released_on_sqlite_and_postgres() {
-    for postgres in [false, true] {
-        let db = if postgres {
-            let Some(base) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
-                continue;
-            };
-            Some(airlock_testkit::FreshDatabase::create(&base, "airlock_idle").await)
-        } else {
-            None
-        };
-        bounded(
-            Duration::from_secs(180),
-            the_whole_flow(db.as_ref().map(|d| d.url.clone())),
-        )
-        .await;
-        if let Some(db) = db {
-            db.drop_now().await;
-        }
-    }
+    airlock_testkit::on_sqlite_and_postgres(
+        "airlock_idle",
+        Duration::from_secs(180),
+        the_whole_flow,
+    )
+    .await;
 }
 
 async fn the_whole_flow(postgres: Option<String>) {

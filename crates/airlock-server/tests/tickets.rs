@@ -12,6 +12,7 @@
 #![expect(
     clippy::unwrap_used,
     clippy::panic,
+    clippy::indexing_slicing,
     reason = "test helpers fail by panicking, with the value in the message"
 )]
 
@@ -112,7 +113,16 @@ struct Delivery {
 
 impl Delivery {
     fn signed(path_ref: &str, body_ticket: &str, secret: &[u8], signed_at: Timestamp) -> Delivery {
-        let body = serde_json::json!({ "ticket": body_ticket }).to_string();
+        Delivery::signed_body(
+            path_ref,
+            serde_json::json!({ "ticket": body_ticket }),
+            secret,
+            signed_at,
+        )
+    }
+
+    fn signed_body(path_ref: &str, body: Value, secret: &[u8], signed_at: Timestamp) -> Delivery {
+        let body = body.to_string();
         let timestamp = (signed_at.unix_millis() / 1000).to_string();
         Delivery {
             path_ref: path_ref.to_owned(),
@@ -193,24 +203,12 @@ async fn boot(settings: Settings, clock: &Arc<ManualClock>) -> (Server, String) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_ticket_ends_its_access_on_sqlite_and_postgres() {
-    for postgres in [false, true] {
-        let db = if postgres {
-            let Some(base) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
-                continue;
-            };
-            Some(airlock_testkit::FreshDatabase::create(&base, "airlock_tickets").await)
-        } else {
-            None
-        };
-        bounded(
-            Duration::from_secs(120),
-            the_whole_flow(db.as_ref().map(|d| d.url.clone())),
-        )
-        .await;
-        if let Some(db) = db {
-            db.drop_now().await;
-        }
-    }
+    airlock_testkit::on_sqlite_and_postgres(
+        "airlock_tickets",
+        Duration::from_secs(120),
+        the_whole_flow,
+    )
+    .await;
 }
 
 async fn the_whole_flow(postgres: Option<String>) {
@@ -398,12 +396,19 @@ async fn the_whole_flow(postgres: Option<String>) {
         .unwrap();
     let revocation = events.iter().find(|e| e.action == "revoked").unwrap();
     assert_eq!(revocation.actor, "tickets:webhook");
+    // Without an id of its own, the delivery is named by its signature.
+    let signature = good.signature.clone().unwrap();
     assert_eq!(
         (
             revocation.details.get("cause").map(String::as_str),
             revocation.details.get("ticket").map(String::as_str),
+            revocation.details.get("delivery").map(String::as_str),
         ),
-        (Some("ticket `INC-1` was closed"), Some("INC-1"))
+        (
+            Some("ticket `INC-1` was closed"),
+            Some("INC-1"),
+            signature.get(7..23)
+        )
     );
     until(WAIT, "the grant's removal", || async {
         ann.get_request(&alice_logs)
@@ -480,6 +485,33 @@ async fn the_whole_flow(postgres: Option<String>) {
         (200, Value::Array(vec![]))
     );
     assert_eq!(snapshot(&ann, &all).await, after);
+    // INC-2 closes, the ticket system naming its delivery: bob's grant
+    // ends, and the record names the delivery.
+    let (status, closed) = Delivery::signed_body(
+        "INC-2",
+        serde_json::json!({"ticket": "INC-2", "delivery": "evt-2"}),
+        SECRET,
+        clock.now(),
+    )
+    .send(&base)
+    .await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(ids(&closed["revoked"]), BTreeSet::from([bob_logs.clone()]));
+    let events = ann
+        .audit(&AuditQuery {
+            request: Some(bob_logs.clone()),
+            action: Some("revoked".to_owned()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        events
+            .first()
+            .and_then(|e| e.details.get("delivery"))
+            .map(String::as_str),
+        Some("evt-2")
+    );
     if let Some((replica, _)) = replica {
         replica.shutdown().await;
     }

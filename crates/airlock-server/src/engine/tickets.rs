@@ -118,18 +118,31 @@ impl Engine {
     }
 
     /// Ends the access asked for under ticket `path_ref`, which the signed
-    /// body names too (`body_ticket`): every grant carrying it is revoked
-    /// and every request carrying it that has not started is cancelled.
-    /// A replayed delivery is refused; a ticket closed before ends nothing
+    /// body names too (`body_ticket`, with the ticket system's id of the
+    /// delivery if it gives one): every grant carrying it is revoked and
+    /// every request carrying it that has not started is cancelled. A
+    /// replayed delivery is refused; a ticket closed before ends nothing
     /// more.
     pub async fn close_ticket(
         self: &Arc<Self>,
         delivery: Verified,
         path_ref: &str,
         body_ticket: &str,
+        delivery_id: Option<&str>,
     ) -> Result<TicketClosed, DeliveryRefused> {
         let ticket = ticket::parse_ref("ref", path_ref).map_err(EngineError::from)?;
         let named = ticket::parse_ref("ticket", body_ticket).map_err(EngineError::from)?;
+        // Named in the record by the ticket system's id, else by the start
+        // of its signature.
+        let recorded_as = match delivery_id {
+            Some(id) => ticket::parse_ref("delivery", id).map_err(EngineError::from)?,
+            None => delivery
+                .key
+                .trim_start_matches("sha256=")
+                .chars()
+                .take(16)
+                .collect(),
+        };
         if named != ticket {
             return Err(
                 EngineError::from(airlock_core::request::Rejection::Invalid {
@@ -150,7 +163,7 @@ impl Engine {
         if !taken {
             return Err(DeliveryRefused::Replayed);
         }
-        match self.end_ticket(&ticket, &delivery.key).await {
+        match self.end_ticket(&ticket, &recorded_as).await {
             Ok(closed) => Ok(closed),
             Err(e) => {
                 // So that the ticket system's retry of this delivery is
@@ -181,16 +194,10 @@ impl Engine {
             ticket: ticket.to_owned(),
             ..TicketClosed::default()
         };
-        // The delivery is named in the record by the start of its signature.
-        let delivery: String = delivery
-            .trim_start_matches("sha256=")
-            .chars()
-            .take(16)
-            .collect();
         for request in open {
             let command = Command::TicketClosed {
                 ticket: ticket.to_owned(),
-                delivery: delivery.clone(),
+                delivery: delivery.to_owned(),
             };
             let t = self.apply(&request.id, command).await?;
             if !t.events.is_empty() {

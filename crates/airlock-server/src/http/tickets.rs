@@ -26,7 +26,7 @@ pub(super) async fn closed(
     let body: TicketClosedBody = signed.json()?;
     let closed = state
         .engine
-        .close_ticket(verified, &reference, &body.ticket)
+        .close_ticket(verified, &reference, &body.ticket, body.delivery.as_deref())
         .await
         .map_err(refused)?;
     Ok(Json(TicketClosedView::new(&closed)))
