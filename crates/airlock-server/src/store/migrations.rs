@@ -97,6 +97,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 15,
+        common: "",
+        sqlite: include_str!("migrations/0015_grant_checks_table.sqlite.sql"),
+        postgres: include_str!("migrations/0015_grant_checks_table.postgres.sql"),
+    },
 ];
 
 pub fn latest() -> i64 {
