@@ -621,13 +621,18 @@ pub fn activity_reported(a: &airlock_server::api::ActivityView) {
     }
 }
 
+<<<<<<< HEAD
 /// `airlock show`: the grant's timeline of activity — sessions the
 /// connector saw the grantee hold, SSH logins and logouts sshd logged, the
 /// elevation claims they obtained, and warnings that it was unused.
+=======
+/// `airlock show`: the grant's timeline of activity (sessions, SSH logins
+/// and logouts, elevation claims; `HistoryEntry::activity` words each).
+>>>>>>> main
 pub fn activity(history: &[HistoryEntry]) {
-    let detail = |h: &HistoryEntry, k: &str| h.details.get(k).cloned().unwrap_or_default();
-    let lines: Vec<(String, String)> = history
+    let lines: Vec<(&str, String)> = history
         .iter()
+<<<<<<< HEAD
         .filter_map(|h| {
             let what = match h.action.as_str() {
                 "session_seen" => format!(
@@ -683,6 +688,9 @@ pub fn activity(history: &[HistoryEntry]) {
             };
             Some((h.at.clone(), what))
         })
+=======
+        .filter_map(|h| Some((h.at.as_str(), h.activity()?)))
+>>>>>>> main
         .collect();
     if lines.is_empty() {
         return;

@@ -574,6 +574,62 @@ pub struct HistoryEntry {
     pub details: BTreeMap<String, String>,
 }
 
+impl HistoryEntry {
+    /// The event in words when it is activity during the grant — a
+    /// session the connector saw, an SSH login or logout sshd logged, an
+    /// elevation claim — for `airlock show` and the request's web page.
+    pub fn activity(&self) -> Option<String> {
+        let detail = |k: &str| self.details.get(k).cloned().unwrap_or_default();
+        let what = match self.action.as_str() {
+            "session_seen" => format!(
+                "session {} as {} from {}{}",
+                detail("session"),
+                detail("login"),
+                detail("client"),
+                self.details
+                    .get("statement")
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default()
+            ),
+            "session_gone" => format!(
+                "session {} gone{}",
+                detail("session"),
+                self.details
+                    .get("why")
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            ),
+            "ssh_login" => format!(
+                "ssh login as {} from {} port {} on {} (certificate serial {})",
+                detail("user"),
+                detail("client"),
+                detail("port"),
+                detail("source"),
+                detail("serial")
+            ),
+            "ssh_logout" => format!(
+                "ssh logout of {} from {} port {} on {} ({})",
+                detail("user"),
+                detail("client"),
+                detail("port"),
+                detail("source"),
+                detail("how")
+            ),
+            "elevation_claimed" => format!(
+                "elevation claim {}{}, until {}",
+                detail("claim"),
+                self.details
+                    .get("audience")
+                    .map(|a| format!(" for {a}"))
+                    .unwrap_or_default(),
+                detail("expires_at")
+            ),
+            _ => return None,
+        };
+        Some(what)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApprovalExplained {
     pub approver: String,

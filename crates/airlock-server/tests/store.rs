@@ -79,6 +79,42 @@ impl Fixture {
         sqlx::AnyConnection::connect(&self.raw_url).await.unwrap()
     }
 
+    fn location(&self) -> Location {
+        if self.raw_url.starts_with("sqlite://") {
+            Location::Sqlite(self.raw_url.trim_start_matches("sqlite://").into())
+        } else {
+            Location::Postgres(self.raw_url.clone())
+        }
+    }
+
+    /// Runs `sql` on the database behind the store's back, then opens it
+    /// again, the old store closed first: a schema changed back to an
+    /// earlier version is migrated again.
+    async fn reopened_after(self, sql: &[&str]) -> Fixture {
+        let mut raw = self.raw().await;
+        for statement in sql {
+            sqlx::query(statement).execute(&mut raw).await.unwrap();
+        }
+        drop(raw);
+        let location = self.location();
+        let Fixture {
+            name,
+            store,
+            raw_url,
+            _dir,
+            db,
+        } = self;
+        drop(store);
+        let store = Arc::new(SqlStore::open(&location).await.unwrap());
+        Fixture {
+            name,
+            store,
+            raw_url,
+            _dir,
+            db,
+        }
+    }
+
     async fn cleanup(self) {
         let Fixture { store, db, .. } = self;
         drop(store);
@@ -879,12 +915,7 @@ async fn a_newer_schema_is_refused() {
             .execute(&mut raw)
             .await
             .unwrap();
-        let location = if fixture.raw_url.starts_with("sqlite://") {
-            Location::Sqlite(fixture.raw_url.trim_start_matches("sqlite://").into())
-        } else {
-            Location::Postgres(fixture.raw_url.clone())
-        };
-        match SqlStore::open(&location).await {
+        match SqlStore::open(&fixture.location()).await {
             Err(StoreError::SchemaTooNew { found: 999, .. }) => {}
             Err(other) => panic!("{}: unexpected {other:?}", fixture.name),
             Ok(_) => panic!("{}: opened a database with a newer schema", fixture.name),
@@ -905,32 +936,63 @@ async fn a_version_that_landed_after_a_newer_one_is_still_applied() {
     for fixture in fixtures {
         // As if this database had been migrated by a build that had version
         // 9 but not yet version 8 (the outbox).
-        let mut raw = fixture.raw().await;
-        for sql in [
-            "DROP TABLE notification_outbox",
-            "DELETE FROM schema_migrations WHERE version = 8",
-        ] {
-            sqlx::query(sql).execute(&mut raw).await.unwrap();
-        }
-        drop(raw);
-        let location = if fixture.raw_url.starts_with("sqlite://") {
-            Location::Sqlite(fixture.raw_url.trim_start_matches("sqlite://").into())
-        } else {
-            Location::Postgres(fixture.raw_url.clone())
+        let fixture = fixture
+            .reopened_after(&[
+                "DROP TABLE notification_outbox",
+                "DELETE FROM schema_migrations WHERE version = 8",
+            ])
+            .await;
+        fixture.store.ping().await.unwrap();
+        let summary = fixture.store.notification_summary(at(0)).await;
+        assert!(
+            summary.is_ok(),
+            "{}: the outbox is back: {summary:?}",
+            fixture.name
+        );
+        fixture.cleanup().await;
+    }
+}
+
+/// Schema version 15 moved the checks counted from the request rows to
+/// `grant_checks`: a database from before keeps what it counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_counted_before_version_15_are_kept_by_its_migration() {
+    let mut fixtures = vec![sqlite().await];
+    fixtures.extend(postgres().await);
+    for fixture in fixtures {
+        let (alice, bob) = (user("alice", &["eng"], &[]), user("bob", &["eng"], &[]));
+        create(&fixture.store, &alice, &entitlement(1), "r1", at(0))
+            .await
+            .unwrap();
+        create(&fixture.store, &bob, &entitlement(1), "r2", at(0))
+            .await
+            .unwrap();
+        // As version 14 left it: the counts in the request rows.
+        let fixture = fixture
+            .reopened_after(&[
+                "DROP TABLE grant_checks",
+                "ALTER TABLE requests ADD COLUMN check_count BIGINT NOT NULL DEFAULT 0",
+                "ALTER TABLE requests ADD COLUMN last_checked_at BIGINT",
+                "UPDATE requests SET check_count = 7, last_checked_at = 500000 WHERE id = 'r1'",
+                "DELETE FROM schema_migrations WHERE version = 15",
+            ])
+            .await;
+        let checks = |id: &str| {
+            let store = Arc::clone(&fixture.store);
+            let id = RequestId::parse(id).unwrap();
+            async move { store.get_request(&id).await.unwrap().unwrap().checks }
         };
         let name = fixture.name;
-        let Fixture {
-            store, db, _dir, ..
-        } = fixture;
-        drop(store);
-        let reopened = SqlStore::open(&location).await.unwrap();
-        reopened.ping().await.unwrap();
-        let summary = reopened.notification_summary(at(0)).await;
-        assert!(summary.is_ok(), "{name}: the outbox is back: {summary:?}");
-        drop(reopened);
-        if let Some(db) = db {
-            db.drop_now().await;
-        }
+        assert_eq!(
+            checks("r1").await,
+            airlock_core::request::CheckActivity {
+                count: 7,
+                last_at: Some(Timestamp::from_unix_millis(500_000)),
+            },
+            "{name}"
+        );
+        assert_eq!(checks("r2").await, Default::default(), "{name}");
+        fixture.cleanup().await;
     }
 }
 
@@ -2486,13 +2548,17 @@ async fn access_review_writes_happen_once_and_name_their_place_in_the_chain() {
 }
 
 /// SQLite answers checks from memory: what a reopened store finds is what
-/// the file holds, an import included.
+/// the file holds, an import included (which carries the checks counted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_sqlite_store_finds_the_open_requests_it_had() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("airlock.db");
     let alice = user("alice", &["eng"], &[]);
     let db = EntitlementId::parse("db").unwrap();
+    let checked = airlock_core::request::CheckActivity {
+        count: 3,
+        last_at: Some(at(500)),
+    };
     async fn open_of(store: &SqlStore, who: &UserId, db: &EntitlementId) -> Option<String> {
         store
             .open_request(who, db)
@@ -2508,6 +2574,8 @@ async fn a_reopened_sqlite_store_finds_the_open_requests_it_had() {
             .await
             .unwrap();
         assert_eq!(open_of(&store, &alice.id, &db).await.as_deref(), Some("r1"));
+        let r1 = RequestId::parse("r1").unwrap();
+        store.add_checks(vec![(r1, checked)]).await.unwrap();
         let requests = store.export_requests(None, 100).await.unwrap();
         let audit = store.export_audit(0, 100).await.unwrap();
         (requests, audit)
@@ -2531,6 +2599,12 @@ async fn a_reopened_sqlite_store_finds_the_open_requests_it_had() {
         .await
         .unwrap();
     assert_eq!(open_of(&fresh, &alice.id, &db).await.as_deref(), Some("r1"));
+    let imported = fresh
+        .get_request(&RequestId::parse("r1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(imported.checks, checked);
 }
 
 /// The open items about one person, per open campaign (what the web UI's

@@ -99,7 +99,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 15,
-        common: include_str!("migrations/0015_tickets.sql"),
+        common: "",
+        sqlite: include_str!("migrations/0015_grant_checks_table.sqlite.sql"),
+        postgres: include_str!("migrations/0015_grant_checks_table.postgres.sql"),
+    },
+    Migration {
+        version: 16,
+        common: include_str!("migrations/0016_tickets.sql"),
         sqlite: "",
         postgres: "",
     },

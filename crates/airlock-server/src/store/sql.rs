@@ -1258,6 +1258,12 @@ async fn import_in_tx(
     for chunk in shaped_chunks(&changed, backend.rows_per_statement(REQUEST_PARAMS)) {
         write_requests(conn, chunk).await?;
     }
+    let checked: Vec<(RequestId, CheckActivity)> = requests
+        .iter()
+        .filter(|r| r.checks != CheckActivity::default())
+        .map(|r| (r.id.clone(), r.checks))
+        .collect();
+    super::checks::add(conn, &checked, backend == Backend::Postgres).await?;
     for chunk in audit.chunks(backend.rows_per_statement(AUDIT_PARAMS)) {
         insert_audit_records(conn, chunk).await?;
     }
@@ -1340,9 +1346,14 @@ const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, r
     review_open, review_due_at, extension, extension_approver_list, extension_approved_by_list";
 
 /// Read with a request but never written by its upsert: check activity
-/// (schema version 12) is added by [`Store::add_checks`] alone, so a
-/// request's change never overwrites counts added meanwhile.
-const CHECK_COLUMNS: &str = "check_count, last_checked_at";
+/// lives in `grant_checks` (schema version 15), added to by
+/// [`Store::add_checks`] alone, so a request's change never overwrites
+/// counts added meanwhile. A request never checked has no row there.
+const CHECK_COLUMNS: &str = "\
+    COALESCE((SELECT g.check_count FROM grant_checks g WHERE g.request_id = requests.id), 0) \
+    AS check_count, \
+    (SELECT g.last_checked_at FROM grant_checks g WHERE g.request_id = requests.id) \
+    AS last_checked_at";
 
 /// Ids as one `|a|b|` text (empty for none), so that "`x` is one of them"
 /// is an exact substring match on `|x|` in SQL (ids hold no `|`): the
