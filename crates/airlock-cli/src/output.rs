@@ -621,76 +621,13 @@ pub fn activity_reported(a: &airlock_server::api::ActivityView) {
     }
 }
 
-<<<<<<< HEAD
-/// `airlock show`: the grant's timeline of activity — sessions the
-/// connector saw the grantee hold, SSH logins and logouts sshd logged, the
-/// elevation claims they obtained, and warnings that it was unused.
-=======
 /// `airlock show`: the grant's timeline of activity (sessions, SSH logins
-/// and logouts, elevation claims; `HistoryEntry::activity` words each).
->>>>>>> main
+/// and logouts, elevation claims, warnings that it was unused;
+/// `HistoryEntry::activity` words each).
 pub fn activity(history: &[HistoryEntry]) {
     let lines: Vec<(&str, String)> = history
         .iter()
-<<<<<<< HEAD
-        .filter_map(|h| {
-            let what = match h.action.as_str() {
-                "session_seen" => format!(
-                    "session {} as {} from {}{}",
-                    detail(h, "session"),
-                    detail(h, "login"),
-                    detail(h, "client"),
-                    h.details
-                        .get("statement")
-                        .map(|s| format!(": {s}"))
-                        .unwrap_or_default()
-                ),
-                "session_gone" => format!(
-                    "session {} gone{}",
-                    detail(h, "session"),
-                    h.details
-                        .get("why")
-                        .map(|w| format!(" ({w})"))
-                        .unwrap_or_default()
-                ),
-                "ssh_login" => format!(
-                    "ssh login as {} from {} port {} on {} (certificate serial {})",
-                    detail(h, "user"),
-                    detail(h, "client"),
-                    detail(h, "port"),
-                    detail(h, "source"),
-                    detail(h, "serial")
-                ),
-                "ssh_logout" => format!(
-                    "ssh logout of {} from {} port {} on {} ({})",
-                    detail(h, "user"),
-                    detail(h, "client"),
-                    detail(h, "port"),
-                    detail(h, "source"),
-                    detail(h, "how")
-                ),
-                "idle_warned" => format!(
-                    "unused since {}: warned that it is released at {} unless used (idle limit {})",
-                    detail(h, "idle_since"),
-                    detail(h, "release_at"),
-                    detail(h, "idle_limit")
-                ),
-                "elevation_claimed" => format!(
-                    "elevation claim {}{}, until {}",
-                    detail(h, "claim"),
-                    h.details
-                        .get("audience")
-                        .map(|a| format!(" for {a}"))
-                        .unwrap_or_default(),
-                    detail(h, "expires_at")
-                ),
-                _ => return None,
-            };
-            Some((h.at.clone(), what))
-        })
-=======
         .filter_map(|h| Some((h.at.as_str(), h.activity()?)))
->>>>>>> main
         .collect();
     if lines.is_empty() {
         return;

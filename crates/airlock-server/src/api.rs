@@ -577,7 +577,8 @@ pub struct HistoryEntry {
 impl HistoryEntry {
     /// The event in words when it is activity during the grant — a
     /// session the connector saw, an SSH login or logout sshd logged, an
-    /// elevation claim — for `airlock show` and the request's web page.
+    /// elevation claim, a warning that it was unused — for `airlock show`
+    /// and the request's web page.
     pub fn activity(&self) -> Option<String> {
         let detail = |k: &str| self.details.get(k).cloned().unwrap_or_default();
         let what = match self.action.as_str() {
@@ -614,6 +615,12 @@ impl HistoryEntry {
                 detail("port"),
                 detail("source"),
                 detail("how")
+            ),
+            "idle_warned" => format!(
+                "unused since {}: warned that it is released at {} unless used (idle limit {})",
+                detail("idle_since"),
+                detail("release_at"),
+                detail("idle_limit")
             ),
             "elevation_claimed" => format!(
                 "elevation claim {}{}, until {}",
