@@ -409,7 +409,7 @@ mod tests {
             "checked at 20m, warned from 42m35s",
             checked,
             none(),
-            at(50),
+            at(50).plus(LAG).minus(secs(450)),
             Step::Warn {
                 idle_since: at(20),
                 release_at: at(50).plus(LAG),
@@ -461,7 +461,7 @@ mod tests {
             "expiry after the release",
             |r| r.expires_at = Some(at(40)),
             none(),
-            at(25),
+            at(30).plus(LAG).minus(secs(450)),
             Step::Warn {
                 idle_since: T0,
                 release_at: at(30).plus(LAG),
