@@ -767,6 +767,8 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         routing: Default::default(),
         token_max_lifetime: Duration::from_secs(90 * 24 * 3600),
         access_reviews: Default::default(),
+        tickets: None,
+        idle_limits: Default::default(),
     });
     let (shutdown, watcher) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher));

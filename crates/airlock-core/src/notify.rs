@@ -62,6 +62,9 @@ topics! {
     ExpiresSoon => "expires_soon", Requester;
     /// The request ended: expired, released, revoked, timed out or failed.
     Ended => "ended", Requester;
+    /// A grant nobody used for most of its entitlement's idle limit: it is
+    /// released soon unless used.
+    IdleWarning => "idle_warning", Requester;
     /// An emergency request was made.
     BreakGlass => "break_glass", Security;
     /// A break-glass use awaits its reviewers' verdict.
@@ -299,6 +302,7 @@ pub fn plan(t: &Transition, routing: &Routing) -> Vec<Notification> {
             AuditAction::ExtensionRequested if r.extension_awaiting_approval().is_some() => {
                 add(Topic::ExtensionAwaitingApproval, i, event, event.at);
             }
+            AuditAction::IdleWarned => add(Topic::IdleWarning, i, event, event.at),
             AuditAction::ExtensionDenied => add(Topic::ExtensionDenied, i, event, event.at),
             AuditAction::ExtensionFailed => add(Topic::ExtensionFailed, i, event, event.at),
             AuditAction::Expired
@@ -348,7 +352,7 @@ pub fn still_relevant(topic: Topic, request: &AccessRequest, now: Timestamp) -> 
             request.state == State::Pending
         }
         Topic::ExtensionAwaitingApproval => request.extension_awaiting_approval().is_some(),
-        Topic::ExpiresSoon => request.holds_access(now),
+        Topic::ExpiresSoon | Topic::IdleWarning => request.holds_access(now),
         Topic::RevocationOverdue => removal_outstanding(request),
         Topic::ReviewRequested | Topic::ReviewEscalated => {
             request.review.as_ref().is_some_and(|r| r.is_open())
@@ -395,6 +399,13 @@ fn facts(r: &AccessRequest, event: &AuditEvent) -> BTreeMap<String, String> {
             "account_expires".to_owned(),
             terms.account_expires.to_rfc3339(),
         );
+    }
+    if event.action == AuditAction::IdleWarned {
+        for key in ["idle_since", "release_at", "idle_limit"] {
+            if let Some(v) = event.details.get(key) {
+                f.insert(key.to_owned(), v.clone());
+            }
+        }
     }
     let optional = [
         ("ticket", r.ticket.clone()),

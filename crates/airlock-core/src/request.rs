@@ -1056,6 +1056,25 @@ pub enum Command {
     /// retried and never abandoned). A request already ended stays as it is.
     /// Only the engine sends it.
     Deprovision { cause: String },
+    /// The ticket system closed `ticket` (through its signed webhook;
+    /// `delivery` names the delivery): the access asked for under it ends
+    /// now, as when the identity provider withdraws the requester — a
+    /// grant is revoked, one that has not started is cancelled — recorded
+    /// as done by the ticket system with the ticket as the cause. A request
+    /// already ended stays as it is; one not asked for under the ticket is
+    /// refused. Only the engine sends it.
+    TicketClosed { ticket: String, delivery: String },
+    /// The entitlement's idle limit, applied to an active grant
+    /// ([`crate::idle::step`]): with the use the record holds besides the
+    /// request's own checks (`reported`) and how late use may reach the
+    /// record (`lag`), its holder is warned, or the grant is released
+    /// (audited as a release with the cause `idle`), or nothing happens.
+    /// Only the engine sends it.
+    Idle {
+        limit: crate::idle::IdleLimit,
+        reported: crate::idle::Reported,
+        lag: Duration,
+    },
     /// A fact the request's decision may have stood on changed (the
     /// requester left a group; `cause` says which): `before` is the policy
     /// set's answer with the old fact, `after` with the new one. Only when
@@ -1197,10 +1216,7 @@ pub fn apply(
         }
         Command::Cancel { by } => {
             access::may_act(by, &request, RequestAction::Withdraw)?;
-            let not_started = request.state == State::Pending
-                || (request.state == State::Approved
-                    && request.job.as_ref().is_some_and(|j| j.attempts == 0));
-            if !not_started {
+            if !request.not_started() {
                 return Err(request.conflict("cancel", "only a request that has not started can be cancelled; release an active grant instead"));
             }
             request.end(
@@ -1265,17 +1281,32 @@ pub fn apply(
         }
         Command::Deprovision { cause } => {
             if !request.state.is_terminal() {
-                let not_started = request.state == State::Pending
-                    || (request.state == State::Approved
-                        && request.job.as_ref().is_some_and(|j| j.attempts == 0));
-                let (state, action) = if not_started {
-                    (State::Cancelled, AuditAction::Cancelled)
-                } else {
-                    (State::Revoked, AuditAction::Revoked)
-                };
-                request.end_by_directory(state, action, cause.clone(), now, &mut out);
+                request.withdraw(Actor::Provisioning, cause.clone(), now, &mut out);
             }
         }
+        Command::TicketClosed { ticket, delivery } => {
+            if !crate::ticket::carries(&request, ticket) {
+                return Err(Rejection::Conflict(format!(
+                    "`{}` was not asked for under ticket `{ticket}`",
+                    request.id
+                )));
+            }
+            if !request.state.is_terminal() {
+                let cause = format!("ticket `{ticket}` was closed");
+                request.withdraw(Actor::TicketSystem, cause, now, &mut out);
+                if let Some(event) = out.events.last_mut() {
+                    event.details.insert("ticket".to_owned(), ticket.clone());
+                    event
+                        .details
+                        .insert("delivery".to_owned(), delivery.clone());
+                }
+            }
+        }
+        Command::Idle {
+            limit,
+            reported,
+            lag,
+        } => request.idle_step(limit, reported, *lag, now, &mut out),
         Command::Redecide {
             before,
             after: verdict,
@@ -1711,10 +1742,91 @@ impl AccessRequest {
         now: Timestamp,
         out: &mut Outcome,
     ) {
-        self.end(state, now, None, Some(note.clone()), action, out);
+        self.end_on_word_of(Actor::Provisioning, state, action, note, now, out);
+    }
+
+    /// Ends the request on `actor`'s word (the identity provider, the
+    /// ticket system), with `cause` as the reason and recorded as the cause.
+    fn end_on_word_of(
+        &mut self,
+        actor: Actor,
+        state: State,
+        action: AuditAction,
+        cause: String,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) {
+        self.end(state, now, None, Some(cause.clone()), action, out);
         if let Some(event) = out.events.last_mut() {
-            event.actor = Actor::Provisioning;
-            event.details.insert("cause".to_owned(), note);
+            event.actor = actor;
+            event.details.insert("cause".to_owned(), cause);
+        }
+    }
+
+    /// Not started yet: pending, or approved with no grant attempt made.
+    /// Such a request is cancelled rather than revoked: nothing reached
+    /// the target.
+    fn not_started(&self) -> bool {
+        self.state == State::Pending
+            || (self.state == State::Approved && self.job.as_ref().is_some_and(|j| j.attempts == 0))
+    }
+
+    /// Ends an unfinished request on `actor`'s word whatever its state: one
+    /// that has not started is cancelled, anything else revoked (through
+    /// the usual connector job, retried and never abandoned).
+    fn withdraw(&mut self, actor: Actor, cause: String, now: Timestamp, out: &mut Outcome) {
+        let (state, action) = if self.not_started() {
+            (State::Cancelled, AuditAction::Cancelled)
+        } else {
+            (State::Revoked, AuditAction::Revoked)
+        };
+        self.end_on_word_of(actor, state, action, cause, now, out);
+    }
+
+    /// Applies the entitlement's idle limit (see [`Command::Idle`]).
+    fn idle_step(
+        &mut self,
+        limit: &crate::idle::IdleLimit,
+        reported: &crate::idle::Reported,
+        lag: Duration,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) {
+        let idle_limit = human_duration(limit.limit());
+        match crate::idle::step(limit, self, reported, lag, now) {
+            crate::idle::Step::Nothing => {}
+            crate::idle::Step::Warn {
+                idle_since,
+                release_at,
+            } => {
+                let details = BTreeMap::from([
+                    ("idle_since".to_owned(), idle_since.to_rfc3339()),
+                    ("release_at".to_owned(), release_at.to_rfc3339()),
+                    ("idle_limit".to_owned(), idle_limit),
+                ]);
+                out.event(self, now, Actor::System, AuditAction::IdleWarned, details);
+            }
+            crate::idle::Step::Release { idle_since } => {
+                let note = format!(
+                    "idle: not used since {} (idle limit {idle_limit})",
+                    idle_since.to_rfc3339()
+                );
+                self.end(
+                    State::Released,
+                    now,
+                    None,
+                    Some(note),
+                    AuditAction::Released,
+                    out,
+                );
+                if let Some(event) = out.events.last_mut() {
+                    event.details.insert("cause".to_owned(), "idle".to_owned());
+                    event
+                        .details
+                        .insert("idle_since".to_owned(), idle_since.to_rfc3339());
+                    event.details.insert("idle_limit".to_owned(), idle_limit);
+                }
+            }
         }
     }
 

@@ -510,6 +510,9 @@ pub struct EntitlementView {
     /// Emergency access, when the entitlement allows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<BreakGlassView>,
+    /// A grant unused this long is released early (`idle_limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_limit_seconds: Option<u64>,
 }
 
 /// An entitlement's break-glass rules (`catalog::BreakGlassRules`).
@@ -540,6 +543,7 @@ impl EntitlementView {
                 review_within_seconds: b.review_within.as_secs(),
                 escalate_to: b.escalate_to.iter().map(ToString::to_string).collect(),
             }),
+            idle_limit_seconds: None,
         }
     }
 }
@@ -604,6 +608,69 @@ pub struct HistoryEntry {
     /// statement; for an elevation claim: its id and audience).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<String, String>,
+}
+
+impl HistoryEntry {
+    /// The event in words when it is activity during the grant — a
+    /// session the connector saw, an SSH login or logout sshd logged, an
+    /// elevation claim, a warning that it was unused — for `airlock show`
+    /// and the request's web page.
+    pub fn activity(&self) -> Option<String> {
+        let detail = |k: &str| self.details.get(k).cloned().unwrap_or_default();
+        let what = match self.action.as_str() {
+            "session_seen" => format!(
+                "session {} as {} from {}{}",
+                detail("session"),
+                detail("login"),
+                detail("client"),
+                self.details
+                    .get("statement")
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default()
+            ),
+            "session_gone" => format!(
+                "session {} gone{}",
+                detail("session"),
+                self.details
+                    .get("why")
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            ),
+            "ssh_login" => format!(
+                "ssh login as {} from {} port {} on {} (certificate serial {})",
+                detail("user"),
+                detail("client"),
+                detail("port"),
+                detail("source"),
+                detail("serial")
+            ),
+            "ssh_logout" => format!(
+                "ssh logout of {} from {} port {} on {} ({})",
+                detail("user"),
+                detail("client"),
+                detail("port"),
+                detail("source"),
+                detail("how")
+            ),
+            "idle_warned" => format!(
+                "unused since {}: warned that it is released at {} unless used (idle limit {})",
+                detail("idle_since"),
+                detail("release_at"),
+                detail("idle_limit")
+            ),
+            "elevation_claimed" => format!(
+                "elevation claim {}{}, until {}",
+                detail("claim"),
+                self.details
+                    .get("audience")
+                    .map(|a| format!(" for {a}"))
+                    .unwrap_or_default(),
+                detail("expires_at")
+            ),
+            _ => return None,
+        };
+        Some(what)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -1330,6 +1397,42 @@ pub struct ActivityView {
     pub over_limit: usize,
     /// The most activity events one grant gets.
     pub limit: usize,
+}
+
+/// `POST /v1/tickets/{ref}/closed`: the ticket system says a ticket is
+/// closed. Signed (`x-airlock-timestamp`, `x-airlock-signature`), so the
+/// body names the ticket too: the signature covers the body, not the path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TicketClosedBody {
+    pub ticket: String,
+    /// The ticket system's id of this delivery (its event id), recorded
+    /// with what it ended; two closings signed in the same second are two
+    /// deliveries only if their bodies differ, which it ensures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+}
+
+/// What closing a ticket ended (both lists empty when nothing was left to
+/// end: a ticket closed again, or one no request was asked for under).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TicketClosedView {
+    pub ticket: String,
+    /// Grants revoked; their removal from the targets follows.
+    pub revoked: Vec<String>,
+    /// Requests cancelled before they started.
+    pub cancelled: Vec<String>,
+}
+
+impl TicketClosedView {
+    pub fn new(closed: &crate::engine::TicketClosed) -> TicketClosedView {
+        let ids = |ids: &[RequestId]| ids.iter().map(ToString::to_string).collect();
+        TicketClosedView {
+            ticket: closed.ticket.clone(),
+            revoked: ids(&closed.revoked),
+            cancelled: ids(&closed.cancelled),
+        }
+    }
 }
 
 /// `GET /v1/reports/standing` takes no parameters (unknown ones are refused).

@@ -16,8 +16,10 @@ mod activity;
 mod checks;
 mod clock;
 mod directory;
+mod idle;
 mod reconcile;
 mod standing;
+mod tickets;
 pub mod tokens;
 
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
@@ -46,10 +48,12 @@ pub use access_reviews::{RoundReport, ACCESS_REVIEW_ROUND};
 pub use checks::{CheckAnswer, CHECKS_FLUSH_EVERY};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::Refused;
+pub use idle::{IdleReport, ACTIVITY_LAG, IDLE_ROUND};
 pub use reconcile::{
     ConnectorOutcome, ConnectorReport, FindingReport, FixOutcome, ReconcileReport,
 };
 pub use standing::{ConnectorListing, HolderRow, ListingOutcome, StandingReport};
+pub use tickets::{Delivery, DeliveryRefused, TicketClosed, Verified};
 pub use tokens::{CreatedToken, TokenAsk, TokenRefused};
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +192,10 @@ pub struct Engine {
     checks: checks::CheckLedger,
     review_templates: std::collections::BTreeMap<String, airlock_core::access_review::Template>,
     access_review_wake: Notify,
+    /// The ticket system's webhook (`[tickets]`), if on.
+    tickets: Option<crate::config::TicketSettings>,
+    /// The entitlements with an idle limit, and theirs.
+    idle_limits: std::collections::BTreeMap<EntitlementId, airlock_core::idle::IdleLimit>,
 }
 
 /// What an engine is built from (see [`Engine::new`]).
@@ -205,6 +213,11 @@ pub struct EngineParts {
     pub token_max_lifetime: Duration,
     /// The kinds of access-review campaign (`[access_reviews.NAME]`).
     pub access_reviews: std::collections::BTreeMap<String, airlock_core::access_review::Template>,
+    /// The ticket system's webhook (`[tickets]`); `None`: it refuses every
+    /// delivery.
+    pub tickets: Option<crate::config::TicketSettings>,
+    /// The entitlements with an idle limit (`idle_limit`), and theirs.
+    pub idle_limits: std::collections::BTreeMap<EntitlementId, airlock_core::idle::IdleLimit>,
 }
 
 /// What a request to change the policy set did.
@@ -228,6 +241,8 @@ impl Engine {
             routing,
             token_max_lifetime,
             access_reviews,
+            tickets,
+            idle_limits,
         } = parts;
         Arc::new(Engine {
             store,
@@ -252,6 +267,8 @@ impl Engine {
             checks: checks::CheckLedger::default(),
             review_templates: access_reviews,
             access_review_wake: Notify::new(),
+            tickets,
+            idle_limits,
         })
     }
 

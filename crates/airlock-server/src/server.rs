@@ -426,6 +426,8 @@ pub async fn start_with_clock(
         routing: settings.notifications.routing.clone(),
         token_max_lifetime: settings.token_max_lifetime,
         access_reviews: settings.access_reviews.clone(),
+        tickets: settings.tickets.clone(),
+        idle_limits: settings.idle_limits.clone(),
     });
     if let Some(problem) = &start_check.problem {
         if settings.audit.accept_broken_chain {
@@ -603,6 +605,19 @@ pub async fn start_with_clock(
         ),
     );
     running += 1;
+    if settings.idle_limits.is_empty() {
+        tracing::info!("no entitlement sets an idle_limit");
+    } else {
+        supervise(
+            "idle limits",
+            &ended,
+            until_stopped(
+                Arc::clone(&engine).run_idle_limits(watcher.clone()),
+                watcher.clone(),
+            ),
+        );
+        running += 1;
+    }
     supervise(
         "audit checkpointer",
         &ended,

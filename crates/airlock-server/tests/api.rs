@@ -767,8 +767,12 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
         for (method, path) in airlock_server::http::ROUTES {
             let op = &doc["paths"][path][method];
             // Every operation that takes a token says what a refused token
-            // and an unreachable identity provider are answered with.
-            if op["security"] != json!([]) {
+            // and an unreachable identity provider are answered with (the
+            // ticket webhook takes a signature instead: no provider).
+            let signed = op["security"] == json!([{"ticketSignature": []}]);
+            if signed {
+                assert!(op["responses"]["401"].is_object(), "{method} {path}");
+            } else if op["security"] != json!([]) {
                 for code in ["401", "503"] {
                     assert!(
                         op["responses"][code].is_object(),
@@ -2668,6 +2672,9 @@ enum Who {
     /// Post a target's log lines to a grant's timeline: admins and
     /// reporters.
     Reporter,
+    /// The ticket system's signed webhook: no bearer token is enough,
+    /// whoever's it is (401 without the signature).
+    TicketSystem,
 }
 
 /// The API tokens of the authorization walk: a caller name that is not a
@@ -2741,6 +2748,7 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
         ("get", "/v1/access-reviews/{id}") => CampaignViewer,
         ("post", "/v1/access-reviews/{id}/items/{item}") => CampaignReviewer,
         ("post", "/v1/grants/{id}/activity") => Reporter,
+        ("post", "/v1/tickets/{ref}/closed") => TicketSystem,
         _ => return None,
     })
 }
@@ -2753,7 +2761,8 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
         let h = boot_full(
             &format!(
                 "{CATALOG}\n[services.deploy]\ngroups = [\"eng\"]\nowners = [\"alice\"]\n\
-                 [access_reviews.walk]\nreviewers = [\"sre\"]\ninclude = [\"eligibilities\"]\n"
+                 [access_reviews.walk]\nreviewers = [\"sre\"]\ninclude = [\"eligibilities\"]\n\
+                 [tickets]\nsecret = \"walk-ticket-secret-0123\"\n"
             ),
             &[],
             false,
@@ -2958,6 +2967,7 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         }
                         Who::CampaignReviewer => matches!(caller, Some("bob" | "carol")),
                         Who::Reporter => matches!(caller, Some("admin" | "rhea")),
+                        Who::TicketSystem => false,
                     };
                     // A policy's denial (`denied_by_policy`) is the policy
                     // set's answer to a caller the rules let through.

@@ -1601,3 +1601,159 @@ fn a_vendor_has_an_internal_sponsor_and_an_account_end() {
     let (text, _) = edit_in(&base, "sponsor = \"alice\"", "sponsor = \"zed\"");
     parse(&format!("{text}{OIDC}")).unwrap();
 }
+
+/// The ticket webhook's table, appended to `GOOD` by the cases about it.
+const TICKETS: &str = r#"
+[tickets]
+secret = "ticket-secret-0123456789"
+previous_secret = "older-ticket-secret-01"
+window = "2m"
+"#;
+
+#[test]
+fn the_ticket_webhook_and_idle_limits_are_read_and_checked() {
+    use airlock_core::idle::IdleLimit;
+    let s = parse(&format!("{GOOD}{TICKETS}")).unwrap();
+    let tickets = s.tickets.unwrap();
+    let secrets: Vec<&[u8]> = tickets.secrets.iter().map(|s| s.expose()).collect();
+    assert_eq!(
+        secrets,
+        [
+            &b"ticket-secret-0123456789"[..],
+            &b"older-ticket-secret-01"[..]
+        ]
+    );
+    assert_eq!(tickets.window, Duration::from_secs(120));
+    assert!(!format!("{tickets:?}").contains("ticket-secret"));
+    let s = parse(GOOD).unwrap();
+    assert!(s.tickets.is_none() && s.idle_limits.is_empty());
+    let (text, _) = edit(
+        "auto_approve = true",
+        "auto_approve = true\nidle_limit = \"10m\"",
+    );
+    let logs = airlock_core::EntitlementId::parse("logs").unwrap();
+    assert_eq!(
+        parse(&text).unwrap().idle_limits.get(&logs),
+        Some(&IdleLimit::new(Duration::from_secs(600), None).unwrap())
+    );
+    let (text, _) = edit(
+        "auto_approve = true",
+        "auto_approve = true\nidle_limit = \"10m\"\nidle_warning = \"1m\"",
+    );
+    assert_eq!(
+        parse(&text)
+            .unwrap()
+            .idle_limits
+            .get(&logs)
+            .map(IdleLimit::warning),
+        Some(Duration::from_secs(60))
+    );
+
+    // Each case adds lines below `auto_approve = true` of `logs`.
+    let below = |lines: isize, c: Case| Case {
+        line_offset: lines,
+        ..c
+    };
+    let cases = [
+        below(
+            1,
+            case(
+                "auto_approve = true",
+                "auto_approve = true\nidle_limit = \"30s\"",
+                "entitlements.logs.idle_limit",
+                "must be at least 1m",
+            ),
+        ),
+        below(
+            1,
+            case(
+                "auto_approve = true",
+                "auto_approve = true\nidle_limit = \"30m\"",
+                "entitlements.logs.idle_limit",
+                "must be shorter than max_duration (30m)",
+            ),
+        ),
+        below(
+            1,
+            case(
+                "auto_approve = true",
+                "auto_approve = true\nidle_limit = \"soon\"",
+                "entitlements.logs.idle_limit",
+                "`soon` is not a duration",
+            ),
+        ),
+        below(
+            2,
+            case(
+                "auto_approve = true",
+                "auto_approve = true\nidle_limit = \"10m\"\nidle_warning = \"10m\"",
+                "entitlements.logs.idle_warning",
+                "shorter than the limit (10m)",
+            ),
+        ),
+        below(
+            1,
+            case(
+                "auto_approve = true",
+                "auto_approve = true\nidle_warning = \"1m\"",
+                "entitlements.logs.idle_warning",
+                "a warning needs an idle limit; set entitlements.logs.idle_limit too",
+            ),
+        ),
+    ];
+    let failures: Vec<String> = cases.iter().filter_map(|c| check(c).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Errors about the table's secrets point at its header.
+    let at_table = |c: Case| Case {
+        line_offset: -1,
+        ..c
+    };
+    let cases = [
+        at_table(case(
+            "secret = \"ticket-secret",
+            "secret = \"short\"",
+            "tickets.secret",
+            "at least 16 characters",
+        )),
+        at_table(case(
+            "secret = \"ticket-secret",
+            "secret_env = \"AIRLOCK_TEST_UNSET_TICKET_SECRET\"",
+            "tickets.secret_env",
+            "`AIRLOCK_TEST_UNSET_TICKET_SECRET` is not set",
+        )),
+        at_table(case(
+            "secret = \"ticket-secret",
+            "# no secret",
+            "tickets.secret",
+            "set exactly one of `secret` and `secret_env`",
+        )),
+        Case {
+            line_offset: -2,
+            ..case(
+                "previous_secret",
+                "previous_secret = \"old\"",
+                "tickets.previous_secret",
+                "at least 16 characters",
+            )
+        },
+        case(
+            "window = ",
+            "window = \"1s\"",
+            "tickets.window",
+            "must be between 10s and 1h",
+        ),
+        case(
+            "window = ",
+            "secrets = []",
+            "tickets",
+            "unknown field `secrets`",
+        ),
+    ];
+    let base = format!("{GOOD}{TICKETS}");
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| check_in(&base, c).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -15,6 +15,7 @@ mod policy;
 mod scim;
 mod server;
 mod source;
+mod tickets;
 mod tokens;
 mod users;
 
@@ -44,6 +45,7 @@ pub use notifications::{ChannelSettings, NotificationSettings, SmtpSettings, Smt
 pub use oidc::{DEFAULT_JWKS_REFETCH_AFTER, DEFAULT_OIDC_CLOCK_SKEW};
 pub use scim::ScimSettings;
 pub use source::parse_duration;
+pub use tickets::TicketSettings;
 
 /// A secret that never prints.
 #[derive(Clone, PartialEq, Eq)]
@@ -144,6 +146,11 @@ pub struct Settings {
     pub access_reviews: BTreeMap<String, airlock_core::access_review::Template>,
     /// Channels, routing and retries of notifications (`[notifications]`).
     pub notifications: NotificationSettings,
+    /// The ticket system's signed webhook (`[tickets]`); `None`: it
+    /// refuses every delivery.
+    pub tickets: Option<TicketSettings>,
+    /// The entitlements with an idle limit (`idle_limit`), and theirs.
+    pub idle_limits: BTreeMap<airlock_core::EntitlementId, airlock_core::idle::IdleLimit>,
 }
 
 /// What the API allows one client, so that slow or silent connections cannot
@@ -241,6 +248,7 @@ struct RawConfig {
     notifications: notifications::RawNotifications,
     #[serde(default)]
     access_reviews: BTreeMap<String, Spanned<access_reviews::RawTemplate>>,
+    tickets: Option<Spanned<tickets::RawTickets>>,
 }
 
 impl Settings {
@@ -312,6 +320,11 @@ impl Settings {
         )?;
         directory.entitlements = entitlements.facts;
         let access_reviews = access_reviews::access_reviews_table(&src, &raw.access_reviews)?;
+        let tickets = raw
+            .tickets
+            .as_ref()
+            .map(|t| tickets::tickets_table(&src, t))
+            .transpose()?;
         Ok(Settings {
             listen: server.listen,
             data_dir: server.data_dir,
@@ -338,6 +351,8 @@ impl Settings {
             elevation,
             notifications,
             access_reviews,
+            tickets,
+            idle_limits: entitlements.idle,
         })
     }
 }

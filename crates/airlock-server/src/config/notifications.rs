@@ -167,7 +167,7 @@ fn mailbox_at(
 
 /// A value given either in the file or, for secrets, by the name of the
 /// environment variable that holds it.
-fn value_or_env(
+pub(super) fn value_or_env(
     field: &str,
     value: Option<&String>,
     env_field: &str,

@@ -96,6 +96,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/v1/tickets/{ref}/closed", post(super::tickets::closed))
 }
 
 fn request_id(raw: &str) -> ApiResult<RequestId> {
@@ -236,7 +237,10 @@ pub(super) fn entitlement_views(state: &AppState, user: &User) -> ApiResult<Vec<
         .values()
         .filter_map(|e| {
             let ask = policies.typical_ask(&set, user, e)?;
-            Some(EntitlementView::new(e, ask.approval(), ask.needs))
+            Some(EntitlementView {
+                idle_limit_seconds: state.engine.idle_limit(&e.id).map(|l| l.limit().as_secs()),
+                ..EntitlementView::new(e, ask.approval(), ask.needs)
+            })
         })
         .collect();
     Ok(views)

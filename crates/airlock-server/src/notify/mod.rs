@@ -277,6 +277,10 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
         Topic::Provisioned => format!("{what} for {who} is active until {}", fact("expires_at")),
         Topic::ExpiresSoon => format!("{what} for {who} ends at {}", fact("expires_at")),
         Topic::Ended => format!("{what} for {who} has ended ({})", fact("state")),
+        Topic::IdleWarning => format!(
+            "{what} for {who} is unused and will be released at {} unless used",
+            fact("release_at")
+        ),
         Topic::ExtensionAwaitingApproval => format!(
             "{who} asks to extend {what} by {} and waits for your approval",
             fact("extension")
@@ -344,6 +348,10 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
         Topic::SponsoredGrant => vec![
             format!("look:   airlock show {id}"),
             format!("revoke: airlock revoke {id} --reason \"...\""),
+        ],
+        Topic::IdleWarning => vec![
+            "keep it: use it (a check, a login or a session counts as use)".to_owned(),
+            format!("release now: airlock release {id}"),
         ],
         Topic::BreakGlass => vec![format!("look:   airlock show {id}")],
         Topic::ReviewRequested | Topic::ReviewEscalated | Topic::ReviewOverdue => vec![

@@ -98,8 +98,20 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "",
     },
     Migration {
+        version: 15,
+        common: "",
+        sqlite: include_str!("migrations/0015_grant_checks_table.sqlite.sql"),
+        postgres: include_str!("migrations/0015_grant_checks_table.postgres.sql"),
+    },
+    Migration {
         version: 16,
-        common: include_str!("migrations/0016_external_principals.sql"),
+        common: include_str!("migrations/0016_tickets.sql"),
+        sqlite: "",
+        postgres: "",
+    },
+    Migration {
+        version: 17,
+        common: include_str!("migrations/0017_external_principals.sql"),
         sqlite: "",
         postgres: "",
     },

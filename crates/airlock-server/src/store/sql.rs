@@ -162,6 +162,8 @@ const ACTIVITY_SAMPLING_LOCK: i64 = 0x6169_726c_6f63_6b04;
 /// Held for an access-review round, so replicas neither start a scheduled
 /// campaign twice nor try the same removal at once.
 const ACCESS_REVIEWS_LOCK: i64 = 0x6169_726c_6f63_6b05;
+/// Held for a round of the idle limits, so a holder is warned once.
+const IDLE_GRANTS_LOCK: i64 = 0x6169_726c_6f63_6b15;
 
 /// Starts a write batch on PostgreSQL (see [`begin_batch`]). The write
 /// lock's key is 0x6169_726c_6f63_6b02, next to [`MIGRATION_LOCK`], spelt in
@@ -257,6 +259,11 @@ enum Change {
     Checks {
         tallies: Vec<(RequestId, CheckActivity)>,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A signed webhook delivery taken or forgotten.
+    Delivery {
+        write: super::deliveries::DeliveryWrite,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// A write to an access-review campaign, with its audit events and
     /// notifications (appended only if it changed a row).
@@ -671,6 +678,7 @@ enum Outcome {
     Outbox(OutboxAnswer),
     TokenWritten(bool),
     ChecksAdded,
+    Delivery(bool),
     AccessReview(bool),
     Directory(Box<Result<Committed, StoreError>>),
 }
@@ -695,6 +703,9 @@ impl Change {
             }
             (Change::Checks { reply, .. }, Outcome::ChecksAdded) => {
                 let _ = reply.send(Ok(()));
+            }
+            (Change::Delivery { reply, .. }, Outcome::Delivery(new)) => {
+                let _ = reply.send(Ok(new));
             }
             (Change::AccessReview { reply, .. }, Outcome::AccessReview(changed)) => {
                 let _ = reply.send(Ok(changed));
@@ -731,6 +742,9 @@ impl Change {
                 let _ = reply.send(Err(failure()));
             }
             Change::Checks { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::Delivery { reply, .. } => {
                 let _ = reply.send(Err(failure()));
             }
             Change::AccessReview { reply, .. } => {
@@ -785,6 +799,9 @@ async fn try_batch(
             Change::Checks { tallies, .. } => {
                 super::checks::add(conn, tallies, backend == Backend::Postgres).await?;
                 Outcome::ChecksAdded
+            }
+            Change::Delivery { write, .. } => {
+                Outcome::Delivery(super::deliveries::write(conn, write).await?)
             }
             Change::AccessReview { write, .. } => {
                 let mut appended = super::access_reviews::Appended {
@@ -1241,6 +1258,12 @@ async fn import_in_tx(
     for chunk in shaped_chunks(&changed, backend.rows_per_statement(REQUEST_PARAMS)) {
         write_requests(conn, chunk).await?;
     }
+    let checked: Vec<(RequestId, CheckActivity)> = requests
+        .iter()
+        .filter(|r| r.checks != CheckActivity::default())
+        .map(|r| (r.id.clone(), r.checks))
+        .collect();
+    super::checks::add(conn, &checked, backend == Backend::Postgres).await?;
     for chunk in audit.chunks(backend.rows_per_statement(AUDIT_PARAMS)) {
         insert_audit_records(conn, chunk).await?;
     }
@@ -1324,9 +1347,14 @@ const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, r
     sponsor, account_expires, sponsor_awaited";
 
 /// Read with a request but never written by its upsert: check activity
-/// (schema version 12) is added by [`Store::add_checks`] alone, so a
-/// request's change never overwrites counts added meanwhile.
-const CHECK_COLUMNS: &str = "check_count, last_checked_at";
+/// lives in `grant_checks` (schema version 15), added to by
+/// [`Store::add_checks`] alone, so a request's change never overwrites
+/// counts added meanwhile. A request never checked has no row there.
+const CHECK_COLUMNS: &str = "\
+    COALESCE((SELECT g.check_count FROM grant_checks g WHERE g.request_id = requests.id), 0) \
+    AS check_count, \
+    (SELECT g.last_checked_at FROM grant_checks g WHERE g.request_id = requests.id) \
+    AS last_checked_at";
 
 /// Ids as one `|a|b|` text (empty for none), so that "`x` is one of them"
 /// is an exact substring match on `|x|` in SQL (ids hold no `|`): the
@@ -1461,6 +1489,11 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
     if let Some(since) = filter.created_since {
         let at = param(&mut binds, Bind::Int(since.unix_millis()));
         sql.push_str(&format!(" AND created_at >= {at}"));
+    }
+    // The mirror of `airlock_core::ticket::carries`.
+    if let Some(ticket) = &filter.ticket {
+        let t = param(&mut binds, Bind::Text(ticket.clone()));
+        sql.push_str(&format!(" AND ticket = {t}"));
     }
     if let Some(after) = &filter.after {
         let at = param(&mut binds, Bind::Int(after.created_at.unix_millis()));
@@ -1710,6 +1743,7 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
             | Change::Outbox { .. }
             | Change::Token { .. }
             | Change::Checks { .. }
+            | Change::Delivery { .. }
             | Change::AccessReview { .. }
             | Change::Directory { .. } => {}
         }
@@ -2021,6 +2055,32 @@ impl Store for SqlStore {
         let (reply, answer) = oneshot::channel();
         self.submit_job(WriteJob::Change(Change::Checks { tallies, reply }), answer)
             .await
+    }
+
+    async fn take_delivery(
+        &self,
+        key: &str,
+        at: Timestamp,
+        forget_after: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let write = super::deliveries::DeliveryWrite::Take {
+            key: key.to_owned(),
+            at,
+            forget_after,
+        };
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(WriteJob::Change(Change::Delivery { write, reply }), answer)
+            .await
+    }
+
+    async fn forget_delivery(&self, key: &str) -> Result<(), StoreError> {
+        let write = super::deliveries::DeliveryWrite::Forget {
+            key: key.to_owned(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(WriteJob::Change(Change::Delivery { write, reply }), answer)
+            .await
+            .map(|_| ())
     }
 
     async fn token_by_secret(&self, secret_sha256: &str) -> Result<Option<ApiToken>, StoreError> {
@@ -2546,6 +2606,7 @@ impl Store for SqlStore {
             Exclusive::ScheduledReconciliation => RECONCILIATION_LOCK,
             Exclusive::ActivitySampling => ACTIVITY_SAMPLING_LOCK,
             Exclusive::AccessReviews => ACCESS_REVIEWS_LOCK,
+            Exclusive::IdleGrants => IDLE_GRANTS_LOCK,
         };
         // A connection of its own: a session lock held on a pooled one would
         // outlive the work when the connection went back to the pool.
