@@ -100,6 +100,10 @@ ticket_pattern = "^(INC|CHG)-[0-9]+$"
 sensitivity = 3
 owner_group = "approvers"
 connector = "true"
+idle_limit = "30m"
+
+[tickets]
+secret = "fuzz-ticket-secret-0123"
 "#,
         data = dir.display(),
     )
@@ -131,6 +135,8 @@ async fn start(dir: &std::path::Path) -> Router {
         routing: settings.notifications.routing.clone(),
         token_max_lifetime: std::time::Duration::from_secs(90 * 24 * 3600),
         access_reviews: Default::default(),
+        tickets: settings.tickets.clone(),
+        idle_limits: settings.idle_limits.clone(),
     });
     router(AppState {
         engine,

@@ -37,6 +37,7 @@ fn grant() -> Option<AccessRequest> {
         sensitivity: Default::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     };
     let verdict = Verdict {
         route: Route::AutoApproved,

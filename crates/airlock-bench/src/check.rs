@@ -42,7 +42,7 @@ const CHECKER_TOKEN: &str = "bench-check-token";
 /// Target of issue 15 on this machine.
 const TARGET_P99_MS: f64 = 1.0;
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct CheckArgs {
     /// Active grants seeded before the run (one per user).
     #[arg(long, default_value_t = 1_000_000)]
@@ -63,6 +63,14 @@ pub struct CheckArgs {
     /// Concurrent tasks seeding the grants through the store.
     #[arg(long, default_value_t = 1024)]
     seed_concurrency: usize,
+    /// SQLite only: keep the seeded database in DIR and reuse it on the
+    /// next run with the same --grants (seeding a million takes minutes;
+    /// the grants last 20 hours).
+    #[arg(long, value_name = "DIR", conflicts_with = "postgres")]
+    reuse: Option<PathBuf>,
+    /// Print latency second by second, not only the worst second.
+    #[arg(long)]
+    timeline: bool,
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
@@ -74,13 +82,28 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         Some(_) => Backend::Postgres,
         None => Backend::Sqlite,
     };
+    if let Some(dir) = &args.reuse {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        return bench(
+            &args,
+            backend,
+            dir,
+            &Location::Sqlite(dir.join("airlock.db")),
+        )
+        .await;
+    }
     let scratch = Scratch::create(backend, args.postgres.as_deref().unwrap_or_default()).await?;
-    let result = bench(&args, backend, &scratch).await;
+    let result = bench(&args, backend, &scratch.dir, &scratch.location).await;
     scratch.remove().await?;
     result
 }
 
-async fn bench(args: &CheckArgs, backend: Backend, scratch: &Scratch) -> anyhow::Result<()> {
+async fn bench(
+    args: &CheckArgs,
+    backend: Backend,
+    dir: &Path,
+    location: &Location,
+) -> anyhow::Result<()> {
     println!(
         "airlock-bench check: {} active grants on {}, {} checks/s for {}s over {} connections, on {} cores",
         args.grants,
@@ -90,15 +113,41 @@ async fn bench(args: &CheckArgs, backend: Backend, scratch: &Scratch) -> anyhow:
         args.connections,
         std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
     );
-    let data_dir = scratch.dir.join("data");
+    let data_dir = dir.join("data");
     std::fs::create_dir_all(&data_dir)?;
-    let location = match &scratch.location {
+    let location = match location {
         Location::Sqlite(_) => Location::Sqlite(data_dir.join("airlock.db")),
         other => other.clone(),
     };
-    seed(&location, args).await?;
+    // A reused directory says how many grants it was seeded with.
+    let seeded_marker = dir.join("seeded");
+    let seeded = std::fs::read_to_string(&seeded_marker).ok();
+    if args.reuse.is_some() && seeded.as_deref() == Some(args.grants.to_string().as_str()) {
+        println!(
+            "reusing the {} grants seeded in {}",
+            args.grants,
+            dir.display()
+        );
+    } else {
+        if seeded.is_none() && data_dir.join("airlock.db").exists() {
+            bail!(
+                "{} holds a database whose seeding did not finish: remove it",
+                dir.display()
+            );
+        }
+        if seeded.is_some() {
+            bail!(
+                "{} was seeded with {} grants, not {}: remove it or pick another directory",
+                dir.display(),
+                seeded.unwrap_or_default(),
+                args.grants
+            );
+        }
+        seed(&location, args).await?;
+        std::fs::write(&seeded_marker, args.grants.to_string())?;
+    }
 
-    let config = scratch.dir.join("airlock.toml");
+    let config = dir.join("airlock.toml");
     std::fs::write(&config, server_config(&data_dir, &location))?;
     let mut server = tokio::process::Command::new(std::env::current_exe()?)
         .arg("serve-config")
@@ -121,7 +170,19 @@ async fn bench(args: &CheckArgs, backend: Backend, scratch: &Scratch) -> anyhow:
     };
     println!("server (pid {pid}) listening on {addr}");
 
-    let figures = drive(args, &addr, pid).await;
+    // The load generator runs on one thread of its own: on a 2-core
+    // machine each more runnable thread of it takes a core from the server
+    // it measures, and the queueing for a core that follows is latency the
+    // server did not cause.
+    let (drive_args, drive_addr) = (args.clone(), addr.clone());
+    let figures = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(drive(&drive_args, &drive_addr, pid))
+    })
+    .await
+    .context("the load generator's thread")?;
     // Closing its stdin stops the server (which flushes the check counts).
     drop(server.stdin.take());
     let stopped = tokio::time::timeout(Duration::from_secs(30), server.wait()).await;
@@ -149,6 +210,7 @@ async fn seed(location: &Location, args: &CheckArgs) -> anyhow::Result<()> {
         sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     });
     let store = Arc::new(SqlStore::open(location).await?);
     let seed = Arc::new(Seed {
@@ -253,6 +315,8 @@ struct Figures {
     lag_ms: Vec<f64>,
     elapsed: Duration,
     latencies_ms: Vec<f64>,
+    /// The latencies of the requests sent in each second of the run, sorted.
+    seconds: Vec<Vec<f64>>,
     first_error: Option<String>,
     server_rss_kib: u64,
     server_cpu: Duration,
@@ -263,6 +327,8 @@ struct Figures {
 #[derive(Default)]
 struct Leg {
     latencies_ms: Vec<f64>,
+    /// When each answered request was sent, in seconds from the start.
+    sent_s: Vec<f64>,
     errors: usize,
     wrong: usize,
     /// How long after its due time each request was sent.
@@ -309,6 +375,7 @@ async fn drive(args: &CheckArgs, addr: &str, server_pid: u32) -> anyhow::Result<
                 match conn.check(who).await {
                     Ok((200, body)) if body.contains("\"holds\":true") => {
                         leg.latencies_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        leg.sent_s.push(sent.duration_since(start).as_secs_f64());
                     }
                     Ok((200, body)) => {
                         leg.wrong += 1;
@@ -341,6 +408,7 @@ async fn drive(args: &CheckArgs, addr: &str, server_pid: u32) -> anyhow::Result<
         elapsed: Duration::ZERO,
         latencies_ms: Vec::with_capacity(total),
         first_error: None,
+        seconds: Vec::new(),
         server_rss_kib: 0,
         server_cpu: Duration::ZERO,
         client_cpu: Duration::ZERO,
@@ -348,6 +416,16 @@ async fn drive(args: &CheckArgs, addr: &str, server_pid: u32) -> anyhow::Result<
     while let Some(leg) = legs.join_next().await {
         let leg = leg?;
         figures.ok += leg.latencies_ms.len();
+        for (at, ms) in leg.sent_s.iter().zip(&leg.latencies_ms) {
+            // Truncation is the point: the second the request was sent in.
+            let second = *at as usize;
+            if figures.seconds.len() <= second {
+                figures.seconds.resize_with(second + 1, Vec::new);
+            }
+            if let Some(bucket) = figures.seconds.get_mut(second) {
+                bucket.push(*ms);
+            }
+        }
         figures.latencies_ms.extend(leg.latencies_ms);
         figures.errors += leg.errors;
         figures.wrong += leg.wrong;
@@ -360,7 +438,10 @@ async fn drive(args: &CheckArgs, addr: &str, server_pid: u32) -> anyhow::Result<
     figures.server_cpu = cpu_time(server_pid)?.saturating_sub(server_cpu_before);
     figures.client_cpu = cpu_time(std::process::id())?.saturating_sub(client_cpu_before);
     figures.server_rss_kib = resident_kib(server_pid)?;
-    for v in [&mut figures.latencies_ms, &mut figures.lag_ms] {
+    for v in [&mut figures.latencies_ms, &mut figures.lag_ms]
+        .into_iter()
+        .chain(figures.seconds.iter_mut())
+    {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     }
     Ok(figures)
@@ -394,6 +475,29 @@ fn print_figures(args: &CheckArgs, f: &Figures) {
         p(99.0),
         max
     );
+    let second_line = |i: usize, v: &[f64]| {
+        format!(
+            "second {i}: {} answered, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            v.len(),
+            percentile(v, 50.0),
+            percentile(v, 99.0),
+            v.last().copied().unwrap_or(f64::NAN)
+        )
+    };
+    if args.timeline {
+        for (i, v) in f.seconds.iter().enumerate() {
+            println!("  {}", second_line(i, v));
+        }
+    }
+    // Whether the tail is spread over the run or one stall.
+    let worst = f.seconds.iter().enumerate().max_by(|(_, a), (_, b)| {
+        percentile(a, 99.0)
+            .partial_cmp(&percentile(b, 99.0))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    if let Some((i, v)) = worst {
+        println!("worst {}", second_line(i, v));
+    }
     println!(
         "server: {:.1} MiB resident, {:.2}s CPU ({:.0}% of one core); load generator: {:.2}s CPU ({:.0}%)",
         f.server_rss_kib as f64 / 1024.0,

@@ -536,6 +536,7 @@ pub(crate) async fn seed_worker(seed: Arc<Seed>) -> anyhow::Result<Vec<RequestId
             roles: BTreeSet::new(),
             kind: Default::default(),
             token: None,
+            external: None,
         };
         let requester = user.id.clone();
         let id = RequestId::from_entropy(rand::random());
@@ -668,6 +669,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     });
     let lifecycle = Arc::new(LifecycleSettings::default());
 
@@ -766,6 +768,8 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         routing: Default::default(),
         token_max_lifetime: Duration::from_secs(90 * 24 * 3600),
         access_reviews: Default::default(),
+        tickets: None,
+        idle_limits: Default::default(),
     });
     let (shutdown, watcher) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher));

@@ -87,6 +87,13 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
         };
         opt("ticket", &r.ticket);
         opt("start at", &r.start_at);
+        if let Some(sponsor) = &r.sponsor {
+            let ends = r.account_expires.as_deref().unwrap_or("?");
+            lines.push((
+                "sponsor",
+                format!("{sponsor} (an external principal; the account ends {ends})"),
+            ));
+        }
         lines.push(("created", r.created_at.clone()));
         if r.break_glass {
             lines.push(("break-glass", "yes".to_owned()));
@@ -99,6 +106,7 @@ pub fn request(r: &RequestView, json: bool) -> anyhow::Result<()> {
                 .approval_tiers
                 .iter()
                 .map(|t| format!("{} of [{}] ({})", t.count, t.groups.join(","), t.policy))
+                .chain(r.sponsor.iter().map(|s| format!("the sponsor {s}")))
                 .collect();
             let who: Vec<&str> = r.approvals.iter().map(|a| a.approver.as_str()).collect();
             lines.push((
@@ -608,6 +616,19 @@ fn actor(id: &str, kind: Option<&str>) -> String {
     }
 }
 
+/// `airlock ticket-closed`: what closing the ticket ended.
+pub fn ticket_closed(c: &airlock_server::api::TicketClosedView) {
+    if c.revoked.is_empty() && c.cancelled.is_empty() {
+        say!("ticket {}: nothing left to end", c.ticket);
+        return;
+    }
+    for (verb, ids) in [("revoked", &c.revoked), ("cancelled", &c.cancelled)] {
+        for id in ids {
+            say!("ticket {}: {verb} {id}", c.ticket);
+        }
+    }
+}
+
 /// `airlock activity`: what a post of log lines recorded.
 pub fn activity_reported(a: &airlock_server::api::ActivityView) {
     say!(
@@ -626,62 +647,13 @@ pub fn activity_reported(a: &airlock_server::api::ActivityView) {
     }
 }
 
-/// `airlock show`: the grant's timeline of activity — sessions the
-/// connector saw the grantee hold, SSH logins and logouts sshd logged, and
-/// the elevation claims they obtained.
+/// `airlock show`: the grant's timeline of activity (sessions, SSH logins
+/// and logouts, elevation claims, warnings that it was unused;
+/// `HistoryEntry::activity` words each).
 pub fn activity(history: &[HistoryEntry]) {
-    let detail = |h: &HistoryEntry, k: &str| h.details.get(k).cloned().unwrap_or_default();
-    let lines: Vec<(String, String)> = history
+    let lines: Vec<(&str, String)> = history
         .iter()
-        .filter_map(|h| {
-            let what = match h.action.as_str() {
-                "session_seen" => format!(
-                    "session {} as {} from {}{}",
-                    detail(h, "session"),
-                    detail(h, "login"),
-                    detail(h, "client"),
-                    h.details
-                        .get("statement")
-                        .map(|s| format!(": {s}"))
-                        .unwrap_or_default()
-                ),
-                "session_gone" => format!(
-                    "session {} gone{}",
-                    detail(h, "session"),
-                    h.details
-                        .get("why")
-                        .map(|w| format!(" ({w})"))
-                        .unwrap_or_default()
-                ),
-                "ssh_login" => format!(
-                    "ssh login as {} from {} port {} on {} (certificate serial {})",
-                    detail(h, "user"),
-                    detail(h, "client"),
-                    detail(h, "port"),
-                    detail(h, "source"),
-                    detail(h, "serial")
-                ),
-                "ssh_logout" => format!(
-                    "ssh logout of {} from {} port {} on {} ({})",
-                    detail(h, "user"),
-                    detail(h, "client"),
-                    detail(h, "port"),
-                    detail(h, "source"),
-                    detail(h, "how")
-                ),
-                "elevation_claimed" => format!(
-                    "elevation claim {}{}, until {}",
-                    detail(h, "claim"),
-                    h.details
-                        .get("audience")
-                        .map(|a| format!(" for {a}"))
-                        .unwrap_or_default(),
-                    detail(h, "expires_at")
-                ),
-                _ => return None,
-            };
-            Some((h.at.clone(), what))
-        })
+        .filter_map(|h| Some((h.at.as_str(), h.activity()?)))
         .collect();
     if lines.is_empty() {
         return;

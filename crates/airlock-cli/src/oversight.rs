@@ -62,6 +62,24 @@ pub enum OversightCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Say ticket REF is closed, as the ticket system's webhook does
+    /// (`POST /v1/tickets/REF/closed`, signed now with the `[tickets]`
+    /// secret; no API token): every grant asked for under the ticket is
+    /// revoked and every such request that has not started is cancelled.
+    /// For a ticket system that cannot sign its own calls, and for trying
+    /// the webhook out.
+    TicketClosed {
+        reference: String,
+        /// The environment variable that holds the `[tickets]` secret.
+        #[arg(long, default_value = "AIRLOCK_TICKETS_SECRET")]
+        secret_env: String,
+        /// Server URL.
+        #[arg(long, env = "AIRLOCK_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Print JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Audit events (admins and auditors); `audit verify` checks the chain.
     Audit {
         #[command(subcommand)]
@@ -282,6 +300,21 @@ pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
                 Some(total) => output::json_or(&total, conn.json, output::activity_reported),
                 None => bail!("no lines to post"),
             }
+        }
+        OversightCmd::TicketClosed {
+            reference,
+            secret_env,
+            url,
+            json,
+        } => {
+            let secret = std::env::var(&secret_env).with_context(|| {
+                format!("--secret-env: the environment variable `{secret_env}` (the [tickets] secret) is not set")
+            })?;
+            // The webhook authenticates by its signature, not a token.
+            let closed = airlock_server::client::Client::new(&url, "")?
+                .close_ticket(&reference, secret.as_bytes())
+                .await?;
+            output::json_or(&closed, json, output::ticket_closed)
         }
         OversightCmd::Report {
             report: ReportCmd::Waits { since, conn },

@@ -123,7 +123,7 @@ pub enum RequestCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// End someone's grant (admins).
+    /// End someone's grant (admins, and the sponsor of an external principal).
     Revoke {
         id: String,
         #[arg(long)]
@@ -381,7 +381,7 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
         RequestCmd::Whoami { conn } => {
             output::json_or(&client(&conn)?.me().await?, conn.json, |me| {
                 say!(
-                    "{}{} (groups: {}; roles: {}){}",
+                    "{}{} (groups: {}; roles: {}){}{}",
                     me.user,
                     if me.kind == "service" {
                         ", a service"
@@ -395,6 +395,13 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
                         .map(|t| format!(
                             ", through API token {t} (scopes: {})",
                             me.scopes.clone().unwrap_or_default().join(", ")
+                        ))
+                        .unwrap_or_default(),
+                    me.sponsor
+                        .as_ref()
+                        .map(|s| format!(
+                            "; an external principal sponsored by {s}, the account ends {}",
+                            me.account_expires.as_deref().unwrap_or("?")
                         ))
                         .unwrap_or_default()
                 );

@@ -2021,6 +2021,21 @@ fn the_readme_walkthrough_runs_as_written() {
         stdout.contains("campaign,template,item,kind,user,access"),
         "{stdout}"
     );
+    // The closed ticket ended bob's grant and alice's request, and closing
+    // it again ended nothing more.
+    assert!(
+        stdout.contains(r#"{"ticket":"CHG-5","revoked":["#)
+            && stdout.contains(r#"],"cancelled":["#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("cancelled: ticket `CHG-5` was closed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ticket CHG-5: nothing left to end"),
+        "{stdout}"
+    );
     assert!(dir.path().join("airlock-demo/alice_key-cert.pub").exists());
     let log = demo.connector_log();
     assert!(
@@ -2056,6 +2071,7 @@ fn the_readme_config_example_passes_check_config() {
             "AIRLOCK_SLACK_WEBHOOK_URL",
             "https://hooks.slack.example/services/T0/B0/x",
         )
+        .env("AIRLOCK_TICKETS_SECRET", "0123456789abcdef0123")
         .output()
         .unwrap();
     assert!(

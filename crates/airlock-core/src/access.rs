@@ -9,7 +9,9 @@
 //! around it: roles, ownership, the line between a person and their own
 //! request, the scopes of the API token a caller uses (a token only ever
 //! takes rights away from its owner, whose roles and groups are read at
-//! use), and what a service principal may never do (approve).
+//! use), what a service principal may never do (approve), and what the
+//! sponsor of an external principal may do about their requests (see,
+//! approve or deny in the seat only they fill, revoke).
 
 use crate::catalog::{Role, User};
 use std::collections::BTreeSet;
@@ -159,8 +161,8 @@ pub enum RequestAction {
 }
 
 /// Whether `user` may see `request`: its requester, the members of any of
-/// its approver groups or (for a break-glass use) review groups, admins and
-/// auditors.
+/// its approver groups or (for a break-glass use) review groups, the
+/// sponsor of an external requester, admins and auditors.
 pub fn may_see(user: &User, request: &AccessRequest) -> bool {
     user.id == request.requester
         || may(user, Capability::ReadEverything).is_ok()
@@ -169,6 +171,16 @@ pub fn may_see(user: &User, request: &AccessRequest) -> bool {
             .review
             .as_ref()
             .is_some_and(|r| user.in_any(&r.groups()))
+        || request.sponsor() == Some(&user.id)
+}
+
+/// Whether `user` is the sponsor of `request`'s external requester: they
+/// fill the seat only they may fill (and no tier's), may deny it, and may
+/// revoke its grant. A person, never the requester themselves.
+pub fn sponsors(user: &User, request: &AccessRequest) -> bool {
+    request.sponsor() == Some(&user.id)
+        && !user.is_service()
+        && !decides_own_request(&user.id, &request.requester)
 }
 
 /// The line between a person and their own request: nobody approves or
@@ -227,9 +239,19 @@ pub fn may_act(
     if action == RequestAction::Review {
         not_a_service(user, "review break-glass uses")?;
     }
+    // A sponsor ends their external's grant as an approver would decide
+    // it, not as an admin.
+    let scope = if action == RequestAction::Revoke
+        && !user.has_role(Role::Admin)
+        && sponsors(user, request)
+    {
+        Scope::Approve
+    } else {
+        action.scope()
+    };
     scoped(
         user,
-        action.scope(),
+        scope,
         &format!("{} `{}`", action.describe(), request.id),
     )?;
     match action {
@@ -273,10 +295,10 @@ pub fn may_act(
                 request.id
             )))
         }
-        RequestAction::Revoke if user.has_role(Role::Admin) => Ok(()),
+        RequestAction::Revoke if user.has_role(Role::Admin) || sponsors(user, request) => Ok(()),
         RequestAction::Revoke => Err(Rejection::Forbidden(format!(
-            "`{}` is not an admin and may not revoke",
-            user.id
+            "`{}` is neither an admin nor the sponsor of `{}` and may not revoke",
+            user.id, request.requester
         ))),
     }
 }

@@ -10,12 +10,16 @@
 //! only, even when their groups qualify them for several: "one owner and one
 //! security approver" must mean two people. Whether the approvals given meet
 //! the tiers is a bipartite matching of approvers to tier seats.
+//!
+//! An external principal's request (a vendor's) has one more seat, on top
+//! of the tiers, that only their sponsor fills ([`Seats`]): the sponsor's
+//! approval counts toward no tier, and nobody else's counts toward it.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::catalog::WaitingTimes;
-use crate::ids::GroupName;
+use crate::ids::{GroupName, UserId};
 use crate::request::Approval;
 
 /// One group of approvals a request needs.
@@ -180,6 +184,51 @@ fn augment(
 /// Whether the approvals meet every tier.
 pub fn tiers_met(tiers: &[ApprovalTier], approvals: &[Approval]) -> bool {
     seats_filled(tiers, approvals) >= seats_needed(tiers)
+}
+
+/// Every seat a request (or an extension) needs: its tiers', and, for an
+/// external principal's, their sponsor's.
+#[derive(Debug, Clone, Copy)]
+pub struct Seats<'a> {
+    pub tiers: &'a [ApprovalTier],
+    pub sponsor: Option<&'a UserId>,
+}
+
+impl Seats<'_> {
+    /// Approvals needed in all.
+    pub fn needed(&self) -> u32 {
+        seats_needed(self.tiers).saturating_add(u32::from(self.sponsor.is_some()))
+    }
+
+    /// Whether the sponsor, if there is one, approved.
+    pub fn sponsor_approved(&self, approvals: &[Approval]) -> bool {
+        self.sponsor
+            .is_some_and(|s| approvals.iter().any(|a| &a.approver == s))
+    }
+
+    /// Seats filled at best: the tiers' (the sponsor's approval is recorded
+    /// qualifying for no tier, so it fills none of theirs) and the
+    /// sponsor's.
+    pub fn filled(&self, approvals: &[Approval]) -> u32 {
+        seats_filled(self.tiers, approvals)
+            .saturating_add(u32::from(self.sponsor_approved(approvals)))
+    }
+
+    /// Whether the approvals meet every tier and the sponsor approved.
+    pub fn met(&self, approvals: &[Approval]) -> bool {
+        tiers_met(self.tiers, approvals)
+            && (self.sponsor.is_none() || self.sponsor_approved(approvals))
+    }
+
+    /// What is needed, for messages and the audit record: `1 from
+    /// [approvers] (policy) and the sponsor `alice``.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self.tiers.iter().map(ToString::to_string).collect();
+        if let Some(s) = self.sponsor {
+            parts.push(format!("the sponsor `{s}`"));
+        }
+        parts.join(" and ")
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ pub enum Actor {
     /// provisioning token. Stored as `scim:provisioning`: no user id holds a
     /// `:`, so it can never be mistaken for a person.
     Provisioning,
+    /// The ticket system, through its signed webhook (a ticket was closed).
+    /// Stored as `tickets:webhook`, which no user id can be either.
+    TicketSystem,
 }
 
 impl Actor {
@@ -58,6 +61,7 @@ impl Actor {
             Actor::User(u) | Actor::Token { user: u, .. } => u.as_str(),
             Actor::System => "system",
             Actor::Provisioning => "scim:provisioning",
+            Actor::TicketSystem => "tickets:webhook",
         }
     }
 
@@ -65,7 +69,7 @@ impl Actor {
     fn token(&self) -> Option<String> {
         match self {
             Actor::Token { token, .. } => Some(token.to_string()),
-            Actor::User(_) | Actor::System | Actor::Provisioning => None,
+            Actor::User(_) | Actor::System | Actor::Provisioning | Actor::TicketSystem => None,
         }
     }
 
@@ -133,6 +137,9 @@ audit_actions! {
     Failed => "failed",
     Expired => "expired",
     Released => "released",
+    /// A grant nobody used for most of its entitlement's idle limit: its
+    /// holder is warned that it is released at `release_at` unless used.
+    IdleWarned => "idle_warned",
     Revoked => "revoked",
     RevokeAttemptFailed => "revoke_attempt_failed",
     /// The requester asked for more time on an active grant.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::drift::DriftPolicy;
 use crate::ids::{EntitlementId, GroupName, UserId};
+use crate::time::Timestamp;
 use crate::token::TokenUse;
 
 /// Administrative capabilities beyond requesting and approving.
@@ -66,6 +67,57 @@ impl PrincipalKind {
     }
 }
 
+/// The employment that makes a person an external principal (a vendor):
+/// policies see it as `principal.employment`, and the directory's word for
+/// it (`employment = "vendor"` in the config, `employeeType` over SCIM).
+pub const VENDOR: &str = "vendor";
+
+/// What binds an external principal (a vendor): the internal person who
+/// answers for them and when their account ends. Their requests need the
+/// sponsor's approval besides whatever the policies ask, their grants end
+/// no later than their account, and they end when the sponsor leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct External {
+    pub sponsor: UserId,
+    pub account_expires: Timestamp,
+}
+
+impl External {
+    /// Whether the account still stands at `now`: the one rule for an
+    /// external account's life, at sign-in and wherever a request of
+    /// theirs is made.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        now < self.account_expires
+    }
+}
+
+/// Why what a person was granted under the terms `recorded` (`None`: as
+/// one of the organisation's own) cannot stand now that the directory says
+/// `current`: they became an external principal (nobody sponsored those
+/// grants), stopped being one, their sponsor changed (the one who approved
+/// no longer answers for them), or their account now ends earlier. `None`
+/// when it stands.
+pub fn terms_change(recorded: Option<&External>, current: Option<&External>) -> Option<String> {
+    match (recorded, current) {
+        (None, None) => None,
+        (None, Some(now)) => Some(format!(
+            "became an external principal, sponsored by `{}`",
+            now.sponsor
+        )),
+        (Some(_), None) => Some("no longer a sponsored external principal".to_owned()),
+        (Some(was), Some(now)) if now.sponsor != was.sponsor => Some(format!(
+            "sponsor changed from `{}` to `{}`",
+            was.sponsor, now.sponsor
+        )),
+        (Some(was), Some(now)) if now.account_expires < was.account_expires => Some(format!(
+            "account now ends at {}, earlier than {}",
+            now.account_expires.to_rfc3339(),
+            was.account_expires.to_rfc3339()
+        )),
+        (Some(_), Some(_)) => None,
+    }
+}
+
 /// A principal: a person or a service, with their groups and roles as the
 /// directory says now, and, when they authenticated with an API token, the
 /// token (whose scopes narrow what they may do: `access`).
@@ -77,6 +129,9 @@ pub struct User {
     pub kind: PrincipalKind,
     /// The API token this caller authenticated with, if any.
     pub token: Option<TokenUse>,
+    /// An external principal's sponsor and account end; `None` for the
+    /// organisation's own people and services.
+    pub external: Option<External>,
 }
 
 impl User {
@@ -88,7 +143,14 @@ impl User {
             roles,
             kind: PrincipalKind::Person,
             token: None,
+            external: None,
         }
+    }
+
+    /// This person as an external principal bound by `terms`.
+    pub fn sponsored(mut self, terms: External) -> User {
+        self.external = Some(terms);
+        self
     }
 
     /// This principal acting through `token`.
@@ -99,6 +161,18 @@ impl User {
 
     pub fn is_service(&self) -> bool {
         self.kind == PrincipalKind::Service
+    }
+
+    /// Why this principal's account no longer stands at `now` (an external
+    /// principal past their account's end), if it does not.
+    pub fn account_ended(&self, now: Timestamp) -> Option<String> {
+        let terms = self.external.as_ref().filter(|t| !t.is_live(now))?;
+        Some(format!(
+            "the account `{}` ended at {} (an external principal sponsored by `{}`)",
+            self.id,
+            terms.account_expires.to_rfc3339(),
+            terms.sponsor
+        ))
     }
 
     pub fn in_any(&self, groups: &BTreeSet<GroupName>) -> bool {
@@ -165,9 +239,18 @@ pub struct Entitlement {
     /// How much harm its access can do in the wrong hands: the base of the
     /// standing-privilege report's risk rating.
     pub sensitivity: crate::standing::Sensitivity,
+    /// Whether external principals (vendors) may ask for it at all; the
+    /// policies decide the rest, and the sponsor approves too.
+    pub open_to_externals: bool,
 }
 
 impl Entitlement {
+    /// Whether `user` may ask for it at all as far as who they are goes:
+    /// anyone, but an external principal only when it is open to externals.
+    pub fn open_to(&self, user: &User) -> bool {
+        user.external.is_none() || self.open_to_externals
+    }
+
     /// The longest a grant of it may last in all: its break-glass maximum
     /// for a break-glass use (extensions included), else its maximum.
     pub fn max_duration_for(&self, break_glass: bool) -> Duration {

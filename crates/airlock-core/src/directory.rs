@@ -2,8 +2,10 @@
 //! (SCIM 2.0): what a stored directory user and group are, the group name
 //! policies see for a provisioned group, and what a change to either means —
 //! its audit events and what must happen to the requests of the people it
-//! touches (every request ended for a user deactivated or deleted; the open
-//! requests of a user who left a group decided again). The shell stores the
+//! touches (every request ended for a user deactivated or deleted, and for
+//! the external principals they sponsor; every request of an external
+//! principal whose terms changed; the open requests of a user who left a
+//! group decided again). The shell stores the
 //! change and its events in one transaction, then carries out the
 //! consequences through the request lifecycle
 //! ([`crate::request::Command::Deprovision`],
@@ -12,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::audit::{Actor, AuditAction, AuditEvent};
+use crate::catalog::{terms_change, External, VENDOR};
 use crate::ids::{GroupName, IdError, UserId};
 use crate::time::Timestamp;
 
@@ -35,10 +38,36 @@ pub struct DirectoryUser {
     pub display_name: Option<String>,
     pub emails: Vec<Email>,
     pub active: bool,
+    /// The enterprise extension's `employeeType`, in lower case: `vendor`
+    /// makes an external principal.
+    pub employment: Option<String>,
+    /// An external principal's sponsor (a user name) and account end.
+    pub sponsor: Option<UserId>,
+    pub account_expires: Option<Timestamp>,
     pub created: Timestamp,
     pub modified: Timestamp,
     /// Bumped on every change (the SCIM `meta.version`, an ETag).
     pub version: u64,
+}
+
+impl DirectoryUser {
+    /// Whether the provider calls them a vendor (an external principal).
+    pub fn is_vendor(&self) -> bool {
+        self.employment.as_deref() == Some(VENDOR)
+    }
+
+    /// A vendor's terms: `None` for anyone else, and for a vendor the
+    /// provider gave no sponsor or account end (who is refused at sign-in:
+    /// nobody answers for them).
+    pub fn external(&self) -> Option<External> {
+        match (self.is_vendor(), &self.sponsor, self.account_expires) {
+            (true, Some(sponsor), Some(account_expires)) => Some(External {
+                sponsor: sponsor.clone(),
+                account_expires,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A group the identity provider provisioned.
@@ -97,8 +126,9 @@ pub enum Refusal {
 /// What a directory change requires of a user's requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Consequence {
-    /// The user was deactivated or deleted: every unfinished request of
-    /// theirs ends now (grants revoked, the rest cancelled).
+    /// The user was deactivated or deleted, or the terms their requests
+    /// were made under no longer hold: every unfinished request of theirs
+    /// ends now (grants revoked, the rest cancelled).
     Deprovision { user: UserId, cause: String },
     /// The user left `group`: each unfinished request of theirs is decided
     /// again, with and without it, by the policy set.
@@ -107,6 +137,25 @@ pub enum Consequence {
         group: GroupName,
         cause: String,
     },
+}
+
+impl Consequence {
+    /// What this means for the external principals `sponsored` by its user
+    /// (the shell finds them, in the config and the directory): a sponsor
+    /// who leaves takes every request they answer for with them.
+    pub fn for_sponsored(&self, sponsored: &[UserId]) -> Vec<Consequence> {
+        let Consequence::Deprovision { user, cause } = self else {
+            return Vec::new();
+        };
+        sponsored
+            .iter()
+            .filter(|vendor| *vendor != user)
+            .map(|vendor| Consequence::Deprovision {
+                user: vendor.clone(),
+                cause: format!("the sponsor of `{vendor}` left: {cause}"),
+            })
+            .collect()
+    }
 }
 
 /// A directory change, decided: the events to store with it and what the
@@ -163,12 +212,19 @@ pub fn user_change(
             ));
             // Someone signed in through the provider before being
             // provisioned may hold requests already.
-            if !new.active {
+            // So may a vendor, whose requests nobody sponsored then.
+            let (inactive, vendor) = (!new.active, new.is_vendor());
+            if inactive || vendor {
                 change.consequences.push(Consequence::Deprovision {
                     user: new.user_name.clone(),
                     cause: format!(
-                        "user `{}` provisioned as inactive by the identity provider ({operation})",
-                        new.user_name
+                        "user `{}` provisioned as {} by the identity provider ({operation})",
+                        new.user_name,
+                        if inactive {
+                            "inactive"
+                        } else {
+                            "an external principal"
+                        }
                     ),
                 });
             }
@@ -201,6 +257,15 @@ pub fn user_change(
             }
             if old.emails != new.emails {
                 changed.push("emails");
+            }
+            if old.employment != new.employment {
+                changed.push("employeeType");
+            }
+            if old.sponsor != new.sponsor {
+                changed.push("sponsor");
+            }
+            if old.account_expires != new.account_expires {
+                changed.push("accountExpires");
             }
             if !changed.is_empty() {
                 let mut d = details([op(), ("id", new.id.clone()), ("changed", changed.join(","))]);
@@ -243,6 +308,17 @@ pub fn user_change(
                     user: old.user_name.clone(),
                     cause: format!(
                         "user `{}` {why} by the identity provider ({operation})",
+                        old.user_name
+                    ),
+                });
+            } else if let Some(why) = (new.is_vendor() && new.external().is_none())
+                .then(|| "is a vendor with no sponsor or account end".to_owned())
+                .or_else(|| terms_change(old.external().as_ref(), new.external().as_ref()))
+            {
+                change.consequences.push(Consequence::Deprovision {
+                    user: old.user_name.clone(),
+                    cause: format!(
+                        "`{}` {why} by the identity provider ({operation})",
                         old.user_name
                     ),
                 });
@@ -363,6 +439,9 @@ mod tests {
             display_name: None,
             emails: Vec::new(),
             active,
+            employment: None,
+            sponsor: None,
+            account_expires: None,
             created: Timestamp::from_unix_millis(0),
             modified: Timestamp::from_unix_millis(0),
             version: 1,

@@ -62,6 +62,9 @@ topics! {
     ExpiresSoon => "expires_soon", Requester;
     /// The request ended: expired, released, revoked, timed out or failed.
     Ended => "ended", Requester;
+    /// A grant nobody used for most of its entitlement's idle limit: it is
+    /// released soon unless used.
+    IdleWarning => "idle_warning", Requester;
     /// An emergency request was made.
     BreakGlass => "break_glass", Security;
     /// A break-glass use awaits its reviewers' verdict.
@@ -91,6 +94,9 @@ topics! {
     AccessReviewReminder => "access_review_reminder", Reviewers;
     /// A campaign escalated: its escalation groups may decide it now.
     AccessReviewEscalated => "access_review_escalated", Reviewers;
+    /// An external principal was granted access (or more time on it):
+    /// their sponsor hears of every grant, and may revoke it.
+    SponsoredGrant => "sponsored_grant", Sponsor;
 }
 
 impl Topic {
@@ -110,14 +116,17 @@ pub enum Audience {
     Security,
     /// Whoever may judge a break-glass use now (the review's groups).
     Reviewers,
+    /// The sponsor of an external principal whose access it is.
+    Sponsor,
 }
 
 impl Audience {
-    pub const ALL: [Audience; 4] = [
+    pub const ALL: [Audience; 5] = [
         Audience::Approvers,
         Audience::Requester,
         Audience::Security,
         Audience::Reviewers,
+        Audience::Sponsor,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -126,6 +135,7 @@ impl Audience {
             Audience::Requester => "requester",
             Audience::Security => "security",
             Audience::Reviewers => "reviewers",
+            Audience::Sponsor => "sponsor",
         }
     }
 }
@@ -138,6 +148,7 @@ pub struct Routes {
     pub requester: Option<Vec<String>>,
     pub security: Option<Vec<String>>,
     pub reviewers: Option<Vec<String>>,
+    pub sponsor: Option<Vec<String>>,
 }
 
 impl Routes {
@@ -147,6 +158,18 @@ impl Routes {
             Audience::Requester => self.requester.as_ref(),
             Audience::Security => self.security.as_ref(),
             Audience::Reviewers => self.reviewers.as_ref(),
+            Audience::Sponsor => self.sponsor.as_ref(),
+        }
+    }
+
+    /// The audience whose channels one nobody routed hears on: reviewers
+    /// on the approvers' (both are asked to judge someone's access), a
+    /// sponsor on the requester's (both are told of a person's grant).
+    fn fallback(audience: Audience) -> Option<Audience> {
+        match audience {
+            Audience::Reviewers => Some(Audience::Approvers),
+            Audience::Sponsor => Some(Audience::Requester),
+            _ => None,
         }
     }
 }
@@ -167,8 +190,8 @@ pub struct Routing {
 
 impl Routing {
     /// The channels `audience` hears about `entitlement` on. Reviewers
-    /// nobody routed hear on the approvers' channels: both are people asked
-    /// to judge someone's access.
+    /// nobody routed hear on the approvers' channels, sponsors on the
+    /// requester's ([`Routes::fallback`]).
     pub fn channels(&self, entitlement: &EntitlementId, audience: Audience) -> &[String] {
         let routed = |audience: Audience| {
             self.entitlements
@@ -177,27 +200,19 @@ impl Routing {
                 .or_else(|| self.defaults.get(audience))
         };
         routed(audience)
-            .or_else(|| {
-                (audience == Audience::Reviewers)
-                    .then(|| routed(Audience::Approvers))
-                    .flatten()
-            })
+            .or_else(|| Routes::fallback(audience).and_then(routed))
             .map_or(&[], Vec::as_slice)
     }
 }
 
 impl Routing {
     /// The channels `audience` hears about what concerns no entitlement
-    /// (an access review): the defaults, reviewers nobody routed falling
-    /// back on the approvers' channels as in [`Routing::channels`].
+    /// (an access review): the defaults, an audience nobody routed falling
+    /// back as in [`Routing::channels`].
     pub fn default_channels(&self, audience: Audience) -> &[String] {
         self.defaults
             .get(audience)
-            .or_else(|| {
-                (audience == Audience::Reviewers)
-                    .then(|| self.defaults.get(Audience::Approvers))
-                    .flatten()
-            })
+            .or_else(|| Routes::fallback(audience).and_then(|a| self.defaults.get(a)))
             .map_or(&[], Vec::as_slice)
     }
 }
@@ -272,6 +287,9 @@ pub fn plan(t: &Transition, routing: &Routing) -> Vec<Notification> {
                     Topic::Extended
                 };
                 add(topic, i, event, event.at);
+                if r.external.is_some() {
+                    add(Topic::SponsoredGrant, i, event, event.at);
+                }
                 if let (Some(lead), Some(expires)) = (routing.expiry_warning, r.expires_at) {
                     let at = expires.minus(lead);
                     if at > event.at {
@@ -284,6 +302,7 @@ pub fn plan(t: &Transition, routing: &Routing) -> Vec<Notification> {
             AuditAction::ExtensionRequested if r.extension_awaiting_approval().is_some() => {
                 add(Topic::ExtensionAwaitingApproval, i, event, event.at);
             }
+            AuditAction::IdleWarned => add(Topic::IdleWarning, i, event, event.at),
             AuditAction::ExtensionDenied => add(Topic::ExtensionDenied, i, event, event.at),
             AuditAction::ExtensionFailed => add(Topic::ExtensionFailed, i, event, event.at),
             AuditAction::Expired
@@ -333,7 +352,7 @@ pub fn still_relevant(topic: Topic, request: &AccessRequest, now: Timestamp) -> 
             request.state == State::Pending
         }
         Topic::ExtensionAwaitingApproval => request.extension_awaiting_approval().is_some(),
-        Topic::ExpiresSoon => request.holds_access(now),
+        Topic::ExpiresSoon | Topic::IdleWarning => request.holds_access(now),
         Topic::RevocationOverdue => removal_outstanding(request),
         Topic::ReviewRequested | Topic::ReviewEscalated => {
             request.review.as_ref().is_some_and(|r| r.is_open())
@@ -373,6 +392,20 @@ fn facts(r: &AccessRequest, event: &AuditEvent) -> BTreeMap<String, String> {
     ]);
     if r.break_glass {
         f.insert("break_glass".to_owned(), "true".to_owned());
+    }
+    if let Some(terms) = &r.external {
+        f.insert("sponsor".to_owned(), terms.sponsor.to_string());
+        f.insert(
+            "account_expires".to_owned(),
+            terms.account_expires.to_rfc3339(),
+        );
+    }
+    if event.action == AuditAction::IdleWarned {
+        for key in ["idle_since", "release_at", "idle_limit"] {
+            if let Some(v) = event.details.get(key) {
+                f.insert(key.to_owned(), v.clone());
+            }
+        }
     }
     let optional = [
         ("ticket", r.ticket.clone()),
@@ -415,7 +448,11 @@ fn facts(r: &AccessRequest, event: &AuditEvent) -> BTreeMap<String, String> {
         if r.extension_awaiting_approval().is_some() {
             f.insert(
                 "approvals".to_owned(),
-                format!("{} of {}", e.approvals.len(), e.approvals_needed()),
+                format!(
+                    "{} of {}",
+                    e.approvals.len(),
+                    r.extension_seats().map_or(0, |s| s.needed())
+                ),
             );
         }
     }

@@ -235,6 +235,7 @@ mod tests {
             roles: BTreeSet::from([Role::Admin]),
             kind: Default::default(),
             token: None,
+            external: None,
         }
     }
 

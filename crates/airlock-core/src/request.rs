@@ -28,12 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::access::{self, RequestAction};
-use crate::approval::{
-    qualifying_tiers, seats_filled, seats_needed, tiers_met, ApprovalTier, ApproverVerdict, Route,
-    Verdict,
-};
+use crate::approval::{qualifying_tiers, ApprovalTier, ApproverVerdict, Route, Seats, Verdict};
 use crate::audit::{Actor, AuditAction, AuditEvent};
-use crate::catalog::{BreakGlassRules, Entitlement, User, WaitingTimes};
+use crate::catalog::{BreakGlassRules, Entitlement, External, User, WaitingTimes};
 use crate::ids::{EntitlementId, GroupName, RequestId, UserId};
 use crate::text::{self, TextKind};
 use crate::time::{human_duration, Timestamp};
@@ -190,6 +187,10 @@ pub struct AccessRequest {
     pub break_glass: bool,
     /// The requester's SSH public key, for connectors that issue certificates.
     pub public_key: Option<String>,
+    /// For an external principal's request, their sponsor and account end
+    /// as they stood when they asked: the sponsor's seat is added to the
+    /// tiers, and no deadline of it falls after the account's end.
+    pub external: Option<External>,
     /// A non-secret artifact the target issued for the grant (an SSH certificate).
     pub certificate: Option<String>,
     pub pending_deadline: Timestamp,
@@ -388,10 +389,6 @@ impl Extension {
     pub fn approver_groups(&self) -> BTreeSet<GroupName> {
         tier_groups(&self.approval_tiers)
     }
-
-    pub fn approvals_needed(&self) -> u32 {
-        seats_needed(&self.approval_tiers)
-    }
 }
 
 /// Every group of every tier.
@@ -524,9 +521,56 @@ impl AccessRequest {
         }
     }
 
-    /// Approvals needed in all (one per seat of every tier).
+    /// Approvals needed in all (one per seat of every tier, and the
+    /// sponsor's).
     pub fn approvals_needed(&self) -> u32 {
-        seats_needed(&self.approval_tiers)
+        self.seats().needed()
+    }
+
+    /// The sponsor of an external requester, whose approval every request
+    /// and extension of theirs needs.
+    pub fn sponsor(&self) -> Option<&UserId> {
+        self.external.as_ref().map(|e| &e.sponsor)
+    }
+
+    /// The seats the request needs: its tiers' and its sponsor's.
+    pub fn seats(&self) -> Seats<'_> {
+        Seats {
+            tiers: &self.approval_tiers,
+            sponsor: self.sponsor(),
+        }
+    }
+
+    /// The seats the extension waiting for approvers needs, if one waits.
+    pub fn extension_seats(&self) -> Option<Seats<'_>> {
+        self.extension.as_ref().map(|e| Seats {
+            tiers: &e.approval_tiers,
+            sponsor: self.sponsor(),
+        })
+    }
+
+    /// The sponsor, while what waits for approvers (the request, or its
+    /// extension) waits for them: they have not approved it yet. (Stored
+    /// beside the row for the inbox's query, like the approver groups.)
+    pub fn awaits_sponsor(&self) -> Option<&UserId> {
+        let sponsor = self.sponsor()?;
+        let approvals = match self.extension_awaiting_approval() {
+            Some(e) => &e.approvals,
+            None if self.state == State::Pending => &self.approvals,
+            None => return None,
+        };
+        (!approvals.iter().any(|a| &a.approver == sponsor)).then_some(sponsor)
+    }
+
+    /// How long an extension by `by` may really add: all of it, or for an
+    /// external principal only up to the end of their account (zero when
+    /// the grant already ends then). What the policies judge and the
+    /// state machine grants.
+    pub fn extension_within_account(&self, by: Duration) -> Duration {
+        match (&self.external, self.expires_at) {
+            (Some(terms), Some(expires)) => by.min(expires.until(terms.account_expires)),
+            _ => by,
+        }
     }
 
     /// Approved but not yet due to start.
@@ -547,6 +591,9 @@ impl AccessRequest {
     /// approver groups of what waits is theirs, and they have not approved
     /// it yet. (Mirrored in SQL like [`AccessRequest::visible_to`].)
     pub fn awaits_approval_of(&self, user: &User) -> bool {
+        if self.awaits_sponsor() == Some(&user.id) && access::sponsors(user, self) {
+            return true;
+        }
         let (groups, approvals) = match self.extension_awaiting_approval() {
             Some(e) => (e.approver_groups(), &e.approvals),
             None if self.state == State::Pending => (self.approver_groups(), &self.approvals),
@@ -688,6 +735,27 @@ pub struct NewRequest {
 }
 
 impl NewRequest {
+    /// How long the access would last if granted at once: what
+    /// [`NewRequest::effective_duration`] says, for an external principal
+    /// cut so it ends no later than their account (zero when it would
+    /// start at or after that). What the policies judge and the request
+    /// records.
+    pub fn duration_for(
+        &self,
+        entitlement: &Entitlement,
+        requester: &User,
+        now: Timestamp,
+    ) -> Duration {
+        let asked = self.effective_duration(entitlement);
+        match &requester.external {
+            Some(terms) => {
+                let start = self.start_at.map_or(now, |s| s.max(now));
+                asked.min(start.until(terms.account_expires))
+            }
+            None => asked,
+        }
+    }
+
     /// The duration asked for, or the entitlement's default (for
     /// break-glass, no longer than its break-glass maximum).
     pub fn effective_duration(&self, entitlement: &Entitlement) -> Duration {
@@ -726,7 +794,7 @@ pub fn submit(
     now: Timestamp,
 ) -> Result<Transition, Rejection> {
     access::may(requester, access::Capability::Request)?;
-    let checked = check_new(new, entitlement, settings, now)?;
+    let checked = check_new(new, requester, entitlement, settings, now)?;
     // Malformed input is refused as such before any conflict is looked at.
     if let Some(open) = open_request {
         return Err(Rejection::Conflict(format!(
@@ -748,6 +816,9 @@ pub fn submit(
 /// A new request's input, checked against its entitlement's rules.
 struct Checked<'a> {
     id: RequestId,
+    /// The duration asked for; `duration` is what is granted (an external
+    /// principal's cut to their account's end).
+    asked: Duration,
     duration: Duration,
     emergency: Option<&'a BreakGlassRules>,
     break_glass: bool,
@@ -757,19 +828,26 @@ struct Checked<'a> {
     public_key: Option<String>,
 }
 
-/// Checks what a requester asks of `entitlement`: the duration within its
-/// maximum (and its break-glass maximum), its reason and ticket rules, the
-/// start time and the free text.
+/// Checks what `requester` asks of `entitlement`: their account still
+/// standing, the duration within its maximum (and its break-glass maximum;
+/// an external principal's cut to their account's end), its reason and
+/// ticket rules, the start time and the free text.
 fn check_new<'a>(
     new: NewRequest,
+    requester: &User,
     entitlement: &'a Entitlement,
     settings: &LifecycleSettings,
     now: Timestamp,
 ) -> Result<Checked<'a>, Rejection> {
-    let duration = new.effective_duration(entitlement);
-    if duration < Duration::from_secs(1) {
+    if let Some(why) = requester.account_ended(now) {
+        return Err(Rejection::Forbidden(why));
+    }
+    let asked = new.effective_duration(entitlement);
+    if asked < Duration::from_secs(1) {
         return Err(invalid("duration", "must be at least 1s"));
     }
+    // An external principal's grant ends no later than their account.
+    let duration = new.duration_for(entitlement, requester, now);
     if duration > entitlement.max_duration {
         return Err(invalid(
             "duration",
@@ -779,6 +857,12 @@ fn check_new<'a>(
                 entitlement.id
             ),
         ));
+    }
+    if new.break_glass && requester.external.is_some() {
+        return Err(Rejection::Forbidden(format!(
+            "`{}` is an external principal and may not use break-glass: ask without it, and their sponsor approves",
+            requester.id
+        )));
     }
     let emergency = if new.break_glass {
         let rules = entitlement.break_glass.as_ref().ok_or_else(|| {
@@ -846,6 +930,16 @@ fn check_new<'a>(
             ));
         }
     }
+    if let (Some(terms), true) = (&requester.external, duration < Duration::from_secs(1)) {
+        return Err(invalid(
+            "start_at",
+            format!(
+                "the account of `{}` ends at {}, before this access would start",
+                requester.id,
+                terms.account_expires.to_rfc3339()
+            ),
+        ));
+    }
     let public_key = new
         .public_key
         .map(|k| user_text("public_key", &k, TextKind::Line, MAX_PUBLIC_KEY_LEN))
@@ -853,6 +947,7 @@ fn check_new<'a>(
         .filter(|k| !k.is_empty());
     Ok(Checked {
         id: new.id,
+        asked,
         duration,
         emergency,
         break_glass: new.break_glass,
@@ -863,7 +958,8 @@ fn check_new<'a>(
     })
 }
 
-/// Records a checked request as `verdict` routes it.
+/// Records a checked request as `verdict` routes it (an entitlement closed
+/// to external principals denies theirs).
 fn create(
     checked: Checked<'_>,
     requester: &User,
@@ -875,6 +971,7 @@ fn create(
 ) -> Result<Transition, Rejection> {
     let Checked {
         id,
+        asked,
         duration,
         emergency,
         break_glass,
@@ -883,6 +980,7 @@ fn create(
         start_at,
         public_key,
     } = checked;
+    let verdict = closed_to_externals(verdict, requester, entitlement);
     // Break-glass waits for nobody: the policies decide only whether the
     // person may ask, and the review afterwards replaces the approvals.
     let approval_tiers = match &verdict.route {
@@ -890,8 +988,14 @@ fn create(
         route => routed_tiers(route, "request")?,
     };
     let times = entitlement.waiting.overridden_by(&verdict.waiting);
-    let pending_deadline = now.plus(times.timeout.unwrap_or(settings.pending_timeout));
-    let waiting = if approval_tiers.is_empty() {
+    let mut pending_deadline = now.plus(times.timeout.unwrap_or(settings.pending_timeout));
+    // Nobody approves what an ended account could not hold.
+    if let Some(terms) = &requester.external {
+        pending_deadline = pending_deadline.min(terms.account_expires);
+    }
+    let waits_for_sponsor =
+        requester.external.is_some() && !matches!(verdict.route, Route::Denied { .. });
+    let waiting = if approval_tiers.is_empty() && !waits_for_sponsor {
         WaitingPlan::default()
     } else {
         WaitingPlan::for_request(&times, now, pending_deadline)
@@ -911,6 +1015,7 @@ fn create(
         policy_version: verdict.policy_version.clone(),
         break_glass,
         public_key,
+        external: requester.external.clone(),
         certificate: None,
         pending_deadline,
         decided_at: None,
@@ -949,6 +1054,19 @@ fn create(
     if let Some(b) = &request.bundle {
         bundle::details(b, &mut details);
     }
+    if let Some(terms) = &request.external {
+        details.insert("sponsor".to_owned(), terms.sponsor.to_string());
+        details.insert(
+            "account_expires".to_owned(),
+            terms.account_expires.to_rfc3339(),
+        );
+        if duration < asked {
+            details.insert(
+                "asked_duration_seconds".to_owned(),
+                asked.as_secs().to_string(),
+            );
+        }
+    }
     verdict_details(&verdict, &mut details);
     if emergency.is_some() && !matches!(verdict.route, Route::Denied { .. }) {
         details.insert("decision".to_owned(), "break_glass".to_owned());
@@ -982,6 +1100,8 @@ fn create(
             request.review = Some(review);
             request.approve(now, Actor::System, rule, &mut out);
         }
+        // The policies approve it; the sponsor still has to.
+        (Route::AutoApproved, None) if request.external.is_some() => {}
         (Route::AutoApproved, None) => {
             let rule = format!("auto-approved by policy ({})", verdict.policies.join(","));
             request.approve(now, Actor::System, rule, &mut out);
@@ -1034,6 +1154,25 @@ pub enum Command {
     /// retried and never abandoned). A request already ended stays as it is.
     /// Only the engine sends it.
     Deprovision { cause: String },
+    /// The ticket system closed `ticket` (through its signed webhook;
+    /// `delivery` names the delivery): the access asked for under it ends
+    /// now, as when the identity provider withdraws the requester — a
+    /// grant is revoked, one that has not started is cancelled — recorded
+    /// as done by the ticket system with the ticket as the cause. A request
+    /// already ended stays as it is; one not asked for under the ticket is
+    /// refused. Only the engine sends it.
+    TicketClosed { ticket: String, delivery: String },
+    /// The entitlement's idle limit, applied to an active grant
+    /// ([`crate::idle::step`]): with the use the record holds besides the
+    /// request's own checks (`reported`) and how late use may reach the
+    /// record (`lag`), its holder is warned, or the grant is released
+    /// (audited as a release with the cause `idle`), or nothing happens.
+    /// Only the engine sends it.
+    Idle {
+        limit: crate::idle::IdleLimit,
+        reported: crate::idle::Reported,
+        lag: Duration,
+    },
     /// A fact the request's decision may have stood on changed (the
     /// requester left a group; `cause` says which): `before` is the policy
     /// set's answer with the old fact, `after` with the new one. Only when
@@ -1132,22 +1271,24 @@ fn step(
                 .map(|c| user_text("comment", c, TextKind::Note, MAX_COMMENT_LEN))
                 .transpose()?
                 .filter(|c| !c.is_empty());
-            let tiers = request.check_approver(approver, permission, "approve")?;
+            let seat = request.check_approver(approver, permission, "approve")?;
             let what = format!("`{}`", request.id);
+            let mut approvals = request.approvals.clone();
             let filled = add_approval(
-                &request.approval_tiers,
-                &mut request.approvals,
+                request.seats(),
+                &mut approvals,
                 approver,
                 &comment,
-                tiers,
+                &seat,
                 now,
                 &what,
             )?;
+            request.approvals = approvals;
             let actor = Actor::of(approver);
-            let mut details = approver_details(permission);
+            let mut details = approver_details(permission, &seat);
             details.insert(
                 "approvals".to_owned(),
-                format!("{filled}/{}", seats_needed(&request.approval_tiers)),
+                format!("{filled}/{}", request.approvals_needed()),
             );
             if let Some(c) = comment {
                 details.insert("comment".to_owned(), c);
@@ -1159,8 +1300,8 @@ fn step(
                 AuditAction::ApprovalRecorded,
                 details,
             );
-            if tiers_met(&request.approval_tiers, &request.approvals) {
-                let rule = request.tier_summary();
+            if request.seats().met(&request.approvals) {
+                let rule = request.seats().summary();
                 request.approve(now, actor, rule, out);
             }
         }
@@ -1169,7 +1310,7 @@ fn step(
             reason,
             permission,
         } => {
-            request.check_approver(approver, permission, "deny")?;
+            let seat = request.check_approver(approver, permission, "deny")?;
             let reason = required_note(reason)?;
             request.end(
                 State::Denied,
@@ -1180,15 +1321,12 @@ fn step(
                 out,
             );
             if let Some(event) = out.events.last_mut() {
-                event.details.extend(approver_details(permission));
+                event.details.extend(approver_details(permission, &seat));
             }
         }
         Command::Cancel { by } => {
             access::may_act(by, request, RequestAction::Withdraw)?;
-            let not_started = request.state == State::Pending
-                || (request.state == State::Approved
-                    && request.job.as_ref().is_some_and(|j| j.attempts == 0));
-            if !not_started {
+            if !request.not_started() {
                 return Err(request.conflict("cancel", "only a request that has not started can be cancelled; release an active grant instead"));
             }
             request.end(
@@ -1245,17 +1383,32 @@ fn step(
         }
         Command::Deprovision { cause } => {
             if !request.state.is_terminal() {
-                let not_started = request.state == State::Pending
-                    || (request.state == State::Approved
-                        && request.job.as_ref().is_some_and(|j| j.attempts == 0));
-                let (state, action) = if not_started {
-                    (State::Cancelled, AuditAction::Cancelled)
-                } else {
-                    (State::Revoked, AuditAction::Revoked)
-                };
-                request.end_by_directory(state, action, cause.clone(), now, out);
+                request.withdraw(Actor::Provisioning, cause.clone(), now, out);
             }
         }
+        Command::TicketClosed { ticket, delivery } => {
+            if !crate::ticket::carries(&request, ticket) {
+                return Err(Rejection::Conflict(format!(
+                    "`{}` was not asked for under ticket `{ticket}`",
+                    request.id
+                )));
+            }
+            if !request.state.is_terminal() {
+                let cause = format!("ticket `{ticket}` was closed");
+                request.withdraw(Actor::TicketSystem, cause, now, out);
+                if let Some(event) = out.events.last_mut() {
+                    event.details.insert("ticket".to_owned(), ticket.clone());
+                    event
+                        .details
+                        .insert("delivery".to_owned(), delivery.clone());
+                }
+            }
+        }
+        Command::Idle {
+            limit,
+            reported,
+            lag,
+        } => request.idle_step(limit, reported, *lag, now, out),
         Command::Redecide {
             before,
             after: verdict,
@@ -1334,6 +1487,25 @@ fn routed_tiers(route: &Route, what: &str) -> Result<Vec<ApprovalTier>, Rejectio
     }
 }
 
+/// An external principal asks only for entitlements open to externals: for
+/// any other the policies' answer gives way to a denial saying so
+/// (recorded like a denial by policy).
+fn closed_to_externals(verdict: Verdict, requester: &User, entitlement: &Entitlement) -> Verdict {
+    match &requester.external {
+        Some(terms) if !entitlement.open_to(requester) => Verdict {
+            route: Route::Denied {
+                reasons: vec![format!(
+                    "`{}` is not open to external principals (`open_to_externals`); `{}` is one, sponsored by `{}`",
+                    entitlement.id, requester.id, terms.sponsor
+                )],
+            },
+            policies: Vec::new(),
+            ..verdict
+        },
+        _ => verdict,
+    }
+}
+
 /// What the audit record keeps of a verdict: the set, the policies that
 /// decided, those that failed, and the decision.
 fn verdict_details(verdict: &Verdict, details: &mut BTreeMap<String, String>) {
@@ -1345,16 +1517,24 @@ fn verdict_details(verdict: &Verdict, details: &mut BTreeMap<String, String>) {
     details.insert("decision".to_owned(), verdict.route.summary());
 }
 
-/// Adds `approver`'s approval (counting toward `qualified`, indexes of
-/// `tiers`) to `approvals`, refusing a second one by the same person and
-/// one that fills no seat; returns the seats filled now. `what` names what
-/// is approved, for messages.
+/// Which seat an approver's decision is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seat {
+    /// The external requester's sponsor, in the seat only they fill.
+    Sponsor,
+    /// Someone the policies permit, counting toward these tiers (indexes).
+    Tiers(BTreeSet<u32>),
+}
+
+/// Adds `approver`'s approval (for `seat`) to `approvals`, refusing a
+/// second one by the same person and one that fills no seat; returns the
+/// seats filled now. `what` names what is approved, for messages.
 fn add_approval(
-    tiers: &[ApprovalTier],
+    seats: Seats<'_>,
     approvals: &mut Vec<Approval>,
     approver: &User,
     comment: &Option<String>,
-    qualified: BTreeSet<u32>,
+    seat: &Seat,
     now: Timestamp,
     what: &str,
 ) -> Result<u32, Rejection> {
@@ -1364,31 +1544,26 @@ fn add_approval(
             approver.id
         )));
     }
-    let before = seats_filled(tiers, approvals);
+    let before = seats.filled(approvals);
     approvals.push(Approval {
         approver: approver.id.clone(),
         at: now,
         comment: comment.clone(),
-        tiers: qualified,
+        // The sponsor's approval counts toward no tier.
+        tiers: match seat {
+            Seat::Sponsor => BTreeSet::new(),
+            Seat::Tiers(t) => t.clone(),
+        },
     });
-    let filled = seats_filled(tiers, approvals);
+    let filled = seats.filled(approvals);
     if filled == before {
         return Err(Rejection::Conflict(format!(
             "the tiers `{}` may approve for are already met on {what}; still needed: {}",
             approver.id,
-            tier_summary(tiers)
+            seats.summary()
         )));
     }
     Ok(filled)
-}
-
-/// Every tier, for messages: `1 from [approvers] (policy) and ...`.
-fn tier_summary(tiers: &[ApprovalTier]) -> String {
-    tiers
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" and ")
 }
 
 /// Group names for an audit detail: `a,b`.
@@ -1422,14 +1597,22 @@ pub(crate) fn user_text(
     Ok(trimmed.to_owned())
 }
 
-/// What the audit record keeps of an approver's permission.
-fn approver_details(permission: &ApproverVerdict) -> BTreeMap<String, String> {
+/// What the audit record keeps of an approver's permission: the policies
+/// that permitted them, or that they decided as the sponsor (whom no
+/// policy seats).
+fn approver_details(permission: &ApproverVerdict, seat: &Seat) -> BTreeMap<String, String> {
     let mut details = BTreeMap::from([(
         "policy_version".to_owned(),
         permission.policy_version.clone(),
     )]);
-    if let Ok(policies) = &permission.outcome {
-        details.insert("policies".to_owned(), policies.join(","));
+    match (seat, &permission.outcome) {
+        (Seat::Sponsor, _) => {
+            details.insert("seat".to_owned(), "sponsor".to_owned());
+        }
+        (Seat::Tiers(_), Ok(policies)) => {
+            details.insert("policies".to_owned(), policies.join(","));
+        }
+        (Seat::Tiers(_), Err(_)) => {}
     }
     details
 }
@@ -1483,36 +1666,42 @@ impl AccessRequest {
         ))
     }
 
-    /// Checks that `approver` may decide this request, and returns the tiers
-    /// their approval may count toward. The requester never may, whatever
-    /// the policies said; then the policy set must permit them, and their
-    /// groups must qualify them for at least one tier.
+    /// Checks that `approver` may decide this request, and returns the seat
+    /// their approval is for. The requester never may, whatever the
+    /// policies said; an external requester's sponsor decides in their own
+    /// seat; anyone else needs the policy set's permission and groups that
+    /// qualify them for at least one tier.
     fn check_approver(
         &self,
         approver: &User,
         permission: &ApproverVerdict,
         verb: &str,
-    ) -> Result<BTreeSet<u32>, Rejection> {
+    ) -> Result<Seat, Rejection> {
         access::may_act(approver, self, RequestAction::Decide)?;
         // The state first: a request that is no longer pending has nobody
         // to decide it, whatever the caller's groups.
         if self.state != State::Pending {
             return Err(self.conflict(verb, "only a pending request can be decided"));
         }
-        self.qualify(approver, permission, verb, &self.approval_tiers, "")
+        self.qualify(approver, permission, verb, self.seats(), "")
     }
 
-    /// The tiers of `tiers` (the request's, or its extension's: `what`
-    /// says which in messages) `approver`'s approval may count toward, once
-    /// the policy set permits them to decide at all.
+    /// The seat `approver`'s decision is for among `seats` (the request's,
+    /// or its extension's: `what` says which in messages): the sponsor's
+    /// for the sponsor, else the tiers they qualify for once the policy set
+    /// permits them to decide at all.
     fn qualify(
         &self,
         approver: &User,
         permission: &ApproverVerdict,
         verb: &str,
-        tiers: &[ApprovalTier],
+        seats: Seats<'_>,
         what: &str,
-    ) -> Result<BTreeSet<u32>, Rejection> {
+    ) -> Result<Seat, Rejection> {
+        if access::sponsors(approver, self) {
+            return Ok(Seat::Sponsor);
+        }
+        let tiers = seats.tiers;
         if let Err(why) = &permission.outcome {
             return Err(Rejection::Forbidden(format!(
                 "`{}` may not {verb} `{}`{what}: {why}",
@@ -1521,27 +1710,42 @@ impl AccessRequest {
         }
         let qualified = qualifying_tiers(tiers, &approver.groups);
         if qualified.is_empty() {
-            return Err(Rejection::Forbidden(format!(
-                "`{}` is in none of the groups `{}`{what} needs approvals from: {}",
-                approver.id,
-                self.id,
-                tier_summary(tiers)
-            )));
+            return Err(Rejection::Forbidden(if tiers.is_empty() {
+                format!(
+                    "`{}` may not {verb} `{}`{what}: only its sponsor decides it ({})",
+                    approver.id,
+                    self.id,
+                    seats.summary()
+                )
+            } else {
+                format!(
+                    "`{}` is in none of the groups `{}`{what} needs approvals from: {}",
+                    approver.id,
+                    self.id,
+                    seats.summary()
+                )
+            }));
         }
-        Ok(qualified)
-    }
-
-    /// Every tier of the request, for messages.
-    fn tier_summary(&self) -> String {
-        tier_summary(&self.approval_tiers)
+        Ok(Seat::Tiers(qualified))
     }
 
     fn approve(&mut self, now: Timestamp, actor: Actor, rule: String, out: &mut Outcome) {
         let start = self.start_at.map_or(now, |s| s.max(now));
+        let mut expires = start.plus(self.duration);
+        // An external principal's grant ends no later than their account.
+        let account_end = self
+            .external
+            .as_ref()
+            .map(|t| t.account_expires)
+            .filter(|end| *end < expires);
+        if let Some(end) = account_end {
+            expires = end.max(start);
+            self.duration = start.until(expires);
+        }
         self.state = State::Approved;
         self.decided_at = Some(now);
         self.activates_at = Some(start);
-        self.expires_at = Some(start.plus(self.duration));
+        self.expires_at = Some(expires);
         self.job = Some(ConnectorJob {
             next_attempt_at: start,
             ..ConnectorJob::due_now(JobAction::Grant, now)
@@ -1549,11 +1753,14 @@ impl AccessRequest {
         let mut details = BTreeMap::from([
             ("rule".to_owned(), rule),
             ("starts_at".to_owned(), start.to_rfc3339()),
-            (
-                "expires_at".to_owned(),
-                start.plus(self.duration).to_rfc3339(),
-            ),
+            ("expires_at".to_owned(), expires.to_rfc3339()),
         ]);
+        if account_end.is_some() {
+            details.insert(
+                "clipped".to_owned(),
+                "to the end of the requester's account".to_owned(),
+            );
+        }
         if !self.approvals.is_empty() {
             details.insert(
                 "approvers".to_owned(),
@@ -1637,10 +1844,91 @@ impl AccessRequest {
         now: Timestamp,
         out: &mut Outcome,
     ) {
-        self.end(state, now, None, Some(note.clone()), action, out);
+        self.end_on_word_of(Actor::Provisioning, state, action, note, now, out);
+    }
+
+    /// Ends the request on `actor`'s word (the identity provider, the
+    /// ticket system), with `cause` as the reason and recorded as the cause.
+    fn end_on_word_of(
+        &mut self,
+        actor: Actor,
+        state: State,
+        action: AuditAction,
+        cause: String,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) {
+        self.end(state, now, None, Some(cause.clone()), action, out);
         if let Some(event) = out.events.last_mut() {
-            event.actor = Actor::Provisioning;
-            event.details.insert("cause".to_owned(), note);
+            event.actor = actor;
+            event.details.insert("cause".to_owned(), cause);
+        }
+    }
+
+    /// Not started yet: pending, or approved with no grant attempt made.
+    /// Such a request is cancelled rather than revoked: nothing reached
+    /// the target.
+    fn not_started(&self) -> bool {
+        self.state == State::Pending
+            || (self.state == State::Approved && self.job.as_ref().is_some_and(|j| j.attempts == 0))
+    }
+
+    /// Ends an unfinished request on `actor`'s word whatever its state: one
+    /// that has not started is cancelled, anything else revoked (through
+    /// the usual connector job, retried and never abandoned).
+    fn withdraw(&mut self, actor: Actor, cause: String, now: Timestamp, out: &mut Outcome) {
+        let (state, action) = if self.not_started() {
+            (State::Cancelled, AuditAction::Cancelled)
+        } else {
+            (State::Revoked, AuditAction::Revoked)
+        };
+        self.end_on_word_of(actor, state, action, cause, now, out);
+    }
+
+    /// Applies the entitlement's idle limit (see [`Command::Idle`]).
+    fn idle_step(
+        &mut self,
+        limit: &crate::idle::IdleLimit,
+        reported: &crate::idle::Reported,
+        lag: Duration,
+        now: Timestamp,
+        out: &mut Outcome,
+    ) {
+        let idle_limit = human_duration(limit.limit());
+        match crate::idle::step(limit, self, reported, lag, now) {
+            crate::idle::Step::Nothing => {}
+            crate::idle::Step::Warn {
+                idle_since,
+                release_at,
+            } => {
+                let details = BTreeMap::from([
+                    ("idle_since".to_owned(), idle_since.to_rfc3339()),
+                    ("release_at".to_owned(), release_at.to_rfc3339()),
+                    ("idle_limit".to_owned(), idle_limit),
+                ]);
+                out.event(self, now, Actor::System, AuditAction::IdleWarned, details);
+            }
+            crate::idle::Step::Release { idle_since } => {
+                let note = format!(
+                    "idle: not used since {} (idle limit {idle_limit})",
+                    idle_since.to_rfc3339()
+                );
+                self.end(
+                    State::Released,
+                    now,
+                    None,
+                    Some(note),
+                    AuditAction::Released,
+                    out,
+                );
+                if let Some(event) = out.events.last_mut() {
+                    event.details.insert("cause".to_owned(), "idle".to_owned());
+                    event
+                        .details
+                        .insert("idle_since".to_owned(), idle_since.to_rfc3339());
+                    event.details.insert("idle_limit".to_owned(), idle_limit);
+                }
+            }
         }
     }
 
@@ -2178,6 +2466,22 @@ impl AccessRequest {
             };
             return Err(invalid("by", message));
         }
+        // An external principal's grant ends no later than their account.
+        let asked = extension;
+        let extension = self.extension_within_account(asked);
+        if extension < Duration::from_secs(1) {
+            let end = self
+                .external
+                .as_ref()
+                .map_or_else(String::new, |t| t.account_expires.to_rfc3339());
+            return Err(invalid(
+                "by",
+                format!(
+                    "cannot be extended: the account of `{}` ends at {end}, when this grant ends",
+                    self.requester
+                ),
+            ));
+        }
         let approval_tiers = routed_tiers(&verdict.route, "extension")?;
         let new_expiry = previous.plus(extension);
         self.extension = Some(Extension {
@@ -2204,6 +2508,12 @@ impl AccessRequest {
                     .to_string(),
             ),
         ]);
+        if extension < asked {
+            details.insert(
+                "asked_extension_seconds".to_owned(),
+                asked.as_secs().to_string(),
+            );
+        }
         verdict_details(verdict, &mut details);
         self.extension_event(
             now,
@@ -2217,6 +2527,8 @@ impl AccessRequest {
                 let note = format!("denied by policy: {}", reasons.join("; "));
                 self.extension_denied(note, now, Actor::System, BTreeMap::new(), out);
             }
+            // The policies grant it; the sponsor still has to.
+            Route::AutoApproved if self.external.is_some() => {}
             Route::AutoApproved => {
                 let rule = format!("granted at once by policy ({})", verdict.policies.join(","));
                 self.extension_approved(rule, now, Actor::System, out);
@@ -2234,27 +2546,22 @@ impl AccessRequest {
         now: Timestamp,
         out: &mut Outcome,
     ) -> Result<(), Rejection> {
-        let tiers = self.check_extension_approver(approver, permission, "approve")?;
+        let seat = self.check_extension_approver(approver, permission, "approve")?;
         let what = format!("the extension of `{}`", self.id);
-        let Some(ext) = self.extension.as_mut() else {
+        let Some(seats) = self.extension_seats() else {
             return Ok(());
         };
-        let filled = add_approval(
-            &ext.approval_tiers,
-            &mut ext.approvals,
-            approver,
-            &comment,
-            tiers,
-            now,
-            &what,
-        )?;
-        let met = tiers_met(&ext.approval_tiers, &ext.approvals);
-        let rule = tier_summary(&ext.approval_tiers);
-        let mut details = approver_details(permission);
-        details.insert(
-            "approvals".to_owned(),
-            format!("{filled}/{}", seats_needed(&ext.approval_tiers)),
-        );
+        let Some(mut approvals) = self.extension.as_ref().map(|e| e.approvals.clone()) else {
+            return Ok(());
+        };
+        let filled = add_approval(seats, &mut approvals, approver, &comment, &seat, now, &what)?;
+        let met = seats.met(&approvals);
+        let (rule, needed) = (seats.summary(), seats.needed());
+        if let Some(ext) = self.extension.as_mut() {
+            ext.approvals = approvals;
+        }
+        let mut details = approver_details(permission, &seat);
+        details.insert("approvals".to_owned(), format!("{filled}/{needed}"));
         if let Some(c) = comment {
             details.insert("comment".to_owned(), c);
         }
@@ -2280,8 +2587,8 @@ impl AccessRequest {
         now: Timestamp,
         out: &mut Outcome,
     ) -> Result<(), Rejection> {
-        self.check_extension_approver(approver, permission, "deny")?;
-        let details = approver_details(permission);
+        let seat = self.check_extension_approver(approver, permission, "deny")?;
+        let details = approver_details(permission, &seat);
         self.extension_denied(reason, now, Actor::of(approver), details, out);
         Ok(())
     }
@@ -2293,13 +2600,16 @@ impl AccessRequest {
         approver: &User,
         permission: &ApproverVerdict,
         verb: &str,
-    ) -> Result<BTreeSet<u32>, Rejection> {
+    ) -> Result<Seat, Rejection> {
         access::may_act(approver, self, RequestAction::Decide)?;
-        let tiers = self
-            .extension_awaiting_approval()
-            .map(|e| e.approval_tiers.as_slice())
-            .unwrap_or_default();
-        self.qualify(approver, permission, verb, tiers, "'s extension")
+        let seats = self
+            .extension_seats()
+            .filter(|_| self.extension_awaiting_approval().is_some())
+            .unwrap_or(Seats {
+                tiers: &[],
+                sponsor: None,
+            });
+        self.qualify(approver, permission, verb, seats, "'s extension")
     }
 
     /// Granted: the target is told the new expiry by a grant job on the

@@ -267,6 +267,11 @@ impl Recorded {
     pub fn events(&self) -> usize {
         self.events
     }
+
+    /// Logins whose logout is not on the timeline (yet): sessions open.
+    pub fn open_sessions(&self) -> usize {
+        self.logins.difference(&self.logouts).count()
+    }
 }
 
 /// What a post of lines comes to.

@@ -28,6 +28,7 @@ fn person(id: &str, groups: &[&str], roles: &[Role]) -> User {
         roles: roles.iter().copied().collect(),
         kind: Default::default(),
         token: None,
+        external: None,
     }
 }
 
@@ -48,6 +49,7 @@ fn ritas_request() -> AccessRequest {
         sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     };
     let verdict = Verdict {
         route: Route::NeedsApprovals(vec![ApprovalTier {

@@ -64,6 +64,7 @@ fn entitlement(break_glass: bool) -> Entitlement {
             review_within: Duration::from_secs(DAY as u64),
             escalate_to: groups(&["leads"]),
         }),
+        open_to_externals: false,
     }
 }
 

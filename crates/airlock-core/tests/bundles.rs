@@ -37,6 +37,7 @@ fn user(id: &str, groups: &[&str]) -> User {
         roles: BTreeSet::new(),
         kind: Default::default(),
         token: None,
+        external: None,
     }
 }
 
@@ -56,6 +57,7 @@ fn entitlement(id: &str, max_hours: u64, default_mins: u64) -> Entitlement {
         sensitivity: Default::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     }
 }
 

@@ -44,6 +44,7 @@ fn user(id: &str) -> User {
         roles: BTreeSet::new(),
         kind: Default::default(),
         token: None,
+        external: None,
     }
 }
 
@@ -63,6 +64,7 @@ fn entitlement(id: &str, connector: &str) -> Entitlement {
         sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     }
 }
 

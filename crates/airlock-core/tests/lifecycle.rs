@@ -59,6 +59,7 @@ fn user(id: &str, groups: &[&str], admin: bool) -> User {
         },
         kind: Default::default(),
         token: None,
+        external: None,
     }
 }
 
@@ -92,6 +93,7 @@ fn catalog() -> Catalog {
         sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     };
     Catalog {
         users: users.into_iter().map(|u| (u.id.clone(), u)).collect(),
@@ -172,6 +174,11 @@ enum Act {
     Tick,
     /// The identity provider deactivated or deleted the requester.
     Deprovision,
+    /// The ticket system closed this ticket.
+    TicketClosed(&'static str),
+    /// The idle limit (30m, warned 7m30s ahead, 5s lag) with no use
+    /// reported and the last warning at this second, if any.
+    Idle(Option<i64>),
     /// The requester left a group: the policy set's answer with it, then
     /// without it.
     Redecide(Rule, Rule),
@@ -378,6 +385,18 @@ fn check(case: Case) {
             Act::Deprovision => Command::Deprovision {
                 cause: "user `rita` deactivated by the identity provider (SCIM PATCH /Users/u1)"
                     .to_owned(),
+            },
+            Act::TicketClosed(ticket) => Command::TicketClosed {
+                ticket: ticket.to_owned(),
+                delivery: "d1".to_owned(),
+            },
+            Act::Idle(warned) => Command::Idle {
+                limit: airlock_core::idle::IdleLimit::new(Duration::from_secs(1800), None).unwrap(),
+                reported: airlock_core::idle::Reported {
+                    warned_at: warned.map(at),
+                    ..Default::default()
+                },
+                lag: Duration::from_secs(5),
             },
             Act::Redecide(before, after) => Command::Redecide {
                 before: verdict(before),
@@ -1763,6 +1782,113 @@ fn deprovisioning_cancels_what_has_not_started_and_revokes_what_has() {
             ),
         ],
         ..case(Rule::Auto)
+    });
+}
+
+// ---------------------------------------------------------------- tickets and idleness
+
+#[test]
+fn a_closed_ticket_cancels_what_has_not_started_and_revokes_what_has() {
+    check(Case {
+        steps: vec![
+            // Another ticket's closing is not this request's business.
+            (4, Act::TicketClosed("INC-43"), rejected(Rej::Conflict)),
+            (
+                5,
+                Act::TicketClosed("INC-42"),
+                ok(Cancelled, &[], &["cancelled"])
+                    .and(Check::Detail(
+                        "cancelled",
+                        "cause",
+                        "ticket `INC-42` was closed",
+                    ))
+                    .and(Check::Detail("cancelled", "ticket", "INC-42"))
+                    .and(Check::Detail("cancelled", "delivery", "d1")),
+            ),
+        ],
+        ..case(Rule::Approvals(1))
+    });
+    check(Case {
+        steps: vec![
+            (5, Act::Succeeded(Grant), ok(Active, &[], &["granted"])),
+            (
+                6,
+                Act::TicketClosed("INC-42"),
+                ok(Revoked, &[Revoke], &["revoked"])
+                    .and(Check::Detail(
+                        "revoked",
+                        "cause",
+                        "ticket `INC-42` was closed",
+                    ))
+                    .and(Check::MayHoldAccess(true)),
+            ),
+            // Closed again: nothing more happens.
+            (
+                7,
+                Act::TicketClosed("INC-42"),
+                ok(Revoked, &[], &[]).and(Check::Unchanged),
+            ),
+            (
+                8,
+                Act::Succeeded(Revoke),
+                ok(Revoked, &[], &["deprovisioned"]),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+}
+
+#[test]
+fn an_unused_grant_is_warned_then_released_as_idle() {
+    // Granted at 5: due at 5 + 1800 + 5 (lag), warned 450 before.
+    check(Case {
+        steps: vec![
+            (5, Act::Succeeded(Grant), ok(Active, &[], &["granted"])),
+            (
+                1359,
+                Act::Idle(None),
+                ok(Active, &[], &[]).and(Check::Unchanged),
+            ),
+            (
+                1360,
+                Act::Idle(None),
+                ok(Active, &[], &["idle_warned"])
+                    .and(Check::Detail(
+                        "idle_warned",
+                        "release_at",
+                        "2023-11-14T22:43:30.000Z",
+                    ))
+                    .and(Check::Detail("idle_warned", "idle_limit", "30m")),
+            ),
+            (
+                1809,
+                Act::Idle(Some(1360)),
+                ok(Active, &[], &[]).and(Check::Unchanged),
+            ),
+            (
+                1810,
+                Act::Idle(Some(1360)),
+                ok(Released, &[Revoke], &["released"])
+                    .and(Check::Detail("released", "cause", "idle"))
+                    .and(Check::MayHoldAccess(true)),
+            ),
+            // Ended: the idle rule has nothing more to do.
+            (
+                1811,
+                Act::Idle(Some(1360)),
+                ok(Released, &[], &[]).and(Check::Unchanged),
+            ),
+        ],
+        ..case(Rule::Auto)
+    });
+    // Not granted yet: nothing to release.
+    check(Case {
+        steps: vec![(
+            3000,
+            Act::Idle(None),
+            ok(Pending, &[], &[]).and(Check::Unchanged),
+        )],
+        ..case(Rule::Approvals(1))
     });
 }
 

@@ -39,6 +39,7 @@ fn user(id: &str, groups: &[&str]) -> User {
         roles: BTreeSet::new(),
         kind: Default::default(),
         token: None,
+        external: None,
     }
 }
 
@@ -67,6 +68,7 @@ fn entitlement_waiting(waiting: airlock_core::catalog::WaitingTimes) -> Entitlem
             review_within: Duration::from_secs(24 * 3600),
             escalate_to: [GroupName::parse("leads").unwrap()].into(),
         }),
+        open_to_externals: false,
     }
 }
 
@@ -174,6 +176,7 @@ fn routing() -> Routing {
             requester: one("mail"),
             security: one("pager"),
             reviewers: None,
+            sponsor: None,
         },
         entitlements: BTreeMap::new(),
         expiry_warning: Some(Duration::from_secs(15 * 60)),
@@ -284,6 +287,7 @@ fn an_entitlement_can_route_an_audience_elsewhere_or_silence_it() {
             requester: Some(Vec::new()),
             security: None,
             reviewers: None,
+            sponsor: None,
         },
     );
     check(
@@ -607,4 +611,44 @@ fn extensions_tell_their_approvers_and_the_requester() {
         12,
     );
     check(&failed, &r, &[(Topic::ExtensionFailed, "mail", 12)]);
+}
+
+#[test]
+fn an_idle_grants_holder_is_warned_and_hears_of_the_release() {
+    let r = routing();
+    let limit = airlock_core::idle::IdleLimit::new(Duration::from_secs(600), None).unwrap();
+    let idle = |warned: Option<i64>| Command::Idle {
+        limit,
+        reported: airlock_core::idle::Reported {
+            warned_at: warned.map(at),
+            ..Default::default()
+        },
+        lag: Duration::ZERO,
+    };
+    // Granted at 1 for an hour, limit 10m, warned 2m30s ahead: at 451.
+    let active = granted(3600);
+    let warned = step(&active, idle(None), 451);
+    check(&warned, &r, &[(Topic::IdleWarning, "mail", 451)]);
+    let warning = plan(&warned, &r).remove(0);
+    assert_eq!(
+        warning.facts.get("release_at").map(String::as_str),
+        Some(at(601).to_rfc3339().as_str())
+    );
+    assert!(still_relevant(Topic::IdleWarning, &warned.request, at(500)));
+    let released = step(&warned, idle(Some(451)), 601);
+    assert_eq!(released.request.state, State::Released);
+    check(
+        &released,
+        &r,
+        &[
+            (Topic::Ended, "mail", 601),
+            (Topic::RevocationOverdue, "pager", 901),
+        ],
+    );
+    // Released: a warning still waiting to be sent says nothing true.
+    assert!(!still_relevant(
+        Topic::IdleWarning,
+        &released.request,
+        at(602)
+    ));
 }

@@ -62,6 +62,7 @@ fn world(required: u32) -> World {
             },
             kind: Default::default(),
             token: None,
+            external: None,
         })
         .collect();
     let route = if required == 0 {
@@ -91,6 +92,7 @@ fn world(required: u32) -> World {
             sensitivity: airlock_core::standing::Sensitivity::default(),
             waiting: Default::default(),
             break_glass: None,
+            open_to_externals: false,
         },
         settings: LifecycleSettings {
             pending_timeout: Duration::from_secs(1800),

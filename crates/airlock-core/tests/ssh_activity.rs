@@ -44,6 +44,7 @@ fn grant() -> AccessRequest {
         sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     };
     let verdict = Verdict {
         route: Route::AutoApproved,

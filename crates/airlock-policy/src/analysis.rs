@@ -290,5 +290,6 @@ fn stand_in_requester() -> Option<UserFacts> {
         employment: "employee".to_owned(),
         on_call: false,
         kind: Default::default(),
+        sponsor: None,
     })
 }

@@ -666,7 +666,7 @@ impl PolicySet {
 
     fn user_entity(&self, user: &UserFacts) -> Result<cedar::Entity, String> {
         let names = &self.names;
-        let attrs = HashMap::from([
+        let mut attrs = HashMap::from([
             (
                 "team".to_owned(),
                 cedar::RestrictedExpression::new_string(user.team.clone()),
@@ -684,6 +684,14 @@ impl PolicySet {
                 cedar::RestrictedExpression::new_string(user.kind.as_str().to_owned()),
             ),
         ]);
+        if let Some(sponsor) = &user.sponsor {
+            attrs.insert(
+                "sponsor".to_owned(),
+                cedar::RestrictedExpression::new_entity_uid(
+                    names.uid(&names.user, sponsor.as_str()),
+                ),
+            );
+        }
         let parents = user
             .groups
             .iter()
@@ -931,6 +939,7 @@ mod tests {
             employment: "employee".to_owned(),
             on_call: true,
             kind: Default::default(),
+            sponsor: None,
         }
     }
 
@@ -1018,6 +1027,7 @@ mod tests {
                     employment: "employee".to_owned(),
                     on_call,
                     kind: Default::default(),
+                    sponsor: None,
                 })
         }
 

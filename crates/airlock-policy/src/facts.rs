@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use airlock_core::catalog::{PrincipalKind, User};
+use airlock_core::catalog::{PrincipalKind, User, VENDOR};
 use airlock_core::{EntitlementId, GroupName, Timestamp, UserId};
 
 /// A person as policies see them (`Airlock::User`).
@@ -21,12 +21,20 @@ pub struct UserFacts {
     /// A person or a service principal (`principal.kind`: "person" or
     /// "service").
     pub kind: PrincipalKind,
+    /// An external principal's sponsor (`principal.sponsor`, a user; absent
+    /// for anyone else).
+    pub sponsor: Option<UserId>,
 }
 
 impl UserFacts {
     /// The policy view of a directory user, with the attributes the core's
-    /// `User` does not carry.
+    /// `User` does not carry. An external principal is a `vendor` with
+    /// their sponsor, whatever else `employment` says.
     pub fn from_user(user: &User, team: &str, employment: &str, on_call: bool) -> UserFacts {
+        let (employment, sponsor) = match &user.external {
+            Some(terms) => (VENDOR, Some(terms.sponsor.clone())),
+            None => (employment, None),
+        };
         UserFacts {
             id: user.id.clone(),
             groups: user.groups.clone(),
@@ -34,6 +42,7 @@ impl UserFacts {
             employment: employment.to_owned(),
             on_call,
             kind: user.kind,
+            sponsor,
         }
     }
 }

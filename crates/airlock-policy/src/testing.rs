@@ -78,6 +78,9 @@ struct UserSpec {
     /// "person" (the default) or "service".
     #[serde(default)]
     kind: Option<String>,
+    /// An external principal's sponsor (`principal.sponsor`); set it with
+    /// `employment = "vendor"`.
+    sponsor: Option<String>,
 }
 
 fn employee() -> String {
@@ -246,6 +249,14 @@ fn merge_directory(base: &Directory, file: &TestFile, errors: &mut Vec<String>) 
                         ))
                     }
                 };
+                let sponsor = spec
+                    .sponsor
+                    .as_deref()
+                    .map(|s| {
+                        UserId::parse(s)
+                            .map_err(|e| format!("[users.{name}]: invalid sponsor `{s}`: {e}"))
+                    })
+                    .transpose()?;
                 Ok(UserFacts {
                     id,
                     groups,
@@ -253,6 +264,7 @@ fn merge_directory(base: &Directory, file: &TestFile, errors: &mut Vec<String>) 
                     employment: spec.employment.clone(),
                     on_call: spec.on_call,
                     kind,
+                    sponsor,
                 })
             });
         match user {

@@ -29,6 +29,7 @@ fn user(id: &str, groups: &[&str]) -> UserFacts {
         employment: "employee".to_owned(),
         on_call: false,
         kind: Default::default(),
+        sponsor: None,
     }
 }
 

@@ -47,7 +47,7 @@ fn load_demo() -> PolicySet {
 fn demo_policies_load_without_warnings() {
     let set = load_demo();
     assert!(set.warnings().is_empty(), "{:?}", set.warnings());
-    assert_eq!(set.policy_ids().count(), 17);
+    assert_eq!(set.policy_ids().count(), 18);
     assert_eq!(set.version().len(), 64);
 }
 
@@ -71,6 +71,7 @@ fn person(id: &str, groups: &[&str], employment: &str, on_call: bool) -> UserFac
         employment: employment.to_owned(),
         on_call,
         kind: Default::default(),
+        sponsor: None,
     }
 }
 

@@ -124,6 +124,7 @@ fn arb_user(id: impl Strategy<Value = String>) -> impl Strategy<Value = UserFact
             employment: if contractor { "contractor" } else { "employee" }.to_owned(),
             on_call,
             kind: Default::default(),
+            sponsor: None,
         })
 }
 

@@ -63,21 +63,45 @@ pub fn format_time(t: Timestamp) -> String {
     t.to_rfc3339()
 }
 
-/// Accepts RFC 3339 (`2026-11-23T10:00:00Z`) or Unix seconds.
+/// Accepts RFC 3339 (`2026-11-23T10:00:00Z`, or with any UTC offset:
+/// `2026-11-23T12:00:00+02:00`, as identity providers send it) or Unix
+/// seconds.
 pub fn parse_time(raw: &str) -> Result<Timestamp, String> {
     let raw = raw.trim();
     if let Ok(secs) = raw.parse::<i64>() {
         return Ok(Timestamp::from_unix_millis(secs.saturating_mul(1000)));
     }
-    let t = humantime::parse_rfc3339_weak(raw)
+    // humantime reads `Z` alone: the local time is read as UTC, then moved
+    // back by the offset.
+    let (local, offset) = match utc_offset(raw) {
+        Some((local, offset)) => (format!("{local}Z"), offset),
+        None => (raw.to_owned(), 0),
+    };
+    let t = humantime::parse_rfc3339_weak(&local)
         .map_err(|e| format!("`{raw}` is not an RFC 3339 time or Unix seconds ({e})"))?;
     let ms = t
         .duration_since(UNIX_EPOCH)
         .map_err(|_| format!("`{raw}` is before 1970"))?
         .as_millis();
-    Ok(Timestamp::from_unix_millis(
-        i64::try_from(ms).unwrap_or(i64::MAX),
-    ))
+    let ms = i64::try_from(ms)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(offset.saturating_mul(1000));
+    Ok(Timestamp::from_unix_millis(ms))
+}
+
+/// A date-time's numeric UTC offset (`+02:00`, `-05:30`): the time before
+/// it, and the offset in seconds. `None` without one.
+fn utc_offset(raw: &str) -> Option<(&str, i64)> {
+    let (local, offset) = raw.split_at_checked(raw.len().checked_sub(6)?)?;
+    let sign = match offset.get(..1)? {
+        "+" => 1,
+        "-" => -1,
+        _ => return None,
+    };
+    let (hours, minutes) = offset.get(1..)?.split_once(':')?;
+    let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
+    (local.contains(['T', 't', ' ']) && hours < 24 && minutes < 60)
+        .then_some((local, sign * (hours * 3600 + minutes * 60)))
 }
 
 /// A duration given as `"2h"` / `"90m"` or as a number of seconds.
@@ -222,7 +246,8 @@ pub struct RequestView {
     pub created_at: String,
     /// While pending: when it times out.
     pub pending_deadline: Option<String>,
-    /// Approvals needed in all (the seats of every tier).
+    /// Approvals needed in all (the seats of every tier, and for an
+    /// external requester their sponsor's).
     pub required_approvals: u32,
     /// Every group of every tier.
     pub approver_groups: Vec<String>,
@@ -264,6 +289,13 @@ pub struct RequestView {
     /// The latest extension asked for, whatever became of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension: Option<ExtensionView>,
+    /// For an external principal's request: their sponsor, whose approval
+    /// it needs besides the tiers', and their account's end when they
+    /// asked (no grant of theirs outlasts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_expires: Option<String>,
     /// How often the grant was checked (`GET /v1/check`), as stored: each
     /// replica adds its checks about once a second.
     #[serde(default)]
@@ -382,14 +414,16 @@ pub struct ExtensionView {
     pub note: Option<String>,
 }
 
-impl From<&airlock_core::request::Extension> for ExtensionView {
-    fn from(e: &airlock_core::request::Extension) -> Self {
+impl ExtensionView {
+    /// The extension of `r` (whose sponsor's seat, for an external
+    /// principal's, counts among the approvals it needs).
+    fn of(r: &AccessRequest, e: &airlock_core::request::Extension) -> Self {
         ExtensionView {
             by_seconds: e.by.as_secs(),
             reason: e.reason.clone(),
             requested_at: format_time(e.requested_at),
             state: e.state.as_str().to_owned(),
-            required_approvals: e.approvals_needed(),
+            required_approvals: r.extension_seats().map_or(0, |s| s.needed()),
             approval_tiers: e.approval_tiers.iter().map(TierView::from).collect(),
             approvals: e.approvals.iter().map(ApprovalView::from).collect(),
             previous_expires_at: format_time(e.previous_expires_at),
@@ -449,7 +483,9 @@ impl RequestView {
             break_glass: r.break_glass,
             certificate: r.certificate.clone(),
             approvals: r.approvals.iter().map(ApprovalView::from).collect(),
-            extension: r.extension.as_ref().map(ExtensionView::from),
+            extension: r.extension.as_ref().map(|e| ExtensionView::of(r, e)),
+            sponsor: r.sponsor().map(ToString::to_string),
+            account_expires: r.external.as_ref().map(|e| format_time(e.account_expires)),
             decided_at: opt(r.decided_at),
             activates_at: opt(r.activates_at),
             expires_at: opt(r.expires_at),
@@ -545,6 +581,9 @@ pub struct EntitlementView {
     /// Emergency access, when the entitlement allows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<BreakGlassView>,
+    /// A grant unused this long is released early (`idle_limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_limit_seconds: Option<u64>,
 }
 
 /// An entitlement's break-glass rules (`catalog::BreakGlassRules`).
@@ -575,6 +614,7 @@ impl EntitlementView {
                 review_within_seconds: b.review_within.as_secs(),
                 escalate_to: b.escalate_to.iter().map(ToString::to_string).collect(),
             }),
+            idle_limit_seconds: None,
         }
     }
 }
@@ -639,6 +679,69 @@ pub struct HistoryEntry {
     /// statement; for an elevation claim: its id and audience).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<String, String>,
+}
+
+impl HistoryEntry {
+    /// The event in words when it is activity during the grant — a
+    /// session the connector saw, an SSH login or logout sshd logged, an
+    /// elevation claim, a warning that it was unused — for `airlock show`
+    /// and the request's web page.
+    pub fn activity(&self) -> Option<String> {
+        let detail = |k: &str| self.details.get(k).cloned().unwrap_or_default();
+        let what = match self.action.as_str() {
+            "session_seen" => format!(
+                "session {} as {} from {}{}",
+                detail("session"),
+                detail("login"),
+                detail("client"),
+                self.details
+                    .get("statement")
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default()
+            ),
+            "session_gone" => format!(
+                "session {} gone{}",
+                detail("session"),
+                self.details
+                    .get("why")
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            ),
+            "ssh_login" => format!(
+                "ssh login as {} from {} port {} on {} (certificate serial {})",
+                detail("user"),
+                detail("client"),
+                detail("port"),
+                detail("source"),
+                detail("serial")
+            ),
+            "ssh_logout" => format!(
+                "ssh logout of {} from {} port {} on {} ({})",
+                detail("user"),
+                detail("client"),
+                detail("port"),
+                detail("source"),
+                detail("how")
+            ),
+            "idle_warned" => format!(
+                "unused since {}: warned that it is released at {} unless used (idle limit {})",
+                detail("idle_since"),
+                detail("release_at"),
+                detail("idle_limit")
+            ),
+            "elevation_claimed" => format!(
+                "elevation claim {}{}, until {}",
+                detail("claim"),
+                self.details
+                    .get("audience")
+                    .map(|a| format!(" for {a}"))
+                    .unwrap_or_default(),
+                detail("expires_at")
+            ),
+            _ => return None,
+        };
+        Some(what)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -961,6 +1064,12 @@ pub struct WhoAmI {
     pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+    /// For an external principal (a vendor): their sponsor and when their
+    /// account ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_expires: Option<String>,
 }
 
 /// `GET /v1/auth/oidc`: how `airlock login` signs in to this server.
@@ -1359,6 +1468,42 @@ pub struct ActivityView {
     pub over_limit: usize,
     /// The most activity events one grant gets.
     pub limit: usize,
+}
+
+/// `POST /v1/tickets/{ref}/closed`: the ticket system says a ticket is
+/// closed. Signed (`x-airlock-timestamp`, `x-airlock-signature`), so the
+/// body names the ticket too: the signature covers the body, not the path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TicketClosedBody {
+    pub ticket: String,
+    /// The ticket system's id of this delivery (its event id), recorded
+    /// with what it ended; two closings signed in the same second are two
+    /// deliveries only if their bodies differ, which it ensures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+}
+
+/// What closing a ticket ended (both lists empty when nothing was left to
+/// end: a ticket closed again, or one no request was asked for under).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TicketClosedView {
+    pub ticket: String,
+    /// Grants revoked; their removal from the targets follows.
+    pub revoked: Vec<String>,
+    /// Requests cancelled before they started.
+    pub cancelled: Vec<String>,
+}
+
+impl TicketClosedView {
+    pub fn new(closed: &crate::engine::TicketClosed) -> TicketClosedView {
+        let ids = |ids: &[RequestId]| ids.iter().map(ToString::to_string).collect();
+        TicketClosedView {
+            ticket: closed.ticket.clone(),
+            revoked: ids(&closed.revoked),
+            cancelled: ids(&closed.cancelled),
+        }
+    }
 }
 
 /// `GET /v1/reports/standing` takes no parameters (unknown ones are refused).
@@ -1893,6 +2038,33 @@ impl AccessReviewTemplateView {
             reviewers: t.reviewers.iter().map(ToString::to_string).collect(),
             due_within: airlock_core::time::human_duration(t.due_within),
             include,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_with_any_utc_offset() {
+        let utc = parse_time("2027-06-30T10:00:00Z").unwrap();
+        for same in [
+            "2027-06-30T12:00:00+02:00",
+            "2027-06-30T04:30:00-05:30",
+            "2027-06-30T10:00:00+00:00",
+            "2027-06-30T10:00:00.000Z",
+        ] {
+            assert_eq!(parse_time(same), Ok(utc), "{same}");
+        }
+        assert_eq!(parse_time("1814349600"), Ok(utc));
+        for bad in [
+            "2027-06-30",
+            "2027-06-30T10:00:00+25:00",
+            "soon",
+            "2027-06-30T10:00:00+2:0",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
         }
     }
 }

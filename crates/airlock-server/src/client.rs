@@ -393,6 +393,32 @@ impl Client {
         .await
     }
 
+    /// Says ticket `reference` is closed, as the ticket system's webhook
+    /// does: `{"ticket": reference, "delivery": <a new id>}` signed now
+    /// with `secret` (the `[tickets]` secret) like the webhook connector's
+    /// calls. The server reads the signature, not this client's token.
+    pub async fn close_ticket(
+        &self,
+        reference: &str,
+        secret: &[u8],
+    ) -> Result<crate::api::TicketClosedView, ClientError> {
+        let delivery = format!("airlock-cli-{}", hex::encode(rand::random::<[u8; 8]>()));
+        let body = serde_json::json!({ "ticket": reference, "delivery": delivery }).to_string();
+        let mut post = self
+            .http
+            .post(format!(
+                "{}/v1/tickets/{}/closed",
+                self.base,
+                encode(reference)
+            ))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in airlock_connectors::webhook::signature_headers(secret, body.as_bytes())
+        {
+            post = post.header(name, value);
+        }
+        self.send(post.body(body)).await
+    }
+
     /// Posts a target's log lines (sshd's, from `source`) to grant `id`'s
     /// timeline.
     pub async fn report_activity(

@@ -16,8 +16,10 @@ mod activity;
 mod checks;
 mod clock;
 mod directory;
+mod idle;
 mod reconcile;
 mod standing;
+mod tickets;
 pub mod tokens;
 
 use airlock_connectors::{Connector, ConnectorError, Credential, GrantSpec, Granted};
@@ -46,10 +48,12 @@ pub use access_reviews::{RoundReport, ACCESS_REVIEW_ROUND};
 pub use checks::{CheckAnswer, CHECKS_FLUSH_EVERY};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use directory::Refused;
+pub use idle::{IdleReport, ACTIVITY_LAG, IDLE_ROUND};
 pub use reconcile::{
     ConnectorOutcome, ConnectorReport, FindingReport, FixOutcome, ReconcileReport,
 };
 pub use standing::{ConnectorListing, HolderRow, ListingOutcome, StandingReport};
+pub use tickets::{Delivery, DeliveryRefused, TicketClosed, Verified};
 pub use tokens::{CreatedToken, TokenAsk, TokenRefused};
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +222,10 @@ pub struct Engine {
     checks: checks::CheckLedger,
     review_templates: std::collections::BTreeMap<String, airlock_core::access_review::Template>,
     access_review_wake: Notify,
+    /// The ticket system's webhook (`[tickets]`), if on.
+    tickets: Option<crate::config::TicketSettings>,
+    /// The entitlements with an idle limit, and theirs.
+    idle_limits: std::collections::BTreeMap<EntitlementId, airlock_core::idle::IdleLimit>,
 }
 
 /// What an engine is built from (see [`Engine::new`]).
@@ -235,6 +243,11 @@ pub struct EngineParts {
     pub token_max_lifetime: Duration,
     /// The kinds of access-review campaign (`[access_reviews.NAME]`).
     pub access_reviews: std::collections::BTreeMap<String, airlock_core::access_review::Template>,
+    /// The ticket system's webhook (`[tickets]`); `None`: it refuses every
+    /// delivery.
+    pub tickets: Option<crate::config::TicketSettings>,
+    /// The entitlements with an idle limit (`idle_limit`), and theirs.
+    pub idle_limits: std::collections::BTreeMap<EntitlementId, airlock_core::idle::IdleLimit>,
 }
 
 /// What a request to change the policy set did.
@@ -242,7 +255,7 @@ pub struct EngineParts {
 pub enum PolicyChange {
     Activated(Reloaded),
     /// The two-person rule holds it for a second admin.
-    Proposed(Proposal),
+    Proposed(Box<Proposal>),
 }
 
 impl Engine {
@@ -258,6 +271,8 @@ impl Engine {
             routing,
             token_max_lifetime,
             access_reviews,
+            tickets,
+            idle_limits,
         } = parts;
         Arc::new(Engine {
             store,
@@ -282,6 +297,8 @@ impl Engine {
             checks: checks::CheckLedger::default(),
             review_templates: access_reviews,
             access_review_wake: Notify::new(),
+            tickets,
+            idle_limits,
         })
     }
 
@@ -401,6 +418,7 @@ impl Engine {
             roles: Default::default(),
             kind: Default::default(),
             token: None,
+            external: None,
         })
     }
 
@@ -763,7 +781,9 @@ impl Engine {
                 Box::new(move |current| {
                     let policies = &engine.policies;
                     let facts = policies.stored_request_facts(&by, current);
-                    let verdict = policy::extension_verdict(&policies.current(), &facts, extension);
+                    // What an external principal's account leaves of it.
+                    let within = current.extension_within_account(extension);
+                    let verdict = policy::extension_verdict(&policies.current(), &facts, within);
                     // An entitlement gone from the config has no time to give.
                     let max_duration = engine
                         .catalog
@@ -874,7 +894,7 @@ impl Engine {
             self.record(vec![policy_change::proposed(&proposal, trigger)])
                 .await?;
             self.policies.propose(proposal.clone(), set);
-            return Ok(PolicyChange::Proposed(proposal));
+            return Ok(PolicyChange::Proposed(Box::new(proposal)));
         }
         let event = policy_change::activated(
             Some(current.version()),
@@ -919,7 +939,7 @@ impl Engine {
                     .policies
                     .record_approval(id, &approver.id)
                     .ok_or_else(|| EngineError::UnknownProposal(id.to_owned()))?;
-                Ok(PolicyChange::Proposed(proposal))
+                Ok(PolicyChange::Proposed(Box::new(proposal)))
             }
             ProposalStep::Activated(event) => {
                 self.record(vec![event]).await?;

@@ -1,6 +1,7 @@
 //! Everything Airlock serves over HTTP, one module each: `extract` (who
 //! the caller is, bodies and queries within their limits), `error` (the
 //! one error type), `json_api` (the `/v1` API), `tokens` (`/v1/tokens`),
+//! `tickets` (the ticket system's signed webhook),
 //! `scim` (`/scim/v2`) and `ui` (the web UI under `/ui`, not part of the
 //! JSON API). This root holds the shared state and puts the
 //! routes together behind the same limits.
@@ -21,6 +22,7 @@ mod access_reviews;
 mod error;
 mod extract;
 mod json_api;
+mod tickets;
 mod tokens;
 mod ui;
 
@@ -96,6 +98,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/tokens"),
     ("get", "/v1/tokens"),
     ("post", "/v1/tokens/{id}/revoke"),
+    ("post", "/v1/tickets/{ref}/closed"),
 ];
 
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use airlock_core::approval::{ApproverVerdict, Route, Verdict};
+use airlock_core::approval::{ApproverVerdict, Route, Seats, Verdict};
 use airlock_core::catalog::{Entitlement, User, WaitingTimes};
 use airlock_core::policy_change::Proposal;
 use airlock_core::request::{AccessRequest, NewRequest};
@@ -342,15 +342,40 @@ impl Policies {
     }
 
     /// The policy view of a user, from the directory (a user the config
-    /// gives no attributes is an employee of no team, not on call).
+    /// gives no attributes is an employee of no team, not on call; an
+    /// external principal is a `vendor` with their sponsor).
     pub fn user_facts(&self, user: &User) -> UserFacts {
         match self.directory.users.get(&user.id) {
-            Some(known) => UserFacts {
-                groups: user.groups.clone(),
-                ..known.clone()
-            },
+            Some(known) => {
+                UserFacts::from_user(user, &known.team, &known.employment, known.on_call)
+            }
             None => UserFacts::from_user(user, "", "employee", false),
         }
+    }
+
+    /// What an ordinary request by `user` for `entitlement` would meet
+    /// under `set` ([`typical_ask`]): `None` when the policies would deny
+    /// it, or when `user` is an external principal and it is not open to
+    /// externals. Where Airlock lists what someone may ask for.
+    pub fn typical_ask(
+        &self,
+        set: &PolicySet,
+        user: &User,
+        entitlement: &Entitlement,
+    ) -> Option<TypicalAsk> {
+        if !entitlement.open_to(user) {
+            return None;
+        }
+        let ask = typical_ask(
+            set,
+            self.user_facts(user),
+            entitlement,
+            self.entitlement_facts(&entitlement.id),
+        )?;
+        Some(TypicalAsk {
+            sponsor: user.external.as_ref().map(|t| t.sponsor.clone()),
+            ..ask
+        })
     }
 
     pub fn entitlement_facts(&self, id: &EntitlementId) -> EntitlementFacts {
@@ -382,7 +407,7 @@ impl Policies {
             requester: self.user_facts(requester),
             entitlement: self.entitlement_facts(&entitlement.id),
             context: RequestContext {
-                duration: new.effective_duration(entitlement),
+                duration: new.duration_for(entitlement, requester, now),
                 start: StartTime::at(new.start_at.unwrap_or(now)),
                 ticket: new.ticket.clone(),
                 reason_length: char_count(&new.reason),
@@ -511,20 +536,23 @@ pub struct TypicalAsk {
     /// reason, recent MFA. The entitlement's own rules say some; the rest
     /// are found by asking the policies again without each.
     pub needs: Vec<String>,
+    /// For an external principal, their sponsor, who approves too.
+    pub sponsor: Option<UserId>,
 }
 
 impl TypicalAsk {
     /// How it would be approved, as `airlock entitlements` says it: `auto`,
     /// or each tier (`1 from [approvers] (policy-id)`) joined by `and`.
+    /// For an external principal, the sponsor's seat is added, and nothing
+    /// is `auto`.
     pub fn approval(&self) -> String {
-        match &self.route {
-            Route::AutoApproved => "auto".to_owned(),
-            Route::NeedsApprovals(tiers) => tiers
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(" and "),
-            Route::Denied { .. } => "denied".to_owned(),
+        let sponsor = self.sponsor.as_ref();
+        let seats = |tiers| Seats { tiers, sponsor }.summary();
+        match (&self.route, sponsor) {
+            (Route::AutoApproved, None) => "auto".to_owned(),
+            (Route::AutoApproved, Some(_)) => seats(&[]),
+            (Route::NeedsApprovals(tiers), _) => seats(tiers),
+            (Route::Denied { .. }, _) => "denied".to_owned(),
         }
     }
 }
@@ -562,7 +590,11 @@ pub fn typical_ask(
     if denied_without(|c| c.mfa_age = None) {
         needs.push("recent MFA".to_owned());
     }
-    Some(TypicalAsk { route, needs })
+    Some(TypicalAsk {
+        route,
+        needs,
+        sponsor: None,
+    })
 }
 
 /// The user ids in the directory, for analyses over everyone.

@@ -426,6 +426,8 @@ pub async fn start_with_clock(
         routing: settings.notifications.routing.clone(),
         token_max_lifetime: settings.token_max_lifetime,
         access_reviews: settings.access_reviews.clone(),
+        tickets: settings.tickets.clone(),
+        idle_limits: settings.idle_limits.clone(),
     });
     if let Some(problem) = &start_check.problem {
         if settings.audit.accept_broken_chain {
@@ -500,6 +502,16 @@ pub async fn start_with_clock(
         ),
         Err(e) => {
             tracing::error!(error = %e, "could not settle the connector attempts lost in the last stop; their leases will")
+        }
+    }
+    match engine.settle_external_terms().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            count = n,
+            "ended requests of external principals whose terms changed in the configuration"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "could not check the requests of external principals against the configuration")
         }
     }
     let (ended, ended_rx) = mpsc::unbounded_channel();
@@ -593,6 +605,19 @@ pub async fn start_with_clock(
         ),
     );
     running += 1;
+    if settings.idle_limits.is_empty() {
+        tracing::info!("no entitlement sets an idle_limit");
+    } else {
+        supervise(
+            "idle limits",
+            &ended,
+            until_stopped(
+                Arc::clone(&engine).run_idle_limits(watcher.clone()),
+                watcher.clone(),
+            ),
+        );
+        running += 1;
+    }
     supervise(
         "audit checkpointer",
         &ended,

@@ -8,7 +8,6 @@
 #![expect(
     clippy::unwrap_used,
     clippy::panic,
-    clippy::indexing_slicing,
     reason = "test code: a failed step should fail the test"
 )]
 
@@ -145,27 +144,6 @@ fn status(e: &ClientError) -> (u16, Option<String>) {
     }
 }
 
-/// Subjects of the mails `to` received.
-fn subjects(smtp: &SmtpSink, to: &str) -> Vec<String> {
-    smtp.messages()
-        .iter()
-        .filter_map(|line| {
-            let m: serde_json::Value = serde_json::from_str(line).unwrap();
-            let rcpt = m["rcpt_tos"].as_array().unwrap();
-            rcpt.iter()
-                .any(|a| a.as_str() == Some(to))
-                .then(|| {
-                    m["data"]
-                        .as_str()
-                        .unwrap()
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned))
-                })
-                .flatten()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_runs_on_its_schedule_and_its_decisions_hold() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,14 +188,14 @@ async fn a_campaign_runs_on_its_schedule_and_its_decisions_hold() {
         // Its reviewers hear of it; nobody else does.
         for reviewer in ["bob@example.com", "carol@example.com"] {
             until(WAIT, "the reviewers' mail", || async {
-                subjects(&smtp, reviewer)
+                smtp.subjects(reviewer)
                     .iter()
                     .any(|s| s.contains("access review quarterly: 6 items"))
                     .then_some(())
             })
             .await;
         }
-        assert!(subjects(&smtp, "sam@example.com").is_empty());
+        assert!(smtp.subjects("sam@example.com").is_empty());
 
         let detail = carol.access_review(&campaign.id).await.unwrap();
         let alice_db = item(&detail, "alice", "db");
@@ -310,7 +288,7 @@ async fn a_campaign_runs_on_its_schedule_and_its_decisions_hold() {
         // Two days in, the reviewers are reminded; five, security may decide.
         clock.advance(2 * DAY);
         until(WAIT, "the reminder", || async {
-            subjects(&smtp, "carol@example.com")
+            smtp.subjects("carol@example.com")
                 .iter()
                 .any(|s| s.contains("reminder: access review quarterly has 5 unanswered items"))
                 .then_some(())
@@ -322,7 +300,7 @@ async fn a_campaign_runs_on_its_schedule_and_its_decisions_hold() {
         );
         clock.advance(3 * DAY);
         until(WAIT, "the escalation", || async {
-            subjects(&smtp, "sam@example.com")
+            smtp.subjects("sam@example.com")
                 .iter()
                 .any(|s| s.contains("escalated to you: access review quarterly"))
                 .then_some(())

@@ -1525,3 +1525,301 @@ fn bundle_tables_are_read_and_checked() {
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// `GOOD` with two vendors: `vic` (sponsored by alice) and `val`
+/// (sponsored by carol), and `logs` open to externals.
+fn with_vendors() -> String {
+    let (text, _) = edit(
+        "auto_approve = true",
+        "auto_approve = true\nopen_to_externals = true",
+    );
+    format!(
+        "{text}\n\n[users.vic]\ngroups = [\"eng\"]\nemployment = \"vendor\"\nsponsor = \"alice\"\n\
+         account_expires = \"2027-03-31T00:00:00Z\"\n\n[users.val]\nemployment = \"vendor\"\n\
+         sponsor = \"carol\"\naccount_expires = 2027-06-30T12:00:00+02:00\n"
+    )
+}
+
+#[test]
+fn a_vendor_has_an_internal_sponsor_and_an_account_end() {
+    let base = with_vendors();
+    let s = parse(&base).unwrap();
+    let terms = |name: &str| {
+        s.catalog
+            .users
+            .values()
+            .find(|u| u.id.as_str() == name)
+            .and_then(|u| u.external.clone())
+    };
+    let vic = terms("vic").unwrap();
+    assert_eq!(vic.sponsor.as_str(), "alice");
+    assert_eq!(vic.account_expires.to_rfc3339(), "2027-03-31T00:00:00.000Z");
+    // A TOML date-time with an offset is taken as well.
+    assert_eq!(
+        terms("val").unwrap().account_expires.to_rfc3339(),
+        "2027-06-30T10:00:00.000Z"
+    );
+    assert_eq!(terms("alice"), None);
+    let open = |name: &str| {
+        s.catalog
+            .entitlements
+            .values()
+            .find(|e| e.id.as_str() == name)
+            .unwrap()
+            .open_to_externals
+    };
+    assert!(open("logs") && !open("db-prod"), "closed unless said");
+    // Policies see a vendor as one, with the sponsor.
+    let facts = s
+        .directory
+        .users
+        .values()
+        .find(|u| u.id.as_str() == "vic")
+        .unwrap();
+    assert_eq!(
+        (
+            facts.employment.as_str(),
+            facts.sponsor.as_ref().map(|s| s.as_str())
+        ),
+        ("vendor", Some("alice"))
+    );
+
+    let cases = [
+        case(
+            "sponsor = \"alice\"",
+            "sponsor = \"vic\"",
+            "users.vic.sponsor",
+            "`vic` cannot sponsor themselves",
+        ),
+        case(
+            "sponsor = \"alice\"",
+            "sponsor = \"zed\"",
+            "users.vic.sponsor",
+            "no user `zed` in [users]",
+        ),
+        case(
+            "sponsor = \"alice\"",
+            "sponsor = \"val\"",
+            "users.vic.sponsor",
+            "`val` is a vendor too",
+        ),
+        case(
+            "sponsor = \"alice\"",
+            "sponsor = \"a b\"",
+            "users.vic.sponsor",
+            "`a b`",
+        ),
+        case(
+            "account_expires = \"2027-03-31T00:00:00Z\"",
+            "account_expires = \"end of march\"",
+            "users.vic.account_expires",
+            "`end of march` is not an RFC 3339 time",
+        ),
+        case(
+            "account_expires = \"2027-03-31T00:00:00Z\"",
+            "account_expires = 2027-03-31",
+            "users.vic.account_expires",
+            "needs a date, a time and a UTC offset",
+        ),
+        case(
+            "account_expires = \"2027-03-31T00:00:00Z\"",
+            "account_expires = 20270331",
+            "users.vic.account_expires",
+            "must be an RFC 3339 time, not a integer",
+        ),
+        // A vendor without a sponsor is named where the account end is.
+        Case {
+            from: "sponsor = \"alice\"",
+            to: "",
+            line_offset: 1,
+            field: "users.vic.sponsor",
+            message: "a vendor needs a sponsor",
+        },
+        Case {
+            from: "account_expires = \"2027-03-31T00:00:00Z\"",
+            to: "",
+            line_offset: -1,
+            field: "users.vic.account_expires",
+            message: "a vendor needs an account end",
+        },
+        // Only a vendor has either.
+        Case {
+            from: "employment = \"vendor\"",
+            to: "employment = \"contractor\"",
+            line_offset: 1,
+            field: "users.vic.sponsor",
+            message: "only a vendor (employment = \"vendor\") has a sponsor",
+        },
+        case(
+            "open_to_externals = true",
+            "open_to_externals = \"yes\"",
+            "open_to_externals",
+            "invalid type",
+        ),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| check_in(&base, c).err())
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    // With an identity provider the sponsor may be someone only it knows
+    // (checked at each sign-in).
+    let (text, _) = edit_in(&base, "sponsor = \"alice\"", "sponsor = \"zed\"");
+    parse(&format!("{text}{OIDC}")).unwrap();
+}
+
+/// The ticket webhook's table, appended to `GOOD` by the cases about it.
+const TICKETS: &str = r#"
+[tickets]
+secret = "ticket-secret-0123456789"
+previous_secret = "older-ticket-secret-01"
+window = "2m"
+"#;
+
+#[test]
+fn the_ticket_webhook_and_idle_limits_are_read_and_checked() {
+    use airlock_core::idle::IdleLimit;
+    let s = parse(&format!("{GOOD}{TICKETS}")).unwrap();
+    let tickets = s.tickets.unwrap();
+    let secrets: Vec<&[u8]> = tickets.secrets.iter().map(|s| s.expose()).collect();
+    assert_eq!(
+        secrets,
+        [
+            &b"ticket-secret-0123456789"[..],
+            &b"older-ticket-secret-01"[..]
+        ]
+    );
+    assert_eq!(tickets.window, Duration::from_secs(120));
+    assert!(!format!("{tickets:?}").contains("ticket-secret"));
+    let s = parse(GOOD).unwrap();
+    assert!(s.tickets.is_none() && s.idle_limits.is_empty());
+    let (text, _) = edit(
+        "auto_approve = true",
+        "auto_approve = true\nidle_limit = \"10m\"",
+    );
+    let logs = airlock_core::EntitlementId::parse("logs").unwrap();
+    assert_eq!(
+        parse(&text).unwrap().idle_limits.get(&logs),
+        Some(&IdleLimit::new(Duration::from_secs(600), None).unwrap())
+    );
+    let (text, _) = edit(
+        "auto_approve = true",
+        "auto_approve = true\nidle_limit = \"10m\"\nidle_warning = \"1m\"",
+    );
+    assert_eq!(
+        parse(&text)
+            .unwrap()
+            .idle_limits
+            .get(&logs)
+            .map(IdleLimit::warning),
+        Some(Duration::from_secs(60))
+    );
+
+    // Each case adds lines below `auto_approve = true` of `logs`.
+    let below = |lines: isize, c: Case| Case {
+        line_offset: lines,
+        ..c
+    };
+    let cases = [
+        below(
+            1,
+            case(
+                "auto_approve = true",
+                "auto_approve = true\nidle_limit = \"30s\"",
+                "entitlements.logs.idle_limit",
+                "must be at least 1m",
+            ),
+        ),
+        below(
+            1,
+            case(
+                "auto_approve = true",
+                "auto_approve = true\nidle_limit = \"30m\"",
+                "entitlements.logs.idle_limit",
+                "must be shorter than max_duration (30m)",
+            ),
+        ),
+        below(
+            1,
+            case(
+                "auto_approve = true",
+                "auto_approve = true\nidle_limit = \"soon\"",
+                "entitlements.logs.idle_limit",
+                "`soon` is not a duration",
+            ),
+        ),
+        below(
+            2,
+            case(
+                "auto_approve = true",
+                "auto_approve = true\nidle_limit = \"10m\"\nidle_warning = \"10m\"",
+                "entitlements.logs.idle_warning",
+                "shorter than the limit (10m)",
+            ),
+        ),
+        below(
+            1,
+            case(
+                "auto_approve = true",
+                "auto_approve = true\nidle_warning = \"1m\"",
+                "entitlements.logs.idle_warning",
+                "a warning needs an idle limit; set entitlements.logs.idle_limit too",
+            ),
+        ),
+    ];
+    let failures: Vec<String> = cases.iter().filter_map(|c| check(c).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Errors about the table's secrets point at its header.
+    let at_table = |c: Case| Case {
+        line_offset: -1,
+        ..c
+    };
+    let cases = [
+        at_table(case(
+            "secret = \"ticket-secret",
+            "secret = \"short\"",
+            "tickets.secret",
+            "at least 16 characters",
+        )),
+        at_table(case(
+            "secret = \"ticket-secret",
+            "secret_env = \"AIRLOCK_TEST_UNSET_TICKET_SECRET\"",
+            "tickets.secret_env",
+            "`AIRLOCK_TEST_UNSET_TICKET_SECRET` is not set",
+        )),
+        at_table(case(
+            "secret = \"ticket-secret",
+            "# no secret",
+            "tickets.secret",
+            "set exactly one of `secret` and `secret_env`",
+        )),
+        Case {
+            line_offset: -2,
+            ..case(
+                "previous_secret",
+                "previous_secret = \"old\"",
+                "tickets.previous_secret",
+                "at least 16 characters",
+            )
+        },
+        case(
+            "window = ",
+            "window = \"1s\"",
+            "tickets.window",
+            "must be between 10s and 1h",
+        ),
+        case(
+            "window = ",
+            "secrets = []",
+            "tickets",
+            "unknown field `secrets`",
+        ),
+    ];
+    let base = format!("{GOOD}{TICKETS}");
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| check_in(&base, c).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

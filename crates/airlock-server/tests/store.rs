@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
-use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
+use airlock_core::catalog::{Entitlement, External, Role, TicketRule, User};
 use airlock_core::directory::{Consequence, DirectoryGroup, DirectoryUser, Email, Refusal};
 use airlock_core::drift::DriftPolicy;
 use airlock_core::notify::{self, Routes, Routing, Topic};
@@ -79,6 +79,42 @@ impl Fixture {
         sqlx::AnyConnection::connect(&self.raw_url).await.unwrap()
     }
 
+    fn location(&self) -> Location {
+        if self.raw_url.starts_with("sqlite://") {
+            Location::Sqlite(self.raw_url.trim_start_matches("sqlite://").into())
+        } else {
+            Location::Postgres(self.raw_url.clone())
+        }
+    }
+
+    /// Runs `sql` on the database behind the store's back, then opens it
+    /// again, the old store closed first: a schema changed back to an
+    /// earlier version is migrated again.
+    async fn reopened_after(self, sql: &[&str]) -> Fixture {
+        let mut raw = self.raw().await;
+        for statement in sql {
+            sqlx::query(statement).execute(&mut raw).await.unwrap();
+        }
+        drop(raw);
+        let location = self.location();
+        let Fixture {
+            name,
+            store,
+            raw_url,
+            _dir,
+            db,
+        } = self;
+        drop(store);
+        let store = Arc::new(SqlStore::open(&location).await.unwrap());
+        Fixture {
+            name,
+            store,
+            raw_url,
+            _dir,
+            db,
+        }
+    }
+
     async fn cleanup(self) {
         let Fixture { store, db, .. } = self;
         drop(store);
@@ -118,6 +154,7 @@ fn user(name: &str, groups: &[&str], roles: &[Role]) -> User {
         roles: roles.iter().copied().collect(),
         kind: Default::default(),
         token: None,
+        external: None,
     }
 }
 
@@ -173,6 +210,7 @@ fn entitlement(approvals: u32) -> Ent {
         sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting: Default::default(),
         break_glass: None,
+        open_to_externals: false,
     };
     Ent {
         entitlement,
@@ -879,12 +917,7 @@ async fn a_newer_schema_is_refused() {
             .execute(&mut raw)
             .await
             .unwrap();
-        let location = if fixture.raw_url.starts_with("sqlite://") {
-            Location::Sqlite(fixture.raw_url.trim_start_matches("sqlite://").into())
-        } else {
-            Location::Postgres(fixture.raw_url.clone())
-        };
-        match SqlStore::open(&location).await {
+        match SqlStore::open(&fixture.location()).await {
             Err(StoreError::SchemaTooNew { found: 999, .. }) => {}
             Err(other) => panic!("{}: unexpected {other:?}", fixture.name),
             Ok(_) => panic!("{}: opened a database with a newer schema", fixture.name),
@@ -905,32 +938,63 @@ async fn a_version_that_landed_after_a_newer_one_is_still_applied() {
     for fixture in fixtures {
         // As if this database had been migrated by a build that had version
         // 9 but not yet version 8 (the outbox).
-        let mut raw = fixture.raw().await;
-        for sql in [
-            "DROP TABLE notification_outbox",
-            "DELETE FROM schema_migrations WHERE version = 8",
-        ] {
-            sqlx::query(sql).execute(&mut raw).await.unwrap();
-        }
-        drop(raw);
-        let location = if fixture.raw_url.starts_with("sqlite://") {
-            Location::Sqlite(fixture.raw_url.trim_start_matches("sqlite://").into())
-        } else {
-            Location::Postgres(fixture.raw_url.clone())
+        let fixture = fixture
+            .reopened_after(&[
+                "DROP TABLE notification_outbox",
+                "DELETE FROM schema_migrations WHERE version = 8",
+            ])
+            .await;
+        fixture.store.ping().await.unwrap();
+        let summary = fixture.store.notification_summary(at(0)).await;
+        assert!(
+            summary.is_ok(),
+            "{}: the outbox is back: {summary:?}",
+            fixture.name
+        );
+        fixture.cleanup().await;
+    }
+}
+
+/// Schema version 15 moved the checks counted from the request rows to
+/// `grant_checks`: a database from before keeps what it counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_counted_before_version_15_are_kept_by_its_migration() {
+    let mut fixtures = vec![sqlite().await];
+    fixtures.extend(postgres().await);
+    for fixture in fixtures {
+        let (alice, bob) = (user("alice", &["eng"], &[]), user("bob", &["eng"], &[]));
+        create(&fixture.store, &alice, &entitlement(1), "r1", at(0))
+            .await
+            .unwrap();
+        create(&fixture.store, &bob, &entitlement(1), "r2", at(0))
+            .await
+            .unwrap();
+        // As version 14 left it: the counts in the request rows.
+        let fixture = fixture
+            .reopened_after(&[
+                "DROP TABLE grant_checks",
+                "ALTER TABLE requests ADD COLUMN check_count BIGINT NOT NULL DEFAULT 0",
+                "ALTER TABLE requests ADD COLUMN last_checked_at BIGINT",
+                "UPDATE requests SET check_count = 7, last_checked_at = 500000 WHERE id = 'r1'",
+                "DELETE FROM schema_migrations WHERE version = 15",
+            ])
+            .await;
+        let checks = |id: &str| {
+            let store = Arc::clone(&fixture.store);
+            let id = RequestId::parse(id).unwrap();
+            async move { store.get_request(&id).await.unwrap().unwrap().checks }
         };
         let name = fixture.name;
-        let Fixture {
-            store, db, _dir, ..
-        } = fixture;
-        drop(store);
-        let reopened = SqlStore::open(&location).await.unwrap();
-        reopened.ping().await.unwrap();
-        let summary = reopened.notification_summary(at(0)).await;
-        assert!(summary.is_ok(), "{name}: the outbox is back: {summary:?}");
-        drop(reopened);
-        if let Some(db) = db {
-            db.drop_now().await;
-        }
+        assert_eq!(
+            checks("r1").await,
+            airlock_core::request::CheckActivity {
+                count: 7,
+                last_at: Some(Timestamp::from_unix_millis(500_000)),
+            },
+            "{name}"
+        );
+        assert_eq!(checks("r2").await, Default::default(), "{name}");
+        fixture.cleanup().await;
     }
 }
 
@@ -1410,6 +1474,23 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                 count,
                 at(rng.below(50) as i64),
             );
+            // A quarter are an external principal's, with a sponsor whose
+            // seat waits until they approve.
+            if rng.below(4) == 0 {
+                let sponsor = users.get(rng.below(users.len())).unwrap();
+                r.external = Some(External {
+                    sponsor: sponsor.id.clone(),
+                    account_expires: at(100),
+                });
+                if rng.below(3) == 0 {
+                    r.approvals.push(request::Approval {
+                        approver: sponsor.id.clone(),
+                        at: r.created_at,
+                        comment: None,
+                        tiers: BTreeSet::new(),
+                    });
+                }
+            }
             for _ in 0..rng.below(3) {
                 r = approved_by(r, users.get(rng.below(users.len())).unwrap());
             }
@@ -1532,6 +1613,24 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                     && users.iter().any(|u| r.awaits_approval_of(u))),
             "some generated extension awaits someone"
         );
+        assert!(
+            requests.iter().any(|r| r.awaits_sponsor().is_some_and(|s| {
+                users.iter().any(|u| {
+                    &u.id == s && r.awaits_approval_of(u) && !u.in_any(&r.approver_groups())
+                })
+            })),
+            "some generated request awaits a sponsor who is no approver"
+        );
+        assert!(
+            requests.iter().any(
+                |r| r.sponsor().is_some_and(|s| users.iter().any(|u| &u.id == s
+                    && r.visible_to(u)
+                    && !u.in_any(&r.approver_groups())
+                    && u.id != r.requester
+                    && u.roles.is_empty()))
+            ),
+            "some generated request is visible to its sponsor alone"
+        );
 
         // Rows as a version-4 database holds them: no lists yet.
         let mut raw = sqlx::AnyConnection::connect(&raw_url).await.unwrap();
@@ -1563,6 +1662,9 @@ fn directory_user(id: &str, name: &str, active: bool, at_ms: i64) -> DirectoryUs
             primary: true,
         }],
         active,
+        employment: None,
+        sponsor: None,
+        account_expires: None,
         created: at(at_ms),
         modified: at(at_ms),
         version: 1,
@@ -1945,6 +2047,7 @@ fn routing() -> Routing {
             requester: one("mail"),
             security: one("pager"),
             reviewers: None,
+            sponsor: None,
         },
         expiry_warning: Some(Duration::from_secs(20)),
         overdue_after: Duration::from_secs(300),
@@ -2486,13 +2589,17 @@ async fn access_review_writes_happen_once_and_name_their_place_in_the_chain() {
 }
 
 /// SQLite answers checks from memory: what a reopened store finds is what
-/// the file holds, an import included.
+/// the file holds, an import included (which carries the checks counted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_sqlite_store_finds_the_open_requests_it_had() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("airlock.db");
     let alice = user("alice", &["eng"], &[]);
     let db = EntitlementId::parse("db").unwrap();
+    let checked = airlock_core::request::CheckActivity {
+        count: 3,
+        last_at: Some(at(500)),
+    };
     async fn open_of(store: &SqlStore, who: &UserId, db: &EntitlementId) -> Option<String> {
         store
             .open_request(who, db)
@@ -2508,6 +2615,8 @@ async fn a_reopened_sqlite_store_finds_the_open_requests_it_had() {
             .await
             .unwrap();
         assert_eq!(open_of(&store, &alice.id, &db).await.as_deref(), Some("r1"));
+        let r1 = RequestId::parse("r1").unwrap();
+        store.add_checks(vec![(r1, checked)]).await.unwrap();
         let requests = store.export_requests(None, 100).await.unwrap();
         let audit = store.export_audit(0, 100).await.unwrap();
         (requests, audit)
@@ -2531,6 +2640,12 @@ async fn a_reopened_sqlite_store_finds_the_open_requests_it_had() {
         .await
         .unwrap();
     assert_eq!(open_of(&fresh, &alice.id, &db).await.as_deref(), Some("r1"));
+    let imported = fresh
+        .get_request(&RequestId::parse("r1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(imported.checks, checked);
 }
 
 /// The open items about one person, per open campaign (what the web UI's
@@ -2799,6 +2914,229 @@ async fn a_bundle_is_created_and_changed_whole_or_not_at_all() {
         }
         let report = store.verify_audit().await.unwrap();
         assert_eq!(report.first_break, None);
+    })
+    .await;
+}
+
+/// An external principal's request keeps its sponsor and account end
+/// through the store and an export; a provisioned vendor's terms read back
+/// equal, and the directory finds the vendors a sponsor answers for,
+/// whatever the case of the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_principals_terms_round_trip() {
+    on_every_store(|store, _| async move {
+        let vic = user("vic", &["eng"], &[]).sponsored(External {
+            sponsor: UserId::parse("sara").unwrap(),
+            account_expires: at(1800),
+        });
+        let ent = entitlement_named("staging");
+        let t = request::submit(
+            new_request("v1"),
+            &vic,
+            &Entitlement {
+                open_to_externals: true,
+                ..ent.entitlement.clone()
+            },
+            None,
+            Verdict {
+                route: Route::AutoApproved,
+                ..ent.verdict()
+            },
+            &LifecycleSettings::default(),
+            at(0),
+        )
+        .unwrap();
+        assert_eq!(t.request.state, request::State::Pending);
+        let id = t.request.id.clone();
+        let written = store
+            .create_request(&id, &vic.id, Box::new(move |_| Ok(t.clone())))
+            .await
+            .unwrap();
+        let read = store.get_request(&id).await.unwrap().unwrap();
+        assert_eq!(read, written.request);
+        assert_eq!(read.sponsor().map(UserId::as_str), Some("sara"));
+        assert_eq!(read.approvals_needed(), 1);
+        assert_eq!(
+            RequestRecord::from_request(&read).into_request().unwrap(),
+            read,
+            "an export reads back the same"
+        );
+        let sara = user("sara", &[], &[]);
+        let waiting = store
+            .list_requests(&RequestFilter {
+                awaiting_approval_of: Some(sara.clone()),
+                limit: 10,
+                ..RequestFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(waiting.len(), 1);
+        // Found among external principals' requests, and an employee's not.
+        create(&store, &user("emma", &["eng"], &[]), &ent, "e1", at(1))
+            .await
+            .unwrap();
+        let sponsored: Vec<String> = store
+            .list_requests(&RequestFilter {
+                sponsored: true,
+                limit: 10,
+                ..RequestFilter::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(sponsored, ["v1"]);
+
+        let vera = DirectoryUser {
+            employment: Some("vendor".to_owned()),
+            sponsor: Some(UserId::parse("Tom").unwrap()),
+            account_expires: Some(at(3600)),
+            ..directory_user("u9", "vera", true, 1)
+        };
+        put_user(&store, vera.clone()).await.unwrap();
+        put_user(&store, directory_user("u8", "tom", true, 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.directory_user("u9").await.unwrap(),
+            Some(vera.clone())
+        );
+        assert_eq!(vera.external().map(|t| t.account_expires), Some(at(3600)));
+        let sponsored = store.directory_sponsored_by("tom").await.unwrap();
+        assert_eq!(sponsored, [UserId::parse("vera").unwrap()]);
+        assert!(store
+            .directory_sponsored_by("vera")
+            .await
+            .unwrap()
+            .is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_is_taken_once_until_forgotten_or_past_its_time() {
+    on_every_store(|store, _| async move {
+        let minutes = |m: i64| at(m * 60_000);
+        assert!(store.take_delivery("k1", at(0), minutes(5)).await.unwrap());
+        assert!(!store.take_delivery("k1", at(1), minutes(5)).await.unwrap());
+        assert!(store.take_delivery("k2", at(2), minutes(5)).await.unwrap());
+        // Forgotten (its work failed): taken again.
+        store.forget_delivery("k1").await.unwrap();
+        assert!(store.take_delivery("k1", at(3), minutes(5)).await.unwrap());
+        assert!(!store.take_delivery("k1", at(4), minutes(5)).await.unwrap());
+        // Past its time it is forgotten on the way (its timestamp refuses
+        // it by then anyway); one not yet past is kept.
+        assert!(store
+            .take_delivery("k3", minutes(5), minutes(10))
+            .await
+            .unwrap());
+        assert!(store
+            .take_delivery("k1", minutes(5), minutes(10))
+            .await
+            .unwrap());
+        assert!(!store
+            .take_delivery("k3", minutes(6), minutes(10))
+            .await
+            .unwrap());
+        // Of many takes of one delivery at once, exactly one is new.
+        let takes = (0..16).map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.take_delivery("k4", at(7), minutes(5)).await })
+        });
+        let mut new = 0;
+        for take in takes {
+            if take.await.unwrap().unwrap() {
+                new += 1;
+            }
+        }
+        assert_eq!(new, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_found_by_their_ticket_exactly() {
+    on_every_store(|store, _| async move {
+        let ent = entitlement(1);
+        let mut made = Vec::new();
+        for (id, who, ticket) in [
+            ("r1", "alice", Some("INC-1")),
+            ("r2", "bob", Some("INC-1")),
+            ("r3", "carol", Some("inc-1")),
+            ("r4", "dave", Some("INC-10")),
+            ("r5", "erin", None),
+        ] {
+            let new = NewRequest {
+                ticket: ticket.map(str::to_owned),
+                ..new_request(id)
+            };
+            let (u, e, verdict) = (
+                user(who, &["eng"], &[]),
+                ent.entitlement.clone(),
+                ent.verdict(),
+            );
+            let t = store
+                .create_request(
+                    &new.id.clone(),
+                    &u.id.clone(),
+                    Box::new(move |open| {
+                        request::submit(
+                            new.clone(),
+                            &u,
+                            &e,
+                            open.get(&e.id),
+                            verdict.clone(),
+                            &LifecycleSettings::default(),
+                            at(0),
+                        )
+                    }),
+                )
+                .await
+                .unwrap();
+            made.push(t.request);
+        }
+        apply(
+            &store,
+            "r2",
+            Command::Cancel {
+                by: user("bob", &["eng"], &[]),
+            },
+            at(1),
+        )
+        .await
+        .unwrap();
+        let found = |states: Vec<State>| {
+            let store = Arc::clone(&store);
+            async move {
+                let mut ids: Vec<String> = store
+                    .list_requests(&RequestFilter {
+                        states,
+                        ticket: Some("INC-1".to_owned()),
+                        limit: 100,
+                        ..RequestFilter::default()
+                    })
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.id.to_string())
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        // The SQL agrees with the core's rule.
+        let carrying: Vec<String> = made
+            .iter()
+            .filter(|r| airlock_core::ticket::carries(r, "INC-1"))
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(carrying, ["r1", "r2"]);
+        assert_eq!(found(Vec::new()).await, carrying);
+        assert_eq!(
+            found(vec![State::Pending, State::Approved, State::Active]).await,
+            ["r1"]
+        );
     })
     .await;
 }

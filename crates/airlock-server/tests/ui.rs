@@ -196,6 +196,7 @@ connector = "ssh"
             ("erin", "ops", ""),
             ("frank", "ops", ""),
             ("grace", "ops", ""),
+            ("rita", "shippers", r#""reporter""#),
         ] {
             toml.push_str(&format!(
                 "\n[users.{name}]\ngroups = [\"{group}\"]\nroles = [{roles}]\ntoken_sha256 = \"{}\"\n",
@@ -261,6 +262,18 @@ connector = "ssh"
             (r.state == "active" && r.certificate.is_some()).then_some(())
         })
         .await;
+        // sshd logged a login with erin's certificate: the log shipper
+        // posts it, and the request's page shows it on its timeline.
+        let login = format!(
+            "Accepted publickey for web-admin from 192.0.2.7 port 50022 ssh2: \
+             ED25519-CERT SHA256:erinskey ID {ssh_grant} (serial 7) CA ED25519 SHA256:theca"
+        );
+        let posted = Client::new(&base, &token("rita"))
+            .unwrap()
+            .report_activity(&ssh_grant, "web1", vec![login])
+            .await
+            .unwrap();
+        assert_eq!(posted.recorded, 1, "{posted:?}");
         for n in 0..BULK_TOKENS {
             erin.create_token(&CreateTokenBody {
                 name: format!("bulk-{n}"),

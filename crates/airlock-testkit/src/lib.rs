@@ -195,3 +195,20 @@ impl FreshDatabase {
         }
     }
 }
+
+/// Runs `flow` on SQLite (`None`) and then on a fresh PostgreSQL database
+/// named `prefix_…` (`Some(url)`, when `AIRLOCK_TEST_POSTGRES_URL` gives a
+/// server), each within `limit`; the database is dropped afterwards.
+pub async fn on_sqlite_and_postgres<F, Fut>(prefix: &str, limit: std::time::Duration, flow: F)
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    bounded(limit, flow(None)).await;
+    let Some(base) = service_url("AIRLOCK_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let db = FreshDatabase::create(&base, prefix).await;
+    bounded(limit, flow(Some(db.url.clone()))).await;
+    db.drop_now().await;
+}

@@ -69,6 +69,31 @@ impl SmtpSink {
             .collect()
     }
 
+    /// The subjects of the mails `to` received, in order, header lines the
+    /// sender folded joined again.
+    pub fn subjects(&self, to: &str) -> Vec<String> {
+        self.messages()
+            .iter()
+            .filter_map(|line| {
+                let m: serde_json::Value = serde_json::from_str(line).ok()?;
+                let mut rcpt = m.get("rcpt_tos")?.as_array()?.iter();
+                if !rcpt.any(|a| a.as_str() == Some(to)) {
+                    return None;
+                }
+                let mut lines = m
+                    .get("data")?
+                    .as_str()?
+                    .split("\r\n")
+                    .skip_while(|l| !l.starts_with("Subject: "));
+                let mut subject = lines.next()?.strip_prefix("Subject: ")?.to_owned();
+                for more in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+                    subject.push_str(more);
+                }
+                Some(subject)
+            })
+            .collect()
+    }
+
     /// Stops the server; its port refuses connections until [`SmtpSink::resume`].
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -111,7 +111,7 @@ pub fn submit_bundle(
             ..new.clone()
         };
         checked.push(
-            check_new(ask, part.entitlement, settings, now)
+            check_new(ask, requester, part.entitlement, settings, now)
                 .map_err(|e| in_part(e, part.entitlement))?,
         );
     }

@@ -87,6 +87,7 @@ fn generate(rng: &mut Rng) -> Result<World, String> {
             employment: employment.to_owned(),
             on_call: rng.chance(20),
             kind: Default::default(),
+            sponsor: None,
         });
     }
     let mut entitlements = Vec::with_capacity(ENTITLEMENTS);

@@ -9,6 +9,7 @@ use airlock_core::catalog::{
     BreakGlassRules, Entitlement, TicketPattern, TicketRule, User, WaitingTimes,
 };
 use airlock_core::drift::DriftPolicy;
+use airlock_core::idle::{IdleLimit, IdleLimitError};
 use airlock_core::standing::Sensitivity;
 use airlock_core::time::human_duration;
 use airlock_core::{EntitlementId, GroupName, UserId};
@@ -60,6 +61,15 @@ pub(super) struct RawEntitlement {
     /// Emergency access (`[entitlements.NAME.break_glass]`); without it,
     /// break-glass requests for the entitlement are refused.
     break_glass: Option<Spanned<RawBreakGlass>>,
+    /// Whether external principals (vendors) may ask for it at all.
+    #[serde(default)]
+    open_to_externals: bool,
+    /// A grant with no recorded use for this long is released early
+    /// (`airlock_core::idle`).
+    idle_limit: Option<Spanned<String>>,
+    /// Its holder is warned this long before (default: a quarter of the
+    /// limit, at most 10m).
+    idle_warning: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +112,8 @@ pub(super) struct Entitlements {
     pub(super) catalog: BTreeMap<EntitlementId, Entitlement>,
     pub(super) facts: BTreeMap<EntitlementId, EntitlementFacts>,
     pub(super) generated: Vec<(String, String)>,
+    /// The entitlements with an idle limit, and theirs.
+    pub(super) idle: BTreeMap<EntitlementId, IdleLimit>,
 }
 
 pub(super) fn entitlements_table(
@@ -380,6 +392,9 @@ pub(super) fn entitlements_table(
                 })
             })
             .transpose()?;
+        if let Some(limit) = idle_limit(src, &field, span.clone(), ent, max_duration)? {
+            out.idle.insert(id.clone(), limit);
+        }
         let connector = ent.connector.get_ref().clone();
         if !known.connectors.contains_key(&connector) {
             return Err(src.error(
@@ -407,9 +422,62 @@ pub(super) fn entitlements_table(
                 waiting,
                 break_glass,
                 sensitivity,
+                open_to_externals: ent.open_to_externals,
             },
         );
     }
 
     Ok(out)
+}
+
+/// An entitlement's `idle_limit` and `idle_warning`, if it sets a limit:
+/// at least [`IdleLimit::SHORTEST`], shorter than `max_duration` (a grant
+/// ends by then anyway), and the warning shorter than the limit.
+fn idle_limit(
+    src: &Source<'_>,
+    field: &dyn Fn(&str) -> String,
+    span: std::ops::Range<usize>,
+    ent: &RawEntitlement,
+    max_duration: Duration,
+) -> Result<Option<IdleLimit>, ConfigError> {
+    let warning = ent
+        .idle_warning
+        .as_ref()
+        .map(|w| Ok::<_, ConfigError>((src.duration(&field("idle_warning"), w)?, w.span())))
+        .transpose()?;
+    let Some(raw) = &ent.idle_limit else {
+        return match warning {
+            Some((_, at)) => Err(src.error(
+                at,
+                format!(
+                    "{}: a warning needs an idle limit; set {} too",
+                    field("idle_warning"),
+                    field("idle_limit")
+                ),
+            )),
+            None => Ok(None),
+        };
+    };
+    let limit = src.duration(&field("idle_limit"), raw)?;
+    if limit >= max_duration {
+        return Err(src.error(
+            raw.span(),
+            format!(
+                "{}: must be shorter than max_duration ({}): a grant ends by then anyway",
+                field("idle_limit"),
+                human_duration(max_duration)
+            ),
+        ));
+    }
+    IdleLimit::new(limit, warning.as_ref().map(|(w, _)| *w))
+        .map(Some)
+        .map_err(|e| match e {
+            IdleLimitError::TooShort => {
+                src.error(raw.span(), format!("{}: {e}", field("idle_limit")))
+            }
+            IdleLimitError::WarningNotShorter { .. } | IdleLimitError::NoWarning => {
+                let at = warning.map_or(span, |(_, at)| at);
+                src.error(at, format!("{}: {e}", field("idle_warning")))
+            }
+        })
 }

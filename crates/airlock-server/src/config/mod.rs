@@ -16,6 +16,7 @@ mod policy;
 mod scim;
 mod server;
 mod source;
+mod tickets;
 mod tokens;
 mod users;
 
@@ -45,6 +46,7 @@ pub use notifications::{ChannelSettings, NotificationSettings, SmtpSettings, Smt
 pub use oidc::{DEFAULT_JWKS_REFETCH_AFTER, DEFAULT_OIDC_CLOCK_SKEW};
 pub use scim::ScimSettings;
 pub use source::parse_duration;
+pub use tickets::TicketSettings;
 
 /// A secret that never prints.
 #[derive(Clone, PartialEq, Eq)]
@@ -145,6 +147,11 @@ pub struct Settings {
     pub access_reviews: BTreeMap<String, airlock_core::access_review::Template>,
     /// Channels, routing and retries of notifications (`[notifications]`).
     pub notifications: NotificationSettings,
+    /// The ticket system's signed webhook (`[tickets]`); `None`: it
+    /// refuses every delivery.
+    pub tickets: Option<TicketSettings>,
+    /// The entitlements with an idle limit (`idle_limit`), and theirs.
+    pub idle_limits: BTreeMap<airlock_core::EntitlementId, airlock_core::idle::IdleLimit>,
 }
 
 /// What the API allows one client, so that slow or silent connections cannot
@@ -244,6 +251,7 @@ struct RawConfig {
     access_reviews: BTreeMap<String, Spanned<access_reviews::RawTemplate>>,
     #[serde(default)]
     bundles: BTreeMap<String, Spanned<bundles::RawBundle>>,
+    tickets: Option<Spanned<tickets::RawTickets>>,
 }
 
 impl Settings {
@@ -271,7 +279,11 @@ impl Settings {
             token_hashes,
             mut directory,
             emails,
-        } = users::users_table(&src, &raw.users)?;
+        } = users::users_table(
+            &src,
+            &raw.users,
+            server.oidc.is_some() || raw.server.scim.is_some(),
+        )?;
         tokens::services(&src, &raw.services, &mut catalog, &mut directory)?;
         let token_max_lifetime =
             tokens::token_max_lifetime(&src, raw.server.token_max_lifetime.as_ref())?;
@@ -312,6 +324,11 @@ impl Settings {
         )?;
         directory.entitlements = entitlements.facts;
         let access_reviews = access_reviews::access_reviews_table(&src, &raw.access_reviews)?;
+        let tickets = raw
+            .tickets
+            .as_ref()
+            .map(|t| tickets::tickets_table(&src, t))
+            .transpose()?;
         Ok(Settings {
             listen: server.listen,
             data_dir: server.data_dir,
@@ -338,6 +355,8 @@ impl Settings {
             elevation,
             notifications,
             access_reviews,
+            tickets,
+            idle_limits: entitlements.idle,
         })
     }
 }

@@ -87,6 +87,8 @@ pub(super) struct RawNotifications {
     security: Option<Vec<Spanned<String>>>,
     /// Unset: the approvers' channels.
     reviewers: Option<Vec<Spanned<String>>>,
+    /// The sponsors of external principals; unset: the requester's channels.
+    sponsor: Option<Vec<Spanned<String>>>,
     /// Per entitlement: audiences routed differently.
     #[serde(default)]
     entitlements: BTreeMap<String, Spanned<RawRoutes>>,
@@ -104,6 +106,7 @@ struct RawRoutes {
     requester: Option<Vec<Spanned<String>>>,
     security: Option<Vec<Spanned<String>>>,
     reviewers: Option<Vec<Spanned<String>>>,
+    sponsor: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -164,7 +167,7 @@ fn mailbox_at(
 
 /// A value given either in the file or, for secrets, by the name of the
 /// environment variable that holds it.
-fn value_or_env(
+pub(super) fn value_or_env(
     field: &str,
     value: Option<&String>,
     env_field: &str,
@@ -336,6 +339,7 @@ pub(super) fn notifications_table(
             requester: one(Audience::Requester, &raw.requester)?,
             security: one(Audience::Security, &raw.security)?,
             reviewers: one(Audience::Reviewers, &raw.reviewers)?,
+            sponsor: one(Audience::Sponsor, &raw.sponsor)?,
         })
     };
     let defaults = routes(
@@ -345,6 +349,7 @@ pub(super) fn notifications_table(
             requester: raw.requester.clone(),
             security: raw.security.clone(),
             reviewers: raw.reviewers.clone(),
+            sponsor: raw.sponsor.clone(),
         },
     )?;
     let mut per_entitlement = BTreeMap::new();

@@ -23,7 +23,6 @@ use tracing::{error, info, warn};
 use super::reconcile::bounded;
 use super::standing::ListingOutcome;
 use super::{Engine, EngineError};
-use crate::policy;
 use crate::store::access_reviews::{ReviewWrite, StepWrite};
 use crate::store::Exclusive;
 
@@ -151,13 +150,9 @@ impl Engine {
             .flat_map(|user| {
                 let set = &set;
                 self.catalog.entitlements.values().filter_map(move |e| {
-                    policy::typical_ask(
-                        set,
-                        self.policies.user_facts(user),
-                        e,
-                        self.policies.entitlement_facts(&e.id),
-                    )
-                    .map(|ask| (user.id.clone(), e.id.clone(), ask.approval()))
+                    self.policies
+                        .typical_ask(set, user, e)
+                        .map(|ask| (user.id.clone(), e.id.clone(), ask.approval()))
                 })
             })
             .collect()

@@ -42,6 +42,9 @@ pub struct CheckAnswer {
 #[derive(Default)]
 pub(super) struct CheckLedger {
     counted: std::sync::Mutex<HashMap<RequestId, CheckActivity>>,
+    /// One flush at a time, so that a flush returns only once every count
+    /// taken before it is stored (the idle limits decide on what is).
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl CheckLedger {
@@ -59,6 +62,14 @@ impl CheckLedger {
                 counted.insert(id.clone(), one);
             }
         }
+    }
+
+    /// The last check of `id` this replica counted and has not stored yet.
+    pub(super) fn unstored(&self, id: &RequestId) -> Option<Timestamp> {
+        self.counted
+            .lock()
+            .ok()
+            .and_then(|counted| counted.get(id).and_then(|c| c.last_at))
     }
 
     fn take(&self) -> Vec<(RequestId, CheckActivity)> {
@@ -111,8 +122,10 @@ impl Engine {
     }
 
     /// Adds the checks counted so far to the store (kept for the next
-    /// flush if the write fails).
+    /// flush if the write fails); returns once they, and those of a flush
+    /// already under way, are stored.
     pub async fn flush_checks(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.checks.flushing.lock().await;
         let tallies = self.checks.take();
         if tallies.is_empty() {
             return Ok(());

@@ -181,12 +181,7 @@ fn approval_for(
     user: &User,
     entitlement: &airlock_core::catalog::Entitlement,
 ) -> String {
-    match policy::typical_ask(
-        set,
-        policies.user_facts(user),
-        entitlement,
-        policies.entitlement_facts(&entitlement.id),
-    ) {
+    match policies.typical_ask(set, user, entitlement) {
         Some(ask) => ask.approval(),
         None => "not requestable: the policies deny this holder".to_owned(),
     }

@@ -186,76 +186,136 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let declared_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| is_json_media_type(v.as_bytes()));
-        let limit = state.body_timeout;
-        let bytes = tokio::time::timeout(limit, axum::body::Bytes::from_request(req, state))
-            .await
-            .map_err(|_| ApiError {
-                field: Some("body".to_owned()),
-                ..ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "timeout",
-                    format!(
-                        "the request body did not arrive within {}",
-                        humantime::format_duration(limit)
-                    ),
-                )
-            })?
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
-                    )
-                } else {
-                    ApiError::invalid("body", e.body_text())
-                }
-            })?;
-        // No body at all stands for `{}`; anything else must be a JSON
-        // object (whitespace alone is not JSON).
-        let bytes: &[u8] = if bytes.is_empty() {
-            b"{}"
-        } else if declared_json != Some(true) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "a request body must be JSON, sent with `Content-Type: application/json`",
-            ));
-        } else {
-            &bytes
-        };
-        // serde reads a struct from a JSON array too (`[true]` as
-        // `{"fix": true}`); every body the API takes is an object.
-        if bytes.iter().find(|b| !is_json_whitespace(b)) != Some(&b'{') {
-            return Err(ApiError::invalid("body", "must be a JSON object"));
-        }
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            // Broken JSON is the body's fault, wherever the parser stopped.
-            let syntax = matches!(
-                e.inner().classify(),
-                serde_json::error::Category::Syntax | serde_json::error::Category::Eof
-            );
-            let field = if path == "." || syntax {
-                "body".to_owned()
-            } else {
-                path
-            };
-            ApiError::invalid(&field, e.inner().to_string())
-        })?;
-        de.end().map_err(|e| {
-            ApiError::invalid(
-                "body",
-                format!("unexpected data after the JSON value ({e})"),
-            )
-        })?;
-        Ok(ApiJson(value))
+        let declared_json = declared_json(&req);
+        let bytes = body_bytes(req, state).await?;
+        json_object(&bytes, declared_json).map(ApiJson)
     }
+}
+
+/// A signed body (the ticket system's webhook): the signature headers and
+/// the body's bytes as sent, which the signature covers, read within the
+/// same limits as any body. Read it as JSON with [`Signed::json`] once the
+/// signature checked out.
+pub struct Signed {
+    pub timestamp: Option<String>,
+    pub signature: Option<String>,
+    pub body: axum::body::Bytes,
+    declared_json: Option<bool>,
+}
+
+impl Signed {
+    /// The body as `T`, read like [`ApiJson`]'s.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        json_object(&self.body, self.declared_json)
+    }
+}
+
+impl FromRequest<AppState> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let timestamp = header_text(&req, airlock_connectors::webhook::TIMESTAMP_HEADER);
+        let signature = header_text(&req, airlock_connectors::webhook::SIGNATURE_HEADER);
+        let declared_json = declared_json(&req);
+        let body = body_bytes(req, state).await?;
+        Ok(Signed {
+            timestamp,
+            signature,
+            body,
+            declared_json,
+        })
+    }
+}
+
+/// A header's value as text (bytes that are not UTF-8 replaced), if sent.
+fn header_text(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// Whether the request says its body is JSON (`None`: it says nothing).
+fn declared_json(req: &Request) -> Option<bool> {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| is_json_media_type(v.as_bytes()))
+}
+
+/// The whole body, within [`MAX_BODY_BYTES`] and `server.body_timeout`.
+async fn body_bytes(req: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.body_timeout;
+    tokio::time::timeout(limit, axum::body::Bytes::from_request(req, state))
+        .await
+        .map_err(|_| ApiError {
+            field: Some("body".to_owned()),
+            ..ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request body did not arrive within {}",
+                    humantime::format_duration(limit)
+                ),
+            )
+        })?
+        .map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the request body must be at most {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::invalid("body", e.body_text())
+            }
+        })
+}
+
+/// A body that must be one JSON object (none at all reads as `{}`), as
+/// `T`; errors name the field at fault.
+fn json_object<T: DeserializeOwned>(
+    bytes: &[u8],
+    declared_json: Option<bool>,
+) -> Result<T, ApiError> {
+    // No body at all stands for `{}`; anything else must be a JSON
+    // object (whitespace alone is not JSON).
+    let bytes: &[u8] = if bytes.is_empty() {
+        b"{}"
+    } else if declared_json != Some(true) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a request body must be JSON, sent with `Content-Type: application/json`",
+        ));
+    } else {
+        bytes
+    };
+    // serde reads a struct from a JSON array too (`[true]` as
+    // `{"fix": true}`); every body the API takes is an object.
+    if bytes.iter().find(|b| !is_json_whitespace(b)) != Some(&b'{') {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        // Broken JSON is the body's fault, wherever the parser stopped.
+        let syntax = matches!(
+            e.inner().classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        );
+        let field = if path == "." || syntax {
+            "body".to_owned()
+        } else {
+            path
+        };
+        ApiError::invalid(&field, e.inner().to_string())
+    })?;
+    de.end().map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("unexpected data after the JSON value ({e})"),
+        )
+    })?;
+    Ok(value)
 }
 
 /// What JSON counts as whitespace: narrower than ASCII's, which has the form

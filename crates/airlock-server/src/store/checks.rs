@@ -1,7 +1,7 @@
 //! Checks of a grant (`GET /v1/check`) as the store sees them: finding the
 //! one open request of a principal and entitlement, and adding the checks a
-//! replica counted to the requests' `check_count` and `last_checked_at`
-//! (schema version 12). The additions run inside the writer's batches
+//! replica counted to the `grant_checks` table (schema version 15: a narrow
+//! row per checked grant, not the wide request row). The additions run inside the writer's batches
 //! (`sql::Change::Checks`), like an API token's last use; lookups are
 //! grouped into queries on the read pool ([`answer_lookups`]).
 
@@ -200,32 +200,53 @@ pub(super) async fn open_request_plan(
     Ok(lines.join("\n"))
 }
 
-/// Adds each request's counted checks to its row: the count added, the
-/// last check moved forward only (replicas flush independently). Rows are
-/// matched by primary key; a request gone meanwhile is skipped. The
-/// tallies go in as one JSON array per statement (up to
-/// [`TALLIES_PER_STATEMENT`]), unpacked by the database: bound one by one,
-/// thousands of parameters a second cost SQLite a linear search of the
-/// statement's parameter names each, and that burst once a second was the
-/// tail of every check's latency.
+/// Adds each request's counted checks to its `grant_checks` row (made on
+/// its first check): the count added, the last check moved forward only
+/// (replicas flush independently); a request that does not exist is
+/// skipped. The tallies go in as one JSON array per
+/// statement (up to [`TALLIES_PER_STATEMENT`]), unpacked by the database:
+/// bound one by one, thousands of parameters a second cost SQLite a linear
+/// search of the statement's parameter names each, and that burst once a
+/// second was the tail of every check's latency. Sorted by id, the rows
+/// are visited in the table's order.
 pub(super) async fn add(
     conn: &mut AnyConnection,
     tallies: &[(RequestId, CheckActivity)],
     postgres: bool,
 ) -> Result<(), StoreError> {
-    let rows = if postgres {
-        "SELECT t->>0 AS id, (t->>1)::bigint AS n, (t->>2)::bigint AS last \
-         FROM json_array_elements($1::json) AS t"
+    // The WHERE also tells SQLite's parser the ON CONFLICT is the upsert's.
+    let (rows, greater) = if postgres {
+        (
+            "SELECT t->>0, (t->>1)::bigint, (t->>2)::bigint FROM json_array_elements($1::json) AS t \
+             WHERE EXISTS (SELECT 1 FROM requests WHERE requests.id = t->>0)",
+            "GREATEST",
+        )
     } else {
-        "SELECT value->>0 AS id, value->>1 AS n, value->>2 AS last FROM json_each($1)"
+        (
+            "SELECT c.value->>0, c.value->>1, c.value->>2 FROM json_each($1) AS c \
+             WHERE EXISTS (SELECT 1 FROM requests WHERE requests.id = c.value->>0)",
+            "MAX",
+        )
     };
     let sql = format!(
-        "UPDATE requests SET check_count = check_count + c.n, \
-         last_checked_at = CASE WHEN last_checked_at IS NULL OR last_checked_at < c.last \
-         THEN c.last ELSE last_checked_at END \
-         FROM ({rows}) AS c WHERE requests.id = c.id"
+        "INSERT INTO grant_checks (request_id, check_count, last_checked_at) {rows} \
+         ON CONFLICT (request_id) DO UPDATE SET \
+         check_count = grant_checks.check_count + excluded.check_count, \
+         last_checked_at = COALESCE({greater}(grant_checks.last_checked_at, excluded.last_checked_at), \
+         grant_checks.last_checked_at, excluded.last_checked_at)"
     );
-    for chunk in tallies.chunks(TALLIES_PER_STATEMENT) {
+    // One row per request: an upsert may not touch a row twice.
+    let mut sorted: Vec<(&RequestId, CheckActivity)> =
+        tallies.iter().map(|(id, checks)| (id, *checks)).collect();
+    sorted.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let mut merged: Vec<(&RequestId, CheckActivity)> = Vec::with_capacity(sorted.len());
+    for (id, checks) in sorted {
+        match merged.last_mut() {
+            Some((last, seen)) if *last == id => *seen = seen.and(checks),
+            _ => merged.push((id, checks)),
+        }
+    }
+    for chunk in merged.chunks(TALLIES_PER_STATEMENT) {
         let array: Vec<serde_json::Value> = chunk
             .iter()
             .map(|(id, checks)| {

@@ -98,8 +98,26 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "",
     },
     Migration {
+        version: 15,
+        common: "",
+        sqlite: include_str!("migrations/0015_grant_checks_table.sqlite.sql"),
+        postgres: include_str!("migrations/0015_grant_checks_table.postgres.sql"),
+    },
+    Migration {
+        version: 16,
+        common: include_str!("migrations/0016_tickets.sql"),
+        sqlite: "",
+        postgres: "",
+    },
+    Migration {
         version: 17,
-        common: include_str!("migrations/0017_bundles.sql"),
+        common: include_str!("migrations/0017_external_principals.sql"),
+        sqlite: "",
+        postgres: "",
+    },
+    Migration {
+        version: 18,
+        common: include_str!("migrations/0018_bundles.sql"),
         sqlite: "",
         postgres: "",
     },

@@ -19,6 +19,7 @@ pub use crate::store::sql::ExclusiveGuard;
 
 pub mod access_reviews;
 pub mod checks;
+pub mod deliveries;
 pub mod directory;
 pub mod outbox;
 pub mod record;
@@ -65,6 +66,8 @@ pub enum Exclusive {
     ActivitySampling,
     /// A round of access reviews: scheduled starts, steps, removals.
     AccessReviews,
+    /// A round of the idle limits: warnings and releases of unused grants.
+    IdleGrants,
 }
 
 /// The requester's unfinished (pending, approved or active) requests, by entitlement.
@@ -107,6 +110,8 @@ pub struct RequestFilter {
     pub break_glass: bool,
     /// Only break-glass uses still awaiting their review's verdict.
     pub review_open: bool,
+    /// Only external principals' requests (those that record a sponsor).
+    pub sponsored: bool,
     /// Only requests this user may see ([`AccessRequest::visible_to`]).
     pub visible_to: Option<User>,
     /// Only requests waiting for this user's approval
@@ -114,6 +119,9 @@ pub struct RequestFilter {
     pub awaiting_approval_of: Option<User>,
     /// Only requests created at or after this time.
     pub created_since: Option<Timestamp>,
+    /// Only requests asked for under this ticket (exactly:
+    /// `airlock_core::ticket::carries`).
+    pub ticket: Option<String>,
     /// Only requests after this one in the list order (the page before
     /// ended there).
     pub after: Option<PageKey>,
@@ -255,6 +263,21 @@ pub trait Store: Send + Sync {
         &self,
         tallies: Vec<(RequestId, airlock_core::request::CheckActivity)>,
     ) -> Result<(), StoreError>;
+
+    /// Takes a signed webhook delivery (`key`, the signature that names
+    /// it) at `at`, remembering it until `forget_after` on every replica;
+    /// whether it is new (`false`: taken before and not yet forgotten, a
+    /// replay). Deliveries past their `forget_after` are forgotten on the way.
+    async fn take_delivery(
+        &self,
+        key: &str,
+        at: Timestamp,
+        forget_after: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Forgets a delivery taken before (its work failed, so the same
+    /// delivery sent again must be taken).
+    async fn forget_delivery(&self, key: &str) -> Result<(), StoreError>;
 
     /// Matching requests in the list order of [`PageKey`] (newest first),
     /// at most `limit` of them.
@@ -470,6 +493,10 @@ pub trait Store: Send + Sync {
     /// The groups a directory user is a member of (their `members` left
     /// empty: sign-in and the user's SCIM view need only the groups).
     async fn directory_groups_of(&self, user_id: &str) -> Result<Vec<DirectoryGroup>, StoreError>;
+
+    /// The provisioned vendors whose sponsor is `sponsor` (a user name,
+    /// matched regardless of case), whatever their standing.
+    async fn directory_sponsored_by(&self, sponsor: &str) -> Result<Vec<UserId>, StoreError>;
 
     /// Loads exported state into an empty database in one transaction;
     /// refuses a database that already holds requests or audit events.

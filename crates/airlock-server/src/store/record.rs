@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use airlock_core::approval::ApprovalTier;
 use airlock_core::audit::AuditRecord;
+use airlock_core::catalog::External;
 use airlock_core::request::{
     AccessRequest, Approval, BundleRef, CheckActivity, ConnectorJob, Extension, ExtensionState,
     JobAction, Review, ReviewVerdict, State, WaitingPlan,
@@ -59,7 +60,7 @@ pub struct RequestRecord {
     pub ticket: Option<String>,
     pub start_at: Option<i64>,
     pub created_at: i64,
-    /// Derived: seats across all tiers.
+    /// Derived: seats across all tiers, and the sponsor's.
     pub required_approvals: i64,
     /// Derived: every group of every tier.
     pub approver_groups: Vec<String>,
@@ -76,6 +77,12 @@ pub struct RequestRecord {
     pub public_key: Option<String>,
     #[serde(default)]
     pub certificate: Option<String>,
+    /// An external principal's sponsor and account end when they asked
+    /// (schema version 16); absent for anyone else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sponsor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_expires: Option<i64>,
     pub pending_deadline: i64,
     pub decided_at: Option<i64>,
     pub activates_at: Option<i64>,
@@ -104,7 +111,7 @@ pub struct RequestRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_at: Option<i64>,
     /// Absent (and NULL) unless the request is a part of a bundle (schema
-    /// version 17).
+    /// version 18).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundleRecord>,
 }
@@ -203,6 +210,8 @@ impl RequestRecord {
             break_glass: r.break_glass,
             public_key: r.public_key.clone(),
             certificate: r.certificate.clone(),
+            sponsor: r.external.as_ref().map(|e| e.sponsor.to_string()),
+            account_expires: r.external.as_ref().map(|e| e.account_expires.unix_millis()),
             pending_deadline: r.pending_deadline.unix_millis(),
             decided_at: millis(r.decided_at),
             activates_at: millis(r.activates_at),
@@ -280,7 +289,10 @@ impl RequestRecord {
                 .map(|g| GroupName::parse(g).map_err(|e| bad(format!("group `{g}` {e}"))))
                 .collect::<Result<BTreeSet<_>, _>>()
         };
-        let approval_tiers = if self.approval_tiers.is_empty() && self.required_approvals > 0 {
+        // A sponsor's seat, alone, is no tier: only rows from before
+        // schema version 2 (which had no sponsors) need one made up.
+        let legacy = self.approval_tiers.is_empty() && self.sponsor.is_none();
+        let approval_tiers = if legacy && self.required_approvals > 0 {
             vec![ApprovalTier {
                 count: u32::try_from(self.required_approvals)
                     .map_err(|_| bad("bad required_approvals".to_owned()))?,
@@ -291,6 +303,18 @@ impl RequestRecord {
             tiers_of(&self.approval_tiers, groups)?
         };
         let approvals = approvals_of(self.approvals, user)?;
+        let external = match (&self.sponsor, self.account_expires) {
+            (None, None) => None,
+            (Some(sponsor), Some(end)) => Some(External {
+                sponsor: user(sponsor)?,
+                account_expires: Timestamp::from_unix_millis(end),
+            }),
+            _ => {
+                return Err(bad(
+                    "a sponsor without an account end, or the other way round".to_owned(),
+                ))
+            }
+        };
         let job = self
             .job
             .map(|j| {
@@ -398,6 +422,7 @@ impl RequestRecord {
             policy_version: self.policy_version,
             break_glass: self.break_glass,
             public_key: self.public_key,
+            external,
             certificate: self.certificate,
             pending_deadline: Timestamp::from_unix_millis(self.pending_deadline),
             decided_at: ts(self.decided_at),

@@ -163,6 +163,8 @@ const ACTIVITY_SAMPLING_LOCK: i64 = 0x6169_726c_6f63_6b04;
 /// Held for an access-review round, so replicas neither start a scheduled
 /// campaign twice nor try the same removal at once.
 const ACCESS_REVIEWS_LOCK: i64 = 0x6169_726c_6f63_6b05;
+/// Held for a round of the idle limits, so a holder is warned once.
+const IDLE_GRANTS_LOCK: i64 = 0x6169_726c_6f63_6b15;
 
 /// Starts a write batch on PostgreSQL (see [`begin_batch`]). The write
 /// lock's key is 0x6169_726c_6f63_6b02, next to [`MIGRATION_LOCK`], spelt in
@@ -261,6 +263,11 @@ enum Change {
     Checks {
         tallies: Vec<(RequestId, CheckActivity)>,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A signed webhook delivery taken or forgotten.
+    Delivery {
+        write: super::deliveries::DeliveryWrite,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// A write to an access-review campaign, with its audit events and
     /// notifications (appended only if it changed a row).
@@ -675,6 +682,7 @@ enum Outcome {
     Outbox(OutboxAnswer),
     TokenWritten(bool),
     ChecksAdded,
+    Delivery(bool),
     AccessReview(bool),
     Directory(Box<Result<Committed, StoreError>>),
 }
@@ -699,6 +707,9 @@ impl Change {
             }
             (Change::Checks { reply, .. }, Outcome::ChecksAdded) => {
                 let _ = reply.send(Ok(()));
+            }
+            (Change::Delivery { reply, .. }, Outcome::Delivery(new)) => {
+                let _ = reply.send(Ok(new));
             }
             (Change::AccessReview { reply, .. }, Outcome::AccessReview(changed)) => {
                 let _ = reply.send(Ok(changed));
@@ -735,6 +746,9 @@ impl Change {
                 let _ = reply.send(Err(failure()));
             }
             Change::Checks { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::Delivery { reply, .. } => {
                 let _ = reply.send(Err(failure()));
             }
             Change::AccessReview { reply, .. } => {
@@ -790,6 +804,9 @@ async fn try_batch(
             Change::Checks { tallies, .. } => {
                 super::checks::add(conn, tallies, backend == Backend::Postgres).await?;
                 Outcome::ChecksAdded
+            }
+            Change::Delivery { write, .. } => {
+                Outcome::Delivery(super::deliveries::write(conn, write).await?)
             }
             Change::AccessReview { write, .. } => {
                 let mut appended = super::access_reviews::Appended {
@@ -1170,7 +1187,7 @@ async fn outbox_op(
 }
 
 /// Parameters per request row and per audit row in the multi-row writes.
-const REQUEST_PARAMS: usize = 45;
+const REQUEST_PARAMS: usize = 48;
 const AUDIT_PARAMS: usize = 12;
 const OUTBOX_PARAMS: usize = 10;
 
@@ -1255,6 +1272,12 @@ async fn import_in_tx(
     for chunk in shaped_chunks(&changed, backend.rows_per_statement(REQUEST_PARAMS)) {
         write_requests(conn, chunk).await?;
     }
+    let checked: Vec<(RequestId, CheckActivity)> = requests
+        .iter()
+        .filter(|r| r.checks != CheckActivity::default())
+        .map(|r| (r.id.clone(), r.checks))
+        .collect();
+    super::checks::add(conn, &checked, backend == Backend::Postgres).await?;
     for chunk in audit.chunks(backend.rows_per_statement(AUDIT_PARAMS)) {
         insert_audit_records(conn, chunk).await?;
     }
@@ -1334,12 +1357,18 @@ const REQUEST_COLUMNS: &str = "id, requester, entitlement, state, duration_ms, r
     ended_at, ended_by, end_note, job_action, job_attempts, job_next_attempt_at, job_claimed_until, job_last_error, \
     claim_token, deprovisioned_at, approval_tiers, policy_version, break_glass, public_key, certificate, \
     due_at, updated_at, approver_group_list, approved_by_list, waiting, review, review_group_list, \
-    review_open, review_due_at, extension, extension_approver_list, extension_approved_by_list, bundle";
+    review_open, review_due_at, extension, extension_approver_list, extension_approved_by_list, \
+    sponsor, account_expires, sponsor_awaited, bundle";
 
 /// Read with a request but never written by its upsert: check activity
-/// (schema version 12) is added by [`Store::add_checks`] alone, so a
-/// request's change never overwrites counts added meanwhile.
-const CHECK_COLUMNS: &str = "check_count, last_checked_at";
+/// lives in `grant_checks` (schema version 15), added to by
+/// [`Store::add_checks`] alone, so a request's change never overwrites
+/// counts added meanwhile. A request never checked has no row there.
+const CHECK_COLUMNS: &str = "\
+    COALESCE((SELECT g.check_count FROM grant_checks g WHERE g.request_id = requests.id), 0) \
+    AS check_count, \
+    (SELECT g.last_checked_at FROM grant_checks g WHERE g.request_id = requests.id) \
+    AS last_checked_at";
 
 /// Ids as one `|a|b|` text (empty for none), so that "`x` is one of them"
 /// is an exact substring match on `|x|` in SQL (ids hold no `|`): the
@@ -1441,6 +1470,9 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
     if filter.review_open {
         sql.push_str(" AND review_open = 1");
     }
+    if filter.sponsored {
+        sql.push_str(" AND sponsor IS NOT NULL");
+    }
     // The mirror of `AccessRequest::visible_to`.
     if let Some(user) = filter
         .visible_to
@@ -1450,7 +1482,9 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
         let me = param(&mut binds, Bind::Text(user.id.as_str().to_owned()));
         let groups = in_group_list(backend, &mut binds, user, "approver_group_list");
         let reviews = in_group_list(backend, &mut binds, user, "review_group_list");
-        sql.push_str(&format!(" AND (requester = {me} OR {groups} OR {reviews})"));
+        sql.push_str(&format!(
+            " AND (requester = {me} OR {groups} OR {reviews} OR sponsor = {me})"
+        ));
     }
     // The mirror of `AccessRequest::awaits_approval_of`.
     if let Some(user) = &filter.awaiting_approval_of {
@@ -1461,7 +1495,7 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
         let extension_groups = in_group_list(backend, &mut binds, user, "extension_approver_list");
         sql.push_str(&format!(
             " AND requester <> {me} AND ((state = 'pending' AND {groups} AND NOT ({})) \
-             OR (state = 'active' AND {extension_groups} AND NOT ({})))",
+             OR (state = 'active' AND {extension_groups} AND NOT ({})) OR sponsor_awaited = {me})",
             backend.contains("approved_by_list", &me_listed),
             backend.contains("extension_approved_by_list", &me_listed)
         ));
@@ -1469,6 +1503,11 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
     if let Some(since) = filter.created_since {
         let at = param(&mut binds, Bind::Int(since.unix_millis()));
         sql.push_str(&format!(" AND created_at >= {at}"));
+    }
+    // The mirror of `airlock_core::ticket::carries`.
+    if let Some(ticket) = &filter.ticket {
+        let t = param(&mut binds, Bind::Text(ticket.clone()));
+        sql.push_str(&format!(" AND ticket = {t}"));
     }
     if let Some(after) = &filter.after {
         let at = param(&mut binds, Bind::Int(after.created_at.unix_millis()));
@@ -1539,6 +1578,8 @@ fn record_from_row(row: &AnyRow) -> Result<RequestRecord, StoreError> {
         break_glass: get("break_glass")? != 0,
         public_key: opt_text("public_key")?,
         certificate: opt_text("certificate")?,
+        sponsor: opt_text("sponsor")?,
+        account_expires: opt("account_expires")?,
         waiting: opt_text("waiting")?
             .map(|w| serde_json::from_str(&w))
             .transpose()
@@ -1664,6 +1705,10 @@ async fn write_requests(
                     .flat_map(|e| e.approvals.iter())
                     .map(|a| a.approver.as_str()),
             ))
+            .bind(r.sponsor.clone())
+            .bind(r.account_expires)
+            // And this one for a sponsor's seat.
+            .bind(request.awaits_sponsor().map(|s| s.as_str().to_owned()))
             .bind(r.bundle.as_ref().map(|b| json(b)).transpose()?);
     }
     query
@@ -1721,6 +1766,7 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
             | Change::Outbox { .. }
             | Change::Token { .. }
             | Change::Checks { .. }
+            | Change::Delivery { .. }
             | Change::AccessReview { .. }
             | Change::Directory { .. } => {}
         }
@@ -2128,6 +2174,32 @@ impl Store for SqlStore {
         let (reply, answer) = oneshot::channel();
         self.submit_job(WriteJob::Change(Change::Checks { tallies, reply }), answer)
             .await
+    }
+
+    async fn take_delivery(
+        &self,
+        key: &str,
+        at: Timestamp,
+        forget_after: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let write = super::deliveries::DeliveryWrite::Take {
+            key: key.to_owned(),
+            at,
+            forget_after,
+        };
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(WriteJob::Change(Change::Delivery { write, reply }), answer)
+            .await
+    }
+
+    async fn forget_delivery(&self, key: &str) -> Result<(), StoreError> {
+        let write = super::deliveries::DeliveryWrite::Forget {
+            key: key.to_owned(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(WriteJob::Change(Change::Delivery { write, reply }), answer)
+            .await
+            .map(|_| ())
     }
 
     async fn token_by_secret(&self, secret_sha256: &str) -> Result<Option<ApiToken>, StoreError> {
@@ -2640,6 +2712,11 @@ impl Store for SqlStore {
         directory::groups_of(&mut conn, user_id).await
     }
 
+    async fn directory_sponsored_by(&self, sponsor: &str) -> Result<Vec<UserId>, StoreError> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        directory::sponsored_by(&mut conn, sponsor).await
+    }
+
     async fn try_exclusive(&self, work: Exclusive) -> Result<Option<ExclusiveGuard>, StoreError> {
         if self.backend == Backend::Sqlite {
             return Ok(Some(ExclusiveGuard { holder: None }));
@@ -2648,6 +2725,7 @@ impl Store for SqlStore {
             Exclusive::ScheduledReconciliation => RECONCILIATION_LOCK,
             Exclusive::ActivitySampling => ACTIVITY_SAMPLING_LOCK,
             Exclusive::AccessReviews => ACCESS_REVIEWS_LOCK,
+            Exclusive::IdleGrants => IDLE_GRANTS_LOCK,
         };
         // A connection of its own: a session lock held on a pooled one would
         // outlive the work when the connection went back to the pool.

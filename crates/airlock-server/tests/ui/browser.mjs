@@ -362,6 +362,14 @@ await inBrowser(async (browser) => {
   check(badStatus.status() === 400, `400 for an unknown status (got ${badStatus.status()})`);
   check((await carol.textContent("main")).includes("must be one of granted"), "the page says which statuses there are");
 
+  progress.step = "the SSH grant's page shows the login sshd logged on its timeline";
+  secured(await carol.goto(`${base}/ui/requests/${sshGrant}`), "the SSH grant's page");
+  const timeline = (await carol.textContent("ol.history")).replace(/\s+/g, " ");
+  check(
+    timeline.includes("ssh login as web-admin from 192.0.2.7 port 50022 on web1 (certificate serial 7)"),
+    `the login is on the timeline, in words (got ${timeline})`,
+  );
+
   progress.step = "a non-admin gets 403 on the admin pages";
   check((await bob.locator('nav a[href="/ui/grants"]').count()) === 0, "no admin links for a non-admin");
   check((await bob.locator('nav a[href="/ui/standing"]').count()) === 0, "no standing link for a non-admin");

@@ -17,8 +17,8 @@ use crate::store::directory::{
 };
 use crate::store::StoreError;
 
-const USER_COLUMNS: &str =
-    "id, user_name, external_id, display_name, emails, active, created_at, updated_at, version";
+const USER_COLUMNS: &str = "id, user_name, external_id, display_name, emails, active, created_at, \
+     updated_at, version, employment, sponsor, account_expires";
 const GROUP_COLUMNS: &str = "id, display_name, external_id, created_at, updated_at, version";
 
 /// Ids per `IN (…)` list, well inside both databases' parameter limits.
@@ -67,6 +67,16 @@ fn user_from_row(row: &AnyRow) -> Result<DirectoryUser, StoreError> {
         display_name: row.try_get("display_name").map_err(db_err)?,
         emails: emails_from(&row.try_get::<String, _>("emails").map_err(db_err)?)?,
         active: row.try_get::<i64, _>("active").map_err(db_err)? != 0,
+        employment: row.try_get("employment").map_err(db_err)?,
+        sponsor: row
+            .try_get::<Option<String>, _>("sponsor")
+            .map_err(db_err)?
+            .map(|s| UserId::parse(&s).map_err(|e| corrupt("sponsor", e)))
+            .transpose()?,
+        account_expires: row
+            .try_get::<Option<i64>, _>("account_expires")
+            .map_err(db_err)?
+            .map(Timestamp::from_unix_millis),
         created: Timestamp::from_unix_millis(row.try_get("created_at").map_err(db_err)?),
         modified: Timestamp::from_unix_millis(row.try_get("updated_at").map_err(db_err)?),
         version: version(row)?,
@@ -258,6 +268,25 @@ pub(super) async fn standing(
     }
 }
 
+/// The user names of the directory's vendors whose sponsor is `sponsor`
+/// (matched regardless of case, as user names are).
+pub(super) async fn sponsored_by(
+    conn: &mut AnyConnection,
+    sponsor: &str,
+) -> Result<Vec<UserId>, StoreError> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT user_name FROM directory_users WHERE sponsor_key = $1 ORDER BY user_name_key",
+    )
+    .bind(sponsor.to_lowercase())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    names
+        .iter()
+        .map(|n| UserId::parse(n).map_err(|e| corrupt("user name", e)))
+        .collect()
+}
+
 pub(super) async fn groups_of(
     conn: &mut AnyConnection,
     user_id: &str,
@@ -308,6 +337,7 @@ enum Arg {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    OptInt(Option<i64>),
 }
 
 /// Runs one write with `args` as `$1…`.
@@ -318,6 +348,7 @@ async fn run(conn: &mut AnyConnection, sql: &str, args: Vec<Arg>) -> Result<(), 
             Arg::Text(t) => query.bind(t),
             Arg::OptText(t) => query.bind(t),
             Arg::Int(i) => query.bind(i),
+            Arg::OptInt(i) => query.bind(i),
         };
     }
     query.execute(&mut *conn).await.map_err(db_err)?;
@@ -328,7 +359,8 @@ fn version_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// A user's columns, in the order of [`USER_COLUMNS`] then `user_name_key`.
+/// A user's columns, in the order of [`USER_COLUMNS`] then `user_name_key`
+/// and `sponsor_key`.
 fn user_args(u: &DirectoryUser) -> Vec<Arg> {
     vec![
         Arg::Text(u.id.clone()),
@@ -340,7 +372,11 @@ fn user_args(u: &DirectoryUser) -> Vec<Arg> {
         Arg::Int(u.created.unix_millis()),
         Arg::Int(u.modified.unix_millis()),
         Arg::Int(version_int(u.version)),
+        Arg::OptText(u.employment.clone()),
+        Arg::OptText(u.sponsor.as_ref().map(ToString::to_string)),
+        Arg::OptInt(u.account_expires.map(Timestamp::unix_millis)),
         Arg::Text(u.user_name.as_str().to_lowercase()),
+        Arg::OptText(u.sponsor.as_ref().map(|s| s.as_str().to_lowercase())),
     ]
 }
 
@@ -426,14 +462,15 @@ pub(super) async fn write_user(
     match (&before, &decided.after) {
         (None, Some(u)) => {
             let sql = format!(
-                "INSERT INTO directory_users ({USER_COLUMNS}, user_name_key) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+                "INSERT INTO directory_users ({USER_COLUMNS}, user_name_key, sponsor_key) \
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
             );
             run(conn, &sql, user_args(u)).await?;
         }
         (Some(_), Some(u)) => {
             let sql = "UPDATE directory_users SET user_name = $2, external_id = $3, display_name = $4, \
-                 emails = $5, active = $6, created_at = $7, updated_at = $8, version = $9, user_name_key = $10 \
-                 WHERE id = $1";
+                 emails = $5, active = $6, created_at = $7, updated_at = $8, version = $9, employment = $10, \
+                 sponsor = $11, account_expires = $12, user_name_key = $13, sponsor_key = $14 WHERE id = $1";
             run(conn, sql, user_args(u)).await?;
         }
         (Some(old), None) => {
