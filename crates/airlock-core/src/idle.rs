@@ -420,7 +420,7 @@ mod tests {
             last_at: Some(at(25)),
             ..none()
         };
-        check("a login at 25m", |_| {}, logged_in, at(50), Step::Nothing);
+        check("a login at 25m", |_| {}, logged_in, at(45), Step::Nothing);
         // A warning before the latest use is for an earlier idle stretch.
         let used_after_warning = Reported {
             last_at: Some(at(28)),
