@@ -1387,7 +1387,7 @@ fn step(
             }
         }
         Command::TicketClosed { ticket, delivery } => {
-            if !crate::ticket::carries(&request, ticket) {
+            if !crate::ticket::carries(request, ticket) {
                 return Err(Rejection::Conflict(format!(
                     "`{}` was not asked for under ticket `{ticket}`",
                     request.id
