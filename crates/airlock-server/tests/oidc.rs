@@ -220,10 +220,10 @@ async fn provider_tokens_sign_in_and_their_groups_reach_policies() {
 
         // A provider that cannot be reached: its tokens cannot be checked,
         // which is the provider's fault, not the caller's.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let dead = format!("http://{}", closed.local_addr().unwrap());
-        drop(closed);
-        let cut_off = boot(&dead, "60s").await;
+        // Port 1: nothing listens there, and no other test can take it
+        // meanwhile, as a port freed by a listener can be (a test server
+        // there that never answers HTTP would hang this one).
+        let cut_off = boot("http://127.0.0.1:1", "60s").await;
         let a = cut_off.me(&alice).await;
         assert_eq!(a.status, 503, "{}", a.body);
         assert_eq!(a.body["error"]["code"], "idp_unavailable");
