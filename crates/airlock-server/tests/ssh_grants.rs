@@ -25,6 +25,8 @@ use airlock_testkit::bounded;
 use airlock_testkit::sshd::{OpenSsh, Sshd, Trust};
 use airlock_testkit::until;
 
+mod fixtures;
+
 /// No test may take longer than this, whatever sshd does.
 const BOUND: Duration = Duration::from_secs(30);
 /// The principal the connector certifies and sshd maps to the current user.
@@ -53,15 +55,9 @@ async fn boot(dir: &Path, connector: &str) -> Result<(Server, Client), StartErro
 
 async fn request(client: &Client, public_key: Option<String>) -> RequestView {
     let body = CreateRequest {
-        entitlement: "web-ssh".into(),
         duration: Some(DurationInput::Seconds(600)),
-        reason: String::new(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
         public_key,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask("web-ssh")
     };
     client.create_request(&body).await.unwrap()
 }
