@@ -10,7 +10,6 @@
     reason = "test code: a failed step should fail the test"
 )]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_server::api::{
@@ -18,10 +17,9 @@ use airlock_server::api::{
 };
 use airlock_server::client::ClientError;
 use airlock_server::config::Settings;
-use airlock_server::engine::ManualClock;
 use airlock_testkit::smtp::SmtpSink;
 use airlock_testkit::{bounded, until};
-use fixtures::{ask, boot, ConfigText, T0, WAIT};
+use fixtures::{ask, boot_at_t0, ConfigText, T0, WAIT};
 
 mod fixtures;
 
@@ -88,8 +86,7 @@ async fn a_campaign_runs_on_its_schedule_and_its_decisions_hold() {
         return;
     };
     bounded(Duration::from_secs(90), async {
-        let clock = Arc::new(ManualClock::new(T0));
-        let (server, base) = boot(settings(dir.path(), smtp.port), &clock).await;
+        let (server, base, clock) = boot_at_t0(settings(dir.path(), smtp.port)).await;
         let client = |name: &str| fixtures::client(&base, name);
         let (admin, carol, bob, alice, sam) = (
             client("admin"),

@@ -28,8 +28,9 @@ use airlock_server::api::{
 use airlock_server::client::{Action, Client, ClientError};
 use airlock_server::config::{token_hash, Settings};
 use airlock_server::server::{start, Server};
-use fixtures::audit_of;
 use serde_json::{json, Value};
+
+use fixtures::{audit_of, my_requests};
 
 mod fixtures;
 
@@ -2203,14 +2204,7 @@ async fn a_policy_denial_is_refused_yet_recorded_and_explained() {
             ),
             "{message}"
         );
-        let mine = h
-            .client("alice")
-            .list_requests(&RequestQuery {
-                mine: Some(true),
-                ..RequestQuery::default()
-            })
-            .await
-            .unwrap();
+        let mine = my_requests(&h.client("alice")).await;
         assert_eq!(mine.len(), 1);
         assert_eq!(mine[0].state, "denied");
         assert!(message.contains(&mine[0].id), "{message}");

@@ -11,16 +11,17 @@
     reason = "test helpers fail by panicking, with the value in the message"
 )]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::Timestamp;
 use airlock_server::api::{format_time, CheckView, CreateTokenBody};
 use airlock_server::client::{Action, Client};
 use airlock_server::config::Settings;
-use airlock_server::engine::{Clock, ManualClock, CHECKS_FLUSH_EVERY};
+use airlock_server::engine::{Clock, CHECKS_FLUSH_EVERY};
 use airlock_testkit::until;
-use fixtures::{ask, boot, on_database, refusal, token, wait_for_state, ConfigText, Refusal, T0};
+use fixtures::{
+    ask, boot, boot_at_t0, on_database, refusal, token, wait_for_state, ConfigText, Refusal, T0,
+};
 
 mod fixtures;
 
@@ -72,8 +73,7 @@ async fn checks_over_http_on_sqlite_and_postgres() {
 async fn the_whole_flow(postgres: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let settings = on_database(settings(dir.path()), postgres.as_deref());
-    let clock = Arc::new(ManualClock::new(T0));
-    let (server, base) = boot(settings.clone(), &clock).await;
+    let (server, base, clock) = boot_at_t0(settings.clone()).await;
     let client = |name: &str| fixtures::client(&base, name);
     let (alice, bob, dave, chuck, ann) = (
         client("alice"),

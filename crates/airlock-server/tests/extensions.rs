@@ -9,16 +9,15 @@
     reason = "test helpers fail by panicking, with the value in the message"
 )]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_server::api::{format_time, DurationInput, RequestQuery, RequestView};
 use airlock_server::client::{Action, Client};
 use airlock_server::config::Settings;
-use airlock_server::engine::ManualClock;
 use airlock_testkit::until;
+
 use fixtures::{
-    ask, audit_of, boot, on_database, refusal, wait_for_state, ConfigText, Refusal, T0, WAIT,
+    ask, audit_of, boot_at_t0, on_database, refusal, wait_for_state, ConfigText, Refusal, T0, WAIT,
 };
 
 mod fixtures;
@@ -87,8 +86,7 @@ async fn extensions_over_http_on_sqlite_and_postgres() {
 async fn the_whole_flow(postgres: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let settings = on_database(settings(dir.path()), postgres.as_deref());
-    let clock = Arc::new(ManualClock::new(T0));
-    let (server, base) = boot(settings, &clock).await;
+    let (server, base, clock) = boot_at_t0(settings).await;
     let client = |name: &str| fixtures::client(&base, name);
     let (alice, bob, ann) = (client("alice"), client("bob"), client("ann"));
 

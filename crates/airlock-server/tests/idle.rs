@@ -20,7 +20,7 @@ use airlock_server::client::Client;
 use airlock_server::config::Settings;
 use airlock_server::engine::{ManualClock, ACTIVITY_LAG, CHECKS_FLUSH_EVERY, IDLE_ROUND};
 use airlock_testkit::until;
-use fixtures::{audit_of_action, boot, on_database, wait_for_state, ConfigText, T0};
+use fixtures::{audit_of_action, boot_at_t0, on_database, wait_for_state, ConfigText, T0};
 
 mod fixtures;
 
@@ -103,8 +103,7 @@ async fn unused_grants_are_warned_then_released_on_sqlite_and_postgres() {
 async fn the_whole_flow(postgres: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let settings = on_database(settings(dir.path()), postgres.as_deref());
-    let clock = Arc::new(ManualClock::new(T0));
-    let (server, base) = boot(settings, &clock).await;
+    let (server, base, clock) = boot_at_t0(settings).await;
     let client = |name: &str| fixtures::client(&base, name);
     let (alice, bob, carol, ann, rhea) = (
         client("alice"),

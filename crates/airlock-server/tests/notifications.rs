@@ -33,7 +33,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use fixtures::{ask, audit_of, token, wait_for_state, ConfigText, T0};
+use fixtures::{ask, audit_of, boot_at_t0, token, wait_for_state, ConfigText, T0};
 
 mod fixtures;
 
@@ -239,8 +239,7 @@ async fn boot() -> Option<Harness> {
     let dir = tempfile::tempdir().unwrap();
     let smtp = SmtpSink::start(dir.path())?;
     let (receiver, target) = Receiver::start().await;
-    let clock = Arc::new(ManualClock::new(T0));
-    let (server, base) = fixtures::boot(settings(dir.path(), smtp.port, &target), &clock).await;
+    let (server, base, clock) = boot_at_t0(settings(dir.path(), smtp.port, &target)).await;
     Some(Harness {
         server,
         clock,
@@ -265,16 +264,8 @@ impl Harness {
 
     /// A SCIM `POST` to `path` with the provisioning token; the new id.
     async fn provision(&self, path: &str, body: serde_json::Value) -> String {
-        let response = reqwest::Client::new()
-            .post(format!("{}/scim/v2/{path}", self.base))
-            .bearer_auth(SCIM_TOKEN)
-            .header("content-type", "application/scim+json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-        let created: serde_json::Value = response.json().await.unwrap();
+        let (status, created) = fixtures::scim(&self.base, SCIM_TOKEN, "POST", path, body).await;
+        assert_eq!(status, 201);
         created["id"].as_str().unwrap().to_owned()
     }
 

@@ -25,12 +25,12 @@ use airlock_core::Timestamp;
 use airlock_server::api::{parse_time, AuditQuery, RequestView};
 use airlock_server::client::Client;
 use airlock_server::config::Settings;
-use airlock_server::engine::{Clock, ManualClock};
+use airlock_server::engine::Clock;
 use airlock_testkit::{bounded, until};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use fixtures::{ask, boot, token, wait_for_state, ConfigText, T0};
+use fixtures::{ask, boot_at_t0, token, wait_for_state, ConfigText, T0};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -246,8 +246,7 @@ async fn revocations_outlast_a_ten_hour_outage_and_land_within_a_backoff_cap_of_
                 ("refuses", &refuses),
             ],
         );
-        let clock = Arc::new(ManualClock::new(T0));
-        let (server, base) = boot(settings, &clock).await;
+        let (server, base, clock) = boot_at_t0(settings).await;
         let alice = fixtures::client(&base, "alice");
 
         // Three one-hour grants, provisioned while every target is up.

@@ -492,38 +492,30 @@ async fn a_scim_deactivation_revokes_a_real_role_grant() {
             token_hash(&scim_token)
         );
         let (server, admin) = boot(&dir, &server_extra, &config).await;
-        let base = format!("http://{}/scim/v2", server.addr());
-        let http = reqwest::Client::new();
-        let created: serde_json::Value = http
-            .post(format!("{base}/Users"))
-            .bearer_auth(&scim_token)
-            .header("content-type", "application/scim+json")
-            .body(
-                r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice"}"#,
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let base = base_url(&server);
+        let (_, created) = fixtures::scim(
+            &base,
+            &scim_token,
+            "POST",
+            "Users",
+            serde_json::json!({"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice"}),
+        )
+        .await;
         let id = created["id"].as_str().unwrap().to_owned();
         let alice = admin.with_token(&token("alice"));
         let grant = request(&alice, "db-admin", 3600).await;
         assert!(t.member("admin", "alice").await);
 
-        let deactivated = http
-            .patch(format!("{base}/Users/{id}"))
-            .bearer_auth(&scim_token)
-            .header("content-type", "application/scim+json")
-            .body(
-                r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                    "Operations":[{"op":"replace","path":"active","value":false}]}"#,
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(deactivated.status().as_u16(), 200);
+        let (deactivated, _) = fixtures::scim(
+            &base,
+            &scim_token,
+            "PATCH",
+            &format!("Users/{id}"),
+            serde_json::json!({"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations":[{"op":"replace","path":"active","value":false}]}),
+        )
+        .await;
+        assert_eq!(deactivated, 200);
         let ended = until(
             Duration::from_secs(15),
             "the role to be revoked",

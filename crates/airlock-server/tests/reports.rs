@@ -3,15 +3,13 @@
 //! scheduler, and the reports of how long requests waited and of how
 //! access was used (approval-quality signals included).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_server::api::{format_time, RequestQuery, WaitsQuery};
 use airlock_server::client::{Action, ClientError};
 use airlock_server::config::Settings;
-use airlock_server::engine::ManualClock;
 use airlock_testkit::{bounded, until};
-use fixtures::{ask, audit_of, boot, wait_for_state, ConfigText, T0};
+use fixtures::{ask, audit_of, boot_at_t0, wait_for_state, ConfigText, T0};
 
 mod fixtures;
 
@@ -52,8 +50,7 @@ pending_timeout = "1h"
 async fn approval_waits_count_only_what_waited_for_a_person() {
     bounded(Duration::from_secs(60), async {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
-        let (server, base) = boot(settings(dir.path()), &clock).await;
+        let (server, base, clock) = boot_at_t0(settings(dir.path())).await;
         let client = |name: &str| fixtures::client(&base, name);
         let request = |name: &'static str| {
             let c = client(name);
@@ -246,8 +243,7 @@ async fn approval_waits_count_only_what_waited_for_a_person() {
 async fn a_waiting_request_reminds_then_escalates_and_the_escalation_group_approves() {
     bounded(Duration::from_secs(60), async {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
-        let (server, base) = boot(settings(dir.path()), &clock).await;
+        let (server, base, clock) = boot_at_t0(settings(dir.path())).await;
         let client = |name: &str| fixtures::client(&base, name);
         let alice = client("alice");
         let sam = client("sam");

@@ -28,7 +28,7 @@ use airlock_server::config::Settings;
 use airlock_server::engine::{Clock, ManualClock};
 use airlock_testkit::{bounded, until};
 use fixtures::{
-    audit_of, audit_of_action, boot, on_database, wait_for_state, ConfigText, T0, WAIT,
+    audit_of, audit_of_action, boot, boot_at_t0, on_database, wait_for_state, ConfigText, T0, WAIT,
 };
 use serde_json::Value;
 
@@ -453,8 +453,7 @@ async fn without_a_tickets_table_the_webhook_is_off() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = settings(dir.path(), "data");
         s.tickets = None;
-        let clock = Arc::new(ManualClock::new(T0));
-        let (server, base) = boot(s, &clock).await;
+        let (server, base, _clock) = boot_at_t0(s).await;
         let answer = Delivery::signed("INC-1", "INC-1", SECRET, T0)
             .send(&base)
             .await;

@@ -28,7 +28,7 @@ use airlock_server::engine::ManualClock;
 use airlock_server::server::Server;
 use airlock_testkit::smtp::SmtpSink;
 use airlock_testkit::{bounded, until};
-use fixtures::{audit_of_action, boot, token, ConfigText, T0};
+use fixtures::{audit_of_action, boot, boot_at_t0, my_requests, token, ConfigText, T0};
 use serde_json::{json, Value};
 
 mod fixtures;
@@ -167,8 +167,8 @@ impl Harness {
     async fn start(vic_ends: Duration) -> Option<Harness> {
         let dir = tempfile::tempdir().unwrap();
         let smtp = SmtpSink::start(dir.path())?;
-        let clock = Arc::new(ManualClock::new(T0));
-        let (server, base) = boot(config(dir.path(), smtp.port, "sara", vic_ends), &clock).await;
+        let config = config(dir.path(), smtp.port, "sara", vic_ends);
+        let (server, base, clock) = boot_at_t0(config).await;
         Some(Harness {
             server,
             clock,
@@ -244,24 +244,7 @@ impl Harness {
 
     /// A SCIM call with the provisioning token: status and body.
     async fn scim(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let http = reqwest::Client::new();
-        let url = format!("{}/scim/v2/{path}", self.base);
-        let request = match method {
-            "POST" => http.post(url),
-            "PATCH" => http.patch(url),
-            "GET" => http.get(url),
-            other => panic!("unsupported method {other}"),
-        };
-        let response = request
-            .bearer_auth(SCIM_TOKEN)
-            .header("content-type", "application/scim+json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        fixtures::scim(&self.base, SCIM_TOKEN, method, path, body).await
     }
 
     /// Provisions a user; their SCIM id.
@@ -425,13 +408,7 @@ async fn a_vendor_asks_only_for_what_is_open_to_externals() {
             "{message}"
         );
         // Recorded as denied, like any denial by policy.
-        let mine = vic
-            .list_requests(&RequestQuery {
-                mine: Some(true),
-                ..RequestQuery::default()
-            })
-            .await
-            .unwrap();
+        let mine = my_requests(&vic).await;
         assert_eq!(mine.len(), 1);
         assert_eq!(mine[0].state, "denied");
         assert!(mine[0]
