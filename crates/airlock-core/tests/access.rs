@@ -20,15 +20,8 @@ mod fixtures;
 
 fn person(id: &str, groups: &[&str], roles: &[Role]) -> User {
     User {
-        id: UserId::parse(id).unwrap(),
-        groups: groups
-            .iter()
-            .map(|g| GroupName::parse(g).unwrap())
-            .collect(),
         roles: roles.iter().copied().collect(),
-        kind: Default::default(),
-        token: None,
-        external: None,
+        ..fixtures::person(id, groups)
     }
 }
 

@@ -17,7 +17,9 @@ use airlock_server::client::{Action, Client};
 use airlock_server::config::{token_hash, Settings};
 use airlock_server::engine::ManualClock;
 use airlock_testkit::until;
-use fixtures::{base_url, start_on, token, unique_name, wait_for_state};
+use fixtures::{
+    base_url, extend, start_on, token, unique_name, wait_for_extension, wait_for_state,
+};
 use sqlx::Connection;
 
 mod fixtures;
@@ -275,23 +277,10 @@ async fn postgres_extension_moves_valid_until() {
     assert_eq!(valid_until(first.login.clone()).await, hour[..19]);
 
     client
-        .act(
-            &id,
-            &Action::Extend {
-                by: DurationInput::Text("30m".into()),
-                reason: "the migration runs long".into(),
-            },
-        )
+        .act(&id, &extend("30m", "the migration runs long"))
         .await
         .unwrap();
-    let extended = until(Duration::from_secs(20), "the extension", || async {
-        let r = client.get_request(&id).await.unwrap();
-        r.extension
-            .as_ref()
-            .is_some_and(|e| e.state == "extended")
-            .then_some(r)
-    })
-    .await;
+    let extended = wait_for_extension(&client, &id, "extended").await;
     let later = airlock_server::api::format_time(t0.plus(Duration::from_secs(5400)));
     assert_eq!(extended.expires_at.as_deref(), Some(later.as_str()));
     assert_eq!(valid_until(first.login.clone()).await, later[..19]);

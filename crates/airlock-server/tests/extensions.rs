@@ -11,13 +11,13 @@
 
 use std::time::Duration;
 
-use airlock_server::api::{format_time, DurationInput, RequestQuery, RequestView};
-use airlock_server::client::{Action, Client};
+use airlock_server::api::{format_time, RequestQuery};
+use airlock_server::client::Action;
 use airlock_server::config::Settings;
-use airlock_testkit::until;
 
 use fixtures::{
-    ask, audit_of, boot_at_t0, on_database, refusal, wait_for_state, ConfigText, Refusal, T0, WAIT,
+    ask, audit_of, boot_at_t0, extend, on_database, refusal, wait_for_extension, wait_for_state,
+    ConfigText, Refusal, T0,
 };
 
 mod fixtures;
@@ -50,29 +50,6 @@ fn settings(dir: &std::path::Path) -> Settings {
         .parse("extensions.toml")
 }
 
-fn extend(by: &str, reason: &str) -> Action {
-    Action::Extend {
-        by: DurationInput::Text(by.to_owned()),
-        reason: reason.to_owned(),
-    }
-}
-
-/// Waits until `id`'s extension is in `state`.
-async fn extension_state(client: &Client, id: &str, state: &str) -> RequestView {
-    until(
-        WAIT,
-        &format!("the extension of {id} to be {state}"),
-        || async {
-            let r = client.get_request(id).await.unwrap();
-            r.extension
-                .as_ref()
-                .is_some_and(|e| e.state == state)
-                .then_some(r)
-        },
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extensions_over_http_on_sqlite_and_postgres() {
     airlock_testkit::on_sqlite_and_postgres(
@@ -102,7 +79,7 @@ async fn the_whole_flow(postgres: Option<String>) {
         (e.by_seconds, e.previous_expires_at.as_str()),
         (1800, format_time(T0.plus(60 * MINUTE)).as_str())
     );
-    let r = extension_state(&alice, &logs, "extended").await;
+    let r = wait_for_extension(&alice, &logs, "extended").await;
     assert_eq!(r.expires_at, Some(format_time(T0.plus(90 * MINUTE))));
     assert_eq!(r.duration_seconds, 90 * 60);
     assert_eq!(r.state, "active");
@@ -174,7 +151,7 @@ async fn the_whole_flow(postgres: Option<String>) {
     bob.act(&db, &Action::Approve { comment: None })
         .await
         .unwrap();
-    let r = extension_state(&alice, &db, "extended").await;
+    let r = wait_for_extension(&alice, &db, "extended").await;
     assert_eq!(r.expires_at, Some(format_time(T0.plus(90 * MINUTE))));
     assert!(bob.list_requests(&awaiting).await.unwrap().is_empty());
 

@@ -33,7 +33,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use fixtures::{ask, audit_of, boot_at_t0, token, wait_for_state, ConfigText, T0};
+use fixtures::{ask, audit_of, boot_at_t0, extend, token, wait_for_state, ConfigText, T0};
 
 mod fixtures;
 
@@ -704,13 +704,7 @@ async fn a_break_glass_use_is_announced_reviewed_and_chased_across_a_restart() {
         // Extended, a break-glass grant still ends within its own maximum.
         let longer = h
             .client("erin")
-            .act(
-                &id,
-                &Action::Extend {
-                    by: DurationInput::Text("50m".to_owned()),
-                    reason: "still wedged".to_owned(),
-                },
-            )
+            .act(&id, &extend("50m", "still wedged"))
             .await;
         let refusal = format!("{longer:?}");
         assert!(refusal.contains("at most 40m"), "{refusal}");
