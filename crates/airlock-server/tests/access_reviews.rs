@@ -19,7 +19,7 @@ use airlock_server::client::ClientError;
 use airlock_server::config::Settings;
 use airlock_testkit::smtp::SmtpSink;
 use airlock_testkit::{bounded, until};
-use fixtures::{ask, boot_at_t0, ConfigText, T0, WAIT};
+use fixtures::{ask, boot_at_t0, metrics, ConfigText, T0, WAIT};
 
 mod fixtures;
 
@@ -242,12 +242,7 @@ async fn a_campaign_runs_on_its_schedule_and_its_decisions_hold() {
         )
         .await
         .unwrap();
-        let metrics = reqwest::get(format!("{base}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics(&base).await;
         assert!(
             metrics.contains("airlock_access_review_items_open 4\n"),
             "{metrics}"

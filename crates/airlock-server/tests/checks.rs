@@ -20,7 +20,8 @@ use airlock_server::config::Settings;
 use airlock_server::engine::{Clock, CHECKS_FLUSH_EVERY};
 use airlock_testkit::until;
 use fixtures::{
-    ask, boot, boot_at_t0, on_database, refusal, token, wait_for_state, ConfigText, Refusal, T0,
+    ask, boot, boot_at_t0, metrics, on_database, refusal, token, wait_for_state, ConfigText,
+    Refusal, T0,
 };
 
 mod fixtures;
@@ -158,14 +159,7 @@ async fn the_whole_flow(postgres: Option<String>) {
 
     // Answered checks are counted at `/metrics` by answer; the refused and
     // the malformed are no answers.
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&base).await;
     for line in [
         "airlock_checks_total{answer=\"holds\"} 4\n",
         "airlock_checks_total{answer=\"does_not_hold\"} 2\n",

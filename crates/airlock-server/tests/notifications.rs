@@ -360,12 +360,7 @@ impl Harness {
     }
 
     async fn metric(&self, line_start: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = fixtures::metrics(&self.base).await;
         text.lines()
             .find_map(|l| l.strip_prefix(line_start))
             .unwrap_or_else(|| panic!("no `{line_start}` in {text}"))

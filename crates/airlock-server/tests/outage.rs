@@ -30,7 +30,7 @@ use airlock_testkit::{bounded, until};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use fixtures::{ask, boot_at_t0, token, wait_for_state, ConfigText, T0};
+use fixtures::{ask, boot_at_t0, metrics, token, wait_for_state, ConfigText, T0};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -216,12 +216,7 @@ fn next_attempt(views: &[RequestView]) -> Timestamp {
 
 /// The value of an unlabelled gauge in the `/metrics` text.
 async fn gauge(base: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(base).await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no {name} in {text}"))
