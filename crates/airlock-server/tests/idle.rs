@@ -75,9 +75,11 @@ const LOGOUT: &str = "Disconnected from user root 127.0.0.1 port 45468";
 /// clock is moved on by a round each time a wait drags on.
 async fn event_at(ann: &Client, clock: &ManualClock, id: &str, action: &str) -> AuditEventView {
     for _ in 0..10 {
+        // The outer bound ends the wait; the inner one, which panics, is
+        // only there to be longer.
         let found = tokio::time::timeout(
             Duration::from_secs(3),
-            until(Duration::from_secs(3), action, || async {
+            until(Duration::from_secs(60), action, || async {
                 audit_of_action(ann, id, action).await.into_iter().next()
             }),
         )
