@@ -643,7 +643,8 @@ pub(crate) fn progress(
         let began = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            say!(
+            // Progress, not a figure: printed, not recorded.
+            println!(
                 "  {label}: {} of {total} after {:.0}s",
                 count(),
                 began.elapsed().as_secs_f64()

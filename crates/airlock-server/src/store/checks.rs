@@ -254,15 +254,27 @@ const TALLIES_PER_STATEMENT: usize = 5_000;
 /// hands every query and row across; at thousands of checks a second those
 /// thread switches were most of a check's time (`airlock-bench check`).
 /// A lookup by the one-open-request index takes microseconds, so it runs
-/// where the check is, on one of a few read-only connections: whichever is
-/// free, else waiting for the first. Each lookup is its own read
+/// where the check is, on a read-only connection that thread keeps for
+/// this store: no lock is shared, so a thread that is descheduled in the
+/// middle of a lookup holds up nobody else's. Each lookup is its own read
 /// transaction, so it sees every batch the writer committed before it (in
 /// WAL mode readers neither wait for the writer nor hold it up). Nothing is
-/// loaded at start and nothing is kept in memory but SQLite's page cache.
-/// PostgreSQL keeps the grouped query ([`answer_lookups`]).
+/// loaded at start and nothing is kept in memory but SQLite's page cache of
+/// each connection. PostgreSQL keeps the grouped query ([`answer_lookups`]).
 pub(super) struct DirectLookups {
-    connections: Vec<std::sync::Mutex<rusqlite::Connection>>,
+    path: std::path::PathBuf,
+    /// Which of a thread's connections are this store's.
+    store: u64,
 }
+
+thread_local! {
+    /// Each thread's lookup connections, by store (tests open several).
+    static LOOKUP_CONNECTIONS: std::cell::RefCell<std::collections::HashMap<u64, rusqlite::Connection>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Numbers the stores of this process for [`LOOKUP_CONNECTIONS`].
+static NEXT_STORE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The lookup: written with the condition of `requests_one_open` as in
 /// [`OPEN`], so SQLite answers it from that partial index.
@@ -283,26 +295,40 @@ fn sqlite_err(e: rusqlite::Error) -> StoreError {
 }
 
 impl DirectLookups {
-    /// `connections` read-only connections to the SQLite file at `path`
-    /// (at least one).
-    pub(super) fn open(
-        path: &std::path::Path,
-        connections: usize,
-    ) -> Result<DirectLookups, StoreError> {
+    /// Lookups in the SQLite file at `path`; checks that it opens.
+    pub(super) fn open(path: &std::path::Path) -> Result<DirectLookups, StoreError> {
+        let lookups = DirectLookups {
+            path: path.to_owned(),
+            store: NEXT_STORE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        lookups.connect()?;
+        Ok(lookups)
+    }
+
+    fn connect(&self) -> Result<rusqlite::Connection, StoreError> {
         let flags =
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let connections = (0..connections.max(1))
-            .map(|_| {
-                let conn =
-                    rusqlite::Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
-                conn.busy_timeout(std::time::Duration::from_secs(10))
-                    .map_err(sqlite_err)?;
-                conn.pragma_update(None, "cache_size", DIRECT_CACHE_PAGES)
-                    .map_err(sqlite_err)?;
-                Ok(std::sync::Mutex::new(conn))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(DirectLookups { connections })
+        let conn = rusqlite::Connection::open_with_flags(&self.path, flags).map_err(sqlite_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sqlite_err)?;
+        conn.pragma_update(None, "cache_size", DIRECT_CACHE_PAGES)
+            .map_err(sqlite_err)?;
+        Ok(conn)
+    }
+
+    /// Runs `lookup` on this thread's connection to the store.
+    fn on_connection<T>(
+        &self,
+        lookup: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        LOOKUP_CONNECTIONS.with(|connections| {
+            let mut connections = connections.borrow_mut();
+            let conn = match connections.entry(self.store) {
+                std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
+                std::collections::hash_map::Entry::Vacant(none) => none.insert(self.connect()?),
+            };
+            lookup(conn)
+        })
     }
 
     /// The open request of `requester` for `entitlement`, if any.
@@ -311,53 +337,41 @@ impl DirectLookups {
         requester: &UserId,
         entitlement: &EntitlementId,
     ) -> Result<Option<OpenRequest>, StoreError> {
-        let free = self.connections.iter().find_map(|c| c.try_lock().ok());
-        let conn = match free {
-            Some(conn) => conn,
-            None => self
-                .connections
-                .first()
-                .ok_or_else(|| StoreError::Database("no lookup connection".to_owned()))?
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        };
-        let mut statement = conn
-            .prepare_cached(&direct_lookup_sql())
-            .map_err(sqlite_err)?;
-        let mut rows = statement
-            .query([requester.as_str(), entitlement.as_str()])
-            .map_err(sqlite_err)?;
-        let Some(row) = rows.next().map_err(sqlite_err)? else {
-            return Ok(None);
-        };
-        let id: String = row.get(0).map_err(sqlite_err)?;
-        let state: String = row.get(1).map_err(sqlite_err)?;
-        let expires_at: Option<i64> = row.get(2).map_err(sqlite_err)?;
-        let corrupt = |what: String| StoreError::Corrupt(format!("request `{id}`: {what}"));
-        Ok(Some(OpenRequest {
-            id: RequestId::parse(&id).map_err(|e| corrupt(format!("id {e}")))?,
-            state: State::parse(&state)
-                .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
-            expires_at: expires_at.map(Timestamp::from_unix_millis),
-        }))
+        self.on_connection(|conn| {
+            let mut statement = conn
+                .prepare_cached(&direct_lookup_sql())
+                .map_err(sqlite_err)?;
+            let mut rows = statement
+                .query([requester.as_str(), entitlement.as_str()])
+                .map_err(sqlite_err)?;
+            let Some(row) = rows.next().map_err(sqlite_err)? else {
+                return Ok(None);
+            };
+            let id: String = row.get(0).map_err(sqlite_err)?;
+            let state: String = row.get(1).map_err(sqlite_err)?;
+            let expires_at: Option<i64> = row.get(2).map_err(sqlite_err)?;
+            let corrupt = |what: String| StoreError::Corrupt(format!("request `{id}`: {what}"));
+            Ok(Some(OpenRequest {
+                id: RequestId::parse(&id).map_err(|e| corrupt(format!("id {e}")))?,
+                state: State::parse(&state)
+                    .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
+                expires_at: expires_at.map(Timestamp::from_unix_millis),
+            }))
+        })
     }
 
     /// The plan SQLite chooses for the lookup, as text.
     pub(super) fn plan(&self) -> Result<String, StoreError> {
-        let conn = self
-            .connections
-            .first()
-            .ok_or_else(|| StoreError::Database("no lookup connection".to_owned()))?
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut statement = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", direct_lookup_sql()))
-            .map_err(sqlite_err)?;
-        let lines = statement
-            .query_map(["someone", "something"], |row| row.get::<_, String>(3))
-            .map_err(sqlite_err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sqlite_err)?;
-        Ok(lines.join("\n"))
+        self.on_connection(|conn| {
+            let mut statement = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", direct_lookup_sql()))
+                .map_err(sqlite_err)?;
+            let lines = statement
+                .query_map(["someone", "something"], |row| row.get::<_, String>(3))
+                .map_err(sqlite_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sqlite_err)?;
+            Ok(lines.join("\n"))
+        })
     }
 }

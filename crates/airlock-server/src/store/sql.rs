@@ -405,13 +405,10 @@ impl SqlStore {
                     .map_err(db_err)?,
             ),
         };
-        // SQLite: checks look up on connections of their own (see
-        // `checks::DirectLookups`), one per worker thread that may ask.
+        // SQLite: checks look up on connections of their own, one per
+        // thread that asks (see `checks::DirectLookups`).
         let direct = match location {
-            Location::Sqlite(path) => Some(super::checks::DirectLookups::open(
-                path,
-                std::thread::available_parallelism().map_or(2, usize::from),
-            )?),
+            Location::Sqlite(path) => Some(super::checks::DirectLookups::open(path)?),
             Location::Postgres(_) => None,
         };
         let standing = (backend == Backend::Sqlite)
