@@ -479,7 +479,6 @@ fn run_admitted(
         let _ = to_user.flush();
     }
     end_group(&mut running);
-    drop(raw);
     let exit_code = match (ending, running.child.try_wait()) {
         (Ending::Exited, Ok(Some(status))) => status.code().unwrap_or(1),
         _ => 1,
@@ -493,6 +492,9 @@ fn run_admitted(
             Err(_) => break,
         }
     }
+    // The user's terminal mode comes back only now: output relayed after
+    // it would be translated (`\n` to `\r\n`) and differ from the recording.
+    drop(raw);
     let ended_at = wall_now();
     let recording = recorder.finish(start.elapsed());
     let upload = SessionUpload {
