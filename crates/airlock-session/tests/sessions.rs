@@ -229,6 +229,19 @@ async fn a_session_open_at_release_ends_within_a_second_and_replays_as_seen() {
             assert_eq!(recorded[0].details["session"], s.id);
             assert_eq!(recorded[0].details["ending"], "revoked");
 
+            // Only those who may see the request read its sessions: not
+            // the host's reporter token.
+            let web1 = Client::new(&format!("http://127.0.0.1:{port}"), "web1-token").unwrap();
+            for refused in [
+                web1.ssh_sessions(&id).await.map(|_| ()),
+                web1.ssh_session(&s.id).await.map(|_| ()),
+            ] {
+                match refused {
+                    Err(airlock_server::client::ClientError::Api { status: 404, .. }) => {}
+                    other => panic!("the reporter read a session: {other:?}"),
+                }
+            }
+
             // The replay is what the client saw, byte for byte (the
             // companion's own goodbye aside).
             let replayed = play(port, &s.id);
