@@ -133,6 +133,21 @@ async fn grant(client: &Client, public_key: &str) -> RequestView {
     .await
 }
 
+/// A server on a free port, the SSH host trusting it, and alice's active
+/// grant for the host's key.
+async fn set_up(
+    tools: &OpenSsh,
+    postgres: Option<&str>,
+) -> (tempfile::TempDir, u16, Server, Client, Host, RequestView) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = boot(dir.path(), port, postgres).await;
+    let alice = Client::new(&format!("http://127.0.0.1:{port}"), "alice-token").unwrap();
+    let host = host(tools, dir.path(), port);
+    let active = grant(&alice, &host.key.public).await;
+    (dir, port, server, alice, host, active)
+}
+
 /// `airlock session play ID --no-wait` as alice: what it printed.
 fn play(port: u16, session: &str) -> Vec<u8> {
     let out = Command::new(airlock_bin())
@@ -155,12 +170,7 @@ async fn a_session_open_at_release_ends_within_a_second_and_replays_as_seen() {
     on_sqlite_and_postgres("airlock_ssh_release", Duration::from_secs(90), |pg| {
         let tools = &tools;
         async move {
-            let dir = tempfile::tempdir().unwrap();
-            let port = free_port();
-            let server = boot(dir.path(), port, pg.as_deref()).await;
-            let alice = Client::new(&format!("http://127.0.0.1:{port}"), "alice-token").unwrap();
-            let host = host(tools, dir.path(), port);
-            let active = grant(&alice, &host.key.public).await;
+            let (_dir, port, server, alice, host, active) = set_up(tools, pg.as_deref()).await;
             let id = active.id.clone();
             let cert = host.key.write_certificate(&active.certificate.unwrap());
 
@@ -277,25 +287,13 @@ async fn a_session_open_at_release_ends_within_a_second_and_replays_as_seen() {
     .await;
 }
 
-/// `(valid_before as Unix seconds)` of a certificate file, as `ssh-keygen
-/// -L` reads it.
+/// A certificate file's `valid_before`, Unix seconds.
 fn valid_before(tools: &OpenSsh, certificate: &Path) -> i64 {
-    let out = Command::new(&tools.keygen)
-        .arg("-L")
-        .arg("-f")
-        .arg(certificate)
-        .env("TZ", "UTC")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let to = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Valid: from "))
-        .and_then(|l| l.split_once(" to "))
-        .map(|(_, to)| format!("{to}Z"))
-        .unwrap();
-    let t = airlock_server::api::parse_time(&to).unwrap();
-    t.unix_millis() / 1000
+    let (_, to) = tools.validity(certificate);
+    airlock_server::api::parse_time(&format!("{to}Z"))
+        .unwrap()
+        .unix_millis()
+        / 1000
 }
 
 /// A certificate for `key` from the CA key at `ca`, with `key_id`, valid
@@ -320,12 +318,8 @@ async fn a_session_open_at_expiry_ends_then_with_airlock_down_and_its_record_fol
     on_sqlite_and_postgres("airlock_ssh_expiry", Duration::from_secs(90), |pg| {
         let tools = &tools;
         async move {
-            let dir = tempfile::tempdir().unwrap();
-            let port = free_port();
-            let server = boot(dir.path(), port, pg.as_deref()).await;
-            let alice = Client::new(&format!("http://127.0.0.1:{port}"), "alice-token").unwrap();
-            let host = host(tools, dir.path(), port);
-            let id = grant(&alice, &host.key.public).await.id;
+            let (dir, port, server, alice, host, active) = set_up(tools, pg.as_deref()).await;
+            let id = active.id;
             // The grant's certificate lasts ten minutes; one from the same
             // CA for the same request lasting seconds stands for a grant
             // about to expire.

@@ -47,6 +47,27 @@ impl OpenSsh {
         })
     }
 
+    /// The validity window `ssh-keygen -L` reads from a certificate file,
+    /// as `(from, to)` in UTC (`2026-12-06T10:00:00`).
+    ///
+    /// # Panics
+    /// When ssh-keygen cannot run or prints no window.
+    pub fn validity(&self, certificate: &Path) -> (String, String) {
+        let out = Command::new(&self.keygen)
+            .arg("-L")
+            .arg("-f")
+            .arg(certificate)
+            .env("TZ", "UTC")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ssh-keygen: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("Valid: from "))
+            .and_then(|l| l.split_once(" to "))
+            .map(|(from, to)| (from.to_owned(), to.to_owned()))
+            .unwrap_or_else(|| panic!("no validity in `ssh-keygen -L`: {text}"))
+    }
+
     /// A new Ed25519 key pair from `ssh-keygen`, unencrypted, at `path` and
     /// `path.pub`.
     pub fn new_key(&self, path: &Path) -> UserKey {

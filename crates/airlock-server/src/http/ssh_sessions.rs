@@ -40,10 +40,15 @@ fn report(body: SessionUpload) -> ApiResult<SessionReport> {
     // document does not offer here).
     let time = |field: &str, raw: &str| {
         let shown = raw.chars().take(40).collect::<String>();
-        if !raw.contains('T') {
+        // A time with its offset: `Z` or `±HH:MM` at the end.
+        let offset = raw.ends_with('Z')
+            || raw
+                .get(raw.len().saturating_sub(6)..)
+                .is_some_and(|o| o.starts_with(['+', '-']) && o.get(3..4) == Some(":"));
+        if !raw.contains('T') || !offset {
             return Err(ApiError::invalid(
                 field,
-                format!("`{shown}` must be an RFC 3339 time"),
+                format!("`{shown}` must be an RFC 3339 time with its offset"),
             ));
         }
         parse_time(raw).map_err(|e| ApiError::invalid(field, format!("`{shown}`: {e}")))
