@@ -4,7 +4,7 @@
 //! ```text
 //! airlock-session [--config PATH]           run the session sshd started
 //! airlock-session [--config PATH] send      post the spooled records now
-//! airlock-session [--config PATH] send --retry
+//! airlock-session [--config PATH] send --retry [--file RECORD]
 //! ```
 
 use std::path::PathBuf;
@@ -14,12 +14,13 @@ use airlock_session::config::{Config, DEFAULT_PATH};
 use airlock_session::session::{self, SshEnv};
 use airlock_session::spool;
 
-const USAGE: &str = "usage: airlock-session [--config PATH] [send [--retry]]";
+const USAGE: &str = "usage: airlock-session [--config PATH] [send [--retry] [--file RECORD]]";
 
 fn main() -> ExitCode {
     let mut config_path = PathBuf::from(DEFAULT_PATH);
     let mut send = false;
     let mut retry = false;
+    let mut only: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -29,6 +30,10 @@ fn main() -> ExitCode {
             },
             "send" => send = true,
             "--retry" if send => retry = true,
+            "--file" if send => match args.next() {
+                Some(path) => only = Some(PathBuf::from(path)),
+                None => return usage("--file needs a path"),
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -45,7 +50,7 @@ fn main() -> ExitCode {
         }
     };
     if send {
-        return match spool::send_all(&config, retry) {
+        return match spool::send_all(&config, retry, only.as_deref()) {
             Ok(sent) => {
                 eprintln!(
                     "airlock-session: {} sent, {} refused, {} left",
@@ -64,12 +69,12 @@ fn main() -> ExitCode {
         };
     }
     // Records left by earlier sessions go first, apart from this one.
-    spool::start_sender(&config, &config_path);
+    spool::start_sender(&config, &config_path, None);
     let env = SshEnv::from_process();
     match session::run(&config, &env) {
         Ok(outcome) => {
-            if outcome.spooled.is_some() {
-                spool::start_sender(&config, &config_path);
+            if let Some(record) = &outcome.spooled {
+                spool::start_sender(&config, &config_path, Some(record));
             }
             ExitCode::from(u8::try_from(outcome.exit_code).unwrap_or(1))
         }

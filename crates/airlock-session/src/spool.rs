@@ -11,6 +11,8 @@
 //! The spool is bounded (`spool_max_bytes`): a record that would pass the
 //! bound is kept without its recording, and says so.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -53,7 +55,15 @@ pub fn keep(config: &Config, record: &Spooled, started_at: Timestamp) -> Result<
     );
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).map_err(|e| format!("cannot write `{}`: {e}", tmp.display()))?;
+    // Owner-only: a recording may hold what the user typed.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write `{}`: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("cannot rename `{}`: {e}", tmp.display()))?;
     Ok(path)
 }
@@ -102,12 +112,19 @@ enum PostError {
     Refused(String),
 }
 
-/// Posts every waiting record; with `retry`, keeps trying what could not be
-/// sent for `config.retry_for`.
-pub fn send_all(config: &Config, retry: bool) -> Result<Sent, String> {
+/// Posts every waiting record (or only `only`, one the caller wrote: a
+/// spool its accounts may write but not list still sends each session's
+/// own record); with `retry`, keeps trying what could not be sent for
+/// `config.retry_for`.
+pub fn send_all(config: &Config, retry: bool, only: Option<&Path>) -> Result<Sent, String> {
+    let waiting = || match only {
+        Some(file) if file.exists() => vec![file.to_owned()],
+        Some(_) => Vec::new(),
+        None => pending(&config.spool_dir),
+    };
     let Some(url) = &config.url else {
         return Ok(Sent {
-            left: pending(&config.spool_dir).len(),
+            left: waiting().len(),
             ..Sent::default()
         });
     };
@@ -129,7 +146,7 @@ pub fn send_all(config: &Config, retry: bool) -> Result<Sent, String> {
     let mut done = Sent::default();
     loop {
         let mut blocked = None;
-        for file in pending(&config.spool_dir) {
+        for file in waiting() {
             match runtime.block_on(post(&client, url, &token, &file)) {
                 Ok(()) => {
                     done.sent += 1;
@@ -154,7 +171,7 @@ pub fn send_all(config: &Config, retry: bool) -> Result<Sent, String> {
             return Ok(done);
         };
         if !retry || Instant::now() + pause > until {
-            done.left = pending(&config.spool_dir).len();
+            done.left = waiting().len();
             eprintln!(
                 "airlock-session: {} records left in the spool: {why}",
                 done.left
@@ -211,9 +228,10 @@ async fn post(
 
 /// Starts a sender apart from the session (its own process group, no
 /// terminal, its messages appended to `spool_dir/sender.log`), so the
-/// session ends without waiting for Airlock.
-pub fn start_sender(config: &Config, config_path: &Path) {
-    if config.url.is_none() || pending(&config.spool_dir).is_empty() {
+/// session ends without waiting for Airlock: for `only` (the session's own
+/// record), or for whatever the spool holds.
+pub fn start_sender(config: &Config, config_path: &Path, only: Option<&Path>) {
+    if config.url.is_none() || (only.is_none() && pending(&config.spool_dir).is_empty()) {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -227,10 +245,15 @@ pub fn start_sender(config: &Config, config_path: &Path) {
         Ok(f) => std::process::Stdio::from(f),
         Err(_) => std::process::Stdio::null(),
     };
-    let _ = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    command
         .arg("--config")
         .arg(config_path)
-        .args(["send", "--retry"])
+        .args(["send", "--retry"]);
+    if let Some(file) = only {
+        command.arg("--file").arg(file);
+    }
+    let _ = command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
