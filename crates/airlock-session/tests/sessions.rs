@@ -82,6 +82,27 @@ struct Host {
     key: UserKey,
 }
 
+/// sshd trusting the CA at `ca_pub` (with `krl`), running the companion
+/// with `config` for every login.
+fn sshd_with_companion(
+    tools: &OpenSsh,
+    dir: &Path,
+    ca_pub: &Path,
+    krl: &Path,
+    config: &Path,
+) -> Sshd {
+    let trust = Trust {
+        ca_public_key: ca_pub,
+        principal: PRINCIPAL,
+        krl,
+    };
+    let extra = format!(
+        "ExposeAuthInfo yes\nForceCommand {COMPANION} --config {}\n",
+        config.display()
+    );
+    Sshd::start_with(tools, dir, &trust, &extra)
+}
+
 fn host(tools: &OpenSsh, dir: &Path, port: u16) -> Host {
     let ssh_dir = dir.join("data").join("ssh");
     let (ca_pub, krl) = (ssh_dir.join("ca_ed25519.pub"), ssh_dir.join("revoked.krl"));
@@ -99,16 +120,7 @@ fn host(tools: &OpenSsh, dir: &Path, port: u16) -> Host {
         ),
     )
     .unwrap();
-    let trust = Trust {
-        ca_public_key: &ca_pub,
-        principal: PRINCIPAL,
-        krl: &krl,
-    };
-    let extra = format!(
-        "ExposeAuthInfo yes\nForceCommand {COMPANION} --config {}\n",
-        config.display()
-    );
-    let sshd = Sshd::start_with(tools, dir, &trust, &extra);
+    let sshd = sshd_with_companion(tools, dir, &ca_pub, &krl, &config);
     let key = tools.new_key(&dir.join("id_alice"));
     Host { sshd, spool, key }
 }
@@ -437,16 +449,7 @@ fn a_certificate_without_an_airlock_key_id_is_refused_before_anything_runs() {
     )
     .unwrap();
     let ca_pub = PathBuf::from(format!("{}.pub", ca.path.display()));
-    let trust = Trust {
-        ca_public_key: &ca_pub,
-        principal: PRINCIPAL,
-        krl: &krl,
-    };
-    let extra = format!(
-        "ExposeAuthInfo yes\nForceCommand {COMPANION} --config {}\n",
-        config.display()
-    );
-    let sshd = Sshd::start_with(&tools, dir.path(), &trust, &extra);
+    let sshd = sshd_with_companion(&tools, dir.path(), &ca_pub, &krl, &config);
     let key = tools.new_key(&dir.path().join("id_user"));
     let marker = dir.path().join("ran");
     let command = format!("touch {}", marker.display());
