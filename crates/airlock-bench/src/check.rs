@@ -15,7 +15,6 @@
 //! processes over the run.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,8 +29,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use crate::child::{cpu_time, status_kib, ChildServer};
+use crate::report::say;
 use crate::store::{progress, seed_worker, Backend, Scratch, Seed};
-use crate::{now_ms, percentile, toml_string};
+use crate::{now_ms, percentile};
 
 /// The entitlement every seeded grant is for.
 const ENTITLEMENT: &str = "bench-check";
@@ -104,7 +105,7 @@ async fn bench(
     dir: &Path,
     location: &Location,
 ) -> anyhow::Result<()> {
-    println!(
+    say!(
         "airlock-bench check: {} active grants on {}, {} checks/s for {}s over {} connections, on {} cores",
         args.grants,
         backend.label(),
@@ -123,7 +124,7 @@ async fn bench(
     let seeded_marker = dir.join("seeded");
     let seeded = std::fs::read_to_string(&seeded_marker).ok();
     if args.reuse.is_some() && seeded.as_deref() == Some(args.grants.to_string().as_str()) {
-        println!(
+        say!(
             "reusing the {} grants seeded in {}",
             args.grants,
             dir.display()
@@ -149,26 +150,13 @@ async fn bench(
 
     let config = dir.join("airlock.toml");
     std::fs::write(&config, server_config(&data_dir, &location))?;
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("serve-config")
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the server")?;
-    let pid = server.id().context("the server exited at once")?;
-    let mut lines = BufReader::new(server.stdout.take().context("no server stdout")?).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-            .await
-            .context("the server did not start within 120 s")??
-            .context("the server exited before listening")?;
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            break addr.to_owned();
-        }
-    };
-    println!("server (pid {pid}) listening on {addr}");
+    let server = ChildServer::start(&config).await?;
+    let (pid, addr) = (server.pid, server.addr.clone());
+    say!(
+        "server (pid {pid}) ready in {:.2}s from its start (store open, scheduler running, listening on {addr}), {:.1} MiB resident at rest",
+        server.ready.as_secs_f64(),
+        status_kib(pid, "VmRSS")? as f64 / 1024.0
+    );
 
     // The load generator runs on one thread of its own: on a 2-core
     // machine each more runnable thread of it takes a core from the server
@@ -183,12 +171,7 @@ async fn bench(
     })
     .await
     .context("the load generator's thread")?;
-    // Closing its stdin stops the server (which flushes the check counts).
-    drop(server.stdin.take());
-    let stopped = tokio::time::timeout(Duration::from_secs(30), server.wait()).await;
-    if stopped.is_err() {
-        let _ = server.kill().await;
-    }
+    server.stop().await;
     let f = figures?;
     print_figures(args, &f);
     Ok(())
@@ -239,7 +222,7 @@ async fn seed(location: &Location, args: &CheckArgs) -> anyhow::Result<()> {
     }
     drop(seeding_progress);
     let took = began.elapsed().as_secs_f64();
-    println!(
+    say!(
         "seeded {} active grants through the store in {took:.1}s ({:.0} grants/s)",
         args.grants,
         args.grants as f64 / took
@@ -250,16 +233,8 @@ async fn seed(location: &Location, args: &CheckArgs) -> anyhow::Result<()> {
 /// The server's config: loopback, the store seeded, the entitlement, and
 /// a checker whose token the load generator uses.
 fn server_config(data_dir: &Path, location: &Location) -> String {
-    let database = match location {
-        Location::Postgres(url) => format!("database = {}\n", toml_string(url)),
-        Location::Sqlite(_) => String::new(),
-    };
     format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-data_dir = {data_dir}
-{database}reconcile_every = "off"
-
+        r#"{server}
 [connectors.noop]
 type = "command"
 program = "/bin/true"
@@ -280,28 +255,9 @@ groups = ["check-holders"]
 roles = ["checker"]
 token_sha256 = "{hash}"
 "#,
-        data_dir = toml_string(&data_dir.display().to_string()),
+        server = crate::server_table(data_dir, location),
         hash = airlock_server::config::token_hash(CHECKER_TOKEN),
     )
-}
-
-/// `serve-config PATH`: the server the bench measures, in a process of its
-/// own. Prints `listening on ADDR`, then serves until its stdin closes.
-pub async fn serve_config(path: PathBuf) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&path)?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let settings =
-        airlock_server::config::Settings::parse(&path.display().to_string(), &text, base)?;
-    let server = airlock_server::server::start(settings).await?;
-    println!("listening on {}", server.addr());
-    tokio::task::spawn_blocking(|| {
-        use std::io::Read as _;
-        let mut sink = [0u8; 64];
-        while std::io::stdin().read(&mut sink).is_ok_and(|n| n > 0) {}
-    })
-    .await?;
-    server.shutdown().await;
-    Ok(())
 }
 
 /// What the run measured.
@@ -319,6 +275,8 @@ struct Figures {
     seconds: Vec<Vec<f64>>,
     first_error: Option<String>,
     server_rss_kib: u64,
+    /// The most the server was ever resident.
+    server_peak_kib: u64,
     server_cpu: Duration,
     client_cpu: Duration,
 }
@@ -410,6 +368,7 @@ async fn drive(args: &CheckArgs, addr: &str, server_pid: u32) -> anyhow::Result<
         first_error: None,
         seconds: Vec::new(),
         server_rss_kib: 0,
+        server_peak_kib: 0,
         server_cpu: Duration::ZERO,
         client_cpu: Duration::ZERO,
     };
@@ -437,7 +396,8 @@ async fn drive(args: &CheckArgs, addr: &str, server_pid: u32) -> anyhow::Result<
     figures.elapsed = tokio::time::Instant::now().duration_since(start);
     figures.server_cpu = cpu_time(server_pid)?.saturating_sub(server_cpu_before);
     figures.client_cpu = cpu_time(std::process::id())?.saturating_sub(client_cpu_before);
-    figures.server_rss_kib = resident_kib(server_pid)?;
+    figures.server_rss_kib = status_kib(server_pid, "VmRSS")?;
+    figures.server_peak_kib = status_kib(server_pid, "VmHWM")?;
     for v in [&mut figures.latencies_ms, &mut figures.lag_ms]
         .into_iter()
         .chain(figures.seconds.iter_mut())
@@ -451,25 +411,28 @@ fn print_figures(args: &CheckArgs, f: &Figures) {
     let secs = f.elapsed.as_secs_f64();
     let p = |q| percentile(&f.latencies_ms, q);
     let max = f.latencies_ms.last().copied().unwrap_or(f64::NAN);
-    println!(
+    say!(
         "checks: {} sent, {} answered holds, {} errors, {} wrong answers",
-        f.sent, f.ok, f.errors, f.wrong
+        f.sent,
+        f.ok,
+        f.errors,
+        f.wrong
     );
-    println!(
+    say!(
         "sent after due (timer granularity 1 ms, or the connection still busy): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         percentile(&f.lag_ms, 50.0),
         percentile(&f.lag_ms, 99.0),
         f.lag_ms.last().copied().unwrap_or(f64::NAN)
     );
     if let Some(e) = &f.first_error {
-        println!("first error: {e}");
+        say!("first error: {e}");
     }
-    println!(
+    say!(
         "rate: {:.0} checks/s achieved ({} asked) over {secs:.2}s",
         f.ok as f64 / secs,
         args.rate
     );
-    println!(
+    say!(
         "latency (sent → whole answer): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         p(50.0),
         p(99.0),
@@ -486,7 +449,7 @@ fn print_figures(args: &CheckArgs, f: &Figures) {
     };
     if args.timeline {
         for (i, v) in f.seconds.iter().enumerate() {
-            println!("  {}", second_line(i, v));
+            say!("  {}", second_line(i, v));
         }
     }
     // Whether the tail is spread over the run or one stall.
@@ -496,18 +459,19 @@ fn print_figures(args: &CheckArgs, f: &Figures) {
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     if let Some((i, v)) = worst {
-        println!("worst {}", second_line(i, v));
+        say!("worst {}", second_line(i, v));
     }
-    println!(
-        "server: {:.1} MiB resident, {:.2}s CPU ({:.0}% of one core); load generator: {:.2}s CPU ({:.0}%)",
+    say!(
+        "server: {:.1} MiB resident ({:.1} MiB at its peak), {:.2}s CPU ({:.0}% of one core); load generator: {:.2}s CPU ({:.0}%)",
         f.server_rss_kib as f64 / 1024.0,
+        f.server_peak_kib as f64 / 1024.0,
         f.server_cpu.as_secs_f64(),
         100.0 * f.server_cpu.as_secs_f64() / secs,
         f.client_cpu.as_secs_f64(),
         100.0 * f.client_cpu.as_secs_f64() / secs
     );
     let pass = p(99.0) <= TARGET_P99_MS && f.errors == 0 && f.wrong == 0;
-    println!(
+    say!(
         "target: p99 <= {TARGET_P99_MS} ms at {} checks/s with {} active grants, no errors: {}",
         args.rate,
         args.grants,
@@ -569,32 +533,4 @@ impl Conn {
         self.stream.read_exact(&mut self.body).await?;
         Ok((status, String::from_utf8_lossy(&self.body).into_owned()))
     }
-}
-
-/// User plus system CPU time of a process so far (`/proc/PID/stat`, in
-/// clock ticks of 1/100 s: Linux's `USER_HZ` on every common platform).
-fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unreadable /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| -> anyhow::Result<u64> {
-        Ok(fields.get(i).context("short /proc stat")?.parse::<u64>()?)
-    };
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
-    let ticks = tick(11)? + tick(12)?;
-    Ok(Duration::from_millis(ticks * 10))
-}
-
-/// The resident set of a process, in KiB (`VmRSS`).
-fn resident_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc status")
 }

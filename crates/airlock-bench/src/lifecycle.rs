@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_connectors::webhook::{verify_signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use airlock_server::api::{parse_time, CreateRequest, DurationInput};
+use airlock_server::api::parse_time;
 use airlock_server::client::{Action, Client};
 use airlock_server::config::{token_hash, Settings};
 use airlock_server::store::sql::Location;
@@ -20,9 +20,10 @@ use anyhow::{bail, Context};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 
-use crate::{now_ms, percentile, requester_users, toml_string};
+use crate::report::say;
+use crate::{ask, now_ms, percentile, requester_users, toml_string};
 
-const SECRET: &str = "bench-webhook-secret-0123456789";
+pub(crate) const SECRET: &str = "bench-webhook-secret-0123456789";
 
 /// What one run measured.
 pub struct LifecycleFigures {
@@ -34,11 +35,11 @@ pub struct LifecycleFigures {
 
 /// What the webhook receiver saw.
 #[derive(Default)]
-struct Received {
-    grants: usize,
+pub(crate) struct Received {
+    pub(crate) grants: usize,
     /// Request id → arrival time (Unix ms) of its first revoke.
-    revokes: HashMap<String, i64>,
-    bad_signatures: usize,
+    pub(crate) revokes: HashMap<String, i64>,
+    pub(crate) bad_signatures: usize,
     /// Notification idempotency key → how often it arrived.
     notifications: HashMap<String, usize>,
     /// When the newest notification arrived (Unix ms).
@@ -98,6 +99,19 @@ async fn receive(
     StatusCode::OK
 }
 
+/// A webhook target on loopback checking signatures made with [`SECRET`]:
+/// its URL and what it saw.
+pub(crate) async fn spawn_receiver() -> anyhow::Result<(String, Arc<Mutex<Received>>)> {
+    let seen = Arc::new(Mutex::new(Received::default()));
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook = format!("http://{}/hook", receiver.local_addr()?);
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(Arc::clone(&seen));
+    tokio::spawn(async move { axum::serve(receiver, app).await });
+    Ok((hook, seen))
+}
+
 /// Notifications each lifecycle causes for its requester when they are on
 /// (approved, provisioned, ended). The approvers' message is dropped
 /// instead of sent when the bench approved the request before it was due.
@@ -153,23 +167,17 @@ pub async fn run(
     grant_seconds: u64,
     notify: bool,
 ) -> anyhow::Result<LifecycleFigures> {
-    let seen = Arc::new(Mutex::new(Received::default()));
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let hook = format!("http://{}/hook", receiver.local_addr()?);
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(receive))
-        .with_state(Arc::clone(&seen));
-    tokio::spawn(async move { axum::serve(receiver, app).await });
+    let (hook, seen) = spawn_receiver().await?;
 
     let (text, tokens) = config(n, &hook, data_dir, database, notify);
     let settings = Settings::parse("bench.toml", &text, data_dir).context("bench config")?;
     let server = airlock_server::server::start(settings).await?;
     match database {
-        Location::Sqlite(path) => println!(
+        Location::Sqlite(path) => say!(
             "store: SQLite (WAL, synchronous=FULL) in {}",
             path.parent().unwrap_or(data_dir).display()
         ),
-        Location::Postgres(_) => println!("store: PostgreSQL at {}", database.describe()),
+        Location::Postgres(_) => say!("store: PostgreSQL at {}", database.describe()),
     }
     // The server is stopped on every path out, so a failed run leaves no
     // scheduler working on the database.
@@ -213,7 +221,7 @@ async fn drive(
 ) -> anyhow::Result<Driven> {
     let n = tokens.len();
     let base = Client::new(url, "approver-token")?;
-    println!("airlock-bench lifecycle: {n} lifecycles, {concurrency} concurrent clients, {grant_seconds}s grants{}",
+    say!("airlock-bench lifecycle: {n} lifecycles, {concurrency} concurrent clients, {grant_seconds}s grants{}",
         if notifications > 0 { ", notifications on" } else { "" });
     let next = Arc::new(AtomicUsize::new(0));
     let tokens = Arc::new(tokens);
@@ -230,17 +238,7 @@ async fn drive(
                 let requester = base.with_token(token);
                 let t = Instant::now();
                 let created = requester
-                    .create_request(&CreateRequest {
-                        entitlement: "bench-db".into(),
-                        duration: Some(DurationInput::Seconds(grant_seconds)),
-                        reason: "benchmark".into(),
-                        ticket: None,
-                        start_at: None,
-                        break_glass: false,
-                        public_key: None,
-                        bundle: None,
-                        entitlements: Vec::new(),
-                    })
+                    .create_request(&ask("bench-db", grant_seconds, "benchmark"))
                     .await?;
                 latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                 let t = Instant::now();
@@ -308,13 +306,13 @@ fn report(
         end_to_end_per_s: n as f64 / total.as_secs_f64(),
         submitted_per_s: n as f64 / submitted.as_secs_f64(),
     };
-    println!(
+    say!(
         "grants received: {}, revokes received: {}, bad signatures: {}",
         seen.grants,
         seen.revokes.len(),
         seen.bad_signatures
     );
-    println!(
+    say!(
         "throughput: {:.0} lifecycles/s end to end ({n} in {:.2}s, including the {grant_seconds}s grant time); \
          {:.0} lifecycles/s submitted (request+approve, {:.2}s)",
         figures.end_to_end_per_s,
@@ -322,12 +320,12 @@ fn report(
         figures.submitted_per_s,
         submitted.as_secs_f64()
     );
-    println!(
+    say!(
         "api latency (request and approve calls): p50 {:.1} ms, p99 {:.1} ms",
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0)
     );
-    println!(
+    say!(
         "revocation lag (receiver revoke time - expiry): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         percentile(&lags, 50.0),
         percentile(&lags, 99.0),
@@ -341,7 +339,7 @@ fn report(
             .keys()
             .filter(|k| for_approvers(k))
             .count();
-        println!(
+        say!(
             "notifications: {} received through the outbox ({} for requesters, {approvers} for approvers: the others were approved before their message was sent and were dropped), {twice} more than once; the last one {} ms after the last revoke",
             seen.notifications.len(),
             seen.notifications.len() - approvers,

@@ -26,8 +26,11 @@ use airlock_server::store::sql::Location;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod child;
 mod lifecycle;
+mod load;
 mod pg_expiry;
+mod report;
 mod store;
 
 #[derive(Parser)]
@@ -36,6 +39,10 @@ mod store;
     about = "Airlock benchmarks; each prints its figures"
 )]
 struct Cli {
+    /// Also write the figures into this Markdown file's section for the
+    /// benchmark (BENCHMARKS.md), with the command and the machine.
+    #[arg(long, global = true, value_name = "FILE")]
+    record: Option<std::path::PathBuf>,
     #[command(subcommand)]
     bench: Bench,
 }
@@ -64,6 +71,9 @@ enum Bench {
     PgExpiry(pg_expiry::PgExpiryArgs),
     /// `GET /v1/check` at a fixed rate with N active grants.
     Check(check::CheckArgs),
+    /// A steady mixed load on the HTTP API: requests, approvals, lists,
+    /// shows, checks, releases, and grants falling due all along.
+    Load(load::LoadArgs),
     /// The server the `check` bench measures, in a process of its own.
     #[command(hide = true)]
     ServeConfig { config: std::path::PathBuf },
@@ -107,6 +117,34 @@ pub(crate) fn requester_users(text: &mut String, n: usize, token_prefix: &str) -
     tokens
 }
 
+/// A request for `entitlement` lasting `seconds`, as the benches ask.
+pub(crate) fn ask(
+    entitlement: &str,
+    seconds: u64,
+    reason: &str,
+) -> airlock_server::api::CreateRequest {
+    airlock_server::api::CreateRequest::for_entitlement(
+        entitlement,
+        Some(airlock_server::api::DurationInput::Seconds(seconds)),
+        reason,
+    )
+}
+
+/// The `[server]` table of a bench server on loopback with its data in
+/// `data_dir` and its store at `database`, reconciliation off.
+pub(crate) fn server_table(data_dir: &std::path::Path, database: &Location) -> String {
+    let database = match database {
+        Location::Postgres(url) => format!("database = {}\n", toml_string(url)),
+        Location::Sqlite(path) => {
+            format!("database = {}\n", toml_string(&path.display().to_string()))
+        }
+    };
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {}\n{database}reconcile_every = \"off\"\n",
+        toml_string(&data_dir.display().to_string())
+    )
+}
+
 /// A TOML basic string holding `raw`.
 pub(crate) fn toml_string(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len() + 2);
@@ -142,6 +180,14 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let name = match &cli.bench {
+        Bench::Lifecycle { .. } => "lifecycle",
+        Bench::Store(_) => "store",
+        Bench::PgExpiry(_) => "pg-expiry",
+        Bench::Check(_) => "check",
+        Bench::Load(_) => "load",
+        Bench::ServeConfig { .. } => "serve-config",
+    };
     match cli.bench {
         Bench::Lifecycle {
             n,
@@ -152,6 +198,11 @@ fn main() -> anyhow::Result<()> {
         Bench::Store(args) => runtime.block_on(store::run(args)),
         Bench::PgExpiry(args) => runtime.block_on(pg_expiry::run(args)),
         Bench::Check(args) => runtime.block_on(check::run(args)),
-        Bench::ServeConfig { config } => runtime.block_on(check::serve_config(config)),
+        Bench::Load(args) => runtime.block_on(load::run(args)),
+        Bench::ServeConfig { config } => runtime.block_on(child::serve_config(config)),
+    }?;
+    if let Some(path) = &cli.record {
+        report::record(path, name)?;
     }
+    Ok(())
 }

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use airlock_core::request::State;
 use airlock_core::RequestId;
-use airlock_server::api::{CreateRequest, DurationInput};
 use airlock_server::client::Client;
 use airlock_server::config::Settings;
 use airlock_server::store::sql::{Location, SqlStore};
@@ -26,8 +25,9 @@ use airlock_server::store::{RequestFilter, Store};
 use anyhow::{bail, Context};
 use sqlx::{Connection, PgConnection, Row};
 
+use crate::report::say;
 use crate::store::with_database;
-use crate::{now_ms, percentile, requester_users, toml_string};
+use crate::{ask, now_ms, percentile, requester_users, toml_string};
 
 /// The target: p99 lag after expiry.
 const P99_TARGET_MS: f64 = 2000.0;
@@ -175,13 +175,13 @@ pub async fn run(args: PgExpiryArgs) -> anyhow::Result<()> {
     let data_dir = std::env::temp_dir().join(format!("airlock-bench-pg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     std::fs::create_dir_all(&data_dir)?;
-    println!(
+    say!(
         "airlock-bench pg-expiry: {} grants of a PostgreSQL role, expiring within {}s, first expiry {}s after start",
         args.n, args.spread, args.lead
     );
     let began = Instant::now();
     target.create().await?;
-    println!(
+    say!(
         "target: database {}, role {}, {} logins created in {:.1}s",
         target.database,
         target.role,
@@ -268,17 +268,7 @@ async fn submit(
                     bail!("submitting fell behind the planned expiries: raise --lead");
                 }
                 base.with_token(token)
-                    .create_request(&CreateRequest {
-                        entitlement: "bench-pg".into(),
-                        duration: Some(DurationInput::Seconds(secs)),
-                        reason: String::new(),
-                        ticket: None,
-                        start_at: None,
-                        break_glass: false,
-                        public_key: None,
-                        bundle: None,
-                        entitlements: Vec::new(),
-                    })
+                    .create_request(&ask("bench-pg", secs, ""))
                     .await?;
             }
             anyhow::Ok(())
@@ -288,7 +278,7 @@ async fn submit(
         w.await??;
     }
     let took = started.elapsed();
-    println!(
+    say!(
         "submitted {n} auto-approved requests in {:.1}s ({:.0}/s)",
         took.as_secs_f64(),
         n as f64 / took.as_secs_f64()
@@ -341,7 +331,7 @@ async fn watch_target(
     }
     let members = target.members(&mut conn).await?;
     let members_at_first_expiry = members.len();
-    println!(
+    say!(
         "at the first expiry the target has {members_at_first_expiry} of {} grants",
         target.n
     );
@@ -427,20 +417,20 @@ async fn report(
     lags.sort_by(f64::total_cmp);
     target_lags.sort_by(f64::total_cmp);
     let p99 = percentile(&lags, 99.0);
-    println!(
+    say!(
         "requests: {} in the store, {expired} expired, {} never confirmed removed; provisioning took {:.1}s",
         requests.len(),
         not_removed.len(),
         submitted.took.as_secs_f64()
     );
-    println!(
+    say!(
         "revocation lag (removal confirmed by the target - expiry): p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         percentile(&lags, 50.0),
         percentile(&lags, 90.0),
         p99,
         lags.last().copied().unwrap_or(f64::NAN)
     );
-    println!(
+    say!(
         "as the target saw it (role membership gone, polled every 100 ms): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} of {} observed)",
         percentile(&target_lags, 50.0),
         percentile(&target_lags, 99.0),
@@ -448,13 +438,13 @@ async fn report(
         target_lags.len(),
         watched.members_at_first_expiry
     );
-    println!("live sessions of grantees terminated by the revoke: {terminated} of {sessions}");
+    say!("live sessions of grantees terminated by the revoke: {terminated} of {sessions}");
     let complete = requests.len() == args.n
         && not_removed.is_empty()
         && watched.members_at_first_expiry == args.n
         && terminated == sessions;
     let pass = complete && p99 <= P99_TARGET_MS;
-    println!(
+    say!(
         "target: p99 <= {P99_TARGET_MS:.0} ms with every grant removed and every session ended: {}",
         if pass { "PASS" } else { "FAIL" }
     );

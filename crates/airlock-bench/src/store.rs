@@ -30,6 +30,7 @@ use sqlx::{AnyConnection, Connection};
 use tokio::task::JoinSet;
 
 use crate::lifecycle::{self, LifecycleFigures};
+use crate::report::say;
 use crate::{now_ms, percentile};
 
 /// Target: lifecycle throughput as a share of the raw single-row commit rate.
@@ -134,7 +135,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
         Which::Postgres => &[Backend::Postgres],
         Which::Both => &[Backend::Sqlite, Backend::Postgres],
     };
-    println!(
+    say!(
         "airlock-bench store: {} lifecycles, {} expiries, concurrency {}, on {} cores",
         args.lifecycles,
         args.expiries,
@@ -143,7 +144,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     );
     let mut all = Vec::new();
     for &backend in backends {
-        println!("\n=== {} ===", backend.label());
+        say!("\n=== {} ===", backend.label());
         all.push(bench_backend(backend, &args).await);
     }
     summary(&all);
@@ -258,22 +259,22 @@ async fn bench_backend(backend: Backend, args: &StoreArgs) -> BackendFigures {
     let scratch = match Scratch::create(backend, &args.postgres_url).await {
         Ok(s) => s,
         Err(e) => {
-            println!("error: cannot create a scratch database: {e:#}");
+            say!("error: cannot create a scratch database: {e:#}");
             figures.errors.push(format!("scratch database: {e:#}"));
             return figures;
         }
     };
-    println!("database: {} (fresh)", scratch.location.describe());
+    say!("database: {} (fresh)", scratch.location.describe());
 
     match raw_phase(&scratch.location, args).await {
         Ok(raw) => figures.raw = Some(raw),
         Err(e) => {
-            println!("error: raw commit rate: {e:#}");
+            say!("error: raw commit rate: {e:#}");
             figures.errors.push(format!("raw commit rate: {e:#}"));
         }
     }
 
-    println!("\n-- lifecycles --");
+    say!("\n-- lifecycles --");
     match lifecycle::run(
         &scratch.location,
         &scratch.dir,
@@ -286,7 +287,7 @@ async fn bench_backend(backend: Backend, args: &StoreArgs) -> BackendFigures {
     {
         Ok(l) => {
             if let Some(raw) = &figures.raw {
-                println!(
+                say!(
                     "lifecycles: {:.0}/s end to end = {:.1}% of the raw commit rate with {} connections \
                      ({:.0}/s), {:.1}% of the 1-connection rate ({:.0}/s)",
                     l.end_to_end_per_s,
@@ -300,12 +301,12 @@ async fn bench_backend(backend: Backend, args: &StoreArgs) -> BackendFigures {
             figures.lifecycle = Some(l);
         }
         Err(e) => {
-            println!("error: lifecycles: {e:#}");
+            say!("error: lifecycles: {e:#}");
             figures.errors.push(format!("lifecycles: {e:#}"));
         }
     }
 
-    println!("\n-- expiries --");
+    say!("\n-- expiries --");
     match expiry_phase(&scratch.location, args).await {
         Ok(x) => {
             if x.duplicates > 0 || x.missing > 0 {
@@ -317,13 +318,13 @@ async fn bench_backend(backend: Backend, args: &StoreArgs) -> BackendFigures {
             figures.expiry = Some(x);
         }
         Err(e) => {
-            println!("error: expiries: {e:#}");
+            say!("error: expiries: {e:#}");
             figures.errors.push(format!("expiries: {e:#}"));
         }
     }
 
     if let Err(e) = scratch.remove().await {
-        println!("error: removing the scratch database: {e:#}");
+        say!("error: removing the scratch database: {e:#}");
         figures.errors.push(format!("cleanup: {e:#}"));
     }
     figures
@@ -333,15 +334,15 @@ async fn bench_backend(backend: Backend, args: &StoreArgs) -> BackendFigures {
 // Raw commit rate
 
 async fn raw_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<RawFigures> {
-    println!("\n-- raw commit rate (one-row INSERT transactions) --");
+    say!("\n-- raw commit rate (one-row INSERT transactions) --");
     let seconds = Duration::from_secs(args.raw_seconds.max(1));
     let concurrent_per_s = raw_commit_rate(location, args.concurrency, seconds).await?;
-    println!(
+    say!(
         "raw: {concurrent_per_s:.0} commits/s with {} connections",
         args.concurrency
     );
     let single_per_s = raw_commit_rate(location, 1, seconds).await?;
-    println!("raw: {single_per_s:.0} commits/s with 1 connection (for reference)");
+    say!("raw: {single_per_s:.0} commits/s with 1 connection (for reference)");
     Ok(RawFigures {
         concurrent_per_s,
         single_per_s,
@@ -642,7 +643,7 @@ pub(crate) fn progress(
         let began = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            println!(
+            say!(
                 "  {label}: {} of {total} after {:.0}s",
                 count(),
                 began.elapsed().as_secs_f64()
@@ -701,7 +702,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
     drop(seeding_progress);
     let due = seed.due;
     let seeded_per_s = n as f64 / seeding.as_secs_f64();
-    println!(
+    say!(
         "seeded {n} active grants through the store in {:.1}s: {seeded_per_s:.0} grants/s \
          ({:.0} durable changes/s, {} concurrent tasks; each grant is a create and a grant-succeeded)",
         seeding.as_secs_f64(),
@@ -774,7 +775,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
     let (shutdown, watcher) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(Arc::clone(&engine).run_scheduler(watcher));
     let shutdown = StopScheduler(shutdown);
-    println!(
+    say!(
         "store reopened and scheduler started (engine clock shifted +{:.1}s); all {n} grants fall due at T = start + {}s",
         clock.offset_ms as f64 / 1000.0,
         LEAD.as_secs()
@@ -814,7 +815,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
     let window = due.until(done_at);
     let per_s = n as f64 / window.as_secs_f64().max(0.001);
     let calls_window = calls_done_at.map_or(window, |t| due.until(t));
-    println!(
+    say!(
         "expiries: {per_s:.0}/s ({n} deprovisioned {:.2}s after T; the last revoke call came at T+{:.2}s)",
         window.as_secs_f64(),
         calls_window.as_secs_f64()
@@ -844,7 +845,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
     };
     let mut lags = lags;
     lags.sort_by(f64::total_cmp);
-    println!(
+    say!(
         "lag from T to the revoke call: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         percentile(&lags, 50.0),
         percentile(&lags, 99.0),
@@ -861,7 +862,7 @@ async fn expiry_phase(location: &Location, args: &StoreArgs) -> anyhow::Result<E
         .iter()
         .filter(|r| r.state == State::Expired && r.deprovisioned_at.is_some() && r.job.is_none())
         .count();
-    println!(
+    say!(
         "check: {} revoked exactly once, {duplicates} revoked more than once, {missing} never revoked, \
          {} grant calls (expected 0); store: {finished} of {} rows expired and deprovisioned",
         n.saturating_sub(duplicates + missing),
@@ -895,8 +896,8 @@ fn verdict(pass: bool) -> &'static str {
 }
 
 fn summary(all: &[BackendFigures]) {
-    println!("\n=== summary ===");
-    println!(
+    say!("\n=== summary ===");
+    say!(
         "{:<11} {:>14} {:>9} {:>13} {:>9} {:>10} {:>12} {:>11} {:>13}",
         "backend",
         "raw commits/s",
@@ -933,7 +934,7 @@ fn summary(all: &[BackendFigures]) {
             }
             (None, _) => "-",
         };
-        println!(
+        say!(
             "{:<11} {:>14} {:>9} {:>13} {:>9} {:>10} {:>12} {:>11} {:>13}",
             f.backend.label(),
             num(raw.map(|r| r.concurrent_per_s)),
@@ -948,7 +949,7 @@ fn summary(all: &[BackendFigures]) {
     }
     for f in all {
         if let Some(x) = &f.expiry {
-            println!(
+            say!(
                 "{}: seeding ran at {:.0} grants/s; expiry check: {} duplicate revokes, {} missing",
                 f.backend.label(),
                 x.seeded_per_s,
@@ -957,10 +958,10 @@ fn summary(all: &[BackendFigures]) {
             );
         }
         for e in &f.errors {
-            println!("{}: error: {e}", f.backend.label());
+            say!("{}: error: {e}", f.backend.label());
         }
     }
-    println!(
+    say!(
         "targets: lifecycles/s (end to end) ≥ 25% of the raw single-row commit rate (judged against \
          the better of the concurrent and the 1-connection rate); expiries ≥ 5000/s on PostgreSQL \
          (SQLite shown for reference)"

@@ -5,71 +5,40 @@
 #![expect(clippy::unwrap_used, reason = "test code")]
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use airlock_core::access::{
     may, may_act, may_check, may_create_token_for, may_manage_tokens_of, may_see, Capability,
     RequestAction,
 };
-use airlock_core::approval::{ApprovalTier, Route, Verdict};
-use airlock_core::catalog::{Entitlement, PrincipalKind, Role, TicketRule, User};
-use airlock_core::drift::DriftPolicy;
+use airlock_core::approval::{ApprovalTier, Route};
+use airlock_core::catalog::{PrincipalKind, Role, User};
 use airlock_core::request::{self, AccessRequest, LifecycleSettings, NewRequest};
 use airlock_core::token::{Scopes, TokenUse};
-use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, TokenId, UserId};
+use airlock_core::{GroupName, Timestamp, TokenId, UserId};
+
+mod fixtures;
 
 fn person(id: &str, groups: &[&str], roles: &[Role]) -> User {
     User {
-        id: UserId::parse(id).unwrap(),
-        groups: groups
-            .iter()
-            .map(|g| GroupName::parse(g).unwrap())
-            .collect(),
         roles: roles.iter().copied().collect(),
-        kind: Default::default(),
-        token: None,
-        external: None,
+        ..fixtures::person(id, groups)
     }
 }
 
 /// `rita`'s pending request, waiting for one approver from `sre`.
 fn ritas_request() -> AccessRequest {
-    let entitlement = Entitlement {
-        id: EntitlementId::parse("prod-db").unwrap(),
-        description: String::new(),
-        max_duration: Duration::from_secs(3600),
-        default_duration: Duration::from_secs(600),
-        reason_required: false,
-        ticket: TicketRule {
-            required: false,
-            pattern: None,
-        },
-        connector: "c".to_owned(),
-        drift: DriftPolicy::Report,
-        sensitivity: airlock_core::standing::Sensitivity::default(),
-        waiting: Default::default(),
-        break_glass: None,
-        open_to_externals: false,
-    };
-    let verdict = Verdict {
-        route: Route::NeedsApprovals(vec![ApprovalTier {
+    let entitlement = fixtures::entitlement("prod-db", "c");
+    let verdict = fixtures::verdict(
+        Route::NeedsApprovals(vec![ApprovalTier {
             count: 1,
             groups: BTreeSet::from([GroupName::parse("sre").unwrap()]),
             policy: "sre".to_owned(),
         }]),
-        policy_version: "v".to_owned(),
-        policies: vec!["p".to_owned()],
-        errors: Vec::new(),
-        waiting: Default::default(),
-    };
+        &["p"],
+    );
     let new = NewRequest {
-        id: RequestId::parse("r1").unwrap(),
-        duration: None,
         reason: "x".to_owned(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
+        ..fixtures::new_request("r1")
     };
     let rita = person("rita", &["eng", "sre"], &[]);
     request::submit(

@@ -10,17 +10,18 @@
     clippy::panic
 )]
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, Route, Verdict};
 use airlock_core::audit::AuditAction;
-use airlock_core::catalog::{BreakGlassRules, Entitlement, TicketRule, User};
-use airlock_core::drift::DriftPolicy;
+use airlock_core::catalog::{BreakGlassRules, Entitlement, User};
 use airlock_core::request::{
     apply, submit, Command, JobAction, LifecycleSettings, NewRequest, Rejection, State, Transition,
 };
-use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use airlock_core::Timestamp;
+use fixtures::groups;
+
+mod fixtures;
 
 const T0_MS: i64 = 1_700_000_000_000;
 const DAY: i64 = 24 * 3600;
@@ -29,68 +30,41 @@ fn at(secs: i64) -> Timestamp {
     Timestamp::from_unix_millis(T0_MS + secs * 1000)
 }
 
-fn groups(names: &[&str]) -> BTreeSet<GroupName> {
-    names.iter().map(|g| GroupName::parse(g).unwrap()).collect()
-}
-
 fn user(id: &str, in_groups: &[&str]) -> User {
-    User::person(
-        UserId::parse(id).unwrap(),
-        groups(in_groups),
-        BTreeSet::new(),
-    )
+    fixtures::person(id, in_groups)
 }
 
 /// Up to 4h normally (default 2h), break-glass up to 1h, reviewed by
 /// `security` within a day, then `leads` too.
 fn entitlement(break_glass: bool) -> Entitlement {
     Entitlement {
-        id: EntitlementId::parse("prod-db").unwrap(),
-        description: String::new(),
         max_duration: Duration::from_secs(4 * 3600),
         default_duration: Duration::from_secs(2 * 3600),
-        reason_required: false,
-        ticket: TicketRule {
-            required: false,
-            pattern: None,
-        },
-        connector: "pg".to_owned(),
-        drift: DriftPolicy::Report,
-        sensitivity: airlock_core::standing::Sensitivity::default(),
-        waiting: Default::default(),
         break_glass: break_glass.then(|| BreakGlassRules {
             max_duration: Duration::from_secs(3600),
             review_by: groups(&["security"]),
             review_within: Duration::from_secs(DAY as u64),
             escalate_to: groups(&["leads"]),
         }),
-        open_to_externals: false,
+        ..fixtures::entitlement("prod-db", "pg")
     }
 }
 
 fn needs_an_approver() -> Verdict {
-    Verdict {
-        route: Route::NeedsApprovals(vec![ApprovalTier {
-            count: 1,
-            groups: groups(&["sre"]),
-            policy: "owners".to_owned(),
-        }]),
-        policy_version: "v1".to_owned(),
-        policies: vec!["glass".to_owned()],
-        errors: Vec::new(),
-        waiting: Default::default(),
-    }
+    let tier = ApprovalTier {
+        count: 1,
+        groups: groups(&["sre"]),
+        policy: "owners".to_owned(),
+    };
+    fixtures::verdict(Route::NeedsApprovals(vec![tier]), &["glass"])
 }
 
 fn ask(secs: Option<u64>, reason: &str) -> NewRequest {
     NewRequest {
-        id: RequestId::parse("r1").unwrap(),
         duration: secs.map(Duration::from_secs),
         reason: reason.to_owned(),
-        ticket: None,
-        start_at: None,
         break_glass: true,
-        public_key: None,
+        ..fixtures::new_request("r1")
     }
 }
 

@@ -13,13 +13,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
-use airlock_core::catalog::{BreakGlassRules, Entitlement, TicketRule, User};
-use airlock_core::drift::DriftPolicy;
+use airlock_core::catalog::{BreakGlassRules, Entitlement, User};
 use airlock_core::request::{
     apply_bundle, submit_bundle, AccessRequest, BundlePart, Command, JobAction, LifecycleSettings,
     NewRequest, Rejection, State, Transition,
 };
-use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use airlock_core::{GroupName, RequestId, Timestamp};
+
+mod fixtures;
 
 const T0_MS: i64 = 1_700_000_000_000;
 
@@ -28,36 +29,14 @@ fn at(secs: i64) -> Timestamp {
 }
 
 fn user(id: &str, groups: &[&str]) -> User {
-    User {
-        id: UserId::parse(id).unwrap(),
-        groups: groups
-            .iter()
-            .map(|g| GroupName::parse(g).unwrap())
-            .collect(),
-        roles: BTreeSet::new(),
-        kind: Default::default(),
-        token: None,
-        external: None,
-    }
+    fixtures::person(id, groups)
 }
 
 fn entitlement(id: &str, max_hours: u64, default_mins: u64) -> Entitlement {
     Entitlement {
-        id: EntitlementId::parse(id).unwrap(),
-        description: String::new(),
         max_duration: Duration::from_secs(max_hours * 3600),
         default_duration: Duration::from_secs(default_mins * 60),
-        reason_required: false,
-        ticket: TicketRule {
-            required: false,
-            pattern: None,
-        },
-        connector: "c".to_owned(),
-        drift: DriftPolicy::Report,
-        sensitivity: Default::default(),
-        waiting: Default::default(),
-        break_glass: None,
-        open_to_externals: false,
+        ..fixtures::entitlement(id, "c")
     }
 }
 
@@ -70,13 +49,7 @@ fn tier(group: &str) -> ApprovalTier {
 }
 
 fn verdict(route: Route, policy: &str) -> Verdict {
-    Verdict {
-        route,
-        policy_version: "v1".to_owned(),
-        policies: vec![policy.to_owned()],
-        errors: Vec::new(),
-        waiting: Default::default(),
-    }
+    fixtures::verdict(route, &[policy])
 }
 
 fn needs(group: &str) -> Verdict {
@@ -98,13 +71,10 @@ fn denied(why: &str) -> Verdict {
 
 fn ask(duration: Option<u64>) -> NewRequest {
     NewRequest {
-        id: RequestId::parse("ignored").unwrap(),
         duration: duration.map(|m| Duration::from_secs(m * 60)),
         reason: "incident".to_owned(),
         ticket: Some("INC-1".to_owned()),
-        start_at: None,
-        break_glass: false,
-        public_key: None,
+        ..fixtures::new_request("ignored")
     }
 }
 

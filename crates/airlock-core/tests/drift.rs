@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, Route, Verdict};
 use airlock_core::audit::{Actor, AuditAction};
-use airlock_core::catalog::{Catalog, Entitlement, Role, TicketRule, User};
+use airlock_core::catalog::{Catalog, Entitlement, Role, User};
 use airlock_core::drift::{
     self, assess, unmanaged_policy, Drift, DriftPolicy, Finding, Fix, Holder, Known, Observation,
 };
@@ -23,6 +23,8 @@ use airlock_core::request::{
     apply, submit, AccessRequest, Command, JobAction, LifecycleSettings, NewRequest, Transition,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+
+mod fixtures;
 
 // ---------------------------------------------------------------- fixtures
 
@@ -38,55 +40,27 @@ const LISTED: i64 = 100;
 const NOW: i64 = 101;
 
 fn user(id: &str) -> User {
-    User {
-        id: UserId::parse(id).unwrap(),
-        groups: BTreeSet::new(),
-        roles: BTreeSet::new(),
-        kind: Default::default(),
-        token: None,
-        external: None,
-    }
+    fixtures::person(id, &[])
 }
 
 fn entitlement(id: &str, connector: &str) -> Entitlement {
     Entitlement {
-        id: EntitlementId::parse(id).unwrap(),
-        description: String::new(),
         max_duration: Duration::from_secs(24 * 3600),
         default_duration: Duration::from_secs(3600),
-        reason_required: false,
-        ticket: TicketRule {
-            required: false,
-            pattern: None,
-        },
-        connector: connector.to_owned(),
-        drift: DriftPolicy::Report,
-        sensitivity: airlock_core::standing::Sensitivity::default(),
-        waiting: Default::default(),
-        break_glass: None,
-        open_to_externals: false,
+        ..fixtures::entitlement(id, connector)
     }
 }
 
 fn verdict(route: Route) -> Verdict {
-    Verdict {
-        route,
-        policy_version: "v1".to_owned(),
-        policies: vec!["p".to_owned()],
-        errors: Vec::new(),
-        waiting: Default::default(),
-    }
+    fixtures::verdict(route, &["p"])
 }
 
 fn new_request(id: &str, secs: u64, start_at: Option<Timestamp>) -> NewRequest {
     NewRequest {
-        id: RequestId::parse(id).unwrap(),
         duration: Some(Duration::from_secs(secs)),
         reason: "fix it".to_owned(),
-        ticket: None,
         start_at,
-        break_glass: false,
-        public_key: None,
+        ..fixtures::new_request(id)
     }
 }
 

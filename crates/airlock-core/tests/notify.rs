@@ -12,8 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
-use airlock_core::catalog::{Entitlement, TicketRule, User};
-use airlock_core::drift::DriftPolicy;
+use airlock_core::catalog::{Entitlement, User};
 use airlock_core::notify::{
     plan, still_relevant, still_relevant_as_planned, AfterFailure, RetryPolicy, Routes, Routing,
     Topic,
@@ -21,7 +20,9 @@ use airlock_core::notify::{
 use airlock_core::request::{
     apply, submit, Command, JobAction, LifecycleSettings, NewRequest, State, Transition,
 };
-use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp};
+
+mod fixtures;
 
 const T0_MS: i64 = 1_700_000_000_000;
 
@@ -30,17 +31,7 @@ fn at(secs: i64) -> Timestamp {
 }
 
 fn user(id: &str, groups: &[&str]) -> User {
-    User {
-        id: UserId::parse(id).unwrap(),
-        groups: groups
-            .iter()
-            .map(|g| GroupName::parse(g).unwrap())
-            .collect(),
-        roles: BTreeSet::new(),
-        kind: Default::default(),
-        token: None,
-        external: None,
-    }
+    fixtures::person(id, groups)
 }
 
 fn entitlement() -> Entitlement {
@@ -49,18 +40,8 @@ fn entitlement() -> Entitlement {
 
 fn entitlement_waiting(waiting: airlock_core::catalog::WaitingTimes) -> Entitlement {
     Entitlement {
-        id: EntitlementId::parse("db").unwrap(),
-        description: String::new(),
         max_duration: Duration::from_secs(24 * 3600),
         default_duration: Duration::from_secs(3600),
-        reason_required: false,
-        ticket: TicketRule {
-            required: false,
-            pattern: None,
-        },
-        connector: "pg".to_owned(),
-        drift: DriftPolicy::Report,
-        sensitivity: airlock_core::standing::Sensitivity::default(),
         waiting,
         break_glass: Some(airlock_core::catalog::BreakGlassRules {
             max_duration: Duration::from_secs(3600),
@@ -68,26 +49,21 @@ fn entitlement_waiting(waiting: airlock_core::catalog::WaitingTimes) -> Entitlem
             review_within: Duration::from_secs(24 * 3600),
             escalate_to: [GroupName::parse("leads").unwrap()].into(),
         }),
-        open_to_externals: false,
+        ..fixtures::entitlement("db", "pg")
     }
 }
 
 fn verdict(approvals: u32) -> Verdict {
-    Verdict {
-        route: if approvals == 0 {
-            Route::AutoApproved
-        } else {
-            Route::NeedsApprovals(vec![ApprovalTier {
-                count: approvals,
-                groups: BTreeSet::from([GroupName::parse("sre").unwrap()]),
-                policy: "p".to_owned(),
-            }])
-        },
-        policy_version: "v1".to_owned(),
-        policies: vec!["p".to_owned()],
-        errors: Vec::new(),
-        waiting: Default::default(),
-    }
+    let route = if approvals == 0 {
+        Route::AutoApproved
+    } else {
+        Route::NeedsApprovals(vec![ApprovalTier {
+            count: approvals,
+            groups: BTreeSet::from([GroupName::parse("sre").unwrap()]),
+            policy: "p".to_owned(),
+        }])
+    };
+    fixtures::verdict(route, &["p"])
 }
 
 fn permitted() -> ApproverVerdict {
@@ -101,13 +77,10 @@ fn permitted() -> ApproverVerdict {
 fn submitted(approvals: u32, secs: u64, break_glass: bool) -> Transition {
     submit(
         NewRequest {
-            id: RequestId::parse("r1").unwrap(),
             duration: Some(Duration::from_secs(secs)),
             reason: "fix it".to_owned(),
-            ticket: None,
-            start_at: None,
             break_glass,
-            public_key: None,
+            ..fixtures::new_request("r1")
         },
         &user("alice", &["eng"]),
         &entitlement(),

@@ -9,17 +9,18 @@
 #![expect(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use airlock_core::approval::{Route, Verdict};
+use airlock_core::approval::Route;
 use airlock_core::audit::AuditEvent;
-use airlock_core::catalog::{Entitlement, Role, TicketRule, User};
-use airlock_core::drift::DriftPolicy;
-use airlock_core::request::{self, AccessRequest, LifecycleSettings, NewRequest, State};
+use airlock_core::catalog::{Role, User};
+use airlock_core::request::{self, AccessRequest, LifecycleSettings, State};
 use airlock_core::ssh_activity::{
     parse_line, report, takes_lines, Recorded, SshdLine, LATE_LINES_WITHIN, MAX_EVENTS_PER_GRANT,
 };
-use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
+use airlock_core::{Timestamp, UserId};
+use fixtures::{entitlement, new_request, person, verdict};
+
+mod fixtures;
 
 const ID: &str = "req_01JABCDEF";
 const ACCEPTED: &str = "Accepted publickey for root from 127.0.0.1 port 45468 ssh2: ED25519-CERT SHA256:Fr0t38rBxraldJoI60PyB3uHyCfWAKhoWJzJ39AVFd0 ID req_01JABCDEF (serial 42) CA ED25519 SHA256:W3BEapHdTBr2G+ZaBSajgel+DqANKZBWGX4mONb+jd0";
@@ -31,40 +32,10 @@ fn at(secs: i64) -> Timestamp {
 
 /// An active grant `req_01JABCDEF` of alice's.
 fn grant() -> AccessRequest {
-    let entitlement = Entitlement {
-        id: EntitlementId::parse("web-ssh").unwrap(),
-        description: String::new(),
-        max_duration: Duration::from_secs(3600),
-        default_duration: Duration::from_secs(600),
-        reason_required: false,
-        ticket: TicketRule {
-            required: false,
-            pattern: None,
-        },
-        connector: "ssh".to_owned(),
-        drift: DriftPolicy::Report,
-        sensitivity: airlock_core::standing::Sensitivity::default(),
-        waiting: Default::default(),
-        break_glass: None,
-        open_to_externals: false,
-    };
-    let verdict = Verdict {
-        route: Route::AutoApproved,
-        policy_version: "v".to_owned(),
-        policies: vec!["p".to_owned()],
-        errors: Vec::new(),
-        waiting: Default::default(),
-    };
-    let new = NewRequest {
-        id: RequestId::parse(ID).unwrap(),
-        duration: None,
-        reason: String::new(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-    };
-    let alice = User::person(UserId::parse("alice").unwrap(), [].into(), [].into());
+    let entitlement = entitlement("web-ssh", "ssh");
+    let verdict = verdict(Route::AutoApproved, &["p"]);
+    let new = new_request(ID);
+    let alice = person("alice", &[]);
     let mut r = request::submit(
         new,
         &alice,

@@ -17,15 +17,16 @@ use std::time::Duration;
 use airlock_core::access;
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
 use airlock_core::audit::{Actor, AuditAction};
-use airlock_core::catalog::{terms_change, Entitlement, External, Role, TicketRule, User};
+use airlock_core::catalog::{terms_change, Entitlement, External, Role, User};
 use airlock_core::directory::{user_change, Consequence, DirectoryUser};
-use airlock_core::drift::DriftPolicy;
 use airlock_core::notify::{plan, Audience, Routes, Routing, Topic};
 use airlock_core::request::{
     apply, submit, Command, ExtensionState, JobAction, LifecycleSettings, NewRequest, Rejection,
     State, Transition,
 };
-use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use airlock_core::{EntitlementId, GroupName, Timestamp, UserId};
+
+mod fixtures;
 
 const T0_MS: i64 = 1_700_000_000_000;
 const HOUR: i64 = 3600;
@@ -39,14 +40,7 @@ fn id(name: &str) -> UserId {
 }
 
 fn person(name: &str, groups: &[&str]) -> User {
-    User::person(
-        id(name),
-        groups
-            .iter()
-            .map(|g| GroupName::parse(g).unwrap())
-            .collect(),
-        BTreeSet::new(),
-    )
+    fixtures::person(name, groups)
 }
 
 /// `vic`, a vendor in `eng` sponsored by `sara`, whose account ends
@@ -61,32 +55,15 @@ fn vic(ends: i64) -> User {
 /// Up to 4h, default 1h, through `pg`; `open`: open to externals.
 fn entitlement(open: bool) -> Entitlement {
     Entitlement {
-        id: EntitlementId::parse("staging-db").unwrap(),
-        description: String::new(),
         max_duration: Duration::from_secs(4 * 3600),
         default_duration: Duration::from_secs(3600),
-        reason_required: false,
-        ticket: TicketRule {
-            required: false,
-            pattern: None,
-        },
-        connector: "pg".to_owned(),
-        drift: DriftPolicy::Report,
-        sensitivity: airlock_core::standing::Sensitivity::default(),
-        waiting: Default::default(),
-        break_glass: None,
         open_to_externals: open,
+        ..fixtures::entitlement("staging-db", "pg")
     }
 }
 
 fn verdict(route: Route) -> Verdict {
-    Verdict {
-        route,
-        policy_version: "v1".to_owned(),
-        policies: vec!["vendors-may-ask".to_owned()],
-        errors: Vec::new(),
-        waiting: Default::default(),
-    }
+    fixtures::verdict(route, &["vendors-may-ask"])
 }
 
 /// One approver from `sre`, as the policies route it.
@@ -100,13 +77,9 @@ fn one_from_sre() -> Verdict {
 
 fn ask(secs: u64) -> NewRequest {
     NewRequest {
-        id: RequestId::parse("r1").unwrap(),
         duration: Some(Duration::from_secs(secs)),
         reason: "deploying the vendor's fix".to_owned(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
+        ..fixtures::new_request("r1")
     }
 }
 

@@ -178,6 +178,28 @@ pub struct CreateRequest {
     pub public_key: Option<String>,
 }
 
+impl CreateRequest {
+    /// A request for `entitlement`, for `duration` (the entitlement's
+    /// default when `None`), for `reason`; nothing else set.
+    pub fn for_entitlement(
+        entitlement: &str,
+        duration: Option<DurationInput>,
+        reason: &str,
+    ) -> CreateRequest {
+        CreateRequest {
+            entitlement: entitlement.to_owned(),
+            bundle: None,
+            entitlements: Vec::new(),
+            duration,
+            reason: reason.to_owned(),
+            ticket: None,
+            start_at: None,
+            break_glass: false,
+            public_key: None,
+        }
+    }
+}
+
 /// A list that may be sent as `null` (like every optional field).
 fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())

@@ -6,74 +6,34 @@
 //! backlog in `/metrics`.
 
 #![expect(
-    clippy::unwrap_used,
     clippy::panic,
     reason = "test code: a failed step should fail the test"
 )]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::Timestamp;
 use airlock_server::api::{
-    AccessReviewDetail, AccessReviewItemView, AuditExportQuery, CreateRequest, DecideItemBody,
-    DurationInput,
+    AccessReviewDetail, AccessReviewItemView, AuditExportQuery, DecideItemBody,
 };
-use airlock_server::client::{Client, ClientError};
-use airlock_server::config::{token_hash, Settings};
-use airlock_server::engine::{Clock, ManualClock};
-use airlock_server::server::start_with_clock;
+use airlock_server::client::ClientError;
+use airlock_server::config::Settings;
 use airlock_testkit::smtp::SmtpSink;
 use airlock_testkit::{bounded, until};
+use fixtures::{ask, boot_at_t0, metrics, ConfigText, T0, WAIT};
 
-/// Any fixed time will do: none is read from the wall.
-const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+mod fixtures;
+
 const DAY: Duration = Duration::from_secs(24 * 3600);
-const WAIT: Duration = Duration::from_secs(20);
-
-fn token(name: &str) -> String {
-    format!("access-review-token-{name}")
-}
 
 fn settings(dir: &std::path::Path, smtp_port: u16) -> Settings {
-    let root = dir.display().to_string();
-    let mut toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = '{root}/data'
-reconcile_every = "off"
-
-[connectors.noop]
-type = "command"
-program = "/bin/true"
-timeout = "5s"
-
-[entitlements.db]
-requestable_by = ["eng"]
-approvers = ["sre"]
-max_duration = "2h"
-require_reason = false
-connector = "noop"
-
-[entitlements.logs]
-requestable_by = ["eng"]
-auto_approve = true
-max_duration = "1h"
-require_reason = false
-connector = "noop"
-
-[notifications]
-approvers = ["mail"]
-
-[notifications.channels.mail]
-type = "smtp"
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-from = "Airlock <airlock@example.com>"
-timeout = "2s"
-
+    ConfigText::new(dir, "")
+        .noop_connector()
+        .approved_by_sre("db", "2h", "")
+        .auto_approved("logs", "1h", "")
+        .text("\n[notifications]\napprovers = [\"mail\"]\n")
+        .smtp_channel("mail", smtp_port)
+        .text(
+            r#"
 [access_reviews.quarterly]
 every = "90d"
 reviewers = ["sre"]
@@ -82,42 +42,17 @@ remind_after = "2d"
 escalate_after = "5d"
 escalate_to = ["security"]
 include = ["eligibilities"]
-"#
-    );
-    for (name, groups, roles) in [
-        ("alice", "eng", ""),
-        ("bob", "eng\", \"sre", ""),
-        ("carol", "sre", ""),
-        ("erin", "eng", ""),
-        ("sam", "security", ""),
-        ("admin", "ops", "admin"),
-    ] {
-        toml.push_str(&format!(
-            "\n[users.{name}]\ngroups = [\"{groups}\"]\nroles = [{}]\nemail = \"{name}@example.com\"\n\
-             token_sha256 = \"{}\"\n",
-            if roles.is_empty() {
-                String::new()
-            } else {
-                format!("\"{roles}\"")
-            },
-            token_hash(&token(name))
-        ));
-    }
-    Settings::parse("reviews.toml", &toml, dir).unwrap()
-}
-
-fn ask(entitlement: &str) -> CreateRequest {
-    CreateRequest {
-        entitlement: entitlement.to_owned(),
-        duration: Some(DurationInput::Seconds(3600)),
-        reason: String::new(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
-    }
+"#,
+        )
+        .users_with_email(&[
+            ("alice", r#"groups = ["eng"]"#),
+            ("bob", r#"groups = ["eng", "sre"]"#),
+            ("carol", r#"groups = ["sre"]"#),
+            ("erin", r#"groups = ["eng"]"#),
+            ("sam", r#"groups = ["security"]"#),
+            ("admin", "groups = [\"ops\"]\nroles = [\"admin\"]"),
+        ])
+        .parse("reviews.toml")
 }
 
 fn decide(decision: &str, comment: &str) -> DecideItemBody {
@@ -151,15 +86,8 @@ async fn a_campaign_runs_on_its_schedule_and_its_decisions_hold() {
         return;
     };
     bounded(Duration::from_secs(90), async {
-        let clock = Arc::new(ManualClock::new(T0));
-        let server = start_with_clock(
-            settings(dir.path(), smtp.port),
-            Arc::clone(&clock) as Arc<dyn Clock>,
-        )
-        .await
-        .unwrap();
-        let base = format!("http://{}", server.addr());
-        let client = |name: &str| Client::new(&base, &token(name)).unwrap();
+        let (server, base, clock) = boot_at_t0(settings(dir.path(), smtp.port)).await;
+        let client = |name: &str| fixtures::client(&base, name);
         let (admin, carol, bob, alice, sam) = (
             client("admin"),
             client("carol"),
@@ -314,12 +242,7 @@ async fn a_campaign_runs_on_its_schedule_and_its_decisions_hold() {
         )
         .await
         .unwrap();
-        let metrics = reqwest::get(format!("{base}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics(&base).await;
         assert!(
             metrics.contains("airlock_access_review_items_open 4\n"),
             "{metrics}"

@@ -30,6 +30,10 @@ use airlock_server::config::{token_hash, Settings};
 use airlock_server::server::{start, Server};
 use serde_json::{json, Value};
 
+use fixtures::{audit_of, my_requests};
+
+mod fixtures;
+
 /// No test may run longer than this, whatever the server does.
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -520,15 +524,9 @@ async fn checkpoints_are_signed_while_running_and_an_altered_chain_never_is() {
 
 fn ask(entitlement: &str, reason: &str) -> CreateRequest {
     CreateRequest {
-        entitlement: entitlement.to_owned(),
         duration: None,
         reason: reason.to_owned(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask(entitlement)
     }
 }
 
@@ -1915,14 +1913,7 @@ async fn a_failing_revoke_is_retried_and_reported_overdue() {
             .any(|g| g.id == r.id && g.revocation_overdue));
         assert!(h.client("bob").grants().await.unwrap().is_empty());
 
-        let events = h
-            .client("admin")
-            .audit(&AuditQuery {
-                request: Some(r.id.clone()),
-                ..AuditQuery::default()
-            })
-            .await
-            .unwrap();
+        let events = audit_of(&h.client("admin"), &r.id).await;
         assert!(events.iter().any(|e| e.action == "revoke_attempt_failed"));
         assert!(events.iter().all(|e| e.action != "deprovisioned"));
         h.stop().await;
@@ -1992,13 +1983,7 @@ async fn the_audit_log_records_a_whole_lifecycle() {
         assert_eq!((code, kind.as_str()), (403, "forbidden"));
         assert_eq!(status(h.client("bob").verify_audit().await), 403);
 
-        let events = admin
-            .audit(&AuditQuery {
-                request: Some(r.id.clone()),
-                ..AuditQuery::default()
-            })
-            .await
-            .unwrap();
+        let events = audit_of(&admin, &r.id).await;
         let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(
             actions,
@@ -2220,14 +2205,7 @@ async fn a_policy_denial_is_refused_yet_recorded_and_explained() {
             ),
             "{message}"
         );
-        let mine = h
-            .client("alice")
-            .list_requests(&RequestQuery {
-                mine: Some(true),
-                ..RequestQuery::default()
-            })
-            .await
-            .unwrap();
+        let mine = my_requests(&h.client("alice")).await;
         assert_eq!(mine.len(), 1);
         assert_eq!(mine[0].state, "denied");
         assert!(message.contains(&mine[0].id), "{message}");

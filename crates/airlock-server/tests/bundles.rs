@@ -15,23 +15,12 @@ use std::time::Duration;
 
 use airlock_server::api::{CreateRequest, DurationInput, RequestView};
 use airlock_server::client::{Action, Client};
-use airlock_server::config::{token_hash, Settings};
-use airlock_server::engine::{Clock, ManualClock};
+use airlock_server::engine::ManualClock;
 use airlock_testkit::until;
+use fixtures::{base_url, start_on, unique_name, ConfigText};
 use sqlx::Connection;
 
-/// A name unique to this run, usable as a role name.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
-
-fn token(user: &str) -> String {
-    format!("{user}-token")
-}
+mod fixtures;
 
 /// A server with `rest` (connectors, entitlements, bundles) and the users
 /// alice (requester), dave (in both approver groups) and sam (security).
@@ -40,47 +29,34 @@ async fn boot(
     clock: Option<Arc<ManualClock>>,
 ) -> (airlock_server::server::Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut toml = format!(
+    let server_table = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = '{}'\n",
         dir.path().display()
     );
-    for (user, groups) in [
-        ("alice", "[\"eng\"]"),
-        ("dave", "[\"dba\", \"security\"]"),
-        ("sam", "[\"security\"]"),
-    ] {
-        toml.push_str(&format!(
-            "\n[users.{user}]\ngroups = {groups}\ntoken_sha256 = \"{}\"\n",
-            token_hash(&token(user))
-        ));
-    }
-    toml.push_str(rest);
-    let settings = Settings::parse("bundles.toml", &toml, dir.path()).unwrap();
-    let server = match clock {
-        Some(clock) => {
-            airlock_server::server::start_with_clock(settings, clock as Arc<dyn Clock>).await
-        }
-        None => airlock_server::server::start(settings).await,
-    }
-    .unwrap();
+    let settings = ConfigText::starting_with(dir.path(), &server_table)
+        .users(&[
+            ("alice", "groups = [\"eng\"]"),
+            ("dave", "groups = [\"dba\", \"security\"]"),
+            ("sam", "groups = [\"security\"]"),
+        ])
+        .text(rest)
+        .parse("bundles.toml");
+    let server = start_on(settings, clock).await;
     (server, dir)
 }
 
 fn client(server: &airlock_server::server::Server, user: &str) -> Client {
-    Client::new(&format!("http://{}", server.addr()), &token(user)).unwrap()
+    fixtures::client(&base_url(server), user)
 }
 
 fn ask(bundle: Option<&str>, entitlements: &[&str]) -> CreateRequest {
     CreateRequest {
-        entitlement: String::new(),
         duration: Some(DurationInput::Text("1h".to_owned())),
         reason: "incident".to_owned(),
         ticket: Some("INC-7".to_owned()),
-        start_at: None,
-        break_glass: false,
-        public_key: None,
         bundle: bundle.map(str::to_owned),
         entitlements: entitlements.iter().map(|e| (*e).to_owned()).collect(),
+        ..fixtures::ask("")
     }
 }
 
@@ -115,8 +91,8 @@ async fn a_bundle_with_a_failing_target_rolls_back_the_postgresql_grant() {
     let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
         return;
     };
-    let role = unique("airlock_b_role");
-    let ns = unique("bn");
+    let role = unique_name("airlock_b_role");
+    let ns = unique_name("bn");
     let login = format!("{ns}_alice");
     let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
     for sql in [

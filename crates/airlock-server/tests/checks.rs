@@ -8,23 +8,24 @@
 
 #![expect(
     clippy::unwrap_used,
-    clippy::panic,
     reason = "test helpers fail by panicking, with the value in the message"
 )]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::Timestamp;
-use airlock_server::api::{format_time, CheckView, CreateRequest, CreateTokenBody, DurationInput};
-use airlock_server::client::{Action, Client, ClientError};
-use airlock_server::config::{token_hash, Settings};
-use airlock_server::engine::{Clock, ManualClock, CHECKS_FLUSH_EVERY};
-use airlock_server::server::{start_with_clock, Server};
-use airlock_server::store::sql::Location;
-use airlock_testkit::{bounded, until};
+use airlock_server::api::{format_time, CheckView, CreateTokenBody};
+use airlock_server::client::{Action, Client};
+use airlock_server::config::Settings;
+use airlock_server::engine::{Clock, CHECKS_FLUSH_EVERY};
+use airlock_testkit::until;
+use fixtures::{
+    ask, boot, boot_at_t0, metrics, on_database, refusal, token, wait_for_state, ConfigText,
+    Refusal, T0,
+};
 
-const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+mod fixtures;
+
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// alice and bob hold things; dave is an ordinary user; chuck is a checker;
@@ -37,76 +38,13 @@ const PEOPLE: [(&str, &str); 5] = [
     ("ann", r#"roles = ["auditor"]"#),
 ];
 
-fn token(name: &str) -> String {
-    format!("checks-test-token-{name}")
-}
-
 fn settings(dir: &std::path::Path) -> Settings {
-    let root = dir.display().to_string();
-    let mut toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = '{root}/data'
-reconcile_every = "off"
-
-[connectors.noop]
-type = "command"
-program = "/bin/true"
-timeout = "5s"
-
-[entitlements.logs]
-requestable_by = ["eng"]
-auto_approve = true
-max_duration = "2h"
-require_reason = false
-connector = "noop"
-
-[services.gate]
-owners = ["alice"]
-roles = ["checker"]
-"#
-    );
-    for (name, what) in PEOPLE {
-        toml.push_str(&format!(
-            "\n[users.{name}]\n{what}\ntoken_sha256 = \"{}\"\n",
-            token_hash(&token(name))
-        ));
-    }
-    Settings::parse("checks.toml", &toml, dir).unwrap()
-}
-
-fn ask() -> CreateRequest {
-    CreateRequest {
-        entitlement: "logs".to_owned(),
-        duration: Some(DurationInput::Seconds(3600)),
-        reason: String::new(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
-    }
-}
-
-async fn active(client: &Client, id: &str) {
-    until(Duration::from_secs(20), "the grant", || async {
-        (client.get_request(id).await.unwrap().state == "active").then_some(())
-    })
-    .await;
-}
-
-fn refused(result: Result<CheckView, ClientError>) -> (u16, Option<String>, String) {
-    match result {
-        Err(ClientError::Api {
-            status,
-            field,
-            message,
-            ..
-        }) => (status, field, message),
-        other => panic!("expected an API error, got {other:?}"),
-    }
+    ConfigText::new(dir, "")
+        .noop_connector()
+        .auto_approved("logs", "2h", "")
+        .text("\n[services.gate]\nowners = [\"alice\"]\nroles = [\"checker\"]\n")
+        .users(&PEOPLE)
+        .parse("checks.toml")
 }
 
 fn holds(view: &CheckView, id: &str, until: Timestamp) {
@@ -123,45 +61,21 @@ fn holds_nothing(view: &CheckView) {
     );
 }
 
-async fn boot(settings: Settings, clock: &Arc<ManualClock>) -> (Server, String) {
-    let server = start_with_clock(settings, Arc::clone(clock) as Arc<dyn Clock>)
-        .await
-        .unwrap();
-    let base = format!("http://{}", server.addr());
-    (server, base)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_over_http_on_sqlite_and_postgres() {
-    for postgres in [false, true] {
-        let db = if postgres {
-            let Some(base) = airlock_testkit::service_url("AIRLOCK_TEST_POSTGRES_URL") else {
-                continue;
-            };
-            Some(airlock_testkit::FreshDatabase::create(&base, "airlock_checks").await)
-        } else {
-            None
-        };
-        bounded(
-            Duration::from_secs(120),
-            the_whole_flow(db.as_ref().map(|d| d.url.clone())),
-        )
-        .await;
-        if let Some(db) = db {
-            db.drop_now().await;
-        }
-    }
+    airlock_testkit::on_sqlite_and_postgres(
+        "airlock_checks",
+        Duration::from_secs(120),
+        the_whole_flow,
+    )
+    .await;
 }
 
 async fn the_whole_flow(postgres: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = settings(dir.path());
-    if let Some(url) = postgres {
-        settings.database = Location::Postgres(url);
-    }
-    let clock = Arc::new(ManualClock::new(T0));
-    let (server, base) = boot(settings.clone(), &clock).await;
-    let client = |name: &str| Client::new(&base, &token(name)).unwrap();
+    let settings = on_database(settings(dir.path()), postgres.as_deref());
+    let (server, base, clock) = boot_at_t0(settings.clone()).await;
+    let client = |name: &str| fixtures::client(&base, name);
     let (alice, bob, dave, chuck, ann) = (
         client("alice"),
         client("bob"),
@@ -186,8 +100,8 @@ async fn the_whole_flow(postgres: Option<String>) {
         .unwrap();
     let chuck_without_read = Client::new(&base, &chuck_without_read.secret).unwrap();
 
-    let logs = alice.create_request(&ask()).await.unwrap().id;
-    active(&alice, &logs).await;
+    let logs = alice.create_request(&ask("logs")).await.unwrap().id;
+    wait_for_state(&alice, &logs, "active").await;
     let until_t = T0.plus(HOUR);
 
     // The holder asks about themselves; checkers, an auditor and the
@@ -201,20 +115,26 @@ async fn the_whole_flow(postgres: Option<String>) {
     holds_nothing(&dave.check("dave", "logs").await.unwrap());
 
     // An ordinary user may not ask about others, nor a token without `read`.
-    let (status, _, message) = refused(dave.check("alice", "logs").await);
+    let Refusal {
+        status, message, ..
+    } = refusal(dave.check("alice", "logs").await);
     assert_eq!(status, 403, "{message}");
     assert!(
         message.contains("needs admin or auditor or checker"),
         "{message}"
     );
-    let (status, _, message) = refused(chuck_without_read.check("alice", "logs").await);
+    let Refusal {
+        status, message, ..
+    } = refusal(chuck_without_read.check("alice", "logs").await);
     assert_eq!(status, 403, "{message}");
     assert!(message.contains("`read` scope"), "{message}");
     // Bad input names what is wrong.
-    let (status, _, message) = refused(chuck.check("alice", "lgos").await);
+    let Refusal {
+        status, message, ..
+    } = refusal(chuck.check("alice", "lgos").await);
     assert_eq!(status, 404, "{message}");
     assert!(message.contains("no entitlement `lgos`"), "{message}");
-    let (status, field, _) = refused(chuck.check("", "logs").await);
+    let Refusal { status, field, .. } = refusal(chuck.check("", "logs").await);
     assert_eq!((status, field.as_deref()), (400, Some("principal")));
     let http = reqwest::Client::new();
     for (query, field) in [
@@ -239,14 +159,7 @@ async fn the_whole_flow(postgres: Option<String>) {
 
     // Answered checks are counted at `/metrics` by answer; the refused and
     // the malformed are no answers.
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&base).await;
     for line in [
         "airlock_checks_total{answer=\"holds\"} 4\n",
         "airlock_checks_total{answer=\"does_not_hold\"} 2\n",
@@ -272,8 +185,8 @@ async fn the_whole_flow(postgres: Option<String>) {
     );
 
     // Checks answered before a stop are stored when it stops.
-    let bobs = bob.create_request(&ask()).await.unwrap().id;
-    active(&bob, &bobs).await;
+    let bobs = bob.create_request(&ask("logs")).await.unwrap().id;
+    wait_for_state(&bob, &bobs, "active").await;
     let at = clock.now();
     for _ in 0..3 {
         holds(
@@ -285,7 +198,7 @@ async fn the_whole_flow(postgres: Option<String>) {
     server.shutdown().await;
     let settings_again = settings.clone();
     let (server, base) = boot(settings, &clock).await;
-    let client = |name: &str| Client::new(&base, &token(name)).unwrap();
+    let client = |name: &str| fixtures::client(&base, name);
     let (alice, bob, chuck) = (client("alice"), client("bob"), client("chuck"));
     let r = bob.get_request(&bobs).await.unwrap();
     assert_eq!(
@@ -302,16 +215,12 @@ async fn the_whole_flow(postgres: Option<String>) {
     clock.advance_to(until_t);
     holds_nothing(&alice.check("alice", "logs").await.unwrap());
     clock.advance(CHECKS_FLUSH_EVERY);
-    until(Duration::from_secs(20), "the grant to expire", || async {
-        (alice.get_request(&logs).await.unwrap().state == "expired").then_some(())
-    })
-    .await;
+    wait_for_state(&alice, &logs, "expired").await;
     holds_nothing(&chuck.check("alice", "logs").await.unwrap());
     server.shutdown().await;
     let r = {
         let (server, base) = boot(settings_again, &clock).await;
-        let r = Client::new(&base, &token("alice"))
-            .unwrap()
+        let r = fixtures::client(&base, "alice")
             .get_request(&logs)
             .await
             .unwrap();

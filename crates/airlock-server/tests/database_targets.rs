@@ -15,18 +15,14 @@ use std::time::Duration;
 use airlock_server::api::{CreateRequest, DurationInput};
 use airlock_server::client::{Action, Client};
 use airlock_server::config::{token_hash, Settings};
-use airlock_server::engine::{Clock, ManualClock};
+use airlock_server::engine::ManualClock;
 use airlock_testkit::until;
+use fixtures::{
+    base_url, extend, start_on, token, unique_name, wait_for_extension, wait_for_state,
+};
 use sqlx::Connection;
 
-/// A name unique to this run, usable as a role name.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
+mod fixtures;
 
 async fn boot(connector: &str) -> (airlock_server::server::Server, Client, tempfile::TempDir) {
     boot_with(connector, "1h", None).await
@@ -55,17 +51,11 @@ async fn boot_with_server(
          [connectors.db]\n{connector}\n\n\
          [entitlements.db-admin]\nrequestable_by = [\"dba\"]\nmax_duration = \"{max}\"\nauto_approve = true\nconnector = \"db\"\n",
         dir.path().display(),
-        token_hash("alice-token")
+        token_hash(&token("alice"))
     );
     let settings = Settings::parse("targets.toml", &toml, dir.path()).unwrap();
-    let server = match clock {
-        Some(clock) => {
-            airlock_server::server::start_with_clock(settings, clock as Arc<dyn Clock>).await
-        }
-        None => airlock_server::server::start(settings).await,
-    }
-    .unwrap();
-    let client = Client::new(&format!("http://{}", server.addr()), "alice-token").unwrap();
+    let server = start_on(settings, clock).await;
+    let client = fixtures::client(&base_url(&server), "alice");
     (server, client, dir)
 }
 
@@ -73,22 +63,12 @@ async fn boot_with_server(
 /// the request id; then waits for the grant to end.
 async fn request_and_collect(client: &Client) -> (String, airlock_server::api::CredentialView) {
     let body = CreateRequest {
-        entitlement: "db-admin".into(),
         duration: Some(DurationInput::Seconds(3)),
         reason: "migration".into(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask("db-admin")
     };
     let created = client.create_request(&body).await.unwrap();
-    until(Duration::from_secs(20), "the grant", || async {
-        let r = client.get_request(&created.id).await.unwrap();
-        (r.state == "active").then_some(())
-    })
-    .await;
+    wait_for_state(client, &created.id, "active").await;
     let credential = client.collect_credential(&created.id).await.unwrap();
     assert_eq!(credential.login, format!("airlock_{}", created.id));
     assert!(credential.secret.len() >= 20);
@@ -103,7 +83,7 @@ async fn request_and_collect(client: &Client) -> (String, airlock_server::api::C
 
 /// A new role for grants, and the admin connection that made it.
 async fn postgres_role(url: &str) -> (String, sqlx::PgConnection) {
-    let role = unique("airlock_t_role");
+    let role = unique_name("airlock_t_role");
     let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::query(&format!("CREATE ROLE {role} NOLOGIN"))
         .execute(&mut admin)
@@ -188,7 +168,7 @@ async fn mariadb_temporary_user_logs_in_during_the_grant_only() {
     let Some(url) = airlock_testkit::service_url("AIRLOCK_TEST_MARIADB_URL") else {
         return;
     };
-    let role = unique("airlock_t_role");
+    let role = unique_name("airlock_t_role");
     let mut admin = sqlx::MySqlConnection::connect(&url).await.unwrap();
     sqlx::raw_sql(&format!("CREATE ROLE {role}"))
         .execute(&mut admin)
@@ -272,21 +252,11 @@ async fn postgres_extension_moves_valid_until() {
     )
     .await;
     let body = CreateRequest {
-        entitlement: "db-admin".into(),
-        duration: Some(DurationInput::Seconds(3600)),
         reason: "migration".into(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask("db-admin")
     };
     let id = client.create_request(&body).await.unwrap().id;
-    until(Duration::from_secs(20), "the grant", || async {
-        (client.get_request(&id).await.unwrap().state == "active").then_some(())
-    })
-    .await;
+    wait_for_state(&client, &id, "active").await;
     let first = client.collect_credential(&id).await.unwrap();
     let valid_until = |login: String| {
         let url = url.clone();
@@ -307,23 +277,10 @@ async fn postgres_extension_moves_valid_until() {
     assert_eq!(valid_until(first.login.clone()).await, hour[..19]);
 
     client
-        .act(
-            &id,
-            &Action::Extend {
-                by: DurationInput::Text("30m".into()),
-                reason: "the migration runs long".into(),
-            },
-        )
+        .act(&id, &extend("30m", "the migration runs long"))
         .await
         .unwrap();
-    let extended = until(Duration::from_secs(20), "the extension", || async {
-        let r = client.get_request(&id).await.unwrap();
-        r.extension
-            .as_ref()
-            .is_some_and(|e| e.state == "extended")
-            .then_some(r)
-    })
-    .await;
+    let extended = wait_for_extension(&client, &id, "extended").await;
     let later = airlock_server::api::format_time(t0.plus(Duration::from_secs(5400)));
     assert_eq!(extended.expires_at.as_deref(), Some(later.as_str()));
     assert_eq!(valid_until(first.login.clone()).await, later[..19]);
@@ -382,24 +339,14 @@ async fn postgres_sessions_during_a_grant_are_on_its_timeline() {
     .await;
     let created = client
         .create_request(&CreateRequest {
-            entitlement: "db-admin".into(),
             duration: Some(DurationInput::Seconds(600)),
             reason: "look around".into(),
-            ticket: None,
-            start_at: None,
-            break_glass: false,
-            public_key: None,
-            bundle: None,
-            entitlements: Vec::new(),
+            ..fixtures::ask("db-admin")
         })
         .await
         .unwrap();
     let id = created.id;
-    until(Duration::from_secs(20), "the grant", || async {
-        let r = client.get_request(&id).await.unwrap();
-        (r.state == "active").then_some(())
-    })
-    .await;
+    wait_for_state(&client, &id, "active").await;
     let credential = client.collect_credential(&id).await.unwrap();
     let login_url = url.replacen(
         "postgres://postgres@",

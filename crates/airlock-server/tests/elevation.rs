@@ -14,66 +14,35 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use airlock_server::api::{AuditQuery, CreateRequest, DurationInput, RequestView};
+use airlock_server::api::{CreateRequest, DurationInput, RequestView};
 use airlock_server::client::{Action, Client, ClientError};
-use airlock_server::config::{token_hash, Settings};
+use airlock_server::config::Settings;
 use airlock_server::server::start;
-use airlock_testkit::{bounded, service_path, service_program, until};
+use airlock_testkit::{bounded, service_path, service_program};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use fixtures::{ask, audit_by_action, base_url, token, wait_for_state, ConfigText};
 use serde_json::Value;
+
+mod fixtures;
 
 const BOUND: Duration = Duration::from_secs(60);
 const ISSUER: &str = "https://airlock.test";
 
-fn token(name: &str) -> String {
-    format!("elevation-test-token-{name}")
-}
-
 fn settings(dir: &Path) -> Settings {
-    let root = dir.display().to_string();
-    let mut toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = '{root}/data'
-reconcile_every = "off"
-
-[server.elevation]
-issuer = "{ISSUER}"
-lifetime = "10m"
-
-[connectors.noop]
-type = "command"
-program = "/bin/true"
-timeout = "5s"
-
-[entitlements.db-admin]
-requestable_by = ["eng"]
-auto_approve = true
-max_duration = "2h"
-require_reason = false
-connector = "noop"
-
-[entitlements.db-read]
-requestable_by = ["eng"]
-auto_approve = true
-max_duration = "2h"
-require_reason = false
-connector = "noop"
-"#
-    );
-    for (name, who) in [
-        ("alice", r#"groups = ["eng"]"#),
-        ("bob", r#"groups = ["eng"]"#),
-        ("ann", r#"roles = ["auditor"]"#),
-    ] {
-        toml.push_str(&format!(
-            "\n[users.{name}]\n{who}\ntoken_sha256 = \"{}\"\n",
-            token_hash(&token(name))
-        ));
-    }
-    Settings::parse("elevation.toml", &toml, dir).unwrap()
+    ConfigText::new(dir, "")
+        .text(&format!(
+            "\n[server.elevation]\nissuer = \"{ISSUER}\"\nlifetime = \"10m\"\n"
+        ))
+        .noop_connector()
+        .auto_approved("db-admin", "2h", "")
+        .auto_approved("db-read", "2h", "")
+        .users(&[
+            ("alice", r#"groups = ["eng"]"#),
+            ("bob", r#"groups = ["eng"]"#),
+            ("ann", r#"roles = ["auditor"]"#),
+        ])
+        .parse("elevation.toml")
 }
 
 /// `verify-jwt.mjs` with node, once the npm packages are there.
@@ -115,23 +84,12 @@ async fn verify(
 async fn granted(client: &Client, entitlement: &str, minutes: u64) -> RequestView {
     let created = client
         .create_request(&CreateRequest {
-            entitlement: entitlement.to_owned(),
             duration: Some(DurationInput::Seconds(minutes * 60)),
-            reason: String::new(),
-            ticket: None,
-            start_at: None,
-            break_glass: false,
-            public_key: None,
-            bundle: None,
-            entitlements: Vec::new(),
+            ..ask(entitlement)
         })
         .await
         .unwrap();
-    until(Duration::from_secs(15), "the grant", || async {
-        let r = client.get_request(&created.id).await.unwrap();
-        (r.state == "active").then_some(r)
-    })
-    .await
+    wait_for_state(client, &created.id, "active").await
 }
 
 fn unix_seconds(rfc3339: &str) -> i64 {
@@ -147,8 +105,8 @@ async fn an_application_verifies_a_claim_that_never_outlives_its_grant() {
     bounded(BOUND, async {
         let dir = tempfile::tempdir().unwrap();
         let server = start(settings(dir.path())).await.unwrap();
-        let base = format!("http://{}", server.addr());
-        let alice = Client::new(&base, &token("alice")).unwrap();
+        let base = base_url(&server);
+        let alice = fixtures::client(&base, "alice");
         let bob = alice.with_token(&token("bob"));
 
         // An hour's grant: the claim lasts its configured ten minutes.
@@ -242,14 +200,7 @@ async fn an_application_verifies_a_claim_that_never_outlives_its_grant() {
         }
 
         // Each claim is in the audit log, with its id.
-        let events = alice
-            .with_token(&token("ann"))
-            .audit(&AuditQuery {
-                action: Some("elevation_claimed".to_owned()),
-                ..AuditQuery::default()
-            })
-            .await
-            .unwrap();
+        let events = audit_by_action(&alice.with_token(&token("ann")), "elevation_claimed").await;
         assert_eq!(events.len(), 2, "{events:#?}");
         assert!(
             events.iter().any(|e| e.action == "elevation_claimed"
@@ -262,9 +213,8 @@ async fn an_application_verifies_a_claim_that_never_outlives_its_grant() {
         // The key is kept: after a restart the same key signs and the old
         // claim still verifies.
         let server = start(settings(dir.path())).await.unwrap();
-        let base = format!("http://{}", server.addr());
-        let again = Client::new(&base, &token("alice"))
-            .unwrap()
+        let base = base_url(&server);
+        let again = fixtures::client(&base, "alice")
             .elevation(&hour.id, None)
             .await
             .unwrap();

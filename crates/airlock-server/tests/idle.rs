@@ -15,56 +15,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::Timestamp;
-use airlock_server::api::{
-    AuditEventView, AuditQuery, CreateRequest, DurationInput, NotificationsQuery,
-};
+use airlock_server::api::{AuditEventView, CreateRequest, DurationInput, NotificationsQuery};
 use airlock_server::client::Client;
-use airlock_server::config::{token_hash, Settings};
-use airlock_server::engine::{Clock, ManualClock, ACTIVITY_LAG, CHECKS_FLUSH_EVERY, IDLE_ROUND};
-use airlock_server::server::{start_with_clock, Server};
-use airlock_server::store::sql::Location;
+use airlock_server::config::Settings;
+use airlock_server::engine::{ManualClock, ACTIVITY_LAG, CHECKS_FLUSH_EVERY, IDLE_ROUND};
 use airlock_testkit::until;
+use fixtures::{audit_of_action, boot_at_t0, on_database, wait_for_state, ConfigText, T0};
 
-const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+mod fixtures;
+
 const MINUTE: Duration = Duration::from_secs(60);
 /// `idle_limit = "10m"`: warned 2m30s (a quarter) before the release.
 const LIMIT: Duration = Duration::from_secs(600);
 const WARNING: Duration = Duration::from_secs(150);
 
-fn token(name: &str) -> String {
-    format!("idle-test-token-{name}")
-}
-
 fn settings(dir: &std::path::Path) -> Settings {
-    let root = dir.display().to_string();
-    let mut toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = '{root}/data'
-reconcile_every = "off"
-
-[connectors.noop]
-type = "command"
-program = "/bin/true"
-timeout = "5s"
-
-[entitlements.logs]
-requestable_by = ["eng"]
-auto_approve = true
-max_duration = "2h"
-require_reason = false
-connector = "noop"
-idle_limit = "10m"
-
-[entitlements.db]
-requestable_by = ["eng"]
-auto_approve = true
-max_duration = "2h"
-require_reason = false
-connector = "noop"
-
+    ConfigText::new(dir, "")
+        .noop_connector()
+        .auto_approved("logs", "2h", "idle_limit = \"10m\"\n")
+        .auto_approved("db", "2h", "")
+        .text(
+            r#"
 [notifications]
 requester = ["hook"]
 
@@ -72,34 +43,23 @@ requester = ["hook"]
 type = "webhook"
 url = "http://127.0.0.1:9/airlock"
 secret = "idle-test-webhook-secret"
-"#
-    );
-    for (name, what) in [
-        ("alice", r#"groups = ["eng"]"#),
-        ("bob", r#"groups = ["eng"]"#),
-        ("carol", r#"groups = ["eng"]"#),
-        ("ann", r#"roles = ["auditor"]"#),
-        ("rhea", r#"roles = ["reporter"]"#),
-    ] {
-        toml.push_str(&format!(
-            "\n[users.{name}]\n{what}\ntoken_sha256 = \"{}\"\n",
-            token_hash(&token(name))
-        ));
-    }
-    Settings::parse("idle.toml", &toml, dir).unwrap()
+"#,
+        )
+        .users(&[
+            ("alice", r#"groups = ["eng"]"#),
+            ("bob", r#"groups = ["eng"]"#),
+            ("carol", r#"groups = ["eng"]"#),
+            ("ann", r#"roles = ["auditor"]"#),
+            ("rhea", r#"roles = ["reporter"]"#),
+        ])
+        .parse("idle.toml")
 }
 
+/// A request for two hours.
 fn ask(entitlement: &str) -> CreateRequest {
     CreateRequest {
-        entitlement: entitlement.to_owned(),
         duration: Some(DurationInput::Seconds(7200)),
-        reason: String::new(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask(entitlement)
     }
 }
 
@@ -109,26 +69,18 @@ fn login(id: &str) -> String {
 
 const LOGOUT: &str = "Disconnected from user root 127.0.0.1 port 45468";
 
-async fn events(ann: &Client, id: &str, action: &str) -> Vec<AuditEventView> {
-    ann.audit(&AuditQuery {
-        request: Some(id.to_owned()),
-        action: Some(action.to_owned()),
-        ..AuditQuery::default()
-    })
-    .await
-    .unwrap()
-}
-
 /// Waits for `id`'s first `action` event. The runner reads the clock once
 /// per round and sleeps a round after it: should the clock have moved on
 /// while a round ran, the next round is due only a round later, so the
 /// clock is moved on by a round each time a wait drags on.
 async fn event_at(ann: &Client, clock: &ManualClock, id: &str, action: &str) -> AuditEventView {
     for _ in 0..10 {
+        // The outer bound ends the wait; the inner one, which panics, is
+        // only there to be longer.
         let found = tokio::time::timeout(
             Duration::from_secs(3),
-            until(Duration::from_secs(3), action, || async {
-                events(ann, id, action).await.into_iter().next()
+            until(Duration::from_secs(60), action, || async {
+                audit_of_action(ann, id, action).await.into_iter().next()
             }),
         )
         .await;
@@ -138,14 +90,6 @@ async fn event_at(ann: &Client, clock: &ManualClock, id: &str, action: &str) -> 
         clock.advance(IDLE_ROUND);
     }
     panic!("no `{action}` event on `{id}`");
-}
-
-async fn boot(settings: Settings, clock: &Arc<ManualClock>) -> (Server, String) {
-    let server = start_with_clock(settings, Arc::clone(clock) as Arc<dyn Clock>)
-        .await
-        .unwrap();
-    let base = format!("http://{}", server.addr());
-    (server, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,13 +104,9 @@ async fn unused_grants_are_warned_then_released_on_sqlite_and_postgres() {
 
 async fn the_whole_flow(postgres: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = settings(dir.path());
-    if let Some(url) = postgres {
-        settings.database = Location::Postgres(url);
-    }
-    let clock = Arc::new(ManualClock::new(T0));
-    let (server, base) = boot(settings, &clock).await;
-    let client = |name: &str| Client::new(&base, &token(name)).unwrap();
+    let settings = on_database(settings(dir.path()), postgres.as_deref());
+    let (server, base, clock) = boot_at_t0(settings).await;
+    let client = |name: &str| fixtures::client(&base, name);
     let (alice, bob, carol, ann, rhea) = (
         client("alice"),
         client("bob"),
@@ -183,10 +123,7 @@ async fn the_whole_flow(postgres: Option<String>) {
     let carols = carol.create_request(&ask("logs")).await.unwrap().id;
     let alices_db = alice.create_request(&ask("db")).await.unwrap().id;
     for id in [&alices, &bobs, &carols, &alices_db] {
-        until(Duration::from_secs(20), "the grants", || async {
-            (ann.get_request(id).await.unwrap().state == "active").then_some(())
-        })
-        .await;
+        wait_for_state(&ann, id, "active").await;
     }
 
     // At 5m bob checks his grant and carol logs in over SSH.
@@ -296,7 +233,7 @@ async fn the_whole_flow(postgres: Option<String>) {
     // entitlement without a limit.
     for id in [&bobs, &alices_db] {
         assert_eq!(ann.get_request(id).await.unwrap().state, "active");
-        let warned = events(&ann, id, "idle_warned").await;
+        let warned = audit_of_action(&ann, id, "idle_warned").await;
         assert!(warned.is_empty(), "{id} ({bobs} is bob's): {warned:?}");
     }
     // Each of bob's checks counted once (the last one stored a second on).

@@ -26,19 +26,20 @@ use airlock_server::api::{
 use airlock_server::client::{Action, Client};
 use airlock_server::config::{token_hash, Settings};
 use airlock_server::engine::{Clock, ManualClock};
-use airlock_server::server::{start_with_clock, Server};
+use airlock_server::server::Server;
 use airlock_testkit::smtp::SmtpSink;
 use airlock_testkit::{bounded, until};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use fixtures::{ask, audit_of, boot_at_t0, extend, token, wait_for_state, ConfigText, T0};
+
+mod fixtures;
 
 const SECRET: &str = "notify-test-connector-secret";
 const HOOK_SECRET: &str = "notify-test-webhook-secret";
 const SCIM_TOKEN: &str = "notify-test-provisioning-token";
-/// 2027-01-15T08:00:00Z; no time is read from the wall.
-const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
 const WAIT: Duration = Duration::from_secs(15);
 
 /// One post a receiver accepted.
@@ -108,15 +109,13 @@ async fn receive(
 }
 
 fn settings(dir: &std::path::Path, smtp_port: u16, base: &str) -> Settings {
-    let root = dir.display().to_string();
-    let mut toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = '{root}/data'
-reconcile_every = "off"
-scim = {{ token_sha256 = "{scim}" }}
-
+    let scim = format!(
+        "scim = {{ token_sha256 = \"{}\" }}\n",
+        token_hash(SCIM_TOKEN)
+    );
+    ConfigText::new(dir, &scim)
+        .text(&format!(
+            r#"
 [connectors.target]
 type = "webhook"
 url = "{base}/connector"
@@ -181,15 +180,11 @@ type = "webhook"
 url = "{base}/reviews"
 secret = "{HOOK_SECRET}"
 timeout = "2s"
-
-[notifications.channels.mail]
-type = "smtp"
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-from = "Airlock <airlock@example.com>"
-timeout = "2s"
-
+"#
+        ))
+        .smtp_channel("mail", smtp_port)
+        .text(&format!(
+            r#"
 [notifications.channels.chat]
 type = "slack"
 url = "{base}/slack"
@@ -213,23 +208,20 @@ groups = ["sre"]
 roles = ["admin"]
 token_sha256 = "{}"
 "#,
-        token_hash("bob-token"),
-        token_hash("admin-token"),
-        scim = token_hash(SCIM_TOKEN),
-    );
-    for (name, group) in [("sam", "security"), ("lee", "leads")] {
-        toml.push_str(&format!(
-            "\n[users.{name}]\ngroups = [\"{group}\"]\ntoken_sha256 = \"{}\"\n",
-            token_hash(&format!("{name}-token"))
-        ));
-    }
-    for name in ["alice", "dave", "erin", "fred"] {
-        toml.push_str(&format!(
-            "\n[users.{name}]\ngroups = [\"eng\"]\nemail = \"{name}@example.com\"\ntoken_sha256 = \"{}\"\n",
-            token_hash(&format!("{name}-token"))
-        ));
-    }
-    Settings::parse("notify.toml", &toml, dir).unwrap()
+            token_hash(&token("bob")),
+            token_hash(&token("admin")),
+        ))
+        .users(&[
+            ("sam", r#"groups = ["security"]"#),
+            ("lee", r#"groups = ["leads"]"#),
+        ])
+        .users_with_email(&[
+            ("alice", r#"groups = ["eng"]"#),
+            ("dave", r#"groups = ["eng"]"#),
+            ("erin", r#"groups = ["eng"]"#),
+            ("fred", r#"groups = ["eng"]"#),
+        ])
+        .parse("notify.toml")
 }
 
 struct Harness {
@@ -247,14 +239,7 @@ async fn boot() -> Option<Harness> {
     let dir = tempfile::tempdir().unwrap();
     let smtp = SmtpSink::start(dir.path())?;
     let (receiver, target) = Receiver::start().await;
-    let clock = Arc::new(ManualClock::new(T0));
-    let server = start_with_clock(
-        settings(dir.path(), smtp.port, &target),
-        Arc::clone(&clock) as Arc<dyn Clock>,
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", server.addr());
+    let (server, base, clock) = boot_at_t0(settings(dir.path(), smtp.port, &target)).await;
     Some(Harness {
         server,
         clock,
@@ -272,28 +257,15 @@ impl Harness {
     async fn restart_after(mut self, run: impl FnOnce(&ManualClock)) -> Harness {
         self.server.shutdown().await;
         run(&self.clock);
-        self.server = start_with_clock(
-            settings(self.dir.path(), self.smtp.port, &self.target),
-            Arc::clone(&self.clock) as Arc<dyn Clock>,
-        )
-        .await
-        .unwrap();
-        self.base = format!("http://{}", self.server.addr());
+        let settings = settings(self.dir.path(), self.smtp.port, &self.target);
+        (self.server, self.base) = fixtures::boot(settings, &self.clock).await;
         self
     }
 
     /// A SCIM `POST` to `path` with the provisioning token; the new id.
     async fn provision(&self, path: &str, body: serde_json::Value) -> String {
-        let response = reqwest::Client::new()
-            .post(format!("{}/scim/v2/{path}", self.base))
-            .bearer_auth(SCIM_TOKEN)
-            .header("content-type", "application/scim+json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-        let created: serde_json::Value = response.json().await.unwrap();
+        let (status, created) = fixtures::scim(&self.base, SCIM_TOKEN, "POST", path, body).await;
+        assert_eq!(status, 201);
         created["id"].as_str().unwrap().to_owned()
     }
 
@@ -316,22 +288,16 @@ impl Harness {
     }
 
     fn client(&self, who: &str) -> Client {
-        Client::new(&self.base, &format!("{who}-token")).unwrap()
+        fixtures::client(&self.base, who)
     }
 
     /// An ordinary request for `db`, or a break-glass one for `db-glass`.
     async fn request(&self, who: &str, break_glass: bool) -> String {
         self.client(who)
             .create_request(&CreateRequest {
-                entitlement: if break_glass { "db-glass" } else { "db" }.to_owned(),
-                duration: Some(DurationInput::Seconds(3600)),
                 reason: format!("{who} fixes the database"),
-                ticket: None,
-                start_at: None,
                 break_glass,
-                public_key: None,
-                bundle: None,
-                entitlements: Vec::new(),
+                ..ask(if break_glass { "db-glass" } else { "db" })
             })
             .await
             .unwrap()
@@ -394,12 +360,7 @@ impl Harness {
     }
 
     async fn metric(&self, line_start: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = fixtures::metrics(&self.base).await;
         text.lines()
             .find_map(|l| l.strip_prefix(line_start))
             .unwrap_or_else(|| panic!("no `{line_start}` in {text}"))
@@ -702,24 +663,15 @@ async fn a_break_glass_use_is_announced_reviewed_and_chased_across_a_restart() {
         let id = h
             .client("erin")
             .create_request(&CreateRequest {
-                entitlement: "ops".to_owned(),
                 duration: Some(DurationInput::Seconds(20 * 60)),
                 reason: "the queue is wedged".to_owned(),
-                ticket: None,
-                start_at: None,
                 break_glass: true,
-                public_key: None,
-                bundle: None,
-                entitlements: Vec::new(),
+                ..ask("ops")
             })
             .await
             .unwrap()
             .id;
-        until(WAIT, "the break-glass grant", || async {
-            let r = h.client("erin").get_request(&id).await.unwrap();
-            (r.state == "active").then_some(())
-        })
-        .await;
+        wait_for_state(&h.client("erin"), &id, "active").await;
         // Security hears at once; the reviewers (config and provisioned,
         // never erin herself) are asked to review.
         let alert = h.posts_about("hook", "break_glass", 1).await;
@@ -747,13 +699,7 @@ async fn a_break_glass_use_is_announced_reviewed_and_chased_across_a_restart() {
         // Extended, a break-glass grant still ends within its own maximum.
         let longer = h
             .client("erin")
-            .act(
-                &id,
-                &Action::Extend {
-                    by: DurationInput::Text("50m".to_owned()),
-                    reason: "still wedged".to_owned(),
-                },
-            )
+            .act(&id, &extend("50m", "still wedged"))
             .await;
         let refusal = format!("{longer:?}");
         assert!(refusal.contains("at most 40m"), "{refusal}");
@@ -818,14 +764,7 @@ async fn a_break_glass_use_is_announced_reviewed_and_chased_across_a_restart() {
         assert!(h.client("sam").reviews(false).await.unwrap().is_empty());
         assert_eq!(h.client("sam").reviews(true).await.unwrap().len(), 1);
         assert_eq!(h.metric("airlock_break_glass_unreviewed ").await, 0.0);
-        let events = h
-            .client("admin")
-            .audit(&airlock_server::api::AuditQuery {
-                request: Some(id.clone()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let events = audit_of(&h.client("admin"), &id).await;
         let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
         assert!(actions.contains(&"review_overdue"), "{actions:?}");
         assert!(actions.contains(&"reviewed"), "{actions:?}");

@@ -22,25 +22,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_core::Timestamp;
-use airlock_server::api::{parse_time, AuditQuery, CreateRequest, DurationInput, RequestView};
+use airlock_server::api::{parse_time, AuditQuery, RequestView};
 use airlock_server::client::Client;
-use airlock_server::config::{token_hash, Settings};
-use airlock_server::engine::{Clock, ManualClock};
-use airlock_server::server::start_with_clock;
+use airlock_server::config::Settings;
+use airlock_server::engine::Clock;
 use airlock_testkit::{bounded, until};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
+use fixtures::{ask, boot_at_t0, metrics, token, wait_for_state, ConfigText, T0};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-const TOKEN: &str = "outage-test-token";
-const AUDITOR_TOKEN: &str = "outage-test-auditor-token";
+mod fixtures;
+
 const SECRET: &str = "outage-test-webhook-secret";
 
-/// 2027-01-15T08:00:00Z: any fixed time will do, none is read from the wall.
-const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
 const HOUR: Duration = Duration::from_secs(3600);
 const OUTAGE: Duration = Duration::from_secs(10 * 3600);
 /// `server.retry_cap`.
@@ -147,31 +145,16 @@ impl Target {
 }
 
 fn settings(dir: &std::path::Path, targets: &[(&str, &Target)]) -> Settings {
-    let root = dir.display().to_string();
-    let mut toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = '{root}/data'
-reconcile_every = "off"
-claim_lease = "10s"
-retry_base = "1s"
-retry_cap = "1h"
-revocation_overdue_after = "5m"
-
-[users.alice]
-groups = ["eng"]
-token_sha256 = "{}"
-
-[users.ann]
-roles = ["auditor"]
-token_sha256 = "{}"
-"#,
-        token_hash(TOKEN),
-        token_hash(AUDITOR_TOKEN)
-    );
+    let mut config = ConfigText::new(
+        dir,
+        "claim_lease = \"10s\"\nretry_base = \"1s\"\nretry_cap = \"1h\"\nrevocation_overdue_after = \"5m\"\n",
+    )
+    .users(&[
+        ("alice", r#"groups = ["eng"]"#),
+        ("ann", r#"roles = ["auditor"]"#),
+    ]);
     for (name, target) in targets {
-        toml.push_str(&format!(
+        config = config.text(&format!(
             r#"
 [connectors.{name}]
 type = "webhook"
@@ -189,7 +172,7 @@ connector = "{name}"
             target.url()
         ));
     }
-    Settings::parse("outage.toml", &toml, dir).unwrap()
+    config.parse("outage.toml")
 }
 
 fn time(raw: &str) -> Timestamp {
@@ -233,12 +216,7 @@ fn next_attempt(views: &[RequestView]) -> Timestamp {
 
 /// The value of an unlabelled gauge in the `/metrics` text.
 async fn gauge(base: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(base).await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("no {name} in {text}"))
@@ -263,35 +241,14 @@ async fn revocations_outlast_a_ten_hour_outage_and_land_within_a_backoff_cap_of_
                 ("refuses", &refuses),
             ],
         );
-        let clock = Arc::new(ManualClock::new(T0));
-        let server = start_with_clock(settings, Arc::clone(&clock) as Arc<dyn Clock>)
-            .await
-            .unwrap();
-        let base = format!("http://{}", server.addr());
-        let alice = Client::new(&base, TOKEN).unwrap();
+        let (server, base, clock) = boot_at_t0(settings).await;
+        let alice = fixtures::client(&base, "alice");
 
         // Three one-hour grants, provisioned while every target is up.
         let mut ids = Vec::new();
         for name in names {
-            let r = alice
-                .create_request(&CreateRequest {
-                    entitlement: name.to_owned(),
-                    duration: Some(DurationInput::Seconds(3600)),
-                    reason: String::new(),
-                    ticket: None,
-                    start_at: None,
-                    break_glass: false,
-                    public_key: None,
-                    bundle: None,
-                    entitlements: Vec::new(),
-                })
-                .await
-                .unwrap();
-            until(Duration::from_secs(10), "the grant", || async {
-                let r = alice.get_request(&r.id).await.unwrap();
-                (r.state == "active").then_some(())
-            })
-            .await;
+            let r = alice.create_request(&ask(name)).await.unwrap();
+            wait_for_state(&alice, &r.id, "active").await;
             ids.push(r.id);
         }
 
@@ -338,7 +295,7 @@ async fn revocations_outlast_a_ten_hour_outage_and_land_within_a_backoff_cap_of_
         assert_eq!(errors.revokes(), attempts[0] as usize);
         assert_eq!(hangs.revokes(), attempts[1] as usize);
         assert_eq!(refuses.revokes(), 0);
-        let auditor = alice.with_token(AUDITOR_TOKEN);
+        let auditor = alice.with_token(&token("ann"));
         for (id, a) in ids.iter().zip(&attempts) {
             let failures = auditor
                 .audit(&AuditQuery {

@@ -18,15 +18,16 @@
 
 use std::time::Duration;
 
-use airlock_server::api::{
-    AuditQuery, CreateRequest, DurationInput, FindingView, ReconcileView, RequestView,
-};
+use airlock_server::api::{CreateRequest, DurationInput, FindingView, ReconcileView, RequestView};
 use airlock_server::client::Client;
-use airlock_server::config::{token_hash, Settings};
+use airlock_server::config::token_hash;
 use airlock_server::server::Server;
 use airlock_testkit::FreshDatabase;
 use airlock_testkit::{bounded, until};
+use fixtures::{audit_by_action, base_url, token, wait_for_state, ConfigText};
 use sqlx::{Executor, PgPool};
+
+mod fixtures;
 
 /// No test may run longer than this, whatever the server does.
 const BOUND: Duration = Duration::from_secs(40);
@@ -110,32 +111,24 @@ impl Target {
     }
 }
 
-fn token(user: &str) -> String {
-    format!("reconcile-token-{user}")
-}
-
 /// A server whose users are alice, carol and dave (group `dba`) and admin;
 /// `rest` adds `[server]` keys, connectors and entitlements.
 async fn boot(dir: &tempfile::TempDir, server_extra: &str, rest: &str) -> (Server, Client) {
-    let mut toml = format!(
+    let server_table = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = '{}'\n{server_extra}\n",
         dir.path().display()
     );
-    for (user, extra) in [
-        ("alice", "groups = [\"dba\"]"),
-        ("carol", "groups = [\"dba\"]"),
-        ("dave", "groups = [\"dba\"]"),
-        ("admin", "groups = [\"ops\"]\nroles = [\"admin\"]"),
-    ] {
-        toml.push_str(&format!(
-            "\n[users.{user}]\n{extra}\ntoken_sha256 = \"{}\"\n",
-            token_hash(&token(user))
-        ));
-    }
-    toml.push_str(rest);
-    let settings = Settings::parse("reconcile.toml", &toml, dir.path()).unwrap();
+    let settings = ConfigText::starting_with(dir.path(), &server_table)
+        .users(&[
+            ("alice", "groups = [\"dba\"]"),
+            ("carol", "groups = [\"dba\"]"),
+            ("dave", "groups = [\"dba\"]"),
+            ("admin", "groups = [\"ops\"]\nroles = [\"admin\"]"),
+        ])
+        .text(rest)
+        .parse("reconcile.toml");
     let server = airlock_server::server::start(settings).await.unwrap();
-    let client = Client::new(&format!("http://{}", server.addr()), &token("admin")).unwrap();
+    let client = fixtures::client(&base_url(&server), "admin");
     (server, client)
 }
 
@@ -155,22 +148,11 @@ fn entitlement(name: &str, connector: &str, drift: &str) -> String {
 
 async fn request(client: &Client, entitlement: &str, secs: u64) -> RequestView {
     let body = CreateRequest {
-        entitlement: entitlement.to_owned(),
         duration: Some(DurationInput::Seconds(secs)),
-        reason: String::new(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask(entitlement)
     };
     let created = client.create_request(&body).await.unwrap();
-    until(Duration::from_secs(15), "the grant", || async {
-        let r = client.get_request(&created.id).await.unwrap();
-        (r.state == "active").then_some(r)
-    })
-    .await
+    wait_for_state(client, &created.id, "active").await
 }
 
 /// The findings of one connector as `kind principal request fix outcome`.
@@ -350,13 +332,7 @@ async fn drift_is_reported_audited_and_fixed_as_each_entitlement_says() {
         assert_eq!(standing.by_status.get("standing"), Some(&2));
         assert_eq!(standing.by_risk.get("critical"), Some(&2));
         assert!(t.member("admin", "carol").await && !t.member("admin", "alice").await);
-        let found = admin
-            .audit(&AuditQuery {
-                action: Some("drift_found".to_owned()),
-                ..AuditQuery::default()
-            })
-            .await
-            .unwrap();
+        let found = audit_by_action(&admin, "drift_found").await;
         assert_eq!(found.len(), 4, "{found:#?}");
         let standing = found
             .iter()
@@ -417,13 +393,7 @@ async fn drift_is_reported_audited_and_fixed_as_each_entitlement_says() {
             t.member("admin", "dave").await,
             "an untouched grant was changed"
         );
-        let fixed = admin
-            .audit(&AuditQuery {
-                action: Some("drift_fixed".to_owned()),
-                ..AuditQuery::default()
-            })
-            .await
-            .unwrap();
+        let fixed = audit_by_action(&admin, "drift_fixed").await;
         assert_eq!(fixed.len(), 3, "{fixed:#?}");
         assert!(fixed.iter().all(|e| e.actor == "admin"));
         let regranted = fixed
@@ -484,13 +454,7 @@ async fn the_scheduled_run_fixes_without_being_asked() {
         )
         .await;
         let fixed = until(Duration::from_secs(15), "the fix to be audited", || async {
-            let events = admin
-                .audit(&AuditQuery {
-                    action: Some("drift_fixed".to_owned()),
-                    ..AuditQuery::default()
-                })
-                .await
-                .unwrap();
+            let events = audit_by_action(&admin, "drift_fixed").await;
             (!events.is_empty()).then_some(events)
         })
         .await;
@@ -528,38 +492,30 @@ async fn a_scim_deactivation_revokes_a_real_role_grant() {
             token_hash(&scim_token)
         );
         let (server, admin) = boot(&dir, &server_extra, &config).await;
-        let base = format!("http://{}/scim/v2", server.addr());
-        let http = reqwest::Client::new();
-        let created: serde_json::Value = http
-            .post(format!("{base}/Users"))
-            .bearer_auth(&scim_token)
-            .header("content-type", "application/scim+json")
-            .body(
-                r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice"}"#,
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let base = base_url(&server);
+        let (_, created) = fixtures::scim(
+            &base,
+            &scim_token,
+            "POST",
+            "Users",
+            serde_json::json!({"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice"}),
+        )
+        .await;
         let id = created["id"].as_str().unwrap().to_owned();
         let alice = admin.with_token(&token("alice"));
         let grant = request(&alice, "db-admin", 3600).await;
         assert!(t.member("admin", "alice").await);
 
-        let deactivated = http
-            .patch(format!("{base}/Users/{id}"))
-            .bearer_auth(&scim_token)
-            .header("content-type", "application/scim+json")
-            .body(
-                r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                    "Operations":[{"op":"replace","path":"active","value":false}]}"#,
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(deactivated.status().as_u16(), 200);
+        let (deactivated, _) = fixtures::scim(
+            &base,
+            &scim_token,
+            "PATCH",
+            &format!("Users/{id}"),
+            serde_json::json!({"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations":[{"op":"replace","path":"active","value":false}]}),
+        )
+        .await;
+        assert_eq!(deactivated, 200);
         let ended = until(
             Duration::from_secs(15),
             "the role to be revoked",
@@ -629,13 +585,7 @@ async fn an_access_review_takes_a_removed_standing_holder_out_of_its_target() {
             ],
             "{detail:#?}"
         );
-        let started = admin
-            .audit(&AuditQuery {
-                action: Some("access_review_started".to_owned()),
-                ..AuditQuery::default()
-            })
-            .await
-            .unwrap();
+        let started = audit_by_action(&admin, "access_review_started").await;
         assert!(
             started[0].details["unlisted"].starts_with("down: "),
             "{started:#?}"
@@ -667,13 +617,7 @@ async fn an_access_review_takes_a_removed_standing_holder_out_of_its_target() {
         .await;
         assert!(!t.member("read", "bob").await);
         assert!(t.member("read", "mallory").await && t.member("read", "alice").await);
-        let done = admin
-            .audit(&AuditQuery {
-                action: Some("access_review_removed".to_owned()),
-                ..AuditQuery::default()
-            })
-            .await
-            .unwrap();
+        let done = audit_by_action(&admin, "access_review_removed").await;
         assert_eq!(done.len(), 1, "{done:#?}");
         assert_eq!(done[0].details["principal"], format!("{ns}_bob"));
         let finished = admin.access_review(&campaign.id).await.unwrap().campaign;

@@ -3,26 +3,16 @@
 //! scheduler, and the reports of how long requests waited and of how
 //! access was used (approval-quality signals included).
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test helpers fail by panicking, with the value in the message"
-)]
-
-use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::Timestamp;
-use airlock_server::api::{
-    format_time, AuditQuery, CreateRequest, DurationInput, RequestQuery, WaitsQuery,
-};
-use airlock_server::client::{Action, Client, ClientError};
-use airlock_server::config::{token_hash, Settings};
-use airlock_server::engine::{Clock, ManualClock};
-use airlock_server::server::start_with_clock;
+use airlock_server::api::{format_time, RequestQuery, WaitsQuery};
+use airlock_server::client::{Action, ClientError};
+use airlock_server::config::Settings;
 use airlock_testkit::{bounded, until};
+use fixtures::{ask, audit_of, boot_at_t0, wait_for_state, ConfigText, T0};
 
-/// Any fixed time will do: none is read from the wall.
-const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+mod fixtures;
+
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// Requesters (engineers), an approver and an auditor.
@@ -38,84 +28,30 @@ const PEOPLE: [(&str, &str); 9] = [
     ("ann", r#"roles = ["auditor"]"#),
 ];
 
-fn token(name: &str) -> String {
-    format!("reports-test-token-{name}")
-}
-
 fn settings(dir: &std::path::Path) -> Settings {
-    let root = dir.display().to_string();
-    let mut toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = '{root}/data'
-reconcile_every = "off"
-pending_timeout = "1h"
-
-[connectors.noop]
-type = "command"
-program = "/bin/true"
-timeout = "5s"
-
-[entitlements.db]
-requestable_by = ["eng"]
-approvers = ["sre"]
-max_duration = "2h"
-require_reason = false
-connector = "noop"
-
-[entitlements.db-escalating]
-requestable_by = ["eng"]
-approvers = ["sre"]
-max_duration = "2h"
-require_reason = false
-connector = "noop"
-remind_after = "10m"
+    ConfigText::new(dir, "pending_timeout = \"1h\"\n")
+        .noop_connector()
+        .approved_by_sre("db", "2h", "")
+        .approved_by_sre(
+            "db-escalating",
+            "2h",
+            r#"remind_after = "10m"
 escalate_after = "20m"
 escalate_to = ["security"]
 pending_timeout = "1h"
-
-[entitlements.logs]
-requestable_by = ["eng"]
-auto_approve = true
-max_duration = "1h"
-require_reason = false
-connector = "noop"
-"#
-    );
-    for (name, what) in PEOPLE {
-        toml.push_str(&format!(
-            "\n[users.{name}]\n{what}\ntoken_sha256 = \"{}\"\n",
-            token_hash(&token(name))
-        ));
-    }
-    Settings::parse("reports.toml", &toml, dir).unwrap()
-}
-
-fn ask(entitlement: &str) -> CreateRequest {
-    CreateRequest {
-        entitlement: entitlement.to_owned(),
-        duration: Some(DurationInput::Seconds(3600)),
-        reason: String::new(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
-    }
+"#,
+        )
+        .auto_approved("logs", "1h", "")
+        .users(&PEOPLE)
+        .parse("reports.toml")
 }
 
 #[tokio::test]
 async fn approval_waits_count_only_what_waited_for_a_person() {
     bounded(Duration::from_secs(60), async {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
-        let server = start_with_clock(settings(dir.path()), Arc::clone(&clock) as Arc<dyn Clock>)
-            .await
-            .unwrap();
-        let base = format!("http://{}", server.addr());
-        let client = |name: &str| Client::new(&base, &token(name)).unwrap();
+        let (server, base, clock) = boot_at_t0(settings(dir.path())).await;
+        let client = |name: &str| fixtures::client(&base, name);
         let request = |name: &'static str| {
             let c = client(name);
             async move { c.create_request(&ask("db")).await.unwrap().id }
@@ -156,11 +92,7 @@ async fn approval_waits_count_only_what_waited_for_a_person() {
         let still_waiting = request("george").await;
         // Past frank's pending deadline (an hour), six minutes after george asked.
         clock.advance(6 * MINUTE);
-        until(Duration::from_secs(20), "the time-out", || async {
-            let r = client("frank").get_request(&timed_out).await.unwrap();
-            (r.state == "timed_out").then_some(())
-        })
-        .await;
+        wait_for_state(&client("frank"), &timed_out, "timed_out").await;
 
         let ann = client("ann");
         let report = ann.approval_waits(&WaitsQuery::default()).await.unwrap();
@@ -311,12 +243,8 @@ async fn approval_waits_count_only_what_waited_for_a_person() {
 async fn a_waiting_request_reminds_then_escalates_and_the_escalation_group_approves() {
     bounded(Duration::from_secs(60), async {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(T0));
-        let server = start_with_clock(settings(dir.path()), Arc::clone(&clock) as Arc<dyn Clock>)
-            .await
-            .unwrap();
-        let base = format!("http://{}", server.addr());
-        let client = |name: &str| Client::new(&base, &token(name)).unwrap();
+        let (server, base, clock) = boot_at_t0(settings(dir.path())).await;
+        let client = |name: &str| fixtures::client(&base, name);
         let alice = client("alice");
         let sam = client("sam");
         let r = alice.create_request(&ask("db-escalating")).await.unwrap();
@@ -369,13 +297,7 @@ async fn a_waiting_request_reminds_then_escalates_and_the_escalation_group_appro
         assert_eq!(approved.state, "approved");
 
         // The record says when and to whom.
-        let events = client("ann")
-            .audit(&AuditQuery {
-                request: Some(r.id.clone()),
-                ..AuditQuery::default()
-            })
-            .await
-            .unwrap();
+        let events = audit_of(&client("ann"), &r.id).await;
         // (The grant that follows the approval may be recorded by now too.)
         let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).take(5).collect();
         assert_eq!(

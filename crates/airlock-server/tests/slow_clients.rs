@@ -26,6 +26,8 @@ use airlock_testkit::{bounded, until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod fixtures;
+
 const TOKEN: &str = "slow-clients-test-token";
 
 /// How late a revocation may land after the grant's expiry, whatever the
@@ -131,15 +133,8 @@ impl Harness {
 
 fn for_secs(secs: u64) -> CreateRequest {
     CreateRequest {
-        entitlement: "logs-read".to_owned(),
         duration: Some(DurationInput::Seconds(secs)),
-        reason: String::new(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask("logs-read")
     }
 }
 

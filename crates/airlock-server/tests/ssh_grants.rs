@@ -25,6 +25,10 @@ use airlock_testkit::bounded;
 use airlock_testkit::sshd::{OpenSsh, Sshd, Trust};
 use airlock_testkit::until;
 
+use fixtures::{extend, wait_for_extension};
+
+mod fixtures;
+
 /// No test may take longer than this, whatever sshd does.
 const BOUND: Duration = Duration::from_secs(30);
 /// The principal the connector certifies and sshd maps to the current user.
@@ -53,15 +57,9 @@ async fn boot(dir: &Path, connector: &str) -> Result<(Server, Client), StartErro
 
 async fn request(client: &Client, public_key: Option<String>) -> RequestView {
     let body = CreateRequest {
-        entitlement: "web-ssh".into(),
         duration: Some(DurationInput::Seconds(600)),
-        reason: String::new(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
         public_key,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask("web-ssh")
     };
     client.create_request(&body).await.unwrap()
 }
@@ -305,23 +303,10 @@ async fn an_extension_issues_a_certificate_valid_until_the_new_expiry() {
         assert_eq!(old_to, active.expires_at.clone().unwrap()[..19]);
 
         client
-            .act(
-                &id,
-                &Action::Extend {
-                    by: DurationInput::Text("20m".into()),
-                    reason: "the deploy runs long".into(),
-                },
-            )
+            .act(&id, &extend("20m", "the deploy runs long"))
             .await
             .unwrap();
-        let extended = until(Duration::from_secs(15), "the extension", || async {
-            let r = client.get_request(&id).await.unwrap();
-            r.extension
-                .as_ref()
-                .is_some_and(|e| e.state == "extended")
-                .then_some(r)
-        })
-        .await;
+        let extended = wait_for_extension(&client, &id, "extended").await;
         assert_eq!(extended.duration_seconds, 30 * 60);
         let new_certificate = extended.certificate.clone().unwrap();
         assert_ne!(Some(&new_certificate), active.certificate.as_ref());

@@ -2588,8 +2588,8 @@ async fn access_review_writes_happen_once_and_name_their_place_in_the_chain() {
     .await;
 }
 
-/// SQLite answers checks from memory: what a reopened store finds is what
-/// the file holds, an import included (which carries the checks counted).
+/// SQLite answers checks on connections of its own: what a reopened store
+/// finds is what the file holds, an import included (which carries the checks counted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_sqlite_store_finds_the_open_requests_it_had() {
     let dir = tempfile::tempdir().unwrap();

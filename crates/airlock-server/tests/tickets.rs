@@ -22,84 +22,45 @@ use std::time::Duration;
 
 use airlock_connectors::webhook::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use airlock_core::Timestamp;
-use airlock_server::api::{format_time, AuditQuery, CreateRequest, DurationInput, RequestView};
+use airlock_server::api::{format_time, AuditQuery, CreateRequest};
 use airlock_server::client::Client;
-use airlock_server::config::{token_hash, Settings};
+use airlock_server::config::Settings;
 use airlock_server::engine::{Clock, ManualClock};
-use airlock_server::server::{start_with_clock, Server};
-use airlock_server::store::sql::Location;
 use airlock_testkit::{bounded, until};
+use fixtures::{
+    audit_of, audit_of_action, boot, boot_at_t0, on_database, wait_for_state, ConfigText, T0, WAIT,
+};
 use serde_json::Value;
 
-const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+mod fixtures;
+
 const SECRET: &[u8] = b"ticket-secret-0123456789";
 const PREVIOUS: &[u8] = b"old-ticket-secret-0123";
-const WAIT: Duration = Duration::from_secs(20);
-
-fn token(name: &str) -> String {
-    format!("tickets-test-token-{name}")
-}
 
 fn settings(dir: &std::path::Path, data: &str) -> Settings {
-    let root = dir.display().to_string();
-    let mut toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = '{root}/{data}'
-reconcile_every = "off"
-
-[connectors.noop]
-type = "command"
-program = "/bin/true"
-timeout = "5s"
-
-[entitlements.logs]
-requestable_by = ["eng"]
-auto_approve = true
-max_duration = "2h"
-require_reason = false
-connector = "noop"
-
-[entitlements.db]
-requestable_by = ["eng"]
-approvers = ["sre"]
-max_duration = "2h"
-require_reason = false
-connector = "noop"
-
-[tickets]
-secret = "{secret}"
-previous_secret = "{previous}"
-"#,
-        secret = String::from_utf8_lossy(SECRET),
-        previous = String::from_utf8_lossy(PREVIOUS),
-    );
-    for (name, what) in [
-        ("alice", r#"groups = ["eng"]"#),
-        ("bob", r#"groups = ["eng"]"#),
-        ("carol", r#"groups = ["sre"]"#),
-        ("ann", r#"roles = ["auditor"]"#),
-    ] {
-        toml.push_str(&format!(
-            "\n[users.{name}]\n{what}\ntoken_sha256 = \"{}\"\n",
-            token_hash(&token(name))
-        ));
-    }
-    Settings::parse("tickets.toml", &toml, dir).unwrap()
+    ConfigText::with_data_in(dir, data, "")
+        .noop_connector()
+        .auto_approved("logs", "2h", "")
+        .approved_by_sre("db", "2h", "")
+        .text(&format!(
+            "\n[tickets]\nsecret = \"{}\"\nprevious_secret = \"{}\"\n",
+            String::from_utf8_lossy(SECRET),
+            String::from_utf8_lossy(PREVIOUS),
+        ))
+        .users(&[
+            ("alice", r#"groups = ["eng"]"#),
+            ("bob", r#"groups = ["eng"]"#),
+            ("carol", r#"groups = ["sre"]"#),
+            ("ann", r#"roles = ["auditor"]"#),
+        ])
+        .parse("tickets.toml")
 }
 
 fn ask(entitlement: &str, ticket: &str, start_at: Option<Timestamp>) -> CreateRequest {
     CreateRequest {
-        entitlement: entitlement.to_owned(),
-        duration: Some(DurationInput::Seconds(3600)),
-        reason: String::new(),
         ticket: Some(ticket.to_owned()),
         start_at: start_at.map(format_time),
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask(entitlement)
     }
 }
 
@@ -187,22 +148,6 @@ async fn snapshot(ann: &Client, requests: &[&str]) -> (Vec<String>, usize, i64) 
     (states, events.len(), head)
 }
 
-async fn state_is(client: &Client, id: &str, state: &str) -> RequestView {
-    until(WAIT, &format!("`{id}` to be {state}"), || async {
-        let r = client.get_request(id).await.unwrap();
-        (r.state == state).then_some(r)
-    })
-    .await
-}
-
-async fn boot(settings: Settings, clock: &Arc<ManualClock>) -> (Server, String) {
-    let server = start_with_clock(settings, Arc::clone(clock) as Arc<dyn Clock>)
-        .await
-        .unwrap();
-    let base = format!("http://{}", server.addr());
-    (server, base)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_ticket_ends_its_access_on_sqlite_and_postgres() {
     airlock_testkit::on_sqlite_and_postgres(
@@ -215,16 +160,10 @@ async fn a_closed_ticket_ends_its_access_on_sqlite_and_postgres() {
 
 async fn the_whole_flow(postgres: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let with_database = |data: &str| {
-        let mut s = settings(dir.path(), data);
-        if let Some(url) = &postgres {
-            s.database = Location::Postgres(url.clone());
-        }
-        s
-    };
+    let with_database = |data: &str| on_database(settings(dir.path(), data), postgres.as_deref());
     let clock = Arc::new(ManualClock::new(T0));
     let (server, base) = boot(with_database("data"), &clock).await;
-    let client = |name: &str| Client::new(&base, &token(name)).unwrap();
+    let client = |name: &str| fixtures::client(&base, name);
     let (alice, bob, carol, ann) = (
         client("alice"),
         client("bob"),
@@ -265,8 +204,8 @@ async fn the_whole_flow(postgres: Option<String>) {
         )
         .await
         .unwrap();
-    state_is(&ann, &alice_logs, "active").await;
-    state_is(&ann, &bob_logs, "active").await;
+    wait_for_state(&ann, &alice_logs, "active").await;
+    wait_for_state(&ann, &bob_logs, "active").await;
     assert_eq!(ann.get_request(&alice_db).await.unwrap().state, "pending");
     assert_eq!(ann.get_request(&bob_db).await.unwrap().state, "approved");
     let all = [
@@ -379,23 +318,17 @@ async fn the_whole_flow(postgres: Option<String>) {
         ids(&closed["cancelled"]),
         BTreeSet::from([alice_db.clone(), bob_db.clone()])
     );
-    let revoked = state_is(&ann, &alice_logs, "revoked").await;
+    let revoked = wait_for_state(&ann, &alice_logs, "revoked").await;
     assert_eq!(
         revoked.end_reason.as_deref(),
         Some("ticket `INC-1` was closed")
     );
     for id in [&alice_db, &bob_db] {
-        state_is(&ann, id, "cancelled").await;
+        wait_for_state(&ann, id, "cancelled").await;
     }
     assert_eq!(ann.get_request(&bob_logs).await.unwrap().state, "active");
     // The record says who and why; the removal from the target follows.
-    let events = ann
-        .audit(&AuditQuery {
-            request: Some(alice_logs.clone()),
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
+    let events = audit_of(&ann, &alice_logs).await;
     let revocation = events.iter().find(|e| e.action == "revoked").unwrap();
     assert_eq!(revocation.actor, "tickets:webhook");
     // Without an id of its own, the delivery is named by its signature.
@@ -432,7 +365,7 @@ async fn the_whole_flow(postgres: Option<String>) {
     // (each start records the policy set it starts with).
     server.shutdown().await;
     let (server, base) = boot(with_database("data"), &clock).await;
-    let ann = Client::new(&base, &token("ann")).unwrap();
+    let ann = fixtures::client(&base, "ann");
     let replica = match &postgres {
         Some(_) => Some(boot(with_database("replica"), &clock).await),
         None => None,
@@ -499,14 +432,7 @@ async fn the_whole_flow(postgres: Option<String>) {
     .await;
     assert_eq!(status, 200, "{closed}");
     assert_eq!(ids(&closed["revoked"]), BTreeSet::from([bob_logs.clone()]));
-    let events = ann
-        .audit(&AuditQuery {
-            request: Some(bob_logs.clone()),
-            action: Some("revoked".to_owned()),
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
+    let events = audit_of_action(&ann, &bob_logs, "revoked").await;
     assert_eq!(
         events
             .first()
@@ -527,8 +453,7 @@ async fn without_a_tickets_table_the_webhook_is_off() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = settings(dir.path(), "data");
         s.tickets = None;
-        let clock = Arc::new(ManualClock::new(T0));
-        let (server, base) = boot(s, &clock).await;
+        let (server, base, _clock) = boot_at_t0(s).await;
         let answer = Delivery::signed("INC-1", "INC-1", SECRET, T0)
             .send(&base)
             .await;

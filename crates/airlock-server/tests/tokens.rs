@@ -13,19 +13,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_core::Timestamp;
 use airlock_server::api::{
     AuditQuery, CreateRequest, CreateTokenBody, CreatedTokenView, DurationInput, TokenView,
 };
 use airlock_server::client::{Action, Client, ClientError};
 use airlock_server::config::{token_hash, Settings};
-use airlock_server::engine::{Clock, ManualClock};
-use airlock_server::server::{start_with_clock, Server};
-use airlock_server::store::sql::Location;
+use airlock_server::engine::ManualClock;
+use airlock_server::server::Server;
 use airlock_testkit::bounded;
+use fixtures::{audit_of, boot, on_database, token, T0};
 use serde_json::Value;
 
-const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+mod fixtures;
+
 const DAY: Duration = Duration::from_secs(86_400);
 
 type Users<'a> = &'a [(&'a str, &'a [&'a str], &'a [&'a str])];
@@ -36,10 +36,6 @@ const USERS: Users<'static> = &[
     ("admin", &[], &["admin"]),
     ("carol", &["eng"], &[]),
 ];
-
-fn token(user: &str) -> String {
-    format!("test-token-for-{user}")
-}
 
 struct Harness {
     server: Server,
@@ -72,9 +68,9 @@ impl Harness {
         )
         .unwrap();
         let clock = Arc::new(ManualClock::new(T0));
-        let server = Harness::serve(dir.path(), db.as_ref(), users, &clock).await;
+        let (server, base) = Harness::serve(dir.path(), db.as_ref(), users, &clock).await;
         Some(Harness {
-            base: format!("http://{}", server.addr()),
+            base,
             server,
             clock,
             _dir: dir,
@@ -93,9 +89,9 @@ impl Harness {
             ..
         } = self;
         server.shutdown().await;
-        let server = Harness::serve(_dir.path(), db.as_ref(), users, &clock).await;
+        let (server, base) = Harness::serve(_dir.path(), db.as_ref(), users, &clock).await;
         Harness {
-            base: format!("http://{}", server.addr()),
+            base,
             server,
             clock,
             _dir,
@@ -108,7 +104,7 @@ impl Harness {
         db: Option<&airlock_testkit::FreshDatabase>,
         users: Users<'_>,
         clock: &Arc<ManualClock>,
-    ) -> Server {
+    ) -> (Server, String) {
         let root = dir.display().to_string();
         let mut toml = format!(
             r#"
@@ -154,17 +150,12 @@ dir = '{root}/policies'
                 token_hash(&token(name))
             ));
         }
-        let mut settings = Settings::parse("tokens.toml", &toml, dir).unwrap();
-        if let Some(db) = db {
-            settings.database = Location::Postgres(db.url.clone());
-        }
-        start_with_clock(settings, Arc::clone(clock) as Arc<dyn Clock>)
-            .await
-            .unwrap()
+        let settings = Settings::parse("tokens.toml", &toml, dir).unwrap();
+        boot(on_database(settings, db.map(|db| db.url.as_str())), clock).await
     }
 
     fn client(&self, user: &str) -> Client {
-        Client::new(&self.base, &token(user)).unwrap()
+        fixtures::client(&self.base, user)
     }
 
     fn with(&self, secret: &str) -> Client {
@@ -201,17 +192,12 @@ fn body(name: &str, scopes: &[&str], expires: Option<&str>) -> CreateTokenBody {
     }
 }
 
+/// A request for the entitlement's longest time, with a reason.
 fn ask(entitlement: &str) -> CreateRequest {
     CreateRequest {
-        entitlement: entitlement.to_owned(),
         duration: None,
         reason: "tokens test".to_owned(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask(entitlement)
     }
 }
 
@@ -299,13 +285,7 @@ async fn a_token_is_shown_once_scoped_expiring_revocable_and_audited() {
 
         // Every action done with a token carries its id in the audit.
         let admin = h.client("admin");
-        let events = admin
-            .audit(&AuditQuery {
-                request: Some(pending.id.clone()),
-                ..AuditQuery::default()
-            })
-            .await
-            .unwrap();
+        let events = audit_of(&admin, &pending.id).await;
         let by: Vec<(&str, &str, Option<&str>)> = events
             .iter()
             .filter(|e| e.actor != "system")
@@ -491,14 +471,7 @@ async fn a_service_requests_with_its_token_never_approves_and_shows_as_a_service
         assert_eq!(status, 403);
         assert!(message.contains("service principal"), "{message}");
         // It appears as a service, with its token, in the audit.
-        let events = h
-            .client("admin")
-            .audit(&AuditQuery {
-                request: Some(pending.id.clone()),
-                ..AuditQuery::default()
-            })
-            .await
-            .unwrap();
+        let events = audit_of(&h.client("admin"), &pending.id).await;
         let requested = events.iter().find(|e| e.action == "requested").unwrap();
         assert_eq!(requested.actor, "deploy");
         assert_eq!(requested.actor_kind.as_deref(), Some("service"));

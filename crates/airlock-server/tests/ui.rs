@@ -35,6 +35,8 @@ use airlock_server::config::{token_hash, Settings};
 use airlock_server::server::start;
 use airlock_testkit::{bounded, service_path, service_program};
 
+mod fixtures;
+
 const BOUND: Duration = Duration::from_secs(240);
 
 fn token(user: &str) -> String {
@@ -57,15 +59,9 @@ const BULK_TOKENS: usize = 205;
 
 fn ask(entitlement: &str) -> CreateRequest {
     CreateRequest {
-        entitlement: entitlement.to_owned(),
         duration: Some(DurationInput::Text("1h".to_owned())),
         reason: "setting up the browser test".to_owned(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask(entitlement)
     }
 }
 

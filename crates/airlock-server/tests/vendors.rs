@@ -21,26 +21,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::Timestamp;
-use airlock_server::api::{
-    format_time, AuditQuery, CreateRequest, DurationInput, RequestQuery, RequestView,
-};
+use airlock_server::api::{format_time, CreateRequest, DurationInput, RequestQuery, RequestView};
 use airlock_server::client::{Action, Client, ClientError};
 use airlock_server::config::{token_hash, Settings};
-use airlock_server::engine::{Clock, ManualClock};
-use airlock_server::server::{start_with_clock, Server};
+use airlock_server::engine::ManualClock;
+use airlock_server::server::Server;
 use airlock_testkit::smtp::SmtpSink;
 use airlock_testkit::{bounded, until};
+use fixtures::{audit_of_action, boot, boot_at_t0, my_requests, token, ConfigText, T0};
 use serde_json::{json, Value};
 
-/// 2027-01-15T08:00:00Z, a Friday; no time is read from the wall.
-const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+mod fixtures;
+
 const HOUR: Duration = Duration::from_secs(3600);
 const WAIT: Duration = Duration::from_secs(15);
 const SCIM_TOKEN: &str = "vendors-test-provisioning-token";
-
-fn token(name: &str) -> String {
-    format!("vendors-test-token-{name}")
-}
 
 fn after(d: Duration) -> Timestamp {
     T0.plus(d)
@@ -90,19 +85,14 @@ when { principal.employment == "vendor" && principal has sponsor && context.dura
     )
     .unwrap();
     let vic_ends = format_time(after(vic_ends));
-    let mut toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-data_dir = '{root}/data'
-reconcile_every = "off"
-retry_base = "100ms"
-retry_cap = "400ms"
-scim = {{ token_sha256 = "{scim}" }}
-
-[policy]
-dir = '{root}/policies'
-
+    let server_lines = format!(
+        "retry_base = \"100ms\"\nretry_cap = \"400ms\"\nscim = {{ token_sha256 = \"{}\" }}\n",
+        token_hash(SCIM_TOKEN)
+    );
+    ConfigText::new(dir, &server_lines)
+        .policies_folder()
+        .text(&format!(
+            r#"
 [connectors.log]
 type = "command"
 program = "/bin/sh"
@@ -137,15 +127,11 @@ approvers = ["mail"]
 requester = ["mail"]
 sponsor = ["mail"]
 expiry_warning = "0s"
-
-[notifications.channels.mail]
-type = "smtp"
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-from = "Airlock <airlock@example.com>"
-timeout = "2s"
-
+"#
+        ))
+        .smtp_channel("mail", smtp_port)
+        .text(&format!(
+            r#"
 [users.vic]
 groups = ["eng"]
 employment = "vendor"
@@ -154,30 +140,18 @@ account_expires = "{vic_ends}"
 email = "vic@example.com"
 token_sha256 = "{vic_token}"
 "#,
-        scim = token_hash(SCIM_TOKEN),
-        vic_token = token_hash(&token("vic")),
-    );
-    // vera is a vendor only because the directory says so.
-    for (name, groups, roles) in [
-        ("vera", "eng", ""),
-        ("sara", "eng", ""),
-        ("tom", "ops", ""),
-        ("carol", "sre", ""),
-        ("sam", "security", ""),
-        ("admin", "ops", "admin"),
-    ] {
-        toml.push_str(&format!(
-            "\n[users.{name}]\ngroups = [\"{groups}\"]\nroles = [{}]\nemail = \"{name}@example.com\"\n\
-             token_sha256 = \"{}\"\n",
-            if roles.is_empty() {
-                String::new()
-            } else {
-                format!("\"{roles}\"")
-            },
-            token_hash(&token(name))
-        ));
-    }
-    Settings::parse("vendors.toml", &edit(toml), dir).unwrap()
+            vic_token = token_hash(&token("vic")),
+        ))
+        // vera is a vendor only because the directory says so.
+        .users_with_email(&[
+            ("vera", r#"groups = ["eng"]"#),
+            ("sara", r#"groups = ["eng"]"#),
+            ("tom", r#"groups = ["ops"]"#),
+            ("carol", r#"groups = ["sre"]"#),
+            ("sam", r#"groups = ["security"]"#),
+            ("admin", "groups = [\"ops\"]\nroles = [\"admin\"]"),
+        ])
+        .parse_edited("vendors.toml", edit)
 }
 
 struct Harness {
@@ -193,14 +167,8 @@ impl Harness {
     async fn start(vic_ends: Duration) -> Option<Harness> {
         let dir = tempfile::tempdir().unwrap();
         let smtp = SmtpSink::start(dir.path())?;
-        let clock = Arc::new(ManualClock::new(T0));
-        let server = start_with_clock(
-            config(dir.path(), smtp.port, "sara", vic_ends),
-            Arc::clone(&clock) as Arc<dyn Clock>,
-        )
-        .await
-        .unwrap();
-        let base = format!("http://{}", server.addr());
+        let config = config(dir.path(), smtp.port, "sara", vic_ends);
+        let (server, base, clock) = boot_at_t0(config).await;
         Some(Harness {
             server,
             clock,
@@ -211,7 +179,7 @@ impl Harness {
     }
 
     fn client(&self, name: &str) -> Client {
-        Client::new(&self.base, &token(name)).unwrap()
+        fixtures::client(&self.base, name)
     }
 
     /// Polls the request (as admin) until `done` holds.
@@ -276,24 +244,7 @@ impl Harness {
 
     /// A SCIM call with the provisioning token: status and body.
     async fn scim(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let http = reqwest::Client::new();
-        let url = format!("{}/scim/v2/{path}", self.base);
-        let request = match method {
-            "POST" => http.post(url),
-            "PATCH" => http.patch(url),
-            "GET" => http.get(url),
-            other => panic!("unsupported method {other}"),
-        };
-        let response = request
-            .bearer_auth(SCIM_TOKEN)
-            .header("content-type", "application/scim+json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        fixtures::scim(&self.base, SCIM_TOKEN, method, path, body).await
     }
 
     /// Provisions a user; their SCIM id.
@@ -335,15 +286,8 @@ impl Harness {
 
 fn ask(entitlement: &str, secs: u64) -> CreateRequest {
     CreateRequest {
-        entitlement: entitlement.to_owned(),
         duration: Some(DurationInput::Seconds(secs)),
-        reason: String::new(),
-        ticket: None,
-        start_at: None,
-        break_glass: false,
-        public_key: None,
-        bundle: None,
-        entitlements: Vec::new(),
+        ..fixtures::ask(entitlement)
     }
 }
 
@@ -464,13 +408,7 @@ async fn a_vendor_asks_only_for_what_is_open_to_externals() {
             "{message}"
         );
         // Recorded as denied, like any denial by policy.
-        let mine = vic
-            .list_requests(&RequestQuery {
-                mine: Some(true),
-                ..RequestQuery::default()
-            })
-            .await
-            .unwrap();
+        let mine = my_requests(&vic).await;
         assert_eq!(mine.len(), 1);
         assert_eq!(mine[0].state, "denied");
         assert!(mine[0]
@@ -608,15 +546,7 @@ async fn a_sponsors_deactivation_over_scim_ends_their_vendors_grants() {
         h.deactivate(&sara_id).await;
         let ended = h.client("admin").get_request(&vics.id).await.unwrap();
         assert_eq!(ended.state, "revoked", "ended before the SCIM call is answered");
-        let events = h
-            .client("admin")
-            .audit(&AuditQuery {
-                request: Some(vics.id.clone()),
-                action: Some("revoked".to_owned()),
-                ..AuditQuery::default()
-            })
-            .await
-            .unwrap();
+        let events = audit_of_action(&h.client("admin"), &vics.id, "revoked").await;
         assert_eq!(events.len(), 1);
         let cause = &events[0].details["cause"];
         assert!(
@@ -669,22 +599,18 @@ async fn a_sponsor_changed_in_the_config_ends_the_vendors_grants_at_restart() {
         // The config read again: vic is sam's vendor now, and vera a
         // vendor sara sponsors.
         let vera_ends = format_time(after(10 * HOUR));
-        let server = start_with_clock(
-            config_with(dir.path(), smtp.port, "sam", 10 * HOUR, |t| {
-                t.replace(
-                    "[users.vera]\n",
-                    &format!(
-                        "[users.vera]\nemployment = \"vendor\"\nsponsor = \"sara\"\n\
-                         account_expires = \"{vera_ends}\"\n"
-                    ),
-                )
-            }),
-            Arc::clone(&clock) as Arc<dyn Clock>,
-        )
-        .await
-        .unwrap();
+        let config = config_with(dir.path(), smtp.port, "sam", 10 * HOUR, |t| {
+            t.replace(
+                "[users.vera]\n",
+                &format!(
+                    "[users.vera]\nemployment = \"vendor\"\nsponsor = \"sara\"\n\
+                     account_expires = \"{vera_ends}\"\n"
+                ),
+            )
+        });
+        let (server, base) = boot(config, &clock).await;
         let h = Harness {
-            base: format!("http://{}", server.addr()),
+            base,
             server,
             clock,
             smtp,

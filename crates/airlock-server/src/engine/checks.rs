@@ -42,6 +42,10 @@ pub struct CheckAnswer {
 #[derive(Default)]
 pub(super) struct CheckLedger {
     counted: std::sync::Mutex<HashMap<RequestId, CheckActivity>>,
+    /// The last check of each grant a flush under way took and has not
+    /// stored yet: still this replica's to tell (`unstored`), or a reader
+    /// of the store in the meantime would find neither.
+    in_flight: std::sync::Mutex<HashMap<RequestId, Timestamp>>,
     /// One flush at a time, so that a flush returns only once every count
     /// taken before it is stored (the idle limits decide on what is).
     flushing: tokio::sync::Mutex<()>,
@@ -64,19 +68,44 @@ impl CheckLedger {
         }
     }
 
-    /// The last check of `id` this replica counted and has not stored yet.
+    /// The last check of `id` this replica counted and has not stored yet
+    /// (a flush under way included).
     pub(super) fn unstored(&self, id: &RequestId) -> Option<Timestamp> {
-        self.counted
+        let counted = self
+            .counted
             .lock()
             .ok()
-            .and_then(|counted| counted.get(id).and_then(|c| c.last_at))
+            .and_then(|counted| counted.get(id).and_then(|c| c.last_at));
+        let in_flight = self
+            .in_flight
+            .lock()
+            .ok()
+            .and_then(|in_flight| in_flight.get(id).copied());
+        counted.max(in_flight)
     }
 
+    /// The counts to store, kept as in flight until [`CheckLedger::landed`].
     fn take(&self) -> Vec<(RequestId, CheckActivity)> {
-        self.counted
+        // In flight before they leave `counted`: never in neither.
+        let mut counted = self
+            .counted
             .lock()
-            .map(|mut counted| counted.drain().collect())
-            .unwrap_or_default()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            in_flight.extend(
+                counted
+                    .iter()
+                    .filter_map(|(id, c)| Some((id.clone(), c.last_at?))),
+            );
+        }
+        counted.drain().collect()
+    }
+
+    /// The flush under way is over: its counts are stored, or put back.
+    fn landed(&self) {
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            in_flight.clear();
+        }
     }
 
     /// Puts back counts a failed write did not store, to go with the next.
@@ -130,13 +159,12 @@ impl Engine {
         if tallies.is_empty() {
             return Ok(());
         }
-        match self.store.add_checks(tallies.clone()).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.checks.restore(tallies);
-                Err(e)
-            }
+        let stored = self.store.add_checks(tallies.clone()).await;
+        if stored.is_err() {
+            self.checks.restore(tallies);
         }
+        self.checks.landed();
+        stored
     }
 
     /// Flushes counted checks every [`CHECKS_FLUSH_EVERY`] on the engine's

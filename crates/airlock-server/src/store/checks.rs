@@ -2,10 +2,12 @@
 //! one open request of a principal and entitlement, and adding the checks a
 //! replica counted to the `grant_checks` table (schema version 15: a narrow
 //! row per checked grant, not the wide request row). The additions run inside the writer's batches
-//! (`sql::Change::Checks`), like an API token's last use; lookups are
-//! grouped into queries on the read pool ([`answer_lookups`]).
+//! (`sql::Change::Checks`), like an API token's last use. Lookups run on
+//! SQLite connections of their own where the check runs
+//! ([`DirectLookups`]); with PostgreSQL they are grouped into queries on the
+//! read pool ([`answer_lookups`]).
 
-use airlock_core::request::{AccessRequest, CheckActivity, State};
+use airlock_core::request::{CheckActivity, State};
 use airlock_core::{EntitlementId, RequestId, Timestamp, UserId};
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -36,20 +38,12 @@ const OPEN: &str = "state IN ('pending', 'approved', 'active')";
 /// Most lookups answered by one query.
 const MAX_LOOKUPS: usize = 256;
 
-/// The query for `n` (requester, entitlement) pairs, bound in order. A
-/// group drives the index from its pairs (`CROSS JOIN` fixes that order on
-/// SQLite, which otherwise takes the `state` index for a row-value `IN`).
-/// The rows come back as one JSON array in one row: sqlx hands each row of
-/// a SQLite result from the connection's thread to the caller's
-/// separately, a thread wake-up each.
-fn open_requests_sql(postgres: bool, n: usize) -> String {
-    let found = if postgres {
-        "SELECT COALESCE(json_agg(json_build_array(r.id, r.requester, r.entitlement, r.state, \
-         r.expires_at))::text, '[]') AS found"
-    } else {
-        "SELECT json_group_array(json_array(r.id, r.requester, r.entitlement, r.state, \
-         r.expires_at)) AS found"
-    };
+/// The PostgreSQL query for `n` (requester, entitlement) pairs, bound in
+/// order. A group drives the index from its pairs. The rows come back as
+/// one JSON array in one row: one row to decode, whatever the group's size.
+fn open_requests_sql(n: usize) -> String {
+    let found = "SELECT COALESCE(json_agg(json_build_array(r.id, r.requester, r.entitlement, \
+         r.state, r.expires_at))::text, '[]') AS found";
     if n == 1 {
         return format!(
             "{found} FROM requests AS r WHERE r.requester = $1 AND r.entitlement = $2 AND r.{OPEN}"
@@ -91,17 +85,10 @@ impl Lookup {
     }
 }
 
-/// Answers lookups in groups: those that arrived while a query ran go
-/// together in the next (up to [`MAX_LOOKUPS`]). A query on SQLite costs
-/// a round trip to the connection's worker thread, and at thousands of
-/// checks a second those thread switches, not the index lookups, were
-/// where the time went; grouping pays one per group (the writer's group
-/// commit, for reads).
-pub(super) async fn answer_lookups(
-    pool: AnyPool,
-    postgres: bool,
-    mut lookups: mpsc::Receiver<Lookup>,
-) {
+/// Answers PostgreSQL lookups in groups: those that arrived while a query
+/// ran go together in the next (up to [`MAX_LOOKUPS`]), one round trip per
+/// group (the writer's group commit, for reads).
+pub(super) async fn answer_lookups(pool: AnyPool, mut lookups: mpsc::Receiver<Lookup>) {
     let mut batch = Vec::with_capacity(MAX_LOOKUPS);
     while let Some(first) = lookups.recv().await {
         batch.push(first);
@@ -114,7 +101,7 @@ pub(super) async fn answer_lookups(
                 Err(_) => break,
             }
         }
-        match open_requests(&pool, postgres, &batch).await {
+        match open_requests(&pool, &batch).await {
             Ok(found) => {
                 for l in batch.drain(..) {
                     let open = found
@@ -142,10 +129,9 @@ type FoundRow = (String, String, String, String, Option<i64>);
 /// The open requests of the lookups' pairs, with their pairs.
 async fn open_requests(
     pool: &AnyPool,
-    postgres: bool,
     lookups: &[Lookup],
 ) -> Result<Vec<(String, String, OpenRequest)>, StoreError> {
-    let sql = open_requests_sql(postgres, lookups.len());
+    let sql = open_requests_sql(lookups.len());
     let mut query = sqlx::query_scalar::<_, String>(&sql);
     for l in lookups {
         query = query
@@ -169,33 +155,27 @@ async fn open_requests(
         .collect()
 }
 
-/// The plan the database chooses for a lookup of `n` pairs, as text. On
-/// PostgreSQL with sequential scans off, as the planner sees a large table
-/// (on a small one a scan is cheaper and it rightly takes that).
+/// The plan PostgreSQL chooses for a lookup of `n` pairs, as text, with
+/// sequential scans off, as the planner sees a large table (on a small one
+/// a scan is cheaper and it rightly takes that).
 pub(super) async fn open_request_plan(
     conn: &mut AnyConnection,
-    postgres: bool,
     n: usize,
 ) -> Result<String, StoreError> {
-    let sql = open_requests_sql(postgres, n.max(1));
-    let explain = if postgres {
-        sqlx::query("SET enable_seqscan = off")
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
-        format!("EXPLAIN {sql}")
-    } else {
-        format!("EXPLAIN QUERY PLAN {sql}")
-    };
+    let sql = open_requests_sql(n.max(1));
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let explain = format!("EXPLAIN {sql}");
     let mut query = sqlx::query(&explain);
     for i in 0..n.max(1) {
         query = query.bind(format!("someone{i}")).bind("something");
     }
     let rows = query.fetch_all(&mut *conn).await.map_err(db_err)?;
-    let column = if postgres { "QUERY PLAN" } else { "detail" };
     let lines = rows
         .iter()
-        .map(|r| r.try_get::<String, _>(column).map_err(db_err))
+        .map(|r| r.try_get::<String, _>("QUERY PLAN").map_err(db_err))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(lines.join("\n"))
 }
@@ -266,86 +246,63 @@ pub(super) async fn add(
     Ok(())
 }
 
-/// Open requests read per query when the index is loaded.
-const RELOAD_PAGE: usize = 10_000;
-
 /// Most tallies one statement adds.
 const TALLIES_PER_STATEMENT: usize = 5_000;
 
-/// With SQLite, every open request by requester and entitlement, in
-/// memory: a check is then answered without a query. One process owns a
-/// SQLite file and every change to a request goes through its one writer,
-/// which applies each committed batch here before answering its callers
-/// (and reloads it after an import), so the index never lags what a
-/// caller was told. At thousands of checks a second, sqlx's hand-off of
-/// each query to the SQLite connection's thread was most of a check's
-/// time; a map lookup is not (`airlock-bench check`). PostgreSQL, shared by
-/// replicas whose writes this process does not see, keeps the query.
-#[derive(Default)]
-pub(super) struct OpenIndex {
-    /// `requester \0 entitlement` (neither holds a NUL: validated ids).
-    open: std::sync::RwLock<std::collections::HashMap<String, OpenRequest>>,
+/// A check's lookup on a SQLite connection of its own, run on the calling
+/// thread. sqlx runs each SQLite connection on a thread of its own and
+/// hands every query and row across; at thousands of checks a second those
+/// thread switches were most of a check's time (`airlock-bench check`).
+/// A lookup by the one-open-request index takes microseconds, so it runs
+/// where the check is, on one of a few read-only connections: whichever is
+/// free, else waiting for the first. Each lookup is its own read
+/// transaction, so it sees every batch the writer committed before it (in
+/// WAL mode readers neither wait for the writer nor hold it up). Nothing is
+/// loaded at start and nothing is kept in memory but SQLite's page cache.
+/// PostgreSQL keeps the grouped query ([`answer_lookups`]).
+pub(super) struct DirectLookups {
+    connections: Vec<std::sync::Mutex<rusqlite::Connection>>,
 }
 
-fn index_key(requester: &str, entitlement: &str) -> String {
-    let mut key = String::with_capacity(requester.len() + entitlement.len() + 1);
-    key.push_str(requester);
-    key.push('\0');
-    key.push_str(entitlement);
-    key
+/// The lookup: written with the condition of `requests_one_open` as in
+/// [`OPEN`], so SQLite answers it from that partial index.
+fn direct_lookup_sql() -> String {
+    format!(
+        "SELECT id, state, expires_at FROM requests \
+         WHERE requester = ?1 AND entitlement = ?2 AND {OPEN}"
+    )
 }
 
-impl OpenIndex {
-    /// Reads every open request from the database, replacing what it held.
-    pub(super) async fn reload(&self, conn: &mut AnyConnection) -> Result<usize, StoreError> {
-        // A page at a time: a million open requests read at once would
-        // hold every row until the last arrived.
-        let sql = format!(
-            "SELECT id, requester, entitlement, state, expires_at FROM requests \
-             WHERE {OPEN} AND id > $1 ORDER BY id LIMIT {RELOAD_PAGE}"
-        );
-        let mut open = std::collections::HashMap::new();
-        let mut after = String::new();
-        loop {
-            let page = sqlx::query(&sql)
-                .bind(after.clone())
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db_err)?;
-            let Some(last) = page.last() else { break };
-            after = last.try_get("id").map_err(db_err)?;
-            for row in &page {
-                Self::insert_row(&mut open, row)?;
-            }
-        }
-        let count = open.len();
-        *self
-            .open
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = open;
-        Ok(count)
-    }
+/// Pages of SQLite's cache per lookup connection (4 KiB each): the upper
+/// levels of the index and the table stay in memory, leaves come from the
+/// operating system's file cache.
+const DIRECT_CACHE_PAGES: i64 = 1024;
 
-    fn insert_row(
-        open: &mut std::collections::HashMap<String, OpenRequest>,
-        row: &sqlx::any::AnyRow,
-    ) -> Result<(), StoreError> {
-        let id: String = row.try_get("id").map_err(db_err)?;
-        let corrupt = |what: String| StoreError::Corrupt(format!("request `{id}`: {what}"));
-        let state: String = row.try_get("state").map_err(db_err)?;
-        let requester: String = row.try_get("requester").map_err(db_err)?;
-        let entitlement: String = row.try_get("entitlement").map_err(db_err)?;
-        let expires_at: Option<i64> = row.try_get("expires_at").map_err(db_err)?;
-        open.insert(
-            index_key(&requester, &entitlement),
-            OpenRequest {
-                id: RequestId::parse(&id).map_err(|e| corrupt(format!("id {e}")))?,
-                state: State::parse(&state)
-                    .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
-                expires_at: expires_at.map(Timestamp::from_unix_millis),
-            },
-        );
-        Ok(())
+fn sqlite_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl DirectLookups {
+    /// `connections` read-only connections to the SQLite file at `path`
+    /// (at least one).
+    pub(super) fn open(
+        path: &std::path::Path,
+        connections: usize,
+    ) -> Result<DirectLookups, StoreError> {
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connections = (0..connections.max(1))
+            .map(|_| {
+                let conn =
+                    rusqlite::Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))
+                    .map_err(sqlite_err)?;
+                conn.pragma_update(None, "cache_size", DIRECT_CACHE_PAGES)
+                    .map_err(sqlite_err)?;
+                Ok(std::sync::Mutex::new(conn))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(DirectLookups { connections })
     }
 
     /// The open request of `requester` for `entitlement`, if any.
@@ -353,37 +310,54 @@ impl OpenIndex {
         &self,
         requester: &UserId,
         entitlement: &EntitlementId,
-    ) -> Option<OpenRequest> {
-        self.open
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&index_key(requester.as_str(), entitlement.as_str()))
-            .cloned()
+    ) -> Result<Option<OpenRequest>, StoreError> {
+        let free = self.connections.iter().find_map(|c| c.try_lock().ok());
+        let conn = match free {
+            Some(conn) => conn,
+            None => self
+                .connections
+                .first()
+                .ok_or_else(|| StoreError::Database("no lookup connection".to_owned()))?
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        };
+        let mut statement = conn
+            .prepare_cached(&direct_lookup_sql())
+            .map_err(sqlite_err)?;
+        let mut rows = statement
+            .query([requester.as_str(), entitlement.as_str()])
+            .map_err(sqlite_err)?;
+        let Some(row) = rows.next().map_err(sqlite_err)? else {
+            return Ok(None);
+        };
+        let id: String = row.get(0).map_err(sqlite_err)?;
+        let state: String = row.get(1).map_err(sqlite_err)?;
+        let expires_at: Option<i64> = row.get(2).map_err(sqlite_err)?;
+        let corrupt = |what: String| StoreError::Corrupt(format!("request `{id}`: {what}"));
+        Ok(Some(OpenRequest {
+            id: RequestId::parse(&id).map_err(|e| corrupt(format!("id {e}")))?,
+            state: State::parse(&state)
+                .ok_or_else(|| corrupt(format!("unknown state `{state}`")))?,
+            expires_at: expires_at.map(Timestamp::from_unix_millis),
+        }))
     }
 
-    /// Takes in requests as a committed batch left them: an open one is
-    /// its pair's, an ended one leaves (if it still is its pair's).
-    pub(super) fn apply<'a>(&self, changed: impl IntoIterator<Item = &'a AccessRequest>) {
-        let mut open = self
-            .open
-            .write()
+    /// The plan SQLite chooses for the lookup, as text.
+    pub(super) fn plan(&self) -> Result<String, StoreError> {
+        let conn = self
+            .connections
+            .first()
+            .ok_or_else(|| StoreError::Database("no lookup connection".to_owned()))?
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for r in changed {
-            let key = index_key(r.requester.as_str(), r.entitlement.as_str());
-            if r.state.is_terminal() {
-                if open.get(&key).is_some_and(|o| o.id == r.id) {
-                    open.remove(&key);
-                }
-            } else {
-                open.insert(
-                    key,
-                    OpenRequest {
-                        id: r.id.clone(),
-                        state: r.state,
-                        expires_at: r.expires_at,
-                    },
-                );
-            }
-        }
+        let mut statement = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", direct_lookup_sql()))
+            .map_err(sqlite_err)?;
+        let lines = statement
+            .query_map(["someone", "something"], |row| row.get::<_, String>(3))
+            .map_err(sqlite_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sqlite_err)?;
+        Ok(lines.join("\n"))
     }
 }

@@ -190,11 +190,12 @@ pub struct SqlStore {
     claims: Option<AnyPool>,
     /// How to open a connection of its own (exclusive background work).
     options: AnyConnectOptions,
-    /// Checks' lookups of open requests, answered in groups on the read
-    /// pool (`checks::answer_lookups`).
+    /// PostgreSQL: checks' lookups of open requests, answered in groups on
+    /// the read pool (`checks::answer_lookups`).
     lookups: mpsc::Sender<super::checks::Lookup>,
-    /// SQLite: every open request in memory, for checks.
-    index: Option<Arc<super::checks::OpenIndex>>,
+    /// SQLite: checks' lookups on connections of their own, run where the
+    /// check runs (`checks::DirectLookups`).
+    direct: Option<super::checks::DirectLookups>,
     /// SQLite: where each user name stands in the directory, remembered.
     standing: Option<Arc<super::directory::StandingCache>>,
 }
@@ -411,15 +412,14 @@ impl SqlStore {
                     .map_err(db_err)?,
             ),
         };
-        // SQLite: checks answered from memory (see `checks::OpenIndex`).
-        let index = match backend {
-            Backend::Sqlite => {
-                let index = Arc::new(super::checks::OpenIndex::default());
-                let count = index.reload(&mut conn).await?;
-                tracing::debug!(open = count, "open requests indexed for checks");
-                Some(index)
-            }
-            Backend::Postgres => None,
+        // SQLite: checks look up on connections of their own (see
+        // `checks::DirectLookups`), one per worker thread that may ask.
+        let direct = match location {
+            Location::Sqlite(path) => Some(super::checks::DirectLookups::open(
+                path,
+                std::thread::available_parallelism().map_or(2, usize::from),
+            )?),
+            Location::Postgres(_) => None,
         };
         let standing = (backend == Backend::Sqlite)
             .then(|| Arc::new(super::directory::StandingCache::default()));
@@ -429,15 +429,12 @@ impl SqlStore {
             options.clone(),
             backend,
             jobs,
-            index.clone(),
             standing.clone(),
         ));
         let (lookups, asked) = mpsc::channel(4096);
-        tokio::spawn(super::checks::answer_lookups(
-            read.clone(),
-            backend == Backend::Postgres,
-            asked,
-        ));
+        if direct.is_none() {
+            tokio::spawn(super::checks::answer_lookups(read.clone(), asked));
+        }
         Ok(SqlStore {
             backend,
             writer,
@@ -445,7 +442,7 @@ impl SqlStore {
             claims,
             options,
             lookups,
-            index,
+            direct,
             standing,
         })
     }
@@ -477,15 +474,18 @@ impl SqlStore {
         }
     }
 
-    /// The plan the database chooses for checks' lookup of the open
-    /// requests of `n` (requester, entitlement) pairs in one query
-    /// (`Store::open_request`), as text: which index it uses.
+    /// The plan the database chooses for checks' lookup of open requests
+    /// (`Store::open_request`), as text: which index it uses. PostgreSQL
+    /// looks up `n` (requester, entitlement) pairs in one query; SQLite one
+    /// pair at a time, whatever `n`.
     pub async fn check_lookup_plan(&self, n: usize) -> Result<String, StoreError> {
+        if let Some(direct) = &self.direct {
+            return direct.plan();
+        }
         let mut conn = AnyConnection::connect_with(&self.options)
             .await
             .map_err(db_err)?;
-        let plan =
-            super::checks::open_request_plan(&mut conn, self.backend == Backend::Postgres, n).await;
+        let plan = super::checks::open_request_plan(&mut conn, n).await;
         let _ = conn.close().await;
         plan
     }
@@ -547,7 +547,6 @@ async fn run_writer(
     options: AnyConnectOptions,
     backend: Backend,
     mut jobs: mpsc::Receiver<WriteJob>,
-    index: Option<Arc<super::checks::OpenIndex>>,
     standing: Option<Arc<super::directory::StandingCache>>,
 ) {
     let mut next = jobs.recv().await;
@@ -559,14 +558,10 @@ async fn run_writer(
                 access_reviews,
                 reply,
             } => {
-                let mut result =
+                let result =
                     import_in_tx(&mut conn, backend, requests, audit, access_reviews).await;
                 if result.is_err() {
                     let _ = exec(&mut conn, "ROLLBACK").await;
-                } else if let Some(index) = &index {
-                    if let Err(e) = index.reload(&mut conn).await {
-                        result = Err(e);
-                    }
                 }
                 let _ = reply.send(result);
                 next = jobs.recv().await;
@@ -586,15 +581,7 @@ async fn run_writer(
                 Err(_) => break,
             }
         }
-        if !commit_batch(
-            &mut conn,
-            backend,
-            batch,
-            index.as_deref(),
-            standing.as_deref(),
-        )
-        .await
-        {
+        if !commit_batch(&mut conn, backend, batch, standing.as_deref()).await {
             loop {
                 match connect_writer(backend, &options).await {
                     Ok(fresh) => {
@@ -629,18 +616,13 @@ async fn commit_batch(
     conn: &mut AnyConnection,
     backend: Backend,
     batch: Vec<Change>,
-    index: Option<&super::checks::OpenIndex>,
     standing: Option<&super::directory::StandingCache>,
 ) -> bool {
     // Batches still to try, the next one last: halves keep the callers' order.
     let mut work = vec![batch];
     while let Some(batch) = work.pop() {
         match try_batch(conn, backend, &batch).await {
-            Ok((outcomes, changed)) => {
-                // Before anyone hears of the change, as checks will see it.
-                if let Some(index) = index {
-                    index.apply(&changed);
-                }
+            Ok(outcomes) => {
                 if let Some(cache) = standing {
                     if batch.iter().any(|c| matches!(c, Change::Directory { .. })) {
                         cache.forget();
@@ -788,7 +770,7 @@ async fn try_batch(
     conn: &mut AnyConnection,
     backend: Backend,
     batch: &[Change],
-) -> Result<(Vec<Outcome>, Vec<AccessRequest>), StoreError> {
+) -> Result<Vec<Outcome>, StoreError> {
     let (ids, requesters) = batch_keys(batch);
     let BatchStart {
         head,
@@ -923,12 +905,7 @@ async fn try_batch(
     }
     pending.write(conn, backend, &rows, head).await?;
     exec(conn, "COMMIT").await?;
-    let changed = pending
-        .order
-        .iter()
-        .filter_map(|(id, _)| rows.remove(id))
-        .collect();
-    Ok((outcomes, changed))
+    Ok(outcomes)
 }
 
 /// Rows and events a batch will write, in the order they were decided.
@@ -2182,8 +2159,8 @@ impl Store for SqlStore {
         requester: &UserId,
         entitlement: &EntitlementId,
     ) -> Result<Option<super::checks::OpenRequest>, StoreError> {
-        if let Some(index) = &self.index {
-            return Ok(index.get(requester, entitlement));
+        if let Some(direct) = &self.direct {
+            return direct.get(requester, entitlement);
         }
         let (lookup, answer) = super::checks::Lookup::new(requester, entitlement);
         let gone = || StoreError::Database("the lookup of open requests has stopped".to_owned());

@@ -1,0 +1,602 @@
+//! The `load` bench: a steady mixed load on the HTTP API for a fixed time.
+//! Requesters ask for access (one entitlement approvers decide, one
+//! auto-approved), look at their request and their history, check their
+//! grant and release it; approvers read their inbox and approve. Every grant
+//! and revoke goes to a signed webhook target on loopback, which records
+//! when each revoke arrived: a share of the auto-approved grants is left to
+//! expire, so grants fall due all through the run and the revocation lag
+//! (revoke arrival minus expiry) is measured under the load. The server runs
+//! in a process of its own ([`ChildServer`]); the bench prints per-endpoint
+//! latency, the rates sustained, the server's memory (at rest, sampled,
+//! peak) and the CPU time of the server and of the load generator.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_server::api::{parse_time, RequestQuery, RequestView};
+use airlock_server::client::{Action, Client, ClientError};
+use airlock_server::config::token_hash;
+use airlock_server::store::sql::Location;
+use anyhow::{bail, Context};
+
+use crate::child::{cpu_time, status_kib, ChildServer};
+use crate::lifecycle::{spawn_receiver, Received, SECRET};
+use crate::report::say;
+use crate::store::{Backend, Scratch};
+use crate::{ask, now_ms, percentile, requester_users, server_table};
+
+/// Why the bench asks.
+const REASON: &str = "load benchmark";
+/// The entitlement approvers decide.
+const DECIDED: &str = "app-approve";
+/// The entitlement policy approves at once.
+const AUTO: &str = "app-auto";
+
+#[derive(clap::Args, Clone)]
+pub struct LoadArgs {
+    /// Seconds of load.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Concurrent requesters (each a client of its own, in turn acting for
+    /// --users-each people).
+    #[arg(long, default_value_t = 32)]
+    requesters: usize,
+    /// People each requester acts for, in turn.
+    #[arg(long, default_value_t = 64)]
+    users_each: usize,
+    /// Concurrent approvers.
+    #[arg(long, default_value_t = 4)]
+    approvers: usize,
+    /// How long each grant lasts, in seconds.
+    #[arg(long, default_value_t = 10)]
+    grant_seconds: u64,
+    /// Pause of each requester between two rounds, in milliseconds (0: as
+    /// fast as the server answers).
+    #[arg(long, default_value_t = 0)]
+    think_ms: u64,
+    /// Run against PostgreSQL (a scratch database created on this server)
+    /// instead of SQLite.
+    #[arg(long)]
+    postgres: Option<String>,
+}
+
+/// What one endpoint measured.
+#[derive(Default)]
+struct Endpoint {
+    latencies_ms: Vec<f64>,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+/// What the clients measured, by endpoint.
+#[derive(Default)]
+struct Calls {
+    endpoints: BTreeMap<&'static str, Endpoint>,
+}
+
+impl Calls {
+    /// Times `call` as `endpoint`; its answer, or `None` when it failed
+    /// (counted, the first error kept).
+    async fn timed<T>(
+        &mut self,
+        endpoint: &'static str,
+        call: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Option<T> {
+        let started = Instant::now();
+        let answer = call.await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let e = self.endpoints.entry(endpoint).or_default();
+        match answer {
+            Ok(v) => {
+                e.latencies_ms.push(ms);
+                Some(v)
+            }
+            Err(err) => {
+                e.errors += 1;
+                e.first_error.get_or_insert_with(|| err.to_string());
+                None
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Calls) {
+        for (name, e) in other.endpoints {
+            let mine = self.endpoints.entry(name).or_default();
+            mine.latencies_ms.extend(e.latencies_ms);
+            mine.errors += e.errors;
+            if mine.first_error.is_none() {
+                mine.first_error = e.first_error;
+            }
+        }
+    }
+}
+
+/// One person a requester acts for, and what they hold.
+#[derive(Default)]
+struct Person {
+    token: String,
+    name: String,
+    /// Their request approvers decide, still open.
+    decided: Option<String>,
+    /// Their auto-approved grant, its expiry (Unix ms), and whether they
+    /// release it (else it is left to expire).
+    auto: Option<(String, i64, bool)>,
+}
+
+/// What a requester leaves: its calls and the grants it let expire, with
+/// their expiry (Unix ms).
+type RequesterResult = (Calls, Vec<(String, i64)>);
+
+pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    sqlx::any::install_default_drivers();
+    if args.seconds == 0 || args.requesters == 0 || args.users_each == 0 || args.approvers == 0 {
+        bail!("--seconds, --requesters, --users-each and --approvers must be at least 1");
+    }
+    let backend = match args.postgres {
+        Some(_) => Backend::Postgres,
+        None => Backend::Sqlite,
+    };
+    let scratch = Scratch::create(backend, args.postgres.as_deref().unwrap_or_default()).await?;
+    let result = bench(&args, backend, &scratch.dir, &scratch.location).await;
+    scratch.remove().await?;
+    result
+}
+
+async fn bench(
+    args: &LoadArgs,
+    backend: Backend,
+    dir: &Path,
+    location: &Location,
+) -> anyhow::Result<()> {
+    let people = args.requesters * args.users_each;
+    say!(
+        "airlock-bench load: {} requesters acting for {people} people, {} approvers, {}s grants, for {}s on {}, on {} cores",
+        args.requesters,
+        args.approvers,
+        args.grant_seconds,
+        args.seconds,
+        backend.label(),
+        std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
+    );
+    let (hook, seen) = spawn_receiver().await?;
+    let data_dir = dir.join("data");
+    std::fs::create_dir_all(&data_dir)?;
+    let location = match location {
+        Location::Sqlite(_) => Location::Sqlite(data_dir.join("airlock.db")),
+        other => other.clone(),
+    };
+    let (text, tokens) = config(args, &hook, &data_dir, &location);
+    let config = dir.join("airlock.toml");
+    std::fs::write(&config, text)?;
+    let server = ChildServer::start(&config).await?;
+    let pid = server.pid;
+    say!(
+        "server (pid {pid}) ready in {:.2}s from its start, {:.1} MiB resident at rest",
+        server.ready.as_secs_f64(),
+        status_kib(pid, "VmRSS")? as f64 / 1024.0
+    );
+    let url = format!("http://{}", server.addr);
+    // The clients run on one thread of their own: on two cores every more
+    // runnable thread of the load generator takes a core from the server.
+    let (drive_args, drive_url) = (args.clone(), url.clone());
+    let driven = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(drive(&drive_args, &drive_url, tokens, pid))
+    })
+    .await
+    .context("the load generator's thread");
+    let lags = match &driven {
+        Ok(Ok(d)) => wait_for_revokes(&seen, &d.expiring, args.grant_seconds).await,
+        _ => Vec::new(),
+    };
+    let peak_kib = status_kib(pid, "VmHWM")?;
+    server.stop().await;
+    let driven = driven??;
+    print_figures(&driven, &seen, lags, peak_kib)
+}
+
+fn config(
+    args: &LoadArgs,
+    hook: &str,
+    data_dir: &Path,
+    database: &Location,
+) -> (String, Vec<String>) {
+    let mut text = format!(
+        r#"{server}
+[connectors.hook]
+type = "webhook"
+url = "{hook}"
+secret = "{SECRET}"
+timeout = "10s"
+
+[entitlements.{DECIDED}]
+requestable_by = ["requesters"]
+max_duration = "1h"
+require_reason = true
+approvals_required = 1
+approvers = ["approvers"]
+connector = "hook"
+
+[entitlements.{AUTO}]
+requestable_by = ["requesters"]
+max_duration = "1h"
+auto_approve = true
+connector = "hook"
+"#,
+        server = server_table(data_dir, database),
+    );
+    for i in 0..args.approvers {
+        let _ = write!(
+            text,
+            "\n[users.approver{i}]\ngroups = [\"approvers\"]\ntoken_sha256 = \"{}\"\n",
+            token_hash(&approver_token(i))
+        );
+    }
+    let tokens = requester_users(&mut text, args.requesters * args.users_each, "load-token-");
+    (text, tokens)
+}
+
+fn approver_token(i: usize) -> String {
+    format!("load-approver-{i}")
+}
+
+/// What the clients did.
+struct Driven {
+    calls: Calls,
+    /// Grants left to expire, with their expiry (Unix ms).
+    expiring: Vec<(String, i64)>,
+    elapsed: Duration,
+    server_cpu: Duration,
+    client_cpu: Duration,
+    /// The server's resident memory, sampled every 500 ms (KiB).
+    server_rss_kib: Vec<u64>,
+}
+
+async fn drive(
+    args: &LoadArgs,
+    url: &str,
+    tokens: Vec<String>,
+    server_pid: u32,
+) -> anyhow::Result<Driven> {
+    let base = Client::new(url, "none")?;
+    let (server_cpu_before, client_cpu_before) =
+        (cpu_time(server_pid)?, cpu_time(std::process::id())?);
+    let started = Instant::now();
+    let until = started + Duration::from_secs(args.seconds);
+    let stop = tokio::sync::watch::channel(false);
+    let sampler = {
+        let mut stopped = stop.1.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                if let Ok(kib) = status_kib(server_pid, "VmRSS") {
+                    samples.push(kib);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stopped.changed() => return samples,
+                }
+            }
+        })
+    };
+    let mut requesters = Vec::new();
+    for (k, chunk) in tokens.chunks(args.users_each).enumerate() {
+        let people: Vec<Person> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, token)| Person {
+                token: token.clone(),
+                name: format!("u{}", k * args.users_each + j),
+                ..Person::default()
+            })
+            .collect();
+        let base = base.clone();
+        let (grant_seconds, think) = (args.grant_seconds, Duration::from_millis(args.think_ms));
+        requesters.push(tokio::spawn(async move {
+            requester(base, people, k, grant_seconds, think, until).await
+        }));
+    }
+    let mut approvers = Vec::new();
+    for i in 0..args.approvers {
+        let client = base.with_token(&approver_token(i));
+        let (count, grace) = (args.approvers, until + Duration::from_secs(5));
+        approvers.push(tokio::spawn(async move {
+            approver(client, i, count, grace).await
+        }));
+    }
+    let mut calls = Calls::default();
+    let mut expiring = Vec::new();
+    for r in requesters {
+        let (c, e) = r.await?;
+        calls.merge(c);
+        expiring.extend(e);
+    }
+    for a in approvers {
+        calls.merge(a.await?);
+    }
+    let elapsed = started.elapsed();
+    let server_cpu = cpu_time(server_pid)?.saturating_sub(server_cpu_before);
+    let client_cpu = cpu_time(std::process::id())?.saturating_sub(client_cpu_before);
+    let _ = stop.0.send(true);
+    let server_rss_kib = sampler.await?;
+    Ok(Driven {
+        calls,
+        expiring,
+        elapsed,
+        server_cpu,
+        client_cpu,
+        server_rss_kib,
+    })
+}
+
+fn expiry_of(view: &RequestView) -> Option<i64> {
+    view.expires_at
+        .as_deref()
+        .and_then(|at| parse_time(at).ok())
+        .map(airlock_core::Timestamp::unix_millis)
+}
+
+/// One requester: in turn for each of its people, ends what they hold
+/// from the last round (releasing the decided grant, or cancelling it if
+/// still pending; releasing every other auto-approved grant and letting
+/// the rest expire), asks again, shows the request, lists their history,
+/// and checks the auto-approved grant.
+async fn requester(
+    base: Client,
+    mut people: Vec<Person>,
+    k: usize,
+    grant_seconds: u64,
+    think: Duration,
+    until: Instant,
+) -> RequesterResult {
+    let mut calls = Calls::default();
+    let mut expiring = Vec::new();
+    let mut round = k;
+    while Instant::now() < until {
+        for person in &mut people {
+            if Instant::now() >= until {
+                break;
+            }
+            round += 1;
+            let client = base.with_token(&person.token);
+            if let Some(id) = person.decided.take() {
+                let view = calls.timed("show", client.get_request(&id)).await;
+                match view.map(|v| v.state) {
+                    Some(state) if state == "active" => {
+                        calls
+                            .timed("release", client.act(&id, &Action::Release))
+                            .await;
+                    }
+                    Some(state) if state == "pending" || state == "approved" => {
+                        calls
+                            .timed("cancel", client.act(&id, &Action::Cancel))
+                            .await;
+                    }
+                    _ => {}
+                }
+            }
+            let created = calls
+                .timed(
+                    "request",
+                    client.create_request(&ask(DECIDED, grant_seconds, REASON)),
+                )
+                .await;
+            person.decided = created.map(|v| v.id);
+            let mine = RequestQuery {
+                mine: Some(true),
+                limit: Some(20),
+                ..RequestQuery::default()
+            };
+            calls.timed("list mine", client.list_requests(&mine)).await;
+            let free = match &person.auto {
+                None => true,
+                Some((id, _, true)) => {
+                    let id = id.clone();
+                    calls
+                        .timed("release", client.act(&id, &Action::Release))
+                        .await
+                        .is_some()
+                }
+                Some((_, expires, false)) => *expires <= now_ms(),
+            };
+            if free {
+                person.auto = None;
+                if let Some(view) = calls
+                    .timed(
+                        "request",
+                        client.create_request(&ask(AUTO, grant_seconds, REASON)),
+                    )
+                    .await
+                {
+                    if let Some(expires) = expiry_of(&view) {
+                        // Every other grant is released, the rest expire.
+                        let release = round.is_multiple_of(2);
+                        if !release {
+                            expiring.push((view.id.clone(), expires));
+                        }
+                        person.auto = Some((view.id, expires, release));
+                    }
+                }
+            }
+            calls.timed("check", client.check(&person.name, AUTO)).await;
+            if !think.is_zero() {
+                tokio::time::sleep(think).await;
+            }
+        }
+    }
+    (calls, expiring)
+}
+
+/// One approver: reads the requests awaiting them and approves its share
+/// (request ids are split between approvers, so two never race for one),
+/// until `until`.
+async fn approver(client: Client, i: usize, count: usize, until: Instant) -> Calls {
+    let mut calls = Calls::default();
+    let inbox = RequestQuery {
+        awaiting_me: Some(true),
+        limit: Some(50),
+        ..RequestQuery::default()
+    };
+    while Instant::now() < until {
+        let Some(waiting) = calls.timed("inbox", client.list_requests(&inbox)).await else {
+            continue;
+        };
+        let mine: Vec<RequestView> = waiting
+            .into_iter()
+            .filter(|r| share_of(&r.id, count) == i)
+            .collect();
+        if mine.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        for r in mine {
+            calls
+                .timed(
+                    "approve",
+                    client.act(&r.id, &Action::Approve { comment: None }),
+                )
+                .await;
+        }
+    }
+    calls
+}
+
+/// Which of `count` approvers approves request `id`.
+fn share_of(id: &str, count: usize) -> usize {
+    let sum = id.bytes().fold(0usize, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
+    sum % count.max(1)
+}
+
+/// Waits (bounded) until the receiver saw the revoke of every grant left
+/// to expire; the lag of each (revoke arrival minus expiry, ms), sorted.
+async fn wait_for_revokes(
+    seen: &Mutex<Received>,
+    expiring: &[(String, i64)],
+    grant_seconds: u64,
+) -> Vec<f64> {
+    let deadline = Instant::now() + Duration::from_secs(grant_seconds + 30);
+    loop {
+        let arrived = seen
+            .lock()
+            .map(|s| {
+                expiring
+                    .iter()
+                    .filter(|(id, _)| s.revokes.contains_key(id))
+                    .count()
+            })
+            .unwrap_or(0);
+        if arrived >= expiring.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Ok(seen) = seen.lock() else {
+        return Vec::new();
+    };
+    let mut lags: Vec<f64> = expiring
+        .iter()
+        .filter_map(|(id, expires)| seen.revokes.get(id).map(|at| (at - expires) as f64))
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    lags
+}
+
+fn print_figures(
+    d: &Driven,
+    seen: &Arc<Mutex<Received>>,
+    lags: Vec<f64>,
+    peak_kib: u64,
+) -> anyhow::Result<()> {
+    let secs = d.elapsed.as_secs_f64();
+    let mut total = 0usize;
+    let mut errors = 0usize;
+    say!("endpoint      calls   per s     p50 ms    p99 ms    max ms  errors");
+    for (name, e) in &d.calls.endpoints {
+        let mut l = e.latencies_ms.clone();
+        l.sort_by(f64::total_cmp);
+        total += l.len();
+        errors += e.errors;
+        say!(
+            "{name:<12} {:>6} {:>7.0} {:>10.2} {:>9.2} {:>9.2} {:>7}",
+            l.len(),
+            l.len() as f64 / secs,
+            percentile(&l, 50.0),
+            percentile(&l, 99.0),
+            l.last().copied().unwrap_or(f64::NAN),
+            e.errors
+        );
+    }
+    for (name, e) in &d.calls.endpoints {
+        if let Some(first) = &e.first_error {
+            say!("first error of {name}: {first}");
+        }
+    }
+    let mut all: Vec<f64> = d
+        .calls
+        .endpoints
+        .values()
+        .flat_map(|e| e.latencies_ms.iter().copied())
+        .collect();
+    all.sort_by(f64::total_cmp);
+    say!(
+        "sustained: {:.0} calls/s over {secs:.1}s ({total} calls, {errors} errors); all calls p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        total as f64 / secs,
+        percentile(&all, 50.0),
+        percentile(&all, 99.0),
+        all.last().copied().unwrap_or(f64::NAN)
+    );
+    let (grants, bad) = seen
+        .lock()
+        .map(|s| (s.grants, s.bad_signatures))
+        .unwrap_or_default();
+    say!("target: {grants} grants confirmed by the webhook, {bad} bad signatures");
+    let due_per_min = d.expiring.len() as f64 * 60.0 / secs;
+    say!(
+        "revocation lag (revoke arrival - expiry) of {} grants left to expire ({due_per_min:.0} falling due per minute): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} not revoked in time",
+        d.expiring.len(),
+        percentile(&lags, 50.0),
+        percentile(&lags, 99.0),
+        lags.last().copied().unwrap_or(f64::NAN),
+        d.expiring.len() - lags.len()
+    );
+    let mut rss = d.server_rss_kib.clone();
+    rss.sort_unstable();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    say!(
+        "server memory: {:.1} MiB resident at the median sample, {:.1} MiB at the largest, {:.1} MiB peak (VmHWM)",
+        mib(rss.get(rss.len() / 2).copied().unwrap_or(0)),
+        mib(rss.last().copied().unwrap_or(0)),
+        mib(peak_kib)
+    );
+    say!(
+        "cpu: server {:.1}s ({:.0}% of one core), load generator {:.1}s ({:.0}%), over {secs:.1}s on {} cores",
+        d.server_cpu.as_secs_f64(),
+        100.0 * d.server_cpu.as_secs_f64() / secs,
+        d.client_cpu.as_secs_f64(),
+        100.0 * d.client_cpu.as_secs_f64() / secs,
+        std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
+    );
+    let p99_ok = d.calls.endpoints.values().all(|e| {
+        let mut l = e.latencies_ms.clone();
+        l.sort_by(f64::total_cmp);
+        percentile(&l, 99.0) <= TARGET_P99_MS
+    });
+    let lag_ok = percentile(&lags, 99.0) <= TARGET_LAG_P99_MS && lags.len() == d.expiring.len();
+    say!(
+        "target: every endpoint's p99 <= {TARGET_P99_MS} ms: {}; revocation lag p99 <= {TARGET_LAG_P99_MS} ms: {}",
+        if p99_ok { "PASS" } else { "FAIL" },
+        if lag_ok { "PASS" } else { "FAIL" }
+    );
+    Ok(())
+}
+
+/// Targets of issue 17.
+const TARGET_P99_MS: f64 = 20.0;
+const TARGET_LAG_P99_MS: f64 = 1000.0;
