@@ -17,7 +17,7 @@ use airlock_core::request::{self, AccessRequest, LifecycleSettings, State};
 use airlock_core::ssh_activity::{
     parse_line, report, takes_lines, Recorded, SshdLine, LATE_LINES_WITHIN, MAX_EVENTS_PER_GRANT,
 };
-use airlock_core::{Timestamp, UserId};
+use airlock_core::{RequestId, Timestamp, UserId};
 use fixtures::{entitlement, new_request, person, verdict};
 
 mod fixtures;
