@@ -19,6 +19,7 @@ mod requests;
 mod serving;
 mod siem;
 mod ssh;
+mod ssh_sessions;
 mod terminal;
 mod tokens;
 
@@ -50,6 +51,13 @@ enum Cmd {
     Oversight(oversight::OversightCmd),
     #[command(flatten)]
     Session(login::SessionCmd),
+    /// SSH sessions recorded on SSH hosts by the companion
+    /// (`airlock-session`): `play` one.
+    #[command(name = "session")]
+    SshSession {
+        #[command(subcommand)]
+        command: ssh_sessions::SshSessionCmd,
+    },
     /// The notification outbox (admins and auditors): backlog, failures,
     /// the last error, and the messages.
     Notifications(notifications::NotificationsArgs),
@@ -117,6 +125,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Requests(c) => requests::run(c).await,
         Cmd::Oversight(c) => oversight::run(c).await,
         Cmd::Session(c) => login::run(c).await,
+        Cmd::SshSession { command } => ssh_sessions::run(command).await,
         Cmd::Notifications(args) => notifications::run(args).await,
         Cmd::Token { command } => tokens::run(command).await,
     }

@@ -349,6 +349,7 @@ pub async fn run(command: RequestCmd) -> anyhow::Result<()> {
                 let history = client.explain(&id).await?.history;
                 output::acted_with_tokens(&history);
                 output::activity(&history);
+                crate::ssh_sessions::sessions(&client.ssh_sessions(&id).await?);
             }
             Ok(())
         }

@@ -173,6 +173,10 @@ audit_actions! {
     /// sshd logged the end of a session whose login is on the grant's
     /// timeline.
     SshLogout => "ssh_logout",
+    /// A session run under the SSH companion (`airlock-session`) ended
+    /// and its record arrived: host, user, client, command, start and end,
+    /// why it ended, the recording's size and what was not kept.
+    SshSessionRecorded => "ssh_session_recorded",
     /// A late grant result arrived after removal: the grant is removed again.
     RevocationRepeated => "revocation_repeated",
     /// A policy set was put in force.

@@ -114,6 +114,16 @@ impl RequestId {
     pub fn from_entropy(bytes: [u8; 12]) -> RequestId {
         RequestId(from_alphabet("r", &bytes))
     }
+
+    /// `raw` when it has the shape [`RequestId::from_entropy`] gives every
+    /// request Airlock makes (`r` and 12 characters of its alphabet), else
+    /// `None`: where an id comes from outside (an SSH certificate's key id),
+    /// only that shape is one of Airlock's requests.
+    pub fn parse_generated(raw: &str) -> Option<RequestId> {
+        let rest = raw.strip_prefix('r')?;
+        (rest.len() == 12 && rest.bytes().all(|b| ALPHABET.contains(&b)))
+            .then(|| RequestId(raw.to_owned()))
+    }
 }
 
 impl CampaignId {

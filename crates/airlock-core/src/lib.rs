@@ -20,6 +20,7 @@ pub mod notify;
 pub mod policy_change;
 pub mod request;
 pub mod ssh_activity;
+pub mod ssh_session;
 pub mod standing;
 pub mod text;
 pub mod ticket;

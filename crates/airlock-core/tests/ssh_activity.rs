@@ -2,7 +2,9 @@
 //! what each line shape reads as (lines as OpenSSH 9.2 wrote them at
 //! `LogLevel VERBOSE`, bare and behind syslog and journal headers), forged
 //! lines a client can make sshd write, and what a post of lines records —
-//! through one `check` helper.
+//! through one `check` helper. At the end, the other thing an SSH host
+//! reports about a grant: a session the companion (`airlock-session`)
+//! recorded (`airlock_core::ssh_session::accept`).
 
 #![expect(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
@@ -15,7 +17,7 @@ use airlock_core::request::{self, AccessRequest, LifecycleSettings, State};
 use airlock_core::ssh_activity::{
     parse_line, report, takes_lines, Recorded, SshdLine, LATE_LINES_WITHIN, MAX_EVENTS_PER_GRANT,
 };
-use airlock_core::{Timestamp, UserId};
+use airlock_core::{RequestId, Timestamp, UserId};
 use fixtures::{entitlement, new_request, person, verdict};
 
 mod fixtures;
@@ -416,5 +418,177 @@ fn lines_are_taken_while_active_and_for_a_day_after_the_grant_ended() {
         r.state = state;
         let refused = takes_lines(&r, at(10)).unwrap_err().to_string();
         assert!(refused.contains(state.as_str()), "{refused}");
+    }
+}
+
+mod companion_sessions {
+    use airlock_core::audit::AuditAction;
+    use airlock_core::request::Rejection;
+    use airlock_core::ssh_session::{
+        accept, takes_sessions, Ending, SessionReport, MAX_RECORDING_BYTES,
+    };
+
+    use super::*;
+
+    const HEADER: &str = "{\"version\":2,\"width\":80,\"height\":24,\"timestamp\":0}\n";
+
+    fn granted() -> AccessRequest {
+        let mut r = grant();
+        r.granted_at = Some(at(0));
+        r
+    }
+
+    fn web1() -> User {
+        User::person(
+            UserId::parse("web1").unwrap(),
+            [].into(),
+            [Role::Reporter].into(),
+        )
+    }
+
+    fn report() -> SessionReport {
+        SessionReport {
+            id: "0f3a-77".to_owned(),
+            host: "web1".to_owned(),
+            user: "deploy".to_owned(),
+            client: "10.0.4.17 port 51334".to_owned(),
+            command: Some("uptime".to_owned()),
+            started_at: at(10),
+            ended_at: at(70),
+            ending: Ending::Revoked,
+            recording: format!("{HEADER}[0.5, \"o\", \"up 3 days\\r\\n\"]\n"),
+            cut: None,
+        }
+    }
+
+    #[test]
+    fn a_report_goes_on_the_history_with_what_it_says() {
+        let accepted = accept(&granted(), &web1(), report(), at(80)).unwrap();
+        assert_eq!(accepted.report, report());
+        let e = &accepted.event;
+        assert_eq!(e.action, AuditAction::SshSessionRecorded);
+        assert_eq!(e.request.as_ref().map(RequestId::as_str), Some(ID));
+        assert_eq!(e.actor.as_str(), "web1");
+        let want: BTreeMap<String, String> = [
+            ("session", "0f3a-77"),
+            ("host", "web1"),
+            ("user", "deploy"),
+            ("client", "10.0.4.17 port 51334"),
+            ("command", "uptime"),
+            ("started_at", &*at(10).to_rfc3339()),
+            ("ended_at", &*at(70).to_rfc3339()),
+            ("ending", "revoked"),
+            ("lasted", "1m"),
+            ("recording_bytes", &*report().recording.len().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(e.details, want);
+    }
+
+    #[test]
+    fn a_recording_past_the_bound_is_cut_at_a_line_and_the_cut_said_after_the_hosts() {
+        let line = format!("[0.5, \"o\", \"{}\"]\n", "x".repeat(1000));
+        let lines = MAX_RECORDING_BYTES / line.len() + 5;
+        let big = format!("{HEADER}{}", line.repeat(lines));
+        let sent = big.len();
+        let r = SessionReport {
+            recording: big,
+            cut: Some("output from 3.0s on not kept: 9 bytes".to_owned()),
+            ..report()
+        };
+        let accepted = accept(&granted(), &web1(), r, at(80)).unwrap();
+        let kept = &accepted.report.recording;
+        assert!(kept.len() <= MAX_RECORDING_BYTES, "{}", kept.len());
+        assert!(kept.ends_with('\n') && kept.starts_with(HEADER));
+        assert_eq!((kept.len() - HEADER.len()) % line.len(), 0);
+        assert_eq!(accepted.sent_bytes, sent);
+        let cut = accepted.report.cut.clone().unwrap();
+        assert_eq!(
+            cut,
+            format!(
+                "output from 3.0s on not kept: 9 bytes; the server kept {} of {sent} bytes of the recording (at most {MAX_RECORDING_BYTES})",
+                kept.len()
+            )
+        );
+        assert_eq!(accepted.event.details["cut"], cut);
+    }
+
+    #[test]
+    fn a_bad_report_is_refused_naming_the_field() {
+        let refused = |r: SessionReport| accept(&granted(), &web1(), r, at(80)).unwrap_err().field;
+        assert_eq!(
+            refused(SessionReport {
+                id: "a b".into(),
+                ..report()
+            }),
+            "id"
+        );
+        assert_eq!(
+            refused(SessionReport {
+                id: String::new(),
+                ..report()
+            }),
+            "id"
+        );
+        assert_eq!(
+            refused(SessionReport {
+                id: "a".repeat(65),
+                ..report()
+            }),
+            "id"
+        );
+        assert_eq!(
+            refused(SessionReport {
+                host: " ".into(),
+                ..report()
+            }),
+            "host"
+        );
+        assert_eq!(
+            refused(SessionReport {
+                command: Some("ls\u{1b}[2J".into()),
+                ..report()
+            }),
+            "command"
+        );
+        assert_eq!(
+            refused(SessionReport {
+                user: "\u{202e}toor".into(),
+                ..report()
+            }),
+            "user"
+        );
+        assert_eq!(
+            refused(SessionReport {
+                ended_at: at(5),
+                ..report()
+            }),
+            "ended_at"
+        );
+        assert_eq!(
+            refused(SessionReport {
+                recording: "[0.1, \"o\", \"x\"]\n".into(),
+                ..report()
+            }),
+            "recording"
+        );
+    }
+
+    #[test]
+    fn only_a_request_that_was_granted_had_sessions() {
+        assert_eq!(takes_sessions(&granted()), Ok(()));
+        // Ended since: its sessions still arrive (a spool delivers late).
+        let mut ended = granted();
+        ended.state = State::Revoked;
+        ended.ended_at = Some(at(60));
+        assert_eq!(takes_sessions(&ended), Ok(()));
+        let mut pending = grant();
+        pending.state = State::Pending;
+        assert!(matches!(
+            takes_sessions(&pending),
+            Err(Rejection::Conflict(m)) if m.contains("never granted")
+        ));
     }
 }

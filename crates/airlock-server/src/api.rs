@@ -1492,6 +1492,66 @@ pub struct ActivityView {
     pub limit: usize,
 }
 
+/// `POST /v1/requests/{id}/ssh-sessions`: the SSH companion's record of one
+/// session (defined with the companion, which sends it).
+pub use airlock_session::upload::SessionUpload;
+
+/// One SSH session recorded under a request (`GET
+/// /v1/requests/{id}/ssh-sessions`, and the answer to a post).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshSessionView {
+    pub id: String,
+    pub request_id: String,
+    pub host: String,
+    pub user: String,
+    pub client: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    pub started_at: String,
+    pub ended_at: String,
+    /// `exited`, `expired` or `revoked`.
+    pub ending: String,
+    /// The recording's size as kept, in bytes.
+    pub recording_bytes: u64,
+    /// What was not kept, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<String>,
+    pub received_at: String,
+    /// In the answer to a post: `true` when the session was stored before
+    /// (a resend), and nothing was written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+impl SshSessionView {
+    pub fn new(s: &crate::store::ssh_sessions::StoredSession) -> SshSessionView {
+        let r = &s.report;
+        SshSessionView {
+            id: r.id.clone(),
+            request_id: s.request.to_string(),
+            host: r.host.clone(),
+            user: r.user.clone(),
+            client: r.client.clone(),
+            command: r.command.clone(),
+            started_at: format_time(r.started_at),
+            ended_at: format_time(r.ended_at),
+            ending: r.ending.as_str().to_owned(),
+            recording_bytes: s.recording_bytes,
+            cut: r.cut.clone(),
+            received_at: format_time(s.received_at),
+            duplicate: false,
+        }
+    }
+}
+
+/// `GET /v1/ssh-sessions/{id}`: a session with its recording (asciicast v2).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshSessionRecordingView {
+    #[serde(flatten)]
+    pub session: SshSessionView,
+    pub recording: String,
+}
+
 /// `POST /v1/tickets/{ref}/closed`: the ticket system says a ticket is
 /// closed. Signed (`x-airlock-timestamp`, `x-airlock-signature`), so the
 /// body names the ticket too: the signature covers the body, not the path.

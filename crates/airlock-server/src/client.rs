@@ -437,6 +437,35 @@ impl Client {
         .await
     }
 
+    /// Posts an SSH session's record (what the companion on an SSH host
+    /// sends) to request `id`.
+    pub async fn record_ssh_session(
+        &self,
+        id: &str,
+        upload: &crate::api::SessionUpload,
+    ) -> Result<crate::api::SshSessionView, ClientError> {
+        self.send(self.post(&format!("/v1/requests/{}/ssh-sessions", encode(id)), upload))
+            .await
+    }
+
+    /// The SSH sessions recorded under request `id`.
+    pub async fn ssh_sessions(
+        &self,
+        id: &str,
+    ) -> Result<Vec<crate::api::SshSessionView>, ClientError> {
+        self.send(self.get(&format!("/v1/requests/{}/ssh-sessions", encode(id))))
+            .await
+    }
+
+    /// SSH session `id` with its recording.
+    pub async fn ssh_session(
+        &self,
+        id: &str,
+    ) -> Result<crate::api::SshSessionRecordingView, ClientError> {
+        self.send(self.get(&format!("/v1/ssh-sessions/{}", encode(id))))
+            .await
+    }
+
     pub async fn collect_credential(&self, id: &str) -> Result<CredentialView, ClientError> {
         self.send(self.post(
             &format!("/v1/requests/{}/credential", encode(id)),

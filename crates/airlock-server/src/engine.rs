@@ -18,6 +18,7 @@ mod clock;
 mod directory;
 mod idle;
 mod reconcile;
+mod ssh_sessions;
 mod standing;
 mod tickets;
 pub mod tokens;
@@ -52,6 +53,7 @@ pub use idle::{IdleReport, ACTIVITY_LAG, IDLE_ROUND};
 pub use reconcile::{
     ConnectorOutcome, ConnectorReport, FindingReport, FixOutcome, ReconcileReport,
 };
+pub use ssh_sessions::SessionTaken;
 pub use standing::{ConnectorListing, HolderRow, ListingOutcome, StandingReport};
 pub use tickets::{Delivery, DeliveryRefused, TicketClosed, Verified};
 pub use tokens::{CreatedToken, TokenAsk, TokenRefused};
@@ -95,6 +97,9 @@ pub enum EngineError {
     /// Log lines posted to a grant were refused, naming the line.
     #[error(transparent)]
     Lines(#[from] airlock_core::ssh_activity::LineRefusal),
+    /// A recorded SSH session was refused, naming the field.
+    #[error(transparent)]
+    Session(#[from] airlock_core::ssh_session::Refusal),
     #[error(transparent)]
     Store(StoreError),
 }

@@ -22,6 +22,7 @@ mod access_reviews;
 mod error;
 mod extract;
 mod json_api;
+mod ssh_sessions;
 mod tickets;
 mod tokens;
 mod ui;
@@ -80,6 +81,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/policy/proposals/{id}/approve"),
     ("get", "/v1/grants"),
     ("post", "/v1/grants/{id}/activity"),
+    ("post", "/v1/requests/{id}/ssh-sessions"),
+    ("get", "/v1/requests/{id}/ssh-sessions"),
+    ("get", "/v1/ssh-sessions/{id}"),
     ("get", "/v1/check"),
     ("get", "/v1/reviews"),
     ("get", "/v1/audit"),
@@ -113,6 +117,7 @@ pub fn router(state: AppState) -> Router {
     };
     routes
         .merge(json_api::routes())
+        .merge(ssh_sessions::routes())
         .merge(ui::routes(state.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {

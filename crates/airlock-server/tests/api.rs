@@ -633,7 +633,8 @@ async fn openapi_documents_every_route_and_matches_the_wire() {
                     params.contains("RequestId")
                         || params.contains("ProposalId")
                         || params.contains("TokenId")
-                        || params.contains("CampaignId"),
+                        || params.contains("CampaignId")
+                        || params.contains("SshSessionId"),
                     "{method} {path} lacks the id parameter"
                 );
             }
@@ -2746,7 +2747,8 @@ fn who_may(method: &str, path: &str) -> Option<Who> {
         ("post", "/v1/access-reviews") => Admin,
         ("get", "/v1/access-reviews/{id}") => CampaignViewer,
         ("post", "/v1/access-reviews/{id}/items/{item}") => CampaignReviewer,
-        ("post", "/v1/grants/{id}/activity") => Reporter,
+        ("post", "/v1/grants/{id}/activity" | "/v1/requests/{id}/ssh-sessions") => Reporter,
+        ("get", "/v1/requests/{id}/ssh-sessions" | "/v1/ssh-sessions/{id}") => SeesTheRequest,
         ("post", "/v1/tickets/{ref}/closed") => TicketSystem,
         _ => return None,
     })
@@ -2917,6 +2919,9 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         p if p.ends_with("/activity") => {
                             Some(r#"{"source":"walk","lines":["not an sshd line"]}"#)
                         }
+                        p if p.ends_with("/ssh-sessions") && method == "post" => Some(
+                            r#"{"id":"walk","host":"web1","user":"u","client":"c","started_at":"2026-01-01T00:00:00Z","ended_at":"2026-01-01T00:00:01Z","ending":"exited","recording":"{}"}"#,
+                        ),
                         _ => None,
                     };
                     let mut req = http.request(
@@ -2983,7 +2988,12 @@ async fn every_endpoint_refuses_exactly_the_callers_its_rule_refuses() {
                         // (409) or a missing object (a proposal id; this
                         // server has no `server.oidc` to describe), never an
                         // authorization refusal.
-                        let absent = path.contains("proposals") || path == "/v1/auth/oidc";
+                        // (Nor an SSH session: the walk records none; the
+                        // companion's tests read one as its request's
+                        // viewers and refuse it to others.)
+                        let absent = path.contains("proposals")
+                            || path == "/v1/auth/oidc"
+                            || path.starts_with("/v1/ssh-sessions/");
                         assert!(
                             !refused || (code == 404 && absent),
                             "{method} {path} as {who}: allowed by {rule:?}, got {code} {value}"

@@ -280,25 +280,6 @@ async fn sshd_log_lines_of_a_login_appear_on_the_grants_timeline() {
     .await;
 }
 
-/// The validity window `ssh-keygen -L` reads from a certificate file, as
-/// `(from, to)` in UTC (`2026-12-06T10:00:00`).
-fn validity(tools: &OpenSsh, certificate: &Path) -> (String, String) {
-    let out = std::process::Command::new(&tools.keygen)
-        .arg("-L")
-        .arg("-f")
-        .arg(certificate)
-        .env("TZ", "UTC")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let line = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Valid: from "))
-        .unwrap();
-    let (from, to) = line.split_once(" to ").unwrap();
-    (from.to_owned(), to.to_owned())
-}
-
 /// An extension issues a new certificate valid until the new expiry, which
 /// logs in; the one it replaces is refused (the connector lists a
 /// superseded certificate in the KRL), and `show` hands out the new one.
@@ -318,7 +299,7 @@ async fn an_extension_issues_a_certificate_valid_until_the_new_expiry() {
             format!("{}\n", active.certificate.clone().unwrap()),
         )
         .unwrap();
-        let (_, old_to) = validity(&tools, &old_cert);
+        let (_, old_to) = tools.validity(&old_cert);
         assert_eq!(old_to, active.expires_at.clone().unwrap()[..19]);
 
         client
@@ -330,7 +311,7 @@ async fn an_extension_issues_a_certificate_valid_until_the_new_expiry() {
         let new_certificate = extended.certificate.clone().unwrap();
         assert_ne!(Some(&new_certificate), active.certificate.as_ref());
         let cert = key.write_certificate(&new_certificate);
-        let (_, new_to) = validity(&tools, &cert);
+        let (_, new_to) = tools.validity(&cert);
         assert_eq!(new_to, extended.expires_at.clone().unwrap()[..19]);
         assert!(new_to > old_to, "{new_to} is not after {old_to}");
         sshd.assert_logs_in(&key, &cert, "the extended certificate refused");

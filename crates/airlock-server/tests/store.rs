@@ -3140,3 +3140,76 @@ async fn requests_are_found_by_their_ticket_exactly() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_session_is_kept_once_with_its_event_and_listed_without_its_recording() {
+    use airlock_core::audit::{Actor, AuditAction, AuditEvent};
+    use airlock_core::ssh_session::{Ending, SessionReport};
+    use airlock_server::store::ssh_sessions::StoredSession;
+    on_every_store(|store, _| async move {
+        let request = RequestId::parse("r1").unwrap();
+        let recording = "{\"version\":2,\"width\":80,\"height\":24}\n[0.100000, \"o\", \"up\"]\n";
+        let session = |id: &str, start: i64| StoredSession {
+            request: request.clone(),
+            report: SessionReport {
+                id: id.to_owned(),
+                host: "web1".into(),
+                user: "deploy".into(),
+                client: "10.0.4.17 port 51334".into(),
+                command: (id == "s2").then(|| "uptime".to_owned()),
+                started_at: at(start),
+                ended_at: at(start + 1_000),
+                ending: Ending::Revoked,
+                recording: recording.to_owned(),
+                cut: (id == "s1").then(|| "output from 1.0s on not kept".to_owned()),
+            },
+            recording_bytes: recording.len() as u64,
+            sent_bytes: 5_000,
+            received_at: at(start + 2_000),
+            received_by: "web1".into(),
+        };
+        let event = |id: &str| AuditEvent {
+            at: at(0),
+            actor: Actor::System,
+            action: AuditAction::SshSessionRecorded,
+            request: Some(request.clone()),
+            entitlement: None,
+            subject: None,
+            details: [("session".to_owned(), id.to_owned())].into(),
+        };
+        let before = audit_count(&store).await;
+        assert!(store
+            .add_ssh_session(session("s2", 5_000), vec![event("s2")])
+            .await
+            .unwrap());
+        // Sent again: nothing written, no second event.
+        assert!(!store
+            .add_ssh_session(session("s2", 5_000), vec![event("s2")])
+            .await
+            .unwrap());
+        assert!(store
+            .add_ssh_session(session("s1", 1_000), vec![event("s1")])
+            .await
+            .unwrap());
+        assert_eq!(audit_count(&store).await, before + 2);
+
+        // Listed oldest first, without the recordings.
+        let listed = store.ssh_sessions(&request).await.unwrap();
+        let mut expected: Vec<StoredSession> = vec![session("s1", 1_000), session("s2", 5_000)];
+        for s in &mut expected {
+            s.report.recording.clear();
+        }
+        assert_eq!(listed, expected);
+        assert_eq!(
+            store.ssh_session("s2").await.unwrap(),
+            Some(session("s2", 5_000))
+        );
+        assert_eq!(store.ssh_session("s3").await.unwrap(), None);
+        assert!(store
+            .ssh_sessions(&RequestId::parse("r2").unwrap())
+            .await
+            .unwrap()
+            .is_empty());
+    })
+    .await;
+}

@@ -47,6 +47,27 @@ impl OpenSsh {
         })
     }
 
+    /// The validity window `ssh-keygen -L` reads from a certificate file,
+    /// as `(from, to)` in UTC (`2026-12-06T10:00:00`).
+    ///
+    /// # Panics
+    /// When ssh-keygen cannot run or prints no window.
+    pub fn validity(&self, certificate: &Path) -> (String, String) {
+        let out = Command::new(&self.keygen)
+            .arg("-L")
+            .arg("-f")
+            .arg(certificate)
+            .env("TZ", "UTC")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ssh-keygen: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("Valid: from "))
+            .and_then(|l| l.split_once(" to "))
+            .map(|(from, to)| (from.to_owned(), to.to_owned()))
+            .unwrap_or_else(|| panic!("no validity in `ssh-keygen -L`: {text}"))
+    }
+
     /// A new Ed25519 key pair from `ssh-keygen`, unencrypted, at `path` and
     /// `path.pub`.
     pub fn new_key(&self, path: &Path) -> UserKey {
@@ -114,6 +135,12 @@ impl Sshd {
     /// # Panics
     /// When sshd exits or does not listen in time, with what it logged.
     pub fn start(tools: &OpenSsh, dir: &Path, trust: &Trust<'_>) -> Sshd {
+        Sshd::start_with(tools, dir, trust, "")
+    }
+
+    /// [`Sshd::start`] with `extra` lines at the end of sshd's config (e.g.
+    /// `ExposeAuthInfo yes` and a `ForceCommand`).
+    pub fn start_with(tools: &OpenSsh, dir: &Path, trust: &Trust<'_>, extra: &str) -> Sshd {
         let dir = dir.join("sshd");
         let principals = dir.join("principals");
         create_dir(&principals);
@@ -143,7 +170,8 @@ impl Sshd {
                  StrictModes no\n\
                  UsePAM no\n\
                  UseDNS no\n\
-                 LogLevel INFO\n",
+                 LogLevel INFO\n\
+                 {extra}\n",
                 host_key = host_key.display(),
                 pid = dir.join("sshd.pid").display(),
                 ca_pub = trust.ca_public_key.display(),
@@ -241,32 +269,9 @@ impl Sshd {
     /// # Panics
     /// When ssh cannot run or does not finish in time.
     pub fn login(&self, key: &UserKey, certificate: &Path) -> Result<(), String> {
-        let mut child = Command::new(&self.ssh)
-            .arg("-F")
-            .arg("/dev/null")
-            .arg("-i")
-            .arg(&key.path)
-            .arg("-o")
-            .arg(format!("CertificateFile={}", certificate.display()))
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "ConnectTimeout=5",
-                "-o",
-                "LogLevel=ERROR",
-                "-p",
-            ])
-            .arg(self.port.to_string())
-            .arg(format!("{}@127.0.0.1", current_unix_user()))
+        let mut child = self
+            .ssh_command(key, certificate, false)
             .arg("true")
-            .env_remove("SSH_AUTH_SOCK")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -302,6 +307,98 @@ impl Sshd {
         } else {
             Err(said)
         }
+    }
+
+    /// Opens a session as the current user with `key` and `certificate`
+    /// running `command` (none: the login shell), with a pseudo-terminal
+    /// when `tty` (`ssh -tt`); what it prints is collected as it comes, and
+    /// its input is a pipe the test writes to.
+    pub fn open_session(
+        &self,
+        key: &UserKey,
+        certificate: &Path,
+        command: Option<&str>,
+        tty: bool,
+    ) -> SshSession {
+        let mut cmd = self.ssh_command(key, certificate, tty);
+        if let Some(command) = command {
+            cmd.arg(command);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run ssh: {e}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let sink = Arc::clone(&output);
+            let mut stream = stream;
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend_from_slice(buf.get(..n).unwrap_or_default());
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        SshSession {
+            child,
+            stdin,
+            output,
+        }
+    }
+
+    /// `ssh` with only `key` and `certificate` (no agent, no config, no
+    /// known hosts) to this sshd as the current user.
+    fn ssh_command(&self, key: &UserKey, certificate: &Path, tty: bool) -> Command {
+        let mut command = Command::new(&self.ssh);
+        command
+            .arg("-F")
+            .arg("/dev/null")
+            .arg("-i")
+            .arg(&key.path)
+            .arg("-o")
+            .arg(format!("CertificateFile={}", certificate.display()))
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "LogLevel=ERROR",
+                "-p",
+            ])
+            .arg(self.port.to_string())
+            .env_remove("SSH_AUTH_SOCK");
+        if tty {
+            command.arg("-tt");
+        }
+        command.arg(format!("{}@127.0.0.1", current_unix_user()));
+        command
     }
 
     /// Logs in, or fails the test with `context`, what ssh said and sshd's
@@ -367,4 +464,71 @@ fn create_dir(path: &Path) {
 fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents)
         .unwrap_or_else(|e| panic!("cannot write `{}`: {e}", path.display()));
+}
+
+/// An `ssh` session a test drives: input through a pipe, output collected.
+/// Killed on drop.
+pub struct SshSession {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl SshSession {
+    /// Everything the session printed so far (stdout and stderr), as text.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap_or_else(PoisonError::into_inner))
+            .into_owned()
+    }
+
+    /// Types `text` into the session.
+    ///
+    /// # Panics
+    /// When the session's input is closed.
+    pub fn send(&mut self, text: &str) {
+        use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .unwrap_or_else(|| panic!("input closed"));
+        stdin
+            .write_all(text.as_bytes())
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("cannot type into the session: {e}"));
+    }
+
+    /// Whether `needle` shows in the output within `within`.
+    pub fn shows(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.output().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The exit status once ssh has ended, if it ends within `within`.
+    pub fn ended_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for SshSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -122,6 +122,7 @@ impl From<EngineError> for ApiError {
             ),
             EngineError::StepUp { max_age } => ApiError::step_up(max_age, &[]),
             EngineError::Lines(e) => ApiError::invalid(&e.field, e.message),
+            EngineError::Session(e) => ApiError::invalid(&e.field, e.message),
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::new(

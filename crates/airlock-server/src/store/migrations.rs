@@ -121,6 +121,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 19,
+        common: include_str!("migrations/0019_ssh_sessions.sql"),
+        sqlite: "",
+        postgres: "",
+    },
 ];
 
 pub fn latest() -> i64 {

@@ -24,6 +24,7 @@ pub mod directory;
 pub mod outbox;
 pub mod record;
 pub mod sql;
+pub mod ssh_sessions;
 pub mod tokens;
 pub mod transfer;
 
@@ -237,6 +238,28 @@ pub trait Store: Send + Sync {
         write: tokens::TokenWrite,
         events: Vec<AuditEvent>,
     ) -> Result<bool, StoreError>;
+
+    /// Stores a recorded SSH session and appends `events` (its audit
+    /// event), in one transaction, unless a session with its id is stored
+    /// already (`Ok(false)`: a resend; nothing is written).
+    async fn add_ssh_session(
+        &self,
+        session: ssh_sessions::StoredSession,
+        events: Vec<AuditEvent>,
+    ) -> Result<bool, StoreError>;
+
+    /// The SSH sessions recorded under `request`, oldest first, without
+    /// their recordings.
+    async fn ssh_sessions(
+        &self,
+        request: &RequestId,
+    ) -> Result<Vec<ssh_sessions::StoredSession>, StoreError>;
+
+    /// SSH session `id` with its recording.
+    async fn ssh_session(
+        &self,
+        id: &str,
+    ) -> Result<Option<ssh_sessions::StoredSession>, StoreError>;
 
     /// The token whose secret has this SHA-256 (hex), revoked or not.
     async fn token_by_secret(&self, secret_sha256: &str) -> Result<Option<ApiToken>, StoreError>;

@@ -260,6 +260,13 @@ enum Change {
         events: Vec<AuditEvent>,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// A recorded SSH session, with its audit event (appended only if the
+    /// session was not stored before).
+    SshSession {
+        session: Box<super::ssh_sessions::StoredSession>,
+        events: Vec<AuditEvent>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     /// Checks counted in memory, added to the requests' check activity.
     Checks {
         tallies: Vec<(RequestId, CheckActivity)>,
@@ -660,6 +667,7 @@ enum Outcome {
     Claimed(Vec<RequestId>),
     Outbox(OutboxAnswer),
     TokenWritten(bool),
+    SshSession(bool),
     ChecksAdded,
     Delivery(bool),
     AccessReview(bool),
@@ -683,6 +691,9 @@ impl Change {
             }
             (Change::Token { reply, .. }, Outcome::TokenWritten(changed)) => {
                 let _ = reply.send(Ok(changed));
+            }
+            (Change::SshSession { reply, .. }, Outcome::SshSession(new)) => {
+                let _ = reply.send(Ok(new));
             }
             (Change::Checks { reply, .. }, Outcome::ChecksAdded) => {
                 let _ = reply.send(Ok(()));
@@ -722,6 +733,9 @@ impl Change {
                 let _ = reply.send(Err(failure()));
             }
             Change::Token { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Change::SshSession { reply, .. } => {
                 let _ = reply.send(Err(failure()));
             }
             Change::Checks { reply, .. } => {
@@ -779,6 +793,15 @@ async fn try_batch(
                     pending.events.extend(events.iter().cloned());
                 }
                 Outcome::TokenWritten(changed)
+            }
+            Change::SshSession {
+                session, events, ..
+            } => {
+                let new = super::ssh_sessions::insert(conn, session).await?;
+                if new {
+                    pending.events.extend(events.iter().cloned());
+                }
+                Outcome::SshSession(new)
             }
             Change::Checks { tallies, .. } => {
                 super::checks::add(conn, tallies, backend == Backend::Postgres).await?;
@@ -1739,6 +1762,7 @@ fn batch_keys(batch: &[Change]) -> (BTreeSet<String>, BTreeSet<String>) {
             | Change::Claim { .. }
             | Change::Outbox { .. }
             | Change::Token { .. }
+            | Change::SshSession { .. }
             | Change::Checks { .. }
             | Change::Delivery { .. }
             | Change::AccessReview { .. }
@@ -2174,6 +2198,37 @@ impl Store for SqlStore {
         self.submit_job(WriteJob::Change(Change::Delivery { write, reply }), answer)
             .await
             .map(|_| ())
+    }
+
+    async fn add_ssh_session(
+        &self,
+        session: super::ssh_sessions::StoredSession,
+        events: Vec<AuditEvent>,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit_job(
+            WriteJob::Change(Change::SshSession {
+                session: Box::new(session),
+                events,
+                reply,
+            }),
+            answer,
+        )
+        .await
+    }
+
+    async fn ssh_sessions(
+        &self,
+        request: &RequestId,
+    ) -> Result<Vec<super::ssh_sessions::StoredSession>, StoreError> {
+        super::ssh_sessions::list(&self.read, request).await
+    }
+
+    async fn ssh_session(
+        &self,
+        id: &str,
+    ) -> Result<Option<super::ssh_sessions::StoredSession>, StoreError> {
+        super::ssh_sessions::get(&self.read, id).await
     }
 
     async fn token_by_secret(&self, secret_sha256: &str) -> Result<Option<ApiToken>, StoreError> {
