@@ -16,6 +16,14 @@
 //! connections: rate achieved, latency, errors, the server's memory and
 //! both processes' CPU time.
 //!
+//! `seed` fills a store with N active grants among M requests, each
+//! decided by the core with its audit events chained, through the store's
+//! import (issue 17's million grants and five million requests), and
+//! marks the directory so the benches below reuse it. `transfer` measures
+//! `airlock export`, `import` and `audit verify` on it, each in a process
+//! of its own (time and peak memory); `lists` the approver's inbox, a
+//! requester's history and the audit log by user against a small store.
+//!
 //! `pg-expiry` grants a real PostgreSQL role N times (grant mode), all
 //! expiring within one minute, and measures how soon after each expiry the
 //! target confirmed the removal (sessions terminated too).
@@ -27,8 +35,11 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod lifecycle;
+mod lists;
 mod pg_expiry;
+mod seed;
 mod store;
+mod transfer;
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +75,15 @@ enum Bench {
     PgExpiry(pg_expiry::PgExpiryArgs),
     /// `GET /v1/check` at a fixed rate with N active grants.
     Check(check::CheckArgs),
+    /// A store with N active grants among M requests, seeded fast through
+    /// the store's import with a real audit chain.
+    Seed(seed::SeedArgs),
+    /// `airlock export`, `import` and `audit verify` of a seeded store:
+    /// time and peak memory of each process.
+    Transfer(transfer::TransferArgs),
+    /// The inbox, history and audit-by-user lists on a seeded store
+    /// against a small one.
+    Lists(lists::ListsArgs),
     /// The server the `check` bench measures, in a process of its own.
     #[command(hide = true)]
     ServeConfig { config: std::path::PathBuf },
@@ -152,6 +172,9 @@ fn main() -> anyhow::Result<()> {
         Bench::Store(args) => runtime.block_on(store::run(args)),
         Bench::PgExpiry(args) => runtime.block_on(pg_expiry::run(args)),
         Bench::Check(args) => runtime.block_on(check::run(args)),
+        Bench::Seed(args) => runtime.block_on(seed::run(args)),
+        Bench::Transfer(args) => runtime.block_on(transfer::run(args)),
+        Bench::Lists(args) => runtime.block_on(lists::run(args)),
         Bench::ServeConfig { config } => runtime.block_on(check::serve_config(config)),
     }
 }
