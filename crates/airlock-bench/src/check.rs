@@ -277,7 +277,9 @@ async fn drive(
     for (k, mut conn) in conns.into_iter().enumerate() {
         legs.spawn(async move {
             let mut leg = Leg::default();
-            let mut rng = k as u64 * 0x9E37_79B9_7F4A_7C15 + 1;
+            let mut rng = (k as u64)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(1);
             let mut i = k;
             while i < total {
                 let due = start + Duration::from_secs_f64(i as f64 * interval);
@@ -512,10 +514,5 @@ fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
 
 /// The resident set of a process, in KiB (`VmRSS`).
 fn resident_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc status")
+    crate::transfer::status_kib(pid, "VmRSS:").context("no VmRSS in /proc status")
 }

@@ -25,15 +25,6 @@ pub struct TransferArgs {
     /// The `airlock` binary (default: beside this one).
     #[arg(long)]
     airlock: Option<PathBuf>,
-    /// PostgreSQL server to import into a scratch database on, when the
-    /// seeded store is PostgreSQL.
-    #[arg(
-        long,
-        env = "AIRLOCK_BENCH_POSTGRES_URL",
-        hide_env_values = true,
-        default_value = "postgres://postgres@127.0.0.1:5432/test"
-    )]
-    postgres_url: String,
 }
 
 /// What one child process measured.
@@ -87,12 +78,12 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<()> {
     let bytes = std::fs::metadata(&export).map_or(0, |m| m.len());
     report("export", &exported, shape.requests, bytes);
 
-    // Into a fresh database of the same kind.
-    let backend = match location {
-        Location::Sqlite(_) => Backend::Sqlite,
-        Location::Postgres(_) => Backend::Postgres,
+    // Into a fresh database of the same kind (on the same PostgreSQL server).
+    let (backend, server) = match &location {
+        Location::Sqlite(_) => (Backend::Sqlite, ""),
+        Location::Postgres(url) => (Backend::Postgres, url.as_str()),
     };
-    let target = Scratch::create(backend, &args.postgres_url).await?;
+    let target = Scratch::create(backend, server).await?;
     let result = async {
         let into = database_arg(&target.location);
         let imported = measure(

@@ -3182,7 +3182,12 @@ async fn lists_read_ranges_of_indexes() {
         // Whether the list is a union of parts (whose few rows are sorted
         // together) or one range, sorted by its index.
         let lists = [
-            ("inbox", Explained::Requests(&inbox), &inbox_indexes[..], true),
+            (
+                "inbox",
+                Explained::Requests(&inbox),
+                &inbox_indexes[..],
+                true,
+            ),
             (
                 "history",
                 Explained::Requests(&history),
@@ -3249,7 +3254,10 @@ fn assert_index_ranges(plan: &str, indexes: &[&str], union: bool, what: &str) {
             !(sqlite_scan && !partial(l)),
             "{what}: scans a whole table or index:\n{plan}"
         );
-        assert!(!l.contains("Seq Scan"), "{what}: a sequential scan:\n{plan}");
+        assert!(
+            !l.contains("Seq Scan"),
+            "{what}: a sequential scan:\n{plan}"
+        );
         // PostgreSQL: an index scan without an index condition reads it whole.
         if l.contains("Index Scan") || l.contains("Index Only Scan") {
             let conditioned = lines
