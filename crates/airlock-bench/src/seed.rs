@@ -228,7 +228,7 @@ pub fn entitlement_name(e: usize) -> String {
 
 /// Even entitlements wait for one approver; odd ones are auto-approved.
 fn needs_approval(e: usize) -> bool {
-    e % 2 == 0
+    e.is_multiple_of(2)
 }
 
 fn approver_group(g: usize) -> String {
@@ -661,8 +661,7 @@ impl Generator {
 
     /// Chains every waiting event before `until`, in time order.
     fn chain_until(&mut self, until: i64) -> Vec<AuditRecord> {
-        self.waiting
-            .sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        self.waiting.sort_unstable_by_key(|a| (a.0, a.1, a.2));
         let due = self.waiting.partition_point(|e| e.0 < until);
         let mut records = Vec::with_capacity(due);
         for (_, _, _, event) in self.waiting.drain(..due) {

@@ -220,6 +220,11 @@ impl ExclusiveGuard {
 }
 
 /// Work for the writer task.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every job is a change: boxing it would allocate per write to save \
+              bytes on the rare import"
+)]
 enum WriteJob {
     Change(Change),
     /// An import: one transaction of its own, fed batch by batch from
