@@ -117,7 +117,7 @@ async fn measure(
     shape: &Shape,
     args: &ListsArgs,
 ) -> anyhow::Result<Vec<Timing>> {
-    let store = SqlStore::open(location).await?;
+    let store = SqlStore::open_for_maintenance(location).await?;
     let group = |g: &str| GroupName::parse(g).map_err(anyhow::Error::from);
     // approver0 is in approvers-0, which approves bench-e0, -e10, -e20, ….
     let approver = User::person(

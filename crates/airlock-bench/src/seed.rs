@@ -326,7 +326,7 @@ async fn seed(location: &Location, shape: &Shape) -> anyhow::Result<()> {
         shape.approvers,
         location.describe()
     );
-    let store = SqlStore::open(location).await?;
+    let store = SqlStore::open_for_maintenance(location).await?;
     let mut import = store.begin_import().await?;
     let done = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&done);
@@ -383,17 +383,16 @@ async fn seed(location: &Location, shape: &Shape) -> anyhow::Result<()> {
         report.requests as f64 / took,
         events as f64 / took
     );
-    let open = Instant::now();
+    // What was committed, read back: the chain the server will check.
     drop(store);
-    let store = SqlStore::open(location).await?;
+    let store = SqlStore::open_for_maintenance(location).await?;
     let verify = Instant::now();
     let chain = store.verify_audit().await?;
     if let Some(b) = &chain.first_break {
         bail!("the seeded audit chain does not verify: {b}");
     }
     println!(
-        "store reopened in {:.1}s; audit chain ok: {} events verified in {:.1}s",
-        verify.duration_since(open).as_secs_f64(),
+        "audit chain ok: {} events verified in {:.1}s",
         chain.checked,
         verify.elapsed().as_secs_f64()
     );

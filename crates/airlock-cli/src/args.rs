@@ -53,14 +53,16 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
-    /// Opens the store (running migrations), saying which database failed.
+    /// Opens the store for maintenance (running migrations; no check
+    /// index: `SqlStore::open_for_maintenance`), saying which database
+    /// failed.
     pub async fn open(&self) -> anyhow::Result<(Location, SqlStore)> {
         let location = match (&self.database, &self.config) {
             (Some(db), _) => Location::parse(db),
             (None, Some(config)) => Settings::load(config)?.database,
             (None, None) => bail!("name the database with --database or --config"),
         };
-        let store = SqlStore::open(&location)
+        let store = SqlStore::open_for_maintenance(&location)
             .await
             .with_context(|| format!("database `{}`", location.describe()))?;
         Ok((location, store))

@@ -3394,6 +3394,22 @@ async fn a_failed_import_leaves_the_store_empty() {
         let stored = target.store.verify_audit().await.unwrap();
         assert_eq!(stored.first_break, None, "{name}");
         assert_eq!(stored.head_hash, chain.head_hash, "{name}");
+        // Opened for maintenance (no check index with SQLite), checks still
+        // find the open request, by query.
+        let maintenance = SqlStore::open_for_maintenance(&target.location())
+            .await
+            .unwrap();
+        let u0 = UserId::parse("u0").unwrap();
+        let open = maintenance
+            .open_request(&u0, &ent.entitlement.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            open.map(|o| o.id.to_string()).as_deref(),
+            Some("r0"),
+            "{name}"
+        );
+        drop(maintenance);
         let again = import(text).await.unwrap_err();
         assert!(again.to_string().contains("not empty"), "{name}: {again}");
         assert_eq!(

@@ -353,6 +353,19 @@ fn db_err(e: sqlx::Error) -> StoreError {
 impl SqlStore {
     /// Opens the store (creating a SQLite file if missing) and runs migrations.
     pub async fn open(location: &Location) -> Result<SqlStore, StoreError> {
+        SqlStore::open_with(location, true).await
+    }
+
+    /// Opens the store for maintenance that answers no checks (migrate,
+    /// export, import, verify): with SQLite, without loading every open
+    /// request into memory (`checks::OpenIndex`), which would cost such a
+    /// run start-up time and memory that grow with the database. Checks
+    /// still work, by query, as on PostgreSQL.
+    pub async fn open_for_maintenance(location: &Location) -> Result<SqlStore, StoreError> {
+        SqlStore::open_with(location, false).await
+    }
+
+    async fn open_with(location: &Location, check_index: bool) -> Result<SqlStore, StoreError> {
         install_default_drivers();
         let (backend, write_url, read_url) = match location {
             Location::Sqlite(path) => {
@@ -412,13 +425,13 @@ impl SqlStore {
         };
         // SQLite: checks answered from memory (see `checks::OpenIndex`).
         let index = match backend {
-            Backend::Sqlite => {
+            Backend::Sqlite if check_index => {
                 let index = Arc::new(super::checks::OpenIndex::default());
                 let count = index.reload(&mut conn).await?;
                 tracing::debug!(open = count, "open requests indexed for checks");
                 Some(index)
             }
-            Backend::Postgres => None,
+            Backend::Sqlite | Backend::Postgres => None,
         };
         let standing = (backend == Backend::Sqlite)
             .then(|| Arc::new(super::directory::StandingCache::default()));
