@@ -640,7 +640,8 @@ async fn run_writer(
                 let mut result = import_in_tx(&mut conn, backend, steps, started).await;
                 if result.is_err() {
                     let _ = exec(&mut conn, "ROLLBACK").await;
-                } else if let Some(index) = &index {
+                }
+                if let Some(index) = index.as_ref().filter(|_| result.is_ok()) {
                     if let Err(e) = index.reload(&mut conn).await {
                         result = Err(e);
                     }
