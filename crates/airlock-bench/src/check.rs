@@ -1,8 +1,8 @@
 //! The `check` bench: `GET /v1/check` at a fixed rate against the real
 //! server on loopback with N active grants.
 //!
-//! It seeds N active grants through the store (users `u0`…, one
-//! entitlement, the `store` bench's seeding), starts the real server as a
+//! It seeds N active grants (users `u0`…, one entitlement each, through
+//! `seed`, whose marker lets `--reuse` keep them), starts the real server as a
 //! child process (this binary again, `serve-config`, so that its memory and
 //! CPU time are its own), and drives checks of random holders open-loop:
 //! request i is due at start + i/rate whatever came back before, spread
@@ -15,29 +15,20 @@
 //! processes over the run.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use airlock_core::catalog::{Entitlement, TicketRule};
-use airlock_core::drift::DriftPolicy;
-use airlock_core::request::LifecycleSettings;
-use airlock_core::{EntitlementId, GroupName, Timestamp};
-use airlock_server::store::sql::{Location, SqlStore};
+use airlock_server::store::sql::Location;
 use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::child::{cpu_time, status_kib, ChildServer};
+use crate::percentile;
 use crate::report::say;
-use crate::store::{progress, seed_worker, Backend, Scratch, Seed};
-use crate::{now_ms, percentile};
+use crate::seed::{ensure, Shape, ShapeArgs};
+use crate::store::{Backend, Scratch};
 
-/// The entitlement every seeded grant is for.
-const ENTITLEMENT: &str = "bench-check";
-/// The seeded grants last this long: the run never sees one expire.
-const GRANT_LIFETIME: Duration = Duration::from_secs(20 * 3600);
 /// The checker's config token.
 const CHECKER_TOKEN: &str = "bench-check-token";
 /// Target of issue 15 on this machine.
@@ -61,12 +52,8 @@ pub struct CheckArgs {
     /// instead of SQLite.
     #[arg(long)]
     postgres: Option<String>,
-    /// Concurrent tasks seeding the grants through the store.
-    #[arg(long, default_value_t = 1024)]
-    seed_concurrency: usize,
     /// SQLite only: keep the seeded database in DIR and reuse it on the
-    /// next run with the same --grants (seeding a million takes minutes;
-    /// the grants last 20 hours).
+    /// next run with the same --grants (the grants last 30 days).
     #[arg(long, value_name = "DIR", conflicts_with = "postgres")]
     reuse: Option<PathBuf>,
     /// Print latency second by second, not only the worst second.
@@ -120,36 +107,21 @@ async fn bench(
         Location::Sqlite(_) => Location::Sqlite(data_dir.join("airlock.db")),
         other => other.clone(),
     };
-    // A reused directory says how many grants it was seeded with.
-    let seeded_marker = dir.join("seeded");
-    let seeded = std::fs::read_to_string(&seeded_marker).ok();
-    if args.reuse.is_some() && seeded.as_deref() == Some(args.grants.to_string().as_str()) {
-        say!(
-            "reusing the {} grants seeded in {}",
-            args.grants,
-            dir.display()
-        );
-    } else {
-        if seeded.is_none() && data_dir.join("airlock.db").exists() {
-            bail!(
-                "{} holds a database whose seeding did not finish: remove it",
-                dir.display()
-            );
-        }
-        if seeded.is_some() {
-            bail!(
-                "{} was seeded with {} grants, not {}: remove it or pick another directory",
-                dir.display(),
-                seeded.unwrap_or_default(),
-                args.grants
-            );
-        }
-        seed(&location, args).await?;
-        std::fs::write(&seeded_marker, args.grants.to_string())?;
-    }
+    // One entitlement per holder, as many holders as grants: `seed`'s
+    // shape with two entitlements (the grants on the first).
+    let shape = Shape::new(
+        args.grants,
+        args.grants,
+        ShapeArgs {
+            users: Some(args.grants),
+            entitlements: 2,
+            approvers: 10,
+        },
+    )?;
+    ensure(&location, dir, &shape).await?;
 
     let config = dir.join("airlock.toml");
-    std::fs::write(&config, server_config(&data_dir, &location))?;
+    std::fs::write(&config, server_config(&data_dir, &location, &shape))?;
     let server = ChildServer::start(&config).await?;
     let (pid, addr) = (server.pid, server.addr.clone());
     say!(
@@ -167,7 +139,7 @@ async fn bench(
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(drive(&drive_args, &drive_addr, pid))
+            .block_on(drive(&drive_args, &drive_addr, pid, shape))
     })
     .await
     .context("the load generator's thread")?;
@@ -177,62 +149,9 @@ async fn bench(
     Ok(())
 }
 
-async fn seed(location: &Location, args: &CheckArgs) -> anyhow::Result<()> {
-    let entitlement = Arc::new(Entitlement {
-        id: EntitlementId::parse(ENTITLEMENT)?,
-        description: "check benchmark".to_owned(),
-        max_duration: Duration::from_secs(24 * 3600),
-        default_duration: Duration::from_secs(3600),
-        reason_required: true,
-        ticket: TicketRule {
-            required: false,
-            pattern: None,
-        },
-        connector: "noop".to_owned(),
-        drift: DriftPolicy::Report,
-        sensitivity: airlock_core::standing::Sensitivity::default(),
-        waiting: Default::default(),
-        break_glass: None,
-        open_to_externals: false,
-    });
-    let store = Arc::new(SqlStore::open(location).await?);
-    let seed = Arc::new(Seed {
-        store: Arc::clone(&store),
-        entitlement,
-        group: GroupName::parse("check-holders")?,
-        lifecycle: Arc::new(LifecycleSettings::default()),
-        due: Timestamp::from_unix_millis(now_ms()).plus(GRANT_LIFETIME),
-        next: AtomicUsize::new(0),
-        done: Arc::new(AtomicUsize::new(0)),
-        n: args.grants,
-    });
-    let counter = Arc::clone(&seed.done);
-    let seeding_progress = progress(
-        "seeded",
-        move || counter.load(Ordering::Relaxed),
-        args.grants,
-    );
-    let began = Instant::now();
-    let mut workers = JoinSet::new();
-    for _ in 0..args.seed_concurrency.clamp(1, args.grants) {
-        workers.spawn(seed_worker(Arc::clone(&seed)));
-    }
-    while let Some(joined) = workers.join_next().await {
-        joined??;
-    }
-    drop(seeding_progress);
-    let took = began.elapsed().as_secs_f64();
-    say!(
-        "seeded {} active grants through the store in {took:.1}s ({:.0} grants/s)",
-        args.grants,
-        args.grants as f64 / took
-    );
-    Ok(())
-}
-
 /// The server's config: loopback, the store seeded, the entitlement, and
 /// a checker whose token the load generator uses.
-fn server_config(data_dir: &Path, location: &Location) -> String {
+fn server_config(data_dir: &Path, location: &Location, shape: &Shape) -> String {
     format!(
         r#"{server}
 [connectors.noop]
@@ -240,23 +159,16 @@ type = "command"
 program = "/bin/true"
 timeout = "5s"
 
-[entitlements.{ENTITLEMENT}]
-requestable_by = ["check-holders"]
-max_duration = "24h"
-auto_approve = true
-connector = "noop"
-
-# The seeded holders (u0, u1, …) are not config users: a check asks about
-# any principal. This one only gives the group a member, as the config wants.
-[users.holder]
-groups = ["check-holders"]
-
 [users.checker]
 roles = ["checker"]
 token_sha256 = "{hash}"
-"#,
+
+# The seeded store's entitlements and approvers. Its holders (u0, u1, …)
+# need not be config users: a check asks about any principal.
+{tables}"#,
         server = crate::server_table(data_dir, location),
         hash = airlock_server::config::token_hash(CHECKER_TOKEN),
+        tables = shape.config_tables(),
     )
 }
 
@@ -294,7 +206,12 @@ struct Leg {
     first_error: Option<String>,
 }
 
-async fn drive(args: &CheckArgs, addr: &str, server_pid: u32) -> anyhow::Result<Figures> {
+async fn drive(
+    args: &CheckArgs,
+    addr: &str,
+    server_pid: u32,
+    shape: Shape,
+) -> anyhow::Result<Figures> {
     let total = usize::try_from(u64::from(args.rate) * args.seconds)?;
     let interval = Duration::from_secs(1).as_secs_f64() / f64::from(args.rate);
     let mut conns = Vec::with_capacity(args.connections);
@@ -303,7 +220,7 @@ async fn drive(args: &CheckArgs, addr: &str, server_pid: u32) -> anyhow::Result<
         stream.set_nodelay(true)?;
         let mut conn = Conn::new(stream);
         // Warm-up: the connection accepted, the token and the plan cached.
-        let (status, body) = conn.check(0).await?;
+        let (status, body) = conn.check(&shape, 0).await?;
         if status != 200 {
             bail!("warm-up check answered {status}: {body}");
         }
@@ -318,7 +235,9 @@ async fn drive(args: &CheckArgs, addr: &str, server_pid: u32) -> anyhow::Result<
     for (k, mut conn) in conns.into_iter().enumerate() {
         legs.spawn(async move {
             let mut leg = Leg::default();
-            let mut rng = k as u64 * 0x9E37_79B9_7F4A_7C15 + 1;
+            let mut rng = (k as u64)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(1);
             let mut i = k;
             while i < total {
                 let due = start + Duration::from_secs_f64(i as f64 * interval);
@@ -330,15 +249,17 @@ async fn drive(args: &CheckArgs, addr: &str, server_pid: u32) -> anyhow::Result<
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
                 let who = usize::try_from(rng % grants as u64).unwrap_or(0);
-                match conn.check(who).await {
+                match conn.check(&shape, who).await {
                     Ok((200, body)) if body.contains("\"holds\":true") => {
                         leg.latencies_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
                         leg.sent_s.push(sent.duration_since(start).as_secs_f64());
                     }
                     Ok((200, body)) => {
                         leg.wrong += 1;
-                        leg.first_error
-                            .get_or_insert(format!("u{who} does not hold: {body}"));
+                        leg.first_error.get_or_insert(format!(
+                            "{} does not hold: {body}",
+                            shape.holder(who).0
+                        ));
                     }
                     Ok((status, body)) => {
                         leg.errors += 1;
@@ -495,10 +416,12 @@ impl Conn {
         }
     }
 
-    /// Checks whether `u{who}` holds the entitlement; the status and body.
-    async fn check(&mut self, who: usize) -> anyhow::Result<(u16, String)> {
+    /// Checks whether the holder of seeded grant `who` holds its
+    /// entitlement; the status and body.
+    async fn check(&mut self, shape: &Shape, who: usize) -> anyhow::Result<(u16, String)> {
+        let (principal, entitlement) = shape.holder(who);
         let request = format!(
-            "GET /v1/check?principal=u{who}&entitlement={ENTITLEMENT} HTTP/1.1\r\n\
+            "GET /v1/check?principal={principal}&entitlement={entitlement} HTTP/1.1\r\n\
              Host: bench\r\nAuthorization: Bearer {CHECKER_TOKEN}\r\n\r\n"
         );
         self.stream.get_mut().write_all(request.as_bytes()).await?;

@@ -16,6 +16,14 @@
 //! connections: rate achieved, latency, errors, the server's memory and
 //! both processes' CPU time.
 //!
+//! `seed` fills a store with N active grants among M requests, each
+//! decided by the core with its audit events chained, through the store's
+//! import (issue 17's million grants and five million requests), and
+//! marks the directory so the benches below reuse it. `transfer` measures
+//! `airlock export`, `import` and `audit verify` on it, each in a process
+//! of its own (time and peak memory); `lists` the approver's inbox, a
+//! requester's history and the audit log by user against a small store.
+//!
 //! `pg-expiry` grants a real PostgreSQL role N times (grant mode), all
 //! expiring within one minute, and measures how soon after each expiry the
 //! target confirmed the removal (sessions terminated too).
@@ -28,10 +36,13 @@ use clap::{Parser, Subcommand};
 mod check;
 mod child;
 mod lifecycle;
+mod lists;
 mod load;
 mod pg_expiry;
 mod report;
+mod seed;
 mod store;
+mod transfer;
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +85,15 @@ enum Bench {
     /// A steady mixed load on the HTTP API: requests, approvals, lists,
     /// shows, checks, releases, and grants falling due all along.
     Load(load::LoadArgs),
+    /// A store with N active grants among M requests, seeded fast through
+    /// the store's import with a real audit chain.
+    Seed(seed::SeedArgs),
+    /// `airlock export`, `import` and `audit verify` of a seeded store:
+    /// time and peak memory of each process.
+    Transfer(transfer::TransferArgs),
+    /// The inbox, history and audit-by-user lists on a seeded store
+    /// against a small one.
+    Lists(lists::ListsArgs),
     /// The server the `check` bench measures, in a process of its own.
     #[command(hide = true)]
     ServeConfig { config: std::path::PathBuf },
@@ -186,6 +206,9 @@ fn main() -> anyhow::Result<()> {
         Bench::PgExpiry(_) => "pg-expiry",
         Bench::Check(_) => "check",
         Bench::Load(_) => "load",
+        Bench::Seed(_) => "seed",
+        Bench::Transfer(_) => "transfer",
+        Bench::Lists(_) => "lists",
         Bench::ServeConfig { .. } => "serve-config",
     };
     match cli.bench {
@@ -199,6 +222,9 @@ fn main() -> anyhow::Result<()> {
         Bench::PgExpiry(args) => runtime.block_on(pg_expiry::run(args)),
         Bench::Check(args) => runtime.block_on(check::run(args)),
         Bench::Load(args) => runtime.block_on(load::run(args)),
+        Bench::Seed(args) => runtime.block_on(seed::run(args)),
+        Bench::Transfer(args) => runtime.block_on(transfer::run(args)),
+        Bench::Lists(args) => runtime.block_on(lists::run(args)),
         Bench::ServeConfig { config } => runtime.block_on(child::serve_config(config)),
     }?;
     if let Some(path) = &cli.record {

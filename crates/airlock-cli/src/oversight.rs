@@ -126,11 +126,13 @@ pub enum AuditCmd {
         /// is consistent with itself.
         #[arg(long, requires = "checkpoints")]
         public_key: Option<String>,
-        /// With `--checkpoints`: take `server.database` from this config.
-        #[arg(long, requires = "checkpoints")]
+        /// Read the database directly (`server.database` from this
+        /// config) instead of asking a server; `--checkpoints` does too.
+        #[arg(long)]
         config: Option<PathBuf>,
-        /// With `--checkpoints`: a SQLite path or a postgres:// URL.
-        #[arg(long, requires = "checkpoints")]
+        /// Read this database directly (a SQLite path or a postgres://
+        /// URL) instead of asking a server; a copy will do.
+        #[arg(long)]
         database: Option<String>,
     },
     /// The public key the server signs audit checkpoints with (`ed25519:…`),
@@ -401,6 +403,27 @@ pub async fn run(command: OversightCmd) -> anyhow::Result<()> {
             let key = client(&conn)?.checkpoint_key().await?;
             say!("{key}");
             Ok(())
+        }
+        OversightCmd::Audit {
+            verify:
+                Some(AuditCmd::Verify {
+                    checkpoints: None,
+                    config,
+                    database,
+                    ..
+                }),
+            conn,
+            ..
+        } if config.is_some() || database.is_some() => {
+            use airlock_server::store::Store;
+            let (_, store) = DatabaseArgs { config, database }.open().await?;
+            let view = airlock_server::api::VerifyView::from(store.verify_audit().await?);
+            output::json_or(&view, conn.json, |r| {
+                if r.ok {
+                    say!("audit chain ok: {} events, head {}", r.checked, r.head_hash);
+                }
+            })?;
+            broken_chain_fails(view)
         }
         OversightCmd::Audit {
             verify: Some(AuditCmd::Verify { .. }),

@@ -1153,6 +1153,9 @@ fn export_then_import(target: &str, extra: &[&str]) {
     let export_path = export.to_str().unwrap();
     let out = airlock_succeeds(&["import", "--database", target, "--input", export_path]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain ok"));
+    // Verified again from the database itself, without a server.
+    let out = airlock_succeeds(&["audit", "verify", "--database", target]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain ok"));
 
     // A second import into the now non-empty database is refused.
     let again = Command::new(BIN)

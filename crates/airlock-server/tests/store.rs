@@ -27,7 +27,7 @@ use airlock_server::store::directory::{
     Committed, Decided, DirectoryWrite, Filter, ListQuery, Standing,
 };
 use airlock_server::store::record::RequestRecord;
-use airlock_server::store::sql::{Backend, Location, SqlStore};
+use airlock_server::store::sql::{Backend, Explained, Location, SqlStore};
 use airlock_server::store::{
     AuditFilter, Delivery, Exclusive, OutboxEntry, OutboxFilter, OutboxState, PageKey,
     RequestFilter, RevocationBacklog, Store, StoreError,
@@ -3212,4 +3212,282 @@ async fn an_ssh_session_is_kept_once_with_its_event_and_listed_without_its_recor
             .is_empty());
     })
     .await;
+}
+
+/// Issue 17: the lists people page through — an approver's inbox (`airlock
+/// pending`), a requester's history and the audit log by user — read
+/// ranges of indexes on both databases, first page and later ones: each
+/// database's own EXPLAIN of the query the store runs uses the list's
+/// indexes, reads no table whole (nor an index whole, but a partial one
+/// that holds only what the list wants) and sorts at most the few rows the
+/// union of an inbox's or a user's parts brings.
+#[tokio::test]
+async fn lists_read_ranges_of_indexes() {
+    on_every_store(|store, _| async move {
+        let approver = user("carol", &["approvers"], &[]);
+        let requester = user("alice", &["eng"], &[]);
+        let later = Some(PageKey {
+            created_at: at(5),
+            id: RequestId::parse("r5").unwrap(),
+        });
+        let inbox = RequestFilter {
+            awaiting_approval_of: Some(approver.clone()),
+            visible_to: Some(approver.clone()),
+            limit: 101,
+            ..RequestFilter::default()
+        };
+        let history = RequestFilter {
+            requester: Some(requester.id.clone()),
+            visible_to: Some(requester.clone()),
+            limit: 101,
+            ..RequestFilter::default()
+        };
+        let by_user = AuditFilter {
+            user: Some("alice".to_owned()),
+            limit: 101,
+            ..AuditFilter::default()
+        };
+        let inbox_indexes = [
+            "requests_by_state",
+            "requests_awaiting_extension",
+            "requests_awaiting_sponsor",
+        ];
+        // Whether the list is a union of parts (whose few rows are sorted
+        // together) or one range, sorted by its index.
+        let lists = [
+            (
+                "inbox",
+                Explained::Requests(&inbox),
+                &inbox_indexes[..],
+                true,
+            ),
+            (
+                "history",
+                Explained::Requests(&history),
+                &["requests_by_requester"][..],
+                false,
+            ),
+            (
+                "audit by user",
+                Explained::Audit(&by_user),
+                &["audit_by_actor", "audit_by_subject"][..],
+                true,
+            ),
+        ];
+        for (what, list, indexes, union) in lists {
+            let later_page = match list {
+                Explained::Requests(f) => {
+                    let f = RequestFilter {
+                        after: later.clone(),
+                        ..f.clone()
+                    };
+                    store.list_plan(Explained::Requests(&f)).await.unwrap()
+                }
+                Explained::Audit(f) => {
+                    let f = AuditFilter {
+                        before_seq: Some(1000),
+                        ..f.clone()
+                    };
+                    store.list_plan(Explained::Audit(&f)).await.unwrap()
+                }
+            };
+            let first_page = store.list_plan(list).await.unwrap();
+            for (page, plan) in [("first page", first_page), ("later page", later_page)] {
+                assert_index_ranges(&plan, indexes, union, &format!("{what}, {page}"));
+            }
+        }
+    })
+    .await;
+}
+
+/// Fails unless `plan` (SQLite's `EXPLAIN QUERY PLAN` or PostgreSQL's
+/// `EXPLAIN`) uses every one of `indexes`, scans no table or index whole
+/// (a partial index that holds only the list's rows aside), and sorts
+/// nothing but, for a `union` of parts, rows each part brought under its
+/// own limit (SQLite: one sort, of the union; PostgreSQL: every sort's
+/// scans under a limit, or of a partial index).
+fn assert_index_ranges(plan: &str, indexes: &[&str], union: bool, what: &str) {
+    const PARTIAL: &[&str] = &["requests_awaiting_extension"];
+    for index in indexes {
+        assert!(plan.contains(index), "{what}: `{index}` unused:\n{plan}");
+    }
+    let lines: Vec<&str> = plan.lines().collect();
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let partial = |line: &str| PARTIAL.iter().any(|p| line.contains(p));
+    // PostgreSQL's nodes: a line with `(cost=`, its details below it.
+    let is_node = |line: &str| line.contains("(cost=");
+    let is_scan = |line: &str| {
+        is_node(line) && (line.contains(" on requests") || line.contains(" on audit_events"))
+    };
+    for (i, line) in lines.iter().enumerate() {
+        let l = line.trim();
+        // SQLite: SCAN is a whole table or index, SEARCH a range.
+        let sqlite_scan = l.starts_with("SCAN requests") || l.starts_with("SCAN audit_events");
+        assert!(
+            !sqlite_scan || partial(l),
+            "{what}: scans a whole table or index:\n{plan}"
+        );
+        assert!(
+            !l.contains("Seq Scan"),
+            "{what}: a sequential scan:\n{plan}"
+        );
+        // PostgreSQL: an index scan without an index condition reads it whole.
+        if l.contains("Index Scan") || l.contains("Index Only Scan") {
+            let conditioned = lines
+                .iter()
+                .skip(i + 1)
+                .take_while(|d| !is_node(d))
+                .any(|d| d.trim().starts_with("Index Cond"));
+            assert!(
+                conditioned || partial(l),
+                "{what}: reads an index whole:\n{plan}"
+            );
+        }
+        if !is_node(line) || !l.trim_start_matches("->").trim().starts_with("Sort") {
+            continue;
+        }
+        assert!(union, "{what}: a sort:\n{plan}");
+        // Each scan below the sort is under a limit below the sort, or of
+        // a partial index.
+        let below: Vec<&str> = lines
+            .iter()
+            .skip(i + 1)
+            .take_while(|d| indent(d) > indent(line))
+            .copied()
+            .collect();
+        for (j, scan) in below.iter().enumerate().filter(|(_, d)| is_scan(d)) {
+            let limited = below
+                .iter()
+                .take(j)
+                .any(|d| is_node(d) && d.contains("Limit") && indent(d) < indent(scan));
+            // A bitmap scan names its index on the node below it.
+            let of_partial = below
+                .iter()
+                .skip(j)
+                .take_while(|d| d == &scan || indent(d) > indent(scan))
+                .any(|d| partial(d));
+            // One row by its key for each row the parts brought.
+            let by_key = scan.contains("_pkey on");
+            assert!(
+                limited || of_partial || by_key,
+                "{what}: sorts rows no limit bounds:\n{plan}"
+            );
+        }
+    }
+    let sqlite_sorts = lines.iter().filter(|l| l.contains("TEMP B-TREE")).count();
+    assert!(
+        sqlite_sorts <= usize::from(union),
+        "{what}: {sqlite_sorts} sorts:\n{plan}"
+    );
+}
+
+/// An import streams in batches inside one transaction: a bad line after
+/// several batches went in fails it naming the line and leaves the store
+/// empty, as does an audit event whose hash does not match; a good import
+/// then goes through, and one into the now full store is refused.
+#[tokio::test]
+async fn a_failed_import_leaves_the_store_empty() {
+    use airlock_server::store::transfer;
+    let mut fixtures = vec![(sqlite().await, sqlite().await)];
+    if let (Some(source), Some(target)) = (postgres().await, postgres().await) {
+        fixtures.push((source, target));
+    }
+    for (source, target) in fixtures {
+        let name = source.name;
+        let ent = entitlement(1);
+        let approver = user("carol", &["approvers"], &[]);
+        for i in 0..12 {
+            let who = user(&format!("u{i}"), &["eng"], &[]);
+            create(&source.store, &who, &ent, &format!("r{i}"), at(i))
+                .await
+                .unwrap();
+            let approve = Command::Approve {
+                approver: approver.clone(),
+                comment: None,
+                permission: permitted(),
+            };
+            apply(&source.store, &format!("r{i}"), approve, at(i + 1))
+                .await
+                .unwrap();
+        }
+        let schema = source.store.schema_version().await.unwrap();
+        let mut export = Vec::new();
+        let exported = transfer::export(source.store.as_ref(), schema, &mut export)
+            .await
+            .unwrap();
+        let text = String::from_utf8(export).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(exported.audit_events >= 24, "{name}: {exported:?}");
+        let import = |text: String| {
+            let store = Arc::clone(&target.store);
+            async move {
+                let mut input = std::io::Cursor::new(text.into_bytes());
+                transfer::import_in_batches(store.as_ref(), schema, &mut input, 4).await
+            }
+        };
+        let is_empty = || async {
+            target
+                .store
+                .export_requests(None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+                && target.store.export_audit(0, 10).await.unwrap().is_empty()
+        };
+        // A line that is no JSON, after the requests and some audit batches.
+        let bad_at = lines.len() - 3;
+        let mut damaged = lines.clone();
+        damaged[bad_at] = "{\"audit\": oops}";
+        let err = import(damaged.join("\n")).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("line {}:", bad_at + 1)),
+            "{name}: {err}"
+        );
+        assert!(is_empty().await, "{name}: a failed import left rows");
+        // An audit event edited: its line is named, nothing is kept.
+        let edited_at = lines
+            .iter()
+            .rposition(|l| l.starts_with("{\"audit\"") && l.contains("\"approved\""))
+            .unwrap();
+        let mut edited = lines.clone();
+        let tampered = lines[edited_at].replacen("\"approved\"", "\"denied\"", 1);
+        edited[edited_at] = &tampered;
+        let err = import(edited.join("\n")).await.unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("line {}:", edited_at + 1)) && err.contains("hash"),
+            "{name}: {err}"
+        );
+        assert!(is_empty().await, "{name}: a failed import left rows");
+
+        let (imported, chain) = import(text.clone()).await.unwrap();
+        assert_eq!(imported.requests, exported.requests, "{name}");
+        assert_eq!(imported.audit_events, exported.audit_events, "{name}");
+        assert_eq!(chain.checked as usize, exported.audit_events, "{name}");
+        let stored = target.store.verify_audit().await.unwrap();
+        assert_eq!(stored.first_break, None, "{name}");
+        assert_eq!(stored.head_hash, chain.head_hash, "{name}");
+        // Opened again, the store's checks find the imported open request.
+        let maintenance = SqlStore::open(&target.location()).await.unwrap();
+        let u0 = UserId::parse("u0").unwrap();
+        let open = maintenance
+            .open_request(&u0, &ent.entitlement.id)
+            .await
+            .unwrap();
+        assert_eq!(
+            open.map(|o| o.id.to_string()).as_deref(),
+            Some("r0"),
+            "{name}"
+        );
+        drop(maintenance);
+        let again = import(text).await.unwrap_err();
+        assert!(again.to_string().contains("not empty"), "{name}: {again}");
+        assert_eq!(
+            target.store.export_audit(0, 1000).await.unwrap().len(),
+            exported.audit_events,
+            "{name}: the refused import changed the store"
+        );
+        source.cleanup().await;
+        target.cleanup().await;
+    }
 }

@@ -521,12 +521,102 @@ pub trait Store: Send + Sync {
     /// matched regardless of case), whatever their standing.
     async fn directory_sponsored_by(&self, sponsor: &str) -> Result<Vec<UserId>, StoreError>;
 
-    /// Loads exported state into an empty database in one transaction;
-    /// refuses a database that already holds requests or audit events.
+    /// Starts loading exported state into an empty database: one
+    /// transaction, fed in batches through the returned [`Import`], that
+    /// commits only when [`Import::finish`] is called. Refuses a database
+    /// that already holds requests, audit events or access reviews. While
+    /// it runs, this store's other writes wait.
+    async fn begin_import(&self) -> Result<Import, StoreError>;
+
+    /// Loads exported state into an empty database in one transaction
+    /// (everything in hand: [`Store::begin_import`] with one batch of each).
     async fn import(
         &self,
         requests: Vec<RequestRecord>,
         audit: Vec<AuditRecord>,
         access_reviews: Vec<access_reviews::CampaignRecord>,
-    ) -> Result<ImportReport, StoreError>;
+    ) -> Result<ImportReport, StoreError> {
+        let requests = requests
+            .into_iter()
+            .map(RequestRecord::into_request)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut import = self.begin_import().await?;
+        import.load(ImportBatch::Requests(requests)).await?;
+        import.load(ImportBatch::Audit(audit)).await?;
+        import
+            .load(ImportBatch::AccessReviews(access_reviews))
+            .await?;
+        import.finish().await
+    }
+}
+
+/// One batch of an import. Audit records are written exactly as given
+/// (seq and hashes included): the caller checks the chain.
+#[derive(Debug)]
+pub enum ImportBatch {
+    Requests(Vec<AccessRequest>),
+    Audit(Vec<AuditRecord>),
+    AccessReviews(Vec<access_reviews::CampaignRecord>),
+}
+
+/// What the writer is told while an import runs.
+#[derive(Debug)]
+enum ImportStep {
+    Load(ImportBatch),
+    Commit,
+    RollBack,
+}
+
+/// An import under way ([`Store::begin_import`]): batches go to the
+/// database's writer one at a time (at most one waits, so memory stays
+/// bounded whatever the import's size) inside one transaction. Nothing is
+/// visible until [`Import::finish`] commits; [`Import::abort`], a failed
+/// batch or dropping the handle rolls it all back, leaving the database
+/// empty as it was.
+pub struct Import {
+    steps: tokio::sync::mpsc::Sender<ImportStep>,
+    done: tokio::sync::oneshot::Receiver<Result<ImportReport, StoreError>>,
+}
+
+impl Import {
+    /// The handle the store gives out, and the writer's ends of it.
+    fn channel() -> (
+        Import,
+        tokio::sync::mpsc::Receiver<ImportStep>,
+        tokio::sync::oneshot::Sender<Result<ImportReport, StoreError>>,
+    ) {
+        let (steps, received) = tokio::sync::mpsc::channel(1);
+        let (reply, done) = tokio::sync::oneshot::channel();
+        (Import { steps, done }, received, reply)
+    }
+
+    /// Hands the writer the next batch. A batch the database refused
+    /// surfaces here (on a later call at the latest) with the import
+    /// rolled back.
+    pub async fn load(&mut self, batch: ImportBatch) -> Result<(), StoreError> {
+        if self.steps.send(ImportStep::Load(batch)).await.is_ok() {
+            return Ok(());
+        }
+        // The writer ended the import: its answer says why.
+        match (&mut self.done).await {
+            Ok(Err(e)) => Err(e),
+            _ => Err(writer_gone()),
+        }
+    }
+
+    /// Commits everything loaded.
+    pub async fn finish(self) -> Result<ImportReport, StoreError> {
+        let _ = self.steps.send(ImportStep::Commit).await;
+        self.done.await.map_err(|_| writer_gone())?
+    }
+
+    /// Rolls everything back and waits until it is.
+    pub async fn abort(self) {
+        let _ = self.steps.send(ImportStep::RollBack).await;
+        let _ = self.done.await;
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Database("the database writer has stopped".to_owned())
 }

@@ -221,13 +221,19 @@ impl ExclusiveGuard {
 }
 
 /// Work for the writer task.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every job is a change: boxing it would allocate per write to save \
+              bytes on the rare import"
+)]
 enum WriteJob {
     Change(Change),
-    /// Runs alone in its own transaction.
+    /// An import: one transaction of its own, fed batch by batch from
+    /// `steps`, while other jobs wait. `started` hears whether it began
+    /// (the database is empty), `reply` how it ended.
     Import {
-        requests: Vec<RequestRecord>,
-        audit: Vec<AuditRecord>,
-        access_reviews: Vec<super::access_reviews::CampaignRecord>,
+        steps: mpsc::Receiver<super::ImportStep>,
+        started: oneshot::Sender<Result<(), StoreError>>,
         reply: oneshot::Sender<Result<ImportReport, StoreError>>,
     },
 }
@@ -487,6 +493,25 @@ impl SqlStore {
         plan
     }
 
+    /// The plan the database chooses for a list's query (the one
+    /// [`Store::list_requests`] or [`Store::list_audit`] runs for the
+    /// filter), as text: SQLite's `EXPLAIN QUERY PLAN` indented by depth;
+    /// PostgreSQL's `EXPLAIN` with sequential scans off, as the planner
+    /// sees a large table (on a small one a scan is cheaper and it rightly
+    /// takes that).
+    pub async fn list_plan(&self, list: Explained<'_>) -> Result<String, StoreError> {
+        let (sql, binds) = match list {
+            Explained::Requests(filter) => list_requests_sql(self.backend, filter),
+            Explained::Audit(filter) => list_audit_sql(filter),
+        };
+        let mut conn = AnyConnection::connect_with(&self.options)
+            .await
+            .map_err(db_err)?;
+        let plan = explain(&mut conn, self.backend, &sql, binds).await;
+        let _ = conn.close().await;
+        plan
+    }
+
     async fn submit_job<T>(
         &self,
         job: WriteJob,
@@ -495,6 +520,54 @@ impl SqlStore {
         let gone = || StoreError::Database("the database writer has stopped".to_owned());
         self.writer.send(job).await.map_err(|_| gone())?;
         reply.await.map_err(|_| gone())?
+    }
+}
+
+/// A list whose query [`SqlStore::list_plan`] explains.
+#[derive(Debug, Clone, Copy)]
+pub enum Explained<'a> {
+    Requests(&'a RequestFilter),
+    Audit(&'a AuditFilter),
+}
+
+async fn explain(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    sql: &str,
+    binds: Vec<Bind>,
+) -> Result<String, StoreError> {
+    match backend {
+        Backend::Postgres => {
+            exec(conn, "SET enable_seqscan = off").await?;
+            let explain = format!("EXPLAIN {sql}");
+            let rows = bound(&explain, binds)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            let lines = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>("QUERY PLAN").map_err(db_err))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(lines.join("\n"))
+        }
+        Backend::Sqlite => {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let rows = bound(&explain, binds)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            let mut depth: HashMap<i64, usize> = HashMap::new();
+            let mut lines = Vec::new();
+            for row in &rows {
+                let id: i64 = row.try_get("id").map_err(db_err)?;
+                let parent: i64 = row.try_get("parent").map_err(db_err)?;
+                let detail: String = row.try_get("detail").map_err(db_err)?;
+                let d = depth.get(&parent).map_or(0, |d| d + 1);
+                depth.insert(id, d);
+                lines.push(format!("{}{detail}", "  ".repeat(d)));
+            }
+            Ok(lines.join("\n"))
+        }
     }
 }
 
@@ -550,13 +623,11 @@ async fn run_writer(
     while let Some(job) = next.take() {
         let first = match job {
             WriteJob::Import {
-                requests,
-                audit,
-                access_reviews,
+                steps,
+                started,
                 reply,
             } => {
-                let result =
-                    import_in_tx(&mut conn, backend, requests, audit, access_reviews).await;
+                let result = import_in_tx(&mut conn, backend, steps, started).await;
                 if result.is_err() {
                     let _ = exec(&mut conn, "ROLLBACK").await;
                 }
@@ -1226,14 +1297,55 @@ async fn exec(conn: &mut AnyConnection, sql: &'static str) -> Result<(), StoreEr
     Ok(())
 }
 
+/// Runs an import (see [`super::Import`]): the emptiness check, then each
+/// batch as it arrives, then the commit; any error, or the handle gone
+/// without a commit, leaves the transaction for the caller to roll back.
 async fn import_in_tx(
     conn: &mut AnyConnection,
     backend: Backend,
-    requests: Vec<RequestRecord>,
-    audit: Vec<AuditRecord>,
-    access_reviews: Vec<super::access_reviews::CampaignRecord>,
+    mut steps: mpsc::Receiver<super::ImportStep>,
+    started: oneshot::Sender<Result<(), StoreError>>,
 ) -> Result<ImportReport, StoreError> {
+    let begun = begin_import(conn, backend).await;
+    let failed = begun.as_ref().err().map(ToString::to_string);
+    let _ = started.send(begun);
+    if let Some(e) = failed {
+        return Err(StoreError::Database(e));
+    }
+    let mut report = ImportReport {
+        requests: 0,
+        audit_events: 0,
+        access_reviews: 0,
+    };
+    loop {
+        match steps.recv().await {
+            Some(super::ImportStep::Load(batch)) => {
+                import_batch(conn, backend, &batch, &mut report).await?;
+            }
+            Some(super::ImportStep::Commit) => break,
+            Some(super::ImportStep::RollBack) | None => {
+                return Err(StoreError::Database(
+                    "the import was abandoned; nothing was written".to_owned(),
+                ))
+            }
+        }
+    }
+    exec(conn, "COMMIT").await?;
+    Ok(report)
+}
+
+/// Opens an import's transaction on an empty database.
+async fn begin_import(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
     exec(conn, "BEGIN").await?;
+    if backend == Backend::Postgres {
+        // The writer's two seconds idle in a transaction are for a replica
+        // frozen mid-batch; an import waits on its reader between batches.
+        exec(
+            conn,
+            "SET LOCAL idle_in_transaction_session_timeout = '10min'",
+        )
+        .await?;
+    }
     let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
     let existing_requests = count("SELECT COUNT(*) FROM requests")
         .fetch_one(&mut *conn)
@@ -1253,34 +1365,45 @@ async fn import_in_tx(
              {existing_reviews} access reviews"
         )));
     }
-    let report = ImportReport {
-        requests: requests.len(),
-        audit_events: audit.len(),
-        access_reviews: access_reviews.len(),
-    };
-    let requests = requests
-        .into_iter()
-        .map(RequestRecord::into_request)
-        .collect::<Result<Vec<_>, _>>()?;
-    let changed: Vec<(&AccessRequest, Timestamp)> = requests
-        .iter()
-        .map(|r| (r, r.ended_at.unwrap_or(r.created_at)))
-        .collect();
-    for chunk in shaped_chunks(&changed, backend.rows_per_statement(REQUEST_PARAMS)) {
-        write_requests(conn, chunk).await?;
+    Ok(())
+}
+
+/// Writes one batch of an import inside its transaction.
+async fn import_batch(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch: &super::ImportBatch,
+    report: &mut ImportReport,
+) -> Result<(), StoreError> {
+    match batch {
+        super::ImportBatch::Requests(requests) => {
+            let changed: Vec<(&AccessRequest, Timestamp)> = requests
+                .iter()
+                .map(|r| (r, r.ended_at.unwrap_or(r.created_at)))
+                .collect();
+            for chunk in shaped_chunks(&changed, backend.rows_per_statement(REQUEST_PARAMS)) {
+                write_requests(conn, chunk).await?;
+            }
+            let checked: Vec<(RequestId, CheckActivity)> = requests
+                .iter()
+                .filter(|r| r.checks != CheckActivity::default())
+                .map(|r| (r.id.clone(), r.checks))
+                .collect();
+            super::checks::add(conn, &checked, backend == Backend::Postgres).await?;
+            report.requests += requests.len();
+        }
+        super::ImportBatch::Audit(audit) => {
+            for chunk in audit.chunks(backend.rows_per_statement(AUDIT_PARAMS)) {
+                insert_audit_records(conn, chunk).await?;
+            }
+            report.audit_events += audit.len();
+        }
+        super::ImportBatch::AccessReviews(reviews) => {
+            super::access_reviews::import(conn, backend.rows_per_statement(6), reviews).await?;
+            report.access_reviews += reviews.len();
+        }
     }
-    let checked: Vec<(RequestId, CheckActivity)> = requests
-        .iter()
-        .filter(|r| r.checks != CheckActivity::default())
-        .map(|r| (r.id.clone(), r.checks))
-        .collect();
-    super::checks::add(conn, &checked, backend == Backend::Postgres).await?;
-    for chunk in audit.chunks(backend.rows_per_statement(AUDIT_PARAMS)) {
-        insert_audit_records(conn, chunk).await?;
-    }
-    super::access_reviews::import(conn, backend.rows_per_statement(6), &access_reviews).await?;
-    exec(conn, "COMMIT").await?;
-    Ok(report)
+    Ok(())
 }
 
 async fn migrate(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
@@ -1440,13 +1563,16 @@ fn in_group_list(backend: Backend, binds: &mut Vec<Bind>, user: &User, column: &
 }
 
 /// The query behind [`Store::list_requests`] and its parameters.
+///
+/// Every list is a range of an index in the list order (migration 20), so a
+/// page costs the same with millions of rows: a requester's history reads
+/// `requests_by_requester`. An approver's inbox is the union of the three
+/// ways a request waits for someone, each a page of its own index
+/// (`requests_by_state` for pending requests, `requests_awaiting_extension`,
+/// `requests_awaiting_sponsor`), and only those pages are sorted together.
 fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<Bind>) {
-    let mut sql = format!("SELECT {REQUEST_COLUMNS}, {CHECK_COLUMNS} FROM requests WHERE 1=1");
     let mut binds: Vec<Bind> = Vec::new();
-    sql.push_str(&state_in(
-        &mut binds,
-        filter.states.iter().map(|s| s.as_str()),
-    ));
+    let mut sql = state_in(&mut binds, filter.states.iter().map(|s| s.as_str()));
     if let Some(r) = &filter.requester {
         let p = param(&mut binds, Bind::Text(r.as_str().to_owned()));
         sql.push_str(&format!(" AND requester = {p}"));
@@ -1483,20 +1609,6 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
             " AND (requester = {me} OR {groups} OR {reviews} OR sponsor = {me})"
         ));
     }
-    // The mirror of `AccessRequest::awaits_approval_of`.
-    if let Some(user) = &filter.awaiting_approval_of {
-        let me = param(&mut binds, Bind::Text(user.id.as_str().to_owned()));
-        let groups = in_group_list(backend, &mut binds, user, "approver_group_list");
-        let me_listed = param(&mut binds, Bind::Text(id_list([user.id.as_str()])));
-        // An extension's list is empty unless it waits for approvers.
-        let extension_groups = in_group_list(backend, &mut binds, user, "extension_approver_list");
-        sql.push_str(&format!(
-            " AND requester <> {me} AND ((state = 'pending' AND {groups} AND NOT ({})) \
-             OR (state = 'active' AND {extension_groups} AND NOT ({})) OR sponsor_awaited = {me})",
-            backend.contains("approved_by_list", &me_listed),
-            backend.contains("extension_approved_by_list", &me_listed)
-        ));
-    }
     if let Some(since) = filter.created_since {
         let at = param(&mut binds, Bind::Int(since.unix_millis()));
         sql.push_str(&format!(" AND created_at >= {at}"));
@@ -1514,10 +1626,95 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
         // PostgreSQL filter every row newer than the cursor).
         sql.push_str(&format!(" AND (created_at, id) < ({at}, {id})"));
     }
-    sql.push_str(&format!(
+    let order = format!(
         " ORDER BY created_at DESC, id DESC LIMIT {}",
         filter.limit.max(1)
-    ));
+    );
+    // The mirror of `AccessRequest::awaits_approval_of`.
+    if let Some(user) = &filter.awaiting_approval_of {
+        let me = param(&mut binds, Bind::Text(user.id.as_str().to_owned()));
+        let groups = in_group_list(backend, &mut binds, user, "approver_group_list");
+        let me_listed = param(&mut binds, Bind::Text(id_list([user.id.as_str()])));
+        // An extension's list is empty unless it waits for approvers.
+        let extension_groups = in_group_list(backend, &mut binds, user, "extension_approver_list");
+        let ways = [
+            format!(
+                "state = 'pending' AND {groups} AND NOT ({})",
+                backend.contains("approved_by_list", &me_listed)
+            ),
+            // Only an active grant's extension waits for approvers, so a
+            // listed one implies `state = 'active'`; saying so would offer
+            // the planner every active grant by `requests_by_state`.
+            format!(
+                "extension_approver_list <> '' AND {extension_groups} AND NOT ({})",
+                backend.contains("extension_approved_by_list", &me_listed)
+            ),
+            format!("sponsor_awaited = {me}"),
+        ];
+        let parts: Vec<String> = ways
+            .iter()
+            .enumerate()
+            .map(|(i, way)| {
+                format!(
+                    "SELECT id FROM (SELECT id, created_at FROM requests \
+                     WHERE requester <> {me} AND {way}{sql}{order}) AS way{i}"
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS}, {CHECK_COLUMNS} FROM requests WHERE id IN ({}){order}",
+            parts.join(" UNION ALL ")
+        );
+        return (sql, binds);
+    }
+    (
+        format!("SELECT {REQUEST_COLUMNS}, {CHECK_COLUMNS} FROM requests WHERE 1=1{sql}{order}"),
+        binds,
+    )
+}
+
+/// The query behind [`Store::list_audit`] (newest first) and its
+/// parameters. Events by or about a user are the union of a page of
+/// `audit_by_actor` and one of `audit_by_subject` (migration 20), so a page
+/// costs the same however long the log.
+fn list_audit_sql(filter: &AuditFilter) -> (String, Vec<Bind>) {
+    let mut binds = Vec::new();
+    let mut sql = String::new();
+    let mut text = |column: &str, value: &Option<String>, binds: &mut Vec<Bind>| {
+        if let Some(v) = value {
+            let p = param(binds, Bind::Text(v.clone()));
+            sql.push_str(&format!(" AND {column} = {p}"));
+        }
+    };
+    text("request_id", &filter.request, &mut binds);
+    text("entitlement", &filter.entitlement, &mut binds);
+    text("action", &filter.action, &mut binds);
+    text("token_id", &filter.token, &mut binds);
+    for (condition, value) in [
+        ("at >=", filter.since.map(Timestamp::unix_millis)),
+        ("at <", filter.until.map(Timestamp::unix_millis)),
+        ("seq <", filter.before_seq),
+    ] {
+        if let Some(v) = value {
+            let p = param(&mut binds, Bind::Int(v));
+            sql.push_str(&format!(" AND {condition} {p}"));
+        }
+    }
+    let order = format!(" ORDER BY seq DESC LIMIT {}", filter.limit.max(1));
+    let sql = match &filter.user {
+        // Matches the actor or the subject.
+        Some(user) => {
+            let u = param(&mut binds, Bind::Text(user.clone()));
+            format!(
+                "SELECT * FROM audit_events WHERE seq IN (\
+                 SELECT seq FROM (SELECT seq FROM audit_events WHERE actor = {u}{sql}{order}) AS by_actor \
+                 UNION ALL \
+                 SELECT seq FROM (SELECT seq FROM audit_events WHERE subject = {u}{sql}{order}) AS about\
+                 ){order}"
+            )
+        }
+        None => format!("SELECT * FROM audit_events WHERE 1=1{sql}{order}"),
+    };
     (sql, binds)
 }
 
@@ -2465,56 +2662,11 @@ impl Store for SqlStore {
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut sql = String::from("SELECT * FROM audit_events WHERE 1=1");
-        let mut str_binds: Vec<String> = Vec::new();
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            n
-        };
-        if let Some(r) = &filter.request {
-            str_binds.push(r.clone());
-            sql.push_str(&format!(" AND request_id = ${}", next()));
-        }
-        if let Some(u) = &filter.user {
-            str_binds.push(u.clone());
-            let i = next();
-            sql.push_str(&format!(" AND (actor = ${i} OR subject = ${i})"));
-        }
-        if let Some(e) = &filter.entitlement {
-            str_binds.push(e.clone());
-            sql.push_str(&format!(" AND entitlement = ${}", next()));
-        }
-        if let Some(a) = &filter.action {
-            str_binds.push(a.clone());
-            sql.push_str(&format!(" AND action = ${}", next()));
-        }
-        if let Some(t) = &filter.token {
-            str_binds.push(t.clone());
-            sql.push_str(&format!(" AND token_id = ${}", next()));
-        }
-        let mut int_binds: Vec<i64> = Vec::new();
-        if let Some(s) = filter.since {
-            int_binds.push(s.unix_millis());
-            sql.push_str(&format!(" AND at >= ${}", next()));
-        }
-        if let Some(u) = filter.until {
-            int_binds.push(u.unix_millis());
-            sql.push_str(&format!(" AND at < ${}", next()));
-        }
-        if let Some(seq) = filter.before_seq {
-            int_binds.push(seq);
-            sql.push_str(&format!(" AND seq < ${}", next()));
-        }
-        sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", filter.limit.max(1)));
-        let mut query = sqlx::query(&sql);
-        for b in &str_binds {
-            query = query.bind(b);
-        }
-        for b in &int_binds {
-            query = query.bind(b);
-        }
-        let rows = query.fetch_all(&self.read).await.map_err(db_err)?;
+        let (sql, binds) = list_audit_sql(filter);
+        let rows = bound(&sql, binds)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
         let mut records = rows
             .iter()
             .map(audit_from_row)
@@ -2660,24 +2812,19 @@ impl Store for SqlStore {
         rows.iter().map(audit_from_row).collect()
     }
 
-    async fn import(
-        &self,
-        requests: Vec<RequestRecord>,
-        audit: Vec<AuditRecord>,
-        access_reviews: Vec<super::access_reviews::CampaignRecord>,
-    ) -> Result<ImportReport, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Database("the database writer has stopped".to_owned());
-        self.writer
-            .send(WriteJob::Import {
-                requests,
-                audit,
-                access_reviews,
+    async fn begin_import(&self) -> Result<super::Import, StoreError> {
+        let (import, steps, reply) = super::Import::channel();
+        let (started, begun) = oneshot::channel();
+        self.submit_job(
+            WriteJob::Import {
+                steps,
+                started,
                 reply,
-            })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+            },
+            begun,
+        )
+        .await?;
+        Ok(import)
     }
 
     async fn write_directory(&self, write: DirectoryWrite) -> Result<Committed, StoreError> {

@@ -1,6 +1,8 @@
 //! `airlock export` / `airlock import`: all state as JSON Lines, to move from
 //! the SQLite demo to PostgreSQL (or back) with the audit chain intact. The
-//! chain is copied verbatim, hashes included, and verified after import.
+//! chain is copied verbatim, hashes included, and verified as it is read:
+//! an import commits only a chain that checks out. Both directions stream,
+//! a page or a batch at a time, so memory does not grow with the database.
 //!
 //! Format: a header line, then one line per request, per audit event and
 //! per access-review campaign (with its items):
@@ -9,12 +11,12 @@
 
 use std::io::{BufRead, Write};
 
-use airlock_core::audit::AuditRecord;
+use airlock_core::audit::{AuditRecord, ChainVerifier};
 use serde::{Deserialize, Serialize};
 
 use super::access_reviews::CampaignRecord;
 use super::record::{AuditRow, RequestRecord};
-use super::{ChainReport, ImportReport, Store, StoreError};
+use super::{ChainReport, Import, ImportBatch, ImportReport, Store, StoreError};
 
 const FORMAT: &str = "airlock-export";
 const VERSION: u32 = 1;
@@ -111,19 +113,65 @@ pub async fn export(
     Ok(report)
 }
 
-/// Reads an export into an empty store, then verifies the audit chain.
+/// Lines of one kind handed to the store at a time: what memory an import
+/// holds is about this many lines, whatever the export's size.
+const BATCH: usize = 1000;
+
+/// Reads an export into an empty store, streaming: lines are parsed and
+/// handed to the store in batches of [`BATCH`] inside one transaction
+/// ([`Store::begin_import`]), and the audit chain is verified as its events
+/// go by. Nothing is committed unless every line parsed and the whole chain
+/// checked out; otherwise the store is left empty, as it was, and the error
+/// names the line.
 pub async fn import(
     store: &dyn Store,
     schema: i64,
     input: &mut dyn BufRead,
 ) -> Result<(ImportReport, ChainReport), TransferError> {
-    let mut requests = Vec::new();
-    let mut audit: Vec<AuditRecord> = Vec::new();
+    import_in_batches(store, schema, input, BATCH).await
+}
+
+/// [`import`] with `batch` lines of a kind per batch (tests use few, to
+/// fail an import after some batches went in).
+pub async fn import_in_batches(
+    store: &dyn Store,
+    schema: i64,
+    input: &mut dyn BufRead,
+    batch: usize,
+) -> Result<(ImportReport, ChainReport), TransferError> {
+    let mut import = store.begin_import().await?;
+    match import_lines(&mut import, schema, input, batch.max(1)).await {
+        Ok(chain) => {
+            let imported = import.finish().await?;
+            Ok((imported, chain))
+        }
+        Err(e) => {
+            import.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Feeds `import` every line of `input`; the verified chain.
+async fn import_lines(
+    import: &mut Import,
+    schema: i64,
+    input: &mut dyn BufRead,
+    size: usize,
+) -> Result<ChainReport, TransferError> {
+    let mut requests = Vec::with_capacity(size);
+    let mut audit: Vec<AuditRecord> = Vec::with_capacity(size);
     let mut access_reviews = Vec::new();
+    let mut chain = ChainVerifier::default();
     let mut saw_header = false;
-    for (n, line) in input.lines().enumerate() {
-        let line_no = n + 1;
-        let line = line?;
+    let mut line = String::new();
+    let mut line_no = 0;
+    loop {
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            break;
+        }
+        line_no += 1;
         if line.trim().is_empty() {
             continue;
         }
@@ -152,18 +200,30 @@ pub async fn import(
             }
             _ if !saw_header => return Err(bad(format!("missing the `{FORMAT}` header"))),
             Line::Request(record) => {
-                // Parse now so a bad record is reported with its line.
-                record
-                    .as_ref()
-                    .clone()
-                    .into_request()
-                    .map_err(|e| bad(e.to_string()))?;
-                requests.push(*record);
+                requests.push((*record).into_request().map_err(|e| bad(e.to_string()))?);
+                if requests.len() >= size {
+                    let batch = std::mem::replace(&mut requests, Vec::with_capacity(size));
+                    import.load(ImportBatch::Requests(batch)).await?;
+                }
             }
-            Line::Audit(row) => audit.push(AuditRecord::from(*row)),
+            Line::Audit(row) => {
+                let record = AuditRecord::from(*row);
+                chain
+                    .check(&record)
+                    .map_err(|b| bad(format!("the audit chain does not verify: {b}")))?;
+                audit.push(record);
+                if audit.len() >= size {
+                    let batch = std::mem::replace(&mut audit, Vec::with_capacity(size));
+                    import.load(ImportBatch::Audit(batch)).await?;
+                }
+            }
             Line::AccessReview(record) => {
                 record.parse().map_err(|e| bad(e.to_string()))?;
                 access_reviews.push(*record);
+                if access_reviews.len() >= size {
+                    let batch = std::mem::take(&mut access_reviews);
+                    import.load(ImportBatch::AccessReviews(batch)).await?;
+                }
             }
         }
     }
@@ -173,10 +233,16 @@ pub async fn import(
             message: format!("empty input: no `{FORMAT}` header"),
         });
     }
-    let imported = store.import(requests, audit, access_reviews).await?;
-    let chain = store.verify_audit().await?;
+    for batch in [
+        ImportBatch::Requests(requests),
+        ImportBatch::Audit(audit),
+        ImportBatch::AccessReviews(access_reviews),
+    ] {
+        import.load(batch).await?;
+    }
+    let chain = chain.finish();
     if let Some(b) = &chain.first_break {
         return Err(TransferError::Chain(b.to_string()));
     }
-    Ok((imported, chain))
+    Ok(chain)
 }
