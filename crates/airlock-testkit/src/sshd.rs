@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::service_program;
@@ -330,7 +330,8 @@ impl Sshd {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run ssh: {e}"));
-        let output = Arc::new(Mutex::new(Vec::new()));
+        let output: Arc<Output> = Arc::default();
+        output.lock().open_streams = 2;
         for stream in [
             child
                 .stdout
@@ -353,9 +354,12 @@ impl Sshd {
                         break;
                     }
                     sink.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
+                        .bytes
                         .extend_from_slice(buf.get(..n).unwrap_or_default());
+                    sink.changed.notify_all();
                 }
+                sink.lock().open_streams -= 1;
+                sink.changed.notify_all();
             });
         }
         let stdin = child.stdin.take();
@@ -466,19 +470,49 @@ fn write(path: &Path, contents: &str) {
         .unwrap_or_else(|e| panic!("cannot write `{}`: {e}", path.display()));
 }
 
+/// What an `ssh` session printed and how many of its output streams are
+/// still open, with word each time either changes.
+#[derive(Default)]
+struct Output {
+    printed: Mutex<Printed>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Printed {
+    bytes: Vec<u8>,
+    open_streams: usize,
+}
+
+impl Output {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Printed> {
+        self.printed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits, at most `within`, until `done` holds of what was printed
+    /// (woken by each read of the session's output, not on a timer);
+    /// whether it does.
+    fn wait_for(&self, within: Duration, done: impl Fn(&Printed) -> bool) -> bool {
+        let (printed, _) = self
+            .changed
+            .wait_timeout_while(self.lock(), within, |p| !done(p))
+            .unwrap_or_else(PoisonError::into_inner);
+        done(&printed)
+    }
+}
+
 /// An `ssh` session a test drives: input through a pipe, output collected.
 /// Killed on drop.
 pub struct SshSession {
     child: Child,
     stdin: Option<std::process::ChildStdin>,
-    output: Arc<Mutex<Vec<u8>>>,
+    output: Arc<Output>,
 }
 
 impl SshSession {
     /// Everything the session printed so far (stdout and stderr), as text.
     pub fn output(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().unwrap_or_else(PoisonError::into_inner))
-            .into_owned()
+        String::from_utf8_lossy(&self.output.lock().bytes).into_owned()
     }
 
     /// Types `text` into the session.
@@ -499,30 +533,19 @@ impl SshSession {
 
     /// Whether `needle` shows in the output within `within`.
     pub fn shows(&self, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        loop {
-            if self.output().contains(needle) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let needle = needle.as_bytes();
+        self.output.wait_for(within, |p| {
+            needle.is_empty() || p.bytes.windows(needle.len()).any(|w| w == needle)
+        })
     }
 
     /// The exit status once ssh has ended, if it ends within `within`.
     pub fn ended_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        // ssh's output closes when it ends: wait for that, then reap it.
+        if !self.output.wait_for(within, |p| p.open_streams == 0) {
+            return None;
         }
+        self.child.wait().ok()
     }
 }
 
