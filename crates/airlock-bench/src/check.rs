@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::child::{cpu_time, status_kib, ChildServer};
+use crate::child::{cpu_time, on_own_thread, status_kib, ChildServer};
 use crate::percentile;
 use crate::report::say;
 use crate::seed::{ensure, Shape, ShapeArgs};
@@ -135,14 +135,8 @@ async fn bench(
     // it measures, and the queueing for a core that follows is latency the
     // server did not cause.
     let (drive_args, drive_addr) = (args.clone(), addr.clone());
-    let figures = tokio::task::spawn_blocking(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(drive(&drive_args, &drive_addr, pid, shape))
-    })
-    .await
-    .context("the load generator's thread")?;
+    let figures =
+        on_own_thread(async move { drive(&drive_args, &drive_addr, pid, shape).await }).await;
     server.stop().await;
     let f = figures?;
     print_figures(args, &f);

@@ -75,7 +75,17 @@ impl ChildServer {
 
 /// `serve-config PATH`: the server the bench measures, in a process of its
 /// own. Prints `listening on ADDR`, then serves until its stdin closes.
+/// With `AIRLOCK_LOG` set (as for `airlock serve`) it logs to stderr:
+/// `AIRLOCK_LOG=sqlx::query=debug` shows every statement and its time,
+/// which is how a bench's time is traced to a query.
 pub async fn serve_config(path: PathBuf) -> anyhow::Result<()> {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let text = std::fs::read_to_string(&path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let settings =
@@ -90,6 +100,22 @@ pub async fn serve_config(path: PathBuf) -> anyhow::Result<()> {
     .await?;
     server.shutdown().await;
     Ok(())
+}
+
+/// Runs `work` on a thread of its own with a single-threaded runtime: on
+/// two cores every more runnable thread of the load generator takes a core
+/// from the server it measures.
+pub(crate) async fn on_own_thread<T: Send + 'static>(
+    work: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(work)
+    })
+    .await
+    .context("the load generator's thread")?
 }
 
 /// User plus system CPU time of a process so far (`/proc/PID/stat`, in

@@ -24,6 +24,10 @@
 //! of its own (time and peak memory); `lists` the approver's inbox, a
 //! requester's history and the audit log by user against a small store.
 //!
+//! `throughput` has a few clients create requests as fast as the server
+//! answers, then approve them (each grant confirmed by a webhook target):
+//! creations and approvals per second, their latency, both processes' CPU.
+//!
 //! `pg-expiry` grants a real PostgreSQL role N times (grant mode), all
 //! expiring within one minute, and measures how soon after each expiry the
 //! target confirmed the removal (sessions terminated too).
@@ -42,6 +46,7 @@ mod pg_expiry;
 mod report;
 mod seed;
 mod store;
+mod throughput;
 mod transfer;
 
 #[derive(Parser)]
@@ -94,6 +99,9 @@ enum Bench {
     /// The inbox, history and audit-by-user lists on a seeded store
     /// against a small one.
     Lists(lists::ListsArgs),
+    /// Request creations, then approvals (each grant confirmed by a
+    /// webhook target), by a few concurrent clients.
+    Throughput(throughput::ThroughputArgs),
     /// The server the `check` bench measures, in a process of its own.
     #[command(hide = true)]
     ServeConfig { config: std::path::PathBuf },
@@ -209,6 +217,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Seed(_) => "seed",
         Bench::Transfer(_) => "transfer",
         Bench::Lists(_) => "lists",
+        Bench::Throughput(_) => "throughput",
         Bench::ServeConfig { .. } => "serve-config",
     };
     match cli.bench {
@@ -225,6 +234,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Seed(args) => runtime.block_on(seed::run(args)),
         Bench::Transfer(args) => runtime.block_on(transfer::run(args)),
         Bench::Lists(args) => runtime.block_on(lists::run(args)),
+        Bench::Throughput(args) => runtime.block_on(throughput::run(args)),
         Bench::ServeConfig { config } => runtime.block_on(child::serve_config(config)),
     }?;
     if let Some(path) = &cli.record {

@@ -503,6 +503,9 @@ impl SqlStore {
         let (sql, binds) = match list {
             Explained::Requests(filter) => list_requests_sql(self.backend, filter),
             Explained::Audit(filter) => list_audit_sql(filter),
+            Explained::OpenRequestsOf(requesters) => {
+                (open_requests_sql(self.backend, requesters)?, Vec::new())
+            }
         };
         let mut conn = AnyConnection::connect_with(&self.options)
             .await
@@ -523,11 +526,13 @@ impl SqlStore {
     }
 }
 
-/// A list whose query [`SqlStore::list_plan`] explains.
+/// A query whose plan [`SqlStore::list_plan`] explains: a list's, or the
+/// write batch's read of its requesters' open requests.
 #[derive(Debug, Clone, Copy)]
 pub enum Explained<'a> {
     Requests(&'a RequestFilter),
     Audit(&'a AuditFilter),
+    OpenRequestsOf(&'a BTreeSet<String>),
 }
 
 async fn explain(
@@ -2107,18 +2112,52 @@ fn batch_start_sql(
         ));
     }
     if !requesters.is_empty() {
-        sql.push_str(&format!(
-            "; SELECT id AS open_id, requester AS open_requester, entitlement AS open_entitlement \
-             FROM requests WHERE state IN ('pending','approved','active') AND requester IN ({})",
-            literals(requesters)?
-        ));
+        sql.push_str("; ");
+        sql.push_str(&open_requests_sql(backend, requesters)?);
     }
     Ok(sql)
 }
 
+/// The open requests of `requesters`, which a batch creating requests for
+/// them reads (see [`begin_batch`]), through the partial index that holds
+/// only open requests, one range per requester. Without being told, both
+/// planners took the state index for several requesters (SQLite without
+/// statistics, PostgreSQL on a table it has not analysed) and walked every
+/// open request in the store on each batch: on SQLite a millisecond per
+/// ten thousand open requests, on the one writer. SQLite is told the
+/// index; PostgreSQL gets one equality per requester, which it answers
+/// from that index.
+fn open_requests_sql(
+    backend: Backend,
+    requesters: &BTreeSet<String>,
+) -> Result<String, StoreError> {
+    const COLUMNS: &str =
+        "id AS open_id, requester AS open_requester, entitlement AS open_entitlement";
+    const OPEN: &str = "state IN ('pending','approved','active')";
+    match backend {
+        Backend::Sqlite => Ok(format!(
+            "SELECT {COLUMNS} FROM requests INDEXED BY requests_one_open \
+             WHERE {OPEN} AND requester IN ({})",
+            literals(requesters)?
+        )),
+        Backend::Postgres => {
+            let parts = requesters
+                .iter()
+                .map(|r| {
+                    Ok(format!(
+                        "SELECT {COLUMNS} FROM requests WHERE {OPEN} AND requester = {}",
+                        literals([r])?
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(parts.join(" UNION ALL "))
+        }
+    }
+}
+
 /// `'a','b',…` for validated ids; anything else is refused rather than quoted.
-fn literals(keys: &BTreeSet<String>) -> Result<String, StoreError> {
-    let mut out = String::with_capacity(keys.len() * 40);
+fn literals<'a>(keys: impl IntoIterator<Item = &'a String>) -> Result<String, StoreError> {
+    let mut out = String::new();
     for key in keys {
         check_id(key).map_err(|e| StoreError::Corrupt(format!("`{key}` is not an id: {e}")))?;
         if !out.is_empty() {
@@ -2954,9 +2993,12 @@ mod tests {
         let sql = batch_start_sql(Backend::Postgres, &keys(&["r1", "r.2"]), &keys(&["a@b"]));
         let sql = sql.unwrap();
         assert!(sql.starts_with(BEGIN_POSTGRES), "{sql}");
-        assert!(sql.contains("id IN ('r.2','r1')") && sql.contains("requester IN ('a@b')"));
+        assert!(sql.contains("id IN ('r.2','r1')") && sql.contains("requester = 'a@b'"));
         for bad in ["x' OR '1'='1", "", "a b", "a\\b"] {
             assert!(batch_start_sql(Backend::Sqlite, &keys(&[bad]), &keys(&[])).is_err());
+            for backend in [Backend::Sqlite, Backend::Postgres] {
+                assert!(batch_start_sql(backend, &keys(&[]), &keys(&["ok", bad])).is_err());
+            }
         }
     }
 
