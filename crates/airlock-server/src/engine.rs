@@ -958,11 +958,12 @@ impl Engine {
         }
     }
 
-    /// Approves or denies as `approver`, if the policy set in force lets them
-    /// decide this request (judged on the stored request, while it is held).
+    /// Approves or denies `request` (as the caller read it) as `approver`,
+    /// if the policy set in force lets them decide it (judged on the stored
+    /// request, while it is held).
     pub async fn decide(
         self: &Arc<Self>,
-        id: &RequestId,
+        request: &AccessRequest,
         approver: &User,
         decision: ApproverDecision,
     ) -> Result<AccessRequest, EngineError> {
@@ -970,10 +971,12 @@ impl Engine {
             self.check_trusted()?;
         }
         let approver = approver.clone();
+        let id = &request.id;
         // The requester's groups now, provisioned ones included (read before
         // the write: a membership change committed meanwhile re-decides the
-        // request after it).
-        let requester = self.known_user_now(&self.get(id).await?.requester).await?;
+        // request after it). A request's requester never changes, so the
+        // caller's copy names them.
+        let requester = self.known_user_now(&request.requester).await?;
         let engine = Arc::clone(self);
         // Each part's decision is the policy set's for that part: an
         // approver must be permitted on every part of a bundle.

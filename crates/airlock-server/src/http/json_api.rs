@@ -539,7 +539,7 @@ pub(super) async fn decide_request(
     decision: ApproverDecision,
 ) -> ApiResult<AccessRequest> {
     let current = visible(state, user, raw_id).await?;
-    Ok(state.engine.decide(&current.id, user, decision).await?)
+    Ok(state.engine.decide(&current, user, decision).await?)
 }
 
 async fn approve(
