@@ -39,6 +39,11 @@ pub struct CheckArgs {
     /// Active grants seeded before the run (one per user).
     #[arg(long, default_value_t = 1_000_000)]
     grants: usize,
+    /// Requests in the store (at least --grants; the default is as many
+    /// as grants). More than grants seeds `seed`'s shape: the rest ended in
+    /// realistic states, over its default users and 40 entitlements.
+    #[arg(long)]
+    requests: Option<usize>,
     /// Checks per second asked for (open loop).
     #[arg(long, default_value_t = 10_000)]
     rate: u32,
@@ -93,8 +98,9 @@ async fn bench(
     location: &Location,
 ) -> anyhow::Result<()> {
     say!(
-        "airlock-bench check: {} active grants on {}, {} checks/s for {}s over {} connections, on {} cores",
+        "airlock-bench check: {} active grants among {} requests on {}, {} checks/s for {}s over {} connections, on {} cores",
         args.grants,
+        args.requests.unwrap_or(args.grants),
         backend.label(),
         args.rate,
         args.seconds,
@@ -107,17 +113,23 @@ async fn bench(
         Location::Sqlite(_) => Location::Sqlite(data_dir.join("airlock.db")),
         other => other.clone(),
     };
-    // One entitlement per holder, as many holders as grants: `seed`'s
-    // shape with two entitlements (the grants on the first).
-    let shape = Shape::new(
-        args.grants,
-        args.grants,
-        ShapeArgs {
-            users: Some(args.grants),
-            entitlements: 2,
-            approvers: 10,
-        },
-    )?;
+    // Only grants: one entitlement per holder, as many holders as grants
+    // (`seed`'s shape with two entitlements, the grants on the first).
+    // With more requests, `seed`'s own default shape.
+    let requests = args.requests.unwrap_or(args.grants);
+    let shape = if requests == args.grants {
+        Shape::new(
+            args.grants,
+            args.grants,
+            ShapeArgs {
+                users: Some(args.grants),
+                entitlements: 2,
+                approvers: 10,
+            },
+        )?
+    } else {
+        Shape::new(args.grants, requests, ShapeArgs::default())?
+    };
     ensure(&location, dir, &shape).await?;
 
     let config = dir.join("airlock.toml");
@@ -148,11 +160,6 @@ async fn bench(
 fn server_config(data_dir: &Path, location: &Location, shape: &Shape) -> String {
     format!(
         r#"{server}
-[connectors.noop]
-type = "command"
-program = "/bin/true"
-timeout = "5s"
-
 [users.checker]
 roles = ["checker"]
 token_sha256 = "{hash}"

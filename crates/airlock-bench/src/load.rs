@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use anyhow::{bail, Context};
 use crate::child::{cpu_time, status_kib, ChildServer};
 use crate::lifecycle::{spawn_receiver, Received, SECRET};
 use crate::report::say;
+use crate::seed::Shape;
 use crate::store::{Backend, Scratch};
 use crate::{ask, now_ms, percentile, requester_users, server_table};
 
@@ -64,6 +65,12 @@ pub struct LoadArgs {
     /// instead of SQLite.
     #[arg(long)]
     postgres: Option<String>,
+    /// SQLite only: run on the store `check --reuse DIR` seeded there (its
+    /// requests, grants and audit chain stay; the load adds to them). The
+    /// load's people are the seeded requesters `u0`, `u1`, …, so their
+    /// histories hold their seeded requests.
+    #[arg(long, value_name = "DIR", conflicts_with = "postgres")]
+    reuse: Option<PathBuf>,
 }
 
 /// What one endpoint measured.
@@ -142,8 +149,27 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         Some(_) => Backend::Postgres,
         None => Backend::Sqlite,
     };
+    if let Some(dir) = &args.reuse {
+        let marker = dir.join("seeded");
+        let shape = Shape::from_marker(&std::fs::read_to_string(&marker).with_context(|| {
+            format!(
+                "reading {} (seed DIR first: `check --reuse DIR`)",
+                marker.display()
+            )
+        })?)?;
+        let people = args.requesters * args.users_each;
+        if people > shape.users {
+            bail!(
+                "{people} people (--requesters x --users-each) but the store in {} was seeded \
+                 for {} users",
+                dir.display(),
+                shape.users
+            );
+        }
+        return bench(&args, backend, dir, &Location::Sqlite(dir.join("airlock.db")), Some(&shape)).await;
+    }
     let scratch = Scratch::create(backend, args.postgres.as_deref().unwrap_or_default()).await?;
-    let result = bench(&args, backend, &scratch.dir, &scratch.location).await;
+    let result = bench(&args, backend, &scratch.dir, &scratch.location, None).await;
     scratch.remove().await?;
     result
 }
@@ -153,6 +179,7 @@ async fn bench(
     backend: Backend,
     dir: &Path,
     location: &Location,
+    seeded: Option<&Shape>,
 ) -> anyhow::Result<()> {
     let people = args.requesters * args.users_each;
     say!(
@@ -164,6 +191,15 @@ async fn bench(
         backend.label(),
         std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
     );
+    if let Some(shape) = seeded {
+        say!(
+            "on a seeded store: {} active grants among {} requests ({} users, {} entitlements)",
+            shape.grants,
+            shape.requests,
+            shape.users,
+            shape.entitlements
+        );
+    }
     let (hook, seen) = spawn_receiver().await?;
     let data_dir = dir.join("data");
     std::fs::create_dir_all(&data_dir)?;
@@ -171,7 +207,10 @@ async fn bench(
         Location::Sqlite(_) => Location::Sqlite(data_dir.join("airlock.db")),
         other => other.clone(),
     };
-    let (text, tokens) = config(args, &hook, &data_dir, &location);
+    let (mut text, tokens) = config(args, &hook, &data_dir, &location);
+    if let Some(shape) = seeded {
+        text.push_str(&shape.entitlement_tables());
+    }
     let config = dir.join("airlock.toml");
     std::fs::write(&config, text)?;
     let server = ChildServer::start(&config).await?;

@@ -85,11 +85,25 @@ pub struct ShapeArgs {
     #[arg(long)]
     pub users: Option<usize>,
     /// Entitlements (`bench-e0`, …); the even ones need one approval.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = DEFAULT_ENTITLEMENTS)]
     pub entitlements: usize,
     /// Approvers (`approver0`, …), spread over 10 approver groups.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = DEFAULT_APPROVERS)]
     pub approvers: usize,
+}
+
+const DEFAULT_ENTITLEMENTS: usize = 40;
+const DEFAULT_APPROVERS: usize = 200;
+
+/// The defaults the flags state.
+impl Default for ShapeArgs {
+    fn default() -> ShapeArgs {
+        ShapeArgs {
+            users: None,
+            entitlements: DEFAULT_ENTITLEMENTS,
+            approvers: DEFAULT_APPROVERS,
+        }
+    }
 }
 
 /// What a seeded store holds, and who holds what in it.
@@ -189,11 +203,29 @@ impl Shape {
     }
 
     /// The `[entitlements.*]` and `[users.*]` tables a server on the
-    /// seeded store needs: every entitlement, and the approvers and admin
-    /// as config users (the requesters need not be: a check asks about any
-    /// principal).
+    /// seeded store needs: every entitlement ([`Shape::entitlement_tables`]),
+    /// and the approvers and admin as config users (the requesters need not
+    /// be: a check asks about any principal).
     pub fn config_tables(&self) -> String {
-        let mut out = String::new();
+        let mut out = self.entitlement_tables();
+        let _ = write!(out, "\n[users.u0]\ngroups = [\"{REQUESTERS}\"]\n");
+        for k in 0..self.approvers {
+            let _ = write!(
+                out,
+                "\n[users.approver{k}]\ngroups = [\"{}\"]\n",
+                approver_group(k % APPROVER_GROUPS)
+            );
+        }
+        let _ = write!(out, "\n[users.{ADMIN}]\nroles = [\"admin\"]\n");
+        out
+    }
+
+    /// The seeded entitlements' tables and their connector, `noop`
+    /// (`/bin/true`: the seeded grants were never made for real).
+    pub fn entitlement_tables(&self) -> String {
+        let mut out = String::from(
+            "\n[connectors.noop]\ntype = \"command\"\nprogram = \"/bin/true\"\ntimeout = \"5s\"\n",
+        );
         for e in 0..self.entitlements {
             let _ = write!(
                 out,
@@ -210,15 +242,6 @@ impl Shape {
                 out.push_str("auto_approve = true\n");
             }
         }
-        let _ = write!(out, "\n[users.u0]\ngroups = [\"{REQUESTERS}\"]\n");
-        for k in 0..self.approvers {
-            let _ = write!(
-                out,
-                "\n[users.approver{k}]\ngroups = [\"{}\"]\n",
-                approver_group(k % APPROVER_GROUPS)
-            );
-        }
-        let _ = write!(out, "\n[users.{ADMIN}]\nroles = [\"admin\"]\n");
         out
     }
 }

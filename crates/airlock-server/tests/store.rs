@@ -3413,6 +3413,24 @@ fn assert_index_ranges(plan: &str, indexes: &[&str], union: bool, what: &str) {
     );
 }
 
+/// The names of the indexes on the tables an import fills in bulk.
+async fn index_names(fixture: &Fixture) -> BTreeSet<String> {
+    let sql = if fixture.name == "sqlite" {
+        "SELECT name FROM sqlite_master WHERE type = 'index' \
+         AND tbl_name IN ('requests', 'audit_events')"
+    } else {
+        "SELECT indexname::text AS name FROM pg_indexes WHERE schemaname = current_schema() \
+         AND tablename IN ('requests', 'audit_events')"
+    };
+    let mut conn = fixture.raw().await;
+    sqlx::query_scalar::<_, String>(sql)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
 /// An import streams in batches inside one transaction: a bad line after
 /// several batches went in fails it naming the line and leaves the store
 /// empty, as does an audit event whose hash does not match; a good import
@@ -3466,6 +3484,13 @@ async fn a_failed_import_leaves_the_store_empty() {
                 .is_empty()
                 && target.store.export_audit(0, 10).await.unwrap().is_empty()
         };
+        // An import drops the big tables' secondary indexes and builds them
+        // again before it commits: whatever its end, every one is there after.
+        let indexes = index_names(&target).await;
+        assert!(
+            indexes.contains("requests_one_open") && indexes.contains("audit_by_actor"),
+            "{name}: {indexes:?}"
+        );
         // A line that is no JSON, after the requests and some audit batches.
         let bad_at = lines.len() - 3;
         let mut damaged = lines.clone();
@@ -3477,6 +3502,20 @@ async fn a_failed_import_leaves_the_store_empty() {
             "{name}: {err}"
         );
         assert!(is_empty().await, "{name}: a failed import left rows");
+        assert_eq!(index_names(&target).await, indexes, "{name}");
+        // A second open request for one requester's entitlement: the
+        // unique index refuses it when it is built, and nothing is kept.
+        let open_at = lines
+            .iter()
+            .position(|l| l.contains("\"id\":\"r0\""))
+            .unwrap();
+        let twin = lines[open_at].replacen("\"id\":\"r0\"", "\"id\":\"r0-twin\"", 1);
+        let mut twinned = lines.clone();
+        twinned.insert(open_at + 1, &twin);
+        let err = import(twinned.join("\n")).await.unwrap_err().to_string();
+        assert!(err.contains("requests_one_open"), "{name}: {err}");
+        assert!(is_empty().await, "{name}: a failed import left rows");
+        assert_eq!(index_names(&target).await, indexes, "{name}");
         // An audit event edited: its line is named, nothing is kept.
         let edited_at = lines
             .iter()
@@ -3491,8 +3530,10 @@ async fn a_failed_import_leaves_the_store_empty() {
             "{name}: {err}"
         );
         assert!(is_empty().await, "{name}: a failed import left rows");
+        assert_eq!(index_names(&target).await, indexes, "{name}");
 
         let (imported, chain) = import(text.clone()).await.unwrap();
+        assert_eq!(index_names(&target).await, indexes, "{name}");
         assert_eq!(imported.requests, exported.requests, "{name}");
         assert_eq!(imported.audit_events, exported.audit_events, "{name}");
         assert_eq!(chain.checked as usize, exported.audit_events, "{name}");
