@@ -166,7 +166,14 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 shape.users
             );
         }
-        return bench(&args, backend, dir, &Location::Sqlite(dir.join("airlock.db")), Some(&shape)).await;
+        return bench(
+            &args,
+            backend,
+            dir,
+            &Location::Sqlite(dir.join("airlock.db")),
+            Some(&shape),
+        )
+        .await;
     }
     let scratch = Scratch::create(backend, args.postgres.as_deref().unwrap_or_default()).await?;
     let result = bench(&args, backend, &scratch.dir, &scratch.location, None).await;
@@ -210,6 +217,7 @@ async fn bench(
     let (mut text, tokens) = config(args, &hook, &data_dir, &location);
     if let Some(shape) = seeded {
         text.push_str(&shape.entitlement_tables());
+        text.push_str(&shape.approver_tables());
     }
     let config = dir.join("airlock.toml");
     std::fs::write(&config, text)?;
@@ -275,7 +283,7 @@ connector = "hook"
     for i in 0..args.approvers {
         let _ = write!(
             text,
-            "\n[users.approver{i}]\ngroups = [\"approvers\"]\ntoken_sha256 = \"{}\"\n",
+            "\n[users.load-approver{i}]\ngroups = [\"approvers\"]\ntoken_sha256 = \"{}\"\n",
             token_hash(&approver_token(i))
         );
     }

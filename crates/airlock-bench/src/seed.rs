@@ -208,7 +208,16 @@ impl Shape {
     /// be: a check asks about any principal).
     pub fn config_tables(&self) -> String {
         let mut out = self.entitlement_tables();
+        out.push_str(&self.approver_tables());
         let _ = write!(out, "\n[users.u0]\ngroups = [\"{REQUESTERS}\"]\n");
+        let _ = write!(out, "\n[users.{ADMIN}]\nroles = [\"admin\"]\n");
+        out
+    }
+
+    /// The seeded approvers (`approver0`, …) as config users, in the
+    /// groups the seeded entitlements name.
+    pub fn approver_tables(&self) -> String {
+        let mut out = String::new();
         for k in 0..self.approvers {
             let _ = write!(
                 out,
@@ -216,7 +225,6 @@ impl Shape {
                 approver_group(k % APPROVER_GROUPS)
             );
         }
-        let _ = write!(out, "\n[users.{ADMIN}]\nroles = [\"admin\"]\n");
         out
     }
 
@@ -407,9 +415,10 @@ async fn seed(location: &Location, shape: &Shape) -> anyhow::Result<()> {
         report.requests as f64 / took,
         events as f64 / took
     );
-    // What was committed, read back: the chain the server will check.
-    drop(store);
-    let store = SqlStore::open(location).await?;
+    // What was committed, read back through the store's read connections:
+    // the chain the server will check. (Not through a store opened again:
+    // this one's writer, closing, folds the import's write-ahead log of
+    // gigabytes into the database and holds the file meanwhile.)
     let verify = Instant::now();
     let chain = store.verify_audit().await?;
     if let Some(b) = &chain.first_break {

@@ -3332,6 +3332,52 @@ async fn a_write_batch_reads_its_requesters_open_requests_by_index() {
     .await;
 }
 
+/// What a start reads to settle requests (connector attempts left in
+/// flight, external principals' terms) is read through partial indexes that
+/// hold only such requests, never by walking every request or every open
+/// one: with millions of requests either walk cost a restart seconds.
+#[tokio::test]
+async fn a_start_reads_only_the_requests_it_settles() {
+    on_every_store(|store, _| async move {
+        let lists = [
+            (
+                "connector work",
+                RequestFilter {
+                    connector_work: true,
+                    limit: u32::MAX,
+                    ..RequestFilter::default()
+                },
+                "requests_connector_work",
+            ),
+            (
+                "external principals' open requests",
+                RequestFilter {
+                    states: vec![State::Pending, State::Approved, State::Active],
+                    sponsored: true,
+                    limit: u32::MAX,
+                    ..RequestFilter::default()
+                },
+                // SQLite's `requests_sponsored_by_state`, PostgreSQL's
+                // `requests_sponsored_open`.
+                "requests_sponsored_",
+            ),
+        ];
+        for (what, filter, index) in lists {
+            let plan = store.list_plan(Explained::Requests(&filter)).await.unwrap();
+            assert!(plan.contains(index), "{what}: `{index}` unused:\n{plan}");
+            for whole in [
+                "requests_by_state",
+                "requests_by_created",
+                "requests_one_open",
+                "Seq Scan",
+            ] {
+                assert!(!plan.contains(whole), "{what}: reads `{whole}`:\n{plan}");
+            }
+        }
+    })
+    .await;
+}
+
 /// Fails unless `plan` (SQLite's `EXPLAIN QUERY PLAN` or PostgreSQL's
 /// `EXPLAIN`) uses every one of `indexes`, scans no table or index whole
 /// (a partial index that holds only the list's rows aside), and sorts

@@ -133,6 +133,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "",
         postgres: "",
     },
+    Migration {
+        version: 21,
+        common: include_str!("migrations/0021_startup_indexes.sql"),
+        sqlite: include_str!("migrations/0021_startup_indexes.sqlite.sql"),
+        postgres: include_str!("migrations/0021_startup_indexes.postgres.sql"),
+    },
 ];
 
 pub fn latest() -> i64 {

@@ -1641,14 +1641,16 @@ fn bound(
 }
 
 /// ` AND state IN (…)` for `states` (nothing when there are none: any state).
-fn state_in<'a>(binds: &mut Vec<Bind>, states: impl Iterator<Item = &'a str>) -> String {
-    let placeholders: Vec<String> = states
-        .map(|s| param(binds, Bind::Text(s.to_owned())))
-        .collect();
-    if placeholders.is_empty() {
+/// ` AND state IN ('a','b',…)`: the states as literals (they are the
+/// core's own names, never input), so that a planner can match them
+/// against a partial index's condition, which neither SQLite nor a generic
+/// PostgreSQL plan does through parameters.
+fn state_in<'a>(states: impl Iterator<Item = &'a str>) -> String {
+    let literals: Vec<String> = states.map(|s| format!("'{s}'")).collect();
+    if literals.is_empty() {
         String::new()
     } else {
-        format!(" AND state IN ({})", placeholders.join(","))
+        format!(" AND state IN ({})", literals.join(","))
     }
 }
 
@@ -1686,7 +1688,7 @@ fn in_group_list(backend: Backend, binds: &mut Vec<Bind>, user: &User, column: &
 /// `requests_awaiting_sponsor`), and only those pages are sorted together.
 fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<Bind>) {
     let mut binds: Vec<Bind> = Vec::new();
-    let mut sql = state_in(&mut binds, filter.states.iter().map(|s| s.as_str()));
+    let mut sql = state_in(filter.states.iter().map(|s| s.as_str()));
     if let Some(r) = &filter.requester {
         let p = param(&mut binds, Bind::Text(r.as_str().to_owned()));
         sql.push_str(&format!(" AND requester = {p}"));
@@ -2790,10 +2792,7 @@ impl Store for SqlStore {
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut sql = format!("SELECT {OUTBOX_COLUMNS} FROM notification_outbox WHERE 1=1");
         let mut binds: Vec<Bind> = Vec::new();
-        sql.push_str(&state_in(
-            &mut binds,
-            filter.states.iter().map(|s| s.as_str()),
-        ));
+        sql.push_str(&state_in(filter.states.iter().map(|s| s.as_str())));
         if let Some(r) = &filter.request {
             let p = param(&mut binds, Bind::Text(r.as_str().to_owned()));
             sql.push_str(&format!(" AND request_id = {p}"));
