@@ -12,7 +12,6 @@ use airlock_core::catalog::User;
 use airlock_core::{GroupName, UserId};
 use airlock_server::store::sql::{Explained, Location, SqlStore};
 use airlock_server::store::{AuditFilter, PageKey, RequestFilter, Store};
-use anyhow::Context;
 
 use crate::percentile;
 use crate::report::say;
@@ -54,10 +53,7 @@ struct Timing {
 pub async fn run(args: ListsArgs) -> anyhow::Result<()> {
     sqlx::any::install_default_drivers();
     let (location, dir) = locate(&args.database, args.dir.as_deref())?;
-    let shape = Shape::from_marker(
-        &std::fs::read_to_string(dir.join("seeded"))
-            .with_context(|| format!("{} is not seeded (run `seed` first)", dir.display()))?,
-    )?;
+    let shape = Shape::seeded_in(&dir)?;
     let big = measure(&location, &shape, &args).await?;
     let small = match &args.small {
         Some(db) => {

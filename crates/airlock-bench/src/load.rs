@@ -150,13 +150,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         None => Backend::Sqlite,
     };
     if let Some(dir) = &args.reuse {
-        let marker = dir.join("seeded");
-        let shape = Shape::from_marker(&std::fs::read_to_string(&marker).with_context(|| {
-            format!(
-                "reading {} (seed DIR first: `check --reuse DIR`)",
-                marker.display()
-            )
-        })?)?;
+        let shape = Shape::seeded_in(dir)?;
         let people = args.requesters * args.users_each;
         if people > shape.users {
             bail!(

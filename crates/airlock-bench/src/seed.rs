@@ -178,6 +178,13 @@ impl Shape {
         )
     }
 
+    /// The shape the marker in `dir` names.
+    pub fn seeded_in(dir: &Path) -> anyhow::Result<Shape> {
+        let text = std::fs::read_to_string(dir.join("seeded"))
+            .with_context(|| format!("{} is not seeded (run `seed` first)", dir.display()))?;
+        Shape::from_marker(&text)
+    }
+
     /// The shape a marker names.
     pub fn from_marker(text: &str) -> anyhow::Result<Shape> {
         let fields: BTreeMap<&str, usize> = text

@@ -39,11 +39,7 @@ pub(crate) struct Run {
 pub async fn run(args: TransferArgs) -> anyhow::Result<()> {
     sqlx::any::install_default_drivers();
     let (location, dir) = locate(&args.database, args.dir.as_deref())?;
-    let marker = dir.join("seeded");
-    let shape = Shape::from_marker(
-        &std::fs::read_to_string(&marker)
-            .with_context(|| format!("{} is not seeded (run `seed` first)", dir.display()))?,
-    )?;
+    let shape = Shape::seeded_in(&dir)?;
     let airlock = match &args.airlock {
         Some(p) => p.clone(),
         None => std::env::current_exe()?

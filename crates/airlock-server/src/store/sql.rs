@@ -1640,11 +1640,11 @@ fn bound(
     query
 }
 
-/// ` AND state IN (…)` for `states` (nothing when there are none: any state).
-/// ` AND state IN ('a','b',…)`: the states as literals (they are the
-/// core's own names, never input), so that a planner can match them
-/// against a partial index's condition, which neither SQLite nor a generic
-/// PostgreSQL plan does through parameters.
+/// ` AND state IN ('a','b',…)` for `states` (nothing when there are none:
+/// any state). The states go in as literals (they are the core's own names,
+/// never input), so that a planner can match them against a partial
+/// index's condition, which neither SQLite nor a generic PostgreSQL plan
+/// does through parameters.
 fn state_in<'a>(states: impl Iterator<Item = &'a str>) -> String {
     let literals: Vec<String> = states.map(|s| format!("'{s}'")).collect();
     if literals.is_empty() {
