@@ -1302,6 +1302,17 @@ async fn every_page<F: Future<Output = ()>>(
     unreachable!()
 }
 
+/// The ids `filter` lists, in order.
+async fn listed(store: &SqlStore, filter: &RequestFilter) -> Vec<String> {
+    store
+        .list_requests(filter)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect()
+}
+
 fn expected(
     requests: &[request::AccessRequest],
     keep: impl Fn(&request::AccessRequest) -> bool,
@@ -1309,6 +1320,103 @@ fn expected(
     let mut kept: Vec<&request::AccessRequest> = requests.iter().filter(|r| keep(r)).collect();
     kept.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
     kept.iter().map(|r| r.id.to_string()).collect()
+}
+
+/// The inbox's index of pending requests by group follows every write of
+/// a request: made, escalated (its groups grow), approved once (no longer
+/// in that approver's inbox), decided (in nobody's, and its rows gone).
+#[tokio::test]
+async fn the_inbox_follows_a_pending_request_until_it_is_decided() {
+    on_every_store(|store, raw_url| async move {
+        let alice = user("alice", &["approvers"], &[]);
+        let ann = user("ann", &["approvers"], &[]);
+        let bob = user("bob", &["approvers", "oncall"], &[]);
+        let olga = user("olga", &["oncall"], &[]);
+        let everyone = [&alice, &ann, &bob, &olga];
+        let mut ent = entitlement(2);
+        ent.entitlement.waiting.escalate_after = Some(Duration::from_secs(60));
+        ent.entitlement.waiting.escalate_to = BTreeSet::from([GroupName::parse("oncall").unwrap()]);
+        let inbox_of = |u: &User| {
+            let (store, u) = (Arc::clone(&store), u.clone());
+            async move {
+                let filter = RequestFilter {
+                    awaiting_approval_of: Some(u.clone()),
+                    visible_to: Some(u.clone()),
+                    limit: 10,
+                    ..RequestFilter::default()
+                };
+                (u.id.to_string(), listed(&store, &filter).await)
+            }
+        };
+        let rows = || {
+            let raw_url = raw_url.clone();
+            async move {
+                let mut raw = sqlx::AnyConnection::connect(&raw_url).await.unwrap();
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT request_id, approver_group FROM pending_approver_groups \
+                     ORDER BY request_id, approver_group",
+                )
+                .fetch_all(&mut raw)
+                .await
+                .unwrap();
+                raw.close().await.unwrap();
+                rows
+            }
+        };
+        let row = |id: &str, group: &str| (id.to_owned(), group.to_owned());
+        let expect = |awaited: &[&str]| -> Vec<(String, Vec<String>)> {
+            everyone
+                .iter()
+                .map(|u| {
+                    let listed = if awaited.contains(&u.id.as_str()) {
+                        vec!["r1".to_owned()]
+                    } else {
+                        Vec::new()
+                    };
+                    (u.id.to_string(), listed)
+                })
+                .collect()
+        };
+        let inboxes = || async {
+            let mut all = Vec::new();
+            for u in everyone {
+                all.push(inbox_of(u).await);
+            }
+            all
+        };
+
+        create(&store, &alice, &ent, "r1", at(0)).await.unwrap();
+        assert_eq!(inboxes().await, expect(&["ann", "bob"]), "made");
+        assert_eq!(rows().await, [row("r1", "approvers")]);
+
+        apply(&store, "r1", Command::Tick, at(61_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            inboxes().await,
+            expect(&["ann", "bob", "olga"]),
+            "escalated"
+        );
+        assert_eq!(rows().await, [row("r1", "approvers"), row("r1", "oncall")]);
+
+        let approve = |approver: &User| Command::Approve {
+            approver: approver.clone(),
+            comment: None,
+            permission: permitted(),
+        };
+        apply(&store, "r1", approve(&bob), at(62_000))
+            .await
+            .unwrap();
+        assert_eq!(inboxes().await, expect(&["ann", "olga"]), "approved by bob");
+
+        let decided = apply(&store, "r1", approve(&olga), at(63_000))
+            .await
+            .unwrap();
+        assert_ne!(decided.state, State::Pending);
+        assert_eq!(inboxes().await, expect(&[]), "decided");
+        assert_eq!(rows().await, []);
+    })
+    .await;
 }
 
 /// Past 1,000 requests, an approver's inbox and a requester's older
@@ -1578,14 +1686,12 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
                             r.visible_to(u) && r.review.as_ref().is_some_and(|v| v.is_open())
                         }),
                     ] {
-                        let listed: Vec<String> = store
-                            .list_requests(&filter)
-                            .await
-                            .unwrap()
-                            .iter()
-                            .map(|r| r.id.to_string())
-                            .collect();
-                        assert_eq!(listed, expected(&requests, core), "{label}: {}", u.id);
+                        assert_eq!(
+                            listed(&store, &filter).await,
+                            expected(&requests, core),
+                            "{label}: {}",
+                            u.id
+                        );
                     }
                 }
             }
@@ -1632,18 +1738,32 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
             "some generated request is visible to its sponsor alone"
         );
 
-        // Rows as a version-4 database holds them: no lists yet.
+        // Rows as a version-4 database holds them (no lists yet), and as a
+        // version-21 one (no inbox index of pending requests), each filled
+        // by its migration.
+        let postgres = raw_url.starts_with("postgres");
         let mut raw = sqlx::AnyConnection::connect(&raw_url).await.unwrap();
-        sqlx::raw_sql("UPDATE requests SET approver_group_list = '', approved_by_list = ''")
-            .execute(&mut raw)
-            .await
-            .unwrap();
-        let backfill = if raw_url.starts_with("postgres") {
-            include_str!("../src/store/migrations/0005_request_lists.postgres.sql")
-        } else {
-            include_str!("../src/store/migrations/0005_request_lists.sqlite.sql")
-        };
-        sqlx::raw_sql(backfill).execute(&mut raw).await.unwrap();
+        for (emptied, backfill) in [
+            (
+                "UPDATE requests SET approver_group_list = '', approved_by_list = ''",
+                if postgres {
+                    include_str!("../src/store/migrations/0005_request_lists.postgres.sql")
+                } else {
+                    include_str!("../src/store/migrations/0005_request_lists.sqlite.sql")
+                },
+            ),
+            (
+                "DELETE FROM pending_approver_groups",
+                if postgres {
+                    include_str!("../src/store/migrations/0022_pending_by_group.postgres.sql")
+                } else {
+                    include_str!("../src/store/migrations/0022_pending_by_group.sqlite.sql")
+                },
+            ),
+        ] {
+            sqlx::raw_sql(emptied).execute(&mut raw).await.unwrap();
+            sqlx::raw_sql(backfill).execute(&mut raw).await.unwrap();
+        }
         raw.close().await.unwrap();
         check("back-filled").await;
     })
@@ -3224,7 +3344,7 @@ async fn an_ssh_session_is_kept_once_with_its_event_and_listed_without_its_recor
 #[tokio::test]
 async fn lists_read_ranges_of_indexes() {
     on_every_store(|store, _| async move {
-        let approver = user("carol", &["approvers"], &[]);
+        let approver = user("carol", &["approvers", "oncall"], &[]);
         let requester = user("alice", &["eng"], &[]);
         let later = Some(PageKey {
             created_at: at(5),
@@ -3248,7 +3368,7 @@ async fn lists_read_ranges_of_indexes() {
             ..AuditFilter::default()
         };
         let inbox_indexes = [
-            "requests_by_state",
+            "pending_by_group",
             "requests_awaiting_extension",
             "requests_awaiting_sponsor",
         ];
@@ -3491,7 +3611,7 @@ async fn a_failed_import_leaves_the_store_empty() {
     for (source, target) in fixtures {
         let name = source.name;
         let ent = entitlement(1);
-        let approver = user("carol", &["approvers"], &[]);
+        let approver = user("carol", &["approvers", "oncall"], &[]);
         for i in 0..12 {
             let who = user(&format!("u{i}"), &["eng"], &[]);
             create(&source.store, &who, &ent, &format!("r{i}"), at(i))

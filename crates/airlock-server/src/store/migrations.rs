@@ -139,6 +139,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/0021_startup_indexes.sqlite.sql"),
         postgres: include_str!("migrations/0021_startup_indexes.postgres.sql"),
     },
+    Migration {
+        version: 22,
+        common: include_str!("migrations/0022_pending_by_group.sql"),
+        sqlite: include_str!("migrations/0022_pending_by_group.sqlite.sql"),
+        postgres: include_str!("migrations/0022_pending_by_group.postgres.sql"),
+    },
 ];
 
 pub fn latest() -> i64 {

@@ -30,7 +30,7 @@ use airlock_core::audit::{AuditEvent, AuditRecord, ChainVerifier, GENESIS_HASH};
 use airlock_core::catalog::User;
 use airlock_core::directory::{DirectoryGroup, DirectoryUser};
 use airlock_core::ids::check_id;
-use airlock_core::request::{AccessRequest, CheckActivity, Review, Transition};
+use airlock_core::request::{AccessRequest, CheckActivity, Review, State, Transition};
 use airlock_core::token::ApiToken;
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, TokenId, UserId};
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -1051,9 +1051,7 @@ impl PendingWrites {
             .iter()
             .filter_map(|(id, at)| rows.get(id).map(|r| (r, *at)))
             .collect();
-        for chunk in shaped_chunks(&changed, backend.rows_per_statement(REQUEST_PARAMS)) {
-            write_requests(conn, chunk).await?;
-        }
+        write_requests(conn, backend, &changed).await?;
         if self.events.is_empty() {
             return Ok(());
         }
@@ -1495,9 +1493,7 @@ async fn import_batch(
                 .iter()
                 .map(|r| (r, r.ended_at.unwrap_or(r.created_at)))
                 .collect();
-            for chunk in shaped_chunks(&changed, backend.rows_per_statement(REQUEST_PARAMS)) {
-                write_requests(conn, chunk).await?;
-            }
+            write_requests(conn, backend, &changed).await?;
             let checked: Vec<(RequestId, CheckActivity)> = requests
                 .iter()
                 .filter(|r| r.checks != CheckActivity::default())
@@ -1683,9 +1679,10 @@ fn in_group_list(backend: Backend, binds: &mut Vec<Bind>, user: &User, column: &
 /// Every list is a range of an index in the list order (migration 20), so a
 /// page costs the same with millions of rows: a requester's history reads
 /// `requests_by_requester`. An approver's inbox is the union of the three
-/// ways a request waits for someone, each a page of its own index
-/// (`requests_by_state` for pending requests, `requests_awaiting_extension`,
-/// `requests_awaiting_sponsor`), and only those pages are sorted together.
+/// ways a request waits for someone, each a page of its own index — for
+/// pending requests a page of `pending_by_group` (schema version 22) per
+/// group of the approver's, then `requests_awaiting_extension` and
+/// `requests_awaiting_sponsor` — and only those pages are sorted together.
 fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<Bind>) {
     let mut binds: Vec<Bind> = Vec::new();
     let mut sql = state_in(filter.states.iter().map(|s| s.as_str()));
@@ -1734,6 +1731,7 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
         let t = param(&mut binds, Bind::Text(ticket.clone()));
         sql.push_str(&format!(" AND ticket = {t}"));
     }
+    let mut cursor = None;
     if let Some(after) = &filter.after {
         let at = param(&mut binds, Bind::Int(after.created_at.unix_millis()));
         let id = param(&mut binds, Bind::Text(after.id.as_str().to_owned()));
@@ -1741,11 +1739,10 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
         // `(created_at, id)` index (an `OR` of the two comparisons makes
         // PostgreSQL filter every row newer than the cursor).
         sql.push_str(&format!(" AND (created_at, id) < ({at}, {id})"));
+        cursor = Some((at, id));
     }
-    let order = format!(
-        " ORDER BY created_at DESC, id DESC LIMIT {}",
-        filter.limit.max(1)
-    );
+    let limit = filter.limit.max(1);
+    let order = format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}");
     // The mirror of `AccessRequest::awaits_approval_of`.
     if let Some(user) = &filter.awaiting_approval_of {
         let me = param(&mut binds, Bind::Text(user.id.as_str().to_owned()));
@@ -1753,11 +1750,33 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
         let me_listed = param(&mut binds, Bind::Text(id_list([user.id.as_str()])));
         // An extension's list is empty unless it waits for approvers.
         let extension_groups = in_group_list(backend, &mut binds, user, "extension_approver_list");
+        let mut parts = Vec::new();
+        // Pending requests: a page of `pending_by_group` per group of the
+        // user's, in the list order, each row kept if its request passes
+        // the list's conditions (its own group list among them), so a page
+        // reads only the requests that wait for that group. A request in
+        // several of the user's groups comes in several parts, once out.
+        // The table holds pending requests alone (`write_pending_groups`);
+        // a `state` condition here would offer PostgreSQL's planner the
+        // walk of every pending request by `requests_by_state` instead.
+        let awaits_me = format!(
+            "requester <> {me} AND {groups} AND NOT ({})",
+            backend.contains("approved_by_list", &me_listed)
+        );
+        let range = cursor
+            .as_ref()
+            .map(|(at, id)| format!(" AND (created_at, request_id) < ({at}, {id})"))
+            .unwrap_or_default();
+        for (i, group) in user.groups.iter().enumerate() {
+            let group = param(&mut binds, Bind::Text(group.as_str().to_owned()));
+            parts.push(format!(
+                "SELECT id FROM (SELECT request_id AS id, created_at FROM pending_approver_groups p \
+                 WHERE approver_group = {group}{range} AND EXISTS (SELECT 1 FROM requests \
+                 WHERE requests.id = p.request_id AND {awaits_me}{sql}) \
+                 ORDER BY created_at DESC, request_id DESC LIMIT {limit}) AS pending{i}"
+            ));
+        }
         let ways = [
-            format!(
-                "state = 'pending' AND {groups} AND NOT ({})",
-                backend.contains("approved_by_list", &me_listed)
-            ),
             // Only an active grant's extension waits for approvers, so a
             // listed one implies `state = 'active'`; saying so would offer
             // the planner every active grant by `requests_by_state`.
@@ -1767,16 +1786,12 @@ fn list_requests_sql(backend: Backend, filter: &RequestFilter) -> (String, Vec<B
             ),
             format!("sponsor_awaited = {me}"),
         ];
-        let parts: Vec<String> = ways
-            .iter()
-            .enumerate()
-            .map(|(i, way)| {
-                format!(
-                    "SELECT id FROM (SELECT id, created_at FROM requests \
-                     WHERE requester <> {me} AND {way}{sql}{order}) AS way{i}"
-                )
-            })
-            .collect();
+        for (i, way) in ways.iter().enumerate() {
+            parts.push(format!(
+                "SELECT id FROM (SELECT id, created_at FROM requests \
+                 WHERE requester <> {me} AND {way}{sql}{order}) AS way{i}"
+            ));
+        }
         let sql = format!(
             "SELECT {REQUEST_COLUMNS}, {CHECK_COLUMNS} FROM requests WHERE id IN ({}){order}",
             parts.join(" UNION ALL ")
@@ -1917,8 +1932,75 @@ fn request_from_row(row: &AnyRow) -> Result<AccessRequest, StoreError> {
 }
 
 /// Inserts or updates request rows (each id at most once), with the time of
-/// each one's last change, in one statement.
+/// each one's last change, and keeps `pending_approver_groups` (schema
+/// version 22), the inbox's index of pending requests by group, in step.
 async fn write_requests(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    changed: &[(&AccessRequest, Timestamp)],
+) -> Result<(), StoreError> {
+    for chunk in shaped_chunks(changed, backend.rows_per_statement(REQUEST_PARAMS)) {
+        upsert_requests(conn, chunk).await?;
+    }
+    write_pending_groups(conn, backend, changed).await
+}
+
+/// Gives every pending request in `changed` a row per approver group and
+/// takes those of every other away: the inbox takes a row there as the
+/// request being pending. A request never returns to pending and its
+/// groups only grow while it is (escalation adds some), so adding the rows
+/// it lacks and dropping those of requests that left keeps the table exact.
+async fn write_pending_groups(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    changed: &[(&AccessRequest, Timestamp)],
+) -> Result<(), StoreError> {
+    let mut waiting: Vec<(&str, String, i64)> = Vec::new();
+    let mut left: Vec<&str> = Vec::new();
+    for (request, _) in changed {
+        if request.state == State::Pending {
+            let groups = request.approver_groups();
+            let created_at = request.created_at.unix_millis();
+            waiting.extend(
+                groups
+                    .into_iter()
+                    .map(|g| (request.id.as_str(), g.as_str().to_owned(), created_at)),
+            );
+        } else {
+            left.push(request.id.as_str());
+        }
+    }
+    for chunk in shaped_chunks(&left, backend.rows_per_statement(1)) {
+        let sql = format!(
+            "DELETE FROM pending_approver_groups WHERE request_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *conn).await.map_err(db_err)?;
+    }
+    for chunk in shaped_chunks(&waiting, backend.rows_per_statement(3)) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|row| format!("({})", placeholders(row * 3 + 1, 3)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO pending_approver_groups (request_id, approver_group, created_at) \
+             VALUES {} ON CONFLICT (request_id, approver_group) DO NOTHING",
+            values.join(",")
+        );
+        let mut query = sqlx::query(&sql);
+        for (id, group, created_at) in chunk {
+            query = query.bind(*id).bind(group.as_str()).bind(*created_at);
+        }
+        query.execute(&mut *conn).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Inserts or updates request rows (each id at most once) in one statement.
+async fn upsert_requests(
     conn: &mut AnyConnection,
     changed: &[(&AccessRequest, Timestamp)],
 ) -> Result<(), StoreError> {
