@@ -1738,31 +1738,35 @@ async fn request_lists_agree_with_the_core_on_who_sees_and_who_is_awaited() {
             "some generated request is visible to its sponsor alone"
         );
 
-        // Rows as a version-4 database holds them (no lists yet), and as a
-        // version-21 one (no inbox index of pending requests), each filled
-        // by its migration.
+        // Rows as a version-4 database holds them (no lists yet), filled by
+        // migration 5; then the store as version 21 left it (no inbox index
+        // of pending requests), given version 22 whole.
         let postgres = raw_url.starts_with("postgres");
         let mut raw = sqlx::AnyConnection::connect(&raw_url).await.unwrap();
-        for (emptied, backfill) in [
+        let (lists, version_22) = if postgres {
+            (
+                include_str!("../src/store/migrations/0005_request_lists.postgres.sql"),
+                include_str!("../src/store/migrations/0022_pending_by_group.postgres.sql"),
+            )
+        } else {
+            (
+                include_str!("../src/store/migrations/0005_request_lists.sqlite.sql"),
+                include_str!("../src/store/migrations/0022_pending_by_group.sqlite.sql"),
+            )
+        };
+        let version_22 = format!(
+            "{}\n{version_22}",
+            include_str!("../src/store/migrations/0022_pending_by_group.sql")
+        );
+        for (undo, redo) in [
             (
                 "UPDATE requests SET approver_group_list = '', approved_by_list = ''",
-                if postgres {
-                    include_str!("../src/store/migrations/0005_request_lists.postgres.sql")
-                } else {
-                    include_str!("../src/store/migrations/0005_request_lists.sqlite.sql")
-                },
+                lists,
             ),
-            (
-                "DELETE FROM pending_approver_groups",
-                if postgres {
-                    include_str!("../src/store/migrations/0022_pending_by_group.postgres.sql")
-                } else {
-                    include_str!("../src/store/migrations/0022_pending_by_group.sqlite.sql")
-                },
-            ),
+            ("DROP TABLE pending_approver_groups", version_22.as_str()),
         ] {
-            sqlx::raw_sql(emptied).execute(&mut raw).await.unwrap();
-            sqlx::raw_sql(backfill).execute(&mut raw).await.unwrap();
+            sqlx::raw_sql(undo).execute(&mut raw).await.unwrap();
+            sqlx::raw_sql(redo).execute(&mut raw).await.unwrap();
         }
         raw.close().await.unwrap();
         check("back-filled").await;
