@@ -5,7 +5,9 @@
 //! and revoke goes to a signed webhook target on loopback, which records
 //! when each revoke arrived: a share of the auto-approved grants is left to
 //! expire, so grants fall due all through the run and the revocation lag
-//! (revoke arrival minus expiry) is measured under the load. The server runs
+//! (revoke arrival minus expiry) is measured under the load; with
+//! `--due-per-minute` more grants, made only to fall due, add revocations at
+//! a fixed rate on top (issue 17: 10,000 a minute). The server runs
 //! in a process of its own ([`ChildServer`]); the bench prints per-endpoint
 //! latency, the rates sustained, the server's memory (at rest, sampled,
 //! peak) and the CPU time of the server and of the load generator.
@@ -38,6 +40,9 @@ const REASON: &str = "load benchmark";
 const DECIDED: &str = "app-approve";
 /// The entitlement policy approves at once.
 const AUTO: &str = "app-auto";
+/// Auto-approved entitlements `due-0`, `due-1`, … for the grants made only
+/// to fall due: each of their people holds one of each at a time.
+const DUE_ENTITLEMENTS: usize = 40;
 
 #[derive(clap::Args, Clone)]
 pub struct LoadArgs {
@@ -61,6 +66,15 @@ pub struct LoadArgs {
     /// fast as the server answers).
     #[arg(long, default_value_t = 0)]
     think_ms: u64,
+    /// Grants made only to fall due, this many a minute on top of the load
+    /// (auto-approved, each lasting --due-seconds, asked on a fixed
+    /// schedule whatever the answers take), so revocations run at that
+    /// rate while the load goes on; their lag is measured with the rest.
+    #[arg(long, default_value_t = 0)]
+    due_per_minute: u64,
+    /// How long each of the --due-per-minute grants lasts, in seconds.
+    #[arg(long, default_value_t = 20)]
+    due_seconds: u64,
     /// Run against PostgreSQL (a scratch database created on this server)
     /// instead of SQLite.
     #[arg(long)]
@@ -192,6 +206,13 @@ async fn bench(
         backend.label(),
         std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
     );
+    if args.due_per_minute > 0 {
+        say!(
+            "plus {} auto-approved grants a minute made only to fall due, {}s each",
+            args.due_per_minute,
+            args.due_seconds
+        );
+    }
     if let Some(shape) = seeded {
         say!(
             "on a seeded store: {} active grants among {} requests ({} users, {} entitlements)",
@@ -235,7 +256,10 @@ async fn bench(
     .await
     .context("the load generator's thread");
     let lags = match &driven {
-        Ok(Ok(d)) => wait_for_revokes(&seen, &d.expiring, args.grant_seconds).await,
+        Ok(Ok(d)) => {
+            let longest = args.grant_seconds.max(args.due_seconds);
+            wait_for_revokes(&seen, &d.expiring, longest).await
+        }
         _ => Vec::new(),
     };
     let peak_kib = status_kib(pid, "VmHWM")?;
@@ -281,9 +305,46 @@ connector = "hook"
             token_hash(&approver_token(i))
         );
     }
+    for j in 0..DUE_ENTITLEMENTS.min(due_people(args)) {
+        let _ = write!(
+            text,
+            "\n[entitlements.due-{j}]\nrequestable_by = [\"due\"]\nmax_duration = \"1h\"\n\
+             auto_approve = true\nconnector = \"hook\"\n"
+        );
+    }
+    for i in 0..due_people(args) {
+        let _ = write!(
+            text,
+            "\n[users.due{i}]\ngroups = [\"due\"]\ntoken_sha256 = \"{}\"\n",
+            token_hash(&due_token(i))
+        );
+    }
     let tokens = requester_users(&mut text, args.requesters * args.users_each, "load-token-");
     (text, tokens)
 }
+
+/// The (person, entitlement) slots the grants made to fall due take in
+/// turn: enough that a slot is free again (its grant revoked, with
+/// [`EXPIRY_MARGIN_MS`] to spare) before its next turn at the asked rate.
+fn due_slots(args: &LoadArgs) -> usize {
+    if args.due_per_minute == 0 {
+        return 0;
+    }
+    let busy_seconds = args.due_seconds as f64 + EXPIRY_MARGIN_MS as f64 / 1000.0 + DUE_SLACK_S;
+    (args.due_per_minute as f64 / 60.0 * busy_seconds * 1.25).ceil() as usize
+}
+
+fn due_people(args: &LoadArgs) -> usize {
+    due_slots(args).div_ceil(DUE_ENTITLEMENTS)
+}
+
+fn due_token(i: usize) -> String {
+    format!("load-due-{i}")
+}
+
+/// Seconds a slot waits beyond its grant's expiry and margin, for the time
+/// the request took to be answered.
+const DUE_SLACK_S: f64 = 2.0;
 
 fn approver_token(i: usize) -> String {
     format!("load-approver-{i}")
@@ -299,6 +360,10 @@ struct Driven {
     client_cpu: Duration,
     /// The server's resident memory, sampled every 500 ms (KiB).
     server_rss_kib: Vec<u64>,
+    /// Grants made only to fall due: asked, and turns skipped because no
+    /// slot was free yet.
+    due_asked: usize,
+    due_skipped: usize,
 }
 
 async fn drive(
@@ -345,6 +410,15 @@ async fn drive(
             requester(base, people, k, grant_seconds, think, until).await
         }));
     }
+    let falling_due = (args.due_per_minute > 0).then(|| {
+        tokio::spawn(fall_due(
+            base.clone(),
+            due_slots(args),
+            args.due_per_minute,
+            args.due_seconds,
+            until,
+        ))
+    });
     let mut approvers = Vec::new();
     for i in 0..args.approvers {
         let client = base.with_token(&approver_token(i));
@@ -363,6 +437,13 @@ async fn drive(
     for a in approvers {
         calls.merge(a.await?);
     }
+    let (mut due_asked, mut due_skipped) = (0, 0);
+    if let Some(f) = falling_due {
+        let due = f.await?;
+        calls.merge(due.calls);
+        expiring.extend(due.expiring);
+        (due_asked, due_skipped) = (due.asked, due.skipped);
+    }
     let elapsed = started.elapsed();
     let server_cpu = cpu_time(server_pid)?.saturating_sub(server_cpu_before);
     let client_cpu = cpu_time(std::process::id())?.saturating_sub(client_cpu_before);
@@ -375,7 +456,83 @@ async fn drive(
         server_cpu,
         client_cpu,
         server_rss_kib,
+        due_asked,
+        due_skipped,
     })
+}
+
+/// What [`fall_due`] did.
+struct FallingDue {
+    calls: Calls,
+    expiring: Vec<(String, i64)>,
+    asked: usize,
+    skipped: usize,
+}
+
+/// Asks for `per_minute` auto-approved grants a minute, each lasting
+/// `seconds`, until `until`: on a fixed schedule (each ask a task of its
+/// own, so a slow answer never delays the next), taking the slots
+/// (person, entitlement) in turn; a slot still held at its turn is skipped
+/// and counted.
+async fn fall_due(
+    base: Client,
+    slots: usize,
+    per_minute: u64,
+    seconds: u64,
+    until: Instant,
+) -> FallingDue {
+    let interval = Duration::from_secs_f64(60.0 / per_minute as f64);
+    // Each slot and the Unix ms from which it may ask again, in turn order.
+    let mut turns: std::collections::VecDeque<(usize, i64)> = (0..slots).map(|s| (s, 0)).collect();
+    let done = Arc::new(Mutex::new((Calls::default(), Vec::new())));
+    let mut asks = tokio::task::JoinSet::new();
+    let (mut asked, mut skipped) = (0, 0);
+    let mut next = Instant::now();
+    while next < until {
+        tokio::time::sleep_until(next.into()).await;
+        next += interval;
+        let Some(&(slot, free_at)) = turns.front() else {
+            break;
+        };
+        let now = now_ms();
+        if free_at > now {
+            skipped += 1;
+            continue;
+        }
+        turns.pop_front();
+        let busy_ms =
+            (seconds as f64 * 1000.0 + EXPIRY_MARGIN_MS as f64 + DUE_SLACK_S * 1000.0) as i64;
+        turns.push_back((slot, now + busy_ms));
+        asked += 1;
+        let client = base.with_token(&due_token(slot / DUE_ENTITLEMENTS));
+        let entitlement = format!("due-{}", slot % DUE_ENTITLEMENTS);
+        let done = Arc::clone(&done);
+        asks.spawn(async move {
+            let mut calls = Calls::default();
+            let view = calls
+                .timed(
+                    "due request",
+                    client.create_request(&ask(&entitlement, seconds, REASON)),
+                )
+                .await;
+            let expiring = view.and_then(|v| expiry_of(&v).map(|at| (v.id, at)));
+            if let Ok(mut d) = done.lock() {
+                d.0.merge(calls);
+                d.1.extend(expiring);
+            }
+        });
+    }
+    while asks.join_next().await.is_some() {}
+    let (calls, expiring) = match Arc::try_unwrap(done).map(Mutex::into_inner) {
+        Ok(Ok(d)) => d,
+        _ => (Calls::default(), Vec::new()),
+    };
+    FallingDue {
+        calls,
+        expiring,
+        asked,
+        skipped,
+    }
 }
 
 fn expiry_of(view: &RequestView) -> Option<i64> {
@@ -603,6 +760,14 @@ fn print_figures(
         .map(|s| (s.grants, s.bad_signatures))
         .unwrap_or_default();
     say!("target: {grants} grants confirmed by the webhook, {bad} bad signatures");
+    if d.due_asked + d.due_skipped > 0 {
+        say!(
+            "grants made to fall due: {} asked ({:.0} a minute), {} turns skipped (slot still held)",
+            d.due_asked,
+            d.due_asked as f64 * 60.0 / secs,
+            d.due_skipped
+        );
+    }
     let due_per_min = d.expiring.len() as f64 * 60.0 / secs;
     say!(
         "revocation lag (revoke arrival - expiry) of {} grants left to expire ({due_per_min:.0} falling due per minute): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} not revoked in time",
