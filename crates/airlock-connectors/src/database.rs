@@ -679,18 +679,21 @@ impl<D: Dialect> Connector for DatabaseConnector<D> {
         login.map(|l| self.dialect.principal(&self.dialect.account(l)))
     }
 
+    fn lists_sessions(&self) -> bool {
+        true
+    }
+
     async fn sessions(
         &self,
         user: &UserId,
         request_id: &RequestId,
-    ) -> Result<Option<Vec<LiveSession>>, ConnectorError> {
+    ) -> Result<Vec<LiveSession>, ConnectorError> {
         self.bounded(
             "sessions",
             Some(request_id),
             self.list_sessions(user, request_id),
         )
         .await
-        .map(Some)
     }
 }
 

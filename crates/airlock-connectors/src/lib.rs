@@ -189,18 +189,27 @@ pub trait Connector: Send + Sync {
         let _ = (user, request_id);
         None
     }
+    /// Whether [`Connector::sessions`] can ask the target (false by
+    /// default): the activity sampler reads only the grants of connectors
+    /// that can.
+    fn lists_sessions(&self) -> bool {
+        false
+    }
     /// The live sessions of the login a grant of `request_id` to `user`
     /// gives access to (the user's own login, or the request's temporary
     /// one), other than the connector's own: for sampling what a grantee
-    /// does while a grant is active. Changes nothing. `None` (the default)
-    /// means the target cannot be asked.
+    /// does while a grant is active. Changes nothing. Connectors whose
+    /// target cannot be asked ([`Connector::lists_sessions`] false) refuse
+    /// permanently.
     async fn sessions(
         &self,
         user: &UserId,
         request_id: &RequestId,
-    ) -> Result<Option<Vec<LiveSession>>, ConnectorError> {
+    ) -> Result<Vec<LiveSession>, ConnectorError> {
         let _ = (user, request_id);
-        Ok(None)
+        Err(ConnectorError::Permanent(
+            "this connector cannot list a grantee's sessions".to_owned(),
+        ))
     }
 }
 

@@ -711,10 +711,10 @@ async fn grant_for_login(t: &dyn SqlTarget, step: &str, spec: &GrantSpec) -> Str
 
 /// The grantee's live sessions, as a grant's timeline will sample them.
 async fn sessions(name: &str, c: &dyn Connector, spec: &GrantSpec) -> Vec<LiveSession> {
+    assert!(c.lists_sessions(), "{name}: says it cannot list sessions");
     c.sessions(&spec.user, &spec.request_id)
         .await
         .unwrap_or_else(|e| panic!("{name}: sessions: {e}"))
-        .unwrap_or_else(|| panic!("{name}: sessions returned None"))
 }
 
 /// Lists the grantee's sessions until `done` holds for the list, for at
