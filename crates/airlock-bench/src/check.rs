@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use crate::child::{cpu_time, on_own_thread, status_kib, ChildServer};
 use crate::percentile;
 use crate::report::say;
-use crate::seed::{ensure, Shape, ShapeArgs};
+use crate::seed::{ensure, seeded_location, Shape, ShapeArgs};
 use crate::store::{Backend, Scratch};
 
 /// The checker's config token.
@@ -54,16 +54,24 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 64)]
     connections: usize,
     /// Run against PostgreSQL (a scratch database created on this server)
-    /// instead of SQLite.
+    /// instead of SQLite; with --reuse, the database this URL names.
     #[arg(long)]
     postgres: Option<String>,
-    /// SQLite only: keep the seeded database in DIR and reuse it on the
-    /// next run with the same --grants (the grants last 30 days).
-    #[arg(long, value_name = "DIR", conflicts_with = "postgres")]
+    /// Keep the seeded store and reuse it on the next run with the same
+    /// --grants (the grants last 30 days): with SQLite the database in
+    /// DIR, with --postgres the database the URL names (seeded there when
+    /// DIR has no marker yet).
+    #[arg(long, value_name = "DIR")]
     reuse: Option<PathBuf>,
     /// Print latency second by second, not only the worst second.
     #[arg(long)]
     timeline: bool,
+}
+
+impl CheckArgs {
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
@@ -77,13 +85,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     };
     if let Some(dir) = &args.reuse {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        return bench(
-            &args,
-            backend,
-            dir,
-            &Location::Sqlite(dir.join("airlock.db")),
-        )
-        .await;
+        return bench(&args, backend, dir, &seeded_location(&args.postgres, dir)).await;
     }
     let scratch = Scratch::create(backend, args.postgres.as_deref().unwrap_or_default()).await?;
     let result = bench(&args, backend, &scratch.dir, &scratch.location).await;

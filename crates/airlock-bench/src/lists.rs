@@ -42,6 +42,12 @@ pub struct ListsArgs {
     plans: bool,
 }
 
+impl ListsArgs {
+    pub fn on_postgres(&self) -> bool {
+        matches!(Location::parse(&self.database), Location::Postgres(_))
+    }
+}
+
 /// One list's latencies, first page and a later page, in ms.
 struct Timing {
     name: &'static str,

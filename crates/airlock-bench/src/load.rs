@@ -27,7 +27,7 @@ use anyhow::{bail, Context};
 use crate::child::{cpu_time, status_kib, ChildServer};
 use crate::lifecycle::{spawn_receiver, Received, SECRET};
 use crate::report::say;
-use crate::seed::Shape;
+use crate::seed::{seeded_location, Shape};
 use crate::store::{Backend, Scratch};
 use crate::{ask, now_ms, percentile, requester_users, server_table};
 
@@ -76,15 +76,22 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 20)]
     due_seconds: u64,
     /// Run against PostgreSQL (a scratch database created on this server)
-    /// instead of SQLite.
+    /// instead of SQLite; with --reuse, the database this URL names.
     #[arg(long)]
     postgres: Option<String>,
-    /// SQLite only: run on the store `check --reuse DIR` seeded there (its
-    /// requests, grants and audit chain stay; the load adds to them). The
-    /// load's people are the seeded requesters `u0`, `u1`, …, so their
-    /// histories hold their seeded requests.
-    #[arg(long, value_name = "DIR", conflicts_with = "postgres")]
+    /// Run on the store `check --reuse DIR` seeded (its requests, grants
+    /// and audit chain stay; the load adds to them): with SQLite the
+    /// database in DIR, with --postgres the database the URL names, its
+    /// seeded marker in DIR. The load's people are the seeded requesters
+    /// `u0`, `u1`, …, so their histories hold their seeded requests.
+    #[arg(long, value_name = "DIR")]
     reuse: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
 }
 
 /// What one endpoint measured.
@@ -178,7 +185,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             &args,
             backend,
             dir,
-            &Location::Sqlite(dir.join("airlock.db")),
+            &seeded_location(&args.postgres, dir),
             Some(&shape),
         )
         .await;

@@ -208,6 +208,15 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // A bench that runs on either database records a section per database.
+    let on_postgres = match &cli.bench {
+        Bench::Check(args) => args.on_postgres(),
+        Bench::Load(args) => args.on_postgres(),
+        Bench::Transfer(args) => args.on_postgres(),
+        Bench::Lists(args) => args.on_postgres(),
+        Bench::Throughput(args) => args.on_postgres(),
+        _ => false,
+    };
     let name = match &cli.bench {
         Bench::Lifecycle { .. } => "lifecycle",
         Bench::Store(_) => "store",
@@ -219,6 +228,11 @@ fn main() -> anyhow::Result<()> {
         Bench::Lists(_) => "lists",
         Bench::Throughput(_) => "throughput",
         Bench::ServeConfig { .. } => "serve-config",
+    };
+    let name = if on_postgres {
+        format!("{name} postgres")
+    } else {
+        name.to_owned()
     };
     match cli.bench {
         Bench::Lifecycle {
@@ -238,7 +252,7 @@ fn main() -> anyhow::Result<()> {
         Bench::ServeConfig { config } => runtime.block_on(child::serve_config(config)),
     }?;
     if let Some(path) = &cli.record {
-        report::record(path, name)?;
+        report::record(path, &name)?;
     }
     Ok(())
 }

@@ -274,6 +274,16 @@ fn approver_group(g: usize) -> String {
     format!("approvers-{g}")
 }
 
+/// The store a bench's `--reuse DIR` names: the database the `--postgres`
+/// URL names, else the SQLite database in DIR (which the bench places in
+/// DIR's `data`).
+pub fn seeded_location(postgres: &Option<String>, dir: &Path) -> Location {
+    match postgres {
+        Some(url) => Location::Postgres(url.clone()),
+        None => Location::Sqlite(dir.join("airlock.db")),
+    }
+}
+
 /// Where `--database` puts the store and the marker.
 pub fn locate(database: &str, dir: Option<&Path>) -> anyhow::Result<(Location, PathBuf)> {
     if let Some(path) = database.strip_prefix("sqlite:") {

@@ -48,6 +48,12 @@ pub struct ThroughputArgs {
     postgres: Option<String>,
 }
 
+impl ThroughputArgs {
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+}
+
 /// Targets of issue 17, for eight clients on SQLite.
 const TARGET_CREATIONS_PER_S: f64 = 5_000.0;
 const TARGET_APPROVALS_PER_S: f64 = 2_500.0;

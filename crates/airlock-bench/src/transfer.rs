@@ -28,6 +28,12 @@ pub struct TransferArgs {
     airlock: Option<PathBuf>,
 }
 
+impl TransferArgs {
+    pub fn on_postgres(&self) -> bool {
+        matches!(Location::parse(&self.database), Location::Postgres(_))
+    }
+}
+
 /// What one child process measured.
 pub(crate) struct Run {
     pub(crate) took: Duration,
