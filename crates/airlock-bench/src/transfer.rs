@@ -136,9 +136,22 @@ fn report(what: &str, run: &Run, requests: usize, bytes: u64) {
         run.stdout
             .lines()
             .chain(run.stderr.lines())
-            .last()
+            .rfind(|line| !is_log_line(line))
             .unwrap_or("")
     );
+}
+
+/// Whether `line` is one of the command's log lines (a timestamp, then a
+/// level), which can follow its own summary on standard error.
+fn is_log_line(line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    let stamped = words
+        .next()
+        .is_some_and(|w| w.ends_with('Z') && w.starts_with(|c: char| c.is_ascii_digit()));
+    stamped
+        && words
+            .next()
+            .is_some_and(|w| ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&w))
 }
 
 /// Runs `program args` to the end, sampling its peak resident set every

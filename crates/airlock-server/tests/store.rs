@@ -3583,6 +3583,19 @@ fn assert_index_ranges(plan: &str, indexes: &[&str], union: bool, what: &str) {
     );
 }
 
+/// PostgreSQL: how many column statistics the planner has of the requests
+/// and audit events (ANALYZE writes them; nothing else does).
+async fn planner_statistics(fixture: &Fixture) -> i64 {
+    let mut conn = fixture.raw().await;
+    sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM pg_stats WHERE schemaname = current_schema() \
+         AND tablename IN ('requests', 'audit_events')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
 /// The names of the indexes on the tables an import fills in bulk.
 async fn index_names(fixture: &Fixture) -> BTreeSet<String> {
     let sql = if fixture.name == "sqlite" {
@@ -3702,8 +3715,19 @@ async fn a_failed_import_leaves_the_store_empty() {
         assert!(is_empty().await, "{name}: a failed import left rows");
         assert_eq!(index_names(&target).await, indexes, "{name}");
 
+        let postgres = name == "postgres";
+        if postgres {
+            assert_eq!(planner_statistics(&target).await, 0, "{name}");
+        }
         let (imported, chain) = import(text.clone()).await.unwrap();
         assert_eq!(index_names(&target).await, indexes, "{name}");
+        // PostgreSQL's planner has statistics of the imported rows at once.
+        if postgres {
+            assert!(
+                planner_statistics(&target).await > 0,
+                "{name}: the import left the planner without statistics"
+            );
+        }
         assert_eq!(imported.requests, exported.requests, "{name}");
         assert_eq!(imported.audit_events, exported.audit_events, "{name}");
         assert_eq!(chain.checked as usize, exported.audit_events, "{name}");

@@ -1362,8 +1362,29 @@ async fn import_in_tx(
         "import: indexes built over the imported rows"
     );
     exec(conn, "COMMIT").await?;
+    if backend == Backend::Postgres {
+        // A bulk load leaves PostgreSQL's planner without statistics until
+        // autovacuum analyzes the tables, and never where it is off: with
+        // none, a store of five million requests read every pending request
+        // of an approver's group for one page of their inbox (20 ms instead
+        // of 2). SQLite plans by its indexes' shapes, which the store tests
+        // check, and keeps no statistics unless asked.
+        let analyzed = std::time::Instant::now();
+        match exec(conn, ANALYZE_IMPORTED).await {
+            Ok(()) => tracing::info!(
+                seconds = analyzed.elapsed().as_secs_f64(),
+                "import: statistics gathered for the planner"
+            ),
+            Err(e) => tracing::warn!(error = %e,
+                "import: committed, but gathering the planner's statistics failed; run ANALYZE"),
+        }
+    }
     Ok(report)
 }
+
+/// The tables an import fills, analyzed once it committed (PostgreSQL).
+const ANALYZE_IMPORTED: &str = "ANALYZE requests, audit_events, pending_approver_groups, \
+     grant_checks, access_reviews, access_review_items";
 
 /// SQLite: an import's page cache (256 MiB), so that the pages of the one
 /// index it keeps up in random order, requests by id, stay in memory
