@@ -8,6 +8,7 @@
 //! was down and handles it at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,6 +190,48 @@ const SCHEDULER_BATCH: u32 = 256;
 /// Also the longest a scheduler sleeps (a backstop for a missed wake-up).
 const DUE_CLAIM_LEASE: Duration = Duration::from_secs(5);
 
+/// Deadlines committed since the scheduler last read the store's earliest,
+/// as the scheduler learns of them: only a deadline earlier than every one
+/// told since wakes it, and it then only sleeps less. Before, every commit
+/// holding a deadline woke it to claim and read again (hundreds of claims a
+/// second under a load that had nothing due).
+struct DueWake {
+    notify: Notify,
+    /// The earliest deadline told since [`DueWake::forget`] (Unix ms;
+    /// `i64::MAX`: none).
+    earliest_ms: AtomicI64,
+}
+
+impl Default for DueWake {
+    fn default() -> Self {
+        DueWake {
+            notify: Notify::new(),
+            earliest_ms: AtomicI64::new(i64::MAX),
+        }
+    }
+}
+
+impl DueWake {
+    /// A commit wrote a request whose next deadline is `due`.
+    fn committed(&self, due: Timestamp) {
+        let due = due.unix_millis();
+        if due < self.earliest_ms.fetch_min(due, AtomicOrdering::AcqRel) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The scheduler is about to read the store, which holds every deadline
+    /// committed so far: only those committed after need telling.
+    fn forget(&self) {
+        self.earliest_ms.store(i64::MAX, AtomicOrdering::Release);
+    }
+
+    fn earliest(&self) -> Option<Timestamp> {
+        let ms = self.earliest_ms.load(AtomicOrdering::Acquire);
+        (ms != i64::MAX).then(|| Timestamp::from_unix_millis(ms))
+    }
+}
+
 pub struct Engine {
     store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
@@ -197,7 +240,8 @@ pub struct Engine {
     overdue_after: Duration,
     connectors: HashMap<String, Arc<dyn Connector>>,
     clock: Arc<dyn Clock>,
-    wake: Notify,
+    /// The scheduler's wake-up by deadlines just committed.
+    due_wake: DueWake,
     calls: Arc<Semaphore>,
     metrics: Metrics,
     /// One-time credentials from grants, until the requester collects them.
@@ -287,7 +331,7 @@ impl Engine {
             overdue_after,
             connectors,
             clock,
-            wake: Notify::new(),
+            due_wake: DueWake::default(),
             calls: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
             metrics: Metrics::default(),
             credentials: std::sync::Mutex::new(HashMap::new()),
@@ -1083,8 +1127,8 @@ impl Engine {
             let span = tracing::info_span!("connector_call", request = %request.id, action = effect.action.as_str(), token = effect.token);
             tokio::spawn(async move { engine.perform(request, effect).await }.instrument(span));
         }
-        if transition.request.next_due().is_some() {
-            self.wake.notify_one();
+        if let Some(due) = transition.request.next_due() {
+            self.due_wake.committed(due);
         }
         if !transition.notifications.is_empty() {
             self.outbox_wake.notify_one();
@@ -1204,6 +1248,8 @@ impl Engine {
             if *shutdown.borrow() {
                 return;
             }
+            // Deadlines committed before this are in what the pass reads.
+            self.due_wake.forget();
             let progressed = self.run_due().await;
             let pause = match progressed {
                 Ok(n) if n == SCHEDULER_BATCH as usize => continue,
@@ -1222,12 +1268,20 @@ impl Engine {
                     Duration::from_secs(1)
                 }
             };
-            // On the engine's clock, so a test's injected time wakes it.
-            let wake_at = self.clock.now().plus(pause);
-            tokio::select! {
-                () = self.clock.sleep_until(wake_at) => {}
-                () = self.wake.notified() => {}
-                _ = shutdown.changed() => {}
+            // On the engine's clock, so a test's injected time wakes it. A
+            // deadline committed meanwhile only brings the wake-up forward:
+            // the next pass claims and reads when something is due, not at
+            // every commit.
+            let mut wake_at = self.clock.now().plus(pause);
+            loop {
+                if let Some(told) = self.due_wake.earliest() {
+                    wake_at = wake_at.min(told);
+                }
+                tokio::select! {
+                    () = self.clock.sleep_until(wake_at) => break,
+                    () = self.due_wake.notify.notified() => {}
+                    _ = shutdown.changed() => break,
+                }
             }
         }
     }
