@@ -66,6 +66,12 @@ pub struct LoadArgs {
     /// fast as the server answers).
     #[arg(long, default_value_t = 0)]
     think_ms: u64,
+    /// Spread of each pause around --think-ms, in percent: each lasts a
+    /// uniformly drawn time within that much either side (the mean stays
+    /// --think-ms), so requesters that start together do not stay in step
+    /// and ask in bursts.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    think_spread: u8,
     /// Grants made only to fall due, this many a minute on top of the load
     /// (auto-approved, each lasting --due-seconds, asked on a fixed
     /// schedule whatever the answers take), so revocations run at that
@@ -157,6 +163,21 @@ struct Person {
     auto: Option<(String, i64, bool)>,
 }
 
+/// A requester's pause between two rounds: `mean`, spread uniformly by
+/// the fraction `spread` either side.
+#[derive(Clone, Copy)]
+struct Think {
+    mean: Duration,
+    spread: f64,
+}
+
+impl Think {
+    fn pause(self) -> Duration {
+        let factor = 1.0 + self.spread * (2.0 * rand::random::<f64>() - 1.0);
+        self.mean.mul_f64(factor.max(0.0))
+    }
+}
+
 /// What a requester leaves: its calls and the grants it let expire, with
 /// their expiry (Unix ms).
 type RequesterResult = (Calls, Vec<(String, i64)>);
@@ -213,6 +234,13 @@ async fn bench(
         backend.label(),
         std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
     );
+    if args.think_ms > 0 {
+        say!(
+            "each requester pausing {} ms ±{}% between rounds",
+            args.think_ms,
+            args.think_spread
+        );
+    }
     if args.due_per_minute > 0 {
         say!(
             "plus {} auto-approved grants a minute made only to fall due, {}s each",
@@ -412,7 +440,11 @@ async fn drive(
             })
             .collect();
         let base = base.clone();
-        let (grant_seconds, think) = (args.grant_seconds, Duration::from_millis(args.think_ms));
+        let grant_seconds = args.grant_seconds;
+        let think = Think {
+            mean: Duration::from_millis(args.think_ms),
+            spread: f64::from(args.think_spread) / 100.0,
+        };
         requesters.push(tokio::spawn(async move {
             requester(base, people, k, grant_seconds, think, until).await
         }));
@@ -559,7 +591,7 @@ async fn requester(
     mut people: Vec<Person>,
     k: usize,
     grant_seconds: u64,
-    think: Duration,
+    think: Think,
     until: Instant,
 ) -> RequesterResult {
     let mut calls = Calls::default();
@@ -618,7 +650,7 @@ async fn requester(
                 person.auto = None;
                 if let Some(view) = calls
                     .timed(
-                        "request",
+                        "auto request",
                         client.create_request(&ask(AUTO, grant_seconds, REASON)),
                     )
                     .await
@@ -634,8 +666,8 @@ async fn requester(
                 }
             }
             calls.timed("check", client.check(&person.name, AUTO)).await;
-            if !think.is_zero() {
-                tokio::time::sleep(think).await;
+            if !think.mean.is_zero() {
+                tokio::time::sleep(think.pause()).await;
             }
         }
     }
