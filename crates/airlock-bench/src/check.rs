@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::child::{cpu_time, on_own_thread, status_kib, ChildServer};
 use crate::percentile;
+use crate::profile::{self, Profile, Summary};
 use crate::report::say;
 use crate::seed::{ensure, seeded_location, Shape, ShapeArgs};
 use crate::store::{Backend, Scratch};
@@ -194,6 +195,8 @@ struct Figures {
     server_peak_kib: u64,
     server_cpu: Duration,
     client_cpu: Duration,
+    /// Where the server's time went (`--profile`).
+    profile: Option<Summary>,
 }
 
 /// What one connection measured.
@@ -231,6 +234,7 @@ async fn drive(
     }
     let (server_cpu_before, client_cpu_before) =
         (cpu_time(server_pid)?, cpu_time(std::process::id())?);
+    let profile = Profile::start(server_pid).await?;
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let grants = args.grants;
     let stride = args.connections;
@@ -295,6 +299,7 @@ async fn drive(
         server_peak_kib: 0,
         server_cpu: Duration::ZERO,
         client_cpu: Duration::ZERO,
+        profile: None,
     };
     while let Some(leg) = legs.join_next().await {
         let leg = leg?;
@@ -320,6 +325,7 @@ async fn drive(
     figures.elapsed = tokio::time::Instant::now().duration_since(start);
     figures.server_cpu = cpu_time(server_pid)?.saturating_sub(server_cpu_before);
     figures.client_cpu = cpu_time(std::process::id())?.saturating_sub(client_cpu_before);
+    figures.profile = profile::finish(profile).await?;
     figures.server_rss_kib = status_kib(server_pid, "VmRSS")?;
     figures.server_peak_kib = status_kib(server_pid, "VmHWM")?;
     for v in [&mut figures.latencies_ms, &mut figures.lag_ms]
@@ -401,6 +407,9 @@ fn print_figures(args: &CheckArgs, f: &Figures) {
         args.grants,
         if pass { "PASS" } else { "FAIL" }
     );
+    if let Some(profile) = &f.profile {
+        profile.say("under the checks");
+    }
 }
 
 /// One keep-alive connection speaking just enough HTTP/1.1.

@@ -26,6 +26,7 @@ use anyhow::{bail, Context};
 
 use crate::child::{cpu_time, status_kib, ChildServer};
 use crate::lifecycle::{spawn_receiver, Received, SECRET};
+use crate::profile::{self, Profile, Summary};
 use crate::report::say;
 use crate::seed::{seeded_location, Shape};
 use crate::store::{Backend, Scratch};
@@ -399,6 +400,8 @@ struct Driven {
     /// slot was free yet.
     due_asked: usize,
     due_skipped: usize,
+    /// Where the server's time went (`--profile`).
+    profile: Option<Summary>,
 }
 
 async fn drive(
@@ -410,6 +413,7 @@ async fn drive(
     let base = Client::new(url, "none")?;
     let (server_cpu_before, client_cpu_before) =
         (cpu_time(server_pid)?, cpu_time(std::process::id())?);
+    let profile = Profile::start(server_pid).await?;
     let started = Instant::now();
     let until = started + Duration::from_secs(args.seconds);
     let stop = tokio::sync::watch::channel(false);
@@ -492,6 +496,7 @@ async fn drive(
     let elapsed = started.elapsed();
     let server_cpu = cpu_time(server_pid)?.saturating_sub(server_cpu_before);
     let client_cpu = cpu_time(std::process::id())?.saturating_sub(client_cpu_before);
+    let profile = profile::finish(profile).await?;
     let _ = stop.0.send(true);
     let server_rss_kib = sampler.await?;
     Ok(Driven {
@@ -503,6 +508,7 @@ async fn drive(
         server_rss_kib,
         due_asked,
         due_skipped,
+        profile,
     })
 }
 
@@ -850,6 +856,9 @@ fn print_figures(
         if p99_ok { "PASS" } else { "FAIL" },
         if lag_ok { "PASS" } else { "FAIL" }
     );
+    if let Some(profile) = &d.profile {
+        profile.say("under the load");
+    }
     Ok(())
 }
 

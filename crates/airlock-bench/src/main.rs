@@ -43,6 +43,7 @@ mod lifecycle;
 mod lists;
 mod load;
 mod pg_expiry;
+mod profile;
 mod report;
 mod seed;
 mod store;
@@ -59,6 +60,11 @@ struct Cli {
     /// benchmark (BENCHMARKS.md), with the command and the machine.
     #[arg(long, global = true, value_name = "FILE")]
     record: Option<std::path::PathBuf>,
+    /// Also sample the server with Linux `perf` while it is measured
+    /// (`check`, `load`, `throughput`) and print where its CPU time went:
+    /// by thread, by body of code, and the busiest functions.
+    #[arg(long, global = true)]
+    profile: bool,
     #[command(subcommand)]
     bench: Bench,
 }
@@ -205,6 +211,9 @@ async fn lifecycle_alone(
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.profile {
+        profile::enable()?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

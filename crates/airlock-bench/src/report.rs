@@ -60,8 +60,13 @@ impl Report {
         let mut out = format!("{}\n## `{bench}`\n\n", begin_marker(bench));
         out.push_str(&format!("```sh\n{command}\n```\n\n"));
         out.push_str(&format!(
-            "Ran {} on {} cores ({}), {:.1} GiB of memory, Linux {}.\n\n",
-            machine.date, machine.cores, machine.cpu, machine.memory_gib, machine.kernel
+            "Ran {} on {} cores ({}), {:.1} GiB of memory, Linux {}; {}.\n\n",
+            machine.date,
+            machine.cores,
+            machine.cpu,
+            machine.memory_gib,
+            machine.kernel,
+            machine.speed
         ));
         out.push_str("```\n");
         for line in &self.lines {
@@ -142,6 +147,9 @@ struct Machine {
     cpu: String,
     memory_gib: f64,
     kernel: String,
+    /// How fast this machine was when the run was recorded
+    /// ([`machine_speed`]).
+    speed: String,
 }
 
 impl Machine {
@@ -168,8 +176,46 @@ impl Machine {
             cpu,
             memory_gib: memory_kib / (1024.0 * 1024.0),
             kernel,
+            speed: machine_speed(),
         }
     }
+}
+
+/// Two reference figures measured now, so that runs recorded on different
+/// days (virtual machines of one name that are not equally fast) can be
+/// compared: one core's speed (SHA-256 over 64 MiB) and what it costs to
+/// wake another thread and be woken back (a channel ping-pong), which is
+/// what every statement handed to SQLite's worker thread pays twice.
+fn machine_speed() -> String {
+    use sha2::Digest as _;
+    let block = vec![0x5au8; 1 << 20];
+    let started = std::time::Instant::now();
+    let mut hasher = sha2::Sha256::new();
+    for _ in 0..64 {
+        hasher.update(&block);
+    }
+    std::hint::black_box(hasher.finalize());
+    let mib_per_s = 64.0 / started.elapsed().as_secs_f64();
+    let (to_peer, from_me) = std::sync::mpsc::channel::<u32>();
+    let (to_me, from_peer) = std::sync::mpsc::channel::<u32>();
+    let peer = std::thread::spawn(move || {
+        for n in from_me {
+            if to_me.send(n).is_err() {
+                break;
+            }
+        }
+    });
+    const ROUNDS: u32 = 20_000;
+    let started = std::time::Instant::now();
+    for n in 0..ROUNDS {
+        if to_peer.send(n).is_err() || from_peer.recv().is_err() {
+            break;
+        }
+    }
+    let round_trip_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS);
+    drop(to_peer);
+    let _ = peer.join();
+    format!("reference: SHA-256 at {mib_per_s:.0} MiB/s on one core, a thread woken and waking back in {round_trip_us:.1} µs")
 }
 
 #[cfg(test)]
@@ -189,6 +235,7 @@ mod tests {
             cpu: "Some CPU".to_owned(),
             memory_gib: 24.0,
             kernel: "6.1".to_owned(),
+            speed: "reference: fast".to_owned(),
         }
     }
 
@@ -208,6 +255,7 @@ mod tests {
         // The replaced section keeps its place, before `load`.
         assert!(text.find("p99 0.5 ms") < text.find("42/s"), "{text}");
         assert!(text.contains("on 2 cores (Some CPU), 24.0 GiB"), "{text}");
+        assert!(text.contains("Linux 6.1; reference: fast."), "{text}");
     }
 
     #[test]

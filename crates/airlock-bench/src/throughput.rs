@@ -25,6 +25,7 @@ use anyhow::bail;
 
 use crate::child::{cpu_time, on_own_thread, status_kib, ChildServer};
 use crate::lifecycle::{spawn_receiver, Received, SECRET};
+use crate::profile::{self, Profile, Summary};
 use crate::report::say;
 use crate::store::{Backend, Scratch};
 use crate::{ask, percentile, requester_users, server_table};
@@ -126,6 +127,8 @@ struct Phase {
     client_cpu: Duration,
     /// Request ids created (the create phase).
     created: Vec<String>,
+    /// Where the server's time went (`--profile`).
+    profile: Option<Summary>,
 }
 
 async fn bench(
@@ -235,12 +238,14 @@ struct Meter {
     started: Instant,
     server_cpu: Duration,
     client_cpu: Duration,
+    profile: Option<Profile>,
 }
 
 impl Meter {
-    fn start(server_pid: u32) -> anyhow::Result<Meter> {
+    async fn start(server_pid: u32) -> anyhow::Result<Meter> {
         Ok(Meter {
             server_pid,
+            profile: Profile::start(server_pid).await?,
             server_cpu: cpu_time(server_pid)?,
             client_cpu: cpu_time(std::process::id())?,
             started: Instant::now(),
@@ -248,8 +253,9 @@ impl Meter {
     }
 
     /// The phase that ends now with what `tally` holds.
-    fn finish(self, mut tally: Tally) -> anyhow::Result<Phase> {
+    async fn finish(self, mut tally: Tally) -> anyhow::Result<Phase> {
         let elapsed = self.started.elapsed();
+        let profile = profile::finish(self.profile).await?;
         tally.latencies_ms.sort_by(f64::total_cmp);
         Ok(Phase {
             latencies_ms: tally.latencies_ms,
@@ -259,6 +265,7 @@ impl Meter {
             server_cpu: cpu_time(self.server_pid)?.saturating_sub(self.server_cpu),
             client_cpu: cpu_time(std::process::id())?.saturating_sub(self.client_cpu),
             created: tally.created,
+            profile,
         })
     }
 }
@@ -271,7 +278,7 @@ async fn create_phase(
 ) -> anyhow::Result<Phase> {
     let tokens = Arc::new(tokens);
     let next = Arc::new(AtomicUsize::new(0));
-    let meter = Meter::start(server_pid)?;
+    let meter = Meter::start(server_pid).await?;
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (tokens, next, base) = (Arc::clone(&tokens), Arc::clone(&next), base.clone());
@@ -294,7 +301,7 @@ async fn create_phase(
     for t in tasks {
         tally.merge(t.await?);
     }
-    meter.finish(tally)
+    meter.finish(tally).await
 }
 
 async fn approve_phase(
@@ -307,7 +314,7 @@ async fn approve_phase(
     let granted_before = seen.lock().map(|s| s.grants).unwrap_or(0);
     let ids = Arc::new(ids.to_vec());
     let next = Arc::new(AtomicUsize::new(0));
-    let meter = Meter::start(server_pid)?;
+    let meter = Meter::start(server_pid).await?;
     let mut tasks = Vec::new();
     for i in 0..clients {
         let (ids, next) = (Arc::clone(&ids), Arc::clone(&next));
@@ -343,7 +350,7 @@ async fn approve_phase(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    meter.finish(tally)
+    meter.finish(tally).await
 }
 
 /// Prints a phase's figures; its rate per second.
@@ -364,6 +371,9 @@ fn print_phase(name: &str, p: &Phase) -> f64 {
     );
     if let Some(e) = &p.first_error {
         say!("first error of {name}: {e}");
+    }
+    if let Some(profile) = &p.profile {
+        profile.say(name);
     }
     rate
 }
