@@ -235,13 +235,14 @@ fn rust_crate(symbol: &str) -> Option<&str> {
         .then(|| path.get(..end))?
 }
 
-/// Crates reported together.
+/// Crates reported together: `HTTP` is hyper, axum, tower and the crates
+/// under them.
 fn crate_area(name: &str) -> &str {
     match name {
         "sqlx_core" | "sqlx_sqlite" | "sqlx_postgres" => "sqlx",
         "tokio" | "mio" => "tokio",
         "hyper" | "hyper_util" | "h2" | "http" | "http_body" | "http_body_util" | "httparse"
-        | "axum" | "axum_core" | "tower" | "tower_http" => "HTTP (hyper, axum, tower)",
+        | "axum" | "axum_core" | "tower" | "tower_http" => "HTTP",
         "serde" | "serde_json" | "serde_urlencoded" => "serde",
         "core" | "alloc" | "std" => "Rust core and std",
         n if n.starts_with("airlock_") => "airlock",
