@@ -213,9 +213,18 @@ fn area(row: &Sampled) -> String {
     }
     match rust_crate(symbol) {
         Some(name) => crate_area(name).to_owned(),
+        // Rust's allocator shims, which call malloc.
+        None if ["__rust_", "__rdl_", "__rg_"]
+            .iter()
+            .any(|p| symbol.starts_with(p)) =>
+        {
+            "malloc".to_owned()
+        }
         // The C linked into the binary: SQLite (libsqlite3-sys, bundled)
-        // and ring's primitives, the only C crates in Cargo.lock.
+        // and ring's primitives, the only C crates in Cargo.lock, beside
+        // the C runtime's few underscored entry points.
         None if symbol.starts_with("ring_core") => "ring".to_owned(),
+        None if symbol.starts_with('_') => "C runtime".to_owned(),
         None => "SQLite".to_owned(),
     }
 }
@@ -460,5 +469,24 @@ mod tests {
         assert_eq!(rust_crate("core::ptr::drop_in_place<a::B>"), Some("core"));
         assert_eq!(rust_crate("sqlite3BtreeNext"), None);
         assert_eq!(rust_crate("balance_nonroot"), None);
+    }
+
+    #[test]
+    fn c_symbols_are_sqlite_unless_they_are_rusts_allocator_or_ring() {
+        let at = |symbol: &str| {
+            area(&Sampled {
+                percent: 1.0,
+                thread: "t".to_owned(),
+                dso: "airlock".to_owned(),
+                symbol: symbol.to_owned(),
+            })
+        };
+        assert_eq!(at("balance_nonroot"), "SQLite");
+        assert_eq!(at("sqlite3VdbeExec"), "SQLite");
+        assert_eq!(at("__rust_alloc"), "malloc");
+        assert_eq!(at("__rdl_dealloc"), "malloc");
+        assert_eq!(at("ring_core_0_17_14__sha256_block_data_order"), "ring");
+        assert_eq!(at("_start"), "C runtime");
+        assert_eq!(at("0x00000000001234"), "airlock (no symbol)");
     }
 }
