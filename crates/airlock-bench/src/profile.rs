@@ -5,6 +5,10 @@
 //! writer saturated?), of each body of code (SQLite, the kernel, the
 //! allocator, each Rust crate) and the functions that use the most.
 //!
+//! The server alone: sampling a local PostgreSQL's processes as well
+//! (its postmaster followed into the backends it forks) was tried and
+//! made the load it was to explain several times slower on this machine.
+//!
 //! Self time only: the release build has no frame pointers, and DWARF
 //! unwinding costs more than the server it would measure on two cores.
 
