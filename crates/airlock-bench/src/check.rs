@@ -27,7 +27,7 @@ use crate::child::{cpu_time, on_own_thread, status_kib, ChildServer};
 use crate::percentile;
 use crate::profile::{self, Profile, Summary};
 use crate::report::say;
-use crate::seed::{ensure, seeded_location, Shape, ShapeArgs};
+use crate::seed::{self, ensure, seeded_location, Shape, ShapeArgs};
 use crate::store::{Backend, Scratch};
 
 /// The checker's config token.
@@ -110,12 +110,9 @@ async fn bench(
         args.connections,
         std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
     );
-    let data_dir = dir.join("data");
+    let data_dir = seed::data_dir(dir);
     std::fs::create_dir_all(&data_dir)?;
-    let location = match location {
-        Location::Sqlite(_) => Location::Sqlite(data_dir.join("airlock.db")),
-        other => other.clone(),
-    };
+    let location = seed::in_data_dir(location, dir);
     // Only grants: one entitlement per holder, as many holders as grants
     // (`seed`'s shape with two entitlements, the grants on the first).
     // With more requests, `seed`'s own default shape.
@@ -326,7 +323,7 @@ async fn drive(
     figures.elapsed = tokio::time::Instant::now().duration_since(start);
     figures.server_cpu = cpu_time(server_pid)?.saturating_sub(server_cpu_before);
     figures.client_cpu = cpu_time(std::process::id())?.saturating_sub(client_cpu_before);
-    figures.profile = profile::finish(profile).await?;
+    figures.profile = profile::finish(profile, figures.elapsed, figures.server_cpu).await?;
     figures.server_rss_kib = status_kib(server_pid, "VmRSS")?;
     figures.server_peak_kib = status_kib(server_pid, "VmHWM")?;
     for v in [&mut figures.latencies_ms, &mut figures.lag_ms]

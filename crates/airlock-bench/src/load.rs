@@ -28,7 +28,7 @@ use crate::child::{cpu_time, status_kib, ChildServer};
 use crate::lifecycle::{spawn_receiver, Received, SECRET};
 use crate::profile::{self, Profile, Summary};
 use crate::report::say;
-use crate::seed::{seeded_location, Shape};
+use crate::seed::{self, seeded_location, Shape};
 use crate::store::{Backend, Scratch};
 use crate::{ask, now_ms, percentile, requester_users, server_table};
 
@@ -259,12 +259,9 @@ async fn bench(
         );
     }
     let (hook, seen) = spawn_receiver().await?;
-    let data_dir = dir.join("data");
+    let data_dir = seed::data_dir(dir);
     std::fs::create_dir_all(&data_dir)?;
-    let location = match location {
-        Location::Sqlite(_) => Location::Sqlite(data_dir.join("airlock.db")),
-        other => other.clone(),
-    };
+    let location = seed::in_data_dir(location, dir);
     let (mut text, tokens) = config(args, &hook, &data_dir, &location);
     if let Some(shape) = seeded {
         text.push_str(&shape.entitlement_tables());
@@ -497,7 +494,7 @@ async fn drive(
     let elapsed = started.elapsed();
     let server_cpu = cpu_time(server_pid)?.saturating_sub(server_cpu_before);
     let client_cpu = cpu_time(std::process::id())?.saturating_sub(client_cpu_before);
-    let profile = profile::finish(profile).await?;
+    let profile = profile::finish(profile, elapsed, server_cpu).await?;
     let _ = stop.0.send(true);
     let server_rss_kib = sampler.await?;
     Ok(Driven {

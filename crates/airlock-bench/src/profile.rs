@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use crate::child::cpu_time;
 use crate::report::say;
 
 /// Set by `--profile`.
@@ -54,9 +53,6 @@ pub(crate) fn enable() -> anyhow::Result<()> {
 pub(crate) struct Profile {
     perf: tokio::process::Child,
     data: PathBuf,
-    pid: u32,
-    started: Instant,
-    cpu_before: Duration,
 }
 
 impl Profile {
@@ -88,26 +84,32 @@ impl Profile {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::fs::metadata(&data).map_or(0, |m| m.len()) == 0 {
             if let Some(status) = perf.try_wait()? {
-                bail!("perf record exited at once ({status}): is perf allowed here (kernel.perf_event_paranoid)?");
+                let mut said = String::new();
+                if let Some(mut stderr) = perf.stderr.take() {
+                    let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut said).await;
+                }
+                bail!(
+                    "perf record exited at once ({status}): {} (is perf allowed here? kernel.perf_event_paranoid)",
+                    said.trim()
+                );
             }
             if Instant::now() > deadline {
                 bail!("perf record did not start within 10 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Some(Profile {
-            perf,
-            data,
-            pid,
-            started: Instant::now(),
-            cpu_before: cpu_time(pid)?,
-        }))
+        Ok(Some(Profile { perf, data }))
     }
 
-    /// Stops sampling and summarises what was sampled.
-    pub(crate) async fn finish(mut self) -> anyhow::Result<Summary> {
-        let elapsed = self.started.elapsed();
-        let cpu = cpu_time(self.pid)?.saturating_sub(self.cpu_before);
+    /// Stops sampling and summarises what was sampled, over the bench's
+    /// measured window: `elapsed`, in which the server used `server_cpu`
+    /// (the figures the bench prints, so the profile's shares of a core
+    /// are of the same measurement).
+    pub(crate) async fn finish(
+        mut self,
+        elapsed: Duration,
+        server_cpu: Duration,
+    ) -> anyhow::Result<Summary> {
         let perf_pid = self.perf.id().context("perf record exited early")?;
         // SIGINT makes perf write its samples out and exit.
         let interrupted = std::process::Command::new("kill")
@@ -145,14 +147,18 @@ impl Profile {
             );
         }
         let samples = parse_report(&String::from_utf8_lossy(&report.stdout))?;
-        Ok(Summary::of(&samples, elapsed, cpu))
+        Ok(Summary::of(&samples, elapsed, server_cpu))
     }
 }
 
 /// [`Profile::finish`] of a profile that was started; `None` otherwise.
-pub(crate) async fn finish(profile: Option<Profile>) -> anyhow::Result<Option<Summary>> {
+pub(crate) async fn finish(
+    profile: Option<Profile>,
+    elapsed: Duration,
+    server_cpu: Duration,
+) -> anyhow::Result<Option<Summary>> {
     match profile {
-        Some(p) => Ok(Some(p.finish().await?)),
+        Some(p) => Ok(Some(p.finish(elapsed, server_cpu).await?)),
         None => Ok(None),
     }
 }

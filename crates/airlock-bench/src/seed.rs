@@ -35,6 +35,8 @@ use airlock_core::request::{
     self, AccessRequest, Command, JobAction, LifecycleSettings, NewRequest, State, Transition,
 };
 use airlock_core::{EntitlementId, GroupName, RequestId, Timestamp, UserId};
+use airlock_server::checkpoint::OfflineSigner;
+use airlock_server::config::AuditSettings;
 use airlock_server::store::sql::{Location, SqlStore};
 use airlock_server::store::{ImportBatch, Store};
 use anyhow::{bail, Context};
@@ -274,13 +276,29 @@ fn approver_group(g: usize) -> String {
     format!("approvers-{g}")
 }
 
+/// Where a server started on a bench's directory DIR keeps its data: the
+/// SQLite store, the audit checkpoint key and its log. Every bench and the
+/// seed use this one place, so the seed's signed checkpoint is the one the
+/// server's first start finds.
+pub fn data_dir(dir: &Path) -> PathBuf {
+    dir.join("data")
+}
+
+/// `location` as a server on DIR finds it: a PostgreSQL database as it
+/// is, a SQLite store in DIR's data directory.
+pub fn in_data_dir(location: &Location, dir: &Path) -> Location {
+    match location {
+        Location::Sqlite(_) => Location::Sqlite(data_dir(dir).join("airlock.db")),
+        other => other.clone(),
+    }
+}
+
 /// The store a bench's `--reuse DIR` names: the database the `--postgres`
-/// URL names, else the SQLite database in DIR (which the bench places in
-/// DIR's `data`).
+/// URL names, else the SQLite store in DIR's data directory.
 pub fn seeded_location(postgres: &Option<String>, dir: &Path) -> Location {
     match postgres {
         Some(url) => Location::Postgres(url.clone()),
-        None => Location::Sqlite(dir.join("airlock.db")),
+        None => Location::Sqlite(data_dir(dir).join("airlock.db")),
     }
 }
 
@@ -288,7 +306,7 @@ pub fn seeded_location(postgres: &Option<String>, dir: &Path) -> Location {
 pub fn locate(database: &str, dir: Option<&Path>) -> anyhow::Result<(Location, PathBuf)> {
     if let Some(path) = database.strip_prefix("sqlite:") {
         let dir = PathBuf::from(path.trim_start_matches("//"));
-        return Ok((Location::Sqlite(dir.join("airlock.db")), dir));
+        return Ok((seeded_location(&None, &dir), dir));
     }
     match Location::parse(database) {
         Location::Postgres(url) => {
@@ -350,7 +368,14 @@ pub async fn ensure(location: &Location, dir: &Path, shape: &Shape) -> anyhow::R
             );
         }
     }
-    seed(location, shape).await?;
+    let checkpoint_log = AuditSettings::default_log(&data_dir(dir));
+    if checkpoint_log.exists() {
+        bail!(
+            "{} holds the checkpoint log of another store than the one about to be seeded: remove it",
+            checkpoint_log.display()
+        );
+    }
+    seed(location, dir, shape).await?;
     std::fs::write(&marker, shape.marker())
         .with_context(|| format!("writing {}", marker.display()))?;
     Ok(false)
@@ -363,7 +388,7 @@ struct Generated {
     records: Vec<AuditRecord>,
 }
 
-async fn seed(location: &Location, shape: &Shape) -> anyhow::Result<()> {
+async fn seed(location: &Location, dir: &Path, shape: &Shape) -> anyhow::Result<()> {
     say!(
         "seeding {} requests ({} active grants, {} pending, the rest ended) for {} users, \
          {} entitlements and {} approvers into {}",
@@ -435,16 +460,26 @@ async fn seed(location: &Location, shape: &Shape) -> anyhow::Result<()> {
     // What was committed, read back through the store's read connections:
     // the chain the server will check. (Not through a store opened again:
     // this one's writer, closing, folds the import's write-ahead log of
-    // gigabytes into the database and holds the file meanwhile.)
+    // gigabytes into the database and holds the file meanwhile.) Its head
+    // is signed into the checkpoint log of the servers the benches start
+    // on DIR, as `airlock import --config` does, so their first start
+    // checks from there instead of reading the chain again.
     let verify = Instant::now();
-    let chain = store.verify_audit().await?;
+    let data = data_dir(dir);
+    let signer = OfflineSigner::open(
+        &AuditSettings::default_key(&data),
+        &AuditSettings::default_log(&data),
+    )?;
+    let chain = store.verify_audit_with(signer.verifier()?).await?;
     if let Some(b) = &chain.first_break {
         bail!("the seeded audit chain does not verify: {b}");
     }
+    signer.sign_verified(&chain, Timestamp::from_unix_millis(now_ms()))?;
     say!(
-        "audit chain ok: {} events verified in {:.1}s",
+        "audit chain ok: {} events verified in {:.1}s, its head signed into {}",
         chain.checked,
-        verify.elapsed().as_secs_f64()
+        verify.elapsed().as_secs_f64(),
+        AuditSettings::default_log(&data).display()
     );
     Ok(())
 }

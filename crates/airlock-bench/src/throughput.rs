@@ -28,7 +28,7 @@ use crate::lifecycle::{spawn_receiver, Received, SECRET};
 use crate::profile::{self, Profile, Summary};
 use crate::report::say;
 use crate::store::{Backend, Scratch};
-use crate::{ask, percentile, requester_users, server_table};
+use crate::{ask, percentile, requester_users, seed, server_table};
 
 /// The entitlement approvers decide.
 const ENTITLEMENT: &str = "app-db";
@@ -145,12 +145,9 @@ async fn bench(
         std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get)
     );
     let (hook, seen) = spawn_receiver().await?;
-    let data_dir = dir.join("data");
+    let data_dir = seed::data_dir(dir);
     std::fs::create_dir_all(&data_dir)?;
-    let location = match location {
-        Location::Sqlite(_) => Location::Sqlite(data_dir.join("airlock.db")),
-        other => other.clone(),
-    };
+    let location = seed::in_data_dir(location, dir);
     let (text, tokens) = config(args, &hook, &data_dir, &location);
     let config = dir.join("airlock.toml");
     std::fs::write(&config, text)?;
@@ -257,15 +254,17 @@ impl Meter {
     /// The phase that ends now with what `tally` holds.
     async fn finish(self, mut tally: Tally) -> anyhow::Result<Phase> {
         let elapsed = self.started.elapsed();
-        let profile = profile::finish(self.profile).await?;
+        let server_cpu = cpu_time(self.server_pid)?.saturating_sub(self.server_cpu);
+        let client_cpu = cpu_time(std::process::id())?.saturating_sub(self.client_cpu);
+        let profile = profile::finish(self.profile, elapsed, server_cpu).await?;
         tally.latencies_ms.sort_by(f64::total_cmp);
         Ok(Phase {
             latencies_ms: tally.latencies_ms,
             errors: tally.errors,
             first_error: tally.first_error,
             elapsed,
-            server_cpu: cpu_time(self.server_pid)?.saturating_sub(self.server_cpu),
-            client_cpu: cpu_time(std::process::id())?.saturating_sub(self.client_cpu),
+            server_cpu,
+            client_cpu,
             created: tally.created,
             profile,
         })

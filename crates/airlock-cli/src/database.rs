@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 
+use airlock_core::audit::ChainVerifier;
+use airlock_server::checkpoint::OfflineSigner;
+use airlock_server::config::Settings;
+use airlock_server::engine::{Clock, SystemClock};
 use airlock_server::store::transfer;
 use anyhow::Context;
 use clap::Subcommand;
@@ -27,6 +31,9 @@ pub enum DatabaseCmd {
         output: Option<PathBuf>,
     },
     /// Load an export into an empty database and verify its audit chain.
+    /// With `--config`, the chain is also checked against the server's
+    /// checkpoint log and its head signed there, so the server's first
+    /// start checks from that head instead of reading the whole chain.
     Import {
         #[command(flatten)]
         db: DatabaseArgs,
@@ -80,7 +87,23 @@ pub async fn run(command: DatabaseCmd) -> anyhow::Result<()> {
             let source = input
                 .as_ref()
                 .map_or("standard input".to_owned(), |p| p.display().to_string());
-            let (imported, chain) = transfer::import(&store, schema, &mut reader)
+            let signer = match &db.config {
+                Some(config) => {
+                    let audit = Settings::load(config)?.audit;
+                    Some(
+                        OfflineSigner::open(&audit.checkpoint_key, &audit.checkpoint_log)
+                            .with_context(|| {
+                                format!("the audit settings of `{}`", config.display())
+                            })?,
+                    )
+                }
+                None => None,
+            };
+            let verifier = match &signer {
+                Some(signer) => signer.verifier()?,
+                None => ChainVerifier::default(),
+            };
+            let (imported, chain) = transfer::import(&store, schema, &mut reader, verifier)
                 .await
                 .with_context(|| format!("importing {source} into {}", location.describe()))?;
             say!(
@@ -92,6 +115,19 @@ pub async fn run(command: DatabaseCmd) -> anyhow::Result<()> {
                 chain.checked,
                 chain.head_hash
             );
+            match signer {
+                Some(signer) => {
+                    if let Some(signed) = signer.sign_verified(&chain, SystemClock.now())? {
+                        say!(
+                            "signed audit checkpoint at event {}: the server's first start checks the chain from there",
+                            signed.seq
+                        );
+                    }
+                }
+                None => say!(
+                    "no audit checkpoint signed (no --config): the server's first start checks the whole chain"
+                ),
+            }
             Ok(())
         }
     }

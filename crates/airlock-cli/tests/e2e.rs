@@ -1151,11 +1151,73 @@ fn export_then_import(target: &str, extra: &[&str]) {
     export_to_file(source.to_str().unwrap(), &export);
 
     let export_path = export.to_str().unwrap();
-    let out = airlock_succeeds(&["import", "--database", target, "--input", export_path]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain ok"));
-    // Verified again from the database itself, without a server.
+    let config = dir.path().join("airlock.toml");
+    let config = config.to_str().unwrap();
+    let log = dir.path().join("audit/checkpoints.jsonl");
+    let log = log.to_str().unwrap();
+    // An export whose newest audit event is gone ends before the head the
+    // import below signs: checked against the server's checkpoint log, it
+    // is refused and leaves nothing.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let mut cut: Vec<&str> = text.lines().collect();
+    let last_event = cut
+        .iter()
+        .rposition(|l| l.starts_with("{\"audit\""))
+        .unwrap();
+    cut.remove(last_event);
+    let cut_path = dir.path().join("cut.jsonl");
+    std::fs::write(&cut_path, cut.join("\n")).unwrap();
+
+    // With the server's config, the import checks the chain against the
+    // demo's checkpoint log and signs the head it reached there.
+    let out = airlock_succeeds(&[
+        "import",
+        "--config",
+        config,
+        "--database",
+        target,
+        "--input",
+        export_path,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("audit chain ok"), "{said}");
+    assert!(said.contains("signed audit checkpoint at event"), "{said}");
+    // Verified again from the database itself, without a server, and
+    // against the log: no event is left that no signature covers.
     let out = airlock_succeeds(&["audit", "verify", "--database", target]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain ok"));
+    let out = airlock_succeeds(&[
+        "audit",
+        "verify",
+        "--checkpoints",
+        log,
+        "--database",
+        target,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(" 0 event(s) after the last checkpoint are not signed yet"),
+        "{said}"
+    );
+    let elsewhere = dir.path().join("elsewhere.db");
+    let refused = Command::new(BIN)
+        .args(["import", "--config", config, "--database"])
+        .arg(&elsewhere)
+        .arg("--input")
+        .arg(&cut_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("missing, but a checkpoint was signed for it"),
+        "{err}"
+    );
+    let left = airlock_succeeds(&["audit", "verify", "--database", elsewhere.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        said.contains("0 events"),
+        "the refused import left events: {said}"
+    );
 
     // A second import into the now non-empty database is refused.
     let again = Command::new(BIN)

@@ -43,6 +43,10 @@ pub enum CheckpointError {
     },
     #[error("public key `{0}` is not `ed25519:` followed by 64 hex characters")]
     BadPublicKey(String),
+    /// A head offered for signing that was not verified from the chain's
+    /// first event against the log's checkpoints.
+    #[error("not signed: {0}")]
+    Unverified(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -264,6 +268,76 @@ fn append_line(path: &Path, line: &CheckpointLine) -> Result<(), CheckpointError
     file.sync_data().map_err(log_error)
 }
 
+/// A server's checkpoint key and log in the hands of a command that reads
+/// a whole chain itself, without a server (`airlock import`, the bench's
+/// seeding): the chain is checked against the log's checkpoints in that
+/// same pass ([`OfflineSigner::verifier`]) and the head it reached is
+/// signed ([`OfflineSigner::sign_verified`]), so the server's first start
+/// resumes there instead of reading every event again. The same trust a
+/// first start would give: it too signs a whole chain that checked out.
+pub struct OfflineSigner {
+    key: SigningKey,
+    log: PathBuf,
+    signed: Vec<Checkpoint>,
+}
+
+impl OfflineSigner {
+    /// The key (created, owner-only, when missing, as a server's first
+    /// start does) and the checkpoints its log holds, each line checked
+    /// against that key.
+    pub fn open(key: &Path, log: &Path) -> Result<OfflineSigner, CheckpointError> {
+        let key = load_or_generate_key(key, KeyKind::Checkpoint)?;
+        let (signed, _) = read_log(log, Some(&key.verifying_key()))?;
+        Ok(OfflineSigner {
+            key,
+            log: log.to_path_buf(),
+            signed,
+        })
+    }
+
+    /// A verifier of the whole chain, from its first event, against every
+    /// checkpoint in the log: a chain another history than the signed one
+    /// fails it.
+    pub fn verifier(&self) -> Result<ChainVerifier, CheckpointError> {
+        ChainVerifier::with_checkpoints(self.signed.clone()).map_err(|e| CheckpointError::Log {
+            path: self.log.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Signs the head `report` reached, which must be a verdict of
+    /// [`OfflineSigner::verifier`]'s: unbroken and counted from the first
+    /// event. `None` when there is nothing new to sign (an empty chain, or
+    /// a head the log already holds).
+    pub fn sign_verified(
+        &self,
+        report: &ChainReport,
+        at: Timestamp,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        if let Some(b) = &report.first_break {
+            return Err(CheckpointError::Unverified(format!(
+                "the audit chain is broken: {b}"
+            )));
+        }
+        if u64::try_from(report.head_seq).ok() != Some(report.checked) {
+            return Err(CheckpointError::Unverified(format!(
+                "{} events were checked, not the chain's {} from its first event",
+                report.checked, report.head_seq
+            )));
+        }
+        if report.head_seq < 1 || self.signed.iter().any(|c| c.seq == report.head_seq) {
+            return Ok(None);
+        }
+        let checkpoint = Checkpoint {
+            seq: report.head_seq,
+            head_hash: report.head_hash.clone(),
+            at,
+        };
+        append_line(&self.log, &CheckpointLine::sign(&self.key, &checkpoint))?;
+        Ok(Some(checkpoint))
+    }
+}
+
 /// What the checks at start found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartCheck {
@@ -432,6 +506,96 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    /// A chain of `n` events, as a store would hold it.
+    fn chain(n: i64) -> Vec<airlock_core::audit::AuditRecord> {
+        use airlock_core::audit::{Actor, AuditAction, AuditEvent, AuditRecord, GENESIS_HASH};
+        let mut records: Vec<AuditRecord> = Vec::new();
+        for seq in 1..=n {
+            let event = AuditEvent {
+                at: Timestamp::from_unix_millis(seq),
+                actor: Actor::System,
+                action: AuditAction::Expired,
+                request: None,
+                entitlement: None,
+                subject: None,
+                details: std::collections::BTreeMap::new(),
+            };
+            let prev = records.last().map_or(GENESIS_HASH, |r| r.hash.as_str());
+            let record = AuditRecord::chain(&event, seq - 1, prev);
+            records.push(record);
+        }
+        records
+    }
+
+    fn verified(
+        mut verifier: ChainVerifier,
+        records: &[airlock_core::audit::AuditRecord],
+    ) -> ChainReport {
+        for r in records {
+            if verifier.check(r).is_err() {
+                break;
+            }
+        }
+        verifier.finish()
+    }
+
+    #[test]
+    fn an_offline_signer_signs_only_a_whole_chain_that_matches_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, log) = (dir.path().join("audit/key"), dir.path().join("audit/log"));
+        let records = chain(5);
+        let signer = OfflineSigner::open(&key, &log).unwrap();
+        let at = Timestamp::from_unix_millis(99);
+        // Resumed at a checkpoint, the report does not vouch for the
+        // events before it: nothing is signed.
+        let resumed = verified(
+            ChainVerifier::resume_at(Checkpoint {
+                seq: 3,
+                head_hash: records[2].hash.clone(),
+                at,
+            }),
+            &records[2..],
+        );
+        let err = signer.sign_verified(&resumed, at).unwrap_err().to_string();
+        assert!(
+            err.contains("3 events were checked, not the chain's 5"),
+            "{err}"
+        );
+        // An edited event: refused, naming it.
+        let mut edited = records.clone();
+        edited[1].hash = "0".repeat(64);
+        let broken = verified(signer.verifier().unwrap(), &edited);
+        let err = signer.sign_verified(&broken, at).unwrap_err().to_string();
+        assert!(err.contains("event 2"), "{err}");
+        assert!(!log.exists(), "nothing was to be signed");
+
+        let whole = verified(signer.verifier().unwrap(), &records[..4]);
+        let signed = signer.sign_verified(&whole, at).unwrap().unwrap();
+        assert_eq!((signed.seq, &signed.head_hash), (4, &records[3].hash));
+        // The server reads the line with its key, which the signer made.
+        let server_key = load_or_generate_key(&key, KeyKind::Checkpoint).unwrap();
+        let (in_log, _) = read_log(&log, Some(&server_key.verifying_key())).unwrap();
+        assert_eq!(in_log, [signed]);
+
+        // Opened again, the log's checkpoint is held against the next
+        // chain: the same head is not signed twice, a chain cut before it
+        // is refused, a longer one signed.
+        let signer = OfflineSigner::open(&key, &log).unwrap();
+        let same = verified(signer.verifier().unwrap(), &records[..4]);
+        assert_eq!(signer.sign_verified(&same, at).unwrap(), None);
+        let cut = verified(signer.verifier().unwrap(), &records[..3]);
+        let err = signer.sign_verified(&cut, at).unwrap_err().to_string();
+        assert!(
+            err.contains("missing, but a checkpoint was signed"),
+            "{err}"
+        );
+        let longer = verified(signer.verifier().unwrap(), &records);
+        assert_eq!(
+            signer.sign_verified(&longer, at).unwrap().map(|c| c.seq),
+            Some(5)
+        );
     }
 
     #[test]

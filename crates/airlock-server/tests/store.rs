@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::approval::{ApprovalTier, ApproverVerdict, Route, Verdict};
+use airlock_core::audit::{ChainVerifier, Checkpoint};
 use airlock_core::catalog::{Entitlement, External, Role, TicketRule, User};
 use airlock_core::directory::{Consequence, DirectoryGroup, DirectoryUser, Email, Refusal};
 use airlock_core::drift::DriftPolicy;
@@ -3651,13 +3652,14 @@ async fn a_failed_import_leaves_the_store_empty() {
         let text = String::from_utf8(export).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(exported.audit_events >= 24, "{name}: {exported:?}");
-        let import = |text: String| {
+        let import_against = |text: String, chain: ChainVerifier| {
             let store = Arc::clone(&target.store);
             async move {
                 let mut input = std::io::Cursor::new(text.into_bytes());
-                transfer::import_in_batches(store.as_ref(), schema, &mut input, 4).await
+                transfer::import_in_batches(store.as_ref(), schema, &mut input, chain, 4).await
             }
         };
+        let import = |text: String| import_against(text, ChainVerifier::default());
         let is_empty = || async {
             target
                 .store
@@ -3714,6 +3716,37 @@ async fn a_failed_import_leaves_the_store_empty() {
         );
         assert!(is_empty().await, "{name}: a failed import left rows");
         assert_eq!(index_names(&target).await, indexes, "{name}");
+
+        // A chain that is not the one a checkpoint signed (here, event 3
+        // signed with another hash), or that ends before a signed event,
+        // is refused whole: an import checks it against the server's log.
+        let signed_at = |seq: i64, head_hash: &str| {
+            ChainVerifier::with_checkpoints(vec![Checkpoint {
+                seq,
+                head_hash: head_hash.to_owned(),
+                at: at(0),
+            }])
+            .unwrap()
+        };
+        let err = import_against(text.clone(), signed_at(3, "another"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not match the checkpoint signed for it"),
+            "{name}: {err}"
+        );
+        assert!(is_empty().await, "{name}: a failed import left rows");
+        let beyond = i64::try_from(exported.audit_events).unwrap() + 1;
+        let err = import_against(text.clone(), signed_at(beyond, "later"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing, but a checkpoint was signed for it"),
+            "{name}: {err}"
+        );
+        assert!(is_empty().await, "{name}: a failed import left rows");
 
         let postgres = name == "postgres";
         if postgres {

@@ -37,11 +37,11 @@ pub(super) fn audit_table(
         checkpoint_key: audit
             .checkpoint_key
             .as_deref()
-            .map_or_else(|| data_dir.join("audit/checkpoint.key"), |p| src.resolve(p)),
-        checkpoint_log: audit.checkpoint_log.as_deref().map_or_else(
-            || data_dir.join("audit/checkpoints.jsonl"),
-            |p| src.resolve(p),
-        ),
+            .map_or_else(|| AuditSettings::default_key(data_dir), |p| src.resolve(p)),
+        checkpoint_log: audit
+            .checkpoint_log
+            .as_deref()
+            .map_or_else(|| AuditSettings::default_log(data_dir), |p| src.resolve(p)),
         checkpoint_every,
         accept_broken_chain: false,
     })

@@ -203,6 +203,18 @@ pub struct AuditSettings {
     pub accept_broken_chain: bool,
 }
 
+impl AuditSettings {
+    /// The checkpoint key's path when the config names none.
+    pub fn default_key(data_dir: &Path) -> PathBuf {
+        data_dir.join("audit/checkpoint.key")
+    }
+
+    /// The checkpoint log's path when the config names none.
+    pub fn default_log(data_dir: &Path) -> PathBuf {
+        data_dir.join("audit/checkpoints.jsonl")
+    }
+}
+
 /// How often the audit head is signed unless `audit.checkpoint_every` says otherwise.
 pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(5 * 60);
 

@@ -120,15 +120,17 @@ const BATCH: usize = 1000;
 /// Reads an export into an empty store, streaming: lines are parsed and
 /// handed to the store in batches of [`BATCH`] inside one transaction
 /// ([`Store::begin_import`]), and the audit chain is verified as its events
-/// go by. Nothing is committed unless every line parsed and the whole chain
-/// checked out; otherwise the store is left empty, as it was, and the error
-/// names the line.
+/// go by, from its first event, by `chain` (`ChainVerifier::default()`, or
+/// one holding the checkpoints the chain must match). Nothing is committed
+/// unless every line parsed and the whole chain checked out; otherwise the
+/// store is left empty, as it was, and the error names the line.
 pub async fn import(
     store: &dyn Store,
     schema: i64,
     input: &mut dyn BufRead,
+    chain: ChainVerifier,
 ) -> Result<(ImportReport, ChainReport), TransferError> {
-    import_in_batches(store, schema, input, BATCH).await
+    import_in_batches(store, schema, input, chain, BATCH).await
 }
 
 /// [`import`] with `batch` lines of a kind per batch (tests use few, to
@@ -137,10 +139,11 @@ pub async fn import_in_batches(
     store: &dyn Store,
     schema: i64,
     input: &mut dyn BufRead,
+    chain: ChainVerifier,
     batch: usize,
 ) -> Result<(ImportReport, ChainReport), TransferError> {
     let mut import = store.begin_import().await?;
-    match import_lines(&mut import, schema, input, batch.max(1)).await {
+    match import_lines(&mut import, schema, input, chain, batch.max(1)).await {
         Ok(chain) => {
             let imported = import.finish().await?;
             Ok((imported, chain))
@@ -157,12 +160,12 @@ async fn import_lines(
     import: &mut Import,
     schema: i64,
     input: &mut dyn BufRead,
+    mut chain: ChainVerifier,
     size: usize,
 ) -> Result<ChainReport, TransferError> {
     let mut requests = Vec::with_capacity(size);
     let mut audit: Vec<AuditRecord> = Vec::with_capacity(size);
     let mut access_reviews = Vec::new();
-    let mut chain = ChainVerifier::default();
     let mut saw_header = false;
     let mut line = String::new();
     let mut line_no = 0;
