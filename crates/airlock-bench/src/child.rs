@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::statements;
+
 /// How long a server may take to start before the bench gives up.
 /// A first start on a store no checkpoint covers yet verifies the whole
 /// audit chain: minutes on a freshly seeded store of millions of events.
@@ -32,14 +34,22 @@ impl ChildServer {
     /// it listens.
     pub(crate) async fn start(config: &Path) -> anyhow::Result<ChildServer> {
         let spawned = Instant::now();
-        let mut process = tokio::process::Command::new(std::env::current_exe()?)
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command
             .arg("serve-config")
             .arg(config)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the server")?;
+            .kill_on_drop(true);
+        // Profiled, the server logs every statement's time, to a file the
+        // bench reads over the measured window (`statements`).
+        if crate::profile::enabled() {
+            let asked = std::env::var("AIRLOCK_LOG").ok();
+            command
+                .env("AIRLOCK_LOG", statements::log_filter(asked.as_deref()))
+                .stderr(statements::log_file("server")?);
+        }
+        let mut process = command.spawn().context("starting the server")?;
         let pid = process.id().context("the server exited at once")?;
         let mut lines = BufReader::new(process.stdout.take().context("no server stdout")?).lines();
         let addr = loop {

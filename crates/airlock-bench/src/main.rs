@@ -46,6 +46,7 @@ mod pg_expiry;
 mod profile;
 mod report;
 mod seed;
+mod statements;
 mod store;
 mod throughput;
 mod transfer;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::report::say;
+use crate::statements::{self, Statement};
 
 /// Set by `--profile`.
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -34,6 +35,11 @@ const TOP_FUNCTIONS: usize = 12;
 
 /// Turns profiling on for this run (`--profile`), after checking that
 /// `perf` can be run.
+/// Whether this run profiles (`--profile`).
+pub(crate) fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 pub(crate) fn enable() -> anyhow::Result<()> {
     let found = std::process::Command::new("perf")
         .arg("--version")
@@ -58,7 +64,7 @@ pub(crate) struct Profile {
 impl Profile {
     /// Starts sampling `pid` when `--profile` was given; `None` otherwise.
     pub(crate) async fn start(pid: u32) -> anyhow::Result<Option<Profile>> {
-        if !ENABLED.load(Ordering::Relaxed) {
+        if !enabled() {
             return Ok(None);
         }
         let data = std::env::temp_dir().join(format!(
@@ -98,6 +104,7 @@ impl Profile {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        statements::open_window()?;
         Ok(Some(Profile { perf, data }))
     }
 
@@ -110,6 +117,7 @@ impl Profile {
         elapsed: Duration,
         server_cpu: Duration,
     ) -> anyhow::Result<Summary> {
+        let statements = statements::close_window(elapsed)?;
         let perf_pid = self.perf.id().context("perf record exited early")?;
         // SIGINT makes perf write its samples out and exit.
         let interrupted = std::process::Command::new("kill")
@@ -147,7 +155,10 @@ impl Profile {
             );
         }
         let samples = parse_report(&String::from_utf8_lossy(&report.stdout))?;
-        Ok(Summary::of(&samples, elapsed, server_cpu))
+        Ok(Summary {
+            statements,
+            ..Summary::of(&samples, elapsed, server_cpu)
+        })
     }
 }
 
@@ -277,6 +288,8 @@ pub(crate) struct Summary {
     by_thread: Vec<(String, f64)>,
     by_area: Vec<(String, f64)>,
     top: Vec<Sampled>,
+    /// The server's database statements over the same window.
+    statements: Vec<Statement>,
 }
 
 impl Summary {
@@ -323,6 +336,7 @@ impl Summary {
             by_thread,
             by_area,
             top,
+            statements: Vec::new(),
         }
     }
 
@@ -369,6 +383,7 @@ impl Summary {
             }
             say!("  {:5.1}%  {:<10} {symbol}", f.percent, area(f));
         }
+        statements::say(&self.statements);
     }
 }
 
