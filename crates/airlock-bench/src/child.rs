@@ -61,7 +61,13 @@ impl ChildServer {
                         START_LIMIT.as_secs()
                     )
                 })??
-                .context("the server exited before listening")?;
+                .with_context(|| match statements::log_path() {
+                    Some(log) => format!(
+                        "the server exited before listening (its log: {})",
+                        log.display()
+                    ),
+                    None => "the server exited before listening".to_owned(),
+                })?;
             if let Some(addr) = line.strip_prefix("listening on ") {
                 break addr.to_owned();
             }
@@ -82,6 +88,7 @@ impl ChildServer {
         if stopped.is_err() {
             let _ = self.process.kill().await;
         }
+        statements::remove_log();
     }
 }
 

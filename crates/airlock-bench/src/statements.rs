@@ -50,7 +50,7 @@ fn log() -> std::sync::MutexGuard<'static, Option<Log>> {
 }
 
 /// Where the profiled server about to start writes its log (in the
-/// system's temporary directory, removed with the next server's start).
+/// system's temporary directory, removed when it stops: [`remove_log`]).
 pub(crate) fn log_file(server: &str) -> anyhow::Result<std::fs::File> {
     let path =
         std::env::temp_dir().join(format!("airlock-bench-{}-{server}.log", std::process::id()));
@@ -63,6 +63,18 @@ pub(crate) fn log_file(server: &str) -> anyhow::Result<std::fs::File> {
         let _ = std::fs::remove_file(old.path);
     }
     Ok(file)
+}
+
+/// The profiled server's log file, for a message about its start.
+pub(crate) fn log_path() -> Option<PathBuf> {
+    log().as_ref().map(|l| l.path.clone())
+}
+
+/// Removes the stopped server's log file.
+pub(crate) fn remove_log() {
+    if let Some(old) = log().take() {
+        let _ = std::fs::remove_file(old.path);
+    }
 }
 
 /// Starts a window: the log from here on (before it: the start-up).
