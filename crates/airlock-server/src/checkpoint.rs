@@ -242,6 +242,11 @@ pub fn read_log(
     Ok((checkpoints, key))
 }
 
+/// Signs `checkpoint` with `key` and appends it to the log at `log`.
+fn sign_into(log: &Path, key: &SigningKey, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+    append_line(log, &CheckpointLine::sign(key, checkpoint))
+}
+
 /// Appends one line and syncs it before returning: a checkpoint reported
 /// as written survives a crash.
 fn append_line(path: &Path, line: &CheckpointLine) -> Result<(), CheckpointError> {
@@ -333,7 +338,7 @@ impl OfflineSigner {
             head_hash: report.head_hash.clone(),
             at,
         };
-        append_line(&self.log, &CheckpointLine::sign(&self.key, &checkpoint))?;
+        sign_into(&self.log, &self.key, &checkpoint)?;
         Ok(Some(checkpoint))
     }
 }
@@ -431,7 +436,7 @@ impl Checkpointer {
             head_hash: report.head_hash,
             at: self.clock.now(),
         };
-        append_line(&self.log, &CheckpointLine::sign(&self.key, &checkpoint))?;
+        sign_into(&self.log, &self.key, &checkpoint)?;
         *last = Some(checkpoint.clone());
         Ok(Ok(Some(checkpoint)))
     }
@@ -464,7 +469,7 @@ impl Checkpointer {
             head_hash,
             at: self.clock.now(),
         };
-        append_line(&self.log, &CheckpointLine::sign(&self.key, &checkpoint))?;
+        sign_into(&self.log, &self.key, &checkpoint)?;
         *last = Some(checkpoint.clone());
         Ok(Some(checkpoint))
     }
